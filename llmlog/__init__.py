@@ -1,0 +1,125 @@
+"""llmlog: the flight recorder for LLM calls.
+
+    import anthropic, llmlog
+
+    client = llmlog.wrap(anthropic.Anthropic())
+    with llmlog.context(feature="support-bot", user_id="u_42", session_id="s_1"):
+        client.messages.create(model="claude-sonnet-4-5", max_tokens=512, messages=[...])
+
+Every call becomes one row of the `calls` relation in a SQLite file (by default), priced at
+ingest; `llmlog calls`, `llmlog show ID` and `llmlog query "SQL"` read it back.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import threading
+from typing import Any, TypeVar
+
+from llmlog.capture.exchange import Exchange
+from llmlog.capture.wrap import instrument
+from llmlog.config import Settings
+from llmlog.context import context, current, propagate
+from llmlog.record import COLUMNS, Call
+from llmlog.writer import Stats, Writer
+
+__all__ = [
+    "COLUMNS",
+    "Call",
+    "Settings",
+    "configure",
+    "context",
+    "current",
+    "flush",
+    "propagate",
+    "record",
+    "stats",
+    "wrap",
+]
+__version__ = "0.1.0"
+
+C = TypeVar("C")
+
+_lock = threading.Lock()
+_settings: Settings | None = None
+_writer: Writer | None = None
+_exit_hook = False
+
+
+def configure(**settings: Any) -> Settings:
+    """Set where and how calls are recorded; see `llmlog.config.Settings` for the fields.
+
+    >>> llmlog.configure(db="sqlite:///calls.db", on_full="block")
+
+    Calls already queued are flushed to the previous store first.
+    """
+    global _settings, _writer
+    new = Settings(**settings)
+    with _lock:
+        old, _writer, _settings = _writer, None, new
+    if old is not None:
+        old.close()
+    return new
+
+
+def _get_writer() -> Writer:
+    global _writer, _settings, _exit_hook
+    writer = _writer
+    if writer is not None:
+        return writer
+    with _lock:
+        if _writer is None:
+            _settings = _settings or Settings()
+            _writer = Writer(_settings)
+            if not _exit_hook:
+                atexit.register(_at_exit)
+                _exit_hook = True
+        return _writer
+
+
+def _submit(item: Exchange | Call) -> None:
+    # Resolved per call, so configure() after wrap() redirects already-wrapped clients.
+    _get_writer().submit(item)
+
+
+def wrap(client: C) -> C:
+    """Record every model call `client` makes; returns the same client, otherwise unchanged.
+
+    Takes anthropic.Anthropic / AsyncAnthropic and openai.OpenAI / AsyncOpenAI clients.
+    """
+    return instrument(client, _submit)
+
+
+def record(call: Call) -> None:
+    """Queue a call record made by hand (it is priced if it has no cost)."""
+    _submit(call)
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Block until every call recorded so far is in the store; False if `timeout` ran out."""
+    writer = _writer
+    return True if writer is None else writer.flush(timeout)
+
+
+def stats() -> Stats:
+    """Counters: recorded, dropped, failed, store_errors, queued."""
+    writer = _writer
+    return Stats() if writer is None else writer.stats()
+
+
+def _at_exit() -> None:
+    writer = _writer
+    if writer is not None:
+        writer.close()
+
+
+def _after_fork() -> None:
+    # The writer thread does not survive fork; the child starts its own on first use.
+    global _writer, _lock
+    _lock = threading.Lock()
+    _writer = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)

@@ -1,0 +1,468 @@
+"""Turn what the HTTP layer saw (`Exchange`) into a `Call`: request, response, usage, timing.
+
+Runs on the writer's thread. Understands Anthropic Messages and OpenAI Chat Completions and
+Responses, streamed (SSE, reassembled into the non-streamed shape) or not. A body we cannot
+parse still yields a row: the call happened, and losing it would be worse than a gap.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+from llmlog.capture.exchange import Exchange
+from llmlog.record import Call
+
+ANTHROPIC_STOP = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+    "pause_turn": "pause",
+}
+
+
+def prompt_hash(system_prompt: str) -> str:
+    """A stable short version for a system prompt nobody versioned by hand."""
+    return hashlib.sha256(system_prompt.encode()).hexdigest()[:12]
+
+
+# ---------------------------------------------------------------- bodies and SSE
+
+
+def _decoder(encoding: str) -> Any:
+    encoding = encoding.strip().lower()
+    if encoding in ("", "identity"):
+        return None
+    if encoding in ("gzip", "x-gzip"):
+        return zlib.decompressobj(zlib.MAX_WBITS | 32)
+    if encoding == "deflate":
+        return zlib.decompressobj()
+    if encoding == "br":
+        import brotli  # type: ignore[import-not-found]  # only sent if the SDK can decode it
+
+        return brotli.Decompressor()
+    if encoding == "zstd":
+        import zstandard  # type: ignore[import-not-found]
+
+        return zstandard.ZstdDecompressor().decompressobj()
+    raise ValueError(f"unsupported content-encoding {encoding!r}")
+
+
+def decoded_chunks(ex: Exchange) -> Iterator[tuple[float, bytes]]:
+    """The response body as the SDK saw it after decoding, chunk by chunk with arrival times."""
+    dec = _decoder(ex.response_headers.get("content-encoding", ""))
+    for t, chunk in ex.chunks:
+        if dec is None:
+            yield t, chunk
+        else:
+            out = dec.process(chunk) if hasattr(dec, "process") else dec.decompress(chunk)
+            if out:
+                yield t, out
+
+
+def body_bytes(ex: Exchange) -> bytes:
+    return b"".join(c for _, c in decoded_chunks(ex))
+
+
+def sse_events(ex: Exchange) -> Iterator[tuple[float, str, str]]:
+    """(arrival ms, event name, data) for each complete server-sent event."""
+    buf = b""
+    for t, chunk in decoded_chunks(ex):
+        buf += chunk.replace(b"\r\n", b"\n")
+        while b"\n\n" in buf:
+            raw, buf = buf.split(b"\n\n", 1)
+            name, data = "", []
+            for line in raw.decode("utf-8", "replace").split("\n"):
+                if line.startswith("event:"):
+                    name = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].lstrip(" ") if line[5:6] == " " else line[5:])
+            if data:
+                yield t, name, "\n".join(data)
+
+
+def _loads(text: str | bytes) -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _text_of(content: Any) -> str:
+    """Plain text of a message content: a string, or the text parts of a block list."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n".join(
+            str(p.get("text", "")) for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
+    return ""
+
+
+def _tool_input(arguments: Any) -> Any:
+    if isinstance(arguments, str):
+        parsed = _loads(arguments) if arguments else {}
+        return parsed if parsed is not None else arguments
+    return arguments
+
+
+# ---------------------------------------------------------------- requests
+
+
+def _split_request(ex: Exchange, req: dict[str, Any], call: Call) -> None:
+    body = dict(req)
+    call.model = body.get("model") if isinstance(body.get("model"), str) else None
+    tools = body.pop("tools", None)
+    call.tools = tools if isinstance(tools, list) else None
+    if ex.api == "messages":
+        messages = body.pop("messages", None)
+        system = body.get("system")
+        if isinstance(system, str):
+            call.system_prompt = body.pop("system")
+        elif isinstance(system, list):
+            # Block form (cache_control, citations): keep the blocks for an exact re-send.
+            call.system_prompt = _text_of(system)
+    elif ex.api == "chat":
+        messages = body.pop("messages", None)
+        if isinstance(messages, list):
+            system_parts = [
+                _text_of(m.get("content"))
+                for m in messages
+                if isinstance(m, dict) and m.get("role") in ("system", "developer")
+            ]
+            call.system_prompt = "\n\n".join(system_parts) if system_parts else None
+    else:  # responses
+        messages = body.pop("input", None)
+        if isinstance(messages, str):
+            messages = [{"role": "user", "content": messages}]
+        instructions = body.pop("instructions", None)
+        call.system_prompt = instructions if isinstance(instructions, str) else None
+    call.messages = messages if isinstance(messages, list) else None
+    call.params = body
+
+
+# ---------------------------------------------------------------- responses
+
+
+Parsed = tuple[dict[str, Any] | None, Any, float | None, bool]  # response, error, first token ms, finished
+
+
+def _anthropic_stream(events: Iterator[tuple[float, str, str]]) -> Parsed:
+    message: dict[str, Any] | None = None
+    finished = False
+    blocks: dict[int, dict[str, Any]] = {}
+    partial_json: dict[int, str] = {}
+    first: float | None = None
+    error = None
+    for t, name, data in events:
+        ev = _loads(data)
+        if not isinstance(ev, dict):
+            continue
+        kind = ev.get("type", name)
+        if kind == "message_start" and isinstance(ev.get("message"), dict):
+            message = dict(ev["message"])
+            message["usage"] = dict(message.get("usage") or {})
+        elif kind == "content_block_start":
+            blocks[ev.get("index", len(blocks))] = dict(ev.get("content_block") or {})
+        elif kind == "content_block_delta":
+            first = t if first is None else first
+            i = ev.get("index", 0)
+            block = blocks.setdefault(i, {"type": "text", "text": ""})
+            delta = ev.get("delta") or {}
+            dtype = delta.get("type")
+            if dtype == "text_delta":
+                block["text"] = block.get("text", "") + delta.get("text", "")
+            elif dtype == "input_json_delta":
+                partial_json[i] = partial_json.get(i, "") + delta.get("partial_json", "")
+            elif dtype == "thinking_delta":
+                block["thinking"] = block.get("thinking", "") + delta.get("thinking", "")
+            elif dtype == "signature_delta":
+                block["signature"] = delta.get("signature")
+            elif dtype == "citations_delta":
+                block.setdefault("citations", []).append(delta.get("citation"))
+        elif kind == "content_block_stop":
+            i = ev.get("index", 0)
+            if i in partial_json and i in blocks:
+                blocks[i]["input"] = _tool_input(partial_json.pop(i))
+        elif kind == "message_delta" and message is not None:
+            for key, value in (ev.get("delta") or {}).items():
+                message[key] = value
+            for key, value in (ev.get("usage") or {}).items():
+                # The final usage overlays message_start's (cumulative counts).
+                if value is not None:
+                    message["usage"][key] = value
+        elif kind == "message_stop":
+            finished = True
+        elif kind == "error":
+            error = ev.get("error") or ev
+    for i, buf in partial_json.items():  # stream cut inside a tool_use block
+        if i in blocks:
+            blocks[i]["input"] = _tool_input(buf)
+    if message is not None:
+        message["content"] = [blocks[i] for i in sorted(blocks)]
+    return message, error, first, finished
+
+
+def _chat_stream(events: Iterator[tuple[float, str, str]]) -> Parsed:
+    completion: dict[str, Any] | None = None
+    finished = False
+    choices: dict[int, dict[str, Any]] = {}
+    first: float | None = None
+    error = None
+    for t, _name, data in events:
+        if data.strip() == "[DONE]":
+            finished = True
+            break
+        chunk = _loads(data)
+        if not isinstance(chunk, dict):
+            continue
+        if "error" in chunk and "choices" not in chunk:
+            error = chunk["error"]
+            continue
+        if completion is None:
+            completion = {k: v for k, v in chunk.items() if k not in ("choices", "usage", "object")}
+            completion["object"] = "chat.completion"
+        if chunk.get("usage"):
+            completion["usage"] = chunk["usage"]
+        for choice in chunk.get("choices") or []:
+            i = choice.get("index", 0)
+            slot = choices.setdefault(
+                i,
+                {"index": i, "message": {"role": "assistant", "content": None}, "finish_reason": None},
+            )
+            msg = slot["message"]
+            delta = choice.get("delta") or {}
+            if delta.get("role"):
+                msg["role"] = delta["role"]
+            for key in ("content", "refusal"):
+                if delta.get(key):
+                    first = t if first is None else first
+                    msg[key] = (msg.get(key) or "") + delta[key]
+            for tc in delta.get("tool_calls") or []:
+                first = t if first is None else first
+                calls = msg.setdefault("tool_calls", [])
+                j = tc.get("index", len(calls))
+                while len(calls) <= j:
+                    calls.append({"id": None, "type": "function", "function": {"name": "", "arguments": ""}})
+                if tc.get("id"):
+                    calls[j]["id"] = tc["id"]
+                fn = tc.get("function") or {}
+                calls[j]["function"]["name"] += fn.get("name") or ""
+                calls[j]["function"]["arguments"] += fn.get("arguments") or ""
+            if choice.get("finish_reason"):
+                slot["finish_reason"] = choice["finish_reason"]
+    if completion is not None:
+        completion["choices"] = [choices[i] for i in sorted(choices)]
+    return completion, error, first, finished
+
+
+def _responses_stream(events: Iterator[tuple[float, str, str]]) -> Parsed:
+    snapshot: dict[str, Any] | None = None
+    done_items: dict[int, Any] = {}
+    partial_text: dict[int, str] = {}
+    final: dict[str, Any] | None = None
+    first: float | None = None
+    error = None
+    for t, name, data in events:
+        ev = _loads(data)
+        if not isinstance(ev, dict):
+            continue
+        kind = ev.get("type", name)
+        if kind in (
+            "response.output_text.delta",
+            "response.function_call_arguments.delta",
+            "response.refusal.delta",
+        ):
+            first = t if first is None else first
+            if kind == "response.output_text.delta":
+                i = ev.get("output_index", 0)
+                partial_text[i] = partial_text.get(i, "") + ev.get("delta", "")
+        elif kind == "response.output_item.done":
+            done_items[ev.get("output_index", len(done_items))] = ev.get("item")
+        elif kind in ("response.completed", "response.incomplete", "response.failed"):
+            final = ev.get("response")
+        elif kind in ("response.created", "response.in_progress"):
+            snapshot = ev.get("response")
+        elif kind == "error":
+            error = ev
+    if final is None and snapshot is not None:
+        # Cut short: rebuild what the caller saw from the finished items and partial text.
+        final = dict(snapshot)
+        output = dict(done_items)
+        for i, text in partial_text.items():
+            output.setdefault(
+                i,
+                {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": text}]},
+            )
+        final["output"] = [output[i] for i in sorted(output)]
+        return final, error, first, False
+    return final, error, first, final is not None
+
+
+def _usage_columns(ex: Exchange, response: dict[str, Any], call: Call) -> None:
+    usage = response.get("usage")
+    if not isinstance(usage, dict):
+        return
+    if ex.api == "messages":
+        uncached = usage.get("input_tokens")
+        write = usage.get("cache_creation_input_tokens") or 0
+        read = usage.get("cache_read_input_tokens") or 0
+        if isinstance(uncached, int):
+            # Anthropic reports only the uncached part as input_tokens; ours counts all input.
+            call.input_tokens = uncached + write + read
+            call.cache_read_tokens = read
+            call.cache_creation_tokens = write
+    else:
+        total_in = usage.get("prompt_tokens" if ex.api == "chat" else "input_tokens")
+        details = usage.get("prompt_tokens_details" if ex.api == "chat" else "input_tokens_details") or {}
+        if isinstance(total_in, int):
+            call.input_tokens = total_in
+            call.cache_read_tokens = details.get("cached_tokens") or 0
+            # OpenAI caches automatically and bills no cache writes.
+            call.cache_creation_tokens = 0
+    out = usage.get("completion_tokens" if ex.api == "chat" else "output_tokens")
+    if isinstance(out, int):
+        call.output_tokens = out
+
+
+def _outcome(ex: Exchange, response: dict[str, Any], call: Call) -> None:
+    if isinstance(response.get("model"), str) and response["model"]:
+        call.model = response["model"]
+    tool_calls: list[dict[str, Any]] = []
+    if ex.api == "messages":
+        for block in response.get("content") or []:
+            if isinstance(block, dict) and block.get("type") in ("tool_use", "server_tool_use"):
+                tool_calls.append(
+                    {"id": block.get("id"), "name": block.get("name"), "input": block.get("input")}
+                )
+        reason = response.get("stop_reason")
+        call.stop_reason = ANTHROPIC_STOP.get(reason, reason) if reason else None
+    elif ex.api == "chat":
+        choices = response.get("choices") or []
+        for choice in choices:
+            for tc in (choice.get("message") or {}).get("tool_calls") or []:
+                fn = tc.get("function") or {}
+                tool_calls.append(
+                    {"id": tc.get("id"), "name": fn.get("name"), "input": _tool_input(fn.get("arguments"))}
+                )
+        if choices and choices[0].get("finish_reason"):
+            reason = choices[0]["finish_reason"]
+            call.stop_reason = "tool_calls" if reason == "function_call" else reason
+    else:
+        for item in response.get("output") or []:
+            if isinstance(item, dict) and item.get("type") == "function_call":
+                tool_calls.append(
+                    {
+                        "id": item.get("call_id"),
+                        "name": item.get("name"),
+                        "input": _tool_input(item.get("arguments")),
+                    }
+                )
+        status = response.get("status")
+        if status == "completed":
+            call.stop_reason = "tool_calls" if tool_calls else "stop"
+        elif status == "incomplete":
+            reason = (response.get("incomplete_details") or {}).get("reason")
+            call.stop_reason = "length" if reason == "max_output_tokens" else reason
+        elif status == "failed":
+            call.stop_reason = "error"
+    call.tool_calls = tool_calls or None
+    _usage_columns(ex, response, call)
+
+
+def _http_error(ex: Exchange) -> dict[str, Any]:
+    body = body_bytes(ex)
+    parsed = _loads(body) if body else None
+    err = parsed.get("error") if isinstance(parsed, dict) else None
+    if isinstance(err, dict):
+        etype = err.get("type") or err.get("code") or f"http_{ex.status}"
+        message = err.get("message") or ""
+    else:
+        etype, message = f"http_{ex.status}", body[:2000].decode("utf-8", "replace")
+    return {"type": etype, "status": ex.status, "message": message}
+
+
+def to_call(ex: Exchange) -> Call:
+    """Build the call record (without price or user hashing: later stages add those)."""
+    ctx = ex.context
+    call = Call(
+        timestamp=datetime.fromtimestamp(ex.started_at, UTC),
+        provider=ex.provider,
+        session_id=ctx.session_id,
+        user_id=ctx.user_id,
+        feature=ctx.feature,
+        prompt_template_version=ctx.prompt_template_version,
+        trace_id=ctx.trace_id,
+        parent_id=ctx.parent_id,
+        tags=list(ctx.tags) or None,
+        latency_ms=round(ex.ended_ms, 3) if ex.ended_ms is not None else None,
+    )
+    notes: dict[str, Any] = {}
+    req = _loads(ex.request_body)
+    if isinstance(req, dict):
+        _split_request(ex, req, call)
+    else:
+        notes["unparsed_request"] = ex.request_body[:2000].decode("utf-8", "replace")
+
+    streamed = "text/event-stream" in ex.response_headers.get("content-type", "")
+    if ex.failure is not None and ex.status is None:
+        kind, exc_name, message = ex.failure
+        call.error = {"type": kind, "status": None, "message": message, "exception": exc_name}
+    elif ex.status is not None and ex.status >= 400:
+        call.error = _http_error(ex)
+    elif ex.status is not None:
+        try:
+            if streamed:
+                parse = {"messages": _anthropic_stream, "chat": _chat_stream}.get(ex.api, _responses_stream)
+                response, stream_error, first, finished = parse(sse_events(ex))
+                if finished:
+                    # The SDK may close the response right after the last event; that is
+                    # not an abandoned stream.
+                    ex.incomplete = False
+                if stream_error is not None:
+                    err = stream_error if isinstance(stream_error, dict) else {"message": str(stream_error)}
+                    call.error = {
+                        "type": err.get("type") or err.get("code") or "stream_error",
+                        "status": ex.status,
+                        "message": err.get("message", ""),
+                    }
+            else:
+                response, first = _loads(body_bytes(ex)), None
+        except (ValueError, ImportError) as exc:
+            response, first = None, None
+            notes["unparsed_response"] = str(exc)
+        if isinstance(response, dict):
+            call.response = response
+            _outcome(ex, response, call)
+            call.first_token_ms = (
+                round(first, 3) if first is not None else (None if streamed else call.latency_ms)
+            )
+        elif not ex.incomplete and ex.failure is None:
+            notes["unparsed_response"] = body_bytes(ex)[:2000].decode("utf-8", "replace")
+        if ex.failure is not None:
+            kind, exc_name, message = ex.failure
+            if kind != "cancelled":
+                call.error = {"type": kind, "status": ex.status, "message": message, "exception": exc_name}
+            else:
+                ex.incomplete = True
+    if ex.incomplete:
+        notes["incomplete"] = True
+    if ex.retry_count:
+        notes["retry"] = ex.retry_count
+    request_id = ex.response_headers.get("request-id") or ex.response_headers.get("x-request-id")
+    if request_id:
+        notes["request_id"] = request_id
+    metadata = dict(ctx.metadata)
+    if notes:
+        metadata["llmlog"] = notes
+    call.metadata = metadata or None
+    if call.prompt_template_version is None and call.system_prompt:
+        call.prompt_template_version = prompt_hash(call.system_prompt)
+    return call

@@ -1,0 +1,577 @@
+"""The `llmlog` command: read, query, import, export and reprice the calls a store holds.
+
+Everything logged is untrusted text: it is printed through rich `Text` objects (never as
+markup) and queried with parameters, so a prompt containing markup or SQL stays text.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from rich.text import Text
+
+from llmlog.config import Settings
+from llmlog.jsonl import BadLine, read_calls
+from llmlog.pricing import Pricer
+from llmlog.record import Call
+from llmlog.store import CallFilter, ReadOnlyError, Store, open_store, parse_when
+from llmlog.writer import hash_user_id
+
+# Piped output is not cut to 80 columns: it is usually read by grep or a wider pager.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 220)
+err_console = Console(stderr=True, highlight=False)
+
+
+def _progress(transient: bool = False) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=transient,
+    )
+
+
+class Ctx:
+    def __init__(self, db: str | None) -> None:
+        self.settings = Settings(db=db) if db else Settings()
+        self._store: Store | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            try:
+                self._store = open_store(self.settings.db)
+            except ValueError as exc:
+                raise click.UsageError(str(exc)) from None
+        return self._store
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+def _when(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_when(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def _filter(ctx: Ctx, **kw: Any) -> CallFilter:
+    user = kw.get("user")
+    if user is not None and ctx.settings.user_id_secret:
+        user = hash_user_id(user, ctx.settings.user_id_secret)  # stored hashed: compare hashed
+    errors = kw.get("errors")
+    return CallFilter(
+        feature=kw.get("feature"),
+        model=kw.get("model"),
+        user_id=user,
+        session_id=kw.get("session"),
+        prompt_template_version=kw.get("version"),
+        since=_when(kw.get("since")),
+        until=_when(kw.get("until")),
+        errors=errors,
+    )
+
+
+def filter_options(fn: Any) -> Any:
+    for opt in reversed(
+        [
+            click.option("--feature", help="Only calls from this feature."),
+            click.option("--model", help="Only calls answered by this model."),
+            click.option("--user", help="Only this user's calls (hashed first if a secret is set)."),
+            click.option("--session", help="Only calls of this session."),
+            click.option("--version", help="Only calls with this prompt template version."),
+            click.option("--since", help="From this time: 1h, 30m, 7d or ISO-8601."),
+            click.option("--until", help="Before this time: 1h, 30m, 7d or ISO-8601."),
+            click.option("--errors/--successes", default=None, help="Only failed / only successful calls."),
+        ]
+    ):
+        fn = opt(fn)
+    return fn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--db",
+    envvar="LLMLOG_DB",
+    metavar="PATH|URL",
+    help="Store to use: a path or sqlite:///path (default: LLMLOG_DB, else the user data directory).",
+)
+@click.version_option(package_name="llmlog")
+@click.pass_context
+def cli(click_ctx: click.Context, db: str | None) -> None:
+    """llmlog: the flight recorder for LLM calls.
+
+    \b
+    Try it:
+      llmlog demo                 # record a few thousand calls through the real SDKs
+      llmlog calls --errors       # the latest failures
+      llmlog show 3f2a            # one call, whole (an id prefix is enough)
+      llmlog query "SELECT model, COUNT(*), SUM(cost_usd) FROM calls GROUP BY model"
+    """
+    click_ctx.obj = Ctx(db)
+    click_ctx.call_on_close(lambda: click_ctx.obj._store and click_ctx.obj._store.close())
+
+
+# ---------------------------------------------------------------- formatting
+
+
+def _fmt_cost(value: float | Decimal | None) -> str:
+    if value is None:
+        return "-"
+    return f"${value:.4f}" if value >= 0.01 else f"${value:.6f}"
+
+
+def _fmt_ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1000:.2f}s" if value >= 1000 else f"{value:.0f}ms"
+
+
+def _fmt_time(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _error_text(error: dict[str, Any] | None) -> str:
+    if not error:
+        return ""
+    status = f" {error['status']}" if error.get("status") else ""
+    return f"{error.get('type', 'error')}{status}"
+
+
+def _calls_table(calls: list[Call]) -> Table:
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for name, justify in [
+        ("id", "left"),
+        ("time (UTC)", "left"),
+        ("feature", "left"),
+        ("model", "left"),
+        ("user", "left"),
+        ("in", "right"),
+        ("out", "right"),
+        ("cost", "right"),
+        ("latency", "right"),
+        ("error", "left"),
+    ]:
+        table.add_column(name, justify=justify, no_wrap=name not in ("error",))  # type: ignore[arg-type]
+    for c in calls:
+        table.add_row(
+            Text(c.id[:8]),
+            Text(_fmt_time(c.timestamp)),
+            Text(c.feature or "-"),
+            Text(c.model or "-"),
+            Text((c.user_id or "-")[:16]),
+            Text("-" if c.input_tokens is None else str(c.input_tokens)),
+            Text("-" if c.output_tokens is None else str(c.output_tokens)),
+            Text(_fmt_cost(c.cost_usd)),
+            Text(_fmt_ms(c.latency_ms)),
+            Text(_error_text(c.error), style="red"),
+        )
+    return table
+
+
+def _emit_calls(calls: list[Call], as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps([c.to_dict() for c in calls], ensure_ascii=False, indent=2))
+    elif not calls:
+        err_console.print("No calls match.")
+    else:
+        console.print(_calls_table(calls))
+
+
+# ---------------------------------------------------------------- commands
+
+
+@cli.command()
+@filter_options
+@click.option("-n", "--limit", default=100, show_default=True, help="How many calls.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@pass_ctx
+def calls(ctx: Ctx, limit: int, as_json: bool, **filters: Any) -> None:
+    """The most recent calls, newest first.
+
+    \b
+    Examples:
+      llmlog calls
+      llmlog calls --feature support-bot --since 1h
+      llmlog calls --errors --model claude-sonnet-4-5 --json
+    """
+    _emit_calls(ctx.store.recent(_filter(ctx, **filters), limit), as_json)
+
+
+@cli.command()
+@click.option("-n", default=20, show_default=True, help="How many calls.")
+@click.option(
+    "--since", default="1h", show_default=True, help="Window to sample from: 1h, 30m, 7d or ISO-8601."
+)
+@click.option("--feature", help="Only calls from this feature.")
+@click.option("--model", help="Only calls answered by this model.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@pass_ctx
+def sample(ctx: Ctx, n: int, since: str, feature: str | None, model: str | None, as_json: bool) -> None:
+    """Random calls from a recent window, for spot-checking.
+
+    \b
+    Examples:
+      llmlog sample
+      llmlog sample -n 5 --since 24h --feature summarize
+    """
+    _emit_calls(ctx.store.sample(_filter(ctx, since=since, feature=feature, model=model), n), as_json)
+
+
+def _block_text(block: Any) -> Text:
+    """One content block of a message, shown as what it is (text, tool call, tool result, image)."""
+    if isinstance(block, str):
+        return Text(block)
+    if not isinstance(block, dict):
+        return Text(json.dumps(block, ensure_ascii=False))
+    kind = block.get("type")
+    if kind in ("text", "input_text", "output_text"):
+        return Text(str(block.get("text", "")))
+    if kind in ("tool_use", "function_call"):
+        args = block.get("input", block.get("arguments"))
+        return Text.assemble(
+            ("→ tool call ", "cyan"),
+            (str(block.get("name")), "bold cyan"),
+            f" {json.dumps(args, ensure_ascii=False) if not isinstance(args, str) else args}",
+        )
+    if kind in ("tool_result", "function_call_output"):
+        content = block.get("content", block.get("output"))
+        inner = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
+        return Text.assemble(("← tool result ", "magenta"), inner)
+    if kind in ("image", "image_url", "input_image"):
+        source = block.get("source") or block.get("image_url") or {}
+        data = source.get("data") or source.get("url") or "" if isinstance(source, dict) else ""
+        return Text(f"[image, {len(str(data)):,} chars]", style="dim")
+    return Text(json.dumps(block, ensure_ascii=False))
+
+
+def _message_text(msg: Any) -> tuple[str, Text]:
+    if not isinstance(msg, dict):
+        return "?", Text(json.dumps(msg, ensure_ascii=False))
+    role = str(msg.get("role") or msg.get("type") or "?")
+    content = msg.get("content")
+    parts: list[Text] = []
+    if isinstance(content, list):
+        parts.extend(_block_text(b) for b in content)
+    elif content is not None:
+        parts.append(Text(str(content)))
+    if msg.get("type") in ("function_call", "function_call_output"):
+        parts.append(_block_text(msg))
+    for tc in msg.get("tool_calls") or []:
+        fn = tc.get("function") or {}
+        parts.append(_block_text({"type": "tool_use", "name": fn.get("name"), "input": fn.get("arguments")}))
+    if role == "tool":
+        parts.insert(0, Text(f"(result of {msg.get('tool_call_id')})", style="dim"))
+    return role, Text("\n").join(parts)
+
+
+def _response_messages(call: Call) -> list[Any]:
+    r = call.response or {}
+    if "choices" in r:
+        return [c.get("message") for c in r.get("choices") or []]
+    if "output" in r:
+        return list(r.get("output") or [])
+    if "content" in r:
+        return [{"role": r.get("role", "assistant"), "content": r.get("content")}]
+    return []
+
+
+@cli.command()
+@click.argument("call_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the record as JSON.")
+@pass_ctx
+def show(ctx: Ctx, call_id: str, as_json: bool) -> None:
+    """One call, whole: prompt, conversation, tools, response, cost breakdown, timing.
+
+    \b
+    Examples:
+      llmlog show 3f2a9c1e            # an id prefix is enough
+      llmlog show 3f2a9c1e --json | jq .response
+    """
+    try:
+        call = ctx.store.get(call_id)
+    except LookupError as exc:
+        raise click.ClickException(str(exc)) from None
+    if call is None:
+        raise click.ClickException(f"no call with id {call_id!r}")
+    if as_json:
+        click.echo(json.dumps(call.to_dict(), ensure_ascii=False, indent=2))
+        return
+    summary = Table.grid(padding=(0, 2))
+    summary.add_column(style="bold")
+    summary.add_column()
+    for label, value in [
+        ("id", call.id),
+        ("time", call.timestamp.isoformat()),
+        ("provider / model", f"{call.provider or '-'} / {call.model or '-'}"),
+        ("feature", call.feature or "-"),
+        ("prompt version", call.prompt_template_version or "-"),
+        ("session", call.session_id or "-"),
+        ("user", call.user_id or "-"),
+        ("stop reason", call.stop_reason or "-"),
+        (
+            "tokens",
+            f"in {call.input_tokens} (cache read {call.cache_read_tokens}, "
+            f"cache write {call.cache_creation_tokens}), out {call.output_tokens}",
+        ),
+        ("latency", f"first token {_fmt_ms(call.first_token_ms)}, total {_fmt_ms(call.latency_ms)}"),
+        ("cost", f"{_fmt_cost(call.cost_usd)}  ({call.rate_card or 'not priced'})"),
+        ("trace / parent", f"{call.trace_id or '-'} / {call.parent_id or '-'}"),
+        ("tags", ", ".join(call.tags or []) or "-"),
+    ]:
+        summary.add_row(Text(label), Text(str(value)))
+    out: list[Any] = [summary]
+    if call.error:
+        out.append(
+            Panel(
+                Text(json.dumps(call.error, ensure_ascii=False, indent=2)), title="error", border_style="red"
+            )
+        )
+    if call.system_prompt:
+        out.append(Panel(Text(call.system_prompt), title="system prompt", border_style="blue"))
+    convo = Table.grid(padding=(0, 1))
+    convo.add_column(style="bold", no_wrap=True)
+    convo.add_column()
+    for msg in call.messages or []:
+        role, text = _message_text(msg)
+        convo.add_row(Text(role), text)
+    out.append(Panel(convo, title=f"messages ({len(call.messages or [])})"))
+    if call.tools:
+        names = [
+            str(t.get("name") or (t.get("function") or {}).get("name"))
+            for t in call.tools
+            if isinstance(t, dict)
+        ]
+        out.append(Panel(Text(", ".join(names)), title=f"tools ({len(call.tools)})"))
+    resp = Table.grid(padding=(0, 1))
+    resp.add_column(style="bold", no_wrap=True)
+    resp.add_column()
+    for msg in _response_messages(call):
+        role, text = _message_text(msg)
+        resp.add_row(Text(role), text)
+    out.append(Panel(resp, title="response", border_style="green"))
+    if call.tool_calls:
+        tc_text = Text("\n").join(
+            Text(f"{tc.get('name')}({json.dumps(tc.get('input'), ensure_ascii=False)})  id={tc.get('id')}")
+            for tc in call.tool_calls
+        )
+        out.append(Panel(tc_text, title="tool calls"))
+    out.append(_cost_panel(ctx, call))
+    if call.params:
+        out.append(Panel(Text(json.dumps(call.params, ensure_ascii=False, indent=2)), title="params"))
+    if call.metadata:
+        out.append(Panel(Text(json.dumps(call.metadata, ensure_ascii=False, indent=2)), title="metadata"))
+    console.print(Group(*out))
+
+
+def _cost_panel(ctx: Ctx, call: Call) -> Panel:
+    breakdown = Pricer(ctx.settings.prices).breakdown(call)
+    if breakdown is None:
+        return Panel(Text("not priced (unknown model or no usage reported)"), title="cost")
+    table = Table(box=None, header_style="bold")
+    for col in ("", "tokens", "USD / MTok", "cost"):
+        table.add_column(col, justify="right" if col else "left")
+    for line in breakdown.lines:
+        rate = "-" if line.rate_mtok is None else f"{line.rate_mtok.normalize():f}"
+        table.add_row(line.label, f"{line.tokens:,}", rate, _fmt_cost(line.cost))
+    table.add_row(Text("total", style="bold"), "", "", Text(_fmt_cost(breakdown.total), style="bold"))
+    title = f"cost ({breakdown.model}, {breakdown.rate_card})"
+    if call.rate_card and call.rate_card != breakdown.rate_card:
+        title += f"; stored figure from {call.rate_card}: llmlog reprice updates it"
+    return Panel(table, title=Text(title))
+
+
+@cli.command()
+@click.argument("sql")
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
+)
+@click.option("--timeout", default=10.0, show_default=True, help="Seconds before the query is stopped.")
+@click.option("--limit", default=10_000, show_default=True, help="Most rows to print.")
+@pass_ctx
+def query(ctx: Ctx, sql: str, fmt: str, timeout: float, limit: int) -> None:
+    """Run read-only SQL against the `calls` relation.
+
+    Writes, DDL, ATTACH and PRAGMA writes are refused; a query is stopped after --timeout.
+
+    \b
+    Examples:
+      llmlog query "SELECT * FROM calls WHERE error IS NOT NULL ORDER BY timestamp DESC"
+      llmlog query "SELECT model, COUNT(*), SUM(cost_usd) FROM calls GROUP BY model"
+      llmlog query --format csv "SELECT metadata->>'$.tier' AS tier, COUNT(*) FROM calls GROUP BY 1"
+    """
+    try:
+        result = ctx.store.query(sql, timeout_s=timeout, limit=limit)
+    except ReadOnlyError as exc:
+        raise click.ClickException(str(exc)) from None
+    if fmt == "json":
+        click.echo(
+            json.dumps(
+                [dict(zip(result.columns, r, strict=True)) for r in result.rows], ensure_ascii=False, indent=2
+            )
+        )
+    elif fmt == "csv":
+        w = csv.writer(sys.stdout)
+        w.writerow(result.columns)
+        w.writerows(result.rows)
+    else:
+        table = Table(header_style="bold")
+        for col in result.columns:
+            table.add_column(Text(col), overflow="fold")
+        for row in result.rows:
+            table.add_row(
+                *(Text("NULL" if v is None else str(v), style="dim" if v is None else "") for v in row)
+            )
+        console.print(table)
+    if result.truncated:
+        err_console.print(f"(first {limit} rows shown; raise --limit for more)")
+
+
+@cli.command(name="import")
+@click.argument("file", type=click.File("r", encoding="utf-8"))
+@pass_ctx
+def import_(ctx: Ctx, file: Any) -> None:
+    """Import calls from JSONL (one call per line); bad lines are reported, good ones kept.
+
+    Takes the record's column names (as `llmlog export` writes them), or the minimal format
+    timestamp, model, system_prompt, user_message, assistant_response, input_tokens,
+    output_tokens, latency_ms, tags. Lines without an id get one derived from their content,
+    so importing a file twice stores each call once.
+
+    \b
+    Examples:
+      llmlog import calls-2026-11-20.jsonl
+      cat logs/*.jsonl | llmlog import -
+    """
+    pricer = Pricer(ctx.settings.prices)
+    bad: list[BadLine] = []
+    total = stored = 0
+    size = _size(file)
+    with _progress() as progress:
+        task = progress.add_task("importing", total=size)
+        batch: list[Call] = []
+        for call in read_calls(_tracking(file, progress, task), bad):
+            if call.cost_usd is None:
+                pricer.price(call)
+            batch.append(call)
+            total += 1
+            if len(batch) >= 1000:
+                stored += ctx.store.insert(batch)
+                batch = []
+        stored += ctx.store.insert(batch)
+    for b in bad:
+        err_console.print(Text(f"line {b.number}: {b.reason}", style="red"))
+    err_console.print(
+        f"Imported {stored} new call(s) from {total} good line(s)"
+        + (f", {total - stored} already stored" if total - stored else "")
+        + (f"; {len(bad)} bad line(s) skipped" if bad else "")
+    )
+    if bad:
+        sys.exit(1)
+
+
+def _size(file: Any) -> int | None:
+    try:
+        return Path(file.name).stat().st_size if file.name not in ("<stdin>", "-") else None
+    except OSError:
+        return None
+
+
+def _tracking(file: Any, progress: Progress, task: Any) -> Iterator[str]:
+    for line in file:
+        progress.advance(task, len(line.encode("utf-8")))
+        yield line
+
+
+@cli.command()
+@filter_options
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, writable=True), help="File to write (default stdout)."
+)
+@pass_ctx
+def export(ctx: Ctx, output: str | None, **filters: Any) -> None:
+    """Export calls as JSONL, oldest first, in the record's column names.
+
+    \b
+    Examples:
+      llmlog export --since 7d -o last-week.jsonl
+      llmlog export --feature support-bot | gzip > support.jsonl.gz
+    """
+    f = _filter(ctx, **filters)
+    if output is None:
+        for call in ctx.store.iter_calls(f):
+            sys.stdout.write(call.to_json() + "\n")
+        return
+    n = 0
+    with open(output, "w", encoding="utf-8") as out, _progress() as progress:
+        task = progress.add_task("exporting", total=ctx.store.count(f))
+        for call in ctx.store.iter_calls(f):
+            out.write(call.to_json() + "\n")
+            n += 1
+            progress.advance(task)
+    err_console.print(f"Exported {n} call(s) to {output}")
+
+
+@cli.command()
+@click.option("--since", help="Only calls from this time: 1h, 30m, 7d or ISO-8601.")
+@click.option("--prices", type=click.Path(exists=True, dir_okay=False), help="Price override file (TOML).")
+@pass_ctx
+def reprice(ctx: Ctx, since: str | None, prices: str | None) -> None:
+    """Recompute cost_usd with the current rate card (and overrides).
+
+    \b
+    Examples:
+      llmlog reprice
+      llmlog reprice --since 30d --prices prices.toml
+    """
+    pricer = Pricer(prices or ctx.settings.prices)
+    f = CallFilter(since=_when(since))
+    changed = 0
+    with _progress() as progress:
+        task = progress.add_task("repricing", total=ctx.store.count(f))
+        updates: list[tuple[str, float | None, str | None]] = []
+        for call in ctx.store.iter_calls(f):
+            old = (call.cost_usd, call.rate_card)
+            pricer.price(call)
+            if (call.cost_usd, call.rate_card) != old:
+                updates.append((call.id, call.cost_usd, call.rate_card))
+            progress.advance(task)
+        changed = ctx.store.update_costs(updates)
+    err_console.print(f"Repriced {changed} call(s) with {pricer.rate_card}")
+
+
+@cli.command()
+@click.option("--calls", "n_calls", default=3000, show_default=True, help="About how many calls to make.")
+@click.option("--seed", default=7, show_default=True, help="Seed for a reproducible workload.")
+@pass_ctx
+def demo(ctx: Ctx, n_calls: int, seed: int) -> None:
+    """Fill the store with realistic calls made through the real SDKs against a local fake provider.
+
+    Several features, multi-turn sessions, tool use, streaming, a few errors and several prompt
+    versions, recorded by `llmlog.wrap` exactly as in an application.
+
+    \b
+    Examples:
+      llmlog demo
+      llmlog --db /tmp/demo.db demo --calls 500
+    """
+    from llmlog.demo import run_demo
+
+    run_demo(ctx.settings, n_calls=n_calls, seed=seed, console=err_console)

@@ -1,0 +1,39 @@
+"""Where calls go and how they are recorded: one place reads the settings.
+
+`LLMLOG_DB` (a path or `sqlite:///path`), `llmlog.configure(db=...)`, or `--db` on the CLI;
+by default a SQLite file in the user's data directory.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+
+def default_db() -> str:
+    return str(Path(platformdirs.user_data_dir("llmlog")) / "llmlog.db")
+
+
+@dataclass
+class Settings:
+    db: str = field(default_factory=lambda: os.environ.get("LLMLOG_DB") or default_db())
+    # Records waiting for the writer; past this, records are dropped (counted) or the caller blocks.
+    queue_size: int = 10_000
+    on_full: str = "drop"  # or "block"
+    batch_size: int = 500
+    flush_interval_s: float = 0.2
+    # How long the exit hook waits for the writer to drain before reporting what it loses.
+    exit_timeout_s: float = 10.0
+    user_id_secret: str | None = field(
+        default_factory=lambda: os.environ.get("LLMLOG_USER_ID_SECRET") or None
+    )
+    prices: str | None = field(default_factory=lambda: os.environ.get("LLMLOG_PRICES") or None)
+
+    def __post_init__(self) -> None:
+        if self.on_full not in ("drop", "block"):
+            raise ValueError("on_full must be 'drop' or 'block'")
+        if self.queue_size < 1 or self.batch_size < 1:
+            raise ValueError("queue_size and batch_size must be positive")

@@ -1,0 +1,371 @@
+"""`llmlog demo`: realistic traffic through the real SDKs, recorded by `llmlog.wrap`.
+
+A seeded mix of the features teams actually ship — a support bot with tools and long
+conversations, a code reviewer, a summarizer, a research agent on the Responses API, an SQL
+assistant — against the local fake provider, so the store holds the shapes real traffic
+has: multi-KB system prompts re-sent on every turn, tool calls and results, streams, cache
+reads and writes, a few errors, several prompt versions.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import anthropic
+import openai
+from rich.console import Console
+
+import llmlog
+from llmlog.config import Settings
+from llmlog.fake_provider import FakeProvider
+
+WORDS = [
+    "account",
+    "billing",
+    "invoice",
+    "refund",
+    "order",
+    "shipment",
+    "delay",
+    "warranty",
+    "password",
+    "login",
+    "export",
+    "report",
+    "dashboard",
+    "latency",
+    "timeout",
+    "deploy",
+    "rollback",
+    "migration",
+    "schema",
+    "index",
+    "query",
+    "cache",
+    "token",
+    "budget",
+    "customer",
+    "ticket",
+    "escalation",
+    "policy",
+    "compliance",
+    "region",
+    "plan",
+    "upgrade",
+    "downgrade",
+    "seat",
+    "license",
+]
+
+
+def _prose(rng: random.Random, n_words: int) -> str:
+    return " ".join(rng.choice(WORDS) for _ in range(n_words)).capitalize() + "."
+
+
+def _system_prompt(name: str, version: str, rng: random.Random) -> str:
+    # Multi-KB, as production prompts are: rules, style guide, examples.
+    rules = "\n".join(f"{i}. {_prose(rng, 18)}" for i in range(1, 40))
+    return f"You are the {name} assistant (prompt {version}).\n\nRules:\n{rules}\n"
+
+
+def _tool(name: str, props: dict[str, str], openai_style: bool = False) -> dict[str, Any]:
+    schema = {
+        "type": "object",
+        "properties": {
+            k: {"type": t, "description": f"The {k.replace('_', ' ')}."} for k, t in props.items()
+        },
+        "required": list(props),
+    }
+    desc = f"{name.replace('_', ' ').capitalize()}. " + "Use it when the user asks about it. " * 6
+    if openai_style:
+        return {"type": "function", "function": {"name": name, "description": desc, "parameters": schema}}
+    return {"name": name, "description": desc, "input_schema": schema}
+
+
+@dataclass
+class Demo:
+    fake: FakeProvider
+    rng: random.Random
+    budget: int
+    made: int = 0
+    errors: int = 0
+
+    def __post_init__(self) -> None:
+        self.lock = threading.Lock()
+        self.anthropic = llmlog.wrap(
+            anthropic.Anthropic(
+                api_key="demo", base_url=self.fake.anthropic_base_url, max_retries=0, timeout=5
+            )
+        )
+        self.openai = llmlog.wrap(
+            openai.OpenAI(api_key="demo", base_url=self.fake.openai_base_url, max_retries=0, timeout=5)
+        )
+        rng = random.Random(self.rng.random())
+        self.prompts = {
+            (f, v): _system_prompt(f, v, rng)
+            for f, versions in {
+                "support-bot": ("v3", "v4"),
+                "code-review": ("v1", "v2"),
+                "summarize": ("v7",),
+                "research-agent": ("v1", "v2"),
+                "sql-assistant": ("v2",),
+            }.items()
+            for v in versions
+        }
+        self.support_tools = [
+            _tool("lookup_order", {"order_id": "string"}),
+            _tool("issue_refund", {"order_id": "string", "amount": "number", "reason": "string"}),
+            _tool("escalate", {"summary": "string", "priority": "string"}),
+        ]
+        self.agent_tools = [
+            {"type": "function", **_tool(n, p, openai_style=True)["function"]}
+            for n, p in [("web_search", {"query": "string"}), ("read_page", {"url": "string"})]
+        ]
+        self.sql_tools = [_tool("run_sql", {"sql": "string"}, openai_style=True)]
+        self.users = [f"user_{i:03d}" for i in range(60)]
+
+    def take(self) -> bool:
+        with self.lock:
+            if self.made >= self.budget:
+                return False
+            self.made += 1
+            return True
+
+    def headers(self, rng: random.Random) -> dict[str, str]:
+        h = {
+            "x-fake-latency-ms": str(rng.randint(5, 60)),
+            "x-fake-first-token-ms": str(rng.randint(3, 25)),
+            "x-fake-chunk-ms": "0",
+        }
+        roll = rng.random()
+        if roll < 0.02:
+            h["x-fake-fail"] = rng.choice(["429", "500", "529", "429", "drop"])
+        return h
+
+    def guarded(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except (anthropic.APIError, openai.APIError):
+            with self.lock:
+                self.errors += 1
+            return None
+
+    # ------------------------------------------------------------ features
+
+    def _support_turn(self, stream: bool, kwargs: dict[str, Any]) -> Any:
+        if stream:
+            with self.anthropic.messages.stream(**kwargs) as s:
+                return s.get_final_message()
+        return self.anthropic.messages.create(**kwargs)
+
+    def support_session(self, rng: random.Random) -> None:
+        version = rng.choice(["v3", "v4"])
+        system = [
+            {
+                "type": "text",
+                "text": self.prompts[("support-bot", version)],
+                "cache_control": {"type": "ephemeral"},
+            }
+        ]
+        turns = min(int(rng.paretovariate(1.2)), 40)
+        messages: list[dict[str, Any]] = []
+        with llmlog.context(
+            session_id=f"sess_{uuid.UUID(int=rng.getrandbits(128)).hex[:12]}",
+            prompt_template_version=f"support-bot@{version}",
+        ):
+            for _ in range(turns):
+                messages.append({"role": "user", "content": _prose(rng, rng.randint(6, 40))})
+                while self.take():
+                    stream = rng.random() < 0.5
+                    kwargs: dict[str, Any] = dict(
+                        model="claude-sonnet-4-6",
+                        max_tokens=1024,
+                        system=system,
+                        tools=self.support_tools,
+                        messages=messages,
+                        extra_headers=self.headers(rng),
+                    )
+                    msg = self.guarded(self._support_turn, stream, kwargs)
+                    if msg is None:
+                        messages.pop()
+                        break
+                    messages = [
+                        *messages,
+                        {
+                            "role": "assistant",
+                            "content": [b.model_dump(exclude_none=True) for b in msg.content],
+                        },
+                    ]
+                    uses = [b for b in msg.content if b.type == "tool_use"]
+                    if not uses:
+                        break
+                    messages.append(
+                        {
+                            "role": "user",
+                            "content": [
+                                {
+                                    "type": "tool_result",
+                                    "tool_use_id": u.id,
+                                    "content": f'{{"status": "ok", "note": "{_prose(rng, 8)}"}}',
+                                }
+                                for u in uses
+                            ],
+                        }
+                    )
+                else:
+                    return
+
+    def code_review(self, rng: random.Random) -> None:
+        if not self.take():
+            return
+        version = rng.choice(["v1", "v2"])
+        diff = "\n".join(f"+    {_prose(rng, 8)}" for _ in range(rng.randint(10, 80)))
+        with llmlog.context(prompt_template_version=f"code-review@{version}"):
+            stream = rng.random() < 0.5
+            kwargs: dict[str, Any] = dict(
+                model=rng.choice(["gpt-4.1", "gpt-4.1-mini"]),
+                messages=[
+                    {"role": "system", "content": self.prompts[("code-review", version)]},
+                    {"role": "user", "content": f"Review this diff:\n{diff}"},
+                ],
+                extra_headers=self.headers(rng),
+            )
+            if stream:
+
+                def call() -> Any:
+                    for _ in self.openai.chat.completions.create(
+                        stream=True, stream_options={"include_usage": True}, **kwargs
+                    ):
+                        pass
+            else:
+
+                def call() -> Any:
+                    return self.openai.chat.completions.create(**kwargs)
+
+            self.guarded(call)
+
+    def summarize(self, rng: random.Random) -> None:
+        if not self.take():
+            return
+        doc = "\n\n".join(_prose(rng, rng.randint(40, 120)) for _ in range(rng.randint(3, 15)))
+        # The over-routing pattern: some short summaries go to the most expensive model.
+        model = "claude-opus-4-7" if rng.random() < 0.15 else "claude-haiku-4-5"
+        with llmlog.context(prompt_template_version="summarize@v7"):
+            self.guarded(
+                lambda: self.anthropic.messages.create(
+                    model=model,
+                    max_tokens=300,
+                    system=self.prompts[("summarize", "v7")],
+                    messages=[{"role": "user", "content": doc}],
+                    extra_headers=self.headers(rng),
+                )
+            )
+
+    def research_agent(self, rng: random.Random) -> None:
+        version = rng.choice(["v1", "v2"])
+        items: list[Any] = [{"role": "user", "content": f"Research: {_prose(rng, 12)}"}]
+        with llmlog.context(
+            session_id=f"agent_{uuid.UUID(int=rng.getrandbits(128)).hex[:12]}",
+            prompt_template_version=f"research-agent@{version}",
+        ):
+            for _ in range(rng.randint(1, 6)):
+                if not self.take():
+                    return
+                resp = self.guarded(
+                    lambda: self.openai.responses.create(
+                        model="gpt-5-mini",
+                        instructions=self.prompts[("research-agent", version)],
+                        input=items,
+                        tools=self.agent_tools,
+                        extra_headers=self.headers(rng),
+                    )
+                )
+                if resp is None:
+                    return
+                calls = [o for o in resp.output if o.type == "function_call"]
+                if not calls:
+                    return
+                for fc in calls:
+                    items.append(
+                        {
+                            "type": "function_call",
+                            "call_id": fc.call_id,
+                            "name": fc.name,
+                            "arguments": fc.arguments,
+                        }
+                    )
+                    items.append(
+                        {"type": "function_call_output", "call_id": fc.call_id, "output": _prose(rng, 30)}
+                    )
+
+    def sql_assistant(self, rng: random.Random) -> None:
+        messages: list[Any] = [
+            {"role": "system", "content": self.prompts[("sql-assistant", "v2")]},
+            {"role": "user", "content": f"How many {rng.choice(WORDS)} rows last week?"},
+        ]
+        with llmlog.context(prompt_template_version="sql-assistant@v2"):
+            for _ in range(3):
+                if not self.take():
+                    return
+                resp = self.guarded(
+                    lambda: self.openai.chat.completions.create(
+                        model="gpt-4.1-mini",
+                        messages=messages,
+                        tools=self.sql_tools,
+                        extra_headers=self.headers(rng),
+                    )
+                )
+                if resp is None:
+                    return
+                msg = resp.choices[0].message
+                if not msg.tool_calls:
+                    return
+                messages.append(msg.model_dump(exclude_none=True))
+                for tc in msg.tool_calls:
+                    messages.append({"role": "tool", "tool_call_id": tc.id, "content": '[{"count": 42}]'})
+
+    def worker(self, seed: int) -> None:
+        rng = random.Random(seed)
+        features = [
+            ("support-bot", self.support_session, 5),
+            ("code-review", self.code_review, 3),
+            ("summarize", self.summarize, 3),
+            ("research-agent", self.research_agent, 2),
+            ("sql-assistant", self.sql_assistant, 2),
+        ]
+        while self.made < self.budget:
+            feature, fn, _ = rng.choices(features, weights=[w for *_, w in features])[0]
+            user = rng.choice(self.users[: 20 if rng.random() < 0.6 else 60])
+            tier = "enterprise" if int(user[-3:]) % 3 == 0 else "free"
+            with llmlog.context(feature=feature, user_id=user, metadata={"tier": tier}, tags=["demo"]):
+                fn(rng)
+
+
+def run_demo(settings: Settings, *, n_calls: int, seed: int, console: Console, threads: int = 8) -> None:
+    llmlog.configure(db=settings.db, on_full="block")
+    rng = random.Random(seed)
+    started = time.perf_counter()
+    with FakeProvider(seed=seed) as fake:
+        demo = Demo(fake, rng, n_calls)
+        with console.status(f"Making {n_calls} calls through the anthropic and openai SDKs…"):
+            workers = [
+                threading.Thread(target=demo.worker, args=(rng.getrandbits(32),)) for _ in range(threads)
+            ]
+            for w in workers:
+                w.start()
+            for w in workers:
+                w.join()
+            llmlog.flush()
+    stats = llmlog.stats()
+    console.print(
+        f"Recorded {stats.recorded} calls ({demo.errors} failed on purpose) in "
+        f"{time.perf_counter() - started:.1f}s into {settings.db}\n"
+        "Next: llmlog calls · llmlog show <id> · "
+        'llmlog query "SELECT model, COUNT(*), SUM(cost_usd) FROM calls GROUP BY model"'
+    )

@@ -1,0 +1,199 @@
+"""The call record: one row per model call, with exactly the columns of the `calls` relation.
+
+Every way in (SDK wrap, import, later the proxy and OTLP) produces a `Call`; every store
+takes `Call`s and gives them back. The JSONL form (`to_json` / `from_json`) uses the same
+column names with JSON columns as nested values, so an export is re-importable as is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+#: The columns of `calls`, in order. `rate_card` is ours: which rate card priced the call.
+COLUMNS: tuple[str, ...] = (
+    "id",
+    "session_id",
+    "user_id",
+    "timestamp",
+    "provider",
+    "model",
+    "feature",
+    "prompt_template_version",
+    "system_prompt",
+    "messages",
+    "tools",
+    "params",
+    "response",
+    "tool_calls",
+    "stop_reason",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "cost_usd",
+    "rate_card",
+    "first_token_ms",
+    "latency_ms",
+    "error",
+    "metadata",
+    "tags",
+    "trace_id",
+    "parent_id",
+)
+
+#: Columns holding JSON (objects or arrays), stored as JSON text.
+JSON_COLUMNS: frozenset[str] = frozenset(
+    {"messages", "tools", "params", "response", "tool_calls", "error", "metadata", "tags"}
+)
+INT_COLUMNS: frozenset[str] = frozenset(
+    {"input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens"}
+)
+FLOAT_COLUMNS: frozenset[str] = frozenset({"cost_usd", "first_token_ms", "latency_ms"})
+TEXT_COLUMNS: frozenset[str] = frozenset(COLUMNS) - JSON_COLUMNS - INT_COLUMNS - FLOAT_COLUMNS - {"timestamp"}
+
+
+class RecordError(ValueError):
+    """A record that cannot be stored; the message says which field and why."""
+
+
+@dataclass(slots=True)
+class Call:
+    """One model call. Field names are the column names of `calls`."""
+
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    session_id: str | None = None
+    user_id: str | None = None
+    timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
+    provider: str | None = None
+    model: str | None = None
+    feature: str | None = None
+    prompt_template_version: str | None = None
+    system_prompt: str | None = None
+    messages: list[Any] | None = None
+    tools: list[Any] | None = None
+    params: dict[str, Any] | None = None
+    response: dict[str, Any] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    stop_reason: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_creation_tokens: int | None = None
+    cost_usd: float | None = None
+    rate_card: str | None = None
+    first_token_ms: float | None = None
+    latency_ms: float | None = None
+    error: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    tags: list[str] | None = None
+    trace_id: str | None = None
+    parent_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Column name → value, JSON columns as Python objects, timestamp as ISO text."""
+        d = {name: getattr(self, name) for name in COLUMNS}
+        d["timestamp"] = format_timestamp(self.timestamp)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Call:
+        """Validate a mapping of column names (as in JSONL) into a Call; raises RecordError."""
+        if not isinstance(data, dict):
+            raise RecordError(f"expected a JSON object, got {type(data).__name__}")
+        unknown = set(data) - set(COLUMNS)
+        if unknown:
+            raise RecordError(f"unknown field(s): {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = {}
+        for name, value in data.items():
+            values[name] = _coerce(name, value)
+        if values.get("id") is None:
+            values.pop("id", None)
+        if values.get("timestamp") is None:
+            raise RecordError("timestamp: required")
+        return cls(**values)
+
+    @classmethod
+    def from_json(cls, line: str) -> Call:
+        try:
+            data = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise RecordError(f"invalid JSON: {exc.msg} at column {exc.colno}") from None
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> Call:
+        return dataclasses.replace(self, **changes)
+
+
+def format_timestamp(ts: datetime) -> str:
+    """Fixed-width ISO-8601 UTC with microseconds, so text order is time order."""
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_timestamp(value: str | int | float | datetime) -> datetime:
+    """ISO-8601 text (naive means UTC) or epoch seconds → aware UTC datetime."""
+    if isinstance(value, datetime):
+        ts = value
+    elif isinstance(value, bool):
+        raise ValueError("a boolean is not a timestamp")
+    elif isinstance(value, int | float):
+        ts = datetime.fromtimestamp(value, UTC)
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        ts = datetime.fromisoformat(text)
+    else:
+        raise ValueError(f"expected ISO-8601 text, got {type(value).__name__}")
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return ts.astimezone(UTC)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if name == "timestamp":
+        try:
+            return parse_timestamp(value)
+        except (ValueError, OverflowError, OSError) as exc:
+            raise RecordError(f"timestamp: {exc}") from None
+    if name == "id":
+        if not isinstance(value, str):
+            raise RecordError("id: expected a UUID string")
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            raise RecordError(f"id: not a UUID: {value!r}") from None
+    if name in INT_COLUMNS:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise RecordError(f"{name}: expected a non-negative integer, got {value!r}")
+        return value
+    if name in FLOAT_COLUMNS:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise RecordError(f"{name}: expected a number, got {value!r}")
+        return float(value)
+    if name in ("metadata", "params", "response", "error"):
+        if not isinstance(value, dict):
+            raise RecordError(f"{name}: expected a JSON object, got {type(value).__name__}")
+        return value
+    if name == "tags":
+        if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+            raise RecordError("tags: expected an array of strings")
+        return value
+    if name in ("messages", "tools", "tool_calls"):
+        if not isinstance(value, list):
+            raise RecordError(f"{name}: expected a JSON array, got {type(value).__name__}")
+        return value
+    if not isinstance(value, str):
+        raise RecordError(f"{name}: expected a string, got {type(value).__name__}")
+    return value

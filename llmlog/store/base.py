@@ -1,0 +1,123 @@
+"""What every store offers, and the filter the CLI (and later the UI) passes to it."""
+
+from __future__ import annotations
+
+import abc
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from llmlog.record import Call, format_timestamp, parse_timestamp
+
+
+class ReadOnlyError(Exception):
+    """A query was refused (it would write) or stopped (time limit)."""
+
+
+@dataclass
+class QueryResult:
+    columns: list[str]
+    rows: list[tuple[Any, ...]]
+    truncated: bool = False
+
+
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$", re.IGNORECASE)
+_UNITS = {"s": "seconds", "m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_when(text: str, now: datetime | None = None) -> datetime:
+    """'1h', '30m', '7d' (that long ago) or an ISO-8601 date/time (UTC unless it says)."""
+    m = _RELATIVE.match(text)
+    if m:
+        amount, unit = float(m.group(1)), _UNITS[m.group(2).lower()]
+        return (now or datetime.now(UTC)) - timedelta(**{unit: amount})
+    try:
+        return parse_timestamp(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is neither a duration like 1h/7d nor an ISO-8601 time") from None
+
+
+@dataclass
+class CallFilter:
+    """Conditions on the summary columns; empty means every call."""
+
+    feature: str | None = None
+    model: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    prompt_template_version: str | None = None
+    provider: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    errors: bool | None = None  # True: errors only; False: successes only
+    ids: list[str] = field(default_factory=list)
+
+    def sql(self, extra: Sequence[str] = (), extra_params: Sequence[Any] = ()) -> tuple[str, list[Any]]:
+        """A WHERE clause with ? placeholders, valid on `calls` and on the stored table."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        for col in ("feature", "model", "user_id", "session_id", "prompt_template_version", "provider"):
+            value = getattr(self, col)
+            if value is not None:
+                clauses.append(f"{col} = ?")
+                params.append(value)
+        if self.since is not None:
+            clauses.append("timestamp >= ?")
+            params.append(format_timestamp(self.since))
+        if self.until is not None:
+            clauses.append("timestamp < ?")
+            params.append(format_timestamp(self.until))
+        if self.errors is True:
+            clauses.append("error IS NOT NULL")
+        elif self.errors is False:
+            clauses.append("error IS NULL")
+        if self.ids:
+            clauses.append(f"id IN ({','.join('?' * len(self.ids))})")
+            params.extend(self.ids)
+        clauses.extend(extra)
+        params.extend(extra_params)
+        return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
+
+
+class Store(abc.ABC):
+    """A place calls are kept. Implementations: SQLite (embedded default)."""
+
+    url: str
+
+    @abc.abstractmethod
+    def insert(self, calls: Sequence[Call]) -> int:
+        """Store a batch atomically; ids already stored are skipped. Returns how many were new."""
+
+    @abc.abstractmethod
+    def get(self, call_id: str) -> Call | None: ...
+
+    @abc.abstractmethod
+    def recent(self, f: CallFilter, limit: int = 100) -> list[Call]: ...
+
+    @abc.abstractmethod
+    def sample(self, f: CallFilter, n: int = 20) -> list[Call]: ...
+
+    @abc.abstractmethod
+    def iter_calls(self, f: CallFilter, batch: int = 1000) -> Iterator[Call]: ...
+
+    @abc.abstractmethod
+    def count(self, f: CallFilter) -> int: ...
+
+    @abc.abstractmethod
+    def update_costs(self, costs: Iterable[tuple[str, float | None, str | None]]) -> int: ...
+
+    @abc.abstractmethod
+    def query(
+        self, sql: str, params: Sequence[Any] = (), *, timeout_s: float = 10.0, limit: int = 10_000
+    ) -> QueryResult: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,366 @@
+"""The embedded store: one SQLite file, WAL mode, repeated content stored once.
+
+Layout: `call_data` holds one row per call with the summary columns inline; system prompts,
+tool lists, request params and each message live once in `content`, keyed by a hash of the
+text, and `call_data` points at them (`message_ids` is a JSON array of content ids, so a
+turn of an 80-turn conversation costs a few bytes per earlier message, not the messages
+again). The `calls` view presents every call whole, with the column names of
+`llmlog.record.COLUMNS`, for SQL written by hand.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from llmlog.record import COLUMNS, JSON_COLUMNS, Call, format_timestamp, parse_timestamp
+from llmlog.store.base import CallFilter, QueryResult, ReadOnlyError, Store
+
+BUSY_TIMEOUT_MS = 60_000
+
+CALLS_VIEW = """
+CREATE VIEW calls AS
+SELECT
+    d.id, d.session_id, d.user_id, d.timestamp, d.provider, d.model, d.feature,
+    d.prompt_template_version,
+    s.body AS system_prompt,
+    CASE WHEN d.message_ids IS NULL THEN NULL ELSE (
+        SELECT json_group_array(json(m.body))
+        FROM json_each(d.message_ids) AS j CROSS JOIN content AS m ON m.id = j.value
+    ) END AS messages,
+    t.body AS tools,
+    p.body AS params,
+    d.response, d.tool_calls, d.stop_reason,
+    d.input_tokens, d.output_tokens, d.cache_read_tokens, d.cache_creation_tokens,
+    d.cost_usd, d.rate_card, d.first_token_ms, d.latency_ms,
+    d.error, d.metadata, d.tags, d.trace_id, d.parent_id
+FROM call_data AS d
+LEFT JOIN content AS s ON s.id = d.system_id
+LEFT JOIN content AS t ON t.id = d.tools_id
+LEFT JOIN content AS p ON p.id = d.params_id
+"""
+
+
+# ------------------------------------------------------------------ migrations
+# Numbered functions, applied in order on open; PRAGMA user_version records the last one.
+
+
+def _run(db: sqlite3.Connection, script: str) -> None:
+    # Not executescript(): it commits first, and a migration must be one transaction.
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def m001_initial(db: sqlite3.Connection) -> None:
+    _run(
+        db,
+        """
+        CREATE TABLE content (
+            id INTEGER PRIMARY KEY,
+            hash BLOB NOT NULL UNIQUE,  -- first 16 bytes of SHA-256 of body
+            body TEXT NOT NULL
+        );
+        CREATE TABLE call_data (
+            rowid INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            session_id TEXT, user_id TEXT, timestamp TEXT NOT NULL,
+            provider TEXT, model TEXT, feature TEXT, prompt_template_version TEXT,
+            system_id INTEGER REFERENCES content(id),
+            message_ids TEXT,
+            tools_id INTEGER REFERENCES content(id),
+            params_id INTEGER REFERENCES content(id),
+            response TEXT, tool_calls TEXT, stop_reason TEXT,
+            input_tokens INTEGER, output_tokens INTEGER,
+            cache_read_tokens INTEGER, cache_creation_tokens INTEGER,
+            cost_usd REAL, first_token_ms REAL, latency_ms REAL,
+            error TEXT, metadata TEXT, tags TEXT, trace_id TEXT, parent_id TEXT
+        );
+        CREATE INDEX call_data_timestamp ON call_data(timestamp);
+        """,
+    )
+
+
+def m002_rate_card_and_filters(db: sqlite3.Connection) -> None:
+    # Which rate card priced each call, so a repricing can be told from the original.
+    db.execute("ALTER TABLE call_data ADD COLUMN rate_card TEXT")
+    # Indexes for the filters people use most: each ends in timestamp so "newest 100 of X"
+    # is an index range scan.
+    for col in ("feature", "model", "user_id", "session_id", "prompt_template_version"):
+        db.execute(f"CREATE INDEX call_data_{col} ON call_data({col}, timestamp)")
+    db.execute("CREATE INDEX call_data_errors ON call_data(timestamp) WHERE error IS NOT NULL")
+    db.execute("DROP VIEW IF EXISTS calls")
+    db.execute(CALLS_VIEW)
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_rate_card_and_filters]
+
+
+def migrate(db: sqlite3.Connection, target: int | None = None) -> int:
+    """Apply pending migrations (up to `target`), each in its own transaction."""
+    target = len(MIGRATIONS) if target is None else target
+    while True:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version >= target:
+            return version
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read under the write lock: another process may have migrated meanwhile.
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version < target:
+                MIGRATIONS[version](db)
+                db.execute(f"PRAGMA user_version = {version + 1}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:16]
+
+
+def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
+    if readonly:
+        uri = Path(path).resolve().as_uri() + "?mode=ro"
+        db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+    else:
+        db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    if not readonly:
+        db.execute("PRAGMA journal_mode = WAL")
+        db.execute("PRAGMA synchronous = NORMAL")
+    return db
+
+
+# The authorizer refuses anything but reading, whatever trick the SQL text uses.
+_READ_ACTIONS = {
+    sqlite3.SQLITE_SELECT,
+    sqlite3.SQLITE_READ,
+    sqlite3.SQLITE_FUNCTION,
+    sqlite3.SQLITE_RECURSIVE,
+}
+
+
+def _read_only_authorizer(
+    action: int, arg1: str | None, arg2: str | None, dbname: str | None, src: str | None
+) -> int:
+    if action in _READ_ACTIONS:
+        return sqlite3.SQLITE_OK
+    if (
+        action == sqlite3.SQLITE_PRAGMA
+        and arg2 is None
+        and arg1
+        in {
+            "table_info",
+            "table_xinfo",
+            "index_list",
+            "index_info",
+            "foreign_key_list",
+            "user_version",
+        }
+    ):
+        return sqlite3.SQLITE_OK  # schema introspection, no value given: a read
+    return sqlite3.SQLITE_DENY
+
+
+class SQLiteStore(Store):
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = connect(self.path)
+        migrate(self.db)
+        # content hash → id; content rows are immutable, so a cached id stays right.
+        self._ids: OrderedDict[bytes, int] = OrderedDict()
+
+    @property
+    def url(self) -> str:
+        return f"sqlite:///{self.path}"
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -------------------------------------------------------------- writing
+
+    def _content_id(self, text: str) -> int:
+        key = _digest(text)
+        cached = self._ids.get(key)
+        if cached is not None:
+            self._ids.move_to_end(key)
+            return cached
+        row = self.db.execute("SELECT id FROM content WHERE hash = ?", (key,)).fetchone()
+        if row is None:
+            row = self.db.execute(
+                "INSERT INTO content(hash, body) VALUES (?, ?) RETURNING id", (key, text)
+            ).fetchone()
+        self._ids[key] = row[0]
+        if len(self._ids) > 50_000:
+            self._ids.popitem(last=False)
+        return int(row[0])
+
+    def _row(self, c: Call) -> tuple[Any, ...]:
+        cid = self._content_id
+        return (
+            c.id,
+            c.session_id,
+            c.user_id,
+            format_timestamp(c.timestamp),
+            c.provider,
+            c.model,
+            c.feature,
+            c.prompt_template_version,
+            cid(c.system_prompt) if c.system_prompt is not None else None,
+            _dumps([cid(_dumps(m)) for m in c.messages]) if c.messages is not None else None,
+            cid(_dumps(c.tools)) if c.tools is not None else None,
+            cid(_dumps(c.params)) if c.params is not None else None,
+            _dumps(c.response) if c.response is not None else None,
+            _dumps(c.tool_calls) if c.tool_calls is not None else None,
+            c.stop_reason,
+            c.input_tokens,
+            c.output_tokens,
+            c.cache_read_tokens,
+            c.cache_creation_tokens,
+            c.cost_usd,
+            c.rate_card,
+            c.first_token_ms,
+            c.latency_ms,
+            _dumps(c.error) if c.error is not None else None,
+            _dumps(c.metadata) if c.metadata is not None else None,
+            _dumps(c.tags) if c.tags is not None else None,
+            c.trace_id,
+            c.parent_id,
+        )
+
+    _INSERT = (
+        "INSERT INTO call_data (id, session_id, user_id, timestamp, provider, model, feature,"
+        " prompt_template_version, system_id, message_ids, tools_id, params_id, response, tool_calls,"
+        " stop_reason, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, cost_usd,"
+        " rate_card, first_token_ms, latency_ms, error, metadata, tags, trace_id, parent_id)"
+        " VALUES (" + ",".join("?" * 28) + ") ON CONFLICT(id) DO NOTHING"
+    )
+
+    def insert(self, calls: Sequence[Call]) -> int:
+        """Store a batch in one transaction; a call whose id is already stored is skipped."""
+        if not calls:
+            return 0
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            inserted = 0
+            for c in calls:
+                inserted += self.db.execute(self._INSERT, self._row(c)).rowcount
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            # The rolled-back content rows may be cached; forget them.
+            self._ids.clear()
+            raise
+        return inserted
+
+    def update_costs(self, costs: Iterable[tuple[str, float | None, str | None]]) -> int:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            n = 0
+            for call_id, cost, card in costs:
+                n += self.db.execute(
+                    "UPDATE call_data SET cost_usd = ?, rate_card = ? WHERE id = ?", (cost, card, call_id)
+                ).rowcount
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return n
+
+    # -------------------------------------------------------------- reading
+
+    def _calls(self, where: str, params: Sequence[Any], tail: str) -> list[Call]:
+        cur = self.db.execute(f"SELECT * FROM calls {where} {tail}", params)
+        return [_to_call(cur.description, row) for row in cur]
+
+    def get(self, call_id: str) -> Call | None:
+        rows = self._calls("WHERE id = ?", (call_id,), "")
+        if not rows and len(call_id) < 36:
+            # A unique prefix of an id is enough, as with git hashes.
+            rows = self._calls("WHERE id >= ? AND id < ?", (call_id, call_id + "\uffff"), "LIMIT 2")
+            if len(rows) > 1:
+                raise LookupError(f"id prefix {call_id!r} is ambiguous")
+        return rows[0] if rows else None
+
+    def recent(self, f: CallFilter, limit: int = 100) -> list[Call]:
+        where, params = f.sql()
+        return self._calls(where, params, f"ORDER BY timestamp DESC LIMIT {int(limit)}")
+
+    def sample(self, f: CallFilter, n: int = 20) -> list[Call]:
+        where, params = f.sql()
+        return self._calls(where, params, f"ORDER BY random() LIMIT {int(n)}")
+
+    def iter_calls(self, f: CallFilter, batch: int = 1000) -> Iterator[Call]:
+        """Every matching call, oldest first, in pages (memory stays flat on a big store)."""
+        last_ts, last_id = "", ""
+        while True:
+            where, params = f.sql(extra=["(timestamp, id) > (?, ?)"], extra_params=[last_ts, last_id])
+            page = self._calls(where, params, f"ORDER BY timestamp, id LIMIT {int(batch)}")
+            if not page:
+                return
+            yield from page
+            last_ts, last_id = format_timestamp(page[-1].timestamp), page[-1].id
+            if len(page) < batch:
+                return
+
+    def count(self, f: CallFilter) -> int:
+        where, params = f.sql()
+        return int(self.db.execute(f"SELECT count(*) FROM call_data {where}", params).fetchone()[0])
+
+    def query(
+        self, sql: str, params: Sequence[Any] = (), *, timeout_s: float = 10.0, limit: int = 10_000
+    ) -> QueryResult:
+        """Run SQL that may only read, within a time limit, on a separate read-only connection."""
+        db = connect(self.path, readonly=True) if self.path != ":memory:" else self.db
+        deadline = time.monotonic() + timeout_s
+        db.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 10_000)
+        db.set_authorizer(_read_only_authorizer)
+        try:
+            cur = db.execute(sql, params)
+            columns = [d[0] for d in cur.description or ()]
+            rows = cur.fetchmany(limit + 1)
+            truncated = len(rows) > limit
+            return QueryResult(columns, [tuple(r) for r in rows[:limit]], truncated)
+        except sqlite3.DatabaseError as exc:
+            msg = str(exc)
+            if msg == "interrupted":
+                raise ReadOnlyError(f"query took longer than the {timeout_s:g} s limit") from None
+            if "not authorized" in msg or "prohibited" in msg or "readonly" in msg:
+                raise ReadOnlyError(
+                    "only reading queries are allowed (no writes, DDL, ATTACH or PRAGMA writes)"
+                ) from None
+            raise ReadOnlyError(msg) from None
+        finally:
+            db.set_authorizer(None)
+            db.set_progress_handler(None, 0)
+            if db is not self.db:
+                db.close()
+
+
+def _to_call(description: Any, row: Sequence[Any]) -> Call:
+    values: dict[str, Any] = {}
+    for (name, *_), value in zip(description, row, strict=True):
+        if name not in COLUMNS:
+            continue
+        if name in JSON_COLUMNS and value is not None:
+            value = json.loads(value)
+        values[name] = value
+    values["timestamp"] = parse_timestamp(values["timestamp"])
+    return Call(**values)

@@ -1,0 +1,218 @@
+"""The background writer: the only thing between a finished call and the store.
+
+The caller's thread does `submit()` — a non-blocking put on a bounded queue — and returns.
+A daemon thread drains the queue in batches, turns exchanges into priced records and
+inserts each batch in one transaction. When the store fails, the batch is retried with
+backoff while new records wait in the queue; when the queue is full, records are dropped
+and counted (or the caller blocks, if configured). Nothing is lost silently: every drop is
+counted in `stats()` and reported through `logging`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from llmlog.capture.exchange import Exchange
+from llmlog.capture.parse import to_call
+from llmlog.config import Settings
+from llmlog.pricing import Pricer
+from llmlog.record import Call
+from llmlog.store import Store, open_store
+
+log = logging.getLogger("llmlog")
+
+Item = Exchange | Call
+
+
+def hash_user_id(user_id: str, secret: str) -> str:
+    """HMAC-SHA256, hex: joins to analytics that apply the same keyed hash."""
+    return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
+
+
+@dataclass
+class Stats:
+    recorded: int = 0  # calls stored
+    dropped: int = 0  # calls lost: queue full, or the store stayed down past the exit deadline
+    failed: int = 0  # items that could not be turned into a record (a bug: logged with traceback)
+    store_errors: int = 0  # failed insert attempts (each retried)
+    queued: int = 0
+
+
+class Writer:
+    def __init__(self, settings: Settings, store_factory: Callable[[str], Store] = open_store) -> None:
+        self.settings = settings
+        self._store_factory = store_factory
+        self._queue: queue.Queue[Item | None] = queue.Queue(maxsize=settings.queue_size)
+        self._stats = Stats()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._pending = 0  # accepted and not yet stored or given up
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self._give_up_at: float | None = None  # set while closing: stop retrying after this
+        self._store: Store | None = None
+        self._pricer: Pricer | None = None
+        self._last_warning = 0.0
+
+    # ------------------------------------------------------------ caller side
+
+    def submit(self, item: Item) -> bool:
+        """Hand a finished call to the writer. Never raises; returns False if it was dropped."""
+        try:
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="llmlog-writer", daemon=True)
+                    self._thread.start()
+                self._pending += 1
+            try:
+                if self.settings.on_full == "block":
+                    self._queue.put(item)
+                else:
+                    self._queue.put_nowait(item)
+            except queue.Full:
+                with self._lock:
+                    self._pending -= 1
+                    self._stats.dropped += 1
+                    dropped = self._stats.dropped
+                self._warn(
+                    f"llmlog queue full ({self.settings.queue_size}): {dropped} call(s) dropped so far"
+                )
+                return False
+            return True
+        except Exception:  # never let recording break the caller
+            log.exception("llmlog: could not queue a call")
+            return False
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything submitted so far is stored; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            while self._pending > 0:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._idle.wait(remaining if remaining is not None else 0.5)
+        return True
+
+    def close(self, timeout: float | None = None) -> None:
+        """Drain (for up to `timeout` s), then stop; whatever is still unstored is counted as dropped."""
+        timeout = self.settings.exit_timeout_s if timeout is None else timeout
+        if not self.flush(timeout):
+            with self._lock:
+                self._give_up_at = time.monotonic()
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            self._stopping = True
+            with contextlib.suppress(queue.Full):
+                self._queue.put_nowait(None)
+            thread.join(timeout=max(timeout, 1.0))
+        with self._lock:
+            lost = self._pending  # includes what is still queued
+            if lost:
+                self._stats.dropped += lost
+                self._pending = 0
+        if lost:
+            log.error("llmlog: %d call(s) could not be stored before exit and are lost", lost)
+
+    def stats(self) -> Stats:
+        with self._lock:
+            s = Stats(**vars(self._stats))
+        s.queued = self._queue.qsize()
+        return s
+
+    # ------------------------------------------------------------ writer thread
+
+    def _warn(self, message: str) -> None:
+        now = time.monotonic()
+        if now - self._last_warning > 10 or self._last_warning == 0:
+            self._last_warning = now
+            log.warning(message)
+
+    def _prepare(self, item: Item) -> Call:
+        call = to_call(item) if isinstance(item, Exchange) else item
+        secret = self.settings.user_id_secret
+        if secret and call.user_id is not None:
+            call.user_id = hash_user_id(call.user_id, secret)
+        if call.cost_usd is None:
+            if self._pricer is None:
+                self._pricer = Pricer(self.settings.prices)
+            self._pricer.price(call)
+        return call
+
+    def _batch(self) -> tuple[list[Item], bool]:
+        """Block for one item, then take what arrives within the flush interval."""
+        first = self._queue.get()
+        if first is None:
+            return [], True
+        items: list[Item] = [first]
+        deadline = time.monotonic() + self.settings.flush_interval_s
+        while len(items) < self.settings.batch_size:
+            remaining = deadline - time.monotonic()
+            try:
+                nxt = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                return items, True
+            items.append(nxt)
+        return items, False
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            items, stop = self._batch()
+            if not items:
+                continue
+            calls: list[Call] = []
+            for item in items:
+                try:
+                    calls.append(self._prepare(item))
+                except Exception:
+                    log.exception("llmlog: could not build a record from a call; it is lost")
+                    with self._lock:
+                        self._stats.failed += 1
+            stored = self._write(calls)
+            with self._idle:
+                self._stats.recorded += stored
+                if stored < len(calls):
+                    self._stats.dropped += len(calls) - stored
+                self._pending -= len(items)
+                self._idle.notify_all()
+        if self._store is not None:
+            with contextlib.suppress(Exception):
+                self._store.close()
+
+    def _write(self, calls: list[Call]) -> int:
+        """Insert with retries; returns how many are now stored (all, or 0 when giving up)."""
+        if not calls:
+            return 0
+        delay = 0.05
+        while True:
+            try:
+                if self._store is None:
+                    self._store = self._store_factory(self.settings.db)
+                self._store.insert(calls)
+                return len(calls)
+            except Exception as exc:
+                with self._lock:
+                    self._stats.store_errors += 1
+                    give_up = self._give_up_at is not None
+                self._warn(
+                    f"llmlog: store {self.settings.db!r} failed ({exc!r}); retrying, calls wait in memory"
+                )
+                if self._store is not None:
+                    with contextlib.suppress(Exception):
+                        self._store.close()
+                    self._store = None
+                if give_up:
+                    return 0
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
