@@ -60,7 +60,7 @@ class Writer:
         self._give_up_at: float | None = None  # set while closing: stop retrying after this
         self._store: Store | None = None
         self._pricer: Pricer | None = None
-        self._last_warning = 0.0
+        self._last_warning: dict[str, float] = {}
 
     # ------------------------------------------------------------ caller side
 
@@ -83,7 +83,8 @@ class Writer:
                     self._stats.dropped += 1
                     dropped = self._stats.dropped
                 self._warn(
-                    f"llmlog queue full ({self.settings.queue_size}): {dropped} call(s) dropped so far"
+                    "full",
+                    f"llmlog queue full ({self.settings.queue_size}): {dropped} call(s) dropped so far",
                 )
                 return False
             return True
@@ -130,10 +131,12 @@ class Writer:
 
     # ------------------------------------------------------------ writer thread
 
-    def _warn(self, message: str) -> None:
+    def _warn(self, kind: str, message: str) -> None:
+        """Log a warning, at most once per 10 s per kind, so an outage does not flood the log."""
         now = time.monotonic()
-        if now - self._last_warning > 10 or self._last_warning == 0:
-            self._last_warning = now
+        last = self._last_warning.get(kind)
+        if last is None or now - last > 10:
+            self._last_warning[kind] = now
             log.warning(message)
 
     def _prepare(self, item: Item) -> Call:
@@ -184,6 +187,7 @@ class Writer:
                 self._stats.recorded += stored
                 if stored < len(calls):
                     self._stats.dropped += len(calls) - stored
+                    log.error("llmlog: store unavailable at exit: %d call(s) lost", len(calls) - stored)
                 self._pending -= len(items)
                 self._idle.notify_all()
         if self._store is not None:
@@ -206,7 +210,8 @@ class Writer:
                     self._stats.store_errors += 1
                     give_up = self._give_up_at is not None
                 self._warn(
-                    f"llmlog: store {self.settings.db!r} failed ({exc!r}); retrying, calls wait in memory"
+                    "store",
+                    f"llmlog: store {self.settings.db!r} failed ({exc!r}); retrying; calls wait in the queue",
                 )
                 if self._store is not None:
                     with contextlib.suppress(Exception):

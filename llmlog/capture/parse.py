@@ -382,7 +382,9 @@ def _http_error(ex: Exchange) -> dict[str, Any]:
     parsed = _loads(body) if body else None
     err = parsed.get("error") if isinstance(parsed, dict) else None
     if isinstance(err, dict):
-        etype = err.get("type") or err.get("code") or f"http_{ex.status}"
+        # OpenAI's `code` (rate_limit_exceeded, context_length_exceeded) says more than its `type`.
+        code = err.get("code")
+        etype = (code if isinstance(code, str) and code else None) or err.get("type") or f"http_{ex.status}"
         message = err.get("message") or ""
     else:
         etype, message = f"http_{ex.status}", body[:2000].decode("utf-8", "replace")

@@ -1,0 +1,100 @@
+"""The host app never breaks: store failures, a full queue, and exit without an explicit flush."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import anthropic
+import pytest
+
+import llmlog
+from llmlog.fake_provider import FakeProvider
+from llmlog.store import CallFilter, open_store
+
+
+def _client(fake: FakeProvider) -> anthropic.Anthropic:
+    return llmlog.wrap(anthropic.Anthropic(api_key="k", base_url=fake.anthropic_base_url, max_retries=0))
+
+
+def _call(client: anthropic.Anthropic) -> anthropic.types.Message:
+    return client.messages.create(
+        model="claude-haiku-4-5", max_tokens=10, messages=[{"role": "user", "content": "x"}]
+    )
+
+
+def test_store_down_then_back(tmp_path: Path, fake: FakeProvider, caplog: pytest.LogCaptureFixture) -> None:
+    blocker = tmp_path / "data"
+    blocker.write_text("a file where the store's directory should be")
+    db = str(blocker / "calls.db")
+    llmlog.configure(db=db)
+    client = _client(fake)
+    with caplog.at_level(logging.WARNING, logger="llmlog"):
+        for _ in range(3):
+            assert isinstance(_call(client), anthropic.types.Message)  # calls succeed while the store is down
+        assert not llmlog.flush(timeout=0.5)
+        stats = llmlog.stats()
+        assert stats.store_errors >= 1 and stats.recorded == 0 and stats.dropped == 0
+    assert any("failed" in r.getMessage() and "retrying" in r.getMessage() for r in caplog.records)
+    blocker.unlink()  # the store comes back: the waiting records are delivered
+    assert llmlog.flush(timeout=15)
+    assert llmlog.stats().recorded == 3
+    with open_store(db) as store:
+        assert store.count(CallFilter()) == 3
+    llmlog.configure(db=str(tmp_path / "other.db"))
+
+
+def test_queue_overflow_drops_with_count_and_warning(
+    tmp_path: Path, fake: FakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    blocker = tmp_path / "data"
+    blocker.write_text("")
+    llmlog.configure(db=str(blocker / "calls.db"), queue_size=2, batch_size=1, exit_timeout_s=0.5)
+    client = _client(fake)
+    with caplog.at_level(logging.WARNING, logger="llmlog"):
+        for _ in range(8):
+            _call(client)
+        stats = llmlog.stats()
+        # The writer holds one batch while retrying; the queue holds 2; the rest are dropped, counted.
+        assert stats.dropped >= 4
+        assert any("queue full" in r.getMessage() for r in caplog.records)
+        started = time.monotonic()
+        llmlog.configure(db=str(tmp_path / "other.db"))  # closing gives up after exit_timeout_s
+        assert time.monotonic() - started < 5
+    assert any("lost" in r.getMessage() for r in caplog.records)
+
+
+def test_exit_hook_flushes_a_short_script(tmp_path: Path, fake: FakeProvider) -> None:
+    db = tmp_path / "script.db"
+    script = textwrap.dedent(
+        f"""
+        import anthropic, llmlog
+        client = llmlog.wrap(anthropic.Anthropic(api_key="k", base_url={fake.anthropic_base_url!r}))
+        for i in range(25):
+            client.messages.create(
+                model="claude-haiku-4-5", max_tokens=5, messages=[{{"role": "user", "content": str(i)}}]
+            )
+        # no flush: the exit hook must store everything
+        """
+    )
+    env = {**os.environ, "LLMLOG_DB": str(db)}
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=60)
+    with open_store(str(db)) as store:
+        assert store.count(CallFilter()) == 25
+
+
+def test_block_mode_loses_nothing(db_path: str, fake: FakeProvider) -> None:
+    llmlog.configure(db=db_path, queue_size=1, on_full="block", batch_size=1)
+    client = _client(fake)
+    for _ in range(10):
+        _call(client)
+    assert llmlog.flush(timeout=10)
+    assert llmlog.stats().dropped == 0
+    with open_store(db_path) as store:
+        assert store.count(CallFilter()) == 10
+    llmlog.configure(db=db_path)
