@@ -1,0 +1,30 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Both set up .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test lint clean
+
+$(BIN)/llmlog: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+# Record a few thousand calls through the real SDKs into the default store, then show them.
+demo: $(BIN)/llmlog
+	$(BIN)/llmlog demo
+	$(BIN)/llmlog calls -n 15
+	$(BIN)/llmlog query "SELECT model, COUNT(*), SUM(cost_usd) FROM calls GROUP BY model"
+	$(BIN)/llmlog query "SELECT prompt_template_version, AVG(output_tokens) FROM calls GROUP BY 1 ORDER BY 1"
+	$(BIN)/llmlog query "SELECT id, timestamp, model, error FROM calls WHERE error IS NOT NULL ORDER BY timestamp DESC LIMIT 5"
+
+lint: $(BIN)/llmlog
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/pytest -q
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache
