@@ -375,7 +375,15 @@ def show(ctx: Ctx, call_id: str, as_json: bool) -> None:
         out.append(Panel(tc_text, title="tool calls"))
     out.append(_cost_panel(ctx, call))
     if call.params:
-        out.append(Panel(Text(json.dumps(call.params, ensure_ascii=False, indent=2)), title="params"))
+        params = dict(call.params)
+        if isinstance(params.get("system"), list):  # block-form system prompt: its text is shown above
+            params["system"] = [
+                {**b, "text": f"<system prompt text, {len(str(b.get('text', '')))} chars>"}
+                if isinstance(b, dict)
+                else b
+                for b in params["system"]
+            ]
+        out.append(Panel(Text(json.dumps(params, ensure_ascii=False, indent=2)), title="params"))
     if call.metadata:
         out.append(Panel(Text(json.dumps(call.metadata, ensure_ascii=False, indent=2)), title="metadata"))
     console.print(Group(*out))
@@ -428,7 +436,7 @@ def query(ctx: Ctx, sql: str, fmt: str, timeout: float, limit: int) -> None:
             )
         )
     elif fmt == "csv":
-        w = csv.writer(sys.stdout)
+        w = csv.writer(sys.stdout, lineterminator="\n")
         w.writerow(result.columns)
         w.writerows(result.rows)
     else:
@@ -558,7 +566,7 @@ def reprice(ctx: Ctx, since: str | None, prices: str | None) -> None:
 
 
 @cli.command()
-@click.option("--calls", "n_calls", default=3000, show_default=True, help="About how many calls to make.")
+@click.option("--calls", "n_calls", default=2000, show_default=True, help="About how many calls to make.")
 @click.option("--seed", default=7, show_default=True, help="Seed for a reproducible workload.")
 @pass_ctx
 def demo(ctx: Ctx, n_calls: int, seed: int) -> None:
