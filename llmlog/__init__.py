@@ -33,7 +33,6 @@ __all__ = [
     "current",
     "flush",
     "propagate",
-    "record",
     "stats",
     "wrap",
 ]
@@ -89,11 +88,6 @@ def wrap(client: C) -> C:
     Takes anthropic.Anthropic / AsyncAnthropic and openai.OpenAI / AsyncOpenAI clients.
     """
     return instrument(client, _submit)
-
-
-def record(call: Call) -> None:
-    """Queue a call record made by hand (it is priced if it has no cost)."""
-    _submit(call)
 
 
 def flush(timeout: float | None = None) -> bool:

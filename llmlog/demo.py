@@ -20,6 +20,7 @@ from typing import Any
 import anthropic
 import openai
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 import llmlog
 from llmlog.config import Settings
@@ -353,14 +354,19 @@ def run_demo(settings: Settings, *, n_calls: int, seed: int, console: Console, t
     started = time.perf_counter()
     with FakeProvider(seed=seed) as fake:
         demo = Demo(fake, rng, n_calls)
-        with console.status(f"Making {n_calls} calls through the anthropic and openai SDKs…"):
+        with Progress(
+            TextColumn("calls through the real SDKs"), BarColumn(), MofNCompleteColumn(), console=console
+        ) as progress:
+            task = progress.add_task("demo", total=n_calls)
             workers = [
                 threading.Thread(target=demo.worker, args=(rng.getrandbits(32),)) for _ in range(threads)
             ]
             for w in workers:
                 w.start()
-            for w in workers:
-                w.join()
+            while any(w.is_alive() for w in workers):
+                progress.update(task, completed=demo.made)
+                time.sleep(0.1)
+            progress.update(task, completed=demo.made)
             llmlog.flush()
     stats = llmlog.stats()
     console.print(

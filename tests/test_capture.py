@@ -497,3 +497,17 @@ def test_user_id_hashed_with_secret(db_path: str, fake: FakeProvider) -> None:
             assert b"alice@example.com" not in f.read()
     finally:
         llmlog.configure(db=db_path)
+
+
+def test_stream_dropped_without_close_is_still_recorded(recorder: Recorder, fake: FakeProvider) -> None:
+    import gc
+
+    client = o_client(fake)
+    stream = client.chat.completions.create(
+        model="gpt-4.1", messages=[{"role": "user", "content": "never finished"}], stream=True
+    )
+    next(iter(stream))
+    del stream
+    gc.collect()
+    c = recorder.one()
+    assert c.metadata is not None and c.metadata["llmlog"]["incomplete"] is True
