@@ -41,6 +41,14 @@ def classify(provider: str, method: str, url: str) -> str | None:
 
 
 def _start(provider: str, request: httpx2.Request, sink: Sink) -> Exchange | None:
+    try:
+        return _exchange(provider, request, sink)
+    except Exception:  # recording must never stand in the way of the call itself
+        log.exception("llmlog: could not start recording a call; it is sent unrecorded")
+        return None
+
+
+def _exchange(provider: str, request: httpx2.Request, sink: Sink) -> Exchange | None:
     url = str(request.url)
     api = classify(provider, request.method, url)
     if api is None:
