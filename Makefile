@@ -20,8 +20,8 @@ demo: $(BIN)/llmlog
 	$(BIN)/llmlog query "SELECT id, timestamp, model, error FROM calls WHERE error IS NOT NULL ORDER BY timestamp DESC LIMIT 5"
 
 lint: $(BIN)/llmlog
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
+	$(BIN)/ruff check llmlog tests
+	$(BIN)/ruff format --check llmlog tests
 
 test: lint
 	$(BIN)/pytest -q
