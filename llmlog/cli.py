@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -32,6 +33,20 @@ from llmlog.writer import hash_user_id
 # Piped output is not cut to 80 columns: it is usually read by grep or a wider pager.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 220)
 err_console = Console(stderr=True, highlight=False)
+
+
+# Control characters in logged text (an ESC starting a terminal sequence, say) are shown
+# escaped, never sent to the reader's terminal; tab and newline stay as they are.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _clean(value: object) -> str:
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
+
+
+def _text(value: object, style: str = "") -> Text:
+    """Logged content as plain text: never markup, never terminal control."""
+    return Text(_clean(value), style=style)
 
 
 def _progress(transient: bool = False) -> Progress:
@@ -119,7 +134,7 @@ def cli(click_ctx: click.Context, db: str | None) -> None:
     """llmlog: the flight recorder for LLM calls.
 
     \b
-    Try it:
+    Examples:
       llmlog demo                 # record a few thousand calls through the real SDKs
       llmlog calls --errors       # the latest failures
       llmlog show 3f2a            # one call, whole (an id prefix is enough)
@@ -172,16 +187,16 @@ def _calls_table(calls: list[Call]) -> Table:
         table.add_column(name, justify=justify, no_wrap=name not in ("error",))  # type: ignore[arg-type]
     for c in calls:
         table.add_row(
-            Text(c.id[:8]),
-            Text(_fmt_time(c.timestamp)),
-            Text(c.feature or "-"),
-            Text(c.model or "-"),
-            Text((c.user_id or "-")[:16]),
-            Text("-" if c.input_tokens is None else str(c.input_tokens)),
-            Text("-" if c.output_tokens is None else str(c.output_tokens)),
-            Text(_fmt_cost(c.cost_usd)),
-            Text(_fmt_ms(c.latency_ms)),
-            Text(_error_text(c.error), style="red"),
+            _text(c.id[:8]),
+            _text(_fmt_time(c.timestamp)),
+            _text(c.feature or "-"),
+            _text(c.model or "-"),
+            _text((c.user_id or "-")[:16]),
+            _text("-" if c.input_tokens is None else str(c.input_tokens)),
+            _text("-" if c.output_tokens is None else str(c.output_tokens)),
+            _text(_fmt_cost(c.cost_usd)),
+            _text(_fmt_ms(c.latency_ms)),
+            _text(_error_text(c.error), style="red"),
         )
     return table
 
@@ -238,47 +253,47 @@ def sample(ctx: Ctx, n: int, since: str, feature: str | None, model: str | None,
 def _block_text(block: Any) -> Text:
     """One content block of a message, shown as what it is (text, tool call, tool result, image)."""
     if isinstance(block, str):
-        return Text(block)
+        return _text(block)
     if not isinstance(block, dict):
-        return Text(json.dumps(block, ensure_ascii=False))
+        return _text(json.dumps(block, ensure_ascii=False))
     kind = block.get("type")
     if kind in ("text", "input_text", "output_text"):
-        return Text(str(block.get("text", "")))
+        return _text(str(block.get("text", "")))
     if kind in ("tool_use", "function_call"):
         args = block.get("input", block.get("arguments"))
         return Text.assemble(
             ("→ tool call ", "cyan"),
-            (str(block.get("name")), "bold cyan"),
-            f" {json.dumps(args, ensure_ascii=False) if not isinstance(args, str) else args}",
+            (_clean(block.get("name")), "bold cyan"),
+            _clean(f" {json.dumps(args, ensure_ascii=False) if not isinstance(args, str) else args}"),
         )
     if kind in ("tool_result", "function_call_output"):
         content = block.get("content", block.get("output"))
         inner = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
-        return Text.assemble(("← tool result ", "magenta"), inner)
+        return Text.assemble(("← tool result ", "magenta"), _clean(inner))
     if kind in ("image", "image_url", "input_image"):
         source = block.get("source") or block.get("image_url") or {}
         data = source.get("data") or source.get("url") or "" if isinstance(source, dict) else ""
-        return Text(f"[image, {len(str(data)):,} chars]", style="dim")
-    return Text(json.dumps(block, ensure_ascii=False))
+        return _text(f"[image, {len(str(data)):,} chars]", style="dim")
+    return _text(json.dumps(block, ensure_ascii=False))
 
 
 def _message_text(msg: Any) -> tuple[str, Text]:
     if not isinstance(msg, dict):
-        return "?", Text(json.dumps(msg, ensure_ascii=False))
+        return "?", _text(json.dumps(msg, ensure_ascii=False))
     role = str(msg.get("role") or msg.get("type") or "?")
     content = msg.get("content")
     parts: list[Text] = []
     if isinstance(content, list):
         parts.extend(_block_text(b) for b in content)
     elif content is not None:
-        parts.append(Text(str(content)))
+        parts.append(_text(str(content)))
     if msg.get("type") in ("function_call", "function_call_output"):
         parts.append(_block_text(msg))
     for tc in msg.get("tool_calls") or []:
         fn = tc.get("function") or {}
         parts.append(_block_text({"type": "tool_use", "name": fn.get("name"), "input": fn.get("arguments")}))
     if role == "tool":
-        parts.insert(0, Text(f"(result of {msg.get('tool_call_id')})", style="dim"))
+        parts.insert(0, _text(f"(result of {msg.get('tool_call_id')})", style="dim"))
     return role, Text("\n").join(parts)
 
 
@@ -336,22 +351,22 @@ def show(ctx: Ctx, call_id: str, as_json: bool) -> None:
         ("trace / parent", f"{call.trace_id or '-'} / {call.parent_id or '-'}"),
         ("tags", ", ".join(call.tags or []) or "-"),
     ]:
-        summary.add_row(Text(label), Text(str(value)))
+        summary.add_row(_text(label), _text(str(value)))
     out: list[Any] = [summary]
     if call.error:
         out.append(
             Panel(
-                Text(json.dumps(call.error, ensure_ascii=False, indent=2)), title="error", border_style="red"
+                _text(json.dumps(call.error, ensure_ascii=False, indent=2)), title="error", border_style="red"
             )
         )
     if call.system_prompt:
-        out.append(Panel(Text(call.system_prompt), title="system prompt", border_style="blue"))
+        out.append(Panel(_text(call.system_prompt), title="system prompt", border_style="blue"))
     convo = Table.grid(padding=(0, 1))
     convo.add_column(style="bold", no_wrap=True)
     convo.add_column()
     for msg in call.messages or []:
         role, text = _message_text(msg)
-        convo.add_row(Text(role), text)
+        convo.add_row(_text(role), text)
     out.append(Panel(convo, title=f"messages ({len(call.messages or [])})"))
     if call.tools:
         names = [
@@ -359,17 +374,17 @@ def show(ctx: Ctx, call_id: str, as_json: bool) -> None:
             for t in call.tools
             if isinstance(t, dict)
         ]
-        out.append(Panel(Text(", ".join(names)), title=f"tools ({len(call.tools)})"))
+        out.append(Panel(_text(", ".join(names)), title=f"tools ({len(call.tools)})"))
     resp = Table.grid(padding=(0, 1))
     resp.add_column(style="bold", no_wrap=True)
     resp.add_column()
     for msg in _response_messages(call):
         role, text = _message_text(msg)
-        resp.add_row(Text(role), text)
+        resp.add_row(_text(role), text)
     out.append(Panel(resp, title="response", border_style="green"))
     if call.tool_calls:
         tc_text = Text("\n").join(
-            Text(f"{tc.get('name')}({json.dumps(tc.get('input'), ensure_ascii=False)})  id={tc.get('id')}")
+            _text(f"{tc.get('name')}({json.dumps(tc.get('input'), ensure_ascii=False)})  id={tc.get('id')}")
             for tc in call.tool_calls
         )
         out.append(Panel(tc_text, title="tool calls"))
@@ -383,27 +398,27 @@ def show(ctx: Ctx, call_id: str, as_json: bool) -> None:
                 else b
                 for b in params["system"]
             ]
-        out.append(Panel(Text(json.dumps(params, ensure_ascii=False, indent=2)), title="params"))
+        out.append(Panel(_text(json.dumps(params, ensure_ascii=False, indent=2)), title="params"))
     if call.metadata:
-        out.append(Panel(Text(json.dumps(call.metadata, ensure_ascii=False, indent=2)), title="metadata"))
+        out.append(Panel(_text(json.dumps(call.metadata, ensure_ascii=False, indent=2)), title="metadata"))
     console.print(Group(*out))
 
 
 def _cost_panel(ctx: Ctx, call: Call) -> Panel:
     breakdown = Pricer(ctx.settings.prices).breakdown(call)
     if breakdown is None:
-        return Panel(Text("not priced (unknown model or no usage reported)"), title="cost")
+        return Panel(_text("not priced (unknown model or no usage reported)"), title="cost")
     table = Table(box=None, header_style="bold")
     for col in ("", "tokens", "USD / MTok", "cost"):
         table.add_column(col, justify="right" if col else "left")
     for line in breakdown.lines:
         rate = "-" if line.rate_mtok is None else f"{line.rate_mtok.normalize():f}"
         table.add_row(line.label, f"{line.tokens:,}", rate, _fmt_cost(line.cost))
-    table.add_row(Text("total", style="bold"), "", "", Text(_fmt_cost(breakdown.total), style="bold"))
+    table.add_row(_text("total", style="bold"), "", "", _text(_fmt_cost(breakdown.total), style="bold"))
     title = f"cost ({breakdown.model}, {breakdown.rate_card})"
     if call.rate_card and call.rate_card != breakdown.rate_card:
         title += f"; stored figure from {call.rate_card}: llmlog reprice updates it"
-    return Panel(table, title=Text(title))
+    return Panel(table, title=_text(title))
 
 
 @cli.command()
@@ -430,11 +445,8 @@ def query(ctx: Ctx, sql: str, fmt: str, timeout: float, limit: int) -> None:
     except ReadOnlyError as exc:
         raise click.ClickException(str(exc)) from None
     if fmt == "json":
-        click.echo(
-            json.dumps(
-                [dict(zip(result.columns, r, strict=True)) for r in result.rows], ensure_ascii=False, indent=2
-            )
-        )
+        rows = [dict(zip(result.columns, r, strict=True)) for r in result.rows]
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2, default=_json_value))
     elif fmt == "csv":
         w = csv.writer(sys.stdout, lineterminator="\n")
         w.writerow(result.columns)
@@ -442,18 +454,22 @@ def query(ctx: Ctx, sql: str, fmt: str, timeout: float, limit: int) -> None:
     else:
         table = Table(header_style="bold")
         for col in result.columns:
-            table.add_column(Text(col), overflow="fold")
+            table.add_column(_text(col), overflow="fold")
         for row in result.rows:
             table.add_row(
-                *(Text("NULL" if v is None else str(v), style="dim" if v is None else "") for v in row)
+                *(_text("NULL" if v is None else str(v), style="dim" if v is None else "") for v in row)
             )
         console.print(table)
     if result.truncated:
         err_console.print(f"(first {limit} rows shown; raise --limit for more)")
 
 
+def _json_value(value: object) -> str:
+    return value.hex() if isinstance(value, bytes) else str(value)
+
+
 @cli.command(name="import")
-@click.argument("file", type=click.File("r", encoding="utf-8"))
+@click.argument("file", type=click.File("r", encoding="utf-8-sig"))
 @pass_ctx
 def import_(ctx: Ctx, file: Any) -> None:
     """Import calls from JSONL (one call per line); bad lines are reported, good ones kept.
@@ -485,7 +501,7 @@ def import_(ctx: Ctx, file: Any) -> None:
                 batch = []
         stored += ctx.store.insert(batch)
     for b in bad:
-        err_console.print(Text(f"line {b.number}: {b.reason}", style="red"))
+        err_console.print(_text(f"line {b.number}: {b.reason}", style="red"))
     err_console.print(
         f"Imported {stored} new call(s) from {total} good line(s)"
         + (f", {total - stored} already stored" if total - stored else "")
@@ -497,7 +513,8 @@ def import_(ctx: Ctx, file: Any) -> None:
 
 def _size(file: Any) -> int | None:
     try:
-        return Path(file.name).stat().st_size if file.name not in ("<stdin>", "-") else None
+        name = getattr(file, "name", None)
+        return Path(name).stat().st_size if isinstance(name, str) and name not in ("<stdin>", "-") else None
     except OSError:
         return None
 

@@ -136,7 +136,9 @@ def format_timestamp(ts: datetime) -> str:
     """Fixed-width ISO-8601 UTC with microseconds, so text order is time order."""
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    ts = ts.astimezone(UTC)
+    # %Y is not zero-padded for years before 1000 on every platform; the width must be fixed.
+    return f"{ts.year:04d}" + ts.strftime("-%m-%dT%H:%M:%S.%fZ")
 
 
 def parse_timestamp(value: str | int | float | datetime) -> datetime:
@@ -177,6 +179,8 @@ def _coerce(name: str, value: Any) -> Any:
     if name in INT_COLUMNS:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise RecordError(f"{name}: expected a non-negative integer, got {value!r}")
+        if value >= 2**63:
+            raise RecordError(f"{name}: {value} is too large for a 64-bit integer")
         return value
     if name in FLOAT_COLUMNS:
         if isinstance(value, bool) or not isinstance(value, int | float):

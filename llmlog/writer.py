@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import logging
 import queue
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -41,7 +42,7 @@ def hash_user_id(user_id: str, secret: str) -> str:
 class Stats:
     recorded: int = 0  # calls stored
     dropped: int = 0  # calls lost: queue full, or the store stayed down past the exit deadline
-    failed: int = 0  # items that could not be turned into a record (a bug: logged with traceback)
+    failed: int = 0  # calls that could not be turned into a row (logged with the reason)
     store_errors: int = 0  # failed insert attempts (each retried)
     queued: int = 0
 
@@ -182,29 +183,53 @@ class Writer:
                     log.exception("llmlog: could not build a record from a call; it is lost")
                     with self._lock:
                         self._stats.failed += 1
-            stored = self._write(calls)
+            stored, bad = self._write(calls)
+            lost = len(calls) - stored - bad
             with self._idle:
                 self._stats.recorded += stored
-                if stored < len(calls):
-                    self._stats.dropped += len(calls) - stored
-                    log.error("llmlog: store unavailable at exit: %d call(s) lost", len(calls) - stored)
+                self._stats.failed += bad
+                if lost:
+                    self._stats.dropped += lost
+                    log.error("llmlog: store unavailable at exit: %d call(s) lost", lost)
                 self._pending -= len(items)
                 self._idle.notify_all()
         if self._store is not None:
             with contextlib.suppress(Exception):
                 self._store.close()
 
-    def _write(self, calls: list[Call]) -> int:
-        """Insert with retries; returns how many are now stored (all, or 0 when giving up)."""
+    _BAD_DATA = (ValueError, TypeError, OverflowError, sqlite3.IntegrityError, sqlite3.InterfaceError)
+
+    def _write_each(self, calls: list[Call]) -> tuple[int, int]:
+        """Store calls one at a time; returns (stored, unstorable)."""
+        stored = bad = 0
+        for call in calls:
+            try:
+                assert self._store is not None
+                self._store.insert([call])
+                stored += 1
+            except self._BAD_DATA:
+                log.exception("llmlog: call %s cannot be stored; it is lost", call.id)
+                bad += 1
+            except Exception:
+                more, worse = self._write([call])  # the store itself failed: retry as usual
+                stored, bad = stored + more, bad + worse
+        return stored, bad
+
+    def _write(self, calls: list[Call]) -> tuple[int, int]:
+        """Insert with retries; returns (stored, unstorable). Giving up at exit stores none."""
         if not calls:
-            return 0
+            return 0, 0
         delay = 0.05
         while True:
             try:
                 if self._store is None:
                     self._store = self._store_factory(self.settings.db)
                 self._store.insert(calls)
-                return len(calls)
+                return len(calls), 0
+            except self._BAD_DATA:
+                # Something in this batch can never be stored: retrying the batch would block
+                # every later call behind it. Store the rest one by one; count what is left.
+                return self._write_each(calls)
             except Exception as exc:
                 with self._lock:
                     self._stats.store_errors += 1
@@ -218,6 +243,6 @@ class Writer:
                         self._store.close()
                     self._store = None
                 if give_up:
-                    return 0
+                    return 0, 0
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)

@@ -125,8 +125,14 @@ def migrate(db: sqlite3.Connection, target: int | None = None) -> int:
 # ------------------------------------------------------------------ helpers
 
 
-def _dumps(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+def _json(value: Any, safe: bool = False) -> str:
+    # `safe` escapes everything non-ASCII: the rare text that is not valid Unicode (a lone
+    # surrogate from a \ud800 escape) cannot be stored as UTF-8, but its escape can.
+    return json.dumps(value, ensure_ascii=safe, separators=(",", ":"))
+
+
+def _valid_text(text: str) -> str:
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _digest(text: str) -> bytes:
@@ -141,9 +147,25 @@ def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     if not readonly:
-        db.execute("PRAGMA journal_mode = WAL")
+        _set_wal(db)
         db.execute("PRAGMA synchronous = NORMAL")
     return db
+
+
+def _set_wal(db: sqlite3.Connection) -> None:
+    # Switching a new file to WAL takes an exclusive lock and does not wait on busy_timeout,
+    # so processes opening the same new file at once retry here.
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    delay = 0.005
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
 
 
 # The authorizer refuses anything but reading, whatever trick the SQL text uses.
@@ -153,6 +175,14 @@ _READ_ACTIONS = {
     sqlite3.SQLITE_FUNCTION,
     sqlite3.SQLITE_RECURSIVE,
 }
+_INTROSPECTION_PRAGMAS = {
+    "table_info",
+    "table_xinfo",
+    "index_list",
+    "index_info",
+    "index_xinfo",
+    "foreign_key_list",
+}
 
 
 def _read_only_authorizer(
@@ -160,20 +190,16 @@ def _read_only_authorizer(
 ) -> int:
     if action in _READ_ACTIONS:
         return sqlite3.SQLITE_OK
-    if (
-        action == sqlite3.SQLITE_PRAGMA
-        and arg2 is None
-        and arg1
-        in {
-            "table_info",
-            "table_xinfo",
-            "index_list",
-            "index_info",
-            "foreign_key_list",
-            "user_version",
-        }
-    ):
-        return sqlite3.SQLITE_OK  # schema introspection, no value given: a read
+    if action == sqlite3.SQLITE_PRAGMA:
+        if arg1 in _INTROSPECTION_PRAGMAS:  # arg2 is the table or index they describe
+            return sqlite3.SQLITE_OK
+        if arg1 == "user_version" and arg2 is None:  # reading it; a value would set it
+            return sqlite3.SQLITE_OK
+        return sqlite3.SQLITE_DENY
+    if action == sqlite3.SQLITE_UPDATE and arg1 == "sqlite_master" and src is None:
+        # SQLite asks this of itself when it sets up json_each() and other table-valued
+        # functions; a statement that really writes the schema is refused by its own action.
+        return sqlite3.SQLITE_OK
     return sqlite3.SQLITE_DENY
 
 
@@ -212,37 +238,44 @@ class SQLiteStore(Store):
             self._ids.popitem(last=False)
         return int(row[0])
 
-    def _row(self, c: Call) -> tuple[Any, ...]:
+    def _row(self, c: Call, safe: bool = False) -> tuple[Any, ...]:
         cid = self._content_id
+
+        def _dumps(value: Any) -> str:
+            return _json(value, safe)
+
+        def text(value: str | None) -> str | None:
+            return _valid_text(value) if safe and value is not None else value
+
         return (
             c.id,
-            c.session_id,
-            c.user_id,
+            text(c.session_id),
+            text(c.user_id),
             format_timestamp(c.timestamp),
-            c.provider,
-            c.model,
-            c.feature,
-            c.prompt_template_version,
-            cid(c.system_prompt) if c.system_prompt is not None else None,
+            text(c.provider),
+            text(c.model),
+            text(c.feature),
+            text(c.prompt_template_version),
+            cid(text(c.system_prompt)) if c.system_prompt is not None else None,  # type: ignore[arg-type]
             _dumps([cid(_dumps(m)) for m in c.messages]) if c.messages is not None else None,
             cid(_dumps(c.tools)) if c.tools is not None else None,
             cid(_dumps(c.params)) if c.params is not None else None,
             _dumps(c.response) if c.response is not None else None,
             _dumps(c.tool_calls) if c.tool_calls is not None else None,
-            c.stop_reason,
+            text(c.stop_reason),
             c.input_tokens,
             c.output_tokens,
             c.cache_read_tokens,
             c.cache_creation_tokens,
             c.cost_usd,
-            c.rate_card,
+            text(c.rate_card),
             c.first_token_ms,
             c.latency_ms,
             _dumps(c.error) if c.error is not None else None,
             _dumps(c.metadata) if c.metadata is not None else None,
             _dumps(c.tags) if c.tags is not None else None,
-            c.trace_id,
-            c.parent_id,
+            text(c.trace_id),
+            text(c.parent_id),
         )
 
     _INSERT = (
@@ -257,11 +290,17 @@ class SQLiteStore(Store):
         """Store a batch in one transaction; a call whose id is already stored is skipped."""
         if not calls:
             return 0
+        try:
+            return self._insert(calls, safe=False)
+        except UnicodeEncodeError:
+            return self._insert(calls, safe=True)
+
+    def _insert(self, calls: Sequence[Call], safe: bool) -> int:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             inserted = 0
             for c in calls:
-                inserted += self.db.execute(self._INSERT, self._row(c)).rowcount
+                inserted += self.db.execute(self._INSERT, self._row(c, safe)).rowcount
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
