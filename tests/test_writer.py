@@ -98,3 +98,25 @@ def test_block_mode_loses_nothing(db_path: str, fake: FakeProvider) -> None:
     with open_store(db_path) as store:
         assert store.count(CallFilter()) == 10
     llmlog.configure(db=db_path)
+
+
+def test_an_unstorable_call_does_not_block_the_rest(db_path: str, fake: FakeProvider) -> None:
+    from datetime import UTC, datetime
+
+    llmlog.configure(db=db_path)
+    client = _client(fake)
+    loop: dict[str, object] = {}
+    loop["self"] = loop  # cannot be serialized at all
+    with llmlog.context(metadata={"loop": loop}):
+        _call(client)
+    with llmlog.context(metadata={"when": datetime(2026, 1, 2, tzinfo=UTC)}):  # not JSON, kept as text
+        _call(client)
+    _call(client)
+    assert llmlog.flush(timeout=10)
+    stats = llmlog.stats()
+    assert (stats.recorded, stats.failed, stats.dropped) == (2, 1, 0)
+    with open_store(db_path) as store:
+        calls = list(store.iter_calls(CallFilter()))
+    assert len(calls) == 2 and calls[0].metadata is not None
+    assert calls[0].metadata["when"] == "2026-01-02 00:00:00+00:00"
+    llmlog.configure(db=db_path)

@@ -128,7 +128,8 @@ def migrate(db: sqlite3.Connection, target: int | None = None) -> int:
 def _json(value: Any, safe: bool = False) -> str:
     # `safe` escapes everything non-ASCII: the rare text that is not valid Unicode (a lone
     # surrogate from a \ud800 escape) cannot be stored as UTF-8, but its escape can.
-    return json.dumps(value, ensure_ascii=safe, separators=(",", ":"))
+    # default=str: app metadata may hold datetimes, decimals, enums; keep them as text.
+    return json.dumps(value, ensure_ascii=safe, separators=(",", ":"), default=str)
 
 
 def _valid_text(text: str) -> str:
