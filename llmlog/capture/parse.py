@@ -151,6 +151,14 @@ def _split_request(ex: Exchange, req: dict[str, Any], call: Call) -> None:
 # ---------------------------------------------------------------- responses
 
 
+def _json_events(events: Iterator[tuple[float, str, str]]) -> Iterator[tuple[float, str, dict[str, Any]]]:
+    """(time, type, payload) for each event whose data is a JSON object."""
+    for t, name, data in events:
+        ev = _loads(data)
+        if isinstance(ev, dict):
+            yield t, ev.get("type", name), ev
+
+
 Parsed = tuple[dict[str, Any] | None, Any, float | None, bool]  # response, error, first token ms, finished
 
 
@@ -161,11 +169,7 @@ def _anthropic_stream(events: Iterator[tuple[float, str, str]]) -> Parsed:
     partial_json: dict[int, str] = {}
     first: float | None = None
     error = None
-    for t, name, data in events:
-        ev = _loads(data)
-        if not isinstance(ev, dict):
-            continue
-        kind = ev.get("type", name)
+    for t, kind, ev in _json_events(events):
         if kind == "message_start" and isinstance(ev.get("message"), dict):
             message = dict(ev["message"])
             message["usage"] = dict(message.get("usage") or {})
@@ -270,11 +274,7 @@ def _responses_stream(events: Iterator[tuple[float, str, str]]) -> Parsed:
     final: dict[str, Any] | None = None
     first: float | None = None
     error = None
-    for t, name, data in events:
-        ev = _loads(data)
-        if not isinstance(ev, dict):
-            continue
-        kind = ev.get("type", name)
+    for t, kind, ev in _json_events(events):
         if kind in (
             "response.output_text.delta",
             "response.function_call_arguments.delta",
