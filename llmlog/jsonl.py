@@ -80,7 +80,3 @@ def read_calls(lines: Iterable[str], bad: list[BadLine]) -> Iterator[Call]:
             yield parse_line(line)
         except RecordError as exc:
             bad.append(BadLine(number, str(exc)))
-
-
-def dump(call: Call) -> str:
-    return call.to_json()

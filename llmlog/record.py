@@ -1,7 +1,7 @@
 """The call record: one row per model call, with exactly the columns of the `calls` relation.
 
 Every way in (SDK wrap, import, later the proxy and OTLP) produces a `Call`; every store
-takes `Call`s and gives them back. The JSONL form (`to_json` / `from_json`) uses the same
+takes `Call`s and gives them back. The JSONL form (`to_json`; read by `llmlog.jsonl`) uses the same
 column names with JSON columns as nested values, so an export is re-importable as is.
 """
 
@@ -54,7 +54,6 @@ INT_COLUMNS: frozenset[str] = frozenset(
     {"input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens"}
 )
 FLOAT_COLUMNS: frozenset[str] = frozenset({"cost_usd", "first_token_ms", "latency_ms"})
-TEXT_COLUMNS: frozenset[str] = frozenset(COLUMNS) - JSON_COLUMNS - INT_COLUMNS - FLOAT_COLUMNS - {"timestamp"}
 
 
 class RecordError(ValueError):
@@ -119,14 +118,6 @@ class Call:
         if values.get("timestamp") is None:
             raise RecordError("timestamp: required")
         return cls(**values)
-
-    @classmethod
-    def from_json(cls, line: str) -> Call:
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise RecordError(f"invalid JSON: {exc.msg} at column {exc.colno}") from None
-        return cls.from_dict(data)
 
     def replace(self, **changes: Any) -> Call:
         return dataclasses.replace(self, **changes)
