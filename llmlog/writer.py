@@ -57,8 +57,7 @@ class Writer:
         self._idle = threading.Condition(self._lock)
         self._pending = 0  # accepted and not yet stored or given up
         self._thread: threading.Thread | None = None
-        self._stopping = False
-        self._give_up_at: float | None = None  # set while closing: stop retrying after this
+        self._give_up = False  # set while closing: a failing store is no longer retried
         self._store: Store | None = None
         self._pricer: Pricer | None = None
         self._last_warning: dict[str, float] = {}
@@ -109,10 +108,9 @@ class Writer:
         timeout = self.settings.exit_timeout_s if timeout is None else timeout
         if not self.flush(timeout):
             with self._lock:
-                self._give_up_at = time.monotonic()
+                self._give_up = True
         thread = self._thread
         if thread is not None and thread.is_alive():
-            self._stopping = True
             with contextlib.suppress(queue.Full):
                 self._queue.put_nowait(None)
             thread.join(timeout=max(timeout, 1.0))
@@ -233,7 +231,7 @@ class Writer:
             except Exception as exc:
                 with self._lock:
                     self._stats.store_errors += 1
-                    give_up = self._give_up_at is not None
+                    give_up = self._give_up
                 self._warn(
                     "store",
                     f"llmlog: store {self.settings.db!r} failed ({exc!r}); retrying; calls wait in the queue",

@@ -7,6 +7,7 @@ thread, off the caller's path.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,14 +57,8 @@ class Exchange:
 
 def describe_failure(exc: BaseException) -> tuple[str, str, str]:
     name = type(exc).__name__
-    kind = "timeout" if "Timeout" in name else "connection_error"
-    if isinstance(exc, GeneratorExit | KeyboardInterrupt | SystemExit):
+    if isinstance(exc, GeneratorExit | KeyboardInterrupt | SystemExit | asyncio.CancelledError):
         kind = "cancelled"
-    try:
-        import asyncio
-
-        if isinstance(exc, asyncio.CancelledError):
-            kind = "cancelled"
-    except ImportError:  # pragma: no cover
-        pass
+    else:
+        kind = "timeout" if "Timeout" in name else "connection_error"
     return kind, f"{type(exc).__module__}.{name}", str(exc) or name
