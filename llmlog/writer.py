@@ -15,7 +15,6 @@ import hashlib
 import hmac
 import logging
 import queue
-import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -195,22 +194,23 @@ class Writer:
             with contextlib.suppress(Exception):
                 self._store.close()
 
-    _BAD_DATA = (ValueError, TypeError, OverflowError, sqlite3.IntegrityError, sqlite3.InterfaceError)
-
     def _write_each(self, calls: list[Call]) -> tuple[int, int]:
         """Store calls one at a time; returns (stored, unstorable)."""
         stored = bad = 0
         for call in calls:
+            store = self._store
             try:
-                assert self._store is not None
-                self._store.insert([call])
+                if store is None:
+                    raise ConnectionError("store closed")
+                store.insert([call])
                 stored += 1
-            except self._BAD_DATA:
-                log.exception("llmlog: call %s cannot be stored; it is lost", call.id)
-                bad += 1
-            except Exception:
-                more, worse = self._write([call])  # the store itself failed: retry as usual
-                stored, bad = stored + more, bad + worse
+            except Exception as exc:
+                if store is not None and isinstance(exc, store.data_errors):
+                    log.exception("llmlog: call %s cannot be stored; it is lost", call.id)
+                    bad += 1
+                else:
+                    more, worse = self._write([call])  # the store itself failed: retry as usual
+                    stored, bad = stored + more, bad + worse
         return stored, bad
 
     def _write(self, calls: list[Call]) -> tuple[int, int]:
@@ -224,11 +224,11 @@ class Writer:
                     self._store = self._store_factory(self.settings.db)
                 self._store.insert(calls)
                 return len(calls), 0
-            except self._BAD_DATA:
-                # Something in this batch can never be stored: retrying the batch would block
-                # every later call behind it. Store the rest one by one; count what is left.
-                return self._write_each(calls)
             except Exception as exc:
+                if self._store is not None and isinstance(exc, self._store.data_errors):
+                    # Something in this batch can never be stored: retrying the batch would
+                    # block every later call behind it. Store the rest one by one; count the rest.
+                    return self._write_each(calls)
                 with self._lock:
                     self._stats.store_errors += 1
                     give_up = self._give_up

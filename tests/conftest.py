@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,6 +10,58 @@ import llmlog
 from llmlog.fake_provider import FakeProvider
 from llmlog.record import Call
 from llmlog.store import CallFilter, open_store
+from tests.backends import (
+    Backend,
+    PostgresBackend,
+    PostgresUnavailable,
+    SQLiteBackend,
+    TempPostgres,
+    admin,
+    new_schema,
+)
+
+
+def no_postgres(reason: str) -> None:
+    """Skip, unless PostgreSQL is required (in CI), where a skip would hide a failure."""
+    if os.environ.get("LLMLOG_REQUIRE_POSTGRES") == "1":
+        pytest.fail(f"PostgreSQL required (LLMLOG_REQUIRE_POSTGRES=1) but unavailable: {reason}")
+    pytest.skip(f"no PostgreSQL: {reason}")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A PostgreSQL server URL: LLMLOG_TEST_POSTGRES_URL, else one started for this run."""
+    url = os.environ.get("LLMLOG_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    try:
+        server = TempPostgres()
+    except PostgresUnavailable as exc:
+        no_postgres(str(exc))
+    try:
+        server.init()
+    except PostgresUnavailable as exc:
+        server.destroy()
+        no_postgres(str(exc))
+    yield server.url
+    server.destroy()
+
+
+@pytest.fixture
+def pg_url(postgres_server: str) -> Iterator[str]:
+    """A fresh schema on the test server; the URL puts llmlog's tables there."""
+    schema, url = new_schema(postgres_server)
+    yield url
+    admin(postgres_server, f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """Each store kind in turn: the store suite runs once per kind."""
+    if request.param == "sqlite":
+        return SQLiteBackend(tmp_path / "calls.db")
+    return PostgresBackend(request.getfixturevalue("pg_url"))
 
 
 @pytest.fixture(scope="session")

@@ -21,11 +21,18 @@ def sqlite_path(url: str) -> str | None:
 
 
 def open_store(url: str) -> Store:
-    """`sqlite:///path`, or a plain path, opens the embedded store."""
+    """`sqlite:///path`, or a plain path, opens the embedded store; `postgresql://…` (or
+    `postgres://…`, any libpq URL) a PostgreSQL database. Migrations are applied on open."""
     path = sqlite_path(url)
     if path is not None:
         from llmlog.store.sqlite import SQLiteStore
 
         return SQLiteStore(path)
     scheme = url.split("://", 1)[0]
-    raise ValueError(f"unsupported store URL scheme {scheme!r}: use a file path or sqlite:///path")
+    if scheme in ("postgresql", "postgres"):
+        from llmlog.store.postgres import PostgresStore
+
+        return PostgresStore(url)
+    raise ValueError(
+        f"unsupported store URL scheme {scheme!r}: use a file path, sqlite:///path or postgresql://…"
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -54,27 +54,36 @@ class CallFilter:
     errors: bool | None = None  # True: errors only; False: successes only
     ids: list[str] = field(default_factory=list)
 
-    def sql(self, extra: Sequence[str] = (), extra_params: Sequence[Any] = ()) -> tuple[str, list[Any]]:
-        """A WHERE clause with ? placeholders, valid on `calls` and on the stored table."""
+    def sql(
+        self,
+        extra: Sequence[str] = (),
+        extra_params: Sequence[Any] = (),
+        *,
+        placeholder: str = "?",
+        time_param: Callable[[datetime], Any] = format_timestamp,
+    ) -> tuple[str, list[Any]]:
+        """A WHERE clause valid on `calls` and on the stored table. The placeholder and the
+        form of a time parameter are the engine's (SQLite: ? and our timestamp text)."""
+        p = placeholder
         clauses: list[str] = []
         params: list[Any] = []
         for col in ("feature", "model", "user_id", "session_id", "prompt_template_version", "provider"):
             value = getattr(self, col)
             if value is not None:
-                clauses.append(f"{col} = ?")
+                clauses.append(f"{col} = {p}")
                 params.append(value)
         if self.since is not None:
-            clauses.append("timestamp >= ?")
-            params.append(format_timestamp(self.since))
+            clauses.append(f"timestamp >= {p}")
+            params.append(time_param(self.since))
         if self.until is not None:
-            clauses.append("timestamp < ?")
-            params.append(format_timestamp(self.until))
+            clauses.append(f"timestamp < {p}")
+            params.append(time_param(self.until))
         if self.errors is True:
             clauses.append("error IS NOT NULL")
         elif self.errors is False:
             clauses.append("error IS NULL")
         if self.ids:
-            clauses.append(f"id IN ({','.join('?' * len(self.ids))})")
+            clauses.append(f"id IN ({','.join([p] * len(self.ids))})")
             params.extend(self.ids)
         clauses.extend(extra)
         params.extend(extra_params)
@@ -82,9 +91,12 @@ class CallFilter:
 
 
 class Store(abc.ABC):
-    """A place calls are kept. Implementations: SQLite (embedded default)."""
+    """A place calls are kept. Implementations: SQLite (embedded default), PostgreSQL."""
 
     url: str
+    # What `insert` raises for a call that can never be stored (retrying will not help), as
+    # opposed to the store being down.
+    data_errors: tuple[type[BaseException], ...] = (ValueError, TypeError, OverflowError)
 
     @abc.abstractmethod
     def insert(self, calls: Sequence[Call]) -> int:
@@ -104,6 +116,10 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def count(self, f: CallFilter) -> int: ...
+
+    @abc.abstractmethod
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        """Which of these call ids the store holds."""
 
     @abc.abstractmethod
     def update_costs(self, costs: Iterable[tuple[str, float | None, str | None]]) -> int: ...

@@ -205,6 +205,8 @@ def _read_only_authorizer(
 
 
 class SQLiteStore(Store):
+    data_errors = (*Store.data_errors, sqlite3.IntegrityError, sqlite3.InterfaceError)
+
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         if self.path != ":memory:":
@@ -363,6 +365,16 @@ class SQLiteStore(Store):
     def count(self, f: CallFilter) -> int:
         where, params = f.sql()
         return int(self.db.execute(f"SELECT count(*) FROM call_data {where}", params).fetchone()[0])
+
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        ids = list(ids)
+        for i in range(0, len(ids), 500):  # under SQLite's limit on parameters
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(f"SELECT id FROM call_data WHERE id IN ({marks})", chunk)
+            found.update(r[0] for r in rows)
+        return found
 
     def query(
         self, sql: str, params: Sequence[Any] = (), *, timeout_s: float = 10.0, limit: int = 10_000

@@ -1,0 +1,464 @@
+"""The PostgreSQL store: the same `calls` relation as SQLite, on a server many processes share.
+
+Layout, as in SQLite: `call_data` holds one row per call with the summary columns inline;
+system prompts, tool lists, request params and each message live once in `content` (as
+`jsonb`, a system prompt as a JSON string), keyed by a hash of their JSON text, and
+`call_data` points at them (`message_ids` is a `bigint[]`). The `calls` view presents every
+call whole, with `jsonb` for the JSON columns and `timestamptz` for the time.
+
+`call_data` is partitioned by month of `timestamp`, so that dropping old calls is dropping a
+table; a month's partition is created the first time a call from that month arrives. Its key
+is (id, timestamp): a call sent twice is the same record with the same time, stored once.
+
+Tables go in the first schema of the connection's search_path (usually `public`); a URL such
+as `postgresql://host/db?options=-csearch_path%3Dllmlog` keeps them in a schema of their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import psycopg
+from psycopg import sql as pgsql
+from psycopg.types.string import TextLoader
+
+from llmlog.record import COLUMNS, Call, format_timestamp
+from llmlog.store.base import CallFilter, QueryResult, ReadOnlyError, Store
+
+CONNECT_TIMEOUT_S = 10
+# Creating a partition briefly locks the parent table; waiting longer than this for a long
+# reader to finish would stall every writer queued behind the lock, so give up and retry.
+DDL_LOCK_TIMEOUT = "5s"
+
+CALLS_VIEW = """
+CREATE VIEW calls AS
+SELECT
+    d.id, d.session_id, d.user_id, d.timestamp, d.provider, d.model, d.feature,
+    d.prompt_template_version,
+    s.body #>> '{}' AS system_prompt,
+    CASE WHEN d.message_ids IS NULL THEN NULL ELSE COALESCE((
+        SELECT jsonb_agg(m.body ORDER BY j.ord)
+        FROM unnest(d.message_ids) WITH ORDINALITY AS j(content_id, ord)
+        JOIN content AS m ON m.id = j.content_id
+    ), '[]'::jsonb) END AS messages,
+    t.body AS tools,
+    p.body AS params,
+    d.response, d.tool_calls, d.stop_reason,
+    d.input_tokens, d.output_tokens, d.cache_read_tokens, d.cache_creation_tokens,
+    d.cost_usd, d.rate_card, d.first_token_ms, d.latency_ms,
+    d.error, d.metadata, d.tags, d.trace_id, d.parent_id
+FROM call_data AS d
+LEFT JOIN content AS s ON s.id = d.system_id
+LEFT JOIN content AS t ON t.id = d.tools_id
+LEFT JOIN content AS p ON p.id = d.params_id
+"""
+
+# The stored row, in COPY order: content is referenced by id, everything else inline.
+ROW_COLUMNS = (
+    "id", "session_id", "user_id", "timestamp", "provider", "model", "feature",
+    "prompt_template_version", "system_id", "message_ids", "tools_id", "params_id", "response",
+    "tool_calls", "stop_reason", "input_tokens", "output_tokens", "cache_read_tokens",
+    "cache_creation_tokens", "cost_usd", "rate_card", "first_token_ms", "latency_ms", "error",
+    "metadata", "tags", "trace_id", "parent_id",
+)  # fmt: skip
+
+
+# ------------------------------------------------------------------ migrations
+# Numbered functions, applied in order on open, each in its own transaction; the table
+# llmlog_schema records the last one. Concurrent openers serialize on an advisory lock.
+
+
+def m001_initial(cur: psycopg.Cursor[Any]) -> None:
+    cur.execute(
+        """
+        CREATE TABLE content (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            hash bytea NOT NULL UNIQUE,  -- first 16 bytes of SHA-256 of the JSON text
+            body jsonb NOT NULL
+        )
+        """
+    )
+    cur.execute(
+        """
+        CREATE TABLE call_data (
+            id text COLLATE "C" NOT NULL,  -- byte order, as in SQLite: prefixes and paging agree
+            session_id text, user_id text, timestamp timestamptz NOT NULL,
+            provider text, model text, feature text, prompt_template_version text,
+            system_id bigint, message_ids bigint[], tools_id bigint, params_id bigint,
+            response jsonb, tool_calls jsonb, stop_reason text,
+            input_tokens bigint, output_tokens bigint,
+            cache_read_tokens bigint, cache_creation_tokens bigint,
+            cost_usd double precision, rate_card text,
+            first_token_ms double precision, latency_ms double precision,
+            error jsonb, metadata jsonb, tags jsonb, trace_id text, parent_id text,
+            PRIMARY KEY (id, timestamp)
+        ) PARTITION BY RANGE (timestamp)
+        """
+    )
+    cur.execute("CREATE INDEX call_data_timestamp ON call_data (timestamp)")
+    # Each filter index ends in timestamp, so "newest 100 of X" is an index range scan.
+    for col in ("feature", "model", "user_id", "session_id", "prompt_template_version"):
+        cur.execute(f"CREATE INDEX call_data_{col} ON call_data ({col}, timestamp)")
+    cur.execute("CREATE INDEX call_data_errors ON call_data (timestamp) WHERE error IS NOT NULL")
+    cur.execute(CALLS_VIEW)
+
+
+MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [m001_initial]
+
+
+def _lock(cur: psycopg.Cursor[Any]) -> None:
+    """Serialize schema changes per schema, for the rest of the transaction."""
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.llmlog'))")
+
+
+def schema_version(conn: psycopg.Connection[Any]) -> int:
+    exists = conn.execute("SELECT to_regclass('llmlog_schema') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return 0
+    row = conn.execute("SELECT version FROM llmlog_schema").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(conn: psycopg.Connection[Any], target: int | None = None) -> int:
+    """Apply pending migrations (up to `target`), each in its own transaction."""
+    target = len(MIGRATIONS) if target is None else target
+    while True:
+        if schema_version(conn) >= target:
+            return schema_version(conn)
+        with conn.transaction(), conn.cursor() as cur:
+            _lock(cur)
+            cur.execute("CREATE TABLE IF NOT EXISTS llmlog_schema (version integer NOT NULL)")
+            version = schema_version(conn)  # again, under the lock
+            if version < target:
+                MIGRATIONS[version](cur)
+                cur.execute("DELETE FROM llmlog_schema")
+                cur.execute("INSERT INTO llmlog_schema (version) VALUES (%s)", (version + 1,))
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _json(value: Any) -> str:
+    # default=str: app metadata may hold datetimes, decimals, enums; keep them as text.
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:16]
+
+
+# PostgreSQL text holds neither NUL nor unpaired surrogates (jsonb refuses \u0000 too).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable(value: Any) -> Any:
+    """The value with every character PostgreSQL cannot hold replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {_storable(k): _storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_storable(v) for v in value]
+    return value
+
+
+def _storable_call(c: Call) -> Call:
+    return c.replace(**{name: _storable(getattr(c, name)) for name in COLUMNS if name != "timestamp"})
+
+
+def _is_encoding_error(exc: psycopg.DataError) -> bool:
+    return isinstance(
+        exc, psycopg.errors.UntranslatableCharacter | psycopg.errors.CharacterNotInRepertoire
+    ) or "NUL" in str(exc)
+
+
+def _plain(value: Any) -> Any:
+    """A query result value as SQLite would give it: times as our timestamp text, numbers."""
+    if isinstance(value, datetime):
+        return format_timestamp(value) if value.tzinfo else value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        if value.is_finite() and value == value.to_integral_value() and value.as_tuple().exponent >= 0:  # type: ignore[operator]
+            return int(value)
+        return float(value)
+    if isinstance(value, memoryview):
+        return bytes(value)
+    return value
+
+
+_READING = re.compile(r"^\s*(\(|select\b|with\b|values\b|table\b)", re.IGNORECASE)
+_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
+
+
+class PostgresStore(Store):
+    data_errors = (*Store.data_errors, psycopg.DataError, psycopg.IntegrityError)
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._conn: psycopg.Connection[Any] | None = None
+        # content hash → id; content rows are immutable, so a cached id stays right.
+        self._ids: OrderedDict[bytes, int] = OrderedDict()
+        self._partitions: set[tuple[int, int]] = set()
+        self._staging = False  # the connection's temporary staging table exists
+        migrate(self.conn)
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+            self._partitions.clear()
+            self._staging = False
+        return self._conn
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    # -------------------------------------------------------------- writing
+
+    def insert(self, calls: Sequence[Call]) -> int:
+        """Store a batch in one transaction; a call already stored (same id and time) is skipped."""
+        if not calls:
+            return 0
+        try:
+            return self._insert(calls)
+        except (UnicodeEncodeError, psycopg.DataError) as exc:
+            # Text PostgreSQL cannot hold (NUL, a lone surrogate): store the calls with those
+            # characters replaced rather than lose them. Other bad data is the caller's to see.
+            if isinstance(exc, psycopg.DataError) and not _is_encoding_error(exc):
+                raise
+            return self._insert([_storable_call(c) for c in calls])
+
+    def _insert(self, calls: Sequence[Call]) -> int:
+        self._ensure_partitions(calls)
+        # The JSON text of every piece of content, by hash; then their ids, then the rows.
+        bodies: dict[bytes, str] = {}
+
+        def key(text: str) -> bytes:
+            h = _digest(text)
+            bodies.setdefault(h, text)
+            return h
+
+        keyed = []
+        for c in calls:
+            keyed.append(
+                (
+                    key(_json(c.system_prompt)) if c.system_prompt is not None else None,
+                    [key(_json(m)) for m in c.messages] if c.messages is not None else None,
+                    key(_json(c.tools)) if c.tools is not None else None,
+                    key(_json(c.params)) if c.params is not None else None,
+                )
+            )
+        conn = self.conn
+        with conn.transaction(), conn.cursor() as cur:
+            ids = self._content_ids(cur, bodies)
+            if not self._staging:
+                cur.execute(
+                    "CREATE TEMP TABLE call_stage (seq integer, LIKE call_data) ON COMMIT DELETE ROWS"
+                )
+            with cur.copy(f"COPY call_stage (seq, {', '.join(ROW_COLUMNS)}) FROM STDIN") as copy:
+                for seq, (c, (system, messages, tools, params)) in enumerate(zip(calls, keyed, strict=True)):
+                    copy.write_row(
+                        (
+                            seq, c.id, c.session_id, c.user_id, c.timestamp, c.provider, c.model,
+                            c.feature, c.prompt_template_version,
+                            ids[system] if system is not None else None,
+                            [ids[m] for m in messages] if messages is not None else None,
+                            ids[tools] if tools is not None else None,
+                            ids[params] if params is not None else None,
+                            _json(c.response) if c.response is not None else None,
+                            _json(c.tool_calls) if c.tool_calls is not None else None,
+                            c.stop_reason, c.input_tokens, c.output_tokens, c.cache_read_tokens,
+                            c.cache_creation_tokens, c.cost_usd, c.rate_card, c.first_token_ms,
+                            c.latency_ms,
+                            _json(c.error) if c.error is not None else None,
+                            _json(c.metadata) if c.metadata is not None else None,
+                            _json(c.tags) if c.tags is not None else None,
+                            c.trace_id, c.parent_id,
+                        )
+                    )  # fmt: skip
+            # In key order, as every writer does, so concurrent writers wait on each other's
+            # rows in one order and never deadlock; the first of a repeated id wins.
+            columns = ", ".join(ROW_COLUMNS)
+            cur.execute(
+                f"INSERT INTO call_data ({columns})"
+                f" SELECT DISTINCT ON (id, timestamp) {columns} FROM call_stage"
+                " ORDER BY id, timestamp, seq ON CONFLICT DO NOTHING"
+            )
+            inserted = cur.rowcount
+        self._staging = True
+        # Only now are the new content rows certain to exist.
+        for h in bodies:
+            if h in ids:
+                self._remember(h, ids[h])
+        return inserted
+
+    def _content_ids(self, cur: psycopg.Cursor[Any], bodies: dict[bytes, str]) -> dict[bytes, int]:
+        ids: dict[bytes, int] = {}
+        missing = []
+        for h in bodies:
+            cached = self._ids.get(h)
+            if cached is None:
+                missing.append(h)
+            else:
+                ids[h] = cached
+        if not missing:
+            return ids
+        missing.sort()
+        cur.execute("SELECT hash, id FROM content WHERE hash = ANY(%s)", (missing,))
+        ids.update((bytes(h), i) for h, i in cur)
+        new = [h for h in missing if h not in ids]
+        if new:
+            # Sorted, for the same reason as the calls: one lock order for every writer.
+            cur.execute(
+                "INSERT INTO content (hash, body)"
+                " SELECT h, b::jsonb FROM unnest(%s::bytea[], %s::text[]) AS u(h, b) ORDER BY h"
+                " ON CONFLICT (hash) DO NOTHING RETURNING hash, id",
+                (new, [bodies[h] for h in new]),
+            )
+            ids.update((bytes(h), i) for h, i in cur)
+            raced = [h for h in new if h not in ids]  # inserted by another writer meanwhile
+            if raced:
+                cur.execute("SELECT hash, id FROM content WHERE hash = ANY(%s)", (raced,))
+                ids.update((bytes(h), i) for h, i in cur)
+        return ids
+
+    def _remember(self, h: bytes, content_id: int) -> None:
+        self._ids[h] = content_id
+        self._ids.move_to_end(h)
+        if len(self._ids) > 50_000:
+            self._ids.popitem(last=False)
+
+    def _ensure_partitions(self, calls: Sequence[Call]) -> None:
+        """Create the monthly partitions this batch needs, each in its own short transaction
+        (never inside the insert's, whose locks could then cross another writer's)."""
+        months = {(c.timestamp.astimezone(UTC).year, c.timestamp.astimezone(UTC).month) for c in calls}
+        for year, month in sorted(months - self._partitions):
+            start = datetime(year, month, 1, tzinfo=UTC)
+            last = (year, month) == (9999, 12)
+            end = None if last else datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
+            name = f"call_data_{year:04d}{month:02d}"
+            conn = self.conn
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(f"SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'")
+                _lock(cur)
+                cur.execute(
+                    pgsql.SQL(
+                        "CREATE TABLE IF NOT EXISTS {} PARTITION OF call_data FOR VALUES FROM ({}) TO ({})"
+                    ).format(
+                        pgsql.Identifier(name),
+                        pgsql.Literal(format_timestamp(start)),
+                        pgsql.Literal(format_timestamp(end)) if end else pgsql.SQL("MAXVALUE"),
+                    )
+                )
+            self._partitions.add((year, month))
+
+    def update_costs(self, costs: Iterable[tuple[str, float | None, str | None]]) -> int:
+        conn = self.conn
+        n = 0
+        with conn.transaction(), conn.cursor() as cur:
+            for call_id, cost, card in costs:
+                cur.execute(
+                    "UPDATE call_data SET cost_usd = %s, rate_card = %s WHERE id = %s", (cost, card, call_id)
+                )
+                n += cur.rowcount
+        return n
+
+    # -------------------------------------------------------------- reading
+
+    def _calls(self, where: str, params: Sequence[Any], tail: str) -> list[Call]:
+        with self.conn.cursor() as cur:
+            cur.execute(f"SELECT * FROM calls {where} {tail}", params)  # type: ignore[arg-type]
+            names = [d.name for d in cur.description or ()]
+            return [_to_call(names, row) for row in cur]
+
+    def _where(
+        self, f: CallFilter, extra: Sequence[str] = (), params: Sequence[Any] = ()
+    ) -> tuple[str, list[Any]]:
+        return f.sql(extra, params, placeholder="%s", time_param=lambda t: t)
+
+    def get(self, call_id: str) -> Call | None:
+        rows = self._calls("WHERE id = %s", (call_id,), "ORDER BY timestamp LIMIT 1")
+        if not rows and len(call_id) < 36:
+            # A unique prefix of an id is enough, as with git hashes.
+            rows = self._calls("WHERE id >= %s AND id < %s", (call_id, call_id + "\uffff"), "LIMIT 2")
+            if len(rows) > 1:
+                raise LookupError(f"id prefix {call_id!r} is ambiguous")
+        return rows[0] if rows else None
+
+    def recent(self, f: CallFilter, limit: int = 100) -> list[Call]:
+        where, params = self._where(f)
+        return self._calls(where, params, f"ORDER BY timestamp DESC LIMIT {int(limit)}")
+
+    def sample(self, f: CallFilter, n: int = 20) -> list[Call]:
+        where, params = self._where(f)
+        return self._calls(where, params, f"ORDER BY random() LIMIT {int(n)}")
+
+    def iter_calls(self, f: CallFilter, batch: int = 1000) -> Iterator[Call]:
+        """Every matching call, oldest first, in pages (memory stays flat on a big store)."""
+        last: tuple[datetime, str] | None = None
+        while True:
+            extra = ["(timestamp, id) > (%s, %s)"] if last else []
+            where, params = self._where(f, extra, last or ())
+            page = self._calls(where, params, f"ORDER BY timestamp, id LIMIT {int(batch)}")
+            if not page:
+                return
+            yield from page
+            last = (page[-1].timestamp, page[-1].id)
+            if len(page) < batch:
+                return
+
+    def count(self, f: CallFilter) -> int:
+        where, params = self._where(f)
+        row = self.conn.execute(f"SELECT count(*) FROM call_data {where}", params).fetchone()  # type: ignore[arg-type]
+        return int(row[0]) if row else 0
+
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        rows = self.conn.execute("SELECT id FROM call_data WHERE id = ANY(%s)", (list(ids),))
+        return {r[0] for r in rows}
+
+    def query(
+        self, sql: str, params: Sequence[Any] = (), *, timeout_s: float = 10.0, limit: int = 10_000
+    ) -> QueryResult:
+        """Run SQL that may only read: one SELECT (or VALUES/TABLE/WITH … SELECT), through a
+        cursor that PostgreSQL itself allows only for queries, in a READ ONLY transaction with
+        a statement timeout, rolled back afterwards whatever it did."""
+        if not _READING.match(_COMMENTS.sub(" ", sql)):
+            raise ReadOnlyError("only reading queries are allowed (SELECT, WITH … SELECT, VALUES, TABLE)")
+        conn = self.conn
+        try:
+            with conn.transaction(force_rollback=True):
+                conn.execute("SET TRANSACTION READ ONLY")
+                conn.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}")
+                with conn.cursor(name="llmlog_query") as cur:
+                    # JSON as its text, as SQLite gives it: the caller prints it or parses it.
+                    cur.adapters.register_loader("jsonb", TextLoader)
+                    cur.adapters.register_loader("json", TextLoader)
+                    cur.execute(sql, list(params) or None)  # type: ignore[arg-type]
+                    columns = [d.name for d in cur.description or ()]
+                    rows = cur.fetchmany(limit + 1)
+            truncated = len(rows) > limit
+            return QueryResult(columns, [tuple(_plain(v) for v in r) for r in rows[:limit]], truncated)
+        except psycopg.errors.QueryCanceled:
+            raise ReadOnlyError(f"query took longer than the {timeout_s:g} s limit") from None
+        except (psycopg.errors.ReadOnlySqlTransaction, psycopg.errors.FeatureNotSupported) as exc:
+            raise ReadOnlyError(f"only reading queries are allowed ({exc.diag.message_primary})") from None
+        except psycopg.Error as exc:
+            if conn.closed or conn.broken:
+                raise
+            raise ReadOnlyError(exc.diag.message_primary or str(exc)) from None
+
+
+def _to_call(names: Sequence[str], row: Sequence[Any]) -> Call:
+    values = {name: value for name, value in zip(names, row, strict=True) if name in COLUMNS}
+    values["timestamp"] = values["timestamp"].astimezone(UTC)
+    return Call(**values)

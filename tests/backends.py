@@ -1,0 +1,164 @@
+"""The stores the suite runs against, and a throwaway PostgreSQL server for when none is given.
+
+PostgreSQL tests use the server named by LLMLOG_TEST_POSTGRES_URL if set; otherwise the suite
+starts its own from the installed binaries (initdb, pg_ctl) in a temporary directory. Each
+test gets a schema of its own on that server, so tests never see each other's tables.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import shutil
+import socket
+import sqlite3
+import subprocess
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+from llmlog.store import Store, open_store
+
+
+class PostgresUnavailable(Exception):
+    """No PostgreSQL server can be reached or started here."""
+
+
+def _bindir() -> Path:
+    candidates = []
+    if shutil.which("pg_config"):
+        out = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=False)
+        candidates.append(out.stdout.strip())
+    # Debian keeps the server binaries off PATH, one directory per major version.
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: int(p.split("/")[-2]))[::-1]
+    for d in candidates:
+        if d and (Path(d) / "initdb").exists() and (Path(d) / "pg_ctl").exists():
+            return Path(d)
+    raise PostgresUnavailable("no PostgreSQL server binaries (initdb, pg_ctl) found")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class TempPostgres:
+    """A PostgreSQL server of our own: initdb into a temporary directory, then start/stop it
+    (tests of the "store down" case stop and restart it). Durability is switched off: it is
+    thrown away afterwards."""
+
+    def __init__(self) -> None:
+        self.bindir = _bindir()
+        self.dir = Path(tempfile.mkdtemp(prefix="llmlog-pg-"))
+        self.data = self.dir / "data"
+        self.port = _free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+        self._as: list[str] = []
+        if os.geteuid() == 0:
+            # The server refuses to run as root; run it as the postgres user.
+            try:
+                user = pwd.getpwnam("postgres")
+            except KeyError:
+                raise PostgresUnavailable("running as root and there is no postgres user") from None
+            os.chown(self.dir, user.pw_uid, user.pw_gid)
+            self._as = ["runuser", "-u", "postgres", "--"]
+
+    def _run(self, *args: str) -> None:
+        proc = subprocess.run([*self._as, *args], capture_output=True, text=True, check=False, timeout=120)
+        if proc.returncode != 0:
+            output = proc.stderr.strip() or proc.stdout.strip()
+            raise PostgresUnavailable(f"{Path(args[0]).name} failed: {output}")
+
+    def init(self) -> TempPostgres:
+        self._run(
+            str(self.bindir / "initdb"), "-D", str(self.data), "-U", "postgres", "-A", "trust",
+            "-E", "UTF8", "--locale=C", "--no-sync",
+        )  # fmt: skip
+        return self.start()
+
+    def start(self) -> TempPostgres:
+        options = (
+            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c fsync=off"
+            " -c synchronous_commit=off -c full_page_writes=off -c max_connections=100"
+        )
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-o", options, "-l",
+                  str(self.dir / "log"), "-w", "-t", "60", "start")  # fmt: skip
+        return self
+
+    def stop(self) -> None:
+        self._run(str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def destroy(self) -> None:
+        with contextlib.suppress(PostgresUnavailable):
+            self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def with_schema(url: str, schema: str) -> str:
+    """The URL with its search_path set to one schema: where llmlog's tables go."""
+    parts = urlsplit(url)
+    query = [(k, v) for k, v in parse_qsl(parts.query) if k != "options"]
+    query.append(("options", f"-csearch_path={schema}"))
+    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
+
+
+def admin(url: str, statement: str) -> None:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(statement)
+
+
+def new_schema(url: str) -> tuple[str, str]:
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin(url, f"CREATE SCHEMA {schema}")
+    return schema, with_schema(url, schema)
+
+
+class Backend:
+    """One store under test: open it, and look at it with plain SQL from outside the store."""
+
+    kind: str
+    url: str
+
+    def open(self) -> Store:
+        return open_store(self.url)
+
+    def sql(self, statement: str, params: tuple[Any, ...] | list[Any] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+
+class SQLiteBackend(Backend):
+    kind = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.url = self.path
+
+    def sql(self, statement: str, params: tuple[Any, ...] | list[Any] = ()) -> list[tuple[Any, ...]]:
+        db = sqlite3.connect(self.path)
+        try:
+            rows = db.execute(statement, params).fetchall()
+            db.commit()
+            return rows
+        finally:
+            db.close()
+
+
+class PostgresBackend(Backend):
+    kind = "postgres"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def sql(self, statement: str, params: tuple[Any, ...] | list[Any] = ()) -> list[tuple[Any, ...]]:
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            cur = conn.execute(statement.replace("?", "%s"), params or None)
+            return cur.fetchall() if cur.description else []
