@@ -27,12 +27,13 @@ from llmlog.config import Settings
 from llmlog.jsonl import BadLine, read_calls
 from llmlog.pricing import Pricer
 from llmlog.record import Call
-from llmlog.store import CallFilter, ReadOnlyError, Store, open_store, parse_when
+from llmlog.store import CallFilter, ReadOnlyError, Store, open_store, parse_when, redact_url
 from llmlog.writer import hash_user_id
 
 # Piped output is not cut to 80 columns: it is usually read by grep or a wider pager.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 220)
-err_console = Console(stderr=True, highlight=False)
+# Messages are not hard-wrapped: they hold URLs and ids people copy.
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
 # Control characters in logged text (an ESC starting a terminal sequence, say) are shown
@@ -68,11 +69,17 @@ class Ctx:
     @property
     def store(self) -> Store:
         if self._store is None:
-            try:
-                self._store = open_store(self.settings.db)
-            except ValueError as exc:
-                raise click.UsageError(str(exc)) from None
+            self._store = _open(self.settings.db)
         return self._store
+
+
+def _open(url: str) -> Store:
+    try:
+        return open_store(url)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    except Exception as exc:  # a server that is down, a file we may not write: say so, briefly
+        raise click.ClickException(f"cannot open store {redact_url(url)}: {exc}") from None
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
@@ -126,7 +133,8 @@ def filter_options(fn: Any) -> Any:
     "--db",
     envvar="LLMLOG_DB",
     metavar="PATH|URL",
-    help="Store to use: a path or sqlite:///path (default: LLMLOG_DB, else the user data directory).",
+    help="Store to use: a path, sqlite:///path or postgresql://user@host/db"
+    " (default: LLMLOG_DB, else a file in the user data directory).",
 )
 @click.version_option(package_name="llmlog")
 @click.pass_context
@@ -139,6 +147,8 @@ def cli(click_ctx: click.Context, db: str | None) -> None:
       llmlog calls --errors       # the latest failures
       llmlog show 3f2a            # one call, whole (an id prefix is enough)
       llmlog query "SELECT model, COUNT(*), SUM(cost_usd) FROM calls GROUP BY model"
+      llmlog --db postgresql://llmlog@db.internal/llmlog calls -n 20
+      llmlog copy --from calls.db --to postgresql://llmlog@db.internal/llmlog
     """
     click_ctx.obj = Ctx(db)
     click_ctx.call_on_close(lambda: click_ctx.obj._store and click_ctx.obj._store.close())
@@ -432,7 +442,9 @@ def _cost_panel(ctx: Ctx, call: Call) -> Panel:
 def query(ctx: Ctx, sql: str, fmt: str, timeout: float, limit: int) -> None:
     """Run read-only SQL against the `calls` relation.
 
-    Writes, DDL, ATTACH and PRAGMA writes are refused; a query is stopped after --timeout.
+    Only reading gets through (on PostgreSQL: one SELECT, in a read-only transaction); a
+    query is stopped after --timeout. JSON columns use the engine's own operators:
+    SQLite `metadata->>'$.tier'`, PostgreSQL `metadata->>'tier'` (they are jsonb there).
 
     \b
     Examples:
@@ -580,6 +592,67 @@ def reprice(ctx: Ctx, since: str | None, prices: str | None) -> None:
             progress.advance(task)
         changed = ctx.store.update_costs(updates)
     err_console.print(f"Repriced {changed} call(s) with {pricer.rate_card}")
+
+
+@cli.command()
+@pass_ctx
+def migrate(ctx: Ctx) -> None:
+    """Bring the store's schema up to date (opening a store does this too).
+
+    \b
+    Examples:
+      llmlog migrate
+      llmlog --db postgresql://llmlog@db.internal/llmlog migrate
+    """
+    store = ctx.store
+    where = redact_url(store.url)
+    if store.schema_found == store.schema_version:
+        err_console.print(f"{where}: schema up to date (version {store.schema_version})")
+    else:
+        found, now = store.schema_found, store.schema_version
+        err_console.print(f"{where}: schema migrated from version {found} to {now}")
+
+
+@cli.command()
+@click.option("--from", "source", required=True, metavar="PATH|URL", help="Store to copy calls from.")
+@click.option("--to", "target", required=True, metavar="PATH|URL", help="Store to copy them into.")
+@click.option("--batch", default=1000, show_default=True, help="Calls per transaction.")
+def copy(source: str, target: str, batch: int) -> None:
+    """Copy every call from one store into another, e.g. SQLite into PostgreSQL and back.
+
+    Calls already in the target are skipped, so an interrupted copy is resumed by running it
+    again, and copying twice stores each call once. Costs and user ids are copied as stored.
+
+    \b
+    Examples:
+      llmlog copy --from ~/.local/share/llmlog/llmlog.db --to postgresql://llmlog@db.internal/llmlog
+      llmlog copy --from postgresql://llmlog@db.internal/llmlog --to backup.db
+    """
+    if source == target:
+        raise click.UsageError("--from and --to name the same store")
+    copied = skipped = 0
+    with _open(source) as src, _open(target) as dst, _progress() as progress:
+        task = progress.add_task("copying", total=src.count(CallFilter()))
+
+        def flush(page: list[Call]) -> None:
+            nonlocal copied, skipped
+            have = dst.existing_ids([c.id for c in page])
+            new = [c for c in page if c.id not in have]
+            copied += dst.insert(new)
+            skipped += len(page) - len(new)
+            progress.advance(task, len(page))
+
+        page: list[Call] = []
+        for call in src.iter_calls(CallFilter(), batch=batch):
+            page.append(call)
+            if len(page) >= batch:
+                flush(page)
+                page = []
+        flush(page)
+    err_console.print(
+        f"Copied {copied} call(s) from {redact_url(source)} to {redact_url(target)}"
+        + (f"; {skipped} already there" if skipped else "")
+    )
 
 
 @cli.command()

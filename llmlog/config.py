@@ -1,6 +1,6 @@
 """Where calls go and how they are recorded: one place reads the settings.
 
-`LLMLOG_DB` (a path or `sqlite:///path`), `llmlog.configure(db=...)`, or `--db` on the CLI;
+`LLMLOG_DB` (a path, `sqlite:///path` or `postgresql://…`), `llmlog.configure(db=...)`, or `--db` on the CLI;
 by default a SQLite file in the user's data directory.
 """
 

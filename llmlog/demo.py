@@ -25,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 import llmlog
 from llmlog.config import Settings
 from llmlog.fake_provider import FakeProvider
+from llmlog.store import redact_url
 
 WORDS = [
     "account",
@@ -371,7 +372,7 @@ def run_demo(settings: Settings, *, n_calls: int, seed: int, console: Console, t
     stats = llmlog.stats()
     console.print(
         f"Recorded {stats.recorded} calls ({demo.errors} failed on purpose) in "
-        f"{time.perf_counter() - started:.1f}s into {settings.db}\n"
+        f"{time.perf_counter() - started:.1f}s into {redact_url(settings.db)}\n"
         "Next: llmlog calls · llmlog show <id> · "
         'llmlog query "SELECT model, COUNT(*), SUM(cost_usd) FROM calls GROUP BY model"'
     )

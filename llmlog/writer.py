@@ -25,7 +25,7 @@ from llmlog.capture.parse import to_call
 from llmlog.config import Settings
 from llmlog.pricing import Pricer
 from llmlog.record import Call
-from llmlog.store import Store, open_store
+from llmlog.store import Store, open_store, redact_url
 
 log = logging.getLogger("llmlog")
 
@@ -232,9 +232,9 @@ class Writer:
                 with self._lock:
                     self._stats.store_errors += 1
                     give_up = self._give_up
+                where = redact_url(self.settings.db)
                 self._warn(
-                    "store",
-                    f"llmlog: store {self.settings.db!r} failed ({exc!r}); retrying; calls wait in the queue",
+                    "store", f"llmlog: store {where!r} failed ({exc!r}); retrying; calls wait in the queue"
                 )
                 if self._store is not None:
                     with contextlib.suppress(Exception):

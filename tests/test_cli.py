@@ -1,4 +1,7 @@
-"""The `llmlog` command on real SQLite files: calls, show, sample, query, reprice, demo, --help."""
+"""The `llmlog` command on real stores: calls, show, sample, query, reprice, demo, --help.
+
+The reading commands run against a small store of each kind (SQLite file, PostgreSQL schema);
+the demo-based tests on a SQLite file (tests/test_postgres.py runs the demo into PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,7 +24,9 @@ from click.testing import CliRunner, Result
 from llmlog.cli import cli
 from llmlog.pricing import Pricer
 from llmlog.record import COLUMNS, Call
+from llmlog.store import open_store
 from llmlog.store.sqlite import SQLiteStore
+from tests.backends import PostgresBackend, SQLiteBackend, admin, new_schema
 
 DEMO_CALLS = 150
 
@@ -154,20 +160,32 @@ def small_calls(now: datetime) -> list[Call]:
     return [pricer.price(c) for c in calls]
 
 
-def build_small(path: Path) -> str:
+def build_small(path: Path | str) -> str:
     CLOCK["now"] = datetime.now(UTC)
-    with SQLiteStore(path) as store:
+    with open_store(str(path)) as store:
         store.insert(small_calls(CLOCK["now"]))
     return str(path)
 
 
-@pytest.fixture(scope="module")
-def small_db(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return build_small(tmp_path_factory.mktemp("small") / "small.db")
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def small_db(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield build_small(tmp_path_factory.mktemp("small") / "small.db")
+        return
+    server = request.getfixturevalue("postgres_server")
+    schema, url = new_schema(server)
+    yield build_small(url)
+    admin(server, f"DROP SCHEMA {schema} CASCADE")
+
+
+def raw(db: str, sql: str) -> list[tuple]:
+    """Rows of SQL run on the store's database directly, not through llmlog."""
+    backend = PostgresBackend(db) if db.startswith("postgresql://") else SQLiteBackend(Path(db))
+    return backend.sql(sql)
 
 
 def stored(db: str, call_id: str) -> Call:
-    with SQLiteStore(db) as store:
+    with open_store(db) as store:
         call = store.get(call_id)
     assert call is not None
     return call
@@ -495,14 +513,15 @@ def test_query_the_documented_examples(demo_db: str) -> None:
     ],
 )
 def test_query_refuses_writes(small_db: str, sql: str) -> None:
-    before = sqlite3.connect(small_db).execute("SELECT COUNT(*), SUM(cost_usd) FROM call_data").fetchone()
+    before = raw(small_db, "SELECT COUNT(*), SUM(cost_usd) FROM call_data")
     result = run(small_db, "query", sql)
     assert result.exit_code == 1
     assert "only reading queries are allowed" in result.stderr
     assert "Traceback" not in result.output
-    after = sqlite3.connect(small_db).execute("SELECT COUNT(*), SUM(cost_usd) FROM call_data").fetchone()
-    assert after == before == (5, pytest.approx(before[1]))
-    assert sqlite3.connect(small_db).execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    after = raw(small_db, "SELECT COUNT(*), SUM(cost_usd) FROM call_data")
+    assert after == before == [(5, pytest.approx(before[0][1]))]
+    if not small_db.startswith("postgresql://"):
+        assert raw(small_db, "PRAGMA journal_mode") == [("wal",)]
 
 
 def test_query_time_limit_and_sql_errors(small_db: str) -> None:
@@ -514,7 +533,8 @@ def test_query_time_limit_and_sql_errors(small_db: str) -> None:
     assert result.exit_code == 1
     assert "longer than the 0.5 s limit" in result.stderr
     result = run(small_db, "query", "SELECT nope FROM calls")
-    assert result.exit_code == 1 and "no such column: nope" in result.stderr
+    assert result.exit_code == 1
+    assert re.search(r"no such column: nope|column \"nope\" does not exist", result.stderr), result.stderr
 
 
 def test_query_limit_reports_truncation(small_db: str) -> None:

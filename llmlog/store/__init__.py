@@ -3,10 +3,32 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from llmlog.store.base import CallFilter, QueryResult, ReadOnlyError, Store, parse_when
 
-__all__ = ["CallFilter", "QueryResult", "ReadOnlyError", "Store", "open_store", "parse_when", "sqlite_path"]
+__all__ = [
+    "CallFilter",
+    "QueryResult",
+    "ReadOnlyError",
+    "Store",
+    "open_store",
+    "parse_when",
+    "redact_url",
+    "sqlite_path",
+]
+
+
+def redact_url(url: str) -> str:
+    """The URL fit for a log line or an error message: any password replaced by ***."""
+    try:
+        parts = urlsplit(url)
+        if parts.password is None:
+            return url
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+        return parts._replace(netloc=netloc).geturl()
+    except ValueError:
+        return url
 
 
 def sqlite_path(url: str) -> str | None:

@@ -132,6 +132,10 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
+    # Set by the store on open: the schema version found, and the one it migrated to.
+    schema_found: int = 0
+    schema_version: int = 0
+
     def __enter__(self) -> Store:
         return self
 

@@ -208,7 +208,8 @@ class PostgresStore(Store):
         self._ids: OrderedDict[bytes, int] = OrderedDict()
         self._partitions: set[tuple[int, int]] = set()
         self._staging = False  # the connection's temporary staging table exists
-        migrate(self.conn)
+        self.schema_found = schema_version(self.conn)
+        self.schema_version = migrate(self.conn)
 
     @property
     def conn(self) -> psycopg.Connection[Any]:

@@ -212,7 +212,8 @@ class SQLiteStore(Store):
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self.db = connect(self.path)
-        migrate(self.db)
+        self.schema_found = self.db.execute("PRAGMA user_version").fetchone()[0]
+        self.schema_version = migrate(self.db)
         # content hash → id; content rows are immutable, so a cached id stays right.
         self._ids: OrderedDict[bytes, int] = OrderedDict()
 
