@@ -1,107 +1,120 @@
-"""The SQLite store, on real files: round trips, content-addressed storage, the `calls` view,
-the read-only `query`, migrations and several writer processes on one file."""
+"""The stores, on real databases: round trips, content-addressed storage, the `calls` view, the
+read-only `query`, migrations and several writer processes.
+
+One suite for both stores: every behaviour test takes the `backend` fixture (conftest.py), so it
+runs once on a SQLite file and once on a fresh PostgreSQL schema. Where the SQL dialect really
+differs, a test keeps one body and a small per-kind table of statements or expectations. Tests
+of engine internals (SQLite's authorizer and PRAGMAs, PostgreSQL's monthly partitions) pin
+`backend` to one kind with `sqlite_only` / `postgres_only`.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import multiprocessing
 import os
 import queue
+import random
 import sqlite3
 import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from llmlog.record import COLUMNS, Call, format_timestamp
-from llmlog.store import CallFilter, ReadOnlyError, open_store
+from llmlog.record import COLUMNS, JSON_COLUMNS, Call, format_timestamp
+from llmlog.store import CallFilter, ReadOnlyError, Store, open_store
+from llmlog.store import postgres as pg
 from llmlog.store.sqlite import MIGRATIONS, SQLiteStore, _digest, connect, migrate
+from tests.backends import Backend, admin, new_schema
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+KINDS = ("sqlite", "postgres")
+SCHEMA_VERSION = {"sqlite": len(MIGRATIONS), "postgres": len(pg.MIGRATIONS)}
+
+# Pin a test to one store kind (overrides the `backend` fixture's params).
+sqlite_only = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+postgres_only = pytest.mark.parametrize("backend", ["postgres"], indirect=True)
 
 
-def _db_bytes(path: Path) -> int:
-    return sum(
-        os.path.getsize(f"{path}{suffix}") for suffix in ("", "-wal") if os.path.exists(f"{path}{suffix}")
-    )
+def per_kind(table: dict[str, list[Any]]) -> list[Any]:
+    """(kind, *case) parameters for a test parametrized on `backend` and per-kind cases."""
+    cases = [(kind, *(c if isinstance(c, tuple) else (c,))) for kind in KINDS for c in table[kind]]
+    return [pytest.param(*case, id=f"{case[0]}-{case[1]}") for case in cases]
 
 
 @pytest.fixture
-def store(tmp_path: Path):
-    s = SQLiteStore(tmp_path / "calls.db")
+def store(backend: Backend) -> Iterator[Store]:
+    s = backend.open()
     yield s
     s.close()
 
 
-def full_call(**changes) -> Call:
+def raw_query(backend: Backend, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
+    """Column names and rows from the engine's own driver, outside the store."""
+    if backend.kind == "sqlite":
+        db = sqlite3.connect(backend.url)
+        try:
+            cur = db.execute(sql)
+            return [d[0] for d in cur.description], cur.fetchall()
+        finally:
+            db.close()
+    import psycopg
+
+    with psycopg.connect(backend.url, autocommit=True) as conn:
+        cur = conn.execute(sql)  # type: ignore[arg-type]
+        return [d.name for d in cur.description or ()], cur.fetchall()
+
+
+def as_json(value: Any) -> Any:
+    """A JSON column's value from a raw driver: SQLite gives text, psycopg parses jsonb."""
+    return json.loads(value) if isinstance(value, str) else value
+
+
+def full_call(**changes: Any) -> Call:
     """A call with every column set: nested JSON, unicode, microseconds."""
     call = Call(
-        id="0b7f3c1e-9a4d-4e2b-8c6f-1d2e3f4a5b6c",
-        session_id="sess_ünï_42",
-        user_id="user_7",
-        timestamp=datetime(2026, 2, 3, 4, 5, 6, 789012, tzinfo=UTC),
-        provider="anthropic",
-        model="claude-sonnet-4-5",
-        feature="support-bot",
-        prompt_template_version="support-bot@v4",
+        id="0b7f3c1e-9a4d-4e2b-8c6f-1d2e3f4a5b6c", session_id="sess_ünï_42", user_id="user_7",
+        timestamp=datetime(2026, 2, 3, 4, 5, 6, 789012, tzinfo=UTC), provider="anthropic",
+        model="claude-sonnet-4-5", feature="support-bot", prompt_template_version="support-bot@v4",
         system_prompt="Tu es un assistant. 日本語もOK 😀\nSecond line\twith tab.",
         messages=[
             {"role": "user", "content": "Bonjour, où est ma commande ? 🚚"},
-            {
-                "role": "assistant",
-                "content": [
-                    {"type": "text", "text": "Je regarde."},
-                    {
-                        "type": "tool_use",
-                        "id": "toolu_1",
-                        "name": "lookup_order",
-                        "input": {"order_id": "A-1"},
-                    },
-                ],
-            },
-            {
-                "role": "user",
-                "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": '{"status": "ok"}'}],
-            },
+            {"role": "assistant", "content": [
+                {"type": "text", "text": "Je regarde."},
+                {"type": "tool_use", "id": "toolu_1", "name": "lookup_order", "input": {"order_id": "A-1"}},
+            ]},
+            {"role": "user",
+             "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": '{"status": "ok"}'}]},
         ],
-        tools=[
-            {
-                "name": "lookup_order",
-                "description": "Look up an order.",
-                "input_schema": {"type": "object", "properties": {"order_id": {"type": "string"}}},
-            }
-        ],
+        tools=[{"name": "lookup_order", "description": "Look up an order.",
+                "input_schema": {"type": "object", "properties": {"order_id": {"type": "string"}}}}],
         params={"max_tokens": 1024, "temperature": 0.25, "stream": True, "stop_sequences": ["\n\nHuman:"]},
         response={
-            "id": "msg_1",
-            "role": "assistant",
+            "id": "msg_1", "role": "assistant",
             "content": [{"type": "text", "text": "Votre commande arrive demain. ✅"}],
             "usage": {"input_tokens": 1200, "output_tokens": 45, "nested": {"deep": [1, 2.5, None, True]}},
         },
         tool_calls=[{"id": "toolu_2", "name": "escalate", "input": {"priority": "high", "tags": ["ä", "b"]}}],
-        stop_reason="end_turn",
-        input_tokens=1200,
-        output_tokens=45,
-        cache_read_tokens=800,
-        cache_creation_tokens=100,
-        cost_usd=0.0123456789,
-        rate_card="genai-prices 0.2.3",
-        first_token_ms=123.456,
-        latency_ms=2345.678,
+        stop_reason="end_turn", input_tokens=1200, output_tokens=45, cache_read_tokens=800,
+        cache_creation_tokens=100, cost_usd=0.0123456789, rate_card="genai-prices 0.2.3",
+        first_token_ms=123.456, latency_ms=2345.678,
         error={"type": "overloaded_error", "status": 529, "message": "Überlastet"},
         metadata={"tier": "enterprise", "nested": {"a": [1, {"b": "ç"}]}},
-        tags=["demo", "prod", "ünicode"],
-        trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
+        tags=["demo", "prod", "ünicode"], trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
         parent_id="00f067aa0ba902b7",
-    )
+    )  # fmt: skip
     return call.replace(**changes)
 
 
 # ---------------------------------------------------------------- round trips
 
 
-def test_every_column_round_trips_exactly(store: SQLiteStore) -> None:
+def test_every_column_round_trips_exactly(store: Store) -> None:
     original = full_call()
     assert store.insert([original]) == 1
     got = store.get(original.id)
@@ -113,99 +126,145 @@ def test_every_column_round_trips_exactly(store: SQLiteStore) -> None:
     assert got.timestamp.microsecond == 789012
 
 
-def test_nulls_round_trip(store: SQLiteStore) -> None:
+def test_nulls_round_trip(store: Store, backend: Backend) -> None:
     bare = Call(id="11111111-2222-3333-4444-555555555555", timestamp=T0)
     store.insert([bare])
     got = store.get(bare.id)
     assert got is not None
     assert got.to_dict() == bare.to_dict()
     assert all(getattr(got, name) is None for name in COLUMNS if name not in ("id", "timestamp"))
-    row = sqlite3.connect(store.path).execute("SELECT * FROM calls").fetchone()
+    (row,) = backend.sql("SELECT * FROM calls")
     assert row.count(None) == len(COLUMNS) - 2
 
 
-def test_empty_containers_are_not_null(store: SQLiteStore) -> None:
+def test_empty_containers_are_not_null(store: Store) -> None:
     c = full_call(messages=[], tools=[], params={}, tags=[], metadata={}, system_prompt="")
     store.insert([c])
     got = store.get(c.id)
     assert got is not None
     assert (got.messages, got.tools, got.params, got.tags, got.metadata, got.system_prompt) == (
-        [],
-        [],
-        {},
-        [],
-        {},
-        "",
-    )
+        [], [], {}, [], {}, "",
+    )  # fmt: skip
 
 
-def test_non_utc_timestamp_is_stored_as_utc(store: SQLiteStore) -> None:
+def test_non_utc_timestamp_is_stored_as_utc(store: Store, backend: Backend) -> None:
     ts = datetime(2026, 5, 1, 10, 0, 0, 5, tzinfo=timezone(timedelta(hours=2)))
     c = full_call(timestamp=ts)
     store.insert([c])
-    text = sqlite3.connect(store.path).execute("SELECT timestamp FROM calls").fetchone()[0]
-    assert text == "2026-05-01T08:00:00.000005Z"
+    # Raw: SQLite keeps our fixed-width UTC text, PostgreSQL a timestamptz (the same instant).
+    (raw,) = backend.sql("SELECT timestamp FROM calls")
+    expected = (
+        "2026-05-01T08:00:00.000005Z" if backend.kind == "sqlite" else datetime(2026, 5, 1, 8, 0, 0, 5, UTC)
+    )
+    assert raw == (expected,)
+    # `query` gives the same text on both.
+    assert store.query("SELECT timestamp FROM calls").rows == [("2026-05-01T08:00:00.000005Z",)]
     got = store.get(c.id)
     assert got is not None and got.timestamp == ts and got.timestamp.tzinfo == UTC
 
 
-def test_same_id_is_stored_once(store: SQLiteStore) -> None:
+def test_same_id_is_stored_once(store: Store, backend: Backend) -> None:
     c = full_call()
     assert store.insert([c]) == 1
     assert store.insert([c]) == 0
     # Also a duplicate inside one batch, and a changed record with the same id: the first wins.
     assert store.insert([c.replace(model="other"), c]) == 0
     other = full_call(id="22222222-2222-2222-2222-222222222222")
-    assert store.insert([other, other]) == 1
+    assert store.insert([other.replace(model="first"), other, other.replace(model="third")]) == 1
     assert store.count(CallFilter()) == 2
     got = store.get(c.id)
     assert got is not None and got.model == "claude-sonnet-4-5"
-    n = sqlite3.connect(store.path).execute("SELECT COUNT(*) FROM call_data").fetchone()[0]
-    assert n == 2
+    got = store.get(other.id)
+    assert got is not None and got.model == "first"
+    assert backend.sql("SELECT COUNT(*) FROM call_data") == [(2,)]
 
 
-def test_failed_batch_is_rolled_back_and_content_cache_stays_right(store: SQLiteStore) -> None:
+def test_failed_batch_is_rolled_back_and_content_cache_stays_right(store: Store, backend: Backend) -> None:
     prompt = "A system prompt that is first stored in a batch that fails."
     good = Call(system_prompt=prompt, messages=[{"role": "user", "content": "hi"}], timestamp=T0)
-    bad = Call(input_tokens=2**70, timestamp=T0)  # too big for an SQLite INTEGER
-    with pytest.raises(OverflowError):
+    bad = Call(input_tokens=2**70, timestamp=T0)  # too big for SQLite's INTEGER and PostgreSQL's bigint
+    # A data error (the writer stores the rest of a batch one by one), not "the store is down".
+    with pytest.raises(store.data_errors):
         store.insert([good, bad])
-    db = sqlite3.connect(store.path)
-    assert db.execute("SELECT COUNT(*) FROM call_data").fetchone()[0] == 0
-    assert db.execute("SELECT COUNT(*) FROM content").fetchone()[0] == 0
-    # The rolled-back content ids must not be reused from a cache.
+    assert backend.sql("SELECT COUNT(*) FROM call_data") == [(0,)]
+    assert backend.sql("SELECT COUNT(*) FROM content") == [(0,)]
+    # The rolled-back content ids must not be reused from a cache (nothing would join to them).
     assert store.insert([good]) == 1
     got = store.get(good.id)
     assert got is not None
     assert got.system_prompt == prompt
     assert got.messages == [{"role": "user", "content": "hi"}]
+    assert backend.sql("SELECT COUNT(*) FROM content") == [(2,)]
 
 
-def test_sql_injection_looking_text_is_stored_verbatim(store: SQLiteStore) -> None:
+def test_sql_injection_looking_text_is_stored_verbatim(store: Store, backend: Backend) -> None:
     evil = "'); DROP TABLE call_data; --"
     c = full_call(
-        system_prompt=evil,
-        feature="x' OR '1'='1",
-        user_id='"; DELETE FROM content; --',
+        system_prompt=evil, feature="x' OR '1'='1", user_id='"; DELETE FROM content; --',
         messages=[{"role": "user", "content": "Robert'); DROP TABLE calls;--"}],
         metadata={"tier": "'; ATTACH DATABASE '/tmp/x' AS x; --"},
-    )
+    )  # fmt: skip
     other = full_call(id="33333333-3333-3333-3333-333333333333", feature="plain")
     store.insert([c, other])
     got = store.get(c.id)
     assert got is not None and got.to_dict() == c.to_dict()
     assert [x.id for x in store.recent(CallFilter(feature="x' OR '1'='1"))] == [c.id]
     assert [x.id for x in store.recent(CallFilter(user_id='"; DELETE FROM content; --'))] == [c.id]
-    db = sqlite3.connect(store.path)
-    assert db.execute("SELECT COUNT(*) FROM call_data").fetchone()[0] == 2
-    assert db.execute("SELECT system_prompt FROM calls WHERE id = ?", (c.id,)).fetchone()[0] == evil
+    assert backend.sql("SELECT COUNT(*) FROM call_data") == [(2,)]
+    assert backend.sql("SELECT system_prompt FROM calls WHERE id = ?", (c.id,)) == [(evil,)]
+
+
+def _swap(value: Any, old: str, new: str) -> Any:
+    """The value with `old` replaced by `new` in every string, keys included."""
+    if isinstance(value, str):
+        return value.replace(old, new)
+    if isinstance(value, dict):
+        return {_swap(k, old, new): _swap(v, old, new) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_swap(v, old, new) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("char", ["\x00", "\ud800", "\udfff"], ids=["nul", "high-surrogate", "low-surrogate"])
+def test_text_postgresql_cannot_hold_is_stored(store: Store, backend: Backend, char: str) -> None:
+    """PostgreSQL text holds neither NUL nor lone surrogates: such a call is stored with them
+    replaced by U+FFFD rather than lost. SQLite keeps them exactly in JSON columns (escaped) and
+    NUL everywhere; a lone surrogate in a text column becomes '?' (sqlite.py's _valid_text)."""
+    c = full_call(
+        feature=f"feature{char}", system_prompt=f"system {char} prompt", tags=[char],
+        messages=[{"role": "user", "content": f"x{char}y"}], metadata={f"key{char}": f"value{char}"},
+        error={"message": f"bad {char}"},
+    )  # fmt: skip
+    clean = full_call(id="55555555-5555-5555-5555-555555555555")  # same batch, stored exactly
+    assert store.insert([c, clean]) == 2
+    if backend.kind == "postgres":
+        expected = c.replace(**{n: _swap(getattr(c, n), char, "\ufffd") for n in COLUMNS if n != "timestamp"})
+    elif char == "\x00":
+        expected = c
+    else:
+        text = [n for n in COLUMNS if n not in JSON_COLUMNS and n != "id" and isinstance(getattr(c, n), str)]
+        expected = c.replace(**{n: getattr(c, n).replace(char, "?") for n in text})
+    got = store.get(c.id)
+    assert got is not None and got.to_dict() == expected.to_dict()
+    again = store.get(clean.id)
+    assert again is not None and again.to_dict() == clean.to_dict()
 
 
 # ---------------------------------------------------------------- content-addressed storage
 
 
-def test_repeated_content_is_stored_once(tmp_path: Path) -> None:
-    path = tmp_path / "dedup.db"
+def _stored_bytes(backend: Backend) -> int:
+    if backend.kind == "sqlite":  # the file, with its write-ahead log
+        return sum(os.path.getsize(backend.url + s) for s in ("", "-wal") if os.path.exists(backend.url + s))
+    # The rows themselves: a fresh schema's fixed page and index overhead would swamp 40 calls.
+    ((n,),) = backend.sql(
+        "SELECT (SELECT sum(pg_column_size(c.*)) FROM content AS c)"
+        " + (SELECT sum(pg_column_size(d.*)) FROM call_data AS d)"
+    )
+    return int(n)
+
+
+def test_repeated_content_is_stored_once(backend: Backend) -> None:
     system = "You are the support assistant.\n" + "\n".join(
         f"{i}. Always be precise about rule number {i}; cite the policy and never guess." for i in range(80)
     )
@@ -218,69 +277,55 @@ def test_repeated_content_is_stored_once(tmp_path: Path) -> None:
     params = {"max_tokens": 1024, "model": "claude-sonnet-4-5"}
     turns = 40
     calls: list[Call] = []
-    history: list[dict] = []
+    history: list[dict[str, Any]] = []
     for i in range(turns):
-        history = [
-            *history,
-            {"role": "user" if i % 2 == 0 else "assistant", "content": f"turn {i}: " + "x" * 200},
-        ]
-        calls.append(
-            Call(
-                timestamp=T0 + timedelta(seconds=i),
-                session_id="sess_long",
-                system_prompt=system,
-                tools=tools,
-                params=params,
-                messages=history,
-                model="claude-sonnet-4-5",
-            )
-        )
-    with SQLiteStore(path) as store:
+        history = [*history, {"role": ("user", "assistant")[i % 2], "content": f"turn {i}: " + "x" * 200}]
+        calls.append(Call(
+            timestamp=T0 + timedelta(seconds=i), session_id="sess_long", system_prompt=system, tools=tools,
+            params=params, messages=history, model="claude-sonnet-4-5",
+        ))  # fmt: skip
+    with backend.open() as store:
         for i in range(0, turns, 7):  # several batches, so the cache and the table lookups both serve
             assert store.insert(calls[i : i + 7]) == len(calls[i : i + 7])
     distinct = 1 + 1 + 1 + turns  # system prompt, tool list, params, one row per message
-    db = sqlite3.connect(path)
-    assert db.execute("SELECT COUNT(*) FROM content").fetchone()[0] == distinct
+    assert backend.sql("SELECT COUNT(*) FROM content") == [(distinct,)]
     # A new store (empty cache) finds the existing rows instead of adding new ones.
-    with SQLiteStore(path) as store:
+    with backend.open() as store:
         store.insert([calls[-1].replace(id="44444444-4444-4444-4444-444444444444")])
-    assert db.execute("SELECT COUNT(*) FROM content").fetchone()[0] == distinct
-    db.close()
+    assert backend.sql("SELECT COUNT(*) FROM content") == [(distinct,)]
     jsonl = sum(len(c.to_json().encode()) + 1 for c in calls)
-    size = _db_bytes(path)
-    print(f"JSONL {jsonl:,} bytes, SQLite {size:,} bytes")
+    size = _stored_bytes(backend)
+    print(f"JSONL {jsonl:,} bytes, {backend.kind} {size:,} bytes")
     assert size * 5 < jsonl, (size, jsonl)
     # And the data is whole again when read back.
-    with SQLiteStore(path) as store:
-        back = [
-            c
-            for c in store.iter_calls(CallFilter(session_id="sess_long"))
-            if c.id != "44444444-4444-4444-4444-444444444444"
-        ]
+    with backend.open() as store:
+        back = list(store.iter_calls(CallFilter(session_id="sess_long")))
+    back = [c for c in back if c.id != "44444444-4444-4444-4444-444444444444"]
     assert [c.to_dict() for c in back] == [c.to_dict() for c in calls]
 
 
-def test_calls_view_presents_messages_whole_and_in_order(store: SQLiteStore) -> None:
+VIEW_SQL = {
+    "sqlite": "SELECT messages, json_array_length(messages), json_extract(messages, '$[0].content'),"
+    " json_extract(messages, '$[5].content[1].text') FROM calls",
+    "postgres": "SELECT messages, jsonb_array_length(messages), messages->0->>'content',"
+    " messages->5->'content'->1->>'text' FROM calls",
+}
+
+
+def test_calls_view_presents_messages_whole_and_in_order(store: Store, backend: Backend) -> None:
     # A repeated message (same content twice) and non-object items must keep their places.
     messages = [
-        {"role": "user", "content": "hi"},
-        {"role": "assistant", "content": "hello"},
-        {"role": "user", "content": "hi"},
-        "a bare string",
-        [1, [2, 3]],
+        {"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "hi"}, "a bare string", [1, [2, 3]],
         {"role": "user", "content": [{"type": "text", "text": "z"}, {"type": "text", "text": "a"}]},
-    ]
-    c = full_call(messages=messages)
-    store.insert([c])
-    db = sqlite3.connect(store.path)
-    text, n, first, last_text = db.execute(
-        "SELECT messages, json_array_length(messages), json_extract(messages, '$[0].content'),"
-        " json_extract(messages, '$[5].content[1].text') FROM calls"
-    ).fetchone()
-    assert json.loads(text) == messages
+    ]  # fmt: skip
+    store.insert([full_call(messages=messages)])
+    ((whole, n, first, last_text),) = backend.sql(VIEW_SQL[backend.kind])
+    assert as_json(whole) == messages
     assert (n, first, last_text) == (6, "hi", "a")
     # The stored row holds content ids, the repeated message has the same id twice.
-    ids = json.loads(db.execute("SELECT message_ids FROM call_data").fetchone()[0])
+    ((ids,),) = backend.sql("SELECT message_ids FROM call_data")
+    ids = as_json(ids)
     assert len(ids) == 6 and ids[0] == ids[2] and len(set(ids)) == 5
 
 
@@ -288,7 +333,7 @@ def test_calls_view_presents_messages_whole_and_in_order(store: SQLiteStore) -> 
 
 
 def _reporting_calls() -> list[Call]:
-    def c(i: int, **kw) -> Call:
+    def c(i: int, **kw: Any) -> Call:
         return Call(id=f"00000000-0000-0000-0000-00000000000{i}", timestamp=T0 + timedelta(minutes=i), **kw)
 
     return [
@@ -304,7 +349,7 @@ def _reporting_calls() -> list[Call]:
 
 
 @pytest.fixture
-def reporting(store: SQLiteStore) -> SQLiteStore:
+def reporting(store: Store) -> Store:
     store.insert(list(reversed(_reporting_calls())))
     return store
 
@@ -314,93 +359,99 @@ FIRST_QUERIES = {
     "by_model": "SELECT model, COUNT(*), SUM(cost_usd) FROM calls GROUP BY model",
     "by_version": "SELECT prompt_template_version, AVG(output_tokens) FROM calls GROUP BY 1 ORDER BY 1",
 }
+# PostgreSQL names an aggregate column after the function and sorts NULL last.
+AGGREGATE_COLUMNS = {
+    "sqlite": (["model", "COUNT(*)", "SUM(cost_usd)"], ["prompt_template_version", "AVG(output_tokens)"]),
+    "postgres": (["model", "count", "sum"], ["prompt_template_version", "avg"]),
+}
+BY_VERSION = {
+    "sqlite": [(None, 200.0), ("v1", 75.0), ("v2", 300.0)],
+    "postgres": [("v1", 75.0), ("v2", 300.0), (None, 200.0)],
+}
 
 
-@pytest.mark.parametrize("via", ["store.query", "sqlite3"])
-def test_first_queries_work_as_written(reporting: SQLiteStore, via: str) -> None:
-    def run(sql: str) -> tuple[list[str], list[tuple]]:
+@pytest.mark.parametrize("via", ["store.query", "driver"])
+def test_first_queries_work_as_written(reporting: Store, backend: Backend, via: str) -> None:
+    def run(sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         if via == "store.query":
             r = reporting.query(sql)
             assert not r.truncated
             return r.columns, r.rows
-        db = sqlite3.connect(reporting.path)
-        cur = db.execute(sql)
-        return [d[0] for d in cur.description], cur.fetchall()
+        return raw_query(backend, sql)
 
     cols, rows = run(FIRST_QUERIES["errors"])
     assert cols == list(COLUMNS)
-    assert [r[0] for r in rows] == [
-        "00000000-0000-0000-0000-000000000004",
-        "00000000-0000-0000-0000-000000000002",
-    ]
-    err = json.loads(rows[1][cols.index("error")])
-    assert err == {"type": "rate_limit_error", "status": 429}
+    assert [r[0][-1] for r in rows] == ["4", "2"]
+    assert as_json(rows[1][cols.index("error")]) == {"type": "rate_limit_error", "status": 429}
 
+    model_cols, version_cols = AGGREGATE_COLUMNS[backend.kind]
     cols, rows = run(FIRST_QUERIES["by_model"])
-    assert cols == ["model", "COUNT(*)", "SUM(cost_usd)"]
+    assert cols == model_cols
     got = {m: (n, s) for m, n, s in rows}
     assert got.keys() == {"claude-sonnet-4-5", "gpt-4.1"}
     assert got["claude-sonnet-4-5"][0] == 2 and got["claude-sonnet-4-5"][1] == pytest.approx(0.03)
     assert got["gpt-4.1"][0] == 3 and got["gpt-4.1"][1] == pytest.approx(0.255)
 
     cols, rows = run(FIRST_QUERIES["by_version"])
-    assert cols == ["prompt_template_version", "AVG(output_tokens)"]
-    assert rows == [(None, 200.0), ("v1", 75.0), ("v2", 300.0)]
+    assert cols == version_cols
+    assert rows == BY_VERSION[backend.kind]  # psycopg itself gives Decimal, equal to these floats
+    if via == "store.query":  # `query` gives plain floats on both
+        assert all(type(avg) is float for _, avg in rows)
 
 
-def test_json_extract_on_metadata(reporting: SQLiteStore) -> None:
-    sql = "SELECT json_extract(metadata, '$.tier') AS tier, COUNT(*) FROM calls GROUP BY 1 ORDER BY 1"
-    assert reporting.query(sql).rows == [(None, 1), ("enterprise", 2), ("free", 2)]
-    arrow = "SELECT metadata->>'$.tier', COUNT(*) FROM calls WHERE metadata->>'$.tier' = 'free'"
-    assert reporting.query(arrow).rows == [("free", 2)]
-    db = sqlite3.connect(reporting.path)
-    assert db.execute(
-        "SELECT id FROM calls WHERE json_extract(metadata, '$.tier') = 'enterprise' ORDER BY id"
-    ).fetchall() == [("00000000-0000-0000-0000-000000000002",), ("00000000-0000-0000-0000-000000000005",)]
+# (function form, operator form) of "the tier in metadata".
+TIER = {
+    "sqlite": ("json_extract(metadata, '$.tier')", "metadata->>'$.tier'"),
+    "postgres": ("jsonb_extract_path_text(metadata, 'tier')", "metadata->>'tier'"),
+}
 
 
-def test_timestamps_sort_as_text(store: SQLiteStore) -> None:
+def test_json_extract_on_metadata(reporting: Store, backend: Backend) -> None:
+    for expr in TIER[backend.kind]:
+        sql = f"SELECT {expr} AS tier, COUNT(*) FROM calls GROUP BY 1 ORDER BY 1 NULLS FIRST"
+        assert reporting.query(sql).rows == [(None, 1), ("enterprise", 2), ("free", 2)]
+        sql = f"SELECT {expr}, COUNT(*) FROM calls WHERE {expr} = 'free' GROUP BY 1"
+        assert reporting.query(sql).rows == [("free", 2)]
+        rows = backend.sql(f"SELECT id FROM calls WHERE {expr} = 'enterprise' ORDER BY id")
+        assert [r[0][-1] for r in rows] == ["2", "5"]
+
+
+def test_timestamps_sort_in_time_order(store: Store) -> None:
     base = datetime(2026, 1, 1, tzinfo=UTC)
     stamps = [
-        base + timedelta(microseconds=1),
-        base,
+        base + timedelta(microseconds=1), base,
         datetime(2026, 1, 1, 1, 0, tzinfo=timezone(timedelta(hours=2))),  # 2025-12-31T23:00Z
-        base + timedelta(seconds=9),
-        base + timedelta(seconds=10),
-        base + timedelta(days=300, microseconds=999999),
-        datetime(2025, 12, 31, 23, 0, 0, 1, tzinfo=UTC),
-    ]
+        base + timedelta(seconds=9), base + timedelta(seconds=10),
+        base + timedelta(days=300, microseconds=999999), datetime(2025, 12, 31, 23, 0, 0, 1, tzinfo=UTC),
+    ]  # fmt: skip
     store.insert([Call(timestamp=t, model=f"m{i}") for i, t in enumerate(stamps)])
-    texts = [
-        r[0] for r in sqlite3.connect(store.path).execute("SELECT timestamp FROM calls ORDER BY timestamp")
-    ]
+    # SQLite orders its stored text, PostgreSQL its timestamptz; `query` shows both as our text.
+    texts = [r[0] for r in store.query("SELECT timestamp FROM calls ORDER BY timestamp").rows]
     assert texts == [format_timestamp(t) for t in sorted(stamps)]
     assert len({len(t) for t in texts}) == 1  # fixed width
     assert texts[0] == "2025-12-31T23:00:00.000000Z"
     assert [c.timestamp for c in store.recent(CallFilter())] == sorted(stamps, reverse=True)
-    # Text comparison with a literal works as time comparison.
+    # Comparison with a literal in our text form works as time comparison.
     n = store.query("SELECT COUNT(*) FROM calls WHERE timestamp >= '2026-01-01T00:00:00.000001Z'").rows
     assert n == [(4,)]
 
 
-def test_early_year_timestamps_keep_text_order_and_stay_readable(store: SQLiteStore) -> None:
-    """BUG: format_timestamp() uses strftime('%Y'), which does not zero-pad years < 1000.
-
-    The stored text '999-01-01T…' then sorts after '2026-…', and parse_timestamp() cannot read
-    it back, so every read of the store (recent, iter_calls, export, `llmlog calls`) fails.
-    """
+def test_early_year_timestamps_keep_order_and_stay_readable(store: Store) -> None:
+    """Years before 1000: the text form must stay fixed width (zero-padded) and readable, and
+    PostgreSQL must be able to create a partition for such a month."""
     old = Call(timestamp=datetime(999, 1, 1, tzinfo=UTC), model="old")
     new = Call(timestamp=datetime(2026, 1, 1, tzinfo=UTC), model="new")
     store.insert([old, new])
     assert [c.model for c in store.recent(CallFilter())] == ["new", "old"]
     assert format_timestamp(old.timestamp) == "0999-01-01T00:00:00.000000Z"
+    assert store.query("SELECT MIN(timestamp) FROM calls").rows == [("0999-01-01T00:00:00.000000Z",)]
 
 
 # ---------------------------------------------------------------- reading API
 
 
 @pytest.fixture
-def filtered(store: SQLiteStore) -> SQLiteStore:
+def filtered(store: Store) -> Store:
     rows = [
         # feature, model, user, session, version, minutes after T0, error
         ("support-bot", "claude-sonnet-4-5", "u1", "s1", "support@v3", 0, None),
@@ -410,21 +461,11 @@ def filtered(store: SQLiteStore) -> SQLiteStore:
         ("summarize", "gpt-4.1", "u3", None, "summarize@v7", 4, {"type": "server_error", "status": 500}),
         ("code-review", "gpt-4.1", "u3", None, "review@v1", 5, None),
     ]
-    store.insert(
-        [
-            Call(
-                id=f"aaaaaaaa-0000-0000-0000-00000000000{i}",
-                feature=f,
-                model=m,
-                user_id=u,
-                session_id=s,
-                prompt_template_version=v,
-                timestamp=T0 + timedelta(minutes=mins),
-                error=e,
-            )
-            for i, (f, m, u, s, v, mins, e) in enumerate(rows)
-        ]
-    )
+    store.insert([
+        Call(id=f"aaaaaaaa-0000-0000-0000-00000000000{i}", feature=f, model=m, user_id=u, session_id=s,
+             prompt_template_version=v, timestamp=T0 + timedelta(minutes=mins), error=e)
+        for i, (f, m, u, s, v, mins, e) in enumerate(rows)
+    ])  # fmt: skip
     return store
 
 
@@ -447,26 +488,27 @@ def _ids(calls: list[Call]) -> list[int]:
         (CallFilter(errors=True), [4, 1]),
         (CallFilter(errors=False), [5, 3, 2, 0]),
         (CallFilter(feature="support-bot", errors=False, model="claude-sonnet-4-5"), [0]),
+        (CallFilter(ids=["aaaaaaaa-0000-0000-0000-000000000003", "nope"]), [3]),
         (CallFilter(feature="nope"), []),
     ],
 )
-def test_filters_on_recent(filtered: SQLiteStore, flt: CallFilter, expected: list[int]) -> None:
+def test_filters_on_recent(filtered: Store, flt: CallFilter, expected: list[int]) -> None:
     assert _ids(filtered.recent(flt)) == expected
     assert filtered.count(flt) == len(expected)
 
 
-def test_recent_limit_and_sample(filtered: SQLiteStore) -> None:
+def test_recent_limit_and_sample(filtered: Store) -> None:
     assert _ids(filtered.recent(CallFilter(), limit=2)) == [5, 4]
     picked = filtered.sample(CallFilter(feature="support-bot"), n=10)
     assert sorted(_ids(picked)) == [0, 1, 2]
     assert len({c.id for c in filtered.sample(CallFilter(), n=4)}) == 4
 
 
-def test_iter_calls_pages_past_the_batch_size(store: SQLiteStore) -> None:
-    calls = []
-    for i in range(53):
-        # Groups of calls share a timestamp, so paging must also order by id.
-        calls.append(Call(timestamp=T0 + timedelta(seconds=i // 5), model="m", feature=f"f{i % 3}"))
+def test_iter_calls_pages_past_the_batch_size(store: Store) -> None:
+    # Groups of calls share a timestamp, so paging must also order by id.
+    calls = [
+        Call(timestamp=T0 + timedelta(seconds=i // 5), model="m", feature=f"f{i % 3}") for i in range(53)
+    ]
     store.insert(list(reversed(calls)))
     got = list(store.iter_calls(CallFilter(), batch=7))
     assert len(got) == 53
@@ -478,7 +520,7 @@ def test_iter_calls_pages_past_the_batch_size(store: SQLiteStore) -> None:
     assert list(store.iter_calls(CallFilter(feature="none"), batch=5)) == []
 
 
-def test_get_unique_prefix_and_ambiguous_prefix(store: SQLiteStore) -> None:
+def test_get_unique_prefix_and_ambiguous_prefix(store: Store) -> None:
     a = Call(id="3f2a9c1e-0000-4000-8000-000000000001", timestamp=T0)
     b = Call(id="3f2a9c1e-0000-4000-8000-000000000002", timestamp=T0)
     c = Call(id="7c00ffee-0000-4000-8000-000000000003", timestamp=T0)
@@ -497,97 +539,189 @@ def test_get_unique_prefix_and_ambiguous_prefix(store: SQLiteStore) -> None:
     assert store.get("00000000-0000-0000-0000-000000000000") is None
 
 
+def test_existing_ids(store: Store) -> None:
+    """More ids than SQLite's 500-per-statement chunk, in any order, repeated, mixed with unknown
+    ones; whole ids only (the import uses this to skip calls it already has)."""
+    calls = [Call(timestamp=T0 + timedelta(seconds=i)) for i in range(1200)]
+    assert store.insert(calls) == 1200
+    present = [c.id for c in calls]
+    absent = [str(uuid.UUID(int=i)) for i in range(1, 601)]
+    assert store.existing_ids(present[::-1] + absent + present[:10]) == set(present)
+    assert store.existing_ids(absent + present[-3:]) == set(present[-3:])  # found in the 2nd chunk only
+    assert store.existing_ids(absent) == set()
+    assert store.existing_ids([]) == set()
+    assert store.existing_ids([present[0][:8], present[1].upper()]) == set()
+
+
+def test_update_costs(store: Store) -> None:
+    a, b = full_call(), full_call(id="66666666-6666-6666-6666-666666666666")
+    store.insert([a, b])
+    assert store.update_costs([(a.id, 1.5, "card v2"), (str(uuid.UUID(int=1)), 2.0, "x")]) == 1
+    got = store.get(a.id)
+    assert got is not None and (got.cost_usd, got.rate_card) == (1.5, "card v2")
+    untouched = store.get(b.id)
+    assert untouched is not None and untouched.to_dict() == b.to_dict()
+    assert store.update_costs([(b.id, None, None)]) == 1
+    cleared = store.get(b.id)
+    assert cleared is not None and (cleared.cost_usd, cleared.rate_card) == (None, None)
+
+
 # ---------------------------------------------------------------- read-only query
 
 
-REFUSED = [
-    "INSERT INTO call_data (id, timestamp) VALUES ('x', '2026')",
-    "UPDATE call_data SET model = 'hacked'",
-    "DELETE FROM call_data",
-    "DELETE FROM content",
-    "DROP TABLE call_data",
-    "DROP VIEW calls",
-    "CREATE TABLE evil (x)",
-    "CREATE TEMP TABLE evil (x)",
-    "CREATE INDEX evil ON call_data(model)",
-    "ATTACH DATABASE ':memory:' AS other",
-    "PRAGMA journal_mode=DELETE",
-    "PRAGMA user_version=5",
-    "PRAGMA writable_schema=ON",
+COMMON_REFUSED = [
+    "INSERT INTO call_data (id, timestamp) VALUES ('x', '2026-01-01T00:00:00Z')",
+    "UPDATE call_data SET model = 'hacked'", "DELETE FROM call_data", "DELETE FROM content",
+    "DROP TABLE call_data", "DROP VIEW calls",
+    "CREATE TABLE evil (x int)", "CREATE TEMP TABLE evil (x int)", "CREATE INDEX evil ON call_data(model)",
     "WITH x AS (SELECT 1) UPDATE call_data SET model = 'hacked'",
-    "REPLACE INTO content (id, hash, body) VALUES (1, x'00', 'x')",
-    "VACUUM",
-    "BEGIN IMMEDIATE",
-]
+    "WITH x AS (UPDATE call_data SET model = 'hacked' RETURNING 1) SELECT * FROM x",
+    "BEGIN",
+]  # fmt: skip
+REFUSED = {
+    "sqlite": [
+        *COMMON_REFUSED,
+        "ATTACH DATABASE ':memory:' AS other",
+        "PRAGMA journal_mode=DELETE", "PRAGMA user_version=5", "PRAGMA writable_schema=ON",
+        "REPLACE INTO content (id, hash, body) VALUES (1, x'00', 'x')", "VACUUM", "BEGIN IMMEDIATE",
+    ],
+    "postgres": [
+        *COMMON_REFUSED,
+        "SELECT 1; DROP TABLE call_data",
+        "SELECT 1; COMMIT; DROP TABLE call_data",  # end the read-only transaction, then write
+        "(SELECT 1); END; DELETE FROM content",
+        "SELECT '/*'; COMMIT; DROP TABLE call_data; SELECT '*/'",  # a "comment" the text check strips
+        "/* SELECT */ DROP TABLE call_data", "-- SELECT\nDELETE FROM call_data",
+        "SELECT * FROM call_data FOR UPDATE", "SELECT nextval('content_id_seq')",
+        "SELECT * INTO evil FROM call_data", "COPY call_data TO STDOUT",
+        "DO $$ BEGIN DELETE FROM call_data; END $$",
+        "SET default_transaction_read_only = off", "SELECT set_config('transaction_read_only', 'off', false)",
+        "TRUNCATE call_data", "CALL x()", "ALTER TABLE call_data ADD COLUMN x int", "LOCK TABLE call_data",
+        "VACUUM",
+    ],
+}  # fmt: skip
+
+FINGERPRINT = {
+    "sqlite": [
+        "SELECT COUNT(*), group_concat(model), group_concat(id) FROM call_data",
+        "SELECT COUNT(*) FROM content",
+        "SELECT group_concat(name) FROM sqlite_master",
+        "PRAGMA journal_mode",
+        "PRAGMA user_version",
+    ],
+    "postgres": [
+        "SELECT count(*), string_agg(model, ',' ORDER BY id), string_agg(id, ',' ORDER BY id) FROM call_data",
+        "SELECT count(*) FROM content",
+        "SELECT last_value, is_called FROM content_id_seq",  # nextval is not undone by a rollback
+        "SELECT string_agg(tablename, ',' ORDER BY 1) FROM pg_tables WHERE schemaname = current_schema()",
+        "SELECT string_agg(viewname, ',' ORDER BY 1) FROM pg_views WHERE schemaname = current_schema()",
+        "SELECT version FROM llmlog_schema",
+    ],
+}
 
 
-def _fingerprint(path: str) -> tuple:
-    db = sqlite3.connect(path)
-    try:
-        return (
-            db.execute("SELECT COUNT(*), group_concat(model), group_concat(id) FROM call_data").fetchone(),
-            db.execute("SELECT COUNT(*) FROM content").fetchone(),
-            db.execute("SELECT group_concat(name) FROM sqlite_master").fetchone(),
-            db.execute("PRAGMA journal_mode").fetchone(),
-            db.execute("PRAGMA user_version").fetchone(),
-        )
-    finally:
-        db.close()
+def _fingerprint(backend: Backend) -> list[list[tuple[Any, ...]]]:
+    """What a refused statement must not change, seen from a connection of our own."""
+    return [backend.sql(sql) for sql in FINGERPRINT[backend.kind]]
 
 
-@pytest.mark.parametrize("sql", REFUSED)
-def test_query_refuses_writes(reporting: SQLiteStore, sql: str) -> None:
-    before = _fingerprint(reporting.path)
-    assert before[3] == ("wal",) and before[4] == (len(MIGRATIONS),)
+@pytest.mark.parametrize(("backend", "sql"), per_kind(REFUSED), indirect=["backend"])
+def test_query_refuses_writes(reporting: Store, backend: Backend, sql: str) -> None:
+    before = _fingerprint(backend)
+    assert before[-1] == [(SCHEMA_VERSION[backend.kind],)]
+    assert before[0][0][0] == 5
     with pytest.raises(ReadOnlyError):
         reporting.query(sql)
-    assert _fingerprint(reporting.path) == before
+    assert _fingerprint(backend) == before
     # The store is still usable for reading and writing afterwards.
     assert reporting.query("SELECT COUNT(*) FROM calls").rows == [(5,)]
     assert reporting.insert([Call(timestamp=T0)]) == 1
 
 
-ALLOWED = [
-    ("SELECT COUNT(*) FROM calls", [(5,)]),
-    ("SELECT id FROM calls WHERE model = ? ORDER BY id LIMIT 1", None),
+# These get through PostgreSQL's READ ONLY transaction, yet committed they would leave a large
+# object behind, or a session setting that stops the store from writing or finding its tables.
+UNDONE = [
+    "SELECT lo_create(0)",
+    "SELECT set_config('default_transaction_read_only', 'on', false)",
+    "SELECT set_config('search_path', 'pg_catalog', false)",
+]
+
+
+@postgres_only
+@pytest.mark.parametrize("sql", UNDONE)
+def test_query_is_always_rolled_back(reporting: Store, backend: Backend, sql: str) -> None:
+    objects = "SELECT count(*) FROM pg_largeobject_metadata"
+    before = (_fingerprint(backend), backend.sql(objects))
+    with contextlib.suppress(ReadOnlyError):  # refusing them would do too
+        reporting.query(sql)
+    assert (_fingerprint(backend), backend.sql(objects)) == before
+    assert reporting.query("SELECT COUNT(*) FROM calls").rows == [(5,)]
+    assert reporting.insert([Call(timestamp=T0)]) == 1
+
+
+@postgres_only
+def test_query_leaves_no_session_lock_behind(reporting: Store, backend: Backend) -> None:
+    """A session advisory lock outlives a rollback; taken on the key schema changes use, it
+    would block partition creation and migrations in every other process."""
+    key = "hashtext(current_schema() || '.llmlog')"
+    reporting.query(f"SELECT pg_advisory_lock({key})")
+    assert backend.sql(f"SELECT pg_try_advisory_lock({key})") == [(True,)]
+
+
+COMMON_ALLOWED = [
+    ("SELECT COUNT(*) FROM calls", (), [(5,)]),
     (
         "WITH e AS (SELECT * FROM calls WHERE error IS NOT NULL) SELECT COUNT(*), MAX(timestamp) FROM e",
-        [(2, "2026-03-01T12:04:00.000000Z")],
+        (), [(2, "2026-03-01T12:04:00.000000Z")],
     ),
     (
         "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 10) SELECT SUM(x) FROM n",
-        [(55,)],
+        (), [(55,)],
     ),
-    (
-        "SELECT json_array_length(messages), json_extract(error, '$.status') FROM calls WHERE id LIKE '%4'",
-        [(None, 500)],
-    ),
-    ("PRAGMA user_version", [(2,)]),
+    ("/* a comment */ SELECT model FROM calls WHERE id LIKE '%5'", (), [("gpt-4.1",)]),
 ]  # fmt: skip
+ALLOWED = {
+    "sqlite": [
+        *COMMON_ALLOWED,
+        ("SELECT id FROM calls WHERE model = ? ORDER BY id LIMIT 1", ("gpt-4.1",),
+         [("00000000-0000-0000-0000-000000000003",)]),
+        ("SELECT json_array_length(messages), json_extract(error, '$.status') FROM calls WHERE id LIKE '%4'",
+         (), [(None, 500)]),
+        ("PRAGMA user_version", (), [(2,)]),
+    ],
+    "postgres": [
+        *COMMON_ALLOWED,
+        ("SELECT id FROM calls WHERE model = %s ORDER BY id LIMIT 1", ("gpt-4.1",),
+         [("00000000-0000-0000-0000-000000000003",)]),
+        ("SELECT jsonb_array_length(messages), (error->>'status')::int FROM calls WHERE id LIKE '%4'",
+         (), [(None, 500)]),
+        ("SELECT version FROM llmlog_schema", (), [(1,)]),
+        ("TABLE llmlog_schema", (), [(1,)]),
+        ("VALUES (1, 'a'), (2, 'b')", (), [(1, "a"), (2, "b")]),
+        ("(SELECT count(*) FROM call_data)", (), [(5,)]),
+    ],
+}  # fmt: skip
 
 
-@pytest.mark.parametrize(("sql", "expected"), ALLOWED)
-def test_query_allows_reads(reporting: SQLiteStore, sql: str, expected: list | None) -> None:
-    params = ("gpt-4.1",) if "?" in sql else ()
-    result = reporting.query(sql, params)
-    if expected is None:
-        assert result.rows == [("00000000-0000-0000-0000-000000000003",)]
-    else:
-        assert result.rows == expected
+@pytest.mark.parametrize(("backend", "sql", "params", "expected"), per_kind(ALLOWED), indirect=["backend"])
+def test_query_allows_reads(reporting: Store, sql: str, params: tuple[Any, ...], expected: list[Any]) -> None:
+    assert reporting.query(sql, params).rows == expected
 
 
+@sqlite_only
 @pytest.mark.parametrize(
     "sql", ["PRAGMA table_info(call_data)", "SELECT name FROM pragma_table_info('call_data') ORDER BY cid"]
 )
-def test_query_allows_table_info(reporting: SQLiteStore, sql: str) -> None:
-    """BUG: the authorizer only lets introspection PRAGMAs through when arg2 is None, but for
-    `PRAGMA table_info(call_data)` SQLite passes the table name as arg2, so it is refused."""
+def test_query_allows_table_info(reporting: Store, sql: str) -> None:
+    """The authorizer lets introspection PRAGMAs through, whatever table they name (SQLite passes
+    the table name as arg2), and pragma_table_info() as a table-valued function."""
     result = reporting.query(sql)
     names = [r[result.columns.index("name")] for r in result.rows]
     assert names[:4] == ["rowid", "id", "session_id", "user_id"]
     assert "rate_card" in names
 
 
+@sqlite_only
 @pytest.mark.parametrize(
     ("sql", "expected"),
     [
@@ -604,45 +738,90 @@ def test_query_allows_table_info(reporting: SQLiteStore, sql: str) -> None:
         ),
     ],
 )
-def test_query_allows_json_table_functions(reporting: SQLiteStore, sql: str, expected: list) -> None:
-    """BUG: json_each()/json_tree() work in `query` only when the `calls` view is expanded first
-    in the same statement. Used on their own (a literal, a scalar subquery, or the `call_data`
-    table) they fail with 'vtable constructor failed: json_each': declaring the eponymous
-    virtual table asks the authorizer for SQLITE_UPDATE on sqlite_master, which it denies.
-    (pragma_table_info('call_data') fails the same way, see test_query_allows_table_info.)"""
+def test_query_allows_json_table_functions(reporting: Store, sql: str, expected: list[Any]) -> None:
+    """json_each()/json_tree() on their own (a literal, a scalar subquery, the `call_data` table):
+    declaring the eponymous virtual table asks the authorizer for SQLITE_UPDATE on sqlite_master,
+    which must be allowed for SQLite's own setup."""
     assert reporting.query(sql).rows == expected
 
 
-def test_query_limit_truncates(reporting: SQLiteStore) -> None:
+def test_query_limit_truncates(reporting: Store) -> None:
     r = reporting.query("SELECT id FROM calls ORDER BY id", limit=3)
     assert r.truncated is True and len(r.rows) == 3
     r = reporting.query("SELECT id FROM calls ORDER BY id", limit=5)
     assert r.truncated is False and len(r.rows) == 5
 
 
-def test_runaway_query_is_stopped(reporting: SQLiteStore) -> None:
-    sql = (
+RUNAWAY = {
+    "sqlite": [
         "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 1000000000)"
         " SELECT COUNT(*) FROM n"
-    )
-    started = time.monotonic()
-    with pytest.raises(ReadOnlyError, match="limit"):
-        reporting.query(sql, timeout_s=0.5)
-    assert time.monotonic() - started < 5
-    # The next query gets its own time budget.
-    assert reporting.query("SELECT COUNT(*) FROM calls", timeout_s=0.5).rows == [(5,)]
+    ],
+    "postgres": [
+        "SELECT pg_sleep(30)",  # waiting, not computing
+        "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 1000000000)"
+        " SELECT COUNT(*) FROM n",
+    ],
+}
 
 
-def test_query_error_is_reported(reporting: SQLiteStore) -> None:
-    with pytest.raises(ReadOnlyError, match="no such column"):
+def test_runaway_query_is_stopped(reporting: Store, backend: Backend) -> None:
+    for sql in RUNAWAY[backend.kind]:
+        started = time.monotonic()
+        with pytest.raises(ReadOnlyError, match="limit"):
+            reporting.query(sql, timeout_s=0.5)
+        assert time.monotonic() - started < 5
+        # The next query gets its own time budget.
+        assert reporting.query("SELECT COUNT(*) FROM calls", timeout_s=0.5).rows == [(5,)]
+
+
+QUERY_ERROR = {"sqlite": "no such column: nope", "postgres": 'column "nope" does not exist'}
+
+
+def test_query_error_is_reported(reporting: Store, backend: Backend) -> None:
+    with pytest.raises(ReadOnlyError, match=QUERY_ERROR[backend.kind]):
         reporting.query("SELECT nope FROM calls")
+    assert reporting.query("SELECT COUNT(*) FROM calls").rows == [(5,)]  # and the store goes on
 
 
 # ---------------------------------------------------------------- migrations
 
 
-def test_migrates_a_version_1_database(tmp_path: Path) -> None:
-    path = str(tmp_path / "old.db")
+RELATIONS = {
+    "sqlite": (
+        "SELECT name, type FROM sqlite_master WHERE name IN ('calls', 'call_data', 'content') ORDER BY 1",
+        [("call_data", "table"), ("calls", "view"), ("content", "table")],
+    ),
+    "postgres": (
+        "SELECT relname::text, relkind::text FROM pg_class"
+        " WHERE relnamespace = current_schema()::regnamespace"
+        " AND relname IN ('calls', 'call_data', 'content') ORDER BY 1",
+        [("call_data", "p"), ("calls", "v"), ("content", "r")],
+    ),
+}
+VERSION_SQL = {"sqlite": "PRAGMA user_version", "postgres": "SELECT version FROM llmlog_schema"}
+
+
+def test_migrations_run_on_open_and_reopening_is_a_no_op(backend: Backend) -> None:
+    version = SCHEMA_VERSION[backend.kind]
+    with backend.open() as store:
+        assert (store.schema_found, store.schema_version) == (0, version)
+        store.insert([full_call()])
+    sql, relations = RELATIONS[backend.kind]
+    assert backend.sql(sql) == relations
+    assert backend.sql(VERSION_SQL[backend.kind]) == [(version,)]  # one row on PostgreSQL
+    for _ in range(2):
+        with backend.open() as store:
+            assert (store.schema_found, store.schema_version) == (version, version)
+            got = store.get(full_call().id)
+            assert got is not None and got.to_dict() == full_call().to_dict()
+    assert backend.sql(sql) == relations
+    assert backend.sql(VERSION_SQL[backend.kind]) == [(version,)]
+
+
+@sqlite_only
+def test_migrates_a_version_1_database(backend: Backend) -> None:
+    path = backend.url
     db = connect(path)
     assert migrate(db, target=1) == 1
     assert db.execute("PRAGMA user_version").fetchone()[0] == 1
@@ -660,29 +839,16 @@ def test_migrates_a_version_1_database(tmp_path: Path) -> None:
         " output_tokens, cost_usd, latency_ms, metadata, tags)"
         " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
         (
-            "99999999-0000-4000-8000-000000000001",
-            "s_old",
-            "u_old",
-            "2025-06-01T10:00:00.123456Z",
-            "anthropic",
-            "claude-haiku-4-5",
-            "legacy",
-            "legacy@v1",
-            sid,
-            json.dumps([mid, mid]),
-            json.dumps({"content": [{"type": "text", "text": "old answer"}]}),
-            "end_turn",
-            10,
-            20,
-            0.00011,
-            42.5,
-            json.dumps({"tier": "free"}),
-            json.dumps(["old"]),
+            "99999999-0000-4000-8000-000000000001", "s_old", "u_old", "2025-06-01T10:00:00.123456Z",
+            "anthropic", "claude-haiku-4-5", "legacy", "legacy@v1", sid, json.dumps([mid, mid]),
+            json.dumps({"content": [{"type": "text", "text": "old answer"}]}), "end_turn", 10, 20,
+            0.00011, 42.5, json.dumps({"tier": "free"}), json.dumps(["old"]),
         ),
-    )
+    )  # fmt: skip
     db.close()
 
     with SQLiteStore(path) as store:
+        assert (store.schema_found, store.schema_version) == (1, len(MIGRATIONS))
         assert store.db.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
         kinds = dict(store.db.execute("SELECT name, type FROM sqlite_master"))
         assert kinds["calls"] == "view"
@@ -703,52 +869,58 @@ def test_migrates_a_version_1_database(tmp_path: Path) -> None:
         assert store.insert([Call(timestamp=T0, rate_card="card")]) == 1
     # Opening again is a no-op.
     with open_store(path) as store:
+        assert (store.schema_found, store.schema_version) == (len(MIGRATIONS), len(MIGRATIONS))
         assert store.count(CallFilter()) == 2
         assert store.query("PRAGMA user_version").rows == [(len(MIGRATIONS),)]
 
 
 # ---------------------------------------------------------------- several processes
+# Children are started with "spawn" (a fresh interpreter, as separate application processes
+# would be) and open the store by URL, as an application does.
 
 
-def _writer_process(path: str, worker: int, n: int, batch: int, start) -> None:
-    from llmlog.record import Call as C
-    from llmlog.store.sqlite import SQLiteStore as S
-
-    store = S(path)
-    start.wait(timeout=30)
-    shared = "Shared system prompt. " * 200
-    for i in range(0, n, batch):
-        store.insert(
-            [
-                C(
-                    model="m",
-                    feature=f"w{worker}",
-                    system_prompt=shared,
-                    messages=[{"role": "user", "content": f"worker {worker} call {j}"}],
-                )
-                for j in range(i, min(i + batch, n))
-            ]
-        )
-    store.close()
-
-
-def _run_processes(target, args_list) -> list[int | None]:
+def _run_processes(target: Callable[..., None], args_list: Sequence[tuple[Any, ...]]) -> list[int | None]:
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=target, args=args) for args in args_list]
     for p in procs:
         p.start()
     for p in procs:
-        p.join(60)
+        p.join(90)
+    for p in procs:
+        if p.exitcode is None:  # hung (deadlocked?): do not leave it behind
+            p.kill()
+            p.join()
     return [p.exitcode for p in procs]
 
 
-def test_several_processes_write_to_one_file(tmp_path: Path) -> None:
-    path = str(tmp_path / "shared.db")
-    SQLiteStore(path).close()  # created (and in WAL mode) before the writers start
+def _drain(q: Any) -> list[Any]:
+    found = []
+    while True:
+        try:
+            found.append(q.get(timeout=0.2))
+        except queue.Empty:
+            return found
+
+
+def _writer_process(url: str, worker: int, n: int, batch: int, start: Any) -> None:
+    store = open_store(url)
+    start.wait(timeout=30)
+    shared = "Shared system prompt. " * 200
+    for i in range(0, n, batch):
+        store.insert([
+            Call(model="m", feature=f"w{worker}", system_prompt=shared,
+                 messages=[{"role": "user", "content": f"worker {worker} call {j}"}])
+            for j in range(i, min(i + batch, n))
+        ])  # fmt: skip
+    store.close()
+
+
+def test_several_processes_write_at_once(backend: Backend) -> None:
+    backend.open().close()  # created (migrated; in WAL mode on SQLite) before the writers start
     start = multiprocessing.get_context("spawn").Barrier(4)
-    codes = _run_processes(_writer_process, [(path, w, 200, 10, start) for w in range(4)])
+    codes = _run_processes(_writer_process, [(backend.url, w, 200, 10, start) for w in range(4)])
     assert codes == [0, 0, 0, 0]
-    with SQLiteStore(path) as store:
+    with backend.open() as store:
         assert store.count(CallFilter()) == 800
         for w in range(4):
             assert store.count(CallFilter(feature=f"w{w}")) == 200
@@ -757,42 +929,184 @@ def test_several_processes_write_to_one_file(tmp_path: Path) -> None:
         assert store.query("SELECT COUNT(*) FROM content").rows == [(801,)]
 
 
-def _open_fresh_files(paths: list[str], worker: int, start, errors) -> None:
-    from llmlog.record import Call as C
-    from llmlog.store.sqlite import SQLiteStore as S
-
-    for path in paths:
+def _open_fresh(urls: list[str], worker: int, start: Any, errors: Any) -> None:
+    for url in urls:
         start.wait(timeout=30)
         try:
-            store = S(path)
-            store.insert([C(model="m", feature=f"w{worker}")])
+            store = open_store(url)
+            store.insert([Call(model="m", feature=f"w{worker}")])
             store.close()
         except Exception as exc:
-            errors.put(f"{path}: {type(exc).__name__}: {exc}")
+            errors.put(f"{url}: {type(exc).__name__}: {exc}")
 
 
-def test_several_processes_opening_a_new_file_at_once(tmp_path: Path) -> None:
-    """BUG: `PRAGMA journal_mode = WAL` in connect() runs into 'database is locked' when
-    several processes open the same new file at the same moment (the switch to WAL does not
-    wait on the busy handler), so an application's first workers can crash on startup."""
+def test_several_processes_opening_a_new_database_at_once(
+    backend: Backend, request: pytest.FixtureRequest
+) -> None:
+    """An application's first workers open the same new database at the same moment: on SQLite
+    the switch to WAL does not wait on the busy handler (connect() retries it); on PostgreSQL the
+    migrations must run once, the others waiting on the migration lock."""
+    server, schemas = "", []
+    if backend.kind == "sqlite":
+        urls = [str(Path(backend.url).parent / f"fresh{i}.db") for i in range(40)]
+    else:
+        server = request.getfixturevalue("postgres_server")
+        schemas = [new_schema(server) for _ in range(10)]
+        urls = [url for _, url in schemas]
+    try:
+        ctx = multiprocessing.get_context("spawn")
+        start, errors = ctx.Barrier(6), ctx.Queue()
+        codes = _run_processes(_open_fresh, [(urls, w, start, errors) for w in range(6)])
+        assert codes == [0] * 6
+        assert _drain(errors) == []
+        for url in urls:
+            with open_store(url) as store:
+                assert store.count(CallFilter()) == 6
+                assert store.schema_found == store.schema_version == SCHEMA_VERSION[backend.kind]
+    finally:
+        for schema, _ in schemas:
+            admin(server, f"DROP SCHEMA {schema} CASCADE")
+
+
+def _batch_writer(url: str, batches: list[list[Call]], start: Any, results: Any) -> None:
+    store = open_store(url)
+    new = 0
+    for batch in batches:
+        start.wait(timeout=30)  # every round, all writers at once: the most contention there can be
+        new += store.insert(batch)
+    results.put(new)
+    store.close()
+
+
+@postgres_only
+def test_overlapping_writers_never_deadlock_or_lose_calls(backend: Backend) -> None:
+    """Writers whose batches (20-50 calls) bring the same new content at the same moment, each in
+    its own order, and even the same calls (ids) in their own order, across three new months.
+    Rows locked in batch order would deadlock (PostgreSQL then aborts a writer: the child fails)."""
+    rng = random.Random(1234)
+    workers, rounds = 6, 8
+    plans: list[list[list[Call]]] = [[] for _ in range(workers)]
+    everything: dict[str, Call] = {}
+    for r in range(rounds):
+        pool = [{"role": "user", "content": f"round {r} message {i} " + "m" * 40} for i in range(300)]
+        prompt = f"System prompt of round {r}. " * 50
+
+        def call(r: int = r, pool: list[dict[str, str]] = pool, prompt: str = prompt) -> Call:
+            return Call(
+                id=str(uuid.UUID(int=rng.getrandbits(128))), feature="overlap", system_prompt=prompt,
+                timestamp=T0 + timedelta(days=31 * (r % 3), seconds=r),  # March, April, May
+                messages=rng.sample(pool, 25),  # a different order in every call
+            )  # fmt: skip
+
+        shared = [call() for _ in range(15)]  # every worker stores these too
+        for plan in plans:
+            batch = [*shared, *(call() for _ in range(rng.randint(5, 35)))]
+            rng.shuffle(batch)
+            plan.append(batch)
+            everything.update((c.id, c) for c in batch)
+    backend.open().close()
     ctx = multiprocessing.get_context("spawn")
-    paths = [str(tmp_path / f"fresh{i}.db") for i in range(40)]
-    start, errors = ctx.Barrier(6), ctx.Queue()
-    codes = _run_processes(_open_fresh_files, [(paths, w, start, errors) for w in range(6)])
-    assert codes == [0] * 6
-    found = []
-    while True:
-        try:
-            found.append(errors.get(timeout=0.2))
-        except queue.Empty:
-            break
-    assert found == []
-    for path in paths:
-        with SQLiteStore(path) as store:
-            assert store.count(CallFilter()) == 6
+    start, results = ctx.Barrier(workers), ctx.Queue()
+    codes = _run_processes(_batch_writer, [(backend.url, plan, start, results) for plan in plans])
+    assert codes == [0] * workers
+    total = len(everything)
+    assert sum(_drain(results)) == total  # each call reported new exactly once
+    assert backend.sql("SELECT count(*), count(DISTINCT id) FROM call_data") == [(total, total)]
+    contents = {json.dumps(m) for c in everything.values() for m in c.messages or []}
+    contents |= {c.system_prompt for c in everything.values()}
+    assert backend.sql("SELECT count(*) FROM content") == [(len(contents),)]
+    with backend.open() as store:
+        back = {c.id: c.to_dict() for c in store.iter_calls(CallFilter(feature="overlap"), batch=200)}
+    assert back == {i: c.to_dict() for i, c in everything.items()}
 
 
-@pytest.mark.parametrize("sql", REFUSED)
+# ---------------------------------------------------------------- PostgreSQL monthly partitions
+
+PARTITIONS = (
+    "SELECT c.relname::text FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid"
+    " WHERE i.inhparent = 'call_data'::regclass ORDER BY 1"
+)
+
+
+def _partitions(backend: Backend) -> list[str]:
+    return [name for (name,) in backend.sql(PARTITIONS)]
+
+
+@postgres_only
+def test_a_call_in_a_new_month_gets_its_partition(store: Store, backend: Backend) -> None:
+    """`call_data` is partitioned by month; a month's table is made when its first call arrives."""
+    assert _partitions(backend) == []
+    first = Call(timestamp=T0, model="march")
+    assert store.insert([first]) == 1
+    assert _partitions(backend) == ["call_data_202603"]
+    # One batch, mixed months: early years, one already there, the last month there is.
+    stamps = [
+        datetime(999, 1, 31, 23, 59, 59, 999999, tzinfo=UTC),
+        datetime(1, 1, 1, tzinfo=UTC),
+        T0 + timedelta(days=3),
+        datetime(2027, 11, 30, 23, 30, tzinfo=timezone(timedelta(hours=-1))),  # 2027-12-01 in UTC
+        datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    ]
+    batch = [Call(timestamp=t, model=f"m{i}") for i, t in enumerate(stamps)]
+    assert store.insert(batch) == len(batch)
+    assert _partitions(backend) == [
+        "call_data_000101", "call_data_099901", "call_data_202603", "call_data_202712", "call_data_999912",
+    ]  # fmt: skip
+    # Each row is in its month's partition.
+    where = dict(backend.sql("SELECT id, tableoid::regclass::text FROM call_data"))
+    for c in [first, *batch]:
+        assert where[c.id] == "call_data_" + format_timestamp(c.timestamp)[:7].replace("-", "")
+    # A second store (knowing no partitions yet) writes into the existing ones.
+    with backend.open() as other:
+        assert other.insert([Call(timestamp=datetime(999, 1, 1, tzinfo=UTC), model="again")]) == 1
+    assert len(_partitions(backend)) == 5
+    assert [c.timestamp for c in store.recent(CallFilter())] == sorted(
+        [c.timestamp for c in [first, *batch]] + [datetime(999, 1, 1, tzinfo=UTC)], reverse=True
+    )
+
+
+@postgres_only
+def test_a_dropped_month_is_created_again(store: Store, backend: Backend) -> None:
+    """Old calls are dropped by dropping their month's table (postgres.py's docstring). A store
+    that created that month earlier must create it again for a late call from it, not fail with
+    "no partition found for row", an integrity error the writer would count as unstorable."""
+    old = Call(timestamp=datetime(2026, 1, 5, tzinfo=UTC))
+    assert store.insert([old]) == 1
+    backend.sql("DROP TABLE call_data_202601")
+    late = Call(timestamp=datetime(2026, 1, 6, tzinfo=UTC), model="late")
+    assert store.insert([late, Call(timestamp=T0)]) == 2
+    assert _partitions(backend) == ["call_data_202601", "call_data_202603"]
+    assert store.get(old.id) is None
+    got = store.get(late.id)
+    assert got is not None and got.model == "late"
+
+
+def _same_month_writer(url: str, worker: int, start: Any) -> None:
+    store = open_store(url)
+    start.wait(timeout=30)
+    store.insert([
+        Call(timestamp=datetime(2031, 7, 1 + worker, tzinfo=UTC), feature=f"w{worker}"),
+        Call(timestamp=datetime(2031, 8, 1 + worker, tzinfo=UTC), feature=f"w{worker}"),
+    ])  # fmt: skip
+    store.close()
+
+
+@postgres_only
+def test_processes_creating_the_same_new_month_at_once(backend: Backend) -> None:
+    """Every writer sees the new months at once: one creates each table, the others wait and use it."""
+    backend.open().close()
+    workers = 8
+    start = multiprocessing.get_context("spawn").Barrier(workers)
+    codes = _run_processes(_same_month_writer, [(backend.url, w, start) for w in range(workers)])
+    assert codes == [0] * workers
+    assert _partitions(backend) == ["call_data_203107", "call_data_203108"]
+    assert backend.sql("SELECT count(*), count(DISTINCT feature) FROM call_data") == [(2 * workers, workers)]
+
+
+# ---------------------------------------------------------------- SQLite in memory
+
+
+@pytest.mark.parametrize("sql", REFUSED["sqlite"])
 def test_query_refuses_writes_on_an_in_memory_store(sql: str) -> None:
     # No read-only connection here: the authorizer alone must hold.
     store = SQLiteStore(":memory:")

@@ -16,6 +16,7 @@ as `postgresql://host/db?options=-csearch_path%3Dllmlog` keeps them in a schema 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -230,6 +231,15 @@ class PostgresStore(Store):
         """Store a batch in one transaction; a call already stored (same id and time) is skipped."""
         if not calls:
             return 0
+        try:
+            return self._insert_storable(calls)
+        except psycopg.errors.CheckViolation:
+            # "No partition for row": a month this store created was dropped since (old calls
+            # go by dropping their month's table). Forget the months it knows; create them again.
+            self._partitions.clear()
+            return self._insert_storable(calls)
+
+    def _insert_storable(self, calls: Sequence[Call]) -> int:
         try:
             return self._insert(calls)
         except (UnicodeEncodeError, psycopg.DataError) as exc:
@@ -457,6 +467,13 @@ class PostgresStore(Store):
             if conn.closed or conn.broken:
                 raise
             raise ReadOnlyError(exc.diag.message_primary or str(exc)) from None
+        finally:
+            # Session advisory locks outlive the rollback; one taken by a query could block
+            # this store's migrations and partition creation in other processes. The store
+            # itself only takes transaction-level ones.
+            if not conn.closed and not conn.broken:
+                with contextlib.suppress(psycopg.Error):
+                    conn.execute("SELECT pg_advisory_unlock_all()")
 
 
 def _to_call(names: Sequence[str], row: Sequence[Any]) -> Call:
