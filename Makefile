@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint bench clean
 
 $(BIN)/llmlog: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,9 +19,13 @@ demo: $(BIN)/llmlog
 	$(BIN)/llmlog query "SELECT prompt_template_version, AVG(output_tokens) FROM calls GROUP BY 1 ORDER BY 1"
 	$(BIN)/llmlog query "SELECT id, timestamp, model, error FROM calls WHERE error IS NOT NULL ORDER BY timestamp DESC LIMIT 5"
 
+# Capture overhead, ingest speed, storage and query latency; updates BENCHMARKS.md.
+bench: $(BIN)/llmlog
+	$(BIN)/python -m bench.run
+
 lint: $(BIN)/llmlog
-	$(BIN)/ruff check llmlog tests
-	$(BIN)/ruff format --check llmlog tests
+	$(BIN)/ruff check llmlog tests bench
+	$(BIN)/ruff format --check llmlog tests bench
 
 test: lint
 	$(BIN)/pytest -q

@@ -26,68 +26,8 @@ import llmlog
 from llmlog.config import Settings
 from llmlog.fake_provider import FakeProvider
 from llmlog.store import redact_url
-
-WORDS = [
-    "account",
-    "billing",
-    "invoice",
-    "refund",
-    "order",
-    "shipment",
-    "delay",
-    "warranty",
-    "password",
-    "login",
-    "export",
-    "report",
-    "dashboard",
-    "latency",
-    "timeout",
-    "deploy",
-    "rollback",
-    "migration",
-    "schema",
-    "index",
-    "query",
-    "cache",
-    "token",
-    "budget",
-    "customer",
-    "ticket",
-    "escalation",
-    "policy",
-    "compliance",
-    "region",
-    "plan",
-    "upgrade",
-    "downgrade",
-    "seat",
-    "license",
-]
-
-
-def _prose(rng: random.Random, n_words: int) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(n_words)).capitalize() + "."
-
-
-def _system_prompt(name: str, version: str, rng: random.Random) -> str:
-    # Multi-KB, as production prompts are: rules, style guide, examples.
-    rules = "\n".join(f"{i}. {_prose(rng, 18)}" for i in range(1, 40))
-    return f"You are the {name} assistant (prompt {version}).\n\nRules:\n{rules}\n"
-
-
-def _tool(name: str, props: dict[str, str], openai_style: bool = False) -> dict[str, Any]:
-    schema = {
-        "type": "object",
-        "properties": {
-            k: {"type": t, "description": f"The {k.replace('_', ' ')}."} for k, t in props.items()
-        },
-        "required": list(props),
-    }
-    desc = f"{name.replace('_', ' ').capitalize()}. " + "Use it when the user asks about it. " * 6
-    if openai_style:
-        return {"type": "function", "function": {"name": name, "description": desc, "parameters": schema}}
-    return {"name": name, "description": desc, "input_schema": schema}
+from llmlog.workload import WORDS, system_prompt, tool
+from llmlog.workload import prose as _prose
 
 
 @dataclass
@@ -110,7 +50,7 @@ class Demo:
         )
         rng = random.Random(self.rng.random())
         self.prompts = {
-            (f, v): _system_prompt(f, v, rng)
+            (f, v): system_prompt(f, v, rng)
             for f, versions in {
                 "support-bot": ("v3", "v4"),
                 "code-review": ("v1", "v2"),
@@ -121,15 +61,15 @@ class Demo:
             for v in versions
         }
         self.support_tools = [
-            _tool("lookup_order", {"order_id": "string"}),
-            _tool("issue_refund", {"order_id": "string", "amount": "number", "reason": "string"}),
-            _tool("escalate", {"summary": "string", "priority": "string"}),
+            tool("lookup_order", {"order_id": "string"}),
+            tool("issue_refund", {"order_id": "string", "amount": "number", "reason": "string"}),
+            tool("escalate", {"summary": "string", "priority": "string"}),
         ]
         self.agent_tools = [
-            {"type": "function", **_tool(n, p, openai_style=True)["function"]}
+            tool(n, p, "responses")
             for n, p in [("web_search", {"query": "string"}), ("read_page", {"url": "string"})]
         ]
-        self.sql_tools = [_tool("run_sql", {"sql": "string"}, openai_style=True)]
+        self.sql_tools = [tool("run_sql", {"sql": "string"}, "chat")]
         self.users = [f"user_{i:03d}" for i in range(60)]
 
     def take(self) -> bool:

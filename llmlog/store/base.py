@@ -118,6 +118,12 @@ class Store(abc.ABC):
     def count(self, f: CallFilter) -> int: ...
 
     @abc.abstractmethod
+    def cost_by_day(
+        self, since: datetime, until: datetime | None = None
+    ) -> list[tuple[str, str | None, int, float | None]]:
+        """(UTC day 'YYYY-MM-DD', model, calls, cost) per day and model, oldest day first."""
+
+    @abc.abstractmethod
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         """Which of these call ids the store holds."""
 

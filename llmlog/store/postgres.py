@@ -433,6 +433,16 @@ class PostgresStore(Store):
         row = self.conn.execute(f"SELECT count(*) FROM call_data {where}", params).fetchone()  # type: ignore[arg-type]
         return int(row[0]) if row else 0
 
+    def cost_by_day(
+        self, since: datetime, until: datetime | None = None
+    ) -> list[tuple[str, str | None, int, float | None]]:
+        where, params = self._where(CallFilter(since=since, until=until))
+        sql = (
+            "SELECT to_char(timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, model, count(*),"
+            f" sum(cost_usd) FROM call_data {where} GROUP BY day, model ORDER BY day, model"
+        )
+        return [tuple(r) for r in self.conn.execute(sql, params)]  # type: ignore[misc, arg-type]
+
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         rows = self.conn.execute("SELECT id FROM call_data WHERE id = ANY(%s)", (list(ids),))
         return {r[0] for r in rows}

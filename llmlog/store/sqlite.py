@@ -16,6 +16,7 @@ import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -366,6 +367,16 @@ class SQLiteStore(Store):
     def count(self, f: CallFilter) -> int:
         where, params = f.sql()
         return int(self.db.execute(f"SELECT count(*) FROM call_data {where}", params).fetchone()[0])
+
+    def cost_by_day(
+        self, since: datetime, until: datetime | None = None
+    ) -> list[tuple[str, str | None, int, float | None]]:
+        where, params = CallFilter(since=since, until=until).sql()
+        sql = (
+            "SELECT substr(timestamp, 1, 10) AS day, model, count(*), sum(cost_usd)"
+            f" FROM call_data {where} GROUP BY day, model ORDER BY day, model"
+        )
+        return [tuple(r) for r in self.db.execute(sql, params)]  # type: ignore[misc]
 
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         found: set[str] = set()

@@ -1,0 +1,549 @@
+"""`make bench`: what llmlog costs the host app, how fast it ingests, how small it stores,
+how quickly it answers. Prints a table and writes BENCHMARKS.md.
+
+Every figure is taken in one run, side by side where it is a comparison (wrapped and plain
+calls interleaved), and reported as medians or percentiles; these machines are shared, so
+read ratios and orders of magnitude, not the last digit.
+
+    python -m bench.run                 # the full run (a few minutes)
+    python -m bench.run --smoke         # seconds: keeps the harness from rotting (CI)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import openai
+import psycopg
+
+import llmlog
+from llmlog.capture.exchange import Exchange
+from llmlog.capture.wrap import instrument
+from llmlog.config import Settings
+from llmlog.fake_provider import FakeProvider
+from llmlog.record import Call
+from llmlog.store import CallFilter, Store, open_store
+from llmlog.workload import Step, arun, generate, run
+from llmlog.writer import Writer
+
+DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@dataclass
+class Sizes:
+    overhead_calls: int = 1500  # calls each way (plain and wrapped), sync; as many async
+    stream_calls: int = 400
+    capture_steps: int = 5000  # distinct workload calls captured once, then replayed
+    ingest_calls: int = 20_000
+    big_store: int = 1_000_000
+    query_repeats: int = 25
+    memory_seconds: float = 8.0
+
+
+SMOKE = Sizes(
+    overhead_calls=30,
+    stream_calls=10,
+    capture_steps=60,
+    ingest_calls=120,
+    big_store=600,
+    query_repeats=3,
+    memory_seconds=0.5,
+)
+
+
+@dataclass
+class Row:
+    figure: str
+    value: str
+    goal: str
+    met: bool | None  # None: a figure without a goal, or not measured
+
+
+ROWS: list[Row] = []
+NOTES: list[str] = []
+
+
+def row(figure: str, value: str, goal: str = "", met: bool | None = None) -> None:
+    ROWS.append(Row(figure, value, goal, met))
+    mark = "" if met is None else ("  ok" if met else "  MISSED")
+    print(f"  {figure:<58} {value:<34} {goal}{mark}", flush=True)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.3f} ms"
+
+
+# ---------------------------------------------------------------- capture overhead
+
+
+def _clients(fake: FakeProvider) -> tuple[anthropic.Anthropic, openai.OpenAI]:
+    return (
+        anthropic.Anthropic(api_key="k", base_url=fake.anthropic_base_url, max_retries=0),
+        openai.OpenAI(api_key="k", base_url=fake.openai_base_url, max_retries=0),
+    )
+
+
+def _aclients(fake: FakeProvider) -> tuple[anthropic.AsyncAnthropic, openai.AsyncOpenAI]:
+    return (
+        anthropic.AsyncAnthropic(api_key="k", base_url=fake.anthropic_base_url, max_retries=0),
+        openai.AsyncOpenAI(api_key="k", base_url=fake.openai_base_url, max_retries=0),
+    )
+
+
+def _overhead_rows(kind: str, plain: list[float], wrapped: list[float]) -> None:
+    for q, name, goal_ms in ((0.5, "p50", 0.2), (0.99, "p99", 1.0)):
+        added = pct(wrapped, q) - pct(plain, q)
+        row(
+            f"added latency per call, {kind}, {name}",
+            f"{ms(added)} ({ms(pct(plain, q))} → {ms(pct(wrapped, q))})",
+            f"≤ {goal_ms} ms",
+            added * 1000 <= goal_ms,
+        )
+
+
+def bench_overhead(fake: FakeProvider, steps: list[Step], sizes: Sizes, db: str) -> None:
+    print("capture overhead (wrapped vs plain SDK, interleaved)", flush=True)
+    llmlog.configure(db=db)
+    calls = [s for s in steps if not s.fails][: sizes.overhead_calls]
+    pa, po = _clients(fake)
+    wa, wo = _clients(fake)
+    llmlog.wrap(wa), llmlog.wrap(wo)
+    for s in calls[:20]:  # warm connections and code paths
+        run(s, pa, po), run(s, wa, wo)
+    plain: list[float] = []
+    wrapped: list[float] = []
+    for i, s in enumerate(calls):
+        order = [(pa, po, plain), (wa, wo, wrapped)]
+        for a, o, out in order if i % 2 else order[::-1]:
+            with llmlog.context(**s.context):
+                t = time.perf_counter()
+                run(s, a, o)
+                out.append(time.perf_counter() - t)
+    llmlog.flush()
+    _overhead_rows("sync", plain, wrapped)
+
+    async def go() -> tuple[list[float], list[float]]:
+        pa, po = _aclients(fake)
+        wa, wo = _aclients(fake)
+        llmlog.wrap(wa), llmlog.wrap(wo)
+        for s in calls[:20]:
+            await arun(s, pa, po)
+            await arun(s, wa, wo)
+        plain: list[float] = []
+        wrapped: list[float] = []
+        for i, s in enumerate(calls):
+            order = [(pa, po, plain), (wa, wo, wrapped)]
+            for a, o, out in order if i % 2 else order[::-1]:
+                with llmlog.context(**s.context):
+                    t = time.perf_counter()
+                    await arun(s, a, o)
+                    out.append(time.perf_counter() - t)
+        return plain, wrapped
+
+    plain, wrapped = asyncio.run(go())
+    llmlog.flush()
+    _overhead_rows("async", plain, wrapped)
+    bench_first_token(fake, sizes)
+
+
+def _first_event(client: anthropic.Anthropic, body: dict[str, Any]) -> float:
+    t = time.perf_counter()
+    with client.messages.stream(**body) as s:
+        for _ in s:
+            first = time.perf_counter() - t
+            break
+        s.close()
+    return first
+
+
+def bench_first_token(fake: FakeProvider, sizes: Sizes) -> None:
+    plain, _ = _clients(fake)
+    wrapped, _ = _clients(fake)
+    llmlog.wrap(wrapped)
+    body = dict(
+        model="claude-sonnet-4-6",
+        max_tokens=400,
+        messages=[{"role": "user", "content": "Write a long answer."}],
+        extra_headers={"x-fake-first-token-ms": "5", "x-fake-chunk-ms": "1"},
+    )
+    p: list[float] = []
+    w: list[float] = []
+    for i in range(sizes.stream_calls):
+        order = [(plain, p), (wrapped, w)]
+        for client, out in order if i % 2 else order[::-1]:
+            out.append(_first_event(client, body))
+    llmlog.flush()
+    added = statistics.median(w) - statistics.median(p)
+    row(
+        "first-token delay added to a stream (median)",
+        f"{ms(added)} ({ms(statistics.median(p))} → {ms(statistics.median(w))})",
+        "≤ 1 ms",
+        added * 1000 <= 1.0,
+    )
+
+
+# ---------------------------------------------------------------- ingest, storage, memory
+
+
+def capture(fake: FakeProvider, steps: list[Step]) -> list[Exchange]:
+    """The exchanges the wrapped SDKs hand the writer, recorded once to be replayed."""
+    out: list[Exchange] = []
+    a, o = _clients(fake)
+    instrument(a, out.append), instrument(o, out.append)
+    for s in steps:
+        run(s, a, o)
+    return out
+
+
+def _contexts(steps: list[Step], exchanges: list[Exchange]) -> None:
+    # Capturing outside llmlog.context leaves the exchanges without one; give each its step's.
+    from llmlog.context import CallContext
+
+    for s, ex in zip(steps, exchanges, strict=False):
+        ex.context = CallContext(**{k: v for k, v in s.context.items()})
+
+
+def ingest(url: str, exchanges: list[Exchange], n: int) -> float:
+    """Calls per second through the writer (parse, price, batch insert), as from the SDK."""
+    writer = Writer(Settings(db=url, on_full="block"))
+    t = time.perf_counter()
+    for i in range(n):
+        writer.submit(exchanges[i % len(exchanges)])
+    writer.flush()
+    elapsed = time.perf_counter() - t
+    stats = writer.stats()
+    writer.close()
+    assert stats.recorded == n and stats.dropped == 0, stats
+    return n / elapsed
+
+
+def sqlite_bytes(path: str) -> int:
+    db = sqlite3.connect(path)
+    db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    db.close()
+    return sum(os.path.getsize(path + s) for s in ("", "-wal") if os.path.exists(path + s))
+
+
+def postgres_bytes(url: str) -> int:
+    with psycopg.connect(url) as conn:
+        row_ = conn.execute(
+            "SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = current_schema() AND c.relkind IN ('r', 'm')"
+        ).fetchone()
+    return int(row_[0] or 0) if row_ else 0
+
+
+def jsonl_bytes(store: Store) -> int:
+    return sum(len(c.to_json().encode()) + 1 for c in store.iter_calls(CallFilter()))
+
+
+def bench_memory(exchanges: list[Exchange], sizes: Sizes, db: str) -> None:
+    """A producer faster than the writer, for a while: the queue fills and stays full."""
+    import tracemalloc
+
+    def fresh(ex: Exchange) -> Exchange:
+        # Each call's bodies are its own bytes in a real app; do not let replays share them.
+        copy = Exchange(**{f: getattr(ex, f) for f in ex.__dataclass_fields__ if f != "_sink"})
+        copy.request_body = bytes(bytearray(ex.request_body))
+        copy.chunks = [(t, bytes(bytearray(c))) for t, c in ex.chunks]
+        return copy
+
+    writer = Writer(Settings(db=db, on_full="drop"))
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    stop = time.monotonic() + sizes.memory_seconds
+    peak = 0
+    i = 0
+    while time.monotonic() < stop:
+        writer.submit(fresh(exchanges[i % len(exchanges)]))
+        i += 1
+        if i % 200 == 0:
+            peak = max(peak, tracemalloc.get_traced_memory()[0] - base)
+    peak = max(peak, tracemalloc.get_traced_memory()[1] - base)
+    stats = writer.stats()
+    writer.close(timeout=30)
+    tracemalloc.stop()
+    row(
+        "writer memory under sustained load (peak, Python heap)",
+        f"{peak / 2**20:.0f} MiB",
+        "bounded",
+        None,
+    )
+    NOTES.append(
+        f"Memory: {i:,} calls offered in {sizes.memory_seconds:g} s, {stats.recorded:,} stored,"
+        f" {stats.dropped:,} dropped (counted) while the queue was full."
+    )
+
+
+# ---------------------------------------------------------------- a store of 1M calls
+
+
+def grow_sqlite(path: str, target: int) -> None:
+    """Copy the stored calls, with new ids and earlier times, until there are `target`:
+    the same mix and content sharing as ingested, spread over 60 days."""
+    db = sqlite3.connect(path, isolation_level=None)
+    base = db.execute("SELECT count(*) FROM call_data").fetchone()[0]
+    copies = max(0, -(-target // base) - 1)
+    columns = [r[1] for r in db.execute("PRAGMA table_info(call_data)") if r[1] not in ("rowid", "id")]
+    rest = ", ".join(c for c in columns if c != "timestamp")
+    for k in range(1, copies + 1):
+        shift = f"-{k * 60 * 86400 // max(copies, 1)} seconds"
+        db.execute("BEGIN")
+        db.execute(
+            f"INSERT INTO call_data (id, timestamp, {rest})"
+            " SELECT lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' ||"
+            " substr(hex(randomblob(2)), 2) || '-8' || substr(hex(randomblob(2)), 2) || '-' ||"
+            " hex(randomblob(6))),"
+            f" strftime('%Y-%m-%dT%H:%M:%f', timestamp, '{shift}') || substr(timestamp, 24),"
+            f" {rest} FROM call_data WHERE rowid <= ? LIMIT ?",
+            (base, min(base, target - base * k)),
+        )
+        db.execute("COMMIT")
+    db.execute("ANALYZE")
+    db.close()
+
+
+def grow_postgres(url: str, store: Store, target: int) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        base = conn.execute("SELECT count(*) FROM call_data").fetchone()[0]  # type: ignore[index]
+        copies = max(0, -(-target // base) - 1)
+        now = datetime.now(UTC)
+        months = [Call(timestamp=now - timedelta(days=d)) for d in range(0, 62, 5)]
+        store._ensure_partitions(months)  # type: ignore[attr-defined]
+        columns = [
+            r[0]
+            for r in conn.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema()"
+                " AND table_name = 'call_data' ORDER BY ordinal_position"
+            )
+        ]
+        rest = ", ".join(c for c in columns if c not in ("id", "timestamp"))
+        conn.execute("CREATE TEMP TABLE base AS SELECT * FROM call_data")
+        for k in range(1, copies + 1):
+            seconds = k * 60 * 86400 // max(copies, 1)
+            conn.execute(
+                f"INSERT INTO call_data (id, timestamp, {rest})"
+                f" SELECT gen_random_uuid()::text, timestamp - make_interval(secs => %s), {rest}"
+                " FROM base LIMIT %s",
+                (seconds, min(base, target - base * k)),
+            )
+        conn.execute("ANALYZE")
+
+
+def timed(fn: Callable[[], Any], repeats: int) -> float:
+    fn()  # warm the cache, as a UI in use would be
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def bench_queries(kind: str, url: str, sizes: Sizes) -> None:
+    with open_store(url) as store:
+        n = store.count(CallFilter())
+        sample = store.sample(CallFilter(), 1)[0]
+        label = f"{n / 1e6:.1f}M" if n >= 100_000 else f"{n:,}"
+        filters = {
+            "feature": CallFilter(feature=sample.feature),
+            "model": CallFilter(model=sample.model),
+            "user": CallFilter(user_id=sample.user_id),
+            "error": CallFilter(errors=True),
+        }
+        for name, f in filters.items():
+            t = timed(lambda f=f: store.recent(f, 100), sizes.query_repeats)
+            row(f"{kind}: recent 100 calls, filter on {name}, {label} calls", ms(t), "≤ 50 ms", t <= 0.05)
+        rng = random.Random(1)
+        ids = [c.id for c in store.sample(CallFilter(), 200)]
+        t = timed(lambda: store.get(rng.choice(ids)), sizes.query_repeats * 4)
+        row(f"{kind}: one call's full detail, {label} calls", ms(t), "≤ 20 ms", t <= 0.02)
+        since = datetime.now(UTC) - timedelta(days=30)
+        t = timed(lambda: store.cost_by_day(since), sizes.query_repeats)
+        row(f"{kind}: 30-day cost per day per model, {label} calls", ms(t), "≤ 100 ms", t <= 0.1)
+
+
+# ---------------------------------------------------------------- report
+
+
+def machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        meminfo = Path("/proc/meminfo").read_text().splitlines()
+        mem = next(int(x.split()[1]) for x in meminfo if x.startswith("MemTotal"))
+        memory = f"{mem / 2**20:.0f} GiB"
+    except (OSError, StopIteration):
+        memory = "?"
+    return (
+        f"{cpu}, {os.cpu_count()} cores, {memory} RAM; {platform.system()} {platform.release()};"
+        f" Python {platform.python_version()}; SQLite {sqlite3.sqlite_version}"
+    )
+
+
+def _verdict(r: Row) -> str:
+    return "" if r.met is None else ("met" if r.met else "**missed**")
+
+
+def _per_call(stored: int, jsonl: int, n: int) -> str:
+    return f"{stored / n:,.0f} vs {jsonl / n:,.0f} B (1/{jsonl / stored:.1f})"
+
+
+def write_report(path: Path, header: str, postgres: str) -> None:
+    lines = [
+        "| figure | measured | goal | |",
+        "|---|---|---|---|",
+        *(f"| {r.figure} | {r.value} | {r.goal} | {_verdict(r)} |" for r in ROWS),
+    ]
+    text = path.read_text() if path.exists() else ""
+    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+    block = "\n".join(
+        [
+            start,
+            f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {header}; PostgreSQL {postgres}.",
+            "",
+            *lines,
+            "",
+            *(f"- {n}" for n in NOTES),
+            end,
+        ]
+    )
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = (text or "# Benchmarks\n\n") + block + "\n"
+    path.write_text(text)
+
+
+def postgres_url(arg: str | None) -> str | None:
+    url = arg or os.environ.get("LLMLOG_BENCH_POSTGRES_URL") or DEFAULT_POSTGRES
+    try:
+        with psycopg.connect(url, connect_timeout=3) as conn:
+            conn.execute("SELECT 1")
+        return url
+    except psycopg.Error as exc:
+        NOTES.append(f"PostgreSQL figures skipped: no server at {url} ({exc}).")
+        return None
+
+
+def schema_url(url: str) -> Iterator[str]:
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        sep = "&" if "?" in url else "?"
+        yield f"{url}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the harness runs")
+    parser.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"), help="report to update")
+    parser.add_argument(
+        "--postgres", help=f"server to use (default LLMLOG_BENCH_POSTGRES_URL or {DEFAULT_POSTGRES})"
+    )
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    sizes = SMOKE if args.smoke else Sizes()
+    started = time.perf_counter()
+    header = machine()
+    print(header, flush=True)
+    pg = postgres_url(args.postgres)
+    pg_version = "not available"
+    if pg:
+        with psycopg.connect(pg) as conn:
+            pg_version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+    with (
+        tempfile.TemporaryDirectory(prefix="llmlog-bench-") as tmp,
+        FakeProvider(latency_ms=0, first_token_ms=0, chunk_ms=0, seed=args.seed) as fake,
+    ):
+        steps = generate(max(sizes.capture_steps, sizes.overhead_calls + 40), seed=args.seed)
+        bench_overhead(fake, steps, sizes, str(Path(tmp) / "overhead.db"))
+        llmlog.configure(db=str(Path(tmp) / "unused.db"))
+
+        print("ingest and storage", flush=True)
+        captured = steps[: sizes.capture_steps]
+        exchanges = capture(fake, captured)
+        _contexts(captured, exchanges)
+        sqlite_db = str(Path(tmp) / "ingest.db")
+        rate = ingest(sqlite_db, exchanges, sizes.ingest_calls)
+        row("ingest into SQLite through the writer", f"{rate:,.0f} calls/s", "≥ 5,000/s", rate >= 5000)
+        with open_store(sqlite_db) as store:
+            jsonl = jsonl_bytes(store)
+        stored = sqlite_bytes(sqlite_db)
+        row(
+            "stored bytes per call, SQLite vs JSONL",
+            _per_call(stored, jsonl, sizes.ingest_calls),
+            "≤ 1/8",
+            stored * 8 <= jsonl,
+        )
+        bench_memory(exchanges, sizes, str(Path(tmp) / "memory.db"))
+        schemas = schema_url(pg) if pg else None
+        pg_db = next(schemas) if schemas else None
+        try:
+            if pg_db:
+                rate = ingest(pg_db, exchanges, sizes.ingest_calls)
+
+                figure = "ingest into PostgreSQL through the writer"
+                row(figure, f"{rate:,.0f} calls/s", "≥ 3,000/s", rate >= 3000)
+                stored = postgres_bytes(pg_db)
+                row(
+                    "stored bytes per call, PostgreSQL vs JSONL",
+                    _per_call(stored, jsonl, sizes.ingest_calls),
+                    "≤ 1/8",
+                    stored * 8 <= jsonl,
+                )
+
+            print(f"queries on a store of {sizes.big_store:,} calls", flush=True)
+            t = time.perf_counter()
+            grow_sqlite(sqlite_db, sizes.big_store)
+            took = time.perf_counter() - t
+            NOTES.append(f"SQLite store grown to {sizes.big_store:,} calls in {took:.0f} s.")
+            bench_queries("SQLite", sqlite_db, sizes)
+            if pg_db:
+                with open_store(pg_db) as store:
+                    t = time.perf_counter()
+                    grow_postgres(pg_db, store, sizes.big_store)
+                NOTES.append(
+                    f"PostgreSQL store grown to {sizes.big_store:,} calls in {time.perf_counter() - t:.0f} s."
+                )
+                bench_queries("PostgreSQL", pg_db, sizes)
+        finally:
+            if schemas:
+                schemas.close()
+    NOTES.append(f"The whole run took {time.perf_counter() - started:.0f} s.")
+    write_report(args.out, header, pg_version)
+    print(f"written to {args.out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
