@@ -22,6 +22,8 @@ class Settings:
     db: str = field(default_factory=lambda: os.environ.get("LLMLOG_DB") or default_db())
     # Records waiting for the writer; past this, records are dropped (counted) or the caller blocks.
     queue_size: int = 10_000
+    # ... and past this many bytes of requests and responses waiting, whichever comes first.
+    queue_max_bytes: int = 64 * 2**20
     on_full: str = "drop"  # or "block"
     batch_size: int = 500
     flush_interval_s: float = 0.2

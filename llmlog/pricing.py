@@ -149,19 +149,25 @@ class Pricer:
             values["cache_write_1h_tokens"] = hour or 0
         return Usage(**values)
 
-    def breakdown(self, call: Call) -> Breakdown | None:
-        """tokens × rate = cost, per kind of token; None when the call cannot be priced."""
+    def _price_and_total(self, call: Call) -> tuple[ModelPrice, str, Decimal] | None:
         if not call.model or call.input_tokens is None or call.output_tokens is None:
             return None
         found = self._model_price(call)
         if found is None:
             return None
         price, model_id = found
-        usage = self._usage(call)
         try:
-            total = price.calc_price(usage)["total_price"]
+            total = price.calc_price(self._usage(call))["total_price"]
         except (ValueError, TypeError):
             return None
+        return price, model_id, total
+
+    def breakdown(self, call: Call) -> Breakdown | None:
+        """tokens × rate = cost, per kind of token; None when the call cannot be priced."""
+        priced = self._price_and_total(call)
+        if priced is None:
+            return None
+        price, model_id, total = priced
         read = call.cache_read_tokens or 0
         write = call.cache_creation_tokens or 0
         five, hour = _cache_write_split(call)
@@ -195,7 +201,8 @@ class Pricer:
 
     def price(self, call: Call) -> Call:
         """Set cost_usd and rate_card on the call (NULL cost when it cannot be priced)."""
-        b = self.breakdown(call)
-        call.cost_usd = float(b.total) if b is not None else None
-        call.rate_card = b.rate_card if b is not None else None
+        # Only the total: the per-line breakdown costs as much again, and ingest prices every call.
+        priced = self._price_and_total(call)
+        call.cost_usd = float(priced[2]) if priced is not None else None
+        call.rate_card = self.rate_card if priced is not None else None
         return call

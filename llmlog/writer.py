@@ -1,6 +1,8 @@
 """The background writer: the only thing between a finished call and the store.
 
 The caller's thread does `submit()` — a non-blocking put on a bounded queue — and returns.
+The queue is bounded twice: by records (`queue_size`) and by their bytes (`queue_max_bytes`),
+since one 80-turn conversation can weigh as much as a thousand short calls.
 A daemon thread drains the queue in batches, turns exchanges into priced records and
 inserts each batch in one transaction. When the store fails, the batch is retried with
 backoff while new records wait in the queue; when the queue is full, records are dropped
@@ -37,6 +39,12 @@ def hash_user_id(user_id: str, secret: str) -> str:
     return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
 
 
+def _size(item: Item) -> int:
+    if isinstance(item, Exchange):
+        return len(item.request_body) + sum(len(chunk) for _, chunk in item.chunks)
+    return 0  # a Call built by hand: small, and counted by the record bound
+
+
 @dataclass
 class Stats:
     recorded: int = 0  # calls stored
@@ -55,6 +63,8 @@ class Writer:
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
         self._pending = 0  # accepted and not yet stored or given up
+        self._queued_bytes = 0  # request and response bytes of what waits in the queue
+        self._room = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._give_up = False  # set while closing: a failing store is no longer retried
         self._store: Store | None = None
@@ -66,30 +76,40 @@ class Writer:
     def submit(self, item: Item) -> bool:
         """Hand a finished call to the writer. Never raises; returns False if it was dropped."""
         try:
+            size = _size(item)
+            block = self.settings.on_full == "block"
             with self._lock:
                 if self._thread is None:
                     self._thread = threading.Thread(target=self._run, name="llmlog-writer", daemon=True)
                     self._thread.start()
+                # An item bigger than the whole budget still goes in alone.
+                while self._queued_bytes and self._queued_bytes + size > self.settings.queue_max_bytes:
+                    if not block:
+                        return self._dropped(f"{self.settings.queue_max_bytes / 2**20:g} MiB")
+                    self._room.wait(0.5)
                 self._pending += 1
+                self._queued_bytes += size
             try:
-                if self.settings.on_full == "block":
+                if block:
                     self._queue.put(item)
                 else:
                     self._queue.put_nowait(item)
             except queue.Full:
                 with self._lock:
                     self._pending -= 1
-                    self._stats.dropped += 1
-                    dropped = self._stats.dropped
-                self._warn(
-                    "full",
-                    f"llmlog queue full ({self.settings.queue_size}): {dropped} call(s) dropped so far",
-                )
-                return False
+                    self._queued_bytes -= size
+                    return self._dropped(f"{self.settings.queue_size} calls")
             return True
         except Exception:  # never let recording break the caller
             log.exception("llmlog: could not queue a call")
             return False
+
+    def _dropped(self, limit: str) -> bool:
+        # Called with the lock held.
+        self._stats.dropped += 1
+        dropped = self._stats.dropped
+        self._warn("full", f"llmlog queue full ({limit}): {dropped} call(s) dropped so far")
+        return False
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything submitted so far is stored; False on timeout."""
@@ -172,6 +192,9 @@ class Writer:
             items, stop = self._batch()
             if not items:
                 continue
+            with self._lock:
+                self._queued_bytes -= sum(_size(item) for item in items)
+                self._room.notify_all()
             calls: list[Call] = []
             for item in items:
                 try:

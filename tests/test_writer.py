@@ -69,6 +69,27 @@ def test_queue_overflow_drops_with_count_and_warning(
     assert any("lost" in r.getMessage() for r in caplog.records)
 
 
+def test_queue_is_bounded_by_bytes_too(
+    tmp_path: Path, fake: FakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Big conversations fill memory long before the record count does: bytes bound it too."""
+    blocker = tmp_path / "data"
+    blocker.write_text("")
+    llmlog.configure(db=str(blocker / "calls.db"), queue_max_bytes=20_000, batch_size=1, exit_timeout_s=0.5)
+    client = _client(fake)
+    big = "x" * 5_000
+    with caplog.at_level(logging.WARNING, logger="llmlog"):
+        for _ in range(12):
+            client.messages.create(
+                model="claude-haiku-4-5", max_tokens=10, messages=[{"role": "user", "content": big}]
+            )
+        stats = llmlog.stats()
+        # About 20 kB fit (three of these calls) plus the one the writer holds; the rest are counted.
+        assert 12 - 5 <= stats.dropped <= 12 - 3, stats
+        assert any("queue full" in r.getMessage() and "MiB" in r.getMessage() for r in caplog.records)
+    llmlog.configure(db=str(tmp_path / "other.db"))
+
+
 def test_exit_hook_flushes_a_short_script(tmp_path: Path, fake: FakeProvider) -> None:
     db = tmp_path / "script.db"
     script = textwrap.dedent(
