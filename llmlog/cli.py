@@ -27,7 +27,7 @@ from llmlog.config import Settings
 from llmlog.jsonl import BadLine, read_calls
 from llmlog.pricing import Pricer
 from llmlog.record import Call
-from llmlog.store import CallFilter, ReadOnlyError, Store, open_store, parse_when, redact_url
+from llmlog.store import CallFilter, ReadOnlyError, Store, open_store, parse_when, redact_url, sqlite_path
 from llmlog.writer import hash_user_id
 
 # Piped output is not cut to 80 columns: it is usually read by grep or a wider pager.
@@ -616,7 +616,9 @@ def migrate(ctx: Ctx) -> None:
 @cli.command()
 @click.option("--from", "source", required=True, metavar="PATH|URL", help="Store to copy calls from.")
 @click.option("--to", "target", required=True, metavar="PATH|URL", help="Store to copy them into.")
-@click.option("--batch", default=1000, show_default=True, help="Calls per transaction.")
+@click.option(
+    "--batch", default=1000, show_default=True, type=click.IntRange(min=1), help="Calls per transaction."
+)
 def copy(source: str, target: str, batch: int) -> None:
     """Copy every call from one store into another, e.g. SQLite into PostgreSQL and back.
 
@@ -630,6 +632,9 @@ def copy(source: str, target: str, batch: int) -> None:
     """
     if source == target:
         raise click.UsageError("--from and --to name the same store")
+    path = sqlite_path(source)
+    if path is not None and path != ":memory:" and not Path(path).exists():
+        raise click.UsageError(f"--from: no such file {path!r}")
     copied = skipped = 0
     with _open(source) as src, _open(target) as dst, _progress() as progress:
         task = progress.add_task("copying", total=src.count(CallFilter()))

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+
 #: The columns of `calls`, in order. `rate_card` is ours: which rate card priced the call.
 COLUMNS: tuple[str, ...] = (
     "id",
@@ -54,6 +56,30 @@ INT_COLUMNS: frozenset[str] = frozenset(
     {"input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens"}
 )
 FLOAT_COLUMNS: frozenset[str] = frozenset({"cost_usd", "first_token_ms", "latency_ms"})
+
+
+def json_text(value: Any) -> str:
+    """Compact JSON text, non-ASCII kept as is; what the stores write and hash.
+
+    orjson does the common case several times faster than the standard library (the writer
+    serializes every message of every call); what it refuses (a lone surrogate, an integer
+    over 64 bits) goes through `json`. default=str: app metadata may hold datetimes,
+    decimals, enums; they are kept as text."""
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def parse_json(text: str | bytes) -> Any:
+    """JSON from a request or response body; None when it is not JSON."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        try:  # the standard library also takes NaN, Infinity and lone surrogate escapes
+            return json.loads(text)
+        except (ValueError, UnicodeDecodeError):
+            return None
 
 
 class RecordError(ValueError):

@@ -159,6 +159,7 @@ def test_copy_is_resumable_and_never_duplicates(tmp_path: Path, pg_url: str) -> 
 
 def test_copy_refuses_the_same_store_and_reports_a_dead_server(tmp_path: Path) -> None:
     db = str(tmp_path / "a.db")
+    open_store(db).close()
     code, err = _copy(db, db)
     assert code == 2 and "same store" in err
     dead = "postgresql://llmlog:s3cret@127.0.0.1:1/none?connect_timeout=2"
@@ -166,6 +167,12 @@ def test_copy_refuses_the_same_store_and_reports_a_dead_server(tmp_path: Path) -
     assert code == 1
     assert "cannot open store postgresql://llmlog:***@127.0.0.1:1/none" in err
     assert "s3cret" not in err and "Traceback" not in err
+    code, err = _copy(db, "postgresql://llmlog@127.0.0.1:1/none?password=s3cret&connect_timeout=2")
+    assert code == 1 and "postgresql://llmlog:***@127.0.0.1:1/none" in err and "s3cret" not in err
+    code, err = _copy(str(tmp_path / "typo.db"), dead)
+    assert code == 2 and "no such file" in err and not (tmp_path / "typo.db").exists()
+    code, err = _copy(db, str(tmp_path / "b.db"), "--batch", "0")
+    assert code == 2
 
 
 def test_migrate_command(pg_url: str, tmp_path: Path) -> None:
@@ -262,5 +269,24 @@ def test_server_down_past_the_queue_is_counted(
         assert stats.recorded + stats.dropped == 21 and stats.dropped == dropped
         with open_store(url) as store:
             assert store.count(CallFilter()) == stats.recorded
+    finally:
+        llmlog.configure(db=str(tmp_path / "other.db"))
+
+
+def test_an_unstorable_call_does_not_block_the_rest(pg_url: str, fake: FakeProvider, tmp_path: Path) -> None:
+    """A feature name too long for an index entry can never be stored in PostgreSQL: it is
+    counted and logged, and the calls around it are stored (not retried as an outage)."""
+    llmlog.configure(db=pg_url)
+    client = _client(fake)
+    try:
+        _call(client, 0)
+        with llmlog.context(feature=os.urandom(4000).hex()):  # incompressible, over ~2.7 kB
+            _call(client, 1)
+        _call(client, 2)
+        assert llmlog.flush(timeout=30)
+        stats = llmlog.stats()
+        assert (stats.recorded, stats.failed, stats.dropped, stats.store_errors) == (2, 1, 0, 0)
+        with open_store(pg_url) as store:
+            assert store.count(CallFilter()) == 2
     finally:
         llmlog.configure(db=str(tmp_path / "other.db"))

@@ -139,5 +139,5 @@ def test_an_unstorable_call_does_not_block_the_rest(db_path: str, fake: FakeProv
     with open_store(db_path) as store:
         calls = list(store.iter_calls(CallFilter()))
     assert len(calls) == 2 and calls[0].metadata is not None
-    assert calls[0].metadata["when"] == "2026-01-02 00:00:00+00:00"
+    assert calls[0].metadata["when"] == "2026-01-02T00:00:00+00:00"
     llmlog.configure(db=db_path)

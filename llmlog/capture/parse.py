@@ -8,14 +8,13 @@ parse still yields a row: the call happened, and losing it would be worse than a
 from __future__ import annotations
 
 import hashlib
-import json
 import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from llmlog.capture.exchange import Exchange
-from llmlog.record import Call
+from llmlog.record import Call, parse_json
 
 ANTHROPIC_STOP = {
     "end_turn": "stop",
@@ -88,11 +87,7 @@ def sse_events(ex: Exchange) -> Iterator[tuple[float, str, str]]:
                 yield t, name, "\n".join(data)
 
 
-def _loads(text: str | bytes) -> Any:
-    try:
-        return json.loads(text)
-    except (ValueError, UnicodeDecodeError):
-        return None
+_loads = parse_json
 
 
 def _text_of(content: Any) -> str:

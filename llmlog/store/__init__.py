@@ -20,15 +20,28 @@ __all__ = [
 
 
 def redact_url(url: str) -> str:
-    """The URL fit for a log line or an error message: any password replaced by ***."""
-    try:
-        parts = urlsplit(url)
-        if parts.password is None:
-            return url
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-        return parts._replace(netloc=netloc).geturl()
-    except ValueError:
+    """The URL fit for a log line or an error message: scheme, user, host, port, database;
+    a password (in the user part or as ?password=) shows as ***, other parameters not at all."""
+    if sqlite_path(url) is not None:
         return url
+    scheme = url.split("://", 1)[0]
+    try:
+        if scheme in ("postgresql", "postgres"):
+            from psycopg.conninfo import conninfo_to_dict
+
+            # libpq's own parsing: a password holding '#' or '?' fools urlsplit.
+            d = {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
+        else:
+            parts = urlsplit(url)
+            d = {"user": parts.username, "password": parts.password, "host": parts.hostname,
+                 "port": parts.port, "dbname": parts.path.lstrip("/")}  # fmt: skip
+            d = {k: str(v) for k, v in d.items() if v}
+    except Exception:
+        return f"{scheme}://…"
+    secret = ":***" if "password" in d or "sslpassword" in d else ""
+    auth = f"{d.get('user', '')}{secret}@" if d.get("user") or secret else ""
+    port = f":{d['port']}" if d.get("port") else ""
+    return f"{scheme}://{auth}{d.get('host', '')}{port}/{d.get('dbname', '')}"
 
 
 def sqlite_path(url: str) -> str | None:

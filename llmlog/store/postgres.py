@@ -18,11 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import re
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -30,7 +29,7 @@ import psycopg
 from psycopg import sql as pgsql
 from psycopg.types.string import TextLoader
 
-from llmlog.record import COLUMNS, Call, format_timestamp
+from llmlog.record import COLUMNS, Call, format_timestamp, json_text
 from llmlog.store.base import CallFilter, QueryResult, ReadOnlyError, Store
 
 CONNECT_TIMEOUT_S = 10
@@ -146,9 +145,7 @@ def migrate(conn: psycopg.Connection[Any], target: int | None = None) -> int:
 # ------------------------------------------------------------------ helpers
 
 
-def _json(value: Any) -> str:
-    # default=str: app metadata may hold datetimes, decimals, enums; keep them as text.
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+_json = json_text
 
 
 def _digest(text: str) -> bytes:
@@ -200,7 +197,13 @@ _COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
 
 
 class PostgresStore(Store):
-    data_errors = (*Store.data_errors, psycopg.DataError, psycopg.IntegrityError)
+    # ProgramLimitExceeded: e.g. a feature name too long for an index entry (over ~2.7 kB).
+    data_errors = (
+        *Store.data_errors,
+        psycopg.DataError,
+        psycopg.IntegrityError,
+        psycopg.errors.ProgramLimitExceeded,
+    )
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -209,13 +212,34 @@ class PostgresStore(Store):
         self._ids: OrderedDict[bytes, int] = OrderedDict()
         self._partitions: set[tuple[int, int]] = set()
         self._staging = False  # the connection's temporary staging table exists
-        self.schema_found = schema_version(self.conn)
-        self.schema_version = migrate(self.conn)
+        try:
+            self.schema_found = schema_version(self.conn)
+            self.schema_version = migrate(self.conn)
+            # This month's and next month's tables exist before any call needs them, so the
+            # brief lock creating one takes is rarely taken while calls are arriving.
+            now = datetime.now(UTC)
+            self._ensure_partitions([Call(timestamp=now), Call(timestamp=now + timedelta(days=31))])
+        except BaseException:
+            self.close()
+            raise
 
     @property
     def conn(self) -> psycopg.Connection[Any]:
         if self._conn is None or self._conn.closed:
-            self._conn = psycopg.connect(self.url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S)
+            self._conn = psycopg.connect(
+                self.url,
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT_S,
+                # A connection whose network path went silent must fail, not hang the writer:
+                # then it is the "store down" case, retried on a new connection.
+                keepalives=1,
+                keepalives_idle=10,
+                keepalives_interval=5,
+                keepalives_count=3,
+                tcp_user_timeout=30_000,
+            )
+            # Times in SQL (timestamp::date, literals like '2026-03-01') mean UTC, as in SQLite.
+            self._conn.execute("SET TIME ZONE 'UTC'")
             self._partitions.clear()
             self._staging = False
         return self._conn
@@ -359,6 +383,10 @@ class PostgresStore(Store):
             end = None if last else datetime(year + month // 12, month % 12 + 1, 1, tzinfo=UTC)
             name = f"call_data_{year:04d}{month:02d}"
             conn = self.conn
+            found = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (name,)).fetchone()
+            if found and found[0]:  # no DDL, no lock: the common case, and all a reader may do
+                self._partitions.add((year, month))
+                continue
             with conn.transaction(), conn.cursor() as cur:
                 cur.execute(f"SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'")
                 _lock(cur)
@@ -374,12 +402,17 @@ class PostgresStore(Store):
             self._partitions.add((year, month))
 
     def update_costs(self, costs: Iterable[tuple[str, float | None, str | None]]) -> int:
+        rows = list(costs)
         conn = self.conn
         n = 0
         with conn.transaction(), conn.cursor() as cur:
-            for call_id, cost, card in costs:
+            for i in range(0, len(rows), 5000):  # set-based: one statement per chunk, not per row
+                chunk = rows[i : i + 5000]
                 cur.execute(
-                    "UPDATE call_data SET cost_usd = %s, rate_card = %s WHERE id = %s", (cost, card, call_id)
+                    "UPDATE call_data AS d SET cost_usd = u.cost, rate_card = u.card"
+                    " FROM unnest(%s::text[], %s::float8[], %s::text[]) AS u(id, cost, card)"
+                    " WHERE d.id = u.id",
+                    ([r[0] for r in chunk], [r[1] for r in chunk], [r[2] for r in chunk]),
                 )
                 n += cur.rowcount
         return n

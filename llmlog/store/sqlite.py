@@ -20,7 +20,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from llmlog.record import COLUMNS, JSON_COLUMNS, Call, format_timestamp, parse_timestamp
+from llmlog.record import COLUMNS, JSON_COLUMNS, Call, format_timestamp, json_text, parse_timestamp
 from llmlog.store.base import CallFilter, QueryResult, ReadOnlyError, Store
 
 BUSY_TIMEOUT_MS = 60_000
@@ -129,8 +129,9 @@ def migrate(db: sqlite3.Connection, target: int | None = None) -> int:
 def _json(value: Any, safe: bool = False) -> str:
     # `safe` escapes everything non-ASCII: the rare text that is not valid Unicode (a lone
     # surrogate from a \ud800 escape) cannot be stored as UTF-8, but its escape can.
-    # default=str: app metadata may hold datetimes, decimals, enums; keep them as text.
-    return json.dumps(value, ensure_ascii=safe, separators=(",", ":"), default=str)
+    if safe:
+        return json.dumps(value, ensure_ascii=True, separators=(",", ":"), default=str)
+    return json_text(value)
 
 
 def _valid_text(text: str) -> str:
