@@ -26,7 +26,7 @@ import llmlog
 from llmlog.config import Settings
 from llmlog.fake_provider import FakeProvider
 from llmlog.store import redact_url
-from llmlog.workload import WORDS, system_prompt, tool
+from llmlog.workload import WORDS, feature_prompts, tool
 from llmlog.workload import prose as _prose
 
 
@@ -49,17 +49,7 @@ class Demo:
             openai.OpenAI(api_key="demo", base_url=self.fake.openai_base_url, max_retries=0, timeout=5)
         )
         rng = random.Random(self.rng.random())
-        self.prompts = {
-            (f, v): system_prompt(f, v, rng)
-            for f, versions in {
-                "support-bot": ("v3", "v4"),
-                "code-review": ("v1", "v2"),
-                "summarize": ("v7",),
-                "research-agent": ("v1", "v2"),
-                "sql-assistant": ("v2",),
-            }.items()
-            for v in versions
-        }
+        self.prompts = feature_prompts(rng)
         self.support_tools = [
             tool("lookup_order", {"order_id": "string"}),
             tool("issue_refund", {"order_id": "string", "amount": "number", "reason": "string"}),

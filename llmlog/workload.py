@@ -62,6 +62,18 @@ def tool(name: str, props: dict[str, str], style: str = "anthropic", detail: int
     return {"name": name, "description": desc, "input_schema": schema}
 
 
+def feature_prompts(rng: random.Random) -> dict[tuple[str, str], str]:
+    """(feature, version) → its system prompt, for every feature and prompt version."""
+    versions = {
+        "support-bot": ("v3", "v4"),
+        "code-review": ("v1", "v2"),
+        "summarize": ("v7",),
+        "research-agent": ("v1", "v2"),
+        "sql-assistant": ("v2",),
+    }
+    return {(f, v): system_prompt(f, v, rng) for f, vs in versions.items() for v in vs}
+
+
 @dataclass(slots=True)
 class Step:
     """One model call: which API, the SDK keyword arguments, and its llmlog context."""
@@ -84,17 +96,7 @@ def _turns(rng: random.Random) -> int:
 
 class _Features:
     def __init__(self, rng: random.Random) -> None:
-        self.prompts = {
-            (f, v): system_prompt(f, v, rng)
-            for f, versions in {
-                "support-bot": ("v3", "v4"),
-                "code-review": ("v1", "v2"),
-                "summarize": ("v7",),
-                "research-agent": ("v1", "v2"),
-                "sql-assistant": ("v2",),
-            }.items()
-            for v in versions
-        }
+        self.prompts = feature_prompts(rng)
         support = [
             ("lookup_order", {"order_id": "string"}),
             ("issue_refund", {"order_id": "string", "amount": "number", "reason": "string"}),

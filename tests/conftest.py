@@ -28,6 +28,20 @@ def no_postgres(reason: str) -> None:
     pytest.skip(f"no PostgreSQL: {reason}")
 
 
+def temp_postgres() -> TempPostgres:
+    """A server of our own, started; skips (or fails, in CI) where none can be started."""
+    try:
+        server = TempPostgres()
+    except PostgresUnavailable as exc:
+        no_postgres(str(exc))
+    try:
+        return server.init()
+    except PostgresUnavailable as exc:
+        server.destroy()
+        no_postgres(str(exc))
+        raise
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """A PostgreSQL server URL: LLMLOG_TEST_POSTGRES_URL, else one started for this run."""
@@ -35,15 +49,7 @@ def postgres_server() -> Iterator[str]:
     if url:
         yield url
         return
-    try:
-        server = TempPostgres()
-    except PostgresUnavailable as exc:
-        no_postgres(str(exc))
-    try:
-        server.init()
-    except PostgresUnavailable as exc:
-        server.destroy()
-        no_postgres(str(exc))
+    server = temp_postgres()
     yield server.url
     server.destroy()
 

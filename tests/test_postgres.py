@@ -22,8 +22,8 @@ from llmlog.cli import cli
 from llmlog.fake_provider import FakeProvider
 from llmlog.record import Call
 from llmlog.store import CallFilter, open_store
-from tests.backends import PostgresBackend, PostgresUnavailable, TempPostgres, new_schema
-from tests.conftest import no_postgres
+from tests.backends import PostgresBackend, TempPostgres, new_schema
+from tests.conftest import temp_postgres
 from tests.test_cli import llmlog_script
 
 T0 = datetime(2026, 1, 30, 23, 0, tzinfo=UTC)  # calls cross a month, so two partitions
@@ -189,15 +189,7 @@ def test_migrate_command(pg_url: str, tmp_path: Path) -> None:
 @pytest.fixture
 def own_postgres() -> Iterator[TempPostgres]:
     """A server of this test's own, so that it can be stopped and started again."""
-    try:
-        server = TempPostgres()
-    except PostgresUnavailable as exc:
-        no_postgres(str(exc))
-    try:
-        server.init()
-    except PostgresUnavailable as exc:
-        server.destroy()
-        no_postgres(str(exc))
+    server = temp_postgres()
     yield server
     server.destroy()
 

@@ -87,9 +87,6 @@ def sse_events(ex: Exchange) -> Iterator[tuple[float, str, str]]:
                 yield t, name, "\n".join(data)
 
 
-_loads = parse_json
-
-
 def _text_of(content: Any) -> str:
     """Plain text of a message content: a string, or the text parts of a block list."""
     if isinstance(content, str):
@@ -103,7 +100,7 @@ def _text_of(content: Any) -> str:
 
 def _tool_input(arguments: Any) -> Any:
     if isinstance(arguments, str):
-        parsed = _loads(arguments) if arguments else {}
+        parsed = parse_json(arguments) if arguments else {}
         return parsed if parsed is not None else arguments
     return arguments
 
@@ -149,7 +146,7 @@ def _split_request(ex: Exchange, req: dict[str, Any], call: Call) -> None:
 def _json_events(events: Iterator[tuple[float, str, str]]) -> Iterator[tuple[float, str, dict[str, Any]]]:
     """(time, type, payload) for each event whose data is a JSON object."""
     for t, name, data in events:
-        ev = _loads(data)
+        ev = parse_json(data)
         if isinstance(ev, dict):
             yield t, ev.get("type", name), ev
 
@@ -219,7 +216,7 @@ def _chat_stream(events: Iterator[tuple[float, str, str]]) -> Parsed:
         if data.strip() == "[DONE]":
             finished = True
             break
-        chunk = _loads(data)
+        chunk = parse_json(data)
         if not isinstance(chunk, dict):
             continue
         if "error" in chunk and "choices" not in chunk:
@@ -374,7 +371,7 @@ def _outcome(ex: Exchange, response: dict[str, Any], call: Call) -> None:
 
 def _http_error(ex: Exchange) -> dict[str, Any]:
     body = body_bytes(ex)
-    parsed = _loads(body) if body else None
+    parsed = parse_json(body) if body else None
     err = parsed.get("error") if isinstance(parsed, dict) else None
     if isinstance(err, dict):
         # OpenAI's `code` (rate_limit_exceeded, context_length_exceeded) says more than its `type`.
@@ -402,7 +399,7 @@ def to_call(ex: Exchange) -> Call:
         latency_ms=round(ex.ended_ms, 3) if ex.ended_ms is not None else None,
     )
     notes: dict[str, Any] = {}
-    req = _loads(ex.request_body)
+    req = parse_json(ex.request_body)
     if isinstance(req, dict):
         _split_request(ex, req, call)
     else:
@@ -431,7 +428,7 @@ def to_call(ex: Exchange) -> Call:
                         "message": err.get("message", ""),
                     }
             else:
-                response, first = _loads(body_bytes(ex)), None
+                response, first = parse_json(body_bytes(ex)), None
         except (ValueError, ImportError) as exc:
             response, first = None, None
             notes["unparsed_response"] = str(exc)

@@ -145,9 +145,6 @@ def migrate(conn: psycopg.Connection[Any], target: int | None = None) -> int:
 # ------------------------------------------------------------------ helpers
 
 
-_json = json_text
-
-
 def _digest(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:16]
 
@@ -287,10 +284,10 @@ class PostgresStore(Store):
         for c in calls:
             keyed.append(
                 (
-                    key(_json(c.system_prompt)) if c.system_prompt is not None else None,
-                    [key(_json(m)) for m in c.messages] if c.messages is not None else None,
-                    key(_json(c.tools)) if c.tools is not None else None,
-                    key(_json(c.params)) if c.params is not None else None,
+                    key(json_text(c.system_prompt)) if c.system_prompt is not None else None,
+                    [key(json_text(m)) for m in c.messages] if c.messages is not None else None,
+                    key(json_text(c.tools)) if c.tools is not None else None,
+                    key(json_text(c.params)) if c.params is not None else None,
                 )
             )
         conn = self.conn
@@ -310,14 +307,14 @@ class PostgresStore(Store):
                             [ids[m] for m in messages] if messages is not None else None,
                             ids[tools] if tools is not None else None,
                             ids[params] if params is not None else None,
-                            _json(c.response) if c.response is not None else None,
-                            _json(c.tool_calls) if c.tool_calls is not None else None,
+                            json_text(c.response) if c.response is not None else None,
+                            json_text(c.tool_calls) if c.tool_calls is not None else None,
                             c.stop_reason, c.input_tokens, c.output_tokens, c.cache_read_tokens,
                             c.cache_creation_tokens, c.cost_usd, c.rate_card, c.first_token_ms,
                             c.latency_ms,
-                            _json(c.error) if c.error is not None else None,
-                            _json(c.metadata) if c.metadata is not None else None,
-                            _json(c.tags) if c.tags is not None else None,
+                            json_text(c.error) if c.error is not None else None,
+                            json_text(c.metadata) if c.metadata is not None else None,
+                            json_text(c.tags) if c.tags is not None else None,
                             c.trace_id, c.parent_id,
                         )
                     )  # fmt: skip
