@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
+
+import msgspec
 
 from llmlog.capture.exchange import Exchange
 from llmlog.record import Call, parse_json
@@ -33,6 +36,90 @@ def prompt_hash(system_prompt: str) -> str:
 
 
 # ---------------------------------------------------------------- bodies and SSE
+
+_OBJECT = msgspec.json.Decoder(dict[str, msgspec.Raw])
+_ARRAY = msgspec.json.Decoder(list[msgspec.Raw])
+
+
+class Decoder:
+    """JSON bodies decoded once: what an earlier call already sent is not decoded again.
+
+    A conversation re-sends its system prompt, its tool list and every earlier message on
+    each turn, so most of a request body is JSON the writer decoded a moment ago; decoding it
+    into Python objects is most of the cost of recording a call. msgspec splits a large body
+    into the raw JSON of each part without building objects; each large part is looked up by
+    its bytes and only new ones are decoded. Parts are split two levels deep: a request's
+    fields and the items of its message list; a streamed event's `response` and its fields
+    (the Responses API echoes instructions and tools in every response).
+
+    The values handed out are shared by every call that sent the same bytes: nothing
+    downstream may change them in place (the stores also recognize them by identity).
+    """
+
+    SMALL = 64  # bytes: a part this small costs less to decode than to look up
+    SPLIT = 4096  # bytes: a composite this large is split into parts
+
+    def __init__(self, max_bytes: int = 32 * 2**20) -> None:
+        self.max_bytes = max_bytes
+        self._cache: OrderedDict[bytes, Any] = OrderedDict()
+        self._bytes = 0
+
+    def decode(self, body: bytes | str) -> Any:
+        """The JSON value of `body`, as `parse_json` gives it (None when it is not JSON)."""
+        if len(body) < self.SPLIT:
+            return parse_json(body)
+        if isinstance(body, str):
+            body = body.encode("utf-8", "surrogatepass")
+        try:
+            return self._part(body, depth=2)
+        except (msgspec.DecodeError, UnicodeDecodeError):
+            # Not strict JSON (NaN, a lone surrogate escape, bad UTF-8): the lenient parser
+            # decides, on the whole body.
+            return parse_json(body)
+
+    def _part(self, raw: bytes, depth: int) -> Any:
+        if depth > 0 and len(raw) >= self.SPLIT:
+            start = raw.lstrip()[:1]
+            if start in (b"{", b"["):
+                return self._split(raw, start == b"{", depth)
+        hit = self._cache.get(raw)
+        if hit is not None:
+            self._cache.move_to_end(raw)
+            return hit
+        value = _strict(raw)
+        self._cache[raw] = value
+        self._bytes += len(raw)
+        while self._bytes > self.max_bytes:
+            old, _ = self._cache.popitem(last=False)
+            self._bytes -= len(old)
+        return value
+
+    def _split(self, raw: bytes, is_object: bool, depth: int) -> Any:
+        """A composite assembled afresh (it is this call's own) from shared parts."""
+        keys: list[str] = []
+        if is_object:
+            fields = _OBJECT.decode(raw)
+            keys = list(fields)
+            parts = [bytes(v) for v in fields.values()]
+        else:
+            parts = [bytes(v) for v in _ARRAY.decode(raw)]
+        values: list[Any] = [None] * len(parts)
+        small = [i for i, part in enumerate(parts) if len(part) < self.SMALL]
+        if small:  # one decoder call for all the small parts
+            decoded = _strict(b"[" + b",".join(parts[i] for i in small) + b"]")
+            for i, value in zip(small, decoded, strict=True):
+                values[i] = value
+        for i, part in enumerate(parts):
+            if len(part) >= self.SMALL:
+                values[i] = self._part(part, depth - 1)
+        return dict(zip(keys, values, strict=True)) if is_object else values
+
+
+def _strict(raw: bytes) -> Any:
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.ValidationError as exc:  # e.g. an integer past 64 bits
+        raise msgspec.DecodeError(str(exc)) from None
 
 
 def _decoder(encoding: str) -> Any:
@@ -70,21 +157,33 @@ def body_bytes(ex: Exchange) -> bytes:
     return b"".join(c for _, c in decoded_chunks(ex))
 
 
-def sse_events(ex: Exchange) -> Iterator[tuple[float, str, str]]:
+def sse_events(ex: Exchange) -> Iterator[tuple[float, str, bytes]]:
     """(arrival ms, event name, data) for each complete server-sent event."""
-    buf = b""
+    # The body is split once, not by growing a buffer chunk by chunk; an event's time is
+    # that of the chunk that completed it. Data stays bytes: the JSON decoder takes them.
+    parts: list[bytes] = []
+    ends: list[tuple[int, float]] = []  # (offset where a chunk ends, its arrival ms)
+    size = 0
     for t, chunk in decoded_chunks(ex):
-        buf += chunk.replace(b"\r\n", b"\n")
-        while b"\n\n" in buf:
-            raw, buf = buf.split(b"\n\n", 1)
-            name, data = "", []
-            for line in raw.decode("utf-8", "replace").split("\n"):
-                if line.startswith("event:"):
-                    name = line[6:].strip()
-                elif line.startswith("data:"):
-                    data.append(line[5:].lstrip(" ") if line[5:6] == " " else line[5:])
-            if data:
-                yield t, name, "\n".join(data)
+        if b"\r" in chunk:
+            chunk = chunk.replace(b"\r\n", b"\n")
+        parts.append(chunk)
+        size += len(chunk)
+        ends.append((size, t))
+    body = b"".join(parts)
+    pos = k = 0
+    while (stop := body.find(b"\n\n", pos)) >= 0:
+        raw, pos = body[pos:stop], stop + 2
+        while ends[k][0] < pos:
+            k += 1
+        name, data = "", []
+        for line in raw.split(b"\n"):
+            if line.startswith(b"data:"):
+                data.append(line[5:].lstrip(b" ") if line[5:6] == b" " else line[5:])
+            elif line.startswith(b"event:"):
+                name = line[6:].decode("utf-8", "replace").strip()
+        if data:
+            yield ends[k][1], name, b"\n".join(data)
 
 
 def _text_of(content: Any) -> str:
@@ -143,10 +242,15 @@ def _split_request(ex: Exchange, req: dict[str, Any], call: Call) -> None:
 # ---------------------------------------------------------------- responses
 
 
-def _json_events(events: Iterator[tuple[float, str, str]]) -> Iterator[tuple[float, str, dict[str, Any]]]:
+Decode = Callable[[bytes | str], Any]
+
+
+def _json_events(
+    events: Iterator[tuple[float, str, bytes]], decode: Decode
+) -> Iterator[tuple[float, str, dict[str, Any]]]:
     """(time, type, payload) for each event whose data is a JSON object."""
     for t, name, data in events:
-        ev = parse_json(data)
+        ev = decode(data)
         if isinstance(ev, dict):
             yield t, ev.get("type", name), ev
 
@@ -154,14 +258,14 @@ def _json_events(events: Iterator[tuple[float, str, str]]) -> Iterator[tuple[flo
 Parsed = tuple[dict[str, Any] | None, Any, float | None, bool]  # response, error, first token ms, finished
 
 
-def _anthropic_stream(events: Iterator[tuple[float, str, str]]) -> Parsed:
+def _anthropic_stream(events: Iterator[tuple[float, str, bytes]], decode: Decode) -> Parsed:
     message: dict[str, Any] | None = None
     finished = False
     blocks: dict[int, dict[str, Any]] = {}
     partial_json: dict[int, str] = {}
     first: float | None = None
     error = None
-    for t, kind, ev in _json_events(events):
+    for t, kind, ev in _json_events(events, decode):
         if kind == "message_start" and isinstance(ev.get("message"), dict):
             message = dict(ev["message"])
             message["usage"] = dict(message.get("usage") or {})
@@ -206,17 +310,17 @@ def _anthropic_stream(events: Iterator[tuple[float, str, str]]) -> Parsed:
     return message, error, first, finished
 
 
-def _chat_stream(events: Iterator[tuple[float, str, str]]) -> Parsed:
+def _chat_stream(events: Iterator[tuple[float, str, bytes]], decode: Decode) -> Parsed:
     completion: dict[str, Any] | None = None
     finished = False
     choices: dict[int, dict[str, Any]] = {}
     first: float | None = None
     error = None
     for t, _name, data in events:
-        if data.strip() == "[DONE]":
+        if data.strip() == b"[DONE]":
             finished = True
             break
-        chunk = parse_json(data)
+        chunk = decode(data)
         if not isinstance(chunk, dict):
             continue
         if "error" in chunk and "choices" not in chunk:
@@ -259,26 +363,45 @@ def _chat_stream(events: Iterator[tuple[float, str, str]]) -> Parsed:
     return completion, error, first, finished
 
 
-def _responses_stream(events: Iterator[tuple[float, str, str]]) -> Parsed:
+_RESPONSE_DELTAS = (
+    "response.output_text.delta",
+    "response.function_call_arguments.delta",
+    "response.refusal.delta",
+)
+_RESPONSE_ENDS = ("response.completed", "response.incomplete", "response.failed")
+
+
+def _responses_stream(events: Iterator[tuple[float, str, bytes]], decode: Decode) -> Parsed:
+    seen = list(events)
+    # A finished stream's last event carries the whole response: when the events are named,
+    # only that one needs decoding, and the first delta's name gives the first-token time.
+    if seen and all(name for _, name, _ in seen) and not any(name == "error" for _, name, _ in seen):
+        ending = [(t, data) for t, name, data in seen if name in _RESPONSE_ENDS]
+        if ending:
+            final = decode(ending[-1][1])
+            if isinstance(final, dict) and isinstance(final.get("response"), dict):
+                first = next((t for t, name, _ in seen if name in _RESPONSE_DELTAS), None)
+                return final["response"], None, first, True
+    return _responses_events(iter(seen), decode)
+
+
+def _responses_events(events: Iterator[tuple[float, str, bytes]], decode: Decode) -> Parsed:
+    """Every event decoded: a stream cut short is rebuilt from what it had sent."""
     snapshot: dict[str, Any] | None = None
     done_items: dict[int, Any] = {}
     partial_text: dict[int, str] = {}
     final: dict[str, Any] | None = None
     first: float | None = None
     error = None
-    for t, kind, ev in _json_events(events):
-        if kind in (
-            "response.output_text.delta",
-            "response.function_call_arguments.delta",
-            "response.refusal.delta",
-        ):
+    for t, kind, ev in _json_events(events, decode):
+        if kind in _RESPONSE_DELTAS:
             first = t if first is None else first
             if kind == "response.output_text.delta":
                 i = ev.get("output_index", 0)
                 partial_text[i] = partial_text.get(i, "") + ev.get("delta", "")
         elif kind == "response.output_item.done":
             done_items[ev.get("output_index", len(done_items))] = ev.get("item")
-        elif kind in ("response.completed", "response.incomplete", "response.failed"):
+        elif kind in _RESPONSE_ENDS:
             final = ev.get("response")
         elif kind in ("response.created", "response.in_progress"):
             snapshot = ev.get("response")
@@ -383,8 +506,11 @@ def _http_error(ex: Exchange) -> dict[str, Any]:
     return {"type": etype, "status": ex.status, "message": message}
 
 
-def to_call(ex: Exchange) -> Call:
-    """Build the call record (without price or user hashing: later stages add those)."""
+def to_call(ex: Exchange, decoder: Decoder | None = None) -> Call:
+    """Build the call record (without price or user hashing: later stages add those).
+
+    The writer passes its `Decoder`, so that what earlier calls sent is not decoded again."""
+    decode: Decode = decoder.decode if decoder is not None else parse_json
     ctx = ex.context
     call = Call(
         timestamp=datetime.fromtimestamp(ex.started_at, UTC),
@@ -399,7 +525,7 @@ def to_call(ex: Exchange) -> Call:
         latency_ms=round(ex.ended_ms, 3) if ex.ended_ms is not None else None,
     )
     notes: dict[str, Any] = {}
-    req = parse_json(ex.request_body)
+    req = decode(ex.request_body)
     if isinstance(req, dict):
         _split_request(ex, req, call)
     else:
@@ -415,7 +541,7 @@ def to_call(ex: Exchange) -> Call:
         try:
             if streamed:
                 parse = {"messages": _anthropic_stream, "chat": _chat_stream}.get(ex.api, _responses_stream)
-                response, stream_error, first, finished = parse(sse_events(ex))
+                response, stream_error, first, finished = parse(sse_events(ex), decode)
                 if finished:
                     # The SDK may close the response right after the last event; that is
                     # not an abandoned stream.
@@ -428,7 +554,7 @@ def to_call(ex: Exchange) -> Call:
                         "message": err.get("message", ""),
                     }
             else:
-                response, first = parse_json(body_bytes(ex)), None
+                response, first = decode(body_bytes(ex)), None
         except (ValueError, ImportError) as exc:
             response, first = None, None
             notes["unparsed_response"] = str(exc)

@@ -1,0 +1,97 @@
+"""The writer's decoding of bodies and streams: the same values as a plain JSON parse, with what
+earlier calls sent decoded once, and the same records from the whole workload either way."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anthropic
+import openai
+import pytest
+
+from llmlog.capture.exchange import Exchange
+from llmlog.capture.parse import Decoder, to_call
+from llmlog.capture.wrap import instrument
+from llmlog.fake_provider import FakeProvider
+from llmlog.record import parse_json
+from llmlog.workload import generate, run
+
+
+def conversation(turns: int) -> list[bytes]:
+    """Request bodies of one conversation, each re-sending everything before it."""
+    system = "You are careful. " * 200
+    tools = [{"name": f"t{i}", "description": "Looks things up. " * 20, "input_schema": {}} for i in range(3)]
+    history: list[dict[str, Any]] = []
+    bodies = []
+    for i in range(turns):
+        history.append({"role": ("user", "assistant")[i % 2], "content": f"turn {i} " + "word " * 60})
+        bodies.append(
+            json.dumps({"model": "m", "system": system, "tools": tools, "messages": history}).encode()
+        )
+    return bodies
+
+
+def test_values_equal_a_plain_parse_and_resent_parts_are_the_same_objects() -> None:
+    decoder = Decoder()
+    bodies = conversation(20)
+    values = [decoder.decode(b) for b in bodies]
+    assert values == [parse_json(b) for b in bodies]
+    first, last = values[-8], values[-1]  # (a short message list is decoded whole)
+    assert last["messages"][0] is first["messages"][0]  # decoded once, shared
+    assert last["system"] is first["system"] and last["tools"] is first["tools"]
+    assert last["messages"] is not first["messages"]  # each call's own list and object
+    assert last is not first
+
+
+def test_a_changed_part_is_decoded_again() -> None:
+    decoder = Decoder()
+    a, b = conversation(20)[-1], conversation(20)[-1].replace(b"turn 2 ", b"turn X ")
+    va, vb = decoder.decode(a), decoder.decode(b)
+    assert vb == parse_json(b) and vb["messages"][2]["content"].startswith("turn X")
+    assert vb["messages"][2] is not va["messages"][2]
+    assert vb["messages"][1] is va["messages"][1]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'{"a": NaN, "pad": "' + b"x" * 5000 + b'"}',  # not strict JSON: the lenient parser decides
+        b'{"s": "\\ud800", "pad": "' + b"x" * 5000 + b'"}',  # a lone surrogate escape
+        b'{"n": 123456789, "pad": "' + b"x" * 5000 + b'"}',
+        b'[{"role": "user", "content": "' + b"y" * 5000 + b'"}, 1, "two", null]',
+        b"\xff\xfe" + b"x" * 5000,  # not UTF-8: not JSON
+        b"not json at all " * 400,
+        b'{"a":1,"a":2, "pad": "' + b"x" * 5000 + b'"}',  # a repeated key: the last wins, as in parse_json
+        b"  \n" + json.dumps({"u": "ünïcødé ✓", "pad": "x" * 5000}).encode() + b"\n",
+    ],
+)
+def test_odd_bodies_decode_as_parse_json_does(body: bytes) -> None:
+    got, want = Decoder().decode(body), parse_json(body)
+    assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True)
+
+
+def test_the_cache_is_bounded_by_bytes() -> None:
+    decoder = Decoder(max_bytes=50_000)
+    for body in conversation(60):
+        decoder.decode(body)
+    assert 0 < decoder._bytes <= 50_000
+    assert sum(len(k) for k in decoder._cache) == decoder._bytes
+
+
+def test_the_workload_gives_the_same_records_with_and_without_the_decoder(fake: FakeProvider) -> None:
+    """Every API, streamed or not, errors included: the decoder changes the cost, not the record."""
+    exchanges: list[Exchange] = []
+    a = anthropic.Anthropic(api_key="k", base_url=fake.anthropic_base_url, max_retries=0)
+    o = openai.OpenAI(api_key="k", base_url=fake.openai_base_url, max_retries=0)
+    instrument(a, exchanges.append), instrument(o, exchanges.append)
+    for step in generate(150, seed=3):
+        run(step, a, o)
+    assert {(e.api, "event-stream" in e.response_headers.get("content-type", "")) for e in exchanges} >= {
+        ("messages", True), ("messages", False), ("chat", False), ("responses", True), ("responses", False)
+    }  # fmt: skip
+    decoder = Decoder()
+    for ex in exchanges:
+        plain, shared = to_call(ex), to_call(ex, decoder)
+        shared.id = plain.id
+        assert shared == plain
