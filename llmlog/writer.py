@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from llmlog.capture.exchange import Exchange
-from llmlog.capture.parse import to_call
+from llmlog.capture.parse import Decoder, to_call
 from llmlog.config import Settings
 from llmlog.pricing import Pricer
 from llmlog.record import Call
@@ -69,6 +69,7 @@ class Writer:
         self._give_up = False  # set while closing: a failing store is no longer retried
         self._store: Store | None = None
         self._pricer: Pricer | None = None
+        self._decoder = Decoder()  # the writer thread's own: what earlier calls sent is decoded once
         self._last_warning: dict[str, float] = {}
 
     # ------------------------------------------------------------ caller side
@@ -158,7 +159,7 @@ class Writer:
             log.warning(message)
 
     def _prepare(self, item: Item) -> Call:
-        call = to_call(item) if isinstance(item, Exchange) else item
+        call = to_call(item, self._decoder) if isinstance(item, Exchange) else item
         secret = self.settings.user_id_secret
         if secret and call.user_id is not None:
             call.user_id = hash_user_id(call.user_id, secret)
@@ -187,6 +188,15 @@ class Writer:
         return items, False
 
     def _run(self) -> None:
+        """Build records from what the callers queued; hand each batch to the store thread.
+
+        Two threads, so that building the next batch (Python: parsing, pricing) overlaps
+        storing the previous one (mostly the database's own work: SQLite's C code without the
+        GIL, or PostgreSQL's server on another core). One batch waits between them at most."""
+        batches: queue.Queue[tuple[list[Call], int] | None] = queue.Queue(maxsize=1)
+        store_thread = threading.Thread(target=self._store_batches, args=(batches,), name="llmlog-store")
+        store_thread.daemon = True
+        store_thread.start()
         stop = False
         while not stop:
             items, stop = self._batch()
@@ -203,6 +213,13 @@ class Writer:
                     log.exception("llmlog: could not build a record from a call; it is lost")
                     with self._lock:
                         self._stats.failed += 1
+            batches.put((calls, len(items)))
+        batches.put(None)
+        store_thread.join()
+
+    def _store_batches(self, batches: queue.Queue[tuple[list[Call], int] | None]) -> None:
+        while (batch := batches.get()) is not None:
+            calls, items = batch
             stored, bad = self._write(calls)
             lost = len(calls) - stored - bad
             with self._idle:
@@ -211,7 +228,7 @@ class Writer:
                 if lost:
                     self._stats.dropped += lost
                     log.error("llmlog: store unavailable at exit: %d call(s) lost", lost)
-                self._pending -= len(items)
+                self._pending -= items
                 self._idle.notify_all()
         if self._store is not None:
             with contextlib.suppress(Exception):

@@ -60,8 +60,9 @@ def test_queue_overflow_drops_with_count_and_warning(
         for _ in range(8):
             _call(client)
         stats = llmlog.stats()
-        # The writer holds one batch while retrying; the queue holds 2; the rest are dropped, counted.
-        assert stats.dropped >= 4
+        # The writer holds three batches while retrying (one being stored, one waiting for the
+        # store thread, one built); the queue holds 2; the rest are dropped, counted.
+        assert stats.dropped >= 3
         assert any("queue full" in r.getMessage() for r in caplog.records)
         started = time.monotonic()
         llmlog.configure(db=str(tmp_path / "other.db"))  # closing gives up after exit_timeout_s
@@ -84,8 +85,9 @@ def test_queue_is_bounded_by_bytes_too(
                 model="claude-haiku-4-5", max_tokens=10, messages=[{"role": "user", "content": big}]
             )
         stats = llmlog.stats()
-        # About 20 kB fit (three of these calls) plus the one the writer holds; the rest are counted.
-        assert 12 - 5 <= stats.dropped <= 12 - 3, stats
+        # About 20 kB fit (three of these calls) plus the three batches the writer holds; the
+        # rest are counted.
+        assert 12 - 7 <= stats.dropped <= 12 - 3, stats
         assert any("queue full" in r.getMessage() and "MiB" in r.getMessage() for r in caplog.records)
     llmlog.configure(db=str(tmp_path / "other.db"))
 
