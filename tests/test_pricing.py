@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+import logging
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
+import genai_prices
 import pytest
+from genai_prices.types import ModelPrice, Usage
 
+from llmlog import pricing
 from llmlog.pricing import RATE_CARD, PriceFileError, Pricer
 from llmlog.record import Call
 
@@ -144,3 +150,275 @@ def test_override_file_errors_are_clear(tmp_path: Path, text: str, message: str)
     path.write_text(text)
     with pytest.raises(PriceFileError, match=message):
         Pricer(path)
+
+
+# ---------------------------------------------------------------- the fast total is the library's
+
+# Real rate-card entries: long-context tiers (sonnet 4.5 at 200k, gpt-5.6-luna at 272k), price
+# changes (opus 4.6 drops its tiers on 2026-03-13, o3 is cut on 2025-06-10, luna on 2026-07-30,
+# gpt-5.5-cyber gains a cache-read rate on 2026-10-19), no 1h cache-write rate (gpt-6-cyber),
+# off-peak hours (deepseek-chat, 16:30-00:30 UTC).
+MODELS = [
+    ("anthropic", "claude-sonnet-4-5-20250929"),
+    ("anthropic", "claude-haiku-4-5"),
+    ("anthropic", "claude-opus-4-6"),
+    ("anthropic", "claude-3-5-haiku-latest"),
+    ("openai", "gpt-4o"),
+    ("openai", "gpt-4.1-mini"),
+    ("openai", "o3"),
+    ("openai", "gpt-5.6-luna"),
+    ("openai", "gpt-5.5-cyber"),
+    ("openai", "gpt-6-cyber"),
+    ("deepseek", "deepseek-chat"),
+]
+TIMESTAMPS = [
+    datetime(2025, 5, 1, 3, tzinfo=UTC),
+    datetime(2025, 7, 1, 17, tzinfo=UTC),
+    datetime(2026, 3, 12, 23, 59, tzinfo=UTC),
+    datetime(2026, 3, 13, 0, 1, tzinfo=UTC),
+    datetime(2026, 7, 29, 12, tzinfo=UTC),
+    datetime(2026, 7, 31, 12, tzinfo=UTC),
+    datetime(2026, 10, 18, 20, tzinfo=UTC),
+    datetime(2026, 10, 20, 8, tzinfo=UTC),
+]
+THRESHOLDS = [1_000, 199_999, 200_000, 200_001, 271_999, 272_000, 272_001]
+
+
+def usages(n: int) -> list[tuple[int, int, int, int | None, int | None, int]]:
+    """(input, cache read, cache write, 5m, 1h, output) around an input count of n."""
+    q = n // 4
+    return [
+        (n, 0, 0, None, None, 777),
+        (n, n // 2, 0, None, None, 0),  # cache reads, no output
+        (n, q, q, None, None, 777),  # cache writes without the 5m/1h split
+        (n, q, q, q - 100, 100, 777),  # with the split
+        (n, 0, 300, 300, 0, 5),
+        (n, 0, 300, None, 300, 5),  # only the 1h count reported
+        (n, q, q, q - 300, 100, 777),  # a split that does not add up: the library decides
+        (100, 80, 80, None, None, 1),  # more cached than input: the library decides
+        (0, 0, 0, None, None, 0),
+    ]
+
+
+def grid_call(provider: str, model: str, ts: datetime, usage: tuple[Any, ...]) -> Call:
+    inp, read, write, five, hour, out = usage
+    split = {k: v for k, v in (("ephemeral_5m_input_tokens", five), ("ephemeral_1h_input_tokens", hour))}
+    split = {k: v for k, v in split.items() if v is not None}
+    return Call(
+        provider=provider,
+        model=model,
+        timestamp=ts,
+        input_tokens=inp,
+        output_tokens=out,
+        cache_read_tokens=read,
+        cache_creation_tokens=write,
+        response={"usage": {"cache_creation": split}} if split else None,
+    )
+
+
+def library_usage(call: Call) -> Usage:
+    """The call's usage as genai-prices takes it."""
+    values = dict(
+        input_tokens=call.input_tokens,
+        output_tokens=call.output_tokens,
+        cache_read_tokens=call.cache_read_tokens,
+        cache_write_tokens=call.cache_creation_tokens,
+    )
+    split = ((call.response or {}).get("usage") or {}).get("cache_creation")
+    if split:
+        values["cache_write_5m_tokens"] = split.get("ephemeral_5m_input_tokens", 0)
+        values["cache_write_1h_tokens"] = split.get("ephemeral_1h_input_tokens", 0)
+    return Usage(**values)
+
+
+def library_cost(call: Call) -> float | None:
+    """genai-prices' own total for the call, straight from its top-level API."""
+    assert call.model is not None
+    try:
+        priced = genai_prices.calc_price(
+            library_usage(call), call.model, provider_id=call.provider, genai_request_timestamp=call.timestamp
+        )
+    except ValueError:
+        return None
+    return float(priced.total_price)
+
+
+def model_price_cost(price: ModelPrice, call: Call) -> float | None:
+    """A given ModelPrice's total for the call, by genai-prices."""
+    try:
+        return float(price.calc_price(library_usage(call))["total_price"])
+    except ValueError:
+        return None
+
+
+GRID = [
+    grid_call(provider, model, ts, usage)
+    for (provider, model), ts, n in itertools.product(MODELS, TIMESTAMPS, THRESHOLDS)
+    for usage in usages(n)
+]
+
+
+def test_grid_prices_as_the_library() -> None:
+    pricer = Pricer()  # one Pricer: later calls of a price take the fast path unverified
+    mismatches = [
+        (c.model, c.timestamp, c.input_tokens, c.cache_read_tokens, c.cache_creation_tokens, c.response)
+        for c in GRID
+        if pricer.price(c.replace()).cost_usd != library_cost(c)
+    ]
+    assert not mismatches
+    assert sum(library_cost(c) is None for c in GRID) < len(GRID) // 5  # the grid is mostly priced
+
+
+def test_grid_lines_never_disagree_with_the_library(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every call that the lines price is also checked, so any disagreement at all is logged.
+    monkeypatch.setattr(pricing, "VERIFY_EVERY", 1)
+    fast = 0
+    lines = pricing._lines
+
+    def counted(*args: Any) -> Any:
+        nonlocal fast
+        fast += 1
+        return lines(*args)
+
+    monkeypatch.setattr(pricing, "_lines", counted)
+    pricer = Pricer()
+    with caplog.at_level(logging.DEBUG, logger="llmlog"):
+        for c in GRID:
+            pricer.price(c)
+    assert not [r.getMessage() for r in caplog.records if "asking genai-prices" in r.getMessage()]
+    assert fast > len(GRID) * 3 // 4  # most of the grid went through the lines
+
+
+def test_a_price_the_lines_do_not_cover_goes_to_the_library(caplog: pytest.LogCaptureFixture) -> None:
+    # Perplexity charges per request as well ($12 per 1,000 for sonar): a unit the lines lack.
+    pricer = Pricer()
+    calls = [
+        Call(provider="perplexity", model="sonar", timestamp=NOW, input_tokens=n, output_tokens=n // 3)
+        for n in range(1000, 200_000, 997)
+    ]
+    with caplog.at_level(logging.DEBUG, logger="llmlog"):
+        costs = [pricer.price(c).cost_usd for c in calls]
+    assert costs == [library_cost(c) for c in calls]
+    assert costs[0] == pytest.approx((1000 * 1 + 333 * 1) / 1e6 + 12 / 1000)
+    assert sum("asking genai-prices" in r.getMessage() for r in caplog.records) == 1
+
+
+def wrong_when(condition: Any) -> Any:
+    """`pricing._lines`, but one cent too much on the output line when condition(call)."""
+    lines = pricing._lines
+
+    def wrong(rates: Any, call: Call, five: Any, hour: Any) -> Any:
+        out = lines(rates, call, five, hour)
+        if condition(call):
+            label, tokens, rate, cost = out[-1]
+            out[-1] = (label, tokens, rate, cost + Decimal("0.01"))
+        return out
+
+    return wrong
+
+
+def test_first_call_of_each_usage_shape_is_verified(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Wrong only when the 5m/1h split is reported: the first such call is checked and caught.
+    monkeypatch.setattr(pricing, "_lines", wrong_when(lambda call: call.response is not None))
+    split = {
+        "usage": {"cache_creation": {"ephemeral_5m_input_tokens": 100, "ephemeral_1h_input_tokens": 100}}
+    }
+    plain = [
+        anthropic_call(input_tokens=5000 + n, output_tokens=300, cache_creation_tokens=200) for n in range(5)
+    ]
+    calls = [
+        *plain,
+        anthropic_call(input_tokens=5000, output_tokens=300, cache_creation_tokens=200, response=split),
+    ]
+    pricer = Pricer()
+    with caplog.at_level(logging.DEBUG, logger="llmlog"):
+        costs = [pricer.price(c.replace()).cost_usd for c in [*calls, *calls]]
+    assert costs == [library_cost(c) for c in [*calls, *calls]]
+    assert sum("asking genai-prices" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_a_difference_at_some_counts_is_caught_by_the_sample(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Wrong only at 777 output tokens; the first call (100) passes its check. The sample is
+    # deterministic: the 64th call of the price is checked, the lines are wrong until then
+    # (63 calls, the amortization's price) and never after.
+    monkeypatch.setattr(pricing, "_lines", wrong_when(lambda call: call.output_tokens == 777))
+    calls = [anthropic_call(input_tokens=1000, output_tokens=100)]
+    calls += [anthropic_call(input_tokens=1000 + n, output_tokens=777) for n in range(200)]
+    pricer = Pricer()
+    with caplog.at_level(logging.DEBUG, logger="llmlog"):
+        wrong = [pricer.price(c.replace()).cost_usd != library_cost(c) for c in calls]
+    assert wrong == [False] + [True] * (pricing.VERIFY_EVERY - 1) + [False] * (
+        len(calls) - pricing.VERIFY_EVERY
+    )
+    assert sum("asking genai-prices" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_breakdown_other_line_carries_what_the_lines_miss() -> None:
+    # 1,500 + 300 reported by TTL but 2,000 written: genai-prices bills the 1,700 not written for
+    # 1h as 5m writes; the lines bill what was reported and "other" makes up the difference.
+    split = {
+        "usage": {"cache_creation": {"ephemeral_5m_input_tokens": 1500, "ephemeral_1h_input_tokens": 300}}
+    }
+    call = anthropic_call(input_tokens=10_000, output_tokens=100, cache_creation_tokens=2000, response=split)
+    b = Pricer().breakdown(call)
+    assert b is not None and float(b.total) == library_cost(call) == Pricer().price(call).cost_usd
+    assert b.lines[-1].label == "other" and b.lines[-1].cost == 200 * Decimal("3.75") / 1_000_000
+    assert sum(line.cost for line in b.lines) == b.total
+
+
+def test_overrides_price_as_their_model_price(tmp_path: Path) -> None:
+    prices = tmp_path / "prices.toml"
+    prices.write_text(
+        """
+        [[model]]
+        match = "acme-*"
+        input_mtok = 0.3
+        output_mtok = 1.2
+
+        [[model]]
+        match = "acme-*"
+        start = 2026-06-01
+        input_mtok = 0.25
+        output_mtok = 1.0
+        cache_read_mtok = 0.025
+        cache_write_mtok = 0.3125
+        cache_write_1h_mtok = 0.5
+
+        [[model]]
+        provider = "openai"
+        match = "gpt-4o"
+        start = 2026-06-01
+        input_mtok = 2.0
+        output_mtok = 8.0
+        """
+    )
+    by_start = {
+        False: ModelPrice(input_mtok=Decimal("0.3"), output_mtok=Decimal("1.2")),
+        True: ModelPrice(
+            input_mtok=Decimal("0.25"),
+            output_mtok=Decimal("1.0"),
+            cache_read_mtok=Decimal("0.025"),
+            cache_write_mtok=Decimal("0.3125"),
+            cache_write_1h_mtok=Decimal("0.5"),
+        ),
+    }
+    gpt4o = ModelPrice(input_mtok=Decimal("2.0"), output_mtok=Decimal("8.0"))
+    pricer = Pricer(prices)
+    for ts, n in itertools.product([datetime(2026, 5, 31, tzinfo=UTC), NOW], [1000, 250_000]):
+        for usage in usages(n):
+            call = grid_call("openai", "acme-ft-1", ts, usage)
+            assert pricer.price(call).cost_usd == model_price_cost(by_start[ts >= NOW.replace(month=6)], call)
+            # Before its start the gpt-4o override is not in force: the card's price applies.
+            call = grid_call("openai", "gpt-4o", ts, usage)
+            if ts < NOW.replace(month=6):
+                assert pricer.price(call).cost_usd == library_cost(call)
+            else:
+                assert pricer.price(call).cost_usd == model_price_cost(gpt4o, call)
+            if call.cost_usd is not None:
+                assert call.rate_card is not None and "prices.toml@" in call.rate_card
