@@ -19,7 +19,7 @@ import random
 import sqlite3
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
 from pathlib import Path
@@ -30,7 +30,7 @@ import pytest
 from llmlog.record import COLUMNS, JSON_COLUMNS, Call, format_timestamp
 from llmlog.store import CallFilter, ReadOnlyError, Store, open_store
 from llmlog.store import postgres as pg
-from llmlog.store.sqlite import MIGRATIONS, SQLiteStore, _digest, connect, migrate
+from llmlog.store.sqlite import MIGRATIONS, SQLiteStore, _digest, connect, m003_daily, migrate
 from tests.backends import Backend, admin, new_schema
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -567,6 +567,257 @@ def test_update_costs(store: Store) -> None:
     assert cleared is not None and (cleared.cost_usd, cleared.rate_card) == (None, None)
 
 
+# ---------------------------------------------------------------- the `daily` rollup
+
+DAILY_GROUP = ("day", "feature", "model", "provider", "prompt_template_version")
+DAILY_SUMS = (
+    "calls", "errors", "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens",
+    "cost_usd", "priced_calls", "latency_ms", "first_token_ms",
+)  # fmt: skip
+# What `daily` must hold, computed by the engine from the `calls` view (`query` runs in UTC).
+DAY_OF = {"sqlite": "substr(timestamp, 1, 10)", "postgres": "to_char(timestamp, 'YYYY-MM-DD')"}
+ROLLUP_OF_CALLS = (
+    "SELECT {day}, feature, model, provider, prompt_template_version, count(*), count(error),"
+    " coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), coalesce(sum(cache_read_tokens), 0),"
+    " coalesce(sum(cache_creation_tokens), 0), coalesce(sum(cost_usd), 0), count(cost_usd),"
+    " coalesce(sum(latency_ms), 0), coalesce(sum(first_token_ms), 0) FROM calls GROUP BY 1, 2, 3, 4, 5"
+)
+# The migration that adds `daily`: a database at this version has calls and no rollup yet.
+BEFORE_DAILY = {"sqlite": MIGRATIONS.index(m003_daily), "postgres": pg.MIGRATIONS.index(pg.m002_daily)}
+Group = tuple[Any, ...]
+HEAVY = ("2026-03-01", "support-bot", "gpt-4.1", "openai", "v1")  # the group of every 5th call
+
+
+def _daily_calls() -> list[Call]:
+    """Calls over four UTC days (one in a month with no partition yet), with NULL (and '') in
+    the group columns, errors, unpriced calls, missing token counts and latencies."""
+    rng = random.Random(20260301)
+    stamps = [
+        T0 - timedelta(days=1), T0, T0 + timedelta(days=1),
+        datetime(2026, 3, 1, 23, 59, 59, 999999, tzinfo=UTC), datetime(2026, 3, 2, tzinfo=UTC),
+        datetime(2026, 3, 2, 1, 30, tzinfo=timezone(timedelta(hours=2))),  # 2026-03-01 in UTC
+        datetime(2031, 7, 4, 8, 0, tzinfo=UTC),
+    ]  # fmt: skip
+
+    def maybe(value: Any) -> Any:
+        return None if rng.random() < 0.2 else value
+
+    calls = []
+    for i in range(150):
+        model = rng.choice([None, "claude-sonnet-4-5", "gpt-4.1"])
+        call = Call(
+            id=str(uuid.UUID(int=rng.getrandbits(128))), timestamp=rng.choice(stamps),
+            feature=rng.choice([None, "", "support-bot", "summarize"]), model=model,
+            provider=None if model is None else ("anthropic" if model.startswith("claude") else "openai"),
+            prompt_template_version=rng.choice([None, "v1"]),
+            input_tokens=maybe(rng.randint(1, 50_000)), output_tokens=maybe(rng.randint(1, 4000)),
+            cache_read_tokens=maybe(rng.randint(0, 30_000)),
+            cache_creation_tokens=maybe(rng.randint(0, 9000)),
+            cost_usd=maybe(rng.random() / 10), latency_ms=maybe(rng.uniform(50, 9000)),
+            first_token_ms=maybe(rng.uniform(20, 900)),
+            error={"type": "server_error", "status": 500} if rng.random() < 0.2 else None,
+        )  # fmt: skip
+        if i % 5 == 0:
+            call = call.replace(timestamp=T0, feature="support-bot", model="gpt-4.1", provider="openai",
+                                prompt_template_version="v1")  # fmt: skip
+        calls.append(call)
+    return calls
+
+
+def _group(c: Call) -> Group:
+    return (format_timestamp(c.timestamp)[:10], c.feature, c.model, c.provider, c.prompt_template_version)
+
+
+def _expected_daily(calls: Iterable[Call]) -> dict[Group, tuple[Any, ...]]:
+    """`daily` computed here, from the calls as inserted."""
+    groups: dict[Group, list[Any]] = {}
+    for c in calls:
+        sums = groups.setdefault(_group(c), [0, 0, 0, 0, 0, 0, 0.0, 0, 0.0, 0.0])
+        figures = (
+            1, int(c.error is not None), c.input_tokens or 0, c.output_tokens or 0, c.cache_read_tokens or 0,
+            c.cache_creation_tokens or 0, c.cost_usd or 0.0, int(c.cost_usd is not None), c.latency_ms or 0.0,
+            c.first_token_ms or 0.0,
+        )  # fmt: skip
+        for i, value in enumerate(figures):
+            sums[i] += value
+    return {key: tuple(sums) for key, sums in groups.items()}
+
+
+def _daily(store: Store) -> dict[Group, tuple[Any, ...]]:
+    """`daily` as a user sees it, through the read-only `query`: group → sums."""
+    result = store.query("SELECT * FROM daily")
+    assert result.columns == [*DAILY_GROUP, *DAILY_SUMS]
+    rows = {row[:5]: row[5:] for row in result.rows}
+    assert len(rows) == len(result.rows)  # one row per group, NULL being one value
+    return rows
+
+
+def _assert_rollup(got: dict[Group, tuple[Any, ...]], expected: dict[Group, tuple[Any, ...]]) -> None:
+    assert sorted(got, key=repr) == sorted(expected, key=repr)
+    for key, sums in expected.items():
+        row = got[key]
+        assert [type(v) for v in row] == [int] * 6 + [float, int, float, float], (key, row)
+        counts, floats = (0, 1, 2, 3, 4, 5, 7), (6, 8, 9)
+        assert [row[i] for i in counts] == [sums[i] for i in counts], key  # exactly
+        assert [row[i] for i in floats] == pytest.approx([sums[i] for i in floats], rel=1e-12), key
+
+
+def test_daily_rolls_up_every_call(store: Store, backend: Backend) -> None:
+    calls = _daily_calls()
+    for i in range(0, len(calls), 40):  # several batches (PostgreSQL: several statements)
+        assert store.insert(calls[i : i + 40]) == len(calls[i : i + 40])
+    expected = _expected_daily(calls)
+    # The set is as varied as it claims: many groups, NULL and '' apart, groups of several calls.
+    assert len(expected) > 50
+    assert {k[1] for k in expected} == {None, "", "support-bot", "summarize"}
+    assert {k[0] for k in expected} == {"2026-02-28", "2026-03-01", "2026-03-02", "2031-07-04"}
+    assert expected[HEAVY][0] >= 30 and 0 < expected[HEAVY][7] < expected[HEAVY][0] and expected[HEAVY][1] > 0
+    got = _daily(store)
+    _assert_rollup(got, expected)
+    from_calls = store.query(ROLLUP_OF_CALLS.format(day=DAY_OF[backend.kind]))
+    _assert_rollup(got, {row[:5]: row[5:] for row in from_calls.rows})
+
+
+def test_daily_counts_only_calls_not_stored_before(store: Store) -> None:
+    calls = _daily_calls()
+    store.insert(calls)
+    before = _daily(store)
+    assert store.insert(calls) == 0
+    # A stored id again, changed or not, in a batch of its own or with itself.
+    assert store.insert([calls[3].replace(model="other", cost_usd=9.0), calls[3], calls[0]]) == 0
+    assert _daily(store) == before
+    again = calls[0].replace(id=str(uuid.UUID(int=7)))
+    assert store.insert([*calls[:20], again, again]) == 1
+    _assert_rollup(_daily(store), _expected_daily([*calls, again]))
+
+
+def test_daily_follows_cost_changes(store: Store, backend: Backend) -> None:
+    calls = _daily_calls()
+    store.insert(calls)
+    priced = [c for c in calls if c.cost_usd is not None and _group(c) != HEAVY]
+    unpriced = [c for c in calls if c.cost_usd is None and _group(c) != HEAVY]
+    changes = [
+        (priced[0].id, 0.5, "card v2"), (priced[1].id, None, None), (unpriced[0].id, 0.25, "card v2"),
+        (priced[2].id, priced[2].cost_usd, "same cost"), (str(uuid.UUID(int=1)), 1.0, "no such call"),
+    ]  # fmt: skip
+    assert store.update_costs(changes) == 4
+    costs = {call_id: cost for call_id, cost, _ in changes}
+    repriced = [c.replace(cost_usd=costs.get(c.id, c.cost_usd)) for c in calls]
+    _assert_rollup(_daily(store), _expected_daily(repriced))
+    from_calls = store.query(ROLLUP_OF_CALLS.format(day=DAY_OF[backend.kind]))
+    _assert_rollup(_daily(store), {row[:5]: row[5:] for row in from_calls.rows})
+    # A group left with no priced call costs 0 exactly, not what rounding leaves over.
+    heavy = [c for c in calls if _group(c) == HEAVY]
+    assert store.update_costs([(c.id, None, None) for c in heavy]) == len(heavy)
+    assert _daily(store)[HEAVY][:8] == (len(heavy), *_expected_daily(heavy)[HEAVY][1:6], 0.0, 0)
+    assert store.update_costs([(heavy[0].id, 0.1, "x"), (heavy[1].id, 0.2, "x")]) == 2
+    assert _daily(store)[HEAVY][6:8] == (pytest.approx(0.3, rel=1e-12), 2)
+
+
+def test_daily_counts_rows_inserted_by_hand(store: Store, backend: Backend) -> None:
+    """Rows that reach `call_data` by plain SQL, not through the store (INSERT … SELECT, as the
+    benchmark grows a store, or one row), are counted too."""
+    calls = _daily_calls()
+    store.insert(calls)
+    columns = (
+        "timestamp, provider, model, feature, prompt_template_version, input_tokens, output_tokens,"
+        " cache_read_tokens, cache_creation_tokens, cost_usd, first_token_ms, latency_ms, error"
+    )
+    backend.sql(f"INSERT INTO call_data (id, {columns}) SELECT id || '-copy', {columns} FROM call_data")
+    backend.sql(
+        "INSERT INTO call_data (id, timestamp, model, cost_usd)"
+        " VALUES ('by-hand', '2026-03-01T12:00:00Z', 'hand', 1.5)"
+    )
+    by_hand = Call(timestamp=T0, model="hand", cost_usd=1.5)
+    _assert_rollup(_daily(store), _expected_daily([*calls, *calls, by_hand]))
+
+
+def test_an_existing_database_gets_an_exact_rollup_on_upgrade(backend: Backend) -> None:
+    """A database with calls, at the version before `daily`: the migration fills it from them."""
+    kind, calls = backend.kind, _daily_calls()
+    if kind == "sqlite":
+        db = connect(backend.url)
+        assert migrate(db, target=BEFORE_DAILY[kind]) == BEFORE_DAILY[kind]
+        db.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(backend.url, autocommit=True) as conn:
+            assert pg.migrate(conn, target=BEFORE_DAILY[kind]) == BEFORE_DAILY[kind]
+        for month in sorted({format_timestamp(c.timestamp)[:7] for c in calls}):
+            year, n = int(month[:4]), int(month[5:])
+            end = f"{year + n // 12:04d}-{n % 12 + 1:02d}"
+            backend.sql(
+                f"CREATE TABLE call_data_{year:04d}{n:02d} PARTITION OF call_data"
+                f" FOR VALUES FROM ('{month}-01T00:00:00Z') TO ('{end}-01T00:00:00Z')"
+            )
+    assert backend.sql("SELECT count(*) FROM call_data") == [(0,)]
+    columns = (
+        "id", "timestamp", "provider", "model", "feature", "prompt_template_version", "input_tokens",
+        "output_tokens", "cache_read_tokens", "cache_creation_tokens", "cost_usd", "first_token_ms",
+        "latency_ms", "error",
+    )  # fmt: skip
+    values = [
+        (c.id, format_timestamp(c.timestamp), c.provider, c.model, c.feature, c.prompt_template_version,
+         c.input_tokens, c.output_tokens, c.cache_read_tokens, c.cache_creation_tokens, c.cost_usd,
+         c.first_token_ms, c.latency_ms, json.dumps(c.error) if c.error is not None else None)
+        for c in calls
+    ]  # fmt: skip
+    marks = ", ".join(["(" + ", ".join("?" * len(columns)) + ")"] * len(values))
+    backend.sql(
+        f"INSERT INTO call_data ({', '.join(columns)}) VALUES {marks}", [v for row in values for v in row]
+    )
+    with backend.open() as store:
+        assert (store.schema_found, store.schema_version) == (BEFORE_DAILY[kind], SCHEMA_VERSION[kind])
+        _assert_rollup(_daily(store), _expected_daily(calls))
+        # And from then on the triggers keep it.
+        later = [Call(timestamp=T0, model="later", cost_usd=0.5), calls[0].replace(id=str(uuid.UUID(int=9)))]
+        assert store.insert([*later, calls[1]]) == 2
+        _assert_rollup(_daily(store), _expected_daily([*calls, *later]))
+
+
+def test_cost_by_day_reads_whole_utc_days(store: Store, backend: Backend) -> None:
+    day = datetime(2026, 3, 10, tzinfo=UTC)
+
+    def at(days: int, hours: float, microseconds: int = 0) -> datetime:
+        return day + timedelta(days=days, hours=hours, microseconds=microseconds)
+
+    plus2 = timezone(timedelta(hours=2))
+    store.insert([
+        Call(timestamp=at(0, 0, -1), model="a", cost_usd=1.0),  # the day before: out
+        Call(timestamp=at(0, 0), model="a", cost_usd=0.25),  # since's day, before since's time: in
+        Call(timestamp=at(0, 18), model="b"),  # unpriced: counted, cost None
+        Call(timestamp=at(0, 20), model="a", cost_usd=0.5, error={"type": "x"}),
+        Call(timestamp=at(1, 12), model="b", cost_usd=2.0),
+        Call(timestamp=at(1, 13), model="b", feature="other"),
+        Call(timestamp=datetime(2026, 3, 13, 0, 30, tzinfo=plus2), model="a", cost_usd=4.0),  # 12th, UTC
+        Call(timestamp=at(3, 0, -1), cost_usd=0.125),  # until's day, after until's time: in
+        Call(timestamp=at(3, 0), model="a", cost_usd=8.0),  # the day after: out
+    ])  # fmt: skip
+    window = [
+        ("2026-03-10", "a", 2, 0.75),
+        ("2026-03-10", "b", 1, None),
+        ("2026-03-11", "b", 2, 2.0),
+        ("2026-03-12", None, 1, 0.125),  # NULL model first on both stores
+        ("2026-03-12", "a", 1, 4.0),
+    ]
+    got = store.cost_by_day(at(0, 12), at(2, 6))
+    assert got == window
+    assert [type(v) for v in got[0]] == [str, str, int, float]  # a float on PostgreSQL too, not Decimal
+    # Times in another zone, or naive (UTC), name their UTC day.
+    assert store.cost_by_day(datetime(2026, 3, 11, 1, 0, tzinfo=plus2), datetime(2026, 3, 12, 23)) == window
+    assert store.cost_by_day(datetime(2026, 3, 11, 23), datetime(2026, 3, 11)) == window[2:3]
+    assert store.cost_by_day(at(20, 0), at(30, 0)) == []
+    # Without until: through today.
+    now = datetime.now(UTC)
+    store.insert([Call(timestamp=now, model="today", cost_usd=1.0), Call(timestamp=now + timedelta(days=3))])
+    assert store.cost_by_day(now - timedelta(days=1)) == [(format_timestamp(now)[:10], "today", 1, 1.0)]
+    # It reads the rollup: calls deleted (as retention will) leave their days' figures.
+    backend.sql("DELETE FROM call_data")
+    assert store.count(CallFilter()) == 0
+    assert store.cost_by_day(at(0, 12), at(2, 6)) == window
+
+
 # ---------------------------------------------------------------- read-only query
 
 
@@ -688,7 +939,7 @@ ALLOWED = {
          [("00000000-0000-0000-0000-000000000003",)]),
         ("SELECT json_array_length(messages), json_extract(error, '$.status') FROM calls WHERE id LIKE '%4'",
          (), [(None, 500)]),
-        ("PRAGMA user_version", (), [(2,)]),
+        ("PRAGMA user_version", (), [(len(MIGRATIONS),)]),
     ],
     "postgres": [
         *COMMON_ALLOWED,
@@ -696,8 +947,8 @@ ALLOWED = {
          [("00000000-0000-0000-0000-000000000003",)]),
         ("SELECT jsonb_array_length(messages), (error->>'status')::int FROM calls WHERE id LIKE '%4'",
          (), [(None, 500)]),
-        ("SELECT version FROM llmlog_schema", (), [(1,)]),
-        ("TABLE llmlog_schema", (), [(1,)]),
+        ("SELECT version FROM llmlog_schema", (), [(len(pg.MIGRATIONS),)]),
+        ("TABLE llmlog_schema", (), [(len(pg.MIGRATIONS),)]),
         ("VALUES (1, 'a'), (2, 'b')", (), [(1, "a"), (2, "b")]),
         ("(SELECT count(*) FROM call_data)", (), [(5,)]),
     ],
@@ -866,8 +1117,14 @@ def test_migrates_a_version_1_database(backend: Backend) -> None:
         assert got.metadata == {"tier": "free"} and got.tags == ["old"]
         assert got.rate_card is None and got.tools is None and got.params is None
         assert store.query("SELECT feature, rate_card FROM calls").rows == [("legacy", None)]
+        assert store.cost_by_day(datetime(2025, 6, 1), datetime(2025, 6, 1)) == [
+            ("2025-06-01", "claude-haiku-4-5", 1, 0.00011)
+        ]
         # New rows go in beside the old one.
         assert store.insert([Call(timestamp=T0, rate_card="card")]) == 1
+        assert store.query("SELECT day, model, calls FROM daily ORDER BY day").rows == [
+            ("2025-06-01", "claude-haiku-4-5", 1), ("2026-03-01", None, 1),
+        ]  # fmt: skip
     # Opening again is a no-op.
     with open_store(path) as store:
         assert (store.schema_found, store.schema_version) == (len(MIGRATIONS), len(MIGRATIONS))
@@ -928,6 +1185,9 @@ def test_several_processes_write_at_once(backend: Backend) -> None:
         assert store.query("SELECT COUNT(DISTINCT id) FROM calls").rows == [(800,)]
         # One shared system prompt row, one row per distinct message.
         assert store.query("SELECT COUNT(*) FROM content").rows == [(801,)]
+        # Each counted once in the rollup (a day apart if the writers ran over midnight).
+        daily = "SELECT feature, SUM(calls) FROM daily GROUP BY feature ORDER BY feature"
+        assert store.query(daily).rows == [(f"w{w}", 200) for w in range(4)]
 
 
 def _open_fresh(urls: list[str], worker: int, start: Any, errors: Any) -> None:
@@ -1013,6 +1273,10 @@ def test_overlapping_writers_never_deadlock_or_lose_calls(backend: Backend) -> N
     total = len(everything)
     assert sum(_drain(results)) == total  # each call reported new exactly once
     assert backend.sql("SELECT count(*), count(DISTINCT id) FROM call_data") == [(total, total)]
+    # Each counted once in the rollup: one group per day (every call is "overlap", no model).
+    assert backend.sql("SELECT day, calls FROM daily ORDER BY day") == backend.sql(
+        "SELECT (timestamp AT TIME ZONE 'UTC')::date, count(*) FROM call_data GROUP BY 1 ORDER BY 1"
+    )
     contents = {json.dumps(m) for c in everything.values() for m in c.messages or []}
     contents |= {c.system_prompt for c in everything.values()}
     assert backend.sql("SELECT count(*) FROM content") == [(len(contents),)]
@@ -1111,6 +1375,7 @@ def test_processes_creating_the_same_new_month_at_once(backend: Backend) -> None
     assert codes == [0] * workers
     assert _partitions(backend) == ["call_data_203107", "call_data_203108"]
     assert backend.sql("SELECT count(*), count(DISTINCT feature) FROM call_data") == [(2 * workers, workers)]
+    assert backend.sql("SELECT count(*), sum(calls) FROM daily") == [(2 * workers, 2 * workers)]
 
 
 # ---------------------------------------------------------------- SQLite in memory
@@ -1131,3 +1396,63 @@ def test_query_refuses_writes_on_an_in_memory_store(sql: str) -> None:
         assert store.insert([Call(timestamp=T0)]) == 1  # the store's own writes still work
     finally:
         store.close()
+
+
+def test_echoed_instructions_and_tools_round_trip_and_are_stored_once(backend: Backend) -> None:
+    """The Responses API echoes the request's instructions and tools in every response."""
+    instructions = "You are the research agent. " * 150
+    tools = [
+        {"type": "function", "name": f"f{i}", "description": "Finds. " * 40, "strict": True} for i in range(3)
+    ]
+    calls = [
+        Call(
+            timestamp=T0 + timedelta(seconds=i), provider="openai", model="gpt-4.1",
+            system_prompt=instructions,
+            messages=[{"role": "user", "content": f"question {i}"}],
+            tools=[{k: v for k, v in t.items() if k != "strict"} for t in tools],
+            response={"id": f"resp_{i}", "object": "response", "instructions": instructions, "tools": tools,
+                      "output": [{"type": "message", "content": [{"type": "output_text", "text": f"a{i}"}]}],
+                      "usage": {"input_tokens": 10, "output_tokens": 2}},
+        )
+        for i in range(5)
+    ]  # fmt: skip
+    odd = Call(
+        timestamp=T0, provider="openai", model="gpt-4.1",
+        response={"instructions": None, "tools": [], "output": []},  # nothing to move: kept as is
+    )  # fmt: skip
+    with backend.open() as store:
+        store.insert([*calls, odd])
+        for c in [*calls, odd]:
+            got = store.get(c.id)
+            assert got is not None and got.response == c.response
+        if backend.kind == "sqlite":
+            # Key order too, as the view presents it to SQL.
+            text = store.query("SELECT response FROM calls WHERE id = ?", (calls[0].id,)).rows[0][0]
+            assert list(json.loads(text)) == list(calls[0].response or {})
+    if backend.kind == "sqlite":
+        # The response rows hold no copy; the echoed text is one content row shared by all.
+        assert (
+            backend.sql("SELECT max(length(response)) FROM call_data WHERE provider = 'openai'")[0][0] < 300
+        )
+        n = backend.sql("SELECT count(*) FROM content WHERE body LIKE '%You are the research agent%'")
+        assert n == [(1,)]
+
+
+@sqlite_only
+def test_migrates_a_version_2_database_with_responses(backend: Backend) -> None:
+    path = backend.url
+    db = connect(path)
+    assert migrate(db, target=2) == 2
+    db.execute(
+        "INSERT INTO call_data (id, timestamp, provider, response) VALUES (?, ?, ?, ?)",
+        ("99999999-0000-4000-8000-000000000002", "2026-01-01T00:00:00.000000Z", "openai",
+         json.dumps({"instructions": "old", "tools": [{"name": "t"}], "output": []})),
+    )  # fmt: skip
+    db.close()
+    with SQLiteStore(path) as store:
+        got = store.get("99999999-0000-4000-8000-000000000002")
+        assert got is not None and got.response == {
+            "instructions": "old",
+            "tools": [{"name": "t"}],
+            "output": [],
+        }

@@ -6,7 +6,7 @@ import abc
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from llmlog.record import Call, format_timestamp, parse_timestamp
@@ -37,6 +37,15 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
         return parse_timestamp(text)
     except ValueError:
         raise ValueError(f"{text!r} is neither a duration like 1h/7d nor an ISO-8601 time") from None
+
+
+def utc_days(since: datetime, until: datetime | None = None) -> tuple[date, date]:
+    """The first and last UTC day of a `cost_by_day` window (naive times mean UTC)."""
+
+    def day(t: datetime) -> date:
+        return (t if t.tzinfo else t.replace(tzinfo=UTC)).astimezone(UTC).date()
+
+    return day(since), day(until if until is not None else datetime.now(UTC))
 
 
 @dataclass
@@ -121,7 +130,10 @@ class Store(abc.ABC):
     def cost_by_day(
         self, since: datetime, until: datetime | None = None
     ) -> list[tuple[str, str | None, int, float | None]]:
-        """(UTC day 'YYYY-MM-DD', model, calls, cost) per day and model, oldest day first."""
+        """(UTC day 'YYYY-MM-DD', model, calls, cost) per day and model, oldest day first,
+        then by model (NULL first), over whole UTC days: from since's day through until's day
+        (through today when None). Read from the `daily` rollup, not the calls; cost is None
+        for a day and model none of whose calls has a cost."""
 
     @abc.abstractmethod
     def existing_ids(self, ids: Sequence[str]) -> set[str]:

@@ -30,7 +30,7 @@ from psycopg import sql as pgsql
 from psycopg.types.string import TextLoader
 
 from llmlog.record import COLUMNS, Call, format_timestamp, json_text
-from llmlog.store.base import CallFilter, QueryResult, ReadOnlyError, Store
+from llmlog.store.base import CallFilter, QueryResult, ReadOnlyError, Store, utc_days
 
 CONNECT_TIMEOUT_S = 10
 # Creating a partition briefly locks the parent table; waiting longer than this for a long
@@ -110,7 +110,122 @@ def m001_initial(cur: psycopg.Cursor[Any]) -> None:
     cur.execute(CALLS_VIEW)
 
 
-MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [m001_initial]
+def m002_daily(cur: psycopg.Cursor[Any]) -> None:
+    """`daily`: the calls rolled up per UTC day, feature, model, provider and prompt version,
+    kept by the database itself (triggers on the partitioned `call_data`, which see the rows
+    of every partition, those created later included), so reports over days read a few
+    hundred rows instead of every call, and stay exact whoever inserts (the store, INSERT …
+    SELECT or COPY by hand, `llmlog copy`). Rows inserted into a partition by name, not
+    through `call_data`, are not seen.
+
+    No DELETE trigger, on purpose: deleting calls (or dropping a month) is retention's
+    business, which keeps their rollup rows (the cold tier). Besides inserts, only what the
+    store changes in a stored call is followed: its cost (`update_costs`, `llmlog reprice`);
+    an UPDATE of other columns leaves the rollup off."""
+    version = cur.execute("SHOW server_version_num").fetchone()
+    if version is None or int(version[0]) < 150000:
+        raise RuntimeError("llmlog needs PostgreSQL 15 or later (UNIQUE NULLS NOT DISTINCT)")
+    schema = cur.execute("SELECT current_schema()").fetchone()
+    if schema is None or schema[0] is None:
+        raise RuntimeError("no schema to create tables in: the search_path names none that exists")
+    group = "day, feature, model, provider, prompt_template_version"
+    cur.execute(
+        f"""
+        CREATE TABLE daily (
+            day date NOT NULL,  -- the UTC date of the calls
+            feature text, model text, provider text, prompt_template_version text,
+            calls bigint NOT NULL,
+            errors bigint NOT NULL,  -- calls whose error is not NULL
+            input_tokens bigint NOT NULL, output_tokens bigint NOT NULL,  -- sums; NULL counts as 0
+            cache_read_tokens bigint NOT NULL, cache_creation_tokens bigint NOT NULL,
+            cost_usd double precision NOT NULL,  -- sum of the known costs; 0 when none
+            priced_calls bigint NOT NULL,  -- calls whose cost_usd is not NULL
+            latency_ms double precision NOT NULL, first_token_ms double precision NOT NULL,  -- sums
+            -- NULL is one value of a group, as in GROUP BY. Led by day, the index this makes
+            -- also serves "the days from … to …".
+            CONSTRAINT daily_key UNIQUE NULLS NOT DISTINCT ({group})
+        )
+        """
+    )
+    rollup = """
+        SELECT (timestamp AT TIME ZONE 'UTC')::date, feature, model, provider, prompt_template_version,
+            count(*), count(error), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),
+            coalesce(sum(cache_read_tokens), 0), coalesce(sum(cache_creation_tokens), 0),
+            coalesce(sum(cost_usd), 0), count(cost_usd), coalesce(sum(latency_ms), 0),
+            coalesce(sum(first_token_ms), 0)
+        FROM {} GROUP BY 1, 2, 3, 4, 5
+        """
+    sums = (
+        "calls", "errors", "input_tokens", "output_tokens", "cache_read_tokens",
+        "cache_creation_tokens", "priced_calls", "latency_ms", "first_token_ms",
+    )  # fmt: skip
+    # Adds a batch's figures to its groups' rows, new or not. In key order, as every writer
+    # does: concurrent writers wait on each other's group rows in one order, never in a cycle.
+    # With no priced call left a group's cost is 0 exactly, not the rounding left over from
+    # adding and taking away.
+    upsert = f"""
+        INSERT INTO daily {{}} ORDER BY 1, 2, 3, 4, 5
+        ON CONFLICT ({group}) DO UPDATE SET
+            {", ".join(f"{c} = daily.{c} + EXCLUDED.{c}" for c in sums)},
+            cost_usd = CASE WHEN daily.priced_calls + EXCLUDED.priced_calls = 0 THEN 0
+                ELSE daily.cost_usd + EXCLUDED.cost_usd END
+        """
+    # The functions name their tables through a search_path of their own: a session whose
+    # path leads elsewhere (INSERT INTO llmlog.call_data …) still updates this `daily`.
+    path = pgsql.SQL("SET search_path = {}, pg_temp").format(pgsql.Identifier(schema[0])).as_string(cur)
+    cur.execute(
+        f"""
+        CREATE FUNCTION daily_add_calls() RETURNS trigger LANGUAGE plpgsql {path} AS $$
+        BEGIN
+            {upsert.format(rollup.format("new_calls"))};
+            RETURN NULL;
+        END
+        $$
+        """
+    )
+    # Statement triggers: one aggregate and one upsert per statement, whatever its size. The
+    # transition table of INSERT … ON CONFLICT DO NOTHING holds only the rows inserted.
+    cur.execute(
+        "CREATE TRIGGER call_data_daily_insert AFTER INSERT ON call_data"
+        " REFERENCING NEW TABLE AS new_calls FOR EACH STATEMENT EXECUTE FUNCTION daily_add_calls()"
+    )
+    # A new cost moves its group's sum by the difference. Statement-level, not row-level: a
+    # repricing of 500k calls is 100 statements (update_costs' chunks), each one join of the
+    # old and new rows and one upsert taking the group rows in key order, where a row trigger
+    # would update a group row per call, in the order of the calls, which could deadlock
+    # against writers. Transition tables cannot go with UPDATE OF cost_usd, so the trigger
+    # fires on every UPDATE and the function keeps the rows whose cost changed. A statement
+    # changing a call's id or time is not matched (the store never does).
+    changes = """
+        SELECT (o.timestamp AT TIME ZONE 'UTC')::date, o.feature, o.model, o.provider,
+            o.prompt_template_version, 0, 0, 0, 0, 0, 0,
+            sum(coalesce(n.cost_usd, 0) - coalesce(o.cost_usd, 0)), count(n.cost_usd) - count(o.cost_usd),
+            0, 0
+        FROM old_calls AS o JOIN new_calls AS n ON n.id = o.id AND n.timestamp = o.timestamp
+        WHERE n.cost_usd IS DISTINCT FROM o.cost_usd
+        GROUP BY 1, 2, 3, 4, 5
+        """
+    cur.execute(
+        f"""
+        CREATE FUNCTION daily_add_costs() RETURNS trigger LANGUAGE plpgsql {path} AS $$
+        BEGIN
+            {upsert.format(changes)};
+            RETURN NULL;
+        END
+        $$
+        """
+    )
+    cur.execute(
+        "CREATE TRIGGER call_data_daily_cost AFTER UPDATE ON call_data"
+        " REFERENCING OLD TABLE AS old_calls NEW TABLE AS new_calls"
+        " FOR EACH STATEMENT EXECUTE FUNCTION daily_add_costs()"
+    )
+    # The calls already stored, after the triggers: creating them locked out writers (until
+    # this transaction ends), so every call is either in this pass or counted by a trigger.
+    cur.execute(f"INSERT INTO daily {rollup.format('call_data')}")
+
+
+MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [m001_initial, m002_daily]
 
 
 def _lock(cur: psycopg.Cursor[Any]) -> None:
@@ -168,6 +283,11 @@ def _storable_call(c: Call) -> Call:
     return c.replace(**{name: _storable(getattr(c, name)) for name in COLUMNS if name != "timestamp"})
 
 
+def _int_array(values: list[int]) -> str:
+    # An array literal for COPY: psycopg's own list dumping costs more than the rest of the row.
+    return "{" + ",".join(map(str, values)) + "}"
+
+
 def _is_encoding_error(exc: psycopg.DataError) -> bool:
     return isinstance(
         exc, psycopg.errors.UntranslatableCharacter | psycopg.errors.CharacterNotInRepertoire
@@ -207,6 +327,11 @@ class PostgresStore(Store):
         self._conn: psycopg.Connection[Any] | None = None
         # content hash → id; content rows are immutable, so a cached id stays right.
         self._ids: OrderedDict[bytes, int] = OrderedDict()
+        # id(value) → (value, content id), for values shared between calls: the writer's
+        # decoder hands every call that re-sends a prompt, tool list or message the same
+        # object, so it is recognized without serializing and hashing it again. The entry
+        # holds the value, so its id() cannot be reused by another object while cached.
+        self._refs: OrderedDict[int, tuple[Any, int]] = OrderedDict()
         self._partitions: set[tuple[int, int]] = set()
         self._staging = False  # the connection's temporary staging table exists
         try:
@@ -272,27 +397,41 @@ class PostgresStore(Store):
 
     def _insert(self, calls: Sequence[Call]) -> int:
         self._ensure_partitions(calls)
-        # The JSON text of every piece of content, by hash; then their ids, then the rows.
+        # The JSON text of every new piece of content, by hash; then their ids, then the rows.
+        # A piece is named by its content id when known by identity, else by its hash.
         bodies: dict[bytes, str] = {}
+        seen: dict[int, tuple[Any, bytes]] = {}  # this batch's, by identity (the calls hold them)
 
-        def key(text: str) -> bytes:
+        def key(value: Any) -> bytes | int:
+            hit = self._refs.get(id(value))
+            if hit is not None and hit[0] is value:
+                return hit[1]
+            known = seen.get(id(value))
+            if known is not None:
+                return known[1]
+            text = json_text(value)
             h = _digest(text)
             bodies.setdefault(h, text)
+            seen[id(value)] = (value, h)
             return h
 
         keyed = []
         for c in calls:
             keyed.append(
                 (
-                    key(json_text(c.system_prompt)) if c.system_prompt is not None else None,
-                    [key(json_text(m)) for m in c.messages] if c.messages is not None else None,
-                    key(json_text(c.tools)) if c.tools is not None else None,
-                    key(json_text(c.params)) if c.params is not None else None,
+                    key(c.system_prompt) if c.system_prompt is not None else None,
+                    [key(m) for m in c.messages] if c.messages is not None else None,
+                    key(c.tools) if c.tools is not None else None,
+                    key(c.params) if c.params is not None else None,
                 )
             )
         conn = self.conn
         with conn.transaction(), conn.cursor() as cur:
-            ids = self._content_ids(cur, bodies)
+            found = self._content_ids(cur, bodies)
+
+            def ids(k: bytes | int) -> int:
+                return k if isinstance(k, int) else found[k]
+
             if not self._staging:
                 cur.execute(
                     "CREATE TEMP TABLE call_stage (seq integer, LIKE call_data) ON COMMIT DELETE ROWS"
@@ -303,10 +442,10 @@ class PostgresStore(Store):
                         (
                             seq, c.id, c.session_id, c.user_id, c.timestamp, c.provider, c.model,
                             c.feature, c.prompt_template_version,
-                            ids[system] if system is not None else None,
-                            [ids[m] for m in messages] if messages is not None else None,
-                            ids[tools] if tools is not None else None,
-                            ids[params] if params is not None else None,
+                            ids(system) if system is not None else None,
+                            _int_array([ids(m) for m in messages]) if messages is not None else None,
+                            ids(tools) if tools is not None else None,
+                            ids(params) if params is not None else None,
                             json_text(c.response) if c.response is not None else None,
                             json_text(c.tool_calls) if c.tool_calls is not None else None,
                             c.stop_reason, c.input_tokens, c.output_tokens, c.cache_read_tokens,
@@ -330,8 +469,12 @@ class PostgresStore(Store):
         self._staging = True
         # Only now are the new content rows certain to exist.
         for h in bodies:
-            if h in ids:
-                self._remember(h, ids[h])
+            if h in found:
+                self._remember(h, found[h])
+        for value, h in seen.values():
+            self._refs[id(value)] = (value, found[h])
+            if len(self._refs) > 50_000:
+                self._refs.popitem(last=False)
         return inserted
 
     def _content_ids(self, cur: psycopg.Cursor[Any], bodies: dict[bytes, str]) -> dict[bytes, int]:
@@ -356,6 +499,7 @@ class PostgresStore(Store):
                 " SELECT h, b::jsonb FROM unnest(%s::bytea[], %s::text[]) AS u(h, b) ORDER BY h"
                 " ON CONFLICT (hash) DO NOTHING RETURNING hash, id",
                 (new, [bodies[h] for h in new]),
+                binary=True,  # arrays sent as they are: text-format quoting costs more than the insert
             )
             ids.update((bytes(h), i) for h, i in cur)
             raced = [h for h in new if h not in ids]  # inserted by another writer meanwhile
@@ -466,12 +610,12 @@ class PostgresStore(Store):
     def cost_by_day(
         self, since: datetime, until: datetime | None = None
     ) -> list[tuple[str, str | None, int, float | None]]:
-        where, params = self._where(CallFilter(since=since, until=until))
         sql = (
-            "SELECT to_char(timestamp AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day, model, count(*),"
-            f" sum(cost_usd) FROM call_data {where} GROUP BY day, model ORDER BY day, model"
+            "SELECT to_char(day, 'YYYY-MM-DD'), model, sum(calls)::bigint,"
+            " CASE WHEN sum(priced_calls) > 0 THEN sum(cost_usd) END"
+            " FROM daily WHERE day BETWEEN %s AND %s GROUP BY day, model ORDER BY day, model NULLS FIRST"
         )
-        return [tuple(r) for r in self.conn.execute(sql, params)]  # type: ignore[misc, arg-type]
+        return [tuple(r) for r in self.conn.execute(sql, utc_days(since, until))]  # type: ignore[misc]
 
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         rows = self.conn.execute("SELECT id FROM call_data WHERE id = ANY(%s)", (list(ids),))

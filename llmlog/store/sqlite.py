@@ -21,11 +21,25 @@ from pathlib import Path
 from typing import Any
 
 from llmlog.record import COLUMNS, JSON_COLUMNS, Call, format_timestamp, json_text, parse_timestamp
-from llmlog.store.base import CallFilter, QueryResult, ReadOnlyError, Store
+from llmlog.store.base import CallFilter, QueryResult, ReadOnlyError, Store, utc_days
 
 BUSY_TIMEOUT_MS = 60_000
 
-CALLS_VIEW = """
+# What the response echoed of the request (m004) is put back in place from `content`.
+_ECHOED_RESPONSE = """CASE
+        WHEN ri.id IS NULL AND rt.id IS NULL THEN d.response
+        WHEN rt.id IS NULL THEN json_set(d.response, '$.instructions', ri.body)
+        WHEN ri.id IS NULL THEN json_set(d.response, '$.tools', json(rt.body))
+        ELSE json_set(d.response, '$.instructions', ri.body, '$.tools', json(rt.body))
+    END"""
+_ECHO_JOINS = """
+LEFT JOIN content AS ri ON ri.id = d.response_instructions_id
+LEFT JOIN content AS rt ON rt.id = d.response_tools_id"""
+
+
+def calls_view(echo: bool = True) -> str:
+    """The `calls` view; `echo=False` is its form before migration 4."""
+    return f"""
 CREATE VIEW calls AS
 SELECT
     d.id, d.session_id, d.user_id, d.timestamp, d.provider, d.model, d.feature,
@@ -37,14 +51,15 @@ SELECT
     ) END AS messages,
     t.body AS tools,
     p.body AS params,
-    d.response, d.tool_calls, d.stop_reason,
+    {_ECHOED_RESPONSE if echo else "d.response"} AS response,
+    d.tool_calls, d.stop_reason,
     d.input_tokens, d.output_tokens, d.cache_read_tokens, d.cache_creation_tokens,
     d.cost_usd, d.rate_card, d.first_token_ms, d.latency_ms,
     d.error, d.metadata, d.tags, d.trace_id, d.parent_id
 FROM call_data AS d
 LEFT JOIN content AS s ON s.id = d.system_id
 LEFT JOIN content AS t ON t.id = d.tools_id
-LEFT JOIN content AS p ON p.id = d.params_id
+LEFT JOIN content AS p ON p.id = d.params_id{_ECHO_JOINS if echo else ""}
 """
 
 
@@ -97,10 +112,103 @@ def m002_rate_card_and_filters(db: sqlite3.Connection) -> None:
         db.execute(f"CREATE INDEX call_data_{col} ON call_data({col}, timestamp)")
     db.execute("CREATE INDEX call_data_errors ON call_data(timestamp) WHERE error IS NOT NULL")
     db.execute("DROP VIEW IF EXISTS calls")
-    db.execute(CALLS_VIEW)
+    db.execute(calls_view(echo=False))
 
 
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [m001_initial, m002_rate_card_and_filters]
+def m003_daily(db: sqlite3.Connection) -> None:
+    """`daily`: the calls rolled up per UTC day, feature, model, provider and prompt version,
+    kept by the database itself (triggers), so reports over days read a few hundred rows
+    instead of every call, and stay exact whoever inserts (the store, INSERT … SELECT by
+    hand, `llmlog copy`).
+
+    No DELETE trigger, on purpose: deleting calls is retention's business, which deletes old
+    calls and keeps their rollup rows (the cold tier). Besides inserts, only what the store
+    changes in a stored call is followed: its cost (`update_costs`, `llmlog reprice`). An
+    UPDATE of other columns, or INSERT OR REPLACE of a stored id (a delete, which nothing
+    follows, then an insert, which is counted), leaves the rollup off."""
+    group = ("feature", "model", "provider", "prompt_template_version")
+    # NULL is one value of a group, as in GROUP BY: the unique index maps it to a zero-length
+    # BLOB, which equals no text (not even ''), so the mapping merges nothing. The table keeps
+    # the NULL itself. Led by day, the index also serves "the days from … to …".
+    key = "day, " + ", ".join(f"ifnull({c}, x'')" for c in group)
+    sums = (
+        "calls", "errors", "input_tokens", "output_tokens", "cache_read_tokens",
+        "cache_creation_tokens", "cost_usd", "priced_calls", "latency_ms", "first_token_ms",
+    )  # fmt: skip
+    db.execute(
+        """
+        CREATE TABLE daily (
+            day TEXT NOT NULL,  -- the UTC date, 'YYYY-MM-DD' (the start of the stored timestamp)
+            feature TEXT, model TEXT, provider TEXT, prompt_template_version TEXT,
+            calls INTEGER NOT NULL,
+            errors INTEGER NOT NULL,  -- calls whose error is not NULL
+            input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,  -- sums; NULL counts as 0
+            cache_read_tokens INTEGER NOT NULL, cache_creation_tokens INTEGER NOT NULL,
+            cost_usd REAL NOT NULL,  -- sum of the known costs; 0 when none
+            priced_calls INTEGER NOT NULL,  -- calls whose cost_usd is not NULL
+            latency_ms REAL NOT NULL, first_token_ms REAL NOT NULL  -- sums, for averages
+        )
+        """
+    )
+    db.execute(f"CREATE UNIQUE INDEX daily_key ON daily ({key})")
+    # The calls already stored, in one pass (the migration holds the write lock: none arrive).
+    db.execute(
+        """
+        INSERT INTO daily
+        SELECT substr(timestamp, 1, 10), feature, model, provider, prompt_template_version,
+            count(*), count(error), ifnull(sum(input_tokens), 0), ifnull(sum(output_tokens), 0),
+            ifnull(sum(cache_read_tokens), 0), ifnull(sum(cache_creation_tokens), 0),
+            total(cost_usd), count(cost_usd), total(latency_ms), total(first_token_ms)
+        FROM call_data GROUP BY 1, 2, 3, 4, 5
+        """
+    )
+    # Row triggers: an insert skipped by ON CONFLICT(id) DO NOTHING fires none.
+    db.execute(
+        f"""
+        CREATE TRIGGER call_data_daily_insert AFTER INSERT ON call_data BEGIN
+            INSERT INTO daily VALUES (
+                substr(NEW.timestamp, 1, 10), NEW.feature, NEW.model, NEW.provider,
+                NEW.prompt_template_version, 1, NEW.error IS NOT NULL, ifnull(NEW.input_tokens, 0),
+                ifnull(NEW.output_tokens, 0), ifnull(NEW.cache_read_tokens, 0),
+                ifnull(NEW.cache_creation_tokens, 0), ifnull(NEW.cost_usd, 0.0),
+                NEW.cost_usd IS NOT NULL, ifnull(NEW.latency_ms, 0.0), ifnull(NEW.first_token_ms, 0.0)
+            ) ON CONFLICT ({key}) DO UPDATE SET {", ".join(f"{c} = {c} + excluded.{c}" for c in sums)};
+        END
+        """
+    )
+    # A new cost moves the group's sum by the difference; with no priced call left it is 0
+    # exactly, not the rounding left over from adding and taking away.
+    priced = "priced_calls + (NEW.cost_usd IS NOT NULL) - (OLD.cost_usd IS NOT NULL)"
+    old_key = "substr(OLD.timestamp, 1, 10), " + ", ".join(f"ifnull(OLD.{c}, x'')" for c in group)
+    db.execute(
+        f"""
+        CREATE TRIGGER call_data_daily_cost AFTER UPDATE OF cost_usd ON call_data
+        WHEN OLD.cost_usd IS NOT NEW.cost_usd BEGIN
+            UPDATE daily SET
+                cost_usd = CASE WHEN {priced} = 0 THEN 0.0
+                    ELSE cost_usd + ifnull(NEW.cost_usd, 0.0) - ifnull(OLD.cost_usd, 0.0) END,
+                priced_calls = {priced}
+            WHERE ({key}) = ({old_key});
+        END
+        """
+    )
+
+
+def m004_response_echo(db: sqlite3.Connection) -> None:
+    # The OpenAI Responses API echoes the request's instructions and tool list (several KB)
+    # in every response; kept in `content` like the request's own, they are stored once.
+    db.execute("ALTER TABLE call_data ADD COLUMN response_instructions_id INTEGER REFERENCES content(id)")
+    db.execute("ALTER TABLE call_data ADD COLUMN response_tools_id INTEGER REFERENCES content(id)")
+    db.execute("DROP VIEW IF EXISTS calls")
+    db.execute(calls_view())
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    m001_initial,
+    m002_rate_card_and_filters,
+    m003_daily,
+    m004_response_echo,
+]
 
 
 def migrate(db: sqlite3.Connection, target: int | None = None) -> int:
@@ -218,6 +326,8 @@ class SQLiteStore(Store):
         self.schema_version = migrate(self.db)
         # content hash → id; content rows are immutable, so a cached id stays right.
         self._ids: OrderedDict[bytes, int] = OrderedDict()
+        # id(value) → (value, content id), for values shared between calls (see `_ref`).
+        self._refs: OrderedDict[int, tuple[Any, int]] = OrderedDict()
 
     @property
     def url(self) -> str:
@@ -244,14 +354,43 @@ class SQLiteStore(Store):
             self._ids.popitem(last=False)
         return int(row[0])
 
-    def _row(self, c: Call, safe: bool = False) -> tuple[Any, ...]:
-        cid = self._content_id
+    def _ref(self, value: Any, serialize: Callable[[Any], str]) -> int:
+        """The content id of a value. The writer's decoder hands every call that re-sends
+        a system prompt, tool list or message the same object, so a value seen before is
+        recognized by identity, without serializing and hashing it again. The entry holds
+        the value, so its id() cannot be reused by another object while it is cached."""
+        hit = self._refs.get(id(value))
+        if hit is not None and hit[0] is value:
+            return hit[1]
+        content_id = self._content_id(serialize(value))
+        self._refs[id(value)] = (value, content_id)
+        if len(self._refs) > 50_000:
+            self._refs.popitem(last=False)
+        return content_id
 
+    def _row(self, c: Call, safe: bool = False) -> tuple[Any, ...]:
         def _dumps(value: Any) -> str:
             return _json(value, safe)
 
         def text(value: str | None) -> str | None:
             return _valid_text(value) if safe and value is not None else value
+
+        def cid(value: Any, serialize: Callable[[Any], Any] = _dumps) -> int:
+            return self._ref(value, serialize) if not safe else self._content_id(serialize(value))
+
+        response, echo_instructions, echo_tools = c.response, None, None
+        if response is not None:
+            # What the response echoes of the request goes to `content`, as the request's
+            # own copy does; the row keeps a null in its place for the view to fill.
+            echoed: dict[str, None] = {}
+            if isinstance(response.get("instructions"), str):
+                echo_instructions = cid(response["instructions"], text)
+                echoed["instructions"] = None
+            if isinstance(response.get("tools"), list) and response["tools"]:
+                echo_tools = cid(response["tools"])
+                echoed["tools"] = None
+            if echoed:
+                response = {**response, **echoed}
 
         return (
             c.id,
@@ -262,11 +401,11 @@ class SQLiteStore(Store):
             text(c.model),
             text(c.feature),
             text(c.prompt_template_version),
-            cid(text(c.system_prompt)) if c.system_prompt is not None else None,  # type: ignore[arg-type]
-            _dumps([cid(_dumps(m)) for m in c.messages]) if c.messages is not None else None,
-            cid(_dumps(c.tools)) if c.tools is not None else None,
-            cid(_dumps(c.params)) if c.params is not None else None,
-            _dumps(c.response) if c.response is not None else None,
+            cid(c.system_prompt, text) if c.system_prompt is not None else None,
+            _dumps([cid(m) for m in c.messages]) if c.messages is not None else None,
+            cid(c.tools) if c.tools is not None else None,
+            cid(c.params) if c.params is not None else None,
+            _dumps(response) if response is not None else None,
             _dumps(c.tool_calls) if c.tool_calls is not None else None,
             text(c.stop_reason),
             c.input_tokens,
@@ -282,14 +421,17 @@ class SQLiteStore(Store):
             _dumps(c.tags) if c.tags is not None else None,
             text(c.trace_id),
             text(c.parent_id),
+            echo_instructions,
+            echo_tools,
         )
 
     _INSERT = (
         "INSERT INTO call_data (id, session_id, user_id, timestamp, provider, model, feature,"
         " prompt_template_version, system_id, message_ids, tools_id, params_id, response, tool_calls,"
         " stop_reason, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, cost_usd,"
-        " rate_card, first_token_ms, latency_ms, error, metadata, tags, trace_id, parent_id)"
-        " VALUES (" + ",".join("?" * 28) + ") ON CONFLICT(id) DO NOTHING"
+        " rate_card, first_token_ms, latency_ms, error, metadata, tags, trace_id, parent_id,"
+        " response_instructions_id, response_tools_id)"
+        " VALUES (" + ",".join("?" * 30) + ") ON CONFLICT(id) DO NOTHING"
     )
 
     def insert(self, calls: Sequence[Call]) -> int:
@@ -312,6 +454,7 @@ class SQLiteStore(Store):
             self.db.execute("ROLLBACK")
             # The rolled-back content rows may be cached; forget them.
             self._ids.clear()
+            self._refs.clear()
             raise
         return inserted
 
@@ -372,12 +515,12 @@ class SQLiteStore(Store):
     def cost_by_day(
         self, since: datetime, until: datetime | None = None
     ) -> list[tuple[str, str | None, int, float | None]]:
-        where, params = CallFilter(since=since, until=until).sql()
+        first, last = utc_days(since, until)
         sql = (
-            "SELECT substr(timestamp, 1, 10) AS day, model, count(*), sum(cost_usd)"
-            f" FROM call_data {where} GROUP BY day, model ORDER BY day, model"
+            "SELECT day, model, sum(calls), CASE WHEN sum(priced_calls) > 0 THEN total(cost_usd) END"
+            " FROM daily WHERE day BETWEEN ? AND ? GROUP BY day, model ORDER BY day, model"
         )
-        return [tuple(r) for r in self.db.execute(sql, params)]  # type: ignore[misc]
+        return [tuple(r) for r in self.db.execute(sql, (first.isoformat(), last.isoformat()))]  # type: ignore[misc]
 
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
