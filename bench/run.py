@@ -225,16 +225,24 @@ def _contexts(steps: list[Step], exchanges: list[Exchange]) -> None:
 
 
 def ingest(url: str, exchanges: list[Exchange], n: int) -> float:
-    """Calls per second through the writer (parse, price, batch insert), as from the SDK."""
-    writer = Writer(Settings(db=url, on_full="block"))
-    t = time.perf_counter()
-    for i in range(n):
-        writer.submit(exchanges[i % len(exchanges)])
-    writer.flush()
-    elapsed = time.perf_counter() - t
-    stats = writer.stats()
-    writer.close()
-    assert stats.recorded == n and stats.dropped == 0, stats
+    """Calls per second through the writer (parse, price, batch insert), as from the SDK.
+
+    Each pass over the captured calls is a new writer, as a restarted app would be: its
+    caches start empty, so a replay is not faster for having seen the same bodies before."""
+    elapsed = 0.0
+    done = 0
+    while done < n:
+        writer = Writer(Settings(db=url, on_full="block"))
+        t = time.perf_counter()
+        count = min(len(exchanges), n - done)
+        for ex in exchanges[:count]:
+            writer.submit(ex)
+        writer.flush()
+        elapsed += time.perf_counter() - t
+        stats = writer.stats()
+        writer.close()
+        assert stats.recorded == count and stats.dropped == 0, stats
+        done += count
     return n / elapsed
 
 
