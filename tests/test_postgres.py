@@ -253,7 +253,7 @@ def test_server_down_past_the_queue_is_counted(
             for i in range(1, 21):
                 _call(client, i)
         dropped = llmlog.stats().dropped
-        assert dropped >= 20 - 4 - 2  # the queue, and one batch the writer holds while retrying
+        assert dropped >= 20 - 4 - 3 * 2  # the queue, and three batches the writer holds while retrying
         assert any("queue full" in r.getMessage() for r in caplog.records)
         own_postgres.start()
         assert llmlog.flush(timeout=30)
