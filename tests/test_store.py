@@ -30,7 +30,8 @@ import pytest
 from llmlog.record import COLUMNS, JSON_COLUMNS, Call, format_timestamp
 from llmlog.store import CallFilter, ReadOnlyError, Store, open_store
 from llmlog.store import postgres as pg
-from llmlog.store.sqlite import MIGRATIONS, SQLiteStore, _digest, connect, m003_daily, migrate
+from llmlog.store.content import digest
+from llmlog.store.sqlite import MIGRATIONS, SQLiteStore, connect, m003_daily, migrate
 from tests.backends import Backend, admin, new_schema
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -178,6 +179,18 @@ def test_same_id_is_stored_once(store: Store, backend: Backend) -> None:
     got = store.get(other.id)
     assert got is not None and got.model == "first"
     assert backend.sql("SELECT COUNT(*) FROM call_data") == [(2,)]
+    # A batch long enough to go in statements of many rows, with repeats inside one statement
+    # and across statements: still the first of each wins, and a stored id is skipped.
+    many = [full_call(id=str(uuid.UUID(int=100 + i % 40)), model=f"m{i}") for i in range(90)]
+    assert store.insert([*many, c]) == 40
+    assert store.insert(many[:60]) == 0
+    assert store.count(CallFilter()) == 42
+    assert [store.get(str(uuid.UUID(int=100 + i))).model for i in (0, 24, 25, 39)] == [
+        "m0",
+        "m24",
+        "m25",
+        "m39",
+    ]  # type: ignore[union-attr]
 
 
 def test_failed_batch_is_rolled_back_and_content_cache_stays_right(store: Store, backend: Backend) -> None:
@@ -1080,10 +1093,10 @@ def test_migrates_a_version_1_database(backend: Backend) -> None:
     assert db.execute("SELECT name FROM sqlite_master WHERE name = 'calls'").fetchone() is None
     system, message = "Old system prompt ✓", json.dumps({"role": "user", "content": "old question"})
     sid = db.execute(
-        "INSERT INTO content(hash, body) VALUES (?, ?) RETURNING id", (_digest(system), system)
+        "INSERT INTO content(hash, body) VALUES (?, ?) RETURNING id", (digest(system), system)
     ).fetchone()[0]
     mid = db.execute(
-        "INSERT INTO content(hash, body) VALUES (?, ?) RETURNING id", (_digest(message), message)
+        "INSERT INTO content(hash, body) VALUES (?, ?) RETURNING id", (digest(message), message)
     ).fetchone()[0]
     db.execute(
         "INSERT INTO call_data (id, session_id, user_id, timestamp, provider, model, feature,"

@@ -17,9 +17,7 @@ as `postgresql://host/db?options=-csearch_path%3Dllmlog` keeps them in a schema 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import re
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -31,6 +29,7 @@ from psycopg.types.string import TextLoader
 
 from llmlog.record import COLUMNS, Call, format_timestamp, json_text
 from llmlog.store.base import CallFilter, QueryResult, ReadOnlyError, Store, utc_days
+from llmlog.store.content import ContentBatch, ContentIds
 
 CONNECT_TIMEOUT_S = 10
 # Creating a partition briefly locks the parent table; waiting longer than this for a long
@@ -260,10 +259,6 @@ def migrate(conn: psycopg.Connection[Any], target: int | None = None) -> int:
 # ------------------------------------------------------------------ helpers
 
 
-def _digest(text: str) -> bytes:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:16]
-
-
 # PostgreSQL text holds neither NUL nor unpaired surrogates (jsonb refuses \u0000 too).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
@@ -325,13 +320,7 @@ class PostgresStore(Store):
     def __init__(self, url: str) -> None:
         self.url = url
         self._conn: psycopg.Connection[Any] | None = None
-        # content hash → id; content rows are immutable, so a cached id stays right.
-        self._ids: OrderedDict[bytes, int] = OrderedDict()
-        # id(value) → (value, content id), for values shared between calls: the writer's
-        # decoder hands every call that re-sends a prompt, tool list or message the same
-        # object, so it is recognized without serializing and hashing it again. The entry
-        # holds the value, so its id() cannot be reused by another object while cached.
-        self._refs: OrderedDict[int, tuple[Any, int]] = OrderedDict()
+        self._content = ContentIds()
         self._partitions: set[tuple[int, int]] = set()
         self._staging = False  # the connection's temporary staging table exists
         try:
@@ -397,40 +386,22 @@ class PostgresStore(Store):
 
     def _insert(self, calls: Sequence[Call]) -> int:
         self._ensure_partitions(calls)
-        # The JSON text of every new piece of content, by hash; then their ids, then the rows.
-        # A piece is named by its content id when known by identity, else by its hash.
-        bodies: dict[bytes, str] = {}
-        seen: dict[int, tuple[Any, bytes]] = {}  # this batch's, by identity (the calls hold them)
-
-        def key(value: Any) -> bytes | int:
-            hit = self._refs.get(id(value))
-            if hit is not None and hit[0] is value:
-                return hit[1]
-            known = seen.get(id(value))
-            if known is not None:
-                return known[1]
-            text = json_text(value)
-            h = _digest(text)
-            bodies.setdefault(h, text)
-            seen[id(value)] = (value, h)
-            return h
-
-        keyed = []
-        for c in calls:
-            keyed.append(
-                (
-                    key(c.system_prompt) if c.system_prompt is not None else None,
-                    [key(m) for m in c.messages] if c.messages is not None else None,
-                    key(c.tools) if c.tools is not None else None,
-                    key(c.params) if c.params is not None else None,
-                )
+        # Every piece of content named by its id when known, else by its hash; then the ids
+        # of the hashes, then the rows.
+        batch = self._content.batch()
+        keyed = [
+            (
+                batch.key(c.system_prompt) if c.system_prompt is not None else None,
+                batch.keys(c.messages) if c.messages is not None else None,
+                batch.key(c.tools) if c.tools is not None else None,
+                batch.key(c.params) if c.params is not None else None,
             )
+            for c in calls
+        ]
         conn = self.conn
         with conn.transaction(), conn.cursor() as cur:
-            found = self._content_ids(cur, bodies)
-
-            def ids(k: bytes | int) -> int:
-                return k if isinstance(k, int) else found[k]
+            self._resolve(cur, batch)
+            cid = batch.id
 
             if not self._staging:
                 cur.execute(
@@ -442,10 +413,10 @@ class PostgresStore(Store):
                         (
                             seq, c.id, c.session_id, c.user_id, c.timestamp, c.provider, c.model,
                             c.feature, c.prompt_template_version,
-                            ids(system) if system is not None else None,
-                            _int_array([ids(m) for m in messages]) if messages is not None else None,
-                            ids(tools) if tools is not None else None,
-                            ids(params) if params is not None else None,
+                            cid(system) if system is not None else None,
+                            _int_array(batch.ids(messages)) if messages is not None else None,
+                            cid(tools) if tools is not None else None,
+                            cid(params) if params is not None else None,
                             json_text(c.response) if c.response is not None else None,
                             json_text(c.tool_calls) if c.tool_calls is not None else None,
                             c.stop_reason, c.input_tokens, c.output_tokens, c.cache_read_tokens,
@@ -467,52 +438,31 @@ class PostgresStore(Store):
             )
             inserted = cur.rowcount
         self._staging = True
-        # Only now are the new content rows certain to exist.
-        for h in bodies:
-            if h in found:
-                self._remember(h, found[h])
-        for value, h in seen.values():
-            self._refs[id(value)] = (value, found[h])
-            if len(self._refs) > 50_000:
-                self._refs.popitem(last=False)
+        batch.commit()  # only now are the new content rows certain to exist
         return inserted
 
-    def _content_ids(self, cur: psycopg.Cursor[Any], bodies: dict[bytes, str]) -> dict[bytes, int]:
-        ids: dict[bytes, int] = {}
-        missing = []
-        for h in bodies:
-            cached = self._ids.get(h)
-            if cached is None:
-                missing.append(h)
-            else:
-                ids[h] = cached
+    def _resolve(self, cur: psycopg.Cursor[Any], batch: ContentBatch) -> None:
+        """Find the ids of the batch's content, inserting what is new."""
+        missing = batch.unknown()
         if not missing:
-            return ids
-        missing.sort()
+            return
         cur.execute("SELECT hash, id FROM content WHERE hash = ANY(%s)", (missing,))
-        ids.update((bytes(h), i) for h, i in cur)
-        new = [h for h in missing if h not in ids]
+        batch.found.update((bytes(h), i) for h, i in cur)
+        new = [h for h in missing if h not in batch.found]
         if new:
-            # Sorted, for the same reason as the calls: one lock order for every writer.
+            # Sorted, as the calls are: one lock order for every writer, so none deadlock.
             cur.execute(
                 "INSERT INTO content (hash, body)"
                 " SELECT h, b::jsonb FROM unnest(%s::bytea[], %s::text[]) AS u(h, b) ORDER BY h"
                 " ON CONFLICT (hash) DO NOTHING RETURNING hash, id",
-                (new, [bodies[h] for h in new]),
+                (new, [batch.bodies[h] for h in new]),
                 binary=True,  # arrays sent as they are: text-format quoting costs more than the insert
             )
-            ids.update((bytes(h), i) for h, i in cur)
-            raced = [h for h in new if h not in ids]  # inserted by another writer meanwhile
+            batch.found.update((bytes(h), i) for h, i in cur)
+            raced = [h for h in new if h not in batch.found]  # inserted by another writer meanwhile
             if raced:
                 cur.execute("SELECT hash, id FROM content WHERE hash = ANY(%s)", (raced,))
-                ids.update((bytes(h), i) for h, i in cur)
-        return ids
-
-    def _remember(self, h: bytes, content_id: int) -> None:
-        self._ids[h] = content_id
-        self._ids.move_to_end(h)
-        if len(self._ids) > 50_000:
-            self._ids.popitem(last=False)
+                batch.found.update((bytes(h), i) for h, i in cur)
 
     def _ensure_partitions(self, calls: Sequence[Call]) -> None:
         """Create the monthly partitions this batch needs, each in its own short transaction

@@ -10,11 +10,9 @@ again). The `calls` view presents every call whole, with the column names of
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +20,7 @@ from typing import Any
 
 from llmlog.record import COLUMNS, JSON_COLUMNS, Call, format_timestamp, json_text, parse_timestamp
 from llmlog.store.base import CallFilter, QueryResult, ReadOnlyError, Store, utc_days
+from llmlog.store.content import ContentBatch, ContentIds, Key
 
 BUSY_TIMEOUT_MS = 60_000
 
@@ -234,20 +233,27 @@ def migrate(db: sqlite3.Connection, target: int | None = None) -> int:
 # ------------------------------------------------------------------ helpers
 
 
-def _json(value: Any, safe: bool = False) -> str:
-    # `safe` escapes everything non-ASCII: the rare text that is not valid Unicode (a lone
+def _json_safe(value: Any) -> str:
+    # Everything non-ASCII escaped: the rare text that is not valid Unicode (a lone
     # surrogate from a \ud800 escape) cannot be stored as UTF-8, but its escape can.
-    if safe:
-        return json.dumps(value, ensure_ascii=True, separators=(",", ":"), default=str)
-    return json_text(value)
+    return json.dumps(value, ensure_ascii=True, separators=(",", ":"), default=str)
 
 
 def _valid_text(text: str) -> str:
     return text.encode("utf-8", "replace").decode("utf-8")
 
 
-def _digest(text: str) -> bytes:
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()[:16]
+def _text(text: str) -> str:
+    return text
+
+
+# One content lookup: this many hashes, padded by repeating the last.
+_LOOKUP = 500
+_LOOKUP_SQL = f"SELECT hash, id FROM content WHERE hash IN ({','.join('?' * _LOOKUP)})"
+
+# The content of a call, keyed: system prompt, messages, tools, params, the instructions and
+# tools its response echoes; then the response without them.
+_Keys = tuple[Key | None, list[Key] | None, Key | None, Key | None, Key | None, Key | None, Any]
 
 
 def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
@@ -324,10 +330,7 @@ class SQLiteStore(Store):
         self.db = connect(self.path)
         self.schema_found = self.db.execute("PRAGMA user_version").fetchone()[0]
         self.schema_version = migrate(self.db)
-        # content hash → id; content rows are immutable, so a cached id stays right.
-        self._ids: OrderedDict[bytes, int] = OrderedDict()
-        # id(value) → (value, content id), for values shared between calls (see `_ref`).
-        self._refs: OrderedDict[int, tuple[Any, int]] = OrderedDict()
+        self._content = ContentIds()
 
     @property
     def url(self) -> str:
@@ -338,60 +341,58 @@ class SQLiteStore(Store):
 
     # -------------------------------------------------------------- writing
 
-    def _content_id(self, text: str) -> int:
-        key = _digest(text)
-        cached = self._ids.get(key)
-        if cached is not None:
-            self._ids.move_to_end(key)
-            return cached
-        row = self.db.execute("SELECT id FROM content WHERE hash = ?", (key,)).fetchone()
-        if row is None:
-            row = self.db.execute(
-                "INSERT INTO content(hash, body) VALUES (?, ?) RETURNING id", (key, text)
-            ).fetchone()
-        self._ids[key] = row[0]
-        if len(self._ids) > 50_000:
-            self._ids.popitem(last=False)
-        return int(row[0])
-
-    def _ref(self, value: Any, serialize: Callable[[Any], str]) -> int:
-        """The content id of a value. The writer's decoder hands every call that re-sends
-        a system prompt, tool list or message the same object, so a value seen before is
-        recognized by identity, without serializing and hashing it again. The entry holds
-        the value, so its id() cannot be reused by another object while it is cached."""
-        hit = self._refs.get(id(value))
-        if hit is not None and hit[0] is value:
-            return hit[1]
-        content_id = self._content_id(serialize(value))
-        self._refs[id(value)] = (value, content_id)
-        if len(self._refs) > 50_000:
-            self._refs.popitem(last=False)
-        return content_id
-
-    def _row(self, c: Call, safe: bool = False) -> tuple[Any, ...]:
-        def _dumps(value: Any) -> str:
-            return _json(value, safe)
-
-        def text(value: str | None) -> str | None:
-            return _valid_text(value) if safe and value is not None else value
-
-        def cid(value: Any, serialize: Callable[[Any], Any] = _dumps) -> int:
-            return self._ref(value, serialize) if not safe else self._content_id(serialize(value))
-
+    def _keys(self, c: Call, batch: ContentBatch, safe: bool) -> _Keys:
+        """The content of a call, keyed, and its response with what it echoes left out."""
+        dumps, text = (_json_safe, _valid_text) if safe else (json_text, _text)
         response, echo_instructions, echo_tools = c.response, None, None
         if response is not None:
             # What the response echoes of the request goes to `content`, as the request's
             # own copy does; the row keeps a null in its place for the view to fill.
             echoed: dict[str, None] = {}
             if isinstance(response.get("instructions"), str):
-                echo_instructions = cid(response["instructions"], text)
+                echo_instructions = batch.key(response["instructions"], text)
                 echoed["instructions"] = None
             if isinstance(response.get("tools"), list) and response["tools"]:
-                echo_tools = cid(response["tools"])
+                echo_tools = batch.key(response["tools"], dumps)
                 echoed["tools"] = None
             if echoed:
                 response = {**response, **echoed}
+        return (
+            batch.key(c.system_prompt, text) if c.system_prompt is not None else None,
+            batch.keys(c.messages, dumps) if c.messages is not None else None,
+            batch.key(c.tools, dumps) if c.tools is not None else None,
+            batch.key(c.params, dumps) if c.params is not None else None,
+            echo_instructions,
+            echo_tools,
+            response,
+        )
 
+    def _resolve(self, batch: ContentBatch) -> None:
+        """Find the ids of the batch's content, inserting what is new; under the write lock."""
+        missing = batch.unknown()
+        for i in range(0, len(missing), _LOOKUP):
+            chunk = missing[i : i + _LOOKUP]
+            # Padded to one length, so that one prepared statement serves every lookup.
+            chunk += chunk[-1:] * (_LOOKUP - len(chunk))
+            batch.found.update(self.db.execute(_LOOKUP_SQL, chunk).fetchall())
+        new = [h for h in missing if h not in batch.found]
+        if new:
+            # The write lock is held, so no other writer can take these ids meanwhile.
+            first = self.db.execute("SELECT ifnull(max(id), 0) + 1 FROM content").fetchone()[0]
+            rows = [(first + n, h, batch.bodies[h]) for n, h in enumerate(new)]
+            self.db.executemany("INSERT INTO content(id, hash, body) VALUES (?, ?, ?)", rows)
+            batch.found.update((h, i) for i, h, _ in rows)
+
+    def _row(self, c: Call, keys: _Keys, batch: ContentBatch, safe: bool) -> tuple[Any, ...]:
+        dumps = _json_safe if safe else json_text
+
+        def text(value: str | None) -> str | None:
+            return _valid_text(value) if safe and value is not None else value
+
+        def cid(key: Key | None) -> int | None:
+            return None if key is None else batch.id(key)
+
+        system, messages, tools, params, echo_instructions, echo_tools, response = keys
         return (
             c.id,
             text(c.session_id),
@@ -401,12 +402,12 @@ class SQLiteStore(Store):
             text(c.model),
             text(c.feature),
             text(c.prompt_template_version),
-            cid(c.system_prompt, text) if c.system_prompt is not None else None,
-            _dumps([cid(m) for m in c.messages]) if c.messages is not None else None,
-            cid(c.tools) if c.tools is not None else None,
-            cid(c.params) if c.params is not None else None,
-            _dumps(response) if response is not None else None,
-            _dumps(c.tool_calls) if c.tool_calls is not None else None,
+            cid(system),
+            "[" + ",".join(map(str, batch.ids(messages))) + "]" if messages is not None else None,
+            cid(tools),
+            cid(params),
+            dumps(response) if response is not None else None,
+            dumps(c.tool_calls) if c.tool_calls is not None else None,
             text(c.stop_reason),
             c.input_tokens,
             c.output_tokens,
@@ -416,13 +417,13 @@ class SQLiteStore(Store):
             text(c.rate_card),
             c.first_token_ms,
             c.latency_ms,
-            _dumps(c.error) if c.error is not None else None,
-            _dumps(c.metadata) if c.metadata is not None else None,
-            _dumps(c.tags) if c.tags is not None else None,
+            dumps(c.error) if c.error is not None else None,
+            dumps(c.metadata) if c.metadata is not None else None,
+            dumps(c.tags) if c.tags is not None else None,
             text(c.trace_id),
             text(c.parent_id),
-            echo_instructions,
-            echo_tools,
+            cid(echo_instructions),
+            cid(echo_tools),
         )
 
     _INSERT = (
@@ -430,9 +431,14 @@ class SQLiteStore(Store):
         " prompt_template_version, system_id, message_ids, tools_id, params_id, response, tool_calls,"
         " stop_reason, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, cost_usd,"
         " rate_card, first_token_ms, latency_ms, error, metadata, tags, trace_id, parent_id,"
-        " response_instructions_id, response_tools_id)"
-        " VALUES (" + ",".join("?" * 30) + ") ON CONFLICT(id) DO NOTHING"
+        " response_instructions_id, response_tools_id) VALUES {} ON CONFLICT(id) DO NOTHING"
     )
+    _ONE = "(" + ",".join("?" * 30) + ")"
+    # Rows go in statements of many rows: the daily trigger makes each statement open (and
+    # close) a statement journal, which costs about as much per row as the insert itself.
+    _ROWS_PER_INSERT = 25
+    _INSERT_ONE = _INSERT.format(_ONE)
+    _INSERT_MANY = _INSERT.format(",".join([_ONE] * _ROWS_PER_INSERT))
 
     def insert(self, calls: Sequence[Call]) -> int:
         """Store a batch in one transaction; a call whose id is already stored is skipped."""
@@ -444,18 +450,25 @@ class SQLiteStore(Store):
             return self._insert(calls, safe=True)
 
     def _insert(self, calls: Sequence[Call], safe: bool) -> int:
+        batch = self._content.batch(by_identity=not safe)
+        keyed = [self._keys(c, batch, safe) for c in calls]
         self.db.execute("BEGIN IMMEDIATE")
         try:
+            self._resolve(batch)
+            rows = [self._row(c, keys, batch, safe) for c, keys in zip(calls, keyed, strict=True)]
             inserted = 0
-            for c in calls:
-                inserted += self.db.execute(self._INSERT, self._row(c, safe)).rowcount
+            n = self._ROWS_PER_INSERT
+            whole = len(rows) - len(rows) % n
+            for i in range(0, whole, n):
+                flat = [value for row in rows[i : i + n] for value in row]
+                inserted += self.db.execute(self._INSERT_MANY, flat).rowcount
+            for row in rows[whole:]:
+                inserted += self.db.execute(self._INSERT_ONE, row).rowcount
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
-            # The rolled-back content rows may be cached; forget them.
-            self._ids.clear()
-            self._refs.clear()
             raise
+        batch.commit()
         return inserted
 
     def update_costs(self, costs: Iterable[tuple[str, float | None, str | None]]) -> int:
