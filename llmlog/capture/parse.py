@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from functools import lru_cache
+from itertools import compress, repeat
+from operator import is_
 from typing import Any
 
 import msgspec
@@ -86,6 +89,9 @@ class Decoder:
         if hit is not None:
             self._cache.move_to_end(raw)
             return hit
+        return self._new(raw)
+
+    def _new(self, raw: bytes) -> Any:
         value = _strict(raw)
         self._cache[raw] = value
         self._bytes += len(raw)
@@ -100,16 +106,23 @@ class Decoder:
         if is_object:
             fields = _OBJECT.decode(raw)
             keys = list(fields)
-            parts = [bytes(v) for v in fields.values()]
+            parts = list(map(bytes, fields.values()))
         else:
-            parts = [bytes(v) for v in _ARRAY.decode(raw)]
-        values: list[Any] = [None] * len(parts)
-        small = [i for i, part in enumerate(parts) if len(part) < self.SMALL]
+            parts = list(map(bytes, _ARRAY.decode(raw)))
+        # A long conversation is dozens of parts, nearly all seen before: the common path
+        # (look each up, mark it used) runs as C loops (map), and Python sees only the rest.
+        cache = self._cache
+        values: list[Any] = list(map(cache.get, parts))
+        rest = list(compress(range(len(parts)), map(is_, values, repeat(None))))
+        if len(rest) < len(parts):  # a cached value is never None, nor empty (SMALL)
+            deque(map(cache.move_to_end, compress(parts, values)), 0)
+        small = [i for i in rest if len(parts[i]) < self.SMALL]
         if small:  # one decoder call for all the small parts
             decoded = _strict(b"[" + b",".join(parts[i] for i in small) + b"]")
             for i, value in zip(small, decoded, strict=True):
                 values[i] = value
-        for i, part in enumerate(parts):
+        for i in rest:
+            part = parts[i]
             if len(part) >= self.SMALL:
                 values[i] = self._part(part, depth - 1)
         return dict(zip(keys, values, strict=True)) if is_object else values
@@ -159,31 +172,50 @@ def body_bytes(ex: Exchange) -> bytes:
 
 def sse_events(ex: Exchange) -> Iterator[tuple[float, str, bytes]]:
     """(arrival ms, event name, data) for each complete server-sent event."""
-    # The body is split once, not by growing a buffer chunk by chunk; an event's time is
-    # that of the chunk that completed it. Data stays bytes: the JSON decoder takes them.
-    parts: list[bytes] = []
-    ends: list[tuple[int, float]] = []  # (offset where a chunk ends, its arrival ms)
-    size = 0
+    # An event's time is that of the chunk that completed it. Chunks usually hold whole
+    # events, so each is split on its own; the start of an event not yet complete waits in
+    # `pending` (a list, joined once the event is: a large event in many small chunks costs
+    # no more than in one). Data stays bytes: the JSON decoder takes them.
+    pending: list[bytes] = []
     for t, chunk in decoded_chunks(ex):
         if b"\r" in chunk:
             chunk = chunk.replace(b"\r\n", b"\n")
-        parts.append(chunk)
-        size += len(chunk)
-        ends.append((size, t))
-    body = b"".join(parts)
-    pos = k = 0
-    while (stop := body.find(b"\n\n", pos)) >= 0:
-        raw, pos = body[pos:stop], stop + 2
-        while ends[k][0] < pos:
-            k += 1
-        name, data = "", []
-        for line in raw.split(b"\n"):
-            if line.startswith(b"data:"):
-                data.append(line[5:].lstrip(b" ") if line[5:6] == b" " else line[5:])
-            elif line.startswith(b"event:"):
-                name = line[6:].decode("utf-8", "replace").strip()
-        if data:
-            yield ends[k][1], name, b"\n".join(data)
+        if pending:
+            if b"\n\n" not in chunk and not (pending[-1].endswith(b"\n") and chunk.startswith(b"\n")):
+                pending.append(chunk)
+                continue
+            pending.append(chunk)
+            chunk = b"".join(pending)
+        if chunk.find(b"\n\n") == len(chunk) - 2:  # one whole event, as most chunks are
+            blocks, pending = [chunk[:-2]], []
+        else:
+            blocks = chunk.split(b"\n\n")
+            last = blocks.pop()  # what follows the last blank line: empty, or an event begun
+            pending = [last] if last else []
+        for raw in blocks:
+            # Nearly every event is one `event:` line and one `data:` line, or a `data:`
+            # line alone: those take a few slices; anything else, the general reading.
+            if raw.startswith(b"event: "):
+                nl = raw.find(b"\n")
+                if nl > 0 and raw.startswith(b"data: ", nl + 1) and raw.find(b"\n", nl + 1) < 0:
+                    yield t, _event_name(raw[7:nl]), raw[nl + 7 :]
+                    continue
+            elif raw.startswith(b"data: ") and b"\n" not in raw:
+                yield t, "", raw[6:]
+                continue
+            name, data = "", []
+            for line in raw.split(b"\n"):
+                if line.startswith(b"data:"):
+                    data.append(line[5:].lstrip(b" ") if line[5:6] == b" " else line[5:])
+                elif line.startswith(b"event:"):
+                    name = _event_name(line[6:])
+            if data:
+                yield t, name, b"\n".join(data)
+
+
+@lru_cache(maxsize=256)
+def _event_name(raw: bytes) -> str:
+    return raw.decode("utf-8", "replace").strip()
 
 
 def _text_of(content: Any) -> str:
@@ -249,10 +281,22 @@ def _json_events(
     events: Iterator[tuple[float, str, bytes]], decode: Decode
 ) -> Iterator[tuple[float, str, dict[str, Any]]]:
     """(time, type, payload) for each event whose data is a JSON object."""
-    for t, name, data in events:
-        ev = decode(data)
+    seen = list(events)
+    for (t, name, _), ev in zip(seen, _decode_all([data for _, _, data in seen], decode), strict=True):
         if isinstance(ev, dict):
             yield t, ev.get("type", name), ev
+
+
+def _decode_all(datas: list[bytes], decode: Decode) -> list[Any]:
+    """Each event's data decoded: in one decoder call when they are all JSON, as usual."""
+    try:
+        values = _strict(b"[" + b",".join(datas) + b"]")
+        if isinstance(values, list) and len(values) == len(datas):
+            return values
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        pass
+    # One is not JSON ("[DONE]", a keep-alive), or holds more than one value: one by one.
+    return [decode(data) for data in datas]
 
 
 Parsed = tuple[dict[str, Any] | None, Any, float | None, bool]  # response, error, first token ms, finished
@@ -316,11 +360,14 @@ def _chat_stream(events: Iterator[tuple[float, str, bytes]], decode: Decode) -> 
     choices: dict[int, dict[str, Any]] = {}
     first: float | None = None
     error = None
-    for t, _name, data in events:
-        if data.strip() == b"[DONE]":
+    seen = []
+    for event in events:
+        if event[2].strip() == b"[DONE]":
             finished = True
             break
-        chunk = decode(data)
+        seen.append(event)
+    decoded = _decode_all([data for _, _, data in seen], decode)
+    for (t, _name, _data), chunk in zip(seen, decoded, strict=True):
         if not isinstance(chunk, dict):
             continue
         if "error" in chunk and "choices" not in chunk:
