@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from llmlog.config import Settings
+from llmlog.conversation import Part, Turn, conversation, response_turns
 from llmlog.jsonl import BadLine, read_calls
 from llmlog.pricing import Pricer
 from llmlog.record import Call
@@ -260,62 +261,21 @@ def sample(ctx: Ctx, n: int, since: str, feature: str | None, model: str | None,
     _emit_calls(ctx.store.sample(_filter(ctx, since=since, feature=feature, model=model), n), as_json)
 
 
-def _block_text(block: Any) -> Text:
-    """One content block of a message, shown as what it is (text, tool call, tool result, image)."""
-    if isinstance(block, str):
-        return _text(block)
-    if not isinstance(block, dict):
-        return _text(json.dumps(block, ensure_ascii=False))
-    kind = block.get("type")
-    if kind in ("text", "input_text", "output_text"):
-        return _text(str(block.get("text", "")))
-    if kind in ("tool_use", "function_call"):
-        args = block.get("input", block.get("arguments"))
-        return Text.assemble(
-            ("→ tool call ", "cyan"),
-            (_clean(block.get("name")), "bold cyan"),
-            _clean(f" {json.dumps(args, ensure_ascii=False) if not isinstance(args, str) else args}"),
-        )
-    if kind in ("tool_result", "function_call_output"):
-        content = block.get("content", block.get("output"))
-        inner = content if isinstance(content, str) else json.dumps(content, ensure_ascii=False)
-        return Text.assemble(("← tool result ", "magenta"), _clean(inner))
-    if kind in ("image", "image_url", "input_image"):
-        source = block.get("source") or block.get("image_url") or {}
-        data = source.get("data") or source.get("url") or "" if isinstance(source, dict) else ""
-        return _text(f"[image, {len(str(data)):,} chars]", style="dim")
-    return _text(json.dumps(block, ensure_ascii=False))
+_PART_LABEL = {"tool_call": ("→ tool call ", "cyan"), "tool_result": ("← tool result ", "magenta")}
 
 
-def _message_text(msg: Any) -> tuple[str, Text]:
-    if not isinstance(msg, dict):
-        return "?", _text(json.dumps(msg, ensure_ascii=False))
-    role = str(msg.get("role") or msg.get("type") or "?")
-    content = msg.get("content")
-    parts: list[Text] = []
-    if isinstance(content, list):
-        parts.extend(_block_text(b) for b in content)
-    elif content is not None:
-        parts.append(_text(str(content)))
-    if msg.get("type") in ("function_call", "function_call_output"):
-        parts.append(_block_text(msg))
-    for tc in msg.get("tool_calls") or []:
-        fn = tc.get("function") or {}
-        parts.append(_block_text({"type": "tool_use", "name": fn.get("name"), "input": fn.get("arguments")}))
-    if role == "tool":
-        parts.insert(0, _text(f"(result of {msg.get('tool_call_id')})", style="dim"))
-    return role, Text("\n").join(parts)
+def _part_text(part: Part) -> Text:
+    if part.kind == "tool_call":
+        label, style = _PART_LABEL["tool_call"]
+        return Text.assemble((label, style), (_clean(part.name), f"bold {style}"), _clean(f" {part.text}"))
+    if part.kind == "tool_result":
+        label, style = _PART_LABEL["tool_result"]
+        return Text.assemble((label, style), _clean(part.text))
+    return _text(part.text, style="dim" if part.kind in ("image", "note") else "")
 
 
-def _response_messages(call: Call) -> list[Any]:
-    r = call.response or {}
-    if "choices" in r:
-        return [c.get("message") for c in r.get("choices") or []]
-    if "output" in r:
-        return list(r.get("output") or [])
-    if "content" in r:
-        return [{"role": r.get("role", "assistant"), "content": r.get("content")}]
-    return []
+def _turn_text(turn: Turn) -> tuple[str, Text]:
+    return turn.role, Text("\n").join(_part_text(p) for p in turn.parts)
 
 
 @cli.command()
@@ -374,8 +334,8 @@ def show(ctx: Ctx, call_id: str, as_json: bool) -> None:
     convo = Table.grid(padding=(0, 1))
     convo.add_column(style="bold", no_wrap=True)
     convo.add_column()
-    for msg in call.messages or []:
-        role, text = _message_text(msg)
+    for turn in conversation(call):
+        role, text = _turn_text(turn)
         convo.add_row(_text(role), text)
     out.append(Panel(convo, title=f"messages ({len(call.messages or [])})"))
     if call.tools:
@@ -388,8 +348,8 @@ def show(ctx: Ctx, call_id: str, as_json: bool) -> None:
     resp = Table.grid(padding=(0, 1))
     resp.add_column(style="bold", no_wrap=True)
     resp.add_column()
-    for msg in _response_messages(call):
-        role, text = _message_text(msg)
+    for turn in response_turns(call):
+        role, text = _turn_text(turn)
         resp.add_row(_text(role), text)
     out.append(Panel(resp, title="response", border_style="green"))
     if call.tool_calls:

@@ -150,6 +150,30 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
+    # Columns a list of calls can be broken down by (`facets`).
+    FACETS = ("feature", "model", "user_id", "prompt_template_version", "provider", "session_id")
+
+    def _where(
+        self, f: CallFilter, extra: Sequence[str] = (), params: Sequence[Any] = ()
+    ) -> tuple[str, list[Any]]:
+        return f.sql(extra, params)
+
+    def facets(self, f: CallFilter, column: str, limit: int = 10) -> list[tuple[Any, int]]:
+        """The most frequent values of `column` among the calls `f` selects, with counts.
+
+        Read-only and time-limited like any query: a facet that takes too long on a big
+        store raises ReadOnlyError rather than hold the page."""
+        if column == "error":
+            select = "CASE WHEN error IS NULL THEN 'ok' ELSE 'error' END"
+        elif column in self.FACETS:
+            select = column
+        else:
+            raise ValueError(f"no facet {column!r}")
+        where, params = self._where(f)
+        sql = f"SELECT {select}, count(*) FROM call_data {where} GROUP BY 1 ORDER BY 2 DESC, 1"
+        sql += f" LIMIT {int(limit)}"
+        return [(row[0], int(row[1])) for row in self.query(sql, params, timeout_s=2.0).rows]
+
     # Set by the store on open: the schema version found, and the one it migrated to.
     schema_found: int = 0
     schema_version: int = 0
