@@ -638,3 +638,35 @@ def demo(ctx: Ctx, n_calls: int, seed: int) -> None:
     from llmlog.demo import run_demo
 
     run_demo(ctx.settings, n_calls=n_calls, seed=seed, console=err_console)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
+@click.option("--port", default=8765, show_default=True, help="Port to listen on.")
+@pass_ctx
+def serve(ctx: Ctx, host: str, port: int) -> None:
+    """Serve the web UI over the store: recent calls with filters and facets, each call whole.
+
+    Listens on 127.0.0.1 unless told otherwise. With LLMLOG_UI_TOKEN set, every request must
+    carry that token (?token=…, then a cookie; or an `Authorization: Bearer` header).
+
+    \b
+    Examples:
+      llmlog serve                       # http://127.0.0.1:8765
+      llmlog --db postgresql://localhost/llmlog serve --port 9000
+      LLMLOG_UI_TOKEN=s3cret llmlog serve --host 0.0.0.0
+    """
+    import os
+
+    import uvicorn
+
+    from llmlog.web import create_app
+
+    store = ctx.store  # opened now, so a bad --db fails here and not on the first request
+    token = os.environ.get("LLMLOG_UI_TOKEN") or None
+    if host not in ("127.0.0.1", "localhost", "::1") and not token:
+        err_console.print(
+            f"warning: serving on {host} without LLMLOG_UI_TOKEN: anyone who can reach it reads every call"
+        )
+    err_console.print(f"llmlog UI on http://{host}:{port}/ (store {redact_url(store.url)}; Ctrl-C to stop)")
+    uvicorn.run(create_app(lambda: store, token=token), host=host, port=port, log_level="warning")
