@@ -11,7 +11,7 @@ import openai
 import pytest
 
 from llmlog.capture.exchange import Exchange
-from llmlog.capture.parse import Decoder, to_call
+from llmlog.capture.parse import Decoder, sse_events, to_call
 from llmlog.capture.wrap import instrument
 from llmlog.fake_provider import FakeProvider
 from llmlog.record import parse_json
@@ -95,3 +95,22 @@ def test_the_workload_gives_the_same_records_with_and_without_the_decoder(fake: 
         plain, shared = to_call(ex), to_call(ex, decoder)
         shared.id = plain.id
         assert shared == plain
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 7, 64])
+def test_a_stream_in_small_chunks_gives_the_same_events(fake: FakeProvider, size: int) -> None:
+    """However the bytes of a stream were cut on the way, the same events come out of them."""
+    exchanges: list[Exchange] = []
+    a = anthropic.Anthropic(api_key="k", base_url=fake.anthropic_base_url, max_retries=0)
+    o = openai.OpenAI(api_key="k", base_url=fake.openai_base_url, max_retries=0)
+    instrument(a, exchanges.append), instrument(o, exchanges.append)
+    for step in generate(60, seed=5):
+        run(step, a, o)
+    streams = [e for e in exchanges if "event-stream" in e.response_headers.get("content-type", "")]
+    assert {e.api for e in streams} >= {"messages", "responses"}
+    for ex in streams:
+        body = b"".join(chunk for _, chunk in ex.chunks)
+        cut = Exchange(**{f: getattr(ex, f) for f in ex.__dataclass_fields__ if f != "_sink"})
+        cut.chunks = [(float(i), body[i : i + size]) for i in range(0, len(body), size)]
+        whole = [(name, data) for _, name, data in sse_events(ex)]
+        assert whole and [(name, data) for _, name, data in sse_events(cut)] == whole

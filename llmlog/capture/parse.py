@@ -186,7 +186,7 @@ def sse_events(ex: Exchange) -> Iterator[tuple[float, str, bytes]]:
                 continue
             pending.append(chunk)
             chunk = b"".join(pending)
-        if chunk.find(b"\n\n") == len(chunk) - 2:  # one whole event, as most chunks are
+        if chunk.find(b"\n\n") == len(chunk) - 2 >= 0:  # one whole event, as most chunks are
             blocks, pending = [chunk[:-2]], []
         else:
             blocks = chunk.split(b"\n\n")
