@@ -119,7 +119,7 @@ def create_app(open_store: Callable[[], Store], token: str | None = None) -> Sta
     def render(name: str, status: int = 200, **context: Any) -> HTMLResponse:
         return HTMLResponse(env.get_template(name).render(**context), status_code=status)
 
-    def listing(request: Request) -> tuple[CallFilter, list[Call], dict[str, list[tuple[Any, int]]]]:
+    def listing(request: Request) -> tuple[list[Call], dict[str, list[tuple[Any, int]]]]:
         params = dict(request.query_params)
         f = call_filter(params)
         with lock:
@@ -130,12 +130,12 @@ def create_app(open_store: Callable[[], Store], token: str | None = None) -> Sta
                     facets[name] = store.facets(f, column)
                 except ReadOnlyError:  # too slow on this store: the page goes without it
                     facets[name] = []
-        return f, calls, facets
+        return calls, facets
 
     def calls_page(request: Request) -> Response:
         params = {k: v for k, v in request.query_params.items() if v and k != "token"}
         try:
-            _, calls, facets = listing(request)
+            calls, facets = listing(request)
         except BadFilter as exc:
             return render("error.html", 400, message=str(exc))
 
@@ -164,7 +164,7 @@ def create_app(open_store: Callable[[], Store], token: str | None = None) -> Sta
 
     def api_calls(request: Request) -> Response:
         try:
-            _, calls, facets = listing(request)
+            calls, facets = listing(request)
         except BadFilter as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
         return JSONResponse({"calls": [_summary(c) for c in calls], "facets": facets})
