@@ -19,6 +19,7 @@ from tests.backends import (
     admin,
     new_schema,
 )
+from tests.webui import Running, make_call
 
 
 def no_postgres(reason: str) -> None:
@@ -104,3 +105,11 @@ def recorder(db_path: str, fake: FakeProvider) -> Iterator[Recorder]:
     fake.reset()
     yield Recorder(db_path)
     llmlog.configure(db=db_path)  # drains and stops the writer
+
+
+@pytest.fixture
+def ui(backend: Backend) -> Iterator[Running]:
+    """The web UI over each store kind, with 150 calls (tests/webui.py's `make_call`)."""
+    with Running(backend) as running:
+        running.store.insert([make_call(i) for i in range(150)])
+        yield running

@@ -3,121 +3,20 @@
 from __future__ import annotations
 
 import re
-import socket
-import threading
-import time
 import uuid
-from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
-from html.parser import HTMLParser
-from typing import Any
+from datetime import timedelta
 
-import httpx2 as httpx
 import pytest
-import uvicorn
 
-from llmlog.record import Call
-from llmlog.store import CallFilter, open_store
-from llmlog.web import create_app
+from llmlog.store import CallFilter
 from tests.backends import Backend
-
-T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-TOOL_USE = {"type": "tool_use", "id": "toolu_1", "name": "lookup_order", "input": {"id": 7}}
-TOOL_RESULT = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "shipped"}
-HOSTILE = '<script>alert("x")</script><img src=x onerror="alert(1)">'
-
-
-def _call(i: int, **changes: Any) -> Call:
-    base = Call(
-        id=str(uuid.UUID(int=i + 1)),
-        timestamp=T0 + timedelta(minutes=i),
-        provider="anthropic",
-        model="claude-sonnet-4-6" if i % 3 else "claude-haiku-4-5",
-        feature="support-bot" if i % 2 else "summarize",
-        user_id=f"user_{i % 4}",
-        session_id=f"sess_{i // 10}",
-        prompt_template_version="v1",
-        system_prompt="You are helpful.",
-        messages=[
-            {"role": "user", "content": f"question {i}"},
-            {
-                "role": "assistant",
-                "content": [TOOL_USE],
-            },
-            {"role": "user", "content": [TOOL_RESULT]},
-        ],
-        response={"role": "assistant", "content": [{"type": "text", "text": f"answer {i}"}]},
-        input_tokens=100 + i,
-        output_tokens=20,
-        latency_ms=850.0,
-        cost_usd=0.0012,
-        error={"type": "overloaded_error", "status": 529, "message": "busy"} if i % 10 == 9 else None,
-    )
-    return base.replace(**changes)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Running:
-    def __init__(self, backend: Backend, token: str | None = None) -> None:
-        self.store = open_store(backend.url)
-        self.port = _free_port()
-        app = create_app(lambda: open_store(backend.url), token=token)
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> Running:
-        self.thread.start()
-        deadline = time.monotonic() + 10
-        while not self.server.started:
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(10)
-        self.store.close()
-
-    def get(self, path: str, **kw: Any) -> httpx.Response:
-        return httpx.get(f"http://127.0.0.1:{self.port}{path}", timeout=10, **kw)
-
-
-@pytest.fixture
-def ui(backend: Backend) -> Iterator[Running]:
-    with Running(backend) as running:
-        running.store.insert([_call(i) for i in range(150)])
-        yield running
-
-
-class _Tags(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.tags: list[tuple[str, list[str]]] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append((tag, [name for name, _ in attrs]))
-
-
-def _tags(html: str) -> list[tuple[str, list[str]]]:
-    parser = _Tags()
-    parser.feed(html)
-    return parser.tags
-
-
-def _rows(html: str) -> list[str]:
-    return re.findall(r'<a href="/calls/([0-9a-f-]+)">', html)
+from tests.webui import HOSTILE, T0, Running, assert_inert, make_call, rows
 
 
 def test_calls_page_lists_newest_first_with_facets_and_paging(ui: Running) -> None:
     r = ui.get("/")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
-    ids = _rows(r.text)
+    ids = rows(r.text)
     assert ids == [str(uuid.UUID(int=i + 1)) for i in range(149, 49, -1)]
     # Facet counts over the whole selection, beside each value, as links that add the filter.
     assert re.search(r'href="/\?feature=summarize">summarize</a> <span class="count">75</span>', r.text)
@@ -125,16 +24,16 @@ def test_calls_page_lists_newest_first_with_facets_and_paging(ui: Running) -> No
     older = re.search(r'<a class="older" href="([^"]+)">', r.text)
     assert older is not None
     page2 = ui.get(older.group(1).replace("&amp;", "&"))
-    assert _rows(page2.text) == [str(uuid.UUID(int=i + 1)) for i in range(49, -1, -1)]
+    assert rows(page2.text) == [str(uuid.UUID(int=i + 1)) for i in range(49, -1, -1)]
 
 
 def test_filters_combine_and_live_in_the_url(ui: Running) -> None:
     r = ui.get("/", params={"feature": "support-bot", "status": "error", "model": "claude-sonnet-4-6"})
     expected = [i for i in range(150) if i % 2 and i % 10 == 9 and i % 3]
-    assert _rows(r.text) == [str(uuid.UUID(int=i + 1)) for i in reversed(expected)]
+    assert rows(r.text) == [str(uuid.UUID(int=i + 1)) for i in reversed(expected)]
     assert 'value="support-bot"' in r.text  # the form shows the filter in force
     since = ui.get("/", params={"since": (T0 + timedelta(minutes=140)).isoformat()})
-    assert len(_rows(since.text)) == 10
+    assert len(rows(since.text)) == 10
     ok = ui.get("/api/calls", params={"status": "ok", "user": "user_1"}).json()
     assert {c["user_id"] for c in ok["calls"]} == {"user_1"} and all(c["error"] is None for c in ok["calls"])
 
@@ -144,7 +43,7 @@ def test_filters_combine_and_live_in_the_url(ui: Running) -> None:
 )
 def test_filter_values_are_only_ever_parameters(ui: Running, params: dict[str, str]) -> None:
     r = ui.get("/", params=params)
-    assert r.status_code == 200 and _rows(r.text) == []
+    assert r.status_code == 200 and rows(r.text) == []
     assert ui.store.count(CallFilter()) == 150
 
 
@@ -168,7 +67,7 @@ def test_call_detail_shows_the_call_whole(ui: Running) -> None:
 
 
 def test_hostile_content_is_shown_as_text(ui: Running) -> None:
-    hostile = _call(
+    hostile = make_call(
         500,
         feature=HOSTILE,
         user_id=HOSTILE,
@@ -183,9 +82,7 @@ def test_hostile_content_is_shown_as_text(ui: Running) -> None:
         html = ui.get(path, params=params).text
         assert HOSTILE.split(">")[0] in html.replace("&lt;", "<") or path == "/", path  # it is there, as text
         # Parsed as a browser would: no script element, no img, no event handler attribute.
-        tags = _tags(html)
-        assert not {"script", "img"} & {tag for tag, _ in tags}, path
-        assert not [a for _, attrs in tags for a in attrs if a.startswith("on")], path
+        assert_inert(html, path)
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in ui.get(f"/calls/{hostile.id}").text
 
 

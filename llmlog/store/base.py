@@ -103,6 +103,10 @@ class Store(abc.ABC):
     """A place calls are kept. Implementations: SQLite (embedded default), PostgreSQL."""
 
     url: str
+    # The SQL dialect ("sqlite", "postgres") and its parameter mark, for code that writes
+    # its own read-only SQL for `query` (reports, the dashboard).
+    dialect: str = "sqlite"
+    placeholder: str = "?"
     # What `insert` raises for a call that can never be stored (retrying will not help), as
     # opposed to the store being down.
     data_errors: tuple[type[BaseException], ...] = (ValueError, TypeError, OverflowError)
@@ -156,7 +160,7 @@ class Store(abc.ABC):
     def _where(
         self, f: CallFilter, extra: Sequence[str] = (), params: Sequence[Any] = ()
     ) -> tuple[str, list[Any]]:
-        return f.sql(extra, params)
+        return f.sql(extra, params, placeholder=self.placeholder)
 
     def facets(self, f: CallFilter, column: str, limit: int = 10) -> list[tuple[Any, int]]:
         """The most frequent values of `column` among the calls `f` selects, with counts.

@@ -309,6 +309,8 @@ _COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
 
 
 class PostgresStore(Store):
+    dialect = "postgres"
+    placeholder = "%s"
     # ProgramLimitExceeded: e.g. a feature name too long for an index entry (over ~2.7 kB).
     data_errors = (
         *Store.data_errors,

@@ -1,0 +1,139 @@
+"""Pages: the calls list (filters, facets, paging), one call whole, and the JSON API."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from llmlog.conversation import conversation, response_turns
+from llmlog.record import Call
+from llmlog.store import CallFilter, ReadOnlyError, Store, parse_when
+from llmlog.web.app import Web
+
+PAGE = 100
+# Query parameter → CallFilter field, for the filters that are one column equal to a value.
+EQUALS = {
+    "feature": "feature",
+    "model": "model",
+    "user": "user_id",
+    "session": "session_id",
+    "version": "prompt_template_version",
+    "provider": "provider",
+}
+FACETS = [(name, EQUALS[name]) for name in ("feature", "model", "user", "version")]
+
+
+class BadFilter(ValueError):
+    pass
+
+
+def call_filter(params: dict[str, str]) -> CallFilter:
+    f = CallFilter()
+    for name, field in EQUALS.items():
+        if params.get(name):
+            setattr(f, field, params[name])
+    status = params.get("status", "")
+    if status not in ("", "error", "ok"):
+        raise BadFilter(f"status must be 'error' or 'ok', not {status!r}")
+    f.errors = {"error": True, "ok": False}.get(status)
+    for name in ("since", "until"):
+        if params.get(name):
+            try:
+                setattr(f, name, parse_when(params[name]))
+            except ValueError as exc:
+                raise BadFilter(f"{name}: {exc}") from None
+    return f
+
+
+def summary(c: Call) -> dict[str, Any]:
+    """A call as one line of a list, in JSON."""
+    return {
+        "id": c.id,
+        "timestamp": c.timestamp.isoformat(),
+        "user_id": c.user_id,
+        "session_id": c.session_id,
+        "feature": c.feature,
+        "model": c.model,
+        "prompt_template_version": c.prompt_template_version,
+        "input_tokens": c.input_tokens,
+        "output_tokens": c.output_tokens,
+        "latency_ms": c.latency_ms,
+        "cost_usd": c.cost_usd,
+        "error": (c.error or {}).get("type") if c.error else None,
+    }
+
+
+def _facets(store: Store, f: CallFilter) -> dict[str, list[tuple[Any, int]]]:
+    facets: dict[str, list[tuple[Any, int]]] = {}
+    for name, column in [*FACETS, ("status", "error")]:
+        try:
+            facets[name] = store.facets(f, column)
+        except ReadOnlyError:  # too slow on this store: the page goes without it
+            facets[name] = []
+    return facets
+
+
+def routes(web: Web) -> list[BaseRoute]:
+    def listing(request: Request) -> tuple[list[Call], dict[str, list[tuple[Any, int]]]]:
+        f = call_filter(dict(request.query_params))
+        with web.reading() as store:
+            return store.recent(f, limit=PAGE), _facets(store, f)
+
+    def calls_page(request: Request) -> Response:
+        params = {k: v for k, v in request.query_params.items() if v and k != "token"}
+        try:
+            calls, facets = listing(request)
+        except BadFilter as exc:
+            return web.error(str(exc))
+
+        def link(**change: str | None) -> str:
+            merged = {**params, **change}
+            return "/?" + urlencode({k: v for k, v in merged.items() if v})
+
+        older = link(until=calls[-1].timestamp.isoformat()) if len(calls) == PAGE else None
+        return web.render("calls.html", calls=calls, facets=facets, params=params, link=link, older=older)
+
+    def call_page(request: Request) -> Response:
+        with web.reading() as store:
+            try:
+                call = store.get(request.path_params["call_id"])
+            except LookupError as exc:
+                return web.error(str(exc))
+        if call is None:
+            return web.error("no such call", 404)
+        return web.render(
+            "call.html",
+            call=call,
+            turns=conversation(call),
+            response=response_turns(call),
+            raw=json.dumps(call.to_dict(), ensure_ascii=False, indent=2),
+        )
+
+    def api_calls(request: Request) -> Response:
+        try:
+            calls, facets = listing(request)
+        except BadFilter as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({"calls": [summary(c) for c in calls], "facets": facets})
+
+    def api_call(request: Request) -> Response:
+        with web.reading() as store:
+            try:
+                call = store.get(request.path_params["call_id"])
+            except LookupError as exc:
+                return JSONResponse({"error": str(exc)}, status_code=400)
+        if call is None:
+            return JSONResponse({"error": "no such call"}, status_code=404)
+        return JSONResponse(call.to_dict())
+
+    return [
+        Route("/", calls_page),
+        Route("/calls/{call_id}", call_page),
+        Route("/api/calls", api_calls),
+        Route("/api/calls/{call_id}", api_call),
+    ]
