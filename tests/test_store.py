@@ -480,6 +480,19 @@ def filtered(store: Store) -> Store:
              prompt_template_version=v, timestamp=T0 + timedelta(minutes=mins), error=e)
         for i, (f, m, u, s, v, mins, e) in enumerate(rows)
     ])  # fmt: skip
+    # Tags, metadata and text, for the filters that read inside JSON and content.
+    store.insert([
+        Call(id="aaaaaaaa-0000-0000-0000-000000000006", timestamp=T0 + timedelta(minutes=6),
+             tags=["beta", "eu"], metadata={"tier": "pro", "n": 5, "flag": True, "llmlog": {"retry": 1}},
+             system_prompt="You answer about Zebra_Crossings, 100% of the time.",
+             messages=[{"role": "user", "content": "Where is my refund?"}]),
+        Call(id="aaaaaaaa-0000-0000-0000-000000000007", timestamp=T0 + timedelta(minutes=7),
+             tags=["beta"], metadata={"tier": "free", "note": "o'hara"},
+             response={"content": [{"type": "text", "text": "Your parcel is DELAYED."}]},
+             tool_calls=[{"id": "t1", "name": "lookup_order", "input": {"id": 7}}]),
+        Call(id="aaaaaaaa-0000-0000-0000-000000000008", timestamp=T0 + timedelta(minutes=8),
+             error={"type": "rate_limit_error", "message": "slow down, zebra"}),
+    ])  # fmt: skip
     return store
 
 
@@ -490,17 +503,36 @@ def _ids(calls: list[Call]) -> list[int]:
 @pytest.mark.parametrize(
     ("flt", "expected"),
     [
-        (CallFilter(), [5, 4, 3, 2, 1, 0]),
+        (CallFilter(), [8, 7, 6, 5, 4, 3, 2, 1, 0]),
         (CallFilter(feature="support-bot"), [2, 1, 0]),
         (CallFilter(model="claude-haiku-4-5"), [3, 2]),
         (CallFilter(user_id="u3"), [5, 4]),
         (CallFilter(session_id="s1"), [1, 0]),
         (CallFilter(prompt_template_version="summarize@v7"), [4, 3]),
-        (CallFilter(since=T0 + timedelta(minutes=2)), [5, 4, 3, 2]),
         (CallFilter(until=T0 + timedelta(minutes=2)), [1, 0]),
+        (CallFilter(since=T0 + timedelta(minutes=2), until=T0 + timedelta(minutes=6)), [5, 4, 3, 2]),
         (CallFilter(since=T0 + timedelta(minutes=1), until=T0 + timedelta(minutes=4)), [3, 2, 1]),
-        (CallFilter(errors=True), [4, 1]),
-        (CallFilter(errors=False), [5, 3, 2, 0]),
+        (CallFilter(errors=True), [8, 4, 1]),
+        (CallFilter(errors=False), [7, 6, 5, 3, 2, 0]),
+        (CallFilter(tag="beta"), [7, 6]),
+        (CallFilter(tag="eu"), [6]),
+        (CallFilter(tag="bet"), []),
+        (CallFilter(metadata=[("tier", "pro")]), [6]),
+        (CallFilter(metadata=[("tier", "pro"), ("n", "5")]), [6]),
+        (CallFilter(metadata=[("flag", "true")]), [6]),
+        (CallFilter(metadata=[("llmlog.retry", "1")]), [6]),
+        (CallFilter(metadata=[("note", "o'hara")]), [7]),
+        (CallFilter(metadata=[("tier", "pro"), ("n", "6")]), []),
+        (CallFilter(metadata=[("missing", "x")]), []),
+        (CallFilter(tag="beta", metadata=[("tier", "free")]), [7]),
+        (CallFilter(text="zebra"), [8, 6]),  # system prompt and error, any case
+        (CallFilter(text="refund"), [6]),  # a message
+        (CallFilter(text="delayed"), [7]),  # the response
+        (CallFilter(text="lookup_order"), [7]),  # a tool call
+        (CallFilter(text="100%"), [6]),  # % and _ are literal
+        (CallFilter(text="Zebra_C"), [6]),
+        (CallFilter(text="1_0"), []),
+        (CallFilter(text="zebra", errors=True), [8]),
         (CallFilter(feature="support-bot", errors=False, model="claude-sonnet-4-5"), [0]),
         (CallFilter(ids=["aaaaaaaa-0000-0000-0000-000000000003", "nope"]), [3]),
         (CallFilter(feature="nope"), []),
@@ -512,10 +544,18 @@ def test_filters_on_recent(filtered: Store, flt: CallFilter, expected: list[int]
 
 
 def test_recent_limit_and_sample(filtered: Store) -> None:
-    assert _ids(filtered.recent(CallFilter(), limit=2)) == [5, 4]
+    assert _ids(filtered.recent(CallFilter(), limit=2)) == [8, 7]
     picked = filtered.sample(CallFilter(feature="support-bot"), n=10)
     assert sorted(_ids(picked)) == [0, 1, 2]
     assert len({c.id for c in filtered.sample(CallFilter(), n=4)}) == 4
+    assert _ids(filtered.sample(CallFilter(tag="beta"), n=5)) == [6, 7]  # oldest first, whole
+    assert filtered.sample(CallFilter(tag="beta"), n=5)[0].system_prompt is not None
+
+
+@pytest.mark.parametrize("key", ["", "a..b", 'x"y', "a b", "$.x"])
+def test_metadata_keys_are_checked(key: str) -> None:
+    with pytest.raises(ValueError, match="metadata key"):
+        CallFilter(metadata=[(key, "v")])
 
 
 def test_iter_calls_pages_past_the_batch_size(store: Store) -> None:

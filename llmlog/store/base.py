@@ -23,6 +23,7 @@ class QueryResult:
     truncated: bool = False
 
 
+_KEY = re.compile(r"[A-Za-z0-9_\-]+")
 _RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$", re.IGNORECASE)
 _UNITS = {"s": "seconds", "m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
 
@@ -48,6 +49,13 @@ def utc_days(since: datetime, until: datetime | None = None) -> tuple[date, date
     return day(since), day(until if until is not None else datetime.now(UTC))
 
 
+def like_pattern(text: str) -> str:
+    """`text` as a LIKE pattern that matches it anywhere, its own % and _ taken literally
+    (with ESCAPE '\\')."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
 @dataclass
 class CallFilter:
     """Conditions on the summary columns; empty means every call."""
@@ -62,6 +70,18 @@ class CallFilter:
     until: datetime | None = None
     errors: bool | None = None  # True: errors only; False: successes only
     ids: list[str] = field(default_factory=list)
+    tag: str | None = None
+    # (key, value) pairs the metadata must hold; a dotted key reaches into nested objects
+    # ("llmlog.retry"). Values compare as text: 1, true and "pro" match "1", "true", "pro".
+    metadata: list[tuple[str, str]] = field(default_factory=list)
+    # Words that must occur (case-insensitively, as typed) in the system prompt, a message,
+    # the response, the tool calls or the error.
+    text: str | None = None
+
+    def __post_init__(self) -> None:
+        for key, _ in self.metadata:
+            if not key or not all(_KEY.fullmatch(part) for part in key.split(".")):
+                raise ValueError(f"metadata key {key!r}: letters, digits, _ and - only, dots between")
 
     def sql(
         self,
@@ -71,8 +91,10 @@ class CallFilter:
         placeholder: str = "?",
         time_param: Callable[[datetime], Any] = format_timestamp,
     ) -> tuple[str, list[Any]]:
-        """A WHERE clause valid on `calls` and on the stored table. The placeholder and the
-        form of a time parameter are the engine's (SQLite: ? and our timestamp text)."""
+        """A WHERE clause on the summary columns, valid on `calls` and on the stored table.
+        The placeholder and the form of a time parameter are the engine's (SQLite: ? and our
+        timestamp text). Tag, metadata and text conditions are the store's to add
+        (`Store._where`): they are written in each engine's JSON dialect."""
         p = placeholder
         clauses: list[str] = []
         params: list[Any] = []
@@ -160,7 +182,14 @@ class Store(abc.ABC):
     def _where(
         self, f: CallFilter, extra: Sequence[str] = (), params: Sequence[Any] = ()
     ) -> tuple[str, list[Any]]:
-        return f.sql(extra, params, placeholder=self.placeholder)
+        """The WHERE clause for `f` on the stored table, `call_data` (not on `calls`: the text
+        condition reads the content ids)."""
+        clauses, values = self._json_clauses(f)
+        return f.sql([*clauses, *extra], [*values, *params], placeholder=self.placeholder)
+
+    @abc.abstractmethod
+    def _json_clauses(self, f: CallFilter) -> tuple[list[str], list[Any]]:
+        """`f`'s tag, metadata and text conditions on `call_data`, in this engine's SQL."""
 
     def facets(self, f: CallFilter, column: str, limit: int = 10) -> list[tuple[Any, int]]:
         """The most frequent values of `column` among the calls `f` selects, with counts.

@@ -17,6 +17,7 @@ as `postgresql://host/db?options=-csearch_path%3Dllmlog` keeps them in a schema 
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -28,7 +29,7 @@ from psycopg import sql as pgsql
 from psycopg.types.string import TextLoader
 
 from llmlog.record import COLUMNS, Call, format_timestamp, json_text
-from llmlog.store.base import CallFilter, QueryResult, ReadOnlyError, Store, utc_days
+from llmlog.store.base import CallFilter, QueryResult, ReadOnlyError, Store, like_pattern, utc_days
 from llmlog.store.content import ContentBatch, ContentIds
 
 CONNECT_TIMEOUT_S = 10
@@ -512,33 +513,67 @@ class PostgresStore(Store):
 
     # -------------------------------------------------------------- reading
 
-    def _calls(self, where: str, params: Sequence[Any], tail: str) -> list[Call]:
+    def _json_clauses(self, f: CallFilter) -> tuple[list[str], list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if f.tag is not None:
+            clauses.append("tags @> %s::jsonb")
+            params.append(json.dumps([f.tag]))
+        for key, value in f.metadata:
+            clauses.append("metadata #>> %s = %s")
+            params += [key.split("."), value]
+        if f.text:
+            # Content is stored once and referenced by id: find the matching bodies once,
+            # then the calls that use them.
+            like = "ILIKE %s"
+            clauses.append(
+                f"(response::text {like} OR tool_calls::text {like} OR error::text {like}"
+                f" OR system_id IN (SELECT id FROM content WHERE body::text {like})"
+                f" OR message_ids && ARRAY(SELECT id FROM content WHERE body::text {like}))"
+            )
+            params += [like_pattern(f.text)] * 5
+        return clauses, params
+
+    def _calls(self, where: str, params: Sequence[Any], order: str, limit: int) -> list[Call]:
+        """The calls `where` picks from `call_data`, assembled whole only for those."""
+        sql = (
+            f"SELECT * FROM calls WHERE (id, timestamp) IN (SELECT id, timestamp FROM call_data {where}"
+            f" ORDER BY {order} LIMIT {int(limit)}) ORDER BY {order}"
+        )
         with self.conn.cursor() as cur:
-            cur.execute(f"SELECT * FROM calls {where} {tail}", params)  # type: ignore[arg-type]
+            cur.execute(sql, params)  # type: ignore[arg-type]
             names = [d.name for d in cur.description or ()]
             return [_to_call(names, row) for row in cur]
 
     def _where(
         self, f: CallFilter, extra: Sequence[str] = (), params: Sequence[Any] = ()
     ) -> tuple[str, list[Any]]:
-        return f.sql(extra, params, placeholder="%s", time_param=lambda t: t)
+        clauses, values = self._json_clauses(f)
+        return f.sql([*clauses, *extra], [*values, *params], placeholder="%s", time_param=lambda t: t)
 
     def get(self, call_id: str) -> Call | None:
-        rows = self._calls("WHERE id = %s", (call_id,), "ORDER BY timestamp LIMIT 1")
+        rows = self._calls("WHERE id = %s", (call_id,), "timestamp", 1)
         if not rows and len(call_id) < 36:
             # A unique prefix of an id is enough, as with git hashes.
-            rows = self._calls("WHERE id >= %s AND id < %s", (call_id, call_id + "\uffff"), "LIMIT 2")
+            rows = self._calls("WHERE id >= %s AND id < %s", (call_id, call_id + "\uffff"), "timestamp", 2)
             if len(rows) > 1:
                 raise LookupError(f"id prefix {call_id!r} is ambiguous")
         return rows[0] if rows else None
 
     def recent(self, f: CallFilter, limit: int = 100) -> list[Call]:
         where, params = self._where(f)
-        return self._calls(where, params, f"ORDER BY timestamp DESC LIMIT {int(limit)}")
+        return self._calls(where, params, "timestamp DESC", limit)
 
     def sample(self, f: CallFilter, n: int = 20) -> list[Call]:
         where, params = self._where(f)
-        return self._calls(where, params, f"ORDER BY random() LIMIT {int(n)}")
+        sql = f"SELECT id, timestamp FROM call_data {where} ORDER BY random() LIMIT {int(n)}"
+        picked = self.conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+        if not picked:
+            return []
+        pairs = ",".join(["(%s, %s)"] * len(picked))
+        return self._calls(
+            f"WHERE (id, timestamp) IN ({pairs})", [v for r in picked for v in r], "timestamp", n
+        )
 
     def iter_calls(self, f: CallFilter, batch: int = 1000) -> Iterator[Call]:
         """Every matching call, oldest first, in pages (memory stays flat on a big store)."""
@@ -546,7 +581,7 @@ class PostgresStore(Store):
         while True:
             extra = ["(timestamp, id) > (%s, %s)"] if last else []
             where, params = self._where(f, extra, last or ())
-            page = self._calls(where, params, f"ORDER BY timestamp, id LIMIT {int(batch)}")
+            page = self._calls(where, params, "timestamp, id", batch)
             if not page:
                 return
             yield from page

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from llmlog.record import COLUMNS, JSON_COLUMNS, Call, format_timestamp, json_text, parse_timestamp
-from llmlog.store.base import CallFilter, QueryResult, ReadOnlyError, Store, utc_days
+from llmlog.store.base import CallFilter, QueryResult, ReadOnlyError, Store, like_pattern, utc_days
 from llmlog.store.content import ContentBatch, ContentIds, Key
 
 BUSY_TIMEOUT_MS = 60_000
@@ -487,33 +487,67 @@ class SQLiteStore(Store):
 
     # -------------------------------------------------------------- reading
 
-    def _calls(self, where: str, params: Sequence[Any], tail: str) -> list[Call]:
-        cur = self.db.execute(f"SELECT * FROM calls {where} {tail}", params)
+    def _json_clauses(self, f: CallFilter) -> tuple[list[str], list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if f.tag is not None:
+            clauses.append("EXISTS (SELECT 1 FROM json_each(tags) WHERE value = ?)")
+            params.append(f.tag)
+        for key, value in f.metadata:
+            path = "$." + ".".join(f'"{part}"' for part in key.split("."))
+            # json_extract gives 1/0 for true/false; compare as the JSON text would read.
+            clauses.append(
+                "(CASE json_type(metadata, ?) WHEN 'true' THEN 'true' WHEN 'false' THEN 'false'"
+                " ELSE CAST(json_extract(metadata, ?) AS TEXT) END) = ?"
+            )
+            params += [path, path, value]
+        if f.text:
+            # Content is stored once and referenced by id: find the matching bodies once,
+            # then the calls that use them.
+            like = "LIKE ? ESCAPE '\\'"
+            clauses.append(
+                f"(response {like} OR tool_calls {like} OR error {like}"
+                f" OR system_id IN (SELECT id FROM content WHERE body {like})"
+                f" OR EXISTS (SELECT 1 FROM json_each(message_ids) WHERE value IN"
+                f" (SELECT id FROM content WHERE body {like})))"
+            )
+            params += [like_pattern(f.text)] * 5
+        return clauses, params
+
+    def _calls(self, where: str, params: Sequence[Any], order: str, limit: int) -> list[Call]:
+        """The calls `where` picks from `call_data`, assembled whole only for those."""
+        sql = (
+            f"SELECT * FROM calls WHERE id IN (SELECT id FROM call_data {where} ORDER BY {order}"
+            f" LIMIT {int(limit)}) ORDER BY {order}"
+        )
+        cur = self.db.execute(sql, params)
         return [_to_call(cur.description, row) for row in cur]
 
     def get(self, call_id: str) -> Call | None:
-        rows = self._calls("WHERE id = ?", (call_id,), "")
+        rows = self._calls("WHERE id = ?", (call_id,), "id", 1)
         if not rows and len(call_id) < 36:
             # A unique prefix of an id is enough, as with git hashes.
-            rows = self._calls("WHERE id >= ? AND id < ?", (call_id, call_id + "\uffff"), "LIMIT 2")
+            rows = self._calls("WHERE id >= ? AND id < ?", (call_id, call_id + "\uffff"), "id", 2)
             if len(rows) > 1:
                 raise LookupError(f"id prefix {call_id!r} is ambiguous")
         return rows[0] if rows else None
 
     def recent(self, f: CallFilter, limit: int = 100) -> list[Call]:
-        where, params = f.sql()
-        return self._calls(where, params, f"ORDER BY timestamp DESC LIMIT {int(limit)}")
+        where, params = self._where(f)
+        return self._calls(where, params, "timestamp DESC", limit)
 
     def sample(self, f: CallFilter, n: int = 20) -> list[Call]:
-        where, params = f.sql()
-        return self._calls(where, params, f"ORDER BY random() LIMIT {int(n)}")
+        where, params = self._where(f)
+        picked = self.db.execute(f"SELECT id FROM call_data {where} ORDER BY random() LIMIT {int(n)}", params)
+        ids = [r[0] for r in picked]
+        return self._calls(*self._where(CallFilter(ids=ids)), "timestamp", n) if ids else []
 
     def iter_calls(self, f: CallFilter, batch: int = 1000) -> Iterator[Call]:
         """Every matching call, oldest first, in pages (memory stays flat on a big store)."""
         last_ts, last_id = "", ""
         while True:
-            where, params = f.sql(extra=["(timestamp, id) > (?, ?)"], extra_params=[last_ts, last_id])
-            page = self._calls(where, params, f"ORDER BY timestamp, id LIMIT {int(batch)}")
+            where, params = self._where(f, ["(timestamp, id) > (?, ?)"], [last_ts, last_id])
+            page = self._calls(where, params, "timestamp, id", batch)
             if not page:
                 return
             yield from page
@@ -522,7 +556,7 @@ class SQLiteStore(Store):
                 return
 
     def count(self, f: CallFilter) -> int:
-        where, params = f.sql()
+        where, params = self._where(f)
         return int(self.db.execute(f"SELECT count(*) FROM call_data {where}", params).fetchone()[0])
 
     def cost_by_day(
