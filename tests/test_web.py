@@ -95,3 +95,32 @@ def test_a_token_is_required_when_configured(backend: Backend) -> None:
         assert r.status_code == 200 and "llmlog_token" in r.headers["set-cookie"]
         assert running.get("/api/calls", cookies={"llmlog_token": "s3cret"}).status_code == 200
         assert running.get("/api/calls", headers={"Authorization": "Bearer s3cret"}).status_code == 200
+
+
+def test_tag_metadata_and_text_filters(ui: Running) -> None:
+    ui.store.insert(
+        [
+            make_call(200, tags=["beta"], metadata={"tier": "pro", "plan": {"seats": 5}}),
+            make_call(201, tags=["beta"], metadata={"tier": "free"}, system_prompt="Mention the Zebra."),
+            make_call(202, response={"role": "assistant", "content": [{"type": "text", "text": "100% ok"}]}),
+        ]
+    )
+    ids = {i: str(uuid.UUID(int=i + 1)) for i in (200, 201, 202)}
+    assert rows(ui.get("/", params={"tag": "beta"}).text) == [ids[201], ids[200]]
+    assert rows(ui.get("/", params=[("tag", "beta"), ("meta", "tier=pro")]).text) == [ids[200]]
+    assert rows(ui.get("/", params=[("meta", "tier=pro"), ("meta", "plan.seats=5")]).text) == [ids[200]]
+    assert rows(ui.get("/", params=[("meta", "tier=pro"), ("meta", "plan.seats=6")]).text) == []
+    assert rows(ui.get("/", params={"q": "zebra"}).text) == [ids[201]]
+    assert rows(ui.get("/", params={"q": "100% ok"}).text) == [ids[202]]
+    r = ui.get("/", params=[("q", "zebra"), ("meta", "tier=free")])
+    assert rows(r.text) == [ids[201]]
+    # The view is a link: the form shows the filters in force and facet links keep them.
+    assert 'name="q" type="search" value="zebra"' in r.text and 'value="tier=free"' in r.text
+    assert 'href="/?q=zebra&amp;meta=tier%3Dfree&amp;feature=' in r.text
+    api = ui.get("/api/calls", params={"tag": "beta", "q": "zebra"}).json()
+    assert [c["id"] for c in api["calls"]] == [ids[201]]
+    for bad in ({"meta": "tier"}, {"meta": "a b=c"}, {"meta": "=x"}):
+        assert ui.get("/", params=bad).status_code == 400, bad
+    # Injection through the new filters stays a value.
+    assert rows(ui.get("/", params={"q": "' OR 1=1 --", "tag": "x' OR '1'='1"}).text) == []
+    assert rows(ui.get("/", params={"meta": "tier=' OR '1'='1"}).text) == []

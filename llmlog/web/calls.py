@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
 
+from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -32,11 +34,25 @@ class BadFilter(ValueError):
     pass
 
 
-def call_filter(params: dict[str, str]) -> CallFilter:
+def call_filter(params: QueryParams | dict[str, str]) -> CallFilter:
+    """The filter a page's query string asks for: the EQUALS names, `status`, `since`,
+    `until`, `tag`, `q` (free text) and `meta=key=value` (repeatable)."""
     f = CallFilter()
     for name, field in EQUALS.items():
         if params.get(name):
             setattr(f, field, params[name])
+    f.tag = params.get("tag") or None
+    f.text = params.get("q") or None
+    metas = params.getlist("meta") if isinstance(params, QueryParams) else [params.get("meta", "")]
+    for meta in filter(None, metas):
+        key, eq, value = meta.partition("=")
+        if not eq:
+            raise BadFilter(f"meta: {meta!r} is not key=value")
+        f.metadata.append((key.strip(), value))
+    try:
+        f.__post_init__()  # checks the metadata keys
+    except ValueError as exc:
+        raise BadFilter(str(exc)) from None
     status = params.get("status", "")
     if status not in ("", "error", "ok"):
         raise BadFilter(f"status must be 'error' or 'ok', not {status!r}")
@@ -48,6 +64,19 @@ def call_filter(params: dict[str, str]) -> CallFilter:
             except ValueError as exc:
                 raise BadFilter(f"{name}: {exc}") from None
     return f
+
+
+def linker(request: Request, path: str = "/") -> Callable[..., str]:
+    """`link(name=value, …)`: this page's URL with those parameters changed (None or ""
+    drops one), so every view is a link."""
+    items = [(k, v) for k, v in request.query_params.multi_items() if v and k != "token"]
+
+    def link(**change: str | None) -> str:
+        kept = [(k, v) for k, v in items if k not in change]
+        query = urlencode(kept + [(k, v) for k, v in change.items() if v])
+        return f"{path}?{query}" if query else path
+
+    return link
 
 
 def summary(c: Call) -> dict[str, Any]:
@@ -80,23 +109,26 @@ def _facets(store: Store, f: CallFilter) -> dict[str, list[tuple[Any, int]]]:
 
 def routes(web: Web) -> list[BaseRoute]:
     def listing(request: Request) -> tuple[list[Call], dict[str, list[tuple[Any, int]]]]:
-        f = call_filter(dict(request.query_params))
+        f = call_filter(request.query_params)
         with web.reading() as store:
             return store.recent(f, limit=PAGE), _facets(store, f)
 
     def calls_page(request: Request) -> Response:
-        params = {k: v for k, v in request.query_params.items() if v and k != "token"}
         try:
             calls, facets = listing(request)
         except BadFilter as exc:
             return web.error(str(exc))
-
-        def link(**change: str | None) -> str:
-            merged = {**params, **change}
-            return "/?" + urlencode({k: v for k, v in merged.items() if v})
-
+        link = linker(request)
         older = link(until=calls[-1].timestamp.isoformat()) if len(calls) == PAGE else None
-        return web.render("calls.html", calls=calls, facets=facets, params=params, link=link, older=older)
+        return web.render(
+            "calls.html",
+            calls=calls,
+            facets=facets,
+            params=request.query_params,
+            link=link,
+            older=older,
+            metas=[m for m in request.query_params.getlist("meta") if m],
+        )
 
     def call_page(request: Request) -> Response:
         with web.reading() as store:
