@@ -94,3 +94,26 @@ def conversation(call: Call) -> list[Turn]:
 
 def response_turns(call: Call) -> list[Turn]:
     return [message_turn(m) for m in response_messages(call)]
+
+
+def gist(turns: list[Turn], width: int = 160) -> str:
+    """Turns as one short line of plain text, for lists: text as is, a tool call as
+    `→ name(…)`, a result as `← …`."""
+    pieces: list[str] = []
+    for turn in turns:
+        for p in turn.parts:
+            if p.kind == "tool_call":
+                pieces.append(f"→ {p.name}({p.text})")
+            elif p.kind == "tool_result":
+                pieces.append(f"← {p.text}")
+            elif p.kind != "note":
+                pieces.append(p.text)
+    line = " ".join(" ".join(pieces).split())
+    return line if len(line) <= width else line[: width - 1] + "…"
+
+
+def last_user_turn(call: Call) -> list[Turn]:
+    """What the caller said last: the final message when it is the user's (or a tool
+    result), for a line in a list of turns."""
+    turns = conversation(call)
+    return turns[-1:] if turns and turns[-1].role != "assistant" else []

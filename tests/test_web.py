@@ -60,7 +60,7 @@ def test_call_detail_shows_the_call_whole(ui: Running) -> None:
     html = r.text
     for text in ("You are helpful.", "question 9", "answer 9", "lookup_order", "shipped", "overloaded_error"):
         assert text in html, text
-    assert 'href="/?session=sess_0"' in html and 'href="/?user=user_1"' in html
+    assert 'href="/sessions/sess_0"' in html and 'href="/users/user_1"' in html
     assert ui.get(f"/api/calls/{uuid.UUID(int=10)}").json()["messages"][0]["content"] == "question 9"
     assert ui.get("/calls/not-an-id").status_code == 404
     assert ui.get("/api/calls/not-an-id").status_code == 404
@@ -124,3 +124,79 @@ def test_tag_metadata_and_text_filters(ui: Running) -> None:
     # Injection through the new filters stays a value.
     assert rows(ui.get("/", params={"q": "' OR 1=1 --", "tag": "x' OR '1'='1"}).text) == []
     assert rows(ui.get("/", params={"meta": "tier=' OR '1'='1"}).text) == []
+
+
+def test_session_page_runs_totals_turn_by_turn(ui: Running) -> None:
+    # sess_3 holds calls 30..39, one minute apart; each costs 0.0012 and uses 120+i tokens.
+    r = ui.get("/sessions/sess_3")
+    assert r.status_code == 200
+    turns = rows(r.text)
+    assert turns == [str(uuid.UUID(int=i + 1)) for i in range(30, 40)]  # oldest first
+    running = re.findall(r'<td class="n running">\$([0-9.]+)</td>', r.text)
+    assert [float(x) for x in running] == [round(0.0012 * k, 4) for k in range(1, 11)]
+    assert "← shipped" in r.text and "answer 39" in r.text  # what was sent last, what came back
+    assert 'href="/users/user_2"' in r.text
+    api = ui.get("/api/sessions/sess_3").json()
+    assert [c["running_tokens"] for c in api["calls"]] == [
+        sum(120 + j for j in range(30, k + 1)) for k in range(30, 40)
+    ]
+    assert api["calls"][-1]["running_cost_usd"] == pytest.approx(0.012)
+    assert ui.get("/sessions/nope").status_code == 404
+    assert ui.get("/api/sessions/nope").status_code == 404
+
+
+def test_costliest_sessions_of_a_period_with_their_users(ui: Running) -> None:
+    expensive = [
+        make_call(
+            300 + k, session_id="sess_big", user_id="whale", cost_usd=0.5, timestamp=T0 + timedelta(days=1)
+        )
+        for k in range(80)
+    ]
+    ui.store.insert(expensive)
+    since = {"since": (T0 - timedelta(hours=1)).isoformat()}
+    r = ui.get("/sessions", params=since)
+    assert r.status_code == 200
+    first = re.search(r'<a href="/sessions/([^"]+)">', r.text)
+    assert first is not None and first.group(1) == "sess_big"
+    api = ui.get("/api/sessions", params=since).json()["sessions"]
+    top = api[0]
+    assert (top["session_id"], top["user_id"], top["calls"]) == ("sess_big", "whale", 80)
+    assert top["cost_usd"] == pytest.approx(40.0)
+    assert len(api) == 16 and {s["calls"] for s in api[1:]} == {10}
+    # The period bounds what counts: only sess_big lies after T0 + 1 day.
+    later = ui.get("/api/sessions", params={"since": (T0 + timedelta(hours=20)).isoformat()}).json()
+    assert [s["session_id"] for s in later["sessions"]] == ["sess_big"]
+    # The default period is the last 7 days; these calls are older.
+    assert ui.get("/api/sessions").json()["sessions"] == []
+    assert "No sessions in this period" in ui.get("/sessions").text
+
+
+def test_users_page_and_one_user(ui: Running) -> None:
+    since = {"since": (T0 - timedelta(hours=1)).isoformat()}
+    users = ui.get("/api/users", params=since).json()["users"]
+    assert {u["user_id"] for u in users} == {"user_0", "user_1", "user_2", "user_3"}
+    by_id = {u["user_id"]: u for u in users}
+    # user_1 makes calls i % 4 == 1; errors are i % 10 == 9: 9, 29, 49, …
+    mine = [i for i in range(150) if i % 4 == 1]
+    assert by_id["user_1"]["calls"] == len(mine)
+    assert by_id["user_1"]["errors"] == len([i for i in mine if i % 10 == 9])
+    assert by_id["user_1"]["sessions"] == len({i // 10 for i in mine})
+    assert by_id["user_1"]["cost_usd"] == pytest.approx(0.0012 * len(mine))
+    html = ui.get("/users", params=since).text
+    assert 'href="/users/user_1?since=' in html
+    page = ui.get("/users/user_1", params=since)
+    assert page.status_code == 200
+    assert re.findall(r'<a href="/sessions/([^"]+)">', page.text)  # their conversations
+    assert "overloaded_error" in page.text  # their latest errors
+    assert "No calls from this user" in ui.get("/users/nobody", params=since).text
+
+
+def test_people_pages_escape_and_bind_what_they_show(ui: Running) -> None:
+    ui.store.insert([make_call(400, session_id=HOSTILE, user_id=HOSTILE, timestamp=T0 + timedelta(days=1))])
+    since = {"since": (T0 - timedelta(hours=1)).isoformat()}
+    for path in ("/sessions", "/users", f"/sessions/{HOSTILE}", f"/users/{HOSTILE}"):
+        r = ui.get(path, params=since)
+        assert r.status_code == 200, path
+        assert_inert(r.text, path)
+    assert ui.get("/sessions/x' OR '1'='1").status_code == 404
+    assert ui.get("/sessions", params={"since": "yesterday-ish"}).status_code == 400

@@ -121,6 +121,49 @@ class CallFilter:
         return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
+@dataclass
+class SessionSummary:
+    session_id: str
+    user_id: str | None  # the first, should a session have several
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None  # None when none of its calls has a cost
+    errors: int
+    priced_calls: int
+    first: datetime
+    last: datetime
+
+
+@dataclass
+class UserSummary:
+    user_id: str
+    calls: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float | None
+    errors: int
+    priced_calls: int
+    sessions: int
+    first: datetime
+    last: datetime
+
+    @property
+    def error_rate(self) -> float:
+        return self.errors / self.calls if self.calls else 0.0
+
+
+def _numbers(values: Sequence[Any]) -> list[Any]:
+    """calls, input, output, cost, errors, priced: counts as ints, cost None when unpriced."""
+    calls, inp, out, cost, errors, priced = values
+    cost = float(cost) if priced else None
+    return [int(calls), int(inp or 0), int(out or 0), cost, int(errors), int(priced)]
+
+
+def _when(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else parse_timestamp(value)
+
+
 class Store(abc.ABC):
     """A place calls are kept. Implementations: SQLite (embedded default), PostgreSQL."""
 
@@ -206,6 +249,32 @@ class Store(abc.ABC):
         sql = f"SELECT {select}, count(*) FROM call_data {where} GROUP BY 1 ORDER BY 2 DESC, 1"
         sql += f" LIMIT {int(limit)}"
         return [(row[0], int(row[1])) for row in self.query(sql, params, timeout_s=2.0).rows]
+
+    def sessions(self, f: CallFilter, limit: int = 50) -> list[SessionSummary]:
+        """The costliest sessions among the calls `f` selects (then the longest), with the
+        user behind each. Read-only and time-limited, as `facets`."""
+        return [
+            SessionSummary(*row[:2], *_numbers(row[2:8]), _when(row[8]), _when(row[9]))
+            for row in self._grouped("session_id", "min(user_id)", f, limit)
+        ]
+
+    def users(self, f: CallFilter, limit: int = 100) -> list[UserSummary]:
+        """Calls, sessions, cost and errors per user among the calls `f` selects, costliest
+        first."""
+        return [
+            UserSummary(row[0], *_numbers(row[2:8]), int(row[1]), _when(row[8]), _when(row[9]))
+            for row in self._grouped("user_id", "count(DISTINCT session_id)", f, limit)
+        ]
+
+    def _grouped(self, key: str, also: str, f: CallFilter, limit: int) -> list[tuple[Any, ...]]:
+        where, params = self._where(f, [f"{key} IS NOT NULL"])
+        sql = (
+            f"SELECT {key}, {also}, count(*), sum(input_tokens), sum(output_tokens), sum(cost_usd),"
+            " sum(CASE WHEN error IS NULL THEN 0 ELSE 1 END), count(cost_usd),"
+            f" min(timestamp), max(timestamp) FROM call_data {where} GROUP BY {key}"
+            f" ORDER BY sum(cost_usd) DESC NULLS LAST, count(*) DESC, {key} LIMIT {int(limit)}"
+        )
+        return self.query(sql, params, timeout_s=5.0).rows
 
     # Set by the store on open: the schema version found, and the one it migrated to.
     schema_found: int = 0
