@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -200,3 +200,29 @@ def test_people_pages_escape_and_bind_what_they_show(ui: Running) -> None:
         assert_inert(r.text, path)
     assert ui.get("/sessions/x' OR '1'='1").status_code == 404
     assert ui.get("/sessions", params={"since": "yesterday-ish"}).status_code == 400
+
+
+def test_random_sample_from_a_window(ui: Running) -> None:
+    now = datetime.now(UTC)
+    recent = [make_call(600 + k, timestamp=now - timedelta(minutes=1 + k), feature="new") for k in range(30)]
+    old = make_call(700, timestamp=now - timedelta(hours=3), feature="new")
+    ui.store.insert([*recent, old])
+    recent_ids = {c.id for c in recent}
+    r = ui.get("/sample")
+    assert r.status_code == 200
+    picked = rows(r.text)
+    assert len(picked) == 20 and len(set(picked)) == 20 and set(picked) <= recent_ids  # last hour only
+    assert "data-step" in r.text and "answer 6" in r.text
+    # Size and window adjustable; filters apply; a second pull differs (30 choose 20).
+    wide = ui.get("/api/sample", params={"window": "4h", "n": 200, "feature": "new"}).json()
+    assert {c["id"] for c in wide["calls"]} == recent_ids | {old.id}
+    pulls = {tuple(rows(ui.get("/sample", params={"n": 5}).text)) for _ in range(5)}
+    assert len(pulls) > 1
+    # A sample can be linked to: the link names its calls.
+    link = re.search(r'<a href="(/sample\?id=[^"]+)">Link to exactly these calls', r.text)
+    assert link is not None
+    again = ui.get(link.group(1).replace("&amp;", "&"))
+    assert sorted(rows(again.text)) == sorted(picked)
+    assert ui.get("/sample", params={"window": "soon"}).status_code == 400
+    assert ui.get("/api/sample", params={"n": "lots"}).status_code == 400
+    assert "No calls in the last 1h" in ui.get("/sample", params={"feature": "none-such"}).text

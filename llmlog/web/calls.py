@@ -12,12 +12,13 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from llmlog.conversation import conversation, response_turns
+from llmlog.conversation import conversation, gist, last_user_turn, response_turns
 from llmlog.record import Call
 from llmlog.store import CallFilter, ReadOnlyError, Store, parse_when
 from llmlog.web.app import Web
 
 PAGE = 100
+SAMPLE, MAX_SAMPLE = 20, 200
 # Query parameter → CallFilter field, for the filters that are one column equal to a value.
 EQUALS = {
     "feature": "feature",
@@ -146,6 +147,49 @@ def routes(web: Web) -> list[BaseRoute]:
             raw=json.dumps(call.to_dict(), ensure_ascii=False, indent=2),
         )
 
+    def pull_sample(request: Request) -> tuple[list[Call], str, int]:
+        """The calls a sample link names (`id=…`), or `n` random ones from the last `window`
+        among those the filters select."""
+        params = request.query_params
+        window = params.get("window") or "1h"
+        try:
+            n = max(1, min(int(params.get("n") or SAMPLE), MAX_SAMPLE))
+        except ValueError:
+            raise BadFilter(f"n must be a number up to {MAX_SAMPLE}") from None
+        f = call_filter(params)
+        f.ids = [i for i in params.getlist("id") if i]
+        if not f.ids:
+            try:
+                f.since = parse_when(window)
+            except ValueError as exc:
+                raise BadFilter(f"window: {exc}") from None
+        with web.reading() as store:
+            calls = store.sample(f, n)
+        return calls, window, n
+
+    def sample_page(request: Request) -> Response:
+        try:
+            calls, window, n = pull_sample(request)
+        except BadFilter as exc:
+            return web.error(str(exc))
+        items = [(c, gist(last_user_turn(c), 400), gist(response_turns(c), 600)) for c in calls]
+        return web.render(
+            "sample.html",
+            items=items,
+            window=window,
+            n=n,
+            params=request.query_params,
+            permalink="/sample?" + urlencode([("id", c.id) for c in calls]),
+            named=bool(request.query_params.getlist("id")),
+        )
+
+    def api_sample(request: Request) -> Response:
+        try:
+            calls, window, n = pull_sample(request)
+        except BadFilter as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        return JSONResponse({"window": window, "n": n, "calls": [summary(c) for c in calls]})
+
     def api_calls(request: Request) -> Response:
         try:
             calls, facets = listing(request)
@@ -166,6 +210,8 @@ def routes(web: Web) -> list[BaseRoute]:
     return [
         Route("/", calls_page),
         Route("/calls/{call_id}", call_page),
+        Route("/sample", sample_page),
+        Route("/api/sample", api_sample),
         Route("/api/calls", api_calls),
         Route("/api/calls/{call_id}", api_call),
     ]
