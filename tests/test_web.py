@@ -226,3 +226,48 @@ def test_random_sample_from_a_window(ui: Running) -> None:
     assert ui.get("/sample", params={"window": "soon"}).status_code == 400
     assert ui.get("/api/sample", params={"n": "lots"}).status_code == 400
     assert "No calls in the last 1h" in ui.get("/sample", params={"feature": "none-such"}).text
+
+
+def test_call_detail_links_turns_prices_and_traces_tools(ui: Running) -> None:
+    ids = {i: str(uuid.UUID(int=i + 1)) for i in range(150)}
+    html = ui.get(f"/calls/{ids[15]}").text
+    assert f'rel="prev" href="/calls/{ids[14]}"' in html and f'rel="next" href="/calls/{ids[16]}"' in html
+    assert (
+        "first turn" in ui.get(f"/calls/{ids[10]}").text and "last turn" in ui.get(f"/calls/{ids[19]}").text
+    )
+    # Cost: tokens × rate = cost per kind of token, from the rate card.
+    assert re.search(
+        r"<td>input</td><td class=\"n\">115</td><td class=\"n\">1</td><td class=\"n\">\$0\.000115</td>", html
+    )
+    assert re.search(
+        r"<td>output</td><td class=\"n\">20</td><td class=\"n\">5</td><td class=\"n\">\$0\.000100</td>", html
+    )
+    assert "$0.000215" in html and "claude-haiku-4-5 on genai-prices" in html  # claude-haiku-4-5: $1 / $5
+    unpriced = ui.get(f"/calls/{ids[16]}", params={}).text
+    assert "Not priced" not in unpriced
+    ui.store.insert([make_call(800, model="home-made-model", session_id=None)])
+    assert "Not priced" in ui.get(f"/calls/{uuid.UUID(int=801)}").text
+    # Tool calls with their results, found in the next turn of the session.
+    asks = {
+        "role": "assistant",
+        "content": [{"type": "tool_use", "id": "toolu_9", "name": "refund", "input": {"n": 1}}],
+    }
+    answer = {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": "toolu_9", "content": "refunded 1"}],
+    }
+    first = make_call(900, session_id="tools", response=asks)
+    second = make_call(901, session_id="tools", messages=[{"role": "user", "content": "hi"}, asks, answer])
+    lonely = make_call(
+        902,
+        session_id="alone",
+        response={"role": "assistant", "content": [{**asks["content"][0], "id": "toolu_x"}]},
+    )
+    ui.store.insert([first, second, lonely])
+    trace = ui.get(f"/calls/{first.id}").text
+    section = trace[trace.index('<section class="trace">') :]
+    assert "<b>refund</b>" in section and "refunded 1" in section and f'href="/calls/{second.id}"' in section
+    assert "no later call of this session carried its result" in ui.get(f"/calls/{lonely.id}").text
+    # Copy buttons name elements that exist.
+    for target in re.findall(r'data-copy="([^"]+)"', trace):
+        assert f'id="{target}"' in trace

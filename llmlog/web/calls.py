@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -12,7 +14,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from llmlog.config import Settings
 from llmlog.conversation import conversation, gist, last_user_turn, response_turns
+from llmlog.pricing import Pricer
 from llmlog.record import Call
 from llmlog.store import CallFilter, ReadOnlyError, Store, parse_when
 from llmlog.web.app import Web
@@ -108,6 +112,53 @@ def _facets(store: Store, f: CallFilter) -> dict[str, list[tuple[Any, int]]]:
     return facets
 
 
+def neighbours(store: Store, call: Call, later: int = 3) -> tuple[Call | None, list[Call]]:
+    """The call before this one in its session, and up to `later` calls after it."""
+    if not call.session_id:
+        return None, []
+    before = store.recent(CallFilter(session_id=call.session_id, until=call.timestamp), limit=1)
+    after: list[Call] = []
+    since = call.timestamp + timedelta(microseconds=1)
+    for c in store.iter_calls(CallFilter(session_id=call.session_id, since=since), batch=later):
+        after.append(c)
+        if len(after) == later:
+            break
+    return (before[0] if before else None), after
+
+
+@dataclass
+class ToolStep:
+    name: str | None
+    ref: str | None
+    input: str
+    result: str | None  # None: no later call of the session carried it
+    result_in: str | None  # the id of the call that carried it
+
+
+def tool_trace(call: Call, later: list[Call]) -> list[ToolStep]:
+    """Each tool call the response made, with its result where a later call of the session
+    sent it back to the model (matched by the tool call's id)."""
+    steps = [
+        ToolStep(p.name, p.ref, p.text, None, None)
+        for turn in response_turns(call)
+        for p in turn.parts
+        if p.kind == "tool_call"
+    ]
+    waiting = {s.ref: s for s in steps if s.ref}
+    for c in later:
+        for turn in conversation(c):
+            for p in turn.parts:
+                step = waiting.pop(p.ref, None) if p.kind in ("tool_result", "note") and p.ref else None
+                if step is None:
+                    continue
+                if p.kind == "note":  # OpenAI chat: the tool message's text is its other parts
+                    p = next((q for q in turn.parts if q.kind != "note"), p)
+                step.result, step.result_in = p.text, c.id
+        if not waiting:
+            break
+    return steps
+
+
 def routes(web: Web) -> list[BaseRoute]:
     def listing(request: Request) -> tuple[list[Call], dict[str, list[tuple[Any, int]]]]:
         f = call_filter(request.query_params)
@@ -131,20 +182,27 @@ def routes(web: Web) -> list[BaseRoute]:
             metas=[m for m in request.query_params.getlist("meta") if m],
         )
 
+    pricer = Pricer(Settings().prices)  # LLMLOG_PRICES, as at ingest
+
     def call_page(request: Request) -> Response:
         with web.reading() as store:
             try:
                 call = store.get(request.path_params["call_id"])
             except LookupError as exc:
                 return web.error(str(exc))
-        if call is None:
-            return web.error("no such call", 404)
+            if call is None:
+                return web.error("no such call", 404)
+            before, after = neighbours(store, call)
         return web.render(
             "call.html",
             call=call,
             turns=conversation(call),
             response=response_turns(call),
             raw=json.dumps(call.to_dict(), ensure_ascii=False, indent=2),
+            cost=pricer.breakdown(call),
+            previous=before,
+            next=after[0] if after else None,
+            trace=tool_trace(call, after),
         )
 
     def pull_sample(request: Request) -> tuple[list[Call], str, int]:
