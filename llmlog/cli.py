@@ -623,21 +623,29 @@ def copy(source: str, target: str, batch: int) -> None:
 @cli.command()
 @click.option("--calls", "n_calls", default=2000, show_default=True, help="About how many calls to make.")
 @click.option("--seed", default=7, show_default=True, help="Seed for a reproducible workload.")
+@click.option(
+    "--history",
+    "history_days",
+    default=30,
+    show_default=True,
+    help="Also copy a third of the sessions into each of this many days before (0: none).",
+)
 @pass_ctx
-def demo(ctx: Ctx, n_calls: int, seed: int) -> None:
+def demo(ctx: Ctx, n_calls: int, seed: int, history_days: int) -> None:
     """Fill the store with realistic calls made through the real SDKs against a local fake provider.
 
     Several features, multi-turn sessions, tool use, streaming, a few errors and several prompt
-    versions, recorded by `llmlog.wrap` exactly as in an application.
+    versions, recorded by `llmlog.wrap` exactly as in an application. Copies of them over the
+    30 days before (tagged 'history') give the dashboard a month to show.
 
     \b
     Examples:
       llmlog demo
-      llmlog --db /tmp/demo.db demo --calls 500
+      llmlog --db /tmp/demo.db demo --calls 500 --history 0
     """
     from llmlog.demo import run_demo
 
-    run_demo(ctx.settings, n_calls=n_calls, seed=seed, console=err_console)
+    run_demo(ctx.settings, n_calls=n_calls, seed=seed, console=err_console, history_days=history_days)
 
 
 @cli.command()

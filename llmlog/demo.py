@@ -15,6 +15,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anthropic
@@ -25,7 +26,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 import llmlog
 from llmlog.config import Settings
 from llmlog.fake_provider import FakeProvider
-from llmlog.store import redact_url
+from llmlog.record import Call
+from llmlog.store import CallFilter, open_store, redact_url
 from llmlog.workload import WORDS, feature_prompts, tool
 from llmlog.workload import prose as _prose
 
@@ -279,10 +281,42 @@ class Demo:
                 fn(rng)
 
 
-def run_demo(settings: Settings, *, n_calls: int, seed: int, console: Console, threads: int = 8) -> None:
+def add_history(url: str, since: datetime, days: int, rng: random.Random) -> int:
+    """Copy the sessions recorded since `since` into each of the `days` days before, a
+    random third of them per day, with new ids: the dashboard and the reports have a month
+    to show. Copies are tagged `history`. Returns how many calls were added."""
+    with open_store(url) as store:
+        sessions: dict[str | None, list[Call]] = {}
+        for c in store.iter_calls(CallFilter(since=since)):
+            sessions.setdefault(c.session_id or c.id, []).append(c)
+        added = 0
+        for day in range(1, days + 1):
+            batch: list[Call] = []
+            for key, calls in sessions.items():
+                if rng.random() > 1 / 3:
+                    continue
+                shift = timedelta(days=day, seconds=rng.uniform(-3600, 3600))
+                session = f"{key}-{day}d" if calls[0].session_id else None
+                for c in calls:
+                    batch.append(
+                        c.replace(
+                            id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                            timestamp=c.timestamp - shift,
+                            session_id=session,
+                            tags=[*(c.tags or []), "history"],
+                        )
+                    )
+            added += store.insert(batch)
+        return added
+
+
+def run_demo(
+    settings: Settings, *, n_calls: int, seed: int, console: Console, threads: int = 8, history_days: int = 30
+) -> None:
     llmlog.configure(db=settings.db, on_full="block")
     rng = random.Random(seed)
     started = time.perf_counter()
+    since = datetime.now(UTC) - timedelta(seconds=1)
     with FakeProvider(seed=seed) as fake:
         demo = Demo(fake, rng, n_calls)
         with Progress(
@@ -300,9 +334,12 @@ def run_demo(settings: Settings, *, n_calls: int, seed: int, console: Console, t
             progress.update(task, completed=demo.made)
             llmlog.flush()
     stats = llmlog.stats()
+    with console.status("copying them over the days before"):
+        history = add_history(settings.db, since, history_days, random.Random(seed)) if history_days else 0
+    copies = f", {history:,} copies over the {history_days} days before (tag: history)" if history else ""
     console.print(
         f"Recorded {stats.recorded} calls ({demo.errors} failed on purpose) in "
-        f"{time.perf_counter() - started:.1f}s into {redact_url(settings.db)}\n"
-        "Next: llmlog calls · llmlog show <id> · "
+        f"{time.perf_counter() - started:.1f}s into {redact_url(settings.db)}{copies}\n"
+        "Next: llmlog serve · llmlog calls · llmlog show <id> · "
         'llmlog query "SELECT model, COUNT(*), SUM(cost_usd) FROM calls GROUP BY model"'
     )

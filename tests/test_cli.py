@@ -56,7 +56,7 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> str:
     """`llmlog demo --calls 150` through the installed console script (end to end)."""
     path = str(tmp_path_factory.mktemp("demo") / "demo.db")
     proc = subprocess.run(
-        [llmlog_script(), "--db", path, "demo", "--calls", str(DEMO_CALLS)],
+        [llmlog_script(), "--db", path, "demo", "--calls", str(DEMO_CALLS), "--history", "0"],
         capture_output=True,
         text=True,
         timeout=120,
@@ -65,6 +65,30 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> str:
     assert proc.returncode == 0, proc.stderr
     assert f"Recorded {DEMO_CALLS} calls" in proc.stderr
     return path
+
+
+def test_demo_history_copies_sessions_over_the_days_before(tmp_path: Path) -> None:
+    path = str(tmp_path / "history.db")
+    result = run(path, "demo", "--calls", "40", "--history", "6")
+    assert result.exit_code == 0, result.output
+    db = sqlite3.connect(path)
+    live = db.execute("SELECT count(*) FROM calls WHERE tags NOT LIKE '%history%'").fetchone()[0]
+    copies = db.execute(
+        "SELECT count(*), count(DISTINCT id), count(DISTINCT substr(timestamp, 1, 10)) FROM calls"
+        " WHERE EXISTS (SELECT 1 FROM json_each(tags) WHERE value = 'history')"
+    ).fetchone()
+    assert live == 40 and copies[0] == copies[1] > 0 and copies[2] >= 5  # spread over the days before
+    assert f"{copies[0]:,} copies over the 6 days before" in " ".join(result.output.split())
+    # A copied session keeps its calls together, one day earlier each time, and its costs.
+    rows = db.execute(
+        "SELECT c.session_id, o.session_id, julianday(o.timestamp) - julianday(c.timestamp),"
+        " c.cost_usd, o.cost_usd"
+        " FROM calls c JOIN calls o ON o.session_id = substr(c.session_id, 1, length(c.session_id) - 3)"
+        " AND o.messages = c.messages WHERE c.session_id LIKE '%-1d' LIMIT 50"
+    ).fetchall()
+    assert rows and all(0.95 < r[2] < 1.05 and r[3] == r[4] for r in rows)
+    # The daily rollup sees them: several days of cost.
+    assert db.execute("SELECT count(DISTINCT day) FROM daily").fetchone()[0] >= 5
 
 
 # The small store is built relative to the time it is built (see build_small).

@@ -36,7 +36,7 @@ def script(*args: str, db: str) -> subprocess.CompletedProcess[str]:
 
 def test_demo_and_cli_on_postgres(pg_url: str) -> None:
     """`LLMLOG_DB=postgresql://… llmlog demo`, then calls, show and the three first queries."""
-    demo = script("demo", "--calls", "120", db=pg_url)
+    demo = script("demo", "--calls", "120", "--history", "0", db=pg_url)
     assert demo.returncode == 0, demo.stderr
     assert "Recorded 120 calls" in demo.stderr
 
