@@ -651,23 +651,36 @@ def demo(ctx: Ctx, n_calls: int, seed: int, history_days: int) -> None:
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8765, show_default=True, help="Port to listen on.")
+@click.option(
+    "--fake-provider",
+    is_flag=True,
+    help="Start the local fake provider for as long as the server runs and send replays to it"
+    " (so the demo's calls can be replayed offline).",
+)
 @pass_ctx
-def serve(ctx: Ctx, host: str, port: int) -> None:
+def serve(ctx: Ctx, host: str, port: int, fake_provider: bool) -> None:
     """Serve the web UI over the store: recent calls with filters and facets, each call whole.
 
     Listens on 127.0.0.1 unless told otherwise. With LLMLOG_UI_TOKEN set, every request must
     carry that token (?token=…, then a cookie; or an `Authorization: Bearer` header).
+
+    Replays go to the providers named by the server's environment (ANTHROPIC_API_KEY,
+    OPENAI_API_KEY, ANTHROPIC_BASE_URL, OPENAI_BASE_URL), or with --fake-provider to a
+    local fake provider started with the server.
 
     \b
     Examples:
       llmlog serve                       # http://127.0.0.1:8765
       llmlog --db postgresql://localhost/llmlog serve --port 9000
       LLMLOG_UI_TOKEN=s3cret llmlog serve --host 0.0.0.0
+      llmlog serve --fake-provider      # after `make demo`: replay the demo's calls offline
     """
     import os
 
     import uvicorn
 
+    from llmlog.fake_provider import FakeProvider
+    from llmlog.replay import Providers
     from llmlog.web import create_app
 
     store = ctx.store  # opened now, so a bad --db fails here and not on the first request
@@ -676,5 +689,16 @@ def serve(ctx: Ctx, host: str, port: int) -> None:
         err_console.print(
             f"warning: serving on {host} without LLMLOG_UI_TOKEN: anyone who can reach it reads every call"
         )
+    providers: Providers | None = None
+    fake: FakeProvider | None = None
+    if fake_provider:
+        fake = FakeProvider().start()
+        providers = Providers.fake(fake.anthropic_base_url, fake.openai_base_url)
+        err_console.print(f"replays go to the fake provider on {fake.url}")
     err_console.print(f"llmlog UI on http://{host}:{port}/ (store {redact_url(store.url)}; Ctrl-C to stop)")
-    uvicorn.run(create_app(lambda: store, token=token), host=host, port=port, log_level="warning")
+    try:
+        app = create_app(lambda: store, token=token, providers=providers)
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        if fake is not None:
+            fake.stop()

@@ -39,6 +39,19 @@ def hash_user_id(user_id: str, secret: str) -> str:
     return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
 
 
+def prepare(item: Item, settings: Settings, pricer: Pricer | None, decoder: Decoder | None = None) -> Call:
+    """A finished exchange (or a call built by hand) as the record to store: parsed, the user
+    id hashed when a secret is set, priced. The writer does this for every call; a replay
+    (`llmlog.replay`) does it for its one, so both are recorded alike."""
+    call = to_call(item, decoder) if isinstance(item, Exchange) else item
+    secret = settings.user_id_secret
+    if secret and call.user_id is not None:
+        call.user_id = hash_user_id(call.user_id, secret)
+    if call.cost_usd is None and pricer is not None:
+        pricer.price(call)
+    return call
+
+
 def _size(item: Item) -> int:
     if isinstance(item, Exchange):
         return len(item.request_body) + sum(len(chunk) for _, chunk in item.chunks)
@@ -159,15 +172,10 @@ class Writer:
             log.warning(message)
 
     def _prepare(self, item: Item) -> Call:
-        call = to_call(item, self._decoder) if isinstance(item, Exchange) else item
-        secret = self.settings.user_id_secret
-        if secret and call.user_id is not None:
-            call.user_id = hash_user_id(call.user_id, secret)
-        if call.cost_usd is None:
-            if self._pricer is None:
-                self._pricer = Pricer(self.settings.prices)
-            self._pricer.price(call)
-        return call
+        # Built on first need, as before: a bad price file only fails calls that need a price.
+        if self._pricer is None and (isinstance(item, Exchange) or item.cost_usd is None):
+            self._pricer = Pricer(self.settings.prices)
+        return prepare(item, self.settings, self._pricer, self._decoder)
 
     def _batch(self) -> tuple[list[Item], bool]:
         """Block for one item, then take what arrives within the flush interval."""

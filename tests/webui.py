@@ -16,6 +16,7 @@ import httpx2 as httpx
 import uvicorn
 
 from llmlog.record import Call
+from llmlog.replay import Providers
 from llmlog.store import open_store
 from llmlog.web import create_app
 from tests.backends import Backend
@@ -64,10 +65,12 @@ def free_port() -> int:
 class Running:
     """`llmlog serve` over a backend, on a free loopback port, for the length of a `with`."""
 
-    def __init__(self, backend: Backend, token: str | None = None) -> None:
+    def __init__(
+        self, backend: Backend, token: str | None = None, providers: Providers | None = None
+    ) -> None:
         self.store = open_store(backend.url)
         self.port = free_port()
-        app = create_app(lambda: open_store(backend.url), token=token)
+        app = create_app(lambda: open_store(backend.url), token=token, providers=providers)
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -121,7 +124,8 @@ def assert_inert(html: str, where: str = "") -> None:
     for tag, attrs in tags(html):
         named = dict(attrs)
         if tag == "script":
-            assert set(named) <= {"src", "defer"} and (named["src"] or "").startswith("/static/"), (where, attrs)
+            ours = set(named) <= {"src", "defer"} and (named["src"] or "").startswith("/static/")
+            assert ours, (where, attrs)
         assert tag != "img", where
         assert not [a for a, _ in attrs if a.startswith("on")], (where, attrs)
         assert not (named.get("href") or "").lower().lstrip().startswith("javascript:"), (where, attrs)

@@ -14,8 +14,9 @@ import contextlib
 import hmac
 import json
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from llmlog.replay import Providers
 from llmlog.store import Store
 
 HERE = Path(__file__).parent
@@ -55,6 +58,28 @@ class TokenMiddleware(BaseHTTPMiddleware):
         return response
 
 
+class ServerTiming:
+    """Adds `Server-Timing: app;dur=…` (ms until the response starts): the app's own time,
+    as browsers' developer tools and the benchmarks read it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+
+        async def timed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                took = f"app;dur={(time.perf_counter() - started) * 1000:.1f}".encode()
+                message = {**message, "headers": [*message.get("headers", []), (b"server-timing", took)]}
+            await send(message)
+
+        await self.app(scope, receive, timed)
+
+
 def _environment() -> Environment:
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True))
     env.filters["ms"] = lambda v: "" if v is None else f"{v:,.0f} ms"
@@ -68,11 +93,12 @@ def _environment() -> Environment:
 @dataclass
 class Web:
     """What every page needs: the store (used under `lock`: a SQLite connection is not to be
-    shared by threads at once) and the templates."""
+    shared by threads at once) and the templates; and where replays are sent."""
 
     store: Store
     lock: threading.Lock
     env: Environment
+    providers: Providers = field(default_factory=Providers)
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[Store]:
@@ -86,16 +112,21 @@ class Web:
         return self.render("error.html", status, message=message)
 
 
-def create_app(open_store: Callable[[], Store], token: str | None = None) -> Starlette:
-    """The app over one store. `open_store` is called once, here."""
+def create_app(
+    open_store: Callable[[], Store], token: str | None = None, providers: Providers | None = None
+) -> Starlette:
+    """The app over one store. `open_store` is called once, here. `providers` says where
+    replays go (by default, wherever the SDKs' environment variables point)."""
     from llmlog.web import calls, dashboard, people, replay, sql
 
-    web = Web(open_store(), threading.Lock(), _environment())
+    web = Web(open_store(), threading.Lock(), _environment(), providers or Providers())
     routes: list[BaseRoute] = []
     for module in (calls, people, replay, dashboard, sql):
         routes.extend(module.routes(web))
     routes.append(Mount("/static", StaticFiles(directory=HERE / "static"), name="static"))
-    middleware = [Middleware(TokenMiddleware, token=token)] if token else []
+    middleware = [Middleware(ServerTiming)]
+    if token:
+        middleware.append(Middleware(TokenMiddleware, token=token))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

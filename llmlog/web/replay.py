@@ -1,11 +1,254 @@
-"""Pages: replay."""
+"""Pages: replay a call (a form; a POST re-sends it) and a replay beside its original.
+
+GET never sends anything: `/calls/{id}/replay` shows the form and `/calls/{id}/replay/{new}`
+compares two stored calls. Only a POST to `/calls/{id}/replay` reaches the provider, and
+only from a page of this site (a cross-site form cannot make the server spend money).
+"""
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from difflib import SequenceMatcher
+from functools import lru_cache
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from llmlog.conversation import response_turns
+from llmlog.record import Call
+from llmlog.replay import ReplayError, error_text, replay, request_of, requested_model
+from llmlog.store import CallFilter, ReadOnlyError
 from llmlog.web.app import Web
+
+MAX_FORM_BYTES = 4 * 2**20  # a system prompt of a few hundred kB is plausible; megabytes are not
+# Past this many words a side, the text is compared line by line: SequenceMatcher without its
+# "junk" heuristic (which would ignore common words) grows quadratically on long texts.
+MAX_WORDS = 12_000
+_WORDS = re.compile(r"\S+\s*|\s+")
+DEFAULT_BASE = {"anthropic": "https://api.anthropic.com", "openai": "https://api.openai.com/v1"}
+
+
+@dataclass
+class Diff:
+    """Two texts as runs of (class, text): class "" is common to both, "del" only in the
+    left (logged), "ins" only in the right (replay). Text is plain: the template escapes it."""
+
+    left: list[tuple[str, str]] = field(default_factory=list)
+    right: list[tuple[str, str]] = field(default_factory=list)
+    same: bool = True
+
+
+def _add(runs: list[tuple[str, str]], kind: str, text: str) -> None:
+    if not text:
+        return
+    if runs and runs[-1][0] == kind:
+        runs[-1] = (kind, runs[-1][1] + text)
+    else:
+        runs.append((kind, text))
+
+
+def diff(a: str, b: str, *, lines: bool = False) -> Diff:
+    """Word-level (or line-level) differences between the logged text `a` and the new `b`."""
+    ta, tb = ([], []) if lines else (_WORDS.findall(a), _WORDS.findall(b))
+    if lines or len(ta) > MAX_WORDS or len(tb) > MAX_WORDS:
+        ta, tb = a.splitlines(keepends=True), b.splitlines(keepends=True)
+    result = Diff(same=a == b)
+    for op, i1, i2, j1, j2 in SequenceMatcher(None, ta, tb, autojunk=False).get_opcodes():
+        left, right = "".join(ta[i1:i2]), "".join(tb[j1:j2])
+        _add(result.left, "" if op == "equal" else "del", left)
+        _add(result.right, "" if op == "equal" else "ins", right)
+    return result
+
+
+def response_text(call: Call) -> str:
+    """The text of a call's response (every text part, in order), without tool calls."""
+    return "\n\n".join(p.text for turn in response_turns(call) for p in turn.parts if p.kind == "text")
+
+
+def tool_calls_text(call: Call) -> str:
+    """A call's tool calls as `name({input})` lines. Ids are left out: every call has new ones."""
+    out = []
+    for tc in call.tool_calls or []:
+        tc = tc if isinstance(tc, dict) else {"name": None, "input": tc}
+        args = json.dumps(tc.get("input"), ensure_ascii=False, indent=2, sort_keys=True, default=str)
+        out.append(f"{tc.get('name')}({args})\n")
+    return "".join(out)
+
+
+@dataclass
+class Delta:
+    label: str
+    logged: str
+    replayed: str
+    change: str = ""
+    direction: str = ""  # "up", "down" or "" (same, or not comparable)
+
+
+def _delta(label: str, a: float | None, b: float | None, unit: str) -> Delta:
+    def show(v: float, signed: bool = False) -> str:
+        sign = ("+" if v > 0 else "−" if v < 0 else "±") if signed else ""
+        v = abs(v) if signed else v
+        if unit == "usd":
+            return f"{sign}${v:,.6f}"
+        if unit == "ms":
+            return f"{sign}{v:,.0f} ms"
+        return f"{sign}{v:,.0f}"
+
+    row = Delta(label, "–" if a is None else show(a), "–" if b is None else show(b))
+    if a is not None and b is not None:
+        d = b - a
+        row.change = show(d, signed=True)
+        if a:
+            pct = f"{d / a:+.0%}"
+            row.change += f" ({pct.replace('-', '−')})"
+        row.direction = "up" if d > 0 else "down" if d < 0 else ""
+    return row
+
+
+def deltas(a: Call, b: Call) -> list[Delta]:
+    return [
+        _delta("input tokens", a.input_tokens, b.input_tokens, "tokens"),
+        _delta("output tokens", a.output_tokens, b.output_tokens, "tokens"),
+        # Cache hits are part of the input and priced lower: they explain a cost that moves
+        # while the input does not.
+        _delta("cache read tokens", a.cache_read_tokens, b.cache_read_tokens, "tokens"),
+        _delta("cache write tokens", a.cache_creation_tokens, b.cache_creation_tokens, "tokens"),
+        _delta("cost", a.cost_usd, b.cost_usd, "usd"),
+        _delta("first token", a.first_token_ms, b.first_token_ms, "ms"),
+        _delta("latency", a.latency_ms, b.latency_ms, "ms"),
+    ]
+
+
+@lru_cache(maxsize=8)
+def card_models(provider: str | None) -> tuple[str, ...]:
+    """The models the bundled rate card prices for a provider."""
+    import genai_prices
+
+    snapshot = genai_prices.data_snapshot.get_snapshot()
+    return tuple(sorted(m.id for p in snapshot.providers if p.id == provider for m in p.models))
+
+
+def same_origin(request: Request) -> bool:
+    """Whether a POST comes from a page of this site: an Origin, when sent, names our host
+    (an opaque "null" origin never does); Sec-Fetch-Site, when sent, is not cross-site."""
+    origin = request.headers.get("origin")
+    if origin is not None:
+        host = request.headers.get("host", "").lower()
+        return bool(host) and urlsplit(origin).netloc.lower() == host
+    return request.headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
 
 
 def routes(web: Web) -> list[BaseRoute]:
-    return []
+    def load(call_id: str) -> Call | Response:
+        with web.reading() as store:
+            try:
+                call = store.get(call_id)
+            except LookupError as exc:
+                return web.error(str(exc))
+        return call if call is not None else web.error("no such call", 404)
+
+    def models(call: Call) -> list[str]:
+        with web.reading() as store:
+            try:
+                seen = [m for m, _ in store.facets(CallFilter(provider=call.provider), "model", limit=50)]
+            except ReadOnlyError:  # too slow on this store: the card's list still helps
+                seen = []
+        names = [requested_model(call), *seen, *card_models(call.provider)]
+        return list(dict.fromkeys(n for n in names if isinstance(n, str) and n))
+
+    def target(provider: str | None) -> str:
+        p = web.providers
+        given = p.anthropic_base_url if provider == "anthropic" else p.openai_base_url
+        env = "ANTHROPIC_BASE_URL" if provider == "anthropic" else "OPENAI_BASE_URL"
+        return given or os.environ.get(env) or DEFAULT_BASE.get(provider or "", "?")
+
+    def form(call_id: str) -> Response:
+        call = load(call_id)
+        if isinstance(call, Response):
+            return call
+        try:
+            api, body = request_of(call)
+        except ReplayError as exc:
+            return web.error(f"cannot replay this call: {exc}", exc.status)
+        return web.render(
+            "replay_form.html",
+            call=call,
+            api=api,
+            request=body,
+            model=requested_model(call) or "",
+            models=models(call),
+            system=call.system_prompt or "",
+            target=target(call.provider),
+        )
+
+    def submit(call_id: str, fields: dict[str, list[str]]) -> Response:
+        call = load(call_id)
+        if isinstance(call, Response):
+            return call
+        model = (fields.get("model") or [""])[0].strip() or None
+        system: str | None = None
+        if "system_prompt" in fields:
+            # Browsers send a textarea's line breaks as CRLF: an untouched prompt is no edit.
+            text = fields["system_prompt"][0].replace("\r\n", "\n")
+            if text != (call.system_prompt or "").replace("\r\n", "\n"):
+                system = text
+        try:
+            # The provider may take seconds or minutes: the store's lock is not held meanwhile.
+            new = replay(call, model=model, system_prompt=system, providers=web.providers)
+        except ReplayError as exc:
+            return web.error(f"cannot replay this call: {exc}", exc.status)
+        try:
+            with web.reading() as store:
+                store.insert([new])
+        except Exception as exc:
+            return web.error(f"the replay was answered but could not be stored: {exc}", 500)
+        return RedirectResponse(f"/calls/{call.id}/replay/{new.id}", status_code=303)
+
+    async def replay_page(request: Request) -> Response:
+        call_id = request.path_params["call_id"]
+        if request.method != "POST":
+            return await run_in_threadpool(form, call_id)
+        if not same_origin(request):
+            return web.error("refused: a replay must be requested from this site's own form", 403)
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > MAX_FORM_BYTES:
+                return web.error("the form is too large", 413)
+        fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+        return await run_in_threadpool(submit, call_id, fields)
+
+    def compare(request: Request) -> Response:
+        original = load(request.path_params["call_id"])
+        if isinstance(original, Response):
+            return original
+        new = load(request.path_params["replay_id"])
+        if isinstance(new, Response):
+            return new
+        meta: dict[str, Any] = new.metadata if isinstance(new.metadata, dict) else {}
+        notes = meta.get("llmlog") if isinstance(meta.get("llmlog"), dict) else {}
+        info = notes.get("replay") if isinstance(notes.get("replay"), dict) else {}
+        return web.render(
+            "replay.html",
+            original=original,
+            new=new,
+            linked=meta.get("replay_of") == original.id,
+            info=info,
+            text=diff(response_text(original), response_text(new)),
+            tools=diff(tool_calls_text(original), tool_calls_text(new), lines=True),
+            system=diff(original.system_prompt or "", new.system_prompt or "", lines=True),
+            deltas=deltas(original, new),
+            errors=(error_text(original), error_text(new)),
+        )
+
+    return [
+        Route("/calls/{call_id}/replay", replay_page, methods=["GET", "POST"]),
+        Route("/calls/{call_id}/replay/{replay_id}", compare),
+    ]
