@@ -35,6 +35,7 @@ import openai
 import psycopg
 
 import llmlog
+from bench.pages import bench_pages
 from llmlog.capture.exchange import Exchange
 from llmlog.capture.wrap import instrument
 from llmlog.config import Settings
@@ -462,6 +463,7 @@ def bench_queries(kind: str, url: str, sizes: Sizes) -> None:
         since = datetime.now(UTC) - timedelta(days=30)
         t = timed(lambda: store.cost_by_day(since), sizes.query_repeats)
         row(f"{kind}: 30-day cost per day per model, {label} calls", ms(t), "≤ 100 ms", t <= 0.1)
+    bench_pages(kind, url, max(3, sizes.query_repeats // 5), row, label)
 
 
 # ---------------------------------------------------------------- report

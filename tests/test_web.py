@@ -271,3 +271,8 @@ def test_call_detail_links_turns_prices_and_traces_tools(ui: Running) -> None:
     # Copy buttons name elements that exist.
     for target in re.findall(r'data-copy="([^"]+)"', trace):
         assert f'id="{target}"' in trace
+
+
+def test_pages_say_how_long_they_took(ui: Running) -> None:
+    timing = ui.get("/").headers["server-timing"]
+    assert re.fullmatch(r"app;dur=[0-9]+\.[0-9]", timing) and float(timing.split("=")[1]) > 0

@@ -1,0 +1,81 @@
+"""Server time of each web page on a big store: `llmlog serve` in a thread, real HTTP GETs.
+
+The figure is the app's own time (the `Server-Timing` header it sends), the median of a few
+requests after one that warms the caches, as a UI in use would be."""
+
+from __future__ import annotations
+
+import re
+import socket
+import statistics
+import threading
+import time
+from collections.abc import Callable
+from urllib.parse import quote, urlencode
+
+import httpx2 as httpx
+import uvicorn
+
+from llmlog.store import CallFilter, open_store
+from llmlog.web import create_app
+
+GOAL_S = 0.2
+_TIMING = re.compile(r"app;dur=([0-9.]+)")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pages(url: str) -> list[tuple[str, str]]:
+    """(name, path) of every page, with values taken from the store."""
+    with open_store(url) as store:
+        call = next(c for c in store.sample(CallFilter(), 50) if c.session_id and c.user_id)
+    word = "refund"  # one of the workload's words (llmlog.workload.WORDS)
+    by_model = "SELECT model, COUNT(*), SUM(cost_usd) FROM calls GROUP BY model"
+    return [
+        ("calls, no filter (facets over every call)", "/"),
+        ("calls, filter on feature", "/?" + urlencode({"feature": call.feature})),
+        ("calls, filter on user, last 7 days", "/?" + urlencode({"user": call.user_id, "since": "7d"})),
+        ("calls, free text, last 24 hours", "/?" + urlencode({"q": word, "since": "24h"})),
+        ("calls, free text, no time filter", "/?" + urlencode({"q": word})),
+        ("one call", f"/calls/{call.id}"),
+        ("one session", f"/sessions/{quote(call.session_id or '')}"),
+        ("costliest sessions, 7 days", "/sessions"),
+        ("costliest sessions, 24 hours", "/sessions?since=24h"),
+        ("users, 7 days", "/users"),
+        ("one user, 7 days", f"/users/{quote(call.user_id or '')}"),
+        ("random sample, last hour", "/sample"),
+        ("random sample, last 7 days", "/sample?window=7d"),
+        ("dashboard, 30 days", "/dashboard"),
+        ("SQL: calls and cost by model, every call", "/sql?" + urlencode({"q": by_model})),
+    ]
+
+
+def bench_pages(kind: str, url: str, repeats: int, row: Callable[..., None], label: str) -> None:
+    app = create_app(lambda: open_store(url))
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
+            for name, path in pages(url):
+                times = []
+                for _ in range(repeats + 1):
+                    r = client.get(path)
+                    m = _TIMING.search(r.headers.get("server-timing", ""))
+                    if r.status_code != 200 or m is None:
+                        row(f"{kind}: page {name}, {label} calls", f"HTTP {r.status_code}", "≤ 200 ms", False)
+                        break
+                    times.append(float(m.group(1)) / 1000)
+                else:
+                    t = statistics.median(times[1:])
+                    row(f"{kind}: page {name}, {label} calls", f"{t * 1000:.1f} ms", "≤ 200 ms", t <= GOAL_S)
+    finally:
+        server.should_exit = True
+        thread.join(10)
