@@ -1509,3 +1509,32 @@ def test_migrates_a_version_2_database_with_responses(backend: Backend) -> None:
             "tools": [{"name": "t"}],
             "output": [],
         }
+
+
+@pytest.mark.parametrize(
+    "flt",
+    [
+        CallFilter(),
+        CallFilter(feature="support-bot"),
+        CallFilter(errors=True),
+        CallFilter(errors=False, model="gpt-4.1"),
+        CallFilter(user_id="u2"),  # not in the rollup: counted from the calls
+        CallFilter(tag="beta"),
+        CallFilter(since=T0 + timedelta(minutes=3)),
+    ],
+)
+@pytest.mark.parametrize("column", ["feature", "model", "prompt_template_version", "user_id", "error"])
+def test_facets_count_what_the_filter_selects(filtered: Store, flt: CallFilter, column: str) -> None:
+    calls = list(filtered.iter_calls(flt))
+    if column == "error":
+        values = ["error" if c.error else "ok" for c in calls]
+    else:
+        values = [getattr(c, column) for c in calls]
+    counts: dict[Any, int] = {}
+    for v in values:
+        counts[v] = counts.get(v, 0) + 1
+    expected = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0] is not None, kv[0] or ""))
+    got = filtered.facets(flt, column)
+    assert sorted(got, key=lambda kv: (-kv[1], str(kv[0]))) == sorted(
+        expected, key=lambda kv: (-kv[1], str(kv[0]))
+    )

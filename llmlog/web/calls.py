@@ -23,6 +23,7 @@ from llmlog.web.app import Web
 
 PAGE = 100
 SAMPLE, MAX_SAMPLE = 20, 200
+FACET_S = 0.3
 # Query parameter → CallFilter field, for the filters that are one column equal to a value.
 EQUALS = {
     "feature": "feature",
@@ -102,13 +103,15 @@ def summary(c: Call) -> dict[str, Any]:
     }
 
 
-def _facets(store: Store, f: CallFilter) -> dict[str, list[tuple[Any, int]]]:
-    facets: dict[str, list[tuple[Any, int]]] = {}
+def _facets(store: Store, f: CallFilter) -> dict[str, list[tuple[Any, int]] | None]:
+    """Counts per value for each facet; None for one that took longer than FACET_S (on a
+    big store without a time filter): the page says so rather than wait."""
+    facets: dict[str, list[tuple[Any, int]] | None] = {}
     for name, column in [*FACETS, ("status", "error")]:
         try:
-            facets[name] = store.facets(f, column)
-        except ReadOnlyError:  # too slow on this store: the page goes without it
-            facets[name] = []
+            facets[name] = store.facets(f, column, timeout_s=FACET_S)
+        except ReadOnlyError:
+            facets[name] = None
     return facets
 
 
@@ -160,7 +163,7 @@ def tool_trace(call: Call, later: list[Call]) -> list[ToolStep]:
 
 
 def routes(web: Web) -> list[BaseRoute]:
-    def listing(request: Request) -> tuple[list[Call], dict[str, list[tuple[Any, int]]]]:
+    def listing(request: Request) -> tuple[list[Call], dict[str, list[tuple[Any, int]] | None]]:
         f = call_filter(request.query_params)
         with web.reading() as store:
             return store.recent(f, limit=PAGE), _facets(store, f)
