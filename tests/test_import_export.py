@@ -48,7 +48,7 @@ def demo_db(tmp_path_factory: pytest.TempPathFactory) -> str:
     path = str(tmp_path_factory.mktemp("demo") / "demo.db")
     script = shutil.which("llmlog") or str(Path(sys.executable).parent / "llmlog")
     proc = subprocess.run(
-        [script, "--db", path, "demo", "--calls", str(DEMO_CALLS)],
+        [script, "--db", path, "demo", "--calls", str(DEMO_CALLS), "--history", "0"],
         capture_output=True,
         text=True,
         timeout=120,
