@@ -6,7 +6,6 @@ markup) and queried with parameters, so a prompt containing markup or SQL stays 
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 import sys
@@ -28,6 +27,7 @@ from llmlog.conversation import Part, Turn, conversation, response_turns
 from llmlog.jsonl import BadLine, read_calls
 from llmlog.pricing import Pricer
 from llmlog.record import Call
+from llmlog.reports import QUERY_ROW_LIMIT, QUERY_TIMEOUT_S, result_json, write_csv
 from llmlog.store import CallFilter, ReadOnlyError, Store, open_store, parse_when, redact_url, sqlite_path
 from llmlog.writer import hash_user_id
 
@@ -396,8 +396,10 @@ def _cost_panel(ctx: Ctx, call: Call) -> Panel:
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
 )
-@click.option("--timeout", default=10.0, show_default=True, help="Seconds before the query is stopped.")
-@click.option("--limit", default=10_000, show_default=True, help="Most rows to print.")
+@click.option(
+    "--timeout", default=QUERY_TIMEOUT_S, show_default=True, help="Seconds before the query is stopped."
+)
+@click.option("--limit", default=QUERY_ROW_LIMIT, show_default=True, help="Most rows to print.")
 @pass_ctx
 def query(ctx: Ctx, sql: str, fmt: str, timeout: float, limit: int) -> None:
     """Run read-only SQL against the `calls` relation.
@@ -417,12 +419,9 @@ def query(ctx: Ctx, sql: str, fmt: str, timeout: float, limit: int) -> None:
     except ReadOnlyError as exc:
         raise click.ClickException(str(exc)) from None
     if fmt == "json":
-        rows = [dict(zip(result.columns, r, strict=True)) for r in result.rows]
-        click.echo(json.dumps(rows, ensure_ascii=False, indent=2, default=_json_value))
+        click.echo(result_json(result))
     elif fmt == "csv":
-        w = csv.writer(sys.stdout, lineterminator="\n")
-        w.writerow(result.columns)
-        w.writerows(result.rows)
+        write_csv(result, sys.stdout)
     else:
         table = Table(header_style="bold")
         for col in result.columns:
@@ -434,10 +433,6 @@ def query(ctx: Ctx, sql: str, fmt: str, timeout: float, limit: int) -> None:
         console.print(table)
     if result.truncated:
         err_console.print(f"(first {limit} rows shown; raise --limit for more)")
-
-
-def _json_value(value: object) -> str:
-    return value.hex() if isinstance(value, bytes) else str(value)
 
 
 @cli.command(name="import")
