@@ -134,7 +134,7 @@ def attempt(fn: Callable[[], T], sql: str | None = None) -> Section[T]:
         return Section(error=str(exc), sql=sql)
     except Exception as exc:  # the store itself failing (server gone): the other panels may still work
         log.warning("a report failed", exc_info=True)
-        return Section(error=f"the store failed ({type(exc).__name__})", sql=sql)
+        return Section(error=f"failed ({type(exc).__name__}; the server's log has the details)", sql=sql)
 
 
 # ---------------------------------------------------------------- the daily rollup

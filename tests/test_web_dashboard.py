@@ -309,7 +309,14 @@ def test_periods_live_in_the_url(ui: Running) -> None:
     assert f"{(today - timedelta(days=29)).isoformat()} – {today.isoformat()}" in plain
     assert 'href="/dashboard?days=7"' in plain
     assert "No calls in this period." in plain  # the fixture's calls are in March
-    for bad in ({"days": "0"}, {"days": "x"}, {"days": "9999"}, {"end": "yesterday"}):
+    for bad in (
+        {"days": "0"},
+        {"days": "x"},
+        {"days": "9999"},
+        {"end": "yesterday"},
+        {"end": "9999-12-31"},
+        {"end": "0001-01-02"},
+    ):
         assert ui.get("/dashboard", params=bad).status_code == 400, bad
         assert "error" in ui.get("/api/dashboard", params=bad).json()
 

@@ -48,6 +48,9 @@ def period_of(params: dict[str, str]) -> Period:
             last = date.fromisoformat(end)
         except ValueError:
             raise BadPeriod(f"end must be a date (YYYY-MM-DD), not {end!r}") from None
+    # The day after the last bounds the queries, so it must exist too.
+    if last is not None and last >= date.max:
+        raise BadPeriod("the period falls outside the calendar")
     try:
         return Period.ending(days, last)
     except OverflowError:
