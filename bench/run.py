@@ -381,23 +381,25 @@ def bench_memory(exchanges: list[Exchange], sizes: Sizes, db: str) -> None:
 
 
 def grow_sqlite(path: str, target: int) -> None:
-    """Copy the stored calls, with new ids and earlier times, until there are `target`:
-    the same mix and content sharing as ingested, spread over 60 days."""
+    """Copy the stored calls, with new ids, session ids and earlier times, until there are
+    `target`: the same mix and content sharing as ingested, spread over 60 days."""
     db = sqlite3.connect(path, isolation_level=None)
     base = db.execute("SELECT count(*) FROM call_data").fetchone()[0]
     copies = max(0, -(-target // base) - 1)
     columns = [r[1] for r in db.execute("PRAGMA table_info(call_data)") if r[1] not in ("rowid", "id")]
-    rest = ", ".join(c for c in columns if c != "timestamp")
+    rest = [c for c in columns if c != "timestamp"]
     for k in range(1, copies + 1):
+        # Each copy of a conversation is another conversation: a session id of its own.
+        values = ", ".join(f"session_id || '~{k}'" if c == "session_id" else c for c in rest)
         shift = f"-{k * 60 * 86400 // max(copies, 1)} seconds"
         db.execute("BEGIN")
         db.execute(
-            f"INSERT INTO call_data (id, timestamp, {rest})"
+            f"INSERT INTO call_data (id, timestamp, {', '.join(rest)})"
             " SELECT lower(hex(randomblob(4)) || '-' || hex(randomblob(2)) || '-4' ||"
             " substr(hex(randomblob(2)), 2) || '-8' || substr(hex(randomblob(2)), 2) || '-' ||"
             " hex(randomblob(6))),"
             f" strftime('%Y-%m-%dT%H:%M:%f', timestamp, '{shift}') || substr(timestamp, 24),"
-            f" {rest} FROM call_data WHERE rowid <= ? LIMIT ?",
+            f" {values} FROM call_data WHERE rowid <= ? LIMIT ?",
             (base, min(base, target - base * k)),
         )
         db.execute("COMMIT")
@@ -419,13 +421,14 @@ def grow_postgres(url: str, store: Store, target: int) -> None:
                 " AND table_name = 'call_data' ORDER BY ordinal_position"
             )
         ]
-        rest = ", ".join(c for c in columns if c not in ("id", "timestamp"))
+        rest = [c for c in columns if c not in ("id", "timestamp")]
         conn.execute("CREATE TEMP TABLE base AS SELECT * FROM call_data")
         for k in range(1, copies + 1):
             seconds = k * 60 * 86400 // max(copies, 1)
+            values = ", ".join(f"session_id || '~{k}'" if c == "session_id" else c for c in rest)
             conn.execute(
-                f"INSERT INTO call_data (id, timestamp, {rest})"
-                f" SELECT gen_random_uuid()::text, timestamp - make_interval(secs => %s), {rest}"
+                f"INSERT INTO call_data (id, timestamp, {', '.join(rest)})"
+                f" SELECT gen_random_uuid()::text, timestamp - make_interval(secs => %s), {values}"
                 " FROM base LIMIT %s",
                 (seconds, min(base, target - base * k)),
             )

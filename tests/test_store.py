@@ -19,6 +19,7 @@ import random
 import sqlite3
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta, timezone
 from functools import partial
@@ -31,7 +32,7 @@ from llmlog.record import COLUMNS, JSON_COLUMNS, Call, format_timestamp
 from llmlog.store import CallFilter, ReadOnlyError, Store, open_store
 from llmlog.store import postgres as pg
 from llmlog.store.content import digest
-from llmlog.store.sqlite import MIGRATIONS, SQLiteStore, connect, m003_daily, migrate
+from llmlog.store.sqlite import MIGRATIONS, SQLiteStore, connect, m003_daily, m005_people_daily, migrate
 from tests.backends import Backend, admin, new_schema
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -267,9 +268,17 @@ def test_text_postgresql_cannot_hold_is_stored(store: Store, backend: Backend, c
 # ---------------------------------------------------------------- content-addressed storage
 
 
+def _file_bytes(path: str) -> int:
+    return sum(os.path.getsize(path + s) for s in ("", "-wal") if os.path.exists(path + s))
+
+
 def _stored_bytes(backend: Backend) -> int:
-    if backend.kind == "sqlite":  # the file, with its write-ahead log
-        return sum(os.path.getsize(backend.url + s) for s in ("", "-wal") if os.path.exists(backend.url + s))
+    if backend.kind == "sqlite":
+        # The file, with its write-ahead log, less what an empty store's file holds (a page
+        # per table and index): that fixed overhead would swamp 40 calls.
+        empty = backend.url + ".empty"
+        SQLiteStore(empty).close()
+        return _file_bytes(backend.url) - _file_bytes(empty)
     # The rows themselves: a fresh schema's fixed page and index overhead would swamp 40 calls.
     ((n,),) = backend.sql(
         "SELECT (SELECT sum(pg_column_size(c.*)) FROM content AS c)"
@@ -552,6 +561,27 @@ def test_recent_limit_and_sample(filtered: Store) -> None:
     assert filtered.sample(CallFilter(tag="beta"), n=5)[0].system_prompt is not None
 
 
+def test_brief_calls_carry_the_row_and_the_last_message(store: Store) -> None:
+    msgs = [{"role": "user", "content": "first"}, {"role": "assistant", "content": "hi"},
+            {"role": "user", "content": "last <b>one</b>"}]  # fmt: skip
+    whole = Call(timestamp=T0, model="m", session_id="s", system_prompt="sys", messages=msgs,
+                 tools=[{"name": "t"}], params={"max_tokens": 5}, input_tokens=3, cost_usd=0.5,
+                 response={"content": [{"type": "text", "text": "ok"}]}, error={"type": "x"},
+                 tool_calls=[{"id": "1"}], metadata={"k": 1}, tags=["a"])  # fmt: skip
+    empty = Call(timestamp=T0 + timedelta(seconds=1), messages=[])
+    bare = Call(timestamp=T0 + timedelta(seconds=2))
+    store.insert([whole, empty, bare])
+    got = {c.id: c for c in store.recent(CallFilter(), brief=True)}
+    b = got[whole.id]
+    assert b.messages == [msgs[-1]] and b.system_prompt is None and b.tools is None and b.params is None
+    for name in ("model", "session_id", "input_tokens", "cost_usd", "response", "error", "tool_calls",
+                 "metadata", "tags", "timestamp"):  # fmt: skip
+        assert getattr(b, name) == getattr(whole, name), name
+    assert got[empty.id].messages == [] and got[bare.id].messages is None
+    assert [c.id for c in store.sample(CallFilter(model="m"), brief=True)] == [whole.id]
+    assert store.sample(CallFilter(model="m"), brief=True)[0].messages == [msgs[-1]]
+
+
 @pytest.mark.parametrize("key", ["", "a..b", 'x"y', "a b", "$.x"])
 def test_metadata_keys_are_checked(key: str) -> None:
     with pytest.raises(ValueError, match="metadata key"):
@@ -785,6 +815,18 @@ def test_daily_counts_rows_inserted_by_hand(store: Store, backend: Backend) -> N
     _assert_rollup(_daily(store), _expected_daily([*calls, *calls, by_hand]))
 
 
+def _partitions_by_hand(backend: Backend, calls: list[Call]) -> None:
+    """The month partitions of `calls`, made as the store would (for a schema it did not
+    migrate all the way)."""
+    for month in sorted({format_timestamp(c.timestamp)[:7] for c in calls}):
+        year, n = int(month[:4]), int(month[5:])
+        end = f"{year + n // 12:04d}-{n % 12 + 1:02d}"
+        backend.sql(
+            f"CREATE TABLE call_data_{year:04d}{n:02d} PARTITION OF call_data"
+            f" FOR VALUES FROM ('{month}-01T00:00:00Z') TO ('{end}-01T00:00:00Z')"
+        )
+
+
 def test_an_existing_database_gets_an_exact_rollup_on_upgrade(backend: Backend) -> None:
     """A database with calls, at the version before `daily`: the migration fills it from them."""
     kind, calls = backend.kind, _daily_calls()
@@ -797,13 +839,7 @@ def test_an_existing_database_gets_an_exact_rollup_on_upgrade(backend: Backend) 
 
         with psycopg.connect(backend.url, autocommit=True) as conn:
             assert pg.migrate(conn, target=BEFORE_DAILY[kind]) == BEFORE_DAILY[kind]
-        for month in sorted({format_timestamp(c.timestamp)[:7] for c in calls}):
-            year, n = int(month[:4]), int(month[5:])
-            end = f"{year + n // 12:04d}-{n % 12 + 1:02d}"
-            backend.sql(
-                f"CREATE TABLE call_data_{year:04d}{n:02d} PARTITION OF call_data"
-                f" FOR VALUES FROM ('{month}-01T00:00:00Z') TO ('{end}-01T00:00:00Z')"
-            )
+        _partitions_by_hand(backend, calls)
     assert backend.sql("SELECT count(*) FROM call_data") == [(0,)]
     columns = (
         "id", "timestamp", "provider", "model", "feature", "prompt_template_version", "input_tokens",
@@ -1534,7 +1570,144 @@ def test_facets_count_what_the_filter_selects(filtered: Store, flt: CallFilter, 
     for v in values:
         counts[v] = counts.get(v, 0) + 1
     expected = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0] is not None, kv[0] or ""))
-    got = filtered.facets(flt, column)
+    facet = filtered.facets(flt, [column])[column]
+    assert facet.latest is None and not facet.too_slow
+    got = facet.values
     assert sorted(got, key=lambda kv: (-kv[1], str(kv[0]))) == sorted(
         expected, key=lambda kv: (-kv[1], str(kv[0]))
     )
+
+
+def test_facets_beyond_the_rollup_count_the_latest_matching_calls(filtered: Store) -> None:
+    # User is not in the rollup: with a window of 4, the four newest support-bot or summarize
+    # calls are counted, and the facet says so; the feature facet stays exact.
+    flt = CallFilter(since=T0)
+    got = filtered.facets(flt, ["user_id", "feature", "error"], window=4)
+    newest = list(filtered.iter_calls(flt))[-4:]
+    assert got["user_id"].latest == 4 and got["error"].latest == 4
+    assert sorted(got["user_id"].values, key=str) == sorted(
+        Counter(c.user_id for c in newest).items(), key=str
+    )
+    assert sum(n for _, n in got["error"].values) == 4
+    # Fewer matches than the window: exact, and not said to be partial.
+    few = filtered.facets(CallFilter(user_id="u3"), ["model", "user_id"], window=4)
+    assert few["model"].latest is None and few["model"].values == [("gpt-4.1", 2)]
+    with pytest.raises(ValueError, match="no facet"):
+        filtered.facets(flt, ["input_tokens"])
+
+
+def _people_expected(calls: list[Call], key: str) -> dict[str, tuple[Any, ...]]:
+    groups: dict[str, list[Call]] = {}
+    for c in calls:
+        k = getattr(c, key)
+        if k is not None:
+            groups.setdefault(k, []).append(c)
+    out = {}
+    for k, cs in groups.items():
+        priced = [c.cost_usd for c in cs if c.cost_usd is not None]
+        also = (
+            min((c.user_id for c in cs if c.user_id), default=None)
+            if key == "session_id"
+            else len({c.session_id for c in cs if c.session_id})
+        )
+        out[k] = (also, len(cs), sum(c.input_tokens or 0 for c in cs), sum(c.output_tokens or 0 for c in cs),
+                  round(sum(priced), 9) if priced else None, sum(1 for c in cs if c.error), len(priced),
+                  min(c.timestamp for c in cs), max(c.timestamp for c in cs))  # fmt: skip
+    return out
+
+
+def test_sessions_and_users_add_whole_days_and_part_days_exactly(store: Store) -> None:
+    # Calls every 7 hours over 12 days, some unpriced, some failed, some without a user or
+    # session; then a repricing, which the rollup follows.
+    rng = random.Random(5)
+    day0 = datetime(2026, 3, 1, tzinfo=UTC)
+    calls = [
+        Call(timestamp=day0 + timedelta(hours=7 * i, minutes=rng.randrange(60)),
+             user_id=rng.choice(["u1", "u2", "u3", None]),
+             session_id=rng.choice(["s1", "s2", "s3", "s4", None]),
+             input_tokens=rng.choice([None, 10, 200]), output_tokens=rng.randrange(50),
+             cost_usd=rng.choice([None, 0.25, 0.5]), error={"type": "x"} if i % 9 == 0 else None)
+        for i in range(42)
+    ]  # fmt: skip
+    store.insert(calls)
+    changed = [c for c in calls if c.cost_usd is None][:3]
+    store.update_costs((c.id, 1.0, "test") for c in changed)
+    for c in changed:
+        c.cost_usd = 1.0
+    windows = [
+        (None, None),
+        (day0 + timedelta(days=2, hours=5), None),
+        (day0 + timedelta(days=2), day0 + timedelta(days=9)),  # midnight to midnight
+        (day0 + timedelta(days=1, hours=13), day0 + timedelta(days=8, hours=2)),
+        (day0 + timedelta(days=3, hours=1), day0 + timedelta(days=3, hours=20)),  # within a day
+        (day0 + timedelta(days=3, hours=20), day0 + timedelta(days=4, hours=9)),  # across one midnight
+        (None, day0 + timedelta(days=6, hours=11)),
+    ]
+    for since, until in windows:
+        for user in (None, "u2"):
+            flt = CallFilter(since=since, until=until, user_id=user)
+            chosen = [
+                c for c in calls
+                if (since is None or c.timestamp >= since) and (until is None or c.timestamp < until)
+                and (user is None or c.user_id == user)
+            ]  # fmt: skip
+            sessions = {
+                s.session_id: (s.user_id, s.calls, s.input_tokens, s.output_tokens,
+                               None if s.cost_usd is None else round(s.cost_usd, 9), s.errors, s.priced_calls,
+                               s.first, s.last)
+                for s in store.sessions(flt)
+            }  # fmt: skip
+            assert sessions == _people_expected(chosen, "session_id"), (since, until, user)
+            users = {
+                u.user_id: (u.sessions, u.calls, u.input_tokens, u.output_tokens,
+                            None if u.cost_usd is None else round(u.cost_usd, 9), u.errors, u.priced_calls,
+                            u.first, u.last)
+                for u in store.users(flt)
+            }  # fmt: skip
+            assert users == _people_expected(chosen, "user_id"), (since, until, user)
+    # A filter the rollup does not know is counted from the calls.
+    failed = {s.session_id: s.calls for s in store.sessions(CallFilter(errors=True))}
+    assert failed == dict(Counter(c.session_id for c in calls if c.error and c.session_id))
+
+
+BEFORE_PEOPLE = {
+    "sqlite": MIGRATIONS.index(m005_people_daily),
+    "postgres": pg.MIGRATIONS.index(pg.m003_people_daily),
+}
+
+
+def test_an_existing_database_gets_the_people_rollup_on_upgrade(backend: Backend) -> None:
+    kind = backend.kind
+    rng = random.Random(3)
+    calls = [
+        Call(timestamp=T0 + timedelta(hours=5 * i), user_id=rng.choice(["u1", "u2", None]),
+             session_id=rng.choice(["s1", "s2", None]), input_tokens=i, cost_usd=rng.choice([None, 0.5]))
+        for i in range(30)
+    ]  # fmt: skip
+    if kind == "sqlite":
+        db = connect(backend.url)
+        migrate(db, target=BEFORE_PEOPLE[kind])
+        db.close()
+    else:
+        import psycopg
+
+        with psycopg.connect(backend.url, autocommit=True) as conn:
+            pg.migrate(conn, target=BEFORE_PEOPLE[kind])
+        _partitions_by_hand(backend, calls)
+    values = [(c.id, format_timestamp(c.timestamp), c.user_id, c.session_id, c.input_tokens, c.cost_usd)
+              for c in calls]  # fmt: skip
+    marks = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(values))
+    backend.sql(
+        f"INSERT INTO call_data (id, timestamp, user_id, session_id, input_tokens, cost_usd) VALUES {marks}",
+        [v for row in values for v in row],
+    )
+    since = T0 + timedelta(days=1, hours=3)
+    with backend.open() as store:
+        assert store.schema_found == BEFORE_PEOPLE[kind]
+        got = {
+            u.user_id: (u.sessions, u.calls, u.input_tokens, u.cost_usd)
+            for u in store.users(CallFilter(since=since))
+        }
+        chosen = [c for c in calls if c.timestamp >= since]
+        expected = {k: (v[0], v[1], v[2], v[4]) for k, v in _people_expected(chosen, "user_id").items()}
+        assert got == expected

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -121,6 +122,21 @@ class CallFilter:
         return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
+# How many of the latest matching calls a facet counts when the rollup cannot answer.
+FACET_WINDOW = 10_000
+
+
+@dataclass
+class Facet:
+    """The most frequent values of a column among the calls a filter selects, with counts."""
+
+    values: list[tuple[Any, int]]
+    # Set when only the latest this-many matching calls were counted (more match): counting
+    # them all would read every one.
+    latest: int | None = None
+    too_slow: bool = False  # the count took longer than its time limit: no values
+
+
 @dataclass
 class SessionSummary:
     session_id: str
@@ -166,6 +182,20 @@ def _daily_only(f: CallFilter) -> bool:
     return not others and not f.ids and not f.metadata
 
 
+def _people_only(f: CallFilter) -> bool:
+    """Whether `f` names only what the `people_daily` rollup knows: user, session and time."""
+    others = ("feature", "model", "prompt_template_version", "provider", "tag", "text")
+    return not any(getattr(f, name) for name in others) and f.errors is None and not f.ids and not f.metadata
+
+
+def _utc(t: datetime) -> datetime:
+    return (t if t.tzinfo else t.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def _midnight(t: datetime) -> datetime:
+    return t.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
 def _when(value: Any) -> datetime:
     return value if isinstance(value, datetime) else parse_timestamp(value)
 
@@ -190,10 +220,16 @@ class Store(abc.ABC):
     def get(self, call_id: str) -> Call | None: ...
 
     @abc.abstractmethod
-    def recent(self, f: CallFilter, limit: int = 100) -> list[Call]: ...
+    def recent(self, f: CallFilter, limit: int = 100, *, brief: bool = False) -> list[Call]:
+        """The newest calls `f` selects, newest first. `brief`: what a list of calls shows,
+        without assembling each whole: no system prompt, tools or params, and of the messages
+        only the last (what the caller said last); a Responses reply without the instructions
+        and tools it echoes."""
 
     @abc.abstractmethod
-    def sample(self, f: CallFilter, n: int = 20) -> list[Call]: ...
+    def sample(self, f: CallFilter, n: int = 20, *, brief: bool = False) -> list[Call]:
+        """`n` calls picked at random among those `f` selects, oldest first; `brief` as in
+        `recent`."""
 
     @abc.abstractmethod
     def iter_calls(self, f: CallFilter, batch: int = 1000) -> Iterator[Call]: ...
@@ -225,8 +261,8 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
-    # Columns a list of calls can be broken down by (`facets`).
-    FACETS = ("feature", "model", "user_id", "prompt_template_version", "provider", "session_id")
+    # Columns a list of calls can be broken down by (`facets`); "error" is the status.
+    FACETS = ("feature", "model", "user_id", "prompt_template_version", "provider", "session_id", "error")
 
     def _where(
         self, f: CallFilter, extra: Sequence[str] = (), params: Sequence[Any] = ()
@@ -244,28 +280,60 @@ class Store(abc.ABC):
     DAILY = ("feature", "model", "prompt_template_version", "provider")
 
     def facets(
-        self, f: CallFilter, column: str, limit: int = 10, timeout_s: float = 2.0
-    ) -> list[tuple[Any, int]]:
-        """The most frequent values of `column` among the calls `f` selects, with counts.
+        self,
+        f: CallFilter,
+        columns: Sequence[str],
+        limit: int = 10,
+        window: int = FACET_WINDOW,
+        timeout_s: float = 2.0,
+    ) -> dict[str, Facet]:
+        """The most frequent values of each of `columns` among the calls `f` selects.
 
-        When the filter and the column are among the `daily` rollup's groups (and the filter
-        has no time bounds, which the rollup knows only by day), the counts come from there:
-        a few hundred rows instead of every call. Otherwise read-only and time-limited like
-        any query: a facet that takes too long raises ReadOnlyError rather than hold a page."""
-        if column == "error":
-            select = "CASE WHEN error IS NULL THEN 'ok' ELSE 'error' END"
-        elif column in self.FACETS:
-            select = column
-        else:
-            raise ValueError(f"no facet {column!r}")
-        tail = f" GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {int(limit)}"
-        if (column == "error" or column in self.DAILY) and _daily_only(f):
-            sql, params = self._daily_facet(f, column)
-        else:
-            where, params = self._where(f)
-            sql = f"SELECT {select}, count(*) FROM call_data {where}"
-        rows = self.query(sql + tail, params, timeout_s=timeout_s).rows
-        return [(row[0], int(row[1])) for row in rows if row[1]]  # a sum over no rows is NULL
+        Where the filter and the column are among the `daily` rollup's groups (and the filter
+        has no time bounds, which the rollup knows only by day), the counts are exact, from a
+        few hundred rows. The other columns are counted together in one pass over the latest
+        `window` matching calls, newest first along an index: exact when fewer calls match,
+        and said to be the latest `window` otherwise, so that a page over a million calls
+        never waits for a count of all of them. That pass is time-limited: past `timeout_s`
+        its columns come back `too_slow` rather than hold the page."""
+        unknown = [c for c in columns if c not in self.FACETS]
+        if unknown:
+            raise ValueError(f"no facet {unknown[0]!r}")
+        out: dict[str, Facet] = {}
+        scanned: list[str] = []
+        for column in columns:
+            if (column == "error" or column in self.DAILY) and _daily_only(f):
+                sql, params = self._daily_facet(f, column)
+                sql += f" GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {int(limit)}"
+                rows = self.query(sql, params, timeout_s=timeout_s).rows
+                out[column] = Facet(
+                    [(row[0], int(row[1])) for row in rows if row[1]]
+                )  # a sum of none is NULL
+            else:
+                scanned.append(column)
+        if scanned:
+            out.update(self._latest_facets(f, scanned, limit, window, timeout_s))
+        return {column: out[column] for column in columns}
+
+    def _latest_facets(
+        self, f: CallFilter, columns: list[str], limit: int, window: int, timeout_s: float
+    ) -> dict[str, Facet]:
+        status = "CASE WHEN error IS NULL THEN 'ok' ELSE 'error' END"
+        select = ", ".join(status if c == "error" else c for c in columns)
+        where, params = self._where(f)
+        sql = f"SELECT {select} FROM call_data {where} ORDER BY timestamp DESC LIMIT {int(window)}"
+        try:
+            rows = self.query(sql, params, timeout_s=timeout_s, limit=window).rows
+        except ReadOnlyError:
+            return {c: Facet([], too_slow=True) for c in columns}
+        latest = window if len(rows) == window else None
+        out = {}
+        for i, column in enumerate(columns):
+            counts = Counter(row[i] for row in rows)
+            # Most frequent first, then by value (None first), as the rollup's ORDER BY 2 DESC, 1.
+            ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0] is not None, str(kv[0])))
+            out[column] = Facet(ranked[:limit], latest)
+        return out
 
     def _daily_facet(self, f: CallFilter, column: str) -> tuple[str, list[Any]]:
         p = self.placeholder
@@ -299,14 +367,76 @@ class Store(abc.ABC):
         ]
 
     def _grouped(self, key: str, also: str, f: CallFilter, limit: int) -> list[tuple[Any, ...]]:
-        where, params = self._where(f, [f"{key} IS NOT NULL"])
+        parts, params = self._people_parts(f)
         sql = (
-            f"SELECT {key}, {also}, count(*), sum(input_tokens), sum(output_tokens), sum(cost_usd),"
-            " sum(CASE WHEN error IS NULL THEN 0 ELSE 1 END), count(cost_usd),"
-            f" min(timestamp), max(timestamp) FROM call_data {where} GROUP BY {key}"
-            f" ORDER BY sum(cost_usd) DESC NULLS LAST, count(*) DESC, {key} LIMIT {int(limit)}"
+            f"SELECT {key}, {also}, sum(calls), sum(input_tokens), sum(output_tokens), sum(cost_usd),"
+            " sum(errors), sum(priced_calls), min(first), max(last)"
+            f" FROM ({parts}) AS parts WHERE {key} IS NOT NULL GROUP BY {key}"
+            " ORDER BY CASE WHEN sum(priced_calls) > 0 THEN sum(cost_usd) END DESC NULLS LAST,"
+            f" sum(calls) DESC, {key} LIMIT {int(limit)}"
         )
         return self.query(sql, params, timeout_s=5.0).rows
+
+    _PEOPLE_RAW = (
+        "SELECT user_id, session_id, count(*) AS calls, count(error) AS errors,"
+        " sum(input_tokens) AS input_tokens, sum(output_tokens) AS output_tokens, sum(cost_usd) AS cost_usd,"
+        " count(cost_usd) AS priced_calls, min(timestamp) AS first, max(timestamp) AS last"
+        " FROM call_data {} GROUP BY user_id, session_id"
+    )
+
+    def _people_parts(self, f: CallFilter) -> tuple[str, list[Any]]:
+        """Rows of (user, session, figures, first, last) that add up to the calls `f` selects:
+        per day from `people_daily` for the whole UTC days of the period, from the calls for
+        the part-days at its ends; from the calls alone when `f` asks more than user, session
+        and time."""
+        if not _people_only(f):
+            where, params = self._where(f)
+            return self._PEOPLE_RAW.format(where), params
+        since = _utc(f.since) if f.since is not None else None
+        until = _utc(f.until) if f.until is not None else None
+        # The whole days: from since's day (the next, unless since is its midnight) through
+        # the day before until's.
+        lo = None if since is None else since.date() + timedelta(days=0 if since == _midnight(since) else 1)
+        hi = None if until is None else until.date() - timedelta(days=1)
+        segments: list[tuple[str, list[Any]]] = []
+
+        def raw(start: datetime | None, end: datetime | None) -> None:
+            cf = CallFilter(user_id=f.user_id, session_id=f.session_id, since=start, until=end)
+            where, params = self._where(cf)
+            segments.append((self._PEOPLE_RAW.format(where), params))
+
+        if lo is not None and hi is not None and lo > hi:
+            raw(since, until)
+        else:
+            p = self.placeholder
+            clauses, params = [], []
+            for column in ("user_id", "session_id"):
+                if getattr(f, column) is not None:
+                    clauses.append(f"{column} = {p}")
+                    params.append(getattr(f, column))
+            if lo is not None:
+                clauses.append(f"day >= {p}")
+                params.append(self._day(lo))
+            if hi is not None:
+                clauses.append(f"day <= {p}")
+                params.append(self._day(hi))
+            where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
+            segments.append(
+                (
+                    "SELECT user_id, session_id, calls, errors, input_tokens, output_tokens, cost_usd,"
+                    f" priced_calls, first, last FROM people_daily {where}",
+                    params,
+                )
+            )
+            if since is not None and lo is not None and since != _midnight(since):
+                raw(since, _midnight(since) + timedelta(days=1))
+            if until is not None and hi is not None and until != _midnight(until):
+                raw(_midnight(until), until)
+        return " UNION ALL ".join(sql for sql, _ in segments), [v for _, ps in segments for v in ps]
+
+    def _day(self, day: date) -> Any:
+        """A UTC day as this engine's rollups hold it (SQLite: 'YYYY-MM-DD')."""
+        return day.isoformat()
 
     # Set by the store on open: the schema version found, and the one it migrated to.
     schema_found: int = 0

@@ -60,6 +60,22 @@ LEFT JOIN content AS t ON t.id = d.tools_id
 LEFT JOIN content AS p ON p.id = d.params_id
 """
 
+# A call as a list shows it (`Store.recent(brief=True)`): the row and its last message.
+_BRIEF = """(
+SELECT
+    d.id, d.session_id, d.user_id, d.timestamp, d.provider, d.model, d.feature,
+    d.prompt_template_version,
+    CASE WHEN d.message_ids IS NULL THEN NULL ELSE COALESCE((
+        SELECT jsonb_build_array(m.body) FROM content AS m
+        WHERE m.id = d.message_ids[cardinality(d.message_ids)]
+    ), '[]'::jsonb) END AS messages,
+    d.response, d.tool_calls, d.stop_reason,
+    d.input_tokens, d.output_tokens, d.cache_read_tokens, d.cache_creation_tokens,
+    d.cost_usd, d.rate_card, d.first_token_ms, d.latency_ms,
+    d.error, d.metadata, d.tags, d.trace_id, d.parent_id
+FROM call_data AS d
+) AS brief"""
+
 # The stored row, in COPY order: content is referenced by id, everything else inline.
 ROW_COLUMNS = (
     "id", "session_id", "user_id", "timestamp", "provider", "model", "feature",
@@ -225,7 +241,89 @@ def m002_daily(cur: psycopg.Cursor[Any]) -> None:
     cur.execute(f"INSERT INTO daily {rollup.format('call_data')}")
 
 
-MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [m001_initial, m002_daily]
+def m003_people_daily(cur: psycopg.Cursor[Any]) -> None:
+    """`people_daily`: the calls rolled up per UTC day, user and session, kept by statement
+    triggers as `daily` is, so the sessions and users pages over a week or a month read a
+    row per session and day instead of every call. Calls with neither a user nor a session
+    are left out. No DELETE trigger, for the reason `daily` has none."""
+    schema = cur.execute("SELECT current_schema()").fetchone()
+    assert schema is not None and schema[0] is not None  # m002 checked it
+    group = "day, user_id, session_id"
+    cur.execute(
+        f"""
+        CREATE TABLE people_daily (
+            day date NOT NULL,  -- the UTC date of the calls
+            user_id text, session_id text,
+            calls bigint NOT NULL, errors bigint NOT NULL,
+            input_tokens bigint NOT NULL, output_tokens bigint NOT NULL,  -- sums; NULL counts as 0
+            cost_usd double precision NOT NULL, priced_calls bigint NOT NULL,  -- as in `daily`
+            first timestamptz NOT NULL, last timestamptz NOT NULL,  -- the earliest and latest call
+            CONSTRAINT people_daily_key UNIQUE NULLS NOT DISTINCT ({group})
+        )
+        """
+    )
+    rollup = """
+        SELECT (timestamp AT TIME ZONE 'UTC')::date, user_id, session_id, count(*), count(error),
+            coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), coalesce(sum(cost_usd), 0),
+            count(cost_usd), min(timestamp), max(timestamp)
+        FROM {} WHERE user_id IS NOT NULL OR session_id IS NOT NULL GROUP BY 1, 2, 3
+        """
+    # In key order, as for `daily`: concurrent writers never wait on each other in a cycle.
+    upsert = f"""
+        INSERT INTO people_daily {{}} ORDER BY 1, 2, 3
+        ON CONFLICT ({group}) DO UPDATE SET
+            calls = people_daily.calls + EXCLUDED.calls, errors = people_daily.errors + EXCLUDED.errors,
+            input_tokens = people_daily.input_tokens + EXCLUDED.input_tokens,
+            output_tokens = people_daily.output_tokens + EXCLUDED.output_tokens,
+            priced_calls = people_daily.priced_calls + EXCLUDED.priced_calls,
+            cost_usd = CASE WHEN people_daily.priced_calls + EXCLUDED.priced_calls = 0 THEN 0
+                ELSE people_daily.cost_usd + EXCLUDED.cost_usd END,
+            first = least(people_daily.first, EXCLUDED.first),
+            last = greatest(people_daily.last, EXCLUDED.last)
+        """
+    path = pgsql.SQL("SET search_path = {}, pg_temp").format(pgsql.Identifier(schema[0])).as_string(cur)
+    cur.execute(
+        f"""
+        CREATE FUNCTION people_daily_add_calls() RETURNS trigger LANGUAGE plpgsql {path} AS $$
+        BEGIN
+            {upsert.format(rollup.format("new_calls"))};
+            RETURN NULL;
+        END
+        $$
+        """
+    )
+    cur.execute(
+        "CREATE TRIGGER call_data_people_insert AFTER INSERT ON call_data"
+        " REFERENCING NEW TABLE AS new_calls FOR EACH STATEMENT EXECUTE FUNCTION people_daily_add_calls()"
+    )
+    # A group row always exists for a stored call's group, so the cost change joins it.
+    changes = """
+        SELECT (o.timestamp AT TIME ZONE 'UTC')::date, o.user_id, o.session_id, 0, 0, 0, 0,
+            sum(coalesce(n.cost_usd, 0) - coalesce(o.cost_usd, 0)), count(n.cost_usd) - count(o.cost_usd),
+            min(o.timestamp), max(o.timestamp)
+        FROM old_calls AS o JOIN new_calls AS n ON n.id = o.id AND n.timestamp = o.timestamp
+        WHERE n.cost_usd IS DISTINCT FROM o.cost_usd AND (o.user_id IS NOT NULL OR o.session_id IS NOT NULL)
+        GROUP BY 1, 2, 3
+        """
+    cur.execute(
+        f"""
+        CREATE FUNCTION people_daily_add_costs() RETURNS trigger LANGUAGE plpgsql {path} AS $$
+        BEGIN
+            {upsert.format(changes)};
+            RETURN NULL;
+        END
+        $$
+        """
+    )
+    cur.execute(
+        "CREATE TRIGGER call_data_people_cost AFTER UPDATE ON call_data"
+        " REFERENCING OLD TABLE AS old_calls NEW TABLE AS new_calls"
+        " FOR EACH STATEMENT EXECUTE FUNCTION people_daily_add_costs()"
+    )
+    cur.execute(f"INSERT INTO people_daily {rollup.format('call_data')}")
+
+
+MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [m001_initial, m002_daily, m003_people_daily]
 
 
 def _lock(cur: psycopg.Cursor[Any]) -> None:
@@ -534,10 +632,13 @@ class PostgresStore(Store):
             params += [like_pattern(f.text)] * 5
         return clauses, params
 
-    def _calls(self, where: str, params: Sequence[Any], order: str, limit: int) -> list[Call]:
-        """The calls `where` picks from `call_data`, assembled whole only for those."""
+    def _calls(
+        self, where: str, params: Sequence[Any], order: str, limit: int, brief: bool = False
+    ) -> list[Call]:
+        """The calls `where` picks from `call_data`, assembled (whole, or `brief`) only for those."""
         sql = (
-            f"SELECT * FROM calls WHERE (id, timestamp) IN (SELECT id, timestamp FROM call_data {where}"
+            f"SELECT * FROM {_BRIEF if brief else 'calls'} WHERE (id, timestamp) IN"
+            f" (SELECT id, timestamp FROM call_data {where}"
             f" ORDER BY {order} LIMIT {int(limit)}) ORDER BY {order}"
         )
         with self.conn.cursor() as cur:
@@ -560,11 +661,11 @@ class PostgresStore(Store):
                 raise LookupError(f"id prefix {call_id!r} is ambiguous")
         return rows[0] if rows else None
 
-    def recent(self, f: CallFilter, limit: int = 100) -> list[Call]:
+    def recent(self, f: CallFilter, limit: int = 100, *, brief: bool = False) -> list[Call]:
         where, params = self._where(f)
-        return self._calls(where, params, "timestamp DESC", limit)
+        return self._calls(where, params, "timestamp DESC", limit, brief)
 
-    def sample(self, f: CallFilter, n: int = 20) -> list[Call]:
+    def sample(self, f: CallFilter, n: int = 20, *, brief: bool = False) -> list[Call]:
         where, params = self._where(f)
         sql = f"SELECT id, timestamp FROM call_data {where} ORDER BY random() LIMIT {int(n)}"
         picked = self.conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
@@ -572,7 +673,7 @@ class PostgresStore(Store):
             return []
         pairs = ",".join(["(%s, %s)"] * len(picked))
         return self._calls(
-            f"WHERE (id, timestamp) IN ({pairs})", [v for r in picked for v in r], "timestamp", n
+            f"WHERE (id, timestamp) IN ({pairs})", [v for r in picked for v in r], "timestamp", n, brief
         )
 
     def iter_calls(self, f: CallFilter, batch: int = 1000) -> Iterator[Call]:
@@ -603,6 +704,9 @@ class PostgresStore(Store):
             " FROM daily WHERE day BETWEEN %s AND %s GROUP BY day, model ORDER BY day, model NULLS FIRST"
         )
         return [tuple(r) for r in self.conn.execute(sql, utc_days(since, until))]  # type: ignore[misc]
+
+    def _day(self, day: date) -> Any:
+        return day
 
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         rows = self.conn.execute("SELECT id FROM call_data WHERE id = ANY(%s)", (list(ids),))

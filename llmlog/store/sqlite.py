@@ -62,6 +62,23 @@ LEFT JOIN content AS p ON p.id = d.params_id{_ECHO_JOINS if echo else ""}
 """
 
 
+# A call as a list shows it (`Store.recent(brief=True)`): the row and its last message.
+_BRIEF = """(
+SELECT
+    d.id, d.session_id, d.user_id, d.timestamp, d.provider, d.model, d.feature,
+    d.prompt_template_version,
+    CASE WHEN d.message_ids IS NULL THEN NULL ELSE ifnull((
+        SELECT json_array(json(m.body)) FROM content AS m
+        WHERE m.id = json_extract(d.message_ids, '$[#-1]')
+    ), '[]') END AS messages,
+    d.response, d.tool_calls, d.stop_reason,
+    d.input_tokens, d.output_tokens, d.cache_read_tokens, d.cache_creation_tokens,
+    d.cost_usd, d.rate_card, d.first_token_ms, d.latency_ms,
+    d.error, d.metadata, d.tags, d.trace_id, d.parent_id
+FROM call_data AS d
+)"""
+
+
 # ------------------------------------------------------------------ migrations
 # Numbered functions, applied in order on open; PRAGMA user_version records the last one.
 
@@ -202,11 +219,74 @@ def m004_response_echo(db: sqlite3.Connection) -> None:
     db.execute(calls_view())
 
 
+def m005_people_daily(db: sqlite3.Connection) -> None:
+    """`people_daily`: the calls rolled up per UTC day, user and session, kept by triggers as
+    `daily` is, so the sessions and users pages over a week or a month read a row per
+    session and day instead of every call. Calls with neither a user nor a session are left
+    out. No DELETE trigger, for the reason `daily` has none."""
+    key = "day, ifnull(user_id, x''), ifnull(session_id, x'')"
+    db.execute(
+        """
+        CREATE TABLE people_daily (
+            day TEXT NOT NULL,  -- the UTC date, as in `daily`
+            user_id TEXT, session_id TEXT,
+            calls INTEGER NOT NULL, errors INTEGER NOT NULL,
+            input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,  -- sums; NULL counts as 0
+            cost_usd REAL NOT NULL, priced_calls INTEGER NOT NULL,  -- as in `daily`
+            first TEXT NOT NULL, last TEXT NOT NULL  -- the earliest and latest call's timestamp
+        )
+        """
+    )
+    db.execute(f"CREATE UNIQUE INDEX people_daily_key ON people_daily ({key})")
+    db.execute(
+        """
+        INSERT INTO people_daily
+        SELECT substr(timestamp, 1, 10), user_id, session_id, count(*), count(error),
+            ifnull(sum(input_tokens), 0), ifnull(sum(output_tokens), 0), total(cost_usd),
+            count(cost_usd), min(timestamp), max(timestamp)
+        FROM call_data WHERE user_id IS NOT NULL OR session_id IS NOT NULL GROUP BY 1, 2, 3
+        """
+    )
+    db.execute(
+        f"""
+        CREATE TRIGGER call_data_people_insert AFTER INSERT ON call_data
+        WHEN NEW.user_id IS NOT NULL OR NEW.session_id IS NOT NULL BEGIN
+            INSERT INTO people_daily VALUES (
+                substr(NEW.timestamp, 1, 10), NEW.user_id, NEW.session_id, 1,
+                NEW.error IS NOT NULL, ifnull(NEW.input_tokens, 0), ifnull(NEW.output_tokens, 0),
+                ifnull(NEW.cost_usd, 0.0), NEW.cost_usd IS NOT NULL, NEW.timestamp, NEW.timestamp
+            ) ON CONFLICT ({key}) DO UPDATE SET
+                calls = calls + 1, errors = errors + excluded.errors,
+                input_tokens = input_tokens + excluded.input_tokens,
+                output_tokens = output_tokens + excluded.output_tokens,
+                cost_usd = cost_usd + excluded.cost_usd, priced_calls = priced_calls + excluded.priced_calls,
+                first = min(first, excluded.first), last = max(last, excluded.last);
+        END
+        """
+    )
+    priced = "priced_calls + (NEW.cost_usd IS NOT NULL) - (OLD.cost_usd IS NOT NULL)"
+    old_key = "substr(OLD.timestamp, 1, 10), ifnull(OLD.user_id, x''), ifnull(OLD.session_id, x'')"
+    db.execute(
+        f"""
+        CREATE TRIGGER call_data_people_cost AFTER UPDATE OF cost_usd ON call_data
+        WHEN OLD.cost_usd IS NOT NEW.cost_usd
+            AND (OLD.user_id IS NOT NULL OR OLD.session_id IS NOT NULL) BEGIN
+            UPDATE people_daily SET
+                cost_usd = CASE WHEN {priced} = 0 THEN 0.0
+                    ELSE cost_usd + ifnull(NEW.cost_usd, 0.0) - ifnull(OLD.cost_usd, 0.0) END,
+                priced_calls = {priced}
+            WHERE ({key}) = ({old_key});
+        END
+        """
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_initial,
     m002_rate_card_and_filters,
     m003_daily,
     m004_response_echo,
+    m005_people_daily,
 ]
 
 
@@ -514,10 +594,13 @@ class SQLiteStore(Store):
             params += [like_pattern(f.text)] * 5
         return clauses, params
 
-    def _calls(self, where: str, params: Sequence[Any], order: str, limit: int) -> list[Call]:
-        """The calls `where` picks from `call_data`, assembled whole only for those."""
+    def _calls(
+        self, where: str, params: Sequence[Any], order: str, limit: int, brief: bool = False
+    ) -> list[Call]:
+        """The calls `where` picks from `call_data`, assembled (whole, or `brief`) only for those."""
         sql = (
-            f"SELECT * FROM calls WHERE id IN (SELECT id FROM call_data {where} ORDER BY {order}"
+            f"SELECT * FROM {_BRIEF if brief else 'calls'} WHERE id IN"
+            f" (SELECT id FROM call_data {where} ORDER BY {order}"
             f" LIMIT {int(limit)}) ORDER BY {order}"
         )
         cur = self.db.execute(sql, params)
@@ -532,15 +615,15 @@ class SQLiteStore(Store):
                 raise LookupError(f"id prefix {call_id!r} is ambiguous")
         return rows[0] if rows else None
 
-    def recent(self, f: CallFilter, limit: int = 100) -> list[Call]:
+    def recent(self, f: CallFilter, limit: int = 100, *, brief: bool = False) -> list[Call]:
         where, params = self._where(f)
-        return self._calls(where, params, "timestamp DESC", limit)
+        return self._calls(where, params, "timestamp DESC", limit, brief)
 
-    def sample(self, f: CallFilter, n: int = 20) -> list[Call]:
+    def sample(self, f: CallFilter, n: int = 20, *, brief: bool = False) -> list[Call]:
         where, params = self._where(f)
         picked = self.db.execute(f"SELECT id FROM call_data {where} ORDER BY random() LIMIT {int(n)}", params)
         ids = [r[0] for r in picked]
-        return self._calls(*self._where(CallFilter(ids=ids)), "timestamp", n) if ids else []
+        return self._calls(*self._where(CallFilter(ids=ids)), "timestamp", n, brief) if ids else []
 
     def iter_calls(self, f: CallFilter, batch: int = 1000) -> Iterator[Call]:
         """Every matching call, oldest first, in pages (memory stays flat on a big store)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -18,7 +18,8 @@ from llmlog.config import Settings
 from llmlog.conversation import conversation, gist, last_user_turn, response_turns
 from llmlog.pricing import Pricer
 from llmlog.record import Call
-from llmlog.store import CallFilter, ReadOnlyError, Store, parse_when
+from llmlog.store import CallFilter, Store, parse_when
+from llmlog.store.base import Facet
 from llmlog.web.app import Web
 
 PAGE = 100
@@ -33,7 +34,7 @@ EQUALS = {
     "version": "prompt_template_version",
     "provider": "provider",
 }
-FACETS = [(name, EQUALS[name]) for name in ("feature", "model", "user", "version")]
+FACETS = [*((name, EQUALS[name]) for name in ("feature", "model", "user", "version")), ("status", "error")]
 
 
 class BadFilter(ValueError):
@@ -103,23 +104,18 @@ def summary(c: Call) -> dict[str, Any]:
     }
 
 
-def _facets(store: Store, f: CallFilter) -> dict[str, list[tuple[Any, int]] | None]:
-    """Counts per value for each facet; None for one that took longer than FACET_S (on a
-    big store without a time filter): the page says so rather than wait."""
-    facets: dict[str, list[tuple[Any, int]] | None] = {}
-    for name, column in [*FACETS, ("status", "error")]:
-        try:
-            facets[name] = store.facets(f, column, timeout_s=FACET_S)
-        except ReadOnlyError:
-            facets[name] = None
-    return facets
+def _facets(store: Store, f: CallFilter) -> dict[str, Facet]:
+    """Counts per value for each facet, by the page's names. Those the rollup cannot answer
+    are counted over the latest matching calls, within FACET_S: the page says which."""
+    counted = store.facets(f, [column for _, column in FACETS], timeout_s=FACET_S)
+    return {name: counted[column] for name, column in FACETS}
 
 
 def neighbours(store: Store, call: Call, later: int = 3) -> tuple[Call | None, list[Call]]:
     """The call before this one in its session, and up to `later` calls after it."""
     if not call.session_id:
         return None, []
-    before = store.recent(CallFilter(session_id=call.session_id, until=call.timestamp), limit=1)
+    before = store.recent(CallFilter(session_id=call.session_id, until=call.timestamp), limit=1, brief=True)
     after: list[Call] = []
     since = call.timestamp + timedelta(microseconds=1)
     for c in store.iter_calls(CallFilter(session_id=call.session_id, since=since), batch=later):
@@ -166,7 +162,7 @@ def routes(web: Web) -> list[BaseRoute]:
     def listing(request: Request) -> tuple[list[Call], dict[str, list[tuple[Any, int]] | None]]:
         f = call_filter(request.query_params)
         with web.reading() as store:
-            return store.recent(f, limit=PAGE), _facets(store, f)
+            return store.recent(f, limit=PAGE, brief=True), _facets(store, f)
 
     def calls_page(request: Request) -> Response:
         try:
@@ -225,7 +221,7 @@ def routes(web: Web) -> list[BaseRoute]:
             except ValueError as exc:
                 raise BadFilter(f"window: {exc}") from None
         with web.reading() as store:
-            calls = store.sample(f, n)
+            calls = store.sample(f, n, brief=True)
         return calls, window, n
 
     def sample_page(request: Request) -> Response:
@@ -256,7 +252,9 @@ def routes(web: Web) -> list[BaseRoute]:
             calls, facets = listing(request)
         except BadFilter as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse({"calls": [summary(c) for c in calls], "facets": facets})
+        return JSONResponse(
+            {"calls": [summary(c) for c in calls], "facets": {k: asdict(v) for k, v in facets.items()}}
+        )
 
     def api_call(request: Request) -> Response:
         with web.reading() as store:

@@ -97,7 +97,7 @@ def routes(web: Web) -> list[BaseRoute]:
     def one_session(request: Request) -> tuple[str, list[Turn], bool]:
         session_id = request.path_params["session_id"]
         with web.reading() as store:
-            calls = store.recent(CallFilter(session_id=session_id), limit=MAX_TURNS + 1)
+            calls = store.recent(CallFilter(session_id=session_id), limit=MAX_TURNS + 1, brief=True)
         calls.reverse()
         truncated = len(calls) > MAX_TURNS
         return session_id, session_turns(calls[-MAX_TURNS:]), truncated
@@ -135,7 +135,9 @@ def routes(web: Web) -> list[BaseRoute]:
                 sessions, problem = store.sessions(f), None
             except ReadOnlyError as exc:
                 totals, sessions, problem = [], [], f"{exc}; choose a shorter period"
-            errors = store.recent(CallFilter(user_id=user_id, since=f.since, errors=True), limit=10)
+            errors = store.recent(
+                CallFilter(user_id=user_id, since=f.since, errors=True), limit=10, brief=True
+            )
         return web.render(
             "user.html",
             user_id=user_id,

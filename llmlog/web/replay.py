@@ -24,7 +24,7 @@ from starlette.routing import BaseRoute, Route
 from llmlog.conversation import response_turns
 from llmlog.record import Call
 from llmlog.replay import ReplayError, error_text, replay, request_of, requested_model
-from llmlog.store import CallFilter, ReadOnlyError
+from llmlog.store import CallFilter
 from llmlog.web.app import Web
 
 MAX_FORM_BYTES = 4 * 2**20  # a system prompt of a few hundred kB is plausible; megabytes are not
@@ -156,10 +156,9 @@ def routes(web: Web) -> list[BaseRoute]:
 
     def models(call: Call) -> list[str]:
         with web.reading() as store:
-            try:
-                seen = [m for m, _ in store.facets(CallFilter(provider=call.provider), "model", limit=50)]
-            except ReadOnlyError:  # too slow on this store: the card's list still helps
-                seen = []
+            # Too slow on this store: none, and the rate card's list still helps.
+            facet = store.facets(CallFilter(provider=call.provider), ["model"], limit=50)["model"]
+            seen = [m for m, _ in facet.values]
         names = [requested_model(call), *seen, *card_models(call.provider)]
         return list(dict.fromkeys(n for n in names if isinstance(n, str) and n))
 
