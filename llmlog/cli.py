@@ -654,10 +654,14 @@ def demo(ctx: Ctx, n_calls: int, seed: int, history_days: int) -> None:
 )
 @pass_ctx
 def serve(ctx: Ctx, host: str, port: int, fake_provider: bool) -> None:
-    """Serve the web UI over the store: recent calls with filters and facets, each call whole.
+    """Serve the web UI over the store, and collect calls sent to it.
 
     Listens on 127.0.0.1 unless told otherwise. With LLMLOG_UI_TOKEN set, every request must
     carry that token (?token=…, then a cookie; or an `Authorization: Bearer` header).
+
+    POST /v1/calls stores records (JSON, a JSON array or NDJSON, in the record's column
+    names) from any language; with LLMLOG_INGEST_TOKEN set it needs that token as a bearer
+    token, which opens nothing else. Its OpenAPI description is at /v1/openapi.json.
 
     Replays go to the providers named by the server's environment (ANTHROPIC_API_KEY,
     OPENAI_API_KEY, ANTHROPIC_BASE_URL, OPENAI_BASE_URL), or with --fake-provider to a
@@ -669,6 +673,8 @@ def serve(ctx: Ctx, host: str, port: int, fake_provider: bool) -> None:
       llmlog --db postgresql://localhost/llmlog serve --port 9000
       LLMLOG_UI_TOKEN=s3cret llmlog serve --host 0.0.0.0
       llmlog serve --fake-provider      # after `make demo`: replay the demo's calls offline
+      curl -d '{"timestamp": "2026-11-30T12:00:00Z", "model": "gpt-4.1", "input_tokens": 12}' \\
+          http://127.0.0.1:8765/v1/calls
     """
     import os
 
@@ -680,10 +686,16 @@ def serve(ctx: Ctx, host: str, port: int, fake_provider: bool) -> None:
 
     store = ctx.store  # opened now, so a bad --db fails here and not on the first request
     token = os.environ.get("LLMLOG_UI_TOKEN") or None
-    if host not in ("127.0.0.1", "localhost", "::1") and not token:
-        err_console.print(
-            f"warning: serving on {host} without LLMLOG_UI_TOKEN: anyone who can reach it reads every call"
-        )
+    ingest_token = os.environ.get("LLMLOG_INGEST_TOKEN") or None
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        for name, value, what in (
+            ("LLMLOG_UI_TOKEN", token, "reads every call"),
+            ("LLMLOG_INGEST_TOKEN", ingest_token, "stores calls"),
+        ):
+            if not value:
+                err_console.print(
+                    f"warning: serving on {host} without {name}: anyone who can reach it {what}"
+                )
     providers: Providers | None = None
     fake: FakeProvider | None = None
     if fake_provider:
@@ -692,7 +704,7 @@ def serve(ctx: Ctx, host: str, port: int, fake_provider: bool) -> None:
         err_console.print(f"replays go to the fake provider on {fake.url}")
     err_console.print(f"llmlog UI on http://{host}:{port}/ (store {redact_url(store.url)}; Ctrl-C to stop)")
     try:
-        app = create_app(lambda: store, token=token, providers=providers)
+        app = create_app(lambda: store, token=token, providers=providers, ingest_token=ingest_token)
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         if fake is not None:

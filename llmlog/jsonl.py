@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 from llmlog.record import Call, RecordError
 
@@ -62,13 +64,70 @@ def parse_line(line: str) -> Call:
         data = json.loads(line)
     except json.JSONDecodeError as exc:
         raise RecordError(f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+    return parse_record(data, line.strip())
+
+
+def parse_record(data: Any, source: str) -> Call:
+    """One decoded record → Call, or RecordError. A record without an id gets one derived
+    from `source` (its text), so the same record sent twice is stored once."""
     if not isinstance(data, dict):
         raise RecordError(f"expected a JSON object, got {type(data).__name__}")
     if _MINIMAL_KEYS & data.keys():
         data = _from_minimal(data)
     if data.get("id") is None:
-        data = {**data, "id": str(uuid.uuid5(_IMPORT_NAMESPACE, line.strip()))}
+        data = {**data, "id": str(uuid.uuid5(_IMPORT_NAMESPACE, source))}
     return Call.from_dict(data)
+
+
+@dataclass
+class BadRecord:
+    index: int  # the record's position in its batch, from 0
+    reason: str
+
+
+def parse_batch(body: bytes, max_record: int | None = None) -> Batch:
+    """A request body of records: one JSON object, a JSON array of them, or NDJSON (one per
+    line). Each record that cannot be read is reported with its index and reason, and the
+    others are kept: a batch never fails whole for one bad record. Records over
+    `max_record` bytes (of JSON) are refused as too large."""
+    batch = Batch()
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        data = _LINES  # not one JSON value: NDJSON, each line on its own
+    if data is not _LINES:
+        items = data if isinstance(data, list) else [data]
+        for index, item in enumerate(items):
+            source = (
+                orjson.dumps(item, option=orjson.OPT_SORT_KEYS).decode() if isinstance(item, dict) else ""
+            )
+            batch.add(index, lambda i=item, s=source: parse_record(i, s), len(source), max_record)
+        return batch
+    lines = (line for line in body.split(b"\n") if line.strip())
+    for index, line in enumerate(lines):
+        text = line.decode("utf-8", "replace")
+        batch.add(index, lambda t=text: parse_line(t), len(line), max_record)
+    return batch
+
+
+_LINES = object()
+
+
+@dataclass
+class Batch:
+    calls: list[tuple[int, Call]] = field(default_factory=list)  # (index, call), in order
+    bad: list[BadRecord] = field(default_factory=list)
+    too_large: int = 0  # how many of `bad` were refused for their size
+
+    def add(self, index: int, parse: Callable[[], Call], size: int, max_record: int | None) -> None:
+        if max_record is not None and size > max_record:
+            self.bad.append(BadRecord(index, f"record too large: {size:,} bytes (at most {max_record:,})"))
+            self.too_large += 1
+            return
+        try:
+            self.calls.append((index, parse()))
+        except RecordError as exc:
+            self.bad.append(BadRecord(index, str(exc)))
 
 
 def read_calls(lines: Iterable[str], bad: list[BadLine]) -> Iterator[Call]:

@@ -66,11 +66,17 @@ class Running:
     """`llmlog serve` over a backend, on a free loopback port, for the length of a `with`."""
 
     def __init__(
-        self, backend: Backend, token: str | None = None, providers: Providers | None = None
+        self,
+        backend: Backend,
+        token: str | None = None,
+        providers: Providers | None = None,
+        ingest_token: str | None = None,
     ) -> None:
         self.store = open_store(backend.url)
         self.port = free_port()
-        app = create_app(lambda: open_store(backend.url), token=token, providers=providers)
+        app = create_app(
+            lambda: open_store(backend.url), token=token, providers=providers, ingest_token=ingest_token
+        )
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)

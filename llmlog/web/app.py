@@ -45,6 +45,8 @@ class TokenMiddleware(BaseHTTPMiddleware):
         self.token = token
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        if request.url.path.startswith("/v1/"):  # the collector's routes check their own token
+            return await call_next(request)
         given = (
             request.query_params.get("token")
             or request.cookies.get("llmlog_token")
@@ -113,16 +115,21 @@ class Web:
 
 
 def create_app(
-    open_store: Callable[[], Store], token: str | None = None, providers: Providers | None = None
+    open_store: Callable[[], Store],
+    token: str | None = None,
+    providers: Providers | None = None,
+    ingest_token: str | None = None,
 ) -> Starlette:
     """The app over one store. `open_store` is called once, here. `providers` says where
-    replays go (by default, wherever the SDKs' environment variables point)."""
-    from llmlog.web import calls, dashboard, people, replay, sql
+    replays go (by default, wherever the SDKs' environment variables point). `token` guards
+    the UI and its API; `ingest_token` the collector's routes (`/v1/`), and nothing else."""
+    from llmlog.web import calls, dashboard, ingest, people, replay, sql
 
     web = Web(open_store(), threading.Lock(), _environment(), providers or Providers())
     routes: list[BaseRoute] = []
     for module in (calls, people, replay, dashboard, sql):
         routes.extend(module.routes(web))
+    routes.extend(ingest.routes(web, ingest_token))
     routes.append(Mount("/static", StaticFiles(directory=HERE / "static"), name="static"))
     middleware = [Middleware(ServerTiming)]
     if token:

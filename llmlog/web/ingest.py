@@ -1,0 +1,241 @@
+"""The collector's way in: `POST /v1/calls` takes records in the record's column names (one
+JSON object, a JSON array, or NDJSON; gzip or not) from any language, and stores them priced
+like every other call.
+
+What the API promises, and why:
+- Each record that cannot be read is rejected with its index and reason; the good ones are
+  stored. A batch never fails whole for one bad record.
+- Idempotent by `id` (a record without one gets an id derived from its text): a batch sent
+  again after a lost response is stored once, so a client may always retry.
+- The response comes after the batch is committed, so a 2xx means stored; a 503 (store
+  unavailable) means nothing of it was, and the client keeps it to send again.
+- Bodies and records over the limits get a 413 with the limit, never a crash.
+- `LLMLOG_INGEST_TOKEN` guards it (`Authorization: Bearer …`). That token opens these routes
+  only: it reads nothing, and the UI's token does not open them.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import zlib
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from llmlog.config import Settings
+from llmlog.jsonl import BadRecord, parse_batch
+from llmlog.pricing import Pricer
+from llmlog.record import COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, JSON_COLUMNS, Call
+from llmlog.web.app import Web
+from llmlog.writer import prepare
+
+log = logging.getLogger("llmlog")
+
+MAX_BODY = 64 * 2**20  # bytes of a request body, after gzip is undone
+MAX_RECORD = 16 * 2**20  # bytes of one record's JSON
+
+
+class TooLarge(Exception):
+    pass
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, gunzipped when it says so; TooLarge past `limit` bytes (read no further)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise TooLarge
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise TooLarge
+        parts.append(chunk)
+    body = b"".join(parts)
+    if request.headers.get("content-encoding", "").strip().lower() in ("gzip", "x-gzip"):
+        inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        try:
+            body = inflate.decompress(body, limit + 1)
+        except zlib.error as exc:
+            raise ValueError(f"body is not valid gzip: {exc}") from None
+        if len(body) > limit or inflate.unconsumed_tail:
+            raise TooLarge
+    return body
+
+
+def authorized(request: Request, token: str | None) -> bool:
+    if not token:
+        return True
+    given = request.headers.get("authorization", "")
+    scheme, _, value = given.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+
+
+def routes(web: Web, token: str | None = None, settings: Settings | None = None) -> list[BaseRoute]:
+    settings = settings or Settings()
+    pricer = Pricer(settings.prices)  # LLMLOG_PRICES, as in the SDK's writer
+
+    def store(calls: list[tuple[int, Call]], bad: list[BadRecord]) -> int:
+        """Insert the batch in one transaction; when the store refuses a record as data (not
+        as being down), each goes alone so only the bad ones are rejected. Returns how many
+        were new."""
+        with web.lock:
+            try:
+                return web.store.insert([c for _, c in calls])
+            except web.store.data_errors:
+                pass
+            new = 0
+            for index, call in calls:
+                try:
+                    new += web.store.insert([call])
+                except web.store.data_errors as exc:
+                    bad.append(BadRecord(index, f"cannot be stored: {exc}"))
+            return new
+
+    async def post_calls(request: Request) -> Response:
+        if not authorized(request, token):
+            return JSONResponse(
+                {"error": "a bearer token is required (LLMLOG_INGEST_TOKEN)"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        try:
+            body = await read_body(request, MAX_BODY)
+        except TooLarge:
+            return JSONResponse({"error": f"body over {MAX_BODY:,} bytes"}, status_code=413)
+        except ValueError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        batch = parse_batch(body, MAX_RECORD)
+        received = len(batch.calls) + len(batch.bad)
+        calls: list[tuple[int, Call]] = []
+        seen: set[str] = set()
+        for index, call in batch.calls:
+            if call.id in seen:  # the same record twice in one batch: stored once
+                continue
+            seen.add(call.id)
+            try:
+                calls.append((index, prepare(call, settings, pricer)))
+            except Exception as exc:  # pricing a strange record must not lose the batch
+                batch.bad.append(BadRecord(index, f"cannot be priced: {exc}"))
+        refused: list[BadRecord] = []
+        try:
+            new = await run_in_threadpool(store, calls, refused) if calls else 0
+        except Exception as exc:
+            log.warning("llmlog: store unavailable for an ingested batch: %r", exc)
+            return JSONResponse(
+                {"error": "the store is unavailable; nothing of this batch was stored: send it again"},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+        rejected = sorted([*batch.bad, *refused], key=lambda b: b.index)
+        kept = received - len(rejected)
+        status = 200
+        if not kept and rejected:
+            status = 413 if batch.too_large == len(rejected) else 400
+        return JSONResponse(
+            {
+                "received": received,
+                "stored": new,
+                "duplicates": kept - new,
+                "rejected": [{"index": b.index, "reason": b.reason} for b in rejected],
+            },
+            status_code=status,
+        )
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_description())
+
+    return [
+        Route("/v1/calls", post_calls, methods=["POST"]),
+        Route("/v1/openapi.json", openapi, methods=["GET"]),
+    ]
+
+
+def _column_schema(name: str) -> dict[str, Any]:
+    if name == "timestamp":
+        return {"type": "string", "format": "date-time", "description": "ISO-8601; UTC unless it says"}
+    if name in INT_COLUMNS:
+        return {"type": ["integer", "null"], "minimum": 0}
+    if name in FLOAT_COLUMNS:
+        return {"type": ["number", "null"], "minimum": 0}
+    if name in JSON_COLUMNS:
+        kind = "object" if name in ("params", "response", "error", "metadata") else "array"
+        return {"type": [kind, "null"]}
+    return {"type": ["string", "null"]}
+
+
+def openapi_description() -> dict[str, Any]:
+    record = {
+        "type": "object",
+        "description": "One model call, in the column names of the `calls` relation.",
+        "properties": {name: _column_schema(name) for name in COLUMNS},
+        "required": ["timestamp"],
+        "additionalProperties": False,
+    }
+    result = {
+        "type": "object",
+        "properties": {
+            "received": {"type": "integer"},
+            "stored": {"type": "integer", "description": "records new to the store"},
+            "duplicates": {"type": "integer", "description": "records whose id was stored already"},
+            "rejected": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {"index": {"type": "integer"}, "reason": {"type": "string"}},
+                },
+            },
+        },
+    }
+    error = {"type": "object", "properties": {"error": {"type": "string"}}}
+
+    def answer(text: str, schema: str) -> dict[str, Any]:
+        ref = {"$ref": f"#/components/schemas/{schema}"}
+        return {"description": text, "content": {"application/json": {"schema": ref}}}
+
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "llmlog collector", "version": "1"},
+        "components": {
+            "schemas": {"Record": record, "Result": result, "Error": error},
+            "securitySchemes": {"ingestToken": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{"ingestToken": []}],
+        "paths": {
+            "/v1/calls": {
+                "post": {
+                    "summary": "Store calls: one record, an array of records, or NDJSON",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "oneOf": [
+                                        {"$ref": "#/components/schemas/Record"},
+                                        {"type": "array", "items": {"$ref": "#/components/schemas/Record"}},
+                                    ]
+                                }
+                            },
+                            "application/x-ndjson": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "responses": {
+                        "200": answer(
+                            "Stored (rejected records listed with index and reason)",
+                            {"$ref": "#/components/schemas/Result"},
+                        ),
+                        "400": answer("No record could be read", {"$ref": "#/components/schemas/Result"}),
+                        "401": answer("Missing or wrong token", {"$ref": "#/components/schemas/Error"}),
+                        "413": answer("Body or every record too large", {"type": "object"}),
+                        "503": answer(
+                            "Store unavailable: send again", {"$ref": "#/components/schemas/Error"}
+                        ),
+                    },
+                }
+            }
+        },
+    }
