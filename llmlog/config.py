@@ -1,7 +1,8 @@
 """Where calls go and how they are recorded: one place reads the settings.
 
 `LLMLOG_DB` (a path, `sqlite:///path` or `postgresql://…`), `llmlog.configure(db=...)`, or `--db` on the CLI;
-by default a SQLite file in the user's data directory.
+by default a SQLite file in the user's data directory. With `LLMLOG_URL` (remote mode), calls
+go to that collector instead, through a spool on disk (`LLMLOG_SPOOL`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,14 @@ import platformdirs
 
 def default_db() -> str:
     return str(Path(platformdirs.user_data_dir("llmlog")) / "llmlog.db")
+
+
+def default_spool() -> str:
+    return str(Path(platformdirs.user_data_dir("llmlog")) / "spool")
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(name) or None
 
 
 @dataclass
@@ -33,6 +42,12 @@ class Settings:
         default_factory=lambda: os.environ.get("LLMLOG_USER_ID_SECRET") or None
     )
     prices: str | None = field(default_factory=lambda: os.environ.get("LLMLOG_PRICES") or None)
+    # Remote mode: a collector (`llmlog serve`) to ship calls to instead of writing `db`, the
+    # token it asks for, and the on-disk spool where calls wait for it.
+    url: str | None = field(default_factory=lambda: _env("LLMLOG_URL"))
+    token: str | None = field(default_factory=lambda: _env("LLMLOG_INGEST_TOKEN"))
+    spool: str = field(default_factory=lambda: _env("LLMLOG_SPOOL") or default_spool())
+    spool_max_bytes: int = 512 * 2**20
 
     def __post_init__(self) -> None:
         if self.on_full not in ("drop", "block"):

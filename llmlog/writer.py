@@ -19,14 +19,16 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from llmlog.capture.exchange import Exchange
 from llmlog.capture.parse import Decoder, to_call
 from llmlog.config import Settings
 from llmlog.pricing import Pricer
 from llmlog.record import Call
+from llmlog.remote import RemoteSink, SpoolFull
 from llmlog.store import Store, open_store, redact_url
 
 log = logging.getLogger("llmlog")
@@ -60,11 +62,23 @@ def _size(item: Item) -> int:
 
 @dataclass
 class Stats:
-    recorded: int = 0  # calls stored
-    dropped: int = 0  # calls lost: queue full, or the store stayed down past the exit deadline
+    recorded: int = 0  # calls stored (remote mode: kept in the spool, on their way)
+    dropped: int = 0  # calls lost: queue or spool full, or the store stayed down past the exit deadline
     failed: int = 0  # calls that could not be turned into a row (logged with the reason)
     store_errors: int = 0  # failed insert attempts (each retried)
     queued: int = 0
+    shipped: int = 0  # remote mode: calls the collector has taken
+    refused: int = 0  # remote mode: calls the collector refused as bad (logged with the reason)
+
+
+class Sink(Protocol):
+    """Where the writer puts batches: a store, or in remote mode the spool (`RemoteSink`)."""
+
+    data_errors: tuple[type[BaseException], ...]
+
+    def insert(self, calls: Sequence[Call]) -> int: ...
+
+    def close(self) -> None: ...
 
 
 class Writer:
@@ -80,7 +94,7 @@ class Writer:
         self._room = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._give_up = False  # set while closing: a failing store is no longer retried
-        self._store: Store | None = None
+        self._store: Sink | None = None
         self._pricer: Pricer | None = None
         self._decoder = Decoder()  # the writer thread's own: what earlier calls sent is decoded once
         self._last_warning: dict[str, float] = {}
@@ -159,7 +173,16 @@ class Writer:
         with self._lock:
             s = Stats(**vars(self._stats))
         s.queued = self._queue.qsize()
+        sink = self._store
+        if isinstance(sink, RemoteSink):
+            s.shipped, s.refused = sink.shipper.shipped, sink.shipper.rejected
         return s
+
+    def _open(self) -> Sink:
+        s = self.settings
+        if s.url:
+            return RemoteSink(s.url, s.token, s.spool, s.spool_max_bytes, s.exit_timeout_s)
+        return self._store_factory(s.db)
 
     # ------------------------------------------------------------ writer thread
 
@@ -233,9 +256,10 @@ class Writer:
             with self._idle:
                 self._stats.recorded += stored
                 self._stats.failed += bad
-                if lost:
+                if lost:  # the spool was full, or the store stayed down until exit
                     self._stats.dropped += lost
-                    log.error("llmlog: store unavailable at exit: %d call(s) lost", lost)
+                    if self._give_up:
+                        log.error("llmlog: store unavailable at exit: %d call(s) lost", lost)
                 self._pending -= items
                 self._idle.notify_all()
         if self._store is not None:
@@ -269,9 +293,17 @@ class Writer:
         while True:
             try:
                 if self._store is None:
-                    self._store = self._store_factory(self.settings.db)
+                    self._store = self._open()
                 self._store.insert(calls)
                 return len(calls), 0
+            except SpoolFull as exc:
+                # Not retried: the spool drains only as fast as the collector takes calls,
+                # and the batches behind this one would wait on it. Counted as dropped by
+                # the caller, and said here.
+                with self._lock:
+                    dropped = self._stats.dropped + len(calls)
+                self._warn("spool", f"llmlog: {exc}: {dropped} call(s) dropped so far")
+                return 0, 0
             except Exception as exc:
                 if self._store is not None and isinstance(exc, self._store.data_errors):
                     # Something in this batch can never be stored: retrying the batch would
