@@ -663,6 +663,11 @@ def serve(ctx: Ctx, host: str, port: int, fake_provider: bool) -> None:
     names) from any language; with LLMLOG_INGEST_TOKEN set it needs that token as a bearer
     token, which opens nothing else. Its OpenAPI description is at /v1/openapi.json.
 
+    /anthropic/… and /openai/… forward to the providers (LLMLOG_ANTHROPIC_UPSTREAM,
+    LLMLOG_OPENAI_UPSTREAM) and record every model call: point a program's
+    ANTHROPIC_BASE_URL at http://HOST:PORT/anthropic and OPENAI_BASE_URL at
+    http://HOST:PORT/openai/v1. Context comes in llmlog-* request headers.
+
     Replays go to the providers named by the server's environment (ANTHROPIC_API_KEY,
     OPENAI_API_KEY, ANTHROPIC_BASE_URL, OPENAI_BASE_URL), or with --fake-provider to a
     local fake provider started with the server.
@@ -680,6 +685,7 @@ def serve(ctx: Ctx, host: str, port: int, fake_provider: bool) -> None:
 
     import uvicorn
 
+    from llmlog.capture.proxy import Upstreams
     from llmlog.fake_provider import FakeProvider
     from llmlog.replay import Providers
     from llmlog.web import create_app
@@ -697,14 +703,18 @@ def serve(ctx: Ctx, host: str, port: int, fake_provider: bool) -> None:
                     f"warning: serving on {host} without {name}: anyone who can reach it {what}"
                 )
     providers: Providers | None = None
+    upstreams: Upstreams | None = None
     fake: FakeProvider | None = None
     if fake_provider:
         fake = FakeProvider().start()
         providers = Providers.fake(fake.anthropic_base_url, fake.openai_base_url)
-        err_console.print(f"replays go to the fake provider on {fake.url}")
+        upstreams = Upstreams(anthropic=fake.url, openai=fake.url)
+        err_console.print(f"replays and the proxy go to the fake provider on {fake.url}")
     err_console.print(f"llmlog UI on http://{host}:{port}/ (store {redact_url(store.url)}; Ctrl-C to stop)")
     try:
-        app = create_app(lambda: store, token=token, providers=providers, ingest_token=ingest_token)
+        app = create_app(
+            lambda: store, token=token, providers=providers, ingest_token=ingest_token, upstreams=upstreams
+        )
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
         if fake is not None:

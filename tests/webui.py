@@ -15,6 +15,7 @@ from typing import Any
 import httpx2 as httpx
 import uvicorn
 
+from llmlog.capture.proxy import Upstreams
 from llmlog.record import Call
 from llmlog.replay import Providers
 from llmlog.store import open_store
@@ -71,11 +72,16 @@ class Running:
         token: str | None = None,
         providers: Providers | None = None,
         ingest_token: str | None = None,
+        upstreams: Upstreams | None = None,
     ) -> None:
         self.store = open_store(backend.url)
         self.port = free_port()
         app = create_app(
-            lambda: open_store(backend.url), token=token, providers=providers, ingest_token=ingest_token
+            lambda: open_store(backend.url),
+            token=token,
+            providers=providers,
+            ingest_token=ingest_token,
+            upstreams=upstreams,
         )
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)

@@ -70,7 +70,8 @@ def _exchange(provider: str, request: httpx2.Request, sink: Sink) -> Exchange | 
     )
 
 
-def _respond(ex: Exchange, response: httpx2.Response) -> None:
+def note_response(ex: Exchange, response: httpx2.Response) -> None:
+    """The status and the response headers a record keeps (none that could carry a secret)."""
     ex.status = response.status_code
     headers = response.headers
     ex.response_headers = {
@@ -148,7 +149,7 @@ class RecordingTransport(httpx2.BaseTransport):
         except BaseException as exc:
             ex.finish(failure=exc)
             raise
-        _respond(ex, response)
+        note_response(ex, response)
         response.stream = _TeeStream(response.stream, ex)  # type: ignore[arg-type]
         return response
 
@@ -178,7 +179,7 @@ class AsyncRecordingTransport(httpx2.AsyncBaseTransport):
         except BaseException as exc:
             ex.finish(failure=exc)
             raise
-        _respond(ex, response)
+        note_response(ex, response)
         response.stream = _AsyncTeeStream(response.stream, ex)  # type: ignore[arg-type]
         return response
 

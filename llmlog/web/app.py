@@ -31,8 +31,13 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from llmlog.capture import proxy
+from llmlog.capture.proxy import PATHS as PROXY_PATHS
+from llmlog.capture.proxy import Upstreams
+from llmlog.config import Settings
 from llmlog.replay import Providers
 from llmlog.store import Store
+from llmlog.writer import Writer
 
 HERE = Path(__file__).parent
 
@@ -45,7 +50,7 @@ class TokenMiddleware(BaseHTTPMiddleware):
         self.token = token
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        if request.url.path.startswith("/v1/"):  # the collector's routes check their own token
+        if request.url.path.startswith(("/v1/", *PROXY_PATHS)):  # the collector's: tokens of their own
             return await call_next(request)
         given = (
             request.query_params.get("token")
@@ -119,10 +124,12 @@ def create_app(
     token: str | None = None,
     providers: Providers | None = None,
     ingest_token: str | None = None,
+    upstreams: Upstreams | None = None,
 ) -> Starlette:
     """The app over one store. `open_store` is called once, here. `providers` says where
     replays go (by default, wherever the SDKs' environment variables point). `token` guards
-    the UI and its API; `ingest_token` the collector's routes (`/v1/`), and nothing else."""
+    the UI and its API; `ingest_token` the collector's routes (`/v1/` and the provider proxy),
+    and nothing else. `upstreams`: where the proxy forwards (by default the providers)."""
     from llmlog.web import calls, dashboard, ingest, people, replay, sql
 
     web = Web(open_store(), threading.Lock(), _environment(), providers or Providers())
@@ -130,6 +137,10 @@ def create_app(
     for module in (calls, people, replay, dashboard, sql):
         routes.extend(module.routes(web))
     routes.extend(ingest.routes(web, ingest_token))
+    # The proxy's calls go through a writer of their own into this store, as an SDK's would:
+    # parsed, priced and stored off the request's path. Never to a collector: this is one.
+    writer = Writer(Settings(db=web.store.url, url=None))
+    routes.extend(proxy.routes(writer.submit, upstreams, ingest_token))
     routes.append(Mount("/static", StaticFiles(directory=HERE / "static"), name="static"))
     middleware = [Middleware(ServerTiming)]
     if token:
@@ -138,6 +149,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        writer.close()
         web.store.close()
 
     return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
