@@ -719,3 +719,88 @@ def serve(ctx: Ctx, host: str, port: int, fake_provider: bool) -> None:
     finally:
         if fake is not None:
             fake.stop()
+
+
+@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.option(
+    "--server", metavar="URL", help="Go through this running `llmlog serve` instead of a proxy of our own."
+)
+@click.option("--session", help="Session id for every call the program makes.")
+@click.option("--feature", help="Feature name for every call.")
+@click.option("--user", help="User id for every call.")
+@click.option("--prompt-version", help="Prompt template version for every call.")
+@click.option("--tag", "tags", multiple=True, help="A tag for every call (repeatable).")
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@pass_ctx
+def wrap(
+    ctx: Ctx,
+    server: str | None,
+    session: str | None,
+    feature: str | None,
+    user: str | None,
+    prompt_version: str | None,
+    tags: tuple[str, ...],
+    command: tuple[str, ...],
+) -> None:
+    """Run COMMAND with its LLM calls recorded: any program, any language, no code change.
+
+    The program gets ANTHROPIC_BASE_URL and OPENAI_BASE_URL pointed at a proxy on a free
+    loopback port, for as long as it runs (or at --server), which forwards to where those
+    variables pointed before (or to the providers) and records every call into the store
+    (or, with LLMLOG_URL, ships it to a collector). Its output, input and exit code are its
+    own.
+
+    \b
+    Examples:
+      llmlog wrap -- python summarize.py notes.txt
+      llmlog wrap --feature nightly-report --tag cron -- ./report.sh
+      llmlog wrap --server http://127.0.0.1:8765 --session s42 -- llm "hello"
+    """
+    import os
+    import subprocess
+
+    from llmlog.capture.proxy import (
+        LocalProxy,
+        child_base_urls,
+        context_from,
+        encode_context,
+        upstreams_from_environment,
+    )
+    from llmlog.writer import Writer
+
+    headers = {
+        "llmlog-session-id": session,
+        "llmlog-feature": feature,
+        "llmlog-user-id": user,
+        "llmlog-prompt-version": prompt_version,
+        "llmlog-tags": ",".join(tags) or None,
+    }
+    headers = {k: v for k, v in headers.items() if v}
+    upstreams = upstreams_from_environment()
+    env = dict(os.environ)
+
+    def run() -> int:
+        try:
+            return subprocess.call(list(command), env=env)
+        except FileNotFoundError:
+            raise click.ClickException(f"{command[0]}: command not found") from None
+        except KeyboardInterrupt:  # the program had the signal too, and has ended
+            return 130
+
+    if server:
+        base = server.rstrip("/") + (f"/c/{encode_context(headers)}" if headers else "")
+        env.update(child_base_urls(base, upstreams))
+        code = run()
+    else:
+        writer = Writer(ctx.settings)
+        try:
+            with LocalProxy(writer.submit, upstreams, context_from(headers)) as proxy:
+                env.update(child_base_urls(proxy.url, upstreams))
+                code = run()
+        finally:
+            writer.close()
+        lost = writer.stats()
+        if lost.dropped or lost.failed:
+            err_console.print(f"llmlog: {lost.dropped} call(s) dropped, {lost.failed} could not be recorded")
+    # A program ended by a signal exits as a shell would report it.
+    sys.exit(code if code >= 0 else 128 - code)
