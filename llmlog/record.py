@@ -218,3 +218,40 @@ def _coerce(name: str, value: Any) -> Any:
     if not isinstance(value, str):
         raise RecordError(f"{name}: expected a string, got {type(value).__name__}")
     return value
+
+
+@dataclass(slots=True)
+class Span:
+    """One span of a trace received over OTLP, a model call or not: the tree a call sits in
+    (retrieve → llm → tool → llm) is made of these. `call_id` names the call a model-call
+    span became."""
+
+    trace_id: str  # hex, as OpenTelemetry prints it
+    span_id: str
+    parent_id: str | None
+    name: str
+    kind: str  # "internal", "client", "server", …
+    start: datetime
+    end: datetime | None
+    status: str = "unset"  # "unset", "ok" or "error"
+    status_message: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    service: str | None = None
+    call_id: str | None = None
+
+    @property
+    def duration_ms(self) -> float | None:
+        return None if self.end is None else (self.end - self.start).total_seconds() * 1000
+
+
+@dataclass(slots=True)
+class SpanEvent:
+    """A log event (OTLP) that carries the content of a span's call: a GenAI event such as
+    `gen_ai.user.message` or `gen_ai.choice`, joined to its span by id."""
+
+    trace_id: str | None
+    span_id: str | None
+    name: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+    body: Any = None

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from llmlog.record import Call, format_timestamp, parse_timestamp
+from llmlog.record import Call, Span, SpanEvent, format_timestamp, parse_timestamp
 
 
 class ReadOnlyError(Exception):
@@ -252,6 +252,29 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def update_costs(self, costs: Iterable[tuple[str, float | None, str | None]]) -> int: ...
+
+    @abc.abstractmethod
+    def update_content(self, call: Call) -> None:
+        """Rewrite a stored call's content (system prompt, messages, tools, params, response,
+        tool calls, stop reason) from `call`, which has its id; the figures stay as stored.
+        For content that arrives after its call (OTLP log events)."""
+
+    @abc.abstractmethod
+    def insert_spans(self, spans: Sequence[Span]) -> None:
+        """Keep spans (OTLP); one already kept keeps its first form, and gains the call id
+        it lacked."""
+
+    @abc.abstractmethod
+    def trace(self, trace_id: str) -> list[Span]:
+        """The spans of one trace, earliest first."""
+
+    @abc.abstractmethod
+    def insert_span_events(self, events: Sequence[SpanEvent]) -> None:
+        """Keep log events that carry a span's content; the same event twice is kept once."""
+
+    @abc.abstractmethod
+    def span_events(self, trace_id: str, span_ids: Sequence[str]) -> list[SpanEvent]:
+        """The kept events of these spans, in the order they came."""
 
     @abc.abstractmethod
     def query(

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -28,9 +29,9 @@ import psycopg
 from psycopg import sql as pgsql
 from psycopg.types.string import TextLoader
 
-from llmlog.record import COLUMNS, Call, format_timestamp, json_text
+from llmlog.record import COLUMNS, Call, Span, SpanEvent, format_timestamp, json_text
 from llmlog.store.base import CallFilter, QueryResult, ReadOnlyError, Store, like_pattern, utc_days
-from llmlog.store.content import ContentBatch, ContentIds
+from llmlog.store.content import ContentBatch, ContentIds, digest
 
 CONNECT_TIMEOUT_S = 10
 # Creating a partition briefly locks the parent table; waiting longer than this for a long
@@ -323,7 +324,37 @@ def m003_people_daily(cur: psycopg.Cursor[Any]) -> None:
     cur.execute(f"INSERT INTO people_daily {rollup.format('call_data')}")
 
 
-MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [m001_initial, m002_daily, m003_people_daily]
+def m004_spans(cur: psycopg.Cursor[Any]) -> None:
+    """`spans` and `span_events`, as in SQLite's migration 6."""
+    cur.execute(
+        """
+        CREATE TABLE spans (
+            trace_id text NOT NULL, span_id text NOT NULL, parent_id text,
+            name text NOT NULL, kind text, start_time timestamptz NOT NULL, end_time timestamptz,
+            status text, status_message text, attributes jsonb, events jsonb, service text,
+            call_id text,  -- the call this span became, if it was a model call
+            PRIMARY KEY (trace_id, span_id)
+        )
+        """
+    )
+    cur.execute(
+        """
+        CREATE TABLE span_events (
+            key bytea PRIMARY KEY,  -- a hash of the event: the same event sent twice is kept once
+            trace_id text NOT NULL, span_id text NOT NULL, name text NOT NULL,
+            attributes jsonb, body jsonb, received bigint NOT NULL
+        )
+        """
+    )
+    cur.execute("CREATE INDEX span_events_span ON span_events (trace_id, span_id, received)")
+
+
+MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
+    m001_initial,
+    m002_daily,
+    m003_people_daily,
+    m004_spans,
+]
 
 
 def _lock(cur: psycopg.Cursor[Any]) -> None:
@@ -608,6 +639,83 @@ class PostgresStore(Store):
                 )
                 n += cur.rowcount
         return n
+
+    def update_content(self, call: Call) -> None:
+        c = _storable_call(call)
+        batch = self._content.batch()
+        system = batch.key(c.system_prompt) if c.system_prompt is not None else None
+        messages = batch.keys(c.messages) if c.messages is not None else None
+        tools = batch.key(c.tools) if c.tools is not None else None
+        params = batch.key(c.params) if c.params is not None else None
+        conn = self.conn
+        with conn.transaction(), conn.cursor() as cur:
+            self._resolve(cur, batch)
+            cur.execute(
+                "UPDATE call_data SET system_id = %s, message_ids = %s::bigint[], tools_id = %s,"
+                " params_id = %s, response = %s::jsonb, tool_calls = %s::jsonb, stop_reason = %s"
+                " WHERE id = %s",
+                (
+                    batch.id(system) if system is not None else None,
+                    _int_array(batch.ids(messages)) if messages is not None else None,
+                    batch.id(tools) if tools is not None else None,
+                    batch.id(params) if params is not None else None,
+                    json_text(c.response) if c.response is not None else None,
+                    json_text(c.tool_calls) if c.tool_calls is not None else None,
+                    c.stop_reason,
+                    c.id,
+                ),
+            )
+        batch.commit()
+
+    def insert_spans(self, spans: Sequence[Span]) -> None:
+        rows = [
+            (s.trace_id, s.span_id, s.parent_id, s.name, s.kind, s.start, s.end, s.status, s.status_message,
+             json_text(_storable(s.attributes)), json_text(_storable(s.events)), s.service, s.call_id)
+            for s in spans
+        ]  # fmt: skip
+        conn = self.conn
+        with conn.transaction(), conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO spans VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s)"
+                " ON CONFLICT (trace_id, span_id)"
+                " DO UPDATE SET call_id = coalesce(spans.call_id, excluded.call_id)",
+                rows,
+            )
+
+    def trace(self, trace_id: str) -> list[Span]:
+        rows = self.conn.execute(
+            "SELECT trace_id, span_id, parent_id, name, kind, start_time, end_time, status, status_message,"
+            " attributes, events, service, call_id FROM spans WHERE trace_id = %s"
+            " ORDER BY start_time, span_id",
+            (trace_id,),
+        )
+        return [
+            Span(t, s, p, n, k, st.astimezone(UTC), en.astimezone(UTC) if en else None, status, message,
+                 attrs or {}, evs or [], service, call)
+            for t, s, p, n, k, st, en, status, message, attrs, evs, service, call in rows
+        ]  # fmt: skip
+
+    def insert_span_events(self, events: Sequence[SpanEvent]) -> None:
+        rows = []
+        for e in events:
+            attributes, body = json_text(_storable(e.attributes)), json_text(_storable(e.body))
+            key = digest(f"{e.trace_id}\n{e.span_id}\n{e.name}\n{attributes}\n{body}")
+            rows.append((key, e.trace_id, e.span_id, e.name, attributes, body, time.time_ns()))
+        conn = self.conn
+        with conn.transaction(), conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO span_events VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s)"
+                " ON CONFLICT (key) DO NOTHING",
+                rows,
+            )
+
+    def span_events(self, trace_id: str, span_ids: Sequence[str]) -> list[SpanEvent]:
+        rows = self.conn.execute(
+            "SELECT trace_id, span_id, name, attributes, body FROM span_events"
+            " WHERE trace_id = %s AND span_id = ANY(%s) ORDER BY received, key",
+            (trace_id, list(span_ids)),
+        )
+        return [SpanEvent(t, s, n, a or {}, b) for t, s, n, a, b in rows]
 
     # -------------------------------------------------------------- reading
 

@@ -18,9 +18,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from llmlog.record import COLUMNS, JSON_COLUMNS, Call, format_timestamp, json_text, parse_timestamp
+from llmlog.record import (
+    COLUMNS,
+    JSON_COLUMNS,
+    Call,
+    Span,
+    SpanEvent,
+    format_timestamp,
+    json_text,
+    parse_timestamp,
+)
 from llmlog.store.base import CallFilter, QueryResult, ReadOnlyError, Store, like_pattern, utc_days
-from llmlog.store.content import ContentBatch, ContentIds, Key
+from llmlog.store.content import ContentBatch, ContentIds, Key, digest
 
 BUSY_TIMEOUT_MS = 60_000
 
@@ -281,12 +290,37 @@ def m005_people_daily(db: sqlite3.Connection) -> None:
     )
 
 
+def m006_spans(db: sqlite3.Connection) -> None:
+    """`spans`: every span received over OTLP, a model call or not, so a call's trace can be
+    shown as a tree; `span_events`: log events carrying a span's content, kept until (and
+    after) their span arrives, whichever comes first."""
+    _run(
+        db,
+        """
+        CREATE TABLE spans (
+            trace_id TEXT NOT NULL, span_id TEXT NOT NULL, parent_id TEXT,
+            name TEXT NOT NULL, kind TEXT, start_time TEXT NOT NULL, end_time TEXT,
+            status TEXT, status_message TEXT, attributes TEXT, events TEXT, service TEXT,
+            call_id TEXT,  -- the call this span became, if it was a model call
+            PRIMARY KEY (trace_id, span_id)
+        );
+        CREATE TABLE span_events (
+            key BLOB PRIMARY KEY,  -- a hash of the event: the same event sent twice is kept once
+            trace_id TEXT NOT NULL, span_id TEXT NOT NULL, name TEXT NOT NULL,
+            attributes TEXT, body TEXT, received INTEGER NOT NULL
+        );
+        CREATE INDEX span_events_span ON span_events(trace_id, span_id, received)
+        """,
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_initial,
     m002_rate_card_and_filters,
     m003_daily,
     m004_response_echo,
     m005_people_daily,
+    m006_spans,
 ]
 
 
@@ -564,6 +598,88 @@ class SQLiteStore(Store):
             self.db.execute("ROLLBACK")
             raise
         return n
+
+    def update_content(self, call: Call) -> None:
+        batch = self._content.batch(by_identity=False)
+        keys = self._keys(call, batch, safe=True)
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self._resolve(batch)
+            row = self._row(call, keys, batch, safe=True)
+            # The content columns of the row, as `_row` lays them out.
+            values = [*row[8:15], *row[28:30], call.id]
+            self.db.execute(
+                "UPDATE call_data SET system_id = ?, message_ids = ?, tools_id = ?, params_id = ?,"
+                " response = ?, tool_calls = ?, stop_reason = ?, response_instructions_id = ?,"
+                " response_tools_id = ? WHERE id = ?",
+                values,
+            )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        batch.commit()
+
+    def insert_spans(self, spans: Sequence[Span]) -> None:
+        rows = [
+            (s.trace_id, s.span_id, s.parent_id, s.name, s.kind, format_timestamp(s.start),
+             format_timestamp(s.end) if s.end else None, s.status, s.status_message,
+             _json_safe(s.attributes), _json_safe(s.events), s.service, s.call_id)
+            for s in spans
+        ]  # fmt: skip
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany(
+                "INSERT INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (trace_id, span_id) DO UPDATE SET call_id = ifnull(call_id, excluded.call_id)",
+                rows,
+            )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def trace(self, trace_id: str) -> list[Span]:
+        cur = self.db.execute(
+            "SELECT trace_id, span_id, parent_id, name, kind, start_time, end_time, status, status_message,"
+            " attributes, events, service, call_id FROM spans WHERE trace_id = ?"
+            " ORDER BY start_time, span_id",
+            (trace_id,),
+        )
+        return [
+            Span(t, s, p, n, k, parse_timestamp(st), parse_timestamp(en) if en else None, status, message,
+                 json.loads(attrs or "{}"), json.loads(evs or "[]"), service, call)
+            for t, s, p, n, k, st, en, status, message, attrs, evs, service, call in cur
+        ]  # fmt: skip
+
+    def insert_span_events(self, events: Sequence[SpanEvent]) -> None:
+        rows = []
+        for e in events:
+            attributes, body = _json_safe(e.attributes), _json_safe(e.body)
+            key = digest(f"{e.trace_id}\n{e.span_id}\n{e.name}\n{attributes}\n{body}")
+            rows.append((key, e.trace_id, e.span_id, e.name, attributes, body, time.time_ns()))
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            self.db.executemany(
+                "INSERT INTO span_events VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING", rows
+            )
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def span_events(self, trace_id: str, span_ids: Sequence[str]) -> list[SpanEvent]:
+        if not span_ids:
+            return []
+        marks = ",".join("?" * len(span_ids))
+        cur = self.db.execute(
+            "SELECT trace_id, span_id, name, attributes, body FROM span_events"
+            f" WHERE trace_id = ? AND span_id IN ({marks}) ORDER BY received, rowid",
+            (trace_id, *span_ids),
+        )
+        return [
+            SpanEvent(t, s, n, json.loads(a or "{}"), json.loads(b) if b else None) for t, s, n, a, b in cur
+        ]
 
     # -------------------------------------------------------------- reading
 

@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Route
 from llmlog.config import Settings
 from llmlog.conversation import conversation, gist, last_user_turn, response_turns
 from llmlog.pricing import Pricer
-from llmlog.record import Call
+from llmlog.record import Call, Span
 from llmlog.store import CallFilter, Store, parse_when
 from llmlog.store.base import Facet
 from llmlog.web.app import Web
@@ -158,6 +158,42 @@ def tool_trace(call: Call, later: list[Call]) -> list[ToolStep]:
     return steps
 
 
+@dataclass
+class SpanRow:
+    span: Span
+    depth: int
+    offset_ms: float  # from the trace's start
+    left: float  # where its bar starts and how wide it is, in % of the trace's length
+    width: float
+
+
+def span_tree(spans: list[Span]) -> list[SpanRow]:
+    """A trace's spans in tree order (each under its parent, by start), placed in time."""
+    if not spans:
+        return []
+    ids = {s.span_id for s in spans}
+    children: dict[str | None, list[Span]] = {}
+    for s in spans:
+        # A span whose parent never arrived shows at the top, not nowhere.
+        children.setdefault(s.parent_id if s.parent_id in ids else None, []).append(s)
+    start = min(s.start for s in spans)
+    end = max((s.end or s.start) for s in spans)
+    total = max((end - start).total_seconds() * 1000, 0.001)
+    rows: list[SpanRow] = []
+
+    def walk(parent: str | None, depth: int) -> None:
+        for s in sorted(children.get(parent, []), key=lambda s: s.start):
+            offset = (s.start - start).total_seconds() * 1000
+            rows.append(
+                SpanRow(s, depth, offset, 100 * offset / total, max(100 * (s.duration_ms or 0) / total, 0.3))
+            )
+            if len(rows) < 2000:
+                walk(s.span_id, depth + 1)
+
+    walk(None, 0)
+    return rows
+
+
 def routes(web: Web) -> list[BaseRoute]:
     def listing(request: Request) -> tuple[list[Call], dict[str, list[tuple[Any, int]] | None]]:
         f = call_filter(request.query_params)
@@ -192,6 +228,7 @@ def routes(web: Web) -> list[BaseRoute]:
             if call is None:
                 return web.error("no such call", 404)
             before, after = neighbours(store, call)
+            spans = span_tree(store.trace(call.trace_id)) if call.trace_id else []
         return web.render(
             "call.html",
             call=call,
@@ -202,6 +239,7 @@ def routes(web: Web) -> list[BaseRoute]:
             previous=before,
             next=after[0] if after else None,
             trace=tool_trace(call, after),
+            spans=spans,
         )
 
     def pull_sample(request: Request) -> tuple[list[Call], str, int]:

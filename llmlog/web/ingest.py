@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from llmlog.capture import otlp as otlp_in
 from llmlog.config import Settings
 from llmlog.jsonl import BadRecord, parse_batch
 from llmlog.pricing import Pricer
@@ -75,6 +76,14 @@ def authorized(request: Request, token: str | None) -> bool:
     return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
 
 
+def unauthorized() -> Response:
+    return JSONResponse(
+        {"error": "a bearer token is required (LLMLOG_INGEST_TOKEN)"},
+        status_code=401,
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+
+
 def routes(web: Web, token: str | None = None, settings: Settings | None = None) -> list[BaseRoute]:
     settings = settings or Settings()
     pricer = Pricer(settings.prices)  # LLMLOG_PRICES, as in the SDK's writer
@@ -98,11 +107,7 @@ def routes(web: Web, token: str | None = None, settings: Settings | None = None)
 
     async def post_calls(request: Request) -> Response:
         if not authorized(request, token):
-            return JSONResponse(
-                {"error": "a bearer token is required (LLMLOG_INGEST_TOKEN)"},
-                status_code=401,
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+            return unauthorized()
         try:
             body = await read_body(request, MAX_BODY)
         except TooLarge:
@@ -146,11 +151,53 @@ def routes(web: Web, token: str | None = None, settings: Settings | None = None)
             status_code=status,
         )
 
+    def price(call: Call) -> Call:
+        return prepare(call, settings, pricer)
+
+    async def otlp(request: Request, kind: str) -> Response:
+        """OTLP/HTTP: protobuf or JSON (by Content-Type), gzip or not; answered in kind."""
+        if not authorized(request, token):
+            return unauthorized()
+        content_type = request.headers.get("content-type", "application/x-protobuf").lower()
+        try:
+            body = await read_body(request, MAX_BODY)
+            if kind == "traces":
+                spans, rejected = otlp_in.decode_spans(body, content_type)
+            else:
+                events, rejected = otlp_in.decode_logs(body, content_type)
+        except TooLarge:
+            return JSONResponse({"error": f"body over {MAX_BODY:,} bytes"}, status_code=413)
+        except ValueError as exc:  # OTLPError, or gzip that is not
+            return JSONResponse({"error": str(exc)}, status_code=400)
+
+        def store() -> None:
+            with web.lock:
+                if kind == "traces":
+                    otlp_in.ingest_spans(web.store, spans, price)
+                else:
+                    otlp_in.ingest_events(web.store, events)
+
+        try:
+            await run_in_threadpool(store)
+        except Exception as exc:
+            log.warning("llmlog: store unavailable for OTLP %s: %r", kind, exc)
+            # 503 is one of the answers OTLP exporters retry.
+            return JSONResponse({"error": "the store is unavailable: send again"}, status_code=503)
+        return otlp_in.answer(kind, content_type, rejected)
+
+    async def traces(request: Request) -> Response:
+        return await otlp(request, "traces")
+
+    async def logs(request: Request) -> Response:
+        return await otlp(request, "logs")
+
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_description())
 
     return [
         Route("/v1/calls", post_calls, methods=["POST"]),
+        Route("/v1/traces", traces, methods=["POST"]),
+        Route("/v1/logs", logs, methods=["POST"]),
         Route("/v1/openapi.json", openapi, methods=["GET"]),
     ]
 
@@ -206,6 +253,30 @@ def openapi_description() -> dict[str, Any]:
         },
         "security": [{"ingestToken": []}],
         "paths": {
+            **{
+                f"/v1/{kind}": {
+                    "post": {
+                        "summary": f"OTLP/HTTP {kind} (protobuf or JSON, gzip or not)",
+                        "requestBody": {
+                            "required": True,
+                            "content": {
+                                "application/x-protobuf": {"schema": {"type": "string", "format": "binary"}},
+                                "application/json": {"schema": {"type": "object"}},
+                            },
+                        },
+                        "responses": {
+                            "200": {
+                                "description": f"Export{kind.title()}ServiceResponse, partial success if any"
+                            },
+                            "400": answer("Not OTLP", "Error"),
+                            "401": answer("Missing or wrong token", "Error"),
+                            "413": answer("Body too large", "Error"),
+                            "503": answer("Store unavailable: send again", "Error"),
+                        },
+                    }
+                }
+                for kind in ("traces", "logs")
+            },
             "/v1/calls": {
                 "post": {
                     "summary": "Store calls: one record, an array of records, or NDJSON",
@@ -236,6 +307,6 @@ def openapi_description() -> dict[str, Any]:
                         ),
                     },
                 }
-            }
+            },
         },
     }

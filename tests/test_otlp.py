@@ -1,0 +1,269 @@
+"""The OTLP receiver of `llmlog serve`: the real OpenTelemetry SDK and exporter, a published
+instrumentation driving the real Anthropic SDK against the fake provider, hand-written OTLP
+JSON, and malformed input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+
+import httpx2 as httpx
+import pytest
+
+from llmlog.fake_provider import FakeProvider
+from llmlog.record import Call
+from llmlog.store import CallFilter
+from tests.backends import Backend
+from tests.webui import HOSTILE, Running, assert_inert
+
+TOKEN = "otel-token"
+
+# A real program: OpenInference's Anthropic instrumentation (and the SDK's own GenAI spans)
+# around two model calls in an agent-like trace, exported with the OTLP/HTTP protobuf
+# exporter; and GenAI log events carrying the content of a hand-made semconv span.
+PROGRAM = textwrap.dedent(
+    """\
+    import os, time
+    from opentelemetry import trace, _logs
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import SimpleLogRecordProcessor
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.exporter.otlp.proto.http._log_exporter import OTLPLogExporter
+    from openinference.instrumentation.anthropic import AnthropicInstrumentor
+    import anthropic
+
+    base, headers = os.environ["COLLECTOR"], {"Authorization": "Bearer " + os.environ["TOKEN"]}
+    resource = Resource.create({"service.name": "agent-svc"})
+    tp = TracerProvider(resource=resource)
+    spans_out = OTLPSpanExporter(endpoint=base + "/v1/traces", headers=headers)
+    tp.add_span_processor(SimpleSpanProcessor(spans_out))
+    trace.set_tracer_provider(tp)
+    lp = LoggerProvider(resource=resource)
+    logs_out = OTLPLogExporter(endpoint=base + "/v1/logs", headers=headers)
+    lp.add_log_record_processor(SimpleLogRecordProcessor(logs_out))
+    AnthropicInstrumentor().instrument(tracer_provider=tp)
+    tracer = trace.get_tracer("agent")
+    client = anthropic.Anthropic(api_key="sk-test", base_url=os.environ["FAKE"], max_retries=0)
+
+    with tracer.start_as_current_span("agent run") as root:
+        with tracer.start_as_current_span("retrieve"):
+            time.sleep(0.01)
+        client.messages.create(model="claude-sonnet-4-6", max_tokens=60, system="You plan.",
+                               messages=[{"role": "user", "content": "plan the refund"}])
+        with tracer.start_as_current_span("tool lookup_order"):
+            time.sleep(0.01)
+        client.messages.create(model="claude-sonnet-4-6", max_tokens=60, system="You answer.",
+                               messages=[{"role": "user", "content": "answer the refund"}])
+        print(format(root.get_span_context().trace_id, "032x"))
+
+    # GenAI semantic conventions by hand, content in log events (sent before the span ends).
+    logger = lp.get_logger("genai")
+    with tracer.start_as_current_span("chat gpt-4.1") as span:
+        span.set_attributes({"gen_ai.operation.name": "chat", "gen_ai.provider.name": "openai",
+                             "gen_ai.request.model": "gpt-4.1", "gen_ai.usage.input_tokens": 120,
+                             "gen_ai.usage.output_tokens": 30, "gen_ai.conversation.id": "conv-7",
+                             "gen_ai.response.finish_reasons": ["stop"]})
+        ctx = span.get_span_context()
+        for name, body in (("gen_ai.system.message", {"content": "Be terse."}),
+                           ("gen_ai.user.message", {"content": "status of order 9?"}),
+                           ("gen_ai.choice", {"index": 0, "finish_reason": "stop",
+                                              "message": {"role": "assistant", "content": "Shipped."}})):
+            logger.emit(body=body, attributes={"event.name": name}, event_name=name)  # in the span's context
+        print(format(ctx.trace_id, "032x"))
+    tp.shutdown()
+    lp.shutdown()
+    """
+)
+
+
+@pytest.fixture
+def collector(backend: Backend) -> Iterator[Running]:
+    with Running(backend, ingest_token=TOKEN) as running:
+        yield running
+
+
+def run_program(collector: Running, fake: FakeProvider) -> list[str]:
+    env = {**os.environ, "COLLECTOR": collector.base, "TOKEN": TOKEN, "FAKE": fake.anthropic_base_url}
+    r = subprocess.run([sys.executable, "-c", PROGRAM], env=env, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout.split()
+
+
+def calls_of(collector: Running, trace_id: str) -> list[Call]:
+    return [c for c in collector.store.iter_calls(CallFilter()) if c.trace_id == trace_id]
+
+
+def test_an_instrumented_program_becomes_calls_and_a_trace_tree(
+    collector: Running, fake: FakeProvider
+) -> None:
+    agent_trace, chat_trace = run_program(collector, fake)
+    calls = sorted(calls_of(collector, agent_trace), key=lambda c: c.timestamp)
+    # Two model calls, each seen by OpenInference and by the SDK's own span: recorded once.
+    assert len(calls) == 2, [c.metadata for c in calls]
+    first, second = calls
+    assert (first.provider, first.model) == ("anthropic", "claude-sonnet-4-6")
+    assert first.system_prompt == "You plan." and second.system_prompt == "You answer."
+    assert first.messages == [{"role": "user", "content": [{"type": "text", "text": "plan the refund"}]}]
+    assert first.response and first.response["content"][0]["text"]
+    assert first.input_tokens and first.output_tokens and first.cost_usd and first.cost_usd > 0
+    assert (
+        first.latency_ms is not None and first.metadata and first.metadata["otel"]["service"] == "agent-svc"
+    )
+    # The whole tree is kept, model calls marked, with timings.
+    spans = collector.store.trace(agent_trace)
+    names = [s.name for s in spans]
+    assert names[0] == "agent run" and "retrieve" in names and "tool lookup_order" in names
+    root = spans[0]
+    assert root.parent_id is None and all(s.parent_id for s in spans[1:])
+    assert {s.call_id for s in spans if s.call_id} == {first.id, second.id}
+    assert all(s.duration_ms is not None and s.duration_ms >= 0 for s in spans)
+    # The call's page shows the tree, this call marked, the other one linked.
+    page = collector.get(f"/calls/{first.id}").text
+    assert f"Trace ({len(spans)} spans)" in page and "tool lookup_order" in page
+    assert "(this call)" in page and f'href="/calls/{second.id}"' in page
+    # GenAI semconv span, its content carried by log events.
+    (chat,) = calls_of(collector, chat_trace)
+    assert (chat.provider, chat.model, chat.session_id) == ("openai", "gpt-4.1", "conv-7")
+    assert (chat.input_tokens, chat.output_tokens, chat.stop_reason) == (120, 30, "stop")
+    assert chat.system_prompt == "Be terse."
+    assert chat.messages == [{"role": "user", "content": "status of order 9?"}]
+    assert chat.response == {"role": "assistant", "content": [{"type": "text", "text": "Shipped."}]}
+
+
+def _otlp_json(spans: list[dict[str, object]]) -> dict[str, object]:
+    return {
+        "resourceSpans": [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "json-svc"}}]},
+                "scopeSpans": [{"scope": {"name": "t"}, "spans": spans}],
+            }
+        ]
+    }
+
+
+def _attrs(**values: object) -> list[dict[str, object]]:
+    out = []
+    for key, v in values.items():
+        key = key.replace("__", ".")
+        if isinstance(v, bool):
+            value: dict[str, object] = {"boolValue": v}
+        elif isinstance(v, int):
+            value = {"intValue": str(v)}
+        elif isinstance(v, list):
+            value = {"arrayValue": {"values": [{"stringValue": x} for x in v]}}
+        else:
+            value = {"stringValue": str(v)}
+        out.append({"key": key, "value": value})
+    return out
+
+
+NOW = time.time_ns()
+TRACE = "5b8efff798038103d269b633813fc60c"
+
+
+def post(c: Running, path: str, body: bytes, content_type: str, gz: bool = False) -> httpx.Response:
+    headers = {"Content-Type": content_type, "Authorization": f"Bearer {TOKEN}"}
+    if gz:
+        body, headers["Content-Encoding"] = gzip.compress(body), "gzip"
+    return httpx.post(c.base + path, content=body, headers=headers, timeout=30)
+
+
+def test_otlp_json_with_deprecated_names_and_openinference_context(collector: Running) -> None:
+    spans = [
+        {"traceId": TRACE, "spanId": "eee19b7ec3c1b174", "name": "old-style", "kind": 3,
+         "startTimeUnixNano": str(NOW), "endTimeUnixNano": str(NOW + 250_000_000),
+         "attributes": _attrs(gen_ai__system="openai", gen_ai__request__model="gpt-4.1",
+                              gen_ai__usage__prompt_tokens=11, gen_ai__usage__completion_tokens=7,
+                              **{"gen_ai.prompt.0.role": "user", "gen_ai.prompt.0.content": "hello old",
+                                 "gen_ai.completion.0.role": "assistant",
+                                 "gen_ai.completion.0.content": "hi"}),
+         "status": {"code": 2, "message": "boom"}},
+        {"traceId": TRACE, "spanId": "aaa19b7ec3c1b174", "name": "oi", "kind": 1,
+         "startTimeUnixNano": str(NOW), "endTimeUnixNano": str(NOW + 10),
+         "attributes": _attrs(openinference__span__kind="LLM", llm__model_name="claude-haiku-4-5",
+                              llm__provider="anthropic", session__id="s-oi", user__id="u-oi",
+                              metadata=json.dumps({"tier": "pro"}), tag__tags=["a", "b"],
+                              llm__prompt_template__version="review@v3",
+                              **{"llm.token_count.prompt": 5, "llm.token_count.completion": 2,
+                                 "llm.input_messages.0.message.role": "user",
+                                 "llm.input_messages.0.message.content": "review this"})},
+    ]  # fmt: skip
+    r = post(collector, "/v1/traces", json.dumps(_otlp_json(spans)).encode(), "application/json", gz=True)
+    assert r.status_code == 200 and r.json() == {}
+    old, oi = sorted(calls_of(collector, TRACE), key=lambda c: c.model or "", reverse=True)
+    assert (old.provider, old.input_tokens, old.output_tokens) == ("openai", 11, 7)
+    assert old.messages == [{"role": "user", "content": "hello old"}] and old.error == {
+        "type": "error",
+        "message": "boom",
+    }
+    assert abs((old.latency_ms or 0) - 250) < 1
+    assert (oi.session_id, oi.user_id, oi.tags, oi.prompt_template_version) == (
+        "s-oi",
+        "u-oi",
+        ["a", "b"],
+        "review@v3",
+    )
+    assert oi.metadata and oi.metadata["tier"] == "pro"
+    # A hostile span name is text on the call's page.
+    hostile = {"traceId": TRACE, "spanId": "ddd19b7ec3c1b174", "parentSpanId": "aaa19b7ec3c1b174",
+               "name": HOSTILE, "startTimeUnixNano": str(NOW + 5)}  # fmt: skip
+    post(collector, "/v1/traces", json.dumps(_otlp_json([hostile])).encode(), "application/json")
+    page = collector.get(f"/calls/{oi.id}").text
+    assert_inert(page)
+    assert "&lt;script&gt;alert" in page
+    # Sent again: stored once.
+    post(collector, "/v1/traces", json.dumps(_otlp_json(spans)).encode(), "application/json")
+    assert len(calls_of(collector, TRACE)) == 2
+
+
+def test_content_events_before_their_span(collector: Running) -> None:
+    span_id = "bbb19b7ec3c1b174"
+    logs = {"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        {"traceId": TRACE, "spanId": span_id, "eventName": "gen_ai.user.message",
+         "body": {"kvlistValue": {"values": [{"key": "content", "value": {"stringValue": "early words"}}]}}},
+    ]}]}]}  # fmt: skip
+    assert post(collector, "/v1/logs", json.dumps(logs).encode(), "application/json").status_code == 200
+    span = {"traceId": TRACE, "spanId": span_id, "name": "chat", "startTimeUnixNano": str(NOW),
+            "endTimeUnixNano": str(NOW + 1000), "attributes": _attrs(gen_ai__operation__name="chat",
+            gen_ai__provider__name="anthropic", gen_ai__request__model="claude-sonnet-4-6")}  # fmt: skip
+    assert (
+        post(collector, "/v1/traces", json.dumps(_otlp_json([span])).encode(), "application/json").status_code
+        == 200
+    )
+    (call,) = calls_of(collector, TRACE)
+    assert call.messages == [{"role": "user", "content": "early words"}]
+
+
+def test_malformed_otlp_is_refused_with_a_reason(collector: Running) -> None:
+    r = post(collector, "/v1/traces", b"\x0a\xff\xff\xff garbage", "application/x-protobuf")
+    assert r.status_code == 400 and "protobuf" in r.json()["error"]
+    assert post(collector, "/v1/traces", b"{nope", "application/json").status_code == 400
+    # One span without ids among good ones: rejected by position, the others kept.
+    good = {"traceId": TRACE, "spanId": "ccc19b7ec3c1b174", "name": "ok", "startTimeUnixNano": str(NOW)}
+    r = post(
+        collector,
+        "/v1/traces",
+        json.dumps(_otlp_json([{"name": "no ids"}, good])).encode(),
+        "application/json",
+    )
+    assert r.status_code == 200
+    assert (
+        r.json()["partialSuccess"]["rejectedSpans"] == "1"
+        and "#0" in r.json()["partialSuccess"]["errorMessage"]
+    )
+    assert [s.name for s in collector.store.trace(TRACE)] == ["ok"]
+    assert (
+        httpx.post(
+            collector.base + "/v1/traces", content=b"{}", headers={"Content-Type": "application/json"}
+        ).status_code
+        == 401
+    )
