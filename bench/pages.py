@@ -35,7 +35,8 @@ def _free_port() -> int:
 def pages(url: str) -> list[tuple[str, str]]:
     """(name, path) of every page, with values taken from the store."""
     with open_store(url) as store:
-        call = next(c for c in store.sample(CallFilter(), 50) if c.session_id and c.user_id)
+        # The newest call with a session and a user: the same pages every run.
+        call = next(c for c in store.recent(CallFilter(), 200, brief=True) if c.session_id and c.user_id)
     word = "refund"  # one of the workload's words (llmlog.workload.WORDS)
     by_model = "SELECT model, COUNT(*), SUM(cost_usd) FROM calls GROUP BY model"
     return [

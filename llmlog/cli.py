@@ -745,10 +745,10 @@ def wrap(
     """Run COMMAND with its LLM calls recorded: any program, any language, no code change.
 
     The program gets ANTHROPIC_BASE_URL and OPENAI_BASE_URL pointed at a proxy on a free
-    loopback port, for as long as it runs (or at --server), which forwards to where those
-    variables pointed before (or to the providers) and records every call into the store
-    (or, with LLMLOG_URL, ships it to a collector). Its output, input and exit code are its
-    own.
+    loopback port, for as long as it runs (or at --server, with LLMLOG_INGEST_TOKEN if that
+    server wants one), which forwards to where those variables pointed before (or to the
+    providers) and records every call into the store (or, with LLMLOG_URL, ships it to a
+    collector). Its output, input and exit code are its own.
 
     \b
     Examples:
@@ -788,6 +788,10 @@ def wrap(
             return 130
 
     if server:
+        # The server's proxy wants the ingest token, if it has one; the program cannot send
+        # it, so it rides in the path with the context.
+        if ctx.settings.token:
+            headers["llmlog-token"] = ctx.settings.token
         base = server.rstrip("/") + (f"/c/{encode_context(headers)}" if headers else "")
         env.update(child_base_urls(base, upstreams))
         code = run()

@@ -88,8 +88,11 @@ def test_through_a_running_server(fake: FakeProvider, tmp_path: Path) -> None:
     script = tmp_path / "calls.sh"
     script.write_text(CURL_SCRIPT)
     upstreams = Upstreams(anthropic=fake.url, openai=fake.url)
-    with Running(SQLiteBackend(tmp_path / "server.db"), upstreams=upstreams) as server:
+    with Running(SQLiteBackend(tmp_path / "server.db"), upstreams=upstreams, ingest_token="tok") as server:
         env = environment(fake, str(tmp_path / "unused.db"))
+        refused = wrap(["wrap", "--server", server.base, "--", "sh", str(script)], env)
+        assert refused.returncode == 3 and "llmlog-token header is required" in refused.stdout
+        env["LLMLOG_INGEST_TOKEN"] = "tok"
         r = wrap(
             ["wrap", "--server", server.base, "--session", "s-srv", "--user", "u1", "--", "sh", str(script)],
             env,

@@ -140,13 +140,16 @@ def routes(
     )
 
     async def forward(request: Request, provider: str) -> Response:
-        if token and not hmac.compare_digest(request.headers.get(TOKEN_HEADER, "").encode(), token.encode()):
-            return JSONResponse({"error": f"the {TOKEN_HEADER} header is required"}, status_code=401)
         try:
             extra = _decode_context(request.path_params["ctx"]) if "ctx" in request.path_params else {}
             ctx = context_from({**extra, **request.headers}, base_context)
         except BadContext as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
+        # The token comes as a header, or in the path's context segment from a caller that
+        # can set only a base URL (`llmlog wrap --server`).
+        given = request.headers.get(TOKEN_HEADER) or extra.get(TOKEN_HEADER) or ""
+        if token and not hmac.compare_digest(given.encode(), token.encode()):
+            return JSONResponse({"error": f"the {TOKEN_HEADER} header is required"}, status_code=401)
         upstream = upstreams.anthropic if provider == "anthropic" else upstreams.openai
         target = upstream.rstrip("/") + "/" + request.path_params["path"]
         if request.url.query:
