@@ -238,7 +238,8 @@ def calls(ctx: Ctx, limit: int, as_json: bool, **filters: Any) -> None:
       llmlog calls --feature support-bot --since 1h
       llmlog calls --errors --model claude-sonnet-4-5 --json
     """
-    _emit_calls(ctx.store.recent(_filter(ctx, **filters), limit), as_json)
+    # The table shows the summary columns only: it reads no conversation (JSON is whole).
+    _emit_calls(ctx.store.recent(_filter(ctx, **filters), limit, brief=not as_json), as_json)
 
 
 @cli.command()
@@ -258,7 +259,8 @@ def sample(ctx: Ctx, n: int, since: str, feature: str | None, model: str | None,
       llmlog sample
       llmlog sample -n 5 --since 24h --feature summarize
     """
-    _emit_calls(ctx.store.sample(_filter(ctx, since=since, feature=feature, model=model), n), as_json)
+    f = _filter(ctx, since=since, feature=feature, model=model)
+    _emit_calls(ctx.store.sample(f, n, brief=not as_json), as_json)
 
 
 _PART_LABEL = {"tool_call": ("→ tool call ", "cyan"), "tool_result": ("← tool result ", "magenta")}
