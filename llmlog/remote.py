@@ -55,7 +55,17 @@ class Spool:
         self.max_bytes = max_bytes
         self._seq = itertools.count()
         self._lock = threading.Lock()
+        self._sweep()
         self._bytes = self._measure()
+
+    def _sweep(self, age_s: float = 600.0) -> None:
+        """Remove half-written segments a crashed process left (a live writer renames its
+        own within milliseconds). Their calls were never counted as kept."""
+        cutoff = time.time() - age_s
+        for tmp in self.path.glob("*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                if tmp.stat().st_mtime < cutoff:
+                    tmp.unlink()
 
     def _measure(self) -> int:
         total = 0

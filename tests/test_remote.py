@@ -247,3 +247,14 @@ def test_spool_segments_sort_in_the_order_written_and_respect_the_bound(tmp_path
     assert spool.waiting() == 5  # a batch that does not fit is not kept in part
     spool.remove(spool.segments()[0])
     assert spool.waiting() == 4
+
+
+def test_half_written_segments_of_a_crash_are_swept(tmp_path: Path) -> None:
+    spool_dir = tmp_path / "s"
+    spool_dir.mkdir()
+    old, fresh = spool_dir / "1-1-00000001.tmp", spool_dir / "2-1-00000002.tmp"
+    old.write_bytes(b'{"half')
+    fresh.write_bytes(b'{"being written')
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    spool = Spool(spool_dir, 10_000)
+    assert not old.exists() and fresh.exists() and spool.waiting() == 0
