@@ -22,6 +22,7 @@ from llmlog.capture.wrap import instrument
 from llmlog.config import Settings
 from llmlog.context import context, current, propagate
 from llmlog.record import COLUMNS, Call
+from llmlog.redact import Redactor
 from llmlog.writer import Stats, Writer
 
 __all__ = [
@@ -55,6 +56,7 @@ def configure(**settings: Any) -> Settings:
     """
     global _settings, _writer
     new = Settings(**settings)
+    Redactor.from_settings(new)  # a bad redaction rule is an error here, not a lost call later
     with _lock:
         old, _writer, _settings = _writer, None, new
     if old is not None:

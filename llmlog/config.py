@@ -7,11 +7,15 @@ go to that collector instead, through a spool on disk (`LLMLOG_SPOOL`).
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import platformdirs
+
+# The fields redaction searches unless told otherwise (`llmlog.redact`).
+REDACT_FIELDS = ("system_prompt", "messages", "response", "tool_calls", "error")
 
 
 def default_db() -> str:
@@ -24,6 +28,24 @@ def default_spool() -> str:
 
 def _env(name: str) -> str | None:
     return os.environ.get(name) or None
+
+
+def _env_list(name: str, default: tuple[str, ...] = ()) -> list[str]:
+    value = os.environ.get(name)
+    return [v.strip() for v in value.split(",") if v.strip()] if value else list(default)
+
+
+def _env_patterns() -> dict[str, str]:
+    value = os.environ.get("LLMLOG_REDACT_PATTERNS")
+    if not value:
+        return {}
+    try:
+        patterns = json.loads(value)
+    except ValueError as exc:
+        raise ValueError(f"LLMLOG_REDACT_PATTERNS: not JSON ({exc})") from None
+    if not isinstance(patterns, dict):
+        raise ValueError('LLMLOG_REDACT_PATTERNS: a JSON object, {"NAME": "regex"}')
+    return patterns
 
 
 @dataclass
@@ -48,6 +70,11 @@ class Settings:
     token: str | None = field(default_factory=lambda: _env("LLMLOG_INGEST_TOKEN"))
     spool: str = field(default_factory=lambda: _env("LLMLOG_SPOOL") or default_spool())
     spool_max_bytes: int = 512 * 2**20
+    # Redaction before storage (`llmlog.redact`): built-in rules by name ("email", "phone",
+    # "card", "secret" or "all"), patterns of your own by placeholder name, and the fields.
+    redact: list[str] = field(default_factory=lambda: _env_list("LLMLOG_REDACT"))
+    redact_patterns: dict[str, str] = field(default_factory=_env_patterns)
+    redact_fields: list[str] = field(default_factory=lambda: _env_list("LLMLOG_REDACT_FIELDS", REDACT_FIELDS))
 
     def __post_init__(self) -> None:
         if self.on_full not in ("drop", "block"):

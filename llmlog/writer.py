@@ -28,6 +28,7 @@ from llmlog.capture.parse import Decoder, to_call
 from llmlog.config import Settings
 from llmlog.pricing import Pricer
 from llmlog.record import Call
+from llmlog.redact import Redactor
 from llmlog.remote import RemoteSink, SpoolFull
 from llmlog.store import Store, open_store, redact_url
 
@@ -41,11 +42,23 @@ def hash_user_id(user_id: str, secret: str) -> str:
     return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
 
 
-def prepare(item: Item, settings: Settings, pricer: Pricer | None, decoder: Decoder | None = None) -> Call:
-    """A finished exchange (or a call built by hand) as the record to store: parsed, the user
-    id hashed when a secret is set, priced. The writer does this for every call; a replay
-    (`llmlog.replay`) does it for its one, so both are recorded alike."""
+def prepare(
+    item: Item,
+    settings: Settings,
+    pricer: Pricer | None,
+    decoder: Decoder | None = None,
+    redactor: Redactor | None = None,
+) -> Call:
+    """A finished exchange (or a call built by hand) as the record to store: parsed, redacted
+    when rules are set, the user id hashed when a secret is set, priced. The writer does this
+    for every call, the collector for every record it takes; a replay (`llmlog.replay`) does
+    it for its one, so all are recorded alike. `redactor`: built once by callers that prepare
+    many calls (else from `settings`)."""
     call = to_call(item, decoder) if isinstance(item, Exchange) else item
+    if redactor is None and (settings.redact or settings.redact_patterns):
+        redactor = Redactor.from_settings(settings)
+    if redactor:
+        redactor.call(call)
     secret = settings.user_id_secret
     if secret and call.user_id is not None:
         call.user_id = hash_user_id(call.user_id, secret)
@@ -97,6 +110,7 @@ class Writer:
         self._store: Sink | None = None
         self._pricer: Pricer | None = None
         self._decoder = Decoder()  # the writer thread's own: what earlier calls sent is decoded once
+        self._redactor: Redactor | None = None
         self._last_warning: dict[str, float] = {}
 
     # ------------------------------------------------------------ caller side
@@ -198,7 +212,11 @@ class Writer:
         # Built on first need, as before: a bad price file only fails calls that need a price.
         if self._pricer is None and (isinstance(item, Exchange) or item.cost_usd is None):
             self._pricer = Pricer(self.settings.prices)
-        return prepare(item, self.settings, self._pricer, self._decoder)
+        if self._redactor is None:
+            # Built here, not when the app starts: a bad rule fails the calls (counted and
+            # logged, never stored unredacted), not the app.
+            self._redactor = Redactor.from_settings(self.settings)
+        return prepare(item, self.settings, self._pricer, self._decoder, self._redactor)
 
     def _batch(self) -> tuple[list[Item], bool]:
         """Block for one item, then take what arrives within the flush interval."""

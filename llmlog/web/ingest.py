@@ -31,6 +31,7 @@ from llmlog.config import Settings
 from llmlog.jsonl import BadRecord, parse_batch
 from llmlog.pricing import Pricer
 from llmlog.record import COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, JSON_COLUMNS, Call
+from llmlog.redact import Redactor
 from llmlog.web.app import Web
 from llmlog.writer import prepare
 
@@ -87,6 +88,7 @@ def unauthorized() -> Response:
 def routes(web: Web, token: str | None = None, settings: Settings | None = None) -> list[BaseRoute]:
     settings = settings or Settings()
     pricer = Pricer(settings.prices)  # LLMLOG_PRICES, as in the SDK's writer
+    redactor = Redactor.from_settings(settings)  # LLMLOG_REDACT…: a bad rule stops the server here
 
     def store(calls: list[tuple[int, Call]], bad: list[BadRecord]) -> int:
         """Insert the batch in one transaction; when the store refuses a record as data (not
@@ -123,7 +125,7 @@ def routes(web: Web, token: str | None = None, settings: Settings | None = None)
                 continue
             seen.add(call.id)
             try:
-                calls.append((index, prepare(call, settings, pricer)))
+                calls.append((index, prepare(call, settings, pricer, redactor=redactor)))
             except Exception as exc:  # pricing a strange record must not lose the batch
                 batch.bad.append(BadRecord(index, f"cannot be priced: {exc}"))
         refused: list[BadRecord] = []
@@ -152,7 +154,7 @@ def routes(web: Web, token: str | None = None, settings: Settings | None = None)
         )
 
     def price(call: Call) -> Call:
-        return prepare(call, settings, pricer)
+        return prepare(call, settings, pricer, redactor=redactor)
 
     async def otlp(request: Request, kind: str) -> Response:
         """OTLP/HTTP: protobuf or JSON (by Content-Type), gzip or not; answered in kind."""

@@ -1,0 +1,144 @@
+"""Redaction before storage: the rules and their near-misses, and every way in."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anthropic
+import httpx2 as httpx
+import pytest
+
+import llmlog
+from llmlog.config import Settings
+from llmlog.fake_provider import FakeProvider
+from llmlog.record import Call
+from llmlog.redact import Redactor, luhn
+from llmlog.store import CallFilter, open_store
+from tests.backends import SQLiteBackend
+from tests.webui import T0, Running
+
+JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+
+
+@pytest.mark.parametrize(
+    ("rule", "text", "expected"),
+    [
+        ("email", "write to jane.doe+x@example.co.uk today", "write to [EMAIL] today"),
+        ("email", "a.b@sub.example.org, c@d.io", "[EMAIL], [EMAIL]"),
+        ("email", "user@localhost and foo@bar and @handle and a@b.c", None),  # near misses
+        ("phone", "call +1 415-555-0134 now", "call [PHONE] now"),
+        ("phone", "(020) 7946 0958 or 415.555.0134 or +44 20 7946 0958", "[PHONE] or [PHONE] or [PHONE]"),
+        ("phone", "on 2026-11-30T12:00:00 v1.2.3.4 id 123456789012 ip 192.168.100.200", None),
+        ("phone", "pi is 3.14159265358 and the order 2026-1130", None),
+        (
+            "card",
+            "visa 4111 1111 1111 1111, amex 378282246310005, mc 5500-0000-0000-0004",
+            "visa [CARD], amex [CARD], mc [CARD]",
+        ),
+        ("card", "not Luhn: 4111 1111 1111 1112; too short: 4111 1111 111; ts 1732960000000", None),
+        ("secret", "anthropic sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123 end", "anthropic [SECRET] end"),
+        (
+            "secret",
+            "openai sk-proj-ABCDEFGHIJKLMNOPQRSTUVWX, aws AKIAIOSFODNN7EXAMPLE",
+            "openai [SECRET], aws [SECRET]",
+        ),
+        ("secret", "gh ghp_" + "a1" * 18 + " slack xoxb-123456789012-abcdef", "gh [SECRET] slack [SECRET]"),
+        (
+            "secret",
+            "jwt " + JWT,
+            "jwt [SECRET]",
+        ),
+        (
+            "secret",
+            "-----BEGIN RSA PRIVATE KEY-----\nMIIE\nabc\n-----END RSA PRIVATE KEY----- done",
+            "[SECRET] done",
+        ),
+        ("secret", "task-ant-xyz, skeleton-key, sk-short, AKIA123, desk-anteater-1234567890123456789", None),
+    ],
+)
+def test_rules_and_near_misses(rule: str, text: str, expected: str | None) -> None:
+    out, counts = Redactor([rule]).text(text)
+    assert out == (text if expected is None else expected)
+    assert sum(counts.values()) == out.count("[")
+
+
+def test_luhn() -> None:
+    assert luhn("4111111111111111") and luhn("378282246310005") and not luhn("4111111111111112")
+
+
+def test_a_call_is_redacted_in_its_chosen_fields_and_the_counts_kept() -> None:
+    call = Call(
+        timestamp=T0,
+        system_prompt="Support for ACME. Escalate to ops@acme.example.",
+        messages=[
+            {"role": "user", "content": [{"type": "text", "text": "my card 4111 1111 1111 1111"}]},
+            {"role": "user", "content": "key sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123, E123456"},
+        ],
+        response={"content": [{"type": "text", "text": "Call +1 415-555-0134"}]},
+        params={"note": "ops@acme.example"},  # not a chosen field: kept
+        metadata={"tier": "pro"},
+    )
+    Redactor(["all"], {"EMPLOYEE": r"\bE\d{6}\b"}).call(call)
+    assert call.system_prompt == "Support for ACME. Escalate to [EMAIL]."
+    assert call.messages and call.messages[0]["content"][0]["text"] == "my card [CARD]"
+    assert call.messages[1]["content"] == "key [SECRET], [EMPLOYEE]"
+    assert call.response == {"content": [{"type": "text", "text": "Call [PHONE]"}]}
+    assert call.params == {"note": "ops@acme.example"}
+    assert call.metadata == {"tier": "pro", "llmlog": {"redactions": {"CARD": 1, "EMAIL": 1, "EMPLOYEE": 1,
+                                                                      "PHONE": 1, "SECRET": 1}}}  # fmt: skip
+    clean = Call(timestamp=T0, system_prompt="nothing here")
+    Redactor(["all"]).call(clean)
+    assert clean.metadata is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"rules": ["emails"]}, "unknown redaction rule"),
+        ({"patterns": {"lower": "x"}}, "capitals"),
+        ({"patterns": {"BAD": "("}}, "BAD"),
+        ({"fields": ["timestamp"]}, "cannot redact field"),
+    ],
+)
+def test_bad_configuration_is_an_error_at_configure_time(kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Redactor(**kwargs)  # type: ignore[arg-type]
+    settings = {"rules": "redact", "patterns": "redact_patterns", "fields": "redact_fields"}
+    ((key, value),) = kwargs.items()
+    with pytest.raises(ValueError, match=message):
+        llmlog.configure(db=":memory:", **{settings[key]: value})
+
+
+def test_nothing_unredacted_reaches_the_store_from_the_sdk(fake: FakeProvider, tmp_path: Path) -> None:
+    db = str(tmp_path / "r.db")
+    llmlog.configure(db=db, redact=["email", "secret"])
+    try:
+        client = llmlog.wrap(
+            anthropic.Anthropic(api_key="sk-test", base_url=fake.anthropic_base_url, max_retries=0)
+        )
+        client.messages.create(
+            model="claude-sonnet-4-6", max_tokens=40, system="Reply to bob@example.com",
+            messages=[{"role": "user", "content": "my key is sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123"}],
+        )  # fmt: skip
+        assert llmlog.flush(10)
+    finally:
+        llmlog.configure(db=db)
+    with open_store(db) as store:
+        (call,) = list(store.iter_calls(CallFilter()))
+    assert call.system_prompt == "Reply to [EMAIL]"
+    assert call.messages == [{"role": "user", "content": "my key is [SECRET]"}]
+    assert call.metadata and call.metadata["llmlog"]["redactions"] == {"EMAIL": 1, "SECRET": 1}
+    raw = b"".join(p.read_bytes() for p in tmp_path.glob("r.db*"))
+    assert b"bob@example.com" not in raw and b"abcdefghijklmnopqrstuvwxyz0123" not in raw
+
+
+def test_the_collector_redacts_what_it_is_sent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLMLOG_REDACT", "card")
+    assert Settings().redact == ["card"]
+    with Running(SQLiteBackend(tmp_path / "c.db")) as c:
+        record = {"timestamp": "2026-11-30T12:00:00Z", "model": "gpt-4.1",
+                  "messages": [{"role": "user", "content": "card 4111-1111-1111-1111"}]}  # fmt: skip
+        assert httpx.post(c.base + "/v1/calls", content=json.dumps(record)).json()["stored"] == 1
+        (call,) = list(c.store.iter_calls(CallFilter()))
+    assert call.messages == [{"role": "user", "content": "card [CARD]"}]
