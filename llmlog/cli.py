@@ -646,6 +646,40 @@ def demo(ctx: Ctx, n_calls: int, seed: int, history_days: int) -> None:
 
 
 @cli.command()
+@click.option("--user", help="Erase every call of this user (as your app names them).")
+@click.option("--session", help="Erase every call of this session.")
+@click.option("--yes", is_flag=True, help="Do not ask first.")
+@pass_ctx
+def delete(ctx: Ctx, user: str | None, session: str | None, yes: bool) -> None:
+    """Erase a person's calls, or one session's: the right to erasure.
+
+    Deletes the calls, every prompt, message and tool list no other call uses, their spans and
+    their per-user rollup rows, and says what it removed. Daily totals (counts, tokens, cost
+    per feature and model) stay: they name no one.
+
+    
+    Examples:
+      llmlog delete --user u_42
+      llmlog delete --session sess_17 --yes
+    """
+    if (user is None) == (session is None):
+        raise click.UsageError("give exactly one of --user and --session")
+    flt = _filter(ctx, user=user, session=session)  # a user id is stored hashed when a secret is set
+    n = ctx.store.count(flt)
+    who = f"user {user}" if user is not None else f"session {session}"
+    if n == 0:
+        err_console.print(f"No calls of {who}.")
+        return
+    if not yes:
+        click.confirm(f"Erase {n:,} call(s) of {who}?", abort=True, err=True)
+    erased = ctx.store.erase(user_id=flt.user_id, session_id=flt.session_id)
+    console.print(
+        f"Erased {erased.calls:,} call(s) of {who}, {erased.contents:,} piece(s) of content no other"
+        f" call used, {erased.spans:,} span(s) and {erased.rollup_rows:,} rollup row(s)."
+    )
+
+
+@cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8765, show_default=True, help="Port to listen on.")
 @click.option(

@@ -24,7 +24,7 @@ from click.testing import CliRunner, Result
 from llmlog.cli import cli
 from llmlog.pricing import Pricer
 from llmlog.record import COLUMNS, Call
-from llmlog.store import open_store
+from llmlog.store import CallFilter, open_store
 from llmlog.store.sqlite import SQLiteStore
 from tests.backends import PostgresBackend, SQLiteBackend, admin, new_schema
 
@@ -715,3 +715,22 @@ def test_console_script_end_to_end(demo_db: str) -> None:
     )
     assert proc.returncode == 1
     assert "no call with id 'not-an-id'" in proc.stderr
+
+
+WHEN = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def test_delete_erases_a_user_after_asking(tmp_path: Path) -> None:
+    db = str(tmp_path / "erase.db")
+    with open_store(db) as store:
+        store.insert([Call(timestamp=WHEN, user_id="alice", messages=[{"role": "user", "content": "mine"}]),
+                      Call(timestamp=WHEN, user_id="bob", session_id="s1")])  # fmt: skip
+    no = run(db, "delete", "--user", "alice", input="n\n")
+    assert no.exit_code != 0 and "Erase 1 call(s) of user alice?" in no.output
+    yes = run(db, "delete", "--user", "alice", input="y\n")
+    assert yes.exit_code == 0 and "Erased 1 call(s) of user alice, 1 piece(s) of content" in yes.output
+    assert run(db, "delete", "--session", "s1", "--yes").output.startswith("Erased 1 call(s) of session s1")
+    assert "No calls of user alice" in run(db, "delete", "--user", "alice").output
+    assert run(db, "delete", "--user", "a", "--session", "b").exit_code == 2
+    with open_store(db) as store:
+        assert store.count(CallFilter()) == 0

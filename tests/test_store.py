@@ -28,7 +28,7 @@ from typing import Any
 
 import pytest
 
-from llmlog.record import COLUMNS, JSON_COLUMNS, Call, format_timestamp
+from llmlog.record import COLUMNS, JSON_COLUMNS, Call, Span, format_timestamp
 from llmlog.store import CallFilter, ReadOnlyError, Store, open_store
 from llmlog.store import postgres as pg
 from llmlog.store.content import digest
@@ -1711,3 +1711,36 @@ def test_an_existing_database_gets_the_people_rollup_on_upgrade(backend: Backend
         chosen = [c for c in calls if c.timestamp >= since]
         expected = {k: (v[0], v[1], v[2], v[4]) for k, v in _people_expected(chosen, "user_id").items()}
         assert got == expected
+
+
+def test_erasure_leaves_no_trace_of_a_users_content(backend: Backend) -> None:
+    shared = "You are the support assistant. " * 20
+    a = [
+        Call(timestamp=T0 + timedelta(minutes=i), user_id="alice", session_id="sa", system_prompt=shared,
+             messages=[{"role": "user", "content": "hi"},
+                       {"role": "user", "content": f"alice-secret-{i} my IBAN"}],
+             metadata={"note": "alice-meta"})
+        for i in range(3)
+    ]  # fmt: skip
+    b = Call(timestamp=T0, user_id="bob", session_id="sb", system_prompt=shared,
+             messages=[{"role": "user", "content": "hi"}])  # fmt: skip
+    with backend.open() as store:
+        store.insert([*a, b])
+        store.insert_spans([Span(trace_id="t1", span_id="s1", parent_id=None, name="llm", kind="client",
+                                 start=T0, end=T0, call_id=a[0].id)])  # fmt: skip
+        erased = store.erase(user_id="alice")
+        assert (erased.calls, erased.contents, erased.spans, erased.rollup_rows) == (3, 3, 1, 1)
+        assert store.count(CallFilter(user_id="alice")) == 0
+        # Bob's call is whole: the prompt and the "hi" both of them sent are still there.
+        kept = store.get(b.id)
+        assert kept is not None and kept.system_prompt == shared and kept.messages == b.messages
+        assert [u.user_id for u in store.users(CallFilter())] == ["bob"]
+        assert store.trace("t1") == []
+        with pytest.raises(ValueError, match="exactly one"):
+            store.erase()
+    assert backend.sql("SELECT count(*) FROM content") == [(2,)]  # the shared prompt and "hi"
+    if backend.kind == "sqlite":  # the file itself holds none of it
+        raw = b"".join(
+            Path(backend.url + s).read_bytes() for s in ("", "-wal") if Path(backend.url + s).exists()
+        )
+        assert b"alice-secret" not in raw and b"alice-meta" not in raw and b"alice" not in raw

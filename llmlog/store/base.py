@@ -122,6 +122,23 @@ class CallFilter:
         return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
+@dataclass
+class Erased:
+    """What `Store.erase` removed."""
+
+    calls: int = 0
+    contents: int = 0  # pieces of content (prompts, messages, tool lists) no other call used
+    spans: int = 0
+    rollup_rows: int = 0  # `people_daily` rows
+
+
+def erase_target(user_id: str | None, session_id: str | None) -> tuple[str, str]:
+    """The column and value `erase` deletes by: exactly one of the two."""
+    if (user_id is None) == (session_id is None):
+        raise ValueError("erase one user or one session: give exactly one of user_id and session_id")
+    return ("user_id", user_id) if user_id is not None else ("session_id", session_id)  # type: ignore[return-value]
+
+
 # How many of the latest matching calls a facet counts when the rollup cannot answer.
 FACET_WINDOW = 10_000
 
@@ -258,6 +275,14 @@ class Store(abc.ABC):
         """Rewrite a stored call's content (system prompt, messages, tools, params, response,
         tool calls, stop reason) from `call`, which has its id; the figures stay as stored.
         For content that arrives after its call (OTLP log events)."""
+
+    @abc.abstractmethod
+    def erase(self, *, user_id: str | None = None, session_id: str | None = None) -> Erased:
+        """The right to erasure: delete one user's (or one session's) calls, the content no
+        remaining call uses, their spans and their `people_daily` rows, in one transaction,
+        so that none of their text stays readable in the database. The `daily` rollup keeps
+        its counts: it holds no user, session or text. Reads every call once, to know which
+        content other calls still use."""
 
     @abc.abstractmethod
     def insert_spans(self, spans: Sequence[Span]) -> None:

@@ -30,7 +30,16 @@ from psycopg import sql as pgsql
 from psycopg.types.string import TextLoader
 
 from llmlog.record import COLUMNS, Call, Span, SpanEvent, format_timestamp, json_text
-from llmlog.store.base import CallFilter, QueryResult, ReadOnlyError, Store, like_pattern, utc_days
+from llmlog.store.base import (
+    CallFilter,
+    Erased,
+    QueryResult,
+    ReadOnlyError,
+    Store,
+    erase_target,
+    like_pattern,
+    utc_days,
+)
 from llmlog.store.content import ContentBatch, ContentIds, digest
 
 CONNECT_TIMEOUT_S = 10
@@ -666,6 +675,40 @@ class PostgresStore(Store):
                 ),
             )
         batch.commit()
+
+    def erase(self, *, user_id: str | None = None, session_id: str | None = None) -> Erased:
+        column, value = erase_target(user_id, session_id)
+        conn = self.conn
+        out = Erased()
+        with conn.transaction(), conn.cursor() as cur:
+            rows = cur.execute(
+                f"DELETE FROM call_data WHERE {column} = %s"
+                " RETURNING id, system_id, tools_id, params_id, message_ids",
+                (value,),
+            ).fetchall()
+            out.calls = len(rows)
+            ids = [r[0] for r in rows]
+            candidates = sorted({c for r in rows for c in (*r[1:4], *(r[4] or ())) if c is not None})
+            if candidates:
+                used = cur.execute(
+                    "SELECT DISTINCT u FROM (SELECT"
+                    " unnest(coalesce(message_ids, '{}') || ARRAY[system_id, tools_id, params_id]) AS u"
+                    " FROM call_data WHERE message_ids && %s::bigint[] OR system_id = ANY(%s)"
+                    " OR tools_id = ANY(%s) OR params_id = ANY(%s)) AS s WHERE u = ANY(%s)",
+                    (candidates,) * 5,
+                ).fetchall()
+                gone = sorted(set(candidates) - {r[0] for r in used})
+                out.contents = cur.execute("DELETE FROM content WHERE id = ANY(%s)", (gone,)).rowcount
+            cur.execute(
+                "DELETE FROM span_events WHERE (trace_id, span_id) IN"
+                " (SELECT trace_id, span_id FROM spans WHERE call_id = ANY(%s))",
+                (ids,),
+            )
+            out.spans = cur.execute("DELETE FROM spans WHERE call_id = ANY(%s)", (ids,)).rowcount
+            out.rollup_rows = cur.execute(f"DELETE FROM people_daily WHERE {column} = %s", (value,)).rowcount
+        # Dead rows stay in the table's pages until vacuumed: vacuum what held the text.
+        conn.execute("VACUUM call_data, content, spans, span_events")
+        return out
 
     def insert_spans(self, spans: Sequence[Span]) -> None:
         rows = [

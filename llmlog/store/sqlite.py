@@ -28,7 +28,16 @@ from llmlog.record import (
     json_text,
     parse_timestamp,
 )
-from llmlog.store.base import CallFilter, QueryResult, ReadOnlyError, Store, like_pattern, utc_days
+from llmlog.store.base import (
+    CallFilter,
+    Erased,
+    QueryResult,
+    ReadOnlyError,
+    Store,
+    erase_target,
+    like_pattern,
+    utc_days,
+)
 from llmlog.store.content import ContentBatch, ContentIds, Key, digest
 
 BUSY_TIMEOUT_MS = 60_000
@@ -619,6 +628,61 @@ class SQLiteStore(Store):
             self.db.execute("ROLLBACK")
             raise
         batch.commit()
+
+    _CONTENT_COLUMNS = ("system_id", "tools_id", "params_id", "response_instructions_id", "response_tools_id")
+
+    def erase(self, *, user_id: str | None = None, session_id: str | None = None) -> Erased:
+        column, value = erase_target(user_id, session_id)
+        db = self.db
+        # Deleted rows are overwritten, not left readable in free pages of the file.
+        db.execute("PRAGMA secure_delete = ON")
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            cols = ", ".join(("id", "message_ids", *self._CONTENT_COLUMNS))
+            rows = db.execute(f"SELECT {cols} FROM call_data WHERE {column} = ?", (value,)).fetchall()
+            ids = [r[0] for r in rows]
+            candidates = {c for r in rows for c in r[2:] if c is not None}
+            candidates.update(c for r in rows if r[1] for c in json.loads(r[1]))
+            out = Erased(calls=db.execute(f"DELETE FROM call_data WHERE {column} = ?", (value,)).rowcount)
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS erase_ids (id INTEGER PRIMARY KEY)")
+            db.execute("DELETE FROM erase_ids")
+            db.executemany("INSERT INTO erase_ids VALUES (?)", [(c,) for c in candidates])
+            used = {
+                r[0]
+                for col in self._CONTENT_COLUMNS
+                for r in db.execute(
+                    f"SELECT DISTINCT {col} FROM call_data WHERE {col} IN (SELECT id FROM erase_ids)"
+                )
+            }
+            used.update(
+                r[0]
+                for r in db.execute(
+                    "SELECT DISTINCT j.value FROM call_data, json_each(call_data.message_ids) AS j"
+                    " WHERE j.value IN (SELECT id FROM erase_ids)"
+                )
+            )
+            gone = [(c,) for c in candidates - used]
+            db.executemany("DELETE FROM content WHERE id = ?", gone)
+            out.contents = len(gone)
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                db.execute(
+                    "DELETE FROM span_events WHERE (trace_id, span_id) IN"
+                    f" (SELECT trace_id, span_id FROM spans WHERE call_id IN ({marks}))",
+                    chunk,
+                )
+                out.spans += db.execute(f"DELETE FROM spans WHERE call_id IN ({marks})", chunk).rowcount
+            out.rollup_rows = db.execute(f"DELETE FROM people_daily WHERE {column} = ?", (value,)).rowcount
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        finally:
+            db.execute("PRAGMA secure_delete = OFF")
+        # The write-ahead log still holds the pages as they were: fold it into the file.
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return out
 
     def insert_spans(self, spans: Sequence[Span]) -> None:
         rows = [
