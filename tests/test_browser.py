@@ -47,6 +47,7 @@ from llmlog.config import Settings
 from llmlog.conversation import conversation
 from llmlog.demo import run_demo
 from llmlog.fake_provider import FakeProvider
+from llmlog.record import Span
 from llmlog.replay import Providers
 from llmlog.store import Store
 from llmlog.web.replay import response_text
@@ -651,3 +652,42 @@ def test_the_dashboard_draws_its_charts(tab: Tab) -> None:
     assert tab.page.locator("#cost-by-model svg title").count() > 3
     assert tab.page.locator("#recent-errors a[href^='/calls/']").count() > 0
     tab.shot("dashboard")
+
+
+def test_a_calls_trace_as_a_tree(tab: Tab) -> None:
+    # An agent's trace as an OTLP receiver keeps it: retrieve, a model call, a tool, another
+    # model call; the model-call spans became calls.
+    site = tab.site
+    trace = uuid.uuid4().hex
+    t0 = datetime.now(UTC) - timedelta(minutes=5)
+    first, second = (
+        make_call(900 + i, trace_id=trace, timestamp=t0 + timedelta(seconds=i)) for i in range(2)
+    )
+    site.store.insert([first, second])
+
+    def span(
+        sid: str, parent: str | None, name: str, start: float, took: float, call: str | None = None
+    ) -> Span:
+        begin = t0 + timedelta(seconds=start)
+        return Span(
+            trace, sid, parent, name, "internal", begin, begin + timedelta(seconds=took), call_id=call
+        )
+
+    site.store.insert_spans([
+        span("a" * 16, None, "agent run", 0, 3.0),
+        span("b" * 16, "a" * 16, "retrieve", 0.1, 0.4),
+        span("c" * 16, "a" * 16, "chat claude", 0.6, 1.0, first.id),
+        span("d" * 16, "a" * 16, "tool lookup_order", 1.7, 0.3),
+        span("e" * 16, "a" * 16, "chat claude", 2.1, 0.8, second.id),
+    ])  # fmt: skip
+    tab.open(f"/calls/{first.id}")
+    rows = tab.table("table.spans")
+    assert [r["span"].split(" (")[0] for r in rows] == [
+        "agent run", "retrieve", "chat claude", "tool lookup_order", "chat claude",
+    ]  # fmt: skip
+    assert "(this call)" in rows[2]["span"] and rows[3]["took"] == "300 ms"
+    bars = tab.page.locator("table.spans .bar")
+    assert bars.count() == 5 and bars.nth(0).bounding_box()["width"] > bars.nth(1).bounding_box()["width"]  # type: ignore[index]
+    tab.shot("trace")
+    tab.follow(tab.page.locator("table.spans a", has_text="chat claude"))
+    assert tab.path == f"/calls/{second.id}"
