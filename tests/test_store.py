@@ -30,9 +30,10 @@ import pytest
 
 from llmlog.record import COLUMNS, JSON_COLUMNS, Call, Span, format_timestamp
 from llmlog.store import CallFilter, ReadOnlyError, Store, open_store
-from llmlog.store import postgres as pg
+from llmlog.store import postgres_schema as pg
 from llmlog.store.content import digest
-from llmlog.store.sqlite import MIGRATIONS, SQLiteStore, connect, m003_daily, m005_people_daily, migrate
+from llmlog.store.sqlite import SQLiteStore, connect
+from llmlog.store.sqlite_schema import MIGRATIONS, m003_daily, m005_people_daily, migrate
 from tests.backends import Backend, admin, new_schema
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)

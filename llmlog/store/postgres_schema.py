@@ -1,0 +1,332 @@
+"""The PostgreSQL store's schema: the `calls` view and the numbered migrations that build
+and change the tables (`llmlog.store.postgres` applies them on open)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg import sql as pgsql
+
+CALLS_VIEW = """
+CREATE VIEW calls AS
+SELECT
+    d.id, d.session_id, d.user_id, d.timestamp, d.provider, d.model, d.feature,
+    d.prompt_template_version,
+    s.body #>> '{}' AS system_prompt,
+    CASE WHEN d.message_ids IS NULL THEN NULL ELSE COALESCE((
+        SELECT jsonb_agg(m.body ORDER BY j.ord)
+        FROM unnest(d.message_ids) WITH ORDINALITY AS j(content_id, ord)
+        JOIN content AS m ON m.id = j.content_id
+    ), '[]'::jsonb) END AS messages,
+    t.body AS tools,
+    p.body AS params,
+    d.response, d.tool_calls, d.stop_reason,
+    d.input_tokens, d.output_tokens, d.cache_read_tokens, d.cache_creation_tokens,
+    d.cost_usd, d.rate_card, d.first_token_ms, d.latency_ms,
+    d.error, d.metadata, d.tags, d.trace_id, d.parent_id
+FROM call_data AS d
+LEFT JOIN content AS s ON s.id = d.system_id
+LEFT JOIN content AS t ON t.id = d.tools_id
+LEFT JOIN content AS p ON p.id = d.params_id
+"""
+
+
+# ------------------------------------------------------------------ migrations
+# Numbered functions, applied in order on open, each in its own transaction; the table
+# llmlog_schema records the last one. Concurrent openers serialize on an advisory lock.
+
+
+def m001_initial(cur: psycopg.Cursor[Any]) -> None:
+    cur.execute(
+        """
+        CREATE TABLE content (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            hash bytea NOT NULL UNIQUE,  -- first 16 bytes of SHA-256 of the JSON text
+            body jsonb NOT NULL
+        )
+        """
+    )
+    cur.execute(
+        """
+        CREATE TABLE call_data (
+            id text COLLATE "C" NOT NULL,  -- byte order, as in SQLite: prefixes and paging agree
+            session_id text, user_id text, timestamp timestamptz NOT NULL,
+            provider text, model text, feature text, prompt_template_version text,
+            system_id bigint, message_ids bigint[], tools_id bigint, params_id bigint,
+            response jsonb, tool_calls jsonb, stop_reason text,
+            input_tokens bigint, output_tokens bigint,
+            cache_read_tokens bigint, cache_creation_tokens bigint,
+            cost_usd double precision, rate_card text,
+            first_token_ms double precision, latency_ms double precision,
+            error jsonb, metadata jsonb, tags jsonb, trace_id text, parent_id text,
+            PRIMARY KEY (id, timestamp)
+        ) PARTITION BY RANGE (timestamp)
+        """
+    )
+    cur.execute("CREATE INDEX call_data_timestamp ON call_data (timestamp)")
+    # Each filter index ends in timestamp, so "newest 100 of X" is an index range scan.
+    for col in ("feature", "model", "user_id", "session_id", "prompt_template_version"):
+        cur.execute(f"CREATE INDEX call_data_{col} ON call_data ({col}, timestamp)")
+    cur.execute("CREATE INDEX call_data_errors ON call_data (timestamp) WHERE error IS NOT NULL")
+    cur.execute(CALLS_VIEW)
+
+
+def m002_daily(cur: psycopg.Cursor[Any]) -> None:
+    """`daily`: the calls rolled up per UTC day, feature, model, provider and prompt version,
+    kept by the database itself (triggers on the partitioned `call_data`, which see the rows
+    of every partition, those created later included), so reports over days read a few
+    hundred rows instead of every call, and stay exact whoever inserts (the store, INSERT …
+    SELECT or COPY by hand, `llmlog copy`). Rows inserted into a partition by name, not
+    through `call_data`, are not seen.
+
+    No DELETE trigger, on purpose: deleting calls (or dropping a month) is retention's
+    business, which keeps their rollup rows (the cold tier). Besides inserts, only what the
+    store changes in a stored call is followed: its cost (`update_costs`, `llmlog reprice`);
+    an UPDATE of other columns leaves the rollup off."""
+    version = cur.execute("SHOW server_version_num").fetchone()
+    if version is None or int(version[0]) < 150000:
+        raise RuntimeError("llmlog needs PostgreSQL 15 or later (UNIQUE NULLS NOT DISTINCT)")
+    schema = cur.execute("SELECT current_schema()").fetchone()
+    if schema is None or schema[0] is None:
+        raise RuntimeError("no schema to create tables in: the search_path names none that exists")
+    group = "day, feature, model, provider, prompt_template_version"
+    cur.execute(
+        f"""
+        CREATE TABLE daily (
+            day date NOT NULL,  -- the UTC date of the calls
+            feature text, model text, provider text, prompt_template_version text,
+            calls bigint NOT NULL,
+            errors bigint NOT NULL,  -- calls whose error is not NULL
+            input_tokens bigint NOT NULL, output_tokens bigint NOT NULL,  -- sums; NULL counts as 0
+            cache_read_tokens bigint NOT NULL, cache_creation_tokens bigint NOT NULL,
+            cost_usd double precision NOT NULL,  -- sum of the known costs; 0 when none
+            priced_calls bigint NOT NULL,  -- calls whose cost_usd is not NULL
+            latency_ms double precision NOT NULL, first_token_ms double precision NOT NULL,  -- sums
+            -- NULL is one value of a group, as in GROUP BY. Led by day, the index this makes
+            -- also serves "the days from … to …".
+            CONSTRAINT daily_key UNIQUE NULLS NOT DISTINCT ({group})
+        )
+        """
+    )
+    rollup = """
+        SELECT (timestamp AT TIME ZONE 'UTC')::date, feature, model, provider, prompt_template_version,
+            count(*), count(error), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),
+            coalesce(sum(cache_read_tokens), 0), coalesce(sum(cache_creation_tokens), 0),
+            coalesce(sum(cost_usd), 0), count(cost_usd), coalesce(sum(latency_ms), 0),
+            coalesce(sum(first_token_ms), 0)
+        FROM {} GROUP BY 1, 2, 3, 4, 5
+        """
+    sums = (
+        "calls", "errors", "input_tokens", "output_tokens", "cache_read_tokens",
+        "cache_creation_tokens", "priced_calls", "latency_ms", "first_token_ms",
+    )  # fmt: skip
+    # Adds a batch's figures to its groups' rows, new or not. In key order, as every writer
+    # does: concurrent writers wait on each other's group rows in one order, never in a cycle.
+    # With no priced call left a group's cost is 0 exactly, not the rounding left over from
+    # adding and taking away.
+    upsert = f"""
+        INSERT INTO daily {{}} ORDER BY 1, 2, 3, 4, 5
+        ON CONFLICT ({group}) DO UPDATE SET
+            {", ".join(f"{c} = daily.{c} + EXCLUDED.{c}" for c in sums)},
+            cost_usd = CASE WHEN daily.priced_calls + EXCLUDED.priced_calls = 0 THEN 0
+                ELSE daily.cost_usd + EXCLUDED.cost_usd END
+        """
+    # The functions name their tables through a search_path of their own: a session whose
+    # path leads elsewhere (INSERT INTO llmlog.call_data …) still updates this `daily`.
+    path = pgsql.SQL("SET search_path = {}, pg_temp").format(pgsql.Identifier(schema[0])).as_string(cur)
+    cur.execute(
+        f"""
+        CREATE FUNCTION daily_add_calls() RETURNS trigger LANGUAGE plpgsql {path} AS $$
+        BEGIN
+            {upsert.format(rollup.format("new_calls"))};
+            RETURN NULL;
+        END
+        $$
+        """
+    )
+    # Statement triggers: one aggregate and one upsert per statement, whatever its size. The
+    # transition table of INSERT … ON CONFLICT DO NOTHING holds only the rows inserted.
+    cur.execute(
+        "CREATE TRIGGER call_data_daily_insert AFTER INSERT ON call_data"
+        " REFERENCING NEW TABLE AS new_calls FOR EACH STATEMENT EXECUTE FUNCTION daily_add_calls()"
+    )
+    # A new cost moves its group's sum by the difference. Statement-level, not row-level: a
+    # repricing of 500k calls is 100 statements (update_costs' chunks), each one join of the
+    # old and new rows and one upsert taking the group rows in key order, where a row trigger
+    # would update a group row per call, in the order of the calls, which could deadlock
+    # against writers. Transition tables cannot go with UPDATE OF cost_usd, so the trigger
+    # fires on every UPDATE and the function keeps the rows whose cost changed. A statement
+    # changing a call's id or time is not matched (the store never does).
+    changes = """
+        SELECT (o.timestamp AT TIME ZONE 'UTC')::date, o.feature, o.model, o.provider,
+            o.prompt_template_version, 0, 0, 0, 0, 0, 0,
+            sum(coalesce(n.cost_usd, 0) - coalesce(o.cost_usd, 0)), count(n.cost_usd) - count(o.cost_usd),
+            0, 0
+        FROM old_calls AS o JOIN new_calls AS n ON n.id = o.id AND n.timestamp = o.timestamp
+        WHERE n.cost_usd IS DISTINCT FROM o.cost_usd
+        GROUP BY 1, 2, 3, 4, 5
+        """
+    cur.execute(
+        f"""
+        CREATE FUNCTION daily_add_costs() RETURNS trigger LANGUAGE plpgsql {path} AS $$
+        BEGIN
+            {upsert.format(changes)};
+            RETURN NULL;
+        END
+        $$
+        """
+    )
+    cur.execute(
+        "CREATE TRIGGER call_data_daily_cost AFTER UPDATE ON call_data"
+        " REFERENCING OLD TABLE AS old_calls NEW TABLE AS new_calls"
+        " FOR EACH STATEMENT EXECUTE FUNCTION daily_add_costs()"
+    )
+    # The calls already stored, after the triggers: creating them locked out writers (until
+    # this transaction ends), so every call is either in this pass or counted by a trigger.
+    cur.execute(f"INSERT INTO daily {rollup.format('call_data')}")
+
+
+def m003_people_daily(cur: psycopg.Cursor[Any]) -> None:
+    """`people_daily`: the calls rolled up per UTC day, user and session, kept by statement
+    triggers as `daily` is, so the sessions and users pages over a week or a month read a
+    row per session and day instead of every call. Calls with neither a user nor a session
+    are left out. No DELETE trigger, for the reason `daily` has none."""
+    schema = cur.execute("SELECT current_schema()").fetchone()
+    assert schema is not None and schema[0] is not None  # m002 checked it
+    group = "day, user_id, session_id"
+    cur.execute(
+        f"""
+        CREATE TABLE people_daily (
+            day date NOT NULL,  -- the UTC date of the calls
+            user_id text, session_id text,
+            calls bigint NOT NULL, errors bigint NOT NULL,
+            input_tokens bigint NOT NULL, output_tokens bigint NOT NULL,  -- sums; NULL counts as 0
+            cost_usd double precision NOT NULL, priced_calls bigint NOT NULL,  -- as in `daily`
+            first timestamptz NOT NULL, last timestamptz NOT NULL,  -- the earliest and latest call
+            CONSTRAINT people_daily_key UNIQUE NULLS NOT DISTINCT ({group})
+        )
+        """
+    )
+    rollup = """
+        SELECT (timestamp AT TIME ZONE 'UTC')::date, user_id, session_id, count(*), count(error),
+            coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0), coalesce(sum(cost_usd), 0),
+            count(cost_usd), min(timestamp), max(timestamp)
+        FROM {} WHERE user_id IS NOT NULL OR session_id IS NOT NULL GROUP BY 1, 2, 3
+        """
+    # In key order, as for `daily`: concurrent writers never wait on each other in a cycle.
+    upsert = f"""
+        INSERT INTO people_daily {{}} ORDER BY 1, 2, 3
+        ON CONFLICT ({group}) DO UPDATE SET
+            calls = people_daily.calls + EXCLUDED.calls, errors = people_daily.errors + EXCLUDED.errors,
+            input_tokens = people_daily.input_tokens + EXCLUDED.input_tokens,
+            output_tokens = people_daily.output_tokens + EXCLUDED.output_tokens,
+            priced_calls = people_daily.priced_calls + EXCLUDED.priced_calls,
+            cost_usd = CASE WHEN people_daily.priced_calls + EXCLUDED.priced_calls = 0 THEN 0
+                ELSE people_daily.cost_usd + EXCLUDED.cost_usd END,
+            first = least(people_daily.first, EXCLUDED.first),
+            last = greatest(people_daily.last, EXCLUDED.last)
+        """
+    path = pgsql.SQL("SET search_path = {}, pg_temp").format(pgsql.Identifier(schema[0])).as_string(cur)
+    cur.execute(
+        f"""
+        CREATE FUNCTION people_daily_add_calls() RETURNS trigger LANGUAGE plpgsql {path} AS $$
+        BEGIN
+            {upsert.format(rollup.format("new_calls"))};
+            RETURN NULL;
+        END
+        $$
+        """
+    )
+    cur.execute(
+        "CREATE TRIGGER call_data_people_insert AFTER INSERT ON call_data"
+        " REFERENCING NEW TABLE AS new_calls FOR EACH STATEMENT EXECUTE FUNCTION people_daily_add_calls()"
+    )
+    # A group row always exists for a stored call's group, so the cost change joins it.
+    changes = """
+        SELECT (o.timestamp AT TIME ZONE 'UTC')::date, o.user_id, o.session_id, 0, 0, 0, 0,
+            sum(coalesce(n.cost_usd, 0) - coalesce(o.cost_usd, 0)), count(n.cost_usd) - count(o.cost_usd),
+            min(o.timestamp), max(o.timestamp)
+        FROM old_calls AS o JOIN new_calls AS n ON n.id = o.id AND n.timestamp = o.timestamp
+        WHERE n.cost_usd IS DISTINCT FROM o.cost_usd AND (o.user_id IS NOT NULL OR o.session_id IS NOT NULL)
+        GROUP BY 1, 2, 3
+        """
+    cur.execute(
+        f"""
+        CREATE FUNCTION people_daily_add_costs() RETURNS trigger LANGUAGE plpgsql {path} AS $$
+        BEGIN
+            {upsert.format(changes)};
+            RETURN NULL;
+        END
+        $$
+        """
+    )
+    cur.execute(
+        "CREATE TRIGGER call_data_people_cost AFTER UPDATE ON call_data"
+        " REFERENCING OLD TABLE AS old_calls NEW TABLE AS new_calls"
+        " FOR EACH STATEMENT EXECUTE FUNCTION people_daily_add_costs()"
+    )
+    cur.execute(f"INSERT INTO people_daily {rollup.format('call_data')}")
+
+
+def m004_spans(cur: psycopg.Cursor[Any]) -> None:
+    """`spans` and `span_events`, as in SQLite's migration 6."""
+    cur.execute(
+        """
+        CREATE TABLE spans (
+            trace_id text NOT NULL, span_id text NOT NULL, parent_id text,
+            name text NOT NULL, kind text, start_time timestamptz NOT NULL, end_time timestamptz,
+            status text, status_message text, attributes jsonb, events jsonb, service text,
+            call_id text,  -- the call this span became, if it was a model call
+            PRIMARY KEY (trace_id, span_id)
+        )
+        """
+    )
+    cur.execute(
+        """
+        CREATE TABLE span_events (
+            key bytea PRIMARY KEY,  -- a hash of the event: the same event sent twice is kept once
+            trace_id text NOT NULL, span_id text NOT NULL, name text NOT NULL,
+            attributes jsonb, body jsonb, received bigint NOT NULL
+        )
+        """
+    )
+    cur.execute("CREATE INDEX span_events_span ON span_events (trace_id, span_id, received)")
+
+
+MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
+    m001_initial,
+    m002_daily,
+    m003_people_daily,
+    m004_spans,
+]
+
+
+def schema_lock(cur: psycopg.Cursor[Any]) -> None:
+    """Serialize schema changes per schema, for the rest of the transaction."""
+    cur.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.llmlog'))")
+
+
+def schema_version(conn: psycopg.Connection[Any]) -> int:
+    exists = conn.execute("SELECT to_regclass('llmlog_schema') IS NOT NULL").fetchone()
+    if not exists or not exists[0]:
+        return 0
+    row = conn.execute("SELECT version FROM llmlog_schema").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(conn: psycopg.Connection[Any], target: int | None = None) -> int:
+    """Apply pending migrations (up to `target`), each in its own transaction."""
+    target = len(MIGRATIONS) if target is None else target
+    while True:
+        if schema_version(conn) >= target:
+            return schema_version(conn)
+        with conn.transaction(), conn.cursor() as cur:
+            schema_lock(cur)
+            cur.execute("CREATE TABLE IF NOT EXISTS llmlog_schema (version integer NOT NULL)")
+            version = schema_version(conn)  # again, under the lock
+            if version < target:
+                MIGRATIONS[version](cur)
+                cur.execute("DELETE FROM llmlog_schema")
+                cur.execute("INSERT INTO llmlog_schema (version) VALUES (%s)", (version + 1,))

@@ -1,0 +1,300 @@
+"""The embedded store's schema: the `calls` view and the numbered migrations that build
+and change the tables (`llmlog.store.sqlite` applies them on open)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+
+# What the response echoed of the request (m004) is put back in place from `content`.
+_ECHOED_RESPONSE = """CASE
+        WHEN ri.id IS NULL AND rt.id IS NULL THEN d.response
+        WHEN rt.id IS NULL THEN json_set(d.response, '$.instructions', ri.body)
+        WHEN ri.id IS NULL THEN json_set(d.response, '$.tools', json(rt.body))
+        ELSE json_set(d.response, '$.instructions', ri.body, '$.tools', json(rt.body))
+    END"""
+_ECHO_JOINS = """
+LEFT JOIN content AS ri ON ri.id = d.response_instructions_id
+LEFT JOIN content AS rt ON rt.id = d.response_tools_id"""
+
+
+def calls_view(echo: bool = True) -> str:
+    """The `calls` view; `echo=False` is its form before migration 4."""
+    return f"""
+CREATE VIEW calls AS
+SELECT
+    d.id, d.session_id, d.user_id, d.timestamp, d.provider, d.model, d.feature,
+    d.prompt_template_version,
+    s.body AS system_prompt,
+    CASE WHEN d.message_ids IS NULL THEN NULL ELSE (
+        SELECT json_group_array(json(m.body))
+        FROM json_each(d.message_ids) AS j CROSS JOIN content AS m ON m.id = j.value
+    ) END AS messages,
+    t.body AS tools,
+    p.body AS params,
+    {_ECHOED_RESPONSE if echo else "d.response"} AS response,
+    d.tool_calls, d.stop_reason,
+    d.input_tokens, d.output_tokens, d.cache_read_tokens, d.cache_creation_tokens,
+    d.cost_usd, d.rate_card, d.first_token_ms, d.latency_ms,
+    d.error, d.metadata, d.tags, d.trace_id, d.parent_id
+FROM call_data AS d
+LEFT JOIN content AS s ON s.id = d.system_id
+LEFT JOIN content AS t ON t.id = d.tools_id
+LEFT JOIN content AS p ON p.id = d.params_id{_ECHO_JOINS if echo else ""}
+"""
+
+
+# ------------------------------------------------------------------ migrations
+# Numbered functions, applied in order on open; PRAGMA user_version records the last one.
+
+
+def _run(db: sqlite3.Connection, script: str) -> None:
+    # Not executescript(): it commits first, and a migration must be one transaction.
+    for statement in script.split(";"):
+        if statement.strip():
+            db.execute(statement)
+
+
+def m001_initial(db: sqlite3.Connection) -> None:
+    _run(
+        db,
+        """
+        CREATE TABLE content (
+            id INTEGER PRIMARY KEY,
+            hash BLOB NOT NULL UNIQUE,  -- first 16 bytes of SHA-256 of body
+            body TEXT NOT NULL
+        );
+        CREATE TABLE call_data (
+            rowid INTEGER PRIMARY KEY,
+            id TEXT NOT NULL UNIQUE,
+            session_id TEXT, user_id TEXT, timestamp TEXT NOT NULL,
+            provider TEXT, model TEXT, feature TEXT, prompt_template_version TEXT,
+            system_id INTEGER REFERENCES content(id),
+            message_ids TEXT,
+            tools_id INTEGER REFERENCES content(id),
+            params_id INTEGER REFERENCES content(id),
+            response TEXT, tool_calls TEXT, stop_reason TEXT,
+            input_tokens INTEGER, output_tokens INTEGER,
+            cache_read_tokens INTEGER, cache_creation_tokens INTEGER,
+            cost_usd REAL, first_token_ms REAL, latency_ms REAL,
+            error TEXT, metadata TEXT, tags TEXT, trace_id TEXT, parent_id TEXT
+        );
+        CREATE INDEX call_data_timestamp ON call_data(timestamp);
+        """,
+    )
+
+
+def m002_rate_card_and_filters(db: sqlite3.Connection) -> None:
+    # Which rate card priced each call, so a repricing can be told from the original.
+    db.execute("ALTER TABLE call_data ADD COLUMN rate_card TEXT")
+    # Indexes for the filters people use most: each ends in timestamp so "newest 100 of X"
+    # is an index range scan.
+    for col in ("feature", "model", "user_id", "session_id", "prompt_template_version"):
+        db.execute(f"CREATE INDEX call_data_{col} ON call_data({col}, timestamp)")
+    db.execute("CREATE INDEX call_data_errors ON call_data(timestamp) WHERE error IS NOT NULL")
+    db.execute("DROP VIEW IF EXISTS calls")
+    db.execute(calls_view(echo=False))
+
+
+def m003_daily(db: sqlite3.Connection) -> None:
+    """`daily`: the calls rolled up per UTC day, feature, model, provider and prompt version,
+    kept by the database itself (triggers), so reports over days read a few hundred rows
+    instead of every call, and stay exact whoever inserts (the store, INSERT … SELECT by
+    hand, `llmlog copy`).
+
+    No DELETE trigger, on purpose: deleting calls is retention's business, which deletes old
+    calls and keeps their rollup rows (the cold tier). Besides inserts, only what the store
+    changes in a stored call is followed: its cost (`update_costs`, `llmlog reprice`). An
+    UPDATE of other columns, or INSERT OR REPLACE of a stored id (a delete, which nothing
+    follows, then an insert, which is counted), leaves the rollup off."""
+    group = ("feature", "model", "provider", "prompt_template_version")
+    # NULL is one value of a group, as in GROUP BY: the unique index maps it to a zero-length
+    # BLOB, which equals no text (not even ''), so the mapping merges nothing. The table keeps
+    # the NULL itself. Led by day, the index also serves "the days from … to …".
+    key = "day, " + ", ".join(f"ifnull({c}, x'')" for c in group)
+    sums = (
+        "calls", "errors", "input_tokens", "output_tokens", "cache_read_tokens",
+        "cache_creation_tokens", "cost_usd", "priced_calls", "latency_ms", "first_token_ms",
+    )  # fmt: skip
+    db.execute(
+        """
+        CREATE TABLE daily (
+            day TEXT NOT NULL,  -- the UTC date, 'YYYY-MM-DD' (the start of the stored timestamp)
+            feature TEXT, model TEXT, provider TEXT, prompt_template_version TEXT,
+            calls INTEGER NOT NULL,
+            errors INTEGER NOT NULL,  -- calls whose error is not NULL
+            input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,  -- sums; NULL counts as 0
+            cache_read_tokens INTEGER NOT NULL, cache_creation_tokens INTEGER NOT NULL,
+            cost_usd REAL NOT NULL,  -- sum of the known costs; 0 when none
+            priced_calls INTEGER NOT NULL,  -- calls whose cost_usd is not NULL
+            latency_ms REAL NOT NULL, first_token_ms REAL NOT NULL  -- sums, for averages
+        )
+        """
+    )
+    db.execute(f"CREATE UNIQUE INDEX daily_key ON daily ({key})")
+    # The calls already stored, in one pass (the migration holds the write lock: none arrive).
+    db.execute(
+        """
+        INSERT INTO daily
+        SELECT substr(timestamp, 1, 10), feature, model, provider, prompt_template_version,
+            count(*), count(error), ifnull(sum(input_tokens), 0), ifnull(sum(output_tokens), 0),
+            ifnull(sum(cache_read_tokens), 0), ifnull(sum(cache_creation_tokens), 0),
+            total(cost_usd), count(cost_usd), total(latency_ms), total(first_token_ms)
+        FROM call_data GROUP BY 1, 2, 3, 4, 5
+        """
+    )
+    # Row triggers: an insert skipped by ON CONFLICT(id) DO NOTHING fires none.
+    db.execute(
+        f"""
+        CREATE TRIGGER call_data_daily_insert AFTER INSERT ON call_data BEGIN
+            INSERT INTO daily VALUES (
+                substr(NEW.timestamp, 1, 10), NEW.feature, NEW.model, NEW.provider,
+                NEW.prompt_template_version, 1, NEW.error IS NOT NULL, ifnull(NEW.input_tokens, 0),
+                ifnull(NEW.output_tokens, 0), ifnull(NEW.cache_read_tokens, 0),
+                ifnull(NEW.cache_creation_tokens, 0), ifnull(NEW.cost_usd, 0.0),
+                NEW.cost_usd IS NOT NULL, ifnull(NEW.latency_ms, 0.0), ifnull(NEW.first_token_ms, 0.0)
+            ) ON CONFLICT ({key}) DO UPDATE SET {", ".join(f"{c} = {c} + excluded.{c}" for c in sums)};
+        END
+        """
+    )
+    # A new cost moves the group's sum by the difference; with no priced call left it is 0
+    # exactly, not the rounding left over from adding and taking away.
+    priced = "priced_calls + (NEW.cost_usd IS NOT NULL) - (OLD.cost_usd IS NOT NULL)"
+    old_key = "substr(OLD.timestamp, 1, 10), " + ", ".join(f"ifnull(OLD.{c}, x'')" for c in group)
+    db.execute(
+        f"""
+        CREATE TRIGGER call_data_daily_cost AFTER UPDATE OF cost_usd ON call_data
+        WHEN OLD.cost_usd IS NOT NEW.cost_usd BEGIN
+            UPDATE daily SET
+                cost_usd = CASE WHEN {priced} = 0 THEN 0.0
+                    ELSE cost_usd + ifnull(NEW.cost_usd, 0.0) - ifnull(OLD.cost_usd, 0.0) END,
+                priced_calls = {priced}
+            WHERE ({key}) = ({old_key});
+        END
+        """
+    )
+
+
+def m004_response_echo(db: sqlite3.Connection) -> None:
+    # The OpenAI Responses API echoes the request's instructions and tool list (several KB)
+    # in every response; kept in `content` like the request's own, they are stored once.
+    db.execute("ALTER TABLE call_data ADD COLUMN response_instructions_id INTEGER REFERENCES content(id)")
+    db.execute("ALTER TABLE call_data ADD COLUMN response_tools_id INTEGER REFERENCES content(id)")
+    db.execute("DROP VIEW IF EXISTS calls")
+    db.execute(calls_view())
+
+
+def m005_people_daily(db: sqlite3.Connection) -> None:
+    """`people_daily`: the calls rolled up per UTC day, user and session, kept by triggers as
+    `daily` is, so the sessions and users pages over a week or a month read a row per
+    session and day instead of every call. Calls with neither a user nor a session are left
+    out. No DELETE trigger, for the reason `daily` has none."""
+    key = "day, ifnull(user_id, x''), ifnull(session_id, x'')"
+    db.execute(
+        """
+        CREATE TABLE people_daily (
+            day TEXT NOT NULL,  -- the UTC date, as in `daily`
+            user_id TEXT, session_id TEXT,
+            calls INTEGER NOT NULL, errors INTEGER NOT NULL,
+            input_tokens INTEGER NOT NULL, output_tokens INTEGER NOT NULL,  -- sums; NULL counts as 0
+            cost_usd REAL NOT NULL, priced_calls INTEGER NOT NULL,  -- as in `daily`
+            first TEXT NOT NULL, last TEXT NOT NULL  -- the earliest and latest call's timestamp
+        )
+        """
+    )
+    db.execute(f"CREATE UNIQUE INDEX people_daily_key ON people_daily ({key})")
+    db.execute(
+        """
+        INSERT INTO people_daily
+        SELECT substr(timestamp, 1, 10), user_id, session_id, count(*), count(error),
+            ifnull(sum(input_tokens), 0), ifnull(sum(output_tokens), 0), total(cost_usd),
+            count(cost_usd), min(timestamp), max(timestamp)
+        FROM call_data WHERE user_id IS NOT NULL OR session_id IS NOT NULL GROUP BY 1, 2, 3
+        """
+    )
+    db.execute(
+        f"""
+        CREATE TRIGGER call_data_people_insert AFTER INSERT ON call_data
+        WHEN NEW.user_id IS NOT NULL OR NEW.session_id IS NOT NULL BEGIN
+            INSERT INTO people_daily VALUES (
+                substr(NEW.timestamp, 1, 10), NEW.user_id, NEW.session_id, 1,
+                NEW.error IS NOT NULL, ifnull(NEW.input_tokens, 0), ifnull(NEW.output_tokens, 0),
+                ifnull(NEW.cost_usd, 0.0), NEW.cost_usd IS NOT NULL, NEW.timestamp, NEW.timestamp
+            ) ON CONFLICT ({key}) DO UPDATE SET
+                calls = calls + 1, errors = errors + excluded.errors,
+                input_tokens = input_tokens + excluded.input_tokens,
+                output_tokens = output_tokens + excluded.output_tokens,
+                cost_usd = cost_usd + excluded.cost_usd, priced_calls = priced_calls + excluded.priced_calls,
+                first = min(first, excluded.first), last = max(last, excluded.last);
+        END
+        """
+    )
+    priced = "priced_calls + (NEW.cost_usd IS NOT NULL) - (OLD.cost_usd IS NOT NULL)"
+    old_key = "substr(OLD.timestamp, 1, 10), ifnull(OLD.user_id, x''), ifnull(OLD.session_id, x'')"
+    db.execute(
+        f"""
+        CREATE TRIGGER call_data_people_cost AFTER UPDATE OF cost_usd ON call_data
+        WHEN OLD.cost_usd IS NOT NEW.cost_usd
+            AND (OLD.user_id IS NOT NULL OR OLD.session_id IS NOT NULL) BEGIN
+            UPDATE people_daily SET
+                cost_usd = CASE WHEN {priced} = 0 THEN 0.0
+                    ELSE cost_usd + ifnull(NEW.cost_usd, 0.0) - ifnull(OLD.cost_usd, 0.0) END,
+                priced_calls = {priced}
+            WHERE ({key}) = ({old_key});
+        END
+        """
+    )
+
+
+def m006_spans(db: sqlite3.Connection) -> None:
+    """`spans`: every span received over OTLP, a model call or not, so a call's trace can be
+    shown as a tree; `span_events`: log events carrying a span's content, kept until (and
+    after) their span arrives, whichever comes first."""
+    _run(
+        db,
+        """
+        CREATE TABLE spans (
+            trace_id TEXT NOT NULL, span_id TEXT NOT NULL, parent_id TEXT,
+            name TEXT NOT NULL, kind TEXT, start_time TEXT NOT NULL, end_time TEXT,
+            status TEXT, status_message TEXT, attributes TEXT, events TEXT, service TEXT,
+            call_id TEXT,  -- the call this span became, if it was a model call
+            PRIMARY KEY (trace_id, span_id)
+        );
+        CREATE TABLE span_events (
+            key BLOB PRIMARY KEY,  -- a hash of the event: the same event sent twice is kept once
+            trace_id TEXT NOT NULL, span_id TEXT NOT NULL, name TEXT NOT NULL,
+            attributes TEXT, body TEXT, received INTEGER NOT NULL
+        );
+        CREATE INDEX span_events_span ON span_events(trace_id, span_id, received)
+        """,
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
+    m001_initial,
+    m002_rate_card_and_filters,
+    m003_daily,
+    m004_response_echo,
+    m005_people_daily,
+    m006_spans,
+]
+
+
+def migrate(db: sqlite3.Connection, target: int | None = None) -> int:
+    """Apply pending migrations (up to `target`), each in its own transaction."""
+    target = len(MIGRATIONS) if target is None else target
+    while True:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version >= target:
+            return version
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            # Re-read under the write lock: another process may have migrated meanwhile.
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            if version < target:
+                MIGRATIONS[version](db)
+                db.execute(f"PRAGMA user_version = {version + 1}")
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
