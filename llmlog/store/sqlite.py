@@ -10,6 +10,7 @@ again). The `calls` view presents every call whole, with the column names of
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -270,6 +271,18 @@ class SQLiteStore(Store):
     _INSERT_ONE = _INSERT.format(_ONE)
     _INSERT_MANY = _INSERT.format(",".join([_ONE] * _ROWS_PER_INSERT))
 
+    @contextlib.contextmanager
+    def _writing(self) -> Iterator[None]:
+        """One write transaction, taken at once (BEGIN IMMEDIATE: no upgrade from a read lock
+        that another writer could make fail); committed, or rolled back on any error."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
     def insert(self, calls: Sequence[Call]) -> int:
         """Store a batch in one transaction; a call whose id is already stored is skipped."""
         if not calls:
@@ -282,8 +295,7 @@ class SQLiteStore(Store):
     def _insert(self, calls: Sequence[Call], safe: bool) -> int:
         batch = self._content.batch(by_identity=not safe)
         keyed = [self._keys(c, batch, safe) for c in calls]
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._writing():
             self._resolve(batch)
             rows = [self._row(c, keys, batch, safe) for c, keys in zip(calls, keyed, strict=True)]
             inserted = 0
@@ -294,32 +306,22 @@ class SQLiteStore(Store):
                 inserted += self.db.execute(self._INSERT_MANY, flat).rowcount
             for row in rows[whole:]:
                 inserted += self.db.execute(self._INSERT_ONE, row).rowcount
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         batch.commit()
         return inserted
 
     def update_costs(self, costs: Iterable[tuple[str, float | None, str | None]]) -> int:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._writing():
             n = 0
             for call_id, cost, card in costs:
                 n += self.db.execute(
                     "UPDATE call_data SET cost_usd = ?, rate_card = ? WHERE id = ?", (cost, card, call_id)
                 ).rowcount
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         return n
 
     def update_content(self, call: Call) -> None:
         batch = self._content.batch(by_identity=False)
         keys = self._keys(call, batch, safe=True)
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._writing():
             self._resolve(batch)
             row = self._row(call, keys, batch, safe=True)
             # The content columns of the row, as `_row` lays them out.
@@ -330,10 +332,6 @@ class SQLiteStore(Store):
                 " response_tools_id = ? WHERE id = ?",
                 values,
             )
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
         batch.commit()
 
     _CONTENT_COLUMNS = ("system_id", "tools_id", "params_id", "response_instructions_id", "response_tools_id")
@@ -343,48 +341,45 @@ class SQLiteStore(Store):
         db = self.db
         # Deleted rows are overwritten, not left readable in free pages of the file.
         db.execute("PRAGMA secure_delete = ON")
-        db.execute("BEGIN IMMEDIATE")
         try:
-            cols = ", ".join(("id", "message_ids", *self._CONTENT_COLUMNS))
-            rows = db.execute(f"SELECT {cols} FROM call_data WHERE {column} = ?", (value,)).fetchall()
-            ids = [r[0] for r in rows]
-            candidates = {c for r in rows for c in r[2:] if c is not None}
-            candidates.update(c for r in rows if r[1] for c in json.loads(r[1]))
-            out = Erased(calls=db.execute(f"DELETE FROM call_data WHERE {column} = ?", (value,)).rowcount)
-            db.execute("CREATE TEMP TABLE IF NOT EXISTS erase_ids (id INTEGER PRIMARY KEY)")
-            db.execute("DELETE FROM erase_ids")
-            db.executemany("INSERT INTO erase_ids VALUES (?)", [(c,) for c in candidates])
-            used = {
-                r[0]
-                for col in self._CONTENT_COLUMNS
-                for r in db.execute(
-                    f"SELECT DISTINCT {col} FROM call_data WHERE {col} IN (SELECT id FROM erase_ids)"
+            with self._writing():
+                cols = ", ".join(("id", "message_ids", *self._CONTENT_COLUMNS))
+                rows = db.execute(f"SELECT {cols} FROM call_data WHERE {column} = ?", (value,)).fetchall()
+                ids = [r[0] for r in rows]
+                candidates = {c for r in rows for c in r[2:] if c is not None}
+                candidates.update(c for r in rows if r[1] for c in json.loads(r[1]))
+                out = Erased(calls=db.execute(f"DELETE FROM call_data WHERE {column} = ?", (value,)).rowcount)
+                db.execute("CREATE TEMP TABLE IF NOT EXISTS erase_ids (id INTEGER PRIMARY KEY)")
+                db.execute("DELETE FROM erase_ids")
+                db.executemany("INSERT INTO erase_ids VALUES (?)", [(c,) for c in candidates])
+                used = {
+                    r[0]
+                    for col in self._CONTENT_COLUMNS
+                    for r in db.execute(
+                        f"SELECT DISTINCT {col} FROM call_data WHERE {col} IN (SELECT id FROM erase_ids)"
+                    )
+                }
+                used.update(
+                    r[0]
+                    for r in db.execute(
+                        "SELECT DISTINCT j.value FROM call_data, json_each(call_data.message_ids) AS j"
+                        " WHERE j.value IN (SELECT id FROM erase_ids)"
+                    )
                 )
-            }
-            used.update(
-                r[0]
-                for r in db.execute(
-                    "SELECT DISTINCT j.value FROM call_data, json_each(call_data.message_ids) AS j"
-                    " WHERE j.value IN (SELECT id FROM erase_ids)"
-                )
-            )
-            gone = [(c,) for c in candidates - used]
-            db.executemany("DELETE FROM content WHERE id = ?", gone)
-            out.contents = len(gone)
-            for i in range(0, len(ids), 500):
-                chunk = ids[i : i + 500]
-                marks = ",".join("?" * len(chunk))
-                db.execute(
-                    "DELETE FROM span_events WHERE (trace_id, span_id) IN"
-                    f" (SELECT trace_id, span_id FROM spans WHERE call_id IN ({marks}))",
-                    chunk,
-                )
-                out.spans += db.execute(f"DELETE FROM spans WHERE call_id IN ({marks})", chunk).rowcount
-            out.rollup_rows = db.execute(f"DELETE FROM people_daily WHERE {column} = ?", (value,)).rowcount
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+                gone = [(c,) for c in candidates - used]
+                db.executemany("DELETE FROM content WHERE id = ?", gone)
+                out.contents = len(gone)
+                for i in range(0, len(ids), 500):
+                    chunk = ids[i : i + 500]
+                    marks = ",".join("?" * len(chunk))
+                    db.execute(
+                        "DELETE FROM span_events WHERE (trace_id, span_id) IN"
+                        f" (SELECT trace_id, span_id FROM spans WHERE call_id IN ({marks}))",
+                        chunk,
+                    )
+                    out.spans += db.execute(f"DELETE FROM spans WHERE call_id IN ({marks})", chunk).rowcount
+                rollup = db.execute(f"DELETE FROM people_daily WHERE {column} = ?", (value,))
+                out.rollup_rows = rollup.rowcount
         finally:
             db.execute("PRAGMA secure_delete = OFF")
         # The write-ahead log still holds the pages as they were: fold it into the file.
@@ -398,17 +393,12 @@ class SQLiteStore(Store):
              _json_safe(s.attributes), _json_safe(s.events), s.service, s.call_id)
             for s in spans
         ]  # fmt: skip
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._writing():
             self.db.executemany(
                 "INSERT INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " ON CONFLICT (trace_id, span_id) DO UPDATE SET call_id = ifnull(call_id, excluded.call_id)",
                 rows,
             )
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
 
     def trace(self, trace_id: str) -> list[Span]:
         cur = self.db.execute(
@@ -429,15 +419,10 @@ class SQLiteStore(Store):
             attributes, body = _json_safe(e.attributes), _json_safe(e.body)
             key = digest(f"{e.trace_id}\n{e.span_id}\n{e.name}\n{attributes}\n{body}")
             rows.append((key, e.trace_id, e.span_id, e.name, attributes, body, time.time_ns()))
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._writing():
             self.db.executemany(
                 "INSERT INTO span_events VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING", rows
             )
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
 
     def span_events(self, trace_id: str, span_ids: Sequence[str]) -> list[SpanEvent]:
         if not span_ids:
