@@ -139,6 +139,20 @@ def erase_target(user_id: str | None, session_id: str | None) -> tuple[str, str]
     return ("user_id", user_id) if user_id is not None else ("session_id", session_id)  # type: ignore[return-value]
 
 
+def day_and_features(day: date, features: Sequence[str | None], placeholder: str) -> tuple[str, list[Any]]:
+    """A condition on `call_data` for one UTC day's calls of these features (None: none)."""
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    bounds: list[Any] = [start, start + timedelta(days=1)]
+    if placeholder == "?":  # SQLite compares the ISO text
+        bounds = [b.date().isoformat() for b in bounds]
+    named = [f for f in features if f is not None]
+    alternatives = ["feature IS NULL"] if None in features else []
+    if named:
+        alternatives.append(f"feature IN ({', '.join([placeholder] * len(named))})")
+    p, which = placeholder, " OR ".join(alternatives) or "false"
+    return f"timestamp >= {p} AND timestamp < {p} AND ({which})", [*bounds, *named]
+
+
 # How many of the latest matching calls a facet counts when the rollup cannot answer.
 FACET_WINDOW = 10_000
 
@@ -283,6 +297,41 @@ class Store(abc.ABC):
         so that none of their text stays readable in the database. The `daily` rollup keeps
         its counts: it holds no user, session or text. Reads every call once, to know which
         content other calls still use."""
+
+    # -------------------------------------------------------------- retention (llmlog.retention)
+
+    @abc.abstractmethod
+    def old_calls(self, before: date) -> list[tuple[date, str | None, int]]:
+        """(UTC day, feature, calls) of the stored calls from days before `before`."""
+
+    @abc.abstractmethod
+    def purge(self, day: date, features: Sequence[str | None]) -> Erased:
+        """Delete one UTC day's calls of these features (None: no feature) and their spans,
+        in one transaction. `daily` and `people_daily` keep them: they are the cold tier.
+        The content they alone used stays until `collect_content`."""
+
+    @abc.abstractmethod
+    def collect_content(self) -> int:
+        """Delete the content no stored call uses; how many pieces went."""
+
+    @abc.abstractmethod
+    def purge_traces(self, before: datetime) -> int:
+        """Delete the spans that started, and the span events that arrived, before `before`."""
+
+    @abc.abstractmethod
+    def reclaim(self) -> None:
+        """Give the space deleted rows held back to the file system."""
+
+    @abc.abstractmethod
+    def size_bytes(self) -> int:
+        """What the store takes on disk."""
+
+    @abc.abstractmethod
+    def setting(self, key: str) -> Any:
+        """A value from the store's `settings` (None when not set)."""
+
+    @abc.abstractmethod
+    def set_setting(self, key: str, value: Any) -> None: ...
 
     @abc.abstractmethod
     def insert_spans(self, spans: Sequence[Span]) -> None:

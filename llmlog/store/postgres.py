@@ -36,17 +36,25 @@ from llmlog.store.base import (
     QueryResult,
     ReadOnlyError,
     Store,
+    day_and_features,
     erase_target,
     like_pattern,
     utc_days,
 )
-from llmlog.store.content import ContentBatch, ContentIds, digest
+from llmlog.store.content import ContentBatch, ContentIds, Key, digest
 from llmlog.store.postgres_schema import migrate, schema_lock, schema_version
 
 CONNECT_TIMEOUT_S = 10
 # Creating a partition briefly locks the parent table; waiting longer than this for a long
 # reader to finish would stall every writer queued behind the lock, so give up and retry.
 DDL_LOCK_TIMEOUT = "5s"
+
+
+def _partition_month(name: str) -> tuple[int, int] | None:
+    """The (year, month) of a monthly partition's table name, `call_data_YYYYMM`."""
+    m = re.fullmatch(r"call_data_(\d{4})(\d{2})", name)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
 
 # A call as a list shows it (`Store.recent(brief=True)`): the row and its last message.
 _BRIEF = """(
@@ -141,6 +149,7 @@ class PostgresStore(Store):
         self.url = url
         self._conn: psycopg.Connection[Any] | None = None
         self._content = ContentIds()
+        self._epoch = -1  # unknown until the first write
         self._partitions: set[tuple[int, int]] = set()
         self._staging = False  # the connection's temporary staging table exists
         try:
@@ -209,17 +218,12 @@ class PostgresStore(Store):
         # Every piece of content named by its id when known, else by its hash; then the ids
         # of the hashes, then the rows.
         batch = self._content.batch()
-        keyed = [
-            (
-                batch.key(c.system_prompt) if c.system_prompt is not None else None,
-                batch.keys(c.messages) if c.messages is not None else None,
-                batch.key(c.tools) if c.tools is not None else None,
-                batch.key(c.params) if c.params is not None else None,
-            )
-            for c in calls
-        ]
+        keyed = [self._keys(c, batch) for c in calls]
         conn = self.conn
         with conn.transaction(), conn.cursor() as cur:
+            if self._content_changed(cur):
+                batch = self._content.batch()
+                keyed = [self._keys(c, batch) for c in calls]
             self._resolve(cur, batch)
             cid = batch.id
 
@@ -260,6 +264,35 @@ class PostgresStore(Store):
         self._staging = True
         batch.commit()  # only now are the new content rows certain to exist
         return inserted
+
+    @staticmethod
+    def _keys(c: Call, batch: ContentBatch) -> tuple[Key | None, list[Key] | None, Key | None, Key | None]:
+        return (
+            batch.key(c.system_prompt) if c.system_prompt is not None else None,
+            batch.keys(c.messages) if c.messages is not None else None,
+            batch.key(c.tools) if c.tools is not None else None,
+            batch.key(c.params) if c.params is not None else None,
+        )
+
+    def _content_changed(self, cur: psycopg.Cursor[Any]) -> bool:
+        """At the start of a writing transaction: whether content was deleted (erasure,
+        retention) since this store last looked, in which case its cached content ids may
+        name rows that are gone and it forgets them. The share lock on the epoch keeps a
+        deletion (which updates it first) from running until this transaction ends."""
+        row = cur.execute("SELECT value FROM settings WHERE key = 'content_epoch' FOR SHARE").fetchone()
+        epoch = int(row[0]) if row else 0
+        if epoch == self._epoch:
+            return False
+        self._epoch, self._content = epoch, ContentIds()
+        return True
+
+    @staticmethod
+    def _content_deleting(cur: psycopg.Cursor[Any]) -> None:
+        """First in a transaction that deletes content: waits for the writers using cached
+        ids to finish, keeps new ones out until it ends, and makes them all forget."""
+        cur.execute(
+            "UPDATE settings SET value = to_jsonb((value #>> '{}')::bigint + 1) WHERE key = 'content_epoch'"
+        )
 
     def _resolve(self, cur: psycopg.Cursor[Any], batch: ContentBatch) -> None:
         """Find the ids of the batch's content, inserting what is new."""
@@ -331,12 +364,12 @@ class PostgresStore(Store):
     def update_content(self, call: Call) -> None:
         c = _storable_call(call)
         batch = self._content.batch()
-        system = batch.key(c.system_prompt) if c.system_prompt is not None else None
-        messages = batch.keys(c.messages) if c.messages is not None else None
-        tools = batch.key(c.tools) if c.tools is not None else None
-        params = batch.key(c.params) if c.params is not None else None
+        system, messages, tools, params = self._keys(c, batch)
         conn = self.conn
         with conn.transaction(), conn.cursor() as cur:
+            if self._content_changed(cur):
+                batch = self._content.batch()
+                system, messages, tools, params = self._keys(c, batch)
             self._resolve(cur, batch)
             cur.execute(
                 "UPDATE call_data SET system_id = %s, message_ids = %s::bigint[], tools_id = %s,"
@@ -358,36 +391,132 @@ class PostgresStore(Store):
     def erase(self, *, user_id: str | None = None, session_id: str | None = None) -> Erased:
         column, value = erase_target(user_id, session_id)
         conn = self.conn
-        out = Erased()
         with conn.transaction(), conn.cursor() as cur:
-            rows = cur.execute(
-                f"DELETE FROM call_data WHERE {column} = %s"
-                " RETURNING id, system_id, tools_id, params_id, message_ids",
-                (value,),
-            ).fetchall()
-            out.calls = len(rows)
-            ids = [r[0] for r in rows]
-            candidates = sorted({c for r in rows for c in (*r[1:4], *(r[4] or ())) if c is not None})
-            if candidates:
-                used = cur.execute(
-                    "SELECT DISTINCT u FROM (SELECT"
-                    " unnest(coalesce(message_ids, '{}') || ARRAY[system_id, tools_id, params_id]) AS u"
-                    " FROM call_data WHERE message_ids && %s::bigint[] OR system_id = ANY(%s)"
-                    " OR tools_id = ANY(%s) OR params_id = ANY(%s)) AS s WHERE u = ANY(%s)",
-                    (candidates,) * 5,
-                ).fetchall()
-                gone = sorted(set(candidates) - {r[0] for r in used})
-                out.contents = cur.execute("DELETE FROM content WHERE id = ANY(%s)", (gone,)).rowcount
-            cur.execute(
-                "DELETE FROM span_events WHERE (trace_id, span_id) IN"
-                " (SELECT trace_id, span_id FROM spans WHERE call_id = ANY(%s))",
-                (ids,),
-            )
-            out.spans = cur.execute("DELETE FROM spans WHERE call_id = ANY(%s)", (ids,)).rowcount
+            self._content_deleting(cur)
+            out, candidates = self._delete_calls(cur, f"{column} = %s", [value])
+            out.contents = self._delete_content(cur, candidates)
             out.rollup_rows = cur.execute(f"DELETE FROM people_daily WHERE {column} = %s", (value,)).rowcount
         # Dead rows stay in the table's pages until vacuumed: vacuum what held the text.
         conn.execute("VACUUM call_data, content, spans, span_events")
         return out
+
+    @staticmethod
+    def _delete_calls(
+        cur: psycopg.Cursor[Any], where: str, params: Sequence[Any]
+    ) -> tuple[Erased, list[int]]:
+        """The calls `where` selects, their spans and span events; and the content they used."""
+        rows = cur.execute(
+            f"DELETE FROM call_data WHERE {where} RETURNING id, system_id, tools_id, params_id, message_ids",
+            params,
+        ).fetchall()
+        ids = [r[0] for r in rows]
+        cur.execute(
+            "DELETE FROM span_events WHERE (trace_id, span_id) IN"
+            " (SELECT trace_id, span_id FROM spans WHERE call_id = ANY(%s))",
+            (ids,),
+        )
+        out = Erased(calls=len(rows))
+        out.spans = cur.execute("DELETE FROM spans WHERE call_id = ANY(%s)", (ids,)).rowcount
+        return out, sorted({c for r in rows for c in (*r[1:4], *(r[4] or ())) if c is not None})
+
+    @staticmethod
+    def _delete_content(cur: psycopg.Cursor[Any], candidates: list[int] | None) -> int:
+        """The content no stored call uses, among `candidates` (all when None); after
+        `_content_deleting` in the same transaction."""
+        if candidates is not None:
+            if not candidates:
+                return 0
+            used = cur.execute(
+                "SELECT DISTINCT u FROM (SELECT"
+                " unnest(coalesce(message_ids, '{}') || ARRAY[system_id, tools_id, params_id]) AS u"
+                " FROM call_data WHERE message_ids && %s::bigint[] OR system_id = ANY(%s)"
+                " OR tools_id = ANY(%s) OR params_id = ANY(%s)) AS s WHERE u = ANY(%s)",
+                (candidates,) * 5,
+            ).fetchall()
+            gone = sorted(set(candidates) - {r[0] for r in used})
+            return cur.execute("DELETE FROM content WHERE id = ANY(%s)", (gone,)).rowcount
+        # Every piece: the ids in use gathered once, then an anti-join (a NOT IN over millions
+        # of ids would run a subquery per content row once it outgrows work_mem).
+        cur.execute(
+            "CREATE TEMP TABLE content_used ON COMMIT DROP AS SELECT DISTINCT u AS id FROM (SELECT"
+            " unnest(coalesce(message_ids, '{}') || ARRAY[system_id, tools_id, params_id]) AS u"
+            " FROM call_data) AS s WHERE u IS NOT NULL"
+        )
+        cur.execute("ANALYZE content_used")
+        return cur.execute(
+            "DELETE FROM content AS c WHERE NOT EXISTS (SELECT 1 FROM content_used AS u WHERE u.id = c.id)"
+        ).rowcount
+
+    # -------------------------------------------------------------- retention
+
+    def old_calls(self, before: date) -> list[tuple[date, str | None, int]]:
+        rows = self.conn.execute(
+            "SELECT (timestamp AT TIME ZONE 'UTC')::date, feature, count(*) FROM call_data"
+            " WHERE timestamp < %s GROUP BY 1, 2 ORDER BY 1",
+            (datetime(before.year, before.month, before.day, tzinfo=UTC),),
+        )
+        return [(d, f, n) for d, f, n in rows]
+
+    def purge(self, day: date, features: Sequence[str | None]) -> Erased:
+        where, params = day_and_features(day, features, "%s")
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            return self._delete_calls(cur, where, params)[0]
+
+    def collect_content(self) -> int:
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            self._content_deleting(cur)
+            return self._delete_content(cur, None)
+
+    def purge_traces(self, before: datetime) -> int:
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            n = cur.execute("DELETE FROM spans WHERE start_time < %s", (before,)).rowcount
+            n += cur.execute(
+                "DELETE FROM span_events WHERE received < %s", (int(before.timestamp() * 1e9),)
+            ).rowcount
+        return n
+
+    def reclaim(self) -> None:
+        """Months whose every call is gone are dropped whole (their files go, dead rows and
+        all); the rest is vacuumed, so new calls reuse the space. The current and next
+        month's tables stay: calls are arriving there."""
+        conn = self.conn
+        now = datetime.now(UTC)
+        keep = {(now.year, now.month), ((now + timedelta(days=31)).year, (now + timedelta(days=31)).month)}
+        parts = conn.execute(
+            "SELECT c.relname FROM pg_inherits AS i JOIN pg_class AS c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'call_data'::regclass"
+        ).fetchall()
+        for (name,) in parts:
+            month = _partition_month(name)
+            if month is None or month in keep:
+                continue
+            with conn.transaction(), conn.cursor() as cur:
+                cur.execute(f"SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'")
+                schema_lock(cur)
+                table = pgsql.Identifier(name)
+                if cur.execute(pgsql.SQL("SELECT 1 FROM {} LIMIT 1").format(table)).fetchone():
+                    continue
+                cur.execute(pgsql.SQL("DROP TABLE {}").format(table))
+            self._partitions.discard(month)
+        conn.execute("VACUUM call_data, content, spans, span_events")
+
+    def size_bytes(self) -> int:
+        row = self.conn.execute(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class AS c"
+            " WHERE c.relnamespace = current_schema()::regnamespace AND c.relkind IN ('r', 'm')"
+        ).fetchone()
+        return int(row[0]) if row else 0
+
+    def setting(self, key: str) -> Any:
+        row = self.conn.execute("SELECT value FROM settings WHERE key = %s", (key,)).fetchone()
+        return row[0] if row else None
+
+    def set_setting(self, key: str, value: Any) -> None:
+        self.conn.execute(
+            "INSERT INTO settings VALUES (%s, %s::jsonb)"
+            " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            (key, json.dumps(value)),
+        )
 
     def insert_spans(self, spans: Sequence[Span]) -> None:
         rows = [

@@ -9,6 +9,8 @@ from typing import Any
 import psycopg
 from psycopg import sql as pgsql
 
+from llmlog.store.rollup import DAILY_COLUMNS, GROUP, from_raw_sql
+
 CALLS_VIEW = """
 CREATE VIEW calls AS
 SELECT
@@ -295,11 +297,108 @@ def m004_spans(cur: psycopg.Cursor[Any]) -> None:
     cur.execute("CREATE INDEX span_events_span ON span_events (trace_id, span_id, received)")
 
 
+def m005_cold_figures(cur: psycopg.Cursor[Any]) -> None:
+    """What `daily` needs to stand for the calls once retention has deleted them, as in
+    SQLite's migration 7, and `settings`, the store's own settings."""
+    schema = cur.execute("SELECT current_schema()").fetchone()
+    assert schema is not None and schema[0] is not None  # m002 checked it
+    for column, kind in (
+        ("output_calls", "bigint NOT NULL DEFAULT 0"),  # calls whose output_tokens is not NULL
+        ("tool_calls", "bigint NOT NULL DEFAULT 0"),  # tool calls made, summed
+        ("users", "bigint NOT NULL DEFAULT 0"),  # distinct user_id (NULL not counted)
+        ("sessions", "bigint NOT NULL DEFAULT 0"),  # distinct session_id
+        ("error_types", "jsonb NOT NULL DEFAULT '{}'"),  # {"error type": calls}
+        ("latency_hist", "jsonb NOT NULL DEFAULT '{}'"),  # {"bucket": calls}, rollup.bucket_sql
+        ("first_token_hist", "jsonb NOT NULL DEFAULT '{}'"),
+    ):
+        cur.execute(f"ALTER TABLE daily ADD COLUMN {column} {kind}")
+    path = pgsql.SQL("SET search_path = {}, pg_temp").format(pgsql.Identifier(schema[0])).as_string(cur)
+    # Two {key: count} objects added key by key: how a group's histograms take in a batch's.
+    cur.execute(
+        f"""
+        CREATE FUNCTION llmlog_add_counts(a jsonb, b jsonb) RETURNS jsonb
+        LANGUAGE sql IMMUTABLE {path} AS $$
+            SELECT coalesce(jsonb_object_agg(k, n), '{{}}'::jsonb) FROM (
+                SELECT k, sum(v::bigint) AS n
+                FROM (SELECT * FROM jsonb_each_text(a) UNION ALL SELECT * FROM jsonb_each_text(b)) AS x(k, v)
+                GROUP BY k
+            ) AS y
+        $$
+        """
+    )
+    group = "day, " + ", ".join(GROUP)
+    sums = (
+        "calls", "errors", "input_tokens", "output_tokens", "cache_read_tokens",
+        "cache_creation_tokens", "priced_calls", "latency_ms", "first_token_ms",
+        "output_calls", "tool_calls", "users", "sessions",
+    )  # fmt: skip
+    counts = ("error_types", "latency_hist", "first_token_hist")
+    upsert = f"""
+        INSERT INTO daily {{}} ORDER BY 1, 2, 3, 4, 5
+        ON CONFLICT ({group}) DO UPDATE SET
+            {", ".join(f"{c} = daily.{c} + EXCLUDED.{c}" for c in sums)},
+            {", ".join(f"{c} = llmlog_add_counts(daily.{c}, EXCLUDED.{c})" for c in counts)},
+            cost_usd = CASE WHEN daily.priced_calls + EXCLUDED.priced_calls = 0 THEN 0
+                ELSE daily.cost_usd + EXCLUDED.cost_usd END
+        """
+    # A batch's user (or session) is new to its day and group when no call stored before the
+    # batch has it there (the index on (column, timestamp) finds that person's calls).
+    same = " AND ".join(f"c.{g} IS NOT DISTINCT FROM r.{g}" for g in GROUP)
+    start = "(date_trunc('day', r.timestamp AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
+    fresh = (
+        "NOT EXISTS (SELECT 1 FROM call_data AS c WHERE c.{column} = r.{column}"
+        f" AND c.timestamp >= {start} AND c.timestamp < {start} + interval '1 day' AND {same}"
+        " AND NOT EXISTS (SELECT 1 FROM new_calls AS x WHERE x.id = c.id AND x.timestamp = c.timestamp))"
+    )
+    cur.execute(
+        f"""
+        CREATE OR REPLACE FUNCTION daily_add_calls() RETURNS trigger LANGUAGE plpgsql {path} AS $$
+        BEGIN
+            {upsert.format(from_raw_sql("postgres", "new_calls", fresh=fresh))};
+            RETURN NULL;
+        END
+        $$
+        """
+    )
+    changes = """
+        SELECT (o.timestamp AT TIME ZONE 'UTC')::date, o.feature, o.model, o.provider,
+            o.prompt_template_version, 0, 0, 0, 0, 0, 0,
+            sum(coalesce(n.cost_usd, 0) - coalesce(o.cost_usd, 0)), count(n.cost_usd) - count(o.cost_usd),
+            0, 0, 0, 0, 0, 0, '{}'::jsonb, '{}'::jsonb, '{}'::jsonb
+        FROM old_calls AS o JOIN new_calls AS n ON n.id = o.id AND n.timestamp = o.timestamp
+        WHERE n.cost_usd IS DISTINCT FROM o.cost_usd
+        GROUP BY 1, 2, 3, 4, 5
+        """
+    cur.execute(
+        f"""
+        CREATE OR REPLACE FUNCTION daily_add_costs() RETURNS trigger LANGUAGE plpgsql {path} AS $$
+        BEGIN
+            {upsert.format(changes)};
+            RETURN NULL;
+        END
+        $$
+        """
+    )
+    # The calls already stored (writers wait on the trigger change until this transaction
+    # ends). A group whose calls were deleted by hand keeps its zeros.
+    new = DAILY_COLUMNS[15:]
+    same_key = " AND ".join(f"r.{c} IS NOT DISTINCT FROM daily.{c}" for c in ("day", *GROUP))
+    cur.execute(
+        f"UPDATE daily SET ({', '.join(new)}) = ({', '.join(f'r.{c}' for c in new)})"
+        f" FROM ({from_raw_sql('postgres')}) AS r WHERE {same_key}"
+    )
+    cur.execute("CREATE TABLE settings (key text PRIMARY KEY, value jsonb NOT NULL)")
+    # Counts the deletions of content (`Store.erase`, retention), so writers that cache
+    # content ids know when to forget them.
+    cur.execute("INSERT INTO settings VALUES ('content_epoch', '0')")
+
+
 MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m001_initial,
     m002_daily,
     m003_people_daily,
     m004_spans,
+    m005_cold_figures,
 ]
 
 

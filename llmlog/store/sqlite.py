@@ -15,7 +15,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from llmlog.store.base import (
     QueryResult,
     ReadOnlyError,
     Store,
+    day_and_features,
     erase_target,
     like_pattern,
     utc_days,
@@ -162,6 +163,7 @@ class SQLiteStore(Store):
         self.schema_found = self.db.execute("PRAGMA user_version").fetchone()[0]
         self.schema_version = migrate(self.db)
         self._content = ContentIds()
+        self._epoch = self._content_epoch()
 
     @property
     def url(self) -> str:
@@ -292,10 +294,34 @@ class SQLiteStore(Store):
         except UnicodeEncodeError:
             return self._insert(calls, safe=True)
 
+    def _content_epoch(self) -> int:
+        row = self.db.execute("SELECT value FROM settings WHERE key = 'content_epoch'").fetchone()
+        return int(row[0]) if row else 0
+
+    def _content_changed(self) -> bool:
+        """Under the write lock: whether content was deleted (erasure, retention) since this
+        store last looked. Its cached content ids may then name rows that are gone, or that
+        a new piece has taken since, so it forgets them."""
+        epoch = self._content_epoch()
+        if epoch == self._epoch:
+            return False
+        self._epoch, self._content = epoch, ContentIds()
+        return True
+
+    def _content_deleted(self) -> None:
+        """In the deleting transaction: every store's cached content ids are now suspect."""
+        self.db.execute(
+            "INSERT INTO settings VALUES ('content_epoch', 1)"
+            " ON CONFLICT (key) DO UPDATE SET value = value + 1"
+        )
+
     def _insert(self, calls: Sequence[Call], safe: bool) -> int:
         batch = self._content.batch(by_identity=not safe)
         keyed = [self._keys(c, batch, safe) for c in calls]
         with self._writing():
+            if self._content_changed():
+                batch = self._content.batch(by_identity=not safe)
+                keyed = [self._keys(c, batch, safe) for c in calls]
             self._resolve(batch)
             rows = [self._row(c, keys, batch, safe) for c, keys in zip(calls, keyed, strict=True)]
             inserted = 0
@@ -322,6 +348,9 @@ class SQLiteStore(Store):
         batch = self._content.batch(by_identity=False)
         keys = self._keys(call, batch, safe=True)
         with self._writing():
+            if self._content_changed():
+                batch = self._content.batch(by_identity=False)
+                keys = self._keys(call, batch, safe=True)
             self._resolve(batch)
             row = self._row(call, keys, batch, safe=True)
             # The content columns of the row, as `_row` lays them out.
@@ -338,53 +367,124 @@ class SQLiteStore(Store):
 
     def erase(self, *, user_id: str | None = None, session_id: str | None = None) -> Erased:
         column, value = erase_target(user_id, session_id)
-        db = self.db
-        # Deleted rows are overwritten, not left readable in free pages of the file.
-        db.execute("PRAGMA secure_delete = ON")
-        try:
-            with self._writing():
-                cols = ", ".join(("id", "message_ids", *self._CONTENT_COLUMNS))
-                rows = db.execute(f"SELECT {cols} FROM call_data WHERE {column} = ?", (value,)).fetchall()
-                ids = [r[0] for r in rows]
-                candidates = {c for r in rows for c in r[2:] if c is not None}
-                candidates.update(c for r in rows if r[1] for c in json.loads(r[1]))
-                out = Erased(calls=db.execute(f"DELETE FROM call_data WHERE {column} = ?", (value,)).rowcount)
-                db.execute("CREATE TEMP TABLE IF NOT EXISTS erase_ids (id INTEGER PRIMARY KEY)")
-                db.execute("DELETE FROM erase_ids")
-                db.executemany("INSERT INTO erase_ids VALUES (?)", [(c,) for c in candidates])
-                used = {
-                    r[0]
-                    for col in self._CONTENT_COLUMNS
-                    for r in db.execute(
-                        f"SELECT DISTINCT {col} FROM call_data WHERE {col} IN (SELECT id FROM erase_ids)"
-                    )
-                }
-                used.update(
-                    r[0]
-                    for r in db.execute(
-                        "SELECT DISTINCT j.value FROM call_data, json_each(call_data.message_ids) AS j"
-                        " WHERE j.value IN (SELECT id FROM erase_ids)"
-                    )
-                )
-                gone = [(c,) for c in candidates - used]
-                db.executemany("DELETE FROM content WHERE id = ?", gone)
-                out.contents = len(gone)
-                for i in range(0, len(ids), 500):
-                    chunk = ids[i : i + 500]
-                    marks = ",".join("?" * len(chunk))
-                    db.execute(
-                        "DELETE FROM span_events WHERE (trace_id, span_id) IN"
-                        f" (SELECT trace_id, span_id FROM spans WHERE call_id IN ({marks}))",
-                        chunk,
-                    )
-                    out.spans += db.execute(f"DELETE FROM spans WHERE call_id IN ({marks})", chunk).rowcount
-                rollup = db.execute(f"DELETE FROM people_daily WHERE {column} = ?", (value,))
-                out.rollup_rows = rollup.rowcount
-        finally:
-            db.execute("PRAGMA secure_delete = OFF")
-        # The write-ahead log still holds the pages as they were: fold it into the file.
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with self._secure_delete(), self._writing():
+            columns = ", ".join(("message_ids", *self._CONTENT_COLUMNS))
+            rows = self.db.execute(f"SELECT {columns} FROM call_data WHERE {column} = ?", (value,)).fetchall()
+            candidates = {c for r in rows for c in r[1:] if c is not None}
+            candidates.update(c for r in rows if r[0] for c in json.loads(r[0]))
+            out = self._delete_calls(f"{column} = ?", [value])
+            out.contents = self._delete_content(candidates)
+            rollup = self.db.execute(f"DELETE FROM people_daily WHERE {column} = ?", (value,))
+            out.rollup_rows = rollup.rowcount
         return out
+
+    @contextlib.contextmanager
+    def _secure_delete(self) -> Iterator[None]:
+        """Deleted rows overwritten, not left readable in free pages of the file; and the
+        write-ahead log, which still holds the pages as they were, folded into the file."""
+        self.db.execute("PRAGMA secure_delete = ON")
+        try:
+            yield
+        finally:
+            self.db.execute("PRAGMA secure_delete = OFF")
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def _delete_calls(self, where: str, params: Sequence[Any]) -> Erased:
+        """In a write transaction: the calls `where` selects, their spans and span events."""
+        db = self.db
+        ids = [r[0] for r in db.execute(f"SELECT id FROM call_data WHERE {where}", params)]
+        out = Erased(calls=db.execute(f"DELETE FROM call_data WHERE {where}", params).rowcount)
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            db.execute(
+                "DELETE FROM span_events WHERE (trace_id, span_id) IN"
+                f" (SELECT trace_id, span_id FROM spans WHERE call_id IN ({marks}))",
+                chunk,
+            )
+            out.spans += db.execute(f"DELETE FROM spans WHERE call_id IN ({marks})", chunk).rowcount
+        return out
+
+    def _delete_content(self, candidates: set[int] | None) -> int:
+        """In a write transaction: the content no stored call uses, among `candidates` (all
+        when None)."""
+        db = self.db
+        db.execute("CREATE TEMP TABLE IF NOT EXISTS content_used (id INTEGER PRIMARY KEY)")
+        db.execute("DELETE FROM content_used")
+        within = ""
+        if candidates is not None:
+            db.execute("CREATE TEMP TABLE IF NOT EXISTS content_candidates (id INTEGER PRIMARY KEY)")
+            db.execute("DELETE FROM content_candidates")
+            db.executemany("INSERT INTO content_candidates VALUES (?)", [(c,) for c in candidates])
+            within = " IN (SELECT id FROM content_candidates)"
+        for col in self._CONTENT_COLUMNS:
+            db.execute(
+                f"INSERT OR IGNORE INTO content_used SELECT {col} FROM call_data"
+                f" WHERE {col} {within or 'IS NOT NULL'}"
+            )
+        db.execute(
+            "INSERT OR IGNORE INTO content_used SELECT j.value FROM call_data,"
+            f" json_each(call_data.message_ids) AS j {'WHERE j.value' + within if within else ''}"
+        )
+        gone = db.execute(
+            "DELETE FROM content WHERE id NOT IN (SELECT id FROM content_used)"
+            + (" AND id IN (SELECT id FROM content_candidates)" if within else "")
+        ).rowcount
+        if gone:
+            self._content_deleted()
+        return gone
+
+    # -------------------------------------------------------------- retention
+
+    def old_calls(self, before: date) -> list[tuple[date, str | None, int]]:
+        rows = self.db.execute(
+            "SELECT substr(timestamp, 1, 10), feature, count(*) FROM call_data WHERE timestamp < ?"
+            " GROUP BY 1, 2 ORDER BY 1",
+            (before.isoformat(),),
+        )
+        return [(date.fromisoformat(d), f, n) for d, f, n in rows]
+
+    def purge(self, day: date, features: Sequence[str | None]) -> Erased:
+        where, params = day_and_features(day, features, "?")
+        with self._secure_delete(), self._writing():
+            return self._delete_calls(where, params)
+
+    def collect_content(self) -> int:
+        with self._secure_delete(), self._writing():
+            return self._delete_content(None)
+
+    def purge_traces(self, before: datetime) -> int:
+        with self._secure_delete(), self._writing():
+            cutoff = format_timestamp(before)
+            n = self.db.execute("DELETE FROM spans WHERE start_time < ?", (cutoff,)).rowcount
+            n += self.db.execute(
+                "DELETE FROM span_events WHERE received < ?", (int(before.timestamp() * 1e9),)
+            ).rowcount
+        return n
+
+    def reclaim(self) -> None:
+        # A store made before incremental vacuum was the default is rebuilt once with it.
+        if self.db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+            self.db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            self.db.execute("VACUUM")
+        else:
+            self.db.execute("PRAGMA incremental_vacuum")
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def size_bytes(self) -> int:
+        files = (Path(self.path + suffix) for suffix in ("", "-wal"))
+        return sum(f.stat().st_size for f in files if f.exists())
+
+    def setting(self, key: str) -> Any:
+        row = self.db.execute("SELECT value FROM settings WHERE key = ?", (key,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_setting(self, key: str, value: Any) -> None:
+        with self._writing():
+            self.db.execute(
+                "INSERT INTO settings VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, json.dumps(value)),
+            )
 
     def insert_spans(self, spans: Sequence[Span]) -> None:
         rows = [

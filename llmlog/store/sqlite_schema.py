@@ -6,6 +6,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
+from llmlog.store.rollup import DAILY_COLUMNS, GROUP, bucket_sql, error_type_sql, from_raw_sql, tool_count_sql
+
 # What the response echoed of the request (m004) is put back in place from `content`.
 _ECHOED_RESPONSE = """CASE
         WHEN ri.id IS NULL AND rt.id IS NULL THEN d.response
@@ -270,6 +272,94 @@ def m006_spans(db: sqlite3.Connection) -> None:
     )
 
 
+def _counted(column: str, key: str, when: str) -> str:
+    # One more in a {key: count} JSON object, when `when` holds.
+    path = f"""'$."' || {key} || '"'"""
+    return (
+        f"{column} = CASE WHEN {when} THEN json_set({column}, {path},"
+        f" ifnull(json_extract({column}, {path}), 0) + 1) ELSE {column} END"
+    )
+
+
+def _new_on_day(column: str) -> str:
+    # Whether NEW's user (or session) has no other call in NEW's day and `daily` group: the
+    # first one makes the group's distinct count one more. Served by the index on
+    # (column, timestamp), through that person's calls of the day.
+    same = " AND ".join(f"c.{g} IS NEW.{g}" for g in GROUP)
+    return (
+        f"(NEW.{column} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM call_data AS c"
+        f" WHERE c.{column} = NEW.{column} AND c.timestamp >= substr(NEW.timestamp, 1, 10)"
+        f" AND c.timestamp < date(substr(NEW.timestamp, 1, 10), '+1 day') AND {same}"
+        " AND c.rowid <> NEW.rowid))"
+    )
+
+
+def m007_cold_figures(db: sqlite3.Connection) -> None:
+    """What `daily` needs to stand for the calls once retention has deleted them: calls with
+    an output count (for averages), tool calls, distinct users and sessions, errors by type
+    and latency histograms (`llmlog.store.rollup`). The insert trigger keeps them from now
+    on; the calls already stored fill them in. And `settings`, the store's own settings
+    (its retention policy), so every process using the store applies the same."""
+    for column, kind in (
+        ("output_calls", "INTEGER NOT NULL DEFAULT 0"),  # calls whose output_tokens is not NULL
+        ("tool_calls", "INTEGER NOT NULL DEFAULT 0"),  # tool calls made, summed
+        ("users", "INTEGER NOT NULL DEFAULT 0"),  # distinct user_id (NULL not counted)
+        ("sessions", "INTEGER NOT NULL DEFAULT 0"),  # distinct session_id
+        ("error_types", "TEXT NOT NULL DEFAULT '{}'"),  # {"error type": calls}
+        ("latency_hist", "TEXT NOT NULL DEFAULT '{}'"),  # {"bucket": calls}, rollup.bucket_sql
+        ("first_token_hist", "TEXT NOT NULL DEFAULT '{}'"),
+    ):
+        db.execute(f"ALTER TABLE daily ADD COLUMN {column} {kind}")
+    key = "day, " + ", ".join(f"ifnull({c}, x'')" for c in GROUP)
+    sums = (
+        "calls", "errors", "input_tokens", "output_tokens", "cache_read_tokens",
+        "cache_creation_tokens", "cost_usd", "priced_calls", "latency_ms", "first_token_ms",
+        "output_calls", "tool_calls", "users", "sessions",
+    )  # fmt: skip
+    etype = error_type_sql("sqlite", "NEW.error")
+    latency, first = bucket_sql("sqlite", "NEW.latency_ms"), bucket_sql("sqlite", "NEW.first_token_ms")
+
+    def one(value: str) -> str:
+        return f"CASE WHEN {value} IS NULL THEN '{{}}' ELSE json_object(CAST({value} AS TEXT), 1) END"
+
+    db.execute("DROP TRIGGER call_data_daily_insert")
+    db.execute(
+        f"""
+        CREATE TRIGGER call_data_daily_insert AFTER INSERT ON call_data BEGIN
+            INSERT INTO daily VALUES (
+                substr(NEW.timestamp, 1, 10), NEW.feature, NEW.model, NEW.provider,
+                NEW.prompt_template_version, 1, NEW.error IS NOT NULL, ifnull(NEW.input_tokens, 0),
+                ifnull(NEW.output_tokens, 0), ifnull(NEW.cache_read_tokens, 0),
+                ifnull(NEW.cache_creation_tokens, 0), ifnull(NEW.cost_usd, 0.0),
+                NEW.cost_usd IS NOT NULL, ifnull(NEW.latency_ms, 0.0), ifnull(NEW.first_token_ms, 0.0),
+                NEW.output_tokens IS NOT NULL, {tool_count_sql("sqlite", "NEW.tool_calls")},
+                {_new_on_day("user_id")}, {_new_on_day("session_id")},
+                CASE WHEN NEW.error IS NULL THEN '{{}}' ELSE json_object({etype}, 1) END,
+                {one(latency)}, {one(first)}
+            ) ON CONFLICT ({key}) DO UPDATE SET
+                {", ".join(f"{c} = {c} + excluded.{c}" for c in sums)},
+                {_counted("error_types", etype, "NEW.error IS NOT NULL")},
+                {_counted("latency_hist", latency, f"{latency} IS NOT NULL")},
+                {_counted("first_token_hist", first, f"{first} IS NOT NULL")};
+        END
+        """
+    )
+    # The calls already stored, in one pass. A group whose calls were deleted by hand keeps
+    # the zeros it has: the new figures are only known from the calls.
+    db.execute(f"CREATE TEMP TABLE daily_raw AS {from_raw_sql('sqlite')}")
+    new = DAILY_COLUMNS[15:]
+    same = " AND ".join(f"r.{c} IS daily.{c}" for c in ("day", *GROUP))
+    db.execute(
+        f"UPDATE daily SET ({', '.join(new)}) = (SELECT {', '.join(f'r.{c}' for c in new)}"
+        f" FROM daily_raw AS r WHERE {same}) WHERE EXISTS (SELECT 1 FROM daily_raw AS r WHERE {same})"
+    )
+    db.execute("DROP TABLE temp.daily_raw")
+    db.execute("CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)  -- JSON values")
+    # Counts the deletions of content (`Store.erase`, retention), so writers that cache
+    # content ids know when to forget them.
+    db.execute("INSERT INTO settings VALUES ('content_epoch', '0')")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_initial,
     m002_rate_card_and_filters,
@@ -277,12 +367,17 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m004_response_echo,
     m005_people_daily,
     m006_spans,
+    m007_cold_figures,
 ]
 
 
 def migrate(db: sqlite3.Connection, target: int | None = None) -> int:
     """Apply pending migrations (up to `target`), each in its own transaction."""
     target = len(MIGRATIONS) if target is None else target
+    if not db.execute("SELECT 1 FROM sqlite_master").fetchone():
+        # A new file: pages freed by deletes (retention) can go back to the file system a
+        # few at a time. Only settable before the first table.
+        db.execute("PRAGMA auto_vacuum = INCREMENTAL")
     while True:
         version = db.execute("PRAGMA user_version").fetchone()[0]
         if version >= target:

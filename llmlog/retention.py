@@ -1,0 +1,131 @@
+"""Two tiers: every column of every call for a window of days (hot), and after that only the
+`daily` and `people_daily` rollups (cold), which the database keeps up to date as calls
+arrive, so nothing needs computing when a day goes cold: its calls, the content only they
+used and their spans are deleted, and the space goes back to the file system.
+
+The window is the store's own setting (`llmlog retention set`), so every process using the
+store applies the same; a feature can have a shorter (or longer) window of its own. A run
+deletes one UTC day at a time, each in its own transaction, oldest first: interrupted, it
+has lost nothing and the next run carries on from where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from llmlog.store import Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DAYS = 60
+SETTING = "retention"
+
+
+@dataclass
+class Policy:
+    """Keep calls `days` days (today and the `days` before it); `features` maps a feature
+    to a window of its own."""
+
+    days: int = DEFAULT_DAYS
+    features: dict[str, int] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, days in [("the window", self.days), *self.features.items()]:
+            if not isinstance(days, int) or days < 1:
+                raise ValueError(f"{name}: a window is a whole number of days, 1 or more, not {days!r}")
+
+    def days_for(self, feature: str | None) -> int:
+        return self.features.get(feature, self.days) if feature is not None else self.days
+
+    def cutoff(self, feature: str | None, today: date) -> date:
+        """The first day still kept whole for `feature`."""
+        return today - timedelta(days=self.days_for(feature))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"days": self.days, "features": dict(sorted(self.features.items()))}
+
+    @classmethod
+    def from_json(cls, value: Any) -> Policy:
+        if not isinstance(value, dict):
+            return cls()
+        return cls(int(value.get("days", DEFAULT_DAYS)), {str(k): int(v) for k, v in value.get("features", {}).items()})
+
+
+def policy(store: Store) -> Policy:
+    return Policy.from_json(store.setting(SETTING))
+
+
+def set_policy(store: Store, p: Policy) -> None:
+    store.set_setting(SETTING, p.to_json())
+
+
+@dataclass
+class Day:
+    """One UTC day's calls to delete: of these features (None: calls without one)."""
+
+    day: date
+    features: list[str | None]
+    calls: int
+
+
+def plan(store: Store, p: Policy, today: date) -> list[Day]:
+    """The days (oldest first) holding calls older than their feature's window."""
+    latest = max([p.cutoff(None, today), *(p.cutoff(f, today) for f in p.features)])
+    days: dict[date, Day] = {}
+    for day, feature, calls in store.old_calls(latest):
+        if day < p.cutoff(feature, today):
+            d = days.setdefault(day, Day(day, [], 0))
+            d.features.append(feature)
+            d.calls += calls
+    return sorted(days.values(), key=lambda d: d.day)
+
+
+@dataclass
+class Report:
+    days: list[Day]
+    dry_run: bool
+    calls: int = 0
+    spans: int = 0  # spans and span events
+    contents: int = 0
+    bytes_before: int = 0
+    bytes_after: int = 0
+
+
+def run(
+    store: Store,
+    p: Policy | None = None,
+    *,
+    today: date | None = None,
+    dry_run: bool = False,
+    on_day: Callable[[Day], None] | None = None,
+) -> Report:
+    """Delete what has gone past its window: each day's calls in a transaction of its own,
+    then the spans older than the store's window, then the content no call uses any more;
+    then give the space back. Running it again deletes nothing more."""
+    p = p or policy(store)
+    today = today or datetime.now(UTC).date()
+    report = Report(plan(store, p, today), dry_run, bytes_before=store.size_bytes())
+    if dry_run:
+        report.calls = sum(d.calls for d in report.days)
+        report.bytes_after = report.bytes_before
+        return report
+    for day in report.days:
+        gone = store.purge(day.day, day.features)
+        report.calls += gone.calls
+        report.spans += gone.spans
+        if on_day is not None:
+            on_day(day)
+    cutoff = p.cutoff(None, today)
+    report.spans += store.purge_traces(datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC))
+    # Always, not only when this run deleted calls: a run stopped before here left content
+    # that no call uses, and the next run finds no calls to delete.
+    report.contents = store.collect_content()
+    if report.calls or report.spans or report.contents:
+        store.reclaim()
+    report.bytes_after = store.size_bytes()
+    log.info("retention: %d calls of %d days deleted", report.calls, len(report.days))
+    return report

@@ -1,0 +1,168 @@
+"""What `daily` keeps of the calls beyond sums, so that it can stand for them once their text
+is gone (the cold tier): errors by type, tool calls, distinct users and sessions, and latency
+histograms that merge exactly across days and groups (a percentile of a month is read from
+the month's summed buckets, never from an average of daily percentiles).
+
+The SQL here is written once for both engines (`dialect` is "sqlite" or "postgres"): the
+same bucket and error-type expressions feed the triggers that keep `daily` and the
+from-scratch rollup (`from_raw_sql`) that fills it on migration and that tests compare it
+with, so the two agree to the count on each engine.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+# Latency buckets: bucket 0 holds [0, 1) ms; bucket b ≥ 1 holds [2^((b−1)/8), 2^(b/8)) ms, so a
+# bucket is 9% wide and a percentile read from the buckets is within 4.5% of the true value.
+# Stored as JSON objects {"bucket": count}: only the buckets a group uses take room.
+PER_OCTAVE = 8
+# Beyond this a latency is taken for garbage (and NaN is never between 0 and it).
+MAX_MS = 1e12
+
+# `daily`'s columns after migration (SQLite m007, PostgreSQL m005), in table order.
+DAILY_COLUMNS = (
+    "day", "feature", "model", "provider", "prompt_template_version",
+    "calls", "errors", "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens",
+    "cost_usd", "priced_calls", "latency_ms", "first_token_ms",
+    "output_calls", "tool_calls", "users", "sessions", "error_types", "latency_hist", "first_token_hist",
+)  # fmt: skip
+GROUP = ("feature", "model", "provider", "prompt_template_version")
+
+
+def bucket_sql(dialect: str, value: str) -> str:
+    """The bucket of a latency in ms (NULL for none, NaN, negative or absurd)."""
+    log = f"log2({value})" if dialect == "sqlite" else f"log(2, {value}::numeric)"
+    return (
+        f"CASE WHEN {value} BETWEEN 0 AND {MAX_MS:.0f} THEN"
+        f" CASE WHEN {value} < 1 THEN 0 ELSE 1 + CAST(floor({PER_OCTAVE} * {log}) AS INTEGER) END END"
+    )
+
+
+def error_type_sql(dialect: str, error: str) -> str:
+    """The `type` of a stored error ("error" when it has none), as a key of `error_types`.
+    SQLite's keys lose `"` and `\\`, which its JSON paths (used by the trigger) cannot hold."""
+    if dialect == "postgres":
+        return f"coalesce({error} ->> 'type', 'error')"
+    return (
+        f"replace(replace(ifnull(CASE WHEN json_valid({error}) AND json_type({error}) = 'object'"
+        f" THEN CAST(json_extract({error}, '$.type') AS TEXT) END, 'error'), '\"', ''), '\\', '')"
+    )
+
+
+def tool_count_sql(dialect: str, tool_calls: str) -> str:
+    """How many tool calls a call made: the length of its `tool_calls` array."""
+    if dialect == "postgres":
+        return (
+            f"CASE WHEN jsonb_typeof({tool_calls}) = 'array' THEN jsonb_array_length({tool_calls}) ELSE 0 END"
+        )
+    return (
+        f"CASE WHEN json_valid({tool_calls}) AND json_type({tool_calls}) = 'array'"
+        f" THEN json_array_length({tool_calls}) ELSE 0 END"
+    )
+
+
+def day_sql(dialect: str, timestamp: str) -> str:
+    if dialect == "postgres":
+        return f"({timestamp} AT TIME ZONE 'UTC')::date"
+    return f"substr({timestamp}, 1, 10)"
+
+
+def from_raw_sql(dialect: str, source: str = "call_data", where: str = "", fresh: str | None = None) -> str:
+    """`daily`'s rows computed from scratch from the calls in `source` (a table, or a
+    transition table in a trigger), in `DAILY_COLUMNS` order; `where` filters the calls.
+    With `fresh` (a condition on `{column}`, "user_id" or "session_id", of a call `r`),
+    only the users and sessions it holds for are counted: a trigger's new ones."""
+    pg = dialect == "postgres"
+    same = "IS NOT DISTINCT FROM" if pg else "IS"
+    keys = ("day", *GROUP)
+    empty = "'{}'::jsonb" if pg else "'{}'"
+    objects = "jsonb_object_agg" if pg else "json_group_object"
+    total = "coalesce(sum({}), 0)" if pg else "total({})"
+
+    def people(column: str) -> str:
+        return f"CASE WHEN {fresh.format(column=column)} THEN {column} END" if fresh else column
+
+    raw = f"""
+        SELECT {day_sql(dialect, "timestamp")} AS day, {", ".join(GROUP)}, error, input_tokens,
+            output_tokens, cache_read_tokens, cache_creation_tokens, cost_usd, latency_ms,
+            first_token_ms, {people("user_id")} AS user_id, {people("session_id")} AS session_id,
+            CASE WHEN error IS NOT NULL THEN {error_type_sql(dialect, "error")} END AS error_type,
+            {bucket_sql(dialect, "latency_ms")} AS latency_bucket,
+            {bucket_sql(dialect, "first_token_ms")} AS first_token_bucket,
+            {tool_count_sql(dialect, "tool_calls")} AS tools
+        FROM {source} AS r {where}"""
+    figures = (
+        "count(*)", "count(error)",
+        *(f"CAST(coalesce(sum({c}), 0) AS BIGINT)" for c in (
+            "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")),
+        total.format("cost_usd"), "count(cost_usd)", total.format("latency_ms"),
+        total.format("first_token_ms"), "count(output_tokens)", "CAST(coalesce(sum(tools), 0) AS BIGINT)",
+        "count(DISTINCT user_id)", "count(DISTINCT session_id)",
+    )  # fmt: skip
+    named = ", ".join(f"{f} AS {c}" for f, c in zip(figures, DAILY_COLUMNS[5:19], strict=True))
+    main = f"SELECT {', '.join(keys)}, {named} FROM raw GROUP BY {', '.join(keys)}"
+
+    def counts(column: str) -> str:
+        inner = (
+            f"SELECT {', '.join(keys)}, CAST({column} AS TEXT) AS k, count(*) AS n FROM raw"
+            f" WHERE {column} IS NOT NULL GROUP BY {', '.join(keys)}, {column}"
+        )
+        by = ", ".join(keys)
+        return f"SELECT {by}, {objects}(k, n) AS h FROM ({inner}) AS i GROUP BY {by}"
+
+    joins = []
+    for alias, column in (("e", "error_type"), ("l", "latency_bucket"), ("f", "first_token_bucket")):
+        on = " AND ".join(f"{alias}.{k} {same} m.{k}" for k in keys)
+        joins.append(f"LEFT JOIN ({counts(column)}) AS {alias} ON {on}")
+    return f"""
+        WITH raw AS ({raw})
+        SELECT m.*, coalesce(e.h, {empty}) AS error_types, coalesce(l.h, {empty}) AS latency_hist,
+            coalesce(f.h, {empty}) AS first_token_hist
+        FROM ({main}) AS m
+        {chr(10).join(joins)}"""
+
+
+# ------------------------------------------------------------------ reading the figures
+
+
+def counts_of(value: Any) -> dict[str, int]:
+    """A stored {key: count} object (JSON text on SQLite, a dict from PostgreSQL)."""
+    if value is None:
+        return {}
+    data = json.loads(value) if isinstance(value, str | bytes) else value
+    return {str(k): int(v) for k, v in data.items()}
+
+
+def merge_counts(objects: Iterable[Mapping[str, int]]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for obj in objects:
+        for k, n in obj.items():
+            out[k] = out.get(k, 0) + n
+    return out
+
+
+def bucket_bounds(bucket: int) -> tuple[float, float]:
+    """The latencies (ms) bucket `bucket` holds: [low, high)."""
+    if bucket <= 0:
+        return 0.0, 1.0
+    return 2 ** ((bucket - 1) / PER_OCTAVE), 2 ** (bucket / PER_OCTAVE)
+
+
+def histogram_percentile(hist: Mapping[str, int], p: float) -> float:
+    """The p-th percentile (0 ≤ p ≤ 1) of the values counted in `hist`, at the rank
+    percentile_cont uses (p·(n−1)), read as if a bucket's values were spread evenly over it."""
+    buckets = sorted((int(k), n) for k, n in hist.items() if n > 0)
+    n = sum(c for _, c in buckets)
+    if n == 0:
+        raise ValueError("no values")
+    rank = p * (n - 1)
+    before = 0
+    for bucket, count in buckets:
+        if rank < before + count:
+            low, high = bucket_bounds(bucket)
+            return low + (high - low) * (rank - before + 0.5) / count
+        before += count
+    raise AssertionError("the rank is below n")
