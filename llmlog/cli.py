@@ -646,40 +646,6 @@ def demo(ctx: Ctx, n_calls: int, seed: int, history_days: int) -> None:
 
 
 @cli.command()
-@click.option("--user", help="Erase every call of this user (as your app names them).")
-@click.option("--session", help="Erase every call of this session.")
-@click.option("--yes", is_flag=True, help="Do not ask first.")
-@pass_ctx
-def delete(ctx: Ctx, user: str | None, session: str | None, yes: bool) -> None:
-    """Erase a person's calls, or one session's: the right to erasure.
-
-    Deletes the calls, every prompt, message and tool list no other call uses, their spans and
-    their per-user rollup rows, and says what it removed. Daily totals (counts, tokens, cost
-    per feature and model) stay: they name no one.
-
-    
-    Examples:
-      llmlog delete --user u_42
-      llmlog delete --session sess_17 --yes
-    """
-    if (user is None) == (session is None):
-        raise click.UsageError("give exactly one of --user and --session")
-    flt = _filter(ctx, user=user, session=session)  # a user id is stored hashed when a secret is set
-    n = ctx.store.count(flt)
-    who = f"user {user}" if user is not None else f"session {session}"
-    if n == 0:
-        err_console.print(f"No calls of {who}.")
-        return
-    if not yes:
-        click.confirm(f"Erase {n:,} call(s) of {who}?", abort=True, err=True)
-    erased = ctx.store.erase(user_id=flt.user_id, session_id=flt.session_id)
-    console.print(
-        f"Erased {erased.calls:,} call(s) of {who}, {erased.contents:,} piece(s) of content no other"
-        f" call used, {erased.spans:,} span(s) and {erased.rollup_rows:,} rollup row(s)."
-    )
-
-
-@cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
 @click.option("--port", default=8765, show_default=True, help="Port to listen on.")
 @click.option(
@@ -688,8 +654,15 @@ def delete(ctx: Ctx, user: str | None, session: str | None, yes: bool) -> None:
     help="Start the local fake provider for as long as the server runs and send replays to it"
     " (so the demo's calls can be replayed offline).",
 )
+@click.option(
+    "--retention/--no-retention",
+    "daily_retention",
+    default=True,
+    show_default=True,
+    help="Run `llmlog retention run` a minute after starting, then once a day.",
+)
 @pass_ctx
-def serve(ctx: Ctx, host: str, port: int, fake_provider: bool) -> None:
+def serve(ctx: Ctx, host: str, port: int, fake_provider: bool, daily_retention: bool) -> None:
     """Serve the web UI over the store, and collect calls sent to it.
 
     Listens on 127.0.0.1 unless told otherwise. With LLMLOG_UI_TOKEN set, every request must
@@ -708,6 +681,9 @@ def serve(ctx: Ctx, host: str, port: int, fake_provider: bool) -> None:
     OPENAI_API_KEY, ANTHROPIC_BASE_URL, OPENAI_BASE_URL), or with --fake-provider to a
     local fake provider started with the server.
 
+    Calls past the store's retention window (`llmlog retention show`) are deleted once a
+    day, their daily figures kept.
+
     \b
     Examples:
       llmlog serve                       # http://127.0.0.1:8765
@@ -721,6 +697,7 @@ def serve(ctx: Ctx, host: str, port: int, fake_provider: bool) -> None:
 
     import uvicorn
 
+    from llmlog import retention
     from llmlog.capture.proxy import Upstreams
     from llmlog.fake_provider import FakeProvider
     from llmlog.replay import Providers
@@ -747,12 +724,15 @@ def serve(ctx: Ctx, host: str, port: int, fake_provider: bool) -> None:
         upstreams = Upstreams(anthropic=fake.url, openai=fake.url)
         err_console.print(f"replays and the proxy go to the fake provider on {fake.url}")
     err_console.print(f"llmlog UI on http://{host}:{port}/ (store {redact_url(store.url)}; Ctrl-C to stop)")
+    daily = retention.Daily(lambda: open_store(ctx.settings.db)).start() if daily_retention else None
     try:
         app = create_app(
             lambda: store, token=token, providers=providers, ingest_token=ingest_token, upstreams=upstreams
         )
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
+        if daily is not None:
+            daily.stop()
         if fake is not None:
             fake.stop()
 
@@ -844,3 +824,7 @@ def wrap(
             err_console.print(f"llmlog: {lost.dropped} call(s) dropped, {lost.failed} could not be recorded")
     # A program ended by a signal exits as a shell would report it.
     sys.exit(code if code >= 0 else 128 - code)
+
+
+# Store administration (erasure, retention) lives in a module of its own.
+from llmlog import cli_admin  # noqa: E402, F401

@@ -25,7 +25,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import IO, Any, Generic, TypeVar
 
+from llmlog import retention
 from llmlog.store import QueryResult, ReadOnlyError, Store
+from llmlog.store.rollup import counts_of, histogram_percentile, merge_counts
 
 log = logging.getLogger(__name__)
 
@@ -507,12 +509,86 @@ def average_output_by_version(parts: Iterable[DayPart]) -> list[tuple[str | None
     return rows
 
 
+# ---------------------------------------------------------------- the cold tier
+# A period reaching back past the store's retention window is read from the rollups alone,
+# whether or not retention has run yet: so its figures are the same the day after a run as
+# the day before. Latency percentiles then come from `daily`'s histograms (within 4.5%).
+
+
+def reaches_cold(store: Store, period: Period, today: date | None = None) -> bool:
+    """Whether the period starts before the day the store's shortest window keeps from."""
+    p = retention.policy(store)
+    today = today or datetime.now(UTC).date()
+    return period.first < max(p.cutoff(f, today) for f in [None, *p.features])
+
+
+def read_rollup_part(store: Store, period: Period, timeout_s: float = 2.0) -> tuple[DayPart, list[Latency]]:
+    """The period's figures that the dashboard otherwise reads from the calls, from `daily`
+    and `people_daily`: calls and cost by model and by user (users only: calls without
+    one are not in `people_daily`), output tokens by version, and latency by model."""
+    p = store.placeholder
+    bounds = [_day_param(store, period.first), _day_param(store, period.last)]
+    where = f"WHERE day >= {p} AND day <= {p}"
+    part = DayPart()
+    sql = (
+        "SELECT model, prompt_template_version, calls, cost_usd, priced_calls, output_tokens, output_calls,"
+        f" latency_hist FROM daily {where}"
+    )
+    hists: dict[str | None, list[dict[str, int]]] = {}
+    for model, version, calls, cost, priced, output, output_calls, hist in store.query(
+        sql, bounds, timeout_s=timeout_s, limit=50_000_000
+    ).rows:
+        m = part.by_model.setdefault(model, [0, 0.0, 0])
+        m[0] += int(calls)
+        m[1] += float(cost)
+        m[2] += int(priced)
+        v = part.by_version.setdefault(version, [0, 0])
+        v[0] += int(output)
+        v[1] += int(output_calls)
+        hists.setdefault(model, []).append(counts_of(hist))
+    users = store.query(
+        f"SELECT user_id, sum(calls), sum(cost_usd), sum(priced_calls) FROM people_daily {where}"
+        " AND user_id IS NOT NULL GROUP BY user_id",
+        bounds,
+        timeout_s=timeout_s,
+        limit=50_000_000,
+    )
+    for user, calls, cost, priced in users.rows:
+        part.by_user[user] = [int(calls), float(cost), int(priced)]
+    latency = []
+    for model, objects in hists.items():
+        merged = merge_counts(objects)
+        n = sum(merged.values())
+        if n:
+            latency.append(
+                Latency(model, n, histogram_percentile(merged, 0.5), histogram_percentile(merged, 0.95))
+            )
+    latency.sort(key=lambda x: (-x.calls, _sort_key(x.model)))
+    return part, latency
+
+
 # ---------------------------------------------------------------- the dashboard
 
 
-def panel_sql(period: Period) -> dict[str, str]:
-    """The three first queries as the dashboard runs them: over the period."""
+def panel_sql(period: Period, cold: bool = False) -> dict[str, str]:
+    """The three first queries as the dashboard runs them: over the period; from `daily`
+    where the period reaches the cold tier."""
     where = period.where()
+    if cold:
+        days = f"day >= '{period.first.isoformat()}' AND day <= '{period.last.isoformat()}'"
+        return {
+            "recent_errors": (
+                f"SELECT * FROM calls WHERE error IS NOT NULL\nAND {where}\nORDER BY timestamp DESC LIMIT 10"
+            ),
+            "by_model": (
+                "SELECT model, SUM(calls), CASE WHEN SUM(priced_calls) > 0 THEN SUM(cost_usd) END\n"
+                f"FROM daily WHERE {days}\nGROUP BY model"
+            ),
+            "by_version": (
+                "SELECT prompt_template_version, SUM(output_tokens) * 1.0 / NULLIF(SUM(output_calls), 0)"
+                f" FROM daily\nWHERE {days}\nGROUP BY 1 ORDER BY 1"
+            ),
+        }
     return {
         "recent_errors": (
             f"SELECT * FROM calls WHERE error IS NOT NULL\nAND {where}\nORDER BY timestamp DESC LIMIT 10"
@@ -551,7 +627,13 @@ def dashboard(
     (the web app's lock), so a first view reading many days of calls does not hold up the
     other pages; `cache` is to be used by one view at a time."""
     started = time.perf_counter()
-    sql = panel_sql(period)
+
+    def read_cold() -> bool:
+        with reading() as store:
+            return reaches_cold(store, period)
+
+    cold = bool(attempt(read_cold).value)
+    sql = panel_sql(period, cold)
 
     def read_daily_rows() -> list[DailyRow]:
         with reading() as store:
@@ -567,11 +649,22 @@ def dashboard(
     def from_daily(fn: Callable[[], T]) -> Section[T]:
         return Section(error=daily.error) if daily.error else Section(fn())
 
-    parts = (
-        Section[list[DayPart]](error=daily.error)
-        if daily.error
-        else attempt(lambda: read_parts(reading, day_fingerprints(rows), cache, budget_s))
-    )
+    latency: Section[list[Latency]]
+    if cold:
+
+        def read_rollup() -> tuple[DayPart, list[Latency]]:
+            with reading() as store:
+                return read_rollup_part(store, period)
+
+        rolled = attempt(read_rollup)
+        parts = Section[list[DayPart]](error=rolled.error, value=[rolled.value[0]] if rolled.value else None)
+        latency = Section(error=rolled.error, value=rolled.value[1] if rolled.value else None)
+    else:
+        parts = (
+            Section[list[DayPart]](error=daily.error)
+            if daily.error
+            else attempt(lambda: read_parts(reading, day_fingerprints(rows), cache, budget_s))
+        )
 
     def from_parts(fn: Callable[[list[DayPart]], T], sql: str | None = None) -> Section[T]:
         if parts.error or parts.value is None:
@@ -579,6 +672,8 @@ def dashboard(
         return Section(fn(parts.value), sql=sql)
 
     recent = attempt(read_recent_errors, sql["recent_errors"])
+    if not cold:
+        latency = from_parts(latency_by_model)
     return Dashboard(
         period=period,
         totals=from_daily(lambda: totals(rows)),
@@ -586,7 +681,7 @@ def dashboard(
         cost_by_feature=from_daily(lambda: cost_stack(rows, period, "feature")),
         calls_by_day=from_daily(lambda: calls_per_day(rows, period)),
         top_features=from_daily(lambda: top_features(rows)),
-        latency=from_parts(latency_by_model),
+        latency=latency,
         top_users=from_parts(top_users),
         recent_errors=recent,
         by_model=from_parts(calls_and_cost_by_model, sql["by_model"]),

@@ -12,6 +12,7 @@ has lost nothing and the next run carries on from where it stopped.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -52,7 +53,8 @@ class Policy:
     def from_json(cls, value: Any) -> Policy:
         if not isinstance(value, dict):
             return cls()
-        return cls(int(value.get("days", DEFAULT_DAYS)), {str(k): int(v) for k, v in value.get("features", {}).items()})
+        features = {str(k): int(v) for k, v in value.get("features", {}).items()}
+        return cls(int(value.get("days", DEFAULT_DAYS)), features)
 
 
 def policy(store: Store) -> Policy:
@@ -129,3 +131,37 @@ def run(
     report.bytes_after = store.size_bytes()
     log.info("retention: %d calls of %d days deleted", report.calls, len(report.days))
     return report
+
+
+class Daily:
+    """Runs retention in a thread of its own, on a store of its own: `first_s` after start,
+    then every `every_s`. A failed run is logged and tried again at the next time."""
+
+    def __init__(
+        self, open_store: Callable[[], Store], every_s: float = 86_400.0, first_s: float = 60.0
+    ) -> None:
+        self._open, self.every_s, self.first_s = open_store, every_s, first_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="llmlog-retention", daemon=True)
+        self.runs: list[Report] = []
+
+    def start(self) -> Daily:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _loop(self) -> None:
+        wait = self.first_s
+        while not self._stop.wait(wait):
+            wait = self.every_s
+            try:
+                store = self._open()
+                try:
+                    self.runs.append(run(store))
+                finally:
+                    store.close()
+            except Exception:
+                log.exception("retention run failed; trying again in %g s", self.every_s)

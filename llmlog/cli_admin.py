@@ -1,0 +1,159 @@
+"""`llmlog` commands that administer a store: erasure and retention."""
+
+from __future__ import annotations
+
+import click
+from rich.table import Table
+
+from llmlog import retention
+from llmlog.cli import Ctx, _filter, cli, console, err_console, pass_ctx
+
+
+@cli.command()
+@click.option("--user", help="Erase every call of this user (as your app names them).")
+@click.option("--session", help="Erase every call of this session.")
+@click.option("--yes", is_flag=True, help="Do not ask first.")
+@pass_ctx
+def delete(ctx: Ctx, user: str | None, session: str | None, yes: bool) -> None:
+    """Erase a person's calls, or one session's: the right to erasure.
+
+    Deletes the calls, every prompt, message and tool list no other call uses, their spans and
+    their per-user rollup rows, and says what it removed. Daily totals (counts, tokens, cost
+    per feature and model) stay: they name no one.
+
+    
+    Examples:
+      llmlog delete --user u_42
+      llmlog delete --session sess_17 --yes
+    """
+    if (user is None) == (session is None):
+        raise click.UsageError("give exactly one of --user and --session")
+    flt = _filter(ctx, user=user, session=session)  # a user id is stored hashed when a secret is set
+    n = ctx.store.count(flt)
+    who = f"user {user}" if user is not None else f"session {session}"
+    if n == 0:
+        err_console.print(f"No calls of {who}.")
+        return
+    if not yes:
+        click.confirm(f"Erase {n:,} call(s) of {who}?", abort=True, err=True)
+    erased = ctx.store.erase(user_id=flt.user_id, session_id=flt.session_id)
+    console.print(
+        f"Erased {erased.calls:,} call(s) of {who}, {erased.contents:,} piece(s) of content no other"
+        f" call used, {erased.spans:,} span(s) and {erased.rollup_rows:,} rollup row(s)."
+    )
+
+
+def _bytes(n: int) -> str:
+    return f"{n / 2**20:,.1f} MiB"
+
+
+def _policy_text(p: retention.Policy) -> str:
+    features = ", ".join(f"{f}: {d} days" for f, d in sorted(p.features.items()))
+    return f"calls kept {p.days} days" + (f" ({features})" if features else "")
+
+
+@cli.group(name="retention")
+def retention_group() -> None:
+    """How long calls are kept whole: the hot window, then only the daily rollups.
+
+    Calls older than the window are deleted with the prompts and responses only they used
+    and their spans; `daily` (counts, errors by type, tokens, cost, latency histograms,
+    users and sessions per day, feature, model, provider and prompt version) and
+    `people_daily` (per user and session) keep their figures, so the dashboard over a year
+    is the same after a run as before. `llmlog serve` runs it once a day.
+
+    \b
+    Examples:
+      llmlog retention show
+      llmlog retention set --days 30 --feature support-bot=7
+      llmlog retention run --dry-run
+      llmlog retention run
+    """
+
+
+@retention_group.command(name="show")
+@pass_ctx
+def retention_show(ctx: Ctx) -> None:
+    """The store's window, and what a run would delete today."""
+    p = retention.policy(ctx.store)
+    console.print(_policy_text(p))
+    _print_report(retention.run(ctx.store, p, dry_run=True))
+
+
+@retention_group.command(name="set")
+@click.option("--days", type=int, help="The window: today and this many days before it.")
+@click.option(
+    "--feature",
+    "features",
+    multiple=True,
+    metavar="NAME=DAYS",
+    help="A window of its own for one feature (repeatable); NAME= drops it.",
+)
+@pass_ctx
+def retention_set(ctx: Ctx, days: int | None, features: tuple[str, ...]) -> None:
+    """Change the store's window, for every process using the store.
+
+    \b
+    Examples:
+      llmlog retention set --days 90
+      llmlog retention set --feature support-bot=7 --feature billing=
+    """
+    p = retention.policy(ctx.store)
+    overrides = dict(p.features)
+    for item in features:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r}: write NAME=DAYS", param_hint="--feature")
+        if value:
+            try:
+                overrides[name] = int(value)
+            except ValueError:
+                raise click.BadParameter(f"{item!r}: DAYS is a number", param_hint="--feature") from None
+        else:
+            overrides.pop(name, None)
+    try:
+        p = retention.Policy(days if days is not None else p.days, overrides)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    retention.set_policy(ctx.store, p)
+    console.print(_policy_text(p))
+
+
+@retention_group.command(name="run")
+@click.option("--dry-run", is_flag=True, help="Say what would be deleted; delete nothing.")
+@pass_ctx
+def retention_run(ctx: Ctx, dry_run: bool) -> None:
+    """Delete the calls past their window, a day at a time; safe to stop and run again.
+
+    \b
+    Examples:
+      llmlog retention run --dry-run
+      llmlog --db postgresql://localhost/llmlog retention run
+    """
+    p = retention.policy(ctx.store)
+    err_console.print(_policy_text(p))
+    with err_console.status("deleting…") as status:
+        report = retention.run(
+            ctx.store, p, dry_run=dry_run, on_day=lambda d: status.update(f"deleted {d.day.isoformat()}")
+        )
+    _print_report(report)
+
+
+def _print_report(report: retention.Report) -> None:
+    if not report.days and report.dry_run:
+        console.print("Nothing is past its window.")
+        return
+    if report.days:
+        table = Table("day", "features", "calls", title="would be deleted" if report.dry_run else "deleted")
+        for d in report.days:
+            names = ", ".join("(none)" if f is None else f for f in sorted(d.features, key=lambda f: f or ""))
+            table.add_row(d.day.isoformat(), names, f"{d.calls:,}")
+        console.print(table)
+    if report.dry_run:
+        console.print(f"{sum(d.calls for d in report.days):,} call(s) of {len(report.days)} day(s) would go.")
+        return
+    console.print(
+        f"Deleted {report.calls:,} call(s) of {len(report.days)} day(s), {report.contents:,} piece(s) of"
+        f" content no call used any more, {report.spans:,} span(s) and span event(s);"
+        f" the store went from {_bytes(report.bytes_before)} to {_bytes(report.bytes_after)}."
+    )
