@@ -18,11 +18,11 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from markupsafe import escape
 
-from llmlog import reports
+from llmlog import reports, retention
 from llmlog.record import Call
 from llmlog.store import CallFilter
 from tests.backends import Backend, PostgresBackend, SQLiteBackend
-from tests.webui import HOSTILE, Running, assert_inert, make_call, tags
+from tests.webui import HOSTILE, KEEP_EVERYTHING, Running, assert_inert, make_call, tags
 
 FIRST = date(2026, 3, 1)
 LAST = date(2026, 3, 5)
@@ -338,6 +338,7 @@ def test_a_panel_that_cannot_be_read_says_why(ui: Running, backend: Backend) -> 
 
 def test_days_left_to_read_after_the_time_budget_are_named(backend: Backend) -> None:
     with backend.open() as store:
+        retention.set_policy(store, KEEP_EVERYTHING)
         store.insert(spread())
         period = reports.Period(FIRST, LAST)
         cache = reports.DayCache()

@@ -15,6 +15,7 @@ from typing import Any
 import httpx2 as httpx
 import uvicorn
 
+from llmlog import retention
 from llmlog.capture.proxy import Upstreams
 from llmlog.record import Call
 from llmlog.replay import Providers
@@ -23,6 +24,9 @@ from llmlog.web import create_app
 from tests.backends import Backend
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+# A retention window that keeps calls from T0 hot whatever today is: the pages read them as
+# they were stored, not from the cold tier's rollups.
+KEEP_EVERYTHING = retention.Policy(days=36_500)
 TOOL_USE = {"type": "tool_use", "id": "toolu_1", "name": "lookup_order", "input": {"id": 7}}
 TOOL_RESULT = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "shipped"}
 HOSTILE = '<script>alert("x")</script><img src=x onerror="alert(1)">'
@@ -75,6 +79,7 @@ class Running:
         upstreams: Upstreams | None = None,
     ) -> None:
         self.store = open_store(backend.url)
+        retention.set_policy(self.store, KEEP_EVERYTHING)
         self.port = free_port()
         app = create_app(
             lambda: open_store(backend.url),
