@@ -6,6 +6,7 @@ markup) and queried with parameters, so a prompt containing markup or SQL stays 
 
 from __future__ import annotations
 
+import getpass
 import json
 import re
 import sys
@@ -64,13 +65,21 @@ def _progress(transient: bool = False) -> Progress:
 
 class Ctx:
     def __init__(self, db: str | None) -> None:
-        self.settings = Settings(db=db) if db else Settings()
+        try:
+            self.settings = Settings(db=db) if db else Settings()
+        except (ValueError, OSError) as exc:  # a bad key, a key file that cannot be read
+            raise click.UsageError(str(exc)) from None
         self._store: Store | None = None
 
     @property
     def store(self) -> Store:
         if self._store is None:
             self._store = _open(self.settings.db)
+            # Regulated mode: what is sealed opens with the keys set here, each reading audited.
+            self._store.keyring = self.settings.keyring
+            command = click.get_current_context(silent=True)
+            name = " ".join(["llmlog", *(command.command_path.split()[1:] if command else [])])
+            self._store.reader = f"{getpass.getuser()} ({name})"
         return self._store
 
 
@@ -357,11 +366,13 @@ def show(ctx: Ctx, call_id: str, as_json: bool) -> None:
     if call.tool_calls:
         tc_text = Text("\n").join(
             _text(f"{tc.get('name')}({json.dumps(tc.get('input'), ensure_ascii=False)})  id={tc.get('id')}")
+            if isinstance(tc, dict)
+            else _text(tc)  # sealed, read without its key
             for tc in call.tool_calls
         )
         out.append(Panel(tc_text, title="tool calls"))
     out.append(_cost_panel(ctx, call))
-    if call.params:
+    if isinstance(call.params, dict) and call.params:
         params = dict(call.params)
         if isinstance(params.get("system"), list):  # block-form system prompt: its text is shown above
             params["system"] = [

@@ -1,12 +1,12 @@
-"""`llmlog` commands that administer a store: erasure and retention."""
+"""`llmlog` commands that administer a store: erasure, retention, keys and the audit log."""
 
 from __future__ import annotations
 
 import click
 from rich.table import Table
 
-from llmlog import retention
-from llmlog.cli import Ctx, _filter, cli, console, err_console, pass_ctx
+from llmlog import encryption, retention
+from llmlog.cli import Ctx, _filter, _text, cli, console, err_console, pass_ctx
 
 
 @cli.command()
@@ -157,3 +157,101 @@ def _print_report(report: retention.Report) -> None:
         f" content no call used any more, {report.spans:,} span(s) and span event(s);"
         f" the store went from {_bytes(report.bytes_before)} to {_bytes(report.bytes_after)}."
     )
+
+
+# ---------------------------------------------------------------- keys (regulated mode)
+
+
+@cli.group()
+def keys() -> None:
+    """Regulated mode: the text of every call encrypted at rest (AES-256-GCM).
+
+    With LLMLOG_KEY (`ID:BASE64`, several separated by commas, the first sealing) or
+    LLMLOG_KEY_FILE (one per line) set, the system prompt, messages, tools, response, tool
+    calls, error messages and the metadata values named in LLMLOG_SENSITIVE_METADATA are
+    sealed before they are stored; tokens, cost, latency, model, feature and times stay
+    clear. Every reading of sealed text is written to the audit log (`llmlog audit`).
+
+    \b
+    Examples:
+      llmlog keys new >> /etc/llmlog/keys     # then put it first in the file
+      LLMLOG_KEY_FILE=/etc/llmlog/keys llmlog keys rotate
+      llmlog keys status
+    """
+
+
+@keys.command(name="new")
+def keys_new() -> None:
+    """Print a new random key, `ID:BASE64`, for LLMLOG_KEY or a line of LLMLOG_KEY_FILE."""
+    click.echo(encryption.new_key())
+
+
+@keys.command(name="rotate")
+@pass_ctx
+def keys_rotate(ctx: Ctx) -> None:
+    """Seal every stored call with the first key; from then on the store takes sealed text only.
+
+    Text sealed with the other keys (or stored clear, before regulated mode) is sealed again
+    with the first key, and the old form is deleted; the other keys can then be retired.
+    Stops, losing nothing, at a call sealed with a key it was not given.
+
+    \b
+    Examples:
+      LLMLOG_KEY="$(llmlog keys new)" llmlog keys rotate          # turn regulated mode on
+      LLMLOG_KEY="$NEW_KEY,$OLD_KEY" llmlog keys rotate           # retire OLD_KEY
+    """
+    keyring = ctx.settings.keyring
+    if keyring is None:
+        raise click.UsageError("no key: set LLMLOG_KEY or LLMLOG_KEY_FILE (`llmlog keys new` makes one)")
+    store = ctx.store
+    try:
+        with err_console.status("sealing…") as status:
+            done = encryption.rotate(
+                store, keyring, store.reader, on_call=lambda n: status.update(f"sealing… {n:,} calls read")
+            )
+    except encryption.KeyProblem as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(
+        f"Sealed {done.calls:,} call(s) again with key {keyring.current}; deleted {done.contents:,} piece(s)"
+        " of content in their old form. The store now takes sealed text only."
+    )
+
+
+@keys.command(name="status")
+@pass_ctx
+def keys_status(ctx: Ctx) -> None:
+    """Which keys sealed the stored calls, and whether the store takes sealed text only."""
+    from collections import Counter
+
+    from llmlog.store import CallFilter
+
+    store = ctx.store
+    store.keyring = None  # counting what is stored, not reading it: nothing to open or audit
+    counts: Counter[str] = Counter()
+    for call in store.iter_calls(CallFilter()):
+        for key_id in encryption.sealed_key_ids(call) or {""}:
+            counts[key_id] += 1
+    table = Table("key", "calls")
+    for key_id, n in sorted(counts.items()):
+        table.add_row(key_id or "(clear text)", f"{n:,}")
+    console.print(table)
+    console.print("The store takes sealed text only." if store.sealed_only else "The store takes clear text.")
+    if ctx.settings.keyring is not None:
+        console.print(f"Keys here: {', '.join(ctx.settings.keyring.ids)} (the first seals).")
+
+
+@cli.command()
+@click.option("-n", "--limit", default=50, show_default=True, help="How many entries.")
+@pass_ctx
+def audit(ctx: Ctx, limit: int) -> None:
+    """The audit log: who read the sealed text of which calls, and when, newest first.
+
+    \b
+    Examples:
+      llmlog audit -n 20
+    """
+    table = Table("time", "who", "action", "calls")
+    for e in ctx.store.audit_log(limit):
+        ids = ", ".join(e.call_ids[:5]) + (f" … ({len(e.call_ids)})" if len(e.call_ids) > 5 else "")
+        table.add_row(e.time.strftime("%Y-%m-%d %H:%M:%S"), _text(e.who), _text(e.action), _text(ids))
+    console.print(table)

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import platformdirs
 
+from llmlog.encryption import Keyring
+
 # The fields redaction searches unless told otherwise (`llmlog.redact`).
 REDACT_FIELDS = ("system_prompt", "messages", "response", "tool_calls", "error")
 
@@ -75,9 +77,22 @@ class Settings:
     redact: list[str] = field(default_factory=lambda: _env_list("LLMLOG_REDACT"))
     redact_patterns: dict[str, str] = field(default_factory=_env_patterns)
     redact_fields: list[str] = field(default_factory=lambda: _env_list("LLMLOG_REDACT_FIELDS", REDACT_FIELDS))
+    # Regulated mode (`llmlog.encryption`): the keys that seal the text of every call before
+    # it is stored (`ID:BASE64`, the first seals), or a file of them; and the metadata keys
+    # whose values are sealed too.
+    key: str | None = field(default_factory=lambda: _env("LLMLOG_KEY"), repr=False)
+    key_file: str | None = field(default_factory=lambda: _env("LLMLOG_KEY_FILE"))
+    sensitive_metadata: list[str] = field(default_factory=lambda: _env_list("LLMLOG_SENSITIVE_METADATA"))
 
     def __post_init__(self) -> None:
         if self.on_full not in ("drop", "block"):
             raise ValueError("on_full must be 'drop' or 'block'")
         if self.queue_size < 1 or self.batch_size < 1:
             raise ValueError("queue_size and batch_size must be positive")
+        # Read now: a bad key is an error when configured, never a call stored clear.
+        self._keyring = Keyring.from_environment(self.key, self.key_file, self.sensitive_metadata)
+
+    @property
+    def keyring(self) -> Keyring | None:
+        """The keys of regulated mode, if any are set."""
+        return self._keyring

@@ -78,6 +78,8 @@ def message_turn(msg: Any) -> Turn:
 
 
 def response_messages(call: Call) -> list[Any]:
+    if isinstance(call.response, str):  # sealed (regulated mode), read without its key
+        return [call.response]
     r = call.response or {}
     if "choices" in r:
         return [c.get("message") for c in r.get("choices") or []]

@@ -59,6 +59,10 @@ def prepare(
         redactor = Redactor.from_settings(settings)
     if redactor:
         redactor.call(call)
+    if settings.keyring is not None:
+        # Sealed here, before the spool or the network; the store seals what it is given
+        # unsealed too, and leaves this as it is.
+        settings.keyring.seal_call(call)
     secret = settings.user_id_secret
     if secret and call.user_id is not None:
         call.user_id = hash_user_id(call.user_id, secret)
@@ -196,7 +200,9 @@ class Writer:
         s = self.settings
         if s.url:
             return RemoteSink(s.url, s.token, s.spool, s.spool_max_bytes, s.exit_timeout_s)
-        return self._store_factory(s.db)
+        store = self._store_factory(s.db)
+        store.keyring = s.keyring
+        return store
 
     # ------------------------------------------------------------ writer thread
 

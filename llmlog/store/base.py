@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import copy
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -10,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from llmlog.encryption import Keyring, sealed_key_ids
 from llmlog.record import Call, Span, SpanEvent, format_timestamp, parse_timestamp
 
 
@@ -132,6 +134,14 @@ class Erased:
     rollup_rows: int = 0  # `people_daily` rows
 
 
+@dataclass
+class AuditEntry:
+    time: datetime
+    who: str
+    action: str  # "read" (decrypted calls shown or exported), "rotate", …
+    call_ids: list[str]
+
+
 def erase_target(user_id: str | None, session_id: str | None) -> tuple[str, str]:
     """The column and value `erase` deletes by: exactly one of the two."""
     if (user_id is None) == (session_id is None):
@@ -242,6 +252,49 @@ class Store(abc.ABC):
     # What `insert` raises for a call that can never be stored (retrying will not help), as
     # opposed to the store being down.
     data_errors: tuple[type[BaseException], ...] = (ValueError, TypeError, OverflowError)
+    # Regulated mode: the keys that open what the store holds sealed, set by whoever opens it
+    # to read (the CLI, the web app), and who is reading, for the audit log. Without keys a
+    # sealed call reads sealed.
+    keyring: Keyring | None = None
+    reader: str = "unknown"
+
+    # Set on open from the store's settings: text must come sealed (`llmlog keys rotate`).
+    sealed_only: bool = False
+
+    def _sealed(self, calls: Sequence[Call]) -> Sequence[Call]:
+        """Calls as they may be written: with keys, their text sealed (copies: the caller's
+        calls stay as they were; what came sealed is left so); without, refused when the
+        store keeps text sealed only."""
+        if self.keyring is not None:
+            return [self.keyring.seal_call(copy.copy(c)) for c in calls]
+        if self.sealed_only:
+            for c in calls:
+                if "" in sealed_key_ids(c):
+                    raise ValueError(
+                        f"call {c.id}: this store keeps the text of calls encrypted (regulated mode),"
+                        " and no key is set here to encrypt it with (LLMLOG_KEY or LLMLOG_KEY_FILE)"
+                    )
+        return calls
+
+    def _read_settings(self) -> None:
+        """On open: what the store's settings ask of every process using it."""
+        encryption = self.setting("encryption")
+        self.sealed_only = isinstance(encryption, dict) and bool(encryption.get("required"))
+
+    def _reveal(self, calls: list[Call]) -> list[Call]:
+        """Calls as read: with keys, opened, and the reading written to the audit log."""
+        if self.keyring is None or not calls:
+            return calls
+        self.audit(self.reader, "read", [c.id for c in calls])
+        return [self.keyring.open_call(c) for c in calls]
+
+    @abc.abstractmethod
+    def audit(self, who: str, action: str, call_ids: Sequence[str]) -> None:
+        """Write to the audit log: who did what, now, to which calls."""
+
+    @abc.abstractmethod
+    def audit_log(self, limit: int = 100) -> list[AuditEntry]:
+        """The latest entries of the audit log, newest first."""
 
     @abc.abstractmethod
     def insert(self, calls: Sequence[Call]) -> int:
@@ -287,8 +340,9 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def update_content(self, call: Call) -> None:
         """Rewrite a stored call's content (system prompt, messages, tools, params, response,
-        tool calls, stop reason) from `call`, which has its id; the figures stay as stored.
-        For content that arrives after its call (OTLP log events)."""
+        tool calls, stop reason, error, metadata) from `call`, which has its id; the figures
+        stay as stored. For content that arrives after its call (OTLP log events), and for
+        sealing it again with a new key (`llmlog keys rotate`)."""
 
     @abc.abstractmethod
     def erase(self, *, user_id: str | None = None, session_id: str | None = None) -> Erased:
@@ -319,8 +373,10 @@ class Store(abc.ABC):
         """Delete the spans that started, and the span events that arrived, before `before`."""
 
     @abc.abstractmethod
-    def reclaim(self) -> None:
-        """Give the space deleted rows held back to the file system."""
+    def reclaim(self, thorough: bool = False) -> None:
+        """Give the space deleted rows held back to the file system. `thorough`: rewrite the
+        tables whole (SQLite VACUUM, PostgreSQL VACUUM FULL), so that nothing deleted or
+        replaced is left anywhere in the files; slow, and locks the tables meanwhile."""
 
     @abc.abstractmethod
     def size_bytes(self) -> int:

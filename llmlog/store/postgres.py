@@ -31,6 +31,7 @@ from psycopg.types.string import TextLoader
 
 from llmlog.record import COLUMNS, Call, Span, SpanEvent, format_timestamp, json_text
 from llmlog.store.base import (
+    AuditEntry,
     CallFilter,
     Erased,
     QueryResult,
@@ -42,12 +43,16 @@ from llmlog.store.base import (
     utc_days,
 )
 from llmlog.store.content import ContentBatch, ContentIds, Key, digest
-from llmlog.store.postgres_schema import migrate, schema_lock, schema_version
+from llmlog.store.postgres_schema import PRIVATE_TABLES, READER_ROLE, migrate, schema_lock, schema_version
 
 CONNECT_TIMEOUT_S = 10
 # Creating a partition briefly locks the parent table; waiting longer than this for a long
 # reader to finish would stall every writer queued behind the lock, so give up and retry.
 DDL_LOCK_TIMEOUT = "5s"
+
+
+# A private table named in read-only SQL, for servers without the reader role.
+_PRIVATE = re.compile(r"\b(" + "|".join(PRIVATE_TABLES) + r")\b", re.IGNORECASE)
 
 
 def _partition_month(name: str) -> tuple[int, int] | None:
@@ -150,11 +155,13 @@ class PostgresStore(Store):
         self._conn: psycopg.Connection[Any] | None = None
         self._content = ContentIds()
         self._epoch = -1  # unknown until the first write
+        self._as_reader: bool | None = None  # whether read-only SQL runs as READER_ROLE
         self._partitions: set[tuple[int, int]] = set()
         self._staging = False  # the connection's temporary staging table exists
         try:
             self.schema_found = schema_version(self.conn)
             self.schema_version = migrate(self.conn)
+            self._read_settings()
             # This month's and next month's tables exist before any call needs them, so the
             # brief lock creating one takes is rarely taken while calls are arriving.
             now = datetime.now(UTC)
@@ -195,6 +202,7 @@ class PostgresStore(Store):
         """Store a batch in one transaction; a call already stored (same id and time) is skipped."""
         if not calls:
             return 0
+        calls = self._sealed(calls)
         try:
             return self._insert_storable(calls)
         except psycopg.errors.CheckViolation:
@@ -362,6 +370,7 @@ class PostgresStore(Store):
         return n
 
     def update_content(self, call: Call) -> None:
+        (call,) = self._sealed([call])
         c = _storable_call(call)
         batch = self._content.batch()
         system, messages, tools, params = self._keys(c, batch)
@@ -373,8 +382,8 @@ class PostgresStore(Store):
             self._resolve(cur, batch)
             cur.execute(
                 "UPDATE call_data SET system_id = %s, message_ids = %s::bigint[], tools_id = %s,"
-                " params_id = %s, response = %s::jsonb, tool_calls = %s::jsonb, stop_reason = %s"
-                " WHERE id = %s",
+                " params_id = %s, response = %s::jsonb, tool_calls = %s::jsonb, stop_reason = %s,"
+                " error = %s::jsonb, metadata = %s::jsonb WHERE id = %s",
                 (
                     batch.id(system) if system is not None else None,
                     _int_array(batch.ids(messages)) if messages is not None else None,
@@ -383,6 +392,8 @@ class PostgresStore(Store):
                     json_text(c.response) if c.response is not None else None,
                     json_text(c.tool_calls) if c.tool_calls is not None else None,
                     c.stop_reason,
+                    json_text(c.error) if c.error is not None else None,
+                    json_text(c.metadata) if c.metadata is not None else None,
                     c.id,
                 ),
             )
@@ -447,6 +458,18 @@ class PostgresStore(Store):
             "DELETE FROM content AS c WHERE NOT EXISTS (SELECT 1 FROM content_used AS u WHERE u.id = c.id)"
         ).rowcount
 
+    def audit(self, who: str, action: str, call_ids: Sequence[str]) -> None:
+        self.conn.execute(
+            "INSERT INTO audit (time, who, action, call_ids) VALUES (now(), %s, %s, %s::jsonb)",
+            (who, action, json.dumps(list(call_ids))),
+        )
+
+    def audit_log(self, limit: int = 100) -> list[AuditEntry]:
+        rows = self.conn.execute(
+            "SELECT time, who, action, call_ids FROM audit ORDER BY id DESC LIMIT %s", (limit,)
+        )
+        return [AuditEntry(t.astimezone(UTC), who, action, list(ids)) for t, who, action, ids in rows]
+
     # -------------------------------------------------------------- retention
 
     def old_calls(self, before: date) -> list[tuple[date, str | None, int]]:
@@ -475,7 +498,7 @@ class PostgresStore(Store):
             ).rowcount
         return n
 
-    def reclaim(self) -> None:
+    def reclaim(self, thorough: bool = False) -> None:
         """Months whose every call is gone are dropped whole (their files go, dead rows and
         all); the rest is vacuumed, so new calls reuse the space. The current and next
         month's tables stay: calls are arriving there."""
@@ -498,7 +521,7 @@ class PostgresStore(Store):
                     continue
                 cur.execute(pgsql.SQL("DROP TABLE {}").format(table))
             self._partitions.discard(month)
-        conn.execute("VACUUM call_data, content, spans, span_events")
+        conn.execute(f"VACUUM {'FULL ' if thorough else ''}call_data, content, spans, span_events")
 
     def size_bytes(self) -> int:
         row = self.conn.execute(
@@ -603,7 +626,8 @@ class PostgresStore(Store):
         with self.conn.cursor() as cur:
             cur.execute(sql, params)  # type: ignore[arg-type]
             names = [d.name for d in cur.description or ()]
-            return [_to_call(names, row) for row in cur]
+            calls = [_to_call(names, row) for row in cur]
+        return self._reveal(calls)
 
     def _where(
         self, f: CallFilter, extra: Sequence[str] = (), params: Sequence[Any] = ()
@@ -680,9 +704,24 @@ class PostgresStore(Store):
         if not _READING.match(_COMMENTS.sub(" ", sql)):
             raise ReadOnlyError("only reading queries are allowed (SELECT, WITH … SELECT, VALUES, TABLE)")
         conn = self.conn
+        if self._as_reader is None:
+            row = conn.execute(
+                "SELECT pg_has_role(current_user, r.oid, 'MEMBER')"
+                " AND has_schema_privilege(r.oid, current_schema(), 'USAGE')"
+                " AND NOT has_table_privilege(r.oid, 'audit', 'SELECT')"
+                " FROM pg_roles AS r WHERE r.rolname = %s",
+                (READER_ROLE,),
+            ).fetchone()
+            self._as_reader = bool(row and row[0])
+        if not self._as_reader and _PRIVATE.search(sql):
+            # No reader role to run as: the private tables are refused by name (weaker: the
+            # README says how to make the role).
+            raise ReadOnlyError(f"the {', '.join(PRIVATE_TABLES)} tables cannot be read here")
         try:
             with conn.transaction(force_rollback=True):
                 conn.execute("SET TRANSACTION READ ONLY")
+                if self._as_reader:
+                    conn.execute(f"SET LOCAL ROLE {READER_ROLE}")
                 conn.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}")
                 with conn.cursor(name="llmlog_query") as cur:
                     # JSON as its text, as SQLite gives it: the caller prints it or parses it.
@@ -695,6 +734,8 @@ class PostgresStore(Store):
             return QueryResult(columns, [tuple(_plain(v) for v in r) for r in rows[:limit]], truncated)
         except psycopg.errors.QueryCanceled:
             raise ReadOnlyError(f"query took longer than the {timeout_s:g} s limit") from None
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise ReadOnlyError(f"not readable here ({exc.diag.message_primary})") from None
         except (psycopg.errors.ReadOnlySqlTransaction, psycopg.errors.FeatureNotSupported) as exc:
             raise ReadOnlyError(f"only reading queries are allowed ({exc.diag.message_primary})") from None
         except psycopg.Error as exc:

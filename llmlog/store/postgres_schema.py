@@ -393,12 +393,61 @@ def m005_cold_figures(cur: psycopg.Cursor[Any]) -> None:
     cur.execute("INSERT INTO settings VALUES ('content_epoch', '0')")
 
 
+# The role read-only SQL (the console, `llmlog query`) runs as: it may read every table but
+# those naming people and what they did (`PRIVATE_TABLES`).
+READER_ROLE = "llmlog_reader"
+PRIVATE_TABLES = ("audit",)
+
+
+def grant_reading(cur: psycopg.Cursor[Any]) -> None:
+    """Let the reader role read this schema's tables, but the private ones. Where the role
+    cannot be made (the user lacks CREATEROLE and no one made it), read-only SQL refuses to
+    name the private tables instead (`PostgresStore.query`)."""
+    if not cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (READER_ROLE,)).fetchone():
+        try:
+            with cur.connection.transaction():
+                cur.execute(f"CREATE ROLE {READER_ROLE} NOLOGIN")
+        except psycopg.errors.InsufficientPrivilege:
+            return
+    try:
+        with cur.connection.transaction():
+            if not cur.execute("SELECT pg_has_role(current_user, %s, 'MEMBER')", (READER_ROLE,)).fetchone()[
+                0
+            ]:  # type: ignore[index]
+                cur.execute(f"GRANT {READER_ROLE} TO current_user")
+            cur.execute(f"GRANT USAGE ON SCHEMA {_schema(cur)} TO {READER_ROLE}")
+            cur.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {_schema(cur)} TO {READER_ROLE}")
+            cur.execute(f"REVOKE ALL ON {', '.join(PRIVATE_TABLES)} FROM {READER_ROLE}")
+    except psycopg.errors.InsufficientPrivilege:
+        return
+
+
+def _schema(cur: psycopg.Cursor[Any]) -> str:
+    row = cur.execute("SELECT current_schema()").fetchone()
+    assert row is not None and row[0] is not None
+    return pgsql.Identifier(row[0]).as_string(cur)
+
+
+def m006_audit(cur: psycopg.Cursor[Any]) -> None:
+    """`audit`, as in SQLite's migration 8, and the reader role that cannot read it."""
+    cur.execute(
+        """
+        CREATE TABLE audit (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            time timestamptz NOT NULL, who text NOT NULL, action text NOT NULL, call_ids jsonb NOT NULL
+        )
+        """
+    )
+    grant_reading(cur)
+
+
 MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m001_initial,
     m002_daily,
     m003_people_daily,
     m004_spans,
     m005_cold_figures,
+    m006_audit,
 ]
 
 

@@ -15,7 +15,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from llmlog.record import (
     parse_timestamp,
 )
 from llmlog.store.base import (
+    AuditEntry,
     CallFilter,
     Erased,
     QueryResult,
@@ -98,6 +99,9 @@ def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     if not readonly:
         _set_wal(db)
         db.execute("PRAGMA synchronous = NORMAL")
+        # What is deleted or replaced (erasure, retention, re-encryption) is overwritten in
+        # the file, not left readable in free space.
+        db.execute("PRAGMA secure_delete = ON")
     return db
 
 
@@ -116,6 +120,10 @@ def _set_wal(db: sqlite3.Connection) -> None:
             time.sleep(delay)
             delay = min(delay * 2, 0.2)
 
+
+# Tables naming people and what they did, which read-only SQL (the console, `llmlog query`)
+# may not read.
+PRIVATE_TABLES = frozenset({"audit"})
 
 # The authorizer refuses anything but reading, whatever trick the SQL text uses.
 _READ_ACTIONS = {
@@ -137,6 +145,8 @@ _INTROSPECTION_PRAGMAS = {
 def _read_only_authorizer(
     action: int, arg1: str | None, arg2: str | None, dbname: str | None, src: str | None
 ) -> int:
+    if action == sqlite3.SQLITE_READ and arg1 in PRIVATE_TABLES:
+        return sqlite3.SQLITE_DENY
     if action in _READ_ACTIONS:
         return sqlite3.SQLITE_OK
     if action == sqlite3.SQLITE_PRAGMA:
@@ -164,6 +174,7 @@ class SQLiteStore(Store):
         self.schema_version = migrate(self.db)
         self._content = ContentIds()
         self._epoch = self._content_epoch()
+        self._read_settings()
 
     @property
     def url(self) -> str:
@@ -178,7 +189,7 @@ class SQLiteStore(Store):
         """The content of a call, keyed, and its response with what it echoes left out."""
         dumps, text = (_json_safe, _valid_text) if safe else (json_text, _text)
         response, echo_instructions, echo_tools = c.response, None, None
-        if response is not None:
+        if isinstance(response, dict):
             # What the response echoes of the request goes to `content`, as the request's
             # own copy does; the row keeps a null in its place for the view to fill.
             echoed: dict[str, None] = {}
@@ -289,6 +300,7 @@ class SQLiteStore(Store):
         """Store a batch in one transaction; a call whose id is already stored is skipped."""
         if not calls:
             return 0
+        calls = self._sealed(calls)
         try:
             return self._insert(calls, safe=False)
         except UnicodeEncodeError:
@@ -345,6 +357,7 @@ class SQLiteStore(Store):
         return n
 
     def update_content(self, call: Call) -> None:
+        (call,) = self._sealed([call])
         batch = self._content.batch(by_identity=False)
         keys = self._keys(call, batch, safe=True)
         with self._writing():
@@ -354,11 +367,11 @@ class SQLiteStore(Store):
             self._resolve(batch)
             row = self._row(call, keys, batch, safe=True)
             # The content columns of the row, as `_row` lays them out.
-            values = [*row[8:15], *row[28:30], call.id]
+            values = [*row[8:15], *row[23:25], *row[28:30], call.id]
             self.db.execute(
                 "UPDATE call_data SET system_id = ?, message_ids = ?, tools_id = ?, params_id = ?,"
-                " response = ?, tool_calls = ?, stop_reason = ?, response_instructions_id = ?,"
-                " response_tools_id = ? WHERE id = ?",
+                " response = ?, tool_calls = ?, stop_reason = ?, error = ?, metadata = ?,"
+                " response_instructions_id = ?, response_tools_id = ? WHERE id = ?",
                 values,
             )
         batch.commit()
@@ -367,7 +380,7 @@ class SQLiteStore(Store):
 
     def erase(self, *, user_id: str | None = None, session_id: str | None = None) -> Erased:
         column, value = erase_target(user_id, session_id)
-        with self._secure_delete(), self._writing():
+        with self._checkpointed(), self._writing():
             columns = ", ".join(("message_ids", *self._CONTENT_COLUMNS))
             rows = self.db.execute(f"SELECT {columns} FROM call_data WHERE {column} = ?", (value,)).fetchall()
             candidates = {c for r in rows for c in r[1:] if c is not None}
@@ -379,14 +392,10 @@ class SQLiteStore(Store):
         return out
 
     @contextlib.contextmanager
-    def _secure_delete(self) -> Iterator[None]:
-        """Deleted rows overwritten, not left readable in free pages of the file; and the
-        write-ahead log, which still holds the pages as they were, folded into the file."""
-        self.db.execute("PRAGMA secure_delete = ON")
-        try:
-            yield
-        finally:
-            self.db.execute("PRAGMA secure_delete = OFF")
+    def _checkpointed(self) -> Iterator[None]:
+        """After deleting: the write-ahead log, which still holds the pages as they were
+        before, folded into the file and emptied."""
+        yield
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def _delete_calls(self, where: str, params: Sequence[Any]) -> Erased:
@@ -434,6 +443,19 @@ class SQLiteStore(Store):
             self._content_deleted()
         return gone
 
+    def audit(self, who: str, action: str, call_ids: Sequence[str]) -> None:
+        with self._writing():
+            self.db.execute(
+                "INSERT INTO audit (time, who, action, call_ids) VALUES (?, ?, ?, ?)",
+                (format_timestamp(datetime.now(UTC)), who, action, json.dumps(list(call_ids))),
+            )
+
+    def audit_log(self, limit: int = 100) -> list[AuditEntry]:
+        rows = self.db.execute(
+            "SELECT time, who, action, call_ids FROM audit ORDER BY id DESC LIMIT ?", (limit,)
+        )
+        return [AuditEntry(parse_timestamp(t), who, action, json.loads(ids)) for t, who, action, ids in rows]
+
     # -------------------------------------------------------------- retention
 
     def old_calls(self, before: date) -> list[tuple[date, str | None, int]]:
@@ -446,15 +468,15 @@ class SQLiteStore(Store):
 
     def purge(self, day: date, features: Sequence[str | None]) -> Erased:
         where, params = day_and_features(day, features, "?")
-        with self._secure_delete(), self._writing():
+        with self._checkpointed(), self._writing():
             return self._delete_calls(where, params)
 
     def collect_content(self) -> int:
-        with self._secure_delete(), self._writing():
+        with self._checkpointed(), self._writing():
             return self._delete_content(None)
 
     def purge_traces(self, before: datetime) -> int:
-        with self._secure_delete(), self._writing():
+        with self._checkpointed(), self._writing():
             cutoff = format_timestamp(before)
             n = self.db.execute("DELETE FROM spans WHERE start_time < ?", (cutoff,)).rowcount
             n += self.db.execute(
@@ -462,9 +484,9 @@ class SQLiteStore(Store):
             ).rowcount
         return n
 
-    def reclaim(self) -> None:
+    def reclaim(self, thorough: bool = False) -> None:
         # A store made before incremental vacuum was the default is rebuilt once with it.
-        if self.db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
+        if thorough or self.db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
             self.db.execute("PRAGMA auto_vacuum = INCREMENTAL")
             self.db.execute("VACUUM")
         else:
@@ -576,7 +598,7 @@ class SQLiteStore(Store):
             f" LIMIT {int(limit)}) ORDER BY {order}"
         )
         cur = self.db.execute(sql, params)
-        return [_to_call(cur.description, row) for row in cur]
+        return self._reveal([_to_call(cur.description, row) for row in cur])
 
     def get(self, call_id: str) -> Call | None:
         rows = self._calls("WHERE id = ?", (call_id,), "id", 1)

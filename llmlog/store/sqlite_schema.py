@@ -360,6 +360,21 @@ def m007_cold_figures(db: sqlite3.Connection) -> None:
     db.execute("INSERT INTO settings VALUES ('content_epoch', '0')")
 
 
+def m008_audit(db: sqlite3.Connection) -> None:
+    """`audit`: who read (or exported, or re-encrypted) which calls' text, and when. The
+    store writes it; the read-only SQL of the console and `llmlog query` cannot read it."""
+    db.execute(
+        """
+        CREATE TABLE audit (
+            id INTEGER PRIMARY KEY,
+            time TEXT NOT NULL,  -- as call_data.timestamp
+            who TEXT NOT NULL, action TEXT NOT NULL,
+            call_ids TEXT NOT NULL  -- a JSON array
+        )
+        """
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_initial,
     m002_rate_card_and_filters,
@@ -368,6 +383,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m005_people_daily,
     m006_spans,
     m007_cold_figures,
+    m008_audit,
 ]
 
 

@@ -1,0 +1,308 @@
+"""Regulated mode: the text of every call encrypted at rest, the figures left clear.
+
+Where the window is set by regulation (years, not days) the text cannot be deleted, so it
+is sealed before it is stored: the system prompt, each message, the tool list, the request's
+other parameters, the response, each tool call, an error's message and the metadata values
+named sensitive. Model, feature,
+tokens, cost, latency, times, error type and the number of tool calls stay clear, so the
+rollups, the dashboard and retention work without the key.
+
+A sealed value is a string, `llmlog-enc:v1:KEY_ID:DATA`, DATA being the URL-safe base64 of
+a 12-byte nonce and the AES-256-GCM ciphertext and tag. The nonce is derived from the text
+(an HMAC of it under a key of its own), so the same text sealed twice is the same string:
+content stored once stays stored once, and what that shows — that two calls sent the same
+message — is all it shows. The key id is bound to the ciphertext as associated data.
+
+Keys come from `LLMLOG_KEY` (`ID:BASE64`, several separated by commas) or a file named by
+`LLMLOG_KEY_FILE` (one `ID:BASE64` per line); the first is the one that seals, the others
+still open what they sealed until `llmlog keys rotate` has sealed it again with the first.
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import hmac
+import json
+import os
+import re
+import secrets
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from llmlog.record import Call
+
+if TYPE_CHECKING:
+    from llmlog.store import Store
+
+PREFIX = "llmlog-enc:v1:"
+_SEALED = re.compile(r"llmlog-enc:v1:([A-Za-z0-9_.-]{1,64}):([A-Za-z0-9_-]+={0,2})\Z")
+_KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
+
+
+class KeyProblem(ValueError):
+    """A key that cannot be used: malformed, the wrong length, or missing for a value."""
+
+
+def is_sealed(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith(PREFIX)
+
+
+def key_id_of(value: str) -> str | None:
+    m = _SEALED.match(value)
+    return m.group(1) if m else None
+
+
+@dataclass(frozen=True)
+class _Key:
+    id: str
+    aead: AESGCM
+    nonce_key: bytes
+
+    @classmethod
+    def derive(cls, key_id: str, secret: bytes) -> _Key:
+        # Two keys from one secret: one encrypts, one derives nonces; neither reveals the other.
+        okm = HKDF(algorithm=hashes.SHA256(), length=64, salt=None, info=b"llmlog regulated mode v1").derive(
+            secret
+        )
+        return cls(key_id, AESGCM(okm[:32]), okm[32:])
+
+
+class Keyring:
+    """The keys a process has: the first seals, every one opens what it sealed."""
+
+    def __init__(self, keys: Iterable[tuple[str, bytes]], sensitive_metadata: Iterable[str] = ()) -> None:
+        self._keys: dict[str, _Key] = {}
+        for key_id, secret in keys:
+            if not _KEY_ID.match(key_id):
+                raise KeyProblem(f"key id {key_id!r}: letters, digits, '.', '_' and '-' only, 64 at most")
+            if len(secret) != 32:
+                raise KeyProblem(f"key {key_id}: AES-256 takes 32 bytes, not {len(secret)}")
+            if key_id in self._keys:
+                raise KeyProblem(f"key id {key_id} given twice")
+            self._keys[key_id] = _Key.derive(key_id, secret)
+        if not self._keys:
+            raise KeyProblem("no key")
+        self.current = next(iter(self._keys))
+        self.sensitive_metadata = frozenset(sensitive_metadata)
+        # What was sealed last, by the identity of the value: the writer's decoder hands every
+        # call that re-sends a message the same object, which is then sealed once (and is the
+        # same string object, which the store's content cache knows by identity).
+        self._memo: OrderedDict[int, tuple[Any, str]] = OrderedDict()
+        self._memo_lock = threading.Lock()
+
+    @property
+    def ids(self) -> list[str]:
+        return list(self._keys)
+
+    @classmethod
+    def parse(cls, text: str, sensitive_metadata: Iterable[str] = ()) -> Keyring:
+        """`ID:BASE64` entries, separated by commas or lines; `#` starts a comment."""
+        keys = []
+        for n, raw in enumerate(re.split(r"[,\n]", text), 1):
+            entry = raw.split("#", 1)[0].strip()
+            if not entry:
+                continue
+            key_id, sep, encoded = entry.partition(":")
+            if not sep:
+                raise KeyProblem(f"key entry {n}: write ID:BASE64")
+            try:
+                secret = base64.b64decode(encoded.strip(), validate=True)
+            except ValueError:
+                raise KeyProblem(f"key {key_id.strip()}: not base64") from None
+            keys.append((key_id.strip(), secret))
+        return cls(keys, sensitive_metadata)
+
+    @classmethod
+    def from_environment(
+        cls, key: str | None, key_file: str | None, sensitive_metadata: Iterable[str] = ()
+    ) -> Keyring | None:
+        if key:
+            return cls.parse(key, sensitive_metadata)
+        if key_file:
+            return cls.parse(Path(key_file).read_text(encoding="utf-8"), sensitive_metadata)
+        return None
+
+    # -------------------------------------------------------------- one value
+
+    def seal(self, text: str) -> str:
+        key = self._keys[self.current]
+        data = text.encode("utf-8", "surrogatepass")
+        nonce = hmac.new(key.nonce_key, data, hashlib.sha256).digest()[:12]
+        sealed = key.aead.encrypt(nonce, data, key.id.encode())
+        return f"{PREFIX}{key.id}:{base64.urlsafe_b64encode(nonce + sealed).decode()}"
+
+    def open(self, value: str) -> str:
+        m = _SEALED.match(value)
+        if not m:
+            raise KeyProblem("not a sealed value")
+        key = self._keys.get(m.group(1))
+        if key is None:
+            raise KeyProblem(f"no key {m.group(1)} here to open it with")
+        raw = base64.urlsafe_b64decode(m.group(2))
+        try:
+            return key.aead.decrypt(raw[:12], raw[12:], key.id.encode()).decode("utf-8", "surrogatepass")
+        except InvalidTag:
+            raise KeyProblem(f"key {key.id} does not open it: altered, or another key of that id") from None
+
+    def _seal_json(self, value: Any) -> str:
+        with self._memo_lock:
+            hit = self._memo.get(id(value))
+            if hit is not None and hit[0] is value:
+                self._memo.move_to_end(id(value))
+                return hit[1]
+        sealed = self.seal(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+        with self._memo_lock:
+            self._memo[id(value)] = (value, sealed)  # holds the value: its id() is not reused
+            while len(self._memo) > 20_000:
+                self._memo.popitem(last=False)
+        return sealed
+
+    def _open_json(self, value: Any) -> Any:
+        if not is_sealed(value):
+            return value
+        try:
+            return json.loads(self.open(value))
+        except KeyProblem:
+            return value  # a key this process lacks: the value stays sealed, as without any key
+
+    def _open_text(self, value: Any) -> Any:
+        if not is_sealed(value):
+            return value
+        try:
+            return self.open(value)
+        except KeyProblem:
+            return value
+
+    # -------------------------------------------------------------- a whole call
+
+    def seal_call(self, call: Call) -> Call:
+        """Seal the text of `call` in place (what is sealed already is left as it is)."""
+
+        def text(value: Any) -> Any:
+            return value if value is None or is_sealed(value) else self.seal(value)
+
+        def structure(value: Any) -> Any:
+            return value if value is None or is_sealed(value) else self._seal_json(value)
+
+        call.system_prompt = text(call.system_prompt)
+        if call.messages is not None:
+            call.messages = [structure(m) for m in call.messages]
+        call.tools = structure(call.tools)
+        # The request's other parameters: they can carry text too (system blocks, stop strings).
+        call.params = structure(call.params)
+        call.response = structure(call.response)
+        if call.tool_calls is not None:
+            # One sealed string per tool call: how many there were stays countable.
+            call.tool_calls = [structure(t) for t in call.tool_calls]
+        if isinstance(call.error, dict) and call.error.get("message") is not None:
+            call.error = {**call.error, "message": structure(call.error["message"])}
+        if isinstance(call.metadata, dict) and self.sensitive_metadata:
+            call.metadata = {
+                k: structure(v) if k in self.sensitive_metadata and v is not None else v
+                for k, v in call.metadata.items()
+            }
+        return call
+
+    def open_call(self, call: Call) -> Call:
+        """A copy of `call` with what this keyring can open opened."""
+        out = copy.copy(call)
+        out.system_prompt = self._open_text(call.system_prompt)
+        if call.messages is not None:
+            out.messages = [self._open_json(m) for m in call.messages]
+        out.tools = self._open_json(call.tools)
+        out.params = self._open_json(call.params)
+        out.response = self._open_json(call.response)
+        if call.tool_calls is not None:
+            out.tool_calls = [self._open_json(t) for t in call.tool_calls]
+        if isinstance(call.error, dict) and call.error.get("message") is not None:
+            out.error = {**call.error, "message": self._open_json(call.error["message"])}
+        if isinstance(call.metadata, Mapping):
+            out.metadata = {k: self._open_json(v) for k, v in call.metadata.items()}
+        return out
+
+
+def sealed_key_ids(call: Call) -> set[str]:
+    """The ids of the keys that sealed parts of `call` ("" for text stored clear)."""
+    found: set[str] = set()
+
+    def visit(value: Any) -> None:
+        if value is None:
+            return
+        if isinstance(value, str):
+            found.add(key_id_of(value) or "" if is_sealed(value) else "")
+        elif isinstance(value, list):
+            for v in value:
+                visit(v)
+        else:
+            found.add("")  # a structure stored clear
+
+    visit(call.system_prompt)
+    visit(call.messages)
+    visit(call.tools)
+    visit(call.params)
+    visit(call.response)
+    visit(call.tool_calls)
+    if isinstance(call.error, dict) and call.error.get("message") is not None:
+        visit(call.error["message"])
+    return found
+
+
+def new_key() -> str:
+    """A fresh key, as `ID:BASE64`: the id is the date and a random suffix."""
+    from datetime import UTC, datetime
+
+    key_id = f"k{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(3)}"
+    return f"{key_id}:{base64.b64encode(os.urandom(32)).decode()}"
+
+
+@dataclass
+class Rotated:
+    calls: int = 0  # calls sealed again with the current key
+    contents: int = 0  # pieces of content sealed with an old key (or none) deleted after
+
+
+def rotate(store: Store, keyring: Keyring, who: str, on_call: Callable[[int], None] | None = None) -> Rotated:
+    """Seal every stored call's text with the keyring's current key: what an older key of
+    the keyring sealed, and what is stored clear (a store made before regulated mode). The
+    pieces sealed the old way are then deleted (overwritten, on SQLite), and the store asks
+    every process writing to it for sealed text from then on. A call sealed with a key the
+    keyring lacks stops the rotation, before anything is lost: add that key and run again."""
+    from llmlog.store import CallFilter
+
+    out = Rotated()
+    saved = store.keyring
+    store.keyring = None  # read the calls as stored; what is written is sealed here
+    try:
+        for n, call in enumerate(store.iter_calls(CallFilter()), 1):
+            if sealed_key_ids(call) <= {keyring.current}:
+                continue
+            opened = keyring.open_call(call)
+            missing = sealed_key_ids(opened) - {""}
+            if missing:
+                raise KeyProblem(
+                    f"call {call.id} is sealed with key {sorted(missing)[0]}, which is not in the keyring"
+                )
+            store.update_content(keyring.seal_call(opened))
+            out.calls += 1
+            if on_call is not None:
+                on_call(n)
+        out.contents = store.collect_content()
+        # The clear text (or old ciphertext) replaced must not stay in the files' free space.
+        store.reclaim(thorough=True)
+        store.set_setting("encryption", {"required": True, "key": keyring.current})
+        store.sealed_only = True
+        store.audit(who, f"rotate to key {keyring.current}: {out.calls} call(s) sealed again", [])
+    finally:
+        store.keyring = saved
+    return out
