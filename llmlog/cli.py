@@ -676,8 +676,10 @@ def demo(ctx: Ctx, n_calls: int, seed: int, history_days: int) -> None:
 def serve(ctx: Ctx, host: str, port: int, fake_provider: bool, daily_retention: bool) -> None:
     """Serve the web UI over the store, and collect calls sent to it.
 
-    Listens on 127.0.0.1 unless told otherwise. With LLMLOG_UI_TOKEN set, every request must
-    carry that token (?token=…, then a cookie; or an `Authorization: Bearer` header).
+    Listens on 127.0.0.1 unless told otherwise. With accounts in the store (`llmlog users
+    add`), everyone signs in and sees what their role allows; read tokens (`llmlog tokens
+    add`) open the JSON API. Without accounts but with LLMLOG_UI_TOKEN set, every request
+    must carry that token (?token=…, then a cookie; or an `Authorization: Bearer` header).
 
     POST /v1/calls stores records (JSON, a JSON array or NDJSON, in the record's column
     names) from any language; with LLMLOG_INGEST_TOKEN set it needs that token as a bearer
@@ -717,9 +719,12 @@ def serve(ctx: Ctx, host: str, port: int, fake_provider: bool, daily_retention: 
     store = ctx.store  # opened now, so a bad --db fails here and not on the first request
     token = os.environ.get("LLMLOG_UI_TOKEN") or None
     ingest_token = os.environ.get("LLMLOG_INGEST_TOKEN") or None
+    accounts = bool(store.accounts())
+    if accounts:
+        err_console.print("accounts exist: everyone signs in (`llmlog users list`); no shared token is taken")
     if host not in ("127.0.0.1", "localhost", "::1"):
         for name, value, what in (
-            ("LLMLOG_UI_TOKEN", token, "reads every call"),
+            ("LLMLOG_UI_TOKEN or accounts", token or accounts, "reads every call"),
             ("LLMLOG_INGEST_TOKEN", ingest_token, "stores calls"),
         ):
             if not value:

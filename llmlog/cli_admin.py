@@ -1,11 +1,12 @@
-"""`llmlog` commands that administer a store: erasure, retention, keys and the audit log."""
+"""`llmlog` commands that administer a store: erasure, retention, keys, the audit log,
+accounts and API tokens."""
 
 from __future__ import annotations
 
 import click
 from rich.table import Table
 
-from llmlog import encryption, retention
+from llmlog import access, encryption, retention
 from llmlog.cli import Ctx, _filter, _text, cli, console, err_console, pass_ctx
 
 
@@ -255,3 +256,111 @@ def audit(ctx: Ctx, limit: int) -> None:
         ids = ", ".join(e.call_ids[:5]) + (f" … ({len(e.call_ids)})" if len(e.call_ids) > 5 else "")
         table.add_row(e.time.strftime("%Y-%m-%d %H:%M:%S"), _text(e.who), _text(e.action), _text(ids))
     console.print(table)
+
+
+# ---------------------------------------------------------------- accounts and tokens
+
+
+@cli.group()
+def users() -> None:
+    """Accounts of the web UI: with one or more, `llmlog serve` asks everyone to sign in.
+
+    Roles: viewer (the dashboard, sessions and users: figures, never the text of a call),
+    debugger (also every call whole, replays, the SQL console), admin (also accounts,
+    tokens and retention, on the Admin page).
+
+    \b
+    Examples:
+      llmlog users add alice --role admin
+      echo "$PASSWORD" | llmlog users add ci-viewer --role viewer --password-stdin
+      llmlog users list
+      llmlog users remove bob
+    """
+
+
+@users.command(name="add")
+@click.argument("name")
+@click.option("--role", type=click.Choice(access.ROLES), required=True, help="What the account may see.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@pass_ctx
+def users_add(ctx: Ctx, name: str, role: str, password_stdin: bool) -> None:
+    """Add an account (asks for its password)."""
+    if password_stdin:
+        password = click.get_text_stream("stdin").readline().rstrip("\n")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
+    try:
+        access.add_user(ctx.store, name, role, password)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    console.print(_text(f"Added {name} ({role})."))
+
+
+@users.command(name="list")
+@pass_ctx
+def users_list(ctx: Ctx) -> None:
+    """The accounts, with their roles."""
+    table = Table("name", "role", "since")
+    for a in ctx.store.accounts():
+        table.add_row(_text(a.name), a.role, a.created)
+    console.print(table)
+
+
+@users.command(name="remove")
+@click.argument("name")
+@pass_ctx
+def users_remove(ctx: Ctx, name: str) -> None:
+    """Remove an account; its sessions end within seconds."""
+    if not ctx.store.remove_account(name):
+        raise click.ClickException(f"no account {name!r}")
+    console.print(_text(f"Removed {name}."))
+
+
+@cli.group()
+def tokens() -> None:
+    """API tokens for `llmlog serve`, each of one scope.
+
+    ingest: sends calls (POST /v1/calls, OTLP, the provider proxy) and reads nothing. read:
+    the JSON API (/api/…), by GET, as a debugger. Sent as `Authorization: Bearer TOKEN`.
+
+    \b
+    Examples:
+      llmlog tokens add billing-service --scope ingest
+      llmlog tokens add grafana --scope read
+      llmlog tokens list
+      llmlog tokens remove grafana
+    """
+
+
+@tokens.command(name="add")
+@click.argument("name")
+@click.option("--scope", type=click.Choice(access.SCOPES), required=True, help="What the token opens.")
+@pass_ctx
+def tokens_add(ctx: Ctx, name: str, scope: str) -> None:
+    """Make a token and print it, this once (the store keeps only its hash)."""
+    token, digest = access.new_token(scope)
+    try:
+        ctx.store.add_token(name, scope, digest)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(token)
+
+
+@tokens.command(name="list")
+@pass_ctx
+def tokens_list(ctx: Ctx) -> None:
+    """The tokens' names and scopes (never the tokens)."""
+    table = Table("name", "scope", "since")
+    for t in ctx.store.tokens():
+        table.add_row(_text(t.name), t.scope, t.created)
+    console.print(table)
+
+
+@tokens.command(name="remove")
+@click.argument("name")
+@pass_ctx
+def tokens_remove(ctx: Ctx, name: str) -> None:
+    """Revoke a token."""
+    if not ctx.store.remove_token(name):
+        raise click.ClickException(f"no token {name!r}")
+    console.print(_text(f"Revoked {name}."))

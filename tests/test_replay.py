@@ -321,7 +321,7 @@ def count(running: Running) -> int:
 
 
 def post_replay(running: Running, call_id: str, **fields: str) -> Any:
-    return running.post(f"/calls/{call_id}/replay", data=fields, headers={"Origin": running.base})
+    return running.submit(f"/calls/{call_id}/replay", fields)
 
 
 def new_id(response: Any, call_id: str) -> str:
@@ -414,10 +414,16 @@ def test_a_cross_site_post_is_refused(backend: Backend, fake: FakeProvider) -> N
             {"Origin": "null"},
             {"Sec-Fetch-Site": "cross-site"},
         ):
-            r = ui.post(path, data={"model": "claude-haiku-4-5"}, headers=headers)
+            r = ui.submit(path, {"model": "claude-haiku-4-5"}, headers=headers)
             assert r.status_code == 403 and "refused" in r.text, headers
+        # From this site, but without the form's token (or with another's): refused too.
+        assert ui.post(path, data={}, headers={"Origin": ui.base}).status_code == 403
+        r = ui.post(
+            path, data={"csrf": "guess"}, headers={"Origin": ui.base}, cookies={"llmlog_csrf": "other"}
+        )
+        assert r.status_code == 403 and "token" in r.text
         assert (count(ui), len(fake.requests)) == (calls, requests)
-        assert new_id(ui.post(path, data={}, headers={"Origin": ui.base}), original.id)
+        assert new_id(ui.submit(path, {}), original.id)
 
 
 def test_the_diff_page_escapes_hostile_text(backend: Backend, fake: FakeProvider) -> None:

@@ -115,6 +115,23 @@ class Running:
     def post(self, path: str, **kw: Any) -> httpx.Response:
         return httpx.post(self.base + path, timeout=30, **kw)
 
+    def submit(
+        self, path: str, data: dict[str, str], headers: dict[str, str] | None = None, cookies: Any = None
+    ) -> httpx.Response:
+        """POST a form as this site's own page does: from its origin (unless `headers` say
+        otherwise), with the CSRF token its pages carry (the `llmlog_csrf` cookie a first
+        visit sets)."""
+        jar = httpx.Cookies(cookies)
+        if "llmlog_csrf" not in jar:
+            jar.update(httpx.get(self.base + "/login", timeout=10, cookies=jar).cookies)
+        return httpx.post(
+            self.base + path,
+            data={**data, "csrf": jar["llmlog_csrf"]},
+            headers=headers if headers is not None else {"Origin": self.base},
+            cookies=jar,
+            timeout=30,
+        )
+
 
 class _Tags(HTMLParser):
     def __init__(self) -> None:

@@ -124,15 +124,28 @@ def _failure_answer(provider: str, exc: httpx2.HTTPError) -> Response:
     )
 
 
+Gate = str | Callable[[str], bool] | None
+
+
+def allows(gate: Gate, given: str) -> bool:
+    """Whether a token given opens what `gate` guards: the one token, or what the callable
+    says (a collector with tokens of its own), or anything when there is no gate."""
+    if gate is None:
+        return True
+    if callable(gate):
+        return gate(given)
+    return hmac.compare_digest(given.encode(), gate.encode())
+
+
 def routes(
     submit: Callable[[Exchange], object],
     upstreams: Upstreams | None = None,
-    token: str | None = None,
+    token: Gate = None,
     base_context: CallContext | None = None,
 ) -> list[BaseRoute]:
     """The proxy's routes. `submit` takes each finished exchange (a writer's `submit`);
-    `token`, when set, must come in the `llmlog-token` header; `base_context` is under every
-    call's own (`llmlog wrap --feature …`)."""
+    `token`, when set, must come in the `llmlog-token` header (see `allows`); `base_context`
+    is under every call's own (`llmlog wrap --feature …`)."""
     upstreams = upstreams or Upstreams()
     client = httpx2.AsyncClient(
         timeout=httpx2.Timeout(connect=10.0, read=upstreams.timeout_s, write=60.0, pool=30.0),
@@ -148,7 +161,7 @@ def routes(
         # The token comes as a header, or in the path's context segment from a caller that
         # can set only a base URL (`llmlog wrap --server`).
         given = request.headers.get(TOKEN_HEADER) or extra.get(TOKEN_HEADER) or ""
-        if token and not hmac.compare_digest(given.encode(), token.encode()):
+        if not allows(token, given):
             return JSONResponse({"error": f"the {TOKEN_HEADER} header is required"}, status_code=401)
         upstream = upstreams.anthropic if provider == "anthropic" else upstreams.openai
         target = upstream.rstrip("/") + "/" + request.path_params["path"]

@@ -135,6 +135,25 @@ class Erased:
 
 
 @dataclass
+class Account:
+    name: str
+    role: str  # "viewer", "debugger" or "admin"
+    password_hash: str = field(repr=False)
+    created: str
+
+
+@dataclass
+class ApiToken:
+    name: str
+    scope: str  # "ingest" or "read"
+    created: str
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+@dataclass
 class AuditEntry:
     time: datetime
     who: str
@@ -287,6 +306,60 @@ class Store(abc.ABC):
             return calls
         self.audit(self.reader, "read", [c.id for c in calls])
         return [self.keyring.open_call(c) for c in calls]
+
+    # -------------------------------------------------------------- accounts (llmlog.access)
+
+    @abc.abstractmethod
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """One statement of the store's own (never the user's SQL), committed; its rows.
+        `sql` marks parameters with `?`."""
+
+    def add_account(self, name: str, role: str, password_hash: str) -> None:
+        """A new account; ValueError if the name is taken."""
+        if self._run("SELECT 1 FROM accounts WHERE name = ?", (name,)):
+            raise ValueError(f"there is an account {name!r} already")
+        self._run("INSERT INTO accounts VALUES (?, ?, ?, ?)", (name, role, password_hash, _now()))
+
+    def set_account(self, name: str, *, role: str | None = None, password_hash: str | None = None) -> bool:
+        changed = False
+        if role is not None:
+            changed = bool(
+                self._run("UPDATE accounts SET role = ? WHERE name = ? RETURNING name", (role, name))
+            )
+        if password_hash is not None:
+            changed = bool(
+                self._run(
+                    "UPDATE accounts SET password = ? WHERE name = ? RETURNING name", (password_hash, name)
+                )
+            )
+        return changed
+
+    def account(self, name: str) -> Account | None:
+        rows = self._run("SELECT name, role, password, created FROM accounts WHERE name = ?", (name,))
+        return Account(*rows[0]) if rows else None
+
+    def accounts(self) -> list[Account]:
+        return [
+            Account(*r) for r in self._run("SELECT name, role, password, created FROM accounts ORDER BY name")
+        ]
+
+    def remove_account(self, name: str) -> bool:
+        return bool(self._run("DELETE FROM accounts WHERE name = ? RETURNING name", (name,)))
+
+    def add_token(self, name: str, scope: str, token_hash: bytes) -> None:
+        if self._run("SELECT 1 FROM api_tokens WHERE name = ?", (name,)):
+            raise ValueError(f"there is a token {name!r} already")
+        self._run("INSERT INTO api_tokens VALUES (?, ?, ?, ?)", (token_hash, name, scope, _now()))
+
+    def token(self, token_hash: bytes) -> ApiToken | None:
+        rows = self._run("SELECT name, scope, created FROM api_tokens WHERE hash = ?", (token_hash,))
+        return ApiToken(*rows[0]) if rows else None
+
+    def tokens(self) -> list[ApiToken]:
+        return [ApiToken(*r) for r in self._run("SELECT name, scope, created FROM api_tokens ORDER BY name")]
+
+    def remove_token(self, name: str) -> bool:
+        return bool(self._run("DELETE FROM api_tokens WHERE name = ? RETURNING name", (name,)))
 
     @abc.abstractmethod
     def audit(self, who: str, action: str, call_ids: Sequence[str]) -> None:

@@ -458,6 +458,10 @@ class PostgresStore(Store):
             "DELETE FROM content AS c WHERE NOT EXISTS (SELECT 1 FROM content_used AS u WHERE u.id = c.id)"
         ).rowcount
 
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        cur = self.conn.execute(sql.replace("?", "%s"), list(params))  # type: ignore[arg-type]
+        return [tuple(r) for r in cur.fetchall()] if cur.description else []
+
     def audit(self, who: str, action: str, call_ids: Sequence[str]) -> None:
         self.conn.execute(
             "INSERT INTO audit (time, who, action, call_ids) VALUES (now(), %s, %s, %s::jsonb)",
@@ -708,7 +712,7 @@ class PostgresStore(Store):
             row = conn.execute(
                 "SELECT pg_has_role(current_user, r.oid, 'MEMBER')"
                 " AND has_schema_privilege(r.oid, current_schema(), 'USAGE')"
-                " AND NOT has_table_privilege(r.oid, 'audit', 'SELECT')"
+                " AND NOT has_table_privilege(r.oid, 'accounts', 'SELECT')"
                 " FROM pg_roles AS r WHERE r.rolname = %s",
                 (READER_ROLE,),
             ).fetchone()

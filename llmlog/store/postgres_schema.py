@@ -396,7 +396,7 @@ def m005_cold_figures(cur: psycopg.Cursor[Any]) -> None:
 # The role read-only SQL (the console, `llmlog query`) runs as: it may read every table but
 # those naming people and what they did (`PRIVATE_TABLES`).
 READER_ROLE = "llmlog_reader"
-PRIVATE_TABLES = ("audit",)
+PRIVATE_TABLES = ("audit", "accounts", "api_tokens", "settings")
 
 
 def grant_reading(cur: psycopg.Cursor[Any]) -> None:
@@ -417,7 +417,13 @@ def grant_reading(cur: psycopg.Cursor[Any]) -> None:
                 cur.execute(f"GRANT {READER_ROLE} TO current_user")
             cur.execute(f"GRANT USAGE ON SCHEMA {_schema(cur)} TO {READER_ROLE}")
             cur.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {_schema(cur)} TO {READER_ROLE}")
-            cur.execute(f"REVOKE ALL ON {', '.join(PRIVATE_TABLES)} FROM {READER_ROLE}")
+            private = cur.execute(
+                "SELECT array_agg(quote_ident(relname)) FROM pg_class"
+                " WHERE relnamespace = current_schema()::regnamespace AND relname = ANY(%s)",
+                (list(PRIVATE_TABLES),),
+            ).fetchone()
+            if private and private[0]:
+                cur.execute(f"REVOKE ALL ON {', '.join(private[0])} FROM {READER_ROLE}")
     except psycopg.errors.InsufficientPrivilege:
         return
 
@@ -441,6 +447,19 @@ def m006_audit(cur: psycopg.Cursor[Any]) -> None:
     grant_reading(cur)
 
 
+def m007_accounts(cur: psycopg.Cursor[Any]) -> None:
+    """Accounts and API tokens, as in SQLite's migration 9; private, as `audit` is."""
+    cur.execute(
+        "CREATE TABLE accounts (name text PRIMARY KEY, role text NOT NULL, password text NOT NULL,"
+        " created text NOT NULL)"
+    )
+    cur.execute(
+        "CREATE TABLE api_tokens (hash bytea PRIMARY KEY, name text NOT NULL UNIQUE, scope text NOT NULL,"
+        " created text NOT NULL)"
+    )
+    grant_reading(cur)
+
+
 MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m001_initial,
     m002_daily,
@@ -448,6 +467,7 @@ MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m004_spans,
     m005_cold_figures,
     m006_audit,
+    m007_accounts,
 ]
 
 

@@ -123,7 +123,7 @@ def _set_wal(db: sqlite3.Connection) -> None:
 
 # Tables naming people and what they did, which read-only SQL (the console, `llmlog query`)
 # may not read.
-PRIVATE_TABLES = frozenset({"audit"})
+PRIVATE_TABLES = frozenset({"audit", "accounts", "api_tokens", "settings"})
 
 # The authorizer refuses anything but reading, whatever trick the SQL text uses.
 _READ_ACTIONS = {
@@ -442,6 +442,10 @@ class SQLiteStore(Store):
         if gone:
             self._content_deleted()
         return gone
+
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._writing():
+            return [tuple(r) for r in self.db.execute(sql, params).fetchall()]
 
     def audit(self, who: str, action: str, call_ids: Sequence[str]) -> None:
         with self._writing():

@@ -375,6 +375,26 @@ def m008_audit(db: sqlite3.Connection) -> None:
     )
 
 
+def m009_accounts(db: sqlite3.Connection) -> None:
+    """Accounts of the web UI and the API tokens `llmlog serve` takes (`llmlog.access`);
+    private, as `audit` is. Passwords and tokens are kept hashed only."""
+    _run(
+        db,
+        """
+        CREATE TABLE accounts (
+            name TEXT PRIMARY KEY, role TEXT NOT NULL,  -- viewer, debugger or admin
+            password TEXT NOT NULL,  -- scrypt, as llmlog.access.hash_password writes it
+            created TEXT NOT NULL
+        );
+        CREATE TABLE api_tokens (
+            hash BLOB PRIMARY KEY,  -- SHA-256 of the token
+            name TEXT NOT NULL UNIQUE, scope TEXT NOT NULL,  -- ingest or read
+            created TEXT NOT NULL
+        )
+        """,
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_initial,
     m002_rate_card_and_filters,
@@ -384,6 +404,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m006_spans,
     m007_cold_figures,
     m008_audit,
+    m009_accounts,
 ]
 
 

@@ -24,45 +24,21 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import HTMLResponse
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from llmlog import access
 from llmlog.capture import proxy
-from llmlog.capture.proxy import PATHS as PROXY_PATHS
 from llmlog.capture.proxy import Upstreams
 from llmlog.config import Settings
 from llmlog.replay import Providers
 from llmlog.store import Store
+from llmlog.web import auth
 from llmlog.writer import Writer
 
 HERE = Path(__file__).parent
-
-
-class TokenMiddleware(BaseHTTPMiddleware):
-    """A shared token, as `?token=`, a `Bearer` header or the cookie the first visit sets."""
-
-    def __init__(self, app: Any, token: str) -> None:
-        super().__init__(app)
-        self.token = token
-
-    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        if request.url.path.startswith(("/v1/", *PROXY_PATHS)):  # the collector's: tokens of their own
-            return await call_next(request)
-        given = (
-            request.query_params.get("token")
-            or request.cookies.get("llmlog_token")
-            or request.headers.get("authorization", "").removeprefix("Bearer ")
-        )
-        if not hmac.compare_digest(given.encode(), self.token.encode()):
-            return Response("a token is required: open the page with ?token=…", status_code=401)
-        response = await call_next(request)
-        if request.query_params.get("token"):
-            response.set_cookie("llmlog_token", self.token, httponly=True, samesite="strict")
-        return response
 
 
 class ServerTiming:
@@ -94,7 +70,44 @@ def _environment() -> Environment:
     env.filters["num"] = lambda v: "" if v is None else f"{v:,}"
     env.filters["pretty"] = lambda v: json.dumps(v, ensure_ascii=False, indent=2)
     env.filters["when"] = lambda t: t.strftime("%Y-%m-%d %H:%M:%S") if isinstance(t, datetime) else t
+    # Who is signed in (for the links a role has) and the token every POST form carries.
+    env.globals["identity"] = auth.CURRENT.get
+    env.globals["csrf_token"] = auth.CSRF.get
+    env.globals["may"] = _may
     return env
+
+
+def _may(role: str) -> bool:
+    """Whether whoever asks has `role` or more (everyone, on a server without accounts)."""
+    identity = auth.CURRENT.get()
+    return access.rank(identity.role if identity else "admin") >= access.rank(role)
+
+
+class IngestGate:
+    """Who may send calls to the collector's routes: LLMLOG_INGEST_TOKEN, or a token of
+    scope ingest from the store (`llmlog tokens add NAME --scope ingest`). With neither,
+    anyone who can reach the server (on loopback by default)."""
+
+    def __init__(self, web: Web, token: str | None) -> None:
+        self.web, self.token = web, token
+        self._known: tuple[float, bool] = (0.0, False)  # (when read, any ingest token in the store)
+
+    def required(self) -> bool:
+        when, known = self._known
+        if time.monotonic() - when > 2.0:
+            with self.web.reading() as store:
+                known = any(t.scope == "ingest" for t in store.tokens())
+            self._known = (time.monotonic(), known)
+        return bool(self.token) or known
+
+    def __call__(self, given: str) -> bool:
+        if not self.required():
+            return True
+        if self.token and hmac.compare_digest(given.encode(), self.token.encode()):
+            return True
+        with self.web.reading() as store:
+            found = store.token(access.token_hash(given)) if given else None
+        return found is not None and found.scope == "ingest"
 
 
 @dataclass
@@ -110,6 +123,7 @@ class Web:
     @contextlib.contextmanager
     def reading(self) -> Iterator[Store]:
         with self.lock:
+            self.store.reader = auth.reader()  # whose reading the audit log records
             yield self.store
 
     def render(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
@@ -134,17 +148,16 @@ def create_app(
 
     web = Web(open_store(), threading.Lock(), _environment(), providers or Providers())
     routes: list[BaseRoute] = []
-    for module in (calls, people, replay, dashboard, sql):
+    for module in (calls, people, replay, dashboard, sql, auth):
         routes.extend(module.routes(web))
-    routes.extend(ingest.routes(web, ingest_token))
+    gate = IngestGate(web, ingest_token)
+    routes.extend(ingest.routes(web, gate))
     # The proxy's calls go through a writer of their own into this store, as an SDK's would:
     # parsed, priced and stored off the request's path. Never to a collector: this is one.
     writer = Writer(Settings(db=web.store.url, url=None))
-    routes.extend(proxy.routes(writer.submit, upstreams, ingest_token))
+    routes.extend(proxy.routes(writer.submit, upstreams, gate))
     routes.append(Mount("/static", StaticFiles(directory=HERE / "static"), name="static"))
-    middleware = [Middleware(ServerTiming)]
-    if token:
-        middleware.append(Middleware(TokenMiddleware, token=token))
+    middleware = [Middleware(ServerTiming), Middleware(auth.AccessMiddleware, web=web, token=token)]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

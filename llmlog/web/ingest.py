@@ -16,7 +16,6 @@ What the API promises, and why:
 
 from __future__ import annotations
 
-import hmac
 import logging
 import zlib
 from typing import Any
@@ -27,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from llmlog.capture import otlp as otlp_in
+from llmlog.capture.proxy import Gate, allows
 from llmlog.config import Settings
 from llmlog.jsonl import BadRecord, parse_batch
 from llmlog.pricing import Pricer
@@ -69,12 +69,10 @@ async def read_body(request: Request, limit: int) -> bytes:
     return body
 
 
-def authorized(request: Request, token: str | None) -> bool:
-    if not token:
-        return True
+def authorized(request: Request, token: Gate) -> bool:
     given = request.headers.get("authorization", "")
     scheme, _, value = given.partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+    return allows(token, value.strip() if scheme.lower() == "bearer" else "")
 
 
 def unauthorized() -> Response:
@@ -85,7 +83,7 @@ def unauthorized() -> Response:
     )
 
 
-def routes(web: Web, token: str | None = None, settings: Settings | None = None) -> list[BaseRoute]:
+def routes(web: Web, token: Gate = None, settings: Settings | None = None) -> list[BaseRoute]:
     settings = settings or Settings()
     pricer = Pricer(settings.prices)  # LLMLOG_PRICES, as in the SDK's writer
     redactor = Redactor.from_settings(settings)  # LLMLOG_REDACT…: a bad rule stops the server here

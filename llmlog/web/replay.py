@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from difflib import SequenceMatcher
 from functools import lru_cache
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -135,16 +135,6 @@ def card_models(provider: str | None) -> tuple[str, ...]:
     return tuple(sorted(m.id for p in snapshot.providers if p.id == provider for m in p.models))
 
 
-def same_origin(request: Request) -> bool:
-    """Whether a POST comes from a page of this site: an Origin, when sent, names our host
-    (an opaque "null" origin never does); Sec-Fetch-Site, when sent, is not cross-site."""
-    origin = request.headers.get("origin")
-    if origin is not None:
-        host = request.headers.get("host", "").lower()
-        return bool(host) and urlsplit(origin).netloc.lower() == host
-    return request.headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
-
-
 def routes(web: Web) -> list[BaseRoute]:
     def load(call_id: str) -> Call | Response:
         with web.reading() as store:
@@ -214,8 +204,6 @@ def routes(web: Web) -> list[BaseRoute]:
         call_id = request.path_params["call_id"]
         if request.method != "POST":
             return await run_in_threadpool(form, call_id)
-        if not same_origin(request):
-            return web.error("refused: a replay must be requested from this site's own form", 403)
         body = bytearray()
         async for chunk in request.stream():
             body += chunk

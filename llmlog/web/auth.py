@@ -1,0 +1,319 @@
+"""Who is asking, and may they: sign-in, roles per route, CSRF, the admin page.
+
+Three ways to run `llmlog serve`:
+- with accounts in the store (`llmlog users add`): every page needs a signed-in account
+  (a session cookie) or, for the JSON API, a read token, and each role sees what it may
+  (`llmlog.access`); the shared token is not taken;
+- without accounts, with LLMLOG_UI_TOKEN: the shared token opens everything, as before;
+- without either (on loopback by default): open.
+
+Every POST outside the collector's routes must come from a page of this site: its Origin
+(or Referer) names this host, and its form carries the token of the `llmlog_csrf` cookie.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hmac
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, quote, urlsplit
+
+from starlette.concurrency import run_in_threadpool
+from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
+from starlette.requests import Request
+from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from llmlog import access, retention
+from llmlog.capture.proxy import PATHS as PROXY_PATHS
+
+SESSION_COOKIE = "llmlog_session"
+CSRF_COOKIE = "llmlog_csrf"
+MAX_FORM_BYTES = 1 << 20
+
+
+@dataclass(frozen=True)
+class Identity:
+    name: str
+    role: str
+    via: str  # "session", "token" (read scope), "shared token", "open"
+
+
+# The request's identity and CSRF token, for the templates and the audit log.
+CURRENT: contextvars.ContextVar[Identity | None] = contextvars.ContextVar("llmlog_identity", default=None)
+CSRF: contextvars.ContextVar[str] = contextvars.ContextVar("llmlog_csrf", default="")
+
+# Routes a viewer may open: figures, never the text of a call.
+VIEWER_ROUTES = frozenset(
+    {"/dashboard", "/api/dashboard", "/sessions", "/users", "/api/sessions", "/api/users"}
+)
+# What a read token opens: the JSON API and the console's downloads, by GET.
+TOKEN_ROUTES = ("/api/", "/sql.json", "/sql.csv")
+
+
+def required_role(path: str) -> str | None:
+    """The least role a path needs (None: anyone, signed in or not)."""
+    if path == "/login" or path.startswith("/static/"):
+        return None
+    if path in VIEWER_ROUTES or path == "/logout":
+        return "viewer"
+    if path == "/admin" or path.startswith("/admin/"):
+        return "admin"
+    return "debugger"
+
+
+def same_origin(request: Request) -> bool:
+    """Whether a POST comes from a page of this site: an Origin, when sent, names our host
+    (an opaque "null" origin never does); Sec-Fetch-Site, when sent, is not cross-site."""
+    origin = request.headers.get("origin")
+    if origin is not None:
+        host = request.headers.get("host", "").lower()
+        return bool(host) and urlsplit(origin).netloc.lower() == host
+    return request.headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
+
+
+def local_path(target: str | None) -> str:
+    """Where to go after signing in: a path of this site only, never another site."""
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return "/"
+    return target
+
+
+class AccessMiddleware(BaseHTTPMiddleware):
+    def __init__(self, app: Any, web: Any, token: str | None) -> None:
+        super().__init__(app)
+        self.web = web
+        self.token = token
+        self._mode: tuple[float, bool] = (0.0, False)  # (when read, accounts exist)
+        self._roles: dict[str, tuple[float, str | None]] = {}  # account → (when read, role)
+
+    def _accounts_exist(self) -> bool:
+        when, exist = self._mode
+        if time.monotonic() - when > 2.0:
+            with self.web.reading() as store:
+                exist = bool(store.accounts())
+            self._mode = (time.monotonic(), exist)
+        return exist
+
+    def _role(self, name: str) -> str | None:
+        when, role = self._roles.get(name, (0.0, None))
+        if time.monotonic() - when > 2.0:  # a removed account or a changed role counts within 2 s
+            with self.web.reading() as store:
+                account = store.account(name)
+            role = account.role if account else None
+            self._roles[name] = (time.monotonic(), role)
+        return role
+
+    def _identity(self, request: Request) -> Identity | Response | None:
+        if not self._accounts_exist():
+            if not self.token:
+                return Identity("local", "admin", "open")
+            given = (
+                request.query_params.get("token")
+                or request.cookies.get("llmlog_token")
+                or request.headers.get("authorization", "").removeprefix("Bearer ")
+            )
+            if hmac.compare_digest(given.encode(), self.token.encode()):
+                return Identity("token", "admin", "shared token")
+            return Response("a token is required: open the page with ?token=…", status_code=401)
+        bearer = request.headers.get("authorization", "")
+        if bearer.lower().startswith("bearer "):
+            with self.web.reading() as store:
+                token = store.token(access.token_hash(bearer[7:].strip()))
+            if token is None or token.scope != "read":
+                return _json(401, "this token does not open the UI or its API")
+            return Identity(token.name, "debugger", "token")
+        cookie = request.cookies.get(SESSION_COOKIE)
+        if cookie:
+            with self.web.reading() as store:
+                secret = access.session_secret(store)
+            name = access.read_session(cookie, secret)
+            role = self._role(name) if name else None
+            if name and role:
+                return Identity(name, role, "session")
+        return None
+
+    async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
+        path = request.url.path
+        if path.startswith(("/v1/", *PROXY_PATHS)):  # the collector's routes: tokens of their own
+            return await call_next(request)
+        found = await run_in_threadpool(self._identity, request)
+        if isinstance(found, Response):
+            return found
+        need = required_role(path)
+        wants_json = path.startswith(TOKEN_ROUTES)
+        if found is None and need is not None:
+            if wants_json:
+                return _json(401, "sign in, or send a read token as `Authorization: Bearer …`")
+            target = path + (f"?{request.url.query}" if request.url.query else "")
+            return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
+        if (
+            found is not None
+            and found.via == "token"
+            and (request.method != "GET" or not path.startswith(TOKEN_ROUTES))
+        ):
+            return _json(403, "a read token opens the JSON API, by GET, and nothing else")
+        if found is not None and found.role == "viewer" and path == "/":
+            return RedirectResponse("/dashboard", status_code=303)
+        if need is not None and access.rank(found.role if found else None) < access.rank(need):
+            message = (
+                f"your role ({found.role if found else 'none'}) does not open this page: it needs {need}"
+            )
+            return _json(403, message) if wants_json else self.web.error(message, 403)
+        csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
+        if request.method == "POST":
+            refused = await _check_post(request, csrf)
+            if refused is not None:
+                return refused
+        identity_token, csrf_token = CURRENT.set(found), CSRF.set(csrf)
+        try:
+            response = await call_next(request)
+        finally:
+            CURRENT.reset(identity_token)
+            CSRF.reset(csrf_token)
+        if CSRF_COOKIE not in request.cookies:
+            response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict", path="/")
+        if found is not None and found.via == "shared token" and request.query_params.get("token"):
+            response.set_cookie("llmlog_token", self.token or "", httponly=True, samesite="strict")
+        return response
+
+
+async def _check_post(request: Request, csrf: str) -> Response | None:
+    """A POST's proof that it comes from this site's own form (see the module's doc)."""
+    if not same_origin(request):
+        return Response("refused: a form must be sent from this site's own page", status_code=403)
+    length = request.headers.get("content-length")
+    if length is None or not length.isdigit() or int(length) > MAX_FORM_BYTES:
+        return Response("the form is too large, or of no stated length", status_code=413)
+    body = await request.body()  # kept by the request: the route reads it again
+    fields = parse_qs(body.decode("utf-8", "replace"))
+    given = (fields.get("csrf") or [""])[0] or request.headers.get("x-csrf-token", "")
+    if CSRF_COOKIE not in request.cookies or not hmac.compare_digest(given.encode(), csrf.encode()):
+        return Response("refused: the form's token is missing or stale; reload the page", status_code=403)
+    return None
+
+
+def _json(status: int, message: str) -> JSONResponse:
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def reader() -> str:
+    """Who is reading, as the audit log names them."""
+    identity = CURRENT.get()
+    return f"{identity.name} (web, {identity.via})" if identity else "web"
+
+
+# ---------------------------------------------------------------- pages
+
+
+def routes(web: Any) -> list[BaseRoute]:
+    async def form_fields(request: Request) -> dict[str, str]:
+        fields = parse_qs((await request.body()).decode("utf-8", "replace"), keep_blank_values=True)
+        return {k: v[0] for k, v in fields.items()}
+
+    async def login(request: Request) -> Response:
+        target = local_path(request.query_params.get("next"))
+        if request.method == "GET":
+            return web.render("login.html", next=target, problem=None)
+        fields = await form_fields(request)
+
+        def check() -> tuple[str | None, bytes]:
+            with web.reading() as store:
+                return access.login(
+                    store, fields.get("name", ""), fields.get("password", "")
+                ), access.session_secret(store)
+
+        role, secret = await run_in_threadpool(check)
+        if role is None:
+            return web.render("login.html", 401, next=target, problem="Wrong name or password.")
+        response = RedirectResponse(target, status_code=303)
+        response.set_cookie(
+            SESSION_COOKIE,
+            access.sign_session(fields["name"], secret),
+            max_age=access.SESSION_S,
+            httponly=True,
+            samesite="lax",
+            secure=request.url.scheme == "https",
+        )
+        return response
+
+    async def logout(request: Request) -> Response:
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(SESSION_COOKIE)
+        return response
+
+    def admin_page(problem: str | None = None, new_token: str | None = None, status: int = 200) -> Response:
+        with web.reading() as store:
+            users, tokens = store.accounts(), store.tokens()
+            policy = retention.policy(store)
+            sealed_only = store.sealed_only
+            keys = store.keyring.ids if store.keyring else []
+        return web.render(
+            "admin.html",
+            status,
+            users=users,
+            tokens=tokens,
+            roles=access.ROLES,
+            scopes=access.SCOPES,
+            policy=policy,
+            features=", ".join(f"{f}={d}" for f, d in sorted(policy.features.items())),
+            sealed_only=sealed_only,
+            keys=keys,
+            problem=problem,
+            new_token=new_token,
+        )
+
+    async def admin(request: Request) -> Response:
+        if request.method == "GET":
+            return await run_in_threadpool(admin_page)
+        fields = await form_fields(request)
+        action = request.path_params.get("action", "")
+
+        def act() -> Response:
+            new_token = None
+            try:
+                with web.reading() as store:
+                    if action == "add-user":
+                        access.add_user(
+                            store, fields.get("name", ""), fields.get("role", ""), fields.get("password", "")
+                        )
+                    elif action == "remove-user":
+                        me = CURRENT.get()
+                        if me is not None and me.name == fields.get("name"):
+                            raise ValueError("you cannot remove your own account")
+                        store.remove_account(fields.get("name", ""))
+                    elif action == "add-token":
+                        token, digest = access.new_token(fields.get("scope", ""))
+                        store.add_token(
+                            fields.get("name", "").strip() or "token", fields.get("scope", ""), digest
+                        )
+                        new_token = token
+                    elif action == "remove-token":
+                        store.remove_token(fields.get("name", ""))
+                    elif action == "retention":
+                        features = {}
+                        for item in fields.get("features", "").split(","):
+                            if item.strip():
+                                name, _, days = item.partition("=")
+                                features[name.strip()] = int(days)
+                        retention.set_policy(store, retention.Policy(int(fields.get("days", "")), features))
+                    else:
+                        return web.error("no such action", 404)
+            except ValueError as exc:
+                return admin_page(problem=str(exc), status=400)
+            if new_token:
+                return admin_page(new_token=new_token)
+            return RedirectResponse("/admin", status_code=303)
+
+        return await run_in_threadpool(act)
+
+    return [
+        Route("/login", login, methods=["GET", "POST"]),
+        Route("/logout", logout, methods=["POST"]),
+        Route("/admin", admin, methods=["GET"]),
+        Route("/admin/{action}", admin, methods=["POST"]),
+    ]
