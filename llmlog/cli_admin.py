@@ -3,6 +3,8 @@ accounts and API tokens."""
 
 from __future__ import annotations
 
+import sys
+
 import click
 from rich.table import Table
 
@@ -286,7 +288,7 @@ def users() -> None:
 def users_add(ctx: Ctx, name: str, role: str, password_stdin: bool) -> None:
     """Add an account (asks for its password)."""
     if password_stdin:
-        password = click.get_text_stream("stdin").readline().rstrip("\n")
+        password = sys.stdin.readline().rstrip("\n")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
     try:

@@ -17,9 +17,10 @@ import uvicorn
 
 from llmlog import retention
 from llmlog.capture.proxy import Upstreams
+from llmlog.encryption import Keyring
 from llmlog.record import Call
 from llmlog.replay import Providers
-from llmlog.store import open_store
+from llmlog.store import Store, open_store
 from llmlog.web import create_app
 from tests.backends import Backend
 
@@ -77,12 +78,19 @@ class Running:
         providers: Providers | None = None,
         ingest_token: str | None = None,
         upstreams: Upstreams | None = None,
+        keyring: Keyring | None = None,
     ) -> None:
         self.store = open_store(backend.url)
         retention.set_policy(self.store, KEEP_EVERYTHING)
         self.port = free_port()
+
+        def opened() -> Store:
+            store = open_store(backend.url)
+            store.keyring = keyring  # as `llmlog serve` opens it with LLMLOG_KEY set
+            return store
+
         app = create_app(
-            lambda: open_store(backend.url),
+            opened,
             token=token,
             providers=providers,
             ingest_token=ingest_token,

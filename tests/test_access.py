@@ -1,0 +1,338 @@
+"""Accounts, roles, sessions, CSRF and scoped tokens: each role against each page and API
+route of a real server on each store kind; sign-in and out; tokens; the console kept from
+the private tables; the CLI that manages accounts and tokens."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx2 as httpx
+import pytest
+from click.testing import CliRunner
+
+from llmlog import access
+from llmlog.cli import cli
+from llmlog.store import CallFilter, ReadOnlyError, open_store
+from llmlog.web.auth import local_path
+from tests.backends import Backend
+from tests.webui import Running, make_call
+
+PASSWORD = "correct horse battery"
+SECRET_TEXT = "PROMPT-TEXT-no-viewer-sees"
+
+
+# ---------------------------------------------------------------- units
+
+
+def test_passwords_are_slow_hashes_that_check() -> None:
+    stored = access.hash_password(PASSWORD)
+    assert stored.startswith("scrypt$32768$8$1$") and PASSWORD not in stored
+    assert access.hash_password(PASSWORD) != stored  # salted
+    assert access.verify_password(PASSWORD, stored)
+    for wrong in ("correct horse battery ", "Correct horse battery", "", "correct horse batter"):
+        assert not access.verify_password(wrong, stored)
+    assert not access.verify_password(PASSWORD, stored[:-4] + "AAAA")
+    assert not access.verify_password(PASSWORD, "plain")
+    with pytest.raises(ValueError, match="8 characters"):
+        access.hash_password("short")
+
+
+def test_sessions_are_signed_and_expire() -> None:
+    secret = b"s" * 32
+    cookie = access.sign_session("alice", secret, now=1000.0)
+    assert access.read_session(cookie, secret, now=1001.0) == "alice"
+    assert access.read_session(cookie, secret, now=1000.0 + access.SESSION_S + 1) is None
+    assert access.read_session(cookie, b"t" * 32, now=1001.0) is None
+    signature = cookie.partition(".")[2]
+    forged = access.sign_session("admin", b"t" * 32, now=1000.0).split(".")[0] + "." + signature
+    assert access.read_session(forged, secret, now=1001.0) is None
+    assert access.read_session("garbage", secret) is None
+
+
+def test_after_sign_in_only_local_paths() -> None:
+    assert local_path("/calls?x=1") == "/calls?x=1"
+    for bad in (None, "", "https://evil.example/", "//evil.example/x", "/\\evil.example", "calls"):
+        assert local_path(bad) == "/"
+
+
+def test_tokens_are_scoped_and_kept_hashed(tmp_path: Path) -> None:
+    token, digest = access.new_token("ingest")
+    assert token.startswith("llmlog_ingest_") and digest == access.token_hash(token)
+    with pytest.raises(ValueError, match="scope"):
+        access.new_token("write")
+    with open_store(str(tmp_path / "c.db")) as store:
+        store.add_token("svc", "ingest", digest)
+        with pytest.raises(ValueError, match="already"):
+            store.add_token("svc", "read", access.token_hash("x"))
+        found = store.token(digest)
+        assert found is not None and (found.name, found.scope) == ("svc", "ingest")
+        assert token.encode() not in Path(tmp_path / "c.db").read_bytes()
+
+
+# ---------------------------------------------------------------- a server with accounts
+
+
+class Client:
+    """One browser's worth of cookies against a server: sign in, get, submit forms."""
+
+    def __init__(self, running: Running) -> None:
+        self.running = running
+        self.http = httpx.Client(base_url=running.base, timeout=10)
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self.http.cookies
+
+    def get(self, path: str, **kw: Any) -> httpx.Response:
+        return self.http.get(path, **kw)
+
+    def submit(self, path: str, data: dict[str, str]) -> httpx.Response:
+        if "llmlog_csrf" not in self.http.cookies:
+            self.get("/login")
+        form = {**data, "csrf": self.http.cookies["llmlog_csrf"]}
+        return self.http.post(path, data=form, headers={"Origin": self.running.base})
+
+    def sign_in(self, name: str, password: str = PASSWORD) -> httpx.Response:
+        return self.submit("/login?next=/sessions", {"name": name, "password": password})
+
+
+@pytest.fixture
+def server(backend: Backend) -> Iterator[Running]:
+    with Running(backend) as running:
+        running.store.insert([make_call(i, system_prompt=f"{SECRET_TEXT} {i}") for i in range(30)])
+        for name, role in (("vera", "viewer"), ("dan", "debugger"), ("ada", "admin")):
+            access.add_user(running.store, name, role, PASSWORD)
+        yield running
+
+
+CALL = make_call(3).id
+SESSION = make_call(3).session_id
+USER = make_call(3).user_id
+# (path, least role): every page and API route of the UI.
+ROUTES = [
+    ("/", "debugger"),
+    (f"/calls/{CALL}", "debugger"),
+    ("/sample", "debugger"),
+    ("/api/calls", "debugger"),
+    (f"/api/calls/{CALL}", "debugger"),
+    ("/api/sample", "debugger"),
+    (f"/calls/{CALL}/replay", "debugger"),
+    ("/sql?q=SELECT+1", "debugger"),
+    ("/sql.json?q=SELECT+system_prompt+FROM+calls", "debugger"),
+    ("/sql.csv?q=SELECT+system_prompt+FROM+calls", "debugger"),
+    (f"/sessions/{SESSION}", "debugger"),
+    (f"/api/sessions/{SESSION}", "debugger"),
+    (f"/users/{USER}", "debugger"),
+    ("/sessions", "viewer"),
+    ("/users", "viewer"),
+    ("/api/sessions", "viewer"),
+    ("/api/users", "viewer"),
+    ("/dashboard?days=366", "viewer"),
+    ("/api/dashboard?days=366", "viewer"),
+    ("/admin", "admin"),
+]
+
+
+def test_each_role_against_each_route(server: Running) -> None:
+    clients = {}
+    for name in ("vera", "dan", "ada"):
+        c = Client(server)
+        r = c.sign_in(name)
+        assert r.status_code == 303 and r.headers["location"] == "/sessions", r.text
+        clients[access.ROLES[["vera", "dan", "ada"].index(name)]] = c
+    anonymous = Client(server)
+    for path, least in ROUTES:
+        api = path.startswith(("/api/", "/sql.json", "/sql.csv"))
+        r = anonymous.get(path)
+        if api:
+            assert r.status_code == 401, path
+        else:
+            assert r.status_code == 303 and r.headers["location"].startswith("/login?next="), path
+        for role, client in clients.items():
+            r = client.get(path)
+            allowed = access.rank(role) >= access.rank(least)
+            if path == "/" and role == "viewer":
+                assert r.status_code == 303 and r.headers["location"] == "/dashboard"
+                continue
+            if allowed:  # opened: the page itself answers (a replay form may say it cannot)
+                assert r.status_code in (200, 400), (role, path, r.status_code)
+            else:
+                assert r.status_code == 403, (role, path, r.status_code)
+            if not allowed and api:
+                assert "error" in r.json()
+            if role == "viewer":
+                assert SECRET_TEXT not in r.text, path  # never a prompt's text
+    # A viewer's pages offer no link to what it may not open.
+    page = clients["viewer"].get("/dashboard?days=366").text
+    assert 'href="/sql"' not in page and 'href="/sample"' not in page and 'href="/admin"' not in page
+    assert 'href="/admin"' in clients["admin"].get("/sessions").text
+
+
+def test_tokens_open_what_their_scope_says(server: Running) -> None:
+    read, read_hash = access.new_token("read")
+    ingest, ingest_hash = access.new_token("ingest")
+    server.store.add_token("grafana", "read", read_hash)
+    server.store.add_token("billing", "ingest", ingest_hash)
+    time.sleep(2.1)  # the server reads the store's tokens every 2 s
+
+    def bearer(token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    r = server.get(f"/api/calls/{CALL}", headers=bearer(read))
+    assert r.status_code == 200 and SECRET_TEXT in r.text  # a read token reads as a debugger
+    assert server.get("/api/calls", headers=bearer(ingest)).status_code == 401
+    assert server.get("/", headers=bearer(read)).status_code == 403  # the API only, not pages
+    assert server.get("/api/calls", headers=bearer("llmlog_read_guess")).status_code == 401
+    record = json.dumps({"timestamp": "2026-11-30T12:00:00Z", "model": "gpt-4.1"})
+    assert server.post("/v1/calls", content=record).status_code == 401  # ingest now needs a token
+    assert server.post("/v1/calls", content=record, headers=bearer(read)).status_code == 401
+    r = server.post("/v1/calls", content=record, headers=bearer(ingest))
+    assert r.status_code == 200 and r.json()["stored"] == 1
+    server.store.remove_token("grafana")
+    assert server.get("/api/calls", headers=bearer(read)).status_code == 401
+
+
+def test_sign_in_out_and_changes_to_an_account(server: Running) -> None:
+    c = Client(server)
+    assert c.sign_in("dan", "wrong password").status_code == 401
+    assert c.sign_in("nobody").status_code == 401
+    assert c.get("/api/calls").status_code == 401
+    assert c.sign_in("dan").status_code == 303
+    assert c.get("/api/calls").status_code == 200
+    # The role follows the account, and a removed account's session ends.
+    server.store.set_account("dan", role="viewer")
+    time.sleep(2.1)
+    assert c.get("/api/calls").status_code == 403
+    server.store.remove_account("dan")
+    time.sleep(2.1)
+    assert c.get("/api/sessions").status_code == 401
+    # Sign out: a POST, with the form's token.
+    d = Client(server)
+    d.sign_in("ada")
+    bare = httpx.post(server.base + "/logout", cookies=d.cookies, headers={"Origin": server.base})
+    assert bare.status_code == 403  # no CSRF token: refused, still signed in
+    assert d.get("/admin").status_code == 200
+    out = d.submit("/logout", {})
+    assert out.status_code == 303
+    assert d.get("/admin").status_code == 303  # back to the sign-in page
+
+
+def test_every_post_needs_the_form_token(server: Running) -> None:
+    c = Client(server)
+    c.sign_in("ada")
+    csrf = c.cookies["llmlog_csrf"]
+    add = {"name": "eve", "role": "admin", "password": PASSWORD}
+    for data, headers in (
+        (add, {"Origin": server.base}),  # no token
+        ({**add, "csrf": "guess"}, {"Origin": server.base}),  # a wrong one
+        ({**add, "csrf": csrf}, {"Origin": "http://evil.example"}),  # from another site
+    ):
+        r = httpx.post(server.base + "/admin/add-user", data=data, headers=headers, cookies=c.cookies)
+        assert r.status_code == 403, (data, headers)
+    assert server.store.account("eve") is None
+    # Signing in is a form like the others.
+    r = httpx.post(
+        server.base + "/login", data={"name": "ada", "password": PASSWORD}, headers={"Origin": server.base}
+    )
+    assert r.status_code == 403
+
+
+def test_the_admin_page_manages_accounts_tokens_and_retention(server: Running) -> None:
+    c = Client(server)
+    c.sign_in("ada")
+    assert (
+        c.submit("/admin/add-user", {"name": "eve", "role": "viewer", "password": PASSWORD}).status_code
+        == 303
+    )
+    account = server.store.account("eve")
+    assert account is not None and account.role == "viewer"
+    r = c.submit("/admin/add-user", {"name": "eve", "role": "viewer", "password": PASSWORD})
+    assert r.status_code == 400 and "already" in r.text
+    assert c.submit("/admin/add-user", {"name": "x", "role": "root", "password": PASSWORD}).status_code == 400
+    r = c.submit("/admin/add-token", {"name": "ci", "scope": "ingest"})
+    assert r.status_code == 200 and "llmlog_ingest_" in r.text
+    token = r.text.split('id="new-token">')[1].split("<")[0]
+    found = server.store.token(access.token_hash(token))
+    assert found is not None and found.name == "ci"
+    assert c.submit("/admin/remove-token", {"name": "ci"}).status_code == 303
+    assert server.store.token(access.token_hash(token)) is None
+    assert c.submit("/admin/retention", {"days": "45", "features": "support-bot=7"}).status_code == 303
+    from llmlog import retention
+
+    assert retention.policy(server.store) == retention.Policy(45, {"support-bot": 7})
+    assert c.submit("/admin/retention", {"days": "0", "features": ""}).status_code == 400
+    r = c.submit("/admin/remove-user", {"name": "ada"})
+    assert r.status_code == 400 and "your own" in r.text
+    assert c.submit("/admin/remove-user", {"name": "eve"}).status_code == 303
+    assert server.store.account("eve") is None
+
+
+def test_the_console_cannot_read_the_private_tables(server: Running) -> None:
+    c = Client(server)
+    c.sign_in("dan")
+    for table in ("accounts", "api_tokens", "settings", "audit"):
+        r = c.get(f"/sql.json?q=SELECT+*+FROM+{table}")
+        assert r.status_code == 400, (table, r.text)
+        assert "scrypt" not in r.text
+        with pytest.raises(ReadOnlyError):
+            server.store.query(f"SELECT * FROM {table}")
+    assert c.get("/sql.json?q=SELECT+count(*)+FROM+calls").status_code == 200
+
+
+def test_reading_through_the_ui_names_the_account_in_the_audit_log(backend: Backend) -> None:
+    from llmlog.encryption import Keyring
+
+    ring = Keyring.parse("k1:" + "A" * 43 + "=")
+    with Running(backend) as running:
+        running.store.keyring = ring
+        running.store.insert([make_call(i, system_prompt=f"{SECRET_TEXT} {i}") for i in range(3)])
+        access.add_user(running.store, "dan", "debugger", PASSWORD)
+    # The server's store opens with the key, as `llmlog serve` opens it with LLMLOG_KEY set.
+    with Running(backend, keyring=ring) as running:
+        c = Client(running)
+        c.sign_in("dan")
+        page = c.get(f"/calls/{make_call(1).id}")
+        assert page.status_code == 200 and f"{SECRET_TEXT} 1" in page.text
+        entries = running.store.audit_log()
+        assert any(e.who == "dan (web, session)" and e.call_ids == [make_call(1).id] for e in entries)
+
+
+def test_cli_users_and_tokens(tmp_path: Path) -> None:
+    db = str(tmp_path / "calls.db")
+    runner = CliRunner()
+
+    def llmlog(*args: str, stdin: str | None = None) -> Any:
+        return runner.invoke(cli, ["--db", db, *args], input=stdin, catch_exceptions=False)
+
+    assert (
+        llmlog(
+            "users", "add", "alice", "--role", "admin", "--password-stdin", stdin=PASSWORD + "\n"
+        ).exit_code
+        == 0
+    )
+    r = llmlog("users", "add", "bob", "--role", "viewer", stdin=f"{PASSWORD}\n{PASSWORD}\n")
+    assert r.exit_code == 0 and "Added bob (viewer)" in r.output
+    assert llmlog("users", "add", "carl", "--role", "god", "--password-stdin", stdin="x" * 9).exit_code == 2
+    r = llmlog("users", "add", "alice", "--role", "viewer", "--password-stdin", stdin=PASSWORD)
+    assert r.exit_code == 1 and "already" in r.output
+    assert (
+        llmlog("users", "add", "dora", "--role", "viewer", "--password-stdin", stdin="short").exit_code == 1
+    )
+    listed = llmlog("users", "list").output
+    assert "alice" in listed and "admin" in listed and "bob" in listed and "scrypt" not in listed
+    with open_store(db) as store:
+        assert access.login(store, "alice", PASSWORD) == "admin"
+        assert access.login(store, "alice", PASSWORD + "!") is None
+    assert llmlog("users", "remove", "bob").exit_code == 0
+    assert llmlog("users", "remove", "bob").exit_code == 1
+    token = llmlog("tokens", "add", "svc", "--scope", "ingest").output.strip()
+    assert token.startswith("llmlog_ingest_")
+    assert "svc" in llmlog("tokens", "list").output and token not in llmlog("tokens", "list").output
+    assert llmlog("tokens", "remove", "svc").exit_code == 0
+    with open_store(db) as store:
+        assert store.tokens() == [] and [a.name for a in store.accounts()] == ["alice"]
+        assert store.count(CallFilter()) == 0
