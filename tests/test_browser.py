@@ -691,3 +691,81 @@ def test_a_calls_trace_as_a_tree(tab: Tab) -> None:
     tab.shot("trace")
     tab.follow(tab.page.locator("table.spans a", has_text="chat claude"))
     assert tab.path == f"/calls/{second.id}"
+
+
+# ---------------------------------------------------------------------------- accounts, roles, regulated mode
+
+
+@pytest.fixture
+def guarded(backend: Backend, fake: FakeProvider, chromium: Browser, artifacts: Path) -> Iterator[Tab]:
+    """A server with accounts over a store in regulated mode (its text sealed, the server
+    holding the key), and a tab on it, signed in as no one."""
+    from llmlog import access
+    from llmlog.encryption import Keyring
+
+    ring = Keyring.parse("k1:" + "B" * 43 + "=")
+    with Running(backend) as setup:
+        setup.store.keyring = ring
+        setup.store.insert([make_call(i, system_prompt=f"Sealed prompt {i} <b>bold</b>") for i in range(12)])
+        for name, role in (("vera", "viewer"), ("dan", "debugger"), ("ada", "admin")):
+            access.add_user(setup.store, name, role, "correct horse battery")
+    with Running(backend, keyring=ring) as running:
+        context = chromium.new_context(viewport={"width": 1280, "height": 900}, color_scheme="light")
+        context.set_default_timeout(10_000)
+        tab = Tab(context.new_page(), Site(backend, running, fake), artifacts)
+        try:
+            yield tab
+            assert not tab.dialogs, tab.dialogs
+            assert not tab.problems, tab.problems
+        finally:
+            context.close()
+
+
+def sign_in(tab: Tab, name: str, then: str = "/") -> None:
+    tab.open(then)  # not signed in: the sign-in page, which comes back here after
+    assert tab.path == "/login" and tab.params()["next"] == then
+    tab.submit("form.login", name=name, password="correct horse battery")
+
+
+def sign_out(tab: Tab) -> None:
+    tab.follow("form.signed-in [type=submit]")
+    assert tab.path == "/login"
+
+
+def test_each_role_sees_what_it_may_in_the_browser(guarded: Tab) -> None:
+    tab = guarded
+    call = make_call(4)
+    # A viewer: figures only. No link to calls, the sample or the console; a call is refused.
+    sign_in(tab, "vera")
+    assert tab.path == "/dashboard"
+    nav = tab.text("nav")
+    assert "Dashboard" in nav and "Sessions" in nav and "Calls" not in nav and "SQL" not in nav
+    assert "vera · viewer" in tab.text("form.signed-in")
+    tab.shot("viewer-dashboard")
+    page = tab.open(f"/calls/{call.id}", status=403)
+    assert "needs debugger" in page.inner_text("main") and "Sealed prompt" not in page.content()
+    tab.open("/api/calls", status=403)
+    tab.open("/sessions")
+    sign_out(tab)
+    # A debugger: every call whole, its sealed text opened with the server's key, and audited.
+    sign_in(tab, "dan", f"/calls/{call.id}")
+    assert tab.path == f"/calls/{call.id}"
+    assert "Sealed prompt 4 <b>bold</b>" in tab.page.inner_text("main")  # opened, shown as text
+    tab.shot("debugger-sealed-call")
+    entries = tab.site.store.audit_log()
+    assert any(e.who == "dan (web, session)" and call.id in e.call_ids for e in entries)
+    tab.open("/admin", status=403)
+    sign_out(tab)
+    # An admin: adds an account on the Admin page, which can then sign in.
+    sign_in(tab, "ada", "/admin")
+    assert [r["name"] for r in tab.table()] == ["ada", "dan", "vera"]
+    tab.submit("form[action='/admin/add-user']", name="olga", role="viewer", password="another good one")
+    assert "olga" in [r["name"] for r in tab.table()]
+    tab.submit("form[action='/admin/add-token']", name="grafana", scope="read")
+    token = tab.text("#new-token")
+    assert token.startswith("llmlog_read_")
+    tab.shot("admin")
+    sign_out(tab)
+    tab.open("/dashboard")
+    tab.submit("form.login", name="olga", password="another good one")
+    assert tab.path == "/dashboard"

@@ -143,6 +143,25 @@ class AccessMiddleware(BaseHTTPMiddleware):
         found = await run_in_threadpool(self._identity, request)
         if isinstance(found, Response):
             return found
+        csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
+        # Set first: the pages refusing a request show who is signed in, too.
+        identity_token, csrf_token = CURRENT.set(found), CSRF.set(csrf)
+        try:
+            response = await self._answer(request, call_next, found, csrf)
+        finally:
+            CURRENT.reset(identity_token)
+            CSRF.reset(csrf_token)
+        if CSRF_COOKIE not in request.cookies:
+            response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict", path="/")
+        if found is not None and found.via == "shared token" and request.query_params.get("token"):
+            response.set_cookie("llmlog_token", self.token or "", httponly=True, samesite="strict")
+        return response
+
+    async def _answer(
+        self, request: Request, call_next: RequestResponseEndpoint, found: Identity | None, csrf: str
+    ) -> Response:
+        """The route's answer, if `found` may have it; else why not."""
+        path = request.url.path
         need = required_role(path)
         wants_json = path.startswith(TOKEN_ROUTES)
         if found is None and need is not None:
@@ -163,22 +182,11 @@ class AccessMiddleware(BaseHTTPMiddleware):
                 f"your role ({found.role if found else 'none'}) does not open this page: it needs {need}"
             )
             return _json(403, message) if wants_json else self.web.error(message, 403)
-        csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
         if request.method == "POST":
             refused = await _check_post(request, csrf)
             if refused is not None:
                 return refused
-        identity_token, csrf_token = CURRENT.set(found), CSRF.set(csrf)
-        try:
-            response = await call_next(request)
-        finally:
-            CURRENT.reset(identity_token)
-            CSRF.reset(csrf_token)
-        if CSRF_COOKIE not in request.cookies:
-            response.set_cookie(CSRF_COOKIE, csrf, httponly=True, samesite="strict", path="/")
-        if found is not None and found.via == "shared token" and request.query_params.get("token"):
-            response.set_cookie("llmlog_token", self.token or "", httponly=True, samesite="strict")
-        return response
+        return await call_next(request)
 
 
 async def _check_post(request: Request, csrf: str) -> Response | None:
