@@ -420,7 +420,7 @@ class Store(abc.ABC):
     @abc.abstractmethod
     def erase(self, *, user_id: str | None = None, session_id: str | None = None) -> Erased:
         """The right to erasure: delete one user's (or one session's) calls, the content no
-        remaining call uses, their spans and their `people_daily` rows, in one transaction,
+        remaining call uses, their spans and their `people_daily` and `daily_seen` rows, in one transaction,
         so that none of their text stays readable in the database. The `daily` rollup keeps
         its counts: it holds no user, session or text. Reads every call once, to know which
         content other calls still use."""

@@ -407,6 +407,8 @@ class PostgresStore(Store):
             out, candidates = self._delete_calls(cur, f"{column} = %s", [value])
             out.contents = self._delete_content(cur, candidates)
             out.rollup_rows = cur.execute(f"DELETE FROM people_daily WHERE {column} = %s", (value,)).rowcount
+            # And the note of which days counted them: a rollup that names them.
+            cur.execute("DELETE FROM daily_seen WHERE who = %s AND kind = %s", (value, column[:-3]))
         # Dead rows stay in the table's pages until vacuumed: vacuum what held the text.
         conn.execute("VACUUM call_data, content, spans, span_events")
         return out

@@ -334,27 +334,48 @@ def m005_cold_figures(cur: psycopg.Cursor[Any]) -> None:
     )  # fmt: skip
     counts = ("error_types", "latency_hist", "first_token_hist")
     upsert = f"""
-        INSERT INTO daily {{}} ORDER BY 1, 2, 3, 4, 5
+        {{}} ORDER BY 1, 2, 3, 4, 5
         ON CONFLICT ({group}) DO UPDATE SET
             {", ".join(f"{c} = daily.{c} + EXCLUDED.{c}" for c in sums)},
             {", ".join(f"{c} = llmlog_add_counts(daily.{c}, EXCLUDED.{c})" for c in counts)},
             cost_usd = CASE WHEN daily.priced_calls + EXCLUDED.priced_calls = 0 THEN 0
                 ELSE daily.cost_usd + EXCLUDED.cost_usd END
         """
-    # A batch's user (or session) is new to its day and group when no call stored before the
-    # batch has it there (the index on (column, timestamp) finds that person's calls).
-    same = " AND ".join(f"c.{g} IS NOT DISTINCT FROM r.{g}" for g in GROUP)
-    start = "(date_trunc('day', r.timestamp AT TIME ZONE 'UTC') AT TIME ZONE 'UTC')"
-    fresh = (
-        "NOT EXISTS (SELECT 1 FROM call_data AS c WHERE c.{column} = r.{column}"
-        f" AND c.timestamp >= {start} AND c.timestamp < {start} + interval '1 day' AND {same}"
-        " AND NOT EXISTS (SELECT 1 FROM new_calls AS x WHERE x.id = c.id AND x.timestamp = c.timestamp))"
+    # `daily_seen`: which users and sessions each day and group has counted already. A batch's
+    # are inserted there first (in key order, as everywhere); those it did insert are new.
+    seen_key = f"{group}, kind, who"
+    cur.execute(
+        f"""
+        CREATE TABLE daily_seen (
+            day date NOT NULL, feature text, model text, provider text, prompt_template_version text,
+            kind text NOT NULL,  -- 'user' or 'session'
+            who text NOT NULL,  -- the user or session id
+            CONSTRAINT daily_seen_key UNIQUE NULLS NOT DISTINCT ({seen_key})
+        )
+        """
     )
+    cur.execute("CREATE INDEX daily_seen_who ON daily_seen (who, kind)")  # erasure deletes by it
+    day = "(timestamp AT TIME ZONE 'UTC')::date"
+    people = f"""
+        seen AS (
+            INSERT INTO daily_seen
+            SELECT DISTINCT {day}, {", ".join(GROUP)}, 'user', user_id FROM new_calls
+                WHERE user_id IS NOT NULL
+            UNION SELECT DISTINCT {day}, {", ".join(GROUP)}, 'session', session_id FROM new_calls
+                WHERE session_id IS NOT NULL
+            ORDER BY 1, 2, 3, 4, 5, 6, 7
+            ON CONFLICT DO NOTHING RETURNING {group}, kind
+        ),
+        fresh AS (
+            SELECT {group}, count(*) FILTER (WHERE kind = 'user') AS users,
+                count(*) FILTER (WHERE kind = 'session') AS sessions
+            FROM seen GROUP BY {group}
+        )"""
     cur.execute(
         f"""
         CREATE OR REPLACE FUNCTION daily_add_calls() RETURNS trigger LANGUAGE plpgsql {path} AS $$
         BEGIN
-            {upsert.format(from_raw_sql("postgres", "new_calls", fresh=fresh))};
+            {upsert.format(from_raw_sql("postgres", "new_calls", people=people, into="INSERT INTO daily"))};
             RETURN NULL;
         END
         $$
@@ -373,7 +394,7 @@ def m005_cold_figures(cur: psycopg.Cursor[Any]) -> None:
         f"""
         CREATE OR REPLACE FUNCTION daily_add_costs() RETURNS trigger LANGUAGE plpgsql {path} AS $$
         BEGIN
-            {upsert.format(changes)};
+            {upsert.format("INSERT INTO daily " + changes)};
             RETURN NULL;
         END
         $$
@@ -387,6 +408,11 @@ def m005_cold_figures(cur: psycopg.Cursor[Any]) -> None:
         f"UPDATE daily SET ({', '.join(new)}) = ({', '.join(f'r.{c}' for c in new)})"
         f" FROM ({from_raw_sql('postgres')}) AS r WHERE {same_key}"
     )
+    for column, kind in (("user_id", "user"), ("session_id", "session")):
+        cur.execute(
+            f"INSERT INTO daily_seen SELECT DISTINCT {day}, {', '.join(GROUP)}, '{kind}', {column}"
+            f" FROM call_data WHERE {column} IS NOT NULL ON CONFLICT DO NOTHING"
+        )
     cur.execute("CREATE TABLE settings (key text PRIMARY KEY, value jsonb NOT NULL)")
     # Counts the deletions of content (`Store.erase`, retention), so writers that cache
     # content ids know when to forget them.

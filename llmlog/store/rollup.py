@@ -34,7 +34,7 @@ GROUP = ("feature", "model", "provider", "prompt_template_version")
 
 def bucket_sql(dialect: str, value: str) -> str:
     """The bucket of a latency in ms (NULL for none, NaN, negative or absurd)."""
-    log = f"log2({value})" if dialect == "sqlite" else f"log(2, {value}::numeric)"
+    log = f"log2({value})" if dialect == "sqlite" else f"(ln({value}::float8) / ln(2::float8))"
     return (
         f"CASE WHEN {value} BETWEEN 0 AND {MAX_MS:.0f} THEN"
         f" CASE WHEN {value} < 1 THEN 0 ELSE 1 + CAST(floor({PER_OCTAVE} * {log}) AS INTEGER) END END"
@@ -70,11 +70,15 @@ def day_sql(dialect: str, timestamp: str) -> str:
     return f"substr({timestamp}, 1, 10)"
 
 
-def from_raw_sql(dialect: str, source: str = "call_data", where: str = "", fresh: str | None = None) -> str:
+def from_raw_sql(
+    dialect: str, source: str = "call_data", where: str = "", people: str | None = None, into: str = ""
+) -> str:
     """`daily`'s rows computed from scratch from the calls in `source` (a table, or a
     transition table in a trigger), in `DAILY_COLUMNS` order; `where` filters the calls.
-    With `fresh` (a condition on `{column}`, "user_id" or "session_id", of a call `r`),
-    only the users and sessions it holds for are counted: a trigger's new ones."""
+    `people`: definitions for the WITH clause making a relation `fresh` (day, the group's
+    columns, users, sessions) whose counts replace the distinct counts of the calls (a
+    trigger's: the users and sessions new to their day and group). `into`: an `INSERT INTO …`
+    to put the rows in, placed after the WITH clause, where PostgreSQL wants it."""
     pg = dialect == "postgres"
     same = "IS NOT DISTINCT FROM" if pg else "IS"
     keys = ("day", *GROUP)
@@ -82,13 +86,10 @@ def from_raw_sql(dialect: str, source: str = "call_data", where: str = "", fresh
     objects = "jsonb_object_agg" if pg else "json_group_object"
     total = "coalesce(sum({}), 0)" if pg else "total({})"
 
-    def people(column: str) -> str:
-        return f"CASE WHEN {fresh.format(column=column)} THEN {column} END" if fresh else column
-
     raw = f"""
         SELECT {day_sql(dialect, "timestamp")} AS day, {", ".join(GROUP)}, error, input_tokens,
             output_tokens, cache_read_tokens, cache_creation_tokens, cost_usd, latency_ms,
-            first_token_ms, {people("user_id")} AS user_id, {people("session_id")} AS session_id,
+            first_token_ms, user_id, session_id,
             CASE WHEN error IS NOT NULL THEN {error_type_sql(dialect, "error")} END AS error_type,
             {bucket_sql(dialect, "latency_ms")} AS latency_bucket,
             {bucket_sql(dialect, "first_token_ms")} AS first_token_bucket,
@@ -117,10 +118,15 @@ def from_raw_sql(dialect: str, source: str = "call_data", where: str = "", fresh
     for alias, column in (("e", "error_type"), ("l", "latency_bucket"), ("f", "first_token_bucket")):
         on = " AND ".join(f"{alias}.{k} {same} m.{k}" for k in keys)
         joins.append(f"LEFT JOIN ({counts(column)}) AS {alias} ON {on}")
+    counted = [f"m.{c}" for c in DAILY_COLUMNS[:19]]
+    if people:
+        counted[17:19] = ["coalesce(p.users, 0) AS users", "coalesce(p.sessions, 0) AS sessions"]
+        on = " AND ".join(f"p.{k} {same} m.{k}" for k in keys)
+        joins.append(f"LEFT JOIN fresh AS p ON {on}")
     return f"""
-        WITH raw AS ({raw})
-        SELECT m.*, coalesce(e.h, {empty}) AS error_types, coalesce(l.h, {empty}) AS latency_hist,
-            coalesce(f.h, {empty}) AS first_token_hist
+        WITH {people + "," if people else ""} raw AS ({raw})
+        {into} SELECT {", ".join(counted)}, coalesce(e.h, {empty}) AS error_types,
+            coalesce(l.h, {empty}) AS latency_hist, coalesce(f.h, {empty}) AS first_token_hist
         FROM ({main}) AS m
         {chr(10).join(joins)}"""
 

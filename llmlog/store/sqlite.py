@@ -388,6 +388,8 @@ class SQLiteStore(Store):
             out = self._delete_calls(f"{column} = ?", [value])
             out.contents = self._delete_content(candidates)
             rollup = self.db.execute(f"DELETE FROM people_daily WHERE {column} = ?", (value,))
+            # And the note of which days counted them: a rollup that names them.
+            self.db.execute("DELETE FROM daily_seen WHERE who = ? AND kind = ?", (value, column[:-3]))
             out.rollup_rows = rollup.rowcount
         return out
 

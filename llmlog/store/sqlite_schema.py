@@ -281,16 +281,18 @@ def _counted(column: str, key: str, when: str) -> str:
     )
 
 
-def _new_on_day(column: str) -> str:
-    # Whether NEW's user (or session) has no other call in NEW's day and `daily` group: the
-    # first one makes the group's distinct count one more. Served by the index on
-    # (column, timestamp), through that person's calls of the day.
-    same = " AND ".join(f"c.{g} IS NEW.{g}" for g in GROUP)
+# `daily_seen`'s key: NULL groups mapped as in `daily`'s, led by who (erasure deletes by it).
+_SEEN_KEY = "who, kind, day, " + ", ".join(f"ifnull({c}, x'')" for c in GROUP)
+
+
+def _new_on_day(column: str, kind: str) -> str:
+    """Whether NEW's user (or session) is not yet in `daily_seen` for NEW's day and group:
+    then the group's distinct count is one more. One lookup in `daily_seen_key` (the same
+    expressions as the index, so that SQLite uses it)."""
+    same = " AND ".join(f"ifnull({c}, x'') = ifnull(NEW.{c}, x'')" for c in GROUP)
     return (
-        f"(NEW.{column} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM call_data AS c"
-        f" WHERE c.{column} = NEW.{column} AND c.timestamp >= substr(NEW.timestamp, 1, 10)"
-        f" AND c.timestamp < date(substr(NEW.timestamp, 1, 10), '+1 day') AND {same}"
-        " AND c.rowid <> NEW.rowid))"
+        f"(NEW.{column} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM daily_seen WHERE who = NEW.{column}"
+        f" AND kind = '{kind}' AND day = substr(NEW.timestamp, 1, 10) AND {same}))"
     )
 
 
@@ -298,8 +300,10 @@ def m007_cold_figures(db: sqlite3.Connection) -> None:
     """What `daily` needs to stand for the calls once retention has deleted them: calls with
     an output count (for averages), tool calls, distinct users and sessions, errors by type
     and latency histograms (`llmlog.store.rollup`). The insert trigger keeps them from now
-    on; the calls already stored fill them in. And `settings`, the store's own settings
-    (its retention policy), so every process using the store applies the same."""
+    on; the calls already stored fill them in. `daily_seen` remembers which users and
+    sessions each day and group has counted already (a lookup in its index per call, where
+    asking the calls themselves could read a whole day of them). And `settings`, the store's
+    own settings (its retention policy), so every process using the store applies the same."""
     for column, kind in (
         ("output_calls", "INTEGER NOT NULL DEFAULT 0"),  # calls whose output_tokens is not NULL
         ("tool_calls", "INTEGER NOT NULL DEFAULT 0"),  # tool calls made, summed
@@ -322,6 +326,20 @@ def m007_cold_figures(db: sqlite3.Connection) -> None:
     def one(value: str) -> str:
         return f"CASE WHEN {value} IS NULL THEN '{{}}' ELSE json_object(CAST({value} AS TEXT), 1) END"
 
+    db.execute(
+        """
+        CREATE TABLE daily_seen (
+            day TEXT NOT NULL, feature TEXT, model TEXT, provider TEXT, prompt_template_version TEXT,
+            kind TEXT NOT NULL,  -- 'user' or 'session'
+            who TEXT NOT NULL  -- the user or session id
+        )
+        """
+    )
+    db.execute(f"CREATE UNIQUE INDEX daily_seen_key ON daily_seen ({_SEEN_KEY})")
+    seen = (
+        "substr(NEW.timestamp, 1, 10), NEW.feature, NEW.model, NEW.provider,"
+        " NEW.prompt_template_version, '{kind}', NEW.{column}"
+    )
     db.execute("DROP TRIGGER call_data_daily_insert")
     db.execute(
         f"""
@@ -333,7 +351,7 @@ def m007_cold_figures(db: sqlite3.Connection) -> None:
                 ifnull(NEW.cache_creation_tokens, 0), ifnull(NEW.cost_usd, 0.0),
                 NEW.cost_usd IS NOT NULL, ifnull(NEW.latency_ms, 0.0), ifnull(NEW.first_token_ms, 0.0),
                 NEW.output_tokens IS NOT NULL, {tool_count_sql("sqlite", "NEW.tool_calls")},
-                {_new_on_day("user_id")}, {_new_on_day("session_id")},
+                {_new_on_day("user_id", "user")}, {_new_on_day("session_id", "session")},
                 CASE WHEN NEW.error IS NULL THEN '{{}}' ELSE json_object({etype}, 1) END,
                 {one(latency)}, {one(first)}
             ) ON CONFLICT ({key}) DO UPDATE SET
@@ -341,6 +359,10 @@ def m007_cold_figures(db: sqlite3.Connection) -> None:
                 {_counted("error_types", etype, "NEW.error IS NOT NULL")},
                 {_counted("latency_hist", latency, f"{latency} IS NOT NULL")},
                 {_counted("first_token_hist", first, f"{first} IS NOT NULL")};
+            INSERT OR IGNORE INTO daily_seen SELECT {seen.format(column="user_id", kind="user")}
+                WHERE NEW.user_id IS NOT NULL;
+            INSERT OR IGNORE INTO daily_seen SELECT {seen.format(column="session_id", kind="session")}
+                WHERE NEW.session_id IS NOT NULL;
         END
         """
     )
@@ -354,6 +376,11 @@ def m007_cold_figures(db: sqlite3.Connection) -> None:
         f" FROM daily_raw AS r WHERE {same}) WHERE EXISTS (SELECT 1 FROM daily_raw AS r WHERE {same})"
     )
     db.execute("DROP TABLE temp.daily_raw")
+    for column, kind in (("user_id", "user"), ("session_id", "session")):
+        db.execute(
+            f"INSERT OR IGNORE INTO daily_seen SELECT DISTINCT substr(timestamp, 1, 10), {', '.join(GROUP)},"
+            f" '{kind}', {column} FROM call_data WHERE {column} IS NOT NULL"
+        )
     db.execute("CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)  -- JSON values")
     # Counts the deletions of content (`Store.erase`, retention), so writers that cache
     # content ids know when to forget them.
