@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from llmlog.store import Store
+from llmlog.store.base import Account
 
 ROLES = ("viewer", "debugger", "admin")
 SCOPES = ("ingest", "read")
@@ -85,7 +86,10 @@ def add_user(store: Store, name: str, role: str, password: str) -> None:
 
 def login(store: Store, name: str, password: str) -> str | None:
     """The account's role if the password is right, else None (as long either way)."""
-    account = store.account(name)
+    return check_login(store.account(name), password)
+
+
+def check_login(account: Account | None, password: str) -> str | None:
     if account is None:
         verify_password(password, _DUMMY)  # the same work: timing does not tell names apart
         return None

@@ -149,7 +149,10 @@ class Keyring:
         key = self._keys.get(m.group(1))
         if key is None:
             raise KeyProblem(f"no key {m.group(1)} here to open it with")
-        raw = base64.urlsafe_b64decode(m.group(2))
+        try:
+            raw = base64.urlsafe_b64decode(m.group(2))
+        except ValueError:  # binascii.Error: damaged, not a value this keyring sealed
+            raise KeyProblem("damaged: not valid base64") from None
         try:
             return key.aead.decrypt(raw[:12], raw[12:], key.id.encode()).decode("utf-8", "surrogatepass")
         except InvalidTag:
@@ -255,6 +258,10 @@ def sealed_key_ids(call: Call) -> set[str]:
     visit(call.tool_calls)
     if isinstance(call.error, dict) and call.error.get("message") is not None:
         visit(call.error["message"])
+    if isinstance(call.metadata, Mapping):  # sealed values only: which are sensitive is the keyring's
+        for value in call.metadata.values():
+            if is_sealed(value):
+                visit(value)
     return found
 
 

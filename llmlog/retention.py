@@ -23,6 +23,7 @@ from llmlog.store import Store
 log = logging.getLogger(__name__)
 
 DEFAULT_DAYS = 60
+MAX_DAYS = 36_525  # a hundred years: past that, the dates themselves run out
 SETTING = "retention"
 
 
@@ -36,8 +37,8 @@ class Policy:
 
     def __post_init__(self) -> None:
         for name, days in [("the window", self.days), *self.features.items()]:
-            if not isinstance(days, int) or days < 1:
-                raise ValueError(f"{name}: a window is a whole number of days, 1 or more, not {days!r}")
+            if not isinstance(days, int) or not 1 <= days <= MAX_DAYS:
+                raise ValueError(f"{name}: a window is a whole number of days, 1 to {MAX_DAYS}, not {days!r}")
 
     def days_for(self, feature: str | None) -> int:
         return self.features.get(feature, self.days) if feature is not None else self.days

@@ -166,6 +166,17 @@ def test_each_role_against_each_route(server: Running) -> None:
                 assert "error" in r.json()
             if role == "viewer":
                 assert SECRET_TEXT not in r.text, path  # never a prompt's text
+    # A viewer may not search the text (asking which sessions mention X, letter by letter),
+    # nor read an error's message.
+    for path in ("/sessions?q=PROMPT", "/api/users?meta=a%3Db", "/api/sessions?tag=x"):
+        assert clients["viewer"].get(path).status_code == 403, path
+        assert clients["debugger"].get(path).status_code == 200, path
+    errors = clients["viewer"].get("/api/dashboard?days=366").json()["recent_errors"]["rows"]
+    assert errors and all(set(e["error"]) == {"type", "status"} for e in errors)
+    assert (
+        "message"
+        in clients["debugger"].get("/api/dashboard?days=366").json()["recent_errors"]["rows"][0]["error"]
+    )
     # A viewer's pages offer no link to what it may not open.
     page = clients["viewer"].get("/dashboard?days=366").text
     assert 'href="/sql"' not in page and 'href="/sample"' not in page and 'href="/admin"' not in page
@@ -186,6 +197,7 @@ def test_tokens_open_what_their_scope_says(server: Running) -> None:
     assert r.status_code == 200 and SECRET_TEXT in r.text  # a read token reads as a debugger
     assert server.get("/api/calls", headers=bearer(ingest)).status_code == 401
     assert server.get("/", headers=bearer(read)).status_code == 403  # the API only, not pages
+    assert server.get("/sql.json?q=SELECT+1", headers=bearer(read)).status_code == 403  # nor the console
     assert server.get("/api/calls", headers=bearer("llmlog_read_guess")).status_code == 401
     record = json.dumps({"timestamp": "2026-11-30T12:00:00Z", "model": "gpt-4.1"})
     assert server.post("/v1/calls", content=record).status_code == 401  # ingest now needs a token
@@ -210,6 +222,12 @@ def test_sign_in_out_and_changes_to_an_account(server: Running) -> None:
     server.store.remove_account("dan")
     time.sleep(2.1)
     assert c.get("/api/sessions").status_code == 401
+    # With the last account gone, the UI stays closed (not open to all): sign-in is required.
+    for name in ("vera", "ada"):
+        server.store.remove_account(name)
+    time.sleep(2.1)
+    assert Client(server).get("/api/sessions").status_code == 401
+    access.add_user(server.store, "ada", "admin", PASSWORD)
     # Sign out: a POST, with the form's token.
     d = Client(server)
     d.sign_in("ada")
@@ -228,6 +246,7 @@ def test_every_post_needs_the_form_token(server: Running) -> None:
     add = {"name": "eve", "role": "admin", "password": PASSWORD}
     for data, headers in (
         (add, {"Origin": server.base}),  # no token
+        ({**add, "csrf": csrf}, {}),  # saying nothing of where it comes from
         ({**add, "csrf": "guess"}, {"Origin": server.base}),  # a wrong one
         ({**add, "csrf": csrf}, {"Origin": "http://evil.example"}),  # from another site
     ):
@@ -281,6 +300,16 @@ def test_the_console_cannot_read_the_private_tables(server: Running) -> None:
         with pytest.raises(ReadOnlyError):
             server.store.query(f"SELECT * FROM {table}")
     assert c.get("/sql.json?q=SELECT+count(*)+FROM+calls").status_code == 200
+    assert c.get("/sql.json?q=SELECT+count(*)+FROM+SETTINGS").status_code == 400  # whatever the case
+    if server.store.dialect == "postgres":
+        # What could switch back from the reader role, or run SQL of its own, is refused.
+        for sql in (
+            "SELECT set_config('role', 'none', true)",
+            "SELECT query_to_xml('select 1', true, false, '')",
+            'SELECT * FROM U&"\\0073ettings"',
+        ):
+            r = c.get("/sql.json", params={"q": sql})
+            assert r.status_code == 400, sql
 
 
 def test_reading_through_the_ui_names_the_account_in_the_audit_log(backend: Backend) -> None:

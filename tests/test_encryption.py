@@ -105,6 +105,8 @@ def test_a_value_seals_and_opens() -> None:
     tampered = sealed[:-6] + ("A" if sealed[-6] != "A" else "B") + sealed[-5:]
     with pytest.raises(KeyProblem, match="altered"):
         ring.open(tampered)
+    with pytest.raises(KeyProblem, match="damaged"):
+        ring.open("llmlog-enc:v1:k2:abcde")
     # Another key that calls itself k2 does not open it either.
     impostor = "k2:" + base64.b64encode(bytes(32)).decode()
     with pytest.raises(KeyProblem):

@@ -404,7 +404,7 @@ def test_writers_forget_content_ids_after_a_deletion(backend: Backend) -> None:
 
 
 def test_a_policy_is_whole_days(tmp_path: Path) -> None:
-    for bad in (0, -1, 1.5):
+    for bad in (0, -1, 1.5, retention.MAX_DAYS + 1):
         with pytest.raises(ValueError, match="whole number of days"):
             retention.Policy(days=bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="support"):

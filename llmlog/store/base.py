@@ -319,6 +319,8 @@ class Store(abc.ABC):
         if self._run("SELECT 1 FROM accounts WHERE name = ?", (name,)):
             raise ValueError(f"there is an account {name!r} already")
         self._run("INSERT INTO accounts VALUES (?, ?, ?, ?)", (name, role, password_hash, _now()))
+        # From now on the UI asks everyone to sign in, even once the last account is removed.
+        self.set_setting("accounts_required", True)
 
     def set_account(self, name: str, *, role: str | None = None, password_hash: str | None = None) -> bool:
         changed = False
@@ -350,6 +352,8 @@ class Store(abc.ABC):
         if self._run("SELECT 1 FROM api_tokens WHERE name = ?", (name,)):
             raise ValueError(f"there is a token {name!r} already")
         self._run("INSERT INTO api_tokens VALUES (?, ?, ?, ?)", (token_hash, name, scope, _now()))
+        if scope == "ingest":  # from now on the collector takes calls with a token only
+            self.set_setting("ingest_tokens_required", True)
 
     def token(self, token_hash: bytes) -> ApiToken | None:
         rows = self._run("SELECT name, scope, created FROM api_tokens WHERE hash = ?", (token_hash,))

@@ -51,6 +51,8 @@ CONNECT_TIMEOUT_S = 10
 DDL_LOCK_TIMEOUT = "5s"
 
 
+# What could run SQL of its own (as the login user, past the reader role) or hide a name.
+_ESCAPES = re.compile(r"set_config|(query|cursor|table|schema|database)_to_xml|dblink|\bu&", re.IGNORECASE)
 # A private table named in read-only SQL, for servers without the reader role.
 _PRIVATE = re.compile(r"\b(" + "|".join(PRIVATE_TABLES) + r")\b", re.IGNORECASE)
 
@@ -289,6 +291,7 @@ class PostgresStore(Store):
         deletion (which updates it first) from running until this transaction ends."""
         row = cur.execute("SELECT value FROM settings WHERE key = 'content_epoch' FOR SHARE").fetchone()
         epoch = int(row[0]) if row else 0
+        self._read_settings()  # a rotation since: sealed text only, from the next batch on
         if epoch == self._epoch:
             return False
         self._epoch, self._content = epoch, ContentIds()
@@ -523,6 +526,8 @@ class PostgresStore(Store):
                 cur.execute(f"SET LOCAL lock_timeout = '{DDL_LOCK_TIMEOUT}'")
                 schema_lock(cur)
                 table = pgsql.Identifier(name)
+                # Locked before looking: no writer can put a call in between the look and the drop.
+                cur.execute(pgsql.SQL("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE").format(table))
                 if cur.execute(pgsql.SQL("SELECT 1 FROM {} LIMIT 1").format(table)).fetchone():
                     continue
                 cur.execute(pgsql.SQL("DROP TABLE {}").format(table))
@@ -719,6 +724,10 @@ class PostgresStore(Store):
                 (READER_ROLE,),
             ).fetchone()
             self._as_reader = bool(row and row[0])
+        if _ESCAPES.search(sql.replace('"', "")):
+            raise ReadOnlyError(
+                "set_config(), the *_to_xml() functions, dblink and U& identifiers are not allowed here"
+            )
         if not self._as_reader and _PRIVATE.search(sql):
             # No reader role to run as: the private tables are refused by name (weaker: the
             # README says how to make the role).

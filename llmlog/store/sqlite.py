@@ -145,7 +145,7 @@ _INTROSPECTION_PRAGMAS = {
 def _read_only_authorizer(
     action: int, arg1: str | None, arg2: str | None, dbname: str | None, src: str | None
 ) -> int:
-    if action == sqlite3.SQLITE_READ and arg1 in PRIVATE_TABLES:
+    if action == sqlite3.SQLITE_READ and (arg1 or "").lower() in PRIVATE_TABLES:
         return sqlite3.SQLITE_DENY
     if action in _READ_ACTIONS:
         return sqlite3.SQLITE_OK
@@ -314,6 +314,7 @@ class SQLiteStore(Store):
         """Under the write lock: whether content was deleted (erasure, retention) since this
         store last looked. Its cached content ids may then name rows that are gone, or that
         a new piece has taken since, so it forgets them."""
+        self._read_settings()  # a rotation since: sealed text only, from the next batch on
         epoch = self._content_epoch()
         if epoch == self._epoch:
             return False
@@ -446,6 +447,8 @@ class SQLiteStore(Store):
         return gone
 
     def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        if sql.startswith("SELECT"):  # a read needs no write lock
+            return [tuple(r) for r in self.db.execute(sql, params).fetchall()]
         with self._writing():
             return [tuple(r) for r in self.db.execute(sql, params).fetchall()]
 

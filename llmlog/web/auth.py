@@ -50,8 +50,10 @@ CSRF: contextvars.ContextVar[str] = contextvars.ContextVar("llmlog_csrf", defaul
 VIEWER_ROUTES = frozenset(
     {"/dashboard", "/api/dashboard", "/sessions", "/users", "/api/sessions", "/api/users"}
 )
-# What a read token opens: the JSON API and the console's downloads, by GET.
-TOKEN_ROUTES = ("/api/", "/sql.json", "/sql.csv")
+# What a read token opens: the JSON API, by GET (not the console: its SQL is not audited).
+TOKEN_ROUTES = ("/api/",)
+# Filters that search the text of calls: for debuggers and up.
+TEXT_FILTERS = ("q", "meta", "tag")
 
 
 def required_role(path: str) -> str | None:
@@ -66,13 +68,14 @@ def required_role(path: str) -> str | None:
 
 
 def same_origin(request: Request) -> bool:
-    """Whether a POST comes from a page of this site: an Origin, when sent, names our host
-    (an opaque "null" origin never does); Sec-Fetch-Site, when sent, is not cross-site."""
-    origin = request.headers.get("origin")
+    """Whether a POST comes from a page of this site: its Origin (else its Referer) names our
+    host (an opaque "null" origin never does); with neither, its Sec-Fetch-Site says so.
+    A POST that says nothing of where it comes from is refused."""
+    host = request.headers.get("host", "").lower()
+    origin = request.headers.get("origin") or request.headers.get("referer")
     if origin is not None:
-        host = request.headers.get("host", "").lower()
         return bool(host) and urlsplit(origin).netloc.lower() == host
-    return request.headers.get("sec-fetch-site", "same-origin") in ("same-origin", "none")
+    return request.headers.get("sec-fetch-site") in ("same-origin", "none")
 
 
 def local_path(target: str | None) -> str:
@@ -94,7 +97,7 @@ class AccessMiddleware(BaseHTTPMiddleware):
         when, exist = self._mode
         if time.monotonic() - when > 2.0:
             with self.web.reading() as store:
-                exist = bool(store.accounts())
+                exist = bool(store.accounts()) or store.setting("accounts_required") is True
             self._mode = (time.monotonic(), exist)
         return exist
 
@@ -137,7 +140,7 @@ class AccessMiddleware(BaseHTTPMiddleware):
         return None
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        path = request.url.path
+        path = request.scope["path"]  # what the router matches (never taken from the Host header)
         if path.startswith(("/v1/", *PROXY_PATHS)):  # the collector's routes: tokens of their own
             return await call_next(request)
         found = await run_in_threadpool(self._identity, request)
@@ -161,9 +164,9 @@ class AccessMiddleware(BaseHTTPMiddleware):
         self, request: Request, call_next: RequestResponseEndpoint, found: Identity | None, csrf: str
     ) -> Response:
         """The route's answer, if `found` may have it; else why not."""
-        path = request.url.path
+        path = request.scope["path"]
         need = required_role(path)
-        wants_json = path.startswith(TOKEN_ROUTES)
+        wants_json = path.startswith((*TOKEN_ROUTES, "/sql.json", "/sql.csv"))
         if found is None and need is not None:
             if wants_json:
                 return _json(401, "sign in, or send a read token as `Authorization: Bearer …`")
@@ -177,6 +180,12 @@ class AccessMiddleware(BaseHTTPMiddleware):
             return _json(403, "a read token opens the JSON API, by GET, and nothing else")
         if found is not None and found.role == "viewer" and path == "/":
             return RedirectResponse("/dashboard", status_code=303)
+        if access.rank(found.role if found else None) < access.rank("debugger") and any(
+            k in request.query_params for k in TEXT_FILTERS
+        ):
+            # "Which sessions mention X?", asked letter by letter, would spell out the text.
+            message = "filters on text (q, meta, tag) need the debugger role"
+            return _json(403, message) if wants_json else self.web.error(message, 403)
         if need is not None and access.rank(found.role if found else None) < access.rank(need):
             message = (
                 f"your role ({found.role if found else 'none'}) does not open this page: it needs {need}"
@@ -230,10 +239,10 @@ def routes(web: Any) -> list[BaseRoute]:
         fields = await form_fields(request)
 
         def check() -> tuple[str | None, bytes]:
+            # The slow hash is checked outside the store's lock: sign-ins do not hold up pages.
             with web.reading() as store:
-                return access.login(
-                    store, fields.get("name", ""), fields.get("password", "")
-                ), access.session_secret(store)
+                account, secret = store.account(fields.get("name", "")), access.session_secret(store)
+            return access.check_login(account, fields.get("password", "")), secret
 
         role, secret = await run_in_threadpool(check)
         if role is None:

@@ -19,9 +19,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from llmlog import reports
+from llmlog import access, reports
 from llmlog.reports import Dashboard, DayCache, Period, Ranked, Stack
-from llmlog.web import charts
+from llmlog.web import auth, charts
 from llmlog.web.app import Web
 
 PERIODS = (7, 30, 90)
@@ -175,8 +175,17 @@ def recent_errors(d: Dashboard) -> list[dict[str, Any]]:
     for row in result.rows:
         r = dict(zip(result.columns, row, strict=True))
         when = str(r.get("timestamp", ""))[:19].replace("T", " ")
-        rows.append({**r, "error": reports.parse_error(r.get("error")), "when": when})
+        rows.append({**r, "error": _error_shown(reports.parse_error(r.get("error"))), "when": when})
     return rows
+
+
+def _error_shown(error: dict[str, Any]) -> dict[str, Any]:
+    """An error as whoever asks may see it: a viewer gets its type and status, not its
+    message, which can quote the prompt."""
+    identity = auth.CURRENT.get()
+    if identity is not None and access.rank(identity.role) < access.rank("debugger"):
+        return {k: error.get(k) for k in ("type", "status")}
+    return error
 
 
 def routes(web: Web) -> list[BaseRoute]:
@@ -217,6 +226,9 @@ def routes(web: Web) -> list[BaseRoute]:
             period = period_of(dict(request.query_params))
         except BadPeriod as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        return JSONResponse(reports.dashboard_json(figures(period)))
+        data = reports.dashboard_json(figures(period))
+        for row in data["recent_errors"].get("rows", []):
+            row["error"] = _error_shown(row["error"])
+        return JSONResponse(data)
 
     return [Route("/dashboard", page), Route("/api/dashboard", api)]
