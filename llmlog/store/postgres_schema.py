@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 from psycopg import sql as pgsql
 
-from llmlog.store.rollup import DAILY_COLUMNS, GROUP, from_raw_sql
+from llmlog.store.rollup import DAILY_COLUMNS, GROUP, cold_columns, from_raw_sql
 
 CALLS_VIEW = """
 CREATE VIEW calls AS
@@ -302,15 +302,7 @@ def m005_cold_figures(cur: psycopg.Cursor[Any]) -> None:
     SQLite's migration 7, and `settings`, the store's own settings."""
     schema = cur.execute("SELECT current_schema()").fetchone()
     assert schema is not None and schema[0] is not None  # m002 checked it
-    for column, kind in (
-        ("output_calls", "bigint NOT NULL DEFAULT 0"),  # calls whose output_tokens is not NULL
-        ("tool_calls", "bigint NOT NULL DEFAULT 0"),  # tool calls made, summed
-        ("users", "bigint NOT NULL DEFAULT 0"),  # distinct user_id (NULL not counted)
-        ("sessions", "bigint NOT NULL DEFAULT 0"),  # distinct session_id
-        ("error_types", "jsonb NOT NULL DEFAULT '{}'"),  # {"error type": calls}
-        ("latency_hist", "jsonb NOT NULL DEFAULT '{}'"),  # {"bucket": calls}, rollup.bucket_sql
-        ("first_token_hist", "jsonb NOT NULL DEFAULT '{}'"),
-    ):
+    for column, kind in cold_columns("postgres"):
         cur.execute(f"ALTER TABLE daily ADD COLUMN {column} {kind}")
     path = pgsql.SQL("SET search_path = {}, pg_temp").format(pgsql.Identifier(schema[0])).as_string(cur)
     # Two {key: count} objects added key by key: how a group's histograms take in a batch's.

@@ -32,6 +32,21 @@ DAILY_COLUMNS = (
 GROUP = ("feature", "model", "provider", "prompt_template_version")
 
 
+def cold_columns(dialect: str) -> list[tuple[str, str]]:
+    """The columns `daily` gained for the cold tier (SQLite m007, PostgreSQL m005): name, type."""
+    count = "INTEGER NOT NULL DEFAULT 0" if dialect == "sqlite" else "bigint NOT NULL DEFAULT 0"
+    counts = "TEXT NOT NULL DEFAULT '{}'" if dialect == "sqlite" else "jsonb NOT NULL DEFAULT '{}'"
+    return [
+        ("output_calls", count),  # calls whose output_tokens is not NULL
+        ("tool_calls", count),  # tool calls made, summed
+        ("users", count),  # distinct user_id (NULL not counted)
+        ("sessions", count),  # distinct session_id
+        ("error_types", counts),  # {"error type": calls}
+        ("latency_hist", counts),  # {"bucket": calls}, see bucket_sql
+        ("first_token_hist", counts),
+    ]
+
+
 def bucket_sql(dialect: str, value: str) -> str:
     """The bucket of a latency in ms (NULL for none, NaN, negative or absurd)."""
     log = f"log2({value})" if dialect == "sqlite" else f"(ln({value}::float8) / ln(2::float8))"

@@ -6,7 +6,15 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-from llmlog.store.rollup import DAILY_COLUMNS, GROUP, bucket_sql, error_type_sql, from_raw_sql, tool_count_sql
+from llmlog.store.rollup import (
+    DAILY_COLUMNS,
+    GROUP,
+    bucket_sql,
+    cold_columns,
+    error_type_sql,
+    from_raw_sql,
+    tool_count_sql,
+)
 
 # What the response echoed of the request (m004) is put back in place from `content`.
 _ECHOED_RESPONSE = """CASE
@@ -304,15 +312,7 @@ def m007_cold_figures(db: sqlite3.Connection) -> None:
     sessions each day and group has counted already (a lookup in its index per call, where
     asking the calls themselves could read a whole day of them). And `settings`, the store's
     own settings (its retention policy), so every process using the store applies the same."""
-    for column, kind in (
-        ("output_calls", "INTEGER NOT NULL DEFAULT 0"),  # calls whose output_tokens is not NULL
-        ("tool_calls", "INTEGER NOT NULL DEFAULT 0"),  # tool calls made, summed
-        ("users", "INTEGER NOT NULL DEFAULT 0"),  # distinct user_id (NULL not counted)
-        ("sessions", "INTEGER NOT NULL DEFAULT 0"),  # distinct session_id
-        ("error_types", "TEXT NOT NULL DEFAULT '{}'"),  # {"error type": calls}
-        ("latency_hist", "TEXT NOT NULL DEFAULT '{}'"),  # {"bucket": calls}, rollup.bucket_sql
-        ("first_token_hist", "TEXT NOT NULL DEFAULT '{}'"),
-    ):
+    for column, kind in cold_columns("sqlite"):
         db.execute(f"ALTER TABLE daily ADD COLUMN {column} {kind}")
     key = "day, " + ", ".join(f"ifnull({c}, x'')" for c in GROUP)
     sums = (
