@@ -21,6 +21,7 @@ from llmlog.capture.exchange import Exchange
 from llmlog.capture.wrap import instrument
 from llmlog.config import Settings
 from llmlog.context import context, current, propagate
+from llmlog.prompts import Prompt, prompt
 from llmlog.record import COLUMNS, Call
 from llmlog.redact import Redactor
 from llmlog.writer import Stats, Writer
@@ -28,11 +29,13 @@ from llmlog.writer import Stats, Writer
 __all__ = [
     "COLUMNS",
     "Call",
+    "Prompt",
     "Settings",
     "configure",
     "context",
     "current",
     "flush",
+    "prompt",
     "propagate",
     "stats",
     "wrap",

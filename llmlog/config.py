@@ -81,6 +81,8 @@ class Settings:
     # it is stored (`ID:BASE64`, the first seals), or a file of them; and the metadata keys
     # whose values are sealed too.
     key: str | None = field(default_factory=lambda: _env("LLMLOG_KEY"), repr=False)
+    # Where the app's prompt versions are (`llmlog.prompts`): name/v1.txt, name/current.
+    prompts: str = field(default_factory=lambda: _env("LLMLOG_PROMPTS") or "prompts")
     key_file: str | None = field(default_factory=lambda: _env("LLMLOG_KEY_FILE"))
     sensitive_metadata: list[str] = field(default_factory=lambda: _env_list("LLMLOG_SENSITIVE_METADATA"))
 

@@ -27,6 +27,7 @@ from llmlog.capture.exchange import Exchange
 from llmlog.capture.parse import Decoder, to_call
 from llmlog.config import Settings
 from llmlog.pricing import Pricer
+from llmlog.prompts import REGISTRY
 from llmlog.record import Call
 from llmlog.redact import Redactor
 from llmlog.remote import RemoteSink, SpoolFull
@@ -55,6 +56,8 @@ def prepare(
     it for its one, so all are recorded alike. `redactor`: built once by callers that prepare
     many calls (else from `settings`)."""
     call = to_call(item, decoder) if isinstance(item, Exchange) else item
+    if call.prompt_template_version is None and call.system_prompt:  # as `to_call` does
+        call.prompt_template_version = REGISTRY.version_of(call.system_prompt)
     if redactor is None and (settings.redact or settings.redact_patterns):
         redactor = Redactor.from_settings(settings)
     if redactor:
@@ -222,6 +225,9 @@ class Writer:
             # Built here, not when the app starts: a bad rule fails the calls (counted and
             # logged, never stored unredacted), not the app.
             self._redactor = Redactor.from_settings(self.settings)
+            # The app's prompts directory: a call whose system prompt is one of its versions
+            # is stored with that version, however the text reached the SDK.
+            REGISTRY.load(self.settings.prompts)
         return prepare(item, self.settings, self._pricer, self._decoder, self._redactor)
 
     def _batch(self) -> tuple[list[Item], bool]:

@@ -15,11 +15,11 @@ import pytest
 
 import llmlog
 from llmlog.capture.exchange import Exchange
-from llmlog.capture.parse import prompt_hash
 from llmlog.capture.wrap import instrument
 from llmlog.config import Settings
 from llmlog.fake_provider import FakeProvider
 from llmlog.pricing import Pricer
+from llmlog.prompts import text_hash
 from llmlog.record import Call
 from llmlog.replay import NotSent, Providers, ReplayError, api_of, replay, request_of
 from llmlog.store import CallFilter, Store
@@ -176,7 +176,7 @@ def test_replay_resends_the_logged_request_exactly_and_records_the_answer(
             "s_7",
             ["beta"],
         )
-        assert new.prompt_template_version == original.prompt_template_version == prompt_hash(SYSTEM)
+        assert new.prompt_template_version == original.prompt_template_version == text_hash(SYSTEM)
         assert new.system_prompt == SYSTEM and new.messages == original.messages
         # The fake answers the same request with the same text and tool call, and counts alike.
         assert response_text(new) == response_text(original)
@@ -226,7 +226,7 @@ def test_an_edited_system_prompt_replaces_the_logged_one_in_each_api(fake: FakeP
         {"role": "user", "content": "How do refunds work?"},
     ]
     assert new.system_prompt == "Be terse."
-    assert new.prompt_template_version == prompt_hash("Be terse.") != chat.prompt_template_version
+    assert new.prompt_template_version == text_hash("Be terse.") != chat.prompt_template_version
     assert new.metadata is not None and new.metadata["llmlog"]["replay"]["system_prompt"] == "edited"
 
     responses = record(fake, responses_tools)

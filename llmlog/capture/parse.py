@@ -7,7 +7,6 @@ parse still yields a row: the call happened, and losing it would be worse than a
 
 from __future__ import annotations
 
-import hashlib
 import zlib
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterator
@@ -20,6 +19,7 @@ from typing import Any
 import msgspec
 
 from llmlog.capture.exchange import Exchange
+from llmlog.prompts import REGISTRY
 from llmlog.record import Call, parse_json
 
 ANTHROPIC_STOP = {
@@ -31,11 +31,6 @@ ANTHROPIC_STOP = {
     "refusal": "content_filter",
     "pause_turn": "pause",
 }
-
-
-def prompt_hash(system_prompt: str) -> str:
-    """A stable short version for a system prompt nobody versioned by hand."""
-    return hashlib.sha256(system_prompt.encode()).hexdigest()[:12]
 
 
 # ---------------------------------------------------------------- bodies and SSE
@@ -631,5 +626,5 @@ def to_call(ex: Exchange, decoder: Decoder | None = None) -> Call:
         metadata["llmlog"] = notes
     call.metadata = metadata or None
     if call.prompt_template_version is None and call.system_prompt:
-        call.prompt_template_version = prompt_hash(call.system_prompt)
+        call.prompt_template_version = REGISTRY.version_of(call.system_prompt)
     return call

@@ -1,0 +1,147 @@
+"""Prompt versions: prompts kept as files in the application's repository, and the version
+every call made with one carries.
+
+    prompts/
+      code-review/
+        v1.txt
+        v2.txt
+        current        # "v2": the version `llmlog.prompt("code-review")` returns
+
+`llmlog.prompt("code-review")` returns the current text as a `Prompt` (a `str`, so it goes
+wherever the text would) whose `version` is "code-review@v2". Every text read from the
+directory is remembered, so a call whose system prompt is one of them is stored with its
+version, however the text reached the SDK; a system prompt that is none of them gets a
+stable short hash of its text, so `GROUP BY prompt_template_version` never shows NULL for a
+call with a system prompt. A version given by hand (`llmlog.context(...)`) wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_DIR = "prompts"
+_VERSION_FILE = re.compile(r"(?P<version>[A-Za-z0-9][A-Za-z0-9._-]*)\.(txt|md)\Z")
+
+
+class Prompt(str):
+    """A prompt's text, with the version it is (`name@version`)."""
+
+    name: str
+    version: str
+
+    def __new__(cls, text: str, name: str, version: str) -> Prompt:
+        self = super().__new__(cls, text)
+        self.name, self.version = name, f"{name}@{version}"
+        return self
+
+
+@dataclass(frozen=True)
+class Versions:
+    name: str
+    versions: list[str]  # oldest first, in natural order (v2 before v10)
+    current: str | None
+
+    def path(self, root: Path, version: str) -> Path:
+        for suffix in (".txt", ".md"):
+            candidate = root / self.name / f"{version}{suffix}"
+            if candidate.is_file():
+                return candidate
+        raise LookupError(f"prompt {self.name!r} has no version {version!r} in {root / self.name}")
+
+
+def _natural(version: str) -> list[object]:
+    return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", version)]
+
+
+def directory(root: str | os.PathLike[str] | None = None) -> Path:
+    return Path(root or os.environ.get("LLMLOG_PROMPTS") or DEFAULT_DIR)
+
+
+def catalog(root: str | os.PathLike[str] | None = None) -> list[Versions]:
+    """Every prompt in the directory with its versions and current one, by name."""
+    base = directory(root)
+    out = []
+    if not base.is_dir():
+        return out
+    for folder in sorted(p for p in base.iterdir() if p.is_dir()):
+        found = (_VERSION_FILE.match(f.name) for f in folder.iterdir() if f.is_file())
+        versions = sorted((m.group("version") for m in found if m), key=_natural)
+        if not versions:
+            continue
+        pointer = folder / "current"
+        current = pointer.read_text(encoding="utf-8").strip() if pointer.is_file() else versions[-1]
+        out.append(Versions(folder.name, versions, current if current in versions else None))
+    return out
+
+
+def _versions(name: str, root: str | os.PathLike[str] | None) -> Versions:
+    for v in catalog(root):
+        if v.name == name:
+            return v
+    raise LookupError(f"no prompt {name!r} in {directory(root)} (a folder {name}/ with v1.txt, …)")
+
+
+def read(name: str, version: str, root: str | os.PathLike[str] | None = None) -> Prompt:
+    """One version of a prompt."""
+    base = directory(root)
+    text = _versions(name, root).path(base, version).read_text(encoding="utf-8")
+    REGISTRY.add(text, f"{name}@{version}")
+    return Prompt(text, name, version)
+
+
+def prompt(name: str, root: str | os.PathLike[str] | None = None) -> Prompt:
+    """The current version of a prompt (its folder's `current` file names it; without one,
+    the newest version). Calls made with it carry its version."""
+    versions = _versions(name, root)
+    if versions.current is None:
+        pointer = directory(root) / name / "current"
+        raise LookupError(f"{pointer} names a version that is not there ({', '.join(versions.versions)})")
+    return read(name, versions.current, root)
+
+
+def text_hash(text: str) -> str:
+    """A stable short version for a system prompt nobody versioned."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+
+
+def _key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+class Registry:
+    """Prompt texts seen in a prompts directory, by a hash of the text, with their version."""
+
+    def __init__(self) -> None:
+        self._versions: dict[str, str] = {}
+        self._loaded: set[Path] = set()
+        self._lock = threading.Lock()
+
+    def add(self, text: str, version: str) -> None:
+        with self._lock:
+            self._versions[_key(text)] = version
+
+    def load(self, root: str | os.PathLike[str] | None = None) -> None:
+        """Remember every version in the directory, once per directory and process."""
+        base = directory(root).resolve()
+        with self._lock:
+            if base in self._loaded:
+                return
+            self._loaded.add(base)
+        for v in catalog(base):
+            for version in v.versions:
+                try:
+                    self.add(v.path(base, version).read_text(encoding="utf-8"), f"{v.name}@{version}")
+                except (OSError, UnicodeDecodeError, LookupError):
+                    continue  # an unreadable file versions no call; the others still do
+
+    def version_of(self, system_prompt: str) -> str:
+        """The registered version of a system prompt, else the short hash of its text."""
+        return self._versions.get(_key(system_prompt)) or text_hash(system_prompt)
+
+
+REGISTRY = Registry()
