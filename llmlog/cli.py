@@ -842,6 +842,6 @@ def wrap(
     sys.exit(code if code >= 0 else 128 - code)
 
 
-# Store administration (erasure, retention, keys, accounts) and prompt versions live in
-# modules of their own.
-from llmlog import cli_admin, cli_prompts  # noqa: E402, F401
+# Store administration (erasure, retention, keys, accounts) and investigations (reports,
+# prompt versions) live in modules of their own.
+from llmlog import cli_admin, cli_investigate  # noqa: E402, F401

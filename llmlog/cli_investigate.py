@@ -1,15 +1,18 @@
-"""`llmlog prompts`: the prompt versions in the app's repository, and how they differ."""
+"""`llmlog report` and `llmlog prompts`: investigations over the stored calls, and the
+prompt versions in the app's repository."""
 
 from __future__ import annotations
 
 import difflib
+import json
 
 import click
 from rich.table import Table
 from rich.text import Text
 
-from llmlog import prompts
+from llmlog import investigate, prompts
 from llmlog.cli import Ctx, _text, cli, console, pass_ctx
+from llmlog.reports import Period
 
 DIR_HELP = "The prompts directory (default: LLMLOG_PROMPTS or ./prompts)."
 
@@ -70,3 +73,47 @@ def prompts_diff(name: str, old: str, new: str, root: str | None) -> None:
     for line in lines:
         out.append_text(_text(line if line.endswith("\n") else line + "\n", styles.get(line[:1], "")))
     console.print(out if out else Text(f"{a.version} and {b.version} are the same text."), end="")
+
+
+@cli.group(name="report", invoke_without_command=True)
+@click.pass_context
+def report(click_ctx: click.Context) -> None:
+    """Reports: the questions the calls answer, over both retention tiers.
+
+    \b
+    Examples:
+      llmlog report                    # the reports there are
+      llmlog report errors --days 7
+      llmlog report errors --json | jq '.[] | select(.new)'
+    """
+    if click_ctx.invoked_subcommand is None:
+        for name, what in investigate.REPORTS.items():
+            console.print(_text(f"{name:<10} {what}"))
+
+
+@report.command(name="errors")
+@click.option(
+    "--days", default=7, show_default=True, help="The period: this many whole UTC days, through today."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@pass_ctx
+def report_errors(ctx: Ctx, days: int, as_json: bool) -> None:
+    """Errors by type, model and feature: how many, the share of calls, per day, new types
+    (none in the four weeks before), and the newest calls that failed that way."""
+    if days < 1:
+        raise click.BadParameter("a period is a day or more", param_hint="--days")
+    groups = investigate.errors_report(ctx.store, Period.ending(days))
+    if as_json:
+        click.echo(json.dumps([g.to_json() for g in groups], indent=2))
+        return
+    if not groups:
+        console.print(f"No errors in the last {days} day(s).")
+        return
+    table = Table("error", "model", "feature", "errors", "rate", "per day", "new", "examples")
+    for g in groups:
+        table.add_row(
+            _text(g.error_type), _text(g.model or ""), _text(g.feature or ""), f"{g.errors:,}",
+            f"{g.rate:.1%}", investigate.sparkline(g.per_day), "new" if g.new else "",
+            _text(" ".join(e[:8] for e in g.examples)),
+        )  # fmt: skip
+    console.print(table)
