@@ -117,3 +117,38 @@ def report_errors(ctx: Ctx, days: int, as_json: bool) -> None:
             _text(" ".join(e[:8] for e in g.examples)),
         )  # fmt: skip
     console.print(table)
+
+
+@report.command(name="cost")
+@click.option(
+    "--days", default=30, show_default=True, help="The period: this many whole UTC days, through today."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@pass_ctx
+def report_cost(ctx: Ctx, days: int, as_json: bool) -> None:
+    """Cost by model, feature and user, and the features sending short, tool-free calls to a
+    model costing 3× or more per call what another they use costs (with the savings)."""
+    if days < 1:
+        raise click.BadParameter("a period is a day or more", param_hint="--days")
+    r = investigate.cost_report(ctx.store, Period.ending(days))
+    if as_json:
+        click.echo(json.dumps(r.to_json(), indent=2))
+        return
+    console.print(f"${r.total_usd:,.4f} over {days} day(s)")
+    for title, rows in (("model", r.by_model), ("feature", r.by_feature), ("user", r.by_user)):
+        table = Table(title, "calls", "cost", title=f"by {title}")
+        for s in rows[:10]:
+            table.add_row(_text(s.name or "(none)"), f"{s.calls:,}", f"${s.cost_usd:,.4f}")
+        console.print(table)
+    if not r.over_routing:
+        console.print("No feature sends short, tool-free calls to a pricier model than it needs.")
+        return
+    table = Table("feature", "model", "instead of", "calls", "avg out", "per call", "cheaper", "saving",
+                  title="over-routing")  # fmt: skip
+    for o in r.over_routing:
+        table.add_row(
+            _text(o.feature or "(none)"), _text(o.model or ""), _text(o.cheaper or ""), f"{o.calls:,}",
+            f"{o.avg_output_tokens:,.0f}", f"${o.cost_per_call:,.5f}", f"${o.cheaper_cost_per_call:,.5f}",
+            f"${o.savings_usd:,.4f}",
+        )  # fmt: skip
+    console.print(table)

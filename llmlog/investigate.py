@@ -6,6 +6,9 @@ examples to read, the calls still kept.
 - **errors**: errors grouped by type, model and feature over a period: how many, the share
   of that model and feature's calls, per day, whether the type is new (none in the weeks
   before), and the newest calls that failed that way.
+- **cost**: by model, feature, user and day; and over-routing: a feature sending short,
+  tool-free calls to a model that costs several times what another model it uses for such
+  calls costs, with what the period would have saved.
 """
 
 from __future__ import annotations
@@ -19,7 +22,10 @@ from llmlog.reports import Period
 from llmlog.store import Store
 from llmlog.store.rollup import counts_of, error_type_sql
 
-REPORTS = {"errors": "errors by type, model and feature: counts per day, rates, new types, example calls"}
+REPORTS = {
+    "errors": "errors by type, model and feature: counts per day, rates, new types, example calls",
+    "cost": "cost by model, feature, user and day; features sending short calls to a pricier model",
+}
 
 
 @dataclass
@@ -121,3 +127,128 @@ def sparkline(values: Iterable[int]) -> str:
     top = max(values, default=0)
     bars = " ▁▂▃▄▅▆▇█"
     return "".join(bars[0 if v == 0 else max(1, round(v / top * 8))] for v in values)
+
+
+# ---------------------------------------------------------------- cost and over-routing
+
+# A call is "short" when its feature's average output on a model is this many tokens or fewer,
+# and a model "costs more" when its cost per call is this many times the other's.
+SHORT_OUTPUT = 300
+PRICIER = 3.0
+
+
+@dataclass
+class Spend:
+    name: str | None
+    calls: int
+    cost_usd: float
+
+
+@dataclass
+class OverRouting:
+    """A feature sending short, tool-free calls to a model costing `PRICIER`× or more per
+    call than another model the same feature also uses for such calls."""
+
+    feature: str | None
+    model: str | None  # the expensive one
+    cheaper: str | None
+    calls: int
+    avg_output_tokens: float
+    cost_per_call: float
+    cheaper_cost_per_call: float
+
+    @property
+    def savings_usd(self) -> float:
+        """What the period's calls would have cost less on the cheaper model."""
+        return self.calls * (self.cost_per_call - self.cheaper_cost_per_call)
+
+
+@dataclass
+class CostReport:
+    total_usd: float
+    by_model: list[Spend]
+    by_feature: list[Spend]
+    by_day: list[Spend]  # every day of the period, oldest first
+    by_user: list[Spend]  # the ten costliest users
+    over_routing: list[OverRouting]
+
+    def to_json(self) -> dict[str, Any]:
+        def spend(rows: list[Spend]) -> list[dict[str, Any]]:
+            return [{"name": s.name, "calls": s.calls, "cost_usd": s.cost_usd} for s in rows]
+
+        return {
+            "total_usd": self.total_usd,
+            "by_model": spend(self.by_model),
+            "by_feature": spend(self.by_feature),
+            "by_day": spend(self.by_day),
+            "by_user": spend(self.by_user),
+            "over_routing": [{**vars(o), "savings_usd": o.savings_usd} for o in self.over_routing],
+        }
+
+
+def cost_report(store: Store, period: Period) -> CostReport:
+    p = store.placeholder
+    bounds: list[Any] = [period.first, period.last]
+    if store.dialect == "sqlite":
+        bounds = [d.isoformat() for d in bounds]
+    rows = store.query(
+        "SELECT day, model, feature, calls, cost_usd, priced_calls, output_tokens, output_calls, tool_calls"
+        f" FROM daily WHERE day >= {p} AND day <= {p}",
+        bounds,
+        timeout_s=5.0,
+        limit=5_000_000,
+    ).rows
+    models: dict[Any, list[float]] = {}
+    features: dict[Any, list[float]] = {}
+    days = {d: [0, 0.0] for d in period.dates()}
+    # (feature, model) → [calls, cost, priced calls, output tokens, calls with an output count, tool calls]
+    pairs: dict[tuple[Any, Any], list[float]] = {}
+    for day, model, feature, calls, cost, priced, output, output_calls, tools in rows:
+        for table, key in ((models, model), (features, feature)):
+            t = table.setdefault(key, [0, 0.0])
+            t[0] += int(calls)
+            t[1] += float(cost)
+        d = days[_day(day).isoformat()]
+        d[0] += int(calls)
+        d[1] += float(cost)
+        pair = pairs.setdefault((feature, model), [0, 0.0, 0, 0, 0, 0])
+        for i, v in enumerate((calls, cost, priced, output, output_calls, tools)):
+            pair[i] += v
+    users = store.query(
+        f"SELECT user_id, SUM(calls), SUM(cost_usd) FROM people_daily WHERE day >= {p} AND day <= {p}"
+        " AND user_id IS NOT NULL GROUP BY user_id ORDER BY SUM(cost_usd) DESC, user_id LIMIT 10",
+        bounds,
+        timeout_s=5.0,
+    ).rows
+
+    def ranked(table: dict[Any, list[float]]) -> list[Spend]:
+        out = [Spend(k, int(v[0]), v[1]) for k, v in table.items()]
+        return sorted(out, key=lambda s: (-s.cost_usd, -s.calls, str(s.name)))
+
+    return CostReport(
+        total_usd=sum(v[1] for v in models.values()),
+        by_model=ranked(models),
+        by_feature=ranked(features),
+        by_day=[Spend(d, int(v[0]), v[1]) for d, v in days.items()],
+        by_user=[Spend(u, int(n), float(c)) for u, n, c in users],
+        over_routing=_over_routing(pairs),
+    )
+
+
+def _over_routing(pairs: dict[tuple[Any, Any], list[float]]) -> list[OverRouting]:
+    """For each feature, the models whose priced calls are short and use no tools, compared
+    two by two: the pricier is flagged against the cheapest."""
+    by_feature: dict[Any, list[tuple[Any, float, float, int]]] = {}
+    for (feature, model), (calls, cost, priced, output, output_calls, tools) in pairs.items():
+        if not priced or tools or not output_calls:
+            continue
+        avg_output = output / output_calls
+        if avg_output <= SHORT_OUTPUT:
+            by_feature.setdefault(feature, []).append((model, cost / priced, avg_output, int(calls)))
+    out = []
+    for feature, models in by_feature.items():
+        cheapest = min(models, key=lambda m: m[1])
+        for model, per_call, avg_output, calls in models:
+            if cheapest[1] > 0 and per_call >= PRICIER * cheapest[1]:
+                out.append(OverRouting(feature, model, cheapest[0], calls, avg_output, per_call, cheapest[1]))
+    return sorted(out, key=lambda o: -o.savings_usd)

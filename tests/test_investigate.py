@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from llmlog import investigate, retention
@@ -86,3 +87,60 @@ def test_the_cli_lists_reports_and_runs_one(tmp_path: Path) -> None:
     ]
     assert runner.invoke(cli, ["--db", db, "report", "errors", "--days", "0"]).exit_code == 2
     assert investigate.sparkline([0, 1, 4, 8]) == " ▁▄█"
+
+
+def routed_calls(plant: bool = True) -> list[Call]:
+    """`classify`: short answers, no tools, on gpt-4.1-mini, and (planted) a third on gpt-4.1
+    at 10× the price; `agent`: gpt-4.1 with tools; `essay`: long answers on gpt-4.1."""
+    out = []
+    for i in range(90):
+        when = NOW - timedelta(hours=i)
+        pricey = plant and i % 3 == 0
+        out.append(Call(id=f"c{i}", timestamp=when, feature="classify", user_id=f"u{i % 3}",
+                        model="gpt-4.1" if pricey else "gpt-4.1-mini", output_tokens=12,
+                        cost_usd=0.01 if pricey else 0.001))  # fmt: skip
+        model = "gpt-4.1" if i % 2 else "gpt-4.1-mini"
+        out.append(Call(id=f"a{i}", timestamp=when, feature="agent", model=model, output_tokens=40,
+                        tool_calls=[{"id": "t"}], cost_usd=0.02 if i % 2 else 0.002))  # fmt: skip
+        out.append(Call(id=f"e{i}", timestamp=when, feature="essay", model=model, output_tokens=2000,
+                        cost_usd=0.05 if i % 2 else 0.005))  # fmt: skip
+    return out
+
+
+def test_the_cost_report_finds_over_routing(backend: Backend) -> None:
+    with backend.open() as store:
+        store.insert(routed_calls())
+        r = investigate.cost_report(store, Period.ending(7, TODAY))
+        assert r.total_usd == pytest.approx(30 * 0.01 + 60 * 0.001 + 45 * 0.022 + 45 * 0.055)
+        assert [s.name for s in r.by_feature] == ["essay", "agent", "classify"]
+        assert r.by_model[0].name == "gpt-4.1" and sum(d.calls for d in r.by_day) == 270
+        assert [u.name for u in r.by_user][:1] == ["u0"]  # i % 3 == 0: every pricey call
+        (found,) = r.over_routing  # not `agent` (tools), not `essay` (long answers)
+        assert (found.feature, found.model, found.cheaper, found.calls) == (
+            "classify",
+            "gpt-4.1",
+            "gpt-4.1-mini",
+            30,
+        )
+        assert found.savings_usd == pytest.approx(30 * (0.01 - 0.001))
+    with backend.open() as store:
+        store.insert(
+            [
+                c.replace(id="x" + c.id, timestamp=c.timestamp - timedelta(days=30))
+                for c in routed_calls(False)
+            ]
+        )
+        quiet = investigate.cost_report(store, Period.ending(7, TODAY - timedelta(days=30)))
+        assert quiet.over_routing == [] and quiet.total_usd > 0
+
+
+def test_the_cli_cost_report(tmp_path: Path) -> None:
+    from llmlog.store import open_store
+
+    db = str(tmp_path / "calls.db")
+    with open_store(db) as store:
+        store.insert(routed_calls())
+    out = CliRunner().invoke(cli, ["--db", db, "report", "cost", "--days", "7"]).output
+    assert "over-routing" in out and "classify" in out and "$0.2700" in out
+    data = json.loads(CliRunner().invoke(cli, ["--db", db, "report", "cost", "--json"]).output)
+    assert data["over_routing"][0]["savings_usd"] == pytest.approx(0.27)
