@@ -152,3 +152,52 @@ def report_cost(ctx: Ctx, days: int, as_json: bool) -> None:
             f"${o.savings_usd:,.4f}",
         )  # fmt: skip
     console.print(table)
+
+
+def _print_changes(changes: list[investigate.Change], as_json: bool, none: str) -> None:
+    if as_json:
+        click.echo(json.dumps([vars(c) for c in changes], indent=2))
+        return
+    if not changes:
+        console.print(none)
+        return
+    table = Table("feature", "version", "metric", "before", "after", "effect", "p", "calls")
+    for c in changes:
+        table.add_row(
+            _text(c.feature or "(none)"), _text(c.version or "(none)"), c.metric, f"{c.before:,.3g}",
+            f"{c.after:,.3g}", f"{c.effect:+.2f}", f"{c.p:.1e}", f"{c.n_before:,} → {c.n_after:,}",
+        )  # fmt: skip
+    console.print(table)
+
+
+@report.command(name="drift")
+@click.option("--days", default=7, show_default=True, help="The recent period, in days.")
+@click.option("--baseline", default=28, show_default=True, help="The days before it to compare with.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@pass_ctx
+def report_drift(ctx: Ctx, days: int, baseline: int, as_json: bool) -> None:
+    """What changed, per feature and prompt version: output tokens, latency, error and
+    tool-call rates, the last days against the ones before, where the change is real
+    (p < 0.001) and large (half a standard deviation, or 5 points)."""
+    changes = investigate.drift_report(ctx.store, days, baseline)
+    _print_changes(changes, as_json, f"Nothing changed in the last {days} day(s) beyond chance.")
+
+
+@report.command(name="compare")
+@click.argument("feature")
+@click.argument("old")
+@click.argument("new")
+@click.option("--days", default=28, show_default=True, help="Over the last this many days.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@pass_ctx
+def report_compare(ctx: Ctx, feature: str, old: str, new: str, days: int, as_json: bool) -> None:
+    """Prompt version OLD against NEW for FEATURE: what differs, beyond chance.
+
+    \b
+    Examples:
+      llmlog report compare code-review code-review@v1 code-review@v2
+    """
+    changes = investigate.compare_versions(ctx.store, feature, old, new, days)
+    _print_changes(
+        changes, as_json, f"{old} and {new} do not differ beyond chance (or one has under 30 calls)."
+    )

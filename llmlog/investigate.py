@@ -9,10 +9,17 @@ examples to read, the calls still kept.
 - **cost**: by model, feature, user and day; and over-routing: a feature sending short,
   tool-free calls to a model that costs several times what another model it uses for such
   calls costs, with what the period would have saved.
+- **drift** and **compare**: output tokens, latency, error rate and tool-call rate, per
+  feature and prompt version, the last week against the four before (or version A against
+  B), flagged only where the change is both unlikely to be chance (Welch's test for means,
+  the two-proportion z-test for rates, p < 0.001) and large enough to matter (half a
+  standard deviation, or 5 points). These read the kept calls, which hold each call's figure.
 """
 
 from __future__ import annotations
 
+import math
+import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -20,11 +27,13 @@ from typing import Any
 
 from llmlog.reports import Period
 from llmlog.store import Store
-from llmlog.store.rollup import counts_of, error_type_sql
+from llmlog.store.rollup import counts_of, error_type_sql, tool_count_sql
 
 REPORTS = {
     "errors": "errors by type, model and feature: counts per day, rates, new types, example calls",
     "cost": "cost by model, feature, user and day; features sending short calls to a pricier model",
+    "drift": "per feature and prompt version, what changed in the last week against the four before",
+    "compare": "two prompt versions of a feature side by side, every metric, with significance",
 }
 
 
@@ -252,3 +261,142 @@ def _over_routing(pairs: dict[tuple[Any, Any], list[float]]) -> list[OverRouting
             if cheapest[1] > 0 and per_call >= PRICIER * cheapest[1]:
                 out.append(OverRouting(feature, model, cheapest[0], calls, avg_output, per_call, cheapest[1]))
     return sorted(out, key=lambda o: -o.savings_usd)
+
+
+# ---------------------------------------------------------------- drift and version comparison
+
+# A change is flagged when it is unlikely to be chance (p below this) and large enough to
+# matter: a mean moved by half a standard deviation, or a rate by 5 points.
+ALPHA = 0.001
+MIN_EFFECT_SD = 0.5
+MIN_EFFECT_RATE = 0.05
+MIN_CALLS = 30  # on each side
+
+
+@dataclass
+class Change:
+    feature: str | None
+    version: str | None
+    metric: str  # "output_tokens", "latency_ms" (means); "error_rate", "tool_call_rate"
+    before: float
+    after: float
+    effect: float  # Cohen's d for means, the difference for rates
+    p: float
+    n_before: int
+    n_after: int
+
+
+@dataclass
+class _Side:
+    outputs: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    calls: int = 0
+    errors: int = 0
+    with_tools: int = 0
+
+
+def _mean_change(a: list[float], b: list[float]) -> tuple[float, float, float, float] | None:
+    """(mean a, mean b, Cohen's d, two-sided p of Welch's test, normal approximation)."""
+    if len(a) < MIN_CALLS or len(b) < MIN_CALLS:
+        return None
+    ma, mb = statistics.fmean(a), statistics.fmean(b)
+    va, vb = statistics.variance(a), statistics.variance(b)
+    se = math.sqrt(va / len(a) + vb / len(b))
+    pooled = math.sqrt((va + vb) / 2)
+    if se == 0 or pooled == 0:
+        return None
+    return ma, mb, (mb - ma) / pooled, math.erfc(abs(mb - ma) / se / math.sqrt(2))
+
+
+def _rate_change(ka: int, na: int, kb: int, nb: int) -> tuple[float, float, float, float] | None:
+    """(rate a, rate b, the difference, two-sided p of the two-proportion z-test)."""
+    if na < MIN_CALLS or nb < MIN_CALLS:
+        return None
+    pa, pb, pooled = ka / na, kb / nb, (ka + kb) / (na + nb)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / na + 1 / nb))
+    if se == 0:
+        return None
+    return pa, pb, pb - pa, math.erfc(abs(pb - pa) / se / math.sqrt(2))
+
+
+def _changes(key: tuple[Any, Any], a: _Side, b: _Side) -> list[Change]:
+    out = []
+    for metric, got, floor in (
+        ("output_tokens", _mean_change(a.outputs, b.outputs), MIN_EFFECT_SD),
+        ("latency_ms", _mean_change(a.latencies, b.latencies), MIN_EFFECT_SD),
+        ("error_rate", _rate_change(a.errors, a.calls, b.errors, b.calls), MIN_EFFECT_RATE),
+        ("tool_call_rate", _rate_change(a.with_tools, a.calls, b.with_tools, b.calls), MIN_EFFECT_RATE),
+    ):
+        if got is not None and got[3] < ALPHA and abs(got[2]) >= floor:
+            out.append(Change(key[0], key[1], metric, got[0], got[1], got[2], got[3], a.calls, b.calls))
+    return out
+
+
+def _read_sides(store: Store, since: datetime, side: Any) -> dict[tuple[Any, Any], tuple[_Side, _Side]]:
+    """The kept calls since `since`, by (feature, version), each put on side 0 or 1 by `side`."""
+    p = store.placeholder
+    when: Any = since if store.dialect == "postgres" else since.date().isoformat()
+    rows = store.query(
+        "SELECT feature, prompt_template_version, timestamp, output_tokens, latency_ms, error IS NOT NULL,"
+        f" {tool_count_sql(store.dialect, 'tool_calls')} FROM call_data WHERE timestamp >= {p}",
+        [when],
+        timeout_s=10.0,
+        limit=5_000_000,
+    ).rows
+    groups: dict[tuple[Any, Any], tuple[_Side, _Side]] = {}
+    for feature, version, timestamp, output, latency, failed, tools in rows:
+        which = side(feature, version, timestamp)
+        if which is None:
+            continue
+        s = groups.setdefault((feature, version), (_Side(), _Side()))[which]
+        s.calls += 1
+        s.errors += bool(failed)
+        s.with_tools += bool(tools)
+        if output is not None:
+            s.outputs.append(float(output))
+        if latency is not None and latency == latency:
+            s.latencies.append(float(latency))
+    return groups
+
+
+def _timestamp(value: Any) -> datetime:
+    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+
+
+def drift_report(
+    store: Store, days: int = 7, baseline_days: int = 28, now: datetime | None = None
+) -> list[Change]:
+    """Per feature and prompt version: what changed in the last `days` days against the
+    `baseline_days` before them, where the change is real (see ALPHA) and large enough."""
+    now = now or datetime.now(UTC)
+    split = now - timedelta(days=days)
+    start = split - timedelta(days=baseline_days)
+
+    def side(feature: Any, version: Any, timestamp: Any) -> int:
+        return 1 if _timestamp(timestamp) >= split else 0
+
+    groups = _read_sides(store, start, side)
+    return sorted((c for k, (a, b) in groups.items() for c in _changes(k, a, b)), key=lambda c: c.p)
+
+
+def compare_versions(
+    store: Store, feature: str, old: str, new: str, days: int = 28, now: datetime | None = None
+) -> list[Change]:
+    """Prompt version `old` against `new` for one feature over the last `days` days."""
+    since = (now or datetime.now(UTC)) - timedelta(days=days)
+
+    def side(f: Any, version: Any, timestamp: Any) -> int | None:
+        if f != feature:
+            return None
+        return 0 if version == old else 1 if version == new else None
+
+    groups = _read_sides(store, since, side)
+    a, b = _Side(), _Side()
+    for sa, sb in groups.values():
+        for target, source in ((a, sa), (b, sb)):
+            target.outputs += source.outputs
+            target.latencies += source.latencies
+            target.calls += source.calls
+            target.errors += source.errors
+            target.with_tools += source.with_tools
+    return _changes((feature, f"{old} → {new}"), a, b)

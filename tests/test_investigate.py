@@ -144,3 +144,71 @@ def test_the_cli_cost_report(tmp_path: Path) -> None:
     assert "over-routing" in out and "classify" in out and "$0.2700" in out
     data = json.loads(CliRunner().invoke(cli, ["--db", db, "report", "cost", "--json"]).output)
     assert data["over_routing"][0]["savings_usd"] == pytest.approx(0.27)
+
+
+def drifting_calls(plant: bool = True, seed: int = 5) -> list[Call]:
+    """Five weeks of `summarize` (v1) and `search` (v3). Planted in the last week: summarize's
+    answers twice as long ("the model started writing essays"), search failing 20% instead
+    of 2%. And `review`, v1 and v2 side by side, v2 answering twice as long."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for h in range(35 * 24):
+        when = NOW - timedelta(hours=h, minutes=1)
+        recent = plant and h < 7 * 24
+        out.append(Call(id=f"m{h}", timestamp=when, feature="summarize", prompt_template_version="v1",
+                        output_tokens=max(1, round(rng.gauss(400 if recent else 200, 40))),
+                        latency_ms=rng.gauss(900, 100)))  # fmt: skip
+        failing = rng.random() < (0.2 if recent else 0.02)
+        out.append(Call(id=f"s{h}", timestamp=when, feature="search", prompt_template_version="v3",
+                        output_tokens=max(1, round(rng.gauss(50, 10))), latency_ms=rng.gauss(300, 30),
+                        error={"type": "x"} if failing else None))  # fmt: skip
+        if h < 10 * 24:
+            v2 = h % 2 == 0
+            version = "v2" if v2 else "v1"
+            out.append(Call(id=f"r{h}", timestamp=when, feature="review", prompt_template_version=version,
+                            output_tokens=max(1, round(rng.gauss(600 if v2 and plant else 300, 50))),
+                            latency_ms=rng.gauss(1200, 150)))  # fmt: skip
+    return out
+
+
+def test_drift_finds_what_changed_and_nothing_else(backend: Backend) -> None:
+    with backend.open() as store:
+        store.insert(drifting_calls())
+        found = {(c.feature, c.version, c.metric): c for c in investigate.drift_report(store, now=NOW)}
+        assert set(found) == {("summarize", "v1", "output_tokens"), ("search", "v3", "error_rate")}
+        essays = found[("summarize", "v1", "output_tokens")]
+        assert essays.before == pytest.approx(200, rel=0.05) and essays.after == pytest.approx(400, rel=0.05)
+        assert essays.effect > 3 and essays.p < 1e-10 and essays.n_after == 7 * 24
+        failing = found[("search", "v3", "error_rate")]
+        assert failing.before == pytest.approx(0.02, abs=0.015) and failing.after == pytest.approx(
+            0.2, abs=0.05
+        )
+        compared = investigate.compare_versions(store, "review", "v1", "v2", now=NOW)
+        assert [(c.metric, round(c.after / c.before)) for c in compared] == [("output_tokens", 2)]
+        assert investigate.compare_versions(store, "review", "v1", "v9", now=NOW) == []  # too few calls
+
+
+def test_no_drift_is_flagged_where_there_is_none(backend: Backend) -> None:
+    with backend.open() as store:
+        store.insert(drifting_calls(plant=False))
+        assert investigate.drift_report(store, now=NOW) == []
+        assert investigate.compare_versions(store, "review", "v1", "v2", now=NOW) == []
+
+
+def test_the_cli_drift_and_compare(tmp_path: Path) -> None:
+    from llmlog.store import open_store
+
+    db = str(tmp_path / "calls.db")
+    with open_store(db) as store:
+        store.insert(drifting_calls())
+    runner = CliRunner()
+    out = runner.invoke(cli, ["--db", db, "report", "drift"]).output
+    assert "summarize" in out and "output_tokens" in out and "error_rate" in out
+    data = json.loads(
+        runner.invoke(cli, ["--db", db, "report", "compare", "review", "v1", "v2", "--json"]).output
+    )
+    assert [c["metric"] for c in data] == ["output_tokens"]
+    same = runner.invoke(cli, ["--db", db, "report", "compare", "search", "v3", "v3"]).output
+    assert "do not differ" in same
