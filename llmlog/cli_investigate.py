@@ -201,3 +201,39 @@ def report_compare(ctx: Ctx, feature: str, old: str, new: str, days: int, as_jso
     _print_changes(
         changes, as_json, f"{old} and {new} do not differ beyond chance (or one has under 30 calls)."
     )
+
+
+@report.command(name="spikes")
+@click.option(
+    "--days", default=7, show_default=True, help="The period: this many whole UTC days, through today."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
+@pass_ctx
+def report_spikes(ctx: Ctx, days: int, as_json: bool) -> None:
+    """The costliest sessions and their users, and the users far above their peers on cost,
+    calls or error rate: "one user is breaking it"."""
+    if days < 1:
+        raise click.BadParameter("a period is a day or more", param_hint="--days")
+    r = investigate.spikes_report(ctx.store, Period.ending(days))
+    if as_json:
+        click.echo(json.dumps(r.to_json(), indent=2))
+        return
+    table = Table("session", "user", "turns", "cost", "errors", title="costliest sessions")
+    for s in r.sessions:
+        table.add_row(
+            _text(s.session_id),
+            _text(s.user_id or ""),
+            f"{s.calls:,}",
+            f"${s.cost_usd:,.4f}",
+            f"{s.errors:,}",
+        )
+    console.print(table)
+    if not r.outliers:
+        console.print("No user sits far above the others.")
+        return
+    table = Table("user", "metric", "value", "median user", "calls", title="far above their peers")
+    for o in r.outliers:
+        value = f"{o.value:.1%}" if o.metric == "error_rate" else f"{o.value:,.4g}"
+        median = f"{o.median:.1%}" if o.metric == "error_rate" else f"{o.median:,.4g}"
+        table.add_row(_text(o.user_id), o.metric, value, median, f"{o.calls:,}")
+    console.print(table)

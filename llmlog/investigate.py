@@ -14,6 +14,9 @@ examples to read, the calls still kept.
   B), flagged only where the change is both unlikely to be chance (Welch's test for means,
   the two-proportion z-test for rates, p < 0.001) and large enough to matter (half a
   standard deviation, or 5 points). These read the kept calls, which hold each call's figure.
+- **spikes**: the costliest sessions and the users behind them, and users far above their
+  peers (from `people_daily`): on cost or calls past 5× the median user, on errors at 5× the
+  others' rate where the binomial test agrees (p < 0.001) — "one user is breaking it".
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ REPORTS = {
     "cost": "cost by model, feature, user and day; features sending short calls to a pricier model",
     "drift": "per feature and prompt version, what changed in the last week against the four before",
     "compare": "two prompt versions of a feature side by side, every metric, with significance",
+    "spikes": "the costliest sessions and their users; users far above their peers on cost, calls or errors",
 }
 
 
@@ -400,3 +404,99 @@ def compare_versions(
             target.errors += source.errors
             target.with_tools += source.with_tools
     return _changes((feature, f"{old} → {new}"), a, b)
+
+
+# ---------------------------------------------------------------- spikes: sessions and users
+
+
+@dataclass
+class Session:
+    session_id: str
+    user_id: str | None
+    calls: int
+    cost_usd: float
+    errors: int
+
+
+@dataclass
+class Outlier:
+    """A user far above their peers on one figure: `value` against the users' median."""
+
+    user_id: str
+    metric: str  # "error_rate", "cost_usd", "calls"
+    value: float
+    median: float
+    calls: int
+
+
+@dataclass
+class Spikes:
+    sessions: list[Session]  # the costliest, then the longest
+    outliers: list[Outlier]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sessions": [vars(s) for s in self.sessions], "outliers": [vars(o) for o in self.outliers]}
+
+
+# A user is an outlier on cost or calls past FAR times the median user (and past the median
+# plus FAR robust deviations); on errors, when their rate is FAR times everyone else's and the
+# binomial test against that rate gives p < ALPHA.
+FAR = 5.0
+
+
+def spikes_report(store: Store, period: Period, top: int = 10) -> Spikes:
+    p = store.placeholder
+    bounds: list[Any] = [period.first, period.last]
+    if store.dialect == "sqlite":
+        bounds = [d.isoformat() for d in bounds]
+    rows = store.query(
+        "SELECT user_id, session_id, calls, errors, cost_usd FROM people_daily"
+        f" WHERE day >= {p} AND day <= {p}",
+        bounds,
+        timeout_s=5.0,
+        limit=5_000_000,
+    ).rows
+    sessions: dict[str, Session] = {}
+    users: dict[str, list[float]] = {}  # user → [calls, errors, cost]
+    for user, session, calls, errors, cost in rows:
+        if session is not None:
+            s = sessions.setdefault(session, Session(session, user, 0, 0.0, 0))
+            s.calls += int(calls)
+            s.errors += int(errors)
+            s.cost_usd += float(cost)
+        if user is not None:
+            u = users.setdefault(user, [0, 0, 0.0])
+            u[0] += int(calls)
+            u[1] += int(errors)
+            u[2] += float(cost)
+    ranked = sorted(sessions.values(), key=lambda s: (-s.cost_usd, -s.calls, s.session_id))[:top]
+    return Spikes(ranked, _outliers(users))
+
+
+def _outliers(users: dict[str, list[float]]) -> list[Outlier]:
+    out: list[Outlier] = []
+    if len(users) < 5:  # no peers to speak of
+        return out
+    for metric, index in (("calls", 0), ("cost_usd", 2)):
+        values = [u[index] for u in users.values()]
+        median = statistics.median(values)
+        mad = statistics.median(abs(v - median) for v in values) * 1.4826
+        for name, u in users.items():
+            if median > 0 and u[index] > FAR * median and u[index] > median + FAR * mad:
+                out.append(Outlier(name, metric, u[index], median, int(u[0])))
+    total_calls = sum(u[0] for u in users.values())
+    total_errors = sum(u[1] for u in users.values())
+    rates = [u[1] / u[0] for u in users.values() if u[0]]
+    median_rate = statistics.median(rates) if rates else 0.0
+    for name, (calls, errors, _) in users.items():
+        others_calls, others_errors = total_calls - calls, total_errors - errors
+        if not calls or not others_calls:
+            continue
+        base = others_errors / others_calls
+        rate = errors / calls
+        if base == 0 or rate < FAR * base or errors < 5:
+            continue
+        z = (errors - calls * base) / math.sqrt(calls * base * (1 - base))
+        if math.erfc(z / math.sqrt(2)) / 2 < ALPHA:
+            out.append(Outlier(name, "error_rate", rate, median_rate, int(calls)))
+    return sorted(out, key=lambda o: (o.metric, -o.value))

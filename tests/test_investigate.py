@@ -212,3 +212,63 @@ def test_the_cli_drift_and_compare(tmp_path: Path) -> None:
     assert [c["metric"] for c in data] == ["output_tokens"]
     same = runner.invoke(cli, ["--db", db, "report", "compare", "search", "v3", "v3"]).output
     assert "do not differ" in same
+
+
+def people_calls(plant: bool = True) -> list[Call]:
+    """Twenty users, two sessions each, ~1 error in 50. Planted: `u-broken` fails half its
+    calls; `u-heavy` runs one session of 400 turns at 20× the usual cost."""
+    out = []
+    for u in range(20):
+        for s in range(2):
+            for t in range(20):
+                i = len(out)
+                out.append(Call(id=f"p{i}", timestamp=NOW - timedelta(hours=t + 24 * s), user_id=f"u{u}",
+                                session_id=f"u{u}-s{s}", model="m", cost_usd=0.001,
+                                error={"type": "x"} if i % 50 == 0 else None))  # fmt: skip
+    if plant:
+        for t in range(40):
+            when = NOW - timedelta(hours=t)
+            out.append(Call(id=f"b{t}", timestamp=when, user_id="u-broken", session_id="b", model="m",
+                            cost_usd=0.001, error={"type": "x"} if t % 2 else None))  # fmt: skip
+        for t in range(400):
+            when = NOW - timedelta(minutes=t)
+            out.append(Call(id=f"h{t}", timestamp=when, user_id="u-heavy", session_id="long", model="m",
+                            cost_usd=0.002))  # fmt: skip
+    return out
+
+
+def test_spikes_find_the_session_and_the_users(backend: Backend) -> None:
+    with backend.open() as store:
+        store.insert(people_calls())
+        r = investigate.spikes_report(store, Period.ending(7, TODAY))
+        assert (r.sessions[0].session_id, r.sessions[0].user_id, r.sessions[0].calls) == (
+            "long",
+            "u-heavy",
+            400,
+        )
+        assert r.sessions[0].cost_usd == pytest.approx(0.8)
+        assert {(o.user_id, o.metric) for o in r.outliers} == {
+            ("u-heavy", "calls"), ("u-heavy", "cost_usd"), ("u-broken", "error_rate"),
+        }  # fmt: skip
+        broken = next(o for o in r.outliers if o.metric == "error_rate")
+        assert broken.value == 0.5 and broken.calls == 40
+    with backend.open() as store:
+        store.insert(
+            [
+                c.replace(id="q" + c.id, timestamp=c.timestamp - timedelta(days=20))
+                for c in people_calls(False)
+            ]
+        )
+        assert investigate.spikes_report(store, Period.ending(7, TODAY - timedelta(days=20))).outliers == []
+
+
+def test_the_cli_spikes(tmp_path: Path) -> None:
+    from llmlog.store import open_store
+
+    db = str(tmp_path / "calls.db")
+    with open_store(db) as store:
+        store.insert(people_calls())
+    out = CliRunner().invoke(cli, ["--db", db, "report", "spikes"]).output
+    assert "costliest sessions" in out and "u-heavy" in out and "u-broken" in out and "50.0%" in out
+    data = json.loads(CliRunner().invoke(cli, ["--db", db, "report", "spikes", "--json"]).output)
+    assert data["sessions"][0]["session_id"] == "long"
