@@ -14,6 +14,14 @@ from llmlog import investigate, prompts
 from llmlog.cli import Ctx, _text, cli, console, pass_ctx
 from llmlog.reports import Period
 
+
+def _period(days: int) -> Period:
+    """The last `days` whole UTC days, through today."""
+    if days < 1:
+        raise click.BadParameter("a period is a day or more", param_hint="--days")
+    return Period.ending(days)
+
+
 DIR_HELP = "The prompts directory (default: LLMLOG_PROMPTS or ./prompts)."
 
 
@@ -100,9 +108,7 @@ def report(click_ctx: click.Context) -> None:
 def report_errors(ctx: Ctx, days: int, as_json: bool) -> None:
     """Errors by type, model and feature: how many, the share of calls, per day, new types
     (none in the four weeks before), and the newest calls that failed that way."""
-    if days < 1:
-        raise click.BadParameter("a period is a day or more", param_hint="--days")
-    groups = investigate.errors_report(ctx.store, Period.ending(days))
+    groups = investigate.errors_report(ctx.store, _period(days))
     if as_json:
         click.echo(json.dumps([g.to_json() for g in groups], indent=2))
         return
@@ -128,9 +134,7 @@ def report_errors(ctx: Ctx, days: int, as_json: bool) -> None:
 def report_cost(ctx: Ctx, days: int, as_json: bool) -> None:
     """Cost by model, feature and user, and the features sending short, tool-free calls to a
     model costing 3× or more per call what another they use costs (with the savings)."""
-    if days < 1:
-        raise click.BadParameter("a period is a day or more", param_hint="--days")
-    r = investigate.cost_report(ctx.store, Period.ending(days))
+    r = investigate.cost_report(ctx.store, _period(days))
     if as_json:
         click.echo(json.dumps(r.to_json(), indent=2))
         return
@@ -212,9 +216,7 @@ def report_compare(ctx: Ctx, feature: str, old: str, new: str, days: int, as_jso
 def report_spikes(ctx: Ctx, days: int, as_json: bool) -> None:
     """The costliest sessions and their users, and the users far above their peers on cost,
     calls or error rate: "one user is breaking it"."""
-    if days < 1:
-        raise click.BadParameter("a period is a day or more", param_hint="--days")
-    r = investigate.spikes_report(ctx.store, Period.ending(days))
+    r = investigate.spikes_report(ctx.store, _period(days))
     if as_json:
         click.echo(json.dumps(r.to_json(), indent=2))
         return

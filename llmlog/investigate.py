@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from llmlog.reports import Period
+from llmlog.reports import Period, day_param, time_param
 from llmlog.store import Store
 from llmlog.store.rollup import counts_of, error_type_sql, tool_count_sql
 
@@ -80,9 +80,7 @@ def errors_report(
     """The period's errors by (type, model, feature), most first."""
     p = store.placeholder
     since = period.first - timedelta(weeks=weeks_before)
-    bounds: list[Any] = [since, period.last]
-    if store.dialect == "sqlite":
-        bounds = [d.isoformat() for d in bounds]
+    bounds = [day_param(store, since), day_param(store, period.last)]
     rows = store.query(
         f"SELECT day, model, feature, calls, error_types FROM daily WHERE day >= {p} AND day <= {p}",
         bounds,
@@ -119,11 +117,7 @@ def errors_report(
 def _examples(store: Store, period: Period, g: ErrorGroup, n: int) -> list[str]:
     p = store.placeholder
     same = "IS NOT DISTINCT FROM" if store.dialect == "postgres" else "IS"
-    start = datetime(period.first.year, period.first.month, period.first.day, tzinfo=UTC)
-    end = datetime(period.end.year, period.end.month, period.end.day, tzinfo=UTC)
-    times: list[Any] = (
-        [start, end] if store.dialect == "postgres" else [start.date().isoformat(), end.date().isoformat()]
-    )
+    times = [time_param(store, period.first), time_param(store, period.end)]
     sql = (
         f"SELECT id FROM call_data WHERE error IS NOT NULL AND timestamp >= {p} AND timestamp < {p}"
         f" AND model {same} {p} AND feature {same} {p} AND {error_type_sql(store.dialect, 'error')} = {p}"
@@ -201,9 +195,7 @@ class CostReport:
 
 def cost_report(store: Store, period: Period) -> CostReport:
     p = store.placeholder
-    bounds: list[Any] = [period.first, period.last]
-    if store.dialect == "sqlite":
-        bounds = [d.isoformat() for d in bounds]
+    bounds = [day_param(store, period.first), day_param(store, period.last)]
     rows = store.query(
         "SELECT day, model, feature, calls, cost_usd, priced_calls, output_tokens, output_calls, tool_calls"
         f" FROM daily WHERE day >= {p} AND day <= {p}",
@@ -446,9 +438,7 @@ FAR = 5.0
 
 def spikes_report(store: Store, period: Period, top: int = 10) -> Spikes:
     p = store.placeholder
-    bounds: list[Any] = [period.first, period.last]
-    if store.dialect == "sqlite":
-        bounds = [d.isoformat() for d in bounds]
+    bounds = [day_param(store, period.first), day_param(store, period.last)]
     rows = store.query(
         "SELECT user_id, session_id, calls, errors, cost_usd FROM people_daily"
         f" WHERE day >= {p} AND day <= {p}",

@@ -101,12 +101,12 @@ class Period:
         return f"timestamp >= '{self.first.isoformat()}' AND timestamp < '{self.end.isoformat()}'"
 
 
-def _day_param(store: Store, day: date) -> Any:
+def day_param(store: Store, day: date) -> Any:
     # `daily.day`: 'YYYY-MM-DD' text on SQLite, a date on PostgreSQL.
     return day if store.dialect == "postgres" else day.isoformat()
 
 
-def _time_param(store: Store, day: date) -> Any:
+def time_param(store: Store, day: date) -> Any:
     # Midnight UTC of `day`, compared with `timestamp`: the ISO text of the day sorts just
     # before every stored time of that day on SQLite; a timestamptz on PostgreSQL.
     if store.dialect == "postgres":
@@ -165,7 +165,7 @@ def read_daily(store: Store, period: Period, timeout_s: float = 2.0) -> list[Dai
         " sum(input_tokens), sum(output_tokens), sum(latency_ms)"
         f" FROM daily WHERE day >= {p} AND day <= {p} GROUP BY day, feature, model"
     )
-    params = [_day_param(store, period.first), _day_param(store, period.last)]
+    params = [day_param(store, period.first), day_param(store, period.last)]
     result = store.query(sql, params, timeout_s=timeout_s, limit=1_000_000)
     if result.truncated:
         raise ReadOnlyError("too many feature and model groups in the period")
@@ -327,7 +327,7 @@ def read_day(store: Store, day: date, timeout_s: float) -> DayPart:
         "SELECT model, user_id, prompt_template_version, latency_ms, cost_usd, output_tokens"
         f" FROM call_data WHERE timestamp >= {p} AND timestamp < {p}"
     )
-    params = [_time_param(store, day), _time_param(store, day + timedelta(days=1))]
+    params = [time_param(store, day), time_param(store, day + timedelta(days=1))]
     result = store.query(sql, params, timeout_s=timeout_s, limit=50_000_000)
     part = DayPart()
     latencies: dict[str | None, list[float]] = {}
@@ -527,7 +527,7 @@ def read_rollup_part(store: Store, period: Period, timeout_s: float = 2.0) -> tu
     and `people_daily`: calls and cost by model and by user (users only: calls without
     one are not in `people_daily`), output tokens by version, and latency by model."""
     p = store.placeholder
-    bounds = [_day_param(store, period.first), _day_param(store, period.last)]
+    bounds = [day_param(store, period.first), day_param(store, period.last)]
     where = f"WHERE day >= {p} AND day <= {p}"
     part = DayPart()
     sql = (
