@@ -13,6 +13,7 @@ from rich.text import Text
 from llmlog import investigate, prompts
 from llmlog.cli import Ctx, _text, cli, console, pass_ctx
 from llmlog.reports import Period
+from llmlog.store.base import parse_when
 
 
 def _period(days: int) -> Period:
@@ -158,20 +159,26 @@ def report_cost(ctx: Ctx, days: int, as_json: bool) -> None:
     console.print(table)
 
 
-def _print_changes(changes: list[investigate.Change], as_json: bool, none: str) -> None:
-    if as_json:
-        click.echo(json.dumps([vars(c) for c in changes], indent=2))
-        return
-    if not changes:
-        console.print(none)
-        return
-    table = Table("feature", "version", "metric", "before", "after", "effect", "p", "calls")
-    for c in changes:
-        table.add_row(
-            _text(c.feature or "(none)"), _text(c.version or "(none)"), c.metric, f"{c.before:,.3g}",
-            f"{c.after:,.3g}", f"{c.effect:+.2f}", f"{c.p:.1e}", f"{c.n_before:,} → {c.n_after:,}",
-        )  # fmt: skip
-    console.print(table)
+def _figure(metric: str, value: float | None) -> str:
+    if value is None:
+        return "-"
+    if metric in investigate.RATES:
+        return f"{value:.1%}"
+    return f"${value:,.5f}" if metric == "cost_usd" else f"{value:,.4g}"
+
+
+def _change_row(c: investigate.Change) -> list[str]:
+    effect = (
+        ""
+        if c.effect is None
+        else f"{c.effect:+.1%}"
+        if c.metric in investigate.RATES
+        else f"{c.effect:+.2f} sd"
+    )
+    return [
+        c.metric, _figure(c.metric, c.before), _figure(c.metric, c.after), effect,
+        "" if c.p is None else f"{c.p:.1e}", "changed" if c.flagged else "",
+    ]  # fmt: skip
 
 
 @report.command(name="drift")
@@ -180,31 +187,86 @@ def _print_changes(changes: list[investigate.Change], as_json: bool, none: str) 
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @pass_ctx
 def report_drift(ctx: Ctx, days: int, baseline: int, as_json: bool) -> None:
-    """What changed, per feature and prompt version: output tokens, latency, error and
-    tool-call rates, the last days against the ones before, where the change is real
-    (p < 0.001) and large (half a standard deviation, or 5 points)."""
+    """What changed, per feature and prompt version (and per feature over its versions,
+    where a new version shows): output tokens, latency, cost per call, error, tool-call and
+    refusal rates, the last days against the ones before, where the change is real
+    (p < 0.001) and large (half a standard deviation, or 5 points).
+
+    \b
+    Examples:
+      llmlog report drift
+      llmlog report drift --days 1 --baseline 14
+    """
     changes = investigate.drift_report(ctx.store, days, baseline)
-    _print_changes(changes, as_json, f"Nothing changed in the last {days} day(s) beyond chance.")
+    if as_json:
+        click.echo(json.dumps([c.to_json() for c in changes], indent=2))
+        return
+    if not changes:
+        console.print(f"Nothing changed in the last {days} day(s) beyond chance.")
+        return
+    table = Table("feature", "version", "metric", "before", "after", "effect", "p", "", "calls")
+    for c in changes:
+        version = "(all versions)" if c.version == investigate.ALL_VERSIONS else c.version or "(none)"
+        table.add_row(
+            _text(c.feature or "(none)"), _text(version), *_change_row(c), f"{c.n_before:,} → {c.n_after:,}"
+        )
+    console.print(table)
 
 
 @report.command(name="compare")
 @click.argument("feature")
-@click.argument("old")
-@click.argument("new")
-@click.option("--days", default=28, show_default=True, help="Over the last this many days.")
+@click.argument("old", required=False)
+@click.argument("new", required=False)
+@click.option(
+    "--at", "moment", metavar="TIME", help="Compare before and after this moment (a deploy) instead."
+)
+@click.option(
+    "--days", default=None, type=int, help="Over the last this many days [28; with --at, 7 each side]."
+)
+@click.option("--pairs", default=3, show_default=True, help="Calls from each side to read.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @pass_ctx
-def report_compare(ctx: Ctx, feature: str, old: str, new: str, days: int, as_json: bool) -> None:
-    """Prompt version OLD against NEW for FEATURE: what differs, beyond chance.
+def report_compare(
+    ctx: Ctx, feature: str, old: str | None, new: str | None, moment: str | None, days: int | None,
+    pairs: int, as_json: bool,
+) -> None:  # fmt: skip
+    """FEATURE's prompt version OLD against NEW, or before and after a moment: every
+    metric side by side with its significance, and pairs of calls from each side to read.
 
     \b
     Examples:
       llmlog report compare code-review code-review@v1 code-review@v2
+      llmlog report compare support-bot --at "2026-11-28 14:00"
+      llmlog report compare support-bot --at 3d      # three days ago
     """
-    changes = investigate.compare_versions(ctx.store, feature, old, new, days)
-    _print_changes(
-        changes, as_json, f"{old} and {new} do not differ beyond chance (or one has under 30 calls)."
+    if moment is not None:
+        if old or new:
+            raise click.UsageError("give two versions, or --at, not both")
+        try:
+            at = parse_when(moment)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--at") from None
+        r = investigate.compare_moment(ctx.store, feature, at, days or 7, pairs=pairs)
+    elif old and new:
+        r = investigate.compare_versions(ctx.store, feature, old, new, days or 28, pairs=pairs)
+    else:
+        raise click.UsageError("give two versions (OLD NEW), or a moment (--at)")
+    if as_json:
+        click.echo(json.dumps(r.to_json(), indent=2))
+        return
+    table = Table("metric", r.old, r.new, "effect", "p", "", title=f"{r.feature}: {r.old} → {r.new}")
+    for c in r.metrics:
+        table.add_row(*[_text(v) for v in _change_row(c)])
+    console.print(table)
+    n = r.metrics[0]
+    console.print(f"{n.n_before:,} calls → {n.n_after:,} calls", end="")
+    console.print(
+        f"; {len(r.flagged)} metric(s) changed beyond chance." if r.flagged else "; no change beyond chance."
     )
+    if r.pairs:
+        console.print("To read, side by side (llmlog show ID):")
+        for a, b in r.pairs:
+            console.print(_text(f"  {a or '-':<36}  {b or '-'}"))
 
 
 @report.command(name="spikes")

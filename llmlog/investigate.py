@@ -21,13 +21,17 @@ examples to read, the calls still kept.
 
 from __future__ import annotations
 
+import itertools
 import math
+import random
 import statistics
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from llmlog import refusals
+from llmlog.record import parse_json
 from llmlog.reports import Period, day_param, time_param
 from llmlog.store import Store
 from llmlog.store.rollup import counts_of, error_type_sql, tool_count_sql
@@ -268,90 +272,151 @@ MIN_EFFECT_SD = 0.5
 MIN_EFFECT_RATE = 0.05
 MIN_CALLS = 30  # on each side
 
+# What is compared: means of a figure per call, and rates of a kind of call.
+MEANS = ("output_tokens", "latency_ms", "cost_usd")
+RATES = ("error_rate", "tool_call_rate", "refusal_rate")
+ALL_VERSIONS = "*"  # the version of a feature's row over all its versions together
+
 
 @dataclass
 class Change:
     feature: str | None
-    version: str | None
-    metric: str  # "output_tokens", "latency_ms" (means); "error_rate", "tool_call_rate"
-    before: float
-    after: float
-    effect: float  # Cohen's d for means, the difference for rates
-    p: float
+    version: str | None  # ALL_VERSIONS for every version of the feature together
+    metric: str  # one of MEANS (compared as means per call) or RATES
+    before: float | None  # None: no call on that side had the figure
+    after: float | None
+    effect: float | None  # Cohen's d for means, the difference for rates; None when untestable
+    p: float | None  # two-sided; None when a side has under MIN_CALLS calls, or no spread
     n_before: int
     n_after: int
+    flagged: bool = False  # real (p < ALPHA) and large enough to matter
+
+    def to_json(self) -> dict[str, Any]:
+        return vars(self)
 
 
 @dataclass
 class _Side:
-    outputs: list[float] = field(default_factory=list)
-    latencies: list[float] = field(default_factory=list)
+    values: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in MEANS})
     calls: int = 0
-    errors: int = 0
-    with_tools: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RATES, 0))
+    ids: list[str] = field(default_factory=list)
+
+    def add(self, other: _Side) -> None:
+        for m in MEANS:
+            self.values[m] += other.values[m]
+        for r in RATES:
+            self.counts[r] += other.counts[r]
+        self.calls += other.calls
+        self.ids += other.ids
 
 
-def _mean_change(a: list[float], b: list[float]) -> tuple[float, float, float, float] | None:
+def _mean_change(
+    a: list[float], b: list[float]
+) -> tuple[float | None, float | None, float | None, float | None]:
     """(mean a, mean b, Cohen's d, two-sided p of Welch's test, normal approximation)."""
-    if len(a) < MIN_CALLS or len(b) < MIN_CALLS:
-        return None
-    ma, mb = statistics.fmean(a), statistics.fmean(b)
+    ma = statistics.fmean(a) if a else None
+    mb = statistics.fmean(b) if b else None
+    if ma is None or mb is None or len(a) < MIN_CALLS or len(b) < MIN_CALLS:
+        return ma, mb, None, None
     va, vb = statistics.variance(a), statistics.variance(b)
     se = math.sqrt(va / len(a) + vb / len(b))
     pooled = math.sqrt((va + vb) / 2)
     if se == 0 or pooled == 0:
-        return None
+        return ma, mb, None, None
     return ma, mb, (mb - ma) / pooled, math.erfc(abs(mb - ma) / se / math.sqrt(2))
 
 
-def _rate_change(ka: int, na: int, kb: int, nb: int) -> tuple[float, float, float, float] | None:
+def _rate_change(
+    ka: int, na: int, kb: int, nb: int
+) -> tuple[float | None, float | None, float | None, float | None]:
     """(rate a, rate b, the difference, two-sided p of the two-proportion z-test)."""
-    if na < MIN_CALLS or nb < MIN_CALLS:
-        return None
-    pa, pb, pooled = ka / na, kb / nb, (ka + kb) / (na + nb)
+    pa = ka / na if na else None
+    pb = kb / nb if nb else None
+    if pa is None or pb is None or na < MIN_CALLS or nb < MIN_CALLS:
+        return pa, pb, None, None
+    pooled = (ka + kb) / (na + nb)
     se = math.sqrt(pooled * (1 - pooled) * (1 / na + 1 / nb))
     if se == 0:
-        return None
+        return pa, pb, None, None
     return pa, pb, pb - pa, math.erfc(abs(pb - pa) / se / math.sqrt(2))
 
 
 def _changes(key: tuple[Any, Any], a: _Side, b: _Side) -> list[Change]:
+    """Every metric, a side against b; flagged where the change is real and large."""
     out = []
-    for metric, got, floor in (
-        ("output_tokens", _mean_change(a.outputs, b.outputs), MIN_EFFECT_SD),
-        ("latency_ms", _mean_change(a.latencies, b.latencies), MIN_EFFECT_SD),
-        ("error_rate", _rate_change(a.errors, a.calls, b.errors, b.calls), MIN_EFFECT_RATE),
-        ("tool_call_rate", _rate_change(a.with_tools, a.calls, b.with_tools, b.calls), MIN_EFFECT_RATE),
-    ):
-        if got is not None and got[3] < ALPHA and abs(got[2]) >= floor:
-            out.append(Change(key[0], key[1], metric, got[0], got[1], got[2], got[3], a.calls, b.calls))
+    for metric in (*MEANS, *RATES):
+        if metric in MEANS:
+            got, floor = _mean_change(a.values[metric], b.values[metric]), MIN_EFFECT_SD
+        else:
+            got = _rate_change(a.counts[metric], a.calls, b.counts[metric], b.calls)
+            floor = MIN_EFFECT_RATE
+        before, after, effect, p = got
+        flagged = p is not None and effect is not None and p < ALPHA and abs(effect) >= floor
+        out.append(Change(key[0], key[1], metric, before, after, effect, p, a.calls, b.calls, flagged))
     return out
 
 
-def _read_sides(store: Store, since: datetime, side: Any) -> dict[tuple[Any, Any], tuple[_Side, _Side]]:
-    """The kept calls since `since`, by (feature, version), each put on side 0 or 1 by `side`."""
+# Words one of which a refusal's response holds (see `llmlog.refusals`).
+_REFUSAL_WORDS = (
+    "sorry", "apologi", "unfortunately", "can't", "can\u2019t", "cannot", "can not", "unable", "not able",
+    "won't", "won\u2019t", "will not", "decline", "refuse", "comfortable", '"refusal":"', '"refusal": "',
+)  # fmt: skip
+
+
+def _refusal_candidate(store: Store) -> tuple[str, list[Any]]:
+    """SQL true for a call that may be a refusal by its words, so that only those responses
+    are read and parsed; the rules (`llmlog.refusals`) then decide."""
+    patterns = [f"%{w}%" for w in _REFUSAL_WORDS]
+    if store.dialect == "postgres":
+        return "response::text ILIKE ANY (%s)", [patterns]
+    return "(" + " OR ".join(["response LIKE ?"] * len(patterns)) + ")", patterns
+
+
+def _read_sides(
+    store: Store, since: datetime, until: datetime | None, side: Any
+) -> dict[tuple[Any, Any], tuple[_Side, _Side]]:
+    """The kept calls in [since, until), by (feature, version), each put on side 0 or 1 (or
+    neither: None) by `side(feature, version, timestamp)`; and by (feature, ALL_VERSIONS)
+    for features with more than one version."""
     p = store.placeholder
-    when: Any = since if store.dialect == "postgres" else since.date().isoformat()
+    bounds = [time_param(store, since), time_param(store, until or datetime.now(UTC) + timedelta(days=1))]
+    candidate, words = _refusal_candidate(store)
     rows = store.query(
-        "SELECT feature, prompt_template_version, timestamp, output_tokens, latency_ms, error IS NOT NULL,"
-        f" {tool_count_sql(store.dialect, 'tool_calls')} FROM call_data WHERE timestamp >= {p}",
-        [when],
-        timeout_s=10.0,
+        "SELECT id, feature, prompt_template_version, timestamp, output_tokens, latency_ms, cost_usd,"
+        f" error IS NOT NULL, {tool_count_sql(store.dialect, 'tool_calls')}, stop_reason,"
+        f" CASE WHEN {candidate} THEN response END"
+        f" FROM call_data WHERE timestamp >= {p} AND timestamp < {p}",
+        [*words, *bounds],
+        timeout_s=20.0,
         limit=5_000_000,
     ).rows
     groups: dict[tuple[Any, Any], tuple[_Side, _Side]] = {}
-    for feature, version, timestamp, output, latency, failed, tools in rows:
+    for call_id, feature, version, timestamp, output, latency, cost, failed, tools, stop, response in rows:
         which = side(feature, version, timestamp)
         if which is None:
             continue
         s = groups.setdefault((feature, version), (_Side(), _Side()))[which]
         s.calls += 1
-        s.errors += bool(failed)
-        s.with_tools += bool(tools)
-        if output is not None:
-            s.outputs.append(float(output))
-        if latency is not None and latency == latency:
-            s.latencies.append(float(latency))
+        s.ids.append(str(call_id))
+        s.counts["error_rate"] += bool(failed)
+        s.counts["tool_call_rate"] += bool(tools)
+        if isinstance(response, str):
+            response = parse_json(response)
+        s.counts["refusal_rate"] += refusals.refused(stop, *refusals.response_parts(response))
+        for metric, value in (("output_tokens", output), ("latency_ms", latency), ("cost_usd", cost)):
+            if value is not None and value == value:
+                s.values[metric].append(float(value))
+    features: dict[Any, list[tuple[_Side, _Side]]] = {}
+    for (feature, _), sides in groups.items():
+        features.setdefault(feature, []).append(sides)
+    for feature, versions in features.items():
+        if len(versions) > 1:
+            a, b = _Side(), _Side()
+            for sa, sb in versions:
+                a.add(sa)
+                b.add(sb)
+            groups[(feature, ALL_VERSIONS)] = (a, b)
     return groups
 
 
@@ -362,8 +427,10 @@ def _timestamp(value: Any) -> datetime:
 def drift_report(
     store: Store, days: int = 7, baseline_days: int = 28, now: datetime | None = None
 ) -> list[Change]:
-    """Per feature and prompt version: what changed in the last `days` days against the
-    `baseline_days` before them, where the change is real (see ALPHA) and large enough."""
+    """Per feature and prompt version (and per feature over its versions): what changed in
+    the last `days` days against the `baseline_days` before them, where the change is real
+    (see ALPHA) and large enough. A new version shows on its feature's row: it has no
+    baseline of its own."""
     now = now or datetime.now(UTC)
     split = now - timedelta(days=days)
     start = split - timedelta(days=baseline_days)
@@ -371,31 +438,85 @@ def drift_report(
     def side(feature: Any, version: Any, timestamp: Any) -> int:
         return 1 if _timestamp(timestamp) >= split else 0
 
-    groups = _read_sides(store, start, side)
-    return sorted((c for k, (a, b) in groups.items() for c in _changes(k, a, b)), key=lambda c: c.p)
+    groups = _read_sides(store, start, now, side)
+    flagged = (c for k, (a, b) in groups.items() for c in _changes(k, a, b) if c.flagged)
+    return sorted(flagged, key=lambda c: (c.p or 0.0, str(c.feature), str(c.version), c.metric))
+
+
+@dataclass
+class Comparison:
+    """Two sides of one feature, every metric side by side, and calls from each to read."""
+
+    feature: str
+    old: str  # what each side is: a version, or "before …"/"after …" a moment
+    new: str
+    metrics: list[Change]
+    pairs: list[tuple[str | None, str | None]]  # call ids, one from each side
+
+    @property
+    def flagged(self) -> list[Change]:
+        return [c for c in self.metrics if c.flagged]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "feature": self.feature,
+            "old": self.old,
+            "new": self.new,
+            "metrics": [c.to_json() for c in self.metrics],
+            "pairs": [list(p) for p in self.pairs],
+        }
+
+
+def _comparison(
+    feature: str, old: str, new: str, groups: dict[Any, tuple[_Side, _Side]], pairs: int
+) -> Comparison:
+    a, b = _Side(), _Side()
+    for (_, version), (sa, sb) in groups.items():
+        if version != ALL_VERSIONS:
+            a.add(sa)
+            b.add(sb)
+    rng = random.Random(0)  # the same pairs each time the same calls are compared
+    left = rng.sample(a.ids, min(pairs, len(a.ids)))
+    right = rng.sample(b.ids, min(pairs, len(b.ids)))
+    paired = list(itertools.zip_longest(left, right))
+    return Comparison(feature, old, new, _changes((feature, f"{old} → {new}"), a, b), paired)
 
 
 def compare_versions(
-    store: Store, feature: str, old: str, new: str, days: int = 28, now: datetime | None = None
-) -> list[Change]:
+    store: Store,
+    feature: str,
+    old: str,
+    new: str,
+    days: int = 28,
+    now: datetime | None = None,
+    pairs: int = 3,
+) -> Comparison:
     """Prompt version `old` against `new` for one feature over the last `days` days."""
-    since = (now or datetime.now(UTC)) - timedelta(days=days)
+    now = now or datetime.now(UTC)
 
     def side(f: Any, version: Any, timestamp: Any) -> int | None:
         if f != feature:
             return None
         return 0 if version == old else 1 if version == new else None
 
-    groups = _read_sides(store, since, side)
-    a, b = _Side(), _Side()
-    for sa, sb in groups.values():
-        for target, source in ((a, sa), (b, sb)):
-            target.outputs += source.outputs
-            target.latencies += source.latencies
-            target.calls += source.calls
-            target.errors += source.errors
-            target.with_tools += source.with_tools
-    return _changes((feature, f"{old} → {new}"), a, b)
+    groups = _read_sides(store, now - timedelta(days=days), now, side)
+    return _comparison(feature, old, new, groups, pairs)
+
+
+def compare_moment(
+    store: Store, feature: str, at: datetime, days: int = 7, now: datetime | None = None, pairs: int = 3
+) -> Comparison:
+    """One feature before and after a moment (a deploy): the `days` days before it against
+    the time since (up to `days` days), whatever the prompt version."""
+    now = now or datetime.now(UTC)
+    at = at if at.tzinfo else at.replace(tzinfo=UTC)
+
+    def side(f: Any, version: Any, timestamp: Any) -> int | None:
+        return None if f != feature else 1 if _timestamp(timestamp) >= at else 0
+
+    groups = _read_sides(store, at - timedelta(days=days), min(now, at + timedelta(days=days)), side)
+    when = at.strftime("%Y-%m-%d %H:%M")
+    return _comparison(feature, f"before {when}", f"after {when}", groups, pairs)
 
 
 # ---------------------------------------------------------------- spikes: sessions and users

@@ -26,6 +26,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import IO, Any, Generic, TypeVar
 
 from llmlog import retention
+from llmlog.record import format_timestamp
 from llmlog.store import QueryResult, ReadOnlyError, Store
 from llmlog.store.rollup import counts_of, histogram_percentile, merge_counts
 
@@ -106,12 +107,14 @@ def day_param(store: Store, day: date) -> Any:
     return day if store.dialect == "postgres" else day.isoformat()
 
 
-def time_param(store: Store, day: date) -> Any:
-    # Midnight UTC of `day`, compared with `timestamp`: the ISO text of the day sorts just
-    # before every stored time of that day on SQLite; a timestamptz on PostgreSQL.
+def time_param(store: Store, when: date) -> Any:
+    # Compared with `timestamp`. A day is its midnight UTC: the ISO text of the day sorts
+    # just before every stored time of that day on SQLite; a timestamptz on PostgreSQL.
+    if isinstance(when, datetime):
+        return when if store.dialect == "postgres" else format_timestamp(when)
     if store.dialect == "postgres":
-        return datetime(day.year, day.month, day.day, tzinfo=UTC)
-    return day.isoformat()
+        return datetime(when.year, when.month, when.day, tzinfo=UTC)
+    return when.isoformat()
 
 
 # ---------------------------------------------------------------- results that may be missing

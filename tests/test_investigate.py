@@ -146,10 +146,16 @@ def test_the_cli_cost_report(tmp_path: Path) -> None:
     assert data["over_routing"][0]["savings_usd"] == pytest.approx(0.27)
 
 
+def answer(text: str) -> dict[str, object]:
+    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
+
+
 def drifting_calls(plant: bool = True, seed: int = 5) -> list[Call]:
-    """Five weeks of `summarize` (v1) and `search` (v3). Planted in the last week: summarize's
-    answers twice as long ("the model started writing essays"), search failing 20% instead
-    of 2%. And `review`, v1 and v2 side by side, v2 answering twice as long."""
+    """Five weeks of `summarize` (v1), `search` (v3), `triage` (v1) and `chat` (v1). Planted
+    in the last week: summarize's answers twice as long ("the model started writing
+    essays"), search failing 20% instead of 2%, chat declining 15% instead of 1%; three days
+    ago triage moved to v2, which answers twice as long and so costs twice as much. And
+    `review`, v1 and v2 side by side, v2 answering twice as long."""
     import random
 
     rng = random.Random(seed)
@@ -164,6 +170,16 @@ def drifting_calls(plant: bool = True, seed: int = 5) -> list[Call]:
         out.append(Call(id=f"s{h}", timestamp=when, feature="search", prompt_template_version="v3",
                         output_tokens=max(1, round(rng.gauss(50, 10))), latency_ms=rng.gauss(300, 30),
                         error={"type": "x"} if failing else None))  # fmt: skip
+        v2 = plant and h < 3 * 24
+        tokens = max(1, round(rng.gauss(400 if v2 else 200, 40)))
+        version = "v2" if v2 else "v1"
+        out.append(Call(id=f"t{h}", timestamp=when, feature="triage", prompt_template_version=version,
+                        output_tokens=tokens, cost_usd=tokens / 1e5, latency_ms=rng.gauss(500, 50)))  # fmt: skip
+        declined = rng.random() < (0.15 if recent else 0.01)
+        text = "I'm sorry, but I can't help with that." if declined else f"Here is what I found: {h} items."
+        out.append(Call(id=f"c{h}", timestamp=when, feature="chat", prompt_template_version="v1",
+                        output_tokens=max(1, round(rng.gauss(100, 10))), latency_ms=rng.gauss(700, 70),
+                        response=answer(text), stop_reason="stop"))  # fmt: skip
         if h < 10 * 24:
             v2 = h % 2 == 0
             version = "v2" if v2 else "v1"
@@ -177,24 +193,42 @@ def test_drift_finds_what_changed_and_nothing_else(backend: Backend) -> None:
     with backend.open() as store:
         store.insert(drifting_calls())
         found = {(c.feature, c.version, c.metric): c for c in investigate.drift_report(store, now=NOW)}
-        assert set(found) == {("summarize", "v1", "output_tokens"), ("search", "v3", "error_rate")}
+        assert set(found) == {
+            ("summarize", "v1", "output_tokens"),
+            ("search", "v3", "error_rate"),
+            ("chat", "v1", "refusal_rate"),
+            # The new version has no baseline of its own: it shows on the feature's row.
+            ("triage", investigate.ALL_VERSIONS, "output_tokens"),
+            ("triage", investigate.ALL_VERSIONS, "cost_usd"),
+        }
         essays = found[("summarize", "v1", "output_tokens")]
         assert essays.before == pytest.approx(200, rel=0.05) and essays.after == pytest.approx(400, rel=0.05)
-        assert essays.effect > 3 and essays.p < 1e-10 and essays.n_after == 7 * 24
+        assert essays.effect > 3 and essays.p < 1e-10 and essays.n_after == 7 * 24  # type: ignore[operator]
         failing = found[("search", "v3", "error_rate")]
-        assert failing.before == pytest.approx(0.02, abs=0.015) and failing.after == pytest.approx(
-            0.2, abs=0.05
-        )
+        assert failing.before == pytest.approx(0.02, abs=0.015)
+        assert failing.after == pytest.approx(0.2, abs=0.05)
+        declining = found[("chat", "v1", "refusal_rate")]
+        assert declining.before == pytest.approx(0.01, abs=0.01)
+        assert declining.after == pytest.approx(0.15, abs=0.05)
         compared = investigate.compare_versions(store, "review", "v1", "v2", now=NOW)
-        assert [(c.metric, round(c.after / c.before)) for c in compared] == [("output_tokens", 2)]
-        assert investigate.compare_versions(store, "review", "v1", "v9", now=NOW) == []  # too few calls
+        assert [c.metric for c in compared.metrics] == [*investigate.MEANS, *investigate.RATES]
+        assert [(c.metric, round(c.after / c.before)) for c in compared.flagged] == [("output_tokens", 2)]  # type: ignore[operator]
+        assert len(compared.pairs) == 3 and all(
+            a.startswith("r") and b.startswith("r") for a, b in compared.pairs
+        )  # type: ignore[union-attr]
+        few = investigate.compare_versions(store, "review", "v1", "v9", now=NOW)
+        assert few.flagged == [] and few.metrics[0].p is None  # too few calls to test
+        moment = investigate.compare_moment(store, "triage", NOW - timedelta(days=3), now=NOW)
+        assert {c.metric for c in moment.flagged} == {"output_tokens", "cost_usd"}
+        assert moment.metrics[0].n_after == 3 * 24 and moment.metrics[0].n_before == 7 * 24
 
 
 def test_no_drift_is_flagged_where_there_is_none(backend: Backend) -> None:
     with backend.open() as store:
         store.insert(drifting_calls(plant=False))
         assert investigate.drift_report(store, now=NOW) == []
-        assert investigate.compare_versions(store, "review", "v1", "v2", now=NOW) == []
+        assert investigate.compare_versions(store, "review", "v1", "v2", now=NOW).flagged == []
+        assert investigate.compare_moment(store, "triage", NOW - timedelta(days=3), now=NOW).flagged == []
 
 
 def test_the_cli_drift_and_compare(tmp_path: Path) -> None:
@@ -205,13 +239,18 @@ def test_the_cli_drift_and_compare(tmp_path: Path) -> None:
         store.insert(drifting_calls())
     runner = CliRunner()
     out = runner.invoke(cli, ["--db", db, "report", "drift"]).output
-    assert "summarize" in out and "output_tokens" in out and "error_rate" in out
+    assert "summarize" in out and "output_tokens" in out and "refusal_rate" in out and "(all versions)" in out
     data = json.loads(
         runner.invoke(cli, ["--db", db, "report", "compare", "review", "v1", "v2", "--json"]).output
     )
-    assert [c["metric"] for c in data] == ["output_tokens"]
+    assert [c["metric"] for c in data["metrics"] if c["flagged"]] == ["output_tokens"]
+    assert len(data["pairs"]) == 3
     same = runner.invoke(cli, ["--db", db, "report", "compare", "search", "v3", "v3"]).output
-    assert "do not differ" in same
+    assert "no change beyond chance" in same
+    deploy = runner.invoke(cli, ["--db", db, "report", "compare", "triage", "--at", "3d"]).output
+    assert "before" in deploy and "output_tokens" in deploy and "changed" in deploy
+    bad = runner.invoke(cli, ["--db", db, "report", "compare", "triage"])
+    assert bad.exit_code == 2 and "two versions" in bad.output
 
 
 def people_calls(plant: bool = True) -> list[Call]:
