@@ -153,7 +153,7 @@ def answer(text: str) -> dict[str, object]:
 def drifting_calls(plant: bool = True, seed: int = 5) -> list[Call]:
     """Five weeks of `summarize` (v1), `search` (v3), `triage` (v1) and `chat` (v1). Planted
     in the last week: summarize's answers twice as long ("the model started writing
-    essays"), search failing 20% instead of 2%, chat declining 15% instead of 1%; three days
+    essays"), search failing 20% instead of 2%, chat declining one in seven instead of one in a hundred; three days
     ago triage moved to v2, which answers twice as long and so costs twice as much. And
     `review`, v1 and v2 side by side, v2 answering twice as long."""
     import random
@@ -174,8 +174,8 @@ def drifting_calls(plant: bool = True, seed: int = 5) -> list[Call]:
         tokens = max(1, round(rng.gauss(400 if v2 else 200, 40)))
         version = "v2" if v2 else "v1"
         out.append(Call(id=f"t{h}", timestamp=when, feature="triage", prompt_template_version=version,
-                        output_tokens=tokens, cost_usd=tokens / 1e5, latency_ms=rng.gauss(500, 50)))  # fmt: skip
-        declined = rng.random() < (0.15 if recent else 0.01)
+                        output_tokens=tokens, cost_usd=tokens / 1e5))  # fmt: skip
+        declined = h % (7 if recent else 100) == 0
         text = "I'm sorry, but I can't help with that." if declined else f"Here is what I found: {h} items."
         out.append(Call(id=f"c{h}", timestamp=when, feature="chat", prompt_template_version="v1",
                         output_tokens=max(1, round(rng.gauss(100, 10))), latency_ms=rng.gauss(700, 70),
@@ -209,7 +209,7 @@ def test_drift_finds_what_changed_and_nothing_else(backend: Backend) -> None:
         assert failing.after == pytest.approx(0.2, abs=0.05)
         declining = found[("chat", "v1", "refusal_rate")]
         assert declining.before == pytest.approx(0.01, abs=0.01)
-        assert declining.after == pytest.approx(0.15, abs=0.05)
+        assert declining.after == pytest.approx(1 / 7, abs=0.01)
         compared = investigate.compare_versions(store, "review", "v1", "v2", now=NOW)
         assert [c.metric for c in compared.metrics] == [*investigate.MEANS, *investigate.RATES]
         assert [(c.metric, round(c.after / c.before)) for c in compared.flagged] == [("output_tokens", 2)]  # type: ignore[operator]
