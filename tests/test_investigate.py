@@ -153,9 +153,9 @@ def answer(text: str) -> dict[str, object]:
 def drifting_calls(plant: bool = True, seed: int = 5) -> list[Call]:
     """Five weeks of `summarize` (v1), `search` (v3), `triage` (v1) and `chat` (v1). Planted
     in the last week: summarize's answers twice as long ("the model started writing
-    essays"), search failing 20% instead of 2%, chat declining one in seven instead of one in a hundred; three days
-    ago triage moved to v2, which answers twice as long and so costs twice as much. And
-    `review`, v1 and v2 side by side, v2 answering twice as long."""
+    essays"), search failing 20% instead of 2%, chat declining one call in seven instead of
+    one in a hundred; three days ago triage moved to v2, which answers twice as long and so
+    costs twice as much. And `review`, v1 and v2 side by side, v2 answering twice as long."""
     import random
 
     rng = random.Random(seed)
