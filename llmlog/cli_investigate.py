@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import difflib
 import json
+from typing import Any
 
 import click
 from rich.table import Table
 from rich.text import Text
 
 from llmlog import investigate, prompts
-from llmlog.cli import Ctx, _text, cli, console, pass_ctx
+from llmlog.cli import Ctx, _filter, _fmt_time, _text, cli, console, err_console, filter_options, pass_ctx
 from llmlog.reports import Period
 from llmlog.store.base import parse_when
 
@@ -300,4 +301,50 @@ def report_spikes(ctx: Ctx, days: int, as_json: bool) -> None:
         value = f"{o.value:.1%}" if o.metric == "error_rate" else f"{o.value:,.4g}"
         median = f"{o.median:.1%}" if o.metric == "error_rate" else f"{o.median:,.4g}"
         table.add_row(_text(o.user_id), o.metric, value, median, f"{o.calls:,}")
+    console.print(table)
+
+
+@cli.command(name="search")
+@click.argument("words")
+@filter_options
+@click.option(
+    "-n", "--limit", default=20, show_default=True, type=click.IntRange(1, 1000), help="How many calls."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@pass_ctx
+def search_cmd(ctx: Ctx, words: str, limit: int, as_json: bool, **filters: Any) -> None:
+    """Calls whose words match, best first: what the user said, tool results, the response,
+    its tool calls and the error (not the system prompt: search by --version for that).
+
+    WORDS reads as a search box: every word must occur (any form: "refunds" finds
+    "refund"), "a phrase" in order, -word must not, OR takes either side.
+
+    \b
+    Examples:
+      llmlog search "refund"
+      llmlog search '"order not found" -test' --feature support-bot --since 7d
+      llmlog search "timeout OR overloaded" --errors --json
+    """
+    hits = ctx.store.search(words, _filter(ctx, **filters), limit)
+    if as_json:
+        found = [
+            {"id": h.call.id, "timestamp": h.call.timestamp.isoformat(), "feature": h.call.feature,
+             "model": h.call.model, "user_id": h.call.user_id, "score": h.score,
+             "snippet": "".join(text for text, _ in h.snippet)}
+            for h in hits
+        ]  # fmt: skip
+        click.echo(json.dumps(found, ensure_ascii=False, indent=2))
+        return
+    if not hits:
+        err_console.print("No calls match.")
+        return
+    table = Table("id", "time (UTC)", "feature", "model", "where it matched", box=None, header_style="bold")
+    for h in hits:
+        where = Text()
+        for text, matched in h.snippet:
+            where.append_text(_text(text, "bold yellow" if matched else ""))
+        c = h.call
+        table.add_row(
+            _text(c.id), _text(_fmt_time(c.timestamp)), _text(c.feature or "-"), _text(c.model or "-"), where
+        )
     console.print(table)

@@ -13,6 +13,8 @@ from typing import Any
 
 from llmlog.encryption import Keyring, sealed_key_ids
 from llmlog.record import Call, Span, SpanEvent, format_timestamp, parse_timestamp
+from llmlog.store import search
+from llmlog.store.search import Hit
 
 
 class ReadOnlyError(Exception):
@@ -391,6 +393,26 @@ class Store(abc.ABC):
     def sample(self, f: CallFilter, n: int = 20, *, brief: bool = False) -> list[Call]:
         """`n` calls picked at random among those `f` selects, oldest first; `brief` as in
         `recent`."""
+
+    def search(self, text: str, f: CallFilter, limit: int = 50) -> list[Hit]:
+        """The calls `f` selects whose text matches the search box's `text` (see
+        `llmlog.store.search`), best first, each brief (as `recent` gives it) with a snippet
+        of where it matched. Nothing to find (no words, or only -excluded ones): none."""
+        q = search.parse(text)
+        if q.empty:
+            return []
+        ranked = self._search_ids(q, f, limit)
+        calls = self.recent(CallFilter(ids=[i for i, _ in ranked]), len(ranked), brief=True)
+        found = {c.id: c for c in calls}
+        return [
+            Hit(c, score, search.snippet(search.document(c), q))
+            for i, score in ranked
+            if (c := found.get(i)) is not None
+        ]
+
+    @abc.abstractmethod
+    def _search_ids(self, q: search.Query, f: CallFilter, limit: int) -> list[tuple[str, float]]:
+        """The best `limit` matches' ids and scores (higher is better), best first."""
 
     @abc.abstractmethod
     def iter_calls(self, f: CallFilter, batch: int = 1000) -> Iterator[Call]: ...

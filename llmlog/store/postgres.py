@@ -30,6 +30,7 @@ from psycopg import sql as pgsql
 from psycopg.types.string import TextLoader
 
 from llmlog.record import COLUMNS, Call, Span, SpanEvent, format_timestamp, json_text
+from llmlog.store import search
 from llmlog.store.base import (
     AuditEntry,
     CallFilter,
@@ -239,13 +240,15 @@ class PostgresStore(Store):
 
             if not self._staging:
                 cur.execute(
-                    "CREATE TEMP TABLE call_stage (seq integer, LIKE call_data) ON COMMIT DELETE ROWS"
+                    "CREATE TEMP TABLE call_stage (seq integer, doc text, LIKE call_data)"
+                    " ON COMMIT DELETE ROWS"
                 )
-            with cur.copy(f"COPY call_stage (seq, {', '.join(ROW_COLUMNS)}) FROM STDIN") as copy:
+            with cur.copy(f"COPY call_stage (seq, doc, {', '.join(ROW_COLUMNS)}) FROM STDIN") as copy:
                 for seq, (c, (system, messages, tools, params)) in enumerate(zip(calls, keyed, strict=True)):
                     copy.write_row(
                         (
-                            seq, c.id, c.session_id, c.user_id, c.timestamp, c.provider, c.model,
+                            seq, search.pg_document(c),
+                            c.id, c.session_id, c.user_id, c.timestamp, c.provider, c.model,
                             c.feature, c.prompt_template_version,
                             cid(system) if system is not None else None,
                             _int_array(batch.ids(messages)) if messages is not None else None,
@@ -266,9 +269,11 @@ class PostgresStore(Store):
             # rows in one order and never deadlock; the first of a repeated id wins.
             columns = ", ".join(ROW_COLUMNS)
             cur.execute(
-                f"INSERT INTO call_data ({columns})"
-                f" SELECT DISTINCT ON (id, timestamp) {columns} FROM call_stage"
-                " ORDER BY id, timestamp, seq ON CONFLICT DO NOTHING"
+                f"INSERT INTO call_data ({columns}, search)"
+                f" SELECT DISTINCT ON (id, timestamp) {columns}, to_tsvector(%s::regconfig, doc)"
+                " FROM call_stage"
+                " ORDER BY id, timestamp, seq ON CONFLICT DO NOTHING",
+                (search.PG_CONFIG,),
             )
             inserted = cur.rowcount
         self._staging = True
@@ -386,7 +391,8 @@ class PostgresStore(Store):
             cur.execute(
                 "UPDATE call_data SET system_id = %s, message_ids = %s::bigint[], tools_id = %s,"
                 " params_id = %s, response = %s::jsonb, tool_calls = %s::jsonb, stop_reason = %s,"
-                " error = %s::jsonb, metadata = %s::jsonb WHERE id = %s",
+                " error = %s::jsonb, metadata = %s::jsonb, search = to_tsvector(%s::regconfig, %s)"
+                " WHERE id = %s",
                 (
                     batch.id(system) if system is not None else None,
                     _int_array(batch.ids(messages)) if messages is not None else None,
@@ -397,6 +403,8 @@ class PostgresStore(Store):
                     c.stop_reason,
                     json_text(c.error) if c.error is not None else None,
                     json_text(c.metadata) if c.metadata is not None else None,
+                    search.PG_CONFIG,
+                    search.pg_document(c),  # the words it is found by change with it
                     c.id,
                 ),
             )
@@ -658,6 +666,17 @@ class PostgresStore(Store):
     def recent(self, f: CallFilter, limit: int = 100, *, brief: bool = False) -> list[Call]:
         where, params = self._where(f)
         return self._calls(where, params, "timestamp DESC", limit, brief)
+
+    def _search_ids(self, q: search.Query, f: CallFilter, limit: int) -> list[tuple[str, float]]:
+        query = "websearch_to_tsquery(%s::regconfig, %s)"
+        text = [search.PG_CONFIG, search.tsquery_text(q)]
+        where, params = self._where(f, [f"search @@ {query}"], text)
+        rows = self.conn.execute(
+            f"SELECT id, ts_rank_cd(search, {query}) AS score FROM call_data {where}"
+            f" ORDER BY score DESC, timestamp DESC LIMIT {int(limit)}",
+            [*text, *params],
+        ).fetchall()
+        return [(i, float(score)) for i, score in rows]
 
     def sample(self, f: CallFilter, n: int = 20, *, brief: bool = False) -> list[Call]:
         where, params = self._where(f)

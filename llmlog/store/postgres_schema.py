@@ -9,6 +9,8 @@ from typing import Any
 import psycopg
 from psycopg import sql as pgsql
 
+from llmlog.record import Call
+from llmlog.store import search
 from llmlog.store.rollup import DAILY_COLUMNS, GROUP, cold_columns, from_raw_sql
 
 CALLS_VIEW = """
@@ -478,6 +480,28 @@ def m007_accounts(cur: psycopg.Cursor[Any]) -> None:
     grant_reading(cur)
 
 
+def m008_search(cur: psycopg.Cursor[Any]) -> None:
+    """Full-text search, as SQLite's migration 10 but inside the row: `search`, the
+    `tsvector` of what the call newly said and heard (`llmlog.store.search`), with a GIN
+    index. It goes with its row, so erasure and retention leave no words behind (vacuum
+    clears the index's entries). Existing calls are indexed here."""
+    cur.execute("ALTER TABLE call_data ADD COLUMN search tsvector")
+    cur.execute("CREATE INDEX call_data_search ON call_data USING gin (search)")
+    with cur.connection.cursor(name="llmlog_search_backfill") as rows:
+        rows.execute("SELECT id, timestamp, messages, response, error FROM calls")
+        while batch := rows.fetchmany(1000):
+            docs = []
+            for call_id, timestamp, messages, response, error in batch:
+                doc = search.pg_document(Call(messages=messages, response=response, error=error))
+                if doc:
+                    docs.append((search.PG_CONFIG, doc, call_id, timestamp))
+            cur.executemany(
+                "UPDATE call_data SET search = to_tsvector(%s::regconfig, %s)"
+                " WHERE id = %s AND timestamp = %s",
+                docs,
+            )
+
+
 MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m001_initial,
     m002_daily,
@@ -486,6 +510,7 @@ MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m005_cold_figures,
     m006_audit,
     m007_accounts,
+    m008_search,
 ]
 
 

@@ -29,6 +29,7 @@ from llmlog.record import (
     json_text,
     parse_timestamp,
 )
+from llmlog.store import search
 from llmlog.store.base import (
     AuditEntry,
     CallFilter,
@@ -345,8 +346,25 @@ class SQLiteStore(Store):
                 inserted += self.db.execute(self._INSERT_MANY, flat).rowcount
             for row in rows[whole:]:
                 inserted += self.db.execute(self._INSERT_ONE, row).rowcount
+            self._index(calls, safe)
         batch.commit()
         return inserted
+
+    def _index(self, calls: Sequence[Call], safe: bool) -> None:
+        """In the writing transaction: the calls' search text, for those just stored (a call
+        already stored, skipped by the insert, is already indexed)."""
+        text = _valid_text if safe else _text
+        docs = [(text(d), text(c.id)) for c in calls if (d := search.document(c))]
+        self.db.executemany(
+            "INSERT INTO call_text (rowid, doc) SELECT rowid, ? FROM call_data AS d WHERE id = ?"
+            " AND NOT EXISTS (SELECT 1 FROM call_text WHERE rowid = d.rowid)",
+            docs,
+        )
+
+    def _merge_index(self) -> None:
+        """Merge the search index into one segment: FTS5 deletes by adding a tombstone, and
+        the deleted words stay in older segments until they are merged."""
+        self.db.execute("INSERT INTO call_text (call_text) VALUES ('optimize')")
 
     def update_costs(self, costs: Iterable[tuple[str, float | None, str | None]]) -> int:
         with self._writing():
@@ -375,6 +393,11 @@ class SQLiteStore(Store):
                 " response_instructions_id = ?, response_tools_id = ? WHERE id = ?",
                 values,
             )
+            # The words it was found by change with it (a redaction, a sealing).
+            self.db.execute(
+                "DELETE FROM call_text WHERE rowid = (SELECT rowid FROM call_data WHERE id = ?)", (call.id,)
+            )
+            self._index([call], safe=True)
         batch.commit()
 
     _CONTENT_COLUMNS = ("system_id", "tools_id", "params_id", "response_instructions_id", "response_tools_id")
@@ -392,6 +415,7 @@ class SQLiteStore(Store):
             # And the note of which days counted them: a rollup that names them.
             self.db.execute("DELETE FROM daily_seen WHERE who = ? AND kind = ?", (value, column[:-3]))
             out.rollup_rows = rollup.rowcount
+            self._merge_index()
         return out
 
     @contextlib.contextmanager
@@ -494,6 +518,8 @@ class SQLiteStore(Store):
         return n
 
     def reclaim(self, thorough: bool = False) -> None:
+        with self._writing():
+            self._merge_index()
         # A store made before incremental vacuum was the default is rebuilt once with it.
         if thorough or self.db.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:
             self.db.execute("PRAGMA auto_vacuum = INCREMENTAL")
@@ -627,6 +653,17 @@ class SQLiteStore(Store):
         picked = self.db.execute(f"SELECT id FROM call_data {where} ORDER BY random() LIMIT {int(n)}", params)
         ids = [r[0] for r in picked]
         return self._calls(*self._where(CallFilter(ids=ids)), "timestamp", n, brief) if ids else []
+
+    def _search_ids(self, q: search.Query, f: CallFilter, limit: int) -> list[tuple[str, float]]:
+        # bm25, FTS5's rank: lower is better, so the score is its negative. The filter's
+        # bare column names are call_data's: call_text has only `doc`.
+        where, params = self._where(f, ["call_text MATCH ?"], [search.fts5(q)])
+        rows = self.db.execute(
+            f"SELECT d.id, call_text.rank FROM call_text JOIN call_data AS d ON d.rowid = call_text.rowid"
+            f" {where} ORDER BY call_text.rank, d.timestamp DESC LIMIT {int(limit)}",
+            params,
+        )
+        return [(i, -rank) for i, rank in rows]
 
     def iter_calls(self, f: CallFilter, batch: int = 1000) -> Iterator[Call]:
         """Every matching call, oldest first, in pages (memory stays flat on a big store)."""

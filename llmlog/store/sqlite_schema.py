@@ -6,6 +6,8 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
+from llmlog.record import Call, parse_json
+from llmlog.store import search
 from llmlog.store.rollup import (
     DAILY_COLUMNS,
     GROUP,
@@ -422,6 +424,35 @@ def m009_accounts(db: sqlite3.Connection) -> None:
     )
 
 
+def m010_search(db: sqlite3.Connection) -> None:
+    """`call_text`: full-text search over what each call newly said and heard
+    (`llmlog.store.search`), one FTS5 row per call with the call's rowid. Its rows go with
+    their calls (a trigger), so erasure and retention leave no words behind; the store
+    merges the index afterwards so that deleted words leave the file too. Existing calls
+    are indexed here."""
+    db.execute(
+        "CREATE VIRTUAL TABLE call_text USING fts5(doc, tokenize = 'porter unicode61 remove_diacritics 2')"
+    )
+    db.execute(
+        "CREATE TRIGGER call_data_text AFTER DELETE ON call_data BEGIN"
+        " DELETE FROM call_text WHERE rowid = old.rowid; END"
+    )
+    rows = db.execute(
+        "SELECT d.rowid, c.messages, c.response, c.error FROM call_data AS d JOIN calls AS c ON c.id = d.id"
+    )
+    while batch := rows.fetchmany(1000):
+        docs = []
+        for rowid, messages, response, error in batch:
+            call = Call(
+                messages=parse_json(messages) if messages else None,
+                response=parse_json(response) if response else None,
+                error=parse_json(error) if error else None,
+            )
+            if doc := search.document(call):
+                docs.append((rowid, doc))
+        db.executemany("INSERT INTO call_text (rowid, doc) VALUES (?, ?)", docs)
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_initial,
     m002_rate_card_and_filters,
@@ -432,6 +463,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m007_cold_figures,
     m008_audit,
     m009_accounts,
+    m010_search,
 ]
 
 

@@ -1,0 +1,192 @@
+"""Full-text search: what a call is found by, and a search box's words as each engine's query.
+
+A call is indexed by what it *newly* said and heard: the messages after the model's last
+turn (the user's words, tool results), the response (text and tool calls) and its error.
+Earlier messages of a conversation were indexed with the call that sent them first, and the
+system prompt is the app's template (found by its version): indexing either again with
+every turn would grow the index with the square of a conversation's length, for no new
+words. Sealed text (regulated mode) is never indexed: an index of its words would undo the
+sealing.
+
+The engines: SQLite's FTS5 (`call_text`, porter stemming) and PostgreSQL's `tsvector`
+(`call_data.search`, the `english` configuration): both stem, both rank (bm25;
+`ts_rank_cd`). The search box reads the same way on both, as PostgreSQL's
+`websearch_to_tsquery` does: words must all occur, "a phrase" in order, -word must not
+occur, OR between two terms takes either.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from llmlog.conversation import message_turn, response_messages
+from llmlog.encryption import is_sealed
+from llmlog.record import Call
+
+# What one call contributes at most: a pasted 1 MB document is found by its first 100 KB
+# (PostgreSQL also refuses a tsvector over 1 MB).
+MAX_TEXT = 100_000
+# PostgreSQL's text search configuration, in the index and in every query.
+PG_CONFIG = "english"
+
+
+def _parts_text(message: Any) -> list[str]:
+    if message is None or is_sealed(message):
+        return []
+    out = []
+    for part in message_turn(message).parts:
+        if is_sealed(part.text):
+            continue
+        if part.kind in ("text", "tool_result"):
+            out.append(part.text)
+        elif part.kind == "tool_call":
+            out.append(f"{part.name} {part.text}")
+    return out
+
+
+def _is_model_turn(message: Any) -> bool:
+    if not isinstance(message, dict):
+        return False
+    return message.get("role") == "assistant" or message.get("type") in ("function_call", "reasoning")
+
+
+def document(call: Call) -> str:
+    """The text a call is found by (see the module's docstring); "" when it has none."""
+    messages = call.messages or []
+    start = len(messages)
+    while start > 0 and not _is_model_turn(messages[start - 1]):
+        start -= 1
+    pieces = [t for m in messages[start:] for t in _parts_text(m)]
+    if not is_sealed(call.response):
+        pieces += [t for m in response_messages(call) for t in _parts_text(m)]
+    if isinstance(call.error, dict):
+        pieces += [str(v) for k in ("type", "message") if (v := call.error.get(k)) and not is_sealed(v)]
+    text = "\n".join(p for p in pieces if p)
+    return text[:MAX_TEXT]
+
+
+def pg_document(call: Call) -> str | None:
+    """`document` for PostgreSQL's parser, which reads `<tag>` as markup and skips what a
+    `<script>` or `<style>` holds: logged prompts are full of HTML whose words must be found
+    like any other. Without a `<`, nothing is markup. None when there is nothing to index."""
+    return document(call).replace("<", " ") or None
+
+
+# ---------------------------------------------------------------- the search box
+
+
+@dataclass
+class Term:
+    words: list[str]  # one word, or a phrase's words in order
+    negated: bool = False
+
+
+@dataclass
+class Query:
+    """A search box's text, parsed: groups that must all match, each any one of its terms
+    (OR); and terms that must not match."""
+
+    groups: list[list[Term]] = field(default_factory=list)
+    excluded: list[Term] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to find: no words, or only words to leave out."""
+        return not self.groups
+
+
+_TOKEN = re.compile(r'(-?)"([^"]*)"?|(\S+)')
+_WORD = re.compile(r"\w+")
+
+
+def parse(text: str) -> Query:
+    """Words, "phrases", -excluded and OR, as websearch_to_tsquery reads them. Punctuation
+    separates words (as both engines' tokenizers do), so nothing typed is an operator of
+    the engine's own syntax."""
+    q = Query()
+    join_next = False
+    for m in _TOKEN.finditer(text):
+        if m.group(3) is not None:
+            raw = m.group(3)
+            if raw == "OR":
+                join_next = bool(q.groups)
+                continue
+            negated = raw.startswith("-") and len(raw) > 1
+            words = _WORD.findall(raw[1:] if negated else raw)
+        else:
+            negated, words = bool(m.group(1)), _WORD.findall(m.group(2))
+        if not words:
+            continue
+        term = Term([w.lower() for w in words], negated)
+        if negated:
+            q.excluded.append(term)
+        elif join_next:
+            q.groups[-1].append(term)
+        else:
+            q.groups.append([term])
+        join_next = False
+    return q
+
+
+def fts5(q: Query) -> str:
+    """The query in FTS5's syntax: every word quoted, so none is read as an operator."""
+
+    def phrase(t: Term) -> str:
+        return '"' + " ".join(w.replace('"', '""') for w in t.words) + '"'
+
+    groups = [phrase(g[0]) if len(g) == 1 else "(" + " OR ".join(map(phrase, g)) + ")" for g in q.groups]
+    return " AND ".join(groups) + "".join(f" NOT {phrase(t)}" for t in q.excluded)
+
+
+def tsquery_text(q: Query) -> str:
+    """The query again as websearch_to_tsquery's input, from the parsed terms (so both
+    engines search for exactly the same thing)."""
+
+    def term(t: Term) -> str:
+        words = '"' + " ".join(t.words) + '"' if len(t.words) > 1 else t.words[0]
+        return ("-" if t.negated else "") + words
+
+    groups = [" OR ".join(map(term, g)) for g in q.groups]
+    return " ".join([*groups, *map(term, q.excluded)])
+
+
+# ---------------------------------------------------------------- results
+
+
+@dataclass
+class Hit:
+    """A call found, its score (higher is better) and where its text matched: pieces of
+    text, each with whether it is a match, for the renderer to escape and mark."""
+
+    call: Call
+    score: float
+    snippet: list[tuple[str, bool]]
+
+
+def snippet(text: str, q: Query, width: int = 200) -> list[tuple[str, bool]]:
+    """A window of `text` around the first match of the query's words (a longer word that
+    starts like a searched one counts: the engines stem, "refunds" finds "refund"), matches
+    marked.
+    Without a visible match (a stemmed form this does not see), the text's start."""
+    words = sorted({w for g in q.groups for t in g for w in t.words}, key=len, reverse=True)
+    text = " ".join(text.split())
+    if not words:
+        return [(text[:width], False)]
+    forms = [re.escape(w) + r"\b" if len(w) < 5 else re.escape(w[:-2]) + r"\w*" for w in words]
+    found = re.compile(r"\b(?:" + "|".join(forms) + ")", re.I)
+    first = found.search(text)
+    start = 0 if first is None else max(0, first.start() - width // 3)
+    window = text[start : start + width]
+    out: list[tuple[str, bool]] = [("…", False)] if start else []
+    at = 0
+    for m in found.finditer(window):
+        if m.start() > at:
+            out.append((window[at : m.start()], False))
+        out.append((m.group(0), True))
+        at = m.end()
+    out.append((window[at:], False))
+    if start + width < len(text):
+        out.append(("…", False))
+    return [piece for piece in out if piece[0]]

@@ -1,0 +1,212 @@
+"""Full-text search on both stores: planted needles are found among ordinary calls, ranked,
+filtered, by words, phrases, exclusions and OR; what a call re-sends is not indexed again;
+erasure, redaction and regulated mode leave no searchable words behind; a store made before
+search is indexed when opened."""
+
+from __future__ import annotations
+
+import json
+import random
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from llmlog.cli import cli
+from llmlog.encryption import Keyring
+from llmlog.record import Call
+from llmlog.store import CallFilter, open_store
+from llmlog.store import search as text_search
+from llmlog.workload import prose
+from tests.backends import Backend
+from tests.test_encryption import K1, raw_bytes
+
+NOW = datetime.now(UTC).replace(microsecond=0)
+
+
+def said(text: str) -> list[dict[str, object]]:
+    return [{"role": "user", "content": text}]
+
+
+def answer(text: str) -> dict[str, object]:
+    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
+
+
+REFUND = {"type": "tool_use", "id": "t2", "name": "issue_refund", "input": {"reason": "marmalade stain"}}
+
+
+def haystack(n: int = 300) -> list[Call]:
+    """Ordinary calls, and among them the needles: a rare word said once, said three times,
+    in a tool result, in a response's tool call, in an error; a phrase."""
+    rng = random.Random(3)
+    out = [
+        Call(id=f"hay{i}", timestamp=NOW - timedelta(minutes=i), feature=rng.choice(["chat", "search"]),
+             user_id=f"u{i % 7}", messages=said(prose(rng, 30)), response=answer(prose(rng, 40)))
+        for i in range(n)
+    ]  # fmt: skip
+    out += [
+        Call(id="once", timestamp=NOW, feature="chat", user_id="u1",
+             messages=said("My xylophone arrived broken."), response=answer(prose(rng, 40))),
+        Call(id="thrice", timestamp=NOW - timedelta(hours=1), feature="search", user_id="u2",
+             messages=said("Xylophone, xylophone: which xylophone do you sell?"), response=answer("Some.")),
+        Call(id="tool-result", timestamp=NOW, feature="chat", messages=[
+            {"role": "user", "content": "Where is order 77?"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": "t1", "name": "lookup_order",
+                                               "input": {"order_id": "77"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
+                                          "content": "carrier: quokkaexpress, delayed"}]},
+        ], response=answer("It is on its way.")),
+        Call(id="tool-call", timestamp=NOW, feature="chat", messages=said("Refund it."),
+             response={"role": "assistant", "content": [REFUND]}),
+        Call(id="failed", timestamp=NOW, feature="chat", messages=said("hi"),
+             error={"type": "overloaded_error", "message": "the gryphon cluster is overloaded"}),
+        Call(id="phrase", timestamp=NOW, feature="chat", messages=said("the blue whale sings"),
+             response=answer("The whale is blue, yes.")),
+        Call(id="html", timestamp=NOW, feature="chat",
+             messages=said("<script>alert('nebula')</script> DROP TABLE calls; --"), response=answer("ok")),
+    ]  # fmt: skip
+    return out
+
+
+def ids(hits: list[text_search.Hit]) -> list[str]:
+    return [h.call.id for h in hits]
+
+
+def test_needles_are_found_ranked_and_filtered(backend: Backend) -> None:
+    with backend.open() as store:
+        store.insert(haystack())
+        everything = CallFilter()
+        assert ids(store.search("xylophone", everything)) == ["thrice", "once"]  # said thrice ranks first
+        assert ids(store.search("XYLOPHONES", everything)) == ["thrice", "once"]  # case and stem
+        assert ids(store.search("xylophone", CallFilter(feature="chat"))) == ["once"]
+        assert ids(store.search("xylophone", CallFilter(user_id="u2"))) == ["thrice"]
+        assert ids(store.search("xylophone -broken", everything)) == ["thrice"]
+        assert ids(store.search("quokkaexpress", everything)) == ["tool-result"]
+        assert ids(store.search("marmalade", everything)) == ["tool-call"]
+        assert ids(store.search("issue_refund", everything)) == ["tool-call"]
+        assert ids(store.search("gryphon", everything)) == ["failed"]
+        assert ids(store.search('"blue whale"', everything)) == ["phrase"]
+        assert ids(store.search('"whale blue"', everything)) == []  # a phrase is in order
+        assert set(ids(store.search("gryphon OR marmalade", everything))) == {"failed", "tool-call"}
+        assert ids(store.search("xylophone", CallFilter(since=NOW + timedelta(hours=1)))) == []
+        assert len(store.search("the", everything, limit=5)) <= 5
+        # Whatever is typed, no engine syntax gets through, and nothing raises.
+        for typed in [
+            '"',
+            "NEAR(a b)",
+            "a*",
+            "-",
+            "-nebula",
+            "OR",
+            "col:x",
+            "'); DROP TABLE calls; --",
+            "\\",
+        ]:
+            store.search(typed, everything)
+        assert store.search("-nebula", everything) == []  # nothing to find, only to leave out
+        assert ids(store.search("nebula", everything)) == ["html"]
+        (hit,) = store.search("quokkaexpress", everything)
+        assert ("quokkaexpress", True) in hit.snippet and hit.score > 0
+
+
+def test_a_conversation_is_indexed_by_what_each_turn_adds(backend: Backend) -> None:
+    first = said("Tell me about the pangolin.")
+    reply = {"role": "assistant", "content": "It has scales."}
+    with backend.open() as store:
+        store.insert([
+            Call(id="turn1", timestamp=NOW, messages=first, response=answer("It has scales.")),
+            Call(id="turn2", timestamp=NOW, messages=[*first, reply, *said("And the armadillo?")],
+                 response=answer("Also armoured.")),
+        ])  # fmt: skip
+        assert ids(store.search("pangolin", CallFilter())) == ["turn1"]
+        assert ids(store.search("armadillo", CallFilter())) == ["turn2"]
+
+
+def test_erasure_and_redaction_leave_no_searchable_words(backend: Backend) -> None:
+    with backend.open() as store:
+        store.insert(haystack(50))
+        store.insert(
+            [
+                Call(
+                    id="secret",
+                    user_id="leaver",
+                    timestamp=NOW,
+                    messages=said("my codeword is flamingoquartz"),
+                )
+            ]
+        )
+        assert ids(store.search("flamingoquartz", CallFilter())) == ["secret"]
+        store.erase(user_id="leaver")
+        assert store.search("flamingoquartz", CallFilter()) == []
+        # A stored call whose content changes (a redaction) is found by its new words only.
+        call = store.get("once")
+        assert call is not None
+        store.update_content(call.replace(messages=said("My [REDACTED] arrived broken.")))
+        assert store.search("xylophone", CallFilter(ids=["once"])) == []
+        assert ids(store.search("redacted", CallFilter())) == ["once"]
+        store.reclaim()
+    assert b"flamingoquartz" not in raw_bytes(backend)
+    if backend.kind == "sqlite":  # nor in the index's own tables, in the file
+        with open_store(backend.url) as store:
+            store.reclaim(thorough=True)
+        data = b"".join(p.read_bytes() for p in Path(backend.url).parent.glob(Path(backend.url).name + "*"))
+        assert b"flamingoquartz" not in data and b"flamingoquartz"[:10] not in data
+
+
+def test_sealed_calls_are_not_indexed(backend: Backend) -> None:
+    with backend.open() as store:
+        store.keyring = Keyring.parse(K1)
+        store.insert(
+            [Call(id="sealed", timestamp=NOW, messages=said("the okapi password"), response=answer("okapi"))]
+        )
+        assert store.search("okapi", CallFilter()) == []
+    if backend.kind == "sqlite":
+        data = b"".join(p.read_bytes() for p in Path(backend.url).parent.glob(Path(backend.url).name + "*"))
+        assert b"okapi" not in data
+    else:
+        assert backend.sql("SELECT count(*) FROM call_data WHERE search IS NOT NULL") == [(0,)]
+
+
+def test_a_store_made_before_search_is_indexed_when_opened(backend: Backend) -> None:
+    with backend.open() as store:
+        store.insert(haystack(20))
+    # Back to the schema before search, as a store made by the previous version would be.
+    if backend.kind == "sqlite":
+        db = sqlite3.connect(backend.url)
+        db.executescript("DROP TRIGGER call_data_text; DROP TABLE call_text; PRAGMA user_version = 9;")
+        db.close()
+    else:
+        backend.sql("DROP INDEX call_data_search")
+        backend.sql("ALTER TABLE call_data DROP COLUMN search")
+        backend.sql("UPDATE llmlog_schema SET version = 7")
+    with backend.open() as store:
+        assert ids(store.search("xylophone", CallFilter())) == ["thrice", "once"]
+        assert ids(store.search("gryphon", CallFilter())) == ["failed"]
+
+
+def test_parsing_the_search_box() -> None:
+    q = text_search.parse('refund "order 77" -cancelled gryphon OR marmalade')
+    assert text_search.fts5(q) == '"refund" AND "order 77" AND ("gryphon" OR "marmalade") NOT "cancelled"'
+    assert text_search.tsquery_text(q) == 'refund "order 77" gryphon OR marmalade -cancelled'
+    assert text_search.parse("-x").empty and text_search.parse(' " * ').empty
+    assert text_search.fts5(text_search.parse('say "hi""')) == '"say" AND "hi"'
+    piece = text_search.snippet("a " * 200 + "the Refunds were sent " + "b " * 200, q, width=60)
+    assert ("Refunds", True) in piece and piece[0] == ("…", False) and piece[-1] == ("…", False)
+
+
+def test_the_cli_searches(tmp_path: Path) -> None:
+    db = str(tmp_path / "c.db")
+    with open_store(db) as store:
+        store.insert(haystack(30))
+    runner = CliRunner()
+    out = runner.invoke(cli, ["--db", db, "search", "xylophone"])
+    assert out.exit_code == 0 and "thrice" in out.output and "once" in out.output
+    found = json.loads(
+        runner.invoke(cli, ["--db", db, "search", "xylophone", "--feature", "chat", "--json"]).output
+    )
+    assert [h["id"] for h in found] == ["once"] and found[0]["snippet"]
+    none = runner.invoke(cli, ["--db", db, "search", "--", "-nebula"])  # only words to leave out
+    assert none.exit_code == 0 and "No calls" in none.output
+    bad = runner.invoke(cli, ["--db", db, "search", "x", "--limit", "0"])
+    assert bad.exit_code == 2
