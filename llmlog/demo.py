@@ -5,6 +5,14 @@ conversations, a code reviewer, a summarizer, a research agent on the Responses 
 assistant — against the local fake provider, so the store holds the shapes real traffic
 has: multi-KB system prompts re-sent on every turn, tool calls and results, streams, cache
 reads and writes, a few errors, several prompt versions.
+
+Planted for the reports to find (`llmlog report …`, the UI's Reports):
+- code-review@v2, rolled out three days ago, answers three times as long as v1 (the silent
+  "the model started writing essays" regression): drift flags code-review's output tokens
+  and cost per call; `report compare code-review code-review@v1 code-review@v2` shows why;
+- support-bot@v4 declines about one request in twelve; v3 hardly ever;
+- one user, user_013, sees a third of their calls fail;
+- summarize sends some short summaries to the most expensive model (over-routing).
 """
 
 from __future__ import annotations
@@ -14,7 +22,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,6 +39,14 @@ from llmlog.store import CallFilter, open_store, redact_url
 from llmlog.workload import WORDS, feature_prompts, tool
 from llmlog.workload import prose as _prose
 
+# The planted findings (see the module's docstring).
+VERBOSE_VERSION = "code-review@v2"
+VERBOSE_SINCE_DAYS = 3  # its rollout: no call of it is older
+REFUSING_VERSION = "v4"  # of support-bot
+REFUSALS = 0.08
+BROKEN_USER = "user_013"
+BROKEN_USER_FAILS = 0.33
+
 
 @dataclass
 class Demo:
@@ -39,6 +55,7 @@ class Demo:
     budget: int
     made: int = 0
     errors: int = 0
+    local: threading.local = field(default_factory=threading.local)  # the worker's current user
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
@@ -71,15 +88,19 @@ class Demo:
             self.made += 1
             return True
 
-    def headers(self, rng: random.Random) -> dict[str, str]:
+    def headers(self, rng: random.Random, *, verbose: bool = False, refusals: float = 0.0) -> dict[str, str]:
         h = {
             "x-fake-latency-ms": str(rng.randint(5, 60)),
             "x-fake-first-token-ms": str(rng.randint(3, 25)),
             "x-fake-chunk-ms": "0",
         }
-        roll = rng.random()
-        if roll < 0.02:
+        failing = BROKEN_USER_FAILS if getattr(self.local, "user", None) == BROKEN_USER else 0.02
+        if rng.random() < failing:
             h["x-fake-fail"] = rng.choice(["429", "500", "529", "429", "drop"])
+        if verbose:
+            h["x-fake-output-scale"] = "3"
+        if rng.random() < refusals:
+            h["x-fake-refuse"] = "1"
         return h
 
     def guarded(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -123,7 +144,9 @@ class Demo:
                         system=system,
                         tools=self.support_tools,
                         messages=messages,
-                        extra_headers=self.headers(rng),
+                        extra_headers=self.headers(
+                            rng, refusals=REFUSALS if version == REFUSING_VERSION else 0
+                        ),
                     )
                     msg = self.guarded(self._support_turn, stream, kwargs)
                     if msg is None:
@@ -168,7 +191,7 @@ class Demo:
                     {"role": "system", "content": self.prompts[("code-review", version)]},
                     {"role": "user", "content": f"Review this diff:\n{diff}"},
                 ],
-                extra_headers=self.headers(rng),
+                extra_headers=self.headers(rng, verbose=f"code-review@{version}" == VERBOSE_VERSION),
             )
             if stream:
 
@@ -276,6 +299,7 @@ class Demo:
         while self.made < self.budget:
             feature, fn, _ = rng.choices(features, weights=[w for *_, w in features])[0]
             user = rng.choice(self.users[: 20 if rng.random() < 0.6 else 60])
+            self.local.user = user
             tier = "enterprise" if int(user[-3:]) % 3 == 0 else "free"
             with llmlog.context(feature=feature, user_id=user, metadata={"tier": tier}, tags=["demo"]):
                 fn(rng)
@@ -284,7 +308,8 @@ class Demo:
 def add_history(url: str, since: datetime, days: int, rng: random.Random) -> int:
     """Copy the sessions recorded since `since` into each of the `days` days before, a
     random third of them per day, with new ids: the dashboard and the reports have a month
-    to show. Copies are tagged `history`. Returns how many calls were added."""
+    to show. Copies are tagged `history`. No copy of VERBOSE_VERSION is older than its
+    rollout. Returns how many calls were added."""
     with open_store(url) as store:
         sessions: dict[str | None, list[Call]] = {}
         for c in store.iter_calls(CallFilter(since=since)):
@@ -298,6 +323,8 @@ def add_history(url: str, since: datetime, days: int, rng: random.Random) -> int
                 shift = timedelta(days=day, seconds=rng.uniform(-3600, 3600))
                 session = f"{key}-{day}d" if calls[0].session_id else None
                 for c in calls:
+                    if c.prompt_template_version == VERBOSE_VERSION and day > VERBOSE_SINCE_DAYS:
+                        continue
                     batch.append(
                         c.replace(
                             id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),

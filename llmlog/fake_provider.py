@@ -27,6 +27,8 @@ Request headers it understands (all optional, each overriding the server-wide se
 - `x-fake-latency-ms`: total time of a non-streamed generation (count_tokens is never delayed).
 - `x-fake-first-token-ms`, `x-fake-chunk-ms`: delay before the first content event of a stream, and
   between later content events (lifecycle events such as message_start go out at once).
+- `x-fake-output-scale`: text answers this many times their usual length (a prompt that makes a
+  model verbose); `x-fake-refuse: 1`: the model declines ("I'm sorry, but I can't help with that.").
 """
 
 from __future__ import annotations
@@ -271,6 +273,23 @@ def _ms(headers: dict[str, str], name: str, default: float) -> float:
     return value / 1000
 
 
+REFUSAL = "I'm sorry, but I can't help with that."
+
+
+class _Shape(NamedTuple):
+    """How a request asks the answer to come out (headers, else the usual)."""
+
+    scale: float = 1.0  # x-fake-output-scale
+    refuse: bool = False  # x-fake-refuse
+
+
+def _shape(headers: dict[str, str]) -> _Shape:
+    scale = float(headers.get("x-fake-output-scale", "1"))  # a ValueError becomes a 400
+    if not (math.isfinite(scale) and 0 < scale <= 100):
+        raise ValueError("x-fake-output-scale must be a number above 0, at most 100")
+    return _Shape(scale, headers.get("x-fake-refuse") == "1")
+
+
 def _is_fail_kind(kind: str) -> bool:
     return kind in FAIL_KINDS or (kind.isdigit() and 400 <= int(kind) <= 599)
 
@@ -435,6 +454,7 @@ class FakeProvider:
             latency = _ms(headers, "x-fake-latency-ms", self.latency_ms)
             first = _ms(headers, "x-fake-first-token-ms", self.first_token_ms)
             chunk = _ms(headers, "x-fake-chunk-ms", self.chunk_ms)
+            shape = _shape(headers)
         except ValueError as exc:
             return error(400, str(exc))
         if fail == "timeout":
@@ -457,7 +477,7 @@ class FakeProvider:
         try:
             if path == "/v1/messages/count_tokens":
                 return h.send_json(200, {"input_tokens": self._anthropic_prompt(body).total})
-            answer = build(body, stream)
+            answer = build(body, stream, shape)
         except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
             # A shape this fake cannot read; the real API would have refused it too.
             return error(400, f"Malformed request: {exc!r}")
@@ -515,17 +535,22 @@ class FakeProvider:
 
     # -- generation --------------------------------------------------------------------------------------
 
-    def _answer(self, key: str) -> str:
+    def _answer(self, key: str, scale: float) -> str:
         rng = random.Random(_digest(self.seed, "text", key))
-        target, sentences, size = rng.randint(10, 200) * 4, [], 0
+        target, sentences, size = round(rng.randint(10, 200) * 4 * scale), [], 0
         while size < target:
             sentence = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(4, 12))).capitalize() + "."
             sentences.append(sentence)
             size += len(sentence) + 1
         return " ".join(sentences)
 
-    def _generate(self, key: str, mode: str, tools: list[Tool], wanted: Any, limit: Any, lead: bool) -> _Gen:
-        """The answer to a turn: a tool call when tools are offered to a user turn, text otherwise."""
+    def _generate(
+        self, key: str, mode: str, tools: list[Tool], wanted: Any, limit: Any, lead: bool, shape: _Shape
+    ) -> _Gen:
+        """The answer to a turn: a tool call when tools are offered to a user turn, text otherwise;
+        a refusal when asked for one."""
+        if shape.refuse:
+            return _Gen(REFUSAL, None, False, _tokens(REFUSAL))
         if tools and mode == "user":
             name, schema = next((t for t in tools if t[0] == wanted), tools[0])
             rng = random.Random(_digest(self.seed, "tool", name, key))
@@ -535,7 +560,7 @@ class FakeProvider:
             if limit is None or tokens <= limit:
                 return _Gen(text, (name, args), False, tokens)
             # Too little room for the call: fall through to a (truncated) plain answer.
-        text = self._answer(key)
+        text = self._answer(key, shape.scale)
         if limit is not None and _tokens(text) > limit:
             return _Gen(text[: limit * 4], None, True, limit)
         return _Gen(text, None, False, _tokens(text))
@@ -552,7 +577,7 @@ class FakeProvider:
         top = body.get("cache_control")  # automatic caching: a marker on the last cacheable block
         return _Prompt(body["model"], blocks, (top.get("ttl") or "5m") if isinstance(top, dict) else None)
 
-    def _anthropic(self, body: Json, stream: bool) -> Json | list[Event]:
+    def _anthropic(self, body: Json, stream: bool, shape: _Shape) -> Json | list[Event]:
         prompt = self._anthropic_prompt(body)
         read, write_5m, write_1h = self._anthropic_caching(prompt)
         last = body["messages"][-1]
@@ -565,7 +590,7 @@ class FakeProvider:
             tools = []
         # With tool_choice any/tool the API prefills the tool call, so there is never a lead-in text.
         lead = choice.get("type") in (None, "auto")
-        gen = self._generate(_text(content), mode, tools, choice.get("name"), body["max_tokens"], lead)
+        gen = self._generate(_text(content), mode, tools, choice.get("name"), body["max_tokens"], lead, shape)
         blocks: list[Json] = [{"type": "text", "text": gen.text}] if gen.text is not None else []
         if gen.tool is not None:
             blocks.append(
@@ -639,7 +664,7 @@ class FakeProvider:
         shared = prompt.cum[hit] if hit >= 0 else 0
         return shared // _OPENAI_CACHE_STEP * _OPENAI_CACHE_STEP if shared >= _OPENAI_MIN_CACHED else 0
 
-    def _chat(self, body: Json, stream: bool) -> Json | list[Event]:
+    def _chat(self, body: Json, stream: bool, shape: _Shape) -> Json | list[Event]:
         model, messages, functions = body["model"], body["messages"], body.get("tools") or []
         prompt = _Prompt(model, [*functions, *messages])
         cached = self._openai_cached(prompt)
@@ -649,7 +674,7 @@ class FakeProvider:
         tools = [] if choice == "none" else [(f["name"], f.get("parameters")) for f in specs]
         wanted = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
-        gen = self._generate(_text(last.get("content")), mode, tools, wanted, limit, False)
+        gen = self._generate(_text(last.get("content")), mode, tools, wanted, limit, False, shape)
         call = None
         if gen.tool is not None:
             function = {"name": gen.tool[0], "arguments": _dumps(gen.tool[1])}
@@ -697,7 +722,7 @@ class FakeProvider:
             events.append(({**base, "choices": [], "usage": usage}, False))
         return events
 
-    def _responses(self, body: Json, stream: bool) -> Json | list[Event]:
+    def _responses(self, body: Json, stream: bool, shape: _Shape) -> Json | list[Event]:
         model, given, functions = body["model"], body.get("input"), body.get("tools") or []
         if not isinstance(given, list):  # a bare string is one user message
             given = [] if given is None else [{"role": "user", "content": given}]
@@ -711,7 +736,7 @@ class FakeProvider:
         tools = [] if choice == "none" else tools
         wanted = choice.get("name") if isinstance(choice, dict) else None
         key = _text(last.get("output") if results else last.get("content"))
-        gen = self._generate(key, mode, tools, wanted, body.get("max_output_tokens"), False)
+        gen = self._generate(key, mode, tools, wanted, body.get("max_output_tokens"), False, shape)
         if gen.tool is not None:
             item = {"id": _new_id("fc_"), "type": "function_call", "status": "completed", "name": gen.tool[0]}
             item.update(arguments=_dumps(gen.tool[1]), call_id=_new_id("call_"))

@@ -640,3 +640,24 @@ def test_lifecycle_and_prompt_stop() -> None:
     assert not caller.is_alive() and isinstance(errors[0], anthropic.APIConnectionError)
     assert not [t for t in threading.enumerate() if t.name == name]
     fake.stop()  # idempotent
+
+
+def test_answers_can_be_made_longer_or_refused(ant: anthropic.Anthropic, oai: openai.OpenAI) -> None:
+    usual = ant.messages.create(model=MODEL_A, max_tokens=4096, messages=USER)
+    longer = ant.messages.create(
+        model=MODEL_A, max_tokens=4096, messages=USER, extra_headers={"x-fake-output-scale": "3"}
+    )
+    assert longer.usage.output_tokens == pytest.approx(3 * usual.usage.output_tokens, rel=0.1)
+    refuse = {"x-fake-refuse": "1"}
+    declined = ant.messages.create(
+        model=MODEL_A, max_tokens=100, messages=USER, tools=[WEATHER], extra_headers=refuse
+    )
+    assert [b.type for b in declined.content] == ["text"] and "can't help" in declined.content[0].text  # type: ignore[union-attr]
+    chat = oai.chat.completions.create(model=MODEL_O, messages=USER, extra_headers=refuse)  # type: ignore[arg-type]
+    assert chat.choices[0].message.content == "I'm sorry, but I can't help with that."
+    resp = oai.responses.create(model=MODEL_O, input="hi", extra_headers=refuse)
+    assert "can't help" in resp.output_text
+    with pytest.raises(anthropic.BadRequestError, match="output-scale"):
+        ant.messages.create(
+            model=MODEL_A, max_tokens=10, messages=USER, extra_headers={"x-fake-output-scale": "0"}
+        )
