@@ -91,6 +91,25 @@ def test_demo_history_copies_sessions_over_the_days_before(tmp_path: Path) -> No
     assert db.execute("SELECT count(DISTINCT day) FROM daily").fetchone()[0] >= 5
 
 
+def test_the_demo_holds_findings_the_reports_find(tmp_path: Path) -> None:
+    """The planted regression, refusals and failing user (see llmlog.demo) are found."""
+    path = str(tmp_path / "demo.db")
+    assert run(path, "demo", "--calls", "800").exit_code == 0
+    drift = json.loads(run(path, "report", "drift", "--json").stdout)
+    assert ("code-review", "*", "output_tokens") in {(c["feature"], c["version"], c["metric"]) for c in drift}
+    compared = json.loads(
+        run(path, "report", "compare", "code-review", "code-review@v1", "code-review@v2", "--json").stdout
+    )
+    tokens = next(c for c in compared["metrics"] if c["metric"] == "output_tokens")
+    assert tokens["flagged"] and tokens["after"] > 2 * tokens["before"]
+    support = json.loads(
+        run(path, "report", "compare", "support-bot", "support-bot@v3", "support-bot@v4", "--json").stdout
+    )
+    assert [c["metric"] for c in support["metrics"] if c["flagged"]] == ["refusal_rate"]
+    spikes = json.loads(run(path, "report", "spikes", "--json").stdout)
+    assert "user_013" in {o["user_id"] for o in spikes["outliers"] if o["metric"] == "error_rate"}
+
+
 # The small store is built relative to the time it is built (see build_small).
 CLOCK: dict[str, datetime] = {}
 MAIN_ID = "5e1f0000-1111-4222-8333-000000000001"
