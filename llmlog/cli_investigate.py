@@ -13,7 +13,9 @@ from rich.text import Text
 
 from llmlog import investigate, prompts
 from llmlog.cli import Ctx, _filter, _fmt_time, _text, cli, console, err_console, filter_options, pass_ctx
+from llmlog.conversation import gist, last_user_turn, response_turns
 from llmlog.reports import Period
+from llmlog.store import vectors
 from llmlog.store.base import parse_when
 
 
@@ -347,4 +349,65 @@ def search_cmd(ctx: Ctx, words: str, limit: int, as_json: bool, **filters: Any) 
         table.add_row(
             _text(c.id), _text(_fmt_time(c.timestamp)), _text(c.feature or "-"), _text(c.model or "-"), where
         )
+    console.print(table)
+
+
+@cli.command(name="similar")
+@click.argument("call_id", required=False)
+@filter_options
+@click.option("-n", "--limit", default=10, show_default=True, type=click.IntRange(1, 1000), help="How many.")
+@click.option(
+    "--enable", is_flag=True, help="Embed calls in this store from now on, and those stored before."
+)
+@click.option("--disable", is_flag=True, help="Stop embedding new calls.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@pass_ctx
+def similar_cmd(
+    ctx: Ctx, call_id: str | None, limit: int, enable: bool, disable: bool, as_json: bool, **filters: Any
+) -> None:
+    """Calls like CALL_ID: what they said and heard means the same, in other words
+    (compared by a small embedding model run here, among the newest 100,000 calls the
+    filters select). Needs the semantic extra (pip install 'llmlog[semantic]') and, once
+    per store, --enable.
+
+    \b
+    Examples:
+      llmlog similar --enable
+      llmlog similar 3f2a --feature support-bot --since 7d
+    """
+    store = ctx.store
+    if enable or disable:
+        if disable:
+            store.disable_vectors()
+            console.print("New calls are no longer embedded; the vectors stored stay.")
+            return
+        try:
+            with console.status("embedding the calls stored so far") as status:
+                n = store.enable_vectors(lambda done: status.update(f"embedded {done:,} calls"))
+        except vectors.Unavailable as exc:
+            raise click.ClickException(str(exc)) from None
+        console.print(f"Embedded {n:,} calls; calls stored from now on are embedded as they arrive.")
+        return
+    if not call_id:
+        raise click.UsageError("give a call id (or --enable)")
+    try:
+        call = store.get(call_id)  # an id prefix is enough
+        if call is None:
+            raise LookupError(f"no call with id {call_id!r}")
+        found = store.similar(call.id, _filter(ctx, **filters), limit)
+    except (vectors.Unavailable, LookupError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if as_json:
+        rows = [{"id": c.id, "score": score, "feature": c.feature, "model": c.model} for c, score in found]
+        click.echo(json.dumps(rows, ensure_ascii=False, indent=2))
+        return
+    if not found:
+        err_console.print("No call to compare with: none has a vector yet (llmlog similar --enable).")
+        return
+    table = Table("id", "like", "time (UTC)", "feature", "what it said", box=None, header_style="bold")
+    for c, score in found:
+        table.add_row(
+            _text(c.id), f"{score:.2f}", _text(_fmt_time(c.timestamp)), _text(c.feature or "-"),
+            _text(gist(last_user_turn(c) + response_turns(c), 100)),
+        )  # fmt: skip
     console.print(table)

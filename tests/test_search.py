@@ -174,11 +174,14 @@ def test_a_store_made_before_search_is_indexed_when_opened(backend: Backend) -> 
     # Back to the schema before search, as a store made by the previous version would be.
     if backend.kind == "sqlite":
         db = sqlite3.connect(backend.url)
-        db.executescript("DROP TRIGGER call_data_text; DROP TABLE call_text; PRAGMA user_version = 9;")
+        db.executescript(
+            "DROP TRIGGER call_data_text; DROP TABLE call_text; ALTER TABLE call_data DROP COLUMN embedding;"
+            " PRAGMA user_version = 9;"
+        )
         db.close()
     else:
         backend.sql("DROP INDEX call_data_search")
-        backend.sql("ALTER TABLE call_data DROP COLUMN search")
+        backend.sql("ALTER TABLE call_data DROP COLUMN search, DROP COLUMN embedding")
         backend.sql("UPDATE llmlog_schema SET version = 7")
     with backend.open() as store:
         assert ids(store.search("xylophone", CallFilter())) == ["thrice", "once"]

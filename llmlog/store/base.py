@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import copy
+import logging
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -13,8 +14,10 @@ from typing import Any
 
 from llmlog.encryption import Keyring, sealed_key_ids
 from llmlog.record import Call, Span, SpanEvent, format_timestamp, parse_timestamp
-from llmlog.store import search
+from llmlog.store import search, vectors
 from llmlog.store.search import Hit
+
+log = logging.getLogger("llmlog")
 
 
 class ReadOnlyError(Exception):
@@ -279,8 +282,11 @@ class Store(abc.ABC):
     keyring: Keyring | None = None
     reader: str = "unknown"
 
-    # Set on open from the store's settings: text must come sealed (`llmlog keys rotate`).
+    # Set on open from the store's settings: text must come sealed (`llmlog keys rotate`);
+    # calls are embedded as they are stored (`llmlog similar --enable`).
     sealed_only: bool = False
+    vectors: bool = False
+    _vectors_missing: bool = False  # said once: the store asks for vectors, the extra is absent
 
     def _sealed(self, calls: Sequence[Call]) -> Sequence[Call]:
         """Calls as they may be written: with keys, their text sealed (copies: the caller's
@@ -301,6 +307,8 @@ class Store(abc.ABC):
         """On open: what the store's settings ask of every process using it."""
         encryption = self.setting("encryption")
         self.sealed_only = isinstance(encryption, dict) and bool(encryption.get("required"))
+        asked = self.setting("vectors")
+        self.vectors = isinstance(asked, dict) and bool(asked.get("enabled"))
 
     def _reveal(self, calls: list[Call]) -> list[Call]:
         """Calls as read: with keys, opened, and the reading written to the audit log."""
@@ -402,17 +410,92 @@ class Store(abc.ABC):
         if q.empty:
             return []
         ranked = self._search_ids(q, f, limit)
-        calls = self.recent(CallFilter(ids=[i for i, _ in ranked]), len(ranked), brief=True)
-        found = {c.id: c for c in calls}
+        found = self._brief_by_id([i for i, _ in ranked])
         return [
             Hit(c, score, search.snippet(search.document(c), q))
             for i, score in ranked
             if (c := found.get(i)) is not None
         ]
 
+    def _brief_by_id(self, ids: list[str]) -> dict[str, Call]:
+        """Calls by id, brief (as `recent` gives them), for results ranked elsewhere."""
+        return {c.id: c for c in self.recent(CallFilter(ids=ids), len(ids), brief=True)} if ids else {}
+
     @abc.abstractmethod
     def _search_ids(self, q: search.Query, f: CallFilter, limit: int) -> list[tuple[str, float]]:
         """The best `limit` matches' ids and scores (higher is better), best first."""
+
+    # -------------------------------------------------------------- calls like this one
+
+    def _embed(self, calls: Sequence[Call]) -> None:
+        """After storing calls: their vectors, when the store asks for them. Without the
+        extra, the calls stay without (`enable_vectors` fills them in later), said once."""
+        if not self.vectors or not calls:
+            return
+        try:
+            pairs = vectors.of_calls(list(calls))
+        except vectors.Unavailable as exc:
+            if not self._vectors_missing:
+                self._vectors_missing = True
+                log.warning("%s; calls are stored without vectors", exc)
+            return
+        self.set_vectors(pairs)
+
+    def enable_vectors(self, on_batch: Callable[[int], None] | None = None) -> int:
+        """From now on, every process storing calls here embeds them; and the calls already
+        stored without a vector get one (run again, it carries on where it stopped). Returns
+        how many calls it embedded."""
+        vectors.model()  # Unavailable before anything changes
+        self.set_setting("vectors", {"enabled": True})
+        self.vectors = True
+        done = 0
+        missing = self._without_vectors()
+        for i in range(0, len(missing), 500):
+            chunk = missing[i : i + 500]
+            pairs = vectors.of_calls(list(self._brief_by_id(chunk).values()))
+            self.set_vectors(pairs)
+            done += len(pairs)
+            if on_batch is not None:
+                on_batch(done)
+        return done
+
+    def disable_vectors(self) -> None:
+        """No more vectors (those stored stay, and are still compared with)."""
+        self.set_setting("vectors", {"enabled": False})
+        self.vectors = False
+
+    def similar(self, call_id: str, f: CallFilter, limit: int = 20) -> list[tuple[Call, float]]:
+        """The calls `f` selects most like `call_id` (among the newest `vectors.SCAN`), brief,
+        with their cosine similarity, best first. LookupError: no such call, or it has no
+        text to compare (sealed, or empty)."""
+        target = self._vector_of(call_id)
+        if target is None:
+            call = self.get(call_id)
+            if call is None:
+                raise LookupError(f"no call {call_id}")
+            pairs = vectors.of_calls([call])
+            if not pairs:
+                raise LookupError(f"call {call_id} has no text to compare")
+            target = pairs[0][1]
+        candidates = [(i, v) for i, v in self._vectors(f, vectors.SCAN) if i != call_id]
+        ranked = vectors.nearest(target, candidates, limit)
+        found = self._brief_by_id([i for i, _ in ranked])
+        return [(c, score) for i, score in ranked if (c := found.get(i)) is not None]
+
+    @abc.abstractmethod
+    def set_vectors(self, pairs: Sequence[tuple[str, bytes]]) -> None:
+        """Store (call id, vector) pairs."""
+
+    @abc.abstractmethod
+    def _without_vectors(self) -> list[str]:
+        """The ids of stored calls without a vector."""
+
+    @abc.abstractmethod
+    def _vector_of(self, call_id: str) -> bytes | None: ...
+
+    @abc.abstractmethod
+    def _vectors(self, f: CallFilter, limit: int) -> list[tuple[str, bytes]]:
+        """The newest `limit` calls `f` selects that have a vector: (id, vector)."""
 
     @abc.abstractmethod
     def iter_calls(self, f: CallFilter, batch: int = 1000) -> Iterator[Call]: ...

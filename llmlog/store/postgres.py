@@ -207,12 +207,14 @@ class PostgresStore(Store):
             return 0
         calls = self._sealed(calls)
         try:
-            return self._insert_storable(calls)
+            inserted = self._insert_storable(calls)
         except psycopg.errors.CheckViolation:
             # "No partition for row": a month this store created was dropped since (old calls
             # go by dropping their month's table). Forget the months it knows; create them again.
             self._partitions.clear()
-            return self._insert_storable(calls)
+            inserted = self._insert_storable(calls)
+        self._embed([_storable_call(c) for c in calls] if self.vectors else ())
+        return inserted
 
     def _insert_storable(self, calls: Sequence[Call]) -> int:
         try:
@@ -666,6 +668,22 @@ class PostgresStore(Store):
     def recent(self, f: CallFilter, limit: int = 100, *, brief: bool = False) -> list[Call]:
         where, params = self._where(f)
         return self._calls(where, params, "timestamp DESC", limit, brief)
+
+    def set_vectors(self, pairs: Sequence[tuple[str, bytes]]) -> None:
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.executemany("UPDATE call_data SET embedding = %s WHERE id = %s", [(v, i) for i, v in pairs])
+
+    def _without_vectors(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT id FROM call_data WHERE embedding IS NULL")]
+
+    def _vector_of(self, call_id: str) -> bytes | None:
+        row = self.conn.execute("SELECT embedding FROM call_data WHERE id = %s", (call_id,)).fetchone()
+        return bytes(row[0]) if row and row[0] is not None else None
+
+    def _vectors(self, f: CallFilter, limit: int) -> list[tuple[str, bytes]]:
+        where, params = self._where(f, ["embedding IS NOT NULL"])
+        sql = f"SELECT id, embedding FROM call_data {where} ORDER BY timestamp DESC LIMIT {int(limit)}"
+        return [(i, bytes(v)) for i, v in self.conn.execute(sql, params)]  # type: ignore[arg-type]
 
     def _search_ids(self, q: search.Query, f: CallFilter, limit: int) -> list[tuple[str, float]]:
         query = "websearch_to_tsquery(%s::regconfig, %s)"

@@ -502,6 +502,11 @@ def m008_search(cur: psycopg.Cursor[Any]) -> None:
             )
 
 
+def m009_vectors(cur: psycopg.Cursor[Any]) -> None:
+    """`call_data.embedding`, as in SQLite's migration 11."""
+    cur.execute("ALTER TABLE call_data ADD COLUMN embedding bytea")
+
+
 MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m001_initial,
     m002_daily,
@@ -511,6 +516,7 @@ MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m006_audit,
     m007_accounts,
     m008_search,
+    m009_vectors,
 ]
 
 

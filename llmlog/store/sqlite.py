@@ -303,9 +303,11 @@ class SQLiteStore(Store):
             return 0
         calls = self._sealed(calls)
         try:
-            return self._insert(calls, safe=False)
+            inserted = self._insert(calls, safe=False)
         except UnicodeEncodeError:
-            return self._insert(calls, safe=True)
+            inserted = self._insert(calls, safe=True)
+        self._embed(calls)
+        return inserted
 
     def _content_epoch(self) -> int:
         row = self.db.execute("SELECT value FROM settings WHERE key = 'content_epoch'").fetchone()
@@ -664,6 +666,22 @@ class SQLiteStore(Store):
             params,
         )
         return [(i, -rank) for i, rank in rows]
+
+    def set_vectors(self, pairs: Sequence[tuple[str, bytes]]) -> None:
+        with self._writing():
+            self.db.executemany("UPDATE call_data SET embedding = ? WHERE id = ?", [(v, i) for i, v in pairs])
+
+    def _without_vectors(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT id FROM call_data WHERE embedding IS NULL")]
+
+    def _vector_of(self, call_id: str) -> bytes | None:
+        row = self.db.execute("SELECT embedding FROM call_data WHERE id = ?", (call_id,)).fetchone()
+        return row[0] if row else None
+
+    def _vectors(self, f: CallFilter, limit: int) -> list[tuple[str, bytes]]:
+        where, params = self._where(f, ["embedding IS NOT NULL"])
+        sql = f"SELECT id, embedding FROM call_data {where} ORDER BY timestamp DESC LIMIT {int(limit)}"
+        return self.db.execute(sql, params).fetchall()
 
     def iter_calls(self, f: CallFilter, batch: int = 1000) -> Iterator[Call]:
         """Every matching call, oldest first, in pages (memory stays flat on a big store)."""

@@ -453,6 +453,12 @@ def m010_search(db: sqlite3.Connection) -> None:
         db.executemany("INSERT INTO call_text (rowid, doc) VALUES (?, ?)", docs)
 
 
+def m011_vectors(db: sqlite3.Connection) -> None:
+    """`call_data.embedding`: the call's vector for "calls like this one"
+    (`llmlog.store.vectors`), filled only in a store that asks for it."""
+    db.execute("ALTER TABLE call_data ADD COLUMN embedding BLOB")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_initial,
     m002_rate_card_and_filters,
@@ -464,6 +470,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m008_audit,
     m009_accounts,
     m010_search,
+    m011_vectors,
 ]
 
 
