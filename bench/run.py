@@ -409,7 +409,10 @@ def grow_sqlite(path: str, target: int) -> None:
     """Copy the stored calls, with new ids, session ids and earlier times, until there are
     `target`: the same mix and content sharing as ingested, spread over 60 days."""
     db = sqlite3.connect(path, isolation_level=None)
-    base = db.execute("SELECT count(*) FROM call_data").fetchone()[0]
+    base, first, last = db.execute("SELECT count(*), min(rowid), max(rowid) FROM call_data").fetchone()
+    # Copies keep their original's place in the search index: the k-th copy of the row at
+    # rowid r is at r + k * base, which needs the ingested rows numbered without gaps.
+    assert (first, last) == (1, base), "the ingested calls' rowids are not 1..n"
     copies = max(0, -(-target // base) - 1)
     columns = [r[1] for r in db.execute("PRAGMA table_info(call_data)") if r[1] not in ("rowid", "id")]
     rest = [c for c in columns if c != "timestamp"]
@@ -424,8 +427,12 @@ def grow_sqlite(path: str, target: int) -> None:
             " substr(hex(randomblob(2)), 2) || '-8' || substr(hex(randomblob(2)), 2) || '-' ||"
             " hex(randomblob(6))),"
             f" strftime('%Y-%m-%dT%H:%M:%f', timestamp, '{shift}') || substr(timestamp, 24),"
-            f" {values} FROM call_data WHERE rowid <= ? LIMIT ?",
+            f" {values} FROM call_data WHERE rowid <= ? ORDER BY rowid LIMIT ?",
             (base, min(base, target - base * k)),
+        )
+        db.execute(
+            "INSERT INTO call_text (rowid, doc) SELECT rowid + ?, doc FROM call_text WHERE rowid <= ?",
+            (k * base, min(base, target - base * k)),
         )
         db.execute("COMMIT")
     db.execute("ANALYZE")
@@ -497,6 +504,13 @@ def bench_queries(kind: str, url: str, sizes: Sizes) -> None:
         since = datetime.now(UTC) - timedelta(days=30)
         t = timed(lambda: store.cost_by_day(since), sizes.query_repeats)
         row(f"{kind}: 30-day cost per day per model, {label} calls", ms(t), "≤ 100 ms", t <= 0.1)
+        # Full-text search, ranked: a word no call holds (the index lookup alone), a phrase
+        # some calls hold, and a word most calls hold (every match is ranked).
+        searches = (("no match", "xylophone"), ("a phrase", '"password login"'), ("a common word", "latency"))
+        for what, words in searches:
+            hits = store.search(words, CallFilter(), 20)
+            t = timed(lambda words=words: store.search(words, CallFilter(), 20), sizes.query_repeats)
+            row(f"{kind}: search, {what} ({len(hits)} shown), {label} calls", ms(t), "≤ 200 ms", t <= 0.2)
     bench_pages(kind, url, max(3, sizes.query_repeats // 5), row, label)
 
 

@@ -11,6 +11,7 @@ import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from click.testing import CliRunner
 
 from llmlog.cli import cli
@@ -108,6 +109,20 @@ def test_needles_are_found_ranked_and_filtered(backend: Backend) -> None:
         assert ids(store.search("nebula", everything)) == ["html"]
         (hit,) = store.search("quokkaexpress", everything)
         assert ("quokkaexpress", True) in hit.snippet and hit.score > 0
+
+
+def test_only_the_newest_matches_are_ranked(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A word in every call: the best of the newest RANKED, not of all of them."""
+    monkeypatch.setattr(text_search, "RANKED", 5)
+    with backend.open() as store:
+        store.insert([
+            Call(id=f"w{i}", timestamp=NOW - timedelta(minutes=i),
+                 messages=said("walrus " * (1 if i < 10 else 9)), feature="f" if i % 2 else "g")
+            for i in reversed(range(30))  # stored as they happened: oldest first
+        ])  # fmt: skip
+        # The older calls say it nine times, but only the newest five are ranked.
+        assert sorted(ids(store.search("walrus", CallFilter()))) == ["w0", "w1", "w2", "w3", "w4"]
+        assert sorted(ids(store.search("walrus", CallFilter(feature="f")))) == ["w1", "w3", "w5", "w7", "w9"]
 
 
 def test_a_conversation_is_indexed_by_what_each_turn_adds(backend: Backend) -> None:

@@ -686,11 +686,14 @@ class PostgresStore(Store):
         return [(i, bytes(v)) for i, v in self.conn.execute(sql, params)]  # type: ignore[arg-type]
 
     def _search_ids(self, q: search.Query, f: CallFilter, limit: int) -> list[tuple[str, float]]:
+        # Ranked among the newest RANKED matches: ts_rank_cd reads each match's tsvector.
         query = "websearch_to_tsquery(%s::regconfig, %s)"
         text = [search.PG_CONFIG, search.tsquery_text(q)]
         where, params = self._where(f, [f"search @@ {query}"], text)
         rows = self.conn.execute(
-            f"SELECT id, ts_rank_cd(search, {query}) AS score FROM call_data {where}"
+            f"SELECT id, ts_rank_cd(search, {query}) AS score FROM"
+            f" (SELECT id, timestamp, search FROM call_data {where}"
+            f" ORDER BY timestamp DESC LIMIT {search.RANKED}) AS newest"
             f" ORDER BY score DESC, timestamp DESC LIMIT {int(limit)}",
             [*text, *params],
         ).fetchall()

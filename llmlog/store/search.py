@@ -10,9 +10,9 @@ sealing.
 
 The engines: SQLite's FTS5 (`call_text`, porter stemming) and PostgreSQL's `tsvector`
 (`call_data.search`, the `english` configuration): both stem, both rank (bm25;
-`ts_rank_cd`). The search box reads the same way on both, as PostgreSQL's
-`websearch_to_tsquery` does: words must all occur, "a phrase" in order, -word must not
-occur, OR between two terms takes either.
+`ts_rank_cd`), among the newest `RANKED` matches. The search box reads the same way on
+both, as PostgreSQL's `websearch_to_tsquery` does: words must all occur, "a phrase" in
+order, -word must not occur, OR between two terms takes either.
 """
 
 from __future__ import annotations
@@ -30,6 +30,9 @@ from llmlog.record import Call
 MAX_TEXT = 100_000
 # PostgreSQL's text search configuration, in the index and in every query.
 PG_CONFIG = "english"
+# Matches are ranked among the newest this many (as facets count among the latest calls):
+# a word most calls hold would otherwise have every one of them scored, for the first page.
+RANKED = 10_000
 
 
 def _parts_text(message: Any) -> list[str]:

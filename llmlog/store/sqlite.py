@@ -657,12 +657,25 @@ class SQLiteStore(Store):
         return self._calls(*self._where(CallFilter(ids=ids)), "timestamp", n, brief) if ids else []
 
     def _search_ids(self, q: search.Query, f: CallFilter, limit: int) -> list[tuple[str, float]]:
-        # bm25, FTS5's rank: lower is better, so the score is its negative. The filter's
-        # bare column names are call_data's: call_text has only `doc`.
-        where, params = self._where(f, ["call_text MATCH ?"], [search.fts5(q)])
+        # Ranked among the newest RANKED matches: the last stored (rowids grow as calls are
+        # stored, and the index walks them backwards cheaply, where ordering by timestamp
+        # would read every match's row), found first, then bm25 over those alone. The filter's bare
+        # column names are call_data's (call_text has only `doc`).
+        match = search.fts5(q)
+        where, params = self._where(f, ["call_text MATCH ?"], [match])
+        joined = "FROM call_text JOIN call_data AS d ON d.rowid = call_text.rowid"
+        start = self.db.execute(
+            f"SELECT call_text.rowid {joined} {where} ORDER BY call_text.rowid DESC"
+            f" LIMIT 1 OFFSET {search.RANKED - 1}",
+            params,
+        ).fetchone()
+        where, params = self._where(
+            f, ["call_text MATCH ?", "call_text.rowid >= ?"], [match, start[0] if start else 0]
+        )
+        # bm25, FTS5's rank: lower is better, so the score is its negative.
         rows = self.db.execute(
-            f"SELECT d.id, call_text.rank FROM call_text JOIN call_data AS d ON d.rowid = call_text.rowid"
-            f" {where} ORDER BY call_text.rank, d.timestamp DESC LIMIT {int(limit)}",
+            f"SELECT d.id, call_text.rank {joined} {where} ORDER BY call_text.rank, d.timestamp DESC"
+            f" LIMIT {int(limit)}",
             params,
         )
         return [(i, -rank) for i, rank in rows]
