@@ -133,6 +133,10 @@ ROUTES = [
     ("/api/users", "viewer"),
     ("/dashboard?days=366", "viewer"),
     ("/api/dashboard?days=366", "viewer"),
+    ("/reports", "viewer"),
+    ("/reports/errors?days=366", "viewer"),
+    ("/reports/compare?feature=summarize&old=v1&new=v2", "viewer"),
+    ("/api/reports/cost?days=366", "viewer"),
     ("/admin", "admin"),
 ]
 

@@ -43,6 +43,7 @@ from playwright.sync_api import Request as PwRequest
 from rich.console import Console
 
 import llmlog
+from llmlog import investigate
 from llmlog.config import Settings
 from llmlog.conversation import conversation
 from llmlog.demo import run_demo
@@ -52,6 +53,7 @@ from llmlog.replay import Providers
 from llmlog.store import Store
 from llmlog.web.replay import response_text
 from tests.backends import Backend, PostgresBackend, SQLiteBackend, admin, new_schema
+from tests.test_investigate import drifting_calls
 from tests.webui import Running, make_call
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -691,6 +693,84 @@ def test_a_calls_trace_as_a_tree(tab: Tab) -> None:
     tab.shot("trace")
     tab.follow(tab.page.locator("table.spans a", has_text="chat claude"))
     assert tab.path == f"/calls/{second.id}"
+
+
+# ---------------------------------------------------------------------------- reports
+
+
+@pytest.fixture
+def drifted(backend: Backend, fake: FakeProvider, chromium: Browser, artifacts: Path) -> Iterator[Tab]:
+    """A server over a store holding the drift tests/test_investigate.py plants (the demo's
+    few hundred calls hold none), and a tab on it."""
+    with Running(backend) as running:
+        running.store.insert(drifting_calls())
+        context = chromium.new_context(viewport={"width": 1280, "height": 900}, color_scheme="light")
+        context.set_default_timeout(10_000)
+        tab = Tab(context.new_page(), Site(backend, running, fake), artifacts)
+        try:
+            yield tab
+            assert not tab.dialogs, tab.dialogs
+            assert not tab.problems, tab.problems
+            assert all(p.stat().st_size > 1000 for p in tab.shots)
+        finally:
+            context.close()
+
+
+def test_reports_from_drift_to_a_comparison_of_versions(drifted: Tab) -> None:
+    tab = drifted
+    tab.open("/dashboard")
+    tab.follow(tab.page.locator("header nav a", has_text="Reports"))
+    assert tab.path == "/reports"
+    assert tab.page.locator(".report-list dt a").all_inner_texts() == [
+        "errors", "cost", "drift", "compare", "spikes",
+    ]  # fmt: skip
+    tab.shot("reports")
+
+    # Drift: the week's changes, each with its before/after bars.
+    tab.follow(tab.page.locator(".report-list a", has_text="drift"))
+    assert tab.path == "/reports/drift"
+    rows = tab.table("table.report")
+    found = {(r["feature"], r["version"], r["metric"]): r for r in rows}
+    assert len(found) == len(rows)  # each change once
+    assert "flagged" in found[("summarize", "v1", "output_tokens")].classes
+    assert ("triage", "(all versions)", "output_tokens") in found
+    bars = tab.page.locator("table.report tr", has_text="summarize").locator("svg.spark rect")
+    expect(bars.first).to_be_visible()
+    assert bars.count() == 2  # before and after
+    tab.shot("report-drift")
+
+    # Its feature's name: the calls before and after the week, compared, every metric.
+    tab.follow(tab.page.locator("table.report a", has_text="summarize").first)
+    assert tab.path == "/reports/compare"
+    assert tab.params() == {"feature": "summarize", "at": "7d", "days": "7"}
+    flagged = tab.page.locator("table.comparison tr.flagged")
+    expect(flagged.first).to_be_visible()
+    assert "output_tokens" in flagged.all_inner_texts()[0]
+
+    # The versions form: review's v1 against its v2.
+    tab.submit("form.compare-form", feature="review", old="v1", new="v2")
+    assert tab.params() == {"feature": "review", "old": "v1", "new": "v2", "days": "28"}
+    assert tab.text("#comparison h2") == "review: v1 → v2"
+    metrics = tab.table("table.comparison")
+    assert [r["metric"] for r in metrics] == [*investigate.MEANS, *investigate.RATES]
+    assert [r["metric"] for r in metrics if "flagged" in r.classes] == ["output_tokens"]
+    changed = tab.page.locator("table.comparison tr.flagged")
+    expect(changed).to_contain_text("changed")
+    expect(changed.locator("svg.spark")).to_be_visible()
+    assert "1 metric changed beyond chance" in tab.text("#comparison .count")
+    tab.shot("report-compare")
+
+    # A pair of calls to read, one from each side: each opens.
+    pair = tab.page.locator("table.pairs tbody tr").first.locator("a")
+    assert pair.count() == 2
+    tab.follow(pair.nth(1))
+    call = tab.site.store.get(tab.path.removeprefix("/calls/"))
+    assert call is not None and (call.feature, call.prompt_template_version) == ("review", "v2")
+
+    # The errors report draws its chart (search fails more this week).
+    tab.open("/reports/errors")
+    expect(tab.page.locator("#errors-per-day svg.chart")).to_be_visible()
+    assert tab.page.locator("#errors-per-day svg.chart rect").count() > 7
 
 
 # ---------------------------------------------------------------------------- accounts, roles, regulated mode

@@ -190,9 +190,10 @@ def test_an_existing_store_gets_the_cold_figures_on_upgrade(backend: Backend, tm
             with open_store(with_schema(backend.url, f"{schema}_src")) as source:
                 insert(source, calls)
             backend.sql(f"INSERT INTO content OVERRIDING SYSTEM VALUE SELECT * FROM {schema}_src.content")
-            # The columns the table had then (today's has more: the search index's).
+            # The columns the table had then (today's has more: search's and vectors').
             (columns,) = backend.sql(
-                "SELECT string_agg(column_name, ', ' ORDER BY ordinal_position) FROM information_schema.columns"
+                "SELECT string_agg(column_name, ', ' ORDER BY ordinal_position)"
+                " FROM information_schema.columns"
                 " WHERE table_schema = current_schema() AND table_name = 'call_data'"
             )[0]
             backend.sql(f"INSERT INTO call_data SELECT {columns} FROM {schema}_src.call_data")

@@ -5,7 +5,8 @@ logged text), filters reach the store only as bound parameters, and a filter nam
 column only through the fixed list the store allows.
 
 Each group of pages is a module with a `routes(web)` function: `calls` (the list, one call,
-the sample, the JSON API), `people` (sessions and users), `replay`, `dashboard`, `sql`.
+the sample, the JSON API), `people` (sessions and users), `replay`, `dashboard`,
+`investigations` (the reports), `sql`.
 """
 
 from __future__ import annotations
@@ -75,11 +76,11 @@ def _environment() -> Environment:
     # Who is signed in (for the links a role has) and the token every POST form carries.
     env.globals["identity"] = auth.CURRENT.get
     env.globals["csrf_token"] = auth.CSRF.get
-    env.globals["may"] = _may
+    env.globals["may"] = may
     return env
 
 
-def _may(role: str) -> bool:
+def may(role: str) -> bool:
     """Whether whoever asks has `role` or more (everyone, on a server without accounts)."""
     identity = auth.CURRENT.get()
     return access.rank(identity.role if identity else "admin") >= access.rank(role)
@@ -150,11 +151,11 @@ def create_app(
     replays go (by default, wherever the SDKs' environment variables point). `token` guards
     the UI and its API; `ingest_token` the collector's routes (`/v1/` and the provider proxy),
     and nothing else. `upstreams`: where the proxy forwards (by default the providers)."""
-    from llmlog.web import calls, dashboard, ingest, people, replay, sql
+    from llmlog.web import calls, dashboard, ingest, investigations, people, replay, sql
 
     web = Web(open_store(), threading.Lock(), _environment(), providers or Providers())
     routes: list[BaseRoute] = []
-    for module in (calls, people, replay, dashboard, sql, auth):
+    for module in (calls, people, replay, dashboard, investigations, sql, auth):
         routes.extend(module.routes(web))
     gate = IngestGate(web, ingest_token)
     routes.extend(ingest.routes(web, gate))

@@ -50,6 +50,9 @@ CSRF: contextvars.ContextVar[str] = contextvars.ContextVar("llmlog_csrf", defaul
 VIEWER_ROUTES = frozenset(
     {"/dashboard", "/api/dashboard", "/sessions", "/users", "/api/sessions", "/api/users"}
 )
+# Trees of routes a viewer may open: the reports are aggregates too (their links to calls are
+# drawn only for roles that can open them).
+VIEWER_TREES = ("/reports", "/api/reports")
 # What a read token opens: the JSON API, by GET (not the console: its SQL is not audited).
 TOKEN_ROUTES = ("/api/",)
 # Filters that search the text of calls: for debuggers and up.
@@ -61,6 +64,8 @@ def required_role(path: str) -> str | None:
     if path == "/login" or path.startswith("/static/"):
         return None
     if path in VIEWER_ROUTES or path == "/logout":
+        return "viewer"
+    if any(path == tree or path.startswith(tree + "/") for tree in VIEWER_TREES):
         return "viewer"
     if path == "/admin" or path.startswith("/admin/"):
         return "admin"

@@ -367,3 +367,69 @@ def hbars(
             )
             parts.append(_text(left + w + 4, y + bar_h - 1, short(v)))
     return _svg(top + len(rows) * line_h + 4, label, *parts)
+
+
+def _small(width: float, height: float, label: str, *children: Markup) -> Markup:
+    # Sized in pixels, not to its container: it sits in a table cell beside the figures.
+    return element(
+        "svg",
+        {
+            "xmlns": "http://www.w3.org/2000/svg",
+            "class": "spark",
+            "width": _num(width),
+            "height": _num(height),
+            "viewBox": f"0 0 {_num(width)} {_num(height)}",
+            "role": "img",
+            "aria-label": label,
+        },
+        title(label),
+        *children,
+    )
+
+
+def spark(
+    values: Sequence[float],
+    *,
+    label: str,
+    fmt: Callable[[float], str],
+    labels: Sequence[str] | None = None,
+    color: str = ERRORS,
+) -> Markup:
+    """A row of tiny bars (one per day, say) for a table cell, the highest full height; a
+    zero is a faint stub, so that the days stay countable. Each bar is titled with its figure."""
+    width, height, gap = max(len(values) * 4.0, 24.0), 18.0, 1.0
+    step = width / max(len(values), 1)
+    top = max(values, default=0) or 1.0
+    parts: list[Markup] = []
+    for i, v in enumerate(values):
+        h = max(v / top * height, 1.0)
+        rect = {
+            "x": _num(i * step),
+            "y": _num(height - h),
+            "width": _num(max(step - gap, 1.0)),
+            "height": _num(h),
+            "fill": color if v > 0 else "currentColor",
+            "fill-opacity": None if v > 0 else ".2",
+        }
+        what = f"{labels[i]}: {fmt(v)}" if labels else fmt(v)
+        parts.append(element("rect", rect, title(what)))
+    return _small(width, height, label, *parts)
+
+
+def pair(before: float | None, after: float | None, *, label: str, fmt: Callable[[float], str]) -> Markup:
+    """Two short bars on one scale from 0, before above after, for a table cell."""
+    width, bar_h, gap = 120.0, 7.0, 2.0
+    top = max(v for v in (before, after, 0.0) if v is not None) or 1.0
+    parts: list[Markup] = []
+    for i, (v, color, what) in enumerate(((before, OTHER, "before"), (after, PALETTE[0], "after"))):
+        if v is None:
+            continue
+        rect = {
+            "x": 0,
+            "y": _num(i * (bar_h + gap)),
+            "width": _num(max(max(v, 0.0) / top * width, 0.5)),
+            "height": _num(bar_h),
+            "fill": color,
+        }
+        parts.append(element("rect", rect, title(f"{what}: {fmt(v)}")))
+    return _small(width, 2 * bar_h + gap, label, *parts)
