@@ -409,10 +409,7 @@ def grow_sqlite(path: str, target: int) -> None:
     """Copy the stored calls, with new ids, session ids and earlier times, until there are
     `target`: the same mix and content sharing as ingested, spread over 60 days."""
     db = sqlite3.connect(path, isolation_level=None)
-    base, first, last = db.execute("SELECT count(*), min(rowid), max(rowid) FROM call_data").fetchone()
-    # Copies keep their original's place in the search index: the k-th copy of the row at
-    # rowid r is at r + k * base, which needs the ingested rows numbered without gaps.
-    assert (first, last) == (1, base), "the ingested calls' rowids are not 1..n"
+    base = db.execute("SELECT count(*) FROM call_data").fetchone()[0]
     copies = max(0, -(-target // base) - 1)
     columns = [r[1] for r in db.execute("PRAGMA table_info(call_data)") if r[1] not in ("rowid", "id")]
     rest = [c for c in columns if c != "timestamp"]
@@ -427,12 +424,8 @@ def grow_sqlite(path: str, target: int) -> None:
             " substr(hex(randomblob(2)), 2) || '-8' || substr(hex(randomblob(2)), 2) || '-' ||"
             " hex(randomblob(6))),"
             f" strftime('%Y-%m-%dT%H:%M:%f', timestamp, '{shift}') || substr(timestamp, 24),"
-            f" {values} FROM call_data WHERE rowid <= ? ORDER BY rowid LIMIT ?",
+            f" {values} FROM call_data WHERE rowid <= ? LIMIT ?",
             (base, min(base, target - base * k)),
-        )
-        db.execute(
-            "INSERT INTO call_text (rowid, doc) SELECT rowid + ?, doc FROM call_text WHERE rowid <= ?",
-            (k * base, min(base, target - base * k)),
         )
         db.execute("COMMIT")
     db.execute("ANALYZE")

@@ -190,7 +190,8 @@ def test_a_store_made_before_search_is_indexed_when_opened(backend: Backend) -> 
     if backend.kind == "sqlite":
         db = sqlite3.connect(backend.url)
         db.executescript(
-            "DROP TRIGGER call_data_text; DROP TABLE call_text; ALTER TABLE call_data DROP COLUMN embedding;"
+            "DROP TRIGGER call_text_insert; DROP TRIGGER call_text_delete; DROP TRIGGER call_text_update;"
+            " DROP TABLE call_text; ALTER TABLE call_data DROP COLUMN embedding;"
             " PRAGMA user_version = 9;"
         )
         db.close()

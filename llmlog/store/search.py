@@ -1,11 +1,11 @@
 """Full-text search: what a call is found by, and a search box's words as each engine's query.
 
-A call is indexed by what it *newly* said and heard: the messages after the model's last
-turn (the user's words, tool results), the response (text and tool calls) and its error.
-Earlier messages of a conversation were indexed with the call that sent them first, and the
-system prompt is the app's template (found by its version): indexing either again with
-every turn would grow the index with the square of a conversation's length, for no new
-words. Sealed text (regulated mode) is never indexed: an index of its words would undo the
+A call is indexed by what it *newly* said and heard: its last message unless it is the
+model's own (the user's words, or the tool results sent back), the response (text and tool
+calls) and its error. Earlier messages of a conversation were indexed with the call that
+sent them, and the system prompt is the app's template (found by its version): indexing
+either again with every turn would grow the index with the square of a conversation's
+length, for no new words. Sealed text (regulated mode) is never indexed: an index of its words would undo the
 sealing.
 
 The engines: SQLite's FTS5 (`call_text`, porter stemming) and PostgreSQL's `tsvector`
@@ -25,8 +25,8 @@ from llmlog.conversation import message_turn, response_messages
 from llmlog.encryption import is_sealed
 from llmlog.record import Call
 
-# What one call contributes at most: a pasted 1 MB document is found by its first 100 KB
-# (PostgreSQL also refuses a tsvector over 1 MB).
+# What one call contributes at most to PostgreSQL's index, which refuses a tsvector over
+# 1 MB: a pasted 1 MB document is found there by its first 100 KB.
 MAX_TEXT = 100_000
 # PostgreSQL's text search configuration, in the index and in every query.
 PG_CONFIG = "english"
@@ -56,25 +56,23 @@ def _is_model_turn(message: Any) -> bool:
 
 
 def document(call: Call) -> str:
-    """The text a call is found by (see the module's docstring); "" when it has none."""
+    """The text a call is found by (see the module's docstring); "" when it has none.
+    SQLite's triggers compute the same in SQL (`sqlite_schema.document_sql`)."""
     messages = call.messages or []
-    start = len(messages)
-    while start > 0 and not _is_model_turn(messages[start - 1]):
-        start -= 1
-    pieces = [t for m in messages[start:] for t in _parts_text(m)]
+    last = messages[-1] if messages and not _is_model_turn(messages[-1]) else None
+    pieces = _parts_text(last)
     if not is_sealed(call.response):
         pieces += [t for m in response_messages(call) for t in _parts_text(m)]
     if isinstance(call.error, dict):
         pieces += [str(v) for k in ("type", "message") if (v := call.error.get(k)) and not is_sealed(v)]
-    text = "\n".join(p for p in pieces if p)
-    return text[:MAX_TEXT]
+    return "\n".join(p for p in pieces if p)
 
 
 def pg_document(call: Call) -> str | None:
     """`document` for PostgreSQL's parser, which reads `<tag>` as markup and skips what a
     `<script>` or `<style>` holds: logged prompts are full of HTML whose words must be found
     like any other. Without a `<`, nothing is markup. None when there is nothing to index."""
-    return document(call).replace("<", " ") or None
+    return document(call)[:MAX_TEXT].replace("<", " ") or None
 
 
 # ---------------------------------------------------------------- the search box

@@ -348,20 +348,8 @@ class SQLiteStore(Store):
                 inserted += self.db.execute(self._INSERT_MANY, flat).rowcount
             for row in rows[whole:]:
                 inserted += self.db.execute(self._INSERT_ONE, row).rowcount
-            self._index(calls, safe)
         batch.commit()
         return inserted
-
-    def _index(self, calls: Sequence[Call], safe: bool) -> None:
-        """In the writing transaction: the calls' search text, for those just stored (a call
-        already stored, skipped by the insert, is already indexed)."""
-        text = _valid_text if safe else _text
-        docs = [(text(d), text(c.id)) for c in calls if (d := search.document(c))]
-        self.db.executemany(
-            "INSERT INTO call_text (rowid, doc) SELECT rowid, ? FROM call_data AS d WHERE id = ?"
-            " AND NOT EXISTS (SELECT 1 FROM call_text WHERE rowid = d.rowid)",
-            docs,
-        )
 
     def _merge_index(self) -> None:
         """Merge the search index into one segment: FTS5 deletes by adding a tombstone, and
@@ -395,11 +383,6 @@ class SQLiteStore(Store):
                 " response_instructions_id = ?, response_tools_id = ? WHERE id = ?",
                 values,
             )
-            # The words it was found by change with it (a redaction, a sealing).
-            self.db.execute(
-                "DELETE FROM call_text WHERE rowid = (SELECT rowid FROM call_data WHERE id = ?)", (call.id,)
-            )
-            self._index([call], safe=True)
         batch.commit()
 
     _CONTENT_COLUMNS = ("system_id", "tools_id", "params_id", "response_instructions_id", "response_tools_id")

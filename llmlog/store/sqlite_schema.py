@@ -6,8 +6,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
-from llmlog.record import Call, parse_json
-from llmlog.store import search
 from llmlog.store.rollup import (
     DAILY_COLUMNS,
     GROUP,
@@ -424,33 +422,65 @@ def m009_accounts(db: sqlite3.Connection) -> None:
     )
 
 
+# Keys whose string values are identifiers, kinds, settings or encoded data: not words.
+_NOT_WORDS = (
+    "type", "role", "id", "tool_use_id", "call_id", "object", "status", "model", "stop_reason",
+    "finish_reason", "signature", "encrypted_content", "data", "url", "media_type", "service_tier",
+    "system_fingerprint", "truncation", "tool_choice", "effort",
+)  # fmt: skip
+
+
+def _words(json_sql: str) -> str:
+    """The words of a stored JSON value: its string leaves but `_NOT_WORDS`, and never a
+    sealed one (regulated mode)."""
+    keys = ", ".join(f"'{k}'" for k in _NOT_WORDS)
+    return (
+        f"(SELECT group_concat(j.value, ' ') FROM json_tree({json_sql}) AS j WHERE j.type = 'text'"
+        f" AND (j.key IS NULL OR j.key NOT IN ({keys})) AND j.value NOT LIKE 'llmlog-enc:%')"
+    )
+
+
+def document_sql(row: str) -> str:
+    """`llmlog.store.search.document` in SQL, from a stored row (`new`, `old` in a trigger):
+    the last message unless it is the model's, the response, the error's type and message.
+    Written in SQL so that the triggers index and unindex exactly the same words."""
+    last = f"(SELECT m.body FROM content AS m WHERE m.id = json_extract({row}.message_ids, '$[#-1]'))"
+    said = (
+        f"CASE WHEN json_extract({last}, '$.role') = 'assistant'"
+        f" OR json_extract({last}, '$.type') IN ('function_call', 'reasoning') THEN NULL"
+        f" ELSE {_words(last)} END"
+    )
+    error = (
+        f"CASE WHEN json_extract({row}.error, '$.message') LIKE 'llmlog-enc:%'"
+        f" THEN json_extract({row}.error, '$.type')"
+        f" ELSE json_extract({row}.error, '$.type') || ' ' || json_extract({row}.error, '$.message') END"
+    )
+    parts = [said, _words(f"{row}.response"), error]
+    return " || char(10) || ".join(f"ifnull({p}, '')" for p in parts)
+
+
 def m010_search(db: sqlite3.Connection) -> None:
     """`call_text`: full-text search over what each call newly said and heard
-    (`llmlog.store.search`), one FTS5 row per call with the call's rowid. Its rows go with
-    their calls (a trigger), so erasure and retention leave no words behind; the store
-    merges the index afterwards so that deleted words leave the file too. Existing calls
-    are indexed here."""
+    (`llmlog.store.search`), one FTS5 row per call with the call's rowid, kept by triggers.
+    Contentless: the index holds the words' places, not a second copy of the text (which
+    would double the file); the delete and update triggers give back the words they index,
+    from the row itself and its content, which never change while the row exists. So
+    erasure and retention leave no words behind (the store merges the index afterwards so
+    that deleted words leave the file too). Existing calls are indexed here."""
     db.execute(
-        "CREATE VIRTUAL TABLE call_text USING fts5(doc, tokenize = 'porter unicode61 remove_diacritics 2')"
+        "CREATE VIRTUAL TABLE call_text USING fts5(doc, content = '',"
+        " tokenize = 'porter unicode61 remove_diacritics 2')"
     )
+    new, old = document_sql("new"), document_sql("old")
+    add = f"INSERT INTO call_text (rowid, doc) VALUES (new.rowid, {new});"
+    remove = f"INSERT INTO call_text (call_text, rowid, doc) VALUES ('delete', old.rowid, {old});"
+    db.execute(f"CREATE TRIGGER call_text_insert AFTER INSERT ON call_data BEGIN {add} END")
+    db.execute(f"CREATE TRIGGER call_text_delete AFTER DELETE ON call_data BEGIN {remove} END")
     db.execute(
-        "CREATE TRIGGER call_data_text AFTER DELETE ON call_data BEGIN"
-        " DELETE FROM call_text WHERE rowid = old.rowid; END"
+        "CREATE TRIGGER call_text_update AFTER UPDATE OF message_ids, response, error ON call_data"
+        f" BEGIN {remove} {add} END"
     )
-    rows = db.execute(
-        "SELECT d.rowid, c.messages, c.response, c.error FROM call_data AS d JOIN calls AS c ON c.id = d.id"
-    )
-    while batch := rows.fetchmany(1000):
-        docs = []
-        for rowid, messages, response, error in batch:
-            call = Call(
-                messages=parse_json(messages) if messages else None,
-                response=parse_json(response) if response else None,
-                error=parse_json(error) if error else None,
-            )
-            if doc := search.document(call):
-                docs.append((rowid, doc))
-        db.executemany("INSERT INTO call_text (rowid, doc) VALUES (?, ?)", docs)
+    db.execute(f"INSERT INTO call_text (rowid, doc) SELECT rowid, {document_sql('call_data')} FROM call_data")
 
 
 def m011_vectors(db: sqlite3.Connection) -> None:

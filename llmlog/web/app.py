@@ -5,8 +5,8 @@ logged text), filters reach the store only as bound parameters, and a filter nam
 column only through the fixed list the store allows.
 
 Each group of pages is a module with a `routes(web)` function: `calls` (the list, one call,
-the sample, the JSON API), `people` (sessions and users), `replay`, `dashboard`,
-`investigations` (the reports), `sql`.
+the sample, the JSON API), `search` (words, and calls like one), `people` (sessions and
+users), `replay`, `dashboard`, `investigations` (the reports), `sql`.
 """
 
 from __future__ import annotations
@@ -151,11 +151,11 @@ def create_app(
     replays go (by default, wherever the SDKs' environment variables point). `token` guards
     the UI and its API; `ingest_token` the collector's routes (`/v1/` and the provider proxy),
     and nothing else. `upstreams`: where the proxy forwards (by default the providers)."""
-    from llmlog.web import calls, dashboard, ingest, investigations, people, replay, sql
+    from llmlog.web import calls, dashboard, ingest, investigations, people, replay, search, sql
 
     web = Web(open_store(), threading.Lock(), _environment(), providers or Providers())
     routes: list[BaseRoute] = []
-    for module in (calls, people, replay, dashboard, investigations, sql, auth):
+    for module in (calls, search, people, replay, dashboard, investigations, sql, auth):
         routes.extend(module.routes(web))
     gate = IngestGate(web, ingest_token)
     routes.extend(ingest.routes(web, gate))
