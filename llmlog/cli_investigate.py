@@ -26,6 +26,15 @@ def _period(days: int) -> Period:
     return Period.ending(days)
 
 
+def period_option(default: int) -> Any:
+    return click.option(
+        "--days",
+        default=default,
+        show_default=True,
+        help="The period: this many whole UTC days, through today.",
+    )
+
+
 DIR_HELP = "The prompts directory (default: LLMLOG_PROMPTS or ./prompts)."
 
 
@@ -104,9 +113,7 @@ def report(click_ctx: click.Context) -> None:
 
 
 @report.command(name="errors")
-@click.option(
-    "--days", default=7, show_default=True, help="The period: this many whole UTC days, through today."
-)
+@period_option(7)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @pass_ctx
 def report_errors(ctx: Ctx, days: int, as_json: bool) -> None:
@@ -130,9 +137,7 @@ def report_errors(ctx: Ctx, days: int, as_json: bool) -> None:
 
 
 @report.command(name="cost")
-@click.option(
-    "--days", default=30, show_default=True, help="The period: this many whole UTC days, through today."
-)
+@period_option(30)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @pass_ctx
 def report_cost(ctx: Ctx, days: int, as_json: bool) -> None:
@@ -273,9 +278,7 @@ def report_compare(
 
 
 @report.command(name="spikes")
-@click.option(
-    "--days", default=7, show_default=True, help="The period: this many whole UTC days, through today."
-)
+@period_option(7)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")
 @pass_ctx
 def report_spikes(ctx: Ctx, days: int, as_json: bool) -> None:

@@ -74,6 +74,18 @@ class ErrorGroup:
         }
 
 
+def _rollup_rows(store: Store, select: str, first: date, last: date, rest: str = "") -> list[Any]:
+    """`SELECT … FROM daily` (or `people_daily`) over the UTC days first to last: `select`
+    is everything before the WHERE, `rest` what follows the day condition."""
+    p = store.placeholder
+    return store.query(
+        f"{select} WHERE day >= {p} AND day <= {p} {rest}",
+        [day_param(store, first), day_param(store, last)],
+        timeout_s=5.0,
+        limit=5_000_000,
+    ).rows
+
+
 def _day(value: Any) -> date:
     return value if isinstance(value, date) else date.fromisoformat(str(value))
 
@@ -82,15 +94,10 @@ def errors_report(
     store: Store, period: Period, weeks_before: int = 4, top: int = 20, examples: int = 3
 ) -> list[ErrorGroup]:
     """The period's errors by (type, model, feature), most first."""
-    p = store.placeholder
     since = period.first - timedelta(weeks=weeks_before)
-    bounds = [day_param(store, since), day_param(store, period.last)]
-    rows = store.query(
-        f"SELECT day, model, feature, calls, error_types FROM daily WHERE day >= {p} AND day <= {p}",
-        bounds,
-        timeout_s=5.0,
-        limit=5_000_000,
-    ).rows
+    rows = _rollup_rows(
+        store, "SELECT day, model, feature, calls, error_types FROM daily", since, period.last
+    )
     index = {d: i for i, d in enumerate(period.dates())}
     calls: dict[tuple[Any, Any], int] = {}
     groups: dict[tuple[str, Any, Any], ErrorGroup] = {}
@@ -198,15 +205,13 @@ class CostReport:
 
 
 def cost_report(store: Store, period: Period) -> CostReport:
-    p = store.placeholder
-    bounds = [day_param(store, period.first), day_param(store, period.last)]
-    rows = store.query(
+    rows = _rollup_rows(
+        store,
         "SELECT day, model, feature, calls, cost_usd, priced_calls, output_tokens, output_calls, tool_calls"
-        f" FROM daily WHERE day >= {p} AND day <= {p}",
-        bounds,
-        timeout_s=5.0,
-        limit=5_000_000,
-    ).rows
+        " FROM daily",
+        period.first,
+        period.last,
+    )
     models: dict[Any, list[float]] = {}
     features: dict[Any, list[float]] = {}
     days = {d: [0, 0.0] for d in period.dates()}
@@ -223,12 +228,13 @@ def cost_report(store: Store, period: Period) -> CostReport:
         pair = pairs.setdefault((feature, model), [0, 0.0, 0, 0, 0, 0])
         for i, v in enumerate((calls, cost, priced, output, output_calls, tools)):
             pair[i] += v
-    users = store.query(
-        f"SELECT user_id, SUM(calls), SUM(cost_usd) FROM people_daily WHERE day >= {p} AND day <= {p}"
-        " AND user_id IS NOT NULL GROUP BY user_id ORDER BY SUM(cost_usd) DESC, user_id LIMIT 10",
-        bounds,
-        timeout_s=5.0,
-    ).rows
+    users = _rollup_rows(
+        store,
+        "SELECT user_id, SUM(calls), SUM(cost_usd) FROM people_daily",
+        period.first,
+        period.last,
+        "AND user_id IS NOT NULL GROUP BY user_id ORDER BY SUM(cost_usd) DESC, user_id LIMIT 10",
+    )
 
     def ranked(table: dict[Any, list[float]]) -> list[Spend]:
         out = [Spend(k, int(v[0]), v[1]) for k, v in table.items()]
@@ -558,15 +564,12 @@ FAR = 5.0
 
 
 def spikes_report(store: Store, period: Period, top: int = 10) -> Spikes:
-    p = store.placeholder
-    bounds = [day_param(store, period.first), day_param(store, period.last)]
-    rows = store.query(
-        "SELECT user_id, session_id, calls, errors, cost_usd FROM people_daily"
-        f" WHERE day >= {p} AND day <= {p}",
-        bounds,
-        timeout_s=5.0,
-        limit=5_000_000,
-    ).rows
+    rows = _rollup_rows(
+        store,
+        "SELECT user_id, session_id, calls, errors, cost_usd FROM people_daily",
+        period.first,
+        period.last,
+    )
     sessions: dict[str, Session] = {}
     users: dict[str, list[float]] = {}  # user → [calls, errors, cost]
     for user, session, calls, errors, cost in rows:
