@@ -57,7 +57,8 @@ def sqlite_path(url: str) -> str | None:
 
 def open_store(url: str) -> Store:
     """`sqlite:///path`, or a plain path, opens the embedded store; `postgresql://…` (or
-    `postgres://…`, any libpq URL) a PostgreSQL database. Migrations are applied on open."""
+    `postgres://…`, any libpq URL) a PostgreSQL database; `clickhouse://…` a ClickHouse
+    server, `chdb:///path` the ClickHouse engine embedded. Migrations are applied on open."""
     path = sqlite_path(url)
     if path is not None:
         from llmlog.store.sqlite import SQLiteStore
@@ -68,6 +69,11 @@ def open_store(url: str) -> Store:
         from llmlog.store.postgres import PostgresStore
 
         return PostgresStore(url)
+    if scheme in ("clickhouse", "clickhouses", "chdb"):
+        from llmlog.store.clickhouse import ClickHouseStore
+
+        return ClickHouseStore(url)
     raise ValueError(
-        f"unsupported store URL scheme {scheme!r}: use a file path, sqlite:///path or postgresql://…"
+        f"unsupported store URL scheme {scheme!r}: use a file path, sqlite:///path, postgresql://…,"
+        " clickhouse://… or chdb:///path"
     )

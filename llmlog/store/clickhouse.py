@@ -1,0 +1,463 @@
+"""The ClickHouse store: for when one machine is outgrown.
+
+`clickhouse://user:pass@host:8123/db` (`clickhouses://` for TLS) talks to a server with
+`clickhouse-connect`; `chdb:///path` runs the same engine embedded in this process (the
+`chdb` package), which is what the tests use. Both sit behind one seam, `Engine`: SQL in,
+rows out, and inserts of Python rows; every statement the store issues is the same on both.
+Parameters are bound on the client by clickhouse-connect's own binding (the maintained
+quoting), as `%s`, so the SQL shared with the other stores (filters, reports) reads the same.
+
+Not yet here (each raises NotImplementedError saying so): retention (TTL), erasure, spans,
+accounts and audit, the cold tier's figures, full-text search and vectors. See
+`clickhouse_schema` for the schema and why it is shaped so.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import UTC, date, datetime
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
+
+from llmlog.record import COLUMNS, JSON_COLUMNS, Call, Span, SpanEvent, json_text
+from llmlog.store.base import (
+    AuditEntry,
+    CallFilter,
+    Erased,
+    QueryResult,
+    ReadOnlyError,
+    Store,
+    utc_days,
+)
+from llmlog.store.clickhouse_schema import MIGRATIONS
+from llmlog.store.search import Query
+
+# Settings every read gets: 64-bit integers as JSON numbers (the embedded engine answers in
+# JSON), and NaN as null.
+_READ = {"output_format_json_quote_64bit_integers": 0, "output_format_json_quote_denormals": 0}
+_CLUSTER_ENV = "LLMLOG_CLICKHOUSE_CLUSTER"
+
+
+class Engine(Protocol):
+    def rows(
+        self, sql: str, settings: dict[str, Any] | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """A query's column names and rows."""
+
+    def command(self, sql: str) -> None: ...
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _settings_clause(settings: dict[str, Any] | None) -> str:
+    if not settings:
+        return ""
+    return " SETTINGS " + ", ".join(
+        f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}" for k, v in settings.items()
+    )
+
+
+class EmbeddedEngine:
+    """The ClickHouse engine in this process (chdb), its data in a directory."""
+
+    def __init__(self, path: str) -> None:
+        from chdb import session
+
+        os.makedirs(path, exist_ok=True)
+        self.session = session.Session(path)
+        self.lock = threading.Lock()  # one statement at a time through the session
+
+    def _run(self, sql: str, fmt: str = "JSONCompact") -> bytes:
+        from chdb._exceptions import ChdbError
+
+        try:
+            with self.lock:
+                return self.session.query(sql, fmt).bytes()
+        except (ChdbError, RuntimeError) as exc:
+            raise EngineError(str(exc)) from None
+
+    def rows(
+        self, sql: str, settings: dict[str, Any] | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        out = self._run(sql + _settings_clause({**_READ, **(settings or {})}))
+        if not out.strip():
+            return [], []
+        data = json.loads(out)
+        return [m["name"] for m in data["meta"]], [tuple(r) for r in data["data"]]
+
+    def command(self, sql: str) -> None:
+        self._run(sql, "CSV")
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        lines = "\n".join(json.dumps(dict(zip(columns, map(_json_value, row), strict=True))) for row in rows)
+        self._run(f"INSERT INTO {table} ({', '.join(columns)}) FORMAT JSONEachRow\n{lines}\n", "CSV")
+
+    def close(self) -> None:
+        self.session.close()
+
+
+class ServerEngine:
+    """A ClickHouse server, over HTTP with clickhouse-connect."""
+
+    def __init__(self, url: str) -> None:
+        import clickhouse_connect
+
+        u = urlsplit(url)
+        self.client = clickhouse_connect.get_client(
+            host=u.hostname or "localhost",
+            port=u.port or (8443 if u.scheme == "clickhouses" else 8123),
+            username=unquote(u.username or "default"),
+            password=unquote(u.password or ""),
+            database=u.path.lstrip("/") or "default",
+            secure=u.scheme == "clickhouses",
+        )
+
+    def rows(
+        self, sql: str, settings: dict[str, Any] | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        from clickhouse_connect.driver.exceptions import ClickHouseError
+
+        try:
+            result = self.client.query(sql, settings=settings)
+        except ClickHouseError as exc:
+            raise EngineError(str(exc)) from None
+        return list(result.column_names), [tuple(r) for r in result.result_rows]
+
+    def command(self, sql: str) -> None:
+        self.client.command(sql)
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        self.client.insert(table, [list(r) for r in rows], column_names=list(columns))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class EngineError(Exception):
+    """What the engine refused, with its message."""
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return _time_text(value)
+    if isinstance(value, float) and value != value:
+        return None
+    return value
+
+
+def _time_text(t: datetime) -> str:
+    """A DateTime64(6, 'UTC') literal: what either engine parses."""
+    t = (t if t.tzinfo else t.replace(tzinfo=UTC)).astimezone(UTC)
+    return t.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def _when(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+
+
+def bind(sql: str, params: Sequence[Any] | None) -> str:
+    """`%s` parameters bound into the SQL by clickhouse-connect's quoting."""
+    from clickhouse_connect.driver.binding import bind_query
+
+    values = [_time_text(p) if isinstance(p, datetime) else p for p in params or ()]
+    bound, _ = bind_query(sql, values) if values else (sql, {})
+    return bound if isinstance(bound, str) else bound.decode()
+
+
+def open_engine(url: str) -> Engine:
+    embedded = url.startswith("chdb://")
+    try:
+        return EmbeddedEngine(urlsplit(url).path or "llmlog-chdb") if embedded else ServerEngine(url)
+    except ImportError:
+        extra = "clickhouse-embedded" if embedded else "clickhouse"
+        raise ValueError(f"the ClickHouse store needs an extra: pip install 'llmlog[{extra}]'") from None
+
+
+class ClickHouseStore(Store):
+    dialect = "clickhouse"
+    placeholder = "%s"
+
+    def __init__(self, url: str, engine: Engine | None = None) -> None:
+        self._url = url
+        self.engine = engine or open_engine(url)
+        self.cluster = os.environ.get(_CLUSTER_ENV) or None
+        self.schema_found = self._schema_version()
+        self.schema_version = self._migrate()
+        self._read_settings()
+
+    @property
+    def url(self) -> str:  # type: ignore[override]
+        return self._url
+
+    def close(self) -> None:
+        self.engine.close()
+
+    # -------------------------------------------------------------- schema
+
+    def _schema_version(self) -> int:
+        self.engine.command(
+            "CREATE TABLE IF NOT EXISTS llmlog_schema (version UInt32, applied DateTime DEFAULT now())"
+            " ENGINE = MergeTree ORDER BY version"
+        )
+        _, rows = self.engine.rows("SELECT max(version) FROM llmlog_schema")
+        return int(rows[0][0] or 0) if rows else 0
+
+    def _migrate(self) -> int:
+        # DDL is idempotent (IF NOT EXISTS), so two processes migrating at once do no harm.
+        version = self.schema_found
+        while version < len(MIGRATIONS):
+            MIGRATIONS[version](self.engine, self.cluster)
+            version += 1
+            self.engine.command(f"INSERT INTO llmlog_schema (version) VALUES ({version})")
+        return version
+
+    # -------------------------------------------------------------- reading helpers
+
+    def _select(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self.engine.rows(bind(sql, params))[1]
+
+    def _where(
+        self, f: CallFilter, extra: Sequence[str] = (), params: Sequence[Any] = ()
+    ) -> tuple[str, list[Any]]:
+        clauses, values = self._json_clauses(f)
+        return f.sql([*clauses, *extra], [*values, *params], placeholder="%s", time_param=lambda t: t)
+
+    def _json_clauses(self, f: CallFilter) -> tuple[list[str], list[Any]]:
+        clauses: list[str] = []
+        params: list[Any] = []
+        if f.tag is not None:
+            clauses.append("has(JSONExtract(ifNull(tags, '[]'), 'Array(String)'), %s)")
+            params.append(f.tag)
+        for key, value in f.metadata:
+            # The value as its JSON text reads (true, 1, "pro" → pro): strings unquoted.
+            path = ", ".join("%s" for _ in key.split("."))
+            raw = f"JSONExtractRaw(ifNull(metadata, '{{}}'), {path})"
+            text = f"JSONExtractString(ifNull(metadata, '{{}}'), {path})"
+            clauses.append(f"if(startsWith({raw}, '\"'), {text}, {raw}) = %s")
+            params += [*key.split("."), *key.split("."), *key.split("."), value]
+        if f.text:
+            columns = ("system_prompt", "messages", "response", "tool_calls", "error")
+            clauses.append(
+                "("
+                + " OR ".join(f"positionCaseInsensitiveUTF8(ifNull({c}, ''), %s) > 0" for c in columns)
+                + ")"
+            )
+            params += [f.text] * len(columns)
+        return clauses, params
+
+    def _calls(self, where: str, params: Sequence[Any], order: str, limit: int) -> list[Call]:
+        columns = ", ".join(COLUMNS_READ)
+        names, rows = self.engine.rows(
+            bind(f"SELECT {columns} FROM calls {where} ORDER BY {order} LIMIT {int(limit)}", params)
+        )
+        return self._reveal([_to_call(names, r) for r in rows])
+
+    # -------------------------------------------------------------- writing
+
+    def insert(self, calls: Sequence[Call]) -> int:
+        """Store a batch; a call whose id is already stored is skipped (and a batch sent twice
+        at once is one, once the table's parts merge)."""
+        if not calls:
+            return 0
+        calls = self._sealed(calls)
+        held = self.existing_ids([c.id for c in calls])
+        new: dict[str, Call] = {}
+        for c in calls:
+            if c.id not in held and c.id not in new:
+                new[c.id] = c
+        if new:
+            self.engine.insert("calls", COLUMNS_READ, [_row(c) for c in new.values()])
+        return len(new)
+
+    def existing_ids(self, ids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        ids = list(ids)
+        for i in range(0, len(ids), 5000):
+            rows = self._select("SELECT id FROM calls WHERE id IN %s", [ids[i : i + 5000]])
+            found.update(r[0] for r in rows)
+        return found
+
+    def setting(self, key: str) -> Any:
+        rows = self._select("SELECT argMax(value, version) FROM settings WHERE key = %s GROUP BY key", [key])
+        return json.loads(rows[0][0]) if rows else None
+
+    def set_setting(self, key: str, value: Any) -> None:
+        version = int(datetime.now(UTC).timestamp() * 1e6)
+        self.engine.insert("settings", ["key", "value", "version"], [[key, json.dumps(value), version]])
+
+    # -------------------------------------------------------------- reading
+
+    def get(self, call_id: str) -> Call | None:
+        found = self._calls("WHERE id = %s", [call_id], "timestamp", 1)
+        if found:
+            return found[0]
+        if len(call_id) >= 4:  # an id prefix, as `llmlog show` takes
+            rows = self._select("SELECT DISTINCT id FROM calls WHERE startsWith(id, %s) LIMIT 2", [call_id])
+            if len(rows) > 1:
+                raise LookupError(f"{call_id!r} is the start of more than one call id")
+            if rows:
+                return self.get(rows[0][0])
+        return None
+
+    def recent(self, f: CallFilter, limit: int = 100, *, brief: bool = False) -> list[Call]:
+        where, params = self._where(f)
+        return self._calls(where, params, "timestamp DESC, id", limit)
+
+    def sample(self, f: CallFilter, n: int = 20, *, brief: bool = False) -> list[Call]:
+        where, params = self._where(f)
+        ids = [
+            r[0] for r in self._select(f"SELECT id FROM calls {where} ORDER BY rand() LIMIT {int(n)}", params)
+        ]
+        if not ids:
+            return []
+        where, params = self._where(CallFilter(ids=ids))
+        return self._calls(where, params, "timestamp, id", n)
+
+    def iter_calls(self, f: CallFilter, batch: int = 1000) -> Iterator[Call]:
+        last: tuple[Any, str] | None = None
+        while True:
+            extra = ["(timestamp, id) > (toDateTime64(%s, 6, 'UTC'), %s)"] if last else []
+            where, params = self._where(f, extra, list(last) if last else [])
+            page = self._calls(where, params, "timestamp, id", batch)
+            if not page:
+                return
+            yield from page
+            last = (page[-1].timestamp, page[-1].id)
+            if len(page) < batch:
+                return
+
+    def count(self, f: CallFilter) -> int:
+        where, params = self._where(f)
+        return int(self._select(f"SELECT count() FROM calls {where}", params)[0][0])
+
+    def cost_by_day(
+        self, since: datetime, until: datetime | None = None
+    ) -> list[tuple[str, str | None, int, float | None]]:
+        first, last = utc_days(since, until)
+        rows = self._select(
+            "SELECT toString(day), model, sum(calls), if(sum(priced_calls) > 0, sum(cost_usd), NULL)"
+            " FROM daily WHERE day BETWEEN %s AND %s GROUP BY day, model ORDER BY day, model NULLS FIRST",
+            [first, last],
+        )
+        return [(str(d), m, int(n), None if c is None else float(c)) for d, m, n, c in rows]
+
+    def query(
+        self, sql: str, params: Sequence[Any] = (), *, timeout_s: float = 10.0, limit: int = 10_000
+    ) -> QueryResult:
+        """Run SQL that may only read: the engine's own `readonly = 1`, within a time limit.
+        One statement: the embedded engine would otherwise run several."""
+        text = bind(sql, params).strip().rstrip(";")
+        settings = {"readonly": 1, "max_execution_time": max(1, round(timeout_s)), **_READ}
+        try:
+            self.engine.rows(bind("SELECT formatQuerySingleLine(%s)", [text]))
+            names, rows = self.engine.rows(f"SELECT * FROM ({text}) LIMIT {int(limit) + 1}", settings)
+        except EngineError as exc:
+            message = str(exc)
+            if "READONLY" in message or "readonly" in message:
+                raise ReadOnlyError("only reading queries are allowed") from None
+            if "TIMEOUT_EXCEEDED" in message:
+                raise ReadOnlyError(f"query took longer than the {timeout_s:g} s limit") from None
+            raise ReadOnlyError(message.split("\n")[0]) from None
+        return QueryResult(names, rows[:limit], len(rows) > limit)
+
+    def size_bytes(self) -> int:
+        rows = self._select(
+            "SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND database = currentDatabase()"
+        )
+        return int(rows[0][0] or 0)
+
+    # -------------------------------------------------------------- not yet on ClickHouse
+
+    def _not_yet(self, what: str) -> NotImplementedError:
+        return NotImplementedError(f"{what} is not yet available on the ClickHouse store")
+
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        raise self._not_yet("accounts and API tokens")
+
+    def audit(self, who: str, action: str, call_ids: Sequence[str]) -> None:
+        raise self._not_yet("the audit log (regulated mode)")
+
+    def audit_log(self, limit: int = 100) -> list[AuditEntry]:
+        raise self._not_yet("the audit log (regulated mode)")
+
+    def _search_ids(self, q: Query, f: CallFilter, limit: int) -> list[tuple[str, float]]:
+        raise self._not_yet("full-text search")
+
+    def set_vectors(self, pairs: Sequence[tuple[str, bytes]]) -> None:
+        raise self._not_yet("calls like this one")
+
+    def _without_vectors(self) -> list[str]:
+        raise self._not_yet("calls like this one")
+
+    def _vector_of(self, call_id: str) -> bytes | None:
+        raise self._not_yet("calls like this one")
+
+    def _vectors(self, f: CallFilter, limit: int) -> list[tuple[str, bytes]]:
+        raise self._not_yet("calls like this one")
+
+    def update_costs(self, costs: Iterable[tuple[str, float | None, str | None]]) -> int:
+        raise self._not_yet("repricing")
+
+    def update_content(self, call: Call) -> None:
+        raise self._not_yet("changing a stored call")
+
+    def erase(self, *, user_id: str | None = None, session_id: str | None = None) -> Erased:
+        raise self._not_yet("erasure")
+
+    def old_calls(self, before: date) -> list[tuple[date, str | None, int]]:
+        raise self._not_yet("retention")
+
+    def purge(self, day: date, features: Sequence[str | None]) -> Erased:
+        raise self._not_yet("retention")
+
+    def collect_content(self) -> int:
+        return 0  # content is inline: nothing is shared to collect
+
+    def purge_traces(self, before: datetime) -> int:
+        raise self._not_yet("OTLP spans")
+
+    def reclaim(self, thorough: bool = False) -> None:
+        raise self._not_yet("retention")
+
+    def insert_spans(self, spans: Sequence[Span]) -> None:
+        raise self._not_yet("OTLP spans")
+
+    def trace(self, trace_id: str) -> list[Span]:
+        raise self._not_yet("OTLP spans")
+
+    def insert_span_events(self, events: Sequence[SpanEvent]) -> None:
+        raise self._not_yet("OTLP spans")
+
+    def span_events(self, trace_id: str, span_ids: Sequence[str]) -> list[SpanEvent]:
+        raise self._not_yet("OTLP spans")
+
+
+# The calls' columns, as the table holds them.
+COLUMNS_READ = list(COLUMNS)
+
+
+def _row(c: Call) -> list[Any]:
+    out = []
+    for name in COLUMNS_READ:
+        value = getattr(c, name)
+        if name in JSON_COLUMNS and value is not None:
+            value = json_text(value)
+        out.append(value)
+    return out
+
+
+def _to_call(names: Sequence[str], row: Sequence[Any]) -> Call:
+    values: dict[str, Any] = {}
+    for name, value in zip(names, row, strict=True):
+        if name in JSON_COLUMNS and value is not None:
+            value = json.loads(value)
+        values[name] = value
+    values["timestamp"] = _when(values["timestamp"])
+    return Call(**values)

@@ -1,0 +1,141 @@
+"""The ClickHouse store against the real engine, embedded (chdb): every statement the store
+issues runs in ClickHouse itself. The calls relation and its three first queries, filters,
+a batch sent twice, the daily rollup, read-only SQL, the cluster DDL (parsed and checked by
+the engine), and a clear refusal for what the store does not do yet."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from llmlog.record import Call
+from llmlog.store import CallFilter, ReadOnlyError, open_store
+from llmlog.store.clickhouse import ClickHouseStore, bind
+from llmlog.store.clickhouse_schema import statements
+
+NOW = datetime.now(UTC).replace(microsecond=123456)
+
+
+def calls(n: int = 30) -> list[Call]:
+    return [
+        Call(id=f"call-{i:03d}", timestamp=NOW - timedelta(minutes=i), model="gpt-4.1" if i % 2 else "claude",
+             feature="support" if i % 3 else "summarize", user_id=f"u{i % 4}", session_id=f"s{i // 10}",
+             prompt_template_version="v1" if i < 15 else "v2", output_tokens=10 * i,
+             cost_usd=0.01 if i % 5 else None,
+             messages=[{"role": "user", "content": f"question {i} about a REFUND"}],
+             response={"role": "assistant", "content": [{"type": "text", "text": f"answer {i}"}]},
+             error={"type": "overloaded_error", "message": "busy"} if i % 7 == 0 else None,
+             metadata={"tier": "pro" if i % 2 else "free", "retry": i % 2 == 0, "n": i},
+             tags=["beta"] if i < 5 else None)
+        for i in range(n)
+    ]  # fmt: skip
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[ClickHouseStore]:
+    with open_store(f"chdb://{tmp_path}/ch") as s:
+        assert isinstance(s, ClickHouseStore)
+        yield s
+
+
+def test_calls_go_in_once_and_come_back_whole(store: ClickHouseStore) -> None:
+    batch = calls()
+    assert store.insert(batch) == 30
+    assert store.insert(batch[:10]) == 0  # a batch sent again
+    assert store.count(CallFilter()) == 30
+    call = store.get("call-003")
+    assert call == batch[3]
+    with pytest.raises(LookupError, match="more than one"):
+        store.get("call-0")
+    assert store.get("call-029") == batch[29] and store.get("nope") is None
+
+
+def test_the_three_first_queries_run_as_written(store: ClickHouseStore) -> None:
+    store.insert(calls())
+    failed = store.query("SELECT * FROM calls WHERE error IS NOT NULL ORDER BY timestamp DESC")
+    assert [r[0] for r in failed.rows] == ["call-000", "call-007", "call-014", "call-021", "call-028"]
+    by_model = store.query("SELECT model, COUNT(*), SUM(cost_usd) FROM calls GROUP BY model ORDER BY model")
+    assert [(m, n) for m, n, _ in by_model.rows] == [("claude", 15), ("gpt-4.1", 15)]
+    assert by_model.rows[0][2] == pytest.approx(0.01 * 12)
+    versions = store.query(
+        "SELECT prompt_template_version, AVG(output_tokens) FROM calls GROUP BY 1 ORDER BY 1"
+    )
+    assert versions.rows == [("v1", 70.0), ("v2", 220.0)]
+    # JSON columns through ClickHouse's JSON functions.
+    tiers = store.query(
+        "SELECT JSONExtractString(metadata, 'tier') AS t, count() FROM calls GROUP BY t ORDER BY t"
+    )
+    assert tiers.rows == [("free", 15), ("pro", 15)]
+
+
+def test_filters(store: ClickHouseStore) -> None:
+    store.insert(calls())
+    assert store.count(CallFilter(model="claude", feature="summarize")) == 5
+    assert store.count(CallFilter(errors=True)) == 5 and store.count(CallFilter(errors=False)) == 25
+    assert store.count(CallFilter(tag="beta")) == 5
+    assert store.count(CallFilter(metadata=[("tier", "pro")])) == 15
+    assert store.count(CallFilter(metadata=[("retry", "true"), ("n", "4")])) == 1
+    assert store.count(CallFilter(text="question 1 ")) == 1 and store.count(CallFilter(text="refund")) == 30
+    assert store.count(CallFilter(since=NOW - timedelta(minutes=9, seconds=30))) == 10
+    assert store.count(CallFilter(until=NOW - timedelta(minutes=9, seconds=30))) == 20
+    assert [c.id for c in store.recent(CallFilter(user_id="u1"), 3)] == ["call-001", "call-005", "call-009"]
+    assert [c.id for c in store.iter_calls(CallFilter(session_id="s0"), batch=4)] == [
+        f"call-{i:03d}" for i in range(9, -1, -1)
+    ]
+    picked = store.sample(CallFilter(feature="support"), 5)
+    assert len({c.id for c in picked}) == 5 and all(c.feature == "support" for c in picked)
+    assert store.existing_ids(["call-001", "x"]) == {"call-001"}
+    # A value is only ever a parameter.
+    hostile = "x' OR 1=1 --"
+    assert store.count(CallFilter(feature=hostile)) == 0 and store.count(CallFilter(text=hostile)) == 0
+
+
+def test_the_daily_rollup_is_kept_as_calls_arrive(store: ClickHouseStore) -> None:
+    store.insert(calls()[:15])
+    store.insert(calls()[15:])
+    rows = store.cost_by_day(NOW - timedelta(days=1))
+    assert {(m, n) for _, m, n, _ in rows} == {("claude", 15), ("gpt-4.1", 15)}
+    assert sum(c or 0 for *_, c in rows) == pytest.approx(0.01 * 24)
+    summed = store.query("SELECT sum(calls), sum(errors), sum(priced_calls) FROM daily").rows
+    assert summed == [(30, 5, 24)]
+
+
+def test_sql_is_read_only_and_one_statement(store: ClickHouseStore) -> None:
+    store.insert(calls(3))
+    refused = (
+        "DROP TABLE calls",
+        "INSERT INTO calls (id, timestamp) VALUES ('x', now())",
+        "SELECT 1; DROP TABLE calls",
+        "ALTER TABLE calls DELETE WHERE 1",
+        "SELECT * FROM nowhere",
+    )
+    for sql in refused:
+        with pytest.raises(ReadOnlyError):
+            store.query(sql)
+    assert store.count(CallFilter()) == 3
+    assert store.query("SELECT id FROM calls ORDER BY id", limit=2).truncated
+    assert bind("SELECT %s", ["it's"]) == "SELECT 'it\\'s'"
+
+
+def test_settings_last_write_wins(store: ClickHouseStore) -> None:
+    assert store.setting("k") is None
+    store.set_setting("k", {"days": 30})
+    store.set_setting("k", {"days": 60})
+    assert store.setting("k") == {"days": 60}
+
+
+def test_what_is_not_there_yet_says_so(store: ClickHouseStore) -> None:
+    with pytest.raises(NotImplementedError, match="erasure is not yet available on the ClickHouse store"):
+        store.erase(user_id="u1")
+
+
+def test_the_cluster_ddl_is_valid_clickhouse(store: ClickHouseStore) -> None:
+    ddl = list(statements("prod"))
+    assert any("ReplicatedReplacingMergeTree" in s for s in ddl) and any("Distributed(prod" in s for s in ddl)
+    assert all(" ON CLUSTER prod" in s for s in ddl)
+    for sql in ddl:  # parsed by the engine itself
+        (formatted,) = store.engine.rows(bind("SELECT formatQuerySingleLine(%s)", [sql]))[1][0]
+        assert formatted.startswith("CREATE")
