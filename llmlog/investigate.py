@@ -127,16 +127,19 @@ def errors_report(
 
 def _examples(store: Store, period: Period, g: ErrorGroup, n: int) -> list[str]:
     p = store.placeholder
-    same = "IS NOT DISTINCT FROM" if store.dialect == "postgres" else "IS"
     times = [time_param(store, period.first), time_param(store, period.end)]
+    if store.dialect == "clickhouse":  # no IS NOT DISTINCT FROM outside a join
+        same = [f"ifNull({c}, '') = {p} AND isNull({c}) = {p}" for c in ("model", "feature")]
+        values = [v for x in (g.model, g.feature) for v in (x or "", x is None)]
+    else:
+        op = "IS NOT DISTINCT FROM" if store.dialect == "postgres" else "IS"
+        same, values = [f"model {op} {p}", f"feature {op} {p}"], [g.model, g.feature]
     sql = (
         f"SELECT id FROM call_data WHERE error IS NOT NULL AND timestamp >= {p} AND timestamp < {p}"
-        f" AND model {same} {p} AND feature {same} {p} AND {error_type_sql(store.dialect, 'error')} = {p}"
+        f" AND {same[0]} AND {same[1]} AND {error_type_sql(store.dialect, 'error')} = {p}"
         f" ORDER BY timestamp DESC LIMIT {int(n)}"
     )
-    return [
-        str(r[0]) for r in store.query(sql, [*times, g.model, g.feature, g.error_type], timeout_s=5.0).rows
-    ]
+    return [str(r[0]) for r in store.query(sql, [*times, *values, g.error_type], timeout_s=5.0).rows]
 
 
 def sparkline(values: Iterable[int]) -> str:
@@ -376,6 +379,8 @@ def _refusal_candidate(store: Store) -> tuple[str, list[Any]]:
     patterns = [f"%{w}%" for w in _REFUSAL_WORDS]
     if store.dialect == "postgres":
         return "response::text ILIKE ANY (%s)", [patterns]
+    if store.dialect == "clickhouse":
+        return "multiSearchAnyCaseInsensitiveUTF8(ifNull(response, ''), %s)", [list(_REFUSAL_WORDS)]
     return "(" + " OR ".join(["response LIKE ?"] * len(patterns)) + ")", patterns
 
 
@@ -427,7 +432,8 @@ def _read_sides(
 
 
 def _timestamp(value: Any) -> datetime:
-    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    t = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return t if t.tzinfo else t.replace(tzinfo=UTC)  # ClickHouse's text has no zone: it is UTC
 
 
 def drift_report(

@@ -103,16 +103,16 @@ class Period:
 
 
 def day_param(store: Store, day: date) -> Any:
-    # `daily.day`: 'YYYY-MM-DD' text on SQLite, a date on PostgreSQL.
-    return day if store.dialect == "postgres" else day.isoformat()
+    # `daily.day`: 'YYYY-MM-DD' text on SQLite, a date on PostgreSQL and ClickHouse.
+    return day.isoformat() if store.dialect == "sqlite" else day
 
 
 def time_param(store: Store, when: date) -> Any:
     # Compared with `timestamp`. A day is its midnight UTC: the ISO text of the day sorts
-    # just before every stored time of that day on SQLite; a timestamptz on PostgreSQL.
+    # just before every stored time of that day on SQLite; a time with its zone elsewhere.
     if isinstance(when, datetime):
-        return when if store.dialect == "postgres" else format_timestamp(when)
-    if store.dialect == "postgres":
+        return format_timestamp(when) if store.dialect == "sqlite" else when
+    if store.dialect != "sqlite":
         return datetime(when.year, when.month, when.day, tzinfo=UTC)
     return when.isoformat()
 

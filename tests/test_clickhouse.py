@@ -139,3 +139,50 @@ def test_the_cluster_ddl_is_valid_clickhouse(store: ClickHouseStore) -> None:
     for sql in ddl:  # parsed by the engine itself
         (formatted,) = store.engine.rows(bind("SELECT formatQuerySingleLine(%s)", [sql]))[1][0]
         assert formatted.startswith("CREATE")
+
+
+def test_the_reports_find_what_was_planted(store: ClickHouseStore) -> None:
+    """The reports' SQL, shared with the other stores, on ClickHouse: the same findings."""
+    from llmlog import investigate
+    from llmlog.reports import Period
+    from tests import test_investigate as planted
+
+    store.insert(planted.calls_with_errors())
+    groups = investigate.errors_report(store, Period.ending(7, planted.TODAY))
+    assert [(g.error_type, g.model, g.feature, g.errors, g.new) for g in groups] == [
+        ("tool_schema_error", "claude", "support-bot", 15, True),
+        ("rate_limit_error", "gpt-4.1", "search", 14, False),
+    ]
+    assert groups[0].per_day == [0, 0, 0, 0, 5, 5, 5] and groups[0].examples[0].startswith("b-0-")
+
+
+def test_drift_and_spikes_find_what_was_planted(store: ClickHouseStore) -> None:
+    from llmlog import investigate
+    from llmlog.reports import Period
+    from tests import test_investigate as planted
+
+    store.insert(planted.drifting_calls())
+    found = {(c.feature, c.version, c.metric) for c in investigate.drift_report(store, now=planted.NOW)}
+    assert found == {
+        ("summarize", "v1", "output_tokens"),
+        ("search", "v3", "error_rate"),
+        ("chat", "v1", "refusal_rate"),
+        ("triage", investigate.ALL_VERSIONS, "output_tokens"),
+        ("triage", investigate.ALL_VERSIONS, "cost_usd"),
+    }
+    store.insert(planted.people_calls())
+    spikes = investigate.spikes_report(store, Period.ending(7, planted.TODAY))
+    assert ("u-broken", "error_rate") in {(o.user_id, o.metric) for o in spikes.outliers}
+    assert spikes.sessions[0].session_id == "long"
+
+
+def test_the_people_pages_and_facets(store: ClickHouseStore) -> None:
+    store.insert(calls())
+    users = store.users(CallFilter(since=NOW - timedelta(days=2)))
+    assert sum(u.calls for u in users) == 30 and {u.user_id for u in users} == {"u0", "u1", "u2", "u3"}
+    sessions = store.sessions(CallFilter())
+    assert [(s.session_id, s.calls) for s in sessions] == [("s0", 10), ("s1", 10), ("s2", 10)]
+    facets = store.facets(CallFilter(), ["feature", "error"])
+    assert facets["feature"].values == [("support", 20), ("summarize", 10)]
+    assert facets["error"].values == [("ok", 25), ("error", 5)]
+    assert store.facets(CallFilter(user_id="u1"), ["model"])["model"].values == [("gpt-4.1", 8)]

@@ -36,8 +36,14 @@ from llmlog.store.clickhouse_schema import MIGRATIONS
 from llmlog.store.search import Query
 
 # Settings every read gets: 64-bit integers as JSON numbers (the embedded engine answers in
-# JSON), and NaN as null.
-_READ = {"output_format_json_quote_64bit_integers": 0, "output_format_json_quote_denormals": 0}
+# JSON), NaN as null, and names as in standard SQL.
+_READ = {
+    "output_format_json_quote_64bit_integers": 0,
+    "output_format_json_quote_denormals": 0,
+    # A column's name means the column, as in standard SQL (the SQL shared with the other
+    # stores says `sum(cost_usd) AS cost_usd, count(cost_usd)`); ClickHouse would take the alias.
+    "prefer_column_name_to_alias": 1,
+}
 _CLUSTER_ENV = "LLMLOG_CLICKHOUSE_CLUSTER"
 
 
@@ -123,7 +129,7 @@ class ServerEngine:
         from clickhouse_connect.driver.exceptions import ClickHouseError
 
         try:
-            result = self.client.query(sql, settings=settings)
+            result = self.client.query(sql, settings={**_READ, **(settings or {})})
         except ClickHouseError as exc:
             raise EngineError(str(exc)) from None
         return list(result.column_names), [tuple(r) for r in result.result_rows]
@@ -218,6 +224,16 @@ class ClickHouseStore(Store):
             self.engine.command(f"INSERT INTO llmlog_schema (version) VALUES ({version})")
         return version
 
+    # The people pages' figures from the calls, in `people_daily`'s types: a UNION of UInt64
+    # (count) with Int64 (the rollup's sums) has no common type in ClickHouse.
+    _PEOPLE_RAW = (
+        "SELECT user_id, session_id, toInt64(count()) AS calls, toInt64(count(error)) AS errors,"
+        " toInt64(sum(ifNull(input_tokens, 0))) AS input_tokens,"
+        " toInt64(sum(ifNull(output_tokens, 0))) AS output_tokens,"
+        " toFloat64(sum(ifNull(cost_usd, 0))) AS cost_usd, toInt64(count(cost_usd)) AS priced_calls,"
+        " min(timestamp) AS first, max(timestamp) AS last FROM call_data {} GROUP BY user_id, session_id"
+    )
+
     # -------------------------------------------------------------- reading helpers
 
     def _select(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -255,7 +271,7 @@ class ClickHouseStore(Store):
     def _calls(self, where: str, params: Sequence[Any], order: str, limit: int) -> list[Call]:
         columns = ", ".join(COLUMNS_READ)
         names, rows = self.engine.rows(
-            bind(f"SELECT {columns} FROM calls {where} ORDER BY {order} LIMIT {int(limit)}", params)
+            bind(f"SELECT {columns} FROM call_data {where} ORDER BY {order} LIMIT {int(limit)}", params)
         )
         return self._reveal([_to_call(names, r) for r in rows])
 
@@ -273,14 +289,14 @@ class ClickHouseStore(Store):
             if c.id not in held and c.id not in new:
                 new[c.id] = c
         if new:
-            self.engine.insert("calls", COLUMNS_READ, [_row(c) for c in new.values()])
+            self.engine.insert("call_data", COLUMNS_READ, [_row(c) for c in new.values()])
         return len(new)
 
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
         ids = list(ids)
         for i in range(0, len(ids), 5000):
-            rows = self._select("SELECT id FROM calls WHERE id IN %s", [ids[i : i + 5000]])
+            rows = self._select("SELECT id FROM call_data WHERE id IN %s", [ids[i : i + 5000]])
             found.update(r[0] for r in rows)
         return found
 
@@ -299,7 +315,9 @@ class ClickHouseStore(Store):
         if found:
             return found[0]
         if len(call_id) >= 4:  # an id prefix, as `llmlog show` takes
-            rows = self._select("SELECT DISTINCT id FROM calls WHERE startsWith(id, %s) LIMIT 2", [call_id])
+            rows = self._select(
+                "SELECT DISTINCT id FROM call_data WHERE startsWith(id, %s) LIMIT 2", [call_id]
+            )
             if len(rows) > 1:
                 raise LookupError(f"{call_id!r} is the start of more than one call id")
             if rows:
@@ -313,7 +331,8 @@ class ClickHouseStore(Store):
     def sample(self, f: CallFilter, n: int = 20, *, brief: bool = False) -> list[Call]:
         where, params = self._where(f)
         ids = [
-            r[0] for r in self._select(f"SELECT id FROM calls {where} ORDER BY rand() LIMIT {int(n)}", params)
+            r[0]
+            for r in self._select(f"SELECT id FROM call_data {where} ORDER BY rand() LIMIT {int(n)}", params)
         ]
         if not ids:
             return []
@@ -335,7 +354,7 @@ class ClickHouseStore(Store):
 
     def count(self, f: CallFilter) -> int:
         where, params = self._where(f)
-        return int(self._select(f"SELECT count() FROM calls {where}", params)[0][0])
+        return int(self._select(f"SELECT count() FROM call_data {where}", params)[0][0])
 
     def cost_by_day(
         self, since: datetime, until: datetime | None = None

@@ -1,11 +1,12 @@
 """The ClickHouse store's schema: designed for the engine, not translated from PostgreSQL,
 and its numbered migrations (`llmlog.store.clickhouse` applies them on open).
 
-- `calls` is the table itself (no view): every column inline, the text columns compressed
-  with ZSTD. Content is not stored once by hash as in the other stores: ClickHouse
-  compresses a column's values block by block, and rows of one feature lie together (the
-  sort key), so a system prompt re-sent on every turn compresses to almost nothing without
-  a join on every read. (Measured by the bench: stored bytes per call beside the others.)
+- `call_data` holds every column inline, the text columns compressed with ZSTD; `calls`
+  is a view of it, as in the other stores (so the SQL shared with them reads the same).
+  Content is not stored once by hash as in the other stores: ClickHouse compresses a
+  column's values block by block, and rows of one feature lie together (the sort key), so
+  a system prompt re-sent on every turn compresses to almost nothing without a join on
+  every read. (Measured by the bench: stored bytes per call beside the others.)
 - `ReplacingMergeTree` on the sort key, which ends in the call's id: a batch sent twice is
   one call once merged; the store also skips ids it already holds before inserting.
 - Sorted by (day, feature, model, time, id): the UI's paths (newest calls; of a feature; of
@@ -13,19 +14,22 @@ and its numbered migrations (`llmlog.store.clickhouse` applies them on open).
   drops whole months where it can.
 - Low-cardinality strings (model, feature, provider, version, stop reason, rate card) are
   `LowCardinality`.
-- `daily`: the rollup the dashboard and reports read, kept by a materialized view as calls
-  arrive (`SummingMergeTree`: rows of one day and group are summed as parts merge, so it is
-  read with `sum()`).
+- `daily` and `people_daily`: the rollups the dashboard, reports and people pages read,
+  kept by materialized views as calls arrive (`SummingMergeTree`, `AggregatingMergeTree`:
+  rows of one day and group are added up as parts merge, so they are read with `sum()`).
 
 Cluster mode (`LLMLOG_CLICKHOUSE_CLUSTER=name`): every statement runs `ON CLUSTER name`, the
-tables are `Replicated…MergeTree` ones named `…_local` on each shard, and `calls` and
-`daily` are `Distributed` tables over them, sharded by the call's id.
+tables are `Replicated…MergeTree` ones named `…_local` on each shard, and `call_data`,
+`daily`, `people_daily` and `settings` are `Distributed` tables over them, sharded by the
+call's id.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from typing import Protocol
+
+from llmlog.store.rollup import error_type_sql, tool_count_sql
 
 TEXT = "Nullable(String) CODEC(ZSTD(3))"
 TAG = "LowCardinality(Nullable(String))"
@@ -67,38 +71,68 @@ DAILY_COLUMNS = f"""
     model {TAG},
     provider {TAG},
     prompt_template_version {TAG},
-    calls UInt64,
-    errors UInt64,
+    calls Int64,
+    errors Int64,
     input_tokens Int64,
     output_tokens Int64,
     cache_read_tokens Int64,
     cache_creation_tokens Int64,
     cost_usd Float64,
-    priced_calls UInt64,
+    priced_calls Int64,
     latency_ms Float64,
     first_token_ms Float64,
-    output_calls UInt64,
-    tool_calls UInt64
+    output_calls Int64,
+    tool_calls Int64,
+    error_types Map(String, Int64)
 """
+
+_tools = tool_count_sql("clickhouse", "c.tool_calls")
+_error_type = error_type_sql("clickhouse", "c.error")
 
 # What `daily` sums from each call (as the other stores' triggers do). The calls' columns
 # are named through `c.`: ClickHouse would take `cost_usd` for the alias of its own sum.
-DAILY_SELECT = """
+DAILY_SELECT = f"""
     toDate(c.timestamp) AS day, c.feature AS feature, c.model AS model, c.provider AS provider,
     c.prompt_template_version AS prompt_template_version,
-    count() AS calls,
-    countIf(c.error IS NOT NULL) AS errors,
+    toInt64(count()) AS calls,
+    toInt64(countIf(c.error IS NOT NULL)) AS errors,
     sum(ifNull(c.input_tokens, 0)) AS input_tokens,
     sum(ifNull(c.output_tokens, 0)) AS output_tokens,
     sum(ifNull(c.cache_read_tokens, 0)) AS cache_read_tokens,
     sum(ifNull(c.cache_creation_tokens, 0)) AS cache_creation_tokens,
     sum(ifNull(c.cost_usd, 0)) AS cost_usd,
-    countIf(c.cost_usd IS NOT NULL) AS priced_calls,
+    toInt64(countIf(c.cost_usd IS NOT NULL)) AS priced_calls,
     sum(ifNull(c.latency_ms, 0)) AS latency_ms,
     sum(ifNull(c.first_token_ms, 0)) AS first_token_ms,
-    countIf(c.output_tokens IS NOT NULL) AS output_calls,
-    countIf(JSONLength(ifNull(c.tool_calls, '[]')) > 0) AS tool_calls
+    toInt64(countIf(c.output_tokens IS NOT NULL)) AS output_calls,
+    toInt64(countIf({_tools} > 0)) AS tool_calls,
+    sumMapIf(map({_error_type}, toInt64(1)), c.error IS NOT NULL) AS error_types
 """
+PEOPLE_COLUMNS = """
+    day Date,
+    user_id Nullable(String),
+    session_id Nullable(String),
+    calls SimpleAggregateFunction(sum, Int64),
+    errors SimpleAggregateFunction(sum, Int64),
+    input_tokens SimpleAggregateFunction(sum, Int64),
+    output_tokens SimpleAggregateFunction(sum, Int64),
+    cost_usd SimpleAggregateFunction(sum, Float64),
+    priced_calls SimpleAggregateFunction(sum, Int64),
+    first SimpleAggregateFunction(min, DateTime64(6, 'UTC')),
+    last SimpleAggregateFunction(max, DateTime64(6, 'UTC'))
+"""
+PEOPLE_SELECT = """
+    toDate(c.timestamp) AS day, c.user_id AS user_id, c.session_id AS session_id,
+    toInt64(count()) AS calls,
+    toInt64(countIf(c.error IS NOT NULL)) AS errors,
+    sum(ifNull(c.input_tokens, 0)) AS input_tokens,
+    sum(ifNull(c.output_tokens, 0)) AS output_tokens,
+    sum(ifNull(c.cost_usd, 0)) AS cost_usd,
+    toInt64(countIf(c.cost_usd IS NOT NULL)) AS priced_calls,
+    min(c.timestamp) AS first,
+    max(c.timestamp) AS last
+"""
+COLUMN_NAMES = ", ".join(line.split()[0] for line in CALL_COLUMNS.strip().splitlines())
 DAILY_GROUP = "day, feature, model, provider, prompt_template_version"
 
 
@@ -119,8 +153,8 @@ def statements(cluster: str | None = None) -> Iterator[str]:
 
     local = "_local" if cluster else ""
     yield (
-        f"CREATE TABLE IF NOT EXISTS calls{local}{on} ({CALL_COLUMNS})"
-        f" ENGINE = {engine('ReplacingMergeTree', 'calls')}"
+        f"CREATE TABLE IF NOT EXISTS call_data{local}{on} ({CALL_COLUMNS})"
+        f" ENGINE = {engine('ReplacingMergeTree', 'call_data')}"
         " PARTITION BY toYYYYMM(timestamp)"
         " ORDER BY (toDate(timestamp), ifNull(feature, ''), ifNull(model, ''), timestamp, id)"
     )
@@ -129,21 +163,33 @@ def statements(cluster: str | None = None) -> Iterator[str]:
         f" ENGINE = {engine('SummingMergeTree', 'daily')}"
         f" PARTITION BY toYYYYMM(day) ORDER BY ({DAILY_GROUP}) {nullable_key}"
     )
-    # Fed by inserts into the (local) calls table: on a cluster, each shard rolls up its own.
+    yield (
+        f"CREATE TABLE IF NOT EXISTS people_daily{local}{on} ({PEOPLE_COLUMNS})"
+        f" ENGINE = {engine('AggregatingMergeTree', 'people_daily')}"
+        f" PARTITION BY toYYYYMM(day) ORDER BY (day, user_id, session_id) {nullable_key}"
+    )
+    # Fed by inserts into the (local) table: on a cluster, each shard rolls up its own calls.
     yield (
         f"CREATE MATERIALIZED VIEW IF NOT EXISTS daily_rollup{on} TO daily{local}"
-        f" AS SELECT {DAILY_SELECT} FROM calls{local} AS c GROUP BY {DAILY_GROUP}"
+        f" AS SELECT {DAILY_SELECT} FROM call_data{local} AS c GROUP BY {DAILY_GROUP}"
+    )
+    yield (
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS people_rollup{on} TO people_daily{local}"
+        f" AS SELECT {PEOPLE_SELECT} FROM call_data{local} AS c"
+        " WHERE c.user_id IS NOT NULL OR c.session_id IS NOT NULL GROUP BY day, user_id, session_id"
     )
     yield (
         f"CREATE TABLE IF NOT EXISTS settings{local}{on} (key String, value String, version UInt64)"
         f" ENGINE = {engine('ReplacingMergeTree', 'settings')} ORDER BY key"
     )
     if cluster:
-        for table, key in (("calls", "cityHash64(id)"), ("daily", "rand()"), ("settings", "cityHash64(key)")):
+        sharding = {"call_data": "cityHash64(id)", "daily": "rand()", "people_daily": "rand()"}
+        for table, key in {**sharding, "settings": "cityHash64(key)"}.items():
             yield (
                 f"CREATE TABLE IF NOT EXISTS {table}{on} AS {table}_local"
                 f" ENGINE = Distributed({cluster}, currentDatabase(), {table}_local, {key})"
             )
+    yield f"CREATE VIEW IF NOT EXISTS calls{on} AS SELECT {COLUMN_NAMES} FROM call_data"
 
 
 def m001_initial(runner: Runner, cluster: str | None) -> None:

@@ -61,6 +61,8 @@ def error_type_sql(dialect: str, error: str) -> str:
     SQLite's keys lose `"` and `\\`, which its JSON paths (used by the trigger) cannot hold."""
     if dialect == "postgres":
         return f"coalesce({error} ->> 'type', 'error')"
+    if dialect == "clickhouse":
+        return f"coalesce(nullIf(JSONExtractString(ifNull({error}, '{{}}'), 'type'), ''), 'error')"
     return (
         f"replace(replace(ifnull(CASE WHEN json_valid({error}) AND json_type({error}) = 'object'"
         f" THEN CAST(json_extract({error}, '$.type') AS TEXT) END, 'error'), '\"', ''), '\\', '')"
@@ -73,6 +75,8 @@ def tool_count_sql(dialect: str, tool_calls: str) -> str:
         return (
             f"CASE WHEN jsonb_typeof({tool_calls}) = 'array' THEN jsonb_array_length({tool_calls}) ELSE 0 END"
         )
+    if dialect == "clickhouse":
+        return f"if(JSONType(ifNull({tool_calls}, 'null')) = 'Array', JSONLength({tool_calls}), 0)"
     return (
         f"CASE WHEN json_valid({tool_calls}) AND json_type({tool_calls}) = 'array'"
         f" THEN json_array_length({tool_calls}) ELSE 0 END"
