@@ -41,7 +41,7 @@ from llmlog.capture.exchange import Exchange
 from llmlog.capture.wrap import instrument
 from llmlog.config import Settings
 from llmlog.fake_provider import FakeProvider
-from llmlog.record import Call
+from llmlog.record import COLUMNS, Call
 from llmlog.store import CallFilter, Store, open_store
 from llmlog.workload import Step, arun, generate, run
 from llmlog.writer import Writer
@@ -462,6 +462,25 @@ def grow_postgres(url: str, store: Store, target: int) -> None:
         conn.execute("VACUUM ANALYZE")
 
 
+def grow_clickhouse(store: Store, target: int) -> None:
+    """As `grow_sqlite`: copies with new ids and session ids, spread over 60 days; then
+    merged, as the engine's background merges would have by then."""
+    base = store.count(CallFilter())
+    copies = max(0, -(-target // base) - 1)
+    columns = [c for c in COLUMNS if c not in ("id", "timestamp")]
+    for k in range(1, copies + 1):
+        values = ", ".join(f"concat(session_id, '~{k}')" if c == "session_id" else c for c in columns)
+        seconds = k * 60 * 86400 // max(copies, 1)
+        store.engine.command(  # type: ignore[attr-defined]
+            f"INSERT INTO call_data (id, timestamp, {', '.join(columns)})"
+            f" SELECT toString(generateUUIDv4()), timestamp - toIntervalSecond({seconds}), {values}"
+            f" FROM (SELECT * FROM call_data ORDER BY timestamp LIMIT {base})"
+            f" LIMIT {min(base, target - base * k)}"
+        )
+    for table in ("call_data", "daily", "people_daily"):
+        store.engine.command(f"OPTIMIZE TABLE {table} FINAL")  # type: ignore[attr-defined]
+
+
 def timed(fn: Callable[[], Any], repeats: int) -> float:
     fn()  # warm the cache, as a UI in use would be
     times = []
@@ -499,7 +518,11 @@ def bench_queries(kind: str, url: str, sizes: Sizes) -> None:
         row(f"{kind}: 30-day cost per day per model, {label} calls", ms(t), "≤ 100 ms", t <= 0.1)
         # Full-text search, ranked: a word no call holds (the index lookup alone), a phrase
         # some calls hold, and a word most calls hold (every match is ranked).
-        searches = (("no match", "xylophone"), ("a phrase", '"password login"'), ("a common word", "latency"))
+        searches = (
+            ()
+            if store.dialect == "clickhouse"
+            else (("no match", "xylophone"), ("a phrase", '"password login"'), ("a common word", "latency"))
+        )
         for what, words in searches:
             hits = store.search(words, CallFilter(), 20)
             t = timed(lambda words=words: store.search(words, CallFilter(), 20), sizes.query_repeats)
@@ -508,6 +531,26 @@ def bench_queries(kind: str, url: str, sizes: Sizes) -> None:
 
 
 # ---------------------------------------------------------------- report
+
+
+def bench_clickhouse(path: str, exchanges: list[Exchange], jsonl: int, sizes: Sizes) -> None:
+    """The ClickHouse store on the engine embedded (chdb): the same ingest, then the same
+    queries and pages on a store grown to the same size. Its size is after merging, as the
+    engine's background merges leave it."""
+    url = f"chdb://{path}"
+    rate = ingest(url, exchanges, sizes.ingest_calls)
+    row("ingest into ClickHouse (embedded) through the writer", f"{rate:,.0f} calls/s")
+    with open_store(url) as store:
+        store.engine.command("OPTIMIZE TABLE call_data FINAL")  # type: ignore[attr-defined]
+        stored = store.size_bytes()
+        per_call = _per_call(stored, jsonl, sizes.ingest_calls)
+        row("stored bytes per call, ClickHouse vs JSONL", per_call, "≤ 1/8", stored * 8 <= jsonl)
+        t = time.perf_counter()
+        grow_clickhouse(store, sizes.big_store)
+        NOTES.append(
+            f"ClickHouse store grown to {sizes.big_store:,} calls in {time.perf_counter() - t:.0f} s."
+        )
+    bench_queries("ClickHouse", url, sizes)
 
 
 def machine() -> str:
@@ -674,6 +717,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if schemas:
                 schemas.close()
+        bench_clickhouse(str(Path(tmp) / "clickhouse"), exchanges, jsonl, sizes)
     NOTES.append(f"The whole run took {time.perf_counter() - started:.0f} s.")
     write_report(args.out, header, pg_version)
     print(f"written to {args.out}", flush=True)

@@ -38,6 +38,9 @@ def test_bench_smoke_writes_the_report(tmp_path: Path, postgres_server: str) -> 
         "SQLite: recent 100 calls, filter on error",
         "PostgreSQL: one call's full detail",
         "30-day cost per day per model",
+        "ingest into ClickHouse (embedded)",
+        "stored bytes per call, ClickHouse vs JSONL",
+        "ClickHouse: page dashboard, 30 days",
     ):
         assert figure in report, figure
     # The previous figures are replaced, not added to.

@@ -186,3 +186,17 @@ def test_the_people_pages_and_facets(store: ClickHouseStore) -> None:
     assert facets["feature"].values == [("support", 20), ("summarize", 10)]
     assert facets["error"].values == [("ok", 25), ("error", 5)]
     assert store.facets(CallFilter(user_id="u1"), ["model"])["model"].values == [("gpt-4.1", 8)]
+
+
+def test_accounts_and_tokens(store: ClickHouseStore) -> None:
+    store.add_account("ada", "admin", "hash1")
+    with pytest.raises(ValueError, match="already"):
+        store.add_account("ada", "viewer", "x")
+    assert store.set_account("ada", role="debugger") and not store.set_account("nobody", role="viewer")
+    account = store.account("ada")
+    assert account is not None and (account.role, account.password_hash) == ("debugger", "hash1")
+    store.add_token("ci", "ingest", b"\x01\x02")
+    assert store.token(b"\x01\x02") is not None and store.setting("ingest_tokens_required") is True
+    assert store.remove_account("ada") and store.accounts() == [] and not store.remove_account("ada")
+    assert store.remove_token("ci") and store.tokens() == [] and store.token(b"\x01\x02") is None
+    assert store.setting("accounts_required") is True  # once asked, always asked

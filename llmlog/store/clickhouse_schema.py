@@ -197,4 +197,18 @@ def m001_initial(runner: Runner, cluster: str | None) -> None:
         runner.command(sql)
 
 
-MIGRATIONS: list[Callable[[Runner, str | None], None]] = [m001_initial]
+def m002_accounts(runner: Runner, cluster: str | None) -> None:
+    """Accounts and API tokens (`llmlog.access`): a handful of rows each, changed by writing
+    a newer version of the row (`deleted` = 1 removes it), read with FINAL."""
+    on = f" ON CLUSTER {cluster}" if cluster else ""
+    replicated = "Replicated" if cluster else ""
+    for table, key_column in (("accounts", "name String, role String, password String"),
+                              ("api_tokens", "name String, hash String, scope String")):  # fmt: skip
+        args = f"'/clickhouse/tables/{{shard}}/{{database}}/{table}', '{{replica}}', " if cluster else ""
+        runner.command(
+            f"CREATE TABLE IF NOT EXISTS {table}{on} ({key_column}, created String, version UInt64,"
+            f" deleted UInt8) ENGINE = {replicated}ReplacingMergeTree({args}version, deleted) ORDER BY name"
+        )
+
+
+MIGRATIONS: list[Callable[[Runner, str | None], None]] = [m001_initial, m002_accounts]
