@@ -32,9 +32,10 @@ from llmlog.store.base import (
     QueryResult,
     ReadOnlyError,
     Store,
+    erase_target,
     utc_days,
 )
-from llmlog.store.clickhouse_schema import MIGRATIONS
+from llmlog.store.clickhouse_schema import DAILY_GROUP, DAILY_SELECT, MIGRATIONS
 from llmlog.store.search import Query
 
 # Settings every read gets: 64-bit integers as JSON numbers (the embedded engine answers in
@@ -196,9 +197,13 @@ class ClickHouseStore(Store):
         self._url = url
         self.engine = engine or open_engine(url)
         self.cluster = os.environ.get(_CLUSTER_ENV) or None
-        self.schema_found = self._schema_version()
-        self.schema_version = self._migrate()
-        self._read_settings()
+        try:
+            self.schema_found = self._schema_version()
+            self.schema_version = self._migrate()
+            self._read_settings()
+        except BaseException:
+            self.engine.close()  # the embedded engine holds its directory until closed
+            raise
 
     @property
     def url(self) -> str:  # type: ignore[override]
@@ -306,10 +311,6 @@ class ClickHouseStore(Store):
         rows = self._select("SELECT argMax(value, version) FROM settings WHERE key = %s GROUP BY key", [key])
         return json.loads(rows[0][0]) if rows else None
 
-    def set_setting(self, key: str, value: Any) -> None:
-        version = int(datetime.now(UTC).timestamp() * 1e6)
-        self.engine.insert("settings", ["key", "value", "version"], [[key, json.dumps(value), version]])
-
     # -------------------------------------------------------------- reading
 
     def get(self, call_id: str) -> Call | None:
@@ -393,6 +394,83 @@ class ClickHouseStore(Store):
             "SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND database = currentDatabase()"
         )
         return int(rows[0][0] or 0)
+
+    # -------------------------------------------------------------- changing and deleting
+    # Mutations, waited for (mutations_sync): the parts holding the rows are rewritten
+    # without them, so erased text is gone from the parts in use when the call returns.
+
+    def _mutate(self, sql: str, params: Sequence[Any] = ()) -> None:
+        self.engine.command(bind(sql, params) + " SETTINGS mutations_sync = 1")
+
+    def update_costs(self, costs: Iterable[tuple[str, float | None, str | None]]) -> int:
+        """New costs for stored calls (a repricing), and the days of `daily` they fall on
+        summed again from the calls: a materialized view sees inserts only."""
+        costs = list(costs)
+        if not costs:
+            return 0
+        ids = [c[0] for c in costs]
+        held = self.existing_ids(ids)
+        self._mutate(
+            "ALTER TABLE call_data UPDATE cost_usd = transform(id, %s, %s, cost_usd),"
+            " rate_card = transform(id, %s, %s, rate_card) WHERE id IN %s",
+            [ids, [c[1] for c in costs], ids, [c[2] for c in costs], ids],
+        )
+        days = [
+            r[0]
+            for r in self._select("SELECT DISTINCT toDate(timestamp) FROM call_data WHERE id IN %s", [ids])
+        ]
+        if days:
+            self._mutate("ALTER TABLE daily DELETE WHERE day IN %s", [days])
+            self.engine.command(
+                bind(
+                    f"INSERT INTO daily SELECT {DAILY_SELECT} FROM call_data AS c"
+                    " WHERE toDate(c.timestamp) IN %s"
+                    f" GROUP BY {DAILY_GROUP}",
+                    [days],
+                )
+            )
+        return len(held)
+
+    def erase(self, *, user_id: str | None = None, session_id: str | None = None) -> Erased:
+        column, value = erase_target(user_id, session_id)
+        n = int(self._select(f"SELECT count() FROM call_data WHERE {column} = %s", [value])[0][0])
+        people = int(self._select(f"SELECT count() FROM people_daily WHERE {column} = %s", [value])[0][0])
+        self._mutate(f"ALTER TABLE call_data DELETE WHERE {column} = %s", [value])
+        self._mutate(f"ALTER TABLE people_daily DELETE WHERE {column} = %s", [value])
+        return Erased(calls=n, rollup_rows=people)
+
+    def old_calls(self, before: date) -> list[tuple[date, str | None, int]]:
+        rows = self._select(
+            "SELECT toDate(timestamp) AS day, feature, count() FROM call_data WHERE timestamp < %s"
+            " GROUP BY day, feature ORDER BY day, feature",
+            [datetime(before.year, before.month, before.day, tzinfo=UTC)],
+        )
+        return [(_day(d), f, int(n)) for d, f, n in rows]
+
+    def purge(self, day: date, features: Sequence[str | None]) -> Erased:
+        named = [f for f in features if f is not None]
+        which = "(feature IN %s OR (%s AND feature IS NULL))"
+        where = f"toDate(timestamp) = %s AND {which}"
+        params = [day, named or [""], None in features]
+        n = int(self._select(f"SELECT count() FROM call_data WHERE {where}", params)[0][0])
+        if n:
+            self._mutate(f"ALTER TABLE call_data DELETE WHERE {where}", params)
+        return Erased(calls=n)
+
+    def collect_content(self) -> int:
+        return 0  # content is inline: nothing is shared to collect
+
+    def reclaim(self, thorough: bool = False) -> None:
+        # A mutation has already rewritten the parts; merging them drops months now empty.
+        self.engine.command("OPTIMIZE TABLE call_data FINAL")
+
+    def set_setting(self, key: str, value: Any) -> None:
+        """A setting; the retention policy also becomes the table's TTL, so the engine drops
+        calls past their window in its merges, between retention runs too."""
+        version = int(datetime.now(UTC).timestamp() * 1e6)
+        self.engine.insert("settings", ["key", "value", "version"], [[key, json.dumps(value), version]])
+        if key == "retention":
+            self.engine.command(f"ALTER TABLE call_data MODIFY TTL {ttl(value)}")
 
     # -------------------------------------------------------------- accounts and tokens
     # Rows are replaced by newer versions (ReplacingMergeTree), so each change is an insert.
@@ -493,29 +571,11 @@ class ClickHouseStore(Store):
     def _vectors(self, f: CallFilter, limit: int) -> list[tuple[str, bytes]]:
         raise self._not_yet("calls like this one")
 
-    def update_costs(self, costs: Iterable[tuple[str, float | None, str | None]]) -> int:
-        raise self._not_yet("repricing")
-
     def update_content(self, call: Call) -> None:
         raise self._not_yet("changing a stored call")
 
-    def erase(self, *, user_id: str | None = None, session_id: str | None = None) -> Erased:
-        raise self._not_yet("erasure")
-
-    def old_calls(self, before: date) -> list[tuple[date, str | None, int]]:
-        raise self._not_yet("retention")
-
-    def purge(self, day: date, features: Sequence[str | None]) -> Erased:
-        raise self._not_yet("retention")
-
-    def collect_content(self) -> int:
-        return 0  # content is inline: nothing is shared to collect
-
     def purge_traces(self, before: datetime) -> int:
-        raise self._not_yet("OTLP spans")
-
-    def reclaim(self, thorough: bool = False) -> None:
-        raise self._not_yet("retention")
+        return 0  # no spans are stored here yet (insert_spans says so)
 
     def insert_spans(self, spans: Sequence[Span]) -> None:
         raise self._not_yet("OTLP spans")
@@ -542,6 +602,25 @@ def _row(c: Call) -> list[Any]:
             value = json_text(value)
         out.append(value)
     return out
+
+
+def ttl(policy: Any) -> str:
+    """The retention policy (`llmlog.retention.Policy`'s JSON) as TTL rules: a call goes the
+    day after its feature's window ends. Feature names are quoted by the binding."""
+    from llmlog.retention import Policy
+
+    p = Policy.from_json(policy)
+
+    def after(days: int) -> str:
+        return f"toDate(timestamp) + toIntervalDay({days + 1})"
+
+    rules = [bind(f"{after(d)} DELETE WHERE feature = %s", [f]) for f, d in p.features.items()]
+    rest = bind(" WHERE feature IS NULL OR feature NOT IN %s", [list(p.features)]) if p.features else ""
+    return ", ".join([*rules, f"{after(p.days)} DELETE{rest}"])
+
+
+def _day(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
 
 
 def _to_call(names: Sequence[str], row: Sequence[Any]) -> Call:

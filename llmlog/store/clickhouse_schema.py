@@ -29,7 +29,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Protocol
 
-from llmlog.store.rollup import error_type_sql, tool_count_sql
+from llmlog.store.rollup import bucket_sql, error_type_sql, tool_count_sql
 
 TEXT = "Nullable(String) CODEC(ZSTD(3))"
 TAG = "LowCardinality(Nullable(String))"
@@ -83,11 +83,15 @@ DAILY_COLUMNS = f"""
     first_token_ms Float64,
     output_calls Int64,
     tool_calls Int64,
-    error_types Map(String, Int64)
+    error_types Map(String, Int64),
+    latency_hist Map(String, Int64),
+    first_token_hist Map(String, Int64)
 """
 
 _tools = tool_count_sql("clickhouse", "c.tool_calls")
 _error_type = error_type_sql("clickhouse", "c.error")
+_latency = bucket_sql("clickhouse", "c.latency_ms")
+_first = bucket_sql("clickhouse", "c.first_token_ms")
 
 # What `daily` sums from each call (as the other stores' triggers do). The calls' columns
 # are named through `c.`: ClickHouse would take `cost_usd` for the alias of its own sum.
@@ -106,7 +110,9 @@ DAILY_SELECT = f"""
     sum(ifNull(c.first_token_ms, 0)) AS first_token_ms,
     toInt64(countIf(c.output_tokens IS NOT NULL)) AS output_calls,
     toInt64(countIf({_tools} > 0)) AS tool_calls,
-    sumMapIf(map({_error_type}, toInt64(1)), c.error IS NOT NULL) AS error_types
+    sumMapIf(map({_error_type}, toInt64(1)), c.error IS NOT NULL) AS error_types,
+    sumMapIf(map(ifNull(toString({_latency}), ''), toInt64(1)), {_latency} IS NOT NULL) AS latency_hist,
+    sumMapIf(map(ifNull(toString({_first}), ''), toInt64(1)), {_first} IS NOT NULL) AS first_token_hist
 """
 PEOPLE_COLUMNS = """
     day Date,

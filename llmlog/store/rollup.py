@@ -49,7 +49,9 @@ def cold_columns(dialect: str) -> list[tuple[str, str]]:
 
 def bucket_sql(dialect: str, value: str) -> str:
     """The bucket of a latency in ms (NULL for none, NaN, negative or absurd)."""
-    log = f"log2({value})" if dialect == "sqlite" else f"(ln({value}::float8) / ln(2::float8))"
+    log = {"sqlite": f"log2({value})", "clickhouse": f"log2({value})"}.get(
+        dialect, f"(ln({value}::float8) / ln(2::float8))"
+    )
     return (
         f"CASE WHEN {value} BETWEEN 0 AND {MAX_MS:.0f} THEN"
         f" CASE WHEN {value} < 1 THEN 0 ELSE 1 + CAST(floor({PER_OCTAVE} * {log}) AS INTEGER) END END"
