@@ -162,3 +162,27 @@ class PostgresBackend(Backend):
         with psycopg.connect(self.url, autocommit=True) as conn:
             cur = conn.execute(statement.replace("?", "%s"), params or None)
             return cur.fetchall() if cur.description else []
+
+
+class ClickHouseBackend(Backend):
+    """ClickHouse, its engine embedded (chdb): looked at through a session of its own on the
+    same directory (the engine allows one directory per process at a time)."""
+
+    kind = "clickhouse"
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.url = f"chdb://{path}"
+
+    def sql(self, statement: str, params: tuple[Any, ...] | list[Any] = ()) -> list[tuple[Any, ...]]:
+        from llmlog.store.clickhouse import EmbeddedEngine, bind
+
+        engine = EmbeddedEngine(self.path)
+        try:
+            text = bind(statement.replace("?", "%s"), list(params))
+            if text.lstrip().upper().startswith(("SELECT", "WITH", "SHOW")):
+                return engine.rows(text)[1]
+            engine.command(text)
+            return []
+        finally:
+            engine.close()

@@ -50,10 +50,11 @@ _READ = {
 _CLUSTER_ENV = "LLMLOG_CLICKHOUSE_CLUSTER"
 
 
+Rows = tuple[list[str], list[tuple[Any, ...]]]  # column names, rows
+
+
 class Engine(Protocol):
-    def rows(
-        self, sql: str, settings: dict[str, Any] | None = None
-    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+    def rows(self, sql: str, settings: dict[str, Any] | None = None) -> Rows:
         """A query's column names and rows."""
 
     def command(self, sql: str) -> None: ...
@@ -90,14 +91,17 @@ class EmbeddedEngine:
         except (ChdbError, RuntimeError) as exc:
             raise EngineError(str(exc)) from None
 
-    def rows(
-        self, sql: str, settings: dict[str, Any] | None = None
-    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+    def rows(self, sql: str, settings: dict[str, Any] | None = None) -> Rows:
         out = self._run(sql + _settings_clause({**_READ, **(settings or {})}))
         if not out.strip():
             return [], []
         data = json.loads(out)
-        return [m["name"] for m in data["meta"]], [tuple(r) for r in data["data"]]
+        # As the server's client gives them: numbers, dates and times as Python's own.
+        convert = [_converter(m["type"]) for m in data["meta"]]
+        rows = [
+            tuple(None if v is None else f(v) for f, v in zip(convert, r, strict=True)) for r in data["data"]
+        ]
+        return [m["name"] for m in data["meta"]], rows
 
     def command(self, sql: str) -> None:
         self._run(sql, "CSV")
@@ -108,6 +112,22 @@ class EmbeddedEngine:
 
     def close(self) -> None:
         self.session.close()
+
+
+def _converter(kind: str) -> Any:
+    """How a value of ClickHouse type `kind`, as JSON, becomes Python's."""
+    while kind.startswith(("Nullable(", "LowCardinality(", "SimpleAggregateFunction(")):
+        inner = kind[kind.index("(") + 1 : -1]
+        kind = inner.split(", ", 1)[1] if kind.startswith("Simple") else inner
+    if kind.startswith("Float"):
+        return float
+    if kind.startswith(("Int", "UInt")):
+        return int
+    if kind.startswith("DateTime"):
+        return lambda v: datetime.fromisoformat(v).replace(tzinfo=UTC)
+    if kind == "Date":
+        return date.fromisoformat
+    return lambda v: v
 
 
 class ServerEngine:
@@ -126,9 +146,7 @@ class ServerEngine:
             secure=u.scheme == "clickhouses",
         )
 
-    def rows(
-        self, sql: str, settings: dict[str, Any] | None = None
-    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+    def rows(self, sql: str, settings: dict[str, Any] | None = None) -> Rows:
         from clickhouse_connect.driver.exceptions import ClickHouseError
 
         try:
@@ -156,6 +174,11 @@ def _json_value(value: Any) -> Any:
         return _time_text(value)
     if isinstance(value, float) and value != value:
         return None
+    if isinstance(value, str):  # not Unicode (a lone surrogate): kept as the other stores keep it
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "replace").decode()
     return value
 
 
