@@ -477,7 +477,7 @@ def grow_clickhouse(store: Store, target: int) -> None:
             f" FROM (SELECT * FROM call_data ORDER BY timestamp LIMIT {base})"
             f" LIMIT {min(base, target - base * k)}"
         )
-    for table in ("call_data", "daily", "people_daily"):
+    for table in ("call_data", "daily_parts", "people_parts"):
         store.engine.command(f"OPTIMIZE TABLE {table} FINAL")  # type: ignore[attr-defined]
 
 

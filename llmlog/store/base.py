@@ -10,6 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from llmlog.encryption import Keyring, sealed_key_ids
@@ -55,6 +56,22 @@ def utc_days(since: datetime, until: datetime | None = None) -> tuple[date, date
         return (t if t.tzinfo else t.replace(tzinfo=UTC)).astimezone(UTC).date()
 
     return day(since), day(until if until is not None else datetime.now(UTC))
+
+
+def plain(value: Any) -> Any:
+    """A query result value as SQLite would give it (times as our timestamp text, dates as
+    ISO text, numbers as int or float), so that `Store.query` reads the same on every store."""
+    if isinstance(value, datetime):
+        return format_timestamp(value) if value.tzinfo else value.isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        if value.is_finite() and value == value.to_integral_value() and value.as_tuple().exponent >= 0:  # type: ignore[operator]
+            return int(value)
+        return float(value)
+    if isinstance(value, memoryview):
+        return bytes(value)
+    return value
 
 
 def like_pattern(text: str) -> str:

@@ -17,12 +17,13 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
-from llmlog.record import COLUMNS, JSON_COLUMNS, Call, Span, SpanEvent, json_text
+from llmlog.record import COLUMNS, INT_COLUMNS, JSON_COLUMNS, Call, Span, SpanEvent, json_text
 from llmlog.store.base import (
     Account,
     ApiToken,
@@ -33,9 +34,11 @@ from llmlog.store.base import (
     ReadOnlyError,
     Store,
     erase_target,
+    plain,
     utc_days,
 )
-from llmlog.store.clickhouse_schema import DAILY_GROUP, DAILY_SELECT, MIGRATIONS
+from llmlog.store.clickhouse_schema import DAILY_GROUP, DAILY_SELECT, MIGRATIONS, PEOPLE_SELECT
+from llmlog.store.content import digest
 from llmlog.store.search import Query
 
 # Settings every read gets: 64-bit integers as JSON numbers (the embedded engine answers in
@@ -95,7 +98,7 @@ class EmbeddedEngine:
         out = self._run(sql + _settings_clause({**_READ, **(settings or {})}))
         if not out.strip():
             return [], []
-        data = json.loads(out)
+        data = _last_document(out.decode())
         # As the server's client gives them: numbers, dates and times as Python's own.
         convert = [_converter(m["type"]) for m in data["meta"]]
         rows = [
@@ -112,6 +115,17 @@ class EmbeddedEngine:
 
     def close(self) -> None:
         self.session.close()
+
+
+def _last_document(text: str) -> Any:
+    """The last JSON document of an answer: after a query the engine stopped (a time limit),
+    the embedded engine's next answer still begins with that query's unfinished output."""
+    decoder, at, doc = json.JSONDecoder(), 0, None
+    while at < len(text):
+        doc, at = decoder.raw_decode(text, at)
+        while at < len(text) and text[at].isspace():
+            at += 1
+    return doc
 
 
 def _converter(kind: str) -> Any:
@@ -298,8 +312,10 @@ class ClickHouseStore(Store):
             params += [f.text] * len(columns)
         return clauses, params
 
-    def _calls(self, where: str, params: Sequence[Any], order: str, limit: int) -> list[Call]:
-        columns = ", ".join(COLUMNS_READ)
+    def _calls(
+        self, where: str, params: Sequence[Any], order: str, limit: int, brief: bool = False
+    ) -> list[Call]:
+        columns = ", ".join(_BRIEF.get(c, c) if brief else c for c in COLUMNS_READ)
         names, rows = self.engine.rows(
             bind(f"SELECT {columns} FROM call_data {where} ORDER BY {order} LIMIT {int(limit)}", params)
         )
@@ -337,22 +353,18 @@ class ClickHouseStore(Store):
     # -------------------------------------------------------------- reading
 
     def get(self, call_id: str) -> Call | None:
+        """One call, whole, by its id or the start of it (an error if several start so)."""
         found = self._calls("WHERE id = %s", [call_id], "timestamp", 1)
         if found:
             return found[0]
-        if len(call_id) >= 4:  # an id prefix, as `llmlog show` takes
-            rows = self._select(
-                "SELECT DISTINCT id FROM call_data WHERE startsWith(id, %s) LIMIT 2", [call_id]
-            )
-            if len(rows) > 1:
-                raise LookupError(f"{call_id!r} is the start of more than one call id")
-            if rows:
-                return self.get(rows[0][0])
-        return None
+        rows = self._select("SELECT DISTINCT id FROM call_data WHERE startsWith(id, %s) LIMIT 2", [call_id])
+        if len(rows) > 1:
+            raise LookupError(f"id prefix {call_id!r} is ambiguous: more than one call starts with it")
+        return self.get(rows[0][0]) if rows else None
 
     def recent(self, f: CallFilter, limit: int = 100, *, brief: bool = False) -> list[Call]:
         where, params = self._where(f)
-        return self._calls(where, params, "timestamp DESC, id", limit)
+        return self._calls(where, params, "timestamp DESC, id", limit, brief)
 
     def sample(self, f: CallFilter, n: int = 20, *, brief: bool = False) -> list[Call]:
         where, params = self._where(f)
@@ -363,7 +375,7 @@ class ClickHouseStore(Store):
         if not ids:
             return []
         where, params = self._where(CallFilter(ids=ids))
-        return self._calls(where, params, "timestamp, id", n)
+        return self._calls(where, params, "timestamp, id", n, brief)
 
     def iter_calls(self, f: CallFilter, batch: int = 1000) -> Iterator[Call]:
         last: tuple[Any, str] | None = None
@@ -410,7 +422,7 @@ class ClickHouseStore(Store):
             if "TIMEOUT_EXCEEDED" in message:
                 raise ReadOnlyError(f"query took longer than the {timeout_s:g} s limit") from None
             raise ReadOnlyError(message.split("\n")[0]) from None
-        return QueryResult(names, rows[:limit], len(rows) > limit)
+        return QueryResult(names, [tuple(plain(v) for v in r) for r in rows[:limit]], len(rows) > limit)
 
     def size_bytes(self) -> int:
         rows = self._select(
@@ -426,7 +438,7 @@ class ClickHouseStore(Store):
         self.engine.command(bind(sql, params) + " SETTINGS mutations_sync = 1")
 
     def update_costs(self, costs: Iterable[tuple[str, float | None, str | None]]) -> int:
-        """New costs for stored calls (a repricing), and the days of `daily` they fall on
+        """New costs for stored calls (a repricing), and the days of the rollups they fall on
         summed again from the calls: a materialized view sees inserts only."""
         costs = list(costs)
         if not costs:
@@ -443,10 +455,19 @@ class ClickHouseStore(Store):
             for r in self._select("SELECT DISTINCT toDate(timestamp) FROM call_data WHERE id IN %s", [ids])
         ]
         if days:
-            self._mutate("ALTER TABLE daily DELETE WHERE day IN %s", [days])
+            self._mutate("ALTER TABLE people_parts DELETE WHERE day IN %s", [days])
             self.engine.command(
                 bind(
-                    f"INSERT INTO daily SELECT {DAILY_SELECT} FROM call_data AS c"
+                    f"INSERT INTO people_parts SELECT {PEOPLE_SELECT} FROM call_data AS c"
+                    " WHERE toDate(c.timestamp) IN %s AND (c.user_id IS NOT NULL OR c.session_id IS NOT NULL)"
+                    " GROUP BY day, user_id, session_id",
+                    [days],
+                )
+            )
+            self._mutate("ALTER TABLE daily_parts DELETE WHERE day IN %s", [days])
+            self.engine.command(
+                bind(
+                    f"INSERT INTO daily_parts SELECT {DAILY_SELECT} FROM call_data AS c"
                     " WHERE toDate(c.timestamp) IN %s"
                     f" GROUP BY {DAILY_GROUP}",
                     [days],
@@ -458,9 +479,10 @@ class ClickHouseStore(Store):
         column, value = erase_target(user_id, session_id)
         n = int(self._select(f"SELECT count() FROM call_data WHERE {column} = %s", [value])[0][0])
         people = int(self._select(f"SELECT count() FROM people_daily WHERE {column} = %s", [value])[0][0])
+        spans = self._delete_spans(f"call_id IN (SELECT id FROM call_data WHERE {column} = %s)", [value])
         self._mutate(f"ALTER TABLE call_data DELETE WHERE {column} = %s", [value])
-        self._mutate(f"ALTER TABLE people_daily DELETE WHERE {column} = %s", [value])
-        return Erased(calls=n, rollup_rows=people)
+        self._mutate(f"ALTER TABLE people_parts DELETE WHERE {column} = %s", [value])
+        return Erased(calls=n, spans=spans, rollup_rows=people)  # content is inline: it went with them
 
     def old_calls(self, before: date) -> list[tuple[date, str | None, int]]:
         rows = self._select(
@@ -476,9 +498,11 @@ class ClickHouseStore(Store):
         where = f"toDate(timestamp) = %s AND {which}"
         params = [day, named or [""], None in features]
         n = int(self._select(f"SELECT count() FROM call_data WHERE {where}", params)[0][0])
+        spans = 0
         if n:
+            spans = self._delete_spans(f"call_id IN (SELECT id FROM call_data WHERE {where})", params)
             self._mutate(f"ALTER TABLE call_data DELETE WHERE {where}", params)
-        return Erased(calls=n)
+        return Erased(calls=n, spans=spans)
 
     def collect_content(self) -> int:
         return 0  # content is inline: nothing is shared to collect
@@ -494,6 +518,85 @@ class ClickHouseStore(Store):
         self.engine.insert("settings", ["key", "value", "version"], [[key, json.dumps(value), version]])
         if key == "retention":
             self.engine.command(f"ALTER TABLE call_data MODIFY TTL {ttl(value)}")
+
+    # -------------------------------------------------------------- spans (OTLP)
+
+    def insert_spans(self, spans: Sequence[Span]) -> None:
+        if not spans:
+            return
+        version = int(datetime.now(UTC).timestamp() * 1e6)
+        columns = ["trace_id", "span_id", "parent_id", "name", "kind", "start_time", "end_time", "status",
+                   "status_message", "attributes", "events", "service", "call_id", "version"]  # fmt: skip
+        rows = [
+            [s.trace_id, s.span_id, s.parent_id, s.name, s.kind, s.start, s.end, s.status, s.status_message,
+             json_text(s.attributes), json_text(s.events), s.service, s.call_id, version]
+            for s in spans
+        ]  # fmt: skip
+        self.engine.insert("spans", columns, rows)
+
+    def trace(self, trace_id: str) -> list[Span]:
+        # The newest version of each span; the call it became from whichever version named it.
+        latest = ", ".join(f"argMax({c}, version)" for c in SPAN_COLUMNS)
+        rows = self._select(
+            f"SELECT trace_id, span_id, {latest}, max(call_id) FROM spans WHERE trace_id = %s"
+            " GROUP BY trace_id, span_id ORDER BY 6, span_id",
+            [trace_id],
+        )
+        return [
+            Span(t, s, p, n, k, _when(st), _when(en) if en else None, status, message,
+                 json.loads(attrs or "{}"), json.loads(evs or "[]"), service, call)
+            for t, s, p, n, k, st, en, status, message, attrs, evs, service, call in rows
+        ]  # fmt: skip
+
+    def insert_span_events(self, events: Sequence[SpanEvent]) -> None:
+        rows = []
+        for e in events:
+            attributes, body = json_text(e.attributes), json_text(e.body)
+            key = digest(f"{e.trace_id}\n{e.span_id}\n{e.name}\n{attributes}\n{body}").hex()
+            rows.append([key, e.trace_id, e.span_id, e.name, attributes, body, time.time_ns()])
+        if rows:
+            columns = ["key", "trace_id", "span_id", "name", "attributes", "body", "received"]
+            self.engine.insert("span_events", columns, rows)
+
+    def span_events(self, trace_id: str, span_ids: Sequence[str]) -> list[SpanEvent]:
+        if not span_ids:
+            return []
+        rows = self._select(
+            "SELECT trace_id, span_id, name, any(attributes), any(body), min(received) FROM span_events"
+            " WHERE trace_id = %s AND span_id IN %s GROUP BY trace_id, span_id, name, key ORDER BY 6",
+            [trace_id, list(span_ids)],
+        )
+        return [
+            SpanEvent(t, s, n, json.loads(a or "{}"), json.loads(b) if b else None)
+            for t, s, n, a, b, _ in rows
+        ]
+
+    def _delete_spans(self, where: str, params: Sequence[Any]) -> int:
+        """The spans `where` picks (on `spans`), and their events; how many of both. The
+        events first: they are found through the spans."""
+        picked = f"(trace_id, span_id) IN (SELECT trace_id, span_id FROM spans WHERE {where})"
+        spans = int(
+            self._select(f"SELECT uniqExact(trace_id, span_id) FROM spans WHERE {where}", params)[0][0]
+        )
+        if not spans:
+            return 0
+        events = int(self._select(f"SELECT count() FROM span_events WHERE {picked}", params)[0][0])
+        self._mutate(f"ALTER TABLE span_events DELETE WHERE {picked}", params)
+        self._mutate(f"ALTER TABLE spans DELETE WHERE {where}", params)
+        return spans + events
+
+    def purge_traces(self, before: datetime) -> int:
+        n = self._delete_spans("start_time < %s", [before])
+        old = int(
+            self._select(
+                "SELECT count() FROM span_events WHERE received < %s", [int(before.timestamp() * 1e9)]
+            )[0][0]
+        )
+        if old:
+            self._mutate(
+                "ALTER TABLE span_events DELETE WHERE received < %s", [int(before.timestamp() * 1e9)]
+            )
+        return n + old
 
     # -------------------------------------------------------------- accounts and tokens
     # Rows are replaced by newer versions (ReplacingMergeTree), so each change is an insert.
@@ -597,30 +700,35 @@ class ClickHouseStore(Store):
     def update_content(self, call: Call) -> None:
         raise self._not_yet("changing a stored call")
 
-    def purge_traces(self, before: datetime) -> int:
-        return 0  # no spans are stored here yet (insert_spans says so)
 
-    def insert_spans(self, spans: Sequence[Span]) -> None:
-        raise self._not_yet("OTLP spans")
-
-    def trace(self, trace_id: str) -> list[Span]:
-        raise self._not_yet("OTLP spans")
-
-    def insert_span_events(self, events: Sequence[SpanEvent]) -> None:
-        raise self._not_yet("OTLP spans")
-
-    def span_events(self, trace_id: str, span_ids: Sequence[str]) -> list[SpanEvent]:
-        raise self._not_yet("OTLP spans")
-
-
+# A span's columns that a newer version of its row replaces.
+SPAN_COLUMNS = ("parent_id", "name", "kind", "start_time", "end_time", "status", "status_message",
+                "attributes", "events", "service")  # fmt: skip
 # The calls' columns, as the table holds them.
 COLUMNS_READ = list(COLUMNS)
+# What a list shows of a call (`brief`): no system prompt, tools or params, and of the
+# messages only the last.
+_LAST = "JSONExtractArrayRaw(ifNull(messages, '[]'))"
+_BRIEF = {
+    "system_prompt": "NULL AS system_prompt",
+    "tools": "NULL AS tools",
+    "params": "NULL AS params",
+    "messages": (
+        f"if(messages IS NULL, NULL, if(empty({_LAST}), '[]', concat('[', {_LAST}[-1], ']'))) AS messages"
+    ),
+}
 
 
 def _row(c: Call) -> list[Any]:
     out = []
     for name in COLUMNS_READ:
         value = getattr(c, name)
+        if name in INT_COLUMNS and value is not None and not -(2**63) <= value < 2**63:
+            raise ValueError(f"call {c.id}: {name} {value} does not fit in 64 bits")
+        if name == "timestamp" and not 1900 <= value.astimezone(UTC).year <= 2299:
+            raise ValueError(
+                f"call {c.id}: ClickHouse keeps times from 1900 to 2299, not {value.isoformat()}"
+            )
         if name in JSON_COLUMNS and value is not None:
             value = json_text(value)
         out.append(value)

@@ -14,9 +14,10 @@ and its numbered migrations (`llmlog.store.clickhouse` applies them on open).
   drops whole months where it can.
 - Low-cardinality strings (model, feature, provider, version, stop reason, rate card) are
   `LowCardinality`.
-- `daily` and `people_daily`: the rollups the dashboard, reports and people pages read,
-  kept by materialized views as calls arrive (`SummingMergeTree`, `AggregatingMergeTree`:
-  rows of one day and group are added up as parts merge, so they are read with `sum()`).
+- `daily` and `people_daily`: the rollups the dashboard, reports and people pages read, as
+  in the other stores. Materialized views keep their parts (`daily_parts`, `people_parts`:
+  `SummingMergeTree`, `AggregatingMergeTree`) as calls arrive; rows of one day and group
+  are added up as the parts merge, and the views add up what has not merged yet.
 
 Cluster mode (`LLMLOG_CLICKHOUSE_CLUSTER=name`): every statement runs `ON CLUSTER name`, the
 tables are `Replicated…MergeTree` ones named `…_local` on each shard, and `call_data`,
@@ -139,6 +140,14 @@ PEOPLE_SELECT = """
     max(c.timestamp) AS last
 """
 COLUMN_NAMES = ", ".join(line.split()[0] for line in CALL_COLUMNS.strip().splitlines())
+DAILY_SUMS = ", ".join(
+    f"sumMap({c}) AS {c}" if c.endswith(("_types", "_hist")) else f"sum({c}) AS {c}"
+    for c in (line.split()[0] for line in DAILY_COLUMNS.strip().splitlines()[5:])
+)
+PEOPLE_SUMS = ", ".join(
+    f"min({c}) AS {c}" if c == "first" else f"max({c}) AS {c}" if c == "last" else f"sum({c}) AS {c}"
+    for c in (line.split()[0] for line in PEOPLE_COLUMNS.strip().splitlines()[3:])
+)
 DAILY_GROUP = "day, feature, model, provider, prompt_template_version"
 
 
@@ -165,22 +174,22 @@ def statements(cluster: str | None = None) -> Iterator[str]:
         " ORDER BY (toDate(timestamp), ifNull(feature, ''), ifNull(model, ''), timestamp, id)"
     )
     yield (
-        f"CREATE TABLE IF NOT EXISTS daily{local}{on} ({DAILY_COLUMNS})"
-        f" ENGINE = {engine('SummingMergeTree', 'daily')}"
+        f"CREATE TABLE IF NOT EXISTS daily_parts{local}{on} ({DAILY_COLUMNS})"
+        f" ENGINE = {engine('SummingMergeTree', 'daily_parts')}"
         f" PARTITION BY toYYYYMM(day) ORDER BY ({DAILY_GROUP}) {nullable_key}"
     )
     yield (
-        f"CREATE TABLE IF NOT EXISTS people_daily{local}{on} ({PEOPLE_COLUMNS})"
-        f" ENGINE = {engine('AggregatingMergeTree', 'people_daily')}"
+        f"CREATE TABLE IF NOT EXISTS people_parts{local}{on} ({PEOPLE_COLUMNS})"
+        f" ENGINE = {engine('AggregatingMergeTree', 'people_parts')}"
         f" PARTITION BY toYYYYMM(day) ORDER BY (day, user_id, session_id) {nullable_key}"
     )
     # Fed by inserts into the (local) table: on a cluster, each shard rolls up its own calls.
     yield (
-        f"CREATE MATERIALIZED VIEW IF NOT EXISTS daily_rollup{on} TO daily{local}"
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS daily_rollup{on} TO daily_parts{local}"
         f" AS SELECT {DAILY_SELECT} FROM call_data{local} AS c GROUP BY {DAILY_GROUP}"
     )
     yield (
-        f"CREATE MATERIALIZED VIEW IF NOT EXISTS people_rollup{on} TO people_daily{local}"
+        f"CREATE MATERIALIZED VIEW IF NOT EXISTS people_rollup{on} TO people_parts{local}"
         f" AS SELECT {PEOPLE_SELECT} FROM call_data{local} AS c"
         " WHERE c.user_id IS NOT NULL OR c.session_id IS NOT NULL GROUP BY day, user_id, session_id"
     )
@@ -189,13 +198,23 @@ def statements(cluster: str | None = None) -> Iterator[str]:
         f" ENGINE = {engine('ReplacingMergeTree', 'settings')} ORDER BY key"
     )
     if cluster:
-        sharding = {"call_data": "cityHash64(id)", "daily": "rand()", "people_daily": "rand()"}
+        sharding = {"call_data": "cityHash64(id)", "daily_parts": "rand()", "people_parts": "rand()"}
         for table, key in {**sharding, "settings": "cityHash64(key)"}.items():
             yield (
                 f"CREATE TABLE IF NOT EXISTS {table}{on} AS {table}_local"
                 f" ENGINE = Distributed({cluster}, currentDatabase(), {table}_local, {key})"
             )
     yield f"CREATE VIEW IF NOT EXISTS calls{on} AS SELECT {COLUMN_NAMES} FROM call_data"
+    # The rollups as the other stores have them, one row per day and group: the parts not yet
+    # merged are added up as they are read (a few rows per day and group at most).
+    yield (
+        f"CREATE VIEW IF NOT EXISTS daily{on} AS SELECT {DAILY_GROUP}, {DAILY_SUMS}"
+        f" FROM daily_parts GROUP BY {DAILY_GROUP}"
+    )
+    yield (
+        f"CREATE VIEW IF NOT EXISTS people_daily{on} AS SELECT day, user_id, session_id, {PEOPLE_SUMS}"
+        " FROM people_parts GROUP BY day, user_id, session_id"
+    )
 
 
 def m001_initial(runner: Runner, cluster: str | None) -> None:
@@ -217,4 +236,31 @@ def m002_accounts(runner: Runner, cluster: str | None) -> None:
         )
 
 
-MIGRATIONS: list[Callable[[Runner, str | None], None]] = [m001_initial, m002_accounts]
+def m003_spans(runner: Runner, cluster: str | None) -> None:
+    """Spans and span events received over OTLP. A span sent again (with the call it became)
+    is a newer version of its row; an event sent twice is kept once (its key, a hash)."""
+    on = f" ON CLUSTER {cluster}" if cluster else ""
+
+    def engine(table: str, version: str = "") -> str:
+        if not cluster:
+            return f"ReplacingMergeTree({version})"
+        path = f"'/clickhouse/tables/{{shard}}/{{database}}/{table}', '{{replica}}'"
+        return f"ReplicatedReplacingMergeTree({path}{', ' + version if version else ''})"
+
+    runner.command(
+        f"CREATE TABLE IF NOT EXISTS spans{on} (trace_id String, span_id String, parent_id Nullable(String),"
+        " name String, kind Nullable(String), start_time DateTime64(6, 'UTC'),"
+        " end_time Nullable(DateTime64(6, 'UTC')), status Nullable(String), status_message Nullable(String),"
+        f" attributes String CODEC(ZSTD(3)), events String CODEC(ZSTD(3)), service Nullable(String),"
+        f" call_id Nullable(String), version UInt64) ENGINE = {engine('spans', 'version')}"
+        " ORDER BY (trace_id, span_id)"
+    )
+    runner.command(
+        f"CREATE TABLE IF NOT EXISTS span_events{on} (key String, trace_id String, span_id String,"
+        " name String, attributes String CODEC(ZSTD(3)), body Nullable(String) CODEC(ZSTD(3)),"
+        " received Int64)"
+        f" ENGINE = {engine('span_events')} ORDER BY (trace_id, span_id, key)"
+    )
+
+
+MIGRATIONS: list[Callable[[Runner, str | None], None]] = [m001_initial, m002_accounts, m003_spans]

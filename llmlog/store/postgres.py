@@ -22,7 +22,6 @@ import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
 from typing import Any
 
 import psycopg
@@ -41,6 +40,7 @@ from llmlog.store.base import (
     day_and_features,
     erase_target,
     like_pattern,
+    plain,
     utc_days,
 )
 from llmlog.store.content import ContentBatch, ContentIds, Key, digest
@@ -121,21 +121,6 @@ def _is_encoding_error(exc: psycopg.DataError) -> bool:
     return isinstance(
         exc, psycopg.errors.UntranslatableCharacter | psycopg.errors.CharacterNotInRepertoire
     ) or "NUL" in str(exc)
-
-
-def _plain(value: Any) -> Any:
-    """A query result value as SQLite would give it: times as our timestamp text, numbers."""
-    if isinstance(value, datetime):
-        return format_timestamp(value) if value.tzinfo else value.isoformat()
-    if isinstance(value, date):
-        return value.isoformat()
-    if isinstance(value, Decimal):
-        if value.is_finite() and value == value.to_integral_value() and value.as_tuple().exponent >= 0:  # type: ignore[operator]
-            return int(value)
-        return float(value)
-    if isinstance(value, memoryview):
-        return bytes(value)
-    return value
 
 
 _READING = re.compile(r"^\s*(\(|select\b|with\b|values\b|table\b)", re.IGNORECASE)
@@ -786,7 +771,7 @@ class PostgresStore(Store):
                     columns = [d.name for d in cur.description or ()]
                     rows = cur.fetchmany(limit + 1)
             truncated = len(rows) > limit
-            return QueryResult(columns, [tuple(_plain(v) for v in r) for r in rows[:limit]], truncated)
+            return QueryResult(columns, [tuple(plain(v) for v in r) for r in rows[:limit]], truncated)
         except psycopg.errors.QueryCanceled:
             raise ReadOnlyError(f"query took longer than the {timeout_s:g} s limit") from None
         except psycopg.errors.InsufficientPrivilege as exc:
