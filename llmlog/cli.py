@@ -143,7 +143,7 @@ def filter_options(fn: Any) -> Any:
     "--db",
     envvar="LLMLOG_DB",
     metavar="PATH|URL",
-    help="Store to use: a path, sqlite:///path or postgresql://user@host/db"
+    help="Store to use: a path, sqlite:///path, postgresql://user@host/db or clickhouse://user@host:8123/db"
     " (default: LLMLOG_DB, else a file in the user data directory).",
 )
 @click.version_option(package_name="llmlog")
