@@ -127,11 +127,51 @@ def test_settings_last_write_wins(store: ClickHouseStore) -> None:
     assert store.setting("k") == {"days": 60}
 
 
-def test_what_is_not_there_yet_says_so(store: ClickHouseStore) -> None:
-    with pytest.raises(
-        NotImplementedError, match="full-text search is not yet available on the ClickHouse store"
-    ):
-        store.search("refund", CallFilter())
+def test_search_finds_the_needles(store: ClickHouseStore) -> None:
+    from tests.test_search import haystack
+
+    store.insert(haystack(100))
+    everything = CallFilter()
+
+    def ids(words: str, f: CallFilter = everything) -> list[str]:
+        return [h.call.id for h in store.search(words, f)]
+
+    assert ids("xylophone") == ["thrice", "once"]  # said three times ranks first
+    assert ids("XYLOPHONES") == ["thrice", "once"] and ids("xylophone", CallFilter(feature="chat")) == [
+        "once"
+    ]
+    assert ids("xylophone -broken") == ["thrice"] and ids("quokkaexpress") == ["tool-result"]
+    assert ids("gryphon") == ["failed"] and ids('"blue whale"') == ["phrase"] and ids('"whale blue"') == []
+    assert set(ids("gryphon OR marmalade")) == {"failed", "tool-call"} and ids("-nebula") == []
+    for typed in ['"', "a*", "'); DROP TABLE calls; --", "\\", "(?i).*"]:
+        store.search(typed, everything)
+    assert store.count(everything) == 107
+
+
+def test_calls_like_this_one(store: ClickHouseStore) -> None:
+    from tests.test_vectors import calls as paraphrases
+
+    store.insert(paraphrases())
+    assert store.enable_vectors() == 48
+    assert {c.id for c, _ in store.similar("c0", CallFilter(), limit=3)} == {"c1", "c2", "c3"}
+
+
+def test_regulated_mode_seals_and_audits(store: ClickHouseStore) -> None:
+    from llmlog.encryption import Keyring
+    from tests.test_encryption import K1
+
+    store.keyring = Keyring.parse(K1)
+    store.reader = "ada"
+    store.insert(calls(2))
+    raw = store.query("SELECT messages FROM calls ORDER BY id").rows
+    assert all("question" not in r[0] and "llmlog-enc:v1:k1:" in r[0] for r in raw)
+    call = store.get("call-001")
+    assert call is not None and call.messages == calls(2)[1].messages
+    (entry, *_) = store.audit_log()
+    assert (entry.who, entry.action, entry.call_ids) == ("ada", "read", ["call-001"])
+    store.update_content(call.replace(messages=[{"role": "user", "content": "[REDACTED]"}]))
+    again = store.get("call-001")
+    assert again is not None and again.messages == [{"role": "user", "content": "[REDACTED]"}]
 
 
 def test_the_cluster_ddl_is_valid_clickhouse(store: ClickHouseStore) -> None:

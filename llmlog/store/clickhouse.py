@@ -7,8 +7,9 @@ rows out, and inserts of Python rows; every statement the store issues is the sa
 Parameters are bound on the client by clickhouse-connect's own binding (the maintained
 quoting), as `%s`, so the SQL shared with the other stores (filters, reports) reads the same.
 
-Not yet here (each raises NotImplementedError saying so): retention (TTL), erasure, spans,
-accounts and audit, the cold tier's figures, full-text search and vectors. See
+Search matches words in the raw text of a call's last message, response and error (no
+index: the scan is of the newest calls the filters select, in columns the engine reads
+fast); "calls like this one" keeps each vector as hex beside the call. See
 `clickhouse_schema` for the schema and why it is shaped so.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -24,6 +26,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
 from llmlog.record import COLUMNS, INT_COLUMNS, JSON_COLUMNS, Call, Span, SpanEvent, json_text
+from llmlog.store import search
 from llmlog.store.base import (
     Account,
     ApiToken,
@@ -519,6 +522,77 @@ class ClickHouseStore(Store):
         if key == "retention":
             self.engine.command(f"ALTER TABLE call_data MODIFY TTL {ttl(value)}")
 
+    def update_content(self, call: Call) -> None:
+        """A stored call's text changed (a redaction, a sealing, a span's content joined)."""
+        (call,) = self._sealed([call])
+        row = dict(zip(COLUMNS_READ, _row(call), strict=True))
+        changed = ("system_prompt", "messages", "tools", "params", "response", "tool_calls", "stop_reason",
+                   "error", "metadata")  # fmt: skip
+        sets = ", ".join(f"{c} = %s" for c in changed)
+        self._mutate(
+            f"ALTER TABLE call_data UPDATE {sets} WHERE id = %s", [*(row[c] for c in changed), call.id]
+        )
+
+    # -------------------------------------------------------------- regulated mode's audit log
+
+    def audit(self, who: str, action: str, call_ids: Sequence[str]) -> None:
+        row = [datetime.now(UTC), who, action, json.dumps(list(call_ids))]
+        self.engine.insert("audit", ["time", "who", "action", "call_ids"], [row])
+
+    def audit_log(self, limit: int = 100) -> list[AuditEntry]:
+        rows = self._select(
+            f"SELECT time, who, action, call_ids FROM audit ORDER BY time DESC LIMIT {int(limit)}"
+        )
+        return [AuditEntry(_when(t), who, action, json.loads(ids)) for t, who, action, ids in rows]
+
+    # -------------------------------------------------------------- search and vectors
+
+    def _search_ids(self, q: Query, f: CallFilter, limit: int) -> list[tuple[str, float]]:
+        """Words found in the text of the call's last message, response and error: a word
+        as a word's start (the other stores stem: "refunds" finds "refund"), a phrase as
+        written, case aside; scored by how often the words occur, among the newest matches."""
+        doc = f"lower(concat({_LAST}[-1], ' ', ifNull(response, ''), ' ', ifNull(error, '')))"
+        found, params = [], []
+        for group in q.groups:
+            found.append("(" + " OR ".join(f"match({doc}, %s)" for _ in group) + ")")
+            params += [_pattern(t.words) for t in group]
+        for term in q.excluded:
+            found.append(f"NOT match({doc}, %s)")
+            params.append(_pattern(term.words))
+        words = [w for g in q.groups for t in g for w in t.words]
+        score = " + ".join(f"countMatches({doc}, %s)" for _ in words)
+        where, wparams = self._where(f, found, params)
+        rows = self._select(
+            f"SELECT id, score FROM (SELECT id, timestamp, {score} AS score FROM call_data {where}"
+            f" ORDER BY timestamp DESC LIMIT {search.RANKED})"
+            f" ORDER BY score DESC, timestamp DESC LIMIT {int(limit)}",
+            [*(_pattern([w]) for w in words), *wparams],
+        )
+        return [(i, float(s)) for i, s in rows]
+
+    def set_vectors(self, pairs: Sequence[tuple[str, bytes]]) -> None:
+        for i in range(0, len(pairs), 1000):
+            chunk = pairs[i : i + 1000]
+            ids, hexes = [p[0] for p in chunk], [p[1].hex() for p in chunk]
+            self._mutate(
+                "ALTER TABLE call_data UPDATE embedding = transform(id, %s, %s, embedding) WHERE id IN %s",
+                [ids, hexes, ids],
+            )
+
+    def _without_vectors(self) -> list[str]:
+        return [r[0] for r in self._select("SELECT id FROM call_data WHERE embedding IS NULL")]
+
+    def _vector_of(self, call_id: str) -> bytes | None:
+        rows = self._select(
+            "SELECT embedding FROM call_data WHERE id = %s AND embedding IS NOT NULL", [call_id]
+        )
+        return bytes.fromhex(rows[0][0]) if rows else None
+
+    def _vectors(self, f: CallFilter, limit: int) -> list[tuple[str, bytes]]:
+        where, params = self._where(f, ["embedding IS NOT NULL"])
+        sql = f"SELECT id, embedding FROM call_data {where} ORDER BY timestamp DESC LIMIT {int(limit)}"
+        return [(i, bytes.fromhex(v)) for i, v in self._select(sql, params)]
+
     # -------------------------------------------------------------- spans (OTLP)
 
     def insert_spans(self, spans: Sequence[Span]) -> None:
@@ -668,37 +742,10 @@ class ClickHouseStore(Store):
             )
         return bool(rows)
 
-    # -------------------------------------------------------------- not yet on ClickHouse
-
-    def _not_yet(self, what: str) -> NotImplementedError:
-        return NotImplementedError(f"{what} is not yet available on the ClickHouse store")
-
     def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        # The other stores' shared SQL for accounts uses UPDATE … RETURNING; this store has
+        # its own methods for them instead.
         raise NotImplementedError("the ClickHouse store writes its own statements")
-
-    def audit(self, who: str, action: str, call_ids: Sequence[str]) -> None:
-        raise self._not_yet("the audit log (regulated mode)")
-
-    def audit_log(self, limit: int = 100) -> list[AuditEntry]:
-        raise self._not_yet("the audit log (regulated mode)")
-
-    def _search_ids(self, q: Query, f: CallFilter, limit: int) -> list[tuple[str, float]]:
-        raise self._not_yet("full-text search")
-
-    def set_vectors(self, pairs: Sequence[tuple[str, bytes]]) -> None:
-        raise self._not_yet("calls like this one")
-
-    def _without_vectors(self) -> list[str]:
-        raise self._not_yet("calls like this one")
-
-    def _vector_of(self, call_id: str) -> bytes | None:
-        raise self._not_yet("calls like this one")
-
-    def _vectors(self, f: CallFilter, limit: int) -> list[tuple[str, bytes]]:
-        raise self._not_yet("calls like this one")
-
-    def update_content(self, call: Call) -> None:
-        raise self._not_yet("changing a stored call")
 
 
 # A span's columns that a newer version of its row replaces.
@@ -733,6 +780,16 @@ def _row(c: Call) -> list[Any]:
             value = json_text(value)
         out.append(value)
     return out
+
+
+def _pattern(words: Sequence[str]) -> str:
+    """A search term as an re2 pattern on lower-cased text: the words in order, each from a
+    word's start; a longer word may end otherwise ("refunds" finds "refund")."""
+
+    def word(w: str) -> str:
+        return re.escape(w) + r"\b" if len(w) < 5 else re.escape(w[:-2]) + r"\w*"
+
+    return r"\b" + r"\W+".join(word(w) for w in words)
 
 
 def ttl(policy: Any) -> str:

@@ -263,4 +263,26 @@ def m003_spans(runner: Runner, cluster: str | None) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[Runner, str | None], None]] = [m001_initial, m002_accounts, m003_spans]
+def m004_audit_and_vectors(runner: Runner, cluster: str | None) -> None:
+    """The audit log of regulated mode, and each call's vector for "calls like this one"
+    (`llmlog.store.vectors`, hex), filled only in a store that asks for it."""
+    on = f" ON CLUSTER {cluster}" if cluster else ""
+    engine = (
+        "ReplicatedMergeTree('/clickhouse/tables/{shard}/{database}/audit', '{replica}')"
+        if cluster
+        else "MergeTree"
+    )
+    runner.command(
+        f"CREATE TABLE IF NOT EXISTS audit{on} (time DateTime64(6, 'UTC'), who String, action String,"
+        f" call_ids String CODEC(ZSTD(3))) ENGINE = {engine} ORDER BY time"
+    )
+    for table in ("call_data_local", "call_data") if cluster else ("call_data",):
+        runner.command(f"ALTER TABLE {table}{on} ADD COLUMN IF NOT EXISTS embedding Nullable(String)")
+
+
+MIGRATIONS: list[Callable[[Runner, str | None], None]] = [
+    m001_initial,
+    m002_accounts,
+    m003_spans,
+    m004_audit_and_vectors,
+]
