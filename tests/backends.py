@@ -176,7 +176,7 @@ class ClickHouseBackend(Backend):
         self.url = f"chdb://{path}"
 
     def sql(self, statement: str, params: tuple[Any, ...] | list[Any] = ()) -> list[tuple[Any, ...]]:
-        from llmlog.store.clickhouse import EmbeddedEngine, bind
+        from llmlog.store.clickhouse_engine import EmbeddedEngine, bind
 
         engine = EmbeddedEngine(self.path)
         try:

@@ -13,7 +13,8 @@ import pytest
 
 from llmlog.record import Call
 from llmlog.store import CallFilter, ReadOnlyError, open_store
-from llmlog.store.clickhouse import ClickHouseStore, bind
+from llmlog.store.clickhouse import ClickHouseStore
+from llmlog.store.clickhouse_engine import bind
 from llmlog.store.clickhouse_schema import statements
 
 NOW = datetime.now(UTC).replace(microsecond=123456)

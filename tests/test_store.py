@@ -93,7 +93,7 @@ def raw_query(backend: Backend, sql: str) -> tuple[list[str], list[tuple[Any, ..
         finally:
             db.close()
     if backend.kind == "clickhouse":
-        from llmlog.store.clickhouse import EmbeddedEngine
+        from llmlog.store.clickhouse_engine import EmbeddedEngine
 
         engine = EmbeddedEngine(backend.path)  # type: ignore[attr-defined]
         try:

@@ -1,0 +1,191 @@
+"""The ClickHouse store's seam to the engine: SQL in, rows out, and inserts of Python rows,
+the same for a server (`clickhouse-connect`, over HTTP) and for the engine embedded in the
+process (`chdb`). Parameters are bound on the client by clickhouse-connect's own binding (the
+maintained quoting), as `%s`, so every statement is the same text on both."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from collections.abc import Sequence
+from datetime import UTC, date, datetime
+from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit
+
+# Settings every read gets: 64-bit integers as JSON numbers (the embedded engine answers in
+# JSON), NaN as null, and names as in standard SQL.
+READ_SETTINGS = {
+    "output_format_json_quote_64bit_integers": 0,
+    "output_format_json_quote_denormals": 0,
+    # A column's name means the column, as in standard SQL (the SQL shared with the other
+    # stores says `sum(cost_usd) AS cost_usd, count(cost_usd)`); ClickHouse would take the alias.
+    "prefer_column_name_to_alias": 1,
+}
+
+
+Rows = tuple[list[str], list[tuple[Any, ...]]]  # column names, rows
+
+
+class Engine(Protocol):
+    def rows(self, sql: str, settings: dict[str, Any] | None = None) -> Rows:
+        """A query's column names and rows."""
+
+    def command(self, sql: str) -> None: ...
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _settings_clause(settings: dict[str, Any] | None) -> str:
+    if not settings:
+        return ""
+    return " SETTINGS " + ", ".join(
+        f"{k} = {v!r}" if isinstance(v, str) else f"{k} = {v}" for k, v in settings.items()
+    )
+
+
+class EmbeddedEngine:
+    """The ClickHouse engine in this process (chdb), its data in a directory."""
+
+    def __init__(self, path: str) -> None:
+        from chdb import session
+
+        os.makedirs(path, exist_ok=True)
+        self.session = session.Session(path)
+        self.lock = threading.Lock()  # one statement at a time through the session
+
+    def _run(self, sql: str, fmt: str = "JSONCompact") -> bytes:
+        from chdb._exceptions import ChdbError
+
+        try:
+            with self.lock:
+                return self.session.query(sql, fmt).bytes()
+        except (ChdbError, RuntimeError) as exc:
+            raise EngineError(str(exc)) from None
+
+    def rows(self, sql: str, settings: dict[str, Any] | None = None) -> Rows:
+        out = self._run(sql + _settings_clause({**READ_SETTINGS, **(settings or {})}))
+        if not out.strip():
+            return [], []
+        data = _last_document(out.decode())
+        # As the server's client gives them: numbers, dates and times as Python's own.
+        convert = [_converter(m["type"]) for m in data["meta"]]
+        rows = [
+            tuple(None if v is None else f(v) for f, v in zip(convert, r, strict=True)) for r in data["data"]
+        ]
+        return [m["name"] for m in data["meta"]], rows
+
+    def command(self, sql: str) -> None:
+        self._run(sql, "CSV")
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        lines = "\n".join(json.dumps(dict(zip(columns, map(_json_value, row), strict=True))) for row in rows)
+        self._run(f"INSERT INTO {table} ({', '.join(columns)}) FORMAT JSONEachRow\n{lines}\n", "CSV")
+
+    def close(self) -> None:
+        self.session.close()
+
+
+def _last_document(text: str) -> Any:
+    """The last JSON document of an answer: after a query the engine stopped (a time limit),
+    the embedded engine's next answer still begins with that query's unfinished output."""
+    decoder, at, doc = json.JSONDecoder(), 0, None
+    while at < len(text):
+        doc, at = decoder.raw_decode(text, at)
+        while at < len(text) and text[at].isspace():
+            at += 1
+    return doc
+
+
+def _converter(kind: str) -> Any:
+    """How a value of ClickHouse type `kind`, as JSON, becomes Python's."""
+    while kind.startswith(("Nullable(", "LowCardinality(", "SimpleAggregateFunction(")):
+        inner = kind[kind.index("(") + 1 : -1]
+        kind = inner.split(", ", 1)[1] if kind.startswith("Simple") else inner
+    if kind.startswith("Float"):
+        return float
+    if kind.startswith(("Int", "UInt")):
+        return int
+    if kind.startswith("DateTime"):
+        return lambda v: datetime.fromisoformat(v).replace(tzinfo=UTC)
+    if kind == "Date":
+        return date.fromisoformat
+    return lambda v: v
+
+
+class ServerEngine:
+    """A ClickHouse server, over HTTP with clickhouse-connect."""
+
+    def __init__(self, url: str) -> None:
+        import clickhouse_connect
+
+        u = urlsplit(url)
+        self.client = clickhouse_connect.get_client(
+            host=u.hostname or "localhost",
+            port=u.port or (8443 if u.scheme == "clickhouses" else 8123),
+            username=unquote(u.username or "default"),
+            password=unquote(u.password or ""),
+            database=u.path.lstrip("/") or "default",
+            secure=u.scheme == "clickhouses",
+        )
+
+    def rows(self, sql: str, settings: dict[str, Any] | None = None) -> Rows:
+        from clickhouse_connect.driver.exceptions import ClickHouseError
+
+        try:
+            result = self.client.query(sql, settings={**READ_SETTINGS, **(settings or {})})
+        except ClickHouseError as exc:
+            raise EngineError(str(exc)) from None
+        return list(result.column_names), [tuple(r) for r in result.result_rows]
+
+    def command(self, sql: str) -> None:
+        self.client.command(sql)
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        self.client.insert(table, [list(r) for r in rows], column_names=list(columns))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+class EngineError(Exception):
+    """What the engine refused, with its message."""
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return _time_text(value)
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, str):  # not Unicode (a lone surrogate): kept as the other stores keep it
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "replace").decode()
+    return value
+
+
+def _time_text(t: datetime) -> str:
+    """A DateTime64(6, 'UTC') literal: what either engine parses."""
+    t = (t if t.tzinfo else t.replace(tzinfo=UTC)).astimezone(UTC)
+    return t.strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def bind(sql: str, params: Sequence[Any] | None) -> str:
+    """`%s` parameters bound into the SQL by clickhouse-connect's quoting."""
+    from clickhouse_connect.driver.binding import bind_query
+
+    values = [_time_text(p) if isinstance(p, datetime) else p for p in params or ()]
+    bound, _ = bind_query(sql, values) if values else (sql, {})
+    return bound if isinstance(bound, str) else bound.decode()
+
+
+def open_engine(url: str) -> Engine:
+    embedded = url.startswith("chdb://")
+    try:
+        return EmbeddedEngine(urlsplit(url).path or "llmlog-chdb") if embedded else ServerEngine(url)
+    except ImportError:
+        extra = "clickhouse-embedded" if embedded else "clickhouse"
+        raise ValueError(f"the ClickHouse store needs an extra: pip install 'llmlog[{extra}]'") from None
