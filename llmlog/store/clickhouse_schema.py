@@ -167,8 +167,11 @@ def statements(cluster: str | None = None) -> Iterator[str]:
         return f"Replicated{kind}({path}, '{{replica}}')"
 
     local = "_local" if cluster else ""
+    # One call by id (its page, a duplicate check) without reading every id: a bloom filter
+    # per granule says where it cannot be.
+    by_id = ", INDEX by_id id TYPE bloom_filter(0.001) GRANULARITY 1"
     yield (
-        f"CREATE TABLE IF NOT EXISTS call_data{local}{on} ({CALL_COLUMNS})"
+        f"CREATE TABLE IF NOT EXISTS call_data{local}{on} ({CALL_COLUMNS}{by_id})"
         f" ENGINE = {engine('ReplacingMergeTree', 'call_data')}"
         " PARTITION BY toYYYYMM(timestamp)"
         " ORDER BY (toDate(timestamp), ifNull(feature, ''), ifNull(model, ''), timestamp, id)"
