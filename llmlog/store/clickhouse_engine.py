@@ -144,7 +144,15 @@ class ServerEngine:
         self.client.command(sql)
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        self.client.insert(table, [list(r) for r in rows], column_names=list(columns))
+        # Many processes, each writing small batches when traffic is light, would make a part
+        # per insert; the server gathers them into one part (async insert) and answers once
+        # it is written, so a call acknowledged is a call stored.
+        self.client.insert(
+            table,
+            [list(r) for r in rows],
+            column_names=list(columns),
+            settings={"async_insert": 1, "wait_for_async_insert": 1},
+        )
 
     def close(self) -> None:
         self.client.close()
