@@ -173,6 +173,9 @@ def test_regulated_mode_seals_and_audits(store: ClickHouseStore) -> None:
     store.update_content(call.replace(messages=[{"role": "user", "content": "[REDACTED]"}]))
     again = store.get("call-001")
     assert again is not None and again.messages == [{"role": "user", "content": "[REDACTED]"}]
+    store.keyring = None  # what search reads is computed from the stored (sealed) text
+    store.update_content(call.replace(messages=[{"role": "user", "content": "a walrus said it"}]))
+    assert [h.call.id for h in store.search("walrus", CallFilter())] == ["call-001"]
 
 
 def test_the_cluster_ddl_is_valid_clickhouse(store: ClickHouseStore) -> None:

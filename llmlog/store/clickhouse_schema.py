@@ -66,6 +66,14 @@ CALL_COLUMNS = f"""
     parent_id Nullable(String)
 """
 
+# What search reads (`llmlog.store.search`: the last message, the response, the error),
+# lower-cased, computed as a call is stored (and again when a mutation changes it): a search
+# then scans one compressed text column instead of parsing every conversation.
+SEARCH_COLUMN = (
+    "search_text String MATERIALIZED lower(concat(JSONExtractArrayRaw(ifNull(messages, '[]'))[-1], ' ',"
+    " ifNull(response, ''), ' ', ifNull(error, ''))) CODEC(ZSTD(3))"
+)
+
 DAILY_COLUMNS = f"""
     day Date,
     feature {TAG},
@@ -171,7 +179,7 @@ def statements(cluster: str | None = None) -> Iterator[str]:
     # per granule says where it cannot be.
     by_id = ", INDEX by_id id TYPE bloom_filter(0.001) GRANULARITY 1"
     yield (
-        f"CREATE TABLE IF NOT EXISTS call_data{local}{on} ({CALL_COLUMNS}{by_id})"
+        f"CREATE TABLE IF NOT EXISTS call_data{local}{on} ({CALL_COLUMNS}, {SEARCH_COLUMN}{by_id})"
         f" ENGINE = {engine('ReplacingMergeTree', 'call_data')}"
         " PARTITION BY toYYYYMM(timestamp)"
         " ORDER BY (toDate(timestamp), ifNull(feature, ''), ifNull(model, ''), timestamp, id)"
