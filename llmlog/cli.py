@@ -25,12 +25,12 @@ from rich.text import Text
 
 from llmlog.config import Settings
 from llmlog.conversation import Part, Turn, conversation, response_turns
+from llmlog.intake import Intake, hash_user_id
 from llmlog.jsonl import BadLine, read_calls
 from llmlog.pricing import Pricer
 from llmlog.record import Call
 from llmlog.reports import QUERY_ROW_LIMIT, QUERY_TIMEOUT_S, result_json, write_csv
 from llmlog.store import CallFilter, ReadOnlyError, Store, open_store, parse_when, redact_url, sqlite_path
-from llmlog.writer import hash_user_id
 
 # Piped output is not cut to 80 columns: it is usually read by grep or a wider pager.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 220)
@@ -464,7 +464,9 @@ def import_(ctx: Ctx, file: Any) -> None:
       llmlog import calls-2026-11-20.jsonl
       cat logs/*.jsonl | llmlog import -
     """
-    pricer = Pricer(ctx.settings.prices)
+    # As every way in: redacted (LLMLOG_REDACT…), sealed (LLMLOG_KEY), priced when unpriced.
+    # User ids and prompt versions are kept as the file has them: it is an export, as a rule.
+    intake = Intake(ctx.settings, Pricer(ctx.settings.prices), stored=True)
     bad: list[BadLine] = []
     total = stored = 0
     size = _size(file)
@@ -472,9 +474,7 @@ def import_(ctx: Ctx, file: Any) -> None:
         task = progress.add_task("importing", total=size)
         batch: list[Call] = []
         for call in read_calls(_tracking(file, progress, task), bad):
-            if call.cost_usd is None:
-                pricer.price(call)
-            batch.append(call)
+            batch.append(intake.call(call))
             total += 1
             if len(batch) >= 1000:
                 stored += ctx.store.insert(batch)
@@ -587,11 +587,14 @@ def migrate(ctx: Ctx) -> None:
 @click.option(
     "--batch", default=1000, show_default=True, type=click.IntRange(min=1), help="Calls per transaction."
 )
-def copy(source: str, target: str, batch: int) -> None:
+@pass_ctx
+def copy(ctx: Ctx, source: str, target: str, batch: int) -> None:
     """Copy every call from one store into another, e.g. SQLite into PostgreSQL and back.
 
     Calls already in the target are skipped, so an interrupted copy is resumed by running it
     again, and copying twice stores each call once. Costs and user ids are copied as stored.
+    Text goes into the target as into any store: redacted with LLMLOG_REDACT's rules, and
+    with LLMLOG_KEY set, what is stored clear is sealed (what is sealed is copied sealed).
 
     \b
     Examples:
@@ -604,13 +607,15 @@ def copy(source: str, target: str, batch: int) -> None:
     if path is not None and path != ":memory:" and not Path(path).exists():
         raise click.UsageError(f"--from: no such file {path!r}")
     copied = skipped = 0
+    # Read as stored (sealed text stays sealed, unread); no pricing: costs are copied as stored.
+    intake = Intake(ctx.settings, stored=True)
     with _open(source) as src, _open(target) as dst, _progress() as progress:
         task = progress.add_task("copying", total=src.count(CallFilter()))
 
         def flush(page: list[Call]) -> None:
             nonlocal copied, skipped
             have = dst.existing_ids([c.id for c in page])
-            new = [c for c in page if c.id not in have]
+            new = [intake.call(c) for c in page if c.id not in have]
             copied += dst.insert(new)
             skipped += len(page) - len(new)
             progress.advance(task, len(page))
