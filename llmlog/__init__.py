@@ -13,6 +13,7 @@ ingest; `llmlog calls`, `llmlog show ID` and `llmlog query "SQL"` read it back.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import threading
 from typing import Any, TypeVar
@@ -23,7 +24,6 @@ from llmlog.config import Settings
 from llmlog.context import context, current, propagate
 from llmlog.prompts import Prompt, prompt
 from llmlog.record import COLUMNS, Call
-from llmlog.redact import Redactor
 from llmlog.writer import Stats, Writer
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 C = TypeVar("C")
+log = logging.getLogger("llmlog")
 
 _lock = threading.Lock()
 _settings: Settings | None = None
@@ -58,8 +59,7 @@ def configure(**settings: Any) -> Settings:
     Calls already queued are flushed to the previous store first.
     """
     global _settings, _writer
-    new = Settings(**settings)
-    Redactor.from_settings(new)  # a bad redaction rule is an error here, not a lost call later
+    new = Settings(**settings)  # a bad key or redaction rule is an error here, not a lost call later
     with _lock:
         old, _writer, _settings = _writer, None, new
     if old is not None:
@@ -84,7 +84,15 @@ def _get_writer() -> Writer:
 
 def _submit(item: Exchange | Call) -> None:
     # Resolved per call, so configure() after wrap() redirects already-wrapped clients.
-    _get_writer().submit(item)
+    try:
+        writer = _get_writer()
+    except Exception:
+        # Settings read from the environment on first use (no configure()) can be wrong: a
+        # bad key or redaction rule. The call is not recorded, and says why; the app's own
+        # call goes on.
+        log.exception("llmlog: cannot record calls with these settings; this call is lost")
+        return
+    writer.submit(item)
 
 
 def wrap(client: C) -> C:

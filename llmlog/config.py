@@ -93,6 +93,11 @@ class Settings:
             raise ValueError("queue_size and batch_size must be positive")
         # Read now: a bad key is an error when configured, never a call stored clear.
         self._keyring = Keyring.from_environment(self.key, self.key_file, self.sensitive_metadata)
+        # And the redaction rules: a misspelled one (`emial`) is an error wherever settings
+        # are read (configure, every CLI command, serve), never a call stored unredacted.
+        from llmlog.redact import Redactor  # it reads these settings: imported here, not above
+
+        Redactor.from_settings(self)
 
     @property
     def keyring(self) -> Keyring | None:
