@@ -49,6 +49,7 @@ _lock = threading.Lock()
 _settings: Settings | None = None
 _writer: Writer | None = None
 _exit_hook = False
+_said: set[str] = set()  # what was wrong with the settings, said once each
 
 
 def configure(**settings: Any) -> Settings:
@@ -86,11 +87,13 @@ def _submit(item: Exchange | Call) -> None:
     # Resolved per call, so configure() after wrap() redirects already-wrapped clients.
     try:
         writer = _get_writer()
-    except Exception:
+    except Exception as exc:
         # Settings read from the environment on first use (no configure()) can be wrong: a
-        # bad key or redaction rule. The call is not recorded, and says why; the app's own
-        # call goes on.
-        log.exception("llmlog: cannot record calls with these settings; this call is lost")
+        # bad key or redaction rule. The call is not recorded, and the log says why, once;
+        # the app's own call goes on.
+        if str(exc) not in _said:
+            _said.add(str(exc))
+            log.error("llmlog: calls are not recorded: the settings are wrong: %s", exc)
         return
     writer.submit(item)
 

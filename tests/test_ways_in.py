@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import sqlite3
 import sys
 import textwrap
@@ -497,3 +498,18 @@ def test_redaction_leaves_sealed_text_as_it_is() -> None:
     redactor = Redactor(["all"], {"CASE": r"CASE-\d{6}", "ANY": r"[A-Za-z0-9]{4}"})
     assert redactor.text(sealed)[0] == sealed
     assert redactor.value({"a": [sealed, "E1234"]}) == {"a": [sealed, "[ANY]4"]}
+
+
+def test_an_app_with_a_bad_rule_in_its_environment_keeps_working(
+    tmp_path: Path, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    llmlog.configure(db=str(tmp_path / "idle.db"))  # the writer of earlier tests closed
+    monkeypatch.setattr(llmlog, "_settings", None)  # never configured: settings from the environment
+    monkeypatch.setattr(llmlog, "_writer", None)
+    monkeypatch.setenv("LLMLOG_REDACT", "emial")
+    client = llmlog.wrap(anthropic.Anthropic(api_key="sk-test", base_url=fake.anthropic_base_url))
+    with caplog.at_level(logging.ERROR, logger="llmlog"):
+        for _ in range(2):
+            assert client.messages.create(**REQUEST).content
+    said = [r.getMessage() for r in caplog.records if "emial" in r.getMessage()]
+    assert len(said) == 1 and "not recorded" in said[0], said
