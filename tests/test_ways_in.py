@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import openai
 import pytest
 from click.testing import CliRunner
 
@@ -90,6 +91,13 @@ REQUEST: dict[str, Any] = {
     "messages": [{"role": "user", "content": text("message")}],
     "tools": TOOLS,
 }
+OPENAI_MESSAGES: list[Any] = [
+    {"role": "system", "content": text("system")},
+    {"role": "user", "content": text("message")},
+]
+OPENAI_TOOLS: list[Any] = [
+    {"type": "function", "function": {"name": t["name"], "parameters": t["input_schema"]}} for t in TOOLS
+]
 SDK = ("system", "message", "tool")
 RECORD = ("system", "message", "tool", "error", "metadata")
 
@@ -162,9 +170,13 @@ def cli_run(*args: str) -> None:
 def via_sdk(env: Env) -> bytes:
     llmlog.configure(db=env.db)
     client = llmlog.wrap(anthropic.Anthropic(api_key="sk-test", base_url=env.fake.anthropic_base_url))
+    chat = llmlog.wrap(openai.OpenAI(api_key="sk-test", base_url=env.fake.openai_base_url))
     with llmlog.context(metadata={"note": text("metadata")}):
         client.messages.create(**REQUEST)
+        # The OpenAI shapes too: the system prompt a message, the tool arguments JSON text.
+        chat.chat.completions.create(model="gpt-4.1", messages=OPENAI_MESSAGES, tools=OPENAI_TOOLS)
     assert llmlog.flush(10)
+    wait_for_calls(env.db, 2)
     return env.raw()
 
 
