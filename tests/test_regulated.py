@@ -24,7 +24,7 @@ import pytest
 from llmlog.config import Settings
 from llmlog.encryption import Keyring, is_sealed, rotate, sealed_key_ids
 from llmlog.record import Call
-from llmlog.store import CallFilter, Store
+from llmlog.store import CallFilter, Store, open_store
 from llmlog.store.clickhouse import ClickHouseStore
 from llmlog.store.clickhouse_engine import EmbeddedEngine
 from llmlog.writer import Writer
@@ -254,6 +254,25 @@ def test_the_sensitive_metadata_list_is_the_stores_own(backend: Backend) -> None
             "patient_id": f"{PATIENT} collected",
             "mrn": 1234,
         }
+
+
+def test_postgres_marks_sealed_only_only_once_the_inserts_under_way_commit(pg_url: str) -> None:
+    """The lock order rotation relies on: an insert holds the content epoch's row for share
+    from its first statement (before it reads the settings) to its commit, and the mark takes
+    it for update, so the mark cannot commit while an insert that found the store taking
+    clear text is still open; that insert is in the store when the sweep reads it."""
+    import psycopg
+
+    with open_store(pg_url) as store, psycopg.connect(pg_url) as insert_under_way:
+        insert_under_way.execute("SELECT value FROM settings WHERE key = 'content_epoch' FOR SHARE")
+        marked = threading.Event()
+        thread = threading.Thread(target=lambda: (store.require_sealed("k1"), marked.set()))
+        thread.start()
+        assert not marked.wait(0.5)
+        insert_under_way.commit()
+        assert marked.wait(10)
+        thread.join()
+        assert store.policy().required
 
 
 # ---------------------------------------------------------------- ClickHouse (embedded)
