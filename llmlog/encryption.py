@@ -66,6 +66,12 @@ def is_sealed(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(PREFIX)
 
 
+def well_sealed(value: Any) -> bool:
+    """Whether `value` has the form of a sealed value, whole: not merely its prefix, which
+    clear text could begin with. What a store without the key can check."""
+    return isinstance(value, str) and _SEALED.match(value) is not None
+
+
 def key_id_of(value: str) -> str | None:
     m = _SEALED.match(value)
     return m.group(1) if m else None
@@ -204,10 +210,10 @@ class Keyring:
         sensitive = self.sensitive_metadata.union(sensitive_metadata)
 
         def text(value: Any) -> Any:
-            return value if value is None or is_sealed(value) else self.seal(value)
+            return value if value is None or well_sealed(value) else self.seal(value)
 
         def structure(value: Any) -> Any:
-            return value if value is None or is_sealed(value) else self._seal_json(value)
+            return value if value is None or well_sealed(value) else self._seal_json(value)
 
         call.system_prompt = text(call.system_prompt)
         if call.messages is not None:
@@ -275,15 +281,42 @@ def sealed_key_ids(call: Call) -> set[str]:
     return found
 
 
-def clear_parts(call: Call, sensitive_metadata: Collection[str] = ()) -> list[str]:
-    """What of `call` is stored clear that regulated mode seals: its text, and the values of
-    the metadata named in `sensitive_metadata`. Empty when the call may go in as it is."""
-    found = ["text"] if "" in sealed_key_ids(call) else []
-    if isinstance(call.metadata, Mapping):
+def _clear_text(call: Call) -> bool:
+    """Whether any of the text `seal_call` seals is stored clear: `"" in sealed_key_ids(call)`,
+    without reading the key ids (every write checks it, inside the write lock)."""
+
+    def clear(value: Any) -> bool:
+        if value is None:
+            return False
+        if isinstance(value, list):
+            return any(clear(v) for v in value)
+        return not well_sealed(value)
+
+    message = call.error.get("message") if isinstance(call.error, dict) else None
+    return any(
+        clear(v)
+        for v in (
+            call.system_prompt,
+            call.messages,
+            call.tools,
+            call.params,
+            call.response,
+            call.tool_calls,
+            message,
+        )
+    )
+
+
+def clear_parts(call: Call, sensitive_metadata: Collection[str] = (), *, text: bool = True) -> list[str]:
+    """What of `call` is stored clear that regulated mode seals: its text (unless `text` is
+    False), and the values of the metadata named in `sensitive_metadata`. Empty when the
+    call may go in as it is."""
+    found = ["text"] if text and _clear_text(call) else []
+    if isinstance(call.metadata, Mapping) and sensitive_metadata:
         found += [
             f"metadata {k!r}"
             for k, v in call.metadata.items()
-            if k in sensitive_metadata and v is not None and not is_sealed(v)
+            if k in sensitive_metadata and v is not None and not well_sealed(v)
         ]
     return found
 

@@ -256,6 +256,18 @@ def test_the_sensitive_metadata_list_is_the_stores_own(backend: Backend) -> None
         }
 
 
+def test_text_that_only_begins_like_a_sealed_value_is_clear_text(backend: Backend) -> None:
+    disguised = "llmlog-enc:v1: but clear, PATIENT-ID-marker"
+    with backend.open() as store:
+        rotate(store, Keyring.parse(K1), "admin")
+        with pytest.raises(ValueError, match="no key is set here"):
+            store.insert([Call(id="disguised", timestamp=NOW, model="m", system_prompt=disguised)])
+        store.keyring = Keyring.parse(K1)
+        store.insert([Call(id="sealed", timestamp=NOW, model="m", system_prompt=disguised)])
+        assert (got := store.get("sealed")) is not None and got.system_prompt == disguised
+    assert PATIENT.encode() not in raw_bytes(backend)
+
+
 def test_postgres_marks_sealed_only_only_once_the_inserts_under_way_commit(pg_url: str) -> None:
     """The lock order rotation relies on: an insert holds the content epoch's row for share
     from its first statement (before it reads the settings) to its commit, and the mark takes

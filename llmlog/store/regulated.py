@@ -86,7 +86,10 @@ class Regulated:
         """What of `call` must not be stored as it is, under `policy`, by this process: with
         keys, whatever they would seal; without, the clear parts a sealed-only store refuses."""
         if self.keyring is not None:
-            return clear_parts(call, policy.sensitive | self.keyring.sensitive_metadata)
+            # Its text was sealed by `_sealed`, just before: only the store's list of
+            # metadata names can have grown since.
+            names = policy.sensitive | self.keyring.sensitive_metadata
+            return clear_parts(call, names, text=False)
         return clear_parts(call, policy.sensitive) if policy.required else []
 
     def policy(self) -> Policy:
