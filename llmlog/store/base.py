@@ -6,7 +6,7 @@ import abc
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -15,6 +15,7 @@ from typing import Any
 from llmlog.encryption import Keyring
 from llmlog.record import Call, Span, SpanEvent, format_timestamp, parse_timestamp
 from llmlog.store import search, vectors
+from llmlog.store.content import ContentIds
 from llmlog.store.regulated import Regulated
 from llmlog.store.search import Hit
 
@@ -309,6 +310,21 @@ class Store(Regulated, abc.ABC):
         self.policy()
         asked = self.setting("vectors")
         self.vectors = isinstance(asked, dict) and bool(asked.get("enabled"))
+
+    # The content ids this store has seen (SQLite, PostgreSQL), and the content epoch they
+    # hold for: a deletion of content (erasure, retention) moves the epoch on.
+    _content: ContentIds
+    _epoch: int = 0
+
+    def _content_changed(self, settings: Mapping[str, Any]) -> bool:
+        """In a writing transaction, given the settings read in it: whether content was
+        deleted since this store last looked. Its cached content ids may then name rows that
+        are gone, or that a new piece has taken since, so it forgets them."""
+        epoch = int(settings.get("content_epoch") or 0)
+        if epoch == self._epoch:
+            return False
+        self._epoch, self._content = epoch, ContentIds()
+        return True
 
     def _reveal(self, calls: list[Call]) -> list[Call]:
         """Calls as read: with keys, opened, and the reading written to the audit log."""

@@ -220,9 +220,7 @@ class PostgresStore(Store):
         keyed = [self._keys(c, batch) for c in calls]
         conn = self.conn
         with conn.transaction(), conn.cursor() as cur:
-            # Regulated mode as the store's settings say now, not as when it was opened: a
-            # call with clear text is refused (or sealed, with a key) once another process
-            # has marked the store sealed-only.
+            # Regulated mode as the settings say now, not as when the store was opened.
             settings = self._settings_now(cur)
             enforced = self._enforce(calls, settings)
             if self._content_changed(settings) or enforced is not calls:
@@ -285,25 +283,14 @@ class PostgresStore(Store):
 
     def _settings_now(self, cur: psycopg.Cursor[Any]) -> dict[str, Any]:
         """First in a writing transaction: the settings the write obeys. The share lock on
-        the content epoch keeps a deletion (erasure, retention: they update it first) and
-        the sealed-only mark of `llmlog keys rotate` (which locks it for update) from
-        committing until this transaction ends, and waits for one under way; the settings
-        are then read by a statement of their own, whose snapshot is taken after the lock,
-        so they include whatever the transaction waited for."""
+        the content epoch holds off a deletion of content (which updates it) and the mark of
+        `require_sealed` until this transaction ends, or waits for one under way; the
+        settings are then read by a statement of its own, whose snapshot follows the lock."""
         cur.execute("SELECT value FROM settings WHERE key = 'content_epoch' FOR SHARE")
         rows = cur.execute(
             "SELECT key, value FROM settings WHERE key = ANY(%s)", (list(self.WRITE_SETTINGS),)
         )
         return dict(rows.fetchall())
-
-    def _content_changed(self, settings: dict[str, Any]) -> bool:
-        """Whether content was deleted (erasure, retention) since this store last looked, in
-        which case its cached content ids may name rows that are gone and it forgets them."""
-        epoch = int(settings.get("content_epoch") or 0)
-        if epoch == self._epoch:
-            return False
-        self._epoch, self._content = epoch, ContentIds()
-        return True
 
     def require_sealed(self, key_id: str) -> None:
         """The sealed-only mark, set while holding the content epoch's row for update: an

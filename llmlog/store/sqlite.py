@@ -320,16 +320,6 @@ class SQLiteStore(Store):
         rows = self.db.execute(f"SELECT key, value FROM settings WHERE key IN ({marks})", self.WRITE_SETTINGS)
         return {key: json.loads(value) for key, value in rows}
 
-    def _content_changed(self, settings: dict[str, Any]) -> bool:
-        """Under the write lock: whether content was deleted (erasure, retention) since this
-        store last looked. Its cached content ids may then name rows that are gone, or that
-        a new piece has taken since, so it forgets them."""
-        epoch = int(settings.get("content_epoch") or 0)
-        if epoch == self._epoch:
-            return False
-        self._epoch, self._content = epoch, ContentIds()
-        return True
-
     def _content_deleted(self) -> None:
         """In the deleting transaction: every store's cached content ids are now suspect."""
         self.db.execute(
