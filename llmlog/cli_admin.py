@@ -243,7 +243,7 @@ def keys_status(ctx: Ctx) -> None:
     for key_id, n in sorted(counts.items()):
         table.add_row(key_id or "(clear text)", f"{n:,}")
     console.print(table)
-    policy = store.policy()
+    policy = store.sealing_policy()
     console.print("The store takes sealed text only." if policy.required else "The store takes clear text.")
     _print_sensitive(sorted(policy.sensitive))
     if ctx.settings.keyring is not None:

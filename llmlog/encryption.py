@@ -425,7 +425,7 @@ def _reseal(store: Store, keyring: Keyring, on_call: Callable[[int], None] | Non
     """One sweep of `rotate`: how many calls it sealed again."""
     from llmlog.store import CallFilter
 
-    names = keyring.sensitive_metadata | store.policy().sensitive
+    names = keyring.sensitive_metadata | store.sealing_policy().sensitive
     done = 0
     for n, call in enumerate(store.iter_calls(CallFilter()), 1):
         if sealed_key_ids(call) <= {keyring.current} and not clear_parts(call, names):

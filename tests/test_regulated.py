@@ -284,7 +284,7 @@ def test_postgres_marks_sealed_only_only_once_the_inserts_under_way_commit(pg_ur
         insert_under_way.commit()
         assert marked.wait(10)
         thread.join()
-        assert store.policy().required
+        assert store.sealing_policy().required
 
 
 # ---------------------------------------------------------------- ClickHouse (embedded)

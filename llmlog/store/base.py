@@ -307,7 +307,7 @@ class Store(Regulated, abc.ABC):
 
     def _read_settings(self) -> None:
         """On open: what the store's settings ask of every process using it."""
-        self.policy()
+        self.sealing_policy()
         asked = self.setting("vectors")
         self.vectors = isinstance(asked, dict) and bool(asked.get("enabled"))
 

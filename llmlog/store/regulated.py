@@ -92,7 +92,7 @@ class Regulated:
             return clear_parts(call, names, text=False)
         return clear_parts(call, policy.sensitive) if policy.required else []
 
-    def policy(self) -> Policy:
+    def sealing_policy(self) -> Policy:
         """What regulated mode asks of calls written here, read now (and cached)."""
         policy = Policy.from_settings({key: self.setting(key) for key in POLICY_SETTINGS})
         self.sealed_only, self.sensitive_metadata = policy.required, policy.sensitive

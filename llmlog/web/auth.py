@@ -272,7 +272,7 @@ def routes(web: Any) -> list[BaseRoute]:
         with web.reading() as store:
             users, tokens = store.accounts(), store.tokens()
             policy = retention.policy(store)
-            sealed = store.policy()  # read now: another process may have rotated since
+            sealed = store.sealing_policy()  # read now: another process may have rotated since
             keys = store.keyring.ids if store.keyring else []
         return web.render(
             "admin.html",
