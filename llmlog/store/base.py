@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import abc
-import copy
 import logging
 import re
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from llmlog.encryption import Keyring, sealed_key_ids
+from llmlog.encryption import Keyring
 from llmlog.record import Call, Span, SpanEvent, format_timestamp, parse_timestamp
 from llmlog.store import search, vectors
+from llmlog.store.content import ContentIds
+from llmlog.store.regulated import Regulated
 from llmlog.store.search import Hit
 
 log = logging.getLogger("llmlog")
@@ -282,7 +283,7 @@ def _when(value: Any) -> datetime:
     return value if isinstance(value, datetime) else parse_timestamp(value)
 
 
-class Store(abc.ABC):
+class Store(Regulated, abc.ABC):
     """A place calls are kept. Implementations: SQLite (embedded default), PostgreSQL."""
 
     url: str
@@ -299,33 +300,31 @@ class Store(abc.ABC):
     keyring: Keyring | None = None
     reader: str = "unknown"
 
-    # Set on open from the store's settings: text must come sealed (`llmlog keys rotate`);
-    # calls are embedded as they are stored (`llmlog similar --enable`).
-    sealed_only: bool = False
+    # Set on open from the store's settings: calls are embedded as they are stored (`llmlog
+    # similar --enable`); what regulated mode asks is `Regulated`'s.
     vectors: bool = False
     _vectors_missing: bool = False  # said once: the store asks for vectors, the extra is absent
 
-    def _sealed(self, calls: Sequence[Call]) -> Sequence[Call]:
-        """Calls as they may be written: with keys, their text sealed (copies: the caller's
-        calls stay as they were; what came sealed is left so); without, refused when the
-        store keeps text sealed only."""
-        if self.keyring is not None:
-            return [self.keyring.seal_call(copy.copy(c)) for c in calls]
-        if self.sealed_only:
-            for c in calls:
-                if "" in sealed_key_ids(c):
-                    raise ValueError(
-                        f"call {c.id}: this store keeps the text of calls encrypted (regulated mode),"
-                        " and no key is set here to encrypt it with (LLMLOG_KEY or LLMLOG_KEY_FILE)"
-                    )
-        return calls
-
     def _read_settings(self) -> None:
         """On open: what the store's settings ask of every process using it."""
-        encryption = self.setting("encryption")
-        self.sealed_only = isinstance(encryption, dict) and bool(encryption.get("required"))
+        self.sealing_policy()
         asked = self.setting("vectors")
         self.vectors = isinstance(asked, dict) and bool(asked.get("enabled"))
+
+    # The content ids this store has seen (SQLite, PostgreSQL), and the content epoch they
+    # hold for: a deletion of content (erasure, retention) moves the epoch on.
+    _content: ContentIds
+    _epoch: int = 0
+
+    def _content_changed(self, settings: Mapping[str, Any]) -> bool:
+        """In a writing transaction, given the settings read in it: whether content was
+        deleted since this store last looked. Its cached content ids may then name rows that
+        are gone, or that a new piece has taken since, so it forgets them."""
+        epoch = int(settings.get("content_epoch") or 0)
+        if epoch == self._epoch:
+            return False
+        self._epoch, self._content = epoch, ContentIds()
+        return True
 
     def _reveal(self, calls: list[Call]) -> list[Call]:
         """Calls as read: with keys, opened, and the reading written to the audit log."""

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
+from llmlog.encryption import Policy
 from llmlog.record import COLUMNS, INT_COLUMNS, JSON_COLUMNS, Call, Span, SpanEvent, json_text
 from llmlog.store import search
 from llmlog.store.base import (
@@ -48,6 +49,8 @@ _CLUSTER_ENV = "LLMLOG_CLICKHOUSE_CLUSTER"
 class ClickHouseStore(Store):
     dialect = "clickhouse"
     placeholder = "%s"
+    # Rotation sweeps again after this long, for what a cluster's replicas saw late (`insert`).
+    rotation_settle_s = 5.0
 
     def __init__(self, url: str, engine: Engine | None = None) -> None:
         self._url = url
@@ -144,10 +147,27 @@ class ClickHouseStore(Store):
 
     def insert(self, calls: Sequence[Call]) -> int:
         """Store a batch; a call whose id is already stored is skipped (and a batch sent twice
-        at once is one, once the table's parts merge)."""
+        at once is one, once the table's parts merge).
+
+        ClickHouse has no transaction to hold regulated mode's setting still while the rows
+        go in, so the settings are read just before the insert (calls with clear text are
+        refused, or sealed with a key, as on the other stores) and again just after it.
+        `llmlog keys rotate` marks the store sealed-only first, then sweeps it. Either the
+        read after the insert still finds the store taking clear text, and then the insert
+        was done before the mark, so before the sweep read the table, which seals it; or it
+        finds the mark, and then the calls it let in clear are deleted again (their days'
+        rollups summed anew) and the batch is refused as a data error: a writer with a key
+        sends it again sealed, one without counts it failed. On one server that leaves no
+        moment in which a clear call stays. What it cannot cover: a cluster whose replicas
+        see the mark (or the rows) late; rotation sweeps a second time after a settle
+        (`rotation_settle_s`) for that, and a write slower than the settle is the window
+        left. A content update (`update_content`) is checked before only: a clear one that
+        races the mark is sealed by that second sweep."""
         if not calls:
             return 0
         calls = self._sealed(calls)
+        before = self._settings_now()
+        calls = self._enforce(calls, before)
         held = self.existing_ids([c.id for c in calls])
         new: dict[str, Call] = {}
         for c in calls:
@@ -155,7 +175,32 @@ class ClickHouseStore(Store):
                 new[c.id] = c
         if new:
             self.engine.insert("call_data", COLUMNS_READ, [_row(c) for c in new.values()])
+            after = self._settings_now()
+            if after != before:
+                self._take_back_clear(list(new.values()), Policy.from_settings(after))
         return len(new)
+
+    def _settings_now(self) -> dict[str, Any]:
+        """The settings a write obeys (`Store.WRITE_SETTINGS`), in one statement."""
+        rows = self._select(
+            "SELECT key, argMax(value, version) FROM settings WHERE key IN %s GROUP BY key",
+            [list(self.WRITE_SETTINGS)],
+        )
+        return {key: json.loads(value) for key, value in rows}
+
+    def _take_back_clear(self, calls: list[Call], policy: Policy) -> None:
+        """After an insert that raced the sealed-only mark: delete the calls it stored that
+        the mark refuses, and refuse them (see `insert`)."""
+        wrong = [c for c in calls if self._clear(c, policy)]
+        if not wrong:
+            return
+        ids = [c.id for c in wrong]
+        self._mutate("ALTER TABLE call_data DELETE WHERE id IN %s", [ids])
+        self._recount(sorted({c.timestamp.astimezone(UTC).date() for c in wrong}))
+        raise ValueError(
+            f"call {ids[0]} (and {len(ids) - 1} more): the store was made to keep text encrypted"
+            " (regulated mode) while they were stored with clear text; they were deleted again"
+        )
 
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
@@ -273,26 +318,32 @@ class ClickHouseStore(Store):
             r[0]
             for r in self._select("SELECT DISTINCT toDate(timestamp) FROM call_data WHERE id IN %s", [ids])
         ]
-        if days:
-            self._mutate("ALTER TABLE people_parts DELETE WHERE day IN %s", [days])
-            self.engine.command(
-                bind(
-                    f"INSERT INTO people_parts SELECT {PEOPLE_SELECT} FROM call_data AS c"
-                    " WHERE toDate(c.timestamp) IN %s AND (c.user_id IS NOT NULL OR c.session_id IS NOT NULL)"
-                    " GROUP BY day, user_id, session_id",
-                    [days],
-                )
-            )
-            self._mutate("ALTER TABLE daily_parts DELETE WHERE day IN %s", [days])
-            self.engine.command(
-                bind(
-                    f"INSERT INTO daily_parts SELECT {DAILY_SELECT} FROM call_data AS c"
-                    " WHERE toDate(c.timestamp) IN %s"
-                    f" GROUP BY {DAILY_GROUP}",
-                    [days],
-                )
-            )
+        self._recount(days)
         return len(held)
+
+    def _recount(self, days: Sequence[date]) -> None:
+        """The rollups of these days summed again from the calls: a materialized view sees
+        inserts only, not what a mutation changed or deleted."""
+        if not days:
+            return
+        self._mutate("ALTER TABLE people_parts DELETE WHERE day IN %s", [list(days)])
+        self.engine.command(
+            bind(
+                f"INSERT INTO people_parts SELECT {PEOPLE_SELECT} FROM call_data AS c"
+                " WHERE toDate(c.timestamp) IN %s AND (c.user_id IS NOT NULL OR c.session_id IS NOT NULL)"
+                " GROUP BY day, user_id, session_id",
+                [list(days)],
+            )
+        )
+        self._mutate("ALTER TABLE daily_parts DELETE WHERE day IN %s", [list(days)])
+        self.engine.command(
+            bind(
+                f"INSERT INTO daily_parts SELECT {DAILY_SELECT} FROM call_data AS c"
+                " WHERE toDate(c.timestamp) IN %s"
+                f" GROUP BY {DAILY_GROUP}",
+                [list(days)],
+            )
+        )
 
     def erase(self, *, user_id: str | None = None, session_id: str | None = None) -> Erased:
         column, value = erase_target(user_id, session_id)
@@ -341,6 +392,7 @@ class ClickHouseStore(Store):
     def update_content(self, call: Call) -> None:
         """A stored call's text changed (a redaction, a sealing, a span's content joined)."""
         (call,) = self._sealed([call])
+        (call,) = self._enforce([call], self._settings_now())
         row = dict(zip(COLUMNS_READ, _row(call), strict=True))
         changed = ("system_prompt", "messages", "tools", "params", "response", "tool_calls", "stop_reason",
                    "error", "metadata")  # fmt: skip

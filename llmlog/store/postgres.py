@@ -28,6 +28,7 @@ import psycopg
 from psycopg import sql as pgsql
 from psycopg.types.string import TextLoader
 
+from llmlog.encryption import ENCRYPTION_SETTING
 from llmlog.record import COLUMNS, Call, Span, SpanEvent, format_timestamp, json_text
 from llmlog.store import search
 from llmlog.store.base import (
@@ -219,7 +220,11 @@ class PostgresStore(Store):
         keyed = [self._keys(c, batch) for c in calls]
         conn = self.conn
         with conn.transaction(), conn.cursor() as cur:
-            if self._content_changed(cur):
+            # Regulated mode as the settings say now, not as when the store was opened.
+            settings = self._settings_now(cur)
+            enforced = self._enforce(calls, settings)
+            if self._content_changed(settings) or enforced is not calls:
+                calls = enforced
                 batch = self._content.batch()
                 keyed = [self._keys(c, batch) for c in calls]
             self._resolve(cur, batch)
@@ -276,18 +281,30 @@ class PostgresStore(Store):
             batch.key(c.params) if c.params is not None else None,
         )
 
-    def _content_changed(self, cur: psycopg.Cursor[Any]) -> bool:
-        """At the start of a writing transaction: whether content was deleted (erasure,
-        retention) since this store last looked, in which case its cached content ids may
-        name rows that are gone and it forgets them. The share lock on the epoch keeps a
-        deletion (which updates it first) from running until this transaction ends."""
-        row = cur.execute("SELECT value FROM settings WHERE key = 'content_epoch' FOR SHARE").fetchone()
-        epoch = int(row[0]) if row else 0
-        self._read_settings()  # a rotation since: sealed text only, from the next batch on
-        if epoch == self._epoch:
-            return False
-        self._epoch, self._content = epoch, ContentIds()
-        return True
+    def _settings_now(self, cur: psycopg.Cursor[Any]) -> dict[str, Any]:
+        """First in a writing transaction: the settings the write obeys. The share lock on
+        the content epoch holds off a deletion of content (which updates it) and the mark of
+        `require_sealed` until this transaction ends, or waits for one under way; the
+        settings are then read by a statement of its own, whose snapshot follows the lock."""
+        cur.execute("SELECT value FROM settings WHERE key = 'content_epoch' FOR SHARE")
+        rows = cur.execute(
+            "SELECT key, value FROM settings WHERE key = ANY(%s)", (list(self.WRITE_SETTINGS),)
+        )
+        return dict(rows.fetchall())
+
+    def require_sealed(self, key_id: str) -> None:
+        """The sealed-only mark, set while holding the content epoch's row for update: an
+        insert under way (which holds it for share) commits first, and so is in the store
+        when the rotation's sweep reads it; an insert starting now waits for this to commit
+        and then reads the mark."""
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.execute("SELECT value FROM settings WHERE key = 'content_epoch' FOR UPDATE")
+            cur.execute(
+                "INSERT INTO settings VALUES (%s, %s::jsonb)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (ENCRYPTION_SETTING, json.dumps({"required": True, "key": key_id})),
+            )
+        self.sealed_only = True
 
     @staticmethod
     def _content_deleting(cur: psycopg.Cursor[Any]) -> None:
@@ -371,7 +388,10 @@ class PostgresStore(Store):
         system, messages, tools, params = self._keys(c, batch)
         conn = self.conn
         with conn.transaction(), conn.cursor() as cur:
-            if self._content_changed(cur):
+            settings = self._settings_now(cur)
+            (enforced,) = self._enforce([c], settings)
+            if self._content_changed(settings) or enforced is not c:
+                c = enforced
                 batch = self._content.batch()
                 system, messages, tools, params = self._keys(c, batch)
             self._resolve(cur, batch)

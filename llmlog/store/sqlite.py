@@ -313,16 +313,12 @@ class SQLiteStore(Store):
         row = self.db.execute("SELECT value FROM settings WHERE key = 'content_epoch'").fetchone()
         return int(row[0]) if row else 0
 
-    def _content_changed(self) -> bool:
-        """Under the write lock: whether content was deleted (erasure, retention) since this
-        store last looked. Its cached content ids may then name rows that are gone, or that
-        a new piece has taken since, so it forgets them."""
-        self._read_settings()  # a rotation since: sealed text only, from the next batch on
-        epoch = self._content_epoch()
-        if epoch == self._epoch:
-            return False
-        self._epoch, self._content = epoch, ContentIds()
-        return True
+    def _settings_now(self) -> dict[str, Any]:
+        """Under the write lock, so as they stay until the write commits: the settings a
+        write obeys (`Store.WRITE_SETTINGS`), in one statement."""
+        marks = ",".join("?" * len(self.WRITE_SETTINGS))
+        rows = self.db.execute(f"SELECT key, value FROM settings WHERE key IN ({marks})", self.WRITE_SETTINGS)
+        return {key: json.loads(value) for key, value in rows}
 
     def _content_deleted(self) -> None:
         """In the deleting transaction: every store's cached content ids are now suspect."""
@@ -335,7 +331,13 @@ class SQLiteStore(Store):
         batch = self._content.batch(by_identity=not safe)
         keyed = [self._keys(c, batch, safe) for c in calls]
         with self._writing():
-            if self._content_changed():
+            # Regulated mode as the store's settings say now, under the write lock that
+            # `llmlog keys rotate` takes to mark the store sealed-only: a call with clear
+            # text is refused (or sealed, with a key) however long ago this store was opened.
+            settings = self._settings_now()
+            enforced = self._enforce(calls, settings)
+            if self._content_changed(settings) or enforced is not calls:
+                calls = enforced
                 batch = self._content.batch(by_identity=not safe)
                 keyed = [self._keys(c, batch, safe) for c in calls]
             self._resolve(batch)
@@ -370,7 +372,10 @@ class SQLiteStore(Store):
         batch = self._content.batch(by_identity=False)
         keys = self._keys(call, batch, safe=True)
         with self._writing():
-            if self._content_changed():
+            settings = self._settings_now()
+            (enforced,) = self._enforce([call], settings)
+            if self._content_changed(settings) or enforced is not call:
+                call = enforced
                 batch = self._content.batch(by_identity=False)
                 keys = self._keys(call, batch, safe=True)
             self._resolve(batch)
