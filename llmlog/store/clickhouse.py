@@ -40,6 +40,7 @@ from llmlog.store.base import (
 from llmlog.store.clickhouse_engine import READ_SETTINGS, Engine, EngineError, bind, open_engine
 from llmlog.store.clickhouse_schema import DAILY_GROUP, DAILY_SELECT, MIGRATIONS, PEOPLE_SELECT
 from llmlog.store.content import digest
+from llmlog.store.readonly import RESULT_MAX_BYTES
 from llmlog.store.search import Query
 
 _CLUSTER_ENV = "LLMLOG_CLICKHOUSE_CLUSTER"
@@ -49,8 +50,9 @@ class ClickHouseStore(Store):
     dialect = "clickhouse"
     placeholder = "%s"
 
-    def __init__(self, url: str, engine: Engine | None = None) -> None:
+    def __init__(self, url: str, engine: Engine | None = None, reader_url: str | None = None) -> None:
         self._url = url
+        self._reader_url = reader_url
         self.engine = engine or open_engine(url)
         self.cluster = os.environ.get(_CLUSTER_ENV) or None
         try:
@@ -225,6 +227,17 @@ class ClickHouseStore(Store):
         return [(str(d), m, int(n), None if c is None else float(c)) for d, m, n, c in rows]
 
     def query(
+        self,
+        sql: str,
+        params: Sequence[Any] = (),
+        *,
+        timeout_s: float = 10.0,
+        limit: int = 10_000,
+        max_bytes: int = RESULT_MAX_BYTES,
+    ) -> QueryResult:
+        return self.internal_query(sql, params, timeout_s=timeout_s, limit=limit)
+
+    def internal_query(
         self, sql: str, params: Sequence[Any] = (), *, timeout_s: float = 10.0, limit: int = 10_000
     ) -> QueryResult:
         """Run SQL that may only read: the engine's own `readonly = 1`, within a time limit.
