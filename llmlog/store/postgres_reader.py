@@ -224,8 +224,8 @@ def run(
     max_bytes: int | None,
 ) -> QueryResult:
     """Run one reading query in a READ ONLY transaction that is rolled back whatever it did,
-    through a cursor PostgreSQL allows only for queries, rows taken one at a time (single-row
-    mode) so that at most `limit` rows and `max_bytes` of values are ever held."""
+    once PostgreSQL has taken it as a query, its rows taken one at a time (single-row mode)
+    so that at most `limit` rows and `max_bytes` of values are ever held."""
     if not _READING.match(_COMMENTS.sub(" ", sql)):
         # A clearer word than the parser's; refusing is not left to it (the cursor is).
         raise ReadOnlyError("only reading queries are allowed (SELECT, WITH … SELECT, VALUES, TABLE)")
@@ -233,13 +233,18 @@ def run(
         with conn.transaction(force_rollback=True):
             conn.execute("SET TRANSACTION READ ONLY")
             conn.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}")
-            with conn.cursor(name="llmlog_query") as declared, conn.cursor() as cur:
+            # DECLARE takes only a query (no statement, no data-modifying WITH): PostgreSQL
+            # itself says the SQL is one. It plans the query, runs none of it.
+            with conn.cursor(name="llmlog_query") as declared:
                 declared.execute(sql, list(params) or None)
                 columns = [d.name for d in declared.description or ()]
+            with conn.cursor() as cur:
                 # JSON as its text, as SQLite gives it: the caller prints it or parses it.
                 cur.adapters.register_loader("jsonb", TextLoader)
                 cur.adapters.register_loader("json", TextLoader)
-                stream = cur.stream('FETCH FORWARD ALL FROM "llmlog_query"')
+                # Then it runs, its rows arriving one at a time (single-row mode; a FETCH from
+                # the cursor would first gather its whole result on the server).
+                stream = cur.stream(sql, list(params) or None)
                 try:
                     rows, truncated, note = bounded(stream, limit, max_bytes)
                 finally:
