@@ -72,7 +72,11 @@ def open_store(url: str, reader_url: str | None = None) -> Store:
         from llmlog.store.postgres import PostgresStore
 
         return PostgresStore(url, reader_url)
-    if scheme in ("clickhouse", "clickhouses", "chdb"):
+    if scheme == "chdb":
+        from llmlog.store.clickhouse_embedded import EmbeddedClickHouseStore
+
+        return EmbeddedClickHouseStore(url)
+    if scheme in ("clickhouse", "clickhouses"):
         from llmlog.store.clickhouse import ClickHouseStore
 
         return ClickHouseStore(url, reader_url=reader_url)
