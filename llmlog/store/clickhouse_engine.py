@@ -93,38 +93,40 @@ class EmbeddedEngine:
         the caller does not take is never held (the query is cancelled when it stops)."""
         from chdb._exceptions import ChdbError
 
-        def lines() -> Iterator[bytes]:
+        def blocks() -> Iterator[list[bytes]]:
+            # Each block arrives whole, its column names and types first, then a row a line.
             with self.lock:
                 try:
                     result = self.session.send_query(sql, "JSONCompactEachRowWithNamesAndTypes")
                 except (ChdbError, RuntimeError) as exc:
                     raise EngineError(str(exc)) from None
                 try:
-                    rest = b""
                     for chunk in result:
-                        data = rest + chunk.bytes()
-                        *whole, rest = data.split(b"\n")
-                        yield from whole
-                    if rest:
-                        yield rest
+                        yield chunk.bytes().split(b"\n")
                 except (ChdbError, RuntimeError) as exc:
                     raise EngineError(str(exc)) from None
                 finally:
                     result.cancel()
 
-        it = lines()
+        it = blocks()
         try:
-            names, kinds = json.loads(next(it)), json.loads(next(it))
+            first = next(it)
         except StopIteration:
             return [], iter(())
-        convert = [_converter(k) for k in kinds]
+        names = json.loads(first[0])
+        convert = [_converter(k) for k in json.loads(first[1])]
 
         def rows() -> Iterator[tuple[Any, ...]]:
             try:
-                for line in it:
-                    if line:
-                        values = json.loads(line)
-                        yield tuple(None if v is None else f(v) for f, v in zip(convert, values, strict=True))
+                block: list[bytes] | None = first
+                while block is not None:
+                    for line in block[2:]:
+                        if line:
+                            values = json.loads(line)
+                            yield tuple(
+                                None if v is None else f(v) for f, v in zip(convert, values, strict=True)
+                            )
+                    block = next(it, None)
             finally:
                 it.close()
 
