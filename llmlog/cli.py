@@ -64,17 +64,19 @@ def _progress(transient: bool = False) -> Progress:
 
 
 class Ctx:
-    def __init__(self, db: str | None) -> None:
+    def __init__(self, db: str | None, reader_db: str | None = None) -> None:
         try:
             self.settings = Settings(db=db) if db else Settings()
         except (ValueError, OSError) as exc:  # a bad key, a key file that cannot be read
             raise click.UsageError(str(exc)) from None
+        if reader_db:
+            self.settings.reader_db = reader_db
         self._store: Store | None = None
 
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = _open(self.settings.db)
+            self._store = _open(self.settings.db, self.settings.reader_db)
             # Regulated mode: what is sealed opens with the keys set here, each reading audited.
             self._store.keyring = self.settings.keyring
             command = click.get_current_context(silent=True)
@@ -83,9 +85,9 @@ class Ctx:
         return self._store
 
 
-def _open(url: str) -> Store:
+def _open(url: str, reader_url: str | None = None) -> Store:
     try:
-        return open_store(url)
+        return open_store(url, reader_url)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     except Exception as exc:  # a server that is down, a file we may not write: say so, briefly
@@ -146,9 +148,17 @@ def filter_options(fn: Any) -> Any:
     help="Store to use: a path, sqlite:///path, postgresql://user@host/db or clickhouse://user@host:8123/db"
     " (default: LLMLOG_DB, else a file in the user data directory).",
 )
+@click.option(
+    "--reader-db",
+    envvar="LLMLOG_READER_DB",
+    metavar="URL",
+    help="PostgreSQL or ClickHouse server: the login read-only SQL (query, the SQL console) runs as,"
+    " one that can read the calls and nothing else; needed where the store's user cannot create it"
+    " (default: LLMLOG_READER_DB).",
+)
 @click.version_option(package_name="llmlog")
 @click.pass_context
-def cli(click_ctx: click.Context, db: str | None) -> None:
+def cli(click_ctx: click.Context, db: str | None, reader_db: str | None) -> None:
     """llmlog: the flight recorder for LLM calls.
 
     \b
@@ -160,7 +170,7 @@ def cli(click_ctx: click.Context, db: str | None) -> None:
       llmlog --db postgresql://llmlog@db.internal/llmlog calls -n 20
       llmlog copy --from calls.db --to postgresql://llmlog@db.internal/llmlog
     """
-    click_ctx.obj = Ctx(db)
+    click_ctx.obj = Ctx(db, reader_db)
     click_ctx.call_on_close(lambda: click_ctx.obj._store and click_ctx.obj._store.close())
 
 
@@ -417,8 +427,10 @@ def _cost_panel(ctx: Ctx, call: Call) -> Panel:
 def query(ctx: Ctx, sql: str, fmt: str, timeout: float, limit: int) -> None:
     """Run read-only SQL against the `calls` relation.
 
-    Only reading gets through (on PostgreSQL: one SELECT, in a read-only transaction); a
-    query is stopped after --timeout. JSON columns use the engine's own operators:
+    Only reading gets through, and only of the calls: accounts, tokens, settings and the
+    audit log are out of reach (on PostgreSQL and a ClickHouse server the query runs as a
+    reader login of its own: see --reader-db). A query is stopped after --timeout, and a
+    result past 64 MB is cut. JSON columns use the engine's own operators:
     SQLite `metadata->>'$.tier'`, PostgreSQL `metadata->>'tier'` (they are jsonb there).
 
     \b
@@ -445,7 +457,11 @@ def query(ctx: Ctx, sql: str, fmt: str, timeout: float, limit: int) -> None:
             )
         console.print(table)
     if result.truncated:
-        err_console.print(f"(first {limit} rows shown; raise --limit for more)")
+        err_console.print(
+            f"({result.note}: the rest not shown)"
+            if result.note
+            else f"(first {limit} rows shown; raise --limit for more)"
+        )
 
 
 @cli.command(name="import")
@@ -579,6 +595,9 @@ def migrate(ctx: Ctx) -> None:
     else:
         found, now = store.schema_found, store.schema_version
         err_console.print(f"{where}: schema migrated from version {found} to {now}")
+    missing = store.reader_setup()
+    if missing:
+        err_console.print(f"note: {missing}")
 
 
 @cli.command()
@@ -722,6 +741,9 @@ def serve(ctx: Ctx, host: str, port: int, fake_provider: bool, daily_retention: 
     from llmlog.web import create_app
 
     store = ctx.store  # opened now, so a bad --db fails here and not on the first request
+    missing = store.reader_setup()
+    if missing:
+        err_console.print(f"note: the SQL console will refuse queries: {missing}")
     token = os.environ.get("LLMLOG_UI_TOKEN") or None
     ingest_token = os.environ.get("LLMLOG_INGEST_TOKEN") or None
     accounts = bool(store.accounts())

@@ -79,13 +79,15 @@ class Running:
         ingest_token: str | None = None,
         upstreams: Upstreams | None = None,
         keyring: Keyring | None = None,
+        reader_url: str | None = None,
     ) -> None:
         self.store = open_store(backend.url)
         retention.set_policy(self.store, KEEP_EVERYTHING)
         self.port = free_port()
 
         def opened() -> Store:
-            store = open_store(backend.url)
+            # As `llmlog serve` opens it, with LLMLOG_READER_DB when given.
+            store = open_store(backend.url, reader_url) if reader_url else open_store(backend.url)
             store.keyring = keyring  # as `llmlog serve` opens it with LLMLOG_KEY set
             return store
 

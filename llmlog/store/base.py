@@ -16,21 +16,11 @@ from llmlog.encryption import Keyring
 from llmlog.record import Call, Span, SpanEvent, format_timestamp, parse_timestamp
 from llmlog.store import search, vectors
 from llmlog.store.content import ContentIds
+from llmlog.store.readonly import RESULT_MAX_BYTES, QueryResult, ReadOnlyError
 from llmlog.store.regulated import Regulated
 from llmlog.store.search import Hit
 
 log = logging.getLogger("llmlog")
-
-
-class ReadOnlyError(Exception):
-    """A query was refused (it would write) or stopped (time limit)."""
-
-
-@dataclass
-class QueryResult:
-    columns: list[str]
-    rows: list[tuple[Any, ...]]
-    truncated: bool = False
 
 
 _KEY = re.compile(r"[A-Za-z0-9_\-]+")
@@ -606,8 +596,28 @@ class Store(Regulated, abc.ABC):
 
     @abc.abstractmethod
     def query(
+        self,
+        sql: str,
+        params: Sequence[Any] = (),
+        *,
+        timeout_s: float = 10.0,
+        limit: int = 10_000,
+        max_bytes: int = RESULT_MAX_BYTES,
+    ) -> QueryResult:
+        """Run SQL a person wrote, which may only read the calls: as a reader that cannot
+        write, read the private tables (accounts, tokens, settings, audit) nor become anyone
+        who can, within a time limit, `limit` rows and `max_bytes` of values."""
+
+    @abc.abstractmethod
+    def internal_query(
         self, sql: str, params: Sequence[Any] = (), *, timeout_s: float = 10.0, limit: int = 10_000
-    ) -> QueryResult: ...
+    ) -> QueryResult:
+        """Run read-only SQL llmlog wrote itself (reports, the dashboard) on the store's own
+        connection, within a time limit. Never SQL from a person: that is `query`."""
+
+    def reader_setup(self) -> str | None:
+        """None when `query` has a reader to run as; else what an administrator does."""
+        return None
 
     @abc.abstractmethod
     def close(self) -> None: ...
@@ -656,7 +666,7 @@ class Store(Regulated, abc.ABC):
             if (column == "error" or column in self.DAILY) and _daily_only(f):
                 sql, params = self._daily_facet(f, column)
                 sql += f" GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {int(limit)}"
-                rows = self.query(sql, params, timeout_s=timeout_s).rows
+                rows = self.internal_query(sql, params, timeout_s=timeout_s).rows
                 out[column] = Facet(
                     [(row[0], int(row[1])) for row in rows if row[1]]
                 )  # a sum of none is NULL
@@ -674,7 +684,7 @@ class Store(Regulated, abc.ABC):
         where, params = self._where(f)
         sql = f"SELECT {select} FROM call_data {where} ORDER BY timestamp DESC LIMIT {int(window)}"
         try:
-            rows = self.query(sql, params, timeout_s=timeout_s, limit=window).rows
+            rows = self.internal_query(sql, params, timeout_s=timeout_s, limit=window).rows
         except ReadOnlyError:
             return {c: Facet([], too_slow=True) for c in columns}
         latest = window if len(rows) == window else None
@@ -726,7 +736,7 @@ class Store(Regulated, abc.ABC):
             " ORDER BY CASE WHEN sum(priced_calls) > 0 THEN sum(cost_usd) END DESC NULLS LAST,"
             f" sum(calls) DESC, {key} LIMIT {int(limit)}"
         )
-        return self.query(sql, params, timeout_s=5.0).rows
+        return self.internal_query(sql, params, timeout_s=5.0).rows
 
     _PEOPLE_RAW = (
         "SELECT user_id, session_id, count(*) AS calls, count(error) AS errors,"
