@@ -130,6 +130,11 @@ class EmbeddedClickHouseStore(ClickHouseStore):
         rows = self._run("SELECT value FROM settings WHERE key = ?", (key,))
         return json.loads(rows[0][0]) if rows else None
 
+    def _settings_now(self) -> dict[str, Any]:
+        marks = ",".join("?" * len(self.WRITE_SETTINGS))
+        rows = self._run(f"SELECT key, value FROM settings WHERE key IN ({marks})", self.WRITE_SETTINGS)
+        return {key: json.loads(value) for key, value in rows}
+
     def _store_setting(self, key: str, value: Any) -> None:
         self._run(
             "INSERT INTO settings VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
