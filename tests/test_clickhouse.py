@@ -248,49 +248,8 @@ def test_accounts_and_tokens(store: ClickHouseStore) -> None:
     assert store.setting("accounts_required") is True  # once asked, always asked
 
 
-def test_retention_keeps_the_cold_figures(store: ClickHouseStore) -> None:
-    """Calls past their window go (by the table's TTL, and by a run); `daily` and
-    `people_daily` keep standing for them, so reports read the same before and after."""
-    from llmlog import investigate, retention
-    from llmlog.reports import Period
-    from tests import test_investigate as planted
+def test_web_sessions(store: ClickHouseStore) -> None:
+    from tests.test_access import check_web_sessions
 
-    store.insert(planted.calls_with_errors())  # five weeks
-    period = Period.ending(35, planted.TODAY)
-    before = investigate.errors_report(store, period)
-    retention.set_policy(store, retention.Policy(days=10, features={"search": 3, "it's": 5}))
-    (create,) = store.query("SELECT create_table_query FROM system.tables WHERE name = 'call_data'").rows[0]
-    assert "toDate(timestamp) + toIntervalDay(4) WHERE feature = 'search'" in create
-    assert "feature = 'it\\'s'" in create and "toIntervalDay(11)" in create
-    report = retention.run(store, today=planted.TODAY)
-    kept = store.query(
-        "SELECT feature, min(toDate(timestamp)) FROM calls GROUP BY feature ORDER BY feature"
-    ).rows
-    assert kept == [
-        ("search", (planted.TODAY - timedelta(days=3)).isoformat()),
-        ("support-bot", (planted.TODAY - timedelta(days=10)).isoformat()),
-    ]
-    # The TTL had already dropped them as it was set (the engine applies a new TTL to the
-    # parts it has), so the run found little or nothing left to do.
-    assert report.calls >= 0 and store.count(CallFilter()) == 4 * 20 + 11 * 20
-    assert store.query("SELECT sum(calls) FROM daily").rows == [(35 * 40,)]
-    after = investigate.errors_report(store, period, examples=0)
-    assert [(g.error_type, g.errors, g.calls, g.per_day) for g in after] == [
-        (g.error_type, g.errors, g.calls, g.per_day) for g in before
-    ]
-    assert retention.run(store, today=planted.TODAY).calls == 0  # again: nothing more
-
-
-def test_erasure_and_repricing(store: ClickHouseStore) -> None:
-    store.insert(calls())
-    gone = store.erase(user_id="u1")
-    assert gone.calls == 8 and store.count(CallFilter(user_id="u1")) == 0
-    assert "u1" not in {u.user_id for u in store.users(CallFilter())}
-    assert not store.query("SELECT count() FROM calls WHERE user_id = 'u1'").rows[0][0]
-    assert store.update_costs([("call-000", 1.5, "card-2"), ("nope", 1.0, None)]) == 1
-    call = store.get("call-000")
-    assert call is not None and (call.cost_usd, call.rate_card) == (1.5, "card-2")
-    total = sum(c or 0 for *_, c in store.cost_by_day(NOW - timedelta(days=1)))
-    assert total == pytest.approx(
-        1.5 + sum(c.cost_usd or 0 for c in calls() if c.user_id != "u1" and c.id != "call-000")
-    )
+    # Read-only SQL here keeps no table private yet (clickhouse_schema.PRIVATE_TABLES names them).
+    check_web_sessions(store, private=False)

@@ -416,7 +416,7 @@ def m005_cold_figures(cur: psycopg.Cursor[Any]) -> None:
 # The role read-only SQL (the console, `llmlog query`) runs as: it may read every table but
 # those naming people and what they did (`PRIVATE_TABLES`).
 READER_ROLE = "llmlog_reader"
-PRIVATE_TABLES = ("audit", "accounts", "api_tokens", "settings")
+PRIVATE_TABLES = ("audit", "accounts", "api_tokens", "settings", "web_sessions")
 
 
 def grant_reading(cur: psycopg.Cursor[Any]) -> None:
@@ -507,6 +507,15 @@ def m009_vectors(cur: psycopg.Cursor[Any]) -> None:
     cur.execute("ALTER TABLE call_data ADD COLUMN embedding bytea")
 
 
+def m010_web_sessions(cur: psycopg.Cursor[Any]) -> None:
+    """`web_sessions`, as in SQLite's migration 12; private, as `accounts` is."""
+    cur.execute(
+        "CREATE TABLE web_sessions (hash bytea PRIMARY KEY, name text NOT NULL, expires bigint NOT NULL)"
+    )
+    cur.execute("CREATE INDEX web_sessions_name ON web_sessions (name)")
+    grant_reading(cur)
+
+
 MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m001_initial,
     m002_daily,
@@ -517,6 +526,7 @@ MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m007_accounts,
     m008_search,
     m009_vectors,
+    m010_web_sessions,
 ]
 
 
