@@ -217,7 +217,8 @@ async def _check_post(request: Request, csrf: str) -> Response | None:
     (see the module's doc)."""
     if not same_origin(request):
         return Response("refused: a form must be sent from this site's own page", status_code=403)
-    length = request.headers.get("content-length")
+    # No length and no chunks: no body (a DELETE, say). Chunks of unstated length: refused.
+    length = request.headers.get("content-length", None if "transfer-encoding" in request.headers else "0")
     if length is None or not length.isdigit() or int(length) > MAX_FORM_BYTES:
         return Response("the form is too large, or of no stated length", status_code=413)
     body = await request.body()  # kept by the request: the route reads it again
