@@ -5,6 +5,7 @@ every answer, and sign-ins throttled with password hashing bounded."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -33,7 +34,7 @@ from llmlog.fake_provider import FakeProvider
 from llmlog.record import Span
 from llmlog.store import CallFilter
 from llmlog.web import guard
-from llmlog.web.throttle import cores
+from llmlog.web.throttle import Busy, SignIns, cores
 from tests.backends import Backend, SQLiteBackend
 from tests.webui import Running, free_port, make_call, tags
 
@@ -450,3 +451,44 @@ def test_a_right_password_gives_its_turn_back(accounts: Running) -> None:
     for _ in range(15):  # more than the limit, all right: none counts
         assert sign_in(c, accounts, "ada", PASSWORD).status_code == 303
     assert sign_in(c, accounts, "ada", "wrong one").status_code == 401
+
+
+def test_the_throttle_forgets_after_its_window_and_bounds_who_waits() -> None:
+    now = [1000.0]
+    signins = SignIns(limit=3, window_s=60, hashing=1, wait_s=0.2, queue=1, clock=lambda: now[0])
+    for _ in range(3):
+        assert signins.start("dan", "10.0.0.1") is None
+    assert signins.start("dan", "10.0.0.2") == 60  # the account's limit, from anywhere
+    assert signins.start("ada", "10.0.0.1") == 60  # the client's limit, for any account
+    assert signins.start("ada", "10.0.0.2") is None
+    now[0] += 30
+    assert signins.start("dan", "10.0.0.3") == 30
+    now[0] += 31
+    assert signins.start("dan", "10.0.0.1") is None  # the window has passed
+
+    async def crowd() -> list[str]:
+        """One check running, one waiting for its turn: a third is refused at once; the one
+        waiting gives up after `wait_s`."""
+        held = asyncio.Event()
+        release = asyncio.Event()
+
+        async def check(hold: bool) -> str:
+            try:
+                async with signins.hashing_turn():
+                    if hold:
+                        held.set()
+                        await release.wait()
+                    return "checked"
+            except Busy:
+                return "busy"
+
+        first = asyncio.create_task(check(True))
+        await held.wait()
+        second = asyncio.create_task(check(False))
+        await asyncio.sleep(0)  # now waiting
+        third = await check(False)
+        second_result = await second
+        release.set()
+        return [await first, second_result, third, await check(False)]
+
+    assert asyncio.run(crowd()) == ["checked", "busy", "busy", "checked"]
