@@ -29,7 +29,8 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from llmlog import access
-from llmlog.capture.proxy import Upstreams
+from llmlog.capture.proxy import LocalProxy, Upstreams
+from llmlog.context import CallContext
 from llmlog.fake_provider import FakeProvider
 from llmlog.record import Span
 from llmlog.store import CallFilter
@@ -167,6 +168,19 @@ def test_serve_refuses_a_bad_allowed_host(tmp_path: Path) -> None:
     finally:
         server.kill()
     assert "allowed host" in (server.stderr.read() if server.stderr else "")
+
+
+def test_the_proxy_of_llmlog_wrap_answers_to_loopback_names_only() -> None:
+    nowhere = f"http://127.0.0.1:{free_port()}"
+    upstreams = Upstreams(anthropic=nowhere, openai=nowhere)
+    with (
+        LocalProxy(lambda exchange: None, upstreams, CallContext()) as p,
+        httpx.Client(base_url=p.url) as http,
+    ):
+        assert http.get("/anthropic/v1/models", headers={"Host": "evil.example"}).status_code == 400
+        answer = http.get("/anthropic/v1/models", headers={"Host": "localhost"})
+        assert answer.status_code == 502  # let by, to an upstream that is not there
+        assert answer.headers["content-security-policy"] == guard.CSP
 
 
 # ---------------------------------------------------------------- writes only from programs

@@ -318,6 +318,9 @@ class LocalProxy:
 
         import uvicorn
         from starlette.applications import Starlette
+        from starlette.middleware import Middleware
+
+        from llmlog.web.guard import LOOPBACK_NAMES, AllowedHosts, SecurityHeaders
 
         # Routes forward to the upstream's origin; the path (OpenAI's /v1) comes from the
         # client's base URL, which `child_base_urls` keeps.
@@ -326,7 +329,9 @@ class LocalProxy:
             openai=_origin(upstreams.openai),
             timeout_s=upstreams.timeout_s,
         )
-        app = Starlette(routes=routes(submit, origins, base_context=base_context))
+        # Loopback names only: no web page reaches it by a name of its own (DNS rebinding).
+        guarded = [Middleware(SecurityHeaders), Middleware(AllowedHosts, hosts=LOOPBACK_NAMES)]
+        app = Starlette(routes=routes(submit, origins, base_context=base_context), middleware=guarded)
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
