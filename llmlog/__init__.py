@@ -13,6 +13,7 @@ ingest; `llmlog calls`, `llmlog show ID` and `llmlog query "SQL"` read it back.
 from __future__ import annotations
 
 import atexit
+import logging
 import os
 import threading
 from typing import Any, TypeVar
@@ -23,7 +24,6 @@ from llmlog.config import Settings
 from llmlog.context import context, current, propagate
 from llmlog.prompts import Prompt, prompt
 from llmlog.record import COLUMNS, Call
-from llmlog.redact import Redactor
 from llmlog.writer import Stats, Writer
 
 __all__ = [
@@ -43,11 +43,13 @@ __all__ = [
 __version__ = "0.1.0"
 
 C = TypeVar("C")
+log = logging.getLogger("llmlog")
 
 _lock = threading.Lock()
 _settings: Settings | None = None
 _writer: Writer | None = None
 _exit_hook = False
+_said: set[str] = set()  # what was wrong with the settings, said once each
 
 
 def configure(**settings: Any) -> Settings:
@@ -58,8 +60,7 @@ def configure(**settings: Any) -> Settings:
     Calls already queued are flushed to the previous store first.
     """
     global _settings, _writer
-    new = Settings(**settings)
-    Redactor.from_settings(new)  # a bad redaction rule is an error here, not a lost call later
+    new = Settings(**settings)  # a bad key or redaction rule is an error here, not a lost call later
     with _lock:
         old, _writer, _settings = _writer, None, new
     if old is not None:
@@ -84,7 +85,17 @@ def _get_writer() -> Writer:
 
 def _submit(item: Exchange | Call) -> None:
     # Resolved per call, so configure() after wrap() redirects already-wrapped clients.
-    _get_writer().submit(item)
+    try:
+        writer = _get_writer()
+    except Exception as exc:
+        # Settings read from the environment on first use (no configure()) can be wrong: a
+        # bad key or redaction rule. The call is not recorded, and the log says why, once;
+        # the app's own call goes on.
+        if str(exc) not in _said:
+            _said.add(str(exc))
+            log.error("llmlog: calls are not recorded: the settings are wrong: %s", exc)
+        return
+    writer.submit(item)
 
 
 def wrap(client: C) -> C:

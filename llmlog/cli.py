@@ -25,12 +25,12 @@ from rich.text import Text
 
 from llmlog.config import Settings
 from llmlog.conversation import Part, Turn, conversation, response_turns
+from llmlog.intake import Intake, hash_user_id
 from llmlog.jsonl import BadLine, read_calls
 from llmlog.pricing import Pricer
 from llmlog.record import Call
 from llmlog.reports import QUERY_ROW_LIMIT, QUERY_TIMEOUT_S, result_json, write_csv
 from llmlog.store import CallFilter, ReadOnlyError, Store, open_store, parse_when, redact_url, sqlite_path
-from llmlog.writer import hash_user_id
 
 # Piped output is not cut to 80 columns: it is usually read by grep or a wider pager.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 220)
@@ -64,17 +64,19 @@ def _progress(transient: bool = False) -> Progress:
 
 
 class Ctx:
-    def __init__(self, db: str | None) -> None:
+    def __init__(self, db: str | None, reader_db: str | None = None) -> None:
         try:
             self.settings = Settings(db=db) if db else Settings()
         except (ValueError, OSError) as exc:  # a bad key, a key file that cannot be read
             raise click.UsageError(str(exc)) from None
+        if reader_db:
+            self.settings.reader_db = reader_db
         self._store: Store | None = None
 
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = _open(self.settings.db)
+            self._store = _open(self.settings.db, self.settings.reader_db)
             # Regulated mode: what is sealed opens with the keys set here, each reading audited.
             self._store.keyring = self.settings.keyring
             command = click.get_current_context(silent=True)
@@ -83,9 +85,9 @@ class Ctx:
         return self._store
 
 
-def _open(url: str) -> Store:
+def _open(url: str, reader_url: str | None = None) -> Store:
     try:
-        return open_store(url)
+        return open_store(url, reader_url)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     except Exception as exc:  # a server that is down, a file we may not write: say so, briefly
@@ -146,9 +148,17 @@ def filter_options(fn: Any) -> Any:
     help="Store to use: a path, sqlite:///path, postgresql://user@host/db or clickhouse://user@host:8123/db"
     " (default: LLMLOG_DB, else a file in the user data directory).",
 )
+@click.option(
+    "--reader-db",
+    envvar="LLMLOG_READER_DB",
+    metavar="URL",
+    help="PostgreSQL or ClickHouse server: the login read-only SQL (query, the SQL console) runs as,"
+    " one that can read the calls and nothing else; needed where the store's user cannot create it"
+    " (default: LLMLOG_READER_DB).",
+)
 @click.version_option(package_name="llmlog")
 @click.pass_context
-def cli(click_ctx: click.Context, db: str | None) -> None:
+def cli(click_ctx: click.Context, db: str | None, reader_db: str | None) -> None:
     """llmlog: the flight recorder for LLM calls.
 
     \b
@@ -160,7 +170,7 @@ def cli(click_ctx: click.Context, db: str | None) -> None:
       llmlog --db postgresql://llmlog@db.internal/llmlog calls -n 20
       llmlog copy --from calls.db --to postgresql://llmlog@db.internal/llmlog
     """
-    click_ctx.obj = Ctx(db)
+    click_ctx.obj = Ctx(db, reader_db)
     click_ctx.call_on_close(lambda: click_ctx.obj._store and click_ctx.obj._store.close())
 
 
@@ -417,8 +427,10 @@ def _cost_panel(ctx: Ctx, call: Call) -> Panel:
 def query(ctx: Ctx, sql: str, fmt: str, timeout: float, limit: int) -> None:
     """Run read-only SQL against the `calls` relation.
 
-    Only reading gets through (on PostgreSQL: one SELECT, in a read-only transaction); a
-    query is stopped after --timeout. JSON columns use the engine's own operators:
+    Only reading gets through, and only of the calls: accounts, tokens, settings and the
+    audit log are out of reach (on PostgreSQL and a ClickHouse server the query runs as a
+    reader login of its own: see --reader-db). A query is stopped after --timeout, and a
+    result past 64 MB is cut. JSON columns use the engine's own operators:
     SQLite `metadata->>'$.tier'`, PostgreSQL `metadata->>'tier'` (they are jsonb there).
 
     \b
@@ -445,7 +457,11 @@ def query(ctx: Ctx, sql: str, fmt: str, timeout: float, limit: int) -> None:
             )
         console.print(table)
     if result.truncated:
-        err_console.print(f"(first {limit} rows shown; raise --limit for more)")
+        err_console.print(
+            f"({result.note}: the rest not shown)"
+            if result.note
+            else f"(first {limit} rows shown; raise --limit for more)"
+        )
 
 
 @cli.command(name="import")
@@ -464,7 +480,9 @@ def import_(ctx: Ctx, file: Any) -> None:
       llmlog import calls-2026-11-20.jsonl
       cat logs/*.jsonl | llmlog import -
     """
-    pricer = Pricer(ctx.settings.prices)
+    # As every way in: redacted (LLMLOG_REDACT…), sealed (LLMLOG_KEY), priced when unpriced.
+    # User ids and prompt versions are kept as the file has them: it is an export, as a rule.
+    intake = Intake(ctx.settings, Pricer(ctx.settings.prices), stored=True)
     bad: list[BadLine] = []
     total = stored = 0
     size = _size(file)
@@ -472,9 +490,7 @@ def import_(ctx: Ctx, file: Any) -> None:
         task = progress.add_task("importing", total=size)
         batch: list[Call] = []
         for call in read_calls(_tracking(file, progress, task), bad):
-            if call.cost_usd is None:
-                pricer.price(call)
-            batch.append(call)
+            batch.append(intake.call(call))
             total += 1
             if len(batch) >= 1000:
                 stored += ctx.store.insert(batch)
@@ -579,6 +595,9 @@ def migrate(ctx: Ctx) -> None:
     else:
         found, now = store.schema_found, store.schema_version
         err_console.print(f"{where}: schema migrated from version {found} to {now}")
+    missing = store.reader_setup()
+    if missing:
+        err_console.print(f"note: {missing}")
 
 
 @cli.command()
@@ -587,11 +606,14 @@ def migrate(ctx: Ctx) -> None:
 @click.option(
     "--batch", default=1000, show_default=True, type=click.IntRange(min=1), help="Calls per transaction."
 )
-def copy(source: str, target: str, batch: int) -> None:
+@pass_ctx
+def copy(ctx: Ctx, source: str, target: str, batch: int) -> None:
     """Copy every call from one store into another, e.g. SQLite into PostgreSQL and back.
 
     Calls already in the target are skipped, so an interrupted copy is resumed by running it
     again, and copying twice stores each call once. Costs and user ids are copied as stored.
+    Text goes into the target as into any store: redacted with LLMLOG_REDACT's rules, and
+    with LLMLOG_KEY set, what is stored clear is sealed (what is sealed is copied sealed).
 
     \b
     Examples:
@@ -604,13 +626,15 @@ def copy(source: str, target: str, batch: int) -> None:
     if path is not None and path != ":memory:" and not Path(path).exists():
         raise click.UsageError(f"--from: no such file {path!r}")
     copied = skipped = 0
+    # Read as stored (sealed text stays sealed, unread); no pricing: costs are copied as stored.
+    intake = Intake(ctx.settings, stored=True)
     with _open(source) as src, _open(target) as dst, _progress() as progress:
         task = progress.add_task("copying", total=src.count(CallFilter()))
 
         def flush(page: list[Call]) -> None:
             nonlocal copied, skipped
             have = dst.existing_ids([c.id for c in page])
-            new = [c for c in page if c.id not in have]
+            new = [intake.call(c) for c in page if c.id not in have]
             copied += dst.insert(new)
             skipped += len(page) - len(new)
             progress.advance(task, len(page))
@@ -740,6 +764,9 @@ def serve(
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--allowed-host / LLMLOG_ALLOWED_HOSTS") from None
     store = ctx.store  # opened now, so a bad --db fails here and not on the first request
+    missing = store.reader_setup()
+    if missing:
+        err_console.print(f"note: the SQL console will refuse queries: {missing}")
     token = os.environ.get("LLMLOG_UI_TOKEN") or None
     ingest_token = os.environ.get("LLMLOG_INGEST_TOKEN") or None
     accounts = bool(store.accounts())

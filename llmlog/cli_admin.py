@@ -171,14 +171,17 @@ def keys() -> None:
 
     With LLMLOG_KEY (`ID:BASE64`, several separated by commas, the first sealing) or
     LLMLOG_KEY_FILE (one per line) set, the system prompt, messages, tools, response, tool
-    calls, error messages and the metadata values named in LLMLOG_SENSITIVE_METADATA are
-    sealed before they are stored; tokens, cost, latency, model, feature and times stay
-    clear. Every reading of sealed text is written to the audit log (`llmlog audit`).
+    calls, error messages and the values of the metadata the store names sensitive (`llmlog
+    keys sensitive-metadata`, and LLMLOG_SENSITIVE_METADATA) are sealed before they are
+    stored; tokens, cost, latency, model, feature and times stay clear. Once `llmlog keys
+    rotate` has run, the store itself refuses clear text from every process, whenever it
+    was started. Every reading of sealed text is written to the audit log (`llmlog audit`).
 
     \b
     Examples:
       llmlog keys new >> /etc/llmlog/keys     # then put it first in the file
       LLMLOG_KEY_FILE=/etc/llmlog/keys llmlog keys rotate
+      llmlog keys sensitive-metadata add patient_id,mrn
       llmlog keys status
     """
 
@@ -192,11 +195,13 @@ def keys_new() -> None:
 @keys.command(name="rotate")
 @pass_ctx
 def keys_rotate(ctx: Ctx) -> None:
-    """Seal every stored call with the first key; from then on the store takes sealed text only.
+    """Make the store take sealed text only, then seal every stored call with the first key.
 
-    Text sealed with the other keys (or stored clear, before regulated mode) is sealed again
-    with the first key, and the old form is deleted; the other keys can then be retired.
-    Stops, losing nothing, at a call sealed with a key it was not given.
+    The store refuses clear text from every process from the first moment of the rotation
+    (a process with a key seals it). Then text sealed with the other keys, or stored clear
+    (before regulated mode), and the values of the metadata named sensitive still clear are
+    sealed again with the first key, and the old form is deleted; the other keys can then
+    be retired. Stops, losing nothing, at a call sealed with a key it was not given.
 
     \b
     Examples:
@@ -238,9 +243,77 @@ def keys_status(ctx: Ctx) -> None:
     for key_id, n in sorted(counts.items()):
         table.add_row(key_id or "(clear text)", f"{n:,}")
     console.print(table)
-    console.print("The store takes sealed text only." if store.sealed_only else "The store takes clear text.")
+    policy = store.sealing_policy()
+    console.print("The store takes sealed text only." if policy.required else "The store takes clear text.")
+    _print_sensitive(sorted(policy.sensitive))
     if ctx.settings.keyring is not None:
         console.print(f"Keys here: {', '.join(ctx.settings.keyring.ids)} (the first seals).")
+
+
+def _print_sensitive(names: list[str]) -> None:
+    if names:
+        console.print(_text(f"Metadata sealed by every writer: {', '.join(names)}."))
+    else:
+        console.print("No metadata named sensitive in the store (`llmlog keys sensitive-metadata add`).")
+
+
+@keys.group(name="sensitive-metadata")
+def sensitive_metadata() -> None:
+    """The metadata whose values are sealed like the text: the store's own list.
+
+    Every process writing to the store seals them (with the names in its own
+    LLMLOG_SENSITIVE_METADATA, which a remote client uses to seal them before its spool);
+    a store that takes sealed text only refuses a call that brings them clear from a
+    process without a key. Values stored clear before a name was added are sealed by the
+    next `llmlog keys rotate`.
+
+    \b
+    Examples:
+      llmlog keys sensitive-metadata show
+      llmlog keys sensitive-metadata set patient_id,mrn
+      llmlog keys sensitive-metadata add ward
+      llmlog keys sensitive-metadata remove ward
+    """
+
+
+@sensitive_metadata.command(name="show")
+@pass_ctx
+def sensitive_show(ctx: Ctx) -> None:
+    """The store's list."""
+    _print_sensitive(encryption.sensitive_metadata(ctx.store))
+
+
+def _change_sensitive(ctx: Ctx, names: list[str]) -> None:
+    before = set(encryption.sensitive_metadata(ctx.store))
+    after = encryption.set_sensitive_metadata(ctx.store, names)
+    _print_sensitive(after)
+    if set(after) - before:
+        console.print("Values stored clear before stay so until `llmlog keys rotate`.")
+
+
+@sensitive_metadata.command(name="set")
+@click.argument("names", nargs=-1)
+@pass_ctx
+def sensitive_set(ctx: Ctx, names: tuple[str, ...]) -> None:
+    """Make NAMES (separated by commas or spaces) the list; none empties it."""
+    _change_sensitive(ctx, encryption.parse_names(names))
+
+
+@sensitive_metadata.command(name="add")
+@click.argument("names", nargs=-1, required=True)
+@pass_ctx
+def sensitive_add(ctx: Ctx, names: tuple[str, ...]) -> None:
+    """Add NAMES to the list."""
+    _change_sensitive(ctx, [*encryption.sensitive_metadata(ctx.store), *encryption.parse_names(names)])
+
+
+@sensitive_metadata.command(name="remove")
+@click.argument("names", nargs=-1, required=True)
+@pass_ctx
+def sensitive_remove(ctx: Ctx, names: tuple[str, ...]) -> None:
+    """Take NAMES off the list (values sealed already stay sealed)."""
+    gone = set(encryption.parse_names(names))
+    _change_sensitive(ctx, [n for n in encryption.sensitive_metadata(ctx.store) if n not in gone])
 
 
 @cli.command()

@@ -63,7 +63,7 @@ def prompts_list(ctx: Ctx, root: str | None) -> None:
         raise click.ClickException(f"no prompts in {prompts.directory(root)} (a folder NAME/ with v1.txt, …)")
     calls = {
         str(version): int(n)
-        for version, n in ctx.store.query(
+        for version, n in ctx.store.internal_query(
             "SELECT prompt_template_version, SUM(calls) FROM daily GROUP BY 1", limit=1_000_000
         ).rows
     }

@@ -53,6 +53,9 @@ def _env_patterns() -> dict[str, str]:
 @dataclass
 class Settings:
     db: str = field(default_factory=lambda: os.environ.get("LLMLOG_DB") or default_db())
+    # PostgreSQL or a ClickHouse server: the login read-only SQL (the console, `llmlog query`)
+    # runs as, where the store could not make its own (it refuses such SQL without one).
+    reader_db: str | None = field(default_factory=lambda: _env("LLMLOG_READER_DB"), repr=False)
     # Records waiting for the writer; past this, records are dropped (counted) or the caller blocks.
     queue_size: int = 10_000
     # ... and past this many bytes of requests and responses waiting, whichever comes first.
@@ -93,6 +96,11 @@ class Settings:
             raise ValueError("queue_size and batch_size must be positive")
         # Read now: a bad key is an error when configured, never a call stored clear.
         self._keyring = Keyring.from_environment(self.key, self.key_file, self.sensitive_metadata)
+        # And the redaction rules: a misspelled one (`emial`) is an error wherever settings
+        # are read (configure, every CLI command, serve), never a call stored unredacted.
+        from llmlog.redact import Redactor  # it reads these settings: imported here, not above
+
+        Redactor.from_settings(self)
 
     @property
     def keyring(self) -> Keyring | None:

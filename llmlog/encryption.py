@@ -16,6 +16,13 @@ message — is all it shows. The key id is bound to the ciphertext as associated
 Keys come from `LLMLOG_KEY` (`ID:BASE64`, several separated by commas) or a file named by
 `LLMLOG_KEY_FILE` (one `ID:BASE64` per line); the first is the one that seals, the others
 still open what they sealed until `llmlog keys rotate` has sealed it again with the first.
+
+The store enforces it, not each process: once `llmlog keys rotate` has run, the store's
+`encryption` setting says sealed text only, and every insert reads the store's settings in
+its own transaction (`Policy`), so a process opened before the rotation, or without a key,
+cannot store a call with clear text. The metadata names whose values are sealed are the
+store's setting too (`llmlog keys sensitive-metadata`), applied by every writer beside the
+process's own LLMLOG_SENSITIVE_METADATA.
 """
 
 from __future__ import annotations
@@ -29,8 +36,9 @@ import os
 import re
 import secrets
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,6 +64,12 @@ class KeyProblem(ValueError):
 
 def is_sealed(value: Any) -> bool:
     return isinstance(value, str) and value.startswith(PREFIX)
+
+
+def well_sealed(value: Any) -> bool:
+    """Whether `value` has the form of a sealed value, whole: not merely its prefix, which
+    clear text could begin with. What a store without the key can check."""
+    return isinstance(value, str) and _SEALED.match(value) is not None
 
 
 def key_id_of(value: str) -> str | None:
@@ -189,14 +203,17 @@ class Keyring:
 
     # -------------------------------------------------------------- a whole call
 
-    def seal_call(self, call: Call) -> Call:
-        """Seal the text of `call` in place (what is sealed already is left as it is)."""
+    def seal_call(self, call: Call, sensitive_metadata: Iterable[str] = ()) -> Call:
+        """Seal the text of `call` in place (what is sealed already is left as it is), and
+        the values of the metadata named sensitive here or in `sensitive_metadata` (the
+        store's own list)."""
+        sensitive = self.sensitive_metadata.union(sensitive_metadata)
 
         def text(value: Any) -> Any:
-            return value if value is None or is_sealed(value) else self.seal(value)
+            return value if value is None or well_sealed(value) else self.seal(value)
 
         def structure(value: Any) -> Any:
-            return value if value is None or is_sealed(value) else self._seal_json(value)
+            return value if value is None or well_sealed(value) else self._seal_json(value)
 
         call.system_prompt = text(call.system_prompt)
         if call.messages is not None:
@@ -210,10 +227,9 @@ class Keyring:
             call.tool_calls = [structure(t) for t in call.tool_calls]
         if isinstance(call.error, dict) and call.error.get("message") is not None:
             call.error = {**call.error, "message": structure(call.error["message"])}
-        if isinstance(call.metadata, dict) and self.sensitive_metadata:
+        if isinstance(call.metadata, dict) and sensitive:
             call.metadata = {
-                k: structure(v) if k in self.sensitive_metadata and v is not None else v
-                for k, v in call.metadata.items()
+                k: structure(v) if k in sensitive and v is not None else v for k, v in call.metadata.items()
             }
         return call
 
@@ -265,6 +281,88 @@ def sealed_key_ids(call: Call) -> set[str]:
     return found
 
 
+def _clear_text(call: Call) -> bool:
+    """Whether any of the text `seal_call` seals is stored clear: `"" in sealed_key_ids(call)`,
+    without reading the key ids (every write checks it, inside the write lock)."""
+
+    def clear(value: Any) -> bool:
+        if value is None:
+            return False
+        if isinstance(value, list):
+            return any(clear(v) for v in value)
+        return not well_sealed(value)
+
+    message = call.error.get("message") if isinstance(call.error, dict) else None
+    return any(
+        clear(v)
+        for v in (
+            call.system_prompt,
+            call.messages,
+            call.tools,
+            call.params,
+            call.response,
+            call.tool_calls,
+            message,
+        )
+    )
+
+
+def clear_parts(call: Call, sensitive_metadata: Collection[str] = (), *, text: bool = True) -> list[str]:
+    """What of `call` is stored clear that regulated mode seals: its text (unless `text` is
+    False), and the values of the metadata named in `sensitive_metadata`. Empty when the
+    call may go in as it is."""
+    found = ["text"] if text and _clear_text(call) else []
+    if isinstance(call.metadata, Mapping) and sensitive_metadata:
+        found += [
+            f"metadata {k!r}"
+            for k, v in call.metadata.items()
+            if k in sensitive_metadata and v is not None and not well_sealed(v)
+        ]
+    return found
+
+
+# The store settings regulated mode keeps: whether text must come sealed (and the key
+# `llmlog keys rotate` sealed it with), and the metadata names whose values are sealed too.
+ENCRYPTION_SETTING = "encryption"
+SENSITIVE_SETTING = "sensitive_metadata"
+POLICY_SETTINGS = (ENCRYPTION_SETTING, SENSITIVE_SETTING)
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What a store's settings ask of every call written to it, as read in the writing
+    transaction (never as cached at open: another process may have rotated since)."""
+
+    required: bool = False  # sealed text only
+    sensitive: frozenset[str] = frozenset()
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> Policy:
+        encryption, names = settings.get(ENCRYPTION_SETTING), settings.get(SENSITIVE_SETTING)
+        return cls(
+            isinstance(encryption, dict) and bool(encryption.get("required")),
+            frozenset(n for n in names if isinstance(n, str)) if isinstance(names, list) else frozenset(),
+        )
+
+
+def parse_names(values: Iterable[str]) -> list[str]:
+    """Metadata names as typed: separated by commas or given apart, each stripped."""
+    return [n.strip() for v in values for n in v.split(",") if n.strip()]
+
+
+def sensitive_metadata(store: Store) -> list[str]:
+    """The store's own list of metadata names whose values are sealed."""
+    return sorted(Policy.from_settings({SENSITIVE_SETTING: store.setting(SENSITIVE_SETTING)}).sensitive)
+
+
+def set_sensitive_metadata(store: Store, names: Iterable[str]) -> list[str]:
+    """Make `names` the store's list, for every process writing to it from its next batch on."""
+    names = sorted(set(names))
+    store.set_setting(SENSITIVE_SETTING, names)
+    store.sensitive_metadata = frozenset(names)
+    return names
+
+
 def new_key() -> str:
     """A fresh key, as `ID:BASE64`: the id is the date and a random suffix."""
     from datetime import UTC, datetime
@@ -279,37 +377,67 @@ class Rotated:
     contents: int = 0  # pieces of content sealed with an old key (or none) deleted after
 
 
-def rotate(store: Store, keyring: Keyring, who: str, on_call: Callable[[int], None] | None = None) -> Rotated:
+def rotate(
+    store: Store,
+    keyring: Keyring,
+    who: str,
+    on_call: Callable[[int], None] | None = None,
+    settle_s: float | None = None,
+) -> Rotated:
     """Seal every stored call's text with the keyring's current key: what an older key of
-    the keyring sealed, and what is stored clear (a store made before regulated mode). The
-    pieces sealed the old way are then deleted (overwritten, on SQLite), and the store asks
-    every process writing to it for sealed text from then on. A call sealed with a key the
-    keyring lacks stops the rotation, before anything is lost: add that key and run again."""
-    from llmlog.store import CallFilter
+    the keyring sealed, what is stored clear (a store made before regulated mode), and the
+    values of the metadata named sensitive (by the store's list or the keyring's) still
+    clear. In this order, so that no moment of it lets a call in clear:
 
+    1. the store is marked sealed-only (`Store.require_sealed`). Every insert reads that
+       mark in its own transaction, after a lock the marking conflicts with: an insert
+       committed before the mark is in the store when the sweep below reads it; one
+       committed after it is sealed (a process with a key) or refused (one without);
+    2. every call with clear text, an old key's text or a named metadata value still clear
+       is sealed again with the current key;
+    3. the pieces in their old form are deleted (overwritten, on SQLite) and the files
+       rewritten, so that neither clear text nor old ciphertext stays in their free space.
+
+    A store without transactions (ClickHouse) is swept again after `settle_s` (its own
+    `rotation_settle_s` unless given): see `ClickHouseStore.insert` for what that covers.
+    A call sealed with a key the keyring lacks stops the rotation before anything is lost;
+    the store stays sealed-only (the mark never loosens): add that key and run again."""
     out = Rotated()
+    store.require_sealed(keyring.current)
     saved = store.keyring
     store.keyring = None  # read the calls as stored; what is written is sealed here
     try:
-        for n, call in enumerate(store.iter_calls(CallFilter()), 1):
-            if sealed_key_ids(call) <= {keyring.current}:
-                continue
-            opened = keyring.open_call(call)
-            missing = sealed_key_ids(opened) - {""}
-            if missing:
-                raise KeyProblem(
-                    f"call {call.id} is sealed with key {sorted(missing)[0]}, which is not in the keyring"
-                )
-            store.update_content(keyring.seal_call(opened))
-            out.calls += 1
-            if on_call is not None:
-                on_call(n)
+        out.calls = _reseal(store, keyring, on_call)
+        settle = store.rotation_settle_s if settle_s is None else settle_s
+        if settle > 0:
+            time.sleep(settle)
+            out.calls += _reseal(store, keyring, on_call)
         out.contents = store.collect_content()
         # The clear text (or old ciphertext) replaced must not stay in the files' free space.
         store.reclaim(thorough=True)
-        store.set_setting("encryption", {"required": True, "key": keyring.current})
-        store.sealed_only = True
         store.audit(who, f"rotate to key {keyring.current}: {out.calls} call(s) sealed again", [])
     finally:
         store.keyring = saved
     return out
+
+
+def _reseal(store: Store, keyring: Keyring, on_call: Callable[[int], None] | None) -> int:
+    """One sweep of `rotate`: how many calls it sealed again."""
+    from llmlog.store import CallFilter
+
+    names = keyring.sensitive_metadata | store.sealing_policy().sensitive
+    done = 0
+    for n, call in enumerate(store.iter_calls(CallFilter()), 1):
+        if sealed_key_ids(call) <= {keyring.current} and not clear_parts(call, names):
+            continue
+        opened = keyring.open_call(call)
+        missing = sealed_key_ids(opened) - {""}
+        if missing:
+            raise KeyProblem(
+                f"call {call.id} is sealed with key {sorted(missing)[0]}, which is not in the keyring"
+            )
+        store.update_content(keyring.seal_call(opened, names))
+        done += 1
+        if on_call is not None:
+            on_call(n)
+    return done

@@ -78,7 +78,7 @@ def _rollup_rows(store: Store, select: str, first: date, last: date, rest: str =
     """`SELECT … FROM daily` (or `people_daily`) over the UTC days first to last: `select`
     is everything before the WHERE, `rest` what follows the day condition."""
     p = store.placeholder
-    return store.query(
+    return store.internal_query(
         f"{select} WHERE day >= {p} AND day <= {p} {rest}",
         [day_param(store, first), day_param(store, last)],
         timeout_s=5.0,
@@ -139,7 +139,7 @@ def _examples(store: Store, period: Period, g: ErrorGroup, n: int) -> list[str]:
         f" AND {same[0]} AND {same[1]} AND {error_type_sql(store.dialect, 'error')} = {p}"
         f" ORDER BY timestamp DESC LIMIT {int(n)}"
     )
-    return [str(r[0]) for r in store.query(sql, [*times, *values, g.error_type], timeout_s=5.0).rows]
+    return [str(r[0]) for r in store.internal_query(sql, [*times, *values, g.error_type], timeout_s=5.0).rows]
 
 
 def sparkline(values: Iterable[int]) -> str:
@@ -393,7 +393,7 @@ def _read_sides(
     p = store.placeholder
     bounds = [time_param(store, since), time_param(store, until or datetime.now(UTC) + timedelta(days=1))]
     candidate, words = _refusal_candidate(store)
-    rows = store.query(
+    rows = store.internal_query(
         "SELECT id, feature, prompt_template_version, timestamp, output_tokens, latency_ms, cost_usd,"
         f" error IS NOT NULL, {tool_count_sql(store.dialect, 'tool_calls')}, stop_reason,"
         f" CASE WHEN {candidate} THEN response END"

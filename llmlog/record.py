@@ -178,6 +178,12 @@ def parse_timestamp(value: str | int | float | datetime) -> datetime:
     return ts.astimezone(UTC)
 
 
+def _sealed(value: Any) -> bool:
+    from llmlog.encryption import is_sealed  # which imports this module
+
+    return is_sealed(value)
+
+
 def _coerce(name: str, value: Any) -> Any:
     if value is None:
         return None
@@ -203,6 +209,9 @@ def _coerce(name: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise RecordError(f"{name}: expected a number, got {value!r}")
         return float(value)
+    if name in ("params", "response", "tools") and _sealed(value):
+        # Regulated mode seals these whole, before the spool: what a remote-mode app ships.
+        return value
     if name in ("metadata", "params", "response", "error"):
         if not isinstance(value, dict):
             raise RecordError(f"{name}: expected a JSON object, got {type(value).__name__}")

@@ -6,8 +6,9 @@
 Every string inside the chosen fields of a call (by default the system prompt, messages,
 response, tool calls and error) is searched; each match becomes `[EMAIL]`, `[PHONE]`,
 `[CARD]`, `[SECRET]` or the name of your pattern, and the counts per kind are kept in
-`metadata.llmlog.redactions`. It runs where a call becomes a record (`writer.prepare`), so
-nothing unredacted reaches a store, the spool or a collector.
+`metadata.llmlog.redactions`. Every text of an OTLP span or log event is searched too. It
+runs where every way in makes a record (`llmlog.intake`), so nothing unredacted reaches a
+store, the spool or a collector.
 
 The rules lean towards precision: a payment card number must pass the Luhn check, a phone
 number must look like one (10 to 15 digits, with a `+` or the usual separators), and secrets
@@ -23,6 +24,7 @@ from typing import Any
 
 from llmlog.config import REDACT_FIELDS as FIELDS
 from llmlog.config import Settings
+from llmlog.encryption import is_sealed
 from llmlog.record import Call
 
 _EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}(?![\w-])")
@@ -127,7 +129,11 @@ class Redactor:
         return bool(self.rules)
 
     def text(self, text: str) -> tuple[str, Counter[str]]:
-        """`text` with every match replaced, and the count of each kind."""
+        """`text` with every match replaced, and the count of each kind. A sealed value is
+        left as it is: it was redacted before it was sealed, and a match inside its
+        ciphertext would only break it."""
+        if is_sealed(text):
+            return text, Counter()
         cached = self._seen.get(text)
         if cached is not None:
             return cached
@@ -157,6 +163,10 @@ class Redactor:
         if isinstance(value, list):
             return [self._value(v, counts) for v in value]
         return value
+
+    def value(self, value: Any) -> Any:
+        """A copy of a JSON-like value (text, list, object) with every text in it redacted."""
+        return self._value(value, Counter()) if self.rules else value
 
     def call(self, call: Call) -> Call:
         """Redact `call` in place (its chosen fields); the counts go to its metadata."""

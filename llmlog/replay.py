@@ -5,7 +5,7 @@ messages, the tools and the system prompt (the model and `stream` included), whi
 columns of their own. `request_of` puts them back together for the call's API; `replay`
 sends that body with the provider's own SDK client (its auth, base URL and version headers)
 through `llmlog.capture.wrap.instrument`, so the replay is parsed, priced and turned into a
-`Call` exactly as any recorded call is (`llmlog.writer.prepare`).
+`Call` exactly as any recorded call is (`llmlog.intake`).
 
 Which API a call went to is not stored as such; `api_of` derives it (see there for the rule).
 
@@ -30,12 +30,13 @@ from typing import Any
 import httpx2
 
 from llmlog.capture.exchange import Exchange
+from llmlog.capture.parse import to_call
 from llmlog.capture.wrap import instrument
 from llmlog.config import Settings
 from llmlog.context import CallContext
+from llmlog.intake import Intake
 from llmlog.pricing import Pricer
 from llmlog.record import Call
-from llmlog.writer import prepare
 
 log = logging.getLogger("llmlog")
 
@@ -284,8 +285,7 @@ def replay(
         metadata=metadata,
         tags=tuple(call.tags or ()),
     )
-    new = prepare(ex, settings, _pricer(settings))
-    new.user_id = call.user_id
+    new = to_call(ex)
     details: dict[str, Any] = {"api": api, "stream": body.get("stream") is True}
     if model is not None:
         details["model"] = model
@@ -295,6 +295,9 @@ def replay(
     new.metadata["llmlog"] = {**new.metadata.get("llmlog", {}), "replay": details}
     if failure is not None and new.error is None:  # the SDK refused what the capture took for fine
         new.error = {"type": type(failure).__name__, "status": None, "message": str(failure)}
+    # Whole before it goes through the way in, so all of it is redacted and sealed as any call.
+    new = Intake(settings, _pricer(settings)).call(new)
+    new.user_id = call.user_id  # after: hashed already when a secret is set
     return new
 
 

@@ -185,7 +185,7 @@ def read_daily(store: Store, period: Period, timeout_s: float = 2.0) -> list[Dai
         f" FROM daily WHERE day >= {p} AND day <= {p} GROUP BY day, feature, model"
     )
     params = [day_param(store, period.first), day_param(store, period.last)]
-    result = store.query(sql, params, timeout_s=timeout_s, limit=1_000_000)
+    result = store.internal_query(sql, params, timeout_s=timeout_s, limit=1_000_000)
     if result.truncated:
         raise ReadOnlyError("too many feature and model groups in the period")
     rows = []
@@ -347,7 +347,7 @@ def read_day(store: Store, day: date, timeout_s: float) -> DayPart:
         f" FROM call_data WHERE timestamp >= {p} AND timestamp < {p}"
     )
     params = [time_param(store, day), time_param(store, day + timedelta(days=1))]
-    result = store.query(sql, params, timeout_s=timeout_s, limit=50_000_000)
+    result = store.internal_query(sql, params, timeout_s=timeout_s, limit=50_000_000)
     part = DayPart()
     latencies: dict[str | None, list[float]] = {}
     for model, user, version, latency, cost, output in result.rows:
@@ -554,7 +554,7 @@ def read_rollup_part(store: Store, period: Period, timeout_s: float = 2.0) -> tu
         f" latency_hist FROM daily {where}"
     )
     hists: dict[str | None, list[dict[str, int]]] = {}
-    for model, version, calls, cost, priced, output, output_calls, hist in store.query(
+    for model, version, calls, cost, priced, output, output_calls, hist in store.internal_query(
         sql, bounds, timeout_s=timeout_s, limit=50_000_000
     ).rows:
         m = part.by_model.setdefault(model, [0, 0.0, 0])
@@ -565,7 +565,7 @@ def read_rollup_part(store: Store, period: Period, timeout_s: float = 2.0) -> tu
         v[0] += int(output)
         v[1] += int(output_calls)
         hists.setdefault(model, []).append(counts_of(hist))
-    users = store.query(
+    users = store.internal_query(
         f"SELECT user_id, sum(calls), sum(cost_usd), sum(priced_calls) FROM people_daily {where}"
         " AND user_id IS NOT NULL GROUP BY user_id",
         bounds,
@@ -660,7 +660,7 @@ def dashboard(
 
     def read_recent_errors() -> QueryResult:
         with reading() as store:
-            return store.query(sql["recent_errors"], timeout_s=2.0, limit=10)
+            return store.internal_query(sql["recent_errors"], timeout_s=2.0, limit=10)
 
     daily = attempt(read_daily_rows)
     rows = daily.value or []

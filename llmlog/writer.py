@@ -13,8 +13,6 @@ counted in `stats()` and reported through `logging`.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import logging
 import queue
 import threading
@@ -24,54 +22,18 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from llmlog.capture.exchange import Exchange
-from llmlog.capture.parse import Decoder, to_call
+from llmlog.capture.parse import Decoder
 from llmlog.config import Settings
+from llmlog.intake import Intake, Item
+from llmlog.intake import hash_user_id as hash_user_id  # where the CLI and older code look for them
+from llmlog.intake import prepare as prepare
 from llmlog.pricing import Pricer
 from llmlog.prompts import REGISTRY
 from llmlog.record import Call
-from llmlog.redact import Redactor
 from llmlog.remote import RemoteSink, SpoolFull
 from llmlog.store import Store, open_store, redact_url
 
 log = logging.getLogger("llmlog")
-
-Item = Exchange | Call
-
-
-def hash_user_id(user_id: str, secret: str) -> str:
-    """HMAC-SHA256, hex: joins to analytics that apply the same keyed hash."""
-    return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
-
-
-def prepare(
-    item: Item,
-    settings: Settings,
-    pricer: Pricer | None,
-    decoder: Decoder | None = None,
-    redactor: Redactor | None = None,
-) -> Call:
-    """A finished exchange (or a call built by hand) as the record to store: parsed, redacted
-    when rules are set, the user id hashed when a secret is set, priced. The writer does this
-    for every call, the collector for every record it takes; a replay (`llmlog.replay`) does
-    it for its one, so all are recorded alike. `redactor`: built once by callers that prepare
-    many calls (else from `settings`)."""
-    call = to_call(item, decoder) if isinstance(item, Exchange) else item
-    if call.prompt_template_version is None and call.system_prompt:  # as `to_call` does
-        call.prompt_template_version = REGISTRY.version_of(call.system_prompt)
-    if redactor is None and (settings.redact or settings.redact_patterns):
-        redactor = Redactor.from_settings(settings)
-    if redactor:
-        redactor.call(call)
-    if settings.keyring is not None:
-        # Sealed here, before the spool or the network; the store seals what it is given
-        # unsealed too, and leaves this as it is.
-        settings.keyring.seal_call(call)
-    secret = settings.user_id_secret
-    if secret and call.user_id is not None:
-        call.user_id = hash_user_id(call.user_id, secret)
-    if call.cost_usd is None and pricer is not None:
-        pricer.price(call)
-    return call
 
 
 def _size(item: Item) -> int:
@@ -115,9 +77,8 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._give_up = False  # set while closing: a failing store is no longer retried
         self._store: Sink | None = None
-        self._pricer: Pricer | None = None
         self._decoder = Decoder()  # the writer thread's own: what earlier calls sent is decoded once
-        self._redactor: Redactor | None = None
+        self._intake: Intake | None = None
         self._last_warning: dict[str, float] = {}
 
     # ------------------------------------------------------------ caller side
@@ -218,17 +179,15 @@ class Writer:
             log.warning(message)
 
     def _prepare(self, item: Item) -> Call:
-        # Built on first need, as before: a bad price file only fails calls that need a price.
-        if self._pricer is None and (isinstance(item, Exchange) or item.cost_usd is None):
-            self._pricer = Pricer(self.settings.prices)
-        if self._redactor is None:
-            # Built here, not when the app starts: a bad rule fails the calls (counted and
-            # logged, never stored unredacted), not the app.
-            self._redactor = Redactor.from_settings(self.settings)
+        if self._intake is None:
+            self._intake = Intake(self.settings, None, self._decoder)
             # The app's prompts directory: a call whose system prompt is one of its versions
             # is stored with that version, however the text reached the SDK.
             REGISTRY.load(self.settings.prompts)
-        return prepare(item, self.settings, self._pricer, self._decoder, self._redactor)
+        # Built on first need: a bad price file only fails calls that need a price.
+        if self._intake.pricer is None and (isinstance(item, Exchange) or item.cost_usd is None):
+            self._intake.pricer = Pricer(self.settings.prices)
+        return self._intake.call(item)
 
     def _batch(self) -> tuple[list[Item], bool]:
         """Block for one item, then take what arrives within the flush interval."""

@@ -115,6 +115,19 @@ def admin(url: str, statement: str) -> None:
         conn.execute(statement)
 
 
+def drop_schema(url: str, schema: str) -> None:
+    """The schema and the reader login a store made for it (role names are the server's)."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+        row = conn.execute(
+            "SELECT 'llmlog_reader_' || left(md5(current_database() || '/' || %s), 16)", (schema,)
+        ).fetchone()
+        assert row is not None
+        conn.execute(f'DROP ROLE IF EXISTS "{row[0]}"')
+
+
 def new_schema(url: str) -> tuple[str, str]:
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin(url, f"CREATE SCHEMA {schema}")

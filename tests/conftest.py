@@ -16,7 +16,7 @@ from tests.backends import (
     PostgresUnavailable,
     SQLiteBackend,
     TempPostgres,
-    admin,
+    drop_schema,
     new_schema,
 )
 from tests.webui import Running, make_call
@@ -60,7 +60,7 @@ def pg_url(postgres_server: str) -> Iterator[str]:
     """A fresh schema on the test server; the URL puts llmlog's tables there."""
     schema, url = new_schema(postgres_server)
     yield url
-    admin(postgres_server, f"DROP SCHEMA {schema} CASCADE")
+    drop_schema(postgres_server, schema)
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

@@ -5,6 +5,7 @@ the engine), and a clear refusal for what the store does not do yet."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -248,8 +249,171 @@ def test_accounts_and_tokens(store: ClickHouseStore) -> None:
     assert store.setting("accounts_required") is True  # once asked, always asked
 
 
+def test_retention_keeps_the_cold_figures(store: ClickHouseStore) -> None:
+    """Calls past their window go (by the table's TTL, and by a run); `daily` and
+    `people_daily` keep standing for them, so reports read the same before and after."""
+    from llmlog import investigate, retention
+    from llmlog.reports import Period
+    from tests import test_investigate as planted
+
+    store.insert(planted.calls_with_errors())  # five weeks
+    period = Period.ending(35, planted.TODAY)
+    before = investigate.errors_report(store, period)
+    retention.set_policy(store, retention.Policy(days=10, features={"search": 3, "it's": 5}))
+    (create,) = store.query("SELECT create_table_query FROM system.tables WHERE name = 'call_data'").rows[0]
+    assert "toDate(timestamp) + toIntervalDay(4) WHERE feature = 'search'" in create
+    assert "feature = 'it\\'s'" in create and "toIntervalDay(11)" in create
+    report = retention.run(store, today=planted.TODAY)
+    kept = store.query(
+        "SELECT feature, min(toDate(timestamp)) FROM calls GROUP BY feature ORDER BY feature"
+    ).rows
+    assert kept == [
+        ("search", (planted.TODAY - timedelta(days=3)).isoformat()),
+        ("support-bot", (planted.TODAY - timedelta(days=10)).isoformat()),
+    ]
+    # The TTL had already dropped them as it was set (the engine applies a new TTL to the
+    # parts it has), so the run found little or nothing left to do.
+    assert report.calls >= 0 and store.count(CallFilter()) == 4 * 20 + 11 * 20
+    assert store.query("SELECT sum(calls) FROM daily").rows == [(35 * 40,)]
+    after = investigate.errors_report(store, period, examples=0)
+    assert [(g.error_type, g.errors, g.calls, g.per_day) for g in after] == [
+        (g.error_type, g.errors, g.calls, g.per_day) for g in before
+    ]
+    assert retention.run(store, today=planted.TODAY).calls == 0  # again: nothing more
+
+
+def test_erasure_and_repricing(store: ClickHouseStore) -> None:
+    store.insert(calls())
+    gone = store.erase(user_id="u1")
+    assert gone.calls == 8 and store.count(CallFilter(user_id="u1")) == 0
+    assert "u1" not in {u.user_id for u in store.users(CallFilter())}
+    assert not store.query("SELECT count() FROM calls WHERE user_id = 'u1'").rows[0][0]
+    assert store.update_costs([("call-000", 1.5, "card-2"), ("nope", 1.0, None)]) == 1
+    call = store.get("call-000")
+    assert call is not None and (call.cost_usd, call.rate_card) == (1.5, "card-2")
+    total = sum(c or 0 for *_, c in store.cost_by_day(NOW - timedelta(days=1)))
+    assert total == pytest.approx(
+        1.5 + sum(c.cost_usd or 0 for c in calls() if c.user_id != "u1" and c.id != "call-000")
+    )
+
+
+# ---------------------------------------------------------------- read-only SQL as a reader
+
+SECRET = "zq7sessionsecret"
+
+
+def _with_secrets(store: ClickHouseStore) -> None:
+    store.insert(calls(3))
+    store.set_setting("session_secret", SECRET)
+    store.add_account("ada", "admin", "zq7passwordhash")
+    store.add_token("ci", "read", b"zq7t")
+    store.audit("zq7auditor", "read", ["call-000"])
+
+
+PRIVATE = [
+    "SELECT * FROM settings", "SELECT * FROM accounts", "SELECT * FROM api_tokens", "SELECT * FROM audit",
+    "SELECT * FROM merge(currentDatabase(), '^(settings|accounts|api_tokens|audit)$')",
+    "SELECT * FROM mergeTreeIndex(currentDatabase(), 'accounts')",
+]  # fmt: skip
+OUTSIDE = [
+    "SELECT * FROM file('/etc/hostname', 'LineAsString')",
+    "SELECT * FROM file('llmlog-private.sqlite3', 'RawBLOB')",
+    "SELECT * FROM sqlite('{dir}/llmlog-private.sqlite3', 'settings')",
+    "SELECT * FROM url('http://127.0.0.1:9/x', 'LineAsString')",
+    "SELECT * FROM remote('127.0.0.1:9', system.one)",
+    "SELECT * FROM executable('cat /etc/hostname', 'LineAsString', 'x String')",
+    "SELECT * FROM s3('http://127.0.0.1:9/bucket/x', 'LineAsString')",
+    "SELECT * FROM Python('store')",
+]
+# Each asks for a setting of its own: refused, or run with the reader's setting unchanged.
+SETTINGS_CHANGED = [
+    ("SELECT getSetting('readonly') SETTINGS readonly = 0", 1),
+    ("SELECT getSetting('max_memory_usage') SETTINGS max_memory_usage = 0", 2**30),
+    ("SELECT getSetting('max_execution_time') SETTINGS max_execution_time = 1000", 10),
+    ("SELECT * FROM (SELECT * FROM file('/etc/hostname', 'LineAsString') SETTINGS readonly = 0)", None),
+    ("SET readonly = 0", None),
+    ("SELECT 1; SET readonly = 0", None),
+]
+
+
+@pytest.mark.parametrize("sql", PRIVATE)
+def test_the_private_tables_are_not_in_the_engine(store: ClickHouseStore, sql: str) -> None:
+    _with_secrets(store)
+    with pytest.raises(ReadOnlyError) as refused:
+        store.query(sql)
+    assert SECRET not in str(refused.value)
+    names = store.query("SELECT name FROM system.tables WHERE database = currentDatabase()").rows
+    assert not {n for (n,) in names} & {"settings", "accounts", "api_tokens", "audit"}
+    # Still the store's own: they read as before.
+    assert store.setting("session_secret") == SECRET and store.account("ada") is not None
+    assert store.audit_log()[0].who == "zq7auditor"
+
+
+@pytest.mark.parametrize("sql", OUTSIDE)
+def test_nothing_outside_the_engine_can_be_read(store: ClickHouseStore, tmp_path: Path, sql: str) -> None:
+    _with_secrets(store)
+    with pytest.raises(ReadOnlyError) as refused:
+        store.query(sql.format(dir=tmp_path / "ch"))
+    assert SECRET not in str(refused.value)
+
+
+@pytest.mark.parametrize(("sql", "kept"), SETTINGS_CHANGED)
+def test_a_query_cannot_change_its_settings(store: ClickHouseStore, sql: str, kept: int | None) -> None:
+    with contextlib.suppress(ReadOnlyError):
+        assert store.query(sql).rows == [(kept,)]
+    # The writer's session is another: it goes on writing.
+    assert store.insert(calls(2)) == 2 and store.count(CallFilter()) == 2
+
+
+def test_time_and_memory_stay_bounded(store: ClickHouseStore) -> None:
+    started = datetime.now(UTC)
+    with pytest.raises(ReadOnlyError, match="limit"):
+        runaway = "SELECT count() FROM numbers(1000000000000) WHERE sipHash64(number) = 1"
+        store.query(f"{runaway} SETTINGS max_execution_time = 1000", timeout_s=1)
+    assert (datetime.now(UTC) - started).total_seconds() < 10
+    with pytest.raises(ReadOnlyError, match="1024 MB of memory"):
+        store.query("SELECT length(arrayMap(x -> x, range(300000000)))")  # 2.4 GB
+    big = store.query("SELECT repeat('x', 100000) FROM numbers(10000)")  # a 1 GB result
+    assert big.truncated and big.note and "64 MB" in big.note and len(big.rows) < 700
+    assert store.query("SELECT count() FROM calls").rows == [(0,)]
+
+
+def test_private_tables_of_a_store_from_before_move_out_of_the_engine(tmp_path: Path) -> None:
+    from llmlog.store.clickhouse_embedded import PRIVATE_FILE
+    from llmlog.store.clickhouse_engine import EmbeddedEngine
+
+    path = tmp_path / "old"
+    engine = EmbeddedEngine(str(path))  # the tables as the store kept them before
+    engine.command(
+        "CREATE TABLE settings (key String, value String, version UInt64)"
+        " ENGINE = ReplacingMergeTree(version) ORDER BY key"
+    )
+    engine.command(
+        f"INSERT INTO settings VALUES ('session_secret', '\"{SECRET}\"', 1), ('session_secret', '\"old\"', 0)"
+    )
+    engine.command(
+        "CREATE TABLE accounts (name String, role String, password String, created String, version UInt64,"
+        " deleted UInt8) ENGINE = ReplacingMergeTree(version, deleted) ORDER BY name"
+    )
+    engine.command(
+        "INSERT INTO accounts VALUES ('ada', 'admin', 'h', '2026-01-01', 1, 0),"
+        " ('bob', 'admin', 'h', '2026-01-01', 1, 1)"
+    )
+    engine.command(
+        "CREATE TABLE api_tokens (name String, hash String, scope String, created String, version UInt64,"
+        " deleted UInt8) ENGINE = ReplacingMergeTree(version, deleted) ORDER BY name"
+    )
+    engine.command("INSERT INTO api_tokens VALUES ('ci', '0102', 'read', '2026-01-01', 1, 0)")
+    engine.close()
+    with open_store(f"chdb://{path}") as store:
+        assert store.setting("session_secret") == SECRET
+        assert [a.name for a in store.accounts()] == ["ada"] and store.token(b"\x01\x02") is not None
+        with pytest.raises(ReadOnlyError):
+            store.query("SELECT * FROM settings")
+    assert (path / PRIVATE_FILE).exists()
+
+
 def test_web_sessions(store: ClickHouseStore) -> None:
     from tests.test_access import check_web_sessions
 
-    # Read-only SQL here keeps no table private yet (clickhouse_schema.PRIVATE_TABLES names them).
-    check_web_sessions(store, private=False)
+    check_web_sessions(store)  # the table private: read-only SQL cannot read it

@@ -267,3 +267,104 @@ def test_malformed_otlp_is_refused_with_a_reason(collector: Running) -> None:
         ).status_code
         == 401
     )
+
+
+# ---------------------------------------------------------------- redaction and regulated mode
+
+EMAIL = "ada.lovelace@example.com"
+SECRET_WORD = "qxconfidential"
+
+
+def _regulated_request(span_id: str) -> tuple[bytes, bytes]:
+    """Log events carrying a call's content, then its span (content events come first);
+    every text holds a word only the app may read, and an e-mail address."""
+    said = f"{SECRET_WORD} mail {EMAIL}"
+    logs = {"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        {"traceId": TRACE, "spanId": span_id, "eventName": "gen_ai.user.message",
+         "attributes": _attrs(event__name="gen_ai.user.message", app__detail=said),
+         "body": {"kvlistValue": {"values": [{"key": "content", "value": {"stringValue": said}}]}}},
+    ]}]}]}  # fmt: skip
+    span = {"traceId": TRACE, "spanId": span_id, "name": "chat", "startTimeUnixNano": str(NOW),
+            "endTimeUnixNano": str(NOW + 1000), "status": {"code": 2, "message": said},
+            "events": [{"name": "exception", "timeUnixNano": str(NOW),
+                        "attributes": _attrs(exception__type="ValueError", exception__message=said)}],
+            "attributes": _attrs(gen_ai__operation__name="chat", gen_ai__provider__name="anthropic",
+                                 gen_ai__request__model="claude-sonnet-4-6", user__id="u-7",
+                                 gen_ai__usage__input_tokens=7, app__note=said,
+                                 gen_ai__request__stop_sequences=[said])}  # fmt: skip
+    return json.dumps(logs).encode(), json.dumps(_otlp_json([span])).encode()
+
+
+def _stored(backend: Backend, table: str, columns: str) -> str:
+    """A table's rows as the database holds them, as text."""
+    return json.dumps([list(map(str, row)) for row in backend.sql(f"SELECT {columns} FROM {table}")])
+
+
+def test_spans_and_log_events_are_redacted_with_the_calls_rules(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("LLMLOG_REDACT", "email")
+    logs, spans = _regulated_request("aab19b7ec3c1b174")
+    with Running(backend) as c:
+        assert post(c, "/v1/logs", logs, "application/json").status_code == 200
+        assert post(c, "/v1/traces", spans, "application/json").status_code == 200
+        (call,) = calls_of(c, TRACE)
+    held = _stored(backend, "spans", "name, status_message, attributes, events")
+    held += _stored(backend, "span_events", "attributes, body")
+    assert EMAIL not in held and held.count("[EMAIL]") == 6, held
+    assert SECRET_WORD in held  # redacted, not removed
+    assert call.messages == [{"role": "user", "content": f"{SECRET_WORD} mail [EMAIL]"}]
+
+
+def test_regulated_mode_seals_spans_and_log_events(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmlog.config import Settings
+    from llmlog.encryption import Keyring, new_key
+    from llmlog.intake import Intake
+
+    key = new_key()
+    monkeypatch.setenv("LLMLOG_KEY", key)
+    monkeypatch.setenv("LLMLOG_USER_ID_SECRET", "pepper")
+    logs, spans = _regulated_request("bbb29b7ec3c1b174")
+    with Running(backend, keyring=Keyring.parse(key)) as c:
+        assert post(c, "/v1/logs", logs, "application/json").status_code == 200
+        assert post(c, "/v1/traces", spans, "application/json").status_code == 200
+        c.store.keyring = Keyring.parse(key)
+        (call,) = calls_of(c, TRACE)  # opened with the key
+        page = c.get(f"/calls/{call.id}").text
+        (span,) = c.store.trace(TRACE)
+        (event,) = c.store.span_events(TRACE, [span.span_id])
+    held = _stored(backend, "spans", "name, status_message, attributes, events")
+    held += _stored(backend, "span_events", "attributes, body")
+    assert SECRET_WORD not in held and EMAIL not in held, held
+    # The content of events that came before their span was opened to make the call.
+    assert call.messages == [{"role": "user", "content": f"{SECRET_WORD} mail {EMAIL}"}]
+    # What stays clear: the tree's labels, the structural attributes, the figures.
+    assert (span.name, span.status) == ("chat", "error") and "chat" in page
+    kept = span.attributes
+    assert kept["gen_ai.request.model"] == "claude-sonnet-4-6" and kept["gen_ai.operation.name"] == "chat"
+    assert kept["gen_ai.usage.input_tokens"] == 7 and kept["user.id"] == call.user_id != "u-7"
+    assert kept["app.note"].startswith("llmlog-enc:v1:") and span.status_message.startswith("llmlog-enc:")
+    assert kept["gen_ai.request.stop_sequences"].startswith("llmlog-enc:v1:")
+    assert span.events[0]["attributes"]["exception.type"] == "ValueError"
+    assert event.attributes["event.name"] == "gen_ai.user.message" and event.body.startswith("llmlog-enc:")
+    # The key opens them whole.
+    intake = Intake(Settings())
+    opened = intake.open_span(span)
+    assert opened.attributes["app.note"] == f"{SECRET_WORD} mail {EMAIL}"
+    assert opened.attributes["gen_ai.request.stop_sequences"] == [f"{SECRET_WORD} mail {EMAIL}"]
+    assert opened.events[0]["attributes"]["exception.message"] == f"{SECRET_WORD} mail {EMAIL}"
+    assert intake.open_event(event).body == {"content": f"{SECRET_WORD} mail {EMAIL}"}
+
+
+def test_a_collector_without_the_key_keeps_no_span_of_a_sealed_store(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("LLMLOG_KEY", raising=False)
+    logs, spans = _regulated_request("ccc39b7ec3c1b174")
+    with Running(backend) as c:
+        c.store.set_setting("encryption", {"required": True, "key": "k1"})
+    with Running(backend) as c:
+        assert post(c, "/v1/logs", logs, "application/json").status_code == 503
+        assert post(c, "/v1/traces", spans, "application/json").status_code == 503
+    assert backend.sql("SELECT count(*) FROM spans")[0][0] == 0
+    assert backend.sql("SELECT count(*) FROM span_events")[0][0] == 0

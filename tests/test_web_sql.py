@@ -8,13 +8,17 @@ import csv
 import io
 import json
 import re
+import subprocess
+import sys
 import uuid
 from html.parser import HTMLParser
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from llmlog.reports import FIRST_QUERIES
+from llmlog.store import open_store
 from tests.backends import Backend
 from tests.webui import HOSTILE, Running, assert_inert, make_call
 
@@ -215,6 +219,55 @@ def test_logged_text_and_the_query_itself_stay_text(ui: Running) -> None:
     r = ui.get("/sql", params={"q": f'SELECT * FROM "{HOSTILE}"'})
     assert r.status_code == 400
     assert_inert(r.text, "error")
+
+
+# A value built past what a query may hold, and many large values: each stops short.
+HUGE = {
+    "sqlite": [
+        "SELECT length(hex(zeroblob(100000000)))",  # a 200 MB string
+        "WITH RECURSIVE r(s, n) AS (SELECT 'x', 0 UNION ALL SELECT s || s, n + 1 FROM r WHERE n < 28)"
+        " SELECT n, length(s) FROM r",  # doubled to 256 MB
+        "WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 30)"
+        " SELECT length(group_concat(printf('%.*c', 10000000, 'x'))) FROM r",  # 300 MB in one value
+    ],
+    "postgres": ["SELECT repeat('x', 10000000) FROM generate_series(1, 10000)"],  # 100 GB of rows
+}
+
+
+def test_a_query_past_the_memory_bound_stops_and_the_server_stays_up(ui: Running, backend: Backend) -> None:
+    for sql in HUGE[backend.kind]:
+        r = ui.get("/sql", params={"q": sql})
+        if r.status_code == 400:
+            assert "64 MB a query may hold" in r.text, r.text
+        else:  # the rows that fit, and why the rest are not there
+            assert r.status_code == 200 and "truncated: the result passed 64 MB after" in r.text
+            assert len(table(r.text).rows) < 10
+        d = ui.get("/sql.json", params={"q": sql})
+        assert d.status_code == 400 or "64 MB" in d.headers["X-Llmlog-Truncated"]
+    assert ui.get("/sql", params={"q": "SELECT 1"}).status_code == 200
+
+
+def test_a_query_of_many_large_values_holds_at_most_the_bound(tmp_path: Path) -> None:
+    """40 rows of 30 MB each: the store stops taking rows at the bound, so the process (a fresh
+    one, measured whole) stays within a few hundred MB rather than hold 1.2 GB."""
+    db = tmp_path / "calls.db"
+    open_store(str(db)).close()
+    script = (
+        "import json, resource, sys\n"
+        "from llmlog.store import open_store\n"
+        "store = open_store(sys.argv[1])\n"
+        "sql = ('WITH RECURSIVE r(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM r WHERE n < 40)'\n"
+        "       \" SELECT printf('%.*c', 30000000, 'x') FROM r\")\n"
+        "result = store.query(sql, timeout_s=30)\n"
+        "peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024\n"
+        "print(json.dumps([len(result.rows), result.truncated, getattr(result, 'note', None), peak]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(db)], capture_output=True, text=True, timeout=120, check=True
+    )
+    rows, truncated, note, peak_mb = json.loads(out.stdout)
+    assert truncated and rows == 2 and "64 MB" in note
+    assert peak_mb < 400, f"peak RSS {peak_mb} MB"
 
 
 # What a spreadsheet would run as a formula, as logged text may well start (OWASP's list).

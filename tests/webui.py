@@ -80,6 +80,7 @@ class Running:
         ingest_token: str | None = None,
         upstreams: Upstreams | None = None,
         keyring: Keyring | None = None,
+        reader_url: str | None = None,
         allowed_hosts: Sequence[str] | None = None,
     ) -> None:
         self.store = open_store(backend.url)
@@ -87,7 +88,8 @@ class Running:
         self.port = free_port()
 
         def opened() -> Store:
-            store = open_store(backend.url)
+            # As `llmlog serve` opens it, with LLMLOG_READER_DB when given.
+            store = open_store(backend.url, reader_url) if reader_url else open_store(backend.url)
             store.keyring = keyring  # as `llmlog serve` opens it with LLMLOG_KEY set
             return store
 

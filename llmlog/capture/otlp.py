@@ -17,15 +17,18 @@ from __future__ import annotations
 import base64
 import json
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.responses import JSONResponse, Response
 
 from llmlog.record import Call, Span, SpanEvent
 from llmlog.store import Store
+
+if TYPE_CHECKING:
+    from llmlog.intake import Intake
 
 _NAMESPACE = uuid.UUID("0b6c3f8e-7d1a-5b2c-9e4f-1a2b3c4d5e6f")
 _KINDS = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
@@ -631,11 +634,22 @@ def _fill(call: Call, other: Call) -> bool:
     return changed
 
 
-def ingest_spans(store: Store, spans: list[Span], prepare: Callable[[Call], Call]) -> int:
-    """Keep the spans and the calls their model-call spans describe (each priced by
-    `prepare`); returns how many calls were new. A span of this request and one of an
-    earlier request that are one call (wrapper and SDK span, exported apart) make one call:
-    the one stored first, given the content it lacked."""
+def _keys_for(store: Store, intake: Intake) -> None:
+    """Spans and events keep text as calls do: where the store asks for it sealed, not
+    without a key to seal it with (a call would be refused the same way)."""
+    if store.sealed_only and intake.keyring is None:
+        raise ValueError(
+            "this store keeps text encrypted (regulated mode), and no key is set here to encrypt"
+            " spans and events with (LLMLOG_KEY or LLMLOG_KEY_FILE)"
+        )
+
+
+def ingest_spans(store: Store, spans: list[Span], intake: Intake) -> int:
+    """Keep the spans and the calls their model-call spans describe, each through `intake`
+    (redacted, sealed, priced); returns how many calls were new. A span of this request and
+    one of an earlier request that are one call (wrapper and SDK span, exported apart) make
+    one call: the one stored first, given the content it lacked."""
+    _keys_for(store, intake)
     by_trace: dict[str, list[Span]] = {}
     for s in spans:
         by_trace.setdefault(s.trace_id, []).append(s)
@@ -644,7 +658,9 @@ def ingest_spans(store: Store, spans: list[Span], prepare: Callable[[Call], Call
     for trace_id, group in by_trace.items():
         known = {s.span_id: s for s in store.trace(trace_id)}
         model = [s.span_id for s in group if is_model_call(s)]
-        for call in calls_from(group, store.span_events(trace_id, model)):
+        # Content events that came first are kept sealed: opened to be read into the calls.
+        events = [intake.open_event(e) for e in store.span_events(trace_id, model)]
+        for call in calls_from(group, events):
             mine = [s for s in group if s.call_id == call.id]
             ids = {s.span_id for s in mine}
             parents = {s.parent_id for s in mine}
@@ -658,27 +674,29 @@ def ingest_spans(store: Store, spans: list[Span], prepare: Callable[[Call], Call
                 None,
             )
             if earlier is None:
-                new.append(prepare(call))
+                new.append(intake.call(call))
                 continue
             for s in mine:
                 s.call_id = earlier
             stored = store.get(earlier)
-            if stored is not None and _fill(stored, call):
+            if stored is not None and _fill(stored, intake.protect(call)):
                 enriched.append(stored)
     added = store.insert(new) if new else 0
     for call in enriched:
         store.update_content(call)
-    store.insert_spans(spans)
+    # The calls were read from the spans as they came; the spans are kept as every record is.
+    store.insert_spans([intake.span(s) for s in spans])
     return added
 
 
-def ingest_events(store: Store, events: list[SpanEvent]) -> int:
-    """Keep content events; those whose span is a stored call give it the content it lacks.
-    Returns how many calls gained content. Events that come before their span wait in the
-    store for it (`ingest_spans` reads them)."""
+def ingest_events(store: Store, events: list[SpanEvent], intake: Intake) -> int:
+    """Keep content events (through `intake`: redacted, sealed); those whose span is a
+    stored call give it the content it lacks. Returns how many calls gained content. Events
+    that come before their span wait in the store for it (`ingest_spans` reads them)."""
+    _keys_for(store, intake)
     kept = [e for e in events if e.trace_id and e.span_id]
     if kept:
-        store.insert_span_events(kept)
+        store.insert_span_events([intake.event(e) for e in kept])
     updated = 0
     for trace_id in {e.trace_id for e in kept if e.trace_id}:
         spans = {s.span_id: s for s in store.trace(trace_id)}
@@ -689,8 +707,9 @@ def ingest_events(store: Store, events: list[SpanEvent]) -> int:
             stored = store.get(span.call_id)
             if stored is None:
                 continue
-            content = event_content(store.span_events(trace_id, [span_id]))
-            if _fill(stored, span_call(span, content)):
+            events_read = [intake.open_event(e) for e in store.span_events(trace_id, [span_id])]
+            content = span_call(intake.open_span(span), event_content(events_read))
+            if _fill(stored, intake.protect(content)):
                 store.update_content(stored)
                 updated += 1
     return updated

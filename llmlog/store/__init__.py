@@ -55,10 +55,13 @@ def sqlite_path(url: str) -> str | None:
     return str(Path(url).expanduser())
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, reader_url: str | None = None) -> Store:
     """`sqlite:///path`, or a plain path, opens the embedded store; `postgresql://…` (or
     `postgres://…`, any libpq URL) a PostgreSQL database; `clickhouse://…` a ClickHouse
-    server, `chdb:///path` the ClickHouse engine embedded. Migrations are applied on open."""
+    server, `chdb:///path` the ClickHouse engine embedded. Migrations are applied on open.
+
+    `reader_url` (LLMLOG_READER_DB): for a PostgreSQL or ClickHouse server, the login that
+    read-only SQL a person writes runs as, where the store could not make its own."""
     path = sqlite_path(url)
     if path is not None:
         from llmlog.store.sqlite import SQLiteStore
@@ -68,11 +71,15 @@ def open_store(url: str) -> Store:
     if scheme in ("postgresql", "postgres"):
         from llmlog.store.postgres import PostgresStore
 
-        return PostgresStore(url)
-    if scheme in ("clickhouse", "clickhouses", "chdb"):
+        return PostgresStore(url, reader_url)
+    if scheme == "chdb":
+        from llmlog.store.clickhouse_embedded import EmbeddedClickHouseStore
+
+        return EmbeddedClickHouseStore(url)
+    if scheme in ("clickhouse", "clickhouses"):
         from llmlog.store.clickhouse import ClickHouseStore
 
-        return ClickHouseStore(url)
+        return ClickHouseStore(url, reader_url=reader_url)
     raise ValueError(
         f"unsupported store URL scheme {scheme!r}: use a file path, sqlite:///path, postgresql://…,"
         " clickhouse://… or chdb:///path"

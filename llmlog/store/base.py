@@ -3,34 +3,25 @@
 from __future__ import annotations
 
 import abc
-import copy
 import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from llmlog.encryption import Keyring, sealed_key_ids
+from llmlog.encryption import Keyring
 from llmlog.record import Call, Span, SpanEvent, format_timestamp, parse_timestamp
 from llmlog.store import search, vectors
+from llmlog.store.content import ContentIds
+from llmlog.store.readonly import RESULT_MAX_BYTES, QueryResult, ReadOnlyError
+from llmlog.store.regulated import Regulated
 from llmlog.store.search import Hit
 
 log = logging.getLogger("llmlog")
-
-
-class ReadOnlyError(Exception):
-    """A query was refused (it would write) or stopped (time limit)."""
-
-
-@dataclass
-class QueryResult:
-    columns: list[str]
-    rows: list[tuple[Any, ...]]
-    truncated: bool = False
 
 
 _KEY = re.compile(r"[A-Za-z0-9_\-]+")
@@ -283,7 +274,7 @@ def _when(value: Any) -> datetime:
     return value if isinstance(value, datetime) else parse_timestamp(value)
 
 
-class Store(abc.ABC):
+class Store(Regulated, abc.ABC):
     """A place calls are kept. Implementations: SQLite (embedded default), PostgreSQL."""
 
     url: str
@@ -300,33 +291,31 @@ class Store(abc.ABC):
     keyring: Keyring | None = None
     reader: str = "unknown"
 
-    # Set on open from the store's settings: text must come sealed (`llmlog keys rotate`);
-    # calls are embedded as they are stored (`llmlog similar --enable`).
-    sealed_only: bool = False
+    # Set on open from the store's settings: calls are embedded as they are stored (`llmlog
+    # similar --enable`); what regulated mode asks is `Regulated`'s.
     vectors: bool = False
     _vectors_missing: bool = False  # said once: the store asks for vectors, the extra is absent
 
-    def _sealed(self, calls: Sequence[Call]) -> Sequence[Call]:
-        """Calls as they may be written: with keys, their text sealed (copies: the caller's
-        calls stay as they were; what came sealed is left so); without, refused when the
-        store keeps text sealed only."""
-        if self.keyring is not None:
-            return [self.keyring.seal_call(copy.copy(c)) for c in calls]
-        if self.sealed_only:
-            for c in calls:
-                if "" in sealed_key_ids(c):
-                    raise ValueError(
-                        f"call {c.id}: this store keeps the text of calls encrypted (regulated mode),"
-                        " and no key is set here to encrypt it with (LLMLOG_KEY or LLMLOG_KEY_FILE)"
-                    )
-        return calls
-
     def _read_settings(self) -> None:
         """On open: what the store's settings ask of every process using it."""
-        encryption = self.setting("encryption")
-        self.sealed_only = isinstance(encryption, dict) and bool(encryption.get("required"))
+        self.sealing_policy()
         asked = self.setting("vectors")
         self.vectors = isinstance(asked, dict) and bool(asked.get("enabled"))
+
+    # The content ids this store has seen (SQLite, PostgreSQL), and the content epoch they
+    # hold for: a deletion of content (erasure, retention) moves the epoch on.
+    _content: ContentIds
+    _epoch: int = 0
+
+    def _content_changed(self, settings: Mapping[str, Any]) -> bool:
+        """In a writing transaction, given the settings read in it: whether content was
+        deleted since this store last looked. Its cached content ids may then name rows that
+        are gone, or that a new piece has taken since, so it forgets them."""
+        epoch = int(settings.get("content_epoch") or 0)
+        if epoch == self._epoch:
+            return False
+        self._epoch, self._content = epoch, ContentIds()
+        return True
 
     def _reveal(self, calls: list[Call]) -> list[Call]:
         """Calls as read: with keys, opened, and the reading written to the audit log."""
@@ -633,8 +622,28 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     def query(
+        self,
+        sql: str,
+        params: Sequence[Any] = (),
+        *,
+        timeout_s: float = 10.0,
+        limit: int = 10_000,
+        max_bytes: int = RESULT_MAX_BYTES,
+    ) -> QueryResult:
+        """Run SQL a person wrote, which may only read the calls: as a reader that cannot
+        write, read the private tables (accounts, tokens, settings, audit) nor become anyone
+        who can, within a time limit, `limit` rows and `max_bytes` of values."""
+
+    @abc.abstractmethod
+    def internal_query(
         self, sql: str, params: Sequence[Any] = (), *, timeout_s: float = 10.0, limit: int = 10_000
-    ) -> QueryResult: ...
+    ) -> QueryResult:
+        """Run read-only SQL llmlog wrote itself (reports, the dashboard) on the store's own
+        connection, within a time limit. Never SQL from a person: that is `query`."""
+
+    def reader_setup(self) -> str | None:
+        """None when `query` has a reader to run as; else what an administrator does."""
+        return None
 
     @abc.abstractmethod
     def close(self) -> None: ...
@@ -683,7 +692,7 @@ class Store(abc.ABC):
             if (column == "error" or column in self.DAILY) and _daily_only(f):
                 sql, params = self._daily_facet(f, column)
                 sql += f" GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {int(limit)}"
-                rows = self.query(sql, params, timeout_s=timeout_s).rows
+                rows = self.internal_query(sql, params, timeout_s=timeout_s).rows
                 out[column] = Facet(
                     [(row[0], int(row[1])) for row in rows if row[1]]
                 )  # a sum of none is NULL
@@ -701,7 +710,7 @@ class Store(abc.ABC):
         where, params = self._where(f)
         sql = f"SELECT {select} FROM call_data {where} ORDER BY timestamp DESC LIMIT {int(window)}"
         try:
-            rows = self.query(sql, params, timeout_s=timeout_s, limit=window).rows
+            rows = self.internal_query(sql, params, timeout_s=timeout_s, limit=window).rows
         except ReadOnlyError:
             return {c: Facet([], too_slow=True) for c in columns}
         latest = window if len(rows) == window else None
@@ -753,7 +762,7 @@ class Store(abc.ABC):
             " ORDER BY CASE WHEN sum(priced_calls) > 0 THEN sum(cost_usd) END DESC NULLS LAST,"
             f" sum(calls) DESC, {key} LIMIT {int(limit)}"
         )
-        return self.query(sql, params, timeout_s=5.0).rows
+        return self.internal_query(sql, params, timeout_s=5.0).rows
 
     _PEOPLE_RAW = (
         "SELECT user_id, session_id, count(*) AS calls, count(error) AS errors,"

@@ -22,7 +22,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
+from llmlog.encryption import Policy
 from llmlog.record import COLUMNS, INT_COLUMNS, JSON_COLUMNS, Call, Span, SpanEvent, json_text
+from llmlog.store import clickhouse_reader as reader
 from llmlog.store import search
 from llmlog.store.base import (
     Account,
@@ -40,6 +42,7 @@ from llmlog.store.base import (
 from llmlog.store.clickhouse_engine import READ_SETTINGS, Engine, EngineError, bind, open_engine
 from llmlog.store.clickhouse_schema import DAILY_GROUP, DAILY_SELECT, MIGRATIONS, PEOPLE_SELECT
 from llmlog.store.content import digest
+from llmlog.store.readonly import RESULT_MAX_BYTES, bounded, too_large
 from llmlog.store.search import Query
 
 _CLUSTER_ENV = "LLMLOG_CLICKHOUSE_CLUSTER"
@@ -48,14 +51,21 @@ _CLUSTER_ENV = "LLMLOG_CLICKHOUSE_CLUSTER"
 class ClickHouseStore(Store):
     dialect = "clickhouse"
     placeholder = "%s"
+    # Rotation sweeps again after this long, for what a cluster's replicas saw late (`insert`).
+    rotation_settle_s = 5.0
 
-    def __init__(self, url: str, engine: Engine | None = None) -> None:
+    def __init__(self, url: str, engine: Engine | None = None, reader_url: str | None = None) -> None:
         self._url = url
+        # Read-only SQL a person writes runs as the reader (`clickhouse_reader`): the URL
+        # given, else the user the store made, on an engine of its own.
+        self._reader_url = reader_url
+        self._reader_engine: Engine | None = None
         self.engine = engine or open_engine(url)
         self.cluster = os.environ.get(_CLUSTER_ENV) or None
         try:
             self.schema_found = self._schema_version()
             self.schema_version = self._migrate()
+            self._prepare()
             self._read_settings()
         except BaseException:
             self.engine.close()  # the embedded engine holds its directory until closed
@@ -66,6 +76,9 @@ class ClickHouseStore(Store):
         return self._url
 
     def close(self) -> None:
+        if self._reader_engine is not None:
+            self._reader_engine.close()
+            self._reader_engine = None
         self.engine.close()
 
     # -------------------------------------------------------------- schema
@@ -77,6 +90,13 @@ class ClickHouseStore(Store):
         )
         _, rows = self.engine.rows("SELECT max(version) FROM llmlog_schema")
         return int(rows[0][0] or 0) if rows else 0
+
+    def _prepare(self) -> None:
+        """After the migrations: the store's reader user, if it has none and may make one."""
+        if self._reader_url is None and self.setting(reader.LOGIN_SETTING) is None:
+            login = reader.create_reader(self.engine, self.cluster)
+            if login is not None:
+                self.set_setting(reader.LOGIN_SETTING, login)
 
     def _migrate(self) -> int:
         # DDL is idempotent (IF NOT EXISTS), so two processes migrating at once do no harm.
@@ -144,10 +164,27 @@ class ClickHouseStore(Store):
 
     def insert(self, calls: Sequence[Call]) -> int:
         """Store a batch; a call whose id is already stored is skipped (and a batch sent twice
-        at once is one, once the table's parts merge)."""
+        at once is one, once the table's parts merge).
+
+        ClickHouse has no transaction to hold regulated mode's setting still while the rows
+        go in, so the settings are read just before the insert (calls with clear text are
+        refused, or sealed with a key, as on the other stores) and again just after it.
+        `llmlog keys rotate` marks the store sealed-only first, then sweeps it. Either the
+        read after the insert still finds the store taking clear text, and then the insert
+        was done before the mark, so before the sweep read the table, which seals it; or it
+        finds the mark, and then the calls it let in clear are deleted again (their days'
+        rollups summed anew) and the batch is refused as a data error: a writer with a key
+        sends it again sealed, one without counts it failed. On one server that leaves no
+        moment in which a clear call stays. What it cannot cover: a cluster whose replicas
+        see the mark (or the rows) late; rotation sweeps a second time after a settle
+        (`rotation_settle_s`) for that, and a write slower than the settle is the window
+        left. A content update (`update_content`) is checked before only: a clear one that
+        races the mark is sealed by that second sweep."""
         if not calls:
             return 0
         calls = self._sealed(calls)
+        before = self._settings_now()
+        calls = self._enforce(calls, before)
         held = self.existing_ids([c.id for c in calls])
         new: dict[str, Call] = {}
         for c in calls:
@@ -155,7 +192,32 @@ class ClickHouseStore(Store):
                 new[c.id] = c
         if new:
             self.engine.insert("call_data", COLUMNS_READ, [_row(c) for c in new.values()])
+            after = self._settings_now()
+            if after != before:
+                self._take_back_clear(list(new.values()), Policy.from_settings(after))
         return len(new)
+
+    def _settings_now(self) -> dict[str, Any]:
+        """The settings a write obeys (`Store.WRITE_SETTINGS`), in one statement."""
+        rows = self._select(
+            "SELECT key, argMax(value, version) FROM settings WHERE key IN %s GROUP BY key",
+            [list(self.WRITE_SETTINGS)],
+        )
+        return {key: json.loads(value) for key, value in rows}
+
+    def _take_back_clear(self, calls: list[Call], policy: Policy) -> None:
+        """After an insert that raced the sealed-only mark: delete the calls it stored that
+        the mark refuses, and refuse them (see `insert`)."""
+        wrong = [c for c in calls if self._clear(c, policy)]
+        if not wrong:
+            return
+        ids = [c.id for c in wrong]
+        self._mutate("ALTER TABLE call_data DELETE WHERE id IN %s", [ids])
+        self._recount(sorted({c.timestamp.astimezone(UTC).date() for c in wrong}))
+        raise ValueError(
+            f"call {ids[0]} (and {len(ids) - 1} more): the store was made to keep text encrypted"
+            " (regulated mode) while they were stored with clear text; they were deleted again"
+        )
 
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         found: set[str] = set()
@@ -225,22 +287,69 @@ class ClickHouseStore(Store):
         return [(str(d), m, int(n), None if c is None else float(c)) for d, m, n, c in rows]
 
     def query(
+        self,
+        sql: str,
+        params: Sequence[Any] = (),
+        *,
+        timeout_s: float = 10.0,
+        limit: int = 10_000,
+        max_bytes: int = RESULT_MAX_BYTES,
+    ) -> QueryResult:
+        """Run SQL a person wrote as the store's reader (`clickhouse_reader`): one statement,
+        as ClickHouse itself parses it, within a time, memory and result size limit."""
+        engine = self._reader(timeout_s, max_bytes)
+        text = bind(sql, params).strip().rstrip(";")
+        try:
+            # One statement, as the engine parses it (its comments gone): the embedded engine
+            # would otherwise run several.
+            ((one,),) = engine.rows(bind("SELECT formatQuerySingleLine(%s)", [text]))[1]
+            names, rows = self._stream(
+                engine, f"SELECT * FROM ({one}) LIMIT {int(limit) + 1}", timeout_s, max_bytes
+            )
+            taken, truncated, note = bounded(rows, limit, max_bytes)
+            rows.close()  # the rest not read
+        except EngineError as exc:
+            self._reader_failed()
+            raise ReadOnlyError(_refusal(str(exc), timeout_s, max_bytes)) from None
+        return QueryResult(names, [tuple(plain(v) for v in r) for r in taken], truncated, note)
+
+    def _stream(self, engine: Any, sql: str, timeout_s: float, max_bytes: int) -> tuple[list[str], Any]:
+        return engine.stream(sql, reader.limits(timeout_s, max_bytes))
+
+    def _reader_failed(self) -> None:
+        """After a refusal: nothing to do on a server (each query is a request of its own)."""
+
+    def _reader(self, timeout_s: float, max_bytes: int) -> Engine:
+        if self._reader_engine is None:
+            url = self._reader_url
+            if url is None:
+                login = self.setting(reader.LOGIN_SETTING)
+                if not isinstance(login, dict):
+                    raise ReadOnlyError(self.reader_setup() or "no reader")
+                url = reader.url_as(self.url, login)
+            try:
+                self._reader_engine = reader.server_reader(url)
+            except EngineError as exc:
+                raise ReadOnlyError(str(exc)) from None
+        return self._reader_engine
+
+    def reader_setup(self) -> str | None:
+        if self._reader_url is not None or self.setting(reader.LOGIN_SETTING) is not None:
+            return None
+        _, rows = self.engine.rows("SELECT currentDatabase()")
+        return reader.missing(str(rows[0][0]))
+
+    def internal_query(
         self, sql: str, params: Sequence[Any] = (), *, timeout_s: float = 10.0, limit: int = 10_000
     ) -> QueryResult:
-        """Run SQL that may only read: the engine's own `readonly = 1`, within a time limit.
-        One statement: the embedded engine would otherwise run several."""
+        """llmlog's own SQL, on the writer's engine with `readonly = 1` and a time limit."""
         text = bind(sql, params).strip().rstrip(";")
         settings = {"readonly": 1, "max_execution_time": max(1, round(timeout_s)), **READ_SETTINGS}
         try:
             self.engine.rows(bind("SELECT formatQuerySingleLine(%s)", [text]))
             names, rows = self.engine.rows(f"SELECT * FROM ({text}) LIMIT {int(limit) + 1}", settings)
         except EngineError as exc:
-            message = str(exc)
-            if "READONLY" in message or "readonly" in message:
-                raise ReadOnlyError("only reading queries are allowed") from None
-            if "TIMEOUT_EXCEEDED" in message:
-                raise ReadOnlyError(f"query took longer than the {timeout_s:g} s limit") from None
-            raise ReadOnlyError(message.split("\n")[0]) from None
+            raise ReadOnlyError(_refusal(str(exc), timeout_s, 0)) from None
         return QueryResult(names, [tuple(plain(v) for v in r) for r in rows[:limit]], len(rows) > limit)
 
     def size_bytes(self) -> int:
@@ -273,26 +382,32 @@ class ClickHouseStore(Store):
             r[0]
             for r in self._select("SELECT DISTINCT toDate(timestamp) FROM call_data WHERE id IN %s", [ids])
         ]
-        if days:
-            self._mutate("ALTER TABLE people_parts DELETE WHERE day IN %s", [days])
-            self.engine.command(
-                bind(
-                    f"INSERT INTO people_parts SELECT {PEOPLE_SELECT} FROM call_data AS c"
-                    " WHERE toDate(c.timestamp) IN %s AND (c.user_id IS NOT NULL OR c.session_id IS NOT NULL)"
-                    " GROUP BY day, user_id, session_id",
-                    [days],
-                )
-            )
-            self._mutate("ALTER TABLE daily_parts DELETE WHERE day IN %s", [days])
-            self.engine.command(
-                bind(
-                    f"INSERT INTO daily_parts SELECT {DAILY_SELECT} FROM call_data AS c"
-                    " WHERE toDate(c.timestamp) IN %s"
-                    f" GROUP BY {DAILY_GROUP}",
-                    [days],
-                )
-            )
+        self._recount(days)
         return len(held)
+
+    def _recount(self, days: Sequence[date]) -> None:
+        """The rollups of these days summed again from the calls: a materialized view sees
+        inserts only, not what a mutation changed or deleted."""
+        if not days:
+            return
+        self._mutate("ALTER TABLE people_parts DELETE WHERE day IN %s", [list(days)])
+        self.engine.command(
+            bind(
+                f"INSERT INTO people_parts SELECT {PEOPLE_SELECT} FROM call_data AS c"
+                " WHERE toDate(c.timestamp) IN %s AND (c.user_id IS NOT NULL OR c.session_id IS NOT NULL)"
+                " GROUP BY day, user_id, session_id",
+                [list(days)],
+            )
+        )
+        self._mutate("ALTER TABLE daily_parts DELETE WHERE day IN %s", [list(days)])
+        self.engine.command(
+            bind(
+                f"INSERT INTO daily_parts SELECT {DAILY_SELECT} FROM call_data AS c"
+                " WHERE toDate(c.timestamp) IN %s"
+                f" GROUP BY {DAILY_GROUP}",
+                [list(days)],
+            )
+        )
 
     def erase(self, *, user_id: str | None = None, session_id: str | None = None) -> Erased:
         column, value = erase_target(user_id, session_id)
@@ -333,14 +448,18 @@ class ClickHouseStore(Store):
     def set_setting(self, key: str, value: Any) -> None:
         """A setting; the retention policy also becomes the table's TTL, so the engine drops
         calls past their window in its merges, between retention runs too."""
-        version = int(datetime.now(UTC).timestamp() * 1e6)
-        self.engine.insert("settings", ["key", "value", "version"], [[key, json.dumps(value), version]])
+        self._store_setting(key, value)
         if key == "retention":
             self.engine.command(f"ALTER TABLE call_data MODIFY TTL {ttl(value)}")
+
+    def _store_setting(self, key: str, value: Any) -> None:
+        version = int(datetime.now(UTC).timestamp() * 1e6)
+        self.engine.insert("settings", ["key", "value", "version"], [[key, json.dumps(value), version]])
 
     def update_content(self, call: Call) -> None:
         """A stored call's text changed (a redaction, a sealing, a span's content joined)."""
         (call,) = self._sealed([call])
+        (call,) = self._enforce([call], self._settings_now())
         row = dict(zip(COLUMNS_READ, _row(call), strict=True))
         changed = ("system_prompt", "messages", "tools", "params", "response", "tool_calls", "stop_reason",
                    "error", "metadata")  # fmt: skip
@@ -586,6 +705,21 @@ class ClickHouseStore(Store):
         # The other stores' shared SQL for accounts uses UPDATE … RETURNING; this store has
         # its own methods for them instead.
         raise NotImplementedError("the ClickHouse store writes its own statements")
+
+
+def _refusal(message: str, timeout_s: float, max_bytes: int) -> str:
+    """What the engine said, in the words the other stores use."""
+    if "READONLY" in message or "readonly" in message:
+        return "only reading queries are allowed (and no settings, table functions or files)"
+    if "ACCESS_DENIED" in message:
+        return f"not readable here ({message.splitlines()[0]})"
+    if "TIMEOUT_EXCEEDED" in message:
+        return f"query took longer than the {timeout_s:g} s limit"
+    if "TOO_MANY_ROWS_OR_BYTES" in message:
+        return too_large(max_bytes)
+    if "MEMORY_LIMIT_EXCEEDED" in message:
+        return f"the query needed more than the {reader.QUERY_MEMORY_BYTES // 2**20} MB of memory it may use"
+    return message.split("\n")[0]
 
 
 # A span's columns that a newer version of its row replaces.

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
@@ -47,13 +47,19 @@ def _settings_clause(settings: dict[str, Any] | None) -> str:
 
 
 class EmbeddedEngine:
-    """The ClickHouse engine in this process (chdb), its data in a directory."""
+    """The ClickHouse engine in this process (chdb), its data in a directory.
 
-    def __init__(self, path: str) -> None:
+    `fixed` settings are the session's own from its start, as a server's user profile would
+    give them (a reader's `readonly = 1` and limits): a statement cannot change them (under
+    readonly = 1 not even in its SETTINGS clause), and none is added to each statement."""
+
+    def __init__(self, path: str, fixed: dict[str, Any] | None = None) -> None:
         from chdb import session
 
         os.makedirs(path, exist_ok=True)
-        self.session = session.Session(path)
+        self.fixed = fixed
+        args = "&".join(f"{k}={v}" for k, v in (fixed or {}).items())
+        self.session = session.Session(f"{path}?{args}" if args else path)
         self.lock = threading.Lock()  # one statement at a time through the session
 
     def _run(self, sql: str, fmt: str = "JSONCompact") -> bytes:
@@ -66,7 +72,9 @@ class EmbeddedEngine:
             raise EngineError(str(exc)) from None
 
     def rows(self, sql: str, settings: dict[str, Any] | None = None) -> Rows:
-        out = self._run(sql + _settings_clause({**READ_SETTINGS, **(settings or {})}))
+        if self.fixed is None:
+            sql += _settings_clause({**READ_SETTINGS, **(settings or {})})
+        out = self._run(sql)
         if not out.strip():
             return [], []
         data = _last_document(out.decode())
@@ -79,6 +87,50 @@ class EmbeddedEngine:
 
     def command(self, sql: str) -> None:
         self._run(sql, "CSV")
+
+    def stream(self, sql: str) -> tuple[list[str], Iterator[tuple[Any, ...]]]:
+        """A query's column names, and its rows as the engine sends them, block by block: what
+        the caller does not take is never held (the query is cancelled when it stops)."""
+        from chdb._exceptions import ChdbError
+
+        def blocks() -> Iterator[list[bytes]]:
+            # Each block arrives whole, its column names and types first, then a row a line.
+            with self.lock:
+                try:
+                    result = self.session.send_query(sql, "JSONCompactEachRowWithNamesAndTypes")
+                except (ChdbError, RuntimeError) as exc:
+                    raise EngineError(str(exc)) from None
+                try:
+                    for chunk in result:
+                        yield chunk.bytes().split(b"\n")
+                except (ChdbError, RuntimeError) as exc:
+                    raise EngineError(str(exc)) from None
+                finally:
+                    result.cancel()
+
+        it = blocks()
+        try:
+            first = next(it)
+        except StopIteration:
+            return [], iter(())
+        names = json.loads(first[0])
+        convert = [_converter(k) for k in json.loads(first[1])]
+
+        def rows() -> Iterator[tuple[Any, ...]]:
+            try:
+                block: list[bytes] | None = first
+                while block is not None:
+                    for line in block[2:]:
+                        if line:
+                            values = json.loads(line)
+                            yield tuple(
+                                None if v is None else f(v) for f, v in zip(convert, values, strict=True)
+                            )
+                    block = next(it, None)
+            finally:
+                it.close()
+
+        return names, rows()
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         lines = "\n".join(json.dumps(dict(zip(columns, map(_json_value, row), strict=True))) for row in rows)
@@ -118,7 +170,10 @@ def _converter(kind: str) -> Any:
 class ServerEngine:
     """A ClickHouse server, over HTTP with clickhouse-connect."""
 
+    url: str
+
     def __init__(self, url: str) -> None:
+        self.url = url
         import clickhouse_connect
 
         u = urlsplit(url)
@@ -142,6 +197,13 @@ class ServerEngine:
 
     def command(self, sql: str) -> None:
         self.client.command(sql)
+
+    def stream(
+        self, sql: str, settings: dict[str, Any] | None = None
+    ) -> tuple[list[str], Iterator[tuple[Any, ...]]]:
+        # The server bounds the result itself (the reader's max_result_bytes).
+        names, rows = self.rows(sql, settings)
+        return names, iter(rows)
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         # Many processes, each writing small batches when traffic is light, would make a part

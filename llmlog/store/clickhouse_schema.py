@@ -294,7 +294,8 @@ def m004_audit_and_vectors(runner: Runner, cluster: str | None) -> None:
 def m005_web_sessions(runner: Runner, cluster: str | None) -> None:
     """Who is signed in to the web UI (`llmlog.web.auth`), by the SHA-256 of the cookie (hex):
     versioned rows as `accounts` (`deleted` = 1 ends a session); the engine drops them once
-    expired (TTL)."""
+    expired (TTL). Private: the reader is granted the public tables only (`clickhouse_reader`);
+    the embedded store keeps sessions in its private file, and drops this table."""
     on = f" ON CLUSTER {cluster}" if cluster else ""
     replicated = "Replicated" if cluster else ""
     args = "'/clickhouse/tables/{shard}/{database}/web_sessions', '{replica}', " if cluster else ""
@@ -304,10 +305,6 @@ def m005_web_sessions(runner: Runner, cluster: str | None) -> None:
         " ORDER BY hash TTL toDateTime(expires)"
     )
 
-
-# Tables naming people and what they did, or holding their credentials, which read-only SQL
-# (the console, `llmlog query`) may not read.
-PRIVATE_TABLES = ("audit", "accounts", "api_tokens", "settings", "web_sessions")
 
 MIGRATIONS: list[Callable[[Runner, str | None], None]] = [
     m001_initial,

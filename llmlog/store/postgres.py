@@ -16,7 +16,6 @@ as `postgresql://host/db?options=-csearch_path%3Dllmlog` keeps them in a schema 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import time
@@ -26,9 +25,10 @@ from typing import Any
 
 import psycopg
 from psycopg import sql as pgsql
-from psycopg.types.string import TextLoader
 
+from llmlog.encryption import ENCRYPTION_SETTING
 from llmlog.record import COLUMNS, Call, Span, SpanEvent, format_timestamp, json_text
+from llmlog.store import postgres_reader as reader
 from llmlog.store import search
 from llmlog.store.base import (
     AuditEntry,
@@ -40,22 +40,16 @@ from llmlog.store.base import (
     day_and_features,
     erase_target,
     like_pattern,
-    plain,
     utc_days,
 )
 from llmlog.store.content import ContentBatch, ContentIds, Key, digest
-from llmlog.store.postgres_schema import PRIVATE_TABLES, READER_ROLE, migrate, schema_lock, schema_version
+from llmlog.store.postgres_schema import migrate, schema_lock, schema_version
+from llmlog.store.readonly import RESULT_MAX_BYTES
 
 CONNECT_TIMEOUT_S = 10
 # Creating a partition briefly locks the parent table; waiting longer than this for a long
 # reader to finish would stall every writer queued behind the lock, so give up and retry.
 DDL_LOCK_TIMEOUT = "5s"
-
-
-# What could run SQL of its own (as the login user, past the reader role) or hide a name.
-_ESCAPES = re.compile(r"set_config|(query|cursor|table|schema|database)_to_xml|dblink|\bu&", re.IGNORECASE)
-# A private table named in read-only SQL, for servers without the reader role.
-_PRIVATE = re.compile(r"\b(" + "|".join(PRIVATE_TABLES) + r")\b", re.IGNORECASE)
 
 
 def _partition_month(name: str) -> tuple[int, int] | None:
@@ -123,10 +117,6 @@ def _is_encoding_error(exc: psycopg.DataError) -> bool:
     ) or "NUL" in str(exc)
 
 
-_READING = re.compile(r"^\s*(\(|select\b|with\b|values\b|table\b)", re.IGNORECASE)
-_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
-
-
 class PostgresStore(Store):
     dialect = "postgres"
     placeholder = "%s"
@@ -138,17 +128,27 @@ class PostgresStore(Store):
         psycopg.errors.ProgramLimitExceeded,
     )
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, reader_url: str | None = None) -> None:
         self.url = url
         self._conn: psycopg.Connection[Any] | None = None
+        # Read-only SQL a person writes runs on a connection of its own, as the reader login
+        # (`postgres_reader`): the one given, else the one the store made.
+        self._reader_url = reader_url
+        self._reader: psycopg.Connection[Any] | None = None
         self._content = ContentIds()
         self._epoch = -1  # unknown until the first write
-        self._as_reader: bool | None = None  # whether read-only SQL runs as READER_ROLE
         self._partitions: set[tuple[int, int]] = set()
         self._staging = False  # the connection's temporary staging table exists
         try:
             self.schema_found = schema_version(self.conn)
             self.schema_version = migrate(self.conn)
+            row = self.conn.execute("SELECT current_schema()").fetchone()
+            self._schema: str = row[0] if row else "public"
+            if reader_url is None and self.setting(reader.LOGIN_SETTING) is None:
+                # Made by migration m010 when it could; a user given CREATEROLE since makes it now.
+                with self.conn.transaction(), self.conn.cursor() as cur:
+                    schema_lock(cur)
+                    reader.create_reader(cur)
             self._read_settings()
             # This month's and next month's tables exist before any call needs them, so the
             # brief lock creating one takes is rarely taken while calls are arriving.
@@ -180,6 +180,9 @@ class PostgresStore(Store):
         return self._conn
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
         if self._conn is not None:
             self._conn.close()
             self._conn = None
@@ -219,7 +222,11 @@ class PostgresStore(Store):
         keyed = [self._keys(c, batch) for c in calls]
         conn = self.conn
         with conn.transaction(), conn.cursor() as cur:
-            if self._content_changed(cur):
+            # Regulated mode as the settings say now, not as when the store was opened.
+            settings = self._settings_now(cur)
+            enforced = self._enforce(calls, settings)
+            if self._content_changed(settings) or enforced is not calls:
+                calls = enforced
                 batch = self._content.batch()
                 keyed = [self._keys(c, batch) for c in calls]
             self._resolve(cur, batch)
@@ -276,18 +283,30 @@ class PostgresStore(Store):
             batch.key(c.params) if c.params is not None else None,
         )
 
-    def _content_changed(self, cur: psycopg.Cursor[Any]) -> bool:
-        """At the start of a writing transaction: whether content was deleted (erasure,
-        retention) since this store last looked, in which case its cached content ids may
-        name rows that are gone and it forgets them. The share lock on the epoch keeps a
-        deletion (which updates it first) from running until this transaction ends."""
-        row = cur.execute("SELECT value FROM settings WHERE key = 'content_epoch' FOR SHARE").fetchone()
-        epoch = int(row[0]) if row else 0
-        self._read_settings()  # a rotation since: sealed text only, from the next batch on
-        if epoch == self._epoch:
-            return False
-        self._epoch, self._content = epoch, ContentIds()
-        return True
+    def _settings_now(self, cur: psycopg.Cursor[Any]) -> dict[str, Any]:
+        """First in a writing transaction: the settings the write obeys. The share lock on
+        the content epoch holds off a deletion of content (which updates it) and the mark of
+        `require_sealed` until this transaction ends, or waits for one under way; the
+        settings are then read by a statement of its own, whose snapshot follows the lock."""
+        cur.execute("SELECT value FROM settings WHERE key = 'content_epoch' FOR SHARE")
+        rows = cur.execute(
+            "SELECT key, value FROM settings WHERE key = ANY(%s)", (list(self.WRITE_SETTINGS),)
+        )
+        return dict(rows.fetchall())
+
+    def require_sealed(self, key_id: str) -> None:
+        """The sealed-only mark, set while holding the content epoch's row for update: an
+        insert under way (which holds it for share) commits first, and so is in the store
+        when the rotation's sweep reads it; an insert starting now waits for this to commit
+        and then reads the mark."""
+        with self.conn.transaction(), self.conn.cursor() as cur:
+            cur.execute("SELECT value FROM settings WHERE key = 'content_epoch' FOR UPDATE")
+            cur.execute(
+                "INSERT INTO settings VALUES (%s, %s::jsonb)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (ENCRYPTION_SETTING, json.dumps({"required": True, "key": key_id})),
+            )
+        self.sealed_only = True
 
     @staticmethod
     def _content_deleting(cur: psycopg.Cursor[Any]) -> None:
@@ -371,7 +390,10 @@ class PostgresStore(Store):
         system, messages, tools, params = self._keys(c, batch)
         conn = self.conn
         with conn.transaction(), conn.cursor() as cur:
-            if self._content_changed(cur):
+            settings = self._settings_now(cur)
+            (enforced,) = self._enforce([c], settings)
+            if self._content_changed(settings) or enforced is not c:
+                c = enforced
                 batch = self._content.batch()
                 system, messages, tools, params = self._keys(c, batch)
             self._resolve(cur, batch)
@@ -732,63 +754,47 @@ class PostgresStore(Store):
         return {r[0] for r in rows}
 
     def query(
+        self,
+        sql: str,
+        params: Sequence[Any] = (),
+        *,
+        timeout_s: float = 10.0,
+        limit: int = 10_000,
+        max_bytes: int = RESULT_MAX_BYTES,
+    ) -> QueryResult:
+        """Run SQL a person wrote as the store's reader login, on its own connection: it can
+        read the public relations and nothing else, and become no one who can more."""
+        conn = self._reader_conn(timeout_s)
+        try:
+            return reader.run(conn, sql, params, timeout_s, limit, max_bytes)
+        except psycopg.Error:
+            self._reader = None  # the server went away: a new connection next time
+            conn.close()
+            raise
+
+    def internal_query(
         self, sql: str, params: Sequence[Any] = (), *, timeout_s: float = 10.0, limit: int = 10_000
     ) -> QueryResult:
-        """Run SQL that may only read: one SELECT (or VALUES/TABLE/WITH … SELECT), through a
-        cursor that PostgreSQL itself allows only for queries, in a READ ONLY transaction with
-        a statement timeout, rolled back afterwards whatever it did."""
-        if not _READING.match(_COMMENTS.sub(" ", sql)):
-            raise ReadOnlyError("only reading queries are allowed (SELECT, WITH … SELECT, VALUES, TABLE)")
-        conn = self.conn
-        if self._as_reader is None:
-            row = conn.execute(
-                "SELECT pg_has_role(current_user, r.oid, 'MEMBER')"
-                " AND has_schema_privilege(r.oid, current_schema(), 'USAGE')"
-                " AND NOT has_table_privilege(r.oid, 'accounts', 'SELECT')"
-                " FROM pg_roles AS r WHERE r.rolname = %s",
-                (READER_ROLE,),
-            ).fetchone()
-            self._as_reader = bool(row and row[0])
-        if _ESCAPES.search(sql.replace('"', "")):
-            raise ReadOnlyError(
-                "set_config(), the *_to_xml() functions, dblink and U& identifiers are not allowed here"
-            )
-        if not self._as_reader and _PRIVATE.search(sql):
-            # No reader role to run as: the private tables are refused by name (weaker: the
-            # README says how to make the role).
-            raise ReadOnlyError(f"the {', '.join(PRIVATE_TABLES)} tables cannot be read here")
-        try:
-            with conn.transaction(force_rollback=True):
-                conn.execute("SET TRANSACTION READ ONLY")
-                if self._as_reader:
-                    conn.execute(f"SET LOCAL ROLE {READER_ROLE}")
-                conn.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}")
-                with conn.cursor(name="llmlog_query") as cur:
-                    # JSON as its text, as SQLite gives it: the caller prints it or parses it.
-                    cur.adapters.register_loader("jsonb", TextLoader)
-                    cur.adapters.register_loader("json", TextLoader)
-                    cur.execute(sql, list(params) or None)  # type: ignore[arg-type]
-                    columns = [d.name for d in cur.description or ()]
-                    rows = cur.fetchmany(limit + 1)
-            truncated = len(rows) > limit
-            return QueryResult(columns, [tuple(plain(v) for v in r) for r in rows[:limit]], truncated)
-        except psycopg.errors.QueryCanceled:
-            raise ReadOnlyError(f"query took longer than the {timeout_s:g} s limit") from None
-        except psycopg.errors.InsufficientPrivilege as exc:
-            raise ReadOnlyError(f"not readable here ({exc.diag.message_primary})") from None
-        except (psycopg.errors.ReadOnlySqlTransaction, psycopg.errors.FeatureNotSupported) as exc:
-            raise ReadOnlyError(f"only reading queries are allowed ({exc.diag.message_primary})") from None
-        except psycopg.Error as exc:
-            if conn.closed or conn.broken:
-                raise
-            raise ReadOnlyError(exc.diag.message_primary or str(exc)) from None
-        finally:
-            # Session advisory locks outlive the rollback; one taken by a query could block
-            # this store's migrations and partition creation in other processes. The store
-            # itself only takes transaction-level ones.
-            if not conn.closed and not conn.broken:
-                with contextlib.suppress(psycopg.Error):
-                    conn.execute("SELECT pg_advisory_unlock_all()")
+        return reader.run(self.conn, sql, params, timeout_s, limit, None)
+
+    def _reader_conn(self, timeout_s: float) -> psycopg.Connection[Any]:
+        if self._reader is not None and not self._reader.closed and not self._reader.broken:
+            return self._reader
+        if self._reader_url is not None:
+            conninfo = self._reader_url
+        else:
+            login = self.setting(reader.LOGIN_SETTING)
+            if not isinstance(login, dict):
+                raise ReadOnlyError(self.reader_setup() or "no reader")
+            conninfo = reader.conninfo_as(self.url, login)
+        self._reader = reader.connect(conninfo, self._schema, timeout_s)
+        return self._reader
+
+    def reader_setup(self) -> str | None:
+        if self._reader_url is not None or self.setting(reader.LOGIN_SETTING) is not None:
+            return None
+        with self.conn.cursor() as cur:
+            return reader.missing(self._schema, reader.reader_name(cur))
 
 
 def _to_call(names: Sequence[str], row: Sequence[Any]) -> Call:

@@ -11,6 +11,7 @@ from psycopg import sql as pgsql
 
 from llmlog.record import Call
 from llmlog.store import search
+from llmlog.store.postgres_reader import create_reader
 from llmlog.store.rollup import DAILY_COLUMNS, GROUP, cold_columns, from_raw_sql
 
 CALLS_VIEW = """
@@ -413,49 +414,8 @@ def m005_cold_figures(cur: psycopg.Cursor[Any]) -> None:
     cur.execute("INSERT INTO settings VALUES ('content_epoch', '0')")
 
 
-# The role read-only SQL (the console, `llmlog query`) runs as: it may read every table but
-# those naming people and what they did (`PRIVATE_TABLES`).
-READER_ROLE = "llmlog_reader"
-PRIVATE_TABLES = ("audit", "accounts", "api_tokens", "settings", "web_sessions")
-
-
-def grant_reading(cur: psycopg.Cursor[Any]) -> None:
-    """Let the reader role read this schema's tables, but the private ones. Where the role
-    cannot be made (the user lacks CREATEROLE and no one made it), read-only SQL refuses to
-    name the private tables instead (`PostgresStore.query`)."""
-    if not cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (READER_ROLE,)).fetchone():
-        try:
-            with cur.connection.transaction():
-                cur.execute(f"CREATE ROLE {READER_ROLE} NOLOGIN")
-        except psycopg.errors.InsufficientPrivilege:
-            return
-    try:
-        with cur.connection.transaction():
-            if not cur.execute("SELECT pg_has_role(current_user, %s, 'MEMBER')", (READER_ROLE,)).fetchone()[
-                0
-            ]:  # type: ignore[index]
-                cur.execute(f"GRANT {READER_ROLE} TO current_user")
-            cur.execute(f"GRANT USAGE ON SCHEMA {_schema(cur)} TO {READER_ROLE}")
-            cur.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {_schema(cur)} TO {READER_ROLE}")
-            private = cur.execute(
-                "SELECT array_agg(quote_ident(relname)) FROM pg_class"
-                " WHERE relnamespace = current_schema()::regnamespace AND relname = ANY(%s)",
-                (list(PRIVATE_TABLES),),
-            ).fetchone()
-            if private and private[0]:
-                cur.execute(f"REVOKE ALL ON {', '.join(private[0])} FROM {READER_ROLE}")
-    except psycopg.errors.InsufficientPrivilege:
-        return
-
-
-def _schema(cur: psycopg.Cursor[Any]) -> str:
-    row = cur.execute("SELECT current_schema()").fetchone()
-    assert row is not None and row[0] is not None
-    return pgsql.Identifier(row[0]).as_string(cur)
-
-
 def m006_audit(cur: psycopg.Cursor[Any]) -> None:
-    """`audit`, as in SQLite's migration 8, and the reader role that cannot read it."""
+    """`audit`, as in SQLite's migration 8."""
     cur.execute(
         """
         CREATE TABLE audit (
@@ -464,7 +424,6 @@ def m006_audit(cur: psycopg.Cursor[Any]) -> None:
         )
         """
     )
-    grant_reading(cur)
 
 
 def m007_accounts(cur: psycopg.Cursor[Any]) -> None:
@@ -477,7 +436,6 @@ def m007_accounts(cur: psycopg.Cursor[Any]) -> None:
         "CREATE TABLE api_tokens (hash bytea PRIMARY KEY, name text NOT NULL UNIQUE, scope text NOT NULL,"
         " created text NOT NULL)"
     )
-    grant_reading(cur)
 
 
 def m008_search(cur: psycopg.Cursor[Any]) -> None:
@@ -507,13 +465,38 @@ def m009_vectors(cur: psycopg.Cursor[Any]) -> None:
     cur.execute("ALTER TABLE call_data ADD COLUMN embedding bytea")
 
 
-def m010_web_sessions(cur: psycopg.Cursor[Any]) -> None:
-    """`web_sessions`, as in SQLite's migration 12; private, as `accounts` is."""
+def _schema(cur: psycopg.Cursor[Any]) -> str:
+    row = cur.execute("SELECT current_schema()").fetchone()
+    assert row is not None and row[0] is not None
+    return pgsql.Identifier(row[0]).as_string(cur)
+
+
+# The shared role read-only SQL ran as before m010 (under SET ROLE on the owner's connection).
+LEGACY_READER = "llmlog_reader"
+
+
+def m010_reader_login(cur: psycopg.Cursor[Any]) -> None:
+    """The store's own reader login (`postgres_reader`), made here when the user may make
+    roles (else on a later open that may, or by an administrator); and the shared role of
+    before loses what it was granted here (it was NOLOGIN, entered by SET ROLE, which a
+    query could leave)."""
+    create_reader(cur)
+    if cur.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", (LEGACY_READER,)).fetchone():
+        try:
+            with cur.connection.transaction():
+                cur.execute(f"REVOKE ALL ON ALL TABLES IN SCHEMA {_schema(cur)} FROM {LEGACY_READER}")
+                cur.execute(f"REVOKE ALL ON SCHEMA {_schema(cur)} FROM {LEGACY_READER}")
+        except psycopg.errors.InsufficientPrivilege:
+            pass  # granted by someone else: theirs to take back
+
+
+def m011_web_sessions(cur: psycopg.Cursor[Any]) -> None:
+    """`web_sessions`, as in SQLite's migration 12; private, as `accounts` is (the reader is
+    granted the public tables only: `postgres_reader`)."""
     cur.execute(
         "CREATE TABLE web_sessions (hash bytea PRIMARY KEY, name text NOT NULL, expires bigint NOT NULL)"
     )
     cur.execute("CREATE INDEX web_sessions_name ON web_sessions (name)")
-    grant_reading(cur)
 
 
 MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
@@ -526,7 +509,8 @@ MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m007_accounts,
     m008_search,
     m009_vectors,
-    m010_web_sessions,
+    m010_reader_login,
+    m011_web_sessions,
 ]
 
 

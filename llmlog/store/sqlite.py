@@ -43,6 +43,7 @@ from llmlog.store.base import (
     utc_days,
 )
 from llmlog.store.content import ContentBatch, ContentIds, Key, digest
+from llmlog.store.readonly import RESULT_MAX_BYTES, bounded, too_large
 from llmlog.store.sqlite_schema import migrate
 
 BUSY_TIMEOUT_MS = 60_000
@@ -313,16 +314,12 @@ class SQLiteStore(Store):
         row = self.db.execute("SELECT value FROM settings WHERE key = 'content_epoch'").fetchone()
         return int(row[0]) if row else 0
 
-    def _content_changed(self) -> bool:
-        """Under the write lock: whether content was deleted (erasure, retention) since this
-        store last looked. Its cached content ids may then name rows that are gone, or that
-        a new piece has taken since, so it forgets them."""
-        self._read_settings()  # a rotation since: sealed text only, from the next batch on
-        epoch = self._content_epoch()
-        if epoch == self._epoch:
-            return False
-        self._epoch, self._content = epoch, ContentIds()
-        return True
+    def _settings_now(self) -> dict[str, Any]:
+        """Under the write lock, so as they stay until the write commits: the settings a
+        write obeys (`Store.WRITE_SETTINGS`), in one statement."""
+        marks = ",".join("?" * len(self.WRITE_SETTINGS))
+        rows = self.db.execute(f"SELECT key, value FROM settings WHERE key IN ({marks})", self.WRITE_SETTINGS)
+        return {key: json.loads(value) for key, value in rows}
 
     def _content_deleted(self) -> None:
         """In the deleting transaction: every store's cached content ids are now suspect."""
@@ -335,7 +332,13 @@ class SQLiteStore(Store):
         batch = self._content.batch(by_identity=not safe)
         keyed = [self._keys(c, batch, safe) for c in calls]
         with self._writing():
-            if self._content_changed():
+            # Regulated mode as the store's settings say now, under the write lock that
+            # `llmlog keys rotate` takes to mark the store sealed-only: a call with clear
+            # text is refused (or sealed, with a key) however long ago this store was opened.
+            settings = self._settings_now()
+            enforced = self._enforce(calls, settings)
+            if self._content_changed(settings) or enforced is not calls:
+                calls = enforced
                 batch = self._content.batch(by_identity=not safe)
                 keyed = [self._keys(c, batch, safe) for c in calls]
             self._resolve(batch)
@@ -370,7 +373,10 @@ class SQLiteStore(Store):
         batch = self._content.batch(by_identity=False)
         keys = self._keys(call, batch, safe=True)
         with self._writing():
-            if self._content_changed():
+            settings = self._settings_now()
+            (enforced,) = self._enforce([call], settings)
+            if self._content_changed(settings) or enforced is not call:
+                call = enforced
                 batch = self._content.batch(by_identity=False)
                 keys = self._keys(call, batch, safe=True)
             self._resolve(batch)
@@ -717,19 +723,49 @@ class SQLiteStore(Store):
         return found
 
     def query(
+        self,
+        sql: str,
+        params: Sequence[Any] = (),
+        *,
+        timeout_s: float = 10.0,
+        limit: int = 10_000,
+        max_bytes: int = RESULT_MAX_BYTES,
+    ) -> QueryResult:
+        """Run SQL that may only read, within a time limit, on a separate read-only connection
+        whose authorizer allows reading the calls and nothing else, and whose memory is bounded
+        (no value past `max_bytes`, sorts and temporary tables on disk, a small page cache)."""
+        return self._read(sql, params, timeout_s, limit, max_bytes)
+
+    def internal_query(
         self, sql: str, params: Sequence[Any] = (), *, timeout_s: float = 10.0, limit: int = 10_000
     ) -> QueryResult:
-        """Run SQL that may only read, within a time limit, on a separate read-only connection."""
-        db = connect(self.path, readonly=True) if self.path != ":memory:" else self.db
+        return self._read(sql, params, timeout_s, limit, None)
+
+    def _read(
+        self, sql: str, params: Sequence[Any], timeout_s: float, limit: int, max_bytes: int | None
+    ) -> QueryResult:
+        own = self.path != ":memory:"
+        db = connect(self.path, readonly=True) if own else self.db
         deadline = time.monotonic() + timeout_s
+        longest = db.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+        if max_bytes is not None:
+            # Per connection, unlike sqlite3_hard_heap_limit (the whole process, the writer's
+            # connection too): a string or blob built past this fails, as does a
+            # group_concat or json_group_array growing past it. Half the result's bound: a
+            # sort's merge holds a value from each of up to 16 runs at once.
+            db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, max(max_bytes // 2, 1_000_000))
+            if own:
+                # What a sort, DISTINCT or GROUP BY holds goes to a temporary file past a
+                # small page cache, rather than grow in memory.
+                db.execute("PRAGMA temp_store = FILE")
+                db.execute("PRAGMA cache_size = -4096")
         db.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 10_000)
         db.set_authorizer(_read_only_authorizer)
         try:
             cur = db.execute(sql, params)
             columns = [d[0] for d in cur.description or ()]
-            rows = cur.fetchmany(limit + 1)
-            truncated = len(rows) > limit
-            return QueryResult(columns, [tuple(r) for r in rows[:limit]], truncated)
+            rows, truncated, note = bounded(cur, limit, max_bytes)
+            return QueryResult(columns, [tuple(r) for r in rows], truncated, note)
         except sqlite3.DatabaseError as exc:
             msg = str(exc)
             if msg == "interrupted":
@@ -738,12 +774,16 @@ class SQLiteStore(Store):
                 raise ReadOnlyError(
                     "only reading queries are allowed (no writes, DDL, ATTACH or PRAGMA writes)"
                 ) from None
+            if "too big" in msg and max_bytes is not None:
+                raise ReadOnlyError(too_large(max_bytes)) from None
             raise ReadOnlyError(msg) from None
         finally:
             db.set_authorizer(None)
             db.set_progress_handler(None, 0)
-            if db is not self.db:
+            if own:
                 db.close()
+            else:
+                db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, longest)
 
 
 def _to_call(description: Any, row: Sequence[Any]) -> Call:

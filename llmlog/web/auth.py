@@ -313,7 +313,7 @@ def routes(web: Any) -> list[BaseRoute]:
         with web.reading() as store:
             users, tokens = store.accounts(), store.tokens()
             policy = retention.policy(store)
-            sealed_only = store.sealed_only
+            sealed = store.sealing_policy()  # read now: another process may have rotated since
             keys = store.keyring.ids if store.keyring else []
         return web.render(
             "admin.html",
@@ -324,7 +324,8 @@ def routes(web: Any) -> list[BaseRoute]:
             scopes=access.SCOPES,
             policy=policy,
             features=", ".join(f"{f}={d}" for f, d in sorted(policy.features.items())),
-            sealed_only=sealed_only,
+            sealed_only=sealed.required,
+            sensitive=sorted(sealed.sensitive),
             keys=keys,
             problem=problem,
             new_token=new_token,

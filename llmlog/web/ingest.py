@@ -30,12 +30,11 @@ from starlette.routing import BaseRoute, Route
 from llmlog.capture import otlp as otlp_in
 from llmlog.capture.proxy import Gate, allows, refused_type, sent_by_a_program, vouches
 from llmlog.config import Settings
+from llmlog.intake import Intake
 from llmlog.jsonl import BadRecord, parse_batch
 from llmlog.pricing import Pricer
 from llmlog.record import COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, JSON_COLUMNS, Call
-from llmlog.redact import Redactor
 from llmlog.web.app import Web
-from llmlog.writer import prepare
 
 log = logging.getLogger("llmlog")
 
@@ -99,9 +98,9 @@ def unauthorized() -> Response:
 
 
 def routes(web: Web, token: Gate = None, settings: Settings | None = None) -> list[BaseRoute]:
-    settings = settings or Settings()
-    pricer = Pricer(settings.prices)  # LLMLOG_PRICES, as in the SDK's writer
-    redactor = Redactor.from_settings(settings)  # LLMLOG_REDACT…: a bad rule stops the server here
+    settings = settings or Settings()  # LLMLOG_REDACT…, LLMLOG_KEY: a bad one stops the server here
+    # Calls, spans and log events alike: redacted, sealed and priced as every way in does.
+    intake = Intake(settings, Pricer(settings.prices))  # LLMLOG_PRICES, as in the SDK's writer
 
     def store(calls: list[tuple[int, Call]], bad: list[BadRecord]) -> int:
         """Insert the batch in one transaction; when the store refuses a record as data (not
@@ -138,7 +137,7 @@ def routes(web: Web, token: Gate = None, settings: Settings | None = None) -> li
                 continue
             seen.add(call.id)
             try:
-                calls.append((index, prepare(call, settings, pricer, redactor=redactor)))
+                calls.append((index, intake.call(call)))
             except Exception as exc:  # pricing a strange record must not lose the batch
                 batch.bad.append(BadRecord(index, f"cannot be priced: {exc}"))
         refused: list[BadRecord] = []
@@ -166,9 +165,6 @@ def routes(web: Web, token: Gate = None, settings: Settings | None = None) -> li
             status_code=status,
         )
 
-    def price(call: Call) -> Call:
-        return prepare(call, settings, pricer, redactor=redactor)
-
     async def otlp(request: Request, kind: str) -> Response:
         """OTLP/HTTP: protobuf or JSON (by Content-Type), gzip or not; answered in kind."""
         if (refusal := refusal_of(request, token)) is not None:
@@ -188,9 +184,9 @@ def routes(web: Web, token: Gate = None, settings: Settings | None = None) -> li
         def store() -> None:
             with web.lock:
                 if kind == "traces":
-                    otlp_in.ingest_spans(web.store, spans, price)
+                    otlp_in.ingest_spans(web.store, spans, intake)
                 else:
-                    otlp_in.ingest_events(web.store, events)
+                    otlp_in.ingest_events(web.store, events, intake)
 
         try:
             await run_in_threadpool(store)

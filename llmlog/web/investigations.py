@@ -322,7 +322,7 @@ def known_versions(store: Store) -> dict[str, list[tuple[str, int]]]:
     """Each feature's prompt versions, with their calls, from `daily` (both tiers); none
     when that is too slow to read: they are choices offered, a form works without them."""
     try:
-        rows = store.query(
+        rows = store.internal_query(
             "SELECT feature, prompt_template_version, SUM(calls) FROM daily GROUP BY 1, 2",
             timeout_s=5.0,
             limit=100_000,

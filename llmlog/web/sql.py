@@ -1,7 +1,8 @@
 """Pages: a read-only SQL console over the store, with the rules of `llmlog query`: the store
-refuses anything but reading, stops a query at a time limit and returns at most a number of
-rows. A query lives in the URL (`/sql?q=…`): reading cannot change anything, so a link to a
-query is safe to follow and reproduces its result; `/sql.csv` and `/sql.json` download it.
+runs it as a reader that can read the calls and nothing else (`Store.query`), stops a query at
+a time limit and returns at most a number of rows and of bytes. A query lives in the URL
+(`/sql?q=…`): reading cannot change anything, so a link to a query is safe to follow and
+reproduces its result; `/sql.csv` and `/sql.json` download it.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def routes(web: Web) -> list[BaseRoute]:
         headers = {"Content-Disposition": f'attachment; filename="llmlog-query.{kind}"'}
         if result.truncated:
             # Said where a script can see it without parsing the body.
-            headers["X-Llmlog-Truncated"] = f"first {DOWNLOAD_ROW_LIMIT} rows"
+            headers["X-Llmlog-Truncated"] = result.note or f"first {DOWNLOAD_ROW_LIMIT} rows"
         if kind == "json":
             return Response(result_json(result), media_type="application/json", headers=headers)
         out = io.StringIO()
