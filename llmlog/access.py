@@ -9,8 +9,9 @@ Roles, each with what the one before has:
 Accounts and tokens live in the store (`accounts`, `api_tokens`: private tables, out of
 reach of read-only SQL), so `llmlog users add` and a running `llmlog serve` see the same.
 Passwords are kept as scrypt hashes; tokens as SHA-256 (they are random, so a slow hash adds
-nothing). A session is a cookie holding the account name and an expiry, signed with HMAC by
-a secret kept in the store's settings.
+nothing). A session is a random cookie; the store keeps its SHA-256, whose it is and until
+when (`web_sessions`, private too), and forgets it on signing out, or when the account is
+removed or its role or password changes.
 """
 
 from __future__ import annotations
@@ -18,10 +19,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import json
 import secrets
-import time
-from typing import Any
 
 from llmlog.store import Store
 from llmlog.store.base import Account
@@ -96,40 +94,19 @@ def check_login(account: Account | None, password: str) -> str | None:
     return account.role if verify_password(password, account.password_hash) else None
 
 
-# ---------------------------------------------------------------- session cookies
+# ---------------------------------------------------------------- sessions
 
 
-def session_secret(store: Store) -> bytes:
-    """The key sessions are signed with, made on first need; changing it ends every session."""
-    value = store.setting("session_secret")
-    if not isinstance(value, str):
-        value = secrets.token_urlsafe(32)
-        store.set_setting("session_secret", value)
-    return value.encode()
+def new_session() -> tuple[str, bytes]:
+    """A new session's cookie (random, 256 bits) and the hash the store keeps of it: the
+    store says whose it is and until when, so ending it there ends it (a copied cookie
+    opens nothing after signing out)."""
+    cookie = secrets.token_urlsafe(32)
+    return cookie, session_hash(cookie)
 
 
-def sign_session(name: str, secret: bytes, now: float | None = None) -> str:
-    payload = _b64(json.dumps({"u": name, "exp": int((now or time.time()) + SESSION_S)}).encode())
-    return f"{payload}.{_b64(hmac.new(secret, payload.encode(), hashlib.sha256).digest())}"
-
-
-def read_session(cookie: str, secret: bytes, now: float | None = None) -> str | None:
-    """The account name a cookie was signed for, if the signature holds and it has not expired."""
-    payload, _, signature = cookie.partition(".")
-    expected = _b64(hmac.new(secret, payload.encode(), hashlib.sha256).digest())
-    if not hmac.compare_digest(signature.encode(), expected.encode()):
-        return None
-    try:
-        data: Any = json.loads(_unb64(payload))
-    except ValueError:
-        return None
-    if (
-        not isinstance(data, dict)
-        or not isinstance(data.get("u"), str)
-        or not isinstance(data.get("exp"), int)
-    ):
-        return None
-    return data["u"] if data["exp"] > (now or time.time()) else None
+def session_hash(cookie: str) -> bytes:
+    return hashlib.sha256(cookie.encode("utf-8", "replace")).digest()
 
 
 def _b64(data: bytes) -> str:

@@ -696,8 +696,19 @@ def demo(ctx: Ctx, n_calls: int, seed: int, history_days: int) -> None:
     show_default=True,
     help="Run `llmlog retention run` a minute after starting, then once a day.",
 )
+@click.option(
+    "--allowed-host",
+    "allowed_host",
+    multiple=True,
+    metavar="NAME",
+    help="A name (or address) the server is reached by, beyond the one it listens on and"
+    " localhost: it answers no other Host. Repeatable; `*.example.com` covers the names below it."
+    " Also LLMLOG_ALLOWED_HOSTS (comma-separated).",
+)
 @pass_ctx
-def serve(ctx: Ctx, host: str, port: int, fake_provider: bool, daily_retention: bool) -> None:
+def serve(
+    ctx: Ctx, host: str, port: int, fake_provider: bool, daily_retention: bool, allowed_host: tuple[str, ...]
+) -> None:
     """Serve the web UI over the store, and collect calls sent to it.
 
     Listens on 127.0.0.1 unless told otherwise. With accounts in the store (`llmlog users
@@ -721,13 +732,20 @@ def serve(ctx: Ctx, host: str, port: int, fake_provider: bool, daily_retention: 
     Calls past the store's retention window (`llmlog retention show`) are deleted once a
     day, their daily figures kept.
 
+    It answers only to the names it is served as, so that no web page can reach it through
+    a name of its own (DNS rebinding): the address it listens on, localhost on loopback, this
+    machine's names and addresses on 0.0.0.0 or ::, and each --allowed-host (behind a reverse
+    proxy or a DNS name: `--allowed-host llmlog.example.com`).
+
     \b
     Examples:
       llmlog serve                       # http://127.0.0.1:8765
       llmlog --db postgresql://localhost/llmlog serve --port 9000
       LLMLOG_UI_TOKEN=s3cret llmlog serve --host 0.0.0.0
       llmlog serve --fake-provider      # after `make demo`: replay the demo's calls offline
-      curl -d '{"timestamp": "2026-11-30T12:00:00Z", "model": "gpt-4.1", "input_tokens": 12}' \\
+      llmlog serve --host 0.0.0.0 --allowed-host llmlog.internal.example.com
+      curl -H 'Content-Type: application/json' \\
+          -d '{"timestamp": "2026-11-30T12:00:00Z", "model": "gpt-4.1", "input_tokens": 12}' \\
           http://127.0.0.1:8765/v1/calls
     """
     import os
@@ -739,7 +757,12 @@ def serve(ctx: Ctx, host: str, port: int, fake_provider: bool, daily_retention: 
     from llmlog.fake_provider import FakeProvider
     from llmlog.replay import Providers
     from llmlog.web import create_app
+    from llmlog.web.guard import allowed_hosts, env_hosts
 
+    try:
+        hosts = allowed_hosts(host, [*allowed_host, *env_hosts()])
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--allowed-host / LLMLOG_ALLOWED_HOSTS") from None
     store = ctx.store  # opened now, so a bad --db fails here and not on the first request
     missing = store.reader_setup()
     if missing:
@@ -767,10 +790,19 @@ def serve(ctx: Ctx, host: str, port: int, fake_provider: bool, daily_retention: 
         upstreams = Upstreams(anthropic=fake.url, openai=fake.url)
         err_console.print(f"replays and the proxy go to the fake provider on {fake.url}")
     err_console.print(f"llmlog UI on http://{host}:{port}/ (store {redact_url(store.url)}; Ctrl-C to stop)")
+    if "*" in hosts:
+        err_console.print("warning: --allowed-host '*': any page may reach this server by a name of its own")
+    else:
+        err_console.print(f"answering to the host names {', '.join(hosts)} (more with --allowed-host)")
     daily = retention.Daily(lambda: open_store(ctx.settings.db)).start() if daily_retention else None
     try:
         app = create_app(
-            lambda: store, token=token, providers=providers, ingest_token=ingest_token, upstreams=upstreams
+            lambda: store,
+            token=token,
+            providers=providers,
+            ingest_token=ingest_token,
+            upstreams=upstreams,
+            allowed_hosts=hosts,
         )
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:

@@ -61,11 +61,27 @@ def result_json(result: QueryResult) -> str:
     return json.dumps(rows, ensure_ascii=False, indent=2, default=_json_value)
 
 
+# What a spreadsheet takes as the start of a formula (OWASP's CSV injection list): a logged
+# prompt of `=HYPERLINK(...)` must open as text, not run, when the download is opened.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value as a CSV cell a spreadsheet shows as text: text starting like a formula gets a
+    leading `'` (numbers are left as they are: a negative number is no formula)."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def write_csv(result: QueryResult, out: IO[str]) -> None:
-    """A header of column names, then the rows; NULL is an empty field."""
-    w = csv.writer(out, lineterminator="\n")
-    w.writerow(result.columns)
-    w.writerows(result.rows)
+    """A header of column names, then the rows; NULL is an empty field; text that a
+    spreadsheet would run as a formula is made text (`csv_cell`). Lines end in CRLF (RFC
+    4180), so that a field holding a lone CR is quoted: unquoted, a reader would start a new
+    line there, and its rest (`=1`) a new cell."""
+    w = csv.writer(out, lineterminator="\r\n")
+    w.writerow([csv_cell(c) for c in result.columns])
+    w.writerows([csv_cell(v) for v in row] for row in result.rows)
 
 
 # ---------------------------------------------------------------- periods

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from llmlog import access
 from llmlog.cli import cli
-from llmlog.store import CallFilter, ReadOnlyError, open_store
+from llmlog.store import CallFilter, ReadOnlyError, Store, open_store
 from llmlog.web.auth import local_path
 from tests.backends import Backend
 from tests.webui import Running, make_call
@@ -41,16 +41,37 @@ def test_passwords_are_slow_hashes_that_check() -> None:
         access.hash_password("short")
 
 
-def test_sessions_are_signed_and_expire() -> None:
-    secret = b"s" * 32
-    cookie = access.sign_session("alice", secret, now=1000.0)
-    assert access.read_session(cookie, secret, now=1001.0) == "alice"
-    assert access.read_session(cookie, secret, now=1000.0 + access.SESSION_S + 1) is None
-    assert access.read_session(cookie, b"t" * 32, now=1001.0) is None
-    signature = cookie.partition(".")[2]
-    forged = access.sign_session("admin", b"t" * 32, now=1000.0).split(".")[0] + "." + signature
-    assert access.read_session(forged, secret, now=1001.0) is None
-    assert access.read_session("garbage", secret) is None
+def check_web_sessions(store: Store, private: bool = True) -> None:
+    """What every store does with sessions: keeps them by hash until they expire or end,
+    ends an account's when it is removed or changed, and keeps them from read-only SQL."""
+    store.add_account("alice", "debugger", access.hash_password(PASSWORD))
+    cookie, digest = access.new_session()
+    assert digest == access.session_hash(cookie) and len(cookie) >= 43  # 256 random bits
+    store.add_web_session(digest, "alice", int(time.time()) + 60)
+    assert store.web_session(digest) == "alice"
+    assert store.web_session(access.session_hash(cookie + "x")) is None
+    store.end_web_session(digest)  # signed out
+    assert store.web_session(digest) is None
+    _, expired = access.new_session()
+    store.add_web_session(expired, "alice", int(time.time()) - 1)
+    assert store.web_session(expired) is None
+    for change in (
+        lambda: store.set_account("alice", role="viewer"),
+        lambda: store.set_account("alice", password_hash=access.hash_password("another password")),
+        lambda: store.remove_account("alice"),
+    ):
+        _, digest = access.new_session()
+        store.add_web_session(digest, "alice", int(time.time()) + 60)
+        change()
+        assert store.web_session(digest) is None
+    if private:
+        with pytest.raises(ReadOnlyError):
+            store.query("SELECT * FROM web_sessions")
+
+
+def test_sessions_are_kept_hashed_in_the_store_and_end(backend: Backend) -> None:
+    with open_store(backend.url) as store:
+        check_web_sessions(store)
 
 
 def test_after_sign_in_only_local_paths() -> None:
@@ -223,12 +244,15 @@ def test_sign_in_out_and_changes_to_an_account(server: Running) -> None:
     assert c.get("/api/calls").status_code == 401
     assert c.sign_in("dan").status_code == 303
     assert c.get("/api/calls").status_code == 200
-    # The role follows the account, and a removed account's session ends.
+    # A changed role ends the account's sessions (at once: no cache to wait for); signed in
+    # again, it has the new role. A removed account's session ends too.
     server.store.set_account("dan", role="viewer")
-    time.sleep(2.1)
+    assert c.get("/api/calls").status_code == 401
+    assert c.sign_in("dan").status_code == 303
+    time.sleep(2.1)  # the role the server knows is read every 2 s
     assert c.get("/api/calls").status_code == 403
+    assert c.get("/api/sessions").status_code == 200
     server.store.remove_account("dan")
-    time.sleep(2.1)
     assert c.get("/api/sessions").status_code == 401
     # With the last account gone, the UI stays closed (not open to all): sign-in is required.
     for name in ("vera", "ada"):
@@ -245,6 +269,28 @@ def test_sign_in_out_and_changes_to_an_account(server: Running) -> None:
     out = d.submit("/logout", {})
     assert out.status_code == 303
     assert d.get("/admin").status_code == 303  # back to the sign-in page
+
+
+def test_signing_out_ends_the_session_a_copied_cookie_too(server: Running) -> None:
+    c = Client(server)
+    assert c.sign_in("ada").status_code == 303
+    copied = c.cookies["llmlog_session"]  # as someone who read it off the wire or the disk
+    assert httpx.get(server.base + "/admin", cookies={"llmlog_session": copied}).status_code == 200
+    assert c.submit("/logout", {}).status_code == 303
+    page = httpx.get(server.base + "/admin", cookies={"llmlog_session": copied})
+    assert page.status_code == 303 and page.headers["location"].startswith("/login")
+    api = httpx.get(server.base + "/api/calls", cookies={"llmlog_session": copied})
+    assert api.status_code == 401
+    # The admin removing an account, or changing its password, ends its sessions as well.
+    d = Client(server)
+    assert d.sign_in("dan").status_code == 303
+    assert c.sign_in("ada").status_code == 303
+    assert c.submit("/admin/remove-user", {"name": "dan"}).status_code == 303
+    assert d.get("/api/calls").status_code == 401
+    with open_store(server.store.url) as store:  # `llmlog users passwd`, from another process
+        assert c.get("/admin").status_code == 200
+        store.set_account("ada", password_hash=access.hash_password("a new password"))
+    assert c.get("/admin").status_code == 303
 
 
 def test_every_post_needs_the_form_token(server: Running) -> None:
@@ -301,7 +347,7 @@ def test_the_admin_page_manages_accounts_tokens_and_retention(server: Running) -
 def test_the_console_cannot_read_the_private_tables(server: Running) -> None:
     c = Client(server)
     c.sign_in("dan")
-    for table in ("accounts", "api_tokens", "settings", "audit"):
+    for table in ("accounts", "api_tokens", "settings", "audit", "web_sessions"):
         r = c.get(f"/sql.json?q=SELECT+*+FROM+{table}")
         assert r.status_code == 400, (table, r.text)
         assert "scrypt" not in r.text

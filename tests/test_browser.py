@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import parse_qsl, urlsplit
+from urllib.parse import parse_qsl, quote, urlsplit
 
 import pytest
 from playwright.sync_api import (
@@ -50,7 +50,8 @@ from llmlog.demo import run_demo
 from llmlog.fake_provider import FakeProvider
 from llmlog.record import Span
 from llmlog.replay import Providers
-from llmlog.store import Store
+from llmlog.store import CallFilter, Store
+from llmlog.web import guard
 from llmlog.web.replay import response_text
 from tests.backends import Backend, PostgresBackend, SQLiteBackend, admin, new_schema
 from tests.test_investigate import drifting_calls
@@ -693,6 +694,74 @@ def test_a_calls_trace_as_a_tree(tab: Tab) -> None:
     tab.shot("trace")
     tab.follow(tab.page.locator("table.spans a", has_text="chat claude"))
     assert tab.path == f"/calls/{second.id}"
+
+
+# ---------------------------------------------------------------------------- the content security policy
+
+# Every violation of the page's policy, as the page reports it.
+WATCH_CSP = """document.addEventListener("securitypolicyviolation", (e) => {
+  (window.__csp = window.__csp || []).push(`${e.effectiveDirective} ${e.blockedURI}`);
+});"""
+
+
+def test_the_pages_work_under_the_strict_content_security_policy(tab: Tab) -> None:
+    """Each page with the policy on: nothing it needs is blocked (no violation reported, and
+    the Tab fails on any console error, which is where browsers report them), the charts draw,
+    app.js runs, forms submit. Then the policy is shown to hold: inline script and style
+    added to the page are refused."""
+    site = tab.site
+    tab.page.add_init_script(WATCH_CSP)
+    call = site.store.recent(CallFilter(feature="summarize", errors=False), limit=50)[-1]  # a demo call
+    session = next(
+        c.session_id for c in site.store.recent(CallFilter(), limit=500, brief=True) if c.session_id
+    )
+    pages = [
+        "/", f"/calls/{call.id}", f"/calls/{call.id}/replay", "/sample", "/sessions",
+        f"/sessions/{quote(session)}", "/users", "/dashboard", "/reports", "/reports/errors",
+        "/reports/drift", "/reports/cost", "/search?q=order", "/sql?q=SELECT+model+FROM+calls",
+    ]  # fmt: skip
+    for path in pages:
+        response = tab.page.goto(site.base + path)
+        assert response is not None and response.status == 200, path
+        assert response.headers["content-security-policy"] == guard.CSP, path
+        assert response.headers["x-frame-options"] == "DENY"
+        assert tab.js("window.__csp || []") == [], path
+    # The charts are drawn (server-side SVG, styled by the stylesheet).
+    tab.open("/dashboard")
+    assert tab.page.locator("#cost-by-model svg rect").count() > 3
+    assert (
+        tab.js("getComputedStyle(document.querySelector('header')).display") != "inline"
+    )  # style.css applies
+    # app.js runs: j marks the first of the sample.
+    tab.open("/sample")
+    tab.key("j")
+    expect(tab.page.locator("[data-step-item].current")).to_have_count(1)
+    # Forms submit: a GET form, and a POST form (form-action 'self'), which replays the call.
+    tab.open("/sql")
+    tab.submit("form.sql-form", q="SELECT count(*) AS n FROM calls")
+    assert tab.table("table.results")
+    tab.open(f"/calls/{call.id}/replay")
+    site.fake.reset()
+    tab.submit("form.replay-form", model="claude-sonnet-4-6")
+    assert tab.path.startswith(f"/calls/{call.id}/replay/")
+    assert tab.js("window.__csp || []") == []
+    # The policy holds: what is added inline is refused, and reported.
+    ran = tab.js(
+        """(() => {
+          const s = document.createElement("script");
+          s.textContent = "window.__ran = 1";
+          document.body.append(s);
+          document.body.setAttribute("style", "background: red");
+          return typeof window.__ran;
+        })()"""
+    )
+    assert ran == "undefined"
+    assert tab.js("getComputedStyle(document.body).backgroundColor") != "rgb(255, 0, 0)"
+    tab.page.wait_for_function("(window.__csp || []).length >= 2")
+    reported = {v.split(" ")[0] for v in tab.js("window.__csp")}
+    assert reported == {"script-src-elem", "style-src-attr"}, reported
+    # Those refusals were meant: they are not the test's problems.
+    tab.problems[:] = [p for p in tab.problems if "Content Security Policy" not in p]
 
 
 # ---------------------------------------------------------------------------- reports

@@ -506,6 +506,20 @@ def test_query_csv(demo_db: str) -> None:
     assert [(m, int(n), float(c) if c else None) for m, n, c in rows[1:]] == expected
 
 
+def test_query_csv_opens_as_text_in_a_spreadsheet(tmp_path: Path) -> None:
+    db = str(tmp_path / "f.db")
+    with open_store(db) as store:
+        store.insert(
+            [Call(timestamp=datetime(2026, 1, 1, tzinfo=UTC), model="=cmd|' /C calc'!A0", feature="@x")]
+        )
+    result = run(db, "query", "--format", "csv", 'SELECT model AS "+m", feature, -5 AS n FROM calls')
+    assert result.exit_code == 0, result.output
+    assert list(csv.reader(io.StringIO(result.stdout))) == [
+        ["'+m", "feature", "n"],
+        ["'=cmd|' /C calc'!A0", "'@x", "-5"],
+    ]
+
+
 def test_query_table(demo_db: str) -> None:
     result = run(demo_db, "query", BY_MODEL)
     assert result.exit_code == 0, result.output

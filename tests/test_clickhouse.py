@@ -411,3 +411,9 @@ def test_private_tables_of_a_store_from_before_move_out_of_the_engine(tmp_path: 
         with pytest.raises(ReadOnlyError):
             store.query("SELECT * FROM settings")
     assert (path / PRIVATE_FILE).exists()
+
+
+def test_web_sessions(store: ClickHouseStore) -> None:
+    from tests.test_access import check_web_sessions
+
+    check_web_sessions(store)  # the table private: read-only SQL cannot read it

@@ -131,7 +131,7 @@ def test_oversized_bodies_and_records_get_413(collector: Running) -> None:
     # Declared too large: refused before the body is read (only 1 KB of it is ever sent).
     with socket.create_connection(("127.0.0.1", collector.port), timeout=10) as sock:
         head = (
-            f"POST /v1/calls HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n"
+            f"POST /v1/calls HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
             f"Content-Length: {MAX_BODY + 1}\r\n\r\n"
         )
         sock.sendall(head.encode() + b"[" + b" " * 1024)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import anthropic
@@ -139,6 +138,7 @@ def test_the_collector_redacts_what_it_is_sent(tmp_path: Path, monkeypatch: pyte
     with Running(SQLiteBackend(tmp_path / "c.db")) as c:
         record = {"timestamp": "2026-11-30T12:00:00Z", "model": "gpt-4.1",
                   "messages": [{"role": "user", "content": "card 4111-1111-1111-1111"}]}  # fmt: skip
-        assert httpx.post(c.base + "/v1/calls", content=json.dumps(record)).json()["stored"] == 1
+        r = httpx.post(c.base + "/v1/calls", json=record)
+        assert r.json()["stored"] == 1
         (call,) = list(c.store.iter_calls(CallFilter()))
     assert call.messages == [{"role": "user", "content": "card [CARD]"}]

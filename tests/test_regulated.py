@@ -115,7 +115,7 @@ class Serve:
         self.process.communicate(timeout=30)
 
     def post(self, records: list[dict[str, Any]]) -> httpx.Response:
-        return httpx.post(self.base + "/v1/calls", content=json.dumps(records), timeout=30)
+        return httpx.post(self.base + "/v1/calls", json=records, timeout=30)
 
 
 def writer(db: str, key: str | None = None, **more: Any) -> Writer:

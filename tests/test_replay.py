@@ -397,8 +397,17 @@ def test_get_never_replays(backend: Backend, fake: FakeProvider) -> None:
         ):
             assert ui.get(path).status_code == 200, path
         assert httpx2.head(f"{ui.base}/calls/{original.id}/replay").status_code == 200
+        csrf = httpx2.get(f"{ui.base}/login").cookies["llmlog_csrf"]
         for method in ("PUT", "DELETE", "PATCH"):
+            # Without the form's token: refused as any unsafe method is; with it: no such method.
             r = httpx2.request(method, f"{ui.base}/calls/{original.id}/replay", headers={"Origin": ui.base})
+            assert r.status_code == 403, method
+            r = httpx2.request(
+                method,
+                f"{ui.base}/calls/{original.id}/replay",
+                headers={"Origin": ui.base, "X-CSRF-Token": csrf},
+                cookies={"llmlog_csrf": csrf},
+            )
             assert r.status_code == 405, method
         assert (count(ui), len(fake.requests)) == (calls, requests)
 

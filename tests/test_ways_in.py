@@ -496,7 +496,7 @@ def test_the_collector_takes_calls_sealed_before_the_spool(
     )
     assert all(isinstance(v, str) for v in (sealed.tools, sealed.params, sealed.response))
     with Running(SQLiteBackend(tmp_path / "c.db"), keyring=Keyring.parse(KEY)) as c:
-        r = c.post("/v1/calls", content=json.dumps(sealed.to_dict()))
+        r = c.post("/v1/calls", json=sealed.to_dict())
         assert r.status_code == 200 and r.json()["stored"] == 1, r.text
         c.store.keyring = Keyring.parse(KEY)
         (call,) = list(c.store.iter_calls(CallFilter()))

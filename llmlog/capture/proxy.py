@@ -137,6 +137,49 @@ def allows(gate: Gate, given: str) -> bool:
     return hmac.compare_digest(given.encode(), gate.encode())
 
 
+# What the routes that store calls (the collector's, the proxy's model calls) take without
+# a token: the types programs send (JSON, NDJSON, protobuf). A page of any other site can make
+# a browser POST text/plain, a form or nothing at all to this server without asking it
+# first (a CORS "simple" request); these types it cannot (the browser asks first, and this
+# server never says yes). So a write without a token comes from a program, not from a page.
+# An allow-list, not a list of the simple types: a type this list does not know is refused.
+PROGRAM_TYPES = frozenset(
+    {
+        "application/json", "application/x-ndjson", "application/ndjson", "application/jsonl",
+        "application/x-jsonlines", "application/jsonlines", "application/x-protobuf", "application/protobuf",
+    }
+)  # fmt: skip
+
+
+def sent_by_a_program(headers: Any) -> bool:
+    """Whether a request's Content-Type is one no page of another site can send (see
+    `PROGRAM_TYPES`; `application/…+json` too)."""
+    media = (headers.get("content-type") or "").split(";")[0].strip().lower()
+    return media in PROGRAM_TYPES or (media.startswith("application/") and media.endswith("+json"))
+
+
+def vouches(gate: Gate, given: str) -> bool:
+    """Whether `given` is a token `gate` checks and takes: an open gate (none, or one that
+    requires no token yet) vouches for no one."""
+    if gate is None or not given:
+        return False
+    if callable(gate):
+        check = getattr(gate, "vouches", None)
+        return bool(check(given)) if check is not None else gate(given)
+    return hmac.compare_digest(given.encode(), gate.encode())
+
+
+def refused_type(token_name: str) -> Response:
+    return JSONResponse(
+        {
+            "error": "send calls as application/json, application/x-ndjson or application/x-protobuf"
+            f" (or with a token: {token_name}); other content types are what any web page can make a"
+            " browser send, so they are refused"
+        },
+        status_code=415,
+    )
+
+
 def routes(
     submit: Callable[[Exchange], object],
     upstreams: Upstreams | None = None,
@@ -167,13 +210,15 @@ def routes(
         target = upstream.rstrip("/") + "/" + request.path_params["path"]
         if request.url.query:
             target += "?" + request.url.query
+        api = classify(provider, request.method, target)
+        if api is not None and not sent_by_a_program(request.headers) and not vouches(token, given):
+            return refused_type(f"the {TOKEN_HEADER} header")  # a call would be recorded
         body = await request.body()
         headers = [
             (k, v)
             for k, v in request.headers.raw
             if k.decode("latin-1").lower() not in HOP_BY_HOP and not k.lower().startswith(b"llmlog-")
         ]
-        api = classify(provider, request.method, target)
         ex = None
         if api is not None:
             try:
@@ -213,10 +258,13 @@ def routes(
             if ex is not None:
                 ex.finish()
 
+        # Never a provider's CORS headers: they would let pages of other sites call (and
+        # record calls) through this proxy from a browser.
         kept = {
             k.decode("latin-1"): v.decode("latin-1")
             for k, v in answer.headers.raw
             if k.decode("latin-1").lower() not in HOP_BY_HOP
+            and not k.decode("latin-1").lower().startswith("access-control-")
         }
         return StreamingResponse(relay(), status_code=answer.status_code, headers=kept)
 
@@ -270,6 +318,9 @@ class LocalProxy:
 
         import uvicorn
         from starlette.applications import Starlette
+        from starlette.middleware import Middleware
+
+        from llmlog.web.guard import LOOPBACK_NAMES, AllowedHosts, SecurityHeaders
 
         # Routes forward to the upstream's origin; the path (OpenAI's /v1) comes from the
         # client's base URL, which `child_base_urls` keeps.
@@ -278,7 +329,9 @@ class LocalProxy:
             openai=_origin(upstreams.openai),
             timeout_s=upstreams.timeout_s,
         )
-        app = Starlette(routes=routes(submit, origins, base_context=base_context))
+        # Loopback names only: no web page reaches it by a name of its own (DNS rebinding).
+        guarded = [Middleware(SecurityHeaders), Middleware(AllowedHosts, hosts=LOOPBACK_NAMES)]
+        app = Starlette(routes=routes(submit, origins, base_context=base_context), middleware=guarded)
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 import logging
 import re
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -350,6 +351,8 @@ class Store(Regulated, abc.ABC):
                     "UPDATE accounts SET password = ? WHERE name = ? RETURNING name", (password_hash, name)
                 )
             )
+        if changed:  # a new role or password: whoever was signed in as it signs in again
+            self.end_web_sessions(name)
         return changed
 
     def account(self, name: str) -> Account | None:
@@ -362,7 +365,30 @@ class Store(Regulated, abc.ABC):
         ]
 
     def remove_account(self, name: str) -> bool:
+        self.end_web_sessions(name)
         return bool(self._run("DELETE FROM accounts WHERE name = ? RETURNING name", (name,)))
+
+    # -------------------------------------------------------------- web sessions (llmlog.web.auth)
+
+    def add_web_session(self, session_hash: bytes, name: str, expires: int) -> None:
+        """A session signed in as `name` until `expires` (Unix time), known by the hash of its
+        cookie. Sessions past their time are cleared as new ones begin."""
+        self._run("DELETE FROM web_sessions WHERE expires <= ?", (int(time.time()),))
+        self._run("INSERT INTO web_sessions VALUES (?, ?, ?)", (session_hash, name, expires))
+
+    def web_session(self, session_hash: bytes) -> str | None:
+        """The account a session is signed in as, unless it has ended or expired."""
+        rows = self._run(
+            "SELECT name FROM web_sessions WHERE hash = ? AND expires > ?", (session_hash, int(time.time()))
+        )
+        return str(rows[0][0]) if rows else None
+
+    def end_web_session(self, session_hash: bytes) -> None:
+        self._run("DELETE FROM web_sessions WHERE hash = ?", (session_hash,))
+
+    def end_web_sessions(self, name: str) -> None:
+        """End every session of an account."""
+        self._run("DELETE FROM web_sessions WHERE name = ?", (name,))
 
     def add_token(self, name: str, scope: str, token_hash: bytes) -> None:
         if self._run("SELECT 1 FROM api_tokens WHERE name = ?", (name,)):

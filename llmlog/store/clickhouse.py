@@ -638,6 +638,7 @@ class ClickHouseStore(Store):
             return False
         values = {"name": name, "role": role or found.role, "password": password_hash or found.password_hash}
         self._version_row("accounts", {**values, "created": found.created})
+        self.end_web_sessions(name)
         return True
 
     def account(self, name: str) -> Account | None:
@@ -648,6 +649,7 @@ class ClickHouseStore(Store):
         return [Account(*r) for r in self._live("accounts", "name, role, password, created")]
 
     def remove_account(self, name: str) -> bool:
+        self.end_web_sessions(name)
         found = self.account(name)
         if found is not None:
             values = {"name": name, "role": found.role, "password": "", "created": found.created}
@@ -678,6 +680,26 @@ class ClickHouseStore(Store):
                 "api_tokens", {"name": n, "hash": h, "scope": scope, "created": created}, deleted=True
             )
         return bool(rows)
+
+    def add_web_session(self, session_hash: bytes, name: str, expires: int) -> None:
+        # Expired rows go in the engine's merges (the table's TTL); reads skip them before.
+        self._version_row("web_sessions", {"hash": session_hash.hex(), "name": name, "expires": expires})
+
+    def web_session(self, session_hash: bytes) -> str | None:
+        rows = self._live(
+            "web_sessions", "name", "hash = %s AND expires > %s", [session_hash.hex(), int(time.time())]
+        )
+        return str(rows[0][0]) if rows else None
+
+    def _end_sessions(self, where: str, params: Sequence[Any]) -> None:
+        for h, n, expires in self._live("web_sessions", "hash, name, expires", where, params):
+            self._version_row("web_sessions", {"hash": h, "name": n, "expires": expires}, deleted=True)
+
+    def end_web_session(self, session_hash: bytes) -> None:
+        self._end_sessions("hash = %s", [session_hash.hex()])
+
+    def end_web_sessions(self, name: str) -> None:
+        self._end_sessions("name = %s", [name])
 
     def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         # The other stores' shared SQL for accounts uses UPDATE … RETURNING; this store has

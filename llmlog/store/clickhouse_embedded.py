@@ -2,8 +2,8 @@
 
 The embedded engine has no users, so no grant can keep a query from a table it names; a table
 in the engine is a table read-only SQL can read (`merge('…')` and `mergeTreeIndex` reach past
-any filter). So the private tables, accounts, API tokens, settings (the session secret among
-them) and the audit log, are not in the engine: they are a small SQLite file beside its data,
+any filter). So the private tables, accounts, API tokens, settings, the web UI's sessions and
+the audit log, are not in the engine: they are a small SQLite file beside its data,
 with the SQLite store's layout and statements. Read-only SQL runs in a session of its own with
 `readonly = 1` from its start (`clickhouse_reader`), which refuses `file()`, `sqlite()` and
 every other way out of the engine, so it cannot open that file either.
@@ -42,6 +42,8 @@ CREATE TABLE IF NOT EXISTS accounts (
 CREATE TABLE IF NOT EXISTS api_tokens (
     hash BLOB PRIMARY KEY, name TEXT NOT NULL UNIQUE, scope TEXT NOT NULL, created TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS web_sessions (hash BLOB PRIMARY KEY, name TEXT NOT NULL, expires INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS web_sessions_name ON web_sessions (name);
 """
 # Reader sessions kept open at once (one per time limit asked for).
 _READERS = 4
@@ -58,6 +60,10 @@ class EmbeddedClickHouseStore(ClickHouseStore):
     token = Store.token
     tokens = Store.tokens
     remove_token = Store.remove_token
+    add_web_session = Store.add_web_session
+    web_session = Store.web_session
+    end_web_session = Store.end_web_session
+    end_web_sessions = Store.end_web_sessions
 
     def __init__(self, url: str, engine: Engine | None = None, reader_url: str | None = None) -> None:
         self._path = urlsplit(url).path or "llmlog-chdb"
@@ -85,9 +91,11 @@ class EmbeddedClickHouseStore(ClickHouseStore):
         """The private tables of a store made before: their rows into the file, the tables gone."""
         _, rows = self.engine.rows(
             "SELECT name FROM system.tables WHERE database = currentDatabase()"
-            " AND name IN ('settings', 'accounts', 'api_tokens', 'audit')"
+            " AND name IN ('settings', 'accounts', 'api_tokens', 'audit', 'web_sessions')"
         )
         present = {r[0] for r in rows}
+        if "web_sessions" in present:  # made by the migrations, kept in the file instead
+            self.engine.command("DROP TABLE web_sessions")
         moves = {
             "settings": (
                 "SELECT key, argMax(value, version) FROM settings GROUP BY key",

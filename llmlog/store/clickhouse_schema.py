@@ -291,9 +291,25 @@ def m004_audit_and_vectors(runner: Runner, cluster: str | None) -> None:
         runner.command(f"ALTER TABLE {table}{on} ADD COLUMN IF NOT EXISTS embedding Nullable(String)")
 
 
+def m005_web_sessions(runner: Runner, cluster: str | None) -> None:
+    """Who is signed in to the web UI (`llmlog.web.auth`), by the SHA-256 of the cookie (hex):
+    versioned rows as `accounts` (`deleted` = 1 ends a session); the engine drops them once
+    expired (TTL). Private: the reader is granted the public tables only (`clickhouse_reader`);
+    the embedded store keeps sessions in its private file, and drops this table."""
+    on = f" ON CLUSTER {cluster}" if cluster else ""
+    replicated = "Replicated" if cluster else ""
+    args = "'/clickhouse/tables/{shard}/{database}/web_sessions', '{replica}', " if cluster else ""
+    runner.command(
+        f"CREATE TABLE IF NOT EXISTS web_sessions{on} (hash String, name String, expires Int64,"
+        f" version UInt64, deleted UInt8) ENGINE = {replicated}ReplacingMergeTree({args}version, deleted)"
+        " ORDER BY hash TTL toDateTime(expires)"
+    )
+
+
 MIGRATIONS: list[Callable[[Runner, str | None], None]] = [
     m001_initial,
     m002_accounts,
     m003_spans,
     m004_audit_and_vectors,
+    m005_web_sessions,
 ]

@@ -490,6 +490,15 @@ def m010_reader_login(cur: psycopg.Cursor[Any]) -> None:
             pass  # granted by someone else: theirs to take back
 
 
+def m011_web_sessions(cur: psycopg.Cursor[Any]) -> None:
+    """`web_sessions`, as in SQLite's migration 12; private, as `accounts` is (the reader is
+    granted the public tables only: `postgres_reader`)."""
+    cur.execute(
+        "CREATE TABLE web_sessions (hash bytea PRIMARY KEY, name text NOT NULL, expires bigint NOT NULL)"
+    )
+    cur.execute("CREATE INDEX web_sessions_name ON web_sessions (name)")
+
+
 MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m001_initial,
     m002_daily,
@@ -501,6 +510,7 @@ MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m008_search,
     m009_vectors,
     m010_reader_login,
+    m011_web_sessions,
 ]
 
 

@@ -125,7 +125,7 @@ def _set_wal(db: sqlite3.Connection) -> None:
 
 # Tables naming people and what they did, which read-only SQL (the console, `llmlog query`)
 # may not read.
-PRIVATE_TABLES = frozenset({"audit", "accounts", "api_tokens", "settings"})
+PRIVATE_TABLES = frozenset({"audit", "accounts", "api_tokens", "settings", "web_sessions"})
 
 # The authorizer refuses anything but reading, whatever trick the SQL text uses.
 _READ_ACTIONS = {

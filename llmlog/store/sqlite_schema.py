@@ -489,6 +489,23 @@ def m011_vectors(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE call_data ADD COLUMN embedding BLOB")
 
 
+def m012_web_sessions(db: sqlite3.Connection) -> None:
+    """Who is signed in to the web UI (`llmlog.web.auth`): a row per session, by the SHA-256
+    of its random cookie, until it expires or is ended (signing out; the account removed or
+    changed). Private, as `accounts` is."""
+    _run(
+        db,
+        """
+        CREATE TABLE web_sessions (
+            hash BLOB PRIMARY KEY,  -- SHA-256 of the cookie
+            name TEXT NOT NULL,  -- the account
+            expires INTEGER NOT NULL  -- Unix time
+        );
+        CREATE INDEX web_sessions_name ON web_sessions (name)
+        """,
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_initial,
     m002_rate_card_and_filters,
@@ -501,6 +518,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m009_accounts,
     m010_search,
     m011_vectors,
+    m012_web_sessions,
 ]
 
 

@@ -17,7 +17,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,7 +26,8 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
-from starlette.responses import HTMLResponse
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -37,7 +38,8 @@ from llmlog.capture.proxy import Upstreams
 from llmlog.config import Settings
 from llmlog.replay import Providers
 from llmlog.store import Store
-from llmlog.web import auth
+from llmlog.web import auth, guard
+from llmlog.web.throttle import SignIns
 from llmlog.writer import Writer
 
 HERE = Path(__file__).parent
@@ -104,13 +106,21 @@ class IngestGate:
         return bool(self.token) or known
 
     def __call__(self, given: str) -> bool:
+        try:
+            return not self.required() or self.vouches(given)
+        except Exception:  # the store failing: no token of its own can be checked, so none opens
+            log.warning("llmlog: cannot check an ingest token: the store failed", exc_info=True)
+            return False
+
+    def vouches(self, given: str) -> bool:
+        """Whether `given` is a token this server knows (not merely that none is needed)."""
         if self.token and hmac.compare_digest(given.encode(), self.token.encode()):
             return True
+        if not given:
+            return False
         try:
-            if not self.required():
-                return True
             with self.web.reading() as store:
-                found = store.token(access.token_hash(given)) if given else None
+                found = store.token(access.token_hash(given))
         except Exception:  # the store failing: no token of its own can be checked, so none opens
             log.warning("llmlog: cannot check an ingest token: the store failed", exc_info=True)
             return False
@@ -126,6 +136,7 @@ class Web:
     lock: threading.Lock
     env: Environment
     providers: Providers = field(default_factory=Providers)
+    signins: SignIns = field(default_factory=SignIns)  # how fast passwords may be tried
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[Store]:
@@ -133,8 +144,11 @@ class Web:
             self.store.reader = auth.reader()  # whose reading the audit log records
             yield self.store
 
-    def render(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
-        return HTMLResponse(self.env.get_template(name).render(**context), status_code=status)
+    def render(
+        self, name: str, status: int = 200, headers: dict[str, str] | None = None, **context: Any
+    ) -> HTMLResponse:
+        page = self.env.get_template(name).render(**context)
+        return HTMLResponse(page, status_code=status, headers=headers)
 
     def error(self, message: str, status: int = 400) -> HTMLResponse:
         return self.render("error.html", status, message=message)
@@ -146,11 +160,13 @@ def create_app(
     providers: Providers | None = None,
     ingest_token: str | None = None,
     upstreams: Upstreams | None = None,
+    allowed_hosts: Sequence[str] = guard.LOOPBACK_NAMES,
 ) -> Starlette:
     """The app over one store. `open_store` is called once, here. `providers` says where
     replays go (by default, wherever the SDKs' environment variables point). `token` guards
     the UI and its API; `ingest_token` the collector's routes (`/v1/` and the provider proxy),
-    and nothing else. `upstreams`: where the proxy forwards (by default the providers)."""
+    and nothing else. `upstreams`: where the proxy forwards (by default the providers).
+    `allowed_hosts`: the names it answers to (`guard.allowed_hosts`; by default loopback's)."""
     from llmlog.web import calls, dashboard, ingest, investigations, people, replay, search, sql
 
     web = Web(open_store(), threading.Lock(), _environment(), providers or Providers())
@@ -164,7 +180,12 @@ def create_app(
     writer = Writer(Settings(db=web.store.url, url=None))
     routes.extend(proxy.routes(writer.submit, upstreams, gate))
     routes.append(Mount("/static", StaticFiles(directory=HERE / "static"), name="static"))
-    middleware = [Middleware(ServerTiming), Middleware(auth.AccessMiddleware, web=web, token=token)]
+    middleware = [
+        Middleware(guard.SecurityHeaders),  # first: on every answer, a refused host's too
+        Middleware(guard.AllowedHosts, hosts=allowed_hosts),
+        Middleware(ServerTiming),
+        Middleware(auth.AccessMiddleware, web=web, token=token),
+    ]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -172,4 +193,10 @@ def create_app(
         writer.close()
         web.store.close()
 
-    return Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
+    async def server_error(request: Request, exc: Exception) -> Response:
+        # Answered outside the middleware (Starlette's outermost layer): its headers are set here.
+        return PlainTextResponse("Internal Server Error", 500, headers=guard.server_error_headers())
+
+    return Starlette(
+        routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers={500: server_error}
+    )

@@ -7,8 +7,14 @@ Three ways to run `llmlog serve`:
 - without accounts, with LLMLOG_UI_TOKEN: the shared token opens everything, as before;
 - without either (on loopback by default): open.
 
-Every POST outside the collector's routes must come from a page of this site: its Origin
-(or Referer) names this host, and its form carries the token of the `llmlog_csrf` cookie.
+Every POST (every method but GET, HEAD and OPTIONS) outside the collector's routes must come
+from a page of this site, open server or not: its Origin (or Referer) names this host, and its
+form carries the token of the `llmlog_csrf` cookie. (The collector's routes take writes from
+programs: `llmlog.web.ingest`.)
+
+A session is a random cookie the store knows (`web_sessions`): signing out ends it there.
+Sign-ins are throttled per account and per client, and few passwords are hashed at once
+(`llmlog.web.throttle`).
 """
 
 from __future__ import annotations
@@ -29,10 +35,14 @@ from starlette.routing import BaseRoute, Route
 
 from llmlog import access, retention
 from llmlog.capture.proxy import PATHS as PROXY_PATHS
+from llmlog.web.throttle import Busy
 
 SESSION_COOKIE = "llmlog_session"
 CSRF_COOKIE = "llmlog_csrf"
 MAX_FORM_BYTES = 1 << 20
+# Methods that change nothing (no route answers them by changing anything); every other
+# method needs the CSRF proof, whatever the route.
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
 @dataclass(frozen=True)
@@ -137,8 +147,7 @@ class AccessMiddleware(BaseHTTPMiddleware):
         cookie = request.cookies.get(SESSION_COOKIE)
         if cookie:
             with self.web.reading() as store:
-                secret = access.session_secret(store)
-            name = access.read_session(cookie, secret)
+                name = store.web_session(access.session_hash(cookie))
             role = self._role(name) if name else None
             if name and role:
                 return Identity(name, role, "session")
@@ -196,7 +205,7 @@ class AccessMiddleware(BaseHTTPMiddleware):
                 f"your role ({found.role if found else 'none'}) does not open this page: it needs {need}"
             )
             return _json(403, message) if wants_json else self.web.error(message, 403)
-        if request.method == "POST":
+        if request.method not in SAFE_METHODS:
             refused = await _check_post(request, csrf)
             if refused is not None:
                 return refused
@@ -204,10 +213,12 @@ class AccessMiddleware(BaseHTTPMiddleware):
 
 
 async def _check_post(request: Request, csrf: str) -> Response | None:
-    """A POST's proof that it comes from this site's own form (see the module's doc)."""
+    """A POST's (or any other unsafe method's) proof that it comes from this site's own form
+    (see the module's doc)."""
     if not same_origin(request):
         return Response("refused: a form must be sent from this site's own page", status_code=403)
-    length = request.headers.get("content-length")
+    # No length and no chunks: no body (a DELETE, say). Chunks of unstated length: refused.
+    length = request.headers.get("content-length", None if "transfer-encoding" in request.headers else "0")
     if length is None or not length.isdigit() or int(length) > MAX_FORM_BYTES:
         return Response("the form is too large, or of no stated length", status_code=413)
     body = await request.body()  # kept by the request: the route reads it again
@@ -242,20 +253,42 @@ def routes(web: Any) -> list[BaseRoute]:
         if request.method == "GET":
             return web.render("login.html", next=target, problem=None)
         fields = await form_fields(request)
+        name, password = fields.get("name", ""), fields.get("password", "")
+        client = request.client.host if request.client else ""
+        wait = web.signins.start(name, client)
+        if wait is not None:
+            problem = f"Too many sign-ins for this account or from this address: try again in {wait:.0f} s."
+            return web.render(
+                "login.html", 429, next=target, problem=problem, headers={"Retry-After": f"{wait:.0f}"}
+            )
 
-        def check() -> tuple[str | None, bytes]:
+        def check() -> str | None:
             # The slow hash is checked outside the store's lock: sign-ins do not hold up pages.
             with web.reading() as store:
-                account, secret = store.account(fields.get("name", "")), access.session_secret(store)
-            return access.check_login(account, fields.get("password", "")), secret
+                account = store.account(name)
+            return access.check_login(account, password)
 
-        role, secret = await run_in_threadpool(check)
+        try:
+            async with web.signins.hashing_turn():
+                role = await run_in_threadpool(check)
+        except Busy:
+            web.signins.give_back(name, client)  # never checked: it does not count
+            problem = "The server is busy checking other sign-ins: try again in a few seconds."
+            return web.render("login.html", 503, next=target, problem=problem, headers={"Retry-After": "2"})
         if role is None:
             return web.render("login.html", 401, next=target, problem="Wrong name or password.")
+        web.signins.give_back(name, client)
+        cookie, digest = access.new_session()
+
+        def begin() -> None:
+            with web.reading() as store:
+                store.add_web_session(digest, name, int(time.time()) + access.SESSION_S)
+
+        await run_in_threadpool(begin)
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(
             SESSION_COOKIE,
-            access.sign_session(fields["name"], secret),
+            cookie,
             max_age=access.SESSION_S,
             httponly=True,
             samesite="lax",
@@ -264,6 +297,14 @@ def routes(web: Any) -> list[BaseRoute]:
         return response
 
     async def logout(request: Request) -> Response:
+        cookie = request.cookies.get(SESSION_COOKIE)
+
+        def end() -> None:
+            with web.reading() as store:  # ended in the store: a copy of the cookie opens nothing
+                store.end_web_session(access.session_hash(cookie or ""))
+
+        if cookie:
+            await run_in_threadpool(end)
         response = RedirectResponse("/login", status_code=303)
         response.delete_cookie(SESSION_COOKIE)
         return response

@@ -12,6 +12,8 @@ What the API promises, and why:
 - Bodies and records over the limits get a 413 with the limit, never a crash.
 - `LLMLOG_INGEST_TOKEN` guards it (`Authorization: Bearer …`). That token opens these routes
   only: it reads nothing, and the UI's token does not open them.
+- Without a token, a body must say it is JSON, NDJSON or protobuf (415 otherwise): those are
+  the types no web page can make a browser send here (`proxy.PROGRAM_TYPES`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from llmlog.capture import otlp as otlp_in
-from llmlog.capture.proxy import Gate, allows
+from llmlog.capture.proxy import Gate, allows, refused_type, sent_by_a_program, vouches
 from llmlog.config import Settings
 from llmlog.intake import Intake
 from llmlog.jsonl import BadRecord, parse_batch
@@ -68,10 +70,23 @@ async def read_body(request: Request, limit: int) -> bytes:
     return body
 
 
+def bearer(request: Request) -> str:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    return value.strip() if scheme.lower() == "bearer" else ""
+
+
 def authorized(request: Request, token: Gate) -> bool:
-    given = request.headers.get("authorization", "")
-    scheme, _, value = given.partition(" ")
-    return allows(token, value.strip() if scheme.lower() == "bearer" else "")
+    return allows(token, bearer(request))
+
+
+def refusal_of(request: Request, token: Gate) -> Response | None:
+    """Why a write is not taken, if it is not: no token where one is needed (401); a
+    content type any web page can send, without a token to show it is not from one (415)."""
+    if not authorized(request, token):
+        return unauthorized()
+    if not sent_by_a_program(request.headers) and not vouches(token, bearer(request)):
+        return refused_type("LLMLOG_INGEST_TOKEN as a bearer token")
+    return None
 
 
 def unauthorized() -> Response:
@@ -105,8 +120,8 @@ def routes(web: Web, token: Gate = None, settings: Settings | None = None) -> li
             return new
 
     async def post_calls(request: Request) -> Response:
-        if not authorized(request, token):
-            return unauthorized()
+        if (refusal := refusal_of(request, token)) is not None:
+            return refusal
         try:
             body = await read_body(request, MAX_BODY)
         except TooLarge:
@@ -152,8 +167,8 @@ def routes(web: Web, token: Gate = None, settings: Settings | None = None) -> li
 
     async def otlp(request: Request, kind: str) -> Response:
         """OTLP/HTTP: protobuf or JSON (by Content-Type), gzip or not; answered in kind."""
-        if not authorized(request, token):
-            return unauthorized()
+        if (refusal := refusal_of(request, token)) is not None:
+            return refusal
         content_type = request.headers.get("content-type", "application/x-protobuf").lower()
         try:
             body = await read_body(request, MAX_BODY)
@@ -266,6 +281,7 @@ def openapi_description() -> dict[str, Any]:
                             },
                             "400": answer("Not OTLP", "Error"),
                             "401": answer("Missing or wrong token", "Error"),
+                            "415": answer("Neither protobuf nor JSON, and no token", "Error"),
                             "413": answer("Body too large", "Error"),
                             "503": answer("Store unavailable: send again", "Error"),
                         },
@@ -297,6 +313,9 @@ def openapi_description() -> dict[str, Any]:
                         ),
                         "400": answer("No record could be read", {"$ref": "#/components/schemas/Result"}),
                         "401": answer("Missing or wrong token", {"$ref": "#/components/schemas/Error"}),
+                        "415": answer(
+                            "Neither JSON nor NDJSON, and no token", {"$ref": "#/components/schemas/Error"}
+                        ),
                         "413": answer("Body or every record too large", {"type": "object"}),
                         "503": answer(
                             "Store unavailable: send again", {"$ref": "#/components/schemas/Error"}
