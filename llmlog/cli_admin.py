@@ -200,8 +200,9 @@ def keys_rotate(ctx: Ctx) -> None:
     The store refuses clear text from every process from the first moment of the rotation
     (a process with a key seals it). Then text sealed with the other keys, or stored clear
     (before regulated mode), and the values of the metadata named sensitive still clear are
-    sealed again with the first key, and the old form is deleted; the other keys can then
-    be retired. Stops, losing nothing, at a call sealed with a key it was not given.
+    sealed again with the first key, and so are the spans and span events received over
+    OTLP; the old form is deleted, and the other keys can then be retired. Stops, losing
+    nothing, at a call, span or event sealed with a key it was not given.
 
     \b
     Examples:
@@ -221,7 +222,8 @@ def keys_rotate(ctx: Ctx) -> None:
         raise click.ClickException(str(exc)) from None
     console.print(
         f"Sealed {done.calls:,} call(s) again with key {keyring.current}; deleted {done.contents:,} piece(s)"
-        " of content in their old form. The store now takes sealed text only."
+        f" of content in their old form. Sealed {done.spans:,} span(s) and {done.span_events:,} span"
+        " event(s) again. The store now takes sealed text only."
     )
 
 
