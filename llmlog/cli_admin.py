@@ -230,20 +230,25 @@ def keys_rotate(ctx: Ctx) -> None:
 @keys.command(name="status")
 @pass_ctx
 def keys_status(ctx: Ctx) -> None:
-    """Which keys sealed the stored calls, and whether the store takes sealed text only."""
+    """Which keys sealed the stored calls, spans and span events (a key no longer listed can
+    be retired), and whether the store takes sealed text only."""
     from collections import Counter
 
     from llmlog.store import CallFilter
 
     store = ctx.store
     store.keyring = None  # counting what is stored, not reading it: nothing to open or audit
-    counts: Counter[str] = Counter()
+    calls: Counter[str] = Counter()
     for call in store.iter_calls(CallFilter()):
         for key_id in encryption.sealed_key_ids(call) or {""}:
-            counts[key_id] += 1
-    table = Table("key", "calls")
-    for key_id, n in sorted(counts.items()):
-        table.add_row(key_id or "(clear text)", f"{n:,}")
+            calls[key_id] += 1
+    # A span or event without text to seal names no key, and is not counted.
+    spans = Counter(k for span in store.iter_spans() for k in encryption.trace_key_ids(span))
+    events = Counter(k for _, e in store.iter_span_events() for k in encryption.trace_key_ids(e))
+    table = Table("key", "calls", "spans", "span events")
+    for key_id in sorted({*calls, *spans, *events}):
+        row = (f"{counts[key_id]:,}" for counts in (calls, spans, events))
+        table.add_row(key_id or "(clear text)", *row)
     console.print(table)
     policy = store.sealing_policy()
     console.print("The store takes sealed text only." if policy.required else "The store takes clear text.")

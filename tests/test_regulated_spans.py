@@ -151,6 +151,9 @@ def test_rotation_seals_spans_stored_clear_and_retires_an_old_key(backend: Backe
     raw = held(backend)
     assert MARK.encode() not in raw
     assert not any(form.encode() in raw for form in k1_forms)  # the old key's forms are gone
+    if backend.kind != "clickhouse":  # `llmlog keys status` says k1 seals nothing any more
+        status = llmlog_process(backend.url, "keys", "status").stdout
+        assert "k2" in status and "k1" not in status and "clear text)" not in status, status
     with backend.open() as store:
         assert key_ids(store) == {"k2"}
         k2 = Keyring.parse(K2)  # k1 retired: k2 alone opens every span and event
