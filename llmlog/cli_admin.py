@@ -200,8 +200,9 @@ def keys_rotate(ctx: Ctx) -> None:
     The store refuses clear text from every process from the first moment of the rotation
     (a process with a key seals it). Then text sealed with the other keys, or stored clear
     (before regulated mode), and the values of the metadata named sensitive still clear are
-    sealed again with the first key, and the old form is deleted; the other keys can then
-    be retired. Stops, losing nothing, at a call sealed with a key it was not given.
+    sealed again with the first key, and so are the spans and span events received over
+    OTLP; the old form is deleted, and the other keys can then be retired. Stops, losing
+    nothing, at a call, span or event sealed with a key it was not given.
 
     \b
     Examples:
@@ -221,27 +222,33 @@ def keys_rotate(ctx: Ctx) -> None:
         raise click.ClickException(str(exc)) from None
     console.print(
         f"Sealed {done.calls:,} call(s) again with key {keyring.current}; deleted {done.contents:,} piece(s)"
-        " of content in their old form. The store now takes sealed text only."
+        f" of content in their old form. Sealed {done.spans:,} span(s) and {done.span_events:,} span"
+        " event(s) again. The store now takes sealed text only."
     )
 
 
 @keys.command(name="status")
 @pass_ctx
 def keys_status(ctx: Ctx) -> None:
-    """Which keys sealed the stored calls, and whether the store takes sealed text only."""
+    """Which keys sealed the stored calls, spans and span events (a key no longer listed can
+    be retired), and whether the store takes sealed text only."""
     from collections import Counter
 
     from llmlog.store import CallFilter
 
     store = ctx.store
     store.keyring = None  # counting what is stored, not reading it: nothing to open or audit
-    counts: Counter[str] = Counter()
+    calls: Counter[str] = Counter()
     for call in store.iter_calls(CallFilter()):
         for key_id in encryption.sealed_key_ids(call) or {""}:
-            counts[key_id] += 1
-    table = Table("key", "calls")
-    for key_id, n in sorted(counts.items()):
-        table.add_row(key_id or "(clear text)", f"{n:,}")
+            calls[key_id] += 1
+    # A span or event without text to seal names no key, and is not counted.
+    spans = Counter(k for span in store.iter_spans() for k in encryption.trace_key_ids(span))
+    events = Counter(k for _, e in store.iter_span_events() for k in encryption.trace_key_ids(e))
+    table = Table("key", "calls", "spans", "span events")
+    for key_id in sorted({*calls, *spans, *events}):
+        row = (f"{counts[key_id]:,}" for counts in (calls, spans, events))
+        table.add_row(key_id or "(clear text)", *row)
     console.print(table)
     policy = store.sealing_policy()
     console.print("The store takes sealed text only." if policy.required else "The store takes clear text.")

@@ -16,8 +16,18 @@ import platformdirs
 
 from llmlog.encryption import Keyring
 
-# The fields redaction searches unless told otherwise (`llmlog.redact`).
-REDACT_FIELDS = ("system_prompt", "messages", "response", "tool_calls", "error")
+# The fields redaction searches unless told otherwise (`llmlog.redact`): every field of a
+# call that holds text a user, an app or a model wrote. LLMLOG_REDACT_FIELDS narrows it.
+REDACT_FIELDS = (
+    "system_prompt",
+    "messages",
+    "tools",
+    "params",
+    "response",
+    "tool_calls",
+    "error",
+    "metadata",
+)
 
 
 def default_db() -> str:

@@ -17,18 +17,23 @@ Keys come from `LLMLOG_KEY` (`ID:BASE64`, several separated by commas) or a file
 `LLMLOG_KEY_FILE` (one `ID:BASE64` per line); the first is the one that seals, the others
 still open what they sealed until `llmlog keys rotate` has sealed it again with the first.
 
+Spans and log events received over OTLP are sealed the same way (`Keyring.seal_span`,
+`Keyring.seal_event`): every value that holds text, but for the few structural attributes
+of `CLEAR_ATTRIBUTES`.
+
 The store enforces it, not each process: once `llmlog keys rotate` has run, the store's
-`encryption` setting says sealed text only, and every insert reads the store's settings in
-its own transaction (`Policy`), so a process opened before the rotation, or without a key,
-cannot store a call with clear text. The metadata names whose values are sealed are the
-store's setting too (`llmlog keys sensitive-metadata`), applied by every writer beside the
-process's own LLMLOG_SENSITIVE_METADATA.
+`encryption` setting says sealed text only, and every insert (of calls, spans and span
+events) reads the store's settings in its own transaction (`Policy`), so a process opened
+before the rotation, or without a key, cannot store clear text. The metadata names whose
+values are sealed are the store's setting too (`llmlog keys sensitive-metadata`), applied
+by every writer beside the process's own LLMLOG_SENSITIVE_METADATA.
 """
 
 from __future__ import annotations
 
 import base64
 import copy
+import dataclasses
 import hashlib
 import hmac
 import json
@@ -38,7 +43,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,10 +53,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from llmlog.record import Call
+from llmlog.record import Call, Span, SpanEvent, json_text
 
 if TYPE_CHECKING:
     from llmlog.store import Store
+    from llmlog.store.regulated import Refused
 
 PREFIX = "llmlog-enc:v1:"
 _SEALED = re.compile(r"llmlog-enc:v1:([A-Za-z0-9_.-]{1,64}):([A-Za-z0-9_-]+={0,2})\Z")
@@ -75,6 +81,124 @@ def well_sealed(value: Any) -> bool:
 def key_id_of(value: str) -> str | None:
     m = _SEALED.match(value)
     return m.group(1) if m else None
+
+
+# The span and event attributes whose text stays clear in regulated mode: what a call keeps
+# clear too, as columns, and what the collector must read to know a span for a model call
+# (operation, span kind, provider, model), to join it to its session and user, and to show
+# why it stopped or failed. Each is a name or an identifier set by the instrumentation, not
+# what a user or a model wrote. Every other attribute holding text is sealed: the prompt and
+# completion attributes of each convention (gen_ai.input.messages, gen_ai.prompt.0.content,
+# llm.input_messages.…, input.value, …), tool definitions and arguments, metadata,
+# exception messages and stack traces, and whatever else an instrumentation adds, known or
+# not. An allow-list, so that a new convention's content is sealed before anyone has heard
+# of it.
+CLEAR_ATTRIBUTES = frozenset(
+    {
+        "gen_ai.operation.name",
+        "gen_ai.system",
+        "gen_ai.provider.name",
+        "gen_ai.request.model",
+        "gen_ai.response.model",
+        "gen_ai.response.finish_reasons",
+        "gen_ai.conversation.id",
+        "openinference.span.kind",
+        "llm.system",
+        "llm.provider",
+        "llm.model_name",
+        "llm.request.model_name",
+        "llm.finish_reason",
+        "llm.prompt_template.version",
+        "session.id",
+        "user.id",  # hashed, when a secret is set, as a call's user id is
+        "enduser.id",
+        "tag.tags",
+        "error.type",
+        "exception.type",
+        "event.name",
+    }
+)
+
+
+def _figure(value: Any) -> bool:
+    """A value without text: nothing, a number, a boolean, or a list of those."""
+    if value is None or isinstance(value, bool | int | float):
+        return True
+    return isinstance(value, list) and all(v is None or isinstance(v, bool | int | float) for v in value)
+
+
+# What is done to each value of a span or an event that regulated mode seals: given the
+# value and whether it may stay clear (an attribute of `CLEAR_ATTRIBUTES`), the value to keep.
+_Each = Callable[[Any, bool], Any]
+
+
+def _attributes(attributes: Any, each: _Each) -> Any:
+    if not isinstance(attributes, dict):  # not an object as OTLP makes them: sealed whole
+        return each(attributes, False)
+    return {k: each(v, k in CLEAR_ATTRIBUTES) for k, v in attributes.items()}
+
+
+def _each_of_span(span: Span, each: _Each) -> Span:
+    """A copy of `span` with `each` applied to every value regulated mode seals: its status
+    message, its attributes and its events' attributes. Ids, kind, times and status stay;
+    so do its name and service, the trace tree's labels."""
+    out = dataclasses.replace(span)
+    out.status_message = each(span.status_message, False)
+    out.attributes = _attributes(span.attributes, each)
+    out.events = [{**e, "attributes": _attributes(e.get("attributes"), each)} for e in span.events]
+    return out
+
+
+def _each_of_event(event: SpanEvent, each: _Each) -> SpanEvent:
+    """A copy of a log event with `each` applied to its attributes, as a span's, and to its
+    body, sealed whole."""
+    attributes = _attributes(event.attributes, each)
+    return SpanEvent(event.trace_id, event.span_id, event.name, attributes, each(event.body, False))
+
+
+def _values(record: Span | SpanEvent) -> list[tuple[str, Any, bool]]:
+    """Where each value regulated mode seals is in a span or an event, the value, and
+    whether it may stay clear."""
+    found: list[tuple[str, Any, bool]] = []
+
+    def at(where: str) -> _Each:
+        def each(value: Any, clear_ok: bool) -> Any:
+            found.append((where, value, clear_ok))
+            return value
+
+        return each
+
+    if isinstance(record, Span):
+        at("status message")(record.status_message, False)
+        _attributes(record.attributes, at("attributes"))
+        for e in record.events:
+            _attributes(e.get("attributes"), at("event attributes"))
+    else:
+        _attributes(record.attributes, at("attributes"))
+        at("body")(record.body, False)
+    return found
+
+
+def _clear(value: Any, clear_ok: bool) -> bool:
+    return not clear_ok and not _figure(value) and not well_sealed(value)
+
+
+def trace_clear_parts(record: Span | SpanEvent) -> list[str]:
+    """What of a span (or a log event) is stored clear that regulated mode seals; empty
+    when it may go in as it is. What a store without the key can check."""
+    return list(dict.fromkeys(where for where, value, ok in _values(record) if _clear(value, ok)))
+
+
+def trace_key_ids(record: Span | SpanEvent) -> set[str]:
+    """The ids of the keys that sealed parts of a span or an event ("" for text stored clear
+    that regulated mode seals); a sealed value of a clear attribute counts too."""
+    found: set[str] = set()
+    for _, value, ok in _values(record):
+        if well_sealed(value):
+            found.add(key_id_of(value) or "")
+        elif _clear(value, ok):
+            found.add("")
+    return found
 
 
 @dataclass(frozen=True)
@@ -233,6 +357,51 @@ class Keyring:
             }
         return call
 
+    # -------------------------------------------------------------- spans and events (OTLP)
+
+    def _seal_value(self, value: Any, clear_ok: bool) -> Any:
+        """A value with text as one sealed string: the JSON of it, so that opening gives back
+        the value as it was (text, list or object). Sealed already: left as it is."""
+        return self.seal(json_text(value)) if _clear(value, clear_ok) else value
+
+    def _open_value(self, value: Any, clear_ok: bool = False) -> Any:
+        if not is_sealed(value):
+            return value
+        try:
+            return json.loads(self.open(value))
+        except (KeyProblem, ValueError):  # a key this keyring lacks: it stays sealed
+            return value
+
+    def _reseal_value(self, value: Any, clear_ok: bool) -> Any:
+        """Sealed with another key: the same text sealed with the current one (KeyProblem
+        when this keyring lacks that key). Clear: sealed, unless it may stay clear."""
+        if well_sealed(value):
+            return value if key_id_of(value) == self.current else self.seal(self.open(value))
+        return self._seal_value(value, clear_ok)
+
+    def seal_span(self, span: Span) -> Span:
+        """A copy of `span` with every value that holds text sealed, but for the attributes
+        of `CLEAR_ATTRIBUTES`; what is sealed already is left as it is."""
+        return _each_of_span(span, self._seal_value)
+
+    def seal_event(self, event: SpanEvent) -> SpanEvent:
+        """A copy of a log event sealed as a span is, its body whole."""
+        return _each_of_event(event, self._seal_value)
+
+    def open_span(self, span: Span) -> Span:
+        """A copy of `span` with what this keyring can open opened."""
+        return _each_of_span(span, self._open_value)
+
+    def open_event(self, event: SpanEvent) -> SpanEvent:
+        return _each_of_event(event, self._open_value)
+
+    def reseal_span(self, span: Span) -> Span:
+        """A copy of `span` sealed with the current key only (`llmlog keys rotate`)."""
+        return _each_of_span(span, self._reseal_value)
+
+    def reseal_event(self, event: SpanEvent) -> SpanEvent:
+        return _each_of_event(event, self._reseal_value)
+
     def open_call(self, call: Call) -> Call:
         """A copy of `call` with what this keyring can open opened."""
         out = copy.copy(call)
@@ -375,6 +544,8 @@ def new_key() -> str:
 class Rotated:
     calls: int = 0  # calls sealed again with the current key
     contents: int = 0  # pieces of content sealed with an old key (or none) deleted after
+    spans: int = 0  # spans sealed again
+    span_events: int = 0  # log events kept for their spans, sealed again
 
 
 def rotate(
@@ -387,35 +558,47 @@ def rotate(
     """Seal every stored call's text with the keyring's current key: what an older key of
     the keyring sealed, what is stored clear (a store made before regulated mode), and the
     values of the metadata named sensitive (by the store's list or the keyring's) still
-    clear. In this order, so that no moment of it lets a call in clear:
+    clear; and so every span and log event received over OTLP. In this order, so that no
+    moment of it lets text in clear:
 
-    1. the store is marked sealed-only (`Store.require_sealed`). Every insert reads that
-       mark in its own transaction, after a lock the marking conflicts with: an insert
-       committed before the mark is in the store when the sweep below reads it; one
-       committed after it is sealed (a process with a key) or refused (one without);
+    1. the store is marked sealed-only (`Store.require_sealed`). Every insert (of calls,
+       spans, span events) reads that mark in its own transaction, after a lock the marking
+       conflicts with: an insert committed before the mark is in the store when the sweep
+       below reads it; one committed after it is sealed (a process with a key) or refused
+       (one without);
     2. every call with clear text, an old key's text or a named metadata value still clear
-       is sealed again with the current key;
+       is sealed again with the current key; then every span and span event;
     3. the pieces in their old form are deleted (overwritten, on SQLite) and the files
        rewritten, so that neither clear text nor old ciphertext stays in their free space.
 
     A store without transactions (ClickHouse) is swept again after `settle_s` (its own
     `rotation_settle_s` unless given): see `ClickHouseStore.insert` for what that covers.
-    A call sealed with a key the keyring lacks stops the rotation before anything is lost;
-    the store stays sealed-only (the mark never loosens): add that key and run again."""
+    A span or event sealed with a key the keyring lacks stops the rotation before any
+    record is changed, and a call so sealed before anything is lost; the store stays
+    sealed-only (the mark never loosens): add that key and run again."""
     out = Rotated()
     store.require_sealed(keyring.current)
     saved = store.keyring
-    store.keyring = None  # read the calls as stored; what is written is sealed here
+    store.keyring = None  # read the records as stored; what is written is sealed here
     try:
+        _check_traces(store, keyring)
         out.calls = _reseal(store, keyring, on_call)
+        out.spans, out.span_events = _reseal_traces(store, keyring)
         settle = store.rotation_settle_s if settle_s is None else settle_s
         if settle > 0:
             time.sleep(settle)
             out.calls += _reseal(store, keyring, on_call)
+            spans, events = _reseal_traces(store, keyring)
+            out.spans, out.span_events = out.spans + spans, out.span_events + events
         out.contents = store.collect_content()
         # The clear text (or old ciphertext) replaced must not stay in the files' free space.
         store.reclaim(thorough=True)
-        store.audit(who, f"rotate to key {keyring.current}: {out.calls} call(s) sealed again", [])
+        store.audit(
+            who,
+            f"rotate to key {keyring.current}: {out.calls} call(s) sealed again,"
+            f" {out.spans} span(s) and {out.span_events} span event(s)",
+            [],
+        )
     finally:
         store.keyring = saved
     return out
@@ -441,3 +624,61 @@ def _reseal(store: Store, keyring: Keyring, on_call: Callable[[int], None] | Non
         if on_call is not None:
             on_call(n)
     return done
+
+
+def _check_traces(store: Store, keyring: Keyring) -> None:
+    """Before `rotate` changes any record: KeyProblem if a span or a span event is sealed
+    with a key the keyring lacks (it could not be sealed again, nor the old key retired)."""
+    known = set(keyring.ids) | {""}
+    for span in store.iter_spans():
+        missing = trace_key_ids(span) - known
+        if missing:
+            raise KeyProblem(
+                f"span {span.span_id} of trace {span.trace_id} is sealed with key {sorted(missing)[0]},"
+                " which is not in the keyring"
+            )
+    for _, event in store.iter_span_events():
+        missing = trace_key_ids(event) - known
+        if missing:
+            raise KeyProblem(
+                f"a log event of span {event.span_id} of trace {event.trace_id} is sealed with key"
+                f" {sorted(missing)[0]}, which is not in the keyring"
+            )
+
+
+_TRACE_BATCH = 500
+
+
+def _reseal_traces(store: Store, keyring: Keyring) -> tuple[int, int]:
+    """One sweep of `rotate` over the spans and the span events: how many of each it sealed
+    again. Those already sealed with the current key alone are left as they are."""
+    current = {keyring.current}
+    spans: list[Span] = []
+    events: list[tuple[Any, SpanEvent]] = []
+    done_spans = done_events = 0
+
+    def written(refused: Sequence[Refused]) -> None:
+        if refused:  # cannot be: each was sealed just now; but never lose one silently
+            raise ValueError(f"rotation could not write a span sealed again: {refused[0].reason}")
+
+    for span in store.iter_spans():
+        if trace_key_ids(span) <= current:
+            continue
+        spans.append(keyring.reseal_span(span))
+        if len(spans) >= _TRACE_BATCH:
+            written(store.update_spans(spans))
+            done_spans, spans = done_spans + len(spans), []
+    if spans:
+        written(store.update_spans(spans))
+        done_spans += len(spans)
+    for key, event in store.iter_span_events():
+        if trace_key_ids(event) <= current:
+            continue
+        events.append((key, keyring.reseal_event(event)))
+        if len(events) >= _TRACE_BATCH:
+            written(store.replace_span_events(events))
+            done_events, events = done_events + len(events), []
+    if events:
+        written(store.replace_span_events(events))
+        done_events += len(events)
+    return done_spans, done_events

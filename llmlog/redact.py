@@ -3,12 +3,14 @@
     llmlog.configure(redact=["email", "phone", "card", "secret"])       # or LLMLOG_REDACT=all
     llmlog.configure(redact_patterns={"EMPLOYEE": r"\\bE\\d{6}\\b"})       # yours, as [EMPLOYEE]
 
-Every string inside the chosen fields of a call (by default the system prompt, messages,
-response, tool calls and error) is searched; each match becomes `[EMAIL]`, `[PHONE]`,
-`[CARD]`, `[SECRET]` or the name of your pattern, and the counts per kind are kept in
-`metadata.llmlog.redactions`. Every text of an OTLP span or log event is searched too. It
-runs where every way in makes a record (`llmlog.intake`), so nothing unredacted reaches a
-store, the spool or a collector.
+Every string inside the chosen fields of a call is searched: by default every field that
+holds text (the system prompt, messages, tool definitions, the request's other parameters,
+the response, tool calls, the error and the metadata; LLMLOG_REDACT_FIELDS narrows it). Each
+match becomes `[EMAIL]`, `[PHONE]`, `[CARD]`, `[SECRET]` or the name of your pattern, and the
+counts per kind are kept in `metadata.llmlog.redactions`. What llmlog itself keeps in the
+metadata to keep track of a call (`BOOKKEEPING`: ids, counts) is left as it is. Every text
+of an OTLP span or log event is searched too. It runs where every way in makes a record
+(`llmlog.intake`), so nothing unredacted reaches a store, the spool or a collector.
 
 The rules lean towards precision: a payment card number must pass the Luhn check, a phone
 number must look like one (10 to 15 digits, with a `+` or the usual separators), and secrets
@@ -87,6 +89,18 @@ BUILT_IN: dict[str, tuple[str, re.Pattern[str], Callable[[str], bool] | None]] =
 }
 
 
+# What llmlog writes into a call's metadata to keep track of it, by path: ids and counts,
+# not what a user, an app or a model wrote. A rule could break them (the phone rule takes
+# part of some UUIDs, so a replayed call would lose the link to its original), and they hold
+# nothing a rule is for. Everything else in the metadata is searched, llmlog's own notes too
+# (the text of a response that could not be parsed may quote the user).
+BOOKKEEPING: dict[str, frozenset[str] | None] = {
+    "replay_of": None,  # the whole value: the id of the call a replay repeats
+    "llmlog": frozenset({"redactions", "retry", "incomplete", "request_id", "replay"}),
+    "otel": frozenset({"span_id"}),
+}
+
+
 class Redactor:
     """Applies the chosen rules to the chosen fields of calls."""
 
@@ -114,7 +128,7 @@ class Redactor:
             except re.error as exc:
                 raise ValueError(f"redaction pattern {name}: {exc}") from None
         self.fields = [f for f in fields]
-        bad = [f for f in self.fields if f not in FIELDS and f not in ("tools", "params", "metadata")]
+        bad = [f for f in self.fields if f not in FIELDS]
         if bad:
             raise ValueError(f"cannot redact field {bad[0]!r}")
         # A conversation re-sends its earlier messages with every call: each text is searched
@@ -164,6 +178,21 @@ class Redactor:
             return [self._value(v, counts) for v in value]
         return value
 
+    def _metadata(self, metadata: Any, counts: Counter[str]) -> Any:
+        """A call's metadata with every text in it redacted but `BOOKKEEPING`'s."""
+        if not isinstance(metadata, dict):
+            return self._value(metadata, counts)
+        out = {}
+        for key, value in metadata.items():
+            kept = BOOKKEEPING.get(key, frozenset())
+            if kept is None:
+                out[key] = value
+            elif kept and isinstance(value, dict):
+                out[key] = {k: v if k in kept else self._value(v, counts) for k, v in value.items()}
+            else:
+                out[key] = self._value(value, counts)
+        return out
+
     def value(self, value: Any) -> Any:
         """A copy of a JSON-like value (text, list, object) with every text in it redacted."""
         return self._value(value, Counter()) if self.rules else value
@@ -176,7 +205,8 @@ class Redactor:
         for name in self.fields:
             value = getattr(call, name)
             if value is not None:
-                setattr(call, name, self._value(value, counts))
+                redact = self._metadata if name == "metadata" else self._value
+                setattr(call, name, redact(value, counts))
         if counts:
             meta = dict(call.metadata or {})
             ours = dict(meta.get("llmlog") or {})

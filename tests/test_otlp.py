@@ -16,10 +16,12 @@ from collections.abc import Iterator
 import httpx2 as httpx
 import pytest
 
+from llmlog.encryption import Keyring
 from llmlog.fake_provider import FakeProvider
 from llmlog.record import Call
 from llmlog.store import CallFilter
 from tests.backends import Backend
+from tests.test_encryption import raw_bytes
 from tests.webui import HOSTILE, Running, assert_inert
 
 TOKEN = "otel-token"
@@ -356,15 +358,117 @@ def test_regulated_mode_seals_spans_and_log_events(backend: Backend, monkeypatch
     assert intake.open_event(event).body == {"content": f"{SECRET_WORD} mail {EMAIL}"}
 
 
-def test_a_collector_without_the_key_keeps_no_span_of_a_sealed_store(
+def _traced(said: str) -> tuple[bytes, bytes]:
+    """A program's spans and log records, made by the real OpenTelemetry SDK and encoded by
+    the OTLP exporters' own encoders (protobuf, as OTLPSpanExporter sends them): an agent
+    span with a text attribute; a span without text; a GenAI chat span with its messages, an
+    error status and a content event; and an event without text."""
+    from opentelemetry.exporter.otlp.proto.common._log_encoder import encode_logs
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import Status, StatusCode
+
+    spans, logs = InMemorySpanExporter(), InMemoryLogRecordExporter()
+    tp, lp = TracerProvider(), LoggerProvider()
+    tp.add_span_processor(SimpleSpanProcessor(spans))
+    lp.add_log_record_processor(SimpleLogRecordProcessor(logs))
+    tracer, logger = tp.get_tracer("t"), lp.get_logger("t")
+    with tracer.start_as_current_span("agent run") as agent:
+        agent.set_attribute("app.query", said)
+        with tracer.start_as_current_span("retrieve") as plain:
+            plain.set_attribute("retrieve.documents", 3)
+        with tracer.start_as_current_span("chat claude-sonnet-4-6") as chat:
+            chat.set_attributes(
+                {
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.provider.name": "anthropic",
+                    "gen_ai.request.model": "claude-sonnet-4-6",
+                    "gen_ai.usage.input_tokens": 11,
+                    "gen_ai.input.messages": json.dumps(
+                        [{"role": "user", "parts": [{"type": "text", "content": said}]}]
+                    ),
+                }
+            )
+            logger.emit(body={"content": said}, event_name="gen_ai.user.message",
+                        attributes={"event.name": "gen_ai.user.message"})  # fmt: skip
+            logger.emit(event_name="gen_ai.choice", attributes={"event.name": "gen_ai.choice"})
+            chat.set_status(Status(StatusCode.ERROR, said))
+    tp.shutdown()
+    lp.shutdown()
+    return (
+        encode_spans(spans.get_finished_spans()).SerializeToString(),
+        encode_logs(logs.get_finished_logs()).SerializeToString(),
+    )
+
+
+def _partial(r: httpx.Response, kind: str) -> tuple[int, str]:
+    """(how many were rejected, why) from an OTLP protobuf answer."""
+    from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+    assert r.status_code == 200, r.text
+    message = ExportTraceServiceResponse() if kind == "traces" else ExportLogsServiceResponse()
+    message.ParseFromString(r.content)
+    partial = message.partial_success
+    n = partial.rejected_spans if kind == "traces" else partial.rejected_log_records  # type: ignore[attr-defined]
+    return n, partial.error_message
+
+
+def _held(backend: Backend) -> bytes:
+    """What the store holds of traces and calls, as bytes: the SQLite files (WAL too), or the
+    PostgreSQL tables' rows."""
+    if backend.kind == "sqlite":
+        return raw_bytes(backend)
+    rows = backend.sql(
+        "SELECT string_agg(t, '|') FROM (SELECT row_to_json(s)::text AS t FROM spans AS s UNION ALL"
+        " SELECT row_to_json(e)::text FROM span_events AS e UNION ALL"
+        " SELECT row_to_json(d)::text FROM call_data AS d UNION ALL"
+        " SELECT row_to_json(c)::text FROM content AS c) AS x"
+    )
+    return (rows[0][0] or "").encode()
+
+
+def test_a_store_turned_sealed_only_refuses_clear_spans_from_a_collector_without_a_key(
     backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """A collector without a key, running since before another process ran `llmlog keys
+    rotate`: the spans and events with text it is then sent are refused by the store, each
+    alone, and said so in the OTLP partial success (not a 503 the exporter would retry);
+    those without text are kept. With a key, the same is all kept, sealed."""
+    from llmlog.config import Settings
+    from llmlog.intake import Intake
+    from tests.test_encryption import K1
+    from tests.test_regulated import llmlog_process
+
     monkeypatch.delenv("LLMLOG_KEY", raising=False)
-    logs, spans = _regulated_request("ccc39b7ec3c1b174")
-    with Running(backend) as c:
-        c.store.set_setting("encryption", {"required": True, "key": "k1"})
-    with Running(backend) as c:
-        assert post(c, "/v1/logs", logs, "application/json").status_code == 503
-        assert post(c, "/v1/traces", spans, "application/json").status_code == 503
-    assert backend.sql("SELECT count(*) FROM spans")[0][0] == 0
-    assert backend.sql("SELECT count(*) FROM span_events")[0][0] == 0
+    said = f"{SECRET_WORD} mail {EMAIL}"
+    spans, logs = _traced(said)
+    protobuf = "application/x-protobuf"
+    with Running(backend) as c:  # its store is open, taking clear text
+        rotated = llmlog_process(backend.url, "keys", "rotate", key=K1)
+        assert rotated.returncode == 0, rotated.stderr
+        rejected, why = _partial(post(c, "/v1/logs", logs, protobuf), "logs")
+        assert rejected == 1 and "#0:" in why and "no key is set here" in why, why
+        rejected, why = _partial(post(c, "/v1/traces", spans, protobuf), "traces")
+        assert rejected == 2 and "no key is set here" in why, why  # the agent span, the chat span
+        assert [s.name for s in c.store.iter_spans()] == ["retrieve"]
+        assert len(list(c.store.iter_span_events())) == 1  # the event without text
+        assert c.store.count(CallFilter()) == 0  # the chat's call, with its messages, refused
+    assert SECRET_WORD.encode() not in _held(backend) and EMAIL.encode() not in _held(backend)
+
+    key = Keyring.parse(K1)
+    monkeypatch.setenv("LLMLOG_KEY", K1)
+    with Running(backend, keyring=key) as c:
+        assert _partial(post(c, "/v1/logs", logs, protobuf), "logs") == (0, "")
+        assert _partial(post(c, "/v1/traces", spans, protobuf), "traces") == (0, "")
+        c.store.keyring = key
+        (call,) = calls_of(c, spans_trace := next(c.store.iter_spans()).trace_id)
+        kept = c.store.trace(spans_trace)
+    assert SECRET_WORD.encode() not in _held(backend) and EMAIL.encode() not in _held(backend)
+    assert call.messages == [{"role": "user", "content": [{"type": "text", "text": said}]}]
+    agent = next(s for s in kept if s.name == "agent run")
+    assert Intake(Settings()).open_span(agent).attributes["app.query"] == said

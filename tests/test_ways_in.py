@@ -54,14 +54,12 @@ WORD = {
     where: f"qx{where}word"
     for where in ("system", "message", "tool", "error", "metadata", "attribute", "event", "replay")
 }
-FIELDS = "system_prompt,messages,tools,params,response,tool_calls,error,metadata"
 MODES = {
     "clear": {},
     "redact": {
+        # The default fields: the tool definitions and metadata carry the patterns too.
         "LLMLOG_REDACT": "email",
         "LLMLOG_REDACT_PATTERNS": json.dumps({"CASE": r"CASE-\d{6}"}),
-        # Every field: the tool definitions and metadata carry the patterns too.
-        "LLMLOG_REDACT_FIELDS": FIELDS,
     },
     "sealed": {"LLMLOG_KEY": KEY, "LLMLOG_SENSITIVE_METADATA": "note"},
 }

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,9 +27,12 @@ from starlette.responses import JSONResponse, Response
 
 from llmlog.record import Call, Span, SpanEvent
 from llmlog.store import Store
+from llmlog.store.regulated import Refused
 
 if TYPE_CHECKING:
     from llmlog.intake import Intake
+
+log = logging.getLogger("llmlog")
 
 _NAMESPACE = uuid.UUID("0b6c3f8e-7d1a-5b2c-9e4f-1a2b3c4d5e6f")
 _KINDS = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
@@ -634,22 +638,33 @@ def _fill(call: Call, other: Call) -> bool:
     return changed
 
 
-def _keys_for(store: Store, intake: Intake) -> None:
-    """Spans and events keep text as calls do: where the store asks for it sealed, not
-    without a key to seal it with (a call would be refused the same way)."""
-    if store.sealed_only and intake.keyring is None:
-        raise ValueError(
-            "this store keeps text encrypted (regulated mode), and no key is set here to encrypt"
-            " spans and events with (LLMLOG_KEY or LLMLOG_KEY_FILE)"
-        )
+def _insert_calls(store: Store, calls: list[Call], refused: dict[str, str]) -> int:
+    """Insert the batch in one transaction; when the store refuses a call as data (not as
+    being down), each goes alone, and why each refused one was goes to `refused` by id.
+    Returns how many were new."""
+    if not calls:
+        return 0
+    try:
+        return store.insert(calls)
+    except store.data_errors:
+        pass
+    added = 0
+    for call in calls:
+        try:
+            added += store.insert([call])
+        except store.data_errors as exc:
+            refused[call.id] = str(exc)
+    return added
 
 
-def ingest_spans(store: Store, spans: list[Span], intake: Intake) -> int:
+def ingest_spans(store: Store, spans: list[Span], intake: Intake) -> tuple[int, list[Refused]]:
     """Keep the spans and the calls their model-call spans describe, each through `intake`
-    (redacted, sealed, priced); returns how many calls were new. A span of this request and
-    one of an earlier request that are one call (wrapper and SDK span, exported apart) make
-    one call: the one stored first, given the content it lacked."""
-    _keys_for(store, intake)
+    (redacted, sealed, priced); returns how many calls were new, and the spans refused, by
+    their position in `spans`: those the store would not keep (regulated mode, text this
+    process has no key to seal), and those whose call it would not keep. The rest is kept
+    whatever was refused. A span of this request and one of an earlier request that are one
+    call (wrapper and SDK span, exported apart) make one call: the one stored first, given
+    the content it lacked."""
     by_trace: dict[str, list[Span]] = {}
     for s in spans:
         by_trace.setdefault(s.trace_id, []).append(s)
@@ -681,22 +696,38 @@ def ingest_spans(store: Store, spans: list[Span], intake: Intake) -> int:
             stored = store.get(earlier)
             if stored is not None and _fill(stored, intake.protect(call)):
                 enriched.append(stored)
-    added = store.insert(new) if new else 0
+    calls_refused: dict[str, str] = {}
+    added = _insert_calls(store, new, calls_refused)
     for call in enriched:
-        store.update_content(call)
+        try:
+            store.update_content(call)
+        except store.data_errors as exc:
+            calls_refused[call.id] = str(exc)
+    # A span whose call was refused is refused with it: what it says was not kept.
+    refused = [
+        Refused(i, f"its call was not stored: {calls_refused[s.call_id]}")
+        for i, s in enumerate(spans)
+        if s.call_id in calls_refused
+    ]
+    kept = [i for i, s in enumerate(spans) if s.call_id not in calls_refused]
     # The calls were read from the spans as they came; the spans are kept as every record is.
-    store.insert_spans([intake.span(s) for s in spans])
-    return added
+    refused += [
+        Refused(kept[r.index], r.reason) for r in store.insert_spans([intake.span(spans[i]) for i in kept])
+    ]
+    return added, sorted(refused)
 
 
-def ingest_events(store: Store, events: list[SpanEvent], intake: Intake) -> int:
+def ingest_events(store: Store, events: list[SpanEvent], intake: Intake) -> tuple[int, list[Refused]]:
     """Keep content events (through `intake`: redacted, sealed); those whose span is a
-    stored call give it the content it lacks. Returns how many calls gained content. Events
-    that come before their span wait in the store for it (`ingest_spans` reads them)."""
-    _keys_for(store, intake)
-    kept = [e for e in events if e.trace_id and e.span_id]
-    if kept:
-        store.insert_span_events([intake.event(e) for e in kept])
+    stored call give it the content it lacks. Returns how many calls gained content, and
+    the events the store refused, by their position in `events`. Events that come before
+    their span wait in the store for it (`ingest_spans` reads them)."""
+    joined = [i for i, e in enumerate(events) if e.trace_id and e.span_id]
+    refused: list[Refused] = []
+    if joined:
+        said = store.insert_span_events([intake.event(events[i]) for i in joined])
+        refused = [Refused(joined[r.index], r.reason) for r in said]
+    kept = [events[i] for i in sorted(set(joined) - {r.index for r in refused})]
     updated = 0
     for trace_id in {e.trace_id for e in kept if e.trace_id}:
         spans = {s.span_id: s for s in store.trace(trace_id)}
@@ -710,9 +741,24 @@ def ingest_events(store: Store, events: list[SpanEvent], intake: Intake) -> int:
             events_read = [intake.open_event(e) for e in store.span_events(trace_id, [span_id])]
             content = span_call(intake.open_span(span), event_content(events_read))
             if _fill(stored, intake.protect(content)):
-                store.update_content(stored)
+                try:
+                    store.update_content(stored)
+                except store.data_errors as exc:  # the events are kept; their call stays as it was
+                    log.warning("llmlog: call %s could not gain its events' content: %s", stored.id, exc)
+                    continue
                 updated += 1
-    return updated
+    return updated, refused
+
+
+def in_request(refused: list[Refused], decoded: int, rejected: list[Rejected]) -> list[Rejected]:
+    """Every record of a request rejected, by its position in the request: those it could
+    not be decoded into (`rejected`), and those the store refused (`refused`, by position
+    among the `decoded` records)."""
+    skipped = {r.index for r in rejected}
+    positions = [i for i in range(decoded + len(rejected)) if i not in skipped]
+    return sorted(
+        [*rejected, *(Rejected(positions[r.index], r.reason) for r in refused)], key=lambda r: r.index
+    )
 
 
 def answer(kind: str, content_type: str, rejected: list[Rejected]) -> Response:

@@ -14,12 +14,13 @@ from decimal import Decimal
 from typing import Any
 
 from llmlog.encryption import Keyring
-from llmlog.record import Call, Span, SpanEvent, format_timestamp, parse_timestamp
+from llmlog.record import Call, format_timestamp, parse_timestamp
 from llmlog.store import search, vectors
 from llmlog.store.content import ContentIds
 from llmlog.store.readonly import RESULT_MAX_BYTES, QueryResult, ReadOnlyError
 from llmlog.store.regulated import Regulated
 from llmlog.store.search import Hit
+from llmlog.store.traces import Traces
 
 log = logging.getLogger("llmlog")
 
@@ -274,8 +275,9 @@ def _when(value: Any) -> datetime:
     return value if isinstance(value, datetime) else parse_timestamp(value)
 
 
-class Store(Regulated, abc.ABC):
-    """A place calls are kept. Implementations: SQLite (embedded default), PostgreSQL."""
+class Store(Regulated, Traces, abc.ABC):
+    """A place calls are kept (and traces: `Traces`). Implementations: SQLite (embedded
+    default), PostgreSQL, ClickHouse."""
 
     url: str
     # The SQL dialect ("sqlite", "postgres") and its parameter mark, for code that writes
@@ -602,23 +604,6 @@ class Store(Regulated, abc.ABC):
 
     @abc.abstractmethod
     def set_setting(self, key: str, value: Any) -> None: ...
-
-    @abc.abstractmethod
-    def insert_spans(self, spans: Sequence[Span]) -> None:
-        """Keep spans (OTLP); one already kept keeps its first form, and gains the call id
-        it lacked."""
-
-    @abc.abstractmethod
-    def trace(self, trace_id: str) -> list[Span]:
-        """The spans of one trace, earliest first."""
-
-    @abc.abstractmethod
-    def insert_span_events(self, events: Sequence[SpanEvent]) -> None:
-        """Keep log events that carry a span's content; the same event twice is kept once."""
-
-    @abc.abstractmethod
-    def span_events(self, trace_id: str, span_ids: Sequence[str]) -> list[SpanEvent]:
-        """The kept events of these spans, in the order they came."""
 
     @abc.abstractmethod
     def query(

@@ -23,7 +23,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from llmlog.encryption import Policy
-from llmlog.record import COLUMNS, INT_COLUMNS, JSON_COLUMNS, Call, Span, SpanEvent, json_text
+from llmlog.record import COLUMNS, INT_COLUMNS, JSON_COLUMNS, Call, json_text
 from llmlog.store import clickhouse_reader as reader
 from llmlog.store import search
 from llmlog.store.base import (
@@ -34,21 +34,21 @@ from llmlog.store.base import (
     Erased,
     QueryResult,
     ReadOnlyError,
-    Store,
     erase_target,
     plain,
     utc_days,
 )
 from llmlog.store.clickhouse_engine import READ_SETTINGS, Engine, EngineError, bind, open_engine
+from llmlog.store.clickhouse_engine import utc_time as _when
 from llmlog.store.clickhouse_schema import DAILY_GROUP, DAILY_SELECT, MIGRATIONS, PEOPLE_SELECT
-from llmlog.store.content import digest
+from llmlog.store.clickhouse_traces import ClickHouseTraces
 from llmlog.store.readonly import RESULT_MAX_BYTES, bounded, too_large
 from llmlog.store.search import Query
 
 _CLUSTER_ENV = "LLMLOG_CLICKHOUSE_CLUSTER"
 
 
-class ClickHouseStore(Store):
+class ClickHouseStore(ClickHouseTraces):
     dialect = "clickhouse"
     placeholder = "%s"
     # Rotation sweeps again after this long, for what a cluster's replicas saw late (`insert`).
@@ -444,6 +444,9 @@ class ClickHouseStore(Store):
     def reclaim(self, thorough: bool = False) -> None:
         # A mutation has already rewritten the parts; merging them drops months now empty.
         self.engine.command("OPTIMIZE TABLE call_data FINAL")
+        if thorough:  # and the versions of spans replaced, the events sent twice, merged away
+            self.engine.command("OPTIMIZE TABLE spans FINAL")
+            self.engine.command("OPTIMIZE TABLE span_events FINAL")
 
     def set_setting(self, key: str, value: Any) -> None:
         """A setting; the retention policy also becomes the table's TTL, so the engine drops
@@ -529,85 +532,6 @@ class ClickHouseStore(Store):
         where, params = self._where(f, ["embedding IS NOT NULL"])
         sql = f"SELECT id, embedding FROM call_data {where} ORDER BY timestamp DESC LIMIT {int(limit)}"
         return [(i, bytes.fromhex(v)) for i, v in self._select(sql, params)]
-
-    # -------------------------------------------------------------- spans (OTLP)
-
-    def insert_spans(self, spans: Sequence[Span]) -> None:
-        if not spans:
-            return
-        version = int(datetime.now(UTC).timestamp() * 1e6)
-        columns = ["trace_id", "span_id", "parent_id", "name", "kind", "start_time", "end_time", "status",
-                   "status_message", "attributes", "events", "service", "call_id", "version"]  # fmt: skip
-        rows = [
-            [s.trace_id, s.span_id, s.parent_id, s.name, s.kind, s.start, s.end, s.status, s.status_message,
-             json_text(s.attributes), json_text(s.events), s.service, s.call_id, version]
-            for s in spans
-        ]  # fmt: skip
-        self.engine.insert("spans", columns, rows)
-
-    def trace(self, trace_id: str) -> list[Span]:
-        # The newest version of each span; the call it became from whichever version named it.
-        latest = ", ".join(f"argMax({c}, version)" for c in SPAN_COLUMNS)
-        rows = self._select(
-            f"SELECT trace_id, span_id, {latest}, max(call_id) FROM spans WHERE trace_id = %s"
-            " GROUP BY trace_id, span_id ORDER BY 6, span_id",
-            [trace_id],
-        )
-        return [
-            Span(t, s, p, n, k, _when(st), _when(en) if en else None, status, message,
-                 json.loads(attrs or "{}"), json.loads(evs or "[]"), service, call)
-            for t, s, p, n, k, st, en, status, message, attrs, evs, service, call in rows
-        ]  # fmt: skip
-
-    def insert_span_events(self, events: Sequence[SpanEvent]) -> None:
-        rows = []
-        for e in events:
-            attributes, body = json_text(e.attributes), json_text(e.body)
-            key = digest(f"{e.trace_id}\n{e.span_id}\n{e.name}\n{attributes}\n{body}").hex()
-            rows.append([key, e.trace_id, e.span_id, e.name, attributes, body, time.time_ns()])
-        if rows:
-            columns = ["key", "trace_id", "span_id", "name", "attributes", "body", "received"]
-            self.engine.insert("span_events", columns, rows)
-
-    def span_events(self, trace_id: str, span_ids: Sequence[str]) -> list[SpanEvent]:
-        if not span_ids:
-            return []
-        rows = self._select(
-            "SELECT trace_id, span_id, name, any(attributes), any(body), min(received) FROM span_events"
-            " WHERE trace_id = %s AND span_id IN %s GROUP BY trace_id, span_id, name, key ORDER BY 6",
-            [trace_id, list(span_ids)],
-        )
-        return [
-            SpanEvent(t, s, n, json.loads(a or "{}"), json.loads(b) if b else None)
-            for t, s, n, a, b, _ in rows
-        ]
-
-    def _delete_spans(self, where: str, params: Sequence[Any]) -> int:
-        """The spans `where` picks (on `spans`), and their events; how many of both. The
-        events first: they are found through the spans."""
-        picked = f"(trace_id, span_id) IN (SELECT trace_id, span_id FROM spans WHERE {where})"
-        spans = int(
-            self._select(f"SELECT uniqExact(trace_id, span_id) FROM spans WHERE {where}", params)[0][0]
-        )
-        if not spans:
-            return 0
-        events = int(self._select(f"SELECT count() FROM span_events WHERE {picked}", params)[0][0])
-        self._mutate(f"ALTER TABLE span_events DELETE WHERE {picked}", params)
-        self._mutate(f"ALTER TABLE spans DELETE WHERE {where}", params)
-        return spans + events
-
-    def purge_traces(self, before: datetime) -> int:
-        n = self._delete_spans("start_time < %s", [before])
-        old = int(
-            self._select(
-                "SELECT count() FROM span_events WHERE received < %s", [int(before.timestamp() * 1e9)]
-            )[0][0]
-        )
-        if old:
-            self._mutate(
-                "ALTER TABLE span_events DELETE WHERE received < %s", [int(before.timestamp() * 1e9)]
-            )
-        return n + old
 
     # -------------------------------------------------------------- accounts and tokens
     # Rows are replaced by newer versions (ReplacingMergeTree), so each change is an insert.
@@ -722,9 +646,6 @@ def _refusal(message: str, timeout_s: float, max_bytes: int) -> str:
     return message.split("\n")[0]
 
 
-# A span's columns that a newer version of its row replaces.
-SPAN_COLUMNS = ("parent_id", "name", "kind", "start_time", "end_time", "status", "status_message",
-                "attributes", "events", "service")  # fmt: skip
 # The calls' columns, as the table holds them.
 COLUMNS_READ = list(COLUMNS)
 # What a list shows of a call (`brief`): no system prompt, tools or params, and of the
@@ -754,12 +675,6 @@ def _row(c: Call) -> list[Any]:
             value = json_text(value)
         out.append(value)
     return out
-
-
-def _when(value: Any) -> datetime:
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
 
 
 def _literal(words: Sequence[str]) -> str:

@@ -243,6 +243,13 @@ def _time_text(t: datetime) -> str:
     return t.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 
+def utc_time(value: Any) -> datetime:
+    """A time as the engine gives it (a datetime, or its text), in UTC."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+
+
 def bind(sql: str, params: Sequence[Any] | None) -> str:
     """`%s` parameters bound into the SQL by clickhouse-connect's quoting."""
     from clickhouse_connect.driver.binding import bind_query

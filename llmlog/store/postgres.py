@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -27,7 +26,7 @@ import psycopg
 from psycopg import sql as pgsql
 
 from llmlog.encryption import ENCRYPTION_SETTING
-from llmlog.record import COLUMNS, Call, Span, SpanEvent, format_timestamp, json_text
+from llmlog.record import COLUMNS, Call, format_timestamp, json_text
 from llmlog.store import postgres_reader as reader
 from llmlog.store import search
 from llmlog.store.base import (
@@ -42,8 +41,10 @@ from llmlog.store.base import (
     like_pattern,
     utc_days,
 )
-from llmlog.store.content import ContentBatch, ContentIds, Key, digest
+from llmlog.store.content import ContentBatch, ContentIds, Key
 from llmlog.store.postgres_schema import migrate, schema_lock, schema_version
+from llmlog.store.postgres_traces import PostgresTraces
+from llmlog.store.postgres_traces import storable as _storable
 from llmlog.store.readonly import RESULT_MAX_BYTES
 
 CONNECT_TIMEOUT_S = 10
@@ -87,21 +88,6 @@ ROW_COLUMNS = (
 # ------------------------------------------------------------------ helpers
 
 
-# PostgreSQL text holds neither NUL nor unpaired surrogates (jsonb refuses \u0000 too).
-_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
-
-
-def _storable(value: Any) -> Any:
-    """The value with every character PostgreSQL cannot hold replaced by U+FFFD."""
-    if isinstance(value, str):
-        return _UNSTORABLE.sub("\ufffd", value)
-    if isinstance(value, dict):
-        return {_storable(k): _storable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_storable(v) for v in value]
-    return value
-
-
 def _storable_call(c: Call) -> Call:
     return c.replace(**{name: _storable(getattr(c, name)) for name in COLUMNS if name != "timestamp"})
 
@@ -117,7 +103,7 @@ def _is_encoding_error(exc: psycopg.DataError) -> bool:
     ) or "NUL" in str(exc)
 
 
-class PostgresStore(Store):
+class PostgresStore(PostgresTraces):
     dialect = "postgres"
     placeholder = "%s"
     # ProgramLimitExceeded: e.g. a feature name too long for an index entry (over ~2.7 kB).
@@ -568,56 +554,6 @@ class PostgresStore(Store):
             " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             (key, json.dumps(value)),
         )
-
-    def insert_spans(self, spans: Sequence[Span]) -> None:
-        rows = [
-            (s.trace_id, s.span_id, s.parent_id, s.name, s.kind, s.start, s.end, s.status, s.status_message,
-             json_text(_storable(s.attributes)), json_text(_storable(s.events)), s.service, s.call_id)
-            for s in spans
-        ]  # fmt: skip
-        conn = self.conn
-        with conn.transaction(), conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO spans VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s)"
-                " ON CONFLICT (trace_id, span_id)"
-                " DO UPDATE SET call_id = coalesce(spans.call_id, excluded.call_id)",
-                rows,
-            )
-
-    def trace(self, trace_id: str) -> list[Span]:
-        rows = self.conn.execute(
-            "SELECT trace_id, span_id, parent_id, name, kind, start_time, end_time, status, status_message,"
-            " attributes, events, service, call_id FROM spans WHERE trace_id = %s"
-            " ORDER BY start_time, span_id",
-            (trace_id,),
-        )
-        return [
-            Span(t, s, p, n, k, st.astimezone(UTC), en.astimezone(UTC) if en else None, status, message,
-                 attrs or {}, evs or [], service, call)
-            for t, s, p, n, k, st, en, status, message, attrs, evs, service, call in rows
-        ]  # fmt: skip
-
-    def insert_span_events(self, events: Sequence[SpanEvent]) -> None:
-        rows = []
-        for e in events:
-            attributes, body = json_text(_storable(e.attributes)), json_text(_storable(e.body))
-            key = digest(f"{e.trace_id}\n{e.span_id}\n{e.name}\n{attributes}\n{body}")
-            rows.append((key, e.trace_id, e.span_id, e.name, attributes, body, time.time_ns()))
-        conn = self.conn
-        with conn.transaction(), conn.cursor() as cur:
-            cur.executemany(
-                "INSERT INTO span_events VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s)"
-                " ON CONFLICT (key) DO NOTHING",
-                rows,
-            )
-
-    def span_events(self, trace_id: str, span_ids: Sequence[str]) -> list[SpanEvent]:
-        rows = self.conn.execute(
-            "SELECT trace_id, span_id, name, attributes, body FROM span_events"
-            " WHERE trace_id = %s AND span_id = ANY(%s) ORDER BY received, key",
-            (trace_id, list(span_ids)),
-        )
-        return [SpanEvent(t, s, n, a or {}, b) for t, s, n, a, b in rows]
 
     # -------------------------------------------------------------- reading
 

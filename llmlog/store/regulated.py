@@ -5,17 +5,53 @@ update) reads the store's settings in its own writing transaction and obeys them
 are then, however long ago the store was opened and whatever the process was told. A call
 with clear text is sealed by a process that has a key and refused, as a data error, by one
 that has not, once the store takes sealed text only; the metadata names whose values are
-sealed are the store's own list, applied by every writer beside its own.
+sealed are the store's own list, applied by every writer beside its own. Spans and span
+events (OTLP) are held to the same, one record at a time: one with clear text is sealed
+with a key, and without one refused alone (`Refused`), the rest of its batch stored.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, NamedTuple, TypeVar
 
-from llmlog.encryption import ENCRYPTION_SETTING, POLICY_SETTINGS, Keyring, Policy, clear_parts
-from llmlog.record import Call
+from llmlog.encryption import (
+    ENCRYPTION_SETTING,
+    POLICY_SETTINGS,
+    Keyring,
+    Policy,
+    clear_parts,
+    trace_clear_parts,
+)
+from llmlog.record import Call, Span, SpanEvent
+
+Record = TypeVar("Record", Span, SpanEvent)
+
+
+class Refused(NamedTuple):
+    """A span or span event the store would not keep: its position in the batch, and why."""
+
+    index: int
+    reason: str
+
+
+@dataclass
+class Admitted(Generic[Record]):
+    """Of a batch of spans or span events: what may be stored as it now is, with each one's
+    position in the batch, and what was refused."""
+
+    records: list[Record] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    refused: list[Refused] = field(default_factory=list)
+
+
+def refusal(what: str, parts: Sequence[str]) -> str:
+    return (
+        f"{what}: this store keeps text encrypted (regulated mode), and no key is set here to"
+        f" encrypt its {' and '.join(parts)} with (LLMLOG_KEY or LLMLOG_KEY_FILE)"
+    )
 
 
 class Regulated:
@@ -60,11 +96,7 @@ class Regulated:
         settings now name is sealed (copies); without, a call with clear text (or a clear
         value of a metadata name the store lists) is refused, as a data error, when the
         store keeps text sealed only. Returns `calls` itself when nothing changed."""
-        policy = Policy.from_settings(settings)
-        self.sealed_only, self.sensitive_metadata = policy.required, policy.sensitive
-        if "vectors" in settings:  # turned on by another process: embedded from this batch on
-            asked = settings["vectors"]
-            self.vectors = isinstance(asked, dict) and bool(asked.get("enabled"))
+        policy = self._obey(settings)
         if self.keyring is not None:
             if not any(self._clear(c, policy) for c in calls):
                 return calls
@@ -75,12 +107,63 @@ class Regulated:
         for c in calls:
             clear = self._clear(c, policy)
             if clear:
-                raise ValueError(
-                    f"call {c.id}: this store keeps the text of calls encrypted (regulated mode),"
-                    f" and no key is set here to encrypt its {' and '.join(clear)} with"
-                    " (LLMLOG_KEY or LLMLOG_KEY_FILE)"
-                )
+                raise ValueError(refusal(f"call {c.id}", clear))
         return calls
+
+    def _obey(self, settings: Mapping[str, Any]) -> Policy:
+        """What the store's settings, as read in a writing transaction, ask of it (cached
+        for display, and to seal before the next write lock)."""
+        policy = Policy.from_settings(settings)
+        self.sealed_only, self.sensitive_metadata = policy.required, policy.sensitive
+        if "vectors" in settings:  # turned on by another process: embedded from this batch on
+            asked = settings["vectors"]
+            self.vectors = isinstance(asked, dict) and bool(asked.get("enabled"))
+        return policy
+
+    # -------------------------------------------------------------- spans and span events
+
+    def _sealed_spans(self, spans: Sequence[Span]) -> Sequence[Span]:
+        """As `_sealed` for calls: with keys, copies of `spans` sealed (`Keyring.seal_span`,
+        the sealing every way in uses), before the writing transaction."""
+        return spans if self.keyring is None else [self.keyring.seal_span(s) for s in spans]
+
+    def _sealed_events(self, events: Sequence[SpanEvent]) -> Sequence[SpanEvent]:
+        return events if self.keyring is None else [self.keyring.seal_event(e) for e in events]
+
+    def _enforce_spans(self, spans: Sequence[Span], settings: Mapping[str, Any]) -> Admitted[Span]:
+        """As `_enforce` for calls, in the writing transaction, given the settings read in
+        it: with keys, whatever is still clear is sealed; without, a span with clear text is
+        refused, alone, when the store keeps text sealed only."""
+        seal = self.keyring.seal_span if self.keyring is not None else None
+        return self._admit(spans, settings, seal, lambda s: f"span {s.span_id} of trace {s.trace_id}")
+
+    def _enforce_events(
+        self, events: Sequence[SpanEvent], settings: Mapping[str, Any]
+    ) -> Admitted[SpanEvent]:
+        seal = self.keyring.seal_event if self.keyring is not None else None
+        return self._admit(events, settings, seal, lambda e: f"log event {e.name!r} of span {e.span_id}")
+
+    def _admit(
+        self,
+        records: Sequence[Record],
+        settings: Mapping[str, Any],
+        seal: Callable[[Record], Record] | None,
+        name: Callable[[Record], str],
+    ) -> Admitted[Record]:
+        policy = self._obey(settings)
+        out: Admitted[Record] = Admitted()
+        for i, record in enumerate(records):
+            # Without keys in a store that takes clear text nothing need be looked at.
+            clear = [] if seal is None and not policy.required else trace_clear_parts(record)
+            if not clear:
+                out.records.append(record)
+            elif seal is not None:
+                out.records.append(seal(record))
+            else:
+                out.refused.append(Refused(i, refusal(name(record), clear)))
+                continue
+            out.positions.append(i)
+        return out
 
     def _clear(self, call: Call, policy: Policy) -> list[str]:
         """What of `call` must not be stored as it is, under `policy`, by this process: with

@@ -23,8 +23,6 @@ from llmlog.record import (
     COLUMNS,
     JSON_COLUMNS,
     Call,
-    Span,
-    SpanEvent,
     format_timestamp,
     json_text,
     parse_timestamp,
@@ -42,9 +40,11 @@ from llmlog.store.base import (
     like_pattern,
     utc_days,
 )
-from llmlog.store.content import ContentBatch, ContentIds, Key, digest
+from llmlog.store.content import ContentBatch, ContentIds, Key
 from llmlog.store.readonly import RESULT_MAX_BYTES, bounded, too_large
 from llmlog.store.sqlite_schema import migrate
+from llmlog.store.sqlite_traces import SQLiteTraces
+from llmlog.store.sqlite_traces import json_safe as _json_safe
 
 BUSY_TIMEOUT_MS = 60_000
 
@@ -66,12 +66,6 @@ FROM call_data AS d
 
 
 # ------------------------------------------------------------------ helpers
-
-
-def _json_safe(value: Any) -> str:
-    # Everything non-ASCII escaped: the rare text that is not valid Unicode (a lone
-    # surrogate from a \ud800 escape) cannot be stored as UTF-8, but its escape can.
-    return json.dumps(value, ensure_ascii=True, separators=(",", ":"), default=str)
 
 
 def _valid_text(text: str) -> str:
@@ -164,7 +158,7 @@ def _read_only_authorizer(
     return sqlite3.SQLITE_DENY
 
 
-class SQLiteStore(Store):
+class SQLiteStore(SQLiteTraces):
     data_errors = (*Store.data_errors, sqlite3.IntegrityError, sqlite3.InterfaceError)
 
     def __init__(self, path: str | Path) -> None:
@@ -533,57 +527,6 @@ class SQLiteStore(Store):
                 "INSERT INTO settings VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, json.dumps(value)),
             )
-
-    def insert_spans(self, spans: Sequence[Span]) -> None:
-        rows = [
-            (s.trace_id, s.span_id, s.parent_id, s.name, s.kind, format_timestamp(s.start),
-             format_timestamp(s.end) if s.end else None, s.status, s.status_message,
-             _json_safe(s.attributes), _json_safe(s.events), s.service, s.call_id)
-            for s in spans
-        ]  # fmt: skip
-        with self._writing():
-            self.db.executemany(
-                "INSERT INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (trace_id, span_id) DO UPDATE SET call_id = ifnull(call_id, excluded.call_id)",
-                rows,
-            )
-
-    def trace(self, trace_id: str) -> list[Span]:
-        cur = self.db.execute(
-            "SELECT trace_id, span_id, parent_id, name, kind, start_time, end_time, status, status_message,"
-            " attributes, events, service, call_id FROM spans WHERE trace_id = ?"
-            " ORDER BY start_time, span_id",
-            (trace_id,),
-        )
-        return [
-            Span(t, s, p, n, k, parse_timestamp(st), parse_timestamp(en) if en else None, status, message,
-                 json.loads(attrs or "{}"), json.loads(evs or "[]"), service, call)
-            for t, s, p, n, k, st, en, status, message, attrs, evs, service, call in cur
-        ]  # fmt: skip
-
-    def insert_span_events(self, events: Sequence[SpanEvent]) -> None:
-        rows = []
-        for e in events:
-            attributes, body = _json_safe(e.attributes), _json_safe(e.body)
-            key = digest(f"{e.trace_id}\n{e.span_id}\n{e.name}\n{attributes}\n{body}")
-            rows.append((key, e.trace_id, e.span_id, e.name, attributes, body, time.time_ns()))
-        with self._writing():
-            self.db.executemany(
-                "INSERT INTO span_events VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING", rows
-            )
-
-    def span_events(self, trace_id: str, span_ids: Sequence[str]) -> list[SpanEvent]:
-        if not span_ids:
-            return []
-        marks = ",".join("?" * len(span_ids))
-        cur = self.db.execute(
-            "SELECT trace_id, span_id, name, attributes, body FROM span_events"
-            f" WHERE trace_id = ? AND span_id IN ({marks}) ORDER BY received, rowid",
-            (trace_id, *span_ids),
-        )
-        return [
-            SpanEvent(t, s, n, json.loads(a or "{}"), json.loads(b) if b else None) for t, s, n, a, b in cur
-        ]
 
     # -------------------------------------------------------------- reading
 

@@ -34,6 +34,7 @@ from llmlog.intake import Intake
 from llmlog.jsonl import BadRecord, parse_batch
 from llmlog.pricing import Pricer
 from llmlog.record import COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, JSON_COLUMNS, Call
+from llmlog.store.regulated import Refused
 from llmlog.web.app import Web
 
 log = logging.getLogger("llmlog")
@@ -181,20 +182,22 @@ def routes(web: Web, token: Gate = None, settings: Settings | None = None) -> li
         except ValueError as exc:  # OTLPError, or gzip that is not
             return JSONResponse({"error": str(exc)}, status_code=400)
 
-        def store() -> None:
+        def store() -> list[Refused]:
             with web.lock:
                 if kind == "traces":
-                    otlp_in.ingest_spans(web.store, spans, intake)
-                else:
-                    otlp_in.ingest_events(web.store, events, intake)
+                    return otlp_in.ingest_spans(web.store, spans, intake)[1]
+                return otlp_in.ingest_events(web.store, events, intake)[1]
 
         try:
-            await run_in_threadpool(store)
+            refused = await run_in_threadpool(store)
         except Exception as exc:
             log.warning("llmlog: store unavailable for OTLP %s: %r", kind, exc)
             # 503 is one of the answers OTLP exporters retry.
             return JSONResponse({"error": "the store is unavailable: send again"}, status_code=503)
-        return otlp_in.answer(kind, content_type, rejected)
+        # What the store refused (regulated mode, no key here) is said as a partial success:
+        # sending it again would not help.
+        decoded = len(spans) if kind == "traces" else len(events)
+        return otlp_in.answer(kind, content_type, otlp_in.in_request(refused, decoded, rejected))
 
     async def traces(request: Request) -> Response:
         return await otlp(request, "traces")

@@ -1,0 +1,240 @@
+"""Spans and span events (OTLP) in the ClickHouse store: `ClickHouseStore`'s part of `Traces`.
+
+ClickHouse has no transaction to hold regulated mode's setting still while rows go in, so
+a write of spans or events does what a call's insert does (`ClickHouseStore.insert`): the
+settings are read just before it (clear text sealed with a key, refused without) and again
+just after; if the store turned sealed-only meanwhile, the clear rows it let in are deleted
+again and refused. A span sent again is a newer version of its row; changing one (`llmlog
+keys rotate`) writes the new version and deletes the older ones, a mutation that rewrites
+the parts holding them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from llmlog.encryption import Policy, trace_clear_parts
+from llmlog.record import Span, SpanEvent, json_text
+from llmlog.store.base import Store
+from llmlog.store.clickhouse_engine import Engine, utc_time
+from llmlog.store.content import digest
+from llmlog.store.regulated import Admitted, Refused
+
+# A span's columns that a newer version of its row replaces.
+SPAN_COLUMNS = ("parent_id", "name", "kind", "start_time", "end_time", "status", "status_message",
+                "attributes", "events", "service")  # fmt: skip
+_INSERTED = ["trace_id", "span_id", *SPAN_COLUMNS, "call_id", "version"]
+_EVENT_COLUMNS = ["key", "trace_id", "span_id", "name", "attributes", "body", "received"]
+# The newest version of each span; the call it became from whichever version named it.
+_LATEST = f"trace_id, span_id, {', '.join(f'argMax({c}, version)' for c in SPAN_COLUMNS)}, max(call_id)"
+
+
+def _span(row: Sequence[Any]) -> Span:
+    t, s, p, n, k, st, en, status, message, attrs, evs, service, call = row
+    return Span(t, s, p, n, k, utc_time(st), utc_time(en) if en else None, status, message,
+                json.loads(attrs or "{}"), json.loads(evs or "[]"), service, call)  # fmt: skip
+
+
+def _span_row(s: Span, version: int) -> list[Any]:
+    return [s.trace_id, s.span_id, s.parent_id, s.name, s.kind, s.start, s.end, s.status, s.status_message,
+            json_text(s.attributes), json_text(s.events), s.service, s.call_id, version]  # fmt: skip
+
+
+def _event_row(e: SpanEvent, received: int) -> list[Any]:
+    """An event as `span_events` keeps it: keyed by a hash of its form as stored."""
+    attributes, body = json_text(e.attributes), json_text(e.body)
+    key = digest(f"{e.trace_id}\n{e.span_id}\n{e.name}\n{attributes}\n{body}").hex()
+    return [key, e.trace_id, e.span_id, e.name, attributes, body, received]
+
+
+def _version() -> int:
+    return int(datetime.now(UTC).timestamp() * 1e6)
+
+
+class ClickHouseTraces(Store):
+    """The part of `ClickHouseStore` that keeps traces; its engine, statements and settings
+    are the store's."""
+
+    engine: Engine
+
+    def _select(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def _mutate(self, sql: str, params: Sequence[Any] = ()) -> None:
+        raise NotImplementedError
+
+    def _settings_now(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _cleared(self, admitted: Admitted[Any], after: dict[str, Any]) -> list[tuple[int, Any]]:
+        """After a write that raced the sealed-only mark: what it stored that the mark refuses."""
+        if self.keyring is not None or not Policy.from_settings(after).required:
+            return []
+        return [
+            (i, r) for i, r in zip(admitted.positions, admitted.records, strict=True) if trace_clear_parts(r)
+        ]
+
+    @staticmethod
+    def _taken_back(wrong: list[tuple[int, Any]], what: str) -> list[Refused]:
+        said = (
+            f"{what}: the store was made to keep text encrypted (regulated mode) while it was stored"
+            " with clear text; it was deleted again"
+        )
+        return [Refused(i, said) for i, _ in wrong]
+
+    def insert_spans(self, spans: Sequence[Span]) -> list[Refused]:
+        if not spans:
+            return []
+        spans = self._sealed_spans(spans)
+        before = self._settings_now()
+        admitted = self._enforce_spans(spans, before)
+        if not admitted.records:
+            return admitted.refused
+        version = _version()
+        self.engine.insert("spans", _INSERTED, [_span_row(s, version) for s in admitted.records])
+        after = self._settings_now()
+        if after != before and (wrong := self._cleared(admitted, after)):
+            ids = [(s.trace_id, s.span_id) for _, s in wrong]
+            self._mutate(
+                "ALTER TABLE spans DELETE WHERE (trace_id, span_id) IN %s AND version = %s", [ids, version]
+            )
+            admitted.refused += self._taken_back(wrong, "span")
+        return sorted(admitted.refused)
+
+    def trace(self, trace_id: str) -> list[Span]:
+        rows = self._select(
+            f"SELECT {_LATEST} FROM spans WHERE trace_id = %s GROUP BY trace_id, span_id ORDER BY 6, span_id",
+            [trace_id],
+        )
+        return [_span(row) for row in rows]
+
+    def insert_span_events(self, events: Sequence[SpanEvent]) -> list[Refused]:
+        if not events:
+            return []
+        events = self._sealed_events(events)
+        before = self._settings_now()
+        admitted = self._enforce_events(events, before)
+        if not admitted.records:
+            return admitted.refused
+        rows = [_event_row(e, time.time_ns()) for e in admitted.records]
+        self.engine.insert("span_events", _EVENT_COLUMNS, rows)
+        after = self._settings_now()
+        if after != before and (wrong := self._cleared(admitted, after)):
+            # By key and arrival: the same event kept before the mark is rotation's to seal.
+            placed = dict(zip(admitted.positions, rows, strict=True))
+            ids = [(placed[i][0], placed[i][6]) for i, _ in wrong]
+            self._mutate("ALTER TABLE span_events DELETE WHERE (key, received) IN %s", [ids])
+            admitted.refused += self._taken_back(wrong, "log event")
+        return sorted(admitted.refused)
+
+    def span_events(self, trace_id: str, span_ids: Sequence[str]) -> list[SpanEvent]:
+        if not span_ids:
+            return []
+        rows = self._select(
+            "SELECT trace_id, span_id, name, any(attributes), any(body), min(received) FROM span_events"
+            " WHERE trace_id = %s AND span_id IN %s GROUP BY trace_id, span_id, name, key ORDER BY 6",
+            [trace_id, list(span_ids)],
+        )
+        return [
+            SpanEvent(t, s, n, json.loads(a or "{}"), json.loads(b) if b else None)
+            for t, s, n, a, b, _ in rows
+        ]
+
+    def _delete_spans(self, where: str, params: Sequence[Any]) -> int:
+        """The spans `where` picks (on `spans`), and their events; how many of both. The
+        events first: they are found through the spans."""
+        picked = f"(trace_id, span_id) IN (SELECT trace_id, span_id FROM spans WHERE {where})"
+        spans = int(
+            self._select(f"SELECT uniqExact(trace_id, span_id) FROM spans WHERE {where}", params)[0][0]
+        )
+        if not spans:
+            return 0
+        events = int(self._select(f"SELECT count() FROM span_events WHERE {picked}", params)[0][0])
+        self._mutate(f"ALTER TABLE span_events DELETE WHERE {picked}", params)
+        self._mutate(f"ALTER TABLE spans DELETE WHERE {where}", params)
+        return spans + events
+
+    def purge_traces(self, before: datetime) -> int:
+        n = self._delete_spans("start_time < %s", [before])
+        old = int(
+            self._select(
+                "SELECT count() FROM span_events WHERE received < %s", [int(before.timestamp() * 1e9)]
+            )[0][0]
+        )
+        if old:
+            self._mutate(
+                "ALTER TABLE span_events DELETE WHERE received < %s", [int(before.timestamp() * 1e9)]
+            )
+        return n + old
+
+    # -------------------------------------------------------------- for `llmlog keys rotate`
+
+    def iter_spans(self, batch: int = 1000) -> Iterator[Span]:
+        after = ("", "")
+        while True:
+            rows = self._select(
+                f"SELECT {_LATEST} FROM spans WHERE (trace_id, span_id) > (%s, %s)"
+                f" GROUP BY trace_id, span_id ORDER BY trace_id, span_id LIMIT {int(batch)}",
+                list(after),
+            )
+            yield from (_span(row) for row in rows)
+            if len(rows) < batch:
+                return
+            after = (rows[-1][0], rows[-1][1])
+
+    def update_spans(self, spans: Sequence[Span]) -> list[Refused]:
+        """A new version of each span, then its older versions deleted (a mutation): none
+        of their text is left in the parts in use. Checked before only, as `update_content`."""
+        if not spans:
+            return []
+        spans = self._sealed_spans(spans)
+        admitted = self._enforce_spans(spans, self._settings_now())
+        if admitted.records:
+            version = _version()
+            self.engine.insert("spans", _INSERTED, [_span_row(s, version) for s in admitted.records])
+            ids = [(s.trace_id, s.span_id) for s in admitted.records]
+            self._mutate(
+                "ALTER TABLE spans DELETE WHERE (trace_id, span_id) IN %s AND version < %s", [ids, version]
+            )
+        return admitted.refused
+
+    def iter_span_events(self, batch: int = 1000) -> Iterator[tuple[Any, SpanEvent]]:
+        after = ""
+        while True:
+            rows = self._select(
+                "SELECT key, trace_id, span_id, name, any(attributes), any(body) FROM span_events"
+                f" WHERE key > %s GROUP BY key, trace_id, span_id, name ORDER BY key LIMIT {int(batch)}",
+                [after],
+            )
+            yield from ((k, SpanEvent(t, s, n, json.loads(a or "{}"), json.loads(b) if b else None))
+                        for k, t, s, n, a, b in rows)  # fmt: skip
+            if len(rows) < batch:
+                return
+            after = rows[-1][0]
+
+    def replace_span_events(self, events: Sequence[tuple[Any, SpanEvent]]) -> list[Refused]:
+        """The new forms inserted where the old ones came (their arrival kept), then the old
+        ones deleted (a mutation). Checked before only, as `update_content`."""
+        if not events:
+            return []
+        keys = [key for key, _ in events]
+        sealed = self._sealed_events([e for _, e in events])
+        admitted = self._enforce_events(sealed, self._settings_now())
+        if admitted.records:
+            old = [keys[i] for i in admitted.positions]
+            received = dict(
+                self._select("SELECT key, min(received) FROM span_events WHERE key IN %s GROUP BY key", [old])
+            )
+            rows = [
+                _event_row(e, received.get(k, time.time_ns()))
+                for k, e in zip(old, admitted.records, strict=True)
+            ]
+            self.engine.insert("span_events", _EVENT_COLUMNS, rows)
+            gone = sorted(set(old) - {r[0] for r in rows})
+            if gone:
+                self._mutate("ALTER TABLE span_events DELETE WHERE key IN %s", [gone])
+        return admitted.refused

@@ -1,0 +1,178 @@
+"""Spans and span events (OTLP) in the PostgreSQL store: `PostgresStore`'s part of `Traces`.
+
+Every write reads the store's settings first in its own transaction, after the share lock
+on the content epoch that `llmlog keys rotate`'s sealed-only mark conflicts with (as a
+call's insert does), so regulated mode holds for spans however long ago the store was
+opened: a span or event with clear text is sealed by a process with a key and refused,
+alone, by one without, once the store keeps text sealed only.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator, Sequence
+from datetime import UTC
+from typing import Any
+
+import psycopg
+
+from llmlog.record import Span, SpanEvent, json_text
+from llmlog.store.base import Store
+from llmlog.store.content import digest
+from llmlog.store.regulated import Refused
+
+# PostgreSQL text holds neither NUL nor unpaired surrogates (jsonb refuses \u0000 too).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(value: Any) -> Any:
+    """The value with every character PostgreSQL cannot hold replaced by U+FFFD."""
+    if isinstance(value, str):
+        return _UNSTORABLE.sub("\ufffd", value)
+    if isinstance(value, dict):
+        return {storable(k): storable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [storable(v) for v in value]
+    return value
+
+
+_SPAN_COLUMNS = (
+    "trace_id, span_id, parent_id, name, kind, start_time, end_time, status, status_message,"
+    " attributes, events, service, call_id"
+)
+
+
+def _span(row: Sequence[Any]) -> Span:
+    t, s, p, n, k, st, en, status, message, attrs, evs, service, call = row
+    return Span(t, s, p, n, k, st.astimezone(UTC), en.astimezone(UTC) if en else None, status, message,
+                attrs or {}, evs or [], service, call)  # fmt: skip
+
+
+def _event_row(e: SpanEvent, received: int) -> tuple[Any, ...]:
+    """An event as `span_events` keeps it: keyed by a hash of its form as stored."""
+    attributes, body = json_text(storable(e.attributes)), json_text(storable(e.body))
+    key = digest(f"{e.trace_id}\n{e.span_id}\n{e.name}\n{attributes}\n{body}")
+    return (key, e.trace_id, e.span_id, e.name, attributes, body, received)
+
+
+class PostgresTraces(Store):
+    """The part of `PostgresStore` that keeps traces; its connection and the settings each
+    writing transaction reads first are the store's."""
+
+    @property
+    def conn(self) -> psycopg.Connection[Any]:
+        raise NotImplementedError
+
+    def _settings_now(self, cur: psycopg.Cursor[Any]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def insert_spans(self, spans: Sequence[Span]) -> list[Refused]:
+        spans = self._sealed_spans(spans)
+        conn = self.conn
+        with conn.transaction(), conn.cursor() as cur:
+            # Regulated mode as the settings say now, not as when the store was opened.
+            admitted = self._enforce_spans(spans, self._settings_now(cur))
+            rows = [
+                (s.trace_id, s.span_id, s.parent_id, s.name, s.kind, s.start, s.end, s.status,
+                 storable(s.status_message), json_text(storable(s.attributes)),
+                 json_text(storable(s.events)), s.service, s.call_id)
+                for s in admitted.records
+            ]  # fmt: skip
+            cur.executemany(
+                "INSERT INTO spans VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s)"
+                " ON CONFLICT (trace_id, span_id)"
+                " DO UPDATE SET call_id = coalesce(spans.call_id, excluded.call_id)",
+                rows,
+            )
+        return admitted.refused
+
+    def trace(self, trace_id: str) -> list[Span]:
+        rows = self.conn.execute(
+            f"SELECT {_SPAN_COLUMNS} FROM spans WHERE trace_id = %s ORDER BY start_time, span_id", (trace_id,)
+        )
+        return [_span(row) for row in rows]
+
+    def insert_span_events(self, events: Sequence[SpanEvent]) -> list[Refused]:
+        events = self._sealed_events(events)
+        conn = self.conn
+        with conn.transaction(), conn.cursor() as cur:
+            admitted = self._enforce_events(events, self._settings_now(cur))
+            cur.executemany(
+                "INSERT INTO span_events VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s)"
+                " ON CONFLICT (key) DO NOTHING",
+                [_event_row(e, time.time_ns()) for e in admitted.records],
+            )
+        return admitted.refused
+
+    def span_events(self, trace_id: str, span_ids: Sequence[str]) -> list[SpanEvent]:
+        rows = self.conn.execute(
+            "SELECT trace_id, span_id, name, attributes, body FROM span_events"
+            " WHERE trace_id = %s AND span_id = ANY(%s) ORDER BY received, key",
+            (trace_id, list(span_ids)),
+        )
+        return [SpanEvent(t, s, n, a or {}, b) for t, s, n, a, b in rows]
+
+    # -------------------------------------------------------------- for `llmlog keys rotate`
+
+    def iter_spans(self, batch: int = 1000) -> Iterator[Span]:
+        after = ("", "")
+        while True:
+            rows = self.conn.execute(
+                f"SELECT {_SPAN_COLUMNS} FROM spans WHERE (trace_id, span_id) > (%s, %s)"
+                " ORDER BY trace_id, span_id LIMIT %s",
+                (*after, batch),
+            ).fetchall()
+            yield from (_span(row) for row in rows)
+            if len(rows) < batch:
+                return
+            after = (rows[-1][0], rows[-1][1])
+
+    def update_spans(self, spans: Sequence[Span]) -> list[Refused]:
+        spans = self._sealed_spans(spans)
+        conn = self.conn
+        with conn.transaction(), conn.cursor() as cur:
+            admitted = self._enforce_spans(spans, self._settings_now(cur))
+            rows = [
+                (storable(s.status_message), json_text(storable(s.attributes)),
+                 json_text(storable(s.events)), s.trace_id, s.span_id)
+                for s in admitted.records
+            ]  # fmt: skip
+            cur.executemany(
+                "UPDATE spans SET status_message = %s, attributes = %s::jsonb, events = %s::jsonb"
+                " WHERE trace_id = %s AND span_id = %s",
+                rows,
+            )
+        return admitted.refused
+
+    def iter_span_events(self, batch: int = 1000) -> Iterator[tuple[Any, SpanEvent]]:
+        after = b""
+        while True:
+            rows = self.conn.execute(
+                "SELECT key, trace_id, span_id, name, attributes, body FROM span_events"
+                " WHERE key > %s ORDER BY key LIMIT %s",
+                (after, batch),
+            ).fetchall()
+            yield from ((bytes(k), SpanEvent(t, s, n, a or {}, b)) for k, t, s, n, a, b in rows)
+            if len(rows) < batch:
+                return
+            after = bytes(rows[-1][0])
+
+    def replace_span_events(self, events: Sequence[tuple[Any, SpanEvent]]) -> list[Refused]:
+        keys = [key for key, _ in events]
+        sealed = self._sealed_events([e for _, e in events])
+        conn = self.conn
+        with conn.transaction(), conn.cursor() as cur:
+            admitted = self._enforce_events(sealed, self._settings_now(cur))
+            for i, e in zip(admitted.positions, admitted.records, strict=True):
+                # Deleted and written anew (the key is a hash of the form), in its place in
+                # the order events came; the same event kept already in this form stays once.
+                old = cur.execute("DELETE FROM span_events WHERE key = %s RETURNING received", (keys[i],))
+                row = old.fetchone()
+                if row is not None:
+                    cur.execute(
+                        "INSERT INTO span_events VALUES (%s, %s, %s, %s, %s::jsonb, %s::jsonb, %s)"
+                        " ON CONFLICT (key) DO NOTHING",
+                        _event_row(e, row[0]),
+                    )
+        return admitted.refused

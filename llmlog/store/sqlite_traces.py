@@ -1,0 +1,170 @@
+"""Spans and span events (OTLP) in the SQLite store: `SQLiteStore`'s part of `Traces`.
+
+Every write takes the write lock (BEGIN IMMEDIATE) and reads the store's settings under it,
+as a call's insert does, so regulated mode holds for spans however long ago the store was
+opened: a span or event with clear text is sealed by a process with a key and refused,
+alone, by one without, once the store keeps text sealed only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from llmlog.record import Span, SpanEvent, format_timestamp, parse_timestamp
+from llmlog.store.base import Store
+from llmlog.store.content import digest
+from llmlog.store.regulated import Refused
+
+
+def json_safe(value: Any) -> str:
+    # Everything non-ASCII escaped: the rare text that is not valid Unicode (a lone
+    # surrogate from a \ud800 escape) cannot be stored as UTF-8, but its escape can.
+    return json.dumps(value, ensure_ascii=True, separators=(",", ":"), default=str)
+
+
+_SPAN_COLUMNS = (
+    "trace_id, span_id, parent_id, name, kind, start_time, end_time, status, status_message,"
+    " attributes, events, service, call_id"
+)
+
+
+def _span(row: Sequence[Any]) -> Span:
+    t, s, p, n, k, st, en, status, message, attrs, evs, service, call = row
+    return Span(t, s, p, n, k, parse_timestamp(st), parse_timestamp(en) if en else None, status, message,
+                json.loads(attrs or "{}"), json.loads(evs or "[]"), service, call)  # fmt: skip
+
+
+def _event(row: Sequence[Any]) -> SpanEvent:
+    t, s, n, a, b = row
+    return SpanEvent(t, s, n, json.loads(a or "{}"), json.loads(b) if b else None)
+
+
+def _event_row(e: SpanEvent, received: int) -> tuple[Any, ...]:
+    """An event as `span_events` keeps it: keyed by a hash of its form as stored."""
+    attributes, body = json_safe(e.attributes), json_safe(e.body)
+    key = digest(f"{e.trace_id}\n{e.span_id}\n{e.name}\n{attributes}\n{body}")
+    return (key, e.trace_id, e.span_id, e.name, attributes, body, received)
+
+
+class SQLiteTraces(Store):
+    """The part of `SQLiteStore` that keeps traces; its connection, write lock and the
+    settings read under it are the store's."""
+
+    db: sqlite3.Connection
+
+    def _writing(self) -> contextlib.AbstractContextManager[None]:
+        raise NotImplementedError
+
+    def _settings_now(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def insert_spans(self, spans: Sequence[Span]) -> list[Refused]:
+        spans = self._sealed_spans(spans)
+        with self._writing():
+            # Regulated mode as the settings say now, under the write lock that `llmlog
+            # keys rotate` takes to mark the store sealed-only.
+            admitted = self._enforce_spans(spans, self._settings_now())
+            rows = [
+                (s.trace_id, s.span_id, s.parent_id, s.name, s.kind, format_timestamp(s.start),
+                 format_timestamp(s.end) if s.end else None, s.status, s.status_message,
+                 json_safe(s.attributes), json_safe(s.events), s.service, s.call_id)
+                for s in admitted.records
+            ]  # fmt: skip
+            self.db.executemany(
+                "INSERT INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT (trace_id, span_id) DO UPDATE SET call_id = ifnull(call_id, excluded.call_id)",
+                rows,
+            )
+        return admitted.refused
+
+    def trace(self, trace_id: str) -> list[Span]:
+        cur = self.db.execute(
+            f"SELECT {_SPAN_COLUMNS} FROM spans WHERE trace_id = ? ORDER BY start_time, span_id", (trace_id,)
+        )
+        return [_span(row) for row in cur]
+
+    def insert_span_events(self, events: Sequence[SpanEvent]) -> list[Refused]:
+        events = self._sealed_events(events)
+        with self._writing():
+            admitted = self._enforce_events(events, self._settings_now())
+            self.db.executemany(
+                "INSERT INTO span_events VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+                [_event_row(e, time.time_ns()) for e in admitted.records],
+            )
+        return admitted.refused
+
+    def span_events(self, trace_id: str, span_ids: Sequence[str]) -> list[SpanEvent]:
+        if not span_ids:
+            return []
+        marks = ",".join("?" * len(span_ids))
+        cur = self.db.execute(
+            "SELECT trace_id, span_id, name, attributes, body FROM span_events"
+            f" WHERE trace_id = ? AND span_id IN ({marks}) ORDER BY received, rowid",
+            (trace_id, *span_ids),
+        )
+        return [_event(row) for row in cur]
+
+    # -------------------------------------------------------------- for `llmlog keys rotate`
+
+    def iter_spans(self, batch: int = 1000) -> Iterator[Span]:
+        after = ("", "")
+        while True:
+            rows = self.db.execute(
+                f"SELECT {_SPAN_COLUMNS} FROM spans WHERE (trace_id, span_id) > (?, ?)"
+                " ORDER BY trace_id, span_id LIMIT ?",
+                (*after, batch),
+            ).fetchall()
+            yield from (_span(row) for row in rows)
+            if len(rows) < batch:
+                return
+            after = (rows[-1][0], rows[-1][1])
+
+    def update_spans(self, spans: Sequence[Span]) -> list[Refused]:
+        spans = self._sealed_spans(spans)
+        with self._writing():
+            admitted = self._enforce_spans(spans, self._settings_now())
+            self.db.executemany(
+                "UPDATE spans SET status_message = ?, attributes = ?, events = ?"
+                " WHERE trace_id = ? AND span_id = ?",
+                [
+                    (s.status_message, json_safe(s.attributes), json_safe(s.events), s.trace_id, s.span_id)
+                    for s in admitted.records
+                ],
+            )
+        return admitted.refused
+
+    def iter_span_events(self, batch: int = 1000) -> Iterator[tuple[Any, SpanEvent]]:
+        after = b""
+        while True:
+            rows = self.db.execute(
+                "SELECT key, trace_id, span_id, name, attributes, body FROM span_events"
+                " WHERE key > ? ORDER BY key LIMIT ?",
+                (after, batch),
+            ).fetchall()
+            yield from ((row[0], _event(row[1:])) for row in rows)
+            if len(rows) < batch:
+                return
+            after = rows[-1][0]
+
+    def replace_span_events(self, events: Sequence[tuple[Any, SpanEvent]]) -> list[Refused]:
+        keys = [key for key, _ in events]
+        sealed = self._sealed_events([e for _, e in events])
+        with self._writing():
+            admitted = self._enforce_events(sealed, self._settings_now())
+            for i, e in zip(admitted.positions, admitted.records, strict=True):
+                # Deleted and written anew (the key is a hash of the form), in its place in
+                # the order events came; the same event kept already in this form stays once.
+                old = self.db.execute(
+                    "DELETE FROM span_events WHERE key = ? RETURNING received", (keys[i],)
+                ).fetchone()
+                if old is not None:
+                    self.db.execute(
+                        "INSERT INTO span_events VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+                        _event_row(e, old[0]),
+                    )
+        return admitted.refused

@@ -1,0 +1,57 @@
+"""What every store offers for traces received over OTLP: spans and the log events that
+carry their content. Each write is held to regulated mode as a call's is (`Regulated`):
+what a store would not keep is given back, record by record (`Refused`), the rest stored."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from llmlog.record import Span, SpanEvent
+from llmlog.store.regulated import Refused
+
+
+class Traces(abc.ABC):
+    """Mixed into `Store`."""
+
+    @abc.abstractmethod
+    def insert_spans(self, spans: Sequence[Span]) -> list[Refused]:
+        """Keep spans (OTLP); one already kept keeps its first form, and gains the call id
+        it lacked. Returns those refused (regulated mode, without a key), by position."""
+
+    @abc.abstractmethod
+    def trace(self, trace_id: str) -> list[Span]:
+        """The spans of one trace, earliest first."""
+
+    @abc.abstractmethod
+    def insert_span_events(self, events: Sequence[SpanEvent]) -> list[Refused]:
+        """Keep log events that carry a span's content; the same event twice is kept once.
+        Returns those refused, by position."""
+
+    @abc.abstractmethod
+    def span_events(self, trace_id: str, span_ids: Sequence[str]) -> list[SpanEvent]:
+        """The kept events of these spans, in the order they came."""
+
+    # -------------------------------------------------------------- for `llmlog keys rotate`
+
+    @abc.abstractmethod
+    def iter_spans(self, batch: int = 1000) -> Iterator[Span]:
+        """Every kept span, as stored, in batches read one after another (a change made
+        between them does not stop the iteration)."""
+
+    @abc.abstractmethod
+    def update_spans(self, spans: Sequence[Span]) -> list[Refused]:
+        """Rewrite the status message, attributes and events of kept spans (by trace and
+        span id) from `spans`, in one writing transaction obeying regulated mode as an
+        insert does. Returns those refused, by position."""
+
+    @abc.abstractmethod
+    def iter_span_events(self, batch: int = 1000) -> Iterator[tuple[Any, SpanEvent]]:
+        """Every kept span event, as stored, with the key it is kept by."""
+
+    @abc.abstractmethod
+    def replace_span_events(self, events: Sequence[tuple[Any, SpanEvent]]) -> list[Refused]:
+        """Replace kept span events (by the key `iter_span_events` gave) with these forms,
+        which keep their place in the order events came; in one writing transaction obeying
+        regulated mode. Returns those refused, by position."""
