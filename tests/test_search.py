@@ -191,13 +191,14 @@ def test_a_store_made_before_search_is_indexed_when_opened(backend: Backend) -> 
         db = sqlite3.connect(backend.url)
         db.executescript(
             "DROP TRIGGER call_text_insert; DROP TRIGGER call_text_delete; DROP TRIGGER call_text_update;"
-            " DROP TABLE call_text; ALTER TABLE call_data DROP COLUMN embedding;"
+            " DROP TABLE call_text; ALTER TABLE call_data DROP COLUMN embedding; DROP TABLE web_sessions;"
             " PRAGMA user_version = 9;"
         )
         db.close()
     else:
         backend.sql("DROP INDEX call_data_search")
         backend.sql("ALTER TABLE call_data DROP COLUMN search, DROP COLUMN embedding")
+        backend.sql("DROP TABLE web_sessions")
         backend.sql("UPDATE llmlog_schema SET version = 7")
     with backend.open() as store:
         assert ids(store.search("xylophone", CallFilter())) == ["thrice", "once"]
