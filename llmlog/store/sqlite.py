@@ -377,13 +377,16 @@ class SQLiteStore(SQLiteTraces):
             row = self._row(call, keys, batch, safe=True)
             # The content columns of the row, as `_row` lays them out.
             values = [*row[8:15], *row[23:25], *row[28:30], call.id]
+            # The vector of the text replaced goes with it (a sealing must not leave the
+            # clear text's vector behind); the new text's is made below, if it has any.
             self.db.execute(
                 "UPDATE call_data SET system_id = ?, message_ids = ?, tools_id = ?, params_id = ?,"
                 " response = ?, tool_calls = ?, stop_reason = ?, error = ?, metadata = ?,"
-                " response_instructions_id = ?, response_tools_id = ? WHERE id = ?",
+                " response_instructions_id = ?, response_tools_id = ?, embedding = NULL WHERE id = ?",
                 values,
             )
         batch.commit()
+        self._embed([call])
 
     _CONTENT_COLUMNS = ("system_id", "tools_id", "params_id", "response_instructions_id", "response_tools_id")
 
@@ -614,7 +617,10 @@ class SQLiteStore(SQLiteTraces):
 
     def set_vectors(self, pairs: Sequence[tuple[str, bytes]]) -> None:
         with self._writing():
-            self.db.executemany("UPDATE call_data SET embedding = ? WHERE id = ?", [(v, i) for i, v in pairs])
+            self.db.executemany(
+                "UPDATE call_data SET embedding = ? WHERE id = ? AND embedding IS NULL",
+                [(v, i) for i, v in pairs],
+            )
 
     def _without_vectors(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT id FROM call_data WHERE embedding IS NULL")]
