@@ -394,6 +394,18 @@ def test_time_and_memory_stay_bounded(store: ClickHouseStore) -> None:
     assert store.query("SELECT count() FROM calls").rows == [(0,)]
 
 
+def test_a_query_with_no_rows_answers_none(tmp_path: Path) -> None:
+    # The console stops reading a query's rows when it has enough: rows that never came
+    # are stopped the same way, and are no server error.
+    from tests.backends import ClickHouseBackend
+    from tests.webui import Running
+
+    with Running(ClickHouseBackend(tmp_path / "ch")) as ui:
+        for path in ("/sql", "/sql.json", "/sql.csv"):
+            assert ui.get(path, params={"q": "SELECT id FROM calls WHERE 0"}).status_code == 200
+        assert ui.get("/sql.json", params={"q": "SELECT id FROM calls WHERE 0"}).json() == []
+
+
 def test_private_tables_of_a_store_from_before_move_out_of_the_engine(tmp_path: Path) -> None:
     from llmlog.store.clickhouse_embedded import PRIVATE_FILE
     from llmlog.store.clickhouse_engine import EmbeddedEngine
