@@ -11,10 +11,11 @@ again). The `calls` view presents every call whole, with the column names of
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -117,9 +118,18 @@ def _set_wal(db: sqlite3.Connection) -> None:
             delay = min(delay * 2, 0.2)
 
 
-# Tables naming people and what they did, which read-only SQL (the console, `llmlog query`)
-# may not read.
-PRIVATE_TABLES = frozenset({"audit", "accounts", "api_tokens", "settings", "web_sessions"})
+# What read-only SQL (the console, `llmlog query`) may read: the calls and what is computed
+# from them. An allow-list, as the PostgreSQL reader's grants are: the tables naming people
+# and what they did (accounts, api_tokens, settings, web_sessions, audit), a table added
+# later, or a virtual table SQLite brings (`dbstat` shows how many rows and bytes each
+# private table holds, page by page) are unreadable until listed here.
+_READABLE = frozenset(
+    {
+        "calls", "call_data", "content", "daily", "people_daily", "daily_seen", "spans", "span_events",
+        "sqlite_master", "sqlite_schema", "sqlite_temp_master", "sqlite_temp_schema",
+        "json_each", "json_tree",
+    }
+)  # fmt: skip
 
 # The authorizer refuses anything but reading, whatever trick the SQL text uses.
 _READ_ACTIONS = {
@@ -138,10 +148,35 @@ _INTROSPECTION_PRAGMAS = {
 }
 
 
-def _read_only_authorizer(
-    action: int, arg1: str | None, arg2: str | None, dbname: str | None, src: str | None
+def _named(db: sqlite3.Connection) -> frozenset[str]:
+    """The names a query can read a table by: the schema's tables and views, and the virtual
+    table modules SQLite brings (`dbstat`, …)."""
+    rows = db.execute("SELECT name FROM sqlite_master UNION ALL SELECT name FROM pragma_module_list")
+    return frozenset(str(name).lower() for (name,) in rows)
+
+
+def _read_only_authorizer(named: frozenset[str]) -> Callable[..., int]:
+    """The authorizer of read-only SQL, given `_named` of its connection."""
+    return functools.partial(_authorize, named)
+
+
+def _authorize(
+    named: frozenset[str],
+    action: int,
+    arg1: str | None,
+    arg2: str | None,
+    dbname: str | None,
+    src: str | None,
 ) -> int:
-    if action == sqlite3.SQLITE_READ and (arg1 or "").lower() in PRIVATE_TABLES:
+    if action == sqlite3.SQLITE_READ:
+        table = (arg1 or "").lower()
+        # pragma_table_info('calls') and the like read as the table `pragma_table_info`.
+        if table in _READABLE or table.removeprefix("pragma_") in _INTROSPECTION_PRAGMAS:
+            return sqlite3.SQLITE_OK
+        # A read with no database is of a WITH's own rows, or of a table no column of which
+        # is read (count(*)), by its name as written: the latter is refused as any read of it.
+        if dbname is None and table not in named:
+            return sqlite3.SQLITE_OK
         return sqlite3.SQLITE_DENY
     if action in _READ_ACTIONS:
         return sqlite3.SQLITE_OK
@@ -709,7 +744,7 @@ class SQLiteStore(SQLiteTraces):
                 db.execute("PRAGMA temp_store = FILE")
                 db.execute("PRAGMA cache_size = -4096")
         db.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 10_000)
-        db.set_authorizer(_read_only_authorizer)
+        db.set_authorizer(_read_only_authorizer(_named(db)))
         try:
             cur = db.execute(sql, params)
             columns = [d[0] for d in cur.description or ()]
