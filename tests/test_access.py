@@ -355,6 +355,29 @@ def test_the_console_cannot_read_the_private_tables(server: Running) -> None:
             server.store.query(f"SELECT * FROM {table}")
     assert c.get("/sql.json?q=SELECT+count(*)+FROM+calls").status_code == 200
     assert c.get("/sql.json?q=SELECT+count(*)+FROM+SETTINGS").status_code == 400  # whatever the case
+    if server.store.dialect == "sqlite":
+        # Nor what the file's pages say of them (how many sessions, how long the audit log),
+        # nor a table it does not know: what it may read is listed, as on PostgreSQL.
+        for sql in (
+            "SELECT name, ncell, payload FROM dbstat WHERE name = 'web_sessions'",
+            "SELECT count(*) FROM sqlite_stmt",
+            "SELECT count(*) FROM dbstat",
+            "SELECT count(*) FROM main.web_sessions",
+            "SELECT count(*) FROM call_text_idx",
+        ):
+            r = c.get("/sql.json", params={"q": sql})
+            assert r.status_code == 400, sql
+        for sql in (
+            "SELECT * FROM calls, json_each(calls.messages) LIMIT 1",
+            "SELECT name FROM pragma_table_info('calls')",
+            "SELECT name FROM sqlite_master",
+            "SELECT * FROM daily, people_daily, daily_seen, spans, span_events, content LIMIT 1",
+            "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 3)"
+            " SELECT count(*) FROM n",
+            "WITH t AS (SELECT id FROM calls) SELECT count(*) FROM t",
+        ):
+            r = c.get("/sql.json", params={"q": sql})
+            assert r.status_code == 200, (sql, r.text)
     if server.store.dialect == "postgres":
         # Whatever switches roles, runs SQL of its own or hides a name still reads as the
         # reader, which cannot read the private tables.

@@ -156,6 +156,22 @@ def test_calls_like_this_one(store: ClickHouseStore) -> None:
     store.insert(paraphrases())
     assert store.enable_vectors() == 48
     assert {c.id for c, _ in store.similar("c0", CallFilter(), limit=3)} == {"c1", "c2", "c3"}
+    # A record sent again under a stored id changes neither the call nor its vector.
+    before = store.internal_query("SELECT embedding FROM call_data WHERE id = 'c1'").rows
+    store.insert([paraphrases()[-1].replace(id="c1")])
+    assert store.internal_query("SELECT embedding FROM call_data WHERE id = 'c1'").rows == before
+
+
+def test_rotation_leaves_no_vector_of_the_text_it_seals(store: ClickHouseStore) -> None:
+    from llmlog.encryption import Keyring, rotate
+    from tests.test_encryption import K1
+    from tests.test_vectors import calls as paraphrases
+
+    store.insert(paraphrases()[:6])
+    assert store.enable_vectors() == 6
+    vectors = "SELECT count() FROM call_data WHERE embedding IS NOT NULL"
+    rotate(store, Keyring.parse(K1), "test", settle_s=0)
+    assert store.internal_query(vectors).rows == [(0,)]
 
 
 def test_regulated_mode_seals_and_audits(store: ClickHouseStore) -> None:
@@ -376,6 +392,18 @@ def test_time_and_memory_stay_bounded(store: ClickHouseStore) -> None:
     big = store.query("SELECT repeat('x', 100000) FROM numbers(10000)")  # a 1 GB result
     assert big.truncated and big.note and "64 MB" in big.note and len(big.rows) < 700
     assert store.query("SELECT count() FROM calls").rows == [(0,)]
+
+
+def test_a_query_with_no_rows_answers_none(tmp_path: Path) -> None:
+    # The console stops reading a query's rows when it has enough: rows that never came
+    # are stopped the same way, and are no server error.
+    from tests.backends import ClickHouseBackend
+    from tests.webui import Running
+
+    with Running(ClickHouseBackend(tmp_path / "ch")) as ui:
+        for path in ("/sql", "/sql.json", "/sql.csv"):
+            assert ui.get(path, params={"q": "SELECT id FROM calls WHERE 0"}).status_code == 200
+        assert ui.get("/sql.json", params={"q": "SELECT id FROM calls WHERE 0"}).json() == []
 
 
 def test_private_tables_of_a_store_from_before_move_out_of_the_engine(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 from llmlog.cli import cli
-from llmlog.encryption import Keyring
+from llmlog.encryption import Keyring, rotate
 from llmlog.record import Call
 from llmlog.store import CallFilter, open_store, vectors
 from llmlog.workload import prose
@@ -115,3 +115,41 @@ def test_the_cli(tmp_path: Path) -> None:
     missing = runner.invoke(cli, ["--db", db, "similar", "nope"])
     assert missing.exit_code == 1 and "no call" in missing.output
     assert runner.invoke(cli, ["--db", db, "similar"]).exit_code == 2
+
+
+def test_rotation_leaves_no_vector_of_the_text_it_seals(backend: Backend) -> None:
+    # A vector is the text's words, averaged: once `llmlog keys rotate` seals a call, the
+    # vector of its clear text must go too, or the store still holds what the call said.
+    with backend.open() as store:
+        store.enable_vectors()
+        store.insert(calls()[:6])
+        assert backend.sql("SELECT count(*) FROM call_data WHERE embedding IS NOT NULL") == [(6,)]
+        rotate(store, Keyring.parse(K1), "test")
+        assert backend.sql("SELECT count(*) FROM call_data WHERE embedding IS NOT NULL") == [(0,)]
+
+
+def test_a_call_whose_text_changes_gets_the_vector_of_its_new_text(backend: Backend) -> None:
+    # A call's text joined later (an OTLP span's content) is compared by what it says now.
+    with backend.open() as store:
+        store.enable_vectors()
+        store.insert([said(UNLIKE[0], 1), said(LIKE[1], 2)])
+
+        def likeness() -> float:
+            (score,) = [s for c, s in store.similar("c2", CallFilter(), limit=5) if c.id == "c1"]
+            return score
+
+        before = likeness()
+        store.update_content(said(LIKE[0], 1))
+        assert likeness() > max(0.3, before + 0.2)
+
+
+def test_a_call_sent_again_keeps_the_vector_of_its_stored_text(backend: Backend) -> None:
+    # Calls are idempotent by id: a second record of the same id is not stored, and neither
+    # is a vector of its text (anyone who can write calls could otherwise steer "calls like
+    # this one", or put a vector of text never stored beside a stored call).
+    with backend.open() as store:
+        store.enable_vectors()
+        store.insert([said(LIKE[0], 1), said(LIKE[1], 2)])
+        before = backend.sql("SELECT embedding FROM call_data WHERE id = 'c1'")
+        assert store.insert([said(UNLIKE[0], 1)]) == 0
+        assert backend.sql("SELECT embedding FROM call_data WHERE id = 'c1'") == before

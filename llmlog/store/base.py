@@ -518,7 +518,9 @@ class Store(Regulated, Traces, abc.ABC):
 
     @abc.abstractmethod
     def set_vectors(self, pairs: Sequence[tuple[str, bytes]]) -> None:
-        """Store (call id, vector) pairs."""
+        """Store (call id, vector) pairs, for calls without a vector only: a call's vector is
+        of the text it was stored with, not of a record sent again under its id (which is
+        not stored); `update_content` clears it with the text it replaces."""
 
     @abc.abstractmethod
     def _without_vectors(self) -> list[str]:

@@ -467,9 +467,12 @@ class ClickHouseStore(ClickHouseTraces):
         changed = ("system_prompt", "messages", "tools", "params", "response", "tool_calls", "stop_reason",
                    "error", "metadata")  # fmt: skip
         sets = ", ".join(f"{c} = %s" for c in changed)
+        # The vector of the text replaced goes with it (see `Store.set_vectors`).
         self._mutate(
-            f"ALTER TABLE call_data UPDATE {sets} WHERE id = %s", [*(row[c] for c in changed), call.id]
+            f"ALTER TABLE call_data UPDATE {sets}, embedding = NULL WHERE id = %s",
+            [*(row[c] for c in changed), call.id],
         )
+        self._embed([call])
 
     # -------------------------------------------------------------- regulated mode's audit log
 
@@ -515,7 +518,8 @@ class ClickHouseStore(ClickHouseTraces):
             chunk = pairs[i : i + 1000]
             ids, hexes = [p[0] for p in chunk], [p[1].hex() for p in chunk]
             self._mutate(
-                "ALTER TABLE call_data UPDATE embedding = transform(id, %s, %s, embedding) WHERE id IN %s",
+                "ALTER TABLE call_data UPDATE embedding = transform(id, %s, %s, embedding)"
+                " WHERE id IN %s AND embedding IS NULL",
                 [ids, hexes, ids],
             )
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
@@ -36,6 +36,11 @@ class Engine(Protocol):
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None: ...
 
     def close(self) -> None: ...
+
+
+def _no_rows() -> Generator[tuple[Any, ...], None, None]:
+    """The rows of a query that has none, closable as any query's rows are."""
+    yield from ()
 
 
 def _settings_clause(settings: dict[str, Any] | None) -> str:
@@ -88,9 +93,10 @@ class EmbeddedEngine:
     def command(self, sql: str) -> None:
         self._run(sql, "CSV")
 
-    def stream(self, sql: str) -> tuple[list[str], Iterator[tuple[Any, ...]]]:
+    def stream(self, sql: str) -> tuple[list[str], Generator[tuple[Any, ...], None, None]]:
         """A query's column names, and its rows as the engine sends them, block by block: what
-        the caller does not take is never held (the query is cancelled when it stops)."""
+        the caller does not take is never held (the query is cancelled when it stops, or the
+        caller closes the rows)."""
         from chdb._exceptions import ChdbError
 
         def blocks() -> Iterator[list[bytes]]:
@@ -112,11 +118,11 @@ class EmbeddedEngine:
         try:
             first = next(it)
         except StopIteration:
-            return [], iter(())
+            return [], _no_rows()
         names = json.loads(first[0])
         convert = [_converter(k) for k in json.loads(first[1])]
 
-        def rows() -> Iterator[tuple[Any, ...]]:
+        def rows() -> Generator[tuple[Any, ...], None, None]:
             try:
                 block: list[bytes] | None = first
                 while block is not None:
@@ -200,10 +206,10 @@ class ServerEngine:
 
     def stream(
         self, sql: str, settings: dict[str, Any] | None = None
-    ) -> tuple[list[str], Iterator[tuple[Any, ...]]]:
+    ) -> tuple[list[str], Generator[tuple[Any, ...], None, None]]:
         # The server bounds the result itself (the reader's max_result_bytes).
         names, rows = self.rows(sql, settings)
-        return names, iter(rows)
+        return names, (r for r in rows)
 
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         # Many processes, each writing small batches when traffic is light, would make a part

@@ -386,8 +386,8 @@ class PostgresStore(PostgresTraces):
             cur.execute(
                 "UPDATE call_data SET system_id = %s, message_ids = %s::bigint[], tools_id = %s,"
                 " params_id = %s, response = %s::jsonb, tool_calls = %s::jsonb, stop_reason = %s,"
-                " error = %s::jsonb, metadata = %s::jsonb, search = to_tsvector(%s::regconfig, %s)"
-                " WHERE id = %s",
+                " error = %s::jsonb, metadata = %s::jsonb, search = to_tsvector(%s::regconfig, %s),"
+                " embedding = NULL WHERE id = %s",
                 (
                     batch.id(system) if system is not None else None,
                     _int_array(batch.ids(messages)) if messages is not None else None,
@@ -404,6 +404,7 @@ class PostgresStore(PostgresTraces):
                 ),
             )
         batch.commit()
+        self._embed([c])
 
     def erase(self, *, user_id: str | None = None, session_id: str | None = None) -> Erased:
         column, value = erase_target(user_id, session_id)
@@ -614,7 +615,10 @@ class PostgresStore(PostgresTraces):
 
     def set_vectors(self, pairs: Sequence[tuple[str, bytes]]) -> None:
         with self.conn.transaction(), self.conn.cursor() as cur:
-            cur.executemany("UPDATE call_data SET embedding = %s WHERE id = %s", [(v, i) for i, v in pairs])
+            cur.executemany(
+                "UPDATE call_data SET embedding = %s WHERE id = %s AND embedding IS NULL",
+                [(v, i) for i, v in pairs],
+            )
 
     def _without_vectors(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT id FROM call_data WHERE embedding IS NULL")]

@@ -11,10 +11,11 @@ again). The `calls` view presents every call whole, with the column names of
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -117,9 +118,18 @@ def _set_wal(db: sqlite3.Connection) -> None:
             delay = min(delay * 2, 0.2)
 
 
-# Tables naming people and what they did, which read-only SQL (the console, `llmlog query`)
-# may not read.
-PRIVATE_TABLES = frozenset({"audit", "accounts", "api_tokens", "settings", "web_sessions"})
+# What read-only SQL (the console, `llmlog query`) may read: the calls and what is computed
+# from them. An allow-list, as the PostgreSQL reader's grants are: the tables naming people
+# and what they did (accounts, api_tokens, settings, web_sessions, audit), a table added
+# later, or a virtual table SQLite brings (`dbstat` shows how many rows and bytes each
+# private table holds, page by page) are unreadable until listed here.
+_READABLE = frozenset(
+    {
+        "calls", "call_data", "content", "daily", "people_daily", "daily_seen", "spans", "span_events",
+        "sqlite_master", "sqlite_schema", "sqlite_temp_master", "sqlite_temp_schema",
+        "json_each", "json_tree",
+    }
+)  # fmt: skip
 
 # The authorizer refuses anything but reading, whatever trick the SQL text uses.
 _READ_ACTIONS = {
@@ -138,10 +148,35 @@ _INTROSPECTION_PRAGMAS = {
 }
 
 
-def _read_only_authorizer(
-    action: int, arg1: str | None, arg2: str | None, dbname: str | None, src: str | None
+def _named(db: sqlite3.Connection) -> frozenset[str]:
+    """The names a query can read a table by: the schema's tables and views, and the virtual
+    table modules SQLite brings (`dbstat`, …)."""
+    rows = db.execute("SELECT name FROM sqlite_master UNION ALL SELECT name FROM pragma_module_list")
+    return frozenset(str(name).lower() for (name,) in rows)
+
+
+def _read_only_authorizer(named: frozenset[str]) -> Callable[..., int]:
+    """The authorizer of read-only SQL, given `_named` of its connection."""
+    return functools.partial(_authorize, named)
+
+
+def _authorize(
+    named: frozenset[str],
+    action: int,
+    arg1: str | None,
+    arg2: str | None,
+    dbname: str | None,
+    src: str | None,
 ) -> int:
-    if action == sqlite3.SQLITE_READ and (arg1 or "").lower() in PRIVATE_TABLES:
+    if action == sqlite3.SQLITE_READ:
+        table = (arg1 or "").lower()
+        # pragma_table_info('calls') and the like read as the table `pragma_table_info`.
+        if table in _READABLE or table.removeprefix("pragma_") in _INTROSPECTION_PRAGMAS:
+            return sqlite3.SQLITE_OK
+        # A read with no database is of a WITH's own rows, or of a table no column of which
+        # is read (count(*)), by its name as written: the latter is refused as any read of it.
+        if dbname is None and table not in named:
+            return sqlite3.SQLITE_OK
         return sqlite3.SQLITE_DENY
     if action in _READ_ACTIONS:
         return sqlite3.SQLITE_OK
@@ -377,13 +412,16 @@ class SQLiteStore(SQLiteTraces):
             row = self._row(call, keys, batch, safe=True)
             # The content columns of the row, as `_row` lays them out.
             values = [*row[8:15], *row[23:25], *row[28:30], call.id]
+            # The vector of the text replaced goes with it (a sealing must not leave the
+            # clear text's vector behind); the new text's is made below, if it has any.
             self.db.execute(
                 "UPDATE call_data SET system_id = ?, message_ids = ?, tools_id = ?, params_id = ?,"
                 " response = ?, tool_calls = ?, stop_reason = ?, error = ?, metadata = ?,"
-                " response_instructions_id = ?, response_tools_id = ? WHERE id = ?",
+                " response_instructions_id = ?, response_tools_id = ?, embedding = NULL WHERE id = ?",
                 values,
             )
         batch.commit()
+        self._embed([call])
 
     _CONTENT_COLUMNS = ("system_id", "tools_id", "params_id", "response_instructions_id", "response_tools_id")
 
@@ -614,7 +652,10 @@ class SQLiteStore(SQLiteTraces):
 
     def set_vectors(self, pairs: Sequence[tuple[str, bytes]]) -> None:
         with self._writing():
-            self.db.executemany("UPDATE call_data SET embedding = ? WHERE id = ?", [(v, i) for i, v in pairs])
+            self.db.executemany(
+                "UPDATE call_data SET embedding = ? WHERE id = ? AND embedding IS NULL",
+                [(v, i) for i, v in pairs],
+            )
 
     def _without_vectors(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT id FROM call_data WHERE embedding IS NULL")]
@@ -703,7 +744,7 @@ class SQLiteStore(SQLiteTraces):
                 db.execute("PRAGMA temp_store = FILE")
                 db.execute("PRAGMA cache_size = -4096")
         db.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 10_000)
-        db.set_authorizer(_read_only_authorizer)
+        db.set_authorizer(_read_only_authorizer(_named(db)))
         try:
             cur = db.execute(sql, params)
             columns = [d[0] for d in cur.description or ()]
