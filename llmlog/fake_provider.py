@@ -27,6 +27,9 @@ Request headers it understands (all optional, each overriding the server-wide se
 - `x-fake-latency-ms`: total time of a non-streamed generation (count_tokens is never delayed).
 - `x-fake-first-token-ms`, `x-fake-chunk-ms`: delay before the first content event of a stream, and
   between later content events (lifecycle events such as message_start go out at once).
+- `x-fake-line-ending: lf|crlf|cr`: how stream lines end (servers built on sse-starlette send CRLF);
+  `x-fake-split-bytes: N`: cut a stream's body into pieces of N bytes, each its own HTTP chunk (so its
+  own network read), wherever they fall: inside a line, between the CR and LF of a line end.
 - `x-fake-output-scale`: text answers this many times their usual length (a prompt that makes a
   model verbose); `x-fake-refuse: 1`: the model declines ("I'm sorry, but I can't help with that.").
 """
@@ -290,6 +293,24 @@ def _shape(headers: dict[str, str]) -> _Shape:
     return _Shape(scale, headers.get("x-fake-refuse") == "1")
 
 
+_LINE_ENDINGS = {"lf": b"\n", "crlf": b"\r\n", "cr": b"\r"}
+
+
+def _line_ending(name: str | bytes) -> bytes:
+    if isinstance(name, bytes) and name in _LINE_ENDINGS.values():
+        return name
+    if isinstance(name, str) and name.lower() in _LINE_ENDINGS:
+        return _LINE_ENDINGS[name.lower()]
+    raise ValueError(f"line ending must be one of {', '.join(_LINE_ENDINGS)}, not {name!r}")
+
+
+def _split_bytes(value: int | str) -> int:
+    size = int(value)  # a ValueError becomes a 400
+    if not 0 <= size <= 1 << 20:
+        raise ValueError("x-fake-split-bytes must be a number of bytes from 0 (whole events) to 1048576")
+    return size
+
+
 def _is_fail_kind(kind: str) -> bool:
     return kind in FAIL_KINDS or (kind.isdigit() and 400 <= int(kind) <= 599)
 
@@ -302,8 +323,9 @@ class FakeProvider:
     up to `hang_s` or until the client hangs up; `drop` closes the socket with no response;
     `drop-midstream` sends the headers and a few events (or half a JSON body), then closes the socket.
 
-    The knobs (`latency_ms`, `first_token_ms`, `chunk_ms`, `hang_s`, `seed`) are plain attributes read on
-    every request, so they may be changed while the server runs.
+    The knobs (`latency_ms`, `first_token_ms`, `chunk_ms`, `hang_s`, `seed`, and for streams `line_ending`
+    and `split_bytes`) are plain attributes read on every request, so they may be changed while the server
+    runs.
     """
 
     def __init__(
@@ -316,8 +338,11 @@ class FakeProvider:
         chunk_ms: float = 0,
         hang_s: float = 30.0,
         seed: int = 0,
+        line_ending: str = "lf",
+        split_bytes: int = 0,
     ) -> None:
         self.host, self.port, self.seed, self.hang_s = host, port, seed, hang_s
+        self.line_ending, self.split_bytes = _line_ending(line_ending), _split_bytes(split_bytes)
         self.latency_ms, self.first_token_ms, self.chunk_ms = latency_ms, first_token_ms, chunk_ms
         self.requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
@@ -455,6 +480,10 @@ class FakeProvider:
             first = _ms(headers, "x-fake-first-token-ms", self.first_token_ms)
             chunk = _ms(headers, "x-fake-chunk-ms", self.chunk_ms)
             shape = _shape(headers)
+            framing = (
+                _line_ending(headers.get("x-fake-line-ending", self.line_ending)),
+                _split_bytes(headers.get("x-fake-split-bytes", self.split_bytes)),
+            )
         except ValueError as exc:
             return error(400, str(exc))
         if fail == "timeout":
@@ -482,7 +511,7 @@ class FakeProvider:
             # A shape this fake cannot read; the real API would have refused it too.
             return error(400, f"Malformed request: {exc!r}")
         if stream:
-            return self._stream(h, answer, path, first, chunk, fail == "drop-midstream")
+            return self._stream(h, answer, path, first, chunk, fail == "drop-midstream", framing)
         if self._stopping.wait(max(0.0, latency - (time.monotonic() - started))):
             h.close_connection = True
             return None
@@ -509,28 +538,59 @@ class FakeProvider:
                 self._stopping.wait(min(0.05, left))
 
     def _stream(
-        self, h: _Handler, events: list[Event], path: str, first: float, chunk: float, drop: bool
+        self,
+        h: _Handler,
+        events: list[Event],
+        path: str,
+        first: float,
+        chunk: float,
+        drop: bool,
+        framing: tuple[bytes, int] = (b"\n", 0),
     ) -> None:
-        """Send events as SSE (chat: bare `data:` lines; others: named events), pacing content events."""
+        """Send events as SSE (chat: bare `data:` lines; others: named events), pacing content events.
+
+        `framing` is (line ending, piece size): with a piece size the body goes out in pieces of that
+        many bytes, cut across lines and events; what is held back is sent before any pause."""
+        ending, size = framing
+        held = bytearray()
+
+        def send(text: str) -> None:
+            data = text.encode() if ending == b"\n" else text.encode().replace(b"\n", ending)
+            if not size:
+                return h.send_chunk(data)
+            held.extend(data)
+            while len(held) >= size:
+                h.send_chunk(bytes(held[:size]))
+                del held[:size]
+
+        def flush() -> None:
+            if held:
+                h.send_chunk(bytes(held))
+                held.clear()
+
         h.start_stream()
         sent = 0
         for index, (data, content) in enumerate(events):
             if content:
-                if (delay := chunk if sent else first) > 0 and self._stopping.wait(delay):
-                    h.close_connection = True
-                    return
+                if (delay := chunk if sent else first) > 0:
+                    flush()
+                    if self._stopping.wait(delay):
+                        h.close_connection = True
+                        return
                 sent += 1
             if path == "/v1/responses":
                 data["sequence_number"] = index
             if path == "/v1/chat/completions":
-                h.send_chunk(f"data: {_dumps(data)}\n\n".encode())
+                send(f"data: {_dumps(data)}\n\n")
             else:
-                h.send_chunk(f"event: {data['type']}\ndata: {_dumps(data)}\n\n".encode())
+                send(f"event: {data['type']}\ndata: {_dumps(data)}\n\n")
             if drop and (sent >= 2 or index >= 4 or index >= len(events) - 2):
+                flush()
                 h.close_connection = True  # no terminating chunk: the client sees a truncated stream
                 return
         if path == "/v1/chat/completions":
-            h.send_chunk(b"data: [DONE]\n\n")
+            send("data: [DONE]\n\n")
+        flush()
         h.end_stream()
 
     # -- generation --------------------------------------------------------------------------------------
@@ -889,6 +949,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument(f"--{knob}", type=float, default=0)
     parser.add_argument("--hang-s", type=float, default=30.0)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--line-ending", choices=sorted(_LINE_ENDINGS), default="lf")
+    parser.add_argument("--split-bytes", type=int, default=0)
     args = vars(parser.parse_args(argv))
     fake = FakeProvider(**args).start()
     print(f"Fake provider on {fake.url} (Ctrl-C to stop)", flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -585,6 +586,59 @@ def test_errors_in_provider_shape(fake: FakeProvider, ant: anthropic.Anthropic, 
     with pytest.raises(openai.BadRequestError):
         oai.chat.completions.create(model=MODEL_O, messages=USER, extra_headers={"x-fake-fail": "sometimes"})
     assert len(fake.requests) == 7  # every request is recorded, malformed or not
+
+
+def chunked_post(fake: FakeProvider, path: str, body: dict[str, Any], headers: dict[str, str]) -> list[bytes]:
+    """The HTTP chunks of a streamed answer, as they are framed on the wire."""
+    host, port = fake.url.removeprefix("http://").rsplit(":", 1)
+    payload = json.dumps(body).encode()
+    head = f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-length: {len(payload)}\r\nconnection: close\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    with socket.create_connection((host, int(port)), timeout=5) as conn:
+        conn.sendall(head.encode() + payload)
+        raw = b"".join(iter(lambda: conn.recv(65536), b""))
+    rest = raw.split(b"\r\n\r\n", 1)[1]
+    chunks = []
+    while True:
+        size, rest = rest.split(b"\r\n", 1)
+        if not int(size, 16):
+            return chunks
+        chunks.append(rest[: int(size, 16)])
+        assert rest[int(size, 16) : int(size, 16) + 2] == b"\r\n"
+        rest = rest[int(size, 16) + 2 :]
+
+
+@pytest.mark.parametrize("ending", ["crlf", "cr"])
+def test_streams_in_other_line_endings_and_small_pieces(
+    fake: FakeProvider, ant: anthropic.Anthropic, oai: openai.OpenAI, ending: str
+) -> None:
+    framing = {"x-fake-line-ending": ending, "x-fake-split-bytes": "7"}
+    eol = {"crlf": b"\r\n", "cr": b"\r"}[ending]
+    for path, body in (
+        ("/v1/messages", {"model": MODEL_A, "max_tokens": 100, "messages": USER, "stream": True}),
+        ("/v1/chat/completions", {"model": MODEL_O, "messages": USER, "stream": True}),
+    ):
+        chunks = chunked_post(fake, path, body, framing)
+        whole = b"".join(chunks)
+        assert {len(c) for c in chunks[:-1]} == {7} and 0 < len(chunks[-1]) <= 7
+        assert whole.endswith(eol + eol) and whole.replace(eol, b"").count(b"\n") == 0
+        assert whole.replace(b"\r", b"").count(b"\n") == (whole.count(eol) if ending == "crlf" else 0)
+        # A CRLF cut between its CR and LF, as TCP may cut it.
+        assert ending == "cr" or any(c.endswith(b"\r") for c in chunks)
+    # The SDKs read such streams as they read the usual ones.
+    plain = ant.messages.create(model=MODEL_A, max_tokens=100, messages=USER)
+    with ant.messages.stream(model=MODEL_A, max_tokens=100, messages=USER, extra_headers=framing) as s:
+        assert dumps(s.get_final_message().content) == dumps(plain.content)
+    chat = list(oai.chat.completions.create(model=MODEL_O, messages=USER, stream=True, extra_headers=framing))
+    assert "".join(c.choices[0].delta.content or "" for c in chat if c.choices) == (
+        oai.chat.completions.create(model=MODEL_O, messages=USER).choices[0].message.content
+    )
+    with pytest.raises(anthropic.BadRequestError, match="line ending"):
+        ant.messages.create(
+            model=MODEL_A, max_tokens=10, messages=USER, extra_headers={"x-fake-line-ending": "lfcr"}
+        )
+    with pytest.raises(openai.BadRequestError, match="split-bytes"):
+        oai.chat.completions.create(model=MODEL_O, messages=USER, extra_headers={"x-fake-split-bytes": "-1"})
 
 
 async def test_async_clients(fake: FakeProvider) -> None:

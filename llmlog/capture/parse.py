@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import zlib
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from functools import lru_cache
 from itertools import compress, repeat
 from operator import is_
 from typing import Any
@@ -19,6 +18,7 @@ from typing import Any
 import msgspec
 
 from llmlog.capture.exchange import Exchange
+from llmlog.capture.sse import SSEParser
 from llmlog.prompts import REGISTRY
 from llmlog.record import Call, parse_json
 
@@ -165,52 +165,36 @@ def body_bytes(ex: Exchange) -> bytes:
     return b"".join(c for _, c in decoded_chunks(ex))
 
 
-def sse_events(ex: Exchange) -> Iterator[tuple[float, str, bytes]]:
-    """(arrival ms, event name, data) for each complete server-sent event."""
-    # An event's time is that of the chunk that completed it. Chunks usually hold whole
-    # events, so each is split on its own; the start of an event not yet complete waits in
-    # `pending` (a list, joined once the event is: a large event in many small chunks costs
-    # no more than in one). Data stays bytes: the JSON decoder takes them.
-    pending: list[bytes] = []
-    for t, chunk in decoded_chunks(ex):
-        if b"\r" in chunk:
-            chunk = chunk.replace(b"\r\n", b"\n")
-        if pending:
-            if b"\n\n" not in chunk and not (pending[-1].endswith(b"\n") and chunk.startswith(b"\n")):
-                pending.append(chunk)
-                continue
-            pending.append(chunk)
-            chunk = b"".join(pending)
-        if chunk.find(b"\n\n") == len(chunk) - 2 >= 0:  # one whole event, as most chunks are
-            blocks, pending = [chunk[:-2]], []
-        else:
-            blocks = chunk.split(b"\n\n")
-            last = blocks.pop()  # what follows the last blank line: empty, or an event begun
-            pending = [last] if last else []
-        for raw in blocks:
-            # Nearly every event is one `event:` line and one `data:` line, or a `data:`
-            # line alone: those take a few slices; anything else, the general reading.
-            if raw.startswith(b"event: "):
-                nl = raw.find(b"\n")
-                if nl > 0 and raw.startswith(b"data: ", nl + 1) and raw.find(b"\n", nl + 1) < 0:
-                    yield t, _event_name(raw[7:nl]), raw[nl + 7 :]
-                    continue
-            elif raw.startswith(b"data: ") and b"\n" not in raw:
-                yield t, "", raw[6:]
-                continue
-            name, data = "", []
-            for line in raw.split(b"\n"):
-                if line.startswith(b"data:"):
-                    data.append(line[5:].lstrip(b" ") if line[5:6] == b" " else line[5:])
-                elif line.startswith(b"event:"):
-                    name = _event_name(line[6:])
-            if data:
-                yield t, name, b"\n".join(data)
+class Events:
+    """(arrival ms, event name, data) for each complete server-sent event of a response.
+
+    An event's time is that of the chunk that completed it. Once iterated to the end, it says
+    whether anything was lost: `truncated` (the body ended inside an event) and `unreadable`
+    (events whose data the API parser could not read, counted by it).
+    """
+
+    __slots__ = ("_ex", "_parser", "unreadable")
+
+    def __init__(self, ex: Exchange) -> None:
+        self._ex = ex
+        self._parser = SSEParser()
+        self.unreadable = 0
+
+    def __iter__(self) -> Iterator[tuple[float, str, bytes]]:
+        parser = self._parser
+        for t, chunk in decoded_chunks(self._ex):
+            for name, data in parser.feed(chunk):
+                yield t, name, data
+        parser.close()
+
+    @property
+    def truncated(self) -> bool:
+        return self._parser.truncated
 
 
-@lru_cache(maxsize=256)
-def _event_name(raw: bytes) -> str:
-    return raw.decode("utf-8", "replace").strip()
+def sse_events(ex: Exchange) -> Events:
+    """The server-sent events of a streamed response (see `Events`)."""
+    return Events(ex)
 
 
 def _text_of(content: Any) -> str:
@@ -273,13 +257,16 @@ Decode = Callable[[bytes | str], Any]
 
 
 def _json_events(
-    events: Iterator[tuple[float, str, bytes]], decode: Decode
+    seen: Iterable[tuple[float, str, bytes]], decode: Decode, events: Events
 ) -> Iterator[tuple[float, str, dict[str, Any]]]:
-    """(time, type, payload) for each event whose data is a JSON object."""
-    seen = list(events)
+    """(time, type, payload) for each event whose data is a JSON object; others are counted
+    in `events.unreadable`: what they carried is lost, so the call is not whole."""
+    seen = list(seen)
     for (t, name, _), ev in zip(seen, _decode_all([data for _, _, data in seen], decode), strict=True):
         if isinstance(ev, dict):
             yield t, ev.get("type", name), ev
+        else:
+            events.unreadable += 1
 
 
 def _decode_all(datas: list[bytes], decode: Decode) -> list[Any]:
@@ -297,14 +284,14 @@ def _decode_all(datas: list[bytes], decode: Decode) -> list[Any]:
 Parsed = tuple[dict[str, Any] | None, Any, float | None, bool]  # response, error, first token ms, finished
 
 
-def _anthropic_stream(events: Iterator[tuple[float, str, bytes]], decode: Decode) -> Parsed:
+def _anthropic_stream(events: Events, decode: Decode) -> Parsed:
     message: dict[str, Any] | None = None
     finished = False
     blocks: dict[int, dict[str, Any]] = {}
     partial_json: dict[int, str] = {}
     first: float | None = None
     error = None
-    for t, kind, ev in _json_events(events, decode):
+    for t, kind, ev in _json_events(events, decode, events):
         if kind == "message_start" and isinstance(ev.get("message"), dict):
             message = dict(ev["message"])
             message["usage"] = dict(message.get("usage") or {})
@@ -349,7 +336,7 @@ def _anthropic_stream(events: Iterator[tuple[float, str, bytes]], decode: Decode
     return message, error, first, finished
 
 
-def _chat_stream(events: Iterator[tuple[float, str, bytes]], decode: Decode) -> Parsed:
+def _chat_stream(events: Events, decode: Decode) -> Parsed:
     completion: dict[str, Any] | None = None
     finished = False
     choices: dict[int, dict[str, Any]] = {}
@@ -357,13 +344,16 @@ def _chat_stream(events: Iterator[tuple[float, str, bytes]], decode: Decode) -> 
     error = None
     seen = []
     for event in events:
+        if finished:
+            continue  # nothing follows [DONE]; read to the end all the same, to see it ended well
         if event[2].strip() == b"[DONE]":
             finished = True
-            break
-        seen.append(event)
+        else:
+            seen.append(event)
     decoded = _decode_all([data for _, _, data in seen], decode)
     for (t, _name, _data), chunk in zip(seen, decoded, strict=True):
         if not isinstance(chunk, dict):
+            events.unreadable += 1
             continue
         if "error" in chunk and "choices" not in chunk:
             error = chunk["error"]
@@ -413,7 +403,7 @@ _RESPONSE_DELTAS = (
 _RESPONSE_ENDS = ("response.completed", "response.incomplete", "response.failed")
 
 
-def _responses_stream(events: Iterator[tuple[float, str, bytes]], decode: Decode) -> Parsed:
+def _responses_stream(events: Events, decode: Decode) -> Parsed:
     seen = list(events)
     # A finished stream's last event carries the whole response: when the events are named,
     # only that one needs decoding, and the first delta's name gives the first-token time.
@@ -424,10 +414,10 @@ def _responses_stream(events: Iterator[tuple[float, str, bytes]], decode: Decode
             if isinstance(final, dict) and isinstance(final.get("response"), dict):
                 first = next((t for t, name, _ in seen if name in _RESPONSE_DELTAS), None)
                 return final["response"], None, first, True
-    return _responses_events(iter(seen), decode)
+    return _responses_events(seen, decode, events)
 
 
-def _responses_events(events: Iterator[tuple[float, str, bytes]], decode: Decode) -> Parsed:
+def _responses_events(seen: list[tuple[float, str, bytes]], decode: Decode, events: Events) -> Parsed:
     """Every event decoded: a stream cut short is rebuilt from what it had sent."""
     snapshot: dict[str, Any] | None = None
     done_items: dict[int, Any] = {}
@@ -435,7 +425,7 @@ def _responses_events(events: Iterator[tuple[float, str, bytes]], decode: Decode
     final: dict[str, Any] | None = None
     first: float | None = None
     error = None
-    for t, kind, ev in _json_events(events, decode):
+    for t, kind, ev in _json_events(seen, decode, events):
         if kind in _RESPONSE_DELTAS:
             first = t if first is None else first
             if kind == "response.output_text.delta":
@@ -583,11 +573,16 @@ def to_call(ex: Exchange, decoder: Decoder | None = None) -> Call:
         try:
             if streamed:
                 parse = {"messages": _anthropic_stream, "chat": _chat_stream}.get(ex.api, _responses_stream)
-                response, stream_error, first, finished = parse(sse_events(ex), decode)
+                events = Events(ex)
+                response, stream_error, first, finished = parse(events, decode)
                 if finished:
                     # The SDK may close the response right after the last event; that is
                     # not an abandoned stream.
                     ex.incomplete = False
+                if events.truncated or events.unreadable:
+                    # An event was lost (cut off, or data we cannot read): whatever was
+                    # rebuilt from the others may be missing text, arguments or usage.
+                    ex.incomplete = True
                 if stream_error is not None:
                     err = stream_error if isinstance(stream_error, dict) else {"message": str(stream_error)}
                     call.error = {
