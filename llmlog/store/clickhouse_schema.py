@@ -383,6 +383,74 @@ def m006_daily_that_merges(runner: Runner, cluster: str | None) -> None:
     runner.command(f"DROP TABLE IF EXISTS daily_parts_v1{local}{on}")
 
 
+def _bad(column: str) -> str:
+    """True for a figure no call may have: NaN, ±infinity or negative (not for NULL)."""
+    return f"ifNull(NOT isFinite(toFloat64({column})) OR {column} < 0, 0)"
+
+
+def m007_repair_figures(runner: Runner, cluster: str | None) -> None:
+    """Figures stored before they were checked (NaN, infinities, negative costs, times or
+    token counts) made NULL, and the rollup rows they fell in summed again from the calls;
+    a row whose calls are gone (the cold tier) has its bad sums set to 0."""
+    from llmlog.store.clickhouse_engine import bind
+    from llmlog.store.rollup import CALL_FIGURES, DAILY_FIGURES, PEOPLE_FIGURES
+
+    on = f" ON CLUSTER {cluster}" if cluster else ""
+    local = "_local" if cluster else ""
+    mutation = " SETTINGS mutations_sync = 2"
+
+    def any_bad(columns: tuple[str, ...], alias: str = "") -> str:
+        return " OR ".join(_bad(f"{alias}{c}") for c in columns)
+
+    def keys(sql: str) -> list[str]:
+        return [str(r[0]) for r in runner.rows(sql)[1]]
+
+    people_key = (
+        "concat(toString({day}), '|', ifNull(concat('=', {p}user_id), '-'), '|',"
+        " ifNull(concat('=', {p}session_id), '-'))"
+    )
+    call_people = people_key.format(day="toDate(c.timestamp)", p="c.")
+    daily_keys = keys(
+        f"SELECT DISTINCT {_key('c')} FROM call_data AS c WHERE {any_bad(CALL_FIGURES, 'c.')}"
+        f" UNION DISTINCT SELECT {_key()} FROM daily WHERE {any_bad(DAILY_FIGURES)}"
+    )
+    people_keys = keys(
+        f"SELECT DISTINCT {call_people} FROM call_data AS c WHERE ({any_bad(CALL_FIGURES, 'c.')})"
+        " AND (c.user_id IS NOT NULL OR c.session_id IS NOT NULL)"
+        f" UNION DISTINCT SELECT {people_key.format(day='day', p='')} FROM people_daily"
+        f" WHERE {any_bad(PEOPLE_FIGURES)}"
+    )
+    if not daily_keys and not people_keys:
+        return
+    sets = ", ".join(f"{c} = if({_bad(c)}, NULL, {c})" for c in CALL_FIGURES)
+    runner.command(f"ALTER TABLE call_data{local}{on} UPDATE {sets} WHERE {any_bad(CALL_FIGURES)}{mutation}")
+    for table, found, key, call_key, figures, select, group, only in (
+        ("daily_parts", daily_keys, _key(), _key("c"), DAILY_FIGURES, DAILY_SELECT,
+         DAILY_GROUP, ""),
+        ("people_parts", people_keys, people_key.format(day="day", p=""), call_people, PEOPLE_FIGURES,
+         PEOPLE_SELECT, "day, user_id, session_id",
+         " AND (c.user_id IS NOT NULL OR c.session_id IS NOT NULL)"),
+    ):  # fmt: skip
+        if not found:
+            continue
+        hot = keys(bind(f"SELECT DISTINCT {call_key} FROM call_data AS c WHERE {call_key} IN %s", [found]))
+        cold = sorted(set(found) - set(hot))
+        if hot:
+            runner.command(bind(f"ALTER TABLE {table}{local}{on} DELETE WHERE {key} IN %s{mutation}", [hot]))
+            runner.command(
+                bind(
+                    f"INSERT INTO {table} SELECT {select} FROM call_data AS c WHERE {call_key} IN %s{only}"
+                    f" GROUP BY {group}",
+                    [hot],
+                )
+            )
+        if cold:
+            zeros = ", ".join(f"{c} = if({_bad(c)}, 0, {c})" for c in figures)
+            runner.command(
+                bind(f"ALTER TABLE {table}{local}{on} UPDATE {zeros} WHERE {key} IN %s{mutation}", [cold])
+            )
+
+
 MIGRATIONS: list[Callable[[Runner, str | None], None]] = [
     m001_initial,
     m002_accounts,
@@ -390,4 +458,5 @@ MIGRATIONS: list[Callable[[Runner, str | None], None]] = [
     m004_audit_and_vectors,
     m005_web_sessions,
     m006_daily_that_merges,
+    m007_repair_figures,
 ]
