@@ -328,11 +328,17 @@ def m005_web_sessions(runner: Runner, cluster: str | None) -> None:
     )
 
 
+def _part(value: str) -> str:
+    """A label in a key, its length first: no two labels (which are anyone's text, '|'
+    included) can run together into another's key. NULL is '-', told apart from ''."""
+    return f"ifNull(concat(toString(length({value})), ':', {value}), '-')"
+
+
 def _key(table: str = "") -> str:
     """A `daily` row's day and group as one value, NULL told apart from ''."""
     prefix = f"{table}." if table else ""
     day = f"toDate({prefix}timestamp)" if table == "c" else f"{prefix}day"
-    parts = ", '|', ".join(f"ifNull(concat('=', {prefix}{g}), '-')" for g in DAILY_GROUP.split(", ")[1:])
+    parts = ", '|', ".join(_part(f"{prefix}{g}") for g in DAILY_GROUP.split(", ")[1:])
     return f"concat(toString({day}), '|', {parts})"
 
 
@@ -406,8 +412,7 @@ def m007_repair_figures(runner: Runner, cluster: str | None) -> None:
         return [str(r[0]) for r in runner.rows(sql)[1]]
 
     people_key = (
-        "concat(toString({day}), '|', ifNull(concat('=', {p}user_id), '-'), '|',"
-        " ifNull(concat('=', {p}session_id), '-'))"
+        "concat(toString({day}), '|', " + _part("{p}user_id") + ", '|', " + _part("{p}session_id") + ")"
     )
     call_people = people_key.format(day="toDate(c.timestamp)", p="c.")
     daily_keys = keys(
