@@ -627,7 +627,9 @@ def copy(ctx: Ctx, source: str, target: str, batch: int) -> None:
         raise click.UsageError(f"--from: no such file {path!r}")
     copied = skipped = 0
     # Read as stored (sealed text stays sealed, unread); no pricing: costs are copied as stored.
-    intake = Intake(ctx.settings, stored=True)
+    # A figure the source store holds that cannot be stored (a NaN cost, kept before figures
+    # were checked) is dropped with a note, as the stores' own repair does: the call is kept.
+    intake = Intake(ctx.settings, stored=True, repair=True)
     with _open(source) as src, _open(target) as dst, _progress() as progress:
         task = progress.add_task("copying", total=src.count(CallFilter()))
 

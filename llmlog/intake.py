@@ -31,7 +31,7 @@ from llmlog.config import Settings
 from llmlog.encryption import CLEAR_ATTRIBUTES, is_sealed
 from llmlog.pricing import Pricer
 from llmlog.prompts import REGISTRY
-from llmlog.record import Call, Span, SpanEvent
+from llmlog.record import Call, Span, SpanEvent, check_figures, drop_bad_figures, figure_problem
 from llmlog.redact import Redactor
 
 Item = Exchange | Call
@@ -50,7 +50,11 @@ class Intake:
     """What every record goes through, with the settings it was built from. `pricer`:
     prices calls without a cost (None: left unpriced). `stored`: the records were stored
     before (an export, another store), so their user ids are hashed already and their prompt
-    versions are what they were."""
+    versions are what they were. `repair`: a call with a figure that cannot be stored (a NaN
+    cost, a negative token count) is kept with that figure dropped (`drop_bad_figures`)
+    rather than refused: for the SDK, whose calls happened and must not be lost for one
+    odd number. An exchange (what a provider answered) is always repaired so; every other
+    record with such a figure is refused (RecordError, naming the field)."""
 
     def __init__(
         self,
@@ -60,6 +64,7 @@ class Intake:
         *,
         redactor: Redactor | None = None,
         stored: bool = False,
+        repair: bool = False,
     ) -> None:
         self.settings = settings
         # Built once: a conversation re-sends its earlier messages, which the redactor
@@ -69,13 +74,21 @@ class Intake:
         self.pricer = pricer
         self.decoder = decoder
         self.stored = stored
+        self.repair = repair
 
     # -------------------------------------------------------------- calls
 
     def call(self, item: Item) -> Call:
         """A finished exchange (or a call built by hand, or read) as the record to keep:
-        parsed, redacted, sealed, its user id hashed, priced."""
-        call = to_call(item, self.decoder) if isinstance(item, Exchange) else item
+        parsed, redacted, sealed, its user id hashed, priced. RecordError for a figure that
+        cannot be stored, unless the call is repaired (see the class)."""
+        exchange = isinstance(item, Exchange)
+        call = to_call(item, self.decoder) if exchange else item
+        # Before pricing, which reads the token counts.
+        if exchange or self.repair:
+            drop_bad_figures(call)
+        else:
+            check_figures(call)
         prompt = call.system_prompt
         if call.prompt_template_version is None and prompt and not self.stored and not is_sealed(prompt):
             call.prompt_template_version = REGISTRY.version_of(prompt)  # as `to_call` does
@@ -85,6 +98,8 @@ class Intake:
             call.user_id = hash_user_id(call.user_id, secret)
         if call.cost_usd is None and self.pricer is not None:
             self.pricer.price(call)
+            if figure_problem("cost_usd", call.cost_usd):  # a price table's absurd rate
+                call.cost_usd = call.rate_card = None
         return call
 
     def protect(self, call: Call) -> Call:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import fnmatch
 import hashlib
 import logging
+import math
 import tomllib
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -115,8 +116,14 @@ def load_overrides(path: str | Path) -> tuple[list[Override], str]:
         for key in PRICE_KEYS:
             if key in entry:
                 value = entry[key]
-                if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                    raise PriceFileError(f"{where}: {key} must be a non-negative number")
+                # TOML has nan and inf: either would price every call matched to nonsense.
+                if (
+                    isinstance(value, bool)
+                    or not isinstance(value, int | float)
+                    or not math.isfinite(value)
+                    or value < 0
+                ):
+                    raise PriceFileError(f"{where}: {key} must be a finite non-negative number")
                 prices[key] = Decimal(str(value))
         if "input_mtok" not in prices or "output_mtok" not in prices:
             raise PriceFileError(f"{where}: input_mtok and output_mtok are required")

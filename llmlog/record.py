@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -84,6 +85,66 @@ def parse_json(text: str | bytes) -> Any:
 
 class RecordError(ValueError):
     """A record that cannot be stored; the message says which field and why."""
+
+
+#: Where `drop_bad_figures` notes in `metadata` what it dropped: field → the value, as text.
+DROPPED_KEY = "llmlog_dropped_figures"
+
+
+def figure_problem(name: str, value: Any) -> str | None:
+    """Why `value` cannot be a call's `name` (a token count, a cost or a time), or None.
+    A NaN, an infinity or a negative figure would stay in the rollups for ever: a sum with
+    one NaN is NaN, and JSON has no NaN to send it as."""
+    if value is None:
+        return None
+    if name in INT_COLUMNS:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return f"{name}: expected a non-negative integer, got {value!r}"
+        if value >= 2**63:
+            return f"{name}: {value} is too large for a 64-bit integer"
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{name}: expected a number, got {value!r}"
+    try:
+        number = float(value)
+    except OverflowError:
+        return f"{name}: {value} is too large"
+    if not math.isfinite(number) or number < 0:
+        return f"{name}: expected a finite non-negative number, got {value!r}"
+    return None
+
+
+def bad_figures(call: Call) -> dict[str, str]:
+    """The figures of `call` that cannot be stored: field → why."""
+    out = {}
+    for name in (*sorted(INT_COLUMNS), *sorted(FLOAT_COLUMNS)):
+        reason = figure_problem(name, getattr(call, name))
+        if reason:
+            out[name] = reason
+    return out
+
+
+def check_figures(call: Call) -> Call:
+    """`call`, or RecordError naming its first figure that cannot be stored."""
+    bad = bad_figures(call)
+    if bad:
+        raise RecordError("; ".join(bad.values()))
+    return call
+
+
+def drop_bad_figures(call: Call) -> Call:
+    """Set the figures that cannot be stored to NULL, in place, noting in `metadata` what
+    they were: for a call that happened (a provider's usage block that says -3 tokens),
+    where losing the call would be worse than losing one figure of it."""
+    bad = bad_figures(call)
+    if bad:
+        dropped = {name: str(getattr(call, name)) for name in bad}
+        for name in bad:
+            setattr(call, name, None)
+        metadata = dict(call.metadata) if isinstance(call.metadata, dict) else {}
+        metadata[DROPPED_KEY] = {**metadata.get(DROPPED_KEY, {}), **dropped}
+        call.metadata = metadata
+    return call
 
 
 @dataclass(slots=True)
@@ -200,14 +261,16 @@ def _coerce(name: str, value: Any) -> Any:
         except ValueError:
             raise RecordError(f"id: not a UUID: {value!r}") from None
     if name in INT_COLUMNS:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise RecordError(f"{name}: expected a non-negative integer, got {value!r}")
-        if value >= 2**63:
-            raise RecordError(f"{name}: {value} is too large for a 64-bit integer")
+        reason = figure_problem(name, value)
+        if reason:
+            raise RecordError(reason)
         return value
     if name in FLOAT_COLUMNS:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise RecordError(f"{name}: expected a number, got {value!r}")
+        reason = figure_problem(name, value)
+        if reason:
+            raise RecordError(reason)
         return float(value)
     if name in ("params", "response", "tools") and _sealed(value):
         # Regulated mode seals these whole, before the spool: what a remote-mode app ships.

@@ -180,7 +180,7 @@ class Writer:
 
     def _prepare(self, item: Item) -> Call:
         if self._intake is None:
-            self._intake = Intake(self.settings, None, self._decoder)
+            self._intake = Intake(self.settings, None, self._decoder, repair=True)
             # The app's prompts directory: a call whose system prompt is one of its versions
             # is stored with that version, however the text reached the SDK.
             REGISTRY.load(self.settings.prompts)

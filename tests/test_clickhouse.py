@@ -445,3 +445,100 @@ def test_web_sessions(store: ClickHouseStore) -> None:
     from tests.test_access import check_web_sessions
 
     check_web_sessions(store)  # the table private: read-only SQL cannot read it
+
+
+# ---------------------------------------------------------------- `daily` across merges
+
+DAILY_TOTALS = (
+    "SELECT sum(calls), sum(errors), sumMap(latency_hist), sumMap(first_token_hist), sumMap(error_types),"
+    " sum(users), sum(sessions) FROM daily"
+)
+
+
+def _in_parts(store: ClickHouseStore, parts: int = 4, each: int = 25) -> list[Call]:
+    """Calls of one day and group inserted in several inserts: each its own part of
+    `daily_parts`, holding its own histogram, error types, users and sessions."""
+    day = datetime(2026, 2, 3, 9, tzinfo=UTC)
+    sent = []
+    for p in range(parts):
+        batch = [
+            Call(timestamp=day + timedelta(minutes=p * each + i), model="claude", feature="support",
+                 latency_ms=float(40 + 13 * i + p), first_token_ms=float(5 + i),
+                 user_id=f"u{(p + i) % 7}", session_id=f"s{p}-{i % 3}",
+                 error={"type": f"e{i % 3}"} if i % 4 == 0 else None)
+            for i in range(each)
+        ]  # fmt: skip
+        store.insert(batch)
+        sent += batch
+    return sent
+
+
+def test_daily_keeps_its_counts_when_parts_merge(store: ClickHouseStore) -> None:
+    """A merge adds the parts' maps up and unites their users and sessions; it used to keep
+    one part's maps of the merged row (5,553 latency entries became 5,160)."""
+    sent = _in_parts(store)
+    maps = DAILY_TOTALS.replace(", sum(users), sum(sessions)", "")
+    before = store.query(maps).rows
+    calls_, errors, latency, first, types = before[0]
+    assert (calls_, errors) == (100, 28)
+    assert sum(latency.values()) == 100 and sum(first.values()) == 100
+    assert types == {"e0": 12, "e1": 8, "e2": 8}
+    assert store.query("SELECT count() FROM daily_parts").rows[0][0] > 1  # not merged yet
+    store.engine.command("OPTIMIZE TABLE daily_parts FINAL")
+    assert store.query("SELECT count() FROM daily_parts").rows[0][0] == 1
+    assert store.query(maps).rows == before
+    # Users and sessions, as the other stores' `daily` has them: distinct across the parts.
+    people = store.query("SELECT sum(users), sum(sessions) FROM daily").rows
+    assert people == [(len({c.user_id for c in sent}), len({c.session_id for c in sent}))]
+
+
+def test_a_store_made_before_the_maps_merged_is_rebuilt(tmp_path: Path) -> None:
+    """A store whose `daily_parts` is the old `SummingMergeTree` (no users nor sessions) is
+    rebuilt from its calls on open; a day whose calls are gone keeps its old row."""
+    url = f"chdb://{tmp_path}/ch"
+    with open_store(url) as s:
+        assert isinstance(s, ClickHouseStore)
+        for sql in ("DROP VIEW daily_rollup", "DROP VIEW daily", "DROP TABLE daily_parts"):
+            s.engine.command(sql)
+        floats = ("cost_usd", "latency_ms", "first_token_ms")
+        names = ("calls", "errors", "input_tokens", "output_tokens", "cache_read_tokens",
+                 "cache_creation_tokens", *floats, "priced_calls", "output_calls", "tool_calls")  # fmt: skip
+        maps = ("error_types", "latency_hist", "first_token_hist")
+        cols = ", ".join(
+            [f"{c} {'Float64' if c in floats else 'Int64'}" for c in names]
+            + [f"{m} Map(String, Int64)" for m in maps]
+        )
+        tag = "LowCardinality(Nullable(String))"
+        s.engine.command(
+            f"CREATE TABLE daily_parts (day Date, feature {tag}, model {tag}, provider {tag},"
+            f" prompt_template_version {tag}, {cols}) ENGINE = SummingMergeTree()"
+            " PARTITION BY toYYYYMM(day) ORDER BY (day, feature, model, provider, prompt_template_version)"
+            " SETTINGS allow_nullable_key = 1"
+        )
+        s.engine.command(
+            "CREATE MATERIALIZED VIEW daily_rollup TO daily_parts AS SELECT toDate(c.timestamp) AS day,"
+            " c.feature AS feature, c.model AS model, c.provider AS provider,"
+            " c.prompt_template_version AS prompt_template_version, toInt64(count()) AS calls,"
+            " toInt64(countIf(c.error IS NOT NULL)) AS errors,"
+            " sumMapIf(map(JSONExtractString(ifNull(c.error, '{}'), 'type'), toInt64(1)),"
+            " c.error IS NOT NULL) AS error_types FROM call_data AS c"
+            " GROUP BY day, feature, model, provider, prompt_template_version"
+        )
+        s.engine.command("ALTER TABLE llmlog_schema DELETE WHERE version > 5 SETTINGS mutations_sync = 1")
+        sent = _in_parts(s)
+        # A cold day: its row in the rollup, its calls gone.
+        s.engine.command(
+            "INSERT INTO daily_parts (day, feature, calls, errors, error_types)"
+            " VALUES ('2025-12-01', 'old', 9, 2, map('timeout', 2))"
+        )
+    with open_store(url) as s:
+        assert isinstance(s, ClickHouseStore)
+        s.engine.command("OPTIMIZE TABLE daily_parts FINAL")
+        (row,) = s.query(DAILY_TOTALS + " WHERE feature = 'support'").rows
+        assert row[:2] == (100, 28) and sum(row[2].values()) == 100
+        assert row[4] == {"e0": 12, "e1": 8, "e2": 8}
+        assert row[5:] == (len({c.user_id for c in sent}), len({c.session_id for c in sent}))
+        cold = s.query("SELECT calls, errors, error_types, users FROM daily WHERE feature = 'old'").rows
+        assert cold == [(9, 2, {"timeout": 2}, 0)]
+        s.insert([Call(timestamp=datetime(2026, 2, 3, 23, tzinfo=UTC), feature="support", model="claude")])
+        assert s.query("SELECT sum(calls) FROM daily WHERE feature = 'support'").rows == [(101,)]

@@ -97,6 +97,25 @@ def test_bad_records_are_rejected_by_index_and_the_good_ones_kept(collector: Run
     assert post(collector, "").json()["received"] == 0
 
 
+def test_figures_that_would_poison_the_rollups_are_rejected(collector: Running) -> None:
+    """NaN, infinities and negative costs and times used to be kept, and stayed in `daily`
+    for ever (a sum with one NaN is NaN). Each such record is refused, naming its field."""
+    bad = {1: ("cost_usd", "NaN"), 2: ("latency_ms", "Infinity"), 3: ("cost_usd", "-0.5"),
+           4: ("first_token_ms", "-Infinity"), 5: ("latency_ms", "-3")}  # fmt: skip
+    lines = [json.dumps(record(20))]
+    for i, (name, value) in bad.items():
+        lines.append(json.dumps(record(20 + i))[:-1] + f', "{name}": {value}}}')
+    r = post(collector, "\n".join(lines), {"Content-Type": "application/x-ndjson"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["stored"] == 1
+    assert {x["index"]: x["reason"].split(":")[0] for x in body["rejected"]} == {
+        i: name for i, (name, _) in bad.items()
+    }
+    (kept,) = collector.store.recent(CallFilter(feature="ingest-test"), limit=10)
+    assert kept.latency_ms is None and kept.cost_usd is not None and kept.cost_usd >= 0
+
+
 def test_hostile_records_are_data(collector: Running) -> None:
     nasty = "'); DROP TABLE call_data; -- <script>alert(1)</script>"
     r = post(collector, json.dumps(record(1, user_id=nasty, feature=nasty, system_prompt=nasty)))

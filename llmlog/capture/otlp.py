@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.responses import JSONResponse, Response
 
-from llmlog.record import Call, Span, SpanEvent
+from llmlog.record import Call, RecordError, Span, SpanEvent
 from llmlog.store import Store
 from llmlog.store.regulated import Refused
 
@@ -670,6 +670,7 @@ def ingest_spans(store: Store, spans: list[Span], intake: Intake) -> tuple[int, 
         by_trace.setdefault(s.trace_id, []).append(s)
     new: list[Call] = []
     enriched: list[Call] = []
+    calls_refused: dict[str, str] = {}
     for trace_id, group in by_trace.items():
         known = {s.span_id: s for s in store.trace(trace_id)}
         model = [s.span_id for s in group if is_model_call(s)]
@@ -689,14 +690,16 @@ def ingest_spans(store: Store, spans: list[Span], intake: Intake) -> tuple[int, 
                 None,
             )
             if earlier is None:
-                new.append(intake.call(call))
+                try:
+                    new.append(intake.call(call))
+                except RecordError as exc:  # a NaN cost, a negative token count: this call only
+                    calls_refused[call.id] = str(exc)
                 continue
             for s in mine:
                 s.call_id = earlier
             stored = store.get(earlier)
             if stored is not None and _fill(stored, intake.protect(call)):
                 enriched.append(stored)
-    calls_refused: dict[str, str] = {}
     added = _insert_calls(store, new, calls_refused)
     for call in enriched:
         try:

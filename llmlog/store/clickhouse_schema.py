@@ -16,8 +16,9 @@ and its numbered migrations (`llmlog.store.clickhouse` applies them on open).
   `LowCardinality`.
 - `daily` and `people_daily`: the rollups the dashboard, reports and people pages read, as
   in the other stores. Materialized views keep their parts (`daily_parts`, `people_parts`:
-  `SummingMergeTree`, `AggregatingMergeTree`) as calls arrive; rows of one day and group
-  are added up as the parts merge, and the views add up what has not merged yet.
+  `AggregatingMergeTree`) as calls arrive; rows of one day and group are added up as the
+  parts merge (maps by `sumMap`, distinct users and sessions by `uniqExact` states), and the
+  views add up what has not merged yet.
 
 Cluster mode (`LLMLOG_CLICKHOUSE_CLUSTER=name`): every statement runs `ON CLUSTER name`, the
 tables are `Replicated…MergeTree` ones named `…_local` on each shard, and `call_data`,
@@ -28,7 +29,7 @@ call's id.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Protocol
+from typing import Any, Protocol
 
 from llmlog.store.rollup import bucket_sql, error_type_sql, tool_count_sql
 
@@ -74,27 +75,38 @@ SEARCH_COLUMN = (
     " ifNull(response, ''), ' ', ifNull(error, ''))) CODEC(ZSTD(3))"
 )
 
+
+# Each figure is an aggregate the engine merges as parts merge (`AggregatingMergeTree`):
+# sums as `sum`, the {key: count} maps as `sumMap` (a `SummingMergeTree` keeps one part's map
+# of a merged row and drops the others'), and distinct users and sessions as `uniqExact`
+# states, which merge into the distinct count of the union (a count cannot be added up).
+def _summed(kind: str) -> str:
+    return f"SimpleAggregateFunction(sum, {kind})"
+
+
 DAILY_COLUMNS = f"""
     day Date,
     feature {TAG},
     model {TAG},
     provider {TAG},
     prompt_template_version {TAG},
-    calls Int64,
-    errors Int64,
-    input_tokens Int64,
-    output_tokens Int64,
-    cache_read_tokens Int64,
-    cache_creation_tokens Int64,
-    cost_usd Float64,
-    priced_calls Int64,
-    latency_ms Float64,
-    first_token_ms Float64,
-    output_calls Int64,
-    tool_calls Int64,
-    error_types Map(String, Int64),
-    latency_hist Map(String, Int64),
-    first_token_hist Map(String, Int64)
+    calls {_summed("Int64")},
+    errors {_summed("Int64")},
+    input_tokens {_summed("Int64")},
+    output_tokens {_summed("Int64")},
+    cache_read_tokens {_summed("Int64")},
+    cache_creation_tokens {_summed("Int64")},
+    cost_usd {_summed("Float64")},
+    priced_calls {_summed("Int64")},
+    latency_ms {_summed("Float64")},
+    first_token_ms {_summed("Float64")},
+    output_calls {_summed("Int64")},
+    tool_calls {_summed("Int64")},
+    users AggregateFunction(uniqExact, Nullable(String)),
+    sessions AggregateFunction(uniqExact, Nullable(String)),
+    error_types SimpleAggregateFunction(sumMap, Map(String, Int64)),
+    latency_hist SimpleAggregateFunction(sumMap, Map(String, Int64)),
+    first_token_hist SimpleAggregateFunction(sumMap, Map(String, Int64))
 """
 
 _tools = tool_count_sql("clickhouse", "c.tool_calls")
@@ -119,6 +131,8 @@ DAILY_SELECT = f"""
     sum(ifNull(c.first_token_ms, 0)) AS first_token_ms,
     toInt64(countIf(c.output_tokens IS NOT NULL)) AS output_calls,
     toInt64(countIf({_tools} > 0)) AS tool_calls,
+    uniqExactState(c.user_id) AS users,
+    uniqExactState(c.session_id) AS sessions,
     sumMapIf(map({_error_type}, toInt64(1)), c.error IS NOT NULL) AS error_types,
     sumMapIf(map(ifNull(toString({_latency}), ''), toInt64(1)), {_latency} IS NOT NULL) AS latency_hist,
     sumMapIf(map(ifNull(toString({_first}), ''), toInt64(1)), {_first} IS NOT NULL) AS first_token_hist
@@ -149,7 +163,11 @@ PEOPLE_SELECT = """
 """
 COLUMN_NAMES = ", ".join(line.split()[0] for line in CALL_COLUMNS.strip().splitlines())
 DAILY_SUMS = ", ".join(
-    f"sumMap({c}) AS {c}" if c.endswith(("_types", "_hist")) else f"sum({c}) AS {c}"
+    f"sumMap({c}) AS {c}"
+    if c.endswith(("_types", "_hist"))
+    else f"toInt64(uniqExactMerge({c})) AS {c}"
+    if c in ("users", "sessions")
+    else f"sum({c}) AS {c}"
     for c in (line.split()[0] for line in DAILY_COLUMNS.strip().splitlines()[5:])
 )
 PEOPLE_SUMS = ", ".join(
@@ -161,6 +179,10 @@ DAILY_GROUP = "day, feature, model, provider, prompt_template_version"
 
 class Runner(Protocol):
     def command(self, sql: str) -> None: ...
+
+    def rows(
+        self, sql: str, settings: dict[str, Any] | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]: ...
 
 
 def statements(cluster: str | None = None) -> Iterator[str]:
@@ -186,7 +208,7 @@ def statements(cluster: str | None = None) -> Iterator[str]:
     )
     yield (
         f"CREATE TABLE IF NOT EXISTS daily_parts{local}{on} ({DAILY_COLUMNS})"
-        f" ENGINE = {engine('SummingMergeTree', 'daily_parts')}"
+        f" ENGINE = {engine('AggregatingMergeTree', 'daily_parts')}"
         f" PARTITION BY toYYYYMM(day) ORDER BY ({DAILY_GROUP}) {nullable_key}"
     )
     yield (
@@ -306,10 +328,140 @@ def m005_web_sessions(runner: Runner, cluster: str | None) -> None:
     )
 
 
+def _part(value: str) -> str:
+    """A label in a key, its length first: no two labels (which are anyone's text, '|'
+    included) can run together into another's key. NULL is '-', told apart from ''."""
+    return f"ifNull(concat(toString(length({value})), ':', {value}), '-')"
+
+
+def _key(table: str = "") -> str:
+    """A `daily` row's day and group as one value, NULL told apart from ''."""
+    prefix = f"{table}." if table else ""
+    day = f"toDate({prefix}timestamp)" if table == "c" else f"{prefix}day"
+    parts = ", '|', ".join(_part(f"{prefix}{g}") for g in DAILY_GROUP.split(", ")[1:])
+    return f"concat(toString({day}), '|', {parts})"
+
+
+def m006_daily_that_merges(runner: Runner, cluster: str | None) -> None:
+    """`daily_parts` as an `AggregatingMergeTree` whose merges add the maps up and keep users
+    and sessions (the `SummingMergeTree` before it kept one part's maps of a merged row and
+    dropped the others'). Rebuilt from the calls; a day and group whose calls are gone (the
+    cold tier) keeps its old row, with no users or sessions, which it never counted."""
+    on = f" ON CLUSTER {cluster}" if cluster else ""
+    local = "_local" if cluster else ""
+
+    def has(table: str, column: str | None = None) -> bool:
+        where = f"database = currentDatabase() AND table = '{table}'"
+        source = "system.columns" if column else "system.tables"
+        if column:
+            where += f" AND name = '{column}'"
+        return int(runner.rows(f"SELECT count() FROM {source} WHERE {where}")[1][0][0]) > 0
+
+    if has(f"daily_parts{local}", "users"):
+        return  # made by `statements` as it is now
+    runner.command(f"DROP VIEW IF EXISTS daily_rollup{on}")
+    runner.command(f"DROP VIEW IF EXISTS daily{on}")
+    if cluster:
+        runner.command(f"DROP TABLE IF EXISTS daily_parts{on}")
+    if not has(f"daily_parts_v1{local}"):  # (renamed already by a run that stopped half way)
+        runner.command(f"RENAME TABLE daily_parts{local} TO daily_parts_v1{local}{on}")
+    runner.command(f"DROP TABLE IF EXISTS daily_parts{local}{on}")
+    for sql in statements(cluster):  # IF NOT EXISTS: what exists is left as it is
+        runner.command(sql)
+    runner.command(
+        f"INSERT INTO daily_parts SELECT {DAILY_SELECT} FROM call_data AS c GROUP BY {DAILY_GROUP}"
+    )
+    nobody = "uniqExactState(CAST(NULL AS Nullable(String)))"
+    old = ", ".join(
+        f"sumMap({c})"
+        if c.endswith(("_types", "_hist"))
+        else nobody
+        if c in ("users", "sessions")
+        else f"sum({c})"
+        for c in (line.split()[0] for line in DAILY_COLUMNS.strip().splitlines()[5:])
+    )
+    # On a cluster every shard's old rows, read from one replica of each.
+    source = f"cluster('{cluster}', currentDatabase(), daily_parts_v1_local)" if cluster else "daily_parts_v1"
+    runner.command(
+        f"INSERT INTO daily_parts SELECT {DAILY_GROUP}, {old} FROM {source} AS o"
+        f" WHERE {_key('o')} NOT IN (SELECT {_key('c')} FROM call_data AS c) GROUP BY {DAILY_GROUP}"
+    )
+    runner.command(f"DROP TABLE IF EXISTS daily_parts_v1{local}{on}")
+
+
+def _bad(column: str) -> str:
+    """True for a figure no call may have: NaN, ±infinity or negative (not for NULL)."""
+    return f"ifNull(NOT isFinite(toFloat64({column})) OR {column} < 0, 0)"
+
+
+def m007_repair_figures(runner: Runner, cluster: str | None) -> None:
+    """Figures stored before they were checked (NaN, infinities, negative costs, times or
+    token counts) made NULL, and the rollup rows they fell in summed again from the calls;
+    a row whose calls are gone (the cold tier) has its bad sums set to 0."""
+    from llmlog.store.clickhouse_engine import bind
+    from llmlog.store.rollup import CALL_FIGURES, DAILY_FIGURES, PEOPLE_FIGURES
+
+    on = f" ON CLUSTER {cluster}" if cluster else ""
+    local = "_local" if cluster else ""
+    mutation = " SETTINGS mutations_sync = 2"
+
+    def any_bad(columns: tuple[str, ...], alias: str = "") -> str:
+        return " OR ".join(_bad(f"{alias}{c}") for c in columns)
+
+    def keys(sql: str) -> list[str]:
+        return [str(r[0]) for r in runner.rows(sql)[1]]
+
+    people_key = (
+        "concat(toString({day}), '|', " + _part("{p}user_id") + ", '|', " + _part("{p}session_id") + ")"
+    )
+    call_people = people_key.format(day="toDate(c.timestamp)", p="c.")
+    daily_keys = keys(
+        f"SELECT DISTINCT {_key('c')} FROM call_data AS c WHERE {any_bad(CALL_FIGURES, 'c.')}"
+        f" UNION DISTINCT SELECT {_key()} FROM daily WHERE {any_bad(DAILY_FIGURES)}"
+    )
+    people_keys = keys(
+        f"SELECT DISTINCT {call_people} FROM call_data AS c WHERE ({any_bad(CALL_FIGURES, 'c.')})"
+        " AND (c.user_id IS NOT NULL OR c.session_id IS NOT NULL)"
+        f" UNION DISTINCT SELECT {people_key.format(day='day', p='')} FROM people_daily"
+        f" WHERE {any_bad(PEOPLE_FIGURES)}"
+    )
+    if not daily_keys and not people_keys:
+        return
+    sets = ", ".join(f"{c} = if({_bad(c)}, NULL, {c})" for c in CALL_FIGURES)
+    runner.command(f"ALTER TABLE call_data{local}{on} UPDATE {sets} WHERE {any_bad(CALL_FIGURES)}{mutation}")
+    for table, found, key, call_key, figures, select, group, only in (
+        ("daily_parts", daily_keys, _key(), _key("c"), DAILY_FIGURES, DAILY_SELECT,
+         DAILY_GROUP, ""),
+        ("people_parts", people_keys, people_key.format(day="day", p=""), call_people, PEOPLE_FIGURES,
+         PEOPLE_SELECT, "day, user_id, session_id",
+         " AND (c.user_id IS NOT NULL OR c.session_id IS NOT NULL)"),
+    ):  # fmt: skip
+        if not found:
+            continue
+        hot = keys(bind(f"SELECT DISTINCT {call_key} FROM call_data AS c WHERE {call_key} IN %s", [found]))
+        cold = sorted(set(found) - set(hot))
+        if hot:
+            runner.command(bind(f"ALTER TABLE {table}{local}{on} DELETE WHERE {key} IN %s{mutation}", [hot]))
+            runner.command(
+                bind(
+                    f"INSERT INTO {table} SELECT {select} FROM call_data AS c WHERE {call_key} IN %s{only}"
+                    f" GROUP BY {group}",
+                    [hot],
+                )
+            )
+        if cold:
+            zeros = ", ".join(f"{c} = if({_bad(c)}, 0, {c})" for c in figures)
+            runner.command(
+                bind(f"ALTER TABLE {table}{local}{on} UPDATE {zeros} WHERE {key} IN %s{mutation}", [cold])
+            )
+
+
 MIGRATIONS: list[Callable[[Runner, str | None], None]] = [
     m001_initial,
     m002_accounts,
     m003_spans,
     m004_audit_and_vectors,
     m005_web_sessions,
+    m006_daily_that_merges,
+    m007_repair_figures,
 ]

@@ -12,7 +12,7 @@ from psycopg import sql as pgsql
 from llmlog.record import Call
 from llmlog.store import search
 from llmlog.store.postgres_reader import create_reader
-from llmlog.store.rollup import DAILY_COLUMNS, GROUP, cold_columns, from_raw_sql
+from llmlog.store.rollup import DAILY_COLUMNS, GROUP, cold_columns, from_raw_sql, repair_sql
 
 CALLS_VIEW = """
 CREATE VIEW calls AS
@@ -499,6 +499,14 @@ def m011_web_sessions(cur: psycopg.Cursor[Any]) -> None:
     cur.execute("CREATE INDEX web_sessions_name ON web_sessions (name)")
 
 
+def m012_repair_figures(cur: psycopg.Cursor[Any]) -> None:
+    """Figures stored before they were checked (NaN, infinities, negative costs, times or
+    token counts) made NULL, and the rollup rows they fell in summed again
+    (`rollup.repair_sql`)."""
+    for sql in repair_sql("postgres"):
+        cur.execute(sql)
+
+
 MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m001_initial,
     m002_daily,
@@ -511,6 +519,7 @@ MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m009_vectors,
     m010_reader_login,
     m011_web_sessions,
+    m012_repair_figures,
 ]
 
 

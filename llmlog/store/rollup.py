@@ -193,3 +193,90 @@ def histogram_percentile(hist: Mapping[str, int], p: float) -> float:
             return low + (high - low) * (rank - before + 0.5) / count
         before += count
     raise AssertionError("the rank is below n")
+
+
+# ------------------------------------------------------------------ repairing stored figures
+
+CALL_FIGURES = (
+    "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens",
+    "cost_usd", "first_token_ms", "latency_ms",
+)  # fmt: skip
+DAILY_FIGURES = (*CALL_FIGURES[:4], "cost_usd", "latency_ms", "first_token_ms")
+PEOPLE_FIGURES = ("input_tokens", "output_tokens", "cost_usd")
+
+
+def bad_sql(dialect: str, value: str) -> str:
+    """True for a figure no call may have: NaN, ±infinity or negative (not for NULL).
+    PostgreSQL sorts NaN above infinity; SQLite stores NaN as NULL; 9e999 is its infinity."""
+    top = "'Infinity'::float8" if dialect == "postgres" else "9e999"
+    return f"({value} IS NOT NULL AND NOT ({value} >= 0 AND {value} < {top}))"
+
+
+def repair_sql(dialect: str) -> list[str]:
+    """Statements that repair figures stored before they were checked (SQLite m013,
+    PostgreSQL m012): such a figure of a call becomes NULL; the rows of `daily` and
+    `people_daily` they fell in, and those whose sums hold such a figure, are summed again
+    from the calls. A row whose calls are gone (the cold tier) cannot be: its bad sums are
+    set to 0, a figure unknown rather than one that spoils every sum it enters."""
+    pg = dialect == "postgres"
+    same = "IS NOT DISTINCT FROM" if pg else "IS"
+    day = day_sql(dialect, "c.timestamp")
+    temp = "CREATE TEMP TABLE"
+
+    def any_bad(columns: Iterable[str], alias: str = "") -> str:
+        return " OR ".join(bad_sql(dialect, f"{alias}{c}") for c in columns)
+
+    def match(keys: Iterable[str], left: str, right: str, right_day: str | None = None) -> str:
+        return " AND ".join(
+            f"{left}.{k} {same} {right_day if k == 'day' and right_day else f'{right}.{k}'}" for k in keys
+        )
+
+    daily_keys, people_keys = ("day", *GROUP), ("day", "user_id", "session_id")
+    group = ", ".join(GROUP)
+    out = [
+        f"{temp} repair_daily AS SELECT {day} AS day, {group} FROM call_data AS c"
+        f" WHERE {any_bad(CALL_FIGURES, 'c.')}"
+        f" UNION SELECT day, {group} FROM daily WHERE {any_bad(DAILY_FIGURES)}",
+        f"{temp} repair_people AS SELECT {day} AS day, user_id, session_id FROM call_data AS c"
+        f" WHERE ({any_bad(CALL_FIGURES, 'c.')}) AND (user_id IS NOT NULL OR session_id IS NOT NULL)"
+        f" UNION SELECT day, user_id, session_id FROM people_daily WHERE {any_bad(PEOPLE_FIGURES)}",
+        # (The cost triggers see this update; the rows they change are summed again below.)
+        "UPDATE call_data SET "
+        + ", ".join(f"{c} = CASE WHEN {bad_sql(dialect, c)} THEN NULL ELSE {c} END" for c in CALL_FIGURES)
+        + f" WHERE {any_bad(CALL_FIGURES)}",
+    ]
+    for table, keys, figures in (
+        ("daily", daily_keys, DAILY_FIGURES),
+        ("people_daily", people_keys, PEOPLE_FIGURES),
+    ):
+        repair = f"repair_{table.split('_')[0]}"
+        # The keys that still have calls: summed again from them.
+        out.append(
+            f"DELETE FROM {repair} WHERE NOT EXISTS (SELECT 1 FROM call_data AS c"
+            f" WHERE {match(keys, repair, 'c', day)})"
+        )
+        out.append(
+            f"DELETE FROM {table} WHERE EXISTS (SELECT 1 FROM {repair} AS h WHERE {match(keys, 'h', table)})"
+        )
+        calls_of = match(keys, "h", "r", day_sql(dialect, "r.timestamp"))
+        where = f"WHERE EXISTS (SELECT 1 FROM {repair} AS h WHERE {calls_of})"
+        if table == "daily":
+            out.append(
+                from_raw_sql(dialect, where=where, into=f"INSERT INTO daily ({', '.join(DAILY_COLUMNS)})")
+            )
+        else:
+            total = "coalesce(sum(cost_usd), 0)" if pg else "total(cost_usd)"
+            out.append(
+                f"INSERT INTO people_daily SELECT {day_sql(dialect, 'timestamp')}, user_id, session_id,"
+                " count(*), count(error), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),"
+                f" {total}, count(cost_usd), min(timestamp), max(timestamp) FROM call_data AS r {where}"
+                " AND (user_id IS NOT NULL OR session_id IS NOT NULL) GROUP BY 1, 2, 3"
+            )
+        # What is left has no calls to be summed from.
+        out.append(
+            f"UPDATE {table} SET "
+            + ", ".join(f"{c} = CASE WHEN {bad_sql(dialect, c)} THEN 0 ELSE {c} END" for c in figures)
+            + f" WHERE {any_bad(figures)}"
+        )
+        out.append(f"DROP TABLE {repair}")
+    return out

@@ -13,6 +13,7 @@ from llmlog.store.rollup import (
     cold_columns,
     error_type_sql,
     from_raw_sql,
+    repair_sql,
     tool_count_sql,
 )
 
@@ -506,6 +507,14 @@ def m012_web_sessions(db: sqlite3.Connection) -> None:
     )
 
 
+def m013_repair_figures(db: sqlite3.Connection) -> None:
+    """Figures stored before they were checked (an infinite latency, a negative cost or
+    token count) made NULL, and the rollup rows they fell in summed again
+    (`rollup.repair_sql`)."""
+    for sql in repair_sql("sqlite"):
+        db.execute(sql)
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_initial,
     m002_rate_card_and_filters,
@@ -519,6 +528,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m010_search,
     m011_vectors,
     m012_web_sessions,
+    m013_repair_figures,
 ]
 
 

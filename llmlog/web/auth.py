@@ -30,11 +30,12 @@ from urllib.parse import parse_qs, quote, urlsplit
 from starlette.concurrency import run_in_threadpool
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
+from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from llmlog import access, retention
 from llmlog.capture.proxy import PATHS as PROXY_PATHS
+from llmlog.web.answer import JSONResponse
 from llmlog.web.throttle import Busy
 
 SESSION_COOKIE = "llmlog_session"

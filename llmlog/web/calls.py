@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from llmlog.config import Settings
@@ -20,6 +20,7 @@ from llmlog.pricing import Pricer
 from llmlog.record import Call, Span
 from llmlog.store import CallFilter, Store, parse_when
 from llmlog.store.base import Facet
+from llmlog.web.answer import JSONResponse
 from llmlog.web.app import Web
 
 PAGE = 100

@@ -16,12 +16,13 @@ from urllib.parse import urlencode
 
 from markupsafe import Markup
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from llmlog import access, reports
 from llmlog.reports import Dashboard, DayCache, Period, Ranked, Stack
 from llmlog.web import auth, charts
+from llmlog.web.answer import JSONResponse
 from llmlog.web.app import Web
 
 PERIODS = (7, 30, 90)

@@ -24,7 +24,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from llmlog.capture import otlp as otlp_in
@@ -33,8 +33,9 @@ from llmlog.config import Settings
 from llmlog.intake import Intake
 from llmlog.jsonl import BadRecord, parse_batch
 from llmlog.pricing import Pricer
-from llmlog.record import COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, JSON_COLUMNS, Call
+from llmlog.record import COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, JSON_COLUMNS, Call, RecordError
 from llmlog.store.regulated import Refused
+from llmlog.web.answer import JSONResponse
 from llmlog.web.app import Web
 
 log = logging.getLogger("llmlog")
@@ -139,6 +140,8 @@ def routes(web: Web, token: Gate = None, settings: Settings | None = None) -> li
             seen.add(call.id)
             try:
                 calls.append((index, intake.call(call)))
+            except RecordError as exc:  # a figure that cannot be stored: this record only
+                batch.bad.append(BadRecord(index, str(exc)))
             except Exception as exc:  # pricing a strange record must not lose the batch
                 batch.bad.append(BadRecord(index, f"cannot be priced: {exc}"))
         refused: list[BadRecord] = []

@@ -18,7 +18,7 @@ from urllib.parse import quote, urlencode
 
 from markupsafe import Markup
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from llmlog import investigate
@@ -27,6 +27,7 @@ from llmlog.reports import Period
 from llmlog.store import ReadOnlyError, Store
 from llmlog.store.base import parse_when
 from llmlog.web import charts
+from llmlog.web.answer import JSONResponse
 from llmlog.web.app import Web, may
 from llmlog.web.dashboard import (
     MAX_DAYS,

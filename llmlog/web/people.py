@@ -7,13 +7,14 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from llmlog.conversation import gist, last_user_turn, response_turns
 from llmlog.record import Call
 from llmlog.store import CallFilter, ReadOnlyError
 from llmlog.store.base import SessionSummary, UserSummary
+from llmlog.web.answer import JSONResponse
 from llmlog.web.app import Web
 from llmlog.web.calls import BadFilter, call_filter, linker, summary
 

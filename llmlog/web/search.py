@@ -10,12 +10,13 @@ from __future__ import annotations
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from llmlog.conversation import gist, last_user_turn, response_turns
 from llmlog.store import vectors
 from llmlog.store.search import Hit
+from llmlog.web.answer import JSONResponse
 from llmlog.web.app import Web
 from llmlog.web.calls import BadFilter, call_filter, summary
 

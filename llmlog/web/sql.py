@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from llmlog.record import COLUMNS
@@ -26,6 +26,7 @@ from llmlog.reports import (
     write_csv,
 )
 from llmlog.store import QueryResult, ReadOnlyError
+from llmlog.web.answer import JSONResponse
 from llmlog.web.app import Web
 
 # A cell shows this much of a long value (a whole conversation, say); downloads have it all.
