@@ -113,16 +113,16 @@ def loosen(data: Any) -> tuple[Any, bool]:
 
 def _number(name: str, text: str) -> int | float | str:
     value = text.strip()
-    try:
-        if name in INT_COLUMNS and _INT_TEXT.fullmatch(value):
+    if name in INT_COLUMNS and _INT_TEXT.fullmatch(value):
+        try:
             return int(value)
-        if name in FLOAT_COLUMNS and _FLOAT_TEXT.fullmatch(value):
-            number = float(value)
-            if not math.isfinite(number):  # "1e999"
-                raise RecordError(f"{name}: {text[:80]!r} is out of range")
-            return number
-    except ValueError:  # more digits than int() converts
-        raise RecordError(f"{name}: {value[:40]!r}… is too long for a number") from None
+        except ValueError:  # more digits than int() converts (4,300)
+            raise RecordError(f"{name}: {value[:40]!r}… is too long for a number") from None
+    if name in FLOAT_COLUMNS and _FLOAT_TEXT.fullmatch(value):
+        number = float(value)
+        if not math.isfinite(number):  # "1e999"
+            raise RecordError(f"{name}: {text[:80]!r} is out of range")
+        return number
     if name in INT_COLUMNS and _FLOAT_TEXT.fullmatch(value):
         return text  # a number but not a whole one: Call says what it expected
     raise RecordError(f"{name}: not a number: {text[:80]!r}")
