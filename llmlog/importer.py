@@ -67,12 +67,16 @@ class Read:
 
 def sources(paths: Iterable[str]) -> list[str]:
     """The files to read, in name order: each path given, a directory's own .jsonl, .ndjson
-    and .json files. Raises ValueError when a directory has none."""
+    and .json files (not its subdirectories'). Raises ValueError when a directory has none
+    or cannot be listed."""
     files: list[str] = []
     for path in paths:
         p = Path(path)
         if p.is_dir():
-            found = [str(f) for f in p.iterdir() if f.suffix.lower() in SUFFIXES and f.is_file()]
+            try:
+                found = [str(f) for f in p.iterdir() if f.suffix.lower() in SUFFIXES and f.is_file()]
+            except OSError as exc:
+                raise ValueError(f"{path}: {exc.strerror}") from None
             if not found:
                 raise ValueError(f"{path}: no {', '.join(SUFFIXES)} files in this directory")
             files.extend(found)
@@ -209,25 +213,25 @@ class Reader:
                     index = _skip(text, index + 1)
                     continue
             while True:
-                try:
-                    data, end = _DECODER.raw_decode(text, index)
-                except (json.JSONDecodeError, RecursionError) as exc:
-                    if first and not in_array:
-                        # Not a document at all: NDJSON whose first line is broken. Read it
-                        # line by line, so the lines after are kept.
-                        each = enumerate(content.split(b"\n"), 1)
-                        yield from self._lines(name, each, lambda n: None)
-                        progress(len(text))
-                        return
-                    where = lines.number(index if isinstance(exc, RecursionError) else exc.pos)
-                    reason = "nested too deeply" if isinstance(exc, RecursionError) else exc.msg
-                    self._bad(name, where, f"invalid JSON: {reason}; the rest of the file was not read")
+                data, end, error = _value(text, index)
+                if error is not None and first and not in_array:
+                    # Not a document at all: NDJSON whose first line is broken. Read it line
+                    # by line, so the lines after are kept.
+                    yield from self._lines(name, enumerate(content.split(b"\n"), 1), lambda n: None)
                     progress(len(text))
                     return
                 first = False
-                record = text[index:end]
                 number = lines.number(index)
-                if _UNDECODABLE.search(record):
+                if (
+                    error is not None and end is None
+                ):  # where this value ends is not known: neither is the next
+                    where = lines.number(index if error.pos is None else error.pos)
+                    self._bad(name, where, f"invalid JSON: {error.msg}; the rest of the file was not read")
+                    progress(len(text))
+                    return
+                if error is not None:
+                    self._bad(name, number, f"invalid JSON: {error.msg}")
+                elif _UNDECODABLE.search(text, index, end):
                     self._bad(name, number, "invalid UTF-8 in this record")
                 else:
                     read = self._record(name, number, data, _canonical(data))
@@ -282,6 +286,50 @@ class _Lines:
         self.line += self.text.count("\n", self.index, index)
         self.index = index
         return self.line
+
+
+@dataclass
+class _Error:
+    msg: str
+    pos: int | None = None
+
+
+def _value(text: str, index: int) -> tuple[Any, int | None, _Error | None]:
+    """The JSON value at `index`: (value, where it ends, None), or what is wrong with it and,
+    when it is only too deep, where it ends all the same (so the records after are read)."""
+    try:
+        data, end = _DECODER.raw_decode(text, index)
+    except json.JSONDecodeError as exc:
+        return None, None, _Error(exc.msg, exc.pos)
+    except RecursionError:
+        return None, _end_of_value(text, index), _Error("nested too deeply")
+    return data, end, None
+
+
+def _end_of_value(text: str, index: int) -> int | None:
+    """Where the array or object at `index` ends, by counting brackets outside strings; None
+    if it does not (the text is broken, not only deep)."""
+    depth, in_string, escaped = 0, False, False
+    for i in range(index, len(text)):
+        c = text[i]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif c == "\\":
+                escaped = True
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c in "[{":
+            depth += 1
+        elif c in "]}":
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        elif depth == 0:
+            return None  # not an array or object
+    return None
 
 
 def _skip(text: str, index: int) -> int:

@@ -1,8 +1,10 @@
 """JSONL in and out: one call per line, in the record's column names.
 
-Import also takes the minimal hand-written format people already keep in per-day files:
-`timestamp, model, system_prompt, user_message, assistant_response, input_tokens,
-output_tokens, latency_ms, tags` (any of the full columns may sit beside them).
+`llmlog import` reads files with `llmlog.importer`, which loosens what real logs hold before
+`parse_record` validates it; the collector (`parse_batch`) takes records as they are. Both
+take the minimal hand-written format people already keep in per-day files: `timestamp,
+model, system_prompt, user_message, assistant_response, input_tokens, output_tokens,
+latency_ms, tags` (any of the full columns may sit beside them).
 """
 
 from __future__ import annotations

@@ -75,15 +75,22 @@ def test_deep_nesting_is_that_lines_error(tmp_path: Path) -> None:
 
 
 def test_deep_nesting_in_a_json_array_is_reported_by_its_line(tmp_path: Path) -> None:
+    """Only the deep record is lost: where it ends is found without the parser."""
     path = tmp_path / "deep.json"
-    deep = '{"timestamp": "2026-03-01T10:00:00Z", "metadata": {"x": ' + "[" * 5000 + "]" * 5000 + "}}"
-    path.write_text("[\n" + line("a", 8) + ",\n" + deep + "\n]\n", encoding="utf-8")
+    deep = (
+        '{"timestamp": "2026-03-01T10:00:00Z", "system_prompt": "a ] in \\" text [", "metadata": {"x": '
+        + "[" * 5000
+        + "]" * 5000
+        + "}}"
+    )
+    path.write_text("[\n" + line("a", 8) + ",\n" + deep + ",\n" + line("b", 9) + "\n]\n", encoding="utf-8")
     db = str(tmp_path / "deep-array.db")
     result = invoke(db, "import", str(path))
     no_crash(result)
     assert result.exit_code == 1
-    assert f"{path}:3: invalid JSON: nested too deeply" in result.stderr
-    assert [c.model for c in all_calls(db)] == ["a"]
+    assert f"{path}:3: invalid JSON: nested too deeply\n" in result.stderr
+    assert "1 bad line(s) skipped" in result.stderr
+    assert [c.model for c in all_calls(db)] == ["a", "b"]
 
 
 # ---------------------------------------------------------------- what real logs hold
