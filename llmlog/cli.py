@@ -10,7 +10,6 @@ import getpass
 import json
 import re
 import sys
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -26,7 +25,6 @@ from rich.text import Text
 from llmlog.config import Settings
 from llmlog.conversation import Part, Turn, conversation, response_turns
 from llmlog.intake import Intake, hash_user_id
-from llmlog.jsonl import BadLine, read_calls
 from llmlog.pricing import Pricer
 from llmlog.record import Call
 from llmlog.reports import QUERY_ROW_LIMIT, QUERY_TIMEOUT_S, result_json, write_csv
@@ -464,63 +462,6 @@ def query(ctx: Ctx, sql: str, fmt: str, timeout: float, limit: int) -> None:
         )
 
 
-@cli.command(name="import")
-@click.argument("file", type=click.File("r", encoding="utf-8-sig"))
-@pass_ctx
-def import_(ctx: Ctx, file: Any) -> None:
-    """Import calls from JSONL (one call per line); bad lines are reported, good ones kept.
-
-    Takes the record's column names (as `llmlog export` writes them), or the minimal format
-    timestamp, model, system_prompt, user_message, assistant_response, input_tokens,
-    output_tokens, latency_ms, tags. Lines without an id get one derived from their content,
-    so importing a file twice stores each call once.
-
-    \b
-    Examples:
-      llmlog import calls-2026-11-20.jsonl
-      cat logs/*.jsonl | llmlog import -
-    """
-    # As every way in: redacted (LLMLOG_REDACT…), sealed (LLMLOG_KEY), priced when unpriced.
-    # User ids and prompt versions are kept as the file has them: it is an export, as a rule.
-    intake = Intake(ctx.settings, Pricer(ctx.settings.prices), stored=True)
-    bad: list[BadLine] = []
-    total = stored = 0
-    size = _size(file)
-    with _progress() as progress:
-        task = progress.add_task("importing", total=size)
-        batch: list[Call] = []
-        for call in read_calls(_tracking(file, progress, task), bad):
-            batch.append(intake.call(call))
-            total += 1
-            if len(batch) >= 1000:
-                stored += ctx.store.insert(batch)
-                batch = []
-        stored += ctx.store.insert(batch)
-    for b in bad:
-        err_console.print(_text(f"line {b.number}: {b.reason}", style="red"))
-    err_console.print(
-        f"Imported {stored} new call(s) from {total} good line(s)"
-        + (f", {total - stored} already stored" if total - stored else "")
-        + (f"; {len(bad)} bad line(s) skipped" if bad else "")
-    )
-    if bad:
-        sys.exit(1)
-
-
-def _size(file: Any) -> int | None:
-    try:
-        name = getattr(file, "name", None)
-        return Path(name).stat().st_size if isinstance(name, str) and name not in ("<stdin>", "-") else None
-    except OSError:
-        return None
-
-
-def _tracking(file: Any, progress: Progress, task: Any) -> Iterator[str]:
-    for line in file:
-        progress.advance(task, len(line.encode("utf-8")))
-        yield line
-
-
 @cli.command()
 @filter_options
 @click.option(
@@ -903,6 +844,6 @@ def wrap(
     sys.exit(code if code >= 0 else 128 - code)
 
 
-# Store administration (erasure, retention, keys, accounts) and investigations (reports,
-# prompt versions) live in modules of their own.
-from llmlog import cli_admin, cli_investigate  # noqa: E402, F401
+# Import, store administration (erasure, retention, keys, accounts) and investigations
+# (reports, prompt versions) live in modules of their own.
+from llmlog import cli_admin, cli_import, cli_investigate  # noqa: E402, F401

@@ -1,15 +1,17 @@
 """JSONL in and out: one call per line, in the record's column names.
 
-Import also takes the minimal hand-written format people already keep in per-day files:
-`timestamp, model, system_prompt, user_message, assistant_response, input_tokens,
-output_tokens, latency_ms, tags` (any of the full columns may sit beside them).
+`llmlog import` reads files with `llmlog.importer`, which loosens what real logs hold before
+`parse_record` validates it; the collector (`parse_batch`) takes records as they are. Both
+take the minimal hand-written format people already keep in per-day files: `timestamp,
+model, system_prompt, user_message, assistant_response, input_tokens, output_tokens,
+latency_ms, tags` (any of the full columns may sit beside them).
 """
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,13 +22,7 @@ from llmlog.record import Call, RecordError
 # Ids for lines that carry none are derived from the line, so importing a file twice
 # stores each call once.
 _IMPORT_NAMESPACE = uuid.UUID("6f1c2d8e-3b4a-5c6d-8e9f-0a1b2c3d4e5f")
-_MINIMAL_KEYS = {"user_message", "assistant_response"}
-
-
-@dataclass
-class BadLine:
-    number: int
-    reason: str
+MINIMAL_KEYS = frozenset({"user_message", "assistant_response"})
 
 
 def _guess_provider(model: Any) -> str | None:
@@ -41,7 +37,7 @@ def _guess_provider(model: Any) -> str | None:
 
 
 def _from_minimal(data: dict[str, Any]) -> dict[str, Any]:
-    out = {k: v for k, v in data.items() if k not in _MINIMAL_KEYS}
+    out = {k: v for k, v in data.items() if k not in MINIMAL_KEYS}
     user, answer = data.get("user_message"), data.get("assistant_response")
     for name, value in (("user_message", user), ("assistant_response", answer)):
         if value is not None and not isinstance(value, str):
@@ -64,6 +60,8 @@ def parse_line(line: str) -> Call:
         data = json.loads(line)
     except json.JSONDecodeError as exc:
         raise RecordError(f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+    except RecursionError:  # the parser's own limit (about a thousand levels)
+        raise RecordError("invalid JSON: nested too deeply") from None
     return parse_record(data, line.strip())
 
 
@@ -72,7 +70,7 @@ def parse_record(data: Any, source: str) -> Call:
     from `source` (its text), so the same record sent twice is stored once."""
     if not isinstance(data, dict):
         raise RecordError(f"expected a JSON object, got {type(data).__name__}")
-    if _MINIMAL_KEYS & data.keys():
+    if MINIMAL_KEYS & data.keys():
         data = _from_minimal(data)
     if data.get("id") is None:
         data = {**data, "id": str(uuid.uuid5(_IMPORT_NAMESPACE, source))}
@@ -128,14 +126,3 @@ class Batch:
             self.calls.append((index, parse()))
         except RecordError as exc:
             self.bad.append(BadRecord(index, str(exc)))
-
-
-def read_calls(lines: Iterable[str], bad: list[BadLine]) -> Iterator[Call]:
-    """Good calls, in order; each bad line is appended to `bad` with its number and reason."""
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            yield parse_line(line)
-        except RecordError as exc:
-            bad.append(BadLine(number, str(exc)))

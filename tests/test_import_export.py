@@ -234,7 +234,7 @@ def test_import_reports_bad_lines_and_keeps_good_ones(tmp_path: Path) -> None:
         "[1, 2, 3]",  # 3 not an object
         '{"timestamp": "last tuesday", "model": "m"}',  # 4 bad timestamp
         '{"timestamp": "2026-02-01T10:00:00Z", "input_tokens": -5}',  # 5 negative tokens
-        '{"timestamp": "2026-02-01T10:00:00Z", "colour": "blue"}',  # 6 unknown field
+        '{"timestamp": "2026-02-01T10:00:00Z", "model": "m", "input_tokens": "many"}',  # 6 not a number
         '{"id": "not-a-uuid", "timestamp": "2026-02-01T10:00:00Z"}',  # 7 bad UUID
         GOOD_MINIMAL,  # 8
         "",  # 9 blank: skipped, not reported
@@ -252,13 +252,13 @@ def test_import_reports_bad_lines_and_keeps_good_ones(tmp_path: Path) -> None:
         3: "expected a JSON object, got list",
         4: "timestamp: Invalid isoformat string: 'last tuesday'",
         5: "input_tokens: expected a non-negative integer, got -5",
-        6: "unknown field(s): colour",
+        6: "input_tokens: not a number: 'many'",
         7: "id: not a UUID: 'not-a-uuid'",
         10: "timestamp: required",
     }
     for number, reason in expected.items():
-        assert f"line {number}: {reason}" in err, (number, err)
-    reported = sorted(int(n) for n in re.findall(r"^line (\d+):", err, flags=re.M))
+        assert f"{path}:{number}: {reason}" in err, (number, err)
+    reported = sorted(int(n) for n in re.findall(r"^.*mixed\.jsonl:(\d+):", err, flags=re.M))
     assert reported == sorted(expected)
     assert "Imported 3 new call(s) from 3 good line(s); 7 bad line(s) skipped" in err
     calls = all_calls(db)
@@ -289,7 +289,7 @@ def test_import_huge_token_count_is_a_bad_line_not_a_crash(tmp_path: Path) -> No
     result = invoke(db, "import", str(path))
     assert not isinstance(result.exception, OverflowError), "import crashed on a huge integer"
     assert result.exit_code == 1
-    assert "line 2: input_tokens" in result.stderr
+    assert f"{path}:2: input_tokens" in result.stderr
     assert count(db) == 2
 
 
@@ -404,16 +404,16 @@ def test_minimal_format_bad_values_are_reported(tmp_path: Path) -> None:
     lines = [
         '{"timestamp": "2026-11-20T09:15:00", "model": "m", "user_message": 42}',
         '{"timestamp": "2026-11-20T09:15:00", "model": "m", "user_message": "q", "tags": 7}',
-        '{"timestamp": "2026-11-20T09:15:00", "model": "m", "user_message": "q", "output_tokens": "12"}',
+        '{"timestamp": "2026-11-20T09:15:00", "model": "m", "user_message": "q", "output_tokens": "12.5"}',
     ]
     path = tmp_path / "bad-minimal.jsonl"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     db = str(tmp_path / "bad-minimal.db")
     result = run(db, "import", str(path))
     assert result.exit_code == 1
-    assert "line 1: user_message: expected a string, got int" in result.stderr
-    assert "line 2: tags: expected an array of strings" in result.stderr
-    assert "line 3: output_tokens: expected a non-negative integer, got '12'" in result.stderr
+    assert f"{path}:1: user_message: expected a string, got int" in result.stderr
+    assert f"{path}:2: tags: expected an array of strings" in result.stderr
+    assert f"{path}:3: output_tokens: expected a non-negative integer, got '12.5'" in result.stderr
     assert count(db) == 0
 
 

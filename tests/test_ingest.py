@@ -116,6 +116,16 @@ def test_figures_that_would_poison_the_rollups_are_rejected(collector: Running) 
     assert kept.latency_ms is None and kept.cost_usd is not None and kept.cost_usd >= 0
 
 
+def test_an_ndjson_line_too_deep_for_the_parser_is_one_bad_record(collector: Running) -> None:
+    """BUG: json.loads raised RecursionError on 5,000 levels of nesting, out of the batch: the
+    request failed whole instead of rejecting that record."""
+    deep = '{"timestamp": "2026-11-30T12:00:00Z", "metadata": {"x": ' + "[" * 5000 + "]" * 5000 + "}}"
+    r = post(collector, "\n".join([json.dumps(record(20)), deep, json.dumps(record(21))]))
+    assert r.status_code == 200, r.text
+    assert r.json()["stored"] == 2
+    assert r.json()["rejected"] == [{"index": 1, "reason": "invalid JSON: nested too deeply"}]
+
+
 def test_hostile_records_are_data(collector: Running) -> None:
     nasty = "'); DROP TABLE call_data; -- <script>alert(1)</script>"
     r = post(collector, json.dumps(record(1, user_id=nasty, feature=nasty, system_prompt=nasty)))
