@@ -33,7 +33,7 @@ from llmlog.config import Settings
 from llmlog.intake import Intake
 from llmlog.jsonl import BadRecord, parse_batch
 from llmlog.pricing import Pricer
-from llmlog.record import COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, JSON_COLUMNS, Call
+from llmlog.record import COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, JSON_COLUMNS, Call, RecordError
 from llmlog.store.regulated import Refused
 from llmlog.web.app import Web
 
@@ -139,6 +139,8 @@ def routes(web: Web, token: Gate = None, settings: Settings | None = None) -> li
             seen.add(call.id)
             try:
                 calls.append((index, intake.call(call)))
+            except RecordError as exc:  # `Unfit`: nested too deeply, not serializable
+                batch.bad.append(BadRecord(index, str(exc)))
             except Exception as exc:  # pricing a strange record must not lose the batch
                 batch.bad.append(BadRecord(index, f"cannot be priced: {exc}"))
         refused: list[BadRecord] = []
