@@ -129,9 +129,6 @@ class Intake:
         parsed, checked (`check`: `Unfit` if it cannot be kept), redacted, sealed, its user id
         hashed, priced."""
         call = to_call(item, self.decoder) if isinstance(item, Exchange) else item
-        # Before anything walks it (the redactor, the keyring): a call nested a thousand
-        # levels deep would fail there, or later in a batch, with every other call in it.
-        check(call)
         prompt = call.system_prompt
         if call.prompt_template_version is None and prompt and not self.stored and not is_sealed(prompt):
             call.prompt_template_version = REGISTRY.version_of(prompt)  # as `to_call` does
@@ -144,7 +141,11 @@ class Intake:
         return call
 
     def protect(self, call: Call) -> Call:
-        """Redact and seal `call` in place: all that is done to its text."""
+        """Redact and seal `call` in place: all that is done to its text. Checked first
+        (`check`: `Unfit` if it cannot be kept), before anything walks it (the redactor, the
+        keyring): a call nested a thousand levels deep would fail there, or later in a batch,
+        with every other call in it."""
+        check(call)
         if self.redactor:
             self.redactor.call(call)
         if self.keyring is not None:

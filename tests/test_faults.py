@@ -320,6 +320,32 @@ def test_otlp_spans_of_the_wrong_shape_are_rejected_alone(collector_web: Running
     assert sorted(s.name for s in collector_web.store.trace(TRACE)) == ["span 1", "span 6"]
 
 
+def test_an_otlp_call_whose_content_is_too_deep_is_rejected_alone(collector_web: Running) -> None:
+    """Content an instrumentation sends as JSON text is read into the call: nested 600
+    levels deep, that call (and its span) is refused, not the request (no 503 to retry)."""
+
+    def model_span(n: int, messages: str) -> dict[str, object]:
+        attributes = [
+            {"key": "gen_ai.operation.name", "value": {"stringValue": "chat"}},
+            {"key": "gen_ai.provider.name", "value": {"stringValue": "anthropic"}},
+            {"key": "gen_ai.request.model", "value": {"stringValue": "claude-sonnet-4-6"}},
+            {"key": "gen_ai.input.messages", "value": {"stringValue": messages}},
+        ]
+        return span(n, attributes=attributes)
+
+    ok = json.dumps([{"role": "user", "parts": [{"type": "text", "content": "hi"}]}])
+    deep = json.dumps([{"role": "user", "parts": [nested(600)]}])
+    # Deeper than `json` reads: kept as the text it is, as any attribute that is not JSON.
+    unreadable = "[" * 2000 + "]" * 2000
+    spans = [model_span(1, ok), model_span(2, deep), model_span(3, ok), model_span(4, unreadable)]
+    r = otlp(collector_web, "traces", {"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]})
+    assert r.status_code == 200, r.text
+    partial = r.json()["partialSuccess"]
+    assert partial["rejectedSpans"] == "1" and "#1: " in partial["errorMessage"]
+    assert "nested too deeply" in partial["errorMessage"]
+    assert sorted(s.name for s in collector_web.store.trace(TRACE)) == ["span 1", "span 3", "span 4"]
+
+
 def test_otlp_log_records_of_the_wrong_shape_are_rejected_alone(collector_web: Running) -> None:
     records = [
         {"traceId": TRACE, "spanId": f"{1:016x}", "eventName": "gen_ai.user.message", "attributes": 7},

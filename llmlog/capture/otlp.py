@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.responses import JSONResponse, Response
 
-from llmlog.record import Call, Span, SpanEvent
+from llmlog.record import Call, RecordError, Span, SpanEvent
 from llmlog.store import Store
 from llmlog.store.regulated import Refused
 
@@ -294,7 +294,7 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, str) and value[:1] in "[{":
         try:
             return json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):  # too deep to read is text too
             return value
     return value
 
@@ -728,6 +728,7 @@ def ingest_spans(store: Store, spans: list[Span], intake: Intake) -> tuple[int, 
         by_trace.setdefault(s.trace_id, []).append(s)
     new: list[Call] = []
     enriched: list[Call] = []
+    calls_refused: dict[str, str] = {}
     for trace_id, group in by_trace.items():
         known = {s.span_id: s for s in store.trace(trace_id)}
         model = [s.span_id for s in group if is_model_call(s)]
@@ -747,14 +748,19 @@ def ingest_spans(store: Store, spans: list[Span], intake: Intake) -> tuple[int, 
                 None,
             )
             if earlier is None:
-                new.append(intake.call(call))
+                try:
+                    new.append(intake.call(call))
+                except RecordError as exc:  # `Unfit`: its content nested too deeply to keep
+                    calls_refused[call.id] = str(exc)
                 continue
             for s in mine:
                 s.call_id = earlier
             stored = store.get(earlier)
-            if stored is not None and _fill(stored, intake.protect(call)):
-                enriched.append(stored)
-    calls_refused: dict[str, str] = {}
+            try:
+                if stored is not None and _fill(stored, intake.protect(call)):
+                    enriched.append(stored)
+            except RecordError as exc:  # `Unfit`: the content it would give cannot be kept
+                calls_refused[earlier] = str(exc)
     added = _insert_calls(store, new, calls_refused)
     for call in enriched:
         try:
@@ -798,7 +804,12 @@ def ingest_events(store: Store, events: list[SpanEvent], intake: Intake) -> tupl
                 continue
             events_read = [intake.open_event(e) for e in store.span_events(trace_id, [span_id])]
             content = span_call(intake.open_span(span), event_content(events_read))
-            if _fill(stored, intake.protect(content)):
+            try:
+                protected = intake.protect(content)
+            except RecordError as exc:  # the events are kept; their call stays as it was
+                log.warning("llmlog: call %s could not gain its events' content: %s", stored.id, exc)
+                continue
+            if _fill(stored, protected):
                 try:
                     store.update_content(stored)
                 except store.data_errors as exc:  # the events are kept; their call stays as it was
