@@ -30,6 +30,7 @@ from tests.test_remote import Collector, wait_for
 from tests.webui import T0, Running
 
 TOKEN = "faults-s3cret"
+BODY = {"model": "claude-sonnet-4-6", "max_tokens": 1, "messages": [{"role": "user", "content": "x"}]}
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
@@ -199,24 +200,25 @@ def test_a_poisoned_request_through_the_proxy_does_not_stop_recording(
         for i in range(20):
             ask(i)
         # Anyone who can reach the proxy can send this: a tool schema 600 levels deep.
-        body = {
-            "model": "claude-sonnet-4-6",
-            "max_tokens": 1,
-            "messages": [{"role": "user", "content": "poison"}],
-            "tools": [{"name": "t", "input_schema": nested(600)}],
-        }
-        httpx.post(p.base + "/anthropic/v1/messages", content=json.dumps(body), timeout=30,
-                   headers={"Content-Type": "application/json", "x-api-key": "k"})  # fmt: skip
+        body = {**BODY, "messages": [{"role": "user", "content": "poison"}]}
+        body["tools"] = [{"name": "t", "input_schema": nested(600)}]
+        headers = {"Content-Type": "application/json", "x-api-key": "k"}
+        httpx.post(p.base + "/anthropic/v1/messages", content=json.dumps(body), headers=headers, timeout=30)
+        # Deeper than any JSON parser here reads (the fake provider behind fails on it too):
+        # not JSON to the recorder, so the call is kept with what it is known by, its error.
+        unreadable = json.dumps(BODY)[:-1] + ', "metadata": ' + '{"a":' * 3000 + "1" + "}" * 3000 + "}"
+        httpx.post(p.base + "/anthropic/v1/messages", content=unreadable, headers=headers, timeout=30)
         for i in range(20, 120):
             ask(i)
         deadline = time.monotonic() + 10
-        while p.store.count(CallFilter()) < 120:
-            assert time.monotonic() < deadline, f"{p.store.count(CallFilter())} of 120 calls recorded"
+        while p.store.count(CallFilter()) < 121:
+            assert time.monotonic() < deadline, f"{p.store.count(CallFilter())} of 121 calls recorded"
             time.sleep(0.02)
         time.sleep(0.2)
         stored = list(p.store.iter_calls(CallFilter()))
-        assert len(stored) == 120
+        assert len(stored) == 121
         assert not any((m.get("content") == "poison") for c in stored for m in c.messages or [])
+        assert len([c for c in stored if c.messages is None and c.error]) == 1
 
 
 # ---------------------------------------------------------------- POST /v1/calls
