@@ -26,7 +26,7 @@ from llmlog.config import Settings
 from llmlog.conversation import Part, Turn, conversation, response_turns
 from llmlog.intake import Intake, hash_user_id
 from llmlog.pricing import Pricer
-from llmlog.record import Call
+from llmlog.record import Call, RecordError
 from llmlog.reports import QUERY_ROW_LIMIT, QUERY_TIMEOUT_S, result_json, write_csv
 from llmlog.store import CallFilter, ReadOnlyError, Store, open_store, parse_when, redact_url, sqlite_path
 
@@ -567,6 +567,7 @@ def copy(ctx: Ctx, source: str, target: str, batch: int) -> None:
     if path is not None and path != ":memory:" and not Path(path).exists():
         raise click.UsageError(f"--from: no such file {path!r}")
     copied = skipped = 0
+    refused: list[str] = []  # "id: reason" of each call the target cannot keep
     # Read as stored (sealed text stays sealed, unread); no pricing: costs are copied as stored.
     # A figure the source store holds that cannot be stored (a NaN cost, kept before figures
     # were checked) is dropped with a note, as the stores' own repair does: the call is kept.
@@ -577,9 +578,24 @@ def copy(ctx: Ctx, source: str, target: str, batch: int) -> None:
         def flush(page: list[Call]) -> None:
             nonlocal copied, skipped
             have = dst.existing_ids([c.id for c in page])
-            new = [intake.call(c) for c in page if c.id not in have]
-            copied += dst.insert(new)
-            skipped += len(page) - len(new)
+            new: list[Call] = []
+            for c in page:
+                if c.id in have:
+                    skipped += 1
+                    continue
+                try:
+                    new.append(intake.call(c))
+                except RecordError as exc:  # nested too deeply to keep, say: this call only
+                    refused.append(f"{c.id}: {exc}")
+            try:
+                copied += dst.insert(new)
+            except dst.data_errors:
+                # One call the target cannot hold must not stop the copy: the rest one by one.
+                for c in new:
+                    try:
+                        copied += dst.insert([c])
+                    except dst.data_errors as exc:
+                        refused.append(f"{c.id}: {exc}")
             progress.advance(task, len(page))
 
         page: list[Call] = []
@@ -592,7 +608,15 @@ def copy(ctx: Ctx, source: str, target: str, batch: int) -> None:
     err_console.print(
         f"Copied {copied} call(s) from {redact_url(source)} to {redact_url(target)}"
         + (f"; {skipped} already there" if skipped else "")
+        + (f"; {len(refused)} could not be kept" if refused else ""),
+        markup=False,
     )
+    for line in refused[:20]:
+        err_console.print(f"  {line}", markup=False)
+    if len(refused) > 20:
+        err_console.print(f"  … and {len(refused) - 20} more", markup=False)
+    if refused:
+        raise SystemExit(1)
 
 
 @cli.command()

@@ -23,7 +23,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
+import json
 from typing import Any
+
+import orjson
 
 from llmlog.capture.exchange import Exchange
 from llmlog.capture.parse import Decoder, to_call
@@ -31,12 +34,21 @@ from llmlog.config import Settings
 from llmlog.encryption import CLEAR_ATTRIBUTES, is_sealed
 from llmlog.pricing import Pricer
 from llmlog.prompts import REGISTRY
-from llmlog.record import Call, Span, SpanEvent, check_figures, drop_bad_figures, figure_problem
+from llmlog.record import (
+    JSON_COLUMNS,
+    Call,
+    RecordError,
+    Span,
+    SpanEvent,
+    check_figures,
+    drop_bad_figures,
+    figure_problem,
+)
 from llmlog.redact import Redactor
 
 Item = Exchange | Call
 
-__all__ = ["CLEAR_ATTRIBUTES", "Intake", "hash_user_id", "prepare"]
+__all__ = ["CLEAR_ATTRIBUTES", "Intake", "Unfit", "hash_user_id", "prepare", "record_line"]
 
 USER_ID_ATTRIBUTES = ("user.id", "enduser.id")
 
@@ -44,6 +56,55 @@ USER_ID_ATTRIBUTES = ("user.id", "enduser.id")
 def hash_user_id(user_id: str, secret: str) -> str:
     """HMAC-SHA256, hex: joins to analytics that apply the same keyed hash."""
     return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
+
+
+class Unfit(RecordError):
+    """A record no store and no spool could keep (nested too deeply, not serializable): it
+    is refused here, alone, before it joins a batch that it would make fail whole."""
+
+    def __init__(self, call_id: str, reason: str, kind: str) -> None:
+        super().__init__(reason)
+        self.call_id = call_id
+        self.kind = kind  # a short name of the reason, counted in the writer's stats
+
+
+def record_line(record: dict[str, Any]) -> bytes:
+    """A record as one line of JSON, as the spool keeps it and the collector reads it.
+
+    orjson first (fast); what it refuses that the standard library writes (a lone surrogate,
+    an integer over 64 bits, a key that is not text) goes through `json`, every non-ASCII
+    character escaped so that the line is valid UTF-8 whatever the text held. Raises what
+    the serializers raise (TypeError, ValueError, RecursionError) for what neither writes."""
+    try:
+        return orjson.dumps(record, default=str) + b"\n"
+    except orjson.JSONEncodeError as exc:
+        if str(exc) == "Recursion limit reached":
+            raise
+        return json.dumps(record, separators=(",", ":"), default=str).encode() + b"\n"
+
+
+def check(call: Call) -> None:
+    """Refuse (`Unfit`) a call that cannot be serialized the way the stores and the spool
+    serialize it. The one limit on nesting everywhere is orjson's (about 250 levels, counting
+    the record's own object): a deeper call would be stored locally (through the slower
+    `json`) but never spooled, and at about 1,000 levels `json` fails too. No model call
+    nests anywhere near so deep; one that does is refused, the batch around it is not."""
+    try:
+        record_line({name: getattr(call, name) for name in JSON_COLUMNS})
+    except Exception as exc:  # whatever the serializers raise, the record is unfit
+        where = next((name for name in sorted(JSON_COLUMNS) if _fails(getattr(call, name))), "a JSON column")
+        if isinstance(exc, RecursionError) or str(exc) == "Recursion limit reached":
+            reason = f"{where}: nested too deeply (at most about 250 levels)"
+            raise Unfit(call.id, reason, "too deep") from None
+        raise Unfit(call.id, f"{where}: cannot be serialized as JSON: {exc}", "not serializable") from None
+
+
+def _fails(value: Any) -> bool:
+    try:
+        record_line({"v": value})
+    except Exception:
+        return True
+    return False
 
 
 class Intake:
@@ -80,8 +141,9 @@ class Intake:
 
     def call(self, item: Item) -> Call:
         """A finished exchange (or a call built by hand, or read) as the record to keep:
-        parsed, redacted, sealed, its user id hashed, priced. RecordError for a figure that
-        cannot be stored, unless the call is repaired (see the class)."""
+        parsed, checked (`check`: `Unfit` if it cannot be kept), redacted, sealed, its user id
+        hashed, priced. RecordError for a figure that cannot be stored, unless the call is
+        repaired (see the class)."""
         exchange = isinstance(item, Exchange)
         call = to_call(item, self.decoder) if exchange else item
         # Before pricing, which reads the token counts.
@@ -103,7 +165,11 @@ class Intake:
         return call
 
     def protect(self, call: Call) -> Call:
-        """Redact and seal `call` in place: all that is done to its text."""
+        """Redact and seal `call` in place: all that is done to its text. Checked first
+        (`check`: `Unfit` if it cannot be kept), before anything walks it (the redactor, the
+        keyring): a call nested a thousand levels deep would fail there, or later in a batch,
+        with every other call in it."""
+        check(call)
         if self.redactor:
             self.redactor.call(call)
         if self.keyring is not None:

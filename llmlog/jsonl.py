@@ -92,13 +92,20 @@ def parse_batch(body: bytes, max_record: int | None = None) -> Batch:
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError:
-        data = _LINES  # not one JSON value: NDJSON, each line on its own
+        # Not strict JSON: one value still, if the lenient parser reads it whole (an array with
+        # a NaN in one record is that array, not one bad line); else NDJSON, each line on its own.
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):
+            data = _LINES
     if data is not _LINES:
         items = data if isinstance(data, list) else [data]
         for index, item in enumerate(items):
-            source = (
-                orjson.dumps(item, option=orjson.OPT_SORT_KEYS).decode() if isinstance(item, dict) else ""
-            )
+            try:
+                source = _source(item)
+            except RecordError as exc:
+                batch.bad.append(BadRecord(index, str(exc)))
+                continue
             batch.add(index, lambda i=item, s=source: parse_record(i, s), len(source), max_record)
         return batch
     lines = (line for line in body.split(b"\n") if line.strip())
@@ -109,6 +116,23 @@ def parse_batch(body: bytes, max_record: int | None = None) -> Batch:
 
 
 _LINES = object()
+
+
+def _source(item: Any) -> str:
+    """A decoded record's text (keys sorted), from which a record without an id gets one."""
+    if not isinstance(item, dict):
+        return ""
+    try:
+        return orjson.dumps(item, option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONEncodeError as exc:
+        if str(exc) == "Recursion limit reached":
+            raise RecordError("nested too deeply (at most about 250 levels)") from None
+        # What orjson does not write but the lenient parser read: a NaN is written, an
+        # integer over 64 bits or a lone surrogate escape goes through `json`.
+        try:
+            return json.dumps(item, sort_keys=True, separators=(",", ":"))
+        except (ValueError, TypeError, RecursionError) as inner:
+            raise RecordError(f"cannot be read: {inner}") from None
 
 
 @dataclass

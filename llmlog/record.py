@@ -79,7 +79,7 @@ def parse_json(text: str | bytes) -> Any:
     except orjson.JSONDecodeError:
         try:  # the standard library also takes NaN, Infinity and lone surrogate escapes
             return json.loads(text)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):  # deeper than it reads: not JSON to us
             return None
 
 

@@ -32,8 +32,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import httpx2 as httpx
-import orjson
 
+from llmlog.intake import record_line
 from llmlog.record import Call
 
 log = logging.getLogger("llmlog")
@@ -89,7 +89,7 @@ class Spool:
     def append(self, calls: Sequence[Call]) -> None:
         """Keep a batch, as one segment or more; SpoolFull when it does not fit (then none of
         it is kept)."""
-        lines = [orjson.dumps(c.to_dict(), default=str) + b"\n" for c in calls]
+        lines = [record_line(c.to_dict()) for c in calls]
         size = sum(len(line) for line in lines)
         with self._lock:
             if self._bytes + size > self.max_bytes:
@@ -243,8 +243,10 @@ class Shipper:
 class RemoteSink:
     """What the writer stores into in remote mode: `insert` keeps a batch in the spool."""
 
-    # Nothing a call holds can make the spool refuse it for good: no per-call errors.
-    data_errors: tuple[type[BaseException], ...] = ()
+    # What a call that cannot be written as JSON raises (the writer's `Intake` refuses those
+    # before they reach a batch; this is the backstop): that call is refused, the others kept.
+    # A disk that is full or gone (OSError) is the spool being unavailable: retried.
+    data_errors: tuple[type[BaseException], ...] = (ValueError, TypeError, RecursionError)
 
     def __init__(
         self, url: str, token: str | None, spool_dir: str, spool_max_bytes: int, close_timeout_s: float

@@ -18,13 +18,13 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from llmlog.capture.exchange import Exchange
 from llmlog.capture.parse import Decoder
 from llmlog.config import Settings
-from llmlog.intake import Intake, Item
+from llmlog.intake import Intake, Item, Unfit
 from llmlog.intake import hash_user_id as hash_user_id  # where the CLI and older code look for them
 from llmlog.intake import prepare as prepare
 from llmlog.pricing import Pricer
@@ -46,7 +46,8 @@ def _size(item: Item) -> int:
 class Stats:
     recorded: int = 0  # calls stored (remote mode: kept in the spool, on their way)
     dropped: int = 0  # calls lost: queue or spool full, or the store stayed down past the exit deadline
-    failed: int = 0  # calls that could not be turned into a row (logged with the reason)
+    failed: int = 0  # calls that could not be turned into a row (each logged once with the reason)
+    reasons: dict[str, int] = field(default_factory=dict)  # `failed` by kind of reason
     store_errors: int = 0  # failed insert attempts (each retried)
     queued: int = 0
     shipped: int = 0  # remote mode: calls the collector has taken
@@ -154,6 +155,7 @@ class Writer:
     def stats(self) -> Stats:
         with self._lock:
             s = Stats(**vars(self._stats))
+            s.reasons = dict(s.reasons)
         s.queued = self._queue.qsize()
         sink = self._store
         if isinstance(sink, RemoteSink):
@@ -229,22 +231,30 @@ class Writer:
             for item in items:
                 try:
                     calls.append(self._prepare(item))
+                except Unfit as exc:  # refused alone, before it could hold up a batch
+                    log.error("llmlog: call %s cannot be stored (%s); it is lost", exc.call_id, exc)
+                    self._failed(exc.kind)
                 except Exception:
                     log.exception("llmlog: could not build a record from a call; it is lost")
-                    with self._lock:
-                        self._stats.failed += 1
+                    self._failed("could not be built")
             batches.put((calls, len(items)))
         batches.put(None)
         store_thread.join()
+
+    def _failed(self, kind: str, n: int = 1) -> None:
+        with self._lock:
+            self._stats.failed += n
+            self._stats.reasons[kind] = self._stats.reasons.get(kind, 0) + n
 
     def _store_batches(self, batches: queue.Queue[tuple[list[Call], int] | None]) -> None:
         while (batch := batches.get()) is not None:
             calls, items = batch
             stored, bad = self._write(calls)
             lost = len(calls) - stored - bad
+            if bad:
+                self._failed("refused by the store", bad)
             with self._idle:
                 self._stats.recorded += stored
-                self._stats.failed += bad
                 if lost:  # the spool was full, or the store stayed down until exit
                     self._stats.dropped += lost
                     if self._give_up:
@@ -267,7 +277,7 @@ class Writer:
                 stored += 1
             except Exception as exc:
                 if store is not None and isinstance(exc, store.data_errors):
-                    log.exception("llmlog: call %s cannot be stored; it is lost", call.id)
+                    log.error("llmlog: call %s cannot be stored (%r); it is lost", call.id, exc)
                     bad += 1
                 else:
                     more, worse = self._write([call])  # the store itself failed: retry as usual

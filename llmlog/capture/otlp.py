@@ -18,11 +18,12 @@ import base64
 import json
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from starlette.responses import JSONResponse, Response
 
 from llmlog.record import Call, RecordError, Span, SpanEvent
@@ -61,6 +62,8 @@ def _decode(body: bytes, content_type: str, message: Any) -> tuple[dict[str, Any
             data = json.loads(body or b"{}")
         except ValueError as exc:
             raise OTLPError(f"body is not JSON: {exc}") from None
+        except RecursionError:
+            raise OTLPError("body is not JSON this server reads: nested too deeply") from None
         if not isinstance(data, dict):
             raise OTLPError("body is not a JSON object")
         return data, False
@@ -113,6 +116,8 @@ def _value(v: Any) -> Any:
 
 
 def _attributes(items: Any) -> dict[str, Any]:
+    if items is not None and not isinstance(items, list):
+        raise OTLPError(f"attributes: expected a list of key-values, got {type(items).__name__}")
     out: dict[str, Any] = {}
     for item in items or []:
         if isinstance(item, dict) and isinstance(item.get("key"), str):
@@ -125,7 +130,36 @@ def _time(nanos: Any) -> datetime | None:
         n = int(nanos)
     except (TypeError, ValueError):
         return None
-    return datetime.fromtimestamp(n / 1e9, UTC) if n > 0 else None
+    if n <= 0:
+        return None
+    try:
+        return datetime.fromtimestamp(n / 1e9, UTC)
+    except (OverflowError, ValueError, OSError):
+        raise OTLPError(f"time out of range: {n} ns") from None
+
+
+def _list(data: dict[str, Any], key: str) -> list[Any]:
+    """The list under `key` in a part of the request's envelope (resource, scope): one that
+    is something else makes the request unreadable as OTLP (a 400), not a server error."""
+    value = data.get(key) if isinstance(data, dict) else None
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise OTLPError(f"{key}: expected a list, got {type(value).__name__}")
+    return value
+
+
+def _each(index: int, rejected: list[Rejected], decode: Callable[[], Any]) -> Any:
+    """One span or log record decoded, or rejected with its position and why: whatever it
+    holds (a status that is not an object, a kind that is a list, a time out of range), the
+    others of the request are kept."""
+    try:
+        return decode()
+    except OTLPError as exc:
+        rejected.append(Rejected(index, str(exc)))
+    except (TypeError, ValueError, AttributeError, KeyError, OverflowError, RecursionError) as exc:
+        rejected.append(Rejected(index, f"malformed: {type(exc).__name__}: {exc}"))
+    return None
 
 
 @dataclass
@@ -143,17 +177,25 @@ def decode_spans(body: bytes, content_type: str) -> tuple[list[Span], list[Rejec
     spans: list[Span] = []
     rejected: list[Rejected] = []
     index = 0
-    for rs in data.get("resourceSpans") or []:
-        resource = _attributes(((rs or {}).get("resource") or {}).get("attributes"))
-        service = resource.get("service.name")
-        for ss in (rs or {}).get("scopeSpans") or []:
-            for raw in (ss or {}).get("spans") or []:
-                try:
-                    spans.append(_span(raw, binary, service if isinstance(service, str) else None))
-                except OTLPError as exc:
-                    rejected.append(Rejected(index, str(exc)))
+    for rs in _list(data, "resourceSpans"):
+        service = _service(rs)
+        for ss in _list(rs, "scopeSpans"):
+            for raw in _list(ss, "spans"):
+                span = _each(index, rejected, lambda r=raw, s=service: _span(r, binary, s))
+                if span is not None:
+                    spans.append(span)
                 index += 1
     return spans, rejected
+
+
+def _service(rs: Any) -> str | None:
+    resource = rs.get("resource") if isinstance(rs, dict) else None
+    try:
+        service = _attributes(resource.get("attributes") if isinstance(resource, dict) else None)
+    except OTLPError as exc:
+        raise OTLPError(f"resource {exc}") from None
+    name = service.get("service.name")
+    return name if isinstance(name, str) else None
 
 
 def _span(raw: Any, binary: bool, service: str | None) -> Span:
@@ -166,14 +208,21 @@ def _span(raw: Any, binary: bool, service: str | None) -> Span:
     if start is None:
         raise OTLPError(f"span {span_id}: no startTimeUnixNano")
     status = raw.get("status") or {}
+    if not isinstance(status, dict):
+        raise OTLPError(f"span {span_id}: status: expected an object, got {type(status).__name__}")
     code = status.get("code", 0)
     if isinstance(code, str):  # protobuf's JSON names the enum
         code = {"STATUS_CODE_OK": 1, "STATUS_CODE_ERROR": 2}.get(code, 0)
+    message = status.get("message")
     kind = raw.get("kind", 0)
     if isinstance(kind, str):
         kind = kind.removeprefix("SPAN_KIND_").lower()
-    else:
+    elif isinstance(kind, int):
         kind = _KINDS.get(kind, "unspecified")
+    else:
+        raise OTLPError(f"span {span_id}: kind: expected a number or a name, got {type(kind).__name__}")
+    if not isinstance(raw.get("events") or [], list):
+        raise OTLPError(f"span {span_id}: events: expected a list")
     events = [
         {
             "name": e.get("name"),
@@ -183,6 +232,12 @@ def _span(raw: Any, binary: bool, service: str | None) -> Span:
         for e in raw.get("events") or []
         if isinstance(e, dict)
     ]
+    attributes = _attributes(raw.get("attributes"))
+    try:  # as the stores write them: one nested past what they write is refused here, alone
+        orjson.dumps([attributes, events], default=str)
+    except orjson.JSONEncodeError as exc:
+        if str(exc) == "Recursion limit reached":
+            raise OTLPError(f"span {span_id}: attributes nested too deeply") from None
     return Span(
         trace_id=trace_id,
         span_id=span_id,
@@ -191,9 +246,9 @@ def _span(raw: Any, binary: bool, service: str | None) -> Span:
         kind=str(kind),
         start=start,
         end=_time(raw.get("endTimeUnixNano")),
-        status=_STATUS.get(code, "unset"),
-        status_message=status.get("message") or None,
-        attributes=_attributes(raw.get("attributes")),
+        status=_STATUS.get(code, "unset") if isinstance(code, int) else "unset",
+        status_message=str(message) if message else None,
+        attributes=attributes,
         events=events,
         service=service,
     )
@@ -210,22 +265,25 @@ def decode_logs(body: bytes, content_type: str) -> tuple[list[SpanEvent], list[R
     events: list[SpanEvent] = []
     rejected: list[Rejected] = []
     index = 0
-    for rl in data.get("resourceLogs") or []:
-        for sl in (rl or {}).get("scopeLogs") or []:
-            for raw in (sl or {}).get("logRecords") or []:
-                if not isinstance(raw, dict):
-                    rejected.append(Rejected(index, "a log record is not an object"))
-                else:
-                    attributes = _attributes(raw.get("attributes"))
-                    name = raw.get("eventName") or attributes.get("event.name") or ""
-                    events.append(
-                        SpanEvent(
-                            _id(raw.get("traceId"), binary), _id(raw.get("spanId"), binary),
-                            str(name), attributes, _value(raw.get("body")),
-                        )
-                    )  # fmt: skip
+    for rl in _list(data, "resourceLogs"):
+        for sl in _list(rl, "scopeLogs"):
+            for raw in _list(sl, "logRecords"):
+                event = _each(index, rejected, lambda r=raw: _log_record(r, binary))
+                if event is not None:
+                    events.append(event)
                 index += 1
     return events, rejected
+
+
+def _log_record(raw: Any, binary: bool) -> SpanEvent:
+    if not isinstance(raw, dict):
+        raise OTLPError("a log record is not an object")
+    attributes = _attributes(raw.get("attributes"))
+    name = raw.get("eventName") or attributes.get("event.name") or ""
+    return SpanEvent(
+        _id(raw.get("traceId"), binary), _id(raw.get("spanId"), binary),
+        str(name), attributes, _value(raw.get("body")),
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------ spans → calls
@@ -236,7 +294,7 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, str) and value[:1] in "[{":
         try:
             return json.loads(value)
-        except ValueError:
+        except (ValueError, RecursionError):  # too deep to read is text too
             return value
     return value
 
@@ -692,14 +750,17 @@ def ingest_spans(store: Store, spans: list[Span], intake: Intake) -> tuple[int, 
             if earlier is None:
                 try:
                     new.append(intake.call(call))
-                except RecordError as exc:  # a NaN cost, a negative token count: this call only
+                except RecordError as exc:  # a bad figure, or content too deep to keep
                     calls_refused[call.id] = str(exc)
                 continue
             for s in mine:
                 s.call_id = earlier
             stored = store.get(earlier)
-            if stored is not None and _fill(stored, intake.protect(call)):
-                enriched.append(stored)
+            try:
+                if stored is not None and _fill(stored, intake.protect(call)):
+                    enriched.append(stored)
+            except RecordError as exc:  # `Unfit`: the content it would give cannot be kept
+                calls_refused[earlier] = str(exc)
     added = _insert_calls(store, new, calls_refused)
     for call in enriched:
         try:
@@ -743,7 +804,12 @@ def ingest_events(store: Store, events: list[SpanEvent], intake: Intake) -> tupl
                 continue
             events_read = [intake.open_event(e) for e in store.span_events(trace_id, [span_id])]
             content = span_call(intake.open_span(span), event_content(events_read))
-            if _fill(stored, intake.protect(content)):
+            try:
+                protected = intake.protect(content)
+            except RecordError as exc:  # the events are kept; their call stays as it was
+                log.warning("llmlog: call %s could not gain its events' content: %s", stored.id, exc)
+                continue
+            if _fill(stored, protected):
                 try:
                     store.update_content(stored)
                 except store.data_errors as exc:  # the events are kept; their call stays as it was

@@ -70,9 +70,9 @@ class Decoder:
             body = body.encode("utf-8", "surrogatepass")
         try:
             return self._part(body, depth=2)
-        except (msgspec.DecodeError, UnicodeDecodeError):
-            # Not strict JSON (NaN, a lone surrogate escape, bad UTF-8): the lenient parser
-            # decides, on the whole body.
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            # Not strict JSON (NaN, a lone surrogate escape, bad UTF-8), or nested deeper than
+            # msgspec reads: the lenient parser decides, on the whole body.
             return parse_json(body)
 
     def _part(self, raw: bytes, depth: int) -> Any:

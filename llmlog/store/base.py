@@ -285,8 +285,9 @@ class Store(Regulated, Traces, abc.ABC):
     dialect: str = "sqlite"
     placeholder: str = "?"
     # What `insert` raises for a call that can never be stored (retrying will not help), as
-    # opposed to the store being down.
-    data_errors: tuple[type[BaseException], ...] = (ValueError, TypeError, OverflowError)
+    # opposed to the store being down. RecursionError: JSON nested deeper than the serializer
+    # goes (not a ValueError, and a batch retried on it would block every call behind it).
+    data_errors: tuple[type[BaseException], ...] = (ValueError, TypeError, OverflowError, RecursionError)
     # Regulated mode: the keys that open what the store holds sealed, set by whoever opens it
     # to read (the CLI, the web app), and who is reading, for the audit log. Without keys a
     # sealed call reads sealed.

@@ -140,7 +140,7 @@ def routes(web: Web, token: Gate = None, settings: Settings | None = None) -> li
             seen.add(call.id)
             try:
                 calls.append((index, intake.call(call)))
-            except RecordError as exc:  # a figure that cannot be stored: this record only
+            except RecordError as exc:  # a bad figure, or too deep to keep: this record
                 batch.bad.append(BadRecord(index, str(exc)))
             except Exception as exc:  # pricing a strange record must not lose the batch
                 batch.bad.append(BadRecord(index, f"cannot be priced: {exc}"))
