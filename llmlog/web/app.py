@@ -129,20 +129,61 @@ class IngestGate:
 
 @dataclass
 class Web:
-    """What every page needs: the store (used under `lock`: a SQLite connection is not to be
-    shared by threads at once) and the templates; and where replays are sent."""
+    """What every page needs: the store and the templates; and where replays are sent.
+
+    `store` is the collector's: its writes go through it, under `lock` (a connection is not
+    to be shared by threads at once). Pages, the SQL console among them, read on stores of
+    their own (`reading`), each on its own connection, lent to one request at a time, as
+    Datasette does: a slow query holds its own connection and nobody else's. Where the
+    store cannot be opened twice in one process (the embedded ClickHouse engine, SQLite in
+    memory), pages share `store` and its lock with the collector, as one connection must."""
 
     store: Store
     lock: threading.Lock
     env: Environment
     providers: Providers = field(default_factory=Providers)
     signins: SignIns = field(default_factory=SignIns)  # how fast passwords may be tried
+    _idle: list[Store] = field(default_factory=list)  # readers no request holds now
+    _opened: list[Store] = field(default_factory=list)  # every reader, to close at the end
+    _pool: threading.Lock = field(default_factory=threading.Lock)
+    _shared: bool = False  # the store cannot be opened again: pages use `store`, under `lock`
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[Store]:
-        with self.lock:
-            self.store.reader = auth.reader()  # whose reading the audit log records
-            yield self.store
+        store = self._borrow()
+        if store is None:
+            with self.lock:
+                self.store.reader = auth.reader()  # whose reading the audit log records
+                yield self.store
+            return
+        try:
+            store.reader = auth.reader()
+            yield store
+        finally:
+            with self._pool:
+                self._idle.append(store)
+
+    def _borrow(self) -> Store | None:
+        with self._pool:
+            if self._shared:
+                return None
+            if self._idle:
+                return self._idle.pop()
+        # Opened outside the pool's lock: a connection to a server may take a while.
+        store = self.store.reopened()
+        with self._pool:
+            if store is None:
+                self._shared = True
+            else:
+                self._opened.append(store)
+        return store
+
+    def close(self) -> None:
+        with self._pool:
+            opened, self._opened, self._idle = self._opened, [], []
+        for store in opened:
+            store.close()
+        self.store.close()
 
     def render(
         self, name: str, status: int = 200, headers: dict[str, str] | None = None, **context: Any
@@ -162,7 +203,8 @@ def create_app(
     upstreams: Upstreams | None = None,
     allowed_hosts: Sequence[str] = guard.LOOPBACK_NAMES,
 ) -> Starlette:
-    """The app over one store. `open_store` is called once, here. `providers` says where
+    """The app over one store. `open_store` is called once, here; pages read on the same
+    store opened again (`Store.reopened`), so as never to hold up the collector. `providers` says where
     replays go (by default, wherever the SDKs' environment variables point). `token` guards
     the UI and its API; `ingest_token` the collector's routes (`/v1/` and the provider proxy),
     and nothing else. `upstreams`: where the proxy forwards (by default the providers).
@@ -191,7 +233,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         writer.close()
-        web.store.close()
+        web.close()
 
     async def server_error(request: Request, exc: Exception) -> Response:
         # Answered outside the middleware (Starlette's outermost layer): its headers are set here.

@@ -107,7 +107,8 @@ def routes(web: Web, token: Gate = None, settings: Settings | None = None) -> li
     def store(calls: list[tuple[int, Call]], bad: list[BadRecord]) -> int:
         """Insert the batch in one transaction; when the store refuses a record as data (not
         as being down), each goes alone so only the bad ones are rejected. Returns how many
-        were new."""
+        were new. On the collector's own store and connection (`Web.store`), committed before
+        the answer, and never behind a page's reading, which has connections of its own."""
         with web.lock:
             try:
                 return web.store.insert([c for _, c in calls])
