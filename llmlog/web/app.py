@@ -43,6 +43,7 @@ from llmlog.web.throttle import SignIns
 from llmlog.writer import Writer
 
 HERE = Path(__file__).parent
+READERS = 8  # stores lent to pages at once (`Web.reading`)
 log = logging.getLogger(__name__)
 
 
@@ -100,7 +101,7 @@ class IngestGate:
     def required(self) -> bool:
         when, known = self._known
         if time.monotonic() - when > 2.0:
-            with self.web.reading() as store:
+            with self.web.writing() as store:
                 known = store.setting("ingest_tokens_required") is True
             self._known = (time.monotonic(), known)
         return bool(self.token) or known
@@ -119,7 +120,7 @@ class IngestGate:
         if not given:
             return False
         try:
-            with self.web.reading() as store:
+            with self.web.writing() as store:
                 found = store.token(access.token_hash(given))
         except Exception:  # the store failing: no token of its own can be checked, so none opens
             log.warning("llmlog: cannot check an ingest token: the store failed", exc_info=True)
@@ -147,21 +148,31 @@ class Web:
     _opened: list[Store] = field(default_factory=list)  # every reader, to close at the end
     _pool: threading.Lock = field(default_factory=threading.Lock)
     _shared: bool = False  # the store cannot be opened again: pages use `store`, under `lock`
+    # Readers lent at once: each is a connection (two on PostgreSQL, with the console's),
+    # and a server has a few hundred at most; a request past these waits for one.
+    _lendable: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(READERS))
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[Store]:
-        store = self._borrow()
-        if store is None:
-            with self.lock:
-                self.store.reader = auth.reader()  # whose reading the audit log records
-                yield self.store
-            return
-        try:
-            store.reader = auth.reader()
-            yield store
-        finally:
-            with self._pool:
-                self._idle.append(store)
+        with self._lendable:
+            store = self._borrow()
+            if store is None:
+                with self.writing() as shared:
+                    shared.reader = auth.reader()  # whose reading the audit log records
+                    yield shared
+                return
+            try:
+                store.reader = auth.reader()
+                yield store
+            finally:
+                with self._pool:
+                    self._idle.append(store)
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[Store]:
+        """The collector's store: its writes, and the tokens it checks, never wait on a page."""
+        with self.lock:
+            yield self.store
 
     def _borrow(self) -> Store | None:
         with self._pool:
