@@ -35,6 +35,7 @@ import openai
 import psycopg
 
 import llmlog
+from bench.console import bench_console_stall
 from bench.pages import bench_pages
 from llmlog import retention
 from llmlog.capture.exchange import Exchange
@@ -59,6 +60,8 @@ class Sizes:
     big_store: int = 1_000_000
     query_repeats: int = 25
     memory_seconds: float = 8.0
+    console_posts: int = 300  # collector batches per side, idle console and busy
+    console_count_to: int | None = None  # None: the console's query runs to its time limit
 
 
 SMOKE = Sizes(
@@ -70,6 +73,8 @@ SMOKE = Sizes(
     big_store=600,
     query_repeats=3,
     memory_seconds=0.5,
+    console_posts=20,
+    console_count_to=200_000,
 )
 
 
@@ -681,6 +686,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{sqlite_bytes(sealed_db) / sizes.ingest_calls:,.0f} vs {stored / sizes.ingest_calls:,.0f}",
         )
         bench_memory(exchanges, sizes, str(Path(tmp) / "memory.db"))
+        print("the collector beside the SQL console", flush=True)
+        console_db = str(Path(tmp) / "console.db")
+        bench_console_stall("SQLite", console_db, sizes.console_posts, sizes.console_count_to, row, pct)
+        if pg:
+            for console_pg in schema_url(pg):
+                bench_console_stall(
+                    "PostgreSQL", console_pg, sizes.console_posts, sizes.console_count_to, row, pct
+                )
         schemas = schema_url(pg) if pg else None
         pg_db = next(schemas) if schemas else None
         try:

@@ -35,6 +35,8 @@ def test_bench_smoke_writes_the_report(tmp_path: Path, postgres_server: str) -> 
         "ingest into PostgreSQL",
         "stored bytes per call, SQLite vs JSONL",
         "writer memory",
+        "SQLite: collector ingest p99, console idle vs running its slowest query",
+        "PostgreSQL: collector ingest p99, console idle vs running its slowest query",
         "SQLite: recent 100 calls, filter on error",
         "PostgreSQL: one call's full detail",
         "30-day cost per day per model",

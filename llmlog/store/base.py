@@ -636,6 +636,19 @@ class Store(Regulated, Traces, abc.ABC):
     @abc.abstractmethod
     def close(self) -> None: ...
 
+    def reopened(self) -> Store | None:
+        """The same store on a connection of its own, with the same keys (a web server's
+        readers, which must not wait on each other nor on the collector's writes); None where
+        this process may hold no second one (the embedded ClickHouse engine, an in-memory
+        SQLite database) or one has not been shown safe beside the first."""
+        other = self._reopen()
+        if other is not None:
+            other.keyring = self.keyring
+        return other
+
+    def _reopen(self) -> Store | None:
+        return None
+
     # Columns a list of calls can be broken down by (`facets`); "error" is the status.
     FACETS = ("feature", "model", "user_id", "prompt_template_version", "provider", "session_id", "error")
 

@@ -173,6 +173,9 @@ class PostgresStore(PostgresTraces):
             self._conn.close()
             self._conn = None
 
+    def _reopen(self) -> PostgresStore:
+        return PostgresStore(self.url, self._reader_url)
+
     # -------------------------------------------------------------- writing
 
     def insert(self, calls: Sequence[Call]) -> int:

@@ -214,6 +214,10 @@ class SQLiteStore(SQLiteTraces):
     def close(self) -> None:
         self.db.close()
 
+    def _reopen(self) -> SQLiteStore | None:
+        # WAL: readers on connections of their own never wait on the writer, nor it on them.
+        return None if self.path == ":memory:" else SQLiteStore(self.path)
+
     # -------------------------------------------------------------- writing
 
     def _keys(self, c: Call, batch: ContentBatch, safe: bool) -> _Keys:

@@ -43,6 +43,7 @@ from llmlog.web.throttle import SignIns
 from llmlog.writer import Writer
 
 HERE = Path(__file__).parent
+READERS = 8  # stores lent to pages at once (`Web.reading`)
 log = logging.getLogger(__name__)
 
 
@@ -100,7 +101,7 @@ class IngestGate:
     def required(self) -> bool:
         when, known = self._known
         if time.monotonic() - when > 2.0:
-            with self.web.reading() as store:
+            with self.web.writing() as store:
                 known = store.setting("ingest_tokens_required") is True
             self._known = (time.monotonic(), known)
         return bool(self.token) or known
@@ -119,7 +120,7 @@ class IngestGate:
         if not given:
             return False
         try:
-            with self.web.reading() as store:
+            with self.web.writing() as store:
                 found = store.token(access.token_hash(given))
         except Exception:  # the store failing: no token of its own can be checked, so none opens
             log.warning("llmlog: cannot check an ingest token: the store failed", exc_info=True)
@@ -129,20 +130,71 @@ class IngestGate:
 
 @dataclass
 class Web:
-    """What every page needs: the store (used under `lock`: a SQLite connection is not to be
-    shared by threads at once) and the templates; and where replays are sent."""
+    """What every page needs: the store and the templates; and where replays are sent.
+
+    `store` is the collector's: its writes go through it, under `lock` (a connection is not
+    to be shared by threads at once). Pages, the SQL console among them, read on stores of
+    their own (`reading`), each on its own connection, lent to one request at a time, as
+    Datasette does: a slow query holds its own connection and nobody else's. Where the
+    store cannot be opened twice in one process (the embedded ClickHouse engine, SQLite in
+    memory), pages share `store` and its lock with the collector, as one connection must."""
 
     store: Store
     lock: threading.Lock
     env: Environment
     providers: Providers = field(default_factory=Providers)
     signins: SignIns = field(default_factory=SignIns)  # how fast passwords may be tried
+    _idle: list[Store] = field(default_factory=list)  # readers no request holds now
+    _opened: list[Store] = field(default_factory=list)  # every reader, to close at the end
+    _pool: threading.Lock = field(default_factory=threading.Lock)
+    _shared: bool = False  # the store cannot be opened again: pages use `store`, under `lock`
+    # Readers lent at once: each is a connection (two on PostgreSQL, with the console's),
+    # and a server has a few hundred at most; a request past these waits for one.
+    _lendable: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(READERS))
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[Store]:
+        with self._lendable:
+            store = self._borrow()
+            if store is None:
+                with self.writing() as shared:
+                    shared.reader = auth.reader()  # whose reading the audit log records
+                    yield shared
+                return
+            try:
+                store.reader = auth.reader()
+                yield store
+            finally:
+                with self._pool:
+                    self._idle.append(store)
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[Store]:
+        """The collector's store: its writes, and the tokens it checks, never wait on a page."""
         with self.lock:
-            self.store.reader = auth.reader()  # whose reading the audit log records
             yield self.store
+
+    def _borrow(self) -> Store | None:
+        with self._pool:
+            if self._shared:
+                return None
+            if self._idle:
+                return self._idle.pop()
+        # Opened outside the pool's lock: a connection to a server may take a while.
+        store = self.store.reopened()
+        with self._pool:
+            if store is None:
+                self._shared = True
+            else:
+                self._opened.append(store)
+        return store
+
+    def close(self) -> None:
+        with self._pool:
+            opened, self._opened, self._idle = self._opened, [], []
+        for store in opened:
+            store.close()
+        self.store.close()
 
     def render(
         self, name: str, status: int = 200, headers: dict[str, str] | None = None, **context: Any
@@ -162,7 +214,8 @@ def create_app(
     upstreams: Upstreams | None = None,
     allowed_hosts: Sequence[str] = guard.LOOPBACK_NAMES,
 ) -> Starlette:
-    """The app over one store. `open_store` is called once, here. `providers` says where
+    """The app over one store. `open_store` is called once, here; pages read on the same
+    store opened again (`Store.reopened`), so as never to hold up the collector. `providers` says where
     replays go (by default, wherever the SDKs' environment variables point). `token` guards
     the UI and its API; `ingest_token` the collector's routes (`/v1/` and the provider proxy),
     and nothing else. `upstreams`: where the proxy forwards (by default the providers).
@@ -191,7 +244,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         writer.close()
-        web.store.close()
+        web.close()
 
     async def server_error(request: Request, exc: Exception) -> Response:
         # Answered outside the middleware (Starlette's outermost layer): its headers are set here.

@@ -107,17 +107,18 @@ def routes(web: Web, token: Gate = None, settings: Settings | None = None) -> li
     def store(calls: list[tuple[int, Call]], bad: list[BadRecord]) -> int:
         """Insert the batch in one transaction; when the store refuses a record as data (not
         as being down), each goes alone so only the bad ones are rejected. Returns how many
-        were new."""
-        with web.lock:
+        were new. On the collector's own store and connection (`Web.writing`), committed
+        before the answer, and never behind a page's reading, which has connections of its own."""
+        with web.writing() as writer:
             try:
-                return web.store.insert([c for _, c in calls])
-            except web.store.data_errors:
+                return writer.insert([c for _, c in calls])
+            except writer.data_errors:
                 pass
             new = 0
             for index, call in calls:
                 try:
-                    new += web.store.insert([call])
-                except web.store.data_errors as exc:
+                    new += writer.insert([call])
+                except writer.data_errors as exc:
                     bad.append(BadRecord(index, f"cannot be stored: {exc}"))
             return new
 
@@ -186,10 +187,10 @@ def routes(web: Web, token: Gate = None, settings: Settings | None = None) -> li
             return JSONResponse({"error": str(exc)}, status_code=400)
 
         def store() -> list[Refused]:
-            with web.lock:
+            with web.writing() as writer:
                 if kind == "traces":
-                    return otlp_in.ingest_spans(web.store, spans, intake)[1]
-                return otlp_in.ingest_events(web.store, events, intake)[1]
+                    return otlp_in.ingest_spans(writer, spans, intake)[1]
+                return otlp_in.ingest_events(writer, events, intake)[1]
 
         try:
             refused = await run_in_threadpool(store)
