@@ -25,8 +25,6 @@ from llmlog.capture.exchange import Exchange
 from llmlog.capture.parse import Decoder
 from llmlog.config import Settings
 from llmlog.intake import Intake, Item, Unfit
-from llmlog.intake import hash_user_id as hash_user_id  # where the CLI and older code look for them
-from llmlog.intake import prepare as prepare
 from llmlog.pricing import Pricer
 from llmlog.prompts import REGISTRY
 from llmlog.record import Call

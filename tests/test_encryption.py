@@ -20,9 +20,10 @@ from llmlog.cli import cli
 from llmlog.config import Settings
 from llmlog.encryption import KeyProblem, Keyring, is_sealed, new_key, rotate, sealed_key_ids
 from llmlog.fake_provider import FakeProvider
+from llmlog.intake import prepare
 from llmlog.record import Call
 from llmlog.store import CallFilter, ReadOnlyError, open_store
-from llmlog.writer import Writer, prepare
+from llmlog.writer import Writer
 from tests.backends import Backend
 
 K1 = "k1:" + base64.b64encode(bytes(range(32))).decode()

@@ -14,9 +14,9 @@ from llmlog import prompts
 from llmlog.cli import cli
 from llmlog.config import Settings
 from llmlog.fake_provider import FakeProvider
+from llmlog.intake import prepare
 from llmlog.record import Call
 from llmlog.store import open_store
-from llmlog.writer import prepare
 from tests.conftest import Recorder
 
 V1 = "You review code.\nBe kind.\n"

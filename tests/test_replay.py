@@ -18,13 +18,13 @@ from llmlog.capture.exchange import Exchange
 from llmlog.capture.wrap import instrument
 from llmlog.config import Settings
 from llmlog.fake_provider import FakeProvider
+from llmlog.intake import prepare
 from llmlog.pricing import Pricer
 from llmlog.prompts import text_hash
 from llmlog.record import Call
 from llmlog.replay import NotSent, Providers, ReplayError, api_of, replay, request_of
 from llmlog.store import CallFilter, Store
 from llmlog.web.replay import diff, response_text
-from llmlog.writer import prepare
 from tests.backends import Backend
 from tests.webui import HOSTILE, Running, assert_inert, free_port, make_call
 
