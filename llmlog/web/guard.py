@@ -57,6 +57,7 @@ SECURITY_HEADERS: tuple[tuple[str, str], ...] = (
     ("cross-origin-resource-policy", "same-origin"),
 )
 _NAMES = frozenset(name.encode() for name, _ in SECURITY_HEADERS)
+_ENCODED = [(name.encode(), value.encode()) for name, value in SECURITY_HEADERS]
 
 
 class SecurityHeaders:
@@ -74,8 +75,7 @@ class SecurityHeaders:
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
                 kept = [(k, v) for k, v in message.get("headers", []) if k.lower() not in _NAMES]
-                ours = [(k.encode(), v.encode()) for k, v in SECURITY_HEADERS]
-                message = {**message, "headers": kept + ours}
+                message = {**message, "headers": kept + _ENCODED}
             await send(message)
 
         await self.app(scope, receive, with_headers)
