@@ -230,7 +230,7 @@ def test_clickhouse_takes_back_spans_stored_clear_while_the_store_turned_sealed_
 def test_a_span_of_a_refused_call_is_refused_with_it(backend: Backend) -> None:
     """OTLP ingestion in a sealed-only store without a key: the model call a span describes
     is refused (its messages are clear), and so is the span; a span without text is kept."""
-    from llmlog.capture.otlp import ingest_spans
+    from llmlog.capture.otlp_ingest import ingest_spans
     from llmlog.config import Settings
     from llmlog.intake import Intake
 
