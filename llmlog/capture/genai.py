@@ -11,6 +11,7 @@ the call of one span from the content of both.
 from __future__ import annotations
 
 import json
+import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -24,9 +25,66 @@ _NAMESPACE = uuid.UUID("0b6c3f8e-7d1a-5b2c-9e4f-1a2b3c4d5e6f")
 _GENERATING = {"chat", "text_completion", "generate_content", "responses", "completion"}
 
 
-def call_id(trace_id: str, span_id: str) -> str:
-    """A call's id from its span's: a span exported twice is one call."""
-    return str(uuid.uuid5(_NAMESPACE, f"{trace_id}:{span_id}"))
+def call_id(trace_id: str, span_id: str, key: str | None = None) -> str:
+    """A call's id from its span's: a span exported twice is one call. With a `key` (what
+    the provider calls the call: `call_key`), from that instead, so every span of one call —
+    an instrumentation's and the SDK's own, in one trace or two, in one request or several —
+    names the same call."""
+    return str(uuid.uuid5(_NAMESPACE, key if key is not None else f"{trace_id}:{span_id}"))
+
+
+# What the provider calls a call. The response id (`msg_…`, `chatcmpl-…`): the semconv
+# attribute, or the start of the response body OpenInference keeps in `output.value`.
+_BODY_ID = re.compile(r'^\s*\{\s*"id"\s*:\s*"([A-Za-z0-9_-]{6,200})"')
+# The request id of a failed call: the anthropic SDK's span has it as an attribute, its
+# exceptions (which instrumentations record on their spans) say it in their message.
+_REQUEST_ID = re.compile(r"request_id: (req_[A-Za-z0-9_-]{6,200})")
+
+
+def response_id(a: dict[str, Any]) -> str | None:
+    rid = _first(a, "gen_ai.response.id", "llm.response.id")
+    if isinstance(rid, str) and rid:
+        return rid
+    body = a.get("output.value")
+    if isinstance(body, str) and (m := _BODY_ID.match(body[:300])):
+        return m.group(1)
+    return None
+
+
+def request_id(span: Span) -> str | None:
+    """The provider's id of the HTTP request a span's call made, where it says it."""
+    rid = span.attributes.get("anthropic.request.id")
+    if isinstance(rid, str) and rid:
+        return rid
+    texts = [e.get("attributes", {}).get("exception.message") for e in span.events if isinstance(e, dict)]
+    for text in [*texts, span.status_message]:
+        if isinstance(text, str) and (m := _REQUEST_ID.search(text)):
+            return m.group(1)
+    return None
+
+
+def provider_of(a: dict[str, Any]) -> str | None:
+    provider = _first(a, "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
+    return str(provider).lower() if provider is not None else None
+
+
+def call_key(span: Span) -> str | None:
+    """What identifies a span's call whichever span tells of it: the provider and its
+    response id; for a call that failed, and so has none, its request id. None when the span
+    says neither (then the span's own ids make the call's)."""
+    provider = provider_of(span.attributes) or ""
+    rid = response_id(span.attributes)
+    if rid is not None:
+        return f"{provider}:response:{rid}"
+    req = request_id(span)
+    return f"{provider}:request:{req}" if req is not None else None
+
+
+def is_sdk_span(span: Span) -> bool:
+    """The provider SDK's own span of an HTTP call (the anthropic SDK's `anthropic.messages.create`):
+    its figures are the response's, exact."""
+    a = span.attributes
+    return a.get("http.request.method") is not None or a.get("url.full") is not None
 
 
 def _json_value(value: Any) -> Any:
@@ -292,7 +350,7 @@ def span_call(span: Span, content: Content) -> Call:
     """The call a model-call span describes (its content given separately: the span's own
     and its events', merged by the caller)."""
     a = span.attributes
-    provider = _first(a, "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
+    provider = provider_of(a)
     model = _first(
         a, "gen_ai.response.model", "gen_ai.request.model", "llm.model_name", "llm.request.model_name"
     )
@@ -302,6 +360,7 @@ def span_call(span: Span, content: Content) -> Call:
     extra = _json_value(a.get("metadata"))
     if isinstance(extra, dict):
         metadata.update({k: v for k, v in extra.items() if k != "otel"})
+    _request_note(span, metadata)
     tags = a.get("tag.tags")
     error_type = a.get("error.type")
     error = None
@@ -319,11 +378,11 @@ def span_call(span: Span, content: Content) -> Call:
         response = {"role": "assistant", "content": blocks}
     end = span.end or span.start
     return Call(
-        id=call_id(span.trace_id, span.span_id),
+        id=call_id(span.trace_id, span.span_id, call_key(span)),
         session_id=_str(_first(a, "gen_ai.conversation.id", "session.id")),
         user_id=_str(_first(a, "user.id", "enduser.id")),
         timestamp=span.start,
-        provider=_str(provider).lower() if provider else None,
+        provider=provider or None,
         model=_str(model),
         prompt_template_version=_str(a.get("llm.prompt_template.version")),
         system_prompt=content.system_prompt,
@@ -368,6 +427,13 @@ def span_call(span: Span, content: Content) -> Call:
         trace_id=span.trace_id,
         parent_id=span.parent_id,
     )
+
+
+def _request_note(span: Span, metadata: dict[str, Any]) -> None:
+    """The provider's request id, where `wrap` keeps it (`metadata.llmlog.request_id`)."""
+    rid = request_id(span)
+    if rid is not None:
+        metadata.setdefault("llmlog", {})["request_id"] = rid
 
 
 def _str(value: Any) -> str | None:
