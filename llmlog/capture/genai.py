@@ -377,6 +377,8 @@ def span_call(span: Span, content: Content) -> Call:
             )
         response = {"role": "assistant", "content": blocks}
     end = span.end or span.start
+    tool_calls = _tool_calls(output)
+    _cut_tool_note(tool_calls, metadata)
     return Call(
         id=call_id(span.trace_id, span.span_id, call_key(span)),
         session_id=_str(_first(a, "gen_ai.conversation.id", "session.id")),
@@ -390,7 +392,7 @@ def span_call(span: Span, content: Content) -> Call:
         tools=content.tools,
         params=content.params or None,
         response=response,
-        tool_calls=_tool_calls(output),
+        tool_calls=tool_calls,
         stop_reason=content.finish_reason,
         input_tokens=_int(
             _first(a, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
@@ -427,6 +429,21 @@ def span_call(span: Span, content: Content) -> Call:
         trace_id=span.trace_id,
         parent_id=span.parent_id,
     )
+
+
+def _cut_tool_note(tool_calls: list[dict[str, Any]] | None, metadata: dict[str, Any]) -> None:
+    """A tool call whose input JSON never closed (cut off by max_tokens: an instrumentation
+    sends the text it had) keeps that text as its input, and the call says so, as `wrap`'s
+    does: `metadata.llmlog.cut_tool_inputs`, how many."""
+    cut = sum(1 for t in tool_calls or [] if is_cut_input(t.get("input")))
+    if cut:
+        metadata.setdefault("llmlog", {})["cut_tool_inputs"] = cut
+
+
+def is_cut_input(value: Any) -> bool:
+    """Whether a tool call's input is JSON text that did not parse: the start of an object
+    or array that was cut off."""
+    return isinstance(value, str) and value.lstrip()[:1] in ("{", "[")
 
 
 def _request_note(span: Span, metadata: dict[str, Any]) -> None:

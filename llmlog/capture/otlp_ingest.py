@@ -137,6 +137,8 @@ def merge_call(call: Call, other: Call, *, exact: bool) -> None:
     if other.metadata:
         mine_meta = call.metadata or {}
         merged = {**other.metadata, **mine_meta}
+        if isinstance(other.metadata.get("llmlog"), dict) and isinstance(mine_meta.get("llmlog"), dict):
+            merged["llmlog"] = {**other.metadata["llmlog"], **mine_meta["llmlog"]}
         if isinstance(other.metadata.get("otel"), dict) and isinstance(mine_meta.get("otel"), dict):
             merged["otel"] = {**other.metadata["otel"], **mine_meta["otel"]}
             spans = [mine_meta["otel"].get("span"), other.metadata["otel"].get("span")]
@@ -233,12 +235,22 @@ _CONTENT = ("system_prompt", "messages", "tools", "params", "response", "tool_ca
 
 
 def _fill(call: Call, other: Call) -> bool:
-    """Give `call` the content it lacks from `other`, and what its error does not say;
-    whether anything changed."""
+    """Give `call` the content it lacks from `other`, the notes its metadata lacks, and what
+    its error does not say; whether anything changed."""
     changed = False
     for name in _CONTENT:
         if getattr(call, name) is None and getattr(other, name) is not None:
             setattr(call, name, getattr(other, name))
+            changed = True
+    if other.metadata:
+        meta = dict(call.metadata or {})
+        for key, value in other.metadata.items():
+            if key not in meta:
+                meta[key] = value
+            elif key == "llmlog" and isinstance(value, dict) and isinstance(meta[key], dict):
+                meta[key] = {**value, **meta[key]}
+        if meta != (call.metadata or {}):
+            call.metadata = meta
             changed = True
     if call.error is not None and other.error is not None:
         said = {k: v for k, v in other.error.items() if v not in (None, "") and not call.error.get(k)}

@@ -208,6 +208,11 @@ def _text_of(content: Any) -> str:
     return ""
 
 
+def _cut_input(value: Any) -> bool:
+    """A tool input that is JSON text that did not parse: an object cut off (max_tokens)."""
+    return isinstance(value, str) and value.lstrip()[:1] in ("{", "[")
+
+
 def _tool_input(arguments: Any) -> Any:
     if isinstance(arguments, str):
         parsed = parse_json(arguments) if arguments else {}
@@ -611,6 +616,9 @@ def to_call(ex: Exchange, decoder: Decoder | None = None) -> Call:
                 ex.incomplete = True
     if ex.incomplete:
         notes["incomplete"] = True
+    cut = sum(1 for t in call.tool_calls or [] if _cut_input(t.get("input")))
+    if cut:  # a tool call's input cut off (max_tokens): kept as the text that came
+        notes["cut_tool_inputs"] = cut
     if ex.retry_count:
         notes["retry"] = ex.retry_count
     request_id = ex.response_headers.get("request-id") or ex.response_headers.get("x-request-id")
