@@ -12,17 +12,19 @@ span: the spans of one call arrive in separate requests) and the batch processor
 from __future__ import annotations
 
 import textwrap
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import anthropic
+import httpx2 as httpx
 import pytest
 
 import llmlog
 from llmlog.fake_provider import FakeProvider
 from llmlog.record import Call
 from llmlog.store import CallFilter
-from tests.backends import Backend, SQLiteBackend
+from tests.backends import Backend, PostgresBackend, SQLiteBackend
 from tests.conftest import Recorder
 from tests.otel_programs import TOKEN, run_program
 from tests.webui import Running
@@ -203,3 +205,111 @@ def test_every_call_once_and_like_wrap(
     cut = [(w.metadata or {}).get("llmlog", {}).get("cut_tool_inputs") for w in wrap]
     assert cut.count(1) == (4 if cut_streams(setup) else 0) and cut.count(None) == len(cut) - cut.count(1)
     assert_like_wrap(otlp, wrap, setup)
+
+
+def test_every_call_once_on_postgresql(pg_url: str, fake: FakeProvider, recorder: Recorder) -> None:
+    """Traceloop, one request per span: each SDK span's call is stored first, then completed
+    by Traceloop's span in a later request, on PostgreSQL."""
+    backend = PostgresBackend(pg_url)
+    with Running(backend, ingest_token=TOKEN) as running:
+        (made,) = run_program(running, fake, SETUPS["traceloop"], BODY, env={"CUT_STREAMS": "1"})
+        otlp = assert_one_row_per_call(running, backend, int(made))
+    assert_like_wrap(otlp, wrapped(recorder, fake, "traceloop"), "traceloop")
+
+
+# ---------------------------------------------------------------- spans by hand: what is not one call
+
+NOW = time.time_ns()
+MS = 1_000_000
+
+
+def _span(trace: str, span: str, start_ms: int, end_ms: int, **attrs: Any) -> dict[str, Any]:
+    values = []
+    for key, v in attrs.items():
+        value = {"intValue": str(v)} if isinstance(v, int) else {"stringValue": str(v)}
+        values.append({"key": key, "value": value})
+    out: dict[str, Any] = {
+        "traceId": trace,
+        "spanId": span,
+        "name": "chat",
+        "startTimeUnixNano": str(NOW + start_ms * MS),
+        "endTimeUnixNano": str(NOW + end_ms * MS),
+        "attributes": values,
+    }
+    return out
+
+
+def _sdk(trace: str, span: str, start_ms: int, end_ms: int, model: str, rid: str) -> dict[str, Any]:
+    """The anthropic SDK's own span of a call: its response and request ids, exact usage."""
+    attrs = {
+        "gen_ai.provider.name": "anthropic",
+        "gen_ai.operation.name": "chat",
+        "gen_ai.request.model": model,
+        "gen_ai.response.model": model,
+        "gen_ai.response.id": rid,
+        "http.request.method": "POST",
+        "anthropic.request.id": "req_" + rid,
+        "gen_ai.usage.input_tokens": 10,
+        "gen_ai.usage.output_tokens": 20,
+    }
+    return _span(trace, span, start_ms, end_ms, **attrs)
+
+
+def _bare(trace: str, span: str, start_ms: int, end_ms: int, **more: Any) -> dict[str, Any]:
+    """An instrumentation's span naming no response or request id (Traceloop in event mode)."""
+    attrs = {
+        "gen_ai.provider.name": "anthropic",
+        "gen_ai.operation.name": "chat",
+        "gen_ai.usage.input_tokens": 10,
+    }
+    return _span(
+        trace, span, start_ms, end_ms, **{**attrs, **{k.replace("__", "."): v for k, v in more.items()}}
+    )
+
+
+def _send(running: Running, *spans: dict[str, Any]) -> None:
+    body = {"resourceSpans": [{"scopeSpans": [{"spans": list(spans)}]}]}
+    r = httpx.post(running.base + "/v1/traces", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
+    assert r.status_code == 200 and not r.json(), r.text
+
+
+T1, T2, T3 = "a" * 32, "b" * 32, "c" * 32
+
+
+def test_spans_without_ids_join_a_call_only_when_plainly_the_same(sqlite_collector: Running) -> None:
+    # One bare span beside one SDK span within its time: one call, in one request or two.
+    _send(
+        sqlite_collector,
+        _sdk(T1, "1" * 16, 10, 90, "claude-sonnet-4-6", "msg_one1"),
+        _bare(T2, "2" * 16, 0, 100),
+    )
+    _send(sqlite_collector, _sdk(T1, "3" * 16, 210, 290, "claude-sonnet-4-6", "msg_two2"))
+    _send(sqlite_collector, _bare(T3, "4" * 16, 200, 300))
+    assert sqlite_collector.store.count(CallFilter()) == 2
+    # Two calls at once (two threads), each an SDK span and a bare span: which bare span goes
+    # with which is not plain, so none is joined (a call too many, never two calls as one).
+    t = ["d" * 32, "e" * 32, "f" * 32, "9" * 32]
+    _send(sqlite_collector, _sdk(t[0], "5" * 16, 410, 480, "claude-sonnet-4-6", "msg_three"),
+          _sdk(t[1], "6" * 16, 420, 490, "claude-sonnet-4-6", "msg_four"),
+          _bare(t[2], "7" * 16, 400, 500), _bare(t[3], "8" * 16, 405, 495))  # fmt: skip
+    assert sqlite_collector.store.count(CallFilter()) == 6
+    # Beside an SDK span, under the same parent, but not the same call: another model, other
+    # tokens, not within its time, one failed and the other not; or under another parent.
+    # Each pair is two calls.
+    app = "1" * 32
+    unlike: list[tuple[dict[str, Any], tuple[int, int], bool, str]] = [
+        ({"gen_ai__request__model": "claude-haiku-4-5"}, (0, 100), False, "d" * 16),
+        ({"gen_ai__usage__input_tokens": 11}, (0, 100), False, "d" * 16),
+        ({}, (50, 150), False, "d" * 16),
+        ({}, (0, 100), True, "d" * 16),
+        ({}, (0, 100), False, "e" * 16),
+    ]
+    for n, (attrs, (start, end), failed, parent) in enumerate(unlike):
+        at = 1000 + 1000 * n
+        sdk = _sdk(app, f"{n + 1:x}" * 16, at + 10, at + 90, "claude-sonnet-4-6", f"msg_unlike{n}")
+        bare = _bare(app, "f" * 15 + str(n), at + start, at + end, **attrs)
+        sdk["parentSpanId"], bare["parentSpanId"] = "d" * 16, parent
+        if failed:
+            bare["status"] = {"code": 2, "message": "boom"}
+        _send(sqlite_collector, sdk, bare)
+        assert sqlite_collector.store.count(CallFilter()) == 8 + 2 * n, attrs
