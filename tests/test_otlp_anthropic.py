@@ -51,8 +51,10 @@ SETUPS = {
 # The calls, the same in the instrumented program and through `llmlog.wrap`.
 CALLS = textwrap.dedent(
     """\
-    import anthropic
-    M = "claude-sonnet-4-6"
+    import anthropic, logging
+    from anthropic.lib.middleware import BetaRefusalFallbackMiddleware
+    logging.getLogger("anthropic.lib.middleware").setLevel(logging.ERROR)
+    M, FALLBACK = "claude-sonnet-4-6", "claude-haiku-4-5"
     WEATHER = [{"name": "get_weather", "description": "The weather in a city",
                 "input_schema": {"type": "object", "properties": {"city": {"type": "string"},
                                  "unit": {"type": "string", "enum": ["c", "f"]}}, "required": ["city"]}}]
@@ -60,7 +62,7 @@ CALLS = textwrap.dedent(
     def user(text):
         return [{"role": "user", "content": text}]
 
-    def calls(client, tag, cut_streams):
+    def calls(client, tag, cut_streams, fallback_streams):
         client.messages.create(model=M, max_tokens=200, system="Be brief.", messages=user("plain " + tag))
         with client.messages.stream(model=M, max_tokens=200, messages=user("helper " + tag)) as s:
             s.get_final_message()
@@ -84,22 +86,34 @@ CALLS = textwrap.dedent(
         # A tool call cut off by max_tokens: not streamed, then streamed both ways (its JSON never closes).
         cut = dict(model=M, max_tokens=5, tools=WEATHER, tool_choice={"type": "any"})
         client.messages.create(messages=user("cut " + tag), **cut)
-        if not cut_streams:
-            return 8
-        for _ in client.messages.create(messages=user("cut raw " + tag), stream=True, **cut):
-            pass
-        with client.messages.stream(messages=user("cut helper " + tag), **cut) as s:
-            s.get_final_message()
-        return 10
+        n = 8
+        if cut_streams:
+            for _ in client.messages.create(messages=user("cut raw " + tag), stream=True, **cut):
+                pass
+            with client.messages.stream(messages=user("cut helper " + tag), **cut) as s:
+                s.get_final_message()
+            n += 2
+        # Refused by the model asked for, served by the fallback (the SDK's beta middleware).
+        fallback = client.with_middleware(BetaRefusalFallbackMiddleware([{"model": FALLBACK}]))
+        refuse = {"x-fake-refuse": M}
+        fallback.beta.messages.create(model=M, max_tokens=200, messages=user("fb " + tag),
+                                      extra_headers=refuse)
+        n += 1
+        if fallback_streams:
+            with fallback.beta.messages.stream(model=M, max_tokens=200, messages=user("fb streamed " + tag),
+                                               extra_headers=refuse) as s:
+                s.get_final_message()
+            n += 1
+        return n
     """
 )
 
 BODY = CALLS + textwrap.dedent(
     """\
-    cut_streams = os.environ["CUT_STREAMS"] == "1"
-    n = calls(anthropic_client, "alone", cut_streams)
+    streams = os.environ["CUT_STREAMS"] == "1", os.environ["FALLBACK_STREAMS"] == "1"
+    n = calls(anthropic_client, "alone", *streams)
     with tracer.start_as_current_span("app turn"):
-        n += calls(anthropic_client, "in app", cut_streams)
+        n += calls(anthropic_client, "in app", *streams)
     print(n)
     """
 )
@@ -123,14 +137,32 @@ def cut_streams(setup: str) -> bool:
     return setup != "traceloop-events"
 
 
+def fallback_streams(setup: str) -> bool:
+    """Whether the program streams a call that falls back: Traceloop's span of
+    `beta.messages.stream()` ends before the call starts, with none of its figures, so it is
+    not the SDK's span's call and would be a call of its own."""
+    return not setup.startswith("traceloop")
+
+
+def programs_env(setup: str) -> dict[str, str]:
+    return {
+        "CUT_STREAMS": "1" if cut_streams(setup) else "0",
+        "FALLBACK_STREAMS": "1" if fallback_streams(setup) else "0",
+    }
+
+
 def wrapped(recorder: Recorder, fake: FakeProvider, setup: str) -> list[Call]:
-    """The same calls through `llmlog.wrap`, oldest first."""
+    """The same calls through `llmlog.wrap`, oldest first: without the refused requests of
+    the calls that fell back (wrap records each request; the spans tell of the call)."""
     client = llmlog.wrap(anthropic.Anthropic(api_key="sk-test", base_url=fake.url, max_retries=0))
     scope: dict[str, Any] = {}
     exec(CALLS, scope)  # our own text, above
-    scope["calls"](client, "alone", cut_streams(setup))
-    scope["calls"](client, "in app", cut_streams(setup))
-    return sorted(recorder.calls(), key=lambda c: c.timestamp)
+    scope["calls"](client, "alone", cut_streams(setup), fallback_streams(setup))
+    scope["calls"](client, "in app", cut_streams(setup), fallback_streams(setup))
+    calls = sorted(recorder.calls(), key=lambda c: c.timestamp)
+    refused = [c for c in calls if (c.response or {}).get("stop_reason") == "refusal"]
+    assert len(refused) == (4 if fallback_streams(setup) else 2)
+    return [c for c in calls if c not in refused]
 
 
 def text_of(response: dict[str, Any] | None) -> str:
@@ -171,6 +203,11 @@ def assert_like_wrap(otlp: list[Call], wrap: list[Call], setup: str) -> None:
             ), where
             assert o.cost_usd == pytest.approx(w.cost_usd), where
         assert (o.metadata or {}).get("llmlog", {}).get("request_id", "").startswith("req_"), where
+        # A call that fell back is the model that served, priced as that, the one asked for noted.
+        fell_back = w.model == "claude-haiku-4-5"
+        assert (o.metadata or {}).get("llmlog", {}).get("requested_model") == (
+            "claude-sonnet-4-6" if fell_back else None
+        ), where
         if setup == "sdk" or setup == "traceloop-events":
             continue  # no content on the spans (Traceloop's events name no span)
         if setup == "traceloop" and w.error is not None and w.error.get("status") == 429:
@@ -196,8 +233,7 @@ def assert_like_wrap(otlp: list[Call], wrap: list[Call], setup: str) -> None:
 def test_every_call_once_and_like_wrap(
     setup: str, batch: bool, sqlite_collector: Running, tmp_path: Any, fake: FakeProvider, recorder: Recorder
 ) -> None:
-    env = {"CUT_STREAMS": "1" if cut_streams(setup) else "0"}
-    (made,) = run_program(sqlite_collector, fake, SETUPS[setup], BODY, batch=batch, env=env)
+    (made,) = run_program(sqlite_collector, fake, SETUPS[setup], BODY, batch=batch, env=programs_env(setup))
     otlp = assert_one_row_per_call(sqlite_collector, SQLiteBackend(tmp_path / "otlp.db"), int(made))
     wrap = wrapped(recorder, fake, setup)
     # wrap says which tool inputs were cut off: the streamed ones (not streamed, the API
@@ -212,7 +248,7 @@ def test_every_call_once_on_postgresql(pg_url: str, fake: FakeProvider, recorder
     by Traceloop's span in a later request, on PostgreSQL."""
     backend = PostgresBackend(pg_url)
     with Running(backend, ingest_token=TOKEN) as running:
-        (made,) = run_program(running, fake, SETUPS["traceloop"], BODY, env={"CUT_STREAMS": "1"})
+        (made,) = run_program(running, fake, SETUPS["traceloop"], BODY, env=programs_env("traceloop"))
         otlp = assert_one_row_per_call(running, backend, int(made))
     assert_like_wrap(otlp, wrapped(recorder, fake, "traceloop"), "traceloop")
 

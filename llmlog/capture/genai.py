@@ -361,6 +361,7 @@ def span_call(span: Span, content: Content) -> Call:
     if isinstance(extra, dict):
         metadata.update({k: v for k, v in extra.items() if k != "otel"})
     _request_note(span, metadata)
+    _fallback_note(a, _str(model), metadata)
     tags = a.get("tag.tags")
     error_type = a.get("error.type")
     error = None
@@ -444,6 +445,19 @@ def is_cut_input(value: Any) -> bool:
     """Whether a tool call's input is JSON text that did not parse: the start of an object
     or array that was cut off."""
     return isinstance(value, str) and value.lstrip()[:1] in ("{", "[")
+
+
+def _fallback_note(a: dict[str, Any], model: str | None, metadata: dict[str, Any]) -> None:
+    """A call the anthropic SDK's refusal fallback (its beta middleware) sent again to another
+    model after a refusal is the model that served (`gen_ai.response.model`, OpenInference's
+    `llm.model_name`), priced as that; the model asked for is noted,
+    `metadata.llmlog.requested_model`. (An alias the API resolved to a dated model, or a
+    `-latest`, is the same model: not noted.)"""
+    requested = _first(a, "gen_ai.request.model", "llm.request.model_name")
+    if not isinstance(requested, str) or model is None or provider_of(a) != "anthropic":
+        return
+    if not model.startswith(requested.removesuffix("-latest")):
+        metadata.setdefault("llmlog", {})["requested_model"] = requested
 
 
 def _request_note(span: Span, metadata: dict[str, Any]) -> None:
