@@ -217,7 +217,9 @@ def _keyless_partners(store: Store, calls: list[Call], sdk_ids: set[str]) -> dic
     until = max(c.timestamp + timedelta(milliseconds=c.latency_ms or 0) for c in calls)
     stored = [
         s
-        for s in store.iter_calls(CallFilter(since=since, until=until + timedelta(milliseconds=1)))
+        for s in store.iter_calls(
+            CallFilter(provider="anthropic", since=since, until=until + timedelta(milliseconds=1))
+        )
         if s.messages is None
         and s.response is None
         and s.id not in sdk_ids
@@ -323,10 +325,12 @@ def ingest_spans(store: Store, spans: list[Span], intake: Intake) -> tuple[int, 
     for i in range(0, len(ids), 500):
         stored_now.update((c.id, c) for c in store.iter_calls(CallFilter(ids=ids[i : i + 500])))
     sdk_ids = {c.id for c in calls if any(is_sdk_span(s) for s in spans_of[c.id])}
+    # (Only Anthropic's SDK makes spans of its own beside an instrumentation's.)
     keyless = [
         c
         for c in calls
-        if c.id not in stored_now
+        if c.provider == "anthropic"
+        and c.id not in stored_now
         and c.id not in earlier
         and c.id not in sdk_ids
         and not any(call_key(s) for s in spans_of[c.id])
