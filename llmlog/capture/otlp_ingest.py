@@ -281,6 +281,11 @@ def _insert_calls(store: Store, calls: list[Call], refused: dict[str, str]) -> i
     return added
 
 
+# How far apart the starts of two spans of one call can be, at most: a generous bound on a
+# call's length.
+_SAME_CALL_WINDOW = timedelta(hours=6)
+
+
 def ingest_spans(store: Store, spans: list[Span], intake: Intake) -> tuple[int, list[Refused]]:
     """Keep the spans and the calls their model-call spans describe, each through `intake`
     (redacted, sealed, priced); returns how many calls were new, and the spans refused, by
@@ -322,8 +327,16 @@ def ingest_spans(store: Store, spans: list[Span], intake: Intake) -> tuple[int, 
     # span naming no id goes with, in one more, only when there are such spans.
     ids = [c.id for c in calls]
     stored_now: dict[str, Call] = {}
-    for i in range(0, len(ids), 500):
-        stored_now.update((c.id, c) for c in store.iter_calls(CallFilter(ids=ids[i : i + 500])))
+    if calls:
+        # Spans of one call start within the call's time: the window lets a store that keeps
+        # calls in time order (ClickHouse) read only the days that can hold them.
+        since = min(c.timestamp for c in calls) - _SAME_CALL_WINDOW
+        until = (
+            max(c.timestamp + timedelta(milliseconds=c.latency_ms or 0) for c in calls) + _SAME_CALL_WINDOW
+        )
+        for i in range(0, len(ids), 500):
+            f = CallFilter(ids=ids[i : i + 500], since=since, until=until)
+            stored_now.update((c.id, c) for c in store.iter_calls(f))
     sdk_ids = {c.id for c in calls if any(is_sdk_span(s) for s in spans_of[c.id])}
     # (Only Anthropic's SDK makes spans of its own beside an instrumentation's.)
     keyless = [
