@@ -6,15 +6,19 @@ tool-calling and a failing Chat completion against the fake provider."""
 
 from __future__ import annotations
 
+import json
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx2 as httpx
 import openai
 import pytest
 
 import llmlog
+from llmlog.conversation import conversation, response_turns
 from llmlog.fake_provider import FakeProvider
 from llmlog.record import Call
 from llmlog.store import CallFilter
@@ -240,3 +244,338 @@ def test_openai_instrumentations_give_wraps_rows(
     assert masked(message["tool_calls"]) == masked(
         wrapped[TOOL].response["choices"][0]["message"]["tool_calls"]
     )
+
+
+# ---------------------------------------------------------------- the conventions' forms, by hand
+
+TRACE = "6c9efff798038103d269b633813fc60d"
+NOW = time.time_ns()
+MS = 1_000_000
+
+
+def _value(v: Any) -> dict[str, Any]:
+    if v is None:
+        return {}
+    if isinstance(v, bool):
+        return {"boolValue": v}
+    if isinstance(v, int):
+        return {"intValue": str(v)}
+    if isinstance(v, float):
+        return {"doubleValue": v}
+    if isinstance(v, list):
+        return {"arrayValue": {"values": [_value(x) for x in v]}}
+    if isinstance(v, dict):
+        return {"kvlistValue": {"values": [{"key": k, "value": _value(x)} for k, x in v.items()]}}
+    return {"stringValue": str(v)}
+
+
+def _kv(values: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"key": k, "value": _value(v)} for k, v in values.items()]
+
+
+def _span(
+    span_id: str,
+    attrs: dict[str, Any],
+    *,
+    ms: int = 400,
+    parent: str | None = None,
+    status: dict[str, Any] | None = None,
+    events: list[tuple[int, str, dict[str, Any]]] = (),
+) -> dict[str, Any]:
+    span: dict[str, Any] = {
+        "traceId": TRACE,
+        "spanId": span_id,
+        "name": f"chat {span_id[:4]}",
+        "kind": 3,
+        "startTimeUnixNano": str(NOW),
+        "endTimeUnixNano": str(NOW + ms * MS),
+        "attributes": _kv(attrs),
+        "events": [
+            {"name": n, "timeUnixNano": str(NOW + at * MS), "attributes": _kv(a)} for at, n, a in events
+        ],
+    }
+    if parent:
+        span["parentSpanId"] = parent
+    if status:
+        span["status"] = status
+    return span
+
+
+def _send(c: Running, path: str, body: dict[str, Any]) -> None:
+    r = httpx.post(
+        c.base + path,
+        content=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
+        timeout=30,
+    )
+    assert r.status_code == 200 and "partialSuccess" not in r.json(), r.text
+
+
+def _spans(*spans: dict[str, Any]) -> dict[str, Any]:
+    return {"resourceSpans": [{"scopeSpans": [{"scope": {"name": "t"}, "spans": list(spans)}]}]}
+
+
+def _by_span(c: Running) -> dict[str, Call]:
+    return {(call.metadata or {})["otel"]["span_id"]: call for call in c.store.iter_calls(CallFilter())}
+
+
+OPENAI = {
+    "gen_ai.operation.name": "chat",
+    "gen_ai.provider.name": "openai",
+    "gen_ai.request.model": "gpt-4.1",
+}
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_semantic_convention_spans_give_wraps_columns(collector: Running) -> None:
+    said = [
+        {"role": "system", "parts": [{"type": "text", "content": "Be terse."}]},
+        {"role": "user", "parts": [{"type": "text", "content": "where is order 9?"}]},
+        {
+            "role": "assistant",
+            "parts": [
+                {"type": "tool_call", "id": "call_1", "name": "lookup_order", "arguments": {"order_id": "9"}}
+            ],
+        },
+        {"role": "tool", "parts": [{"type": "tool_call_response", "id": "call_1", "response": "shipped"}]},
+    ]
+    answer = [
+        {
+            "role": "assistant",
+            "finish_reason": "tool_call",
+            "parts": [
+                {"type": "tool_call", "id": "call_2", "name": "lookup_order", "arguments": {"order_id": "10"}}
+            ],
+        }
+    ]
+    tools = [
+        {
+            "type": "function",
+            "name": "lookup_order",
+            "description": "Find an order.",
+            "parameters": {"type": "object", "properties": {"order_id": {"type": "string"}}},
+        }
+    ]
+    _send(
+        collector,
+        "/v1/traces",
+        _spans(
+            # A streamed call that says when its first chunk came, its finish reason only in its
+            # output messages (in the conventions' words), its tools flattened.
+            _span(
+                "a000000000000001",
+                {
+                    **OPENAI,
+                    "gen_ai.response.time_to_first_chunk": 0.125,
+                    "gen_ai.input.messages": json.dumps(said),
+                    "gen_ai.output.messages": json.dumps(answer),
+                    "gen_ai.tool.definitions": json.dumps(tools),
+                    "gen_ai.request.stop_sequences": ["END"],
+                    "gen_ai.request.max_tokens": 30,
+                },
+            ),
+            # Anthropic's stop reason only in its own attribute; a call known not to be streamed.
+            _span(
+                "a000000000000002",
+                {
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.provider.name": "anthropic",
+                    "gen_ai.request.model": "claude-sonnet-4-6",
+                    "gen_ai.request.stream": False,
+                    "anthropic.message.stop_reason": "end_turn",
+                    "gen_ai.input.messages": json.dumps(said[:2]),
+                },
+                ms=250,
+            ),
+            # Failures: the status from http.response.status_code, the message from the exception.
+            _span(
+                "a000000000000003",
+                {**OPENAI, "http.response.status_code": 503, "error.type": "InternalServerError"},
+                status={"code": 2},
+                events=[
+                    (
+                        5,
+                        "exception",
+                        {
+                            "exception.type": "openai.InternalServerError",
+                            "exception.message": "upstream down",
+                        },
+                    )
+                ],
+            ),
+            # … from an HTTP-like error.type, the message from the status.
+            _span(
+                "a000000000000004",
+                {**OPENAI, "error.type": "429"},
+                status={"code": 2, "message": "slow down"},
+            ),
+            # Per-chunk events: the first is the first token.
+            _span(
+                "a000000000000005",
+                {**OPENAI, "gen_ai.is_streaming": True},
+                events=[
+                    (50, "gen_ai.content.completion.chunk", {}),
+                    (30, "gen_ai.content.completion.chunk", {}),
+                ],
+            ),
+            # An SDK's span inside a wrapper's, one call: the wrapper saw the exception.
+            _span(
+                "a000000000000006",
+                {**OPENAI},
+                status={"code": 2},
+                events=[
+                    (
+                        3,
+                        "exception",
+                        {
+                            "exception.type": "openai.APIConnectionError",
+                            "exception.message": "Connection error.",
+                        },
+                    )
+                ],
+            ),
+            _span(
+                "a000000000000007",
+                {**OPENAI, "error.type": "APIConnectionError"},
+                parent="a000000000000006",
+                status={"code": 2},
+            ),
+        ),
+    )
+    calls = _by_span(collector)
+    assert len(calls) == 6  # the wrapper and its SDK span are one call
+    streamed = calls["a000000000000001"]
+    assert streamed.first_token_ms == 125 and streamed.stop_reason == "tool_calls"
+    # As sent to the Chat API: system message among the messages, tool calls and results.
+    assert streamed.system_prompt == "Be terse."
+    assert streamed.messages == [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "where is order 9?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "lookup_order", "arguments": '{"order_id":"9"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "shipped"},
+    ]
+    assert streamed.tools == [
+        {"type": "function", "function": {k: tools[0][k] for k in ("name", "description", "parameters")}}
+    ]
+    assert streamed.params == {"model": "gpt-4.1", "stop": ["END"], "max_tokens": 30}
+    assert streamed.tool_calls == [{"id": "call_2", "name": "lookup_order", "input": {"order_id": "10"}}]
+    assert streamed.response == {
+        "object": "chat.completion",
+        "model": "gpt-4.1",
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": "tool_calls",
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {
+                            "id": "call_2",
+                            "type": "function",
+                            "function": {"name": "lookup_order", "arguments": '{"order_id":"10"}'},
+                        }
+                    ],
+                },
+            }
+        ],
+    }
+    # The conversation view reads them.
+    turns = conversation(streamed)
+    assert [t.role for t in turns] == ["system", "user", "assistant", "tool"]
+    assert [(p.kind, p.name, p.ref) for p in turns[2].parts] == [("tool_call", "lookup_order", "call_1")]
+    assert [p.text for p in turns[3].parts] == ["(result of call_1)", "shipped"]
+    assert [(p.kind, p.name) for t in response_turns(streamed) for p in t.parts] == [
+        ("tool_call", "lookup_order")
+    ]
+
+    anthropic = calls["a000000000000002"]
+    assert anthropic.stop_reason == "stop" and anthropic.first_token_ms == anthropic.latency_ms == 250
+    # Anthropic's shape: the system prompt apart, content blocks.
+    assert anthropic.system_prompt == "Be terse."
+    assert anthropic.messages == [
+        {"role": "user", "content": [{"type": "text", "text": "where is order 9?"}]}
+    ]
+
+    assert calls["a000000000000003"].error == {
+        "type": "InternalServerError",
+        "status": 503,
+        "message": "upstream down",
+    }
+    assert calls["a000000000000004"].error == {"type": "http_429", "status": 429, "message": "slow down"}
+    assert calls["a000000000000005"].first_token_ms == 30
+    assert calls["a000000000000007"].error == {
+        "type": "APIConnectionError",
+        "status": None,
+        "message": "Connection error.",
+    }
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_log_events_give_openai_messages_and_tool_calls_beside_the_choice(collector: Running) -> None:
+    span_id = "b000000000000001"
+
+    def event(name: str, body: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "traceId": TRACE,
+            "spanId": span_id,
+            "eventName": name,
+            "timeUnixNano": str(NOW),
+            "attributes": _kv({"gen_ai.provider.name": "openai"}),
+            "body": _value(body),
+        }
+
+    call_1 = {
+        "id": "call_1",
+        "type": "function",
+        "function": {"name": "lookup_order", "arguments": '{"order_id":"9"}'},
+    }
+    call_2 = {
+        "id": "call_2",
+        "type": "function",
+        "function": {"name": "lookup_order", "arguments": '{"order_id":"10"}'},
+    }
+    records = [
+        event("gen_ai.system.message", {"content": "Be terse."}),
+        event("gen_ai.user.message", {"content": "where is order 9?"}),
+        event("gen_ai.assistant.message", {"content": None, "tool_calls": [call_1]}),
+        event("gen_ai.tool.message", {"content": "shipped", "id": "call_1"}),
+        # Traceloop's form: the tool calls beside the message, not in it.
+        event(
+            "gen_ai.choice",
+            {"index": 0, "message": {"content": None}, "finish_reason": "tool_calls", "tool_calls": [call_2]},
+        ),
+    ]
+    _send(collector, "/v1/logs", {"resourceLogs": [{"scopeLogs": [{"logRecords": records}]}]})
+    _send(collector, "/v1/traces", _spans(_span(span_id, {**OPENAI, "gen_ai.is_streaming": False}, ms=80)))
+    (call,) = _by_span(collector).values()
+    assert call.tool_calls == [{"id": "call_2", "name": "lookup_order", "input": {"order_id": "10"}}]
+    assert call.stop_reason == "tool_calls" and call.first_token_ms == call.latency_ms == 80
+    assert call.messages == [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "where is order 9?"},
+        {"role": "assistant", "content": None, "tool_calls": [call_1]},
+        {"role": "tool", "content": "shipped", "tool_call_id": "call_1"},
+    ]
+    assert call.response == {
+        "object": "chat.completion",
+        "model": "gpt-4.1",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": None, "tool_calls": [call_2]},
+                "finish_reason": "tool_calls",
+            }
+        ],
+    }
+    assert [p.kind for t in response_turns(call) for p in t.parts] == ["tool_call"]
