@@ -249,7 +249,7 @@ def test_openai_instrumentations_give_wraps_rows(
 # ---------------------------------------------------------------- the conventions' forms, by hand
 
 TRACE = "6c9efff798038103d269b633813fc60d"
-NOW = time.time_ns()
+NOW = time.time_ns() // 1000 * 1000  # whole microseconds, as datetimes hold them
 MS = 1_000_000
 
 
@@ -319,6 +319,9 @@ def _by_span(c: Running) -> dict[str, Call]:
     return {(call.metadata or {})["otel"]["span_id"]: call for call in c.store.iter_calls(CallFilter())}
 
 
+ANTHROPIC_429 = (
+    "Error code: 429 - {'type': 'error', 'error': {'type': 'rate_limit_error', 'message': 'Slow down.'}}"
+)
 OPENAI = {
     "gen_ai.operation.name": "chat",
     "gen_ai.provider.name": "openai",
@@ -418,6 +421,27 @@ def test_semantic_convention_spans_give_wraps_columns(collector: Running) -> Non
                     (30, "gen_ai.content.completion.chunk", {}),
                 ],
             ),
+            # The Anthropic SDK prints the API's error body in its message.
+            _span(
+                "a000000000000008",
+                {
+                    "gen_ai.operation.name": "chat",
+                    "gen_ai.provider.name": "anthropic",
+                    "gen_ai.request.model": "claude-sonnet-4-6",
+                    "error.type": "RateLimitError",
+                },
+                status={"code": 2},
+                events=[
+                    (
+                        2,
+                        "exception",
+                        {
+                            "exception.type": "anthropic.RateLimitError",
+                            "exception.message": ANTHROPIC_429,
+                        },
+                    )
+                ],
+            ),
             # An SDK's span inside a wrapper's, one call: the wrapper saw the exception.
             _span(
                 "a000000000000006",
@@ -443,7 +467,7 @@ def test_semantic_convention_spans_give_wraps_columns(collector: Running) -> Non
         ),
     )
     calls = _by_span(collector)
-    assert len(calls) == 6  # the wrapper and its SDK span are one call
+    assert len(calls) == 7  # the wrapper and its SDK span are one call
     streamed = calls["a000000000000001"]
     assert streamed.first_token_ms == 125 and streamed.stop_reason == "tool_calls"
     # As sent to the Chat API: system message among the messages, tool calls and results.
@@ -513,6 +537,11 @@ def test_semantic_convention_spans_give_wraps_columns(collector: Running) -> Non
         "message": "upstream down",
     }
     assert calls["a000000000000004"].error == {"type": "http_429", "status": 429, "message": "slow down"}
+    assert calls["a000000000000008"].error == {
+        "type": "rate_limit_error",
+        "status": 429,
+        "message": "Slow down.",
+    }
     assert calls["a000000000000005"].first_token_ms == 30
     assert calls["a000000000000007"].error == {
         "type": "APIConnectionError",

@@ -10,6 +10,7 @@ the call of one span from the content of both.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 import uuid
@@ -246,10 +247,9 @@ def span_content(a: dict[str, Any]) -> Content:
         c.finish_reason = str(a["llm.finish_reason"])
     else:  # in the output messages (streamed calls often say it only there), or Anthropic's own
         said = _json_value(a.get("gen_ai.output.messages"))
-        reason = next(
-            (m.get("finish_reason") for m in said if isinstance(m, dict) and m.get("finish_reason")), None
-        ) if isinstance(said, list) else None  # fmt: skip
-        reason = reason or a.get("anthropic.message.stop_reason")
+        said = said if isinstance(said, list) else []
+        reasons = [m["finish_reason"] for m in said if isinstance(m, dict) and m.get("finish_reason")]
+        reason = reasons[0] if reasons else a.get("anthropic.message.stop_reason")
         c.finish_reason = str(reason) if reason else None
     if a.get("output.mime_type") == "application/json" and a.get("openinference.span.kind") == "LLM":
         body = _json_value(a.get("output.value"))
@@ -368,9 +368,9 @@ def span_call(span: Span, content: Content) -> Call:
         params = _openai_params(a, params)
         response = _openai_response(a, content, output, reason)
     else:
-        if messages and messages[0].get("role") in ("system", "developer"):
+        if messages and (leading := _leading_system(messages)):
             # Anthropic's API takes the system prompt apart from the messages.
-            messages = messages[_leading_system(messages) :]
+            messages = messages[leading:]
         response = _anthropic_response(output)
     end = span.end or span.start
     latency_ms = (end - span.start).total_seconds() * 1000
@@ -520,11 +520,32 @@ def span_error(span: Span) -> dict[str, Any] | None:
     if said:
         status = status or int(said.group(1))
         message = said.group(2) or ""
+        api = _api_error(message)
+        if api is not None:  # the API's error body, as the Anthropic SDK prints it: its type and message
+            code = api.get("code") if isinstance(api.get("code"), str) and api.get("code") else None
+            etype = str(code or api.get("type") or etype or "") or None
+            message = str(api.get("message") or "")
     if etype is None and exception.get("exception.type"):
         etype = str(exception["exception.type"])
     if etype is None:
         etype = f"http_{status}" if status else "error"
     return {"type": _class_name(etype), "status": status, "message": str(message)}
+
+
+def _api_error(text: str) -> dict[str, Any] | None:
+    """The error object of an API error body printed by an SDK (JSON, or a Python dict's
+    repr: literals only, never code)."""
+    if not text.startswith("{") or len(text) > 20_000:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
+            return None
+    error = value.get("error", value) if isinstance(value, dict) else None
+    return error if isinstance(error, dict) else None
 
 
 def join_errors(inner: dict[str, Any] | None, outer: dict[str, Any] | None) -> dict[str, Any] | None:
