@@ -42,7 +42,7 @@ TOOLS = [
     }
 ]
 
-# The four requests, each made by the instrumented program and through wrap.
+# The requests, each made by the instrumented program and through wrap.
 REQUESTS: list[dict[str, Any]] = [
     {
         "model": "gpt-4.1",
@@ -61,8 +61,28 @@ REQUESTS: list[dict[str, Any]] = [
         "messages": [{"role": "user", "content": "fail"}],
         "extra_headers": {"x-fake-fail": "429"},
     },
+    # The next turn: the tool's result sent back.
+    {
+        "model": "gpt-4.1",
+        "messages": [
+            {"role": "user", "content": "where is order 9?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "lookup_order", "arguments": '{"order_id":"9"}'},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": "call_1", "content": "shipped on Monday"},
+        ],
+        "tools": TOOLS,
+    },
 ]
-PLAIN, STREAMED, TOOL, FAILING = range(4)
+PLAIN, STREAMED, TOOL, FAILING, RESULT = range(5)
 
 BODY = f"""\
 for request in {REQUESTS!r}:
@@ -103,15 +123,20 @@ ENV = {
 }
 
 # What an instrumentation does not send, by (call, column): stored as NULL, not guessed.
-ALL = (PLAIN, STREAMED, TOOL, FAILING)
+ALL = (PLAIN, STREAMED, TOOL, FAILING, RESULT)
 GAPS: dict[str, set[tuple[int, str]]] = {
     "openinference": set(),
     # Neither says when a streamed call's first token came, nor whether a call was streamed.
-    "otel-v2-span": {(i, "first_token_ms") for i in ALL} | {(TOOL, "tools")},
-    "otel-v2-events": {(i, "first_token_ms") for i in ALL} | {(TOOL, "tools")},
+    # … and neither sends tool definitions.
+    "otel-v2-span": {(i, "first_token_ms") for i in ALL} | {(TOOL, "tools"), (RESULT, "tools")},
+    "otel-v2-events": {(i, "first_token_ms") for i in ALL} | {(TOOL, "tools"), (RESULT, "tools")},
     "traceloop-attributes": set(),
     # A streamed answer's gen_ai.choice event is emitted outside its span: it joins no call.
-    "traceloop-events": {(STREAMED, "response"), (TOOL, "tools")},
+    "traceloop-events": {(STREAMED, "response"), (TOOL, "tools"), (RESULT, "tools")},
+}
+# What an instrumentation says only in part: the row holds that part, as wrap has it.
+PARTIAL: dict[str, set[tuple[int, str]]] = {
+    "traceloop-events": {(RESULT, "messages")},  # a tool message's event has no tool_call_id
 }
 
 # Columns that are the same, exactly, as wrap's for the same request.
@@ -205,14 +230,17 @@ def test_openai_instrumentations_give_wraps_rows(
     run_program(collector, fake, SETUPS[mode], BODY, env=ENV.get(mode))
     rows = sorted(collector.store.iter_calls(CallFilter()), key=lambda c: c.timestamp)
     wrapped = wrapped_rows(recorder, fake)
-    assert len(wrapped) == 4
-    assert len(rows) == 4, [(c.model, c.messages) for c in rows]  # one row per call
+    assert len(wrapped) == len(REQUESTS)
+    assert len(rows) == len(REQUESTS), [(c.model, c.messages) for c in rows]  # one row per call
     gaps = GAPS[mode]
     problems = []
     for i, (row, wrap) in enumerate(zip(rows, wrapped, strict=True)):
         for column in EXACT:
             if (i, column) in gaps:
                 assert getattr(row, column) is None, (i, column)
+            elif (i, column) in PARTIAL.get(mode, set()):
+                said = differences(masked(getattr(row, column)), masked(getattr(wrap, column)))
+                problems += [f"call {i} {column}{d}" for d in said]
             elif masked(getattr(row, column)) != masked(getattr(wrap, column)):
                 problems.append(
                     f"call {i} {column}: {getattr(row, column)!r} != wrap's {getattr(wrap, column)!r}"
