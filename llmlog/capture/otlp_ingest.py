@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from llmlog.capture.genai import event_content, is_model_call, span_call, span_content
+from llmlog.capture.genai import event_content, is_model_call, join_errors, span_call, span_content
 from llmlog.record import Call, RecordError, Span, SpanEvent
 from llmlog.store import Store
 from llmlog.store.regulated import Refused
@@ -63,6 +63,7 @@ def calls_from(spans: list[Span], events: list[SpanEvent]) -> list[Call]:
                     setattr(call, name, getattr(wrapper, name))
             if wrapper.metadata:
                 call.metadata = {**wrapper.metadata, **(call.metadata or {})}
+            call.error = join_errors(call.error, wrapper.error)
             outer.call_id = call.id
         s.call_id = call.id
         calls.append(call)
