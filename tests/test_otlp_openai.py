@@ -636,3 +636,21 @@ def test_log_events_give_openai_messages_and_tool_calls_beside_the_choice(collec
         ],
     }
     assert [p.kind for t in response_turns(call) for p in t.parts] == ["tool_call"]
+
+
+def test_an_error_message_nested_past_what_json_reads_is_text() -> None:
+    """An exception message that looks like an API error body but nests thousands deep is
+    kept as the message, not a failure of the span that carries it."""
+    from datetime import UTC, datetime
+
+    from llmlog.capture.genai import span_error
+    from llmlog.record import Span
+
+    deep = "Error code: 500 - " + '{"error":' * 5000
+    span = Span(
+        trace_id="a" * 32, span_id="b" * 16, parent_id=None, name="chat", kind="client",
+        start=datetime.now(UTC), end=None, status="error", status_message=deep,
+        attributes={"gen_ai.operation.name": "chat", "error.type": "InternalServerError"},
+    )  # fmt: skip
+    error = span_error(span)
+    assert error is not None and error["status"] == 500 and error["type"] == "InternalServerError"

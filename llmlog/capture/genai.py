@@ -539,6 +539,8 @@ def _api_error(text: str) -> dict[str, Any] | None:
         return None
     try:
         value = json.loads(text)
+    except RecursionError:  # nested past what json reads: no API's error body
+        return None
     except ValueError:
         try:
             value = ast.literal_eval(text)
