@@ -19,6 +19,7 @@ from llmlog.capture.genai import (
     event_content,
     is_model_call,
     is_sdk_span,
+    join_errors,
     span_call,
     span_content,
 )
@@ -79,6 +80,7 @@ def calls_from(spans: list[Span], events: list[SpanEvent]) -> list[Call]:
                     setattr(call, name, getattr(wrapper, name))
             if wrapper.metadata:
                 call.metadata = {**wrapper.metadata, **(call.metadata or {})}
+            call.error = join_errors(call.error, wrapper.error)
             mine.append(outer)
         one = _Made(call, mine, is_sdk_span(s), call_key(s) is not None or any(map(call_key, mine[1:])))
         if call.id in made:  # another span of the same call (same response or request id)
@@ -132,8 +134,7 @@ def merge_call(call: Call, other: Call, *, exact: bool) -> None:
     if other.timestamp < call.timestamp and not exact:
         call.timestamp = other.timestamp
     if other.error is not None:
-        said = {k: v for k, v in (call.error or {}).items() if v not in (None, "", "error")}
-        call.error = {**other.error, **said}
+        call.error = join_errors(call.error, other.error) if call.error is not None else other.error
     if other.metadata:
         mine_meta = call.metadata or {}
         merged = {**other.metadata, **mine_meta}

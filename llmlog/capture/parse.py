@@ -31,6 +31,8 @@ ANTHROPIC_STOP = {
     "refusal": "content_filter",
     "pause_turn": "pause",
 }
+# OpenAI Chat's finish reasons as stored: the deprecated `function_call` is a tool call too.
+OPENAI_STOP = {"function_call": "tool_calls"}
 
 
 # ---------------------------------------------------------------- bodies and SSE
@@ -506,7 +508,7 @@ def _outcome(ex: Exchange, response: dict[str, Any], call: Call) -> None:
                 )
         if choices and choices[0].get("finish_reason"):
             reason = choices[0]["finish_reason"]
-            call.stop_reason = "tool_calls" if reason == "function_call" else reason
+            call.stop_reason = OPENAI_STOP.get(reason, reason)
     else:
         for item in response.get("output") or []:
             if isinstance(item, dict) and item.get("type") == "function_call":
