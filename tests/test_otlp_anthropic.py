@@ -195,6 +195,11 @@ def assert_like_wrap(otlp: list[Call], wrap: list[Call], setup: str) -> None:
         where = (setup, w.messages)
         assert (o.provider, o.model) == (w.provider, w.model), where
         assert (o.error is None) == (w.error is None), where
+        assert o.stop_reason == w.stop_reason, where
+        assert (o.first_token_ms is None) == (w.first_token_ms is None), where
+        if w.error is not None:
+            assert (o.error or {}).get("status") == w.error.get("status"), where
+            assert (o.error or {}).get("type") == w.error.get("type"), where
         if w.error is None:
             assert (o.input_tokens, o.output_tokens) == (w.input_tokens, w.output_tokens), where
             assert (o.cache_read_tokens, o.cache_creation_tokens) == (

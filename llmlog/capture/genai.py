@@ -485,6 +485,8 @@ def span_call(span: Span, content: Content) -> Call:
         trace_id=span.trace_id,
         parent_id=span.parent_id,
     )
+    if call.first_token_ms is None and call.error is None and _anthropic_sdk_unstreamed(span):
+        call.first_token_ms = latency_ms  # as wrap counts it: the whole answer at once
     if provider == "openai" and call.input_tokens is not None:
         # As wrap counts them: OpenAI caches by itself and bills no cache writes; usage
         # without cached tokens read none.
@@ -821,6 +823,19 @@ def is_cut_input(value: Any) -> bool:
     """Whether a tool call's input is JSON text that did not parse: the start of an object
     or array that was cut off."""
     return isinstance(value, str) and value.lstrip()[:1] in ("{", "[")
+
+
+def _anthropic_sdk_unstreamed(span: Span) -> bool:
+    """The anthropic SDK's own span of a Messages call that was not streamed: the SDK sets
+    `gen_ai.request.stream` on the span of a call that streams, and nothing otherwise."""
+    a = span.attributes
+    return (
+        is_sdk_span(span)
+        and provider_of(a) == "anthropic"
+        and a.get("gen_ai.operation.name") == "chat"
+        and "gen_ai.request.stream" not in a
+        and "gen_ai.response.time_to_first_chunk" not in a
+    )
 
 
 def _fallback_note(a: dict[str, Any], model: str | None, metadata: dict[str, Any]) -> None:
