@@ -308,9 +308,23 @@ def _bare(trace: str, span: str, start_ms: int, end_ms: int, **more: Any) -> dic
     )
 
 
-def _send(running: Running, *spans: dict[str, Any]) -> None:
-    body = {"resourceSpans": [{"scopeSpans": [{"spans": list(spans)}]}]}
-    r = httpx.post(running.base + "/v1/traces", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
+def _send(running: Running, *spans: dict[str, Any], services: tuple[str, ...] = ()) -> None:
+    """The spans in one request; with `services`, each span from the service named in turn."""
+    if services:
+        resources = [
+            {
+                "resource": {"attributes": [{"key": "service.name", "value": {"stringValue": name}}]},
+                "scopeSpans": [{"spans": [span]}],
+            }
+            for name, span in zip(services, spans, strict=True)
+        ]
+    else:
+        resources = [{"scopeSpans": [{"spans": list(spans)}]}]
+    r = httpx.post(
+        running.base + "/v1/traces",
+        json={"resourceSpans": resources},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
     assert r.status_code == 200 and not r.json(), r.text
 
 
@@ -335,22 +349,30 @@ def test_spans_without_ids_join_a_call_only_when_plainly_the_same(sqlite_collect
           _bare(t[2], "7" * 16, 400, 500), _bare(t[3], "8" * 16, 405, 495))  # fmt: skip
     assert sqlite_collector.store.count(CallFilter()) == 6
     # Beside an SDK span, under the same parent, but not the same call: another model, other
-    # tokens, not within its time, one failed and the other not; or under another parent.
-    # Each pair is two calls.
+    # tokens, not within its time, one failed and the other not; or under another parent, or
+    # from another service. Each pair is two calls.
     app = "1" * 32
-    unlike: list[tuple[dict[str, Any], tuple[int, int], bool, str]] = [
-        ({"gen_ai__request__model": "claude-haiku-4-5"}, (0, 100), False, "d" * 16),
-        ({"gen_ai__usage__input_tokens": 11}, (0, 100), False, "d" * 16),
-        ({}, (50, 150), False, "d" * 16),
-        ({}, (0, 100), True, "d" * 16),
-        ({}, (0, 100), False, "e" * 16),
+    unlike: list[tuple[dict[str, Any], tuple[int, int], bool, str, str]] = [
+        ({"gen_ai__request__model": "claude-haiku-4-5"}, (0, 100), False, "d" * 16, "svc"),
+        ({"gen_ai__usage__input_tokens": 11}, (0, 100), False, "d" * 16, "svc"),
+        ({}, (50, 150), False, "d" * 16, "svc"),
+        ({}, (0, 100), True, "d" * 16, "svc"),
+        ({}, (0, 100), False, "e" * 16, "svc"),
+        ({}, (0, 100), False, "d" * 16, "other-svc"),
     ]
-    for n, (attrs, (start, end), failed, parent) in enumerate(unlike):
+    for n, (attrs, (start, end), failed, parent, service) in enumerate(unlike):
         at = 1000 + 1000 * n
         sdk = _sdk(app, f"{n + 1:x}" * 16, at + 10, at + 90, "claude-sonnet-4-6", f"msg_unlike{n}")
         bare = _bare(app, "f" * 15 + str(n), at + start, at + end, **attrs)
         sdk["parentSpanId"], bare["parentSpanId"] = "d" * 16, parent
         if failed:
             bare["status"] = {"code": 2, "message": "boom"}
-        _send(sqlite_collector, sdk, bare)
-        assert sqlite_collector.store.count(CallFilter()) == 8 + 2 * n, attrs
+        _send(sqlite_collector, sdk, bare, services=("svc", service))
+        assert sqlite_collector.store.count(CallFilter()) == 8 + 2 * n, (attrs, service)
+    # The same pair, from one service: one call.
+    at = 1000 + 1000 * len(unlike)
+    sdk = _sdk(app, "a" * 16, at + 10, at + 90, "claude-sonnet-4-6", "msg_alike")
+    bare = _bare(app, "b" * 16, at, at + 100)
+    sdk["parentSpanId"] = bare["parentSpanId"] = "d" * 16
+    _send(sqlite_collector, sdk, bare, services=("svc", "svc"))
+    assert sqlite_collector.store.count(CallFilter()) == 8 + 2 * (len(unlike) - 1) + 1

@@ -169,21 +169,27 @@ class _Made:
 
 def _same_call(a: Call, b: Call) -> bool:
     """Whether two accounts of a call, one of which names no response or request id, are
-    plainly one: side by side (same parent, or both roots), one's time within the other's,
-    same provider, same model where both say, same tokens where both say, both failed or
-    neither."""
+    plainly one: from one service, side by side (same parent, or both roots), one's time
+    within the other's, same provider, same model where both say, same tokens where both
+    say, both failed or neither."""
     if a.parent_id != b.parent_id or (a.parent_id is not None and a.trace_id != b.trace_id):
         return False
     for name in ("provider", "model", "input_tokens", "output_tokens"):
         x, y = getattr(a, name), getattr(b, name)
         if x is not None and y is not None and x != y:
             return False
-    if (a.error is None) != (b.error is None):
+    if (a.error is None) != (b.error is None) or _service(a) != _service(b):
         return False
     a_end = a.timestamp.timestamp() + (a.latency_ms or 0) / 1000
     b_end = b.timestamp.timestamp() + (b.latency_ms or 0) / 1000
     a0, b0 = a.timestamp.timestamp(), b.timestamp.timestamp()
     return (a0 <= b0 and b_end <= a_end) or (b0 <= a0 and a_end <= b_end)
+
+
+def _service(call: Call) -> object:
+    """The service (OpenTelemetry resource) whose span made the call."""
+    otel = (call.metadata or {}).get("otel")
+    return otel.get("service") if isinstance(otel, dict) else None
 
 
 def _pair_keyless(made: dict[str, _Made]) -> None:
