@@ -331,23 +331,24 @@ def _send(running: Running, *spans: dict[str, Any], services: tuple[str, ...] = 
 T1, T2, T3 = "a" * 32, "b" * 32, "c" * 32
 
 
-def test_spans_without_ids_join_a_call_only_when_plainly_the_same(sqlite_collector: Running) -> None:
+def test_spans_without_ids_join_a_call_only_when_plainly_the_same(collector: Running) -> None:
+    """On SQLite and PostgreSQL."""
     # One bare span beside one SDK span within its time: one call, in one request or two.
     _send(
-        sqlite_collector,
+        collector,
         _sdk(T1, "1" * 16, 10, 90, "claude-sonnet-4-6", "msg_one1"),
         _bare(T2, "2" * 16, 0, 100),
     )
-    _send(sqlite_collector, _sdk(T1, "3" * 16, 210, 290, "claude-sonnet-4-6", "msg_two2"))
-    _send(sqlite_collector, _bare(T3, "4" * 16, 200, 300))
-    assert sqlite_collector.store.count(CallFilter()) == 2
+    _send(collector, _sdk(T1, "3" * 16, 210, 290, "claude-sonnet-4-6", "msg_two2"))
+    _send(collector, _bare(T3, "4" * 16, 200, 300))
+    assert collector.store.count(CallFilter()) == 2
     # Two calls at once (two threads), each an SDK span and a bare span: which bare span goes
     # with which is not plain, so none is joined (a call too many, never two calls as one).
     t = ["d" * 32, "e" * 32, "f" * 32, "9" * 32]
-    _send(sqlite_collector, _sdk(t[0], "5" * 16, 410, 480, "claude-sonnet-4-6", "msg_three"),
+    _send(collector, _sdk(t[0], "5" * 16, 410, 480, "claude-sonnet-4-6", "msg_three"),
           _sdk(t[1], "6" * 16, 420, 490, "claude-sonnet-4-6", "msg_four"),
           _bare(t[2], "7" * 16, 400, 500), _bare(t[3], "8" * 16, 405, 495))  # fmt: skip
-    assert sqlite_collector.store.count(CallFilter()) == 6
+    assert collector.store.count(CallFilter()) == 6
     # Beside an SDK span, under the same parent, but not the same call: another model, other
     # tokens, not within its time, one failed and the other not; or under another parent, or
     # from another service. Each pair is two calls.
@@ -367,12 +368,12 @@ def test_spans_without_ids_join_a_call_only_when_plainly_the_same(sqlite_collect
         sdk["parentSpanId"], bare["parentSpanId"] = "d" * 16, parent
         if failed:
             bare["status"] = {"code": 2, "message": "boom"}
-        _send(sqlite_collector, sdk, bare, services=("svc", service))
-        assert sqlite_collector.store.count(CallFilter()) == 8 + 2 * n, (attrs, service)
+        _send(collector, sdk, bare, services=("svc", service))
+        assert collector.store.count(CallFilter()) == 8 + 2 * n, (attrs, service)
     # The same pair, from one service: one call.
     at = 1000 + 1000 * len(unlike)
     sdk = _sdk(app, "a" * 16, at + 10, at + 90, "claude-sonnet-4-6", "msg_alike")
     bare = _bare(app, "b" * 16, at, at + 100)
     sdk["parentSpanId"] = bare["parentSpanId"] = "d" * 16
-    _send(sqlite_collector, sdk, bare, services=("svc", "svc"))
-    assert sqlite_collector.store.count(CallFilter()) == 8 + 2 * (len(unlike) - 1) + 1
+    _send(collector, sdk, bare, services=("svc", "svc"))
+    assert collector.store.count(CallFilter()) == 8 + 2 * (len(unlike) - 1) + 1

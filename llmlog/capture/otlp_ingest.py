@@ -213,6 +213,10 @@ def _pair_keyless(made: dict[str, _Made]) -> None:
         only.join(k)
 
 
+# At most this many calls of the time window are read to find such partners (the newest).
+_PARTNERS_READ = 2000
+
+
 def _keyless_partners(store: Store, calls: list[Call], sdk_ids: set[str]) -> dict[str, Call]:
     """Of the calls an instrumentation's spans with no response or request id make, those
     whose SDK span came in an earlier request: that call (stored with the request id the SDK
@@ -222,11 +226,11 @@ def _keyless_partners(store: Store, calls: list[Call], sdk_ids: set[str]) -> dic
         return {}
     since = min(c.timestamp for c in calls)
     until = max(c.timestamp + timedelta(milliseconds=c.latency_ms or 0) for c in calls)
+    # Brief (what a list of calls shows): whether a call has content, not all of it.
+    window = CallFilter(provider="anthropic", since=since, until=until + timedelta(milliseconds=1))
     stored = [
         s
-        for s in store.iter_calls(
-            CallFilter(provider="anthropic", since=since, until=until + timedelta(milliseconds=1))
-        )
+        for s in store.recent(window, limit=_PARTNERS_READ, brief=True)
         if s.messages is None
         and s.response is None
         and s.id not in sdk_ids
@@ -236,7 +240,9 @@ def _keyless_partners(store: Store, calls: list[Call], sdk_ids: set[str]) -> dic
     for c in calls:
         fits = [s for s in stored if _same_call(c, s)]
         if len(fits) == 1 and sum(_same_call(o, fits[0]) for o in calls) == 1:
-            out[c.id] = fits[0]
+            whole = store.get(fits[0].id)  # one read per call joined, not per span
+            if whole is not None:
+                out[c.id] = whole
     return out
 
 
