@@ -218,7 +218,8 @@ def assert_like_wrap(otlp: list[Call], wrap: list[Call], setup: str) -> None:
         if setup == "traceloop" and w.error is not None and w.error.get("status") == 429:
             continue  # Traceloop makes no span of a `messages.stream()` that fails
         assert o.messages is not None, where
-        if w.error is not None:
+        if w.error is not None:  # the API's message, as wrap reads it from the body
+            assert (o.error or {}).get("message") == w.error.get("message"), where
             continue
         assert text_of(o.response) == text_of(w.response), where
         cut = (w.metadata or {}).get("llmlog", {}).get("cut_tool_inputs")
@@ -377,3 +378,29 @@ def test_spans_without_ids_join_a_call_only_when_plainly_the_same(collector: Run
     sdk["parentSpanId"] = bare["parentSpanId"] = "d" * 16
     _send(collector, sdk, bare, services=("svc", "svc"))
     assert collector.store.count(CallFilter()) == 8 + 2 * (len(unlike) - 1) + 1
+
+
+def test_an_anthropic_sdk_error_message_gives_the_apis_type_status_and_message() -> None:
+    """The Anthropic SDK (2.x) words an API error as "429 <message> (request_id: …, path: …,
+    type: …)": the row keeps what wrap reads from the body, not the whole sentence."""
+    from datetime import UTC, datetime
+
+    from llmlog.capture.genai import span_error
+    from llmlog.record import Span
+
+    said = (
+        "429 Injected failure (429) from the fake provider. "
+        "(request_id: req_7f2b91c4006f4bc8862dad24, path: /v1/messages, type: rate_limit_error)"
+    )
+    span = Span(
+        trace_id="a" * 32, span_id="b" * 16, parent_id=None, name="messages.create", kind="client",
+        start=datetime.now(UTC), end=None, status="error", status_message=None,
+        attributes={"openinference.span.kind": "LLM", "llm.provider": "anthropic"},
+        events=[{"name": "exception", "attributes": {"exception.type": "anthropic.RateLimitError",
+                                                     "exception.message": said}}],
+    )  # fmt: skip
+    assert span_error(span) == {
+        "type": "rate_limit_error",
+        "status": 429,
+        "message": "Injected failure (429) from the fake provider.",
+    }

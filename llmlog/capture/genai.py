@@ -551,6 +551,10 @@ def first_token_ms(span: Span, provider: str | None, latency_ms: float) -> float
 _STATUS_IN_TYPE = re.compile(r"(?:http[ _]?)?(\d{3})", re.IGNORECASE)
 # How the OpenAI and Anthropic SDKs word an API error: "Error code: 429 - <the API's message>".
 _SDK_MESSAGE = re.compile(r"Error code: (\d{3})(?: - (.*))?", re.DOTALL)
+# The Anthropic SDK from 2.x: "429 <the API's message> (request_id: req_…, path: …, type: <its type>)".
+_ANTHROPIC_MESSAGE = re.compile(
+    r"(\d{3}) (.*) \(request_id: [^,()]*, path: [^,()]*, type: ([A-Za-z_]+)\)", re.DOTALL
+)
 _CLASS = re.compile(r"<class '([^']+)'>")
 
 
@@ -587,6 +591,9 @@ def span_error(span: Span) -> dict[str, Any] | None:
             code = api.get("code") if isinstance(api.get("code"), str) and api.get("code") else None
             etype = str(code or api.get("type") or etype or "") or None
             message = str(api.get("message") or "")
+    elif said := _ANTHROPIC_MESSAGE.fullmatch(str(message).strip()):
+        status = status or int(said.group(1))
+        message, etype = said.group(2), said.group(3)
     if etype is None and exception.get("exception.type"):
         etype = str(exception["exception.type"])
     if etype is None:
