@@ -192,17 +192,21 @@ def _semconv_messages(value: Any) -> list[dict[str, Any]] | None:
 def _indexed(attrs: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
     """Flattened lists (`llm.input_messages.0.message.role`, …) back as a list of dicts."""
     items: dict[int, dict[str, Any]] = {}
-    for key, value in attrs.items():
-        if not key.startswith(prefix):
-            continue
-        index, _, rest = key[len(prefix) :].partition(".")
+    n = len(prefix)
+    # The keys picked out first, in one pass: a span has a hundred attributes, and this is
+    # asked of it for each convention's prefix.
+    for key in [k for k in attrs if k.startswith(prefix)]:
+        index, _, rest = key[n:].partition(".")
         if not index.isdigit() or not rest:
             continue
         node = items.setdefault(int(index), {})
+        if "." not in rest:
+            node[rest] = attrs[key]
+            continue
         *path, last = rest.split(".")
         for part in path:
             node = node.setdefault(part, {})
-        node[last] = value
+        node[last] = attrs[key]
     return [items[i] for i in sorted(items)]
 
 
