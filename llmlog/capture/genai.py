@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import orjson
+
 from llmlog.capture.parse import ANTHROPIC_STOP, OPENAI_STOP
 from llmlog.record import Call, Span, SpanEvent
 
@@ -94,6 +96,10 @@ def is_sdk_span(span: Span) -> bool:
 def _json_value(value: Any) -> Any:
     """Attribute values that hold JSON as text (messages, tool definitions) as data."""
     if isinstance(value, str) and value[:1] in "[{":
+        try:  # orjson first (fast); what it refuses (NaN, lone surrogates, huge integers) json may read
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            pass
         try:
             return json.loads(value)
         except (ValueError, RecursionError):  # too deep to read is text too
@@ -200,14 +206,20 @@ def _indexed(attrs: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
         if not index.isdigit() or not rest:
             continue
         node = items.setdefault(int(index), {})
-        if "." not in rest:
-            node[rest] = attrs[key]
-            continue
-        *path, last = rest.split(".")
-        for part in path:
+        split = _PATHS.get(rest)
+        if split is None:
+            *path, last = rest.split(".")
+            split = (tuple(path), last)
+            if len(_PATHS) < 10_000:  # the few shapes instrumentations use, not every key sent
+                _PATHS[rest] = split
+        for part in split[0]:
             node = node.setdefault(part, {})
-        node[last] = attrs[key]
+        node[split[1]] = attrs[key]
     return [items[i] for i in sorted(items)]
+
+
+# A flattened key's path below its index (`message.contents.0.message_content.text`), split.
+_PATHS: dict[str, tuple[tuple[str, ...], str]] = {}
 
 
 def _openinference_message(item: dict[str, Any]) -> dict[str, Any]:
