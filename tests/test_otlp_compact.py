@@ -12,7 +12,10 @@ import httpx2 as httpx
 import pytest
 
 from llmlog.capture.genai import is_content_attribute
+from llmlog.config import Settings
+from llmlog.encryption import Keyring, new_key
 from llmlog.fake_provider import FakeProvider
+from llmlog.intake import Intake
 from llmlog.store import CallFilter
 from tests.backends import Backend
 from tests.otel_programs import TOKEN, run_program
@@ -207,3 +210,40 @@ def test_semconv_and_traceloop_content_attributes_and_events_are_not_kept_twice(
     assert json.loads(held["00000000000000a1"][3]) == {"traceloop.entity.input": said}
     page = collector.get(f"/calls/{chat.id}").text
     assert said in page and answered in page and "workflow" in page
+
+
+def test_what_a_call_span_keeps_is_still_redacted_and_sealed(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stripping comes before the pipeline, not instead of it: the attributes a call's span
+    keeps are redacted with the calls' rules and sealed in regulated mode as before."""
+    key = new_key()
+    monkeypatch.setenv("LLMLOG_KEY", key)
+    monkeypatch.setenv("LLMLOG_REDACT", "email")
+    said = "write to zanzibar@example.com"
+    attributes = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "openai",
+        "gen_ai.request.model": "gpt-4.1",
+        "gen_ai.usage.input_tokens": 12,
+        "app.note": said,  # not content the call holds: kept, redacted and sealed
+        "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [{"type": "text", "content": said}]}]),
+    }
+    span = {"traceId": TRACE, "spanId": "00000000000000b1", "name": "chat", "startTimeUnixNano": str(NOW),
+            "endTimeUnixNano": str(NOW + 5000), "attributes": _attrs(attributes)}  # fmt: skip
+    with Running(backend, keyring=Keyring.parse(key), ingest_token=TOKEN) as c:
+        r = httpx.post(
+            f"{c.base}/v1/traces",
+            content=json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]}).encode(),
+            headers={"Content-Type": "application/json", "Authorization": f"Bearer {TOKEN}"},
+        )
+        assert r.status_code == 200, r.text
+        c.store.keyring = Keyring.parse(key)
+        (call,) = [x for x in c.store.recent(CallFilter(), 10) if x.trace_id == TRACE]
+        (kept,) = c.store.trace(TRACE)
+    assert call.messages == [{"role": "user", "content": [{"type": "text", "text": "write to [EMAIL]"}]}]
+    (held,) = _held(backend)
+    assert "zanzibar" not in held[3] and "gen_ai.input.messages" not in held[3]
+    stored = json.loads(held[3])
+    assert stored["app.note"].startswith("llmlog-enc:v1:") and stored["gen_ai.request.model"] == "gpt-4.1"
+    assert Intake(Settings()).open_span(kept).attributes["app.note"] == "write to [EMAIL]"
