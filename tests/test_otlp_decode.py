@@ -132,3 +132,21 @@ def test_protobuf_log_records_decode_as_their_json_form_does() -> None:
     assert not rejected and len(got) == 3 and got == want
     assert [e.name for e in got] == ["gen_ai.user.message", "gen_ai.choice", "gen_ai.choice"]
     assert got[0].body == {"content": "hi", "n": [1, 2.5]} and got[2].body is None
+
+
+def test_protobuf_nested_past_what_the_parser_reads_is_not_otlp() -> None:
+    """Why protobuf spans need no nesting check of their own: the parser refuses a message
+    nested far less deeply than the stores' serializer writes (about 250 levels)."""
+    import pytest
+
+    from llmlog.capture.otlp import OTLPError
+
+    request = ExportTraceServiceRequest()
+    span = request.resource_spans.add().scope_spans.add().spans.add()
+    span.trace_id, span.span_id, span.start_time_unix_nano = bytes(range(16)), bytes([1] * 8), NOW
+    value: Any = [[[["deep"]]]]
+    for _ in range(60):
+        value = [value]
+    _set(span.attributes.add(), "deep", value)
+    with pytest.raises(OTLPError, match="not OTLP protobuf"):
+        decode_spans(request.SerializeToString(), "application/x-protobuf")
