@@ -118,9 +118,9 @@ def _proc(pid: int) -> tuple[float, int]:
 
 def serve(db: str, pythonpath: str | None = None) -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
-    env = {**os.environ, "LLMLOG_INGEST_TOKEN": "", "LLMLOG_UI_TOKEN": ""}
-    if pythonpath:
-        env["PYTHONPATH"] = pythonpath
+    # This tree's llmlog, or the one named (an older worktree, for a figure before a change).
+    code = pythonpath or str(ROOT)
+    env = {**os.environ, "LLMLOG_INGEST_TOKEN": "", "LLMLOG_UI_TOKEN": "", "PYTHONPATH": code}
     cmd = [
         sys.executable,
         "-c",
@@ -132,7 +132,7 @@ def serve(db: str, pythonpath: str | None = None) -> tuple[subprocess.Popen[byte
         str(port),
         "--no-retention",
     ]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(cmd, cwd=code, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
