@@ -236,12 +236,19 @@ def bench_otlp(
         f"{got['hwm_half'] / 2**20:,.0f} → {got['hwm'] / 2**20:,.0f} MiB",
         "bounded",
     )
+    per_call, sdk_per_call, jsonl_per_call = otlp / n, sdk / calls, jsonl / calls
     row(
-        "stored bytes per call, OTLP vs SDK path vs JSONL",
-        f"{otlp / n:,.0f} vs {sdk / calls:,.0f} vs {jsonl / calls:,.0f} B"
-        f" ({otlp / n / (sdk / calls):.2f}× SDK, 1/{jsonl / calls / (otlp / n):.1f} JSONL)",
-        "≤ 1.5× SDK, ≤ 1/8 JSONL",
-        otlp / n <= 1.5 * sdk / calls and otlp / n * 8 <= jsonl / calls,
+        "stored bytes per call, OTLP vs the SDK path, same calls",
+        f"{per_call:,.0f} vs {sdk_per_call:,.0f} B ({per_call / sdk_per_call:.2f}×)",
+        "≤ 1.5×",
+        per_call <= 1.5 * sdk_per_call,
+    )
+    row(
+        "stored bytes per call, OTLP vs JSONL",
+        f"{per_call:,.0f} vs {jsonl_per_call:,.0f} B (1/{jsonl_per_call / per_call:.1f};"
+        f" the SDK path 1/{jsonl_per_call / sdk_per_call:.1f})",
+        "≤ 1/8",
+        per_call * 8 <= jsonl_per_call,
     )
     sizes = [len(b) for b in read_batches(spans)]
     size = sum(sizes)
