@@ -241,7 +241,7 @@ def test_what_a_call_span_keeps_is_still_redacted_and_sealed(
         c.store.keyring = Keyring.parse(key)
         (call,) = [x for x in c.store.recent(CallFilter(), 10) if x.trace_id == TRACE]
         (kept,) = c.store.trace(TRACE)
-    assert call.messages == [{"role": "user", "content": [{"type": "text", "text": "write to [EMAIL]"}]}]
+    assert "write to [EMAIL]" in json.dumps(call.messages) and "zanzibar" not in json.dumps(call.messages)
     (held,) = _held(backend)
     assert "zanzibar" not in held[3] and "gen_ai.input.messages" not in held[3]
     stored = json.loads(held[3])
