@@ -325,9 +325,12 @@ def test_spans_and_log_events_are_redacted_with_the_calls_rules(
         (call,) = calls_of(c, TRACE)
     held = _stored(backend, "spans", "name, status_message, attributes, events")
     held += _stored(backend, "span_events", "attributes, body")
-    assert EMAIL not in held and held.count("[EMAIL]") == 6, held
+    # The span's status, note and exception and the event's attribute and body; its stop
+    # sequences are the call's (`params`), not kept twice.
+    assert EMAIL not in held and held.count("[EMAIL]") == 5, held
     assert SECRET_WORD in held  # redacted, not removed
     assert call.messages == [{"role": "user", "content": f"{SECRET_WORD} mail [EMAIL]"}]
+    assert (call.params or {}).get("stop_sequences") == [f"{SECRET_WORD} mail [EMAIL]"]
 
 
 def test_regulated_mode_seals_spans_and_log_events(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -355,17 +358,19 @@ def test_regulated_mode_seals_spans_and_log_events(backend: Backend, monkeypatch
     # What stays clear: the tree's labels, the structural attributes, the figures.
     assert (span.name, span.status) == ("chat", "error") and "chat" in page
     kept = span.attributes
-    assert kept["gen_ai.request.model"] == "claude-sonnet-4-6" and kept["gen_ai.operation.name"] == "chat"
-    assert kept["gen_ai.usage.input_tokens"] == 7 and kept["user.id"] == call.user_id != "u-7"
+    assert kept["gen_ai.provider.name"] == "anthropic" and kept["gen_ai.operation.name"] == "chat"
+    # The model, usage, user and parameters are the call's, not kept twice.
+    assert not {"gen_ai.request.model", "gen_ai.usage.input_tokens", "user.id"} & set(kept)
+    assert (call.model, call.input_tokens) == ("claude-sonnet-4-6", 7) and call.user_id not in (None, "u-7")
     assert kept["app.note"].startswith("llmlog-enc:v1:") and span.status_message.startswith("llmlog-enc:")
-    assert kept["gen_ai.request.stop_sequences"].startswith("llmlog-enc:v1:")
+    assert "gen_ai.request.stop_sequences" not in kept
     assert span.events[0]["attributes"]["exception.type"] == "ValueError"
     assert event.attributes["event.name"] == "gen_ai.user.message" and event.body.startswith("llmlog-enc:")
     # The key opens them whole.
     intake = Intake(Settings())
     opened = intake.open_span(span)
     assert opened.attributes["app.note"] == f"{SECRET_WORD} mail {EMAIL}"
-    assert opened.attributes["gen_ai.request.stop_sequences"] == [f"{SECRET_WORD} mail {EMAIL}"]
+    assert (call.params or {}).get("stop_sequences") == [f"{SECRET_WORD} mail {EMAIL}"]
     assert opened.events[0]["attributes"]["exception.message"] == f"{SECRET_WORD} mail {EMAIL}"
     assert intake.open_event(event).body == {"content": f"{SECRET_WORD} mail {EMAIL}"}
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx2 as httpx
 import pytest
 
-from llmlog.capture.genai import is_content_attribute
+from llmlog.capture.genai import is_call_attribute, is_content_attribute
 from llmlog.config import Settings
 from llmlog.encryption import Keyring, new_key
 from llmlog.fake_provider import FakeProvider
@@ -101,11 +101,12 @@ with tracer.start_as_current_span("agent run") as root:
         assert not [
             k for k in kept if k.startswith(("llm.input_messages.", "llm.output_messages.", "llm.tools."))
         ]
-    # ...and what the trace view and matching read stays.
+        # ...nor of what the call's other columns hold (model, usage, finish reason, user…).
+        assert not [k for k in kept if is_call_attribute(k)], kept
+    # What says what the span is stays.
     oi = next(json.loads(h[3]) for h in mine if json.loads(h[3]).get("openinference.span.kind") == "LLM")
-    assert oi["llm.model_name"] and oi["llm.token_count.prompt"] == call.input_tokens
-    assert oi["llm.token_count.completion"] == call.output_tokens
     assert (oi.get("llm.provider") or oi["llm.system"]) == call.provider
+    assert call.model and call.input_tokens and call.output_tokens
     # A span that is not a call keeps what it has.
     root = next(h for h in held if h[0] == "agent run")
     assert root[2] is None
@@ -203,8 +204,10 @@ def test_semconv_and_traceloop_content_attributes_and_events_are_not_kept_twice(
             assert text not in attributes and text not in events, (span_id, attributes, events)
     kept = json.loads(held["00000000000000a2"][3])
     assert kept["gen_ai.response.id"] == "chatcmpl-77" and kept["http.response.status_code"] == 200
-    assert kept["gen_ai.request.model"] == "gpt-4.1" and kept["gen_ai.usage.input_tokens"] == 12
-    assert kept["gen_ai.request.temperature"] == 1
+    assert kept["gen_ai.operation.name"] == "chat" and kept["gen_ai.provider.name"] == "openai"
+    # The model, usage and parameters are the call's: not kept twice.
+    assert not [k for k in kept if k.startswith(("gen_ai.request.", "gen_ai.usage."))], kept
+    assert (chat.model, chat.input_tokens, (chat.params or {}).get("temperature")) == ("gpt-4.1", 12, 1)
     assert [e["name"] for e in json.loads(held["00000000000000a2"][4])] == ["first token"]
     # The workflow span is no call: its input stays, as sent.
     assert json.loads(held["00000000000000a1"][3]) == {"traceloop.entity.input": said}
@@ -245,5 +248,6 @@ def test_what_a_call_span_keeps_is_still_redacted_and_sealed(
     (held,) = _held(backend)
     assert "zanzibar" not in held[3] and "gen_ai.input.messages" not in held[3]
     stored = json.loads(held[3])
-    assert stored["app.note"].startswith("llmlog-enc:v1:") and stored["gen_ai.request.model"] == "gpt-4.1"
+    assert stored["app.note"].startswith("llmlog-enc:v1:") and stored["gen_ai.provider.name"] == "openai"
+    assert "gen_ai.request.model" not in stored and call.model == "gpt-4.1"
     assert Intake(Settings()).open_span(kept).attributes["app.note"] == "write to [EMAIL]"

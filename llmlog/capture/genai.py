@@ -920,6 +920,28 @@ CONTENT_PREFIXES = (
     "gen_ai.completion.",
     "llm.request.functions.",  # Traceloop's tool definitions
 )
+# The attributes a call's other columns hold: model, usage, finish reason, request
+# parameters, session, user, prompt version, metadata and tags. The provider and the
+# operation stay (they say what kind of span this is), as do ids, http and error attributes.
+CALL_COLUMN_ATTRIBUTES = frozenset(
+    {
+        "gen_ai.response.model",
+        "gen_ai.response.finish_reasons",
+        "gen_ai.conversation.id",
+        "llm.model_name",
+        "llm.request.model_name",
+        "llm.response.model_name",
+        "llm.finish_reason",
+        "llm.prompt_template.version",
+        "anthropic.message.stop_reason",
+        "session.id",
+        "user.id",
+        "enduser.id",
+        "metadata",
+        "tag.tags",
+    }
+)
+CALL_COLUMN_PREFIXES = ("gen_ai.request.", "gen_ai.usage.", "llm.token_count.")
 # Span events that carry content (the GenAI conventions' events, when sent on the span).
 CONTENT_EVENTS = frozenset(
     {
@@ -939,15 +961,21 @@ def is_content_attribute(key: str) -> bool:
     return key in CONTENT_ATTRIBUTES or key.startswith(CONTENT_PREFIXES)
 
 
+def is_call_attribute(key: str) -> bool:
+    """Whether the call a span became holds what this attribute says: its content, or one
+    of its other columns."""
+    return is_content_attribute(key) or key in CALL_COLUMN_ATTRIBUTES or key.startswith(CALL_COLUMN_PREFIXES)
+
+
 def without_content(span: Span) -> Span:
-    """`span` without the content its call holds (`CONTENT_ATTRIBUTES`, `CONTENT_PREFIXES`,
-    `CONTENT_EVENTS`), when it became a call; any other span as it is. What stays is what
-    the trace view and matching read: ids, names, status, model, response id, token counts,
-    timings, http and error attributes, session and user, and events such as exceptions and
-    the first token. The call's page shows the content, from the call."""
+    """`span` without what its call holds (`is_call_attribute`, `CONTENT_EVENTS`), when it
+    became a call; any other span as it is. What stays is what the call does not hold and
+    what says what the span is: ids, names, status, provider and operation, response and
+    request ids, timings, http and error attributes, and events such as exceptions and the
+    first token. The call's page shows the rest, from the call."""
     if span.call_id is None:
         return span
-    attributes = {k: v for k, v in span.attributes.items() if not is_content_attribute(k)}
+    attributes = {k: v for k, v in span.attributes.items() if not is_call_attribute(k)}
     events = [e for e in span.events if e.get("name") not in CONTENT_EVENTS]
     if len(attributes) == len(span.attributes) and len(events) == len(span.events):
         return span
