@@ -195,31 +195,121 @@ def _semconv_messages(value: Any) -> list[dict[str, Any]] | None:
     return out
 
 
-def _indexed(attrs: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
-    """Flattened lists (`llm.input_messages.0.message.role`, …) back as a list of dicts."""
-    items: dict[int, dict[str, Any]] = {}
-    n = len(prefix)
-    # The keys picked out first, in one pass: a span has a hundred attributes, and this is
-    # asked of it for each convention's prefix.
-    for key in [k for k in attrs if k.startswith(prefix)]:
+# The flattened lists a span may carry, by the prefix before their index.
+_FLATTENED = (
+    "llm.input_messages.",
+    "llm.output_messages.",
+    "llm.tools.",
+    "gen_ai.prompt.",
+    "gen_ai.completion.",
+)
+
+
+def _flattened(attrs: dict[str, Any]) -> dict[str, list[str]]:
+    """The keys of the flattened lists (`_FLATTENED`) among `attrs`, by prefix, in one pass:
+    a span has a hundred attributes, and each list is asked for."""
+    out: dict[str, list[str]] = {}
+    for key in attrs:
+        if key.startswith(_FLATTENED):
+            out.setdefault(key[: key.index(".", key.index(".") + 1) + 1], []).append(key)
+    return out
+
+
+def _groups(attrs: dict[str, Any], keys: list[str], n: int) -> list[list[tuple[str, Any]]]:
+    """Flattened keys (the prefix `n` characters long) grouped by their index, in index
+    order: each item's (path below the index, value), in the order the span has them."""
+    items: dict[int, list[tuple[str, Any]]] = {}
+    for key in keys:
         index, _, rest = key[n:].partition(".")
         if not index.isdigit() or not rest:
             continue
-        node = items.setdefault(int(index), {})
+        items.setdefault(int(index), []).append((rest, attrs[key]))
+    return [items[i] for i in sorted(items)]
+
+
+def _nest(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """One flattened item (`message.role`, `message.contents.0.message_content.text` …) as
+    the dict it was."""
+    node_top: dict[str, Any] = {}
+    for rest, value in pairs:
         split = _PATHS.get(rest)
         if split is None:
             *path, last = rest.split(".")
             split = (tuple(path), last)
             if len(_PATHS) < 10_000:  # the few shapes instrumentations use, not every key sent
                 _PATHS[rest] = split
+        node = node_top
         for part in split[0]:
             node = node.setdefault(part, {})
-        node[split[1]] = attrs[key]
-    return [items[i] for i in sorted(items)]
+        node[split[1]] = value
+    return node_top
+
+
+def _indexed(attrs: dict[str, Any], prefix: str, keys: list[str] | None = None) -> list[dict[str, Any]]:
+    """Flattened lists (`llm.input_messages.0.message.role`, …) back as a list of dicts."""
+    if keys is None:
+        keys = [k for k in attrs if k.startswith(prefix)]
+    return [_nest(pairs) for pairs in _groups(attrs, keys, len(prefix))]
 
 
 # A flattened key's path below its index (`message.contents.0.message_content.text`), split.
 _PATHS: dict[str, tuple[tuple[str, ...], str]] = {}
+
+
+class _Shared:
+    """What was made of content a span sent, kept by what it was made from, so that the
+    calls of a conversation (each re-sends every earlier message, the system prompt and the
+    tools) are given the same objects for the same content: made once, and recognized by
+    identity further on (`llmlog.store.content`), as the SDK path's decoder hands them out.
+    Nothing downstream changes such a value in place. Bounded: emptied when full."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.made: dict[Any, Any] = {}
+
+    def get(self, key: Any, make: Any, *args: Any) -> Any:
+        hit = self.made.get(key)
+        if hit is None:
+            hit = make(*args)
+            if len(self.made) >= self.limit:
+                self.made.clear()
+            self.made[key] = hit
+        return hit
+
+
+_MESSAGES = _Shared(20_000)  # (path, text) pairs of an OpenInference message → the message
+_TOOLS = _Shared(2_000)  # the tool definitions' texts → the tool list
+_TEXTS = _Shared(2_000)  # a system prompt → the same string
+
+
+def _all_text(pairs: list[tuple[str, Any]]) -> bool:
+    # Only text: equal keys then mean equal content (1 == True == 1.0 would not).
+    return all(type(v) is str for _, v in pairs)
+
+
+def _openinference_messages(attrs: dict[str, Any], keys: list[str], n: int) -> list[dict[str, Any]]:
+    out = []
+    for pairs in _groups(attrs, keys, n):
+        if _all_text(pairs):
+            out.append(_MESSAGES.get(tuple(pairs), _built_message, pairs))
+        else:
+            out.append(_openinference_message(_nest(pairs)))
+    return out
+
+
+def _built_message(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    return _openinference_message(_nest(pairs))
+
+
+def _openinference_tools(attrs: dict[str, Any], keys: list[str], n: int) -> list[Any]:
+    groups = _groups(attrs, keys, n)
+    if all(_all_text(pairs) for pairs in groups):
+        return _TOOLS.get(tuple(map(tuple, groups)), _built_tools, groups)
+    return _built_tools(groups)
+
+
+def _built_tools(groups: list[list[tuple[str, Any]]]) -> list[Any]:
+    return [_json_value((_nest(pairs).get("tool") or {}).get("json_schema")) for pairs in groups]
 
 
 def _openinference_message(item: dict[str, Any]) -> dict[str, Any]:
@@ -284,31 +374,32 @@ def span_content(a: dict[str, Any]) -> Content:
     c.output = _semconv_messages(a.get("gen_ai.output.messages"))
     tools = _json_value(a.get("gen_ai.tool.definitions"))
     c.tools = tools if isinstance(tools, list) else None
+    flat = _flattened(a)
     # Deprecated: gen_ai.prompt / gen_ai.completion, flat or indexed.
     if c.messages is None:
-        indexed = _indexed(a, "gen_ai.prompt.")
+        indexed = _indexed(a, "gen_ai.prompt.", flat.get("gen_ai.prompt.", []))
         if indexed:
             c.messages = [{"role": m.get("role", "user"), "content": m.get("content")} for m in indexed]
         elif isinstance(a.get("gen_ai.prompt"), str):
             prompt = _json_value(a["gen_ai.prompt"])
             c.messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
     if c.output is None:
-        indexed = _indexed(a, "gen_ai.completion.")
+        indexed = _indexed(a, "gen_ai.completion.", flat.get("gen_ai.completion.", []))
         if indexed:
             c.output = [{"role": m.get("role", "assistant"), "content": m.get("content")} for m in indexed]
         elif isinstance(a.get("gen_ai.completion"), str):
             c.output = [{"role": "assistant", "content": a["gen_ai.completion"]}]
     # OpenInference.
     if c.messages is None:
-        inputs = [_openinference_message(m) for m in _indexed(a, "llm.input_messages.")]
+        inputs = _openinference_messages(a, flat.get("llm.input_messages.", []), 19)
         if inputs:
             c.messages = inputs
     if c.output is None:
-        outputs = [_openinference_message(m) for m in _indexed(a, "llm.output_messages.")]
+        outputs = _openinference_messages(a, flat.get("llm.output_messages.", []), 20)
         if outputs:
             c.output = outputs
     if c.tools is None:
-        tools = [_json_value((t.get("tool") or {}).get("json_schema")) for t in _indexed(a, "llm.tools.")]
+        tools = _openinference_tools(a, flat.get("llm.tools.", []), 10)
         c.tools = tools or None
     # System messages among the inputs are the system prompt (they stay among the messages
     # here: an OpenAI call keeps them there, as sent; `span_call` shapes them per provider).
@@ -439,7 +530,7 @@ def span_call(span: Span, content: Content) -> Call:
     )
     if _is_openai_chat(provider, a):
         messages, system_prompt = _openai_messages(messages, system_prompt)
-        tools = [_openai_tool(t) for t in tools] if tools else tools
+        tools = _SHAPED.get(id(tools), _shaped_tools, tools)[1] if tools else tools
         params = _openai_params(a, params)
         response = _openai_response(a, content, output, reason)
     else:
@@ -447,6 +538,8 @@ def span_call(span: Span, content: Content) -> Call:
             # Anthropic's API takes the system prompt apart from the messages.
             messages = messages[leading:]
         response = _anthropic_response(output)
+    if isinstance(system_prompt, str):  # the same string as the calls before that sent it
+        system_prompt = _TEXTS.get(system_prompt, str, system_prompt)
     end = span.end or span.start
     latency_ms = (end - span.start).total_seconds() * 1000
     tool_calls = _tool_calls(output)
@@ -738,6 +831,13 @@ def _openai_message(m: Any) -> list[Any]:
     return messages
 
 
+_SHAPED = _Shared(20_000)  # id(message) → (the message, held so its id stays its own; its Chat shape)
+
+
+def _shaped(m: Any) -> tuple[Any, list[Any]]:
+    return m, _openai_message(m)
+
+
 def _openai_messages(
     messages: list[Any] | None, system_prompt: str | None
 ) -> tuple[list[Any] | None, str | None]:
@@ -750,7 +850,7 @@ def _openai_messages(
             if system_prompt is None
             else ([{"role": "system", "content": system_prompt}], system_prompt)
         )
-    out = [shaped for m in messages for shaped in _openai_message(m)]
+    out = [shaped for m in messages for shaped in _SHAPED.get(id(m), _shaped, m)[1]]
     said = [m for m in out if isinstance(m, dict) and m.get("role") in ("system", "developer")]
     if said:
         texts = [
@@ -761,6 +861,10 @@ def _openai_messages(
     if system_prompt is not None:
         out.insert(0, {"role": "system", "content": system_prompt})
     return out, system_prompt
+
+
+def _shaped_tools(tools: list[Any]) -> tuple[list[Any], list[Any]]:
+    return tools, [_openai_tool(t) for t in tools]
 
 
 def _openai_tool(tool: Any) -> Any:
