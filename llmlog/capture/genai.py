@@ -205,26 +205,27 @@ _FLATTENED = (
 )
 
 
-def _flattened(attrs: dict[str, Any]) -> dict[str, list[str]]:
-    """The keys of the flattened lists (`_FLATTENED`) among `attrs`, by prefix, in one pass:
-    a span has a hundred attributes, and each list is asked for."""
-    out: dict[str, list[str]] = {}
-    for key in attrs:
+Items = dict[int, list[tuple[str, Any]]]  # a flattened list: each item's (path, value) pairs by index
+
+
+def _flattened(attrs: dict[str, Any]) -> tuple[dict[str, Items], set[tuple[str, int]]]:
+    """The flattened lists (`_FLATTENED`) among `attrs`, in one pass (a span has a hundred
+    attributes, and each list is asked for): by prefix, each item's (path below the index,
+    value) pairs by index, in the order the span has them; and which items hold a value
+    that is not text."""
+    lists: dict[str, Items] = {}
+    mixed: set[tuple[str, int]] = set()
+    for key, value in attrs.items():
         if key.startswith(_FLATTENED):
-            out.setdefault(key[: key.index(".", key.index(".") + 1) + 1], []).append(key)
-    return out
-
-
-def _groups(attrs: dict[str, Any], keys: list[str], n: int) -> list[list[tuple[str, Any]]]:
-    """Flattened keys (the prefix `n` characters long) grouped by their index, in index
-    order: each item's (path below the index, value), in the order the span has them."""
-    items: dict[int, list[tuple[str, Any]]] = {}
-    for key in keys:
-        index, _, rest = key[n:].partition(".")
-        if not index.isdigit() or not rest:
-            continue
-        items.setdefault(int(index), []).append((rest, attrs[key]))
-    return [items[i] for i in sorted(items)]
+            end = key.index(".", key.index(".") + 1) + 1
+            index, _, rest = key[end:].partition(".")
+            if not index.isdigit() or not rest:
+                continue
+            prefix, i = key[:end], int(index)
+            lists.setdefault(prefix, {}).setdefault(i, []).append((rest, value))
+            if type(value) is not str:
+                mixed.add((prefix, i))
+    return lists, mixed
 
 
 def _nest(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -245,11 +246,9 @@ def _nest(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return node_top
 
 
-def _indexed(attrs: dict[str, Any], prefix: str, keys: list[str] | None = None) -> list[dict[str, Any]]:
-    """Flattened lists (`llm.input_messages.0.message.role`, …) back as a list of dicts."""
-    if keys is None:
-        keys = [k for k in attrs if k.startswith(prefix)]
-    return [_nest(pairs) for pairs in _groups(attrs, keys, len(prefix))]
+def _indexed(items: Items) -> list[dict[str, Any]]:
+    """A flattened list (`gen_ai.prompt.0.role`, …) back as a list of dicts."""
+    return [_nest(items[i]) for i in sorted(items)]
 
 
 # A flattened key's path below its index (`message.contents.0.message_content.text`), split.
@@ -282,18 +281,14 @@ _TOOLS = _Shared(2_000)  # the tool definitions' texts → the tool list
 _TEXTS = _Shared(2_000)  # a system prompt → the same string
 
 
-def _all_text(pairs: list[tuple[str, Any]]) -> bool:
-    # Only text: equal keys then mean equal content (1 == True == 1.0 would not).
-    return all(type(v) is str for _, v in pairs)
-
-
-def _openinference_messages(attrs: dict[str, Any], keys: list[str], n: int) -> list[dict[str, Any]]:
+def _openinference_messages(items: Items, prefix: str, mixed: set[tuple[str, int]]) -> list[dict[str, Any]]:
     out = []
-    for pairs in _groups(attrs, keys, n):
-        if _all_text(pairs):
-            out.append(_MESSAGES.get(tuple(pairs), _built_message, pairs))
+    for i in sorted(items):
+        pairs = items[i]
+        if (prefix, i) in mixed:  # equal keys must mean equal content: 1 == True == 1.0 would not
+            out.append(_built_message(pairs))
         else:
-            out.append(_openinference_message(_nest(pairs)))
+            out.append(_MESSAGES.get(tuple(pairs), _built_message, pairs))
     return out
 
 
@@ -301,11 +296,11 @@ def _built_message(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return _openinference_message(_nest(pairs))
 
 
-def _openinference_tools(attrs: dict[str, Any], keys: list[str], n: int) -> list[Any]:
-    groups = _groups(attrs, keys, n)
-    if all(_all_text(pairs) for pairs in groups):
-        return _TOOLS.get(tuple(map(tuple, groups)), _built_tools, groups)
-    return _built_tools(groups)
+def _openinference_tools(items: Items, prefix: str, mixed: set[tuple[str, int]]) -> list[Any]:
+    groups = [items[i] for i in sorted(items)]
+    if any(p == prefix for p, _ in mixed):
+        return _built_tools(groups)
+    return _TOOLS.get(tuple(map(tuple, groups)), _built_tools, groups)
 
 
 def _built_tools(groups: list[list[tuple[str, Any]]]) -> list[Any]:
@@ -374,32 +369,32 @@ def span_content(a: dict[str, Any]) -> Content:
     c.output = _semconv_messages(a.get("gen_ai.output.messages"))
     tools = _json_value(a.get("gen_ai.tool.definitions"))
     c.tools = tools if isinstance(tools, list) else None
-    flat = _flattened(a)
+    flat, mixed = _flattened(a)
     # Deprecated: gen_ai.prompt / gen_ai.completion, flat or indexed.
     if c.messages is None:
-        indexed = _indexed(a, "gen_ai.prompt.", flat.get("gen_ai.prompt.", []))
+        indexed = _indexed(flat.get("gen_ai.prompt.", {}))
         if indexed:
             c.messages = [{"role": m.get("role", "user"), "content": m.get("content")} for m in indexed]
         elif isinstance(a.get("gen_ai.prompt"), str):
             prompt = _json_value(a["gen_ai.prompt"])
             c.messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
     if c.output is None:
-        indexed = _indexed(a, "gen_ai.completion.", flat.get("gen_ai.completion.", []))
+        indexed = _indexed(flat.get("gen_ai.completion.", {}))
         if indexed:
             c.output = [{"role": m.get("role", "assistant"), "content": m.get("content")} for m in indexed]
         elif isinstance(a.get("gen_ai.completion"), str):
             c.output = [{"role": "assistant", "content": a["gen_ai.completion"]}]
     # OpenInference.
     if c.messages is None:
-        inputs = _openinference_messages(a, flat.get("llm.input_messages.", []), 19)
+        inputs = _openinference_messages(flat.get("llm.input_messages.", {}), "llm.input_messages.", mixed)
         if inputs:
             c.messages = inputs
     if c.output is None:
-        outputs = _openinference_messages(a, flat.get("llm.output_messages.", []), 20)
+        outputs = _openinference_messages(flat.get("llm.output_messages.", {}), "llm.output_messages.", mixed)
         if outputs:
             c.output = outputs
     if c.tools is None:
-        tools = _openinference_tools(a, flat.get("llm.tools.", []), 10)
+        tools = _openinference_tools(flat.get("llm.tools.", {}), "llm.tools.", mixed)
         c.tools = tools or None
     # System messages among the inputs are the system prompt (they stay among the messages
     # here: an OpenAI call keeps them there, as sent; `span_call` shapes them per provider).
