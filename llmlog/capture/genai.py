@@ -215,17 +215,41 @@ def _flattened(attrs: dict[str, Any]) -> tuple[dict[str, Items], set[tuple[str, 
     that is not text."""
     lists: dict[str, Items] = {}
     mixed: set[tuple[str, int]] = set()
+    known = _KEYS
     for key, value in attrs.items():
-        if key.startswith(_FLATTENED):
-            end = key.index(".", key.index(".") + 1) + 1
-            index, _, rest = key[end:].partition(".")
-            if not index.isdigit() or not rest:
-                continue
-            prefix, i = key[:end], int(index)
-            lists.setdefault(prefix, {}).setdefault(i, []).append((rest, value))
+        where = known.get(key)
+        if where is None:
+            where = _key_place(key)
+        if where:
+            prefix, i, rest = where
+            items = lists.get(prefix)
+            if items is None:
+                items = lists[prefix] = {}
+            pairs = items.get(i)
+            if pairs is None:
+                items[i] = [(rest, value)]
+            else:
+                pairs.append((rest, value))
             if type(value) is not str:
                 mixed.add((prefix, i))
     return lists, mixed
+
+
+def _key_place(key: str) -> tuple[str, int, str] | tuple[()]:
+    """Where an attribute's key puts its value in a flattened list: (prefix, index, path
+    below the index); () for any other key. Remembered for the keys spans keep sending."""
+    where: tuple[str, int, str] | tuple[()] = ()
+    if key.startswith(_FLATTENED):
+        end = key.index(".", key.index(".") + 1) + 1
+        index, _, rest = key[end:].partition(".")
+        if index.isdigit() and rest:
+            where = (key[:end], int(index), rest)
+    if len(_KEYS) < 50_000:  # the keys instrumentations send (a hundred indexes of a few shapes)
+        _KEYS[key] = where
+    return where
+
+
+_KEYS: dict[str, tuple[str, int, str] | tuple[()]] = {}
 
 
 def _nest(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -1038,6 +1062,9 @@ def is_content_attribute(key: str) -> bool:
     return key in CONTENT_ATTRIBUTES or key.startswith(CONTENT_PREFIXES)
 
 
+_CONTENT_KEYS: dict[str, bool] = {}
+
+
 def without_content(span: Span) -> Span:
     """`span` without the content its call holds (`CONTENT_ATTRIBUTES`, `CONTENT_PREFIXES`,
     `CONTENT_EVENTS`), when it became a call; any other span as it is. What stays is what
@@ -1046,7 +1073,16 @@ def without_content(span: Span) -> Span:
     the first token. The call's page shows the content, from the call."""
     if span.call_id is None:
         return span
-    attributes = {k: v for k, v in span.attributes.items() if not is_content_attribute(k)}
+    said = _CONTENT_KEYS
+    attributes = {}
+    for k, v in span.attributes.items():
+        content = said.get(k)
+        if content is None:
+            content = is_content_attribute(k)
+            if len(said) < 50_000:  # the keys instrumentations keep sending
+                said[k] = content
+        if not content:
+            attributes[k] = v
     events = [e for e in span.events if e.get("name") not in CONTENT_EVENTS]
     if len(attributes) == len(span.attributes) and len(events) == len(span.events):
         return span
