@@ -89,3 +89,23 @@ def test_the_server_process_collects_garbage_less_often_and_never_walks_what_sta
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["True", "True"]
+
+
+def test_what_the_span_reader_shares_is_bounded_in_bytes_too() -> None:
+    """A conversation of huge messages (an image's base64, a pasted document) must not hold
+    20,000 of them: the shared messages are bounded by their size as well as their count."""
+    from llmlog.capture import genai
+
+    shared = genai._MESSAGES
+    big = "x" * (2 * 2**20)
+    for n in range(40):
+        s = turn(1, "anthropic", {"llm.input_messages.1.message.content": f"{n} {big}"})
+        calls_from([s], [])
+        assert shared.bytes <= shared.max_bytes
+    assert sum(len(orjson_size(m)) for m in shared.made.values()) <= shared.max_bytes
+
+
+def orjson_size(value: Any) -> bytes:
+    import orjson
+
+    return orjson.dumps(value)

@@ -284,25 +284,36 @@ class _Shared:
     calls of a conversation (each re-sends every earlier message, the system prompt and the
     tools) are given the same objects for the same content: made once, and recognized by
     identity further on (`llmlog.store.content`), as the SDK path's decoder hands them out.
-    Nothing downstream changes such a value in place. Bounded: emptied when full."""
+    Nothing downstream changes such a value in place. Bounded in entries and in bytes (of
+    each value as JSON): emptied when full; a value that is not JSON is not kept."""
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, max_bytes: int) -> None:
         self.limit = limit
+        self.max_bytes = max_bytes
         self.made: dict[Any, Any] = {}
+        self.bytes = 0
 
     def get(self, key: Any, make: Any, *args: Any) -> Any:
         hit = self.made.get(key)
         if hit is None:
             hit = make(*args)
-            if len(self.made) >= self.limit:
+            try:
+                size = len(hit) if isinstance(hit, str) else len(orjson.dumps(hit, default=str))
+            except (TypeError, orjson.JSONEncodeError):
+                return hit
+            if len(self.made) >= self.limit or self.bytes + size > self.max_bytes:
                 self.made.clear()
-            self.made[key] = hit
+                self.bytes = 0
+            if size <= self.max_bytes:
+                self.made[key] = hit
+                self.bytes += size
         return hit
 
 
-_MESSAGES = _Shared(20_000)  # (path, text) pairs of an OpenInference message → the message
-_TOOLS = _Shared(2_000)  # the tool definitions' texts → the tool list
-_TEXTS = _Shared(2_000)  # a system prompt → the same string
+_MB = 2**20
+_MESSAGES = _Shared(20_000, 32 * _MB)  # (path, text) pairs of an OpenInference message → the message
+_TOOLS = _Shared(2_000, 8 * _MB)  # the tool definitions' texts → the tool list
+_TEXTS = _Shared(2_000, 8 * _MB)  # a system prompt → the same string
 
 
 def _openinference_messages(items: Items, prefix: str, mixed: set[tuple[str, int]]) -> list[dict[str, Any]]:
@@ -850,7 +861,8 @@ def _openai_message(m: Any) -> list[Any]:
     return messages
 
 
-_SHAPED = _Shared(20_000)  # id(message) → (the message, held so its id stays its own; its Chat shape)
+# id(message) → (the message, held so that its id stays its own; its Chat shape)
+_SHAPED = _Shared(20_000, 32 * _MB)
 
 
 def _shaped(m: Any) -> tuple[Any, list[Any]]:
