@@ -195,31 +195,151 @@ def _semconv_messages(value: Any) -> list[dict[str, Any]] | None:
     return out
 
 
-def _indexed(attrs: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
-    """Flattened lists (`llm.input_messages.0.message.role`, …) back as a list of dicts."""
-    items: dict[int, dict[str, Any]] = {}
-    n = len(prefix)
-    # The keys picked out first, in one pass: a span has a hundred attributes, and this is
-    # asked of it for each convention's prefix.
-    for key in [k for k in attrs if k.startswith(prefix)]:
-        index, _, rest = key[n:].partition(".")
-        if not index.isdigit() or not rest:
-            continue
-        node = items.setdefault(int(index), {})
+# The flattened lists a span may carry, by the prefix before their index.
+_FLATTENED = (
+    "llm.input_messages.",
+    "llm.output_messages.",
+    "llm.tools.",
+    "gen_ai.prompt.",
+    "gen_ai.completion.",
+)
+
+
+Items = dict[int, list[tuple[str, Any]]]  # a flattened list: each item's (path, value) pairs by index
+
+
+def _flattened(attrs: dict[str, Any]) -> tuple[dict[str, Items], set[tuple[str, int]]]:
+    """The flattened lists (`_FLATTENED`) among `attrs`, in one pass (a span has a hundred
+    attributes, and each list is asked for): by prefix, each item's (path below the index,
+    value) pairs by index, in the order the span has them; and which items hold a value
+    that is not text."""
+    lists: dict[str, Items] = {}
+    mixed: set[tuple[str, int]] = set()
+    known = _KEYS
+    for key, value in attrs.items():
+        where = known.get(key)
+        if where is None:
+            where = _key_place(key)
+        if where:
+            prefix, i, rest = where
+            items = lists.get(prefix)
+            if items is None:
+                items = lists[prefix] = {}
+            pairs = items.get(i)
+            if pairs is None:
+                items[i] = [(rest, value)]
+            else:
+                pairs.append((rest, value))
+            if type(value) is not str:
+                mixed.add((prefix, i))
+    return lists, mixed
+
+
+def _key_place(key: str) -> tuple[str, int, str] | tuple[()]:
+    """Where an attribute's key puts its value in a flattened list: (prefix, index, path
+    below the index); () for any other key. Remembered for the keys spans keep sending."""
+    where: tuple[str, int, str] | tuple[()] = ()
+    if key.startswith(_FLATTENED):
+        end = key.index(".", key.index(".") + 1) + 1
+        index, _, rest = key[end:].partition(".")
+        if index.isdigit() and rest:
+            where = (key[:end], int(index), rest)
+    if len(_KEYS) < 50_000:  # the keys instrumentations send (a hundred indexes of a few shapes)
+        _KEYS[key] = where
+    return where
+
+
+_KEYS: dict[str, tuple[str, int, str] | tuple[()]] = {}
+
+
+def _nest(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """One flattened item (`message.role`, `message.contents.0.message_content.text` …) as
+    the dict it was."""
+    node_top: dict[str, Any] = {}
+    for rest, value in pairs:
         split = _PATHS.get(rest)
         if split is None:
             *path, last = rest.split(".")
             split = (tuple(path), last)
             if len(_PATHS) < 10_000:  # the few shapes instrumentations use, not every key sent
                 _PATHS[rest] = split
+        node = node_top
         for part in split[0]:
             node = node.setdefault(part, {})
-        node[split[1]] = attrs[key]
-    return [items[i] for i in sorted(items)]
+        node[split[1]] = value
+    return node_top
+
+
+def _indexed(items: Items) -> list[dict[str, Any]]:
+    """A flattened list (`gen_ai.prompt.0.role`, …) back as a list of dicts."""
+    return [_nest(items[i]) for i in sorted(items)]
 
 
 # A flattened key's path below its index (`message.contents.0.message_content.text`), split.
 _PATHS: dict[str, tuple[tuple[str, ...], str]] = {}
+
+
+class _Shared:
+    """What was made of content a span sent, kept by what it was made from, so that the
+    calls of a conversation (each re-sends every earlier message, the system prompt and the
+    tools) are given the same objects for the same content: made once, and recognized by
+    identity further on (`llmlog.store.content`), as the SDK path's decoder hands them out.
+    Nothing downstream changes such a value in place. Bounded in entries and in bytes (of
+    each value as JSON): emptied when full; a value that is not JSON is not kept."""
+
+    def __init__(self, limit: int, max_bytes: int) -> None:
+        self.limit = limit
+        self.max_bytes = max_bytes
+        self.made: dict[Any, Any] = {}
+        self.bytes = 0
+
+    def get(self, key: Any, make: Any, *args: Any) -> Any:
+        hit = self.made.get(key)
+        if hit is None:
+            hit = make(*args)
+            try:
+                size = len(hit) if isinstance(hit, str) else len(orjson.dumps(hit, default=str))
+            except (TypeError, orjson.JSONEncodeError):
+                return hit
+            if len(self.made) >= self.limit or self.bytes + size > self.max_bytes:
+                self.made.clear()
+                self.bytes = 0
+            if size <= self.max_bytes:
+                self.made[key] = hit
+                self.bytes += size
+        return hit
+
+
+_MB = 2**20
+_MESSAGES = _Shared(20_000, 32 * _MB)  # (path, text) pairs of an OpenInference message → the message
+_TOOLS = _Shared(2_000, 8 * _MB)  # the tool definitions' texts → the tool list
+_TEXTS = _Shared(2_000, 8 * _MB)  # a system prompt → the same string
+
+
+def _openinference_messages(items: Items, prefix: str, mixed: set[tuple[str, int]]) -> list[dict[str, Any]]:
+    out = []
+    for i in sorted(items):
+        pairs = items[i]
+        if (prefix, i) in mixed:  # equal keys must mean equal content: 1 == True == 1.0 would not
+            out.append(_built_message(pairs))
+        else:
+            out.append(_MESSAGES.get(tuple(pairs), _built_message, pairs))
+    return out
+
+
+def _built_message(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    return _openinference_message(_nest(pairs))
+
+
+def _openinference_tools(items: Items, prefix: str, mixed: set[tuple[str, int]]) -> list[Any]:
+    groups = [items[i] for i in sorted(items)]
+    if any(p == prefix for p, _ in mixed):
+        return _built_tools(groups)
+    return _TOOLS.get(tuple(map(tuple, groups)), _built_tools, groups)
+
+
+def _built_tools(groups: list[list[tuple[str, Any]]]) -> list[Any]:
+    return [_json_value((_nest(pairs).get("tool") or {}).get("json_schema")) for pairs in groups]
 
 
 def _openinference_message(item: dict[str, Any]) -> dict[str, Any]:
@@ -284,31 +404,32 @@ def span_content(a: dict[str, Any]) -> Content:
     c.output = _semconv_messages(a.get("gen_ai.output.messages"))
     tools = _json_value(a.get("gen_ai.tool.definitions"))
     c.tools = tools if isinstance(tools, list) else None
+    flat, mixed = _flattened(a)
     # Deprecated: gen_ai.prompt / gen_ai.completion, flat or indexed.
     if c.messages is None:
-        indexed = _indexed(a, "gen_ai.prompt.")
+        indexed = _indexed(flat.get("gen_ai.prompt.", {}))
         if indexed:
             c.messages = [{"role": m.get("role", "user"), "content": m.get("content")} for m in indexed]
         elif isinstance(a.get("gen_ai.prompt"), str):
             prompt = _json_value(a["gen_ai.prompt"])
             c.messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
     if c.output is None:
-        indexed = _indexed(a, "gen_ai.completion.")
+        indexed = _indexed(flat.get("gen_ai.completion.", {}))
         if indexed:
             c.output = [{"role": m.get("role", "assistant"), "content": m.get("content")} for m in indexed]
         elif isinstance(a.get("gen_ai.completion"), str):
             c.output = [{"role": "assistant", "content": a["gen_ai.completion"]}]
     # OpenInference.
     if c.messages is None:
-        inputs = [_openinference_message(m) for m in _indexed(a, "llm.input_messages.")]
+        inputs = _openinference_messages(flat.get("llm.input_messages.", {}), "llm.input_messages.", mixed)
         if inputs:
             c.messages = inputs
     if c.output is None:
-        outputs = [_openinference_message(m) for m in _indexed(a, "llm.output_messages.")]
+        outputs = _openinference_messages(flat.get("llm.output_messages.", {}), "llm.output_messages.", mixed)
         if outputs:
             c.output = outputs
     if c.tools is None:
-        tools = [_json_value((t.get("tool") or {}).get("json_schema")) for t in _indexed(a, "llm.tools.")]
+        tools = _openinference_tools(flat.get("llm.tools.", {}), "llm.tools.", mixed)
         c.tools = tools or None
     # System messages among the inputs are the system prompt (they stay among the messages
     # here: an OpenAI call keeps them there, as sent; `span_call` shapes them per provider).
@@ -439,7 +560,7 @@ def span_call(span: Span, content: Content) -> Call:
     )
     if _is_openai_chat(provider, a):
         messages, system_prompt = _openai_messages(messages, system_prompt)
-        tools = [_openai_tool(t) for t in tools] if tools else tools
+        tools = _SHAPED.get(id(tools), _shaped_tools, tools)[1] if tools else tools
         params = _openai_params(a, params)
         response = _openai_response(a, content, output, reason)
     else:
@@ -447,6 +568,8 @@ def span_call(span: Span, content: Content) -> Call:
             # Anthropic's API takes the system prompt apart from the messages.
             messages = messages[leading:]
         response = _anthropic_response(output)
+    if isinstance(system_prompt, str):  # the same string as the calls before that sent it
+        system_prompt = _TEXTS.get(system_prompt, str, system_prompt)
     end = span.end or span.start
     latency_ms = (end - span.start).total_seconds() * 1000
     tool_calls = _tool_calls(output)
@@ -738,6 +861,14 @@ def _openai_message(m: Any) -> list[Any]:
     return messages
 
 
+# id(message) → (the message, held so that its id stays its own; its Chat shape)
+_SHAPED = _Shared(20_000, 32 * _MB)
+
+
+def _shaped(m: Any) -> tuple[Any, list[Any]]:
+    return m, _openai_message(m)
+
+
 def _openai_messages(
     messages: list[Any] | None, system_prompt: str | None
 ) -> tuple[list[Any] | None, str | None]:
@@ -750,7 +881,7 @@ def _openai_messages(
             if system_prompt is None
             else ([{"role": "system", "content": system_prompt}], system_prompt)
         )
-    out = [shaped for m in messages for shaped in _openai_message(m)]
+    out = [shaped for m in messages for shaped in _SHAPED.get(id(m), _shaped, m)[1]]
     said = [m for m in out if isinstance(m, dict) and m.get("role") in ("system", "developer")]
     if said:
         texts = [
@@ -761,6 +892,10 @@ def _openai_messages(
     if system_prompt is not None:
         out.insert(0, {"role": "system", "content": system_prompt})
     return out, system_prompt
+
+
+def _shaped_tools(tools: list[Any]) -> tuple[list[Any], list[Any]]:
+    return tools, [_openai_tool(t) for t in tools]
 
 
 def _openai_tool(tool: Any) -> Any:
@@ -967,6 +1102,9 @@ def is_call_attribute(key: str) -> bool:
     return is_content_attribute(key) or key in CALL_COLUMN_ATTRIBUTES or key.startswith(CALL_COLUMN_PREFIXES)
 
 
+_CALL_KEYS: dict[str, bool] = {}  # is_call_attribute, remembered for the keys spans keep sending
+
+
 def without_content(span: Span) -> Span:
     """`span` without what its call holds (`is_call_attribute`, `CONTENT_EVENTS`), when it
     became a call; any other span as it is. What stays is what the call does not hold and
@@ -975,7 +1113,16 @@ def without_content(span: Span) -> Span:
     first token. The call's page shows the rest, from the call."""
     if span.call_id is None:
         return span
-    attributes = {k: v for k, v in span.attributes.items() if not is_call_attribute(k)}
+    said = _CALL_KEYS
+    attributes = {}
+    for k, v in span.attributes.items():
+        held = said.get(k)
+        if held is None:
+            held = is_call_attribute(k)
+            if len(said) < 50_000:  # the keys instrumentations keep sending
+                said[k] = held
+        if not held:
+            attributes[k] = v
     events = [e for e in span.events if e.get("name") not in CONTENT_EVENTS]
     if len(attributes) == len(span.attributes) and len(events) == len(span.events):
         return span

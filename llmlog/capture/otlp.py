@@ -318,8 +318,9 @@ def _pb_attributes(items: Any) -> dict[str, Any]:
         key = item.key
         if key:  # as OTLP/JSON, which leaves an empty key out
             v = item.value
-            kind = v.WhichOneof("value")
-            out[key] = v.string_value if kind == "string_value" else _pb_value(v)
+            # Most values are text: one read. Empty, it may be another kind (or empty text).
+            text = v.string_value
+            out[key] = text if text else _pb_value(v)
     return out
 
 
