@@ -27,6 +27,7 @@ from llmlog.record import COLUMNS, INT_COLUMNS, JSON_COLUMNS, Call, json_text
 from llmlog.store import clickhouse_reader as reader
 from llmlog.store import search
 from llmlog.store.base import (
+    NAMING_ATTRIBUTES,
     Account,
     ApiToken,
     AuditEntry,
@@ -413,10 +414,22 @@ class ClickHouseStore(ClickHouseTraces):
         column, value = erase_target(user_id, session_id)
         n = int(self._select(f"SELECT count() FROM call_data WHERE {column} = %s", [value])[0][0])
         people = int(self._select(f"SELECT count() FROM people_daily WHERE {column} = %s", [value])[0][0])
+        # The log events waiting in their traces or naming them (see `Store.erase`): first,
+        # while the calls that lead to their traces are still there.
+        named = " OR ".join(f"JSONExtractString(attributes, '{a}') = %s" for a in NAMING_ATTRIBUTES[column])
+        waiting = (
+            f"trace_id IN (SELECT trace_id FROM call_data WHERE {column} = %s AND trace_id IS NOT NULL)"
+            f" OR {named} OR position(attributes, %s) > 0 OR position(body, %s) > 0"
+        )
+        params = [value, *[value] * len(NAMING_ATTRIBUTES[column]), json_text(value), json_text(value)]
+        events = int(self._select(f"SELECT count() FROM span_events WHERE {waiting}", params)[0][0])
+        if events:
+            self._mutate(f"ALTER TABLE span_events DELETE WHERE {waiting}", params)
         spans = self._delete_spans(f"call_id IN (SELECT id FROM call_data WHERE {column} = %s)", [value])
         self._mutate(f"ALTER TABLE call_data DELETE WHERE {column} = %s", [value])
         self._mutate(f"ALTER TABLE people_parts DELETE WHERE {column} = %s", [value])
-        return Erased(calls=n, spans=spans, rollup_rows=people)  # content is inline: it went with them
+        # Content is inline: it went with them.
+        return Erased(calls=n, spans=spans, rollup_rows=people, events=events)
 
     def old_calls(self, before: date) -> list[tuple[date, str | None, int]]:
         rows = self._select(
@@ -469,8 +482,9 @@ class ClickHouseStore(ClickHouseTraces):
         sets = ", ".join(f"{c} = %s" for c in changed)
         # The vector of the text replaced goes with it (see `Store.set_vectors`).
         self._mutate(
-            f"ALTER TABLE call_data UPDATE {sets}, embedding = NULL WHERE id = %s",
-            [*(row[c] for c in changed), call.id],
+            f"ALTER TABLE call_data UPDATE {sets}, embedding = NULL,"
+            " prompt_template_version = ifNull(prompt_template_version, %s) WHERE id = %s",
+            [*(row[c] for c in changed), row["prompt_template_version"], call.id],
         )
         self._embed([call])
 

@@ -30,6 +30,7 @@ from llmlog.record import COLUMNS, Call, format_timestamp, json_text
 from llmlog.store import postgres_reader as reader
 from llmlog.store import search
 from llmlog.store.base import (
+    NAMING_ATTRIBUTES,
     AuditEntry,
     CallFilter,
     Erased,
@@ -390,6 +391,7 @@ class PostgresStore(PostgresTraces):
                 "UPDATE call_data SET system_id = %s, message_ids = %s::bigint[], tools_id = %s,"
                 " params_id = %s, response = %s::jsonb, tool_calls = %s::jsonb, stop_reason = %s,"
                 " error = %s::jsonb, metadata = %s::jsonb, search = to_tsvector(%s::regconfig, %s),"
+                " prompt_template_version = coalesce(prompt_template_version, %s),"
                 " embedding = NULL WHERE id = %s",
                 (
                     batch.id(system) if system is not None else None,
@@ -403,6 +405,7 @@ class PostgresStore(PostgresTraces):
                     json_text(c.metadata) if c.metadata is not None else None,
                     search.PG_CONFIG,
                     search.pg_document(c),  # the words it is found by change with it
+                    c.prompt_template_version,
                     c.id,
                 ),
             )
@@ -414,7 +417,21 @@ class PostgresStore(PostgresTraces):
         conn = self.conn
         with conn.transaction(), conn.cursor() as cur:
             self._content_deleting(cur)
+            traces = [
+                t
+                for (t,) in cur.execute(
+                    f"SELECT DISTINCT trace_id FROM call_data WHERE {column} = %s AND trace_id IS NOT NULL",
+                    (value,),
+                ).fetchall()
+            ]
             out, candidates = self._delete_calls(cur, f"{column} = %s", [value])
+            named = " OR ".join(f"attributes ->> '{a}' = %s" for a in NAMING_ATTRIBUTES[column])
+            needle = json.dumps(value, ensure_ascii=False)  # a JSON string, as jsonb writes one
+            out.events = cur.execute(
+                f"DELETE FROM span_events WHERE trace_id = ANY(%s) OR {named}"
+                " OR strpos(attributes::text, %s) > 0 OR strpos(body::text, %s) > 0",
+                (traces, *[value] * len(NAMING_ATTRIBUTES[column]), needle, needle),
+            ).rowcount
             out.contents = self._delete_content(cur, candidates)
             out.rollup_rows = cur.execute(f"DELETE FROM people_daily WHERE {column} = %s", (value,)).rowcount
             # And the note of which days counted them: a rollup that names them.
