@@ -509,7 +509,7 @@ def m012_repair_figures(cur: psycopg.Cursor[Any]) -> None:
 
 def m013_waiting_events(cur: psycopg.Cursor[Any]) -> None:
     """`span_events` by arrival, as in SQLite's migration 14."""
-    cur.execute("CREATE INDEX span_events_received ON span_events (received)")
+    cur.execute("CREATE INDEX IF NOT EXISTS span_events_received ON span_events (received)")
 
 
 MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [

@@ -518,7 +518,7 @@ def m013_repair_figures(db: sqlite3.Connection) -> None:
 def m014_waiting_events(db: sqlite3.Connection) -> None:
     """`span_events` by arrival: the log events that waited for their span too long are
     found and deleted (`Store.expire_span_events`) without reading the others."""
-    db.execute("CREATE INDEX span_events_received ON span_events(received)")
+    db.execute("CREATE INDEX IF NOT EXISTS span_events_received ON span_events(received)")
 
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
