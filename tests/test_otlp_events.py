@@ -27,6 +27,7 @@ from llmlog.pricing import Pricer
 from llmlog.prompts import REGISTRY
 from llmlog.record import Span, SpanEvent
 from llmlog.store import CallFilter, open_store
+from llmlog.store.rollup import from_raw_sql
 from tests.backends import Backend, ClickHouseBackend, PostgresBackend, SQLiteBackend
 from tests.otel_programs import TOKEN, run_program
 from tests.test_cli import run as cli
@@ -341,3 +342,45 @@ def test_each_store_joins_drops_expires_and_erases_events(any_backend: Backend) 
         assert [(e.trace_id, e.body) for e in left] == [("t4", {"content": "u2's"})]
         assert store.expire_span_events(arrived) == 1
         assert list(store.iter_span_events()) == []
+
+
+def test_a_call_completed_late_moves_to_its_prompt_version_in_the_rollups(any_backend: Backend) -> None:
+    """`daily` groups calls by prompt version and counts their tool calls: a call that gains
+    them after it was stored is counted where it now belongs, as if it had come whole."""
+    when = datetime.now(UTC).replace(microsecond=0)
+    intake = Intake(Settings(), Pricer())
+
+    def chat(span_id: str, user: str) -> Span:
+        attributes = {"gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic",
+                      "gen_ai.request.model": "claude-sonnet-4-6", "user.id": user,
+                      "gen_ai.usage.input_tokens": 10, "gen_ai.usage.output_tokens": 5}  # fmt: skip
+        return Span(
+            "t1", span_id, None, "chat", "client", when - timedelta(seconds=1), when, attributes=attributes
+        )
+
+    def system(span_id: str) -> SpanEvent:
+        return SpanEvent("t1", span_id, "gen_ai.system.message", {}, {"content": "You file refunds."})
+
+    tool = {"id": "c1", "type": "function", "function": {"name": "refund", "arguments": "{}"}}
+    tool_choice = SpanEvent("t1", "s4", "gen_ai.choice", {},
+                            {"message": {"role": "assistant", "tool_calls": [tool]}})  # fmt: skip
+    version = REGISTRY.version_of("You file refunds.")
+    with any_backend.open() as store:
+        spans = [chat("s1", "u1"), chat("s2", "u1"), chat("s3", "u2"), chat("s4", "u1")]
+        assert ingest_spans(store, spans, intake)[0] == 4
+        assert ingest_events(store, [system("s1"), system("s3"), tool_choice], intake)[0] == 3
+        by_version = {c.prompt_template_version for c in store.iter_calls(CallFilter())}
+        assert by_version == {None, version}
+        rows = store.query(
+            "SELECT prompt_template_version, calls, users, tool_calls, input_tokens FROM daily", limit=100
+        ).rows
+        assert sorted((tuple(r) for r in rows), key=repr) == sorted(
+            [(None, 2, 1, 1, 20), (version, 2, 2, 0, 20)], key=repr
+        )
+        if any_backend.kind != "clickhouse":  # the engine's own rollup from scratch agrees
+            from tests.test_retention import _norm, assert_same_rollup, daily_rows
+
+            scratch = store.query(from_raw_sql(store.dialect), limit=1_000)
+            assert_same_rollup({(str(r[0]), *r[1:5]): _norm(r[5:]) for r in scratch.rows}, daily_rows(store))
+            seen = any_backend.sql("SELECT count(*) FROM daily_seen")[0][0]
+            assert seen == 3  # u1 in both groups, u2 in one

@@ -44,6 +44,7 @@ from llmlog.store.clickhouse_engine import utc_time as _when
 from llmlog.store.clickhouse_schema import DAILY_GROUP, DAILY_SELECT, MIGRATIONS, PEOPLE_SELECT
 from llmlog.store.clickhouse_traces import ClickHouseTraces
 from llmlog.store.readonly import RESULT_MAX_BYTES, bounded, too_large
+from llmlog.store.rollup import moves
 from llmlog.store.search import Query
 
 _CLUSTER_ENV = "LLMLOG_CLICKHOUSE_CLUSTER"
@@ -480,12 +481,19 @@ class ClickHouseStore(ClickHouseTraces):
         changed = ("system_prompt", "messages", "tools", "params", "response", "tool_calls", "stop_reason",
                    "error", "metadata")  # fmt: skip
         sets = ", ".join(f"{c} = %s" for c in changed)
+        was = self._select(
+            "SELECT prompt_template_version IS NULL, tool_calls IS NULL, toDate(timestamp) FROM call_data"
+            " WHERE id = %s LIMIT 1",
+            [call.id],
+        )
         # The vector of the text replaced goes with it (see `Store.set_vectors`).
         self._mutate(
             f"ALTER TABLE call_data UPDATE {sets}, embedding = NULL,"
             " prompt_template_version = ifNull(prompt_template_version, %s) WHERE id = %s",
             [*(row[c] for c in changed), row["prompt_template_version"], call.id],
         )
+        if was and moves(was[0][:2], call.prompt_template_version, call.tool_calls):
+            self._recount([was[0][2]])  # its group in the rollups, or what it counts there, changed
         self._embed([call])
 
     # -------------------------------------------------------------- regulated mode's audit log

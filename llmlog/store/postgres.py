@@ -16,6 +16,7 @@ as `postgresql://host/db?options=-csearch_path%3Dllmlog` keeps them in a schema 
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -47,8 +48,15 @@ from llmlog.store.postgres_schema import migrate, schema_lock, schema_version
 from llmlog.store.postgres_traces import PostgresTraces
 from llmlog.store.postgres_traces import storable as _storable
 from llmlog.store.readonly import RESULT_MAX_BYTES
+from llmlog.store.rollup import moves, regroup
 
 CONNECT_TIMEOUT_S = 10
+
+
+def _rows(cur: psycopg.Cursor[Any]) -> list[tuple[Any, ...]]:
+    return cur.fetchall() if cur.description else []
+
+
 # Creating a partition briefly locks the parent table; waiting longer than this for a long
 # reader to finish would stall every writer queued behind the lock, so give up and retry.
 DDL_LOCK_TIMEOUT = "5s"
@@ -387,7 +395,12 @@ class PostgresStore(PostgresTraces):
                 batch = self._content.batch()
                 system, messages, tools, params = self._keys(c, batch)
             self._resolve(cur, batch)
-            cur.execute(
+            was = cur.execute(
+                "SELECT prompt_template_version IS NULL, tool_calls IS NULL FROM call_data WHERE id = %s",
+                (c.id,),
+            ).fetchone()
+            update = functools.partial(
+                cur.execute,
                 "UPDATE call_data SET system_id = %s, message_ids = %s::bigint[], tools_id = %s,"
                 " params_id = %s, response = %s::jsonb, tool_calls = %s::jsonb, stop_reason = %s,"
                 " error = %s::jsonb, metadata = %s::jsonb, search = to_tsvector(%s::regconfig, %s),"
@@ -409,6 +422,11 @@ class PostgresStore(PostgresTraces):
                     c.id,
                 ),
             )
+            if moves(was, c.prompt_template_version, c.tool_calls):
+                # Its group in `daily` (or what it counts there) changes: the triggers follow inserts.
+                regroup(lambda sql, params: _rows(cur.execute(sql, params)), "postgres", c.id, update)
+            else:
+                update()
         batch.commit()
         self._embed([c])
 

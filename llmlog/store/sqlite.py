@@ -44,6 +44,7 @@ from llmlog.store.base import (
 )
 from llmlog.store.content import ContentBatch, ContentIds, Key
 from llmlog.store.readonly import RESULT_MAX_BYTES, bounded, too_large
+from llmlog.store.rollup import moves, regroup
 from llmlog.store.sqlite_schema import migrate
 from llmlog.store.sqlite_traces import SQLiteTraces
 from llmlog.store.sqlite_traces import json_safe as _json_safe
@@ -417,16 +418,30 @@ class SQLiteStore(SQLiteTraces):
             row = self._row(call, keys, batch, safe=True)
             # The content columns of the row, as `_row` lays them out.
             values = [*row[8:15], *row[23:25], *row[28:30], row[7], call.id]
+
             # The vector of the text replaced goes with it (a sealing must not leave the
             # clear text's vector behind); the new text's is made below, if it has any.
-            self.db.execute(
-                "UPDATE call_data SET system_id = ?, message_ids = ?, tools_id = ?, params_id = ?,"
-                " response = ?, tool_calls = ?, stop_reason = ?, error = ?, metadata = ?,"
-                " response_instructions_id = ?, response_tools_id = ?,"
-                " prompt_template_version = ifnull(prompt_template_version, ?), embedding = NULL"
-                " WHERE id = ?",
-                values,
-            )
+            def change() -> None:
+                self.db.execute(
+                    "UPDATE call_data SET system_id = ?, message_ids = ?, tools_id = ?, params_id = ?,"
+                    " response = ?, tool_calls = ?, stop_reason = ?, error = ?, metadata = ?,"
+                    " response_instructions_id = ?, response_tools_id = ?,"
+                    " prompt_template_version = ifnull(prompt_template_version, ?), embedding = NULL"
+                    " WHERE id = ?",
+                    values,
+                )
+
+            was = self.db.execute(
+                "SELECT prompt_template_version IS NULL, tool_calls IS NULL FROM call_data WHERE id = ?",
+                (call.id,),
+            ).fetchone()
+            if moves(was, call.prompt_template_version, call.tool_calls):
+                # Its group in `daily` (or what it counts there) changes: the triggers follow inserts.
+                regroup(
+                    lambda sql, params: self.db.execute(sql, params).fetchall(), "sqlite", call.id, change
+                )
+            else:
+                change()
         batch.commit()
         self._embed([call])
 
