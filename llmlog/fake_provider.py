@@ -31,7 +31,14 @@ Request headers it understands (all optional, each overriding the server-wide se
   `x-fake-split-bytes: N`: cut a stream's body into pieces of N bytes, each its own HTTP chunk (so its
   own network read), wherever they fall: inside a line, between the CR and LF of a line end.
 - `x-fake-output-scale`: text answers this many times their usual length (a prompt that makes a
-  model verbose); `x-fake-refuse: 1`: the model declines ("I'm sorry, but I can't help with that.").
+  model verbose); `x-fake-refuse: 1`: the model declines ("I'm sorry, but I can't help with that.");
+  `x-fake-refuse: MODEL` (Anthropic): requests for that model are refused as the safety classifiers
+  refuse, before any output (no content) with stop reason `refusal`, which the SDK's refusal-fallback
+  middleware retries on another model; other models answer.
+
+An Anthropic tool call forced by `tool_choice` (`any` or `tool`) that does not fit `max_tokens` is cut
+off (stop reason `max_tokens`): streamed, its input JSON never closes; not streamed, the input holds
+the members that were whole. (Not forced, a call that does not fit becomes a cut-off text answer.)
 """
 
 from __future__ import annotations
@@ -283,14 +290,16 @@ class _Shape(NamedTuple):
     """How a request asks the answer to come out (headers, else the usual)."""
 
     scale: float = 1.0  # x-fake-output-scale
-    refuse: bool = False  # x-fake-refuse
+    refuse: bool = False  # x-fake-refuse: 1
+    refuse_model: str | None = None  # x-fake-refuse: a model name
 
 
 def _shape(headers: dict[str, str]) -> _Shape:
     scale = float(headers.get("x-fake-output-scale", "1"))  # a ValueError becomes a 400
     if not (math.isfinite(scale) and 0 < scale <= 100):
         raise ValueError("x-fake-output-scale must be a number above 0, at most 100")
-    return _Shape(scale, headers.get("x-fake-refuse") == "1")
+    refuse = headers.get("x-fake-refuse")
+    return _Shape(scale, refuse == "1", refuse if refuse not in (None, "", "1") else None)
 
 
 _LINE_ENDINGS = {"lf": b"\n", "crlf": b"\r\n", "cr": b"\r"}
@@ -605,10 +614,19 @@ class FakeProvider:
         return " ".join(sentences)
 
     def _generate(
-        self, key: str, mode: str, tools: list[Tool], wanted: Any, limit: Any, lead: bool, shape: _Shape
+        self,
+        key: str,
+        mode: str,
+        tools: list[Tool],
+        wanted: Any,
+        limit: Any,
+        lead: bool,
+        shape: _Shape,
+        forced: bool = False,
     ) -> _Gen:
         """The answer to a turn: a tool call when tools are offered to a user turn, text otherwise;
-        a refusal when asked for one."""
+        a refusal when asked for one. A tool call the request forces (`forced`) that does not
+        fit `limit` is cut off: truncated, with its tool."""
         if shape.refuse:
             return _Gen(REFUSAL, None, False, _tokens(REFUSAL))
         if tools and mode == "user":
@@ -619,6 +637,8 @@ class FakeProvider:
             tokens = _tokens(name + _dumps(args)) + (_tokens(text) if text else 0)
             if limit is None or tokens <= limit:
                 return _Gen(text, (name, args), False, tokens)
+            if forced:
+                return _Gen(None, (name, args), True, limit)
             # Too little room for the call: fall through to a (truncated) plain answer.
         text = self._answer(key, shape.scale)
         if limit is not None and _tokens(text) > limit:
@@ -638,6 +658,10 @@ class FakeProvider:
         return _Prompt(body["model"], blocks, (top.get("ttl") or "5m") if isinstance(top, dict) else None)
 
     def _anthropic(self, body: Json, stream: bool, shape: _Shape) -> Json | list[Event]:
+        # The safety classifiers' refusal of one model: stop reason `refusal`, other models answer.
+        classified = shape.refuse_model is not None and body["model"] == shape.refuse_model
+        if classified:
+            shape = shape._replace(refuse=True)
         prompt = self._anthropic_prompt(body)
         read, write_5m, write_1h = self._anthropic_caching(prompt)
         last = body["messages"][-1]
@@ -650,13 +674,28 @@ class FakeProvider:
             tools = []
         # With tool_choice any/tool the API prefills the tool call, so there is never a lead-in text.
         lead = choice.get("type") in (None, "auto")
-        gen = self._generate(_text(content), mode, tools, choice.get("name"), body["max_tokens"], lead, shape)
-        blocks: list[Json] = [{"type": "text", "text": gen.text}] if gen.text is not None else []
+        forced = choice.get("type") in ("any", "tool")
+        limit = body["max_tokens"]
+        gen = self._generate(_text(content), mode, tools, choice.get("name"), limit, lead, shape, forced)
+        # A classifier's refusal comes before any output: no content.
+        blocks: list[Json] = [{"type": "text", "text": gen.text}] if gen.text and not classified else []
+        cut: str | None = None  # the start of a tool call's input that max_tokens cut off
         if gen.tool is not None:
+            tool_input = gen.tool[1]
+            if gen.truncated:
+                whole = _dumps(tool_input)
+                cut = whole[: max(1, min(limit * 4 - len(gen.tool[0]), len(whole) - 1))]
+                # Not streamed, the input is what of it was whole: the members that fit.
+                tool_input = {}
+                for k, v in gen.tool[1].items() if isinstance(gen.tool[1], dict) else ():
+                    if len(_dumps({**tool_input, k: v})) > len(cut):
+                        break
+                    tool_input[k] = v
             blocks.append(
-                {"type": "tool_use", "id": _new_id("toolu_"), "name": gen.tool[0], "input": gen.tool[1]}
+                {"type": "tool_use", "id": _new_id("toolu_"), "name": gen.tool[0], "input": tool_input}
             )
-        stop = "tool_use" if gen.tool else "max_tokens" if gen.truncated else "end_turn"
+        stop = "max_tokens" if gen.truncated else "tool_use" if gen.tool else "end_turn"
+        stop = "refusal" if classified else stop
         written = write_5m + write_1h
         usage = {
             "input_tokens": prompt.total - read - written,  # the real API reports only the uncached rest
@@ -686,7 +725,7 @@ class FakeProvider:
                 deltas = [{"type": "text_delta", "text": p} for p in _word_pieces(block["text"])]
             else:
                 opening = {**block, "input": {}}
-                pieces = _char_pieces(_dumps(block["input"]))
+                pieces = _char_pieces(cut if cut is not None else _dumps(block["input"]))
                 deltas = [{"type": "input_json_delta", "partial_json": p} for p in pieces]
             events.append(_ev("content_block_start", index=index, content_block=opening))
             if index == 0:  # the real API pings once, after the first block starts

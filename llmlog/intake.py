@@ -174,8 +174,9 @@ class Intake:
         changed. What it gains goes through what `call` does to content: `later`'s figures
         checked (RecordError), its content checked (`Unfit`), redacted (the counts added to
         the stored call's) and sealed, and the prompt version given when the system prompt
-        arrives now (from its text as it came, before redaction, as `call` reads it). The
-        stored call's user id, figures and cost stay as stored: hashed and priced once."""
+        arrives now (from its text as it came, before redaction, as `call` reads it); and the
+        notes its metadata lacks and what its error does not say, redacted and sealed too.
+        The stored call's user id, figures and cost stay as stored: hashed and priced once."""
         if self.repair:
             drop_bad_figures(later)
         else:
@@ -188,8 +189,9 @@ class Intake:
             version = later.prompt_template_version
             if version is None and prompt and not is_sealed(prompt):
                 version = REGISTRY.version_of(prompt)
+        changed = _notes(stored, later.metadata, later.error, self.protect)
         if not gained and version is None:
-            return False
+            return changed
         part = Call(id=stored.id, timestamp=stored.timestamp, **gained)
         self.protect(part)
         for name in gained:
@@ -275,6 +277,34 @@ class Intake:
             k: hash_user_id(v, secret) if k in USER_ID_ATTRIBUTES and isinstance(v, str) else v
             for k, v in attributes.items()
         }
+
+
+def _notes(stored: Call, metadata: dict[str, Any] | None, error: dict[str, Any] | None, protect: Any) -> bool:
+    """Give `stored` the notes its metadata lacks and what its error does not say, from a
+    later sight of it, redacted and sealed as any call's (`protect`); whether it changed."""
+    if not metadata and not (stored.error is not None and error is not None):
+        return False
+    part = protect(Call(id=stored.id, timestamp=stored.timestamp, metadata=metadata, error=error))
+    changed = False
+    said = part.metadata
+    if said and isinstance(said.get("llmlog"), dict) and not isinstance((metadata or {}).get("llmlog"), dict):
+        said = {k: v for k, v in said.items() if k != "llmlog"}  # the counts of this redaction only
+    if said:
+        meta = dict(stored.metadata or {})
+        for key, value in said.items():
+            if key not in meta:
+                meta[key] = value
+            elif key == "llmlog" and isinstance(value, dict) and isinstance(meta[key], dict):
+                meta[key] = {**value, **meta[key]}
+        if meta != (stored.metadata or {}):
+            stored.metadata = meta
+            changed = True
+    if stored.error is not None and part.error is not None:
+        more = {k: v for k, v in part.error.items() if v not in (None, "") and not stored.error.get(k)}
+        if more:
+            stored.error = {**stored.error, **more}
+            changed = True
+    return changed
 
 
 def prepare(

@@ -96,7 +96,9 @@ BUILT_IN: dict[str, tuple[str, re.Pattern[str], Callable[[str], bool] | None]] =
 # (the text of a response that could not be parsed may quote the user).
 BOOKKEEPING: dict[str, frozenset[str] | None] = {
     "replay_of": None,  # the whole value: the id of the call a replay repeats
-    "llmlog": frozenset({"redactions", "retry", "incomplete", "request_id", "replay"}),
+    "llmlog": frozenset(
+        {"redactions", "retry", "incomplete", "request_id", "replay", "cut_tool_inputs", "requested_model"}
+    ),
     "otel": frozenset({"span_id"}),
 }
 

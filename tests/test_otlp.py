@@ -137,8 +137,19 @@ def test_an_instrumented_program_becomes_calls_and_a_trace_tree(
     assert (chat.provider, chat.model, chat.session_id) == ("openai", "gpt-4.1", "conv-7")
     assert (chat.input_tokens, chat.output_tokens, chat.stop_reason) == (120, 30, "stop")
     assert chat.system_prompt == "Be terse."
-    assert chat.messages == [{"role": "user", "content": "status of order 9?"}]
-    assert chat.response == {"role": "assistant", "content": [{"type": "text", "text": "Shipped."}]}
+    # An OpenAI call's messages as sent (the system message among them) and its response a
+    # Chat completion, as wrap stores them.
+    assert chat.messages == [
+        {"role": "system", "content": "Be terse."},
+        {"role": "user", "content": "status of order 9?"},
+    ]
+    assert chat.response == {
+        "object": "chat.completion",
+        "model": "gpt-4.1",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "Shipped."}, "finish_reason": "stop"}
+        ],
+    }
 
 
 def _otlp_json(spans: list[dict[str, object]]) -> dict[str, object]:
@@ -205,6 +216,7 @@ def test_otlp_json_with_deprecated_names_and_openinference_context(collector: Ru
     assert (old.provider, old.input_tokens, old.output_tokens) == ("openai", 11, 7)
     assert old.messages == [{"role": "user", "content": "hello old"}] and old.error == {
         "type": "error",
+        "status": None,
         "message": "boom",
     }
     assert abs((old.latency_ms or 0) - 250) < 1

@@ -10,12 +10,16 @@ the call of one span from the content of both.
 
 from __future__ import annotations
 
+import ast
 import json
+import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
+from llmlog.capture.parse import ANTHROPIC_STOP, OPENAI_STOP
 from llmlog.record import Call, Span, SpanEvent
 
 _NAMESPACE = uuid.UUID("0b6c3f8e-7d1a-5b2c-9e4f-1a2b3c4d5e6f")
@@ -24,9 +28,66 @@ _NAMESPACE = uuid.UUID("0b6c3f8e-7d1a-5b2c-9e4f-1a2b3c4d5e6f")
 _GENERATING = {"chat", "text_completion", "generate_content", "responses", "completion"}
 
 
-def call_id(trace_id: str, span_id: str) -> str:
-    """A call's id from its span's: a span exported twice is one call."""
-    return str(uuid.uuid5(_NAMESPACE, f"{trace_id}:{span_id}"))
+def call_id(trace_id: str, span_id: str, key: str | None = None) -> str:
+    """A call's id from its span's: a span exported twice is one call. With a `key` (what
+    the provider calls the call: `call_key`), from that instead, so every span of one call —
+    an instrumentation's and the SDK's own, in one trace or two, in one request or several —
+    names the same call."""
+    return str(uuid.uuid5(_NAMESPACE, key if key is not None else f"{trace_id}:{span_id}"))
+
+
+# What the provider calls a call. The response id (`msg_…`, `chatcmpl-…`): the semconv
+# attribute, or the start of the response body OpenInference keeps in `output.value`.
+_BODY_ID = re.compile(r'^\s*\{\s*"id"\s*:\s*"([A-Za-z0-9_-]{6,200})"')
+# The request id of a failed call: the anthropic SDK's span has it as an attribute, its
+# exceptions (which instrumentations record on their spans) say it in their message.
+_REQUEST_ID = re.compile(r"request_id: (req_[A-Za-z0-9_-]{6,200})")
+
+
+def response_id(a: dict[str, Any]) -> str | None:
+    rid = _first(a, "gen_ai.response.id", "llm.response.id")
+    if isinstance(rid, str) and rid:
+        return rid
+    body = a.get("output.value")
+    if isinstance(body, str) and (m := _BODY_ID.match(body[:300])):
+        return m.group(1)
+    return None
+
+
+def request_id(span: Span) -> str | None:
+    """The provider's id of the HTTP request a span's call made, where it says it."""
+    rid = span.attributes.get("anthropic.request.id")
+    if isinstance(rid, str) and rid:
+        return rid
+    texts = [e.get("attributes", {}).get("exception.message") for e in span.events if isinstance(e, dict)]
+    for text in [*texts, span.status_message]:
+        if isinstance(text, str) and (m := _REQUEST_ID.search(text)):
+            return m.group(1)
+    return None
+
+
+def provider_of(a: dict[str, Any]) -> str | None:
+    provider = _first(a, "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
+    return str(provider).lower() if provider else None
+
+
+def call_key(span: Span) -> str | None:
+    """What identifies a span's call whichever span tells of it: the provider and its
+    response id; for a call that failed, and so has none, its request id. None when the span
+    says neither (then the span's own ids make the call's)."""
+    provider = provider_of(span.attributes) or ""
+    rid = response_id(span.attributes)
+    if rid is not None:
+        return f"{provider}:response:{rid}"
+    req = request_id(span)
+    return f"{provider}:request:{req}" if req is not None else None
+
+
+def is_sdk_span(span: Span) -> bool:
+    """The provider SDK's own span of an HTTP call (the anthropic SDK's `anthropic.messages.create`):
+    its figures are the response's, exact."""
+    a = span.attributes
+    return a.get("http.request.method") is not None or a.get("url.full") is not None
 
 
 def _json_value(value: Any) -> Any:
@@ -54,6 +115,24 @@ def _first(attrs: dict[str, Any], *names: str) -> Any:
         if attrs.get(name) is not None:
             return attrs[name]
     return None
+
+
+# The GenAI semantic conventions' finish reasons, where they are not OpenAI's words.
+_SEMCONV_STOP = {"tool_call": "tool_calls"}
+
+
+def stop_reason(provider: str | None, raw: Any) -> str | None:
+    """A finish or stop reason as `llmlog.wrap` stores it: in OpenAI's words (`stop`,
+    `length`, `tool_calls`, `content_filter`), Anthropic's mapped as wrap maps them
+    (`end_turn` → `stop`, `tool_use` → `tool_calls`, `max_tokens` → `length`, …), whatever
+    the provider is called (Anthropic models served elsewhere say the same); OpenAI's
+    deprecated `function_call` and the conventions' `tool_call` are `tool_calls`. Others
+    are kept as said."""
+    del provider  # the words do not overlap between providers: one table serves them all
+    if raw is None or raw == "":
+        return None
+    raw = str(raw)
+    return ANTHROPIC_STOP.get(raw) or OPENAI_STOP.get(raw) or _SEMCONV_STOP.get(raw, raw)
 
 
 def is_model_call(span: Span) -> bool:
@@ -159,12 +238,13 @@ class Content:
     messages: list[Any] | None = None
     tools: list[Any] | None = None
     output: list[dict[str, Any]] | None = None  # assistant messages
-    finish_reason: str | None = None
+    finish_reason: str | None = None  # as the instrumentation said it
     params: dict[str, Any] = field(default_factory=dict)
+    body: dict[str, Any] | None = None  # the API's response whole (OpenInference's output.value)
 
     def fill(self, other: Content) -> None:
         """Take what this lacks from `other`."""
-        for name in ("system_prompt", "messages", "tools", "output", "finish_reason"):
+        for name in ("system_prompt", "messages", "tools", "output", "finish_reason", "body"):
             if getattr(self, name) is None and getattr(other, name) is not None:
                 setattr(self, name, getattr(other, name))
         self.params = {**other.params, **self.params}
@@ -213,16 +293,25 @@ def span_content(a: dict[str, Any]) -> Content:
     if c.tools is None:
         tools = [_json_value((t.get("tool") or {}).get("json_schema")) for t in _indexed(a, "llm.tools.")]
         c.tools = tools or None
-    # A system message among the inputs is the system prompt, as in the Anthropic API.
-    if c.messages and c.system_prompt is None and c.messages[0].get("role") in ("system", "developer"):
-        first = c.messages.pop(0)
-        content = first.get("content")
-        c.system_prompt = content if isinstance(content, str) else _blocks_text(content)
+    # System messages among the inputs are the system prompt (they stay among the messages
+    # here: an OpenAI call keeps them there, as sent; `span_call` shapes them per provider).
+    if c.messages and c.system_prompt is None:
+        c.system_prompt = _system_of(c.messages)
     reasons = a.get("gen_ai.response.finish_reasons")
     if isinstance(reasons, list) and reasons:
         c.finish_reason = str(reasons[0])
     elif a.get("llm.finish_reason"):
         c.finish_reason = str(a["llm.finish_reason"])
+    else:  # in the output messages (streamed calls often say it only there), or Anthropic's own
+        said = _json_value(a.get("gen_ai.output.messages"))
+        said = said if isinstance(said, list) else []
+        reasons = [m["finish_reason"] for m in said if isinstance(m, dict) and m.get("finish_reason")]
+        reason = reasons[0] if reasons else a.get("anthropic.message.stop_reason")
+        c.finish_reason = str(reason) if reason else None
+    if a.get("output.mime_type") == "application/json" and a.get("openinference.span.kind") == "LLM":
+        body = _json_value(a.get("output.value"))
+        if isinstance(body, dict) and isinstance(body.get("choices"), list):  # a Chat completion
+            c.body = body
     invocation = _json_value(a.get("llm.invocation_parameters"))
     if isinstance(invocation, dict):
         c.params.update(invocation)
@@ -230,6 +319,18 @@ def span_content(a: dict[str, Any]) -> Content:
         if key.startswith("gen_ai.request.") and key != "gen_ai.request.model" and value is not None:
             c.params[key.removeprefix("gen_ai.request.")] = value
     return c
+
+
+def _system_of(messages: list[Any]) -> str | None:
+    """The system prompt of messages that lead with system (or developer) messages: their
+    text, joined as `llmlog.wrap` joins an OpenAI request's."""
+    texts = []
+    for m in messages:
+        if not isinstance(m, dict) or m.get("role") not in ("system", "developer"):
+            break
+        content = m.get("content")
+        texts.append(content if isinstance(content, str) else _blocks_text(content) or "")
+    return "\n\n".join(texts) if texts else None
 
 
 def _blocks_text(content: Any) -> str | None:
@@ -262,8 +363,10 @@ def event_content(events: Iterable[SpanEvent]) -> Content:
         elif e.name == "gen_ai.choice":
             message = body.get("message") or {}
             msg = {"role": message.get("role", "assistant"), "content": message.get("content")}
-            if message.get("tool_calls"):
-                msg["tool_calls"] = message["tool_calls"]
+            # Tool calls under the message, or beside it (Traceloop puts them there).
+            tool_calls = message.get("tool_calls") or body.get("tool_calls")
+            if tool_calls:
+                msg["tool_calls"] = tool_calls
             output.append(msg)
             if body.get("finish_reason") and c.finish_reason is None:
                 c.finish_reason = str(body["finish_reason"])
@@ -290,49 +393,62 @@ def _tool_calls(output: list[dict[str, Any]] | None) -> list[dict[str, Any]] | N
 
 def span_call(span: Span, content: Content) -> Call:
     """The call a model-call span describes (its content given separately: the span's own
-    and its events', merged by the caller)."""
+    and its events', merged by the caller). An OpenAI Chat call's messages, tools, params
+    and response are in that API's shape, as `llmlog.wrap` stores them; other calls' content
+    is in Anthropic's."""
     a = span.attributes
-    provider = _first(a, "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
+    provider = provider_of(a)
     model = _first(
         a, "gen_ai.response.model", "gen_ai.request.model", "llm.model_name", "llm.request.model_name"
     )
+    if model is None:  # a failed call says only what was asked for (OpenInference)
+        model = _requested_model(a, content)
     metadata: dict[str, Any] = {"otel": {"span_id": span.span_id, "span": span.name}}
     if span.service:
         metadata["otel"]["service"] = span.service
     extra = _json_value(a.get("metadata"))
     if isinstance(extra, dict):
         metadata.update({k: v for k, v in extra.items() if k != "otel"})
+    _request_note(span, metadata)
+    _fallback_note(a, _str(model), metadata)
     tags = a.get("tag.tags")
-    error_type = a.get("error.type")
-    error = None
-    if error_type is not None or span.status == "error":
-        error = {"type": str(error_type or "error"), "message": span.status_message or ""}
+    reason = stop_reason(provider, content.finish_reason)
     output = content.output
-    response = None
-    if output:
-        blocks: list[Any] = []
-        for m in output:
-            body = m.get("content")
-            blocks.extend(
-                body if isinstance(body, list) else ([{"type": "text", "text": str(body)}] if body else [])
-            )
-        response = {"role": "assistant", "content": blocks}
+    system_prompt, messages, tools, params = (
+        content.system_prompt,
+        content.messages,
+        content.tools,
+        content.params,
+    )
+    if _is_openai_chat(provider, a):
+        messages, system_prompt = _openai_messages(messages, system_prompt)
+        tools = [_openai_tool(t) for t in tools] if tools else tools
+        params = _openai_params(a, params)
+        response = _openai_response(a, content, output, reason)
+    else:
+        if messages and (leading := _leading_system(messages)):
+            # Anthropic's API takes the system prompt apart from the messages.
+            messages = messages[leading:]
+        response = _anthropic_response(output)
     end = span.end or span.start
-    return Call(
-        id=call_id(span.trace_id, span.span_id),
+    latency_ms = (end - span.start).total_seconds() * 1000
+    tool_calls = _tool_calls(output)
+    _cut_tool_note(tool_calls, metadata)
+    call = Call(
+        id=call_id(span.trace_id, span.span_id, call_key(span)),
         session_id=_str(_first(a, "gen_ai.conversation.id", "session.id")),
         user_id=_str(_first(a, "user.id", "enduser.id")),
         timestamp=span.start,
-        provider=_str(provider).lower() if provider else None,
+        provider=provider,
         model=_str(model),
         prompt_template_version=_str(a.get("llm.prompt_template.version")),
-        system_prompt=content.system_prompt,
-        messages=content.messages,
-        tools=content.tools,
-        params=content.params or None,
+        system_prompt=system_prompt,
+        messages=messages,
+        tools=tools,
+        params=params or None,
         response=response,
-        tool_calls=_tool_calls(output),
-        stop_reason=content.finish_reason,
+        tool_calls=tool_calls,
+        stop_reason=reason,
         input_tokens=_int(
             _first(a, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
         ),
@@ -361,13 +477,392 @@ def span_call(span: Span, content: Content) -> Call:
                 "llm.token_count.prompt_details.cache_write",
             )
         ),
-        latency_ms=(end - span.start).total_seconds() * 1000,
-        error=error,
+        latency_ms=latency_ms,
+        first_token_ms=first_token_ms(span, provider, latency_ms),
+        error=span_error(span),
         metadata=metadata,
         tags=[str(t) for t in tags] if isinstance(tags, list) else None,
         trace_id=span.trace_id,
         parent_id=span.parent_id,
     )
+    if call.first_token_ms is None and call.error is None and _anthropic_sdk_unstreamed(span):
+        call.first_token_ms = latency_ms  # as wrap counts it: the whole answer at once
+    if provider == "openai" and call.input_tokens is not None:
+        # As wrap counts them: OpenAI caches by itself and bills no cache writes; usage
+        # without cached tokens read none.
+        call.cache_creation_tokens = call.cache_creation_tokens or 0
+        call.cache_read_tokens = call.cache_read_tokens or 0
+    return call
+
+
+# ---------------------------------------------------------------- timing and errors
+
+# Span events that mark the first token, or each streamed chunk (the first is the first token).
+_FIRST_TOKEN_EVENTS = ("First Token Stream Event",)  # OpenInference
+_CHUNK_EVENTS = ("gen_ai.content.completion.chunk", "llm.content.completion.chunk")  # Traceloop
+
+
+def _event_time(event: dict[str, Any]) -> datetime | None:
+    t = event.get("time")
+    if isinstance(t, datetime):
+        return t
+    if isinstance(t, str):
+        try:
+            return datetime.fromisoformat(t)
+        except ValueError:
+            return None
+    return None
+
+
+def _streamed(a: dict[str, Any], provider: str | None) -> bool | None:
+    """Whether the call was streamed, when the span says so (None: it does not)."""
+    for name in ("gen_ai.request.stream", "gen_ai.is_streaming", "llm.is_streaming"):
+        if isinstance(a.get(name), bool):
+            return bool(a[name])
+    invocation = _json_value(a.get("llm.invocation_parameters"))
+    if isinstance(invocation, dict):
+        if "stream" in invocation:
+            return bool(invocation["stream"])
+        if provider == "openai":  # OpenInference's OpenAI spans hold every parameter the call was given
+            return False
+    return None
+
+
+def first_token_ms(span: Span, provider: str | None, latency_ms: float) -> float | None:
+    """Milliseconds from the span's start to the first token: from
+    `gen_ai.response.time_to_first_chunk` (seconds), a first-token span event, or the first
+    per-chunk span event; a call known not to be streamed got its first token with the
+    whole answer (as `llmlog.wrap` counts it: the latency)."""
+    a = span.attributes
+    ttfc = a.get("gen_ai.response.time_to_first_chunk")
+    if isinstance(ttfc, (int, float)) and not isinstance(ttfc, bool) and ttfc >= 0:
+        return ttfc * 1000
+    times = [
+        t
+        for e in span.events
+        if e.get("name") in _FIRST_TOKEN_EVENTS or e.get("name") in _CHUNK_EVENTS
+        if (t := _event_time(e)) is not None
+    ]
+    if times:
+        return max(0.0, (min(times) - span.start).total_seconds() * 1000)
+    return latency_ms if _streamed(a, provider) is False else None
+
+
+_STATUS_IN_TYPE = re.compile(r"(?:http[ _]?)?(\d{3})", re.IGNORECASE)
+# How the OpenAI and Anthropic SDKs word an API error: "Error code: 429 - <the API's message>".
+_SDK_MESSAGE = re.compile(r"Error code: (\d{3})(?: - (.*))?", re.DOTALL)
+# The Anthropic SDK from 2.x: "429 <the API's message> (request_id: req_…, path: …, type: <its type>)".
+_ANTHROPIC_MESSAGE = re.compile(
+    r"(\d{3}) (.*) \(request_id: [^,()]*, path: [^,()]*, type: ([A-Za-z_]+)\)", re.DOTALL
+)
+_CLASS = re.compile(r"<class '([^']+)'>")
+
+
+def _class_name(name: str) -> str:
+    """`openai.RateLimitError` or `<class 'openai.RateLimitError'>` as `RateLimitError`."""
+    match = _CLASS.fullmatch(name)
+    name = match.group(1) if match else name
+    return name.rsplit(".", 1)[-1] if "." in name and " " not in name else name
+
+
+def span_error(span: Span) -> dict[str, Any] | None:
+    """A failed call's error as `llmlog.wrap` stores one: {"type", "status", "message"}.
+    The status from `http.response.status_code`, an HTTP-like `error.type`, or the SDK's
+    "Error code: NNN" message; the message from the exception event, else the span's status
+    message; the type from `error.type`, else the exception's class."""
+    a = span.attributes
+    error_type = a.get("error.type")
+    if error_type is None and span.status != "error":
+        return None
+    exception = next(
+        (e.get("attributes") or {} for e in reversed(span.events) if e.get("name") == "exception"), {}
+    )
+    message = exception.get("exception.message") or span.status_message or ""
+    status = _int(a.get("http.response.status_code"))
+    etype = str(error_type) if error_type is not None and error_type != "_OTHER" else None
+    if etype is not None and (match := _STATUS_IN_TYPE.fullmatch(etype)):
+        status, etype = status or int(match.group(1)), None
+    said = _SDK_MESSAGE.fullmatch(str(message).strip())
+    if said:
+        status = status or int(said.group(1))
+        message = said.group(2) or ""
+        api = _api_error(message)
+        if api is not None:  # the API's error body, as the Anthropic SDK prints it: its type and message
+            code = api.get("code") if isinstance(api.get("code"), str) and api.get("code") else None
+            etype = str(code or api.get("type") or etype or "") or None
+            message = str(api.get("message") or "")
+    elif said := _ANTHROPIC_MESSAGE.fullmatch(str(message).strip()):
+        status = status or int(said.group(1))
+        message, etype = said.group(2), said.group(3)
+    if etype is None and exception.get("exception.type"):
+        etype = str(exception["exception.type"])
+    if etype is None:
+        etype = f"http_{status}" if status else "error"
+    return {"type": _class_name(etype), "status": status, "message": str(message)}
+
+
+def _api_error(text: str) -> dict[str, Any] | None:
+    """The error object of an API error body printed by an SDK (JSON, or a Python dict's
+    repr: literals only, never code)."""
+    if not text.startswith("{") or len(text) > 20_000:
+        return None
+    try:
+        value = json.loads(text)
+    except RecursionError:  # nested past what json reads: no API's error body
+        return None
+    except ValueError:
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
+            return None
+    error = value.get("error", value) if isinstance(value, dict) else None
+    return error if isinstance(error, dict) else None
+
+
+def join_errors(inner: dict[str, Any] | None, outer: dict[str, Any] | None) -> dict[str, Any] | None:
+    """One call's error as two spans saw it (the SDK's and a wrapper's): what the inner one
+    lacks (status, message) from the outer one."""
+    if inner is None or outer is None:
+        return inner
+    return {**inner, **{k: v for k, v in outer.items() if not inner.get(k) and v}}
+
+
+def _requested_model(a: dict[str, Any], content: Content) -> Any:
+    """The model a call asked for: OpenInference's invocation parameters, or its input."""
+    if isinstance(content.params.get("model"), str):
+        return content.params["model"]
+    if a.get("input.mime_type") == "application/json":
+        request = _json_value(a.get("input.value"))
+        if isinstance(request, dict) and isinstance(request.get("model"), str):
+            return request["model"]
+    return None
+
+
+# ---------------------------------------------------------------- provider shapes
+
+
+def _is_openai_chat(provider: str | None, a: dict[str, Any]) -> bool:
+    return provider in ("openai", "azure.ai.openai") and a.get("gen_ai.operation.name") in (None, "chat")
+
+
+def _leading_system(messages: list[Any]) -> int:
+    n = 0
+    while (
+        n < len(messages)
+        and isinstance(messages[n], dict)
+        and messages[n].get("role") in ("system", "developer")
+    ):
+        n += 1
+    return n
+
+
+def _arguments(value: Any) -> Any:
+    """Tool call arguments as the Chat API sends them: JSON text (compact, as OpenAI writes it)."""
+    if value is None or isinstance(value, str):
+        return value if value is not None else "{}"
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _openai_tool_call(call: dict[str, Any]) -> dict[str, Any]:
+    fn = call.get("function")
+    if isinstance(fn, dict):
+        return {
+            **call,
+            "type": call.get("type", "function"),
+            "function": {**fn, "arguments": _arguments(fn.get("arguments"))},
+        }
+    return call
+
+
+def _openai_message(m: Any) -> list[Any]:
+    """One message of ours (content blocks, or already in OpenAI's shape) as the Chat API's:
+    text as a string, tool calls as `tool_calls`, tool results as `tool` messages."""
+    if not isinstance(m, dict):
+        return [m]
+    content = m.get("content")
+    if not isinstance(content, list):
+        out = dict(m)
+        if isinstance(m.get("tool_calls"), list):
+            out["tool_calls"] = [
+                _openai_tool_call(tc) if isinstance(tc, dict) else tc for tc in m["tool_calls"]
+            ]
+        return [out]
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    others: list[Any] = []
+    for b in content:
+        kind = b.get("type") if isinstance(b, dict) else None
+        if kind == "text":
+            texts.append(str(b.get("text", "")))
+        elif kind == "tool_use":
+            fn = {"name": b.get("name"), "arguments": _arguments(b.get("input"))}
+            calls.append({"id": b.get("id"), "type": "function", "function": fn})
+        elif kind == "tool_result":
+            said = b.get("content")
+            said = said if isinstance(said, str) or said is None else _blocks_text(said) or json.dumps(said)
+            results.append({"role": "tool", "tool_call_id": b.get("tool_use_id"), "content": said})
+        else:
+            others.append(b)
+    messages: list[Any] = list(results)
+    if texts or calls or others or not results:
+        msg: dict[str, Any] = {"role": m.get("role", "user")}
+        if others:
+            msg["content"] = [{"type": "text", "text": t} for t in texts] + others
+        elif len(texts) == 1:
+            msg["content"] = texts[0]
+        elif texts:
+            msg["content"] = [{"type": "text", "text": t} for t in texts]
+        else:
+            msg["content"] = None if calls else ""
+        if calls:
+            msg["tool_calls"] = calls
+        messages.append(msg)
+    return messages
+
+
+def _openai_messages(
+    messages: list[Any] | None, system_prompt: str | None
+) -> tuple[list[Any] | None, str | None]:
+    """Messages as an OpenAI Chat request sends them, system messages among them (one is
+    put first when only the system prompt was said apart); the system prompt as wrap
+    reads it from them."""
+    if messages is None:
+        return (
+            (None, system_prompt)
+            if system_prompt is None
+            else ([{"role": "system", "content": system_prompt}], system_prompt)
+        )
+    out = [shaped for m in messages for shaped in _openai_message(m)]
+    said = [m for m in out if isinstance(m, dict) and m.get("role") in ("system", "developer")]
+    if said:
+        texts = [
+            m["content"] if isinstance(m.get("content"), str) else _blocks_text(m.get("content")) or ""
+            for m in said
+        ]
+        return out, "\n\n".join(texts)
+    if system_prompt is not None:
+        out.insert(0, {"role": "system", "content": system_prompt})
+    return out, system_prompt
+
+
+def _openai_tool(tool: Any) -> Any:
+    """A tool definition in the Chat API's shape (the conventions flatten `function`)."""
+    if (
+        isinstance(tool, dict)
+        and tool.get("type", "function") == "function"
+        and "function" not in tool
+        and "name" in tool
+    ):
+        fn = {k: tool[k] for k in ("name", "description", "parameters", "strict") if k in tool}
+        return {"type": "function", "function": fn}
+    return tool
+
+
+# The conventions' request attribute names (after `gen_ai.request.`) that the Chat API names otherwise.
+_OPENAI_PARAMS = {"stop_sequences": "stop", "choice.count": "n"}
+
+
+def _openai_params(a: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    """The request's parameters as the Chat API names them, the model among them (as wrap
+    keeps the request body but its messages and tools)."""
+    out = {_OPENAI_PARAMS.get(k, k): v for k, v in params.items()}
+    model = _first(a, "gen_ai.request.model", "llm.request.model_name")
+    if model is not None:
+        out = {"model": model, **out}
+    if a.get("gen_ai.is_streaming") is True:
+        out.setdefault("stream", True)
+    return out
+
+
+def _openai_response(
+    a: dict[str, Any], content: Content, output: list[dict[str, Any]] | None, reason: str | None
+) -> dict[str, Any] | None:
+    """The response as a Chat completion: the one the instrumentation carried whole, or one
+    made of what it said (id, model, choices; usage is in the token columns)."""
+    if content.body is not None:
+        body = dict(content.body)
+        if body.get("object") == "chat.completion.chunk":  # a stream, put together by the instrumentation
+            body["object"] = "chat.completion"
+        return body
+    if not output:
+        return None
+    choices = []
+    for i, m in enumerate(output):
+        shaped = _openai_message({**m, "role": m.get("role", "assistant")})
+        message = next((x for x in shaped if isinstance(x, dict) and x.get("role") != "tool"), shaped[0])
+        choices.append({"index": i, "message": message, "finish_reason": reason if i == 0 else None})
+    response = {
+        "id": a.get("gen_ai.response.id"),
+        "object": "chat.completion",
+        "model": _first(a, "gen_ai.response.model", "gen_ai.request.model"),
+        "choices": choices,
+        "service_tier": _first(a, "openai.response.service_tier", "gen_ai.openai.response.service_tier"),
+        "system_fingerprint": _first(
+            a, "gen_ai.openai.response.system_fingerprint", "openai.response.system_fingerprint"
+        ),
+    }
+    return {k: v for k, v in response.items() if v is not None}
+
+
+def _anthropic_response(output: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    if not output:
+        return None
+    blocks: list[Any] = []
+    for m in output:
+        body = m.get("content")
+        blocks.extend(
+            body if isinstance(body, list) else ([{"type": "text", "text": str(body)}] if body else [])
+        )
+    return {"role": "assistant", "content": blocks}
+
+
+def _cut_tool_note(tool_calls: list[dict[str, Any]] | None, metadata: dict[str, Any]) -> None:
+    """A tool call whose input JSON never closed (cut off by max_tokens: an instrumentation
+    sends the text it had) keeps that text as its input, and the call says so, as `wrap`'s
+    does: `metadata.llmlog.cut_tool_inputs`, how many."""
+    cut = sum(1 for t in tool_calls or [] if is_cut_input(t.get("input")))
+    if cut:
+        metadata.setdefault("llmlog", {})["cut_tool_inputs"] = cut
+
+
+def is_cut_input(value: Any) -> bool:
+    """Whether a tool call's input is JSON text that did not parse: the start of an object
+    or array that was cut off."""
+    return isinstance(value, str) and value.lstrip()[:1] in ("{", "[")
+
+
+def _anthropic_sdk_unstreamed(span: Span) -> bool:
+    """The anthropic SDK's own span of a Messages call that was not streamed: the SDK sets
+    `gen_ai.request.stream` on the span of a call that streams, and nothing otherwise."""
+    a = span.attributes
+    return (
+        is_sdk_span(span)
+        and provider_of(a) == "anthropic"
+        and a.get("gen_ai.operation.name") == "chat"
+        and "gen_ai.request.stream" not in a
+        and "gen_ai.response.time_to_first_chunk" not in a
+    )
+
+
+def _fallback_note(a: dict[str, Any], model: str | None, metadata: dict[str, Any]) -> None:
+    """A call the anthropic SDK's refusal fallback (its beta middleware) sent again to another
+    model after a refusal is the model that served (`gen_ai.response.model`, OpenInference's
+    `llm.model_name`), priced as that; the model asked for is noted,
+    `metadata.llmlog.requested_model`. (An alias the API resolved to a dated model, or a
+    `-latest`, is the same model: not noted.)"""
+    requested = _first(a, "gen_ai.request.model", "llm.request.model_name")
+    if not isinstance(requested, str) or model is None or provider_of(a) != "anthropic":
+        return
+    if not model.startswith(requested.removesuffix("-latest")):
+        metadata.setdefault("llmlog", {})["requested_model"] = requested
+
+
+def _request_note(span: Span, metadata: dict[str, Any]) -> None:
+    """The provider's request id, where `wrap` keeps it (`metadata.llmlog.request_id`)."""
+    rid = request_id(span)
+    if rid is not None:
+        metadata.setdefault("llmlog", {})["request_id"] = rid
 
 
 def _str(value: Any) -> str | None:

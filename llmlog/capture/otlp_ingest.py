@@ -8,16 +8,27 @@ recorded once: the inner span's call, with the content either of them carries.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 import weakref
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING
 
 from llmlog import retention
-from llmlog.capture.genai import event_content, is_model_call, span_call, span_content
+from llmlog.capture.genai import (
+    call_key,
+    event_content,
+    is_model_call,
+    is_sdk_span,
+    join_errors,
+    span_call,
+    span_content,
+)
 from llmlog.record import Call, RecordError, Span, SpanEvent
-from llmlog.store import Store
+from llmlog.store import CallFilter, Store
 from llmlog.store.regulated import Refused
 
 if TYPE_CHECKING:
@@ -31,7 +42,10 @@ def calls_from(spans: list[Span], events: list[SpanEvent]) -> list[Call]:
 
     A model-call span directly under another (a framework's LLM span around the SDK's own)
     is one call: the inner one, which carries the SDK's exact usage, with content from
-    either. Spans of earlier requests are the store's business (`Store.spans`)."""
+    either. Spans side by side that name the same call (`genai.call_key`: an
+    instrumentation's span and the SDK's own, in one trace or two) are one call too, and so
+    is a span that names none with the one sibling that is plainly the same call
+    (`_same_call`). Spans of earlier requests are the store's business (`Store.spans`)."""
     by_span: dict[tuple[str, str], list[SpanEvent]] = {}
     for e in events:
         if e.trace_id and e.span_id:
@@ -42,16 +56,19 @@ def calls_from(spans: list[Span], events: list[SpanEvent]) -> list[Call]:
         c = span_content(s.attributes)
         c.fill(event_content(by_span.get(key, [])))
         contents[key] = c
-    calls = []
+    # Which model-call span sits directly under which: one pass, not a scan per span.
+    inner: dict[tuple[str, str], tuple[str, str]] = {}
     for key, s in model_spans.items():
-        inner = [k for k, o in model_spans.items() if o.parent_id == s.span_id and k[0] == s.trace_id]
-        if inner:  # the same call, seen from outside: its content goes to the inner span's
-            contents[inner[0]].fill(contents[key])
+        if s.parent_id and (s.trace_id, s.parent_id) in model_spans:
+            inner.setdefault((s.trace_id, s.parent_id), key)
+    for outer_key, inner_key in inner.items():  # the same call, seen from outside
+        contents[inner_key].fill(contents[outer_key])
+    made: dict[str, _Made] = {}
     for key, s in model_spans.items():
-        inner = [k for k, o in model_spans.items() if o.parent_id == s.span_id and k[0] == s.trace_id]
-        if inner:
+        if key in inner:
             continue
         call = span_call(s, contents[key])
+        mine = [s]
         outer = model_spans.get((s.trace_id, s.parent_id or ""))
         if outer is not None:  # fill what the SDK's span lacks from the framework's
             wrapper = span_call(outer, contents[key])
@@ -67,10 +84,170 @@ def calls_from(spans: list[Span], events: list[SpanEvent]) -> list[Call]:
                     setattr(call, name, getattr(wrapper, name))
             if wrapper.metadata:
                 call.metadata = {**wrapper.metadata, **(call.metadata or {})}
-            outer.call_id = call.id
-        s.call_id = call.id
-        calls.append(call)
-    return calls
+            call.error = join_errors(call.error, wrapper.error)
+            mine.append(outer)
+        one = _Made(call, mine, is_sdk_span(s), call_key(s) is not None or any(map(call_key, mine[1:])))
+        if call.id in made:  # another span of the same call (same response or request id)
+            made[call.id].join(one)
+        else:
+            made[call.id] = one
+    _pair_keyless(made)
+    for m in made.values():
+        for s in m.spans:
+            s.call_id = m.call.id
+    return [m.call for m in made.values()]
+
+
+# Content columns: of two spans' accounts of one call, the fuller one is kept.
+_RICHER = ("system_prompt", "messages", "tools", "params", "response", "tool_calls")
+# Figures: the SDK's own span has the response's exact usage; the other fills what it lacks.
+_FIGURES = (
+    "model",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "stop_reason",
+    "first_token_ms",
+    "latency_ms",
+    "session_id",
+    "user_id",
+    "prompt_template_version",
+    "tags",
+    "trace_id",
+    "parent_id",
+)
+
+
+def _size(value: object) -> int:
+    return len(json.dumps(value, default=str, separators=(",", ":")))
+
+
+def merge_call(call: Call, other: Call, *, exact: bool) -> None:
+    """Give `call` what `other`, another span's account of the same call, says better:
+    non-null wins, the richer content wins; figures are `call`'s when `exact` (it is the
+    SDK's), else `other`'s where it has them."""
+    for name in _FIGURES:
+        mine, theirs = getattr(call, name), getattr(other, name)
+        if theirs is not None and (mine is None or not exact):
+            setattr(call, name, theirs)
+    for name in _RICHER:
+        mine, theirs = getattr(call, name), getattr(other, name)
+        if theirs is not None and (mine is None or (mine != theirs and _size(theirs) > _size(mine))):
+            setattr(call, name, theirs)
+    if other.timestamp < call.timestamp and not exact:
+        call.timestamp = other.timestamp
+    if other.error is not None:
+        call.error = join_errors(call.error, other.error) if call.error is not None else other.error
+    if other.metadata:
+        mine_meta = call.metadata or {}
+        merged = {**other.metadata, **mine_meta}
+        if isinstance(other.metadata.get("llmlog"), dict) and isinstance(mine_meta.get("llmlog"), dict):
+            merged["llmlog"] = {**other.metadata["llmlog"], **mine_meta["llmlog"]}
+        if isinstance(other.metadata.get("otel"), dict) and isinstance(mine_meta.get("otel"), dict):
+            merged["otel"] = {**other.metadata["otel"], **mine_meta["otel"]}
+            spans = [mine_meta["otel"].get("span"), other.metadata["otel"].get("span")]
+            merged["otel"]["spans"] = sorted({str(n) for n in spans if n})
+        call.metadata = merged
+
+
+@dataclass
+class _Made:
+    """A call made of one or more spans of this request."""
+
+    call: Call
+    spans: list[Span]
+    sdk: bool  # made from the SDK's own span (exact figures)
+    keyed: bool  # its id is the provider's (response or request id), not a span's
+
+    def join(self, other: _Made) -> None:
+        """`other` is the same call: one call, the SDK's figures, the richer content."""
+        if other.sdk and not self.sdk:
+            merge_call(other.call, self.call, exact=True)
+            self.call, self.sdk = other.call, True
+        else:
+            merge_call(self.call, other.call, exact=self.sdk)
+        self.spans += other.spans
+        self.keyed = self.keyed or other.keyed
+
+
+def _same_call(a: Call, b: Call) -> bool:
+    """Whether two accounts of a call, one of which names no response or request id, are
+    plainly one: from one service, side by side (same parent, or both roots), one's time
+    within the other's, same provider, same model where both say, same tokens where both
+    say, both failed or neither."""
+    if a.parent_id != b.parent_id or (a.parent_id is not None and a.trace_id != b.trace_id):
+        return False
+    for name in ("provider", "model", "input_tokens", "output_tokens"):
+        x, y = getattr(a, name), getattr(b, name)
+        if x is not None and y is not None and x != y:
+            return False
+    if (a.error is None) != (b.error is None) or _service(a) != _service(b):
+        return False
+    a_end = a.timestamp.timestamp() + (a.latency_ms or 0) / 1000
+    b_end = b.timestamp.timestamp() + (b.latency_ms or 0) / 1000
+    a0, b0 = a.timestamp.timestamp(), b.timestamp.timestamp()
+    return (a0 <= b0 and b_end <= a_end) or (b0 <= a0 and a_end <= b_end)
+
+
+def _service(call: Call) -> object:
+    """The service (OpenTelemetry resource) whose span made the call."""
+    otel = (call.metadata or {}).get("otel")
+    return otel.get("service") if isinstance(otel, dict) else None
+
+
+def _pair_keyless(made: dict[str, _Made]) -> None:
+    """A call of an instrumentation's span that names no response or request id (Traceloop in
+    event mode) joins the SDK's span of the same call beside it: when exactly one fits, and
+    it fits no other."""
+    keyless = [m for m in made.values() if not m.keyed and not m.sdk]
+    if not keyless:
+        return
+    sdk = [m for m in made.values() if m.sdk]
+    fits = {id(k): [s for s in sdk if _same_call(k.call, s.call)] for k in keyless}
+    claimed: dict[int, int] = {}
+    for k in keyless:
+        for s in fits[id(k)]:
+            claimed[id(s)] = claimed.get(id(s), 0) + 1
+    for k in keyless:
+        (only, *more) = fits[id(k)] or [None]
+        if only is None or more or claimed[id(only)] != 1:
+            continue
+        del made[k.call.id]
+        only.join(k)
+
+
+# At most this many calls of the time window are read to find such partners (the newest).
+_PARTNERS_READ = 2000
+
+
+def _keyless_partners(store: Store, calls: list[Call], sdk_ids: set[str]) -> dict[str, Call]:
+    """Of the calls an instrumentation's spans with no response or request id make, those
+    whose SDK span came in an earlier request: that call (stored with the request id the SDK
+    says, without content: no instrumentation's span has joined it yet), by the new call's
+    id. One query for all."""
+    if not calls:
+        return {}
+    since = min(c.timestamp for c in calls)
+    until = max(c.timestamp + timedelta(milliseconds=c.latency_ms or 0) for c in calls)
+    # Brief (what a list of calls shows): whether a call has content, not all of it.
+    window = CallFilter(provider="anthropic", since=since, until=until + timedelta(milliseconds=1))
+    stored = [
+        s
+        for s in store.recent(window, limit=_PARTNERS_READ, brief=True)
+        if s.messages is None
+        and s.response is None
+        and s.id not in sdk_ids
+        and ((s.metadata or {}).get("llmlog") or {}).get("request_id")
+    ]
+    out = {}
+    for c in calls:
+        fits = [s for s in stored if _same_call(c, s)]
+        if len(fits) == 1 and sum(_same_call(o, fits[0]) for o in calls) == 1:
+            whole = store.get(fits[0].id)  # one read per call joined, not per span
+            if whole is not None:
+                out[c.id] = whole
+    return out
 
 
 # How often a collector deletes, as it receives, the log events that waited for their span
@@ -115,6 +292,11 @@ def _insert_calls(store: Store, calls: list[Call], refused: dict[str, str]) -> i
     return added
 
 
+# How far apart the starts of two spans of one call can be, at most: a generous bound on a
+# call's length.
+_SAME_CALL_WINDOW = timedelta(hours=6)
+
+
 def ingest_spans(store: Store, spans: list[Span], intake: Intake) -> tuple[int, list[Refused]]:
     """Keep the spans and the calls their model-call spans describe, each through `intake`
     (redacted, sealed, priced); returns how many calls were new, and the spans refused, by
@@ -130,38 +312,76 @@ def ingest_spans(store: Store, spans: list[Span], intake: Intake) -> tuple[int, 
     new: list[Call] = []
     enriched: list[Call] = []
     calls_refused: dict[str, str] = {}
+    known: dict[str, Span] = {}
+    events: list[SpanEvent] = []
     for trace_id, group in by_trace.items():
-        known = {s.span_id: s for s in store.trace(trace_id)}
+        known.update({s.span_id: s for s in store.trace(trace_id)})
         model = [s.span_id for s in group if is_model_call(s)]
         # Content events that came first are kept sealed: opened to be read into the calls.
-        events = [intake.open_event(e) for e in store.span_events(trace_id, model)]
-        for call in calls_from(group, events):
-            mine = [s for s in group if s.call_id == call.id]
-            ids = {s.span_id for s in mine}
-            parents = {s.parent_id for s in mine}
-            # A span kept earlier, directly above or below one of these, already a call.
-            earlier = next(
-                (
-                    k.call_id
-                    for k in known.values()
-                    if k.call_id and k.call_id != call.id and (k.span_id in parents or k.parent_id in ids)
-                ),
-                None,
-            )
-            if earlier is None:
-                try:
-                    new.append(intake.call(call))
-                except RecordError as exc:  # a bad figure, or content too deep to keep
-                    calls_refused[call.id] = str(exc)
-                continue
-            for s in mine:
-                s.call_id = earlier
-            stored = store.get(earlier)
+        events += [intake.open_event(e) for e in store.span_events(trace_id, model)]
+    # All the request's spans at once: one call's spans may be in two traces (both roots).
+    calls = calls_from(spans, events)
+    spans_of: dict[str, list[Span]] = {}
+    for s in spans:
+        if s.call_id:
+            spans_of.setdefault(s.call_id, []).append(s)
+    # A span kept earlier, directly above or below one of a call's, already a call.
+    earlier: dict[str, str] = {}
+    for call in calls:
+        ids_mine = {s.span_id for s in spans_of[call.id]}
+        parents = {s.parent_id for s in spans_of[call.id]}
+        for k in known.values():
+            if k.call_id and k.call_id != call.id and (k.span_id in parents or k.parent_id in ids_mine):
+                earlier[call.id] = k.call_id
+                break
+    # Calls an earlier request stored already (their id is the provider's: another span of
+    # the same call came first), in one query; and the SDK's call that an instrumentation's
+    # span naming no id goes with, in one more, only when there are such spans.
+    ids = [c.id for c in calls]
+    stored_now: dict[str, Call] = {}
+    if calls:
+        # Spans of one call start within the call's time: the window lets a store that keeps
+        # calls in time order (ClickHouse) read only the days that can hold them.
+        since = min(c.timestamp for c in calls) - _SAME_CALL_WINDOW
+        until = (
+            max(c.timestamp + timedelta(milliseconds=c.latency_ms or 0) for c in calls) + _SAME_CALL_WINDOW
+        )
+        for i in range(0, len(ids), 500):
+            f = CallFilter(ids=ids[i : i + 500], since=since, until=until)
+            stored_now.update((c.id, c) for c in store.iter_calls(f))
+    sdk_ids = {c.id for c in calls if any(is_sdk_span(s) for s in spans_of[c.id])}
+    # (Only Anthropic's SDK makes spans of its own beside an instrumentation's.)
+    keyless = [
+        c
+        for c in calls
+        if c.provider == "anthropic"
+        and c.id not in stored_now
+        and c.id not in earlier
+        and c.id not in sdk_ids
+        and not any(call_key(s) for s in spans_of[c.id])
+    ]
+    for call_id, partner in _keyless_partners(store, keyless, sdk_ids).items():
+        earlier[call_id] = partner.id
+        stored_now[partner.id] = partner
+    for call in calls:
+        target = earlier.get(call.id, call.id)
+        stored = stored_now.get(target)
+        if target == call.id and stored is None:
             try:
-                if stored is not None and intake.complete(stored, call):
-                    enriched.append(stored)
-            except RecordError as exc:  # a bad figure, or content it would give that cannot be kept
-                calls_refused[earlier] = str(exc)
+                new.append(intake.call(call))
+            except RecordError as exc:  # a bad figure, or content too deep to keep
+                calls_refused[call.id] = str(exc)
+            continue
+        for s in spans_of[call.id]:
+            s.call_id = target
+        if stored is None:
+            stored = store.get(target)
+        try:
+            filled = stored is not None and intake.complete(stored, call)
+            if filled and all(c is not stored for c in enriched):
+                enriched.append(stored)
+        except RecordError as exc:  # a bad figure, or content it would give that cannot be kept
+            calls_refused[target] = str(exc)
     added = _insert_calls(store, new, calls_refused)
     for call in enriched:
         try:

@@ -31,6 +31,8 @@ ANTHROPIC_STOP = {
     "refusal": "content_filter",
     "pause_turn": "pause",
 }
+# OpenAI Chat's finish reasons as stored: the deprecated `function_call` is a tool call too.
+OPENAI_STOP = {"function_call": "tool_calls"}
 
 
 # ---------------------------------------------------------------- bodies and SSE
@@ -206,6 +208,11 @@ def _text_of(content: Any) -> str:
             str(p.get("text", "")) for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
         )
     return ""
+
+
+def _cut_input(value: Any) -> bool:
+    """A tool input that is JSON text that did not parse: an object cut off (max_tokens)."""
+    return isinstance(value, str) and value.lstrip()[:1] in ("{", "[")
 
 
 def _tool_input(arguments: Any) -> Any:
@@ -501,7 +508,7 @@ def _outcome(ex: Exchange, response: dict[str, Any], call: Call) -> None:
                 )
         if choices and choices[0].get("finish_reason"):
             reason = choices[0]["finish_reason"]
-            call.stop_reason = "tool_calls" if reason == "function_call" else reason
+            call.stop_reason = OPENAI_STOP.get(reason, reason)
     else:
         for item in response.get("output") or []:
             if isinstance(item, dict) and item.get("type") == "function_call":
@@ -611,6 +618,9 @@ def to_call(ex: Exchange, decoder: Decoder | None = None) -> Call:
                 ex.incomplete = True
     if ex.incomplete:
         notes["incomplete"] = True
+    cut = sum(1 for t in call.tool_calls or [] if _cut_input(t.get("input")))
+    if cut:  # a tool call's input cut off (max_tokens): kept as the text that came
+        notes["cut_tool_inputs"] = cut
     if ex.retry_count:
         notes["retry"] = ex.retry_count
     request_id = ex.response_headers.get("request-id") or ex.response_headers.get("x-request-id")
