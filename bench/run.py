@@ -36,6 +36,7 @@ import psycopg
 
 import llmlog
 from bench.console import bench_console_stall
+from bench.otlp import bench_otlp
 from bench.pages import bench_pages
 from llmlog import retention
 from llmlog.capture.exchange import Exchange
@@ -62,6 +63,7 @@ class Sizes:
     memory_seconds: float = 8.0
     console_posts: int = 300  # collector batches per side, idle console and busy
     console_count_to: int | None = None  # None: the console's query runs to its time limit
+    otlp_calls: int = 10_000  # workload calls sent as OpenInference spans to `llmlog serve`
 
 
 SMOKE = Sizes(
@@ -75,6 +77,7 @@ SMOKE = Sizes(
     memory_seconds=0.5,
     console_posts=20,
     console_count_to=200_000,
+    otlp_calls=40,
 )
 
 
@@ -686,6 +689,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{sqlite_bytes(sealed_db) / sizes.ingest_calls:,.0f} vs {stored / sizes.ingest_calls:,.0f}",
         )
         bench_memory(exchanges, sizes, str(Path(tmp) / "memory.db"))
+        bench_otlp(Path(tmp), sizes.otlp_calls, args.seed, row, NOTES, sqlite_bytes)
         print("the collector beside the SQL console", flush=True)
         console_db = str(Path(tmp) / "console.db")
         bench_console_stall("SQLite", console_db, sizes.console_posts, sizes.console_count_to, row, pct)

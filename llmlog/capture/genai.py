@@ -11,6 +11,7 @@ the call of one span from the content of both.
 from __future__ import annotations
 
 import ast
+import dataclasses
 import json
 import re
 import uuid
@@ -18,6 +19,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+import orjson
 
 from llmlog.capture.parse import ANTHROPIC_STOP, OPENAI_STOP
 from llmlog.record import Call, Span, SpanEvent
@@ -93,6 +96,10 @@ def is_sdk_span(span: Span) -> bool:
 def _json_value(value: Any) -> Any:
     """Attribute values that hold JSON as text (messages, tool definitions) as data."""
     if isinstance(value, str) and value[:1] in "[{":
+        try:  # orjson first (fast); what it refuses (NaN, lone surrogates, huge integers) json may read
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            pass
         try:
             return json.loads(value)
         except (ValueError, RecursionError):  # too deep to read is text too
@@ -191,18 +198,28 @@ def _semconv_messages(value: Any) -> list[dict[str, Any]] | None:
 def _indexed(attrs: dict[str, Any], prefix: str) -> list[dict[str, Any]]:
     """Flattened lists (`llm.input_messages.0.message.role`, …) back as a list of dicts."""
     items: dict[int, dict[str, Any]] = {}
-    for key, value in attrs.items():
-        if not key.startswith(prefix):
-            continue
-        index, _, rest = key[len(prefix) :].partition(".")
+    n = len(prefix)
+    # The keys picked out first, in one pass: a span has a hundred attributes, and this is
+    # asked of it for each convention's prefix.
+    for key in [k for k in attrs if k.startswith(prefix)]:
+        index, _, rest = key[n:].partition(".")
         if not index.isdigit() or not rest:
             continue
         node = items.setdefault(int(index), {})
-        *path, last = rest.split(".")
-        for part in path:
+        split = _PATHS.get(rest)
+        if split is None:
+            *path, last = rest.split(".")
+            split = (tuple(path), last)
+            if len(_PATHS) < 10_000:  # the few shapes instrumentations use, not every key sent
+                _PATHS[rest] = split
+        for part in split[0]:
             node = node.setdefault(part, {})
-        node[last] = value
+        node[split[1]] = attrs[key]
     return [items[i] for i in sorted(items)]
+
+
+# A flattened key's path below its index (`message.contents.0.message_content.text`), split.
+_PATHS: dict[str, tuple[tuple[str, ...], str]] = {}
 
 
 def _openinference_message(item: dict[str, Any]) -> dict[str, Any]:
@@ -867,3 +884,73 @@ def _request_note(span: Span, metadata: dict[str, Any]) -> None:
 
 def _str(value: Any) -> str | None:
     return None if value is None else str(value)
+
+
+# ------------------------------------------------------------------ what a call's span keeps
+
+# The attributes that carry a model call's content, as the instrumentations send it: the
+# request and response whole (OpenInference `input.value` / `output.value`, Traceloop's
+# `traceloop.entity.*`), the messages, the system instructions, the tool definitions and the
+# parameters, under each convention's names. Once the span is a call, the call holds them.
+CONTENT_ATTRIBUTES = frozenset(
+    {
+        # OpenInference
+        "input.value",
+        "input.mime_type",
+        "output.value",
+        "output.mime_type",
+        "llm.invocation_parameters",
+        # GenAI semantic conventions, current and deprecated
+        "gen_ai.input.messages",
+        "gen_ai.output.messages",
+        "gen_ai.system_instructions",
+        "gen_ai.tool.definitions",
+        "gen_ai.prompt",
+        "gen_ai.completion",
+        # Traceloop OpenLLMetry
+        "traceloop.entity.input",
+        "traceloop.entity.output",
+    }
+)
+CONTENT_PREFIXES = (
+    "llm.input_messages.",  # OpenInference, flattened
+    "llm.output_messages.",
+    "llm.tools.",
+    "gen_ai.prompt.",  # deprecated GenAI conventions (Traceloop), flattened
+    "gen_ai.completion.",
+    "llm.request.functions.",  # Traceloop's tool definitions
+)
+# Span events that carry content (the GenAI conventions' events, when sent on the span).
+CONTENT_EVENTS = frozenset(
+    {
+        "gen_ai.content.prompt",
+        "gen_ai.content.completion",
+        "gen_ai.system.message",
+        "gen_ai.user.message",
+        "gen_ai.assistant.message",
+        "gen_ai.tool.message",
+        "gen_ai.choice",
+        "gen_ai.client.inference.operation.details",
+    }
+)
+
+
+def is_content_attribute(key: str) -> bool:
+    return key in CONTENT_ATTRIBUTES or key.startswith(CONTENT_PREFIXES)
+
+
+def without_content(span: Span) -> Span:
+    """`span` without the content its call holds (`CONTENT_ATTRIBUTES`, `CONTENT_PREFIXES`,
+    `CONTENT_EVENTS`), when it became a call; any other span as it is. What stays is what
+    the trace view and matching read: ids, names, status, model, response id, token counts,
+    timings, http and error attributes, session and user, and events such as exceptions and
+    the first token. The call's page shows the content, from the call."""
+    if span.call_id is None:
+        return span
+    attributes = {k: v for k, v in span.attributes.items() if not is_content_attribute(k)}
+    events = [e for e in span.events if e.get("name") not in CONTENT_EVENTS]
+    if len(attributes) == len(span.attributes) and len(events) == len(span.events):
+        return span
+    out = dataclasses.replace(span)
+    out.attributes, out.events = attributes, events
+    return out

@@ -26,6 +26,7 @@ from llmlog.capture.genai import (
     join_errors,
     span_call,
     span_content,
+    without_content,
 )
 from llmlog.record import Call, RecordError, Span, SpanEvent
 from llmlog.store import CallFilter, Store
@@ -400,10 +401,10 @@ def ingest_spans(store: Store, spans: list[Span], intake: Intake) -> tuple[int, 
         if s.call_id in calls_refused
     ]
     kept = [i for i, s in enumerate(spans) if s.call_id not in calls_refused]
-    # The calls were read from the spans as they came; the spans are kept as every record is.
-    refused += [
-        Refused(kept[r.index], r.reason) for r in store.insert_spans([intake.span(spans[i]) for i in kept])
-    ]
+    # The calls were read from the spans as they came; the spans are kept as every record is,
+    # a call's without the content its call holds (stripped before it is redacted and sealed).
+    kept_spans = [intake.span(without_content(spans[i])) for i in kept]
+    refused += [Refused(kept[r.index], r.reason) for r in store.insert_spans(kept_spans)]
     sweep(store)
     return added, sorted(refused)
 

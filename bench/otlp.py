@@ -1,0 +1,300 @@
+"""OTLP ingest: the workload's calls as the OpenInference instrumentations export them,
+posted to a real `llmlog serve` on SQLite, beside the same calls through `llmlog.wrap`.
+
+`record` runs in a process of its own (the instrumentations patch the SDKs for the whole
+process): the workload's steps through the real anthropic and openai SDKs, instrumented by
+`openinference-instrumentation-anthropic` and `-openai` and wrapped by `llmlog.wrap` too, so
+one run gives both the spans (each batch the BatchSpanProcessor exports, encoded as the
+OTLP/HTTP exporter encodes it, appended to a file) and the SDK path's store of the same
+calls. `bench_otlp` then starts `llmlog serve` over a fresh SQLite store and posts those
+batches to it from a few client threads, each waiting for its answer before the next, as
+exporters do; it reads the server's CPU time and peak memory from /proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import itertools
+import os
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+_LENGTH = struct.Struct("<I")
+
+
+def read_batches(path: Path) -> Iterator[bytes]:
+    with path.open("rb") as f:
+        while head := f.read(_LENGTH.size):
+            yield f.read(_LENGTH.unpack(head)[0])
+
+
+def record(steps_n: int, seed: int, out: Path, sdk_db: str) -> None:
+    """Run the workload's first `steps_n` steps, instrumented and wrapped (see the module)."""
+    import logging
+
+    import anthropic
+    import openai
+    from openinference.instrumentation import using_attributes
+    from openinference.instrumentation.anthropic import AnthropicInstrumentor
+    from openinference.instrumentation.openai import OpenAIInstrumentor
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+    import llmlog
+    from llmlog.fake_provider import FakeProvider
+    from llmlog.workload import generate, run
+
+    class ToFile(SpanExporter):
+        def __init__(self) -> None:
+            self.file = out.open("wb")
+
+        def export(self, spans):  # type: ignore[no-untyped-def]
+            body = encode_spans(spans).SerializeToString()
+            self.file.write(_LENGTH.pack(len(body)) + body)
+            return SpanExportResult.SUCCESS
+
+        def shutdown(self) -> None:
+            self.file.close()
+
+    # The SDK's default limit of 128 attributes a span drops the oldest of a long
+    # conversation's flattened messages, as it would in any app left at the defaults; each
+    # drop is logged.
+    logging.getLogger("opentelemetry.attributes").setLevel(logging.ERROR)
+    # The batch processor's defaults: up to 512 spans an export, every 5 s or when 512 wait;
+    # a queue big enough that the workload's spans are never dropped.
+    tp = TracerProvider(resource=Resource.create({"service.name": "workload"}))
+    tp.add_span_processor(BatchSpanProcessor(ToFile(), max_queue_size=1 << 20))
+    AnthropicInstrumentor().instrument(tracer_provider=tp)
+    OpenAIInstrumentor().instrument(tracer_provider=tp)
+    llmlog.configure(db=sdk_db)
+    with FakeProvider(latency_ms=0, first_token_ms=0, chunk_ms=0, seed=seed) as fake:
+        a = anthropic.Anthropic(api_key="k", base_url=fake.anthropic_base_url, max_retries=0)
+        o = openai.OpenAI(api_key="k", base_url=fake.openai_base_url, max_retries=0)
+        llmlog.wrap(a), llmlog.wrap(o)
+        for step in generate(steps_n, seed=seed):
+            c = step.context
+            metadata = {"feature": c["feature"], **c.get("metadata", {})}
+            with (
+                llmlog.context(**c),
+                using_attributes(
+                    session_id=c.get("session_id") or "",
+                    user_id=c.get("user_id") or "",
+                    metadata=metadata,
+                    tags=c.get("tags") or [],
+                    prompt_template_version=c.get("prompt_template_version") or "",
+                ),
+            ):
+                run(step, a, o)
+    llmlog.flush()
+    tp.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _proc(pid: int) -> tuple[float, int]:
+    """CPU seconds (user + system) and peak resident memory (VmHWM, bytes) of a process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    hwm = 0
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            hwm = int(line.split()[1]) * 1024
+    return cpu, hwm
+
+
+def serve(db: str, pythonpath: str | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    port = _free_port()
+    # This tree's llmlog, or the one named (an older worktree, for a figure before a change).
+    code = pythonpath or str(ROOT)
+    env = {**os.environ, "LLMLOG_INGEST_TOKEN": "", "LLMLOG_UI_TOKEN": "", "PYTHONPATH": code}
+    cmd = [
+        sys.executable,
+        "-c",
+        "from llmlog.cli import cli; cli()",
+        "--db",
+        db,
+        "serve",
+        "--port",
+        str(port),
+        "--no-retention",
+    ]
+    proc = subprocess.Popen(cmd, cwd=code, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return proc, port
+        except OSError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"llmlog serve did not start: {proc.stderr.read()!r}") from None  # type: ignore[union-attr]
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("llmlog serve did not start in 60 s")
+
+
+def post_all(port: int, batches: Iterator[bytes], clients: int) -> float:
+    """Post every batch, `clients` at a time (each waits for its answer, as an exporter
+    does); the seconds from the first post to the last answer."""
+    todo = batches
+    lock = threading.Lock()
+    errors: list[str] = []
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+        while True:
+            with lock:
+                body = next(todo, None)
+            if body is None:
+                break
+            conn.request("POST", "/v1/traces", body, {"Content-Type": "application/x-protobuf"})
+            answer = conn.getresponse()
+            text = answer.read()
+            if answer.status != 200:
+                errors.append(f"{answer.status}: {text[:300]!r}")
+        conn.close()
+
+    t = time.perf_counter()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    if errors:
+        raise RuntimeError(f"{len(errors)} batches not taken: {errors[0]}")
+    return time.perf_counter() - t
+
+
+def recorded(tmp: Path, steps_n: int, seed: int) -> tuple[Path, str]:
+    spans, sdk_db = tmp / "otlp-spans.bin", str(tmp / "otlp-sdk.db")
+    cmd = [sys.executable, "-m", "bench.otlp", "record", str(steps_n), str(seed), str(spans), sdk_db]
+    subprocess.run(cmd, cwd=ROOT, check=True, env={**os.environ, "LLMLOG_DB": ""})
+    return spans, sdk_db
+
+
+def run_server(db: str, spans: Path, clients: int, pythonpath: str | None = None) -> dict[str, float]:
+    """Post the batches to a fresh server: wall seconds, server CPU seconds, and its peak
+    memory after the first half of the stream (`hwm_half`) and at the end (`hwm`)."""
+    proc, port = serve(db, pythonpath)
+    batches = read_batches(spans)  # read as they are sent: the client holds a few at a time
+    half = sum(1 for _ in read_batches(spans)) // 2
+    try:
+        cpu0, _ = _proc(proc.pid)
+        took = post_all(port, itertools.islice(batches, half), clients)
+        _, hwm_half = _proc(proc.pid)
+        took += post_all(port, batches, clients)
+        cpu1, hwm = _proc(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    return {"seconds": took, "cpu": cpu1 - cpu0, "hwm": hwm, "hwm_half": hwm_half}
+
+
+def bench_otlp(
+    tmp: Path,
+    steps_n: int,
+    seed: int,
+    row: Callable[..., None],
+    notes: list[str],
+    sqlite_bytes: Callable[[str], int],
+    clients: int = 4,
+) -> None:
+    from llmlog.store import CallFilter, open_store
+
+    print("OTLP ingest (OpenInference spans into llmlog serve)", flush=True)
+    t = time.perf_counter()
+    spans, sdk_db = recorded(tmp, steps_n, seed)
+    recording = time.perf_counter() - t
+    with open_store(sdk_db) as store:
+        calls = store.count(CallFilter())
+        jsonl = sum(len(c.to_json().encode()) + 1 for c in store.iter_calls(CallFilter()))
+    sdk = sqlite_bytes(sdk_db)
+    db = str(tmp / "otlp.db")
+    got = run_server(db, spans, clients)
+    with open_store(db) as store:
+        n = store.count(CallFilter())
+    otlp = sqlite_bytes(db)
+    rate = n / got["seconds"]
+    row("OTLP ingest into llmlog serve on SQLite (OpenInference spans)", f"{rate:,.0f} calls/s",
+        "≥ 2,000/s", rate >= 2000)  # fmt: skip
+    row("OTLP ingest: server CPU per call", f"{got['cpu'] / n * 1000:.2f} ms")
+    row(
+        "OTLP ingest: server peak memory (VmHWM), half the stream → all of it",
+        f"{got['hwm_half'] / 2**20:,.0f} → {got['hwm'] / 2**20:,.0f} MiB",
+        "bounded",
+    )
+    per_call, sdk_per_call, jsonl_per_call = otlp / n, sdk / calls, jsonl / calls
+    row(
+        "stored bytes per call, OTLP vs the SDK path, same calls",
+        f"{per_call:,.0f} vs {sdk_per_call:,.0f} B ({per_call / sdk_per_call:.2f}×)",
+        "≤ 1.5×",
+        per_call <= 1.5 * sdk_per_call,
+    )
+    row(
+        "stored bytes per call, OTLP vs JSONL",
+        f"{per_call:,.0f} vs {jsonl_per_call:,.0f} B (1/{jsonl_per_call / per_call:.1f};"
+        f" the SDK path 1/{jsonl_per_call / sdk_per_call:.1f})",
+        "≤ 1/8",
+        per_call * 8 <= jsonl_per_call,
+    )
+    sizes = [len(b) for b in read_batches(spans)]
+    size = sum(sizes)
+    notes.append(
+        f"OTLP: {steps_n:,} workload calls ({n:,} stored from spans, {calls:,} through `llmlog.wrap`)"
+        f" recorded through the OpenInference instrumentations in {recording:.0f} s; {len(sizes)}"
+        f" protobuf batches ({size / 2**20:,.0f} MiB, {size / max(n, 1) / 1024:,.1f} KiB a call) posted"
+        f" by {clients} clients in {got['seconds']:.1f} s."
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.otlp")
+    sub = parser.add_subparsers(dest="command", required=True)
+    rec = sub.add_parser("record", help="record the workload's spans and SDK store (used by bench.run)")
+    rec.add_argument("steps", type=int)
+    rec.add_argument("seed", type=int)
+    rec.add_argument("out", type=Path)
+    rec.add_argument("sdk_db")
+    post = sub.add_parser("post", help="post recorded spans to a fresh llmlog serve; print its figures")
+    post.add_argument("spans", type=Path)
+    post.add_argument("db")
+    post.add_argument("--clients", type=int, default=4)
+    post.add_argument("--pythonpath", help="the llmlog the server runs (e.g. an older worktree)")
+    args = parser.parse_args()
+    if args.command == "record":
+        record(args.steps, args.seed, args.out, args.sdk_db)
+    else:
+        got = run_server(args.db, args.spans, args.clients, args.pythonpath)
+        from llmlog.store import CallFilter, open_store
+
+        with open_store(args.db) as store:
+            n = store.count(CallFilter())
+        import sqlite3
+
+        db = sqlite3.connect(args.db)
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db.close()
+        size = os.path.getsize(args.db)
+        print(
+            f"{n} calls in {got['seconds']:.2f} s: {n / got['seconds']:,.0f} calls/s;"
+            f" server CPU {got['cpu'] / n * 1000:.2f} ms/call;"
+            f" VmHWM {got['hwm_half'] / 2**20:,.0f} → {got['hwm'] / 2**20:,.0f} MiB;"
+            f" {size / n:,.0f} B/call"
+        )
+
+
+if __name__ == "__main__":
+    main()
