@@ -20,9 +20,10 @@ from llmlog.cli import Ctx, _filter, _text, cli, console, err_console, pass_ctx
 def delete(ctx: Ctx, user: str | None, session: str | None, yes: bool) -> None:
     """Erase a person's calls, or one session's: the right to erasure.
 
-    Deletes the calls, every prompt, message and tool list no other call uses, their spans and
-    their per-user rollup rows, and says what it removed. Daily totals (counts, tokens, cost
-    per feature and model) stay: they name no one.
+    Deletes the calls, every prompt, message and tool list no other call uses, their spans,
+    their per-user rollup rows, and the log events (OTLP) waiting for a span in their traces
+    or naming them, and says what it removed. Daily totals (counts, tokens, cost per feature
+    and model) stay: they name no one.
 
     
     Examples:
@@ -35,14 +36,22 @@ def delete(ctx: Ctx, user: str | None, session: str | None, yes: bool) -> None:
     n = ctx.store.count(flt)
     who = f"user {user}" if user is not None else f"session {session}"
     if n == 0:
+        # No calls; log events naming them may still wait for their span: those go.
+        erased = ctx.store.erase(user_id=flt.user_id, session_id=flt.session_id)
         err_console.print(f"No calls of {who}.")
+        if erased.events or erased.rollup_rows:
+            console.print(
+                f"Erased {erased.events:,} waiting log event(s) and {erased.rollup_rows:,} rollup row(s)"
+                f" of {who}."
+            )
         return
     if not yes:
         click.confirm(f"Erase {n:,} call(s) of {who}?", abort=True, err=True)
     erased = ctx.store.erase(user_id=flt.user_id, session_id=flt.session_id)
     console.print(
         f"Erased {erased.calls:,} call(s) of {who}, {erased.contents:,} piece(s) of content no other"
-        f" call used, {erased.spans:,} span(s) and {erased.rollup_rows:,} rollup row(s)."
+        f" call used, {erased.spans:,} span(s), {erased.events:,} waiting log event(s) and"
+        f" {erased.rollup_rows:,} rollup row(s)."
     )
 
 
@@ -52,7 +61,10 @@ def _bytes(n: int) -> str:
 
 def _policy_text(p: retention.Policy) -> str:
     features = ", ".join(f"{f}: {d} days" for f, d in sorted(p.features.items()))
-    return f"calls kept {p.days} days" + (f" ({features})" if features else "")
+    waiting = ""
+    if p.events_minutes != retention.DEFAULT_EVENTS_MINUTES:
+        waiting = f"; log events waiting for their span kept {p.events_minutes} minutes"
+    return f"calls kept {p.days} days" + (f" ({features})" if features else "") + waiting
 
 
 @cli.group(name="retention")
@@ -92,14 +104,20 @@ def retention_show(ctx: Ctx) -> None:
     metavar="NAME=DAYS",
     help="A window of its own for one feature (repeatable); NAME= drops it.",
 )
+@click.option(
+    "--events-minutes",
+    type=int,
+    help="How long a log event (OTLP) waits for the span whose content it carries (default 60).",
+)
 @pass_ctx
-def retention_set(ctx: Ctx, days: int | None, features: tuple[str, ...]) -> None:
+def retention_set(ctx: Ctx, days: int | None, features: tuple[str, ...], events_minutes: int | None) -> None:
     """Change the store's window, for every process using the store.
 
     \b
     Examples:
       llmlog retention set --days 90
       llmlog retention set --feature support-bot=7 --feature billing=
+      llmlog retention set --events-minutes 15
     """
     p = retention.policy(ctx.store)
     overrides = dict(p.features)
@@ -115,7 +133,8 @@ def retention_set(ctx: Ctx, days: int | None, features: tuple[str, ...]) -> None
         else:
             overrides.pop(name, None)
     try:
-        p = retention.Policy(days if days is not None else p.days, overrides)
+        wait = events_minutes if events_minutes is not None else p.events_minutes
+        p = retention.Policy(days if days is not None else p.days, overrides, wait)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
     retention.set_policy(ctx.store, p)
@@ -157,7 +176,8 @@ def _print_report(report: retention.Report) -> None:
         return
     console.print(
         f"Deleted {report.calls:,} call(s) of {len(report.days)} day(s), {report.contents:,} piece(s) of"
-        f" content no call used any more, {report.spans:,} span(s) and span event(s);"
+        f" content no call used any more, {report.spans:,} span(s) and span event(s),"
+        f" {report.events:,} log event(s) that waited for their span too long;"
         f" the store went from {_bytes(report.bytes_before)} to {_bytes(report.bytes_after)}."
     )
 

@@ -48,6 +48,10 @@ from llmlog.redact import Redactor
 
 Item = Exchange | Call
 
+# What a call says of the exchange, beyond its figures: what a later sight of a stored call
+# can give it (`Intake.complete`).
+CONTENT = ("system_prompt", "messages", "tools", "params", "response", "tool_calls", "stop_reason")
+
 __all__ = ["CLEAR_ATTRIBUTES", "Intake", "Unfit", "hash_user_id", "prepare", "record_line"]
 
 USER_ID_ATTRIBUTES = ("user.id", "enduser.id")
@@ -164,6 +168,46 @@ class Intake:
                 call.cost_usd = call.rate_card = None
         return call
 
+    def complete(self, stored: Call, later: Call) -> bool:
+        """Give a stored call the content it lacks from `later`, the same call seen later (its
+        log events, come after its span; another span of it, exported apart): whether it
+        changed. What it gains goes through what `call` does to content: `later`'s figures
+        checked (RecordError), its content checked (`Unfit`), redacted (the counts added to
+        the stored call's) and sealed, and the prompt version given when the system prompt
+        arrives now (from its text as it came, before redaction, as `call` reads it); and the
+        notes its metadata lacks and what its error does not say, redacted and sealed too.
+        The stored call's user id, figures and cost stay as stored: hashed and priced once."""
+        if self.repair:
+            drop_bad_figures(later)
+        else:
+            check_figures(later)
+        gained = {n: getattr(later, n) for n in CONTENT if getattr(stored, n) is None}
+        gained = {n: v for n, v in gained.items() if v is not None}
+        version = None
+        if stored.prompt_template_version is None and not self.stored:
+            prompt = gained.get("system_prompt")
+            version = later.prompt_template_version
+            if version is None and prompt and not is_sealed(prompt):
+                version = REGISTRY.version_of(prompt)
+        changed = _notes(stored, later.metadata, later.error, self.protect)
+        if not gained and version is None:
+            return changed
+        part = Call(id=stored.id, timestamp=stored.timestamp, **gained)
+        self.protect(part)
+        for name in gained:
+            setattr(stored, name, getattr(part, name))
+        if version is not None:
+            stored.prompt_template_version = version
+        counts = ((part.metadata or {}).get("llmlog") or {}).get("redactions")
+        if counts and (stored.metadata is None or isinstance(stored.metadata, dict)):
+            meta = dict(stored.metadata or {})
+            ours = dict(meta.get("llmlog") or {})
+            before = ours.get("redactions") if isinstance(ours.get("redactions"), dict) else {}
+            ours["redactions"] = {k: before.get(k, 0) + counts.get(k, 0) for k in sorted({*before, *counts})}
+            meta["llmlog"] = ours
+            stored.metadata = meta
+        return True
+
     def protect(self, call: Call) -> Call:
         """Redact and seal `call` in place: all that is done to its text. Checked first
         (`check`: `Unfit` if it cannot be kept), before anything walks it (the redactor, the
@@ -233,6 +277,34 @@ class Intake:
             k: hash_user_id(v, secret) if k in USER_ID_ATTRIBUTES and isinstance(v, str) else v
             for k, v in attributes.items()
         }
+
+
+def _notes(stored: Call, metadata: dict[str, Any] | None, error: dict[str, Any] | None, protect: Any) -> bool:
+    """Give `stored` the notes its metadata lacks and what its error does not say, from a
+    later sight of it, redacted and sealed as any call's (`protect`); whether it changed."""
+    if not metadata and not (stored.error is not None and error is not None):
+        return False
+    part = protect(Call(id=stored.id, timestamp=stored.timestamp, metadata=metadata, error=error))
+    changed = False
+    said = part.metadata
+    if said and isinstance(said.get("llmlog"), dict) and not isinstance((metadata or {}).get("llmlog"), dict):
+        said = {k: v for k, v in said.items() if k != "llmlog"}  # the counts of this redaction only
+    if said:
+        meta = dict(stored.metadata or {})
+        for key, value in said.items():
+            if key not in meta:
+                meta[key] = value
+            elif key == "llmlog" and isinstance(value, dict) and isinstance(meta[key], dict):
+                meta[key] = {**value, **meta[key]}
+        if meta != (stored.metadata or {}):
+            stored.metadata = meta
+            changed = True
+    if stored.error is not None and part.error is not None:
+        more = {k: v for k, v in part.error.items() if v not in (None, "") and not stored.error.get(k)}
+        if more:
+            stored.error = {**stored.error, **more}
+            changed = True
+    return changed
 
 
 def prepare(

@@ -3,6 +3,12 @@
 arrive, so nothing needs computing when a day goes cold: its calls, the content only they
 used and their spans are deleted, and the space goes back to the file system.
 
+Log events received over OTLP wait in the store for the span whose content they carry;
+once it has come and is a call, they are in the call and deleted. Those still waiting after
+`events_minutes` (an hour unless set: a span is exported within seconds of its events) are
+deleted by every run, and by the collector as it receives (`expire_events`), for their
+span is not coming or is not a model call.
+
 The window is the store's own setting (`llmlog retention set`), so every process using the
 store applies the same; a feature can have a shorter (or longer) window of its own. A run
 deletes one UTC day at a time, each in its own transaction, oldest first: interrupted, it
@@ -24,21 +30,35 @@ log = logging.getLogger(__name__)
 
 DEFAULT_DAYS = 60
 MAX_DAYS = 36_525  # a hundred years: past that, the dates themselves run out
+DEFAULT_EVENTS_MINUTES = 60
+MAX_EVENTS_MINUTES = 7 * 24 * 60
 SETTING = "retention"
 
 
 @dataclass
 class Policy:
     """Keep calls `days` days (today and the `days` before it); `features` maps a feature
-    to a window of its own."""
+    to a window of its own. Log events waiting for their span are kept `events_minutes`
+    after they arrived."""
 
     days: int = DEFAULT_DAYS
     features: dict[str, int] = field(default_factory=dict)
+    events_minutes: int = DEFAULT_EVENTS_MINUTES
 
     def __post_init__(self) -> None:
         for name, days in [("the window", self.days), *self.features.items()]:
             if not isinstance(days, int) or not 1 <= days <= MAX_DAYS:
                 raise ValueError(f"{name}: a window is a whole number of days, 1 to {MAX_DAYS}, not {days!r}")
+        wait = self.events_minutes
+        if not isinstance(wait, int) or isinstance(wait, bool) or not 1 <= wait <= MAX_EVENTS_MINUTES:
+            raise ValueError(
+                f"log events wait for their span a whole number of minutes, 1 to {MAX_EVENTS_MINUTES},"
+                f" not {wait!r}"
+            )
+
+    def events_before(self, now: datetime) -> int:
+        """The arrival time (ns since the epoch) before which a waiting log event is deleted."""
+        return int((now - timedelta(minutes=self.events_minutes)).timestamp() * 1e9)
 
     def days_for(self, feature: str | None) -> int:
         return self.features.get(feature, self.days) if feature is not None else self.days
@@ -48,14 +68,19 @@ class Policy:
         return today - timedelta(days=self.days_for(feature))
 
     def to_json(self) -> dict[str, Any]:
-        return {"days": self.days, "features": dict(sorted(self.features.items()))}
+        return {
+            "days": self.days,
+            "features": dict(sorted(self.features.items())),
+            "events_minutes": self.events_minutes,
+        }
 
     @classmethod
     def from_json(cls, value: Any) -> Policy:
         if not isinstance(value, dict):
             return cls()
         features = {str(k): int(v) for k, v in value.get("features", {}).items()}
-        return cls(int(value.get("days", DEFAULT_DAYS)), features)
+        wait = int(value.get("events_minutes", DEFAULT_EVENTS_MINUTES))
+        return cls(int(value.get("days", DEFAULT_DAYS)), features, wait)
 
 
 def policy(store: Store) -> Policy:
@@ -93,6 +118,7 @@ class Report:
     dry_run: bool
     calls: int = 0
     spans: int = 0  # spans and span events
+    events: int = 0  # log events that waited for their span past `events_minutes`
     contents: int = 0
     bytes_before: int = 0
     bytes_after: int = 0
@@ -124,14 +150,22 @@ def run(
             on_day(day)
     cutoff = p.cutoff(None, today)
     report.spans += store.purge_traces(datetime(cutoff.year, cutoff.month, cutoff.day, tzinfo=UTC))
+    report.events = expire_events(store, p)
     # Always, not only when this run deleted calls: a run stopped before here left content
     # that no call uses, and the next run finds no calls to delete.
     report.contents = store.collect_content()
-    if report.calls or report.spans or report.contents:
+    if report.calls or report.spans or report.contents or report.events:
         store.reclaim()
     report.bytes_after = store.size_bytes()
     log.info("retention: %d calls of %d days deleted", report.calls, len(report.days))
     return report
+
+
+def expire_events(store: Store, p: Policy | None = None, now: datetime | None = None) -> int:
+    """Delete the log events that have waited for their span longer than the policy's
+    `events_minutes`; how many went. Cheap when none has (one indexed read on SQLite)."""
+    p = p or policy(store)
+    return store.expire_span_events(p.events_before(now or datetime.now(UTC)))
 
 
 class Daily:

@@ -19,7 +19,8 @@ from llmlog.context import CallContext
 from llmlog.intake import Intake
 from llmlog.pricing import PriceFileError, Pricer, load_overrides
 from llmlog.record import DROPPED_KEY, Call, RecordError, bad_figures
-from llmlog.store import CallFilter, Store
+from llmlog.store import CallFilter, Store, sqlite_schema
+from llmlog.store import postgres_schema as pg
 from tests.backends import Backend
 from tests.webui import Running, make_call
 
@@ -136,11 +137,13 @@ def test_a_migration_repairs_what_was_stored(backend: Backend) -> None:
         store.insert([*poisoned, cold])
     backend.sql("DELETE FROM call_data WHERE id = %s" if backend.kind == "postgres" else
                 "DELETE FROM call_data WHERE id = ?", [cold.id])  # fmt: skip
+    # The store as it was before the repair (the migrations after it run again).
     if backend.kind == "sqlite":
-        version = backend.sql("PRAGMA user_version")[0][0]
-        backend.sql(f"PRAGMA user_version = {version - 1}")
+        backend.sql(
+            f"PRAGMA user_version = {sqlite_schema.MIGRATIONS.index(sqlite_schema.m013_repair_figures)}"
+        )
     else:
-        backend.sql("UPDATE llmlog_schema SET version = version - 1")
+        backend.sql(f"UPDATE llmlog_schema SET version = {pg.MIGRATIONS.index(pg.m012_repair_figures)}")
     with backend.open() as store:
         by_id = {c.id: c for c in store.iter_calls(CallFilter(feature="odd"))}
         assert len(by_id) == len(poisoned)

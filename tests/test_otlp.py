@@ -321,13 +321,15 @@ def test_spans_and_log_events_are_redacted_with_the_calls_rules(
     logs, spans = _regulated_request("aab19b7ec3c1b174")
     with Running(backend) as c:
         assert post(c, "/v1/logs", logs, "application/json").status_code == 200
+        waiting = _stored(backend, "span_events", "attributes, body")  # for its span
         assert post(c, "/v1/traces", spans, "application/json").status_code == 200
         (call,) = calls_of(c, TRACE)
+    assert EMAIL not in waiting and waiting.count("[EMAIL]") == 2, waiting
     held = _stored(backend, "spans", "name, status_message, attributes, events")
-    held += _stored(backend, "span_events", "attributes, body")
-    # The span's status, note and exception and the event's attribute and body; its stop
-    # sequences are the call's (`params`), not kept twice.
-    assert EMAIL not in held and held.count("[EMAIL]") == 5, held
+    held += _stored(backend, "span_events", "attributes, body")  # none: joined into the call
+    # The span's status, note and exception; its stop sequences are the call's (`params`),
+    # not kept twice.
+    assert EMAIL not in held and held.count("[EMAIL]") == 3, held
     assert SECRET_WORD in held  # redacted, not removed
     assert call.messages == [{"role": "user", "content": f"{SECRET_WORD} mail [EMAIL]"}]
     assert (call.params or {}).get("stop_sequences") == [f"{SECRET_WORD} mail [EMAIL]"]
@@ -344,14 +346,15 @@ def test_regulated_mode_seals_spans_and_log_events(backend: Backend, monkeypatch
     logs, spans = _regulated_request("bbb29b7ec3c1b174")
     with Running(backend, keyring=Keyring.parse(key)) as c:
         assert post(c, "/v1/logs", logs, "application/json").status_code == 200
+        (event,) = c.store.span_events(TRACE, ["bbb29b7ec3c1b174"])  # waiting for its span
+        waiting = _stored(backend, "span_events", "attributes, body")
         assert post(c, "/v1/traces", spans, "application/json").status_code == 200
         c.store.keyring = Keyring.parse(key)
         (call,) = calls_of(c, TRACE)  # opened with the key
         page = c.get(f"/calls/{call.id}").text
         (span,) = c.store.trace(TRACE)
-        (event,) = c.store.span_events(TRACE, [span.span_id])
     held = _stored(backend, "spans", "name, status_message, attributes, events")
-    held += _stored(backend, "span_events", "attributes, body")
+    held += _stored(backend, "span_events", "attributes, body") + waiting
     assert SECRET_WORD not in held and EMAIL not in held, held
     # The content of events that came before their span was opened to make the call.
     assert call.messages == [{"role": "user", "content": f"{SECRET_WORD} mail {EMAIL}"}]

@@ -268,6 +268,12 @@ def otel_program(spans: Any, logs: Any) -> None:
             )
             for name in ("gen_ai.user.message", "gen_ai.tool.message"):
                 logger.emit(body={"content": text("event")}, event_name=name, attributes={"event.name": name})
+            # What the span does not say (its tools), said by an event: the call gains it; the
+            # events above carry messages the span has already, and go once it is a call.
+            details = "gen_ai.client.inference.operation.details"
+            tools = [{"type": "function", "name": "lookup", "description": text("event")}]
+            said = {"event.name": details, "gen_ai.tool.definitions": json.dumps(tools)}
+            logger.emit(event_name=details, attributes=said)
             span.record_exception(ValueError(text("error")))
             span.set_status(Status(StatusCode.ERROR, text("error")))
     tp.shutdown()

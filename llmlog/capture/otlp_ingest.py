@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
+import weakref
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from llmlog import retention
 from llmlog.capture.genai import (
     call_key,
     event_content,
@@ -247,33 +251,27 @@ def _keyless_partners(store: Store, calls: list[Call], sdk_ids: set[str]) -> dic
     return out
 
 
-_CONTENT = ("system_prompt", "messages", "tools", "params", "response", "tool_calls", "stop_reason")
+# How often a collector deletes, as it receives, the log events that waited for their span
+# too long (`retention.expire_events`): a retention run does it too, but only once a day.
+SWEEP_EVERY_S = 60.0
+_swept: weakref.WeakKeyDictionary[Store, float] = weakref.WeakKeyDictionary()
+_sweeping = threading.Lock()
 
 
-def _fill(call: Call, other: Call) -> bool:
-    """Give `call` the content it lacks from `other`, the notes its metadata lacks, and what
-    its error does not say; whether anything changed."""
-    changed = False
-    for name in _CONTENT:
-        if getattr(call, name) is None and getattr(other, name) is not None:
-            setattr(call, name, getattr(other, name))
-            changed = True
-    if other.metadata:
-        meta = dict(call.metadata or {})
-        for key, value in other.metadata.items():
-            if key not in meta:
-                meta[key] = value
-            elif key == "llmlog" and isinstance(value, dict) and isinstance(meta[key], dict):
-                meta[key] = {**value, **meta[key]}
-        if meta != (call.metadata or {}):
-            call.metadata = meta
-            changed = True
-    if call.error is not None and other.error is not None:
-        said = {k: v for k, v in other.error.items() if v not in (None, "") and not call.error.get(k)}
-        if said:
-            call.error = {**call.error, **said}
-            changed = True
-    return changed
+def sweep(store: Store) -> int:
+    """Expire the waiting log events now if this store was not swept in `SWEEP_EVERY_S`;
+    how many went. A failure is logged: what is being received is not refused for it."""
+    now = time.monotonic()
+    with _sweeping:
+        last = _swept.get(store)
+        if last is not None and now - last < SWEEP_EVERY_S:
+            return 0
+        _swept[store] = now
+    try:
+        return retention.expire_events(store)
+    except Exception as exc:
+        log.warning("llmlog: could not delete the log events past their wait: %r", exc)
+        return 0
 
 
 def _insert_calls(store: Store, calls: list[Call], refused: dict[str, str]) -> int:
@@ -308,6 +306,7 @@ def ingest_spans(store: Store, spans: list[Span], intake: Intake) -> tuple[int, 
     whatever was refused. A span of this request and one of an earlier request that are one
     call (wrapper and SDK span, exported apart) make one call: the one stored first, given
     the content it lacked."""
+    arrived = time.time_ns()  # the events read below arrived before this
     by_trace: dict[str, list[Span]] = {}
     for s in spans:
         by_trace.setdefault(s.trace_id, []).append(s)
@@ -379,10 +378,10 @@ def ingest_spans(store: Store, spans: list[Span], intake: Intake) -> tuple[int, 
         if stored is None:
             stored = store.get(target)
         try:
-            filled = stored is not None and _fill(stored, intake.protect(call))
+            filled = stored is not None and intake.complete(stored, call)
             if filled and all(c is not stored for c in enriched):
                 enriched.append(stored)
-        except RecordError as exc:  # `Unfit`: the content it would give cannot be kept
+        except RecordError as exc:  # a bad figure, or content it would give that cannot be kept
             calls_refused[target] = str(exc)
     added = _insert_calls(store, new, calls_refused)
     for call in enriched:
@@ -390,6 +389,11 @@ def ingest_spans(store: Store, spans: list[Span], intake: Intake) -> tuple[int, 
             store.update_content(call)
         except store.data_errors as exc:
             calls_refused[call.id] = str(exc)
+    # The content events of the spans that are calls now are in their calls: not kept twice.
+    for trace_id, group in by_trace.items():
+        made = [s.span_id for s in group if s.call_id and s.call_id not in calls_refused and is_model_call(s)]
+        if made:
+            store.drop_span_events(trace_id, made, arrived)
     # A span whose call was refused is refused with it: what it says was not kept.
     refused = [
         Refused(i, f"its call was not stored: {calls_refused[s.call_id]}")
@@ -401,42 +405,51 @@ def ingest_spans(store: Store, spans: list[Span], intake: Intake) -> tuple[int, 
     # a call's without the content its call holds (stripped before it is redacted and sealed).
     kept_spans = [intake.span(without_content(spans[i])) for i in kept]
     refused += [Refused(kept[r.index], r.reason) for r in store.insert_spans(kept_spans)]
+    sweep(store)
     return added, sorted(refused)
 
 
 def ingest_events(store: Store, events: list[SpanEvent], intake: Intake) -> tuple[int, list[Refused]]:
-    """Keep content events (through `intake`: redacted, sealed); those whose span is a
-    stored call give it the content it lacks. Returns how many calls gained content, and
-    the events the store refused, by their position in `events`. Events that come before
-    their span wait in the store for it (`ingest_spans` reads them)."""
-    joined = [i for i, e in enumerate(events) if e.trace_id and e.span_id]
-    refused: list[Refused] = []
-    if joined:
-        said = store.insert_span_events([intake.event(events[i]) for i in joined])
-        refused = [Refused(joined[r.index], r.reason) for r in said]
-    kept = [events[i] for i in sorted(set(joined) - {r.index for r in refused})]
+    """Log events carrying a span's content. Those whose span is a stored call complete it
+    (`Intake.complete`: checked, redacted, sealed, its prompt version given, as any call's
+    content) and are not kept: the call holds what they say. The others, their span not come
+    yet or not a model call, are kept (through `intake`: redacted, sealed) for their span
+    (`ingest_spans` reads them) until they expire (`llmlog.retention.expire_events`). Returns
+    how many calls gained content, and the events the store refused, by their position in
+    `events`."""
+    arrived = time.time_ns()
+    by_span: dict[tuple[str, str], list[int]] = {}
+    for i, e in enumerate(events):
+        if e.trace_id and e.span_id:
+            by_span.setdefault((e.trace_id, e.span_id), []).append(i)
+    joined: set[int] = set()
     updated = 0
-    for trace_id in {e.trace_id for e in kept if e.trace_id}:
+    for trace_id in {t for t, _ in by_span}:
         spans = {s.span_id: s for s in store.trace(trace_id)}
-        for span_id in {e.span_id for e in kept if e.trace_id == trace_id and e.span_id}:
+        for (t, span_id), mine in by_span.items():
             span = spans.get(span_id)
-            if span is None or span.call_id is None:
+            if t != trace_id or span is None or span.call_id is None:
                 continue
             stored = store.get(span.call_id)
             if stored is None:
                 continue
-            events_read = [intake.open_event(e) for e in store.span_events(trace_id, [span_id])]
-            content = span_call(intake.open_span(span), event_content(events_read))
+            # Events of this span kept before (one that could not join then), then these.
+            earlier = [intake.open_event(e) for e in store.span_events(trace_id, [span_id])]
+            said = event_content([*earlier, *(events[i] for i in mine)])
             try:
-                protected = intake.protect(content)
-            except RecordError as exc:  # the events are kept; their call stays as it was
+                if intake.complete(stored, span_call(intake.open_span(span), said)):
+                    store.update_content(stored)
+                    updated += 1
+            except (RecordError, *store.data_errors) as exc:  # the events are kept; the call stays
                 log.warning("llmlog: call %s could not gain its events' content: %s", stored.id, exc)
                 continue
-            if _fill(stored, protected):
-                try:
-                    store.update_content(stored)
-                except store.data_errors as exc:  # the events are kept; their call stays as it was
-                    log.warning("llmlog: call %s could not gain its events' content: %s", stored.id, exc)
-                    continue
-                updated += 1
-    return updated, refused
+            joined.update(mine)
+            if earlier:
+                store.drop_span_events(trace_id, [span_id], arrived)
+    waiting = [i for ids in by_span.values() for i in ids if i not in joined]
+    refused: list[Refused] = []
+    if waiting:
+        said_no = store.insert_span_events([intake.event(events[i]) for i in waiting])
+        refused = [Refused(waiting[r.index], r.reason) for r in said_no]
+    sweep(store)
+    return updated, sorted(refused)

@@ -147,6 +147,7 @@ class Erased:
     contents: int = 0  # pieces of content (prompts, messages, tool lists) no other call used
     spans: int = 0
     rollup_rows: int = 0  # `people_daily` rows
+    events: int = 0  # log events of their traces, or naming them, that had not joined a call
 
 
 @dataclass
@@ -181,6 +182,13 @@ def erase_target(user_id: str | None, session_id: str | None) -> tuple[str, str]
     if (user_id is None) == (session_id is None):
         raise ValueError("erase one user or one session: give exactly one of user_id and session_id")
     return ("user_id", user_id) if user_id is not None else ("session_id", session_id)  # type: ignore[return-value]
+
+
+# The attributes that name a call's user or session, in spans and log events (OTLP).
+NAMING_ATTRIBUTES = {
+    "user_id": ("user.id", "enduser.id"),
+    "session_id": ("session.id", "gen_ai.conversation.id"),
+}
 
 
 def day_and_features(day: date, features: Sequence[str | None], placeholder: str) -> tuple[str, list[Any]]:
@@ -559,17 +567,20 @@ class Store(Regulated, Traces, abc.ABC):
     @abc.abstractmethod
     def update_content(self, call: Call) -> None:
         """Rewrite a stored call's content (system prompt, messages, tools, params, response,
-        tool calls, stop reason, error, metadata) from `call`, which has its id; the figures
-        stay as stored. For content that arrives after its call (OTLP log events), and for
-        sealing it again with a new key (`llmlog keys rotate`)."""
+        tool calls, stop reason, error, metadata) from `call`, which has its id, and give it
+        `call`'s prompt version if it had none; the figures stay as stored. For content that
+        arrives after its call (OTLP log events), and for sealing it again with a new key
+        (`llmlog keys rotate`)."""
 
     @abc.abstractmethod
     def erase(self, *, user_id: str | None = None, session_id: str | None = None) -> Erased:
         """The right to erasure: delete one user's (or one session's) calls, the content no
-        remaining call uses, their spans and their `people_daily` and `daily_seen` rows, in one transaction,
-        so that none of their text stays readable in the database. The `daily` rollup keeps
-        its counts: it holds no user, session or text. Reads every call once, to know which
-        content other calls still use."""
+        remaining call uses, their spans and their `people_daily` and `daily_seen` rows, in
+        one transaction, so that none of their text stays readable in the database; and the
+        log events kept waiting for a span (OTLP) that are in their calls' traces or name them
+        (an attribute of `NAMING_ATTRIBUTES`, or a JSON string in the attributes or body equal
+        to the id). The `daily` rollup keeps its counts: it holds no user, session or text.
+        Reads every call once, to know which content other calls still use."""
 
     # -------------------------------------------------------------- retention (llmlog.retention)
 

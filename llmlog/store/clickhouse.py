@@ -27,6 +27,7 @@ from llmlog.record import COLUMNS, INT_COLUMNS, JSON_COLUMNS, Call, json_text
 from llmlog.store import clickhouse_reader as reader
 from llmlog.store import search
 from llmlog.store.base import (
+    NAMING_ATTRIBUTES,
     Account,
     ApiToken,
     AuditEntry,
@@ -43,6 +44,7 @@ from llmlog.store.clickhouse_engine import utc_time as _when
 from llmlog.store.clickhouse_schema import DAILY_GROUP, DAILY_SELECT, MIGRATIONS, PEOPLE_SELECT
 from llmlog.store.clickhouse_traces import ClickHouseTraces
 from llmlog.store.readonly import RESULT_MAX_BYTES, bounded, too_large
+from llmlog.store.rollup import moves
 from llmlog.store.search import Query
 
 _CLUSTER_ENV = "LLMLOG_CLICKHOUSE_CLUSTER"
@@ -413,10 +415,22 @@ class ClickHouseStore(ClickHouseTraces):
         column, value = erase_target(user_id, session_id)
         n = int(self._select(f"SELECT count() FROM call_data WHERE {column} = %s", [value])[0][0])
         people = int(self._select(f"SELECT count() FROM people_daily WHERE {column} = %s", [value])[0][0])
+        # The log events waiting in their traces or naming them (see `Store.erase`): first,
+        # while the calls that lead to their traces are still there.
+        named = " OR ".join(f"JSONExtractString(attributes, '{a}') = %s" for a in NAMING_ATTRIBUTES[column])
+        waiting = (
+            f"trace_id IN (SELECT trace_id FROM call_data WHERE {column} = %s AND trace_id IS NOT NULL)"
+            f" OR {named} OR position(attributes, %s) > 0 OR position(body, %s) > 0"
+        )
+        params = [value, *[value] * len(NAMING_ATTRIBUTES[column]), json_text(value), json_text(value)]
+        events = int(self._select(f"SELECT count() FROM span_events WHERE {waiting}", params)[0][0])
+        if events:
+            self._mutate(f"ALTER TABLE span_events DELETE WHERE {waiting}", params)
         spans = self._delete_spans(f"call_id IN (SELECT id FROM call_data WHERE {column} = %s)", [value])
         self._mutate(f"ALTER TABLE call_data DELETE WHERE {column} = %s", [value])
         self._mutate(f"ALTER TABLE people_parts DELETE WHERE {column} = %s", [value])
-        return Erased(calls=n, spans=spans, rollup_rows=people)  # content is inline: it went with them
+        # Content is inline: it went with them.
+        return Erased(calls=n, spans=spans, rollup_rows=people, events=events)
 
     def old_calls(self, before: date) -> list[tuple[date, str | None, int]]:
         rows = self._select(
@@ -467,11 +481,19 @@ class ClickHouseStore(ClickHouseTraces):
         changed = ("system_prompt", "messages", "tools", "params", "response", "tool_calls", "stop_reason",
                    "error", "metadata")  # fmt: skip
         sets = ", ".join(f"{c} = %s" for c in changed)
+        was = self._select(
+            "SELECT prompt_template_version IS NULL, tool_calls IS NULL, toDate(timestamp) FROM call_data"
+            " WHERE id = %s LIMIT 1",
+            [call.id],
+        )
         # The vector of the text replaced goes with it (see `Store.set_vectors`).
         self._mutate(
-            f"ALTER TABLE call_data UPDATE {sets}, embedding = NULL WHERE id = %s",
-            [*(row[c] for c in changed), call.id],
+            f"ALTER TABLE call_data UPDATE {sets}, embedding = NULL,"
+            " prompt_template_version = ifNull(prompt_template_version, %s) WHERE id = %s",
+            [*(row[c] for c in changed), row["prompt_template_version"], call.id],
         )
+        if was and moves(was[0][:2], call.prompt_template_version, call.tool_calls):
+            self._recount([was[0][2]])  # its group in the rollups, or what it counts there, changed
         self._embed([call])
 
     # -------------------------------------------------------------- regulated mode's audit log

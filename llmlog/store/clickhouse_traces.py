@@ -171,6 +171,22 @@ class ClickHouseTraces(Store):
             )
         return n + old
 
+    def drop_span_events(self, trace_id: str, span_ids: Sequence[str], before: int) -> int:
+        if not span_ids:
+            return 0
+        where = "trace_id = %s AND span_id IN %s AND received < %s"
+        params = [trace_id, list(span_ids), before]
+        n = int(self._select(f"SELECT count() FROM span_events WHERE {where}", params)[0][0])
+        if n:
+            self._mutate(f"ALTER TABLE span_events DELETE WHERE {where}", params)
+        return n
+
+    def expire_span_events(self, before: int) -> int:
+        n = int(self._select("SELECT count() FROM span_events WHERE received < %s", [before])[0][0])
+        if n:  # a mutation rewrites parts: only when there is something to delete
+            self._mutate("ALTER TABLE span_events DELETE WHERE received < %s", [before])
+        return n
+
     # -------------------------------------------------------------- for `llmlog keys rotate`
 
     def iter_spans(self, batch: int = 1000) -> Iterator[Span]:

@@ -16,6 +16,7 @@ as `postgresql://host/db?options=-csearch_path%3Dllmlog` keeps them in a schema 
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
@@ -30,6 +31,7 @@ from llmlog.record import COLUMNS, Call, format_timestamp, json_text
 from llmlog.store import postgres_reader as reader
 from llmlog.store import search
 from llmlog.store.base import (
+    NAMING_ATTRIBUTES,
     AuditEntry,
     CallFilter,
     Erased,
@@ -46,8 +48,15 @@ from llmlog.store.postgres_schema import migrate, schema_lock, schema_version
 from llmlog.store.postgres_traces import PostgresTraces
 from llmlog.store.postgres_traces import storable as _storable
 from llmlog.store.readonly import RESULT_MAX_BYTES
+from llmlog.store.rollup import moves, regroup
 
 CONNECT_TIMEOUT_S = 10
+
+
+def _rows(cur: psycopg.Cursor[Any]) -> list[tuple[Any, ...]]:
+    return cur.fetchall() if cur.description else []
+
+
 # Creating a partition briefly locks the parent table; waiting longer than this for a long
 # reader to finish would stall every writer queued behind the lock, so give up and retry.
 DDL_LOCK_TIMEOUT = "5s"
@@ -386,10 +395,16 @@ class PostgresStore(PostgresTraces):
                 batch = self._content.batch()
                 system, messages, tools, params = self._keys(c, batch)
             self._resolve(cur, batch)
-            cur.execute(
+            was = cur.execute(
+                "SELECT prompt_template_version IS NULL, tool_calls IS NULL FROM call_data WHERE id = %s",
+                (c.id,),
+            ).fetchone()
+            update = functools.partial(
+                cur.execute,
                 "UPDATE call_data SET system_id = %s, message_ids = %s::bigint[], tools_id = %s,"
                 " params_id = %s, response = %s::jsonb, tool_calls = %s::jsonb, stop_reason = %s,"
                 " error = %s::jsonb, metadata = %s::jsonb, search = to_tsvector(%s::regconfig, %s),"
+                " prompt_template_version = coalesce(prompt_template_version, %s),"
                 " embedding = NULL WHERE id = %s",
                 (
                     batch.id(system) if system is not None else None,
@@ -403,9 +418,15 @@ class PostgresStore(PostgresTraces):
                     json_text(c.metadata) if c.metadata is not None else None,
                     search.PG_CONFIG,
                     search.pg_document(c),  # the words it is found by change with it
+                    c.prompt_template_version,
                     c.id,
                 ),
             )
+            if moves(was, c.prompt_template_version, c.tool_calls):
+                # Its group in `daily` (or what it counts there) changes: the triggers follow inserts.
+                regroup(lambda sql, params: _rows(cur.execute(sql, params)), "postgres", c.id, update)
+            else:
+                update()
         batch.commit()
         self._embed([c])
 
@@ -414,7 +435,21 @@ class PostgresStore(PostgresTraces):
         conn = self.conn
         with conn.transaction(), conn.cursor() as cur:
             self._content_deleting(cur)
+            traces = [
+                t
+                for (t,) in cur.execute(
+                    f"SELECT DISTINCT trace_id FROM call_data WHERE {column} = %s AND trace_id IS NOT NULL",
+                    (value,),
+                ).fetchall()
+            ]
             out, candidates = self._delete_calls(cur, f"{column} = %s", [value])
+            named = " OR ".join(f"attributes ->> '{a}' = %s" for a in NAMING_ATTRIBUTES[column])
+            needle = json.dumps(value, ensure_ascii=False)  # a JSON string, as jsonb writes one
+            out.events = cur.execute(
+                f"DELETE FROM span_events WHERE trace_id = ANY(%s) OR {named}"
+                " OR strpos(attributes::text, %s) > 0 OR strpos(body::text, %s) > 0",
+                (traces, *[value] * len(NAMING_ATTRIBUTES[column]), needle, needle),
+            ).rowcount
             out.contents = self._delete_content(cur, candidates)
             out.rollup_rows = cur.execute(f"DELETE FROM people_daily WHERE {column} = %s", (value,)).rowcount
             # And the note of which days counted them: a rollup that names them.

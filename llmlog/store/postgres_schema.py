@@ -507,6 +507,11 @@ def m012_repair_figures(cur: psycopg.Cursor[Any]) -> None:
         cur.execute(sql)
 
 
+def m013_waiting_events(cur: psycopg.Cursor[Any]) -> None:
+    """`span_events` by arrival, as in SQLite's migration 14."""
+    cur.execute("CREATE INDEX IF NOT EXISTS span_events_received ON span_events (received)")
+
+
 MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m001_initial,
     m002_daily,
@@ -520,6 +525,7 @@ MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m010_reader_login,
     m011_web_sessions,
     m012_repair_figures,
+    m013_waiting_events,
 ]
 
 

@@ -113,6 +113,19 @@ class PostgresTraces(Store):
         )
         return [SpanEvent(t, s, n, a or {}, b) for t, s, n, a, b in rows]
 
+    def drop_span_events(self, trace_id: str, span_ids: Sequence[str], before: int) -> int:
+        if not span_ids:
+            return 0
+        with self.conn.transaction():
+            return self.conn.execute(
+                "DELETE FROM span_events WHERE trace_id = %s AND span_id = ANY(%s) AND received < %s",
+                (trace_id, list(span_ids), before),
+            ).rowcount
+
+    def expire_span_events(self, before: int) -> int:
+        with self.conn.transaction():
+            return self.conn.execute("DELETE FROM span_events WHERE received < %s", (before,)).rowcount
+
     # -------------------------------------------------------------- for `llmlog keys rotate`
 
     def iter_spans(self, batch: int = 1000) -> Iterator[Span]:

@@ -12,7 +12,7 @@ with, so the two agree to the count on each engine.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 # Latency buckets: bucket 0 holds [0, 1) ms; bucket b ≥ 1 holds [2^((b−1)/8), 2^(b/8)) ms, so a
@@ -280,3 +280,139 @@ def repair_sql(dialect: str) -> list[str]:
         )
         out.append(f"DROP TABLE {repair}")
     return out
+
+
+# ------------------------------------------------------------------ a call that changes group
+
+Run = Callable[[str, Sequence[Any]], list[tuple[Any, ...]]]
+_MAPS = ("error_types", "latency_hist", "first_token_hist")
+_PEOPLE = {"users": ("user_id", "user"), "sessions": ("session_id", "session")}
+
+
+def moves(stored: Sequence[Any] | None, version: str | None, tool_calls: Any) -> bool:
+    """Whether an update that gives a stored call this prompt version (if it had none) and
+    these tool calls changes its share of `daily`: `stored` is whether its version and its
+    tool calls are NULL now (None: no such call)."""
+    return bool(stored) and ((stored[0] and version is not None) or (stored[1] and tool_calls is not None))
+
+
+def regroup(run: Run, dialect: str, call_id: str, change: Callable[[], None]) -> None:
+    """Keep `daily` right when `change` (in the same writing transaction) changes what a
+    stored call's group is, or what it counts (its prompt version, given when its content
+    came after it: OTLP). The triggers follow inserts only; this takes the call's share, as
+    `from_raw_sql` computes it, out of its old group and adds its new share to its new group,
+    as the insert trigger would have: distinct users and sessions through `daily_seen`, a
+    group left without calls deleted. SQLite and PostgreSQL."""
+    p = "?" if dialect == "sqlite" else "%s"
+    share_sql = from_raw_sql(dialect, where=f"WHERE id = {p}")
+
+    def share() -> tuple[Any, ...] | None:
+        rows = run(share_sql, [call_id])
+        return tuple(rows[0]) if rows else None
+
+    old = share()
+    change()
+    new = share()
+    if old is None or new is None or old == new:
+        return
+    people = run(f"SELECT user_id, session_id FROM call_data WHERE id = {p}", [call_id])
+    who = {"users": people[0][0], "sessions": people[0][1]}
+    _take(run, dialect, old, call_id, who)
+    _add(run, dialect, new, who)
+
+
+def _key(dialect: str, calls: bool = False) -> str:
+    """A condition on one `daily` group (`daily`, `daily_seen`), or on its calls."""
+    p, same = ("?", "IS") if dialect == "sqlite" else ("%s", "IS NOT DISTINCT FROM")
+    day = day_sql(dialect, "timestamp") if calls else "day"
+    return f"{day} = {p} AND " + " AND ".join(f"{c} {same} {p}" for c in GROUP)
+
+
+def _row(run: Run, dialect: str, key: Sequence[Any]) -> dict[str, Any] | None:
+    rows = run(f"SELECT {', '.join(DAILY_COLUMNS)} FROM daily WHERE {_key(dialect)}", list(key))
+    if not rows:
+        return None
+    row = dict(zip(DAILY_COLUMNS, rows[0], strict=True))
+    for name in _MAPS:
+        row[name] = counts_of(row[name])
+    return row
+
+
+def _write(run: Run, dialect: str, row: dict[str, Any], exists: bool) -> None:
+    p = "?" if dialect == "sqlite" else "%s"
+    mark = {c: f"{p}::jsonb" if c in _MAPS and dialect != "sqlite" else p for c in DAILY_COLUMNS}
+    value = {c: json.dumps(row[c], sort_keys=True) if c in _MAPS else row[c] for c in DAILY_COLUMNS}
+    if exists:
+        figures = DAILY_COLUMNS[5:]
+        sets = ", ".join(f"{c} = {mark[c]}" for c in figures)
+        key = [row[c] for c in DAILY_COLUMNS[:5]]
+        run(f"UPDATE daily SET {sets} WHERE {_key(dialect)}", [*(value[c] for c in figures), *key])
+    else:
+        marks = ", ".join(mark[c] for c in DAILY_COLUMNS)
+        run(
+            f"INSERT INTO daily ({', '.join(DAILY_COLUMNS)}) VALUES ({marks})",
+            [value[c] for c in DAILY_COLUMNS],
+        )
+
+
+def _take(run: Run, dialect: str, share: tuple[Any, ...], call_id: str, who: dict[str, Any]) -> None:
+    p = "?" if dialect == "sqlite" else "%s"
+    key = share[:5]
+    row = _row(run, dialect, key)
+    if row is None:  # nothing counted it (a store filled by hand)
+        return
+    mine = dict(zip(DAILY_COLUMNS, share, strict=True))
+    for name in DAILY_COLUMNS[5:]:
+        if name in _MAPS:
+            left = merge_counts([row[name], {k: -n for k, n in counts_of(mine[name]).items()}])
+            row[name] = {k: n for k, n in left.items() if n > 0}
+        elif name not in _PEOPLE:
+            row[name] -= mine[name]
+    if row["priced_calls"] == 0:
+        row["cost_usd"] = 0.0
+    for name, (column, kind) in _PEOPLE.items():
+        # One fewer, unless another call of the group and day has the same user (session).
+        if who[name] is None or run(
+            f"SELECT 1 FROM call_data WHERE {_key(dialect, calls=True)} AND {column} = {p} AND id <> {p}"
+            " LIMIT 1",
+            [*key, who[name], call_id],
+        ):
+            continue
+        run(
+            f"DELETE FROM daily_seen WHERE {_key(dialect)} AND kind = {p} AND who = {p}",
+            [*key, kind, who[name]],
+        )
+        row[name] -= 1
+    if row["calls"] <= 0:
+        run(f"DELETE FROM daily WHERE {_key(dialect)}", list(key))
+    else:
+        _write(run, dialect, row, exists=True)
+
+
+def _add(run: Run, dialect: str, share: tuple[Any, ...], who: dict[str, Any]) -> None:
+    p = "?" if dialect == "sqlite" else "%s"
+    key = share[:5]
+    mine = dict(zip(DAILY_COLUMNS, share, strict=True))
+    row = _row(run, dialect, key)
+    exists = row is not None
+    if row is None:
+        row = {**mine, **{name: 0 for name in _PEOPLE}}
+        for name in _MAPS:
+            row[name] = {}
+        for name in DAILY_COLUMNS[5:]:
+            if name not in _MAPS and name not in _PEOPLE:
+                row[name] = 0
+    for name in DAILY_COLUMNS[5:]:
+        if name in _MAPS:
+            row[name] = merge_counts([row[name], counts_of(mine[name])])
+        elif name not in _PEOPLE:
+            row[name] += mine[name]
+    for name, (_, kind) in _PEOPLE.items():
+        if who[name] is None:
+            continue
+        added = run(
+            f"INSERT INTO daily_seen VALUES ({', '.join([p] * 7)}) ON CONFLICT DO NOTHING RETURNING who",
+            [*key, kind, who[name]],
+        )
+        row[name] += len(added)
+    _write(run, dialect, row, exists)

@@ -30,6 +30,7 @@ from llmlog.record import (
 )
 from llmlog.store import search
 from llmlog.store.base import (
+    NAMING_ATTRIBUTES,
     AuditEntry,
     CallFilter,
     Erased,
@@ -43,6 +44,7 @@ from llmlog.store.base import (
 )
 from llmlog.store.content import ContentBatch, ContentIds, Key
 from llmlog.store.readonly import RESULT_MAX_BYTES, bounded, too_large
+from llmlog.store.rollup import moves, regroup
 from llmlog.store.sqlite_schema import migrate
 from llmlog.store.sqlite_traces import SQLiteTraces
 from llmlog.store.sqlite_traces import json_safe as _json_safe
@@ -415,15 +417,31 @@ class SQLiteStore(SQLiteTraces):
             self._resolve(batch)
             row = self._row(call, keys, batch, safe=True)
             # The content columns of the row, as `_row` lays them out.
-            values = [*row[8:15], *row[23:25], *row[28:30], call.id]
+            values = [*row[8:15], *row[23:25], *row[28:30], row[7], call.id]
+
             # The vector of the text replaced goes with it (a sealing must not leave the
             # clear text's vector behind); the new text's is made below, if it has any.
-            self.db.execute(
-                "UPDATE call_data SET system_id = ?, message_ids = ?, tools_id = ?, params_id = ?,"
-                " response = ?, tool_calls = ?, stop_reason = ?, error = ?, metadata = ?,"
-                " response_instructions_id = ?, response_tools_id = ?, embedding = NULL WHERE id = ?",
-                values,
-            )
+            def change() -> None:
+                self.db.execute(
+                    "UPDATE call_data SET system_id = ?, message_ids = ?, tools_id = ?, params_id = ?,"
+                    " response = ?, tool_calls = ?, stop_reason = ?, error = ?, metadata = ?,"
+                    " response_instructions_id = ?, response_tools_id = ?,"
+                    " prompt_template_version = ifnull(prompt_template_version, ?), embedding = NULL"
+                    " WHERE id = ?",
+                    values,
+                )
+
+            was = self.db.execute(
+                "SELECT prompt_template_version IS NULL, tool_calls IS NULL FROM call_data WHERE id = ?",
+                (call.id,),
+            ).fetchone()
+            if moves(was, call.prompt_template_version, call.tool_calls):
+                # Its group in `daily` (or what it counts there) changes: the triggers follow inserts.
+                regroup(
+                    lambda sql, params: self.db.execute(sql, params).fetchall(), "sqlite", call.id, change
+                )
+            else:
+                change()
         batch.commit()
         self._embed([call])
 
@@ -436,7 +454,14 @@ class SQLiteStore(SQLiteTraces):
             rows = self.db.execute(f"SELECT {columns} FROM call_data WHERE {column} = ?", (value,)).fetchall()
             candidates = {c for r in rows for c in r[1:] if c is not None}
             candidates.update(c for r in rows if r[0] for c in json.loads(r[0]))
+            traces = [
+                t for (t,) in self.db.execute(
+                    f"SELECT DISTINCT trace_id FROM call_data WHERE {column} = ? AND trace_id IS NOT NULL",
+                    (value,),
+                )
+            ]  # fmt: skip
             out = self._delete_calls(f"{column} = ?", [value])
+            out.events = self._delete_waiting_events(column, value, traces)
             out.contents = self._delete_content(candidates)
             rollup = self.db.execute(f"DELETE FROM people_daily WHERE {column} = ?", (value,))
             # And the note of which days counted them: a rollup that names them.
@@ -444,6 +469,19 @@ class SQLiteStore(SQLiteTraces):
             out.rollup_rows = rollup.rowcount
             self._merge_index()
         return out
+
+    def _delete_waiting_events(self, column: str, value: str, traces: list[str]) -> int:
+        """In a write transaction: the kept log events in these traces, or naming `value`
+        (see `Store.erase`)."""
+        named = " OR ".join(
+            f"CAST(json_extract(attributes, '$.\"{a}\"') AS TEXT) = ?" for a in NAMING_ATTRIBUTES[column]
+        )
+        needle = _json_safe(value)  # as a JSON string, in the form the columns are written in
+        return self.db.execute(
+            "DELETE FROM span_events WHERE trace_id IN (SELECT value FROM json_each(?))"
+            f" OR {named} OR instr(attributes, ?) > 0 OR instr(body, ?) > 0",
+            (json.dumps(traces), *[value] * len(NAMING_ATTRIBUTES[column]), needle, needle),
+        ).rowcount
 
     @contextlib.contextmanager
     def _checkpointed(self) -> Iterator[None]:

@@ -515,6 +515,12 @@ def m013_repair_figures(db: sqlite3.Connection) -> None:
         db.execute(sql)
 
 
+def m014_waiting_events(db: sqlite3.Connection) -> None:
+    """`span_events` by arrival: the log events that waited for their span too long are
+    found and deleted (`Store.expire_span_events`) without reading the others."""
+    db.execute("CREATE INDEX IF NOT EXISTS span_events_received ON span_events(received)")
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_initial,
     m002_rate_card_and_filters,
@@ -529,6 +535,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m011_vectors,
     m012_web_sessions,
     m013_repair_figures,
+    m014_waiting_events,
 ]
 
 

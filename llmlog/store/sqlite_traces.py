@@ -109,6 +109,24 @@ class SQLiteTraces(Store):
         )
         return [_event(row) for row in cur]
 
+    def drop_span_events(self, trace_id: str, span_ids: Sequence[str], before: int) -> int:
+        if not span_ids:
+            return 0
+        marks = ",".join("?" * len(span_ids))
+        with self._writing():
+            return self.db.execute(
+                f"DELETE FROM span_events WHERE trace_id = ? AND span_id IN ({marks}) AND received < ?",
+                (trace_id, *span_ids, before),
+            ).rowcount
+
+    def expire_span_events(self, before: int) -> int:
+        # A read first: most sweeps find nothing, and take no write lock for it.
+        old = self.db.execute("SELECT 1 FROM span_events WHERE received < ? LIMIT 1", (before,))
+        if old.fetchone() is None:
+            return 0
+        with self._writing():
+            return self.db.execute("DELETE FROM span_events WHERE received < ?", (before,)).rowcount
+
     # -------------------------------------------------------------- for `llmlog keys rotate`
 
     def iter_spans(self, batch: int = 1000) -> Iterator[Span]:

@@ -33,6 +33,17 @@ class Traces(abc.ABC):
     def span_events(self, trace_id: str, span_ids: Sequence[str]) -> list[SpanEvent]:
         """The kept events of these spans, in the order they came."""
 
+    @abc.abstractmethod
+    def drop_span_events(self, trace_id: str, span_ids: Sequence[str], before: int) -> int:
+        """Delete the kept events of these spans that arrived before `before` (ns since the
+        epoch): their content has joined their call, which holds it. How many went."""
+
+    @abc.abstractmethod
+    def expire_span_events(self, before: int) -> int:
+        """Delete the kept events that arrived before `before` (ns since the epoch): those
+        still kept have waited that long for a span that did not come or is not a model
+        call. How many went."""
+
     # -------------------------------------------------------------- for `llmlog keys rotate`
 
     @abc.abstractmethod

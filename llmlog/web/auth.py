@@ -365,7 +365,11 @@ def routes(web: Any) -> list[BaseRoute]:
                             if item.strip():
                                 name, _, days = item.partition("=")
                                 features[name.strip()] = int(days)
-                        retention.set_policy(store, retention.Policy(int(fields.get("days", "")), features))
+                        # The wait of log events for their span is set with the CLI: kept as is.
+                        wait = retention.policy(store).events_minutes
+                        retention.set_policy(
+                            store, retention.Policy(int(fields.get("days", "")), features, wait)
+                        )
                     else:
                         return web.error("no such action", 404)
             except ValueError as exc:
