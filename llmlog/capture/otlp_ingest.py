@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from llmlog import retention
 from llmlog.capture.genai import (
+    call_id,
     call_key,
     event_content,
     is_model_call,
@@ -88,6 +89,9 @@ def calls_from(spans: list[Span], events: list[SpanEvent]) -> list[Call]:
             call.error = join_errors(call.error, wrapper.error)
             mine.append(outer)
         one = _Made(call, mine, is_sdk_span(s), call_key(s) is not None or any(map(call_key, mine[1:])))
+        if call.id in made and not at_once(made[call.id].call, call):
+            # The same id for another call (a server that reuses response ids): its own.
+            call.id = call_id(s.trace_id, s.span_id)
         if call.id in made:  # another span of the same call (same response or request id)
             made[call.id].join(one)
         else:
@@ -170,6 +174,21 @@ class _Made:
             merge_call(self.call, other.call, exact=self.sdk)
         self.spans += other.spans
         self.keyed = self.keyed or other.keyed
+
+
+# How far apart in time two spans of one call may seem (their ends rounded, clocks of two
+# processes): farther, they are two calls, whatever ids they share.
+_SLACK_S = 5.0
+
+
+def at_once(a: Call, b: Call) -> bool:
+    """Whether two accounts of calls happened at once (their times overlap): two spans of one
+    call always do. A response id names one call only where the server makes each anew;
+    Ollama's OpenAI-compatible API, for one, picks it among a thousand."""
+    a0, b0 = a.timestamp.timestamp(), b.timestamp.timestamp()
+    a_end = a0 + (a.latency_ms or 0) / 1000
+    b_end = b0 + (b.latency_ms or 0) / 1000
+    return a0 <= b_end + _SLACK_S and b0 <= a_end + _SLACK_S
 
 
 def _same_call(a: Call, b: Call) -> bool:
@@ -361,12 +380,22 @@ def ingest_spans(store: Store, spans: list[Span], intake: Intake) -> tuple[int, 
         and c.id not in sdk_ids
         and not any(call_key(s) for s in spans_of[c.id])
     ]
-    for call_id, partner in _keyless_partners(store, keyless, sdk_ids).items():
-        earlier[call_id] = partner.id
+    for keyless_id, partner in _keyless_partners(store, keyless, sdk_ids).items():
+        earlier[keyless_id] = partner.id
         stored_now[partner.id] = partner
     for call in calls:
         target = earlier.get(call.id, call.id)
         stored = stored_now.get(target)
+        if target == call.id and stored is not None and not at_once(stored, call):
+            # Another call stored with the same response id: this one is a call of its own,
+            # named by its span (stored already when that span came before).
+            first = spans_of[call.id][0]
+            mine = spans_of.pop(call.id)
+            call.id = target = call_id(first.trace_id, first.span_id)
+            spans_of[call.id] = mine
+            for s in mine:
+                s.call_id = call.id
+            stored = store.get(call.id)
         if target == call.id and stored is None:
             try:
                 new.append(intake.call(call))

@@ -1,0 +1,53 @@
+"""Hostile and unlucky OTLP input: what must never merge two calls, lose a record or fail
+the request."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from llmlog.store import CallFilter
+from tests.backends import Backend
+from tests.otel_programs import TOKEN
+from tests.test_otlp import _attrs, _otlp_json, post
+from tests.webui import Running
+
+JSON = "application/json"
+NOW = time.time_ns()
+HOUR_NS = 3600 * 10**9
+
+
+def _openai_span(
+    trace: str, span: str, start: int, question: str, tokens: int, rid: str
+) -> dict[str, object]:
+    return {
+        "traceId": trace, "spanId": span, "name": "chat", "kind": 3,
+        "startTimeUnixNano": str(start), "endTimeUnixNano": str(start + 400_000_000),
+        "attributes": _attrs(gen_ai__operation__name="chat", gen_ai__provider__name="openai",
+                             gen_ai__request__model="llama3.2", gen_ai__response__model="llama3.2",
+                             gen_ai__response__id=rid, gen_ai__usage__input_tokens=tokens,
+                             gen_ai__usage__output_tokens=7,
+                             gen_ai__input__messages=json.dumps(
+                                 [{"role": "user", "parts": [{"type": "text", "content": question}]}])),
+    }  # fmt: skip
+
+
+def test_two_calls_an_hour_apart_with_the_same_response_id_are_two_calls(backend: Backend) -> None:
+    """Ollama's OpenAI-compatible API names its completions `chatcmpl-` and a number below
+    999: two different calls of one app soon share a response id."""
+    with Running(backend, ingest_token=TOKEN) as c:
+        first = _openai_span("a" * 32, "a" * 16, NOW - HOUR_NS, "first question", 11, "chatcmpl-123")
+        second = _openai_span("b" * 32, "b" * 16, NOW, "second question", 22, "chatcmpl-123")
+        # Apart, the second exported twice; then two more in one request.
+        for span in (first, second, second):
+            assert post(c, "/v1/traces", json.dumps(_otlp_json([span])).encode(), JSON).status_code == 200
+        third = _openai_span("c" * 32, "c" * 16, NOW - 2 * HOUR_NS, "third question", 33, "chatcmpl-7")
+        fourth = _openai_span("d" * 32, "d" * 16, NOW - HOUR_NS, "fourth question", 44, "chatcmpl-7")
+        assert (
+            post(c, "/v1/traces", json.dumps(_otlp_json([third, fourth])).encode(), JSON).status_code == 200
+        )
+        calls = list(c.store.iter_calls(CallFilter()))
+    assert sorted(call.input_tokens or 0 for call in calls) == [11, 22, 33, 44]
+    for call in calls:  # each with its own question
+        said = json.dumps(call.messages)
+        assert sum(q in said for q in ("first", "second", "third", "fourth")) == 1, said
