@@ -51,3 +51,35 @@ def test_two_calls_an_hour_apart_with_the_same_response_id_are_two_calls(backend
     for call in calls:  # each with its own question
         said = json.dumps(call.messages)
         assert sum(q in said for q in ("first", "second", "third", "fourth")) == 1, said
+
+
+def _llm_span(n: int, **attrs: str) -> dict[str, object]:
+    return {
+        "traceId": f"{n:032x}", "spanId": f"{n:016x}", "name": "llm", "kind": 1,
+        "startTimeUnixNano": str(NOW), "endTimeUnixNano": str(NOW + 100_000_000),
+        "attributes": [{"key": k, "value": {"stringValue": v}} for k, v in
+                       {"openinference.span.kind": "LLM", "llm.provider": "openai",
+                        "llm.model_name": "gpt-4.1-mini", **attrs}.items()],
+    }  # fmt: skip
+
+
+def test_a_flattened_key_sent_as_a_value_and_as_a_prefix_fails_no_request(backend: Backend) -> None:
+    """`…message` with a value and `…message.role` too (or a value where an object goes):
+    the span is read as well as it can be, and the good spans beside it are kept, not the
+    whole request answered 503 for the exporter to send again and again."""
+    odd = [
+        {"llm.input_messages.0.message": "x", "llm.input_messages.0.message.role": "user"},
+        {"llm.input_messages.0.message.role": "user", "llm.input_messages.0.message": "x"},
+        {"llm.input_messages.0.message": "x", "llm.input_messages.1.message.contents": "abc"},
+        {"llm.input_messages.0.message.tool_calls.0": "q", "llm.output_messages.0.message.contents.0": "z"},
+        {"llm.tools.0.tool": "t", "llm.tools.1.tool": "u", "llm.tools.1.tool.json_schema": "{}"},
+        {"gen_ai.prompt.0.content": "y", "gen_ai.prompt.0.content.z": "w"},
+    ]
+    with Running(backend, ingest_token=TOKEN) as c:
+        for n, attrs in enumerate(odd, start=1):
+            good = _llm_span(100 + n, **{"llm.input_messages.0.message.role": "user",
+                                         "llm.input_messages.0.message.content": f"good {n}"})  # fmt: skip
+            body = json.dumps(_otlp_json([good, _llm_span(n, **attrs)])).encode()
+            assert post(c, "/v1/traces", body, JSON).status_code == 200, attrs
+        said = [json.dumps(call.messages) for call in c.store.iter_calls(CallFilter())]
+    assert sum("good" in m for m in said) == len(odd), said

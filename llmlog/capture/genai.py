@@ -265,9 +265,21 @@ def _nest(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
                 _PATHS[rest] = split
         node = node_top
         for part in split[0]:
-            node = node.setdefault(part, {})
-        node[split[1]] = value
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif type(child) is not dict:  # `…message` sent as a value and as a prefix: the value
+                break
+            node = child
+        else:
+            if type(node.get(split[1])) is not dict:
+                node[split[1]] = value
     return node_top
+
+
+def _d(value: Any) -> dict[str, Any]:
+    """A part of a flattened item that should be an object: {} when a span sent a value there."""
+    return value if isinstance(value, dict) else {}
 
 
 def _indexed(items: Items) -> list[dict[str, Any]]:
@@ -339,23 +351,23 @@ def _openinference_tools(items: Items, prefix: str, mixed: set[tuple[str, int]])
 
 
 def _built_tools(groups: list[list[tuple[str, Any]]]) -> list[Any]:
-    return [_json_value((_nest(pairs).get("tool") or {}).get("json_schema")) for pairs in groups]
+    return [_json_value(_d(_nest(pairs).get("tool")).get("json_schema")) for pairs in groups]
 
 
 def _openinference_message(item: dict[str, Any]) -> dict[str, Any]:
-    m = item.get("message") or {}
+    m = _d(item.get("message"))
     blocks: list[dict[str, Any]] = []
     if m.get("content") is not None:
         blocks.append({"type": "text", "text": str(m["content"])})
-    contents = m.get("contents") or {}
+    contents = _d(m.get("contents"))
     for key in sorted(contents, key=lambda k: int(k) if str(k).isdigit() else 0):
-        c = (contents[key] or {}).get("message_content") or {}
+        c = _d(_d(contents[key]).get("message_content"))
         if c.get("type", "text") == "text" and c.get("text") is not None:
             blocks.append({"type": "text", "text": str(c["text"])})
-    calls = m.get("tool_calls") or {}
+    calls = _d(m.get("tool_calls"))
     for key in sorted(calls, key=lambda k: int(k) if str(k).isdigit() else 0):
-        tc = (calls[key] or {}).get("tool_call") or {}
-        fn = tc.get("function") or {}
+        tc = _d(_d(calls[key]).get("tool_call"))
+        fn = _d(tc.get("function"))
         blocks.append({"type": "tool_use", "id": tc.get("id"), "name": fn.get("name"),
                        "input": _json_value(fn.get("arguments"))})  # fmt: skip
     if m.get("tool_call_id"):
