@@ -3,9 +3,12 @@ the request."""
 
 from __future__ import annotations
 
+import gc
 import json
 import time
+import tracemalloc
 
+from llmlog.capture.genai import span_content
 from llmlog.store import CallFilter
 from tests.backends import Backend
 from tests.otel_programs import TOKEN
@@ -83,3 +86,29 @@ def test_a_flattened_key_sent_as_a_value_and_as_a_prefix_fails_no_request(backen
             assert post(c, "/v1/traces", body, JSON).status_code == 200, attrs
         said = [json.dumps(call.messages) for call in c.store.iter_calls(CallFilter())]
     assert sum("good" in m for m in said) == len(odd), said
+
+
+def test_what_is_remembered_of_span_keys_stays_bounded_in_bytes() -> None:
+    """The keys and paths remembered for the spans that keep sending them, and the messages
+    shared by them, are bounded in entries: long keys made up by a client (a body may be
+    64 MB) must not be kept, or tens of thousands of them hold gigabytes."""
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for n in range(100):
+            pad = f"{n:06d}" + "a" * 100_000
+            span_content(
+                {
+                    "openinference.span.kind": "LLM",
+                    "llm.provider": "openai",
+                    f"llm.input_messages.0.message.{pad}": "x",  # a long path inside a message
+                    f"custom.attribute.{pad}": "y",  # a long key of any kind
+                }
+            )
+            del pad
+        gc.collect()
+        kept = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert kept < 2 * 2**20, f"{kept / 2**20:.1f} MB kept of 20 MB of keys sent"

@@ -218,8 +218,10 @@ def _flattened(attrs: dict[str, Any]) -> tuple[dict[str, Items], set[tuple[str, 
     known = _KEYS
     for key, value in attrs.items():
         where = known.get(key)
+        long = False
         if where is None:
             where = _key_place(key)
+            long = len(key) > _LONG_KEY
         if where:
             prefix, i, rest = where
             items = lists.get(prefix)
@@ -230,7 +232,7 @@ def _flattened(attrs: dict[str, Any]) -> tuple[dict[str, Items], set[tuple[str, 
                 items[i] = [(rest, value)]
             else:
                 pairs.append((rest, value))
-            if type(value) is not str:
+            if type(value) is not str or long:  # a long path is not kept as what content is shared by
                 mixed.add((prefix, i))
     return lists, mixed
 
@@ -244,12 +246,15 @@ def _key_place(key: str) -> tuple[str, int, str] | tuple[()]:
         index, _, rest = key[end:].partition(".")
         if index.isdigit() and rest:
             where = (key[:end], int(index), rest)
-    if len(_KEYS) < 50_000:  # the keys instrumentations send (a hundred indexes of a few shapes)
-        _KEYS[key] = where
+    if len(_KEYS) < 50_000 and len(key) <= _LONG_KEY:  # the keys instrumentations send (a hundred
+        _KEYS[key] = where  # indexes of a few shapes), not what a client makes up
     return where
 
 
 _KEYS: dict[str, tuple[str, int, str] | tuple[()]] = {}
+# Keys longer than this are not remembered, nor paths shared by: the memory kept for what spans
+# send stays bounded in bytes, not only in entries, whatever keys a client sends.
+_LONG_KEY = 200
 
 
 def _nest(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -261,7 +266,7 @@ def _nest(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         if split is None:
             *path, last = rest.split(".")
             split = (tuple(path), last)
-            if len(_PATHS) < 10_000:  # the few shapes instrumentations use, not every key sent
+            if len(_PATHS) < 10_000 and len(rest) <= _LONG_KEY:  # the few shapes instrumentations use
                 _PATHS[rest] = split
         node = node_top
         for part in split[0]:
