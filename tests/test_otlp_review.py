@@ -112,3 +112,38 @@ def test_what_is_remembered_of_span_keys_stays_bounded_in_bytes() -> None:
     finally:
         tracemalloc.stop()
     assert kept < 2 * 2**20, f"{kept / 2**20:.1f} MB kept of 20 MB of keys sent"
+
+
+def test_content_of_an_odd_shape_fails_no_request(backend: Backend) -> None:
+    """GenAI messages whose parts, message or tool calls are not what the conventions say:
+    the call is kept with what can be read, and nothing fails the request. A log event kept
+    while its span had not come must not fail every later request that brings the span."""
+    trace = "e" * 32
+    odd_span = _chat(trace, "e" * 16, gen_ai__input__messages='[{"role": "user", "parts": 5}]',
+                     gen_ai__output__messages='[{"role": "assistant", "parts": 5}]')  # fmt: skip
+    events = [
+        {"traceId": trace, "spanId": "e" * 16, "eventName": "gen_ai.choice",
+         "body": {"kvlistValue": {"values": [{"key": "message", "value": {"intValue": "5"}}]}}},
+        {"traceId": trace, "spanId": "e" * 16, "eventName": "gen_ai.choice",
+         "body": {"kvlistValue": {"values": [{"key": "tool_calls", "value": {"stringValue": "x"}}]}}},
+    ]  # fmt: skip
+    with Running(backend, ingest_token=TOKEN) as c:
+        body = json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": events}]}]}).encode()
+        assert post(c, "/v1/logs", body, JSON).status_code == 200  # waiting for their span
+        good = _chat("f" * 32, "f" * 16, gen_ai__input__messages='[{"role": "user", "parts": []}]')
+        body = json.dumps(_otlp_json([odd_span, good])).encode()
+        assert post(c, "/v1/traces", body, JSON).status_code == 200
+        assert post(c, "/v1/logs", json.dumps({"resourceLogs": [{"scopeLogs": [{"logRecords": events}]}]}).encode(),
+                    JSON).status_code == 200  # fmt: skip
+        calls = {call.trace_id for call in c.store.iter_calls(CallFilter())}
+    assert calls == {trace, "f" * 32}
+
+
+def _chat(trace: str, span: str, **attrs: object) -> dict[str, object]:
+    return {
+        "traceId": trace, "spanId": span, "name": "chat", "kind": 3,
+        "startTimeUnixNano": str(NOW), "endTimeUnixNano": str(NOW + 100_000_000),
+        "attributes": _attrs(gen_ai__operation__name="chat", gen_ai__provider__name="openai",
+                             gen_ai__request__model="gpt-4.1-mini", gen_ai__usage__input_tokens=3,
+                             gen_ai__usage__output_tokens=2, **attrs),
+    }  # fmt: skip

@@ -189,7 +189,9 @@ def _semconv_messages(value: Any) -> list[dict[str, Any]] | None:
         if not isinstance(m, dict):
             continue
         if "parts" in m:
-            out.append({"role": m.get("role", "user"), "content": [_part(p) for p in m.get("parts") or []]})
+            parts = m.get("parts")
+            parts = [_part(p) for p in parts] if isinstance(parts, list) else []
+            out.append({"role": m.get("role", "user"), "content": parts})
         else:  # already provider-shaped
             out.append(m)
     return out
@@ -516,7 +518,7 @@ def event_content(events: Iterable[SpanEvent]) -> Content:
                 msg["tool_call_id"] = body["id"]
             messages.append(msg)
         elif e.name == "gen_ai.choice":
-            message = body.get("message") or {}
+            message = _d(body.get("message"))
             msg = {"role": message.get("role", "assistant"), "content": message.get("content")}
             # Tool calls under the message, or beside it (Traceloop puts them there).
             tool_calls = message.get("tool_calls") or body.get("tool_calls")
@@ -538,8 +540,11 @@ def _tool_calls(output: list[dict[str, Any]] | None) -> list[dict[str, Any]] | N
         for b in m.get("content") or [] if isinstance(m.get("content"), list) else []:
             if isinstance(b, dict) and b.get("type") == "tool_use":
                 calls.append({"id": b.get("id"), "name": b.get("name"), "input": b.get("input")})
-        for tc in m.get("tool_calls") or []:
-            fn = (tc or {}).get("function") or {}
+        said = m.get("tool_calls")
+        for tc in said if isinstance(said, list) else []:
+            if not isinstance(tc, dict):
+                continue
+            fn = _d(tc.get("function"))
             calls.append(
                 {"id": tc.get("id"), "name": fn.get("name"), "input": _json_value(fn.get("arguments"))}
             )
