@@ -39,7 +39,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("llmlog")
 
 
-def calls_from(spans: list[Span], events: list[SpanEvent]) -> list[Call]:
+# What reading a span's call may raise on input no instrumentation sends (a value where a
+# list belongs, …): that span is refused with the reason, not the request answered 503 and
+# sent again for ever.
+_UNREADABLE = (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError, OverflowError)
+
+
+def calls_from(
+    spans: list[Span], events: list[SpanEvent], unreadable: dict[str, str] | None = None
+) -> list[Call]:
     """The calls these spans describe, with their events' content; marks each span's call.
 
     A model-call span directly under another (a framework's LLM span around the SDK's own)
@@ -47,16 +55,30 @@ def calls_from(spans: list[Span], events: list[SpanEvent]) -> list[Call]:
     either. Spans side by side that name the same call (`genai.call_key`: an
     instrumentation's span and the SDK's own, in one trace or two) are one call too, and so
     is a span that names none with the one sibling that is plainly the same call
-    (`_same_call`). Spans of earlier requests are the store's business (`Store.spans`)."""
+    (`_same_call`). Spans of earlier requests are the store's business (`Store.spans`).
+    A model-call span whose call cannot be read is marked with a call id of its own, named
+    in `unreadable` with the reason, and makes no call."""
+    unreadable = {} if unreadable is None else unreadable
+
+    def refuse(s: Span, exc: Exception) -> None:
+        s.call_id = call_id(s.trace_id, s.span_id)
+        unreadable[s.call_id] = f"span {s.span_id}: its call could not be read: {type(exc).__name__}: {exc}"
+        log.warning("llmlog: OTLP %s", unreadable[s.call_id])
+
     by_span: dict[tuple[str, str], list[SpanEvent]] = {}
     for e in events:
         if e.trace_id and e.span_id:
             by_span.setdefault((e.trace_id, e.span_id), []).append(e)
     model_spans = {(s.trace_id, s.span_id): s for s in spans if is_model_call(s)}
     contents = {}
-    for key, s in model_spans.items():
-        c = span_content(s.attributes)
-        c.fill(event_content(by_span.get(key, [])))
+    for key, s in list(model_spans.items()):
+        try:
+            c = span_content(s.attributes)
+            c.fill(event_content(by_span.get(key, [])))
+        except _UNREADABLE as exc:
+            refuse(s, exc)
+            del model_spans[key]
+            continue
         contents[key] = c
     # Which model-call span sits directly under which: one pass, not a scan per span.
     inner: dict[tuple[str, str], tuple[str, str]] = {}
@@ -69,11 +91,17 @@ def calls_from(spans: list[Span], events: list[SpanEvent]) -> list[Call]:
     for key, s in model_spans.items():
         if key in inner:
             continue
-        call = span_call(s, contents[key])
-        mine = [s]
         outer = model_spans.get((s.trace_id, s.parent_id or ""))
-        if outer is not None:  # fill what the SDK's span lacks from the framework's
-            wrapper = span_call(outer, contents[key])
+        try:
+            call = span_call(s, contents[key])
+            wrapper = span_call(outer, contents[key]) if outer is not None else None
+        except _UNREADABLE as exc:
+            refuse(s, exc)
+            if outer is not None:
+                outer.call_id = s.call_id
+            continue
+        mine = [s]
+        if outer is not None and wrapper is not None:  # fill what the SDK's span lacks from the framework's
             for name in (
                 "session_id",
                 "user_id",
@@ -340,7 +368,7 @@ def ingest_spans(store: Store, spans: list[Span], intake: Intake) -> tuple[int, 
         # Content events that came first are kept sealed: opened to be read into the calls.
         events += [intake.open_event(e) for e in store.span_events(trace_id, model)]
     # All the request's spans at once: one call's spans may be in two traces (both roots).
-    calls = calls_from(spans, events)
+    calls = calls_from(spans, events, calls_refused)
     spans_of: dict[str, list[Span]] = {}
     for s in spans:
         if s.call_id:
@@ -464,12 +492,13 @@ def ingest_events(store: Store, events: list[SpanEvent], intake: Intake) -> tupl
                 continue
             # Events of this span kept before (one that could not join then), then these.
             earlier = [intake.open_event(e) for e in store.span_events(trace_id, [span_id])]
-            said = event_content([*earlier, *(events[i] for i in mine)])
             try:
+                said = event_content([*earlier, *(events[i] for i in mine)])
                 if intake.complete(stored, span_call(intake.open_span(span), said)):
                     store.update_content(stored)
                     updated += 1
-            except (RecordError, *store.data_errors) as exc:  # the events are kept; the call stays
+            except (RecordError, *_UNREADABLE, *store.data_errors) as exc:
+                # The events are kept; the call stays as it was.
                 log.warning("llmlog: call %s could not gain its events' content: %s", stored.id, exc)
                 continue
             joined.update(mine)

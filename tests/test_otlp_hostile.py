@@ -8,6 +8,8 @@ import json
 import time
 import tracemalloc
 
+import pytest
+
 from llmlog.capture.genai import span_content
 from llmlog.store import CallFilter
 from tests.backends import Backend
@@ -148,3 +150,32 @@ def _chat(trace: str, span: str, **attrs: object) -> dict[str, object]:
                              gen_ai__request__model="gpt-4.1-mini", gen_ai__usage__input_tokens=3,
                              gen_ai__usage__output_tokens=2, **attrs),
     }  # fmt: skip
+
+
+def test_a_span_whose_call_cannot_be_read_is_refused_alone(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever reading a span's call trips on next (here, our own reader made to fail on one
+    span), that span is refused by position with the reason, and the others of the request are
+    kept: a 503 would have the exporter send the same batch again for ever."""
+    from llmlog.capture import otlp_ingest
+
+    read = otlp_ingest.span_content
+
+    def failing(attributes: dict[str, object]) -> object:
+        if attributes.get("app.poison"):
+            raise TypeError("an attribute of a shape no reader expected")
+        return read(attributes)
+
+    monkeypatch.setattr(otlp_ingest, "span_content", failing)
+    poisoned = _chat("2" * 32, "2" * 16, app__poison=True)
+    spans = [_chat("1" * 32, "1" * 16), poisoned, _chat("3" * 32, "3" * 16)]
+    with Running(backend, ingest_token=TOKEN) as c:
+        r = post(c, "/v1/traces", json.dumps(_otlp_json(spans)).encode(), JSON)
+        assert r.status_code == 200, r.text
+        partial = r.json()["partialSuccess"]
+        assert partial["rejectedSpans"] == "1", partial
+        assert "#1:" in partial["errorMessage"] and "could not be read" in partial["errorMessage"]
+        calls = {call.trace_id for call in c.store.iter_calls(CallFilter())}
+        kept = {s.trace_id for t in ("1" * 32, "2" * 32, "3" * 32) for s in c.store.trace(t)}
+    assert calls == kept == {"1" * 32, "3" * 32}
