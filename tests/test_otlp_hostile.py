@@ -58,6 +58,22 @@ def test_two_calls_an_hour_apart_with_the_same_response_id_are_two_calls(backend
         assert sum(q in said for q in ("first", "second", "third", "fourth")) == 1, said
 
 
+def test_two_calls_a_day_apart_with_the_same_response_id_are_two_calls(backend: Backend) -> None:
+    """Further apart than the window in which a later span looks for its call's earlier one:
+    the second is a call of its own, not an insert the store ignores; sent again, it is
+    still one call."""
+    with Running(backend, ingest_token=TOKEN) as c:
+        first = _openai_span("a" * 32, "a" * 16, NOW - 24 * HOUR_NS, "first question", 11, "chatcmpl-5")
+        second = _openai_span("b" * 32, "b" * 16, NOW, "second question", 22, "chatcmpl-5")
+        for span in (first, second, second):
+            assert post(c, "/v1/traces", json.dumps(_otlp_json([span])).encode(), JSON).status_code == 200
+        calls = list(c.store.iter_calls(CallFilter()))
+        spans = backend.sql("SELECT span_id, call_id FROM spans ORDER BY span_id")
+    assert sorted(call.input_tokens or 0 for call in calls) == [11, 22]
+    by_tokens = {call.input_tokens: call.id for call in calls}
+    assert [tuple(row) for row in spans] == [("a" * 16, by_tokens[11]), ("b" * 16, by_tokens[22])]
+
+
 def _llm_span(n: int, **attrs: str) -> dict[str, object]:
     return {
         "traceId": f"{n:032x}", "spanId": f"{n:016x}", "name": "llm", "kind": 1,

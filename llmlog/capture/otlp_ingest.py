@@ -340,6 +340,28 @@ def _insert_calls(store: Store, calls: list[Call], refused: dict[str, str]) -> i
     return added
 
 
+def _own_ids(store: Store, new: list[Call], spans_of: dict[str, list[Span]], refused: dict[str, str]) -> int:
+    """After an insert that kept fewer calls than it was given: those whose provider's id a
+    call stored long before holds (further back than the lookup's window; a server that
+    reuses response ids) are calls of their own, named by their span, and stored so. A span
+    sent again finds its own call there: nothing to do. Returns how many more were new."""
+    added = 0
+    for call in new:
+        if call.id in refused or (first := spans_of.get(call.id, [None])[0]) is None:
+            continue
+        own = call_id(first.trace_id, first.span_id)
+        stored = store.get(call.id) if own != call.id else None
+        if stored is None or at_once(stored, call):
+            continue
+        mine = spans_of.pop(call.id)
+        call.id = own
+        spans_of[own] = mine
+        for s in mine:
+            s.call_id = own
+        added += _insert_calls(store, [call], refused)
+    return added
+
+
 # How far apart the starts of two spans of one call can be, at most: a generous bound on a
 # call's length.
 _SAME_CALL_WINDOW = timedelta(hours=6)
@@ -441,6 +463,8 @@ def ingest_spans(store: Store, spans: list[Span], intake: Intake) -> tuple[int, 
         except RecordError as exc:  # a bad figure, or content it would give that cannot be kept
             calls_refused[target] = str(exc)
     added = _insert_calls(store, new, calls_refused)
+    if added < len([c for c in new if c.id not in calls_refused]):
+        added += _own_ids(store, new, spans_of, calls_refused)
     for call in enriched:
         try:
             store.update_content(call)
