@@ -385,7 +385,7 @@ def test_an_anthropic_sdk_error_message_gives_the_apis_type_status_and_message()
     type: …)": the row keeps what wrap reads from the body, not the whole sentence."""
     from datetime import UTC, datetime
 
-    from llmlog.capture.genai import span_error
+    from llmlog.capture.outcome import span_error
     from llmlog.record import Span
 
     said = (

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 import httpx2 as httpx
 import pytest
 
-from llmlog.capture.genai import is_call_attribute, is_content_attribute
+from llmlog.capture.kept import is_call_attribute, is_content_attribute
 from llmlog.config import Settings
 from llmlog.encryption import Keyring, new_key
 from llmlog.fake_provider import FakeProvider

@@ -643,7 +643,7 @@ def test_an_error_message_nested_past_what_json_reads_is_text() -> None:
     kept as the message, not a failure of the span that carries it."""
     from datetime import UTC, datetime
 
-    from llmlog.capture.genai import span_error
+    from llmlog.capture.outcome import span_error
     from llmlog.record import Span
 
     deep = "Error code: 500 - " + '{"error":' * 2000  # within the 20,000 characters read

@@ -5,23 +5,34 @@
 Content that an instrumentation sends as log events instead of span attributes
 (`gen_ai.user.message`, `gen_ai.choice`, `gen_ai.client.inference.operation.details` …) is
 read by `event_content`; `span_content` reads a span's own attributes; `span_call` makes
-the call of one span from the content of both.
+the call of one span from the content of both. Beside it: `attributes` (reading attribute
+values, flattened lists), `outcome` (first token, error) and `kept` (what a span that became
+a call keeps).
 """
 
 from __future__ import annotations
 
-import ast
-import dataclasses
 import json
 import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
-import orjson
-
+from llmlog.capture.attributes import (
+    MB,
+    Items,
+    Shared,
+    first_of,
+    flattened,
+    int_value,
+    json_value,
+    listed,
+    nest,
+    obj,
+    str_value,
+)
+from llmlog.capture.outcome import first_token_ms, span_error
 from llmlog.capture.parse import ANTHROPIC_STOP, OPENAI_STOP
 from llmlog.record import Call, Span, SpanEvent
 
@@ -48,7 +59,7 @@ _REQUEST_ID = re.compile(r"request_id: (req_[A-Za-z0-9_-]{6,200})")
 
 
 def response_id(a: dict[str, Any]) -> str | None:
-    rid = _first(a, "gen_ai.response.id", "llm.response.id")
+    rid = first_of(a, "gen_ai.response.id", "llm.response.id")
     if isinstance(rid, str) and rid:
         return rid
     body = a.get("output.value")
@@ -70,7 +81,7 @@ def request_id(span: Span) -> str | None:
 
 
 def provider_of(a: dict[str, Any]) -> str | None:
-    provider = _first(a, "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
+    provider = first_of(a, "gen_ai.provider.name", "gen_ai.system", "llm.provider", "llm.system")
     return str(provider).lower() if provider else None
 
 
@@ -91,37 +102,6 @@ def is_sdk_span(span: Span) -> bool:
     its figures are the response's, exact."""
     a = span.attributes
     return a.get("http.request.method") is not None or a.get("url.full") is not None
-
-
-def _json_value(value: Any) -> Any:
-    """Attribute values that hold JSON as text (messages, tool definitions) as data."""
-    if isinstance(value, str) and value[:1] in "[{":
-        try:  # orjson first (fast); what it refuses (NaN, lone surrogates, huge integers) json may read
-            return orjson.loads(value)
-        except orjson.JSONDecodeError:
-            pass
-        try:
-            return json.loads(value)
-        except (ValueError, RecursionError):  # too deep to read is text too
-            return value
-    return value
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, int) and value >= 0:
-        return value
-    if isinstance(value, float) and value >= 0 and value.is_integer():
-        return int(value)
-    return None
-
-
-def _first(attrs: dict[str, Any], *names: str) -> Any:
-    for name in names:
-        if attrs.get(name) is not None:
-            return attrs[name]
-    return None
 
 
 # The GenAI semantic conventions' finish reasons, where they are not OpenAI's words.
@@ -168,7 +148,7 @@ def _part(p: Any) -> dict[str, Any]:
             "type": "tool_use",
             "id": p.get("id"),
             "name": p.get("name"),
-            "input": _json_value(p.get("arguments")),
+            "input": json_value(p.get("arguments")),
         }
     if kind == "tool_call_response":
         return {
@@ -181,7 +161,7 @@ def _part(p: Any) -> dict[str, Any]:
 
 def _semconv_messages(value: Any) -> list[dict[str, Any]] | None:
     """`gen_ai.input.messages` / `gen_ai.output.messages` (role and parts) as messages."""
-    value = _json_value(value)
+    value = json_value(value)
     if not isinstance(value, list):
         return None
     out = []
@@ -197,142 +177,9 @@ def _semconv_messages(value: Any) -> list[dict[str, Any]] | None:
     return out
 
 
-# The flattened lists a span may carry, by the prefix before their index.
-_FLATTENED = (
-    "llm.input_messages.",
-    "llm.output_messages.",
-    "llm.tools.",
-    "gen_ai.prompt.",
-    "gen_ai.completion.",
-)
-
-
-Items = dict[int, list[tuple[str, Any]]]  # a flattened list: each item's (path, value) pairs by index
-
-
-def _flattened(attrs: dict[str, Any]) -> tuple[dict[str, Items], set[tuple[str, int]]]:
-    """The flattened lists (`_FLATTENED`) among `attrs`, in one pass (a span has a hundred
-    attributes, and each list is asked for): by prefix, each item's (path below the index,
-    value) pairs by index, in the order the span has them; and which items hold a value
-    that is not text."""
-    lists: dict[str, Items] = {}
-    mixed: set[tuple[str, int]] = set()
-    known = _KEYS
-    for key, value in attrs.items():
-        where = known.get(key)
-        long = False
-        if where is None:
-            where = _key_place(key)
-            long = len(key) > _LONG_KEY
-        if where:
-            prefix, i, rest = where
-            items = lists.get(prefix)
-            if items is None:
-                items = lists[prefix] = {}
-            pairs = items.get(i)
-            if pairs is None:
-                items[i] = [(rest, value)]
-            else:
-                pairs.append((rest, value))
-            if type(value) is not str or long:  # a long path is not kept as what content is shared by
-                mixed.add((prefix, i))
-    return lists, mixed
-
-
-def _key_place(key: str) -> tuple[str, int, str] | tuple[()]:
-    """Where an attribute's key puts its value in a flattened list: (prefix, index, path
-    below the index); () for any other key. Remembered for the keys spans keep sending."""
-    where: tuple[str, int, str] | tuple[()] = ()
-    if key.startswith(_FLATTENED):
-        end = key.index(".", key.index(".") + 1) + 1
-        index, _, rest = key[end:].partition(".")
-        if index.isdigit() and rest:
-            where = (key[:end], int(index), rest)
-    if len(_KEYS) < 50_000 and len(key) <= _LONG_KEY:  # the keys instrumentations send (a hundred
-        _KEYS[key] = where  # indexes of a few shapes), not what a client makes up
-    return where
-
-
-_KEYS: dict[str, tuple[str, int, str] | tuple[()]] = {}
-# Keys longer than this are not remembered, nor paths shared by: the memory kept for what spans
-# send stays bounded in bytes, not only in entries, whatever keys a client sends.
-_LONG_KEY = 200
-
-
-def _nest(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    """One flattened item (`message.role`, `message.contents.0.message_content.text` …) as
-    the dict it was."""
-    node_top: dict[str, Any] = {}
-    for rest, value in pairs:
-        split = _PATHS.get(rest)
-        if split is None:
-            *path, last = rest.split(".")
-            split = (tuple(path), last)
-            if len(_PATHS) < 10_000 and len(rest) <= _LONG_KEY:  # the few shapes instrumentations use
-                _PATHS[rest] = split
-        node = node_top
-        for part in split[0]:
-            child = node.get(part)
-            if child is None:
-                child = node[part] = {}
-            elif type(child) is not dict:  # `…message` sent as a value and as a prefix: the value
-                break
-            node = child
-        else:
-            if type(node.get(split[1])) is not dict:
-                node[split[1]] = value
-    return node_top
-
-
-def _d(value: Any) -> dict[str, Any]:
-    """A part of a flattened item that should be an object: {} when a span sent a value there."""
-    return value if isinstance(value, dict) else {}
-
-
-def _indexed(items: Items) -> list[dict[str, Any]]:
-    """A flattened list (`gen_ai.prompt.0.role`, …) back as a list of dicts."""
-    return [_nest(items[i]) for i in sorted(items)]
-
-
-# A flattened key's path below its index (`message.contents.0.message_content.text`), split.
-_PATHS: dict[str, tuple[tuple[str, ...], str]] = {}
-
-
-class _Shared:
-    """What was made of content a span sent, kept by what it was made from, so that the
-    calls of a conversation (each re-sends every earlier message, the system prompt and the
-    tools) are given the same objects for the same content: made once, and recognized by
-    identity further on (`llmlog.store.content`), as the SDK path's decoder hands them out.
-    Nothing downstream changes such a value in place. Bounded in entries and in bytes (of
-    each value as JSON): emptied when full; a value that is not JSON is not kept."""
-
-    def __init__(self, limit: int, max_bytes: int) -> None:
-        self.limit = limit
-        self.max_bytes = max_bytes
-        self.made: dict[Any, Any] = {}
-        self.bytes = 0
-
-    def get(self, key: Any, make: Any, *args: Any) -> Any:
-        hit = self.made.get(key)
-        if hit is None:
-            hit = make(*args)
-            try:
-                size = len(hit) if isinstance(hit, str) else len(orjson.dumps(hit, default=str))
-            except (TypeError, orjson.JSONEncodeError):
-                return hit
-            if len(self.made) >= self.limit or self.bytes + size > self.max_bytes:
-                self.made.clear()
-                self.bytes = 0
-            if size <= self.max_bytes:
-                self.made[key] = hit
-                self.bytes += size
-        return hit
-
-
-_MB = 2**20
-_MESSAGES = _Shared(20_000, 32 * _MB)  # (path, text) pairs of an OpenInference message → the message
-_TOOLS = _Shared(2_000, 8 * _MB)  # the tool definitions' texts → the tool list
-_TEXTS = _Shared(2_000, 8 * _MB)  # a system prompt → the same string
+_MESSAGES = Shared(20_000, 32 * MB)  # (path, text) pairs of an OpenInference message → the message
+_TOOLS = Shared(2_000, 8 * MB)  # the tool definitions' texts → the tool list
+_TEXTS = Shared(2_000, 8 * MB)  # a system prompt → the same string
 
 
 def _openinference_messages(items: Items, prefix: str, mixed: set[tuple[str, int]]) -> list[dict[str, Any]]:
@@ -347,7 +194,7 @@ def _openinference_messages(items: Items, prefix: str, mixed: set[tuple[str, int
 
 
 def _built_message(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    return _openinference_message(_nest(pairs))
+    return _openinference_message(nest(pairs))
 
 
 def _openinference_tools(items: Items, prefix: str, mixed: set[tuple[str, int]]) -> list[Any]:
@@ -358,25 +205,25 @@ def _openinference_tools(items: Items, prefix: str, mixed: set[tuple[str, int]])
 
 
 def _built_tools(groups: list[list[tuple[str, Any]]]) -> list[Any]:
-    return [_json_value(_d(_nest(pairs).get("tool")).get("json_schema")) for pairs in groups]
+    return [json_value(obj(nest(pairs).get("tool")).get("json_schema")) for pairs in groups]
 
 
 def _openinference_message(item: dict[str, Any]) -> dict[str, Any]:
-    m = _d(item.get("message"))
+    m = obj(item.get("message"))
     blocks: list[dict[str, Any]] = []
     if m.get("content") is not None:
         blocks.append({"type": "text", "text": str(m["content"])})
-    contents = _d(m.get("contents"))
+    contents = obj(m.get("contents"))
     for key in sorted(contents, key=lambda k: int(k) if str(k).isdigit() else 0):
-        c = _d(_d(contents[key]).get("message_content"))
+        c = obj(obj(contents[key]).get("message_content"))
         if c.get("type", "text") == "text" and c.get("text") is not None:
             blocks.append({"type": "text", "text": str(c["text"])})
-    calls = _d(m.get("tool_calls"))
+    calls = obj(m.get("tool_calls"))
     for key in sorted(calls, key=lambda k: int(k) if str(k).isdigit() else 0):
-        tc = _d(_d(calls[key]).get("tool_call"))
-        fn = _d(tc.get("function"))
+        tc = obj(obj(calls[key]).get("tool_call"))
+        fn = obj(tc.get("function"))
         blocks.append({"type": "tool_use", "id": tc.get("id"), "name": fn.get("name"),
-                       "input": _json_value(fn.get("arguments"))})  # fmt: skip
+                       "input": json_value(fn.get("arguments"))})  # fmt: skip
     if m.get("tool_call_id"):
         text = " ".join(b.get("text", "") for b in blocks if b["type"] == "text")
         return {
@@ -407,7 +254,7 @@ class Content:
 
 
 def _system_text(value: Any) -> str | None:
-    value = _json_value(value)
+    value = json_value(value)
     if isinstance(value, str):
         return value
     if isinstance(value, list):  # a list of parts
@@ -421,19 +268,19 @@ def span_content(a: dict[str, Any]) -> Content:
     c.system_prompt = _system_text(a.get("gen_ai.system_instructions"))
     c.messages = _semconv_messages(a.get("gen_ai.input.messages"))
     c.output = _semconv_messages(a.get("gen_ai.output.messages"))
-    tools = _json_value(a.get("gen_ai.tool.definitions"))
+    tools = json_value(a.get("gen_ai.tool.definitions"))
     c.tools = tools if isinstance(tools, list) else None
-    flat, mixed = _flattened(a)
+    flat, mixed = flattened(a)
     # Deprecated: gen_ai.prompt / gen_ai.completion, flat or indexed.
     if c.messages is None:
-        indexed = _indexed(flat.get("gen_ai.prompt.", {}))
+        indexed = listed(flat.get("gen_ai.prompt.", {}))
         if indexed:
             c.messages = [{"role": m.get("role", "user"), "content": m.get("content")} for m in indexed]
         elif isinstance(a.get("gen_ai.prompt"), str):
-            prompt = _json_value(a["gen_ai.prompt"])
+            prompt = json_value(a["gen_ai.prompt"])
             c.messages = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
     if c.output is None:
-        indexed = _indexed(flat.get("gen_ai.completion.", {}))
+        indexed = listed(flat.get("gen_ai.completion.", {}))
         if indexed:
             c.output = [{"role": m.get("role", "assistant"), "content": m.get("content")} for m in indexed]
         elif isinstance(a.get("gen_ai.completion"), str):
@@ -460,16 +307,16 @@ def span_content(a: dict[str, Any]) -> Content:
     elif a.get("llm.finish_reason"):
         c.finish_reason = str(a["llm.finish_reason"])
     else:  # in the output messages (streamed calls often say it only there), or Anthropic's own
-        said = _json_value(a.get("gen_ai.output.messages"))
+        said = json_value(a.get("gen_ai.output.messages"))
         said = said if isinstance(said, list) else []
         reasons = [m["finish_reason"] for m in said if isinstance(m, dict) and m.get("finish_reason")]
         reason = reasons[0] if reasons else a.get("anthropic.message.stop_reason")
         c.finish_reason = str(reason) if reason else None
     if a.get("output.mime_type") == "application/json" and a.get("openinference.span.kind") == "LLM":
-        body = _json_value(a.get("output.value"))
+        body = json_value(a.get("output.value"))
         if isinstance(body, dict) and isinstance(body.get("choices"), list):  # a Chat completion
             c.body = body
-    invocation = _json_value(a.get("llm.invocation_parameters"))
+    invocation = json_value(a.get("llm.invocation_parameters"))
     if isinstance(invocation, dict):
         c.params.update(invocation)
     for key, value in a.items():
@@ -518,7 +365,7 @@ def event_content(events: Iterable[SpanEvent]) -> Content:
                 msg["tool_call_id"] = body["id"]
             messages.append(msg)
         elif e.name == "gen_ai.choice":
-            message = _d(body.get("message"))
+            message = obj(body.get("message"))
             msg = {"role": message.get("role", "assistant"), "content": message.get("content")}
             # Tool calls under the message, or beside it (Traceloop puts them there).
             tool_calls = message.get("tool_calls") or body.get("tool_calls")
@@ -544,9 +391,9 @@ def _tool_calls(output: list[dict[str, Any]] | None) -> list[dict[str, Any]] | N
         for tc in said if isinstance(said, list) else []:
             if not isinstance(tc, dict):
                 continue
-            fn = _d(tc.get("function"))
+            fn = obj(tc.get("function"))
             calls.append(
-                {"id": tc.get("id"), "name": fn.get("name"), "input": _json_value(fn.get("arguments"))}
+                {"id": tc.get("id"), "name": fn.get("name"), "input": json_value(fn.get("arguments"))}
             )
     return calls or None
 
@@ -558,7 +405,7 @@ def span_call(span: Span, content: Content) -> Call:
     is in Anthropic's."""
     a = span.attributes
     provider = provider_of(a)
-    model = _first(
+    model = first_of(
         a, "gen_ai.response.model", "gen_ai.request.model", "llm.model_name", "llm.request.model_name"
     )
     if model is None:  # a failed call says only what was asked for (OpenInference)
@@ -566,11 +413,11 @@ def span_call(span: Span, content: Content) -> Call:
     metadata: dict[str, Any] = {"otel": {"span_id": span.span_id, "span": span.name}}
     if span.service:
         metadata["otel"]["service"] = span.service
-    extra = _json_value(a.get("metadata"))
+    extra = json_value(a.get("metadata"))
     if isinstance(extra, dict):
         metadata.update({k: v for k, v in extra.items() if k != "otel"})
     _request_note(span, metadata)
-    _fallback_note(a, _str(model), metadata)
+    _fallback_note(a, str_value(model), metadata)
     tags = a.get("tag.tags")
     reason = stop_reason(provider, content.finish_reason)
     output = content.output
@@ -598,12 +445,12 @@ def span_call(span: Span, content: Content) -> Call:
     _cut_tool_note(tool_calls, metadata)
     call = Call(
         id=call_id(span.trace_id, span.span_id, call_key(span)),
-        session_id=_str(_first(a, "gen_ai.conversation.id", "session.id")),
-        user_id=_str(_first(a, "user.id", "enduser.id")),
+        session_id=str_value(first_of(a, "gen_ai.conversation.id", "session.id")),
+        user_id=str_value(first_of(a, "user.id", "enduser.id")),
         timestamp=span.start,
         provider=provider,
-        model=_str(model),
-        prompt_template_version=_str(a.get("llm.prompt_template.version")),
+        model=str_value(model),
+        prompt_template_version=str_value(a.get("llm.prompt_template.version")),
         system_prompt=system_prompt,
         messages=messages,
         tools=tools,
@@ -611,27 +458,27 @@ def span_call(span: Span, content: Content) -> Call:
         response=response,
         tool_calls=tool_calls,
         stop_reason=reason,
-        input_tokens=_int(
-            _first(a, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
+        input_tokens=int_value(
+            first_of(a, "gen_ai.usage.input_tokens", "gen_ai.usage.prompt_tokens", "llm.token_count.prompt")
         ),
-        output_tokens=_int(
-            _first(
+        output_tokens=int_value(
+            first_of(
                 a,
                 "gen_ai.usage.output_tokens",
                 "gen_ai.usage.completion_tokens",
                 "llm.token_count.completion",
             )
         ),
-        cache_read_tokens=_int(
-            _first(
+        cache_read_tokens=int_value(
+            first_of(
                 a,
                 "gen_ai.usage.cache_read.input_tokens",
                 "gen_ai.usage.cache_read_input_tokens",
                 "llm.token_count.prompt_details.cache_read",
             )
         ),
-        cache_creation_tokens=_int(
-            _first(
+        cache_creation_tokens=int_value(
+            first_of(
                 a,
                 "gen_ai.usage.cache_creation.input_tokens",
                 "gen_ai.usage.cache_write.input_tokens",
@@ -657,144 +504,12 @@ def span_call(span: Span, content: Content) -> Call:
     return call
 
 
-# ---------------------------------------------------------------- timing and errors
-
-# Span events that mark the first token, or each streamed chunk (the first is the first token).
-_FIRST_TOKEN_EVENTS = ("First Token Stream Event",)  # OpenInference
-_CHUNK_EVENTS = ("gen_ai.content.completion.chunk", "llm.content.completion.chunk")  # Traceloop
-
-
-def _event_time(event: dict[str, Any]) -> datetime | None:
-    t = event.get("time")
-    if isinstance(t, datetime):
-        return t
-    if isinstance(t, str):
-        try:
-            return datetime.fromisoformat(t)
-        except ValueError:
-            return None
-    return None
-
-
-def _streamed(a: dict[str, Any], provider: str | None) -> bool | None:
-    """Whether the call was streamed, when the span says so (None: it does not)."""
-    for name in ("gen_ai.request.stream", "gen_ai.is_streaming", "llm.is_streaming"):
-        if isinstance(a.get(name), bool):
-            return bool(a[name])
-    invocation = _json_value(a.get("llm.invocation_parameters"))
-    if isinstance(invocation, dict):
-        if "stream" in invocation:
-            return bool(invocation["stream"])
-        if provider == "openai":  # OpenInference's OpenAI spans hold every parameter the call was given
-            return False
-    return None
-
-
-def first_token_ms(span: Span, provider: str | None, latency_ms: float) -> float | None:
-    """Milliseconds from the span's start to the first token: from
-    `gen_ai.response.time_to_first_chunk` (seconds), a first-token span event, or the first
-    per-chunk span event; a call known not to be streamed got its first token with the
-    whole answer (as `llmlog.wrap` counts it: the latency)."""
-    a = span.attributes
-    ttfc = a.get("gen_ai.response.time_to_first_chunk")
-    if isinstance(ttfc, (int, float)) and not isinstance(ttfc, bool) and ttfc >= 0:
-        return ttfc * 1000
-    times = [
-        t
-        for e in span.events
-        if e.get("name") in _FIRST_TOKEN_EVENTS or e.get("name") in _CHUNK_EVENTS
-        if (t := _event_time(e)) is not None
-    ]
-    if times:
-        return max(0.0, (min(times) - span.start).total_seconds() * 1000)
-    return latency_ms if _streamed(a, provider) is False else None
-
-
-_STATUS_IN_TYPE = re.compile(r"(?:http[ _]?)?(\d{3})", re.IGNORECASE)
-# How the OpenAI and Anthropic SDKs word an API error: "Error code: 429 - <the API's message>".
-_SDK_MESSAGE = re.compile(r"Error code: (\d{3})(?: - (.*))?", re.DOTALL)
-# The Anthropic SDK from 2.x: "429 <the API's message> (request_id: req_…, path: …, type: <its type>)".
-_ANTHROPIC_MESSAGE = re.compile(
-    r"(\d{3}) (.*) \(request_id: [^,()]*, path: [^,()]*, type: ([A-Za-z_]+)\)", re.DOTALL
-)
-_CLASS = re.compile(r"<class '([^']+)'>")
-
-
-def _class_name(name: str) -> str:
-    """`openai.RateLimitError` or `<class 'openai.RateLimitError'>` as `RateLimitError`."""
-    match = _CLASS.fullmatch(name)
-    name = match.group(1) if match else name
-    return name.rsplit(".", 1)[-1] if "." in name and " " not in name else name
-
-
-def span_error(span: Span) -> dict[str, Any] | None:
-    """A failed call's error as `llmlog.wrap` stores one: {"type", "status", "message"}.
-    The status from `http.response.status_code`, an HTTP-like `error.type`, or the SDK's
-    "Error code: NNN" message; the message from the exception event, else the span's status
-    message; the type from `error.type`, else the exception's class."""
-    a = span.attributes
-    error_type = a.get("error.type")
-    if error_type is None and span.status != "error":
-        return None
-    exception = next(
-        (e.get("attributes") or {} for e in reversed(span.events) if e.get("name") == "exception"), {}
-    )
-    message = exception.get("exception.message") or span.status_message or ""
-    status = _int(a.get("http.response.status_code"))
-    etype = str(error_type) if error_type is not None and error_type != "_OTHER" else None
-    if etype is not None and (match := _STATUS_IN_TYPE.fullmatch(etype)):
-        status, etype = status or int(match.group(1)), None
-    said = _SDK_MESSAGE.fullmatch(str(message).strip())
-    if said:
-        status = status or int(said.group(1))
-        message = said.group(2) or ""
-        api = _api_error(message)
-        if api is not None:  # the API's error body, as the Anthropic SDK prints it: its type and message
-            code = api.get("code") if isinstance(api.get("code"), str) and api.get("code") else None
-            etype = str(code or api.get("type") or etype or "") or None
-            message = str(api.get("message") or "")
-    elif said := _ANTHROPIC_MESSAGE.fullmatch(str(message).strip()):
-        status = status or int(said.group(1))
-        message, etype = said.group(2), said.group(3)
-    if etype is None and exception.get("exception.type"):
-        etype = str(exception["exception.type"])
-    if etype is None:
-        etype = f"http_{status}" if status else "error"
-    return {"type": _class_name(etype), "status": status, "message": str(message)}
-
-
-def _api_error(text: str) -> dict[str, Any] | None:
-    """The error object of an API error body printed by an SDK (JSON, or a Python dict's
-    repr: literals only, never code)."""
-    if not text.startswith("{") or len(text) > 20_000:
-        return None
-    try:
-        value = json.loads(text)
-    except RecursionError:  # nested past what json reads: no API's error body
-        return None
-    except ValueError:
-        try:
-            value = ast.literal_eval(text)
-        except (ValueError, TypeError, SyntaxError, RecursionError, MemoryError):
-            return None
-    error = value.get("error", value) if isinstance(value, dict) else None
-    return error if isinstance(error, dict) else None
-
-
-def join_errors(inner: dict[str, Any] | None, outer: dict[str, Any] | None) -> dict[str, Any] | None:
-    """One call's error as two spans saw it (the SDK's and a wrapper's): what the inner one
-    lacks (status, message) from the outer one."""
-    if inner is None or outer is None:
-        return inner
-    return {**inner, **{k: v for k, v in outer.items() if not inner.get(k) and v}}
-
-
 def _requested_model(a: dict[str, Any], content: Content) -> Any:
     """The model a call asked for: OpenInference's invocation parameters, or its input."""
     if isinstance(content.params.get("model"), str):
         return content.params["model"]
     if a.get("input.mime_type") == "application/json":
-        request = _json_value(a.get("input.value"))
+        request = json_value(a.get("input.value"))
         if isinstance(request, dict) and isinstance(request.get("model"), str):
             return request["model"]
     return None
@@ -884,7 +599,7 @@ def _openai_message(m: Any) -> list[Any]:
 
 
 # id(message) → (the message, held so that its id stays its own; its Chat shape)
-_SHAPED = _Shared(20_000, 32 * _MB)
+_SHAPED = Shared(20_000, 32 * MB)
 
 
 def _shaped(m: Any) -> tuple[Any, list[Any]]:
@@ -941,7 +656,7 @@ def _openai_params(a: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
     """The request's parameters as the Chat API names them, the model among them (as wrap
     keeps the request body but its messages and tools)."""
     out = {_OPENAI_PARAMS.get(k, k): v for k, v in params.items()}
-    model = _first(a, "gen_ai.request.model", "llm.request.model_name")
+    model = first_of(a, "gen_ai.request.model", "llm.request.model_name")
     if model is not None:
         out = {"model": model, **out}
     if a.get("gen_ai.is_streaming") is True:
@@ -969,10 +684,10 @@ def _openai_response(
     response = {
         "id": a.get("gen_ai.response.id"),
         "object": "chat.completion",
-        "model": _first(a, "gen_ai.response.model", "gen_ai.request.model"),
+        "model": first_of(a, "gen_ai.response.model", "gen_ai.request.model"),
         "choices": choices,
-        "service_tier": _first(a, "openai.response.service_tier", "gen_ai.openai.response.service_tier"),
-        "system_fingerprint": _first(
+        "service_tier": first_of(a, "openai.response.service_tier", "gen_ai.openai.response.service_tier"),
+        "system_fingerprint": first_of(
             a, "gen_ai.openai.response.system_fingerprint", "openai.response.system_fingerprint"
         ),
     }
@@ -1025,7 +740,7 @@ def _fallback_note(a: dict[str, Any], model: str | None, metadata: dict[str, Any
     `llm.model_name`), priced as that; the model asked for is noted,
     `metadata.llmlog.requested_model`. (An alias the API resolved to a dated model, or a
     `-latest`, is the same model: not noted.)"""
-    requested = _first(a, "gen_ai.request.model", "llm.request.model_name")
+    requested = first_of(a, "gen_ai.request.model", "llm.request.model_name")
     if not isinstance(requested, str) or model is None or provider_of(a) != "anthropic":
         return
     if not model.startswith(requested.removesuffix("-latest")):
@@ -1037,117 +752,3 @@ def _request_note(span: Span, metadata: dict[str, Any]) -> None:
     rid = request_id(span)
     if rid is not None:
         metadata.setdefault("llmlog", {})["request_id"] = rid
-
-
-def _str(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
-# ------------------------------------------------------------------ what a call's span keeps
-
-# The attributes that carry a model call's content, as the instrumentations send it: the
-# request and response whole (OpenInference `input.value` / `output.value`, Traceloop's
-# `traceloop.entity.*`), the messages, the system instructions, the tool definitions and the
-# parameters, under each convention's names. Once the span is a call, the call holds them.
-CONTENT_ATTRIBUTES = frozenset(
-    {
-        # OpenInference
-        "input.value",
-        "input.mime_type",
-        "output.value",
-        "output.mime_type",
-        "llm.invocation_parameters",
-        # GenAI semantic conventions, current and deprecated
-        "gen_ai.input.messages",
-        "gen_ai.output.messages",
-        "gen_ai.system_instructions",
-        "gen_ai.tool.definitions",
-        "gen_ai.prompt",
-        "gen_ai.completion",
-        # Traceloop OpenLLMetry
-        "traceloop.entity.input",
-        "traceloop.entity.output",
-    }
-)
-CONTENT_PREFIXES = (
-    "llm.input_messages.",  # OpenInference, flattened
-    "llm.output_messages.",
-    "llm.tools.",
-    "gen_ai.prompt.",  # deprecated GenAI conventions (Traceloop), flattened
-    "gen_ai.completion.",
-    "llm.request.functions.",  # Traceloop's tool definitions
-)
-# The attributes a call's other columns hold: model, usage, finish reason, request
-# parameters, session, user, prompt version, metadata and tags. The provider and the
-# operation stay (they say what kind of span this is), as do ids, http and error attributes.
-CALL_COLUMN_ATTRIBUTES = frozenset(
-    {
-        "gen_ai.response.model",
-        "gen_ai.response.finish_reasons",
-        "gen_ai.conversation.id",
-        "llm.model_name",
-        "llm.request.model_name",
-        "llm.response.model_name",
-        "llm.finish_reason",
-        "llm.prompt_template.version",
-        "anthropic.message.stop_reason",
-        "session.id",
-        "user.id",
-        "enduser.id",
-        "metadata",
-        "tag.tags",
-    }
-)
-CALL_COLUMN_PREFIXES = ("gen_ai.request.", "gen_ai.usage.", "llm.token_count.")
-# Span events that carry content (the GenAI conventions' events, when sent on the span).
-CONTENT_EVENTS = frozenset(
-    {
-        "gen_ai.content.prompt",
-        "gen_ai.content.completion",
-        "gen_ai.system.message",
-        "gen_ai.user.message",
-        "gen_ai.assistant.message",
-        "gen_ai.tool.message",
-        "gen_ai.choice",
-        "gen_ai.client.inference.operation.details",
-    }
-)
-
-
-def is_content_attribute(key: str) -> bool:
-    return key in CONTENT_ATTRIBUTES or key.startswith(CONTENT_PREFIXES)
-
-
-def is_call_attribute(key: str) -> bool:
-    """Whether the call a span became holds what this attribute says: its content, or one
-    of its other columns."""
-    return is_content_attribute(key) or key in CALL_COLUMN_ATTRIBUTES or key.startswith(CALL_COLUMN_PREFIXES)
-
-
-_CALL_KEYS: dict[str, bool] = {}  # is_call_attribute, remembered for the keys spans keep sending
-
-
-def without_content(span: Span) -> Span:
-    """`span` without what its call holds (`is_call_attribute`, `CONTENT_EVENTS`), when it
-    became a call; any other span as it is. What stays is what the call does not hold and
-    what says what the span is: ids, names, status, provider and operation, response and
-    request ids, timings, http and error attributes, and events such as exceptions and the
-    first token. The call's page shows the rest, from the call."""
-    if span.call_id is None:
-        return span
-    said = _CALL_KEYS
-    attributes = {}
-    for k, v in span.attributes.items():
-        held = said.get(k)
-        if held is None:
-            held = is_call_attribute(k)
-            if len(said) < 50_000:  # the keys instrumentations keep sending
-                said[k] = held
-        if not held:
-            attributes[k] = v
-    events = [e for e in span.events if e.get("name") not in CONTENT_EVENTS]
-    if len(attributes) == len(span.attributes) and len(events) == len(span.events):
-        return span
-    out = dataclasses.replace(span)
-    out.attributes, out.events = attributes, events
-    return out

@@ -24,11 +24,11 @@ from llmlog.capture.genai import (
     event_content,
     is_model_call,
     is_sdk_span,
-    join_errors,
     span_call,
     span_content,
-    without_content,
 )
+from llmlog.capture.kept import without_content
+from llmlog.capture.outcome import join_errors
 from llmlog.record import Call, RecordError, Span, SpanEvent
 from llmlog.store import CallFilter, Store
 from llmlog.store.regulated import Refused
