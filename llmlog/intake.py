@@ -155,9 +155,8 @@ class Intake:
             drop_bad_figures(call)
         else:
             check_figures(call)
-        prompt = call.system_prompt
-        if call.prompt_template_version is None and prompt and not self.stored and not is_sealed(prompt):
-            call.prompt_template_version = REGISTRY.version_of(prompt)  # as `to_call` does
+        if call.prompt_template_version is None:
+            call.prompt_template_version = self._version(call.system_prompt)
         self.protect(call)
         secret = self.settings.user_id_secret
         if secret and call.user_id is not None and not self.stored:
@@ -185,10 +184,7 @@ class Intake:
         gained = {n: v for n, v in gained.items() if v is not None}
         version = None
         if stored.prompt_template_version is None and not self.stored:
-            prompt = gained.get("system_prompt")
-            version = later.prompt_template_version
-            if version is None and prompt and not is_sealed(prompt):
-                version = REGISTRY.version_of(prompt)
+            version = later.prompt_template_version or self._version(gained.get("system_prompt"))
         changed = _notes(stored, later.metadata, later.error, self.protect)
         if not gained and version is None:
             return changed
@@ -207,6 +203,13 @@ class Intake:
             meta["llmlog"] = ours
             stored.metadata = meta
         return True
+
+    def _version(self, prompt: str | None) -> str | None:
+        """The prompt version a system prompt gives a call that names none (as `to_call`
+        does): from its text as it came, before redaction; none for records stored before."""
+        if prompt and not self.stored and not is_sealed(prompt):
+            return REGISTRY.version_of(prompt)
+        return None
 
     def protect(self, call: Call) -> Call:
         """Redact and seal `call` in place: all that is done to its text. Checked first
