@@ -212,11 +212,14 @@ class Call:
 
 def format_timestamp(ts: datetime) -> str:
     """Fixed-width ISO-8601 UTC with microseconds, so text order is time order."""
-    if ts.tzinfo is None:
-        ts = ts.replace(tzinfo=UTC)
-    ts = ts.astimezone(UTC)
+    if ts.tzinfo is not UTC:
+        ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    # Fields, not strftime: twice as fast (every call and span stored formats its times), and
     # %Y is not zero-padded for years before 1000 on every platform; the width must be fixed.
-    return f"{ts.year:04d}" + ts.strftime("-%m-%dT%H:%M:%S.%fZ")
+    return (
+        f"{ts.year:04d}-{ts.month:02d}-{ts.day:02d}"
+        f"T{ts.hour:02d}:{ts.minute:02d}:{ts.second:02d}.{ts.microsecond:06d}Z"
+    )
 
 
 def parse_timestamp(value: str | int | float | datetime) -> datetime:

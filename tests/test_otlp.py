@@ -346,7 +346,7 @@ def test_regulated_mode_seals_spans_and_log_events(backend: Backend, monkeypatch
     logs, spans = _regulated_request("bbb29b7ec3c1b174")
     with Running(backend, keyring=Keyring.parse(key)) as c:
         assert post(c, "/v1/logs", logs, "application/json").status_code == 200
-        (event,) = c.store.span_events(TRACE, ["bbb29b7ec3c1b174"])  # waiting for its span
+        (event,) = c.store.span_events([(TRACE, "bbb29b7ec3c1b174")])  # waiting for its span
         waiting = _stored(backend, "span_events", "attributes, body")
         assert post(c, "/v1/traces", spans, "application/json").status_code == 200
         c.store.keyring = Keyring.parse(key)

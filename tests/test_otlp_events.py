@@ -318,7 +318,7 @@ def test_each_store_joins_drops_expires_and_erases_events(any_backend: Backend) 
         (call,) = store.iter_calls(CallFilter())
         assert call.system_prompt == "You are terse."
         assert call.prompt_template_version == REGISTRY.version_of("You are terse.")
-        assert store.span_events("t1", ["s1"]) == []  # in the call, not kept beside it
+        assert store.span_events([("t1", "s1")]) == []  # in the call, not kept beside it
         # A later event still completes it; its version, once given, stays.
         assert ingest_events(store, [choice], intake) == (1, [])
         (call,) = store.iter_calls(CallFilter())
@@ -335,8 +335,8 @@ def test_each_store_joins_drops_expires_and_erases_events(any_backend: Backend) 
         ]
         assert store.insert_span_events(waiting) == []
         arrived = time.time_ns() + 1
-        assert store.drop_span_events("t5", ["s5"], arrived - HOUR_NS) == 0  # arrived after
-        assert store.drop_span_events("t5", ["s5"], arrived) == 1
+        assert store.drop_span_events([("t5", "s5")], arrived - HOUR_NS) == 0  # arrived after
+        assert store.drop_span_events([("t5", "s5")], arrived) == 1
         assert store.expire_span_events(arrived - HOUR_NS) == 0
         erased = store.erase(user_id="u1")
         assert (erased.calls, erased.events) == (1, 3)

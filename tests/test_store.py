@@ -200,6 +200,36 @@ def test_non_utc_timestamp_is_stored_as_utc(store: Store, backend: Backend) -> N
     assert got is not None and got.timestamp == ts and got.timestamp.tzinfo == UTC
 
 
+def test_many_traces_and_their_events_in_one_read(store: Store, backend: Backend) -> None:
+    """An OTLP request names up to 512 traces: the store reads their spans and the events
+    waiting for some of them at once, and only those (not another trace's span of the same
+    id, nor another span of the same trace), in the order they came."""
+    from llmlog.record import SpanEvent
+
+    def span(trace: str, sid: str, minute: int) -> Span:
+        t = T0 + timedelta(minutes=minute)
+        return Span(trace_id=trace, span_id=sid, parent_id=None, name=sid, kind="client", start=t, end=t)
+
+    traces = [f"{i:032x}" for i in range(600)]  # past one statement's parameters in SQLite
+    assert store.insert_spans([span(t, "s1", i % 50) for i, t in enumerate(traces)]) == []
+    assert store.insert_spans([span(traces[0], "s2", -1), span("other", "s1", 0)]) == []
+    got = store.traces(traces)
+    assert len(got) == 601 and {s.trace_id for s in got} == set(traces)
+    assert [(s.start, s.span_id) for s in got] == sorted((s.start, s.span_id) for s in got)
+    assert [s.span_id for s in store.trace(traces[0])] == ["s2", "s1"]
+    events = [SpanEvent(t, sid, "gen_ai.user.message", {}, {"n": i})
+              for i, (t, sid) in enumerate([(traces[3], "s1"), (traces[1], "s1"), (traces[1], "s2"),
+                                            ("other", "s1"), (traces[599], "s1")])]  # fmt: skip
+    for e in events:  # one at a time: each arrives after the one before
+        assert store.insert_span_events([e]) == []
+    wanted = [(traces[599], "s1"), (traces[1], "s1"), (traces[3], "s1"), *((t, "s1") for t in traces[4:500])]
+    assert [e.body for e in store.span_events(wanted)] == [{"n": 0}, {"n": 1}, {"n": 4}]
+    assert store.span_events([]) == [] and store.drop_span_events([], time.time_ns()) == 0
+    joined = [(traces[1], "s1"), (traces[3], "s1"), (traces[1], "s9")]
+    assert store.drop_span_events(joined, time.time_ns()) == 2
+    assert sorted(e.body["n"] for _, e in store.iter_span_events()) == [2, 3, 4]  # type: ignore[index]
+
+
 def test_same_id_is_stored_once(store: Store, backend: Backend) -> None:
     c = full_call()
     assert store.insert([c]) == 1

@@ -396,7 +396,7 @@ def opened_text(env: Env) -> str:
         traces = [t for (t,) in sqlite3.connect(env.db).execute("SELECT DISTINCT trace_id FROM spans")]
         spans = [intake.open_span(s) for t in traces for s in store.trace(t)]
         ids = {t: [s.span_id for s in spans if s.trace_id == t] for t in traces}
-        events = [intake.open_event(e) for t in traces for e in store.span_events(t, ids[t])]
+        events = [intake.open_event(e) for t in traces for e in store.span_events([(t, i) for i in ids[t]])]
     finally:
         store.close()
     return json.dumps([calls, [(s.attributes, s.events, s.status_message) for s in spans],

@@ -376,19 +376,17 @@ def ingest_spans(store: Store, spans: list[Span], intake: Intake) -> tuple[int, 
     call (wrapper and SDK span, exported apart) make one call: the one stored first, given
     the content it lacked."""
     arrived = time.time_ns()  # the events read below arrived before this
-    by_trace: dict[str, list[Span]] = {}
-    for s in spans:
-        by_trace.setdefault(s.trace_id, []).append(s)
     new: list[Call] = []
     enriched: list[Call] = []
     calls_refused: dict[str, str] = {}
-    known: dict[str, Span] = {}
-    events: list[SpanEvent] = []
-    for trace_id, group in by_trace.items():
-        known.update({s.span_id: s for s in store.trace(trace_id)})
-        model = [s.span_id for s in group if is_model_call(s)]
-        # Content events that came first are kept sealed: opened to be read into the calls.
-        events += [intake.open_event(e) for e in store.span_events(trace_id, model)]
+    # The request's traces as kept, and the events waiting for its model-call spans: a
+    # query each, whatever the number of traces.
+    known = {s.span_id: s for s in store.traces(list({s.trace_id for s in spans}))}
+    # Content events that came first are kept sealed: opened to be read into the calls.
+    events = [
+        intake.open_event(e)
+        for e in store.span_events([(s.trace_id, s.span_id) for s in spans if is_model_call(s)])
+    ]
     # All the request's spans at once: one call's spans may be in two traces (both roots).
     calls = calls_from(spans, events, calls_refused)
     spans_of: dict[str, list[Span]] = {}
@@ -470,11 +468,9 @@ def ingest_spans(store: Store, spans: list[Span], intake: Intake) -> tuple[int, 
             store.update_content(call)
         except store.data_errors as exc:
             calls_refused[call.id] = str(exc)
-    # The content events of the spans that are calls now are in their calls: not kept twice.
-    for trace_id, group in by_trace.items():
-        made = [s.span_id for s in group if s.call_id and s.call_id not in calls_refused and is_model_call(s)]
-        if made:
-            store.drop_span_events(trace_id, made, arrived)
+    # The content events read into calls stored now are in them: not kept twice.
+    made = {(s.trace_id, s.span_id) for s in spans if s.call_id and s.call_id not in calls_refused}
+    store.drop_span_events([k for k in {(e.trace_id, e.span_id) for e in events} if k in made], arrived)
     # A span whose call was refused is refused with it: what it says was not kept.
     refused = [
         Refused(i, f"its call was not stored: {calls_refused[s.call_id]}")
@@ -505,29 +501,32 @@ def ingest_events(store: Store, events: list[SpanEvent], intake: Intake) -> tupl
             by_span.setdefault((e.trace_id, e.span_id), []).append(i)
     joined: set[int] = set()
     updated = 0
-    for trace_id in {t for t, _ in by_span}:
-        spans = {s.span_id: s for s in store.trace(trace_id)}
-        for (t, span_id), mine in by_span.items():
-            span = spans.get(span_id)
-            if t != trace_id or span is None or span.call_id is None:
-                continue
-            stored = store.get(span.call_id)
-            if stored is None:
-                continue
-            # Events of this span kept before (one that could not join then), then these.
-            earlier = [intake.open_event(e) for e in store.span_events(trace_id, [span_id])]
-            try:
-                said = event_content([*earlier, *(events[i] for i in mine)])
-                if intake.complete(stored, span_call(intake.open_span(span), said)):
-                    store.update_content(stored)
-                    updated += 1
-            except (RecordError, *_UNREADABLE, *store.data_errors) as exc:
-                # The events are kept; the call stays as it was.
-                log.warning("llmlog: call %s could not gain its events' content: %s", stored.id, exc)
-                continue
-            joined.update(mine)
-            if earlier:
-                store.drop_span_events(trace_id, [span_id], arrived)
+    spans = {(s.trace_id, s.span_id): s for s in store.traces(list({t for t, _ in by_span}))}
+    calls = {k: s for k, s in spans.items() if k in by_span and s.call_id is not None}
+    # Events of these spans kept before (that could not join then), read first.
+    kept: dict[tuple[str, str], list[SpanEvent]] = {}
+    for e in store.span_events(list(calls)):
+        kept.setdefault((e.trace_id, e.span_id), []).append(intake.open_event(e))
+    joined_kept: list[tuple[str, str]] = []
+    for key, span in calls.items():
+        assert span.call_id is not None
+        stored = store.get(span.call_id)
+        if stored is None:
+            continue
+        mine = by_span[key]
+        try:
+            said = event_content([*kept.get(key, []), *(events[i] for i in mine)])
+            if intake.complete(stored, span_call(intake.open_span(span), said)):
+                store.update_content(stored)
+                updated += 1
+        except (RecordError, *_UNREADABLE, *store.data_errors) as exc:
+            # The events are kept; the call stays as it was.
+            log.warning("llmlog: call %s could not gain its events' content: %s", stored.id, exc)
+            continue
+        joined.update(mine)
+        if key in kept:
+            joined_kept.append(key)
+    store.drop_span_events(joined_kept, arrived)
     waiting = [i for ids in by_span.values() for i in ids if i not in joined]
     refused: list[Refused] = []
     if waiting:

@@ -87,9 +87,10 @@ class PostgresTraces(Store):
             )
         return admitted.refused
 
-    def trace(self, trace_id: str) -> list[Span]:
+    def traces(self, trace_ids: Sequence[str]) -> list[Span]:
         rows = self.conn.execute(
-            f"SELECT {_SPAN_COLUMNS} FROM spans WHERE trace_id = %s ORDER BY start_time, span_id", (trace_id,)
+            f"SELECT {_SPAN_COLUMNS} FROM spans WHERE trace_id = ANY(%s) ORDER BY start_time, span_id",
+            (sorted(set(trace_ids)),),
         )
         return [_span(row) for row in rows]
 
@@ -105,21 +106,27 @@ class PostgresTraces(Store):
             )
         return admitted.refused
 
-    def span_events(self, trace_id: str, span_ids: Sequence[str]) -> list[SpanEvent]:
+    def span_events(self, spans: Sequence[tuple[str, str]]) -> list[SpanEvent]:
+        if not spans:
+            return []
+        traces, ids = zip(*sorted(set(spans)), strict=True)
         rows = self.conn.execute(
             "SELECT trace_id, span_id, name, attributes, body FROM span_events"
-            " WHERE trace_id = %s AND span_id = ANY(%s) ORDER BY received, key",
-            (trace_id, list(span_ids)),
+            " WHERE (trace_id, span_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))"
+            " ORDER BY received, key",
+            (list(traces), list(ids)),
         )
         return [SpanEvent(t, s, n, a or {}, b) for t, s, n, a, b in rows]
 
-    def drop_span_events(self, trace_id: str, span_ids: Sequence[str], before: int) -> int:
-        if not span_ids:
+    def drop_span_events(self, spans: Sequence[tuple[str, str]], before: int) -> int:
+        if not spans:
             return 0
+        traces, ids = zip(*sorted(set(spans)), strict=True)
         with self.conn.transaction():
             return self.conn.execute(
-                "DELETE FROM span_events WHERE trace_id = %s AND span_id = ANY(%s) AND received < %s",
-                (trace_id, list(span_ids), before),
+                "DELETE FROM span_events WHERE (trace_id, span_id)"
+                " IN (SELECT * FROM unnest(%s::text[], %s::text[])) AND received < %s",
+                (list(traces), list(ids), before),
             ).rowcount
 
     def expire_span_events(self, before: int) -> int:

@@ -21,8 +21,13 @@ class Traces(abc.ABC):
         it lacked. Returns those refused (regulated mode, without a key), by position."""
 
     @abc.abstractmethod
+    def traces(self, trace_ids: Sequence[str]) -> list[Span]:
+        """The spans of these traces, earliest first: in one query (a few for very many
+        traces), as a request of 512 spans may name 512 traces."""
+
     def trace(self, trace_id: str) -> list[Span]:
         """The spans of one trace, earliest first."""
+        return self.traces([trace_id])
 
     @abc.abstractmethod
     def insert_span_events(self, events: Sequence[SpanEvent]) -> list[Refused]:
@@ -30,13 +35,15 @@ class Traces(abc.ABC):
         Returns those refused, by position."""
 
     @abc.abstractmethod
-    def span_events(self, trace_id: str, span_ids: Sequence[str]) -> list[SpanEvent]:
-        """The kept events of these spans, in the order they came."""
+    def span_events(self, spans: Sequence[tuple[str, str]]) -> list[SpanEvent]:
+        """The kept events of these spans (trace id, span id), in the order they came; in
+        one query (a few for very many traces)."""
 
     @abc.abstractmethod
-    def drop_span_events(self, trace_id: str, span_ids: Sequence[str], before: int) -> int:
-        """Delete the kept events of these spans that arrived before `before` (ns since the
-        epoch): their content has joined their call, which holds it. How many went."""
+    def drop_span_events(self, spans: Sequence[tuple[str, str]], before: int) -> int:
+        """Delete the kept events of these spans (trace id, span id) that arrived before
+        `before` (ns since the epoch): their content has joined their call, which holds it.
+        How many went."""
 
     @abc.abstractmethod
     def expire_span_events(self, before: int) -> int:
