@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from llmlog import retention
 from llmlog.capture.genai import (
+    Content,
     call_id,
     call_key,
     event_content,
@@ -45,8 +46,30 @@ log = logging.getLogger("llmlog")
 _UNREADABLE = (TypeError, ValueError, AttributeError, KeyError, IndexError, RecursionError, OverflowError)
 
 
+# What each model-call span's attributes say of its call (`span_content`), or why it could
+# not be read, by (trace id, span id).
+Read = dict[tuple[str, str], Content | Exception]
+
+
+def read_spans(spans: list[Span]) -> Read:
+    """Each model-call span's content read from its attributes: what takes longest in
+    `calls_from`, and needs nothing from the store, so the receiver does it before it takes
+    the writer (another request's rows go in meanwhile)."""
+    read: Read = {}
+    for s in spans:
+        if is_model_call(s):
+            try:
+                read[(s.trace_id, s.span_id)] = span_content(s.attributes)
+            except _UNREADABLE as exc:
+                read[(s.trace_id, s.span_id)] = exc
+    return read
+
+
 def calls_from(
-    spans: list[Span], events: list[SpanEvent], unreadable: dict[str, str] | None = None
+    spans: list[Span],
+    events: list[SpanEvent],
+    unreadable: dict[str, str] | None = None,
+    read: Read | None = None,
 ) -> list[Call]:
     """The calls these spans describe, with their events' content; marks each span's call.
 
@@ -71,9 +94,14 @@ def calls_from(
             by_span.setdefault((e.trace_id, e.span_id), []).append(e)
     model_spans = {(s.trace_id, s.span_id): s for s in spans if is_model_call(s)}
     contents = {}
+    read = read_spans(list(model_spans.values())) if read is None else read
     for key, s in list(model_spans.items()):
         try:
-            c = span_content(s.attributes)
+            c = read.get(key)
+            if c is None:  # a span `read` was not given
+                c = span_content(s.attributes)
+            elif isinstance(c, Exception):
+                raise c
             c.fill(event_content(by_span.get(key, [])))
         except _UNREADABLE as exc:
             refuse(s, exc)
@@ -367,7 +395,9 @@ def _own_ids(store: Store, new: list[Call], spans_of: dict[str, list[Span]], ref
 _SAME_CALL_WINDOW = timedelta(hours=6)
 
 
-def ingest_spans(store: Store, spans: list[Span], intake: Intake) -> tuple[int, list[Refused]]:
+def ingest_spans(
+    store: Store, spans: list[Span], intake: Intake, read: Read | None = None
+) -> tuple[int, list[Refused]]:
     """Keep the spans and the calls their model-call spans describe, each through `intake`
     (redacted, sealed, priced); returns how many calls were new, and the spans refused, by
     their position in `spans`: those the store would not keep (regulated mode, text this
@@ -388,7 +418,7 @@ def ingest_spans(store: Store, spans: list[Span], intake: Intake) -> tuple[int, 
         for e in store.span_events([(s.trace_id, s.span_id) for s in spans if is_model_call(s)])
     ]
     # All the request's spans at once: one call's spans may be in two traces (both roots).
-    calls = calls_from(spans, events, calls_refused)
+    calls = calls_from(spans, events, calls_refused, read)
     spans_of: dict[str, list[Span]] = {}
     for s in spans:
         if s.call_id:
