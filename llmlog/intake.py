@@ -182,6 +182,15 @@ class Intake:
             check_figures(later)
         gained = {n: getattr(later, n) for n in CONTENT if getattr(stored, n) is None}
         gained = {n: v for n, v in gained.items() if v is not None}
+        # Parameters another account of the call names and the stored one does not (the
+        # SDK's span names a few; the request as sent, all): added, each kept as stored.
+        more_params = (
+            {k: v for k, v in later.params.items() if k not in stored.params}
+            if "params" not in gained and isinstance(stored.params, dict) and isinstance(later.params, dict)
+            else {}
+        )
+        if more_params:
+            gained["params"] = more_params
         version = None
         if stored.prompt_template_version is None and not self.stored:
             version = later.prompt_template_version or self._version(gained.get("system_prompt"))
@@ -190,8 +199,11 @@ class Intake:
             return changed
         part = Call(id=stored.id, timestamp=stored.timestamp, **gained)
         self.protect(part)
+        kept_params = stored.params
         for name in gained:
             setattr(stored, name, getattr(part, name))
+        if more_params and isinstance(kept_params, dict) and isinstance(part.params, dict):
+            stored.params = {**kept_params, **part.params}
         if version is not None:
             stored.prompt_template_version = version
         counts = ((part.metadata or {}).get("llmlog") or {}).get("redactions")

@@ -114,7 +114,7 @@ def test_an_instrumented_program_becomes_calls_and_a_trace_tree(
     first, second = calls
     assert (first.provider, first.model) == ("anthropic", "claude-sonnet-4-6")
     assert first.system_prompt == "You plan." and second.system_prompt == "You answer."
-    assert first.messages == [{"role": "user", "content": [{"type": "text", "text": "plan the refund"}]}]
+    assert first.messages == [{"role": "user", "content": "plan the refund"}]  # as sent
     assert first.response and first.response["content"][0]["text"]
     assert first.input_tokens and first.output_tokens and first.cost_usd and first.cost_usd > 0
     assert (

@@ -218,6 +218,9 @@ def assert_like_wrap(otlp: list[Call], wrap: list[Call], setup: str) -> None:
         if setup == "traceloop" and w.error is not None and w.error.get("status") == 429:
             continue  # Traceloop makes no span of a `messages.stream()` that fails
         assert o.messages is not None, where
+        if setup == "openinference":  # the request as sent (its input.value), read as wrap reads it
+            assert (o.system_prompt, o.messages, o.tools) == (w.system_prompt, w.messages, w.tools), where
+            assert o.params == w.params, where
         if w.error is not None:  # the API's message, as wrap reads it from the body
             assert (o.error or {}).get("message") == w.error.get("message"), where
             continue

@@ -154,13 +154,13 @@ EXACT = (
     "cache_creation_tokens",
 )
 
-_IDS = re.compile(r"\b(chatcmpl|call|req)[-_][0-9a-zA-Z]+")
+_IDS = re.compile(r"\b(chatcmpl|call|req|resp|msg|fc)[-_][0-9a-zA-Z]+")
 
 
 def masked(value: Any) -> Any:
     """Ids and creation times, which differ between two runs of the same request, masked."""
     if isinstance(value, dict):
-        return {k: masked(v) for k, v in value.items() if k != "created"}
+        return {k: masked(v) for k, v in value.items() if k not in ("created", "created_at", "completed_at")}
     if isinstance(value, list):
         return [masked(v) for v in value]
     if isinstance(value, str):
@@ -272,6 +272,91 @@ def test_openai_instrumentations_give_wraps_rows(
     assert masked(message["tool_calls"]) == masked(
         wrapped[TOOL].response["choices"][0]["message"]["tool_calls"]
     )
+
+
+# The Responses API, as OpenInference instruments it: the request and the response as sent
+# (its `input.value` and `output.value`), read as wrap reads them, not Chat's shape.
+RESPONSES_TOOLS = [
+    {
+        "type": "function",
+        "name": "lookup_order",
+        "description": "Find an order.",
+        "parameters": {
+            "type": "object",
+            "properties": {"order_id": {"type": "string"}},
+            "required": ["order_id"],
+        },
+    }
+]
+RESPONSES: list[dict[str, Any]] = [
+    {"model": "gpt-5-mini", "instructions": "Be terse.", "input": "hi there"},
+    {"model": "gpt-5-mini", "input": [{"role": "user", "content": "stream please"}], "stream": True},
+    {
+        "model": "gpt-5-mini",
+        "input": [{"role": "user", "content": "where is order 9?"}],
+        "tools": RESPONSES_TOOLS,
+    },
+    {
+        "model": "gpt-5-mini",
+        "input": [
+            {"role": "user", "content": "where is order 9?"},
+            {
+                "type": "function_call",
+                "call_id": "call_1",
+                "name": "lookup_order",
+                "arguments": '{"order_id":"9"}',
+            },
+            {"type": "function_call_output", "call_id": "call_1", "output": "shipped on Monday"},
+        ],
+        "tools": RESPONSES_TOOLS,
+    },
+]
+RESPONSES_BODY = f"""\
+for request in {RESPONSES!r}:
+    answer = openai_client.responses.create(**request)
+    if request.get("stream"):
+        for _ in answer:
+            pass
+"""
+
+
+def unset_dropped(value: Any) -> Any:
+    """A response without its null fields: the instrumentation sends the SDK's object, which
+    writes every field it knows, null when the API did not send it."""
+    if isinstance(value, dict):
+        return {k: unset_dropped(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [unset_dropped(v) for v in value]
+    return value
+
+
+def test_openinference_responses_api_gives_wraps_rows(
+    collector: Running, fake: FakeProvider, recorder: Recorder
+) -> None:
+    run_program(collector, fake, SETUPS["openinference"], RESPONSES_BODY)
+    rows = sorted(collector.store.iter_calls(CallFilter()), key=lambda c: c.timestamp)
+    client = llmlog.wrap(openai.OpenAI(api_key="sk-test", base_url=fake.openai_base_url, max_retries=0))
+    for request in RESPONSES:
+        answer = client.responses.create(**request)
+        if request.get("stream"):
+            for _ in answer:
+                pass
+    wrapped = sorted(recorder.calls(), key=lambda c: c.timestamp)
+    assert len(rows) == len(wrapped) == len(RESPONSES)
+    problems = []
+    for i, (row, wrap) in enumerate(zip(rows, wrapped, strict=True)):
+        for column in (*EXACT, "params"):
+            if masked(getattr(row, column)) != masked(getattr(wrap, column)):
+                problems.append(
+                    f"call {i} {column}: {getattr(row, column)!r} != wrap's {getattr(wrap, column)!r}"
+                )
+        assert row.response is not None and row.response.get("object") == "response", i
+        problems += [
+            f"call {i} response{d}"
+            for d in differences(masked(unset_dropped(row.response)), masked(unset_dropped(wrap.response)))
+        ]
+    assert not problems, "\n".join(problems)
+    assert [r.stop_reason for r in rows] == ["stop", "stop", "tool_calls", "stop"]
 
 
 # ---------------------------------------------------------------- the conventions' forms, by hand
@@ -654,3 +739,21 @@ def test_an_error_message_nested_past_what_json_reads_is_text() -> None:
     )  # fmt: skip
     error = span_error(span)
     assert error is not None and error["status"] == 500 and error["type"] == "InternalServerError"
+
+
+@pytest.mark.parametrize("backend", ["sqlite"], indirect=True)
+def test_the_feature_named_in_metadata_is_the_calls_feature(collector: Running) -> None:
+    """OpenInference's `metadata` (`using_attributes(metadata=…)`) naming the product feature
+    gives the call its `feature`, the column wrap's context fills; the rest stays metadata."""
+    meta = {"llm.system": "openai", "openinference.span.kind": "LLM", "llm.model_name": "gpt-4.1"}
+    _send(collector, "/v1/traces", _spans(
+        _span("a" * 16, {**meta, "metadata": json.dumps({"feature": "checkout", "tier": "pro"})}),
+        _span("b" * 16, {**meta, "metadata": json.dumps({"feature": 7, "tier": "free"})}),
+    ))  # fmt: skip
+    calls = _by_span(collector)
+    named, odd = calls["a" * 16], calls["b" * 16]
+    assert named.feature == "checkout" and named.metadata is not None
+    assert "feature" not in named.metadata and named.metadata["tier"] == "pro"
+    # Not a name: kept as it came, in the metadata.
+    assert odd.feature is None and odd.metadata is not None and odd.metadata["feature"] == 7
+    assert collector.store.count(CallFilter(feature="checkout")) == 1

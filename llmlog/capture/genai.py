@@ -12,11 +12,11 @@ a call keeps).
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from llmlog.capture.attributes import (
@@ -33,7 +33,19 @@ from llmlog.capture.attributes import (
     str_value,
 )
 from llmlog.capture.outcome import first_token_ms, span_error
-from llmlog.capture.parse import ANTHROPIC_STOP, OPENAI_STOP
+from llmlog.capture.parse import ANTHROPIC_STOP, OPENAI_STOP, read_response, split_request
+from llmlog.capture.sent import is_whole, sent_request, sent_response
+from llmlog.capture.shapes import (
+    anthropic_response,
+    blocks_text,
+    is_openai_chat,
+    leading_system,
+    openai_messages,
+    openai_params,
+    openai_response,
+    openai_tools,
+    responses_response,
+)
 from llmlog.record import Call, Span, SpanEvent
 
 _NAMESPACE = uuid.UUID("0b6c3f8e-7d1a-5b2c-9e4f-1a2b3c4d5e6f")
@@ -244,9 +256,15 @@ class Content:
     finish_reason: str | None = None  # as the instrumentation said it
     params: dict[str, Any] = field(default_factory=dict)
     body: dict[str, Any] | None = None  # the API's response whole (OpenInference's output.value)
+    # The API whose request the span carried as sent (`sent.sent_request`): the system
+    # prompt, messages, tools and params are that request's, as wrap reads them.
+    api: str | None = None
 
     def fill(self, other: Content) -> None:
         """Take what this lacks from `other`."""
+        if self.api is None and other.api is not None and self.messages is None:
+            # The request as sent, whole: its parameters are all of them, named as sent.
+            self.api, self.params = other.api, dict(other.params)
         for name in ("system_prompt", "messages", "tools", "output", "finish_reason", "body"):
             if getattr(self, name) is None and getattr(other, name) is not None:
                 setattr(self, name, getattr(other, name))
@@ -264,6 +282,19 @@ def _system_text(value: Any) -> str | None:
 
 def span_content(a: dict[str, Any]) -> Content:
     c = Content()
+    # The request as sent (OpenInference's input.value), read as wrap reads it.
+    sent = sent_request(a, provider_of(a))
+    if sent is not None:
+        c.api, request = sent
+        told = Call(timestamp=_EPOCH)
+        split_request(c.api, request, told)
+        c.system_prompt, c.messages, c.tools = told.system_prompt, told.messages, told.tools
+        c.params = dict(told.params or {})
+        invocation = json_value(a.get("llm.invocation_parameters"))
+        if isinstance(invocation, dict) and invocation.get("stream") is True:
+            # The SDK's stream helpers add it to the request they send, after the span saw it.
+            c.params.setdefault("stream", True)
+        return _output_content(a, c, *flattened(a))
     # GenAI semantic conventions (current).
     c.system_prompt = _system_text(a.get("gen_ai.system_instructions"))
     c.messages = _semconv_messages(a.get("gen_ai.input.messages"))
@@ -290,10 +321,6 @@ def span_content(a: dict[str, Any]) -> Content:
         inputs = _openinference_messages(flat.get("llm.input_messages.", {}), "llm.input_messages.", mixed)
         if inputs:
             c.messages = inputs
-    if c.output is None:
-        outputs = _openinference_messages(flat.get("llm.output_messages.", {}), "llm.output_messages.", mixed)
-        if outputs:
-            c.output = outputs
     if c.tools is None:
         tools = _openinference_tools(flat.get("llm.tools.", {}), "llm.tools.", mixed)
         c.tools = tools or None
@@ -301,6 +328,27 @@ def span_content(a: dict[str, Any]) -> Content:
     # here: an OpenAI call keeps them there, as sent; `span_call` shapes them per provider).
     if c.messages and c.system_prompt is None:
         c.system_prompt = _system_of(c.messages)
+    invocation = json_value(a.get("llm.invocation_parameters"))
+    if isinstance(invocation, dict):
+        c.params.update(invocation)
+    for key, value in a.items():
+        if key.startswith("gen_ai.request.") and key != "gen_ai.request.model" and value is not None:
+            c.params[key.removeprefix("gen_ai.request.")] = value
+    return _output_content(a, c, flat, mixed)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _output_content(
+    a: dict[str, Any], c: Content, flat: dict[str, Items], mixed: set[tuple[str, int]]
+) -> Content:
+    """What a span says of its call's answer: the output messages under each convention,
+    the finish reason, and the response body where it came whole."""
+    if c.output is None:
+        outputs = _openinference_messages(flat.get("llm.output_messages.", {}), "llm.output_messages.", mixed)
+        if outputs:
+            c.output = outputs
     reasons = a.get("gen_ai.response.finish_reasons")
     if isinstance(reasons, list) and reasons:
         c.finish_reason = str(reasons[0])
@@ -312,16 +360,12 @@ def span_content(a: dict[str, Any]) -> Content:
         reasons = [m["finish_reason"] for m in said if isinstance(m, dict) and m.get("finish_reason")]
         reason = reasons[0] if reasons else a.get("anthropic.message.stop_reason")
         c.finish_reason = str(reason) if reason else None
-    if a.get("output.mime_type") == "application/json" and a.get("openinference.span.kind") == "LLM":
+    if c.api is not None:
+        c.body = sent_response(a, c.api)
+    elif a.get("output.mime_type") == "application/json" and a.get("openinference.span.kind") == "LLM":
         body = json_value(a.get("output.value"))
         if isinstance(body, dict) and isinstance(body.get("choices"), list):  # a Chat completion
             c.body = body
-    invocation = json_value(a.get("llm.invocation_parameters"))
-    if isinstance(invocation, dict):
-        c.params.update(invocation)
-    for key, value in a.items():
-        if key.startswith("gen_ai.request.") and key != "gen_ai.request.model" and value is not None:
-            c.params[key.removeprefix("gen_ai.request.")] = value
     return c
 
 
@@ -333,14 +377,8 @@ def _system_of(messages: list[Any]) -> str | None:
         if not isinstance(m, dict) or m.get("role") not in ("system", "developer"):
             break
         content = m.get("content")
-        texts.append(content if isinstance(content, str) else _blocks_text(content) or "")
+        texts.append(content if isinstance(content, str) else blocks_text(content) or "")
     return "\n\n".join(texts) if texts else None
-
-
-def _blocks_text(content: Any) -> str | None:
-    if not isinstance(content, list):
-        return None
-    return "\n".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
 
 
 def event_content(events: Iterable[SpanEvent]) -> Content:
@@ -356,7 +394,7 @@ def event_content(events: Iterable[SpanEvent]) -> Content:
         role = e.name.removeprefix("gen_ai.").removesuffix(".message")
         if e.name == "gen_ai.system.message":
             text = body.get("content")
-            c.system_prompt = text if isinstance(text, str) else _blocks_text(text)
+            c.system_prompt = text if isinstance(text, str) else blocks_text(text)
         elif e.name in ("gen_ai.user.message", "gen_ai.assistant.message", "gen_ai.tool.message"):
             msg: dict[str, Any] = {"role": role, "content": body.get("content")}
             if body.get("tool_calls"):
@@ -414,8 +452,12 @@ def span_call(span: Span, content: Content) -> Call:
     if span.service:
         metadata["otel"]["service"] = span.service
     extra = json_value(a.get("metadata"))
+    feature = None
     if isinstance(extra, dict):
         metadata.update({k: v for k, v in extra.items() if k != "otel"})
+        if isinstance(metadata.get("feature"), str):
+            # The product feature the call serves, a column of its own as wrap's context gives it.
+            feature = metadata.pop("feature")
     _request_note(span, metadata)
     _fallback_note(a, str_value(model), metadata)
     tags = a.get("tag.tags")
@@ -427,26 +469,41 @@ def span_call(span: Span, content: Content) -> Call:
         content.tools,
         content.params,
     )
-    if _is_openai_chat(provider, a):
-        messages, system_prompt = _openai_messages(messages, system_prompt)
-        tools = _SHAPED.get(id(tools), _shaped_tools, tools)[1] if tools else tools
-        params = _openai_params(a, params)
-        response = _openai_response(a, content, output, reason)
+    told: Call | None = None  # what the response as sent says, read as wrap reads it
+    if content.api is not None:  # the request as sent: its columns as wrap reads them
+        body = content.body
+        if content.api == "chat":
+            response = openai_response(a, body, output, reason)
+        elif content.api == "messages":
+            response = body if body is not None else anthropic_response(output)
+        else:
+            response = body if body is not None else responses_response(output)
+        if response is not None and body is not None and is_whole(content.api, body):
+            told = Call(timestamp=span.start)
+            read_response(content.api, response, told)
+    elif is_openai_chat(provider, a):
+        messages, system_prompt = openai_messages(messages, system_prompt)
+        tools = openai_tools(tools) if tools else tools
+        params = openai_params(a, params)
+        response = openai_response(a, content.body, output, reason)
     else:
-        if messages and (leading := _leading_system(messages)):
+        if messages and (leading := leading_system(messages)):
             # Anthropic's API takes the system prompt apart from the messages.
             messages = messages[leading:]
-        response = _anthropic_response(output)
+        response = anthropic_response(output)
     if isinstance(system_prompt, str):  # the same string as the calls before that sent it
         system_prompt = _TEXTS.get(system_prompt, str, system_prompt)
     end = span.end or span.start
     latency_ms = (end - span.start).total_seconds() * 1000
-    tool_calls = _tool_calls(output)
+    tool_calls = _tool_calls(output) if told is None else told.tool_calls
+    if told is not None and told.stop_reason is not None:
+        reason = told.stop_reason
     _cut_tool_note(tool_calls, metadata)
     call = Call(
         id=call_id(span.trace_id, span.span_id, call_key(span)),
         session_id=str_value(first_of(a, "gen_ai.conversation.id", "session.id")),
         user_id=str_value(first_of(a, "user.id", "enduser.id")),
+        feature=feature,
         timestamp=span.start,
         provider=provider,
         model=str_value(model),
@@ -454,7 +511,7 @@ def span_call(span: Span, content: Content) -> Call:
         system_prompt=system_prompt,
         messages=messages,
         tools=tools,
-        params=params or None,
+        params=_served_params(params, metadata, str_value(model)) or None,
         response=response,
         tool_calls=tool_calls,
         stop_reason=reason,
@@ -494,6 +551,10 @@ def span_call(span: Span, content: Content) -> Call:
         trace_id=span.trace_id,
         parent_id=span.parent_id,
     )
+    if told is not None:  # figures the attributes left out (a cache count of 0), as the answer says
+        for name in ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens"):
+            if getattr(call, name) is None:
+                setattr(call, name, getattr(told, name))
     if call.first_token_ms is None and call.error is None and _anthropic_sdk_unstreamed(span):
         call.first_token_ms = latency_ms  # as wrap counts it: the whole answer at once
     if provider == "openai" and call.input_tokens is not None:
@@ -513,197 +574,6 @@ def _requested_model(a: dict[str, Any], content: Content) -> Any:
         if isinstance(request, dict) and isinstance(request.get("model"), str):
             return request["model"]
     return None
-
-
-# ---------------------------------------------------------------- provider shapes
-
-
-def _is_openai_chat(provider: str | None, a: dict[str, Any]) -> bool:
-    return provider in ("openai", "azure.ai.openai") and a.get("gen_ai.operation.name") in (None, "chat")
-
-
-def _leading_system(messages: list[Any]) -> int:
-    n = 0
-    while (
-        n < len(messages)
-        and isinstance(messages[n], dict)
-        and messages[n].get("role") in ("system", "developer")
-    ):
-        n += 1
-    return n
-
-
-def _arguments(value: Any) -> Any:
-    """Tool call arguments as the Chat API sends them: JSON text (compact, as OpenAI writes it)."""
-    if value is None or isinstance(value, str):
-        return value if value is not None else "{}"
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def _openai_tool_call(call: dict[str, Any]) -> dict[str, Any]:
-    fn = call.get("function")
-    if isinstance(fn, dict):
-        return {
-            **call,
-            "type": call.get("type", "function"),
-            "function": {**fn, "arguments": _arguments(fn.get("arguments"))},
-        }
-    return call
-
-
-def _openai_message(m: Any) -> list[Any]:
-    """One message of ours (content blocks, or already in OpenAI's shape) as the Chat API's:
-    text as a string, tool calls as `tool_calls`, tool results as `tool` messages."""
-    if not isinstance(m, dict):
-        return [m]
-    content = m.get("content")
-    if not isinstance(content, list):
-        out = dict(m)
-        if isinstance(m.get("tool_calls"), list):
-            out["tool_calls"] = [
-                _openai_tool_call(tc) if isinstance(tc, dict) else tc for tc in m["tool_calls"]
-            ]
-        return [out]
-    texts: list[str] = []
-    calls: list[dict[str, Any]] = []
-    results: list[dict[str, Any]] = []
-    others: list[Any] = []
-    for b in content:
-        kind = b.get("type") if isinstance(b, dict) else None
-        if kind == "text":
-            texts.append(str(b.get("text", "")))
-        elif kind == "tool_use":
-            fn = {"name": b.get("name"), "arguments": _arguments(b.get("input"))}
-            calls.append({"id": b.get("id"), "type": "function", "function": fn})
-        elif kind == "tool_result":
-            said = b.get("content")
-            said = said if isinstance(said, str) or said is None else _blocks_text(said) or json.dumps(said)
-            results.append({"role": "tool", "tool_call_id": b.get("tool_use_id"), "content": said})
-        else:
-            others.append(b)
-    messages: list[Any] = list(results)
-    if texts or calls or others or not results:
-        msg: dict[str, Any] = {"role": m.get("role", "user")}
-        if others:
-            msg["content"] = [{"type": "text", "text": t} for t in texts] + others
-        elif len(texts) == 1:
-            msg["content"] = texts[0]
-        elif texts:
-            msg["content"] = [{"type": "text", "text": t} for t in texts]
-        else:
-            msg["content"] = None if calls else ""
-        if calls:
-            msg["tool_calls"] = calls
-        messages.append(msg)
-    return messages
-
-
-# id(message) → (the message, held so that its id stays its own; its Chat shape)
-_SHAPED = Shared(20_000, 32 * MB)
-
-
-def _shaped(m: Any) -> tuple[Any, list[Any]]:
-    return m, _openai_message(m)
-
-
-def _openai_messages(
-    messages: list[Any] | None, system_prompt: str | None
-) -> tuple[list[Any] | None, str | None]:
-    """Messages as an OpenAI Chat request sends them, system messages among them (one is
-    put first when only the system prompt was said apart); the system prompt as wrap
-    reads it from them."""
-    if messages is None:
-        return (
-            (None, system_prompt)
-            if system_prompt is None
-            else ([{"role": "system", "content": system_prompt}], system_prompt)
-        )
-    out = [shaped for m in messages for shaped in _SHAPED.get(id(m), _shaped, m)[1]]
-    said = [m for m in out if isinstance(m, dict) and m.get("role") in ("system", "developer")]
-    if said:
-        texts = [
-            m["content"] if isinstance(m.get("content"), str) else _blocks_text(m.get("content")) or ""
-            for m in said
-        ]
-        return out, "\n\n".join(texts)
-    if system_prompt is not None:
-        out.insert(0, {"role": "system", "content": system_prompt})
-    return out, system_prompt
-
-
-def _shaped_tools(tools: list[Any]) -> tuple[list[Any], list[Any]]:
-    return tools, [_openai_tool(t) for t in tools]
-
-
-def _openai_tool(tool: Any) -> Any:
-    """A tool definition in the Chat API's shape (the conventions flatten `function`)."""
-    if (
-        isinstance(tool, dict)
-        and tool.get("type", "function") == "function"
-        and "function" not in tool
-        and "name" in tool
-    ):
-        fn = {k: tool[k] for k in ("name", "description", "parameters", "strict") if k in tool}
-        return {"type": "function", "function": fn}
-    return tool
-
-
-# The conventions' request attribute names (after `gen_ai.request.`) that the Chat API names otherwise.
-_OPENAI_PARAMS = {"stop_sequences": "stop", "choice.count": "n"}
-
-
-def _openai_params(a: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
-    """The request's parameters as the Chat API names them, the model among them (as wrap
-    keeps the request body but its messages and tools)."""
-    out = {_OPENAI_PARAMS.get(k, k): v for k, v in params.items()}
-    model = first_of(a, "gen_ai.request.model", "llm.request.model_name")
-    if model is not None:
-        out = {"model": model, **out}
-    if a.get("gen_ai.is_streaming") is True:
-        out.setdefault("stream", True)
-    return out
-
-
-def _openai_response(
-    a: dict[str, Any], content: Content, output: list[dict[str, Any]] | None, reason: str | None
-) -> dict[str, Any] | None:
-    """The response as a Chat completion: the one the instrumentation carried whole, or one
-    made of what it said (id, model, choices; usage is in the token columns)."""
-    if content.body is not None:
-        body = dict(content.body)
-        if body.get("object") == "chat.completion.chunk":  # a stream, put together by the instrumentation
-            body["object"] = "chat.completion"
-        return body
-    if not output:
-        return None
-    choices = []
-    for i, m in enumerate(output):
-        shaped = _openai_message({**m, "role": m.get("role", "assistant")})
-        message = next((x for x in shaped if isinstance(x, dict) and x.get("role") != "tool"), shaped[0])
-        choices.append({"index": i, "message": message, "finish_reason": reason if i == 0 else None})
-    response = {
-        "id": a.get("gen_ai.response.id"),
-        "object": "chat.completion",
-        "model": first_of(a, "gen_ai.response.model", "gen_ai.request.model"),
-        "choices": choices,
-        "service_tier": first_of(a, "openai.response.service_tier", "gen_ai.openai.response.service_tier"),
-        "system_fingerprint": first_of(
-            a, "gen_ai.openai.response.system_fingerprint", "openai.response.system_fingerprint"
-        ),
-    }
-    return {k: v for k, v in response.items() if v is not None}
-
-
-def _anthropic_response(output: list[dict[str, Any]] | None) -> dict[str, Any] | None:
-    if not output:
-        return None
-    blocks: list[Any] = []
-    for m in output:
-        body = m.get("content")
-        blocks.extend(
-            body if isinstance(body, list) else ([{"type": "text", "text": str(body)}] if body else [])
-        )
-    return {"role": "assistant", "content": blocks}
 
 
 def _cut_tool_note(tool_calls: list[dict[str, Any]] | None, metadata: dict[str, Any]) -> None:
@@ -745,6 +615,14 @@ def _fallback_note(a: dict[str, Any], model: str | None, metadata: dict[str, Any
         return
     if not model.startswith(requested.removesuffix("-latest")):
         metadata.setdefault("llmlog", {})["requested_model"] = requested
+
+
+def _served_params(params: dict[str, Any], metadata: dict[str, Any], model: str | None) -> dict[str, Any]:
+    """A request the refusal fallback sent again went to the model that served it, as the
+    request wrap saw (`_fallback_note`)."""
+    if "model" in params and model and (metadata.get("llmlog") or {}).get("requested_model"):
+        return {**params, "model": model}
+    return params
 
 
 def _request_note(span: Span, metadata: dict[str, Any]) -> None:

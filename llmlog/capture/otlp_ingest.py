@@ -132,6 +132,7 @@ def calls_from(
         if outer is not None and wrapper is not None:  # fill what the SDK's span lacks from the framework's
             for name in (
                 "session_id",
+                "feature",
                 "user_id",
                 "prompt_template_version",
                 "tags",
@@ -172,6 +173,7 @@ _FIGURES = (
     "first_token_ms",
     "latency_ms",
     "session_id",
+    "feature",
     "user_id",
     "prompt_template_version",
     "tags",

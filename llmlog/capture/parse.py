@@ -225,12 +225,14 @@ def _tool_input(arguments: Any) -> Any:
 # ---------------------------------------------------------------- requests
 
 
-def _split_request(ex: Exchange, req: dict[str, Any], call: Call) -> None:
+def split_request(api: str, req: dict[str, Any], call: Call) -> None:
+    """Set a call's model, system prompt, messages, tools and params from its request body
+    (`api`: "messages", "chat" or "responses"), as every way in that has the body reads it."""
     body = dict(req)
     call.model = body.get("model") if isinstance(body.get("model"), str) else None
     tools = body.pop("tools", None)
     call.tools = tools if isinstance(tools, list) else None
-    if ex.api == "messages":
+    if api == "messages":
         messages = body.pop("messages", None)
         system = body.get("system")
         if isinstance(system, str):
@@ -238,7 +240,7 @@ def _split_request(ex: Exchange, req: dict[str, Any], call: Call) -> None:
         elif isinstance(system, list):
             # Block form (cache_control, citations): keep the blocks for an exact re-send.
             call.system_prompt = _text_of(system)
-    elif ex.api == "chat":
+    elif api == "chat":
         messages = body.pop("messages", None)
         if isinstance(messages, list):
             system_parts = [
@@ -460,11 +462,11 @@ def _responses_events(seen: list[tuple[float, str, bytes]], decode: Decode, even
     return final, error, first, final is not None
 
 
-def _usage_columns(ex: Exchange, response: dict[str, Any], call: Call) -> None:
+def _usage_columns(api: str, response: dict[str, Any], call: Call) -> None:
     usage = response.get("usage")
     if not isinstance(usage, dict):
         return
-    if ex.api == "messages":
+    if api == "messages":
         uncached = usage.get("input_tokens")
         write = usage.get("cache_creation_input_tokens") or 0
         read = usage.get("cache_read_input_tokens") or 0
@@ -474,23 +476,25 @@ def _usage_columns(ex: Exchange, response: dict[str, Any], call: Call) -> None:
             call.cache_read_tokens = read
             call.cache_creation_tokens = write
     else:
-        total_in = usage.get("prompt_tokens" if ex.api == "chat" else "input_tokens")
-        details = usage.get("prompt_tokens_details" if ex.api == "chat" else "input_tokens_details") or {}
+        total_in = usage.get("prompt_tokens" if api == "chat" else "input_tokens")
+        details = usage.get("prompt_tokens_details" if api == "chat" else "input_tokens_details") or {}
         if isinstance(total_in, int):
             call.input_tokens = total_in
             call.cache_read_tokens = details.get("cached_tokens") or 0
             # OpenAI caches automatically and bills no cache writes.
             call.cache_creation_tokens = 0
-    out = usage.get("completion_tokens" if ex.api == "chat" else "output_tokens")
+    out = usage.get("completion_tokens" if api == "chat" else "output_tokens")
     if isinstance(out, int):
         call.output_tokens = out
 
 
-def _outcome(ex: Exchange, response: dict[str, Any], call: Call) -> None:
+def read_response(api: str, response: dict[str, Any], call: Call) -> None:
+    """Set a call's model, tool calls, stop reason and usage from its response body (the
+    non-streamed shape), as every way in that has the body reads it."""
     if isinstance(response.get("model"), str) and response["model"]:
         call.model = response["model"]
     tool_calls: list[dict[str, Any]] = []
-    if ex.api == "messages":
+    if api == "messages":
         for block in response.get("content") or []:
             if isinstance(block, dict) and block.get("type") in ("tool_use", "server_tool_use"):
                 tool_calls.append(
@@ -498,7 +502,7 @@ def _outcome(ex: Exchange, response: dict[str, Any], call: Call) -> None:
                 )
         reason = response.get("stop_reason")
         call.stop_reason = ANTHROPIC_STOP.get(reason, reason) if reason else None
-    elif ex.api == "chat":
+    elif api == "chat":
         choices = response.get("choices") or []
         for choice in choices:
             for tc in (choice.get("message") or {}).get("tool_calls") or []:
@@ -528,7 +532,7 @@ def _outcome(ex: Exchange, response: dict[str, Any], call: Call) -> None:
         elif status == "failed":
             call.stop_reason = "error"
     call.tool_calls = tool_calls or None
-    _usage_columns(ex, response, call)
+    _usage_columns(api, response, call)
 
 
 def _http_error(ex: Exchange) -> dict[str, Any]:
@@ -566,7 +570,7 @@ def to_call(ex: Exchange, decoder: Decoder | None = None) -> Call:
     notes: dict[str, Any] = {}
     req = decode(ex.request_body)
     if isinstance(req, dict):
-        _split_request(ex, req, call)
+        split_request(ex.api, req, call)
     else:
         notes["unparsed_request"] = ex.request_body[:2000].decode("utf-8", "replace")
 
@@ -604,7 +608,7 @@ def to_call(ex: Exchange, decoder: Decoder | None = None) -> Call:
             notes["unparsed_response"] = str(exc)
         if isinstance(response, dict):
             call.response = response
-            _outcome(ex, response, call)
+            read_response(ex.api, response, call)
             call.first_token_ms = (
                 round(first, 3) if first is not None else (None if streamed else call.latency_ms)
             )

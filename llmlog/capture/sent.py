@@ -1,0 +1,85 @@
+"""The request and response bodies a span carries as they were sent (OpenInference's
+`input.value` and `output.value`, JSON), read as `llmlog.wrap` reads an exchange's bodies
+(`parse.split_request`, `parse.read_response`), so a call told by spans has the columns the
+SDK path gives it: messages, system prompt, tools and params exactly as sent, in the shape
+of the API called (Messages, Chat Completions or Responses), and the tool calls, stop
+reason and usage its answer says.
+
+The flattened attributes (`llm.input_messages.*`, …) say the same less exactly: they do not
+tell a text content from a list of blocks, nor the Responses API from Chat, and name
+parameters as the instrumentation chose. They are read only where no body came.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from llmlog.capture.parse import Decoder
+
+# Which API a request body is for, by what only that API's requests hold.
+_APIS_BY_PROVIDER = {"anthropic": "messages", "openai": "chat", "azure.ai.openai": "chat"}
+
+# A conversation's spans re-send its earlier messages, its system prompt and its tools: each
+# decoded once and shared, as the SDK path's writer shares what it decodes (the stores
+# recognize shared values by identity). The receiver reads spans on several threads.
+_DECODER = Decoder()
+_LOCK = threading.Lock()
+
+
+# The SDK methods' request options, among the arguments an instrumentation records: not sent
+# in the body, but for `extra_body`, which the SDK merges into it.
+_OPTIONS = frozenset({"extra_headers", "extra_query", "extra_body", "timeout"})
+
+
+def _as_sent(arguments: dict[str, Any]) -> dict[str, Any]:
+    body = {k: v for k, v in arguments.items() if k not in _OPTIONS}
+    extra = arguments.get("extra_body")
+    return {**body, **extra} if isinstance(extra, dict) else body
+
+
+def _decoded(text: str) -> Any:
+    with _LOCK:
+        return _DECODER.decode(text)
+
+
+def sent_request(a: dict[str, Any], provider: str | None) -> tuple[str, dict[str, Any]] | None:
+    """The API and request body a span carries as sent, or None: when it carries none, or
+    one that is not a request of a known API of its provider."""
+    if a.get("input.mime_type") != "application/json" or not isinstance(a.get("input.value"), str):
+        return None
+    body = _decoded(a["input.value"])
+    if not isinstance(body, dict):
+        return None
+    if _OPTIONS.intersection(body):  # what the instrumentation saw: the SDK method's arguments
+        body = _as_sent(body)
+    if provider == "openai" and ("input" in body or "instructions" in body) and "messages" not in body:
+        api = "responses"
+    elif isinstance(body.get("messages"), list):
+        api = _APIS_BY_PROVIDER.get(provider or "", "")
+    else:
+        return None
+    return (api, body) if api else None
+
+
+def sent_response(a: dict[str, Any], api: str) -> dict[str, Any] | None:
+    """The response body a span carries as sent (the non-streamed shape: an instrumentation
+    puts a stream's together), when it is one of `api`'s."""
+    if a.get("output.mime_type") != "application/json" or not isinstance(a.get("output.value"), str):
+        return None
+    body = _decoded(a["output.value"])
+    if not isinstance(body, dict):
+        return None
+    if api == "messages" and body.get("type") == "message":
+        return body
+    if api == "responses" and body.get("object") == "response":
+        return body
+    if api == "chat" and isinstance(body.get("choices"), list):
+        return body
+    return None
+
+
+def is_whole(api: str, body: dict[str, Any]) -> bool:
+    """Whether a response body is the API's whole answer (its id and usage with it), not
+    the part of a stream an instrumentation put together (text and tool calls only)."""
+    return bool(body.get("id")) and (api == "responses" or isinstance(body.get("usage"), dict))
