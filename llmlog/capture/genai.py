@@ -294,7 +294,7 @@ def span_content(a: dict[str, Any]) -> Content:
         if isinstance(invocation, dict) and invocation.get("stream") is True:
             # The SDK's stream helpers add it to the request they send, after the span saw it.
             c.params.setdefault("stream", True)
-        return _output_content(a, c, *flattened(a))
+        return _output_content(a, c)
     # GenAI semantic conventions (current).
     c.system_prompt = _system_text(a.get("gen_ai.system_instructions"))
     c.messages = _semconv_messages(a.get("gen_ai.input.messages"))
@@ -341,11 +341,24 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _output_content(
-    a: dict[str, Any], c: Content, flat: dict[str, Items], mixed: set[tuple[str, int]]
+    a: dict[str, Any],
+    c: Content,
+    flat: dict[str, Items] | None = None,
+    mixed: set[tuple[str, int]] | None = None,
 ) -> Content:
-    """What a span says of its call's answer: the output messages under each convention,
-    the finish reason, and the response body where it came whole."""
-    if c.output is None:
+    """What a span says of its call's answer: the response body where it came whole, the
+    output messages under each convention (not read beside a whole response as sent, which
+    says all they say), and the finish reason."""
+    if c.api is not None:
+        c.body = sent_response(a, c.api)
+    elif a.get("output.mime_type") == "application/json" and a.get("openinference.span.kind") == "LLM":
+        body = json_value(a.get("output.value"))
+        if isinstance(body, dict) and isinstance(body.get("choices"), list):  # a Chat completion
+            c.body = body
+    whole = c.api is not None and c.body is not None and is_whole(c.api, c.body)
+    if c.output is None and not whole:
+        if flat is None or mixed is None:
+            flat, mixed = flattened(a)
         outputs = _openinference_messages(flat.get("llm.output_messages.", {}), "llm.output_messages.", mixed)
         if outputs:
             c.output = outputs
@@ -360,12 +373,6 @@ def _output_content(
         reasons = [m["finish_reason"] for m in said if isinstance(m, dict) and m.get("finish_reason")]
         reason = reasons[0] if reasons else a.get("anthropic.message.stop_reason")
         c.finish_reason = str(reason) if reason else None
-    if c.api is not None:
-        c.body = sent_response(a, c.api)
-    elif a.get("output.mime_type") == "application/json" and a.get("openinference.span.kind") == "LLM":
-        body = json_value(a.get("output.value"))
-        if isinstance(body, dict) and isinstance(body.get("choices"), list):  # a Chat completion
-            c.body = body
     return c
 
 
