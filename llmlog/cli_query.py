@@ -61,7 +61,8 @@ def _when_absent(_: click.Context, __: click.Parameter, value: str | None) -> st
     type=click.FloatRange(min=0, min_open=True),
     default=QUERY_TIMEOUT_S,
     show_default=True,
-    help="Seconds the query may take, reading and printing its rows included.",
+    help="Seconds the query may take, reading and printing its rows included (time waiting on a"
+    " pager counts: raise it to page through a long result).",
 )
 @click.option(
     "--limit",
@@ -77,10 +78,10 @@ def query(ctx: Ctx, sql: str, fmt: str, full: bool, timeout: float, limit: int) 
     Only reading gets through, and only of the calls: accounts, tokens, settings and the
     audit log are out of reach (on PostgreSQL and a ClickHouse server the query runs as a
     reader login of its own: see --reader-db). Rows are printed as they arrive, none held,
-    so `| head` stops the query at once. The query is stopped, with an error, once it has
-    taken --timeout seconds, its rows' printing included. JSON columns use the engine's own
-    operators: SQLite `metadata->>'$.tier'`, PostgreSQL `metadata->>'tier'` (they are jsonb
-    there).
+    so `| head` stops the query at once (on ClickHouse a result past 64 MB is refused).
+    The query is stopped, with an error, once it has taken --timeout seconds, its rows'
+    printing included. JSON columns use the engine's own operators: SQLite
+    `metadata->>'$.tier'`, PostgreSQL `metadata->>'tier'` (they are jsonb there).
 
     In a terminal the rows are a table, long values cut with … (newlines shown as ↵); when
     the columns cannot fit side by side (SELECT *), each row is a block of `column value`
