@@ -23,6 +23,7 @@ from rich.cells import cell_len, set_cell_size
 from llmlog.cli import Ctx, _clean, cli, err_console, pass_ctx
 from llmlog.reports import QUERY_ROW_LIMIT, QUERY_TIMEOUT_S, csv_cell
 from llmlog.store import ReadOnlyError
+from llmlog.store.readonly import value_size
 
 FORMATS = ("table", "json", "jsonl", "csv", "tsv")
 # The widest a table's column grows (in terminal cells) unless --full: a conversation in a
@@ -35,6 +36,7 @@ CELL_FLOOR = 16
 # arrive within this long: the first row is not kept waiting for a slow query's 50th.
 SAMPLE_ROWS = 50
 SAMPLE_S = 0.5
+SAMPLE_BYTES = 2**20
 # Where stdout is no terminal (an explicit --format table into a file) and COLUMNS is unset.
 PLAIN_WIDTH = 120
 
@@ -204,12 +206,15 @@ def _cell(value: Any, most: int | None) -> str:
 
 
 def _sample(rows: Iterator[Sequence[Any]]) -> list[Sequence[Any]]:
-    """The first rows, to measure the columns on: SAMPLE_ROWS, or fewer if the rest are slow."""
+    """The first rows, to measure the columns on: SAMPLE_ROWS, or fewer if the rest are slow
+    or these are large (a row of whole conversations is enough to measure on)."""
     taken: list[Sequence[Any]] = []
     until = time.monotonic() + SAMPLE_S
+    size = 0
     for row in rows:
         taken.append(row)
-        if len(taken) == SAMPLE_ROWS or time.monotonic() > until:
+        size += sum(value_size(v) for v in row)
+        if len(taken) == SAMPLE_ROWS or size > SAMPLE_BYTES or time.monotonic() > until:
             break
     return taken
 

@@ -290,3 +290,19 @@ def test_query_in_a_terminal_is_a_table_of_cut_values(db: str) -> None:
     assert re.fullmatch(r"id\s+system_prompt\s+session_id", lines[0]), text
     assert "\t" not in text and all(cell_len(line) <= 90 for line in lines)
     assert re.fullmatch(rf"{CALL_ID}\s+You are a careful assistant\.↵↵Rules:↵.*…\s+NULL", lines[1]), lines[1]
+
+
+def test_query_table_measures_on_few_rows_when_they_are_large() -> None:
+    """A table's widths come from its first rows, held until they are printed: no more than
+    about a megabyte of them, whatever the rows hold."""
+    from llmlog.cli_query import _sample
+
+    seen: list[int] = []
+
+    def rows() -> Iterator[tuple[str]]:
+        for n in range(100):
+            seen.append(n)
+            yield ("x" * 600_000,)
+
+    assert len(_sample(rows())) == 2 and len(seen) == 2
+    assert len(_sample(iter([("x",)] * 100))) == 50
