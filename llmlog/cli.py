@@ -27,8 +27,7 @@ from llmlog.conversation import Part, Turn, conversation, response_turns
 from llmlog.intake import Intake, hash_user_id
 from llmlog.pricing import Pricer
 from llmlog.record import Call, RecordError
-from llmlog.reports import QUERY_ROW_LIMIT, QUERY_TIMEOUT_S, result_json, write_csv
-from llmlog.store import CallFilter, ReadOnlyError, Store, open_store, parse_when, redact_url, sqlite_path
+from llmlog.store import CallFilter, Store, open_store, parse_when, redact_url, sqlite_path
 
 # Piped output is not cut to 80 columns: it is usually read by grep or a wider pager.
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 220)
@@ -410,56 +409,6 @@ def _cost_panel(ctx: Ctx, call: Call) -> Panel:
     if call.rate_card and call.rate_card != breakdown.rate_card:
         title += f"; stored figure from {call.rate_card}: llmlog reprice updates it"
     return Panel(table, title=_text(title))
-
-
-@cli.command()
-@click.argument("sql")
-@click.option(
-    "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
-)
-@click.option(
-    "--timeout", default=QUERY_TIMEOUT_S, show_default=True, help="Seconds before the query is stopped."
-)
-@click.option("--limit", default=QUERY_ROW_LIMIT, show_default=True, help="Most rows to print.")
-@pass_ctx
-def query(ctx: Ctx, sql: str, fmt: str, timeout: float, limit: int) -> None:
-    """Run read-only SQL against the `calls` relation.
-
-    Only reading gets through, and only of the calls: accounts, tokens, settings and the
-    audit log are out of reach (on PostgreSQL and a ClickHouse server the query runs as a
-    reader login of its own: see --reader-db). A query is stopped after --timeout, and a
-    result past 64 MB is cut. JSON columns use the engine's own operators:
-    SQLite `metadata->>'$.tier'`, PostgreSQL `metadata->>'tier'` (they are jsonb there).
-
-    \b
-    Examples:
-      llmlog query "SELECT * FROM calls WHERE error IS NOT NULL ORDER BY timestamp DESC"
-      llmlog query "SELECT model, COUNT(*), SUM(cost_usd) FROM calls GROUP BY model"
-      llmlog query --format csv "SELECT metadata->>'$.tier' AS tier, COUNT(*) FROM calls GROUP BY 1"
-    """
-    try:
-        result = ctx.store.query(sql, timeout_s=timeout, limit=limit)
-    except ReadOnlyError as exc:
-        raise click.ClickException(str(exc)) from None
-    if fmt == "json":
-        click.echo(result_json(result))
-    elif fmt == "csv":
-        write_csv(result, sys.stdout)
-    else:
-        table = Table(header_style="bold")
-        for col in result.columns:
-            table.add_column(_text(col), overflow="fold")
-        for row in result.rows:
-            table.add_row(
-                *(_text("NULL" if v is None else str(v), style="dim" if v is None else "") for v in row)
-            )
-        console.print(table)
-    if result.truncated:
-        err_console.print(
-            f"({result.note}: the rest not shown)"
-            if result.note
-            else f"(first {limit} rows shown; raise --limit for more)"
-        )
 
 
 @cli.command()
@@ -889,4 +838,4 @@ def wrap(
 
 # Import, store administration (erasure, retention, keys, accounts) and investigations
 # (reports, prompt versions) live in modules of their own.
-from llmlog import cli_admin, cli_import, cli_investigate  # noqa: E402, F401
+from llmlog import cli_admin, cli_import, cli_investigate, cli_query  # noqa: E402, F401

@@ -521,18 +521,24 @@ def test_query_csv_opens_as_text_in_a_spreadsheet(tmp_path: Path) -> None:
 
 
 def test_query_table(demo_db: str) -> None:
-    result = run(demo_db, "query", BY_MODEL)
+    result = run(demo_db, "query", "--format", "table", BY_MODEL)
     assert result.exit_code == 0, result.output
-    out = result.stdout
-    header = next(line for line in out.splitlines() if "model" in line)
-    assert re.search(r"model\s+┃\s+n\s+┃\s+cost", header)
-    for model, n, _cost in _expected_by_model(demo_db):
-        assert re.search(rf"│ {re.escape(model)}\s+│ {n}\s+│", out), model
+    lines = result.stdout.splitlines()
+    assert re.fullmatch(r"model\s+n\s+cost", lines[0])
+    expected = _expected_by_model(demo_db)
+    assert len(lines) == 1 + len(expected)
+    for line, (model, n, _cost) in zip(lines[1:], expected, strict=True):
+        assert re.match(rf"{re.escape(model)}\s+{n}\s+", line), line
+    # Columns aligned: each starts where its header does.
+    starts = [lines[0].index(" n ") + 1, lines[0].index("cost")]
+    for line in lines[1:]:
+        assert line[starts[0] - 1] == " " and line[starts[0]] != " " and line[starts[1] - 1] == " "
 
 
 def test_query_table_shows_null(small_db: str) -> None:
-    out = run(small_db, "query", f"SELECT cost_usd FROM calls WHERE id = '{ERROR_ID}'").stdout
-    assert re.search(r"│ NULL\s+│", out)
+    sql = f"SELECT cost_usd, 1 AS one FROM calls WHERE id = '{ERROR_ID}'"
+    out = run(small_db, "query", "--format", "table", sql).stdout
+    assert re.search(r"^NULL\s+1$", out, re.MULTILINE), out
 
 
 def test_query_the_documented_examples(demo_db: str) -> None:

@@ -17,7 +17,7 @@ from llmlog.encryption import Keyring
 from llmlog.record import Call, format_timestamp, parse_timestamp
 from llmlog.store import search, vectors
 from llmlog.store.content import ContentIds
-from llmlog.store.readonly import RESULT_MAX_BYTES, QueryResult, ReadOnlyError
+from llmlog.store.readonly import RESULT_MAX_BYTES, QueryResult, QueryRows, ReadOnlyError, held
 from llmlog.store.regulated import Regulated
 from llmlog.store.search import Hit
 from llmlog.store.traces import Traces
@@ -619,7 +619,6 @@ class Store(Regulated, Traces, abc.ABC):
     @abc.abstractmethod
     def set_setting(self, key: str, value: Any) -> None: ...
 
-    @abc.abstractmethod
     def query(
         self,
         sql: str,
@@ -629,9 +628,26 @@ class Store(Regulated, Traces, abc.ABC):
         limit: int = 10_000,
         max_bytes: int = RESULT_MAX_BYTES,
     ) -> QueryResult:
+        """Run SQL a person wrote, which may only read the calls (`query_rows`), its result
+        held: `limit` rows and `max_bytes` of values at most."""
+        with self.query_rows(sql, params, timeout_s=timeout_s, limit=limit, max_bytes=max_bytes) as rows:
+            return held(rows, max_bytes)
+
+    @abc.abstractmethod
+    def query_rows(
+        self,
+        sql: str,
+        params: Sequence[Any] = (),
+        *,
+        timeout_s: float = 10.0,
+        limit: int = 10_000,
+        max_bytes: int = RESULT_MAX_BYTES,
+    ) -> QueryRows:
         """Run SQL a person wrote, which may only read the calls: as a reader that cannot
         write, read the private tables (accounts, tokens, settings, audit) nor become anyone
-        who can, within a time limit, `limit` rows and `max_bytes` of values."""
+        who can. Its rows come as they arrive, `limit` at most, none held (`llmlog query`
+        prints a result of any size); no value may pass `max_bytes`. `timeout_s` covers the
+        query and the reading of its rows, however slowly the caller takes them."""
 
     @abc.abstractmethod
     def internal_query(

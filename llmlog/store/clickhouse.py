@@ -18,7 +18,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -43,7 +43,7 @@ from llmlog.store.clickhouse_engine import READ_SETTINGS, Engine, EngineError, b
 from llmlog.store.clickhouse_engine import utc_time as _when
 from llmlog.store.clickhouse_schema import DAILY_GROUP, DAILY_SELECT, MIGRATIONS, PEOPLE_SELECT
 from llmlog.store.clickhouse_traces import ClickHouseTraces
-from llmlog.store.readonly import RESULT_MAX_BYTES, bounded, too_large
+from llmlog.store.readonly import RESULT_MAX_BYTES, QueryRows, deadline_after, too_large
 from llmlog.store.rollup import moves
 from llmlog.store.search import Query
 
@@ -288,7 +288,7 @@ class ClickHouseStore(ClickHouseTraces):
         )
         return [(str(d), m, int(n), None if c is None else float(c)) for d, m, n, c in rows]
 
-    def query(
+    def query_rows(
         self,
         sql: str,
         params: Sequence[Any] = (),
@@ -296,10 +296,17 @@ class ClickHouseStore(ClickHouseTraces):
         timeout_s: float = 10.0,
         limit: int = 10_000,
         max_bytes: int = RESULT_MAX_BYTES,
-    ) -> QueryResult:
+    ) -> QueryRows:
         """Run SQL a person wrote as the store's reader (`clickhouse_reader`): one statement,
         as ClickHouse itself parses it, within a time, memory and result size limit."""
+        deadline = deadline_after(timeout_s)
         engine = self._reader(timeout_s, max_bytes)
+        source = self._reader_rows(engine, sql, params, timeout_s, limit, max_bytes)
+        return QueryRows(source, limit, timeout_s, deadline)
+
+    def _reader_rows(
+        self, engine: Engine, sql: str, params: Sequence[Any], timeout_s: float, limit: int, max_bytes: int
+    ) -> Generator[Sequence[Any], None, None]:
         text = bind(sql, params).strip().rstrip(";")
         try:
             # One statement, as the engine parses it (its comments gone): the embedded engine
@@ -308,12 +315,15 @@ class ClickHouseStore(ClickHouseTraces):
             names, rows = self._stream(
                 engine, f"SELECT * FROM ({one}) LIMIT {int(limit) + 1}", timeout_s, max_bytes
             )
-            taken, truncated, note = bounded(rows, limit, max_bytes)
-            rows.close()  # the rest not read
+            yield names
+            try:
+                for row in rows:
+                    yield tuple(plain(v) for v in row)
+            finally:
+                rows.close()  # the rest not read
         except EngineError as exc:
             self._reader_failed()
             raise ReadOnlyError(_refusal(str(exc), timeout_s, max_bytes)) from None
-        return QueryResult(names, [tuple(plain(v) for v in r) for r in taken], truncated, note)
 
     def _stream(self, engine: Any, sql: str, timeout_s: float, max_bytes: int) -> tuple[list[str], Any]:
         return engine.stream(sql, reader.limits(timeout_s, max_bytes))

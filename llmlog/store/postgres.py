@@ -19,7 +19,7 @@ from __future__ import annotations
 import functools
 import json
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -47,7 +47,7 @@ from llmlog.store.content import ContentBatch, ContentIds, Key
 from llmlog.store.postgres_schema import migrate, schema_lock, schema_version
 from llmlog.store.postgres_traces import PostgresTraces
 from llmlog.store.postgres_traces import storable as _storable
-from llmlog.store.readonly import RESULT_MAX_BYTES
+from llmlog.store.readonly import RESULT_MAX_BYTES, QueryRows, deadline_after, held
 from llmlog.store.rollup import moves, regroup
 
 CONNECT_TIMEOUT_S = 10
@@ -731,7 +731,7 @@ class PostgresStore(PostgresTraces):
         rows = self.conn.execute("SELECT id FROM call_data WHERE id = ANY(%s)", (list(ids),))
         return {r[0] for r in rows}
 
-    def query(
+    def query_rows(
         self,
         sql: str,
         params: Sequence[Any] = (),
@@ -739,12 +739,19 @@ class PostgresStore(PostgresTraces):
         timeout_s: float = 10.0,
         limit: int = 10_000,
         max_bytes: int = RESULT_MAX_BYTES,
-    ) -> QueryResult:
+    ) -> QueryRows:
         """Run SQL a person wrote as the store's reader login, on its own connection: it can
         read the public relations and nothing else, and become no one who can more."""
+        deadline = deadline_after(timeout_s)
         conn = self._reader_conn(timeout_s)
+        source = self._reader_rows(conn, sql, params, timeout_s, max_bytes)
+        return QueryRows(source, limit, timeout_s, deadline)
+
+    def _reader_rows(
+        self, conn: psycopg.Connection[Any], sql: str, params: Sequence[Any], timeout_s: float, max_bytes: int
+    ) -> Generator[Sequence[Any], None, None]:
         try:
-            return reader.run(conn, sql, params, timeout_s, limit, max_bytes)
+            yield from reader.rows(conn, sql, params, timeout_s, max_bytes)
         except psycopg.Error:
             self._reader = None  # the server went away: a new connection next time
             conn.close()
@@ -753,7 +760,10 @@ class PostgresStore(PostgresTraces):
     def internal_query(
         self, sql: str, params: Sequence[Any] = (), *, timeout_s: float = 10.0, limit: int = 10_000
     ) -> QueryResult:
-        return reader.run(self.conn, sql, params, timeout_s, limit, None)
+        deadline = deadline_after(timeout_s)
+        source = reader.rows(self.conn, sql, params, timeout_s, None)
+        with QueryRows(source, limit, timeout_s, deadline) as rows:
+            return held(rows, None)
 
     def _reader_conn(self, timeout_s: float) -> psycopg.Connection[Any]:
         if self._reader is not None and not self._reader.closed and not self._reader.broken:

@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Generator, Sequence
 from typing import Any
 
 import psycopg
@@ -32,7 +33,7 @@ from psycopg.conninfo import make_conninfo
 from psycopg.types.string import TextLoader
 
 from llmlog.store.base import plain
-from llmlog.store.readonly import QueryResult, ReadOnlyError, bounded, too_large
+from llmlog.store.readonly import ReadOnlyError, timed_out, too_large
 
 READER_ENV = "LLMLOG_READER_DB"
 LOGIN_SETTING = "reader_login"  # {"user": …, "password": …} in `settings`, which the reader cannot read
@@ -215,29 +216,27 @@ def conninfo_as(url: str, login: dict[str, str]) -> str:
     return make_conninfo(url, user=login["user"], password=login["password"])
 
 
-def run(
-    conn: psycopg.Connection[Any],
-    sql: str,
-    params: Any,
-    timeout_s: float,
-    limit: int,
-    max_bytes: int | None,
-) -> QueryResult:
+def rows(
+    conn: psycopg.Connection[Any], sql: str, params: Any, timeout_s: float, max_bytes: int | None
+) -> Generator[Sequence[Any], None, None]:
     """Run one reading query in a READ ONLY transaction that is rolled back whatever it did,
-    once PostgreSQL has taken it as a query, its rows taken one at a time (single-row mode)
-    so that at most `limit` rows and `max_bytes` of values are ever held."""
+    once PostgreSQL has taken it as a query: its column names, then its rows one at a time as
+    they arrive (single-row mode), none held here (`QueryRows`). Closed early, the rest of the
+    query is cancelled, not read."""
     if not _READING.match(_COMMENTS.sub(" ", sql)):
         # A clearer word than the parser's; refusing is not left to it (the cursor is).
         raise ReadOnlyError("only reading queries are allowed (SELECT, WITH … SELECT, VALUES, TABLE)")
     try:
         with conn.transaction(force_rollback=True):
             conn.execute("SET TRANSACTION READ ONLY")
+            # The server's part of the time limit; the reading of the rows is `QueryRows`'s.
             conn.execute(f"SET LOCAL statement_timeout = {max(1, int(timeout_s * 1000))}")
             # DECLARE takes only a query (no statement, no data-modifying WITH): PostgreSQL
             # itself says the SQL is one. It plans the query, runs none of it.
             with conn.cursor(name="llmlog_query") as declared:
                 declared.execute(sql, list(params) or None)
                 columns = [d.name for d in declared.description or ()]
+            yield columns
             with conn.cursor() as cur:
                 # JSON as its text, as SQLite gives it: the caller prints it or parses it.
                 cur.adapters.register_loader("jsonb", TextLoader)
@@ -246,12 +245,12 @@ def run(
                 # the cursor would first gather its whole result on the server).
                 stream = cur.stream(sql, list(params) or None)
                 try:
-                    rows, truncated, note = bounded(stream, limit, max_bytes)
+                    for row in stream:
+                        yield tuple(plain(v) for v in row)
                 finally:
                     stream.close()  # the rest cancelled, not read
-        return QueryResult(columns, [tuple(plain(v) for v in r) for r in rows], truncated, note)
     except psycopg.errors.QueryCanceled:
-        raise ReadOnlyError(f"query took longer than the {timeout_s:g} s limit") from None
+        raise ReadOnlyError(timed_out(timeout_s)) from None
     except psycopg.errors.InsufficientPrivilege as exc:
         raise ReadOnlyError(f"not readable here ({exc.diag.message_primary})") from None
     except (psycopg.errors.ReadOnlySqlTransaction, psycopg.errors.FeatureNotSupported) as exc:

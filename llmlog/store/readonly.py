@@ -9,8 +9,10 @@ nothing else, whatever the SQL says. `Store.internal_query` runs SQL llmlog writ
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from types import TracebackType
 from typing import Any
 
 # The most a person's query may hold in memory as its result (the text and bytes of its
@@ -30,6 +32,64 @@ class QueryResult:
     truncated: bool = False
     # Why the rows stop short of the query's, when that is not the row limit (the size limit).
     note: str | None = None
+
+
+class QueryRows:
+    """A reading query's rows as they arrive, at most `limit` of them, none held here: what a
+    caller does not take is never read (`close` stops the query). Its time limit covers the
+    whole of it, reading the rows and whatever the caller does between them: a row asked for
+    past the deadline is an error, not a row.
+
+    `source` is the store's: a generator that yields the column names first, then the rows,
+    and raises ReadOnlyError for what the engine refuses (it is closed when the caller stops)."""
+
+    def __init__(
+        self, source: Generator[Sequence[Any], None, None], limit: int, timeout_s: float, deadline: float
+    ) -> None:
+        self._source = source
+        self.limit = limit
+        self.timeout_s = timeout_s
+        self.deadline = deadline
+        # Set once the rows stop at `limit` with more to come.
+        self.truncated = False
+        try:
+            self.columns = [str(c) for c in next(source)]
+        except StopIteration:  # a source that found nothing to say
+            self.columns = []
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        taken = 0
+        try:
+            for row in self._source:
+                if time.monotonic() > self.deadline:
+                    raise ReadOnlyError(timed_out(self.timeout_s))
+                if taken == self.limit:
+                    self.truncated = True  # one row past the limit read, to know there are more
+                    return
+                taken += 1
+                yield tuple(row)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._source.close()
+
+    def __enter__(self) -> QueryRows:
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def deadline_after(timeout_s: float) -> float:
+    """The `time.monotonic()` past which a query begun now has taken too long."""
+    return time.monotonic() + timeout_s
+
+
+def timed_out(timeout_s: float) -> str:
+    return f"query took longer than the {timeout_s:g} s limit"
 
 
 def value_size(value: Any) -> int:
@@ -55,6 +115,12 @@ def bounded(
             return taken, True, f"the result passed {max_bytes // 2**20} MB after {len(taken):,} rows"
         taken.append(row)
     return taken, False, None
+
+
+def held(rows: QueryRows, max_bytes: int | None) -> QueryResult:
+    """All of `rows` in memory, no more than `max_bytes` of values (the web console, reports)."""
+    taken, _, note = bounded(rows, rows.limit, max_bytes)
+    return QueryResult(rows.columns, [tuple(r) for r in taken], rows.truncated or note is not None, note)
 
 
 def too_large(max_bytes: int) -> str:

@@ -15,7 +15,7 @@ import functools
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,14 @@ from llmlog.store.base import (
     utc_days,
 )
 from llmlog.store.content import ContentBatch, ContentIds, Key
-from llmlog.store.readonly import RESULT_MAX_BYTES, bounded, too_large
+from llmlog.store.readonly import (
+    RESULT_MAX_BYTES,
+    QueryRows,
+    deadline_after,
+    held,
+    timed_out,
+    too_large,
+)
 from llmlog.store.rollup import moves, regroup
 from llmlog.store.sqlite_schema import migrate
 from llmlog.store.sqlite_traces import SQLiteTraces
@@ -748,7 +755,7 @@ class SQLiteStore(SQLiteTraces):
             found.update(r[0] for r in rows)
         return found
 
-    def query(
+    def query_rows(
         self,
         sql: str,
         params: Sequence[Any] = (),
@@ -756,23 +763,27 @@ class SQLiteStore(SQLiteTraces):
         timeout_s: float = 10.0,
         limit: int = 10_000,
         max_bytes: int = RESULT_MAX_BYTES,
-    ) -> QueryResult:
+    ) -> QueryRows:
         """Run SQL that may only read, within a time limit, on a separate read-only connection
         whose authorizer allows reading the calls and nothing else, and whose memory is bounded
         (no value past `max_bytes`, sorts and temporary tables on disk, a small page cache)."""
-        return self._read(sql, params, timeout_s, limit, max_bytes)
+        deadline = deadline_after(timeout_s)
+        return QueryRows(self._rows(sql, params, timeout_s, deadline, max_bytes), limit, timeout_s, deadline)
 
     def internal_query(
         self, sql: str, params: Sequence[Any] = (), *, timeout_s: float = 10.0, limit: int = 10_000
     ) -> QueryResult:
-        return self._read(sql, params, timeout_s, limit, None)
+        deadline = deadline_after(timeout_s)
+        source = self._rows(sql, params, timeout_s, deadline, None)
+        with QueryRows(source, limit, timeout_s, deadline) as rows:
+            return held(rows, None)
 
-    def _read(
-        self, sql: str, params: Sequence[Any], timeout_s: float, limit: int, max_bytes: int | None
-    ) -> QueryResult:
+    def _rows(
+        self, sql: str, params: Sequence[Any], timeout_s: float, deadline: float, max_bytes: int | None
+    ) -> Generator[Sequence[Any], None, None]:
+        """The column names, then the rows as SQLite steps to them (`QueryRows`)."""
         own = self.path != ":memory:"
         db = connect(self.path, readonly=True) if own else self.db
-        deadline = time.monotonic() + timeout_s
         longest = db.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
         if max_bytes is not None:
             # Per connection, unlike sqlite3_hard_heap_limit (the whole process, the writer's
@@ -785,17 +796,17 @@ class SQLiteStore(SQLiteTraces):
                 # small page cache, rather than grow in memory.
                 db.execute("PRAGMA temp_store = FILE")
                 db.execute("PRAGMA cache_size = -4096")
+        # The deadline is the caller's too (`QueryRows`): time spent between rows counts.
         db.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 10_000)
         db.set_authorizer(_read_only_authorizer(_named(db)))
         try:
             cur = db.execute(sql, params)
-            columns = [d[0] for d in cur.description or ()]
-            rows, truncated, note = bounded(cur, limit, max_bytes)
-            return QueryResult(columns, [tuple(r) for r in rows], truncated, note)
+            yield [d[0] for d in cur.description or ()]
+            yield from cur
         except sqlite3.DatabaseError as exc:
             msg = str(exc)
             if msg == "interrupted":
-                raise ReadOnlyError(f"query took longer than the {timeout_s:g} s limit") from None
+                raise ReadOnlyError(timed_out(timeout_s)) from None
             if "not authorized" in msg or "prohibited" in msg or "readonly" in msg:
                 raise ReadOnlyError(
                     "only reading queries are allowed (no writes, DDL, ATTACH or PRAGMA writes)"
