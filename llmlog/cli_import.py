@@ -21,7 +21,7 @@ SHOWN_BAD = 50
 BATCH = 1000
 
 
-@cli.command(name="import")
+@cli.command(name="import", creates_store=True)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, allow_dash=True))
 @pass_ctx
 def import_(ctx: Ctx, paths: tuple[str, ...]) -> None:
