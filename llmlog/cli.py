@@ -573,7 +573,7 @@ def copy(ctx: Ctx, source: str, target: str, batch: int) -> None:
         raise click.UsageError("--from and --to name the same store")
     path = sqlite_path(source)
     if path is not None and path != ":memory:" and not Path(path).exists():
-        raise click.UsageError(f"--from: no such file {path!r}")
+        raise CliError(f"--from: no such file {path!r}", exit_code=2)
     copied = skipped = 0
     refused: list[str] = []  # "id: reason" of each call the target cannot keep
     # Read as stored (sealed text stays sealed, unread); no pricing: costs are copied as stored.

@@ -270,3 +270,19 @@ def test_show_of_tools_and_tool_calls_without_names_shows_no_none(tmp_path: Path
         store.insert([call])
     result = llmlog("--db", db, "show", call.id)
     assert result.exit_code == 0 and "None" not in result.stdout, result.stdout
+
+
+def test_copy_from_a_store_that_is_not_there_is_one_line(tmp_path: Path) -> None:
+    typo = tmp_path / "typo.db"
+    result = llmlog("copy", "--from", str(typo), "--to", str(tmp_path / "to.db"))
+    assert result.exit_code == 2 and "--from: no such file" in said_in_one_line(result)
+    assert not typo.exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads a file whatever its mode")
+def test_a_file_import_may_not_read_is_one_line(tmp_path: Path) -> None:
+    records = tmp_path / "calls.jsonl"
+    records.write_text(json.dumps({"timestamp": "2026-11-30T12:00:00Z", "model": "gpt-4.1"}) + "\n")
+    records.chmod(0)
+    result = llmlog("--db", str(tmp_path / "s.db"), "import", str(records))
+    assert result.exit_code == 1 and "Permission denied" in said_in_one_line(result)
