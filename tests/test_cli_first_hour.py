@@ -128,6 +128,13 @@ def test_a_reading_command_says_the_store_is_not_there(command: list[str], tmp_p
     assert not typo.parent.exists()  # neither the store nor its folder was made
 
 
+def test_an_embedded_clickhouse_store_that_is_not_there_is_said(tmp_path: Path) -> None:
+    typo = tmp_path / "no-such-folder" / "chdb"
+    result = llmlog("calls", "--db", f"chdb://{typo}")
+    assert result.exit_code == 1 and f"no store at {typo}" in said_in_one_line(result)
+    assert not typo.parent.exists()
+
+
 def test_writing_commands_make_the_store(tmp_path: Path) -> None:
     records = tmp_path / "calls.jsonl"
     records.write_text(json.dumps({"timestamp": "2026-11-30T12:00:00Z", "model": "gpt-4.1"}) + "\n")
