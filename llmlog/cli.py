@@ -660,7 +660,14 @@ def demo(ctx: Ctx, n_calls: int, seed: int, history_days: int) -> None:
     """
     from llmlog.demo import run_demo
 
+    _read_prices(ctx.settings)
     run_demo(ctx.settings, n_calls=n_calls, seed=seed, console=err_console, history_days=history_days)
+
+
+def _read_prices(settings: Settings) -> None:
+    """Read the price file (LLMLOG_PRICES) before recording calls: the writer reads it at the
+    first call to price, and a bad one there loses every call, each with a traceback."""
+    Pricer(settings.prices)
 
 
 # The cyclic garbage collector's first threshold in `llmlog serve` (Python's default: 700).
@@ -893,6 +900,7 @@ def wrap(
         env.update(child_base_urls(base, upstreams))
         code = run()
     else:
+        _read_prices(ctx.settings)
         writer = Writer(ctx.settings)
         try:
             with LocalProxy(writer.submit, upstreams, context_from(headers)) as proxy:

@@ -293,3 +293,14 @@ def test_a_file_import_may_not_read_is_one_line(tmp_path: Path) -> None:
     records.chmod(0)
     result = llmlog("--db", str(tmp_path / "s.db"), "import", str(records))
     assert result.exit_code == 1 and "Permission denied" in said_in_one_line(result)
+
+
+@pytest.mark.parametrize("command", [["demo", "--calls", "5", "--history", "0"], ["wrap", "--", "true"]])
+def test_commands_recording_calls_read_the_price_file_first(command: list[str], tmp_path: Path) -> None:
+    # Read at the first call to price, a bad file lost every call, a traceback each, and exit 0.
+    not_toml = tmp_path / "prices.toml"
+    not_toml.write_text("[[model]\nmatch = ")
+    db = tmp_path / "calls.db"
+    result = llmlog("--db", str(db), *command, env={"LLMLOG_PRICES": str(not_toml)})
+    assert result.exit_code == 1 and "prices.toml" in said_in_one_line(result)
+    assert not db.exists()
