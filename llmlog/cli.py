@@ -426,9 +426,19 @@ def _cost_panel(ctx: Ctx, call: Call) -> Panel:
     "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
 )
 @click.option(
-    "--timeout", default=QUERY_TIMEOUT_S, show_default=True, help="Seconds before the query is stopped."
+    "--timeout",
+    default=QUERY_TIMEOUT_S,
+    show_default=True,
+    type=click.FloatRange(min=0, min_open=True),
+    help="Seconds before the query is stopped.",
 )
-@click.option("--limit", default=QUERY_ROW_LIMIT, show_default=True, help="Most rows to print.")
+@click.option(
+    "--limit",
+    default=QUERY_ROW_LIMIT,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Most rows to print.",
+)
 @pass_ctx
 def query(ctx: Ctx, sql: str, fmt: str, timeout: float, limit: int) -> None:
     """Run read-only SQL against the `calls` relation.

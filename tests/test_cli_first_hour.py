@@ -245,6 +245,9 @@ def test_a_bug_still_shows_its_traceback() -> None:
         ["demo", "--calls", "0"],
         ["demo", "--history", "-1"],
         ["serve", "--port", "70000"],
+        ["query", "--limit", "-5", "SELECT id FROM calls"],
+        ["query", "--limit", "0", "SELECT id FROM calls"],
+        ["query", "--timeout", "-1", "SELECT id FROM calls"],
     ],
     ids=" ".join,
 )
