@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
+from llmlog.cli_core import DB_HELP, READER_DB_HELP, CliError, Main, embedded_path
 from llmlog.config import Settings
 from llmlog.conversation import Part, Turn, conversation, response_turns
 from llmlog.intake import Intake, hash_user_id
@@ -65,7 +66,7 @@ class Ctx:
         try:
             self.settings = Settings(db=db) if db else Settings()
         except (ValueError, OSError) as exc:  # a bad key, a key file that cannot be read
-            raise click.UsageError(str(exc)) from None
+            raise CliError(str(exc), exit_code=2) from None
         if reader_db:
             self.settings.reader_db = reader_db
         self._store: Store | None = None
@@ -73,22 +74,32 @@ class Ctx:
     @property
     def store(self) -> Store:
         if self._store is None:
-            self._store = _open(self.settings.db, self.settings.reader_db)
+            command = click.get_current_context(silent=True)
+            # A reading command never makes a store: a mistyped --db is said, not an empty store.
+            create = bool(command and getattr(command.command, "creates_store", False))
+            self._store = _open(self.settings.db, self.settings.reader_db, create=create)
             # Regulated mode: what is sealed opens with the keys set here, each reading audited.
             self._store.keyring = self.settings.keyring
-            command = click.get_current_context(silent=True)
             name = " ".join(["llmlog", *(command.command_path.split()[1:] if command else [])])
             self._store.reader = f"{getpass.getuser()} ({name})"
         return self._store
 
 
-def _open(url: str, reader_url: str | None = None) -> Store:
+def _open(url: str, reader_url: str | None = None, *, create: bool = True) -> Store:
+    """Open the store at `url`; with `create` False, one that does not exist yet is an error
+    (an embedded store's file is not made; a server's database is never made by us)."""
+    path = embedded_path(url)
+    if not create and path is not None and not Path(path).exists():
+        raise CliError(
+            f"no store at {path} (nothing recorded there yet: check --db or LLMLOG_DB;"
+            " `llmlog demo` or `llmlog import` make one)"
+        )
     try:
         return open_store(url, reader_url)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    except Exception as exc:  # a server that is down, a file we may not write: say so, briefly
-        raise click.ClickException(f"cannot open store {redact_url(url)}: {exc}") from None
+    except ValueError as exc:  # a URL of no engine we know
+        raise CliError(str(exc), exit_code=2) from None
+    except Exception as exc:  # a server that is down, a database that does not exist, a file we may not write
+        raise CliError(f"cannot open store {redact_url(url)}: {exc}") from None
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
@@ -137,22 +148,9 @@ def filter_options(fn: Any) -> Any:
     return fn
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option(
-    "--db",
-    envvar="LLMLOG_DB",
-    metavar="PATH|URL",
-    help="Store to use: a path, sqlite:///path, postgresql://user@host/db or clickhouse://user@host:8123/db"
-    " (default: LLMLOG_DB, else a file in the user data directory).",
-)
-@click.option(
-    "--reader-db",
-    envvar="LLMLOG_READER_DB",
-    metavar="URL",
-    help="PostgreSQL or ClickHouse server: the login read-only SQL (query, the SQL console) runs as,"
-    " one that can read the calls and nothing else; needed where the store's user cannot create it"
-    " (default: LLMLOG_READER_DB).",
-)
+@click.group(cls=Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--db", envvar="LLMLOG_DB", metavar="PATH|URL", help=DB_HELP)
+@click.option("--reader-db", envvar="LLMLOG_READER_DB", metavar="URL", help=READER_DB_HELP)
 @click.version_option(package_name="llmlog")
 @click.pass_context
 def cli(click_ctx: click.Context, db: str | None, reader_db: str | None) -> None:
@@ -184,6 +182,11 @@ def _fmt_ms(value: float | None) -> str:
     if value is None:
         return "-"
     return f"{value / 1000:.2f}s" if value >= 1000 else f"{value:.0f}ms"
+
+
+def _or_dash(value: object) -> str:
+    """A figure or name a call may lack (a failed call has no tokens): "-", never "None"."""
+    return "-" if value is None else str(value)
 
 
 def _fmt_time(ts: datetime) -> str:
@@ -242,7 +245,9 @@ def _emit_calls(calls: list[Call], as_json: bool) -> None:
 
 @cli.command()
 @filter_options
-@click.option("-n", "--limit", default=100, show_default=True, help="How many calls.")
+@click.option(
+    "-n", "--limit", default=100, show_default=True, type=click.IntRange(min=1), help="How many calls."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @pass_ctx
 def calls(ctx: Ctx, limit: int, as_json: bool, **filters: Any) -> None:
@@ -259,7 +264,7 @@ def calls(ctx: Ctx, limit: int, as_json: bool, **filters: Any) -> None:
 
 
 @cli.command()
-@click.option("-n", default=20, show_default=True, help="How many calls.")
+@click.option("-n", default=20, show_default=True, type=click.IntRange(min=1), help="How many calls.")
 @click.option(
     "--since", default="1h", show_default=True, help="Window to sample from: 1h, 30m, 7d or ISO-8601."
 )
@@ -331,8 +336,8 @@ def show(ctx: Ctx, call_id: str, as_json: bool) -> None:
         ("stop reason", call.stop_reason or "-"),
         (
             "tokens",
-            f"in {call.input_tokens} (cache read {call.cache_read_tokens}, "
-            f"cache write {call.cache_creation_tokens}), out {call.output_tokens}",
+            f"in {_or_dash(call.input_tokens)} (cache read {_or_dash(call.cache_read_tokens)}, "
+            f"cache write {_or_dash(call.cache_creation_tokens)}), out {_or_dash(call.output_tokens)}",
         ),
         ("latency", f"first token {_fmt_ms(call.first_token_ms)}, total {_fmt_ms(call.latency_ms)}"),
         ("cost", f"{_fmt_cost(call.cost_usd)}  ({call.rate_card or 'not priced'})"),
@@ -358,7 +363,7 @@ def show(ctx: Ctx, call_id: str, as_json: bool) -> None:
     out.append(Panel(convo, title=f"messages ({len(call.messages or [])})"))
     if call.tools:
         names = [
-            str(t.get("name") or (t.get("function") or {}).get("name"))
+            _or_dash(t.get("name") or (t.get("function") or {}).get("name") or t.get("type"))
             for t in call.tools
             if isinstance(t, dict)
         ]
@@ -372,7 +377,10 @@ def show(ctx: Ctx, call_id: str, as_json: bool) -> None:
     out.append(Panel(resp, title="response", border_style="green"))
     if call.tool_calls:
         tc_text = Text("\n").join(
-            _text(f"{tc.get('name')}({json.dumps(tc.get('input'), ensure_ascii=False)})  id={tc.get('id')}")
+            _text(
+                f"{_or_dash(tc.get('name'))}({json.dumps(tc.get('input'), ensure_ascii=False)})"
+                f"  id={_or_dash(tc.get('id'))}"
+            )
             if isinstance(tc, dict)
             else _text(tc)  # sealed, read without its key
             for tc in call.tool_calls
@@ -468,7 +476,7 @@ def reprice(ctx: Ctx, since: str | None, prices: str | None) -> None:
     err_console.print(f"Repriced {changed} call(s) with {pricer.rate_card}")
 
 
-@cli.command()
+@cli.command(creates_store=True)
 @pass_ctx
 def migrate(ctx: Ctx) -> None:
     """Bring the store's schema up to date (opening a store does this too).
@@ -514,7 +522,7 @@ def copy(ctx: Ctx, source: str, target: str, batch: int) -> None:
         raise click.UsageError("--from and --to name the same store")
     path = sqlite_path(source)
     if path is not None and path != ":memory:" and not Path(path).exists():
-        raise click.UsageError(f"--from: no such file {path!r}")
+        raise CliError(f"--from: no such file {path!r}", exit_code=2)
     copied = skipped = 0
     refused: list[str] = []  # "id: reason" of each call the target cannot keep
     # Read as stored (sealed text stays sealed, unread); no pricing: costs are copied as stored.
@@ -568,14 +576,22 @@ def copy(ctx: Ctx, source: str, target: str, batch: int) -> None:
         raise SystemExit(1)
 
 
-@cli.command()
-@click.option("--calls", "n_calls", default=2000, show_default=True, help="About how many calls to make.")
+@cli.command(creates_store=True)
+@click.option(
+    "--calls",
+    "n_calls",
+    default=2000,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="About how many calls to make.",
+)
 @click.option("--seed", default=7, show_default=True, help="Seed for a reproducible workload.")
 @click.option(
     "--history",
     "history_days",
     default=30,
     show_default=True,
+    type=click.IntRange(min=0),
     help="Also copy a third of the sessions into each of this many days before (0: none).",
 )
 @pass_ctx
@@ -593,7 +609,14 @@ def demo(ctx: Ctx, n_calls: int, seed: int, history_days: int) -> None:
     """
     from llmlog.demo import run_demo
 
+    _read_prices(ctx.settings)
     run_demo(ctx.settings, n_calls=n_calls, seed=seed, console=err_console, history_days=history_days)
+
+
+def _read_prices(settings: Settings) -> None:
+    """Read the price file (LLMLOG_PRICES) before recording calls: the writer reads it at the
+    first call to price, and a bad one there loses every call, each with a traceback."""
+    Pricer(settings.prices)
 
 
 # The cyclic garbage collector's first threshold in `llmlog serve` (Python's default: 700).
@@ -614,9 +637,11 @@ def server_gc() -> None:
     gc.set_threshold(SERVE_GC_THRESHOLD, second, third)
 
 
-@cli.command()
+@cli.command(creates_store=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Interface to listen on.")
-@click.option("--port", default=8765, show_default=True, help="Port to listen on.")
+@click.option(
+    "--port", default=8765, show_default=True, type=click.IntRange(0, 65535), help="Port to listen on."
+)
 @click.option(
     "--fake-provider",
     is_flag=True,
@@ -747,7 +772,9 @@ def serve(
             fake.stop()
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@cli.command(
+    creates_store=True, context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
+)
 @click.option(
     "--server", metavar="URL", help="Go through this running `llmlog serve` instead of a proxy of our own."
 )
@@ -822,6 +849,7 @@ def wrap(
         env.update(child_base_urls(base, upstreams))
         code = run()
     else:
+        _read_prices(ctx.settings)
         writer = Writer(ctx.settings)
         try:
             with LocalProxy(writer.submit, upstreams, context_from(headers)) as proxy:

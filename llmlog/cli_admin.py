@@ -95,7 +95,7 @@ def retention_show(ctx: Ctx) -> None:
     _print_report(retention.run(ctx.store, p, dry_run=True))
 
 
-@retention_group.command(name="set")
+@retention_group.command(name="set", creates_store=True)
 @click.option("--days", type=int, help="The window: today and this many days before it.")
 @click.option(
     "--feature",
@@ -318,7 +318,7 @@ def _change_sensitive(ctx: Ctx, names: list[str]) -> None:
         console.print("Values stored clear before stay so until `llmlog keys rotate`.")
 
 
-@sensitive_metadata.command(name="set")
+@sensitive_metadata.command(name="set", creates_store=True)
 @click.argument("names", nargs=-1)
 @pass_ctx
 def sensitive_set(ctx: Ctx, names: tuple[str, ...]) -> None:
@@ -326,7 +326,7 @@ def sensitive_set(ctx: Ctx, names: tuple[str, ...]) -> None:
     _change_sensitive(ctx, encryption.parse_names(names))
 
 
-@sensitive_metadata.command(name="add")
+@sensitive_metadata.command(name="add", creates_store=True)
 @click.argument("names", nargs=-1, required=True)
 @pass_ctx
 def sensitive_add(ctx: Ctx, names: tuple[str, ...]) -> None:
@@ -344,7 +344,9 @@ def sensitive_remove(ctx: Ctx, names: tuple[str, ...]) -> None:
 
 
 @cli.command()
-@click.option("-n", "--limit", default=50, show_default=True, help="How many entries.")
+@click.option(
+    "-n", "--limit", default=50, show_default=True, type=click.IntRange(min=1), help="How many entries."
+)
 @pass_ctx
 def audit(ctx: Ctx, limit: int) -> None:
     """The audit log: who read the sealed text of which calls, and when, newest first.
@@ -380,7 +382,7 @@ def users() -> None:
     """
 
 
-@users.command(name="add")
+@users.command(name="add", creates_store=True)
 @click.argument("name")
 @click.option("--role", type=click.Choice(access.ROLES), required=True, help="What the account may see.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
@@ -434,7 +436,7 @@ def tokens() -> None:
     """
 
 
-@tokens.command(name="add")
+@tokens.command(name="add", creates_store=True)
 @click.argument("name")
 @click.option("--scope", type=click.Choice(access.SCOPES), required=True, help="What the token opens.")
 @pass_ctx

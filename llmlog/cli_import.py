@@ -21,7 +21,7 @@ SHOWN_BAD = 50
 BATCH = 1000
 
 
-@cli.command(name="import")
+@cli.command(name="import", creates_store=True)
 @click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, allow_dash=True))
 @pass_ctx
 def import_(ctx: Ctx, paths: tuple[str, ...]) -> None:
@@ -125,16 +125,13 @@ def _summary(reader: Reader, files: list[str], total: int, stored: int) -> None:
 
 def _opened(files: list[str]) -> Iterator[tuple[str, IO[bytes]]]:
     """Each file opened for reading as bytes, one at a time; one that cannot be opened (gone
-    since, or not readable) is a usage error naming it."""
+    since, or not readable) stops the import, named."""
     for name in files:
         if name == "-":
             yield STDIN, sys.stdin.buffer
             continue
-        try:
-            file = open(name, "rb")  # noqa: SIM115 (closed by the caller's with)
-        except OSError as exc:
-            raise click.UsageError(f"cannot read {name}: {exc.strerror}") from None
-        yield name, file
+        # One that cannot be opened is said as any file llmlog cannot read (llmlog.cli_core).
+        yield name, open(name, "rb")  # noqa: SIM115 (closed by the caller's with)
 
 
 def _size(name: str) -> int | None:

@@ -20,9 +20,7 @@ from llmlog.store.base import parse_when
 
 
 def _period(days: int) -> Period:
-    """The last `days` whole UTC days, through today."""
-    if days < 1:
-        raise click.BadParameter("a period is a day or more", param_hint="--days")
+    """The last `days` whole UTC days, through today (--days is a day or more)."""
     return Period.ending(days)
 
 
@@ -31,6 +29,7 @@ def period_option(default: int) -> Any:
         "--days",
         default=default,
         show_default=True,
+        type=click.IntRange(min=1),
         help="The period: this many whole UTC days, through today.",
     )
 
@@ -190,8 +189,16 @@ def _change_row(c: investigate.Change) -> list[str]:
 
 
 @report.command(name="drift")
-@click.option("--days", default=7, show_default=True, help="The recent period, in days.")
-@click.option("--baseline", default=28, show_default=True, help="The days before it to compare with.")
+@click.option(
+    "--days", default=7, show_default=True, type=click.IntRange(min=1), help="The recent period, in days."
+)
+@click.option(
+    "--baseline",
+    default=28,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="The days before it to compare with.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @pass_ctx
 def report_drift(ctx: Ctx, days: int, baseline: int, as_json: bool) -> None:
@@ -229,9 +236,14 @@ def report_drift(ctx: Ctx, days: int, baseline: int, as_json: bool) -> None:
     "--at", "moment", metavar="TIME", help="Compare before and after this moment (a deploy) instead."
 )
 @click.option(
-    "--days", default=None, type=int, help="Over the last this many days [28; with --at, 7 each side]."
+    "--days",
+    default=None,
+    type=click.IntRange(min=1),
+    help="Over the last this many days [28; with --at, 7 each side].",
 )
-@click.option("--pairs", default=3, show_default=True, help="Calls from each side to read.")
+@click.option(
+    "--pairs", default=3, show_default=True, type=click.IntRange(min=0), help="Calls from each side to read."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @pass_ctx
 def report_compare(
