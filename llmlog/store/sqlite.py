@@ -43,7 +43,7 @@ from llmlog.store.base import (
     utc_days,
 )
 from llmlog.store.content import ContentBatch, ContentIds, Key
-from llmlog.store.readonly import RESULT_MAX_BYTES, bounded, too_large
+from llmlog.store.readonly import RESULT_MAX_BYTES, bounded, json_value, too_large
 from llmlog.store.rollup import moves, regroup
 from llmlog.store.sqlite_schema import migrate
 from llmlog.store.sqlite_traces import SQLiteTraces
@@ -95,6 +95,8 @@ def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     else:
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    # JSON_VALUE(metadata, '$.tier') reads as on the other stores (`readonly.json_value`).
+    db.create_function("json_value", 2, json_value, deterministic=True)
     if not readonly:
         _set_wal(db)
         db.execute("PRAGMA synchronous = NORMAL")
