@@ -43,7 +43,7 @@ def ui(backend: Backend) -> Iterator[Running]:
             }
             if i % 6 == 1:
                 changes["metadata"]["llmlog"] = {"retry": 1}
-            if i in (3, 7, 8):
+            if i in (3, 5, 10):
                 changes["messages"] = [{"role": "user", "content": f"the narwhal depot lost parcel {i}"}]
             if i % 7 == 0:
                 changes["error"] = {"type": "overloaded_error", "status": 529}
@@ -72,6 +72,26 @@ def test_the_cli_selects_the_calls_the_ui_does(
     exported = cli_run(backend, "export", *options)
     assert exported.exit_code == 0, exported.output
     assert sorted(json.loads(line)["id"] for line in exported.stdout.splitlines()) == sorted(expected)
+
+
+def test_search_and_people_pages_take_every_meta(ui: Running, backend: Backend) -> None:
+    """Two metadata conditions, both applied: the Search page and the people pages as the
+    calls page (they read the query string through the same parser)."""
+    both = [("meta", "region=eu"), ("meta", "tier=free")]
+    found = ui.get("/api/search", params=[("q", "narwhal"), *both])
+    assert found.status_code == 200, found.text
+    ids = sorted(c["id"] for c in found.json()["calls"])
+    assert ids == ["00000000-0000-0000-0000-000000000004"]  # call 3: not 5 (pro), not 10 (us)
+    searched = cli_run(backend, "search", "narwhal", "--meta", "region=eu", "--meta", "tier=free", "--json")
+    assert sorted(c["id"] for c in json.loads(searched.stdout)) == ids
+    since = [("since", "2026-01-01")]
+    calls = ui.get("/api/calls", params=[*since, *both]).json()["calls"]
+    per_user: dict[str, int] = {}
+    for c in calls:
+        per_user[c["user_id"]] = per_user.get(c["user_id"], 0) + 1
+    users = ui.get("/api/users", params=[*since, *both])
+    assert users.status_code == 200, users.text
+    assert {u["user_id"]: u["calls"] for u in users.json()["users"]} == per_user
 
 
 def test_a_bad_filter_is_refused_by_both(ui: Running, backend: Backend) -> None:

@@ -30,10 +30,16 @@ FACET_S = 0.3
 FACETS = [*((name, EQUALS[name]) for name in ("feature", "model", "user", "version")), ("status", "error")]
 
 
-def call_filter(params: QueryParams | dict[str, str]) -> CallFilter:
+def call_filter(params: QueryParams | dict[str, str] | dict[str, list[str]]) -> CallFilter:
     """The filter a page's query string asks for: the names of `llmlog.filters` (the CLI's
     filter options read by the same parser)."""
     return parse_filter(params)
+
+
+def every_value(params: QueryParams, *leave_out: str) -> dict[str, list[str]]:
+    """A query string's parameters, each with all its values (`dict(params)` keeps one, and
+    `meta` may come several times), but those left out."""
+    return {k: params.getlist(k) for k in params if k not in leave_out}
 
 
 def linker(request: Request, path: str = "/") -> Callable[..., str]:
