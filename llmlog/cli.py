@@ -25,6 +25,7 @@ from rich.text import Text
 from llmlog.cli_core import DB_HELP, READER_DB_HELP, CliError, Main, embedded_path
 from llmlog.config import Settings
 from llmlog.conversation import Part, Turn, conversation, response_turns
+from llmlog.filters import BadFilter, parse_filter
 from llmlog.intake import Intake, hash_user_id
 from llmlog.pricing import Pricer
 from llmlog.record import Call, RecordError
@@ -115,20 +116,26 @@ def _when(value: str | None) -> datetime | None:
 
 
 def _filter(ctx: Ctx, **kw: Any) -> CallFilter:
+    """The filter the options ask for, read by the web UI's parser (`llmlog.filters`): the
+    same names select the same calls. A user id is hashed first where a secret is set (it is
+    stored hashed)."""
     user = kw.get("user")
     if user is not None and ctx.settings.user_id_secret:
         user = hash_user_id(user, ctx.settings.user_id_secret)  # stored hashed: compare hashed
     errors = kw.get("errors")
-    return CallFilter(
-        feature=kw.get("feature"),
-        model=kw.get("model"),
-        user_id=user,
-        session_id=kw.get("session"),
-        prompt_template_version=kw.get("version"),
-        since=_when(kw.get("since")),
-        until=_when(kw.get("until")),
-        errors=errors,
-    )
+    params = {
+        **{name: kw.get(name) for name in ("feature", "model", "provider", "session", "version", "tag")},
+        "user": user,
+        "meta": list(kw.get("meta") or ()),
+        "q": kw.get("search"),
+        "status": None if errors is None else "error" if errors else "ok",
+        "since": kw.get("since"),
+        "until": kw.get("until"),
+    }
+    try:
+        return parse_filter(params)
+    except BadFilter as exc:
+        raise click.BadParameter(str(exc)) from None
 
 
 def filter_options(fn: Any) -> Any:
@@ -136,9 +143,24 @@ def filter_options(fn: Any) -> Any:
         [
             click.option("--feature", help="Only calls from this feature."),
             click.option("--model", help="Only calls answered by this model."),
+            click.option("--provider", help="Only calls to this provider (anthropic, openai, …)."),
             click.option("--user", help="Only this user's calls (hashed first if a secret is set)."),
             click.option("--session", help="Only calls of this session."),
             click.option("--version", help="Only calls with this prompt template version."),
+            click.option("--tag", help="Only calls carrying this tag."),
+            click.option(
+                "--meta",
+                multiple=True,
+                metavar="KEY=VALUE",
+                help="Only calls whose metadata holds this value (repeatable; a dotted key reaches"
+                " nested values: llmlog.retry=1).",
+            ),
+            click.option(
+                "--search",
+                metavar="TEXT",
+                help="Only calls with this text in the system prompt, a message, the response,"
+                " the tool calls or the error (case-insensitive).",
+            ),
             click.option("--since", help="From this time: 1h, 30m, 7d or ISO-8601."),
             click.option("--until", help="Before this time: 1h, 30m, 7d or ISO-8601."),
             click.option("--errors/--successes", default=None, help="Only failed / only successful calls."),

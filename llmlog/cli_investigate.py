@@ -15,7 +15,7 @@ from llmlog import investigate, prompts
 from llmlog.cli import Ctx, _filter, _fmt_time, _text, cli, console, err_console, filter_options, pass_ctx
 from llmlog.conversation import gist, last_user_turn, response_turns
 from llmlog.reports import Period
-from llmlog.store import vectors
+from llmlog.store import ReadOnlyError, vectors
 from llmlog.store.base import parse_when
 
 
@@ -56,21 +56,44 @@ def prompts_group() -> None:
 @click.option("--dir", "root", metavar="PATH", help=DIR_HELP)
 @pass_ctx
 def prompts_list(ctx: Ctx, root: str | None) -> None:
-    """Each prompt, its versions (the current one marked) and the calls stored with each."""
+    """Each prompt, its versions (the current one marked) and the calls stored with each.
+    Without a prompts directory: the versions the store's calls carry (NAME@VERSION)."""
     found = prompts.catalog(root)
-    if not found:
-        raise click.ClickException(f"no prompts in {prompts.directory(root)} (a folder NAME/ with v1.txt, …)")
     calls = {
         str(version): int(n)
         for version, n in ctx.store.internal_query(
             "SELECT prompt_template_version, SUM(calls) FROM daily GROUP BY 1", limit=1_000_000
         ).rows
+        if version is not None
     }
     table = Table("prompt", "version", "calls")
-    for p in found:
-        for v in p.versions:
-            label = f"{v} (current)" if v == p.current else v
-            table.add_row(_text(p.name), _text(label), f"{calls.get(f'{p.name}@{v}', 0):,}")
+    if found:
+        for p in found:
+            for v in p.versions:
+                label = f"{v} (current)" if v == p.current else v
+                table.add_row(_text(p.name), _text(label), f"{calls.get(f'{p.name}@{v}', 0):,}")
+        console.print(table)
+        return
+    # No files to read: the versions the calls carry are still worth listing (`diff` needs
+    # the files). A version with no NAME@ (a hash of an unversioned prompt) names no prompt.
+    named: list[tuple[str, str, int]] = []
+    for version, n in calls.items():
+        name, at, v = version.rpartition("@")
+        if at and name:
+            named.append((name, v, n))
+    named.sort(key=lambda row: (row[0], prompts.natural(row[1])))
+    if not named:
+        raise click.ClickException(
+            f"no prompts in {prompts.directory(root)} (a folder NAME/ with v1.txt, …),"
+            " and no call in the store carries a prompt version NAME@VERSION"
+        )
+    err_console.print(
+        f"No prompt files in {prompts.directory(root)}: the prompt versions the stored calls carry"
+        " (`prompts diff` reads the files).",
+        markup=False,
+    )
+    for name, v, n in named:
+        table.add_row(_text(name), _text(v), f"{n:,}")
     console.print(table)
 
 
@@ -255,10 +278,19 @@ def report_compare(
 
     \b
     Examples:
-      llmlog report compare code-review code-review@v1 code-review@v2
+      llmlog report compare code-review v1 v2        # or code-review@v1 code-review@v2
       llmlog report compare support-bot --at "2026-11-28 14:00"
       llmlog report compare support-bot --at 3d      # three days ago
     """
+    # A name the store does not know would compare nothing with nothing, "no change": refuse it,
+    # saying which names there are. A version is accepted as stored or by its short name.
+    try:
+        known = investigate.known_versions(ctx.store, timeout_s=30.0)
+        investigate.known_feature(known, feature)
+        if old and new and moment is None:
+            old, new = (investigate.known_version(known, feature, v) for v in (old, new))
+    except (LookupError, ReadOnlyError) as exc:
+        raise click.ClickException(str(exc)) from None
     if moment is not None:
         if old or new:
             raise click.UsageError("give two versions, or --at, not both")

@@ -9,7 +9,7 @@ reads and writes, a few errors, several prompt versions.
 Planted for the reports to find (`llmlog report …`, the UI's Reports):
 - code-review@v2, rolled out three days ago, answers three times as long as v1 (the silent
   "the model started writing essays" regression): drift flags code-review's output tokens
-  and cost per call; `report compare code-review code-review@v1 code-review@v2` shows why;
+  and cost per call; `report compare code-review v1 v2` shows why;
 - support-bot@v4 declines about one request in twelve; v3 hardly ever;
 - one user, user_013, sees a third of their calls fail;
 - summarize sends some short summaries to the most expensive model (over-routing).
@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -34,6 +35,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 import llmlog
 from llmlog.config import Settings
 from llmlog.fake_provider import FakeProvider
+from llmlog.prompts import natural
 from llmlog.record import Call
 from llmlog.store import CallFilter, open_store, redact_url
 from llmlog.workload import WORDS, feature_prompts, tool
@@ -337,6 +339,29 @@ def add_history(url: str, since: datetime, days: int, rng: random.Random) -> int
         return added
 
 
+def write_prompts(texts: dict[tuple[str, str], str], root: Path) -> tuple[list[str], list[str]]:
+    """The demo's prompt versions as an app keeps them (`llmlog.prompts`): root/NAME/v1.txt,
+    …, and `current` naming the newest, so `llmlog prompts list` and `prompts diff` have
+    their texts. A prompt whose folder is already there is left as it is (it may be the
+    app's own). Returns the prompts written and those left alone."""
+    by_name: dict[str, dict[str, str]] = {}
+    for (name, version), text in texts.items():
+        by_name.setdefault(name, {})[version] = text
+    written: list[str] = []
+    kept: list[str] = []
+    for name, versions in sorted(by_name.items()):
+        folder = root / name
+        if folder.exists():
+            kept.append(name)
+            continue
+        folder.mkdir(parents=True)
+        for version, text in versions.items():
+            (folder / f"{version}.txt").write_text(text, encoding="utf-8")
+        (folder / "current").write_text(max(versions, key=natural) + "\n", encoding="utf-8")
+        written.append(name)
+    return written, kept
+
+
 def run_demo(
     settings: Settings, *, n_calls: int, seed: int, console: Console, threads: int = 8, history_days: int = 30
 ) -> None:
@@ -361,9 +386,23 @@ def run_demo(
             progress.update(task, completed=demo.made)
             llmlog.flush()
     stats = llmlog.stats()
+    root = Path(settings.prompts)
+    try:
+        written, kept = write_prompts(demo.prompts, root)
+    except OSError as exc:  # a read-only directory, say: the calls are recorded all the same
+        written, kept = [], []
+        console.print(f"note: the prompt versions could not be written to {root}: {exc}", markup=False)
     with console.status("copying them over the days before"):
         history = add_history(settings.db, since, history_days, random.Random(seed)) if history_days else 0
     copies = f", {history:,} copies over the {history_days} days before (tag: history)" if history else ""
+    if written:
+        console.print(
+            f"Wrote the prompt versions the calls carry to {root}/ ({', '.join(written)}):"
+            " llmlog prompts list · llmlog prompts diff code-review v1 v2",
+            markup=False,
+        )
+    if kept:
+        console.print(f"Left {', '.join(kept)} in {root}/ as they were", markup=False)
     console.print(
         f"Recorded {stats.recorded} calls ({demo.errors} failed on purpose) in "
         f"{time.perf_counter() - started:.1f}s into {redact_url(settings.db)}{copies}\n"

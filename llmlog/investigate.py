@@ -31,6 +31,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from llmlog import refusals
+from llmlog.prompts import a_few
 from llmlog.record import parse_json
 from llmlog.reports import Period, day_param, time_param
 from llmlog.store import Store
@@ -492,6 +493,44 @@ def _comparison(
     right = rng.sample(b.ids, min(pairs, len(b.ids)))
     paired = list(itertools.zip_longest(left, right))
     return Comparison(feature, old, new, _changes((feature, f"{old} → {new}"), a, b), paired)
+
+
+def known_versions(store: Store, timeout_s: float = 5.0) -> dict[str, list[tuple[str, int]]]:
+    """Each feature's prompt versions, with their calls, from `daily` (both tiers), by name.
+    A feature with calls but no version has an empty list. Raises ReadOnlyError when the
+    store stops the read at its time limit."""
+    rows = store.internal_query(
+        "SELECT feature, prompt_template_version, SUM(calls) FROM daily GROUP BY 1, 2",
+        timeout_s=timeout_s,
+        limit=100_000,
+    ).rows
+    out: dict[str, list[tuple[str, int]]] = {}
+    for feature, v, n in rows:
+        if feature is not None:  # nothing to ask for by name: no feature is NULL on a command line
+            versions = out.setdefault(str(feature), [])
+            if v is not None:
+                versions.append((str(v), int(n)))
+    return {f: sorted(vs) for f, vs in sorted(out.items())}
+
+
+def known_version(known: dict[str, list[tuple[str, int]]], feature: str, version: str) -> str:
+    """The stored name of one of `feature`'s prompt versions, given as stored
+    ("code-review@v2") or by the short name after its "@" ("v2", as `llmlog prompts`
+    names it). Raises LookupError naming the feature's versions when it has no such one."""
+    versions = [v for v, _ in known.get(feature, [])]
+    for candidate in (version, f"{feature}@{version}"):
+        if candidate in versions:
+            return candidate
+    raise LookupError(
+        f"feature {feature!r} has no prompt version {version!r}; its versions: {a_few(versions)}"
+    )
+
+
+def known_feature(known: dict[str, list[tuple[str, int]]], feature: str) -> str:
+    """`feature`, when the store holds calls of it; else LookupError naming those it does."""
+    if feature not in known:
+        raise LookupError(f"no calls of feature {feature!r}; the features: {a_few(known)}")
+    return feature
 
 
 def compare_versions(

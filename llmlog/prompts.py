@@ -21,6 +21,7 @@ import hashlib
 import os
 import re
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,10 +52,19 @@ class Versions:
             candidate = root / self.name / f"{version}{suffix}"
             if candidate.is_file():
                 return candidate
-        raise LookupError(f"prompt {self.name!r} has no version {version!r} in {root / self.name}")
+        raise LookupError(
+            f"prompt {self.name!r} has no version {version!r} in {root / self.name};"
+            f" its versions: {a_few(self.versions)}"
+        )
 
 
-def _natural(version: str) -> list[object]:
+def a_few(names: Iterable[str], n: int = 8) -> str:
+    """Names for a message: the first `n`, then "…" when there are more."""
+    names = list(names)
+    return ", ".join(names[:n]) + (", …" if len(names) > n else "") if names else "none"
+
+
+def natural(version: str) -> list[object]:
     return [int(p) if p.isdigit() else p for p in re.split(r"(\d+)", version)]
 
 
@@ -70,7 +80,7 @@ def catalog(root: str | os.PathLike[str] | None = None) -> list[Versions]:
         return out
     for folder in sorted(p for p in base.iterdir() if p.is_dir()):
         found = (_VERSION_FILE.match(f.name) for f in folder.iterdir() if f.is_file())
-        versions = sorted((m.group("version") for m in found if m), key=_natural)
+        versions = sorted((m.group("version") for m in found if m), key=natural)
         if not versions:
             continue
         pointer = folder / "current"
@@ -83,12 +93,17 @@ def _versions(name: str, root: str | os.PathLike[str] | None) -> Versions:
     for v in catalog(root):
         if v.name == name:
             return v
-    raise LookupError(f"no prompt {name!r} in {directory(root)} (a folder {name}/ with v1.txt, …)")
+    known = [v.name for v in catalog(root)]
+    raise LookupError(
+        f"no prompt {name!r} in {directory(root)} (a folder {name}/ with v1.txt, …);"
+        f" the prompts: {a_few(known)}"
+    )
 
 
 def read(name: str, version: str, root: str | os.PathLike[str] | None = None) -> Prompt:
-    """One version of a prompt."""
+    """One version of a prompt: "v2", or as calls carry it, "NAME@v2"."""
     base = directory(root)
+    version = version.removeprefix(f"{name}@")
     text = _versions(name, root).path(base, version).read_text(encoding="utf-8")
     REGISTRY.add(text, f"{name}@{version}")
     return Prompt(text, name, version)

@@ -43,6 +43,20 @@ def temp_postgres() -> TempPostgres:
         raise
 
 
+@pytest.fixture(scope="session", autouse=True)
+def prompts_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """LLMLOG_PROMPTS for the run: `llmlog demo` writes its prompt versions there, not into
+    the directory the tests run from."""
+    root = tmp_path_factory.mktemp("prompts")
+    before = os.environ.get("LLMLOG_PROMPTS")
+    os.environ["LLMLOG_PROMPTS"] = str(root)
+    yield root
+    if before is None:
+        os.environ.pop("LLMLOG_PROMPTS", None)
+    else:
+        os.environ["LLMLOG_PROMPTS"] = before
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[str]:
     """A PostgreSQL server URL: LLMLOG_TEST_POSTGRES_URL, else one started for this run."""

@@ -512,6 +512,25 @@ def m013_waiting_events(cur: psycopg.Cursor[Any]) -> None:
     cur.execute("CREATE INDEX IF NOT EXISTS span_events_received ON span_events (received)")
 
 
+def m014_json_value(cur: psycopg.Cursor[Any]) -> None:
+    """JSON_VALUE(doc, path) before PostgreSQL 17 has its own, so that read-only SQL reads a
+    JSON key in the form every store takes (`readonly.json_value`): the scalar there as
+    text, NULL for an object, an array, null or nothing."""
+    cur.execute("SELECT current_setting('server_version_num')::int")
+    row = cur.fetchone()
+    if row is not None and int(row[0]) >= 170000:
+        return
+    cur.execute(
+        """
+        CREATE OR REPLACE FUNCTION json_value(doc jsonb, path jsonpath) RETURNS text
+        LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+            SELECT CASE WHEN jsonb_typeof(v) IN ('object', 'array', 'null') THEN NULL ELSE v #>> '{}' END
+            FROM (SELECT jsonb_path_query_first(doc, path) AS v) AS found
+        $$
+        """
+    )
+
+
 MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m001_initial,
     m002_daily,
@@ -526,6 +545,7 @@ MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m011_web_sessions,
     m012_repair_figures,
     m013_waiting_events,
+    m014_json_value,
 ]
 
 

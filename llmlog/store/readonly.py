@@ -9,6 +9,8 @@ nothing else, whatever the SQL says. `Store.internal_query` runs SQL llmlog writ
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -125,3 +127,43 @@ def held(rows: QueryRows, max_bytes: int | None) -> QueryResult:
 
 def too_large(max_bytes: int) -> str:
     return f"a value or the result passed the {max_bytes // 2**20} MB a query may hold: ask for less"
+
+
+# JSON_VALUE(doc, path), the SQL standard's reading of one value of a JSON document, in every
+# store's read-only SQL: ClickHouse and PostgreSQL 17 have it, PostgreSQL 15 and 16 get a
+# function of that name (migration 14), SQLite this one. A JSON column's key reads the same
+# everywhere: JSON_VALUE(metadata, '$.tier'). Operators differ: SQLite's ->> takes '$.tier'
+# and 'tier', PostgreSQL's only 'tier' ('$.tier' is a key of that name: NULL), ClickHouse has
+# none.
+_JSON_PATH = re.compile(r'\$((?:\.[A-Za-z_][A-Za-z0-9_\-]*|\."[^"]*"|\[\d+\])*)')
+_JSON_STEP = re.compile(r'\.([A-Za-z_][A-Za-z0-9_\-]*)|\."([^"]*)"|\[(\d+)\]')
+
+
+def json_value(doc: str | bytes | None, path: str | None) -> str | None:
+    """The scalar at `path` ($.key, $."a key", $.list[0], …) in the JSON text `doc`, as text
+    (numbers as written, true and false as words), as the standard's JSON_VALUE gives it; NULL
+    where there is none, where it is an object, an array or null, and for text that is not
+    JSON. A path it cannot read is an error, not a NULL that would look like an answer."""
+    if path is None:
+        return None
+    m = _JSON_PATH.fullmatch(path.strip())
+    if m is None:
+        raise ValueError(f"JSON_VALUE: {path!r} is not a path like '$.key', '$.a.b' or '$.list[0]'")
+    if doc is None:
+        return None
+    try:
+        value: Any = json.loads(doc)
+    except ValueError:
+        return None
+    for key, quoted, index in _JSON_STEP.findall(m.group(1)):
+        if index:
+            value = value[int(index)] if isinstance(value, list) and int(index) < len(value) else None
+        else:
+            value = value.get(key or quoted) if isinstance(value, dict) else None
+        if value is None:
+            return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return json.dumps(value)
+    return value if isinstance(value, str) else None

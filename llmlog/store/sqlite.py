@@ -48,6 +48,7 @@ from llmlog.store.readonly import (
     QueryRows,
     deadline_after,
     held,
+    json_value,
     timed_out,
     too_large,
 )
@@ -102,6 +103,8 @@ def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     else:
         db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+    # JSON_VALUE(metadata, '$.tier') reads as on the other stores (`readonly.json_value`).
+    db.create_function("json_value", 2, json_value, deterministic=True)
     if not readonly:
         _set_wal(db)
         db.execute("PRAGMA synchronous = NORMAL")

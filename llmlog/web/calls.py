@@ -16,6 +16,7 @@ from starlette.routing import BaseRoute, Route
 
 from llmlog.config import Settings
 from llmlog.conversation import conversation, gist, last_user_turn, response_turns
+from llmlog.filters import EQUALS, BadFilter, parse_filter
 from llmlog.pricing import Pricer
 from llmlog.record import Call, Span
 from llmlog.store import CallFilter, Store, parse_when
@@ -26,52 +27,19 @@ from llmlog.web.app import Web
 PAGE = 100
 SAMPLE, MAX_SAMPLE = 20, 200
 FACET_S = 0.3
-# Query parameter → CallFilter field, for the filters that are one column equal to a value.
-EQUALS = {
-    "feature": "feature",
-    "model": "model",
-    "user": "user_id",
-    "session": "session_id",
-    "version": "prompt_template_version",
-    "provider": "provider",
-}
 FACETS = [*((name, EQUALS[name]) for name in ("feature", "model", "user", "version")), ("status", "error")]
 
 
-class BadFilter(ValueError):
-    pass
+def call_filter(params: QueryParams | dict[str, str] | dict[str, list[str]]) -> CallFilter:
+    """The filter a page's query string asks for: the names of `llmlog.filters` (the CLI's
+    filter options read by the same parser)."""
+    return parse_filter(params)
 
 
-def call_filter(params: QueryParams | dict[str, str]) -> CallFilter:
-    """The filter a page's query string asks for: the EQUALS names, `status`, `since`,
-    `until`, `tag`, `q` (free text) and `meta=key=value` (repeatable)."""
-    f = CallFilter()
-    for name, field in EQUALS.items():
-        if params.get(name):
-            setattr(f, field, params[name])
-    f.tag = params.get("tag") or None
-    f.text = params.get("q") or None
-    metas = params.getlist("meta") if isinstance(params, QueryParams) else [params.get("meta", "")]
-    for meta in filter(None, metas):
-        key, eq, value = meta.partition("=")
-        if not eq:
-            raise BadFilter(f"meta: {meta!r} is not key=value")
-        f.metadata.append((key.strip(), value))
-    try:
-        f.__post_init__()  # checks the metadata keys
-    except ValueError as exc:
-        raise BadFilter(str(exc)) from None
-    status = params.get("status", "")
-    if status not in ("", "error", "ok"):
-        raise BadFilter(f"status must be 'error' or 'ok', not {status!r}")
-    f.errors = {"error": True, "ok": False}.get(status)
-    for name in ("since", "until"):
-        if params.get(name):
-            try:
-                setattr(f, name, parse_when(params[name]))
-            except ValueError as exc:
-                raise BadFilter(f"{name}: {exc}") from None
-    return f
+def every_value(params: QueryParams, *leave_out: str) -> dict[str, list[str]]:
+    """A query string's parameters, each with all its values (`dict(params)` keeps one, and
+    `meta` may come several times), but those left out."""
+    return {k: params.getlist(k) for k in params if k not in leave_out}
 
 
 def linker(request: Request, path: str = "/") -> Callable[..., str]:

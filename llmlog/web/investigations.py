@@ -320,23 +320,12 @@ def day_choices(path: str, days: tuple[int, ...], **kept: Any) -> list[tuple[int
 
 
 def known_versions(store: Store) -> dict[str, list[tuple[str, int]]]:
-    """Each feature's prompt versions, with their calls, from `daily` (both tiers); none
-    when that is too slow to read: they are choices offered, a form works without them."""
+    """Each feature's prompt versions, with their calls; none when that is too slow to read:
+    they are choices offered, a form works without them."""
     try:
-        rows = store.internal_query(
-            "SELECT feature, prompt_template_version, SUM(calls) FROM daily GROUP BY 1, 2",
-            timeout_s=5.0,
-            limit=100_000,
-        ).rows
+        return investigate.known_versions(store)
     except ReadOnlyError:
         return {}
-    out: dict[str, list[tuple[str, int]]] = {}
-    for feature, v, n in rows:
-        if feature is not None:  # nothing to ask for by a form: no NULL in a URL
-            versions = out.setdefault(str(feature), [])
-            if v is not None:
-                versions.append((str(v), int(n)))
-    return {f: sorted(vs) for f, vs in sorted(out.items())}
 
 
 def routes(web: Web) -> list[BaseRoute]:

@@ -16,7 +16,7 @@ from llmlog.store import CallFilter, ReadOnlyError
 from llmlog.store.base import SessionSummary, UserSummary
 from llmlog.web.answer import JSONResponse
 from llmlog.web.app import Web
-from llmlog.web.calls import BadFilter, call_filter, linker, summary
+from llmlog.web.calls import BadFilter, call_filter, every_value, linker, summary
 
 PERIODS = ("1h", "24h", "7d", "30d", "90d")
 DEFAULT_PERIOD = "7d"
@@ -46,8 +46,8 @@ def session_turns(calls: list[Call]) -> list[Turn]:
 
 def _period_filter(request: Request) -> CallFilter:
     """The page's filters, over the last DEFAULT_PERIOD unless `since` says otherwise."""
-    params = dict(request.query_params)
-    params.setdefault("since", DEFAULT_PERIOD)
+    params = every_value(request.query_params)
+    params.setdefault("since", [DEFAULT_PERIOD])
     return call_filter(params)
 
 

@@ -18,7 +18,7 @@ from llmlog.store import vectors
 from llmlog.store.search import Hit
 from llmlog.web.answer import JSONResponse
 from llmlog.web.app import Web
-from llmlog.web.calls import BadFilter, call_filter, summary
+from llmlog.web.calls import BadFilter, call_filter, every_value, summary
 
 RESULTS, MAX_RESULTS = 50, 500
 
@@ -38,7 +38,7 @@ def routes(web: Web) -> list[BaseRoute]:
     def find(request: Request) -> tuple[str, list[Hit]]:
         params = request.query_params
         words = params.get("q", "").strip()
-        f = call_filter({k: v for k, v in params.items() if k != "q"})
+        f = call_filter(every_value(params, "q"))  # q is the words searched for, here
         n = _limit(params)
         if not words:
             return "", []
