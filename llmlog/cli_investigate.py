@@ -57,7 +57,13 @@ def prompts_group() -> None:
 @click.option("--dir", "root", metavar="PATH", help=DIR_HELP)
 @pass_ctx
 def prompts_list(ctx: Ctx, root: str | None) -> None:
-    """Each prompt, its versions (the current one marked) and the calls stored with each."""
+    """Each prompt, its versions (the current one marked) and the calls stored with each.
+
+    \b
+    Examples:
+      llmlog prompts list
+      llmlog prompts list --dir app/prompts
+    """
     found = prompts.catalog(root)
     if not found:
         raise click.ClickException(f"no prompts in {prompts.directory(root)} (a folder NAME/ with v1.txt, …)")
@@ -81,7 +87,13 @@ def prompts_list(ctx: Ctx, root: str | None) -> None:
 @click.argument("new")
 @click.option("--dir", "root", metavar="PATH", help=DIR_HELP)
 def prompts_diff(name: str, old: str, new: str, root: str | None) -> None:
-    """What changed from one version of a prompt to another, line by line."""
+    """What changed from one version of a prompt to another, line by line.
+
+    \b
+    Examples:
+      llmlog prompts diff code-review v1 v2
+      llmlog prompts diff support-bot v3 v4 --dir app/prompts
+    """
     try:
         a, b = prompts.read(name, old, root), prompts.read(name, new, root)
     except LookupError as exc:
@@ -118,7 +130,14 @@ def report(click_ctx: click.Context) -> None:
 @pass_ctx
 def report_errors(ctx: Ctx, days: int, as_json: bool) -> None:
     """Errors by type, model and feature: how many, the share of calls, per day, new types
-    (none in the four weeks before), and the newest calls that failed that way."""
+    (none in the four weeks before), and the newest calls that failed that way.
+
+    \b
+    Examples:
+      llmlog report errors
+      llmlog report errors --days 1
+      llmlog report errors --json | jq '.[] | select(.new)'
+    """
     groups = investigate.errors_report(ctx.store, _period(days))
     if as_json:
         click.echo(json.dumps([g.to_json() for g in groups], indent=2))
@@ -142,7 +161,14 @@ def report_errors(ctx: Ctx, days: int, as_json: bool) -> None:
 @pass_ctx
 def report_cost(ctx: Ctx, days: int, as_json: bool) -> None:
     """Cost by model, feature and user, and the features sending short, tool-free calls to a
-    model costing 3× or more per call what another they use costs (with the savings)."""
+    model costing 3× or more per call what another they use costs (with the savings).
+
+    \b
+    Examples:
+      llmlog report cost
+      llmlog report cost --days 7
+      llmlog report cost --json
+    """
     r = investigate.cost_report(ctx.store, _period(days))
     if as_json:
         click.echo(json.dumps(r.to_json(), indent=2))
@@ -283,7 +309,13 @@ def report_compare(
 @pass_ctx
 def report_spikes(ctx: Ctx, days: int, as_json: bool) -> None:
     """The costliest sessions and their users, and the users far above their peers on cost,
-    calls or error rate: "one user is breaking it"."""
+    calls or error rate: "one user is breaking it".
+
+    \b
+    Examples:
+      llmlog report spikes
+      llmlog report spikes --days 30 --json
+    """
     r = investigate.spikes_report(ctx.store, _period(days))
     if as_json:
         click.echo(json.dumps(r.to_json(), indent=2))
