@@ -13,8 +13,8 @@ import click
 
 from llmlog.cli import cli
 
-# A fixed width, not the terminal's, so the file is the same whoever writes it.
-WIDTH = 100
+# Click's own limit: the help a terminal of 80 columns or more shows, whoever writes the file.
+WIDTH = 80
 
 HEADER = """\
 # CLI reference
@@ -28,7 +28,8 @@ def walk(
     command: click.Command, name: str = "llmlog", parent: click.Context | None = None
 ) -> Iterator[tuple[str, click.Command, click.Context]]:
     """Each command with its full name and the context its help is written in, depth first."""
-    ctx = click.Context(command, info_name=name, parent=parent, terminal_width=WIDTH, max_content_width=WIDTH)
+    settings = {**command.context_settings, "terminal_width": WIDTH, "max_content_width": WIDTH}
+    ctx = click.Context(command, info_name=name, parent=parent, **settings)
     yield ctx.command_path, command, ctx
     if isinstance(command, click.Group):
         for sub in command.list_commands(ctx):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from click.testing import CliRunner
+
 from llmlog.cli import cli
 from llmlog.cli_docs import help_text, render, walk
 
@@ -32,3 +34,11 @@ def test_every_command_has_examples() -> None:
     }
     missing = [path for path, command, ctx in commands if not _examples(help_text(command, ctx))]
     assert not missing, f"no Examples section in the help of: {', '.join(missing)}"
+
+
+def test_reference_is_what_help_prints() -> None:
+    runner = CliRunner(env={"COLUMNS": "200"})
+    for path, command, ctx in walk(cli):
+        out = runner.invoke(cli, [*path.split()[1:], "--help"], prog_name="llmlog")
+        assert out.exit_code == 0, path
+        assert out.output == help_text(command, ctx), path
