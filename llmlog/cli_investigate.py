@@ -402,8 +402,8 @@ def similar_cmd(
 ) -> None:
     """Calls like CALL_ID: what they said and heard means the same, in other words
     (compared by a small embedding model run here, among the newest 100,000 calls the
-    filters select). Needs the semantic extra (pip install 'llmlog[semantic]') and, once
-    per store, --enable.
+    filters select). Needs llmlog installed with the semantic extra (from a checkout:
+    pip install '/path/to/llmlog[semantic]') and, once per store, --enable.
 
     \b
     Examples:
