@@ -11,7 +11,8 @@ $(BIN)/llmlog: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-# Record a few thousand calls through the real SDKs into the default store, then show them.
+# Record 2,000 calls through the real SDKs into the default store, with copies of them over the
+# 30 days before (about ten times as many rows), then show them.
 demo: $(BIN)/llmlog
 	$(BIN)/llmlog demo
 	$(BIN)/llmlog calls -n 15
