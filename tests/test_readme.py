@@ -36,7 +36,7 @@ SKIP = {
 }
 # Whole pages written for another store than the demo's SQLite file: they set LLMLOG_DB first.
 SKIP_PAGES = {
-    "postgresql.md": "its commands are for a PostgreSQL store (LLMLOG_DB=postgresql://…)",
+    "postgresql.md": "run on PostgreSQL by test_postgresql_page",
     "clickhouse.md": "its commands are for a ClickHouse store (LLMLOG_DB=clickhouse://…)",
 }
 # Stand-ins for a call id in the examples; the test puts a real one in their place.
@@ -134,3 +134,25 @@ def test_command_runs(example: Example, demo_store: tuple[str, str]) -> None:
     # Commands that ask (a password) get an answer.
     result = runner.invoke(cli, args[1:], prog_name="llmlog", input="correct-horse-9\ncorrect-horse-9\n")
     assert result.exit_code == 0, f"{example}\nexit {result.exit_code}\n{result.output}\n{result.exception!r}"
+
+
+@pytest.mark.slow
+def test_postgresql_page(pg_url: str, demo_store: tuple[str, str]) -> None:
+    """docs/postgresql.md's commands, on a PostgreSQL store, in separate processes as a shell
+    would run them (the demo configures the process it runs in). Slow: the page's demo of 500
+    calls and its month of copies, into PostgreSQL (~20 s)."""
+    page = [e for e in ALL if e.page == "docs/postgresql.md"]
+    assert page, "docs/postgresql.md shows no llmlog command"
+    sqlite_db, _ = demo_store
+    # The page's default store path and $LLMLOG_DB, as a shell would have expanded them.
+    expand = {"~/.local/share/llmlog/llmlog.db": sqlite_db, "$LLMLOG_DB": pg_url}
+    env = {k: v for k, v in os.environ.items() if k != "LLMLOG_URL"}
+    env |= {"LLMLOG_DB": pg_url, "COLUMNS": "200"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    for example in page:
+        args = [expand.get(a, a) for a in shlex.split(example.command, comments=True)]
+        done = subprocess.run(
+            [sys.executable, "-c", "from llmlog.cli import cli; cli()", *args[1:]],
+            capture_output=True, text=True, timeout=120, env=env,
+        )  # fmt: skip
+        assert done.returncode == 0, f"{example}\nexit {done.returncode}\n{done.stdout}\n{done.stderr}"
