@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench docs clean
 
 $(BIN)/llmlog: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -11,7 +11,8 @@ $(BIN)/llmlog: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $@
 
-# Record a few thousand calls through the real SDKs into the default store, then show them.
+# Record 2,000 calls through the real SDKs into the default store, with copies of them over the
+# 30 days before (about ten times as many rows), then show them.
 demo: $(BIN)/llmlog
 	$(BIN)/llmlog demo
 	$(BIN)/llmlog calls -n 15
@@ -22,6 +23,10 @@ demo: $(BIN)/llmlog
 # Capture overhead, ingest speed, storage and query latency; updates BENCHMARKS.md.
 bench: $(BIN)/llmlog
 	$(BIN)/python -m bench.run
+
+# docs/cli.md is every command's --help; tests/test_cli_docs.py fails when it is behind.
+docs: $(BIN)/llmlog
+	$(BIN)/python -m llmlog.cli_docs > docs/cli.md
 
 lint: $(BIN)/llmlog
 	$(BIN)/ruff check llmlog tests bench

@@ -89,7 +89,13 @@ def retention_group() -> None:
 @retention_group.command(name="show")
 @pass_ctx
 def retention_show(ctx: Ctx) -> None:
-    """The store's window, and what a run would delete today."""
+    """The store's window, and what a run would delete today.
+
+    \b
+    Examples:
+      llmlog retention show
+      llmlog --db postgresql://llmlog@db.internal/llmlog retention show
+    """
     p = retention.policy(ctx.store)
     console.print(_policy_text(p))
     _print_report(retention.run(ctx.store, p, dry_run=True))
@@ -208,7 +214,14 @@ def keys() -> None:
 
 @keys.command(name="new")
 def keys_new() -> None:
-    """Print a new random key, `ID:BASE64`, for LLMLOG_KEY or a line of LLMLOG_KEY_FILE."""
+    """Print a new random key, `ID:BASE64`, for LLMLOG_KEY or a line of LLMLOG_KEY_FILE.
+
+    \b
+    Examples:
+      llmlog keys new                       # print one
+      llmlog keys new >> /etc/llmlog/keys   # add one to a key file
+      export LLMLOG_KEY="$(llmlog keys new)"
+    """
     click.echo(encryption.new_key())
 
 
@@ -251,7 +264,13 @@ def keys_rotate(ctx: Ctx) -> None:
 @pass_ctx
 def keys_status(ctx: Ctx) -> None:
     """Which keys sealed the stored calls, spans and span events (a key no longer listed can
-    be retired), and whether the store takes sealed text only."""
+    be retired), and whether the store takes sealed text only.
+
+    \b
+    Examples:
+      llmlog keys status
+      LLMLOG_KEY_FILE=/etc/llmlog/keys llmlog keys status
+    """
     from collections import Counter
 
     from llmlog.store import CallFilter
@@ -306,7 +325,12 @@ def sensitive_metadata() -> None:
 @sensitive_metadata.command(name="show")
 @pass_ctx
 def sensitive_show(ctx: Ctx) -> None:
-    """The store's list."""
+    """The store's list.
+
+    \b
+    Examples:
+      llmlog keys sensitive-metadata show
+    """
     _print_sensitive(encryption.sensitive_metadata(ctx.store))
 
 
@@ -322,7 +346,14 @@ def _change_sensitive(ctx: Ctx, names: list[str]) -> None:
 @click.argument("names", nargs=-1)
 @pass_ctx
 def sensitive_set(ctx: Ctx, names: tuple[str, ...]) -> None:
-    """Make NAMES (separated by commas or spaces) the list; none empties it."""
+    """Make NAMES (separated by commas or spaces) the list; none empties it.
+
+    \b
+    Examples:
+      llmlog keys sensitive-metadata set patient_id,mrn
+      llmlog keys sensitive-metadata set patient_id mrn ward
+      llmlog keys sensitive-metadata set            # empty the list
+    """
     _change_sensitive(ctx, encryption.parse_names(names))
 
 
@@ -330,7 +361,13 @@ def sensitive_set(ctx: Ctx, names: tuple[str, ...]) -> None:
 @click.argument("names", nargs=-1, required=True)
 @pass_ctx
 def sensitive_add(ctx: Ctx, names: tuple[str, ...]) -> None:
-    """Add NAMES to the list."""
+    """Add NAMES to the list.
+
+    \b
+    Examples:
+      llmlog keys sensitive-metadata add ward
+      llmlog keys sensitive-metadata add ward,bed
+    """
     _change_sensitive(ctx, [*encryption.sensitive_metadata(ctx.store), *encryption.parse_names(names)])
 
 
@@ -338,7 +375,12 @@ def sensitive_add(ctx: Ctx, names: tuple[str, ...]) -> None:
 @click.argument("names", nargs=-1, required=True)
 @pass_ctx
 def sensitive_remove(ctx: Ctx, names: tuple[str, ...]) -> None:
-    """Take NAMES off the list (values sealed already stay sealed)."""
+    """Take NAMES off the list (values sealed already stay sealed).
+
+    \b
+    Examples:
+      llmlog keys sensitive-metadata remove ward
+    """
     gone = set(encryption.parse_names(names))
     _change_sensitive(ctx, [n for n in encryption.sensitive_metadata(ctx.store) if n not in gone])
 
@@ -388,7 +430,13 @@ def users() -> None:
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @pass_ctx
 def users_add(ctx: Ctx, name: str, role: str, password_stdin: bool) -> None:
-    """Add an account (asks for its password)."""
+    """Add an account (asks for its password).
+
+    \b
+    Examples:
+      llmlog users add alice --role admin
+      echo "$PASSWORD" | llmlog users add bob --role viewer --password-stdin
+    """
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
     else:
@@ -403,7 +451,12 @@ def users_add(ctx: Ctx, name: str, role: str, password_stdin: bool) -> None:
 @users.command(name="list")
 @pass_ctx
 def users_list(ctx: Ctx) -> None:
-    """The accounts, with their roles."""
+    """The accounts, with their roles.
+
+    \b
+    Examples:
+      llmlog users list
+    """
     table = Table("name", "role", "since")
     for a in ctx.store.accounts():
         table.add_row(_text(a.name), a.role, a.created)
@@ -414,7 +467,12 @@ def users_list(ctx: Ctx) -> None:
 @click.argument("name")
 @pass_ctx
 def users_remove(ctx: Ctx, name: str) -> None:
-    """Remove an account; its sessions end within seconds."""
+    """Remove an account; its sessions end within seconds.
+
+    \b
+    Examples:
+      llmlog users remove bob
+    """
     if not ctx.store.remove_account(name):
         raise click.ClickException(f"no account {name!r}")
     console.print(_text(f"Removed {name}."))
@@ -441,7 +499,13 @@ def tokens() -> None:
 @click.option("--scope", type=click.Choice(access.SCOPES), required=True, help="What the token opens.")
 @pass_ctx
 def tokens_add(ctx: Ctx, name: str, scope: str) -> None:
-    """Make a token and print it, this once (the store keeps only its hash)."""
+    """Make a token and print it, this once (the store keeps only its hash).
+
+    \b
+    Examples:
+      llmlog tokens add billing-service --scope ingest
+      llmlog tokens add grafana --scope read
+    """
     token, digest = access.new_token(scope)
     try:
         ctx.store.add_token(name, scope, digest)
@@ -453,7 +517,12 @@ def tokens_add(ctx: Ctx, name: str, scope: str) -> None:
 @tokens.command(name="list")
 @pass_ctx
 def tokens_list(ctx: Ctx) -> None:
-    """The tokens' names and scopes (never the tokens)."""
+    """The tokens' names and scopes (never the tokens).
+
+    \b
+    Examples:
+      llmlog tokens list
+    """
     table = Table("name", "scope", "since")
     for t in ctx.store.tokens():
         table.add_row(_text(t.name), t.scope, t.created)
@@ -464,7 +533,12 @@ def tokens_list(ctx: Ctx) -> None:
 @click.argument("name")
 @pass_ctx
 def tokens_remove(ctx: Ctx, name: str) -> None:
-    """Revoke a token."""
+    """Revoke a token.
+
+    \b
+    Examples:
+      llmlog tokens remove grafana
+    """
     if not ctx.store.remove_token(name):
         raise click.ClickException(f"no token {name!r}")
     console.print(_text(f"Revoked {name}."))

@@ -57,7 +57,13 @@ def prompts_group() -> None:
 @pass_ctx
 def prompts_list(ctx: Ctx, root: str | None) -> None:
     """Each prompt, its versions (the current one marked) and the calls stored with each.
-    Without a prompts directory: the versions the store's calls carry (NAME@VERSION)."""
+    Without a prompts directory: the versions the store's calls carry (NAME@VERSION).
+
+    \b
+    Examples:
+      llmlog prompts list
+      llmlog prompts list --dir app/prompts
+    """
     found = prompts.catalog(root)
     calls = {
         str(version): int(n)
@@ -103,7 +109,13 @@ def prompts_list(ctx: Ctx, root: str | None) -> None:
 @click.argument("new")
 @click.option("--dir", "root", metavar="PATH", help=DIR_HELP)
 def prompts_diff(name: str, old: str, new: str, root: str | None) -> None:
-    """What changed from one version of a prompt to another, line by line."""
+    """What changed from one version of a prompt to another, line by line.
+
+    \b
+    Examples:
+      llmlog prompts diff code-review v1 v2
+      llmlog prompts diff support-bot v3 v4 --dir app/prompts
+    """
     try:
         a, b = prompts.read(name, old, root), prompts.read(name, new, root)
     except LookupError as exc:
@@ -140,7 +152,14 @@ def report(click_ctx: click.Context) -> None:
 @pass_ctx
 def report_errors(ctx: Ctx, days: int, as_json: bool) -> None:
     """Errors by type, model and feature: how many, the share of calls, per day, new types
-    (none in the four weeks before), and the newest calls that failed that way."""
+    (none in the four weeks before), and the newest calls that failed that way.
+
+    \b
+    Examples:
+      llmlog report errors
+      llmlog report errors --days 1
+      llmlog report errors --json | jq '.[] | select(.new)'
+    """
     groups = investigate.errors_report(ctx.store, _period(days))
     if as_json:
         click.echo(json.dumps([g.to_json() for g in groups], indent=2))
@@ -164,7 +183,14 @@ def report_errors(ctx: Ctx, days: int, as_json: bool) -> None:
 @pass_ctx
 def report_cost(ctx: Ctx, days: int, as_json: bool) -> None:
     """Cost by model, feature and user, and the features sending short, tool-free calls to a
-    model costing 3× or more per call what another they use costs (with the savings)."""
+    model costing 3× or more per call what another they use costs (with the savings).
+
+    \b
+    Examples:
+      llmlog report cost
+      llmlog report cost --days 7
+      llmlog report cost --json
+    """
     r = investigate.cost_report(ctx.store, _period(days))
     if as_json:
         click.echo(json.dumps(r.to_json(), indent=2))
@@ -327,7 +353,13 @@ def report_compare(
 @pass_ctx
 def report_spikes(ctx: Ctx, days: int, as_json: bool) -> None:
     """The costliest sessions and their users, and the users far above their peers on cost,
-    calls or error rate: "one user is breaking it"."""
+    calls or error rate: "one user is breaking it".
+
+    \b
+    Examples:
+      llmlog report spikes
+      llmlog report spikes --days 30 --json
+    """
     r = investigate.spikes_report(ctx.store, _period(days))
     if as_json:
         click.echo(json.dumps(r.to_json(), indent=2))
@@ -414,8 +446,8 @@ def similar_cmd(
 ) -> None:
     """Calls like CALL_ID: what they said and heard means the same, in other words
     (compared by a small embedding model run here, among the newest 100,000 calls the
-    filters select). Needs the semantic extra (pip install 'llmlog[semantic]') and, once
-    per store, --enable.
+    filters select). Needs llmlog installed with the semantic extra (from a checkout:
+    pip install '/path/to/llmlog[semantic]') and, once per store, --enable.
 
     \b
     Examples:

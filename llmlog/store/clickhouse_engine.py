@@ -271,4 +271,7 @@ def open_engine(url: str) -> Engine:
         return EmbeddedEngine(urlsplit(url).path or "llmlog-chdb") if embedded else ServerEngine(url)
     except ImportError:
         extra = "clickhouse-embedded" if embedded else "clickhouse"
-        raise ValueError(f"the ClickHouse store needs an extra: pip install 'llmlog[{extra}]'") from None
+        raise ValueError(
+            f"the ClickHouse store needs an extra: install llmlog with it,"
+            f" e.g. pip install '/path/to/llmlog[{extra}]' from a checkout"
+        ) from None

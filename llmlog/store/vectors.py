@@ -3,7 +3,7 @@
 The vectors come from a small embedding model run here: WordLlama's `l2_supercat` (256
 dimensions; token embeddings averaged), whose weights and tokenizer ship inside the
 `wordllama` package, so nothing is downloaded, ever. It is an optional extra
-(`pip install 'llmlog[semantic]'`): nothing else in llmlog imports it.
+(llmlog installed with `[semantic]`): nothing else in llmlog imports it.
 
 A store embeds only once asked to (`llmlog similar --enable`, a setting of the store, so
 every process writing to it does the same); the calls stored before are embedded then.
@@ -51,7 +51,8 @@ def model() -> Any:
                 from wordllama.inference import WordLlamaInference
             except ImportError:
                 raise Unavailable(
-                    "calls like this one need the semantic extra: pip install 'llmlog[semantic]'"
+                    "calls like this one need the semantic extra: install llmlog with it,"
+                    " e.g. pip install '/path/to/llmlog[semantic]' from a checkout"
                 ) from None
             # From the package's own files: WordLlama.load() looks for the tokenizer in a folder
             # the package does not have, and would download it.
