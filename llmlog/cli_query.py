@@ -82,8 +82,9 @@ def query(ctx: Ctx, sql: str, fmt: str, full: bool, timeout: float, limit: int) 
     reader login of its own: see --reader-db). Rows are printed as they arrive, none held,
     so `| head` stops the query at once (on ClickHouse a result past 64 MB is refused).
     The query is stopped, with an error, once it has taken --timeout seconds, its rows'
-    printing included. JSON columns use the engine's own operators: SQLite
-    `metadata->>'$.tier'`, PostgreSQL `metadata->>'tier'` (they are jsonb there).
+    printing included. `JSON_VALUE(metadata, '$.tier')` reads a key of a JSON column on
+    every store (on ClickHouse a missing key reads ''); the engines' own operators differ
+    (SQLite `metadata->>'$.tier'`, PostgreSQL `metadata->>'tier'`).
 
     In a terminal the rows are a table, long values cut with … (newlines shown as ↵); when
     the columns cannot fit side by side (SELECT *), each row is a block of `column value`
@@ -97,7 +98,7 @@ def query(ctx: Ctx, sql: str, fmt: str, full: bool, timeout: float, limit: int) 
       llmlog query --full "SELECT id, error FROM calls WHERE error IS NOT NULL LIMIT 5"
       llmlog query "SELECT model, COUNT(*), SUM(cost_usd) FROM calls GROUP BY model"
       llmlog query "SELECT id, feature, latency_ms FROM calls" | sort -t$'\\t' -k3 -n | tail
-      llmlog query --format csv "SELECT metadata->>'$.tier' AS tier, COUNT(*) FROM calls GROUP BY 1"
+      llmlog query --format csv "SELECT JSON_VALUE(metadata, '$.tier') AS t, COUNT(*) FROM calls GROUP BY 1"
       llmlog query --format jsonl --limit 100000 "SELECT * FROM calls" > calls.jsonl
     """
     try:
