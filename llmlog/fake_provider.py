@@ -536,9 +536,13 @@ class FakeProvider:
         """Hold the request unanswered until `hang_s` passes, the client goes away, or the server stops."""
         h.close_connection = True
         deadline = time.monotonic() + self.hang_s
+        # poll, not select: a long-running process (a test session) has descriptors past
+        # select's 1024, and select refuses them.
+        poller = select.poll()
+        poller.register(h.connection, select.POLLIN)
         while not self._stopping.is_set() and (left := deadline - time.monotonic()) > 0:
             try:
-                readable = select.select([h.connection], [], [], min(0.05, left))[0]
+                readable = poller.poll(min(50, left * 1000))
                 if readable and not h.connection.recv(1, socket.MSG_PEEK):
                     return  # EOF: the client timed out and closed
             except OSError:

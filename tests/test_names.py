@@ -115,6 +115,7 @@ def test_prompts_list_and_diff_after_the_demo(demo: Path) -> None:
 def test_prompts_list_without_files_lists_the_versions_the_store_knows(tmp_path: Path) -> None:
     db = str(tmp_path / "calls.db")
     none = str(tmp_path / "no-prompts")
+    open_store(db).close()  # a store, with no calls yet
     empty = CliRunner().invoke(cli, ["--db", db, "prompts", "list", "--dir", none])
     assert empty.exit_code == 1 and "no prompts" in empty.output
     with open_store(db) as store:
