@@ -222,34 +222,63 @@ def _error_text(error: dict[str, Any] | None) -> str:
     return f"{error.get('type', 'error')}{status}"
 
 
-def _calls_table(calls: list[Call]) -> Table:
+# The calls table's columns, in order; `_CALLS_DROP` says which give way first on a narrow
+# terminal. The id (what `show` takes) and the error are what the table is read for: never dropped.
+_CALLS_COLUMNS: list[tuple[str, str]] = [
+    ("id", "left"),
+    ("time (UTC)", "left"),
+    ("feature", "left"),
+    ("model", "left"),
+    ("user", "left"),
+    ("in", "right"),
+    ("out", "right"),
+    ("cost", "right"),
+    ("latency", "right"),
+    ("error", "left"),
+]
+_CALLS_DROP = ["user", "latency", "in", "out", "cost", "model", "time (UTC)", "feature"]
+_ERROR_MIN = 30  # room kept for the error before other columns are cut; a longer one wraps
+
+
+def _call_cells(c: Call) -> dict[str, Text]:
+    return {
+        "id": _text(c.id[:8]),
+        "time (UTC)": _text(_fmt_time(c.timestamp)),
+        "feature": _text(c.feature or "-"),
+        "model": _text(c.model or "-"),
+        "user": _text((c.user_id or "-")[:16]),
+        "in": _text("-" if c.input_tokens is None else str(c.input_tokens)),
+        "out": _text("-" if c.output_tokens is None else str(c.output_tokens)),
+        "cost": _text(_fmt_cost(c.cost_usd)),
+        "latency": _text(_fmt_ms(c.latency_ms)),
+        "error": _text(_error_text(c.error), style="red"),
+    }
+
+
+def _calls_table(calls: list[Call], width: int | None = None) -> Table:
+    """The calls as a table that fits `width` (the terminal's): the least useful columns are
+    left out until the rest fit whole, rather than every column cut to `…`."""
+    rows = [_call_cells(c) for c in calls]
+    natural = {name: max([len(name), *(r[name].cell_len for r in rows)]) for name, _ in _CALLS_COLUMNS}
+    natural["error"] = min(natural["error"], _ERROR_MIN)
+    shown = [name for name, _ in _CALLS_COLUMNS]
+    if width is not None:
+        for name in _CALLS_DROP:
+            if sum(natural[n] for n in shown) + 2 * (len(shown) - 1) <= width:
+                break
+            shown.remove(name)
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for name, justify in [
-        ("id", "left"),
-        ("time (UTC)", "left"),
-        ("feature", "left"),
-        ("model", "left"),
-        ("user", "left"),
-        ("in", "right"),
-        ("out", "right"),
-        ("cost", "right"),
-        ("latency", "right"),
-        ("error", "left"),
-    ]:
-        table.add_column(name, justify=justify, no_wrap=name not in ("error",))  # type: ignore[arg-type]
-    for c in calls:
-        table.add_row(
-            _text(c.id[:8]),
-            _text(_fmt_time(c.timestamp)),
-            _text(c.feature or "-"),
-            _text(c.model or "-"),
-            _text((c.user_id or "-")[:16]),
-            _text("-" if c.input_tokens is None else str(c.input_tokens)),
-            _text("-" if c.output_tokens is None else str(c.output_tokens)),
-            _text(_fmt_cost(c.cost_usd)),
-            _text(_fmt_ms(c.latency_ms)),
-            _text(_error_text(c.error), style="red"),
-        )
+    for name, justify in _CALLS_COLUMNS:
+        if name in shown:
+            # The id never shrinks (a cut id cannot be pasted into `show`); the error wraps.
+            table.add_column(
+                name,
+                justify=justify,  # type: ignore[arg-type]
+                no_wrap=name != "error",
+                min_width=natural[name] if name != "error" else min(natural[name], 12),
+            )
+    for r in rows:
+        table.add_row(*(r[n] for n in shown))
     return table
 
 
@@ -259,7 +288,7 @@ def _emit_calls(calls: list[Call], as_json: bool) -> None:
     elif not calls:
         err_console.print("No calls match.")
     else:
-        console.print(_calls_table(calls))
+        console.print(_calls_table(calls, console.width))
 
 
 # ---------------------------------------------------------------- commands

@@ -1,0 +1,78 @@
+"""What the CLI prints as a new user reads it: tables that keep what is read at a narrow
+terminal, whole text in `show`, verdicts only from enough calls, commands that can be copied."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+import llmlog.cli as cli_module
+from llmlog.cli import cli
+from llmlog.record import Call
+from llmlog.store import open_store
+
+
+def llmlog(*args: str, input: str | None = None) -> Result:
+    return CliRunner().invoke(cli, list(args), input=input, catch_exceptions=False)
+
+
+ERRORS = [
+    ("405bd1c2-0000-4000-8000-000000000001", "rate_limit_exceeded", 429),
+    ("7a11e0f3-0000-4000-8000-000000000002", "overloaded_error", 529),
+    ("c0ffee00-0000-4000-8000-000000000003", "context_length_exceeded", 400),
+]
+
+
+@pytest.fixture
+def failed_calls(tmp_path: Path) -> str:
+    db = str(tmp_path / "errors.db")
+    now = datetime.now(UTC)
+    with open_store(db) as store:
+        store.insert(
+            [
+                Call(
+                    id=call_id,
+                    timestamp=now - timedelta(minutes=i),
+                    provider="openai",
+                    model="claude-sonnet-4-6-20260101",
+                    feature="research-agent",
+                    user_id="user_0000000000007",
+                    messages=[{"role": "user", "content": "hi"}],
+                    error={"type": kind, "status": status},
+                    input_tokens=123456,
+                    output_tokens=65432,
+                    latency_ms=12345.0,
+                )
+                for i, (call_id, kind, status) in enumerate(ERRORS)
+            ]
+        )
+    return db
+
+
+@pytest.mark.parametrize("width", [60, 80, 100])
+def test_calls_at_a_narrow_terminal_keep_the_id_and_the_error(
+    width: int, failed_calls: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 80 columns the ids were cut to `405bd…` and the error column to `…`: the two things
+    the table is read for. The less useful columns give way instead."""
+    monkeypatch.setattr(cli_module.console, "width", width)
+    result = llmlog("--db", failed_calls, "calls", "--errors", "-n", "3")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert all(len(line) <= width for line in lines), result.output
+    assert "…" not in result.output
+    for call_id, kind, status in ERRORS:
+        row = next(line for line in lines if line.startswith(call_id[:8]))
+        assert f"{kind} {status}" in row, result.output
+
+
+def test_calls_at_a_wide_terminal_keep_every_column(
+    failed_calls: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(cli_module.console, "width", 200)
+    header = llmlog("--db", failed_calls, "calls").output.splitlines()[0].split()
+    every = ["id", "time", "(UTC)", "feature", "model", "user", "in", "out", "cost", "latency", "error"]
+    assert header == every
