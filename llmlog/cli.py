@@ -375,7 +375,8 @@ def show(ctx: Ctx, call_id: str, as_json: bool) -> None:
         return
     summary = Table.grid(padding=(0, 2))
     summary.add_column(style="bold")
-    summary.add_column()
+    # Text with no spaces (a long token, Japanese) folds onto more lines: `show` is the whole call.
+    summary.add_column(overflow="fold")
     for label, value in [
         ("id", call.id),
         ("time", call.timestamp.isoformat()),
@@ -407,7 +408,7 @@ def show(ctx: Ctx, call_id: str, as_json: bool) -> None:
         out.append(Panel(_text(call.system_prompt), title="system prompt", border_style="blue"))
     convo = Table.grid(padding=(0, 1))
     convo.add_column(style="bold", no_wrap=True)
-    convo.add_column()
+    convo.add_column(overflow="fold")
     for turn in conversation(call):
         role, text = _turn_text(turn)
         convo.add_row(_text(role), text)
@@ -421,7 +422,7 @@ def show(ctx: Ctx, call_id: str, as_json: bool) -> None:
         out.append(Panel(_text(", ".join(names)), title=f"tools ({len(call.tools)})"))
     resp = Table.grid(padding=(0, 1))
     resp.add_column(style="bold", no_wrap=True)
-    resp.add_column()
+    resp.add_column(overflow="fold")
     for turn in response_turns(call):
         role, text = _turn_text(turn)
         resp.add_row(_text(role), text)

@@ -76,3 +76,40 @@ def test_calls_at_a_wide_terminal_keep_every_column(
     header = llmlog("--db", failed_calls, "calls").output.splitlines()[0].split()
     every = ["id", "time", "(UTC)", "feature", "model", "user", "in", "out", "cost", "latency", "error"]
     assert header == every
+
+
+TOKEN = "".join(f"{i:04d}" for i in range(1250))  # 5,000 characters, no space
+JAPANESE = "これは空白のない長い日本語の応答です。" * 40
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_show_prints_long_text_without_spaces_whole(
+    width: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message or response with no spaces was cut to one line ending in `…`; `show` is "One
+    call, whole": it folds onto as many lines as it takes."""
+    db = str(tmp_path / "long.db")
+    with open_store(db) as store:
+        store.insert(
+            [
+                Call(
+                    id="10a9c000-0000-4000-8000-000000000001",
+                    timestamp=datetime.now(UTC),
+                    provider="anthropic",
+                    model="claude-sonnet-4-6",
+                    session_id=TOKEN[:300],
+                    messages=[{"role": "user", "content": TOKEN}],
+                    response={"role": "assistant", "content": [{"type": "text", "text": JAPANESE}]},
+                )
+            ]
+        )
+    monkeypatch.setattr(cli_module.console, "width", width)
+    result = llmlog("--db", db, "show", "10a9c000")
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output
+    # Folded text is read back by joining what lies between each line's borders.
+    flat = "".join(
+        line.strip(" │").removeprefix("user").removeprefix("assistant").strip()
+        for line in result.output.splitlines()
+    )
+    assert TOKEN in flat and JAPANESE in flat and TOKEN[:300] in flat
