@@ -113,3 +113,39 @@ def test_show_prints_long_text_without_spaces_whole(
         for line in result.output.splitlines()
     )
     assert TOKEN in flat and JAPANESE in flat and TOKEN[:300] in flat
+
+
+@pytest.fixture
+def few_calls(tmp_path: Path) -> str:
+    """`review`: 40 calls of v1, 5 of v2, in the last days."""
+    db = str(tmp_path / "few.db")
+    now = datetime.now(UTC)
+    with open_store(db) as store:
+        store.insert(
+            [
+                Call(
+                    id=f"r{i}",
+                    timestamp=now - timedelta(hours=i + 1),
+                    feature="review",
+                    prompt_template_version="v1" if i >= 5 else "v2",
+                    output_tokens=100 + i,
+                    latency_ms=500.0 + i,
+                )
+                for i in range(45)
+            ]
+        )
+    return db
+
+
+@pytest.mark.parametrize(
+    "args, counts",
+    [(["v1", "v2"], "40 calls → 5 calls"), (["--at", "2030-01-01"], "0 calls → 0 calls")],
+    ids=["versions", "a-moment-with-no-calls"],
+)
+def test_compare_with_too_few_calls_gives_no_verdict(args: list[str], counts: str, few_calls: str) -> None:
+    """With under 30 calls a side no test is made (effect and p blank), yet the summary said
+    "no change beyond chance", even of 0 calls against 0."""
+    result = llmlog("--db", few_calls, "report", "compare", "review", *args)
+    assert result.exit_code == 0, result.output
+    assert f"{counts}; too few calls to test (at least 30 per side)." in result.output
+    assert "no change" not in result.output
