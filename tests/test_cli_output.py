@@ -3,6 +3,7 @@ terminal, whole text in `show`, verdicts only from enough calls, commands that c
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -149,3 +150,26 @@ def test_compare_with_too_few_calls_gives_no_verdict(args: list[str], counts: st
     assert result.exit_code == 0, result.output
     assert f"{counts}; too few calls to test (at least 30 per side)." in result.output
     assert "no change" not in result.output
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_the_demo_names_the_db_it_was_given_in_its_next_commands(
+    where: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Next: llmlog serve · llmlog calls …` left out the --db the demo was given: copied, each
+    read the default store, which the demo had not filled."""
+    monkeypatch.chdir(tmp_path)
+    db = str(tmp_path / "my demo.db")  # a space: the path is quoted for the shell
+    demo = ["demo", "--calls", "12", "--history", "0"]
+    args = ["--db", db, *demo] if where == "before" else [*demo, "--db", db]
+    result = CliRunner().invoke(cli, args, env={"LLMLOG_DB": None, "LLMLOG_PRICES": None})
+    assert result.exit_code == 0, result.output
+    said = " ".join(result.output.split())
+    quoted = f"'{db}'"
+    assert (
+        f"Next: llmlog --db {quoted} serve · llmlog --db {quoted} calls · llmlog --db {quoted} show <id>"
+        in said
+    )
+    # The store named is the one the calls went into.
+    calls = llmlog("--db", db, "calls", "--json")
+    assert len(json.loads(calls.output)) == 12
