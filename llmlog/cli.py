@@ -6,6 +6,7 @@ markup) and queried with parameters, so a prompt containing markup or SQL stays 
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import re
@@ -800,11 +801,6 @@ def serve(
         providers = Providers.fake(fake.anthropic_base_url, fake.openai_base_url)
         upstreams = Upstreams(anthropic=fake.url, openai=fake.url)
         err_console.print(f"replays and the proxy go to the fake provider on {fake.url}")
-    err_console.print(f"llmlog UI on http://{host}:{port}/ (store {redact_url(store.url)}; Ctrl-C to stop)")
-    if "*" in hosts:
-        err_console.print("warning: --allowed-host '*': any page may reach this server by a name of its own")
-    else:
-        err_console.print(f"answering to the host names {', '.join(hosts)} (more with --allowed-host)")
     daily = retention.Daily(lambda: open_store(ctx.settings.db)).start() if daily_retention else None
     try:
         app = create_app(
@@ -815,13 +811,41 @@ def serve(
             upstreams=upstreams,
             allowed_hosts=hosts,
         )
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning")
+        sockets = None
+        if port == 0:
+            # A free port: bound here, as uvicorn binds one, so that the URL printed is the one
+            # served (left to uvicorn, it is picked once running, and printed nowhere).
+            sockets = [config.bind_socket()]
+            port = sockets[0].getsockname()[1]
+        shown = f"[{host}]" if ":" in host else host
+        err_console.print(
+            f"llmlog UI on http://{shown}:{port}/ (store {redact_url(store.url)}; Ctrl-C to stop)"
+        )
+        if "*" in hosts:
+            err_console.print(
+                "warning: --allowed-host '*': any page may reach this server by a name of its own"
+            )
+        else:
+            err_console.print(f"answering to the host names {', '.join(hosts)} (more with --allowed-host)")
         server_gc()
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        _run_server(config, sockets)
     finally:
         if daily is not None:
             daily.stop()
         if fake is not None:
             fake.stop()
+
+
+def _run_server(config: Any, sockets: list[Any] | None) -> None:
+    """`uvicorn.run(app, …)` on sockets already bound (or none: uvicorn binds them)."""
+    import uvicorn
+
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: stopped as asked
+        server.run(sockets=sockets)
+    if not server.started:  # the port was taken, say: uvicorn has said why
+        sys.exit(1)
 
 
 @cli.command(

@@ -4,9 +4,13 @@ terminal, whole text in `show`, verdicts only from enough calls, commands that c
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner, Result
 
@@ -173,3 +177,21 @@ def test_the_demo_names_the_db_it_was_given_in_its_next_commands(
     # The store named is the one the calls went into.
     calls = llmlog("--db", db, "calls", "--json")
     assert len(json.loads(calls.output)) == 12
+
+
+def test_serve_on_port_0_prints_the_port_it_listens_on(tmp_path: Path) -> None:
+    """`--port 0` printed http://127.0.0.1:0/; now the free port taken, which answers."""
+    command = [sys.executable, "-c", "from llmlog.cli import cli; cli()", "--db", str(tmp_path / "x.db")]
+    server = subprocess.Popen(
+        [*command, "serve", "--port", "0", "--no-retention"], stderr=subprocess.PIPE, text=True
+    )
+    try:
+        assert server.stderr is not None
+        first = server.stderr.readline()
+        found = re.match(r"llmlog UI on http://127\.0\.0\.1:(\d+)/ ", first)
+        assert found and int(found.group(1)) > 0, first
+        answer = httpx.get(f"http://127.0.0.1:{found.group(1)}/", timeout=10)
+        assert answer.status_code == 200
+    finally:
+        server.terminate()
+        server.wait(10)
