@@ -195,3 +195,16 @@ def test_serve_on_port_0_prints_the_port_it_listens_on(tmp_path: Path) -> None:
     finally:
         server.terminate()
         server.wait(10)
+
+
+@pytest.mark.parametrize("table", ["accounts", "audit", "api_tokens", "web_sessions"])
+def test_query_of_a_table_out_of_reach_says_so_on_sqlite(table: str, failed_calls: str) -> None:
+    """A read of a private table was refused as "only reading queries are allowed (no writes…)",
+    which it is; now it is said, as on PostgreSQL, to be a table not readable here."""
+    for sql in (f"SELECT * FROM {table}", f"SELECT count(*) FROM {table}"):
+        result = llmlog("--db", failed_calls, "query", sql)
+        assert result.exit_code == 1
+        assert result.output.strip() == f"Error: not readable here (permission denied for table {table})"
+    # A write is still said to be one, whatever it reads.
+    write = llmlog("--db", failed_calls, "query", f"UPDATE {table} SET rowid = 1 WHERE rowid = 2")
+    assert "only reading queries are allowed" in write.output
