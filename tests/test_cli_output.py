@@ -208,3 +208,21 @@ def test_query_of_a_table_out_of_reach_says_so_on_sqlite(table: str, failed_call
     # A write is still said to be one, whatever it reads.
     write = llmlog("--db", failed_calls, "query", f"UPDATE {table} SET rowid = 1 WHERE rowid = 2")
     assert "only reading queries are allowed" in write.output
+
+
+NO_SQL = ["", "   \n\t", ";", "/* nothing */ ;", "\n-- a comment\n/* and\nanother */\n"]
+
+
+@pytest.mark.parametrize("sql", NO_SQL)
+def test_query_of_no_sql_is_an_error(sql: str, failed_calls: str) -> None:
+    """An empty query (or one of comments only) printed a blank line and exited 0."""
+    result = llmlog("--db", failed_calls, "query", "--", sql)
+    assert result.exit_code == 1
+    assert result.output == "Error: no SQL to run: the query is empty (or only comments)\n"
+
+
+@pytest.mark.parametrize("sql", ["SELECT '--' AS x", "/* first */ SELECT '/*' AS x -- last"])
+def test_query_with_comment_markers_still_runs(sql: str, failed_calls: str) -> None:
+    result = llmlog("--db", failed_calls, "query", "--format", "tsv", sql)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[1] in ("--", "/*")
