@@ -6,6 +6,7 @@ markup) and queried with parameters, so a prompt containing markup or SQL stays 
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import re
@@ -222,34 +223,63 @@ def _error_text(error: dict[str, Any] | None) -> str:
     return f"{error.get('type', 'error')}{status}"
 
 
-def _calls_table(calls: list[Call]) -> Table:
+# The calls table's columns, in order; `_CALLS_DROP` says which give way first on a narrow
+# terminal. The id (what `show` takes) and the error are what the table is read for: never dropped.
+_CALLS_COLUMNS: list[tuple[str, str]] = [
+    ("id", "left"),
+    ("time (UTC)", "left"),
+    ("feature", "left"),
+    ("model", "left"),
+    ("user", "left"),
+    ("in", "right"),
+    ("out", "right"),
+    ("cost", "right"),
+    ("latency", "right"),
+    ("error", "left"),
+]
+_CALLS_DROP = ["user", "latency", "in", "out", "cost", "model", "time (UTC)", "feature"]
+_ERROR_MIN = 30  # room kept for the error before other columns are cut; a longer one wraps
+
+
+def _call_cells(c: Call) -> dict[str, Text]:
+    return {
+        "id": _text(c.id[:8]),
+        "time (UTC)": _text(_fmt_time(c.timestamp)),
+        "feature": _text(c.feature or "-"),
+        "model": _text(c.model or "-"),
+        "user": _text((c.user_id or "-")[:16]),
+        "in": _text("-" if c.input_tokens is None else str(c.input_tokens)),
+        "out": _text("-" if c.output_tokens is None else str(c.output_tokens)),
+        "cost": _text(_fmt_cost(c.cost_usd)),
+        "latency": _text(_fmt_ms(c.latency_ms)),
+        "error": _text(_error_text(c.error), style="red"),
+    }
+
+
+def _calls_table(calls: list[Call], width: int | None = None) -> Table:
+    """The calls as a table that fits `width` (the terminal's): the least useful columns are
+    left out until the rest fit whole, rather than every column cut to `…`."""
+    rows = [_call_cells(c) for c in calls]
+    natural = {name: max([len(name), *(r[name].cell_len for r in rows)]) for name, _ in _CALLS_COLUMNS}
+    natural["error"] = min(natural["error"], _ERROR_MIN)
+    shown = [name for name, _ in _CALLS_COLUMNS]
+    if width is not None:
+        for name in _CALLS_DROP:
+            if sum(natural[n] for n in shown) + 2 * (len(shown) - 1) <= width:
+                break
+            shown.remove(name)
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for name, justify in [
-        ("id", "left"),
-        ("time (UTC)", "left"),
-        ("feature", "left"),
-        ("model", "left"),
-        ("user", "left"),
-        ("in", "right"),
-        ("out", "right"),
-        ("cost", "right"),
-        ("latency", "right"),
-        ("error", "left"),
-    ]:
-        table.add_column(name, justify=justify, no_wrap=name not in ("error",))  # type: ignore[arg-type]
-    for c in calls:
-        table.add_row(
-            _text(c.id[:8]),
-            _text(_fmt_time(c.timestamp)),
-            _text(c.feature or "-"),
-            _text(c.model or "-"),
-            _text((c.user_id or "-")[:16]),
-            _text("-" if c.input_tokens is None else str(c.input_tokens)),
-            _text("-" if c.output_tokens is None else str(c.output_tokens)),
-            _text(_fmt_cost(c.cost_usd)),
-            _text(_fmt_ms(c.latency_ms)),
-            _text(_error_text(c.error), style="red"),
-        )
+    for name, justify in _CALLS_COLUMNS:
+        if name in shown:
+            # The id never shrinks (a cut id cannot be pasted into `show`); the error wraps.
+            table.add_column(
+                name,
+                justify=justify,  # type: ignore[arg-type]
+                no_wrap=name != "error",
+                min_width=natural[name] if name != "error" else min(natural[name], 12),
+            )
+    for r in rows:
+        table.add_row(*(r[n] for n in shown))
     return table
 
 
@@ -259,7 +289,7 @@ def _emit_calls(calls: list[Call], as_json: bool) -> None:
     elif not calls:
         err_console.print("No calls match.")
     else:
-        console.print(_calls_table(calls))
+        console.print(_calls_table(calls, console.width))
 
 
 # ---------------------------------------------------------------- commands
@@ -346,7 +376,8 @@ def show(ctx: Ctx, call_id: str, as_json: bool) -> None:
         return
     summary = Table.grid(padding=(0, 2))
     summary.add_column(style="bold")
-    summary.add_column()
+    # Text with no spaces (a long token, Japanese) folds onto more lines: `show` is the whole call.
+    summary.add_column(overflow="fold")
     for label, value in [
         ("id", call.id),
         ("time", call.timestamp.isoformat()),
@@ -378,7 +409,7 @@ def show(ctx: Ctx, call_id: str, as_json: bool) -> None:
         out.append(Panel(_text(call.system_prompt), title="system prompt", border_style="blue"))
     convo = Table.grid(padding=(0, 1))
     convo.add_column(style="bold", no_wrap=True)
-    convo.add_column()
+    convo.add_column(overflow="fold")
     for turn in conversation(call):
         role, text = _turn_text(turn)
         convo.add_row(_text(role), text)
@@ -392,7 +423,7 @@ def show(ctx: Ctx, call_id: str, as_json: bool) -> None:
         out.append(Panel(_text(", ".join(names)), title=f"tools ({len(call.tools)})"))
     resp = Table.grid(padding=(0, 1))
     resp.add_column(style="bold", no_wrap=True)
-    resp.add_column()
+    resp.add_column(overflow="fold")
     for turn in response_turns(call):
         role, text = _turn_text(turn)
         resp.add_row(_text(role), text)
@@ -770,11 +801,6 @@ def serve(
         providers = Providers.fake(fake.anthropic_base_url, fake.openai_base_url)
         upstreams = Upstreams(anthropic=fake.url, openai=fake.url)
         err_console.print(f"replays and the proxy go to the fake provider on {fake.url}")
-    err_console.print(f"llmlog UI on http://{host}:{port}/ (store {redact_url(store.url)}; Ctrl-C to stop)")
-    if "*" in hosts:
-        err_console.print("warning: --allowed-host '*': any page may reach this server by a name of its own")
-    else:
-        err_console.print(f"answering to the host names {', '.join(hosts)} (more with --allowed-host)")
     daily = retention.Daily(lambda: open_store(ctx.settings.db)).start() if daily_retention else None
     try:
         app = create_app(
@@ -785,13 +811,41 @@ def serve(
             upstreams=upstreams,
             allowed_hosts=hosts,
         )
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning")
+        sockets = None
+        if port == 0:
+            # A free port: bound here, as uvicorn binds one, so that the URL printed is the one
+            # served (left to uvicorn, it is picked once running, and printed nowhere).
+            sockets = [config.bind_socket()]
+            port = sockets[0].getsockname()[1]
+        shown = f"[{host}]" if ":" in host else host
+        err_console.print(
+            f"llmlog UI on http://{shown}:{port}/ (store {redact_url(store.url)}; Ctrl-C to stop)"
+        )
+        if "*" in hosts:
+            err_console.print(
+                "warning: --allowed-host '*': any page may reach this server by a name of its own"
+            )
+        else:
+            err_console.print(f"answering to the host names {', '.join(hosts)} (more with --allowed-host)")
         server_gc()
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        _run_server(config, sockets)
     finally:
         if daily is not None:
             daily.stop()
         if fake is not None:
             fake.stop()
+
+
+def _run_server(config: Any, sockets: list[Any] | None) -> None:
+    """`uvicorn.run(app, …)` on sockets already bound (or none: uvicorn binds them)."""
+    import uvicorn
+
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: stopped as asked
+        server.run(sockets=sockets)
+    if not server.started:  # the port was taken, say: uvicorn has said why
+        sys.exit(1)
 
 
 @cli.command(

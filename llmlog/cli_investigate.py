@@ -337,10 +337,7 @@ def report_compare(
         table.add_row(*[_text(v) for v in _change_row(c)])
     console.print(table)
     n = r.metrics[0]
-    console.print(f"{n.n_before:,} calls → {n.n_after:,} calls", end="")
-    console.print(
-        f"; {len(r.flagged)} metric(s) changed beyond chance." if r.flagged else "; no change beyond chance."
-    )
+    console.print(f"{n.n_before:,} calls → {n.n_after:,} calls; {r.verdict}.")
     if r.pairs:
         console.print("To read, side by side (llmlog show ID):")
         for a, b in r.pairs:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -39,6 +40,16 @@ SAMPLE_S = 0.5
 SAMPLE_BYTES = 2**20
 # Where stdout is no terminal (an explicit --format table into a file) and COLUMNS is unset.
 PLAIN_WIDTH = 120
+
+
+# What a query may be made of and still hold no statement: blanks, `;`, and comments.
+_NO_STATEMENT = re.compile(r"(?:\s|;|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.S)
+
+
+def _no_statement(sql: str) -> bool:
+    """Whether `sql` holds nothing to run. A comment marker inside a string cannot make a
+    real statement look empty: the text before the string is left over."""
+    return _NO_STATEMENT.fullmatch(sql) is not None
 
 
 def _when_absent(_: click.Context, __: click.Parameter, value: str | None) -> str:
@@ -101,6 +112,8 @@ def query(ctx: Ctx, sql: str, fmt: str, full: bool, timeout: float, limit: int) 
       llmlog query --format csv "SELECT JSON_VALUE(metadata, '$.tier') AS t, COUNT(*) FROM calls GROUP BY 1"
       llmlog query --format jsonl --limit 100000 "SELECT * FROM calls" > calls.jsonl
     """
+    if _no_statement(sql):  # the engines answer it with nothing at all: a blank line, "success"
+        raise click.ClickException("no SQL to run: the query is empty (or only comments)")
     try:
         with ctx.store.query_rows(sql, timeout_s=timeout, limit=limit) as rows:
             write = WRITERS[fmt]

@@ -18,6 +18,7 @@ Planted for the reports to find (`llmlog report …`, the UI's Reports):
 from __future__ import annotations
 
 import random
+import shlex
 import threading
 import time
 import uuid
@@ -33,7 +34,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 import llmlog
-from llmlog.config import Settings
+from llmlog.config import Settings, default_db
 from llmlog.fake_provider import FakeProvider
 from llmlog.prompts import natural
 from llmlog.record import Call
@@ -406,6 +407,16 @@ def run_demo(
     console.print(
         f"Recorded {stats.recorded} calls ({demo.errors} failed on purpose) in "
         f"{time.perf_counter() - started:.1f}s into {redact_url(settings.db)}{copies}\n"
-        "Next: llmlog serve · llmlog calls · llmlog show <id> · "
-        'llmlog query "SELECT model, COUNT(*), SUM(cost_usd) FROM calls GROUP BY model"'
+        f"{next_steps(settings.db)}",
+        markup=False,
+    )
+
+
+def next_steps(db: str) -> str:
+    """The commands to try next, with the store they read named unless it is the default,
+    so that each works when copied (a password shows as ***, as everywhere it is printed)."""
+    llmlog_ = "llmlog" if db == default_db() else f"llmlog --db {shlex.quote(redact_url(db))}"
+    return (
+        f"Next: {llmlog_} serve · {llmlog_} calls · {llmlog_} show <id> · "
+        f'{llmlog_} query "SELECT model, COUNT(*), SUM(cost_usd) FROM calls GROUP BY model"'
     )

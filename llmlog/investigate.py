@@ -470,6 +470,23 @@ class Comparison:
     def flagged(self) -> list[Change]:
         return [c for c in self.metrics if c.flagged]
 
+    @property
+    def testable(self) -> bool:
+        """Whether each side has the calls a test needs: with fewer (none, say), no p is
+        computed, and "no change" would be a verdict the figures cannot give."""
+        n = self.metrics[0]
+        return min(n.n_before, n.n_after) >= MIN_CALLS
+
+    @property
+    def verdict(self) -> str:
+        """What the comparison found, in words the CLI and the web page both print."""
+        if not self.testable:
+            return f"too few calls to test (at least {MIN_CALLS} per side)"
+        if self.flagged:
+            k = len(self.flagged)
+            return f"{k} metric{'s' if k != 1 else ''} changed beyond chance"
+        return "no change beyond chance"
+
     def to_json(self) -> dict[str, Any]:
         return {
             "feature": self.feature,

@@ -299,3 +299,13 @@ def test_a_viewer_sees_the_figures_without_links_to_the_calls(ui: Running) -> No
     assert 'href="/sessions/long"' in debugger.get("/reports/spikes").text
     assert viewer.get("/api/reports/errors").status_code == 200
     assert viewer.get("/calls/b-0-0").status_code == 403
+
+
+def test_compare_with_too_few_calls_gives_no_verdict(ui: Running) -> None:
+    """Under 30 calls a side (none at all, past the last call) is not "no change beyond
+    chance": the page says, in the words the CLI uses, that there is too little to test."""
+    far = ui.get("/reports/compare", params={"feature": "triage", "at": "2030-01-01"}).text
+    count = re.search(r'<p class="count">(.*?)</p>', far, re.S)
+    assert count is not None and "no change" not in count.group(1)
+    assert "0 calls → 0 calls" in count.group(1)
+    assert "too few calls to test (at least 30 per side)." in count.group(1)

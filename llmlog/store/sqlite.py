@@ -167,13 +167,15 @@ def _named(db: sqlite3.Connection) -> frozenset[str]:
     return frozenset(str(name).lower() for (name,) in rows)
 
 
-def _read_only_authorizer(named: frozenset[str]) -> Callable[..., int]:
-    """The authorizer of read-only SQL, given `_named` of its connection."""
-    return functools.partial(_authorize, named)
+def _read_only_authorizer(named: frozenset[str], denied: list[str] | None = None) -> Callable[..., int]:
+    """The authorizer of read-only SQL, given `_named` of its connection; the tables it
+    refuses a read of are added to `denied` (so that the refusal can name them)."""
+    return functools.partial(_authorize, named, [] if denied is None else denied)
 
 
 def _authorize(
     named: frozenset[str],
+    denied: list[str],
     action: int,
     arg1: str | None,
     arg2: str | None,
@@ -189,6 +191,7 @@ def _authorize(
         # is read (count(*)), by its name as written: the latter is refused as any read of it.
         if dbname is None and table not in named:
             return sqlite3.SQLITE_OK
+        denied.append(arg1 or "")
         return sqlite3.SQLITE_DENY
     if action in _READ_ACTIONS:
         return sqlite3.SQLITE_OK
@@ -801,7 +804,8 @@ class SQLiteStore(SQLiteTraces):
                 db.execute("PRAGMA cache_size = -4096")
         # The deadline is the caller's too (`QueryRows`): time spent between rows counts.
         db.set_progress_handler(lambda: 1 if time.monotonic() > deadline else 0, 10_000)
-        db.set_authorizer(_read_only_authorizer(_named(db)))
+        denied: list[str] = []
+        db.set_authorizer(_read_only_authorizer(_named(db), denied))
         try:
             cur = db.execute(sql, params)
             yield [d[0] for d in cur.description or ()]
@@ -810,6 +814,10 @@ class SQLiteStore(SQLiteTraces):
             msg = str(exc)
             if msg == "interrupted":
                 raise ReadOnlyError(timed_out(timeout_s)) from None
+            if denied and ("not authorized" in msg or "prohibited" in msg):
+                # A read of a table out of reach (accounts, audit, …) is no write: said as
+                # PostgreSQL's reader says it. SQLite stops at the first refusal: it is this read.
+                raise ReadOnlyError(f"not readable here (permission denied for table {denied[0]})") from None
             if "not authorized" in msg or "prohibited" in msg or "readonly" in msg:
                 raise ReadOnlyError(
                     "only reading queries are allowed (no writes, DDL, ATTACH or PRAGMA writes)"
