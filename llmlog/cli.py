@@ -22,7 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from llmlog.cli_core import DB_HELP, READER_DB_HELP, CliError, Main, embedded_path
+from llmlog.cli_core import DB_HELP, MAX_COUNT, MAX_DAYS, READER_DB_HELP, CliError, Main, embedded_path
 from llmlog.config import Settings
 from llmlog.conversation import Part, Turn, conversation, response_turns
 from llmlog.filters import BadFilter, parse_filter
@@ -268,7 +268,7 @@ def _emit_calls(calls: list[Call], as_json: bool) -> None:
 @cli.command()
 @filter_options
 @click.option(
-    "-n", "--limit", default=100, show_default=True, type=click.IntRange(min=1), help="How many calls."
+    "-n", "--limit", default=100, show_default=True, type=click.IntRange(1, MAX_COUNT), help="How many calls."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @pass_ctx
@@ -286,7 +286,7 @@ def calls(ctx: Ctx, limit: int, as_json: bool, **filters: Any) -> None:
 
 
 @cli.command()
-@click.option("-n", default=20, show_default=True, type=click.IntRange(min=1), help="How many calls.")
+@click.option("-n", default=20, show_default=True, type=click.IntRange(1, MAX_COUNT), help="How many calls.")
 @click.option(
     "--since", default="1h", show_default=True, help="Window to sample from: 1h, 30m, 7d or ISO-8601."
 )
@@ -524,7 +524,11 @@ def migrate(ctx: Ctx) -> None:
 @click.option("--from", "source", required=True, metavar="PATH|URL", help="Store to copy calls from.")
 @click.option("--to", "target", required=True, metavar="PATH|URL", help="Store to copy them into.")
 @click.option(
-    "--batch", default=1000, show_default=True, type=click.IntRange(min=1), help="Calls per transaction."
+    "--batch",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1, MAX_COUNT),
+    help="Calls per transaction.",
 )
 @pass_ctx
 def copy(ctx: Ctx, source: str, target: str, batch: int) -> None:
@@ -604,7 +608,7 @@ def copy(ctx: Ctx, source: str, target: str, batch: int) -> None:
     "n_calls",
     default=2000,
     show_default=True,
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_COUNT),
     help="About how many calls to make.",
 )
 @click.option("--seed", default=7, show_default=True, help="Seed for a reproducible workload.")
@@ -613,7 +617,7 @@ def copy(ctx: Ctx, source: str, target: str, batch: int) -> None:
     "history_days",
     default=30,
     show_default=True,
-    type=click.IntRange(min=0),
+    type=click.IntRange(0, MAX_DAYS),
     help="Also copy a third of the sessions into each of this many days before (0: none).",
 )
 @pass_ctx
