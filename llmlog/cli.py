@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import re
 import sys
 from datetime import UTC, datetime
@@ -90,17 +91,40 @@ def _open(url: str, reader_url: str | None = None, *, create: bool = True) -> St
     """Open the store at `url`; with `create` False, one that does not exist yet is an error
     (an embedded store's file is not made; a server's database is never made by us)."""
     path = embedded_path(url)
-    if not create and path is not None and not Path(path).exists():
+    # An empty file is no store either (`touch calls.db`, a failed copy): a reading command
+    # must not write a schema into it.
+    if not create and path is not None and (not Path(path).exists() or _empty_file(path)):
         raise CliError(
-            f"no store at {path} (nothing recorded there yet: check --db or LLMLOG_DB;"
-            " `llmlog demo` or `llmlog import` make one)"
+            f"no store at {os.path.abspath(path)} ("
+            + ("an empty file" if Path(path).exists() else "nothing recorded there yet")
+            + ": check --db or LLMLOG_DB; `llmlog demo` or `llmlog import` make one)"
         )
     try:
-        return open_store(url, reader_url)
+        why = None if create else _server_store_missing(url)
+        if why is None:
+            return open_store(url, reader_url)
     except ValueError as exc:  # a URL of no engine we know
         raise CliError(str(exc), exit_code=2) from None
     except Exception as exc:  # a server that is down, a database that does not exist, a file we may not write
         raise CliError(f"cannot open store {redact_url(url)}: {exc}") from None
+    raise CliError(f"no store at {redact_url(url)} ({why}: check --db or LLMLOG_DB)")
+
+
+def _server_store_missing(url: str) -> str | None:
+    """Why a PostgreSQL database holds no store, asked before opening it: opening one makes
+    its tables, which a reading command must not."""
+    if url.split("://", 1)[0] not in ("postgresql", "postgres"):
+        return None
+    from llmlog.store.postgres import missing
+
+    return missing(url)
+
+
+def _empty_file(path: str) -> bool:
+    try:
+        return Path(path).is_file() and Path(path).stat().st_size == 0
+    except OSError:  # not ours to say here: opening it says why
+        return False
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
@@ -555,7 +579,7 @@ def copy(ctx: Ctx, source: str, target: str, batch: int) -> None:
     # A figure the source store holds that cannot be stored (a NaN cost, kept before figures
     # were checked) is dropped with a note, as the stores' own repair does: the call is kept.
     intake = Intake(ctx.settings, stored=True, repair=True)
-    with _open(source) as src, _open(target) as dst, _progress() as progress:
+    with _open(source, create=False) as src, _open(target) as dst, _progress() as progress:
         task = progress.add_task("copying", total=src.count(CallFilter()))
 
         def flush(page: list[Call]) -> None:

@@ -55,7 +55,8 @@ MAX_DAYS = 3660
 
 
 DB_HELP = (
-    "Store to use: a path, sqlite:///path, postgresql://user@host/db or clickhouse://user@host:8123/db"
+    "Store to use: a file path (calls.db, /data/calls.db), sqlite:///relative.db or"
+    " sqlite:////absolute.db, postgresql://user@host/db or clickhouse://user@host:8123/db"
     " (default: LLMLOG_DB, else a file in the user data directory)."
 )
 READER_DB_HELP = (

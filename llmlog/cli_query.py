@@ -21,7 +21,6 @@ import click
 from rich.cells import cell_len, set_cell_size
 
 from llmlog.cli import Ctx, _clean, cli, err_console, pass_ctx
-from llmlog.cli_core import MAX_COUNT
 from llmlog.reports import QUERY_ROW_LIMIT, QUERY_TIMEOUT_S, csv_cell
 from llmlog.store import ReadOnlyError
 from llmlog.store.readonly import value_size
@@ -69,7 +68,7 @@ def _when_absent(_: click.Context, __: click.Parameter, value: str | None) -> st
 )
 @click.option(
     "--limit",
-    type=click.IntRange(1, MAX_COUNT),
+    type=click.IntRange(min=1),
     default=QUERY_ROW_LIMIT,
     show_default=True,
     help="Most rows to print.",
