@@ -333,7 +333,12 @@ def report_compare(
             at = parse_when(moment)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--at") from None
-        r = investigate.compare_moment(ctx.store, feature, at, days or 7, pairs=pairs)
+        try:
+            r = investigate.compare_moment(ctx.store, feature, at, days or 7, pairs=pairs)
+        except OverflowError:  # a moment near the ends of the calendar, once its days are added
+            raise click.BadParameter(
+                f"{moment!r} and {days or 7} day(s) each side fall outside the calendar", param_hint="--at"
+            ) from None
     elif old and new:
         r = investigate.compare_versions(ctx.store, feature, old, new, days or 28, pairs=pairs)
     else:

@@ -38,6 +38,8 @@ def test_a_time_off_the_calendar_is_a_value_error(text: str) -> None:
         ["report", "drift", "--days", "1000000"],
         ["report", "drift", "--baseline", "1000000"],
         ["report", "compare", "support-bot", "--at", "1000000d"],
+        ["report", "compare", "support-bot", "--at", "0001-01-02"],
+        ["report", "compare", "support-bot", "--at", "9999-12-30", "--days", "3"],
         ["report", "compare", "support-bot", "v1", "v2", "--days", "1000000"],
         ["calls", "-n", "99999999999999999999"],
         ["sample", "-n", "99999999999999999999"],
