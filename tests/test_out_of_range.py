@@ -19,7 +19,7 @@ TOO_FAR_BACK = ["1000000d", "100000000h", "99999999999d", "9" * 400 + "d", "0001
 
 @pytest.mark.parametrize("text", TOO_FAR_BACK)
 def test_a_time_off_the_calendar_is_a_value_error(text: str) -> None:
-    with pytest.raises(ValueError, match="year"):
+    with pytest.raises(ValueError, match="calendar"):
         parse_when(text)
 
 
@@ -91,5 +91,5 @@ def test_the_web_ui_refuses_them_with_a_400(ui: Running) -> None:
     ]:
         r = ui.get(path, params=params)
         assert r.status_code == 400, (path, params, r.status_code)
-        assert "year" in r.text or "at most" in r.text, r.text
+        assert "calendar" in r.text or "at most" in r.text, r.text
     assert ui.get("/", params={"q": "%" * MAX_TEXT}).status_code == 200

@@ -38,11 +38,11 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
         try:
             return (now or datetime.now(UTC)) - timedelta(**{unit: amount})
         except OverflowError:  # further back than year 1 (or than timedelta can hold)
-            raise ValueError(f"{text!r} reaches back before the year 1") from None
+            raise ValueError(f"{text!r} is further back than the calendar goes") from None
     try:
         return parse_timestamp(text)
     except OverflowError:  # a time near year 1 or 9999 that UTC moves off the calendar
-        raise ValueError(f"{text!r} is outside the years 1 to 9999 in UTC") from None
+        raise ValueError(f"{text!r} is outside the calendar (years 1 to 9999) in UTC") from None
     except ValueError:
         raise ValueError(f"{text!r} is neither a duration like 1h/7d nor an ISO-8601 time") from None
 
