@@ -55,7 +55,7 @@ _said: set[str] = set()  # what was wrong with the settings, said once each
 def configure(**settings: Any) -> Settings:
     """Set where and how calls are recorded; see `llmlog.config.Settings` for the fields.
 
-    >>> llmlog.configure(db="sqlite:///calls.db", on_full="block")
+    >>> llmlog.configure(db="calls.db", on_full="block")  # or sqlite:////absolute/calls.db
 
     Calls already queued are flushed to the previous store first.
     """

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import json
+import os
 import re
 import sys
 from datetime import UTC, datetime
@@ -23,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from llmlog.cli_core import DB_HELP, READER_DB_HELP, CliError, Main, embedded_path
+from llmlog.cli_core import DB_HELP, MAX_COUNT, MAX_DAYS, READER_DB_HELP, CliError, Main, embedded_path
 from llmlog.config import Settings
 from llmlog.conversation import Part, Turn, conversation, response_turns
 from llmlog.filters import BadFilter, parse_filter
@@ -91,17 +92,40 @@ def _open(url: str, reader_url: str | None = None, *, create: bool = True) -> St
     """Open the store at `url`; with `create` False, one that does not exist yet is an error
     (an embedded store's file is not made; a server's database is never made by us)."""
     path = embedded_path(url)
-    if not create and path is not None and not Path(path).exists():
+    # An empty file is no store either (`touch calls.db`, a failed copy): a reading command
+    # must not write a schema into it.
+    if not create and path is not None and (not Path(path).exists() or _empty_file(path)):
         raise CliError(
-            f"no store at {path} (nothing recorded there yet: check --db or LLMLOG_DB;"
-            " `llmlog demo` or `llmlog import` make one)"
+            f"no store at {os.path.abspath(path)} ("
+            + ("an empty file" if Path(path).exists() else "nothing recorded there yet")
+            + ": check --db or LLMLOG_DB; `llmlog demo` or `llmlog import` make one)"
         )
     try:
-        return open_store(url, reader_url)
+        why = None if create else _server_store_missing(url)
+        if why is None:
+            return open_store(url, reader_url)
     except ValueError as exc:  # a URL of no engine we know
         raise CliError(str(exc), exit_code=2) from None
     except Exception as exc:  # a server that is down, a database that does not exist, a file we may not write
         raise CliError(f"cannot open store {redact_url(url)}: {exc}") from None
+    raise CliError(f"no store at {redact_url(url)} ({why}: check --db or LLMLOG_DB)")
+
+
+def _server_store_missing(url: str) -> str | None:
+    """Why a PostgreSQL database holds no store, asked before opening it: opening one makes
+    its tables, which a reading command must not."""
+    if url.split("://", 1)[0] not in ("postgresql", "postgres"):
+        return None
+    from llmlog.store.postgres import missing
+
+    return missing(url)
+
+
+def _empty_file(path: str) -> bool:
+    try:
+        return Path(path).is_file() and Path(path).stat().st_size == 0
+    except OSError:  # not ours to say here: opening it says why
+        return False
 
 
 pass_ctx = click.make_pass_decorator(Ctx)
@@ -298,7 +322,7 @@ def _emit_calls(calls: list[Call], as_json: bool) -> None:
 @cli.command()
 @filter_options
 @click.option(
-    "-n", "--limit", default=100, show_default=True, type=click.IntRange(min=1), help="How many calls."
+    "-n", "--limit", default=100, show_default=True, type=click.IntRange(1, MAX_COUNT), help="How many calls."
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @pass_ctx
@@ -316,7 +340,7 @@ def calls(ctx: Ctx, limit: int, as_json: bool, **filters: Any) -> None:
 
 
 @cli.command()
-@click.option("-n", default=20, show_default=True, type=click.IntRange(min=1), help="How many calls.")
+@click.option("-n", default=20, show_default=True, type=click.IntRange(1, MAX_COUNT), help="How many calls.")
 @click.option(
     "--since", default="1h", show_default=True, help="Window to sample from: 1h, 30m, 7d or ISO-8601."
 )
@@ -555,7 +579,11 @@ def migrate(ctx: Ctx) -> None:
 @click.option("--from", "source", required=True, metavar="PATH|URL", help="Store to copy calls from.")
 @click.option("--to", "target", required=True, metavar="PATH|URL", help="Store to copy them into.")
 @click.option(
-    "--batch", default=1000, show_default=True, type=click.IntRange(min=1), help="Calls per transaction."
+    "--batch",
+    default=1000,
+    show_default=True,
+    type=click.IntRange(1, MAX_COUNT),
+    help="Calls per transaction.",
 )
 @pass_ctx
 def copy(ctx: Ctx, source: str, target: str, batch: int) -> None:
@@ -582,7 +610,7 @@ def copy(ctx: Ctx, source: str, target: str, batch: int) -> None:
     # A figure the source store holds that cannot be stored (a NaN cost, kept before figures
     # were checked) is dropped with a note, as the stores' own repair does: the call is kept.
     intake = Intake(ctx.settings, stored=True, repair=True)
-    with _open(source) as src, _open(target) as dst, _progress() as progress:
+    with _open(source, create=False) as src, _open(target) as dst, _progress() as progress:
         task = progress.add_task("copying", total=src.count(CallFilter()))
 
         def flush(page: list[Call]) -> None:
@@ -635,7 +663,7 @@ def copy(ctx: Ctx, source: str, target: str, batch: int) -> None:
     "n_calls",
     default=2000,
     show_default=True,
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_COUNT),
     help="About how many calls to make.",
 )
 @click.option("--seed", default=7, show_default=True, help="Seed for a reproducible workload.")
@@ -644,7 +672,7 @@ def copy(ctx: Ctx, source: str, target: str, batch: int) -> None:
     "history_days",
     default=30,
     show_default=True,
-    type=click.IntRange(min=0),
+    type=click.IntRange(0, MAX_DAYS),
     help="Also copy a third of the sessions into each of this many days before (0: none).",
 )
 @pass_ctx

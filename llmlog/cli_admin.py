@@ -10,6 +10,7 @@ from rich.table import Table
 
 from llmlog import access, encryption, retention
 from llmlog.cli import Ctx, _filter, _text, cli, console, err_console, pass_ctx
+from llmlog.cli_core import MAX_COUNT
 
 
 @cli.command()
@@ -387,7 +388,12 @@ def sensitive_remove(ctx: Ctx, names: tuple[str, ...]) -> None:
 
 @cli.command()
 @click.option(
-    "-n", "--limit", default=50, show_default=True, type=click.IntRange(min=1), help="How many entries."
+    "-n",
+    "--limit",
+    default=50,
+    show_default=True,
+    type=click.IntRange(1, MAX_COUNT),
+    help="How many entries.",
 )
 @pass_ctx
 def audit(ctx: Ctx, limit: int) -> None:

@@ -47,8 +47,16 @@ def embedded_path(url: str) -> str | None:
     return None if path in (None, ":memory:") else path
 
 
+# The most a count option (-n, --limit, --batch, …) takes: more than anyone reads or copies in
+# one go, and far inside what SQLite binds as a LIMIT (a 64-bit integer).
+MAX_COUNT = 1_000_000
+# The most days a period option takes: ten years, which every date arithmetic can reach back.
+MAX_DAYS = 3660
+
+
 DB_HELP = (
-    "Store to use: a path, sqlite:///path, postgresql://user@host/db or clickhouse://user@host:8123/db"
+    "Store to use: a file path (calls.db, /data/calls.db), sqlite:///relative.db or"
+    " sqlite:////absolute.db, postgresql://user@host/db or clickhouse://user@host:8123/db"
     " (default: LLMLOG_DB, else a file in the user data directory)."
 )
 READER_DB_HELP = (

@@ -13,6 +13,7 @@ from rich.text import Text
 
 from llmlog import investigate, prompts
 from llmlog.cli import Ctx, _filter, _fmt_time, _text, cli, console, err_console, filter_options, pass_ctx
+from llmlog.cli_core import MAX_COUNT, MAX_DAYS
 from llmlog.conversation import gist, last_user_turn, response_turns
 from llmlog.reports import Period
 from llmlog.store import ReadOnlyError, vectors
@@ -29,7 +30,7 @@ def period_option(default: int) -> Any:
         "--days",
         default=default,
         show_default=True,
-        type=click.IntRange(min=1),
+        type=click.IntRange(1, MAX_DAYS),
         help="The period: this many whole UTC days, through today.",
     )
 
@@ -239,13 +240,17 @@ def _change_row(c: investigate.Change) -> list[str]:
 
 @report.command(name="drift")
 @click.option(
-    "--days", default=7, show_default=True, type=click.IntRange(min=1), help="The recent period, in days."
+    "--days",
+    default=7,
+    show_default=True,
+    type=click.IntRange(1, MAX_DAYS),
+    help="The recent period, in days.",
 )
 @click.option(
     "--baseline",
     default=28,
     show_default=True,
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_DAYS),
     help="The days before it to compare with.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
@@ -287,11 +292,15 @@ def report_drift(ctx: Ctx, days: int, baseline: int, as_json: bool) -> None:
 @click.option(
     "--days",
     default=None,
-    type=click.IntRange(min=1),
+    type=click.IntRange(1, MAX_DAYS),
     help="Over the last this many days [28; with --at, 7 each side].",
 )
 @click.option(
-    "--pairs", default=3, show_default=True, type=click.IntRange(min=0), help="Calls from each side to read."
+    "--pairs",
+    default=3,
+    show_default=True,
+    type=click.IntRange(0, MAX_COUNT),
+    help="Calls from each side to read.",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @pass_ctx
@@ -324,7 +333,12 @@ def report_compare(
             at = parse_when(moment)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--at") from None
-        r = investigate.compare_moment(ctx.store, feature, at, days or 7, pairs=pairs)
+        try:
+            r = investigate.compare_moment(ctx.store, feature, at, days or 7, pairs=pairs)
+        except OverflowError:  # a moment near the ends of the calendar, once its days are added
+            raise click.BadParameter(
+                f"{moment!r} and {days or 7} day(s) each side fall outside the calendar", param_hint="--at"
+            ) from None
     elif old and new:
         r = investigate.compare_versions(ctx.store, feature, old, new, days or 28, pairs=pairs)
     else:

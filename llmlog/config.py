@@ -1,6 +1,7 @@
 """Where calls go and how they are recorded: one place reads the settings.
 
-`LLMLOG_DB` (a path, `sqlite:///path` or `postgresql://…`), `llmlog.configure(db=...)`, or `--db` on the CLI;
+`LLMLOG_DB` (a file path, `sqlite:///relative.db`, `sqlite:////absolute.db` or `postgresql://…`),
+`llmlog.configure(db=...)`, or `--db` on the CLI;
 by default a SQLite file in the user's data directory. With `LLMLOG_URL` (remote mode), calls
 go to that collector instead, through a spool on disk (`LLMLOG_SPOOL`).
 """

@@ -33,6 +33,11 @@ EQUALS = {
 NAMES = (*EQUALS, "tag", "meta", "q", "status", "since", "until")
 
 
+# The longest free text (q, --search) taken: SQLite refuses a LIKE pattern past 50,000 bytes,
+# and this many characters stay inside it even at 4 bytes each with every one escaped.
+MAX_TEXT = 10_000
+
+
 class BadFilter(ValueError):
     pass
 
@@ -66,6 +71,8 @@ def parse_filter(params: Mapping[str, str | Sequence[str] | None] | Any) -> Call
         setattr(f, field, _one(params, name))
     f.tag = _one(params, "tag")
     f.text = _one(params, "q")
+    if f.text is not None and len(f.text) > MAX_TEXT:
+        raise BadFilter(f"search text of {len(f.text):,} characters: at most {MAX_TEXT:,} are taken")
     for meta in _values(params, "meta"):
         key, eq, value = meta.partition("=")
         if not eq:

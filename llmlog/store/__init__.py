@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -22,8 +23,10 @@ __all__ = [
 def redact_url(url: str) -> str:
     """The URL fit for a log line or an error message: scheme, user, host, port, database;
     a password (in the user part or as ?password=) shows as ***, other parameters not at all."""
-    if sqlite_path(url) is not None:
-        return url
+    path = sqlite_path(url)
+    if path is not None:
+        # The file itself, absolute: `sqlite:///x.db` is relative, which the URL hides.
+        return path if path == ":memory:" else os.path.abspath(path)
     scheme = url.split("://", 1)[0]
     try:
         if scheme in ("postgresql", "postgres"):
@@ -45,7 +48,9 @@ def redact_url(url: str) -> str:
 
 
 def sqlite_path(url: str) -> str | None:
-    """The file path of a SQLite URL or plain path; None when the URL names another engine."""
+    """The file path of a SQLite URL or plain path; None when the URL names another engine.
+    As in SQLAlchemy, what follows `sqlite:///` is the path as written: `sqlite:///x/calls.db`
+    is relative to the working directory, `sqlite:////x/calls.db` absolute."""
     if url.startswith("sqlite:///"):
         return url[len("sqlite:///") :] or ":memory:"
     if url.startswith("sqlite://"):
@@ -56,7 +61,8 @@ def sqlite_path(url: str) -> str | None:
 
 
 def open_store(url: str, reader_url: str | None = None) -> Store:
-    """`sqlite:///path`, or a plain path, opens the embedded store; `postgresql://…` (or
+    """A plain path, or `sqlite:///relative.db` / `sqlite:////absolute.db` (SQLAlchemy's
+    forms: three slashes then the path as written), opens the embedded store; `postgresql://…` (or
     `postgres://…`, any libpq URL) a PostgreSQL database; `clickhouse://…` a ClickHouse
     server, `chdb:///path` the ClickHouse engine embedded. Migrations are applied on open.
 
@@ -81,6 +87,7 @@ def open_store(url: str, reader_url: str | None = None) -> Store:
 
         return ClickHouseStore(url, reader_url=reader_url)
     raise ValueError(
-        f"unsupported store URL scheme {scheme!r}: use a file path, sqlite:///path, postgresql://…,"
+        f"unsupported store URL scheme {scheme!r}: use a file path, sqlite:///relative.db,"
+        " sqlite:////absolute.db, postgresql://…,"
         " clickhouse://… or chdb:///path"
     )

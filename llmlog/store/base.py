@@ -35,9 +35,14 @@ def parse_when(text: str, now: datetime | None = None) -> datetime:
     m = _RELATIVE.match(text)
     if m:
         amount, unit = float(m.group(1)), _UNITS[m.group(2).lower()]
-        return (now or datetime.now(UTC)) - timedelta(**{unit: amount})
+        try:
+            return (now or datetime.now(UTC)) - timedelta(**{unit: amount})
+        except OverflowError:  # further back than year 1 (or than timedelta can hold)
+            raise ValueError(f"{text!r} is further back than the calendar goes") from None
     try:
         return parse_timestamp(text)
+    except OverflowError:  # a time near year 1 or 9999 that UTC moves off the calendar
+        raise ValueError(f"{text!r} is outside the calendar (years 1 to 9999) in UTC") from None
     except ValueError:
         raise ValueError(f"{text!r} is neither a duration like 1h/7d nor an ISO-8601 time") from None
 

@@ -44,13 +44,20 @@ from llmlog.store.base import (
     utc_days,
 )
 from llmlog.store.content import ContentBatch, ContentIds, Key
-from llmlog.store.postgres_schema import migrate, schema_lock, schema_version
+from llmlog.store.postgres_schema import check_schema, migrate, schema_lock, schema_version, store_missing
 from llmlog.store.postgres_traces import PostgresTraces
 from llmlog.store.postgres_traces import storable as _storable
 from llmlog.store.readonly import RESULT_MAX_BYTES, QueryRows, deadline_after, held
 from llmlog.store.rollup import moves, regroup
 
 CONNECT_TIMEOUT_S = 10
+
+
+def missing(url: str) -> str | None:
+    """Why the database at `url` holds no llmlog store (its schema does not exist, or has no
+    tables of ours), found without creating anything; None when it holds one."""
+    with psycopg.connect(url, autocommit=True, connect_timeout=CONNECT_TIMEOUT_S) as conn:
+        return store_missing(conn)
 
 
 def _rows(cur: psycopg.Cursor[Any]) -> list[tuple[Any, ...]]:
@@ -135,6 +142,7 @@ class PostgresStore(PostgresTraces):
         self._partitions: set[tuple[int, int]] = set()
         self._staging = False  # the connection's temporary staging table exists
         try:
+            check_schema(self.conn)  # said as such, not as the CREATE TABLE that would fail
             self.schema_found = schema_version(self.conn)
             self.schema_version = migrate(self.conn)
             row = self.conn.execute("SELECT current_schema()").fetchone()

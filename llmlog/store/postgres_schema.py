@@ -554,6 +554,33 @@ def schema_lock(cur: psycopg.Cursor[Any]) -> None:
     cur.execute("SELECT pg_advisory_xact_lock(hashtext(current_schema() || '.llmlog'))")
 
 
+class NoSchema(LookupError):
+    """The URL's search_path names no schema of the database: there is nowhere to read from
+    or to create the tables in (PostgreSQL would say "no schema has been selected")."""
+
+
+def check_schema(conn: psycopg.Connection[Any]) -> str:
+    """The schema the store's tables are in (the first of the search_path that exists);
+    NoSchema when none of it does."""
+    row = conn.execute("SELECT current_schema(), current_setting('search_path')").fetchone()
+    if row is None or row[0] is None:
+        path = row[1] if row else "?"
+        if "," in path:
+            raise NoSchema(f"no schema of the search_path {path} exists in this database")
+        raise NoSchema(f"schema {path} does not exist in this database")
+    return str(row[0])
+
+
+def store_missing(conn: psycopg.Connection[Any]) -> str | None:
+    """Why this database holds no llmlog store, for a reading command that must not make one;
+    None when it holds one."""
+    try:
+        schema = check_schema(conn)
+    except NoSchema as exc:
+        return str(exc)
+    return None if schema_version(conn) else f"no llmlog tables in schema {schema}"
+
+
 def schema_version(conn: psycopg.Connection[Any]) -> int:
     exists = conn.execute("SELECT to_regclass('llmlog_schema') IS NOT NULL").fetchone()
     if not exists or not exists[0]:

@@ -98,10 +98,8 @@ def compare_ask(params: dict[str, str]) -> CompareAsk | None:
     if moment:
         try:
             at = parse_when(moment)
-        except ValueError as exc:
+        except ValueError as exc:  # a moment off the calendar too
             raise BadParams(f"at: {exc}") from None
-        except OverflowError:
-            raise BadParams(f"at: {moment!r} is further back than the calendar goes") from None
     days = whole_days(params, "days", MOMENT_DAYS if at else COMPARE_DAYS)
     return CompareAsk(feature, old, new, at, days)
 
