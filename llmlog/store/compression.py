@@ -1,0 +1,109 @@
+"""Text stored once per call, compressed: the embedded store's responses and content bodies.
+
+A call's response and each new message are a few hundred bytes to a few KB of JSON, too
+small for a compressor to find much to reuse inside one value; most of their bytes are the
+provider's structure (`"type":"text"`, `"usage":{"input_tokens":…`, `"role":"assistant"`),
+the same in every call. A zstd dictionary of that structure lets each value be compressed on
+its own (so any row can be read, rewritten or erased alone) at about a quarter of its size.
+
+The dictionary ships with llmlog (`text-1.zdict`) and holds no one's text: it was trained on
+the skeletons of the demo workload's requests and responses (every string longer than a
+word blanked out; `bench/text_dictionary.py` made it). A dictionary trained on a store's own
+calls would compress better, but would keep pieces of what people said in a place that
+erasure (`llmlog delete`) and retention cannot reach.
+
+A compressed value is a BLOB: one byte naming the dictionary, then a zstd frame. Anything
+else (text, NULL) is stored and read as it is, so stores written before this, values too
+small to gain, and sealed text (random, see `llmlog.encryption`) need nothing. SQLite reads
+them back through `llmlog_text(x)`, which every connection the store opens defines, and
+which the `calls` view and the search index's triggers use.
+
+A dictionary, once shipped, never changes: stored values name it. A better one is added
+beside it under the next number."""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from importlib import resources
+
+import zstandard
+
+# The dictionaries by the byte that names them; the last is the one new values use.
+_FILES = {1: "text-1.zdict"}
+# SHA-256 of each, so that a rebuilt file (which would make every stored value unreadable)
+# is caught by the tests, not by a user.
+DIGESTS = {1: "85793064852a61afd16cd8374b65e1dbc601aa92779cf93c09340c8c7119e8b3"}
+CURRENT = max(_FILES)
+# Below this many bytes a value gains too little to pay for a BLOB and a function call.
+MIN_BYTES = 96
+# zstd's level: 6 is within 1% of the highest levels' size on this text, at a tenth of
+# their time (~10 µs for a 1 KB response).
+LEVEL = 6
+
+_local = threading.local()
+_lock = threading.Lock()
+_dicts: dict[int, zstandard.ZstdCompressionDict] = {}
+
+
+def dictionary_bytes(number: int) -> bytes:
+    return resources.files("llmlog.store").joinpath(_FILES[number]).read_bytes()
+
+
+def _dictionary(number: int) -> zstandard.ZstdCompressionDict:
+    found = _dicts.get(number)
+    if found is None:
+        with _lock:
+            found = _dicts.get(number)
+            if found is None:
+                found = zstandard.ZstdCompressionDict(dictionary_bytes(number))
+                _dicts[number] = found
+    return found
+
+
+def _compressor() -> zstandard.ZstdCompressor:
+    # zstd's (de)compressors are not safe to share between threads; each thread has its own.
+    c: zstandard.ZstdCompressor | None = getattr(_local, "compressor", None)
+    if c is None:
+        c = _local.compressor = zstandard.ZstdCompressor(
+            level=LEVEL, dict_data=_dictionary(CURRENT), write_checksum=False, write_dict_id=False
+        )
+    return c
+
+
+def _decompressor(number: int) -> zstandard.ZstdDecompressor:
+    by_number: dict[int, zstandard.ZstdDecompressor] | None = getattr(_local, "decompressors", None)
+    if by_number is None:
+        by_number = _local.decompressors = {}
+    d = by_number.get(number)
+    if d is None:
+        d = by_number[number] = zstandard.ZstdDecompressor(dict_data=_dictionary(number))
+    return d
+
+
+def pack(text: str) -> str | bytes:
+    """`text` as it is best stored: compressed when that makes it smaller, else unchanged."""
+    if len(text) < MIN_BYTES:
+        return text
+    try:
+        raw = text.encode()
+    except UnicodeEncodeError:  # a lone surrogate: stored (or refused) as the text it is
+        return text
+    packed = _compressor().compress(raw)
+    if len(packed) + 1 >= len(raw):
+        return text
+    return bytes((CURRENT,)) + packed
+
+
+def unpack(value: str | bytes | None) -> str | None:
+    """What `pack` was given; text and NULL pass through. SQLite's `llmlog_text`."""
+    if not isinstance(value, bytes):
+        return value
+    if not value or value[0] not in _FILES:
+        # A BLOB llmlog did not write (SQL by hand): shown as SQLite would cast it.
+        return value.decode(errors="replace")
+    return _decompressor(value[0]).decompress(value[1:]).decode()
+
+
+def digest(number: int) -> str:
+    return hashlib.sha256(dictionary_bytes(number)).hexdigest()
