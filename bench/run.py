@@ -45,6 +45,7 @@ from llmlog.config import Settings
 from llmlog.fake_provider import FakeProvider
 from llmlog.record import COLUMNS, Call
 from llmlog.store import CallFilter, Store, open_store
+from llmlog.store.sqlite import connect as sqlite_connect
 from llmlog.workload import Step, arun, generate, run
 from llmlog.writer import Writer
 
@@ -416,7 +417,8 @@ def bench_memory(exchanges: list[Exchange], sizes: Sizes, db: str) -> None:
 def grow_sqlite(path: str, target: int) -> None:
     """Copy the stored calls, with new ids, session ids and earlier times, until there are
     `target`: the same mix and content sharing as ingested, spread over 60 days."""
-    db = sqlite3.connect(path, isolation_level=None)
+    # llmlog's own connection: the search index's triggers read compressed text through it.
+    db = sqlite_connect(path)
     base = db.execute("SELECT count(*) FROM call_data").fetchone()[0]
     copies = max(0, -(-target // base) - 1)
     columns = [r[1] for r in db.execute("PRAGMA table_info(call_data)") if r[1] not in ("rowid", "id")]

@@ -375,14 +375,22 @@ _REFUSAL_WORDS = (
 
 
 def _refusal_candidate(store: Store) -> tuple[str, list[Any]]:
-    """SQL true for a call that may be a refusal by its words, so that only those responses
-    are read and parsed; the rules (`llmlog.refusals`) then decide."""
+    """The response of a call that may be a refusal by its words, so that only those
+    responses are parsed (`_may_refuse` checks the words of those read as text); the rules
+    (`llmlog.refusals`) then decide."""
     patterns = [f"%{w}%" for w in _REFUSAL_WORDS]
     if store.dialect == "postgres":
-        return "response::text ILIKE ANY (%s)", [patterns]
+        return "CASE WHEN response::text ILIKE ANY (%s) THEN response END", [patterns]
     if store.dialect == "clickhouse":
-        return "multiSearchAnyCaseInsensitiveUTF8(ifNull(response, ''), %s)", [list(_REFUSAL_WORDS)]
-    return "(" + " OR ".join(["response LIKE ?"] * len(patterns)) + ")", patterns
+        words = "multiSearchAnyCaseInsensitiveUTF8(ifNull(response, ''), %s)"
+        return f"CASE WHEN {words} THEN response END", [list(_REFUSAL_WORDS)]
+    # SQLite's response may be compressed (`store.compression`): read once, words checked here.
+    return "llmlog_text(response)", []
+
+
+def _may_refuse(response: str) -> bool:
+    lowered = response.lower()
+    return any(w in lowered for w in _REFUSAL_WORDS)
 
 
 def _read_sides(
@@ -397,7 +405,7 @@ def _read_sides(
     rows = store.internal_query(
         "SELECT id, feature, prompt_template_version, timestamp, output_tokens, latency_ms, cost_usd,"
         f" error IS NOT NULL, {tool_count_sql(store.dialect, 'tool_calls')}, stop_reason,"
-        f" CASE WHEN {candidate} THEN response END"
+        f" {candidate}"
         f" FROM call_data WHERE timestamp >= {p} AND timestamp < {p}",
         [*words, *bounds],
         timeout_s=20.0,
@@ -414,7 +422,7 @@ def _read_sides(
         s.counts["error_rate"] += bool(failed)
         s.counts["tool_call_rate"] += bool(tools)
         if isinstance(response, str):
-            response = parse_json(response)
+            response = parse_json(response) if _may_refuse(response) else None
         s.counts["refusal_rate"] += refusals.refused(stop, *refusals.response_parts(response))
         for metric, value in (("output_tokens", output), ("latency_ms", latency), ("cost_usd", cost)):
             if value is not None and value == value:

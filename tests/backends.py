@@ -14,7 +14,6 @@ import pwd
 import re
 import shutil
 import socket
-import sqlite3
 import subprocess
 import tempfile
 import uuid
@@ -22,7 +21,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 
-from llmlog.store import Store, open_store
+import zstandard
+
+from llmlog.store import Store, compression, open_store
+from llmlog.store.sqlite import connect as sqlite_connect
 
 
 class PostgresUnavailable(Exception):
@@ -155,7 +157,7 @@ class SQLiteBackend(Backend):
         self.url = self.path
 
     def sql(self, statement: str, params: tuple[Any, ...] | list[Any] = ()) -> list[tuple[Any, ...]]:
-        db = sqlite3.connect(self.path)
+        db = sqlite_connect(self.path)
         try:
             rows = db.execute(statement, params).fetchall()
             db.commit()
@@ -202,3 +204,26 @@ class ClickHouseBackend(Backend):
             return []
         finally:
             engine.close()
+
+
+def stored_bytes(db: str | Path) -> bytes:
+    """Every byte of a SQLite store's files (database, WAL, shared memory), then the text of
+    every value in it stored compressed (`llmlog.store.compression`), which the bytes alone
+    would hide: what a test looks for in clear, or checks is absent, is found either way."""
+    path = Path(db)
+    files = sorted(path.parent.glob(path.name + "*"))
+    out = [p.read_bytes() for p in files if p.is_file()]
+    if path.exists():
+        conn = sqlite_connect(str(path), readonly=True)
+        try:
+            tables = [t for (t,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+            for table in tables:
+                for row in conn.execute(f'SELECT * FROM "{table}"'):
+                    for v in row:
+                        if isinstance(v, bytes) and v[:1] and v[0] in compression.DIGESTS:
+                            # Other BLOBs (the search index's) may begin with the same byte.
+                            with contextlib.suppress(zstandard.ZstdError):
+                                out.append(str(compression.unpack(v)).encode())
+        finally:
+            conn.close()
+    return b"\n".join(out)

@@ -18,7 +18,7 @@ from llmlog import access
 from llmlog.cli import cli
 from llmlog.store import CallFilter, ReadOnlyError, Store, open_store
 from llmlog.web.auth import local_path
-from tests.backends import Backend
+from tests.backends import Backend, stored_bytes
 from tests.webui import Running, make_call
 
 PASSWORD = "correct horse battery"
@@ -91,7 +91,7 @@ def test_tokens_are_scoped_and_kept_hashed(tmp_path: Path) -> None:
             store.add_token("svc", "read", access.token_hash("x"))
         found = store.token(digest)
         assert found is not None and (found.name, found.scope) == ("svc", "ingest")
-        assert token.encode() not in Path(tmp_path / "c.db").read_bytes()
+        assert token.encode() not in stored_bytes(tmp_path / "c.db")
 
 
 # ---------------------------------------------------------------- a server with accounts

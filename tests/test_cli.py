@@ -11,7 +11,6 @@ import json
 import os
 import re
 import shutil
-import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from llmlog.pricing import Pricer
 from llmlog.record import COLUMNS, Call
 from llmlog.store import CallFilter, open_store
 from llmlog.store.sqlite import SQLiteStore
+from llmlog.store.sqlite import connect as sqlite_connect
 from tests.backends import PostgresBackend, SQLiteBackend, admin, new_schema
 
 DEMO_CALLS = 150
@@ -71,7 +71,7 @@ def test_demo_history_copies_sessions_over_the_days_before(tmp_path: Path) -> No
     path = str(tmp_path / "history.db")
     result = run(path, "demo", "--calls", "40", "--history", "6")
     assert result.exit_code == 0, result.output
-    db = sqlite3.connect(path)
+    db = sqlite_connect(path)
     live = db.execute("SELECT count(*) FROM calls WHERE tags NOT LIKE '%history%'").fetchone()[0]
     copies = db.execute(
         "SELECT count(*), count(DISTINCT id), count(DISTINCT substr(timestamp, 1, 10)) FROM calls"
@@ -346,7 +346,7 @@ def test_show_prints_the_whole_call(small_db: str, ref: str) -> None:
 
 
 def test_show_cost_breakdown_of_demo_calls_adds_up(demo_db: str) -> None:
-    db = sqlite3.connect(demo_db)
+    db = sqlite_connect(demo_db)
     picks = (
         db.execute(
             "SELECT id, cost_usd FROM calls WHERE cost_usd IS NOT NULL AND provider = ?"
@@ -483,7 +483,7 @@ BY_MODEL = "SELECT model, COUNT(*) AS n, SUM(cost_usd) AS cost FROM calls GROUP 
 
 
 def _expected_by_model(db: str) -> list[tuple]:
-    with sqlite3.connect(db) as conn:
+    with sqlite_connect(db) as conn:
         rows = conn.execute(BY_MODEL).fetchall()
     assert len(rows) >= 4
     return rows
@@ -631,7 +631,7 @@ def test_reprice_with_override_file(tmp_path: Path) -> None:
         '[[model]]\nprovider = "anthropic"\nmatch = "claude-sonnet-*"\nstart = 2020-01-01\n'
         "input_mtok = 10\noutput_mtok = 20\ncache_read_mtok = 1\ncache_write_mtok = 12.5\n"
     )
-    conn = sqlite3.connect(db)
+    conn = sqlite_connect(db)
     before = dict((i, (c, r)) for i, c, r in conn.execute("SELECT id, cost_usd, rate_card FROM calls"))
     assert before[OLD_ID][0] == pytest.approx(10 * 1 / 1e6 + 10 * 5 / 1e6)  # genai-prices: $1 / $5
 
@@ -664,7 +664,7 @@ def test_reprice_since_only_touches_recent_calls(tmp_path: Path) -> None:
     db = build_small(tmp_path / "since.db")
     prices = tmp_path / "p.toml"
     prices.write_text('[[model]]\nmatch = "claude-haiku-4-5"\ninput_mtok = 100\noutput_mtok = 200\n')
-    conn = sqlite3.connect(db)
+    conn = sqlite_connect(db)
     old_before = conn.execute("SELECT cost_usd FROM calls WHERE id = ?", (OLD_ID,)).fetchone()
     result = run(db, "reprice", "--since", "1h", "--prices", str(prices))
     assert result.exit_code == 0
@@ -699,7 +699,7 @@ def test_help_lists_every_command() -> None:
 
 
 def test_demo_fills_the_store(demo_db: str) -> None:
-    db = sqlite3.connect(demo_db)
+    db = sqlite_connect(demo_db)
     one = lambda sql: db.execute(sql).fetchone()[0]  # noqa: E731
     assert one("SELECT COUNT(*) FROM calls") == DEMO_CALLS
     assert {r[0] for r in db.execute("SELECT DISTINCT provider FROM calls")} == {"anthropic", "openai"}

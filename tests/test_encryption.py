@@ -24,7 +24,7 @@ from llmlog.intake import prepare
 from llmlog.record import Call
 from llmlog.store import CallFilter, ReadOnlyError, open_store
 from llmlog.writer import Writer
-from tests.backends import Backend
+from tests.backends import Backend, stored_bytes
 
 K1 = "k1:" + base64.b64encode(bytes(range(32))).decode()
 K2 = "k2:" + base64.b64encode(bytes(range(32, 64))).decode()
@@ -84,7 +84,7 @@ def keyring(text: str = K1) -> Keyring:
 def raw_bytes(backend: Backend) -> bytes:
     """Everything the store holds, as bytes: the SQLite files, or every PostgreSQL table's rows."""
     if backend.kind == "sqlite":
-        return b"".join(p.read_bytes() for p in Path(backend.url).parent.glob(Path(backend.url).name + "*"))
+        return stored_bytes(backend.url)
     rows = backend.sql(
         "SELECT string_agg(t::text, '|') FROM (SELECT row_to_json(c)::text AS t FROM content AS c"
         " UNION ALL SELECT row_to_json(d)::text FROM call_data AS d) AS x"
@@ -217,7 +217,7 @@ def test_the_sdk_path_seals_before_the_store(fake: FakeProvider, tmp_path: Path)
         assert llmlog.flush(10)
     finally:
         llmlog.configure(db=db)
-    raw = b"".join(p.read_bytes() for p in tmp_path.glob("r.db*"))
+    raw = stored_bytes(tmp_path / "r.db")
     assert SECRETS["system"].encode() not in raw and SECRETS["user"].encode() not in raw
     with open_store(db) as store:
         store.keyring = keyring()
@@ -299,7 +299,7 @@ def test_cli_keys_and_audit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> 
     assert llmlog_cli("keys", "rotate").exit_code == 2
     r = llmlog_cli("keys", "rotate", key=K1)
     assert r.exit_code == 0 and "Sealed 3 call(s) again with key k1" in r.output
-    assert SECRETS["user"].encode() not in Path(db).read_bytes()
+    assert SECRETS["user"].encode() not in stored_bytes(db)
     status = llmlog_cli("keys", "status", key=K1).output
     assert "k1" in status and "sealed text only" in status
     shown = llmlog_cli("show", "call-1", key=K1).output

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shutil
-import sqlite3
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -20,6 +19,7 @@ from llmlog.cli import cli
 from llmlog.record import COLUMNS, Call
 from llmlog.store import CallFilter
 from llmlog.store.sqlite import SQLiteStore
+from llmlog.store.sqlite import connect as sqlite_connect
 
 DEMO_CALLS = 150
 
@@ -39,7 +39,7 @@ def all_calls(db: str) -> list[Call]:
 
 
 def count(db: str) -> int:
-    with sqlite3.connect(db) as conn:
+    with sqlite_connect(db) as conn:
         return conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
 
 
@@ -153,7 +153,7 @@ def test_demo_store_round_trips_through_export_and_import(demo_db: str, tmp_path
     assert f"Imported {DEMO_CALLS} new call(s) from {DEMO_CALLS} good line(s)" in imported.stderr
     assert [c.to_dict() for c in all_calls(fresh)] == [c.to_dict() for c in all_calls(demo_db)]
     # And the SQL view agrees column by column.
-    with sqlite3.connect(demo_db) as a, sqlite3.connect(fresh) as b:
+    with sqlite_connect(demo_db) as a, sqlite_connect(fresh) as b:
         q = "SELECT * FROM calls ORDER BY timestamp, id"
         assert a.execute(q).fetchall() == b.execute(q).fetchall()
 
@@ -392,7 +392,7 @@ def test_minimal_hand_written_format(tmp_path: Path) -> None:
     # It reads like any other call afterwards.
     shown = run(db, "show", known.id[:8])
     assert "Summarize: the printer is on fire." in shown.stdout and "Printer fire; urgent." in shown.stdout
-    with sqlite3.connect(db) as conn:
+    with sqlite_connect(db) as conn:
         texts = conn.execute(
             "SELECT json_extract(response, '$.content[0].text') FROM calls"
             " WHERE model IN ('gpt-4.1', 'acme-internal-llm') ORDER BY timestamp"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
 from pathlib import Path
 
 from click.testing import CliRunner, Result
@@ -15,6 +14,7 @@ from llmlog.cli import cli
 from llmlog.record import Call
 from llmlog.store import CallFilter
 from llmlog.store.sqlite import SQLiteStore
+from llmlog.store.sqlite import connect as sqlite_connect
 
 
 def invoke(db: str, *args: str, input: str | bytes | None = None) -> Result:
@@ -27,7 +27,7 @@ def all_calls(db: str) -> list[Call]:
 
 
 def count(db: str) -> int:
-    with sqlite3.connect(db) as conn:
+    with sqlite_connect(db) as conn:
         return conn.execute("SELECT COUNT(*) FROM calls").fetchone()[0]
 
 
@@ -134,7 +134,7 @@ def test_numbers_written_as_strings_are_numbers(tmp_path: Path) -> None:
     assert f"{path}:5: output_tokens: not a number: '1_000'" in result.stderr
     (call,) = all_calls(db)
     assert (call.input_tokens, call.output_tokens, call.cost_usd, call.latency_ms) == (123, 7, 0.05, 850.0)
-    with sqlite3.connect(db) as conn:
+    with sqlite_connect(db) as conn:
         assert conn.execute("SELECT typeof(input_tokens), typeof(cost_usd) FROM calls").fetchone() == (
             "integer",
             "real",
@@ -163,7 +163,7 @@ def test_unknown_fields_are_kept_in_metadata_and_counted_once(tmp_path: Path) ->
         None,
         {"import_extra": {"old": 1, "region": "eu"}},
     ]
-    with sqlite3.connect(db) as conn:
+    with sqlite_connect(db) as conn:
         found = conn.execute("SELECT model FROM calls WHERE metadata->>'$.import_extra.request_id' = 'r-2'")
         assert found.fetchall() == [("b",)]
 

@@ -17,7 +17,7 @@ from llmlog.capture.proxy import Upstreams
 from llmlog.fake_provider import FakeProvider
 from llmlog.record import Call
 from llmlog.store import CallFilter
-from tests.backends import SQLiteBackend
+from tests.backends import SQLiteBackend, stored_bytes
 from tests.webui import Running, free_port
 
 KEY = "sk-ant-proxy-secret-0123456789"
@@ -84,8 +84,7 @@ def test_anthropic_through_the_proxy_is_recorded_with_its_context(
     assert not [h for h in sent if h.startswith("llmlog-")]
     assert KEY in (sent.get("x-api-key"), sent.get("authorization", "").removeprefix("Bearer "))
     proxy.store.close()
-    for f in tmp_path.glob("proxy.db*"):
-        assert KEY.encode() not in f.read_bytes()
+    assert KEY.encode() not in stored_bytes(tmp_path / "proxy.db")
 
 
 def test_streams_pass_through_event_by_event(proxy: Running, fake: FakeProvider) -> None:

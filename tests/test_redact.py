@@ -15,7 +15,7 @@ from llmlog.fake_provider import FakeProvider
 from llmlog.record import Call
 from llmlog.redact import Redactor, luhn
 from llmlog.store import CallFilter, open_store
-from tests.backends import SQLiteBackend
+from tests.backends import SQLiteBackend, stored_bytes
 from tests.webui import T0, Running
 
 JWT = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
@@ -132,7 +132,7 @@ def test_nothing_unredacted_reaches_the_store_from_the_sdk(fake: FakeProvider, t
     assert call.system_prompt == "Reply to [EMAIL]"
     assert call.messages == [{"role": "user", "content": "my key is [SECRET]"}]
     assert call.metadata and call.metadata["llmlog"]["redactions"] == {"EMAIL": 1, "SECRET": 1}
-    raw = b"".join(p.read_bytes() for p in tmp_path.glob("r.db*"))
+    raw = stored_bytes(tmp_path / "r.db")
     assert b"bob@example.com" not in raw and b"abcdefghijklmnopqrstuvwxyz0123" not in raw
 
 
@@ -177,7 +177,7 @@ def test_by_default_every_text_field_is_redacted_before_the_store(
     )
     writer.close()
     assert writer.stats().recorded == 1
-    raw = b"".join(p.read_bytes() for p in tmp_path.glob("r.db*"))
+    raw = stored_bytes(tmp_path / "r.db")
     assert MAIL.encode() not in raw and b"[EMAIL]" in raw
     with open_store(db) as store:
         call = store.get("c1")

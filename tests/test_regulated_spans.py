@@ -16,7 +16,7 @@ import pytest
 from llmlog.encryption import KeyProblem, Keyring, is_sealed, rotate, set_sensitive_metadata, trace_key_ids
 from llmlog.record import Call, Span, SpanEvent
 from llmlog.store import CallFilter, Store
-from tests.backends import Backend, ClickHouseBackend, PostgresBackend, SQLiteBackend
+from tests.backends import Backend, ClickHouseBackend, PostgresBackend, SQLiteBackend, stored_bytes
 from tests.test_encryption import K1, K2
 from tests.test_regulated import llmlog_process
 
@@ -74,7 +74,7 @@ def held(backend: Backend) -> bytes:
     """What the store holds of spans and events, as bytes: the SQLite files (WAL too), or
     every row of the tables (each version of a ClickHouse span)."""
     if backend.kind == "sqlite":
-        return b"".join(p.read_bytes() for p in Path(backend.url).parent.glob(Path(backend.url).name + "*"))
+        return stored_bytes(backend.url)
     if backend.kind == "postgres":
         rows = backend.sql(
             "SELECT string_agg(t, '|') FROM (SELECT row_to_json(s)::text AS t FROM spans AS s"

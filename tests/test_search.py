@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import random
-import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,8 +18,9 @@ from llmlog.encryption import Keyring
 from llmlog.record import Call
 from llmlog.store import CallFilter, open_store
 from llmlog.store import search as text_search
+from llmlog.store.sqlite import connect as sqlite_connect
 from llmlog.workload import prose
-from tests.backends import Backend
+from tests.backends import Backend, stored_bytes
 from tests.test_encryption import K1, raw_bytes
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -165,7 +165,7 @@ def test_erasure_and_redaction_leave_no_searchable_words(backend: Backend) -> No
     if backend.kind == "sqlite":  # nor in the index's own tables, in the file
         with open_store(backend.url) as store:
             store.reclaim(thorough=True)
-        data = b"".join(p.read_bytes() for p in Path(backend.url).parent.glob(Path(backend.url).name + "*"))
+        data = stored_bytes(backend.url)
         assert b"flamingoquartz" not in data and b"flamingoquartz"[:10] not in data
 
 
@@ -177,7 +177,7 @@ def test_sealed_calls_are_not_indexed(backend: Backend) -> None:
         )
         assert store.search("okapi", CallFilter()) == []
     if backend.kind == "sqlite":
-        data = b"".join(p.read_bytes() for p in Path(backend.url).parent.glob(Path(backend.url).name + "*"))
+        data = stored_bytes(backend.url)
         assert b"okapi" not in data
     else:
         assert backend.sql("SELECT count(*) FROM call_data WHERE search IS NOT NULL") == [(0,)]
@@ -188,7 +188,7 @@ def test_a_store_made_before_search_is_indexed_when_opened(backend: Backend) -> 
         store.insert(haystack(20))
     # Back to the schema before search, as a store made by the previous version would be.
     if backend.kind == "sqlite":
-        db = sqlite3.connect(backend.url)
+        db = sqlite_connect(backend.url)
         db.executescript(
             "DROP TRIGGER call_text_insert; DROP TRIGGER call_text_delete; DROP TRIGGER call_text_update;"
             " DROP TABLE call_text; ALTER TABLE call_data DROP COLUMN embedding; DROP TABLE web_sessions;"

@@ -16,7 +16,6 @@ import multiprocessing
 import os
 import queue
 import random
-import sqlite3
 import time
 import uuid
 from collections import Counter
@@ -34,8 +33,17 @@ from llmlog.store import clickhouse_schema as ch
 from llmlog.store import postgres_schema as pg
 from llmlog.store.content import digest
 from llmlog.store.sqlite import SQLiteStore, connect
+from llmlog.store.sqlite import connect as sqlite_connect
 from llmlog.store.sqlite_schema import MIGRATIONS, m003_daily, m005_people_daily, migrate
-from tests.backends import Backend, ClickHouseBackend, PostgresBackend, SQLiteBackend, admin, new_schema
+from tests.backends import (
+    Backend,
+    ClickHouseBackend,
+    PostgresBackend,
+    SQLiteBackend,
+    admin,
+    new_schema,
+    stored_bytes,
+)
 
 
 @pytest.fixture(params=["sqlite", "postgres", "clickhouse"])
@@ -86,7 +94,7 @@ def store(backend: Backend) -> Iterator[Store]:
 def raw_query(backend: Backend, sql: str) -> tuple[list[str], list[tuple[Any, ...]]]:
     """Column names and rows from the engine's own driver, outside the store."""
     if backend.kind == "sqlite":
-        db = sqlite3.connect(backend.url)
+        db = sqlite_connect(backend.url)
         try:
             cur = db.execute(sql)
             return [d[0] for d in cur.description], cur.fetchall()
@@ -1626,9 +1634,14 @@ def test_echoed_instructions_and_tools_round_trip_and_are_stored_once(backend: B
     if backend.kind == "sqlite":
         # The response rows hold no copy; the echoed text is one content row shared by all.
         assert (
-            backend.sql("SELECT max(length(response)) FROM call_data WHERE provider = 'openai'")[0][0] < 300
+            backend.sql("SELECT max(length(llmlog_text(response))) FROM call_data WHERE provider = 'openai'")[
+                0
+            ][0]
+            < 300
         )
-        n = backend.sql("SELECT count(*) FROM content WHERE body LIKE '%You are the research agent%'")
+        n = backend.sql(
+            "SELECT count(*) FROM content WHERE llmlog_text(body) LIKE '%You are the research agent%'"
+        )
         assert n == [(1,)]
 
 
@@ -1850,7 +1863,5 @@ def test_erasure_leaves_no_trace_of_a_users_content(backend: Backend) -> None:
         return
     assert backend.sql("SELECT count(*) FROM content") == [(2,)]  # the shared prompt and "hi"
     if backend.kind == "sqlite":  # the file itself holds none of it
-        raw = b"".join(
-            Path(backend.url + s).read_bytes() for s in ("", "-wal") if Path(backend.url + s).exists()
-        )
+        raw = stored_bytes(backend.url)
         assert b"alice-secret" not in raw and b"alice-meta" not in raw and b"alice" not in raw

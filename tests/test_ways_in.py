@@ -18,7 +18,6 @@ from __future__ import annotations
 import base64
 import json
 import logging
-import sqlite3
 import sys
 import textwrap
 import time
@@ -42,7 +41,8 @@ from llmlog.intake import Intake
 from llmlog.record import Call
 from llmlog.replay import Providers
 from llmlog.store import CallFilter, open_store
-from tests.backends import SQLiteBackend
+from llmlog.store.sqlite import connect as sqlite_connect
+from tests.backends import SQLiteBackend, stored_bytes
 from tests.webui import Running
 
 KEY = new_key()
@@ -142,9 +142,11 @@ class Env:
         )
 
     def raw(self) -> bytes:
-        """Every byte of the store's files (database, WAL, shared memory) and of the spool."""
+        """Every byte of the store's files (database, WAL, shared memory) and of the spool,
+        and the text of every value stored compressed (`llmlog.store.compression`), which
+        the bytes alone would hide."""
         files = [p for d in (self.tmp / "store", self.spool) if d.exists() for p in sorted(d.rglob("*"))]
-        return b"".join(p.read_bytes() for p in files if p.is_file())
+        return b"".join(p.read_bytes() for p in files if p.is_file()) + stored_bytes(self.db)
 
 
 def wait_for_calls(db: str, n: int) -> None:
@@ -393,7 +395,7 @@ def opened_text(env: Env) -> str:
     intake = Intake(Settings(db=env.db))
     try:
         calls = [c.to_json() for c in store.iter_calls(CallFilter())]
-        traces = [t for (t,) in sqlite3.connect(env.db).execute("SELECT DISTINCT trace_id FROM spans")]
+        traces = [t for (t,) in sqlite_connect(env.db).execute("SELECT DISTINCT trace_id FROM spans")]
         spans = [intake.open_span(s) for t in traces for s in store.trace(t)]
         ids = {t: [s.span_id for s in spans if s.trace_id == t] for t in traces}
         events = [intake.open_event(e) for t in traces for e in store.span_events([(t, i) for i in ids[t]])]

@@ -28,7 +28,7 @@ from llmlog.record import (
     json_text,
     parse_timestamp,
 )
-from llmlog.store import search
+from llmlog.store import compression, search
 from llmlog.store.base import (
     NAMING_ATTRIBUTES,
     AuditEntry,
@@ -65,10 +65,10 @@ SELECT
     d.id, d.session_id, d.user_id, d.timestamp, d.provider, d.model, d.feature,
     d.prompt_template_version,
     CASE WHEN d.message_ids IS NULL THEN NULL ELSE ifnull((
-        SELECT json_array(json(m.body)) FROM content AS m
+        SELECT json_array(json(llmlog_text(m.body))) FROM content AS m
         WHERE m.id = json_extract(d.message_ids, '$[#-1]')
     ), '[]') END AS messages,
-    d.response, d.tool_calls, d.stop_reason,
+    llmlog_text(d.response) AS response, d.tool_calls, d.stop_reason,
     d.input_tokens, d.output_tokens, d.cache_read_tokens, d.cache_creation_tokens,
     d.cost_usd, d.rate_card, d.first_token_ms, d.latency_ms,
     d.error, d.metadata, d.tags, d.trace_id, d.parent_id
@@ -105,6 +105,9 @@ def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     # JSON_VALUE(metadata, '$.tier') reads as on the other stores (`readonly.json_value`).
     db.create_function("json_value", 2, json_value, deterministic=True)
+    # Compressed responses and content bodies read back as text (`compression`): the
+    # `calls` view and the search index's triggers call it.
+    db.create_function("llmlog_text", 1, compression.unpack, deterministic=True)
     if not readonly:
         _set_wal(db)
         db.execute("PRAGMA synchronous = NORMAL")
@@ -273,7 +276,7 @@ class SQLiteStore(SQLiteTraces):
         if new:
             # The write lock is held, so no other writer can take these ids meanwhile.
             first = self.db.execute("SELECT ifnull(max(id), 0) + 1 FROM content").fetchone()[0]
-            rows = [(first + n, h, batch.bodies[h]) for n, h in enumerate(new)]
+            rows = [(first + n, h, compression.pack(batch.bodies[h])) for n, h in enumerate(new)]
             self.db.executemany("INSERT INTO content(id, hash, body) VALUES (?, ?, ?)", rows)
             batch.found.update((h, i) for i, h, _ in rows)
 
@@ -300,7 +303,7 @@ class SQLiteStore(SQLiteTraces):
             "[" + ",".join(map(str, batch.ids(messages))) + "]" if messages is not None else None,
             cid(tools),
             cid(params),
-            dumps(response) if response is not None else None,
+            compression.pack(dumps(response)) if response is not None else None,
             dumps(c.tool_calls) if c.tool_calls is not None else None,
             text(c.stop_reason),
             c.input_tokens,
@@ -642,10 +645,10 @@ class SQLiteStore(SQLiteTraces):
             # then the calls that use them.
             like = "LIKE ? ESCAPE '\\'"
             clauses.append(
-                f"(response {like} OR tool_calls {like} OR error {like}"
-                f" OR system_id IN (SELECT id FROM content WHERE body {like})"
+                f"(llmlog_text(response) {like} OR tool_calls {like} OR error {like}"
+                f" OR system_id IN (SELECT id FROM content WHERE llmlog_text(body) {like})"
                 f" OR EXISTS (SELECT 1 FROM json_each(message_ids) WHERE value IN"
-                f" (SELECT id FROM content WHERE body {like})))"
+                f" (SELECT id FROM content WHERE llmlog_text(body) {like})))"
             )
             params += [like_pattern(f.text)] * 5
         return clauses, params

@@ -17,13 +17,24 @@ from llmlog.store.rollup import (
     tool_count_sql,
 )
 
+# Responses and content bodies are read through `llmlog_text`, which gives back what
+# `llmlog.store.compression` compressed and text as it is. Migrations written before
+# compression (m002, m004, m010) use it too: harmless on text, and a store is only ever
+# migrated by the code that defines it.
+
+
 # What the response echoed of the request (m004) is put back in place from `content`.
-_ECHOED_RESPONSE = """CASE
-        WHEN ri.id IS NULL AND rt.id IS NULL THEN d.response
-        WHEN rt.id IS NULL THEN json_set(d.response, '$.instructions', ri.body)
-        WHEN ri.id IS NULL THEN json_set(d.response, '$.tools', json(rt.body))
-        ELSE json_set(d.response, '$.instructions', ri.body, '$.tools', json(rt.body))
+def _echoed_response() -> str:
+    response, instructions = "llmlog_text(d.response)", "llmlog_text(ri.body)"
+    tools = "json(llmlog_text(rt.body))"
+    return f"""CASE
+        WHEN ri.id IS NULL AND rt.id IS NULL THEN {response}
+        WHEN rt.id IS NULL THEN json_set({response}, '$.instructions', {instructions})
+        WHEN ri.id IS NULL THEN json_set({response}, '$.tools', {tools})
+        ELSE json_set({response}, '$.instructions', {instructions}, '$.tools', {tools})
     END"""
+
+
 _ECHO_JOINS = """
 LEFT JOIN content AS ri ON ri.id = d.response_instructions_id
 LEFT JOIN content AS rt ON rt.id = d.response_tools_id"""
@@ -31,19 +42,20 @@ LEFT JOIN content AS rt ON rt.id = d.response_tools_id"""
 
 def calls_view(echo: bool = True) -> str:
     """The `calls` view; `echo=False` is its form before migration 4."""
+    body = "llmlog_text({}.body)"
     return f"""
 CREATE VIEW calls AS
 SELECT
     d.id, d.session_id, d.user_id, d.timestamp, d.provider, d.model, d.feature,
     d.prompt_template_version,
-    s.body AS system_prompt,
+    {body.format("s")} AS system_prompt,
     CASE WHEN d.message_ids IS NULL THEN NULL ELSE (
-        SELECT json_group_array(json(m.body))
+        SELECT json_group_array(json({body.format("m")}))
         FROM json_each(d.message_ids) AS j CROSS JOIN content AS m ON m.id = j.value
     ) END AS messages,
-    t.body AS tools,
-    p.body AS params,
-    {_ECHOED_RESPONSE if echo else "d.response"} AS response,
+    {body.format("t")} AS tools,
+    {body.format("p")} AS params,
+    {_echoed_response() if echo else "llmlog_text(d.response)"} AS response,
     d.tool_calls, d.stop_reason,
     d.input_tokens, d.output_tokens, d.cache_read_tokens, d.cache_creation_tokens,
     d.cost_usd, d.rate_card, d.first_token_ms, d.latency_ms,
@@ -445,7 +457,8 @@ def document_sql(row: str) -> str:
     """`llmlog.store.search.document` in SQL, from a stored row (`new`, `old` in a trigger):
     the last message unless it is the model's, the response, the error's type and message.
     Written in SQL so that the triggers index and unindex exactly the same words."""
-    last = f"(SELECT m.body FROM content AS m WHERE m.id = json_extract({row}.message_ids, '$[#-1]'))"
+    last_id = f"json_extract({row}.message_ids, '$[#-1]')"
+    last = f"(SELECT llmlog_text(m.body) FROM content AS m WHERE m.id = {last_id})"
     said = (
         f"CASE WHEN json_extract({last}, '$.role') = 'assistant'"
         f" OR json_extract({last}, '$.type') IN ('function_call', 'reasoning') THEN NULL"
@@ -456,7 +469,7 @@ def document_sql(row: str) -> str:
         f" THEN json_extract({row}.error, '$.type')"
         f" ELSE json_extract({row}.error, '$.type') || ' ' || json_extract({row}.error, '$.message') END"
     )
-    parts = [said, _words(f"{row}.response"), error]
+    parts = [said, _words(f"llmlog_text({row}.response)"), error]
     return " || char(10) || ".join(f"ifnull({p}, '')" for p in parts)
 
 
@@ -472,6 +485,11 @@ def m010_search(db: sqlite3.Connection) -> None:
         "CREATE VIRTUAL TABLE call_text USING fts5(doc, content = '',"
         " tokenize = 'porter unicode61 remove_diacritics 2')"
     )
+    _search_triggers(db)
+    db.execute(f"INSERT INTO call_text (rowid, doc) SELECT rowid, {document_sql('call_data')} FROM call_data")
+
+
+def _search_triggers(db: sqlite3.Connection) -> None:
     new, old = document_sql("new"), document_sql("old")
     add = f"INSERT INTO call_text (rowid, doc) VALUES (new.rowid, {new});"
     remove = f"INSERT INTO call_text (call_text, rowid, doc) VALUES ('delete', old.rowid, {old});"
@@ -481,7 +499,6 @@ def m010_search(db: sqlite3.Connection) -> None:
         "CREATE TRIGGER call_text_update AFTER UPDATE OF message_ids, response, error ON call_data"
         f" BEGIN {remove} {add} END"
     )
-    db.execute(f"INSERT INTO call_text (rowid, doc) SELECT rowid, {document_sql('call_data')} FROM call_data")
 
 
 def m011_vectors(db: sqlite3.Connection) -> None:
@@ -521,6 +538,17 @@ def m014_waiting_events(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX IF NOT EXISTS span_events_received ON span_events(received)")
 
 
+def m015_compressed_text(db: sqlite3.Connection) -> None:
+    """Responses and content bodies may be stored compressed (`llmlog.store.compression`):
+    the view and the search index's triggers of a store made before read them through
+    `llmlog_text`, as a new store's do. The rows already stored stay as they are."""
+    db.execute("DROP VIEW IF EXISTS calls")
+    db.execute(calls_view())
+    for name in ("insert", "delete", "update"):
+        db.execute(f"DROP TRIGGER call_text_{name}")
+    _search_triggers(db)
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_initial,
     m002_rate_card_and_filters,
@@ -536,6 +564,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m012_web_sessions,
     m013_repair_figures,
     m014_waiting_events,
+    m015_compressed_text,
 ]
 
 

@@ -1,0 +1,186 @@
+"""The embedded store keeps each response and content body compressed (`llmlog.store.compression`),
+and every reader — the `calls` view, the store's API, search, the text filter, reports,
+erasure, `llmlog query` — sees the text as it was."""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from llmlog import investigate
+from llmlog.cli import cli
+from llmlog.record import Call
+from llmlog.store import CallFilter, compression
+from llmlog.store.sqlite import SQLiteStore
+from llmlog.workload import prose
+
+T0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
+
+
+def answer(text: str) -> dict[str, object]:
+    return {
+        "id": "msg_01", "type": "message", "role": "assistant", "model": "claude-sonnet-4-6",
+        "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "stop_sequence": None,
+        "usage": {"input_tokens": 120, "output_tokens": 80, "cache_read_input_tokens": 0},
+    }  # fmt: skip
+
+
+def calls(n: int = 40) -> list[Call]:
+    rng = random.Random(3)
+    return [
+        Call(
+            timestamp=T0 + timedelta(seconds=i), provider="anthropic", model="claude-sonnet-4-6",
+            feature="support", user_id=f"u{i % 4}", system_prompt="You answer questions about orders.",
+            messages=[{"role": "user", "content": [{"type": "text", "text": f"{prose(rng, 60)} zebra{i}"}]}],
+            response=answer(f"{prose(rng, 120)} marmoset{i}"),
+        )
+        for i in range(n)
+    ]  # fmt: skip
+
+
+def test_the_shipped_dictionary_is_the_one_stored_values_name() -> None:
+    # A changed file would leave every stored value unreadable: a new one takes a new number.
+    for number, digest in compression.DIGESTS.items():
+        assert compression.digest(number) == digest
+
+
+def test_pack_gives_back_what_it_was_given() -> None:
+    long = json.dumps(answer("The order shipped on Tuesday and arrives Friday. " * 8))
+    packed = compression.pack(long)
+    assert isinstance(packed, bytes) and len(packed) < len(long) / 3
+    assert compression.unpack(packed) == long
+    for kept in (
+        "short",
+        "",
+        "ünïcödé ✓ " * 30,
+        "\ud800 lone surrogate" * 10,
+        "llmlog-enc:v1:k1:" + "Zm9v" * 5,
+    ):
+        assert compression.unpack(compression.pack(kept)) == kept
+    # Never stored larger than the text itself.
+    rng = random.Random(1)
+    for text in [base64.b64encode(rng.randbytes(n)).decode() for n in (72, 80, 300)] + ["x" * 96]:
+        packed = compression.pack(text)
+        assert len(packed if isinstance(packed, bytes) else packed.encode()) <= len(text)
+        assert compression.unpack(packed) == text
+    assert compression.unpack(None) is None and compression.unpack(b"not ours") == "not ours"
+
+
+def test_responses_and_messages_are_stored_compressed_and_read_whole(tmp_path: Path) -> None:
+    db = str(tmp_path / "c.db")
+    stored = calls()
+    with SQLiteStore(db) as store:
+        store.insert(stored)
+        raw = store.db.execute(
+            "SELECT response, typeof(response) FROM call_data ORDER BY timestamp"
+        ).fetchall()
+        assert {t for _, t in raw} == {"blob"}
+        kinds = store.db.execute("SELECT typeof(body), count(*) FROM content GROUP BY 1").fetchall()
+        assert dict(kinds)["blob"] == len(stored)  # each message; the short system prompt is text
+        for (blob, _), c in zip(raw, stored, strict=True):
+            assert len(blob) * 2 < len(json.dumps(c.response))
+        for c in stored:
+            got = store.get(c.id)
+            assert got is not None
+            assert (got.response, got.messages, got.system_prompt) == (
+                c.response,
+                c.messages,
+                c.system_prompt,
+            )
+        # The view, as SQL written by hand reads it, and the lists' brief form.
+        text, messages = store.query(
+            "SELECT response, messages FROM calls WHERE id = ?", (stored[3].id,)
+        ).rows[0]
+        assert json.loads(text) == stored[3].response and json.loads(messages) == stored[3].messages
+        brief = store.recent(CallFilter(), limit=5, brief=True)
+        assert brief[0].response == stored[-1].response and brief[0].messages == stored[-1].messages
+        # Search indexes the words of both; the substring filter reads them too.
+        assert [h.call.id for h in store.search("marmoset7", CallFilter())] == [stored[7].id]
+        assert [h.call.id for h in store.search("zebra9", CallFilter())] == [stored[9].id]
+        assert [c.id for c in store.recent(CallFilter(text="marmoset11"))] == [stored[11].id]
+        assert [c.id for c in store.recent(CallFilter(text="zebra12"))] == [stored[12].id]
+        # Erasure takes the words out of the index with the rows.
+        store.erase(user_id="u1")
+        assert store.search("marmoset5", CallFilter()) == [] and store.search("zebra5", CallFilter()) == []
+        assert len(store.search("marmoset6", CallFilter())) == 1
+    # Read-only SQL, as a person writes it.
+    out = CliRunner().invoke(
+        cli,
+        ["query", "--db", db, "--format", "json", "SELECT response FROM calls ORDER BY timestamp"],
+    )
+    assert out.exit_code == 0, out.output
+    assert [json.loads(r["response"]) for r in json.loads(out.output)] == [
+        c.response for c in stored if c.user_id != "u1"
+    ]
+
+
+def test_the_store_is_smaller_for_it(tmp_path: Path) -> None:
+    sizes = {}
+    for name in ("plain", "packed"):
+        db = tmp_path / f"{name}.db"
+        with pytest.MonkeyPatch.context() as m:
+            if name == "plain":
+                m.setattr(compression, "pack", lambda text: text)
+            with SQLiteStore(db) as store:
+                store.insert(calls(400))
+                store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        sizes[name] = db.stat().st_size
+    assert sizes["packed"] < sizes["plain"] * 0.7, sizes
+
+
+def test_a_store_from_before_reads_its_text_and_compresses_what_comes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = str(tmp_path / "old.db")
+    old, new = calls(6)[:3], calls(6)[3:]
+    # What a version before compression wrote: its rows as text, under schema 14.
+    with monkeypatch.context() as m:
+        m.setattr(compression, "pack", lambda text: text)
+        with SQLiteStore(db) as store:
+            store.insert(old)
+            store.db.execute("PRAGMA user_version = 14")
+    with SQLiteStore(db) as store:
+        assert store.schema_found == 14 and store.schema_version >= 15
+        store.insert(new)
+        kinds = dict(
+            store.db.execute("SELECT typeof(response), count(*) FROM call_data GROUP BY 1").fetchall()
+        )
+        assert kinds == {"text": 3, "blob": 3}
+        for c in old + new:
+            got = store.get(c.id)
+            assert got is not None and got.response == c.response and got.messages == c.messages
+        assert len(store.search("marmoset1", CallFilter())) == 1
+        assert len(store.search("marmoset4", CallFilter())) == 1
+        store.erase(user_id="u1")  # an old row and a new one, unindexed alike
+        assert store.search("marmoset1", CallFilter()) == [] and store.search("marmoset5", CallFilter()) == []
+
+
+def test_refusals_are_counted_from_compressed_responses(tmp_path: Path) -> None:
+    now = datetime(2026, 11, 30, tzinfo=UTC)
+    sorry = (
+        "I'm sorry, but I can't help with that request; it falls outside what I am allowed to discuss here."
+    )
+    rows = []
+    for h in range(14 * 24):
+        refused = h < 7 * 24 and h % 5 == 0
+        text = (
+            sorry
+            if refused
+            else f"Here is the summary you asked for, with {h} items listed in the order given."
+        )
+        rows.append(Call(id=f"c{h}", timestamp=now - timedelta(hours=h, minutes=1), feature="chat",
+                         prompt_template_version="v1", output_tokens=40, response=answer(text)))  # fmt: skip
+    with SQLiteStore(tmp_path / "r.db") as store:
+        store.insert(rows)
+        assert store.db.execute(
+            "SELECT count(*) FROM call_data WHERE typeof(response) = 'text'"
+        ).fetchone() == (0,)
+        found = {(d.feature, d.version, d.metric): d for d in investigate.drift_report(store, now=now)}
+        refusing = found[("chat", "v1", "refusal_rate")]
+        assert refusing.before == 0 and refusing.after == pytest.approx(34 / 168)
