@@ -87,12 +87,62 @@ def record_line(record: dict[str, Any]) -> bytes:
         return json.dumps(record, separators=(",", ":"), default=str).encode() + b"\n"
 
 
+class _Fit:
+    """Messages and tool lists that a call's check serialized: a conversation re-sends its
+    earlier turns and its tools, the same objects (the decoders share them), which need not
+    be serialized again to know they can be. Each entry holds its value, so that its id()
+    stays its own; bounded in entries and in the bytes they serialized to, emptied when full."""
+
+    LIMIT = 20_000
+    MAX_BYTES = 32 * 2**20
+
+    def __init__(self) -> None:
+        self.values: dict[int, Any] = {}
+        self.bytes = 0
+
+    def known(self, value: Any) -> bool:
+        return self.values.get(id(value)) is value
+
+    def add(self, values: list[Any], size: int) -> None:
+        if len(self.values) + len(values) > self.LIMIT or self.bytes + size > self.MAX_BYTES:
+            self.values = {}
+            self.bytes = 0
+        if size <= self.MAX_BYTES:
+            self.values.update((id(v), v) for v in values)
+            self.bytes += size
+
+
+_FIT = _Fit()
+
+
 def check(call: Call) -> None:
     """Refuse (`Unfit`) a call that cannot be serialized the way the stores and the spool
     serialize it. The one limit on nesting everywhere is orjson's (about 250 levels, counting
     the record's own object): a deeper call would be stored locally (through the slower
     `json`) but never spooled, and at about 1,000 levels `json` fails too. No model call
     nests anywhere near so deep; one that does is refused, the batch around it is not."""
+    # The messages and tools an earlier check serialized are left out (`_Fit`): each part
+    # of a record serializes or not on its own, at the depth it has in every record. Only
+    # what orjson takes whole is remembered; anything else is checked below, whole, as ever.
+    fit = _FIT
+    record = {name: getattr(call, name) for name in JSON_COLUMNS}
+    messages, tools = call.messages, call.tools
+    new: list[Any] = []
+    if type(messages) is list:
+        record["messages"] = unknown = [m for m in messages if not fit.known(m)]
+        new += unknown
+    if type(tools) is list:
+        if fit.known(tools):
+            record["tools"] = None
+        else:
+            new.append(tools)
+    try:
+        size = len(orjson.dumps(record, default=str))
+    except Exception:  # whatever it is, the whole record is checked below
+        pass
+    else:
+        fit.add(new, size)
+        return
     try:
         record_line({name: getattr(call, name) for name in JSON_COLUMNS})
     except Exception as exc:  # whatever the serializers raise, the record is unfit

@@ -4,6 +4,7 @@ the private tables; the CLI that manages accounts and tokens."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from click.testing import CliRunner
 from llmlog import access
 from llmlog.cli import cli
 from llmlog.store import CallFilter, ReadOnlyError, Store, open_store
-from llmlog.web.auth import local_path
+from llmlog.web.auth import AccessMiddleware, local_path
 from tests.backends import Backend, stored_bytes
 from tests.webui import Running, make_call
 
@@ -78,6 +79,30 @@ def test_after_sign_in_only_local_paths() -> None:
     assert local_path("/calls?x=1") == "/calls?x=1"
     for bad in (None, "", "https://evil.example/", "//evil.example/x", "/\\evil.example", "calls"):
         assert local_path(bad) == "/"
+
+
+def test_the_collector_routes_are_not_behind_the_sign_in() -> None:
+    """/v1/… takes tokens of its own: the middleware hands it the server's own `receive`, so
+    a body of megabytes is read as it comes, not chunk by chunk through a task group."""
+    given: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        given.append(receive)
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "method": "POST", "path": "/v1/traces", "headers": [], "query_string": b""}
+    asyncio.run(AccessMiddleware(app, web=None, token="ui-s3cret")(scope, receive, send))
+    assert given == [receive]
+    assert sent[0]["status"] == 204
 
 
 def test_tokens_are_scoped_and_kept_hashed(tmp_path: Path) -> None:

@@ -117,6 +117,25 @@ def test_every_json_field_is_checked(tmp_path: Path, field: str) -> None:
     assert (stats.recorded, stats.failed) == (120, 1)
 
 
+def test_a_conversations_earlier_turns_are_checked_once_and_a_new_unfit_one_still_refused() -> None:
+    """The check remembers the messages and tool lists it serialized (the same objects, re-sent
+    by each turn of a conversation); what it has not seen is checked as ever."""
+    from llmlog.intake import _FIT, Unfit, check
+
+    earlier = {"role": "user", "content": "what the first turn said " * 50}
+    tools = [{"name": "t", "input_schema": {"type": "object"}}]
+    check(call(0, messages=[earlier], tools=tools))
+    assert _FIT.known(earlier) and _FIT.known(tools)
+    check(call(1, messages=[earlier, {"role": "assistant", "content": "ok"}], tools=tools))
+    for field, value in (("messages", [earlier, nested(300)]), ("tools", [*tools, nested(300)])):
+        with pytest.raises(Unfit, match=f"{field}: nested too deeply"):
+            check(call(2, **{"messages": [earlier], "tools": tools, field: value}))
+    # What orjson refuses but the stores' fallback writes (a key that is not text) passes, unremembered.
+    odd = {"role": "user", "content": {1: "one"}}
+    check(call(3, messages=[earlier, odd], tools=tools))
+    assert not _FIT.known(odd)
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "clickhouse"])
 def test_a_store_refuses_a_deep_call_as_data_not_as_being_down(tmp_path: Path, kind: str) -> None:
     """The writer's backstop, for what reaches a store unchecked: what the store raises for

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import base64
 import json
+import uuid
 from typing import Any
 
 from google.protobuf import json_format
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from llmlog.capture.genai import _NAMESPACE, call_id
 from llmlog.capture.otlp import decode_logs, decode_spans
 
 NOW = 1_767_000_000_000_000_000
@@ -150,3 +152,15 @@ def test_protobuf_nested_past_what_the_parser_reads_is_not_otlp() -> None:
     _set(span.attributes.add(), "deep", value)
     with pytest.raises(OTLPError, match="not OTLP protobuf"):
         decode_spans(request.SerializeToString(), "application/x-protobuf")
+
+
+def test_call_ids_are_uuid5_of_the_span_or_the_providers_id() -> None:
+    # Written out for speed: the ids stored before must come out the same.
+    for trace, span, key in [
+        ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331", None),
+        ("t", "s", "anthropic:response:msg_01XFDUDYJgAACzvnptvVoYEL"),
+        ("t", "s", "openai:request:req_ünïcödé-€-😀"),
+        ("", "", ""),
+    ]:
+        name = key if key is not None else f"{trace}:{span}"
+        assert call_id(trace, span, key) == str(uuid.uuid5(_NAMESPACE, name))

@@ -12,6 +12,7 @@ a call keeps).
 
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from collections.abc import Iterable
@@ -49,6 +50,7 @@ from llmlog.capture.shapes import (
 from llmlog.record import Call, Span, SpanEvent
 
 _NAMESPACE = uuid.UUID("0b6c3f8e-7d1a-5b2c-9e4f-1a2b3c4d5e6f")
+_NAMESPACE_BYTES = _NAMESPACE.bytes
 # gen_ai operations that are a model generating: a call. Embeddings, tools and agents are
 # spans of the tree.
 _GENERATING = {"chat", "text_completion", "generate_content", "responses", "completion"}
@@ -59,7 +61,13 @@ def call_id(trace_id: str, span_id: str, key: str | None = None) -> str:
     the provider calls the call: `call_key`), from that instead, so every span of one call —
     an instrumentation's and the SDK's own, in one trace or two, in one request or several —
     names the same call."""
-    return str(uuid.uuid5(_NAMESPACE, key if key is not None else f"{trace_id}:{span_id}"))
+    # uuid.uuid5, written out: the same text at a third of the cost (every span's call is named).
+    name = key if key is not None else f"{trace_id}:{span_id}"
+    h = bytearray(hashlib.sha1(_NAMESPACE_BYTES + name.encode("utf-8")).digest()[:16])
+    h[6] = (h[6] & 0x0F) | 0x50  # version 5
+    h[8] = (h[8] & 0x3F) | 0x80  # RFC 4122 variant
+    x = h.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 # What the provider calls a call. The response id (`msg_…`, `chatcmpl-…`): the semconv
@@ -286,7 +294,7 @@ def span_content(a: dict[str, Any]) -> Content:
     sent = sent_request(a, provider_of(a))
     if sent is not None:
         c.api, request = sent
-        told = Call(timestamp=_EPOCH)
+        told = Call(id="", timestamp=_EPOCH)  # read from, never kept: no random id to make
         split_request(c.api, request, told)
         c.system_prompt, c.messages, c.tools = told.system_prompt, told.messages, told.tools
         c.params = dict(told.params or {})
@@ -486,7 +494,7 @@ def span_call(span: Span, content: Content) -> Call:
         else:
             response = body if body is not None else responses_response(output)
         if response is not None and body is not None and is_whole(content.api, body):
-            told = Call(timestamp=span.start)
+            told = Call(id="", timestamp=span.start)  # read from, never kept
             read_response(content.api, response, told)
     elif is_openai_chat(provider, a):
         messages, system_prompt = openai_messages(messages, system_prompt)
