@@ -222,8 +222,8 @@ def referenced_content(backend: Backend) -> tuple[int, int]:
             " UNION SELECT j.value FROM call_data, json_each(call_data.message_ids) AS j"
         )
     else:
-        used = "SELECT unnest(coalesce(message_ids, '{}') || ARRAY[system_id, tools_id, params_id])"
-        used += " FROM call_data"
+        used = "SELECT unnest(coalesce(message_ids, '{}') || ARRAY[system_id, tools_id, params_id,"
+        used += " response_instructions_id, response_tools_id]) FROM call_data"
     total = backend.sql("SELECT count(*) FROM content")[0][0]
     unused = backend.sql(
         f"WITH u(id) AS ({used}) SELECT count(*) FROM content"

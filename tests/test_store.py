@@ -1631,18 +1631,37 @@ def test_echoed_instructions_and_tools_round_trip_and_are_stored_once(backend: B
             # Key order too, as the view presents it to SQL.
             text = store.query("SELECT response FROM calls WHERE id = ?", (calls[0].id,)).rows[0][0]
             assert list(json.loads(text)) == list(calls[0].response or {})
-    if backend.kind == "sqlite":
+    if backend.kind in KINDS:
         # The response rows hold no copy; the echoed text is one content row shared by all.
-        assert (
-            backend.sql("SELECT max(length(llmlog_text(response))) FROM call_data WHERE provider = 'openai'")[
-                0
-            ][0]
-            < 300
-        )
-        n = backend.sql(
-            "SELECT count(*) FROM content WHERE llmlog_text(body) LIKE '%You are the research agent%'"
-        )
+        size = "length(llmlog_text(response))" if backend.kind == "sqlite" else "pg_column_size(response)"
+        assert backend.sql(f"SELECT max({size}) FROM call_data WHERE provider = 'openai'")[0][0] < 300
+        body = "llmlog_text(body)" if backend.kind == "sqlite" else "body::text"
+        n = backend.sql(f"SELECT count(*) FROM content WHERE {body} LIKE '%You are the research agent%'")
         assert n == [(1,)]
+
+
+def test_echoed_content_outlives_the_call_that_sent_it(backend: Backend) -> None:
+    """A call whose only link to a piece of content is its response's echo keeps it when the
+    call whose request sent that content is erased."""
+    row_stores_only(backend, "no content table")
+    instructions = "You are the billing agent. " * 100
+    tools = [{"type": "function", "name": "lookup", "description": "Looks up. " * 60}]
+    reply = {"object": "response", "instructions": instructions, "tools": tools, "output": []}
+    sender = Call(
+        timestamp=T0, provider="openai", user_id="u1", system_prompt=instructions, tools=tools, response=reply
+    )
+    echo_only = Call(timestamp=T0 + timedelta(seconds=1), provider="openai", user_id="u2", response=reply)
+    with backend.open() as store:
+        store.insert([sender, echo_only])
+        assert store.erase(user_id="u1").calls == 1
+        assert store.collect_content() == 0
+        got = store.get(echo_only.id)
+        assert got is not None and got.response == reply
+        # Its content replaced (as redaction or sealing does): the new echo, read back whole.
+        redacted = {**reply, "instructions": "[REDACTED]"}
+        store.update_content(echo_only.replace(response=redacted))
+        got = store.get(echo_only.id)
+        assert got is not None and got.response == redacted
 
 
 @sqlite_only
@@ -1663,6 +1682,34 @@ def test_migrates_a_version_2_database_with_responses(backend: Backend) -> None:
             "tools": [{"name": "t"}],
             "output": [],
         }
+
+
+@postgres_only
+def test_migrates_a_postgres_store_with_echoed_responses(backend: Backend) -> None:
+    """A store from before the echo was kept apart: its responses read whole (through the
+    view's grants, the reader's too), and new calls keep the echo once."""
+    import psycopg
+
+    before = pg.MIGRATIONS.index(pg.m015_response_echo)
+    with psycopg.connect(backend.url, autocommit=True) as conn:
+        assert pg.migrate(conn, target=before) == before
+    old_reply = {"instructions": "old", "tools": [{"name": "t"}], "output": []}
+    old = Call(timestamp=T0, provider="openai", response=old_reply)
+    _partitions_by_hand(backend, [old])
+    backend.sql(
+        "INSERT INTO call_data (id, timestamp, provider, response) VALUES (?, ?, ?, ?::jsonb)",
+        (old.id, format_timestamp(old.timestamp), "openai", json.dumps(old_reply)),
+    )
+    reply = {"instructions": "You are new. " * 200, "tools": [{"name": "t2"}], "output": []}
+    new = Call(timestamp=T0 + timedelta(seconds=1), provider="openai", response=reply)
+    with backend.open() as store:
+        assert (store.schema_found, store.schema_version) == (before, SCHEMA_VERSION["postgres"])
+        store.insert([new])
+        assert [c.response for c in store.recent(CallFilter())] == [reply, old_reply]
+        rows = store.query("SELECT id, response FROM calls ORDER BY timestamp").rows
+        assert [(i, as_json(r)) for i, r in rows] == [(old.id, old_reply), (new.id, reply)]
+    stored = "SELECT response_instructions_id IS NULL, response -> 'instructions' FROM call_data"
+    assert backend.sql(stored + " ORDER BY timestamp") == [(True, "old"), (False, None)]
 
 
 @pytest.mark.parametrize(

@@ -97,9 +97,19 @@ ROW_COLUMNS = (
     "prompt_template_version", "system_id", "message_ids", "tools_id", "params_id", "response",
     "tool_calls", "stop_reason", "input_tokens", "output_tokens", "cache_read_tokens",
     "cache_creation_tokens", "cost_usd", "rate_card", "first_token_ms", "latency_ms", "error",
-    "metadata", "tags", "trace_id", "parent_id",
+    "metadata", "tags", "trace_id", "parent_id", "response_instructions_id", "response_tools_id",
 )  # fmt: skip
 
+# The columns of `call_data` naming content, besides `message_ids`.
+CONTENT_COLUMNS = ("system_id", "tools_id", "params_id", "response_instructions_id", "response_tools_id")
+
+# The content of a call, keyed: system prompt, messages, tools, params, the instructions and
+# tools its response echoes; then the response without them.
+_Keys = tuple[Key | None, list[Key] | None, Key | None, Key | None, Key | None, Key | None, Any]
+
+
+# Every content id a row of `call_data` names.
+_USED = f"coalesce(message_ids, '{{}}') || ARRAY[{', '.join(CONTENT_COLUMNS)}]"
 
 # ------------------------------------------------------------------ helpers
 
@@ -244,7 +254,8 @@ class PostgresStore(PostgresTraces):
                     " ON COMMIT DELETE ROWS"
                 )
             with cur.copy(f"COPY call_stage (seq, doc, {', '.join(ROW_COLUMNS)}) FROM STDIN") as copy:
-                for seq, (c, (system, messages, tools, params)) in enumerate(zip(calls, keyed, strict=True)):
+                for seq, (c, keys) in enumerate(zip(calls, keyed, strict=True)):
+                    system, messages, tools, params, echo_instructions, echo_tools, response = keys
                     copy.write_row(
                         (
                             seq, search.pg_document(c),
@@ -254,7 +265,7 @@ class PostgresStore(PostgresTraces):
                             _int_array(batch.ids(messages)) if messages is not None else None,
                             cid(tools) if tools is not None else None,
                             cid(params) if params is not None else None,
-                            json_text(c.response) if c.response is not None else None,
+                            json_text(response) if response is not None else None,
                             json_text(c.tool_calls) if c.tool_calls is not None else None,
                             c.stop_reason, c.input_tokens, c.output_tokens, c.cache_read_tokens,
                             c.cache_creation_tokens, c.cost_usd, c.rate_card, c.first_token_ms,
@@ -263,6 +274,8 @@ class PostgresStore(PostgresTraces):
                             json_text(c.metadata) if c.metadata is not None else None,
                             json_text(c.tags) if c.tags is not None else None,
                             c.trace_id, c.parent_id,
+                            cid(echo_instructions) if echo_instructions is not None else None,
+                            cid(echo_tools) if echo_tools is not None else None,
                         )
                     )  # fmt: skip
             # In key order, as every writer does, so concurrent writers wait on each other's
@@ -281,12 +294,29 @@ class PostgresStore(PostgresTraces):
         return inserted
 
     @staticmethod
-    def _keys(c: Call, batch: ContentBatch) -> tuple[Key | None, list[Key] | None, Key | None, Key | None]:
+    def _keys(c: Call, batch: ContentBatch) -> _Keys:
+        """The content of a call, keyed, and its response with what it echoes left out."""
+        response, echo_instructions, echo_tools = c.response, None, None
+        if isinstance(response, dict):
+            # What the response echoes of the request goes to `content`, as the request's
+            # own copy does; the row keeps a null in its place for the view to fill.
+            echoed: dict[str, None] = {}
+            if isinstance(response.get("instructions"), str):
+                echo_instructions = batch.key(response["instructions"])
+                echoed["instructions"] = None
+            if isinstance(response.get("tools"), list) and response["tools"]:
+                echo_tools = batch.key(response["tools"])
+                echoed["tools"] = None
+            if echoed:
+                response = {**response, **echoed}
         return (
             batch.key(c.system_prompt) if c.system_prompt is not None else None,
             batch.keys(c.messages) if c.messages is not None else None,
             batch.key(c.tools) if c.tools is not None else None,
             batch.key(c.params) if c.params is not None else None,
+            echo_instructions,
+            echo_tools,
+            response,
         )
 
     def _settings_now(self, cur: psycopg.Cursor[Any]) -> dict[str, Any]:
@@ -393,7 +423,7 @@ class PostgresStore(PostgresTraces):
         (call,) = self._sealed([call])
         c = _storable_call(call)
         batch = self._content.batch()
-        system, messages, tools, params = self._keys(c, batch)
+        keys = self._keys(c, batch)
         conn = self.conn
         with conn.transaction(), conn.cursor() as cur:
             settings = self._settings_now(cur)
@@ -401,8 +431,9 @@ class PostgresStore(PostgresTraces):
             if self._content_changed(settings) or enforced is not c:
                 c = enforced
                 batch = self._content.batch()
-                system, messages, tools, params = self._keys(c, batch)
+                keys = self._keys(c, batch)
             self._resolve(cur, batch)
+            system, messages, tools, params, echo_instructions, echo_tools, response = keys
             was = cur.execute(
                 "SELECT prompt_template_version IS NULL, tool_calls IS NULL FROM call_data WHERE id = %s",
                 (c.id,),
@@ -412,6 +443,7 @@ class PostgresStore(PostgresTraces):
                 "UPDATE call_data SET system_id = %s, message_ids = %s::bigint[], tools_id = %s,"
                 " params_id = %s, response = %s::jsonb, tool_calls = %s::jsonb, stop_reason = %s,"
                 " error = %s::jsonb, metadata = %s::jsonb, search = to_tsvector(%s::regconfig, %s),"
+                " response_instructions_id = %s, response_tools_id = %s,"
                 " prompt_template_version = coalesce(prompt_template_version, %s),"
                 " embedding = NULL WHERE id = %s",
                 (
@@ -419,13 +451,15 @@ class PostgresStore(PostgresTraces):
                     _int_array(batch.ids(messages)) if messages is not None else None,
                     batch.id(tools) if tools is not None else None,
                     batch.id(params) if params is not None else None,
-                    json_text(c.response) if c.response is not None else None,
+                    json_text(response) if response is not None else None,
                     json_text(c.tool_calls) if c.tool_calls is not None else None,
                     c.stop_reason,
                     json_text(c.error) if c.error is not None else None,
                     json_text(c.metadata) if c.metadata is not None else None,
                     search.PG_CONFIG,
                     search.pg_document(c),  # the words it is found by change with it
+                    batch.id(echo_instructions) if echo_instructions is not None else None,
+                    batch.id(echo_tools) if echo_tools is not None else None,
                     c.prompt_template_version,
                     c.id,
                 ),
@@ -472,7 +506,7 @@ class PostgresStore(PostgresTraces):
     ) -> tuple[Erased, list[int]]:
         """The calls `where` selects, their spans and span events; and the content they used."""
         rows = cur.execute(
-            f"DELETE FROM call_data WHERE {where} RETURNING id, system_id, tools_id, params_id, message_ids",
+            f"DELETE FROM call_data WHERE {where} RETURNING id, message_ids, {', '.join(CONTENT_COLUMNS)}",
             params,
         ).fetchall()
         ids = [r[0] for r in rows]
@@ -483,7 +517,7 @@ class PostgresStore(PostgresTraces):
         )
         out = Erased(calls=len(rows))
         out.spans = cur.execute("DELETE FROM spans WHERE call_id = ANY(%s)", (ids,)).rowcount
-        return out, sorted({c for r in rows for c in (*r[1:4], *(r[4] or ())) if c is not None})
+        return out, sorted({c for r in rows for c in (*(r[1] or ()), *r[2:]) if c is not None})
 
     @staticmethod
     def _delete_content(cur: psycopg.Cursor[Any], candidates: list[int] | None) -> int:
@@ -493,20 +527,18 @@ class PostgresStore(PostgresTraces):
             if not candidates:
                 return 0
             used = cur.execute(
-                "SELECT DISTINCT u FROM (SELECT"
-                " unnest(coalesce(message_ids, '{}') || ARRAY[system_id, tools_id, params_id]) AS u"
-                " FROM call_data WHERE message_ids && %s::bigint[] OR system_id = ANY(%s)"
-                " OR tools_id = ANY(%s) OR params_id = ANY(%s)) AS s WHERE u = ANY(%s)",
-                (candidates,) * 5,
+                f"SELECT DISTINCT u FROM (SELECT unnest({_USED}) AS u FROM call_data"
+                " WHERE message_ids && %s::bigint[]"
+                f" {''.join(f' OR {c} = ANY(%s)' for c in CONTENT_COLUMNS)}) AS s WHERE u = ANY(%s)",
+                (candidates,) * (len(CONTENT_COLUMNS) + 2),
             ).fetchall()
             gone = sorted(set(candidates) - {r[0] for r in used})
             return cur.execute("DELETE FROM content WHERE id = ANY(%s)", (gone,)).rowcount
         # Every piece: the ids in use gathered once, then an anti-join (a NOT IN over millions
         # of ids would run a subquery per content row once it outgrows work_mem).
         cur.execute(
-            "CREATE TEMP TABLE content_used ON COMMIT DROP AS SELECT DISTINCT u AS id FROM (SELECT"
-            " unnest(coalesce(message_ids, '{}') || ARRAY[system_id, tools_id, params_id]) AS u"
-            " FROM call_data) AS s WHERE u IS NOT NULL"
+            "CREATE TEMP TABLE content_used ON COMMIT DROP AS SELECT DISTINCT u AS id FROM"
+            f" (SELECT unnest({_USED}) AS u FROM call_data) AS s WHERE u IS NOT NULL"
         )
         cur.execute("ANALYZE content_used")
         return cur.execute(

@@ -14,12 +14,27 @@ from llmlog.store import search
 from llmlog.store.postgres_reader import create_reader
 from llmlog.store.rollup import DAILY_COLUMNS, GROUP, cold_columns, from_raw_sql, repair_sql
 
-CALLS_VIEW = """
-CREATE VIEW calls AS
+# What the response echoed of the request (m015) is put back in place from `content`.
+_ECHOED_RESPONSE = """CASE
+        WHEN ri.id IS NULL AND rt.id IS NULL THEN d.response
+        WHEN rt.id IS NULL THEN jsonb_set(d.response, '{instructions}', ri.body)
+        WHEN ri.id IS NULL THEN jsonb_set(d.response, '{tools}', rt.body)
+        ELSE jsonb_set(jsonb_set(d.response, '{instructions}', ri.body), '{tools}', rt.body)
+    END"""
+_ECHO_JOINS = """
+LEFT JOIN content AS ri ON ri.id = d.response_instructions_id
+LEFT JOIN content AS rt ON rt.id = d.response_tools_id"""
+
+
+def calls_view(echo: bool = True) -> str:
+    """The `calls` view; `echo=False` is its form before migration 15 (the same columns, so
+    that one replaces the other in place, grants and all)."""
+    return f"""
+CREATE OR REPLACE VIEW calls AS
 SELECT
     d.id, d.session_id, d.user_id, d.timestamp, d.provider, d.model, d.feature,
     d.prompt_template_version,
-    s.body #>> '{}' AS system_prompt,
+    s.body #>> '{{}}' AS system_prompt,
     CASE WHEN d.message_ids IS NULL THEN NULL ELSE COALESCE((
         SELECT jsonb_agg(m.body ORDER BY j.ord)
         FROM unnest(d.message_ids) WITH ORDINALITY AS j(content_id, ord)
@@ -27,14 +42,14 @@ SELECT
     ), '[]'::jsonb) END AS messages,
     t.body AS tools,
     p.body AS params,
-    d.response, d.tool_calls, d.stop_reason,
+    {_ECHOED_RESPONSE if echo else "d.response"} AS response, d.tool_calls, d.stop_reason,
     d.input_tokens, d.output_tokens, d.cache_read_tokens, d.cache_creation_tokens,
     d.cost_usd, d.rate_card, d.first_token_ms, d.latency_ms,
     d.error, d.metadata, d.tags, d.trace_id, d.parent_id
 FROM call_data AS d
 LEFT JOIN content AS s ON s.id = d.system_id
 LEFT JOIN content AS t ON t.id = d.tools_id
-LEFT JOIN content AS p ON p.id = d.params_id
+LEFT JOIN content AS p ON p.id = d.params_id{_ECHO_JOINS if echo else ""}
 """
 
 
@@ -75,7 +90,7 @@ def m001_initial(cur: psycopg.Cursor[Any]) -> None:
     for col in ("feature", "model", "user_id", "session_id", "prompt_template_version"):
         cur.execute(f"CREATE INDEX call_data_{col} ON call_data ({col}, timestamp)")
     cur.execute("CREATE INDEX call_data_errors ON call_data (timestamp) WHERE error IS NOT NULL")
-    cur.execute(CALLS_VIEW)
+    cur.execute(calls_view(echo=False))
 
 
 def m002_daily(cur: psycopg.Cursor[Any]) -> None:
@@ -531,6 +546,20 @@ def m014_json_value(cur: psycopg.Cursor[Any]) -> None:
     )
 
 
+def m015_response_echo(cur: psycopg.Cursor[Any]) -> None:
+    """The instructions and tool list the OpenAI Responses API echoes in every response
+    (several KB, the request's own system prompt and tools) kept in `content`, as SQLite's
+    migration 4 does: the row holds a null in their place and the ids here, and the view puts
+    them back. Calls stored before keep their responses whole (both ids NULL). Adding
+    columns without a default rewrites nothing, on the parent or its partitions; a store
+    whose version was set back by hand still has them."""
+    cur.execute(
+        "ALTER TABLE call_data ADD COLUMN IF NOT EXISTS response_instructions_id bigint,"
+        " ADD COLUMN IF NOT EXISTS response_tools_id bigint"
+    )
+    cur.execute(calls_view())
+
+
 MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m001_initial,
     m002_daily,
@@ -546,6 +575,7 @@ MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m012_repair_figures,
     m013_waiting_events,
     m014_json_value,
+    m015_response_echo,
 ]
 
 
