@@ -9,6 +9,7 @@ import json
 import random
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -19,6 +20,7 @@ from llmlog.record import Call
 from llmlog.store import CallFilter, open_store
 from llmlog.store import search as text_search
 from llmlog.store.sqlite import connect as sqlite_connect
+from llmlog.store.sqlite_schema import migrate
 from llmlog.workload import prose
 from tests.backends import Backend, stored_bytes
 from tests.test_encryption import K1, raw_bytes
@@ -230,3 +232,58 @@ def test_the_cli_searches(tmp_path: Path) -> None:
     assert none.exit_code == 0 and "No calls" in none.output
     bad = runner.invoke(cli, ["--db", db, "search", "x", "--limit", "0"])
     assert bad.exit_code == 2
+
+
+def _terms(db: Any) -> int:
+    """How many distinct terms SQLite's index holds."""
+    db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.call_terms USING fts5vocab(main, call_text, 'row')")
+    return int(db.execute("SELECT count(*) FROM temp.call_terms").fetchone()[0])
+
+
+def test_sqlite_unindexes_exactly_what_it_indexed(tmp_path: Path) -> None:
+    # A contentless FTS5 index is told the words to take out: a row whose deletion gave other
+    # words than its insertion left terms behind (or broke the index).
+    with open_store(str(tmp_path / "s.db")) as store:
+        calls = haystack(200)
+        store.insert(calls)
+        assert _terms(store.db) > 50
+        # Changed content (a redaction) takes out the old words and puts in the new.
+        call = store.get("once")
+        assert call is not None
+        store.update_content(call.replace(messages=said("My [REDACTED] arrived broken.")))
+        for user in {c.user_id for c in calls if c.user_id}:
+            store.erase(user_id=user)
+        store.db.execute("DELETE FROM call_data")  # the rest, as retention deletes
+        assert _terms(store.db) == 0
+        store.db.execute("INSERT INTO call_text (call_text, rank) VALUES ('integrity-check', 0)")
+
+
+def test_sqlite_indexes_rows_it_did_not_write(tmp_path: Path) -> None:
+    # Rows put there by SQL written by hand: JSON nested past any parser's limit, text that
+    # is not JSON. Each is stored (the index never refuses a row) and unindexed cleanly.
+    deep = "[" * 5000 + '"abyssword"' + "]" * 5000
+    with open_store(str(tmp_path / "s.db")) as store:
+        store.insert(haystack(5))
+        by_hand = [deep, "not JSON: slatework", '"plinthword"', '{"text": "cornicework"}']
+        for n, response in enumerate(by_hand):
+            store.db.execute(
+                "INSERT INTO call_data (id, timestamp, response) VALUES (?, ?, ?)",
+                (f"by-hand-{n}", "2026-11-02T09:00:00.000000Z", response),
+            )
+        assert ids(store.search("plinthword", CallFilter())) == ["by-hand-2"]
+        assert ids(store.search("cornicework", CallFilter())) == ["by-hand-3"]
+        store.db.execute("DELETE FROM call_data")
+        assert _terms(store.db) == 0
+
+
+def test_a_store_indexed_in_sql_is_indexed_again_when_opened(tmp_path: Path) -> None:
+    db = str(tmp_path / "s.db")
+    conn = sqlite_connect(db)
+    assert migrate(conn, target=15) == 15  # the triggers read the words in SQL
+    conn.close()
+    with open_store(db) as store:
+        store.insert(haystack(30))
+        assert ids(store.search("gryphon", CallFilter())) == ["failed"]
+        assert ids(store.search("quokkaexpress", CallFilter())) == ["tool-result"]
+        store.db.execute("DELETE FROM call_data")
+        assert _terms(store.db) == 0

@@ -21,9 +21,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from llmlog.conversation import message_turn, response_messages
+from llmlog.encryption import PREFIX as SEALED
 from llmlog.encryption import is_sealed
 from llmlog.record import Call
+from llmlog.store import compression
 
 # What one call contributes at most to PostgreSQL's index, which refuses a tsvector over
 # 1 MB: a pasted 1 MB document is found there by its first 100 KB.
@@ -57,7 +61,7 @@ def _is_model_turn(message: Any) -> bool:
 
 def document(call: Call) -> str:
     """The text a call is found by (see the module's docstring); "" when it has none.
-    SQLite's triggers compute the same in SQL (`sqlite_schema.document_sql`)."""
+    SQLite's index reads a stored row's own way (`sqlite_document`)."""
     messages = call.messages or []
     last = messages[-1] if messages and not _is_model_turn(messages[-1]) else None
     pieces = _parts_text(last)
@@ -66,6 +70,69 @@ def document(call: Call) -> str:
     if isinstance(call.error, dict):
         pieces += [str(v) for k in ("type", "message") if (v := call.error.get(k)) and not is_sealed(v)]
     return "\n".join(p for p in pieces if p)
+
+
+# Keys whose string values are identifiers, kinds, settings or encoded data: not words.
+NOT_WORDS = frozenset(
+    {
+        "type", "role", "id", "tool_use_id", "call_id", "object", "status", "model", "stop_reason",
+        "finish_reason", "signature", "encrypted_content", "data", "url", "media_type", "service_tier",
+        "system_fingerprint", "truncation", "tool_choice", "effort",
+    }
+)  # fmt: skip
+
+
+def _leaf_words(value: Any, out: list[str]) -> None:
+    """The string leaves of a JSON value, in document order, but those under `NOT_WORDS`
+    keys and sealed ones. Recursive (the fastest walk in Python): JSON nested past the
+    interpreter's limit, which only SQL written by hand can store, gives no words at all."""
+    kind = type(value)
+    if kind is dict:
+        for key, v in value.items():
+            if type(v) is str:
+                if key not in NOT_WORDS and not v.startswith(SEALED):
+                    out.append(v)
+            elif v is not None:
+                _leaf_words(v, out)
+    elif kind is list:
+        for v in value:
+            if type(v) is str:
+                if not v.startswith(SEALED):
+                    out.append(v)
+            elif v is not None:
+                _leaf_words(v, out)
+    elif kind is str and not value.startswith(SEALED):
+        out.append(value)
+
+
+def _stored_json(value: str | bytes | None) -> Any:
+    text = compression.unpack(value)
+    if text is None:
+        return None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:  # not JSON (SQL by hand): its words are the text's
+        return text
+
+
+def sqlite_document(last_message: str | bytes | None, response: str | bytes | None, error: str | None) -> str:
+    """The words SQLite's index (`call_text`) holds for a stored call, from its row as
+    stored: its last message (unless it is the model's), its response and its error. The
+    string leaves of each, but identifiers and kinds (`NOT_WORDS`) and sealed text. SQL's
+    `llmlog_document`, which the triggers that index and unindex a row both call, so that
+    they give the index back exactly the words they put in it."""
+    out: list[str] = []
+    try:
+        last = _stored_json(last_message)
+        if not _is_model_turn(last):
+            _leaf_words(last, out)
+        _leaf_words(_stored_json(response), out)
+        failed = _stored_json(error)
+        if isinstance(failed, dict):
+            _leaf_words([failed.get("type"), failed.get("message")], out)
+    except Exception:  # whatever the row holds, the same row gives the same words: none
+        return ""
+    return "\n".join(out)
 
 
 def pg_document(call: Call) -> str | None:

@@ -108,6 +108,8 @@ def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     # Compressed responses and content bodies read back as text (`compression`): the
     # `calls` view and the search index's triggers call it.
     db.create_function("llmlog_text", 1, compression.unpack, deterministic=True)
+    # The words the search index's triggers index and unindex (`search.sqlite_document`).
+    db.create_function("llmlog_document", 3, search.sqlite_document, deterministic=True)
     if not readonly:
         _set_wal(db)
         db.execute("PRAGMA synchronous = NORMAL")

@@ -549,6 +549,36 @@ def m015_compressed_text(db: sqlite3.Connection) -> None:
     _search_triggers(db)
 
 
+# The words of a row for the search index, read in Python (`search.sqlite_document`): the
+# row's last message body, its response and its error, as stored.
+_ROW_DOCUMENT = (
+    "llmlog_document((SELECT m.body FROM content AS m WHERE m.id = json_extract({0}.message_ids, '$[#-1]')),"
+    " {0}.response, {0}.error)"
+)
+
+
+def m016_search_words_in_python(db: sqlite3.Connection) -> None:
+    """The search index's triggers read a row's words through `llmlog_document`, Python
+    that both the indexing and the unindexing trigger call, in place of the same reading
+    in SQL (`document_sql`, json_tree over each value): a fifth of what storing a call cost.
+    The index is rebuilt, so that what a row's deletion gives back is what was indexed."""
+    for name in ("insert", "delete", "update"):
+        db.execute(f"DROP TRIGGER call_text_{name}")
+    new, old = _ROW_DOCUMENT.format("new"), _ROW_DOCUMENT.format("old")
+    add = f"INSERT INTO call_text (rowid, doc) VALUES (new.rowid, {new});"
+    remove = f"INSERT INTO call_text (call_text, rowid, doc) VALUES ('delete', old.rowid, {old});"
+    db.execute(f"CREATE TRIGGER call_text_insert AFTER INSERT ON call_data BEGIN {add} END")
+    db.execute(f"CREATE TRIGGER call_text_delete AFTER DELETE ON call_data BEGIN {remove} END")
+    db.execute(
+        "CREATE TRIGGER call_text_update AFTER UPDATE OF message_ids, response, error ON call_data"
+        f" BEGIN {remove} {add} END"
+    )
+    db.execute("INSERT INTO call_text (call_text) VALUES ('delete-all')")
+    db.execute(
+        f"INSERT INTO call_text (rowid, doc) SELECT rowid, {_ROW_DOCUMENT.format('call_data')} FROM call_data"
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_initial,
     m002_rate_card_and_filters,
@@ -565,6 +595,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m013_repair_figures,
     m014_waiting_events,
     m015_compressed_text,
+    m016_search_words_in_python,
 ]
 
 
