@@ -7,16 +7,19 @@ from __future__ import annotations
 import base64
 import json
 import random
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import zstandard
 from click.testing import CliRunner
 
 from llmlog import investigate
 from llmlog.cli import cli
 from llmlog.record import Call
-from llmlog.store import CallFilter, compression
+from llmlog.store import CallFilter, compression, open_store
 from llmlog.store.sqlite import SQLiteStore
 from llmlog.workload import prose
 
@@ -184,3 +187,44 @@ def test_refusals_are_counted_from_compressed_responses(tmp_path: Path) -> None:
         found = {(d.feature, d.version, d.metric): d for d in investigate.drift_report(store, now=now)}
         refusing = found[("chat", "v1", "refusal_rate")]
         assert refusing.before == 0 and refusing.after == pytest.approx(34 / 168)
+
+
+def test_a_value_that_unpacks_past_the_bound_of_a_query_is_refused_before_it_is_made(
+    tmp_path: Path,
+) -> None:
+    """Anyone who may run read-only SQL can hand `llmlog_text` a small BLOB of their own that
+    unpacks to far more than a query may hold (600 MB of one letter packs into 18 KB):
+    it is refused from the size the frame declares, so the process (a fresh one, measured
+    whole) never holds it."""
+    db = tmp_path / "calls.db"
+    open_store(str(db)).close()
+    # Packed a piece at a time, the frame declaring its whole size as `pack`'s do.
+    packer = zstandard.ZstdCompressor().compressobj(size=600 * 2**20)
+    piece = b"a" * 2**20
+    bomb = b"".join([*(packer.compress(piece) for _ in range(600)), packer.flush()])
+    script = (
+        "import json, re, sys\n"
+        "import zstandard\n"
+        "from llmlog.store import open_store\n"
+        "from llmlog.store.readonly import ReadOnlyError\n"
+        "store = open_store(sys.argv[1])\n"
+        "bomb = sys.argv[2]\n"
+        "try:\n"
+        "    store.query(f\"SELECT length(llmlog_text(x'{bomb}'))\", timeout_s=30).rows\n"
+        "    said = None\n"
+        "except ReadOnlyError as exc:\n"
+        "    said = str(exc)\n"
+        "peak = int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]) // 1024\n"
+        # The function as the store's own reading uses it: unbounded, as before.
+        "small = '01' + zstandard.ZstdCompressor().compress(b'b' * 1000).hex()\n"
+        "(got,), = store.query(f\"SELECT length(llmlog_text(x'{small}'))\").rows\n"
+        "print(json.dumps([said, peak, got]))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script, str(db), "01" + bomb.hex()],
+        capture_output=True, text=True, timeout=120, check=True,
+    )  # fmt: skip
+    said, peak_mb, small = json.loads(out.stdout)
+    assert said is not None and "64 MB a query may hold" in said
+    assert peak_mb < 300, f"peak RSS {peak_mb} MB"
+    assert small == 1000

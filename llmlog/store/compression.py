@@ -96,14 +96,29 @@ def pack(text: str) -> str | bytes:
     return bytes((CURRENT,)) + packed
 
 
-def unpack(value: str | bytes | None) -> str | None:
-    """What `pack` was given; text and NULL pass through. SQLite's `llmlog_text`."""
+class TooLarge(ValueError):
+    """A value would unpack to more than the reader may hold."""
+
+
+def unpack(value: str | bytes | None, max_bytes: int | None = None) -> str | None:
+    """What `pack` was given; text and NULL pass through. SQLite's `llmlog_text`.
+
+    With `max_bytes`, a value that would unpack to more is refused (`TooLarge`) before any
+    of it is made: anyone who may run SQL can hand this a BLOB of their own, and a few KB
+    of zstd can declare (and hold) gigabytes."""
     if not isinstance(value, bytes):
         return value
     if not value or value[0] not in _FILES:
         # A BLOB llmlog did not write (SQL by hand): shown as SQLite would cast it.
         return value.decode(errors="replace")
-    return _decompressor(value[0]).decompress(value[1:]).decode()
+    frame = value[1:]
+    if max_bytes is not None:
+        # The size the frame declares is what is allocated, and all it may decompress to;
+        # `pack`'s frames always declare it (-1: not declared).
+        size = zstandard.frame_content_size(frame)
+        if size < 0 or size > max_bytes:
+            raise TooLarge(f"unpacks to more than {max_bytes} bytes")
+    return _decompressor(value[0]).decompress(frame).decode()
 
 
 def digest(number: int) -> str:

@@ -796,12 +796,24 @@ class SQLiteStore(SQLiteTraces):
         own = self.path != ":memory:"
         db = connect(self.path, readonly=True) if own else self.db
         longest = db.getlimit(sqlite3.SQLITE_LIMIT_LENGTH)
+        unpacked_too_large: list[bool] = []
         if max_bytes is not None:
             # Per connection, unlike sqlite3_hard_heap_limit (the whole process, the writer's
             # connection too): a string or blob built past this fails, as does a
             # group_concat or json_group_array growing past it. Half the result's bound: a
             # sort's merge holds a value from each of up to 16 runs at once.
-            db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, max(max_bytes // 2, 1_000_000))
+            value_max = max(max_bytes // 2, 1_000_000)
+            db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, value_max)
+
+            # Text unpacked in Python is made before SQLite can check its length: bounded too.
+            def text_within(value: str | bytes | None) -> str | None:
+                try:
+                    return compression.unpack(value, value_max)
+                except compression.TooLarge:
+                    unpacked_too_large.append(True)
+                    raise
+
+            db.create_function("llmlog_text", 1, text_within, deterministic=True)
             if own:
                 # What a sort, DISTINCT or GROUP BY holds goes to a temporary file past a
                 # small page cache, rather than grow in memory.
@@ -819,6 +831,8 @@ class SQLiteStore(SQLiteTraces):
             msg = str(exc)
             if msg == "interrupted":
                 raise ReadOnlyError(timed_out(timeout_s)) from None
+            if unpacked_too_large and max_bytes is not None:
+                raise ReadOnlyError(too_large(max_bytes)) from None
             if denied and ("not authorized" in msg or "prohibited" in msg):
                 # A read of a table out of reach (accounts, audit, …) is no write: said as
                 # PostgreSQL's reader says it. SQLite stops at the first refusal: it is this read.
@@ -837,6 +851,8 @@ class SQLiteStore(SQLiteTraces):
                 db.close()
             else:
                 db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, longest)
+                if max_bytes is not None:
+                    db.create_function("llmlog_text", 1, compression.unpack, deterministic=True)
 
 
 def _to_call(description: Any, row: Sequence[Any]) -> Call:
