@@ -41,7 +41,14 @@ def test_wheel_installs_and_serves_outside_the_checkout(tmp_path: Path) -> None:
     _run([*pip, "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-w", dist, ROOT])
     (wheel,) = dist.glob("llmlog-*.whl")
     names = set(zipfile.ZipFile(wheel).namelist())
-    for packaged in ("web/templates/base.html", "web/static/style.css", "web/static/app.js"):
+    # The compression dictionary too: without it no response or message can be stored or read.
+    packaged_files = (
+        "web/templates/base.html",
+        "web/static/style.css",
+        "web/static/app.js",
+        "store/text-1.zdict",
+    )
+    for packaged in packaged_files:
         packaged = f"llmlog/{packaged}"
         assert packaged in names, f"{packaged} is not in the wheel"
 
