@@ -9,6 +9,7 @@ import json
 import random
 import subprocess
 import sys
+import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -192,39 +193,42 @@ def test_refusals_are_counted_from_compressed_responses(tmp_path: Path) -> None:
 def test_a_value_that_unpacks_past_the_bound_of_a_query_is_refused_before_it_is_made(
     tmp_path: Path,
 ) -> None:
-    """Anyone who may run read-only SQL can hand `llmlog_text` a small BLOB of their own that
-    unpacks to far more than a query may hold (600 MB of one letter packs into 18 KB):
-    it is refused from the size the frame declares, so the process (a fresh one, measured
-    whole) never holds it."""
+    """Anyone who may run read-only SQL can hand `llmlog_text` (or `llmlog_document`, which
+    reads a row's words for the search index) a small BLOB of their own that unpacks to far
+    more than a query may hold (600 MB of one letter packs into 18 KB): it is refused from
+    the size the frame declares, so the process (a fresh one, measured whole) never holds it."""
     db = tmp_path / "calls.db"
     open_store(str(db)).close()
     # Packed a piece at a time, the frame declaring its whole size as `pack`'s do.
     packer = zstandard.ZstdCompressor().compressobj(size=600 * 2**20)
     piece = b"a" * 2**20
     bomb = b"".join([*(packer.compress(piece) for _ in range(600)), packer.flush()])
-    script = (
-        "import json, re, sys\n"
-        "import zstandard\n"
-        "from llmlog.store import open_store\n"
-        "from llmlog.store.readonly import ReadOnlyError\n"
-        "store = open_store(sys.argv[1])\n"
-        "bomb = sys.argv[2]\n"
-        "try:\n"
-        "    store.query(f\"SELECT length(llmlog_text(x'{bomb}'))\", timeout_s=30).rows\n"
-        "    said = None\n"
-        "except ReadOnlyError as exc:\n"
-        "    said = str(exc)\n"
-        "peak = int(re.search(r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read())[1]) // 1024\n"
-        # The function as the store's own reading uses it: unbounded, as before.
-        "small = '01' + zstandard.ZstdCompressor().compress(b'b' * 1000).hex()\n"
-        "(got,), = store.query(f\"SELECT length(llmlog_text(x'{small}'))\").rows\n"
-        "print(json.dumps([said, peak, got]))\n"
+    script = textwrap.dedent(
+        """
+        import json, re, sys
+        from llmlog.store import compression, open_store
+        from llmlog.store.readonly import ReadOnlyError
+
+        store, bomb = open_store(sys.argv[1]), sys.argv[2]
+        said = []
+        for read in ("llmlog_text({})", "llmlog_document({}, NULL, NULL)", "llmlog_document(NULL, {}, NULL)"):
+            try:
+                store.query("SELECT length(" + read.format(f"x'{bomb}'") + ")", timeout_s=30).rows
+                said.append(None)
+            except ReadOnlyError as exc:
+                said.append(str(exc))
+        peak = int(re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read())[1]) // 1024
+        # A value within the bound reads as ever.
+        small = compression.pack("{}" + " and more" * 100).hex()
+        (got,), = store.query(f"SELECT llmlog_text(x'{small}')").rows
+        print(json.dumps([said, peak, got]))
+        """
     )
     out = subprocess.run(
         [sys.executable, "-c", script, str(db), "01" + bomb.hex()],
         capture_output=True, text=True, timeout=120, check=True,
     )  # fmt: skip
     said, peak_mb, small = json.loads(out.stdout)
-    assert said is not None and "64 MB a query may hold" in said
+    assert len(said) == 3 and all(s is not None and "64 MB a query may hold" in s for s in said), said
     assert peak_mb < 300, f"peak RSS {peak_mb} MB"
-    assert small == 1000
+    assert small == "{}" + " and more" * 100

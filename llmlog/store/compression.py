@@ -100,25 +100,29 @@ class TooLarge(ValueError):
     """A value would unpack to more than the reader may hold."""
 
 
-def unpack(value: str | bytes | None, max_bytes: int | None = None) -> str | None:
-    """What `pack` was given; text and NULL pass through. SQLite's `llmlog_text`.
+def check_size(value: object, max_bytes: int) -> None:
+    """Refuse (`TooLarge`) a value `pack` made that would unpack to more than `max_bytes`,
+    before any of it is made: anyone who may run SQL can hand `llmlog_text` a BLOB of their
+    own, and a few KB of zstd can declare (and hold) gigabytes."""
+    if isinstance(value, bytes) and value[:1] and value[0] in _FILES:
+        # The size the frame declares is what is allocated, and all it may decompress to;
+        # `pack`'s frames always declare it (-1: not declared).
+        size = zstandard.frame_content_size(value[1:])
+        if size < 0 or size > max_bytes:
+            raise TooLarge(f"unpacks to more than {max_bytes} bytes")
 
-    With `max_bytes`, a value that would unpack to more is refused (`TooLarge`) before any
-    of it is made: anyone who may run SQL can hand this a BLOB of their own, and a few KB
-    of zstd can declare (and hold) gigabytes."""
+
+def unpack(value: str | bytes | None, max_bytes: int | None = None) -> str | None:
+    """What `pack` was given; text and NULL pass through. SQLite's `llmlog_text`. With
+    `max_bytes`, a value that would unpack to more is refused (`check_size`)."""
     if not isinstance(value, bytes):
         return value
     if not value or value[0] not in _FILES:
         # A BLOB llmlog did not write (SQL by hand): shown as SQLite would cast it.
         return value.decode(errors="replace")
-    frame = value[1:]
     if max_bytes is not None:
-        # The size the frame declares is what is allocated, and all it may decompress to;
-        # `pack`'s frames always declare it (-1: not declared).
-        size = zstandard.frame_content_size(frame)
-        if size < 0 or size > max_bytes:
-            raise TooLarge(f"unpacks to more than {max_bytes} bytes")
-    return _decompressor(value[0]).decompress(frame).decode()
+        check_size(value, max_bytes)
+    return _decompressor(value[0]).decompress(value[1:]).decode()
 
 
 def digest(number: int) -> str:

@@ -96,6 +96,16 @@ _LOOKUP_SQL = f"SELECT hash, id FROM content WHERE hash IN ({','.join('?' * _LOO
 _Keys = tuple[Key | None, list[Key] | None, Key | None, Key | None, Key | None, Key | None, Any]
 
 
+# The functions that read stored (maybe compressed) text, by name and number of arguments:
+# `llmlog_text` reads compressed responses and content bodies back as text (`compression`),
+# for the `calls` view; `llmlog_document`, the words the search index's triggers index and
+# unindex (`search.sqlite_document`). Read-only SQL gets them bounded (`SQLiteStore._rows`).
+_STORED_TEXT_FUNCTIONS: dict[str, tuple[int, Callable[..., str | None]]] = {
+    "llmlog_text": (1, compression.unpack),
+    "llmlog_document": (3, search.sqlite_document),
+}
+
+
 def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     if readonly:
         uri = Path(path).resolve().as_uri() + "?mode=ro"
@@ -105,11 +115,8 @@ def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
     db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     # JSON_VALUE(metadata, '$.tier') reads as on the other stores (`readonly.json_value`).
     db.create_function("json_value", 2, json_value, deterministic=True)
-    # Compressed responses and content bodies read back as text (`compression`): the
-    # `calls` view and the search index's triggers call it.
-    db.create_function("llmlog_text", 1, compression.unpack, deterministic=True)
-    # The words the search index's triggers index and unindex (`search.sqlite_document`).
-    db.create_function("llmlog_document", 3, search.sqlite_document, deterministic=True)
+    for name, (n, function) in _STORED_TEXT_FUNCTIONS.items():
+        db.create_function(name, n, function, deterministic=True)
     if not readonly:
         _set_wal(db)
         db.execute("PRAGMA synchronous = NORMAL")
@@ -806,14 +813,20 @@ class SQLiteStore(SQLiteTraces):
             db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, value_max)
 
             # Text unpacked in Python is made before SQLite can check its length: bounded too.
-            def text_within(value: str | bytes | None) -> str | None:
-                try:
-                    return compression.unpack(value, value_max)
-                except compression.TooLarge:
-                    unpacked_too_large.append(True)
-                    raise
+            def within(function: Callable[..., str | None]) -> Callable[..., str | None]:
+                def bounded(*values: Any) -> str | None:
+                    try:
+                        for value in values:
+                            compression.check_size(value, value_max)
+                    except compression.TooLarge:
+                        unpacked_too_large.append(True)
+                        raise
+                    return function(*values)
 
-            db.create_function("llmlog_text", 1, text_within, deterministic=True)
+                return bounded
+
+            for name, (n, function) in _STORED_TEXT_FUNCTIONS.items():
+                db.create_function(name, n, within(function), deterministic=True)
             if own:
                 # What a sort, DISTINCT or GROUP BY holds goes to a temporary file past a
                 # small page cache, rather than grow in memory.
@@ -851,8 +864,8 @@ class SQLiteStore(SQLiteTraces):
                 db.close()
             else:
                 db.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, longest)
-                if max_bytes is not None:
-                    db.create_function("llmlog_text", 1, compression.unpack, deterministic=True)
+                for name, (n, function) in _STORED_TEXT_FUNCTIONS.items():
+                    db.create_function(name, n, function, deterministic=True)
 
 
 def _to_call(description: Any, row: Sequence[Any]) -> Call:
