@@ -11,6 +11,7 @@ import click
 
 from llmlog.pricing import PriceFileError
 from llmlog.store import sqlite_path
+from llmlog.store.errors import NewerStore
 
 
 class CliError(Exception):
@@ -28,7 +29,7 @@ def one_line(exc: Exception) -> click.ClickException | None:
     The one place expected errors are turned into messages: a store that cannot be opened or
     is not there, a setting given wrong, a price file that is missing or not TOML, a file that
     cannot be read or written (no permission, no such folder)."""
-    if isinstance(exc, (CliError, PriceFileError)):
+    if isinstance(exc, (CliError, PriceFileError, NewerStore)):
         message = str(exc)
     elif isinstance(exc, OSError) and exc.filename is not None:
         message = f"{exc.filename}: {exc.strerror or exc}"

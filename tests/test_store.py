@@ -26,12 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from llmlog.cli import cli
 from llmlog.record import COLUMNS, JSON_COLUMNS, Call, Span, format_timestamp
 from llmlog.store import CallFilter, ReadOnlyError, Store, open_store
 from llmlog.store import clickhouse_schema as ch
 from llmlog.store import postgres_schema as pg
 from llmlog.store.content import digest
+from llmlog.store.errors import NewerStore
 from llmlog.store.sqlite import SQLiteStore, connect
 from llmlog.store.sqlite import connect as sqlite_connect
 from llmlog.store.sqlite_schema import MIGRATIONS, m003_daily, m005_people_daily, migrate
@@ -1912,3 +1915,21 @@ def test_erasure_leaves_no_trace_of_a_users_content(backend: Backend) -> None:
     if backend.kind == "sqlite":  # the file itself holds none of it
         raw = stored_bytes(backend.url)
         assert b"alice-secret" not in raw and b"alice-meta" not in raw and b"alice" not in raw
+
+
+def test_a_store_upgraded_by_a_newer_llmlog_is_not_used(backend: Backend) -> None:
+    # Its view and triggers may call what this version lacks: an older process writing into
+    # it would fail call by call (or worse), so it refuses to open it, saying why.
+    if backend.kind == "clickhouse":
+        pytest.skip("ClickHouse's tables are created, not migrated")
+    with backend.open() as store:
+        store.insert([Call(timestamp=datetime(2026, 11, 2, tzinfo=UTC), model="m")])
+    if backend.kind == "sqlite":
+        backend.sql(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    else:
+        backend.sql(f"UPDATE llmlog_schema SET version = {len(pg.MIGRATIONS) + 1}")
+    with pytest.raises(NewerStore, match="upgraded by a newer llmlog"):
+        backend.open()
+    result = CliRunner().invoke(cli, ["calls", "--db", backend.url])
+    assert result.exit_code == 1 and "upgraded by a newer llmlog" in result.output, result.output
+    assert "Traceback" not in result.output

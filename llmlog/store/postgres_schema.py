@@ -11,6 +11,7 @@ from psycopg import sql as pgsql
 
 from llmlog.record import Call
 from llmlog.store import search
+from llmlog.store.errors import NewerStore
 from llmlog.store.postgres_reader import create_reader
 from llmlog.store.rollup import DAILY_COLUMNS, GROUP, cold_columns, from_raw_sql, repair_sql
 
@@ -623,8 +624,11 @@ def migrate(conn: psycopg.Connection[Any], target: int | None = None) -> int:
     """Apply pending migrations (up to `target`), each in its own transaction."""
     target = len(MIGRATIONS) if target is None else target
     while True:
-        if schema_version(conn) >= target:
-            return schema_version(conn)
+        version = schema_version(conn)
+        if version > len(MIGRATIONS):
+            raise NewerStore("this PostgreSQL store", version, len(MIGRATIONS))
+        if version >= target:
+            return version
         with conn.transaction(), conn.cursor() as cur:
             schema_lock(cur)
             cur.execute("CREATE TABLE IF NOT EXISTS llmlog_schema (version integer NOT NULL)")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
+from llmlog.store.errors import NewerStore
 from llmlog.store.rollup import (
     DAILY_COLUMNS,
     GROUP,
@@ -608,6 +609,8 @@ def migrate(db: sqlite3.Connection, target: int | None = None) -> int:
         db.execute("PRAGMA auto_vacuum = INCREMENTAL")
     while True:
         version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > len(MIGRATIONS):
+            raise NewerStore("this SQLite store", version, len(MIGRATIONS))
         if version >= target:
             return version
         db.execute("BEGIN IMMEDIATE")
