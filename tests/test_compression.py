@@ -232,3 +232,24 @@ def test_a_value_that_unpacks_past_the_bound_of_a_query_is_refused_before_it_is_
     assert len(said) == 3 and all(s is not None and "64 MB a query may hold" in s for s in said), said
     assert peak_mb < 300, f"peak RSS {peak_mb} MB"
     assert small == "{}" + " and more" * 100
+
+
+def test_the_free_text_filter_finds_content_stored_after_it_first_looked(tmp_path: Path) -> None:
+    # The content matching a filter is kept per pattern and only newer content read again;
+    # content deleted (whose ids a later body may take) makes it look at everything again.
+    def said(call_id: str, user: str, text: str) -> Call:
+        return Call(id=call_id, timestamp=T0, user_id=user, messages=[{"role": "user", "content": text}])
+
+    with SQLiteStore(tmp_path / "f.db") as store:
+        store.insert([said("a", "u1", "the okapi " * 20), said("b", "u2", "a heron " * 20)])
+        assert [c.id for c in store.recent(CallFilter(text="okapi"))] == ["a"]
+        store.insert([said("c", "u2", "another okapi " * 20)])
+        assert sorted(c.id for c in store.recent(CallFilter(text="okapi"))) == ["a", "c"]
+        store.erase(user_id="u2")  # "c" and "b", and their content
+        store.reclaim()
+        assert [c.id for c in store.recent(CallFilter(text="okapi"))] == ["a"]
+        assert store.recent(CallFilter(text="heron")) == []
+        store.insert([said("d", "u3", "a third okapi " * 20), said("e", "u3", "heron again " * 20)])
+        assert sorted(c.id for c in store.recent(CallFilter(text="okapi"))) == ["a", "d"]
+        assert [c.id for c in store.recent(CallFilter(text="heron"))] == ["e"]
+        assert store.count(CallFilter(text="okapi")) == 2

@@ -87,6 +87,10 @@ def _text(text: str) -> str:
     return text
 
 
+# The free-text filter's content matches kept (`_content_holding`): patterns, ids a pattern.
+_HOLDING_PATTERNS = 16
+_HOLDING_MAX_IDS = 200_000
+
 # One content lookup: this many hashes, padded by repeating the last.
 _LOOKUP = 500
 _LOOKUP_SQL = f"SELECT hash, id FROM content WHERE hash IN ({','.join('?' * _LOOKUP)})"
@@ -231,6 +235,8 @@ class SQLiteStore(SQLiteTraces):
         self.schema_found = self.db.execute("PRAGMA user_version").fetchone()[0]
         self.schema_version = migrate(self.db)
         self._content = ContentIds()
+        # LIKE pattern → (content epoch, last content id read, the ids holding it).
+        self._holding: dict[str, tuple[int, int, list[int]]] = {}
         self._epoch = self._content_epoch()
         self._read_settings()
 
@@ -650,17 +656,43 @@ class SQLiteStore(SQLiteTraces):
             )
             params += [path, path, value]
         if f.text:
-            # Content is stored once and referenced by id: find the matching bodies once,
-            # then the calls that use them.
+            # Content is stored once and referenced by id: the matching bodies are found
+            # once (`_content_holding`), then the calls that use them.
             like = "LIKE ? ESCAPE '\\'"
+            pattern = like_pattern(f.text)
             clauses.append(
-                f"(llmlog_text(response) {like} OR tool_calls {like} OR error {like}"
-                f" OR system_id IN (SELECT id FROM content WHERE llmlog_text(body) {like})"
-                f" OR EXISTS (SELECT 1 FROM json_each(message_ids) WHERE value IN"
-                f" (SELECT id FROM content WHERE llmlog_text(body) {like})))"
+                f"(tool_calls {like} OR error {like}"
+                " OR system_id IN (SELECT value FROM json_each(?)) OR EXISTS"
+                " (SELECT 1 FROM json_each(message_ids) WHERE value IN (SELECT value FROM json_each(?)))"
+                f" OR llmlog_text(response) {like})"
             )
-            params += [like_pattern(f.text)] * 5
+            ids = self._content_holding(pattern)
+            params += [pattern, pattern, ids, ids, pattern]
         return clauses, params
+
+    def _content_holding(self, pattern: str) -> str:
+        """The ids of the content whose text is LIKE `pattern`, as a JSON array. Content is
+        compressed, so reading all of it for a free-text filter costs ~3 µs a body; a page
+        asks several times (its calls, then its facets), and the next page again. So the
+        ids found are kept, per pattern, and only content added since is read: an id never
+        changes its text, and a deletion of content (which could free ids for reuse)
+        changes the content epoch, which starts the search over."""
+        epoch = self._content_epoch()
+        kept = self._holding.pop(pattern, None)
+        upto, ids = (kept[1], kept[2]) if kept is not None and kept[0] == epoch else (0, [])
+        # The last id first: a row past it, stored meanwhile, is read next time.
+        top = self.db.execute("SELECT ifnull(max(id), 0) FROM content").fetchone()[0]
+        if top > upto:
+            rows = self.db.execute(
+                "SELECT id FROM content WHERE id > ? AND id <= ? AND llmlog_text(body) LIKE ? ESCAPE '\\'",
+                (upto, top, pattern),
+            )
+            ids = ids + [i for (i,) in rows]
+        if len(ids) <= _HOLDING_MAX_IDS:
+            self._holding[pattern] = (epoch, top, ids)
+            while len(self._holding) > _HOLDING_PATTERNS:
+                self._holding.pop(next(iter(self._holding)))
+        return json.dumps(ids)
 
     def _calls(
         self, where: str, params: Sequence[Any], order: str, limit: int, brief: bool = False
