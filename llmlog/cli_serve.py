@@ -158,6 +158,9 @@ def serve(
             # A free port: bound here, as uvicorn binds one, so that the URL printed is the one
             # served (left to uvicorn, it is picked once running, and printed nowhere).
             sockets = [config.bind_socket()]
+            # Listening already: a client that reads the URL and connects before the server
+            # has started waits in the backlog instead of being refused.
+            sockets[0].listen(config.backlog)
             port = sockets[0].getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
         err_console.print(
