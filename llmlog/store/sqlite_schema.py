@@ -486,12 +486,13 @@ def m010_search(db: sqlite3.Connection) -> None:
         "CREATE VIRTUAL TABLE call_text USING fts5(doc, content = '',"
         " tokenize = 'porter unicode61 remove_diacritics 2')"
     )
-    _search_triggers(db)
+    _search_triggers(db, document_sql)
     db.execute(f"INSERT INTO call_text (rowid, doc) SELECT rowid, {document_sql('call_data')} FROM call_data")
 
 
-def _search_triggers(db: sqlite3.Connection) -> None:
-    new, old = document_sql("new"), document_sql("old")
+def _search_triggers(db: sqlite3.Connection, document: Callable[[str], str]) -> None:
+    """The triggers that index a stored row's words (`document` of the row) and unindex them."""
+    new, old = document("new"), document("old")
     add = f"INSERT INTO call_text (rowid, doc) VALUES (new.rowid, {new});"
     remove = f"INSERT INTO call_text (call_text, rowid, doc) VALUES ('delete', old.rowid, {old});"
     db.execute(f"CREATE TRIGGER call_text_insert AFTER INSERT ON call_data BEGIN {add} END")
@@ -547,7 +548,7 @@ def m015_compressed_text(db: sqlite3.Connection) -> None:
     db.execute(calls_view())
     for name in ("insert", "delete", "update"):
         db.execute(f"DROP TRIGGER call_text_{name}")
-    _search_triggers(db)
+    _search_triggers(db, document_sql)
 
 
 # The words of a row for the search index, read in Python (`search.sqlite_document`): the
@@ -565,15 +566,7 @@ def m016_search_words_in_python(db: sqlite3.Connection) -> None:
     The index is rebuilt, so that what a row's deletion gives back is what was indexed."""
     for name in ("insert", "delete", "update"):
         db.execute(f"DROP TRIGGER call_text_{name}")
-    new, old = _ROW_DOCUMENT.format("new"), _ROW_DOCUMENT.format("old")
-    add = f"INSERT INTO call_text (rowid, doc) VALUES (new.rowid, {new});"
-    remove = f"INSERT INTO call_text (call_text, rowid, doc) VALUES ('delete', old.rowid, {old});"
-    db.execute(f"CREATE TRIGGER call_text_insert AFTER INSERT ON call_data BEGIN {add} END")
-    db.execute(f"CREATE TRIGGER call_text_delete AFTER DELETE ON call_data BEGIN {remove} END")
-    db.execute(
-        "CREATE TRIGGER call_text_update AFTER UPDATE OF message_ids, response, error ON call_data"
-        f" BEGIN {remove} {add} END"
-    )
+    _search_triggers(db, _ROW_DOCUMENT.format)
     db.execute("INSERT INTO call_text (call_text) VALUES ('delete-all')")
     db.execute(
         f"INSERT INTO call_text (rowid, doc) SELECT rowid, {_ROW_DOCUMENT.format('call_data')} FROM call_data"
