@@ -17,12 +17,12 @@ from typing import Any
 import orjson
 from starlette.responses import JSONResponse, Response
 
-from llmlog.capture.otlp_ingest import ingest_events, ingest_spans, read_spans
+from llmlog.capture.otlp_ingest import Prepared, ingest_events, ingest_spans, prepare_spans
 from llmlog.record import Span, SpanEvent
 from llmlog.store.regulated import Refused
 
-__all__ = ["OTLPError", "Rejected", "answer", "decode_logs", "decode_spans", "in_request",
-           "ingest_events", "ingest_spans", "read_spans"]  # fmt: skip
+__all__ = ["OTLPError", "Prepared", "Rejected", "answer", "decode_logs", "decode_spans", "in_request",
+           "ingest_events", "ingest_spans", "prepare_spans"]  # fmt: skip
 
 _KINDS = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 _STATUS = {0: "unset", 1: "ok", 2: "error"}

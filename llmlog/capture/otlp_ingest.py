@@ -53,8 +53,7 @@ Read = dict[tuple[str, str], Content | Exception]
 
 def read_spans(spans: list[Span]) -> Read:
     """Each model-call span's content read from its attributes: what takes longest in
-    `calls_from`, and needs nothing from the store, so the receiver does it before it takes
-    the writer (another request's rows go in meanwhile)."""
+    `calls_from`, and needs nothing from the store."""
     read: Read = {}
     for s in spans:
         if is_model_call(s):
@@ -65,11 +64,31 @@ def read_spans(spans: list[Span]) -> Read:
     return read
 
 
+@dataclass
+class Prepared:
+    """What a request's spans say, worked out before the store is consulted: most of the
+    work of `ingest_spans`, done outside the writer (and, with several server processes,
+    outside the lock that makes one request's matching of spans to calls whole), so that
+    another request's rows go in meanwhile. Made as though no log event waited for these
+    spans; when some do, `ingest_spans` makes the calls again with them."""
+
+    calls: list[Call]  # `calls_from` the spans alone
+    unreadable: dict[str, str]  # why a span's call could not be read, by the id it was given
+    kept: list[Span]  # each span as it may be kept (`without_content`, then `Intake.span`)
+
+
+def prepare_spans(spans: list[Span], intake: Intake) -> Prepared:
+    """`Prepared` for `spans` (their calls marked on them, as `calls_from` marks them)."""
+    unreadable: dict[str, str] = {}
+    calls = calls_from(spans, [], unreadable)
+    # Stripped before it is redacted and sealed; the call ids are set once they are final.
+    return Prepared(calls, unreadable, [intake.span(without_content(s)) for s in spans])
+
+
 def calls_from(
     spans: list[Span],
     events: list[SpanEvent],
     unreadable: dict[str, str] | None = None,
-    read: Read | None = None,
 ) -> list[Call]:
     """The calls these spans describe, with their events' content; marks each span's call.
 
@@ -94,13 +113,11 @@ def calls_from(
             by_span.setdefault((e.trace_id, e.span_id), []).append(e)
     model_spans = {(s.trace_id, s.span_id): s for s in spans if is_model_call(s)}
     contents = {}
-    read = read_spans(list(model_spans.values())) if read is None else read
+    read = read_spans(list(model_spans.values()))
     for key, s in list(model_spans.items()):
         try:
-            c = read.get(key)
-            if c is None:  # a span `read` was not given
-                c = span_content(s.attributes)
-            elif isinstance(c, Exception):
+            c = read[key]
+            if isinstance(c, Exception):
                 raise c
             c.fill(event_content(by_span.get(key, [])))
         except _UNREADABLE as exc:
@@ -398,7 +415,7 @@ _SAME_CALL_WINDOW = timedelta(hours=6)
 
 
 def ingest_spans(
-    store: Store, spans: list[Span], intake: Intake, read: Read | None = None
+    store: Store, spans: list[Span], intake: Intake, prepared: Prepared | None = None
 ) -> tuple[int, list[Refused]]:
     """Keep the spans and the calls their model-call spans describe, each through `intake`
     (redacted, sealed, priced); returns how many calls were new, and the spans refused, by
@@ -406,11 +423,13 @@ def ingest_spans(
     process has no key to seal), and those whose call it would not keep. The rest is kept
     whatever was refused. A span of this request and one of an earlier request that are one
     call (wrapper and SDK span, exported apart) make one call: the one stored first, given
-    the content it lacked."""
+    the content it lacked. `prepared`: `prepare_spans(spans, intake)`, made already."""
     arrived = time.time_ns()  # the events read below arrived before this
     new: list[Call] = []
     enriched: list[Call] = []
-    calls_refused: dict[str, str] = {}
+    if prepared is None:
+        prepared = prepare_spans(spans, intake)
+    calls_refused = dict(prepared.unreadable)
     # The request's traces as kept, and the events waiting for its model-call spans: a
     # query each, whatever the number of traces.
     known = {s.span_id: s for s in store.traces(list({s.trace_id for s in spans}))}
@@ -419,8 +438,13 @@ def ingest_spans(
         intake.open_event(e)
         for e in store.span_events([(s.trace_id, s.span_id) for s in spans if is_model_call(s)])
     ]
-    # All the request's spans at once: one call's spans may be in two traces (both roots).
-    calls = calls_from(spans, events, calls_refused, read)
+    calls = prepared.calls
+    if events:  # the calls made again with them, from the spans as they came
+        for s in spans:
+            s.call_id = None
+        calls_refused = {}
+        # All the request's spans at once: one call's spans may be in two traces (both roots).
+        calls = calls_from(spans, events, calls_refused)
     spans_of: dict[str, list[Span]] = {}
     for s in spans:
         if s.call_id:
@@ -511,8 +535,12 @@ def ingest_spans(
     ]
     kept = [i for i, s in enumerate(spans) if s.call_id not in calls_refused]
     # The calls were read from the spans as they came; the spans are kept as every record is,
-    # a call's without the content its call holds (stripped before it is redacted and sealed).
-    kept_spans = [intake.span(without_content(spans[i])) for i in kept]
+    # a call's without the content its call holds (`prepare_spans`), with its call's id.
+    kept_spans = []
+    for i in kept:
+        span = prepared.kept[i]
+        span.call_id = spans[i].call_id
+        kept_spans.append(span)
     refused += [Refused(kept[r.index], r.reason) for r in store.insert_spans(kept_spans)]
     sweep(store)
     return added, sorted(refused)

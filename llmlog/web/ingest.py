@@ -187,12 +187,12 @@ def routes(web: Web, token: Gate = None, settings: Settings | None = None) -> li
             return JSONResponse({"error": str(exc)}, status_code=400)
 
         def store() -> list[Refused]:
-            # What the spans say of their calls is read before the writer is taken: another
-            # request's rows are written meanwhile.
-            read = otlp_in.read_spans(spans) if kind == "traces" else None
+            # What the spans say of their calls is worked out before the writer is taken:
+            # another request's rows are written meanwhile.
+            prepared = otlp_in.prepare_spans(spans, intake) if kind == "traces" else None
             with web.writing() as writer:
                 if kind == "traces":
-                    return otlp_in.ingest_spans(writer, spans, intake, read)[1]
+                    return otlp_in.ingest_spans(writer, spans, intake, prepared)[1]
                 return otlp_in.ingest_events(writer, events, intake)[1]
 
         try:
