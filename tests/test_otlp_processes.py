@@ -7,10 +7,12 @@ processes (forked from a clean one), through the code the server runs for a requ
 
 from __future__ import annotations
 
+import fcntl
 import json
 import multiprocessing
 import os
 import stat
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +28,8 @@ from llmlog.config import Settings
 from llmlog.intake import Intake
 from llmlog.pricing import Pricer
 from llmlog.store import CallFilter, open_store
+from llmlog.store.clickhouse import ClickHouseStore
+from llmlog.store.filelock import FileLock
 from llmlog.web.app import Web, _environment
 from llmlog.web.ingest import receive_events, receive_spans
 from tests.backends import Backend
@@ -335,3 +339,52 @@ def test_the_server_takes_the_lock_for_otlp_and_not_to_check_a_token(backend: Ba
         sender.join(30)
         assert answered and answered[0][0] >= released and answered[0][1] == 200
         assert _count(backend, "call_data") == 1
+
+
+def _taken(path: str) -> bool:
+    """Whether another holds the flock on `path` (tried from a descriptor of our own)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def test_a_clickhouse_servers_lock_is_one_file_per_store_in_the_temp_dir() -> None:
+    """Named by the URL without its password (two servers given different passwords for the
+    same store share it), for this user, and not in the name."""
+    stores = []
+    for password in ("first-secret", "second-secret"):
+        store = ClickHouseStore.__new__(ClickHouseStore)  # no server here to open it on
+        store._url, store._ingesting = f"clickhouse://llm:{password}@ch.internal:8123/llmlog", None
+        stores.append(store)
+    with stores[0].ingest_lock():
+        held = stores[0]._ingesting
+        assert held is not None
+        assert Path(held.path).parent == Path(tempfile.gettempdir()) and "secret" not in held.path
+        assert _taken(held.path)
+    assert not _taken(held.path)
+    with stores[1].ingest_lock():
+        assert stores[1]._ingesting is not None and stores[1]._ingesting.path == held.path
+        assert _taken(held.path) and stat.S_IMODE(os.stat(held.path).st_mode) == 0o600
+    for store in stores:
+        assert store._ingesting is not None
+        store._ingesting.close()
+    os.unlink(held.path)
+
+
+def test_a_lock_file_someone_else_made_or_a_link_is_not_used(tmp_path: Path) -> None:
+    link = tmp_path / "link.lock"
+    link.symlink_to(tmp_path / "elsewhere")
+    with pytest.raises(OSError), FileLock(str(link), owned=True).held():
+        pass
+    assert not (tmp_path / "elsewhere").exists()
+    if os.geteuid() == 0:  # only root can make a file of another user's
+        theirs = tmp_path / "theirs.lock"
+        theirs.touch(0o666)
+        os.chown(theirs, 65534, 65534)
+        with pytest.raises(PermissionError), FileLock(str(theirs), owned=True).held():
+            pass
