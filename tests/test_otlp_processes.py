@@ -388,3 +388,20 @@ def test_a_lock_file_someone_else_made_or_a_link_is_not_used(tmp_path: Path) -> 
         os.chown(theirs, 65534, 65534)
         with pytest.raises(PermissionError), FileLock(str(theirs), owned=True).held():
             pass
+
+
+def test_a_lock_file_opened_before_a_fork_is_not_shared_with_the_child(tmp_path: Path) -> None:
+    """A server that forks its workers after opening the store: each worker's lock is its
+    own, not the parent's open file (with which a flock would be shared)."""
+    lock = FileLock(str(tmp_path / "calls.db-ingest.lock"))
+    with lock.held():
+        pid = os.fork()
+        if pid == 0:  # the child: the lock is the parent's, so not to be had here
+            try:
+                fcntl.flock(lock._open(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os._exit(0)
+            os._exit(1)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    lock.close()

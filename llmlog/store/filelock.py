@@ -28,12 +28,19 @@ class FileLock:
     def __init__(self, path: str, mode: int = 0o600, *, owned: bool = False) -> None:
         self.path, self.mode, self.owned = path, mode & 0o666, owned
         self._fd: int | None = None
+        self._pid = 0  # the process that opened `_fd`
         self._opening = threading.Lock()
 
     def _open(self) -> int:
         with self._opening:
-            if self._fd is not None:
+            if self._fd is not None and self._pid == os.getpid():
                 return self._fd
+            if self._fd is not None:
+                # Inherited through a fork: the parent's open file, and a flock on it is the
+                # parent's too (taking it here would pass while the parent holds it; letting
+                # go here would let go there). Closing this copy leaves the parent's as it is.
+                os.close(self._fd)
+                self._fd = None
             # Read-only is enough for flock, and lets a user who may only read the file lock it.
             # No symbolic link is followed: in a shared directory one could point anywhere.
             flags = os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW
@@ -51,7 +58,7 @@ class FileLock:
             if not stat.S_ISREG(info.st_mode) or (self.owned and info.st_uid != os.geteuid()):
                 os.close(fd)
                 raise PermissionError(f"{self.path}: not a lock file of this user's; remove it")
-            self._fd = fd
+            self._fd, self._pid = fd, os.getpid()
             return fd
 
     @contextlib.contextmanager
