@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import contextlib
 import logging
 import re
 import time
@@ -664,6 +665,20 @@ class Store(Regulated, Traces, abc.ABC):
     def reader_setup(self) -> str | None:
         """None when `query` has a reader to run as; else what an administrator does."""
         return None
+
+    @contextlib.contextmanager
+    def ingest_lock(self) -> Iterator[None]:
+        """Held for the whole of one request's OTLP ingest (`llmlog.capture.otlp_ingest`),
+        exclusive among the processes writing this store. That ingest reads the store (the
+        spans kept earlier in its traces, calls stored with the same response id, the log
+        events waiting, a keyless span's partner) and then writes in several transactions:
+        two servers doing so at once, each given one span of the same call, could each find
+        nothing and store the call twice, or lose the content one would give the other.
+
+        Not exclusive among the threads of one process: a store and its connection are used
+        by one at a time, under a lock of the process's own (`Web.writing`). Here: nothing
+        more, for a store only one process can open; each engine says what it takes."""
+        yield
 
     @abc.abstractmethod
     def close(self) -> None: ...

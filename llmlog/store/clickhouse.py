@@ -14,9 +14,12 @@ fast); "calls like this one" keeps each vector as hex beside the call. See
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import json
 import os
 import re
+import tempfile
 import time
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
@@ -25,7 +28,7 @@ from typing import Any
 from llmlog.encryption import Policy
 from llmlog.record import COLUMNS, INT_COLUMNS, JSON_COLUMNS, Call, json_text
 from llmlog.store import clickhouse_reader as reader
-from llmlog.store import search
+from llmlog.store import redact_url, search
 from llmlog.store.base import (
     NAMING_ATTRIBUTES,
     Account,
@@ -43,6 +46,7 @@ from llmlog.store.clickhouse_engine import READ_SETTINGS, Engine, EngineError, b
 from llmlog.store.clickhouse_engine import utc_time as _when
 from llmlog.store.clickhouse_schema import DAILY_GROUP, DAILY_SELECT, MIGRATIONS, PEOPLE_SELECT
 from llmlog.store.clickhouse_traces import ClickHouseTraces
+from llmlog.store.filelock import FileLock
 from llmlog.store.readonly import RESULT_MAX_BYTES, QueryRows, deadline_after, too_large
 from llmlog.store.rollup import moves
 from llmlog.store.search import Query
@@ -58,6 +62,7 @@ class ClickHouseStore(ClickHouseTraces):
 
     def __init__(self, url: str, engine: Engine | None = None, reader_url: str | None = None) -> None:
         self._url = url
+        self._ingesting: FileLock | None = None  # made on first use: readers never take it
         # Read-only SQL a person writes runs as the reader (`clickhouse_reader`): the URL
         # given, else the user the store made, on an engine of its own.
         self._reader_url = reader_url
@@ -77,7 +82,23 @@ class ClickHouseStore(ClickHouseTraces):
     def url(self) -> str:  # type: ignore[override]
         return self._url
 
+    @contextlib.contextmanager
+    def ingest_lock(self) -> Iterator[None]:
+        """`Store.ingest_lock`: ClickHouse has no lock to lend, so a file lock in the temp
+        directory, named by a hash of the store's URL (its password left out) and this user:
+        it serves the processes of one user on one host. Servers on several hosts writing one
+        ClickHouse store are not kept apart by it; nor are two URLs naming one server
+        differently (`localhost` and `127.0.0.1`)."""
+        if self._ingesting is None:
+            digest = hashlib.sha256(redact_url(self._url).encode()).hexdigest()[:32]
+            path = os.path.join(tempfile.gettempdir(), f"llmlog-ingest-{os.geteuid()}-{digest}.lock")
+            self._ingesting = FileLock(path, 0o600, owned=True)
+        with self._ingesting.held():
+            yield
+
     def close(self) -> None:
+        if self._ingesting is not None:
+            self._ingesting.close()
         if self._reader_engine is not None:
             self._reader_engine.close()
             self._reader_engine = None

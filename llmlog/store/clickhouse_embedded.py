@@ -64,6 +64,8 @@ class EmbeddedClickHouseStore(ClickHouseStore):
     web_session = Store.web_session
     end_web_session = Store.end_web_session
     end_web_sessions = Store.end_web_sessions
+    # One process at a time opens the engine's directory: the process's own lock is enough.
+    ingest_lock = Store.ingest_lock
 
     def __init__(self, url: str, engine: Engine | None = None, reader_url: str | None = None) -> None:
         self._path = urlsplit(url).path or "llmlog-chdb"

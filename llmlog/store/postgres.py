@@ -16,6 +16,7 @@ as `postgresql://host/db?options=-csearch_path%3Dllmlog` keeps them in a schema 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import re
@@ -202,6 +203,25 @@ class PostgresStore(PostgresTraces):
 
     def _reopen(self) -> PostgresStore:
         return PostgresStore(self.url, self._reader_url)
+
+    @contextlib.contextmanager
+    def ingest_lock(self) -> Iterator[None]:
+        """`Store.ingest_lock`: a session advisory lock keyed by the schema (as the
+        migrations' is, under another name), on the connection that writes, so every server
+        on this database writing this schema waits its turn. Let go of in `finally` on that
+        same connection; if it cannot be (the connection failed), the connection is closed,
+        which ends its session and the lock with it. (The readers' connections let go of
+        every advisory lock after each query: theirs, not this one's.)"""
+        conn = self.conn  # the property reconnects: the lock stays with this connection
+        key = f"{self._schema}.llmlog.ingest"
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+        try:
+            yield
+        finally:
+            try:
+                conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+            except psycopg.Error:
+                conn.close()
 
     # -------------------------------------------------------------- writing
 

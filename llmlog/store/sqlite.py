@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
@@ -43,6 +44,7 @@ from llmlog.store.base import (
     utc_days,
 )
 from llmlog.store.content import ContentBatch, ContentIds, Key
+from llmlog.store.filelock import FileLock
 from llmlog.store.readonly import (
     RESULT_MAX_BYTES,
     QueryRows,
@@ -229,6 +231,7 @@ class SQLiteStore(SQLiteTraces):
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
+        self._ingesting: FileLock | None = None  # made on first use: readers never take it
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self.db = connect(self.path)
@@ -245,7 +248,25 @@ class SQLiteStore(SQLiteTraces):
         return f"sqlite:///{self.path}"
 
     def close(self) -> None:
+        if self._ingesting is not None:
+            self._ingesting.close()
         self.db.close()
+
+    @contextlib.contextmanager
+    def ingest_lock(self) -> Iterator[None]:
+        """`Store.ingest_lock`: `flock` on a file beside the database, `<path>-ingest.lock`,
+        with the database's permission bits (whoever may write the store may take it; it is
+        no more open than the store). Not the database itself: closing any descriptor of it
+        would drop the locks SQLite holds on it in this process. In memory, no other process
+        sees the store: nothing to take."""
+        if self.path == ":memory:":
+            yield
+            return
+        if self._ingesting is None:
+            mode = os.stat(self.path).st_mode
+            self._ingesting = FileLock(self.path + "-ingest.lock", mode)
+        with self._ingesting.held():
+            yield
 
     def _reopen(self) -> SQLiteStore | None:
         # WAL: readers on connections of their own never wait on the writer, nor it on them.

@@ -174,6 +174,16 @@ class Web:
         with self.lock:
             yield self.store
 
+    @contextlib.contextmanager
+    def ingesting(self) -> Iterator[Store]:
+        """`writing`, and the store's lock among processes (`Store.ingest_lock`), for the
+        whole of one OTLP request's ingest, which reads the store and then writes: servers
+        sharing the store (several workers, several hosts on one PostgreSQL) see each other's
+        spans of one call in turn, never both before either is stored. This process's lock
+        first: its threads queue here, and hold the other processes up one at a time."""
+        with self.writing() as store, store.ingest_lock():
+            yield store
+
     def _borrow(self) -> Store | None:
         with self._pool:
             if self._shared:

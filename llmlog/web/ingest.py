@@ -33,7 +33,16 @@ from llmlog.config import Settings
 from llmlog.intake import Intake
 from llmlog.jsonl import BadRecord, parse_batch
 from llmlog.pricing import Pricer
-from llmlog.record import COLUMNS, FLOAT_COLUMNS, INT_COLUMNS, JSON_COLUMNS, Call, RecordError
+from llmlog.record import (
+    COLUMNS,
+    FLOAT_COLUMNS,
+    INT_COLUMNS,
+    JSON_COLUMNS,
+    Call,
+    RecordError,
+    Span,
+    SpanEvent,
+)
 from llmlog.store.regulated import Refused
 from llmlog.web.answer import JSONResponse
 from llmlog.web.app import Web
@@ -97,6 +106,25 @@ def unauthorized() -> Response:
         status_code=401,
         headers={"WWW-Authenticate": "Bearer"},
     )
+
+
+def receive_spans(web: Web, intake: Intake, spans: list[Span]) -> list[Refused]:
+    """One request's decoded spans into the store (`otlp_ingest.ingest_spans`); the spans
+    refused. Under `Web.ingesting`: a span of a call another server is storing meanwhile
+    finds that call, rather than storing it a second time."""
+    # What the spans say of their calls is worked out before the locks are taken: another
+    # request's rows (another process's too) are written meanwhile.
+    prepared = otlp_in.prepare_spans(spans, intake)
+    with web.ingesting() as writer:
+        return otlp_in.ingest_spans(writer, spans, intake, prepared)[1]
+
+
+def receive_events(web: Web, intake: Intake, events: list[SpanEvent]) -> list[Refused]:
+    """One request's decoded log events into the store (`otlp_ingest.ingest_events`); the
+    events refused. Under `Web.ingesting`, as spans are: an event and its span arriving at
+    two servers at once still meet."""
+    with web.ingesting() as writer:
+        return otlp_in.ingest_events(writer, events, intake)[1]
 
 
 def routes(web: Web, token: Gate = None, settings: Settings | None = None) -> list[BaseRoute]:
@@ -187,13 +215,9 @@ def routes(web: Web, token: Gate = None, settings: Settings | None = None) -> li
             return JSONResponse({"error": str(exc)}, status_code=400)
 
         def store() -> list[Refused]:
-            # What the spans say of their calls is worked out before the writer is taken:
-            # another request's rows are written meanwhile.
-            prepared = otlp_in.prepare_spans(spans, intake) if kind == "traces" else None
-            with web.writing() as writer:
-                if kind == "traces":
-                    return otlp_in.ingest_spans(writer, spans, intake, prepared)[1]
-                return otlp_in.ingest_events(writer, events, intake)[1]
+            if kind == "traces":
+                return receive_spans(web, intake, spans)
+            return receive_events(web, intake, events)
 
         try:
             refused = await run_in_threadpool(store)
