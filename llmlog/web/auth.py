@@ -102,6 +102,10 @@ def local_path(target: str | None) -> str:
     return target
 
 
+# The collector's routes and the proxy's: guarded by tokens of their own, not by this.
+_OWN_TOKENS = ("/v1/", *PROXY_PATHS)
+
+
 class AccessMiddleware(BaseHTTPMiddleware):
     def __init__(self, app: Any, web: Any, token: str | None) -> None:
         super().__init__(app)
@@ -111,10 +115,12 @@ class AccessMiddleware(BaseHTTPMiddleware):
         self._roles: dict[str, tuple[float, str | None]] = {}  # account → (when read, role)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
-            # The collector's routes (tokens of their own) go straight to the app: through
-            # BaseHTTPMiddleware, each read of a body waits in a task group of its own, dozens
-            # of times for an OTLP export of a few megabytes (~10% of the receiver's CPU).
+        # What the router matches (never taken from the Host header).
+        if scope["type"] == "http" and scope["path"].startswith(_OWN_TOKENS):
+            # The collector's and the proxy's routes (tokens of their own) go straight to the
+            # app: through BaseHTTPMiddleware, each read of a body and each chunk of a streamed
+            # answer waits in a task group of its own, dozens of times for an OTLP export of a
+            # few megabytes (~10% of the receiver's CPU), and each event of a proxied stream.
             await self.app(scope, receive, send)
             return
         await super().__call__(scope, receive, send)
@@ -165,9 +171,6 @@ class AccessMiddleware(BaseHTTPMiddleware):
         return None
 
     async def dispatch(self, request: Request, call_next: RequestResponseEndpoint) -> Response:
-        path = request.scope["path"]  # what the router matches (never taken from the Host header)
-        if path.startswith(("/v1/", *PROXY_PATHS)):  # the proxy's routes: tokens of their own
-            return await call_next(request)
         found = await run_in_threadpool(self._identity, request)
         if isinstance(found, Response):
             return found
