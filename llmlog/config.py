@@ -48,6 +48,27 @@ def _env_list(name: str, default: tuple[str, ...] = ()) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else list(default)
 
 
+def _env_int(name: str, default: int, least: int = 0) -> int:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{name}: a whole number, not {value!r}") from None
+    if number < least:
+        raise ValueError(f"{name}: {least} or more, not {number}")
+    return number
+
+
+def cache_max_bytes() -> int:
+    """`LLMLOG_CACHE_MB`: the memory (MiB, as Python objects, not JSON) the caches of shared
+    content of one process may hold in all: what was decoded, built, checked and named once
+    for the calls that re-send it (`llmlog.footprint.CACHE_SHARES`). Read once, when they are
+    made; 0 keeps nothing."""
+    return _env_int("LLMLOG_CACHE_MB", 64) * 2**20
+
+
 def _env_patterns() -> dict[str, str]:
     value = os.environ.get("LLMLOG_REDACT_PATTERNS")
     if not value:

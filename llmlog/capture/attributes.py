@@ -7,9 +7,13 @@ calls."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from sys import getsizeof
 from typing import Any
 
 import orjson
+
+from llmlog.footprint import json_footprint
 
 
 def json_value(value: Any) -> Any:
@@ -153,12 +157,15 @@ class Shared:
     calls of a conversation (each re-sends every earlier message, the system prompt and the
     tools) are given the same objects for the same content: made once, and recognized by
     identity further on (`llmlog.store.content`), as the SDK path's decoder hands them out.
-    Nothing downstream changes such a value in place. Bounded in entries and in bytes (of
-    each value as JSON): emptied when full; a value that is not JSON is not kept."""
+    Nothing downstream changes such a value in place. Bounded in entries and in the memory
+    its keys and values take (`json_footprint`: several times their JSON): emptied when
+    full; a value that is not JSON is not kept."""
 
-    def __init__(self, limit: int, max_bytes: int) -> None:
+    def __init__(self, limit: int, max_bytes: int, key_size: Callable[[Any], int] | None = None) -> None:
         self.limit = limit
         self.max_bytes = max_bytes
+        # What a key takes beyond what its value holds too; by default, all of it.
+        self.key_size = key_size
         self.made: dict[Any, Any] = {}
         self.bytes = 0
 
@@ -167,7 +174,9 @@ class Shared:
         if hit is None:
             hit = make(*args)
             try:
-                size = len(hit) if isinstance(hit, str) else len(orjson.dumps(hit, default=str))
+                size = _size(hit)
+                if key is not hit:
+                    size += self.key_size(key) if self.key_size is not None else _size(key)
             except (TypeError, orjson.JSONEncodeError):
                 return hit
             if len(self.made) >= self.limit or self.bytes + size > self.max_bytes:
@@ -179,4 +188,6 @@ class Shared:
         return hit
 
 
-MB = 2**20
+def _size(value: Any) -> int:
+    """What `value` takes in memory, at most (`json_footprint`); raises for what is not JSON."""
+    return getsizeof(value) if type(value) is str else json_footprint(orjson.dumps(value))

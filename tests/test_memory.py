@@ -1,0 +1,82 @@
+"""What a long-running collector keeps in memory is bounded by what it really takes: the
+caches of shared content by the memory of their Python objects (several times their JSON,
+many times for odd shapes)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import pytest
+
+from llmlog import intake
+from llmlog.capture.attributes import Shared
+from llmlog.footprint import footprint, json_footprint
+from llmlog.record import Call, json_text
+from llmlog.store.content import ContentIds
+
+# JSON whose objects take twenty times its bytes: an empty list is 3 bytes of JSON, 64 of memory.
+HOSTILE = [
+    lambda n: [[] for _ in range(2000)] + [n],
+    lambda n: [{} for _ in range(2000)] + [n],
+    lambda n: {"n": n, "texts": ["" for _ in range(2000)]},
+    lambda n: [n, "a" * 5000 + "😀"],  # one emoji: every character of the string takes four bytes
+]
+
+
+@pytest.mark.parametrize("shape", HOSTILE)
+def test_json_footprint_is_never_less_than_what_the_objects_take(shape: Any) -> None:
+    text = orjson.dumps(shape(7))
+    value = orjson.loads(text)
+    assert json_footprint(text) >= footprint(value)
+    assert json_footprint(text.decode()) >= footprint(value)
+
+
+@pytest.mark.parametrize("shape", HOSTILE)
+def test_a_shared_cache_holds_no_more_than_its_bound_in_memory(shape: Any) -> None:
+    shared = Shared(20_000, 1_000_000)
+    for n in range(300):
+        shared.get(("key", n), shape, n)
+    held = sum(footprint(k) + footprint(v) for k, v in shared.made.items())
+    assert len(shared.made) > 1 and held <= 1_000_000
+
+
+def test_the_content_ids_of_a_store_hold_no_more_values_than_their_bound_in_memory() -> None:
+    """The ids a store knows by the identity of values hold those values, which every other
+    cache may have let go: many distinct large messages must not be held by the thousand."""
+    known = ContentIds(max_bytes=1_000_000)
+    for round_ in range(30):
+        batch = known.batch()
+        values = [shape(round_ * 10 + i) for i, shape in enumerate(HOSTILE * 2)]
+        keys = batch.keys(values)
+        batch.found.update((h, n) for n, h in enumerate(batch.unknown()))
+        batch.ids(keys)
+        batch.commit()
+    held = [v for refs in known._refs.values() for v, *_ in refs.values()]
+    assert len(held) > 1 and sum(footprint(v) for v in held) <= 1_000_000
+    assert known.bytes == sum(size for refs in known._refs.values() for *_, size in refs.values())
+    assert json_text in known._refs
+
+
+def test_what_the_intake_knows_to_serialize_is_bounded_in_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    fit = intake._Fit(max_bytes=4_000_000)
+    monkeypatch.setattr(intake, "_FIT", fit)
+    for n in range(100):
+        messages = [{"role": "user", "content": shape(n)} for shape in HOSTILE]
+        intake.check(Call(model="m", messages=messages))
+    held = list(fit.values.values())
+    assert len(held) > 1 and sum(footprint(v) for v in held) <= 4_000_000
+
+
+def test_the_caches_share_llmlog_cache_mb(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmlog.capture.parse import Decoder
+    from llmlog.footprint import CACHE_SHARES, cache_bytes
+
+    monkeypatch.setenv("LLMLOG_CACHE_MB", "32")
+    assert Decoder().max_bytes == cache_bytes("decoded") == 32 * 2**20 * CACHE_SHARES["decoded"]
+    assert ContentIds().max_bytes == 32 * 2**20 * CACHE_SHARES["named"]
+    # A collector's caches, two of the decoders and of the stores' ids among them, make the whole.
+    assert sum(CACHE_SHARES.values()) + CACHE_SHARES["decoded"] + CACHE_SHARES["named"] == 1
+    monkeypatch.setenv("LLMLOG_CACHE_MB", "lots")
+    with pytest.raises(ValueError, match="LLMLOG_CACHE_MB"):
+        cache_bytes("messages")
