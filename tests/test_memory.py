@@ -1,18 +1,20 @@
 """What a long-running collector keeps in memory is bounded by what it really takes: the
 caches of shared content by the memory of their Python objects (several times their JSON,
-many times for odd shapes)."""
+many times for odd shapes), and the keys remembered by their length."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 import pytest
 
 from llmlog import intake
-from llmlog.capture.attributes import Shared
+from llmlog.capture import kept
+from llmlog.capture.attributes import LONG_KEY, Shared
 from llmlog.footprint import footprint, json_footprint
-from llmlog.record import Call, json_text
+from llmlog.record import Call, Span, json_text
 from llmlog.store.content import ContentIds
 
 # JSON whose objects take twenty times its bytes: an empty list is 3 bytes of JSON, 64 of memory.
@@ -66,6 +68,17 @@ def test_what_the_intake_knows_to_serialize_is_bounded_in_memory(monkeypatch: py
         intake.check(Call(model="m", messages=messages))
     held = list(fit.values.values())
     assert len(held) > 1 and sum(footprint(v) for v in held) <= 4_000_000
+
+
+def test_long_attribute_keys_of_spans_that_became_calls_are_not_remembered() -> None:
+    before = len(kept._CALL_KEYS)
+    for n in range(50):
+        span = Span("t" * 32, f"{n:016x}", None, "llm", "client", datetime.now(UTC), None, call_id="c")
+        span.attributes = {f"custom.{n:06d}." + "k" * 10_000: "v", "llm.model_name": "m"}
+        out = kept.without_content(span)
+        assert list(out.attributes) == [f"custom.{n:06d}." + "k" * 10_000]
+    assert all(len(k) <= LONG_KEY for k in kept._CALL_KEYS)
+    assert len(kept._CALL_KEYS) <= before + 1
 
 
 def test_the_caches_share_llmlog_cache_mb(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -77,7 +77,7 @@ def flattened(attrs: dict[str, Any]) -> tuple[dict[str, Items], set[tuple[str, i
         long = False
         if where is None:
             where = _key_place(key)
-            long = len(key) > _LONG_KEY
+            long = len(key) > LONG_KEY
         if where:
             prefix, i, rest = where
             items = lists.get(prefix)
@@ -102,7 +102,7 @@ def _key_place(key: str) -> tuple[str, int, str] | tuple[()]:
         index, _, rest = key[end:].partition(".")
         if index.isdigit() and rest:
             where = (key[:end], int(index), rest)
-    if len(_KEYS) < 50_000 and len(key) <= _LONG_KEY:  # the keys instrumentations send (a hundred
+    if len(_KEYS) < 50_000 and len(key) <= LONG_KEY:  # the keys instrumentations send (a hundred
         _KEYS[key] = where  # indexes of a few shapes), not what a client makes up
     return where
 
@@ -110,7 +110,7 @@ def _key_place(key: str) -> tuple[str, int, str] | tuple[()]:
 _KEYS: dict[str, tuple[str, int, str] | tuple[()]] = {}
 # Keys longer than this are not remembered, nor paths shared by: the memory kept for what spans
 # send stays bounded in bytes, not only in entries, whatever keys a client sends.
-_LONG_KEY = 200
+LONG_KEY = 200
 
 
 def nest(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -122,7 +122,7 @@ def nest(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         if split is None:
             *path, last = rest.split(".")
             split = (tuple(path), last)
-            if len(_PATHS) < 10_000 and len(rest) <= _LONG_KEY:  # the few shapes instrumentations use
+            if len(_PATHS) < 10_000 and len(rest) <= LONG_KEY:  # the few shapes instrumentations use
                 _PATHS[rest] = split
         node = node_top
         for part in split[0]:
