@@ -1,21 +1,32 @@
 """What a long-running collector keeps in memory is bounded by what it really takes: the
 caches of shared content by the memory of their Python objects (several times their JSON,
-many times for odd shapes), and the keys remembered by their length."""
+many times for odd shapes), the keys remembered by their length, and the requests handled
+at once by `LLMLOG_INGEST_CONCURRENCY`."""
 
 from __future__ import annotations
 
+import json
+import threading
+import time
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
 from llmlog import intake
-from llmlog.capture import kept
+from llmlog.capture import kept, otlp
 from llmlog.capture.attributes import LONG_KEY, Shared
 from llmlog.footprint import footprint, json_footprint
 from llmlog.record import Call, Span, json_text
+from llmlog.store import CallFilter
 from llmlog.store.content import ContentIds
+from tests.backends import SQLiteBackend
+from tests.otel_programs import TOKEN
+from tests.test_otlp import _otlp_json, post
+from tests.test_otlp_hostile import _llm_span
+from tests.webui import Running
 
 # JSON whose objects take twenty times its bytes: an empty list is 3 bytes of JSON, 64 of memory.
 HOSTILE = [
@@ -79,6 +90,53 @@ def test_long_attribute_keys_of_spans_that_became_calls_are_not_remembered() -> 
         assert list(out.attributes) == [f"custom.{n:06d}." + "k" * 10_000]
     assert all(len(k) <= LONG_KEY for k in kept._CALL_KEYS)
     assert len(kept._CALL_KEYS) <= before + 1
+
+
+def test_at_most_the_configured_number_of_ingest_requests_are_handled_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However many exporters send at once, only so many requests are read, decoded and
+    held at a time; the others wait, unread, and are all stored."""
+    monkeypatch.setenv("LLMLOG_INGEST_CONCURRENCY", "2")
+    lock, at_once, most = threading.Lock(), [0], [0]
+    read = otlp.read_spans
+
+    def slow_read(spans: list[Span]) -> Any:
+        with lock:
+            at_once[0] += 1
+            most[0] = max(most[0], at_once[0])
+        time.sleep(0.2)
+        with lock:
+            at_once[0] -= 1
+        return read(spans)
+
+    monkeypatch.setattr(otlp, "read_spans", slow_read)
+    answers: list[int] = []
+    with Running(SQLiteBackend(tmp_path / "calls.db"), ingest_token=TOKEN) as c:
+
+        def send(n: int) -> None:
+            body = json.dumps(_otlp_json([_llm_span(n + 1)])).encode()
+            answers.append(post(c, "/v1/traces", body, "application/json").status_code)
+
+        threads = [threading.Thread(target=send, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stored = c.store.count(CallFilter())
+    assert answers == [200] * 6 and stored == 6
+    assert most[0] == 2, most
+
+
+def test_the_ingest_concurrency_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmlog.config import Settings
+
+    monkeypatch.setenv("LLMLOG_INGEST_CONCURRENCY", "0")
+    with pytest.raises(ValueError, match="LLMLOG_INGEST_CONCURRENCY"):
+        Settings()
+    monkeypatch.setenv("LLMLOG_INGEST_CONCURRENCY", "many")
+    with pytest.raises(ValueError, match="LLMLOG_INGEST_CONCURRENCY"):
+        Settings()
 
 
 def test_the_caches_share_llmlog_cache_mb(monkeypatch: pytest.MonkeyPatch) -> None:
