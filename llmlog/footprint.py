@@ -65,7 +65,8 @@ CACHE_SHARES = {
     "texts": 1 / 32,  # system prompts (`capture.genai`)
     "shaped": 2 / 32,  # messages in OpenAI's shape (`capture.shapes`)
     "checked": 2 / 32,  # messages and tools known to serialize (`intake`)
-    "named": 4 / 32,  # content ids by the identity of values (`store.content`); two
+    "named": 3 / 32,  # content ids by the identity of values (`store.content`); two
+    "sealed": 2 / 32,  # what regulated mode sealed, by the identity of values (`encryption`)
 }
 
 

@@ -6,6 +6,7 @@ at once by `LLMLOG_INGEST_CONCURRENCY`."""
 from __future__ import annotations
 
 import json
+import sys
 import threading
 import time
 from datetime import UTC, datetime
@@ -151,3 +152,19 @@ def test_the_caches_share_llmlog_cache_mb(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("LLMLOG_CACHE_MB", "lots")
     with pytest.raises(ValueError, match="LLMLOG_CACHE_MB"):
         cache_bytes("messages")
+
+
+def test_what_regulated_mode_sealed_is_remembered_within_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The keyring remembers what it sealed by the identity of the value, holding the value
+    and its sealed text: within its share of LLMLOG_CACHE_MB, however many distinct messages."""
+    from llmlog.encryption import Keyring
+
+    monkeypatch.setenv("LLMLOG_CACHE_MB", "4")
+    keyring = Keyring([("k1", bytes(32))])
+    for n in range(200):
+        keyring.seal_call(
+            Call(model="m", messages=[{"role": "user", "content": [[] for _ in range(100)] + [n]}])
+        )
+    held = list(keyring._memo.values())
+    assert len(held) > 1
+    assert sum(footprint(value) + sys.getsizeof(sealed) for value, sealed, *_ in held) <= 4 * 2**20 * 2 / 32
