@@ -34,7 +34,8 @@ def footprint(value: Any) -> int:
 # The most an object decoded from JSON takes beyond its characters, by what marks it in the
 # JSON (CPython 3.11+, 64-bit): a string (two quotes) up to 80 bytes (76 when it is not
 # ASCII); a dict or list (a brace or bracket) 184 up to its fifth item; each further item
-# (a comma or colon) up to 60 more: its slot and a number (an int past 2**60 is 40 bytes).
+# (a comma) up to 60 more: its slot and a number (an int past 2**60 is 40 bytes), or its
+# share of a dict's table (under 60 bytes a key), beside its key (a string).
 _STRING, _CONTAINER, _ITEM = 80, 184, 60
 
 
@@ -45,11 +46,11 @@ def json_footprint(text: bytes | str) -> int:
     if isinstance(text, str):
         marks = text.count('"') // 2 * _STRING
         marks += (text.count("{") + text.count("[")) * _CONTAINER
-        marks += (text.count(",") + text.count(":") + 1) * _ITEM
+        marks += (text.count(",") + 1) * _ITEM
     else:
         marks = text.count(b'"') // 2 * _STRING
         marks += (text.count(b"{") + text.count(b"[")) * _CONTAINER
-        marks += (text.count(b",") + text.count(b":") + 1) * _ITEM
+        marks += (text.count(b",") + 1) * _ITEM
     return len(text) * (1 if text.isascii() else 4) + marks
 
 

@@ -141,12 +141,12 @@ def check(call: Call) -> None:
         else:
             new.append(tools)
     try:
-        orjson.dumps(record, default=str)
-        size = json_footprint(orjson.dumps(new)) if new else 0  # at least what they take
+        text = orjson.dumps(record, default=str)
     except Exception:  # whatever it is, the whole record is checked below
         pass
     else:
-        fit.add(new, size)
+        if new:  # the record holds them: what its JSON would decode to is at least what they take
+            fit.add(new, json_footprint(text))
         return
     try:
         record_line({name: getattr(call, name) for name in JSON_COLUMNS})

@@ -123,9 +123,8 @@ class ContentBatch:
                     size = held + _ENTRY
                     if size > room:
                         continue
-                    old = cache.pop(ref, None)
-                    if old is not None:
-                        known.bytes -= old[2]
+                    # Not cached yet: a value cached by this id is alive (held), so it is this one,
+                    # and `keys` found it there rather than naming it by hash.
                     cache[ref] = (value, self.found[h], size)
                     known.bytes += size
                 while len(cache) > limit:
