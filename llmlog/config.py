@@ -48,6 +48,27 @@ def _env_list(name: str, default: tuple[str, ...] = ()) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()] if value else list(default)
 
 
+def _env_int(name: str, default: int, least: int = 0) -> int:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{name}: a whole number, not {value!r}") from None
+    if number < least:
+        raise ValueError(f"{name}: {least} or more, not {number}")
+    return number
+
+
+def cache_max_bytes() -> int:
+    """`LLMLOG_CACHE_MB`: the memory (MiB, as Python objects, not JSON) the caches of shared
+    content of one process may hold in all: what was decoded, built, checked and named once
+    for the calls that re-send it (`llmlog.footprint.CACHE_SHARES`). Read once, when they are
+    made; 0 keeps nothing."""
+    return _env_int("LLMLOG_CACHE_MB", 64) * 2**20
+
+
 def _env_patterns() -> dict[str, str]:
     value = os.environ.get("LLMLOG_REDACT_PATTERNS")
     if not value:
@@ -99,12 +120,18 @@ class Settings:
     prompts: str = field(default_factory=lambda: _env("LLMLOG_PROMPTS") or "prompts")
     key_file: str | None = field(default_factory=lambda: _env("LLMLOG_KEY_FILE"))
     sensitive_metadata: list[str] = field(default_factory=lambda: _env_list("LLMLOG_SENSITIVE_METADATA"))
+    # The collector: how many ingest requests (OTLP, `/v1/calls`) are read, decoded and
+    # stored at once; the others wait their turn, unread, so that what requests hold in
+    # memory (a body, its decoded spans or records) is bounded however many clients send.
+    ingest_concurrency: int = field(default_factory=lambda: _env_int("LLMLOG_INGEST_CONCURRENCY", 2, least=1))
 
     def __post_init__(self) -> None:
         if self.on_full not in ("drop", "block"):
             raise ValueError("on_full must be 'drop' or 'block'")
         if self.queue_size < 1 or self.batch_size < 1:
             raise ValueError("queue_size and batch_size must be positive")
+        if self.ingest_concurrency < 1:
+            raise ValueError("ingest_concurrency must be positive")
         # Read now: a bad key is an error when configured, never a call stored clear.
         self._keyring = Keyring.from_environment(self.key, self.key_file, self.sensitive_metadata)
         # And the redaction rules: a misspelled one (`emial`) is an error wherever settings

@@ -46,6 +46,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from sys import getsizeof
 from typing import TYPE_CHECKING, Any
 
 from cryptography.exceptions import InvalidTag
@@ -53,6 +54,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from llmlog.footprint import cache_bytes, json_footprint
 from llmlog.record import Call, Span, SpanEvent, json_text
 
 if TYPE_CHECKING:
@@ -62,6 +64,9 @@ if TYPE_CHECKING:
 PREFIX = "llmlog-enc:v1:"
 _SEALED = re.compile(r"llmlog-enc:v1:([A-Za-z0-9_.-]{1,64}):([A-Za-z0-9_-]+={0,2})\Z")
 _KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
+# What an entry of a keyring's memo takes beyond its value and sealed text: the table's slot,
+# its key, the tuple and the size's integer.
+_MEMO_ENTRY = 200
 
 
 class KeyProblem(ValueError):
@@ -235,9 +240,12 @@ class Keyring:
         self.sensitive_metadata = frozenset(sensitive_metadata)
         # What was sealed last, by the identity of the value: the writer's decoder hands every
         # call that re-sends a message the same object, which is then sealed once (and is the
-        # same string object, which the store's content cache knows by identity).
-        self._memo: OrderedDict[int, tuple[Any, str]] = OrderedDict()
+        # same string object, which the store's content cache knows by identity). Each entry
+        # holds its value and what sealing made: bounded by what they take in memory.
+        self._memo: OrderedDict[int, tuple[Any, str, int]] = OrderedDict()
         self._memo_lock = threading.Lock()
+        self._memo_bytes = 0
+        self._memo_max = cache_bytes("sealed")
 
     @property
     def ids(self) -> list[str]:
@@ -302,11 +310,19 @@ class Keyring:
             if hit is not None and hit[0] is value:
                 self._memo.move_to_end(id(value))
                 return hit[1]
-        sealed = self.seal(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
+        text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+        sealed = self.seal(text)
+        size = json_footprint(text) + getsizeof(sealed) + _MEMO_ENTRY
+        if size > self._memo_max:
+            return sealed
         with self._memo_lock:
-            self._memo[id(value)] = (value, sealed)  # holds the value: its id() is not reused
-            while len(self._memo) > 20_000:
-                self._memo.popitem(last=False)
+            old = self._memo.pop(id(value), None)
+            if old is not None:
+                self._memo_bytes -= old[2]
+            self._memo[id(value)] = (value, sealed, size)  # holds the value: its id() is not reused
+            self._memo_bytes += size
+            while len(self._memo) > 20_000 or self._memo_bytes > self._memo_max:
+                self._memo_bytes -= self._memo.popitem(last=False)[1][2]
         return sealed
 
     def _open_json(self, value: Any) -> Any:

@@ -32,6 +32,7 @@ from llmlog.capture.exchange import Exchange
 from llmlog.capture.parse import Decoder, to_call
 from llmlog.config import Settings
 from llmlog.encryption import CLEAR_ATTRIBUTES, is_sealed
+from llmlog.footprint import cache_bytes, json_footprint
 from llmlog.pricing import Pricer
 from llmlog.prompts import REGISTRY
 from llmlog.record import (
@@ -91,12 +92,14 @@ class _Fit:
     """Messages and tool lists that a call's check serialized: a conversation re-sends its
     earlier turns and its tools, the same objects (the decoders share them), which need not
     be serialized again to know they can be. Each entry holds its value, so that its id()
-    stays its own; bounded in entries and in the bytes they serialized to, emptied when full."""
+    stays its own; bounded in entries and in the memory the values take (`json_footprint`, a few
+    times the JSON they serialized to: what it holds may outlive the decoders' caches),
+    emptied when full."""
 
     LIMIT = 20_000
-    MAX_BYTES = 32 * 2**20
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int | None = None) -> None:
+        self.max_bytes = cache_bytes("checked") if max_bytes is None else max_bytes
         self.values: dict[int, Any] = {}
         self.bytes = 0
 
@@ -104,10 +107,11 @@ class _Fit:
         return self.values.get(id(value)) is value
 
     def add(self, values: list[Any], size: int) -> None:
-        if len(self.values) + len(values) > self.LIMIT or self.bytes + size > self.MAX_BYTES:
+        room = self.max_bytes
+        if len(self.values) + len(values) > self.LIMIT or self.bytes + size > room:
             self.values = {}
             self.bytes = 0
-        if size <= self.MAX_BYTES:
+        if size <= room:
             self.values.update((id(v), v) for v in values)
             self.bytes += size
 
@@ -137,11 +141,12 @@ def check(call: Call) -> None:
         else:
             new.append(tools)
     try:
-        size = len(orjson.dumps(record, default=str))
+        text = orjson.dumps(record, default=str)
     except Exception:  # whatever it is, the whole record is checked below
         pass
     else:
-        fit.add(new, size)
+        if new:  # the record holds them: what its JSON would decode to is at least what they take
+            fit.add(new, json_footprint(text))
         return
     try:
         record_line({name: getattr(call, name) for name in JSON_COLUMNS})

@@ -4,6 +4,7 @@ earlier calls sent decoded once, and the same records from the whole workload ei
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 import anthropic
@@ -14,6 +15,7 @@ from llmlog.capture.exchange import Exchange
 from llmlog.capture.parse import Decoder, sse_events, to_call
 from llmlog.capture.wrap import instrument
 from llmlog.fake_provider import FakeProvider
+from llmlog.footprint import footprint
 from llmlog.record import parse_json
 from llmlog.workload import generate, run
 
@@ -76,7 +78,32 @@ def test_the_cache_is_bounded_by_bytes() -> None:
     for body in conversation(60):
         decoder.decode(body)
     assert 0 < decoder._bytes <= 50_000
-    assert sum(len(k) for k in decoder._cache) == decoder._bytes
+    assert sum(decoder._sizes.values()) == decoder._bytes >= sum(cached_footprint(decoder))
+
+
+def cached_footprint(decoder: Decoder) -> list[int]:
+    return [sys.getsizeof(raw) + footprint(value) for raw, value in decoder._cache.items()]
+
+
+def test_the_cache_is_bounded_by_what_its_objects_take_not_their_json() -> None:
+    """Parts whose objects take many times their JSON (empty lists, 3 bytes of JSON and 64 of
+    memory each) are held within the bound as counted in memory, however many come."""
+    decoder = Decoder(max_bytes=2_000_000)
+    for n in range(300):
+        part = b"[" + b",".join([b"[]"] * 2000) + f',"{n}"]'.encode()
+        decoder.decode(b'{"messages": [' + part + b"]}")
+    held = cached_footprint(decoder)
+    assert len(held) > 1 and sum(held) <= 2_000_000
+
+
+def test_a_part_larger_than_the_cache_is_not_kept_and_pushes_nothing_out() -> None:
+    decoder = Decoder(max_bytes=100_000)
+    for body in conversation(10):
+        decoder.decode(body)
+    before = dict(decoder._cache)
+    value = decoder.decode(b'{"messages": [{"content": "' + b"x" * 200_000 + b'"}]}')
+    assert value["messages"][0]["content"] == "x" * 200_000
+    assert decoder._cache == before and 0 < decoder._bytes <= 100_000
 
 
 def test_the_workload_gives_the_same_records_with_and_without_the_decoder(fake: FakeProvider) -> None:

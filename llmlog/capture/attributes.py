@@ -7,9 +7,13 @@ calls."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
+from sys import getsizeof
 from typing import Any
 
 import orjson
+
+from llmlog.footprint import json_footprint
 
 
 def json_value(value: Any) -> Any:
@@ -73,7 +77,7 @@ def flattened(attrs: dict[str, Any]) -> tuple[dict[str, Items], set[tuple[str, i
         long = False
         if where is None:
             where = _key_place(key)
-            long = len(key) > _LONG_KEY
+            long = len(key) > LONG_KEY
         if where:
             prefix, i, rest = where
             items = lists.get(prefix)
@@ -98,7 +102,7 @@ def _key_place(key: str) -> tuple[str, int, str] | tuple[()]:
         index, _, rest = key[end:].partition(".")
         if index.isdigit() and rest:
             where = (key[:end], int(index), rest)
-    if len(_KEYS) < 50_000 and len(key) <= _LONG_KEY:  # the keys instrumentations send (a hundred
+    if len(_KEYS) < 50_000 and len(key) <= LONG_KEY:  # the keys instrumentations send (a hundred
         _KEYS[key] = where  # indexes of a few shapes), not what a client makes up
     return where
 
@@ -106,7 +110,7 @@ def _key_place(key: str) -> tuple[str, int, str] | tuple[()]:
 _KEYS: dict[str, tuple[str, int, str] | tuple[()]] = {}
 # Keys longer than this are not remembered, nor paths shared by: the memory kept for what spans
 # send stays bounded in bytes, not only in entries, whatever keys a client sends.
-_LONG_KEY = 200
+LONG_KEY = 200
 
 
 def nest(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -118,7 +122,7 @@ def nest(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         if split is None:
             *path, last = rest.split(".")
             split = (tuple(path), last)
-            if len(_PATHS) < 10_000 and len(rest) <= _LONG_KEY:  # the few shapes instrumentations use
+            if len(_PATHS) < 10_000 and len(rest) <= LONG_KEY:  # the few shapes instrumentations use
                 _PATHS[rest] = split
         node = node_top
         for part in split[0]:
@@ -153,12 +157,15 @@ class Shared:
     calls of a conversation (each re-sends every earlier message, the system prompt and the
     tools) are given the same objects for the same content: made once, and recognized by
     identity further on (`llmlog.store.content`), as the SDK path's decoder hands them out.
-    Nothing downstream changes such a value in place. Bounded in entries and in bytes (of
-    each value as JSON): emptied when full; a value that is not JSON is not kept."""
+    Nothing downstream changes such a value in place. Bounded in entries and in the memory
+    its keys and values take (`json_footprint`: several times their JSON): emptied when
+    full; a value that is not JSON is not kept."""
 
-    def __init__(self, limit: int, max_bytes: int) -> None:
+    def __init__(self, limit: int, max_bytes: int, key_size: Callable[[Any], int] | None = None) -> None:
         self.limit = limit
         self.max_bytes = max_bytes
+        # What a key takes beyond what its value holds too; by default, all of it.
+        self.key_size = key_size
         self.made: dict[Any, Any] = {}
         self.bytes = 0
 
@@ -167,7 +174,9 @@ class Shared:
         if hit is None:
             hit = make(*args)
             try:
-                size = len(hit) if isinstance(hit, str) else len(orjson.dumps(hit, default=str))
+                size = _size(hit)
+                if key is not hit:
+                    size += self.key_size(key) if self.key_size is not None else _size(key)
             except (TypeError, orjson.JSONEncodeError):
                 return hit
             if len(self.made) >= self.limit or self.bytes + size > self.max_bytes:
@@ -179,4 +188,6 @@ class Shared:
         return hit
 
 
-MB = 2**20
+def _size(value: Any) -> int:
+    """What `value` takes in memory, at most (`json_footprint`); raises for what is not JSON."""
+    return getsizeof(value) if type(value) is str else json_footprint(orjson.dumps(value))

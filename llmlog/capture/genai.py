@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from llmlog.capture.attributes import (
-    MB,
     Items,
     Shared,
     first_of,
@@ -47,6 +46,7 @@ from llmlog.capture.shapes import (
     openai_tools,
     responses_response,
 )
+from llmlog.footprint import cache_bytes
 from llmlog.record import Call, Span, SpanEvent
 
 _NAMESPACE = uuid.UUID("0b6c3f8e-7d1a-5b2c-9e4f-1a2b3c4d5e6f")
@@ -197,9 +197,11 @@ def _semconv_messages(value: Any) -> list[dict[str, Any]] | None:
     return out
 
 
-_MESSAGES = Shared(20_000, 32 * MB)  # (path, text) pairs of an OpenInference message → the message
-_TOOLS = Shared(2_000, 8 * MB)  # the tool definitions' texts → the tool list
-_TEXTS = Shared(2_000, 8 * MB)  # a system prompt → the same string
+_MESSAGES = Shared(
+    20_000, cache_bytes("messages")
+)  # (path, text) pairs of an OpenInference message → the message
+_TOOLS = Shared(2_000, cache_bytes("tools"))  # the tool definitions' texts → the tool list
+_TEXTS = Shared(2_000, cache_bytes("texts"))  # a system prompt → the same string
 
 
 def _openinference_messages(items: Items, prefix: str, mixed: set[tuple[str, int]]) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 
+from llmlog.capture.attributes import LONG_KEY
 from llmlog.record import Span
 
 # The attributes that carry a model call's content, as the instrumentations send it: the
@@ -104,8 +105,8 @@ def without_content(span: Span) -> Span:
         held = said.get(k)
         if held is None:
             held = is_call_attribute(k)
-            if len(said) < 50_000:  # the keys instrumentations keep sending
-                said[k] = held
+            if len(said) < 50_000 and len(k) <= LONG_KEY:  # the keys instrumentations keep sending,
+                said[k] = held  # not what a client makes up: bounded in bytes, not only in entries
         if not held:
             attributes[k] = v
     events = [e for e in span.events if e.get("name") not in CONTENT_EVENTS]

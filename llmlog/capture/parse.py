@@ -13,12 +13,14 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from itertools import compress, repeat
 from operator import is_
+from sys import getsizeof
 from typing import Any
 
 import msgspec
 
 from llmlog.capture.exchange import Exchange
 from llmlog.capture.sse import SSEParser
+from llmlog.footprint import cache_bytes, json_footprint
 from llmlog.prompts import REGISTRY
 from llmlog.record import Call, parse_json
 
@@ -53,15 +55,18 @@ class Decoder:
     (the Responses API echoes instructions and tools in every response).
 
     The values handed out are shared by every call that sent the same bytes: nothing
-    downstream may change them in place (the stores also recognize them by identity).
+    downstream may change them in place (the stores also recognize them by identity). The
+    cache is bounded by what its entries take in memory, the bytes and the objects decoded
+    from them (`json_footprint`, a few times the JSON), least recently used first out.
     """
 
     SMALL = 64  # bytes: a part this small costs less to decode than to look up
     SPLIT = 4096  # bytes: a composite this large is split into parts
 
-    def __init__(self, max_bytes: int = 32 * 2**20) -> None:
-        self.max_bytes = max_bytes
+    def __init__(self, max_bytes: int | None = None) -> None:
+        self.max_bytes = cache_bytes("decoded") if max_bytes is None else max_bytes
         self._cache: OrderedDict[bytes, Any] = OrderedDict()
+        self._sizes: dict[bytes, int] = {}  # what each entry takes (`footprint`), as counted in
         self._bytes = 0
 
     def decode(self, body: bytes | str) -> Any:
@@ -90,11 +95,16 @@ class Decoder:
 
     def _new(self, raw: bytes) -> Any:
         value = _strict(raw)
+        room = self.max_bytes
+        size = getsizeof(raw) + json_footprint(raw) + _ENTRY
+        if size > room:  # kept, it would push everything else out, and then itself
+            return value
         self._cache[raw] = value
-        self._bytes += len(raw)
-        while self._bytes > self.max_bytes:
+        self._sizes[raw] = size
+        self._bytes += size
+        while self._bytes > room:
             old, _ = self._cache.popitem(last=False)
-            self._bytes -= len(old)
+            self._bytes -= self._sizes.pop(old)
         return value
 
     def _split(self, raw: bytes, is_object: bool, depth: int) -> Any:
@@ -123,6 +133,11 @@ class Decoder:
             if len(part) >= self.SMALL:
                 values[i] = self._part(part, depth - 1)
         return dict(zip(keys, values, strict=True)) if is_object else values
+
+
+# What an entry adds to the cache's two tables beyond its key and value: their slots and the
+# size's integer.
+_ENTRY = 200
 
 
 def _strict(raw: bytes) -> Any:

@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from llmlog.capture.attributes import MB, Shared, first_of
+from llmlog.capture.attributes import Shared, first_of
+from llmlog.footprint import cache_bytes
 
 
 def is_openai_chat(provider: str | None, a: dict[str, Any]) -> bool:
@@ -92,7 +93,7 @@ def _openai_message(m: Any) -> list[Any]:
 
 
 # id(message) → (the message, held so that its id stays its own; its Chat shape)
-_SHAPED = Shared(20_000, 32 * MB)
+_SHAPED = Shared(20_000, cache_bytes("shaped"))
 
 
 def _shaped(m: Any) -> tuple[Any, list[Any]]:

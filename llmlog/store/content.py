@@ -15,8 +15,10 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Callable
+from sys import getsizeof
 from typing import Any
 
+from llmlog.footprint import cache_bytes, json_footprint
 from llmlog.record import json_text
 
 Key = bytes | int  # a content id, or the hash of content whose id is not known yet
@@ -32,13 +34,17 @@ class ContentIds:
 
     LIMIT = 50_000  # entries per cache; old ones go first
 
-    def __init__(self) -> None:
+    def __init__(self, max_bytes: int | None = None) -> None:
         # hash → id; content rows are immutable, so a cached id stays right.
         self._ids: OrderedDict[bytes, int] = OrderedDict()
-        # serializer → id(value) → (value, content id). The entry holds the value, so its
-        # id() cannot be reused by another object while cached. One string may be stored
-        # as plain text (a system prompt) or as JSON: each serializer has its own.
-        self._refs: dict[Callable[[Any], str], OrderedDict[int, tuple[Any, int]]] = {}
+        # serializer → id(value) → (value, content id, what the value takes). The entry
+        # holds the value, so its id() cannot be reused by another object while cached; and
+        # so it may hold what every other cache has let go: bounded by what the values take
+        # in memory (`json_footprint`), not only in entries. One string may be stored as plain
+        # text (a system prompt) or as JSON: each serializer has its own.
+        self._refs: dict[Callable[[Any], str], OrderedDict[int, tuple[Any, int, int]]] = {}
+        self.max_bytes = cache_bytes("named") if max_bytes is None else max_bytes
+        self.bytes = 0  # what the values of `_refs` take
 
     def batch(self, by_identity: bool = True) -> ContentBatch:
         return ContentBatch(self, by_identity)
@@ -53,8 +59,8 @@ class ContentBatch:
         self._by_identity = by_identity
         self.bodies: dict[bytes, str] = {}  # hash → text, for every piece named by hash
         self.found: dict[bytes, int] = {}  # hash → id, once resolved
-        # serializer → id(value) → (value, hash), for the values named by hash
-        self._seen: dict[Callable[[Any], str], dict[int, tuple[Any, bytes]]] = {}
+        # serializer → id(value) → (value, hash, what the value takes), for the values named by hash
+        self._seen: dict[Callable[[Any], str], dict[int, tuple[Any, bytes, int]]] = {}
 
     def key(self, value: Any, serialize: Callable[[Any], str] = json_text) -> Key:
         return self.keys([value], serialize)[0]
@@ -77,7 +83,7 @@ class ContentBatch:
             text = serialize(value)
             h = digest(text)
             self.bodies.setdefault(h, text)
-            seen[id(value)] = (value, h)
+            seen[id(value)] = (value, h, getsizeof(value) if type(value) is str else json_footprint(text))
             out.append(h)
         return out
 
@@ -109,9 +115,25 @@ class ContentBatch:
         while len(ids) > limit:
             ids.popitem(last=False)
         if self._by_identity:
+            known = self._known
+            room = known.max_bytes
             for serialize, seen in self._seen.items():
-                cache = self._known._refs[serialize]
-                for ref, (value, h) in seen.items():
-                    cache[ref] = (value, self.found[h])
+                cache = known._refs[serialize]
+                for ref, (value, h, held) in seen.items():
+                    size = held + _ENTRY
+                    if size > room:
+                        continue
+                    # Not cached yet: a value cached by this id is alive (held), so it is this one,
+                    # and `keys` found it there rather than naming it by hash.
+                    cache[ref] = (value, self.found[h], size)
+                    known.bytes += size
                 while len(cache) > limit:
-                    cache.popitem(last=False)
+                    known.bytes -= cache.popitem(last=False)[1][2]
+                while known.bytes > room:  # the oldest go, of this serializer's first
+                    oldest = cache or next(c for c in known._refs.values() if c)
+                    known.bytes -= oldest.popitem(last=False)[1][2]
+
+
+# What an entry of `ContentIds._refs` takes beyond its value: the table's slot, its key, the
+# tuple and the id's integer.
+_ENTRY = 200

@@ -18,8 +18,10 @@ What the API promises, and why:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import zlib
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -131,6 +133,18 @@ def routes(web: Web, token: Gate = None, settings: Settings | None = None) -> li
     settings = settings or Settings()  # LLMLOG_REDACT…, LLMLOG_KEY: a bad one stops the server here
     # Calls, spans and log events alike: redacted, sealed and priced as every way in does.
     intake = Intake(settings, Pricer(settings.prices))  # LLMLOG_PRICES, as in the SDK's writer
+    # At most this many requests are read, decoded and stored at once (LLMLOG_INGEST_CONCURRENCY);
+    # the rest wait unread, so what they hold in memory does not grow with the clients sending.
+    admitted = asyncio.Semaphore(settings.ingest_concurrency)
+
+    def in_turn(
+        handler: Callable[[Request], Awaitable[Response]],
+    ) -> Callable[[Request], Awaitable[Response]]:
+        async def handle(request: Request) -> Response:
+            async with admitted:
+                return await handler(request)
+
+        return handle
 
     def store(calls: list[tuple[int, Call]], bad: list[BadRecord]) -> int:
         """Insert the batch in one transaction; when the store refuses a record as data (not
@@ -240,9 +254,9 @@ def routes(web: Web, token: Gate = None, settings: Settings | None = None) -> li
         return JSONResponse(openapi_description())
 
     return [
-        Route("/v1/calls", post_calls, methods=["POST"]),
-        Route("/v1/traces", traces, methods=["POST"]),
-        Route("/v1/logs", logs, methods=["POST"]),
+        Route("/v1/calls", in_turn(post_calls), methods=["POST"]),
+        Route("/v1/traces", in_turn(traces), methods=["POST"]),
+        Route("/v1/logs", in_turn(logs), methods=["POST"]),
         Route("/v1/openapi.json", openapi, methods=["GET"]),
     ]
 

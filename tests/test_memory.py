@@ -1,0 +1,170 @@
+"""What a long-running collector keeps in memory is bounded by what it really takes: the
+caches of shared content by the memory of their Python objects (several times their JSON,
+many times for odd shapes), the keys remembered by their length, and the requests handled
+at once by `LLMLOG_INGEST_CONCURRENCY`."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from llmlog import intake
+from llmlog.capture import kept, otlp
+from llmlog.capture.attributes import LONG_KEY, Shared
+from llmlog.footprint import footprint, json_footprint
+from llmlog.record import Call, Span, json_text
+from llmlog.store import CallFilter
+from llmlog.store.content import ContentIds
+from tests.backends import SQLiteBackend
+from tests.otel_programs import TOKEN
+from tests.test_otlp import _otlp_json, post
+from tests.test_otlp_hostile import _llm_span
+from tests.webui import Running
+
+# JSON whose objects take twenty times its bytes: an empty list is 3 bytes of JSON, 64 of memory.
+HOSTILE = [
+    lambda n: [[] for _ in range(2000)] + [n],
+    lambda n: [{} for _ in range(2000)] + [n],
+    lambda n: {"n": n, "texts": ["" for _ in range(2000)]},
+    lambda n: [n, "a" * 5000 + "😀"],  # one emoji: every character of the string takes four bytes
+]
+
+
+@pytest.mark.parametrize("shape", HOSTILE)
+def test_json_footprint_is_never_less_than_what_the_objects_take(shape: Any) -> None:
+    text = orjson.dumps(shape(7))
+    value = orjson.loads(text)
+    assert json_footprint(text) >= footprint(value)
+    assert json_footprint(text.decode()) >= footprint(value)
+
+
+@pytest.mark.parametrize("shape", HOSTILE)
+def test_a_shared_cache_holds_no_more_than_its_bound_in_memory(shape: Any) -> None:
+    shared = Shared(20_000, 1_000_000)
+    for n in range(300):
+        shared.get(("key", n), shape, n)
+    held = sum(footprint(k) + footprint(v) for k, v in shared.made.items())
+    assert len(shared.made) > 1 and held <= 1_000_000
+
+
+def test_the_content_ids_of_a_store_hold_no_more_values_than_their_bound_in_memory() -> None:
+    """The ids a store knows by the identity of values hold those values, which every other
+    cache may have let go: many distinct large messages must not be held by the thousand."""
+    known = ContentIds(max_bytes=1_000_000)
+    for round_ in range(30):
+        batch = known.batch()
+        values = [shape(round_ * 10 + i) for i, shape in enumerate(HOSTILE * 2)]
+        keys = batch.keys(values)
+        batch.found.update((h, n) for n, h in enumerate(batch.unknown()))
+        batch.ids(keys)
+        batch.commit()
+    held = [v for refs in known._refs.values() for v, *_ in refs.values()]
+    assert len(held) > 1 and sum(footprint(v) for v in held) <= 1_000_000
+    assert known.bytes == sum(size for refs in known._refs.values() for *_, size in refs.values())
+    assert json_text in known._refs
+
+
+def test_what_the_intake_knows_to_serialize_is_bounded_in_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    fit = intake._Fit(max_bytes=4_000_000)
+    monkeypatch.setattr(intake, "_FIT", fit)
+    for n in range(100):
+        messages = [{"role": "user", "content": shape(n)} for shape in HOSTILE]
+        intake.check(Call(model="m", messages=messages))
+    held = list(fit.values.values())
+    assert len(held) > 1 and sum(footprint(v) for v in held) <= 4_000_000
+
+
+def test_long_attribute_keys_of_spans_that_became_calls_are_not_remembered() -> None:
+    before = len(kept._CALL_KEYS)
+    for n in range(50):
+        span = Span("t" * 32, f"{n:016x}", None, "llm", "client", datetime.now(UTC), None, call_id="c")
+        span.attributes = {f"custom.{n:06d}." + "k" * 10_000: "v", "llm.model_name": "m"}
+        out = kept.without_content(span)
+        assert list(out.attributes) == [f"custom.{n:06d}." + "k" * 10_000]
+    assert all(len(k) <= LONG_KEY for k in kept._CALL_KEYS)
+    assert len(kept._CALL_KEYS) <= before + 1
+
+
+def test_at_most_the_configured_number_of_ingest_requests_are_handled_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """However many exporters send at once, only so many requests are read, decoded and
+    held at a time; the others wait, unread, and are all stored."""
+    monkeypatch.setenv("LLMLOG_INGEST_CONCURRENCY", "2")
+    lock, at_once, most = threading.Lock(), [0], [0]
+    read = otlp.read_spans
+
+    def slow_read(spans: list[Span]) -> Any:
+        with lock:
+            at_once[0] += 1
+            most[0] = max(most[0], at_once[0])
+        time.sleep(0.2)
+        with lock:
+            at_once[0] -= 1
+        return read(spans)
+
+    monkeypatch.setattr(otlp, "read_spans", slow_read)
+    answers: list[int] = []
+    with Running(SQLiteBackend(tmp_path / "calls.db"), ingest_token=TOKEN) as c:
+
+        def send(n: int) -> None:
+            body = json.dumps(_otlp_json([_llm_span(n + 1)])).encode()
+            answers.append(post(c, "/v1/traces", body, "application/json").status_code)
+
+        threads = [threading.Thread(target=send, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        stored = c.store.count(CallFilter())
+    assert answers == [200] * 6 and stored == 6
+    assert most[0] == 2, most
+
+
+def test_the_ingest_concurrency_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmlog.config import Settings
+
+    monkeypatch.setenv("LLMLOG_INGEST_CONCURRENCY", "0")
+    with pytest.raises(ValueError, match="LLMLOG_INGEST_CONCURRENCY"):
+        Settings()
+    monkeypatch.setenv("LLMLOG_INGEST_CONCURRENCY", "many")
+    with pytest.raises(ValueError, match="LLMLOG_INGEST_CONCURRENCY"):
+        Settings()
+
+
+def test_the_caches_share_llmlog_cache_mb(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmlog.capture.parse import Decoder
+    from llmlog.footprint import CACHE_SHARES, cache_bytes
+
+    monkeypatch.setenv("LLMLOG_CACHE_MB", "32")
+    assert Decoder().max_bytes == cache_bytes("decoded") == 32 * 2**20 * CACHE_SHARES["decoded"]
+    assert ContentIds().max_bytes == 32 * 2**20 * CACHE_SHARES["named"]
+    # A collector's caches, two of the decoders and of the stores' ids among them, make the whole.
+    assert sum(CACHE_SHARES.values()) + CACHE_SHARES["decoded"] + CACHE_SHARES["named"] == 1
+    monkeypatch.setenv("LLMLOG_CACHE_MB", "lots")
+    with pytest.raises(ValueError, match="LLMLOG_CACHE_MB"):
+        cache_bytes("messages")
+
+
+def test_what_regulated_mode_sealed_is_remembered_within_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The keyring remembers what it sealed by the identity of the value, holding the value
+    and its sealed text: within its share of LLMLOG_CACHE_MB, however many distinct messages."""
+    from llmlog.encryption import Keyring
+
+    monkeypatch.setenv("LLMLOG_CACHE_MB", "4")
+    keyring = Keyring([("k1", bytes(32))])
+    for n in range(200):
+        keyring.seal_call(
+            Call(model="m", messages=[{"role": "user", "content": [[] for _ in range(100)] + [n]}])
+        )
+    held = list(keyring._memo.values())
+    assert len(held) > 1
+    assert sum(footprint(value) + sys.getsizeof(sealed) for value, sealed, *_ in held) <= 4 * 2**20 * 2 / 32
