@@ -1,6 +1,7 @@
 """The commands that run until stopped: `llmlog serve` (the web UI, the collector, the
-provider proxy and the OTLP receiver in one process) and `llmlog wrap` (a program run with
-every model call it makes recorded)."""
+provider proxy and the OTLP receiver in one process, or each of N with --workers:
+`llmlog.web.workers`) and `llmlog wrap` (a program run with every model call it makes
+recorded)."""
 
 from __future__ import annotations
 

@@ -58,15 +58,17 @@ class Serving:
         self.said = said
         threading.Thread(target=lambda: said.extend(self.proc.stderr or ()), daemon=True).start()
 
+    def children(self) -> list[int]:
+        pid = self.proc.pid
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
     def workers(self, expected: int = WORKERS) -> list[int]:
         """The worker processes, once `expected` are started (they are after the URL is
         printed): the children of `llmlog serve` running uvicorn's workers (not
         multiprocessing's resource tracker)."""
-        pid = self.proc.pid
         deadline = time.monotonic() + 30
         while True:
-            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-            found = [int(c) for c in children if b"spawn_main" in _cmdline(int(c))]
+            found = [c for c in self.children() if b"spawn_main" in _cmdline(c)]
             if len(found) >= expected or time.monotonic() > deadline:
                 return found
             time.sleep(0.05)
@@ -111,6 +113,7 @@ def test_workers_share_the_port_and_store_each_call_once(serving: tuple[Backend,
     backend, s = serving
     workers = s.workers()
     assert len(workers) == WORKERS, workers
+    children = s.children()  # the workers, and multiprocessing's resource tracker
     context = {"llmlog-feature": "proxied"}
     claude = anthropic.Anthropic(
         api_key="sk-ant-x", base_url=s.base + "/anthropic", max_retries=0, default_headers=context
@@ -158,7 +161,12 @@ def test_workers_share_the_port_and_store_each_call_once(serving: tuple[Backend,
         answered += [f.result() for f in slow]
     assert len(set(answered)) == 46
     assert s.stop() == 0
-    assert all(not _cmdline(pid) for pid in workers), workers
+    assert not [pid for pid in workers if _cmdline(pid)]  # waited for by the parent
+    # multiprocessing's resource tracker ends on seeing its parent gone.
+    deadline = time.monotonic() + 10
+    while left := [pid for pid in children if _cmdline(pid)]:
+        assert time.monotonic() < deadline, [_cmdline(pid) for pid in left]
+        time.sleep(0.05)
     with open_store(backend.url) as store:
         calls = list(store.iter_calls(CallFilter()))
     collected = sorted(c.id for c in calls if c.feature == "collector")
