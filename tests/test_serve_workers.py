@@ -43,6 +43,7 @@ class Serving:
             env=env,
             stderr=subprocess.PIPE,
             text=True,
+            start_new_session=True,  # a process group of its own, as a terminal would give it
         )
         assert self.proc.stderr is not None
         said = []
@@ -173,6 +174,45 @@ def test_workers_share_the_port_and_store_each_call_once(serving: tuple[Backend,
     assert collected == [record(i)["id"] for i in range(300)]  # each once
     assert len([c for c in calls if c.feature == "proxied"]) == 46
     assert len(calls) == 346
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "parent killed"])
+def test_the_workers_end_with_the_server(how: str, tmp_path: Path) -> None:
+    """Ctrl-C reaches every process of the group: each worker stores what it proxied and
+    ends, then the parent. A parent killed outright cannot stop its workers: they see it gone
+    and stop as on SIGTERM, rather than hold the port and the store forever."""
+    db = str(tmp_path / "calls.db")
+    s = Serving(db, "--fake-provider")
+    workers = s.workers()
+    try:
+        claude = anthropic.Anthropic(api_key="sk-ant-x", base_url=s.base + "/anthropic", max_retries=0)
+        ask = [{"role": "user", "content": "hello"}]
+        with ThreadPoolExecutor(4) as pool:
+            ids = list(
+                pool.map(
+                    lambda _: (
+                        claude.messages.create(model="claude-sonnet-4-6", max_tokens=8, messages=ask).id
+                    ),  # type: ignore[arg-type]
+                    range(8),
+                )
+            )
+        if how == "ctrl-c":
+            os.killpg(s.proc.pid, signal.SIGINT)
+            assert s.proc.wait(30) == 0
+        else:
+            s.proc.kill()
+            s.proc.wait(30)
+        deadline = time.monotonic() + 15
+        while left := [pid for pid in workers if _cmdline(pid)]:
+            assert time.monotonic() < deadline, left
+            time.sleep(0.05)
+    finally:
+        s.stop()
+        for pid in workers:  # left behind only when this test fails
+            if b"spawn_main" in _cmdline(pid):
+                os.kill(pid, signal.SIGKILL)
+    with open_store(db) as store:
+        assert len({c.id for c in store.iter_calls(CallFilter())}) == len(set(ids)) == 8
 
 
 def test_sign_in_tries_allowed_in_all_stay_those_of_one_process(tmp_path: Path) -> None:
