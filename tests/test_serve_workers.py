@@ -26,6 +26,8 @@ from llmlog import access
 from llmlog.cli import cli
 from llmlog.store import CallFilter, open_store
 from llmlog.web.throttle import SignIns, cores
+from llmlog.web.workers import ENV, STARTUP_FAILURE, Served
+from llmlog.web.workers import app as worker_app
 from tests.backends import Backend
 
 WORKERS = 2
@@ -264,3 +266,22 @@ def test_a_store_of_one_process_is_refused_more_workers(db: str, said: str, tmp_
         " PostgreSQL\n"
     )
     assert not (tmp_path / "ch").exists()  # refused before the engine made anything
+
+
+def test_a_worker_that_cannot_open_the_store_is_not_started_again(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store gone between the parent opening it and a worker: the worker says so in one
+    line and exits as failing to start, which stops the supervisor (any other exit, and it
+    would start the worker again, and again)."""
+    served = Served("postgresql://nobody:s3cret@127.0.0.1:1/none", allowed_hosts=("localhost",), fake=None)
+    assert Served.loads(served.dumps()) == served
+    monkeypatch.setenv(ENV, served.dumps())
+    with pytest.raises(SystemExit) as stopped:
+        worker_app()
+    assert stopped.value.code == STARTUP_FAILURE
+    (said,) = [r.getMessage() for r in caplog.records if r.name == "llmlog"]
+    assert said.startswith(
+        "llmlog serve: a worker cannot open the store postgresql://nobody:***@127.0.0.1:1/none"
+    )
+    assert "s3cret" not in said
