@@ -1,34 +1,22 @@
 """The commands that run until stopped: `llmlog serve` (the web UI, the collector, the
-provider proxy and the OTLP receiver in one process) and `llmlog wrap` (a program run with
-every model call it makes recorded)."""
+provider proxy and the OTLP receiver in one process, or each of N with --workers:
+`llmlog.web.workers`) and `llmlog wrap` (a program run with every model call it makes
+recorded)."""
 
 from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from llmlog.cli import Ctx, _read_prices, cli, err_console, pass_ctx
+from llmlog.cli_core import CliError
 from llmlog.store import open_store, redact_url
 
-# The cyclic garbage collector's first threshold in `llmlog serve` (Python's default: 700).
-SERVE_GC_THRESHOLD = 100_000
-
-
-def server_gc() -> None:
-    """The garbage collector set for a collector's process, which this process is whole:
-    a request of OTLP spans or calls makes a few hundred thousand objects, nearly all freed
-    by reference counting, and at Python's defaults the collector walked the young ones
-    every 700 allocations (a tenth of the server's time on 10,000 OpenInference calls).
-    What startup made (modules, settings, the store) is frozen out of every collection."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    _, second, third = gc.get_threshold()
-    gc.set_threshold(SERVE_GC_THRESHOLD, second, third)
+if TYPE_CHECKING:
+    from llmlog.web.workers import Served
 
 
 @cli.command(creates_store=True)
@@ -58,9 +46,25 @@ def server_gc() -> None:
     " localhost: it answers no other Host. Repeatable; `*.example.com` covers the names below it."
     " Also LLMLOG_ALLOWED_HOSTS (comma-separated).",
 )
+@click.option(
+    "--workers",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    metavar="N",
+    help="Processes serving at once on the one port, each the whole server over the same store"
+    " (a SQLite file or PostgreSQL; not SQLite in memory nor chdb), for more traffic than one"
+    " process takes. Retention and the fake provider run once, in the supervising process.",
+)
 @pass_ctx
 def serve(
-    ctx: Ctx, host: str, port: int, fake_provider: bool, daily_retention: bool, allowed_host: tuple[str, ...]
+    ctx: Ctx,
+    host: str,
+    port: int,
+    fake_provider: bool,
+    daily_retention: bool,
+    allowed_host: tuple[str, ...],
+    workers: int,
 ) -> None:
     """Serve the web UI over the store, and collect calls sent to it.
 
@@ -90,6 +94,12 @@ def serve(
     machine's names and addresses on 0.0.0.0 or ::, and each --allowed-host (behind a reverse
     proxy or a DNS name: `--allowed-host llmlog.example.com`).
 
+    With --workers N, N processes share the port, each the whole server with connections
+    of its own to the store (more of them in all: mind PostgreSQL's max_connections), and
+    each allows 1/N of the sign-in tries and password checks, so the server allows no more
+    than one process did. A SIGTERM or Ctrl-C stops every worker as one server stops: what
+    each proxied is stored first.
+
     \b
     Examples:
       llmlog serve                       # http://127.0.0.1:8765
@@ -97,6 +107,7 @@ def serve(
       LLMLOG_UI_TOKEN=s3cret llmlog serve --host 0.0.0.0
       llmlog serve --fake-provider      # after `make demo`: replay the demo's calls offline
       llmlog serve --host 0.0.0.0 --allowed-host llmlog.internal.example.com
+      llmlog --db postgresql://localhost/llmlog serve --workers 4   # four processes, one port
       curl -H 'Content-Type: application/json' \\
           -d '{"timestamp": "2026-11-30T12:00:00Z", "model": "gpt-4.1", "input_tokens": 12}' \\
           http://127.0.0.1:8765/v1/calls
@@ -106,16 +117,21 @@ def serve(
     import uvicorn
 
     from llmlog import retention
-    from llmlog.capture.proxy import Upstreams
     from llmlog.fake_provider import FakeProvider
-    from llmlog.replay import Providers
-    from llmlog.web import create_app
     from llmlog.web.guard import allowed_hosts, env_hosts
+    from llmlog.web.workers import APP, Served, server_gc, unshared
 
     try:
         hosts = allowed_hosts(host, [*allowed_host, *env_hosts()])
     except ValueError as exc:
         raise click.BadParameter(str(exc), param_hint="--allowed-host / LLMLOG_ALLOWED_HOSTS") from None
+    why = unshared(ctx.settings.db) if workers > 1 else None
+    if why is not None:  # said before the store is opened: the embedded engine would lock it
+        raise CliError(
+            f"--workers {workers}: {why}: serve it with --workers 1, or keep the calls in a SQLite file"
+            " or PostgreSQL",
+            exit_code=2,
+        )
     store = ctx.store  # opened now, so a bad --db fails here and not on the first request
     missing = store.reader_setup()
     if missing:
@@ -134,37 +150,43 @@ def serve(
                 err_console.print(
                     f"warning: serving on {host} without {name}: anyone who can reach it {what}"
                 )
-    providers: Providers | None = None
-    upstreams: Upstreams | None = None
     fake: FakeProvider | None = None
     if fake_provider:
         fake = FakeProvider().start()
-        providers = Providers.fake(fake.anthropic_base_url, fake.openai_base_url)
-        upstreams = Upstreams(anthropic=fake.url, openai=fake.url)
         err_console.print(f"replays and the proxy go to the fake provider on {fake.url}")
     daily = retention.Daily(lambda: open_store(ctx.settings.db)).start() if daily_retention else None
     try:
-        app = create_app(
-            lambda: store,
+        served = Served(
+            db=ctx.settings.db,
+            reader_db=ctx.settings.reader_db,
             token=token,
-            providers=providers,
             ingest_token=ingest_token,
-            upstreams=upstreams,
-            allowed_hosts=hosts,
+            allowed_hosts=tuple(hosts),
+            fake=(fake.url, fake.anthropic_base_url, fake.openai_base_url) if fake else None,
+            processes=workers,
+            parent=os.getpid(),
         )
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning")
+        if workers == 1:
+            config = uvicorn.Config(served.app(store), host=host, port=port, log_level="warning")
+        else:
+            # Each worker builds the app itself (spawned, it shares no memory with this one).
+            config = uvicorn.Config(
+                APP, factory=True, host=host, port=port, log_level="warning", workers=workers
+            )
         sockets = None
-        if port == 0:
-            # A free port: bound here, as uvicorn binds one, so that the URL printed is the one
-            # served (left to uvicorn, it is picked once running, and printed nowhere).
-            sockets = [config.bind_socket()]
+        if port == 0 or workers > 1:
+            # Bound here, as uvicorn binds one: a free port (0) so that the URL printed is the
+            # one served (left to uvicorn, it is picked once running, and printed nowhere);
+            # and for workers, the one socket they all accept on.
+            sockets = [_bind(config)]
             # Listening already: a client that reads the URL and connects before the server
             # has started waits in the backlog instead of being refused.
             sockets[0].listen(config.backlog)
             port = sockets[0].getsockname()[1]
         shown = f"[{host}]" if ":" in host else host
+        processes = f"{workers} worker processes; " if workers > 1 else ""
         err_console.print(
-            f"llmlog UI on http://{shown}:{port}/ (store {redact_url(store.url)}; Ctrl-C to stop)"
+            f"llmlog UI on http://{shown}:{port}/ (store {redact_url(store.url)}; {processes}Ctrl-C to stop)"
         )
         if "*" in hosts:
             err_console.print(
@@ -172,13 +194,26 @@ def serve(
             )
         else:
             err_console.print(f"answering to the host names {', '.join(hosts)} (more with --allowed-host)")
-        server_gc()
-        _run_server(config, sockets)
+        if workers == 1:
+            server_gc()
+            _run_server(config, sockets)
+        else:
+            assert sockets is not None
+            _run_workers(config, sockets, served)
     finally:
         if daily is not None:
             daily.stop()
         if fake is not None:
             fake.stop()
+
+
+def _bind(config: Any) -> Any:
+    """The listening socket, bound; a port that cannot be had ends the command as when
+    uvicorn binds it (uvicorn has said why)."""
+    try:
+        return config.bind_socket()
+    except SystemExit:
+        sys.exit(1)
 
 
 def _run_server(config: Any, sockets: list[Any] | None) -> None:
@@ -189,6 +224,23 @@ def _run_server(config: Any, sockets: list[Any] | None) -> None:
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: stopped as asked
         server.run(sockets=sockets)
     if not server.started:  # the port was taken, say: uvicorn has said why
+        sys.exit(1)
+
+
+def _run_workers(config: Any, sockets: list[Any], served: Served) -> None:
+    """`uvicorn.run("…:app", workers=N)` on the socket bound here, the workers told what to
+    serve in their environment (inherited when spawned), not on their command line."""
+    import os
+
+    from llmlog.web.workers import ENV, Supervisor
+
+    os.environ[ENV] = served.dumps()
+    try:
+        supervisor = Supervisor(config, sockets)
+        supervisor.run()
+    finally:
+        os.environ.pop(ENV, None)
+    if supervisor.failed():  # a worker could not start: it has said why
         sys.exit(1)
 
 

@@ -84,7 +84,7 @@ def test_the_server_process_collects_garbage_less_often_and_never_walks_what_sta
     import sys
 
     code = (
-        "import gc; from llmlog.cli_serve import SERVE_GC_THRESHOLD, server_gc; server_gc();"
+        "import gc; from llmlog.web.workers import SERVE_GC_THRESHOLD, server_gc; server_gc();"
         " print(gc.get_threshold()[0] == SERVE_GC_THRESHOLD > 700, gc.get_freeze_count() > 1000)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

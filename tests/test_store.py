@@ -1746,6 +1746,20 @@ def test_facets_count_what_the_filter_selects(filtered: Store, flt: CallFilter, 
     )
 
 
+def test_facets_from_the_rollup_past_their_time_limit_are_said_too_slow(
+    filtered: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The counts read from the rollup are time-limited too: past the limit (a store under
+    load), the calls page failed with a 500 instead of saying the counts were too slow."""
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        raise ReadOnlyError("query took longer than the 0.3 s limit")
+
+    monkeypatch.setattr(filtered, "internal_query", slow)
+    got = filtered.facets(CallFilter(), ["feature", "error", "user_id"], timeout_s=0.3)
+    assert all(facet.too_slow and not facet.values for facet in got.values())
+
+
 def test_facets_beyond_the_rollup_count_the_latest_matching_calls(filtered: Store) -> None:
     # User is not in the rollup: with a window of 4, the four newest support-bot or summarize
     # calls are counted, and the facet says so; the feature facet stays exact.

@@ -729,8 +729,8 @@ class Store(Regulated, Traces, abc.ABC):
         few hundred rows. The other columns are counted together in one pass over the latest
         `window` matching calls, newest first along an index: exact when fewer calls match,
         and said to be the latest `window` otherwise, so that a page over a million calls
-        never waits for a count of all of them. That pass is time-limited: past `timeout_s`
-        its columns come back `too_slow` rather than hold the page."""
+        never waits for a count of all of them. Each read is time-limited: past `timeout_s`
+        its columns come back `too_slow` rather than hold (or fail) the page."""
         unknown = [c for c in columns if c not in self.FACETS]
         if unknown:
             raise ValueError(f"no facet {unknown[0]!r}")
@@ -740,7 +740,11 @@ class Store(Regulated, Traces, abc.ABC):
             if (column == "error" or column in self.DAILY) and _daily_only(f):
                 sql, params = self._daily_facet(f, column)
                 sql += f" GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT {int(limit)}"
-                rows = self.internal_query(sql, params, timeout_s=timeout_s).rows
+                try:
+                    rows = self.internal_query(sql, params, timeout_s=timeout_s).rows
+                except ReadOnlyError:  # a store under load: the page says so, and is shown
+                    out[column] = Facet([], too_slow=True)
+                    continue
                 out[column] = Facet(
                     [(row[0], int(row[1])) for row in rows if row[1]]
                 )  # a sum of none is NULL

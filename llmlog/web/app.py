@@ -223,16 +223,21 @@ def create_app(
     ingest_token: str | None = None,
     upstreams: Upstreams | None = None,
     allowed_hosts: Sequence[str] = guard.LOOPBACK_NAMES,
+    processes: int = 1,
 ) -> Starlette:
     """The app over one store. `open_store` is called once, here; pages read on the same
     store opened again (`Store.reopened`), so as never to hold up the collector. `providers` says where
     replays go (by default, wherever the SDKs' environment variables point). `token` guards
     the UI and its API; `ingest_token` the collector's routes (`/v1/` and the provider proxy),
     and nothing else. `upstreams`: where the proxy forwards (by default the providers).
-    `allowed_hosts`: the names it answers to (`guard.allowed_hosts`; by default loopback's)."""
+    `allowed_hosts`: the names it answers to (`guard.allowed_hosts`; by default loopback's).
+    `processes`: how many processes serve this app at once (`llmlog serve --workers`), each
+    with its own: the sign-in budgets are shared out among them (`SignIns`)."""
     from llmlog.web import calls, dashboard, ingest, investigations, people, replay, search, sql
 
-    web = Web(open_store(), threading.Lock(), _environment(), providers or Providers())
+    web = Web(
+        open_store(), threading.Lock(), _environment(), providers or Providers(), SignIns(processes=processes)
+    )
     routes: list[BaseRoute] = []
     for module in (calls, search, people, replay, dashboard, investigations, sql, auth):
         routes.extend(module.routes(web))

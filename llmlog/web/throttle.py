@@ -10,7 +10,12 @@ wrong ones at once once took it to 1.5 GB. So:
   turn, with at most `queue` waiting, else 503 with Retry-After: memory stays bounded.
 
 Counted in this process only (a restart forgets); a client is its address as the server sees
-it (behind a reverse proxy on the same machine, uvicorn takes it from X-Forwarded-For). A
+it (behind a reverse proxy on the same machine, uvicorn takes it from X-Forwarded-For). With
+`llmlog serve --workers N`, each of the N processes counts its own and takes a share of each
+budget (`processes`): 1/N of the sign-ins and of the hashing turns, so that the server as a
+whole allows no more than one process did. The price: tries that all land on one process
+are refused after its share (the kernel spreads connections over the processes, unevenly);
+and past `limit` processes each still allows one. A
 lock-out of one account by someone hammering it lasts `window_s` at most, and is the price of
 not letting anyone try its password faster.
 """
@@ -48,9 +53,13 @@ class SignIns:
         wait_s: float = 5.0,
         queue: int | None = None,
         clock: Callable[[], float] = time.monotonic,
+        processes: int = 1,
     ) -> None:
-        self.limit, self.window_s, self.wait_s = limit, window_s, wait_s
-        self.hashing = hashing or cores()
+        # Each of `processes` serving at once counts alone: each takes its share of a budget,
+        # so the server's total stays what one process allowed (see the module's doc).
+        self.limit = max(1, limit // processes)
+        self.window_s, self.wait_s = window_s, wait_s
+        self.hashing = max(1, (hashing or cores()) // processes)
         self.queue = queue if queue is not None else 4 * self.hashing
         self.clock = clock
         self._tried: dict[tuple[str, str], deque[float]] = {}
