@@ -14,6 +14,7 @@ exporters do; it reads the server's CPU time and peak memory from /proc.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import itertools
 import os
@@ -134,22 +135,42 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _tree(pid: int) -> list[int]:
+    """A process and its descendants (a server with workers is a parent and its children)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            with contextlib.suppress(OSError):  # gone meanwhile
+                todo += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
 def _proc(pid: int) -> tuple[float, int]:
-    """CPU seconds (user + system) and peak resident memory (VmHWM, bytes) of a process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    hwm = 0
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            hwm = int(line.split()[1]) * 1024
+    """CPU seconds (user + system) of a process and its descendants, and the peak resident
+    memory (VmHWM, bytes) of the largest of them."""
+    cpu, hwm = 0.0, 0
+    for p in _tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            status = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            continue
+        cpu += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        for line in status.splitlines():
+            if line.startswith("VmHWM:"):
+                hwm = max(hwm, int(line.split()[1]) * 1024)
     return cpu, hwm
 
 
-def serve(db: str, pythonpath: str | None = None) -> tuple[subprocess.Popen[bytes], int]:
+def serve(
+    db: str, pythonpath: str | None = None, workers: int = 1, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
     port = _free_port()
     # This tree's llmlog, or the one named (an older worktree, for a figure before a change).
     code = pythonpath or str(ROOT)
-    env = {**os.environ, "LLMLOG_INGEST_TOKEN": "", "LLMLOG_UI_TOKEN": "", "PYTHONPATH": code}
+    env = {**os.environ, "LLMLOG_INGEST_TOKEN": "", "LLMLOG_UI_TOKEN": "", "PYTHONPATH": code, **(env or {})}
     cmd = [
         sys.executable,
         "-c",
@@ -160,12 +181,18 @@ def serve(db: str, pythonpath: str | None = None) -> tuple[subprocess.Popen[byte
         "--port",
         str(port),
         "--no-retention",
+        *(["--workers", str(workers)] if workers > 1 else []),
     ]
     proc = subprocess.Popen(cmd, cwd=code, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/v1/openapi.json")
+            conn.getresponse().read()
+            conn.close()
+            if workers > 1:  # one worker answered; the others start alongside it
+                time.sleep(3)
             return proc, port
         except OSError:
             if proc.poll() is not None:
@@ -214,10 +241,13 @@ def recorded(tmp: Path, steps_n: int, seed: int) -> tuple[Path, str]:
     return spans, sdk_db
 
 
-def run_server(db: str, spans: Path, clients: int, pythonpath: str | None = None) -> dict[str, float]:
-    """Post the batches to a fresh server: wall seconds, server CPU seconds, and its peak
-    memory after the first half of the stream (`hwm_half`) and at the end (`hwm`)."""
-    proc, port = serve(db, pythonpath)
+def run_server(
+    db: str, spans: Path, clients: int, pythonpath: str | None = None, workers: int = 1
+) -> dict[str, float]:
+    """Post the batches to a fresh server: wall seconds, server CPU seconds (its workers'
+    too), and the peak memory of its largest process after the first half of the stream
+    (`hwm_half`) and at the end (`hwm`)."""
+    proc, port = serve(db, pythonpath, workers)
     batches = read_batches(spans)  # read as they are sent: the client holds a few at a time
     half = sum(1 for _ in read_batches(spans)) // 2
     try:
@@ -239,6 +269,7 @@ def bench_otlp(
     row: Callable[..., None],
     notes: list[str],
     sqlite_bytes: Callable[[str], int],
+    workers: tuple[int, ...] = (2, 4),
     clients: int = 4,
 ) -> None:
     from llmlog.store import CallFilter, open_store
@@ -284,6 +315,15 @@ def bench_otlp(
         f"{per_call:,.0f} vs {jsonl_per_call:,.0f} B (1/{jsonl_per_call / per_call:.1f};"
         f" the SDK path 1/{jsonl_per_call / sdk_per_call:.1f})",
     )
+    # Several worker processes over the same store (`serve --workers`): each does all a
+    # request needs, and one request's matching of spans to calls is taken at a time.
+    for n_workers in workers:
+        many = run_server(str(tmp / f"otlp-{n_workers}w.db"), spans, clients, workers=n_workers)
+        row(
+            f"OTLP ingest, `serve --workers {n_workers}` (CPU per call; peak memory of one process)",
+            f"{n / many['seconds']:,.0f} calls/s ({many['cpu'] / n * 1000:.2f} ms;"
+            f" {many['hwm'] / 2**20:,.0f} MiB)",
+        )
     sizes = [len(b) for b in read_batches(spans)]
     size = sum(sizes)
     notes.append(
@@ -307,11 +347,12 @@ def main() -> None:
     post.add_argument("db")
     post.add_argument("--clients", type=int, default=4)
     post.add_argument("--pythonpath", help="the llmlog the server runs (e.g. an older worktree)")
+    post.add_argument("--workers", type=int, default=1, help="the server's worker processes")
     args = parser.parse_args()
     if args.command == "record":
         record(args.steps, args.seed, args.out, args.sdk_db)
     else:
-        got = run_server(args.db, args.spans, args.clients, args.pythonpath)
+        got = run_server(args.db, args.spans, args.clients, args.pythonpath, args.workers)
         from llmlog.store import CallFilter, open_store
 
         with open_store(args.db) as store:

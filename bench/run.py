@@ -38,6 +38,7 @@ import llmlog
 from bench.console import bench_console_stall
 from bench.otlp import bench_otlp
 from bench.pages import bench_pages
+from bench.proxy import bench_proxy
 from llmlog import retention
 from llmlog.capture.exchange import Exchange
 from llmlog.capture.wrap import instrument
@@ -65,6 +66,10 @@ class Sizes:
     console_posts: int = 300  # collector batches per side, idle console and busy
     console_count_to: int | None = None  # None: the console's query runs to its time limit
     otlp_calls: int = 10_000  # workload calls sent as OpenInference spans to `llmlog serve`
+    serve_workers: tuple[int, ...] = (2, 4)  # `serve --workers` taking the same spans
+    proxy_calls: int = 1000  # calls each way, straight and through the proxy
+    proxy_seconds: int = 10  # of load (wrk) on the proxy, and on the fake provider alone
+    proxy_workers: tuple[int, ...] = (1, 2)
 
 
 SMOKE = Sizes(
@@ -79,6 +84,10 @@ SMOKE = Sizes(
     console_posts=20,
     console_count_to=200_000,
     otlp_calls=40,
+    serve_workers=(2,),
+    proxy_calls=20,
+    proxy_seconds=1,
+    proxy_workers=(1,),
 )
 
 
@@ -691,7 +700,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{sqlite_bytes(sealed_db) / sizes.ingest_calls:,.0f} vs {stored / sizes.ingest_calls:,.0f}",
         )
         bench_memory(exchanges, sizes, str(Path(tmp) / "memory.db"))
-        bench_otlp(Path(tmp), sizes.otlp_calls, args.seed, row, NOTES, sqlite_bytes)
+        bench_otlp(Path(tmp), sizes.otlp_calls, args.seed, row, NOTES, sqlite_bytes, sizes.serve_workers)
+        with provider_process(args.seed) as provider:
+            bench_proxy(
+                Path(tmp),
+                provider.url,
+                row,
+                NOTES,
+                sizes.proxy_calls,
+                sizes.proxy_seconds,
+                sizes.proxy_workers,
+            )
         print("the collector beside the SQL console", flush=True)
         console_db = str(Path(tmp) / "console.db")
         bench_console_stall("SQLite", console_db, sizes.console_posts, sizes.console_count_to, row, pct)
