@@ -100,18 +100,18 @@ def test_at_most_the_configured_number_of_ingest_requests_are_handled_at_once(
     held at a time; the others wait, unread, and are all stored."""
     monkeypatch.setenv("LLMLOG_INGEST_CONCURRENCY", "2")
     lock, at_once, most = threading.Lock(), [0], [0]
-    read = otlp.read_spans
+    prepare = otlp.prepare_spans
 
-    def slow_read(spans: list[Span]) -> Any:
+    def slow_prepare(spans: list[Span], intake: Any) -> Any:
         with lock:
             at_once[0] += 1
             most[0] = max(most[0], at_once[0])
         time.sleep(0.2)
         with lock:
             at_once[0] -= 1
-        return read(spans)
+        return prepare(spans, intake)
 
-    monkeypatch.setattr(otlp, "read_spans", slow_read)
+    monkeypatch.setattr(otlp, "prepare_spans", slow_prepare)
     answers: list[int] = []
     with Running(SQLiteBackend(tmp_path / "calls.db"), ingest_token=TOKEN) as c:
 
