@@ -6,6 +6,7 @@ at once by `LLMLOG_INGEST_CONCURRENCY`."""
 from __future__ import annotations
 
 import json
+import socket
 import sys
 import threading
 import time
@@ -127,6 +128,26 @@ def test_at_most_the_configured_number_of_ingest_requests_are_handled_at_once(
         stored = c.store.count(CallFilter())
     assert answers == [200] * 6 and stored == 6
     assert most[0] == 2, most
+
+
+def test_a_client_sending_its_body_slowly_holds_no_one_up(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The turns are taken once a body is in: an exporter on a slow link (or one that stops
+    halfway) does not stop every other from being stored, even with one turn at a time."""
+    monkeypatch.setenv("LLMLOG_INGEST_CONCURRENCY", "1")
+    with Running(SQLiteBackend(tmp_path / "calls.db"), ingest_token=TOKEN) as c:
+        for path in ("/v1/traces", "/v1/calls"):
+            slow = socket.create_connection(("127.0.0.1", c.port))
+            slow.sendall(
+                f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                f"Authorization: Bearer {TOKEN}\r\nContent-Length: 100000\r\n\r\n{{".encode()
+            )
+            time.sleep(0.2)  # its request is under way, its body not in
+            body = json.dumps(_otlp_json([_llm_span(len(path))])).encode()
+            assert post(c, "/v1/traces", body, "application/json").status_code == 200
+            slow.close()
+        assert c.store.count(CallFilter()) == 2
 
 
 def test_the_ingest_concurrency_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:

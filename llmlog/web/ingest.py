@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -133,18 +132,11 @@ def routes(web: Web, token: Gate = None, settings: Settings | None = None) -> li
     settings = settings or Settings()  # LLMLOG_REDACT…, LLMLOG_KEY: a bad one stops the server here
     # Calls, spans and log events alike: redacted, sealed and priced as every way in does.
     intake = Intake(settings, Pricer(settings.prices))  # LLMLOG_PRICES, as in the SDK's writer
-    # At most this many requests are read, decoded and stored at once (LLMLOG_INGEST_CONCURRENCY);
-    # the rest wait unread, so what they hold in memory does not grow with the clients sending.
+    # At most this many requests are decoded and stored at once (LLMLOG_INGEST_CONCURRENCY):
+    # the rest wait with their body read, not yet decoded (what takes several times the body),
+    # so that memory does not grow with the clients sending. Only once the body is in: a
+    # client sending slowly holds no one else up.
     admitted = asyncio.Semaphore(settings.ingest_concurrency)
-
-    def in_turn(
-        handler: Callable[[Request], Awaitable[Response]],
-    ) -> Callable[[Request], Awaitable[Response]]:
-        async def handle(request: Request) -> Response:
-            async with admitted:
-                return await handler(request)
-
-        return handle
 
     def store(calls: list[tuple[int, Call]], bad: list[BadRecord]) -> int:
         """Insert the batch in one transaction; when the store refuses a record as data (not
@@ -173,44 +165,45 @@ def routes(web: Web, token: Gate = None, settings: Settings | None = None) -> li
             return JSONResponse({"error": f"body over {MAX_BODY:,} bytes"}, status_code=413)
         except ValueError as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        batch = parse_batch(body, MAX_RECORD)
-        received = len(batch.calls) + len(batch.bad)
-        calls: list[tuple[int, Call]] = []
-        seen: set[str] = set()
-        for index, call in batch.calls:
-            if call.id in seen:  # the same record twice in one batch: stored once
-                continue
-            seen.add(call.id)
+        async with admitted:
+            batch = parse_batch(body, MAX_RECORD)
+            received = len(batch.calls) + len(batch.bad)
+            calls: list[tuple[int, Call]] = []
+            seen: set[str] = set()
+            for index, call in batch.calls:
+                if call.id in seen:  # the same record twice in one batch: stored once
+                    continue
+                seen.add(call.id)
+                try:
+                    calls.append((index, intake.call(call)))
+                except RecordError as exc:  # a bad figure, or too deep to keep: this record
+                    batch.bad.append(BadRecord(index, str(exc)))
+                except Exception as exc:  # pricing a strange record must not lose the batch
+                    batch.bad.append(BadRecord(index, f"cannot be priced: {exc}"))
+            refused: list[BadRecord] = []
             try:
-                calls.append((index, intake.call(call)))
-            except RecordError as exc:  # a bad figure, or too deep to keep: this record
-                batch.bad.append(BadRecord(index, str(exc)))
-            except Exception as exc:  # pricing a strange record must not lose the batch
-                batch.bad.append(BadRecord(index, f"cannot be priced: {exc}"))
-        refused: list[BadRecord] = []
-        try:
-            new = await run_in_threadpool(store, calls, refused) if calls else 0
-        except Exception as exc:
-            log.warning("llmlog: store unavailable for an ingested batch: %r", exc)
+                new = await run_in_threadpool(store, calls, refused) if calls else 0
+            except Exception as exc:
+                log.warning("llmlog: store unavailable for an ingested batch: %r", exc)
+                return JSONResponse(
+                    {"error": "the store is unavailable; nothing of this batch was stored: send it again"},
+                    status_code=503,
+                    headers={"Retry-After": "1"},
+                )
+            rejected = sorted([*batch.bad, *refused], key=lambda b: b.index)
+            kept = received - len(rejected)
+            status = 200
+            if not kept and rejected:
+                status = 413 if batch.too_large == len(rejected) else 400
             return JSONResponse(
-                {"error": "the store is unavailable; nothing of this batch was stored: send it again"},
-                status_code=503,
-                headers={"Retry-After": "1"},
+                {
+                    "received": received,
+                    "stored": new,
+                    "duplicates": kept - new,
+                    "rejected": [{"index": b.index, "reason": b.reason} for b in rejected],
+                },
+                status_code=status,
             )
-        rejected = sorted([*batch.bad, *refused], key=lambda b: b.index)
-        kept = received - len(rejected)
-        status = 200
-        if not kept and rejected:
-            status = 413 if batch.too_large == len(rejected) else 400
-        return JSONResponse(
-            {
-                "received": received,
-                "stored": new,
-                "duplicates": kept - new,
-                "rejected": [{"index": b.index, "reason": b.reason} for b in rejected],
-            },
-            status_code=status,
-        )
 
     async def otlp(request: Request, kind: str) -> Response:
         """OTLP/HTTP: protobuf or JSON (by Content-Type), gzip or not; answered in kind."""
@@ -219,13 +212,20 @@ def routes(web: Web, token: Gate = None, settings: Settings | None = None) -> li
         content_type = request.headers.get("content-type", "application/x-protobuf").lower()
         try:
             body = await read_body(request, MAX_BODY)
+        except TooLarge:
+            return JSONResponse({"error": f"body over {MAX_BODY:,} bytes"}, status_code=413)
+        except ValueError as exc:  # gzip that is not
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        async with admitted:
+            return await take_otlp(body, kind, content_type)
+
+    async def take_otlp(body: bytes, kind: str, content_type: str) -> Response:
+        try:
             if kind == "traces":
                 spans, rejected = otlp_in.decode_spans(body, content_type)
             else:
                 events, rejected = otlp_in.decode_logs(body, content_type)
-        except TooLarge:
-            return JSONResponse({"error": f"body over {MAX_BODY:,} bytes"}, status_code=413)
-        except ValueError as exc:  # OTLPError, or gzip that is not
+        except ValueError as exc:  # OTLPError
             return JSONResponse({"error": str(exc)}, status_code=400)
 
         def store() -> list[Refused]:
@@ -254,9 +254,9 @@ def routes(web: Web, token: Gate = None, settings: Settings | None = None) -> li
         return JSONResponse(openapi_description())
 
     return [
-        Route("/v1/calls", in_turn(post_calls), methods=["POST"]),
-        Route("/v1/traces", in_turn(traces), methods=["POST"]),
-        Route("/v1/logs", in_turn(logs), methods=["POST"]),
+        Route("/v1/calls", post_calls, methods=["POST"]),
+        Route("/v1/traces", traces, methods=["POST"]),
+        Route("/v1/logs", logs, methods=["POST"]),
         Route("/v1/openapi.json", openapi, methods=["GET"]),
     ]
 
