@@ -26,7 +26,7 @@ bench: $(BIN)/llmlog
 
 # docs/cli.md is every command's --help; tests/test_cli_docs.py fails when it is behind.
 docs: $(BIN)/llmlog
-	$(BIN)/python -m llmlog.cli_docs > docs/cli.md
+	$(BIN)/python -m llmlog.cli.docs > docs/cli.md
 
 lint: $(BIN)/llmlog
 	$(BIN)/ruff check llmlog tests bench

@@ -53,8 +53,8 @@ def record(steps_n: int, seed: int, out: Path, sdk_db: str) -> None:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 
     import llmlog
-    from llmlog.fake_provider import FakeProvider
-    from llmlog.workload import generate, run
+    from llmlog.demo.fake_provider import FakeProvider
+    from llmlog.demo.workload import generate, run
 
     class ToFile(SpanExporter):
         def __init__(self) -> None:

@@ -37,7 +37,7 @@ def pages(url: str) -> list[tuple[str, str]]:
     with open_store(url) as store:
         # The newest call with a session and a user: the same pages every run.
         call = next(c for c in store.recent(CallFilter(), 200, brief=True) if c.session_id and c.user_id)
-    word = "refund"  # one of the workload's words (llmlog.workload.WORDS)
+    word = "refund"  # one of the workload's words (llmlog.demo.workload.WORDS)
     by_model = "SELECT model, COUNT(*), SUM(cost_usd) FROM calls GROUP BY model"
     return [
         ("calls, no filter (facets over every call)", "/"),

@@ -39,16 +39,16 @@ from bench.console import bench_console_stall
 from bench.otlp import bench_otlp
 from bench.pages import bench_pages
 from bench.proxy import bench_proxy
-from llmlog import retention
 from llmlog.capture.exchange import Exchange
 from llmlog.capture.wrap import instrument
-from llmlog.config import Settings
-from llmlog.fake_provider import FakeProvider
-from llmlog.record import COLUMNS, Call
+from llmlog.core.config import Settings
+from llmlog.core.record import COLUMNS, Call
+from llmlog.demo.fake_provider import FakeProvider
+from llmlog.demo.workload import Step, arun, generate, run
+from llmlog.operations import retention
+from llmlog.pipeline.writer import Writer
 from llmlog.store import CallFilter, Store, open_store
 from llmlog.store.sqlite import connect as sqlite_connect
-from llmlog.workload import Step, arun, generate, run
-from llmlog.writer import Writer
 
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -142,7 +142,7 @@ def provider_process(seed: int) -> Iterator[ProviderProcess]:
     """The fake provider in a process of its own, as a real provider is: its work neither
     shares the interpreter lock with the SDK and the writer being timed, nor adds to their
     noise."""
-    cmd = [sys.executable, "-m", "llmlog.fake_provider", "--port", "0", "--seed", str(seed)]
+    cmd = [sys.executable, "-m", "llmlog.demo.fake_provider", "--port", "0", "--seed", str(seed)]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout is not None
@@ -304,7 +304,7 @@ def capture(fake: FakeProvider, steps: list[Step]) -> list[Exchange]:
 
 def _contexts(steps: list[Step], exchanges: list[Exchange]) -> None:
     # Capturing outside llmlog.context leaves the exchanges without one; give each its step's.
-    from llmlog.context import CallContext
+    from llmlog.capture.context import CallContext
 
     for s, ex in zip(steps, exchanges, strict=False):
         ex.context = CallContext(**{k: v for k, v in s.context.items()})

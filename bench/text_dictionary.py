@@ -21,9 +21,9 @@ import zstandard
 
 import llmlog
 from bench.run import _contexts, capture, ingest
-from llmlog.fake_provider import FakeProvider
+from llmlog.demo.fake_provider import FakeProvider
+from llmlog.demo.workload import generate
 from llmlog.store import open_store
-from llmlog.workload import generate
 
 SIZE = 16_384
 CALLS = 3_000

@@ -18,13 +18,13 @@ import os
 import threading
 from typing import Any, TypeVar
 
+from llmlog.capture.context import context, current, propagate
 from llmlog.capture.exchange import Exchange
 from llmlog.capture.wrap import instrument
-from llmlog.config import Settings
-from llmlog.context import context, current, propagate
-from llmlog.prompts import Prompt, prompt
-from llmlog.record import COLUMNS, Call
-from llmlog.writer import Stats, Writer
+from llmlog.core.config import Settings
+from llmlog.core.prompts import Prompt, prompt
+from llmlog.core.record import COLUMNS, Call
+from llmlog.pipeline.writer import Stats, Writer
 
 __all__ = [
     "COLUMNS",
@@ -53,7 +53,7 @@ _said: set[str] = set()  # what was wrong with the settings, said once each
 
 
 def configure(**settings: Any) -> Settings:
-    """Set where and how calls are recorded; see `llmlog.config.Settings` for the fields.
+    """Set where and how calls are recorded; see `llmlog.core.config.Settings` for the fields.
 
     >>> llmlog.configure(db="calls.db", on_full="block")  # or sqlite:////absolute/calls.db
 

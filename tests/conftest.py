@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 import llmlog
-from llmlog.fake_provider import FakeProvider
-from llmlog.record import Call
+from llmlog.core.record import Call
+from llmlog.demo.fake_provider import FakeProvider
 from llmlog.store import CallFilter, open_store
 from tests.backends import (
     Backend,

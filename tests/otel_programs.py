@@ -16,7 +16,7 @@ import subprocess
 import sys
 import textwrap
 
-from llmlog.fake_provider import FakeProvider
+from llmlog.demo.fake_provider import FakeProvider
 from tests.webui import Running
 
 TOKEN = "otel-token"

@@ -15,8 +15,8 @@ import httpx2 as httpx
 import pytest
 from click.testing import CliRunner
 
-from llmlog import access
 from llmlog.cli import cli
+from llmlog.operations import access
 from llmlog.store import CallFilter, ReadOnlyError, Store, open_store
 from llmlog.web.auth import AccessMiddleware, local_path
 from tests.backends import Backend, stored_bytes
@@ -358,7 +358,7 @@ def test_the_admin_page_manages_accounts_tokens_and_retention(server: Running) -
     assert found is not None and found.name == "ci"
     assert c.submit("/admin/remove-token", {"name": "ci"}).status_code == 303
     assert server.store.token(access.token_hash(token)) is None
-    from llmlog import retention
+    from llmlog.operations import retention
 
     # The wait of log events for their span, set with the CLI, is kept by the page.
     retention.set_policy(server.store, retention.Policy(events_minutes=15))
@@ -418,7 +418,7 @@ def test_the_console_cannot_read_the_private_tables(server: Running) -> None:
 
 
 def test_reading_through_the_ui_names_the_account_in_the_audit_log(backend: Backend) -> None:
-    from llmlog.encryption import Keyring
+    from llmlog.core.encryption import Keyring
 
     ring = Keyring.parse("k1:" + "A" * 43 + "=")
     with Running(backend) as running:

@@ -1,7 +1,7 @@
 """The web UI in a real browser: Debian's Chromium, driven by Playwright, on each store kind.
 
 The store holds demo traffic — a few hundred calls recorded through the real SDKs against
-the fake provider by `llmlog.demo` — served by a real uvicorn server (`tests.webui.Running`).
+the fake provider by `llmlog.demo.traffic` — served by a real uvicorn server (`tests.webui.Running`).
 Every test gets a `Tab`: a fresh page that fails the test on a script error, a console error,
 a dialog, a failed request or a request that leaves the local server. `tab.shot(name)`
 saves a full-page screenshot as `<backend>-<name>.png` in $LLMLOG_TEST_ARTIFACTS, else in
@@ -43,13 +43,13 @@ from playwright.sync_api import Request as PwRequest
 from rich.console import Console
 
 import llmlog
-from llmlog import investigate
-from llmlog.config import Settings
-from llmlog.conversation import conversation
-from llmlog.demo import run_demo
-from llmlog.fake_provider import FakeProvider
-from llmlog.record import Span
-from llmlog.replay import Providers
+from llmlog.analysis import investigate
+from llmlog.core.config import Settings
+from llmlog.core.record import Span
+from llmlog.demo.fake_provider import FakeProvider
+from llmlog.demo.traffic import run_demo
+from llmlog.operations.replay import Providers
+from llmlog.providers.conversation import conversation
 from llmlog.store import CallFilter, Store
 from llmlog.web import guard
 from llmlog.web.replay import response_text
@@ -849,8 +849,8 @@ def test_reports_from_drift_to_a_comparison_of_versions(drifted: Tab) -> None:
 def guarded(backend: Backend, fake: FakeProvider, chromium: Browser, artifacts: Path) -> Iterator[Tab]:
     """A server with accounts over a store in regulated mode (its text sealed, the server
     holding the key), and a tab on it, signed in as no one."""
-    from llmlog import access
-    from llmlog.encryption import Keyring
+    from llmlog.core.encryption import Keyring
+    from llmlog.operations import access
 
     ring = Keyring.parse("k1:" + "B" * 43 + "=")
     with Running(backend) as setup:

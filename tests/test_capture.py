@@ -12,7 +12,7 @@ import openai
 import pytest
 
 import llmlog
-from llmlog.fake_provider import FakeProvider
+from llmlog.demo.fake_provider import FakeProvider
 from tests.conftest import Recorder
 
 SYSTEM = "You are a careful support agent. " * 40
@@ -250,7 +250,7 @@ def test_openai_chat_every_column(recorder: Recorder, fake: FakeProvider) -> Non
     assert (c.cache_read_tokens, c.cache_creation_tokens) == (0, 0)
     # gpt-4.1: $2 / MTok in, $8 / MTok out.
     assert c.cost_usd == pytest.approx((c.input_tokens * 2 + c.output_tokens * 8) / 1e6)
-    assert c.prompt_template_version == llmlog.prompts.text_hash("Be terse.")
+    assert c.prompt_template_version == llmlog.core.prompts.text_hash("Be terse.")
 
 
 def test_openai_cached_input_cost(recorder: Recorder, fake: FakeProvider) -> None:

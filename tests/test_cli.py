@@ -21,8 +21,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from llmlog.cli import cli
-from llmlog.pricing import Pricer
-from llmlog.record import COLUMNS, Call
+from llmlog.core.record import COLUMNS, Call
+from llmlog.pipeline.pricing import Pricer
 from llmlog.store import CallFilter, open_store
 from llmlog.store.sqlite import SQLiteStore
 from llmlog.store.sqlite import connect as sqlite_connect
@@ -92,7 +92,7 @@ def test_demo_history_copies_sessions_over_the_days_before(tmp_path: Path) -> No
 
 
 def test_the_demo_holds_findings_the_reports_find(tmp_path: Path) -> None:
-    """The planted regression, refusals and failing user (see llmlog.demo) are found."""
+    """The planted regression, refusals and failing user (see llmlog.demo.traffic) are found."""
     path = str(tmp_path / "demo.db")
     assert run(path, "demo", "--calls", "800").exit_code == 0
     drift = json.loads(run(path, "report", "drift", "--json").stdout)

@@ -7,7 +7,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from llmlog.cli import cli
-from llmlog.cli_docs import help_text, render, walk
+from llmlog.cli.docs import help_text, render, walk
 
 REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 
@@ -15,7 +15,7 @@ REFERENCE = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 def test_cli_reference_is_current() -> None:
     assert REFERENCE.read_text() == render(), (
         "docs/cli.md is not the commands' --help any more: run `make docs`"
-        " (or `python -m llmlog.cli_docs > docs/cli.md`) and commit it"
+        " (or `python -m llmlog.cli.docs > docs/cli.md`) and commit it"
     )
 
 

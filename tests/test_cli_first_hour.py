@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from llmlog.cli import cli
-from llmlog.record import Call
+from llmlog.core.record import Call
 from llmlog.store import open_store
 from tests.test_cli import ERROR_ID, MAIN_ID, build_small
 

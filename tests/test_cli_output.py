@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 
 import llmlog.cli as cli_module
 from llmlog.cli import cli
-from llmlog.record import Call
+from llmlog.core.record import Call
 from llmlog.store import open_store
 
 

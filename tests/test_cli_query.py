@@ -26,7 +26,7 @@ from click.testing import CliRunner, Result
 from rich.cells import cell_len
 
 from llmlog.cli import cli
-from llmlog.record import Call
+from llmlog.core.record import Call
 from llmlog.store import ReadOnlyError, Store, open_store
 from tests.backends import ClickHouseBackend, PostgresBackend, SQLiteBackend
 
@@ -295,7 +295,7 @@ def test_query_in_a_terminal_is_a_table_of_cut_values(db: str) -> None:
 def test_query_table_measures_on_few_rows_when_they_are_large() -> None:
     """A table's widths come from its first rows, held until they are printed: no more than
     about a megabyte of them, whatever the rows hold."""
-    from llmlog.cli_query import _sample
+    from llmlog.cli.query import _sample
 
     seen: list[int] = []
 

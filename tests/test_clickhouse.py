@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from llmlog.record import Call
+from llmlog.core.record import Call
 from llmlog.store import CallFilter, ReadOnlyError, open_store
 from llmlog.store.clickhouse import ClickHouseStore
 from llmlog.store.clickhouse_engine import bind
@@ -163,7 +163,7 @@ def test_calls_like_this_one(store: ClickHouseStore) -> None:
 
 
 def test_rotation_leaves_no_vector_of_the_text_it_seals(store: ClickHouseStore) -> None:
-    from llmlog.encryption import Keyring, rotate
+    from llmlog.core.encryption import Keyring, rotate
     from tests.test_encryption import K1
     from tests.test_vectors import calls as paraphrases
 
@@ -175,7 +175,7 @@ def test_rotation_leaves_no_vector_of_the_text_it_seals(store: ClickHouseStore) 
 
 
 def test_regulated_mode_seals_and_audits(store: ClickHouseStore) -> None:
-    from llmlog.encryption import Keyring
+    from llmlog.core.encryption import Keyring
     from tests.test_encryption import K1
 
     store.keyring = Keyring.parse(K1)
@@ -206,8 +206,8 @@ def test_the_cluster_ddl_is_valid_clickhouse(store: ClickHouseStore) -> None:
 
 def test_the_reports_find_what_was_planted(store: ClickHouseStore) -> None:
     """The reports' SQL, shared with the other stores, on ClickHouse: the same findings."""
-    from llmlog import investigate
-    from llmlog.reports import Period
+    from llmlog.analysis import investigate
+    from llmlog.analysis.reports import Period
     from tests import test_investigate as planted
 
     store.insert(planted.calls_with_errors())
@@ -220,8 +220,8 @@ def test_the_reports_find_what_was_planted(store: ClickHouseStore) -> None:
 
 
 def test_drift_and_spikes_find_what_was_planted(store: ClickHouseStore) -> None:
-    from llmlog import investigate
-    from llmlog.reports import Period
+    from llmlog.analysis import investigate
+    from llmlog.analysis.reports import Period
     from tests import test_investigate as planted
 
     store.insert(planted.drifting_calls())
@@ -268,8 +268,9 @@ def test_accounts_and_tokens(store: ClickHouseStore) -> None:
 def test_retention_keeps_the_cold_figures(store: ClickHouseStore) -> None:
     """Calls past their window go (by the table's TTL, and by a run); `daily` and
     `people_daily` keep standing for them, so reports read the same before and after."""
-    from llmlog import investigate, retention
-    from llmlog.reports import Period
+    from llmlog.analysis import investigate
+    from llmlog.analysis.reports import Period
+    from llmlog.operations import retention
     from tests import test_investigate as planted
 
     store.insert(planted.calls_with_errors())  # five weeks

@@ -17,12 +17,12 @@ import pytest
 import zstandard
 from click.testing import CliRunner
 
-from llmlog import investigate
+from llmlog.analysis import investigate
 from llmlog.cli import cli
-from llmlog.record import Call
+from llmlog.core.record import Call
+from llmlog.demo.workload import prose
 from llmlog.store import CallFilter, compression, open_store
 from llmlog.store.sqlite import SQLiteStore
-from llmlog.workload import prose
 
 T0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
 

@@ -10,7 +10,7 @@ import anthropic
 import pytest
 
 import llmlog
-from llmlog.fake_provider import FakeProvider
+from llmlog.demo.fake_provider import FakeProvider
 from tests.conftest import Recorder
 
 

@@ -17,13 +17,13 @@ from click.testing import CliRunner
 
 import llmlog
 from llmlog.cli import cli
-from llmlog.config import Settings
-from llmlog.encryption import KeyProblem, Keyring, is_sealed, new_key, rotate, sealed_key_ids
-from llmlog.fake_provider import FakeProvider
-from llmlog.intake import prepare
-from llmlog.record import Call
+from llmlog.core.config import Settings
+from llmlog.core.encryption import KeyProblem, Keyring, is_sealed, new_key, rotate, sealed_key_ids
+from llmlog.core.record import Call
+from llmlog.demo.fake_provider import FakeProvider
+from llmlog.pipeline.intake import prepare
+from llmlog.pipeline.writer import Writer
 from llmlog.store import CallFilter, ReadOnlyError, open_store
-from llmlog.writer import Writer
 from tests.backends import Backend, stored_bytes
 
 K1 = "k1:" + base64.b64encode(bytes(range(32))).decode()

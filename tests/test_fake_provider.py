@@ -15,7 +15,7 @@ import httpx2
 import openai
 import pytest
 
-from llmlog.fake_provider import FakeProvider
+from llmlog.demo.fake_provider import FakeProvider
 
 MODEL_A = "claude-test-1"
 MODEL_O = "gpt-test-1"

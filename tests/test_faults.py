@@ -18,12 +18,12 @@ import httpx2 as httpx
 import pytest
 
 from llmlog.capture.proxy import Upstreams
-from llmlog.config import Settings
-from llmlog.fake_provider import FakeProvider
-from llmlog.record import Call
-from llmlog.remote import RemoteSink
+from llmlog.core.config import Settings
+from llmlog.core.record import Call
+from llmlog.demo.fake_provider import FakeProvider
+from llmlog.pipeline.remote import RemoteSink
+from llmlog.pipeline.writer import Writer
 from llmlog.store import CallFilter, open_store
-from llmlog.writer import Writer
 from tests.backends import Backend, ClickHouseBackend, SQLiteBackend
 from tests.test_remote import TOKEN as REMOTE_TOKEN
 from tests.test_remote import Collector, wait_for
@@ -120,7 +120,7 @@ def test_every_json_field_is_checked(tmp_path: Path, field: str) -> None:
 def test_a_conversations_earlier_turns_are_checked_once_and_a_new_unfit_one_still_refused() -> None:
     """The check remembers the messages and tool lists it serialized (the same objects, re-sent
     by each turn of a conversation); what it has not seen is checked as ever."""
-    from llmlog.intake import _FIT, Unfit, check
+    from llmlog.pipeline.intake import _FIT, Unfit, check
 
     earlier = {"role": "user", "content": "what the first turn said " * 50}
     tools = [{"name": "t", "input_schema": {"type": "object"}}]

@@ -1,4 +1,4 @@
-"""One filter parser (llmlog.filters) for the web UI and the CLI: the same query selects the
+"""One filter parser (llmlog.core.filters) for the web UI and the CLI: the same query selects the
 same calls on the calls page's JSON twin and in `llmlog calls` / `llmlog export`, over both
 stores, by tag, metadata, provider and free text as by the rest; a bad value is refused by
 both, saying why."""
@@ -12,7 +12,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from llmlog.cli import cli
-from llmlog.filters import BadFilter, parse_filter
+from llmlog.core.filters import BadFilter, parse_filter
 from tests.backends import Backend
 from tests.webui import Running, make_call
 

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from llmlog import investigate, retention
+from llmlog.analysis import investigate
+from llmlog.analysis.reports import Period
 from llmlog.cli import cli
-from llmlog.record import Call
-from llmlog.reports import Period
+from llmlog.core.record import Call
+from llmlog.operations import retention
 from tests.backends import Backend
 
 NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)

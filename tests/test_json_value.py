@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from llmlog.cli import cli
-from llmlog.record import Call
+from llmlog.core.record import Call
 from llmlog.store import ReadOnlyError, open_store
 from llmlog.store.readonly import json_value
 from tests.backends import Backend

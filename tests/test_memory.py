@@ -17,11 +17,11 @@ from typing import Any
 import orjson
 import pytest
 
-from llmlog import intake
 from llmlog.capture import kept, otlp
 from llmlog.capture.attributes import LONG_KEY, Shared
-from llmlog.footprint import footprint, json_footprint
-from llmlog.record import Call, Span, json_text
+from llmlog.core.footprint import footprint, json_footprint
+from llmlog.core.record import Call, Span, json_text
+from llmlog.pipeline import intake
 from llmlog.store import CallFilter
 from llmlog.store.content import ContentIds
 from tests.backends import SQLiteBackend
@@ -151,7 +151,7 @@ def test_a_client_sending_its_body_slowly_holds_no_one_up(
 
 
 def test_the_ingest_concurrency_setting_is_checked(monkeypatch: pytest.MonkeyPatch) -> None:
-    from llmlog.config import Settings
+    from llmlog.core.config import Settings
 
     monkeypatch.setenv("LLMLOG_INGEST_CONCURRENCY", "0")
     with pytest.raises(ValueError, match="LLMLOG_INGEST_CONCURRENCY"):
@@ -163,7 +163,7 @@ def test_the_ingest_concurrency_setting_is_checked(monkeypatch: pytest.MonkeyPat
 
 def test_the_caches_share_llmlog_cache_mb(monkeypatch: pytest.MonkeyPatch) -> None:
     from llmlog.capture.parse import Decoder
-    from llmlog.footprint import CACHE_SHARES, cache_bytes
+    from llmlog.core.footprint import CACHE_SHARES, cache_bytes
 
     monkeypatch.setenv("LLMLOG_CACHE_MB", "32")
     assert Decoder().max_bytes == cache_bytes("decoded") == 32 * 2**20 * CACHE_SHARES["decoded"]
@@ -178,7 +178,7 @@ def test_the_caches_share_llmlog_cache_mb(monkeypatch: pytest.MonkeyPatch) -> No
 def test_what_regulated_mode_sealed_is_remembered_within_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     """The keyring remembers what it sealed by the identity of the value, holding the value
     and its sealed text: within its share of LLMLOG_CACHE_MB, however many distinct messages."""
-    from llmlog.encryption import Keyring
+    from llmlog.core.encryption import Keyring
 
     monkeypatch.setenv("LLMLOG_CACHE_MB", "4")
     keyring = Keyring([("k1", bytes(32))])

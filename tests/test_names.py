@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner, Result
 
 from llmlog.cli import cli
-from llmlog.demo import write_prompts
-from llmlog.record import Call
+from llmlog.core.record import Call
+from llmlog.demo.traffic import write_prompts
 from llmlog.store import CallFilter, open_store
 
 

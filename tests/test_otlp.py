@@ -16,9 +16,9 @@ from collections.abc import Iterator
 import httpx2 as httpx
 import pytest
 
-from llmlog.encryption import Keyring
-from llmlog.fake_provider import FakeProvider
-from llmlog.record import Call
+from llmlog.core.encryption import Keyring
+from llmlog.core.record import Call
+from llmlog.demo.fake_provider import FakeProvider
 from llmlog.store import CallFilter
 from tests.backends import Backend
 from tests.test_encryption import raw_bytes
@@ -336,9 +336,9 @@ def test_spans_and_log_events_are_redacted_with_the_calls_rules(
 
 
 def test_regulated_mode_seals_spans_and_log_events(backend: Backend, monkeypatch: pytest.MonkeyPatch) -> None:
-    from llmlog.config import Settings
-    from llmlog.encryption import Keyring, new_key
-    from llmlog.intake import Intake
+    from llmlog.core.config import Settings
+    from llmlog.core.encryption import Keyring, new_key
+    from llmlog.pipeline.intake import Intake
 
     key = new_key()
     monkeypatch.setenv("LLMLOG_KEY", key)
@@ -459,8 +459,8 @@ def test_a_store_turned_sealed_only_refuses_clear_spans_from_a_collector_without
     rotate`: the spans and events with text it is then sent are refused by the store, each
     alone, and said so in the OTLP partial success (not a 503 the exporter would retry);
     those without text are kept. With a key, the same is all kept, sealed."""
-    from llmlog.config import Settings
-    from llmlog.intake import Intake
+    from llmlog.core.config import Settings
+    from llmlog.pipeline.intake import Intake
     from tests.test_encryption import K1
     from tests.test_regulated import llmlog_process
 

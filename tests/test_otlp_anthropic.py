@@ -21,8 +21,8 @@ import httpx2 as httpx
 import pytest
 
 import llmlog
-from llmlog.fake_provider import FakeProvider
-from llmlog.record import Call
+from llmlog.core.record import Call
+from llmlog.demo.fake_provider import FakeProvider
 from llmlog.store import CallFilter
 from tests.backends import Backend, PostgresBackend, SQLiteBackend
 from tests.conftest import Recorder
@@ -389,7 +389,7 @@ def test_an_anthropic_sdk_error_message_gives_the_apis_type_status_and_message()
     from datetime import UTC, datetime
 
     from llmlog.capture.outcome import span_error
-    from llmlog.record import Span
+    from llmlog.core.record import Span
 
     said = (
         "429 Injected failure (429) from the fake provider. "

@@ -12,10 +12,10 @@ import httpx2 as httpx
 import pytest
 
 from llmlog.capture.kept import is_call_attribute, is_content_attribute
-from llmlog.config import Settings
-from llmlog.encryption import Keyring, new_key
-from llmlog.fake_provider import FakeProvider
-from llmlog.intake import Intake
+from llmlog.core.config import Settings
+from llmlog.core.encryption import Keyring, new_key
+from llmlog.demo.fake_provider import FakeProvider
+from llmlog.pipeline.intake import Intake
 from llmlog.store import CallFilter
 from tests.backends import Backend
 from tests.otel_programs import TOKEN, run_program

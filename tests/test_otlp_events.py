@@ -16,16 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from llmlog import retention
 from llmlog.capture import otlp_ingest
 from llmlog.capture.otlp_ingest import ingest_events, ingest_spans
-from llmlog.config import Settings
-from llmlog.encryption import Keyring, new_key
-from llmlog.fake_provider import FakeProvider
-from llmlog.intake import Intake, hash_user_id
-from llmlog.pricing import Pricer
-from llmlog.prompts import REGISTRY
-from llmlog.record import Span, SpanEvent
+from llmlog.core.config import Settings
+from llmlog.core.encryption import Keyring, new_key
+from llmlog.core.prompts import REGISTRY
+from llmlog.core.record import Span, SpanEvent
+from llmlog.demo.fake_provider import FakeProvider
+from llmlog.operations import retention
+from llmlog.pipeline.intake import Intake, hash_user_id
+from llmlog.pipeline.pricing import Pricer
 from llmlog.store import CallFilter, open_store
 from llmlog.store.rollup import from_raw_sql
 from tests.backends import Backend, ClickHouseBackend, PostgresBackend, SQLiteBackend

@@ -18,9 +18,9 @@ import openai
 import pytest
 
 import llmlog
-from llmlog.conversation import conversation, response_turns
-from llmlog.fake_provider import FakeProvider
-from llmlog.record import Call
+from llmlog.core.record import Call
+from llmlog.demo.fake_provider import FakeProvider
+from llmlog.providers.conversation import conversation, response_turns
 from llmlog.store import CallFilter
 from tests.backends import Backend
 from tests.conftest import Recorder
@@ -729,7 +729,7 @@ def test_an_error_message_nested_past_what_json_reads_is_text() -> None:
     from datetime import UTC, datetime
 
     from llmlog.capture.outcome import span_error
-    from llmlog.record import Span
+    from llmlog.core.record import Span
 
     deep = "Error code: 500 - " + '{"error":' * 2000  # within the 20,000 characters read
     span = Span(

@@ -24,9 +24,9 @@ import psycopg
 import pytest
 
 from llmlog.capture import otlp as otlp_in
-from llmlog.config import Settings
-from llmlog.intake import Intake
-from llmlog.pricing import Pricer
+from llmlog.core.config import Settings
+from llmlog.pipeline.intake import Intake
+from llmlog.pipeline.pricing import Pricer
 from llmlog.store import CallFilter, open_store
 from llmlog.store.clickhouse import ClickHouseStore
 from llmlog.store.filelock import FileLock

@@ -10,7 +10,7 @@ from typing import Any
 
 from llmlog.capture.genai import span_call, span_content
 from llmlog.capture.otlp_ingest import calls_from
-from llmlog.record import Span
+from llmlog.core.record import Span
 
 SYSTEM = "You are the support assistant.\n\nRules: be brief."
 TOOL = '{"name": "lookup_order", "description": "Look an order up.", "parameters": {"type": "object"}}'

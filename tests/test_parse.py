@@ -14,10 +14,10 @@ import pytest
 from llmlog.capture.exchange import Exchange
 from llmlog.capture.parse import Decoder, sse_events, to_call
 from llmlog.capture.wrap import instrument
-from llmlog.fake_provider import FakeProvider
-from llmlog.footprint import footprint
-from llmlog.record import parse_json
-from llmlog.workload import generate, run
+from llmlog.core.footprint import footprint
+from llmlog.core.record import parse_json
+from llmlog.demo.fake_provider import FakeProvider
+from llmlog.demo.workload import generate, run
 
 
 def conversation(turns: int) -> list[bytes]:

@@ -19,8 +19,8 @@ from click.testing import CliRunner
 
 import llmlog
 from llmlog.cli import cli
-from llmlog.fake_provider import FakeProvider
-from llmlog.record import Call
+from llmlog.core.record import Call
+from llmlog.demo.fake_provider import FakeProvider
 from llmlog.store import CallFilter, open_store
 from tests.backends import PostgresBackend, TempPostgres, new_schema
 from tests.conftest import temp_postgres

@@ -13,9 +13,9 @@ import genai_prices
 import pytest
 from genai_prices.types import ModelPrice, Usage
 
-from llmlog import pricing
-from llmlog.pricing import RATE_CARD, PriceFileError, Pricer
-from llmlog.record import Call
+from llmlog.core.record import Call
+from llmlog.pipeline import pricing
+from llmlog.pipeline.pricing import RATE_CARD, PriceFileError, Pricer
 
 NOW = datetime(2026, 11, 1, tzinfo=UTC)
 

@@ -10,12 +10,12 @@ import pytest
 from click.testing import CliRunner
 
 import llmlog
-from llmlog import prompts
 from llmlog.cli import cli
-from llmlog.config import Settings
-from llmlog.fake_provider import FakeProvider
-from llmlog.intake import prepare
-from llmlog.record import Call
+from llmlog.core import prompts
+from llmlog.core.config import Settings
+from llmlog.core.record import Call
+from llmlog.demo.fake_provider import FakeProvider
+from llmlog.pipeline.intake import prepare
 from llmlog.store import open_store
 from tests.conftest import Recorder
 

@@ -14,8 +14,8 @@ import openai
 import pytest
 
 from llmlog.capture.proxy import Upstreams
-from llmlog.fake_provider import FakeProvider
-from llmlog.record import Call
+from llmlog.core.record import Call
+from llmlog.demo.fake_provider import FakeProvider
 from llmlog.store import CallFilter
 from tests.backends import SQLiteBackend, stored_bytes
 from tests.webui import Running, free_port

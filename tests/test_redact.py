@@ -10,10 +10,10 @@ import httpx2 as httpx
 import pytest
 
 import llmlog
-from llmlog.config import Settings
-from llmlog.fake_provider import FakeProvider
-from llmlog.record import Call
-from llmlog.redact import Redactor, luhn
+from llmlog.core.config import Settings
+from llmlog.core.record import Call
+from llmlog.demo.fake_provider import FakeProvider
+from llmlog.pipeline.redact import Redactor, luhn
 from llmlog.store import CallFilter, open_store
 from tests.backends import SQLiteBackend, stored_bytes
 from tests.webui import T0, Running
@@ -156,7 +156,7 @@ def test_by_default_every_text_field_is_redacted_before_the_store(
 ) -> None:
     """LLMLOG_REDACT=email and no LLMLOG_REDACT_FIELDS: an address in the tool definitions,
     the request's parameters or the metadata is not stored either."""
-    from llmlog.writer import Writer
+    from llmlog.pipeline.writer import Writer
 
     monkeypatch.setenv("LLMLOG_REDACT", "email")
     monkeypatch.delenv("LLMLOG_REDACT_FIELDS", raising=False)
@@ -236,7 +236,7 @@ def test_redacting_the_metadata_keeps_llmlogs_own_bookkeeping(tmp_path: Path) ->
     assert call.metadata["llmlog"]["redactions"] == {"EMAIL": 2, "PHONE": 1}
 
     # And in a store: the replay is found by its original's id.
-    from llmlog.writer import Writer
+    from llmlog.pipeline.writer import Writer
 
     db = str(tmp_path / "b.db")
     writer = Writer(Settings(db=db, url=None, key=None, key_file=None, redact=["all"]))

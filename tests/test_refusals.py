@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from llmlog import refusals
+from llmlog.analysis import refusals
 
 LABELLED = [json.loads(line) for line in (Path(__file__).parent / "data" / "refusals.jsonl").open()]
 

@@ -21,13 +21,13 @@ from typing import Any
 import httpx2 as httpx
 import pytest
 
-from llmlog.config import Settings
-from llmlog.encryption import Keyring, is_sealed, rotate, sealed_key_ids
-from llmlog.record import Call
+from llmlog.core.config import Settings
+from llmlog.core.encryption import Keyring, is_sealed, rotate, sealed_key_ids
+from llmlog.core.record import Call
+from llmlog.pipeline.writer import Writer
 from llmlog.store import CallFilter, Store, open_store
 from llmlog.store.clickhouse import ClickHouseStore
 from llmlog.store.clickhouse_engine import EmbeddedEngine
-from llmlog.writer import Writer
 from tests.backends import Backend
 from tests.test_encryption import K1, raw_bytes
 from tests.webui import free_port
@@ -359,7 +359,7 @@ def test_clickhouse_writes_racing_a_rotation_are_sealed_or_refused(
 def test_clickhouse_applies_the_stores_sensitive_metadata(
     two_stores: tuple[ClickHouseStore, ClickHouseStore],
 ) -> None:
-    from llmlog.encryption import set_sensitive_metadata
+    from llmlog.core.encryption import set_sensitive_metadata
 
     writing, admin = two_stores
     writing.insert([Call(id="clear-before", timestamp=NOW, model="m", metadata={"patient_id": PATIENT})])

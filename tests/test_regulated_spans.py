@@ -13,8 +13,15 @@ from typing import Any
 
 import pytest
 
-from llmlog.encryption import KeyProblem, Keyring, is_sealed, rotate, set_sensitive_metadata, trace_key_ids
-from llmlog.record import Call, Span, SpanEvent
+from llmlog.core.encryption import (
+    KeyProblem,
+    Keyring,
+    is_sealed,
+    rotate,
+    set_sensitive_metadata,
+    trace_key_ids,
+)
+from llmlog.core.record import Call, Span, SpanEvent
 from llmlog.store import CallFilter, Store
 from tests.backends import Backend, ClickHouseBackend, PostgresBackend, SQLiteBackend, stored_bytes
 from tests.test_encryption import K1, K2
@@ -231,8 +238,8 @@ def test_a_span_of_a_refused_call_is_refused_with_it(backend: Backend) -> None:
     """OTLP ingestion in a sealed-only store without a key: the model call a span describes
     is refused (its messages are clear), and so is the span; a span without text is kept."""
     from llmlog.capture.otlp_ingest import ingest_spans
-    from llmlog.config import Settings
-    from llmlog.intake import Intake
+    from llmlog.core.config import Settings
+    from llmlog.pipeline.intake import Intake
 
     chat = figures_span("s1")
     chat.attributes = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m",

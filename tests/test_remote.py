@@ -17,12 +17,12 @@ import anthropic
 import pytest
 
 import llmlog
-from llmlog.config import Settings
-from llmlog.fake_provider import FakeProvider
-from llmlog.record import Call
-from llmlog.remote import Spool, SpoolFull
+from llmlog.core.config import Settings
+from llmlog.core.record import Call
+from llmlog.demo.fake_provider import FakeProvider
+from llmlog.pipeline.remote import Spool, SpoolFull
+from llmlog.pipeline.writer import Writer
 from llmlog.store import CallFilter, open_store
-from llmlog.writer import Writer
 from tests.conftest import temp_postgres
 from tests.webui import T0, free_port
 

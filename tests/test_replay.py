@@ -16,13 +16,13 @@ import pytest
 import llmlog
 from llmlog.capture.exchange import Exchange
 from llmlog.capture.wrap import instrument
-from llmlog.config import Settings
-from llmlog.fake_provider import FakeProvider
-from llmlog.intake import prepare
-from llmlog.pricing import Pricer
-from llmlog.prompts import text_hash
-from llmlog.record import Call
-from llmlog.replay import NotSent, Providers, ReplayError, api_of, replay, request_of
+from llmlog.core.config import Settings
+from llmlog.core.prompts import text_hash
+from llmlog.core.record import Call
+from llmlog.demo.fake_provider import FakeProvider
+from llmlog.operations.replay import NotSent, Providers, ReplayError, api_of, replay, request_of
+from llmlog.pipeline.intake import prepare
+from llmlog.pipeline.pricing import Pricer
 from llmlog.store import CallFilter, Store
 from llmlog.web.replay import diff, response_text
 from tests.backends import Backend

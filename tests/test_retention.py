@@ -21,9 +21,10 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from llmlog import reports, retention
+from llmlog.analysis import reports
 from llmlog.cli import cli
-from llmlog.record import Call, Span, format_timestamp
+from llmlog.core.record import Call, Span, format_timestamp
+from llmlog.operations import retention
 from llmlog.store import Store, open_store
 from llmlog.store.rollup import DAILY_COLUMNS, PER_OCTAVE, counts_of, from_raw_sql
 from llmlog.store.sqlite import SQLiteStore

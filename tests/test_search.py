@@ -15,13 +15,13 @@ import pytest
 from click.testing import CliRunner
 
 from llmlog.cli import cli
-from llmlog.encryption import Keyring
-from llmlog.record import Call
+from llmlog.core.encryption import Keyring
+from llmlog.core.record import Call
+from llmlog.demo.workload import prose
 from llmlog.store import CallFilter, open_store
 from llmlog.store import search as text_search
 from llmlog.store.sqlite import connect as sqlite_connect
 from llmlog.store.sqlite_schema import migrate
-from llmlog.workload import prose
 from tests.backends import Backend, stored_bytes
 from tests.test_encryption import K1, raw_bytes
 

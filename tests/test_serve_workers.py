@@ -22,8 +22,8 @@ import openai
 import pytest
 from click.testing import CliRunner
 
-from llmlog import access
 from llmlog.cli import cli
+from llmlog.operations import access
 from llmlog.store import CallFilter, open_store
 from llmlog.web.throttle import SignIns, cores
 from llmlog.web.workers import ENV, STARTUP_FAILURE, Served

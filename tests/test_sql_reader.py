@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 
 from llmlog.cli import cli
-from llmlog.record import Call
+from llmlog.core.record import Call
 from llmlog.store import ReadOnlyError, Store, open_store
 from llmlog.store import postgres_schema as pg
 from tests.backends import PostgresBackend, admin, drop_schema, with_schema

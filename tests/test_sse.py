@@ -22,8 +22,8 @@ from llmlog.capture.parse import sse_events, to_call
 from llmlog.capture.proxy import Upstreams
 from llmlog.capture.sse import SSEParser
 from llmlog.capture.wrap import instrument
-from llmlog.fake_provider import FakeProvider
-from llmlog.record import Call
+from llmlog.core.record import Call
+from llmlog.demo.fake_provider import FakeProvider
 from tests.backends import SQLiteBackend
 from tests.conftest import Recorder
 from tests.test_proxy import claude, gpt

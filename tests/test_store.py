@@ -29,7 +29,7 @@ import pytest
 from click.testing import CliRunner
 
 from llmlog.cli import cli
-from llmlog.record import COLUMNS, JSON_COLUMNS, Call, Span, format_timestamp
+from llmlog.core.record import COLUMNS, JSON_COLUMNS, Call, Span, format_timestamp
 from llmlog.store import CallFilter, ReadOnlyError, Store, open_store
 from llmlog.store import clickhouse_schema as ch
 from llmlog.store import postgres_schema as pg
@@ -215,7 +215,7 @@ def test_many_traces_and_their_events_in_one_read(store: Store, backend: Backend
     """An OTLP request names up to 512 traces: the store reads their spans and the events
     waiting for some of them at once, and only those (not another trace's span of the same
     id, nor another span of the same trace), in the order they came."""
-    from llmlog.record import SpanEvent
+    from llmlog.core.record import SpanEvent
 
     def span(trace: str, sid: str, minute: int) -> Span:
         t = T0 + timedelta(minutes=minute)

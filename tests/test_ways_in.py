@@ -34,12 +34,12 @@ from click.testing import CliRunner
 import llmlog
 from llmlog.capture.proxy import Upstreams
 from llmlog.cli import cli
-from llmlog.config import Settings
-from llmlog.encryption import Keyring, new_key
-from llmlog.fake_provider import FakeProvider
-from llmlog.intake import Intake
-from llmlog.record import Call
-from llmlog.replay import Providers
+from llmlog.core.config import Settings
+from llmlog.core.encryption import Keyring, new_key
+from llmlog.core.record import Call
+from llmlog.demo.fake_provider import FakeProvider
+from llmlog.operations.replay import Providers
+from llmlog.pipeline.intake import Intake
 from llmlog.store import CallFilter, open_store
 from llmlog.store.sqlite import connect as sqlite_connect
 from tests.backends import SQLiteBackend, stored_bytes
@@ -510,7 +510,7 @@ def test_the_collector_takes_calls_sealed_before_the_spool(
 
 
 def test_redaction_leaves_sealed_text_as_it_is() -> None:
-    from llmlog.redact import Redactor
+    from llmlog.pipeline.redact import Redactor
 
     sealed = Keyring.parse(KEY).seal(f"mail {EMAIL} about {CASE}")
     redactor = Redactor(["all"], {"CASE": r"CASE-\d{6}", "ANY": r"[A-Za-z0-9]{4}"})

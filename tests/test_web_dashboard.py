@@ -18,8 +18,9 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from markupsafe import escape
 
-from llmlog import reports, retention
-from llmlog.record import Call
+from llmlog.analysis import reports
+from llmlog.core.record import Call
+from llmlog.operations import retention
 from llmlog.store import CallFilter
 from tests.backends import Backend, PostgresBackend, SQLiteBackend
 from tests.webui import HOSTILE, KEEP_EVERYTHING, Running, assert_inert, make_call, tags

@@ -28,11 +28,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from llmlog import access
+from llmlog.capture.context import CallContext
 from llmlog.capture.proxy import LocalProxy, Upstreams
-from llmlog.context import CallContext
-from llmlog.fake_provider import FakeProvider
-from llmlog.record import Span
+from llmlog.core.record import Span
+from llmlog.demo.fake_provider import FakeProvider
+from llmlog.operations import access
 from llmlog.store import CallFilter
 from llmlog.web import guard
 from llmlog.web.throttle import Busy, SignIns, cores

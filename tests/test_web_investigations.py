@@ -13,9 +13,10 @@ from typing import Any
 import pytest
 from markupsafe import escape
 
-from llmlog import access, investigate
-from llmlog.record import Call
-from llmlog.reports import Period
+from llmlog.analysis import investigate
+from llmlog.analysis.reports import Period
+from llmlog.core.record import Call
+from llmlog.operations import access
 from tests.backends import Backend
 from tests.test_access import PASSWORD, Client
 from tests.test_investigate import NOW, calls_with_errors, drifting_calls, people_calls, routed_calls

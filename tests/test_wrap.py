@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 from llmlog.capture.proxy import Upstreams
-from llmlog.fake_provider import FakeProvider
+from llmlog.demo.fake_provider import FakeProvider
 from llmlog.store import CallFilter, open_store
 from tests.backends import SQLiteBackend
 from tests.webui import Running

@@ -14,7 +14,7 @@ import anthropic
 import pytest
 
 import llmlog
-from llmlog.fake_provider import FakeProvider
+from llmlog.demo.fake_provider import FakeProvider
 from llmlog.store import CallFilter, open_store
 
 

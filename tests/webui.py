@@ -16,11 +16,11 @@ from typing import Any
 import httpx2 as httpx
 import uvicorn
 
-from llmlog import retention
 from llmlog.capture.proxy import Upstreams
-from llmlog.encryption import Keyring
-from llmlog.record import Call
-from llmlog.replay import Providers
+from llmlog.core.encryption import Keyring
+from llmlog.core.record import Call
+from llmlog.operations import retention
+from llmlog.operations.replay import Providers
 from llmlog.store import Store, open_store
 from llmlog.web import create_app, guard
 from tests.backends import Backend

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from llmlog.footprint import json_footprint
+from llmlog.core.footprint import json_footprint
 
 
 def json_value(value: Any) -> Any:

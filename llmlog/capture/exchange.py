@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from llmlog.context import CallContext
+from llmlog.capture.context import CallContext
 
 
 @dataclass(slots=True, eq=False)

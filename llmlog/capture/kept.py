@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 
 from llmlog.capture.attributes import LONG_KEY
-from llmlog.record import Span
+from llmlog.core.record import Span
 
 # The attributes that carry a model call's content, as the instrumentations send it: the
 # request and response whole (OpenInference `input.value` / `output.value`, Traceloop's

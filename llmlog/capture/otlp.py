@@ -18,7 +18,7 @@ import orjson
 from starlette.responses import JSONResponse, Response
 
 from llmlog.capture.otlp_ingest import Prepared, ingest_events, ingest_spans, prepare_spans
-from llmlog.record import Span, SpanEvent
+from llmlog.core.record import Span, SpanEvent
 from llmlog.store.regulated import Refused
 
 __all__ = ["OTLPError", "Prepared", "Rejected", "answer", "decode_logs", "decode_spans", "in_request",

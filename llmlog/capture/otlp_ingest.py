@@ -1,5 +1,5 @@
 """OTLP spans and log events into the store: the calls their model-call spans describe,
-each through the one pipeline (`llmlog.intake`), and every span kept in `spans` with its
+each through the one pipeline (`llmlog.pipeline.intake`), and every span kept in `spans` with its
 trace and parent ids, so a trace (retrieve → llm → tool → llm) can be shown as a tree.
 
 One call seen twice — a framework's LLM span wrapping the SDK's own `gen_ai` span — is
@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
-from llmlog import retention
 from llmlog.capture.genai import (
     Content,
     call_id,
@@ -30,12 +29,13 @@ from llmlog.capture.genai import (
 )
 from llmlog.capture.kept import without_content
 from llmlog.capture.outcome import join_errors
-from llmlog.record import Call, RecordError, Span, SpanEvent
+from llmlog.core.record import Call, RecordError, Span, SpanEvent
+from llmlog.operations import retention
 from llmlog.store import CallFilter, Store
 from llmlog.store.regulated import Refused
 
 if TYPE_CHECKING:
-    from llmlog.intake import Intake
+    from llmlog.pipeline.intake import Intake
 
 log = logging.getLogger("llmlog")
 
@@ -551,7 +551,7 @@ def ingest_events(store: Store, events: list[SpanEvent], intake: Intake) -> tupl
     (`Intake.complete`: checked, redacted, sealed, its prompt version given, as any call's
     content) and are not kept: the call holds what they say. The others, their span not come
     yet or not a model call, are kept (through `intake`: redacted, sealed) for their span
-    (`ingest_spans` reads them) until they expire (`llmlog.retention.expire_events`). Returns
+    (`ingest_spans` reads them) until they expire (`llmlog.operations.retention.expire_events`). Returns
     how many calls gained content, and the events the store refused, by their position in
     `events`."""
     arrived = time.time_ns()

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from llmlog.capture.attributes import int_value, json_value
-from llmlog.record import Span
+from llmlog.core.record import Span
 
 # Span events that mark the first token, or each streamed chunk (the first is the first token).
 _FIRST_TOKEN_EVENTS = ("First Token Stream Event",)  # OpenInference

@@ -20,9 +20,9 @@ import msgspec
 
 from llmlog.capture.exchange import Exchange
 from llmlog.capture.sse import SSEParser
-from llmlog.footprint import cache_bytes, json_footprint
-from llmlog.prompts import REGISTRY
-from llmlog.record import Call, parse_json
+from llmlog.core.footprint import cache_bytes, json_footprint
+from llmlog.core.prompts import REGISTRY
+from llmlog.core.record import Call, parse_json
 
 ANTHROPIC_STOP = {
     "end_turn": "stop",

@@ -38,9 +38,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
+from llmlog.capture.context import CallContext
 from llmlog.capture.exchange import Exchange
 from llmlog.capture.wrap import classify, note_response
-from llmlog.context import CallContext
 
 # Headers that belong to one hop of the connection, not to the request or response.
 HOP_BY_HOP = frozenset(

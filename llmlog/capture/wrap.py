@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx2
 
-from llmlog import context as _context
+from llmlog.capture import context as _context
 from llmlog.capture.exchange import Exchange
 
 log = logging.getLogger("llmlog")

@@ -14,8 +14,8 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from llmlog.encryption import Keyring
-from llmlog.record import Call, format_timestamp, parse_timestamp
+from llmlog.core.encryption import Keyring
+from llmlog.core.record import Call, format_timestamp, parse_timestamp
 from llmlog.store import search, vectors
 from llmlog.store.content import ContentIds
 from llmlog.store.readonly import RESULT_MAX_BYTES, QueryResult, QueryRows, ReadOnlyError, held
@@ -341,7 +341,7 @@ class Store(Regulated, Traces, abc.ABC):
         self.audit(self.reader, "read", [c.id for c in calls])
         return [self.keyring.open_call(c) for c in calls]
 
-    # -------------------------------------------------------------- accounts (llmlog.access)
+    # -------------------------------------------------------------- accounts (llmlog.operations.access)
 
     @abc.abstractmethod
     def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
@@ -588,7 +588,7 @@ class Store(Regulated, Traces, abc.ABC):
         to the id). The `daily` rollup keeps its counts: it holds no user, session or text.
         Reads every call once, to know which content other calls still use."""
 
-    # -------------------------------------------------------------- retention (llmlog.retention)
+    # -------------------------------------------------------------- retention (llmlog.operations.retention)
 
     @abc.abstractmethod
     def old_calls(self, before: date) -> list[tuple[date, str | None, int]]:

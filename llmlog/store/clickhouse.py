@@ -25,8 +25,8 @@ from collections.abc import Generator, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
-from llmlog.encryption import Policy
-from llmlog.record import COLUMNS, INT_COLUMNS, JSON_COLUMNS, Call, json_text
+from llmlog.core.encryption import Policy
+from llmlog.core.record import COLUMNS, INT_COLUMNS, JSON_COLUMNS, Call, json_text
 from llmlog.store import clickhouse_reader as reader
 from llmlog.store import redact_url, search
 from llmlog.store.base import (
@@ -751,9 +751,9 @@ def _pattern(words: Sequence[str]) -> str:
 
 
 def ttl(policy: Any) -> str:
-    """The retention policy (`llmlog.retention.Policy`'s JSON) as TTL rules: a call goes the
+    """The retention policy (`llmlog.operations.retention.Policy`'s JSON) as TTL rules: a call goes the
     day after its feature's window ends. Feature names are quoted by the binding."""
-    from llmlog.retention import Policy
+    from llmlog.operations.retention import Policy
 
     p = Policy.from_json(policy)
 

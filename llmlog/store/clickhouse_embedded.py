@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from llmlog.record import format_timestamp, parse_timestamp
+from llmlog.core.record import format_timestamp, parse_timestamp
 from llmlog.store import clickhouse_reader as reader
 from llmlog.store.base import AuditEntry, ReadOnlyError, Store
 from llmlog.store.clickhouse import ClickHouseStore

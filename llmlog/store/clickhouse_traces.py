@@ -17,8 +17,8 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from llmlog.encryption import Policy, trace_clear_parts
-from llmlog.record import Span, SpanEvent, json_text
+from llmlog.core.encryption import Policy, trace_clear_parts
+from llmlog.core.record import Span, SpanEvent, json_text
 from llmlog.store.base import Store
 from llmlog.store.clickhouse_engine import Engine, utc_time
 from llmlog.store.content import digest

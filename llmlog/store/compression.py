@@ -14,7 +14,7 @@ erasure (`llmlog delete`) and retention cannot reach.
 
 A compressed value is a BLOB: one byte naming the dictionary, then a zstd frame. Anything
 else (text, NULL) is stored and read as it is, so stores written before this, values too
-small to gain, and sealed text (random, see `llmlog.encryption`) need nothing. SQLite reads
+small to gain, and sealed text (random, see `llmlog.core.encryption`) need nothing. SQLite reads
 them back through `llmlog_text(x)`, which every connection the store opens defines, and
 which the `calls` view and the search index's triggers use.
 

@@ -27,8 +27,8 @@ from typing import Any
 import psycopg
 from psycopg import sql as pgsql
 
-from llmlog.encryption import ENCRYPTION_SETTING
-from llmlog.record import COLUMNS, Call, format_timestamp, json_text
+from llmlog.core.encryption import ENCRYPTION_SETTING
+from llmlog.core.record import COLUMNS, Call, format_timestamp, json_text
 from llmlog.store import postgres_reader as reader
 from llmlog.store import search
 from llmlog.store.base import (

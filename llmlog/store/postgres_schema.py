@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 from psycopg import sql as pgsql
 
-from llmlog.record import Call
+from llmlog.core.record import Call
 from llmlog.store import search
 from llmlog.store.errors import NewerStore
 from llmlog.store.postgres_reader import create_reader

@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 
-from llmlog.record import Span, SpanEvent, json_text
+from llmlog.core.record import Span, SpanEvent, json_text
 from llmlog.store.base import Store
 from llmlog.store.content import digest
 from llmlog.store.regulated import Refused

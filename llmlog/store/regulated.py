@@ -1,4 +1,4 @@
-"""What every store does for regulated mode (`llmlog.encryption`) when it writes.
+"""What every store does for regulated mode (`llmlog.core.encryption`) when it writes.
 
 The store enforces it, not each process's configuration: every insert (and every content
 update) reads the store's settings in its own writing transaction and obeys them as they
@@ -17,7 +17,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, NamedTuple, TypeVar
 
-from llmlog.encryption import (
+from llmlog.core.encryption import (
     ENCRYPTION_SETTING,
     POLICY_SETTINGS,
     Keyring,
@@ -25,7 +25,7 @@ from llmlog.encryption import (
     clear_parts,
     trace_clear_parts,
 )
-from llmlog.record import Call, Span, SpanEvent
+from llmlog.core.record import Call, Span, SpanEvent
 
 Record = TypeVar("Record", Span, SpanEvent)
 

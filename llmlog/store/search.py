@@ -23,10 +23,10 @@ from typing import Any
 
 import orjson
 
-from llmlog.conversation import message_turn, response_messages
-from llmlog.encryption import PREFIX as SEALED
-from llmlog.encryption import is_sealed
-from llmlog.record import Call
+from llmlog.core.encryption import PREFIX as SEALED
+from llmlog.core.encryption import is_sealed
+from llmlog.core.record import Call
+from llmlog.providers.conversation import message_turn, response_messages
 from llmlog.store import compression
 
 # What one call contributes at most to PostgreSQL's index, which refuses a tsvector over

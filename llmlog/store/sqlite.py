@@ -5,7 +5,7 @@ tool lists, request params and each message live once in `content`, keyed by a h
 text, and `call_data` points at them (`message_ids` is a JSON array of content ids, so a
 turn of an 80-turn conversation costs a few bytes per earlier message, not the messages
 again). The `calls` view presents every call whole, with the column names of
-`llmlog.record.COLUMNS`, for SQL written by hand.
+`llmlog.core.record.COLUMNS`, for SQL written by hand.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
-from llmlog.record import (
+from llmlog.core.record import (
     COLUMNS,
     JSON_COLUMNS,
     Call,

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from llmlog.record import Span, SpanEvent, format_timestamp, parse_timestamp
+from llmlog.core.record import Span, SpanEvent, format_timestamp, parse_timestamp
 from llmlog.store.base import Store
 from llmlog.store.content import digest
 from llmlog.store.regulated import Refused

@@ -8,7 +8,7 @@ import abc
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from llmlog.record import Span, SpanEvent
+from llmlog.core.record import Span, SpanEvent
 from llmlog.store.regulated import Refused
 
 

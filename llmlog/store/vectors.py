@@ -24,7 +24,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from llmlog.record import Call
+from llmlog.core.record import Call
 from llmlog.store import search
 
 DIM = 256

@@ -32,15 +32,15 @@ from starlette.routing import BaseRoute, Mount
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from llmlog import access
 from llmlog.capture import proxy
 from llmlog.capture.proxy import Upstreams
-from llmlog.config import Settings
-from llmlog.replay import Providers
+from llmlog.core.config import Settings
+from llmlog.operations import access
+from llmlog.operations.replay import Providers
+from llmlog.pipeline.writer import Writer
 from llmlog.store import Store
 from llmlog.web import auth, guard
 from llmlog.web.throttle import SignIns
-from llmlog.writer import Writer
 
 HERE = Path(__file__).parent
 READERS = 8  # stores lent to pages at once (`Web.reading`)

@@ -3,7 +3,7 @@
 Three ways to run `llmlog serve`:
 - with accounts in the store (`llmlog users add`): every page needs a signed-in account
   (a session cookie) or, for the JSON API, a read token, and each role sees what it may
-  (`llmlog.access`); the shared token is not taken;
+  (`llmlog.operations.access`); the shared token is not taken;
 - without accounts, with LLMLOG_UI_TOKEN: the shared token opens everything, as before;
 - without either (on loopback by default): open.
 
@@ -34,8 +34,8 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
-from llmlog import access, retention
 from llmlog.capture.proxy import PATHS as PROXY_PATHS
+from llmlog.operations import access, retention
 from llmlog.web.answer import JSONResponse
 from llmlog.web.throttle import Busy
 

@@ -14,11 +14,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from llmlog.config import Settings
-from llmlog.conversation import conversation, gist, last_user_turn, response_turns
-from llmlog.filters import EQUALS, BadFilter, parse_filter
-from llmlog.pricing import Pricer
-from llmlog.record import Call, Span
+from llmlog.core.config import Settings
+from llmlog.core.filters import EQUALS, BadFilter, parse_filter
+from llmlog.core.record import Call, Span
+from llmlog.pipeline.pricing import Pricer
+from llmlog.providers.conversation import conversation, gist, last_user_turn, response_turns
 from llmlog.store import CallFilter, Store, parse_when
 from llmlog.store.base import Facet
 from llmlog.web.answer import JSONResponse
@@ -31,7 +31,7 @@ FACETS = [*((name, EQUALS[name]) for name in ("feature", "model", "user", "versi
 
 
 def call_filter(params: QueryParams | dict[str, str] | dict[str, list[str]]) -> CallFilter:
-    """The filter a page's query string asks for: the names of `llmlog.filters` (the CLI's
+    """The filter a page's query string asks for: the names of `llmlog.core.filters` (the CLI's
     filter options read by the same parser)."""
     return parse_filter(params)
 

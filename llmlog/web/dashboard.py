@@ -2,7 +2,7 @@
 feature, calls and error rate per day, latency percentiles per model, top users and
 features by cost, and the README's first queries as panels — and the same figures as JSON.
 
-The figures come from `llmlog.reports`; the charts are SVG drawn here (`charts`). The
+The figures come from `llmlog.analysis.reports`; the charts are SVG drawn here (`charts`). The
 period lives in the URL (`?days=30`, and `&end=YYYY-MM-DD` to pin the last day), so a link
 reproduces the view.
 """
@@ -19,8 +19,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from llmlog import access, reports
-from llmlog.reports import Dashboard, DayCache, Period, Ranked, Stack
+from llmlog.analysis import reports
+from llmlog.analysis.reports import Dashboard, DayCache, Period, Ranked, Stack
+from llmlog.operations import access
 from llmlog.web import auth, charts
 from llmlog.web.answer import JSONResponse
 from llmlog.web.app import Web

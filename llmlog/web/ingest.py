@@ -30,11 +30,8 @@ from starlette.routing import BaseRoute, Route
 
 from llmlog.capture import otlp as otlp_in
 from llmlog.capture.proxy import Gate, allows, refused_type, sent_by_a_program, vouches
-from llmlog.config import Settings
-from llmlog.intake import Intake
-from llmlog.jsonl import BadRecord, parse_batch
-from llmlog.pricing import Pricer
-from llmlog.record import (
+from llmlog.core.config import Settings
+from llmlog.core.record import (
     COLUMNS,
     FLOAT_COLUMNS,
     INT_COLUMNS,
@@ -44,6 +41,9 @@ from llmlog.record import (
     Span,
     SpanEvent,
 )
+from llmlog.pipeline.intake import Intake
+from llmlog.pipeline.jsonl import BadRecord, parse_batch
+from llmlog.pipeline.pricing import Pricer
 from llmlog.store.regulated import Refused
 from llmlog.web.answer import JSONResponse
 from llmlog.web.app import Web

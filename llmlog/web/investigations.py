@@ -1,4 +1,4 @@
-"""Pages: the investigation reports (`llmlog.investigate`; `llmlog report …` on the command
+"""Pages: the investigation reports (`llmlog.analysis.investigate`; `llmlog report …` on the command
 line) — errors, cost, drift, compare, spikes — as tables and SVG charts drawn here, and each
 report as JSON under /api/reports/NAME, with the same parameters as its page.
 
@@ -21,9 +21,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from llmlog import investigate
-from llmlog.investigate import Change, Comparison, CostReport, ErrorGroup, Spend, Spikes
-from llmlog.reports import Period
+from llmlog.analysis import investigate
+from llmlog.analysis.investigate import Change, Comparison, CostReport, ErrorGroup, Spend, Spikes
+from llmlog.analysis.reports import Period
 from llmlog.store import ReadOnlyError, Store
 from llmlog.store.base import parse_when
 from llmlog.web import charts

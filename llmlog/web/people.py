@@ -10,8 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from llmlog.conversation import gist, last_user_turn, response_turns
-from llmlog.record import Call
+from llmlog.core.record import Call
+from llmlog.providers.conversation import gist, last_user_turn, response_turns
 from llmlog.store import CallFilter, ReadOnlyError
 from llmlog.store.base import SessionSummary, UserSummary
 from llmlog.web.answer import JSONResponse

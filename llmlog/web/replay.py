@@ -21,9 +21,9 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from llmlog.conversation import response_turns
-from llmlog.record import Call
-from llmlog.replay import ReplayError, error_text, replay, request_of, requested_model
+from llmlog.core.record import Call
+from llmlog.operations.replay import ReplayError, error_text, replay, request_of, requested_model
+from llmlog.providers.conversation import response_turns
 from llmlog.store import CallFilter
 from llmlog.web.app import Web
 

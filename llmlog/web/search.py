@@ -13,7 +13,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from llmlog.conversation import gist, last_user_turn, response_turns
+from llmlog.providers.conversation import gist, last_user_turn, response_turns
 from llmlog.store import vectors
 from llmlog.store.search import Hit
 from llmlog.web.answer import JSONResponse

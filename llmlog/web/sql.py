@@ -16,8 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from llmlog.record import COLUMNS
-from llmlog.reports import (
+from llmlog.analysis.reports import (
     CONSOLE_ROW_LIMIT,
     CONSOLE_TIMEOUT_S,
     DOWNLOAD_ROW_LIMIT,
@@ -25,6 +24,7 @@ from llmlog.reports import (
     result_json,
     write_csv,
 )
+from llmlog.core.record import COLUMNS
 from llmlog.store import QueryResult, ReadOnlyError
 from llmlog.web.answer import JSONResponse
 from llmlog.web.app import Web

@@ -44,8 +44,8 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
 from llmlog.capture.proxy import Upstreams
-from llmlog.config import Settings
-from llmlog.replay import Providers
+from llmlog.core.config import Settings
+from llmlog.operations.replay import Providers
 from llmlog.store import Store, open_store, redact_url, sqlite_path
 from llmlog.web import guard
 from llmlog.web.app import create_app

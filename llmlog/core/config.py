@@ -1,0 +1,146 @@
+"""Where calls go and how they are recorded: one place reads the settings.
+
+`LLMLOG_DB` (a file path, `sqlite:///relative.db`, `sqlite:////absolute.db` or `postgresql://…`),
+`llmlog.configure(db=...)`, or `--db` on the CLI;
+by default a SQLite file in the user's data directory. With `LLMLOG_URL` (remote mode), calls
+go to that collector instead, through a spool on disk (`LLMLOG_SPOOL`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import platformdirs
+
+from llmlog.core.encryption import Keyring
+
+# The fields redaction searches unless told otherwise (`llmlog.pipeline.redact`): every field of a
+# call that holds text a user, an app or a model wrote. LLMLOG_REDACT_FIELDS narrows it.
+REDACT_FIELDS = (
+    "system_prompt",
+    "messages",
+    "tools",
+    "params",
+    "response",
+    "tool_calls",
+    "error",
+    "metadata",
+)
+
+
+def default_db() -> str:
+    return str(Path(platformdirs.user_data_dir("llmlog")) / "llmlog.db")
+
+
+def default_spool() -> str:
+    return str(Path(platformdirs.user_data_dir("llmlog")) / "spool")
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(name) or None
+
+
+def _env_list(name: str, default: tuple[str, ...] = ()) -> list[str]:
+    value = os.environ.get(name)
+    return [v.strip() for v in value.split(",") if v.strip()] if value else list(default)
+
+
+def _env_int(name: str, default: int, least: int = 0) -> int:
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        number = int(value)
+    except ValueError:
+        raise ValueError(f"{name}: a whole number, not {value!r}") from None
+    if number < least:
+        raise ValueError(f"{name}: {least} or more, not {number}")
+    return number
+
+
+def cache_max_bytes() -> int:
+    """`LLMLOG_CACHE_MB`: the memory (MiB, as Python objects, not JSON) the caches of shared
+    content of one process may hold in all: what was decoded, built, checked and named once
+    for the calls that re-send it (`llmlog.core.footprint.CACHE_SHARES`). Read once, when they are
+    made; 0 keeps nothing."""
+    return _env_int("LLMLOG_CACHE_MB", 64) * 2**20
+
+
+def _env_patterns() -> dict[str, str]:
+    value = os.environ.get("LLMLOG_REDACT_PATTERNS")
+    if not value:
+        return {}
+    try:
+        patterns = json.loads(value)
+    except ValueError as exc:
+        raise ValueError(f"LLMLOG_REDACT_PATTERNS: not JSON ({exc})") from None
+    if not isinstance(patterns, dict):
+        raise ValueError('LLMLOG_REDACT_PATTERNS: a JSON object, {"NAME": "regex"}')
+    return patterns
+
+
+@dataclass
+class Settings:
+    db: str = field(default_factory=lambda: os.environ.get("LLMLOG_DB") or default_db())
+    # PostgreSQL or a ClickHouse server: the login read-only SQL (the console, `llmlog query`)
+    # runs as, where the store could not make its own (it refuses such SQL without one).
+    reader_db: str | None = field(default_factory=lambda: _env("LLMLOG_READER_DB"), repr=False)
+    # Records waiting for the writer; past this, records are dropped (counted) or the caller blocks.
+    queue_size: int = 10_000
+    # ... and past this many bytes of requests and responses waiting, whichever comes first.
+    queue_max_bytes: int = 64 * 2**20
+    on_full: str = "drop"  # or "block"
+    batch_size: int = 500
+    flush_interval_s: float = 0.2
+    # How long the exit hook waits for the writer to drain before reporting what it loses.
+    exit_timeout_s: float = 10.0
+    user_id_secret: str | None = field(
+        default_factory=lambda: os.environ.get("LLMLOG_USER_ID_SECRET") or None
+    )
+    prices: str | None = field(default_factory=lambda: os.environ.get("LLMLOG_PRICES") or None)
+    # Remote mode: a collector (`llmlog serve`) to ship calls to instead of writing `db`, the
+    # token it asks for, and the on-disk spool where calls wait for it.
+    url: str | None = field(default_factory=lambda: _env("LLMLOG_URL"))
+    token: str | None = field(default_factory=lambda: _env("LLMLOG_INGEST_TOKEN"))
+    spool: str = field(default_factory=lambda: _env("LLMLOG_SPOOL") or default_spool())
+    spool_max_bytes: int = 512 * 2**20
+    # Redaction before storage (`llmlog.pipeline.redact`): built-in rules by name ("email", "phone",
+    # "card", "secret" or "all"), patterns of your own by placeholder name, and the fields.
+    redact: list[str] = field(default_factory=lambda: _env_list("LLMLOG_REDACT"))
+    redact_patterns: dict[str, str] = field(default_factory=_env_patterns)
+    redact_fields: list[str] = field(default_factory=lambda: _env_list("LLMLOG_REDACT_FIELDS", REDACT_FIELDS))
+    # Regulated mode (`llmlog.core.encryption`): the keys that seal the text of every call before
+    # it is stored (`ID:BASE64`, the first seals), or a file of them; and the metadata keys
+    # whose values are sealed too.
+    key: str | None = field(default_factory=lambda: _env("LLMLOG_KEY"), repr=False)
+    # Where the app's prompt versions are (`llmlog.core.prompts`): name/v1.txt, name/current.
+    prompts: str = field(default_factory=lambda: _env("LLMLOG_PROMPTS") or "prompts")
+    key_file: str | None = field(default_factory=lambda: _env("LLMLOG_KEY_FILE"))
+    sensitive_metadata: list[str] = field(default_factory=lambda: _env_list("LLMLOG_SENSITIVE_METADATA"))
+    # The collector: how many ingest requests (OTLP, `/v1/calls`) are read, decoded and
+    # stored at once; the others wait their turn, unread, so that what requests hold in
+    # memory (a body, its decoded spans or records) is bounded however many clients send.
+    ingest_concurrency: int = field(default_factory=lambda: _env_int("LLMLOG_INGEST_CONCURRENCY", 2, least=1))
+
+    def __post_init__(self) -> None:
+        if self.on_full not in ("drop", "block"):
+            raise ValueError("on_full must be 'drop' or 'block'")
+        if self.queue_size < 1 or self.batch_size < 1:
+            raise ValueError("queue_size and batch_size must be positive")
+        if self.ingest_concurrency < 1:
+            raise ValueError("ingest_concurrency must be positive")
+        # Read now: a bad key is an error when configured, never a call stored clear.
+        self._keyring = Keyring.from_environment(self.key, self.key_file, self.sensitive_metadata)
+        # And the redaction rules: a misspelled one (`emial`) is an error wherever settings
+        # are read (configure, every CLI command, serve), never a call stored unredacted.
+        from llmlog.pipeline.redact import Redactor  # it reads these settings: imported here, not above
+
+        Redactor.from_settings(self)
+
+    @property
+    def keyring(self) -> Keyring | None:
+        """The keys of regulated mode, if any are set."""
+        return self._keyring

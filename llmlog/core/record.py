@@ -1,0 +1,336 @@
+"""The call record: one row per model call, with exactly the columns of the `calls` relation.
+
+Every way in (SDK wrap, import, later the proxy and OTLP) produces a `Call`; every store
+takes `Call`s and gives them back. The JSONL form (`to_json`; read by `llmlog.pipeline.jsonl`) uses the same
+column names with JSON columns as nested values, so an export is re-importable as is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+#: The columns of `calls`, in order. `rate_card` is ours: which rate card priced the call.
+COLUMNS: tuple[str, ...] = (
+    "id",
+    "session_id",
+    "user_id",
+    "timestamp",
+    "provider",
+    "model",
+    "feature",
+    "prompt_template_version",
+    "system_prompt",
+    "messages",
+    "tools",
+    "params",
+    "response",
+    "tool_calls",
+    "stop_reason",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "cost_usd",
+    "rate_card",
+    "first_token_ms",
+    "latency_ms",
+    "error",
+    "metadata",
+    "tags",
+    "trace_id",
+    "parent_id",
+)
+
+#: Columns holding JSON (objects or arrays), stored as JSON text.
+JSON_COLUMNS: frozenset[str] = frozenset(
+    {"messages", "tools", "params", "response", "tool_calls", "error", "metadata", "tags"}
+)
+INT_COLUMNS: frozenset[str] = frozenset(
+    {"input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens"}
+)
+FLOAT_COLUMNS: frozenset[str] = frozenset({"cost_usd", "first_token_ms", "latency_ms"})
+
+
+def json_text(value: Any) -> str:
+    """Compact JSON text, non-ASCII kept as is; what the stores write and hash.
+
+    orjson does the common case several times faster than the standard library (the writer
+    serializes every message of every call); what it refuses (a lone surrogate, an integer
+    over 64 bits) goes through `json`. default=str: app metadata may hold datetimes,
+    decimals, enums; they are kept as text."""
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def parse_json(text: str | bytes) -> Any:
+    """JSON from a request or response body; None when it is not JSON."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        try:  # the standard library also takes NaN, Infinity and lone surrogate escapes
+            return json.loads(text)
+        except (ValueError, UnicodeDecodeError, RecursionError):  # deeper than it reads: not JSON to us
+            return None
+
+
+class RecordError(ValueError):
+    """A record that cannot be stored; the message says which field and why."""
+
+
+#: Where `drop_bad_figures` notes in `metadata` what it dropped: field → the value, as text.
+DROPPED_KEY = "llmlog_dropped_figures"
+
+
+def figure_problem(name: str, value: Any) -> str | None:
+    """Why `value` cannot be a call's `name` (a token count, a cost or a time), or None.
+    A NaN, an infinity or a negative figure would stay in the rollups for ever: a sum with
+    one NaN is NaN, and JSON has no NaN to send it as."""
+    if value is None:
+        return None
+    if name in INT_COLUMNS:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            return f"{name}: expected a non-negative integer, got {value!r}"
+        if value >= 2**63:
+            return f"{name}: {value} is too large for a 64-bit integer"
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return f"{name}: expected a number, got {value!r}"
+    try:
+        number = float(value)
+    except OverflowError:
+        return f"{name}: {value} is too large"
+    if not math.isfinite(number) or number < 0:
+        return f"{name}: expected a finite non-negative number, got {value!r}"
+    return None
+
+
+# In the order the reasons are given: sorted once, not for every call checked.
+_FIGURES = (*sorted(INT_COLUMNS), *sorted(FLOAT_COLUMNS))
+
+
+def bad_figures(call: Call) -> dict[str, str]:
+    """The figures of `call` that cannot be stored: field → why."""
+    out = {}
+    for name in _FIGURES:
+        reason = figure_problem(name, getattr(call, name))
+        if reason:
+            out[name] = reason
+    return out
+
+
+def check_figures(call: Call) -> Call:
+    """`call`, or RecordError naming its first figure that cannot be stored."""
+    bad = bad_figures(call)
+    if bad:
+        raise RecordError("; ".join(bad.values()))
+    return call
+
+
+def drop_bad_figures(call: Call) -> Call:
+    """Set the figures that cannot be stored to NULL, in place, noting in `metadata` what
+    they were: for a call that happened (a provider's usage block that says -3 tokens),
+    where losing the call would be worse than losing one figure of it."""
+    bad = bad_figures(call)
+    if bad:
+        dropped = {name: str(getattr(call, name)) for name in bad}
+        for name in bad:
+            setattr(call, name, None)
+        metadata = dict(call.metadata) if isinstance(call.metadata, dict) else {}
+        metadata[DROPPED_KEY] = {**metadata.get(DROPPED_KEY, {}), **dropped}
+        call.metadata = metadata
+    return call
+
+
+@dataclass(slots=True)
+class Call:
+    """One model call. Field names are the column names of `calls`."""
+
+    id: str = field(default_factory=lambda: str(uuid.uuid4()))
+    session_id: str | None = None
+    user_id: str | None = None
+    timestamp: datetime = field(default_factory=lambda: datetime.now(UTC))
+    provider: str | None = None
+    model: str | None = None
+    feature: str | None = None
+    prompt_template_version: str | None = None
+    system_prompt: str | None = None
+    messages: list[Any] | None = None
+    tools: list[Any] | None = None
+    params: dict[str, Any] | None = None
+    response: dict[str, Any] | None = None
+    tool_calls: list[dict[str, Any]] | None = None
+    stop_reason: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    cache_read_tokens: int | None = None
+    cache_creation_tokens: int | None = None
+    cost_usd: float | None = None
+    rate_card: str | None = None
+    first_token_ms: float | None = None
+    latency_ms: float | None = None
+    error: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+    tags: list[str] | None = None
+    trace_id: str | None = None
+    parent_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Column name → value, JSON columns as Python objects, timestamp as ISO text."""
+        d = {name: getattr(self, name) for name in COLUMNS}
+        d["timestamp"] = format_timestamp(self.timestamp)
+        return d
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Call:
+        """Validate a mapping of column names (as in JSONL) into a Call; raises RecordError."""
+        if not isinstance(data, dict):
+            raise RecordError(f"expected a JSON object, got {type(data).__name__}")
+        unknown = set(data) - set(COLUMNS)
+        if unknown:
+            raise RecordError(f"unknown field(s): {', '.join(sorted(unknown))}")
+        values: dict[str, Any] = {}
+        for name, value in data.items():
+            values[name] = _coerce(name, value)
+        if values.get("id") is None:
+            values.pop("id", None)
+        if values.get("timestamp") is None:
+            raise RecordError("timestamp: required")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Call:
+        return dataclasses.replace(self, **changes)
+
+
+def format_timestamp(ts: datetime) -> str:
+    """Fixed-width ISO-8601 UTC with microseconds, so text order is time order."""
+    if ts.tzinfo is not UTC:
+        ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
+    # Fields, not strftime: twice as fast (every call and span stored formats its times), and
+    # %Y is not zero-padded for years before 1000 on every platform; the width must be fixed.
+    return (
+        f"{ts.year:04d}-{ts.month:02d}-{ts.day:02d}"
+        f"T{ts.hour:02d}:{ts.minute:02d}:{ts.second:02d}.{ts.microsecond:06d}Z"
+    )
+
+
+def parse_timestamp(value: str | int | float | datetime) -> datetime:
+    """ISO-8601 text (naive means UTC) or epoch seconds → aware UTC datetime."""
+    if isinstance(value, datetime):
+        ts = value
+    elif isinstance(value, bool):
+        raise ValueError("a boolean is not a timestamp")
+    elif isinstance(value, int | float):
+        ts = datetime.fromtimestamp(value, UTC)
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        ts = datetime.fromisoformat(text)
+    else:
+        raise ValueError(f"expected ISO-8601 text, got {type(value).__name__}")
+    if ts.tzinfo is None:
+        ts = ts.replace(tzinfo=UTC)
+    return ts.astimezone(UTC)
+
+
+def _sealed(value: Any) -> bool:
+    from llmlog.core.encryption import is_sealed  # which imports this module
+
+    return is_sealed(value)
+
+
+def _coerce(name: str, value: Any) -> Any:
+    if value is None:
+        return None
+    if name == "timestamp":
+        try:
+            return parse_timestamp(value)
+        except (ValueError, OverflowError, OSError) as exc:
+            raise RecordError(f"timestamp: {exc}") from None
+    if name == "id":
+        if not isinstance(value, str):
+            raise RecordError("id: expected a UUID string")
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            raise RecordError(f"id: not a UUID: {value!r}") from None
+    if name in INT_COLUMNS:
+        reason = figure_problem(name, value)
+        if reason:
+            raise RecordError(reason)
+        return value
+    if name in FLOAT_COLUMNS:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise RecordError(f"{name}: expected a number, got {value!r}")
+        reason = figure_problem(name, value)
+        if reason:
+            raise RecordError(reason)
+        return float(value)
+    if name in ("params", "response", "tools") and _sealed(value):
+        # Regulated mode seals these whole, before the spool: what a remote-mode app ships.
+        return value
+    if name in ("metadata", "params", "response", "error"):
+        if not isinstance(value, dict):
+            raise RecordError(f"{name}: expected a JSON object, got {type(value).__name__}")
+        return value
+    if name == "tags":
+        if not isinstance(value, list) or not all(isinstance(t, str) for t in value):
+            raise RecordError("tags: expected an array of strings")
+        return value
+    if name in ("messages", "tools", "tool_calls"):
+        if not isinstance(value, list):
+            raise RecordError(f"{name}: expected a JSON array, got {type(value).__name__}")
+        return value
+    if not isinstance(value, str):
+        raise RecordError(f"{name}: expected a string, got {type(value).__name__}")
+    return value
+
+
+@dataclass(slots=True)
+class Span:
+    """One span of a trace received over OTLP, a model call or not: the tree a call sits in
+    (retrieve → llm → tool → llm) is made of these. `call_id` names the call a model-call
+    span became."""
+
+    trace_id: str  # hex, as OpenTelemetry prints it
+    span_id: str
+    parent_id: str | None
+    name: str
+    kind: str  # "internal", "client", "server", …
+    start: datetime
+    end: datetime | None
+    status: str = "unset"  # "unset", "ok" or "error"
+    status_message: str | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    events: list[dict[str, Any]] = field(default_factory=list)
+    service: str | None = None
+    call_id: str | None = None
+
+    @property
+    def duration_ms(self) -> float | None:
+        return None if self.end is None else (self.end - self.start).total_seconds() * 1000
+
+
+@dataclass(slots=True)
+class SpanEvent:
+    """A log event (OTLP) that carries the content of a span's call: a GenAI event such as
+    `gen_ai.user.message` or `gen_ai.choice`, joined to its span by id."""
+
+    trace_id: str | None
+    span_id: str | None
+    name: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+    body: Any = None

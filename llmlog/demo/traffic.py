@@ -1,0 +1,422 @@
+"""`llmlog demo`: realistic traffic through the real SDKs, recorded by `llmlog.wrap`.
+
+A seeded mix of the features teams actually ship — a support bot with tools and long
+conversations, a code reviewer, a summarizer, a research agent on the Responses API, an SQL
+assistant — against the local fake provider, so the store holds the shapes real traffic
+has: multi-KB system prompts re-sent on every turn, tool calls and results, streams, cache
+reads and writes, a few errors, several prompt versions.
+
+Planted for the reports to find (`llmlog report …`, the UI's Reports):
+- code-review@v2, rolled out three days ago, answers three times as long as v1 (the silent
+  "the model started writing essays" regression): drift flags code-review's output tokens
+  and cost per call; `report compare code-review v1 v2` shows why;
+- support-bot@v4 declines about one request in twelve; v3 hardly ever;
+- one user, user_013, sees a third of their calls fail;
+- summarize sends some short summaries to the most expensive model (over-routing).
+"""
+
+from __future__ import annotations
+
+import random
+import shlex
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import openai
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+import llmlog
+from llmlog.core.config import Settings, default_db
+from llmlog.core.prompts import natural
+from llmlog.core.record import Call
+from llmlog.demo.fake_provider import FakeProvider
+from llmlog.demo.workload import WORDS, feature_prompts, tool
+from llmlog.demo.workload import prose as _prose
+from llmlog.store import CallFilter, open_store, redact_url
+
+# The planted findings (see the module's docstring).
+VERBOSE_VERSION = "code-review@v2"
+VERBOSE_SINCE_DAYS = 3  # its rollout: no call of it is older
+REFUSING_VERSION = "v4"  # of support-bot
+REFUSALS = 0.08
+BROKEN_USER = "user_013"
+BROKEN_USER_FAILS = 0.33
+
+
+@dataclass
+class Demo:
+    fake: FakeProvider
+    rng: random.Random
+    budget: int
+    made: int = 0
+    errors: int = 0
+    local: threading.local = field(default_factory=threading.local)  # the worker's current user
+
+    def __post_init__(self) -> None:
+        self.lock = threading.Lock()
+        self.anthropic = llmlog.wrap(
+            anthropic.Anthropic(
+                api_key="demo", base_url=self.fake.anthropic_base_url, max_retries=0, timeout=5
+            )
+        )
+        self.openai = llmlog.wrap(
+            openai.OpenAI(api_key="demo", base_url=self.fake.openai_base_url, max_retries=0, timeout=5)
+        )
+        rng = random.Random(self.rng.random())
+        self.prompts = feature_prompts(rng)
+        self.support_tools = [
+            tool("lookup_order", {"order_id": "string"}),
+            tool("issue_refund", {"order_id": "string", "amount": "number", "reason": "string"}),
+            tool("escalate", {"summary": "string", "priority": "string"}),
+        ]
+        self.agent_tools = [
+            tool(n, p, "responses")
+            for n, p in [("web_search", {"query": "string"}), ("read_page", {"url": "string"})]
+        ]
+        self.sql_tools = [tool("run_sql", {"sql": "string"}, "chat")]
+        self.users = [f"user_{i:03d}" for i in range(60)]
+
+    def take(self) -> bool:
+        with self.lock:
+            if self.made >= self.budget:
+                return False
+            self.made += 1
+            return True
+
+    def headers(self, rng: random.Random, *, verbose: bool = False, refusals: float = 0.0) -> dict[str, str]:
+        h = {
+            "x-fake-latency-ms": str(rng.randint(5, 60)),
+            "x-fake-first-token-ms": str(rng.randint(3, 25)),
+            "x-fake-chunk-ms": "0",
+        }
+        failing = BROKEN_USER_FAILS if getattr(self.local, "user", None) == BROKEN_USER else 0.02
+        if rng.random() < failing:
+            h["x-fake-fail"] = rng.choice(["429", "500", "529", "429", "drop"])
+        if verbose:
+            h["x-fake-output-scale"] = "3"
+        if rng.random() < refusals:
+            h["x-fake-refuse"] = "1"
+        return h
+
+    def guarded(self, fn: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except (anthropic.APIError, openai.APIError):
+            with self.lock:
+                self.errors += 1
+            return None
+
+    # ------------------------------------------------------------ features
+
+    def _support_turn(self, stream: bool, kwargs: dict[str, Any]) -> Any:
+        if stream:
+            with self.anthropic.messages.stream(**kwargs) as s:
+                return s.get_final_message()
+        return self.anthropic.messages.create(**kwargs)
+
+    def support_session(self, rng: random.Random) -> None:
+        version = rng.choice(["v3", "v4"])
+        system = [
+            {
+                "type": "text",
+                "text": self.prompts[("support-bot", version)],
+                "cache_control": {"type": "ephemeral"},
+            }
+        ]
+        turns = min(int(rng.paretovariate(1.2)), 40)
+        messages: list[dict[str, Any]] = []
+        with llmlog.context(
+            session_id=f"sess_{uuid.UUID(int=rng.getrandbits(128)).hex[:12]}",
+            prompt_template_version=f"support-bot@{version}",
+        ):
+            for _ in range(turns):
+                messages.append({"role": "user", "content": _prose(rng, rng.randint(6, 40))})
+                while self.take():
+                    stream = rng.random() < 0.5
+                    kwargs: dict[str, Any] = dict(
+                        model="claude-sonnet-4-6",
+                        max_tokens=1024,
+                        system=system,
+                        tools=self.support_tools,
+                        messages=messages,
+                        extra_headers=self.headers(
+                            rng, refusals=REFUSALS if version == REFUSING_VERSION else 0
+                        ),
+                    )
+                    msg = self.guarded(self._support_turn, stream, kwargs)
+                    if msg is None:
+                        messages.pop()
+                        break
+                    messages = [
+                        *messages,
+                        {
+                            "role": "assistant",
+                            "content": [b.model_dump(exclude_none=True) for b in msg.content],
+                        },
+                    ]
+                    uses = [b for b in msg.content if b.type == "tool_use"]
+                    if not uses:
+                        break
+                    messages.append(
+                        {
+                            "role": "user",
+                            "content": [
+                                {
+                                    "type": "tool_result",
+                                    "tool_use_id": u.id,
+                                    "content": f'{{"status": "ok", "note": "{_prose(rng, 8)}"}}',
+                                }
+                                for u in uses
+                            ],
+                        }
+                    )
+                else:
+                    return
+
+    def code_review(self, rng: random.Random) -> None:
+        if not self.take():
+            return
+        version = rng.choice(["v1", "v2"])
+        diff = "\n".join(f"+    {_prose(rng, 8)}" for _ in range(rng.randint(10, 80)))
+        with llmlog.context(prompt_template_version=f"code-review@{version}"):
+            stream = rng.random() < 0.5
+            kwargs: dict[str, Any] = dict(
+                model=rng.choice(["gpt-4.1", "gpt-4.1-mini"]),
+                messages=[
+                    {"role": "system", "content": self.prompts[("code-review", version)]},
+                    {"role": "user", "content": f"Review this diff:\n{diff}"},
+                ],
+                extra_headers=self.headers(rng, verbose=f"code-review@{version}" == VERBOSE_VERSION),
+            )
+            if stream:
+
+                def call() -> Any:
+                    for _ in self.openai.chat.completions.create(
+                        stream=True, stream_options={"include_usage": True}, **kwargs
+                    ):
+                        pass
+            else:
+
+                def call() -> Any:
+                    return self.openai.chat.completions.create(**kwargs)
+
+            self.guarded(call)
+
+    def summarize(self, rng: random.Random) -> None:
+        if not self.take():
+            return
+        doc = "\n\n".join(_prose(rng, rng.randint(40, 120)) for _ in range(rng.randint(3, 15)))
+        # The over-routing pattern: some short summaries go to the most expensive model.
+        model = "claude-opus-4-7" if rng.random() < 0.15 else "claude-haiku-4-5"
+        with llmlog.context(prompt_template_version="summarize@v7"):
+            self.guarded(
+                lambda: self.anthropic.messages.create(
+                    model=model,
+                    max_tokens=300,
+                    system=self.prompts[("summarize", "v7")],
+                    messages=[{"role": "user", "content": doc}],
+                    extra_headers=self.headers(rng),
+                )
+            )
+
+    def research_agent(self, rng: random.Random) -> None:
+        version = rng.choice(["v1", "v2"])
+        items: list[Any] = [{"role": "user", "content": f"Research: {_prose(rng, 12)}"}]
+        with llmlog.context(
+            session_id=f"agent_{uuid.UUID(int=rng.getrandbits(128)).hex[:12]}",
+            prompt_template_version=f"research-agent@{version}",
+        ):
+            for _ in range(rng.randint(1, 6)):
+                if not self.take():
+                    return
+                resp = self.guarded(
+                    lambda: self.openai.responses.create(
+                        model="gpt-5-mini",
+                        instructions=self.prompts[("research-agent", version)],
+                        input=items,
+                        tools=self.agent_tools,
+                        extra_headers=self.headers(rng),
+                    )
+                )
+                if resp is None:
+                    return
+                calls = [o for o in resp.output if o.type == "function_call"]
+                if not calls:
+                    return
+                for fc in calls:
+                    items.append(
+                        {
+                            "type": "function_call",
+                            "call_id": fc.call_id,
+                            "name": fc.name,
+                            "arguments": fc.arguments,
+                        }
+                    )
+                    items.append(
+                        {"type": "function_call_output", "call_id": fc.call_id, "output": _prose(rng, 30)}
+                    )
+
+    def sql_assistant(self, rng: random.Random) -> None:
+        messages: list[Any] = [
+            {"role": "system", "content": self.prompts[("sql-assistant", "v2")]},
+            {"role": "user", "content": f"How many {rng.choice(WORDS)} rows last week?"},
+        ]
+        with llmlog.context(prompt_template_version="sql-assistant@v2"):
+            for _ in range(3):
+                if not self.take():
+                    return
+                resp = self.guarded(
+                    lambda: self.openai.chat.completions.create(
+                        model="gpt-4.1-mini",
+                        messages=messages,
+                        tools=self.sql_tools,
+                        extra_headers=self.headers(rng),
+                    )
+                )
+                if resp is None:
+                    return
+                msg = resp.choices[0].message
+                if not msg.tool_calls:
+                    return
+                messages.append(msg.model_dump(exclude_none=True))
+                for tc in msg.tool_calls:
+                    messages.append({"role": "tool", "tool_call_id": tc.id, "content": '[{"count": 42}]'})
+
+    def worker(self, seed: int) -> None:
+        rng = random.Random(seed)
+        features = [
+            ("support-bot", self.support_session, 5),
+            ("code-review", self.code_review, 3),
+            ("summarize", self.summarize, 3),
+            ("research-agent", self.research_agent, 2),
+            ("sql-assistant", self.sql_assistant, 2),
+        ]
+        while self.made < self.budget:
+            feature, fn, _ = rng.choices(features, weights=[w for *_, w in features])[0]
+            user = rng.choice(self.users[: 20 if rng.random() < 0.6 else 60])
+            self.local.user = user
+            tier = "enterprise" if int(user[-3:]) % 3 == 0 else "free"
+            with llmlog.context(feature=feature, user_id=user, metadata={"tier": tier}, tags=["demo"]):
+                fn(rng)
+
+
+def add_history(url: str, since: datetime, days: int, rng: random.Random) -> int:
+    """Copy the sessions recorded since `since` into each of the `days` days before, a
+    random third of them per day, with new ids: the dashboard and the reports have a month
+    to show. Copies are tagged `history`. No copy of VERBOSE_VERSION is older than its
+    rollout. Returns how many calls were added."""
+    with open_store(url) as store:
+        sessions: dict[str | None, list[Call]] = {}
+        for c in store.iter_calls(CallFilter(since=since)):
+            sessions.setdefault(c.session_id or c.id, []).append(c)
+        added = 0
+        for day in range(1, days + 1):
+            batch: list[Call] = []
+            for key, calls in sessions.items():
+                if rng.random() > 1 / 3:
+                    continue
+                shift = timedelta(days=day, seconds=rng.uniform(-3600, 3600))
+                session = f"{key}-{day}d" if calls[0].session_id else None
+                for c in calls:
+                    if c.prompt_template_version == VERBOSE_VERSION and day > VERBOSE_SINCE_DAYS:
+                        continue
+                    batch.append(
+                        c.replace(
+                            id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                            timestamp=c.timestamp - shift,
+                            session_id=session,
+                            tags=[*(c.tags or []), "history"],
+                        )
+                    )
+            added += store.insert(batch)
+        return added
+
+
+def write_prompts(texts: dict[tuple[str, str], str], root: Path) -> tuple[list[str], list[str]]:
+    """The demo's prompt versions as an app keeps them (`llmlog.core.prompts`): root/NAME/v1.txt,
+    …, and `current` naming the newest, so `llmlog prompts list` and `prompts diff` have
+    their texts. A prompt whose folder is already there is left as it is (it may be the
+    app's own). Returns the prompts written and those left alone."""
+    by_name: dict[str, dict[str, str]] = {}
+    for (name, version), text in texts.items():
+        by_name.setdefault(name, {})[version] = text
+    written: list[str] = []
+    kept: list[str] = []
+    for name, versions in sorted(by_name.items()):
+        folder = root / name
+        if folder.exists():
+            kept.append(name)
+            continue
+        folder.mkdir(parents=True)
+        for version, text in versions.items():
+            (folder / f"{version}.txt").write_text(text, encoding="utf-8")
+        (folder / "current").write_text(max(versions, key=natural) + "\n", encoding="utf-8")
+        written.append(name)
+    return written, kept
+
+
+def run_demo(
+    settings: Settings, *, n_calls: int, seed: int, console: Console, threads: int = 8, history_days: int = 30
+) -> None:
+    llmlog.configure(db=settings.db, on_full="block")
+    rng = random.Random(seed)
+    started = time.perf_counter()
+    since = datetime.now(UTC) - timedelta(seconds=1)
+    with FakeProvider(seed=seed) as fake:
+        demo = Demo(fake, rng, n_calls)
+        with Progress(
+            TextColumn("calls through the real SDKs"), BarColumn(), MofNCompleteColumn(), console=console
+        ) as progress:
+            task = progress.add_task("demo", total=n_calls)
+            workers = [
+                threading.Thread(target=demo.worker, args=(rng.getrandbits(32),)) for _ in range(threads)
+            ]
+            for w in workers:
+                w.start()
+            while any(w.is_alive() for w in workers):
+                progress.update(task, completed=demo.made)
+                time.sleep(0.1)
+            progress.update(task, completed=demo.made)
+            llmlog.flush()
+    stats = llmlog.stats()
+    root = Path(settings.prompts)
+    try:
+        written, kept = write_prompts(demo.prompts, root)
+    except OSError as exc:  # a read-only directory, say: the calls are recorded all the same
+        written, kept = [], []
+        console.print(f"note: the prompt versions could not be written to {root}: {exc}", markup=False)
+    with console.status("copying them over the days before"):
+        history = add_history(settings.db, since, history_days, random.Random(seed)) if history_days else 0
+    copies = f", {history:,} copies over the {history_days} days before (tag: history)" if history else ""
+    if written:
+        console.print(
+            f"Wrote the prompt versions the calls carry to {root}/ ({', '.join(written)}):"
+            " llmlog prompts list · llmlog prompts diff code-review v1 v2",
+            markup=False,
+        )
+    if kept:
+        console.print(f"Left {', '.join(kept)} in {root}/ as they were", markup=False)
+    console.print(
+        f"Recorded {stats.recorded} calls ({demo.errors} failed on purpose) in "
+        f"{time.perf_counter() - started:.1f}s into {redact_url(settings.db)}{copies}\n"
+        f"{next_steps(settings.db)}",
+        markup=False,
+    )
+
+
+def next_steps(db: str) -> str:
+    """The commands to try next, with the store they read named unless it is the default,
+    so that each works when copied (a password shows as ***, as everywhere it is printed)."""
+    llmlog_ = "llmlog" if db == default_db() else f"llmlog --db {shlex.quote(redact_url(db))}"
+    return (
+        f"Next: {llmlog_} serve · {llmlog_} calls · {llmlog_} show <id> · "
+        f'{llmlog_} query "SELECT model, COUNT(*), SUM(cost_usd) FROM calls GROUP BY model"'
+    )

@@ -1,0 +1,318 @@
+"""Replay: re-send a logged request to its provider and record the answer as a new call.
+
+A stored call keeps its request whole: `params` holds every request parameter but the
+messages, the tools and the system prompt (the model and `stream` included), which have
+columns of their own. `request_of` puts them back together for the call's API; `replay`
+sends that body with the provider's own SDK client (its auth, base URL and version headers)
+through `llmlog.capture.wrap.instrument`, so the replay is parsed, priced and turned into a
+`Call` exactly as any recorded call is (`llmlog.pipeline.intake`).
+
+Which API a call went to is not stored as such; `api_of` derives it (see there for the rule).
+
+What cannot be re-sent exactly:
+- Request headers are not logged, so an Anthropic beta feature enabled by an `anthropic-beta`
+  header (the SDK's `client.beta…`) is re-sent without it; the provider's answer (often an
+  error naming the parameter) is recorded as usual.
+- A Responses `input` given as one string is logged as one user message and re-sent so.
+- PostgreSQL stores NUL characters as U+FFFD; a request that held one is re-sent with it.
+
+Prompt template versions have no registry yet, so there is no "current text of the prompt
+template" to fetch: a replay may instead carry an edited system prompt (`system_prompt=`),
+which the web UI prefills with the logged one.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+
+from llmlog.capture.context import CallContext
+from llmlog.capture.exchange import Exchange
+from llmlog.capture.parse import to_call
+from llmlog.capture.wrap import instrument
+from llmlog.core.config import Settings
+from llmlog.core.record import Call
+from llmlog.pipeline.intake import Intake
+from llmlog.pipeline.pricing import Pricer
+
+log = logging.getLogger("llmlog")
+
+#: Each API's path, relative to its SDK's base URL (Anthropic's has no /v1, OpenAI's has).
+PATHS = {"messages": "/v1/messages", "chat": "/chat/completions", "responses": "/responses"}
+
+# Request parameters only one of the two OpenAI APIs takes (`api_of`, when no response says).
+_RESPONSES_ONLY = frozenset(
+    {"instructions", "input", "max_output_tokens", "previous_response_id", "text", "truncation",
+     "include", "reasoning", "background", "conversation", "prompt", "max_tool_calls"}
+)  # fmt: skip
+_CHAT_ONLY = frozenset(
+    {"messages", "max_tokens", "max_completion_tokens", "n", "response_format", "logprobs", "stop",
+     "presence_penalty", "frequency_penalty", "logit_bias", "seed", "functions", "function_call",
+     "modalities", "audio", "prediction", "web_search_options", "reasoning_effort", "verbosity"}
+)  # fmt: skip
+_RESPONSES_PARTS = frozenset({"input_text", "input_image", "input_file", "output_text"})
+_CHAT_PARTS = frozenset({"text", "image_url"})
+_SYSTEM_ROLES = ("system", "developer")
+
+
+class ReplayError(Exception):
+    """The call cannot be replayed; nothing was sent and nothing recorded."""
+
+    status = 400
+
+
+class NotSent(ReplayError):
+    """The request was built but could not be handed to the provider (no API key, say)."""
+
+    status = 502
+
+
+@dataclass(frozen=True)
+class Providers:
+    """Where replays go. A None leaves the SDK to read its environment: ANTHROPIC_API_KEY,
+    ANTHROPIC_BASE_URL, OPENAI_API_KEY, OPENAI_BASE_URL (and the rest each SDK reads)."""
+
+    anthropic_api_key: str | None = None
+    anthropic_base_url: str | None = None
+    openai_api_key: str | None = None
+    openai_base_url: str | None = None
+    timeout_s: float = 600.0  # the SDKs' own default: a long generation is not cut short
+
+    @classmethod
+    def fake(cls, anthropic_base_url: str, openai_base_url: str) -> Providers:
+        """Both providers answered by a local fake (`llmlog.demo.fake_provider`), which takes any key."""
+        return cls("fake", anthropic_base_url, "fake", openai_base_url)
+
+
+def api_of(call: Call) -> str:
+    """ "messages", "chat" or "responses": the API the logged call was made to.
+
+    The rule: an Anthropic call is Messages. An OpenAI call is told by its response when it
+    has one (`choices` is Chat Completions, `output` is Responses); else by its request:
+    a parameter only one API takes, a tool in one API's shape (Chat nests `function`),
+    input items or content parts only one API uses (Responses items have a `type`, its parts
+    are `input_text`…; Chat has `tool` messages, `tool_calls`, `text` parts), or a system
+    prompt with no system message among the messages (it came from Responses `instructions`).
+    A request that fits both (plain role/content messages, no system prompt) is re-sent to
+    Chat Completions, which takes every such request.
+    """
+    if call.provider == "anthropic":
+        return "messages"
+    if call.provider != "openai":
+        raise ReplayError(f"replay knows the anthropic and openai providers, not {call.provider!r}")
+    response = call.response if isinstance(call.response, dict) else {}
+    kind = str(response.get("object") or "")
+    if "choices" in response or kind.startswith("chat.completion"):
+        return "chat"
+    if "output" in response or kind == "response":
+        return "responses"
+    keys = set(call.params or {})
+    if keys & _RESPONSES_ONLY:
+        return "responses"
+    if keys & _CHAT_ONLY:
+        return "chat"
+    for tool in call.tools or []:
+        if isinstance(tool, dict) and tool.get("type") == "function":
+            return "chat" if "function" in tool else "responses"
+    messages = [m for m in call.messages or [] if isinstance(m, dict)]
+    for m in messages:
+        if "type" in m:
+            return "responses"
+        if m.get("role") == "tool" or "tool_calls" in m:
+            return "chat"
+        content = m.get("content")
+        for part in content if isinstance(content, list) else []:
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind in _RESPONSES_PARTS:
+                return "responses"
+            if kind in _CHAT_PARTS:
+                return "chat"
+    if call.system_prompt is not None and not any(m.get("role") in _SYSTEM_ROLES for m in messages):
+        return "responses"
+    return "chat"
+
+
+def requested_model(call: Call) -> str | None:
+    """The model the request named (the `model` column holds the one that answered)."""
+    model = (call.params or {}).get("model")
+    return model if isinstance(model, str) and model else call.model
+
+
+def request_of(
+    call: Call, *, model: str | None = None, system_prompt: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    """(API, request body) of the logged call, as it was sent, but for the overrides.
+
+    `model` replaces the model; `system_prompt` replaces the system prompt's text ("" sends
+    none). None keeps what was logged, exactly (Anthropic system blocks, with their cache
+    markers, included)."""
+    api = api_of(call)
+    if not isinstance(call.params, dict):
+        raise ReplayError("the logged call has no request parameters to re-send (imported, or unparsed)")
+    if call.messages is None and api != "responses":
+        raise ReplayError("the logged call has no messages to re-send")
+    body = dict(call.params)
+    # A copy of the list, never of the messages: they may be shared with other calls.
+    messages = list(call.messages) if call.messages is not None else None
+    chosen = model or requested_model(call)
+    if not chosen:
+        raise ReplayError("the logged call names no model; choose one")
+    body["model"] = chosen
+    if call.tools is not None:
+        body["tools"] = call.tools
+    if api == "messages":
+        body["messages"] = messages
+        if system_prompt is None:
+            if "system" not in body and call.system_prompt is not None:
+                body["system"] = call.system_prompt  # the string form; blocks stay in params
+        else:
+            logged = body.pop("system", None)
+            if system_prompt:
+                body["system"] = _anthropic_system(system_prompt, logged)
+    elif api == "chat":
+        if system_prompt is not None and messages is not None:
+            messages = _chat_system(messages, system_prompt)
+        body["messages"] = messages
+    else:
+        if messages is not None:
+            body["input"] = messages
+        text = call.system_prompt if system_prompt is None else system_prompt
+        if text:
+            body["instructions"] = text
+    return api, body
+
+
+def _anthropic_system(text: str, logged: Any) -> Any:
+    """An edited system prompt; in block form when the logged one was, keeping the cache
+    marker of its last block, so caching behaves as it did."""
+    if not isinstance(logged, list) or not logged:
+        return text
+    block: dict[str, Any] = {"type": "text", "text": text}
+    last = logged[-1]
+    if isinstance(last, dict) and "cache_control" in last:
+        block["cache_control"] = last["cache_control"]
+    return [block]
+
+
+def _chat_system(messages: list[Any], text: str) -> list[Any]:
+    """The system/developer messages (the logged system prompt is their text, joined) replaced
+    by one carrying `text`, where the first of them was and in its role."""
+    found = [i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") in _SYSTEM_ROLES]
+    role = messages[found[0]]["role"] if found else "system"
+    at = found[0] if found else 0
+    kept = [m for i, m in enumerate(messages) if i not in found]
+    if text:
+        kept.insert(at, {"role": role, "content": text})
+    return kept
+
+
+def _client(provider: str, providers: Providers) -> Any:
+    # No retries: each SDK retry would be a recorded call of its own, and a replay is one call.
+    if provider == "anthropic":
+        import anthropic
+
+        return anthropic.Anthropic(
+            api_key=providers.anthropic_api_key,
+            base_url=providers.anthropic_base_url,
+            max_retries=0,
+            timeout=providers.timeout_s,
+        )
+    import openai
+
+    return openai.OpenAI(
+        api_key=providers.openai_api_key,
+        base_url=providers.openai_base_url,
+        max_retries=0,
+        timeout=providers.timeout_s,
+    )
+
+
+def replay(
+    call: Call,
+    *,
+    model: str | None = None,
+    system_prompt: str | None = None,
+    providers: Providers | None = None,
+    settings: Settings | None = None,
+) -> Call:
+    """Re-send `call`'s request to its provider; the answer as a new, priced `Call`.
+
+    The new call has `metadata.replay_of = call.id`, the original's feature, user, session,
+    tags and metadata, and its prompt version unless the system prompt was edited (then the
+    version is the new prompt's hash, as for any unversioned prompt). It is not put in the
+    original's trace: it is not a step of that work. `metadata.llmlog.replay` says which API,
+    model and system prompt overrides were used and whether it streamed (as the original did:
+    the `stream` parameter is re-sent as logged, so first-token times compare).
+
+    A provider error (an HTTP error, a refused connection, a timeout) is the new call's
+    `error`, not an exception. Nothing is stored here: the caller inserts the call.
+    Raises ReplayError when the call cannot be replayed, NotSent when nothing could be sent.
+    """
+    providers = providers or Providers()
+    settings = settings or Settings()
+    model = model if model and model != requested_model(call) else None
+    api, body = request_of(call, model=model, system_prompt=system_prompt)
+    assert call.provider is not None  # api_of accepted it
+    exchanges: list[Exchange] = []
+    failure: Exception | None = None
+    key = "ANTHROPIC_API_KEY" if call.provider == "anthropic" else "OPENAI_API_KEY"
+    hint = f" (keys come from the server's environment: {key})"
+    try:
+        client = instrument(_client(call.provider, providers), exchanges.append)
+    except Exception as exc:  # e.g. the SDK refusing to start without an API key
+        raise NotSent(f"cannot reach {call.provider}: {exc}{hint}") from None
+    with client:
+        try:
+            # The SDK's own request path (auth, base URL, version headers), the body as is;
+            # the response is read whole and left unparsed: the capture parses it.
+            client.post(PATHS[api], cast_to=httpx2.Response, body=body)
+        except Exception as exc:  # the provider's error: recorded by the capture below
+            failure = exc
+    if not exchanges:
+        raise NotSent(f"the request could not be sent to {call.provider}: {failure}{hint}")
+    ex = exchanges[-1]
+    metadata = {k: v for k, v in (call.metadata or {}).items() if k != "llmlog"}
+    metadata["replay_of"] = call.id
+    # The original's context, exactly, whatever context the caller runs in. No user id here:
+    # the stored one is already hashed when a secret is set, and must not be hashed again.
+    ex.context = CallContext(
+        session_id=call.session_id,
+        feature=call.feature,
+        prompt_template_version=call.prompt_template_version if system_prompt is None else None,
+        metadata=metadata,
+        tags=tuple(call.tags or ()),
+    )
+    new = to_call(ex)
+    details: dict[str, Any] = {"api": api, "stream": body.get("stream") is True}
+    if model is not None:
+        details["model"] = model
+    if system_prompt is not None:
+        details["system_prompt"] = "edited"
+    new.metadata = {**(new.metadata or {})}
+    new.metadata["llmlog"] = {**new.metadata.get("llmlog", {}), "replay": details}
+    if failure is not None and new.error is None:  # the SDK refused what the capture took for fine
+        new.error = {"type": type(failure).__name__, "status": None, "message": str(failure)}
+    # Whole before it goes through the way in, so all of it is redacted and sealed as any call.
+    new = Intake(settings, _pricer(settings)).call(new)
+    new.user_id = call.user_id  # after: hashed already when a secret is set
+    return new
+
+
+def _pricer(settings: Settings) -> Pricer | None:
+    try:
+        return Pricer(settings.prices)
+    except Exception:  # a bad price file: the replay is still worth keeping, unpriced
+        log.exception("llmlog: cannot load prices; the replay is stored without a cost")
+        return None
+
+
+def error_text(call: Call) -> str | None:
+    """A call's error in one line, for people: "overloaded_error (529): busy"."""
+    err = call.error
+    if not err:
+        return None
+    status = f" ({err.get('status')})" if err.get("status") else ""
+    return f"{err.get('type') or 'error'}{status}: {err.get('message') or ''}".rstrip(": ")

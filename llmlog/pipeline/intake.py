@@ -1,0 +1,388 @@
+"""One way in: what every record goes through before anything keeps it.
+
+Calls arrive many ways: the SDK wrapper (`llmlog.wrap`), remote mode (on the app's side,
+before the spool), the proxy and `llmlog wrap`, the collector's `POST /v1/calls`, OTLP spans
+and log events, `llmlog import`, replays and `llmlog copy`. Each hands its records to an
+`Intake` built from the same `Settings`, which
+
+- redacts them with the configured rules (`llmlog.pipeline.redact`): a call's chosen fields, and
+  every text of a span or a log event (name, status message, attribute values, bodies);
+- seals their text in regulated mode (`llmlog.core.encryption`): a call's as `Keyring.seal_call`
+  does; of a span or an event, every value that holds text, except the few structural
+  attributes of `CLEAR_ATTRIBUTES` (figures, numbers and booleans, stay clear as a call's
+  do), as `Keyring.seal_span` and `Keyring.seal_event` do (the stores seal with them too);
+- hashes user ids when a secret is set, and prices calls.
+
+So a store, a spool or a collector is only ever given what has been through this, whichever
+way it came. The settings are checked when they are read (`Settings`): a rule that does not
+exist is an error there, not a call kept unredacted here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+from typing import Any
+
+import orjson
+
+from llmlog.capture.exchange import Exchange
+from llmlog.capture.parse import Decoder, to_call
+from llmlog.core.config import Settings
+from llmlog.core.encryption import CLEAR_ATTRIBUTES, is_sealed
+from llmlog.core.footprint import cache_bytes, json_footprint
+from llmlog.core.prompts import REGISTRY
+from llmlog.core.record import (
+    JSON_COLUMNS,
+    Call,
+    RecordError,
+    Span,
+    SpanEvent,
+    check_figures,
+    drop_bad_figures,
+    figure_problem,
+)
+from llmlog.pipeline.pricing import Pricer
+from llmlog.pipeline.redact import Redactor
+
+Item = Exchange | Call
+
+# What a call says of the exchange, beyond its figures: what a later sight of a stored call
+# can give it (`Intake.complete`).
+CONTENT = ("system_prompt", "messages", "tools", "params", "response", "tool_calls", "stop_reason")
+
+__all__ = ["CLEAR_ATTRIBUTES", "Intake", "Unfit", "hash_user_id", "prepare", "record_line"]
+
+USER_ID_ATTRIBUTES = ("user.id", "enduser.id")
+
+
+def hash_user_id(user_id: str, secret: str) -> str:
+    """HMAC-SHA256, hex: joins to analytics that apply the same keyed hash."""
+    return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
+
+
+class Unfit(RecordError):
+    """A record no store and no spool could keep (nested too deeply, not serializable): it
+    is refused here, alone, before it joins a batch that it would make fail whole."""
+
+    def __init__(self, call_id: str, reason: str, kind: str) -> None:
+        super().__init__(reason)
+        self.call_id = call_id
+        self.kind = kind  # a short name of the reason, counted in the writer's stats
+
+
+def record_line(record: dict[str, Any]) -> bytes:
+    """A record as one line of JSON, as the spool keeps it and the collector reads it.
+
+    orjson first (fast); what it refuses that the standard library writes (a lone surrogate,
+    an integer over 64 bits, a key that is not text) goes through `json`, every non-ASCII
+    character escaped so that the line is valid UTF-8 whatever the text held. Raises what
+    the serializers raise (TypeError, ValueError, RecursionError) for what neither writes."""
+    try:
+        return orjson.dumps(record, default=str) + b"\n"
+    except orjson.JSONEncodeError as exc:
+        if str(exc) == "Recursion limit reached":
+            raise
+        return json.dumps(record, separators=(",", ":"), default=str).encode() + b"\n"
+
+
+class _Fit:
+    """Messages and tool lists that a call's check serialized: a conversation re-sends its
+    earlier turns and its tools, the same objects (the decoders share them), which need not
+    be serialized again to know they can be. Each entry holds its value, so that its id()
+    stays its own; bounded in entries and in the memory the values take (`json_footprint`, a few
+    times the JSON they serialized to: what it holds may outlive the decoders' caches),
+    emptied when full."""
+
+    LIMIT = 20_000
+
+    def __init__(self, max_bytes: int | None = None) -> None:
+        self.max_bytes = cache_bytes("checked") if max_bytes is None else max_bytes
+        self.values: dict[int, Any] = {}
+        self.bytes = 0
+
+    def known(self, value: Any) -> bool:
+        return self.values.get(id(value)) is value
+
+    def add(self, values: list[Any], size: int) -> None:
+        room = self.max_bytes
+        if len(self.values) + len(values) > self.LIMIT or self.bytes + size > room:
+            self.values = {}
+            self.bytes = 0
+        if size <= room:
+            self.values.update((id(v), v) for v in values)
+            self.bytes += size
+
+
+_FIT = _Fit()
+
+
+def check(call: Call) -> None:
+    """Refuse (`Unfit`) a call that cannot be serialized the way the stores and the spool
+    serialize it. The one limit on nesting everywhere is orjson's (about 250 levels, counting
+    the record's own object): a deeper call would be stored locally (through the slower
+    `json`) but never spooled, and at about 1,000 levels `json` fails too. No model call
+    nests anywhere near so deep; one that does is refused, the batch around it is not."""
+    # The messages and tools an earlier check serialized are left out (`_Fit`): each part
+    # of a record serializes or not on its own, at the depth it has in every record. Only
+    # what orjson takes whole is remembered; anything else is checked below, whole, as ever.
+    fit = _FIT
+    record = {name: getattr(call, name) for name in JSON_COLUMNS}
+    messages, tools = call.messages, call.tools
+    new: list[Any] = []
+    if type(messages) is list:
+        record["messages"] = unknown = [m for m in messages if not fit.known(m)]
+        new += unknown
+    if type(tools) is list:
+        if fit.known(tools):
+            record["tools"] = None
+        else:
+            new.append(tools)
+    try:
+        text = orjson.dumps(record, default=str)
+    except Exception:  # whatever it is, the whole record is checked below
+        pass
+    else:
+        if new:  # the record holds them: what its JSON would decode to is at least what they take
+            fit.add(new, json_footprint(text))
+        return
+    try:
+        record_line({name: getattr(call, name) for name in JSON_COLUMNS})
+    except Exception as exc:  # whatever the serializers raise, the record is unfit
+        where = next((name for name in sorted(JSON_COLUMNS) if _fails(getattr(call, name))), "a JSON column")
+        if isinstance(exc, RecursionError) or str(exc) == "Recursion limit reached":
+            reason = f"{where}: nested too deeply (at most about 250 levels)"
+            raise Unfit(call.id, reason, "too deep") from None
+        raise Unfit(call.id, f"{where}: cannot be serialized as JSON: {exc}", "not serializable") from None
+
+
+def _fails(value: Any) -> bool:
+    try:
+        record_line({"v": value})
+    except Exception:
+        return True
+    return False
+
+
+class Intake:
+    """What every record goes through, with the settings it was built from. `pricer`:
+    prices calls without a cost (None: left unpriced). `stored`: the records were stored
+    before (an export, another store), so their user ids are hashed already and their prompt
+    versions are what they were. `repair`: a call with a figure that cannot be stored (a NaN
+    cost, a negative token count) is kept with that figure dropped (`drop_bad_figures`)
+    rather than refused: for the SDK, whose calls happened and must not be lost for one
+    odd number. An exchange (what a provider answered) is always repaired so; every other
+    record with such a figure is refused (RecordError, naming the field)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        pricer: Pricer | None = None,
+        decoder: Decoder | None = None,
+        *,
+        redactor: Redactor | None = None,
+        stored: bool = False,
+        repair: bool = False,
+    ) -> None:
+        self.settings = settings
+        # Built once: a conversation re-sends its earlier messages, which the redactor
+        # remembers having searched.
+        self.redactor = redactor if redactor is not None else Redactor.from_settings(settings)
+        self.keyring = settings.keyring
+        self.pricer = pricer
+        self.decoder = decoder
+        self.stored = stored
+        self.repair = repair
+
+    # -------------------------------------------------------------- calls
+
+    def call(self, item: Item) -> Call:
+        """A finished exchange (or a call built by hand, or read) as the record to keep:
+        parsed, checked (`check`: `Unfit` if it cannot be kept), redacted, sealed, its user id
+        hashed, priced. RecordError for a figure that cannot be stored, unless the call is
+        repaired (see the class)."""
+        exchange = isinstance(item, Exchange)
+        call = to_call(item, self.decoder) if exchange else item
+        # Before pricing, which reads the token counts.
+        if exchange or self.repair:
+            drop_bad_figures(call)
+        else:
+            check_figures(call)
+        if call.prompt_template_version is None:
+            call.prompt_template_version = self._version(call.system_prompt)
+        self.protect(call)
+        secret = self.settings.user_id_secret
+        if secret and call.user_id is not None and not self.stored:
+            call.user_id = hash_user_id(call.user_id, secret)
+        if call.cost_usd is None and self.pricer is not None:
+            self.pricer.price(call)
+            if figure_problem("cost_usd", call.cost_usd):  # a price table's absurd rate
+                call.cost_usd = call.rate_card = None
+        return call
+
+    def complete(self, stored: Call, later: Call) -> bool:
+        """Give a stored call the content it lacks from `later`, the same call seen later (its
+        log events, come after its span; another span of it, exported apart): whether it
+        changed. What it gains goes through what `call` does to content: `later`'s figures
+        checked (RecordError), its content checked (`Unfit`), redacted (the counts added to
+        the stored call's) and sealed, and the prompt version given when the system prompt
+        arrives now (from its text as it came, before redaction, as `call` reads it); and the
+        notes its metadata lacks and what its error does not say, redacted and sealed too.
+        The stored call's user id, figures and cost stay as stored: hashed and priced once."""
+        if self.repair:
+            drop_bad_figures(later)
+        else:
+            check_figures(later)
+        gained = {n: getattr(later, n) for n in CONTENT if getattr(stored, n) is None}
+        gained = {n: v for n, v in gained.items() if v is not None}
+        # Parameters another account of the call names and the stored one does not (the
+        # SDK's span names a few; the request as sent, all): added, each kept as stored.
+        more_params = (
+            {k: v for k, v in later.params.items() if k not in stored.params}
+            if "params" not in gained and isinstance(stored.params, dict) and isinstance(later.params, dict)
+            else {}
+        )
+        if more_params:
+            gained["params"] = more_params
+        version = None
+        if stored.prompt_template_version is None and not self.stored:
+            version = later.prompt_template_version or self._version(gained.get("system_prompt"))
+        changed = _notes(stored, later.metadata, later.error, self.protect)
+        if not gained and version is None:
+            return changed
+        part = Call(id=stored.id, timestamp=stored.timestamp, **gained)
+        self.protect(part)
+        kept_params = stored.params
+        for name in gained:
+            setattr(stored, name, getattr(part, name))
+        if more_params and isinstance(kept_params, dict) and isinstance(part.params, dict):
+            stored.params = {**kept_params, **part.params}
+        if version is not None:
+            stored.prompt_template_version = version
+        counts = ((part.metadata or {}).get("llmlog") or {}).get("redactions")
+        if counts and (stored.metadata is None or isinstance(stored.metadata, dict)):
+            meta = dict(stored.metadata or {})
+            ours = dict(meta.get("llmlog") or {})
+            before = ours.get("redactions") if isinstance(ours.get("redactions"), dict) else {}
+            ours["redactions"] = {k: before.get(k, 0) + counts.get(k, 0) for k in sorted({*before, *counts})}
+            meta["llmlog"] = ours
+            stored.metadata = meta
+        return True
+
+    def _version(self, prompt: str | None) -> str | None:
+        """The prompt version a system prompt gives a call that names none (as `to_call`
+        does): from its text as it came, before redaction; none for records stored before."""
+        if prompt and not self.stored and not is_sealed(prompt):
+            return REGISTRY.version_of(prompt)
+        return None
+
+    def protect(self, call: Call) -> Call:
+        """Redact and seal `call` in place: all that is done to its text. Checked first
+        (`check`: `Unfit` if it cannot be kept), before anything walks it (the redactor, the
+        keyring): a call nested a thousand levels deep would fail there, or later in a batch,
+        with every other call in it."""
+        check(call)
+        if self.redactor:
+            self.redactor.call(call)
+        if self.keyring is not None:
+            # Sealed here, before the spool or the network; the store seals what it is given
+            # unsealed too, and leaves this as it is.
+            self.keyring.seal_call(call)
+        return call
+
+    # -------------------------------------------------------------- spans and events (OTLP)
+
+    def span(self, span: Span) -> Span:
+        """A copy of `span` as it may be kept: its text redacted, sealed but for
+        `CLEAR_ATTRIBUTES`, its user id hashed. Ids, kind, times and status stay as they are;
+        so do its name and service, the trace tree's labels (redacted, not sealed)."""
+        out = dataclasses.replace(span)
+        out.attributes = self._user_ids(span.attributes)
+        if self.redactor:
+            out.name = self.redactor.value(span.name)
+            out.service = self.redactor.value(span.service)
+            out.status_message = self.redactor.value(span.status_message)
+            out.attributes = self.redactor.value(out.attributes)
+            out.events = [
+                {
+                    **e,
+                    "name": self.redactor.value(e.get("name")),
+                    "attributes": self.redactor.value(e.get("attributes")),
+                }
+                for e in span.events
+            ]
+        return out if self.keyring is None else self.keyring.seal_span(out)
+
+    def event(self, event: SpanEvent) -> SpanEvent:
+        """A copy of a log event as it may be kept: its attributes as a span's, its body
+        redacted and sealed whole."""
+        attributes, body, name = self._user_ids(event.attributes), event.body, event.name
+        if self.redactor:
+            name = self.redactor.value(name)
+            attributes = self.redactor.value(attributes)
+            body = self.redactor.value(body)
+        out = SpanEvent(event.trace_id, event.span_id, name, attributes, body)
+        return out if self.keyring is None else self.keyring.seal_event(out)
+
+    def open_span(self, span: Span) -> Span:
+        """A copy of a kept span with what this process's keys seal opened."""
+        return span if self.keyring is None else self.keyring.open_span(span)
+
+    def open_event(self, event: SpanEvent) -> SpanEvent:
+        """A copy of a kept log event with what this process's keys seal opened: the
+        collector reads the content of events that came before their span."""
+        return event if self.keyring is None else self.keyring.open_event(event)
+
+    def _user_ids(self, attributes: dict[str, Any]) -> dict[str, Any]:
+        secret = self.settings.user_id_secret
+        if (
+            not secret
+            or self.stored
+            or not any(isinstance(attributes.get(k), str) for k in USER_ID_ATTRIBUTES)
+        ):
+            return attributes
+        return {
+            k: hash_user_id(v, secret) if k in USER_ID_ATTRIBUTES and isinstance(v, str) else v
+            for k, v in attributes.items()
+        }
+
+
+def _notes(stored: Call, metadata: dict[str, Any] | None, error: dict[str, Any] | None, protect: Any) -> bool:
+    """Give `stored` the notes its metadata lacks and what its error does not say, from a
+    later sight of it, redacted and sealed as any call's (`protect`); whether it changed."""
+    if not metadata and not (stored.error is not None and error is not None):
+        return False
+    part = protect(Call(id=stored.id, timestamp=stored.timestamp, metadata=metadata, error=error))
+    changed = False
+    said = part.metadata
+    if said and isinstance(said.get("llmlog"), dict) and not isinstance((metadata or {}).get("llmlog"), dict):
+        said = {k: v for k, v in said.items() if k != "llmlog"}  # the counts of this redaction only
+    if said:
+        meta = dict(stored.metadata or {})
+        for key, value in said.items():
+            if key not in meta:
+                meta[key] = value
+            elif key == "llmlog" and isinstance(value, dict) and isinstance(meta[key], dict):
+                meta[key] = {**value, **meta[key]}
+        if meta != (stored.metadata or {}):
+            stored.metadata = meta
+            changed = True
+    if stored.error is not None and part.error is not None:
+        more = {k: v for k, v in part.error.items() if v not in (None, "") and not stored.error.get(k)}
+        if more:
+            stored.error = {**stored.error, **more}
+            changed = True
+    return changed
+
+
+def prepare(
+    item: Item,
+    settings: Settings,
+    pricer: Pricer | None,
+    decoder: Decoder | None = None,
+    redactor: Redactor | None = None,
+) -> Call:
+    """`Intake(settings, pricer, decoder).call(item)`, for one record."""
+    return Intake(settings, pricer, decoder, redactor=redactor).call(item)

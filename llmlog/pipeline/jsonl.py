@@ -1,0 +1,152 @@
+"""JSONL in and out: one call per line, in the record's column names.
+
+`llmlog import` reads files with `llmlog.pipeline.importer`, which loosens what real logs hold before
+`parse_record` validates it; the collector (`parse_batch`) takes records as they are. Both
+take the minimal hand-written format people already keep in per-day files: `timestamp,
+model, system_prompt, user_message, assistant_response, input_tokens, output_tokens,
+latency_ms, tags` (any of the full columns may sit beside them).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from llmlog.core.record import Call, RecordError
+
+# Ids for lines that carry none are derived from the line, so importing a file twice
+# stores each call once.
+_IMPORT_NAMESPACE = uuid.UUID("6f1c2d8e-3b4a-5c6d-8e9f-0a1b2c3d4e5f")
+MINIMAL_KEYS = frozenset({"user_message", "assistant_response"})
+
+
+def _guess_provider(model: Any) -> str | None:
+    if not isinstance(model, str):
+        return None
+    m = model.lower()
+    if m.startswith("claude"):
+        return "anthropic"
+    if m.startswith(("gpt-", "o1", "o3", "o4", "chatgpt", "text-embedding")):
+        return "openai"
+    return None
+
+
+def _from_minimal(data: dict[str, Any]) -> dict[str, Any]:
+    out = {k: v for k, v in data.items() if k not in MINIMAL_KEYS}
+    user, answer = data.get("user_message"), data.get("assistant_response")
+    for name, value in (("user_message", user), ("assistant_response", answer)):
+        if value is not None and not isinstance(value, str):
+            raise RecordError(f"{name}: expected a string, got {type(value).__name__}")
+    if user is not None and "messages" not in out:
+        out["messages"] = [{"role": "user", "content": user}]
+    if answer is not None and "response" not in out:
+        out["response"] = {"role": "assistant", "content": [{"type": "text", "text": answer}]}
+    tags = out.get("tags")
+    if isinstance(tags, str):
+        out["tags"] = [t.strip() for t in tags.split(",") if t.strip()]
+    if "provider" not in out:
+        out["provider"] = _guess_provider(out.get("model"))
+    return out
+
+
+def parse_line(line: str) -> Call:
+    """One JSONL line → Call, or RecordError saying what is wrong with it."""
+    try:
+        data = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise RecordError(f"invalid JSON: {exc.msg} (column {exc.colno})") from None
+    except RecursionError:  # the parser's own limit (about a thousand levels)
+        raise RecordError("invalid JSON: nested too deeply") from None
+    return parse_record(data, line.strip())
+
+
+def parse_record(data: Any, source: str) -> Call:
+    """One decoded record → Call, or RecordError. A record without an id gets one derived
+    from `source` (its text), so the same record sent twice is stored once."""
+    if not isinstance(data, dict):
+        raise RecordError(f"expected a JSON object, got {type(data).__name__}")
+    if MINIMAL_KEYS & data.keys():
+        data = _from_minimal(data)
+    if data.get("id") is None:
+        data = {**data, "id": str(uuid.uuid5(_IMPORT_NAMESPACE, source))}
+    return Call.from_dict(data)
+
+
+@dataclass
+class BadRecord:
+    index: int  # the record's position in its batch, from 0
+    reason: str
+
+
+def parse_batch(body: bytes, max_record: int | None = None) -> Batch:
+    """A request body of records: one JSON object, a JSON array of them, or NDJSON (one per
+    line). Each record that cannot be read is reported with its index and reason, and the
+    others are kept: a batch never fails whole for one bad record. Records over
+    `max_record` bytes (of JSON) are refused as too large."""
+    batch = Batch()
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        # Not strict JSON: one value still, if the lenient parser reads it whole (an array with
+        # a NaN in one record is that array, not one bad line); else NDJSON, each line on its own.
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError):
+            data = _LINES
+    if data is not _LINES:
+        items = data if isinstance(data, list) else [data]
+        for index, item in enumerate(items):
+            try:
+                source = _source(item)
+            except RecordError as exc:
+                batch.bad.append(BadRecord(index, str(exc)))
+                continue
+            batch.add(index, lambda i=item, s=source: parse_record(i, s), len(source), max_record)
+        return batch
+    lines = (line for line in body.split(b"\n") if line.strip())
+    for index, line in enumerate(lines):
+        text = line.decode("utf-8", "replace")
+        batch.add(index, lambda t=text: parse_line(t), len(line), max_record)
+    return batch
+
+
+_LINES = object()
+
+
+def _source(item: Any) -> str:
+    """A decoded record's text (keys sorted), from which a record without an id gets one."""
+    if not isinstance(item, dict):
+        return ""
+    try:
+        return orjson.dumps(item, option=orjson.OPT_SORT_KEYS).decode()
+    except orjson.JSONEncodeError as exc:
+        if str(exc) == "Recursion limit reached":
+            raise RecordError("nested too deeply (at most about 250 levels)") from None
+        # What orjson does not write but the lenient parser read: a NaN is written, an
+        # integer over 64 bits or a lone surrogate escape goes through `json`.
+        try:
+            return json.dumps(item, sort_keys=True, separators=(",", ":"))
+        except (ValueError, TypeError, RecursionError) as inner:
+            raise RecordError(f"cannot be read: {inner}") from None
+
+
+@dataclass
+class Batch:
+    calls: list[tuple[int, Call]] = field(default_factory=list)  # (index, call), in order
+    bad: list[BadRecord] = field(default_factory=list)
+    too_large: int = 0  # how many of `bad` were refused for their size
+
+    def add(self, index: int, parse: Callable[[], Call], size: int, max_record: int | None) -> None:
+        if max_record is not None and size > max_record:
+            self.bad.append(BadRecord(index, f"record too large: {size:,} bytes (at most {max_record:,})"))
+            self.too_large += 1
+            return
+        try:
+            self.calls.append((index, parse()))
+        except RecordError as exc:
+            self.bad.append(BadRecord(index, str(exc)))

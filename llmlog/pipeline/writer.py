@@ -1,0 +1,323 @@
+"""The background writer: the only thing between a finished call and the store.
+
+The caller's thread does `submit()` — a non-blocking put on a bounded queue — and returns.
+The queue is bounded twice: by records (`queue_size`) and by their bytes (`queue_max_bytes`),
+since one 80-turn conversation can weigh as much as a thousand short calls.
+A daemon thread drains the queue in batches, turns exchanges into priced records and
+inserts each batch in one transaction. When the store fails, the batch is retried with
+backoff while new records wait in the queue; when the queue is full, records are dropped
+and counted (or the caller blocks, if configured). Nothing is lost silently: every drop is
+counted in `stats()` and reported through `logging`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from llmlog.capture.exchange import Exchange
+from llmlog.capture.parse import Decoder
+from llmlog.core.config import Settings
+from llmlog.core.prompts import REGISTRY
+from llmlog.core.record import Call
+from llmlog.pipeline.intake import Intake, Item, Unfit
+from llmlog.pipeline.pricing import Pricer
+from llmlog.pipeline.remote import RemoteSink, SpoolFull
+from llmlog.store import Store, open_store, redact_url
+
+log = logging.getLogger("llmlog")
+
+
+def _size(item: Item) -> int:
+    if isinstance(item, Exchange):
+        return len(item.request_body) + sum(len(chunk) for _, chunk in item.chunks)
+    return 0  # a Call built by hand: small, and counted by the record bound
+
+
+@dataclass
+class Stats:
+    recorded: int = 0  # calls stored (remote mode: kept in the spool, on their way)
+    dropped: int = 0  # calls lost: queue or spool full, or the store stayed down past the exit deadline
+    failed: int = 0  # calls that could not be turned into a row (each logged once with the reason)
+    reasons: dict[str, int] = field(default_factory=dict)  # `failed` by kind of reason
+    store_errors: int = 0  # failed insert attempts (each retried)
+    queued: int = 0
+    shipped: int = 0  # remote mode: calls the collector has taken
+    refused: int = 0  # remote mode: calls the collector refused as bad (logged with the reason)
+
+
+class Sink(Protocol):
+    """Where the writer puts batches: a store, or in remote mode the spool (`RemoteSink`)."""
+
+    data_errors: tuple[type[BaseException], ...]
+
+    def insert(self, calls: Sequence[Call]) -> int: ...
+
+    def close(self) -> None: ...
+
+
+class Writer:
+    def __init__(self, settings: Settings, store_factory: Callable[[str], Store] = open_store) -> None:
+        self.settings = settings
+        self._store_factory = store_factory
+        self._queue: queue.Queue[Item | None] = queue.Queue(maxsize=settings.queue_size)
+        self._stats = Stats()
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._pending = 0  # accepted and not yet stored or given up
+        self._queued_bytes = 0  # request and response bytes of what waits in the queue
+        self._room = threading.Condition(self._lock)
+        self._thread: threading.Thread | None = None
+        self._give_up = False  # set while closing: a failing store is no longer retried
+        self._store: Sink | None = None
+        self._decoder = Decoder()  # the writer thread's own: what earlier calls sent is decoded once
+        self._intake: Intake | None = None
+        self._last_warning: dict[str, float] = {}
+
+    # ------------------------------------------------------------ caller side
+
+    def submit(self, item: Item) -> bool:
+        """Hand a finished call to the writer. Never raises; returns False if it was dropped."""
+        try:
+            size = _size(item)
+            block = self.settings.on_full == "block"
+            with self._lock:
+                if self._thread is None:
+                    self._thread = threading.Thread(target=self._run, name="llmlog-writer", daemon=True)
+                    self._thread.start()
+                # An item bigger than the whole budget still goes in alone.
+                while self._queued_bytes and self._queued_bytes + size > self.settings.queue_max_bytes:
+                    if not block:
+                        return self._dropped(f"{self.settings.queue_max_bytes / 2**20:g} MiB")
+                    self._room.wait(0.5)
+                self._pending += 1
+                self._queued_bytes += size
+            try:
+                if block:
+                    self._queue.put(item)
+                else:
+                    self._queue.put_nowait(item)
+            except queue.Full:
+                with self._lock:
+                    self._pending -= 1
+                    self._queued_bytes -= size
+                    return self._dropped(f"{self.settings.queue_size} calls")
+            return True
+        except Exception:  # never let recording break the caller
+            log.exception("llmlog: could not queue a call")
+            return False
+
+    def _dropped(self, limit: str) -> bool:
+        # Called with the lock held.
+        self._stats.dropped += 1
+        dropped = self._stats.dropped
+        self._warn("full", f"llmlog queue full ({limit}): {dropped} call(s) dropped so far")
+        return False
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything submitted so far is stored; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._idle:
+            while self._pending > 0:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self._idle.wait(remaining if remaining is not None else 0.5)
+        return True
+
+    def close(self, timeout: float | None = None) -> None:
+        """Drain (for up to `timeout` s), then stop; whatever is still unstored is counted as dropped."""
+        timeout = self.settings.exit_timeout_s if timeout is None else timeout
+        if not self.flush(timeout):
+            with self._lock:
+                self._give_up = True
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            with contextlib.suppress(queue.Full):
+                self._queue.put_nowait(None)
+            thread.join(timeout=max(timeout, 1.0))
+        with self._lock:
+            lost = self._pending  # includes what is still queued
+            if lost:
+                self._stats.dropped += lost
+                self._pending = 0
+        if lost:
+            log.error("llmlog: %d call(s) could not be stored before exit and are lost", lost)
+
+    def stats(self) -> Stats:
+        with self._lock:
+            s = Stats(**vars(self._stats))
+            s.reasons = dict(s.reasons)
+        s.queued = self._queue.qsize()
+        sink = self._store
+        if isinstance(sink, RemoteSink):
+            s.shipped, s.refused = sink.shipper.shipped, sink.shipper.rejected
+        return s
+
+    def _open(self) -> Sink:
+        s = self.settings
+        if s.url:
+            return RemoteSink(s.url, s.token, s.spool, s.spool_max_bytes, s.exit_timeout_s)
+        store = self._store_factory(s.db)
+        store.keyring = s.keyring
+        return store
+
+    # ------------------------------------------------------------ writer thread
+
+    def _warn(self, kind: str, message: str) -> None:
+        """Log a warning, at most once per 10 s per kind, so an outage does not flood the log."""
+        now = time.monotonic()
+        last = self._last_warning.get(kind)
+        if last is None or now - last > 10:
+            self._last_warning[kind] = now
+            log.warning(message)
+
+    def _prepare(self, item: Item) -> Call:
+        if self._intake is None:
+            self._intake = Intake(self.settings, None, self._decoder, repair=True)
+            # The app's prompts directory: a call whose system prompt is one of its versions
+            # is stored with that version, however the text reached the SDK.
+            REGISTRY.load(self.settings.prompts)
+        # Built on first need: a bad price file only fails calls that need a price.
+        if self._intake.pricer is None and (isinstance(item, Exchange) or item.cost_usd is None):
+            self._intake.pricer = Pricer(self.settings.prices)
+        return self._intake.call(item)
+
+    def _batch(self) -> tuple[list[Item], bool]:
+        """Block for one item, then take what arrives within the flush interval."""
+        first = self._queue.get()
+        if first is None:
+            return [], True
+        items: list[Item] = [first]
+        deadline = time.monotonic() + self.settings.flush_interval_s
+        while len(items) < self.settings.batch_size:
+            remaining = deadline - time.monotonic()
+            try:
+                nxt = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if nxt is None:
+                return items, True
+            items.append(nxt)
+        return items, False
+
+    def _run(self) -> None:
+        """Build records from what the callers queued; hand each batch to the store thread.
+
+        Two threads, so that building the next batch (Python: parsing, pricing) overlaps
+        storing the previous one (mostly the database's own work: SQLite's C code without the
+        GIL, or PostgreSQL's server on another core). One batch waits between them at most."""
+        batches: queue.Queue[tuple[list[Call], int] | None] = queue.Queue(maxsize=1)
+        store_thread = threading.Thread(target=self._store_batches, args=(batches,), name="llmlog-store")
+        store_thread.daemon = True
+        store_thread.start()
+        stop = False
+        while not stop:
+            items, stop = self._batch()
+            if not items:
+                continue
+            with self._lock:
+                self._queued_bytes -= sum(_size(item) for item in items)
+                self._room.notify_all()
+            calls: list[Call] = []
+            for item in items:
+                try:
+                    calls.append(self._prepare(item))
+                except Unfit as exc:  # refused alone, before it could hold up a batch
+                    log.error("llmlog: call %s cannot be stored (%s); it is lost", exc.call_id, exc)
+                    self._failed(exc.kind)
+                except Exception:
+                    log.exception("llmlog: could not build a record from a call; it is lost")
+                    self._failed("could not be built")
+            batches.put((calls, len(items)))
+        batches.put(None)
+        store_thread.join()
+
+    def _failed(self, kind: str, n: int = 1) -> None:
+        with self._lock:
+            self._stats.failed += n
+            self._stats.reasons[kind] = self._stats.reasons.get(kind, 0) + n
+
+    def _store_batches(self, batches: queue.Queue[tuple[list[Call], int] | None]) -> None:
+        while (batch := batches.get()) is not None:
+            calls, items = batch
+            stored, bad = self._write(calls)
+            lost = len(calls) - stored - bad
+            if bad:
+                self._failed("refused by the store", bad)
+            with self._idle:
+                self._stats.recorded += stored
+                if lost:  # the spool was full, or the store stayed down until exit
+                    self._stats.dropped += lost
+                    if self._give_up:
+                        log.error("llmlog: store unavailable at exit: %d call(s) lost", lost)
+                self._pending -= items
+                self._idle.notify_all()
+        if self._store is not None:
+            with contextlib.suppress(Exception):
+                self._store.close()
+
+    def _write_each(self, calls: list[Call]) -> tuple[int, int]:
+        """Store calls one at a time; returns (stored, unstorable)."""
+        stored = bad = 0
+        for call in calls:
+            store = self._store
+            try:
+                if store is None:
+                    raise ConnectionError("store closed")
+                store.insert([call])
+                stored += 1
+            except Exception as exc:
+                if store is not None and isinstance(exc, store.data_errors):
+                    log.error("llmlog: call %s cannot be stored (%r); it is lost", call.id, exc)
+                    bad += 1
+                else:
+                    more, worse = self._write([call])  # the store itself failed: retry as usual
+                    stored, bad = stored + more, bad + worse
+        return stored, bad
+
+    def _write(self, calls: list[Call]) -> tuple[int, int]:
+        """Insert with retries; returns (stored, unstorable). Giving up at exit stores none."""
+        if not calls:
+            return 0, 0
+        delay = 0.05
+        while True:
+            try:
+                if self._store is None:
+                    self._store = self._open()
+                self._store.insert(calls)
+                return len(calls), 0
+            except SpoolFull as exc:
+                # Not retried: the spool drains only as fast as the collector takes calls,
+                # and the batches behind this one would wait on it. Counted as dropped by
+                # the caller, and said here.
+                with self._lock:
+                    dropped = self._stats.dropped + len(calls)
+                self._warn("spool", f"llmlog: {exc}: {dropped} call(s) dropped so far")
+                return 0, 0
+            except Exception as exc:
+                if self._store is not None and isinstance(exc, self._store.data_errors):
+                    # Something in this batch can never be stored: retrying the batch would
+                    # block every later call behind it. Store the rest one by one; count the rest.
+                    return self._write_each(calls)
+                with self._lock:
+                    self._stats.store_errors += 1
+                    give_up = self._give_up
+                where = redact_url(self.settings.db)
+                self._warn(
+                    "store", f"llmlog: store {where!r} failed ({exc!r}); retrying; calls wait in the queue"
+                )
+                if self._store is not None:
+                    with contextlib.suppress(Exception):
+                        self._store.close()
+                    self._store = None
+                if give_up:
+                    return 0, 0
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
