@@ -47,7 +47,7 @@ from llmlog.demo.fake_provider import FakeProvider
 from llmlog.demo.workload import Step, arun, generate, run
 from llmlog.operations import retention
 from llmlog.pipeline.writer import Writer
-from llmlog.store import CallFilter, Store, open_store
+from llmlog.store import CallFilter, Store, open_store, retention_policy
 from llmlog.store.sqlite import connect as sqlite_connect
 
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
@@ -343,7 +343,7 @@ def bench_retention(kind: str, url: str) -> None:
     with open_store(url) as store:
         total = store.count(CallFilter())
         t = time.perf_counter()
-        report = retention.run(store, retention.Policy(days=30))
+        report = retention.run(store, retention_policy.Policy(days=30))
         took = time.perf_counter() - t
     row(
         f"{kind}: retention run, 30 of 60 days kept",

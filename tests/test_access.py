@@ -358,12 +358,14 @@ def test_the_admin_page_manages_accounts_tokens_and_retention(server: Running) -
     assert found is not None and found.name == "ci"
     assert c.submit("/admin/remove-token", {"name": "ci"}).status_code == 303
     assert server.store.token(access.token_hash(token)) is None
-    from llmlog.operations import retention
+    from llmlog.store import retention_policy
 
     # The wait of log events for their span, set with the CLI, is kept by the page.
-    retention.set_policy(server.store, retention.Policy(events_minutes=15))
+    retention_policy.set_policy(server.store, retention_policy.Policy(events_minutes=15))
     assert c.submit("/admin/retention", {"days": "45", "features": "support-bot=7"}).status_code == 303
-    assert retention.policy(server.store) == retention.Policy(45, {"support-bot": 7}, events_minutes=15)
+    assert retention_policy.policy(server.store) == retention_policy.Policy(
+        45, {"support-bot": 7}, events_minutes=15
+    )
     assert c.submit("/admin/retention", {"days": "0", "features": ""}).status_code == 400
     r = c.submit("/admin/remove-user", {"name": "ada"})
     assert r.status_code == 400 and "your own" in r.text

@@ -163,7 +163,8 @@ def test_calls_like_this_one(store: ClickHouseStore) -> None:
 
 
 def test_rotation_leaves_no_vector_of_the_text_it_seals(store: ClickHouseStore) -> None:
-    from llmlog.core.encryption import Keyring, rotate
+    from llmlog.core.encryption import Keyring
+    from llmlog.operations.sealing import rotate
     from tests.test_encryption import K1
     from tests.test_vectors import calls as paraphrases
 
@@ -271,12 +272,13 @@ def test_retention_keeps_the_cold_figures(store: ClickHouseStore) -> None:
     from llmlog.analysis import investigate
     from llmlog.analysis.reports import Period
     from llmlog.operations import retention
+    from llmlog.store import retention_policy
     from tests import test_investigate as planted
 
     store.insert(planted.calls_with_errors())  # five weeks
     period = Period.ending(35, planted.TODAY)
     before = investigate.errors_report(store, period)
-    retention.set_policy(store, retention.Policy(days=10, features={"search": 3, "it's": 5}))
+    retention_policy.set_policy(store, retention_policy.Policy(days=10, features={"search": 3, "it's": 5}))
     (create,) = store.query("SELECT create_table_query FROM system.tables WHERE name = 'call_data'").rows[0]
     assert "toDate(timestamp) + toIntervalDay(4) WHERE feature = 'search'" in create
     assert "feature = 'it\\'s'" in create and "toIntervalDay(11)" in create

@@ -18,9 +18,11 @@ from click.testing import CliRunner
 import llmlog
 from llmlog.cli import cli
 from llmlog.core.config import Settings
-from llmlog.core.encryption import KeyProblem, Keyring, is_sealed, new_key, rotate, sealed_key_ids
+from llmlog.core.encryption import KeyProblem, Keyring, new_key, sealed_key_ids
 from llmlog.core.record import Call
+from llmlog.core.sealed import is_sealed
 from llmlog.demo.fake_provider import FakeProvider
+from llmlog.operations.sealing import rotate
 from llmlog.pipeline.intake import prepare
 from llmlog.pipeline.writer import Writer
 from llmlog.store import CallFilter, ReadOnlyError, open_store

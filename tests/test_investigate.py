@@ -15,6 +15,7 @@ from llmlog.analysis.reports import Period
 from llmlog.cli import cli
 from llmlog.core.record import Call
 from llmlog.operations import retention
+from llmlog.store import retention_policy
 from tests.backends import Backend
 
 NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
@@ -60,7 +61,7 @@ def test_the_errors_report_finds_what_was_planted(backend: Backend) -> None:
         earlier = investigate.errors_report(store, Period.ending(7, TODAY - timedelta(days=10)))
         assert [g.new for g in earlier] == [False]
         # The same counts after most calls are gone: read from `daily`; examples from the kept.
-        retention.run(store, retention.Policy(days=1))
+        retention.run(store, retention_policy.Policy(days=1))
         after = investigate.errors_report(store, Period.ending(7, TODAY))
         assert [(g.error_type, g.errors, g.per_day, g.new) for g in after] == [
             (g.error_type, g.errors, g.per_day, g.new) for g in groups

@@ -5,6 +5,7 @@ at once by `LLMLOG_INGEST_CONCURRENCY`."""
 
 from __future__ import annotations
 
+import base64
 import json
 import socket
 import sys
@@ -163,7 +164,7 @@ def test_the_ingest_concurrency_setting_is_checked(monkeypatch: pytest.MonkeyPat
 
 def test_the_caches_share_llmlog_cache_mb(monkeypatch: pytest.MonkeyPatch) -> None:
     from llmlog.capture.parse import Decoder
-    from llmlog.core.footprint import CACHE_SHARES, cache_bytes
+    from llmlog.core.config import CACHE_SHARES, cache_bytes
 
     monkeypatch.setenv("LLMLOG_CACHE_MB", "32")
     assert Decoder().max_bytes == cache_bytes("decoded") == 32 * 2**20 * CACHE_SHARES["decoded"]
@@ -178,10 +179,12 @@ def test_the_caches_share_llmlog_cache_mb(monkeypatch: pytest.MonkeyPatch) -> No
 def test_what_regulated_mode_sealed_is_remembered_within_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     """The keyring remembers what it sealed by the identity of the value, holding the value
     and its sealed text: within its share of LLMLOG_CACHE_MB, however many distinct messages."""
-    from llmlog.core.encryption import Keyring
+    from llmlog.core.config import Settings
 
     monkeypatch.setenv("LLMLOG_CACHE_MB", "4")
-    keyring = Keyring([("k1", bytes(32))])
+    monkeypatch.setenv("LLMLOG_KEY", "k1:" + base64.b64encode(bytes(32)).decode())
+    keyring = Settings().keyring  # as the application's is made: from the settings
+    assert keyring is not None
     for n in range(200):
         keyring.seal_call(
             Call(model="m", messages=[{"role": "user", "content": [[] for _ in range(100)] + [n]}])

@@ -26,7 +26,7 @@ from llmlog.demo.fake_provider import FakeProvider
 from llmlog.operations import retention
 from llmlog.pipeline.intake import Intake, hash_user_id
 from llmlog.pipeline.pricing import Pricer
-from llmlog.store import CallFilter, open_store
+from llmlog.store import CallFilter, open_store, retention_policy
 from llmlog.store.rollup import from_raw_sql
 from tests.backends import Backend, ClickHouseBackend, PostgresBackend, SQLiteBackend
 from tests.otel_programs import TOKEN, run_program
@@ -226,9 +226,9 @@ def test_events_that_join_no_call_expire(backend: Backend, monkeypatch: pytest.M
         assert _waiting(backend) == 2
         backend.sql(f"UPDATE span_events SET received = received - {2 * HOUR_NS}")
         # A longer wait, set as the other retention settings are, keeps them.
-        retention.set_policy(store, retention.Policy(days=36_500, events_minutes=180))
+        retention_policy.set_policy(store, retention_policy.Policy(days=36_500, events_minutes=180))
         assert retention.run(store).events == 0 and _waiting(backend) == 2
-        retention.set_policy(store, retention.Policy(days=36_500))
+        retention_policy.set_policy(store, retention_policy.Policy(days=36_500))
         report = retention.run(store)
         assert report.events == 2 and _waiting(backend) == 0
         # The collector sweeps too, as it receives.
@@ -241,12 +241,15 @@ def test_events_that_join_no_call_expire(backend: Backend, monkeypatch: pytest.M
 
 
 def test_the_wait_of_events_is_a_retention_setting() -> None:
-    p = retention.Policy(days=30, features={"bot": 7}, events_minutes=15)
-    assert retention.Policy.from_json(p.to_json()) == p
-    assert retention.Policy.from_json({"days": 30}).events_minutes == retention.DEFAULT_EVENTS_MINUTES
-    for bad in (0, -1, retention.MAX_EVENTS_MINUTES + 1):
+    p = retention_policy.Policy(days=30, features={"bot": 7}, events_minutes=15)
+    assert retention_policy.Policy.from_json(p.to_json()) == p
+    assert (
+        retention_policy.Policy.from_json({"days": 30}).events_minutes
+        == retention_policy.DEFAULT_EVENTS_MINUTES
+    )
+    for bad in (0, -1, retention_policy.MAX_EVENTS_MINUTES + 1):
         with pytest.raises(ValueError, match="minutes"):
-            retention.Policy(events_minutes=bad)
+            retention_policy.Policy(events_minutes=bad)
 
 
 def test_retention_set_events_minutes(tmp_path: Path) -> None:
@@ -254,10 +257,10 @@ def test_retention_set_events_minutes(tmp_path: Path) -> None:
     out = cli(db, "retention", "set", "--days", "30", "--events-minutes", "15").output
     assert "log events waiting for their span kept 15 minutes" in out
     with open_store(db) as store:
-        assert retention.policy(store) == retention.Policy(days=30, events_minutes=15)
+        assert retention_policy.policy(store) == retention_policy.Policy(days=30, events_minutes=15)
     cli(db, "retention", "set", "--days", "40")  # the wait stays as set
     with open_store(db) as store:
-        assert retention.policy(store) == retention.Policy(days=40, events_minutes=15)
+        assert retention_policy.policy(store) == retention_policy.Policy(days=40, events_minutes=15)
 
 
 def test_delete_erases_the_events_waiting_in_their_traces_or_naming_them(backend: Backend) -> None:

@@ -22,8 +22,10 @@ import httpx2 as httpx
 import pytest
 
 from llmlog.core.config import Settings
-from llmlog.core.encryption import Keyring, is_sealed, rotate, sealed_key_ids
+from llmlog.core.encryption import Keyring, sealed_key_ids
 from llmlog.core.record import Call
+from llmlog.core.sealed import is_sealed
+from llmlog.operations.sealing import rotate
 from llmlog.pipeline.writer import Writer
 from llmlog.store import CallFilter, Store, open_store
 from llmlog.store.clickhouse import ClickHouseStore
@@ -359,7 +361,7 @@ def test_clickhouse_writes_racing_a_rotation_are_sealed_or_refused(
 def test_clickhouse_applies_the_stores_sensitive_metadata(
     two_stores: tuple[ClickHouseStore, ClickHouseStore],
 ) -> None:
-    from llmlog.core.encryption import set_sensitive_metadata
+    from llmlog.operations.sealing import set_sensitive_metadata
 
     writing, admin = two_stores
     writing.insert([Call(id="clear-before", timestamp=NOW, model="m", metadata={"patient_id": PATIENT})])

@@ -13,15 +13,10 @@ from typing import Any
 
 import pytest
 
-from llmlog.core.encryption import (
-    KeyProblem,
-    Keyring,
-    is_sealed,
-    rotate,
-    set_sensitive_metadata,
-    trace_key_ids,
-)
+from llmlog.core.encryption import KeyProblem, Keyring, trace_key_ids
 from llmlog.core.record import Call, Span, SpanEvent
+from llmlog.core.sealed import is_sealed
+from llmlog.operations.sealing import rotate, set_sensitive_metadata
 from llmlog.store import CallFilter, Store
 from tests.backends import Backend, ClickHouseBackend, PostgresBackend, SQLiteBackend, stored_bytes
 from tests.test_encryption import K1, K2

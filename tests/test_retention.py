@@ -25,7 +25,7 @@ from llmlog.analysis import reports
 from llmlog.cli import cli
 from llmlog.core.record import Call, Span, format_timestamp
 from llmlog.operations import retention
-from llmlog.store import Store, open_store
+from llmlog.store import Store, open_store, retention_policy
 from llmlog.store.rollup import DAILY_COLUMNS, PER_OCTAVE, counts_of, from_raw_sql
 from llmlog.store.sqlite import SQLiteStore
 from tests.backends import Backend, SQLiteBackend, with_schema
@@ -33,7 +33,7 @@ from tests.backends import Backend, SQLiteBackend, with_schema
 NOW = datetime.now(UTC).replace(microsecond=0)
 TODAY = NOW.date()
 FEATURES = ["search", "support-bot", "summarize", None]
-WINDOW = retention.Policy(days=30, features={"support-bot": 7})
+WINDOW = retention_policy.Policy(days=30, features={"support-bot": 7})
 
 
 def bucket(ms: float | None) -> int | None:
@@ -236,7 +236,7 @@ def referenced_content(backend: Backend) -> tuple[int, int]:
 def test_a_simulated_year_reads_the_same_after_retention(backend: Backend) -> None:
     calls = year_of_calls()
     with backend.open() as store:
-        retention.set_policy(store, WINDOW)
+        retention_policy.set_policy(store, WINDOW)
         insert(store, calls)
         old_span = Span("a" * 32, "1" * 16, None, "agent", "internal", NOW - timedelta(days=200), None)
         new_span = Span("b" * 32, "2" * 16, None, "agent", "internal", NOW - timedelta(hours=1), None)
@@ -303,7 +303,7 @@ def test_a_feature_can_keep_its_calls_longer(backend: Backend) -> None:
     calls = year_of_calls(n=600, days=100)
     with backend.open() as store:
         insert(store, calls)
-        retention.set_policy(store, retention.Policy(days=10, features={"search": 365}))
+        retention_policy.set_policy(store, retention_policy.Policy(days=10, features={"search": 365}))
         retention.run(store)
         left = Counter(r[0] for r in backend.sql("SELECT feature FROM call_data"))
         assert left["search"] == sum(c.feature == "search" for c in calls)
@@ -315,7 +315,7 @@ def test_a_feature_can_keep_its_calls_longer(backend: Backend) -> None:
 def test_a_run_stopped_midway_carries_on(backend: Backend) -> None:
     calls = year_of_calls(n=1500)
     with backend.open() as store:
-        retention.set_policy(store, WINDOW)
+        retention_policy.set_policy(store, WINDOW)
         insert(store, calls)
         daily_before = daily_rows(store)
         plan = retention.plan(store, WINDOW, TODAY)
@@ -353,7 +353,7 @@ def test_disk_space_comes_back_from_sqlite(tmp_path: Path) -> None:
             insert(store, calls)
             store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             before = store.size_bytes()
-            report = retention.run(store, retention.Policy(days=30))
+            report = retention.run(store, retention_policy.Policy(days=30))
             assert report.bytes_before == before
             assert report.calls > len(calls) // 2
             assert store.size_bytes() == report.bytes_after < before * 0.6, path
@@ -377,7 +377,7 @@ def test_postgresql_drops_the_months_that_went(backend: Backend) -> None:
             }
 
         before, size = months(), store.size_bytes()
-        retention.run(store, retention.Policy(days=30))
+        retention.run(store, retention_policy.Policy(days=30))
         after = months()
         oldest_kept = TODAY - timedelta(days=30)
         assert f"call_data_{oldest_kept.year:04d}{oldest_kept.month:02d}" in after
@@ -406,22 +406,22 @@ def test_writers_forget_content_ids_after_a_deletion(backend: Backend) -> None:
         # The same after retention collects content.
         old = Call(id="old", timestamp=NOW - timedelta(days=90), system_prompt="Old prompt. " * 10)
         writer.insert([old])
-        assert retention.run(admin, retention.Policy(days=30)).contents >= 1
+        assert retention.run(admin, retention_policy.Policy(days=30)).contents >= 1
         writer.insert([Call(id="again", timestamp=NOW, system_prompt=old.system_prompt)])
         got = writer.get("again")
         assert got is not None and got.system_prompt == old.system_prompt
 
 
 def test_a_policy_is_whole_days(tmp_path: Path) -> None:
-    for bad in (0, -1, 1.5, retention.MAX_DAYS + 1):
+    for bad in (0, -1, 1.5, retention_policy.MAX_DAYS + 1):
         with pytest.raises(ValueError, match="whole number of days"):
-            retention.Policy(days=bad)  # type: ignore[arg-type]
+            retention_policy.Policy(days=bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="support"):
-        retention.Policy(days=30, features={"support": 0})
+        retention_policy.Policy(days=30, features={"support": 0})
     with SQLiteStore(tmp_path / "calls.db") as store:
-        assert retention.policy(store) == retention.Policy(days=retention.DEFAULT_DAYS)
-        retention.set_policy(store, WINDOW)
-        assert retention.policy(store) == WINDOW
+        assert retention_policy.policy(store) == retention_policy.Policy(days=retention_policy.DEFAULT_DAYS)
+        retention_policy.set_policy(store, WINDOW)
+        assert retention_policy.policy(store) == WINDOW
 
 
 def test_the_cli_sets_shows_and_runs_it(tmp_path: Path) -> None:
@@ -447,7 +447,7 @@ def test_the_cli_sets_shows_and_runs_it(tmp_path: Path) -> None:
     past = {
         c.id
         for c in calls
-        if c.timestamp.date() < retention.Policy(20, {"search": 5}).cutoff(c.feature, TODAY)
+        if c.timestamp.date() < retention_policy.Policy(20, {"search": 5}).cutoff(c.feature, TODAY)
     }
     dry = llmlog("retention", "run", "--dry-run")
     assert f"{len(past):,} call(s) of" in dry.output and "would go" in dry.output
@@ -469,7 +469,7 @@ def reports_filter() -> Any:
 def test_serve_runs_it_every_day(tmp_path: Path) -> None:
     db = str(tmp_path / "calls.db")
     with SQLiteStore(db) as store:
-        retention.set_policy(store, retention.Policy(days=30))
+        retention_policy.set_policy(store, retention_policy.Policy(days=30))
         insert(store, year_of_calls(n=200, days=60))
     daily = retention.Daily(lambda: open_store(db), every_s=0.2, first_s=0.05).start()
     try:
@@ -481,7 +481,7 @@ def test_serve_runs_it_every_day(tmp_path: Path) -> None:
         daily.stop()
     assert daily.runs[0].calls > 0 and daily.runs[1].calls == 0
     with SQLiteStore(db) as store:
-        assert retention.plan(store, retention.Policy(days=30), TODAY) == []
+        assert retention.plan(store, retention_policy.Policy(days=30), TODAY) == []
 
 
 def test_histogram_percentiles_bound_the_error() -> None:

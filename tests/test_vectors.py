@@ -14,9 +14,10 @@ import pytest
 from click.testing import CliRunner
 
 from llmlog.cli import cli
-from llmlog.core.encryption import Keyring, rotate
+from llmlog.core.encryption import Keyring
 from llmlog.core.record import Call
 from llmlog.demo.workload import prose
+from llmlog.operations.sealing import rotate
 from llmlog.store import CallFilter, open_store, vectors
 from tests.backends import Backend
 from tests.test_encryption import K1

@@ -510,7 +510,7 @@ def test_the_collector_takes_calls_sealed_before_the_spool(
 
 
 def test_redaction_leaves_sealed_text_as_it_is() -> None:
-    from llmlog.pipeline.redact import Redactor
+    from llmlog.core.redact import Redactor
 
     sealed = Keyring.parse(KEY).seal(f"mail {EMAIL} about {CASE}")
     redactor = Redactor(["all"], {"CASE": r"CASE-\d{6}", "ANY": r"[A-Za-z0-9]{4}"})

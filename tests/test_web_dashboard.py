@@ -20,8 +20,7 @@ from markupsafe import escape
 
 from llmlog.analysis import reports
 from llmlog.core.record import Call
-from llmlog.operations import retention
-from llmlog.store import CallFilter
+from llmlog.store import CallFilter, retention_policy
 from tests.backends import Backend, PostgresBackend, SQLiteBackend
 from tests.webui import HOSTILE, KEEP_EVERYTHING, Running, assert_inert, make_call, tags
 
@@ -339,7 +338,7 @@ def test_a_panel_that_cannot_be_read_says_why(ui: Running, backend: Backend) -> 
 
 def test_days_left_to_read_after_the_time_budget_are_named(backend: Backend) -> None:
     with backend.open() as store:
-        retention.set_policy(store, KEEP_EVERYTHING)
+        retention_policy.set_policy(store, KEEP_EVERYTHING)
         store.insert(spread())
         period = reports.Period(FIRST, LAST)
         cache = reports.DayCache()

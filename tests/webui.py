@@ -19,16 +19,15 @@ import uvicorn
 from llmlog.capture.proxy import Upstreams
 from llmlog.core.encryption import Keyring
 from llmlog.core.record import Call
-from llmlog.operations import retention
 from llmlog.operations.replay import Providers
-from llmlog.store import Store, open_store
+from llmlog.store import Store, open_store, retention_policy
 from llmlog.web import create_app, guard
 from tests.backends import Backend
 
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 # A retention window that keeps calls from T0 hot whatever today is: the pages read them as
 # they were stored, not from the cold tier's rollups.
-KEEP_EVERYTHING = retention.Policy(days=36_500)
+KEEP_EVERYTHING = retention_policy.Policy(days=36_500)
 TOOL_USE = {"type": "tool_use", "id": "toolu_1", "name": "lookup_order", "input": {"id": 7}}
 TOOL_RESULT = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "shipped"}
 HOSTILE = '<script>alert("x")</script><img src=x onerror="alert(1)">'
@@ -84,7 +83,7 @@ class Running:
         allowed_hosts: Sequence[str] | None = None,
     ) -> None:
         self.store = open_store(backend.url)
-        retention.set_policy(self.store, KEEP_EVERYTHING)
+        retention_policy.set_policy(self.store, KEEP_EVERYTHING)
         self.port = free_port()
 
         def opened() -> Store:

@@ -16,8 +16,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from llmlog.core.encryption import is_sealed
 from llmlog.core.record import Call
+from llmlog.core.sealed import is_sealed
 from llmlog.providers.conversation import response_messages
 
 # The opening looked at: enough for "I'm sorry, but as an AI language model, I can't…".

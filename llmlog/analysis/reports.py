@@ -26,8 +26,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import IO, Any, Generic, TypeVar
 
 from llmlog.core.record import format_timestamp
-from llmlog.operations import retention
-from llmlog.store import QueryResult, ReadOnlyError, Store
+from llmlog.store import QueryResult, ReadOnlyError, Store, retention_policy
 from llmlog.store.rollup import counts_of, histogram_percentile, merge_counts
 
 log = logging.getLogger(__name__)
@@ -536,7 +535,7 @@ def average_output_by_version(parts: Iterable[DayPart]) -> list[tuple[str | None
 
 def reaches_cold(store: Store, period: Period, today: date | None = None) -> bool:
     """Whether the period starts before the day the store's shortest window keeps from."""
-    p = retention.policy(store)
+    p = retention_policy.policy(store)
     today = today or datetime.now(UTC).date()
     return period.first < max(p.cutoff(f, today) for f in [None, *p.features])
 

@@ -46,7 +46,7 @@ from llmlog.capture.shapes import (
     openai_tools,
     responses_response,
 )
-from llmlog.core.footprint import cache_bytes
+from llmlog.core.config import cache_bytes
 from llmlog.core.record import Call, Span, SpanEvent
 
 _NAMESPACE = uuid.UUID("0b6c3f8e-7d1a-5b2c-9e4f-1a2b3c4d5e6f")

@@ -20,7 +20,8 @@ import msgspec
 
 from llmlog.capture.exchange import Exchange
 from llmlog.capture.sse import SSEParser
-from llmlog.core.footprint import cache_bytes, json_footprint
+from llmlog.core.config import cache_bytes
+from llmlog.core.footprint import json_footprint
 from llmlog.core.prompts import REGISTRY
 from llmlog.core.record import Call, parse_json
 

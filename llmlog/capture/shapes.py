@@ -9,7 +9,7 @@ import json
 from typing import Any
 
 from llmlog.capture.attributes import Shared, first_of
-from llmlog.core.footprint import cache_bytes
+from llmlog.core.config import cache_bytes
 
 
 def is_openai_chat(provider: str | None, a: dict[str, Any]) -> bool:

@@ -11,7 +11,8 @@ from rich.table import Table
 from llmlog.cli import Ctx, _filter, _text, cli, console, err_console, pass_ctx
 from llmlog.cli.core import MAX_COUNT
 from llmlog.core import encryption
-from llmlog.operations import access, retention
+from llmlog.operations import access, retention, sealing
+from llmlog.store import retention_policy
 
 
 @cli.command()
@@ -61,10 +62,10 @@ def _bytes(n: int) -> str:
     return f"{n / 2**20:,.1f} MiB"
 
 
-def _policy_text(p: retention.Policy) -> str:
+def _policy_text(p: retention_policy.Policy) -> str:
     features = ", ".join(f"{f}: {d} days" for f, d in sorted(p.features.items()))
     waiting = ""
-    if p.events_minutes != retention.DEFAULT_EVENTS_MINUTES:
+    if p.events_minutes != retention_policy.DEFAULT_EVENTS_MINUTES:
         waiting = f"; log events waiting for their span kept {p.events_minutes} minutes"
     return f"calls kept {p.days} days" + (f" ({features})" if features else "") + waiting
 
@@ -98,7 +99,7 @@ def retention_show(ctx: Ctx) -> None:
       llmlog retention show
       llmlog --db postgresql://llmlog@db.internal/llmlog retention show
     """
-    p = retention.policy(ctx.store)
+    p = retention_policy.policy(ctx.store)
     console.print(_policy_text(p))
     _print_report(retention.run(ctx.store, p, dry_run=True))
 
@@ -127,7 +128,7 @@ def retention_set(ctx: Ctx, days: int | None, features: tuple[str, ...], events_
       llmlog retention set --feature support-bot=7 --feature billing=
       llmlog retention set --events-minutes 15
     """
-    p = retention.policy(ctx.store)
+    p = retention_policy.policy(ctx.store)
     overrides = dict(p.features)
     for item in features:
         name, sep, value = item.partition("=")
@@ -142,10 +143,10 @@ def retention_set(ctx: Ctx, days: int | None, features: tuple[str, ...], events_
             overrides.pop(name, None)
     try:
         wait = events_minutes if events_minutes is not None else p.events_minutes
-        p = retention.Policy(days if days is not None else p.days, overrides, wait)
+        p = retention_policy.Policy(days if days is not None else p.days, overrides, wait)
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
-    retention.set_policy(ctx.store, p)
+    retention_policy.set_policy(ctx.store, p)
     console.print(_policy_text(p))
 
 
@@ -160,7 +161,7 @@ def retention_run(ctx: Ctx, dry_run: bool) -> None:
       llmlog retention run --dry-run
       llmlog --db postgresql://localhost/llmlog retention run
     """
-    p = retention.policy(ctx.store)
+    p = retention_policy.policy(ctx.store)
     err_console.print(_policy_text(p))
     with err_console.status("deleting…") as status:
         report = retention.run(
@@ -250,7 +251,7 @@ def keys_rotate(ctx: Ctx) -> None:
     store = ctx.store
     try:
         with err_console.status("sealing…") as status:
-            done = encryption.rotate(
+            done = sealing.rotate(
                 store, keyring, store.reader, on_call=lambda n: status.update(f"sealing… {n:,} calls read")
             )
     except encryption.KeyProblem as exc:
@@ -333,12 +334,12 @@ def sensitive_show(ctx: Ctx) -> None:
     Examples:
       llmlog keys sensitive-metadata show
     """
-    _print_sensitive(encryption.sensitive_metadata(ctx.store))
+    _print_sensitive(sealing.sensitive_metadata(ctx.store))
 
 
 def _change_sensitive(ctx: Ctx, names: list[str]) -> None:
-    before = set(encryption.sensitive_metadata(ctx.store))
-    after = encryption.set_sensitive_metadata(ctx.store, names)
+    before = set(sealing.sensitive_metadata(ctx.store))
+    after = sealing.set_sensitive_metadata(ctx.store, names)
     _print_sensitive(after)
     if set(after) - before:
         console.print("Values stored clear before stay so until `llmlog keys rotate`.")
@@ -356,7 +357,7 @@ def sensitive_set(ctx: Ctx, names: tuple[str, ...]) -> None:
       llmlog keys sensitive-metadata set patient_id mrn ward
       llmlog keys sensitive-metadata set            # empty the list
     """
-    _change_sensitive(ctx, encryption.parse_names(names))
+    _change_sensitive(ctx, sealing.parse_names(names))
 
 
 @sensitive_metadata.command(name="add", creates_store=True)
@@ -370,7 +371,7 @@ def sensitive_add(ctx: Ctx, names: tuple[str, ...]) -> None:
       llmlog keys sensitive-metadata add ward
       llmlog keys sensitive-metadata add ward,bed
     """
-    _change_sensitive(ctx, [*encryption.sensitive_metadata(ctx.store), *encryption.parse_names(names)])
+    _change_sensitive(ctx, [*sealing.sensitive_metadata(ctx.store), *sealing.parse_names(names)])
 
 
 @sensitive_metadata.command(name="remove")
@@ -383,8 +384,8 @@ def sensitive_remove(ctx: Ctx, names: tuple[str, ...]) -> None:
     Examples:
       llmlog keys sensitive-metadata remove ward
     """
-    gone = set(encryption.parse_names(names))
-    _change_sensitive(ctx, [n for n in encryption.sensitive_metadata(ctx.store) if n not in gone])
+    gone = set(sealing.parse_names(names))
+    _change_sensitive(ctx, [n for n in sealing.sensitive_metadata(ctx.store) if n not in gone])
 
 
 @cli.command()

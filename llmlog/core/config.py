@@ -16,19 +16,8 @@ from pathlib import Path
 import platformdirs
 
 from llmlog.core.encryption import Keyring
-
-# The fields redaction searches unless told otherwise (`llmlog.pipeline.redact`): every field of a
-# call that holds text a user, an app or a model wrote. LLMLOG_REDACT_FIELDS narrows it.
-REDACT_FIELDS = (
-    "system_prompt",
-    "messages",
-    "tools",
-    "params",
-    "response",
-    "tool_calls",
-    "error",
-    "metadata",
-)
+from llmlog.core.redact import FIELDS as REDACT_FIELDS
+from llmlog.core.redact import Redactor
 
 
 def default_db() -> str:
@@ -64,9 +53,31 @@ def _env_int(name: str, default: int, least: int = 0) -> int:
 def cache_max_bytes() -> int:
     """`LLMLOG_CACHE_MB`: the memory (MiB, as Python objects, not JSON) the caches of shared
     content of one process may hold in all: what was decoded, built, checked and named once
-    for the calls that re-send it (`llmlog.core.footprint.CACHE_SHARES`). Read once, when they are
+    for the calls that re-send it (`CACHE_SHARES`). Read once, when they are
     made; 0 keeps nothing."""
     return _env_int("LLMLOG_CACHE_MB", 64) * 2**20
+
+
+# How `LLMLOG_CACHE_MB` (`config.cache_max_bytes`) is shared out, per cache; a collector
+# (`llmlog serve`) has one of each, and two of those marked so (its OTLP intake's and its
+# proxy's writer's), which together make the whole. What one holds another may hold too (the
+# same message, decoded once, is named and checked by identity): counted by each, never more
+# than the whole is held.
+CACHE_SHARES = {
+    "decoded": 6 / 32,  # JSON parts decoded once (`capture.parse.Decoder`); two
+    "messages": 6 / 32,  # OpenInference messages built once (`capture.genai`)
+    "tools": 1 / 32,  # tool lists built once (`capture.genai`)
+    "texts": 1 / 32,  # system prompts (`capture.genai`)
+    "shaped": 2 / 32,  # messages in OpenAI's shape (`capture.shapes`)
+    "checked": 2 / 32,  # messages and tools known to serialize (`intake`)
+    "named": 3 / 32,  # content ids by the identity of values (`store.content`); two
+    "sealed": 2 / 32,  # what regulated mode sealed, by the identity of values (`encryption`)
+}
+
+
+def cache_bytes(name: str) -> int:
+    """The bytes (as `json_footprint` counts them) the cache `name` of `CACHE_SHARES` may hold."""
+    return int(cache_max_bytes() * CACHE_SHARES[name])
 
 
 def _env_patterns() -> dict[str, str]:
@@ -107,7 +118,7 @@ class Settings:
     token: str | None = field(default_factory=lambda: _env("LLMLOG_INGEST_TOKEN"))
     spool: str = field(default_factory=lambda: _env("LLMLOG_SPOOL") or default_spool())
     spool_max_bytes: int = 512 * 2**20
-    # Redaction before storage (`llmlog.pipeline.redact`): built-in rules by name ("email", "phone",
+    # Redaction before storage (`llmlog.core.redact`): built-in rules by name ("email", "phone",
     # "card", "secret" or "all"), patterns of your own by placeholder name, and the fields.
     redact: list[str] = field(default_factory=lambda: _env_list("LLMLOG_REDACT"))
     redact_patterns: dict[str, str] = field(default_factory=_env_patterns)
@@ -133,11 +144,11 @@ class Settings:
         if self.ingest_concurrency < 1:
             raise ValueError("ingest_concurrency must be positive")
         # Read now: a bad key is an error when configured, never a call stored clear.
-        self._keyring = Keyring.from_environment(self.key, self.key_file, self.sensitive_metadata)
+        self._keyring = Keyring.from_environment(
+            self.key, self.key_file, self.sensitive_metadata, memo_bytes=cache_bytes("sealed")
+        )
         # And the redaction rules: a misspelled one (`emial`) is an error wherever settings
         # are read (configure, every CLI command, serve), never a call stored unredacted.
-        from llmlog.pipeline.redact import Redactor  # it reads these settings: imported here, not above
-
         Redactor.from_settings(self)
 
     @property

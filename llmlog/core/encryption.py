@@ -15,7 +15,8 @@ message — is all it shows. The key id is bound to the ciphertext as associated
 
 Keys come from `LLMLOG_KEY` (`ID:BASE64`, several separated by commas) or a file named by
 `LLMLOG_KEY_FILE` (one `ID:BASE64` per line); the first is the one that seals, the others
-still open what they sealed until `llmlog keys rotate` has sealed it again with the first.
+still open what they sealed until `llmlog keys rotate` (`llmlog.operations.sealing`) has
+sealed it again with the first.
 
 Spans and log events received over OTLP are sealed the same way (`Keyring.seal_span`,
 `Keyring.seal_event`): every value that holds text, but for the few structural attributes
@@ -41,28 +42,22 @@ import os
 import re
 import secrets
 import threading
-import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from sys import getsizeof
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from llmlog.core.footprint import cache_bytes, json_footprint
+from llmlog.core.footprint import json_footprint
 from llmlog.core.record import Call, Span, SpanEvent, json_text
+from llmlog.core.sealed import PREFIX, SEALED_FORM, is_sealed, key_id_of, well_sealed
 
-if TYPE_CHECKING:
-    from llmlog.store import Store
-    from llmlog.store.regulated import Refused
-
-PREFIX = "llmlog-enc:v1:"
-_SEALED = re.compile(r"llmlog-enc:v1:([A-Za-z0-9_.-]{1,64}):([A-Za-z0-9_-]+={0,2})\Z")
 _KEY_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 # What an entry of a keyring's memo takes beyond its value and sealed text: the table's slot,
 # its key, the tuple and the size's integer.
@@ -71,21 +66,6 @@ _MEMO_ENTRY = 200
 
 class KeyProblem(ValueError):
     """A key that cannot be used: malformed, the wrong length, or missing for a value."""
-
-
-def is_sealed(value: Any) -> bool:
-    return isinstance(value, str) and value.startswith(PREFIX)
-
-
-def well_sealed(value: Any) -> bool:
-    """Whether `value` has the form of a sealed value, whole: not merely its prefix, which
-    clear text could begin with. What a store without the key can check."""
-    return isinstance(value, str) and _SEALED.match(value) is not None
-
-
-def key_id_of(value: str) -> str | None:
-    m = _SEALED.match(value)
-    return m.group(1) if m else None
 
 
 # The span and event attributes whose text stays clear in regulated mode: what a call keeps
@@ -222,9 +202,13 @@ class _Key:
 
 
 class Keyring:
-    """The keys a process has: the first seals, every one opens what it sealed."""
+    """The keys a process has: the first seals, every one opens what it sealed.
+    `memo_bytes`: what the memo of what it sealed may hold (the settings give it the share of
+    LLMLOG_CACHE_MB they set aside for it); 0 remembers nothing."""
 
-    def __init__(self, keys: Iterable[tuple[str, bytes]], sensitive_metadata: Iterable[str] = ()) -> None:
+    def __init__(
+        self, keys: Iterable[tuple[str, bytes]], sensitive_metadata: Iterable[str] = (), memo_bytes: int = 0
+    ) -> None:
         self._keys: dict[str, _Key] = {}
         for key_id, secret in keys:
             if not _KEY_ID.match(key_id):
@@ -245,14 +229,14 @@ class Keyring:
         self._memo: OrderedDict[int, tuple[Any, str, int]] = OrderedDict()
         self._memo_lock = threading.Lock()
         self._memo_bytes = 0
-        self._memo_max = cache_bytes("sealed")
+        self._memo_max = memo_bytes
 
     @property
     def ids(self) -> list[str]:
         return list(self._keys)
 
     @classmethod
-    def parse(cls, text: str, sensitive_metadata: Iterable[str] = ()) -> Keyring:
+    def parse(cls, text: str, sensitive_metadata: Iterable[str] = (), memo_bytes: int = 0) -> Keyring:
         """`ID:BASE64` entries, separated by commas or lines; `#` starts a comment."""
         keys = []
         for n, raw in enumerate(re.split(r"[,\n]", text), 1):
@@ -267,16 +251,20 @@ class Keyring:
             except ValueError:
                 raise KeyProblem(f"key {key_id.strip()}: not base64") from None
             keys.append((key_id.strip(), secret))
-        return cls(keys, sensitive_metadata)
+        return cls(keys, sensitive_metadata, memo_bytes)
 
     @classmethod
     def from_environment(
-        cls, key: str | None, key_file: str | None, sensitive_metadata: Iterable[str] = ()
+        cls,
+        key: str | None,
+        key_file: str | None,
+        sensitive_metadata: Iterable[str] = (),
+        memo_bytes: int = 0,
     ) -> Keyring | None:
         if key:
-            return cls.parse(key, sensitive_metadata)
+            return cls.parse(key, sensitive_metadata, memo_bytes)
         if key_file:
-            return cls.parse(Path(key_file).read_text(encoding="utf-8"), sensitive_metadata)
+            return cls.parse(Path(key_file).read_text(encoding="utf-8"), sensitive_metadata, memo_bytes)
         return None
 
     # -------------------------------------------------------------- one value
@@ -289,7 +277,7 @@ class Keyring:
         return f"{PREFIX}{key.id}:{base64.urlsafe_b64encode(nonce + sealed).decode()}"
 
     def open(self, value: str) -> str:
-        m = _SEALED.match(value)
+        m = SEALED_FORM.match(value)
         if not m:
             raise KeyProblem("not a sealed value")
         key = self._keys.get(m.group(1))
@@ -530,171 +518,9 @@ class Policy:
         )
 
 
-def parse_names(values: Iterable[str]) -> list[str]:
-    """Metadata names as typed: separated by commas or given apart, each stripped."""
-    return [n.strip() for v in values for n in v.split(",") if n.strip()]
-
-
-def sensitive_metadata(store: Store) -> list[str]:
-    """The store's own list of metadata names whose values are sealed."""
-    return sorted(Policy.from_settings({SENSITIVE_SETTING: store.setting(SENSITIVE_SETTING)}).sensitive)
-
-
-def set_sensitive_metadata(store: Store, names: Iterable[str]) -> list[str]:
-    """Make `names` the store's list, for every process writing to it from its next batch on."""
-    names = sorted(set(names))
-    store.set_setting(SENSITIVE_SETTING, names)
-    store.sensitive_metadata = frozenset(names)
-    return names
-
-
 def new_key() -> str:
     """A fresh key, as `ID:BASE64`: the id is the date and a random suffix."""
     from datetime import UTC, datetime
 
     key_id = f"k{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(3)}"
     return f"{key_id}:{base64.b64encode(os.urandom(32)).decode()}"
-
-
-@dataclass
-class Rotated:
-    calls: int = 0  # calls sealed again with the current key
-    contents: int = 0  # pieces of content sealed with an old key (or none) deleted after
-    spans: int = 0  # spans sealed again
-    span_events: int = 0  # log events kept for their spans, sealed again
-
-
-def rotate(
-    store: Store,
-    keyring: Keyring,
-    who: str,
-    on_call: Callable[[int], None] | None = None,
-    settle_s: float | None = None,
-) -> Rotated:
-    """Seal every stored call's text with the keyring's current key: what an older key of
-    the keyring sealed, what is stored clear (a store made before regulated mode), and the
-    values of the metadata named sensitive (by the store's list or the keyring's) still
-    clear; and so every span and log event received over OTLP. In this order, so that no
-    moment of it lets text in clear:
-
-    1. the store is marked sealed-only (`Store.require_sealed`). Every insert (of calls,
-       spans, span events) reads that mark in its own transaction, after a lock the marking
-       conflicts with: an insert committed before the mark is in the store when the sweep
-       below reads it; one committed after it is sealed (a process with a key) or refused
-       (one without);
-    2. every call with clear text, an old key's text or a named metadata value still clear
-       is sealed again with the current key; then every span and span event;
-    3. the pieces in their old form are deleted (overwritten, on SQLite) and the files
-       rewritten, so that neither clear text nor old ciphertext stays in their free space.
-
-    A store without transactions (ClickHouse) is swept again after `settle_s` (its own
-    `rotation_settle_s` unless given): see `ClickHouseStore.insert` for what that covers.
-    A span or event sealed with a key the keyring lacks stops the rotation before any
-    record is changed, and a call so sealed before anything is lost; the store stays
-    sealed-only (the mark never loosens): add that key and run again."""
-    out = Rotated()
-    store.require_sealed(keyring.current)
-    saved = store.keyring
-    store.keyring = None  # read the records as stored; what is written is sealed here
-    try:
-        _check_traces(store, keyring)
-        out.calls = _reseal(store, keyring, on_call)
-        out.spans, out.span_events = _reseal_traces(store, keyring)
-        settle = store.rotation_settle_s if settle_s is None else settle_s
-        if settle > 0:
-            time.sleep(settle)
-            out.calls += _reseal(store, keyring, on_call)
-            spans, events = _reseal_traces(store, keyring)
-            out.spans, out.span_events = out.spans + spans, out.span_events + events
-        out.contents = store.collect_content()
-        # The clear text (or old ciphertext) replaced must not stay in the files' free space.
-        store.reclaim(thorough=True)
-        store.audit(
-            who,
-            f"rotate to key {keyring.current}: {out.calls} call(s) sealed again,"
-            f" {out.spans} span(s) and {out.span_events} span event(s)",
-            [],
-        )
-    finally:
-        store.keyring = saved
-    return out
-
-
-def _reseal(store: Store, keyring: Keyring, on_call: Callable[[int], None] | None) -> int:
-    """One sweep of `rotate`: how many calls it sealed again."""
-    from llmlog.store import CallFilter
-
-    names = keyring.sensitive_metadata | store.sealing_policy().sensitive
-    done = 0
-    for n, call in enumerate(store.iter_calls(CallFilter()), 1):
-        if sealed_key_ids(call) <= {keyring.current} and not clear_parts(call, names):
-            continue
-        opened = keyring.open_call(call)
-        missing = sealed_key_ids(opened) - {""}
-        if missing:
-            raise KeyProblem(
-                f"call {call.id} is sealed with key {sorted(missing)[0]}, which is not in the keyring"
-            )
-        store.update_content(keyring.seal_call(opened, names))
-        done += 1
-        if on_call is not None:
-            on_call(n)
-    return done
-
-
-def _check_traces(store: Store, keyring: Keyring) -> None:
-    """Before `rotate` changes any record: KeyProblem if a span or a span event is sealed
-    with a key the keyring lacks (it could not be sealed again, nor the old key retired)."""
-    known = set(keyring.ids) | {""}
-    for span in store.iter_spans():
-        missing = trace_key_ids(span) - known
-        if missing:
-            raise KeyProblem(
-                f"span {span.span_id} of trace {span.trace_id} is sealed with key {sorted(missing)[0]},"
-                " which is not in the keyring"
-            )
-    for _, event in store.iter_span_events():
-        missing = trace_key_ids(event) - known
-        if missing:
-            raise KeyProblem(
-                f"a log event of span {event.span_id} of trace {event.trace_id} is sealed with key"
-                f" {sorted(missing)[0]}, which is not in the keyring"
-            )
-
-
-_TRACE_BATCH = 500
-
-
-def _reseal_traces(store: Store, keyring: Keyring) -> tuple[int, int]:
-    """One sweep of `rotate` over the spans and the span events: how many of each it sealed
-    again. Those already sealed with the current key alone are left as they are."""
-    current = {keyring.current}
-    spans: list[Span] = []
-    events: list[tuple[Any, SpanEvent]] = []
-    done_spans = done_events = 0
-
-    def written(refused: Sequence[Refused]) -> None:
-        if refused:  # cannot be: each was sealed just now; but never lose one silently
-            raise ValueError(f"rotation could not write a span sealed again: {refused[0].reason}")
-
-    for span in store.iter_spans():
-        if trace_key_ids(span) <= current:
-            continue
-        spans.append(keyring.reseal_span(span))
-        if len(spans) >= _TRACE_BATCH:
-            written(store.update_spans(spans))
-            done_spans, spans = done_spans + len(spans), []
-    if spans:
-        written(store.update_spans(spans))
-        done_spans += len(spans)
-    for key, event in store.iter_span_events():
-        if trace_key_ids(event) <= current:
-            continue
-        events.append((key, keyring.reseal_event(event)))
-        if len(events) >= _TRACE_BATCH:
-            written(store.replace_span_events(events))
-            done_events, events = done_events + len(events), []
-    if events:
-        written(store.replace_span_events(events))
-        done_events += len(events)
-    return done_spans, done_events

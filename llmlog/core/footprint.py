@@ -1,6 +1,7 @@
 """What a value really costs in memory: the bytes of its Python objects, which is several
 times its JSON (a dict of two short strings is a few hundred bytes, an empty list 56), and
-how the caches of shared content are bounded by it.
+how the caches of shared content measure what they hold (`llmlog.core.config.cache_bytes`
+says how much each may).
 
 `footprint` walks the objects (exact, and slow: a few microseconds a message);
 `json_footprint` bounds it from the JSON a cache has at hand anyway (the bytes it decoded,
@@ -52,27 +53,3 @@ def json_footprint(text: bytes | str) -> int:
         marks += (text.count(b"{") + text.count(b"[")) * _CONTAINER
         marks += (text.count(b",") + 1) * _ITEM
     return len(text) * (1 if text.isascii() else 4) + marks
-
-
-# How `LLMLOG_CACHE_MB` (`config.cache_max_bytes`) is shared out, per cache; a collector
-# (`llmlog serve`) has one of each, and two of those marked so (its OTLP intake's and its
-# proxy's writer's), which together make the whole. What one holds another may hold too (the
-# same message, decoded once, is named and checked by identity): counted by each, never more
-# than the whole is held.
-CACHE_SHARES = {
-    "decoded": 6 / 32,  # JSON parts decoded once (`capture.parse.Decoder`); two
-    "messages": 6 / 32,  # OpenInference messages built once (`capture.genai`)
-    "tools": 1 / 32,  # tool lists built once (`capture.genai`)
-    "texts": 1 / 32,  # system prompts (`capture.genai`)
-    "shaped": 2 / 32,  # messages in OpenAI's shape (`capture.shapes`)
-    "checked": 2 / 32,  # messages and tools known to serialize (`intake`)
-    "named": 3 / 32,  # content ids by the identity of values (`store.content`); two
-    "sealed": 2 / 32,  # what regulated mode sealed, by the identity of values (`encryption`)
-}
-
-
-def cache_bytes(name: str) -> int:
-    """The bytes (as `json_footprint` counts them) the cache `name` of `CACHE_SHARES` may hold."""
-    from llmlog.core.config import cache_max_bytes  # config imports what reads its settings
-
-    return int(cache_max_bytes() * CACHE_SHARES[name])

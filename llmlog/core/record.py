@@ -17,6 +17,8 @@ from typing import Any
 
 import orjson
 
+from llmlog.core.sealed import is_sealed
+
 #: The columns of `calls`, in order. `rate_card` is ours: which rate card priced the call.
 COLUMNS: tuple[str, ...] = (
     "id",
@@ -246,12 +248,6 @@ def parse_timestamp(value: str | int | float | datetime) -> datetime:
     return ts.astimezone(UTC)
 
 
-def _sealed(value: Any) -> bool:
-    from llmlog.core.encryption import is_sealed  # which imports this module
-
-    return is_sealed(value)
-
-
 def _coerce(name: str, value: Any) -> Any:
     if value is None:
         return None
@@ -279,7 +275,7 @@ def _coerce(name: str, value: Any) -> Any:
         if reason:
             raise RecordError(reason)
         return float(value)
-    if name in ("params", "response", "tools") and _sealed(value):
+    if name in ("params", "response", "tools") and is_sealed(value):
         # Regulated mode seals these whole, before the spool: what a remote-mode app ships.
         return value
     if name in ("metadata", "params", "response", "error"):

@@ -5,7 +5,7 @@ before the spool), the proxy and `llmlog wrap`, the collector's `POST /v1/calls`
 and log events, `llmlog import`, replays and `llmlog copy`. Each hands its records to an
 `Intake` built from the same `Settings`, which
 
-- redacts them with the configured rules (`llmlog.pipeline.redact`): a call's chosen fields, and
+- redacts them with the configured rules (`llmlog.core.redact`): a call's chosen fields, and
   every text of a span or a log event (name, status message, attribute values, bodies);
 - seals their text in regulated mode (`llmlog.core.encryption`): a call's as `Keyring.seal_call`
   does; of a span or an event, every value that holds text, except the few structural
@@ -30,9 +30,9 @@ import orjson
 
 from llmlog.capture.exchange import Exchange
 from llmlog.capture.parse import Decoder, to_call
-from llmlog.core.config import Settings
-from llmlog.core.encryption import CLEAR_ATTRIBUTES, is_sealed
-from llmlog.core.footprint import cache_bytes, json_footprint
+from llmlog.core.config import Settings, cache_bytes
+from llmlog.core.encryption import CLEAR_ATTRIBUTES
+from llmlog.core.footprint import json_footprint
 from llmlog.core.prompts import REGISTRY
 from llmlog.core.record import (
     JSON_COLUMNS,
@@ -44,8 +44,9 @@ from llmlog.core.record import (
     drop_bad_figures,
     figure_problem,
 )
+from llmlog.core.redact import Redactor
+from llmlog.core.sealed import is_sealed
 from llmlog.pipeline.pricing import Pricer
-from llmlog.pipeline.redact import Redactor
 
 Item = Exchange | Call
 

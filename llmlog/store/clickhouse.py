@@ -28,7 +28,7 @@ from typing import Any
 from llmlog.core.encryption import Policy
 from llmlog.core.record import COLUMNS, INT_COLUMNS, JSON_COLUMNS, Call, json_text
 from llmlog.store import clickhouse_reader as reader
-from llmlog.store import redact_url, search
+from llmlog.store import retention_policy, search
 from llmlog.store.base import (
     NAMING_ATTRIBUTES,
     Account,
@@ -50,6 +50,7 @@ from llmlog.store.filelock import FileLock
 from llmlog.store.readonly import RESULT_MAX_BYTES, QueryRows, deadline_after, too_large
 from llmlog.store.rollup import moves
 from llmlog.store.search import Query
+from llmlog.store.urls import redact_url
 
 _CLUSTER_ENV = "LLMLOG_CLICKHOUSE_CLUSTER"
 
@@ -751,11 +752,9 @@ def _pattern(words: Sequence[str]) -> str:
 
 
 def ttl(policy: Any) -> str:
-    """The retention policy (`llmlog.operations.retention.Policy`'s JSON) as TTL rules: a call goes the
+    """The retention policy (`retention_policy.Policy`'s JSON) as TTL rules: a call goes the
     day after its feature's window ends. Feature names are quoted by the binding."""
-    from llmlog.operations.retention import Policy
-
-    p = Policy.from_json(policy)
+    p = retention_policy.Policy.from_json(policy)
 
     def after(days: int) -> str:
         return f"toDate(timestamp) + toIntervalDay({days + 1})"

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from sys import getsizeof
 from typing import Any
 
-from llmlog.core.footprint import cache_bytes, json_footprint
+from llmlog.core.config import cache_bytes
+from llmlog.core.footprint import json_footprint
 from llmlog.core.record import json_text
 
 Key = bytes | int  # a content id, or the hash of content whose id is not known yet

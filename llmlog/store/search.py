@@ -23,9 +23,9 @@ from typing import Any
 
 import orjson
 
-from llmlog.core.encryption import PREFIX as SEALED
-from llmlog.core.encryption import is_sealed
 from llmlog.core.record import Call
+from llmlog.core.sealed import PREFIX as SEALED
+from llmlog.core.sealed import is_sealed
 from llmlog.providers.conversation import message_turn, response_messages
 from llmlog.store import compression
 

@@ -35,7 +35,8 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Receive, Scope, Send
 
 from llmlog.capture.proxy import PATHS as PROXY_PATHS
-from llmlog.operations import access, retention
+from llmlog.operations import access
+from llmlog.store import retention_policy
 from llmlog.web.answer import JSONResponse
 from llmlog.web.throttle import Busy
 
@@ -326,7 +327,7 @@ def routes(web: Any) -> list[BaseRoute]:
     def admin_page(problem: str | None = None, new_token: str | None = None, status: int = 200) -> Response:
         with web.reading() as store:
             users, tokens = store.accounts(), store.tokens()
-            policy = retention.policy(store)
+            policy = retention_policy.policy(store)
             sealed = store.sealing_policy()  # read now: another process may have rotated since
             keys = store.keyring.ids if store.keyring else []
         return web.render(
@@ -379,9 +380,9 @@ def routes(web: Any) -> list[BaseRoute]:
                                 name, _, days = item.partition("=")
                                 features[name.strip()] = int(days)
                         # The wait of log events for their span is set with the CLI: kept as is.
-                        wait = retention.policy(store).events_minutes
-                        retention.set_policy(
-                            store, retention.Policy(int(fields.get("days", "")), features, wait)
+                        wait = retention_policy.policy(store).events_minutes
+                        retention_policy.set_policy(
+                            store, retention_policy.Policy(int(fields.get("days", "")), features, wait)
                         )
                     else:
                         return web.error("no such action", 404)

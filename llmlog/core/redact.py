@@ -22,12 +22,26 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from llmlog.core.config import REDACT_FIELDS as FIELDS
-from llmlog.core.config import Settings
-from llmlog.core.encryption import is_sealed
 from llmlog.core.record import Call
+from llmlog.core.sealed import is_sealed
+
+if TYPE_CHECKING:
+    from llmlog.core.config import Settings
+
+# The fields redaction searches unless told otherwise (`llmlog.core.redact`): every field of a
+# call that holds text a user, an app or a model wrote. LLMLOG_REDACT_FIELDS narrows it.
+FIELDS = (
+    "system_prompt",
+    "messages",
+    "tools",
+    "params",
+    "response",
+    "tool_calls",
+    "error",
+    "metadata",
+)
 
 _EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@(?:[A-Za-z0-9-]+\.)+[A-Za-z]{2,}(?![\w-])")
 # A run of digits with phone-like separators; checked further by `_phone`.
