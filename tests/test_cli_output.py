@@ -14,7 +14,7 @@ import httpx
 import pytest
 from click.testing import CliRunner, Result
 
-import llmlog.cli as cli_module
+import llmlog.cli.core as cli_module
 from llmlog.cli import cli
 from llmlog.core.record import Call
 from llmlog.store import open_store

@@ -8,8 +8,7 @@ import sys
 import click
 from rich.table import Table
 
-from llmlog.cli import Ctx, _filter, _text, cli, console, err_console, pass_ctx
-from llmlog.cli.core import MAX_COUNT
+from llmlog.cli.core import MAX_COUNT, Ctx, as_text, cli, console, err_console, filter_of, pass_ctx
 from llmlog.core import encryption
 from llmlog.operations import access, retention, sealing
 from llmlog.store import retention_policy
@@ -35,7 +34,7 @@ def delete(ctx: Ctx, user: str | None, session: str | None, yes: bool) -> None:
     """
     if (user is None) == (session is None):
         raise click.UsageError("give exactly one of --user and --session")
-    flt = _filter(ctx, user=user, session=session)  # a user id is stored hashed when a secret is set
+    flt = filter_of(ctx, user=user, session=session)  # a user id is stored hashed when a secret is set
     n = ctx.store.count(flt)
     who = f"user {user}" if user is not None else f"session {session}"
     if n == 0:
@@ -301,7 +300,7 @@ def keys_status(ctx: Ctx) -> None:
 
 def _print_sensitive(names: list[str]) -> None:
     if names:
-        console.print(_text(f"Metadata sealed by every writer: {', '.join(names)}."))
+        console.print(as_text(f"Metadata sealed by every writer: {', '.join(names)}."))
     else:
         console.print("No metadata named sensitive in the store (`llmlog keys sensitive-metadata add`).")
 
@@ -408,7 +407,7 @@ def audit(ctx: Ctx, limit: int) -> None:
     table = Table("time", "who", "action", "calls")
     for e in ctx.store.audit_log(limit):
         ids = ", ".join(e.call_ids[:5]) + (f" … ({len(e.call_ids)})" if len(e.call_ids) > 5 else "")
-        table.add_row(e.time.strftime("%Y-%m-%d %H:%M:%S"), _text(e.who), _text(e.action), _text(ids))
+        table.add_row(e.time.strftime("%Y-%m-%d %H:%M:%S"), as_text(e.who), as_text(e.action), as_text(ids))
     console.print(table)
 
 
@@ -453,7 +452,7 @@ def users_add(ctx: Ctx, name: str, role: str, password_stdin: bool) -> None:
         access.add_user(ctx.store, name, role, password)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
-    console.print(_text(f"Added {name} ({role})."))
+    console.print(as_text(f"Added {name} ({role})."))
 
 
 @users.command(name="list")
@@ -467,7 +466,7 @@ def users_list(ctx: Ctx) -> None:
     """
     table = Table("name", "role", "since")
     for a in ctx.store.accounts():
-        table.add_row(_text(a.name), a.role, a.created)
+        table.add_row(as_text(a.name), a.role, a.created)
     console.print(table)
 
 
@@ -483,7 +482,7 @@ def users_remove(ctx: Ctx, name: str) -> None:
     """
     if not ctx.store.remove_account(name):
         raise click.ClickException(f"no account {name!r}")
-    console.print(_text(f"Removed {name}."))
+    console.print(as_text(f"Removed {name}."))
 
 
 @cli.group()
@@ -533,7 +532,7 @@ def tokens_list(ctx: Ctx) -> None:
     """
     table = Table("name", "scope", "since")
     for t in ctx.store.tokens():
-        table.add_row(_text(t.name), t.scope, t.created)
+        table.add_row(as_text(t.name), t.scope, t.created)
     console.print(table)
 
 
@@ -549,4 +548,4 @@ def tokens_remove(ctx: Ctx, name: str) -> None:
     """
     if not ctx.store.remove_token(name):
         raise click.ClickException(f"no token {name!r}")
-    console.print(_text(f"Revoked {name}."))
+    console.print(as_text(f"Revoked {name}."))

@@ -4,13 +4,26 @@ the one place an expected error becomes a line of text rather than a traceback."
 
 from __future__ import annotations
 
+import getpass
+import os
+import re
+import sys
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.text import Text
 
-from llmlog.pipeline.pricing import PriceFileError
-from llmlog.store import sqlite_path
+from llmlog.core.config import Settings
+from llmlog.core.filters import BadFilter, parse_filter
+from llmlog.pipeline.intake import hash_user_id
+from llmlog.pipeline.pricing import PriceFileError, Pricer
+from llmlog.store import CallFilter, Store, open_store, parse_when, redact_url, sqlite_path
 from llmlog.store.errors import NewerStore
 
 
@@ -122,3 +135,222 @@ class Main(click.Group):
             if said is None:
                 raise
             raise said from None
+
+
+# Piped output is not cut to 80 columns: it is usually read by grep or a wider pager.
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 220)
+
+
+# Messages are not hard-wrapped: they hold URLs and ids people copy.
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+# Control characters in logged text (an ESC starting a terminal sequence, say) are shown
+# escaped, never sent to the reader's terminal; tab and newline stay as they are.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(value: object) -> str:
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
+
+
+def as_text(value: object, style: str = "") -> Text:
+    """Logged content as plain text: never markup, never terminal control."""
+    return Text(printable(value), style=style)
+
+
+def progress_bar(transient: bool = False) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err_console,
+        transient=transient,
+    )
+
+
+class Ctx:
+    def __init__(self, db: str | None, reader_db: str | None = None) -> None:
+        try:
+            self.settings = Settings(db=db) if db else Settings()
+        except (ValueError, OSError) as exc:  # a bad key, a key file that cannot be read
+            raise CliError(str(exc), exit_code=2) from None
+        if reader_db:
+            self.settings.reader_db = reader_db
+        self._store: Store | None = None
+
+    @property
+    def store(self) -> Store:
+        if self._store is None:
+            command = click.get_current_context(silent=True)
+            # A reading command never makes a store: a mistyped --db is said, not an empty store.
+            create = bool(command and getattr(command.command, "creates_store", False))
+            self._store = open_url(self.settings.db, self.settings.reader_db, create=create)
+            # Regulated mode: what is sealed opens with the keys set here, each reading audited.
+            self._store.keyring = self.settings.keyring
+            name = " ".join(["llmlog", *(command.command_path.split()[1:] if command else [])])
+            self._store.reader = f"{getpass.getuser()} ({name})"
+        return self._store
+
+
+def open_url(url: str, reader_url: str | None = None, *, create: bool = True) -> Store:
+    """Open the store at `url`; with `create` False, one that does not exist yet is an error
+    (an embedded store's file is not made; a server's database is never made by us)."""
+    path = embedded_path(url)
+    # An empty file is no store either (`touch calls.db`, a failed copy): a reading command
+    # must not write a schema into it.
+    if not create and path is not None and (not Path(path).exists() or _empty_file(path)):
+        raise CliError(
+            f"no store at {os.path.abspath(path)} ("
+            + ("an empty file" if Path(path).exists() else "nothing recorded there yet")
+            + ": check --db or LLMLOG_DB; `llmlog demo` or `llmlog import` make one)"
+        )
+    try:
+        why = None if create else _server_store_missing(url)
+        if why is None:
+            return open_store(url, reader_url)
+    except ValueError as exc:  # a URL of no engine we know
+        raise CliError(str(exc), exit_code=2) from None
+    except Exception as exc:  # a server that is down, a database that does not exist, a file we may not write
+        raise CliError(f"cannot open store {redact_url(url)}: {exc}") from None
+    raise CliError(f"no store at {redact_url(url)} ({why}: check --db or LLMLOG_DB)")
+
+
+def _server_store_missing(url: str) -> str | None:
+    """Why a PostgreSQL database holds no store, asked before opening it: opening one makes
+    its tables, which a reading command must not."""
+    if url.split("://", 1)[0] not in ("postgresql", "postgres"):
+        return None
+    from llmlog.store.postgres import missing
+
+    return missing(url)
+
+
+def _empty_file(path: str) -> bool:
+    try:
+        return Path(path).is_file() and Path(path).stat().st_size == 0
+    except OSError:  # not ours to say here: opening it says why
+        return False
+
+
+pass_ctx = click.make_pass_decorator(Ctx)
+
+
+def since_time(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return parse_when(value)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def filter_of(ctx: Ctx, **kw: Any) -> CallFilter:
+    """The filter the options ask for, read by the web UI's parser (`llmlog.core.filters`): the
+    same names select the same calls. A user id is hashed first where a secret is set (it is
+    stored hashed)."""
+    user = kw.get("user")
+    if user is not None and ctx.settings.user_id_secret:
+        user = hash_user_id(user, ctx.settings.user_id_secret)  # stored hashed: compare hashed
+    errors = kw.get("errors")
+    params = {
+        **{name: kw.get(name) for name in ("feature", "model", "provider", "session", "version", "tag")},
+        "user": user,
+        "meta": list(kw.get("meta") or ()),
+        "q": kw.get("search"),
+        "status": None if errors is None else "error" if errors else "ok",
+        "since": kw.get("since"),
+        "until": kw.get("until"),
+    }
+    try:
+        return parse_filter(params)
+    except BadFilter as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
+def filter_options(fn: Any) -> Any:
+    for opt in reversed(
+        [
+            click.option("--feature", help="Only calls from this feature."),
+            click.option("--model", help="Only calls answered by this model."),
+            click.option("--provider", help="Only calls to this provider (anthropic, openai, …)."),
+            click.option("--user", help="Only this user's calls (hashed first if a secret is set)."),
+            click.option("--session", help="Only calls of this session."),
+            click.option("--version", help="Only calls with this prompt template version."),
+            click.option("--tag", help="Only calls carrying this tag."),
+            click.option(
+                "--meta",
+                multiple=True,
+                metavar="KEY=VALUE",
+                help="Only calls whose metadata holds this value (repeatable; a dotted key reaches"
+                " nested values: llmlog.retry=1).",
+            ),
+            click.option(
+                "--search",
+                metavar="TEXT",
+                help="Only calls with this text in the system prompt, a message, the response,"
+                " the tool calls or the error (case-insensitive).",
+            ),
+            click.option("--since", help="From this time: 1h, 30m, 7d or ISO-8601."),
+            click.option("--until", help="Before this time: 1h, 30m, 7d or ISO-8601."),
+            click.option("--errors/--successes", default=None, help="Only failed / only successful calls."),
+        ]
+    ):
+        fn = opt(fn)
+    return fn
+
+
+@click.group(cls=Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--db", envvar="LLMLOG_DB", metavar="PATH|URL", help=DB_HELP)
+@click.option("--reader-db", envvar="LLMLOG_READER_DB", metavar="URL", help=READER_DB_HELP)
+@click.version_option(package_name="llmlog")
+@click.pass_context
+def cli(click_ctx: click.Context, db: str | None, reader_db: str | None) -> None:
+    """llmlog: the flight recorder for LLM calls.
+
+    \b
+    Examples:
+      llmlog demo                 # record a few thousand calls through the real SDKs
+      llmlog calls --errors       # the latest failures
+      llmlog show 3f2a            # one call, whole (an id prefix is enough)
+      llmlog query "SELECT model, COUNT(*), SUM(cost_usd) FROM calls GROUP BY model"
+      llmlog --db postgresql://llmlog@db.internal/llmlog calls -n 20
+      llmlog copy --from calls.db --to postgresql://llmlog@db.internal/llmlog
+    """
+    click_ctx.obj = Ctx(db, reader_db)
+    click_ctx.call_on_close(lambda: click_ctx.obj._store and click_ctx.obj._store.close())
+
+
+def fmt_cost(value: float | Decimal | None) -> str:
+    if value is None:
+        return "-"
+    return f"${value:.4f}" if value >= 0.01 else f"${value:.6f}"
+
+
+def fmt_ms(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value / 1000:.2f}s" if value >= 1000 else f"{value:.0f}ms"
+
+
+def or_dash(value: object) -> str:
+    """A figure or name a call may lack (a failed call has no tokens): "-", never "None"."""
+    return "-" if value is None else str(value)
+
+
+def fmt_time(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def error_text(error: dict[str, Any] | None) -> str:
+    if not error:
+        return ""
+    status = f" {error['status']}" if error.get("status") else ""
+    return f"{error.get('type', 'error')}{status}"
+
+
+def read_prices(settings: Settings) -> None:
+    """Read the price file (LLMLOG_PRICES) before recording calls: the writer reads it at the
+    first call to price, and a bad one there loses every call, each with a traceback."""
+    Pricer(settings.prices)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import click
 
-from llmlog.cli import cli
+from llmlog.cli.core import cli
 
 # Click's own limit: the help a terminal of 80 columns or more shows, whoever writes the file.
 WIDTH = 80

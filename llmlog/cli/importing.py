@@ -9,7 +9,7 @@ from typing import IO
 
 import click
 
-from llmlog.cli import Ctx, _progress, _text, cli, err_console, pass_ctx
+from llmlog.cli.core import Ctx, as_text, cli, err_console, pass_ctx, progress_bar
 from llmlog.core.record import RecordError
 from llmlog.pipeline.importer import EXTRA_KEY, STDIN, BadRecord, Read, Reader, sources
 from llmlog.pipeline.intake import Intake
@@ -61,7 +61,7 @@ def import_(ctx: Ctx, paths: tuple[str, ...]) -> None:
     reader = Reader()
     total = stored = 0
     sizes = [_size(f) for f in files]
-    with _progress() as progress:
+    with progress_bar() as progress:
         task = progress.add_task("importing", total=None if None in sizes else sum(s or 0 for s in sizes))
         batch: list[Read] = []
         for name, file in _opened(files):
@@ -108,9 +108,9 @@ def _reason(exc: BaseException) -> str:
 def _summary(reader: Reader, files: list[str], total: int, stored: int) -> None:
     bad = sorted(reader.bad, key=lambda b: (files.index(b.source) if b.source in files else -1, b.line))
     for b in bad[:SHOWN_BAD]:
-        err_console.print(_text(f"{b.source}:{b.line}: {b.reason}", style="red"))
+        err_console.print(as_text(f"{b.source}:{b.line}: {b.reason}", style="red"))
     if len(bad) > SHOWN_BAD:
-        err_console.print(_text(f"… and {len(bad) - SHOWN_BAD} more bad line(s)", style="red"))
+        err_console.print(as_text(f"… and {len(bad) - SHOWN_BAD} more bad line(s)", style="red"))
     if reader.extra:
         err_console.print(
             f"{reader.extra} line(s) had fields llmlog has no column for: kept in metadata.{EXTRA_KEY}"

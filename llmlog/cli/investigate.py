@@ -13,8 +13,19 @@ from rich.text import Text
 
 from llmlog.analysis import investigate
 from llmlog.analysis.reports import Period
-from llmlog.cli import Ctx, _filter, _fmt_time, _text, cli, console, err_console, filter_options, pass_ctx
-from llmlog.cli.core import MAX_COUNT, MAX_DAYS
+from llmlog.cli.core import (
+    MAX_COUNT,
+    MAX_DAYS,
+    Ctx,
+    as_text,
+    cli,
+    console,
+    err_console,
+    filter_of,
+    filter_options,
+    fmt_time,
+    pass_ctx,
+)
 from llmlog.core import prompts
 from llmlog.providers.conversation import gist, last_user_turn, response_turns
 from llmlog.store import ReadOnlyError, vectors
@@ -79,7 +90,7 @@ def prompts_list(ctx: Ctx, root: str | None) -> None:
         for p in found:
             for v in p.versions:
                 label = f"{v} (current)" if v == p.current else v
-                table.add_row(_text(p.name), _text(label), f"{calls.get(f'{p.name}@{v}', 0):,}")
+                table.add_row(as_text(p.name), as_text(label), f"{calls.get(f'{p.name}@{v}', 0):,}")
         console.print(table)
         return
     # No files to read: the versions the calls carry are still worth listing (`diff` needs
@@ -101,7 +112,7 @@ def prompts_list(ctx: Ctx, root: str | None) -> None:
         markup=False,
     )
     for name, v, n in named:
-        table.add_row(_text(name), _text(v), f"{n:,}")
+        table.add_row(as_text(name), as_text(v), f"{n:,}")
     console.print(table)
 
 
@@ -128,7 +139,7 @@ def prompts_diff(name: str, old: str, new: str, root: str | None) -> None:
     styles = {"+": "green", "-": "red", "@": "cyan"}
     out = Text()
     for line in lines:
-        out.append_text(_text(line if line.endswith("\n") else line + "\n", styles.get(line[:1], "")))
+        out.append_text(as_text(line if line.endswith("\n") else line + "\n", styles.get(line[:1], "")))
     console.print(out if out else Text(f"{a.version} and {b.version} are the same text."), end="")
 
 
@@ -145,7 +156,7 @@ def report(click_ctx: click.Context) -> None:
     """
     if click_ctx.invoked_subcommand is None:
         for name, what in investigate.REPORTS.items():
-            console.print(_text(f"{name:<10} {what}"))
+            console.print(as_text(f"{name:<10} {what}"))
 
 
 @report.command(name="errors")
@@ -172,9 +183,9 @@ def report_errors(ctx: Ctx, days: int, as_json: bool) -> None:
     table = Table("error", "model", "feature", "errors", "rate", "per day", "new", "examples")
     for g in groups:
         table.add_row(
-            _text(g.error_type), _text(g.model or ""), _text(g.feature or ""), f"{g.errors:,}",
+            as_text(g.error_type), as_text(g.model or ""), as_text(g.feature or ""), f"{g.errors:,}",
             f"{g.rate:.1%}", investigate.sparkline(g.per_day), "new" if g.new else "",
-            _text(" ".join(e[:8] for e in g.examples)),
+            as_text(" ".join(e[:8] for e in g.examples)),
         )  # fmt: skip
     console.print(table)
 
@@ -201,7 +212,7 @@ def report_cost(ctx: Ctx, days: int, as_json: bool) -> None:
     for title, rows in (("model", r.by_model), ("feature", r.by_feature), ("user", r.by_user)):
         table = Table(title, "calls", "cost", title=f"by {title}")
         for s in rows[:10]:
-            table.add_row(_text(s.name or "(none)"), f"{s.calls:,}", f"${s.cost_usd:,.4f}")
+            table.add_row(as_text(s.name or "(none)"), f"{s.calls:,}", f"${s.cost_usd:,.4f}")
         console.print(table)
     if not r.over_routing:
         console.print("No feature sends short, tool-free calls to a pricier model than it needs.")
@@ -210,7 +221,7 @@ def report_cost(ctx: Ctx, days: int, as_json: bool) -> None:
                   title="over-routing")  # fmt: skip
     for o in r.over_routing:
         table.add_row(
-            _text(o.feature or "(none)"), _text(o.model or ""), _text(o.cheaper or ""), f"{o.calls:,}",
+            as_text(o.feature or "(none)"), as_text(o.model or ""), as_text(o.cheaper or ""), f"{o.calls:,}",
             f"{o.avg_output_tokens:,.0f}", f"${o.cost_per_call:,.5f}", f"${o.cheaper_cost_per_call:,.5f}",
             f"${o.savings_usd:,.4f}",
         )  # fmt: skip
@@ -278,7 +289,10 @@ def report_drift(ctx: Ctx, days: int, baseline: int, as_json: bool) -> None:
     for c in changes:
         version = "(all versions)" if c.version == investigate.ALL_VERSIONS else c.version or "(none)"
         table.add_row(
-            _text(c.feature or "(none)"), _text(version), *_change_row(c), f"{c.n_before:,} → {c.n_after:,}"
+            as_text(c.feature or "(none)"),
+            as_text(version),
+            *_change_row(c),
+            f"{c.n_before:,} → {c.n_after:,}",
         )
     console.print(table)
 
@@ -349,14 +363,14 @@ def report_compare(
         return
     table = Table("metric", r.old, r.new, "effect", "p", "", title=f"{r.feature}: {r.old} → {r.new}")
     for c in r.metrics:
-        table.add_row(*[_text(v) for v in _change_row(c)])
+        table.add_row(*[as_text(v) for v in _change_row(c)])
     console.print(table)
     n = r.metrics[0]
     console.print(f"{n.n_before:,} calls → {n.n_after:,} calls; {r.verdict}.")
     if r.pairs:
         console.print("To read, side by side (llmlog show ID):")
         for a, b in r.pairs:
-            console.print(_text(f"  {a or '-':<36}  {b or '-'}"))
+            console.print(as_text(f"  {a or '-':<36}  {b or '-'}"))
 
 
 @report.command(name="spikes")
@@ -379,8 +393,8 @@ def report_spikes(ctx: Ctx, days: int, as_json: bool) -> None:
     table = Table("session", "user", "turns", "cost", "errors", title="costliest sessions")
     for s in r.sessions:
         table.add_row(
-            _text(s.session_id),
-            _text(s.user_id or ""),
+            as_text(s.session_id),
+            as_text(s.user_id or ""),
             f"{s.calls:,}",
             f"${s.cost_usd:,.4f}",
             f"{s.errors:,}",
@@ -393,7 +407,7 @@ def report_spikes(ctx: Ctx, days: int, as_json: bool) -> None:
     for o in r.outliers:
         value = f"{o.value:.1%}" if o.metric == "error_rate" else f"{o.value:,.4g}"
         median = f"{o.median:.1%}" if o.metric == "error_rate" else f"{o.median:,.4g}"
-        table.add_row(_text(o.user_id), o.metric, value, median, f"{o.calls:,}")
+        table.add_row(as_text(o.user_id), o.metric, value, median, f"{o.calls:,}")
     console.print(table)
 
 
@@ -418,7 +432,7 @@ def search_cmd(ctx: Ctx, words: str, limit: int, as_json: bool, **filters: Any) 
       llmlog search '"order not found" -test' --feature support-bot --since 7d
       llmlog search "timeout OR overloaded" --errors --json
     """
-    hits = ctx.store.search(words, _filter(ctx, **filters), limit)
+    hits = ctx.store.search(words, filter_of(ctx, **filters), limit)
     if as_json:
         found = [
             {"id": h.call.id, "timestamp": h.call.timestamp.isoformat(), "feature": h.call.feature,
@@ -435,10 +449,14 @@ def search_cmd(ctx: Ctx, words: str, limit: int, as_json: bool, **filters: Any) 
     for h in hits:
         where = Text()
         for text, matched in h.snippet:
-            where.append_text(_text(text, "bold yellow" if matched else ""))
+            where.append_text(as_text(text, "bold yellow" if matched else ""))
         c = h.call
         table.add_row(
-            _text(c.id), _text(_fmt_time(c.timestamp)), _text(c.feature or "-"), _text(c.model or "-"), where
+            as_text(c.id),
+            as_text(fmt_time(c.timestamp)),
+            as_text(c.feature or "-"),
+            as_text(c.model or "-"),
+            where,
         )
     console.print(table)
 
@@ -485,7 +503,7 @@ def similar_cmd(
         call = store.get(call_id)  # an id prefix is enough
         if call is None:
             raise LookupError(f"no call with id {call_id!r}")
-        found = store.similar(call.id, _filter(ctx, **filters), limit)
+        found = store.similar(call.id, filter_of(ctx, **filters), limit)
     except (vectors.Unavailable, LookupError) as exc:
         raise click.ClickException(str(exc)) from None
     if as_json:
@@ -498,7 +516,7 @@ def similar_cmd(
     table = Table("id", "like", "time (UTC)", "feature", "what it said", box=None, header_style="bold")
     for c, score in found:
         table.add_row(
-            _text(c.id), f"{score:.2f}", _text(_fmt_time(c.timestamp)), _text(c.feature or "-"),
-            _text(gist(last_user_turn(c) + response_turns(c), 100)),
+            as_text(c.id), f"{score:.2f}", as_text(fmt_time(c.timestamp)), as_text(c.feature or "-"),
+            as_text(gist(last_user_turn(c) + response_turns(c), 100)),
         )  # fmt: skip
     console.print(table)

@@ -22,7 +22,7 @@ import click
 from rich.cells import cell_len, set_cell_size
 
 from llmlog.analysis.reports import QUERY_ROW_LIMIT, QUERY_TIMEOUT_S, csv_cell
-from llmlog.cli import Ctx, _clean, cli, err_console, pass_ctx
+from llmlog.cli.core import Ctx, cli, err_console, pass_ctx, printable
 from llmlog.store import ReadOnlyError
 from llmlog.store.readonly import value_size
 
@@ -181,7 +181,7 @@ def _tsv_field(value: Any) -> str:
     text = str(_blob(value))
     for char, escaped in _TSV_ESCAPES.items():
         text = text.replace(char, escaped)
-    return _clean(text)  # any other control character as \xNN: never sent to a terminal
+    return printable(text)  # any other control character as \xNN: never sent to a terminal
 
 
 def write_tsv(columns: list[str], rows: Iterator[Sequence[Any]], out: IO[str], full: bool) -> None:
@@ -213,7 +213,7 @@ def _cell(value: Any, most: int | None) -> str:
     text = str(_blob(value))
     if most is not None:
         text = text[: most * 2 + 8]  # enough for `most` cells whatever the characters
-    text = _clean(text.replace("\r\n", "↵").replace("\n", "↵").replace("\r", "↵").replace("\t", " "))
+    text = printable(text.replace("\r\n", "↵").replace("\n", "↵").replace("\r", "↵").replace("\t", " "))
     if most is not None and cell_len(text) > most:
         text = set_cell_size(text, most - 1) + "…"
     return text
@@ -305,7 +305,7 @@ def _records(
     columns: list[str], rows: Iterator[Sequence[Any]], out: IO[str], full: bool, room: int, style: _Style
 ) -> None:
     """One block per row, a `column value` line per column: for a result too wide for a table."""
-    names = max((cell_len(_clean(c)) for c in columns), default=0)
+    names = max((cell_len(printable(c)) for c in columns), default=0)
     value_room = max(room - names - 2, CELL_FLOOR)
     for n, row in enumerate(rows, 1):
         head = f"─[ row {n} ]"
@@ -315,11 +315,11 @@ def _records(
                 text = style("NULL", "2")
             elif full:
                 # Whole, its own lines kept, each indented under the first.
-                text = _clean(str(_blob(value)).replace("\r\n", "\n").replace("\r", "\n"))
+                text = printable(str(_blob(value)).replace("\r\n", "\n").replace("\r", "\n"))
                 text = text.replace("\n", "\n" + " " * (names + 2))
             else:
                 text = _cell(value, value_room)
-            out.write(style(_pad(_clean(name), names, False), "1") + "  " + text + "\n")
+            out.write(style(_pad(printable(name), names, False), "1") + "  " + text + "\n")
         out.flush()
 
 

@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from llmlog.cli import Ctx, _read_prices, cli, err_console, pass_ctx
-from llmlog.cli.core import CliError
+from llmlog.cli.core import CliError, Ctx, cli, err_console, pass_ctx, read_prices
 from llmlog.store import open_store, redact_url
 
 if TYPE_CHECKING:
@@ -321,7 +320,7 @@ def wrap(
         env.update(child_base_urls(base, upstreams))
         code = run()
     else:
-        _read_prices(ctx.settings)
+        read_prices(ctx.settings)
         writer = Writer(ctx.settings)
         try:
             with LocalProxy(writer.submit, upstreams, context_from(headers)) as proxy:
