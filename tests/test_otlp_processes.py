@@ -30,8 +30,8 @@ from llmlog.pipeline.pricing import Pricer
 from llmlog.store import CallFilter, open_store
 from llmlog.store.clickhouse import ClickHouseStore
 from llmlog.store.filelock import FileLock
-from llmlog.web.app import Web, _environment
 from llmlog.web.ingest import receive_events, receive_spans
+from llmlog.web.state import Web, environment
 from tests.backends import Backend
 
 JSON = "application/json"
@@ -109,7 +109,7 @@ def _logs(r: int) -> tuple[str, bytes]:
 def _receiver(url: str) -> tuple[Web, Intake]:
     """What `llmlog serve` has for the requests: its store, under its lock; its intake."""
     settings = Settings()
-    return Web(open_store(url), threading.Lock(), _environment()), Intake(settings, Pricer(settings.prices))
+    return Web(open_store(url), threading.Lock(), environment()), Intake(settings, Pricer(settings.prices))
 
 
 def _receive(web: Web, intake: Intake, decoded: tuple[str, list[Any]]) -> None:

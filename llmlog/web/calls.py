@@ -22,7 +22,7 @@ from llmlog.providers.conversation import conversation, gist, last_user_turn, re
 from llmlog.store import CallFilter, Store, parse_when
 from llmlog.store.base import Facet
 from llmlog.web.answer import JSONResponse
-from llmlog.web.app import Web
+from llmlog.web.state import Web
 
 PAGE = 100
 SAMPLE, MAX_SAMPLE = 20, 200

@@ -24,7 +24,7 @@ from llmlog.analysis.reports import Dashboard, DayCache, Period, Ranked, Stack
 from llmlog.operations import access
 from llmlog.web import auth, charts
 from llmlog.web.answer import JSONResponse
-from llmlog.web.app import Web
+from llmlog.web.state import Web
 
 PERIODS = (7, 30, 90)
 DEFAULT_DAYS = 30

@@ -46,7 +46,7 @@ from llmlog.pipeline.jsonl import BadRecord, parse_batch
 from llmlog.pipeline.pricing import Pricer
 from llmlog.store.regulated import Refused
 from llmlog.web.answer import JSONResponse
-from llmlog.web.app import Web
+from llmlog.web.state import Web
 
 log = logging.getLogger("llmlog")
 

@@ -28,7 +28,6 @@ from llmlog.store import ReadOnlyError, Store
 from llmlog.store.base import parse_when
 from llmlog.web import charts
 from llmlog.web.answer import JSONResponse
-from llmlog.web.app import Web, may
 from llmlog.web.dashboard import (
     MAX_DAYS,
     BadPeriod,
@@ -39,6 +38,7 @@ from llmlog.web.dashboard import (
     usd_short,
     usd_tick,
 )
+from llmlog.web.state import Web, may
 
 # Each period report's default days (the CLI's) and the choices offered beside it.
 PERIODS: dict[str, tuple[int, tuple[int, ...]]] = {

@@ -15,8 +15,8 @@ from llmlog.providers.conversation import gist, last_user_turn, response_turns
 from llmlog.store import CallFilter, ReadOnlyError
 from llmlog.store.base import SessionSummary, UserSummary
 from llmlog.web.answer import JSONResponse
-from llmlog.web.app import Web
 from llmlog.web.calls import BadFilter, call_filter, every_value, linker, summary
+from llmlog.web.state import Web
 
 PERIODS = ("1h", "24h", "7d", "30d", "90d")
 DEFAULT_PERIOD = "7d"

@@ -25,7 +25,7 @@ from llmlog.core.record import Call
 from llmlog.operations.replay import ReplayError, error_text, replay, request_of, requested_model
 from llmlog.providers.conversation import response_turns
 from llmlog.store import CallFilter
-from llmlog.web.app import Web
+from llmlog.web.state import Web
 
 MAX_FORM_BYTES = 4 * 2**20  # a system prompt of a few hundred kB is plausible; megabytes are not
 # Past this many words a side, the text is compared line by line: SequenceMatcher without its

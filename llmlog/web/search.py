@@ -17,8 +17,8 @@ from llmlog.providers.conversation import gist, last_user_turn, response_turns
 from llmlog.store import vectors
 from llmlog.store.search import Hit
 from llmlog.web.answer import JSONResponse
-from llmlog.web.app import Web
 from llmlog.web.calls import BadFilter, call_filter, every_value, summary
+from llmlog.web.state import Web
 
 RESULTS, MAX_RESULTS = 50, 500
 

@@ -27,7 +27,7 @@ from llmlog.analysis.reports import (
 from llmlog.core.record import COLUMNS
 from llmlog.store import QueryResult, ReadOnlyError
 from llmlog.web.answer import JSONResponse
-from llmlog.web.app import Web
+from llmlog.web.state import Web
 
 # A cell shows this much of a long value (a whole conversation, say); downloads have it all.
 CELL_CHARS = 2_000

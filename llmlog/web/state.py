@@ -1,0 +1,134 @@
+"""What every page of the web UI is given: the store (the collector's, and readers lent to
+pages), the templates, where replays go and the sign-in budget (`Web`); and what a template
+may ask (`may`). The app (`llmlog.web.app`) makes one and hands it to each page's routes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.responses import HTMLResponse
+
+from llmlog.operations import access
+from llmlog.operations.replay import Providers
+from llmlog.store import Store
+from llmlog.web import auth
+from llmlog.web.throttle import SignIns
+
+HERE = Path(__file__).parent
+READERS = 8  # stores lent to pages at once (`Web.reading`)
+
+
+def environment() -> Environment:
+    env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True))
+    env.filters["ms"] = lambda v: "" if v is None else f"{v:,.0f} ms"
+    env.filters["usd"] = lambda v: "" if v is None else f"${v:,.4f}"
+    env.filters["num"] = lambda v: "" if v is None else f"{v:,}"
+    env.filters["pretty"] = lambda v: json.dumps(v, ensure_ascii=False, indent=2)
+    env.filters["when"] = lambda t: t.strftime("%Y-%m-%d %H:%M:%S") if isinstance(t, datetime) else t
+    # Who is signed in (for the links a role has) and the token every POST form carries.
+    env.globals["identity"] = auth.CURRENT.get
+    env.globals["csrf_token"] = auth.CSRF.get
+    env.globals["may"] = may
+    return env
+
+
+def may(role: str) -> bool:
+    """Whether whoever asks has `role` or more (everyone, on a server without accounts)."""
+    identity = auth.CURRENT.get()
+    return access.rank(identity.role if identity else "admin") >= access.rank(role)
+
+
+@dataclass
+class Web:
+    """What every page needs: the store and the templates; and where replays are sent.
+
+    `store` is the collector's: its writes go through it, under `lock` (a connection is not
+    to be shared by threads at once). Pages, the SQL console among them, read on stores of
+    their own (`reading`), each on its own connection, lent to one request at a time, as
+    Datasette does: a slow query holds its own connection and nobody else's. Where the
+    store cannot be opened twice in one process (the embedded ClickHouse engine, SQLite in
+    memory), pages share `store` and its lock with the collector, as one connection must."""
+
+    store: Store
+    lock: threading.Lock
+    env: Environment
+    providers: Providers = field(default_factory=Providers)
+    signins: SignIns = field(default_factory=SignIns)  # how fast passwords may be tried
+    _idle: list[Store] = field(default_factory=list)  # readers no request holds now
+    _opened: list[Store] = field(default_factory=list)  # every reader, to close at the end
+    _pool: threading.Lock = field(default_factory=threading.Lock)
+    _shared: bool = False  # the store cannot be opened again: pages use `store`, under `lock`
+    # Readers lent at once: each is a connection (two on PostgreSQL, with the console's),
+    # and a server has a few hundred at most; a request past these waits for one.
+    _lendable: threading.BoundedSemaphore = field(default_factory=lambda: threading.BoundedSemaphore(READERS))
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[Store]:
+        with self._lendable:
+            store = self._borrow()
+            if store is None:
+                with self.writing() as shared:
+                    shared.reader = auth.reader()  # whose reading the audit log records
+                    yield shared
+                return
+            try:
+                store.reader = auth.reader()
+                yield store
+            finally:
+                with self._pool:
+                    self._idle.append(store)
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[Store]:
+        """The collector's store: its writes, and the tokens it checks, never wait on a page."""
+        with self.lock:
+            yield self.store
+
+    @contextlib.contextmanager
+    def ingesting(self) -> Iterator[Store]:
+        """`writing`, and the store's lock among processes (`Store.ingest_lock`), for the
+        whole of one OTLP request's ingest, which reads the store and then writes: servers
+        sharing the store (several workers, several hosts on one PostgreSQL) see each other's
+        spans of one call in turn, never both before either is stored. This process's lock
+        first: its threads queue here, and hold the other processes up one at a time."""
+        with self.writing() as store, store.ingest_lock():
+            yield store
+
+    def _borrow(self) -> Store | None:
+        with self._pool:
+            if self._shared:
+                return None
+            if self._idle:
+                return self._idle.pop()
+        # Opened outside the pool's lock: a connection to a server may take a while.
+        store = self.store.reopened()
+        with self._pool:
+            if store is None:
+                self._shared = True
+            else:
+                self._opened.append(store)
+        return store
+
+    def close(self) -> None:
+        with self._pool:
+            opened, self._opened, self._idle = self._opened, [], []
+        for store in opened:
+            store.close()
+        self.store.close()
+
+    def render(
+        self, name: str, status: int = 200, headers: dict[str, str] | None = None, **context: Any
+    ) -> HTMLResponse:
+        page = self.env.get_template(name).render(**context)
+        return HTMLResponse(page, status_code=status, headers=headers)
+
+    def error(self, message: str, status: int = 400) -> HTMLResponse:
+        return self.render("error.html", status, message=message)
