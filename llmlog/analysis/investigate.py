@@ -131,7 +131,7 @@ def _examples(store: Store, period: Period, g: ErrorGroup, n: int) -> list[str]:
     times = [time_param(store, period.first), time_param(store, period.end)]
     if store.dialect == "clickhouse":  # no IS NOT DISTINCT FROM outside a join
         same = [f"ifNull({c}, '') = {p} AND isNull({c}) = {p}" for c in ("model", "feature")]
-        values = [v for x in (g.model, g.feature) for v in (x or "", x is None)]
+        values: list[str | bool | None] = [v for x in (g.model, g.feature) for v in (x or "", x is None)]
     else:
         op = "IS NOT DISTINCT FROM" if store.dialect == "postgres" else "IS"
         same, values = [f"model {op} {p}", f"feature {op} {p}"], [g.model, g.feature]

@@ -49,7 +49,8 @@ def one_line(exc: Exception) -> click.ClickException | None:
     else:
         return None
     said = click.ClickException(" ".join(message.split()))  # a server's message may span lines
-    said.exit_code = getattr(exc, "exit_code", 1)
+    # click declares exit_code a ClassVar, but reads it from the exception it catches.
+    said.exit_code = getattr(exc, "exit_code", 1)  # type: ignore[misc]
     return said
 
 

@@ -292,14 +292,14 @@ def wrap(
     )
     from llmlog.pipeline.writer import Writer
 
-    headers = {
+    given = {
         "llmlog-session-id": session,
         "llmlog-feature": feature,
         "llmlog-user-id": user,
         "llmlog-prompt-version": prompt_version,
         "llmlog-tags": ",".join(tags) or None,
     }
-    headers = {k: v for k, v in headers.items() if v}
+    headers: dict[str, str] = {k: v for k, v in given.items() if v}
     upstreams = upstreams_from_environment()
     env = dict(os.environ)
 

@@ -75,7 +75,7 @@ def directory(root: str | os.PathLike[str] | None = None) -> Path:
 def catalog(root: str | os.PathLike[str] | None = None) -> list[Versions]:
     """Every prompt in the directory with its versions and current one, by name."""
     base = directory(root)
-    out = []
+    out: list[Versions] = []
     if not base.is_dir():
         return out
     for folder in sorted(p for p in base.iterdir() if p.is_dir()):

@@ -59,7 +59,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict, deque
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 Json = dict[str, Any]
 Event = tuple[Json, bool]  # an SSE payload, and whether it carries generated content (for the delay knobs)
@@ -519,8 +519,10 @@ class FakeProvider:
         except (KeyError, IndexError, TypeError, AttributeError, ValueError) as exc:
             # A shape this fake cannot read; the real API would have refused it too.
             return error(400, f"Malformed request: {exc!r}")
+        # The builders answer a stream with its list of events, anything else with one body.
         if stream:
-            return self._stream(h, answer, path, first, chunk, fail == "drop-midstream", framing)
+            events = cast(list[Event], answer)
+            return self._stream(h, events, path, first, chunk, fail == "drop-midstream", framing)
         if self._stopping.wait(max(0.0, latency - (time.monotonic() - started))):
             h.close_connection = True
             return None
@@ -530,7 +532,7 @@ class FakeProvider:
             head = h.head(200, (("content-type", "application/json"), ("content-length", str(len(payload)))))
             h.wfile.write(head + payload[: len(payload) // 2])
             return None
-        return h.send_json(200, answer)
+        return h.send_json(200, cast(Json, answer))
 
     def _hang(self, h: _Handler) -> None:
         """Hold the request unanswered until `hang_s` passes, the client goes away, or the server stops."""
@@ -778,7 +780,7 @@ class FakeProvider:
         wanted = (choice.get("function") or {}).get("name") if isinstance(choice, dict) else None
         limit = body.get("max_completion_tokens") or body.get("max_tokens")
         gen = self._generate(_text(last.get("content")), mode, tools, wanted, limit, False, shape)
-        call = None
+        call: Json | None = None
         if gen.tool is not None:
             function = {"name": gen.tool[0], "arguments": _dumps(gen.tool[1])}
             call = {"id": _new_id("call_"), "type": "function", "function": function}
@@ -798,7 +800,7 @@ class FakeProvider:
             "system_fingerprint": "fp_fake",
         }
         if not stream:
-            message = {"role": "assistant", "content": gen.text, "refusal": None, "annotations": []}
+            message: Json = {"role": "assistant", "content": gen.text, "refusal": None, "annotations": []}
             message |= {"tool_calls": [call]} if call else {}
             choices = [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}]
             return {**base, "object": "chat.completion", "choices": choices, "usage": usage}
@@ -840,11 +842,12 @@ class FakeProvider:
         wanted = choice.get("name") if isinstance(choice, dict) else None
         key = _text(last.get("output") if results else last.get("content"))
         gen = self._generate(key, mode, tools, wanted, body.get("max_output_tokens"), False, shape)
+        item: Json
         if gen.tool is not None:
             item = {"id": _new_id("fc_"), "type": "function_call", "status": "completed", "name": gen.tool[0]}
             item.update(arguments=_dumps(gen.tool[1]), call_id=_new_id("call_"))
         else:
-            part = {"type": "output_text", "annotations": [], "logprobs": [], "text": gen.text or ""}
+            part: Json = {"type": "output_text", "annotations": [], "logprobs": [], "text": gen.text or ""}
             item = {"id": _new_id("msg_"), "type": "message", "role": "assistant", "content": [part]}
             item["status"] = "incomplete" if gen.truncated else "completed"
         created = int(time.time())
@@ -881,7 +884,7 @@ class FakeProvider:
             final |= {"status": "completed", "completed_at": created}
         if not stream:
             return final
-        ids = {"item_id": item["id"], "output_index": 0}
+        ids: Json = {"item_id": item["id"], "output_index": 0}
         events = [_ev("response.created", response=base), _ev("response.in_progress", response=base)]
         if item["type"] == "function_call":
             added = {**item, "status": "in_progress", "arguments": ""}

@@ -77,11 +77,12 @@ class Demo:
             tool("issue_refund", {"order_id": "string", "amount": "number", "reason": "string"}),
             tool("escalate", {"summary": "string", "priority": "string"}),
         ]
-        self.agent_tools = [
+        # In each API's shape, as built by `tool`; the SDKs type them as their own TypedDicts.
+        self.agent_tools: list[Any] = [
             tool(n, p, "responses")
             for n, p in [("web_search", {"query": "string"}), ("read_page", {"url": "string"})]
         ]
-        self.sql_tools = [tool("run_sql", {"sql": "string"}, "chat")]
+        self.sql_tools: list[Any] = [tool("run_sql", {"sql": "string"}, "chat")]
         self.users = [f"user_{i:03d}" for i in range(60)]
 
     def take(self) -> bool:

@@ -125,10 +125,10 @@ def api_of(call: Call) -> str:
             return "chat"
         content = m.get("content")
         for part in content if isinstance(content, list) else []:
-            kind = part.get("type") if isinstance(part, dict) else None
-            if kind in _RESPONSES_PARTS:
+            part_kind = part.get("type") if isinstance(part, dict) else None
+            if part_kind in _RESPONSES_PARTS:
                 return "responses"
-            if kind in _CHAT_PARTS:
+            if part_kind in _CHAT_PARTS:
                 return "chat"
     if call.system_prompt is not None and not any(m.get("role") in _SYSTEM_ROLES for m in messages):
         return "responses"

@@ -23,7 +23,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import orjson
 
@@ -229,6 +229,7 @@ class Reader:
                     self._bad(name, where, f"invalid JSON: {error.msg}; the rest of the file was not read")
                     progress(len(text))
                     return
+                end = cast(int, end)  # `_value` leaves it unknown only with an error: that returned above
                 if error is not None:
                     self._bad(name, number, f"invalid JSON: {error.msg}")
                 elif _UNDECODABLE.search(text, index, end):

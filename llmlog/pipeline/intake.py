@@ -205,7 +205,7 @@ class Intake:
         hashed, priced. RecordError for a figure that cannot be stored, unless the call is
         repaired (see the class)."""
         exchange = isinstance(item, Exchange)
-        call = to_call(item, self.decoder) if exchange else item
+        call = to_call(item, self.decoder) if isinstance(item, Exchange) else item
         # Before pricing, which reads the token counts.
         if exchange or self.repair:
             drop_bad_figures(call)
@@ -266,7 +266,8 @@ class Intake:
         if counts and (stored.metadata is None or isinstance(stored.metadata, dict)):
             meta = dict(stored.metadata or {})
             ours = dict(meta.get("llmlog") or {})
-            before = ours.get("redactions") if isinstance(ours.get("redactions"), dict) else {}
+            counted = ours.get("redactions")
+            before = counted if isinstance(counted, dict) else {}
             ours["redactions"] = {k: before.get(k, 0) + counts.get(k, 0) for k in sorted({*before, *counts})}
             meta["llmlog"] = ours
             stored.metadata = meta

@@ -13,6 +13,7 @@ import json
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
@@ -106,12 +107,12 @@ def parse_batch(body: bytes, max_record: int | None = None) -> Batch:
             except RecordError as exc:
                 batch.bad.append(BadRecord(index, str(exc)))
                 continue
-            batch.add(index, lambda i=item, s=source: parse_record(i, s), len(source), max_record)
+            batch.add(index, partial(parse_record, item, source), len(source), max_record)
         return batch
     lines = (line for line in body.split(b"\n") if line.strip())
     for index, line in enumerate(lines):
         text = line.decode("utf-8", "replace")
-        batch.add(index, lambda t=text: parse_line(t), len(line), max_record)
+        batch.add(index, partial(parse_line, text), len(line), max_record)
     return batch
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import genai_prices
 from genai_prices.types import ModelInfo, ModelPrice, TieredPrices, Usage, calc_unit_price
@@ -163,13 +163,15 @@ def _lines(
     input_tokens includes the cached tokens; cache writes without a 5m/1h split count as 5m.
     genai-prices' own `calc_unit_price` does each line, so long-context tiers (decided by the
     call's whole input) come out as the library's."""
+    # Both callers (`breakdown`, `_total`) come here only for a call with both counts.
+    inp, out = cast(int, call.input_tokens), cast(int, call.output_tokens)
     read = call.cache_read_tokens or 0
     write = call.cache_creation_tokens or 0
     if five is None and hour is None:
         five, hour = write, 0
-    tokens = (max(call.input_tokens - read - write, 0), read, five or 0, hour or 0, call.output_tokens)
+    tokens = (max(inp - read - write, 0), read, five or 0, hour or 0, out)
     return [
-        (label, n, rate, calc_unit_price(rate, n, call.input_tokens, MTOK))
+        (label, n, rate, calc_unit_price(rate, n, inp, MTOK))
         for (label, _), n, rate in zip(LINES, tokens, rates, strict=True)
     ]
 
@@ -280,7 +282,8 @@ class Pricer:
                 continue
             effective = None
             if rate is not None:
-                effective = cost * MTOK / tokens if tokens else getattr(rate, "base", rate)
+                base = rate.base if isinstance(rate, TieredPrices) else rate  # a tiered rate's base
+                effective = cost * MTOK / tokens if tokens else base
             lines.append(Line(label, tokens, effective, cost))
         rest = total - sum((line.cost for line in lines), Decimal(0))
         if rest:  # what the lines do not cover (a unit they lack, an inconsistent 5m/1h split)

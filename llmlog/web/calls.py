@@ -164,7 +164,7 @@ def span_tree(spans: list[Span]) -> list[SpanRow]:
 
 
 def routes(web: Web) -> list[BaseRoute]:
-    def listing(request: Request) -> tuple[list[Call], dict[str, list[tuple[Any, int]] | None]]:
+    def listing(request: Request) -> tuple[list[Call], dict[str, Facet]]:
         f = call_filter(request.query_params)
         with web.reading() as store:
             return store.recent(f, limit=PAGE, brief=True), _facets(store, f)

@@ -12,7 +12,7 @@ on hover, with the exact figure.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from markupsafe import Markup, escape
@@ -30,7 +30,7 @@ def _attr(name: str, value: object) -> str:
     return f' {name}="{escape(value)}"'
 
 
-def element(tag: str, attrs: dict[str, object] | None = None, *children: object) -> Markup:
+def element(tag: str, attrs: Mapping[str, object] | None = None, *children: object) -> Markup:
     """`<tag attr="…">children</tag>`: attribute values and text children are escaped;
     children that are Markup (elements made here) are kept as they are."""
     names = "".join(

@@ -220,7 +220,8 @@ def routes(web: Web) -> list[BaseRoute]:
         if isinstance(new, Response):
             return new
         meta: dict[str, Any] = new.metadata if isinstance(new.metadata, dict) else {}
-        notes = meta.get("llmlog") if isinstance(meta.get("llmlog"), dict) else {}
+        ours = meta.get("llmlog")
+        notes = ours if isinstance(ours, dict) else {}
         info = notes.get("replay") if isinstance(notes.get("replay"), dict) else {}
         return web.render(
             "replay.html",
