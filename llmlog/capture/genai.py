@@ -142,7 +142,8 @@ def stop_reason(provider: str | None, raw: Any) -> str | None:
     return ANTHROPIC_STOP.get(raw) or OPENAI_STOP.get(raw) or _SEMCONV_STOP.get(raw, raw)
 
 
-def is_model_call(span: Span) -> bool:
+def is_model_call(span: Span) -> object:
+    # Read as a condition: the last case gives the system's name (or None), not a bool.
     a = span.attributes
     if a.get("openinference.span.kind") == "LLM":
         return True

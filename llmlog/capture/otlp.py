@@ -12,6 +12,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import orjson
@@ -152,7 +153,7 @@ def decode_spans(body: bytes, content_type: str) -> tuple[list[Span], list[Rejec
             service = _pb_service(rs.resource.attributes)
             for ss in rs.scope_spans:
                 for raw in ss.spans:
-                    span = _each(index, rejected, lambda r=raw, s=service: _pb_span(r, s))
+                    span = _each(index, rejected, partial(_pb_span, raw, service))
                     if span is not None:
                         spans.append(span)
                     index += 1
@@ -162,7 +163,7 @@ def decode_spans(body: bytes, content_type: str) -> tuple[list[Span], list[Rejec
         service = _service(rs)
         for ss in _list(rs, "scopeSpans"):
             for raw in _list(ss, "spans"):
-                span = _each(index, rejected, lambda r=raw, s=service: _span(r, binary, s))
+                span = _each(index, rejected, partial(_span, raw, binary, service))
                 if span is not None:
                     spans.append(span)
                 index += 1
@@ -249,7 +250,7 @@ def decode_logs(body: bytes, content_type: str) -> tuple[list[SpanEvent], list[R
         for rl in _parse(body, ExportLogsServiceRequest()).resource_logs:
             for sl in rl.scope_logs:
                 for raw in sl.log_records:
-                    event = _each(index, rejected, lambda r=raw: _pb_log_record(r))
+                    event = _each(index, rejected, partial(_pb_log_record, raw))
                     if event is not None:
                         events.append(event)
                     index += 1
@@ -258,7 +259,7 @@ def decode_logs(body: bytes, content_type: str) -> tuple[list[SpanEvent], list[R
     for rl in _list(data, "resourceLogs"):
         for sl in _list(rl, "scopeLogs"):
             for raw in _list(sl, "logRecords"):
-                event = _each(index, rejected, lambda r=raw: _log_record(r, binary))
+                event = _each(index, rejected, partial(_log_record, raw, binary))
                 if event is not None:
                     events.append(event)
                 index += 1

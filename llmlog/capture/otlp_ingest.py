@@ -305,7 +305,7 @@ def _pair_keyless(made: dict[str, _Made]) -> None:
         for s in fits[id(k)]:
             claimed[id(s)] = claimed.get(id(s), 0) + 1
     for k in keyless:
-        (only, *more) = fits[id(k)] or [None]
+        (only, *more) = fits[id(k)] or (None,)
         if only is None or more or claimed[id(only)] != 1:
             continue
         del made[k.call.id]
@@ -511,8 +511,11 @@ def ingest_spans(
         if stored is None:
             stored = store.get(target)
         try:
-            filled = stored is not None and intake.complete(stored, call)
-            if filled and all(c is not stored for c in enriched):
+            if (
+                stored is not None
+                and intake.complete(stored, call)
+                and all(c is not stored for c in enriched)
+            ):
                 enriched.append(stored)
         except RecordError as exc:  # a bad figure, or content it would give that cannot be kept
             calls_refused[target] = str(exc)
@@ -564,10 +567,12 @@ def ingest_events(store: Store, events: list[SpanEvent], intake: Intake) -> tupl
     spans = {(s.trace_id, s.span_id): s for s in store.traces(list({t for t, _ in by_span}))}
     calls = {k: s for k, s in spans.items() if k in by_span and s.call_id is not None}
     # Events of these spans kept before (that could not join then), read first.
-    kept: dict[tuple[str, str], list[SpanEvent]] = {}
+    kept: dict[tuple[str | None, str | None], list[SpanEvent]] = {}
     for e in store.span_events(list(calls)):
         kept.setdefault((e.trace_id, e.span_id), []).append(intake.open_event(e))
     joined_kept: list[tuple[str, str]] = []
+    # Spelled out for the except clause below: an unpacked tuple there is not read as exceptions.
+    unusable: tuple[type[BaseException], ...] = (RecordError, *_UNREADABLE, *store.data_errors)
     for key, span in calls.items():
         assert span.call_id is not None
         stored = store.get(span.call_id)
@@ -579,7 +584,7 @@ def ingest_events(store: Store, events: list[SpanEvent], intake: Intake) -> tupl
             if intake.complete(stored, span_call(intake.open_span(span), said)):
                 store.update_content(stored)
                 updated += 1
-        except (RecordError, *_UNREADABLE, *store.data_errors) as exc:
+        except unusable as exc:
             # The events are kept; the call stays as it was.
             log.warning("llmlog: call %s could not gain its events' content: %s", stored.id, exc)
             continue

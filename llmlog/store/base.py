@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmlog.core.encryption import Keyring
 from llmlog.core.record import Call, format_timestamp, parse_timestamp
@@ -20,7 +20,7 @@ from llmlog.store import search, vectors
 from llmlog.store.content import ContentIds
 from llmlog.store.readonly import RESULT_MAX_BYTES, QueryResult, QueryRows, ReadOnlyError, held
 from llmlog.store.regulated import Regulated
-from llmlog.store.search import Hit
+from llmlog.store.search import Hit, Query
 from llmlog.store.traces import Traces
 
 log = logging.getLogger("llmlog")
@@ -258,11 +258,11 @@ class UserSummary:
         return self.errors / self.calls if self.calls else 0.0
 
 
-def _numbers(values: Sequence[Any]) -> list[Any]:
+def _numbers(values: Sequence[Any]) -> tuple[int, int, int, float | None, int, int]:
     """calls, input, output, cost, errors, priced: counts as ints, cost None when unpriced."""
     calls, inp, out, cost, errors, priced = values
     cost = float(cost) if priced else None
-    return [int(calls), int(inp or 0), int(out or 0), cost, int(errors), int(priced)]
+    return (int(calls), int(inp or 0), int(out or 0), cost, int(errors), int(priced))
 
 
 def _daily_only(f: CallFilter) -> bool:
@@ -293,7 +293,12 @@ class Store(Regulated, Traces, abc.ABC):
     """A place calls are kept (and traces: `Traces`). Implementations: SQLite (embedded
     default), PostgreSQL, ClickHouse."""
 
-    url: str
+    if TYPE_CHECKING:
+        # Read-only to its users: SQLite and ClickHouse make it from what they hold,
+        # PostgreSQL keeps the one it was given.
+        @property
+        def url(self) -> str: ...
+
     # The SQL dialect ("sqlite", "postgres") and its parameter mark, for code that writes
     # its own read-only SQL for `query` (reports, the dashboard).
     dialect: str = "sqlite"
@@ -471,7 +476,7 @@ class Store(Regulated, Traces, abc.ABC):
         return {c.id: c for c in self.recent(CallFilter(ids=ids), len(ids), brief=True)} if ids else {}
 
     @abc.abstractmethod
-    def _search_ids(self, q: search.Query, f: CallFilter, limit: int) -> list[tuple[str, float]]:
+    def _search_ids(self, q: Query, f: CallFilter, limit: int) -> list[tuple[str, float]]:
         """The best `limit` matches' ids and scores (higher is better), best first."""
 
     # -------------------------------------------------------------- calls like this one
@@ -793,7 +798,7 @@ class Store(Regulated, Traces, abc.ABC):
         """The costliest sessions among the calls `f` selects (then the longest), with the
         user behind each. Read-only and time-limited, as `facets`."""
         return [
-            SessionSummary(*row[:2], *_numbers(row[2:8]), _when(row[8]), _when(row[9]))
+            SessionSummary(row[0], row[1], *_numbers(row[2:8]), _when(row[8]), _when(row[9]))
             for row in self._grouped("session_id", "min(user_id)", f, limit)
         ]
 

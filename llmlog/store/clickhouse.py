@@ -80,7 +80,7 @@ class ClickHouseStore(ClickHouseTraces):
             raise
 
     @property
-    def url(self) -> str:  # type: ignore[override]
+    def url(self) -> str:
         return self._url
 
     @contextlib.contextmanager

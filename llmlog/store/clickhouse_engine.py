@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from collections.abc import Generator, Iterator, Sequence
+from collections.abc import Generator, Sequence
 from datetime import UTC, date, datetime
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
@@ -99,7 +99,7 @@ class EmbeddedEngine:
         caller closes the rows)."""
         from chdb._exceptions import ChdbError
 
-        def blocks() -> Iterator[list[bytes]]:
+        def blocks() -> Generator[list[bytes], None, None]:
             # Each block arrives whole, its column names and types first, then a row a line.
             with self.lock:
                 try:

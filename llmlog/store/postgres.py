@@ -131,6 +131,7 @@ def _is_encoding_error(exc: psycopg.DataError) -> bool:
 
 
 class PostgresStore(PostgresTraces):
+    url: str
     dialect = "postgres"
     placeholder = "%s"
     # ProgramLimitExceeded: e.g. a feature name too long for an index entry (over ~2.7 kB).

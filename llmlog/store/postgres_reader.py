@@ -25,7 +25,7 @@ import hmac
 import re
 import secrets
 from collections.abc import Generator, Sequence
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from psycopg import sql as pgsql
@@ -243,7 +243,8 @@ def rows(
                 cur.adapters.register_loader("json", TextLoader)
                 # Then it runs, its rows arriving one at a time (single-row mode; a FETCH from
                 # the cursor would first gather its whole result on the server).
-                stream = cur.stream(sql, list(params) or None)
+                # A generator (typed as an Iterator), so it can be closed.
+                stream = cast("Generator[Any, None, None]", cur.stream(sql, list(params) or None))
                 try:
                     for row in stream:
                         yield tuple(plain(v) for v in row)

@@ -33,7 +33,8 @@ Record = TypeVar("Record", Span, SpanEvent)
 class Refused(NamedTuple):
     """A span or span event the store would not keep: its position in the batch, and why."""
 
-    index: int
+    # The name hides tuple.index, which nothing calls on a Refused; callers read `.index`.
+    index: int  # type: ignore[assignment]
     reason: str
 
 

@@ -293,10 +293,12 @@ def moves(stored: Sequence[Any] | None, version: str | None, tool_calls: Any) ->
     """Whether an update that gives a stored call this prompt version (if it had none) and
     these tool calls changes its share of `daily`: `stored` is whether its version and its
     tool calls are NULL now (None: no such call)."""
-    return bool(stored) and ((stored[0] and version is not None) or (stored[1] and tool_calls is not None))
+    if not stored:
+        return False
+    return (stored[0] and version is not None) or (stored[1] and tool_calls is not None)
 
 
-def regroup(run: Run, dialect: str, call_id: str, change: Callable[[], None]) -> None:
+def regroup(run: Run, dialect: str, call_id: str, change: Callable[[], object]) -> None:
     """Keep `daily` right when `change` (in the same writing transaction) changes what a
     stored call's group is, or what it counts (its prompt version, given when its content
     came after it: OTLP). The triggers follow inserts only; this takes the call's share, as

@@ -23,9 +23,9 @@ def redact_url(url: str) -> str:
             d = {k: str(v) for k, v in conninfo_to_dict(url).items() if v is not None}
         else:
             parts = urlsplit(url)
-            d = {"user": parts.username, "password": parts.password, "host": parts.hostname,
-                 "port": parts.port, "dbname": parts.path.lstrip("/")}  # fmt: skip
-            d = {k: str(v) for k, v in d.items() if v}
+            given = {"user": parts.username, "password": parts.password, "host": parts.hostname,
+                     "port": parts.port, "dbname": parts.path.lstrip("/")}  # fmt: skip
+            d = {k: str(v) for k, v in given.items() if v}
     except Exception:
         return f"{scheme}://…"
     secret = ":***" if "password" in d or "sslpassword" in d else ""
