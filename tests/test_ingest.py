@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import socket
 import uuid
 from collections.abc import Iterator
@@ -186,6 +187,10 @@ def test_openapi_description(collector: Running) -> None:
     assert {"200", "400", "401", "413", "503"} <= set(post_op["responses"])
     record_schema = spec["components"]["schemas"]["Record"]
     assert "timestamp" in record_schema["required"] and "input_tokens" in record_schema["properties"]
+    # Every reference names a schema the description defines (a client generator follows them).
+    refs = re.findall(r'"\$ref": "([^"]*)"', json.dumps(spec))
+    assert refs and all(r.startswith("#/components/schemas/") for r in refs), refs
+    assert {r.rsplit("/", 1)[1] for r in refs} <= set(spec["components"]["schemas"])
 
 
 def test_store_down_is_a_503_and_nothing_of_the_batch_is_lost() -> None:

@@ -299,9 +299,13 @@ def openapi_description() -> dict[str, Any]:
     }
     error = {"type": "object", "properties": {"error": {"type": "string"}}}
 
-    def answer(text: str, schema: str) -> dict[str, Any]:
-        ref = {"$ref": f"#/components/schemas/{schema}"}
-        return {"description": text, "content": {"application/json": {"schema": ref}}}
+    def ref(name: str) -> dict[str, str]:
+        return {"$ref": f"#/components/schemas/{name}"}
+
+    def answer(text: str, schema: str | dict[str, Any]) -> dict[str, Any]:
+        """A JSON answer: `schema` names one of the components, or is a schema itself."""
+        shape = ref(schema) if isinstance(schema, str) else schema
+        return {"description": text, "content": {"application/json": {"schema": shape}}}
 
     return {
         "openapi": "3.1.0",
@@ -355,19 +359,15 @@ def openapi_description() -> dict[str, Any]:
                         },
                     },
                     "responses": {
-                        "200": answer(
-                            "Stored (rejected records listed with index and reason)",
-                            {"$ref": "#/components/schemas/Result"},
+                        "200": answer("Stored (rejected records listed with index and reason)", "Result"),
+                        "400": answer("No record could be read", "Result"),
+                        "401": answer("Missing or wrong token", "Error"),
+                        "415": answer("Neither JSON nor NDJSON, and no token", "Error"),
+                        # The body over the limit (Error), or every record over it (Result).
+                        "413": answer(
+                            "Body or every record too large", {"oneOf": [ref("Error"), ref("Result")]}
                         ),
-                        "400": answer("No record could be read", {"$ref": "#/components/schemas/Result"}),
-                        "401": answer("Missing or wrong token", {"$ref": "#/components/schemas/Error"}),
-                        "415": answer(
-                            "Neither JSON nor NDJSON, and no token", {"$ref": "#/components/schemas/Error"}
-                        ),
-                        "413": answer("Body or every record too large", {"type": "object"}),
-                        "503": answer(
-                            "Store unavailable: send again", {"$ref": "#/components/schemas/Error"}
-                        ),
+                        "503": answer("Store unavailable: send again", "Error"),
                     },
                 }
             },
