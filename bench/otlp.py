@@ -272,7 +272,8 @@ def bench_otlp(
     workers: tuple[int, ...] = (2, 4),
     clients: int = 4,
 ) -> None:
-    from llmlog.store import CallFilter, open_store
+    from llmlog.core.filters import CallFilter
+    from llmlog.store import open_store
 
     print("OTLP ingest (OpenInference spans into llmlog serve)", flush=True)
     t = time.perf_counter()
@@ -353,7 +354,8 @@ def main() -> None:
         record(args.steps, args.seed, args.out, args.sdk_db)
     else:
         got = run_server(args.db, args.spans, args.clients, args.pythonpath, args.workers)
-        from llmlog.store import CallFilter, open_store
+        from llmlog.core.filters import CallFilter
+        from llmlog.store import open_store
 
         with open_store(args.db) as store:
             n = store.count(CallFilter())

@@ -16,7 +16,8 @@ from urllib.parse import quote, urlencode
 import httpx2 as httpx
 import uvicorn
 
-from llmlog.store import CallFilter, open_store
+from llmlog.core.filters import CallFilter
+from llmlog.store import open_store
 from llmlog.web import create_app
 
 GOAL_S = 0.2

@@ -106,7 +106,8 @@ def load(url: str, seconds: int = 10, connections: int = 16) -> tuple[float, int
 
 
 def _stored(db: str) -> int:
-    from llmlog.store import CallFilter, open_store
+    from llmlog.core.filters import CallFilter
+    from llmlog.store import open_store
 
     with open_store(db) as store:
         return store.count(CallFilter())

@@ -42,12 +42,13 @@ from bench.proxy import bench_proxy
 from llmlog.capture.exchange import Exchange
 from llmlog.capture.wrap import instrument
 from llmlog.core.config import Settings
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import COLUMNS, Call
 from llmlog.demo.fake_provider import FakeProvider
 from llmlog.demo.workload import Step, arun, generate, run
 from llmlog.operations import retention
 from llmlog.pipeline.writer import Writer
-from llmlog.store import CallFilter, Store, open_store, retention_policy
+from llmlog.store import Store, open_store, retention_policy
 from llmlog.store.sqlite import connect as sqlite_connect
 
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 import llmlog
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
 from llmlog.demo.fake_provider import FakeProvider
-from llmlog.store import CallFilter, open_store
+from llmlog.store import open_store
 from tests.backends import (
     Backend,
     PostgresBackend,

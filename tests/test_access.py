@@ -16,8 +16,9 @@ import pytest
 from click.testing import CliRunner
 
 from llmlog.cli import cli
+from llmlog.core.filters import CallFilter
 from llmlog.operations import access
-from llmlog.store import CallFilter, ReadOnlyError, Store, open_store
+from llmlog.store import ReadOnlyError, Store, open_store
 from llmlog.web.auth import AccessMiddleware, local_path
 from tests.backends import Backend, stored_bytes
 from tests.webui import Running, make_call

@@ -45,12 +45,13 @@ from rich.console import Console
 import llmlog
 from llmlog.analysis import investigate
 from llmlog.core.config import Settings
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import Span
 from llmlog.demo.fake_provider import FakeProvider
 from llmlog.demo.traffic import run_demo
 from llmlog.operations.replay import Providers
 from llmlog.providers.conversation import conversation
-from llmlog.store import CallFilter, Store
+from llmlog.store import Store
 from llmlog.web import guard
 from llmlog.web.replay import response_text
 from tests.backends import Backend, PostgresBackend, SQLiteBackend, admin, new_schema

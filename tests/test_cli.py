@@ -21,9 +21,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from llmlog.cli import cli
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import COLUMNS, Call
 from llmlog.pipeline.pricing import Pricer
-from llmlog.store import CallFilter, open_store
+from llmlog.store import open_store
 from llmlog.store.sqlite import SQLiteStore
 from llmlog.store.sqlite import connect as sqlite_connect
 from tests.backends import PostgresBackend, SQLiteBackend, admin, new_schema

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
-from llmlog.store import CallFilter, ReadOnlyError, open_store
+from llmlog.store import ReadOnlyError, open_store
 from llmlog.store.clickhouse import ClickHouseStore
 from llmlog.store.clickhouse_engine import bind
 from llmlog.store.clickhouse_schema import statements

@@ -19,9 +19,10 @@ from click.testing import CliRunner
 
 from llmlog.analysis import investigate
 from llmlog.cli import cli
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
 from llmlog.demo.workload import prose
-from llmlog.store import CallFilter, compression, open_store
+from llmlog.store import compression, open_store
 from llmlog.store.sqlite import SQLiteStore
 
 T0 = datetime(2026, 11, 2, 9, tzinfo=UTC)

@@ -19,13 +19,14 @@ import llmlog
 from llmlog.cli import cli
 from llmlog.core.config import Settings
 from llmlog.core.encryption import KeyProblem, Keyring, new_key, sealed_key_ids
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
 from llmlog.core.sealed import is_sealed
 from llmlog.demo.fake_provider import FakeProvider
 from llmlog.operations.sealing import rotate
 from llmlog.pipeline.intake import prepare
 from llmlog.pipeline.writer import Writer
-from llmlog.store import CallFilter, ReadOnlyError, open_store
+from llmlog.store import ReadOnlyError, open_store
 from tests.backends import Backend, stored_bytes
 
 K1 = "k1:" + base64.b64encode(bytes(range(32))).decode()

@@ -19,11 +19,12 @@ import pytest
 
 from llmlog.capture.proxy import Upstreams
 from llmlog.core.config import Settings
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
 from llmlog.demo.fake_provider import FakeProvider
 from llmlog.pipeline.remote import RemoteSink
 from llmlog.pipeline.writer import Writer
-from llmlog.store import CallFilter, open_store
+from llmlog.store import open_store
 from tests.backends import Backend, ClickHouseBackend, SQLiteBackend
 from tests.test_remote import TOKEN as REMOTE_TOKEN
 from tests.test_remote import Collector, wait_for

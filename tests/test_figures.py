@@ -16,10 +16,11 @@ import pytest
 from llmlog.capture.context import CallContext
 from llmlog.capture.exchange import Exchange
 from llmlog.core.config import Settings
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import DROPPED_KEY, Call, RecordError, bad_figures
 from llmlog.pipeline.intake import Intake
 from llmlog.pipeline.pricing import PriceFileError, Pricer, load_overrides
-from llmlog.store import CallFilter, Store, sqlite_schema
+from llmlog.store import Store, sqlite_schema
 from llmlog.store import postgres_schema as pg
 from tests.backends import Backend
 from tests.webui import Running, make_call

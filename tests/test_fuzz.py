@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
 
-from llmlog.store import CallFilter
+from llmlog.core.filters import CallFilter
 from llmlog.web.ingest import openapi_description
 from tests.backends import SQLiteBackend
 from tests.webui import Running

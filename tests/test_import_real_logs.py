@@ -11,8 +11,8 @@ from pathlib import Path
 from click.testing import CliRunner, Result
 
 from llmlog.cli import cli
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
-from llmlog.store import CallFilter
 from llmlog.store.sqlite import SQLiteStore
 from llmlog.store.sqlite import connect as sqlite_connect
 

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx2 as httpx
 import pytest
 
-from llmlog.store import CallFilter
+from llmlog.core.filters import CallFilter
 from llmlog.web.ingest import MAX_BODY, MAX_RECORD
 from tests.backends import Backend, PostgresBackend
 from tests.conftest import temp_postgres

@@ -20,10 +20,10 @@ import pytest
 
 from llmlog.capture import kept, otlp
 from llmlog.capture.attributes import LONG_KEY, Shared
+from llmlog.core.filters import CallFilter
 from llmlog.core.footprint import footprint, json_footprint
 from llmlog.core.record import Call, Span, json_text
 from llmlog.pipeline import intake
-from llmlog.store import CallFilter
 from llmlog.store.content import ContentIds
 from tests.backends import SQLiteBackend
 from tests.otel_programs import TOKEN

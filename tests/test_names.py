@@ -13,9 +13,10 @@ import pytest
 from click.testing import CliRunner, Result
 
 from llmlog.cli import cli
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
 from llmlog.demo.traffic import write_prompts
-from llmlog.store import CallFilter, open_store
+from llmlog.store import open_store
 
 
 @pytest.fixture(scope="module")

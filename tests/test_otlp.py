@@ -17,9 +17,9 @@ import httpx2 as httpx
 import pytest
 
 from llmlog.core.encryption import Keyring
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
 from llmlog.demo.fake_provider import FakeProvider
-from llmlog.store import CallFilter
 from tests.backends import Backend
 from tests.test_encryption import raw_bytes
 from tests.webui import HOSTILE, Running, assert_inert

@@ -21,9 +21,9 @@ import httpx2 as httpx
 import pytest
 
 import llmlog
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
 from llmlog.demo.fake_provider import FakeProvider
-from llmlog.store import CallFilter
 from tests.backends import Backend, PostgresBackend, SQLiteBackend
 from tests.conftest import Recorder
 from tests.otel_programs import TOKEN, run_program

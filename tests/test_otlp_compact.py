@@ -14,9 +14,9 @@ import pytest
 from llmlog.capture.kept import is_call_attribute, is_content_attribute
 from llmlog.core.config import Settings
 from llmlog.core.encryption import Keyring, new_key
+from llmlog.core.filters import CallFilter
 from llmlog.demo.fake_provider import FakeProvider
 from llmlog.pipeline.intake import Intake
-from llmlog.store import CallFilter
 from tests.backends import Backend
 from tests.otel_programs import TOKEN, run_program
 from tests.webui import Running

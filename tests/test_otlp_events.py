@@ -16,17 +16,18 @@ from pathlib import Path
 
 import pytest
 
-from llmlog.capture import otlp_ingest
-from llmlog.capture.otlp_ingest import ingest_events, ingest_spans
 from llmlog.core.config import Settings
 from llmlog.core.encryption import Keyring, new_key
+from llmlog.core.filters import CallFilter
 from llmlog.core.prompts import REGISTRY
 from llmlog.core.record import Span, SpanEvent
 from llmlog.demo.fake_provider import FakeProvider
 from llmlog.operations import retention
+from llmlog.pipeline import otlp as otlp_ingest
 from llmlog.pipeline.intake import Intake, hash_user_id
+from llmlog.pipeline.otlp import ingest_events, ingest_spans
 from llmlog.pipeline.pricing import Pricer
-from llmlog.store import CallFilter, open_store, retention_policy
+from llmlog.store import open_store, retention_policy
 from llmlog.store.rollup import from_raw_sql
 from tests.backends import Backend, ClickHouseBackend, PostgresBackend, SQLiteBackend
 from tests.otel_programs import TOKEN, run_program

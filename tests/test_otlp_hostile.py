@@ -11,7 +11,7 @@ import tracemalloc
 import pytest
 
 from llmlog.capture.genai import span_content
-from llmlog.store import CallFilter
+from llmlog.core.filters import CallFilter
 from tests.backends import Backend
 from tests.otel_programs import TOKEN
 from tests.test_otlp import _attrs, _otlp_json, post
@@ -174,7 +174,7 @@ def test_a_span_whose_call_cannot_be_read_is_refused_alone(
     """Whatever reading a span's call trips on next (here, our own reader made to fail on one
     span), that span is refused by position with the reason, and the others of the request are
     kept: a 503 would have the exporter send the same batch again for ever."""
-    from llmlog.capture import otlp_ingest
+    from llmlog.pipeline import otlp as otlp_ingest
 
     read = otlp_ingest.span_content
 

@@ -18,10 +18,10 @@ import openai
 import pytest
 
 import llmlog
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
 from llmlog.demo.fake_provider import FakeProvider
 from llmlog.providers.conversation import conversation, response_turns
-from llmlog.store import CallFilter
 from tests.backends import Backend
 from tests.conftest import Recorder
 from tests.otel_programs import TOKEN, run_program

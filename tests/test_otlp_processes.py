@@ -25,9 +25,10 @@ import pytest
 
 from llmlog.capture import otlp as otlp_in
 from llmlog.core.config import Settings
+from llmlog.core.filters import CallFilter
 from llmlog.pipeline.intake import Intake
 from llmlog.pipeline.pricing import Pricer
-from llmlog.store import CallFilter, open_store
+from llmlog.store import open_store
 from llmlog.store.clickhouse import ClickHouseStore
 from llmlog.store.filelock import FileLock
 from llmlog.web.ingest import receive_events, receive_spans

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from llmlog.capture.genai import span_call, span_content
-from llmlog.capture.otlp_ingest import calls_from
 from llmlog.core.record import Span
+from llmlog.pipeline.otlp import calls_from
 
 SYSTEM = "You are the support assistant.\n\nRules: be brief."
 TOOL = '{"name": "lookup_order", "description": "Look an order up.", "parameters": {"type": "object"}}'

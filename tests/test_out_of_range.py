@@ -8,8 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from llmlog.cli.core import MAX_COUNT, MAX_DAYS
-from llmlog.core.filters import MAX_TEXT
-from llmlog.store.base import parse_when
+from llmlog.core.filters import MAX_TEXT, parse_when
 from tests.backends import Backend
 from tests.test_cli_first_hour import llmlog, said_in_one_line, small  # noqa: F401 (a fixture)
 from tests.webui import Running, make_call

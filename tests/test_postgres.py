@@ -19,9 +19,10 @@ from click.testing import CliRunner
 
 import llmlog
 from llmlog.cli import cli
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
 from llmlog.demo.fake_provider import FakeProvider
-from llmlog.store import CallFilter, open_store
+from llmlog.store import open_store
 from tests.backends import PostgresBackend, TempPostgres, new_schema
 from tests.conftest import temp_postgres
 from tests.test_cli import llmlog_script

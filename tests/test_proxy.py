@@ -14,9 +14,9 @@ import openai
 import pytest
 
 from llmlog.capture.proxy import Upstreams
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
 from llmlog.demo.fake_provider import FakeProvider
-from llmlog.store import CallFilter
 from tests.backends import SQLiteBackend, stored_bytes
 from tests.webui import Running, free_port
 

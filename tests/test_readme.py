@@ -19,7 +19,8 @@ import pytest
 from click.testing import CliRunner
 
 from llmlog.cli import cli
-from llmlog.store import CallFilter, open_store
+from llmlog.core.filters import CallFilter
+from llmlog.store import open_store
 
 ROOT = Path(__file__).resolve().parent.parent
 # docs/cli.md is the commands' --help (tests/test_cli_docs.py); its examples are help text.

@@ -11,10 +11,11 @@ import pytest
 
 import llmlog
 from llmlog.core.config import Settings
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
 from llmlog.core.redact import Redactor, luhn
 from llmlog.demo.fake_provider import FakeProvider
-from llmlog.store import CallFilter, open_store
+from llmlog.store import open_store
 from tests.backends import SQLiteBackend, stored_bytes
 from tests.webui import T0, Running
 

@@ -23,11 +23,12 @@ import pytest
 
 from llmlog.core.config import Settings
 from llmlog.core.encryption import Keyring, sealed_key_ids
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
 from llmlog.core.sealed import is_sealed
 from llmlog.operations.sealing import rotate
 from llmlog.pipeline.writer import Writer
-from llmlog.store import CallFilter, Store, open_store
+from llmlog.store import Store, open_store
 from llmlog.store.clickhouse import ClickHouseStore
 from llmlog.store.clickhouse_engine import EmbeddedEngine
 from tests.backends import Backend

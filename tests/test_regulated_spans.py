@@ -14,10 +14,11 @@ from typing import Any
 import pytest
 
 from llmlog.core.encryption import KeyProblem, Keyring, trace_key_ids
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call, Span, SpanEvent
 from llmlog.core.sealed import is_sealed
 from llmlog.operations.sealing import rotate, set_sensitive_metadata
-from llmlog.store import CallFilter, Store
+from llmlog.store import Store
 from tests.backends import Backend, ClickHouseBackend, PostgresBackend, SQLiteBackend, stored_bytes
 from tests.test_encryption import K1, K2
 from tests.test_regulated import llmlog_process
@@ -232,9 +233,9 @@ def test_clickhouse_takes_back_spans_stored_clear_while_the_store_turned_sealed_
 def test_a_span_of_a_refused_call_is_refused_with_it(backend: Backend) -> None:
     """OTLP ingestion in a sealed-only store without a key: the model call a span describes
     is refused (its messages are clear), and so is the span; a span without text is kept."""
-    from llmlog.capture.otlp_ingest import ingest_spans
     from llmlog.core.config import Settings
     from llmlog.pipeline.intake import Intake
+    from llmlog.pipeline.otlp import ingest_spans
 
     chat = figures_span("s1")
     chat.attributes = {"gen_ai.operation.name": "chat", "gen_ai.request.model": "m",

@@ -18,11 +18,12 @@ import pytest
 
 import llmlog
 from llmlog.core.config import Settings
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
 from llmlog.demo.fake_provider import FakeProvider
 from llmlog.pipeline.remote import Spool, SpoolFull
 from llmlog.pipeline.writer import Writer
-from llmlog.store import CallFilter, open_store
+from llmlog.store import open_store
 from tests.conftest import temp_postgres
 from tests.webui import T0, free_port
 

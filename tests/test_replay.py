@@ -17,13 +17,14 @@ import llmlog
 from llmlog.capture.exchange import Exchange
 from llmlog.capture.wrap import instrument
 from llmlog.core.config import Settings
+from llmlog.core.filters import CallFilter
 from llmlog.core.prompts import text_hash
 from llmlog.core.record import Call
 from llmlog.demo.fake_provider import FakeProvider
 from llmlog.operations.replay import NotSent, Providers, ReplayError, api_of, replay, request_of
 from llmlog.pipeline.intake import prepare
 from llmlog.pipeline.pricing import Pricer
-from llmlog.store import CallFilter, Store
+from llmlog.store import Store
 from llmlog.web.replay import diff, response_text
 from tests.backends import Backend
 from tests.webui import HOSTILE, Running, assert_inert, free_port, make_call

@@ -461,7 +461,7 @@ def test_the_cli_sets_shows_and_runs_it(tmp_path: Path) -> None:
 
 
 def reports_filter() -> Any:
-    from llmlog.store import CallFilter
+    from llmlog.core.filters import CallFilter
 
     return CallFilter()
 

@@ -16,9 +16,10 @@ from click.testing import CliRunner
 
 from llmlog.cli import cli
 from llmlog.core.encryption import Keyring
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
 from llmlog.demo.workload import prose
-from llmlog.store import CallFilter, open_store
+from llmlog.store import open_store
 from llmlog.store import search as text_search
 from llmlog.store.sqlite import connect as sqlite_connect
 from llmlog.store.sqlite_schema import migrate

@@ -23,8 +23,9 @@ import pytest
 from click.testing import CliRunner
 
 from llmlog.cli import cli
+from llmlog.core.filters import CallFilter
 from llmlog.operations import access
-from llmlog.store import CallFilter, open_store
+from llmlog.store import open_store
 from llmlog.web.throttle import SignIns, cores
 from llmlog.web.workers import ENV, STARTUP_FAILURE, Served
 from llmlog.web.workers import app as worker_app

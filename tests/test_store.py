@@ -29,8 +29,9 @@ import pytest
 from click.testing import CliRunner
 
 from llmlog.cli import cli
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import COLUMNS, JSON_COLUMNS, Call, Span, format_timestamp
-from llmlog.store import CallFilter, ReadOnlyError, Store, open_store
+from llmlog.store import ReadOnlyError, Store, open_store
 from llmlog.store import clickhouse_schema as ch
 from llmlog.store import postgres_schema as pg
 from llmlog.store.content import digest

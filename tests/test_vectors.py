@@ -15,10 +15,11 @@ from click.testing import CliRunner
 
 from llmlog.cli import cli
 from llmlog.core.encryption import Keyring
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
 from llmlog.demo.workload import prose
 from llmlog.operations.sealing import rotate
-from llmlog.store import CallFilter, open_store, vectors
+from llmlog.store import open_store, vectors
 from tests.backends import Backend
 from tests.test_encryption import K1
 

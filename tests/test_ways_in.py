@@ -36,11 +36,12 @@ from llmlog.capture.proxy import Upstreams
 from llmlog.cli import cli
 from llmlog.core.config import Settings
 from llmlog.core.encryption import Keyring, new_key
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
 from llmlog.demo.fake_provider import FakeProvider
 from llmlog.operations.replay import Providers
 from llmlog.pipeline.intake import Intake
-from llmlog.store import CallFilter, open_store
+from llmlog.store import open_store
 from llmlog.store.sqlite import connect as sqlite_connect
 from tests.backends import SQLiteBackend, stored_bytes
 from tests.webui import Running

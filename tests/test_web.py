@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from llmlog.store import CallFilter
+from llmlog.core.filters import CallFilter
 from tests.backends import Backend
 from tests.webui import HOSTILE, T0, Running, assert_inert, make_call, rows
 

@@ -19,8 +19,9 @@ import pytest
 from markupsafe import escape
 
 from llmlog.analysis import reports
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
-from llmlog.store import CallFilter, retention_policy
+from llmlog.store import retention_policy
 from tests.backends import Backend, PostgresBackend, SQLiteBackend
 from tests.webui import HOSTILE, KEEP_EVERYTHING, Running, assert_inert, make_call, tags
 

@@ -29,12 +29,13 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from llmlog.capture.context import CallContext
-from llmlog.capture.proxy import LocalProxy, Upstreams
+from llmlog.capture.proxy import Upstreams
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import Span
 from llmlog.demo.fake_provider import FakeProvider
 from llmlog.operations import access
-from llmlog.store import CallFilter
 from llmlog.web import guard
+from llmlog.web.local_proxy import LocalProxy
 from llmlog.web.throttle import Busy, SignIns, cores
 from tests.backends import Backend, SQLiteBackend
 from tests.webui import Running, free_port, make_call, tags

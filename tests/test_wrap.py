@@ -9,8 +9,9 @@ import textwrap
 from pathlib import Path
 
 from llmlog.capture.proxy import Upstreams
+from llmlog.core.filters import CallFilter
 from llmlog.demo.fake_provider import FakeProvider
-from llmlog.store import CallFilter, open_store
+from llmlog.store import open_store
 from tests.backends import SQLiteBackend
 from tests.webui import Running
 

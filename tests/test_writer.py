@@ -14,8 +14,9 @@ import anthropic
 import pytest
 
 import llmlog
+from llmlog.core.filters import CallFilter
 from llmlog.demo.fake_provider import FakeProvider
-from llmlog.store import CallFilter, open_store
+from llmlog.store import open_store
 
 
 def _client(fake: FakeProvider) -> anthropic.Anthropic:

@@ -2,7 +2,7 @@
 
 Here the requests are decoded into `Span`s and `SpanEvent`s (each unusable one rejected
 with its position and reason, the others kept) and answered; `llmlog.capture.genai` reads
-the calls they describe and `llmlog.capture.otlp_ingest` keeps them.
+the calls they describe and `llmlog.pipeline.otlp` keeps them.
 """
 
 from __future__ import annotations
@@ -18,12 +18,10 @@ from typing import Any
 import orjson
 from starlette.responses import JSONResponse, Response
 
-from llmlog.capture.otlp_ingest import Prepared, ingest_events, ingest_spans, prepare_spans
 from llmlog.core.record import Span, SpanEvent
 from llmlog.store.regulated import Refused
 
-__all__ = ["OTLPError", "Prepared", "Rejected", "answer", "decode_logs", "decode_spans", "in_request",
-           "ingest_events", "ingest_spans", "prepare_spans"]  # fmt: skip
+__all__ = ["OTLPError", "Rejected", "answer", "decode_logs", "decode_spans", "in_request"]
 
 _KINDS = {0: "unspecified", 1: "internal", 2: "server", 3: "client", 4: "producer", 5: "consumer"}
 _STATUS = {0: "unset", 1: "ok", 2: "error"}
@@ -396,9 +394,9 @@ def answer(kind: str, content_type: str, rejected: list[Rejected]) -> Response:
     if rejected:
         partial = message.partial_success
         if kind == "traces":
-            partial.rejected_spans = len(rejected)  # type: ignore[attr-defined]
+            partial.rejected_spans = len(rejected)
         else:
-            partial.rejected_log_records = len(rejected)  # type: ignore[attr-defined]
+            partial.rejected_log_records = len(rejected)
         partial.error_message = "; ".join(f"#{r.index}: {r.reason}" for r in rejected[:10])
     if "json" in content_type:
         from google.protobuf import json_format

@@ -161,7 +161,7 @@ def _decoder(encoding: str) -> Any:
 
         return brotli.Decompressor()
     if encoding == "zstd":
-        import zstandard  # type: ignore[import-not-found]
+        import zstandard
 
         return zstandard.ZstdDecompressor().decompressobj()
     raise ValueError(f"unsupported content-encoding {encoding!r}")

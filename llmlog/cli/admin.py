@@ -275,7 +275,7 @@ def keys_status(ctx: Ctx) -> None:
     """
     from collections import Counter
 
-    from llmlog.store import CallFilter
+    from llmlog.core.filters import CallFilter
 
     store = ctx.store
     store.keyring = None  # counting what is stored, not reading it: nothing to open or audit

@@ -20,10 +20,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from llmlog.core.config import Settings
-from llmlog.core.filters import BadFilter, parse_filter
+from llmlog.core.filters import BadFilter, CallFilter, parse_filter, parse_when
 from llmlog.pipeline.intake import hash_user_id
 from llmlog.pipeline.pricing import PriceFileError, Pricer
-from llmlog.store import CallFilter, Store, open_store, parse_when, redact_url, sqlite_path
+from llmlog.store import Store, open_store, redact_url, sqlite_path
 from llmlog.store.errors import NewerStore
 
 

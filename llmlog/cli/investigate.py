@@ -27,9 +27,9 @@ from llmlog.cli.core import (
     pass_ctx,
 )
 from llmlog.core import prompts
+from llmlog.core.filters import parse_when
 from llmlog.providers.conversation import gist, last_user_turn, response_turns
 from llmlog.store import ReadOnlyError, vectors
-from llmlog.store.base import parse_when
 
 
 def _period(days: int) -> Period:

@@ -283,14 +283,9 @@ def wrap(
     import os
     import subprocess
 
-    from llmlog.capture.proxy import (
-        LocalProxy,
-        child_base_urls,
-        context_from,
-        encode_context,
-        upstreams_from_environment,
-    )
+    from llmlog.capture.proxy import child_base_urls, context_from, encode_context, upstreams_from_environment
     from llmlog.pipeline.writer import Writer
+    from llmlog.web.local_proxy import LocalProxy
 
     given = {
         "llmlog-session-id": session,

@@ -19,10 +19,11 @@ from llmlog.cli.core import (
     read_prices,
     since_time,
 )
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call, RecordError
 from llmlog.pipeline.intake import Intake
 from llmlog.pipeline.pricing import Pricer
-from llmlog.store import CallFilter, redact_url, sqlite_path
+from llmlog.store import redact_url, sqlite_path
 
 
 @cli.command()

@@ -149,7 +149,11 @@ class Settings:
         )
         # And the redaction rules: a misspelled one (`emial`) is an error wherever settings
         # are read (configure, every CLI command, serve), never a call stored unredacted.
-        Redactor.from_settings(self)
+        self.redactor()
+
+    def redactor(self) -> Redactor:
+        """The redaction these settings ask for (LLMLOG_REDACT, …_PATTERNS, …_FIELDS)."""
+        return Redactor(self.redact, self.redact_patterns, self.redact_fields)
 
     @property
     def keyring(self) -> Keyring | None:

@@ -16,10 +16,100 @@ The web reads them from the query string; the CLI gives --search for q and --err
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from llmlog.store.base import CallFilter, parse_when
+from llmlog.core.record import format_timestamp, parse_timestamp
+
+_KEY = re.compile(r"[A-Za-z0-9_\-]+")
+_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$", re.IGNORECASE)
+_UNITS = {"s": "seconds", "m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+
+
+def parse_when(text: str, now: datetime | None = None) -> datetime:
+    """'1h', '30m', '7d' (that long ago) or an ISO-8601 date/time (UTC unless it says)."""
+    m = _RELATIVE.match(text)
+    if m:
+        amount, unit = float(m.group(1)), _UNITS[m.group(2).lower()]
+        try:
+            return (now or datetime.now(UTC)) - timedelta(**{unit: amount})
+        except OverflowError:  # further back than year 1 (or than timedelta can hold)
+            raise ValueError(f"{text!r} is further back than the calendar goes") from None
+    try:
+        return parse_timestamp(text)
+    except OverflowError:  # a time near year 1 or 9999 that UTC moves off the calendar
+        raise ValueError(f"{text!r} is outside the calendar (years 1 to 9999) in UTC") from None
+    except ValueError:
+        raise ValueError(f"{text!r} is neither a duration like 1h/7d nor an ISO-8601 time") from None
+
+
+@dataclass
+class CallFilter:
+    """Conditions on the summary columns; empty means every call."""
+
+    feature: str | None = None
+    model: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    prompt_template_version: str | None = None
+    provider: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+    errors: bool | None = None  # True: errors only; False: successes only
+    ids: list[str] = field(default_factory=list)
+    tag: str | None = None
+    # (key, value) pairs the metadata must hold; a dotted key reaches into nested objects
+    # ("llmlog.retry"). Values compare as text: 1, true and "pro" match "1", "true", "pro".
+    metadata: list[tuple[str, str]] = field(default_factory=list)
+    # Words that must occur (case-insensitively, as typed) in the system prompt, a message,
+    # the response, the tool calls or the error.
+    text: str | None = None
+
+    def __post_init__(self) -> None:
+        for key, _ in self.metadata:
+            if not key or not all(_KEY.fullmatch(part) for part in key.split(".")):
+                raise ValueError(f"metadata key {key!r}: letters, digits, _ and - only, dots between")
+
+    def sql(
+        self,
+        extra: Sequence[str] = (),
+        extra_params: Sequence[Any] = (),
+        *,
+        placeholder: str = "?",
+        time_param: Callable[[datetime], Any] = format_timestamp,
+    ) -> tuple[str, list[Any]]:
+        """A WHERE clause on the summary columns, valid on `calls` and on the stored table.
+        The placeholder and the form of a time parameter are the engine's (SQLite: ? and our
+        timestamp text). Tag, metadata and text conditions are the store's to add
+        (`Store._where`): they are written in each engine's JSON dialect."""
+        p = placeholder
+        clauses: list[str] = []
+        params: list[Any] = []
+        for col in ("feature", "model", "user_id", "session_id", "prompt_template_version", "provider"):
+            value = getattr(self, col)
+            if value is not None:
+                clauses.append(f"{col} = {p}")
+                params.append(value)
+        if self.since is not None:
+            clauses.append(f"timestamp >= {p}")
+            params.append(time_param(self.since))
+        if self.until is not None:
+            clauses.append(f"timestamp < {p}")
+            params.append(time_param(self.until))
+        if self.errors is True:
+            clauses.append("error IS NOT NULL")
+        elif self.errors is False:
+            clauses.append("error IS NULL")
+        if self.ids:
+            clauses.append(f"id IN ({','.join([p] * len(self.ids))})")
+            params.extend(self.ids)
+        clauses.extend(extra)
+        params.extend(extra_params)
+        return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
+
 
 # Name → CallFilter field, for the filters that are one column equal to a value.
 EQUALS = {
@@ -67,8 +157,8 @@ def parse_filter(params: Mapping[str, str | Sequence[str] | None] | Any) -> Call
     """The filter `params` (by the names in NAMES; others are not this parser's) asks for.
     Raises BadFilter, saying which name and why, on a value it cannot read."""
     f = CallFilter()
-    for name, field in EQUALS.items():
-        setattr(f, field, _one(params, name))
+    for name, column in EQUALS.items():
+        setattr(f, column, _one(params, name))
     f.tag = _one(params, "tag")
     f.text = _one(params, "q")
     if f.text is not None and len(f.text) > MAX_TEXT:

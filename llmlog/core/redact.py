@@ -22,13 +22,10 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from llmlog.core.record import Call
 from llmlog.core.sealed import is_sealed
-
-if TYPE_CHECKING:
-    from llmlog.core.config import Settings
 
 # The fields redaction searches unless told otherwise (`llmlog.core.redact`): every field of a
 # call that holds text a user, an app or a model wrote. LLMLOG_REDACT_FIELDS narrows it.
@@ -150,10 +147,6 @@ class Redactor:
         # A conversation re-sends its earlier messages with every call: each text is searched
         # once, then looked up.
         self._seen: dict[str, tuple[str, Counter[str]]] = {}
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Redactor:
-        return cls(settings.redact, settings.redact_patterns, settings.redact_fields)
 
     def __bool__(self) -> bool:
         return bool(self.rules)

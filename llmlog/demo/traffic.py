@@ -35,12 +35,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 import llmlog
 from llmlog.core.config import Settings, default_db
+from llmlog.core.filters import CallFilter
 from llmlog.core.prompts import natural
 from llmlog.core.record import Call
 from llmlog.demo.fake_provider import FakeProvider
 from llmlog.demo.workload import WORDS, feature_prompts, tool
 from llmlog.demo.workload import prose as _prose
-from llmlog.store import CallFilter, open_store, redact_url
+from llmlog.store import open_store, redact_url
 
 # The planted findings (see the module's docstring).
 VERBOSE_VERSION = "code-review@v2"

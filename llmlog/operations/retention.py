@@ -6,7 +6,7 @@ used and their spans are deleted, and the space goes back to the file system.
 Log events received over OTLP wait in the store for the span whose content they carry;
 once it has come and is a call, they are in the call and deleted. Those still waiting after
 `events_minutes` (an hour unless set: a span is exported within seconds of its events) are
-deleted by every run, and by the collector as it receives (`expire_events`), for their
+deleted by every run, and by the collector as it receives (`retention_policy.expire_events`), for their
 span is not coming or is not a model call.
 
 The window is the store's own setting (`llmlog retention set`), so every process using the
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 from llmlog.store import Store
-from llmlog.store.retention_policy import Policy, policy
+from llmlog.store.retention_policy import Policy, expire_events, policy
 
 log = logging.getLogger(__name__)
 
@@ -97,13 +97,6 @@ def run(
     report.bytes_after = store.size_bytes()
     log.info("retention: %d calls of %d days deleted", report.calls, len(report.days))
     return report
-
-
-def expire_events(store: Store, p: Policy | None = None, now: datetime | None = None) -> int:
-    """Delete the log events that have waited for their span longer than the policy's
-    `events_minutes`; how many went. Cheap when none has (one indexed read on SQLite)."""
-    p = p or policy(store)
-    return store.expire_span_events(p.events_before(now or datetime.now(UTC)))
 
 
 class Daily:

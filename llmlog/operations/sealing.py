@@ -18,8 +18,9 @@ from llmlog.core.encryption import (
     sealed_key_ids,
     trace_key_ids,
 )
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import Span, SpanEvent
-from llmlog.store import CallFilter, Store
+from llmlog.store import Store
 from llmlog.store.regulated import Refused
 
 

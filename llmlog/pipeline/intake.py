@@ -190,7 +190,7 @@ class Intake:
         self.settings = settings
         # Built once: a conversation re-sends its earlier messages, which the redactor
         # remembers having searched.
-        self.redactor = redactor if redactor is not None else Redactor.from_settings(settings)
+        self.redactor = redactor if redactor is not None else settings.redactor()
         self.keyring = settings.keyring
         self.pricer = pricer
         self.decoder = decoder

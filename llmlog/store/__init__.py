@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from llmlog.store.base import CallFilter, QueryResult, ReadOnlyError, Store, parse_when
+from llmlog.store.base import QueryResult, ReadOnlyError, Store
 from llmlog.store.urls import redact_url, sqlite_path
 
 __all__ = [
-    "CallFilter",
     "QueryResult",
     "ReadOnlyError",
     "Store",
     "open_store",
-    "parse_when",
     "redact_url",
     "sqlite_path",
 ]

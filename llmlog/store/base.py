@@ -5,7 +5,6 @@ from __future__ import annotations
 import abc
 import contextlib
 import logging
-import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -15,6 +14,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from llmlog.core.encryption import Keyring
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call, format_timestamp, parse_timestamp
 from llmlog.store import search, vectors
 from llmlog.store.content import ContentIds
@@ -24,28 +24,6 @@ from llmlog.store.search import Hit, Query
 from llmlog.store.traces import Traces
 
 log = logging.getLogger("llmlog")
-
-
-_KEY = re.compile(r"[A-Za-z0-9_\-]+")
-_RELATIVE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)\s*$", re.IGNORECASE)
-_UNITS = {"s": "seconds", "m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "weeks"}
-
-
-def parse_when(text: str, now: datetime | None = None) -> datetime:
-    """'1h', '30m', '7d' (that long ago) or an ISO-8601 date/time (UTC unless it says)."""
-    m = _RELATIVE.match(text)
-    if m:
-        amount, unit = float(m.group(1)), _UNITS[m.group(2).lower()]
-        try:
-            return (now or datetime.now(UTC)) - timedelta(**{unit: amount})
-        except OverflowError:  # further back than year 1 (or than timedelta can hold)
-            raise ValueError(f"{text!r} is further back than the calendar goes") from None
-    try:
-        return parse_timestamp(text)
-    except OverflowError:  # a time near year 1 or 9999 that UTC moves off the calendar
-        raise ValueError(f"{text!r} is outside the calendar (years 1 to 9999) in UTC") from None
-    except ValueError:
-        raise ValueError(f"{text!r} is neither a duration like 1h/7d nor an ISO-8601 time") from None
 
 
 def utc_days(since: datetime, until: datetime | None = None) -> tuple[date, date]:
@@ -78,71 +56,6 @@ def like_pattern(text: str) -> str:
     (with ESCAPE '\\')."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped}%"
-
-
-@dataclass
-class CallFilter:
-    """Conditions on the summary columns; empty means every call."""
-
-    feature: str | None = None
-    model: str | None = None
-    user_id: str | None = None
-    session_id: str | None = None
-    prompt_template_version: str | None = None
-    provider: str | None = None
-    since: datetime | None = None
-    until: datetime | None = None
-    errors: bool | None = None  # True: errors only; False: successes only
-    ids: list[str] = field(default_factory=list)
-    tag: str | None = None
-    # (key, value) pairs the metadata must hold; a dotted key reaches into nested objects
-    # ("llmlog.retry"). Values compare as text: 1, true and "pro" match "1", "true", "pro".
-    metadata: list[tuple[str, str]] = field(default_factory=list)
-    # Words that must occur (case-insensitively, as typed) in the system prompt, a message,
-    # the response, the tool calls or the error.
-    text: str | None = None
-
-    def __post_init__(self) -> None:
-        for key, _ in self.metadata:
-            if not key or not all(_KEY.fullmatch(part) for part in key.split(".")):
-                raise ValueError(f"metadata key {key!r}: letters, digits, _ and - only, dots between")
-
-    def sql(
-        self,
-        extra: Sequence[str] = (),
-        extra_params: Sequence[Any] = (),
-        *,
-        placeholder: str = "?",
-        time_param: Callable[[datetime], Any] = format_timestamp,
-    ) -> tuple[str, list[Any]]:
-        """A WHERE clause on the summary columns, valid on `calls` and on the stored table.
-        The placeholder and the form of a time parameter are the engine's (SQLite: ? and our
-        timestamp text). Tag, metadata and text conditions are the store's to add
-        (`Store._where`): they are written in each engine's JSON dialect."""
-        p = placeholder
-        clauses: list[str] = []
-        params: list[Any] = []
-        for col in ("feature", "model", "user_id", "session_id", "prompt_template_version", "provider"):
-            value = getattr(self, col)
-            if value is not None:
-                clauses.append(f"{col} = {p}")
-                params.append(value)
-        if self.since is not None:
-            clauses.append(f"timestamp >= {p}")
-            params.append(time_param(self.since))
-        if self.until is not None:
-            clauses.append(f"timestamp < {p}")
-            params.append(time_param(self.until))
-        if self.errors is True:
-            clauses.append("error IS NOT NULL")
-        elif self.errors is False:
-            clauses.append("error IS NULL")
-        if self.ids:
-            clauses.append(f"id IN ({','.join([p] * len(self.ids))})")
-            params.extend(self.ids)
-        clauses.extend(extra)
-        params.extend(extra_params)
-        return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
 @dataclass
@@ -673,7 +586,7 @@ class Store(Regulated, Traces, abc.ABC):
 
     @contextlib.contextmanager
     def ingest_lock(self) -> Iterator[None]:
-        """Held for the whole of one request's OTLP ingest (`llmlog.capture.otlp_ingest`),
+        """Held for the whole of one request's OTLP ingest (`llmlog.pipeline.otlp`),
         exclusive among the processes writing this store. That ingest reads the store (the
         spans kept earlier in its traces, calls stored with the same response id, the log
         events waiting, a keyless span's partner) and then writes in several transactions:

@@ -26,6 +26,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from llmlog.core.encryption import Policy
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import COLUMNS, INT_COLUMNS, JSON_COLUMNS, Call, json_text
 from llmlog.store import clickhouse_reader as reader
 from llmlog.store import retention_policy, search
@@ -34,7 +35,6 @@ from llmlog.store.base import (
     Account,
     ApiToken,
     AuditEntry,
-    CallFilter,
     Erased,
     QueryResult,
     ReadOnlyError,

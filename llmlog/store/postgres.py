@@ -28,13 +28,13 @@ import psycopg
 from psycopg import sql as pgsql
 
 from llmlog.core.encryption import ENCRYPTION_SETTING
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import COLUMNS, Call, format_timestamp, json_text
 from llmlog.store import postgres_reader as reader
 from llmlog.store import search
 from llmlog.store.base import (
     NAMING_ATTRIBUTES,
     AuditEntry,
-    CallFilter,
     Erased,
     QueryResult,
     ReadOnlyError,
@@ -567,7 +567,7 @@ class PostgresStore(PostgresTraces):
         ).rowcount
 
     def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        cur = self.conn.execute(sql.replace("?", "%s"), list(params))  # type: ignore[arg-type]
+        cur = self.conn.execute(sql.replace("?", "%s"), list(params))
         return [tuple(r) for r in cur.fetchall()] if cur.description else []
 
     def audit(self, who: str, action: str, call_ids: Sequence[str]) -> None:
@@ -688,7 +688,7 @@ class PostgresStore(PostgresTraces):
             f" ORDER BY {order} LIMIT {int(limit)}) ORDER BY {order}"
         )
         with self.conn.cursor() as cur:
-            cur.execute(sql, params)  # type: ignore[arg-type]
+            cur.execute(sql, params)
             names = [d.name for d in cur.description or ()]
             calls = [_to_call(names, row) for row in cur]
         return self._reveal(calls)
@@ -729,7 +729,7 @@ class PostgresStore(PostgresTraces):
     def _vectors(self, f: CallFilter, limit: int) -> list[tuple[str, bytes]]:
         where, params = self._where(f, ["embedding IS NOT NULL"])
         sql = f"SELECT id, embedding FROM call_data {where} ORDER BY timestamp DESC LIMIT {int(limit)}"
-        return [(i, bytes(v)) for i, v in self.conn.execute(sql, params)]  # type: ignore[arg-type]
+        return [(i, bytes(v)) for i, v in self.conn.execute(sql, params)]
 
     def _search_ids(self, q: search.Query, f: CallFilter, limit: int) -> list[tuple[str, float]]:
         # Ranked among the newest RANKED matches: ts_rank_cd reads each match's tsvector.
@@ -748,7 +748,7 @@ class PostgresStore(PostgresTraces):
     def sample(self, f: CallFilter, n: int = 20, *, brief: bool = False) -> list[Call]:
         where, params = self._where(f)
         sql = f"SELECT id, timestamp FROM call_data {where} ORDER BY random() LIMIT {int(n)}"
-        picked = self.conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+        picked = self.conn.execute(sql, params).fetchall()
         if not picked:
             return []
         pairs = ",".join(["(%s, %s)"] * len(picked))
@@ -772,7 +772,7 @@ class PostgresStore(PostgresTraces):
 
     def count(self, f: CallFilter) -> int:
         where, params = self._where(f)
-        row = self.conn.execute(f"SELECT count(*) FROM call_data {where}", params).fetchone()  # type: ignore[arg-type]
+        row = self.conn.execute(f"SELECT count(*) FROM call_data {where}", params).fetchone()
         return int(row[0]) if row else 0
 
     def cost_by_day(
@@ -783,7 +783,7 @@ class PostgresStore(PostgresTraces):
             " CASE WHEN sum(priced_calls) > 0 THEN sum(cost_usd) END"
             " FROM daily WHERE day BETWEEN %s AND %s GROUP BY day, model ORDER BY day, model NULLS FIRST"
         )
-        return [tuple(r) for r in self.conn.execute(sql, utc_days(since, until))]  # type: ignore[misc]
+        return [tuple(r) for r in self.conn.execute(sql, utc_days(since, until))]
 
     def _day(self, day: date) -> Any:
         return day

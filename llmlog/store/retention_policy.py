@@ -6,7 +6,7 @@ ClickHouse store also makes it its table's TTL."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -73,3 +73,10 @@ def policy(store: Store) -> Policy:
 
 def set_policy(store: Store, p: Policy) -> None:
     store.set_setting(SETTING, p.to_json())
+
+
+def expire_events(store: Store, p: Policy | None = None, now: datetime | None = None) -> int:
+    """Delete the log events that have waited for their span longer than the policy's
+    `events_minutes`; how many went. Cheap when none has (one indexed read on SQLite)."""
+    p = p or policy(store)
+    return store.expire_span_events(p.events_before(now or datetime.now(UTC)))

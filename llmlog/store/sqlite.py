@@ -21,6 +21,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import (
     COLUMNS,
     JSON_COLUMNS,
@@ -33,7 +34,6 @@ from llmlog.store import compression, search
 from llmlog.store.base import (
     NAMING_ATTRIBUTES,
     AuditEntry,
-    CallFilter,
     Erased,
     QueryResult,
     ReadOnlyError,
@@ -814,7 +814,7 @@ class SQLiteStore(SQLiteTraces):
             "SELECT day, model, sum(calls), CASE WHEN sum(priced_calls) > 0 THEN total(cost_usd) END"
             " FROM daily WHERE day BETWEEN ? AND ? GROUP BY day, model ORDER BY day, model"
         )
-        return [tuple(r) for r in self.db.execute(sql, (first.isoformat(), last.isoformat()))]  # type: ignore[misc]
+        return [tuple(r) for r in self.db.execute(sql, (first.isoformat(), last.isoformat()))]
 
     def existing_ids(self, ids: Sequence[str]) -> set[str]:
         found: set[str] = set()

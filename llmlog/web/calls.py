@@ -15,11 +15,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 from llmlog.core.config import Settings
-from llmlog.core.filters import EQUALS, BadFilter, parse_filter
+from llmlog.core.filters import EQUALS, BadFilter, CallFilter, parse_filter, parse_when
 from llmlog.core.record import Call, Span
 from llmlog.pipeline.pricing import Pricer
 from llmlog.providers.conversation import conversation, gist, last_user_turn, response_turns
-from llmlog.store import CallFilter, Store, parse_when
+from llmlog.store import Store
 from llmlog.store.base import Facet
 from llmlog.web.answer import JSONResponse
 from llmlog.web.state import Web

@@ -43,6 +43,7 @@ from llmlog.core.record import (
 )
 from llmlog.pipeline.intake import Intake
 from llmlog.pipeline.jsonl import BadRecord, parse_batch
+from llmlog.pipeline.otlp import ingest_events, ingest_spans, prepare_spans
 from llmlog.pipeline.pricing import Pricer
 from llmlog.store.regulated import Refused
 from llmlog.web.answer import JSONResponse
@@ -110,22 +111,22 @@ def unauthorized() -> Response:
 
 
 def receive_spans(web: Web, intake: Intake, spans: list[Span]) -> list[Refused]:
-    """One request's decoded spans into the store (`otlp_ingest.ingest_spans`); the spans
+    """One request's decoded spans into the store (`llmlog.pipeline.otlp.ingest_spans`); the spans
     refused. Under `Web.ingesting`: a span of a call another server is storing meanwhile
     finds that call, rather than storing it a second time."""
     # What the spans say of their calls is worked out before the locks are taken: another
     # request's rows (another process's too) are written meanwhile.
-    prepared = otlp_in.prepare_spans(spans, intake)
+    prepared = prepare_spans(spans, intake)
     with web.ingesting() as writer:
-        return otlp_in.ingest_spans(writer, spans, intake, prepared)[1]
+        return ingest_spans(writer, spans, intake, prepared)[1]
 
 
 def receive_events(web: Web, intake: Intake, events: list[SpanEvent]) -> list[Refused]:
-    """One request's decoded log events into the store (`otlp_ingest.ingest_events`); the
+    """One request's decoded log events into the store (`llmlog.pipeline.otlp.ingest_events`); the
     events refused. Under `Web.ingesting`, as spans are: an event and its span arriving at
     two servers at once still meet."""
     with web.ingesting() as writer:
-        return otlp_in.ingest_events(writer, events, intake)[1]
+        return ingest_events(writer, events, intake)[1]
 
 
 def routes(web: Web, token: Gate = None, settings: Settings | None = None) -> list[BaseRoute]:

@@ -24,8 +24,8 @@ from starlette.routing import BaseRoute, Route
 from llmlog.analysis import investigate
 from llmlog.analysis.investigate import Change, Comparison, CostReport, ErrorGroup, Spend, Spikes
 from llmlog.analysis.reports import Period
+from llmlog.core.filters import parse_when
 from llmlog.store import ReadOnlyError, Store
-from llmlog.store.base import parse_when
 from llmlog.web import charts
 from llmlog.web.answer import JSONResponse
 from llmlog.web.dashboard import (

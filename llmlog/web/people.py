@@ -10,9 +10,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
 from llmlog.providers.conversation import gist, last_user_turn, response_turns
-from llmlog.store import CallFilter, ReadOnlyError
+from llmlog.store import ReadOnlyError
 from llmlog.store.base import SessionSummary, UserSummary
 from llmlog.web.answer import JSONResponse
 from llmlog.web.calls import BadFilter, call_filter, every_value, linker, summary

@@ -21,10 +21,10 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
 from llmlog.operations.replay import ReplayError, error_text, replay, request_of, requested_model
 from llmlog.providers.conversation import response_turns
-from llmlog.store import CallFilter
 from llmlog.web.state import Web
 
 MAX_FORM_BYTES = 4 * 2**20  # a system prompt of a few hundred kB is plausible; megabytes are not

@@ -29,9 +29,9 @@ from llmlog.capture.genai import (
 )
 from llmlog.capture.kept import without_content
 from llmlog.capture.outcome import join_errors
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call, RecordError, Span, SpanEvent
-from llmlog.operations import retention
-from llmlog.store import CallFilter, Store
+from llmlog.store import Store, retention_policy
 from llmlog.store.regulated import Refused
 
 if TYPE_CHECKING:
@@ -346,7 +346,7 @@ def _keyless_partners(store: Store, calls: list[Call], sdk_ids: set[str]) -> dic
 
 
 # How often a collector deletes, as it receives, the log events that waited for their span
-# too long (`retention.expire_events`): a retention run does it too, but only once a day.
+# too long (`retention_policy.expire_events`): a retention run does it too, but only once a day.
 SWEEP_EVERY_S = 60.0
 _swept: weakref.WeakKeyDictionary[Store, float] = weakref.WeakKeyDictionary()
 _sweeping = threading.Lock()
@@ -362,7 +362,7 @@ def sweep(store: Store) -> int:
             return 0
         _swept[store] = now
     try:
-        return retention.expire_events(store)
+        return retention_policy.expire_events(store)
     except Exception as exc:
         log.warning("llmlog: could not delete the log events past their wait: %r", exc)
         return 0
@@ -554,7 +554,7 @@ def ingest_events(store: Store, events: list[SpanEvent], intake: Intake) -> tupl
     (`Intake.complete`: checked, redacted, sealed, its prompt version given, as any call's
     content) and are not kept: the call holds what they say. The others, their span not come
     yet or not a model call, are kept (through `intake`: redacted, sealed) for their span
-    (`ingest_spans` reads them) until they expire (`llmlog.operations.retention.expire_events`). Returns
+    (`ingest_spans` reads them) until they expire (`llmlog.store.retention_policy.expire_events`). Returns
     how many calls gained content, and the events the store refused, by their position in
     `events`."""
     arrived = time.time_ns()
