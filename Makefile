@@ -31,6 +31,8 @@ docs: $(BIN)/llmlog
 lint: $(BIN)/llmlog
 	$(BIN)/ruff check llmlog tests bench
 	$(BIN)/ruff format --check llmlog tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 # Two workers: most tests wait on servers, subprocesses and the database; two halve the
 # suite's time on the two cores CI has (17 min to 9 here).
