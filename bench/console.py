@@ -18,7 +18,7 @@ from contextlib import contextmanager
 import httpx2 as httpx
 import uvicorn
 
-from llmlog.analysis.reports import CONSOLE_TIMEOUT_S
+from llmlog.analysis.dashboard import CONSOLE_TIMEOUT_S
 from llmlog.store import open_store
 from llmlog.web import create_app
 

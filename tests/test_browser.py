@@ -43,7 +43,7 @@ from playwright.sync_api import Request as PwRequest
 from rich.console import Console
 
 import llmlog
-from llmlog.analysis import investigate
+from llmlog.analysis import reports
 from llmlog.core.config import Settings
 from llmlog.core.filters import CallFilter
 from llmlog.core.record import Span
@@ -822,7 +822,7 @@ def test_reports_from_drift_to_a_comparison_of_versions(drifted: Tab) -> None:
     assert tab.params() == {"feature": "review", "old": "v1", "new": "v2", "days": "28"}
     assert tab.text("#comparison h2") == "review: v1 → v2"
     metrics = tab.table("table.comparison")
-    assert [r["metric"] for r in metrics] == [*investigate.MEANS, *investigate.RATES]
+    assert [r["metric"] for r in metrics] == [*reports.MEANS, *reports.RATES]
     assert [r["metric"] for r in metrics if "flagged" in r.classes] == ["output_tokens"]
     changed = tab.page.locator("table.comparison tr.flagged")
     expect(changed).to_contain_text("changed")

@@ -208,12 +208,12 @@ def test_the_cluster_ddl_is_valid_clickhouse(store: ClickHouseStore) -> None:
 
 def test_the_reports_find_what_was_planted(store: ClickHouseStore) -> None:
     """The reports' SQL, shared with the other stores, on ClickHouse: the same findings."""
-    from llmlog.analysis import investigate
-    from llmlog.analysis.reports import Period
+    from llmlog.analysis import reports
+    from llmlog.analysis.dashboard import Period
     from tests import test_investigate as planted
 
     store.insert(planted.calls_with_errors())
-    groups = investigate.errors_report(store, Period.ending(7, planted.TODAY))
+    groups = reports.errors_report(store, Period.ending(7, planted.TODAY))
     assert [(g.error_type, g.model, g.feature, g.errors, g.new) for g in groups] == [
         ("tool_schema_error", "claude", "support-bot", 15, True),
         ("rate_limit_error", "gpt-4.1", "search", 14, False),
@@ -222,21 +222,21 @@ def test_the_reports_find_what_was_planted(store: ClickHouseStore) -> None:
 
 
 def test_drift_and_spikes_find_what_was_planted(store: ClickHouseStore) -> None:
-    from llmlog.analysis import investigate
-    from llmlog.analysis.reports import Period
+    from llmlog.analysis import reports
+    from llmlog.analysis.dashboard import Period
     from tests import test_investigate as planted
 
     store.insert(planted.drifting_calls())
-    found = {(c.feature, c.version, c.metric) for c in investigate.drift_report(store, now=planted.NOW)}
+    found = {(c.feature, c.version, c.metric) for c in reports.drift_report(store, now=planted.NOW)}
     assert found == {
         ("summarize", "v1", "output_tokens"),
         ("search", "v3", "error_rate"),
         ("chat", "v1", "refusal_rate"),
-        ("triage", investigate.ALL_VERSIONS, "output_tokens"),
-        ("triage", investigate.ALL_VERSIONS, "cost_usd"),
+        ("triage", reports.ALL_VERSIONS, "output_tokens"),
+        ("triage", reports.ALL_VERSIONS, "cost_usd"),
     }
     store.insert(planted.people_calls())
-    spikes = investigate.spikes_report(store, Period.ending(7, planted.TODAY))
+    spikes = reports.spikes_report(store, Period.ending(7, planted.TODAY))
     assert ("u-broken", "error_rate") in {(o.user_id, o.metric) for o in spikes.outliers}
     assert spikes.sessions[0].session_id == "long"
 
@@ -270,15 +270,15 @@ def test_accounts_and_tokens(store: ClickHouseStore) -> None:
 def test_retention_keeps_the_cold_figures(store: ClickHouseStore) -> None:
     """Calls past their window go (by the table's TTL, and by a run); `daily` and
     `people_daily` keep standing for them, so reports read the same before and after."""
-    from llmlog.analysis import investigate
-    from llmlog.analysis.reports import Period
+    from llmlog.analysis import reports
+    from llmlog.analysis.dashboard import Period
     from llmlog.operations import retention
     from llmlog.store import retention_policy
     from tests import test_investigate as planted
 
     store.insert(planted.calls_with_errors())  # five weeks
     period = Period.ending(35, planted.TODAY)
-    before = investigate.errors_report(store, period)
+    before = reports.errors_report(store, period)
     retention_policy.set_policy(store, retention_policy.Policy(days=10, features={"search": 3, "it's": 5}))
     (create,) = store.query("SELECT create_table_query FROM system.tables WHERE name = 'call_data'").rows[0]
     assert "toDate(timestamp) + toIntervalDay(4) WHERE feature = 'search'" in create
@@ -295,7 +295,7 @@ def test_retention_keeps_the_cold_figures(store: ClickHouseStore) -> None:
     # parts it has), so the run found little or nothing left to do.
     assert report.calls >= 0 and store.count(CallFilter()) == 4 * 20 + 11 * 20
     assert store.query("SELECT sum(calls) FROM daily").rows == [(35 * 40,)]
-    after = investigate.errors_report(store, period, examples=0)
+    after = reports.errors_report(store, period, examples=0)
     assert [(g.error_type, g.errors, g.calls, g.per_day) for g in after] == [
         (g.error_type, g.errors, g.calls, g.per_day) for g in before
     ]

@@ -17,7 +17,7 @@ import pytest
 import zstandard
 from click.testing import CliRunner
 
-from llmlog.analysis import investigate
+from llmlog.analysis import reports
 from llmlog.cli import cli
 from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
@@ -186,7 +186,7 @@ def test_refusals_are_counted_from_compressed_responses(tmp_path: Path) -> None:
         assert store.db.execute(
             "SELECT count(*) FROM call_data WHERE typeof(response) = 'text'"
         ).fetchone() == (0,)
-        found = {(d.feature, d.version, d.metric): d for d in investigate.drift_report(store, now=now)}
+        found = {(d.feature, d.version, d.metric): d for d in reports.drift_report(store, now=now)}
         refusing = found[("chat", "v1", "refusal_rate")]
         assert refusing.before == 0 and refusing.after == pytest.approx(34 / 168)
 

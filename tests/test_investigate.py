@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from llmlog.analysis import investigate
-from llmlog.analysis.reports import Period
+from llmlog.analysis import reports
+from llmlog.analysis.dashboard import Period
 from llmlog.cli import cli
 from llmlog.core.record import Call
 from llmlog.operations import retention
@@ -45,7 +45,7 @@ def calls_with_errors() -> list[Call]:
 def test_the_errors_report_finds_what_was_planted(backend: Backend) -> None:
     with backend.open() as store:
         store.insert(calls_with_errors())
-        groups = investigate.errors_report(store, Period.ending(7, TODAY))
+        groups = reports.errors_report(store, Period.ending(7, TODAY))
         assert [(g.error_type, g.model, g.feature) for g in groups] == [  # most errors first
             ("tool_schema_error", "claude", "support-bot"),
             ("rate_limit_error", "gpt-4.1", "search"),
@@ -58,11 +58,11 @@ def test_the_errors_report_finds_what_was_planted(backend: Backend) -> None:
         assert len(new.examples) == 3 and all(e.startswith("b-0-") for e in new.examples)
         assert all(store.get(e).error["type"] == "tool_schema_error" for e in new.examples)  # type: ignore[union-attr]
         # A week with nothing new flags nothing new.
-        earlier = investigate.errors_report(store, Period.ending(7, TODAY - timedelta(days=10)))
+        earlier = reports.errors_report(store, Period.ending(7, TODAY - timedelta(days=10)))
         assert [g.new for g in earlier] == [False]
         # The same counts after most calls are gone: read from `daily`; examples from the kept.
         retention.run(store, retention_policy.Policy(days=1))
-        after = investigate.errors_report(store, Period.ending(7, TODAY))
+        after = reports.errors_report(store, Period.ending(7, TODAY))
         assert [(g.error_type, g.errors, g.per_day, g.new) for g in after] == [
             (g.error_type, g.errors, g.per_day, g.new) for g in groups
         ]
@@ -88,7 +88,7 @@ def test_the_cli_lists_reports_and_runs_one(tmp_path: Path) -> None:
         ("rate_limit_error", False, 6),
     ]
     assert runner.invoke(cli, ["--db", db, "report", "errors", "--days", "0"]).exit_code == 2
-    assert investigate.sparkline([0, 1, 4, 8]) == " ▁▄█"
+    assert reports.sparkline([0, 1, 4, 8]) == " ▁▄█"
 
 
 def routed_calls(plant: bool = True) -> list[Call]:
@@ -112,7 +112,7 @@ def routed_calls(plant: bool = True) -> list[Call]:
 def test_the_cost_report_finds_over_routing(backend: Backend) -> None:
     with backend.open() as store:
         store.insert(routed_calls())
-        r = investigate.cost_report(store, Period.ending(7, TODAY))
+        r = reports.cost_report(store, Period.ending(7, TODAY))
         assert r.total_usd == pytest.approx(30 * 0.01 + 60 * 0.001 + 45 * 0.022 + 45 * 0.055)
         assert [s.name for s in r.by_feature] == ["essay", "agent", "classify"]
         assert r.by_model[0].name == "gpt-4.1" and sum(d.calls for d in r.by_day) == 270
@@ -132,7 +132,7 @@ def test_the_cost_report_finds_over_routing(backend: Backend) -> None:
                 for c in routed_calls(False)
             ]
         )
-        quiet = investigate.cost_report(store, Period.ending(7, TODAY - timedelta(days=30)))
+        quiet = reports.cost_report(store, Period.ending(7, TODAY - timedelta(days=30)))
         assert quiet.over_routing == [] and quiet.total_usd > 0
 
 
@@ -194,14 +194,14 @@ def drifting_calls(plant: bool = True, seed: int = 5) -> list[Call]:
 def test_drift_finds_what_changed_and_nothing_else(backend: Backend) -> None:
     with backend.open() as store:
         store.insert(drifting_calls())
-        found = {(c.feature, c.version, c.metric): c for c in investigate.drift_report(store, now=NOW)}
+        found = {(c.feature, c.version, c.metric): c for c in reports.drift_report(store, now=NOW)}
         assert set(found) == {
             ("summarize", "v1", "output_tokens"),
             ("search", "v3", "error_rate"),
             ("chat", "v1", "refusal_rate"),
             # The new version has no baseline of its own: it shows on the feature's row.
-            ("triage", investigate.ALL_VERSIONS, "output_tokens"),
-            ("triage", investigate.ALL_VERSIONS, "cost_usd"),
+            ("triage", reports.ALL_VERSIONS, "output_tokens"),
+            ("triage", reports.ALL_VERSIONS, "cost_usd"),
         }
         essays = found[("summarize", "v1", "output_tokens")]
         assert essays.before == pytest.approx(200, rel=0.05) and essays.after == pytest.approx(400, rel=0.05)
@@ -212,15 +212,15 @@ def test_drift_finds_what_changed_and_nothing_else(backend: Backend) -> None:
         declining = found[("chat", "v1", "refusal_rate")]
         assert declining.before == pytest.approx(0.01, abs=0.01)
         assert declining.after == pytest.approx(1 / 7, abs=0.01)
-        compared = investigate.compare_versions(store, "review", "v1", "v2", now=NOW)
-        assert [c.metric for c in compared.metrics] == [*investigate.MEANS, *investigate.RATES]
+        compared = reports.compare_versions(store, "review", "v1", "v2", now=NOW)
+        assert [c.metric for c in compared.metrics] == [*reports.MEANS, *reports.RATES]
         assert [(c.metric, round(c.after / c.before)) for c in compared.flagged] == [("output_tokens", 2)]  # type: ignore[operator]
         assert len(compared.pairs) == 3 and all(
             a.startswith("r") and b.startswith("r") for a, b in compared.pairs
         )  # type: ignore[union-attr]
-        few = investigate.compare_versions(store, "review", "v1", "v9", now=NOW)
+        few = reports.compare_versions(store, "review", "v1", "v9", now=NOW)
         assert few.flagged == [] and few.metrics[0].p is None  # too few calls to test
-        moment = investigate.compare_moment(store, "triage", NOW - timedelta(days=3), now=NOW)
+        moment = reports.compare_moment(store, "triage", NOW - timedelta(days=3), now=NOW)
         assert {c.metric for c in moment.flagged} == {"output_tokens", "cost_usd"}
         assert moment.metrics[0].n_after == 3 * 24 and moment.metrics[0].n_before == 7 * 24
 
@@ -228,9 +228,9 @@ def test_drift_finds_what_changed_and_nothing_else(backend: Backend) -> None:
 def test_no_drift_is_flagged_where_there_is_none(backend: Backend) -> None:
     with backend.open() as store:
         store.insert(drifting_calls(plant=False))
-        assert investigate.drift_report(store, now=NOW) == []
-        assert investigate.compare_versions(store, "review", "v1", "v2", now=NOW).flagged == []
-        assert investigate.compare_moment(store, "triage", NOW - timedelta(days=3), now=NOW).flagged == []
+        assert reports.drift_report(store, now=NOW) == []
+        assert reports.compare_versions(store, "review", "v1", "v2", now=NOW).flagged == []
+        assert reports.compare_moment(store, "triage", NOW - timedelta(days=3), now=NOW).flagged == []
 
 
 def test_the_cli_drift_and_compare(tmp_path: Path) -> None:
@@ -282,7 +282,7 @@ def people_calls(plant: bool = True) -> list[Call]:
 def test_spikes_find_the_session_and_the_users(backend: Backend) -> None:
     with backend.open() as store:
         store.insert(people_calls())
-        r = investigate.spikes_report(store, Period.ending(7, TODAY))
+        r = reports.spikes_report(store, Period.ending(7, TODAY))
         assert (r.sessions[0].session_id, r.sessions[0].user_id, r.sessions[0].calls) == (
             "long",
             "u-heavy",
@@ -301,7 +301,7 @@ def test_spikes_find_the_session_and_the_users(backend: Backend) -> None:
                 for c in people_calls(False)
             ]
         )
-        assert investigate.spikes_report(store, Period.ending(7, TODAY - timedelta(days=20))).outliers == []
+        assert reports.spikes_report(store, Period.ending(7, TODAY - timedelta(days=20))).outliers == []
 
 
 def test_the_cli_spikes(tmp_path: Path) -> None:

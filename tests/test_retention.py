@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from llmlog.analysis import reports
+from llmlog.analysis import dashboard
 from llmlog.cli import cli
 from llmlog.core.record import Call, Span, format_timestamp
 from llmlog.operations import retention
@@ -207,10 +207,10 @@ def test_an_existing_store_gets_the_cold_figures_on_upgrade(backend: Backend, tm
         assert_same_rollup(daily_rows(store), expected)
 
 
-def dashboard(store: Store) -> dict[str, Any]:
-    period = reports.Period.ending(365, TODAY)
-    d = reports.dashboard(lambda: nullcontext(store), period, reports.DayCache())
-    return reports.dashboard_json(d)
+def dashboard_of(store: Store) -> dict[str, Any]:
+    period = dashboard.Period.ending(365, TODAY)
+    d = dashboard.dashboard(lambda: nullcontext(store), period, dashboard.DayCache())
+    return dashboard.dashboard_json(d)
 
 
 def referenced_content(backend: Backend) -> tuple[int, int]:
@@ -243,7 +243,7 @@ def test_a_simulated_year_reads_the_same_after_retention(backend: Backend) -> No
         gone_call = min(calls, key=lambda c: c.timestamp)
         call_span = Span("c" * 32, "3" * 16, None, "llm", "client", NOW, None, call_id=gone_call.id)
         store.insert_spans([old_span, new_span, call_span])
-        before = dashboard(store)
+        before = dashboard_of(store)
         daily_before = daily_rows(store)
         people_before = store.query("SELECT * FROM people_daily", limit=1_000_000).rows
 
@@ -271,7 +271,7 @@ def test_a_simulated_year_reads_the_same_after_retention(backend: Backend) -> No
 
         # The same year, the day after. But for the newest errors: a list of calls, which
         # shows the kept ones, newest first, as before.
-        after = dashboard(store)
+        after = dashboard_of(store)
         errors_before = [r["id"] for r in before.pop("recent_errors")["rows"]]
         errors_after = [r["id"] for r in after.pop("recent_errors")["rows"]]
         assert after == before

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from markupsafe import escape
 
-from llmlog.analysis import reports
+from llmlog.analysis import dashboard
 from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
 from llmlog.store import retention_policy
@@ -230,7 +230,7 @@ def test_percentile_of_sorted_runs_equals_that_of_the_merged_values() -> None:
             first, second = math.floor(pos), math.ceil(pos)
             lo, hi = merged[first], merged[second]
             expected = lo if first == second else lo + (pos - first) * (hi - lo)
-            assert reports.percentile(pieces, p) == expected
+            assert dashboard.percentile(pieces, p) == expected
 
 
 def test_the_cache_follows_new_calls_and_repricing(ui: Running) -> None:
@@ -341,10 +341,10 @@ def test_days_left_to_read_after_the_time_budget_are_named(backend: Backend) -> 
     with backend.open() as store:
         retention_policy.set_policy(store, KEEP_EVERYTHING)
         store.insert(spread())
-        period = reports.Period(FIRST, LAST)
-        cache = reports.DayCache()
-        d = reports.dashboard(lambda: nullcontext(store), period, cache, budget_s=0)
+        period = dashboard.Period(FIRST, LAST)
+        cache = dashboard.DayCache()
+        d = dashboard.dashboard(lambda: nullcontext(store), period, cache, budget_s=0)
         assert d.by_model.error and "5 of 5 days of calls still to read" in d.by_model.error
         assert d.totals.value is not None and d.totals.value.calls > 0  # from `daily`, no budget needed
-        full = reports.dashboard(lambda: nullcontext(store), period, cache)
+        full = dashboard.dashboard(lambda: nullcontext(store), period, cache)
         assert full.by_model.error is None and full.by_model.value

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from markupsafe import escape
 
-from llmlog.analysis import investigate
-from llmlog.analysis.reports import Period
+from llmlog.analysis import reports
+from llmlog.analysis.dashboard import Period
 from llmlog.core.record import Call
 from llmlog.operations import access
 from tests.backends import Backend
@@ -63,14 +63,14 @@ def svgs(html: str) -> int:
 
 def test_the_index_lists_every_report_and_the_nav_leads_there(ui: Running) -> None:
     html = ui.get("/reports").text
-    for name, what in investigate.REPORTS.items():
+    for name, what in reports.REPORTS.items():
         assert f'href="/reports/{name}"' in html and str(escape(what)) in html
     nav = re.search(r"<nav>(.*?)</nav>", html, re.S)
     assert nav is not None
     links = re.findall(r'href="([^"]+)"', nav.group(1))
     assert links[links.index("/dashboard") + 1] == "/reports"  # just after the dashboard
     listed = ui.get("/api/reports").json()
-    assert list(listed) == list(investigate.REPORTS)
+    assert list(listed) == list(reports.REPORTS)
     assert listed["drift"]["url"] == "/api/reports/drift"
     assert ui.get("/api/reports/nope").status_code == 404
 
@@ -89,7 +89,7 @@ def test_the_errors_page_shows_the_new_error_type(ui: Running) -> None:
     today = WEEK.last.isoformat()
     assert f"<title>{today} · tool_schema_error: 5 errors</title>" in html
     assert svgs(html) == 1 + html.count('class="spark"')
-    expected = [g.to_json() for g in investigate.errors_report(ui.store, WEEK)]
+    expected = [g.to_json() for g in reports.errors_report(ui.store, WEEK)]
     assert ui.get("/api/reports/errors", params={"days": "7"}).json() == expected
 
 
@@ -102,7 +102,7 @@ def test_the_cost_page_shows_the_over_routing(ui: Running) -> None:
     assert svgs(html) == 4
     for name in ("essay", "gpt-4.1", "u-heavy"):
         assert f">{name}</text>" in html
-    expected = investigate.cost_report(ui.store, WEEK).to_json()
+    expected = reports.cost_report(ui.store, WEEK).to_json()
     got = ui.get("/api/reports/cost", params={"days": "7"}).json()
     assert got == expected and got["over_routing"][0]["savings_usd"] == pytest.approx(0.27)
 
@@ -117,8 +117,8 @@ def test_the_drift_page_names_what_changed(ui: Running) -> None:
     data = ui.get("/api/reports/drift", params={"days": "7", "baseline": "28"}).json()
     found = {(c["feature"], c["version"], c["metric"]) for c in data}
     assert {("summarize", "v1", "output_tokens"), ("search", "v3", "error_rate")} <= found
-    assert ("triage", investigate.ALL_VERSIONS, "output_tokens") in found
-    assert all(c["flagged"] and c["p"] < investigate.ALPHA for c in data)
+    assert ("triage", reports.ALL_VERSIONS, "output_tokens") in found
+    assert all(c["flagged"] and c["p"] < reports.ALPHA for c in data)
 
 
 def test_where_nothing_drifted_the_page_says_so(backend: Backend) -> None:
@@ -210,7 +210,7 @@ def test_the_spikes_page_shows_the_session_and_the_users(ui: Running) -> None:
     assert "50.0%" in row(outliers.group(1), 'href="/users/u-broken"', "error_rate")
     assert row(outliers.group(1), 'href="/users/u-heavy"', ">calls<")
     assert '<a href="/sessions/long">' in html  # the chart's bar label links there too
-    expected = investigate.spikes_report(ui.store, WEEK).to_json()
+    expected = reports.spikes_report(ui.store, WEEK).to_json()
     assert ui.get("/api/reports/spikes").json() == expected
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from llmlog.analysis.reports import FIRST_QUERIES
+from llmlog.analysis.dashboard import FIRST_QUERIES
 from llmlog.store import open_store
 from tests.backends import Backend
 from tests.webui import HOSTILE, Running, assert_inert, make_call

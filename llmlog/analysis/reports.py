@@ -1,795 +1,687 @@
-"""Figures over a period of whole UTC days, for the dashboard and its JSON; and the limits
-and output formats of read-only queries, which `llmlog query` and the SQL console share.
+"""Reports (`llmlog report …`, the Reports pages): the answers people would otherwise write SQL
+for, over either tier.
 
-Everything here reads through `Store.query`: read-only, time-limited, SQL written for both
-dialects. Per-day figures come from the `daily` rollup (a few hundred rows whatever the
-number of calls). What `daily` cannot give — latency percentiles, users, averages over
-non-NULL values — is read from `call_data` one day at a time and kept per day in a
-`DayCache` while that day's `daily` row sums stay the same, so a view of 30 days on a busy
-store reads only the days that changed since the last view (usually today).
+Each report reads `daily` (hot and cold alike, so it works across a retention run) and, for
+examples to read, the calls still kept.
+
+- **errors**: errors grouped by type, model and feature over a period: how many, the share
+  of that model and feature's calls, per day, whether the type is new (none in the weeks
+  before), and the newest calls that failed that way.
+- **cost**: by model, feature, user and day; and over-routing: a feature sending short,
+  tool-free calls to a model that costs several times what another model it uses for such
+  calls costs, with what the period would have saved.
+- **drift** and **compare**: output tokens, latency, error rate and tool-call rate, per
+  feature and prompt version, the last week against the four before (or version A against
+  B), flagged only where the change is both unlikely to be chance (Welch's test for means,
+  the two-proportion z-test for rates, p < 0.001) and large enough to matter (half a
+  standard deviation, or 5 points). These read the kept calls, which hold each call's figure.
+- **spikes**: the costliest sessions and the users behind them, and users far above their
+  peers (from `people_daily`): on cost or calls past 5× the median user, on errors at 5× the
+  others' rate where the binomial test agrees (p < 0.001) — "one user is breaking it".
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import logging
+import itertools
 import math
-import time
-from array import array
-from bisect import bisect_left, bisect_right
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractContextManager
+import random
+import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import IO, Any, Generic, TypeVar
+from typing import Any
 
-from llmlog.core.record import format_timestamp
-from llmlog.store import QueryResult, ReadOnlyError, Store, retention_policy
-from llmlog.store.rollup import counts_of, histogram_percentile, merge_counts
+from llmlog.analysis import refusals
+from llmlog.analysis.dashboard import Period, day_param, time_param
+from llmlog.core.prompts import a_few
+from llmlog.core.record import parse_json
+from llmlog.store import Store
+from llmlog.store.rollup import counts_of, error_type_sql, tool_count_sql
 
-log = logging.getLogger(__name__)
-
-# ---------------------------------------------------------------- read-only queries
-
-# `llmlog query`'s defaults.
-QUERY_TIMEOUT_S = 10.0
-QUERY_ROW_LIMIT = 10_000
-# The web console's: a page shows a table a person reads; a download may be a spreadsheet.
-CONSOLE_TIMEOUT_S = 5.0
-CONSOLE_ROW_LIMIT = 1_000
-DOWNLOAD_ROW_LIMIT = 100_000
-
-# The queries the README starts with, as the console offers them and the dashboard shows them.
-FIRST_QUERIES = (
-    "SELECT * FROM calls WHERE error IS NOT NULL ORDER BY timestamp DESC",
-    "SELECT model, COUNT(*), SUM(cost_usd) FROM calls GROUP BY model",
-    "SELECT prompt_template_version, AVG(output_tokens) FROM calls GROUP BY 1 ORDER BY 1",
-)
-
-
-def _json_value(value: object) -> str:
-    # What json cannot write itself: a BLOB as hex, anything else as its text.
-    return value.hex() if isinstance(value, bytes) else str(value)
-
-
-def result_json(result: QueryResult) -> str:
-    """Rows as a JSON array of objects keyed by column name (JSON columns stay text)."""
-    rows = [dict(zip(result.columns, r, strict=True)) for r in result.rows]
-    return json.dumps(rows, ensure_ascii=False, indent=2, default=_json_value)
-
-
-# What a spreadsheet takes as the start of a formula (OWASP's CSV injection list): a logged
-# prompt of `=HYPERLINK(...)` must open as text, not run, when the download is opened.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def csv_cell(value: Any) -> Any:
-    """A value as a CSV cell a spreadsheet shows as text: text starting like a formula gets a
-    leading `'` (numbers are left as they are: a negative number is no formula)."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
-        return "'" + value
-    return value
-
-
-def write_csv(result: QueryResult, out: IO[str]) -> None:
-    """A header of column names, then the rows; NULL is an empty field; text that a
-    spreadsheet would run as a formula is made text (`csv_cell`). Lines end in CRLF (RFC
-    4180), so that a field holding a lone CR is quoted: unquoted, a reader would start a new
-    line there, and its rest (`=1`) a new cell."""
-    w = csv.writer(out, lineterminator="\r\n")
-    w.writerow([csv_cell(c) for c in result.columns])
-    w.writerows([csv_cell(v) for v in row] for row in result.rows)
-
-
-# ---------------------------------------------------------------- periods
-
-
-@dataclass(frozen=True)
-class Period:
-    """Whole UTC days, `first` through `last`."""
-
-    first: date
-    last: date
-
-    @classmethod
-    def ending(cls, days: int, last: date | None = None) -> Period:
-        last = last or datetime.now(UTC).date()
-        return cls(last - timedelta(days=days - 1), last)
-
-    @property
-    def days(self) -> int:
-        return (self.last - self.first).days + 1
-
-    @property
-    def end(self) -> date:
-        """The day after the last, where the period stops."""
-        return self.last + timedelta(days=1)
-
-    def dates(self) -> list[str]:
-        return [(self.first + timedelta(days=i)).isoformat() for i in range(self.days)]
-
-    def where(self) -> str:
-        """The period as a condition on `timestamp` with literal dates, which means the same
-        on both stores (SQLite compares the ISO text, PostgreSQL reads the date as UTC
-        midnight), so SQL shown with it can be pasted into the console as it is."""
-        return f"timestamp >= '{self.first.isoformat()}' AND timestamp < '{self.end.isoformat()}'"
-
-
-def day_param(store: Store, day: date) -> Any:
-    # `daily.day`: 'YYYY-MM-DD' text on SQLite, a date on PostgreSQL and ClickHouse.
-    return day.isoformat() if store.dialect == "sqlite" else day
-
-
-def time_param(store: Store, when: date) -> Any:
-    # Compared with `timestamp`. A day is its midnight UTC: the ISO text of the day sorts
-    # just before every stored time of that day on SQLite; a time with its zone elsewhere.
-    if isinstance(when, datetime):
-        return format_timestamp(when) if store.dialect == "sqlite" else when
-    if store.dialect != "sqlite":
-        return datetime(when.year, when.month, when.day, tzinfo=UTC)
-    return when.isoformat()
-
-
-# ---------------------------------------------------------------- results that may be missing
-
-T = TypeVar("T")
+REPORTS = {
+    "errors": "errors by type, model and feature: counts per day, rates, new types, example calls",
+    "cost": "cost by model, feature, user and day; features sending short calls to a pricier model",
+    "drift": "per feature and prompt version, what changed in the last week against the four before",
+    "compare": "two prompt versions of a feature side by side, every metric, with significance",
+    "spikes": "the costliest sessions and their users; users far above their peers on cost, calls or errors",
+}
 
 
 @dataclass
-class Section(Generic[T]):
-    """One panel's figures, or why there are none; `sql` is what the panel shows and runs."""
-
-    value: T | None = None
-    error: str | None = None
-    sql: str | None = None
-
-
-def attempt(fn: Callable[[], T], sql: str | None = None) -> Section[T]:
-    """Run one panel's query; a refusal, time limit or failure becomes the panel's message."""
-    try:
-        return Section(fn(), sql=sql)
-    except ReadOnlyError as exc:
-        return Section(error=str(exc), sql=sql)
-    except Exception as exc:  # the store itself failing (server gone): the other panels may still work
-        log.warning("a report failed", exc_info=True)
-        return Section(error=f"failed ({type(exc).__name__}; the server's log has the details)", sql=sql)
-
-
-# ---------------------------------------------------------------- the daily rollup
-
-
-@dataclass
-class DailyRow:
-    """`daily` summed over providers and prompt versions: one day, feature and model."""
-
-    day: str
+class ErrorGroup:
+    error_type: str
+    model: str | None
     feature: str | None
-    model: str | None
-    calls: int
     errors: int
-    priced_calls: int
-    cost_usd: float
-    input_tokens: int
-    output_tokens: int
-    latency_ms: float
+    calls: int  # all calls of this model and feature in the period
+    per_day: list[int]  # over the period's days, oldest first
+    new: bool  # no error of this type for this model and feature in the weeks before
+    examples: list[str] = field(default_factory=list)  # call ids, newest first (kept calls only)
+
+    @property
+    def rate(self) -> float:
+        return self.errors / self.calls if self.calls else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "error_type": self.error_type,
+            "model": self.model,
+            "feature": self.feature,
+            "errors": self.errors,
+            "calls": self.calls,
+            "rate": self.rate,
+            "per_day": self.per_day,
+            "new": self.new,
+            "examples": self.examples,
+        }
 
 
-def read_daily(store: Store, period: Period, timeout_s: float = 2.0) -> list[DailyRow]:
+def _rollup_rows(store: Store, select: str, first: date, last: date, rest: str = "") -> list[Any]:
+    """`SELECT … FROM daily` (or `people_daily`) over the UTC days first to last: `select`
+    is everything before the WHERE, `rest` what follows the day condition."""
     p = store.placeholder
-    sql = (
-        "SELECT day, feature, model, sum(calls), sum(errors), sum(priced_calls), sum(cost_usd),"
-        " sum(input_tokens), sum(output_tokens), sum(latency_ms)"
-        f" FROM daily WHERE day >= {p} AND day <= {p} GROUP BY day, feature, model"
+    return store.internal_query(
+        f"{select} WHERE day >= {p} AND day <= {p} {rest}",
+        [day_param(store, first), day_param(store, last)],
+        timeout_s=5.0,
+        limit=5_000_000,
+    ).rows
+
+
+def _day(value: Any) -> date:
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def errors_report(
+    store: Store, period: Period, weeks_before: int = 4, top: int = 20, examples: int = 3
+) -> list[ErrorGroup]:
+    """The period's errors by (type, model, feature), most first."""
+    since = period.first - timedelta(weeks=weeks_before)
+    rows = _rollup_rows(
+        store, "SELECT day, model, feature, calls, error_types FROM daily", since, period.last
     )
-    params = [day_param(store, period.first), day_param(store, period.last)]
-    result = store.internal_query(sql, params, timeout_s=timeout_s, limit=1_000_000)
-    if result.truncated:
-        raise ReadOnlyError("too many feature and model groups in the period")
-    rows = []
-    for day, feature, model, calls, errors, priced, cost, tokens_in, tokens_out, latency in result.rows:
-        row = DailyRow(str(day), feature, model, int(calls), int(errors), int(priced), float(cost), 0, 0, 0.0)
-        row.input_tokens, row.output_tokens, row.latency_ms = int(tokens_in), int(tokens_out), float(latency)
-        rows.append(row)
-    # One order whatever the engine's grouping: sums of floats over them come out the same.
-    rows.sort(key=lambda r: (r.day, _sort_key(r.feature), _sort_key(r.model)))
-    return rows
-
-
-def _sort_key(value: str | None) -> tuple[bool, str]:
-    return (value is not None, value or "")
-
-
-@dataclass
-class Totals:
-    calls: int = 0
-    errors: int = 0
-    priced_calls: int = 0
-    cost_usd: float = 0.0
-    input_tokens: int = 0
-    output_tokens: int = 0
-
-    @property
-    def error_rate(self) -> float | None:
-        return self.errors / self.calls if self.calls else None
-
-    def add(self, r: DailyRow) -> None:
-        self.calls += r.calls
-        self.errors += r.errors
-        self.priced_calls += r.priced_calls
-        self.cost_usd += r.cost_usd
-        self.input_tokens += r.input_tokens
-        self.output_tokens += r.output_tokens
-
-
-def totals(rows: Iterable[DailyRow]) -> Totals:
-    t = Totals()
-    for r in rows:
-        t.add(r)
-    return t
-
-
-@dataclass
-class Stack:
-    """Cost per day broken down by a column: the biggest `series` by cost over the period,
-    then what the others add up to (`other`, when there are more)."""
-
-    days: list[str]
-    series: list[tuple[str | None, list[float]]]
-    other: list[float] | None
-    day_totals: list[float]
-
-
-def cost_stack(rows: Iterable[DailyRow], period: Period, by: str, top: int = 8) -> Stack:
-    """`by` is "model" or "feature"."""
-    days = period.dates()
-    index = {d: i for i, d in enumerate(days)}
-    per: dict[str | None, list[float]] = {}
-    for r in rows:
-        key = r.model if by == "model" else r.feature
-        per.setdefault(key, [0.0] * len(days))[index[r.day]] += r.cost_usd
-    ranked = sorted(per, key=lambda k: (-sum(per[k]), _sort_key(k)))
-    # Keys that cost nothing are left out of the stack; they add no height.
-    ranked = [k for k in ranked if sum(per[k]) > 0]
-    shown, rest = ranked[:top], ranked[top:]
-    other = [sum(per[k][i] for k in rest) for i in range(len(days))] if rest else None
-    day_totals = [sum(per[k][i] for k in ranked) for i in range(len(days))]
-    return Stack(days, [(k, per[k]) for k in shown], other, day_totals)
-
-
-@dataclass
-class DayCalls:
-    day: str
-    calls: int
-    errors: int
-
-    @property
-    def error_rate(self) -> float | None:
-        return self.errors / self.calls if self.calls else None
-
-
-def calls_per_day(rows: Iterable[DailyRow], period: Period) -> list[DayCalls]:
-    per = {d: DayCalls(d, 0, 0) for d in period.dates()}
-    for r in rows:
-        per[r.day].calls += r.calls
-        per[r.day].errors += r.errors
-    return list(per.values())
-
-
-@dataclass
-class Ranked:
-    """A user or feature with its calls and cost in the period; cost is None when none of
-    its calls has one."""
-
-    name: str | None
-    calls: int
-    cost_usd: float | None
-
-
-def _ranked(groups: dict[str | None, list[Any]], n: int) -> list[Ranked]:
-    # groups: name → [calls, cost of the priced calls, priced calls]
-    items = [Ranked(k, int(v[0]), v[1] if v[2] else None) for k, v in groups.items()]
-    items.sort(key=lambda r: (-(r.cost_usd or 0.0), -r.calls, _sort_key(r.name)))
-    return items[:n]
-
-
-def top_features(rows: Iterable[DailyRow], n: int = 10) -> list[Ranked]:
-    groups: dict[str | None, list[Any]] = {}
-    for r in rows:
-        g = groups.setdefault(r.feature, [0, 0.0, 0])
-        g[0] += r.calls
-        g[1] += r.cost_usd
-        g[2] += r.priced_calls
-    return _ranked(groups, n)
-
-
-def day_fingerprints(rows: Iterable[DailyRow]) -> dict[str, tuple[Any, ...]]:
-    """What `daily` says of each day: a new call there, or a new cost, changes it."""
-    out: dict[str, list[Any]] = {}
-    for r in rows:
-        f = out.setdefault(r.day, [0, 0, 0, 0.0, 0, 0, 0.0])
-        f[0] += r.calls
-        f[1] += r.errors
-        f[2] += r.priced_calls
-        f[3] += r.cost_usd
-        f[4] += r.input_tokens
-        f[5] += r.output_tokens
-        f[6] += r.latency_ms
-    return {day: tuple(f) for day, f in out.items()}
-
-
-# ---------------------------------------------------------------- one day of calls
-
-
-@dataclass
-class DayPart:
-    """One UTC day of calls reduced to what the period's figures are made of."""
-
-    latencies: dict[str | None, array[float]] = field(default_factory=dict)  # sorted, per model
-    by_user: dict[str | None, list[Any]] = field(default_factory=dict)  # [calls, cost, priced]
-    by_model: dict[str | None, list[Any]] = field(default_factory=dict)  # [calls, cost, priced]
-    by_version: dict[str | None, list[int]] = field(default_factory=dict)  # [output sum, count]
-
-    @property
-    def size(self) -> int:
-        """About how many numbers it holds, for the cache's bound."""
-        groups = len(self.by_user) + len(self.by_model) + len(self.by_version)
-        return sum(len(a) for a in self.latencies.values()) + 4 * groups
-
-
-def read_day(store: Store, day: date, timeout_s: float) -> DayPart:
-    """The calls of one UTC day, read once (through the timestamp index) and reduced."""
-    p = store.placeholder
-    sql = (
-        "SELECT model, user_id, prompt_template_version, latency_ms, cost_usd, output_tokens"
-        f" FROM call_data WHERE timestamp >= {p} AND timestamp < {p}"
-    )
-    params = [time_param(store, day), time_param(store, day + timedelta(days=1))]
-    result = store.internal_query(sql, params, timeout_s=timeout_s, limit=50_000_000)
-    part = DayPart()
-    latencies: dict[str | None, list[float]] = {}
-    for model, user, version, latency, cost, output in result.rows:
-        if latency is not None and latency == latency:  # NaN is not a latency
-            latencies.setdefault(model, []).append(float(latency))
-        for groups, key in ((part.by_user, user), (part.by_model, model)):
-            g = groups.get(key)
+    index = {d: i for i, d in enumerate(period.dates())}
+    calls: dict[tuple[Any, Any], int] = {}
+    groups: dict[tuple[str, Any, Any], ErrorGroup] = {}
+    seen_before: set[tuple[str, Any, Any]] = set()
+    for day, model, feature, n, types in rows:
+        d = _day(day)
+        if d < period.first:
+            seen_before.update((t, model, feature) for t, k in counts_of(types).items() if k)
+            continue
+        calls[(model, feature)] = calls.get((model, feature), 0) + int(n)
+        for error_type, k in counts_of(types).items():
+            g = groups.get((error_type, model, feature))
             if g is None:
-                g = groups[key] = [0, 0.0, 0]
-            g[0] += 1
-            if cost is not None:
-                g[1] += cost
-                g[2] += 1
-        v = part.by_version.get(version)
-        if v is None:
-            v = part.by_version[version] = [0, 0]
-        if output is not None:
-            v[0] += int(output)
-            v[1] += 1
-    part.latencies = {m: array("d", sorted(values)) for m, values in latencies.items()}
-    return part
-
-
-class DayCache:
-    """Day parts kept while the day's `daily` figures stay the same (newly stored calls and
-    repricing change them; calls deleted by hand do not, as they do not change `daily`).
-    Least recently used days go first beyond `max_size` numbers (8 bytes each and up)."""
-
-    def __init__(self, max_size: int = 8_000_000) -> None:
-        self.max_size = max_size
-        self.size = 0
-        self._days: OrderedDict[str, tuple[tuple[Any, ...], DayPart]] = OrderedDict()
-
-    def get(self, day: str, fingerprint: tuple[Any, ...]) -> DayPart | None:
-        entry = self._days.get(day)
-        if entry is None or entry[0] != fingerprint:
-            return None
-        self._days.move_to_end(day)
-        return entry[1]
-
-    def put(self, day: str, fingerprint: tuple[Any, ...], part: DayPart) -> None:
-        old = self._days.pop(day, None)
-        if old is not None:
-            self.size -= old[1].size
-        self._days[day] = (fingerprint, part)
-        self.size += part.size
-        while self.size > self.max_size and len(self._days) > 1:
-            _, (_, evicted) = self._days.popitem(last=False)
-            self.size -= evicted.size
-
-
-def read_parts(
-    reading: Callable[[], AbstractContextManager[Store]],
-    fingerprints: dict[str, tuple[Any, ...]],
-    cache: DayCache,
-    budget_s: float,
-) -> list[DayPart]:
-    """The parts of every day of the period that has calls, from the cache where it still
-    holds; the others are read, newest first, within `budget_s` in all. What is read is
-    kept even when the budget runs out, so the next view carries on from there."""
-    deadline = time.monotonic() + budget_s
-    parts: list[DayPart] = []
-    missing: list[str] = []
-    for day in sorted(fingerprints, reverse=True):
-        part = cache.get(day, fingerprints[day])
-        if part is None:
-            missing.append(day)
-        else:
-            parts.append(part)
-    for i, day in enumerate(missing):
-        left = deadline - time.monotonic()
-        if left <= 0.05:
-            raise ReadOnlyError(
-                f"{len(missing) - i} of {len(fingerprints)} days of calls still to read after"
-                f" the {budget_s:g} s limit of one view; reload to read on"
-            )
-        with reading() as store:
-            part = read_day(store, date.fromisoformat(day), timeout_s=left)
-        cache.put(day, fingerprints[day], part)
-        parts.append(part)
-    return parts
-
-
-# ---------------------------------------------------------------- figures from the day parts
-
-
-def _kth(arrays: Sequence[Sequence[float]], k: int) -> float:
-    """The k-th smallest value (from 0) of several sorted arrays together, found by
-    narrowing a range in each around a pivot (no merge of a million values)."""
-    lo = [0] * len(arrays)
-    hi = [len(a) for a in arrays]
-    while True:
-        widest = max(range(len(arrays)), key=lambda j: hi[j] - lo[j])
-        pivot = arrays[widest][(lo[widest] + hi[widest]) // 2]
-        below = [bisect_left(a, pivot, lo[j], hi[j]) for j, a in enumerate(arrays)]
-        upto = [bisect_right(a, pivot, lo[j], hi[j]) for j, a in enumerate(arrays)]
-        n_below = sum(b - s for b, s in zip(below, lo, strict=True))
-        n_upto = sum(u - s for u, s in zip(upto, lo, strict=True))
-        if k < n_below:
-            hi = below
-        elif k < n_upto:
-            return pivot
-        else:
-            k -= n_upto
-            lo = upto
-
-
-def percentile(arrays: Sequence[Sequence[float]], p: float) -> float:
-    """PostgreSQL's percentile_cont(p) of the values of sorted arrays: the value at position
-    p·(n−1) of the sorted values, linearly interpolated between its two neighbours, with
-    PostgreSQL's own arithmetic (lo + frac·(hi − lo)), so both stores agree to the bit."""
-    n = sum(len(a) for a in arrays)
-    if n == 0:
-        raise ValueError("no values")
-    pos = p * (n - 1)
-    first, second = math.floor(pos), math.ceil(pos)
-    lo = _kth(arrays, first)
-    if second == first:
-        return lo
-    hi = _kth(arrays, second)
-    return lo + (pos - first) * (hi - lo)
-
-
-@dataclass
-class Latency:
-    model: str | None
-    calls: int  # calls with a latency
-    p50_ms: float
-    p95_ms: float
-
-
-def latency_by_model(parts: Iterable[DayPart]) -> list[Latency]:
-    per: dict[str | None, list[array[float]]] = {}
-    for part in parts:
-        for model, values in part.latencies.items():
-            per.setdefault(model, []).append(values)
-    out = [
-        Latency(m, sum(len(a) for a in arrays), percentile(arrays, 0.5), percentile(arrays, 0.95))
-        for m, arrays in per.items()
-    ]
-    out.sort(key=lambda x: (-x.calls, _sort_key(x.model)))
+                g = groups[(error_type, model, feature)] = ErrorGroup(
+                    error_type, model, feature, 0, 0, [0] * period.days, False
+                )
+            g.errors += k
+            g.per_day[index[d.isoformat()]] += k
+    out = sorted(groups.values(), key=lambda g: (-g.errors, g.error_type, str(g.model), str(g.feature)))[:top]
+    for g in out:
+        g.calls = calls.get((g.model, g.feature), 0)
+        g.new = (g.error_type, g.model, g.feature) not in seen_before
+        if examples:
+            g.examples = _examples(store, period, g, examples)
     return out
 
 
-def _merge(parts: Iterable[DayPart], attr: str) -> dict[str | None, list[Any]]:
-    merged: dict[str | None, list[Any]] = {}
-    for part in parts:
-        for key, values in getattr(part, attr).items():
-            m = merged.get(key)
-            if m is None:
-                merged[key] = list(values)
-            else:
-                for i, v in enumerate(values):
-                    m[i] += v
-    return merged
-
-
-def top_users(parts: Iterable[DayPart], n: int = 10) -> list[Ranked]:
-    return _ranked(_merge(parts, "by_user"), n)
-
-
-def calls_and_cost_by_model(parts: Iterable[DayPart]) -> list[tuple[str | None, int, float | None]]:
-    """What `SELECT model, COUNT(*), SUM(cost_usd) FROM calls … GROUP BY model` gives over
-    the period (SUM is NULL where no call has a cost), most calls first."""
-    merged = _merge(parts, "by_model")
-    rows = [(k, int(v[0]), v[1] if v[2] else None) for k, v in merged.items()]
-    rows.sort(key=lambda r: (-r[1], _sort_key(r[0])))
-    return rows
-
-
-def average_output_by_version(parts: Iterable[DayPart]) -> list[tuple[str | None, float | None]]:
-    """What `SELECT prompt_template_version, AVG(output_tokens) FROM calls … GROUP BY 1
-    ORDER BY 1` gives over the period: the mean of the non-NULL counts (NULL when none),
-    NULL version first as in SQLite."""
-    merged = _merge(parts, "by_version")
-    rows = [(k, v[0] / v[1] if v[1] else None) for k, v in merged.items()]
-    rows.sort(key=lambda r: _sort_key(r[0]))
-    return rows
-
-
-# ---------------------------------------------------------------- the cold tier
-# A period reaching back past the store's retention window is read from the rollups alone,
-# whether or not retention has run yet: so its figures are the same the day after a run as
-# the day before. Latency percentiles then come from `daily`'s histograms (within 4.5%).
-
-
-def reaches_cold(store: Store, period: Period, today: date | None = None) -> bool:
-    """Whether the period starts before the day the store's shortest window keeps from."""
-    p = retention_policy.policy(store)
-    today = today or datetime.now(UTC).date()
-    return period.first < max(p.cutoff(f, today) for f in [None, *p.features])
-
-
-def read_rollup_part(store: Store, period: Period, timeout_s: float = 2.0) -> tuple[DayPart, list[Latency]]:
-    """The period's figures that the dashboard otherwise reads from the calls, from `daily`
-    and `people_daily`: calls and cost by model and by user (users only: calls without
-    one are not in `people_daily`), output tokens by version, and latency by model."""
+def _examples(store: Store, period: Period, g: ErrorGroup, n: int) -> list[str]:
     p = store.placeholder
-    bounds = [day_param(store, period.first), day_param(store, period.last)]
-    where = f"WHERE day >= {p} AND day <= {p}"
-    part = DayPart()
+    times = [time_param(store, period.first), time_param(store, period.end)]
+    if store.dialect == "clickhouse":  # no IS NOT DISTINCT FROM outside a join
+        same = [f"ifNull({c}, '') = {p} AND isNull({c}) = {p}" for c in ("model", "feature")]
+        values: list[str | bool | None] = [v for x in (g.model, g.feature) for v in (x or "", x is None)]
+    else:
+        op = "IS NOT DISTINCT FROM" if store.dialect == "postgres" else "IS"
+        same, values = [f"model {op} {p}", f"feature {op} {p}"], [g.model, g.feature]
     sql = (
-        "SELECT model, prompt_template_version, calls, cost_usd, priced_calls, output_tokens, output_calls,"
-        f" latency_hist FROM daily {where}"
+        f"SELECT id FROM call_data WHERE error IS NOT NULL AND timestamp >= {p} AND timestamp < {p}"
+        f" AND {same[0]} AND {same[1]} AND {error_type_sql(store.dialect, 'error')} = {p}"
+        f" ORDER BY timestamp DESC LIMIT {int(n)}"
     )
-    hists: dict[str | None, list[dict[str, int]]] = {}
-    for model, version, calls, cost, priced, output, output_calls, hist in store.internal_query(
-        sql, bounds, timeout_s=timeout_s, limit=50_000_000
-    ).rows:
-        m = part.by_model.setdefault(model, [0, 0.0, 0])
-        m[0] += int(calls)
-        m[1] += float(cost)
-        m[2] += int(priced)
-        v = part.by_version.setdefault(version, [0, 0])
-        v[0] += int(output)
-        v[1] += int(output_calls)
-        hists.setdefault(model, []).append(counts_of(hist))
-    users = store.internal_query(
-        f"SELECT user_id, sum(calls), sum(cost_usd), sum(priced_calls) FROM people_daily {where}"
-        " AND user_id IS NOT NULL GROUP BY user_id",
-        bounds,
-        timeout_s=timeout_s,
-        limit=50_000_000,
-    )
-    for user, calls, cost, priced in users.rows:
-        part.by_user[user] = [int(calls), float(cost), int(priced)]
-    latency = []
-    for model, objects in hists.items():
-        merged = merge_counts(objects)
-        n = sum(merged.values())
-        if n:
-            latency.append(
-                Latency(model, n, histogram_percentile(merged, 0.5), histogram_percentile(merged, 0.95))
-            )
-    latency.sort(key=lambda x: (-x.calls, _sort_key(x.model)))
-    return part, latency
+    return [str(r[0]) for r in store.internal_query(sql, [*times, *values, g.error_type], timeout_s=5.0).rows]
 
 
-# ---------------------------------------------------------------- the dashboard
+def sparkline(values: Iterable[int]) -> str:
+    """Counts as a row of block characters, the highest full."""
+    values = list(values)
+    top = max(values, default=0)
+    bars = " ▁▂▃▄▅▆▇█"
+    return "".join(bars[0 if v == 0 else max(1, round(v / top * 8))] for v in values)
 
 
-def panel_sql(period: Period, cold: bool = False) -> dict[str, str]:
-    """The three first queries as the dashboard runs them: over the period; from `daily`
-    where the period reaches the cold tier."""
-    where = period.where()
-    if cold:
-        days = f"day >= '{period.first.isoformat()}' AND day <= '{period.last.isoformat()}'"
-        return {
-            "recent_errors": (
-                f"SELECT * FROM calls WHERE error IS NOT NULL\nAND {where}\nORDER BY timestamp DESC LIMIT 10"
-            ),
-            "by_model": (
-                "SELECT model, SUM(calls), CASE WHEN SUM(priced_calls) > 0 THEN SUM(cost_usd) END\n"
-                f"FROM daily WHERE {days}\nGROUP BY model"
-            ),
-            "by_version": (
-                "SELECT prompt_template_version, SUM(output_tokens) * 1.0 / NULLIF(SUM(output_calls), 0)"
-                f" FROM daily\nWHERE {days}\nGROUP BY 1 ORDER BY 1"
-            ),
-        }
-    return {
-        "recent_errors": (
-            f"SELECT * FROM calls WHERE error IS NOT NULL\nAND {where}\nORDER BY timestamp DESC LIMIT 10"
-        ),
-        "by_model": f"SELECT model, COUNT(*), SUM(cost_usd) FROM calls\nWHERE {where}\nGROUP BY model",
-        "by_version": (
-            "SELECT prompt_template_version, AVG(output_tokens) FROM calls\n"
-            f"WHERE {where}\nGROUP BY 1 ORDER BY 1"
-        ),
-    }
+# ---------------------------------------------------------------- cost and over-routing
+
+# A call is "short" when its feature's average output on a model is this many tokens or fewer,
+# and a model "costs more" when its cost per call is this many times the other's.
+SHORT_OUTPUT = 300
+PRICIER = 3.0
 
 
 @dataclass
-class Dashboard:
-    period: Period
-    totals: Section[Totals]
-    cost_by_model: Section[Stack]
-    cost_by_feature: Section[Stack]
-    calls_by_day: Section[list[DayCalls]]
-    top_features: Section[list[Ranked]]
-    latency: Section[list[Latency]]
-    top_users: Section[list[Ranked]]
-    recent_errors: Section[QueryResult]
-    by_model: Section[list[tuple[str | None, int, float | None]]]
-    by_version: Section[list[tuple[str | None, float | None]]]
-    elapsed_ms: float = 0.0
+class Spend:
+    name: str | None
+    calls: int
+    cost_usd: float
 
 
-def dashboard(
-    reading: Callable[[], AbstractContextManager[Store]],
-    period: Period,
-    cache: DayCache,
-    budget_s: float = 6.0,
-) -> Dashboard:
-    """Every figure of the dashboard. `reading()` lends the store for one query at a time
-    (the web app's lock), so a first view reading many days of calls does not hold up the
-    other pages; `cache` is to be used by one view at a time."""
-    started = time.perf_counter()
+@dataclass
+class OverRouting:
+    """A feature sending short, tool-free calls to a model costing `PRICIER`× or more per
+    call than another model the same feature also uses for such calls."""
 
-    def read_cold() -> bool:
-        with reading() as store:
-            return reaches_cold(store, period)
+    feature: str | None
+    model: str | None  # the expensive one
+    cheaper: str | None
+    calls: int
+    avg_output_tokens: float
+    cost_per_call: float
+    cheaper_cost_per_call: float
 
-    cold = bool(attempt(read_cold).value)
-    sql = panel_sql(period, cold)
+    @property
+    def savings_usd(self) -> float:
+        """What the period's calls would have cost less on the cheaper model."""
+        return self.calls * (self.cost_per_call - self.cheaper_cost_per_call)
 
-    def read_daily_rows() -> list[DailyRow]:
-        with reading() as store:
-            return read_daily(store, period)
 
-    def read_recent_errors() -> QueryResult:
-        with reading() as store:
-            return store.internal_query(sql["recent_errors"], timeout_s=2.0, limit=10)
+@dataclass
+class CostReport:
+    total_usd: float
+    by_model: list[Spend]
+    by_feature: list[Spend]
+    by_day: list[Spend]  # every day of the period, oldest first
+    by_user: list[Spend]  # the ten costliest users
+    over_routing: list[OverRouting]
 
-    daily = attempt(read_daily_rows)
-    rows = daily.value or []
+    def to_json(self) -> dict[str, Any]:
+        def spend(rows: list[Spend]) -> list[dict[str, Any]]:
+            return [{"name": s.name, "calls": s.calls, "cost_usd": s.cost_usd} for s in rows]
 
-    def from_daily(fn: Callable[[], T]) -> Section[T]:
-        return Section(error=daily.error) if daily.error else Section(fn())
+        return {
+            "total_usd": self.total_usd,
+            "by_model": spend(self.by_model),
+            "by_feature": spend(self.by_feature),
+            "by_day": spend(self.by_day),
+            "by_user": spend(self.by_user),
+            "over_routing": [{**vars(o), "savings_usd": o.savings_usd} for o in self.over_routing],
+        }
 
-    latency: Section[list[Latency]]
-    if cold:
 
-        def read_rollup() -> tuple[DayPart, list[Latency]]:
-            with reading() as store:
-                return read_rollup_part(store, period)
+def cost_report(store: Store, period: Period) -> CostReport:
+    rows = _rollup_rows(
+        store,
+        "SELECT day, model, feature, calls, cost_usd, priced_calls, output_tokens, output_calls, tool_calls"
+        " FROM daily",
+        period.first,
+        period.last,
+    )
+    models: dict[Any, list[float]] = {}
+    features: dict[Any, list[float]] = {}
+    days = {d: [0, 0.0] for d in period.dates()}
+    # (feature, model) → [calls, cost, priced calls, output tokens, calls with an output count, tool calls]
+    pairs: dict[tuple[Any, Any], list[float]] = {}
+    for day, model, feature, calls, cost, priced, output, output_calls, tools in rows:
+        for table, key in ((models, model), (features, feature)):
+            t = table.setdefault(key, [0, 0.0])
+            t[0] += int(calls)
+            t[1] += float(cost)
+        d = days[_day(day).isoformat()]
+        d[0] += int(calls)
+        d[1] += float(cost)
+        pair = pairs.setdefault((feature, model), [0, 0.0, 0, 0, 0, 0])
+        for i, v in enumerate((calls, cost, priced, output, output_calls, tools)):
+            pair[i] += v
+    users = _rollup_rows(
+        store,
+        "SELECT user_id, SUM(calls), SUM(cost_usd) FROM people_daily",
+        period.first,
+        period.last,
+        "AND user_id IS NOT NULL GROUP BY user_id ORDER BY SUM(cost_usd) DESC, user_id LIMIT 10",
+    )
 
-        rolled = attempt(read_rollup)
-        parts = Section[list[DayPart]](error=rolled.error, value=[rolled.value[0]] if rolled.value else None)
-        latency = Section(error=rolled.error, value=rolled.value[1] if rolled.value else None)
-    else:
-        parts = (
-            Section[list[DayPart]](error=daily.error)
-            if daily.error
-            else attempt(lambda: read_parts(reading, day_fingerprints(rows), cache, budget_s))
-        )
+    def ranked(table: dict[Any, list[float]]) -> list[Spend]:
+        out = [Spend(k, int(v[0]), v[1]) for k, v in table.items()]
+        return sorted(out, key=lambda s: (-s.cost_usd, -s.calls, str(s.name)))
 
-    def from_parts(fn: Callable[[list[DayPart]], T], sql: str | None = None) -> Section[T]:
-        if parts.error or parts.value is None:
-            return Section(error=parts.error, sql=sql)
-        return Section(fn(parts.value), sql=sql)
-
-    recent = attempt(read_recent_errors, sql["recent_errors"])
-    if not cold:
-        latency = from_parts(latency_by_model)
-    return Dashboard(
-        period=period,
-        totals=from_daily(lambda: totals(rows)),
-        cost_by_model=from_daily(lambda: cost_stack(rows, period, "model")),
-        cost_by_feature=from_daily(lambda: cost_stack(rows, period, "feature")),
-        calls_by_day=from_daily(lambda: calls_per_day(rows, period)),
-        top_features=from_daily(lambda: top_features(rows)),
-        latency=latency,
-        top_users=from_parts(top_users),
-        recent_errors=recent,
-        by_model=from_parts(calls_and_cost_by_model, sql["by_model"]),
-        by_version=from_parts(average_output_by_version, sql["by_version"]),
-        elapsed_ms=(time.perf_counter() - started) * 1000,
+    return CostReport(
+        total_usd=sum(v[1] for v in models.values()),
+        by_model=ranked(models),
+        by_feature=ranked(features),
+        by_day=[Spend(d, int(v[0]), v[1]) for d, v in days.items()],
+        by_user=[Spend(u, int(n), float(c)) for u, n, c in users],
+        over_routing=_over_routing(pairs),
     )
 
 
-def parse_error(text: Any) -> dict[str, Any]:
-    """A stored `error` (JSON text from the query) as a dict; text that is not JSON as the message."""
-    if isinstance(text, dict):
-        return text
-    try:
-        value = json.loads(text)
-    except (TypeError, ValueError):
-        return {"message": text}
-    return value if isinstance(value, dict) else {"message": value}
+def _over_routing(pairs: dict[tuple[Any, Any], list[float]]) -> list[OverRouting]:
+    """For each feature, the models whose priced calls are short and use no tools, compared
+    two by two: the pricier is flagged against the cheapest."""
+    by_feature: dict[Any, list[tuple[Any, float, float, int]]] = {}
+    for (feature, model), (calls, cost, priced, output, output_calls, tools) in pairs.items():
+        if not priced or tools or not output_calls:
+            continue
+        avg_output = output / output_calls
+        if avg_output <= SHORT_OUTPUT:
+            by_feature.setdefault(feature, []).append((model, cost / priced, avg_output, int(calls)))
+    out = []
+    for feature, models in by_feature.items():
+        cheapest = min(models, key=lambda m: m[1])
+        for model, per_call, avg_output, calls in models:
+            if cheapest[1] > 0 and per_call >= PRICIER * cheapest[1]:
+                out.append(OverRouting(feature, model, cheapest[0], calls, avg_output, per_call, cheapest[1]))
+    return sorted(out, key=lambda o: -o.savings_usd)
 
 
-def dashboard_json(d: Dashboard) -> dict[str, Any]:
-    """The dashboard's figures as JSON: each section is {"error": …} when not available."""
+# ---------------------------------------------------------------- drift and version comparison
 
-    def section(s: Section[Any], value: Callable[[Any], Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {"sql": s.sql} if s.sql else {}
-        if s.error is not None or s.value is None:
-            out["error"] = s.error
+# A change is flagged when it is unlikely to be chance (p below this) and large enough to
+# matter: a mean moved by half a standard deviation, or a rate by 5 points.
+ALPHA = 0.001
+MIN_EFFECT_SD = 0.5
+MIN_EFFECT_RATE = 0.05
+MIN_CALLS = 30  # on each side
+
+# What is compared: means of a figure per call, and rates of a kind of call.
+MEANS = ("output_tokens", "latency_ms", "cost_usd")
+RATES = ("error_rate", "tool_call_rate", "refusal_rate")
+ALL_VERSIONS = "*"  # the version of a feature's row over all its versions together
+
+
+@dataclass
+class Change:
+    feature: str | None
+    version: str | None  # ALL_VERSIONS for every version of the feature together
+    metric: str  # one of MEANS (compared as means per call) or RATES
+    before: float | None  # None: no call on that side had the figure
+    after: float | None
+    effect: float | None  # Cohen's d for means, the difference for rates; None when untestable
+    p: float | None  # two-sided; None when a side has under MIN_CALLS calls, or no spread
+    n_before: int
+    n_after: int
+    flagged: bool = False  # real (p < ALPHA) and large enough to matter
+
+    def to_json(self) -> dict[str, Any]:
+        return vars(self)
+
+
+@dataclass
+class _Side:
+    values: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in MEANS})
+    calls: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RATES, 0))
+    ids: list[str] = field(default_factory=list)
+
+    def add(self, other: _Side) -> None:
+        for m in MEANS:
+            self.values[m] += other.values[m]
+        for r in RATES:
+            self.counts[r] += other.counts[r]
+        self.calls += other.calls
+        self.ids += other.ids
+
+
+def _mean_change(
+    a: list[float], b: list[float]
+) -> tuple[float | None, float | None, float | None, float | None]:
+    """(mean a, mean b, Cohen's d, two-sided p of Welch's test, normal approximation)."""
+    ma = statistics.fmean(a) if a else None
+    mb = statistics.fmean(b) if b else None
+    if ma is None or mb is None or len(a) < MIN_CALLS or len(b) < MIN_CALLS:
+        return ma, mb, None, None
+    va, vb = statistics.variance(a), statistics.variance(b)
+    se = math.sqrt(va / len(a) + vb / len(b))
+    pooled = math.sqrt((va + vb) / 2)
+    if se == 0 or pooled == 0:
+        return ma, mb, None, None
+    return ma, mb, (mb - ma) / pooled, math.erfc(abs(mb - ma) / se / math.sqrt(2))
+
+
+def _rate_change(
+    ka: int, na: int, kb: int, nb: int
+) -> tuple[float | None, float | None, float | None, float | None]:
+    """(rate a, rate b, the difference, two-sided p of the two-proportion z-test)."""
+    pa = ka / na if na else None
+    pb = kb / nb if nb else None
+    if pa is None or pb is None or na < MIN_CALLS or nb < MIN_CALLS:
+        return pa, pb, None, None
+    pooled = (ka + kb) / (na + nb)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / na + 1 / nb))
+    if se == 0:
+        return pa, pb, None, None
+    return pa, pb, pb - pa, math.erfc(abs(pb - pa) / se / math.sqrt(2))
+
+
+def _changes(key: tuple[Any, Any], a: _Side, b: _Side) -> list[Change]:
+    """Every metric, a side against b; flagged where the change is real and large."""
+    out = []
+    for metric in (*MEANS, *RATES):
+        if metric in MEANS:
+            got, floor = _mean_change(a.values[metric], b.values[metric]), MIN_EFFECT_SD
         else:
-            out["rows"] = value(s.value)
+            got = _rate_change(a.counts[metric], a.calls, b.counts[metric], b.calls)
+            floor = MIN_EFFECT_RATE
+        before, after, effect, p = got
+        flagged = p is not None and effect is not None and p < ALPHA and abs(effect) >= floor
+        out.append(Change(key[0], key[1], metric, before, after, effect, p, a.calls, b.calls, flagged))
+    return out
+
+
+# Words one of which a refusal's response holds (see `llmlog.analysis.refusals`).
+_REFUSAL_WORDS = (
+    "sorry", "apologi", "unfortunately", "can't", "can\u2019t", "cannot", "can not", "unable", "not able",
+    "won't", "won\u2019t", "will not", "decline", "refuse", "comfortable", '"refusal":"', '"refusal": "',
+)  # fmt: skip
+
+
+def _refusal_candidate(store: Store) -> tuple[str, list[Any]]:
+    """The response of a call that may be a refusal by its words, so that only those
+    responses are parsed (`_may_refuse` checks the words of those read as text); the rules
+    (`llmlog.analysis.refusals`) then decide."""
+    patterns = [f"%{w}%" for w in _REFUSAL_WORDS]
+    if store.dialect == "postgres":
+        return "CASE WHEN response::text ILIKE ANY (%s) THEN response END", [patterns]
+    if store.dialect == "clickhouse":
+        words = "multiSearchAnyCaseInsensitiveUTF8(ifNull(response, ''), %s)"
+        return f"CASE WHEN {words} THEN response END", [list(_REFUSAL_WORDS)]
+    # SQLite's response may be compressed (`store.compression`): read once, words checked here.
+    return "llmlog_text(response)", []
+
+
+def _may_refuse(response: str) -> bool:
+    lowered = response.lower()
+    return any(w in lowered for w in _REFUSAL_WORDS)
+
+
+def _read_sides(
+    store: Store, since: datetime, until: datetime | None, side: Any
+) -> dict[tuple[Any, Any], tuple[_Side, _Side]]:
+    """The kept calls in [since, until), by (feature, version), each put on side 0 or 1 (or
+    neither: None) by `side(feature, version, timestamp)`; and by (feature, ALL_VERSIONS)
+    for features with more than one version."""
+    p = store.placeholder
+    bounds = [time_param(store, since), time_param(store, until or datetime.now(UTC) + timedelta(days=1))]
+    candidate, words = _refusal_candidate(store)
+    rows = store.internal_query(
+        "SELECT id, feature, prompt_template_version, timestamp, output_tokens, latency_ms, cost_usd,"
+        f" error IS NOT NULL, {tool_count_sql(store.dialect, 'tool_calls')}, stop_reason,"
+        f" {candidate}"
+        f" FROM call_data WHERE timestamp >= {p} AND timestamp < {p}",
+        [*words, *bounds],
+        timeout_s=20.0,
+        limit=5_000_000,
+    ).rows
+    groups: dict[tuple[Any, Any], tuple[_Side, _Side]] = {}
+    for call_id, feature, version, timestamp, output, latency, cost, failed, tools, stop, response in rows:
+        which = side(feature, version, timestamp)
+        if which is None:
+            continue
+        s = groups.setdefault((feature, version), (_Side(), _Side()))[which]
+        s.calls += 1
+        s.ids.append(str(call_id))
+        s.counts["error_rate"] += bool(failed)
+        s.counts["tool_call_rate"] += bool(tools)
+        if isinstance(response, str):
+            response = parse_json(response) if _may_refuse(response) else None
+        s.counts["refusal_rate"] += refusals.refused(stop, *refusals.response_parts(response))
+        for metric, value in (("output_tokens", output), ("latency_ms", latency), ("cost_usd", cost)):
+            if value is not None and value == value:
+                s.values[metric].append(float(value))
+    features: dict[Any, list[tuple[_Side, _Side]]] = {}
+    for (feature, _), sides in groups.items():
+        features.setdefault(feature, []).append(sides)
+    for feature, versions in features.items():
+        if len(versions) > 1:
+            a, b = _Side(), _Side()
+            for sa, sb in versions:
+                a.add(sa)
+                b.add(sb)
+            groups[(feature, ALL_VERSIONS)] = (a, b)
+    return groups
+
+
+def _timestamp(value: Any) -> datetime:
+    t = value if isinstance(value, datetime) else datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return t if t.tzinfo else t.replace(tzinfo=UTC)  # ClickHouse's text has no zone: it is UTC
+
+
+def drift_report(
+    store: Store, days: int = 7, baseline_days: int = 28, now: datetime | None = None
+) -> list[Change]:
+    """Per feature and prompt version (and per feature over its versions): what changed in
+    the last `days` days against the `baseline_days` before them, where the change is real
+    (see ALPHA) and large enough. A new version shows on its feature's row: it has no
+    baseline of its own."""
+    now = now or datetime.now(UTC)
+    split = now - timedelta(days=days)
+    start = split - timedelta(days=baseline_days)
+
+    def side(feature: Any, version: Any, timestamp: Any) -> int:
+        return 1 if _timestamp(timestamp) >= split else 0
+
+    groups = _read_sides(store, start, now, side)
+    flagged = (c for k, (a, b) in groups.items() for c in _changes(k, a, b) if c.flagged)
+    return sorted(flagged, key=lambda c: (c.p or 0.0, str(c.feature), str(c.version), c.metric))
+
+
+@dataclass
+class Comparison:
+    """Two sides of one feature, every metric side by side, and calls from each to read."""
+
+    feature: str
+    old: str  # what each side is: a version, or "before …"/"after …" a moment
+    new: str
+    metrics: list[Change]
+    pairs: list[tuple[str | None, str | None]]  # call ids, one from each side
+
+    @property
+    def flagged(self) -> list[Change]:
+        return [c for c in self.metrics if c.flagged]
+
+    @property
+    def testable(self) -> bool:
+        """Whether each side has the calls a test needs: with fewer (none, say), no p is
+        computed, and "no change" would be a verdict the figures cannot give."""
+        n = self.metrics[0]
+        return min(n.n_before, n.n_after) >= MIN_CALLS
+
+    @property
+    def verdict(self) -> str:
+        """What the comparison found, in words the CLI and the web page both print."""
+        if not self.testable:
+            return f"too few calls to test (at least {MIN_CALLS} per side)"
+        if self.flagged:
+            k = len(self.flagged)
+            return f"{k} metric{'s' if k != 1 else ''} changed beyond chance"
+        return "no change beyond chance"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "feature": self.feature,
+            "old": self.old,
+            "new": self.new,
+            "metrics": [c.to_json() for c in self.metrics],
+            "pairs": [list(p) for p in self.pairs],
+        }
+
+
+def _comparison(
+    feature: str, old: str, new: str, groups: dict[Any, tuple[_Side, _Side]], pairs: int
+) -> Comparison:
+    a, b = _Side(), _Side()
+    for (_, version), (sa, sb) in groups.items():
+        if version != ALL_VERSIONS:
+            a.add(sa)
+            b.add(sb)
+    rng = random.Random(0)  # the same pairs each time the same calls are compared
+    left = rng.sample(a.ids, min(pairs, len(a.ids)))
+    right = rng.sample(b.ids, min(pairs, len(b.ids)))
+    paired = list(itertools.zip_longest(left, right))
+    return Comparison(feature, old, new, _changes((feature, f"{old} → {new}"), a, b), paired)
+
+
+def known_versions(store: Store, timeout_s: float = 5.0) -> dict[str, list[tuple[str, int]]]:
+    """Each feature's prompt versions, with their calls, from `daily` (both tiers), by name.
+    A feature with calls but no version has an empty list. Raises ReadOnlyError when the
+    store stops the read at its time limit."""
+    rows = store.internal_query(
+        "SELECT feature, prompt_template_version, SUM(calls) FROM daily GROUP BY 1, 2",
+        timeout_s=timeout_s,
+        limit=100_000,
+    ).rows
+    out: dict[str, list[tuple[str, int]]] = {}
+    for feature, v, n in rows:
+        if feature is not None:  # nothing to ask for by name: no feature is NULL on a command line
+            versions = out.setdefault(str(feature), [])
+            if v is not None:
+                versions.append((str(v), int(n)))
+    return {f: sorted(vs) for f, vs in sorted(out.items())}
+
+
+def known_version(known: dict[str, list[tuple[str, int]]], feature: str, version: str) -> str:
+    """The stored name of one of `feature`'s prompt versions, given as stored
+    ("code-review@v2") or by the short name after its "@" ("v2", as `llmlog prompts`
+    names it). Raises LookupError naming the feature's versions when it has no such one."""
+    versions = [v for v, _ in known.get(feature, [])]
+    for candidate in (version, f"{feature}@{version}"):
+        if candidate in versions:
+            return candidate
+    raise LookupError(
+        f"feature {feature!r} has no prompt version {version!r}; its versions: {a_few(versions)}"
+    )
+
+
+def known_feature(known: dict[str, list[tuple[str, int]]], feature: str) -> str:
+    """`feature`, when the store holds calls of it; else LookupError naming those it does."""
+    if feature not in known:
+        raise LookupError(f"no calls of feature {feature!r}; the features: {a_few(known)}")
+    return feature
+
+
+def compare_versions(
+    store: Store,
+    feature: str,
+    old: str,
+    new: str,
+    days: int = 28,
+    now: datetime | None = None,
+    pairs: int = 3,
+) -> Comparison:
+    """Prompt version `old` against `new` for one feature over the last `days` days."""
+    now = now or datetime.now(UTC)
+
+    def side(f: Any, version: Any, timestamp: Any) -> int | None:
+        if f != feature:
+            return None
+        return 0 if version == old else 1 if version == new else None
+
+    groups = _read_sides(store, now - timedelta(days=days), now, side)
+    return _comparison(feature, old, new, groups, pairs)
+
+
+def compare_moment(
+    store: Store, feature: str, at: datetime, days: int = 7, now: datetime | None = None, pairs: int = 3
+) -> Comparison:
+    """One feature before and after a moment (a deploy): the `days` days before it against
+    the time since (up to `days` days), whatever the prompt version."""
+    now = now or datetime.now(UTC)
+    at = at if at.tzinfo else at.replace(tzinfo=UTC)
+
+    def side(f: Any, version: Any, timestamp: Any) -> int | None:
+        return None if f != feature else 1 if _timestamp(timestamp) >= at else 0
+
+    groups = _read_sides(store, at - timedelta(days=days), min(now, at + timedelta(days=days)), side)
+    when = at.strftime("%Y-%m-%d %H:%M")
+    return _comparison(feature, f"before {when}", f"after {when}", groups, pairs)
+
+
+# ---------------------------------------------------------------- spikes: sessions and users
+
+
+@dataclass
+class Session:
+    session_id: str
+    user_id: str | None
+    calls: int
+    cost_usd: float
+    errors: int
+
+
+@dataclass
+class Outlier:
+    """A user far above their peers on one figure: `value` against the users' median."""
+
+    user_id: str
+    metric: str  # "error_rate", "cost_usd", "calls"
+    value: float
+    median: float
+    calls: int
+
+
+@dataclass
+class Spikes:
+    sessions: list[Session]  # the costliest, then the longest
+    outliers: list[Outlier]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"sessions": [vars(s) for s in self.sessions], "outliers": [vars(o) for o in self.outliers]}
+
+
+# A user is an outlier on cost or calls past FAR times the median user (and past the median
+# plus FAR robust deviations); on errors, when their rate is FAR times everyone else's and the
+# binomial test against that rate gives p < ALPHA.
+FAR = 5.0
+
+
+def spikes_report(store: Store, period: Period, top: int = 10) -> Spikes:
+    rows = _rollup_rows(
+        store,
+        "SELECT user_id, session_id, calls, errors, cost_usd FROM people_daily",
+        period.first,
+        period.last,
+    )
+    sessions: dict[str, Session] = {}
+    users: dict[str, list[float]] = {}  # user → [calls, errors, cost]
+    for user, session, calls, errors, cost in rows:
+        if session is not None:
+            s = sessions.setdefault(session, Session(session, user, 0, 0.0, 0))
+            s.calls += int(calls)
+            s.errors += int(errors)
+            s.cost_usd += float(cost)
+        if user is not None:
+            u = users.setdefault(user, [0, 0, 0.0])
+            u[0] += int(calls)
+            u[1] += int(errors)
+            u[2] += float(cost)
+    ranked = sorted(sessions.values(), key=lambda s: (-s.cost_usd, -s.calls, s.session_id))[:top]
+    return Spikes(ranked, _outliers(users))
+
+
+def _outliers(users: dict[str, list[float]]) -> list[Outlier]:
+    out: list[Outlier] = []
+    if len(users) < 5:  # no peers to speak of
         return out
-
-    def stack(s: Stack) -> list[dict[str, Any]]:
-        named = [*s.series, *([("(other)", s.other)] if s.other else [])]
-        return [
-            {
-                "day": day,
-                "total": s.day_totals[i],
-                "by": [{"name": k, "cost_usd": v[i]} for k, v in named if v[i]],
-            }
-            for i, day in enumerate(s.days)
-        ]
-
-    def ranked(rows: list[Ranked]) -> list[dict[str, Any]]:
-        return [{"name": r.name, "calls": r.calls, "cost_usd": r.cost_usd} for r in rows]
-
-    def errors(result: QueryResult) -> list[dict[str, Any]]:
-        out = []
-        for row in result.rows:
-            r = dict(zip(result.columns, row, strict=True))
-            keep = ("id", "timestamp", "model", "feature", "user_id")
-            out.append({**{k: r.get(k) for k in keep}, "error": parse_error(r.get("error"))})
-        return out
-
-    return {
-        "period": {
-            "days": d.period.days,
-            "first": d.period.first.isoformat(),
-            "last": d.period.last.isoformat(),
-        },
-        "totals": section(
-            d.totals,
-            lambda t: {
-                "calls": t.calls,
-                "errors": t.errors,
-                "error_rate": t.error_rate,
-                "priced_calls": t.priced_calls,
-                "cost_usd": t.cost_usd,
-            },
-        ),
-        "cost_by_model": section(d.cost_by_model, stack),
-        "cost_by_feature": section(d.cost_by_feature, stack),
-        "calls_by_day": section(
-            d.calls_by_day,
-            lambda rows: [
-                {"day": r.day, "calls": r.calls, "errors": r.errors, "error_rate": r.error_rate} for r in rows
-            ],
-        ),
-        "latency_by_model": section(
-            d.latency,
-            lambda rows: [
-                {"model": r.model, "calls": r.calls, "p50_ms": r.p50_ms, "p95_ms": r.p95_ms} for r in rows
-            ],
-        ),
-        "top_users": section(d.top_users, ranked),
-        "top_features": section(d.top_features, ranked),
-        "recent_errors": section(d.recent_errors, errors),
-        "calls_by_model": section(
-            d.by_model, lambda rows: [{"model": m, "calls": n, "cost_usd": c} for m, n, c in rows]
-        ),
-        "output_tokens_by_version": section(
-            d.by_version,
-            lambda rows: [{"prompt_template_version": v, "avg_output_tokens": a} for v, a in rows],
-        ),
-    }
+    for metric, index in (("calls", 0), ("cost_usd", 2)):
+        values = [u[index] for u in users.values()]
+        median = statistics.median(values)
+        mad = statistics.median(abs(v - median) for v in values) * 1.4826
+        for name, u in users.items():
+            if median > 0 and u[index] > FAR * median and u[index] > median + FAR * mad:
+                out.append(Outlier(name, metric, u[index], median, int(u[0])))
+    total_calls = sum(u[0] for u in users.values())
+    total_errors = sum(u[1] for u in users.values())
+    rates = [u[1] / u[0] for u in users.values() if u[0]]
+    median_rate = statistics.median(rates) if rates else 0.0
+    for name, (calls, errors, _) in users.items():
+        others_calls, others_errors = total_calls - calls, total_errors - errors
+        if not calls or not others_calls:
+            continue
+        base = others_errors / others_calls
+        rate = errors / calls
+        if base == 0 or rate < FAR * base or errors < 5:
+            continue
+        z = (errors - calls * base) / math.sqrt(calls * base * (1 - base))
+        if math.erfc(z / math.sqrt(2)) / 2 < ALPHA:
+            out.append(Outlier(name, "error_rate", rate, median_rate, int(calls)))
+    return sorted(out, key=lambda o: (o.metric, -o.value))

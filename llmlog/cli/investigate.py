@@ -11,8 +11,8 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from llmlog.analysis import investigate
-from llmlog.analysis.reports import Period
+from llmlog.analysis import reports
+from llmlog.analysis.dashboard import Period
 from llmlog.cli.core import (
     MAX_COUNT,
     MAX_DAYS,
@@ -155,7 +155,7 @@ def report(click_ctx: click.Context) -> None:
       llmlog report errors --json | jq '.[] | select(.new)'
     """
     if click_ctx.invoked_subcommand is None:
-        for name, what in investigate.REPORTS.items():
+        for name, what in reports.REPORTS.items():
             console.print(as_text(f"{name:<10} {what}"))
 
 
@@ -173,7 +173,7 @@ def report_errors(ctx: Ctx, days: int, as_json: bool) -> None:
       llmlog report errors --days 1
       llmlog report errors --json | jq '.[] | select(.new)'
     """
-    groups = investigate.errors_report(ctx.store, _period(days))
+    groups = reports.errors_report(ctx.store, _period(days))
     if as_json:
         click.echo(json.dumps([g.to_json() for g in groups], indent=2))
         return
@@ -184,7 +184,7 @@ def report_errors(ctx: Ctx, days: int, as_json: bool) -> None:
     for g in groups:
         table.add_row(
             as_text(g.error_type), as_text(g.model or ""), as_text(g.feature or ""), f"{g.errors:,}",
-            f"{g.rate:.1%}", investigate.sparkline(g.per_day), "new" if g.new else "",
+            f"{g.rate:.1%}", reports.sparkline(g.per_day), "new" if g.new else "",
             as_text(" ".join(e[:8] for e in g.examples)),
         )  # fmt: skip
     console.print(table)
@@ -204,7 +204,7 @@ def report_cost(ctx: Ctx, days: int, as_json: bool) -> None:
       llmlog report cost --days 7
       llmlog report cost --json
     """
-    r = investigate.cost_report(ctx.store, _period(days))
+    r = reports.cost_report(ctx.store, _period(days))
     if as_json:
         click.echo(json.dumps(r.to_json(), indent=2))
         return
@@ -231,18 +231,14 @@ def report_cost(ctx: Ctx, days: int, as_json: bool) -> None:
 def _figure(metric: str, value: float | None) -> str:
     if value is None:
         return "-"
-    if metric in investigate.RATES:
+    if metric in reports.RATES:
         return f"{value:.1%}"
     return f"${value:,.5f}" if metric == "cost_usd" else f"{value:,.4g}"
 
 
-def _change_row(c: investigate.Change) -> list[str]:
+def _change_row(c: reports.Change) -> list[str]:
     effect = (
-        ""
-        if c.effect is None
-        else f"{c.effect:+.1%}"
-        if c.metric in investigate.RATES
-        else f"{c.effect:+.2f} sd"
+        "" if c.effect is None else f"{c.effect:+.1%}" if c.metric in reports.RATES else f"{c.effect:+.2f} sd"
     )
     return [
         c.metric, _figure(c.metric, c.before), _figure(c.metric, c.after), effect,
@@ -278,7 +274,7 @@ def report_drift(ctx: Ctx, days: int, baseline: int, as_json: bool) -> None:
       llmlog report drift
       llmlog report drift --days 1 --baseline 14
     """
-    changes = investigate.drift_report(ctx.store, days, baseline)
+    changes = reports.drift_report(ctx.store, days, baseline)
     if as_json:
         click.echo(json.dumps([c.to_json() for c in changes], indent=2))
         return
@@ -287,7 +283,7 @@ def report_drift(ctx: Ctx, days: int, baseline: int, as_json: bool) -> None:
         return
     table = Table("feature", "version", "metric", "before", "after", "effect", "p", "", "calls")
     for c in changes:
-        version = "(all versions)" if c.version == investigate.ALL_VERSIONS else c.version or "(none)"
+        version = "(all versions)" if c.version == reports.ALL_VERSIONS else c.version or "(none)"
         table.add_row(
             as_text(c.feature or "(none)"),
             as_text(version),
@@ -335,10 +331,10 @@ def report_compare(
     # A name the store does not know would compare nothing with nothing, "no change": refuse it,
     # saying which names there are. A version is accepted as stored or by its short name.
     try:
-        known = investigate.known_versions(ctx.store, timeout_s=30.0)
-        investigate.known_feature(known, feature)
+        known = reports.known_versions(ctx.store, timeout_s=30.0)
+        reports.known_feature(known, feature)
         if old and new and moment is None:
-            old, new = (investigate.known_version(known, feature, v) for v in (old, new))
+            old, new = (reports.known_version(known, feature, v) for v in (old, new))
     except (LookupError, ReadOnlyError) as exc:
         raise click.ClickException(str(exc)) from None
     if moment is not None:
@@ -349,13 +345,13 @@ def report_compare(
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--at") from None
         try:
-            r = investigate.compare_moment(ctx.store, feature, at, days or 7, pairs=pairs)
+            r = reports.compare_moment(ctx.store, feature, at, days or 7, pairs=pairs)
         except OverflowError:  # a moment near the ends of the calendar, once its days are added
             raise click.BadParameter(
                 f"{moment!r} and {days or 7} day(s) each side fall outside the calendar", param_hint="--at"
             ) from None
     elif old and new:
-        r = investigate.compare_versions(ctx.store, feature, old, new, days or 28, pairs=pairs)
+        r = reports.compare_versions(ctx.store, feature, old, new, days or 28, pairs=pairs)
     else:
         raise click.UsageError("give two versions (OLD NEW), or a moment (--at)")
     if as_json:
@@ -386,7 +382,7 @@ def report_spikes(ctx: Ctx, days: int, as_json: bool) -> None:
       llmlog report spikes
       llmlog report spikes --days 30 --json
     """
-    r = investigate.spikes_report(ctx.store, _period(days))
+    r = reports.spikes_report(ctx.store, _period(days))
     if as_json:
         click.echo(json.dumps(r.to_json(), indent=2))
         return

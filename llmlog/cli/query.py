@@ -21,7 +21,7 @@ from typing import IO, Any
 import click
 from rich.cells import cell_len, set_cell_size
 
-from llmlog.analysis.reports import QUERY_ROW_LIMIT, QUERY_TIMEOUT_S, csv_cell
+from llmlog.analysis.dashboard import QUERY_ROW_LIMIT, QUERY_TIMEOUT_S, csv_cell
 from llmlog.cli.core import Ctx, cli, err_console, pass_ctx, printable
 from llmlog.store import ReadOnlyError
 from llmlog.store.readonly import value_size

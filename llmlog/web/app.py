@@ -6,7 +6,7 @@ column only through the fixed list the store allows.
 
 Each group of pages is a module with a `routes(web)` function: `calls` (the list, one call,
 the sample, the JSON API), `search` (words, and calls like one), `people` (sessions and
-users), `replay`, `dashboard`, `investigations` (the reports), `sql`.
+users), `replay`, `dashboard`, `reports`, `sql`.
 """
 
 from __future__ import annotations
@@ -120,13 +120,13 @@ def create_app(
     `allowed_hosts`: the names it answers to (`guard.allowed_hosts`; by default loopback's).
     `processes`: how many processes serve this app at once (`llmlog serve --workers`), each
     with its own: the sign-in budgets are shared out among them (`SignIns`)."""
-    from llmlog.web import calls, dashboard, ingest, investigations, people, replay, search, sql
+    from llmlog.web import calls, dashboard, ingest, people, replay, reports, search, sql
 
     web = Web(
         open_store(), threading.Lock(), environment(), providers or Providers(), SignIns(processes=processes)
     )
     routes: list[BaseRoute] = []
-    for module in (calls, search, people, replay, dashboard, investigations, sql, auth):
+    for module in (calls, search, people, replay, dashboard, reports, sql, auth):
         routes.extend(module.routes(web))
     gate = IngestGate(web, ingest_token)
     routes.extend(ingest.routes(web, gate))

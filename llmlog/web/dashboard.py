@@ -2,7 +2,7 @@
 feature, calls and error rate per day, latency percentiles per model, top users and
 features by cost, and the README's first queries as panels — and the same figures as JSON.
 
-The figures come from `llmlog.analysis.reports`; the charts are SVG drawn here (`charts`). The
+The figures come from `llmlog.analysis.dashboard`; the charts are SVG drawn here (`charts`). The
 period lives in the URL (`?days=30`, and `&end=YYYY-MM-DD` to pin the last day), so a link
 reproduces the view.
 """
@@ -19,8 +19,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from llmlog.analysis import reports
-from llmlog.analysis.reports import Dashboard, DayCache, Period, Ranked, Stack
+from llmlog.analysis import dashboard
+from llmlog.analysis.dashboard import Dashboard, DayCache, Period, Ranked, Stack
 from llmlog.operations import access
 from llmlog.web import auth, charts
 from llmlog.web.answer import JSONResponse
@@ -177,7 +177,7 @@ def recent_errors(d: Dashboard) -> list[dict[str, Any]]:
     for row in result.rows:
         r = dict(zip(result.columns, row, strict=True))
         when = str(r.get("timestamp", ""))[:19].replace("T", " ")
-        rows.append({**r, "error": _error_shown(reports.parse_error(r.get("error"))), "when": when})
+        rows.append({**r, "error": _error_shown(dashboard.parse_error(r.get("error"))), "when": when})
     return rows
 
 
@@ -197,7 +197,7 @@ def routes(web: Web) -> list[BaseRoute]:
 
     def figures(period: Period) -> Dashboard:
         with cache_lock:
-            return reports.dashboard(web.reading, period, cache)
+            return dashboard.dashboard(web.reading, period, cache)
 
     def page(request: Request) -> Response:
         try:
@@ -228,7 +228,7 @@ def routes(web: Web) -> list[BaseRoute]:
             period = period_of(dict(request.query_params))
         except BadPeriod as exc:
             return JSONResponse({"error": str(exc)}, status_code=400)
-        data = reports.dashboard_json(figures(period))
+        data = dashboard.dashboard_json(figures(period))
         for row in data["recent_errors"].get("rows", []):
             row["error"] = _error_shown(row["error"])
         return JSONResponse(data)

@@ -16,7 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from llmlog.analysis.reports import (
+from llmlog.analysis.dashboard import (
     CONSOLE_ROW_LIMIT,
     CONSOLE_TIMEOUT_S,
     DOWNLOAD_ROW_LIMIT,

@@ -1,4 +1,4 @@
-"""Pages: the investigation reports (`llmlog.analysis.investigate`; `llmlog report …` on the command
+"""Pages: the investigation reports (`llmlog.analysis.reports`; `llmlog report …` on the command
 line) — errors, cost, drift, compare, spikes — as tables and SVG charts drawn here, and each
 report as JSON under /api/reports/NAME, with the same parameters as its page.
 
@@ -21,9 +21,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from llmlog.analysis import investigate
-from llmlog.analysis.investigate import Change, Comparison, CostReport, ErrorGroup, Spend, Spikes
-from llmlog.analysis.reports import Period
+from llmlog.analysis import reports
+from llmlog.analysis.dashboard import Period
+from llmlog.analysis.reports import Change, Comparison, CostReport, ErrorGroup, Spend, Spikes
 from llmlog.core.filters import parse_when
 from llmlog.store import ReadOnlyError, Store
 from llmlog.web import charts
@@ -109,8 +109,8 @@ def compare(store: Store, ask: CompareAsk | None) -> Comparison | None:
         return None
     try:
         if ask.at is not None:
-            return investigate.compare_moment(store, ask.feature, ask.at, ask.days)
-        return investigate.compare_versions(store, ask.feature, ask.old or "", ask.new or "", ask.days)
+            return reports.compare_moment(store, ask.feature, ask.at, ask.days)
+        return reports.compare_versions(store, ask.feature, ask.old or "", ask.new or "", ask.days)
     except OverflowError:  # a moment near the ends of the calendar, once its days are added
         raise BadParams("at: the moment and its days fall outside the calendar") from None
 
@@ -130,16 +130,16 @@ def _needs_comparison(ask: CompareAsk | None) -> CompareAsk:
 
 RUNS: dict[str, Report] = {
     "errors": Report(
-        lambda p: period(p, "errors"), investigate.errors_report, lambda r: [g.to_json() for g in r]
+        lambda p: period(p, "errors"), reports.errors_report, lambda r: [g.to_json() for g in r]
     ),
-    "cost": Report(lambda p: period(p, "cost"), investigate.cost_report, lambda r: r.to_json()),
+    "cost": Report(lambda p: period(p, "cost"), reports.cost_report, lambda r: r.to_json()),
     "drift": Report(
         lambda p: (whole_days(p, "days", DRIFT_DAYS), whole_days(p, "baseline", DRIFT_BASELINE)),
-        lambda store, a: investigate.drift_report(store, *a),
+        lambda store, a: reports.drift_report(store, *a),
         lambda r: [c.to_json() for c in r],
     ),
     "compare": Report(lambda p: _needs_comparison(compare_ask(p)), compare, lambda r: r.to_json()),
-    "spikes": Report(lambda p: period(p, "spikes"), investigate.spikes_report, lambda r: r.to_json()),
+    "spikes": Report(lambda p: period(p, "spikes"), reports.spikes_report, lambda r: r.to_json()),
 }
 
 
@@ -149,7 +149,7 @@ RUNS: dict[str, Report] = {
 def figure(metric: str, value: float | None) -> str:
     if value is None:
         return "–"
-    if metric in investigate.RATES:
+    if metric in reports.RATES:
         return f"{value:.1%}"
     if metric == "cost_usd":
         return usd(value)
@@ -160,7 +160,7 @@ def effect(c: Change) -> str:
     if c.effect is None:
         return ""
     # A rate's effect is a difference of two rates: points, not a percentage of either.
-    return f"{c.effect * 100:+.1f} pts" if c.metric in investigate.RATES else f"{c.effect:+.2f} sd"
+    return f"{c.effect * 100:+.1f} pts" if c.metric in reports.RATES else f"{c.effect:+.2f} sd"
 
 
 def p_value(p: float | None) -> str:
@@ -170,7 +170,7 @@ def p_value(p: float | None) -> str:
 
 
 def version(v: str | None) -> str:
-    return "(all versions)" if v == investigate.ALL_VERSIONS else charts.name(v)
+    return "(all versions)" if v == reports.ALL_VERSIONS else charts.name(v)
 
 
 def outlier_figure(metric: str, value: float) -> str:
@@ -321,7 +321,7 @@ def known_versions(store: Store) -> dict[str, list[tuple[str, int]]]:
     """Each feature's prompt versions, with their calls; none when that is too slow to read:
     they are choices offered, a form works without them."""
     try:
-        return investigate.known_versions(store)
+        return reports.known_versions(store)
     except ReadOnlyError:
         return {}
 
@@ -344,7 +344,7 @@ def routes(web: Web) -> list[BaseRoute]:
             return RUNS[report].read(store, asked)
 
     def index(request: Request) -> Response:
-        return render("reports.html", reports=investigate.REPORTS)
+        return render("reports.html", reports=reports.REPORTS)
 
     def errors(request: Request, p: Period, groups: list[ErrorGroup]) -> Response:
         end = request.query_params.get("end")
@@ -366,8 +366,8 @@ def routes(web: Web) -> list[BaseRoute]:
             report=r,
             calls=sum(d.calls for d in r.by_day),
             charts=cost_charts(p, r, may("debugger")),
-            short_output=investigate.SHORT_OUTPUT,
-            pricier=f"{investigate.PRICIER:g}",
+            short_output=reports.SHORT_OUTPUT,
+            pricier=f"{reports.PRICIER:g}",
             periods=day_choices("/reports/cost", PERIODS["cost"][1], end=end),
             api="/api/reports/cost?" + urlencode({"days": p.days, "end": p.last.isoformat()}),
         )
@@ -458,7 +458,7 @@ def routes(web: Web) -> list[BaseRoute]:
         )
 
     def api_index(request: Request) -> Response:
-        about = investigate.REPORTS.items()
+        about = reports.REPORTS.items()
         return JSONResponse({name: {"about": what, "url": f"/api/reports/{name}"} for name, what in about})
 
     def api(request: Request) -> Response:
