@@ -40,6 +40,7 @@ from starlette.routing import BaseRoute, Route
 from llmlog.capture.context import CallContext
 from llmlog.capture.exchange import Exchange
 from llmlog.capture.wrap import classify, note_response
+from llmlog.core.config import upstream
 
 # Headers that belong to one hop of the connection, not to the request or response.
 HOP_BY_HOP = frozenset(
@@ -59,12 +60,8 @@ PATHS = ("/anthropic/", "/openai/", "/c/")  # the proxy's, which the UI's token 
 class Upstreams:
     """Where each provider's requests go (tests and the demo point them at the fake provider)."""
 
-    anthropic: str = field(
-        default_factory=lambda: os.environ.get("LLMLOG_ANTHROPIC_UPSTREAM") or "https://api.anthropic.com"
-    )
-    openai: str = field(
-        default_factory=lambda: os.environ.get("LLMLOG_OPENAI_UPSTREAM") or "https://api.openai.com"
-    )
+    anthropic: str = field(default_factory=lambda: upstream("anthropic") or "https://api.anthropic.com")
+    openai: str = field(default_factory=lambda: upstream("openai") or "https://api.openai.com")
     # Longest wait for the provider's next bytes: generous, as a long generation may pause
     # a minute or more; past it the client gets a 504.
     timeout_s: float = 600.0
@@ -299,8 +296,8 @@ def child_base_urls(proxy: str, upstreams: Upstreams) -> dict[str, str]:
 def upstreams_from_environment() -> Upstreams:
     """Where a wrapped program's calls should go: LLMLOG_*_UPSTREAM, else the base URLs the
     program would have used (ANTHROPIC_BASE_URL, OPENAI_BASE_URL), else the providers."""
-    anthropic = os.environ.get("LLMLOG_ANTHROPIC_UPSTREAM") or os.environ.get("ANTHROPIC_BASE_URL")
-    openai = os.environ.get("LLMLOG_OPENAI_UPSTREAM") or os.environ.get("OPENAI_BASE_URL")
+    anthropic = upstream("anthropic") or os.environ.get("ANTHROPIC_BASE_URL")
+    openai = upstream("openai") or os.environ.get("OPENAI_BASE_URL")
     return Upstreams(
         anthropic=anthropic or "https://api.anthropic.com", openai=openai or "https://api.openai.com/v1"
     )

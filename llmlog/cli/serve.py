@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from llmlog.cli.core import CliError, Ctx, cli, err_console, pass_ctx, read_prices
+from llmlog.core.config import ui_token
 from llmlog.store import open_store, redact_url
 
 if TYPE_CHECKING:
@@ -115,9 +116,10 @@ def serve(
 
     import uvicorn
 
+    from llmlog.core.config import allowed_hosts as env_hosts
     from llmlog.demo.fake_provider import FakeProvider
     from llmlog.operations import retention
-    from llmlog.web.guard import allowed_hosts, env_hosts
+    from llmlog.web.guard import allowed_hosts
     from llmlog.web.workers import APP, Served, server_gc, unshared
 
     try:
@@ -135,8 +137,8 @@ def serve(
     missing = store.reader_setup()
     if missing:
         err_console.print(f"note: the SQL console will refuse queries: {missing}")
-    token = os.environ.get("LLMLOG_UI_TOKEN") or None
-    ingest_token = os.environ.get("LLMLOG_INGEST_TOKEN") or None
+    token = ui_token()
+    ingest_token = ctx.settings.token
     accounts = bool(store.accounts())
     if accounts:
         err_console.print("accounts exist: everyone signs in (`llmlog users list`); no shared token is taken")

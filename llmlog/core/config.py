@@ -50,6 +50,36 @@ def _env_int(name: str, default: int, least: int = 0) -> int:
     return number
 
 
+def prompts_dir() -> str:
+    """`LLMLOG_PROMPTS`: the folder of the application's prompt versions (`llmlog.core.prompts`),
+    `prompts` (beside the working directory) unless set."""
+    return _env("LLMLOG_PROMPTS") or "prompts"
+
+
+def upstream(provider: str) -> str | None:
+    """`LLMLOG_ANTHROPIC_UPSTREAM`, `LLMLOG_OPENAI_UPSTREAM`: where the provider proxy forwards
+    that provider's calls (`llmlog.capture.proxy.Upstreams`), if not to the provider."""
+    return _env(f"LLMLOG_{provider.upper()}_UPSTREAM")
+
+
+def allowed_hosts() -> list[str]:
+    """`LLMLOG_ALLOWED_HOSTS`: the names, besides loopback's, `llmlog serve` answers to
+    (separated by commas or spaces), as `--allowed-host` gives them."""
+    return os.environ.get("LLMLOG_ALLOWED_HOSTS", "").replace(",", " ").split()
+
+
+def ui_token() -> str | None:
+    """`LLMLOG_UI_TOKEN`: the one token that opens the web UI and its API on a server without
+    accounts."""
+    return _env("LLMLOG_UI_TOKEN")
+
+
+def clickhouse_cluster() -> str | None:
+    """`LLMLOG_CLICKHOUSE_CLUSTER`: the ClickHouse cluster whose nodes each hold the tables
+    (`ON CLUSTER`), for a store on a cluster."""
+    return _env("LLMLOG_CLICKHOUSE_CLUSTER")
+
+
 def cache_max_bytes() -> int:
     """`LLMLOG_CACHE_MB`: the memory (MiB, as Python objects, not JSON) the caches of shared
     content of one process may hold in all: what was decoded, built, checked and named once
@@ -128,7 +158,7 @@ class Settings:
     # whose values are sealed too.
     key: str | None = field(default_factory=lambda: _env("LLMLOG_KEY"), repr=False)
     # Where the app's prompt versions are (`llmlog.core.prompts`): name/v1.txt, name/current.
-    prompts: str = field(default_factory=lambda: _env("LLMLOG_PROMPTS") or "prompts")
+    prompts: str = field(default_factory=prompts_dir)
     key_file: str | None = field(default_factory=lambda: _env("LLMLOG_KEY_FILE"))
     sensitive_metadata: list[str] = field(default_factory=lambda: _env_list("LLMLOG_SENSITIVE_METADATA"))
     # The collector: how many ingest requests (OTLP, `/v1/calls`) are read, decoded and

@@ -25,6 +25,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from llmlog.core.config import prompts_dir
+
 DEFAULT_DIR = "prompts"
 _VERSION_FILE = re.compile(r"(?P<version>[A-Za-z0-9][A-Za-z0-9._-]*)\.(txt|md)\Z")
 
@@ -69,7 +71,7 @@ def natural(version: str) -> list[object]:
 
 
 def directory(root: str | os.PathLike[str] | None = None) -> Path:
-    return Path(root or os.environ.get("LLMLOG_PROMPTS") or DEFAULT_DIR)
+    return Path(root or prompts_dir())
 
 
 def catalog(root: str | os.PathLike[str] | None = None) -> list[Versions]:

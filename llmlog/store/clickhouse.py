@@ -25,6 +25,7 @@ from collections.abc import Generator, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
+from llmlog.core.config import clickhouse_cluster
 from llmlog.core.encryption import Policy
 from llmlog.core.filters import CallFilter
 from llmlog.core.record import COLUMNS, INT_COLUMNS, JSON_COLUMNS, Call, json_text
@@ -52,8 +53,6 @@ from llmlog.store.rollup import moves
 from llmlog.store.search import Query
 from llmlog.store.urls import redact_url
 
-_CLUSTER_ENV = "LLMLOG_CLICKHOUSE_CLUSTER"
-
 
 class ClickHouseStore(ClickHouseTraces):
     dialect = "clickhouse"
@@ -69,7 +68,7 @@ class ClickHouseStore(ClickHouseTraces):
         self._reader_url = reader_url
         self._reader_engine: Engine | None = None
         self.engine = engine or open_engine(url)
-        self.cluster = os.environ.get(_CLUSTER_ENV) or None
+        self.cluster = clickhouse_cluster()
         try:
             self.schema_found = self._schema_version()
             self.schema_version = self._migrate()

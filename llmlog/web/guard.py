@@ -18,7 +18,6 @@ policy (`SECURITY_HEADERS`).
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 import socket
 from collections.abc import Iterable, Sequence
@@ -148,11 +147,6 @@ def host_pattern(text: str) -> str:
             f"{text!r}: an allowed host is a name or an address (as in a URL, without scheme or path)"
         )
     return host
-
-
-def env_hosts() -> list[str]:
-    """`LLMLOG_ALLOWED_HOSTS`: names separated by commas or spaces."""
-    return os.environ.get(ALLOWED_HOSTS_ENV, "").replace(",", " ").split()
 
 
 def _is_loopback(host: str) -> bool:
