@@ -18,12 +18,12 @@ from typing import Any
 import orjson
 import pytest
 
-from llmlog.capture import kept, otlp
+from llmlog.capture import kept
 from llmlog.capture.attributes import LONG_KEY, Shared
 from llmlog.core.filters import CallFilter
 from llmlog.core.footprint import footprint, json_footprint
 from llmlog.core.record import Call, Span, json_text
-from llmlog.pipeline import intake
+from llmlog.pipeline import intake, otlp
 from llmlog.store.content import ContentIds
 from tests.backends import SQLiteBackend
 from tests.otel_programs import TOKEN

@@ -41,9 +41,9 @@ from llmlog.core.record import (
     Span,
     SpanEvent,
 )
+from llmlog.pipeline import otlp as otlp_ingest
 from llmlog.pipeline.intake import Intake
 from llmlog.pipeline.jsonl import BadRecord, parse_batch
-from llmlog.pipeline.otlp import ingest_events, ingest_spans, prepare_spans
 from llmlog.pipeline.pricing import Pricer
 from llmlog.store.regulated import Refused
 from llmlog.web.answer import JSONResponse
@@ -116,9 +116,9 @@ def receive_spans(web: Web, intake: Intake, spans: list[Span]) -> list[Refused]:
     finds that call, rather than storing it a second time."""
     # What the spans say of their calls is worked out before the locks are taken: another
     # request's rows (another process's too) are written meanwhile.
-    prepared = prepare_spans(spans, intake)
+    prepared = otlp_ingest.prepare_spans(spans, intake)
     with web.ingesting() as writer:
-        return ingest_spans(writer, spans, intake, prepared)[1]
+        return otlp_ingest.ingest_spans(writer, spans, intake, prepared)[1]
 
 
 def receive_events(web: Web, intake: Intake, events: list[SpanEvent]) -> list[Refused]:
@@ -126,7 +126,7 @@ def receive_events(web: Web, intake: Intake, events: list[SpanEvent]) -> list[Re
     events refused. Under `Web.ingesting`, as spans are: an event and its span arriving at
     two servers at once still meet."""
     with web.ingesting() as writer:
-        return ingest_events(writer, events, intake)[1]
+        return otlp_ingest.ingest_events(writer, events, intake)[1]
 
 
 def routes(web: Web, token: Gate = None, settings: Settings | None = None) -> list[BaseRoute]:
