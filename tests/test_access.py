@@ -473,3 +473,43 @@ def test_cli_users_and_tokens(tmp_path: Path) -> None:
     with open_store(db) as store:
         assert store.tokens() == [] and [a.name for a in store.accounts()] == ["alice"]
         assert store.count(CallFilter()) == 0
+
+
+def test_every_route_says_who_may_open_it(tmp_path: Path) -> None:
+    """Each page and API route declares its role where it is made (`auth.Page`); the access
+    check and the navigation read that. A route added without one, or a path no route
+    serves, is a debugger's: nothing opens to a viewer, or to anyone, by being forgotten."""
+    from starlette.routing import Mount
+
+    from llmlog.capture.proxy import PATHS as PROXY_PATHS
+    from llmlog.web.app import create_app
+    from llmlog.web.auth import Page, required_role
+
+    app = create_app(lambda: open_store(str(tmp_path / "roles.db")))
+    routes = app.routes
+    for route in routes:
+        path = getattr(route, "path", "")
+        if isinstance(route, Page):
+            assert route.role is None or route.role in access.ROLES, path
+        else:  # the collector's and the proxy's routes have tokens of their own; the files none
+            assert path.startswith(("/v1/", *PROXY_PATHS)) or (
+                isinstance(route, Mount) and path == "/static"
+            ), path
+    expected = {
+        ("/login", "GET"): None,
+        ("/static/style.css", "GET"): None,
+        ("/dashboard", "GET"): "viewer",
+        ("/sessions", "GET"): "viewer",
+        ("/sessions/s-1", "GET"): "debugger",
+        ("/api/users", "GET"): "viewer",
+        ("/reports/errors", "GET"): "viewer",
+        ("/api/reports/cost", "GET"): "viewer",
+        ("/logout", "POST"): "viewer",
+        ("/", "GET"): "debugger",
+        ("/calls/abc", "GET"): "debugger",
+        ("/sql.csv", "GET"): "debugger",
+        ("/admin", "GET"): "admin",
+        ("/admin/add-user", "POST"): "admin",
+        ("/no/such/page", "GET"): "debugger",
+    }
+    assert {key: required_role(routes, *key) for key in expected} == expected

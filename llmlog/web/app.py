@@ -135,6 +135,8 @@ def create_app(
     writer = Writer(Settings(db=web.store.url, url=None))
     routes.extend(proxy.routes(writer.submit, upstreams, gate))
     routes.append(Mount("/static", StaticFiles(directory=HERE / "static"), name="static"))
+    web.pages = routes
+    web.env.globals["opens"] = web.opens
     middleware = [
         Middleware(guard.SecurityHeaders),  # first: on every answer, a refused host's too
         Middleware(guard.AllowedHosts, hosts=allowed_hosts),

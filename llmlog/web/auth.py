@@ -23,6 +23,7 @@ import contextvars
 import hmac
 import secrets
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, quote, urlsplit
@@ -31,7 +32,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware.base import BaseHTTPMiddleware, RequestResponseEndpoint
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from llmlog.capture.proxy import PATHS as PROXY_PATHS
@@ -59,29 +60,44 @@ class Identity:
 CURRENT: contextvars.ContextVar[Identity | None] = contextvars.ContextVar("llmlog_identity", default=None)
 CSRF: contextvars.ContextVar[str] = contextvars.ContextVar("llmlog_csrf", default="")
 
-# Routes a viewer may open: figures, never the text of a call.
-VIEWER_ROUTES = frozenset(
-    {"/dashboard", "/api/dashboard", "/sessions", "/users", "/api/sessions", "/api/users"}
-)
-# Trees of routes a viewer may open: the reports are aggregates too (their links to calls are
-# drawn only for roles that can open them).
-VIEWER_TREES = ("/reports", "/api/reports")
 # What a read token opens: the JSON API, by GET (not the console: its SQL is not audited).
 TOKEN_ROUTES = ("/api/",)
 # Filters that search the text of calls: for debuggers and up.
 TEXT_FILTERS = ("q", "meta", "tag")
 
 
-def required_role(path: str) -> str | None:
-    """The least role a path needs (None: anyone, signed in or not)."""
-    if path == "/login" or path.startswith("/static/"):
+class Page(Route):
+    """A route of the web UI or its JSON API, with the least role that opens it beside it
+    (`access.ROLES`; None: anyone, signed in or not). What a viewer may open is figures,
+    never the text of a call."""
+
+    def __init__(
+        self, path: str, endpoint: Callable[..., Any], *, role: str | None, methods: list[str] | None = None
+    ) -> None:
+        super().__init__(path, endpoint, methods=methods)
+        self.role = role
+
+
+def required_role(routes: Sequence[BaseRoute], path: str, method: str = "GET") -> str | None:
+    """The least role the route `path` reaches needs (its `Page.role`; the static files need
+    none). A path no page serves, or a route not declared a page, needs a debugger's: nothing
+    is open to a viewer, or to anyone, without its route saying so."""
+    scope: Scope = {"type": "http", "path": path, "root_path": "", "method": method}
+    other: BaseRoute | None = None  # the path is a route's, not the method
+    for route in routes:
+        match, _ = route.matches(scope)
+        if match is Match.FULL:
+            return _role(route)
+        if match is Match.PARTIAL and other is None:
+            other = route
+    return _role(other) if other is not None else "debugger"
+
+
+def _role(route: BaseRoute) -> str | None:
+    if isinstance(route, Page):
+        return route.role
+    if isinstance(route, Mount) and route.path == "/static":
         return None
-    if path in VIEWER_ROUTES or path == "/logout":
-        return "viewer"
-    if any(path == tree or path.startswith(tree + "/") for tree in VIEWER_TREES):
-        return "viewer"
-    if path == "/admin" or path.startswith("/admin/"):
-        return "admin"
     return "debugger"
 
 
@@ -194,7 +210,7 @@ class AccessMiddleware(BaseHTTPMiddleware):
     ) -> Response:
         """The route's answer, if `found` may have it; else why not."""
         path = request.scope["path"]
-        need = required_role(path)
+        need = required_role(self.web.pages, path, request.method)
         wants_json = path.startswith((*TOKEN_ROUTES, "/sql.json", "/sql.csv"))
         if found is None and need is not None:
             if wants_json:
@@ -395,8 +411,8 @@ def routes(web: Any) -> list[BaseRoute]:
         return await run_in_threadpool(act)
 
     return [
-        Route("/login", login, methods=["GET", "POST"]),
-        Route("/logout", logout, methods=["POST"]),
-        Route("/admin", admin, methods=["GET"]),
-        Route("/admin/{action}", admin, methods=["POST"]),
+        Page("/login", login, role=None, methods=["GET", "POST"]),
+        Page("/logout", logout, role="viewer", methods=["POST"]),
+        Page("/admin", admin, role="admin", methods=["GET"]),
+        Page("/admin/{action}", admin, role="admin", methods=["POST"]),
     ]

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from llmlog.core.config import Settings
 from llmlog.core.filters import EQUALS, BadFilter, CallFilter, parse_filter, parse_when
@@ -22,6 +22,7 @@ from llmlog.providers.conversation import conversation, gist, last_user_turn, re
 from llmlog.store import Store
 from llmlog.store.base import Facet
 from llmlog.web.answer import JSONResponse
+from llmlog.web.auth import Page
 from llmlog.web.state import Web
 
 PAGE = 100
@@ -274,10 +275,10 @@ def routes(web: Web) -> list[BaseRoute]:
         return JSONResponse(call.to_dict())
 
     return [
-        Route("/", calls_page),
-        Route("/calls/{call_id}", call_page),
-        Route("/sample", sample_page),
-        Route("/api/sample", api_sample),
-        Route("/api/calls", api_calls),
-        Route("/api/calls/{call_id}", api_call),
+        Page("/", calls_page, role="debugger"),
+        Page("/calls/{call_id}", call_page, role="debugger"),
+        Page("/sample", sample_page, role="debugger"),
+        Page("/api/sample", api_sample, role="debugger"),
+        Page("/api/calls", api_calls, role="debugger"),
+        Page("/api/calls/{call_id}", api_call, role="debugger"),
     ]

@@ -17,7 +17,7 @@ from urllib.parse import urlencode
 from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from llmlog.analysis import dashboard
 from llmlog.analysis.dashboard import Dashboard, DayCache, Period, Ranked, Stack
@@ -233,4 +233,4 @@ def routes(web: Web) -> list[BaseRoute]:
             row["error"] = _error_shown(row["error"])
         return JSONResponse(data)
 
-    return [Route("/dashboard", page), Route("/api/dashboard", api)]
+    return [auth.Page("/dashboard", page, role="viewer"), auth.Page("/api/dashboard", api, role="viewer")]

@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
@@ -16,6 +16,7 @@ from llmlog.providers.conversation import gist, last_user_turn, response_turns
 from llmlog.store import ReadOnlyError
 from llmlog.store.base import SessionSummary, UserSummary
 from llmlog.web.answer import JSONResponse
+from llmlog.web.auth import Page
 from llmlog.web.calls import BadFilter, call_filter, every_value, linker, summary
 from llmlog.web.state import Web
 
@@ -153,11 +154,11 @@ def routes(web: Web) -> list[BaseRoute]:
         )
 
     return [
-        Route("/sessions", list_page("sessions")),
-        Route("/sessions/{session_id:path}", session_page),
-        Route("/users", list_page("users")),
-        Route("/users/{user_id:path}", user_page),
-        Route("/api/sessions", list_api("sessions")),
-        Route("/api/sessions/{session_id:path}", session_api),
-        Route("/api/users", list_api("users")),
+        Page("/sessions", list_page("sessions"), role="viewer"),
+        Page("/sessions/{session_id:path}", session_page, role="debugger"),
+        Page("/users", list_page("users"), role="viewer"),
+        Page("/users/{user_id:path}", user_page, role="debugger"),
+        Page("/api/sessions", list_api("sessions"), role="viewer"),
+        Page("/api/sessions/{session_id:path}", session_api, role="debugger"),
+        Page("/api/users", list_api("users"), role="viewer"),
     ]

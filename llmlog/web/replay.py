@@ -19,12 +19,13 @@ from urllib.parse import parse_qs
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
 from llmlog.operations.replay import ReplayError, error_text, replay, request_of, requested_model
 from llmlog.providers.conversation import response_turns
+from llmlog.web.auth import Page
 from llmlog.web.state import Web
 
 MAX_FORM_BYTES = 4 * 2**20  # a system prompt of a few hundred kB is plausible; megabytes are not
@@ -237,6 +238,6 @@ def routes(web: Web) -> list[BaseRoute]:
         )
 
     return [
-        Route("/calls/{call_id}/replay", replay_page, methods=["GET", "POST"]),
-        Route("/calls/{call_id}/replay/{replay_id}", compare),
+        Page("/calls/{call_id}/replay", replay_page, role="debugger", methods=["GET", "POST"]),
+        Page("/calls/{call_id}/replay/{replay_id}", compare, role="debugger"),
     ]

@@ -2,7 +2,7 @@
 line) — errors, cost, drift, compare, spikes — as tables and SVG charts drawn here, and each
 report as JSON under /api/reports/NAME, with the same parameters as its page.
 
-The reports are aggregates, open to viewers (`auth.VIEWER_TREES`); what they point at is not
+The reports are aggregates, open to viewers (each route says so); what they point at is not
 always: a call, a session or a user's page is linked only for a role that can open it
 (`may("debugger")`) and shown as a plain id otherwise. Parameters that cannot be run are a
 400 that says which and why; a report the store stops at its time limit is a 503.
@@ -19,7 +19,7 @@ from urllib.parse import quote, urlencode
 from markupsafe import Markup
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from llmlog.analysis import reports
 from llmlog.analysis.dashboard import Period
@@ -28,6 +28,7 @@ from llmlog.core.filters import parse_when
 from llmlog.store import ReadOnlyError, Store
 from llmlog.web import charts
 from llmlog.web.answer import JSONResponse
+from llmlog.web.auth import Page
 from llmlog.web.dashboard import (
     MAX_DAYS,
     BadPeriod,
@@ -474,9 +475,11 @@ def routes(web: Web) -> list[BaseRoute]:
             return JSONResponse({"error": str(exc)}, status_code=503)
 
     return [
-        Route("/reports", index),
-        *(Route(f"/reports/{name}", page(name)) for name in views),
-        Route("/reports/compare", compare_page),
-        Route("/api/reports", api_index),
-        Route("/api/reports/{name}", api),
+        # The reports are aggregates, open to viewers; their links to calls are drawn only
+        # for roles that may open them.
+        Page("/reports", index, role="viewer"),
+        *(Page(f"/reports/{name}", page(name), role="viewer") for name in views),
+        Page("/reports/compare", compare_page, role="viewer"),
+        Page("/api/reports", api_index, role="viewer"),
+        Page("/api/reports/{name}", api, role="viewer"),
     ]

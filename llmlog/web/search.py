@@ -11,12 +11,13 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from llmlog.providers.conversation import gist, last_user_turn, response_turns
 from llmlog.store import vectors
 from llmlog.store.search import Hit
 from llmlog.web.answer import JSONResponse
+from llmlog.web.auth import Page
 from llmlog.web.calls import BadFilter, call_filter, every_value, summary
 from llmlog.web.state import Web
 
@@ -95,8 +96,8 @@ def routes(web: Web) -> list[BaseRoute]:
         return JSONResponse({"id": call_id, "calls": [{**summary(c), "score": s} for c, s in found]})
 
     return [
-        Route("/search", search_page),
-        Route("/api/search", api_search),
-        Route("/calls/{call_id}/similar", similar_page),
-        Route("/api/calls/{call_id}/similar", api_similar),
+        Page("/search", search_page, role="debugger"),
+        Page("/api/search", api_search, role="debugger"),
+        Page("/calls/{call_id}/similar", similar_page, role="debugger"),
+        Page("/api/calls/{call_id}/similar", api_similar, role="debugger"),
     ]

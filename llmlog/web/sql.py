@@ -14,7 +14,7 @@ from urllib.parse import quote, urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Route
+from starlette.routing import BaseRoute
 
 from llmlog.analysis.dashboard import (
     CONSOLE_ROW_LIMIT,
@@ -27,6 +27,7 @@ from llmlog.analysis.dashboard import (
 from llmlog.core.record import COLUMNS
 from llmlog.store import QueryResult, ReadOnlyError
 from llmlog.web.answer import JSONResponse
+from llmlog.web.auth import Page
 from llmlog.web.state import Web
 
 # A cell shows this much of a long value (a whole conversation, say); downloads have it all.
@@ -113,4 +114,8 @@ def routes(web: Web) -> list[BaseRoute]:
     def json_download(request: Request) -> Response:
         return download(request, "json")
 
-    return [Route("/sql", page), Route("/sql.csv", csv_download), Route("/sql.json", json_download)]
+    return [
+        Page("/sql", page, role="debugger"),
+        Page("/sql.csv", csv_download, role="debugger"),
+        Page("/sql.json", json_download, role="debugger"),
+    ]

@@ -15,6 +15,7 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import HTMLResponse
+from starlette.routing import BaseRoute
 
 from llmlog.operations import access
 from llmlog.operations.replay import Providers
@@ -62,6 +63,9 @@ class Web:
     env: Environment
     providers: Providers = field(default_factory=Providers)
     signins: SignIns = field(default_factory=SignIns)  # how fast passwords may be tried
+    # The app's routes, each page with the role that opens it (`auth.Page`): what the access
+    # check and the templates' links (`opens`) read.
+    pages: list[BaseRoute] = field(default_factory=list)
     _idle: list[Store] = field(default_factory=list)  # readers no request holds now
     _opened: list[Store] = field(default_factory=list)  # every reader, to close at the end
     _pool: threading.Lock = field(default_factory=threading.Lock)
@@ -123,6 +127,11 @@ class Web:
         for store in opened:
             store.close()
         self.store.close()
+
+    def opens(self, path: str) -> bool:
+        """Whether whoever asks may open `path` (for the links a page draws)."""
+        role = auth.required_role(self.pages, path)
+        return role is None or may(role)
 
     def render(
         self, name: str, status: int = 200, headers: dict[str, str] | None = None, **context: Any
