@@ -62,8 +62,14 @@ def test_call_detail_shows_the_call_whole(ui: Running) -> None:
         assert text in html, text
     assert 'href="/sessions/sess_0"' in html and 'href="/users/user_1"' in html
     assert ui.get(f"/api/calls/{uuid.UUID(int=10)}").json()["messages"][0]["content"] == "question 9"
-    assert ui.get("/calls/not-an-id").status_code == 404
-    assert ui.get("/api/calls/not-an-id").status_code == 404
+    page, api = ui.get("/calls/not-an-id"), ui.get("/api/calls/not-an-id")
+    # One handler says a route's refusal: as the error page, or as JSON on the API.
+    assert (
+        page.status_code == 404
+        and "text/html" in page.headers["content-type"]
+        and "no such call" in page.text
+    )
+    assert api.status_code == 404 and api.json() == {"error": "no such call"}
 
 
 def test_hostile_content_is_shown_as_text(ui: Running) -> None:

@@ -27,3 +27,14 @@ def finite(value: Any) -> Any:
 class JSONResponse(_StarletteJSON):
     def render(self, content: Any) -> bytes:
         return super().render(finite(content))
+
+
+class Refusal(Exception):
+    """What a page or an API route answers instead of what was asked: `message`, with its
+    HTTP `status`. Raised where the route finds it; the app's one handler says it as the
+    page's error, or as JSON on the JSON API (`llmlog.web.app`)."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status

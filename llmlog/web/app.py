@@ -35,6 +35,7 @@ from llmlog.operations.replay import Providers
 from llmlog.pipeline.writer import Writer
 from llmlog.store import Store
 from llmlog.web import auth, guard
+from llmlog.web.answer import JSONResponse, Refusal
 from llmlog.web.state import Web, environment
 from llmlog.web.throttle import SignIns
 
@@ -150,10 +151,21 @@ def create_app(
         writer.close()
         web.close()
 
+    def refused(request: Request, exc: Exception) -> Response:
+        """The one place a route's refusal (`answer.Refusal`) becomes an answer: JSON on the
+        JSON API, the error page elsewhere."""
+        assert isinstance(exc, Refusal)
+        if auth.wants_json(request.url.path):
+            return JSONResponse({"error": exc.message}, status_code=exc.status)
+        return web.error(exc.message, exc.status)
+
     async def server_error(request: Request, exc: Exception) -> Response:
         # Answered outside the middleware (Starlette's outermost layer): its headers are set here.
         return PlainTextResponse("Internal Server Error", 500, headers=guard.server_error_headers())
 
     return Starlette(
-        routes=routes, middleware=middleware, lifespan=lifespan, exception_handlers={500: server_error}
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={Refusal: refused, 500: server_error},
     )

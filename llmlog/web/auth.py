@@ -101,6 +101,12 @@ def _role(route: BaseRoute) -> str | None:
     return "debugger"
 
 
+def wants_json(path: str) -> bool:
+    """Whether what `path` answers, an error included, is JSON (the API, the console's
+    downloads) rather than a page."""
+    return path.startswith((*TOKEN_ROUTES, "/sql.json", "/sql.csv"))
+
+
 def same_origin(request: Request) -> bool:
     """Whether a POST comes from a page of this site: its Origin (else its Referer) names our
     host (an opaque "null" origin never does); with neither, its Sec-Fetch-Site says so.
@@ -211,9 +217,9 @@ class AccessMiddleware(BaseHTTPMiddleware):
         """The route's answer, if `found` may have it; else why not."""
         path = request.scope["path"]
         need = required_role(self.web.pages, path, request.method)
-        wants_json = path.startswith((*TOKEN_ROUTES, "/sql.json", "/sql.csv"))
+        json_asked = wants_json(path)
         if found is None and need is not None:
-            if wants_json:
+            if json_asked:
                 return _json(401, "sign in, or send a read token as `Authorization: Bearer …`")
             target = path + (f"?{request.url.query}" if request.url.query else "")
             return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
@@ -230,12 +236,12 @@ class AccessMiddleware(BaseHTTPMiddleware):
         ):
             # "Which sessions mention X?", asked letter by letter, would spell out the text.
             message = "filters on text (q, meta, tag) need the debugger role"
-            return _json(403, message) if wants_json else self.web.error(message, 403)
+            return _json(403, message) if json_asked else self.web.error(message, 403)
         if need is not None and access.rank(found.role if found else None) < access.rank(need):
             message = (
                 f"your role ({found.role if found else 'none'}) does not open this page: it needs {need}"
             )
-            return _json(403, message) if wants_json else self.web.error(message, 403)
+            return _json(403, message) if json_asked else self.web.error(message, 403)
         if request.method not in SAFE_METHODS:
             refused = await _check_post(request, csrf)
             if refused is not None:

@@ -21,7 +21,7 @@ from llmlog.pipeline.pricing import Pricer
 from llmlog.providers.conversation import conversation, gist, last_user_turn, response_turns
 from llmlog.store import Store
 from llmlog.store.base import Facet
-from llmlog.web.answer import JSONResponse
+from llmlog.web.answer import JSONResponse, Refusal
 from llmlog.web.auth import Page
 from llmlog.web.state import Web
 
@@ -174,7 +174,7 @@ def routes(web: Web) -> list[BaseRoute]:
         try:
             calls, facets = listing(request)
         except BadFilter as exc:
-            return web.error(str(exc))
+            raise Refusal(str(exc)) from None
         link = linker(request)
         older = link(until=calls[-1].timestamp.isoformat()) if len(calls) == PAGE else None
         return web.render(
@@ -194,9 +194,9 @@ def routes(web: Web) -> list[BaseRoute]:
             try:
                 call = store.get(request.path_params["call_id"])
             except LookupError as exc:
-                return web.error(str(exc))
+                raise Refusal(str(exc)) from None
             if call is None:
-                return web.error("no such call", 404)
+                raise Refusal("no such call", 404)
             before, after = neighbours(store, call)
             spans = span_tree(store.trace(call.trace_id)) if call.trace_id else []
         return web.render(
@@ -236,7 +236,7 @@ def routes(web: Web) -> list[BaseRoute]:
         try:
             calls, window, n = pull_sample(request)
         except BadFilter as exc:
-            return web.error(str(exc))
+            raise Refusal(str(exc)) from None
         items = [(c, gist(last_user_turn(c), 400), gist(response_turns(c), 600)) for c in calls]
         return web.render(
             "sample.html",
@@ -252,14 +252,14 @@ def routes(web: Web) -> list[BaseRoute]:
         try:
             calls, window, n = pull_sample(request)
         except BadFilter as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+            raise Refusal(str(exc), 400) from None
         return JSONResponse({"window": window, "n": n, "calls": [summary(c) for c in calls]})
 
     def api_calls(request: Request) -> Response:
         try:
             calls, facets = listing(request)
         except BadFilter as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+            raise Refusal(str(exc), 400) from None
         return JSONResponse(
             {"calls": [summary(c) for c in calls], "facets": {k: asdict(v) for k, v in facets.items()}}
         )
@@ -269,9 +269,9 @@ def routes(web: Web) -> list[BaseRoute]:
             try:
                 call = store.get(request.path_params["call_id"])
             except LookupError as exc:
-                return JSONResponse({"error": str(exc)}, status_code=400)
+                raise Refusal(str(exc), 400) from None
         if call is None:
-            return JSONResponse({"error": "no such call"}, status_code=404)
+            raise Refusal("no such call", 404)
         return JSONResponse(call.to_dict())
 
     return [

@@ -23,7 +23,7 @@ from llmlog.analysis import dashboard
 from llmlog.analysis.dashboard import Dashboard, DayCache, Period, Ranked, Stack
 from llmlog.operations import access
 from llmlog.web import auth, charts
-from llmlog.web.answer import JSONResponse
+from llmlog.web.answer import JSONResponse, Refusal
 from llmlog.web.state import Web
 
 PERIODS = (7, 30, 90)
@@ -203,7 +203,7 @@ def routes(web: Web) -> list[BaseRoute]:
         try:
             period = period_of(dict(request.query_params))
         except BadPeriod as exc:
-            return web.error(str(exc))
+            raise Refusal(str(exc)) from None
         d = figures(period)
         end = request.query_params.get("end")
 
@@ -227,7 +227,7 @@ def routes(web: Web) -> list[BaseRoute]:
         try:
             period = period_of(dict(request.query_params))
         except BadPeriod as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+            raise Refusal(str(exc), 400) from None
         data = dashboard.dashboard_json(figures(period))
         for row in data["recent_errors"].get("rows", []):
             row["error"] = _error_shown(row["error"])

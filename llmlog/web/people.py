@@ -15,7 +15,7 @@ from llmlog.core.record import Call
 from llmlog.providers.conversation import gist, last_user_turn, response_turns
 from llmlog.store import ReadOnlyError
 from llmlog.store.base import SessionSummary, UserSummary
-from llmlog.web.answer import JSONResponse
+from llmlog.web.answer import JSONResponse, Refusal
 from llmlog.web.auth import Page
 from llmlog.web.calls import BadFilter, call_filter, every_value, linker, summary
 from llmlog.web.state import Web
@@ -72,7 +72,7 @@ def routes(web: Web) -> list[BaseRoute]:
             try:
                 rows, problem = grouped(request, what)
             except BadFilter as exc:
-                return web.error(str(exc))
+                raise Refusal(str(exc)) from None
             return web.render(
                 f"{what}.html",
                 rows=rows,
@@ -90,9 +90,9 @@ def routes(web: Web) -> list[BaseRoute]:
             try:
                 rows, problem = grouped(request, what)
             except BadFilter as exc:
-                return JSONResponse({"error": str(exc)}, status_code=400)
+                raise Refusal(str(exc), 400) from None
             if problem:
-                return JSONResponse({"error": problem}, status_code=503)
+                raise Refusal(problem, 503)
             return JSONResponse({what: _json(rows)})
 
         return api
@@ -108,13 +108,13 @@ def routes(web: Web) -> list[BaseRoute]:
     def session_page(request: Request) -> Response:
         session_id, turns, truncated = one_session(request)
         if not turns:
-            return web.error("no calls in this session", 404)
+            raise Refusal("no calls in this session", 404)
         return web.render("session.html", session_id=session_id, turns=turns, truncated=truncated)
 
     def session_api(request: Request) -> Response:
         session_id, turns, truncated = one_session(request)
         if not turns:
-            return JSONResponse({"error": "no calls in this session"}, status_code=404)
+            raise Refusal("no calls in this session", 404)
         return JSONResponse(
             {
                 "session_id": session_id,
@@ -130,7 +130,7 @@ def routes(web: Web) -> list[BaseRoute]:
         try:
             f = _period_filter(request)
         except BadFilter as exc:
-            return web.error(str(exc))
+            raise Refusal(str(exc)) from None
         f.user_id = user_id
         with web.reading() as store:
             try:

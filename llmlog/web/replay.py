@@ -25,6 +25,7 @@ from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
 from llmlog.operations.replay import ReplayError, error_text, replay, request_of, requested_model
 from llmlog.providers.conversation import response_turns
+from llmlog.web.answer import Refusal
 from llmlog.web.auth import Page
 from llmlog.web.state import Web
 
@@ -137,13 +138,15 @@ def card_models(provider: str | None) -> tuple[str, ...]:
 
 
 def routes(web: Web) -> list[BaseRoute]:
-    def load(call_id: str) -> Call | Response:
+    def load(call_id: str) -> Call:
         with web.reading() as store:
             try:
                 call = store.get(call_id)
             except LookupError as exc:
-                return web.error(str(exc))
-        return call if call is not None else web.error("no such call", 404)
+                raise Refusal(str(exc)) from None
+        if call is None:
+            raise Refusal("no such call", 404)
+        return call
 
     def models(call: Call) -> list[str]:
         with web.reading() as store:
@@ -161,12 +164,10 @@ def routes(web: Web) -> list[BaseRoute]:
 
     def form(call_id: str) -> Response:
         call = load(call_id)
-        if isinstance(call, Response):
-            return call
         try:
             api, body = request_of(call)
         except ReplayError as exc:
-            return web.error(f"cannot replay this call: {exc}", exc.status)
+            raise Refusal(f"cannot replay this call: {exc}", exc.status) from None
         return web.render(
             "replay_form.html",
             call=call,
@@ -180,8 +181,6 @@ def routes(web: Web) -> list[BaseRoute]:
 
     def submit(call_id: str, fields: dict[str, list[str]]) -> Response:
         call = load(call_id)
-        if isinstance(call, Response):
-            return call
         model = (fields.get("model") or [""])[0].strip() or None
         system: str | None = None
         if "system_prompt" in fields:
@@ -193,12 +192,12 @@ def routes(web: Web) -> list[BaseRoute]:
             # The provider may take seconds or minutes: the store's lock is not held meanwhile.
             new = replay(call, model=model, system_prompt=system, providers=web.providers)
         except ReplayError as exc:
-            return web.error(f"cannot replay this call: {exc}", exc.status)
+            raise Refusal(f"cannot replay this call: {exc}", exc.status) from None
         try:
             with web.reading() as store:
                 store.insert([new])
         except Exception as exc:
-            return web.error(f"the replay was answered but could not be stored: {exc}", 500)
+            raise Refusal(f"the replay was answered but could not be stored: {exc}", 500) from None
         return RedirectResponse(f"/calls/{call.id}/replay/{new.id}", status_code=303)
 
     async def replay_page(request: Request) -> Response:
@@ -209,17 +208,13 @@ def routes(web: Web) -> list[BaseRoute]:
         async for chunk in request.stream():
             body += chunk
             if len(body) > MAX_FORM_BYTES:
-                return web.error("the form is too large", 413)
+                raise Refusal("the form is too large", 413)
         fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
         return await run_in_threadpool(submit, call_id, fields)
 
     def compare(request: Request) -> Response:
         original = load(request.path_params["call_id"])
-        if isinstance(original, Response):
-            return original
         new = load(request.path_params["replay_id"])
-        if isinstance(new, Response):
-            return new
         meta: dict[str, Any] = new.metadata if isinstance(new.metadata, dict) else {}
         ours = meta.get("llmlog")
         notes = ours if isinstance(ours, dict) else {}

@@ -27,7 +27,7 @@ from llmlog.analysis.reports import Change, Comparison, CostReport, ErrorGroup, 
 from llmlog.core.filters import parse_when
 from llmlog.store import ReadOnlyError, Store
 from llmlog.web import charts
-from llmlog.web.answer import JSONResponse
+from llmlog.web.answer import JSONResponse, Refusal
 from llmlog.web.auth import Page
 from llmlog.web.dashboard import (
     MAX_DAYS,
@@ -413,9 +413,9 @@ def routes(web: Web) -> list[BaseRoute]:
                 asked = RUNS[report].ask(dict(request.query_params))
                 result = read(report, asked)
             except REFUSED as exc:
-                return web.error(str(exc))
+                raise Refusal(str(exc)) from None
             except ReadOnlyError as exc:  # stopped at its time limit: say so, not a 500
-                return web.error(f"{exc}; choose a shorter period", 503)
+                raise Refusal(f"{exc}; choose a shorter period", 503) from None
             return views[report](request, asked, result)
 
         return answer
@@ -466,13 +466,13 @@ def routes(web: Web) -> list[BaseRoute]:
         name = request.path_params["name"]
         report = RUNS.get(name)
         if report is None:
-            return JSONResponse({"error": f"no report {name!r}: one of {', '.join(RUNS)}"}, 404)
+            raise Refusal(f"no report {name!r}: one of {', '.join(RUNS)}", 404)
         try:
             return JSONResponse(report.as_json(read(name, report.ask(dict(request.query_params)))))
         except REFUSED as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+            raise Refusal(str(exc), 400) from None
         except ReadOnlyError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=503)
+            raise Refusal(str(exc), 503) from None
 
     return [
         # The reports are aggregates, open to viewers; their links to calls are drawn only

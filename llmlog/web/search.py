@@ -16,7 +16,7 @@ from starlette.routing import BaseRoute
 from llmlog.providers.conversation import gist, last_user_turn, response_turns
 from llmlog.store import vectors
 from llmlog.store.search import Hit
-from llmlog.web.answer import JSONResponse
+from llmlog.web.answer import JSONResponse, Refusal
 from llmlog.web.auth import Page
 from llmlog.web.calls import BadFilter, call_filter, every_value, summary
 from llmlog.web.state import Web
@@ -50,14 +50,14 @@ def routes(web: Web) -> list[BaseRoute]:
         try:
             words, hits = find(request)
         except BadFilter as exc:
-            return web.error(str(exc))
+            raise Refusal(str(exc)) from None
         return web.render("search.html", words=words, hits=hits, params=request.query_params)
 
     def api_search(request: Request) -> Response:
         try:
             words, hits = find(request)
         except BadFilter as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+            raise Refusal(str(exc), 400) from None
         found = [
             {**summary(h.call), "score": h.score, "snippet": [{"text": t, "match": m} for t, m in h.snippet]}
             for h in hits
@@ -78,11 +78,13 @@ def routes(web: Web) -> list[BaseRoute]:
         try:
             call_id, found = like(request)
         except BadFilter as exc:
-            return web.error(str(exc))
+            raise Refusal(str(exc)) from None
         except LookupError as exc:
-            return web.error(str(exc), 404 if str(exc) == "no such call" else 400)
+            raise Refusal(str(exc), 404 if str(exc) == "no such call" else 400) from None
         except vectors.Unavailable as exc:
-            return web.error(f"Calls like this one are not set up here: {exc}, then llmlog similar --enable.")
+            raise Refusal(
+                f"Calls like this one are not set up here: {exc}, then llmlog similar --enable."
+            ) from None
         items = [(c, score, gist(last_user_turn(c), 300), gist(response_turns(c), 300)) for c, score in found]
         return web.render("similar.html", call_id=call_id, items=items, params=request.query_params)
 
@@ -90,9 +92,9 @@ def routes(web: Web) -> list[BaseRoute]:
         try:
             call_id, found = like(request)
         except (BadFilter, vectors.Unavailable) as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+            raise Refusal(str(exc), 400) from None
         except LookupError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=404 if str(exc) == "no such call" else 400)
+            raise Refusal(str(exc), 404 if str(exc) == "no such call" else 400) from None
         return JSONResponse({"id": call_id, "calls": [{**summary(c), "score": s} for c, s in found]})
 
     return [

@@ -26,7 +26,7 @@ from llmlog.analysis.dashboard import (
 )
 from llmlog.core.record import COLUMNS
 from llmlog.store import QueryResult, ReadOnlyError
-from llmlog.web.answer import JSONResponse
+from llmlog.web.answer import Refusal
 from llmlog.web.auth import Page
 from llmlog.web.state import Web
 
@@ -93,11 +93,11 @@ def routes(web: Web) -> list[BaseRoute]:
     def download(request: Request, kind: str) -> Response:
         sql = request.query_params.get("q", "").strip()
         if not sql:
-            return JSONResponse({"error": "no query: pass it as ?q="}, status_code=400)
+            raise Refusal("no query: pass it as ?q=", 400)
         try:
             result, _ = run(sql, DOWNLOAD_ROW_LIMIT)
         except ReadOnlyError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
+            raise Refusal(str(exc), 400) from None
         headers = {"Content-Disposition": f'attachment; filename="llmlog-query.{kind}"'}
         if result.truncated:
             # Said where a script can see it without parsing the body.
