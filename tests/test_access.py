@@ -385,7 +385,7 @@ def test_the_console_cannot_read_the_private_tables(server: Running) -> None:
             server.store.query(f"SELECT * FROM {table}")
     assert c.get("/sql.json?q=SELECT+count(*)+FROM+calls").status_code == 200
     assert c.get("/sql.json?q=SELECT+count(*)+FROM+SETTINGS").status_code == 400  # whatever the case
-    if server.store.dialect == "sqlite":
+    if server.store.dialect.name == "sqlite":
         # Nor what the file's pages say of them (how many sessions, how long the audit log),
         # nor a table it does not know: what it may read is listed, as on PostgreSQL.
         for sql in (
@@ -408,7 +408,7 @@ def test_the_console_cannot_read_the_private_tables(server: Running) -> None:
         ):
             r = c.get("/sql.json", params={"q": sql})
             assert r.status_code == 200, (sql, r.text)
-    if server.store.dialect == "postgres":
+    if server.store.dialect.name == "postgres":
         # Whatever switches roles, runs SQL of its own or hides a name still reads as the
         # reader, which cannot read the private tables.
         for sql in (

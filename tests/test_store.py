@@ -545,9 +545,8 @@ def test_timestamps_sort_in_time_order(store: Store) -> None:
     assert [c.timestamp for c in store.recent(CallFilter())] == sorted(stamps, reverse=True)
     # Comparison with a literal in our text form works as time comparison (ClickHouse reads
     # its own form, '2026-01-01 00:00:00.000001').
-    literal = (
-        "'2026-01-01 00:00:00.000001'" if store.dialect == "clickhouse" else "'2026-01-01T00:00:00.000001Z'"
-    )
+    clickhouse = store.dialect.name == "clickhouse"
+    literal = "'2026-01-01 00:00:00.000001'" if clickhouse else "'2026-01-01T00:00:00.000001Z'"
     n = store.query(f"SELECT COUNT(*) FROM calls WHERE timestamp >= {literal}").rows
     assert n == [(4,)]
 
@@ -557,7 +556,7 @@ def test_early_year_timestamps_keep_order_and_stay_readable(store: Store) -> Non
     PostgreSQL must be able to create a partition for such a month."""
     old = Call(timestamp=datetime(999, 1, 1, tzinfo=UTC), model="old")
     new = Call(timestamp=datetime(2026, 1, 1, tzinfo=UTC), model="new")
-    if store.dialect == "clickhouse":  # its DateTime64 holds the years 1900 to 2299: refused, not mangled
+    if store.dialect.name == "clickhouse":  # DateTime64 holds the years 1900 to 2299: refused, not mangled
         with pytest.raises(store.data_errors, match="1900"):
             store.insert([old])
         return

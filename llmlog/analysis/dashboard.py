@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import IO, Any, Generic, TypeVar
 
-from llmlog.core.record import format_timestamp
 from llmlog.store import QueryResult, ReadOnlyError, Store, retention_policy
 from llmlog.store.rollup import counts_of, histogram_percentile, merge_counts
 
@@ -119,17 +118,13 @@ class Period:
 
 def day_param(store: Store, day: date) -> Any:
     # `daily.day`: 'YYYY-MM-DD' text on SQLite, a date on PostgreSQL and ClickHouse.
-    return day.isoformat() if store.dialect == "sqlite" else day
+    return store.dialect.day_param(day)
 
 
 def time_param(store: Store, when: date) -> Any:
     # Compared with `timestamp`. A day is its midnight UTC: the ISO text of the day sorts
     # just before every stored time of that day on SQLite; a time with its zone elsewhere.
-    if isinstance(when, datetime):
-        return format_timestamp(when) if store.dialect == "sqlite" else when
-    if store.dialect != "sqlite":
-        return datetime(when.year, when.month, when.day, tzinfo=UTC)
-    return when.isoformat()
+    return store.dialect.time_param(when)
 
 
 # ---------------------------------------------------------------- results that may be missing
@@ -177,7 +172,7 @@ class DailyRow:
 
 
 def read_daily(store: Store, period: Period, timeout_s: float = 2.0) -> list[DailyRow]:
-    p = store.placeholder
+    p = store.dialect.placeholder
     sql = (
         "SELECT day, feature, model, sum(calls), sum(errors), sum(priced_calls), sum(cost_usd),"
         " sum(input_tokens), sum(output_tokens), sum(latency_ms)"
@@ -340,7 +335,7 @@ class DayPart:
 
 def read_day(store: Store, day: date, timeout_s: float) -> DayPart:
     """The calls of one UTC day, read once (through the timestamp index) and reduced."""
-    p = store.placeholder
+    p = store.dialect.placeholder
     sql = (
         "SELECT model, user_id, prompt_template_version, latency_ms, cost_usd, output_tokens"
         f" FROM call_data WHERE timestamp >= {p} AND timestamp < {p}"
@@ -544,7 +539,7 @@ def read_rollup_part(store: Store, period: Period, timeout_s: float = 2.0) -> tu
     """The period's figures that the dashboard otherwise reads from the calls, from `daily`
     and `people_daily`: calls and cost by model and by user (users only: calls without
     one are not in `people_daily`), output tokens by version, and latency by model."""
-    p = store.placeholder
+    p = store.dialect.placeholder
     bounds = [day_param(store, period.first), day_param(store, period.last)]
     where = f"WHERE day >= {p} AND day <= {p}"
     part = DayPart()

@@ -36,7 +36,7 @@ from llmlog.analysis.dashboard import Period, day_param, time_param
 from llmlog.core.prompts import a_few
 from llmlog.core.record import parse_json
 from llmlog.store import Store
-from llmlog.store.rollup import counts_of, error_type_sql, tool_count_sql
+from llmlog.store.rollup import counts_of
 
 REPORTS = {
     "errors": "errors by type, model and feature: counts per day, rates, new types, example calls",
@@ -79,7 +79,7 @@ class ErrorGroup:
 def _rollup_rows(store: Store, select: str, first: date, last: date, rest: str = "") -> list[Any]:
     """`SELECT … FROM daily` (or `people_daily`) over the UTC days first to last: `select`
     is everything before the WHERE, `rest` what follows the day condition."""
-    p = store.placeholder
+    p = store.dialect.placeholder
     return store.internal_query(
         f"{select} WHERE day >= {p} AND day <= {p} {rest}",
         [day_param(store, first), day_param(store, last)],
@@ -128,17 +128,17 @@ def errors_report(
 
 
 def _examples(store: Store, period: Period, g: ErrorGroup, n: int) -> list[str]:
-    p = store.placeholder
+    p = store.dialect.placeholder
     times = [time_param(store, period.first), time_param(store, period.end)]
-    if store.dialect == "clickhouse":  # no IS NOT DISTINCT FROM outside a join
-        same = [f"ifNull({c}, '') = {p} AND isNull({c}) = {p}" for c in ("model", "feature")]
-        values: list[str | bool | None] = [v for x in (g.model, g.feature) for v in (x or "", x is None)]
-    else:
-        op = "IS NOT DISTINCT FROM" if store.dialect == "postgres" else "IS"
-        same, values = [f"model {op} {p}", f"feature {op} {p}"], [g.model, g.feature]
+    same: list[str] = []
+    values: list[Any] = []
+    for column, value in (("model", g.model), ("feature", g.feature)):
+        condition, given = store.dialect.same_as(column)
+        same.append(condition)
+        values += given(value)
     sql = (
         f"SELECT id FROM call_data WHERE error IS NOT NULL AND timestamp >= {p} AND timestamp < {p}"
-        f" AND {same[0]} AND {same[1]} AND {error_type_sql(store.dialect, 'error')} = {p}"
+        f" AND {same[0]} AND {same[1]} AND {store.dialect.error_type('error')} = {p}"
         f" ORDER BY timestamp DESC LIMIT {int(n)}"
     )
     return [str(r[0]) for r in store.internal_query(sql, [*times, *values, g.error_type], timeout_s=5.0).rows]
@@ -379,14 +379,9 @@ def _refusal_candidate(store: Store) -> tuple[str, list[Any]]:
     """The response of a call that may be a refusal by its words, so that only those
     responses are parsed (`_may_refuse` checks the words of those read as text); the rules
     (`llmlog.analysis.refusals`) then decide."""
-    patterns = [f"%{w}%" for w in _REFUSAL_WORDS]
-    if store.dialect == "postgres":
-        return "CASE WHEN response::text ILIKE ANY (%s) THEN response END", [patterns]
-    if store.dialect == "clickhouse":
-        words = "multiSearchAnyCaseInsensitiveUTF8(ifNull(response, ''), %s)"
-        return f"CASE WHEN {words} THEN response END", [list(_REFUSAL_WORDS)]
+    found = store.dialect.response_with_any(_REFUSAL_WORDS)
     # SQLite's response may be compressed (`store.compression`): read once, words checked here.
-    return "llmlog_text(response)", []
+    return found if found is not None else ("llmlog_text(response)", [])
 
 
 def _may_refuse(response: str) -> bool:
@@ -400,12 +395,12 @@ def _read_sides(
     """The kept calls in [since, until), by (feature, version), each put on side 0 or 1 (or
     neither: None) by `side(feature, version, timestamp)`; and by (feature, ALL_VERSIONS)
     for features with more than one version."""
-    p = store.placeholder
+    p = store.dialect.placeholder
     bounds = [time_param(store, since), time_param(store, until or datetime.now(UTC) + timedelta(days=1))]
     candidate, words = _refusal_candidate(store)
     rows = store.internal_query(
         "SELECT id, feature, prompt_template_version, timestamp, output_tokens, latency_ms, cost_usd,"
-        f" error IS NOT NULL, {tool_count_sql(store.dialect, 'tool_calls')}, stop_reason,"
+        f" error IS NOT NULL, {store.dialect.tool_count('tool_calls')}, stop_reason,"
         f" {candidate}"
         f" FROM call_data WHERE timestamp >= {p} AND timestamp < {p}",
         [*words, *bounds],

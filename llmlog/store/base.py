@@ -18,6 +18,7 @@ from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call, format_timestamp, parse_timestamp
 from llmlog.store import search, vectors
 from llmlog.store.content import ContentIds
+from llmlog.store.dialect import SQLITE, Dialect
 from llmlog.store.readonly import RESULT_MAX_BYTES, QueryResult, QueryRows, ReadOnlyError, held
 from llmlog.store.regulated import Regulated
 from llmlog.store.search import Hit, Query
@@ -110,17 +111,15 @@ NAMING_ATTRIBUTES = {
 }
 
 
-def day_and_features(day: date, features: Sequence[str | None], placeholder: str) -> tuple[str, list[Any]]:
+def day_and_features(day: date, features: Sequence[str | None], dialect: Dialect) -> tuple[str, list[Any]]:
     """A condition on `call_data` for one UTC day's calls of these features (None: none)."""
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    bounds: list[Any] = [start, start + timedelta(days=1)]
-    if placeholder == "?":  # SQLite compares the ISO text
-        bounds = [b.date().isoformat() for b in bounds]
+    bounds = [dialect.time_param(day), dialect.time_param(day + timedelta(days=1))]
     named = [f for f in features if f is not None]
+    p = dialect.placeholder
     alternatives = ["feature IS NULL"] if None in features else []
     if named:
-        alternatives.append(f"feature IN ({', '.join([placeholder] * len(named))})")
-    p, which = placeholder, " OR ".join(alternatives) or "false"
+        alternatives.append(f"feature IN ({', '.join([p] * len(named))})")
+    which = " OR ".join(alternatives) or "false"
     return f"timestamp >= {p} AND timestamp < {p} AND ({which})", [*bounds, *named]
 
 
@@ -212,10 +211,9 @@ class Store(Regulated, Traces, abc.ABC):
         @property
         def url(self) -> str: ...
 
-    # The SQL dialect ("sqlite", "postgres") and its parameter mark, for code that writes
-    # its own read-only SQL for `query` (reports, the dashboard).
-    dialect: str = "sqlite"
-    placeholder: str = "?"
+    # What the engine's SQL says differently, for code that writes its own read-only SQL for
+    # `query` (reports, the dashboard).
+    dialect: Dialect = SQLITE
     # What `insert` raises for a call that can never be stored (retrying will not help), as
     # opposed to the store being down. RecursionError: JSON nested deeper than the serializer
     # goes (not a ValueError, and a batch retried on it would block every call behind it).
@@ -623,7 +621,7 @@ class Store(Regulated, Traces, abc.ABC):
         """The WHERE clause for `f` on the stored table, `call_data` (not on `calls`: the text
         condition reads the content ids)."""
         clauses, values = self._json_clauses(f)
-        return f.sql([*clauses, *extra], [*values, *params], placeholder=self.placeholder)
+        return f.sql([*clauses, *extra], [*values, *params], placeholder=self.dialect.placeholder)
 
     @abc.abstractmethod
     def _json_clauses(self, f: CallFilter) -> tuple[list[str], list[Any]]:
@@ -693,7 +691,7 @@ class Store(Regulated, Traces, abc.ABC):
         return out
 
     def _daily_facet(self, f: CallFilter, column: str) -> tuple[str, list[Any]]:
-        p = self.placeholder
+        p = self.dialect.placeholder
         clauses = [f"{col} = {p}" for col in self.DAILY if getattr(f, col) is not None]
         params: list[Any] = [getattr(f, col) for col in self.DAILY if getattr(f, col) is not None]
         where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
@@ -765,7 +763,7 @@ class Store(Regulated, Traces, abc.ABC):
         if lo is not None and hi is not None and lo > hi:
             raw(since, until)
         else:
-            p = self.placeholder
+            p = self.dialect.placeholder
             clauses, params = [], []
             for column in ("user_id", "session_id"):
                 if getattr(f, column) is not None:

@@ -47,6 +47,7 @@ from llmlog.store.clickhouse_engine import READ_SETTINGS, Engine, EngineError, b
 from llmlog.store.clickhouse_engine import utc_time as _when
 from llmlog.store.clickhouse_schema import DAILY_GROUP, DAILY_SELECT, MIGRATIONS, PEOPLE_SELECT
 from llmlog.store.clickhouse_traces import ClickHouseTraces
+from llmlog.store.dialect import CLICKHOUSE
 from llmlog.store.filelock import FileLock
 from llmlog.store.readonly import RESULT_MAX_BYTES, QueryRows, deadline_after, too_large
 from llmlog.store.rollup import moves
@@ -55,8 +56,7 @@ from llmlog.store.urls import redact_url
 
 
 class ClickHouseStore(ClickHouseTraces):
-    dialect = "clickhouse"
-    placeholder = "%s"
+    dialect = CLICKHOUSE
     # Rotation sweeps again after this long, for what a cluster's replicas saw late (`insert`).
     rotation_settle_s = 5.0
 

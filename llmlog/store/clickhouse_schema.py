@@ -31,7 +31,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
-from llmlog.store.rollup import bucket_sql, error_type_sql, tool_count_sql
+from llmlog.store.dialect import CLICKHOUSE
+from llmlog.store.rollup import bucket_sql
 
 TEXT = "Nullable(String) CODEC(ZSTD(3))"
 TAG = "LowCardinality(Nullable(String))"
@@ -109,10 +110,10 @@ DAILY_COLUMNS = f"""
     first_token_hist SimpleAggregateFunction(sumMap, Map(String, Int64))
 """
 
-_tools = tool_count_sql("clickhouse", "c.tool_calls")
-_error_type = error_type_sql("clickhouse", "c.error")
-_latency = bucket_sql("clickhouse", "c.latency_ms")
-_first = bucket_sql("clickhouse", "c.first_token_ms")
+_tools = CLICKHOUSE.tool_count("c.tool_calls")
+_error_type = CLICKHOUSE.error_type("c.error")
+_latency = bucket_sql(CLICKHOUSE, "c.latency_ms")
+_first = bucket_sql(CLICKHOUSE, "c.first_token_ms")
 
 # What `daily` sums from each call (as the other stores' triggers do). The calls' columns
 # are named through `c.`: ClickHouse would take `cost_usd` for the alias of its own sum.

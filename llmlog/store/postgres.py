@@ -45,6 +45,7 @@ from llmlog.store.base import (
     utc_days,
 )
 from llmlog.store.content import ContentBatch, ContentIds, Key
+from llmlog.store.dialect import POSTGRES
 from llmlog.store.postgres_schema import check_schema, migrate, schema_lock, schema_version, store_missing
 from llmlog.store.postgres_traces import PostgresTraces
 from llmlog.store.postgres_traces import storable as _storable
@@ -132,8 +133,7 @@ def _is_encoding_error(exc: psycopg.DataError) -> bool:
 
 class PostgresStore(PostgresTraces):
     url: str
-    dialect = "postgres"
-    placeholder = "%s"
+    dialect = POSTGRES
     # ProgramLimitExceeded: e.g. a feature name too long for an index entry (over ~2.7 kB).
     data_errors = (
         *Store.data_errors,
@@ -487,7 +487,7 @@ class PostgresStore(PostgresTraces):
             )
             if moves(was, c.prompt_template_version, c.tool_calls):
                 # Its group in `daily` (or what it counts there) changes: the triggers follow inserts.
-                regroup(lambda sql, params: _rows(cur.execute(sql, params)), "postgres", c.id, update)
+                regroup(lambda sql, params: _rows(cur.execute(sql, params)), POSTGRES, c.id, update)
             else:
                 update()
         batch.commit()
@@ -593,7 +593,7 @@ class PostgresStore(PostgresTraces):
         return [(d, f, n) for d, f, n in rows]
 
     def purge(self, day: date, features: Sequence[str | None]) -> Erased:
-        where, params = day_and_features(day, features, "%s")
+        where, params = day_and_features(day, features, self.dialect)
         with self.conn.transaction(), self.conn.cursor() as cur:
             return self._delete_calls(cur, where, params)[0]
 

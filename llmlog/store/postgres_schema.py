@@ -11,6 +11,7 @@ from psycopg import sql as pgsql
 
 from llmlog.core.record import Call
 from llmlog.store import search
+from llmlog.store.dialect import POSTGRES
 from llmlog.store.errors import NewerStore
 from llmlog.store.postgres_reader import create_reader
 from llmlog.store.rollup import DAILY_COLUMNS, GROUP, cold_columns, from_raw_sql, repair_sql
@@ -321,7 +322,7 @@ def m005_cold_figures(cur: psycopg.Cursor[Any]) -> None:
     SQLite's migration 7, and `settings`, the store's own settings."""
     schema = cur.execute("SELECT current_schema()").fetchone()
     assert schema is not None and schema[0] is not None  # m002 checked it
-    for column, kind in cold_columns("postgres"):
+    for column, kind in cold_columns(POSTGRES):
         cur.execute(f"ALTER TABLE daily ADD COLUMN {column} {kind}")
     path = pgsql.SQL("SET search_path = {}, pg_temp").format(pgsql.Identifier(schema[0])).as_string(cur)
     # Two {key: count} objects added key by key: how a group's histograms take in a batch's.
@@ -386,7 +387,7 @@ def m005_cold_figures(cur: psycopg.Cursor[Any]) -> None:
         f"""
         CREATE OR REPLACE FUNCTION daily_add_calls() RETURNS trigger LANGUAGE plpgsql {path} AS $$
         BEGIN
-            {upsert.format(from_raw_sql("postgres", "new_calls", people=people, into="INSERT INTO daily"))};
+            {upsert.format(from_raw_sql(POSTGRES, "new_calls", people=people, into="INSERT INTO daily"))};
             RETURN NULL;
         END
         $$
@@ -417,7 +418,7 @@ def m005_cold_figures(cur: psycopg.Cursor[Any]) -> None:
     same_key = " AND ".join(f"r.{c} IS NOT DISTINCT FROM daily.{c}" for c in ("day", *GROUP))
     cur.execute(
         f"UPDATE daily SET ({', '.join(new)}) = ({', '.join(f'r.{c}' for c in new)})"
-        f" FROM ({from_raw_sql('postgres')}) AS r WHERE {same_key}"
+        f" FROM ({from_raw_sql(POSTGRES)}) AS r WHERE {same_key}"
     )
     for column, kind in (("user_id", "user"), ("session_id", "session")):
         cur.execute(
@@ -519,7 +520,7 @@ def m012_repair_figures(cur: psycopg.Cursor[Any]) -> None:
     """Figures stored before they were checked (NaN, infinities, negative costs, times or
     token counts) made NULL, and the rollup rows they fell in summed again
     (`rollup.repair_sql`)."""
-    for sql in repair_sql("postgres"):
+    for sql in repair_sql(POSTGRES):
         cur.execute(sql)
 
 

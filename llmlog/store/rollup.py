@@ -3,10 +3,11 @@ is gone (the cold tier): errors by type, tool calls, distinct users and sessions
 histograms that merge exactly across days and groups (a percentile of a month is read from
 the month's summed buckets, never from an average of daily percentiles).
 
-The SQL here is written once for both engines (`dialect` is "sqlite" or "postgres"): the
-same bucket and error-type expressions feed the triggers that keep `daily` and the
-from-scratch rollup (`from_raw_sql`) that fills it on migration and that tests compare it
-with, so the two agree to the count on each engine.
+The SQL here is written once for the engines that keep `daily` by triggers (SQLite,
+PostgreSQL: what differs is their `Dialect`'s): the same bucket and error-type expressions
+feed the triggers that keep `daily` and the from-scratch rollup (`from_raw_sql`) that fills it
+on migration and that tests compare it with, so the two agree to the count on each engine.
+ClickHouse's materialized views use the same expressions.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
+
+from llmlog.store.dialect import Dialect
 
 # Latency buckets: bucket 0 holds [0, 1) ms; bucket b ≥ 1 holds [2^((b−1)/8), 2^(b/8)) ms, so a
 # bucket is 9% wide and a percentile read from the buckets is within 4.5% of the true value.
@@ -32,10 +35,9 @@ DAILY_COLUMNS = (
 GROUP = ("feature", "model", "provider", "prompt_template_version")
 
 
-def cold_columns(dialect: str) -> list[tuple[str, str]]:
+def cold_columns(dialect: Dialect) -> list[tuple[str, str]]:
     """The columns `daily` gained for the cold tier (SQLite m007, PostgreSQL m005): name, type."""
-    count = "INTEGER NOT NULL DEFAULT 0" if dialect == "sqlite" else "bigint NOT NULL DEFAULT 0"
-    counts = "TEXT NOT NULL DEFAULT '{}'" if dialect == "sqlite" else "jsonb NOT NULL DEFAULT '{}'"
+    count, counts = dialect.rollup_sql().count_type, dialect.rollup_sql().map_type
     return [
         ("output_calls", count),  # calls whose output_tokens is not NULL
         ("tool_calls", count),  # tool calls made, summed
@@ -47,52 +49,17 @@ def cold_columns(dialect: str) -> list[tuple[str, str]]:
     ]
 
 
-def bucket_sql(dialect: str, value: str) -> str:
+def bucket_sql(dialect: Dialect, value: str) -> str:
     """The bucket of a latency in ms (NULL for none, NaN, negative or absurd)."""
-    log = {"sqlite": f"log2({value})", "clickhouse": f"log2({value})"}.get(
-        dialect, f"(ln({value}::float8) / ln(2::float8))"
-    )
+    log = dialect.log2(value)
     return (
         f"CASE WHEN {value} BETWEEN 0 AND {MAX_MS:.0f} THEN"
         f" CASE WHEN {value} < 1 THEN 0 ELSE 1 + CAST(floor({PER_OCTAVE} * {log}) AS INTEGER) END END"
     )
 
 
-def error_type_sql(dialect: str, error: str) -> str:
-    """The `type` of a stored error ("error" when it has none), as a key of `error_types`.
-    SQLite's keys lose `"` and `\\`, which its JSON paths (used by the trigger) cannot hold."""
-    if dialect == "postgres":
-        return f"coalesce({error} ->> 'type', 'error')"
-    if dialect == "clickhouse":
-        return f"coalesce(nullIf(JSONExtractString(ifNull({error}, '{{}}'), 'type'), ''), 'error')"
-    return (
-        f"replace(replace(ifnull(CASE WHEN json_valid({error}) AND json_type({error}) = 'object'"
-        f" THEN CAST(json_extract({error}, '$.type') AS TEXT) END, 'error'), '\"', ''), '\\', '')"
-    )
-
-
-def tool_count_sql(dialect: str, tool_calls: str) -> str:
-    """How many tool calls a call made: the length of its `tool_calls` array."""
-    if dialect == "postgres":
-        return (
-            f"CASE WHEN jsonb_typeof({tool_calls}) = 'array' THEN jsonb_array_length({tool_calls}) ELSE 0 END"
-        )
-    if dialect == "clickhouse":
-        return f"if(JSONType(ifNull({tool_calls}, 'null')) = 'Array', JSONLength({tool_calls}), 0)"
-    return (
-        f"CASE WHEN json_valid({tool_calls}) AND json_type({tool_calls}) = 'array'"
-        f" THEN json_array_length({tool_calls}) ELSE 0 END"
-    )
-
-
-def day_sql(dialect: str, timestamp: str) -> str:
-    if dialect == "postgres":
-        return f"({timestamp} AT TIME ZONE 'UTC')::date"
-    return f"substr({timestamp}, 1, 10)"
-
-
 def from_raw_sql(
-    dialect: str, source: str = "call_data", where: str = "", people: str | None = None, into: str = ""
+    dialect: Dialect, source: str = "call_data", where: str = "", people: str | None = None, into: str = ""
 ) -> str:
     """`daily`'s rows computed from scratch from the calls in `source` (a table, or a
     transition table in a trigger), in `DAILY_COLUMNS` order; `where` filters the calls.
@@ -100,28 +67,28 @@ def from_raw_sql(
     columns, users, sessions) whose counts replace the distinct counts of the calls (a
     trigger's: the users and sessions new to their day and group). `into`: an `INSERT INTO …`
     to put the rows in, placed after the WITH clause, where PostgreSQL wants it."""
-    pg = dialect == "postgres"
-    same = "IS NOT DISTINCT FROM" if pg else "IS"
+    same, sql = dialect.null_safe, dialect.rollup_sql()
     keys = ("day", *GROUP)
-    empty = "'{}'::jsonb" if pg else "'{}'"
-    objects = "jsonb_object_agg" if pg else "json_group_object"
-    total = "coalesce(sum({}), 0)" if pg else "total({})"
+    empty, objects = sql.empty_map, sql.object_agg
+
+    def total(column: str) -> str:
+        return sql.total.replace("{x}", column)
 
     raw = f"""
-        SELECT {day_sql(dialect, "timestamp")} AS day, {", ".join(GROUP)}, error, input_tokens,
+        SELECT {dialect.day("timestamp")} AS day, {", ".join(GROUP)}, error, input_tokens,
             output_tokens, cache_read_tokens, cache_creation_tokens, cost_usd, latency_ms,
             first_token_ms, user_id, session_id,
-            CASE WHEN error IS NOT NULL THEN {error_type_sql(dialect, "error")} END AS error_type,
+            CASE WHEN error IS NOT NULL THEN {dialect.error_type("error")} END AS error_type,
             {bucket_sql(dialect, "latency_ms")} AS latency_bucket,
             {bucket_sql(dialect, "first_token_ms")} AS first_token_bucket,
-            {tool_count_sql(dialect, "tool_calls")} AS tools
+            {dialect.tool_count("tool_calls")} AS tools
         FROM {source} AS r {where}"""
     figures = (
         "count(*)", "count(error)",
         *(f"CAST(coalesce(sum({c}), 0) AS BIGINT)" for c in (
             "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")),
-        total.format("cost_usd"), "count(cost_usd)", total.format("latency_ms"),
-        total.format("first_token_ms"), "count(output_tokens)", "CAST(coalesce(sum(tools), 0) AS BIGINT)",
+        total("cost_usd"), "count(cost_usd)", total("latency_ms"),
+        total("first_token_ms"), "count(output_tokens)", "CAST(coalesce(sum(tools), 0) AS BIGINT)",
         "count(DISTINCT user_id)", "count(DISTINCT session_id)",
     )  # fmt: skip
     named = ", ".join(f"{f} AS {c}" for f, c in zip(figures, DAILY_COLUMNS[5:19], strict=True))
@@ -205,22 +172,21 @@ DAILY_FIGURES = (*CALL_FIGURES[:4], "cost_usd", "latency_ms", "first_token_ms")
 PEOPLE_FIGURES = ("input_tokens", "output_tokens", "cost_usd")
 
 
-def bad_sql(dialect: str, value: str) -> str:
+def bad_sql(dialect: Dialect, value: str) -> str:
     """True for a figure no call may have: NaN, ±infinity or negative (not for NULL).
     PostgreSQL sorts NaN above infinity; SQLite stores NaN as NULL; 9e999 is its infinity."""
-    top = "'Infinity'::float8" if dialect == "postgres" else "9e999"
+    top = dialect.rollup_sql().infinity
     return f"({value} IS NOT NULL AND NOT ({value} >= 0 AND {value} < {top}))"
 
 
-def repair_sql(dialect: str) -> list[str]:
+def repair_sql(dialect: Dialect) -> list[str]:
     """Statements that repair figures stored before they were checked (SQLite m013,
     PostgreSQL m012): such a figure of a call becomes NULL; the rows of `daily` and
     `people_daily` they fell in, and those whose sums hold such a figure, are summed again
     from the calls. A row whose calls are gone (the cold tier) cannot be: its bad sums are
     set to 0, a figure unknown rather than one that spoils every sum it enters."""
-    pg = dialect == "postgres"
-    same = "IS NOT DISTINCT FROM" if pg else "IS"
-    day = day_sql(dialect, "c.timestamp")
+    same = dialect.null_safe
+    day = dialect.day("c.timestamp")
     temp = "CREATE TEMP TABLE"
 
     def any_bad(columns: Iterable[str], alias: str = "") -> str:
@@ -258,16 +224,16 @@ def repair_sql(dialect: str) -> list[str]:
         out.append(
             f"DELETE FROM {table} WHERE EXISTS (SELECT 1 FROM {repair} AS h WHERE {match(keys, 'h', table)})"
         )
-        calls_of = match(keys, "h", "r", day_sql(dialect, "r.timestamp"))
+        calls_of = match(keys, "h", "r", dialect.day("r.timestamp"))
         where = f"WHERE EXISTS (SELECT 1 FROM {repair} AS h WHERE {calls_of})"
         if table == "daily":
             out.append(
                 from_raw_sql(dialect, where=where, into=f"INSERT INTO daily ({', '.join(DAILY_COLUMNS)})")
             )
         else:
-            total = "coalesce(sum(cost_usd), 0)" if pg else "total(cost_usd)"
+            total = dialect.rollup_sql().total.replace("{x}", "cost_usd")
             out.append(
-                f"INSERT INTO people_daily SELECT {day_sql(dialect, 'timestamp')}, user_id, session_id,"
+                f"INSERT INTO people_daily SELECT {dialect.day('timestamp')}, user_id, session_id,"
                 " count(*), count(error), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),"
                 f" {total}, count(cost_usd), min(timestamp), max(timestamp) FROM call_data AS r {where}"
                 " AND (user_id IS NOT NULL OR session_id IS NOT NULL) GROUP BY 1, 2, 3"
@@ -298,14 +264,14 @@ def moves(stored: Sequence[Any] | None, version: str | None, tool_calls: Any) ->
     return (stored[0] and version is not None) or (stored[1] and tool_calls is not None)
 
 
-def regroup(run: Run, dialect: str, call_id: str, change: Callable[[], object]) -> None:
+def regroup(run: Run, dialect: Dialect, call_id: str, change: Callable[[], object]) -> None:
     """Keep `daily` right when `change` (in the same writing transaction) changes what a
     stored call's group is, or what it counts (its prompt version, given when its content
     came after it: OTLP). The triggers follow inserts only; this takes the call's share, as
     `from_raw_sql` computes it, out of its old group and adds its new share to its new group,
     as the insert trigger would have: distinct users and sessions through `daily_seen`, a
     group left without calls deleted. SQLite and PostgreSQL."""
-    p = "?" if dialect == "sqlite" else "%s"
+    p = dialect.placeholder
     share_sql = from_raw_sql(dialect, where=f"WHERE id = {p}")
 
     def share() -> tuple[Any, ...] | None:
@@ -323,14 +289,14 @@ def regroup(run: Run, dialect: str, call_id: str, change: Callable[[], object]) 
     _add(run, dialect, new, who)
 
 
-def _key(dialect: str, calls: bool = False) -> str:
+def _key(dialect: Dialect, calls: bool = False) -> str:
     """A condition on one `daily` group (`daily`, `daily_seen`), or on its calls."""
-    p, same = ("?", "IS") if dialect == "sqlite" else ("%s", "IS NOT DISTINCT FROM")
-    day = day_sql(dialect, "timestamp") if calls else "day"
+    p, same = dialect.placeholder, dialect.null_safe
+    day = dialect.day("timestamp") if calls else "day"
     return f"{day} = {p} AND " + " AND ".join(f"{c} {same} {p}" for c in GROUP)
 
 
-def _row(run: Run, dialect: str, key: Sequence[Any]) -> dict[str, Any] | None:
+def _row(run: Run, dialect: Dialect, key: Sequence[Any]) -> dict[str, Any] | None:
     rows = run(f"SELECT {', '.join(DAILY_COLUMNS)} FROM daily WHERE {_key(dialect)}", list(key))
     if not rows:
         return None
@@ -340,9 +306,9 @@ def _row(run: Run, dialect: str, key: Sequence[Any]) -> dict[str, Any] | None:
     return row
 
 
-def _write(run: Run, dialect: str, row: dict[str, Any], exists: bool) -> None:
-    p = "?" if dialect == "sqlite" else "%s"
-    mark = {c: f"{p}::jsonb" if c in _MAPS and dialect != "sqlite" else p for c in DAILY_COLUMNS}
+def _write(run: Run, dialect: Dialect, row: dict[str, Any], exists: bool) -> None:
+    p = dialect.placeholder
+    mark = {c: dialect.rollup_sql().map_param if c in _MAPS else p for c in DAILY_COLUMNS}
     value = {c: json.dumps(row[c], sort_keys=True) if c in _MAPS else row[c] for c in DAILY_COLUMNS}
     if exists:
         figures = DAILY_COLUMNS[5:]
@@ -357,8 +323,8 @@ def _write(run: Run, dialect: str, row: dict[str, Any], exists: bool) -> None:
         )
 
 
-def _take(run: Run, dialect: str, share: tuple[Any, ...], call_id: str, who: dict[str, Any]) -> None:
-    p = "?" if dialect == "sqlite" else "%s"
+def _take(run: Run, dialect: Dialect, share: tuple[Any, ...], call_id: str, who: dict[str, Any]) -> None:
+    p = dialect.placeholder
     key = share[:5]
     row = _row(run, dialect, key)
     if row is None:  # nothing counted it (a store filled by hand)
@@ -391,8 +357,8 @@ def _take(run: Run, dialect: str, share: tuple[Any, ...], call_id: str, who: dic
         _write(run, dialect, row, exists=True)
 
 
-def _add(run: Run, dialect: str, share: tuple[Any, ...], who: dict[str, Any]) -> None:
-    p = "?" if dialect == "sqlite" else "%s"
+def _add(run: Run, dialect: Dialect, share: tuple[Any, ...], who: dict[str, Any]) -> None:
+    p = dialect.placeholder
     key = share[:5]
     mine = dict(zip(DAILY_COLUMNS, share, strict=True))
     row = _row(run, dialect, key)

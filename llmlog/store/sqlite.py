@@ -44,6 +44,7 @@ from llmlog.store.base import (
     utc_days,
 )
 from llmlog.store.content import ContentBatch, ContentIds, Key
+from llmlog.store.dialect import SQLITE
 from llmlog.store.filelock import FileLock
 from llmlog.store.readonly import (
     RESULT_MAX_BYTES,
@@ -489,9 +490,7 @@ class SQLiteStore(SQLiteTraces):
             ).fetchone()
             if moves(was, call.prompt_template_version, call.tool_calls):
                 # Its group in `daily` (or what it counts there) changes: the triggers follow inserts.
-                regroup(
-                    lambda sql, params: self.db.execute(sql, params).fetchall(), "sqlite", call.id, change
-                )
+                regroup(lambda sql, params: self.db.execute(sql, params).fetchall(), SQLITE, call.id, change)
             else:
                 change()
         batch.commit()
@@ -617,7 +616,7 @@ class SQLiteStore(SQLiteTraces):
         return [(date.fromisoformat(d), f, n) for d, f, n in rows]
 
     def purge(self, day: date, features: Sequence[str | None]) -> Erased:
-        where, params = day_and_features(day, features, "?")
+        where, params = day_and_features(day, features, self.dialect)
         with self._checkpointed(), self._writing():
             return self._delete_calls(where, params)
 

@@ -6,16 +6,15 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
+from llmlog.store.dialect import SQLITE
 from llmlog.store.errors import NewerStore
 from llmlog.store.rollup import (
     DAILY_COLUMNS,
     GROUP,
     bucket_sql,
     cold_columns,
-    error_type_sql,
     from_raw_sql,
     repair_sql,
-    tool_count_sql,
 )
 
 # Responses and content bodies are read through `llmlog_text`, which gives back what
@@ -326,7 +325,7 @@ def m007_cold_figures(db: sqlite3.Connection) -> None:
     sessions each day and group has counted already (a lookup in its index per call, where
     asking the calls themselves could read a whole day of them). And `settings`, the store's
     own settings (its retention policy), so every process using the store applies the same."""
-    for column, kind in cold_columns("sqlite"):
+    for column, kind in cold_columns(SQLITE):
         db.execute(f"ALTER TABLE daily ADD COLUMN {column} {kind}")
     key = "day, " + ", ".join(f"ifnull({c}, x'')" for c in GROUP)
     sums = (
@@ -334,8 +333,8 @@ def m007_cold_figures(db: sqlite3.Connection) -> None:
         "cache_creation_tokens", "cost_usd", "priced_calls", "latency_ms", "first_token_ms",
         "output_calls", "tool_calls", "users", "sessions",
     )  # fmt: skip
-    etype = error_type_sql("sqlite", "NEW.error")
-    latency, first = bucket_sql("sqlite", "NEW.latency_ms"), bucket_sql("sqlite", "NEW.first_token_ms")
+    etype = SQLITE.error_type("NEW.error")
+    latency, first = bucket_sql(SQLITE, "NEW.latency_ms"), bucket_sql(SQLITE, "NEW.first_token_ms")
 
     def one(value: str) -> str:
         return f"CASE WHEN {value} IS NULL THEN '{{}}' ELSE json_object(CAST({value} AS TEXT), 1) END"
@@ -364,7 +363,7 @@ def m007_cold_figures(db: sqlite3.Connection) -> None:
                 ifnull(NEW.output_tokens, 0), ifnull(NEW.cache_read_tokens, 0),
                 ifnull(NEW.cache_creation_tokens, 0), ifnull(NEW.cost_usd, 0.0),
                 NEW.cost_usd IS NOT NULL, ifnull(NEW.latency_ms, 0.0), ifnull(NEW.first_token_ms, 0.0),
-                NEW.output_tokens IS NOT NULL, {tool_count_sql("sqlite", "NEW.tool_calls")},
+                NEW.output_tokens IS NOT NULL, {SQLITE.tool_count("NEW.tool_calls")},
                 {_new_on_day("user_id", "user")}, {_new_on_day("session_id", "session")},
                 CASE WHEN NEW.error IS NULL THEN '{{}}' ELSE json_object({etype}, 1) END,
                 {one(latency)}, {one(first)}
@@ -382,7 +381,7 @@ def m007_cold_figures(db: sqlite3.Connection) -> None:
     )
     # The calls already stored, in one pass. A group whose calls were deleted by hand keeps
     # the zeros it has: the new figures are only known from the calls.
-    db.execute(f"CREATE TEMP TABLE daily_raw AS {from_raw_sql('sqlite')}")
+    db.execute(f"CREATE TEMP TABLE daily_raw AS {from_raw_sql(SQLITE)}")
     new = DAILY_COLUMNS[15:]
     same = " AND ".join(f"r.{c} IS daily.{c}" for c in ("day", *GROUP))
     db.execute(
@@ -530,7 +529,7 @@ def m013_repair_figures(db: sqlite3.Connection) -> None:
     """Figures stored before they were checked (an infinite latency, a negative cost or
     token count) made NULL, and the rollup rows they fell in summed again
     (`rollup.repair_sql`)."""
-    for sql in repair_sql("sqlite"):
+    for sql in repair_sql(SQLITE):
         db.execute(sql)
 
 
