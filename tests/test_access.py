@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from llmlog.cli import cli
 from llmlog.core.filters import CallFilter
-from llmlog.operations import access
+from llmlog.operations import accounts
 from llmlog.store import ReadOnlyError, Store, open_store
 from llmlog.web.auth import AccessMiddleware, local_path
 from tests.backends import Backend, stored_bytes
@@ -31,38 +31,38 @@ SECRET_TEXT = "PROMPT-TEXT-no-viewer-sees"
 
 
 def test_passwords_are_slow_hashes_that_check() -> None:
-    stored = access.hash_password(PASSWORD)
+    stored = accounts.hash_password(PASSWORD)
     assert stored.startswith("scrypt$32768$8$1$") and PASSWORD not in stored
-    assert access.hash_password(PASSWORD) != stored  # salted
-    assert access.verify_password(PASSWORD, stored)
+    assert accounts.hash_password(PASSWORD) != stored  # salted
+    assert accounts.verify_password(PASSWORD, stored)
     for wrong in ("correct horse battery ", "Correct horse battery", "", "correct horse batter"):
-        assert not access.verify_password(wrong, stored)
-    assert not access.verify_password(PASSWORD, stored[:-4] + "AAAA")
-    assert not access.verify_password(PASSWORD, "plain")
+        assert not accounts.verify_password(wrong, stored)
+    assert not accounts.verify_password(PASSWORD, stored[:-4] + "AAAA")
+    assert not accounts.verify_password(PASSWORD, "plain")
     with pytest.raises(ValueError, match="8 characters"):
-        access.hash_password("short")
+        accounts.hash_password("short")
 
 
 def check_web_sessions(store: Store, private: bool = True) -> None:
     """What every store does with sessions: keeps them by hash until they expire or end,
     ends an account's when it is removed or changed, and keeps them from read-only SQL."""
-    store.add_account("alice", "debugger", access.hash_password(PASSWORD))
-    cookie, digest = access.new_session()
-    assert digest == access.session_hash(cookie) and len(cookie) >= 43  # 256 random bits
+    store.add_account("alice", "debugger", accounts.hash_password(PASSWORD))
+    cookie, digest = accounts.new_session()
+    assert digest == accounts.session_hash(cookie) and len(cookie) >= 43  # 256 random bits
     store.add_web_session(digest, "alice", int(time.time()) + 60)
     assert store.web_session(digest) == "alice"
-    assert store.web_session(access.session_hash(cookie + "x")) is None
+    assert store.web_session(accounts.session_hash(cookie + "x")) is None
     store.end_web_session(digest)  # signed out
     assert store.web_session(digest) is None
-    _, expired = access.new_session()
+    _, expired = accounts.new_session()
     store.add_web_session(expired, "alice", int(time.time()) - 1)
     assert store.web_session(expired) is None
     for change in (
         lambda: store.set_account("alice", role="viewer"),
-        lambda: store.set_account("alice", password_hash=access.hash_password("another password")),
+        lambda: store.set_account("alice", password_hash=accounts.hash_password("another password")),
         lambda: store.remove_account("alice"),
     ):
-        _, digest = access.new_session()
+        _, digest = accounts.new_session()
         store.add_web_session(digest, "alice", int(time.time()) + 60)
         change()
         assert store.web_session(digest) is None
@@ -107,14 +107,14 @@ def test_the_collector_routes_are_not_behind_the_sign_in() -> None:
 
 
 def test_tokens_are_scoped_and_kept_hashed(tmp_path: Path) -> None:
-    token, digest = access.new_token("ingest")
-    assert token.startswith("llmlog_ingest_") and digest == access.token_hash(token)
+    token, digest = accounts.new_token("ingest")
+    assert token.startswith("llmlog_ingest_") and digest == accounts.token_hash(token)
     with pytest.raises(ValueError, match="scope"):
-        access.new_token("write")
+        accounts.new_token("write")
     with open_store(str(tmp_path / "c.db")) as store:
         store.add_token("svc", "ingest", digest)
         with pytest.raises(ValueError, match="already"):
-            store.add_token("svc", "read", access.token_hash("x"))
+            store.add_token("svc", "read", accounts.token_hash("x"))
         found = store.token(digest)
         assert found is not None and (found.name, found.scope) == ("svc", "ingest")
         assert token.encode() not in stored_bytes(tmp_path / "c.db")
@@ -152,7 +152,7 @@ def server(backend: Backend) -> Iterator[Running]:
     with Running(backend) as running:
         running.store.insert([make_call(i, system_prompt=f"{SECRET_TEXT} {i}") for i in range(30)])
         for name, role in (("vera", "viewer"), ("dan", "debugger"), ("ada", "admin")):
-            access.add_user(running.store, name, role, PASSWORD)
+            accounts.add_user(running.store, name, role, PASSWORD)
         yield running
 
 
@@ -198,7 +198,7 @@ def test_each_role_against_each_route(server: Running) -> None:
         c = Client(server)
         r = c.sign_in(name)
         assert r.status_code == 303 and r.headers["location"] == "/sessions", r.text
-        clients[access.ROLES[["vera", "dan", "ada"].index(name)]] = c
+        clients[accounts.ROLES[["vera", "dan", "ada"].index(name)]] = c
     anonymous = Client(server)
     for path, least in ROUTES:
         api = path.startswith(("/api/", "/sql.json", "/sql.csv"))
@@ -209,7 +209,7 @@ def test_each_role_against_each_route(server: Running) -> None:
             assert r.status_code == 303 and r.headers["location"].startswith("/login?next="), path
         for role, client in clients.items():
             r = client.get(path)
-            allowed = access.rank(role) >= access.rank(least)
+            allowed = accounts.rank(role) >= accounts.rank(least)
             if path == "/" and role == "viewer":
                 assert r.status_code == 303 and r.headers["location"] == "/dashboard"
                 continue
@@ -239,8 +239,8 @@ def test_each_role_against_each_route(server: Running) -> None:
 
 
 def test_tokens_open_what_their_scope_says(server: Running) -> None:
-    read, read_hash = access.new_token("read")
-    ingest, ingest_hash = access.new_token("ingest")
+    read, read_hash = accounts.new_token("read")
+    ingest, ingest_hash = accounts.new_token("ingest")
     server.store.add_token("grafana", "read", read_hash)
     server.store.add_token("billing", "ingest", ingest_hash)
     time.sleep(2.1)  # the server reads the store's tokens every 2 s
@@ -285,7 +285,7 @@ def test_sign_in_out_and_changes_to_an_account(server: Running) -> None:
         server.store.remove_account(name)
     time.sleep(2.1)
     assert Client(server).get("/api/sessions").status_code == 401
-    access.add_user(server.store, "ada", "admin", PASSWORD)
+    accounts.add_user(server.store, "ada", "admin", PASSWORD)
     # Sign out: a POST, with the form's token.
     d = Client(server)
     d.sign_in("ada")
@@ -315,7 +315,7 @@ def test_signing_out_ends_the_session_a_copied_cookie_too(server: Running) -> No
     assert d.get("/api/calls").status_code == 401
     with open_store(server.store.url) as store:  # `llmlog users passwd`, from another process
         assert c.get("/admin").status_code == 200
-        store.set_account("ada", password_hash=access.hash_password("a new password"))
+        store.set_account("ada", password_hash=accounts.hash_password("a new password"))
     assert c.get("/admin").status_code == 303
 
 
@@ -355,10 +355,10 @@ def test_the_admin_page_manages_accounts_tokens_and_retention(server: Running) -
     r = c.submit("/admin/add-token", {"name": "ci", "scope": "ingest"})
     assert r.status_code == 200 and "llmlog_ingest_" in r.text
     token = r.text.split('id="new-token">')[1].split("<")[0]
-    found = server.store.token(access.token_hash(token))
+    found = server.store.token(accounts.token_hash(token))
     assert found is not None and found.name == "ci"
     assert c.submit("/admin/remove-token", {"name": "ci"}).status_code == 303
-    assert server.store.token(access.token_hash(token)) is None
+    assert server.store.token(accounts.token_hash(token)) is None
     from llmlog.store import retention_policy
 
     # The wait of log events for their span, set with the CLI, is kept by the page.
@@ -427,7 +427,7 @@ def test_reading_through_the_ui_names_the_account_in_the_audit_log(backend: Back
     with Running(backend) as running:
         running.store.keyring = ring
         running.store.insert([make_call(i, system_prompt=f"{SECRET_TEXT} {i}") for i in range(3)])
-        access.add_user(running.store, "dan", "debugger", PASSWORD)
+        accounts.add_user(running.store, "dan", "debugger", PASSWORD)
     # The server's store opens with the key, as `llmlog serve` opens it with LLMLOG_KEY set.
     with Running(backend, keyring=ring) as running:
         c = Client(running)
@@ -462,8 +462,8 @@ def test_cli_users_and_tokens(tmp_path: Path) -> None:
     listed = llmlog("users", "list").output
     assert "alice" in listed and "admin" in listed and "bob" in listed and "scrypt" not in listed
     with open_store(db) as store:
-        assert access.login(store, "alice", PASSWORD) == "admin"
-        assert access.login(store, "alice", PASSWORD + "!") is None
+        assert accounts.login(store, "alice", PASSWORD) == "admin"
+        assert accounts.login(store, "alice", PASSWORD + "!") is None
     assert llmlog("users", "remove", "bob").exit_code == 0
     assert llmlog("users", "remove", "bob").exit_code == 1
     token = llmlog("tokens", "add", "svc", "--scope", "ingest").output.strip()
@@ -490,7 +490,7 @@ def test_every_route_says_who_may_open_it(tmp_path: Path) -> None:
     for route in routes:
         path = getattr(route, "path", "")
         if isinstance(route, Page):
-            assert route.role is None or route.role in access.ROLES, path
+            assert route.role is None or route.role in accounts.ROLES, path
         else:  # the collector's and the proxy's routes have tokens of their own; the files none
             assert path.startswith(("/v1/", *PROXY_PATHS)) or (
                 isinstance(route, Mount) and path == "/static"

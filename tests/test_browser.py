@@ -851,14 +851,14 @@ def guarded(backend: Backend, fake: FakeProvider, chromium: Browser, artifacts: 
     """A server with accounts over a store in regulated mode (its text sealed, the server
     holding the key), and a tab on it, signed in as no one."""
     from llmlog.core.encryption import Keyring
-    from llmlog.operations import access
+    from llmlog.operations import accounts
 
     ring = Keyring.parse("k1:" + "B" * 43 + "=")
     with Running(backend) as setup:
         setup.store.keyring = ring
         setup.store.insert([make_call(i, system_prompt=f"Sealed prompt {i} <b>bold</b>") for i in range(12)])
         for name, role in (("vera", "viewer"), ("dan", "debugger"), ("ada", "admin")):
-            access.add_user(setup.store, name, role, "correct horse battery")
+            accounts.add_user(setup.store, name, role, "correct horse battery")
     with Running(backend, keyring=ring) as running:
         context = chromium.new_context(viewport={"width": 1280, "height": 900}, color_scheme="light")
         context.set_default_timeout(10_000)

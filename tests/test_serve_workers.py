@@ -24,7 +24,7 @@ from click.testing import CliRunner
 
 from llmlog.cli import cli
 from llmlog.core.filters import CallFilter
-from llmlog.operations import access
+from llmlog.operations import accounts
 from llmlog.store import open_store
 from llmlog.web.throttle import SignIns, cores
 from llmlog.web.workers import ENV, STARTUP_FAILURE, Served
@@ -223,7 +223,7 @@ def test_sign_in_tries_allowed_in_all_stay_those_of_one_process(tmp_path: Path) 
     N times as many passwords be tried."""
     db = str(tmp_path / "calls.db")
     with open_store(db) as store:
-        access.add_user(store, "dan", "debugger", PASSWORD)
+        accounts.add_user(store, "dan", "debugger", PASSWORD)
     s = Serving(db)
     try:
 

@@ -33,7 +33,7 @@ from llmlog.capture.proxy import Upstreams
 from llmlog.core.filters import CallFilter
 from llmlog.core.record import Span
 from llmlog.demo.fake_provider import FakeProvider
-from llmlog.operations import access
+from llmlog.operations import accounts
 from llmlog.web import guard
 from llmlog.web.local_proxy import LocalProxy
 from llmlog.web.throttle import Busy, SignIns, cores
@@ -397,10 +397,10 @@ def test_pages_carry_no_inline_script_or_style(open_server: Running) -> None:
 
 
 @pytest.fixture
-def accounts(backend: Backend) -> Iterator[Running]:
+def with_accounts(backend: Backend) -> Iterator[Running]:
     with Running(backend) as running:
         for name, role in (("dan", "debugger"), ("ada", "admin")):
-            access.add_user(running.store, name, role, PASSWORD)
+            accounts.add_user(running.store, name, role, PASSWORD)
         yield running
 
 
@@ -437,11 +437,11 @@ class Hashes:
 
 
 def test_sign_ins_are_throttled_and_hashing_is_bounded(
-    accounts: Running, monkeypatch: pytest.MonkeyPatch
+    with_accounts: Running, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    s = accounts
-    hashes = Hashes(access.verify_password)
-    monkeypatch.setattr(access, "verify_password", hashes)
+    s = with_accounts
+    hashes = Hashes(accounts.verify_password)
+    monkeypatch.setattr(accounts, "verify_password", hashes)
     attacker = client_at(s, "127.0.0.1")
     with ThreadPoolExecutor(60) as pool:
         answers = list(pool.map(lambda i: sign_in(attacker, s, "dan", f"guess number {i}"), range(60)))
@@ -461,11 +461,11 @@ def test_sign_ins_are_throttled_and_hashing_is_bounded(
     assert other.get("/admin").status_code == 200
 
 
-def test_a_right_password_gives_its_turn_back(accounts: Running) -> None:
-    c = client_at(accounts, "127.0.0.4")
+def test_a_right_password_gives_its_turn_back(with_accounts: Running) -> None:
+    c = client_at(with_accounts, "127.0.0.4")
     for _ in range(15):  # more than the limit, all right: none counts
-        assert sign_in(c, accounts, "ada", PASSWORD).status_code == 303
-    assert sign_in(c, accounts, "ada", "wrong one").status_code == 401
+        assert sign_in(c, with_accounts, "ada", PASSWORD).status_code == 303
+    assert sign_in(c, with_accounts, "ada", "wrong one").status_code == 401
 
 
 def test_the_throttle_forgets_after_its_window_and_bounds_who_waits() -> None:

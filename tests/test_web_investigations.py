@@ -16,7 +16,7 @@ from markupsafe import escape
 from llmlog.analysis import reports
 from llmlog.analysis.dashboard import Period
 from llmlog.core.record import Call
-from llmlog.operations import access
+from llmlog.operations import accounts
 from tests.backends import Backend
 from tests.test_access import PASSWORD, Client
 from tests.test_investigate import NOW, calls_with_errors, drifting_calls, people_calls, routed_calls
@@ -270,7 +270,7 @@ def test_logged_names_stay_text_on_every_report(backend: Backend) -> None:
 
 def test_a_viewer_sees_the_figures_without_links_to_the_calls(ui: Running) -> None:
     for name, role in (("vera", "viewer"), ("dan", "debugger")):
-        access.add_user(ui.store, name, role, PASSWORD)
+        accounts.add_user(ui.store, name, role, PASSWORD)
     anonymous = Client(ui)
     assert anonymous.get("/reports/cost").status_code == 303
     assert anonymous.get("/api/reports/cost").status_code == 401

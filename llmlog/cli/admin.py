@@ -10,7 +10,7 @@ from rich.table import Table
 
 from llmlog.cli.core import MAX_COUNT, Ctx, as_text, cli, console, err_console, filter_of, pass_ctx
 from llmlog.core import encryption
-from llmlog.operations import access, retention, sealing
+from llmlog.operations import accounts, retention, sealing
 from llmlog.store import retention_policy
 
 
@@ -433,7 +433,7 @@ def users() -> None:
 
 @users.command(name="add", creates_store=True)
 @click.argument("name")
-@click.option("--role", type=click.Choice(access.ROLES), required=True, help="What the account may see.")
+@click.option("--role", type=click.Choice(accounts.ROLES), required=True, help="What the account may see.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @pass_ctx
 def users_add(ctx: Ctx, name: str, role: str, password_stdin: bool) -> None:
@@ -449,7 +449,7 @@ def users_add(ctx: Ctx, name: str, role: str, password_stdin: bool) -> None:
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True, err=True)
     try:
-        access.add_user(ctx.store, name, role, password)
+        accounts.add_user(ctx.store, name, role, password)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     console.print(as_text(f"Added {name} ({role})."))
@@ -503,7 +503,7 @@ def tokens() -> None:
 
 @tokens.command(name="add", creates_store=True)
 @click.argument("name")
-@click.option("--scope", type=click.Choice(access.SCOPES), required=True, help="What the token opens.")
+@click.option("--scope", type=click.Choice(accounts.SCOPES), required=True, help="What the token opens.")
 @pass_ctx
 def tokens_add(ctx: Ctx, name: str, scope: str) -> None:
     """Make a token and print it, this once (the store keeps only its hash).
@@ -513,7 +513,7 @@ def tokens_add(ctx: Ctx, name: str, scope: str) -> None:
       llmlog tokens add billing-service --scope ingest
       llmlog tokens add grafana --scope read
     """
-    token, digest = access.new_token(scope)
+    token, digest = accounts.new_token(scope)
     try:
         ctx.store.add_token(name, scope, digest)
     except ValueError as exc:

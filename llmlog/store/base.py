@@ -257,7 +257,7 @@ class Store(Regulated, Traces, abc.ABC):
         self.audit(self.reader, "read", [c.id for c in calls])
         return [self.keyring.open_call(c) for c in calls]
 
-    # -------------------------------------------------------------- accounts (llmlog.operations.access)
+    # -------------------------------------------------------------- accounts (llmlog.operations.accounts)
 
     @abc.abstractmethod
     def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

@@ -257,7 +257,7 @@ def m001_initial(runner: Runner, cluster: str | None) -> None:
 
 
 def m002_accounts(runner: Runner, cluster: str | None) -> None:
-    """Accounts and API tokens (`llmlog.operations.access`): a handful of rows each, changed by writing
+    """Accounts and API tokens (`llmlog.operations.accounts`): a handful of rows each, changed by writing
     a newer version of the row (`deleted` = 1 removes it), read with FINAL."""
     on = f" ON CLUSTER {cluster}" if cluster else ""
     replicated = "Replicated" if cluster else ""

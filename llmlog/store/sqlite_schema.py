@@ -416,14 +416,14 @@ def m008_audit(db: sqlite3.Connection) -> None:
 
 
 def m009_accounts(db: sqlite3.Connection) -> None:
-    """Accounts of the web UI and the API tokens `llmlog serve` takes (`llmlog.operations.access`);
+    """Accounts of the web UI and the API tokens `llmlog serve` takes (`llmlog.operations.accounts`);
     private, as `audit` is. Passwords and tokens are kept hashed only."""
     _run(
         db,
         """
         CREATE TABLE accounts (
             name TEXT PRIMARY KEY, role TEXT NOT NULL,  -- viewer, debugger or admin
-            password TEXT NOT NULL,  -- scrypt, as llmlog.operations.access.hash_password writes it
+            password TEXT NOT NULL,  -- scrypt, as llmlog.operations.accounts.hash_password writes it
             created TEXT NOT NULL
         );
         CREATE TABLE api_tokens (

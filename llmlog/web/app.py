@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from llmlog.capture import proxy
 from llmlog.capture.proxy import Upstreams
 from llmlog.core.config import Settings
-from llmlog.operations import access
+from llmlog.operations import accounts
 from llmlog.operations.replay import Providers
 from llmlog.pipeline.writer import Writer
 from llmlog.store import Store
@@ -97,7 +97,7 @@ class IngestGate:
             return False
         try:
             with self.web.writing() as store:
-                found = store.token(access.token_hash(given))
+                found = store.token(accounts.token_hash(given))
         except Exception:  # the store failing: no token of its own can be checked, so none opens
             log.warning("llmlog: cannot check an ingest token: the store failed", exc_info=True)
             return False

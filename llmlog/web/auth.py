@@ -3,7 +3,7 @@
 Three ways to run `llmlog serve`:
 - with accounts in the store (`llmlog users add`): every page needs a signed-in account
   (a session cookie) or, for the JSON API, a read token, and each role sees what it may
-  (`llmlog.operations.access`); the shared token is not taken;
+  (`llmlog.operations.accounts`); the shared token is not taken;
 - without accounts, with LLMLOG_UI_TOKEN: the shared token opens everything, as before;
 - without either (on loopback by default): open.
 
@@ -36,7 +36,7 @@ from starlette.routing import BaseRoute, Match, Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from llmlog.capture.proxy import PATHS as PROXY_PATHS
-from llmlog.operations import access
+from llmlog.operations import accounts
 from llmlog.store import retention_policy
 from llmlog.web.answer import JSONResponse
 from llmlog.web.throttle import Busy
@@ -68,7 +68,7 @@ TEXT_FILTERS = ("q", "meta", "tag")
 
 class Page(Route):
     """A route of the web UI or its JSON API, with the least role that opens it beside it
-    (`access.ROLES`; None: anyone, signed in or not). What a viewer may open is figures,
+    (`accounts.ROLES`; None: anyone, signed in or not). What a viewer may open is figures,
     never the text of a call."""
 
     def __init__(
@@ -180,14 +180,14 @@ class AccessMiddleware(BaseHTTPMiddleware):
         bearer = request.headers.get("authorization", "")
         if bearer.lower().startswith("bearer "):
             with self.web.reading() as store:
-                token = store.token(access.token_hash(bearer[7:].strip()))
+                token = store.token(accounts.token_hash(bearer[7:].strip()))
             if token is None or token.scope != "read":
                 return _json(401, "this token does not open the UI or its API")
             return Identity(token.name, "debugger", "token")
         cookie = request.cookies.get(SESSION_COOKIE)
         if cookie:
             with self.web.reading() as store:
-                name = store.web_session(access.session_hash(cookie))
+                name = store.web_session(accounts.session_hash(cookie))
             role = self._role(name) if name else None
             if name and role:
                 return Identity(name, role, "session")
@@ -231,13 +231,13 @@ class AccessMiddleware(BaseHTTPMiddleware):
             return _json(403, "a read token opens the JSON API, by GET, and nothing else")
         if found is not None and found.role == "viewer" and path == "/":
             return RedirectResponse("/dashboard", status_code=303)
-        if access.rank(found.role if found else None) < access.rank("debugger") and any(
+        if accounts.rank(found.role if found else None) < accounts.rank("debugger") and any(
             k in request.query_params for k in TEXT_FILTERS
         ):
             # "Which sessions mention X?", asked letter by letter, would spell out the text.
             message = "filters on text (q, meta, tag) need the debugger role"
             return _json(403, message) if json_asked else self.web.error(message, 403)
-        if need is not None and access.rank(found.role if found else None) < access.rank(need):
+        if need is not None and accounts.rank(found.role if found else None) < accounts.rank(need):
             message = (
                 f"your role ({found.role if found else 'none'}) does not open this page: it needs {need}"
             )
@@ -303,7 +303,7 @@ def routes(web: Any) -> list[BaseRoute]:
             # The slow hash is checked outside the store's lock: sign-ins do not hold up pages.
             with web.reading() as store:
                 account = store.account(name)
-            return access.check_login(account, password)
+            return accounts.check_login(account, password)
 
         try:
             async with web.signins.hashing_turn():
@@ -315,18 +315,18 @@ def routes(web: Any) -> list[BaseRoute]:
         if role is None:
             return web.render("login.html", 401, next=target, problem="Wrong name or password.")
         web.signins.give_back(name, client)
-        cookie, digest = access.new_session()
+        cookie, digest = accounts.new_session()
 
         def begin() -> None:
             with web.reading() as store:
-                store.add_web_session(digest, name, int(time.time()) + access.SESSION_S)
+                store.add_web_session(digest, name, int(time.time()) + accounts.SESSION_S)
 
         await run_in_threadpool(begin)
         response = RedirectResponse(target, status_code=303)
         response.set_cookie(
             SESSION_COOKIE,
             cookie,
-            max_age=access.SESSION_S,
+            max_age=accounts.SESSION_S,
             httponly=True,
             samesite="lax",
             secure=request.url.scheme == "https",
@@ -338,7 +338,7 @@ def routes(web: Any) -> list[BaseRoute]:
 
         def end() -> None:
             with web.reading() as store:  # ended in the store: a copy of the cookie opens nothing
-                store.end_web_session(access.session_hash(cookie or ""))
+                store.end_web_session(accounts.session_hash(cookie or ""))
 
         if cookie:
             await run_in_threadpool(end)
@@ -357,8 +357,8 @@ def routes(web: Any) -> list[BaseRoute]:
             status,
             users=users,
             tokens=tokens,
-            roles=access.ROLES,
-            scopes=access.SCOPES,
+            roles=accounts.ROLES,
+            scopes=accounts.SCOPES,
             policy=policy,
             features=", ".join(f"{f}={d}" for f, d in sorted(policy.features.items())),
             sealed_only=sealed.required,
@@ -379,7 +379,7 @@ def routes(web: Any) -> list[BaseRoute]:
             try:
                 with web.reading() as store:
                     if action == "add-user":
-                        access.add_user(
+                        accounts.add_user(
                             store, fields.get("name", ""), fields.get("role", ""), fields.get("password", "")
                         )
                     elif action == "remove-user":
@@ -388,7 +388,7 @@ def routes(web: Any) -> list[BaseRoute]:
                             raise ValueError("you cannot remove your own account")
                         store.remove_account(fields.get("name", ""))
                     elif action == "add-token":
-                        token, digest = access.new_token(fields.get("scope", ""))
+                        token, digest = accounts.new_token(fields.get("scope", ""))
                         store.add_token(
                             fields.get("name", "").strip() or "token", fields.get("scope", ""), digest
                         )

@@ -21,7 +21,7 @@ from starlette.routing import BaseRoute
 
 from llmlog.analysis import dashboard
 from llmlog.analysis.dashboard import Dashboard, DayCache, Period, Ranked, Stack
-from llmlog.operations import access
+from llmlog.operations import accounts
 from llmlog.web import auth, charts
 from llmlog.web.answer import JSONResponse, Refusal
 from llmlog.web.state import Web
@@ -185,7 +185,7 @@ def _error_shown(error: dict[str, Any]) -> dict[str, Any]:
     """An error as whoever asks may see it: a viewer gets its type and status, not its
     message, which can quote the prompt."""
     identity = auth.CURRENT.get()
-    if identity is not None and access.rank(identity.role) < access.rank("debugger"):
+    if identity is not None and accounts.rank(identity.role) < accounts.rank("debugger"):
         return {k: error.get(k) for k in ("type", "status")}
     return error
 

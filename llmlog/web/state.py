@@ -17,7 +17,7 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.responses import HTMLResponse
 from starlette.routing import BaseRoute
 
-from llmlog.operations import access
+from llmlog.operations import accounts
 from llmlog.operations.replay import Providers
 from llmlog.store import Store
 from llmlog.web import auth
@@ -44,7 +44,7 @@ def environment() -> Environment:
 def may(role: str) -> bool:
     """Whether whoever asks has `role` or more (everyone, on a server without accounts)."""
     identity = auth.CURRENT.get()
-    return access.rank(identity.role if identity else "admin") >= access.rank(role)
+    return accounts.rank(identity.role if identity else "admin") >= accounts.rank(role)
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """How fast, and how many at once, passwords are tried on `POST /login`.
 
-Each password check is an scrypt hash (32 MiB, tens of ms: `llmlog.operations.access`), which is what
+Each password check is an scrypt hash (32 MiB, tens of ms: `llmlog.operations.accounts`), which is what
 makes a stolen hash slow to crack, and what makes sign-ins a way to exhaust the server: 60
 wrong ones at once once took it to 1.5 GB. So:
 - per account, and per client address, at most `limit` sign-ins in `window_s` are tried
