@@ -4,9 +4,12 @@ Everything logged is untrusted: templates escape every value (autoescape, no `|s
 logged text), filters reach the store only as bound parameters, and a filter names a
 column only through the fixed list the store allows.
 
-Each group of pages is a module with a `routes(web)` function: `calls` (the list, one call,
-the sample, the JSON API), `search` (words, and calls like one), `people` (sessions and
-users), `replay`, `dashboard`, `reports`, `sql`.
+Each group of pages is a module of handlers and a `routes()` function that lists them, each
+with the role that opens it: `calls` (the list, one call, the sample, the JSON API), `search`
+(words, and calls like one), `people` (sessions and users), `replay`, `dashboard`, `reports`,
+`sql`, `admin` (signing in and out, the admin page); and the collector's, `ingest`. A handler
+finds what every page is given in the app's state (`state.web_of`), the collector its own
+(`ingest.collector_of`).
 """
 
 from __future__ import annotations
@@ -121,16 +124,16 @@ def create_app(
     `allowed_hosts`: the names it answers to (`guard.allowed_hosts`; by default loopback's).
     `processes`: how many processes serve this app at once (`llmlog serve --workers`), each
     with its own: the sign-in budgets are shared out among them (`SignIns`)."""
-    from llmlog.web import calls, dashboard, ingest, people, replay, reports, search, sql
+    from llmlog.web import admin, calls, dashboard, ingest, people, replay, reports, search, sql
 
     web = Web(
         open_store(), threading.Lock(), environment(), providers or Providers(), SignIns(processes=processes)
     )
     routes: list[BaseRoute] = []
-    for module in (calls, search, people, replay, dashboard, reports, sql, auth):
-        routes.extend(module.routes(web))
+    for module in (calls, search, people, replay, dashboard, reports, sql, admin):
+        routes.extend(module.routes())
     gate = IngestGate(web, ingest_token)
-    routes.extend(ingest.routes(web, gate))
+    routes.extend(ingest.routes())
     # The proxy's calls go through a writer of their own into this store, as an SDK's would:
     # parsed, priced and stored off the request's path. Never to a collector: this is one.
     writer = Writer(Settings(db=web.store.url, url=None))
@@ -163,9 +166,12 @@ def create_app(
         # Answered outside the middleware (Starlette's outermost layer): its headers are set here.
         return PlainTextResponse("Internal Server Error", 500, headers=guard.server_error_headers())
 
-    return Starlette(
+    app = Starlette(
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
         exception_handlers={Refusal: refused, 500: server_error},
     )
+    app.state.web = web  # what the pages' handlers are given (`state.web_of`)
+    app.state.collector = ingest.Collector.made(web, gate)  # the collector's (`ingest.collector_of`)
+    return app

@@ -14,16 +14,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
-from llmlog.core.config import Settings
 from llmlog.core.filters import EQUALS, BadFilter, CallFilter, parse_filter, parse_when
 from llmlog.core.record import Call, Span
-from llmlog.pipeline.pricing import Pricer
 from llmlog.providers.conversation import conversation, gist, last_user_turn, response_turns
 from llmlog.store import Store
 from llmlog.store.base import Facet
 from llmlog.web.answer import JSONResponse, Refusal
 from llmlog.web.auth import Page
-from llmlog.web.state import Web
+from llmlog.web.state import web_of
 
 PAGE = 100
 SAMPLE, MAX_SAMPLE = 20, 200
@@ -164,116 +162,128 @@ def span_tree(spans: list[Span]) -> list[SpanRow]:
     return rows
 
 
-def routes(web: Web) -> list[BaseRoute]:
-    def listing(request: Request) -> tuple[list[Call], dict[str, Facet]]:
-        f = call_filter(request.query_params)
-        with web.reading() as store:
-            return store.recent(f, limit=PAGE, brief=True), _facets(store, f)
+def listing(request: Request) -> tuple[list[Call], dict[str, Facet]]:
+    web = web_of(request)
+    f = call_filter(request.query_params)
+    with web.reading() as store:
+        return store.recent(f, limit=PAGE, brief=True), _facets(store, f)
 
-    def calls_page(request: Request) -> Response:
+
+def calls_page(request: Request) -> Response:
+    web = web_of(request)
+    try:
+        calls, facets = listing(request)
+    except BadFilter as exc:
+        raise Refusal(str(exc)) from None
+    link = linker(request)
+    older = link(until=calls[-1].timestamp.isoformat()) if len(calls) == PAGE else None
+    return web.render(
+        "calls.html",
+        calls=calls,
+        facets=facets,
+        params=request.query_params,
+        link=link,
+        older=older,
+        metas=[m for m in request.query_params.getlist("meta") if m],
+    )
+
+
+def call_page(request: Request) -> Response:
+    web = web_of(request)
+    with web.reading() as store:
         try:
-            calls, facets = listing(request)
-        except BadFilter as exc:
+            call = store.get(request.path_params["call_id"])
+        except LookupError as exc:
             raise Refusal(str(exc)) from None
-        link = linker(request)
-        older = link(until=calls[-1].timestamp.isoformat()) if len(calls) == PAGE else None
-        return web.render(
-            "calls.html",
-            calls=calls,
-            facets=facets,
-            params=request.query_params,
-            link=link,
-            older=older,
-            metas=[m for m in request.query_params.getlist("meta") if m],
-        )
-
-    pricer = Pricer(Settings().prices)  # LLMLOG_PRICES, as at ingest
-
-    def call_page(request: Request) -> Response:
-        with web.reading() as store:
-            try:
-                call = store.get(request.path_params["call_id"])
-            except LookupError as exc:
-                raise Refusal(str(exc)) from None
-            if call is None:
-                raise Refusal("no such call", 404)
-            before, after = neighbours(store, call)
-            spans = span_tree(store.trace(call.trace_id)) if call.trace_id else []
-        return web.render(
-            "call.html",
-            call=call,
-            turns=conversation(call),
-            response=response_turns(call),
-            raw=json.dumps(call.to_dict(), ensure_ascii=False, indent=2),
-            cost=pricer.breakdown(call),
-            previous=before,
-            next=after[0] if after else None,
-            trace=tool_trace(call, after),
-            spans=spans,
-        )
-
-    def pull_sample(request: Request) -> tuple[list[Call], str, int]:
-        """The calls a sample link names (`id=…`), or `n` random ones from the last `window`
-        among those the filters select."""
-        params = request.query_params
-        window = params.get("window") or "1h"
-        try:
-            n = max(1, min(int(params.get("n") or SAMPLE), MAX_SAMPLE))
-        except ValueError:
-            raise BadFilter(f"n must be a number up to {MAX_SAMPLE}") from None
-        f = call_filter(params)
-        f.ids = [i for i in params.getlist("id") if i]
-        if not f.ids:
-            try:
-                f.since = parse_when(window)
-            except ValueError as exc:
-                raise BadFilter(f"window: {exc}") from None
-        with web.reading() as store:
-            calls = store.sample(f, n, brief=True)
-        return calls, window, n
-
-    def sample_page(request: Request) -> Response:
-        try:
-            calls, window, n = pull_sample(request)
-        except BadFilter as exc:
-            raise Refusal(str(exc)) from None
-        items = [(c, gist(last_user_turn(c), 400), gist(response_turns(c), 600)) for c in calls]
-        return web.render(
-            "sample.html",
-            items=items,
-            window=window,
-            n=n,
-            params=request.query_params,
-            permalink="/sample?" + urlencode([("id", c.id) for c in calls]),
-            named=bool(request.query_params.getlist("id")),
-        )
-
-    def api_sample(request: Request) -> Response:
-        try:
-            calls, window, n = pull_sample(request)
-        except BadFilter as exc:
-            raise Refusal(str(exc), 400) from None
-        return JSONResponse({"window": window, "n": n, "calls": [summary(c) for c in calls]})
-
-    def api_calls(request: Request) -> Response:
-        try:
-            calls, facets = listing(request)
-        except BadFilter as exc:
-            raise Refusal(str(exc), 400) from None
-        return JSONResponse(
-            {"calls": [summary(c) for c in calls], "facets": {k: asdict(v) for k, v in facets.items()}}
-        )
-
-    def api_call(request: Request) -> Response:
-        with web.reading() as store:
-            try:
-                call = store.get(request.path_params["call_id"])
-            except LookupError as exc:
-                raise Refusal(str(exc), 400) from None
         if call is None:
             raise Refusal("no such call", 404)
-        return JSONResponse(call.to_dict())
+        before, after = neighbours(store, call)
+        spans = span_tree(store.trace(call.trace_id)) if call.trace_id else []
+    return web.render(
+        "call.html",
+        call=call,
+        turns=conversation(call),
+        response=response_turns(call),
+        raw=json.dumps(call.to_dict(), ensure_ascii=False, indent=2),
+        cost=web.pricer.breakdown(call),
+        previous=before,
+        next=after[0] if after else None,
+        trace=tool_trace(call, after),
+        spans=spans,
+    )
 
+
+def pull_sample(request: Request) -> tuple[list[Call], str, int]:
+    """The calls a sample link names (`id=…`), or `n` random ones from the last `window`
+    among those the filters select."""
+    web = web_of(request)
+    params = request.query_params
+    window = params.get("window") or "1h"
+    try:
+        n = max(1, min(int(params.get("n") or SAMPLE), MAX_SAMPLE))
+    except ValueError:
+        raise BadFilter(f"n must be a number up to {MAX_SAMPLE}") from None
+    f = call_filter(params)
+    f.ids = [i for i in params.getlist("id") if i]
+    if not f.ids:
+        try:
+            f.since = parse_when(window)
+        except ValueError as exc:
+            raise BadFilter(f"window: {exc}") from None
+    with web.reading() as store:
+        calls = store.sample(f, n, brief=True)
+    return calls, window, n
+
+
+def sample_page(request: Request) -> Response:
+    web = web_of(request)
+    try:
+        calls, window, n = pull_sample(request)
+    except BadFilter as exc:
+        raise Refusal(str(exc)) from None
+    items = [(c, gist(last_user_turn(c), 400), gist(response_turns(c), 600)) for c in calls]
+    return web.render(
+        "sample.html",
+        items=items,
+        window=window,
+        n=n,
+        params=request.query_params,
+        permalink="/sample?" + urlencode([("id", c.id) for c in calls]),
+        named=bool(request.query_params.getlist("id")),
+    )
+
+
+def api_sample(request: Request) -> Response:
+    try:
+        calls, window, n = pull_sample(request)
+    except BadFilter as exc:
+        raise Refusal(str(exc), 400) from None
+    return JSONResponse({"window": window, "n": n, "calls": [summary(c) for c in calls]})
+
+
+def api_calls(request: Request) -> Response:
+    try:
+        calls, facets = listing(request)
+    except BadFilter as exc:
+        raise Refusal(str(exc), 400) from None
+    return JSONResponse(
+        {"calls": [summary(c) for c in calls], "facets": {k: asdict(v) for k, v in facets.items()}}
+    )
+
+
+def api_call(request: Request) -> Response:
+    web = web_of(request)
+    with web.reading() as store:
+        try:
+            call = store.get(request.path_params["call_id"])
+        except LookupError as exc:
+            raise Refusal(str(exc), 400) from None
+    if call is None:
+        raise Refusal("no such call", 404)
+    return JSONResponse(call.to_dict())
+
+
+def routes() -> list[BaseRoute]:
     return [
         Page("/", calls_page, role="debugger"),
         Page("/calls/{call_id}", call_page, role="debugger"),

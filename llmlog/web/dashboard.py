@@ -9,7 +9,6 @@ reproduces the view.
 
 from __future__ import annotations
 
-import threading
 from datetime import date, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -20,11 +19,11 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from llmlog.analysis import dashboard
-from llmlog.analysis.dashboard import Dashboard, DayCache, Period, Ranked, Stack
+from llmlog.analysis.dashboard import Dashboard, Period, Ranked, Stack
 from llmlog.operations import accounts
 from llmlog.web import auth, charts
 from llmlog.web.answer import JSONResponse, Refusal
-from llmlog.web.state import Web
+from llmlog.web.state import Web, web_of
 
 PERIODS = (7, 30, 90)
 DEFAULT_DAYS = 30
@@ -190,47 +189,49 @@ def _error_shown(error: dict[str, Any]) -> dict[str, Any]:
     return error
 
 
-def routes(web: Web) -> list[BaseRoute]:
-    cache = DayCache()
+def figures(web: Web, period: Period) -> Dashboard:
     # One view fills the cache at a time; a second waits and then finds the days read.
-    cache_lock = threading.Lock()
+    with web.day_cache_lock:
+        return dashboard.dashboard(web.reading, period, web.day_cache)
 
-    def figures(period: Period) -> Dashboard:
-        with cache_lock:
-            return dashboard.dashboard(web.reading, period, cache)
 
-    def page(request: Request) -> Response:
-        try:
-            period = period_of(dict(request.query_params))
-        except BadPeriod as exc:
-            raise Refusal(str(exc)) from None
-        d = figures(period)
-        end = request.query_params.get("end")
+def page(request: Request) -> Response:
+    web = web_of(request)
+    try:
+        period = period_of(dict(request.query_params))
+    except BadPeriod as exc:
+        raise Refusal(str(exc)) from None
+    d = figures(web, period)
+    end = request.query_params.get("end")
 
-        def view(days: int, pinned: str | None = end) -> str:
-            return "/dashboard?" + urlencode({"days": days, **({"end": pinned} if pinned else {})})
+    def view(days: int, pinned: str | None = end) -> str:
+        return "/dashboard?" + urlencode({"days": days, **({"end": pinned} if pinned else {})})
 
-        return web.render(
-            "dashboard.html",
-            d=d,
-            charts=draw(d),
-            errors=recent_errors(d),
-            periods=[(n, view(n)) for n in PERIODS],
-            permalink=view(period.days, period.last.isoformat()),
-            api="/api/dashboard?" + urlencode({"days": period.days, "end": period.last.isoformat()}),
-            sql_link=sql_link,
-            calls_link=calls_link,
-            label=charts.name,
-        )
+    return web.render(
+        "dashboard.html",
+        d=d,
+        charts=draw(d),
+        errors=recent_errors(d),
+        periods=[(n, view(n)) for n in PERIODS],
+        permalink=view(period.days, period.last.isoformat()),
+        api="/api/dashboard?" + urlencode({"days": period.days, "end": period.last.isoformat()}),
+        sql_link=sql_link,
+        calls_link=calls_link,
+        label=charts.name,
+    )
 
-    def api(request: Request) -> Response:
-        try:
-            period = period_of(dict(request.query_params))
-        except BadPeriod as exc:
-            raise Refusal(str(exc), 400) from None
-        data = dashboard.dashboard_json(figures(period))
-        for row in data["recent_errors"].get("rows", []):
-            row["error"] = _error_shown(row["error"])
-        return JSONResponse(data)
 
+def api(request: Request) -> Response:
+    web = web_of(request)
+    try:
+        period = period_of(dict(request.query_params))
+    except BadPeriod as exc:
+        raise Refusal(str(exc), 400) from None
+    data = dashboard.dashboard_json(figures(web, period))
+    for row in data["recent_errors"].get("rows", []):
+        row["error"] = _error_shown(row["error"])
+    return JSONResponse(data)
+
+
+def routes() -> list[BaseRoute]:
     return [auth.Page("/dashboard", page, role="viewer"), auth.Page("/api/dashboard", api, role="viewer")]

@@ -21,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import zlib
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, cast
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -129,131 +130,158 @@ def receive_events(web: Web, intake: Intake, events: list[SpanEvent]) -> list[Re
         return otlp_ingest.ingest_events(writer, events, intake)[1]
 
 
-def routes(web: Web, token: Gate = None, settings: Settings | None = None) -> list[BaseRoute]:
-    settings = settings or Settings()  # LLMLOG_REDACT…, LLMLOG_KEY: a bad one stops the server here
+@dataclass
+class Collector:
+    """What the collector's routes share, one per app (`create_app` keeps it in the app's
+    state): the store (`Web.writing`), the token that opens them, and the pipeline's intake."""
+
+    web: Web
+    token: Gate
     # Calls, spans and log events alike: redacted, sealed and priced as every way in does.
-    intake = Intake(settings, Pricer(settings.prices))  # LLMLOG_PRICES, as in the SDK's writer
+    intake: Intake
     # At most this many requests are decoded and stored at once (LLMLOG_INGEST_CONCURRENCY):
     # the rest wait with their body read, not yet decoded (what takes several times the body),
     # so that memory does not grow with the clients sending. Only once the body is in: a
     # client sending slowly holds no one else up.
-    admitted = asyncio.Semaphore(settings.ingest_concurrency)
+    admitted: asyncio.Semaphore
 
-    def store(calls: list[tuple[int, Call]], bad: list[BadRecord]) -> int:
-        """Insert the batch in one transaction; when the store refuses a record as data (not
-        as being down), each goes alone so only the bad ones are rejected. Returns how many
-        were new. On the collector's own store and connection (`Web.writing`), committed
-        before the answer, and never behind a page's reading, which has connections of its own."""
-        with web.writing() as writer:
+    @classmethod
+    def made(cls, web: Web, token: Gate = None, settings: Settings | None = None) -> Collector:
+        settings = settings or Settings()  # LLMLOG_REDACT…, LLMLOG_KEY: a bad one stops the server here
+        intake = Intake(settings, Pricer(settings.prices))  # LLMLOG_PRICES, as in the SDK's writer
+        return cls(web, token, intake, asyncio.Semaphore(settings.ingest_concurrency))
+
+
+def collector_of(request: Request) -> Collector:
+    return cast(Collector, request.app.state.collector)
+
+
+def store_batch(web: Web, calls: list[tuple[int, Call]], bad: list[BadRecord]) -> int:
+    """Insert the batch in one transaction; when the store refuses a record as data (not
+    as being down), each goes alone so only the bad ones are rejected. Returns how many
+    were new. On the collector's own store and connection (`Web.writing`), committed
+    before the answer, and never behind a page's reading, which has connections of its own."""
+    with web.writing() as writer:
+        try:
+            return writer.insert([c for _, c in calls])
+        except writer.data_errors:
+            pass
+        new = 0
+        for index, call in calls:
             try:
-                return writer.insert([c for _, c in calls])
-            except writer.data_errors:
-                pass
-            new = 0
-            for index, call in calls:
-                try:
-                    new += writer.insert([call])
-                except writer.data_errors as exc:
-                    bad.append(BadRecord(index, f"cannot be stored: {exc}"))
-            return new
+                new += writer.insert([call])
+            except writer.data_errors as exc:
+                bad.append(BadRecord(index, f"cannot be stored: {exc}"))
+        return new
 
-    async def post_calls(request: Request) -> Response:
-        if (refusal := refusal_of(request, token)) is not None:
-            return refusal
-        try:
-            body = await read_body(request, MAX_BODY)
-        except TooLarge:
-            return JSONResponse({"error": f"body over {MAX_BODY:,} bytes"}, status_code=413)
-        except ValueError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        async with admitted:
-            batch = parse_batch(body, MAX_RECORD)
-            received = len(batch.calls) + len(batch.bad)
-            calls: list[tuple[int, Call]] = []
-            seen: set[str] = set()
-            for index, call in batch.calls:
-                if call.id in seen:  # the same record twice in one batch: stored once
-                    continue
-                seen.add(call.id)
-                try:
-                    calls.append((index, intake.call(call)))
-                except RecordError as exc:  # a bad figure, or too deep to keep: this record
-                    batch.bad.append(BadRecord(index, str(exc)))
-                except Exception as exc:  # pricing a strange record must not lose the batch
-                    batch.bad.append(BadRecord(index, f"cannot be priced: {exc}"))
-            refused: list[BadRecord] = []
+
+async def post_calls(request: Request) -> Response:
+    c = collector_of(request)
+    if (refusal := refusal_of(request, c.token)) is not None:
+        return refusal
+    try:
+        body = await read_body(request, MAX_BODY)
+    except TooLarge:
+        return JSONResponse({"error": f"body over {MAX_BODY:,} bytes"}, status_code=413)
+    except ValueError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    async with c.admitted:
+        batch = parse_batch(body, MAX_RECORD)
+        received = len(batch.calls) + len(batch.bad)
+        calls: list[tuple[int, Call]] = []
+        seen: set[str] = set()
+        for index, call in batch.calls:
+            if call.id in seen:  # the same record twice in one batch: stored once
+                continue
+            seen.add(call.id)
             try:
-                new = await run_in_threadpool(store, calls, refused) if calls else 0
-            except Exception as exc:
-                log.warning("llmlog: store unavailable for an ingested batch: %r", exc)
-                return JSONResponse(
-                    {"error": "the store is unavailable; nothing of this batch was stored: send it again"},
-                    status_code=503,
-                    headers={"Retry-After": "1"},
-                )
-            rejected = sorted([*batch.bad, *refused], key=lambda b: b.index)
-            kept = received - len(rejected)
-            status = 200
-            if not kept and rejected:
-                status = 413 if batch.too_large == len(rejected) else 400
-            return JSONResponse(
-                {
-                    "received": received,
-                    "stored": new,
-                    "duplicates": kept - new,
-                    "rejected": [{"index": b.index, "reason": b.reason} for b in rejected],
-                },
-                status_code=status,
-            )
-
-    async def otlp(request: Request, kind: str) -> Response:
-        """OTLP/HTTP: protobuf or JSON (by Content-Type), gzip or not; answered in kind."""
-        if (refusal := refusal_of(request, token)) is not None:
-            return refusal
-        content_type = request.headers.get("content-type", "application/x-protobuf").lower()
+                calls.append((index, c.intake.call(call)))
+            except RecordError as exc:  # a bad figure, or too deep to keep: this record
+                batch.bad.append(BadRecord(index, str(exc)))
+            except Exception as exc:  # pricing a strange record must not lose the batch
+                batch.bad.append(BadRecord(index, f"cannot be priced: {exc}"))
+        refused: list[BadRecord] = []
         try:
-            body = await read_body(request, MAX_BODY)
-        except TooLarge:
-            return JSONResponse({"error": f"body over {MAX_BODY:,} bytes"}, status_code=413)
-        except ValueError as exc:  # gzip that is not
-            return JSONResponse({"error": str(exc)}, status_code=400)
-        async with admitted:
-            return await take_otlp(body, kind, content_type)
-
-    async def take_otlp(body: bytes, kind: str, content_type: str) -> Response:
-        try:
-            if kind == "traces":
-                spans, rejected = otlp_in.decode_spans(body, content_type)
-            else:
-                events, rejected = otlp_in.decode_logs(body, content_type)
-        except ValueError as exc:  # OTLPError
-            return JSONResponse({"error": str(exc)}, status_code=400)
-
-        def store() -> list[Refused]:
-            if kind == "traces":
-                return receive_spans(web, intake, spans)
-            return receive_events(web, intake, events)
-
-        try:
-            refused = await run_in_threadpool(store)
+            new = await run_in_threadpool(store_batch, c.web, calls, refused) if calls else 0
         except Exception as exc:
-            log.warning("llmlog: store unavailable for OTLP %s: %r", kind, exc)
-            # 503 is one of the answers OTLP exporters retry.
-            return JSONResponse({"error": "the store is unavailable: send again"}, status_code=503)
-        # What the store refused (regulated mode, no key here) is said as a partial success:
-        # sending it again would not help.
-        decoded = len(spans) if kind == "traces" else len(events)
-        return otlp_in.answer(kind, content_type, otlp_in.in_request(refused, decoded, rejected))
+            log.warning("llmlog: store unavailable for an ingested batch: %r", exc)
+            return JSONResponse(
+                {"error": "the store is unavailable; nothing of this batch was stored: send it again"},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+        rejected = sorted([*batch.bad, *refused], key=lambda b: b.index)
+        kept = received - len(rejected)
+        status = 200
+        if not kept and rejected:
+            status = 413 if batch.too_large == len(rejected) else 400
+        return JSONResponse(
+            {
+                "received": received,
+                "stored": new,
+                "duplicates": kept - new,
+                "rejected": [{"index": b.index, "reason": b.reason} for b in rejected],
+            },
+            status_code=status,
+        )
 
-    async def traces(request: Request) -> Response:
-        return await otlp(request, "traces")
 
-    async def logs(request: Request) -> Response:
-        return await otlp(request, "logs")
+async def otlp(request: Request, kind: str) -> Response:
+    """OTLP/HTTP: protobuf or JSON (by Content-Type), gzip or not; answered in kind."""
+    c = collector_of(request)
+    if (refusal := refusal_of(request, c.token)) is not None:
+        return refusal
+    content_type = request.headers.get("content-type", "application/x-protobuf").lower()
+    try:
+        body = await read_body(request, MAX_BODY)
+    except TooLarge:
+        return JSONResponse({"error": f"body over {MAX_BODY:,} bytes"}, status_code=413)
+    except ValueError as exc:  # gzip that is not
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    async with c.admitted:
+        return await take_otlp(c, body, kind, content_type)
 
-    async def openapi(request: Request) -> Response:
-        return JSONResponse(openapi_description())
 
+async def take_otlp(c: Collector, body: bytes, kind: str, content_type: str) -> Response:
+    try:
+        if kind == "traces":
+            spans, rejected = otlp_in.decode_spans(body, content_type)
+        else:
+            events, rejected = otlp_in.decode_logs(body, content_type)
+    except ValueError as exc:  # OTLPError
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
+    def store() -> list[Refused]:
+        if kind == "traces":
+            return receive_spans(c.web, c.intake, spans)
+        return receive_events(c.web, c.intake, events)
+
+    try:
+        refused = await run_in_threadpool(store)
+    except Exception as exc:
+        log.warning("llmlog: store unavailable for OTLP %s: %r", kind, exc)
+        # 503 is one of the answers OTLP exporters retry.
+        return JSONResponse({"error": "the store is unavailable: send again"}, status_code=503)
+    # What the store refused (regulated mode, no key here) is said as a partial success:
+    # sending it again would not help.
+    decoded = len(spans) if kind == "traces" else len(events)
+    return otlp_in.answer(kind, content_type, otlp_in.in_request(refused, decoded, rejected))
+
+
+async def traces(request: Request) -> Response:
+    return await otlp(request, "traces")
+
+
+async def logs(request: Request) -> Response:
+    return await otlp(request, "logs")
+
+
+async def openapi(request: Request) -> Response:
+    return JSONResponse(openapi_description())
+
+
+def routes() -> list[BaseRoute]:
+    """The collector's routes; its `Collector` is in the app's state."""
     return [
         Route("/v1/calls", post_calls, methods=["POST"]),
         Route("/v1/traces", traces, methods=["POST"]),

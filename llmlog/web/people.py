@@ -18,7 +18,7 @@ from llmlog.store.base import SessionSummary, UserSummary
 from llmlog.web.answer import JSONResponse, Refusal
 from llmlog.web.auth import Page
 from llmlog.web.calls import BadFilter, call_filter, every_value, linker, summary
-from llmlog.web.state import Web
+from llmlog.web.state import web_of
 
 PERIODS = ("1h", "24h", "7d", "30d", "90d")
 DEFAULT_PERIOD = "7d"
@@ -57,102 +57,112 @@ def _json(rows: list[SessionSummary] | list[UserSummary]) -> list[dict[str, Any]
     return [{**asdict(r), "first": r.first.isoformat(), "last": r.last.isoformat()} for r in rows]
 
 
-def routes(web: Web) -> list[BaseRoute]:
-    def grouped(request: Request, what: str) -> tuple[list[Any], str | None]:
-        f = _period_filter(request)
-        with web.reading() as store:
-            try:
-                rows = store.sessions(f) if what == "sessions" else store.users(f)
-            except ReadOnlyError as exc:  # too slow: say so, and how to narrow it
-                return [], f"{exc}; choose a shorter period or add a filter"
-        return rows, None
-
-    def list_page(what: str) -> Any:
-        def page(request: Request) -> Response:
-            try:
-                rows, problem = grouped(request, what)
-            except BadFilter as exc:
-                raise Refusal(str(exc)) from None
-            return web.render(
-                f"{what}.html",
-                rows=rows,
-                problem=problem,
-                params=request.query_params,
-                since=request.query_params.get("since") or DEFAULT_PERIOD,
-                periods=PERIODS,
-                link=linker(request, f"/{what}"),
-            )
-
-        return page
-
-    def list_api(what: str) -> Any:
-        def api(request: Request) -> Response:
-            try:
-                rows, problem = grouped(request, what)
-            except BadFilter as exc:
-                raise Refusal(str(exc), 400) from None
-            if problem:
-                raise Refusal(problem, 503)
-            return JSONResponse({what: _json(rows)})
-
-        return api
-
-    def one_session(request: Request) -> tuple[str, list[Turn], bool]:
-        session_id = request.path_params["session_id"]
-        with web.reading() as store:
-            calls = store.recent(CallFilter(session_id=session_id), limit=MAX_TURNS + 1, brief=True)
-        calls.reverse()
-        truncated = len(calls) > MAX_TURNS
-        return session_id, session_turns(calls[-MAX_TURNS:]), truncated
-
-    def session_page(request: Request) -> Response:
-        session_id, turns, truncated = one_session(request)
-        if not turns:
-            raise Refusal("no calls in this session", 404)
-        return web.render("session.html", session_id=session_id, turns=turns, truncated=truncated)
-
-    def session_api(request: Request) -> Response:
-        session_id, turns, truncated = one_session(request)
-        if not turns:
-            raise Refusal("no calls in this session", 404)
-        return JSONResponse(
-            {
-                "session_id": session_id,
-                "truncated": truncated,
-                "calls": [
-                    {**summary(t.call), "running_tokens": t.tokens, "running_cost_usd": t.cost} for t in turns
-                ],
-            }
-        )
-
-    def user_page(request: Request) -> Response:
-        user_id = request.path_params["user_id"]
+def grouped(request: Request, what: str) -> tuple[list[Any], str | None]:
+    web = web_of(request)
+    f = _period_filter(request)
+    with web.reading() as store:
         try:
-            f = _period_filter(request)
+            rows = store.sessions(f) if what == "sessions" else store.users(f)
+        except ReadOnlyError as exc:  # too slow: say so, and how to narrow it
+            return [], f"{exc}; choose a shorter period or add a filter"
+    return rows, None
+
+
+def list_page(what: str) -> Any:
+    def page(request: Request) -> Response:
+        web = web_of(request)
+        try:
+            rows, problem = grouped(request, what)
         except BadFilter as exc:
             raise Refusal(str(exc)) from None
-        f.user_id = user_id
-        with web.reading() as store:
-            try:
-                totals = store.users(f, limit=1)
-                sessions, problem = store.sessions(f), None
-            except ReadOnlyError as exc:
-                totals, sessions, problem = [], [], f"{exc}; choose a shorter period"
-            errors = store.recent(
-                CallFilter(user_id=user_id, since=f.since, errors=True), limit=10, brief=True
-            )
         return web.render(
-            "user.html",
-            user_id=user_id,
-            totals=totals[0] if totals else None,
-            sessions=sessions,
-            errors=errors,
+            f"{what}.html",
+            rows=rows,
             problem=problem,
+            params=request.query_params,
             since=request.query_params.get("since") or DEFAULT_PERIOD,
             periods=PERIODS,
-            link=linker(request, request.url.path),
+            link=linker(request, f"/{what}"),
         )
 
+    return page
+
+
+def list_api(what: str) -> Any:
+    def api(request: Request) -> Response:
+        try:
+            rows, problem = grouped(request, what)
+        except BadFilter as exc:
+            raise Refusal(str(exc), 400) from None
+        if problem:
+            raise Refusal(problem, 503)
+        return JSONResponse({what: _json(rows)})
+
+    return api
+
+
+def one_session(request: Request) -> tuple[str, list[Turn], bool]:
+    web = web_of(request)
+    session_id = request.path_params["session_id"]
+    with web.reading() as store:
+        calls = store.recent(CallFilter(session_id=session_id), limit=MAX_TURNS + 1, brief=True)
+    calls.reverse()
+    truncated = len(calls) > MAX_TURNS
+    return session_id, session_turns(calls[-MAX_TURNS:]), truncated
+
+
+def session_page(request: Request) -> Response:
+    web = web_of(request)
+    session_id, turns, truncated = one_session(request)
+    if not turns:
+        raise Refusal("no calls in this session", 404)
+    return web.render("session.html", session_id=session_id, turns=turns, truncated=truncated)
+
+
+def session_api(request: Request) -> Response:
+    session_id, turns, truncated = one_session(request)
+    if not turns:
+        raise Refusal("no calls in this session", 404)
+    return JSONResponse(
+        {
+            "session_id": session_id,
+            "truncated": truncated,
+            "calls": [
+                {**summary(t.call), "running_tokens": t.tokens, "running_cost_usd": t.cost} for t in turns
+            ],
+        }
+    )
+
+
+def user_page(request: Request) -> Response:
+    web = web_of(request)
+    user_id = request.path_params["user_id"]
+    try:
+        f = _period_filter(request)
+    except BadFilter as exc:
+        raise Refusal(str(exc)) from None
+    f.user_id = user_id
+    with web.reading() as store:
+        try:
+            totals = store.users(f, limit=1)
+            sessions, problem = store.sessions(f), None
+        except ReadOnlyError as exc:
+            totals, sessions, problem = [], [], f"{exc}; choose a shorter period"
+        errors = store.recent(CallFilter(user_id=user_id, since=f.since, errors=True), limit=10, brief=True)
+    return web.render(
+        "user.html",
+        user_id=user_id,
+        totals=totals[0] if totals else None,
+        sessions=sessions,
+        errors=errors,
+        problem=problem,
+        since=request.query_params.get("since") or DEFAULT_PERIOD,
+        periods=PERIODS,
+        link=linker(request, request.url.path),
+    )
+
+
+def routes() -> list[BaseRoute]:
     return [
         Page("/sessions", list_page("sessions"), role="viewer"),
         Page("/sessions/{session_id:path}", session_page, role="debugger"),

@@ -27,7 +27,7 @@ from llmlog.operations.replay import ReplayError, error_text, replay, request_of
 from llmlog.providers.conversation import response_turns
 from llmlog.web.answer import Refusal
 from llmlog.web.auth import Page
-from llmlog.web.state import Web
+from llmlog.web.state import Web, web_of
 
 MAX_FORM_BYTES = 4 * 2**20  # a system prompt of a few hundred kB is plausible; megabytes are not
 # Past this many words a side, the text is compared line by line: SequenceMatcher without its
@@ -137,101 +137,109 @@ def card_models(provider: str | None) -> tuple[str, ...]:
     return tuple(sorted(m.id for p in snapshot.providers if p.id == provider for m in p.models))
 
 
-def routes(web: Web) -> list[BaseRoute]:
-    def load(call_id: str) -> Call:
+def load(web: Web, call_id: str) -> Call:
+    with web.reading() as store:
+        try:
+            call = store.get(call_id)
+        except LookupError as exc:
+            raise Refusal(str(exc)) from None
+    if call is None:
+        raise Refusal("no such call", 404)
+    return call
+
+
+def models(web: Web, call: Call) -> list[str]:
+    with web.reading() as store:
+        # Too slow on this store: none, and the rate card's list still helps.
+        facet = store.facets(CallFilter(provider=call.provider), ["model"], limit=50)["model"]
+        seen = [m for m, _ in facet.values]
+    names = [requested_model(call), *seen, *card_models(call.provider)]
+    return list(dict.fromkeys(n for n in names if isinstance(n, str) and n))
+
+
+def target(web: Web, provider: str | None) -> str:
+    p = web.providers
+    given = p.anthropic_base_url if provider == "anthropic" else p.openai_base_url
+    env = "ANTHROPIC_BASE_URL" if provider == "anthropic" else "OPENAI_BASE_URL"
+    return given or os.environ.get(env) or DEFAULT_BASE.get(provider or "", "?")
+
+
+def form(web: Web, call_id: str) -> Response:
+    call = load(web, call_id)
+    try:
+        api, body = request_of(call)
+    except ReplayError as exc:
+        raise Refusal(f"cannot replay this call: {exc}", exc.status) from None
+    return web.render(
+        "replay_form.html",
+        call=call,
+        api=api,
+        request=body,
+        model=requested_model(call) or "",
+        models=models(web, call),
+        system=call.system_prompt or "",
+        target=target(web, call.provider),
+    )
+
+
+def submit(web: Web, call_id: str, fields: dict[str, list[str]]) -> Response:
+    call = load(web, call_id)
+    model = (fields.get("model") or [""])[0].strip() or None
+    system: str | None = None
+    if "system_prompt" in fields:
+        # Browsers send a textarea's line breaks as CRLF: an untouched prompt is no edit.
+        text = fields["system_prompt"][0].replace("\r\n", "\n")
+        if text != (call.system_prompt or "").replace("\r\n", "\n"):
+            system = text
+    try:
+        # The provider may take seconds or minutes: the store's lock is not held meanwhile.
+        new = replay(call, model=model, system_prompt=system, providers=web.providers)
+    except ReplayError as exc:
+        raise Refusal(f"cannot replay this call: {exc}", exc.status) from None
+    try:
         with web.reading() as store:
-            try:
-                call = store.get(call_id)
-            except LookupError as exc:
-                raise Refusal(str(exc)) from None
-        if call is None:
-            raise Refusal("no such call", 404)
-        return call
+            store.insert([new])
+    except Exception as exc:
+        raise Refusal(f"the replay was answered but could not be stored: {exc}", 500) from None
+    return RedirectResponse(f"/calls/{call.id}/replay/{new.id}", status_code=303)
 
-    def models(call: Call) -> list[str]:
-        with web.reading() as store:
-            # Too slow on this store: none, and the rate card's list still helps.
-            facet = store.facets(CallFilter(provider=call.provider), ["model"], limit=50)["model"]
-            seen = [m for m, _ in facet.values]
-        names = [requested_model(call), *seen, *card_models(call.provider)]
-        return list(dict.fromkeys(n for n in names if isinstance(n, str) and n))
 
-    def target(provider: str | None) -> str:
-        p = web.providers
-        given = p.anthropic_base_url if provider == "anthropic" else p.openai_base_url
-        env = "ANTHROPIC_BASE_URL" if provider == "anthropic" else "OPENAI_BASE_URL"
-        return given or os.environ.get(env) or DEFAULT_BASE.get(provider or "", "?")
+async def replay_page(request: Request) -> Response:
+    call_id = request.path_params["call_id"]
+    if request.method != "POST":
+        return await run_in_threadpool(form, web_of(request), call_id)
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise Refusal("the form is too large", 413)
+    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return await run_in_threadpool(submit, web_of(request), call_id, fields)
 
-    def form(call_id: str) -> Response:
-        call = load(call_id)
-        try:
-            api, body = request_of(call)
-        except ReplayError as exc:
-            raise Refusal(f"cannot replay this call: {exc}", exc.status) from None
-        return web.render(
-            "replay_form.html",
-            call=call,
-            api=api,
-            request=body,
-            model=requested_model(call) or "",
-            models=models(call),
-            system=call.system_prompt or "",
-            target=target(call.provider),
-        )
 
-    def submit(call_id: str, fields: dict[str, list[str]]) -> Response:
-        call = load(call_id)
-        model = (fields.get("model") or [""])[0].strip() or None
-        system: str | None = None
-        if "system_prompt" in fields:
-            # Browsers send a textarea's line breaks as CRLF: an untouched prompt is no edit.
-            text = fields["system_prompt"][0].replace("\r\n", "\n")
-            if text != (call.system_prompt or "").replace("\r\n", "\n"):
-                system = text
-        try:
-            # The provider may take seconds or minutes: the store's lock is not held meanwhile.
-            new = replay(call, model=model, system_prompt=system, providers=web.providers)
-        except ReplayError as exc:
-            raise Refusal(f"cannot replay this call: {exc}", exc.status) from None
-        try:
-            with web.reading() as store:
-                store.insert([new])
-        except Exception as exc:
-            raise Refusal(f"the replay was answered but could not be stored: {exc}", 500) from None
-        return RedirectResponse(f"/calls/{call.id}/replay/{new.id}", status_code=303)
+def compare(request: Request) -> Response:
+    web = web_of(request)
+    original = load(web, request.path_params["call_id"])
+    new = load(web, request.path_params["replay_id"])
+    meta: dict[str, Any] = new.metadata if isinstance(new.metadata, dict) else {}
+    ours = meta.get("llmlog")
+    notes = ours if isinstance(ours, dict) else {}
+    info = notes.get("replay") if isinstance(notes.get("replay"), dict) else {}
+    return web.render(
+        "replay.html",
+        original=original,
+        new=new,
+        linked=meta.get("replay_of") == original.id,
+        info=info,
+        text=diff(response_text(original), response_text(new)),
+        tools=diff(tool_calls_text(original), tool_calls_text(new), lines=True),
+        system=diff(original.system_prompt or "", new.system_prompt or "", lines=True),
+        deltas=deltas(original, new),
+        errors=(error_text(original), error_text(new)),
+    )
 
-    async def replay_page(request: Request) -> Response:
-        call_id = request.path_params["call_id"]
-        if request.method != "POST":
-            return await run_in_threadpool(form, call_id)
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > MAX_FORM_BYTES:
-                raise Refusal("the form is too large", 413)
-        fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
-        return await run_in_threadpool(submit, call_id, fields)
 
-    def compare(request: Request) -> Response:
-        original = load(request.path_params["call_id"])
-        new = load(request.path_params["replay_id"])
-        meta: dict[str, Any] = new.metadata if isinstance(new.metadata, dict) else {}
-        ours = meta.get("llmlog")
-        notes = ours if isinstance(ours, dict) else {}
-        info = notes.get("replay") if isinstance(notes.get("replay"), dict) else {}
-        return web.render(
-            "replay.html",
-            original=original,
-            new=new,
-            linked=meta.get("replay_of") == original.id,
-            info=info,
-            text=diff(response_text(original), response_text(new)),
-            tools=diff(tool_calls_text(original), tool_calls_text(new), lines=True),
-            system=diff(original.system_prompt or "", new.system_prompt or "", lines=True),
-            deltas=deltas(original, new),
-            errors=(error_text(original), error_text(new)),
-        )
-
+def routes() -> list[BaseRoute]:
     return [
         Page("/calls/{call_id}/replay", replay_page, role="debugger", methods=["GET", "POST"]),
         Page("/calls/{call_id}/replay/{replay_id}", compare, role="debugger"),

@@ -39,7 +39,7 @@ from llmlog.web.dashboard import (
     usd_short,
     usd_tick,
 )
-from llmlog.web.state import Web, may
+from llmlog.web.state import may, web_of
 
 # Each period report's default days (the CLI's) and the choices offered beside it.
 PERIODS: dict[str, tuple[int, tuple[int, ...]]] = {
@@ -327,158 +327,177 @@ def known_versions(store: Store) -> dict[str, list[tuple[str, int]]]:
         return {}
 
 
-def routes(web: Web) -> list[BaseRoute]:
-    def render(name: str, status: int = 200, **context: Any) -> Response:
-        return web.render(
-            name,
-            status,
-            call_href=call_href,
-            session_href=session_href,
-            user_href=user_href,
-            compare_href=compare_href,
-            label=charts.name,
-            **context,
-        )
+def render(request: Request, name: str, status: int = 200, **context: Any) -> Response:
+    return web_of(request).render(
+        name,
+        status,
+        call_href=call_href,
+        session_href=session_href,
+        user_href=user_href,
+        compare_href=compare_href,
+        label=charts.name,
+        **context,
+    )
 
-    def read(report: str, asked: Any) -> Any:
-        with web.reading() as store:
-            return RUNS[report].read(store, asked)
 
-    def index(request: Request) -> Response:
-        return render("reports.html", reports=reports.REPORTS)
+def read(request: Request, report: str, asked: Any) -> Any:
+    with web_of(request).reading() as store:
+        return RUNS[report].read(store, asked)
 
-    def errors(request: Request, p: Period, groups: list[ErrorGroup]) -> Response:
-        end = request.query_params.get("end")
-        return render(
-            "report_errors.html",
-            period=p,
-            groups=[(g, error_spark(p, g)) for g in groups],
-            chart=errors_chart(p, groups, may("debugger")),
-            periods=day_choices("/reports/errors", PERIODS["errors"][1], end=end),
-            api="/api/reports/errors?" + urlencode({"days": p.days, "end": p.last.isoformat()}),
-            group_link=lambda g: in_period(p, model=g.model, feature=g.feature, status="error"),
-        )
 
-    def cost(request: Request, p: Period, r: CostReport) -> Response:
-        end = request.query_params.get("end")
-        return render(
-            "report_cost.html",
-            period=p,
-            report=r,
-            calls=sum(d.calls for d in r.by_day),
-            charts=cost_charts(p, r, may("debugger")),
-            short_output=reports.SHORT_OUTPUT,
-            pricier=f"{reports.PRICIER:g}",
-            periods=day_choices("/reports/cost", PERIODS["cost"][1], end=end),
-            api="/api/reports/cost?" + urlencode({"days": p.days, "end": p.last.isoformat()}),
-        )
+def index(request: Request) -> Response:
+    return render(request, "reports.html", reports=reports.REPORTS)
 
-    def drift(request: Request, asked: tuple[int, int], changes: list[Change]) -> Response:
-        days, baseline = asked
-        return render(
-            "report_drift.html",
-            days=days,
-            baseline=baseline,
-            changes=[(c, change_pair(c)) for c in changes],
-            figure=figure,
-            effect=effect,
-            p_value=p_value,
-            version=version,
-            periods=day_choices("/reports/drift", DRIFT_PERIODS, baseline=baseline),
-            api="/api/reports/drift?" + urlencode({"days": days, "baseline": baseline}),
-        )
 
-    def spikes(request: Request, p: Period, r: Spikes) -> Response:
-        end = request.query_params.get("end")
-        return render(
-            "report_spikes.html",
-            period=p,
-            report=r,
-            chart=sessions_chart(r, may("debugger")),
-            outlier_figure=outlier_figure,
-            periods=day_choices("/reports/spikes", PERIODS["spikes"][1], end=end),
-            api="/api/reports/spikes?" + urlencode({"days": p.days, "end": p.last.isoformat()}),
-        )
+def errors(request: Request, p: Period, groups: list[ErrorGroup]) -> Response:
+    end = request.query_params.get("end")
+    return render(
+        request,
+        "report_errors.html",
+        period=p,
+        groups=[(g, error_spark(p, g)) for g in groups],
+        chart=errors_chart(p, groups, may("debugger")),
+        periods=day_choices("/reports/errors", PERIODS["errors"][1], end=end),
+        api="/api/reports/errors?" + urlencode({"days": p.days, "end": p.last.isoformat()}),
+        group_link=lambda g: in_period(p, model=g.model, feature=g.feature, status="error"),
+    )
 
-    views: dict[str, Callable[[Request, Any, Any], Response]] = {
-        "errors": errors,
-        "cost": cost,
-        "drift": drift,
-        "spikes": spikes,
-    }
 
-    def page(report: str) -> Callable[[Request], Response]:
-        def answer(request: Request) -> Response:
-            try:
-                asked = RUNS[report].ask(dict(request.query_params))
-                result = read(report, asked)
-            except REFUSED as exc:
-                raise Refusal(str(exc)) from None
-            except ReadOnlyError as exc:  # stopped at its time limit: say so, not a 500
-                raise Refusal(f"{exc}; choose a shorter period", 503) from None
-            return views[report](request, asked, result)
+def cost(request: Request, p: Period, r: CostReport) -> Response:
+    end = request.query_params.get("end")
+    return render(
+        request,
+        "report_cost.html",
+        period=p,
+        report=r,
+        calls=sum(d.calls for d in r.by_day),
+        charts=cost_charts(p, r, may("debugger")),
+        short_output=reports.SHORT_OUTPUT,
+        pricier=f"{reports.PRICIER:g}",
+        periods=day_choices("/reports/cost", PERIODS["cost"][1], end=end),
+        api="/api/reports/cost?" + urlencode({"days": p.days, "end": p.last.isoformat()}),
+    )
 
-        return answer
 
-    def compare_page(request: Request) -> Response:
-        params = dict(request.query_params)
-        ask, result, problem, status = None, None, None, 200
+def drift(request: Request, asked: tuple[int, int], changes: list[Change]) -> Response:
+    days, baseline = asked
+    return render(
+        request,
+        "report_drift.html",
+        days=days,
+        baseline=baseline,
+        changes=[(c, change_pair(c)) for c in changes],
+        figure=figure,
+        effect=effect,
+        p_value=p_value,
+        version=version,
+        periods=day_choices("/reports/drift", DRIFT_PERIODS, baseline=baseline),
+        api="/api/reports/drift?" + urlencode({"days": days, "baseline": baseline}),
+    )
+
+
+def spikes(request: Request, p: Period, r: Spikes) -> Response:
+    end = request.query_params.get("end")
+    return render(
+        request,
+        "report_spikes.html",
+        period=p,
+        report=r,
+        chart=sessions_chart(r, may("debugger")),
+        outlier_figure=outlier_figure,
+        periods=day_choices("/reports/spikes", PERIODS["spikes"][1], end=end),
+        api="/api/reports/spikes?" + urlencode({"days": p.days, "end": p.last.isoformat()}),
+    )
+
+
+# Each report's page, by name.
+VIEWS: dict[str, Callable[[Request, Any, Any], Response]] = {
+    "errors": errors,
+    "cost": cost,
+    "drift": drift,
+    "spikes": spikes,
+}
+
+
+def page(report: str) -> Callable[[Request], Response]:
+    def answer(request: Request) -> Response:
         try:
-            ask = compare_ask(params)
-            with web.reading() as store:
-                result = compare(store, ask)
+            asked = RUNS[report].ask(dict(request.query_params))
+            result = read(request, report, asked)
         except REFUSED as exc:
-            problem, status = str(exc), 400
-        except ReadOnlyError as exc:
-            problem, status = f"{exc}; choose fewer days", 503
+            raise Refusal(str(exc)) from None
+        except ReadOnlyError as exc:  # stopped at its time limit: say so, not a 500
+            raise Refusal(f"{exc}; choose a shorter period", 503) from None
+        return VIEWS[report](request, asked, result)
+
+    return answer
+
+
+def compare_page(request: Request) -> Response:
+    web = web_of(request)
+    params = dict(request.query_params)
+    ask, result, problem, status = None, None, None, 200
+    try:
+        ask = compare_ask(params)
         with web.reading() as store:
-            versions = known_versions(store)
-        feature = params.get("feature") or ""
-        features = list(versions)
-        if feature and feature not in versions:
-            features.append(feature)  # asked for, though none of its calls is known
-        return render(
-            "report_compare.html",
-            status,
-            problem=problem,
-            params=params,
-            feature=feature,
-            features=features,
-            versions=versions,
-            # Every feature's versions, the chosen one's first: without a script the choices
-            # cannot follow a feature changed in the form.
-            version_groups=sorted(versions.items(), key=lambda kv: kv[0] != feature),
-            moment=ask is not None and ask.at is not None,
-            days=ask.days if ask else None,
-            result=result,
-            pairs=[(c, change_pair(c)) for c in result.metrics] if result else [],
-            figure=figure,
-            effect=effect,
-            p_value=p_value,
-            api="/api/reports/compare?" + urlencode(params) if result else None,
-        )
+            result = compare(store, ask)
+    except REFUSED as exc:
+        problem, status = str(exc), 400
+    except ReadOnlyError as exc:
+        problem, status = f"{exc}; choose fewer days", 503
+    with web.reading() as store:
+        versions = known_versions(store)
+    feature = params.get("feature") or ""
+    features = list(versions)
+    if feature and feature not in versions:
+        features.append(feature)  # asked for, though none of its calls is known
+    return render(
+        request,
+        "report_compare.html",
+        status,
+        problem=problem,
+        params=params,
+        feature=feature,
+        features=features,
+        versions=versions,
+        # Every feature's versions, the chosen one's first: without a script the choices
+        # cannot follow a feature changed in the form.
+        version_groups=sorted(versions.items(), key=lambda kv: kv[0] != feature),
+        moment=ask is not None and ask.at is not None,
+        days=ask.days if ask else None,
+        result=result,
+        pairs=[(c, change_pair(c)) for c in result.metrics] if result else [],
+        figure=figure,
+        effect=effect,
+        p_value=p_value,
+        api="/api/reports/compare?" + urlencode(params) if result else None,
+    )
 
-    def api_index(request: Request) -> Response:
-        about = reports.REPORTS.items()
-        return JSONResponse({name: {"about": what, "url": f"/api/reports/{name}"} for name, what in about})
 
-    def api(request: Request) -> Response:
-        name = request.path_params["name"]
-        report = RUNS.get(name)
-        if report is None:
-            raise Refusal(f"no report {name!r}: one of {', '.join(RUNS)}", 404)
-        try:
-            return JSONResponse(report.as_json(read(name, report.ask(dict(request.query_params)))))
-        except REFUSED as exc:
-            raise Refusal(str(exc), 400) from None
-        except ReadOnlyError as exc:
-            raise Refusal(str(exc), 503) from None
+def api_index(request: Request) -> Response:
+    about = reports.REPORTS.items()
+    return JSONResponse({name: {"about": what, "url": f"/api/reports/{name}"} for name, what in about})
 
+
+def api(request: Request) -> Response:
+    name = request.path_params["name"]
+    report = RUNS.get(name)
+    if report is None:
+        raise Refusal(f"no report {name!r}: one of {', '.join(RUNS)}", 404)
+    try:
+        return JSONResponse(report.as_json(read(request, name, report.ask(dict(request.query_params)))))
+    except REFUSED as exc:
+        raise Refusal(str(exc), 400) from None
+    except ReadOnlyError as exc:
+        raise Refusal(str(exc), 503) from None
+
+
+def routes() -> list[BaseRoute]:
     return [
         # The reports are aggregates, open to viewers; their links to calls are drawn only
         # for roles that may open them.
         Page("/reports", index, role="viewer"),
-        *(Page(f"/reports/{name}", page(name), role="viewer") for name in views),
+        *(Page(f"/reports/{name}", page(name), role="viewer") for name in VIEWS),
         Page("/reports/compare", compare_page, role="viewer"),
         Page("/api/reports", api_index, role="viewer"),
         Page("/api/reports/{name}", api, role="viewer"),

@@ -19,7 +19,7 @@ from llmlog.store.search import Hit
 from llmlog.web.answer import JSONResponse, Refusal
 from llmlog.web.auth import Page
 from llmlog.web.calls import BadFilter, call_filter, every_value, summary
-from llmlog.web.state import Web
+from llmlog.web.state import web_of
 
 RESULTS, MAX_RESULTS = 50, 500
 
@@ -35,68 +35,78 @@ def _limit(params: Any) -> int:
     return n
 
 
-def routes(web: Web) -> list[BaseRoute]:
-    def find(request: Request) -> tuple[str, list[Hit]]:
-        params = request.query_params
-        words = params.get("q", "").strip()
-        f = call_filter(every_value(params, "q"))  # q is the words searched for, here
-        n = _limit(params)
-        if not words:
-            return "", []
-        with web.reading() as store:
-            return words, store.search(words, f, n)
+def find(request: Request) -> tuple[str, list[Hit]]:
+    web = web_of(request)
+    params = request.query_params
+    words = params.get("q", "").strip()
+    f = call_filter(every_value(params, "q"))  # q is the words searched for, here
+    n = _limit(params)
+    if not words:
+        return "", []
+    with web.reading() as store:
+        return words, store.search(words, f, n)
 
-    def search_page(request: Request) -> Response:
-        try:
-            words, hits = find(request)
-        except BadFilter as exc:
-            raise Refusal(str(exc)) from None
-        return web.render("search.html", words=words, hits=hits, params=request.query_params)
 
-    def api_search(request: Request) -> Response:
-        try:
-            words, hits = find(request)
-        except BadFilter as exc:
-            raise Refusal(str(exc), 400) from None
-        found = [
-            {**summary(h.call), "score": h.score, "snippet": [{"text": t, "match": m} for t, m in h.snippet]}
-            for h in hits
-        ]
-        return JSONResponse({"q": words, "calls": found})
+def search_page(request: Request) -> Response:
+    web = web_of(request)
+    try:
+        words, hits = find(request)
+    except BadFilter as exc:
+        raise Refusal(str(exc)) from None
+    return web.render("search.html", words=words, hits=hits, params=request.query_params)
 
-    def like(request: Request) -> tuple[str, list[tuple[Any, float]]]:
-        params = request.query_params
-        f = call_filter(params)
-        n = _limit({"n": params.get("n") or "20"})
-        with web.reading() as store:
-            call = store.get(request.path_params["call_id"])
-            if call is None:
-                raise LookupError("no such call")
-            return call.id, store.similar(call.id, f, n)
 
-    def similar_page(request: Request) -> Response:
-        try:
-            call_id, found = like(request)
-        except BadFilter as exc:
-            raise Refusal(str(exc)) from None
-        except LookupError as exc:
-            raise Refusal(str(exc), 404 if str(exc) == "no such call" else 400) from None
-        except vectors.Unavailable as exc:
-            raise Refusal(
-                f"Calls like this one are not set up here: {exc}, then llmlog similar --enable."
-            ) from None
-        items = [(c, score, gist(last_user_turn(c), 300), gist(response_turns(c), 300)) for c, score in found]
-        return web.render("similar.html", call_id=call_id, items=items, params=request.query_params)
+def api_search(request: Request) -> Response:
+    try:
+        words, hits = find(request)
+    except BadFilter as exc:
+        raise Refusal(str(exc), 400) from None
+    found = [
+        {**summary(h.call), "score": h.score, "snippet": [{"text": t, "match": m} for t, m in h.snippet]}
+        for h in hits
+    ]
+    return JSONResponse({"q": words, "calls": found})
 
-    def api_similar(request: Request) -> Response:
-        try:
-            call_id, found = like(request)
-        except (BadFilter, vectors.Unavailable) as exc:
-            raise Refusal(str(exc), 400) from None
-        except LookupError as exc:
-            raise Refusal(str(exc), 404 if str(exc) == "no such call" else 400) from None
-        return JSONResponse({"id": call_id, "calls": [{**summary(c), "score": s} for c, s in found]})
 
+def like(request: Request) -> tuple[str, list[tuple[Any, float]]]:
+    web = web_of(request)
+    params = request.query_params
+    f = call_filter(params)
+    n = _limit({"n": params.get("n") or "20"})
+    with web.reading() as store:
+        call = store.get(request.path_params["call_id"])
+        if call is None:
+            raise LookupError("no such call")
+        return call.id, store.similar(call.id, f, n)
+
+
+def similar_page(request: Request) -> Response:
+    web = web_of(request)
+    try:
+        call_id, found = like(request)
+    except BadFilter as exc:
+        raise Refusal(str(exc)) from None
+    except LookupError as exc:
+        raise Refusal(str(exc), 404 if str(exc) == "no such call" else 400) from None
+    except vectors.Unavailable as exc:
+        raise Refusal(
+            f"Calls like this one are not set up here: {exc}, then llmlog similar --enable."
+        ) from None
+    items = [(c, score, gist(last_user_turn(c), 300), gist(response_turns(c), 300)) for c, score in found]
+    return web.render("similar.html", call_id=call_id, items=items, params=request.query_params)
+
+
+def api_similar(request: Request) -> Response:
+    try:
+        call_id, found = like(request)
+    except (BadFilter, vectors.Unavailable) as exc:
+        raise Refusal(str(exc), 400) from None
+    except LookupError as exc:
+        raise Refusal(str(exc), 404 if str(exc) == "no such call" else 400) from None
+    return JSONResponse({"id": call_id, "calls": [{**summary(c), "score": s} for c, s in found]})
+
+
+def routes() -> list[BaseRoute]:
     return [
         Page("/search", search_page, role="debugger"),
         Page("/api/search", api_search, role="debugger"),

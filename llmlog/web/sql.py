@@ -28,7 +28,7 @@ from llmlog.core.record import COLUMNS
 from llmlog.store import QueryResult, ReadOnlyError
 from llmlog.web.answer import Refusal
 from llmlog.web.auth import Page
-from llmlog.web.state import Web
+from llmlog.web.state import Web, web_of
 
 # A cell shows this much of a long value (a whole conversation, say); downloads have it all.
 CELL_CHARS = 2_000
@@ -49,71 +49,79 @@ def cell(value: Any) -> str | None:
     return text
 
 
-def routes(web: Web) -> list[BaseRoute]:
-    def run(sql: str, limit: int) -> tuple[QueryResult, float]:
-        started = time.perf_counter()
-        with web.reading() as store:
-            result = store.query(sql, timeout_s=CONSOLE_TIMEOUT_S, limit=limit)
-        return result, (time.perf_counter() - started) * 1000
+def run(web: Web, sql: str, limit: int) -> tuple[QueryResult, float]:
+    started = time.perf_counter()
+    with web.reading() as store:
+        result = store.query(sql, timeout_s=CONSOLE_TIMEOUT_S, limit=limit)
+    return result, (time.perf_counter() - started) * 1000
 
-    def links(sql: str) -> dict[str, str]:
-        q = urlencode({"q": sql})
-        return {"page": f"/sql?{q}", "csv": f"/sql.csv?{q}", "json": f"/sql.json?{q}"}
 
-    def page(request: Request) -> Response:
-        sql = request.query_params.get("q", "").strip()
-        context: dict[str, Any] = {
-            "sql": sql,
-            "examples": [(e, "/sql?" + urlencode({"q": e})) for e in EXAMPLES],
-            "columns": COLUMNS,
-            "limit": CONSOLE_ROW_LIMIT,
-            "download_limit": DOWNLOAD_ROW_LIMIT,
-            "timeout": CONSOLE_TIMEOUT_S,
-            "links": links(sql) if sql else None,
-            "result": None,
-            "error": None,
-        }
-        if not sql:
-            return web.render("sql.html", **context)
-        try:
-            result, elapsed = run(sql, CONSOLE_ROW_LIMIT)
-        except ReadOnlyError as exc:
-            return web.render("sql.html", 400, **{**context, "error": str(exc)})
-        id_column = result.columns.index("id") if "id" in result.columns else None
-        return web.render(
-            "sql.html",
-            **{**context, "result": result},
-            rows=[[cell(v) for v in row] for row in result.rows],
-            # A column named id links each row to its call (whatever the id looks like).
-            id_column=id_column,
-            call_href=lambda v: "/calls/" + quote(str(v), safe=""),
-            elapsed=elapsed,
-        )
+def links(sql: str) -> dict[str, str]:
+    q = urlencode({"q": sql})
+    return {"page": f"/sql?{q}", "csv": f"/sql.csv?{q}", "json": f"/sql.json?{q}"}
 
-    def download(request: Request, kind: str) -> Response:
-        sql = request.query_params.get("q", "").strip()
-        if not sql:
-            raise Refusal("no query: pass it as ?q=", 400)
-        try:
-            result, _ = run(sql, DOWNLOAD_ROW_LIMIT)
-        except ReadOnlyError as exc:
-            raise Refusal(str(exc), 400) from None
-        headers = {"Content-Disposition": f'attachment; filename="llmlog-query.{kind}"'}
-        if result.truncated:
-            # Said where a script can see it without parsing the body.
-            headers["X-Llmlog-Truncated"] = result.note or f"first {DOWNLOAD_ROW_LIMIT} rows"
-        if kind == "json":
-            return Response(result_json(result), media_type="application/json", headers=headers)
-        out = io.StringIO()
-        write_csv(result, out)
-        return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
 
-    def csv_download(request: Request) -> Response:
-        return download(request, "csv")
+def page(request: Request) -> Response:
+    web = web_of(request)
+    sql = request.query_params.get("q", "").strip()
+    context: dict[str, Any] = {
+        "sql": sql,
+        "examples": [(e, "/sql?" + urlencode({"q": e})) for e in EXAMPLES],
+        "columns": COLUMNS,
+        "limit": CONSOLE_ROW_LIMIT,
+        "download_limit": DOWNLOAD_ROW_LIMIT,
+        "timeout": CONSOLE_TIMEOUT_S,
+        "links": links(sql) if sql else None,
+        "result": None,
+        "error": None,
+    }
+    if not sql:
+        return web.render("sql.html", **context)
+    try:
+        result, elapsed = run(web, sql, CONSOLE_ROW_LIMIT)
+    except ReadOnlyError as exc:
+        return web.render("sql.html", 400, **{**context, "error": str(exc)})
+    id_column = result.columns.index("id") if "id" in result.columns else None
+    return web.render(
+        "sql.html",
+        **{**context, "result": result},
+        rows=[[cell(v) for v in row] for row in result.rows],
+        # A column named id links each row to its call (whatever the id looks like).
+        id_column=id_column,
+        call_href=lambda v: "/calls/" + quote(str(v), safe=""),
+        elapsed=elapsed,
+    )
 
-    def json_download(request: Request) -> Response:
-        return download(request, "json")
 
+def download(request: Request, kind: str) -> Response:
+    web = web_of(request)
+    sql = request.query_params.get("q", "").strip()
+    if not sql:
+        raise Refusal("no query: pass it as ?q=", 400)
+    try:
+        result, _ = run(web, sql, DOWNLOAD_ROW_LIMIT)
+    except ReadOnlyError as exc:
+        raise Refusal(str(exc), 400) from None
+    headers = {"Content-Disposition": f'attachment; filename="llmlog-query.{kind}"'}
+    if result.truncated:
+        # Said where a script can see it without parsing the body.
+        headers["X-Llmlog-Truncated"] = result.note or f"first {DOWNLOAD_ROW_LIMIT} rows"
+    if kind == "json":
+        return Response(result_json(result), media_type="application/json", headers=headers)
+    out = io.StringIO()
+    write_csv(result, out)
+    return Response(out.getvalue(), media_type="text/csv; charset=utf-8", headers=headers)
+
+
+def csv_download(request: Request) -> Response:
+    return download(request, "csv")
+
+
+def json_download(request: Request) -> Response:
+    return download(request, "json")
+
+
+def routes() -> list[BaseRoute]:
     return [
         Page("/sql", page, role="debugger"),
         Page("/sql.csv", csv_download, role="debugger"),

@@ -11,14 +11,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import BaseRoute
 
+from llmlog.analysis.dashboard import DayCache
+from llmlog.core.config import Settings
 from llmlog.operations import accounts
 from llmlog.operations.replay import Providers
+from llmlog.pipeline.pricing import Pricer
 from llmlog.store import Store
 from llmlog.web import auth
 from llmlog.web.throttle import SignIns
@@ -66,6 +70,11 @@ class Web:
     # The app's routes, each page with the role that opens it (`auth.Page`): what the access
     # check and the templates' links (`opens`) read.
     pages: list[BaseRoute] = field(default_factory=list)
+    # What a call's page prices its cost with: LLMLOG_PRICES, as at ingest.
+    pricer: Pricer = field(default_factory=lambda: Pricer(Settings().prices))
+    # The dashboard's figures of whole past days, read once (`analysis.dashboard.DayCache`).
+    day_cache: DayCache = field(default_factory=DayCache)
+    day_cache_lock: threading.Lock = field(default_factory=threading.Lock)
     _idle: list[Store] = field(default_factory=list)  # readers no request holds now
     _opened: list[Store] = field(default_factory=list)  # every reader, to close at the end
     _pool: threading.Lock = field(default_factory=threading.Lock)
@@ -141,3 +150,8 @@ class Web:
 
     def error(self, message: str, status: int = 400) -> HTMLResponse:
         return self.render("error.html", status, message=message)
+
+
+def web_of(request: Request) -> Web:
+    """The `Web` of the app a request reached (`create_app` keeps it in the app's state)."""
+    return cast(Web, request.app.state.web)
