@@ -447,25 +447,32 @@ def test_cli_users_and_tokens(tmp_path: Path) -> None:
 
     assert (
         llmlog(
-            "users", "add", "alice", "--role", "admin", "--password-stdin", stdin=PASSWORD + "\n"
+            "accounts", "add", "alice", "--role", "admin", "--password-stdin", stdin=PASSWORD + "\n"
         ).exit_code
         == 0
     )
-    r = llmlog("users", "add", "bob", "--role", "viewer", stdin=f"{PASSWORD}\n{PASSWORD}\n")
+    r = llmlog("accounts", "add", "bob", "--role", "viewer", stdin=f"{PASSWORD}\n{PASSWORD}\n")
     assert r.exit_code == 0 and "Added bob (viewer)" in r.output
-    assert llmlog("users", "add", "carl", "--role", "god", "--password-stdin", stdin="x" * 9).exit_code == 2
+    assert (
+        llmlog("accounts", "add", "carl", "--role", "god", "--password-stdin", stdin="x" * 9).exit_code == 2
+    )
     r = llmlog("users", "add", "alice", "--role", "viewer", "--password-stdin", stdin=PASSWORD)
     assert r.exit_code == 1 and "already" in r.output
     assert (
-        llmlog("users", "add", "dora", "--role", "viewer", "--password-stdin", stdin="short").exit_code == 1
+        llmlog("accounts", "add", "dora", "--role", "viewer", "--password-stdin", stdin="short").exit_code
+        == 1
     )
-    listed = llmlog("users", "list").output
+    listed = llmlog("accounts", "list").output
     assert "alice" in listed and "admin" in listed and "bob" in listed and "scrypt" not in listed
     with open_store(db) as store:
         assert accounts.login(store, "alice", PASSWORD) == "admin"
         assert accounts.login(store, "alice", PASSWORD + "!") is None
-    assert llmlog("users", "remove", "bob").exit_code == 0
-    assert llmlog("users", "remove", "bob").exit_code == 1
+    assert llmlog("accounts", "remove", "bob").exit_code == 0
+    assert llmlog("accounts", "remove", "bob").exit_code == 1
+    # `llmlog users`, the group's old name, still works for scripts, and says it was renamed.
+    old = llmlog("users", "list")
+    assert old.exit_code == 0 and "alice" in old.output and "llmlog accounts" in old.output
+    assert "users" not in llmlog("--help").output.split("Commands:")[1]
     token = llmlog("tokens", "add", "svc", "--scope", "ingest").output.strip()
     assert token.startswith("llmlog_ingest_")
     assert "svc" in llmlog("tokens", "list").output and token not in llmlog("tokens", "list").output

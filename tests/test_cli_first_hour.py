@@ -111,7 +111,7 @@ READING = [
     ["report", "errors"],
     ["report", "cost"],
     ["search", "refund"],
-    ["users", "list"],
+    ["accounts", "list"],
     ["tokens", "list"],
     ["keys", "status"],
     ["keys", "sensitive-metadata", "show"],
@@ -142,7 +142,7 @@ def test_writing_commands_make_the_store(tmp_path: Path) -> None:
         ["migrate"],
         ["import", str(records)],
         ["retention", "set", "--days", "30"],
-        ["users", "add", "ann", "--role", "admin", "--password-stdin"],
+        ["accounts", "add", "ann", "--role", "admin", "--password-stdin"],
     ):
         db = tmp_path / command[0] / "new.db"
         result = llmlog("--db", str(db), *command, input="correct horse battery\n")

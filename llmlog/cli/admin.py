@@ -8,7 +8,17 @@ import sys
 import click
 from rich.table import Table
 
-from llmlog.cli.core import MAX_COUNT, Ctx, as_text, cli, console, err_console, filter_of, pass_ctx
+from llmlog.cli.core import (
+    MAX_COUNT,
+    CommandGroup,
+    Ctx,
+    as_text,
+    cli,
+    console,
+    err_console,
+    filter_of,
+    pass_ctx,
+)
 from llmlog.core import encryption
 from llmlog.operations import accounts, retention, sealing
 from llmlog.store import retention_policy
@@ -414,8 +424,8 @@ def audit(ctx: Ctx, limit: int) -> None:
 # ---------------------------------------------------------------- accounts and tokens
 
 
-@cli.group()
-def users() -> None:
+@cli.group(name="accounts")
+def accounts_group() -> None:
     """Accounts of the web UI: with one or more, `llmlog serve` asks everyone to sign in.
 
     Roles: viewer (the dashboard, sessions and users: figures, never the text of a call),
@@ -424,25 +434,25 @@ def users() -> None:
 
     \b
     Examples:
-      llmlog users add alice --role admin
-      echo "$PASSWORD" | llmlog users add ci-viewer --role viewer --password-stdin
-      llmlog users list
-      llmlog users remove bob
+      llmlog accounts add alice --role admin
+      echo "$PASSWORD" | llmlog accounts add ci-viewer --role viewer --password-stdin
+      llmlog accounts list
+      llmlog accounts remove bob
     """
 
 
-@users.command(name="add", creates_store=True)
+@accounts_group.command(name="add", creates_store=True)
 @click.argument("name")
 @click.option("--role", type=click.Choice(accounts.ROLES), required=True, help="What the account may see.")
 @click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
 @pass_ctx
-def users_add(ctx: Ctx, name: str, role: str, password_stdin: bool) -> None:
+def accounts_add(ctx: Ctx, name: str, role: str, password_stdin: bool) -> None:
     """Add an account (asks for its password).
 
     \b
     Examples:
-      llmlog users add alice --role admin
-      echo "$PASSWORD" | llmlog users add bob --role viewer --password-stdin
+      llmlog accounts add alice --role admin
+      echo "$PASSWORD" | llmlog accounts add bob --role viewer --password-stdin
     """
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")
@@ -455,14 +465,14 @@ def users_add(ctx: Ctx, name: str, role: str, password_stdin: bool) -> None:
     console.print(as_text(f"Added {name} ({role})."))
 
 
-@users.command(name="list")
+@accounts_group.command(name="list")
 @pass_ctx
-def users_list(ctx: Ctx) -> None:
+def accounts_list(ctx: Ctx) -> None:
     """The accounts, with their roles.
 
     \b
     Examples:
-      llmlog users list
+      llmlog accounts list
     """
     table = Table("name", "role", "since")
     for a in ctx.store.accounts():
@@ -470,15 +480,15 @@ def users_list(ctx: Ctx) -> None:
     console.print(table)
 
 
-@users.command(name="remove")
+@accounts_group.command(name="remove")
 @click.argument("name")
 @pass_ctx
-def users_remove(ctx: Ctx, name: str) -> None:
+def accounts_remove(ctx: Ctx, name: str) -> None:
     """Remove an account; its sessions end within seconds.
 
     \b
     Examples:
-      llmlog users remove bob
+      llmlog accounts remove bob
     """
     if not ctx.store.remove_account(name):
         raise click.ClickException(f"no account {name!r}")
@@ -549,3 +559,16 @@ def tokens_remove(ctx: Ctx, name: str) -> None:
     if not ctx.store.remove_token(name):
         raise click.ClickException(f"no token {name!r}")
     console.print(as_text(f"Revoked {name}."))
+
+
+# `llmlog users` was this group's name, while /users lists the people who use the app: the old
+# name still works for the scripts that use it, hidden, and says it was renamed.
+cli.add_command(
+    CommandGroup(
+        name="users",
+        commands=accounts_group.commands,
+        hidden=True,
+        deprecated="use `llmlog accounts`: /users and `llmlog report` name the app's own users",
+        help="Renamed `llmlog accounts`.",
+    )
+)

@@ -68,7 +68,7 @@ def serve(
 ) -> None:
     """Serve the web UI over the store, and collect calls sent to it.
 
-    Listens on 127.0.0.1 unless told otherwise. With accounts in the store (`llmlog users
+    Listens on 127.0.0.1 unless told otherwise. With accounts in the store (`llmlog accounts
     add`), everyone signs in and sees what their role allows; read tokens (`llmlog tokens
     add`) open the JSON API. Without accounts but with LLMLOG_UI_TOKEN set, every request
     must carry that token (?token=…, then a cookie; or an `Authorization: Bearer` header).
@@ -141,7 +141,9 @@ def serve(
     ingest_token = ctx.settings.token
     accounts = bool(store.accounts())
     if accounts:
-        err_console.print("accounts exist: everyone signs in (`llmlog users list`); no shared token is taken")
+        err_console.print(
+            "accounts exist: everyone signs in (`llmlog accounts list`); no shared token is taken"
+        )
     if host not in ("127.0.0.1", "localhost", "::1"):
         for name, value, what in (
             ("LLMLOG_UI_TOKEN or accounts", token or accounts, "reads every call"),

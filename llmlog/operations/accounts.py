@@ -7,7 +7,7 @@ Roles, each with what the one before has:
 - **admin**: accounts, tokens, retention and the state of the keys.
 
 Accounts and tokens live in the store (`accounts`, `api_tokens`: private tables, out of
-reach of read-only SQL), so `llmlog users add` and a running `llmlog serve` see the same.
+reach of read-only SQL), so `llmlog accounts add` and a running `llmlog serve` see the same.
 Passwords are kept as scrypt hashes; tokens as SHA-256 (they are random, so a slow hash adds
 nothing). A session is a random cookie; the store keeps its SHA-256, whose it is and until
 when (`web_sessions`, private too), and forgets it on signing out, or when the account is

@@ -2,7 +2,7 @@
 sign-in and admin pages are `llmlog.web.admin`'s.
 
 Three ways to run `llmlog serve`:
-- with accounts in the store (`llmlog users add`): every page needs a signed-in account
+- with accounts in the store (`llmlog accounts add`): every page needs a signed-in account
   (a session cookie) or, for the JSON API, a read token, and each role sees what it may
   (`llmlog.operations.accounts`); the shared token is not taken;
 - without accounts, with LLMLOG_UI_TOKEN: the shared token opens everything, as before;
