@@ -75,6 +75,12 @@ class Dialect:
             raise ValueError(f"{self.name} keeps daily by materialized views, not by this SQL")
         return self.rollup
 
+    def null_safe_equal(self) -> str:
+        """The operator itself, for SQL that compares two columns (the rollups' joins)."""
+        if self.null_safe is None:
+            raise ValueError(f"{self.name} has no NULL-safe equality outside a join: see same_as")
+        return self.null_safe
+
     def same_as(self, column: str) -> tuple[str, Callable[[Any], list[Any]]]:
         """`column` equal to a parameter that may be NULL: the condition, and the parameters
         that give it a value."""

@@ -67,7 +67,7 @@ def from_raw_sql(
     columns, users, sessions) whose counts replace the distinct counts of the calls (a
     trigger's: the users and sessions new to their day and group). `into`: an `INSERT INTO …`
     to put the rows in, placed after the WITH clause, where PostgreSQL wants it."""
-    same, sql = dialect.null_safe, dialect.rollup_sql()
+    same, sql = dialect.null_safe_equal(), dialect.rollup_sql()
     keys = ("day", *GROUP)
     empty, objects = sql.empty_map, sql.object_agg
 
@@ -185,7 +185,7 @@ def repair_sql(dialect: Dialect) -> list[str]:
     `people_daily` they fell in, and those whose sums hold such a figure, are summed again
     from the calls. A row whose calls are gone (the cold tier) cannot be: its bad sums are
     set to 0, a figure unknown rather than one that spoils every sum it enters."""
-    same = dialect.null_safe
+    same = dialect.null_safe_equal()
     day = dialect.day("c.timestamp")
     temp = "CREATE TEMP TABLE"
 
@@ -291,7 +291,7 @@ def regroup(run: Run, dialect: Dialect, call_id: str, change: Callable[[], objec
 
 def _key(dialect: Dialect, calls: bool = False) -> str:
     """A condition on one `daily` group (`daily`, `daily_seen`), or on its calls."""
-    p, same = dialect.placeholder, dialect.null_safe
+    p, same = dialect.placeholder, dialect.null_safe_equal()
     day = dialect.day("timestamp") if calls else "day"
     return f"{day} = {p} AND " + " AND ".join(f"{c} {same} {p}" for c in GROUP)
 
