@@ -33,7 +33,6 @@ from llmlog.capture.attributes import (
     str_value,
 )
 from llmlog.capture.outcome import first_token_ms, span_error
-from llmlog.capture.parse import ANTHROPIC_STOP, OPENAI_STOP, read_response, split_request
 from llmlog.capture.sent import is_whole, sent_request, sent_response
 from llmlog.capture.shapes import (
     anthropic_response,
@@ -48,6 +47,7 @@ from llmlog.capture.shapes import (
 )
 from llmlog.core.config import cache_bytes
 from llmlog.core.record import Call, Span, SpanEvent
+from llmlog.providers import anthropic_messages, openai_chat, read_response, split_request
 
 _NAMESPACE = uuid.UUID("0b6c3f8e-7d1a-5b2c-9e4f-1a2b3c4d5e6f")
 _NAMESPACE_BYTES = _NAMESPACE.bytes
@@ -139,7 +139,7 @@ def stop_reason(provider: str | None, raw: Any) -> str | None:
     if raw is None or raw == "":
         return None
     raw = str(raw)
-    return ANTHROPIC_STOP.get(raw) or OPENAI_STOP.get(raw) or _SEMCONV_STOP.get(raw, raw)
+    return anthropic_messages.STOP.get(raw) or openai_chat.STOP.get(raw) or _SEMCONV_STOP.get(raw, raw)
 
 
 def is_model_call(span: Span) -> object:

@@ -1,6 +1,6 @@
 """The request and response bodies a span carries as they were sent (OpenInference's
 `input.value` and `output.value`, JSON), read as `llmlog.wrap` reads an exchange's bodies
-(`parse.split_request`, `parse.read_response`), so a call told by spans has the columns the
+(`providers.split_request`, `providers.read_response`), so a call told by spans has the columns the
 SDK path gives it: messages, system prompt, tools and params exactly as sent, in the shape
 of the API called (Messages, Chat Completions or Responses), and the tool calls, stop
 reason and usage its answer says.

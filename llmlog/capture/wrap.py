@@ -19,6 +19,7 @@ import httpx2
 
 from llmlog.capture import context as _context
 from llmlog.capture.exchange import Exchange
+from llmlog.providers import api_at
 
 log = logging.getLogger("llmlog")
 
@@ -30,14 +31,8 @@ def classify(provider: str, method: str, url: str) -> str | None:
     """Which API a request is a model call to, or None for anything else (listing, counting…)."""
     if method != "POST":
         return None
-    path = urlsplit(url).path.rstrip("/")
-    if provider == "anthropic":
-        return "messages" if path.endswith("/messages") else None
-    if path.endswith("/chat/completions"):
-        return "chat"
-    if path.endswith("/responses"):
-        return "responses"
-    return None
+    api = api_at(provider, urlsplit(url).path)
+    return api.name if api is not None else None
 
 
 def _start(provider: str, request: httpx2.Request, sink: Sink) -> Exchange | None:

@@ -1,0 +1,119 @@
+"""Anthropic's Messages API (`POST /v1/messages`): what its requests, responses and streams
+say of a call."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llmlog.core.record import Call
+from llmlog.providers.api import API, Decode, EventStream, Parsed, json_events, text_of, tool_input
+
+# Its stop reasons as stored, in the words every API's calls share.
+STOP = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+    "pause_turn": "pause",
+}
+
+
+def split(body: dict[str, Any], call: Call) -> None:
+    messages = body.pop("messages", None)
+    system = body.get("system")
+    if isinstance(system, str):
+        call.system_prompt = body.pop("system")
+    elif isinstance(system, list):
+        # Block form (cache_control, citations): keep the blocks for an exact re-send.
+        call.system_prompt = text_of(system)
+    call.messages = messages if isinstance(messages, list) else None
+
+
+def read_stream(events: EventStream, decode: Decode) -> Parsed:
+    message: dict[str, Any] | None = None
+    finished = False
+    blocks: dict[int, dict[str, Any]] = {}
+    partial_json: dict[int, str] = {}
+    first: float | None = None
+    error = None
+    for t, kind, ev in json_events(events, decode, events):
+        if kind == "message_start" and isinstance(ev.get("message"), dict):
+            message = dict(ev["message"])
+            message["usage"] = dict(message.get("usage") or {})
+        elif kind == "content_block_start":
+            blocks[ev.get("index", len(blocks))] = dict(ev.get("content_block") or {})
+        elif kind == "content_block_delta":
+            first = t if first is None else first
+            i = ev.get("index", 0)
+            block = blocks.setdefault(i, {"type": "text", "text": ""})
+            delta = ev.get("delta") or {}
+            dtype = delta.get("type")
+            if dtype == "text_delta":
+                block["text"] = block.get("text", "") + delta.get("text", "")
+            elif dtype == "input_json_delta":
+                partial_json[i] = partial_json.get(i, "") + delta.get("partial_json", "")
+            elif dtype == "thinking_delta":
+                block["thinking"] = block.get("thinking", "") + delta.get("thinking", "")
+            elif dtype == "signature_delta":
+                block["signature"] = delta.get("signature")
+            elif dtype == "citations_delta":
+                block.setdefault("citations", []).append(delta.get("citation"))
+        elif kind == "content_block_stop":
+            i = ev.get("index", 0)
+            if i in partial_json and i in blocks:
+                blocks[i]["input"] = tool_input(partial_json.pop(i))
+        elif kind == "message_delta" and message is not None:
+            for key, value in (ev.get("delta") or {}).items():
+                message[key] = value
+            for key, value in (ev.get("usage") or {}).items():
+                # The final usage overlays message_start's (cumulative counts).
+                if value is not None:
+                    message["usage"][key] = value
+        elif kind == "message_stop":
+            finished = True
+        elif kind == "error":
+            error = ev.get("error") or ev
+    for i, buf in partial_json.items():  # stream cut inside a tool_use block
+        if i in blocks:
+            blocks[i]["input"] = tool_input(buf)
+    if message is not None:
+        message["content"] = [blocks[i] for i in sorted(blocks)]
+    return message, error, first, finished
+
+
+def read(response: dict[str, Any], call: Call) -> None:
+    tools = _tool_calls(response)
+    reason = response.get("stop_reason")
+    call.stop_reason = STOP.get(reason, reason) if reason else None
+    call.tool_calls = tools or None
+    _usage(response, call)
+
+
+def _tool_calls(response: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        {"id": block.get("id"), "name": block.get("name"), "input": block.get("input")}
+        for block in response.get("content") or []
+        if isinstance(block, dict) and block.get("type") in ("tool_use", "server_tool_use")
+    ]
+
+
+def _usage(response: dict[str, Any], call: Call) -> None:
+    used = response.get("usage")
+    if not isinstance(used, dict):
+        return
+    uncached = used.get("input_tokens")
+    write = used.get("cache_creation_input_tokens") or 0
+    read = used.get("cache_read_input_tokens") or 0
+    if isinstance(uncached, int):
+        # Anthropic reports only the uncached part as input_tokens; ours counts all input.
+        call.input_tokens = uncached + write + read
+        call.cache_read_tokens = read
+        call.cache_creation_tokens = write
+    out = used.get("output_tokens")
+    if isinstance(out, int):
+        call.output_tokens = out
+
+
+MESSAGES = API("messages", "anthropic", "/messages", split, read_stream, read)
