@@ -29,6 +29,15 @@ def test_an_api_is_found_by_its_provider_and_path(provider: str, path: str, name
     assert (found.name if found else None) == name
 
 
+def test_a_provider_other_than_anthropic_is_read_as_speaking_openais_apis() -> None:
+    from llmlog.capture.wrap import classify
+
+    assert classify("azure", "POST", "https://x.example/openai/chat/completions?api-version=1") == "chat"
+    assert classify("azure", "POST", "https://x.example/v1/responses") == "responses"
+    assert classify("azure", "POST", "https://x.example/v1/messages") is None
+    assert classify("anthropic", "GET", "https://x.example/v1/messages") is None
+
+
 def test_every_api_is_registered_once_under_its_name() -> None:
     assert set(APIS) == {"messages", "chat", "responses"}
     assert all(api.name == name for name, api in APIS.items())

@@ -31,7 +31,9 @@ def classify(provider: str, method: str, url: str) -> str | None:
     """Which API a request is a model call to, or None for anything else (listing, counting…)."""
     if method != "POST":
         return None
-    api = api_at(provider, urlsplit(url).path)
+    # Any provider but Anthropic is read as speaking OpenAI's APIs, as the services that
+    # copy them do.
+    api = api_at(provider if provider == "anthropic" else "openai", urlsplit(url).path)
     return api.name if api is not None else None
 
 
