@@ -37,11 +37,9 @@ from llmlog.core.config import Settings
 from llmlog.core.record import Call
 from llmlog.pipeline.intake import Intake
 from llmlog.pipeline.pricing import Pricer
+from llmlog.providers import APIS
 
 log = logging.getLogger("llmlog")
-
-#: Each API's path, relative to its SDK's base URL (Anthropic's has no /v1, OpenAI's has).
-PATHS = {"messages": "/v1/messages", "chat": "/chat/completions", "responses": "/responses"}
 
 # Request parameters only one of the two OpenAI APIs takes (`api_of`, when no response says).
 _RESPONSES_ONLY = frozenset(
@@ -268,7 +266,7 @@ def replay(
         try:
             # The SDK's own request path (auth, base URL, version headers), the body as is;
             # the response is read whole and left unparsed: the capture parses it.
-            client.post(PATHS[api], cast_to=httpx2.Response, body=body)
+            client.post(APIS[api].sdk_path, cast_to=httpx2.Response, body=body)
         except Exception as exc:  # the provider's error: recorded by the capture below
             failure = exc
     if not exchanges:

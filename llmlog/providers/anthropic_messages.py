@@ -116,4 +116,7 @@ def _usage(response: dict[str, Any], call: Call) -> None:
         call.output_tokens = out
 
 
-MESSAGES = API("messages", "anthropic", "/messages", split, read_stream, read)
+MESSAGES = API(
+    name="messages", provider="anthropic", path="/messages", sdk_path="/v1/messages",
+    split=split, read_stream=read_stream, read=read,
+)  # fmt: skip

@@ -30,11 +30,14 @@ class EventStream(Protocol):
 @dataclass(frozen=True)
 class API:
     """One provider API: its name in a call's records (`Exchange.api`), its provider, the path
-    its model calls are POSTed to (after the base URL's own path), and how it reads."""
+    its model calls are POSTed to (what a request's path ends with), and how it reads."""
 
     name: str
     provider: str
     path: str
+    # What its SDK POSTs to, relative to the SDK's base URL (Anthropic's base URL has no /v1,
+    # OpenAI's has): where a replay sends a request again.
+    sdk_path: str
     # The request's API-specific parts into the call: messages and system prompt, taken out
     # of `body` (what is left is the call's params).
     split: Callable[[dict[str, Any], Call], None]

@@ -120,4 +120,7 @@ def _usage(response: dict[str, Any], call: Call) -> None:
         call.output_tokens = out
 
 
-CHAT = API("chat", "openai", "/chat/completions", split, read_stream, read)
+CHAT = API(
+    name="chat", provider="openai", path="/chat/completions", sdk_path="/chat/completions",
+    split=split, read_stream=read_stream, read=read,
+)  # fmt: skip

@@ -114,4 +114,7 @@ def _usage(response: dict[str, Any], call: Call) -> None:
         call.output_tokens = out
 
 
-RESPONSES = API("responses", "openai", "/responses", split, read_stream, read)
+RESPONSES = API(
+    name="responses", provider="openai", path="/responses", sdk_path="/responses",
+    split=split, read_stream=read_stream, read=read,
+)  # fmt: skip
