@@ -1,8 +1,9 @@
 """Turn what the HTTP layer saw (`Exchange`) into a `Call`: request, response, usage, timing.
 
-Runs on the writer's thread. Understands Anthropic Messages and OpenAI Chat Completions and
-Responses, streamed (SSE, reassembled into the non-streamed shape) or not. A body we cannot
-parse still yields a row: the call happened, and losing it would be worse than a gap.
+Runs on the writer's thread. Each API's bodies and streams are read by its module in
+`llmlog.providers` (a stream reassembled into the non-streamed shape); here are what every
+API shares: decoding (once), the SSE events, errors, timing, the call's notes. A body we
+cannot parse still yields a row: the call happened, and losing it would be worse than a gap.
 """
 
 from __future__ import annotations
