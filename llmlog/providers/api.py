@@ -95,3 +95,22 @@ def tool_input(arguments: Any) -> Any:
         parsed = parse_json(arguments) if arguments else {}
         return parsed if parsed is not None else arguments
     return arguments
+
+
+def openai_usage(response: dict[str, Any], call: Call, tokens_in: str, tokens_out: str) -> None:
+    """Usage as OpenAI's APIs report it, each under its own names (`prompt_tokens` and
+    `completion_tokens` in Chat, `input_tokens` and `output_tokens` in Responses): all input
+    counted, the cached part of it in `<tokens_in>_details`."""
+    used = response.get("usage")
+    if not isinstance(used, dict):
+        return
+    total_in = used.get(tokens_in)
+    details = used.get(f"{tokens_in}_details") or {}
+    if isinstance(total_in, int):
+        call.input_tokens = total_in
+        call.cache_read_tokens = details.get("cached_tokens") or 0
+        # OpenAI caches automatically and bills no cache writes.
+        call.cache_creation_tokens = 0
+    out = used.get(tokens_out)
+    if isinstance(out, int):
+        call.output_tokens = out

@@ -6,7 +6,16 @@ from __future__ import annotations
 from typing import Any
 
 from llmlog.core.record import Call
-from llmlog.providers.api import API, Decode, EventStream, Parsed, decode_all, text_of, tool_input
+from llmlog.providers.api import (
+    API,
+    Decode,
+    EventStream,
+    Parsed,
+    decode_all,
+    openai_usage,
+    text_of,
+    tool_input,
+)
 
 # Its finish reasons as stored: the deprecated `function_call` is a tool call too.
 STOP = {"function_call": "tool_calls"}
@@ -90,7 +99,7 @@ def read(response: dict[str, Any], call: Call) -> None:
         reason = choices[0]["finish_reason"]
         call.stop_reason = STOP.get(reason, reason)
     call.tool_calls = tools or None
-    _usage(response, call)
+    openai_usage(response, call, "prompt_tokens", "completion_tokens")
 
 
 def _tool_calls(response: dict[str, Any]) -> list[dict[str, Any]]:
@@ -102,22 +111,6 @@ def _tool_calls(response: dict[str, Any]) -> list[dict[str, Any]]:
                 {"id": tc.get("id"), "name": fn.get("name"), "input": tool_input(fn.get("arguments"))}
             )
     return found
-
-
-def _usage(response: dict[str, Any], call: Call) -> None:
-    used = response.get("usage")
-    if not isinstance(used, dict):
-        return
-    total_in = used.get("prompt_tokens")
-    details = used.get("prompt_tokens_details") or {}
-    if isinstance(total_in, int):
-        call.input_tokens = total_in
-        call.cache_read_tokens = details.get("cached_tokens") or 0
-        # OpenAI caches automatically and bills no cache writes.
-        call.cache_creation_tokens = 0
-    out = used.get("completion_tokens")
-    if isinstance(out, int):
-        call.output_tokens = out
 
 
 CHAT = API(

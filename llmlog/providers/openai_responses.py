@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from llmlog.core.record import Call
-from llmlog.providers.api import API, Decode, EventStream, Parsed, json_events, tool_input
+from llmlog.providers.api import API, Decode, EventStream, Parsed, json_events, openai_usage, tool_input
 
 
 def split(body: dict[str, Any], call: Call) -> None:
@@ -87,7 +87,7 @@ def read(response: dict[str, Any], call: Call) -> None:
     elif status == "failed":
         call.stop_reason = "error"
     call.tool_calls = tools or None
-    _usage(response, call)
+    openai_usage(response, call, "input_tokens", "output_tokens")
 
 
 def _tool_calls(response: dict[str, Any]) -> list[dict[str, Any]]:
@@ -96,22 +96,6 @@ def _tool_calls(response: dict[str, Any]) -> list[dict[str, Any]]:
         for item in response.get("output") or []
         if isinstance(item, dict) and item.get("type") == "function_call"
     ]
-
-
-def _usage(response: dict[str, Any], call: Call) -> None:
-    used = response.get("usage")
-    if not isinstance(used, dict):
-        return
-    total_in = used.get("input_tokens")
-    details = used.get("input_tokens_details") or {}
-    if isinstance(total_in, int):
-        call.input_tokens = total_in
-        call.cache_read_tokens = details.get("cached_tokens") or 0
-        # OpenAI caches automatically and bills no cache writes.
-        call.cache_creation_tokens = 0
-    out = used.get("output_tokens")
-    if isinstance(out, int):
-        call.output_tokens = out
 
 
 RESPONSES = API(
