@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import zstandard
 
 from llmlog.store import Store, compression, open_store
-from llmlog.store.sqlite import connect as sqlite_connect
+from llmlog.store.sqlite.store import connect as sqlite_connect
 
 
 class PostgresUnavailable(Exception):
@@ -191,7 +191,7 @@ class ClickHouseBackend(Backend):
         self.url = f"chdb://{path}"
 
     def sql(self, statement: str, params: tuple[Any, ...] | list[Any] = ()) -> list[tuple[Any, ...]]:
-        from llmlog.store.clickhouse_engine import EmbeddedEngine, bind
+        from llmlog.store.clickhouse.engine import EmbeddedEngine, bind
 
         engine = EmbeddedEngine(self.path)
         try:

@@ -15,9 +15,9 @@ import pytest
 from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
 from llmlog.store import ReadOnlyError, open_store
-from llmlog.store.clickhouse import ClickHouseStore
-from llmlog.store.clickhouse_engine import bind
-from llmlog.store.clickhouse_schema import statements
+from llmlog.store.clickhouse.engine import bind
+from llmlog.store.clickhouse.schema import statements
+from llmlog.store.clickhouse.store import ClickHouseStore
 
 NOW = datetime.now(UTC).replace(microsecond=123456)
 
@@ -411,8 +411,8 @@ def test_a_query_with_no_rows_answers_none(tmp_path: Path) -> None:
 
 
 def test_private_tables_of_a_store_from_before_move_out_of_the_engine(tmp_path: Path) -> None:
-    from llmlog.store.clickhouse_embedded import PRIVATE_FILE
-    from llmlog.store.clickhouse_engine import EmbeddedEngine
+    from llmlog.store.clickhouse.embedded import PRIVATE_FILE
+    from llmlog.store.clickhouse.engine import EmbeddedEngine
 
     path = tmp_path / "old"
     engine = EmbeddedEngine(str(path))  # the tables as the store kept them before

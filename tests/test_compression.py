@@ -23,7 +23,7 @@ from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
 from llmlog.demo.workload import prose
 from llmlog.store import compression, open_store
-from llmlog.store.sqlite import SQLiteStore
+from llmlog.store.sqlite.store import SQLiteStore
 
 T0 = datetime(2026, 11, 2, 9, tzinfo=UTC)
 

@@ -20,8 +20,9 @@ from llmlog.core.filters import CallFilter
 from llmlog.core.record import DROPPED_KEY, Call, RecordError, bad_figures
 from llmlog.pipeline.intake import Intake
 from llmlog.pipeline.pricing import PriceFileError, Pricer, load_overrides
-from llmlog.store import Store, sqlite_schema
-from llmlog.store import postgres_schema as pg
+from llmlog.store import Store
+from llmlog.store.postgres import schema as pg
+from llmlog.store.sqlite import schema as sqlite_schema
 from tests.backends import Backend
 from tests.webui import Running, make_call
 

@@ -29,7 +29,7 @@ from llmlog.core.filters import CallFilter
 from llmlog.pipeline.intake import Intake
 from llmlog.pipeline.pricing import Pricer
 from llmlog.store import open_store
-from llmlog.store.clickhouse import ClickHouseStore
+from llmlog.store.clickhouse.store import ClickHouseStore
 from llmlog.store.filelock import FileLock
 from llmlog.web.ingest import receive_events, receive_spans
 from llmlog.web.state import Web, environment

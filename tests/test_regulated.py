@@ -29,8 +29,8 @@ from llmlog.core.sealed import is_sealed
 from llmlog.operations.sealing import rotate
 from llmlog.pipeline.writer import Writer
 from llmlog.store import Store, open_store
-from llmlog.store.clickhouse import ClickHouseStore
-from llmlog.store.clickhouse_engine import EmbeddedEngine
+from llmlog.store.clickhouse.engine import EmbeddedEngine
+from llmlog.store.clickhouse.store import ClickHouseStore
 from tests.backends import Backend
 from tests.test_encryption import K1, raw_bytes
 from tests.webui import free_port

@@ -27,7 +27,7 @@ from llmlog.core.record import Call, Span, format_timestamp
 from llmlog.operations import retention
 from llmlog.store import Store, open_store, retention_policy
 from llmlog.store.rollup import DAILY_COLUMNS, PER_OCTAVE, counts_of, from_raw_sql
-from llmlog.store.sqlite import SQLiteStore
+from llmlog.store.sqlite.store import SQLiteStore
 from tests.backends import Backend, SQLiteBackend, with_schema
 
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -163,8 +163,8 @@ def test_an_existing_store_gets_the_cold_figures_on_upgrade(backend: Backend, tm
         insert(source, calls)
         expected = daily_rows(source)
     if backend.kind == "sqlite":
-        from llmlog.store.sqlite import connect
-        from llmlog.store.sqlite_schema import MIGRATIONS, m007_cold_figures, migrate
+        from llmlog.store.sqlite.schema import MIGRATIONS, m007_cold_figures, migrate
+        from llmlog.store.sqlite.store import connect
 
         before = MIGRATIONS.index(m007_cold_figures)
         db = connect(backend.url)
@@ -178,7 +178,7 @@ def test_an_existing_store_gets_the_cold_figures_on_upgrade(backend: Backend, tm
     else:
         import psycopg
 
-        from llmlog.store import postgres_schema as pg
+        from llmlog.store.postgres import schema as pg
         from tests.test_store import _partitions_by_hand
 
         before = pg.MIGRATIONS.index(pg.m005_cold_figures)

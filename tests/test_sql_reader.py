@@ -20,7 +20,7 @@ from click.testing import CliRunner
 from llmlog.cli import cli
 from llmlog.core.record import Call
 from llmlog.store import ReadOnlyError, Store, open_store
-from llmlog.store import postgres_schema as pg
+from llmlog.store.postgres import schema as pg
 from tests.backends import PostgresBackend, admin, drop_schema, with_schema
 from tests.webui import T0, Running
 

@@ -32,13 +32,13 @@ from llmlog.cli import cli
 from llmlog.core.filters import CallFilter
 from llmlog.core.record import COLUMNS, JSON_COLUMNS, Call, Span, format_timestamp
 from llmlog.store import ReadOnlyError, Store, open_store
-from llmlog.store import clickhouse_schema as ch
-from llmlog.store import postgres_schema as pg
+from llmlog.store.clickhouse import schema as ch
 from llmlog.store.content import digest
 from llmlog.store.errors import NewerStore
-from llmlog.store.sqlite import SQLiteStore, connect
-from llmlog.store.sqlite import connect as sqlite_connect
-from llmlog.store.sqlite_schema import MIGRATIONS, m003_daily, m005_people_daily, migrate
+from llmlog.store.postgres import schema as pg
+from llmlog.store.sqlite.schema import MIGRATIONS, m003_daily, m005_people_daily, migrate
+from llmlog.store.sqlite.store import SQLiteStore, connect
+from llmlog.store.sqlite.store import connect as sqlite_connect
 from tests.backends import (
     Backend,
     ClickHouseBackend,
@@ -105,7 +105,7 @@ def raw_query(backend: Backend, sql: str) -> tuple[list[str], list[tuple[Any, ..
         finally:
             db.close()
     if backend.kind == "clickhouse":
-        from llmlog.store.clickhouse_engine import EmbeddedEngine
+        from llmlog.store.clickhouse.engine import EmbeddedEngine
 
         engine = EmbeddedEngine(backend.path)  # type: ignore[attr-defined]
         try:

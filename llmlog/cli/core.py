@@ -23,7 +23,7 @@ from llmlog.core.config import Settings
 from llmlog.core.filters import BadFilter, CallFilter, parse_filter, parse_when
 from llmlog.pipeline.intake import hash_user_id
 from llmlog.pipeline.pricing import PriceFileError, Pricer
-from llmlog.store import Store, open_store, redact_url, sqlite_path
+from llmlog.store import Store, open_store, redact_url, sqlite_path, store_missing
 from llmlog.store.errors import NewerStore
 
 
@@ -208,7 +208,7 @@ def open_url(url: str, reader_url: str | None = None, *, create: bool = True) ->
             + ": check --db or LLMLOG_DB; `llmlog demo` or `llmlog import` make one)"
         )
     try:
-        why = None if create else _server_store_missing(url)
+        why = None if create else store_missing(url)
         if why is None:
             return open_store(url, reader_url)
     except ValueError as exc:  # a URL of no engine we know
@@ -216,16 +216,6 @@ def open_url(url: str, reader_url: str | None = None, *, create: bool = True) ->
     except Exception as exc:  # a server that is down, a database that does not exist, a file we may not write
         raise CliError(f"cannot open store {redact_url(url)}: {exc}") from None
     raise CliError(f"no store at {redact_url(url)} ({why}: check --db or LLMLOG_DB)")
-
-
-def _server_store_missing(url: str) -> str | None:
-    """Why a PostgreSQL database holds no store, asked before opening it: opening one makes
-    its tables, which a reading command must not."""
-    if url.split("://", 1)[0] not in ("postgresql", "postgres"):
-        return None
-    from llmlog.store.postgres import missing
-
-    return missing(url)
 
 
 def _empty_file(path: str) -> bool:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from types import ModuleType
+
+from llmlog.store import clickhouse, postgres, sqlite
 from llmlog.store.base import QueryResult, ReadOnlyError, Store
 from llmlog.store.urls import redact_url, sqlite_path
 
@@ -9,10 +12,30 @@ __all__ = [
     "QueryResult",
     "ReadOnlyError",
     "Store",
+    "engine_of",
     "open_store",
     "redact_url",
     "sqlite_path",
+    "store_missing",
 ]
+
+
+#: The engines, each a package here giving `opens(url)`, `open_url(url, reader_url)` and
+#: `missing(url)`. Another engine is another package, named here.
+ENGINES: tuple[ModuleType, ...] = (sqlite, postgres, clickhouse)
+
+
+def engine_of(url: str) -> ModuleType:
+    """The engine package whose store `url` names; ValueError when none does."""
+    for engine in ENGINES:
+        if engine.opens(url):
+            return engine
+    scheme = url.split("://", 1)[0]
+    raise ValueError(
+        f"unsupported store URL scheme {scheme!r}: use a file path, sqlite:///relative.db,"
+        " sqlite:////absolute.db, postgresql://…,"
+        " clickhouse://… or chdb:///path"
+    )
 
 
 def open_store(url: str, reader_url: str | None = None) -> Store:
@@ -23,26 +46,12 @@ def open_store(url: str, reader_url: str | None = None) -> Store:
 
     `reader_url` (LLMLOG_READER_DB): for a PostgreSQL or ClickHouse server, the login that
     read-only SQL a person writes runs as, where the store could not make its own."""
-    path = sqlite_path(url)
-    if path is not None:
-        from llmlog.store.sqlite import SQLiteStore
+    store: Store = engine_of(url).open_url(url, reader_url)
+    return store
 
-        return SQLiteStore(path)
-    scheme = url.split("://", 1)[0]
-    if scheme in ("postgresql", "postgres"):
-        from llmlog.store.postgres import PostgresStore
 
-        return PostgresStore(url, reader_url)
-    if scheme == "chdb":
-        from llmlog.store.clickhouse_embedded import EmbeddedClickHouseStore
-
-        return EmbeddedClickHouseStore(url)
-    if scheme in ("clickhouse", "clickhouses"):
-        from llmlog.store.clickhouse import ClickHouseStore
-
-        return ClickHouseStore(url, reader_url=reader_url)
-    raise ValueError(
-        f"unsupported store URL scheme {scheme!r}: use a file path, sqlite:///relative.db,"
-        " sqlite:////absolute.db, postgresql://…,"
-        " clickhouse://… or chdb:///path"
-    )
+def store_missing(url: str) -> str | None:
+    """Why `url` holds no store, found without making one (opening a store makes its tables,
+    which a reading command must not); None when it holds one or cannot tell."""
+    why: str | None = engine_of(url).missing(url)
+    return why

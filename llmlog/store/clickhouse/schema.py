@@ -1,5 +1,5 @@
 """The ClickHouse store's schema: designed for the engine, not translated from PostgreSQL,
-and its numbered migrations (`llmlog.store.clickhouse` applies them on open).
+and its numbered migrations (`llmlog.store.clickhouse.store` applies them on open).
 
 - `call_data` holds every column inline, the text columns compressed with ZSTD; `calls`
   is a view of it, as in the other stores (so the SQL shared with them reads the same).
@@ -317,7 +317,7 @@ def m004_audit_and_vectors(runner: Runner, cluster: str | None) -> None:
 def m005_web_sessions(runner: Runner, cluster: str | None) -> None:
     """Who is signed in to the web UI (`llmlog.web.auth`), by the SHA-256 of the cookie (hex):
     versioned rows as `accounts` (`deleted` = 1 ends a session); the engine drops them once
-    expired (TTL). Private: the reader is granted the public tables only (`clickhouse_reader`);
+    expired (TTL). Private: the reader is granted the public tables only (`clickhouse.reader`);
     the embedded store keeps sessions in its private file, and drops this table."""
     on = f" ON CLUSTER {cluster}" if cluster else ""
     replicated = "Replicated" if cluster else ""
@@ -399,7 +399,7 @@ def m007_repair_figures(runner: Runner, cluster: str | None) -> None:
     """Figures stored before they were checked (NaN, infinities, negative costs, times or
     token counts) made NULL, and the rollup rows they fell in summed again from the calls;
     a row whose calls are gone (the cold tier) has its bad sums set to 0."""
-    from llmlog.store.clickhouse_engine import bind
+    from llmlog.store.clickhouse.engine import bind
     from llmlog.store.rollup import CALL_FIGURES, DAILY_FIGURES, PEOPLE_FIGURES
 
     on = f" ON CLUSTER {cluster}" if cluster else ""

@@ -2,14 +2,14 @@
 
 `clickhouse://user:pass@host:8123/db` (`clickhouses://` for TLS) talks to a server with
 `clickhouse-connect`; `chdb:///path` runs the same engine embedded in this process (the
-`chdb` package), which is what the tests use. Both sit behind one seam (`clickhouse_engine`):
+`chdb` package), which is what the tests use. Both sit behind one seam (`clickhouse.engine`):
 every statement the store issues is the same on both, and parameters are `%s`, so the SQL
 shared with the other stores (filters, reports) reads the same.
 
 Search matches words in the raw text of a call's last message, response and error (no
 index: the scan is of the newest calls the filters select, in columns the engine reads
 fast); "calls like this one" keeps each vector as hex beside the call. See
-`clickhouse_schema` for the schema and why it is shaped so.
+`clickhouse.schema` for the schema and why it is shaped so.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from llmlog.core.config import clickhouse_cluster
 from llmlog.core.encryption import Policy
 from llmlog.core.filters import CallFilter
 from llmlog.core.record import COLUMNS, INT_COLUMNS, JSON_COLUMNS, Call, json_text
-from llmlog.store import clickhouse_reader as reader
 from llmlog.store import retention_policy, search
 from llmlog.store.base import (
     NAMING_ATTRIBUTES,
@@ -43,10 +42,11 @@ from llmlog.store.base import (
     plain,
     utc_days,
 )
-from llmlog.store.clickhouse_engine import READ_SETTINGS, Engine, EngineError, bind, open_engine
-from llmlog.store.clickhouse_engine import utc_time as _when
-from llmlog.store.clickhouse_schema import DAILY_GROUP, DAILY_SELECT, MIGRATIONS, PEOPLE_SELECT
-from llmlog.store.clickhouse_traces import ClickHouseTraces
+from llmlog.store.clickhouse import reader
+from llmlog.store.clickhouse.engine import READ_SETTINGS, Engine, EngineError, bind, open_engine
+from llmlog.store.clickhouse.engine import utc_time as _when
+from llmlog.store.clickhouse.schema import DAILY_GROUP, DAILY_SELECT, MIGRATIONS, PEOPLE_SELECT
+from llmlog.store.clickhouse.traces import ClickHouseTraces
 from llmlog.store.dialect import CLICKHOUSE
 from llmlog.store.filelock import FileLock
 from llmlog.store.readonly import RESULT_MAX_BYTES, QueryRows, deadline_after, too_large
@@ -63,7 +63,7 @@ class ClickHouseStore(ClickHouseTraces):
     def __init__(self, url: str, engine: Engine | None = None, reader_url: str | None = None) -> None:
         self._url = url
         self._ingesting: FileLock | None = None  # made on first use: readers never take it
-        # Read-only SQL a person writes runs as the reader (`clickhouse_reader`): the URL
+        # Read-only SQL a person writes runs as the reader (`clickhouse.reader`): the URL
         # given, else the user the store made, on an engine of its own.
         self._reader_url = reader_url
         self._reader_engine: Engine | None = None
@@ -318,7 +318,7 @@ class ClickHouseStore(ClickHouseTraces):
         limit: int = 10_000,
         max_bytes: int = RESULT_MAX_BYTES,
     ) -> QueryRows:
-        """Run SQL a person wrote as the store's reader (`clickhouse_reader`): one statement,
+        """Run SQL a person wrote as the store's reader (`clickhouse.reader`): one statement,
         as ClickHouse itself parses it, within a time, memory and result size limit."""
         deadline = deadline_after(timeout_s)
         engine = self._reader(timeout_s, max_bytes)

@@ -56,9 +56,9 @@ from llmlog.store.readonly import (
     too_large,
 )
 from llmlog.store.rollup import moves, regroup
-from llmlog.store.sqlite_schema import migrate
-from llmlog.store.sqlite_traces import SQLiteTraces
-from llmlog.store.sqlite_traces import json_safe as _json_safe
+from llmlog.store.sqlite.schema import migrate
+from llmlog.store.sqlite.traces import SQLiteTraces
+from llmlog.store.sqlite.traces import json_safe as _json_safe
 
 BUSY_TIMEOUT_MS = 60_000
 

@@ -1,5 +1,5 @@
 """The embedded store's schema: the `calls` view and the numbered migrations that build
-and change the tables (`llmlog.store.sqlite` applies them on open)."""
+and change the tables (`llmlog.store.sqlite.store` applies them on open)."""
 
 from __future__ import annotations
 

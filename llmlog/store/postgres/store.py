@@ -30,7 +30,6 @@ from psycopg import sql as pgsql
 from llmlog.core.encryption import ENCRYPTION_SETTING
 from llmlog.core.filters import CallFilter
 from llmlog.core.record import COLUMNS, Call, format_timestamp, json_text
-from llmlog.store import postgres_reader as reader
 from llmlog.store import search
 from llmlog.store.base import (
     NAMING_ATTRIBUTES,
@@ -46,9 +45,10 @@ from llmlog.store.base import (
 )
 from llmlog.store.content import ContentBatch, ContentIds, Key
 from llmlog.store.dialect import POSTGRES
-from llmlog.store.postgres_schema import check_schema, migrate, schema_lock, schema_version, store_missing
-from llmlog.store.postgres_traces import PostgresTraces
-from llmlog.store.postgres_traces import storable as _storable
+from llmlog.store.postgres import reader
+from llmlog.store.postgres.schema import check_schema, migrate, schema_lock, schema_version, store_missing
+from llmlog.store.postgres.traces import PostgresTraces
+from llmlog.store.postgres.traces import storable as _storable
 from llmlog.store.readonly import RESULT_MAX_BYTES, QueryRows, deadline_after, held
 from llmlog.store.rollup import moves, regroup
 
@@ -146,7 +146,7 @@ class PostgresStore(PostgresTraces):
         self.url = url
         self._conn: psycopg.Connection[Any] | None = None
         # Read-only SQL a person writes runs on a connection of its own, as the reader login
-        # (`postgres_reader`): the one given, else the one the store made.
+        # (`postgres.reader`): the one given, else the one the store made.
         self._reader_url = reader_url
         self._reader: psycopg.Connection[Any] | None = None
         self._content = ContentIds()

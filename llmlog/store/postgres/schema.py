@@ -1,5 +1,5 @@
 """The PostgreSQL store's schema: the `calls` view and the numbered migrations that build
-and change the tables (`llmlog.store.postgres` applies them on open)."""
+and change the tables (`llmlog.store.postgres.store` applies them on open)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from llmlog.core.record import Call
 from llmlog.store import search
 from llmlog.store.dialect import POSTGRES
 from llmlog.store.errors import NewerStore
-from llmlog.store.postgres_reader import create_reader
+from llmlog.store.postgres.reader import create_reader
 from llmlog.store.rollup import DAILY_COLUMNS, GROUP, cold_columns, from_raw_sql, repair_sql
 
 # What the response echoed of the request (m015) is put back in place from `content`.
@@ -493,7 +493,7 @@ LEGACY_READER = "llmlog_reader"
 
 
 def m010_reader_login(cur: psycopg.Cursor[Any]) -> None:
-    """The store's own reader login (`postgres_reader`), made here when the user may make
+    """The store's own reader login (`postgres.reader`), made here when the user may make
     roles (else on a later open that may, or by an administrator); and the shared role of
     before loses what it was granted here (it was NOLOGIN, entered by SET ROLE, which a
     query could leave)."""
@@ -509,7 +509,7 @@ def m010_reader_login(cur: psycopg.Cursor[Any]) -> None:
 
 def m011_web_sessions(cur: psycopg.Cursor[Any]) -> None:
     """`web_sessions`, as in SQLite's migration 12; private, as `accounts` is (the reader is
-    granted the public tables only: `postgres_reader`)."""
+    granted the public tables only: `postgres.reader`)."""
     cur.execute(
         "CREATE TABLE web_sessions (hash bytea PRIMARY KEY, name text NOT NULL, expires bigint NOT NULL)"
     )

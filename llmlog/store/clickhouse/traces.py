@@ -20,7 +20,7 @@ from typing import Any
 from llmlog.core.encryption import Policy, trace_clear_parts
 from llmlog.core.record import Span, SpanEvent, json_text
 from llmlog.store.base import Store
-from llmlog.store.clickhouse_engine import Engine, utc_time
+from llmlog.store.clickhouse.engine import Engine, utc_time
 from llmlog.store.content import digest
 from llmlog.store.regulated import Admitted, Refused
 

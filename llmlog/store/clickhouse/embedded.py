@@ -5,7 +5,7 @@ in the engine is a table read-only SQL can read (`merge('…')` and `mergeTreeIn
 any filter). So the private tables, accounts, API tokens, settings, the web UI's sessions and
 the audit log, are not in the engine: they are a small SQLite file beside its data,
 with the SQLite store's layout and statements. Read-only SQL runs in a session of its own with
-`readonly = 1` from its start (`clickhouse_reader`), which refuses `file()`, `sqlite()` and
+`readonly = 1` from its start (`clickhouse.reader`), which refuses `file()`, `sqlite()` and
 every other way out of the engine, so it cannot open that file either.
 
 A store made before keeps its private rows: they move into the file on open, and their tables
@@ -24,10 +24,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from llmlog.core.record import format_timestamp, parse_timestamp
-from llmlog.store import clickhouse_reader as reader
 from llmlog.store.base import AuditEntry, ReadOnlyError, Store
-from llmlog.store.clickhouse import ClickHouseStore
-from llmlog.store.clickhouse_engine import EmbeddedEngine, Engine
+from llmlog.store.clickhouse import reader
+from llmlog.store.clickhouse.engine import EmbeddedEngine, Engine
+from llmlog.store.clickhouse.store import ClickHouseStore
 
 PRIVATE_FILE = "llmlog-private.sqlite3"
 _SCHEMA = """

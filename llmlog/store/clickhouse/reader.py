@@ -13,7 +13,7 @@ Embedded (chdb) there are no users: every session is `default`. The strongest co
 there is a session of its own started with `readonly = 1` and its limits, which no statement
 can change (not even in a SETTINGS clause), and which refuses every table function that
 reaches outside the engine (file, url, remote, s3, executable, sqlite, Python, …). The private
-tables are then not in the engine at all (`clickhouse_embedded`): nothing a query names can
+tables are then not in the engine at all (`clickhouse.embedded`): nothing a query names can
 reach them.
 """
 
@@ -24,7 +24,7 @@ import secrets
 from typing import Any
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from llmlog.store.clickhouse_engine import READ_SETTINGS, Engine, EngineError, ServerEngine
+from llmlog.store.clickhouse.engine import READ_SETTINGS, Engine, EngineError, ServerEngine
 
 READER_ENV = "LLMLOG_READER_DB"
 LOGIN_SETTING = "reader_login"  # {"user": …, "password": …}, in `settings`, which the reader cannot read

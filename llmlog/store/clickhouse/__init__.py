@@ -1,0 +1,29 @@
+"""The ClickHouse store, on a server (`clickhouse://`) or embedded (`chdb:///path`): the store
+(`store`, `embedded`), its engines (`engine`), its schema and migrations (`schema`), its reader
+user (`reader`), its spans (`traces`). What `llmlog.store.open_store` asks of every engine is
+here; the rest is imported when a store is opened."""
+
+from __future__ import annotations
+
+from llmlog.store.base import Store
+
+SCHEMES = ("clickhouse", "clickhouses", "chdb")
+
+
+def opens(url: str) -> bool:
+    return url.split("://", 1)[0] in SCHEMES
+
+
+def open_url(url: str, reader_url: str | None = None) -> Store:
+    if url.startswith("chdb://"):
+        from llmlog.store.clickhouse.embedded import EmbeddedClickHouseStore
+
+        return EmbeddedClickHouseStore(url)
+    from llmlog.store.clickhouse.store import ClickHouseStore
+
+    return ClickHouseStore(url, reader_url=reader_url)
+
+
+def missing(url: str) -> str | None:
+    """Opening a ClickHouse store makes nothing a reading command would regret."""
+    return None
