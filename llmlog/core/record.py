@@ -13,52 +13,64 @@ import math
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 from llmlog.core.sealed import is_sealed
 
-#: The columns of `calls`, in order. `rate_card` is ours: which rate card priced the call.
-COLUMNS: tuple[str, ...] = (
-    "id",
-    "session_id",
-    "user_id",
-    "timestamp",
-    "provider",
-    "model",
-    "feature",
-    "prompt_template_version",
-    "system_prompt",
-    "messages",
-    "tools",
-    "params",
-    "response",
-    "tool_calls",
-    "stop_reason",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_creation_tokens",
-    "cost_usd",
-    "rate_card",
-    "first_token_ms",
-    "latency_ms",
-    "error",
-    "metadata",
-    "tags",
-    "trace_id",
-    "parent_id",
-)
+Kind = Literal["id", "text", "timestamp", "json", "integer", "real"]
 
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column of `calls`: its name (a `Call` field's) and the kind of value it holds,
+    from which each engine takes its type, and validation its check."""
+
+    name: str
+    kind: Kind
+
+
+#: The columns of `calls`, in order: the one list every store, view, import and export
+#: follows. To add a column: add it here at the end (a view's columns can only grow at the
+#: end without being made again) and to `Call`, then give each engine a migration adding it
+#: (each engine's `add_call_column`). `rate_card` is ours: which rate card priced the call.
+CALL_COLUMNS: tuple[Column, ...] = (
+    Column("id", "id"),
+    Column("session_id", "text"),
+    Column("user_id", "text"),
+    Column("timestamp", "timestamp"),
+    Column("provider", "text"),
+    Column("model", "text"),
+    Column("feature", "text"),
+    Column("prompt_template_version", "text"),
+    Column("system_prompt", "text"),
+    Column("messages", "json"),
+    Column("tools", "json"),
+    Column("params", "json"),
+    Column("response", "json"),
+    Column("tool_calls", "json"),
+    Column("stop_reason", "text"),
+    Column("input_tokens", "integer"),
+    Column("output_tokens", "integer"),
+    Column("cache_read_tokens", "integer"),
+    Column("cache_creation_tokens", "integer"),
+    Column("cost_usd", "real"),
+    Column("rate_card", "text"),
+    Column("first_token_ms", "real"),
+    Column("latency_ms", "real"),
+    Column("error", "json"),
+    Column("metadata", "json"),
+    Column("tags", "json"),
+    Column("trace_id", "text"),
+    Column("parent_id", "text"),
+)
+COLUMNS: tuple[str, ...] = tuple(c.name for c in CALL_COLUMNS)
+KIND: dict[str, Kind] = {c.name: c.kind for c in CALL_COLUMNS}
 #: Columns holding JSON (objects or arrays), stored as JSON text.
-JSON_COLUMNS: frozenset[str] = frozenset(
-    {"messages", "tools", "params", "response", "tool_calls", "error", "metadata", "tags"}
-)
-INT_COLUMNS: frozenset[str] = frozenset(
-    {"input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens"}
-)
-FLOAT_COLUMNS: frozenset[str] = frozenset({"cost_usd", "first_token_ms", "latency_ms"})
+JSON_COLUMNS: frozenset[str] = frozenset(c.name for c in CALL_COLUMNS if c.kind == "json")
+INT_COLUMNS: frozenset[str] = frozenset(c.name for c in CALL_COLUMNS if c.kind == "integer")
+FLOAT_COLUMNS: frozenset[str] = frozenset(c.name for c in CALL_COLUMNS if c.kind == "real")
 
 
 def json_text(value: Any) -> str:

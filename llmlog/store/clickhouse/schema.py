@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from llmlog.core.record import COLUMNS, KIND
 from llmlog.store.dialect import CLICKHOUSE
 from llmlog.store.rollup import bucket_sql
 
@@ -249,6 +250,31 @@ def statements(cluster: str | None = None) -> Iterator[str]:
         f"CREATE VIEW IF NOT EXISTS people_daily{on} AS SELECT day, user_id, session_id, {PEOPLE_SUMS}"
         " FROM people_parts GROUP BY day, user_id, session_id"
     )
+
+
+# Each kind of the column table (`llmlog.core.record.Column.kind`) as `call_data` holds it.
+_TYPES = {
+    "id": "String", "text": "Nullable(String)", "timestamp": "DateTime64(6, 'UTC')", "json": TEXT,
+    "integer": "Nullable(Int64)", "real": "Nullable(Float64)",
+}  # fmt: skip
+
+
+def add_call_column(runner: Runner, cluster: str | None, name: str) -> None:
+    """A column of the table added to `call_data` (on a cluster, each shard's table and the
+    distributed one over them): a migration adding a column to
+    `llmlog.core.record.CALL_COLUMNS` calls this. The store reads and writes every column of
+    the table by name, so nothing else changes."""
+    on = f" ON CLUSTER {cluster}" if cluster else ""
+    for table in ("call_data_local", "call_data") if cluster else ("call_data",):
+        runner.command(f"ALTER TABLE {table}{on} ADD COLUMN IF NOT EXISTS {name} {_TYPES[KIND[name]]}")
+    # The `calls` view names its columns: made again with those `call_data` has now (a later
+    # migration's column is not there yet), in the table's order.
+    _, rows = runner.rows(
+        "SELECT name FROM system.columns WHERE database = currentDatabase() AND table = 'call_data'"
+    )
+    present = {row[0] for row in rows}
+    columns = ", ".join(c for c in COLUMNS if c in present)
+    runner.command(f"CREATE OR REPLACE VIEW calls{on} AS SELECT {columns} FROM call_data")
 
 
 def m001_initial(runner: Runner, cluster: str | None) -> None:

@@ -9,10 +9,11 @@ from typing import Any
 import psycopg
 from psycopg import sql as pgsql
 
-from llmlog.core.record import Call
+from llmlog.core.record import KIND, Call
 from llmlog.store import search
 from llmlog.store.dialect import POSTGRES
 from llmlog.store.errors import NewerStore
+from llmlog.store.layout import select_list
 from llmlog.store.postgres.reader import create_reader
 from llmlog.store.rollup import DAILY_COLUMNS, GROUP, cold_columns, from_raw_sql, repair_sql
 
@@ -28,31 +29,54 @@ LEFT JOIN content AS ri ON ri.id = d.response_instructions_id
 LEFT JOIN content AS rt ON rt.id = d.response_tools_id"""
 
 
-def calls_view(echo: bool = True) -> str:
-    """The `calls` view; `echo=False` is its form before migration 15 (the same columns, so
-    that one replaces the other in place, grants and all)."""
-    return f"""
-CREATE OR REPLACE VIEW calls AS
-SELECT
-    d.id, d.session_id, d.user_id, d.timestamp, d.provider, d.model, d.feature,
-    d.prompt_template_version,
-    s.body #>> '{{}}' AS system_prompt,
-    CASE WHEN d.message_ids IS NULL THEN NULL ELSE COALESCE((
+_MESSAGES = """CASE WHEN d.message_ids IS NULL THEN NULL ELSE COALESCE((
         SELECT jsonb_agg(m.body ORDER BY j.ord)
         FROM unnest(d.message_ids) WITH ORDINALITY AS j(content_id, ord)
         JOIN content AS m ON m.id = j.content_id
-    ), '[]'::jsonb) END AS messages,
-    t.body AS tools,
-    p.body AS params,
-    {_ECHOED_RESPONSE if echo else "d.response"} AS response, d.tool_calls, d.stop_reason,
-    d.input_tokens, d.output_tokens, d.cache_read_tokens, d.cache_creation_tokens,
-    d.cost_usd, d.rate_card, d.first_token_ms, d.latency_ms,
-    d.error, d.metadata, d.tags, d.trace_id, d.parent_id
+    ), '[]'::jsonb) END"""
+
+
+def calls_view(cur: psycopg.Cursor[Any]) -> str:
+    """The `calls` view over the `call_data` the store has now: before migration 15 it has
+    no echoed response to put back, and a column added later is not there yet. Its columns
+    only ever grow at the end, so one form replaces another in place, grants and all."""
+    cur.execute(
+        "SELECT column_name FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = 'call_data'"
+    )
+    present = {row[0] for row in cur.fetchall()}
+    echo = "response_instructions_id" in present
+    elsewhere = {
+        "system_prompt": "s.body #>> '{}'",
+        "messages": _MESSAGES,
+        "tools": "t.body",
+        "params": "p.body",
+        "response": _ECHOED_RESPONSE if echo else "d.response",
+    }
+    return f"""
+CREATE OR REPLACE VIEW calls AS
+SELECT
+    {select_list(elsewhere, present)}
 FROM call_data AS d
 LEFT JOIN content AS s ON s.id = d.system_id
 LEFT JOIN content AS t ON t.id = d.tools_id
 LEFT JOIN content AS p ON p.id = d.params_id{_ECHO_JOINS if echo else ""}
 """
+
+
+# Each kind of the column table (`llmlog.core.record.Column.kind`) as `call_data` holds it.
+_TYPES = {
+    "id": "text", "text": "text", "timestamp": "timestamptz", "json": "jsonb", "integer": "bigint",
+    "real": "double precision",
+}  # fmt: skip
+
+
+def add_call_column(cur: psycopg.Cursor[Any], name: str) -> None:
+    """A column of the table added to `call_data` (and its partitions) and the view: a
+    migration adding a column to `llmlog.core.record.CALL_COLUMNS` calls this. Without a
+    default, nothing stored is rewritten."""
+    cur.execute(f"ALTER TABLE call_data ADD COLUMN IF NOT EXISTS {name} {_TYPES[KIND[name]]}")
+    cur.execute(calls_view(cur))
 
 
 # ------------------------------------------------------------------ migrations
@@ -92,7 +116,7 @@ def m001_initial(cur: psycopg.Cursor[Any]) -> None:
     for col in ("feature", "model", "user_id", "session_id", "prompt_template_version"):
         cur.execute(f"CREATE INDEX call_data_{col} ON call_data ({col}, timestamp)")
     cur.execute("CREATE INDEX call_data_errors ON call_data (timestamp) WHERE error IS NOT NULL")
-    cur.execute(calls_view(echo=False))
+    cur.execute(calls_view(cur))
 
 
 def m002_daily(cur: psycopg.Cursor[Any]) -> None:
@@ -559,7 +583,7 @@ def m015_response_echo(cur: psycopg.Cursor[Any]) -> None:
         "ALTER TABLE call_data ADD COLUMN IF NOT EXISTS response_instructions_id bigint,"
         " ADD COLUMN IF NOT EXISTS response_tools_id bigint"
     )
-    cur.execute(calls_view())
+    cur.execute(calls_view(cur))
 
 
 MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import operator
 import re
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -45,6 +46,7 @@ from llmlog.store.base import (
 )
 from llmlog.store.content import ContentBatch, ContentIds, Key
 from llmlog.store.dialect import POSTGRES
+from llmlog.store.layout import INLINE_JSON, INLINE_PLAIN, select_list
 from llmlog.store.postgres import reader
 from llmlog.store.postgres.schema import check_schema, migrate, schema_lock, schema_version, store_missing
 from llmlog.store.postgres.traces import PostgresTraces
@@ -78,29 +80,28 @@ def _partition_month(name: str) -> tuple[int, int] | None:
 
 
 # A call as a list shows it (`Store.recent(brief=True)`): the row and its last message.
-_BRIEF = """(
-SELECT
-    d.id, d.session_id, d.user_id, d.timestamp, d.provider, d.model, d.feature,
-    d.prompt_template_version,
-    CASE WHEN d.message_ids IS NULL THEN NULL ELSE COALESCE((
+_LAST_MESSAGE = """CASE WHEN d.message_ids IS NULL THEN NULL ELSE COALESCE((
         SELECT jsonb_build_array(m.body) FROM content AS m
         WHERE m.id = d.message_ids[cardinality(d.message_ids)]
-    ), '[]'::jsonb) END AS messages,
-    d.response, d.tool_calls, d.stop_reason,
-    d.input_tokens, d.output_tokens, d.cache_read_tokens, d.cache_creation_tokens,
-    d.cost_usd, d.rate_card, d.first_token_ms, d.latency_ms,
-    d.error, d.metadata, d.tags, d.trace_id, d.parent_id
-FROM call_data AS d
-) AS brief"""
+    ), '[]'::jsonb) END"""
+_BRIEF_OF = {
+    "system_prompt": "NULL::text",
+    "messages": _LAST_MESSAGE,
+    "tools": "NULL::jsonb",
+    "params": "NULL::jsonb",
+    "response": "d.response",
+}
+_BRIEF = f"(\nSELECT\n    {select_list(_BRIEF_OF)}\nFROM call_data AS d\n) AS brief"
 
-# The stored row, in COPY order: content is referenced by id, everything else inline.
+# The stored row, in COPY order: the content a call names by id and its response first,
+# then the table's inline columns (`llmlog.store.layout`), so a column added to the table
+# is written without a change here.
 ROW_COLUMNS = (
-    "id", "session_id", "user_id", "timestamp", "provider", "model", "feature",
-    "prompt_template_version", "system_id", "message_ids", "tools_id", "params_id", "response",
-    "tool_calls", "stop_reason", "input_tokens", "output_tokens", "cache_read_tokens",
-    "cache_creation_tokens", "cost_usd", "rate_card", "first_token_ms", "latency_ms", "error",
-    "metadata", "tags", "trace_id", "parent_id", "response_instructions_id", "response_tools_id",
+    "id", "timestamp", "system_id", "message_ids", "tools_id", "params_id", "response",
+    "response_instructions_id", "response_tools_id", *INLINE_PLAIN, *INLINE_JSON,
 )  # fmt: skip
+_PLAIN = operator.attrgetter(*INLINE_PLAIN)
+_JSON = operator.attrgetter(*INLINE_JSON)
 
 # The columns of `call_data` naming content, besides `message_ids`.
 CONTENT_COLUMNS = ("system_id", "tools_id", "params_id", "response_instructions_id", "response_tools_id")
@@ -279,26 +280,21 @@ class PostgresStore(PostgresTraces):
                     system, messages, tools, params, echo_instructions, echo_tools, response = keys
                     copy.write_row(
                         (
-                            seq, search.pg_document(c),
-                            c.id, c.session_id, c.user_id, c.timestamp, c.provider, c.model,
-                            c.feature, c.prompt_template_version,
+                            seq,
+                            search.pg_document(c),
+                            c.id,
+                            c.timestamp,
                             cid(system) if system is not None else None,
                             _int_array(batch.ids(messages)) if messages is not None else None,
                             cid(tools) if tools is not None else None,
                             cid(params) if params is not None else None,
                             json_text(response) if response is not None else None,
-                            json_text(c.tool_calls) if c.tool_calls is not None else None,
-                            c.stop_reason, c.input_tokens, c.output_tokens, c.cache_read_tokens,
-                            c.cache_creation_tokens, c.cost_usd, c.rate_card, c.first_token_ms,
-                            c.latency_ms,
-                            json_text(c.error) if c.error is not None else None,
-                            json_text(c.metadata) if c.metadata is not None else None,
-                            json_text(c.tags) if c.tags is not None else None,
-                            c.trace_id, c.parent_id,
                             cid(echo_instructions) if echo_instructions is not None else None,
                             cid(echo_tools) if echo_tools is not None else None,
+                            *_PLAIN(c),
+                            *(json_text(v) if v is not None else None for v in _JSON(c)),
                         )
-                    )  # fmt: skip
+                    )
             # In key order, as every writer does, so concurrent writers wait on each other's
             # rows in one order and never deadlock; the first of a repeated id wins.
             columns = ", ".join(ROW_COLUMNS)

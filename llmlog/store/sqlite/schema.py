@@ -6,8 +6,10 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Callable
 
+from llmlog.core.record import KIND
 from llmlog.store.dialect import SQLITE
 from llmlog.store.errors import NewerStore
+from llmlog.store.layout import select_list
 from llmlog.store.rollup import (
     DAILY_COLUMNS,
     GROUP,
@@ -40,31 +42,54 @@ LEFT JOIN content AS ri ON ri.id = d.response_instructions_id
 LEFT JOIN content AS rt ON rt.id = d.response_tools_id"""
 
 
-def calls_view(echo: bool = True) -> str:
-    """The `calls` view; `echo=False` is its form before migration 4."""
+def calls_view(db: sqlite3.Connection) -> str:
+    """The `calls` view over the `call_data` `db` has now: before migration 4 it has no
+    echoed response to put back, and a column added later is not there yet."""
+    present = {row[1] for row in db.execute("PRAGMA table_info(call_data)")}
+    echo = "response_instructions_id" in present
     body = "llmlog_text({}.body)"
+    elsewhere = {
+        "system_prompt": body.format("s"),
+        "messages": f"""CASE WHEN d.message_ids IS NULL THEN NULL ELSE (
+        SELECT json_group_array(json({body.format("m")}))
+        FROM json_each(d.message_ids) AS j CROSS JOIN content AS m ON m.id = j.value
+    ) END""",
+        "tools": body.format("t"),
+        "params": body.format("p"),
+        "response": _echoed_response() if echo else "llmlog_text(d.response)",
+    }
     return f"""
 CREATE VIEW calls AS
 SELECT
-    d.id, d.session_id, d.user_id, d.timestamp, d.provider, d.model, d.feature,
-    d.prompt_template_version,
-    {body.format("s")} AS system_prompt,
-    CASE WHEN d.message_ids IS NULL THEN NULL ELSE (
-        SELECT json_group_array(json({body.format("m")}))
-        FROM json_each(d.message_ids) AS j CROSS JOIN content AS m ON m.id = j.value
-    ) END AS messages,
-    {body.format("t")} AS tools,
-    {body.format("p")} AS params,
-    {_echoed_response() if echo else "llmlog_text(d.response)"} AS response,
-    d.tool_calls, d.stop_reason,
-    d.input_tokens, d.output_tokens, d.cache_read_tokens, d.cache_creation_tokens,
-    d.cost_usd, d.rate_card, d.first_token_ms, d.latency_ms,
-    d.error, d.metadata, d.tags, d.trace_id, d.parent_id
+    {select_list(elsewhere, present)}
 FROM call_data AS d
 LEFT JOIN content AS s ON s.id = d.system_id
 LEFT JOIN content AS t ON t.id = d.tools_id
 LEFT JOIN content AS p ON p.id = d.params_id{_ECHO_JOINS if echo else ""}
 """
+
+
+def remake_calls_view(db: sqlite3.Connection) -> None:
+    db.execute("DROP VIEW IF EXISTS calls")
+    db.execute(calls_view(db))
+
+
+# Each kind of the column table (`llmlog.core.record.Column.kind`) as `call_data` holds it.
+_TYPES = {
+    "id": "TEXT",
+    "text": "TEXT",
+    "timestamp": "TEXT",
+    "json": "TEXT",
+    "integer": "INTEGER",
+    "real": "REAL",
+}
+
+
+def add_call_column(db: sqlite3.Connection, name: str) -> None:
+    """A column of the table added to `call_data` and the view: a migration adding a
+    column to `llmlog.core.record.CALL_COLUMNS` calls this."""
+    db.execute(f"ALTER TABLE call_data ADD COLUMN {name} {_TYPES[KIND[name]]}")
+    remake_calls_view(db)
 
 
 # ------------------------------------------------------------------ migrations
@@ -115,8 +140,7 @@ def m002_rate_card_and_filters(db: sqlite3.Connection) -> None:
     for col in ("feature", "model", "user_id", "session_id", "prompt_template_version"):
         db.execute(f"CREATE INDEX call_data_{col} ON call_data({col}, timestamp)")
     db.execute("CREATE INDEX call_data_errors ON call_data(timestamp) WHERE error IS NOT NULL")
-    db.execute("DROP VIEW IF EXISTS calls")
-    db.execute(calls_view(echo=False))
+    remake_calls_view(db)
 
 
 def m003_daily(db: sqlite3.Connection) -> None:
@@ -203,8 +227,7 @@ def m004_response_echo(db: sqlite3.Connection) -> None:
     # in every response; kept in `content` like the request's own, they are stored once.
     db.execute("ALTER TABLE call_data ADD COLUMN response_instructions_id INTEGER REFERENCES content(id)")
     db.execute("ALTER TABLE call_data ADD COLUMN response_tools_id INTEGER REFERENCES content(id)")
-    db.execute("DROP VIEW IF EXISTS calls")
-    db.execute(calls_view())
+    remake_calls_view(db)
 
 
 def m005_people_daily(db: sqlite3.Connection) -> None:
@@ -543,8 +566,7 @@ def m015_compressed_text(db: sqlite3.Connection) -> None:
     """Responses and content bodies may be stored compressed (`llmlog.store.compression`):
     the view and the search index's triggers of a store made before read them through
     `llmlog_text`, as a new store's do. The rows already stored stay as they are."""
-    db.execute("DROP VIEW IF EXISTS calls")
-    db.execute(calls_view())
+    remake_calls_view(db)
     for name in ("insert", "delete", "update"):
         db.execute(f"DROP TRIGGER call_text_{name}")
     _search_triggers(db, document_sql)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import operator
 import os
 import sqlite3
 import time
@@ -46,6 +47,7 @@ from llmlog.store.base import (
 from llmlog.store.content import ContentBatch, ContentIds, Key
 from llmlog.store.dialect import SQLITE
 from llmlog.store.filelock import FileLock
+from llmlog.store.layout import INLINE_JSON, INLINE_PLAIN, select_list
 from llmlog.store.readonly import (
     RESULT_MAX_BYTES,
     QueryRows,
@@ -63,23 +65,26 @@ from llmlog.store.sqlite.traces import json_safe as _json_safe
 BUSY_TIMEOUT_MS = 60_000
 
 # A call as a list shows it (`Store.recent(brief=True)`): the row and its last message.
-_BRIEF = """(
-SELECT
-    d.id, d.session_id, d.user_id, d.timestamp, d.provider, d.model, d.feature,
-    d.prompt_template_version,
-    CASE WHEN d.message_ids IS NULL THEN NULL ELSE ifnull((
+_LAST_MESSAGE = """CASE WHEN d.message_ids IS NULL THEN NULL ELSE ifnull((
         SELECT json_array(json(llmlog_text(m.body))) FROM content AS m
         WHERE m.id = json_extract(d.message_ids, '$[#-1]')
-    ), '[]') END AS messages,
-    llmlog_text(d.response) AS response, d.tool_calls, d.stop_reason,
-    d.input_tokens, d.output_tokens, d.cache_read_tokens, d.cache_creation_tokens,
-    d.cost_usd, d.rate_card, d.first_token_ms, d.latency_ms,
-    d.error, d.metadata, d.tags, d.trace_id, d.parent_id
-FROM call_data AS d
-)"""
+    ), '[]') END"""
+_BRIEF_OF = {
+    "system_prompt": "NULL",
+    "messages": _LAST_MESSAGE,
+    "tools": "NULL",
+    "params": "NULL",
+    "response": "llmlog_text(d.response)",
+}
+_BRIEF = f"(\nSELECT\n    {select_list(_BRIEF_OF)}\nFROM call_data AS d\n)"
 
 
 # ------------------------------------------------------------------ helpers
+
+
+# A call's inline columns, read in one step each (the writer builds a row per call).
+_PLAIN = operator.attrgetter(*INLINE_PLAIN)
+_JSON = operator.attrgetter(*INLINE_JSON)
 
 
 def _valid_text(text: str) -> str:
@@ -318,56 +323,44 @@ class SQLiteStore(SQLiteTraces):
             batch.found.update((h, i) for i, h, _ in rows)
 
     def _row(self, c: Call, keys: _Keys, batch: ContentBatch, safe: bool) -> tuple[Any, ...]:
+        """The row of `call_data` for `c`, in `_INSERT_COLUMNS` order."""
         dumps = _json_safe if safe else json_text
-
-        def text(value: str | None) -> str | None:
-            return _valid_text(value) if safe and value is not None else value
 
         def cid(key: Key | None) -> int | None:
             return None if key is None else batch.id(key)
 
         system, messages, tools, params, echo_instructions, echo_tools, response = keys
+        plain = _PLAIN(c)
+        if safe:
+            plain = tuple(_valid_text(v) if isinstance(v, str) else v for v in plain)
         return (
             c.id,
-            text(c.session_id),
-            text(c.user_id),
             format_timestamp(c.timestamp),
-            text(c.provider),
-            text(c.model),
-            text(c.feature),
-            text(c.prompt_template_version),
             cid(system),
             "[" + ",".join(map(str, batch.ids(messages))) + "]" if messages is not None else None,
             cid(tools),
             cid(params),
             compression.pack(dumps(response)) if response is not None else None,
-            dumps(c.tool_calls) if c.tool_calls is not None else None,
-            text(c.stop_reason),
-            c.input_tokens,
-            c.output_tokens,
-            c.cache_read_tokens,
-            c.cache_creation_tokens,
-            c.cost_usd,
-            text(c.rate_card),
-            c.first_token_ms,
-            c.latency_ms,
-            dumps(c.error) if c.error is not None else None,
-            dumps(c.metadata) if c.metadata is not None else None,
-            dumps(c.tags) if c.tags is not None else None,
-            text(c.trace_id),
-            text(c.parent_id),
             cid(echo_instructions),
             cid(echo_tools),
+            *plain,
+            *(dumps(v) if v is not None else None for v in _JSON(c)),
         )
 
-    _INSERT = (
-        "INSERT INTO call_data (id, session_id, user_id, timestamp, provider, model, feature,"
-        " prompt_template_version, system_id, message_ids, tools_id, params_id, response, tool_calls,"
-        " stop_reason, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens, cost_usd,"
-        " rate_card, first_token_ms, latency_ms, error, metadata, tags, trace_id, parent_id,"
-        " response_instructions_id, response_tools_id) VALUES {} ON CONFLICT(id) DO NOTHING"
-    )
-    _ONE = "(" + ",".join("?" * 30) + ")"
+    # The content a call names by id and its response first, then the table's inline columns
+    # (`llmlog.store.layout`): a column added to the table is written without a change here.
+    _INSERT_COLUMNS = (
+        "id", "timestamp", "system_id", "message_ids", "tools_id", "params_id", "response",
+        "response_instructions_id", "response_tools_id", *INLINE_PLAIN, *INLINE_JSON,
+    )  # fmt: skip
+    # What `update_content` writes again: the content and what redaction or sealing changes
+    # beside it; the prompt version last (kept where one is stored).
+    _CONTENT_UPDATED = (
+        "system_id", "message_ids", "tools_id", "params_id", "response", "tool_calls", "stop_reason",
+        "error", "metadata", "response_instructions_id", "response_tools_id", "prompt_template_version",
+    )  # fmt: skip
+    _INSERT = f"INSERT INTO call_data ({', '.join(_INSERT_COLUMNS)}) VALUES {{}} ON CONFLICT(id) DO NOTHING"
+    _ONE = "(" + ",".join("?" * len(_INSERT_COLUMNS)) + ")"
     # Rows go in statements of many rows: the daily trigger makes each statement open (and
     # close) a statement journal, which costs about as much per row as the insert itself.
     _ROWS_PER_INSERT = 25
@@ -468,17 +461,14 @@ class SQLiteStore(SQLiteTraces):
                 batch = self._content.batch(by_identity=False)
                 keys = self._keys(call, batch, safe=True)
             self._resolve(batch)
-            row = self._row(call, keys, batch, safe=True)
-            # The content columns of the row, as `_row` lays them out.
-            values = [*row[8:15], *row[23:25], *row[28:30], row[7], call.id]
+            row = dict(zip(self._INSERT_COLUMNS, self._row(call, keys, batch, safe=True), strict=True))
+            values = [row[name] for name in self._CONTENT_UPDATED] + [call.id]
 
             # The vector of the text replaced goes with it (a sealing must not leave the
             # clear text's vector behind); the new text's is made below, if it has any.
             def change() -> None:
                 self.db.execute(
-                    "UPDATE call_data SET system_id = ?, message_ids = ?, tools_id = ?, params_id = ?,"
-                    " response = ?, tool_calls = ?, stop_reason = ?, error = ?, metadata = ?,"
-                    " response_instructions_id = ?, response_tools_id = ?,"
+                    f"UPDATE call_data SET {', '.join(f'{c} = ?' for c in self._CONTENT_UPDATED[:-1])},"
                     " prompt_template_version = ifnull(prompt_template_version, ?), embedding = NULL"
                     " WHERE id = ?",
                     values,
