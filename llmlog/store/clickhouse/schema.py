@@ -28,10 +28,12 @@ call's id.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 from llmlog.core.record import COLUMNS, KIND
+from llmlog.store import migrations
 from llmlog.store.dialect import CLICKHOUSE
 from llmlog.store.rollup import bucket_sql
 
@@ -492,3 +494,41 @@ MIGRATIONS: list[Callable[[Runner, str | None], None]] = [
     m006_daily_that_merges,
     m007_repair_figures,
 ]
+
+
+class Versions:
+    """The version is the largest in `llmlog_schema`. A step is no transaction (ClickHouse's
+    DDL has none): every migration is written to be run again safely (IF NOT EXISTS, and
+    checks of what a half-done run left), so two processes migrating at once do no harm."""
+
+    where = "this ClickHouse store"
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+
+    def read(self) -> int:
+        self.runner.command(
+            "CREATE TABLE IF NOT EXISTS llmlog_schema (version UInt32, applied DateTime DEFAULT now())"
+            " ENGINE = MergeTree ORDER BY version"
+        )
+        _, rows = self.runner.rows("SELECT max(version) FROM llmlog_schema")
+        return int(rows[0][0] or 0) if rows else 0
+
+    def step(self) -> contextlib.AbstractContextManager[Runner]:
+        return contextlib.nullcontext(self.runner)
+
+    def read_in(self, runner: Runner) -> int:
+        return self.read()
+
+    def write(self, runner: Runner, version: int) -> None:
+        runner.command(f"INSERT INTO llmlog_schema (version) VALUES ({int(version)})")
+
+
+def migrate(runner: Runner, cluster: str | None, target: int | None = None) -> int:
+    """Apply pending migrations (up to `target`) for one server or (`cluster`) a cluster."""
+
+    def step(migration: Callable[[Runner, str | None], None]) -> Callable[[Runner], None]:
+        return lambda runner: migration(runner, cluster)
+
+    steps = [step(m) for m in MIGRATIONS]
+    return migrations.migrate(Versions(runner), steps, target)

@@ -45,7 +45,7 @@ from llmlog.store.base import (
 from llmlog.store.clickhouse import reader
 from llmlog.store.clickhouse.engine import READ_SETTINGS, Engine, EngineError, bind, open_engine
 from llmlog.store.clickhouse.engine import utc_time as _when
-from llmlog.store.clickhouse.schema import DAILY_GROUP, DAILY_SELECT, MIGRATIONS, PEOPLE_SELECT
+from llmlog.store.clickhouse.schema import DAILY_GROUP, DAILY_SELECT, PEOPLE_SELECT, Versions, migrate
 from llmlog.store.clickhouse.traces import ClickHouseTraces
 from llmlog.store.dialect import CLICKHOUSE
 from llmlog.store.filelock import FileLock
@@ -70,8 +70,8 @@ class ClickHouseStore(ClickHouseTraces):
         self.engine = engine or open_engine(url)
         self.cluster = clickhouse_cluster()
         try:
-            self.schema_found = self._schema_version()
-            self.schema_version = self._migrate()
+            self.schema_found = Versions(self.engine).read()
+            self.schema_version = migrate(self.engine, self.cluster)
             self._prepare()
             self._read_settings()
         except BaseException:
@@ -106,29 +106,12 @@ class ClickHouseStore(ClickHouseTraces):
 
     # -------------------------------------------------------------- schema
 
-    def _schema_version(self) -> int:
-        self.engine.command(
-            "CREATE TABLE IF NOT EXISTS llmlog_schema (version UInt32, applied DateTime DEFAULT now())"
-            " ENGINE = MergeTree ORDER BY version"
-        )
-        _, rows = self.engine.rows("SELECT max(version) FROM llmlog_schema")
-        return int(rows[0][0] or 0) if rows else 0
-
     def _prepare(self) -> None:
         """After the migrations: the store's reader user, if it has none and may make one."""
         if self._reader_url is None and self.setting(reader.LOGIN_SETTING) is None:
             login = reader.create_reader(self.engine, self.cluster)
             if login is not None:
                 self.set_setting(reader.LOGIN_SETTING, login)
-
-    def _migrate(self) -> int:
-        # DDL is idempotent (IF NOT EXISTS), so two processes migrating at once do no harm.
-        version = self.schema_found
-        while version < len(MIGRATIONS):
-            MIGRATIONS[version](self.engine, self.cluster)
-            version += 1
-            self.engine.command(f"INSERT INTO llmlog_schema (version) VALUES ({version})")
-        return version
 
     # The people pages' figures from the calls, in `people_daily`'s types: a UNION of UInt64
     # (count) with Int64 (the rollup's sums) has no common type in ClickHouse.

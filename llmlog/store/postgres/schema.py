@@ -3,16 +3,16 @@ and change the tables (`llmlog.store.postgres.store` applies them on open)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import psycopg
 from psycopg import sql as pgsql
 
 from llmlog.core.record import KIND, Call
-from llmlog.store import search
+from llmlog.store import migrations, search
 from llmlog.store.dialect import POSTGRES
-from llmlog.store.errors import NewerStore
 from llmlog.store.layout import select_list
 from llmlog.store.postgres.reader import create_reader
 from llmlog.store.rollup import DAILY_COLUMNS, GROUP, cold_columns, from_raw_sql, repair_sql
@@ -645,20 +645,33 @@ def schema_version(conn: psycopg.Connection[Any]) -> int:
     return int(row[0]) if row else 0
 
 
-def migrate(conn: psycopg.Connection[Any], target: int | None = None) -> int:
-    """Apply pending migrations (up to `target`), each in its own transaction."""
-    target = len(MIGRATIONS) if target is None else target
-    while True:
-        version = schema_version(conn)
-        if version > len(MIGRATIONS):
-            raise NewerStore("this PostgreSQL store", version, len(MIGRATIONS))
-        if version >= target:
-            return version
-        with conn.transaction(), conn.cursor() as cur:
+class _Versions:
+    """The version is the one row of `llmlog_schema`; a step is a transaction holding the
+    schema's advisory lock, so concurrent openers migrate it once."""
+
+    where = "this PostgreSQL store"
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.conn = conn
+
+    def read(self) -> int:
+        return schema_version(self.conn)
+
+    @contextlib.contextmanager
+    def step(self) -> Iterator[psycopg.Cursor[Any]]:
+        with self.conn.transaction(), self.conn.cursor() as cur:
             schema_lock(cur)
             cur.execute("CREATE TABLE IF NOT EXISTS llmlog_schema (version integer NOT NULL)")
-            version = schema_version(conn)  # again, under the lock
-            if version < target:
-                MIGRATIONS[version](cur)
-                cur.execute("DELETE FROM llmlog_schema")
-                cur.execute("INSERT INTO llmlog_schema (version) VALUES (%s)", (version + 1,))
+            yield cur
+
+    def read_in(self, cur: psycopg.Cursor[Any]) -> int:
+        return schema_version(self.conn)
+
+    def write(self, cur: psycopg.Cursor[Any], version: int) -> None:
+        cur.execute("DELETE FROM llmlog_schema")
+        cur.execute("INSERT INTO llmlog_schema (version) VALUES (%s)", (version,))
+
+
+def migrate(conn: psycopg.Connection[Any], target: int | None = None) -> int:
+    """Apply pending migrations (up to `target`), each in its own transaction."""
+    return migrations.migrate(_Versions(conn), MIGRATIONS, target)

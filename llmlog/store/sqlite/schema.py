@@ -3,12 +3,13 @@ and change the tables (`llmlog.store.sqlite.store` applies them on open)."""
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from llmlog.core.record import KIND
+from llmlog.store import migrations
 from llmlog.store.dialect import SQLITE
-from llmlog.store.errors import NewerStore
 from llmlog.store.layout import select_list
 from llmlog.store.rollup import (
     DAILY_COLUMNS,
@@ -614,27 +615,39 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
 ]
 
 
+class _Versions:
+    """The version is the file's `user_version`; a step holds the write lock (BEGIN
+    IMMEDIATE), so processes opening one file at once migrate it once."""
+
+    where = "this SQLite store"
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def read(self) -> int:
+        return int(self.db.execute("PRAGMA user_version").fetchone()[0])
+
+    @contextlib.contextmanager
+    def step(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+
+    def read_in(self, db: sqlite3.Connection) -> int:
+        return self.read()
+
+    def write(self, db: sqlite3.Connection, version: int) -> None:
+        db.execute(f"PRAGMA user_version = {int(version)}")
+
+
 def migrate(db: sqlite3.Connection, target: int | None = None) -> int:
     """Apply pending migrations (up to `target`), each in its own transaction."""
-    target = len(MIGRATIONS) if target is None else target
     if not db.execute("SELECT 1 FROM sqlite_master").fetchone():
         # A new file: pages freed by deletes (retention) can go back to the file system a
         # few at a time. Only settable before the first table.
         db.execute("PRAGMA auto_vacuum = INCREMENTAL")
-    while True:
-        version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
-            raise NewerStore("this SQLite store", version, len(MIGRATIONS))
-        if version >= target:
-            return version
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            # Re-read under the write lock: another process may have migrated meanwhile.
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version < target:
-                MIGRATIONS[version](db)
-                db.execute(f"PRAGMA user_version = {version + 1}")
-            db.execute("COMMIT")
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
+    return migrations.migrate(_Versions(db), MIGRATIONS, target)
