@@ -18,6 +18,7 @@ from typing import Any
 
 from llmlog.core.record import Call
 from llmlog.core.sealed import is_sealed
+from llmlog.providers import APIS
 from llmlog.providers.conversation import response_messages
 
 # The opening looked at: enough for "I'm sorry, but as an AI language model, I can't…".
@@ -63,8 +64,9 @@ def refused(stop_reason: str | None, text: str | None, refusal: str | None = Non
 
 
 def response_parts(response: Any) -> tuple[str, str | None]:
-    """A stored response's text (its first text content, where a refusal would be) and
-    OpenAI's `refusal` field. Sealed responses (regulated mode) give nothing: their words
+    """A stored response's text (its first text content, where a refusal would be) and the
+    refusal it says it is (OpenAI's `refusal`), each read by the API whose shape it is
+    (`API.words`, `API.refusal`). Sealed responses (regulated mode) give nothing: their words
     cannot be read, so only the stop reason can tell."""
     if response is None or isinstance(response, str) or is_sealed(response):
         return "", None
@@ -72,14 +74,15 @@ def response_parts(response: Any) -> tuple[str, str | None]:
     for message in response_messages(Call(response=response)):
         if not isinstance(message, dict):
             continue
-        if isinstance(message.get("refusal"), str):
-            refusal = message["refusal"]
+        refusal = next((said for api in APIS.values() if (said := api.refusal(message)) is not None), refusal)
         content = message.get("content")
         if isinstance(content, str):
             return content, refusal
         for block in content if isinstance(content, list) else []:
-            if isinstance(block, dict) and block.get("type") in ("text", "output_text"):
-                return str(block.get("text") or ""), refusal
-            if isinstance(block, dict) and block.get("type") == "refusal":
-                return "", str(block.get("refusal") or "")
+            if not isinstance(block, dict):
+                continue
+            found = next((w for api in APIS.values() if (w := api.words(block)) is not None), None)
+            if found is not None:
+                kind, words = found
+                return (words, refusal) if kind == "text" else ("", words)
     return "", refusal

@@ -2,12 +2,13 @@
 
 A stored call keeps its request whole: `params` holds every request parameter but the
 messages, the tools and the system prompt (the model and `stream` included), which have
-columns of their own. `request_of` puts them back together for the call's API; `replay`
-sends that body with the provider's own SDK client (its auth, base URL and version headers)
-through `llmlog.capture.wrap.instrument`, so the replay is parsed, priced and turned into a
-`Call` exactly as any recorded call is (`llmlog.pipeline.intake`).
+columns of their own. `request_of` puts them back together as the call's API does (its
+`API.rejoin`); `replay` sends that body with the provider's own SDK client (its auth, base
+URL and version headers) through `llmlog.capture.wrap.instrument`, so the replay is parsed,
+priced and turned into a `Call` exactly as any recorded call is (`llmlog.pipeline.intake`).
 
-Which API a call went to is not stored as such; `api_of` derives it (see there for the rule).
+Which API a call went to is not stored as such; `llmlog.providers.api_of` derives it (see
+there for the rule).
 
 What cannot be re-sent exactly:
 - Request headers are not logged, so an Anthropic beta feature enabled by an `anthropic-beta`
@@ -29,6 +30,7 @@ from typing import Any
 
 import httpx2
 
+from llmlog import providers
 from llmlog.capture.context import CallContext
 from llmlog.capture.exchange import Exchange
 from llmlog.capture.parse import to_call
@@ -40,20 +42,6 @@ from llmlog.pipeline.pricing import Pricer
 from llmlog.providers import APIS
 
 log = logging.getLogger("llmlog")
-
-# Request parameters only one of the two OpenAI APIs takes (`api_of`, when no response says).
-_RESPONSES_ONLY = frozenset(
-    {"instructions", "input", "max_output_tokens", "previous_response_id", "text", "truncation",
-     "include", "reasoning", "background", "conversation", "prompt", "max_tool_calls"}
-)  # fmt: skip
-_CHAT_ONLY = frozenset(
-    {"messages", "max_tokens", "max_completion_tokens", "n", "response_format", "logprobs", "stop",
-     "presence_penalty", "frequency_penalty", "logit_bias", "seed", "functions", "function_call",
-     "modalities", "audio", "prediction", "web_search_options", "reasoning_effort", "verbosity"}
-)  # fmt: skip
-_RESPONSES_PARTS = frozenset({"input_text", "input_image", "input_file", "output_text"})
-_CHAT_PARTS = frozenset({"text", "image_url"})
-_SYSTEM_ROLES = ("system", "developer")
 
 
 class ReplayError(Exception):
@@ -86,51 +74,13 @@ class Providers:
 
 
 def api_of(call: Call) -> str:
-    """ "messages", "chat" or "responses": the API the logged call was made to.
-
-    The rule: an Anthropic call is Messages. An OpenAI call is told by its response when it
-    has one (`choices` is Chat Completions, `output` is Responses); else by its request:
-    a parameter only one API takes, a tool in one API's shape (Chat nests `function`),
-    input items or content parts only one API uses (Responses items have a `type`, its parts
-    are `input_text`…; Chat has `tool` messages, `tool_calls`, `text` parts), or a system
-    prompt with no system message among the messages (it came from Responses `instructions`).
-    A request that fits both (plain role/content messages, no system prompt) is re-sent to
-    Chat Completions, which takes every such request.
-    """
-    if call.provider == "anthropic":
-        return "messages"
-    if call.provider != "openai":
-        raise ReplayError(f"replay knows the anthropic and openai providers, not {call.provider!r}")
-    response = call.response if isinstance(call.response, dict) else {}
-    kind = str(response.get("object") or "")
-    if "choices" in response or kind.startswith("chat.completion"):
-        return "chat"
-    if "output" in response or kind == "response":
-        return "responses"
-    keys = set(call.params or {})
-    if keys & _RESPONSES_ONLY:
-        return "responses"
-    if keys & _CHAT_ONLY:
-        return "chat"
-    for tool in call.tools or []:
-        if isinstance(tool, dict) and tool.get("type") == "function":
-            return "chat" if "function" in tool else "responses"
-    messages = [m for m in call.messages or [] if isinstance(m, dict)]
-    for m in messages:
-        if "type" in m:
-            return "responses"
-        if m.get("role") == "tool" or "tool_calls" in m:
-            return "chat"
-        content = m.get("content")
-        for part in content if isinstance(content, list) else []:
-            part_kind = part.get("type") if isinstance(part, dict) else None
-            if part_kind in _RESPONSES_PARTS:
-                return "responses"
-            if part_kind in _CHAT_PARTS:
-                return "chat"
-    if call.system_prompt is not None and not any(m.get("role") in _SYSTEM_ROLES for m in messages):
-        return "responses"
-    return "chat"
+    """The name of the API the logged call was made to ("messages", "chat" or "responses"),
+    as `llmlog.providers.api_of` tells it from the call's provider and shapes."""
+    api = providers.api_of(call)
+    if api is None:
+        known = " and ".join(sorted({a.provider for a in APIS.values()}))
+        raise ReplayError(f"replay knows the {known} providers, not {call.provider!r}")
+    return api.name
 
 
 def requested_model(call: Call) -> str | None:
@@ -147,64 +97,20 @@ def request_of(
     `model` replaces the model; `system_prompt` replaces the system prompt's text ("" sends
     none). None keeps what was logged, exactly (Anthropic system blocks, with their cache
     markers, included)."""
-    api = api_of(call)
+    api = APIS[api_of(call)]
     if not isinstance(call.params, dict):
         raise ReplayError("the logged call has no request parameters to re-send (imported, or unparsed)")
-    if call.messages is None and api != "responses":
+    if call.messages is None and api.needs_messages:
         raise ReplayError("the logged call has no messages to re-send")
     body = dict(call.params)
-    # A copy of the list, never of the messages: they may be shared with other calls.
-    messages = list(call.messages) if call.messages is not None else None
     chosen = model or requested_model(call)
     if not chosen:
         raise ReplayError("the logged call names no model; choose one")
     body["model"] = chosen
     if call.tools is not None:
         body["tools"] = call.tools
-    if api == "messages":
-        body["messages"] = messages
-        if system_prompt is None:
-            if "system" not in body and call.system_prompt is not None:
-                body["system"] = call.system_prompt  # the string form; blocks stay in params
-        else:
-            logged = body.pop("system", None)
-            if system_prompt:
-                body["system"] = _anthropic_system(system_prompt, logged)
-    elif api == "chat":
-        if system_prompt is not None and messages is not None:
-            messages = _chat_system(messages, system_prompt)
-        body["messages"] = messages
-    else:
-        if messages is not None:
-            body["input"] = messages
-        text = call.system_prompt if system_prompt is None else system_prompt
-        if text:
-            body["instructions"] = text
-    return api, body
-
-
-def _anthropic_system(text: str, logged: Any) -> Any:
-    """An edited system prompt; in block form when the logged one was, keeping the cache
-    marker of its last block, so caching behaves as it did."""
-    if not isinstance(logged, list) or not logged:
-        return text
-    block: dict[str, Any] = {"type": "text", "text": text}
-    last = logged[-1]
-    if isinstance(last, dict) and "cache_control" in last:
-        block["cache_control"] = last["cache_control"]
-    return [block]
-
-
-def _chat_system(messages: list[Any], text: str) -> list[Any]:
-    """The system/developer messages (the logged system prompt is their text, joined) replaced
-    by one carrying `text`, where the first of them was and in its role."""
-    found = [i for i, m in enumerate(messages) if isinstance(m, dict) and m.get("role") in _SYSTEM_ROLES]
-    role = messages[found[0]]["role"] if found else "system"
-    at = found[0] if found else 0
-    kept = [m for i, m in enumerate(messages) if i not in found]
-    if text:
-        kept.insert(at, {"role": role, "content": text})
-    return kept
+    api.rejoin(call, body, system_prompt)
+    return api.name, body
 
 
 def _client(provider: str, providers: Providers) -> Any:

@@ -1,9 +1,16 @@
 """Each provider API in a module of its own (`anthropic_messages`, `openai_chat`,
-`openai_responses`): its path, how its requests and responses read into a call's columns,
-and how its stream is put back together (`api.API`). Capture (the SDK wrapper, the proxy,
-OTLP) finds them here by name or by path; `conversation` shows any API's messages as turns.
+`openai_responses`), behind one registry (`APIS`). Capture (the SDK wrapper, the proxy,
+OTLP) finds an API here by name or by path; replay asks which API a stored call was made to
+(`api_of`) and has it rebuild the request; `conversation`, the refusal rules and search
+read stored messages and responses through each API's shapes.
 
-To support another API: a module here with its `API`, added to `APIS`, and its tests."""
+To support another API: a module here whose `api.API` gives its name, provider, path and
+SDK path, and its functions: `split` (a request into the call's columns), `read` (a
+response into them), `read_stream` (its stream back into the response), `rejoin` (a stored
+call's request again, for replay), and the readings of its stored shapes (`answer`, `part`,
+`items`, `turn`, `by_model`, `words`, `refusal`); `signs` when its provider has another API
+its calls must be told from. Then add it to `APIS`, and its tests to tests/test_providers.py
+(and tests/test_search.py, where its stored shapes are indexed)."""
 
 from __future__ import annotations
 
@@ -15,7 +22,10 @@ from llmlog.providers.api import API
 from llmlog.providers.openai_chat import CHAT
 from llmlog.providers.openai_responses import RESPONSES
 
-APIS: dict[str, API] = {api.name: api for api in (MESSAGES, CHAT, RESPONSES)}
+# In the order stored responses are read in, where a response could be read as more than
+# one API's (`api_of`, `conversation`): Chat's `choices` before Responses' `output` before
+# Messages' `content`.
+APIS: dict[str, API] = {api.name: api for api in (CHAT, RESPONSES, MESSAGES)}
 
 
 def api_named(name: str) -> API:
@@ -47,3 +57,46 @@ def read_response(api: str, response: dict[str, Any], call: Call) -> None:
     if isinstance(response.get("model"), str) and response["model"]:
         call.model = response["model"]
     api_named(api).read(response, call)
+
+
+def api_of(call: Call) -> API | None:
+    """The API a stored call was made to, which no column says; None for a provider none of
+    the APIs is of.
+
+    The rule: a provider with one API made its calls to it (Anthropic: Messages). Between a
+    provider's APIs (OpenAI's Chat Completions and Responses), each API's `Signs`: the
+    response tells when there is one; else the request: a parameter only one API takes, a
+    function tool in one API's shape, the first message or content part only one API sends,
+    a system prompt sent apart from the messages. The API that takes any request is asked
+    last, and a request that fits every API (plain role/content messages, no system prompt)
+    is its: Chat Completions, which takes every such request."""
+    apis = [a for a in APIS.values() if a.provider == call.provider]
+    told = [(a, a.signs) for a in apis if a.signs is not None]
+    if len(apis) <= 1 or len(told) < len(apis):
+        return apis[0] if apis else None
+    response = call.response if isinstance(call.response, dict) else {}
+    for api, signs in told:
+        if signs.answers(response):
+            return api
+    told.sort(key=lambda t: t[1].takes_any)  # the others' signs first
+    keys = set(call.params or {})
+    for api, signs in told:
+        if keys & signs.params:
+            return api
+    for tool in call.tools or []:
+        if isinstance(tool, dict) and tool.get("type") == "function":
+            return next((api for api, signs in told if signs.tool(tool)), told[-1][0])
+    for m in (m for m in call.messages or [] if isinstance(m, dict)):
+        for api, signs in told:
+            if signs.message(m):
+                return api
+        content = m.get("content")
+        for part in content if isinstance(content, list) else []:
+            kind = part.get("type") if isinstance(part, dict) else None
+            for api, signs in told:
+                if kind in signs.parts:
+                    return api
+    for api, signs in told:
+        if signs.system(call):
+            return api
+    return told[-1][0]

@@ -1,12 +1,30 @@
 """Anthropic's Messages API (`POST /v1/messages`): what its requests, responses and streams
-say of a call."""
+say of a call, its request again from a stored call, and its content blocks as parts of a
+conversation's turns."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from llmlog.core.record import Call
-from llmlog.providers.api import API, Decode, EventStream, Parsed, json_events, text_of, tool_input
+from llmlog.providers.api import (
+    API,
+    Decode,
+    EventStream,
+    Parsed,
+    Part,
+    assistant,
+    content_turn,
+    image_part,
+    json_events,
+    no_refusal,
+    text_of,
+    text_part,
+    text_words,
+    tool_call_part,
+    tool_input,
+    tool_result_part,
+)
 
 # Its stop reasons as stored, in the words every API's calls share.
 STOP = {
@@ -116,7 +134,56 @@ def _usage(response: dict[str, Any], call: Call) -> None:
         call.output_tokens = out
 
 
+def rejoin(call: Call, body: dict[str, Any], system_prompt: str | None) -> None:
+    # A copy of the list, never of the messages: they may be shared with other calls.
+    body["messages"] = list(call.messages) if call.messages is not None else None
+    if system_prompt is None:
+        if "system" not in body and call.system_prompt is not None:
+            body["system"] = call.system_prompt  # the string form; blocks stay in params
+    else:
+        logged = body.pop("system", None)
+        if system_prompt:
+            body["system"] = _edited_system(system_prompt, logged)
+
+
+def _edited_system(text: str, logged: Any) -> Any:
+    """An edited system prompt; in block form when the logged one was, keeping the cache
+    marker of its last block, so caching behaves as it did."""
+    if not isinstance(logged, list) or not logged:
+        return text
+    block: dict[str, Any] = {"type": "text", "text": text}
+    last = logged[-1]
+    if isinstance(last, dict) and "cache_control" in last:
+        block["cache_control"] = last["cache_control"]
+    return [block]
+
+
+def answer(response: dict[str, Any]) -> list[Any] | None:
+    if "content" not in response:
+        return None
+    return [{"role": response.get("role", "assistant"), "content": response.get("content")}]
+
+
+def part(block: dict[str, Any]) -> Part | None:
+    kind = block.get("type")
+    if kind == "text":
+        return text_part(block)
+    if kind in ("tool_use", "server_tool_use"):
+        return tool_call_part(block)
+    if kind == "tool_result":
+        return tool_result_part(block)
+    if kind == "image":
+        return image_part(block)
+    return None
+
+
+def words(block: dict[str, Any]) -> tuple[str, str] | None:
+    return text_words(block) if block.get("type") == "text" else None
+
+
 MESSAGES = API(
     name="messages", provider="anthropic", path="/messages", sdk_path="/v1/messages",
-    split=split, read_stream=read_stream, read=read,
+    split=split, read_stream=read_stream, read=read, rejoin=rejoin, needs_messages=True,
+    answer=answer, part=part, items=(), turn=content_turn, by_model=assistant,
+    words=words, refusal=no_refusal,
 )  # fmt: skip

@@ -1,11 +1,14 @@
 """What every provider API module gives (`llmlog.providers`): how its requests and responses
-read into a call's columns, and how its stream is put back into the response it stands for.
-And what they share to do it: a stream's events, decoded; tool arguments sent as JSON text."""
+read into a call's columns, how its stream is put back into the response it stands for, how
+its stored calls are told from another API's of the same provider and sent again, and how
+its shapes read as a conversation. And what they share to do it: a stream's events, decoded;
+tool arguments sent as JSON text; a conversation's turns and their parts."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import msgspec
@@ -27,6 +30,45 @@ class EventStream(Protocol):
     def __iter__(self) -> Iterator[tuple[float, str, bytes]]: ...
 
 
+@dataclass
+class Part:
+    """A piece of a conversation's turn, in plain text: a renderer escapes it for its medium."""
+
+    kind: str  # "text", "tool_call", "tool_result", "image", "note" or "other" (raw JSON)
+    text: str
+    name: str | None = None  # a tool call's tool
+    ref: str | None = None  # the tool call id a call or result carries
+
+
+@dataclass
+class Turn:
+    role: str
+    parts: list[Part] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Signs:
+    """What tells a stored call of one API from a call of another API of the same provider
+    (OpenAI has two), which its provider alone does not (`llmlog.providers.api_of`)."""
+
+    # Its response's shape.
+    answers: Callable[[dict[str, Any]], bool]
+    # Request parameters no other API of its provider takes.
+    params: frozenset[str]
+    # A function tool (`"type": "function"`) in its shape.
+    tool: Callable[[dict[str, Any]], bool]
+    # A message or input item only it sends.
+    message: Callable[[dict[str, Any]], bool]
+    # Kinds of content parts only it uses.
+    parts: frozenset[str]
+    # Whether the call's system prompt can only have been sent apart from its messages, as
+    # it sends one (Responses' `instructions`).
+    system: Callable[[Call], bool] = lambda call: False
+    # It takes every request of plain role/content messages: a call nothing tells apart was
+    # made to it, and the other APIs' signs are looked for first.
+    takes_any: bool = False
+
+
 @dataclass(frozen=True)
 class API:
     """One provider API: its name in a call's records (`Exchange.api`), its provider, the path
@@ -45,6 +87,35 @@ class API:
     # The response's (non-streamed shape) API-specific parts into the call: its tool calls
     # (as our {id, name, input}), its stop reason in the words all APIs share, its usage.
     read: Callable[[dict[str, Any], Call], None]
+    # A stored call's request body again (replay), `split` undone: its messages and system
+    # prompt put back into `body` (the call's params, its model and tools already there),
+    # the system prompt's text replaced by `system_prompt` unless that is None ("" sends none).
+    rejoin: Callable[[Call, dict[str, Any], str | None], None]
+    # Whether a request to it needs messages (a Responses request may continue a stored
+    # response instead).
+    needs_messages: bool
+    # Reading stored calls as turns (`llmlog.providers.conversation`), shape by shape: a
+    # stored call's API is not always known (OTLP brings any provider's calls, in whichever
+    # of these shapes the instrumentation used), so each API reads what is in its shape and
+    # leaves the rest to the others.
+    # Its response's messages (None: the response is not in its shape).
+    answer: Callable[[dict[str, Any]], list[Any] | None]
+    # A content block of a kind of its own, as a part (None: not one of its kinds).
+    part: Callable[[dict[str, Any]], Part | None]
+    # Kinds of its input items that are a content block themselves, read by `part` after
+    # the item's content (Responses' tool calls and their outputs).
+    items: tuple[str, ...]
+    # What a message in its shape carries beside its content, added to the message's turn.
+    turn: Callable[[dict[str, Any], Turn], None]
+    # Whether a message (or input item) is the model's own turn, in its shape.
+    by_model: Callable[[dict[str, Any]], bool]
+    # The words of a content block of its answers, for the refusal rules: ("text", words)
+    # or ("refusal", words); None for a block of another kind.
+    words: Callable[[dict[str, Any]], tuple[str, str] | None]
+    # A refusal a message of its answers carries beside its content (Chat's `refusal`).
+    refusal: Callable[[dict[str, Any]], str | None]
+    # Told from another API of its provider by these; None: its provider's only API.
+    signs: Signs | None = None
 
 
 def strict(raw: bytes) -> Any:
@@ -114,3 +185,55 @@ def openai_usage(response: dict[str, Any], call: Call, tokens_in: str, tokens_ou
     out = used.get(tokens_out)
     if isinstance(out, int):
         call.output_tokens = out
+
+
+def as_json(value: Any) -> str:
+    """A value as a conversation part shows it: a string as it is, anything else as JSON."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def content_turn(message: dict[str, Any], turn: Turn) -> None:
+    """Nothing beside the content: for an API whose messages carry all they say in it."""
+
+
+def no_refusal(message: dict[str, Any]) -> str | None:
+    return None
+
+
+def text_words(block: dict[str, Any]) -> tuple[str, str]:
+    return "text", str(block.get("text") or "")
+
+
+def refusal_words(block: dict[str, Any]) -> tuple[str, str]:
+    return "refusal", str(block.get("refusal") or "")
+
+
+def assistant(message: dict[str, Any]) -> bool:
+    return message.get("role") == "assistant"
+
+
+# The blocks more than one API has, read alike whichever API's they are. A tool call's
+# arguments are `input` (Anthropic) or `arguments` (Responses), its id `id` or `call_id`; a
+# tool result's content `content` or `output`; an image's data a `source` or an `image_url`.
+
+
+def text_part(block: dict[str, Any]) -> Part:
+    return Part("text", str(block.get("text", "")))
+
+
+def tool_call_part(block: dict[str, Any]) -> Part:
+    args = block.get("input", block.get("arguments"))
+    return Part(
+        "tool_call", as_json(args), name=str(block.get("name")), ref=block.get("id") or block.get("call_id")
+    )
+
+
+def tool_result_part(block: dict[str, Any]) -> Part:
+    content = block.get("content", block.get("output"))
+    return Part("tool_result", as_json(content), ref=block.get("tool_use_id") or block.get("call_id"))
+
+
+def image_part(block: dict[str, Any]) -> Part:
+    source = block.get("source") or block.get("image_url") or {}
+    data = (source.get("data") or source.get("url") or "") if isinstance(source, dict) else ""
+    return Part("image", f"[image, {len(str(data)):,} chars]")

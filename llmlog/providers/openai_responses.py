@@ -1,12 +1,37 @@
 """OpenAI's Responses API (`POST /responses`): what its requests, responses and streams say
-of a call."""
+of a call, what tells its stored calls from the Chat API's, its request again from a stored
+call, and its input and output items as a conversation's turns."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from llmlog.core.record import Call
-from llmlog.providers.api import API, Decode, EventStream, Parsed, json_events, openai_usage, tool_input
+from llmlog.providers.api import (
+    API,
+    Decode,
+    EventStream,
+    Parsed,
+    Part,
+    Signs,
+    content_turn,
+    image_part,
+    json_events,
+    no_refusal,
+    openai_usage,
+    refusal_words,
+    text_part,
+    text_words,
+    tool_call_part,
+    tool_input,
+    tool_result_part,
+)
+
+# Request parameters the Chat API does not take.
+PARAMS = frozenset(
+    {"instructions", "input", "max_output_tokens", "previous_response_id", "text", "truncation",
+     "include", "reasoning", "background", "conversation", "prompt", "max_tool_calls"}
+)  # fmt: skip
 
 
 def split(body: dict[str, Any], call: Call) -> None:
@@ -98,7 +123,65 @@ def _tool_calls(response: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
+def rejoin(call: Call, body: dict[str, Any], system_prompt: str | None) -> None:
+    if call.messages is not None:
+        # A copy of the list, never of the messages: they may be shared with other calls.
+        body["input"] = list(call.messages)
+    text = call.system_prompt if system_prompt is None else system_prompt
+    if text:
+        body["instructions"] = text
+
+
+def answers(response: dict[str, Any]) -> bool:
+    return "output" in response or response.get("object") == "response"
+
+
+def answer(response: dict[str, Any]) -> list[Any] | None:
+    return list(response.get("output") or []) if "output" in response else None
+
+
+def part(block: dict[str, Any]) -> Part | None:
+    kind = block.get("type")
+    if kind in ("input_text", "output_text"):
+        return text_part(block)
+    if kind == "function_call":
+        return tool_call_part(block)
+    if kind == "function_call_output":
+        return tool_result_part(block)
+    if kind == "input_image":
+        return image_part(block)
+    return None
+
+
+def by_model(item: dict[str, Any]) -> bool:
+    return item.get("role") == "assistant" or item.get("type") in ("function_call", "reasoning")
+
+
+def words(block: dict[str, Any]) -> tuple[str, str] | None:
+    kind = block.get("type")
+    return text_words(block) if kind == "output_text" else refusal_words(block) if kind == "refusal" else None
+
+
+def sent_apart(call: Call) -> bool:
+    """A system prompt, and no system message among the messages: it was `instructions`."""
+    messages = [m for m in call.messages or [] if isinstance(m, dict)]
+    return call.system_prompt is not None and not any(
+        m.get("role") in ("system", "developer") for m in messages
+    )
+
+
+SIGNS = Signs(
+    answers=answers,
+    params=PARAMS,
+    tool=lambda tool: "function" not in tool,  # {"type": "function", "name": …}
+    message=lambda m: "type" in m,  # its items say what they are
+    parts=frozenset({"input_text", "input_image", "input_file", "output_text"}),
+    system=sent_apart,
+)
+
 RESPONSES = API(
     name="responses", provider="openai", path="/responses", sdk_path="/responses",
-    split=split, read_stream=read_stream, read=read,
+    split=split, read_stream=read_stream, read=read, rejoin=rejoin, needs_messages=False,
+    answer=answer, part=part, items=("function_call", "function_call_output"), turn=content_turn,
+    by_model=by_model, words=words, refusal=no_refusal, signs=SIGNS,
 )  # fmt: skip

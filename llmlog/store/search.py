@@ -26,7 +26,7 @@ import orjson
 from llmlog.core.record import Call
 from llmlog.core.sealed import PREFIX as SEALED
 from llmlog.core.sealed import is_sealed
-from llmlog.providers.conversation import message_turn, response_messages
+from llmlog.providers.conversation import by_model, message_turn, response_messages
 from llmlog.store import compression
 
 # What one call contributes at most to PostgreSQL's index, which refuses a tsvector over
@@ -53,17 +53,11 @@ def _parts_text(message: Any) -> list[str]:
     return out
 
 
-def _is_model_turn(message: Any) -> bool:
-    if not isinstance(message, dict):
-        return False
-    return message.get("role") == "assistant" or message.get("type") in ("function_call", "reasoning")
-
-
 def document(call: Call) -> str:
     """The text a call is found by (see the module's docstring); "" when it has none.
     SQLite's index reads a stored row's own way (`sqlite_document`)."""
     messages = call.messages or []
-    last = messages[-1] if messages and not _is_model_turn(messages[-1]) else None
+    last = messages[-1] if messages and not by_model(messages[-1]) else None
     pieces = _parts_text(last)
     if not is_sealed(call.response):
         pieces += [t for m in response_messages(call) for t in _parts_text(m)]
@@ -124,7 +118,7 @@ def sqlite_document(last_message: str | bytes | None, response: str | bytes | No
     out: list[str] = []
     try:
         last = _stored_json(last_message)
-        if not _is_model_turn(last):
+        if not by_model(last):
             _leaf_words(last, out)
         _leaf_words(_stored_json(response), out)
         failed = _stored_json(error)
