@@ -18,6 +18,7 @@ from llmlog.cli import cli
 from llmlog.core.encryption import Keyring
 from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
+from llmlog.demo.fake_provider import FakeProvider
 from llmlog.demo.workload import prose
 from llmlog.store import open_store
 from llmlog.store import search as text_search
@@ -25,6 +26,7 @@ from llmlog.store.sqlite.schema import migrate
 from llmlog.store.sqlite.store import connect as sqlite_connect
 from tests.backends import Backend, stored_bytes
 from tests.test_encryption import K1, raw_bytes
+from tests.test_replay import SCENARIOS, anthropic_blocks, record
 
 NOW = datetime.now(UTC).replace(microsecond=0)
 
@@ -288,3 +290,106 @@ def test_a_store_indexed_in_sql_is_indexed_again_when_opened(tmp_path: Path) -> 
         assert ids(store.search("quokkaexpress", CallFilter())) == ["tool-result"]
         store.db.execute("DELETE FROM call_data")
         assert _terms(store.db) == 0
+
+
+# ---------------------------------------------------------------- one call, two readings
+
+ASKED = {"role": "user", "content": "Where is order 77?"}
+# A call of each API whose last message is a tool's result and whose response thinks,
+# answers, refuses and calls a tool, each in that API's shape; and the words that only one
+# of the two readings finds in it (see the test).
+SHAPES: list[tuple[Call, set[str], set[str]]] = [
+    (
+        Call(id="messages", provider="anthropic", messages=[
+            ASKED,
+            {"role": "assistant", "content": [
+                {"type": "tool_use", "id": "t1", "name": "lookup_order", "input": {"order_id": "77"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t1",
+                                          "content": [{"type": "text", "text": "carrier quokkaexpress"}]}]},
+        ], response={"id": "msg_1", "type": "message", "role": "assistant", "model": "claude", "content": [
+            {"type": "thinking", "thinking": "pondering", "signature": "c2ln"},
+            {"type": "text", "text": "It is on its way."},
+            {"type": "tool_use", "id": "t2", "name": "issue_refund",
+             "input": {"reason": "marmalade", "cents": 5}},
+        ], "stop_reason": "tool_use", "stop_sequence": None, "usage": {"input_tokens": 9}}),
+        # Python: a tool's input and a result's blocks as JSON text, keys and numbers too.
+        {"reason", "cent", "5", "type", "text"},
+        # SQLite: thinking.
+        {"ponder"},
+    ),
+    (
+        Call(id="chat", provider="openai", messages=[
+            ASKED,
+            {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function",
+             "function": {"name": "lookup_order", "arguments": '{"order_id": "77"}'}}]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "carrier quokkaexpress"},
+        ], response={"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt", "choices": [
+            {"index": 0, "finish_reason": "tool_calls", "logprobs": None, "message": {
+                "role": "assistant", "content": "It is on its way.", "refusal": "No refunds today.",
+                "tool_calls": [{"id": "call_2", "type": "function", "function": {
+                    "name": "issue_refund", "arguments": '{"reason": "marmalade", "cents": 5}'}}]}},
+        ], "usage": {"prompt_tokens": 9, "completion_tokens": 9}}),
+        set(),
+        # SQLite: the refusal, and the id of the call a tool message answers.
+        {"no", "todai", "call", "1"},
+    ),
+    (
+        Call(id="responses", provider="openai", messages=[
+            ASKED,
+            {"type": "function_call", "call_id": "call_1", "name": "lookup_order",
+             "arguments": '{"order_id": "77"}'},
+            {"type": "function_call_output", "call_id": "call_1", "output": "carrier quokkaexpress"},
+        ], response={"id": "resp_1", "object": "response", "status": "completed", "model": "gpt",
+                     "instructions": "Be brief.", "tools": [],
+                     "text": {"format": {"type": "text"}, "verbosity": "low"},
+                     "output": [
+            {"type": "reasoning", "id": "rs_1", "summary": [{"type": "summary_text", "text": "pondering"}]},
+            {"type": "message", "id": "msg_1", "role": "assistant", "status": "completed", "content": [
+                {"type": "output_text", "text": "It is on its way.", "annotations": []},
+                {"type": "refusal", "refusal": "No refunds today."}]},
+            {"type": "function_call", "call_id": "call_2", "name": "issue_refund",
+             "arguments": '{"reason": "marmalade", "cents": 5}'},
+        ]}),
+        set(),
+        # SQLite: the reasoning summary, the refusal, the text settings.
+        {"ponder", "no", "todai", "low"},
+    ),
+    (Call(id="failed", provider="anthropic", messages=[ASKED],
+          error={"type": "overloaded_error", "status": 529, "message": "the gryphon cluster is overloaded"}),
+     set(), set()),
+]  # fmt: skip
+
+
+def _row_terms(db: Any, vocabulary: str, rowid: int) -> set[str]:
+    return {term for (term,) in db.execute(f"SELECT term FROM {vocabulary} WHERE doc = ?", (rowid,))}
+
+
+def test_sqlite_indexes_a_call_by_the_words_python_reads_in_it(tmp_path: Path, fake: FakeProvider) -> None:
+    """A call's words are read twice: in Python from the call (`search.document`: what
+    PostgreSQL indexes, snippets show and vectors embed, through each API's shapes) and by
+    SQLite's index triggers from the stored row (`search.sqlite_document`: every string
+    leaf). For the calls the APIs make, both find the same words, in the same tokenizer's
+    terms. Where they part is written here: a change of either reading shows."""
+    recorded = [record(fake, scenario) for scenario, *_ in SCENARIOS] + [record(fake, anthropic_blocks)]
+    assert {c.provider for c in recorded} == {"anthropic", "openai"}
+    with open_store(str(tmp_path / "s.db")) as store:
+        store.insert([*recorded, *(c for c, _, _ in SHAPES)])
+        # The Python document, through the index's own tokenizer (a table like it, in temp).
+        (made,) = store.db.execute("SELECT sql FROM sqlite_master WHERE name = 'call_text'").fetchone()
+        store.db.execute(made.replace("CREATE VIRTUAL TABLE call_text", "CREATE VIRTUAL TABLE temp.doc_text"))
+        store.db.execute("CREATE VIRTUAL TABLE temp.doc_terms USING fts5vocab(temp, doc_text, 'instance')")
+        store.db.execute("CREATE VIRTUAL TABLE temp.index_terms USING fts5vocab(main, call_text, 'instance')")
+        expected = {c.id: (set(), set()) for c in recorded} | {c.id: (py, sql) for c, py, sql in SHAPES}
+        for call_id, (only_python, only_sqlite) in expected.items():
+            call = store.get(call_id)
+            assert call is not None
+            (rowid,) = store.db.execute("SELECT rowid FROM call_data WHERE id = ?", (call_id,)).fetchone()
+            store.db.execute(
+                "INSERT INTO temp.doc_text (rowid, doc) VALUES (?, ?)", (rowid, text_search.document(call))
+            )
+            python, sqlite = (
+                _row_terms(store.db, "doc_terms", rowid),
+                _row_terms(store.db, "index_terms", rowid),
+            )
+            assert len(python) > 3, call_id
+            assert (python - sqlite, sqlite - python) == (only_python, only_sqlite), call_id
