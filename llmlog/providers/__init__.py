@@ -73,6 +73,7 @@ def api_of(call: Call) -> API | None:
     apis = [a for a in APIS.values() if a.provider == call.provider]
     told = [(a, a.signs) for a in apis if a.signs is not None]
     if len(apis) <= 1 or len(told) < len(apis):
+        # One API, or APIs that give no signs to be told apart by: the first of them.
         return apis[0] if apis else None
     response = call.response if isinstance(call.response, dict) else {}
     for api, signs in told:
