@@ -18,7 +18,7 @@ from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call, format_timestamp, parse_timestamp
 from llmlog.store import search, vectors
 from llmlog.store.content import ContentIds
-from llmlog.store.dialect import SQLITE, Dialect
+from llmlog.store.dialect import Dialect
 from llmlog.store.readonly import RESULT_MAX_BYTES, QueryResult, QueryRows, ReadOnlyError, held
 from llmlog.store.regulated import Regulated
 from llmlog.store.search import Hit, Query
@@ -213,7 +213,7 @@ class Store(Regulated, Traces, abc.ABC):
 
     # What the engine's SQL says differently, for code that writes its own read-only SQL for
     # `query` (reports, the dashboard).
-    dialect: Dialect = SQLITE
+    dialect: Dialect
     # What `insert` raises for a call that can never be stored (retrying will not help), as
     # opposed to the store being down. RecursionError: JSON nested deeper than the serializer
     # goes (not a ValueError, and a batch retried on it would block every call behind it).
@@ -257,88 +257,59 @@ class Store(Regulated, Traces, abc.ABC):
         self.audit(self.reader, "read", [c.id for c in calls])
         return [self.keyring.open_call(c) for c in calls]
 
-    # -------------------------------------------------------------- accounts (llmlog.operations.accounts)
+    # ---------------------------------------------- accounts, web sessions and API tokens
+    # (`llmlog.operations.accounts`, `llmlog.web.auth`): an engine that updates rows in place
+    # takes them from `RowTables`; ClickHouse keeps versions of rows instead.
 
     @abc.abstractmethod
-    def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """One statement of the store's own (never the user's SQL), committed; its rows.
-        `sql` marks parameters with `?`."""
-
     def add_account(self, name: str, role: str, password_hash: str) -> None:
-        """A new account; ValueError if the name is taken."""
-        if self._run("SELECT 1 FROM accounts WHERE name = ?", (name,)):
-            raise ValueError(f"there is an account {name!r} already")
-        self._run("INSERT INTO accounts VALUES (?, ?, ?, ?)", (name, role, password_hash, _now()))
-        # From now on the UI asks everyone to sign in, even once the last account is removed.
-        self.set_setting("accounts_required", True)
+        """A new account; ValueError if the name is taken. From then on the UI asks everyone
+        to sign in (the setting `accounts_required`), even once the last one is removed."""
 
+    @abc.abstractmethod
     def set_account(self, name: str, *, role: str | None = None, password_hash: str | None = None) -> bool:
-        changed = False
-        if role is not None:
-            changed = bool(
-                self._run("UPDATE accounts SET role = ? WHERE name = ? RETURNING name", (role, name))
-            )
-        if password_hash is not None:
-            changed = bool(
-                self._run(
-                    "UPDATE accounts SET password = ? WHERE name = ? RETURNING name", (password_hash, name)
-                )
-            )
-        if changed:  # a new role or password: whoever was signed in as it signs in again
-            self.end_web_sessions(name)
-        return changed
+        """A new role or password; whoever was signed in as it signs in again. False when
+        there is no such account."""
 
-    def account(self, name: str) -> Account | None:
-        rows = self._run("SELECT name, role, password, created FROM accounts WHERE name = ?", (name,))
-        return Account(*rows[0]) if rows else None
+    @abc.abstractmethod
+    def account(self, name: str) -> Account | None: ...
 
-    def accounts(self) -> list[Account]:
-        return [
-            Account(*r) for r in self._run("SELECT name, role, password, created FROM accounts ORDER BY name")
-        ]
+    @abc.abstractmethod
+    def accounts(self) -> list[Account]: ...
 
+    @abc.abstractmethod
     def remove_account(self, name: str) -> bool:
-        self.end_web_sessions(name)
-        return bool(self._run("DELETE FROM accounts WHERE name = ? RETURNING name", (name,)))
+        """The account gone and its sessions ended; False when there was none."""
 
-    # -------------------------------------------------------------- web sessions (llmlog.web.auth)
-
+    @abc.abstractmethod
     def add_web_session(self, session_hash: bytes, name: str, expires: int) -> None:
         """A session signed in as `name` until `expires` (Unix time), known by the hash of its
-        cookie. Sessions past their time are cleared as new ones begin."""
-        self._run("DELETE FROM web_sessions WHERE expires <= ?", (int(time.time()),))
-        self._run("INSERT INTO web_sessions VALUES (?, ?, ?)", (session_hash, name, expires))
+        cookie."""
 
+    @abc.abstractmethod
     def web_session(self, session_hash: bytes) -> str | None:
         """The account a session is signed in as, unless it has ended or expired."""
-        rows = self._run(
-            "SELECT name FROM web_sessions WHERE hash = ? AND expires > ?", (session_hash, int(time.time()))
-        )
-        return str(rows[0][0]) if rows else None
 
-    def end_web_session(self, session_hash: bytes) -> None:
-        self._run("DELETE FROM web_sessions WHERE hash = ?", (session_hash,))
+    @abc.abstractmethod
+    def end_web_session(self, session_hash: bytes) -> None: ...
 
+    @abc.abstractmethod
     def end_web_sessions(self, name: str) -> None:
         """End every session of an account."""
-        self._run("DELETE FROM web_sessions WHERE name = ?", (name,))
 
+    @abc.abstractmethod
     def add_token(self, name: str, scope: str, token_hash: bytes) -> None:
-        if self._run("SELECT 1 FROM api_tokens WHERE name = ?", (name,)):
-            raise ValueError(f"there is a token {name!r} already")
-        self._run("INSERT INTO api_tokens VALUES (?, ?, ?, ?)", (token_hash, name, scope, _now()))
-        if scope == "ingest":  # from now on the collector takes calls with a token only
-            self.set_setting("ingest_tokens_required", True)
+        """A new API token, known by its hash; ValueError if the name is taken. An ingest
+        token makes the collector take calls with a token only (`ingest_tokens_required`)."""
 
-    def token(self, token_hash: bytes) -> ApiToken | None:
-        rows = self._run("SELECT name, scope, created FROM api_tokens WHERE hash = ?", (token_hash,))
-        return ApiToken(*rows[0]) if rows else None
+    @abc.abstractmethod
+    def token(self, token_hash: bytes) -> ApiToken | None: ...
 
-    def tokens(self) -> list[ApiToken]:
-        return [ApiToken(*r) for r in self._run("SELECT name, scope, created FROM api_tokens ORDER BY name")]
+    @abc.abstractmethod
+    def tokens(self) -> list[ApiToken]: ...
 
-    def remove_token(self, name: str) -> bool:
-        return bool(self._run("DELETE FROM api_tokens WHERE name = ? RETURNING name", (name,)))
+    @abc.abstractmethod
+    def remove_token(self, name: str) -> bool: ...
 
     @abc.abstractmethod
     def audit(self, who: str, action: str, call_ids: Sequence[str]) -> None:
@@ -802,3 +773,88 @@ class Store(Regulated, Traces, abc.ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class RowTables(Store):
+    """Accounts, web sessions and API tokens kept as rows updated and deleted in place, by
+    SQL each such engine runs as written (SQLite, PostgreSQL, and the embedded ClickHouse
+    store's private SQLite file). Listed first among a store's bases, it supplies them."""
+
+    @abc.abstractmethod
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """One statement of the store's own (never the user's SQL), committed; its rows.
+        `sql` marks parameters with `?`."""
+
+    def add_account(self, name: str, role: str, password_hash: str) -> None:
+        """A new account; ValueError if the name is taken."""
+        if self._run("SELECT 1 FROM accounts WHERE name = ?", (name,)):
+            raise ValueError(f"there is an account {name!r} already")
+        self._run("INSERT INTO accounts VALUES (?, ?, ?, ?)", (name, role, password_hash, _now()))
+        # From now on the UI asks everyone to sign in, even once the last account is removed.
+        self.set_setting("accounts_required", True)
+
+    def set_account(self, name: str, *, role: str | None = None, password_hash: str | None = None) -> bool:
+        changed = False
+        if role is not None:
+            changed = bool(
+                self._run("UPDATE accounts SET role = ? WHERE name = ? RETURNING name", (role, name))
+            )
+        if password_hash is not None:
+            changed = bool(
+                self._run(
+                    "UPDATE accounts SET password = ? WHERE name = ? RETURNING name", (password_hash, name)
+                )
+            )
+        if changed:  # a new role or password: whoever was signed in as it signs in again
+            self.end_web_sessions(name)
+        return changed
+
+    def account(self, name: str) -> Account | None:
+        rows = self._run("SELECT name, role, password, created FROM accounts WHERE name = ?", (name,))
+        return Account(*rows[0]) if rows else None
+
+    def accounts(self) -> list[Account]:
+        return [
+            Account(*r) for r in self._run("SELECT name, role, password, created FROM accounts ORDER BY name")
+        ]
+
+    def remove_account(self, name: str) -> bool:
+        self.end_web_sessions(name)
+        return bool(self._run("DELETE FROM accounts WHERE name = ? RETURNING name", (name,)))
+
+    def add_web_session(self, session_hash: bytes, name: str, expires: int) -> None:
+        """A session signed in as `name` until `expires` (Unix time), known by the hash of its
+        cookie. Sessions past their time are cleared as new ones begin."""
+        self._run("DELETE FROM web_sessions WHERE expires <= ?", (int(time.time()),))
+        self._run("INSERT INTO web_sessions VALUES (?, ?, ?)", (session_hash, name, expires))
+
+    def web_session(self, session_hash: bytes) -> str | None:
+        """The account a session is signed in as, unless it has ended or expired."""
+        rows = self._run(
+            "SELECT name FROM web_sessions WHERE hash = ? AND expires > ?", (session_hash, int(time.time()))
+        )
+        return str(rows[0][0]) if rows else None
+
+    def end_web_session(self, session_hash: bytes) -> None:
+        self._run("DELETE FROM web_sessions WHERE hash = ?", (session_hash,))
+
+    def end_web_sessions(self, name: str) -> None:
+        """End every session of an account."""
+        self._run("DELETE FROM web_sessions WHERE name = ?", (name,))
+
+    def add_token(self, name: str, scope: str, token_hash: bytes) -> None:
+        if self._run("SELECT 1 FROM api_tokens WHERE name = ?", (name,)):
+            raise ValueError(f"there is a token {name!r} already")
+        self._run("INSERT INTO api_tokens VALUES (?, ?, ?, ?)", (token_hash, name, scope, _now()))
+        if scope == "ingest":  # from now on the collector takes calls with a token only
+            self.set_setting("ingest_tokens_required", True)
+
+    def token(self, token_hash: bytes) -> ApiToken | None:
+        rows = self._run("SELECT name, scope, created FROM api_tokens WHERE hash = ?", (token_hash,))
+        return ApiToken(*rows[0]) if rows else None
+
+    def tokens(self) -> list[ApiToken]:
+        return [ApiToken(*r) for r in self._run("SELECT name, scope, created FROM api_tokens ORDER BY name")]
+
+    def remove_token(self, name: str) -> bool:
+        return bool(self._run("DELETE FROM api_tokens WHERE name = ? RETURNING name", (name,)))

@@ -24,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from llmlog.core.record import format_timestamp, parse_timestamp
-from llmlog.store.base import AuditEntry, ReadOnlyError, Store
+from llmlog.store.base import AuditEntry, ReadOnlyError, RowTables, Store
 from llmlog.store.clickhouse import reader
 from llmlog.store.clickhouse.engine import EmbeddedEngine, Engine
 from llmlog.store.clickhouse.store import ClickHouseStore
@@ -49,22 +49,10 @@ CREATE INDEX IF NOT EXISTS web_sessions_name ON web_sessions (name);
 _READERS = 4
 
 
-class EmbeddedClickHouseStore(ClickHouseStore):
-    # Accounts and tokens as the row stores keep them, through `_run` on the private file.
-    add_account = Store.add_account
-    set_account = Store.set_account
-    account = Store.account
-    accounts = Store.accounts
-    remove_account = Store.remove_account
-    add_token = Store.add_token
-    token = Store.token
-    tokens = Store.tokens
-    remove_token = Store.remove_token
-    add_web_session = Store.add_web_session
-    web_session = Store.web_session
-    end_web_session = Store.end_web_session
-    end_web_sessions = Store.end_web_sessions
-    # One process at a time opens the engine's directory: the process's own lock is enough.
+class EmbeddedClickHouseStore(RowTables, ClickHouseStore):
+    # Accounts, sessions and tokens as the row stores keep them (`RowTables`, first among
+    # the bases), through `_run` on the private file. One process at a time opens the
+    # engine's directory: the process's own lock is enough.
     ingest_lock = Store.ingest_lock
 
     def __init__(self, url: str, engine: Engine | None = None, reader_url: str | None = None) -> None:

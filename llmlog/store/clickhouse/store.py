@@ -665,11 +665,6 @@ class ClickHouseStore(ClickHouseTraces):
     def end_web_sessions(self, name: str) -> None:
         self._end_sessions("name = %s", [name])
 
-    def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        # The other stores' shared SQL for accounts uses UPDATE … RETURNING; this store has
-        # its own methods for them instead.
-        raise NotImplementedError("the ClickHouse store writes its own statements")
-
 
 def _refusal(message: str, timeout_s: float, max_bytes: int) -> str:
     """What the engine said, in the words the other stores use."""

@@ -38,6 +38,7 @@ from llmlog.store.base import (
     Erased,
     QueryResult,
     ReadOnlyError,
+    RowTables,
     Store,
     day_and_features,
     erase_target,
@@ -132,7 +133,7 @@ def _is_encoding_error(exc: psycopg.DataError) -> bool:
     ) or "NUL" in str(exc)
 
 
-class PostgresStore(PostgresTraces):
+class PostgresStore(RowTables, PostgresTraces):
     url: str
     dialect = POSTGRES
     # ProgramLimitExceeded: e.g. a feature name too long for an index entry (over ~2.7 kB).

@@ -38,6 +38,7 @@ from llmlog.store.base import (
     Erased,
     QueryResult,
     ReadOnlyError,
+    RowTables,
     Store,
     day_and_features,
     erase_target,
@@ -232,7 +233,8 @@ def _authorize(
     return sqlite3.SQLITE_DENY
 
 
-class SQLiteStore(SQLiteTraces):
+class SQLiteStore(RowTables, SQLiteTraces):
+    dialect = SQLITE
     data_errors = (*Store.data_errors, sqlite3.IntegrityError, sqlite3.InterfaceError)
 
     def __init__(self, path: str | Path) -> None:
