@@ -323,15 +323,40 @@ class Store(Regulated, Traces, abc.ABC):
     def insert(self, calls: Sequence[Call]) -> int:
         """Store a batch atomically; ids already stored are skipped. Returns how many were new."""
 
-    @abc.abstractmethod
-    def get(self, call_id: str) -> Call | None: ...
+    # How `recent` orders what it gives: newest first, with whatever tie-break the engine's
+    # index serves without a sort.
+    recent_order = "timestamp DESC"
 
     @abc.abstractmethod
+    def _calls(
+        self, where: str, params: Sequence[Any], order: str, limit: int, brief: bool = False
+    ) -> list[Call]:
+        """The calls `where` picks from `call_data` (in `order`, `limit` at most), whole or
+        `brief`, opened for the reader where they are sealed."""
+
+    def get(self, call_id: str) -> Call | None:
+        """One call, whole, by its id or a unique start of it, as with git hashes
+        (LookupError when several calls start so)."""
+        p = self.dialect.placeholder
+        found = self._calls(f"WHERE id = {p}", [call_id], "timestamp", 1)
+        if found or len(call_id) >= 36:
+            return found[0] if found else None
+        # DISTINCT: an engine that merges repeated rows late (ClickHouse) may hold an id twice.
+        rows = self.internal_query(
+            f"SELECT DISTINCT id FROM call_data WHERE id >= {p} AND id < {p} LIMIT 2",
+            [call_id, call_id + "\uffff"],
+        ).rows
+        if len(rows) > 1:
+            raise LookupError(f"id prefix {call_id!r} is ambiguous: more than one call starts with it")
+        return self.get(rows[0][0]) if rows and len(rows[0][0]) > len(call_id) else None
+
     def recent(self, f: CallFilter, limit: int = 100, *, brief: bool = False) -> list[Call]:
         """The newest calls `f` selects, newest first. `brief`: what a list of calls shows,
         without assembling each whole: no system prompt, tools or params, and of the messages
         only the last (what the caller said last); a Responses reply without the instructions
         and tools it echoes."""
+        where, params = self._where(f)
+        return self._calls(where, params, self.recent_order, limit, brief)
 
     @abc.abstractmethod
     def sample(self, f: CallFilter, n: int = 20, *, brief: bool = False) -> list[Call]:

@@ -57,6 +57,7 @@ from llmlog.store.urls import redact_url
 
 class ClickHouseStore(ClickHouseTraces):
     dialect = CLICKHOUSE
+    recent_order = "timestamp DESC, id"
     # Rotation sweeps again after this long, for what a cluster's replicas saw late (`insert`).
     rotation_settle_s = 5.0
 
@@ -238,20 +239,6 @@ class ClickHouseStore(ClickHouseTraces):
         return json.loads(rows[0][0]) if rows else None
 
     # -------------------------------------------------------------- reading
-
-    def get(self, call_id: str) -> Call | None:
-        """One call, whole, by its id or the start of it (an error if several start so)."""
-        found = self._calls("WHERE id = %s", [call_id], "timestamp", 1)
-        if found:
-            return found[0]
-        rows = self._select("SELECT DISTINCT id FROM call_data WHERE startsWith(id, %s) LIMIT 2", [call_id])
-        if len(rows) > 1:
-            raise LookupError(f"id prefix {call_id!r} is ambiguous: more than one call starts with it")
-        return self.get(rows[0][0]) if rows else None
-
-    def recent(self, f: CallFilter, limit: int = 100, *, brief: bool = False) -> list[Call]:
-        where, params = self._where(f)
-        return self._calls(where, params, "timestamp DESC, id", limit, brief)
 
     def sample(self, f: CallFilter, n: int = 20, *, brief: bool = False) -> list[Call]:
         where, params = self._where(f)

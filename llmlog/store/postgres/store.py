@@ -696,19 +696,6 @@ class PostgresStore(RowTables, PostgresTraces):
         clauses, values = self._json_clauses(f)
         return f.sql([*clauses, *extra], [*values, *params], placeholder="%s", time_param=lambda t: t)
 
-    def get(self, call_id: str) -> Call | None:
-        rows = self._calls("WHERE id = %s", (call_id,), "timestamp", 1)
-        if not rows and len(call_id) < 36:
-            # A unique prefix of an id is enough, as with git hashes.
-            rows = self._calls("WHERE id >= %s AND id < %s", (call_id, call_id + "\uffff"), "timestamp", 2)
-            if len(rows) > 1:
-                raise LookupError(f"id prefix {call_id!r} is ambiguous")
-        return rows[0] if rows else None
-
-    def recent(self, f: CallFilter, limit: int = 100, *, brief: bool = False) -> list[Call]:
-        where, params = self._where(f)
-        return self._calls(where, params, "timestamp DESC", limit, brief)
-
     def set_vectors(self, pairs: Sequence[tuple[str, bytes]]) -> None:
         with self.conn.transaction(), self.conn.cursor() as cur:
             cur.executemany(

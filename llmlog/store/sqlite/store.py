@@ -718,19 +718,6 @@ class SQLiteStore(RowTables, SQLiteTraces):
         cur = self.db.execute(sql, params)
         return self._reveal([_to_call(cur.description, row) for row in cur])
 
-    def get(self, call_id: str) -> Call | None:
-        rows = self._calls("WHERE id = ?", (call_id,), "id", 1)
-        if not rows and len(call_id) < 36:
-            # A unique prefix of an id is enough, as with git hashes.
-            rows = self._calls("WHERE id >= ? AND id < ?", (call_id, call_id + "\uffff"), "id", 2)
-            if len(rows) > 1:
-                raise LookupError(f"id prefix {call_id!r} is ambiguous")
-        return rows[0] if rows else None
-
-    def recent(self, f: CallFilter, limit: int = 100, *, brief: bool = False) -> list[Call]:
-        where, params = self._where(f)
-        return self._calls(where, params, "timestamp DESC", limit, brief)
-
     def sample(self, f: CallFilter, n: int = 20, *, brief: bool = False) -> list[Call]:
         where, params = self._where(f)
         picked = self.db.execute(f"SELECT id FROM call_data {where} ORDER BY random() LIMIT {int(n)}", params)
