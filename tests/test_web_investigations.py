@@ -258,7 +258,8 @@ def test_logged_names_stay_text_on_every_report(backend: Backend) -> None:
         drift = running.get("/reports/drift").text
         assert row(drift, shown, ">v1<", "output_tokens")
         groups = running.get("/api/reports/errors").json()
-        # SQLite's rollup keys lose `"` (its JSON paths cannot hold one): see dialect.SQLITE.error_type_of.
+        # SQLite's rollup keys lose `"` (its JSON paths cannot hold one): see
+        # llmlog.store.sqlite.SQLITE.error_type_of.
         unquoted = HOSTILE.replace('"', "")
         assert any(
             g["feature"] == g["model"] == HOSTILE

@@ -6,6 +6,23 @@ here; the rest is imported when a store is opened."""
 from __future__ import annotations
 
 from llmlog.store.base import Store
+from llmlog.store.dialect import Dialect
+
+#: What its SQL says differently (`llmlog.store.dialect`).
+CLICKHOUSE = Dialect(
+    name="clickhouse",
+    placeholder="%s",
+    null_safe=None,
+    iso_text=False,
+    log2_of="log2({x})",
+    error_type_of="coalesce(nullIf(JSONExtractString(ifNull({x}, '{}'), 'type'), ''), 'error')",
+    tool_count_of="if(JSONType(ifNull({x}, 'null')) = 'Array', JSONLength({x}), 0)",
+    day_of="substr({x}, 1, 10)",
+    any_word_in_response=(
+        "CASE WHEN multiSearchAnyCaseInsensitiveUTF8(ifNull(response, ''), %s) THEN response END"
+    ),
+)
+
 
 SCHEMES = ("clickhouse", "clickhouses", "chdb")
 

@@ -34,7 +34,7 @@ from typing import Any, Protocol
 
 from llmlog.core.record import COLUMNS, KIND
 from llmlog.store import migrations
-from llmlog.store.dialect import CLICKHOUSE
+from llmlog.store.clickhouse import CLICKHOUSE
 from llmlog.store.rollup import bucket_sql
 
 TEXT = "Nullable(String) CODEC(ZSTD(3))"

@@ -42,12 +42,11 @@ from llmlog.store.base import (
     plain,
     utc_days,
 )
-from llmlog.store.clickhouse import reader
+from llmlog.store.clickhouse import CLICKHOUSE, reader
 from llmlog.store.clickhouse.engine import READ_SETTINGS, Engine, EngineError, bind, open_engine
 from llmlog.store.clickhouse.engine import utc_time as _when
 from llmlog.store.clickhouse.schema import DAILY_GROUP, DAILY_SELECT, PEOPLE_SELECT, Versions, migrate
 from llmlog.store.clickhouse.traces import ClickHouseTraces
-from llmlog.store.dialect import CLICKHOUSE
 from llmlog.store.filelock import FileLock
 from llmlog.store.readonly import RESULT_MAX_BYTES, QueryRows, deadline_after, too_large
 from llmlog.store.rollup import moves

@@ -5,6 +5,31 @@ here; the rest (and psycopg) is imported when a store is opened."""
 from __future__ import annotations
 
 from llmlog.store.base import Store
+from llmlog.store.dialect import Dialect, RollupSQL
+
+#: What its SQL says differently (`llmlog.store.dialect`).
+POSTGRES = Dialect(
+    name="postgres",
+    placeholder="%s",
+    null_safe="IS NOT DISTINCT FROM",
+    iso_text=False,
+    log2_of="(ln({x}::float8) / ln(2::float8))",
+    error_type_of="coalesce({x} ->> 'type', 'error')",
+    tool_count_of="CASE WHEN jsonb_typeof({x}) = 'array' THEN jsonb_array_length({x}) ELSE 0 END",
+    day_of="({x} AT TIME ZONE 'UTC')::date",
+    any_word_in_response="CASE WHEN response::text ILIKE ANY (%s) THEN response END",
+    words_as_patterns=True,
+    rollup=RollupSQL(
+        count_type="bigint NOT NULL DEFAULT 0",
+        map_type="jsonb NOT NULL DEFAULT '{}'",
+        empty_map="'{}'::jsonb",
+        object_agg="jsonb_object_agg",
+        total="coalesce(sum({x}), 0)",
+        infinity="'Infinity'::float8",
+        map_param="%s::jsonb",
+    ),
+)
+
 
 SCHEMES = ("postgresql", "postgres")
 

@@ -12,8 +12,8 @@ from psycopg import sql as pgsql
 
 from llmlog.core.record import KIND, Call
 from llmlog.store import migrations, search
-from llmlog.store.dialect import POSTGRES
 from llmlog.store.layout import select_list
+from llmlog.store.postgres import POSTGRES
 from llmlog.store.postgres.reader import create_reader
 from llmlog.store.rollup import DAILY_COLUMNS, GROUP, cold_columns, from_raw_sql, repair_sql
 

@@ -46,9 +46,8 @@ from llmlog.store.base import (
     utc_days,
 )
 from llmlog.store.content import ContentBatch, ContentIds, Key
-from llmlog.store.dialect import POSTGRES
 from llmlog.store.layout import INLINE_JSON, INLINE_PLAIN, select_list
-from llmlog.store.postgres import reader
+from llmlog.store.postgres import POSTGRES, reader
 from llmlog.store.postgres.schema import check_schema, migrate, schema_lock, schema_version, store_missing
 from llmlog.store.postgres.traces import PostgresTraces
 from llmlog.store.postgres.traces import storable as _storable

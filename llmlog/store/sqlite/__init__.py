@@ -5,7 +5,36 @@ imported when a store is opened."""
 from __future__ import annotations
 
 from llmlog.store.base import Store
+from llmlog.store.dialect import Dialect, RollupSQL
 from llmlog.store.urls import sqlite_path
+
+#: What its SQL says differently (`llmlog.store.dialect`).
+SQLITE = Dialect(
+    name="sqlite",
+    placeholder="?",
+    null_safe="IS",
+    iso_text=True,
+    log2_of="log2({x})",
+    # Its keys lose `"` and `\`, which its JSON paths (used by the trigger) cannot hold.
+    error_type_of=(
+        "replace(replace(ifnull(CASE WHEN json_valid({x}) AND json_type({x}) = 'object'"
+        " THEN CAST(json_extract({x}, '$.type') AS TEXT) END, 'error'), '\"', ''), '\\', '')"
+    ),
+    tool_count_of=(
+        "CASE WHEN json_valid({x}) AND json_type({x}) = 'array' THEN json_array_length({x}) ELSE 0 END"
+    ),
+    day_of="substr({x}, 1, 10)",
+    any_word_in_response=None,
+    rollup=RollupSQL(
+        count_type="INTEGER NOT NULL DEFAULT 0",
+        map_type="TEXT NOT NULL DEFAULT '{}'",
+        empty_map="'{}'",
+        object_agg="json_group_object",
+        total="total({x})",
+        infinity="9e999",
+        map_param="?",
+    ),
+)
 
 
 def opens(url: str) -> bool:

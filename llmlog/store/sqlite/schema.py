@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator
 
 from llmlog.core.record import KIND
 from llmlog.store import migrations
-from llmlog.store.dialect import SQLITE
 from llmlog.store.layout import select_list
 from llmlog.store.rollup import (
     DAILY_COLUMNS,
@@ -19,6 +18,7 @@ from llmlog.store.rollup import (
     from_raw_sql,
     repair_sql,
 )
+from llmlog.store.sqlite import SQLITE
 
 # Responses and content bodies are read through `llmlog_text`, which gives back what
 # `llmlog.store.compression` compressed and text as it is. Migrations written before

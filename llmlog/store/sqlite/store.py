@@ -46,7 +46,6 @@ from llmlog.store.base import (
     utc_days,
 )
 from llmlog.store.content import ContentBatch, ContentIds, Key
-from llmlog.store.dialect import SQLITE
 from llmlog.store.filelock import FileLock
 from llmlog.store.layout import INLINE_JSON, INLINE_PLAIN, select_list
 from llmlog.store.readonly import (
@@ -59,6 +58,7 @@ from llmlog.store.readonly import (
     too_large,
 )
 from llmlog.store.rollup import moves, regroup
+from llmlog.store.sqlite import SQLITE
 from llmlog.store.sqlite.schema import migrate
 from llmlog.store.sqlite.traces import SQLiteTraces
 from llmlog.store.sqlite.traces import json_safe as _json_safe
