@@ -37,16 +37,18 @@ def test_a_view_lists_every_column_in_order_and_needs_each_kept_elsewhere() -> N
     assert "d.rate_card" not in select_list({n: "NULL" for n in KEPT_ELSEWHERE}, present={"id"})
 
 
-# What someone adding two columns writes: the table's entries and the Call's fields, and
-# one migration per engine.
+# What someone adding columns writes: the table's entries and the Call's fields (a text, an
+# integer and a JSON column), and one migration per engine.
+_NEW = {"region": "str", "attempts": "int", "labels": "dict[str, Any]"}
+_KINDS = {"region": "text", "attempts": "integer", "labels": "json"}
+_ENTRIES = "".join(f'    Column("{name}", "{_KINDS[name]}"),\n' for name in _NEW)
+_FIELDS = "".join(f"    {name}: {kind} | None = None\n" for name, kind in _NEW.items())
+
+
 def _migration(args: str, calls: str) -> str:
-    return f"\ndef m099_region({args}):\n" + "".join(
-        f"    {calls.format(name)}\n" for name in ("region", "attempts")
-    )
+    return f"\ndef m099_region({args}):\n" + "".join(f"    {calls.format(name)}\n" for name in _NEW)
 
 
-_ENTRIES = '    Column("region", "text"),\n    Column("attempts", "integer"),\n'
-_FIELDS = "    region: str | None = None\n    attempts: int | None = None\n"
 _EDITS = {
     "core/record.py": [
         ('    Column("parent_id", "text"),\n', '    Column("parent_id", "text"),\n' + _ENTRIES),
@@ -77,18 +79,21 @@ _CHECK = textwrap.dedent(
 
     url = sys.argv[1]
     call = Call(timestamp=datetime(2026, 3, 1, tzinfo=UTC), provider="openai", model="m",
-                messages=[{"role": "user", "content": "hi"}], region="eu-west", attempts=3)
+                messages=[{"role": "user", "content": "hi"}], region="eu-west", attempts=3,
+                labels={"tier": "gold", "n": [1, 2]})
     store = open_store(url)
     assert store.insert([call]) == 1
     got = store.get(call.id)
-    assert (got.region, got.attempts, got.messages) == ("eu-west", 3, call.messages), got
+    assert (got.region, got.attempts, got.labels) == ("eu-west", 3, call.labels), got
+    assert got.messages == call.messages
     brief = store.recent(CallFilter(), limit=1, brief=True)[0]
-    assert (brief.region, brief.attempts) == ("eu-west", 3), brief
-    rows = store.query("SELECT region, attempts FROM calls").rows
-    assert [tuple(r) for r in rows] == [("eu-west", 3)], rows
+    assert (brief.region, brief.attempts, brief.labels) == ("eu-west", 3, call.labels), brief
+    rows = store.query("SELECT region, attempts, JSON_VALUE(labels, '$.tier') FROM calls").rows
+    assert [tuple(r) for r in rows] == [("eu-west", 3, "gold")], rows
     exported = json.loads(call.to_json())
     assert (exported["region"], exported["attempts"]) == ("eu-west", 3)
-    assert Call.from_dict(exported).region == "eu-west"
+    back = Call.from_dict(exported)
+    assert (back.region, back.attempts, back.labels) == ("eu-west", 3, call.labels)
     print("ok")
     """
 )

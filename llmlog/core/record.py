@@ -302,6 +302,10 @@ def _coerce(name: str, value: Any) -> Any:
         if not isinstance(value, list):
             raise RecordError(f"{name}: expected a JSON array, got {type(value).__name__}")
         return value
+    if name in JSON_COLUMNS:  # a JSON column the rules above do not shape: any object or array
+        if not isinstance(value, dict | list):
+            raise RecordError(f"{name}: expected a JSON object or array, got {type(value).__name__}")
+        return value
     if not isinstance(value, str):
         raise RecordError(f"{name}: expected a string, got {type(value).__name__}")
     return value
