@@ -911,6 +911,10 @@ class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False  # stop() joins the handler threads itself, with a deadline
     allow_reuse_address = True
+    # socketserver's default backlog is 5: a burst of new connections (a proxy's workers
+    # each opening their own pools) past it is dropped or reset by the kernel, which the
+    # proxy then reports as the provider not reached. A real provider takes such a burst.
+    request_queue_size = 256
 
     def __init__(self, address: tuple[str, int], fake: FakeProvider) -> None:
         self.fake = fake
