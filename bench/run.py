@@ -49,7 +49,7 @@ from llmlog.demo.workload import Step, arun, generate, run
 from llmlog.operations import retention
 from llmlog.pipeline.writer import Writer
 from llmlog.store import Store, open_store, retention_policy
-from llmlog.store.sqlite.store import connect as sqlite_connect
+from llmlog.store.sqlite import connect as sqlite_connect
 
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 

@@ -24,7 +24,7 @@ from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
 import zstandard
 
 from llmlog.store import Store, compression, open_store
-from llmlog.store.sqlite.store import connect as sqlite_connect
+from llmlog.store.sqlite import connect as sqlite_connect
 
 
 class PostgresUnavailable(Exception):

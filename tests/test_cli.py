@@ -25,8 +25,8 @@ from llmlog.core.filters import CallFilter
 from llmlog.core.record import COLUMNS, Call
 from llmlog.pipeline.pricing import Pricer
 from llmlog.store import open_store
+from llmlog.store.sqlite import connect as sqlite_connect
 from llmlog.store.sqlite.store import SQLiteStore
-from llmlog.store.sqlite.store import connect as sqlite_connect
 from tests.backends import PostgresBackend, SQLiteBackend, admin, new_schema
 
 DEMO_CALLS = 150

@@ -18,8 +18,8 @@ from click.testing import CliRunner, Result
 from llmlog.cli import cli
 from llmlog.core.filters import CallFilter
 from llmlog.core.record import COLUMNS, Call
+from llmlog.store.sqlite import connect as sqlite_connect
 from llmlog.store.sqlite.store import SQLiteStore
-from llmlog.store.sqlite.store import connect as sqlite_connect
 
 DEMO_CALLS = 150
 

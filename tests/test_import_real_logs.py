@@ -13,8 +13,8 @@ from click.testing import CliRunner, Result
 from llmlog.cli import cli
 from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
+from llmlog.store.sqlite import connect as sqlite_connect
 from llmlog.store.sqlite.store import SQLiteStore
-from llmlog.store.sqlite.store import connect as sqlite_connect
 
 
 def invoke(db: str, *args: str, input: str | bytes | None = None) -> Result:

@@ -163,8 +163,8 @@ def test_an_existing_store_gets_the_cold_figures_on_upgrade(backend: Backend, tm
         insert(source, calls)
         expected = daily_rows(source)
     if backend.kind == "sqlite":
+        from llmlog.store.sqlite import connect
         from llmlog.store.sqlite.schema import MIGRATIONS, m007_cold_figures, migrate
-        from llmlog.store.sqlite.store import connect
 
         before = MIGRATIONS.index(m007_cold_figures)
         db = connect(backend.url)

@@ -22,8 +22,8 @@ from llmlog.demo.fake_provider import FakeProvider
 from llmlog.demo.workload import prose
 from llmlog.store import open_store
 from llmlog.store import search as text_search
+from llmlog.store.sqlite import connect as sqlite_connect
 from llmlog.store.sqlite.schema import migrate
-from llmlog.store.sqlite.store import connect as sqlite_connect
 from tests.backends import Backend, stored_bytes
 from tests.test_encryption import K1, raw_bytes
 from tests.test_replay import SCENARIOS, anthropic_blocks, record

@@ -36,9 +36,10 @@ from llmlog.store.clickhouse import schema as ch
 from llmlog.store.content import digest
 from llmlog.store.errors import NewerStore
 from llmlog.store.postgres import schema as pg
+from llmlog.store.sqlite import connect
+from llmlog.store.sqlite import connect as sqlite_connect
 from llmlog.store.sqlite.schema import MIGRATIONS, m003_daily, m005_people_daily, migrate
-from llmlog.store.sqlite.store import SQLiteStore, connect
-from llmlog.store.sqlite.store import connect as sqlite_connect
+from llmlog.store.sqlite.store import SQLiteStore
 from tests.backends import (
     Backend,
     ClickHouseBackend,
@@ -698,6 +699,19 @@ def test_iter_calls_pages_past_the_batch_size(store: Store) -> None:
     assert sorted(c.id for c in f1) == sorted(c.id for c in calls if c.feature == "f1")
     assert len(list(store.iter_calls(CallFilter(), batch=53))) == 53  # exactly one full page
     assert list(store.iter_calls(CallFilter(feature="none"), batch=5)) == []
+
+
+def test_get_by_a_prefix_of_an_id_of_the_apps_own_making(store: Store) -> None:
+    """Ids given through the library need not be UUIDs: a start of one finds it on every
+    engine, whatever its length, and whatever characters follow."""
+    long = Call(id="custom-id-" + "z" * 40, timestamp=T0)
+    wide = Call(id="x\U0001f389-call", timestamp=T0)
+    store.insert([long, wide])
+    got = store.get("custom-id-" + "z" * 26)  # 36 characters, not the whole id
+    assert got is not None and got.id == long.id
+    got = store.get("x")
+    assert got is not None and got.id == wide.id
+    assert store.get("custom-id-" + "z" * 41) is None
 
 
 def test_get_unique_prefix_and_ambiguous_prefix(store: Store) -> None:

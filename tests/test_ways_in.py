@@ -42,7 +42,7 @@ from llmlog.demo.fake_provider import FakeProvider
 from llmlog.operations.replay import Providers
 from llmlog.pipeline.intake import Intake
 from llmlog.store import open_store
-from llmlog.store.sqlite.store import connect as sqlite_connect
+from llmlog.store.sqlite import connect as sqlite_connect
 from tests.backends import SQLiteBackend, stored_bytes
 from tests.webui import Running
 

@@ -49,6 +49,10 @@ class Dialect:
     # after it (SQLite: it may be compressed).
     any_word_in_response: str | None
     words_as_patterns: bool = False  # the words given as LIKE patterns (%word%)
+    # An id starting with a parameter (`Store.get` by a prefix), where the engine says it
+    # otherwise than as the range of ids from the prefix to the prefix and U+10FFFF (the
+    # last character: ids compare byte by byte, as UTF-8).
+    id_starts_with: str | None = None
     rollup: RollupSQL | None = None
 
     def log2(self, value: str) -> str:

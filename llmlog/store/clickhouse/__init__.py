@@ -18,6 +18,7 @@ CLICKHOUSE = Dialect(
     error_type_of="coalesce(nullIf(JSONExtractString(ifNull({x}, '{}'), 'type'), ''), 'error')",
     tool_count_of="if(JSONType(ifNull({x}, 'null')) = 'Array', JSONLength({x}), 0)",
     day_of="substr({x}, 1, 10)",
+    id_starts_with="startsWith(id, %s)",
     any_word_in_response=(
         "CASE WHEN multiSearchAnyCaseInsensitiveUTF8(ifNull(response, ''), %s) THEN response END"
     ),

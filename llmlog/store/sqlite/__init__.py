@@ -4,6 +4,8 @@ imported when a store is opened."""
 
 from __future__ import annotations
 
+import sqlite3
+
 from llmlog.store.base import Store
 from llmlog.store.dialect import Dialect, RollupSQL
 from llmlog.store.urls import sqlite_path
@@ -46,6 +48,15 @@ def open_url(url: str, reader_url: str | None = None) -> Store:
     from llmlog.store.sqlite.store import SQLiteStore
 
     return SQLiteStore(sqlite_path(url) or ":memory:")
+
+
+def connect(path: str, *, readonly: bool = False) -> sqlite3.Connection:
+    """A connection to a store's file that reads what it holds compressed, as the store
+    does (`llmlog_text`, `llmlog_document`, `json_value`): for SQL of your own
+    (docs/schema.md)."""
+    from llmlog.store.sqlite import store
+
+    return store.connect(path, readonly=readonly)
 
 
 def missing(url: str) -> str | None:
