@@ -1,6 +1,6 @@
 """Anthropic's Messages API (`POST /v1/messages`): what its requests, responses and streams
-say of a call, its request again from a stored call, and its content blocks as parts of a
-conversation's turns."""
+say of a call, its request again from a stored call, its content blocks as parts of a
+conversation's turns, and a call in its shapes from what a span said of it."""
 
 from __future__ import annotations
 
@@ -11,13 +11,17 @@ from llmlog.providers.api import (
     API,
     Decode,
     EventStream,
+    Memo,
     Parsed,
     Part,
+    Request,
+    Said,
     assistant,
     content_turn,
     image_part,
     json_events,
     no_refusal,
+    output_blocks,
     text_of,
     text_part,
     text_words,
@@ -181,9 +185,47 @@ def words(block: dict[str, Any]) -> tuple[str, str] | None:
     return text_words(block) if block.get("type") == "text" else None
 
 
+def answer_from(
+    body: dict[str, Any] | None, output: list[dict[str, Any]] | None, reason: str | None, said: Said
+) -> dict[str, Any] | None:
+    """The response the span carried, or one of the output's content blocks (its stop reason,
+    id and usage are in their columns)."""
+    if body is not None:
+        return body
+    if not output:
+        return None
+    return {"role": "assistant", "content": [b for m in output for b in output_blocks(m)]}
+
+
+def request_from(
+    messages: list[Any] | None,
+    system_prompt: str | None,
+    tools: list[Any] | None,
+    params: dict[str, Any],
+    said: Said,
+    memo: Memo,
+) -> Request:
+    """The turns are in its shape already; but it takes the system prompt apart from the
+    messages, so the system (or developer) messages they lead with are not among them."""
+    if messages and (leading := _leading_system(messages)):
+        messages = messages[leading:]
+    return messages, system_prompt, tools, params
+
+
+def _leading_system(messages: list[Any]) -> int:
+    n = 0
+    while (
+        n < len(messages)
+        and isinstance(messages[n], dict)
+        and messages[n].get("role") in ("system", "developer")
+    ):
+        n += 1
+    return n
+
+
 MESSAGES = API(
     name="messages", provider="anthropic", path="/messages", sdk_path="/v1/messages",
     split=split, read_stream=read_stream, read=read, rejoin=rejoin, needs_messages=True,
     answer=answer, part=part, items=(), turn=content_turn, by_model=assistant,
-    words=words, refusal=no_refusal,
+    words=words, refusal=no_refusal, answer_from=answer_from, request_from=request_from,
 )  # fmt: skip

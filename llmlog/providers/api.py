@@ -1,7 +1,8 @@
 """What every provider API module gives (`llmlog.providers`): how its requests and responses
 read into a call's columns, how its stream is put back into the response it stands for, how
 its stored calls are told from another API's of the same provider and sent again, and how
-its shapes read as a conversation. And what they share to do it: a stream's events, decoded;
+its shapes read as a conversation, and how a call is put in its shapes from what another
+record said of it (OTLP spans). And what they share to do it: a stream's events, decoded;
 tool arguments sent as JSON text; a conversation's turns and their parts."""
 
 from __future__ import annotations
@@ -69,6 +70,47 @@ class Signs:
     takes_any: bool = False
 
 
+class Said(Protocol):
+    """What a record of a call said of it beside its content (a span's attributes, read by
+    capture under each convention's names), None where nothing said it: asked for only where
+    an API's shape needs it, as most do not."""
+
+    @property
+    def requested(self) -> Any:
+        """The model asked for."""
+
+    @property
+    def streamed(self) -> bool:
+        """Whether the response was streamed."""
+
+    @property
+    def id(self) -> Any:
+        """The response's id."""
+
+    @property
+    def model(self) -> Any:
+        """The model that answered (or, unsaid, the one asked for)."""
+
+    @property
+    def service_tier(self) -> Any: ...
+
+    @property
+    def fingerprint(self) -> Any:
+        """The system fingerprint of the answer (OpenAI's)."""
+
+
+# Each of `values` made into `make(value)`, remembered by the value's identity: what capture
+# gives an API's shaping so that the calls of a conversation, which re-send the same message
+# objects, shape each once (`llmlog.capture.shapes`).
+Memo = Callable[[list[Any], Callable[[Any], Any]], list[Any]]
+# A request's messages, system prompt, tools and params, as a call's columns hold them.
+Request = tuple[list[Any] | None, str | None, list[Any] | None, dict[str, Any]]
+RequestFrom = Callable[[list[Any] | None, str | None, list[Any] | None, dict[str, Any], Said, Memo], Request]
+AnswerFrom = Callable[
+    [dict[str, Any] | None, list[dict[str, Any]] | None, str | None, Said], dict[str, Any] | None
+]
+
+
 @dataclass(frozen=True)
 class API:
     """One provider API: its name in a call's records (`Exchange.api`), its provider, the path
@@ -114,6 +156,19 @@ class API:
     words: Callable[[dict[str, Any]], tuple[str, str] | None]
     # A refusal a message of its answers carries beside its content (Chat's `refusal`).
     refusal: Callable[[dict[str, Any]], str | None]
+    # A call in its shapes from what a record said of it where its request and response did
+    # not come as sent (OTLP spans in the GenAI conventions: turns of content blocks, as
+    # Messages has them, a system prompt said apart, tool definitions, parameters under the
+    # conventions' names).
+    # Its response (`answer_from(body, output, reason, said)`): `body`, the response the record
+    # carried whole, in its shape; else one made of `output` (the answer's turns), `reason`
+    # (the stop reason as stored) and what was `said`; None when there is nothing to make it of.
+    answer_from: AnswerFrom
+    # Its request (`request_from(messages, system_prompt, tools, params, said, memo)`) as a
+    # call's columns hold it, the turns shaped through `memo`. None: no record is put in
+    # its shape unless it came as sent (the conventions do not tell Responses' calls from
+    # Chat's).
+    request_from: RequestFrom | None
     # Told from another API of its provider by these; None: its provider's only API.
     signs: Signs | None = None
 
@@ -185,6 +240,26 @@ def openai_usage(response: dict[str, Any], call: Call, tokens_in: str, tokens_ou
     out = used.get(tokens_out)
     if isinstance(out, int):
         call.output_tokens = out
+
+
+def arguments(value: Any) -> Any:
+    """Tool call arguments as OpenAI's APIs send them: JSON text (compact, as OpenAI writes it)."""
+    if value is None or isinstance(value, str):
+        return value if value is not None else "{}"
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def blocks_text(content: Any) -> str | None:
+    """The text blocks of a list of content blocks, joined by lines; None for what is no list."""
+    if not isinstance(content, list):
+        return None
+    return "\n".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
+
+
+def output_blocks(message: dict[str, Any]) -> list[Any]:
+    """An answer's turn as content blocks: its blocks, or its text as one."""
+    body = message.get("content")
+    return body if isinstance(body, list) else ([{"type": "text", "text": str(body)}] if body else [])
 
 
 def as_json(value: Any) -> str:

@@ -1,9 +1,11 @@
 """OpenAI's Chat Completions API (`POST /chat/completions`): what its requests, responses
 and streams say of a call, what tells its stored calls from the Responses API's, its request
-again from a stored call, and its messages as a conversation's turns."""
+again from a stored call, its messages as a conversation's turns, and a call in its shapes
+from what a span said of it."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from llmlog.core.record import Call
@@ -11,12 +13,17 @@ from llmlog.providers.api import (
     API,
     Decode,
     EventStream,
+    Memo,
     Parsed,
     Part,
+    Request,
+    Said,
     Signs,
     Turn,
+    arguments,
     as_json,
     assistant,
+    blocks_text,
     decode_all,
     image_part,
     openai_usage,
@@ -192,6 +199,166 @@ def refusal(message: dict[str, Any]) -> str | None:
     return said if isinstance(said, str) else None
 
 
+# Made from what a span said of a call (`API.request_from`, `API.answer_from`): the turns'
+# content blocks as its messages, the conventions' tool definitions and parameter names as
+# its, the answer as a completion.
+
+
+def request_from(
+    messages: list[Any] | None,
+    system_prompt: str | None,
+    tools: list[Any] | None,
+    params: dict[str, Any],
+    said: Said,
+    memo: Memo,
+) -> Request:
+    messages, system_prompt = _messages_from(messages, system_prompt, memo)
+    tools = memo([tools], _tools_from)[0] if tools else tools
+    return messages, system_prompt, tools, _params_from(params, said)
+
+
+def _messages_from(
+    messages: list[Any] | None, system_prompt: str | None, memo: Memo
+) -> tuple[list[Any] | None, str | None]:
+    """Messages as its request sends them, system messages among them (one is put first
+    when only the system prompt was said apart); the system prompt as `split` reads it from
+    them."""
+    if messages is None:
+        return (
+            (None, system_prompt)
+            if system_prompt is None
+            else ([{"role": "system", "content": system_prompt}], system_prompt)
+        )
+    out = [shaped for made in memo(messages, _message_from) for shaped in made]
+    said = [m for m in out if isinstance(m, dict) and m.get("role") in SYSTEM_ROLES]
+    if said:
+        texts = [
+            m["content"] if isinstance(m.get("content"), str) else blocks_text(m.get("content")) or ""
+            for m in said
+        ]
+        return out, "\n\n".join(texts)
+    if system_prompt is not None:
+        out.insert(0, {"role": "system", "content": system_prompt})
+    return out, system_prompt
+
+
+def _message_from(m: Any) -> list[Any]:
+    """One turn (content blocks, or already in its shape) as its messages: text as a string,
+    tool calls as `tool_calls`, tool results as `tool` messages."""
+    if not isinstance(m, dict):
+        return [m]
+    content = m.get("content")
+    if not isinstance(content, list):
+        out = dict(m)
+        if isinstance(m.get("tool_calls"), list):
+            out["tool_calls"] = [_tool_call(tc) if isinstance(tc, dict) else tc for tc in m["tool_calls"]]
+        return [out]
+    texts: list[str] = []
+    calls: list[dict[str, Any]] = []
+    results: list[dict[str, Any]] = []
+    others: list[Any] = []
+    for b in content:
+        kind = b.get("type") if isinstance(b, dict) else None
+        if kind == "text":
+            texts.append(str(b.get("text", "")))
+        elif kind == "tool_use":
+            fn = {"name": b.get("name"), "arguments": arguments(b.get("input"))}
+            calls.append({"id": b.get("id"), "type": "function", "function": fn})
+        elif kind == "tool_result":
+            said = b.get("content")
+            said = said if isinstance(said, str) or said is None else blocks_text(said) or json.dumps(said)
+            results.append({"role": "tool", "tool_call_id": b.get("tool_use_id"), "content": said})
+        else:
+            others.append(b)
+    messages: list[Any] = list(results)
+    if texts or calls or others or not results:
+        msg: dict[str, Any] = {"role": m.get("role", "user")}
+        if others:
+            msg["content"] = [{"type": "text", "text": t} for t in texts] + others
+        elif len(texts) == 1:
+            msg["content"] = texts[0]
+        elif texts:
+            msg["content"] = [{"type": "text", "text": t} for t in texts]
+        else:
+            msg["content"] = None if calls else ""
+        if calls:
+            msg["tool_calls"] = calls
+        messages.append(msg)
+    return messages
+
+
+def _tool_call(call: dict[str, Any]) -> dict[str, Any]:
+    fn = call.get("function")
+    if isinstance(fn, dict):
+        return {
+            **call,
+            "type": call.get("type", "function"),
+            "function": {**fn, "arguments": arguments(fn.get("arguments"))},
+        }
+    return call
+
+
+def _tools_from(tools: list[Any]) -> list[Any]:
+    return [_tool_from(t) for t in tools]
+
+
+def _tool_from(tool: Any) -> Any:
+    """A tool definition in its shape (the conventions flatten `function`)."""
+    if (
+        isinstance(tool, dict)
+        and tool.get("type", "function") == "function"
+        and "function" not in tool
+        and "name" in tool
+    ):
+        fn = {k: tool[k] for k in ("name", "description", "parameters", "strict") if k in tool}
+        return {"type": "function", "function": fn}
+    return tool
+
+
+# The conventions' request parameter names (after `gen_ai.request.`) that it names otherwise.
+_PARAMS_SAID = {"stop_sequences": "stop", "choice.count": "n"}
+
+
+def _params_from(params: dict[str, Any], said: Said) -> dict[str, Any]:
+    """The request's parameters as it names them, the model among them (as `split` leaves
+    the request body but its messages and tools)."""
+    out = {_PARAMS_SAID.get(k, k): v for k, v in params.items()}
+    model = said.requested
+    if model is not None:
+        out = {"model": model, **out}
+    if said.streamed:
+        out.setdefault("stream", True)
+    return out
+
+
+def answer_from(
+    body: dict[str, Any] | None, output: list[dict[str, Any]] | None, reason: str | None, said: Said
+) -> dict[str, Any] | None:
+    """The response as a completion: the one the span carried whole, or one made of what it
+    said (id, model, choices; usage is in the token columns)."""
+    if body is not None:
+        body = dict(body)
+        if body.get("object") == "chat.completion.chunk":  # a stream, put together by the instrumentation
+            body["object"] = "chat.completion"
+        return body
+    if not output:
+        return None
+    choices = []
+    for i, m in enumerate(output):
+        shaped = _message_from({**m, "role": m.get("role", "assistant")})
+        message = next((x for x in shaped if isinstance(x, dict) and x.get("role") != "tool"), shaped[0])
+        choices.append({"index": i, "message": message, "finish_reason": reason if i == 0 else None})
+    response = {
+        "id": said.id,
+        "object": "chat.completion",
+        "model": said.model,
+        "choices": choices,
+        "service_tier": said.service_tier,
+        "system_fingerprint": said.fingerprint,
+    }
+    return {k: v for k, v in response.items() if v is not None}
+
+
 SIGNS = Signs(
     answers=answers,
     params=PARAMS,
@@ -206,5 +373,5 @@ CHAT = API(
     name="chat", provider="openai", path="/chat/completions", sdk_path="/chat/completions",
     split=split, read_stream=read_stream, read=read, rejoin=rejoin, needs_messages=True,
     answer=answer, part=part, items=(), turn=turn, by_model=assistant,
-    words=words, refusal=refusal, signs=SIGNS,
+    words=words, refusal=refusal, answer_from=answer_from, request_from=request_from, signs=SIGNS,
 )  # fmt: skip

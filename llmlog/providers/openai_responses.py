@@ -1,6 +1,7 @@
 """OpenAI's Responses API (`POST /responses`): what its requests, responses and streams say
 of a call, what tells its stored calls from the Chat API's, its request again from a stored
-call, and its input and output items as a conversation's turns."""
+call, its input and output items as a conversation's turns, and its answer made of what a
+span said of it."""
 
 from __future__ import annotations
 
@@ -13,12 +14,15 @@ from llmlog.providers.api import (
     EventStream,
     Parsed,
     Part,
+    Said,
     Signs,
+    arguments,
     content_turn,
     image_part,
     json_events,
     no_refusal,
     openai_usage,
+    output_blocks,
     refusal_words,
     text_part,
     text_words,
@@ -170,6 +174,32 @@ def sent_apart(call: Call) -> bool:
     )
 
 
+def answer_from(
+    body: dict[str, Any] | None, output: list[dict[str, Any]] | None, reason: str | None, said: Said
+) -> dict[str, Any] | None:
+    """The response the span carried, or one made of what it said of the answer: its text
+    as a message item, its tool calls as function calls."""
+    if body is not None:
+        return body
+    if not output:
+        return None
+    items: list[dict[str, Any]] = []
+    for m in output:
+        blocks = output_blocks(m)
+        texts = [
+            {"type": "output_text", "text": b.get("text", "")} for b in blocks if b.get("type") == "text"
+        ]
+        if texts:
+            items.append({"type": "message", "role": "assistant", "content": texts})
+        items += [
+            {"type": "function_call", "call_id": b.get("id"), "name": b.get("name"),
+             "arguments": arguments(b.get("input"))}
+            for b in blocks
+            if b.get("type") == "tool_use"
+        ]  # fmt: skip
+    return {"object": "response", "output": items}
+
+
 SIGNS = Signs(
     answers=answers,
     params=PARAMS,
@@ -183,5 +213,6 @@ RESPONSES = API(
     name="responses", provider="openai", path="/responses", sdk_path="/responses",
     split=split, read_stream=read_stream, read=read, rejoin=rejoin, needs_messages=False,
     answer=answer, part=part, items=("function_call", "function_call_output"), turn=content_turn,
-    by_model=by_model, words=words, refusal=no_refusal, signs=SIGNS,
+    by_model=by_model, words=words, refusal=no_refusal, answer_from=answer_from, request_from=None,
+    signs=SIGNS,
 )  # fmt: skip
