@@ -34,20 +34,11 @@ from llmlog.capture.attributes import (
 )
 from llmlog.capture.outcome import first_token_ms, span_error
 from llmlog.capture.sent import is_whole, sent_request, sent_response
-from llmlog.capture.shapes import (
-    anthropic_response,
-    blocks_text,
-    is_openai_chat,
-    leading_system,
-    openai_messages,
-    openai_params,
-    openai_response,
-    openai_tools,
-    responses_response,
-)
+from llmlog.capture.shapes import SpanSaid, implied, memo
 from llmlog.core.config import cache_bytes
 from llmlog.core.record import Call, Span, SpanEvent
-from llmlog.providers import anthropic_messages, openai_chat, read_response, split_request
+from llmlog.providers import anthropic_messages, api_named, openai_chat, read_response, split_request
+from llmlog.providers.api import blocks_text
 
 _NAMESPACE = uuid.UUID("0b6c3f8e-7d1a-5b2c-9e4f-1a2b3c4d5e6f")
 _NAMESPACE_BYTES = _NAMESPACE.bytes
@@ -488,27 +479,20 @@ def span_call(span: Span, content: Content) -> Call:
         content.params,
     )
     told: Call | None = None  # what the response as sent says, read as wrap reads it
+    said = SpanSaid(a)
     if content.api is not None:  # the request as sent: its columns as wrap reads them
         body = content.body
-        if content.api == "chat":
-            response = openai_response(a, body, output, reason)
-        elif content.api == "messages":
-            response = body if body is not None else anthropic_response(output)
-        else:
-            response = body if body is not None else responses_response(output)
+        response = api_named(content.api).answer_from(body, output, reason, said)
         if response is not None and body is not None and is_whole(content.api, body):
             told = Call(id="", timestamp=span.start)  # read from, never kept
             read_response(content.api, response, told)
-    elif is_openai_chat(provider, a):
-        messages, system_prompt = openai_messages(messages, system_prompt)
-        tools = openai_tools(tools) if tools else tools
-        params = openai_params(a, params)
-        response = openai_response(a, content.body, output, reason)
-    else:
-        if messages and (leading := leading_system(messages)):
-            # Anthropic's API takes the system prompt apart from the messages.
-            messages = messages[leading:]
-        response = anthropic_response(output)
+    else:  # the conventions' content, in the shape of the API they imply
+        api, takes_body = implied(provider, a)
+        if api.request_from is not None:
+            messages, system_prompt, tools, params = api.request_from(
+                messages, system_prompt, tools, params, said, memo(api)
+            )
+        response = api.answer_from(content.body if takes_body else None, output, reason, said)
     if isinstance(system_prompt, str):  # the same string as the calls before that sent it
         system_prompt = _TEXTS.get(system_prompt, str, system_prompt)
     end = span.end or span.start
