@@ -1,11 +1,13 @@
 """The provider APIs, one module each behind one registry (`llmlog.providers`): each is found
 by its provider and path, reads its own request and response shapes into the columns every
 API's calls share, is told a stored call was made to it, puts its request back together,
-and reads its stored shapes as turns and refusals. (Streams and whole exchanges through the
+reads its stored shapes as turns and refusals, and puts a call in its shapes from what a
+span said of it. (Streams and whole exchanges through the
 real SDKs: test_capture, test_sse, test_parse; replay: test_replay.)"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import pytest
@@ -267,3 +269,169 @@ def test_each_api_gives_the_words_and_refusal_of_its_answers() -> None:
     assert chat.refusal({"role": "assistant", "refusal": "no"}) == "no"
     assert chat.refusal({"role": "assistant", "refusal": None}) is None
     assert messages.refusal({"refusal": "no"}) is None and responses.refusal({"refusal": "no"}) is None
+
+
+@dataclass
+class Said:
+    """What a span said beside a call's content (`providers.api.Said`), as given."""
+
+    requested: Any = None
+    streamed: bool = False
+    id: Any = None
+    model: Any = None
+    service_tier: Any = None
+    fingerprint: Any = None
+
+
+def _no_memo(values: list[Any], make: Any) -> list[Any]:
+    return [make(v) for v in values]
+
+
+_18C = {"type": "text", "text": "18C"}
+# A conversation in the GenAI conventions' turns (content blocks, as Messages has them).
+_TURNS: list[Any] = [
+    {"role": "system", "content": [{"type": "text", "text": "be brief"}]},
+    {"role": "user", "content": [{"type": "text", "text": "weather?"}]},
+    {"role": "assistant", "content": [{"type": "tool_use", "id": "c1", "name": "w", "input": {"city": "P"}}]},
+    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "c1", "content": [_18C]}]},
+]  # fmt: skip
+_OUTPUT: list[dict[str, Any]] = [
+    {"role": "assistant", "content": [_18C, {"type": "tool_use", "id": "c2", "name": "w", "input": {}}]},
+    {"role": "assistant", "content": "and sunny"},
+]  # fmt: skip
+
+
+def test_chat_makes_its_request_of_the_conventions_turns() -> None:
+    chat = APIS["chat"]
+    assert chat.request_from is not None
+    tools = [{"type": "function", "name": "w", "parameters": {}, "extra": 1}, {"type": "web_search"}]
+    params = {"temperature": 0.2, "stop_sequences": ["x"], "choice.count": 2, "model": "asked"}
+    messages, system, shaped_tools, shaped_params = chat.request_from(
+        _TURNS, None, tools, params, Said(requested="gpt-4o", streamed=True), _no_memo
+    )
+    assert messages == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "weather?"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "w", "arguments": '{"city":"P"}'}}]},
+        {"role": "tool", "tool_call_id": "c1", "content": "18C"},
+    ]  # fmt: skip
+    assert system == "be brief"  # read from the system messages, as `split` reads it
+    assert shaped_tools == [
+        {"type": "function", "function": {"name": "w", "parameters": {}}},
+        {"type": "web_search"},
+    ]
+    # Its names for the conventions' parameters; the model said apart first, the one among
+    # the parameters kept; a stream said so.
+    assert shaped_params == {"model": "asked", "temperature": 0.2, "stop": ["x"], "n": 2, "stream": True}
+    assert next(iter(shaped_params)) == "model"
+
+    # A system prompt said apart is put first; none and no messages is none.
+    messages, system, _, shaped_params = chat.request_from(
+        [{"role": "user", "content": "hi", "tool_calls": [{"function": {"name": "f"}}]}],
+        "sys",
+        None,
+        {},
+        Said(),
+        _no_memo,
+    )
+    assert system == "sys" and shaped_params == {}
+    assert messages == [
+        {"role": "system", "content": "sys"},
+        {"role": "user", "content": "hi", "tool_calls": [
+            {"type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+    ]  # fmt: skip
+    assert chat.request_from(None, None, None, {}, Said(), _no_memo) == (None, None, None, {})
+    assert chat.request_from(None, "s", [], {}, Said(), _no_memo)[:3] == (
+        [{"role": "system", "content": "s"}],
+        "s",
+        [],
+    )
+
+
+def test_chat_shapes_each_turn_and_tool_list_through_the_memo() -> None:
+    seen: list[Any] = []
+
+    def memo(values: list[Any], make: Any) -> list[Any]:
+        seen.extend(values)
+        return [make(v) for v in values]
+
+    tools = [{"type": "function", "name": "w"}]
+    chat = APIS["chat"]
+    assert chat.request_from is not None
+    chat.request_from(_TURNS, None, tools, {}, Said(), memo)
+    assert [id(v) for v in seen] == [id(m) for m in _TURNS] + [id(tools)]
+
+
+def test_messages_keeps_the_system_prompt_apart_from_its_messages() -> None:
+    messages = APIS["messages"]
+    assert messages.request_from is not None
+    tools = [{"name": "w", "input_schema": {}}]
+    params = {"stop_sequences": ["x"]}
+    said = Said(requested="claude", streamed=True)
+    made = messages.request_from(_TURNS, "be brief", tools, params, said, _no_memo)
+    assert made == (_TURNS[1:], "be brief", tools, params)  # nothing renamed, no model added
+    turns = [{"role": "developer", "content": "d"}, *_TURNS]
+    assert messages.request_from(turns, None, None, {}, said, _no_memo)[0] == _TURNS[1:]
+    unled = _TURNS[1:]  # no system message leads: the turns as they came
+    assert messages.request_from(unled, None, None, {}, said, _no_memo)[0] is unled
+    assert messages.request_from([], None, None, {}, said, _no_memo)[0] == []
+    # The conventions do not tell a Responses call from a Chat call: none is made in its shape.
+    assert APIS["responses"].request_from is None
+
+
+def test_each_api_makes_its_answer_of_the_output_blocks() -> None:
+    said = Said(id="r1", model="m1", service_tier="default", fingerprint="fp")
+    chat = APIS["chat"].answer_from(None, _OUTPUT, "tool_calls", said)
+    assert chat == {
+        "id": "r1",
+        "object": "chat.completion",
+        "model": "m1",
+        "choices": [
+            {"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": "18C",
+             "tool_calls": [{"id": "c2", "type": "function", "function": {"name": "w", "arguments": "{}"}}]}},
+            {"index": 1, "finish_reason": None, "message": {"role": "assistant", "content": "and sunny"}},
+        ],
+        "service_tier": "default",
+        "system_fingerprint": "fp",
+    }  # fmt: skip
+    assert APIS["chat"].answer_from(None, _OUTPUT[1:], None, Said()) == {
+        "object": "chat.completion",
+        "choices": [
+            {"index": 0, "finish_reason": None, "message": {"role": "assistant", "content": "and sunny"}}
+        ],
+    }
+    assert APIS["messages"].answer_from(None, _OUTPUT, "tool_calls", said) == {
+        "role": "assistant",
+        "content": [*_OUTPUT[0]["content"], {"type": "text", "text": "and sunny"}],
+    }
+    assert APIS["responses"].answer_from(None, _OUTPUT, "tool_calls", said) == {
+        "object": "response",
+        "output": [
+            {"type": "message", "role": "assistant", "content": [{"type": "output_text", "text": "18C"}]},
+            {"type": "function_call", "call_id": "c2", "name": "w", "arguments": "{}"},
+            {
+                "type": "message",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": "and sunny"}],
+            },
+        ],
+    }
+    for api in APIS.values():  # nothing to make it of
+        assert api.answer_from(None, None, "stop", said) is None
+        assert api.answer_from(None, [], "stop", said) is None
+
+
+def test_each_api_takes_the_answer_a_span_carried_whole() -> None:
+    said = Said(id="other")
+    for name, body in [
+        ("messages", {"type": "message", "content": []}),
+        ("responses", {"object": "response", "output": []}),
+        ("chat", {"object": "chat.completion", "choices": []}),
+    ]:
+        assert APIS[name].answer_from(body, _OUTPUT, "stop", said) == body
+    # A stream the instrumentation put together is a completion, as wrap stores it; the
+    # body it came in is left as it was.
+    chunk = {"id": "c", "object": "chat.completion.chunk", "choices": []}
+    assert APIS["chat"].answer_from(chunk, None, None, said) == {**chunk, "object": "chat.completion"}
+    assert chunk["object"] == "chat.completion.chunk"
