@@ -8,9 +8,12 @@ To support another API: a module here whose `api.API` gives its name, provider, 
 SDK path, and its functions: `split` (a request into the call's columns), `read` (a
 response into them), `read_stream` (its stream back into the response), `rejoin` (a stored
 call's request again, for replay), and the readings of its stored shapes (`answer`, `part`,
-`items`, `turn`, `by_model`, `words`, `refusal`); `signs` when its provider has another API
-its calls must be told from. Then add it to `APIS`, and its tests to tests/test_providers.py
-(and tests/test_search.py, where its stored shapes are indexed)."""
+`items`, `turn`, `by_model`, `words`, `refusal`), and its shapes made from what a span
+said of a call whose bodies did not come as sent (`answer_from`: its response of the span's
+output blocks; `request_from`: its request of the conventions' turns, or None when no span
+is read in its shape); `signs` when its provider has another API its calls must be told
+from. Then add it to `APIS`, and its tests to tests/test_providers.py (and
+tests/test_search.py, where its stored shapes are indexed)."""
 
 from __future__ import annotations
 
