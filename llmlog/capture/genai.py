@@ -34,7 +34,7 @@ from llmlog.capture.attributes import (
 )
 from llmlog.capture.outcome import first_token_ms, span_error
 from llmlog.capture.sent import is_whole, sent_request, sent_response
-from llmlog.capture.shapes import SpanSaid, implied, memo
+from llmlog.capture.shapes import SpanSaid, implied, memo_of
 from llmlog.core.config import cache_bytes
 from llmlog.core.record import Call, Span, SpanEvent
 from llmlog.providers import anthropic_messages, api_named, openai_chat, read_response, split_request
@@ -490,7 +490,7 @@ def span_call(span: Span, content: Content) -> Call:
         api, takes_body = implied(provider, a)
         if api.request_from is not None:
             messages, system_prompt, tools, params = api.request_from(
-                messages, system_prompt, tools, params, said, memo(api)
+                messages, system_prompt, tools, params, said, memo_of(api)
             )
         response = api.answer_from(content.body if takes_body else None, output, reason, said)
     if isinstance(system_prompt, str):  # the same string as the calls before that sent it

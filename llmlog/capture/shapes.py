@@ -2,7 +2,7 @@
 stores it, where its bodies did not come as sent (`sent`): which API's shape the
 conventions' content takes (`implied`), what the span's attributes said beside it
 (`SpanSaid`), and the shaped messages kept for the calls that send the same ones again
-(`memo`). How each API's shapes are made is its own (`API.request_from`, `API.answer_from`)."""
+(`memo_of`). How each API's shapes are made is its own (`API.request_from`, `API.answer_from`)."""
 
 from __future__ import annotations
 
@@ -84,5 +84,6 @@ def _held(value: Any, make: Any) -> tuple[Any, Any]:
 _MEMOS: dict[str, Memo] = {name: _remembering(Shared(20_000, cache_bytes("shaped"))) for name in APIS}
 
 
-def memo(api: API) -> Memo:
+def memo_of(api: API) -> Memo:
+    """What `api` shapes is remembered through: its own store."""
     return _MEMOS[api.name]
