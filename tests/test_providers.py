@@ -7,11 +7,13 @@ real SDKs: test_capture, test_sse, test_parse; replay: test_replay.)"""
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from llmlog import providers
 from llmlog.core.record import Call
 from llmlog.providers import APIS, api_at, api_named, api_of, read_response, split_request
 from llmlog.providers.api import Part, Turn
@@ -435,3 +437,55 @@ def test_each_api_takes_the_answer_a_span_carried_whole() -> None:
     chunk = {"id": "c", "object": "chat.completion.chunk", "choices": []}
     assert APIS["chat"].answer_from(chunk, None, None, said) == {**chunk, "object": "chat.completion"}
     assert chunk["object"] == "chat.completion.chunk"
+
+
+def test_each_api_knows_its_bodies_as_a_record_carried_them() -> None:
+    """What a span carried as sent: the API a request is for (by what only its requests
+    hold), whether a response is that API's, and whether it is whole or a stream's parts."""
+    chat = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    responses = {"model": "gpt-4o", "input": "hi", "instructions": "be brief"}
+    messages = {"model": "claude", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    assert providers.api_taking("openai", chat) is providers.APIS["chat"]
+    assert providers.api_taking("openai", responses) is providers.APIS["responses"]
+    assert providers.api_taking("anthropic", messages) is providers.APIS["messages"]
+    assert providers.api_taking("anthropic", responses) is None
+    assert providers.api_taking("openai", {"model": "m"}) is None
+    assert providers.api_taking("someone-else", chat) is None
+    answers = {
+        "chat": {"id": "c1", "choices": [], "usage": {"prompt_tokens": 1}},
+        "responses": {"id": "r1", "object": "response", "output": []},
+        "messages": {"id": "m1", "type": "message", "content": [], "usage": {"input_tokens": 1}},
+    }
+    for name, body in answers.items():
+        api = providers.APIS[name]
+        assert [other for other, b in answers.items() if api.sent(b)] == [name]
+        assert api.whole(body)
+        # Put together from a stream by an instrumentation: no id (and for two, no usage).
+        assert not api.whole({k: v for k, v in body.items() if k != "id"})
+    assert not providers.APIS["chat"].whole({"id": "c1", "choices": []})
+    assert providers.APIS["responses"].whole({"id": "r1", "object": "response"})  # usage may come apart
+
+
+def test_stop_reasons_in_any_apis_words_read_in_the_words_they_share() -> None:
+    assert providers.shared_stop("end_turn") == "stop"
+    assert providers.shared_stop("tool_use") == "tool_calls"
+    assert providers.shared_stop("function_call") == "tool_calls"
+    assert providers.shared_stop("refusal") == "content_filter"
+    assert providers.shared_stop("stop") is None  # already in the shared words
+    assert providers.shared_stop("something new") is None
+
+
+def test_a_request_a_span_carried_is_read_as_its_apis_whoever_serves_it() -> None:
+    """Azure's OpenAI service (the conventions' `azure.ai.openai`) serves OpenAI's APIs: a
+    Responses request it carried is read as one, as a Chat request is."""
+    from llmlog.capture.sent import sent_request
+
+    def carried(body: dict[str, Any]) -> dict[str, Any]:
+        return {"input.mime_type": "application/json", "input.value": json.dumps(body)}
+
+    responses = {"model": "gpt-4o", "input": "hi"}
+    chat = {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}
+    for provider in ("openai", "azure.ai.openai"):
+        assert sent_request(carried(responses), provider) == ("responses", responses)
+        assert sent_request(carried(chat), provider) == ("chat", chat)
+    assert sent_request(carried(responses), "anthropic") is None

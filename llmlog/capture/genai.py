@@ -37,8 +37,9 @@ from llmlog.capture.sent import is_whole, sent_request, sent_response
 from llmlog.capture.shapes import SpanSaid, implied, memo_of
 from llmlog.core.config import cache_bytes
 from llmlog.core.record import Call, Span, SpanEvent
-from llmlog.providers import anthropic_messages, api_named, openai_chat, read_response, split_request
+from llmlog.providers import api_named, read_response, shared_stop, split_request
 from llmlog.providers.api import blocks_text
+from llmlog.providers.openai_chat import CHAT
 
 _NAMESPACE = uuid.UUID("0b6c3f8e-7d1a-5b2c-9e4f-1a2b3c4d5e6f")
 _NAMESPACE_BYTES = _NAMESPACE.bytes
@@ -130,7 +131,7 @@ def stop_reason(provider: str | None, raw: Any) -> str | None:
     if raw is None or raw == "":
         return None
     raw = str(raw)
-    return anthropic_messages.STOP.get(raw) or openai_chat.STOP.get(raw) or _SEMCONV_STOP.get(raw, raw)
+    return shared_stop(raw) or _SEMCONV_STOP.get(raw, raw)
 
 
 def is_model_call(span: Span) -> object:
@@ -355,7 +356,7 @@ def _output_content(
         c.body = sent_response(a, c.api)
     elif a.get("output.mime_type") == "application/json" and a.get("openinference.span.kind") == "LLM":
         body = json_value(a.get("output.value"))
-        if isinstance(body, dict) and isinstance(body.get("choices"), list):  # a Chat completion
+        if isinstance(body, dict) and CHAT.sent(body):  # a Chat completion
             c.body = body
     whole = c.api is not None and c.body is not None and is_whole(c.api, c.body)
     if c.output is None and not whole:

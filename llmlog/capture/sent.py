@@ -16,9 +16,10 @@ import threading
 from typing import Any
 
 from llmlog.capture.parse import Decoder
+from llmlog.providers import api_named, api_taking
 
-# Which API a request body is for, by what only that API's requests hold.
-_APIS_BY_PROVIDER = {"anthropic": "messages", "openai": "chat", "azure.ai.openai": "chat"}
+# The conventions' name of a provider that serves another's APIs under its own name.
+_SERVES = {"azure.ai.openai": "openai"}
 
 # A conversation's spans re-send its earlier messages, its system prompt and its tools: each
 # decoded once and shared, as the SDK path's writer shares what it decodes (the stores
@@ -53,13 +54,8 @@ def sent_request(a: dict[str, Any], provider: str | None) -> tuple[str, dict[str
         return None
     if _OPTIONS.intersection(body):  # what the instrumentation saw: the SDK method's arguments
         body = _as_sent(body)
-    if provider == "openai" and ("input" in body or "instructions" in body) and "messages" not in body:
-        api = "responses"
-    elif isinstance(body.get("messages"), list):
-        api = _APIS_BY_PROVIDER.get(provider or "", "")
-    else:
-        return None
-    return (api, body) if api else None
+    api = api_taking(_SERVES.get(provider or "", provider), body)
+    return (api.name, body) if api else None
 
 
 def sent_response(a: dict[str, Any], api: str) -> dict[str, Any] | None:
@@ -70,16 +66,10 @@ def sent_response(a: dict[str, Any], api: str) -> dict[str, Any] | None:
     body = _decoded(a["output.value"])
     if not isinstance(body, dict):
         return None
-    if api == "messages" and body.get("type") == "message":
-        return body
-    if api == "responses" and body.get("object") == "response":
-        return body
-    if api == "chat" and isinstance(body.get("choices"), list):
-        return body
-    return None
+    return body if api_named(api).sent(body) else None
 
 
 def is_whole(api: str, body: dict[str, Any]) -> bool:
     """Whether a response body is the API's whole answer (its id and usage with it), not
     the part of a stream an instrumentation put together (text and tool calls only)."""
-    return bool(body.get("id")) and (api == "responses" or isinstance(body.get("usage"), dict))
+    return api_named(api).whole(body)

@@ -104,3 +104,18 @@ def api_of(call: Call) -> API | None:
         if signs.system(call):
             return api
     return told[-1][0]
+
+
+def api_taking(provider: str | None, body: dict[str, Any]) -> API | None:
+    """The API of `provider` a request body, as sent, is one of (each API's requests hold
+    what the others' do not); None when none of its APIs takes it."""
+    return next((a for a in APIS.values() if a.provider == provider and a.takes(body)), None)
+
+
+def shared_stop(raw: str) -> str | None:
+    """A stop reason in the words every API's calls share, whichever API's own words it is
+    in (they do not overlap); None when it is in none."""
+    for api in APIS.values():
+        if raw in api.stop:
+            return api.stop[raw]
+    return None

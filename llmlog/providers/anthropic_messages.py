@@ -223,9 +223,22 @@ def _leading_system(messages: list[Any]) -> int:
     return n
 
 
+def takes(body: dict[str, Any]) -> bool:
+    return isinstance(body.get("messages"), list)
+
+
+def sent(body: dict[str, Any]) -> bool:
+    return body.get("type") == "message"
+
+
+def whole(body: dict[str, Any]) -> bool:
+    return bool(body.get("id")) and isinstance(body.get("usage"), dict)
+
+
 MESSAGES = API(
     name="messages", provider="anthropic", path="/messages", sdk_path="/v1/messages",
     split=split, read_stream=read_stream, read=read, rejoin=rejoin, needs_messages=True,
     answer=answer, part=part, items=(), turn=content_turn, by_model=assistant,
     words=words, refusal=no_refusal, answer_from=answer_from, request_from=request_from,
+    takes=takes, sent=sent, whole=whole, stop=STOP,
 )  # fmt: skip

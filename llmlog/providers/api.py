@@ -8,7 +8,7 @@ tool arguments sent as JSON text; a conversation's turns and their parts."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -169,6 +169,15 @@ class API:
     # its shape unless it came as sent (the conventions do not tell Responses' calls from
     # Chat's).
     request_from: RequestFrom | None
+    # Bodies as a record carried them as sent (OpenInference's `input.value` and
+    # `output.value`): whether a request body is one of its requests; whether a response
+    # body is its answer in the non-streamed shape; and whether that answer is whole (its id
+    # and usage with it), not a stream's parts an instrumentation put together.
+    takes: Callable[[dict[str, Any]], bool]
+    sent: Callable[[dict[str, Any]], bool]
+    whole: Callable[[dict[str, Any]], bool]
+    # Its own stop reasons in the words every API's calls share (what it maps as it reads).
+    stop: Mapping[str, str]
     # Told from another API of its provider by these; None: its provider's only API.
     signs: Signs | None = None
 

@@ -369,9 +369,23 @@ SIGNS = Signs(
     takes_any=True,
 )
 
+
+def takes(body: dict[str, Any]) -> bool:
+    return isinstance(body.get("messages"), list)
+
+
+def sent(body: dict[str, Any]) -> bool:
+    return isinstance(body.get("choices"), list)
+
+
+def whole(body: dict[str, Any]) -> bool:
+    return bool(body.get("id")) and isinstance(body.get("usage"), dict)
+
+
 CHAT = API(
     name="chat", provider="openai", path="/chat/completions", sdk_path="/chat/completions",
     split=split, read_stream=read_stream, read=read, rejoin=rejoin, needs_messages=True,
     answer=answer, part=part, items=(), turn=turn, by_model=assistant,
     words=words, refusal=refusal, answer_from=answer_from, request_from=request_from, signs=SIGNS,
+    takes=takes, sent=sent, whole=whole, stop=STOP,
 )  # fmt: skip

@@ -209,10 +209,26 @@ SIGNS = Signs(
     system=sent_apart,
 )
 
+
+def takes(body: dict[str, Any]) -> bool:
+    """What only its requests hold: `input` or `instructions`, and no `messages`."""
+    return ("input" in body or "instructions" in body) and "messages" not in body
+
+
+def sent(body: dict[str, Any]) -> bool:
+    return body.get("object") == "response"
+
+
+def whole(body: dict[str, Any]) -> bool:
+    """Its usage may come apart from the response (`response.completed`): the id is enough."""
+    return bool(body.get("id"))
+
+
 RESPONSES = API(
     name="responses", provider="openai", path="/responses", sdk_path="/responses",
     split=split, read_stream=read_stream, read=read, rejoin=rejoin, needs_messages=False,
     answer=answer, part=part, items=("function_call", "function_call_output"), turn=content_turn,
     by_model=by_model, words=words, refusal=no_refusal, answer_from=answer_from, request_from=None,
     signs=SIGNS,
+    takes=takes, sent=sent, whole=whole, stop={},
 )  # fmt: skip
