@@ -11,8 +11,10 @@ call's request again, for replay), and the readings of its stored shapes (`answe
 `items`, `turn`, `by_model`, `words`, `refusal`), and its shapes made from what a span
 said of a call whose bodies did not come as sent (`answer_from`: its response of the span's
 output blocks; `request_from`: its request of the conventions' turns, or None when no span
-is read in its shape); `signs` when its provider has another API its calls must be told
-from. Then add it to `APIS`, and its tests to tests/test_providers.py (and
+is read in its shape); the bodies a span carried as sent (`takes`: a request of its;
+`sent`: its answer; `whole`: not a stream's parts); its own stop reasons in the shared
+words (`stop`); `signs` when its provider has another API its calls must be told from.
+Then add it to `APIS`, and its tests to tests/test_providers.py (and
 tests/test_search.py, where its stored shapes are indexed)."""
 
 from __future__ import annotations
