@@ -71,9 +71,11 @@ class Sizes:
     proxy_calls: int = 1000  # calls each way, straight and through the proxy
     proxy_seconds: int = 10  # of load (wrk) on the proxy, and on the fake provider alone
     proxy_workers: tuple[int, ...] = (1, 2)
+    spans: int = 20_000  # empty spans per round (`llmlog.span`), against as many empty blocks
 
 
 SMOKE = Sizes(
+    spans=200,
     overhead_calls=30,
     overhead_rounds=1,
     stream_calls=10,
@@ -421,6 +423,29 @@ def bench_memory(exchanges: list[Exchange], sizes: Sizes, db: str) -> None:
     )
 
 
+def bench_span(sizes: Sizes, db: str) -> None:
+    """What an empty `llmlog.span` block adds to the app's thread, against an empty block
+    (`contextlib.nullcontext`), interleaved; the median of 5 rounds. The writer stores the
+    spans meanwhile, as it would in the app, and competes for the interpreter as it would."""
+    llmlog.configure(db=db, queue_size=sizes.spans * 11)
+    added = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(sizes.spans):
+            with contextlib.nullcontext():
+                pass
+        plain = time.perf_counter() - start
+        start = time.perf_counter()
+        for _ in range(sizes.spans):
+            with llmlog.span("step"):
+                pass
+        added.append((time.perf_counter() - start - plain) / sizes.spans)
+    llmlog.flush(120)
+    value = statistics.median(added) * 1e6
+    row("an empty span's added time (llmlog.span)", f"{value:.1f} µs", "≤ 20 µs", value <= 20)
+    NOTES.append(f"Spans: {llmlog.stats().spans:,} empty spans stored by the writer while they were timed.")
+
+
 # ---------------------------------------------------------------- a store of 1M calls
 
 
@@ -701,6 +726,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{sqlite_bytes(sealed_db) / sizes.ingest_calls:,.0f} vs {stored / sizes.ingest_calls:,.0f}",
         )
         bench_memory(exchanges, sizes, str(Path(tmp) / "memory.db"))
+        bench_span(sizes, str(Path(tmp) / "spans.db"))
         bench_otlp(Path(tmp), sizes.otlp_calls, args.seed, row, NOTES, sqlite_bytes, sizes.serve_workers)
         with provider_process(args.seed) as provider:
             bench_proxy(

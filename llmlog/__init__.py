@@ -13,6 +13,7 @@ ingest; `llmlog calls`, `llmlog show ID` and `llmlog query "SQL"` read it back.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import threading
@@ -20,6 +21,7 @@ from typing import Any, TypeVar
 
 from llmlog.capture.context import context, current, propagate
 from llmlog.capture.exchange import Exchange
+from llmlog.capture.spans import ActiveSpan, Scope, trace_decorator
 from llmlog.capture.wrap import instrument
 from llmlog.core.config import Settings
 from llmlog.core.prompts import Prompt, prompt
@@ -37,7 +39,9 @@ __all__ = [
     "flush",
     "prompt",
     "propagate",
+    "span",
     "stats",
+    "trace",
     "wrap",
 ]
 __version__ = "0.1.0"
@@ -83,7 +87,7 @@ def _get_writer() -> Writer:
         return _writer
 
 
-def _submit(item: Exchange | Call) -> None:
+def _submit(item: Exchange | Call | ActiveSpan) -> None:
     # Resolved per call, so configure() after wrap() redirects already-wrapped clients.
     try:
         writer = _get_writer()
@@ -104,6 +108,30 @@ def wrap(client: C) -> C:
     Takes anthropic.Anthropic / AsyncAnthropic and openai.OpenAI / AsyncOpenAI clients.
     """
     return instrument(client, _submit)
+
+
+def span(name: str, **attributes: Any) -> contextlib.AbstractContextManager[ActiveSpan]:
+    """A step of the app's own, timed, as a span of the trace it runs in (a new trace when
+    it runs in none): model calls made inside it by wrapped clients are its children, as
+    are spans inside it. Its status is an error when an exception leaves it.
+
+    >>> with llmlog.span("retrieve-context", k=5) as s:
+    ...     docs = search(question)
+    ...     s.set(found=len(docs))
+    """
+    return Scope(_submit, name, attributes)
+
+
+def trace(fn: Any = None, *, name: str | None = None) -> Any:
+    """Run a function in a span of its own each time it is called: plain, async, or a
+    generator (the span lasts until it is exhausted or closed).
+
+    >>> @llmlog.trace
+    ... async def answer(question): ...
+    >>> @llmlog.trace(name="format-answer")
+    ... def format_answer(text): ...
+    """
+    return trace_decorator(_submit, fn, name)
 
 
 def flush(timeout: float | None = None) -> bool:

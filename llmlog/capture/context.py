@@ -51,6 +51,20 @@ class CallContext:
         merged_tags = self.tags + tuple(t for t in (tags or ()) if t not in self.tags)
         return CallContext(metadata=merged_meta, tags=merged_tags, **values)
 
+    def in_trace(self, trace_id: str, parent_id: str | None) -> CallContext:
+        """This context in a trace, under a parent: what a span sets for the code inside it
+        (built directly: it is on the path of every span)."""
+        return CallContext(
+            session_id=self.session_id,
+            user_id=self.user_id,
+            feature=self.feature,
+            prompt_template_version=self.prompt_template_version,
+            trace_id=trace_id,
+            parent_id=parent_id,
+            metadata=self.metadata,
+            tags=self.tags,
+        )
+
 
 EMPTY = CallContext()
 _current: ContextVar[CallContext] = ContextVar("llmlog_context", default=EMPTY)

@@ -19,6 +19,7 @@ import httpx2
 
 from llmlog.capture import context as _context
 from llmlog.capture.exchange import Exchange
+from llmlog.capture.spans import joined
 from llmlog.providers import api_at
 
 log = logging.getLogger("llmlog")
@@ -59,7 +60,8 @@ def _exchange(provider: str, request: httpx2.Request, sink: Sink) -> Exchange | 
         api=api,
         url=url,
         request_body=request.content,
-        context=_context.current(),
+        # In the app's OpenTelemetry trace when no llmlog span is open: the call is its child.
+        context=joined(_context.current()),
         started_at=time.time(),
         t0=time.perf_counter(),
         retry_count=retry,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -335,6 +336,63 @@ class Span:
     def duration_ms(self) -> float | None:
         return None if self.end is None else (self.end - self.start).total_seconds() * 1000
 
+    def to_dict(self) -> dict[str, Any]:
+        """Field → value, times as ISO text: what remote mode ships (`POST /v1/spans`)."""
+        d = {name: getattr(self, name) for name in _SPAN_FIELDS}
+        d["start"] = format_timestamp(self.start)
+        d["end"] = None if self.end is None else format_timestamp(self.end)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Span:
+        """Validate a mapping of the fields (as `to_dict` gives them) into a Span; raises
+        RecordError naming the field and why."""
+        if not isinstance(data, dict):
+            raise RecordError(f"expected a JSON object, got {type(data).__name__}")
+        unknown = set(data) - set(_SPAN_FIELDS)
+        if unknown:
+            raise RecordError(f"unknown field(s): {', '.join(sorted(unknown))}")
+        for name, pattern, digits in (("trace_id", _TRACE_ID, 32), ("span_id", _SPAN_ID, 16)):
+            if not isinstance(data.get(name), str) or not pattern.fullmatch(data[name]):
+                raise RecordError(f"{name}: expected {digits} lower-case hex digits")
+        parent = data.get("parent_id")
+        if parent is not None and (not isinstance(parent, str) or not _SPAN_ID.fullmatch(parent)):
+            raise RecordError("parent_id: expected 16 lower-case hex digits or null")
+        values: dict[str, Any] = {
+            "trace_id": data["trace_id"],
+            "span_id": data["span_id"],
+            "parent_id": parent,
+        }
+        for name in ("start", "end"):
+            value = data.get(name)
+            if value is None:
+                if name == "start":
+                    raise RecordError("start: required")
+                values[name] = None
+                continue
+            try:
+                values[name] = parse_timestamp(value)
+            except (ValueError, OverflowError, OSError) as exc:
+                raise RecordError(f"{name}: {exc}") from None
+        for name, default in (("name", ""), ("kind", "internal"), ("status", "unset")):
+            value = data.get(name, default)
+            if not isinstance(value, str):
+                raise RecordError(f"{name}: expected a string, got {type(value).__name__}")
+            values[name] = value
+        if values["status"] not in ("unset", "ok", "error"):
+            raise RecordError("status: expected unset, ok or error")
+        for name in ("status_message", "service", "call_id"):
+            value = data.get(name)
+            if value is not None and not isinstance(value, str):
+                raise RecordError(f"{name}: expected a string, got {type(value).__name__}")
+            values[name] = value
+        attributes, events = data.get("attributes") or {}, data.get("events") or []
+        if not isinstance(attributes, dict):
+            raise RecordError("attributes: expected a JSON object")
+        if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+            raise RecordError("events: expected an array of objects")
+        return cls(**values, attributes=attributes, events=events)
+
 
 @dataclass(slots=True)
 class SpanEvent:
@@ -346,3 +404,8 @@ class SpanEvent:
     name: str
     attributes: dict[str, Any] = field(default_factory=dict)
     body: Any = None
+
+
+_SPAN_FIELDS = tuple(f.name for f in dataclasses.fields(Span))
+_TRACE_ID = re.compile("[0-9a-f]{32}")
+_SPAN_ID = re.compile("[0-9a-f]{16}")

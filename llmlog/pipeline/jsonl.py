@@ -18,7 +18,7 @@ from typing import Any
 
 import orjson
 
-from llmlog.core.record import Call, RecordError
+from llmlog.core.record import Call, RecordError, Span
 
 # Ids for lines that carry none are derived from the line, so importing a file twice
 # stores each call once.
@@ -151,3 +151,36 @@ class Batch:
             self.calls.append((index, parse()))
         except RecordError as exc:
             self.bad.append(BadRecord(index, str(exc)))
+
+
+def parse_spans(body: bytes, max_record: int | None = None) -> tuple[list[tuple[int, Span]], list[BadRecord]]:
+    """A request body of spans (`Span.to_dict`): NDJSON, a span a line, as remote mode sends
+    them; or one JSON object, or an array of them. The spans read, by their index, and each
+    that could not be, with its index and reason."""
+    spans: list[tuple[int, Span]] = []
+    bad: list[BadRecord] = []
+    try:
+        whole = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        whole = _LINES
+    if whole is _LINES:
+        items: list[Any] = [line for line in body.split(b"\n") if line.strip()]
+    else:
+        items = whole if isinstance(whole, list) else [whole]
+    for index, item in enumerate(items):
+        if isinstance(item, bytes):
+            if max_record is not None and len(item) > max_record:
+                bad.append(
+                    BadRecord(index, f"record too large: {len(item):,} bytes (at most {max_record:,})")
+                )
+                continue
+            try:
+                item = orjson.loads(item)
+            except orjson.JSONDecodeError as exc:
+                bad.append(BadRecord(index, f"not JSON: {exc}"))
+                continue
+        try:
+            spans.append((index, Span.from_dict(item)))
+        except RecordError as exc:
+            bad.append(BadRecord(index, str(exc)))
+    return spans, bad

@@ -33,13 +33,16 @@ from pathlib import Path
 
 import httpx2 as httpx
 
-from llmlog.core.record import Call
+from llmlog.core.record import Call, Span
 from llmlog.pipeline.intake import record_line
+from llmlog.store.regulated import Refused
 
 log = logging.getLogger("llmlog")
 
 SEGMENT_MAX_BYTES = 8 * 2**20  # a batch is split into segments of at most this much JSON
 SUFFIX = ".ndjson"
+# Spans' segments end so too (their names sort among the calls'), and are sent elsewhere.
+SPANS_SUFFIX = ".spans.ndjson"
 
 
 class SpoolFull(Exception):
@@ -89,7 +92,14 @@ class Spool:
     def append(self, calls: Sequence[Call]) -> None:
         """Keep a batch, as one segment or more; SpoolFull when it does not fit (then none of
         it is kept)."""
-        lines = [record_line(c.to_dict()) for c in calls]
+        self._append([record_line(c.to_dict()) for c in calls], SUFFIX)
+
+    def append_spans(self, spans: Sequence[Span]) -> None:
+        """Keep a batch of the app's spans, in segments of their own (`POST /v1/spans`),
+        in the order written among the calls' ones."""
+        self._append([record_line(s.to_dict()) for s in spans], SPANS_SUFFIX)
+
+    def _append(self, lines: list[bytes], suffix: str) -> None:
         size = sum(len(line) for line in lines)
         with self._lock:
             if self._bytes + size > self.max_bytes:
@@ -100,21 +110,21 @@ class Spool:
             written = 0
             for line in lines:
                 if segment and written + len(line) > SEGMENT_MAX_BYTES:
-                    self._write(segment)
+                    self._write(segment, suffix)
                     segment, written = [], 0
                 segment.append(line)
                 written += len(line)
             if segment:
-                self._write(segment)
+                self._write(segment, suffix)
             self._bytes += size
 
-    def _write(self, lines: list[bytes]) -> None:
+    def _write(self, lines: list[bytes], suffix: str) -> None:
         # Named by time, then process and sequence: sorting the names is the order written.
         # Written aside and renamed, so a shipper never reads half a segment.
         name = f"{time.time_ns():020d}-{os.getpid()}-{next(self._seq):08d}"
         tmp = self.path / (name + ".tmp")
         tmp.write_bytes(b"".join(lines))
-        tmp.rename(self.path / (name + SUFFIX))
+        tmp.rename(self.path / (name + suffix))
 
     def remove(self, segment: Path) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -129,7 +139,9 @@ class Shipper:
 
     def __init__(self, spool: Spool, url: str, token: str | None, timeout_s: float = 10.0) -> None:
         self.spool = spool
+        self.url = url
         self.endpoint = url.rstrip("/") + "/v1/calls"
+        self.spans_endpoint = url.rstrip("/") + "/v1/spans"
         headers = {"Content-Type": "application/x-ndjson", "Content-Encoding": "gzip"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
@@ -176,11 +188,22 @@ class Shipper:
             body = segment.read_bytes()
         except FileNotFoundError:
             return True  # shipped by a process that held the lock before us
+        endpoint = self.spans_endpoint if segment.name.endswith(SPANS_SUFFIX) else self.endpoint
         try:
-            r = self._client.post(self.endpoint, content=gzip.compress(body, compresslevel=1))
+            r = self._client.post(endpoint, content=gzip.compress(body, compresslevel=1))
         except httpx.HTTPError as exc:
-            self._warn(f"llmlog: collector {self.endpoint} unreachable ({exc!r}); calls wait in the spool")
+            self._warn(f"llmlog: collector {endpoint} unreachable ({exc!r}); calls wait in the spool")
             return False
+        if r.status_code == 404 and endpoint == self.spans_endpoint:
+            # A collector older than spans: it never will take them, and the calls behind
+            # must not wait on them.
+            records = body.count(b"\n")
+            log.error(
+                "llmlog: the collector %s takes no spans (upgrade it): %d span(s) lost", self.url, records
+            )
+            self.rejected += records
+            self.spool.remove(segment)
+            return True
         if r.status_code in (200, 400, 413):
             # Taken; or refused as data, which sending it again cannot change.
             records = body.count(b"\n")
@@ -193,7 +216,7 @@ class Shipper:
             self.shipped += records - refused
             self.spool.remove(segment)
             return True
-        self._warn(f"llmlog: collector {self.endpoint} answered {r.status_code}; calls wait in the spool")
+        self._warn(f"llmlog: collector {endpoint} answered {r.status_code}; calls wait in the spool")
         return False
 
     def _run(self) -> None:
@@ -260,6 +283,11 @@ class RemoteSink:
         self.spool.append(calls)
         self.shipper.wake()
         return len(calls)
+
+    def insert_spans(self, spans: Sequence[Span]) -> list[Refused]:
+        self.spool.append_spans(spans)
+        self.shipper.wake()
+        return []
 
     def close(self) -> None:
         self.shipper.close(self.close_timeout_s)

@@ -23,18 +23,23 @@ from typing import Protocol
 
 from llmlog.capture.exchange import Exchange
 from llmlog.capture.parse import Decoder
+from llmlog.capture.spans import ActiveSpan
 from llmlog.core.config import Settings
 from llmlog.core.prompts import REGISTRY
-from llmlog.core.record import Call
+from llmlog.core.record import Call, Span
 from llmlog.pipeline.intake import Intake, Item, Unfit
 from llmlog.pipeline.pricing import Pricer
 from llmlog.pipeline.remote import RemoteSink, SpoolFull
 from llmlog.store import Store, open_store, redact_url
+from llmlog.store.regulated import Refused
 
 log = logging.getLogger("llmlog")
 
+# What callers queue: a model call (as the SDK saw it, or built), or a span of the app's.
+Queued = Item | ActiveSpan
 
-def _size(item: Item) -> int:
+
+def _size(item: Queued) -> int:
     if isinstance(item, Exchange):
         return len(item.request_body) + sum(len(chunk) for _, chunk in item.chunks)
     return 0  # a Call built by hand: small, and counted by the record bound
@@ -50,6 +55,7 @@ class Stats:
     queued: int = 0
     shipped: int = 0  # remote mode: calls the collector has taken
     refused: int = 0  # remote mode: calls the collector refused as bad (logged with the reason)
+    spans: int = 0  # spans the app made (`llmlog.span`, `llmlog.trace`) stored
 
 
 class Sink(Protocol):
@@ -59,6 +65,8 @@ class Sink(Protocol):
 
     def insert(self, calls: Sequence[Call]) -> int: ...
 
+    def insert_spans(self, spans: Sequence[Span]) -> list[Refused]: ...
+
     def close(self) -> None: ...
 
 
@@ -66,7 +74,7 @@ class Writer:
     def __init__(self, settings: Settings, store_factory: Callable[[str], Store] = open_store) -> None:
         self.settings = settings
         self._store_factory = store_factory
-        self._queue: queue.Queue[Item | None] = queue.Queue(maxsize=settings.queue_size)
+        self._queue: queue.Queue[Queued | None] = queue.Queue(maxsize=settings.queue_size)
         self._stats = Stats()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -82,7 +90,7 @@ class Writer:
 
     # ------------------------------------------------------------ caller side
 
-    def submit(self, item: Item) -> bool:
+    def submit(self, item: Queued) -> bool:
         """Hand a finished call to the writer. Never raises; returns False if it was dropped."""
         try:
             size = _size(item)
@@ -178,6 +186,12 @@ class Writer:
             self._last_warning[kind] = now
             log.warning(message)
 
+    def _prepare_span(self, span: ActiveSpan) -> Span:
+        """A span of the app's as it may be kept: redacted and sealed as a call's text is."""
+        if self._intake is None:
+            self._intake = Intake(self.settings, None, self._decoder, repair=True)
+        return self._intake.span(span.record())
+
     def _prepare(self, item: Item) -> Call:
         if self._intake is None:
             self._intake = Intake(self.settings, None, self._decoder, repair=True)
@@ -189,12 +203,12 @@ class Writer:
             self._intake.pricer = Pricer(self.settings.prices)
         return self._intake.call(item)
 
-    def _batch(self) -> tuple[list[Item], bool]:
+    def _batch(self) -> tuple[list[Queued], bool]:
         """Block for one item, then take what arrives within the flush interval."""
         first = self._queue.get()
         if first is None:
             return [], True
-        items: list[Item] = [first]
+        items: list[Queued] = [first]
         deadline = time.monotonic() + self.settings.flush_interval_s
         while len(items) < self.settings.batch_size:
             remaining = deadline - time.monotonic()
@@ -213,7 +227,7 @@ class Writer:
         Two threads, so that building the next batch (Python: parsing, pricing) overlaps
         storing the previous one (mostly the database's own work: SQLite's C code without the
         GIL, or PostgreSQL's server on another core). One batch waits between them at most."""
-        batches: queue.Queue[tuple[list[Call], int] | None] = queue.Queue(maxsize=1)
+        batches: queue.Queue[tuple[list[Call], list[Span], int] | None] = queue.Queue(maxsize=1)
         store_thread = threading.Thread(target=self._store_batches, args=(batches,), name="llmlog-store")
         store_thread.daemon = True
         store_thread.start()
@@ -226,16 +240,20 @@ class Writer:
                 self._queued_bytes -= sum(_size(item) for item in items)
                 self._room.notify_all()
             calls: list[Call] = []
+            spans: list[Span] = []
             for item in items:
                 try:
-                    calls.append(self._prepare(item))
+                    if isinstance(item, ActiveSpan):
+                        spans.append(self._prepare_span(item))
+                    else:
+                        calls.append(self._prepare(item))
                 except Unfit as exc:  # refused alone, before it could hold up a batch
                     log.error("llmlog: call %s cannot be stored (%s); it is lost", exc.call_id, exc)
                     self._failed(exc.kind)
                 except Exception:
                     log.exception("llmlog: could not build a record from a call; it is lost")
                     self._failed("could not be built")
-            batches.put((calls, len(items)))
+            batches.put((calls, spans, len(items)))
         batches.put(None)
         store_thread.join()
 
@@ -244,15 +262,19 @@ class Writer:
             self._stats.failed += n
             self._stats.reasons[kind] = self._stats.reasons.get(kind, 0) + n
 
-    def _store_batches(self, batches: queue.Queue[tuple[list[Call], int] | None]) -> None:
+    def _store_batches(self, batches: queue.Queue[tuple[list[Call], list[Span], int] | None]) -> None:
         while (batch := batches.get()) is not None:
-            calls, items = batch
+            calls, spans, items = batch
             stored, bad = self._write(calls)
-            lost = len(calls) - stored - bad
+            kept, refused = self._write_spans(spans)
+            lost = len(calls) - stored - bad + len(spans) - kept - refused
             if bad:
                 self._failed("refused by the store", bad)
+            if refused:
+                self._failed("span refused by the store", refused)
             with self._idle:
                 self._stats.recorded += stored
+                self._stats.spans += kept
                 if lost:  # the spool was full, or the store stayed down until exit
                     self._stats.dropped += lost
                     if self._give_up:
@@ -262,6 +284,44 @@ class Writer:
         if self._store is not None:
             with contextlib.suppress(Exception):
                 self._store.close()
+
+    def _write_spans(self, spans: list[Span]) -> tuple[int, int]:
+        """Keep the app's spans, retried as calls are while the store is down; returns (kept,
+        refused). One that can never be kept (regulated mode without a key, a value the
+        store cannot write) is refused alone, and logged."""
+        if not spans:
+            return 0, 0
+        delay = 0.05
+        while True:
+            try:
+                if self._store is None:
+                    self._store = self._open()
+                refusals = self._store.insert_spans(spans)
+            except Exception as exc:
+                if self._store is not None and isinstance(exc, self._store.data_errors):
+                    if len(spans) == 1:
+                        log.error("llmlog: span %s cannot be stored (%r); it is lost", spans[0].span_id, exc)
+                        return 0, 1
+                    done = [self._write_spans([s]) for s in spans]
+                    return sum(k for k, _ in done), sum(r for _, r in done)
+                with self._lock:
+                    self._stats.store_errors += 1
+                    give_up = self._give_up
+                self._warn(
+                    "store", f"llmlog: store {redact_url(self.settings.db)!r} failed ({exc!r}); retrying"
+                )
+                if self._store is not None:
+                    with contextlib.suppress(Exception):
+                        self._store.close()
+                    self._store = None
+                if give_up:
+                    return 0, 0
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            for refusal in refusals[:5]:
+                log.error("llmlog: a span cannot be stored: %s", refusal.reason)
+            return len(spans) - len(refusals), len(refusals)
 
     def _write_each(self, calls: list[Call]) -> tuple[int, int]:
         """Store calls one at a time; returns (stored, unstorable)."""

@@ -44,7 +44,7 @@ from llmlog.core.record import (
 )
 from llmlog.pipeline import otlp as otlp_ingest
 from llmlog.pipeline.intake import Intake
-from llmlog.pipeline.jsonl import BadRecord, parse_batch
+from llmlog.pipeline.jsonl import BadRecord, parse_batch, parse_spans
 from llmlog.pipeline.pricing import Pricer
 from llmlog.store.regulated import Refused
 from llmlog.web.answer import JSONResponse
@@ -226,6 +226,47 @@ async def post_calls(request: Request) -> Response:
         )
 
 
+async def post_spans(request: Request) -> Response:
+    """Spans an app made (`llmlog.span`, `llmlog.trace`) as remote mode ships them: NDJSON
+    of `Span.to_dict`, into the store as OTLP's spans go (`receive_spans`: redacted, sealed,
+    a span already kept kept once). Answered as `POST /v1/calls` is."""
+    c = collector_of(request)
+    if (refusal := refusal_of(request, c.token)) is not None:
+        return refusal
+    try:
+        body = await read_body(request, MAX_BODY)
+    except TooLarge:
+        return JSONResponse({"error": f"body over {MAX_BODY:,} bytes"}, status_code=413)
+    except ValueError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+    async with c.admitted:
+        read, bad = parse_spans(body, MAX_RECORD)
+        try:
+            refused = (
+                await run_in_threadpool(receive_spans, c.web, c.intake, [s for _, s in read]) if read else []
+            )
+        except Exception as exc:
+            log.warning("llmlog: store unavailable for an ingested batch of spans: %r", exc)
+            return JSONResponse(
+                {"error": "the store is unavailable; nothing of this batch was stored: send it again"},
+                status_code=503,
+                headers={"Retry-After": "1"},
+            )
+        rejected = sorted(
+            [*bad, *(BadRecord(read[r.index][0], r.reason) for r in refused)], key=lambda b: b.index
+        )
+        received = len(read) + len(bad)
+        status = 400 if rejected and len(rejected) == received else 200
+        return JSONResponse(
+            {
+                "received": received,
+                "stored": received - len(rejected),
+                "rejected": [{"index": b.index, "reason": b.reason} for b in rejected],
+            },
+            status_code=status,
+        )
+
+
 async def otlp(request: Request, kind: str) -> Response:
     """OTLP/HTTP: protobuf or JSON (by Content-Type), gzip or not; answered in kind."""
     c = collector_of(request)
@@ -284,6 +325,7 @@ def routes() -> list[BaseRoute]:
     """The collector's routes; its `Collector` is in the app's state."""
     return [
         Route("/v1/calls", post_calls, methods=["POST"]),
+        Route("/v1/spans", post_spans, methods=["POST"]),
         Route("/v1/traces", traces, methods=["POST"]),
         Route("/v1/logs", logs, methods=["POST"]),
         Route("/v1/openapi.json", openapi, methods=["GET"]),
@@ -327,6 +369,28 @@ def openapi_description() -> dict[str, Any]:
         },
     }
     error = {"type": "object", "properties": {"error": {"type": "string"}}}
+    text, nullable = {"type": "string"}, {"type": ["string", "null"]}
+    span = {
+        "type": "object",
+        "description": "One span of a trace, as `llmlog.span` makes it.",
+        "properties": {
+            "trace_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+            "span_id": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+            "parent_id": {"type": ["string", "null"], "pattern": "^[0-9a-f]{16}$"},
+            "name": text,
+            "kind": text,
+            "start": {"type": "string", "format": "date-time"},
+            "end": {"type": ["string", "null"], "format": "date-time"},
+            "status": {"enum": ["unset", "ok", "error"]},
+            "status_message": nullable,
+            "attributes": {"type": "object"},
+            "events": {"type": "array", "items": {"type": "object"}},
+            "service": nullable,
+            "call_id": nullable,
+        },
+        "required": ["trace_id", "span_id", "start"],
+        "additionalProperties": False,
+    }
 
     def ref(name: str) -> dict[str, str]:
         return {"$ref": f"#/components/schemas/{name}"}
@@ -340,7 +404,7 @@ def openapi_description() -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "llmlog collector", "version": "1"},
         "components": {
-            "schemas": {"Record": record, "Result": result, "Error": error},
+            "schemas": {"Record": record, "Span": span, "Result": result, "Error": error},
             "securitySchemes": {"ingestToken": {"type": "http", "scheme": "bearer"}},
         },
         "security": [{"ingestToken": []}],
@@ -396,6 +460,27 @@ def openapi_description() -> dict[str, Any]:
                         "413": answer(
                             "Body or every record too large", {"oneOf": [ref("Error"), ref("Result")]}
                         ),
+                        "503": answer("Store unavailable: send again", "Error"),
+                    },
+                }
+            },
+            "/v1/spans": {
+                "post": {
+                    "summary": "Store spans an app made (llmlog.span, llmlog.trace): NDJSON, a span a line",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {"oneOf": [ref("Span"), {"type": "array", "items": ref("Span")}]}
+                            },
+                            "application/x-ndjson": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "responses": {
+                        "200": answer("Stored (rejected spans listed with index and reason)", "Result"),
+                        "400": answer("No span could be read", "Result"),
+                        "401": answer("Missing or wrong token", "Error"),
+                        "413": answer("Body too large", "Error"),
                         "503": answer("Store unavailable: send again", "Error"),
                     },
                 }
