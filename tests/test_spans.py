@@ -6,6 +6,7 @@ real OpenTelemetry SDK."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -223,6 +224,97 @@ def test_remote_mode_ships_spans_through_the_spool_to_the_collector(
         assert [r["index"] for r in answer["rejected"]] == [1, 2]
         assert "trace_id" in answer["rejected"][0]["reason"]
         assert {x.name for x in kept()} == {"request", "tool"}
+
+        # Spans come as spans: one that names a model is not made a call; nesting past what
+        # a store writes, or a call id that is no UUID, is refused alone.
+        deep = json.loads("[" * 400 + "]" * 400)  # orjson does not write it; json does
+        named = {**good, "span_id": "1" * 16, "attributes": {"gen_ai.request.model": "gpt-4o"}}
+        lines = [named, {**good, "span_id": "2" * 16, "attributes": {"d": deep}},
+                 {**good, "span_id": "3" * 16, "call_id": "'; drop table spans"}]  # fmt: skip
+        answer = httpx.post(
+            collector.url + "/v1/spans",
+            content="\n".join(json.dumps(x) for x in lines).encode(),
+            headers={"Authorization": f"Bearer {TOKEN}"},
+        ).json()
+        assert [r["index"] for r in answer["rejected"]] == [1, 2], answer
+        with open_store(collector.db) as store:
+            assert len(list(store.iter_calls(CallFilter()))) == 1
+            assert [x.call_id for x in store.trace(s.trace_id) if x.span_id == "1" * 16] == [None]
     finally:
         llmlog.configure(db=str(tmp_path / "unused.db"))
         collector.stop()
+
+
+class _Unprintable:
+    def __str__(self) -> str:
+        raise RuntimeError("no text")
+
+
+def test_what_the_app_hands_a_span_never_breaks_it(recorder: Recorder) -> None:
+    """Objects that cannot be printed, values nested past any sense, a message that is not
+    text, an exception that cannot say itself: the app goes on, its exception unchanged,
+    and the span is kept with what could be read."""
+    looped: list[object] = []
+    looped.append(looped)
+
+    class Mute(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+    with pytest.raises(Mute), llmlog.span(_Unprintable(), odd=_Unprintable(), loop=looped) as s:  # type: ignore[arg-type]
+        s.set(**{"x": {_Unprintable(): 1}})
+        s.event(_Unprintable(), v=_Unprintable())  # type: ignore[arg-type]
+        s.fail({"not": "text"})  # type: ignore[arg-type]
+        raise Mute()
+    (kept,) = _all_spans(recorder, s.trace_id)
+    assert kept.name == "<_Unprintable>" and kept.attributes["odd"] == "<_Unprintable>"
+    assert kept.status == "error" and kept.status_message == "Mute: <Mute>"
+    with llmlog.span("after", message=1) as t:
+        t.fail({"a": 1})  # type: ignore[arg-type]
+    (after,) = _all_spans(recorder, t.trace_id)  # the writer is not stuck on it
+    assert after.status_message == "{'a': 1}"
+
+
+def test_a_generator_keeps_what_it_set_across_its_yields(recorder: Recorder, fake: FakeProvider) -> None:
+    client = _client(fake)
+
+    @llmlog.trace
+    def steps() -> Iterator[int]:
+        with llmlog.context(feature="support"), llmlog.span("inner") as inner:
+            yield 1
+            _ask(client, "after the yield")
+            yield inner.span_id  # type: ignore[misc]
+
+    with llmlog.span("request") as request:
+        inner_id = list(steps())[1]
+    (call,) = recorder.calls()
+    assert call.feature == "support" and call.parent_id == inner_id
+    assert {s.name for s in _all_spans(recorder, request.trace_id)} == {"request", "steps", "inner"}
+
+
+def test_a_span_left_in_another_context_than_it_was_entered_in_is_kept(recorder: Recorder) -> None:
+    import contextvars
+
+    def body() -> Iterator[int]:
+        with llmlog.span("streamed") as s:
+            yield 1
+        ids.append(s.trace_id)
+
+    ids: list[str] = []
+    it = body()
+    contextvars.copy_context().run(next, it)
+    with pytest.raises(StopIteration):
+        contextvars.copy_context().run(next, it)  # as a server steps a response's generator
+    assert [s.name for s in _all_spans(recorder, ids[0])] == ["streamed"]
+
+
+def test_remote_mode_counts_spans_the_full_spool_cannot_take(tmp_path: Path) -> None:
+    llmlog.configure(url="http://127.0.0.1:9", spool=str(tmp_path / "spool"), spool_max_bytes=2000)
+    try:
+        for i in range(20):
+            with llmlog.span("step", padding="x" * 300, i=i):
+                pass
+        assert llmlog.flush(timeout=10)  # not held up retrying what cannot fit
+        assert llmlog.stats().dropped > 0
+    finally:
+        llmlog.configure(db=str(tmp_path / "unused.db"))

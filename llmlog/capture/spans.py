@@ -73,15 +73,38 @@ def joined(ctx: CallContext) -> CallContext:
     return ctx.in_trace(parent[0], parent[1])
 
 
-def _value(value: Any) -> Any:
+# How deep an attribute's value is followed: past it, the rest is kept as text.
+_DEPTH = 32
+
+
+def _text(value: Any) -> str:
+    """`value` as text, whatever its `__str__` does: the app's objects are its own."""
+    if isinstance(value, str):
+        return value
+    try:
+        return str(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
+
+
+def _value(value: Any, depth: int = 0) -> Any:
     """An attribute as stored: JSON's own types as they are, anything else as its text."""
     if value is None or isinstance(value, str | int | float | bool):
         return value
+    if depth >= _DEPTH:
+        return "…"
     if isinstance(value, list | tuple):
-        return [_value(v) for v in value]
+        return [_value(v, depth + 1) for v in value]
     if isinstance(value, dict):
-        return {str(k): _value(v) for k, v in value.items()}
-    return str(value)
+        return {_text(k): _value(v, depth + 1) for k, v in value.items()}
+    return _text(value)
+
+
+def _values(attributes: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return {_text(k): _value(v) for k, v in attributes.items()}
+    except Exception:  # a mapping that changes as it is read: the span goes on without it
+        return {}
 
 
 class ActiveSpan:
@@ -117,17 +140,19 @@ class ActiveSpan:
     def set(self, **attributes: Any) -> None:
         """Add or replace attributes."""
         if self.end is None:
-            self.attributes.update((k, _value(v)) for k, v in attributes.items())
+            self.attributes.update(_values(attributes))
 
     def event(self, name: str, **attributes: Any) -> None:
         """Something that happened at a moment of the span (a retry, a cache hit)."""
         if self.end is None:
-            self.events.append({"name": name, "time": _now().isoformat(), "attributes": _value(attributes)})
+            self.events.append(
+                {"name": _text(name), "time": _now().isoformat(), "attributes": _values(attributes)}
+            )
 
     def fail(self, message: str | None = None) -> None:
         """Mark the span failed, without an exception (one raised out of it does so itself)."""
         if self.end is None:
-            self.status, self.status_message = "error", message
+            self.status, self.status_message = "error", None if message is None else _text(message)
 
     def ok(self) -> None:
         if self.end is None:
@@ -159,38 +184,55 @@ class Scope:
     times (once for a block; around each step of a generator), and finished: handed to the
     writer as it is, to be made a record there."""
 
-    __slots__ = ("_begun", "_submit", "_token", "span")
+    __slots__ = ("_begun", "_inside", "_submit", "_token", "span")
 
     def __init__(self, submit: Submit, name: str, attributes: dict[str, Any]) -> None:
         self._submit = submit
         ctx = joined(_current.get())
         trace_id = ctx.trace_id or new_trace_id()
-        values = {k: _value(v) for k, v in attributes.items()} if attributes else {}
-        self.span = ActiveSpan(str(name), trace_id, ctx.parent_id, values)
+        self.span = ActiveSpan(
+            _text(name), trace_id, ctx.parent_id, _values(attributes) if attributes else {}
+        )
         self._begun = time.perf_counter()
         self._token: Any = None
+        self._inside: CallContext | None = None
 
     def enter(self) -> Any:
         return _current.set(_current.get().in_trace(self.span.trace_id, self.span.span_id))
 
+    def step_in(self) -> Any:
+        """A generator's step: in the context its body left at the step before (what it set
+        across a yield, `llmlog.context` or a span of its own, holds), else the span's."""
+        if self._inside is None:
+            return self.enter()
+        return _current.set(self._inside)
+
+    def step_out(self, token: Any) -> None:
+        self._inside = _current.get()
+        self.leave(token)
+
     @staticmethod
     def leave(token: Any) -> None:
-        _current.reset(token)
+        # A block left in another context than it was entered in (a generator stepped
+        # through `Context.run`) has nothing to restore here: the app goes on regardless.
+        with contextlib.suppress(ValueError):
+            _current.reset(token)
 
     def finish(self, exc: BaseException | None) -> None:
         s = self.span
         # The end from the monotonic clock: a wall clock stepped meanwhile moves no bar.
         s.end = s.start + (time.perf_counter() - self._begun)
-        if exc is not None and not isinstance(exc, GeneratorExit | StopIteration | StopAsyncIteration):
-            s.status, s.status_message = "error", f"{type(exc).__name__}: {exc}"
-            s.events.append(
-                {
-                    "name": "exception",
-                    "time": _now().isoformat(),
-                    "attributes": {"exception.type": type(exc).__qualname__, "exception.message": str(exc)},
-                }
-            )
-        with contextlib.suppress(Exception):  # recording never breaks the app
+        with contextlib.suppress(Exception):  # recording never breaks the app, nor its exception
+            if exc is not None and not isinstance(exc, GeneratorExit | StopIteration | StopAsyncIteration):
+                said = _text(exc)
+                s.status, s.status_message = "error", f"{type(exc).__name__}: {said}"
+                s.events.append(
+                    {
+                        "name": "exception",
+                        "time": _now().isoformat(),
+                        "attributes": {"exception.type": type(exc).__qualname__, "exception.message": said},
+                    }
+                )
             self._submit(s)
 
     # As a `with` block (in sync and async code alike).
@@ -220,13 +262,13 @@ def traced(submit: Submit, fn: F, name: str | None = None) -> F:
             try:
                 step: Callable[[], Any] = functools.partial(inner.asend, None)
                 while True:
-                    token = scope.enter()
+                    token = scope.step_in()
                     try:
                         value = await step()
                     except StopAsyncIteration:
                         return
                     finally:
-                        scope.leave(token)
+                        scope.step_out(token)
                     try:
                         sent = yield value
                     except GeneratorExit:
@@ -252,11 +294,11 @@ def traced(submit: Submit, fn: F, name: str | None = None) -> F:
             inner = fn(*args, **kwargs)
             error: BaseException | None = None
             try:
-                token = scope.enter()
+                token = scope.step_in()
                 try:
                     value = next(inner)
                 finally:
-                    scope.leave(token)
+                    scope.step_out(token)
                 while True:
                     try:
                         sent = yield value
@@ -267,11 +309,11 @@ def traced(submit: Submit, fn: F, name: str | None = None) -> F:
                         step: Callable[[], Any] = functools.partial(inner.throw, thrown)
                     else:
                         step = functools.partial(inner.send, sent)
-                    token = scope.enter()
+                    token = scope.step_in()
                     try:
                         value = step()
                     finally:
-                        scope.leave(token)
+                        scope.step_out(token)
             except StopIteration as stop:
                 return stop.value
             except BaseException as exc:
@@ -282,7 +324,8 @@ def traced(submit: Submit, fn: F, name: str | None = None) -> F:
 
         return gen  # type: ignore[return-value]
 
-    if inspect.iscoroutinefunction(fn):
+    # An object whose `__call__` is a coroutine function is awaited as one.
+    if inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(type(fn).__call__):
 
         @functools.wraps(fn)
         async def coro(*args: Any, **kwargs: Any) -> Any:

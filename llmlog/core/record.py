@@ -386,11 +386,21 @@ class Span:
             if value is not None and not isinstance(value, str):
                 raise RecordError(f"{name}: expected a string, got {type(value).__name__}")
             values[name] = value
+        if values["call_id"] is not None:
+            try:
+                values["call_id"] = str(uuid.UUID(values["call_id"]))
+            except ValueError:
+                raise RecordError(f"call_id: not a UUID: {values['call_id']!r}") from None
         attributes, events = data.get("attributes") or {}, data.get("events") or []
         if not isinstance(attributes, dict):
             raise RecordError("attributes: expected a JSON object")
         if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
             raise RecordError("events: expected an array of objects")
+        try:  # as the stores write them: one nested past what they write is refused here, alone
+            orjson.dumps([attributes, events], default=str)
+        except orjson.JSONEncodeError as exc:
+            if str(exc) == "Recursion limit reached":
+                raise RecordError("attributes nested too deeply") from None
         return cls(**values, attributes=attributes, events=events)
 
 

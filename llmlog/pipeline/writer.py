@@ -297,6 +297,9 @@ class Writer:
                 if self._store is None:
                     self._store = self._open()
                 refusals = self._store.insert_spans(spans)
+            except SpoolFull as exc:  # as for calls: not retried, counted as dropped by the caller
+                self._warn("spool", f"llmlog: {exc}: {len(spans)} span(s) dropped")
+                return 0, 0
             except Exception as exc:
                 if self._store is not None and isinstance(exc, self._store.data_errors):
                     if len(spans) == 1:

@@ -226,10 +226,31 @@ async def post_calls(request: Request) -> Response:
         )
 
 
+def keep_spans(web: Web, intake: Intake, spans: list[Span]) -> list[Refused]:
+    """An app's own spans into the store as its writer keeps them when it has the store
+    itself: redacted and sealed (`Intake.span`), and kept as spans, never read as model
+    calls (those come as calls); the spans refused."""
+    kept = [intake.span(s) for s in spans]
+    with web.writing() as writer:
+        try:
+            return writer.insert_spans(kept)
+        except writer.data_errors:
+            pass
+        # One the store cannot write (NUL in a name on PostgreSQL, say): each goes alone, so
+        # only the bad ones are refused.
+        refused: list[Refused] = []
+        for index, span in enumerate(kept):
+            try:
+                refused += [Refused(index, r.reason) for r in writer.insert_spans([span])]
+            except writer.data_errors as exc:
+                refused.append(Refused(index, f"cannot be stored: {exc}"))
+        return refused
+
+
 async def post_spans(request: Request) -> Response:
     """Spans an app made (`llmlog.span`, `llmlog.trace`) as remote mode ships them: NDJSON
-    of `Span.to_dict`, into the store as OTLP's spans go (`receive_spans`: redacted, sealed,
-    a span already kept kept once). Answered as `POST /v1/calls` is."""
+    of `Span.to_dict`, into the store as the app's writer would keep them (`keep_spans`: a
+    span already kept is kept once). Answered as `POST /v1/calls` is."""
     c = collector_of(request)
     if (refusal := refusal_of(request, c.token)) is not None:
         return refusal
@@ -243,7 +264,7 @@ async def post_spans(request: Request) -> Response:
         read, bad = parse_spans(body, MAX_RECORD)
         try:
             refused = (
-                await run_in_threadpool(receive_spans, c.web, c.intake, [s for _, s in read]) if read else []
+                await run_in_threadpool(keep_spans, c.web, c.intake, [s for _, s in read]) if read else []
             )
         except Exception as exc:
             log.warning("llmlog: store unavailable for an ingested batch of spans: %r", exc)
