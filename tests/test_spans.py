@@ -318,3 +318,27 @@ def test_remote_mode_counts_spans_the_full_spool_cannot_take(tmp_path: Path) -> 
         assert llmlog.stats().dropped > 0
     finally:
         llmlog.configure(db=str(tmp_path / "unused.db"))
+
+
+def test_methods_are_traced_whichever_way_the_decorators_stack(recorder: Recorder) -> None:
+    class Agent:
+        @llmlog.trace
+        @staticmethod
+        def plan(goal: str) -> str:
+            return goal
+
+        @llmlog.trace(name="recall")
+        @classmethod
+        def memory(cls, key: str) -> str:
+            return f"{cls.__name__}:{key}"
+
+        @staticmethod
+        @llmlog.trace
+        def below(x: int) -> int:
+            return x
+
+    with llmlog.span("request") as request:
+        assert Agent.plan("ship") == "ship" and Agent().plan("it") == "it"
+        assert Agent.memory("k") == "Agent:k" and Agent.below(2) == 2
+    names = sorted(s.name for s in _all_spans(recorder, request.trace_id))
+    assert names == ["below", "plan", "plan", "recall", "request"]

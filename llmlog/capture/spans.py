@@ -347,7 +347,10 @@ def trace_decorator(submit: Submit, fn: F, name: str | None = None) -> F: ...
 @overload
 def trace_decorator(submit: Submit, fn: None, name: str | None = None) -> Callable[[F], F]: ...
 def trace_decorator(submit: Submit, fn: F | None, name: str | None = None) -> F | Callable[[F], F]:
-    """`@trace` and `@trace(name="...")` alike."""
+    """`@trace` and `@trace(name="...")` alike, above or below `@staticmethod` and
+    `@classmethod`."""
     if fn is None:
-        return lambda f: traced(submit, f, name)
+        return lambda f: trace_decorator(submit, f, name)
+    if isinstance(fn, staticmethod | classmethod):
+        return type(fn)(traced(submit, fn.__func__, name))
     return traced(submit, fn, name)
