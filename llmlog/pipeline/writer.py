@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol, cast
 
 from llmlog.capture.exchange import Exchange
 from llmlog.capture.parse import Decoder
@@ -34,6 +34,9 @@ from llmlog.store import Store, open_store, redact_url
 from llmlog.store.regulated import Refused
 
 log = logging.getLogger("llmlog")
+
+# What `_until_stored` answers when the sink refuses records as data.
+_DATA = object()
 
 # What callers queue: a model call (as the SDK saw it, or built), or a span of the app's.
 Queued = Item | ActiveSpan
@@ -286,45 +289,24 @@ class Writer:
                 self._store.close()
 
     def _write_spans(self, spans: list[Span]) -> tuple[int, int]:
-        """Keep the app's spans, retried as calls are while the store is down; returns (kept,
-        refused). One that can never be kept (regulated mode without a key, a value the
-        store cannot write) is refused alone, and logged."""
+        """Keep the app's spans as calls are kept (`_until_stored`); returns (kept, refused).
+        One that can never be kept (regulated mode without a key, a value the store cannot
+        write) is refused alone, and logged."""
         if not spans:
             return 0, 0
-        delay = 0.05
-        while True:
-            try:
-                if self._store is None:
-                    self._store = self._open()
-                refusals = self._store.insert_spans(spans)
-            except SpoolFull as exc:  # as for calls: not retried, counted as dropped by the caller
-                self._warn("spool", f"llmlog: {exc}: {len(spans)} span(s) dropped")
-                return 0, 0
-            except Exception as exc:
-                if self._store is not None and isinstance(exc, self._store.data_errors):
-                    if len(spans) == 1:
-                        log.error("llmlog: span %s cannot be stored (%r); it is lost", spans[0].span_id, exc)
-                        return 0, 1
-                    done = [self._write_spans([s]) for s in spans]
-                    return sum(k for k, _ in done), sum(r for _, r in done)
-                with self._lock:
-                    self._stats.store_errors += 1
-                    give_up = self._give_up
-                self._warn(
-                    "store", f"llmlog: store {redact_url(self.settings.db)!r} failed ({exc!r}); retrying"
-                )
-                if self._store is not None:
-                    with contextlib.suppress(Exception):
-                        self._store.close()
-                    self._store = None
-                if give_up:
-                    return 0, 0
-                time.sleep(delay)
-                delay = min(delay * 2, 5.0)
-                continue
-            for refusal in refusals[:5]:
-                log.error("llmlog: a span cannot be stored: %s", refusal.reason)
-            return len(spans) - len(refusals), len(refusals)
+        done = self._until_stored(lambda sink: sink.insert_spans(spans), len(spans), "span")
+        if done is _DATA:
+            if len(spans) == 1:
+                log.error("llmlog: span %s cannot be stored; it is lost", spans[0].span_id)
+                return 0, 1
+            each = [self._write_spans([s]) for s in spans]
+            return sum(k for k, _ in each), sum(r for _, r in each)
+        if done is None:
+            return 0, 0
+        refusals = cast(list[Refused], done)
+        for refusal in refusals[:5]:
+            log.error("llmlog: a span cannot be stored: %s", refusal.reason)
+        return len(spans) - len(refusals), len(refusals)
 
     def _write_each(self, calls: list[Call]) -> tuple[int, int]:
         """Store calls one at a time; returns (stored, unstorable)."""
@@ -349,38 +331,46 @@ class Writer:
         """Insert with retries; returns (stored, unstorable). Giving up at exit stores none."""
         if not calls:
             return 0, 0
+        done = self._until_stored(lambda sink: sink.insert(calls), len(calls), "call")
+        if done is _DATA:
+            # Something in this batch can never be stored: retrying the batch would block
+            # every later call behind it. Store the rest one by one; count the rest.
+            return self._write_each(calls)
+        return (0, 0) if done is None else (len(calls), 0)
+
+    def _until_stored(self, put: Callable[[Sink], Any], n: int, what: str) -> Any:
+        """`put(sink)`'s answer, retried with backoff while the store is down; `_DATA` when
+        the sink refuses the records as data (retrying cannot help); None when they are
+        dropped: the spool is full, or the writer gives up at exit."""
         delay = 0.05
         while True:
             try:
                 if self._store is None:
                     self._store = self._open()
-                self._store.insert(calls)
-                return len(calls), 0
+                return put(self._store)
             except SpoolFull as exc:
-                # Not retried: the spool drains only as fast as the collector takes calls,
+                # Not retried: the spool drains only as fast as the collector takes records,
                 # and the batches behind this one would wait on it. Counted as dropped by
                 # the caller, and said here.
                 with self._lock:
-                    dropped = self._stats.dropped + len(calls)
-                self._warn("spool", f"llmlog: {exc}: {dropped} call(s) dropped so far")
-                return 0, 0
+                    dropped = self._stats.dropped + n
+                self._warn("spool", f"llmlog: {exc}: {dropped} record(s) dropped so far")
+                return None
             except Exception as exc:
                 if self._store is not None and isinstance(exc, self._store.data_errors):
-                    # Something in this batch can never be stored: retrying the batch would
-                    # block every later call behind it. Store the rest one by one; count the rest.
-                    return self._write_each(calls)
+                    return _DATA
                 with self._lock:
                     self._stats.store_errors += 1
                     give_up = self._give_up
                 where = redact_url(self.settings.db)
                 self._warn(
-                    "store", f"llmlog: store {where!r} failed ({exc!r}); retrying; calls wait in the queue"
+                    "store", f"llmlog: store {where!r} failed ({exc!r}); retrying; {what}s wait in the queue"
                 )
                 if self._store is not None:
                     with contextlib.suppress(Exception):
                         self._store.close()
                     self._store = None
                 if give_up:
-                    return 0, 0
+                    return None
                 time.sleep(delay)
                 delay = min(delay * 2, 5.0)

@@ -156,6 +156,27 @@ def collector_of(request: Request) -> Collector:
     return cast(Collector, request.app.state.collector)
 
 
+async def records_body(request: Request, c: Collector) -> bytes | Response:
+    """A batch of records' body (every route under `/v1/`), or the answer refusing it: no
+    token, a body too large, or one that cannot be read (bad gzip)."""
+    if (refusal := refusal_of(request, c.token)) is not None:
+        return refusal
+    try:
+        return await read_body(request, MAX_BODY)
+    except TooLarge:
+        return JSONResponse({"error": f"body over {MAX_BODY:,} bytes"}, status_code=413)
+    except ValueError as exc:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
+
+def store_unavailable() -> Response:
+    return JSONResponse(
+        {"error": "the store is unavailable; nothing of this batch was stored: send it again"},
+        status_code=503,
+        headers={"Retry-After": "1"},
+    )
+
+
 def store_batch(web: Web, calls: list[tuple[int, Call]], bad: list[BadRecord]) -> int:
     """Insert the batch in one transaction; when the store refuses a record as data (not
     as being down), each goes alone so only the bad ones are rejected. Returns how many
@@ -177,14 +198,9 @@ def store_batch(web: Web, calls: list[tuple[int, Call]], bad: list[BadRecord]) -
 
 async def post_calls(request: Request) -> Response:
     c = collector_of(request)
-    if (refusal := refusal_of(request, c.token)) is not None:
-        return refusal
-    try:
-        body = await read_body(request, MAX_BODY)
-    except TooLarge:
-        return JSONResponse({"error": f"body over {MAX_BODY:,} bytes"}, status_code=413)
-    except ValueError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=400)
+    body = await records_body(request, c)
+    if isinstance(body, Response):
+        return body
     async with c.admitted:
         batch = parse_batch(body, MAX_RECORD)
         received = len(batch.calls) + len(batch.bad)
@@ -205,11 +221,7 @@ async def post_calls(request: Request) -> Response:
             new = await run_in_threadpool(store_batch, c.web, calls, refused) if calls else 0
         except Exception as exc:
             log.warning("llmlog: store unavailable for an ingested batch: %r", exc)
-            return JSONResponse(
-                {"error": "the store is unavailable; nothing of this batch was stored: send it again"},
-                status_code=503,
-                headers={"Retry-After": "1"},
-            )
+            return store_unavailable()
         rejected = sorted([*batch.bad, *refused], key=lambda b: b.index)
         kept = received - len(rejected)
         status = 200
@@ -252,14 +264,9 @@ async def post_spans(request: Request) -> Response:
     of `Span.to_dict`, into the store as the app's writer would keep them (`keep_spans`: a
     span already kept is kept once). Answered as `POST /v1/calls` is."""
     c = collector_of(request)
-    if (refusal := refusal_of(request, c.token)) is not None:
-        return refusal
-    try:
-        body = await read_body(request, MAX_BODY)
-    except TooLarge:
-        return JSONResponse({"error": f"body over {MAX_BODY:,} bytes"}, status_code=413)
-    except ValueError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=400)
+    body = await records_body(request, c)
+    if isinstance(body, Response):
+        return body
     async with c.admitted:
         read, bad = parse_spans(body, MAX_RECORD)
         try:
@@ -268,11 +275,7 @@ async def post_spans(request: Request) -> Response:
             )
         except Exception as exc:
             log.warning("llmlog: store unavailable for an ingested batch of spans: %r", exc)
-            return JSONResponse(
-                {"error": "the store is unavailable; nothing of this batch was stored: send it again"},
-                status_code=503,
-                headers={"Retry-After": "1"},
-            )
+            return store_unavailable()
         rejected = sorted(
             [*bad, *(BadRecord(read[r.index][0], r.reason) for r in refused)], key=lambda b: b.index
         )
@@ -291,15 +294,10 @@ async def post_spans(request: Request) -> Response:
 async def otlp(request: Request, kind: str) -> Response:
     """OTLP/HTTP: protobuf or JSON (by Content-Type), gzip or not; answered in kind."""
     c = collector_of(request)
-    if (refusal := refusal_of(request, c.token)) is not None:
-        return refusal
+    body = await records_body(request, c)
+    if isinstance(body, Response):
+        return body
     content_type = request.headers.get("content-type", "application/x-protobuf").lower()
-    try:
-        body = await read_body(request, MAX_BODY)
-    except TooLarge:
-        return JSONResponse({"error": f"body over {MAX_BODY:,} bytes"}, status_code=413)
-    except ValueError as exc:  # gzip that is not
-        return JSONResponse({"error": str(exc)}, status_code=400)
     async with c.admitted:
         return await take_otlp(c, body, kind, content_type)
 
