@@ -595,9 +595,11 @@ def filtered(store: Store) -> Store:
         Call(id="aaaaaaaa-0000-0000-0000-000000000007", timestamp=T0 + timedelta(minutes=7),
              tags=["beta"], metadata={"tier": "free", "note": "o'hara"},
              response={"content": [{"type": "text", "text": "Your parcel is DELAYED."}]},
-             tool_calls=[{"id": "t1", "name": "lookup_order", "input": {"id": 7}}]),
+             tool_calls=[{"id": "t1", "name": "lookup_order", "input": {"id": 7}}],
+             trace_id="0af7651916cd43dd8448eb211c80319c", parent_id="b7ad6b7169203331"),
         Call(id="aaaaaaaa-0000-0000-0000-000000000008", timestamp=T0 + timedelta(minutes=8),
-             error={"type": "rate_limit_error", "message": "slow down, zebra"}),
+             error={"type": "rate_limit_error", "message": "slow down, zebra"},
+             trace_id="0af7651916cd43dd8448eb211c80319c"),
     ])  # fmt: skip
     return store
 
@@ -642,6 +644,8 @@ def _ids(calls: list[Call]) -> list[int]:
         (CallFilter(feature="support-bot", errors=False, model="claude-sonnet-4-5"), [0]),
         (CallFilter(ids=["aaaaaaaa-0000-0000-0000-000000000003", "nope"]), [3]),
         (CallFilter(feature="nope"), []),
+        (CallFilter(trace_id="0af7651916cd43dd8448eb211c80319c"), [8, 7]),
+        (CallFilter(trace_id="0af7651916cd43dd8448eb211c80319c", errors=True), [8]),
     ],
 )
 def test_filters_on_recent(filtered: Store, flt: CallFilter, expected: list[int]) -> None:

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from llmlog.core.config import Settings
-from llmlog.core.filters import BadFilter, CallFilter, parse_filter, parse_when
+from llmlog.core.filters import EQUALS, BadFilter, CallFilter, parse_filter, parse_when
 from llmlog.pipeline.intake import hash_user_id
 from llmlog.pipeline.pricing import PriceFileError, Pricer
 from llmlog.store import Store, open_store, redact_url, sqlite_path, store_missing
@@ -246,8 +246,8 @@ def filter_of(ctx: Ctx, **kw: Any) -> CallFilter:
         user = hash_user_id(user, ctx.settings.user_id_secret)  # stored hashed: compare hashed
     errors = kw.get("errors")
     params = {
-        **{name: kw.get(name) for name in ("feature", "model", "provider", "session", "version", "tag")},
-        "user": user,
+        **{name: kw.get(name) for name in (*EQUALS, "tag")},
+        "user": user,  # after the others: hashed
         "meta": list(kw.get("meta") or ()),
         "q": kw.get("search"),
         "status": None if errors is None else "error" if errors else "ok",
@@ -269,6 +269,7 @@ def filter_options(fn: Any) -> Any:
             click.option("--user", help="Only this user's calls (hashed first if a secret is set)."),
             click.option("--session", help="Only calls of this session."),
             click.option("--version", help="Only calls with this prompt template version."),
+            click.option("--trace", help="Only calls of this trace (its id)."),
             click.option("--tag", help="Only calls carrying this tag."),
             click.option(
                 "--meta",

@@ -2,7 +2,8 @@
 read into a `CallFilter` by one parser, so that a filter selects the same calls wherever it is
 typed: `?tag=beta&meta=tier=pro` on a page, `--tag beta --meta tier=pro` on the command line.
 
-    feature, model, provider, user, session, version   one column equal to the value
+    feature, model, provider, user, session, version,  one column equal to the value
+    trace
     tag                                                 the call carries this tag
     meta                                                key=value, repeatable (a dotted key
                                                         reaches nested values)
@@ -56,6 +57,7 @@ class CallFilter:
     session_id: str | None = None
     prompt_template_version: str | None = None
     provider: str | None = None
+    trace_id: str | None = None
     since: datetime | None = None
     until: datetime | None = None
     errors: bool | None = None  # True: errors only; False: successes only
@@ -88,7 +90,7 @@ class CallFilter:
         p = placeholder
         clauses: list[str] = []
         params: list[Any] = []
-        for col in ("feature", "model", "user_id", "session_id", "prompt_template_version", "provider"):
+        for col in EQUALS.values():
             value = getattr(self, col)
             if value is not None:
                 clauses.append(f"{col} = {p}")
@@ -119,6 +121,7 @@ EQUALS = {
     "session": "session_id",
     "version": "prompt_template_version",
     "provider": "provider",
+    "trace": "trace_id",
 }
 NAMES = (*EQUALS, "tag", "meta", "q", "status", "since", "until")
 
