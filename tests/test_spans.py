@@ -342,3 +342,85 @@ def test_methods_are_traced_whichever_way_the_decorators_stack(recorder: Recorde
         assert Agent.memory("k") == "Agent:k" and Agent.below(2) == 2
     names = sorted(s.name for s in _all_spans(recorder, request.trace_id))
     assert names == ["below", "plan", "plan", "recall", "request"]
+
+
+async def test_a_cancelled_span_is_stopped_not_failed(recorder: Recorder) -> None:
+    started = asyncio.Event()
+
+    async def waits() -> None:
+        with llmlog.span("waits"):
+            started.set()
+            await asyncio.sleep(60)
+
+    with llmlog.span("request") as request:
+        task = asyncio.create_task(waits())
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+    spans = {s.name: s for s in await asyncio.to_thread(_all_spans, recorder, request.trace_id)}
+    # A client gone or a timeout above: the work stopped; it is not counted as an error.
+    assert spans["waits"].status == "unset" and spans["waits"].status_message is None
+    assert spans["waits"].events[-1]["name"] == "cancelled"
+    assert spans["waits"].events[-1]["attributes"]["exception.type"] == "CancelledError"
+
+
+def test_a_generator_closed_early_cleans_up_inside_its_span(recorder: Recorder, fake: FakeProvider) -> None:
+    client = _client(fake)
+
+    @llmlog.trace
+    def rows() -> Iterator[int]:
+        try:
+            yield 1
+            yield 2
+        finally:
+            _ask(client, "cleanup")  # e.g. a last call made as the stream is closed
+
+    @llmlog.trace
+    async def arows() -> AsyncIterator[int]:
+        try:
+            yield 1
+            yield 2
+        finally:
+            _ask(client, "async cleanup")
+
+    async def first_of_async() -> None:
+        it = arows()
+        assert await it.__anext__() == 1
+        await it.aclose()
+
+    with llmlog.span("request") as request:
+        it = rows()
+        assert next(it) == 1
+        it.close()
+        asyncio.run(first_of_async())
+    spans = {s.name: s for s in _all_spans(recorder, request.trace_id)}
+    parents = {c.messages[0]["content"]: c.parent_id for c in recorder.calls() if c.messages}
+    assert parents == {"cleanup": spans["rows"].span_id, "async cleanup": spans["arows"].span_id}
+
+
+def test_a_traced_generator_function_is_still_one() -> None:
+    # Frameworks tell a generator dependency (FastAPI's `yield`) or a streaming body by
+    # this: tracing one must not turn it into a plain function. The price: a call with the
+    # wrong arguments raises at the first step, not at the call, as with any wrapper that
+    # is itself a generator function.
+    import inspect
+
+    @llmlog.trace
+    def gen(n: int) -> Iterator[int]:
+        yield n
+
+    @llmlog.trace
+    async def agen(n: int) -> AsyncIterator[int]:
+        yield n
+
+    assert inspect.isgeneratorfunction(gen) and inspect.isasyncgenfunction(agen)
+
+
+def test_a_span_that_ends_before_it_starts_is_refused() -> None:
+    from llmlog.core.record import RecordError
+
+    good = {"trace_id": "a" * 32, "span_id": "b" * 16, "name": "x", "start": "2026-01-01T00:00:01Z"}
+    assert Span.from_dict({**good, "end": "2026-01-01T00:00:01Z"}).duration_ms == 0
+    with pytest.raises(RecordError, match="end: before start"):
+        Span.from_dict({**good, "end": "2026-01-01T00:00:00Z"})

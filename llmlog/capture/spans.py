@@ -225,14 +225,17 @@ class Scope:
         with contextlib.suppress(Exception):  # recording never breaks the app, nor its exception
             if exc is not None and not isinstance(exc, GeneratorExit | StopIteration | StopAsyncIteration):
                 said = _text(exc)
-                s.status, s.status_message = "error", f"{type(exc).__name__}: {said}"
-                s.events.append(
-                    {
-                        "name": "exception",
-                        "time": _now().isoformat(),
-                        "attributes": {"exception.type": type(exc).__qualname__, "exception.message": said},
-                    }
-                )
+                attributes = {"exception.type": type(exc).__qualname__, "exception.message": said}
+                event = "exception"
+                if isinstance(exc, Exception):
+                    s.status, s.status_message = "error", f"{type(exc).__name__}: {said}"
+                else:
+                    # Cancelled (a task's CancelledError: a client gone, a request timed
+                    # out above it) or interrupted (KeyboardInterrupt, SystemExit): the
+                    # work was stopped, not failed, so the span is not counted as an
+                    # error; the event says why it ended early.
+                    event = "cancelled"
+                s.events.append({"name": event, "time": _now().isoformat(), "attributes": attributes})
             self._submit(s)
 
     # As a `with` block (in sync and async code alike).
@@ -272,7 +275,13 @@ def traced(submit: Submit, fn: F, name: str | None = None) -> F:
                     try:
                         sent = yield value
                     except GeneratorExit:
-                        await inner.aclose()
+                        # Closed early: its cleanup (finally blocks) runs inside the span
+                        # too, as each step did.
+                        token = scope.step_in()
+                        try:
+                            await inner.aclose()
+                        finally:
+                            scope.step_out(token)
                         raise
                     except BaseException as thrown:  # thrown in by the consumer: the generator's to handle
                         step = functools.partial(inner.athrow, thrown)
@@ -303,7 +312,11 @@ def traced(submit: Submit, fn: F, name: str | None = None) -> F:
                     try:
                         sent = yield value
                     except GeneratorExit:
-                        inner.close()
+                        token = scope.step_in()  # its cleanup inside the span, as each step
+                        try:
+                            inner.close()
+                        finally:
+                            scope.step_out(token)
                         raise
                     except BaseException as thrown:
                         step: Callable[[], Any] = functools.partial(inner.throw, thrown)

@@ -374,6 +374,8 @@ class Span:
                 values[name] = parse_timestamp(value)
             except (ValueError, OverflowError, OSError) as exc:
                 raise RecordError(f"{name}: {exc}") from None
+        if values["end"] is not None and values["end"] < values["start"]:
+            raise RecordError("end: before start")
         for name, default in (("name", ""), ("kind", "internal"), ("status", "unset")):
             value = data.get(name, default)
             if not isinstance(value, str):
