@@ -65,7 +65,7 @@ _EDITS = {
     "store/clickhouse/schema.py": [
         ("\nMIGRATIONS: list[", _migration("runner, cluster", 'add_call_column(runner, cluster, "{}")')
          + "\n\nMIGRATIONS: list["),
-        ("    m007_repair_figures,\n]", "    m007_repair_figures,\n    m099_region,\n]"),
+        ("    m008_trace_index,\n]", "    m008_trace_index,\n    m099_region,\n]"),
     ],
 }  # fmt: skip
 

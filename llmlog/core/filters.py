@@ -13,10 +13,19 @@ typed: `?tag=beta&meta=tier=pro` on a page, `--tag beta --meta tier=pro` on the 
 
 The web reads them from the query string; the CLI gives --search for q and --errors /
 --successes for status.
+
+The filters on traces (`TraceFilter`, read by `parse_trace_filter`), by the same rule:
+
+    name                                                the root span's name
+    feature, user, session                              the trace's (its first call's that has one)
+    status                                              "error": a call or a span failed
+    min_ms, min_cost                                    at least this long (ms), this costly (USD)
+    since, until                                        on when it started, as for calls
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -179,6 +188,63 @@ def parse_filter(params: Mapping[str, str | Sequence[str] | None] | Any) -> Call
     if status not in ("", "error", "ok"):
         raise BadFilter(f"status must be 'error' or 'ok', not {status!r}")
     f.errors = {"error": True, "ok": False}.get(status)
+    for name in ("since", "until"):
+        when = _one(params, name)
+        if when:
+            try:
+                setattr(f, name, parse_when(when))
+            except ValueError as exc:
+                raise BadFilter(f"{name}: {exc}") from None
+    return f
+
+
+@dataclass
+class TraceFilter:
+    """Conditions on a trace's figures (`llmlog.core.record.TraceSummary`); empty means
+    every trace."""
+
+    name: str | None = None  # the root span's name
+    feature: str | None = None
+    user_id: str | None = None
+    session_id: str | None = None
+    errors: bool = False  # only traces with a failed call or span
+    min_duration_ms: float | None = None
+    min_cost_usd: float | None = None
+    since: datetime | None = None  # on `started`
+    until: datetime | None = None  # on `started`, before it: how a page asks for older traces
+
+
+# Name → TraceFilter field, for the trace filters that are one figure equal to a value.
+TRACE_EQUALS = {"name": "name", "feature": "feature", "user": "user_id", "session": "session_id"}
+TRACE_NAMES = (*TRACE_EQUALS, "status", "min_ms", "min_cost", "since", "until")
+
+
+def _at_least(params: Any, name: str) -> float | None:
+    """A minimum given as `name`: a finite number, not negative."""
+    text = _one(params, name)
+    if text is None:
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise BadFilter(f"{name}: {text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0:
+        raise BadFilter(f"{name}: {text!r} is not a finite number of 0 or more")
+    return value
+
+
+def parse_trace_filter(params: Mapping[str, str | Sequence[str] | None] | Any) -> TraceFilter:
+    """The filter on traces `params` (by the names in TRACE_NAMES; others are not this
+    parser's) asks for. Raises BadFilter, saying which name and why, on a value it cannot read."""
+    f = TraceFilter()
+    for name, field_name in TRACE_EQUALS.items():
+        setattr(f, field_name, _one(params, name))
+    status = _one(params, "status") or ""
+    if status not in ("", "error"):
+        raise BadFilter(f"status: traces are filtered by 'error' only, not {status!r}")
+    f.errors = status == "error"
+    f.min_duration_ms = _at_least(params, "min_ms")
+    f.min_cost_usd = _at_least(params, "min_cost")
     for name in ("since", "until"):
         when = _one(params, name)
         if when:

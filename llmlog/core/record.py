@@ -418,6 +418,34 @@ class SpanEvent:
     body: Any = None
 
 
+@dataclass(slots=True)
+class TraceSummary:
+    """One trace's figures, from its spans and its calls (`Store.list_traces`,
+    `Store.trace_summary`), read without reading every call. A model call received over
+    OTLP is both a span (its span row) and a call; a call made inside `llmlog.span` is a call
+    only (its parent is the enclosing span)."""
+
+    trace_id: str
+    started: datetime  # the earliest span start or call timestamp (UTC)
+    ended: datetime | None  # the latest span end or call end (timestamp + latency)
+    name: str | None  # the root span's name (the span with no parent), if kept
+    service: str | None  # the root span's service
+    spans: int  # spans kept
+    calls: int  # calls kept with this trace id
+    errors: int  # calls with an error
+    failed_spans: int  # spans whose status is 'error'
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float  # the sum of the calls' known costs (0.0 when none is known)
+    feature: str | None  # of the trace's calls (the first seen that has one)
+    user_id: str | None
+    session_id: str | None
+
+    @property
+    def duration_ms(self) -> float | None:
+        return None if self.ended is None else (self.ended - self.started).total_seconds() * 1000
+
+
 _SPAN_FIELDS = tuple(f.name for f in dataclasses.fields(Span))
 _TRACE_ID = re.compile("[0-9a-f]{32}")
 _SPAN_ID = re.compile("[0-9a-f]{16}")

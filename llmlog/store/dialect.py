@@ -54,6 +54,17 @@ class Dialect:
     # last character: ids compare byte by byte, as UTF-8).
     id_starts_with: str | None = None
     rollup: RollupSQL | None = None
+    # A time `{t}` later by `{ms}` milliseconds (`{t}` itself when `{ms}` is NULL), in the
+    # form `timestamp` has (a call's end: its time and latency); the milliseconds from one
+    # time `{a}` to another `{b}`, to the microsecond.
+    later_by_ms_of: str = ""
+    ms_between_of: str = ""
+
+    def later_by_ms(self, t: str, ms: str) -> str:
+        return self.later_by_ms_of.replace("{t}", t).replace("{ms}", ms)
+
+    def ms_between(self, a: str, b: str) -> str:
+        return self.ms_between_of.replace("{a}", a).replace("{b}", b)
 
     def log2(self, value: str) -> str:
         return self.log2_of.replace("{x}", value)

@@ -1,6 +1,7 @@
-"""What every store offers for traces received over OTLP: spans and the log events that
-carry their content. Each write is held to regulated mode as a call's is (`Regulated`):
-what a store would not keep is given back, record by record (`Refused`), the rest stored."""
+"""What every store offers for traces: spans (received over OTLP, or made by `llmlog.span`)
+and the log events that carry their content; each trace's figures (`TraceSummary`). Each
+write is held to regulated mode as a call's is (`Regulated`): what a store would not keep is
+given back, record by record (`Refused`), the rest stored."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import abc
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from llmlog.core.record import Span, SpanEvent
+from llmlog.core.filters import TraceFilter
+from llmlog.core.record import Span, SpanEvent, TraceSummary
 from llmlog.store.regulated import Refused
 
 
@@ -28,6 +30,16 @@ class Traces(abc.ABC):
     def trace(self, trace_id: str) -> list[Span]:
         """The spans of one trace, earliest first."""
         return self.traces([trace_id])
+
+    @abc.abstractmethod
+    def list_traces(self, f: TraceFilter, limit: int = 50) -> list[TraceSummary]:
+        """The traces `f` selects, newest started first, `limit` at most; each trace's
+        figures without reading its calls (`llmlog.store.trace_rollup`). A page of older
+        ones: the same filter with `until` the last one's `started`."""
+
+    @abc.abstractmethod
+    def trace_summary(self, trace_id: str) -> TraceSummary | None:
+        """One trace's figures; None for a trace the store knows nothing of."""
 
     @abc.abstractmethod
     def insert_span_events(self, events: Sequence[SpanEvent]) -> list[Refused]:

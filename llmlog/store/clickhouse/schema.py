@@ -485,6 +485,19 @@ def m007_repair_figures(runner: Runner, cluster: str | None) -> None:
             )
 
 
+def m008_trace_index(runner: Runner, cluster: str | None) -> None:
+    """A trace's calls (`CallFilter(trace_id=…)`, a trace's figures) found without reading
+    every call: a bloom filter on `call_data.trace_id` per granule says where they cannot be,
+    as `by_id` does for an id. Built for the parts stored already too (a mutation that writes
+    the index files only). No `traces` table: a trace's figures are summed as they are read
+    (`clickhouse.traces`), for the duplicates and mutations no trigger here could follow."""
+    on = f" ON CLUSTER {cluster}" if cluster else ""
+    table = "call_data_local" if cluster else "call_data"
+    index = "by_trace trace_id TYPE bloom_filter(0.001) GRANULARITY 1"
+    runner.command(f"ALTER TABLE {table}{on} ADD INDEX IF NOT EXISTS {index}")
+    runner.command(f"ALTER TABLE {table}{on} MATERIALIZE INDEX by_trace SETTINGS mutations_sync = 2")
+
+
 MIGRATIONS: list[Callable[[Runner, str | None], None]] = [
     m001_initial,
     m002_accounts,
@@ -493,6 +506,7 @@ MIGRATIONS: list[Callable[[Runner, str | None], None]] = [
     m005_web_sessions,
     m006_daily_that_merges,
     m007_repair_figures,
+    m008_trace_index,
 ]
 
 

@@ -7,6 +7,19 @@ just after; if the store turned sealed-only meanwhile, the clear rows it let in 
 again and refused. A span sent again is a newer version of its row; changing one (`llmlog
 keys rotate`) writes the new version and deletes the older ones, a mutation that rewrites
 the parts holding them.
+
+A trace's figures (`list_traces`, `trace_summary`) are computed as they are read, not kept:
+the other stores' `traces` table is kept by triggers that count each row once as it is
+inserted, and here nothing can. A call sent twice at once is two rows of `call_data` until
+its parts merge (`ReplacingMergeTree`), a span sent again is a second version of its row,
+and a new cost or an erasure is a mutation, which a materialized view never sees (`daily`
+is summed again by day for it: `ClickHouseStore._recount`). So the figures are an aggregate
+over what is stored, each call counted once by its id and each span once by its id (its
+newest version), with the same meaning as `llmlog.store.trace_rollup`'s: one trace's calls
+are found through the bloom filter on `call_data.trace_id` (migration 8), its spans by the
+sorting key of `spans`, which leads with the trace id. A list aggregates every trace's calls
+and spans (the engine reads the few columns it needs of each) and keeps the newest; erasure
+and retention need nothing here, since what they delete is no longer summed.
 """
 
 from __future__ import annotations
@@ -18,8 +31,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 from llmlog.core.encryption import Policy, trace_clear_parts
-from llmlog.core.record import Span, SpanEvent, json_text
+from llmlog.core.filters import TraceFilter
+from llmlog.core.record import Span, SpanEvent, TraceSummary, json_text
+from llmlog.store import trace_rollup
 from llmlog.store.base import Store
+from llmlog.store.clickhouse import CLICKHOUSE
 from llmlog.store.clickhouse.engine import Engine, utc_time
 from llmlog.store.content import digest
 from llmlog.store.regulated import Admitted, Refused
@@ -31,6 +47,67 @@ _INSERTED = ["trace_id", "span_id", *SPAN_COLUMNS, "call_id", "version"]
 _EVENT_COLUMNS = ["key", "trace_id", "span_id", "name", "attributes", "body", "received"]
 # The newest version of each span; the call it became from whichever version named it.
 _LATEST = f"trace_id, span_id, {', '.join(f'argMax({c}, version)' for c in SPAN_COLUMNS)}, max(call_id)"
+
+
+def _figures_sql(where: str = "") -> str:
+    """Each trace's figures, in `trace_rollup.SUMMARY_COLUMNS` order, from its calls (each
+    once, by id) and its spans (each once, its newest version); `where`, a condition on
+    `trace_id` (its parameters given twice), narrows them to some traces. Filters on the
+    figures go in a HAVING clause after it."""
+    also = f" AND {where}" if where else ""
+    end = CLICKHOUSE.later_by_ms("c.at", "c.latency")
+
+    def first(column: str) -> str:
+        # The earliest call's value among those that have one, as from scratch elsewhere.
+        return f"CAST(argMinIf(c.{column}, (c.at, c.id), c.{column} IS NOT NULL) AS Nullable(String))"
+
+    # The inner columns have names of their own: ClickHouse reads a name as its alias first.
+    calls = f"""
+        SELECT assumeNotNull(c.trace) AS trace_id, min(c.at) AS t_started,
+            CAST(max({end}) AS Nullable(DateTime64(6, 'UTC'))) AS t_ended,
+            CAST(NULL AS Nullable(String)) AS t_name, CAST(NULL AS Nullable(String)) AS t_service,
+            toInt64(0) AS t_spans, toInt64(count()) AS t_calls, toInt64(sum(c.failed)) AS t_errors,
+            toInt64(0) AS t_failed_spans, toInt64(sum(ifNull(c.input, 0))) AS t_input,
+            toInt64(sum(ifNull(c.output, 0))) AS t_output, toFloat64(sum(ifNull(c.cost, 0))) AS t_cost,
+            {first("feature")} AS t_feature, {first("user")} AS t_user, {first("session")} AS t_session
+        FROM (
+            SELECT id, any(trace_id) AS trace, any(timestamp) AS at, any(latency_ms) AS latency,
+                max(error IS NOT NULL) AS failed, any(input_tokens) AS input, any(output_tokens) AS output,
+                any(cost_usd) AS cost, any(feature) AS feature, any(user_id) AS user,
+                any(session_id) AS session
+            FROM call_data WHERE trace_id IS NOT NULL{also} GROUP BY id
+        ) AS c
+        GROUP BY c.trace"""
+    latest = ", ".join(
+        f"argMax({c}, version) AS s_{c}"
+        for c in ("parent_id", "name", "start_time", "end_time", "status", "service")
+    )
+    root = "s.s_parent_id IS NULL"
+    spans = f"""
+        SELECT s.trace_id AS trace_id, min(s.s_start_time) AS t_started,
+            CAST(max(s.s_end_time) AS Nullable(DateTime64(6, 'UTC'))) AS t_ended,
+            if(countIf({root}) > 0, argMinIf(s.s_name, (s.s_start_time, s.span_id), {root}), NULL) AS t_name,
+            CAST(argMinIf(s.s_service, (s.s_start_time, s.span_id), {root}) AS Nullable(String)) AS t_service,
+            toInt64(count()) AS t_spans, toInt64(0) AS t_calls, toInt64(0) AS t_errors,
+            toInt64(countIf(s.s_status = 'error')) AS t_failed_spans, toInt64(0) AS t_input,
+            toInt64(0) AS t_output,
+            toFloat64(0) AS t_cost, CAST(NULL AS Nullable(String)) AS t_feature,
+            CAST(NULL AS Nullable(String)) AS t_user, CAST(NULL AS Nullable(String)) AS t_session
+        FROM (
+            SELECT trace_id, span_id, {latest} FROM spans {f"WHERE {where}" if where else ""}
+            GROUP BY trace_id, span_id
+        ) AS s
+        GROUP BY s.trace_id"""
+    summed = (
+        "min(p.t_started) AS started, max(p.t_ended) AS ended, max(p.t_name) AS name,"
+        " max(p.t_service) AS service, sum(p.t_spans) AS spans, sum(p.t_calls) AS calls,"
+        " sum(p.t_errors) AS errors, sum(p.t_failed_spans) AS failed_spans, sum(p.t_input) AS input_tokens,"
+        " sum(p.t_output) AS output_tokens, sum(p.t_cost) AS cost_usd, max(p.t_feature) AS feature,"
+        " max(p.t_user) AS user_id, max(p.t_session) AS session_id"
+    )
+    return (
+        f"SELECT p.trace_id AS trace_id, {summed} FROM ({calls} UNION ALL {spans}) AS p GROUP BY p.trace_id"
+    )
 
 
 def _span(row: Sequence[Any]) -> Span:
@@ -114,6 +191,17 @@ class ClickHouseTraces(Store):
             [sorted(set(trace_ids))],
         )
         return [_span(row) for row in rows]
+
+    def list_traces(self, f: TraceFilter, limit: int = 50) -> list[TraceSummary]:
+        # The conditions the other stores put on `traces`, here on the figures as summed.
+        clauses, params = trace_rollup.filter_sql(CLICKHOUSE, f)
+        having = f"HAVING {' AND '.join(clauses)}" if clauses else ""
+        rows = self._select(f"{_figures_sql()} {having} ORDER BY started DESC LIMIT {int(limit)}", params)
+        return [trace_rollup.summary(row, utc_time) for row in rows]
+
+    def trace_summary(self, trace_id: str) -> TraceSummary | None:
+        rows = self._select(_figures_sql("trace_id = %s"), [trace_id, trace_id])
+        return trace_rollup.summary(rows[0], utc_time) if rows else None
 
     def insert_span_events(self, events: Sequence[SpanEvent]) -> list[Refused]:
         if not events:

@@ -40,7 +40,7 @@ LOGIN_SETTING = "reader_login"  # {"user": …, "password": …} in `settings`, 
 # What the reader may read: the calls and what is computed from them.
 PUBLIC_RELATIONS = (
     "calls", "call_data", "content", "daily", "people_daily", "daily_seen", "spans", "span_events",
-    "llmlog_schema",
+    "traces", "llmlog_schema",
 )  # fmt: skip
 # What it must not, checked on each reader connection (an administrator's login included).
 PRIVATE_TABLES = ("accounts", "api_tokens", "settings", "audit", "web_sessions")

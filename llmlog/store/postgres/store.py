@@ -502,6 +502,7 @@ class PostgresStore(RowTables, PostgresTraces):
                 ).fetchall()
             ]
             out, candidates = self._delete_calls(cur, f"{column} = %s", [value])
+            self._erase_from_traces(cur, column, value, traces)
             named = " OR ".join(f"attributes ->> '{a}' = %s" for a in NAMING_ATTRIBUTES[column])
             needle = json.dumps(value, ensure_ascii=False)  # a JSON string, as jsonb writes one
             out.events = cur.execute(
@@ -514,7 +515,7 @@ class PostgresStore(RowTables, PostgresTraces):
             # And the note of which days counted them: a rollup that names them.
             cur.execute("DELETE FROM daily_seen WHERE who = %s AND kind = %s", (value, column[:-3]))
         # Dead rows stay in the table's pages until vacuumed: vacuum what held the text.
-        conn.execute("VACUUM call_data, content, spans, span_events")
+        conn.execute("VACUUM call_data, content, spans, span_events, traces")
         return out
 
     @staticmethod
@@ -631,7 +632,7 @@ class PostgresStore(RowTables, PostgresTraces):
                     continue
                 cur.execute(pgsql.SQL("DROP TABLE {}").format(table))
             self._partitions.discard(month)
-        conn.execute(f"VACUUM {'FULL ' if thorough else ''}call_data, content, spans, span_events")
+        conn.execute(f"VACUUM {'FULL ' if thorough else ''}call_data, content, spans, span_events, traces")
 
     def size_bytes(self) -> int:
         row = self.conn.execute(

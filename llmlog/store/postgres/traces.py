@@ -12,14 +12,17 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator, Sequence
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
 
-from llmlog.core.record import Span, SpanEvent, json_text
+from llmlog.core.filters import TraceFilter
+from llmlog.core.record import Span, SpanEvent, TraceSummary, json_text
+from llmlog.store import trace_rollup
 from llmlog.store.base import Store
 from llmlog.store.content import digest
+from llmlog.store.postgres import POSTGRES
 from llmlog.store.regulated import Refused
 
 # PostgreSQL text holds neither NUL nor unpaired surrogates (jsonb refuses \u0000 too).
@@ -43,10 +46,24 @@ _SPAN_COLUMNS = (
 )
 
 
+# A batch of spans as arrays, one a column, in the table's order; a span kept already keeps
+# its first form and gains the call id it lacked.
+_INSERT_SPANS = (
+    "INSERT INTO spans SELECT t, s, p, n, k, st, en, status, msg, a::jsonb, e::jsonb, svc, c FROM unnest("
+    + ", ".join(f"%b::{kind}[]" for kind in ("text",) * 5 + ("timestamptz",) * 2 + ("text",) * 6)
+    + ") AS u(t, s, p, n, k, st, en, status, msg, a, e, svc, c) ORDER BY t, s"
+    " ON CONFLICT (trace_id, span_id) DO UPDATE SET call_id = coalesce(spans.call_id, excluded.call_id)"
+)
+
+
 def _span(row: Sequence[Any]) -> Span:
     t, s, p, n, k, st, en, status, message, attrs, evs, service, call = row
     return Span(t, s, p, n, k, st.astimezone(UTC), en.astimezone(UTC) if en else None, status, message,
                 attrs or {}, evs or [], service, call)  # fmt: skip
+
+
+def _utc(t: datetime) -> datetime:
+    return t.astimezone(UTC)
 
 
 def _event_row(e: SpanEvent, received: int) -> tuple[Any, ...]:
@@ -73,18 +90,25 @@ class PostgresTraces(Store):
         with conn.transaction(), conn.cursor() as cur:
             # Regulated mode as the settings say now, not as when the store was opened.
             admitted = self._enforce_spans(spans, self._settings_now(cur))
-            rows = [
-                (s.trace_id, s.span_id, s.parent_id, s.name, s.kind, s.start, s.end, s.status,
-                 storable(s.status_message), json_text(storable(s.attributes)),
-                 json_text(storable(s.events)), s.service, s.call_id)
-                for s in admitted.records
-            ]  # fmt: skip
-            cur.executemany(
-                "INSERT INTO spans VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s, %s)"
-                " ON CONFLICT (trace_id, span_id)"
-                " DO UPDATE SET call_id = coalesce(spans.call_id, excluded.call_id)",
-                rows,
-            )
+            # One statement for the batch, so that the trigger keeping `traces` runs once a
+            # batch (as for calls), not once a span. A span twice in the batch is one row, as
+            # one statement must have it: its first form, with the first call id it was given
+            # (what inserting them one after another keeps). In key order: writers take the
+            # rows of `traces` in one order, as the calls' trigger does.
+            kept: dict[tuple[str, str], list[Any]] = {}
+            for s in admitted.records:
+                row = kept.get((s.trace_id, s.span_id))
+                if row is None:
+                    kept[(s.trace_id, s.span_id)] = [
+                        s.trace_id, s.span_id, s.parent_id, s.name, s.kind, s.start, s.end, s.status,
+                        storable(s.status_message), json_text(storable(s.attributes)),
+                        json_text(storable(s.events)), s.service, s.call_id,
+                    ]  # fmt: skip
+                elif row[-1] is None:
+                    row[-1] = s.call_id
+            if kept:
+                columns = [list(c) for c in zip(*(kept[k] for k in sorted(kept)), strict=True)]
+                cur.execute(_INSERT_SPANS, columns, binary=True)
         return admitted.refused
 
     def traces(self, trace_ids: Sequence[str]) -> list[Span]:
@@ -93,6 +117,25 @@ class PostgresTraces(Store):
             (sorted(set(trace_ids)),),
         )
         return [_span(row) for row in rows]
+
+    def list_traces(self, f: TraceFilter, limit: int = 50) -> list[TraceSummary]:
+        sql, params = trace_rollup.list_sql(self.dialect, f, limit)
+        return [trace_rollup.summary(row, _utc) for row in self.conn.execute(sql, params)]
+
+    def trace_summary(self, trace_id: str) -> TraceSummary | None:
+        row = self.conn.execute(trace_rollup.summary_sql(self.dialect), (trace_id,)).fetchone()
+        return None if row is None else trace_rollup.summary(row, _utc)
+
+    @staticmethod
+    def _erase_from_traces(cur: psycopg.Cursor[Any], column: str, value: str, traces: Sequence[str]) -> None:
+        """In erasure's transaction, after its deletes: the traces that held the person's
+        calls (`traces`), and those whose row names them (their calls may have gone to
+        retention before), summed again from what is left of them."""
+        named = cur.execute(f"SELECT trace_id FROM traces WHERE {column} = %s", (value,)).fetchall()
+        ids = sorted({*traces, *(t for (t,) in named)})
+        drop, fill = trace_rollup.resum_sql(POSTGRES, "trace_id = ANY(%s)")
+        cur.execute(drop, (ids,))
+        cur.execute(fill, (ids, ids))
 
     def insert_span_events(self, events: Sequence[SpanEvent]) -> list[Refused]:
         events = self._sealed_events(events)

@@ -27,6 +27,19 @@ SQLITE = Dialect(
     ),
     day_of="substr({x}, 1, 10)",
     any_word_in_response=None,
+    # Times are our fixed-width text ('…T12:00:00.123456Z'): its microseconds are read as
+    # digits, since SQLite's date functions keep milliseconds only.
+    later_by_ms_of=(
+        "CASE WHEN {ms} IS NULL THEN {t} ELSE strftime('%Y-%m-%dT%H:%M:%S', substr({t}, 1, 19), '+' ||"
+        " ((CAST(substr({t}, 21, 6) AS INTEGER) + CAST(round({ms} * 1000) AS INTEGER)) / 1000000)"
+        " || ' seconds') || printf('.%06dZ', (CAST(substr({t}, 21, 6) AS INTEGER)"
+        " + CAST(round({ms} * 1000) AS INTEGER)) % 1000000) END"
+    ),
+    ms_between_of=(
+        "((CAST(strftime('%s', substr({b}, 1, 19)) AS INTEGER) - CAST(strftime('%s', substr({a}, 1, 19))"
+        " AS INTEGER)) * 1000.0 + (CAST(substr({b}, 21, 6) AS INTEGER) - CAST(substr({a}, 21, 6) AS INTEGER))"
+        " / 1000.0)"
+    ),
     rollup=RollupSQL(
         count_type="INTEGER NOT NULL DEFAULT 0",
         map_type="TEXT NOT NULL DEFAULT '{}'",

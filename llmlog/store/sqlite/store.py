@@ -163,6 +163,7 @@ def _set_wal(db: sqlite3.Connection) -> None:
 _READABLE = frozenset(
     {
         "calls", "call_data", "content", "daily", "people_daily", "daily_seen", "spans", "span_events",
+        "traces",
         "sqlite_master", "sqlite_schema", "sqlite_temp_master", "sqlite_temp_schema",
         "json_each", "json_tree",
     }
@@ -504,6 +505,7 @@ class SQLiteStore(RowTables, SQLiteTraces):
                 )
             ]  # fmt: skip
             out = self._delete_calls(f"{column} = ?", [value])
+            self._erase_from_traces(column, value, traces)
             out.events = self._delete_waiting_events(column, value, traces)
             out.contents = self._delete_content(candidates)
             rollup = self.db.execute(f"DELETE FROM people_daily WHERE {column} = ?", (value,))

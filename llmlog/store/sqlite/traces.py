@@ -15,7 +15,9 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from llmlog.core.record import Span, SpanEvent, format_timestamp, parse_timestamp
+from llmlog.core.filters import TraceFilter
+from llmlog.core.record import Span, SpanEvent, TraceSummary, format_timestamp, parse_timestamp
+from llmlog.store import trace_rollup
 from llmlog.store.base import Store
 from llmlog.store.content import digest
 from llmlog.store.regulated import Refused
@@ -96,6 +98,25 @@ class SQLiteTraces(Store):
         spans = [_span(row) for row in rows]
         spans.sort(key=lambda s: (s.start, s.span_id))
         return spans
+
+    def list_traces(self, f: TraceFilter, limit: int = 50) -> list[TraceSummary]:
+        sql, params = trace_rollup.list_sql(self.dialect, f, limit)
+        return [trace_rollup.summary(row, parse_timestamp) for row in self.db.execute(sql, params)]
+
+    def trace_summary(self, trace_id: str) -> TraceSummary | None:
+        row = self.db.execute(trace_rollup.summary_sql(self.dialect), (trace_id,)).fetchone()
+        return None if row is None else trace_rollup.summary(row, parse_timestamp)
+
+    def _erase_from_traces(self, column: str, value: str, traces: Sequence[str]) -> None:
+        """In erasure's write transaction, after its deletes: the traces that held the
+        person's calls (`traces`), and those whose row names them (`column` = `value`: their
+        calls may have gone to retention before), summed again from what is left of them."""
+        named = self.db.execute(f"SELECT trace_id FROM traces WHERE {column} = ?", (value,))
+        ids = json.dumps(sorted({*traces, *(t for (t,) in named)}))
+        among = "trace_id IN (SELECT value FROM json_each(?))"
+        drop, fill = trace_rollup.resum_sql(self.dialect, among)
+        self.db.execute(drop, (ids,))
+        self.db.execute(fill, (ids, ids))
 
     def insert_span_events(self, events: Sequence[SpanEvent]) -> list[Refused]:
         events = self._sealed_events(events)
