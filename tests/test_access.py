@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from click.testing import CliRunner
 
 from llmlog.cli import cli
 from llmlog.core.filters import CallFilter
+from llmlog.core.record import Span
 from llmlog.operations import accounts
 from llmlog.store import ReadOnlyError, Store, open_store
 from llmlog.web.auth import AccessMiddleware, local_path
@@ -147,10 +149,30 @@ class Client:
         return self.submit("/login?next=/sessions", {"name": name, "password": password})
 
 
+TRACE = "7" * 32
+
+
 @pytest.fixture
 def server(backend: Backend) -> Iterator[Running]:
     with Running(backend) as running:
-        running.store.insert([make_call(i, system_prompt=f"{SECRET_TEXT} {i}") for i in range(30)])
+        running.store.insert(
+            [
+                make_call(i, system_prompt=f"{SECRET_TEXT} {i}", trace_id=TRACE if i in (3, 4) else None)
+                for i in range(30)
+            ]
+        )
+        # A trace whose spans carry text (an attribute, an event, a status message): figures
+        # and names to a viewer, the text to a debugger.
+        t0 = make_call(3).timestamp
+        running.store.insert_spans(
+            [
+                Span(TRACE, "1" * 16, None, "agent run", "internal", t0, t0 + timedelta(seconds=2),
+                     attributes={"input": SECRET_TEXT},
+                     events=[{"name": "note", "attributes": {"x": SECRET_TEXT}}]),
+                Span(TRACE, "2" * 16, "1" * 16, "chat", "client", t0, t0 + timedelta(seconds=1),
+                     status="error", status_message=SECRET_TEXT, call_id=CALL),
+            ]
+        )  # fmt: skip
         for name, role in (("vera", "viewer"), ("dan", "debugger"), ("ada", "admin")):
             accounts.add_user(running.store, name, role, PASSWORD)
         yield running
@@ -180,6 +202,8 @@ ROUTES = [
     (f"/users/{USER}", "debugger"),
     ("/sessions", "viewer"),
     ("/users", "viewer"),
+    (f"/traces/{TRACE}", "viewer"),
+    (f"/api/traces/{TRACE}", "viewer"),
     ("/api/sessions", "viewer"),
     ("/api/users", "viewer"),
     ("/dashboard?days=366", "viewer"),
@@ -232,6 +256,18 @@ def test_each_role_against_each_route(server: Running) -> None:
         "message"
         in clients["debugger"].get("/api/dashboard?days=366").json()["recent_errors"]["rows"][0]["error"]
     )
+    # A trace: to a viewer its tree and figures, no call linked; to a debugger, its text too.
+    seen = {role: clients[role].get(f"/api/traces/{TRACE}").json() for role in ("viewer", "debugger")}
+    assert [n["name"] for n in seen["viewer"]["nodes"]] == ["agent run", "chat", make_call(4).model]
+    assert seen["viewer"]["nodes"][1]["call"]["input_tokens"] == make_call(3).input_tokens
+    assert (
+        "attributes" not in seen["viewer"]["nodes"][0] and "status_message" not in seen["viewer"]["nodes"][1]
+    )
+    assert seen["debugger"]["nodes"][0]["attributes"] == {"input": SECRET_TEXT}
+    assert seen["debugger"]["nodes"][1]["status_message"] == SECRET_TEXT
+    assert 'href="/calls/' not in clients["viewer"].get(f"/traces/{TRACE}").text
+    page = clients["debugger"].get(f"/traces/{TRACE}").text
+    assert f'href="/calls/{CALL}"' in page and SECRET_TEXT in page
     # A viewer's pages offer no link to what it may not open.
     page = clients["viewer"].get("/dashboard?days=366").text
     assert 'href="/sql"' not in page and 'href="/sample"' not in page and 'href="/admin"' not in page
@@ -508,6 +544,8 @@ def test_every_route_says_who_may_open_it(tmp_path: Path) -> None:
         ("/dashboard", "GET"): "viewer",
         ("/sessions", "GET"): "viewer",
         ("/sessions/s-1", "GET"): "debugger",
+        ("/traces/abc", "GET"): "viewer",
+        ("/api/traces/abc", "GET"): "viewer",
         ("/api/users", "GET"): "viewer",
         ("/reports/errors", "GET"): "viewer",
         ("/api/reports/cost", "GET"): "viewer",

@@ -46,7 +46,6 @@ import llmlog
 from llmlog.analysis import reports
 from llmlog.core.config import Settings
 from llmlog.core.filters import CallFilter
-from llmlog.core.record import Span
 from llmlog.demo.fake_provider import FakeProvider
 from llmlog.demo.traffic import run_demo
 from llmlog.operations.replay import Providers
@@ -56,6 +55,7 @@ from llmlog.web import guard
 from llmlog.web.replay import response_text
 from tests.backends import Backend, PostgresBackend, SQLiteBackend, admin, new_schema
 from tests.test_investigate import drifting_calls
+from tests.traced import traced_agent
 from tests.webui import Running, make_call
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -658,43 +658,45 @@ def test_the_dashboard_draws_its_charts(tab: Tab) -> None:
     tab.shot("dashboard")
 
 
-def test_a_calls_trace_as_a_tree(tab: Tab) -> None:
-    # An agent's trace as an OTLP receiver keeps it: retrieve, a model call, a tool, another
-    # model call; the model-call spans became calls.
+def test_open_a_trace_open_a_call_from_it_and_come_back(tab: Tab) -> None:
+    # An agent's request traced with llmlog.span around the wrapped SDK: retrieve, a model
+    # call, a tool that fails, a model call refused by the provider.
     site = tab.site
-    trace = uuid.uuid4().hex
-    t0 = datetime.now(UTC) - timedelta(minutes=5)
-    first, second = (
-        make_call(900 + i, trace_id=trace, timestamp=t0 + timedelta(seconds=i)) for i in range(2)
-    )
-    site.store.insert([first, second])
-
-    def span(
-        sid: str, parent: str | None, name: str, start: float, took: float, call: str | None = None
-    ) -> Span:
-        begin = t0 + timedelta(seconds=start)
-        return Span(
-            trace, sid, parent, name, "internal", begin, begin + timedelta(seconds=took), call_id=call
-        )
-
-    site.store.insert_spans([
-        span("a" * 16, None, "agent run", 0, 3.0),
-        span("b" * 16, "a" * 16, "retrieve", 0.1, 0.4),
-        span("c" * 16, "a" * 16, "chat claude", 0.6, 1.0, first.id),
-        span("d" * 16, "a" * 16, "tool lookup_order", 1.7, 0.3),
-        span("e" * 16, "a" * 16, "chat claude", 2.1, 0.8, second.id),
-    ])  # fmt: skip
-    tab.open(f"/calls/{first.id}")
-    rows = tab.table("table.spans")
-    assert [r["span"].split(" (")[0] for r in rows] == [
-        "agent run", "retrieve", "chat claude", "tool lookup_order", "chat claude",
+    trace = traced_agent(site.backend.url, site.fake, fail=True)
+    plan, answer = sorted(site.store.recent(CallFilter(trace_id=trace), limit=10), key=lambda c: c.timestamp)
+    # From a call's page to its trace.
+    tab.open(f"/calls/{plan.id}")
+    assert "agent run › claude-sonnet-4-6 (this call)" in tab.text(".summary .in-trace")
+    tab.follow(".summary a.trace-link")
+    assert tab.path == f"/traces/{trace}"
+    figures = dict(zip(tab.page.locator(".kpis dt").all_inner_texts(),
+                       tab.page.locator(".kpis dd").all_inner_texts(), strict=True))  # fmt: skip
+    assert (figures["spans"], figures["calls"], figures["errors"]) == ("3", "2", "1 call, 1 span")
+    rows = tab.table("table.waterfall")
+    assert tab.page.locator("table.waterfall .name").all_inner_texts() == [
+        "agent run", "retrieve", "claude-sonnet-4-6", "tool lookup_order", "claude-sonnet-4-6",
     ]  # fmt: skip
-    assert "(this call)" in rows[2]["span"] and rows[3]["took"] == "300 ms"
-    bars = tab.page.locator("table.spans .bar")
-    assert bars.count() == 5 and bars.nth(0).bounding_box()["width"] > bars.nth(1).bounding_box()["width"]  # type: ignore[index]
+    assert rows[2]["model"] == "claude-sonnet-4-6" and rows[2]["tokens in / out"] == (
+        f"{plan.input_tokens:,} / {plan.output_tokens:,}"
+    )
+    assert "failed" in rows[3].classes and "LookupError: order 7 not found" in rows[3]["span"]
+    assert "failed" in rows[4].classes and "overloaded_error" in rows[4]["span"]
+    # Nested: each child indented past its parent; every node a bar on the time axis, the
+    # root's the widest.
+    names = tab.page.locator("table.waterfall .name")
+    assert names.nth(1).bounding_box()["x"] > names.nth(0).bounding_box()["x"]  # type: ignore[index]
+    bars = tab.page.locator("table.waterfall .bar")
+    widths = [bars.nth(i).bounding_box()["width"] for i in range(bars.count())]  # type: ignore[index]
+    assert len(widths) == 5 and widths[0] == max(widths) and min(widths) > 0
     tab.shot("trace")
-    tab.follow(tab.page.locator("table.spans a", has_text="chat claude"))
-    assert tab.path == f"/calls/{second.id}"
+    # A call opened from the trace, and back.
+    tab.follow(tab.page.locator("table.waterfall a", has_text="claude-sonnet-4-6").nth(1))
+    assert tab.path == f"/calls/{answer.id}"
+    assert "overloaded_error" in tab.text("section.error")
+    with tab.page.expect_navigation():
+        tab.page.go_back()
+    tab.landed()
+    assert tab.path == f"/traces/{trace}" and len(tab.table("table.waterfall")) == 5
 
 
 # ---------------------------------------------------------------------------- the content security policy
@@ -720,6 +722,7 @@ def test_the_pages_work_under_the_strict_content_security_policy(tab: Tab) -> No
         "/", f"/calls/{call.id}", f"/calls/{call.id}/replay", "/sample", "/sessions",
         f"/sessions/{quote(session)}", "/users", "/dashboard", "/reports", "/reports/errors",
         "/reports/drift", "/reports/cost", "/search?q=order", "/sql?q=SELECT+model+FROM+calls",
+        f"/traces/{traced_agent(site.backend.url, site.fake)}",
     ]  # fmt: skip
     for path in pages:
         response = tab.page.goto(site.base + path)

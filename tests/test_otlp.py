@@ -128,10 +128,16 @@ def test_an_instrumented_program_becomes_calls_and_a_trace_tree(
     assert root.parent_id is None and all(s.parent_id for s in spans[1:])
     assert {s.call_id for s in spans if s.call_id} == {first.id, second.id}
     assert all(s.duration_ms is not None and s.duration_ms >= 0 for s in spans)
-    # The call's page shows the tree, this call marked, the other one linked.
+    # The call's page links to its trace, whose page shows the tree, each call linked.
     page = collector.get(f"/calls/{first.id}").text
-    assert f"Trace ({len(spans)} spans)" in page and "tool lookup_order" in page
-    assert "(this call)" in page and f'href="/calls/{second.id}"' in page
+    assert f'href="/traces/{agent_trace}"' in page and f"{len(spans)} spans, 2 calls" in page
+    assert "(this call)" in page
+    tree = collector.get(f"/traces/{agent_trace}").text
+    assert (
+        "tool lookup_order" in tree
+        and f'href="/calls/{first.id}"' in tree
+        and f'href="/calls/{second.id}"' in tree
+    )
     # GenAI semconv span, its content carried by log events.
     (chat,) = calls_of(collector, chat_trace)
     assert (chat.provider, chat.model, chat.session_id) == ("openai", "gpt-4.1", "conv-7")
@@ -232,8 +238,10 @@ def test_otlp_json_with_deprecated_names_and_openinference_context(collector: Ru
                "name": HOSTILE, "startTimeUnixNano": str(NOW + 5)}  # fmt: skip
     post(collector, "/v1/traces", json.dumps(_otlp_json([hostile])).encode(), "application/json")
     page = collector.get(f"/calls/{oi.id}").text
+    tree = collector.get(f"/traces/{TRACE}").text
     assert_inert(page)
-    assert "&lt;script&gt;alert" in page
+    assert_inert(tree)
+    assert "&lt;script&gt;alert" in tree
     # Sent again: stored once.
     post(collector, "/v1/traces", json.dumps(_otlp_json(spans)).encode(), "application/json")
     assert len(calls_of(collector, TRACE)) == 2

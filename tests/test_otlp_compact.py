@@ -112,7 +112,9 @@ with tracer.start_as_current_span("agent run") as root:
     assert root[2] is None
     # The pages show the content, from the call; the trace, from the spans.
     page = collector.get(f"/calls/{call.id}").text
-    assert SYSTEM in page and ASKED in page and "Trace (" in page and "agent run" in page
+    assert (
+        SYSTEM in page and ASKED in page and f'href="/traces/{call.trace_id}"' in page and "agent run" in page
+    )
 
 
 NOW = 1_767_000_000_000_000_000

@@ -376,14 +376,15 @@ def test_pages_carry_no_inline_script_or_style(open_server: Running) -> None:
     """What the policy would block: no <style>, no style="", no script but our file."""
     s = open_server
     trace = "ab" * 16
-    call = make_call(500, trace_id=trace)  # with a trace: its timeline's bars
+    call = make_call(500, trace_id=trace)  # with a trace: its waterfall's bars
     s.store.insert([call])
     s.store.insert_spans([Span(trace, "c" * 16, None, "chat", "client", call.timestamp,
                                call.timestamp + timedelta(seconds=1), call_id=call.id)])  # fmt: skip
-    assert "timeline" in s.get(f"/calls/{call.id}").text
+    assert "timeline" in s.get(f"/traces/{trace}").text
     for path in ("/", f"/calls/{call.id}", "/sample", "/sessions", "/sessions/sess_0", "/users",
-                 "/users/user_0", "/dashboard", "/reports", "/reports/errors", "/reports/cost",
-                 "/search?q=question", f"/calls/{call.id}/replay", "/sql?q=SELECT+1", "/login"):  # fmt: skip
+                 "/users/user_0", f"/traces/{trace}", "/dashboard", "/reports", "/reports/errors",
+                 "/reports/cost", "/search?q=question", f"/calls/{call.id}/replay", "/sql?q=SELECT+1",
+                 "/login"):  # fmt: skip
         html = s.get(path).text
         assert "<style" not in html, path
         for tag, attrs in tags(html):

@@ -14,8 +14,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
+from llmlog.analysis import traces
 from llmlog.core.filters import EQUALS, BadFilter, CallFilter, parse_filter, parse_when
-from llmlog.core.record import Call, Span
+from llmlog.core.record import Call
 from llmlog.providers.conversation import conversation, gist, last_user_turn, response_turns
 from llmlog.store import Store
 from llmlog.store.base import Facet
@@ -126,42 +127,6 @@ def tool_trace(call: Call, later: list[Call]) -> list[ToolStep]:
     return steps
 
 
-@dataclass
-class SpanRow:
-    span: Span
-    depth: int
-    offset_ms: float  # from the trace's start
-    left: float  # where its bar starts and how wide it is, in % of the trace's length
-    width: float
-
-
-def span_tree(spans: list[Span]) -> list[SpanRow]:
-    """A trace's spans in tree order (each under its parent, by start), placed in time."""
-    if not spans:
-        return []
-    ids = {s.span_id for s in spans}
-    children: dict[str | None, list[Span]] = {}
-    for s in spans:
-        # A span whose parent never arrived shows at the top, not nowhere.
-        children.setdefault(s.parent_id if s.parent_id in ids else None, []).append(s)
-    start = min(s.start for s in spans)
-    end = max((s.end or s.start) for s in spans)
-    total = max((end - start).total_seconds() * 1000, 0.001)
-    rows: list[SpanRow] = []
-
-    def walk(parent: str | None, depth: int) -> None:
-        for s in sorted(children.get(parent, []), key=lambda s: s.start):
-            offset = (s.start - start).total_seconds() * 1000
-            rows.append(
-                SpanRow(s, depth, offset, 100 * offset / total, max(100 * (s.duration_ms or 0) / total, 0.3))
-            )
-            if len(rows) < 2000:
-                walk(s.span_id, depth + 1)
-
-    walk(None, 0)
-    return rows
-
-
 def listing(request: Request) -> tuple[list[Call], dict[str, Facet]]:
     web = web_of(request)
     f = call_filter(request.query_params)
@@ -198,7 +163,8 @@ def call_page(request: Request) -> Response:
         if call is None:
             raise Refusal("no such call", 404)
         before, after = neighbours(store, call)
-        spans = span_tree(store.trace(call.trace_id)) if call.trace_id else []
+        # The trace it is part of, summed up: the waterfall is the trace's own page.
+        tree = traces.read(store, call.trace_id) if call.trace_id else None
     return web.render(
         "call.html",
         call=call,
@@ -209,7 +175,8 @@ def call_page(request: Request) -> Response:
         previous=before,
         next=after[0] if after else None,
         trace=tool_trace(call, after),
-        spans=spans,
+        in_trace=tree,
+        path=tree.path_to(call.id) if tree else [],
     )
 
 

@@ -1,0 +1,385 @@
+"""A trace as a tree on its time axis: what the trace page (`/traces/{id}`), the call page's
+summary of its trace and `llmlog trace ID` all draw, built here once.
+
+A trace is made of spans and calls (`llmlog.core.record`). A call received over OTLP has a
+span of its own (`Span.call_id`): it is that span's node, with the call's figures (shown once
+when two spans are the same call, as an instrumentation's span around the SDK's own is). A call made
+by a wrapped client inside `llmlog.span` has no span: it is a node of its own under the span
+that holds it (`Call.parent_id`), placed by its timestamp and latency. A node whose parent
+never arrived (or whose parents go round in a circle, as hostile OTLP may send) is shown at
+the top, marked, never dropped.
+
+Everything in a span but its name and figures may be text an app logged (attributes, events,
+a status message): `tree_json` leaves it out unless asked (`text=True`), as a viewer may see
+figures only.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from llmlog.core.filters import CallFilter
+from llmlog.core.record import Call, Span
+from llmlog.store import Store
+
+# What one trace's view holds at most: the page, its JSON and the terminal draw this many
+# nodes (in tree order) and say how many were left out. A trace of 10,000 spans is read and
+# placed whole (its tree needs every span) but never drawn whole.
+MAX_NODES = 1000
+# The calls of a trace read for its nodes (brief: no prompt, no conversation).
+MAX_CALLS = 5000
+# The narrowest bar, in % of the trace's length: a span of no time still shows.
+MIN_WIDTH = 0.3
+
+
+@dataclass
+class Node:
+    """One row of the tree: a span, a call, or both (an OTLP model call's span)."""
+
+    name: str
+    depth: int
+    start: datetime
+    end: datetime | None
+    offset_ms: float  # from the trace's start
+    left: float  # where its bar starts and how wide it is, in % of the trace's length
+    width: float
+    span: Span | None = None  # None: a call made inside a span of the app's, with no span of its own
+    call: Call | None = None  # the call this node is, when it is one and was read
+    call_id: str | None = None  # the call this node is (a span's call may not have been read)
+    orphan: bool = False  # its parent never arrived: it is shown at the top
+    # Another span above it in the tree stands for the same call (an instrumentation's span
+    # around the SDK's own): the call's figures are shown there, once.
+    repeats_call: bool = False
+    parent_id: str | None = None  # the span it is under, as the trace says (an orphan's too)
+
+    @property
+    def duration_ms(self) -> float | None:
+        return None if self.end is None else (self.end - self.start).total_seconds() * 1000
+
+    @property
+    def span_failed(self) -> bool:
+        return self.span is not None and self.span.status == "error"
+
+    @property
+    def call_failed(self) -> bool:
+        return self.call is not None and bool(self.call.error)
+
+    @property
+    def failed(self) -> bool:
+        return self.span_failed or self.call_failed
+
+    @property
+    def error_type(self) -> str | None:
+        """The call's error type (a figure: a viewer sees it, not its message)."""
+        if not self.call_failed:
+            return None
+        error = self.call.error if self.call else None
+        kind = error.get("type") if isinstance(error, dict) else None
+        return str(kind) if kind else "error"
+
+
+@dataclass
+class Tree:
+    """A trace's nodes in tree order (each under its parent, by start), with the figures of
+    all it read; `nodes` are the first `limit` of them, those drawn."""
+
+    trace_id: str
+    every: list[Node]  # the whole tree: spans, and calls without a span of their own
+    limit: int
+    started: datetime | None
+    ended: datetime | None
+    name: str | None  # the root span's, when there is one root span
+    service: str | None
+    spans: int
+    calls: int  # calls read (`calls_capped`: there may be more)
+    errors: int  # calls with an error
+    failed_spans: int
+    input_tokens: int
+    output_tokens: int
+    cost_usd: float
+    orphans: int  # nodes shown at the top because their parent never arrived
+    calls_capped: bool = False
+
+    @property
+    def nodes(self) -> list[Node]:
+        return self.every[: self.limit]
+
+    @property
+    def total(self) -> int:
+        return len(self.every)
+
+    @property
+    def duration_ms(self) -> float | None:
+        if self.started is None or self.ended is None:
+            return None
+        return (self.ended - self.started).total_seconds() * 1000
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > len(self.nodes)
+
+    def path_to(self, call_id: str) -> list[Node]:
+        """The nodes from the root down to the call's node (its own last); [] if it is not in
+        the trace. Read from the whole tree, drawn or not."""
+        node = next((n for n in self.every if n.call_id == call_id), None)
+        if node is None:
+            return []
+        by_span = {n.span.span_id: n for n in self.every if n.span is not None}
+        path = [node]
+        seen = {id(node)}
+        while not path[-1].orphan and path[-1].parent_id in by_span:
+            parent = by_span[path[-1].parent_id]
+            if id(parent) in seen:  # a circle: stop where it closes
+                break
+            seen.add(id(parent))
+            path.append(parent)
+        return path[::-1]
+
+
+def _end_of(call: Call) -> datetime | None:
+    if call.latency_ms is None:
+        return None
+    try:
+        return call.timestamp + timedelta(milliseconds=max(call.latency_ms, 0.0))
+    except OverflowError:  # a latency past the calendar's end (hostile or broken input)
+        return None
+
+
+def _call_name(call: Call) -> str:
+    return call.model or "model call"
+
+
+def build(trace_id: str, spans: Iterable[Span], calls: Iterable[Call], limit: int = MAX_NODES) -> Tree:
+    """The tree of a trace's spans and calls (any order), its first `limit` nodes placed."""
+    spans = list(spans)
+    calls = list(calls)
+    by_call = {c.id: c for c in calls}
+    span_ids = {s.span_id for s in spans}
+    spans_calls = {s.call_id for s in spans if s.call_id}
+    # Each node's place on the time axis comes once the trace's length is known.
+    items: list[Node] = []
+    for s in spans:
+        call = by_call.get(s.call_id) if s.call_id else None
+        items.append(
+            Node(
+                s.name,
+                0,
+                s.start,
+                s.end,
+                0.0,
+                0.0,
+                0.0,
+                span=s,
+                call=call,
+                call_id=s.call_id,
+                parent_id=s.parent_id,
+            )
+        )
+    for c in calls:
+        if c.id in spans_calls:
+            continue  # drawn as its span
+        items.append(
+            Node(
+                _call_name(c),
+                0,
+                c.timestamp,
+                _end_of(c),
+                0.0,
+                0.0,
+                0.0,
+                call=c,
+                call_id=c.id,
+                parent_id=c.parent_id,
+            )
+        )
+    starts = [n.start for n in items]
+    ends = [e for n in items for e in (n.start, n.end) if e is not None]
+    started = min(starts) if starts else None
+    ended = max(ends) if ends else None
+
+    children: dict[str | None, list[Node]] = {}
+    for n in items:
+        own = n.span.span_id if n.span is not None else None
+        under = n.parent_id if n.parent_id in span_ids and n.parent_id != own else None
+        if under is None and n.parent_id is not None:
+            n.orphan = True
+        children.setdefault(under, []).append(n)
+    for group in children.values():
+        group.sort(key=lambda n: (n.start, n.span is None, n.name))
+
+    ordered: list[Node] = []
+    placed: set[int] = set()
+
+    def walk(roots: list[Node]) -> None:
+        # Depth first without recursion: a chain of 10,000 spans is 10,000 deep.
+        stack = [(n, 0) for n in reversed(roots)]
+        while stack:
+            n, depth = stack.pop()
+            if id(n) in placed:
+                continue
+            placed.add(id(n))
+            n.depth = depth
+            ordered.append(n)
+            if n.span is not None:
+                stack.extend((c, depth + 1) for c in reversed(children.get(n.span.span_id, [])))
+
+    walk(children.get(None, []))
+    # Spans whose parents make a circle are under each other and under nothing at the top:
+    # each circle is shown from its earliest span, at the top.
+    left_out = sorted((n for n in items if id(n) not in placed), key=lambda n: n.start)
+    for n in left_out:
+        if id(n) not in placed:
+            n.orphan = True
+            walk([n])
+
+    seen: set[str] = set()
+    for n in ordered:
+        if n.span is not None and n.call_id:
+            if n.call_id in seen:
+                n.call, n.repeats_call = None, True
+            seen.add(n.call_id)
+
+    total_ms = 0.0
+    if started is not None and ended is not None:
+        total_ms = (ended - started).total_seconds() * 1000
+    total_ms = max(total_ms, 0.001)
+    for n in ordered:
+        assert started is not None
+        n.offset_ms = (n.start - started).total_seconds() * 1000
+        n.left = min(100 * n.offset_ms / total_ms, 100.0)
+        n.width = max(min(100 * (n.duration_ms or 0.0) / total_ms, 100.0 - n.left), MIN_WIDTH)
+
+    roots = [n for n in children.get(None, []) if n.span is not None and not n.orphan]
+    root = roots[0].span if len(roots) == 1 else None
+    known = [c.cost_usd for c in calls if c.cost_usd is not None]
+    return Tree(
+        trace_id=trace_id,
+        every=ordered,
+        limit=limit,
+        started=started,
+        ended=ended,
+        name=root.name if root else None,
+        service=root.service if root else None,
+        spans=len(spans),
+        calls=len(calls),
+        errors=sum(1 for c in calls if c.error),
+        failed_spans=sum(1 for s in spans if s.status == "error"),
+        input_tokens=sum(c.input_tokens or 0 for c in calls),
+        output_tokens=sum(c.output_tokens or 0 for c in calls),
+        cost_usd=sum(known),
+        orphans=sum(1 for n in ordered if n.orphan),
+    )
+
+
+def read(store: Store, trace_id: str, limit: int = MAX_NODES) -> Tree | None:
+    """The tree of the trace `trace_id` as `store` keeps it; None when it holds neither a span
+    nor a call of it."""
+    spans = store.trace(trace_id)
+    calls = store.recent(CallFilter(trace_id=trace_id), limit=MAX_CALLS + 1, brief=True)
+    if not spans and not calls:
+        return None
+    capped = len(calls) > MAX_CALLS
+    tree = build(trace_id, spans, calls[:MAX_CALLS], limit)
+    tree.calls_capped = capped
+    return tree
+
+
+# ---------------------------------------------------------------- as JSON
+
+
+def _iso(t: datetime | None) -> str | None:
+    return None if t is None else t.isoformat()
+
+
+def call_json(c: Call) -> dict[str, Any]:
+    """A call's figures as a node of a trace shows them."""
+    return {
+        "id": c.id,
+        "timestamp": c.timestamp.isoformat(),
+        "provider": c.provider,
+        "model": c.model,
+        "feature": c.feature,
+        "input_tokens": c.input_tokens,
+        "output_tokens": c.output_tokens,
+        "cost_usd": c.cost_usd,
+        "latency_ms": c.latency_ms,
+        "error": (c.error.get("type") or "error") if isinstance(c.error, dict) and c.error else None,
+    }
+
+
+def node_json(n: Node, text: bool) -> dict[str, Any]:
+    s = n.span
+    out: dict[str, Any] = {
+        "kind": "span" if s is not None else "call",
+        "name": n.name,
+        "depth": n.depth,
+        "span_id": s.span_id if s else None,
+        "parent_id": n.parent_id,
+        "orphan": n.orphan,
+        "start": _iso(n.start),
+        "end": _iso(n.end),
+        "offset_ms": n.offset_ms,
+        "duration_ms": n.duration_ms,
+        "span_kind": s.kind if s else None,
+        "status": s.status if s else ("error" if n.call_failed else "ok"),
+        "service": s.service if s else None,
+        "call_id": n.call_id,
+        "call": call_json(n.call) if n.call else None,
+        "repeats_call": n.repeats_call,
+    }
+    if text and s is not None:
+        out.update(status_message=s.status_message, attributes=s.attributes, events=s.events)
+    return out
+
+
+def tree_json(tree: Tree, *, text: bool) -> dict[str, Any]:
+    """The tree as the trace page's JSON twin and `llmlog trace --json` give it. `text`: with
+    each span's attributes, events and status message (logged text: not for a viewer)."""
+    return {
+        "trace_id": tree.trace_id,
+        "name": tree.name,
+        "service": tree.service,
+        "started": _iso(tree.started),
+        "ended": _iso(tree.ended),
+        "duration_ms": tree.duration_ms,
+        "spans": tree.spans,
+        "calls": tree.calls,
+        "calls_capped": tree.calls_capped,
+        "errors": tree.errors,
+        "failed_spans": tree.failed_spans,
+        "input_tokens": tree.input_tokens,
+        "output_tokens": tree.output_tokens,
+        "cost_usd": tree.cost_usd,
+        "orphans": tree.orphans,
+        "nodes_total": tree.total,
+        "truncated": tree.truncated,
+        "nodes": [node_json(n, text) for n in tree.nodes],
+    }
+
+
+# ---------------------------------------------------------------- finding one
+
+_HEX = re.compile(r"[0-9a-f]{4,31}")
+
+
+def find(store: Store, given: str, limit: int = MAX_NODES) -> Tree | None:
+    """The tree of the trace `given` names: its whole id, or (as with git hashes) the start of
+    the id of a trace with spans, 4 hex digits or more; LookupError when several start so.
+    A prefix is matched on the spans' key, not on the calls, which have no index on it."""
+    tree = read(store, given, limit)
+    if tree is not None or not _HEX.fullmatch(given):
+        return tree
+    p = store.dialect.placeholder
+    # Every id that starts with these hex digits lies between them and them followed by "g".
+    rows = store.internal_query(
+        f"SELECT DISTINCT trace_id FROM spans WHERE trace_id >= {p} AND trace_id < {p} LIMIT 2",
+        [given, given + "g"],
+        timeout_s=10,
+    ).rows
+    if len(rows) > 1:
+        raise LookupError(f"trace id prefix {given!r} is ambiguous: more than one trace starts with it")
+    return read(store, str(rows[0][0]), limit) if rows else None
