@@ -23,14 +23,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from llmlog.core.filters import CallFilter
-from llmlog.core.record import Call, Span
+from llmlog.core.record import Call, Span, TraceSummary
 from llmlog.store import Store
 
 # What one trace's view holds at most: the page, its JSON and the terminal draw this many
 # nodes (in tree order) and say how many were left out. A trace of 10,000 spans is read and
 # placed whole (its tree needs every span) but never drawn whole.
 MAX_NODES = 1000
-# The calls of a trace read for its nodes (brief: no prompt, no conversation).
+# The calls of a trace read for its nodes (brief: no prompt, no conversation), its latest
+# first; the figures count them all (`Store.trace_summary`).
 MAX_CALLS = 5000
 # The narrowest bar, in % of the trace's length: a span of no time still shows.
 MIN_WIDTH = 0.3
@@ -84,25 +85,18 @@ class Node:
 
 @dataclass
 class Tree:
-    """A trace's nodes in tree order (each under its parent, by start), with the figures of
-    all it read; `nodes` are the first `limit` of them, those drawn."""
+    """A trace's nodes in tree order (each under its parent, by start), and its figures;
+    `nodes` are the first `limit` of them, those drawn."""
 
     trace_id: str
     every: list[Node]  # the whole tree: spans, and calls without a span of their own
     limit: int
-    started: datetime | None
-    ended: datetime | None
-    name: str | None  # the root span's, when there is one root span
-    service: str | None
-    spans: int
-    calls: int  # calls read (`calls_capped`: there may be more)
-    errors: int  # calls with an error
-    failed_spans: int
-    input_tokens: int
-    output_tokens: int
-    cost_usd: float
-    orphans: int  # nodes shown at the top because their parent never arrived
-    calls_capped: bool = False
+    # The trace's figures: the store's (`Store.trace_summary`, every call counted) when read
+    # from one, else summed over the spans and calls given.
+    summary: TraceSummary
+    started: datetime  # the time axis: from the earliest node's start to the latest end
+    ended: datetime
+    calls_read: int  # calls of the trace read for its nodes (all of them unless more than MAX_CALLS)
 
     @property
     def nodes(self) -> list[Node]:
@@ -113,14 +107,23 @@ class Tree:
         return len(self.every)
 
     @property
-    def duration_ms(self) -> float | None:
-        if self.started is None or self.ended is None:
-            return None
+    def truncated(self) -> bool:
+        return self.total > len(self.nodes)
+
+    @property
+    def axis_ms(self) -> float:
+        """The length of the time axis the nodes are placed on."""
         return (self.ended - self.started).total_seconds() * 1000
 
     @property
-    def truncated(self) -> bool:
-        return self.total > len(self.nodes)
+    def calls_capped(self) -> bool:
+        """Some of the trace's calls were not read: their nodes are missing from the tree."""
+        return self.calls_read < self.summary.calls
+
+    @property
+    def orphans(self) -> int:
+        """Nodes shown at the top because their parent never arrived."""
+        return sum(1 for n in self.every if n.orphan)
 
     def path_to(self, call_id: str) -> list[Node]:
         """The nodes from the root down to the call's node (its own last); [] if it is not in
@@ -140,6 +143,39 @@ class Tree:
         return path[::-1]
 
 
+def summed(trace_id: str, spans: list[Span], calls: list[Call]) -> TraceSummary | None:
+    """A trace's figures summed over these spans and calls, as the store sums them
+    (`llmlog.store.trace_rollup`); None for neither."""
+    times = [s.start for s in spans] + [c.timestamp for c in calls]
+    if not times:
+        return None
+    ends = [
+        e for e in [*(s.end for s in spans), *(_end_of(c) or c.timestamp for c in calls)] if e is not None
+    ]
+    roots = sorted((s for s in spans if s.parent_id is None), key=lambda s: (s.start, s.span_id))
+    first = {
+        name: next((getattr(c, name) for c in calls if getattr(c, name)), None)
+        for name in ("feature", "user_id", "session_id")
+    }
+    return TraceSummary(
+        trace_id=trace_id,
+        started=min(times),
+        ended=max(ends) if ends else None,
+        name=roots[0].name if roots else None,
+        service=roots[0].service if roots else None,
+        spans=len(spans),
+        calls=len(calls),
+        errors=sum(1 for c in calls if c.error),
+        failed_spans=sum(1 for s in spans if s.status == "error"),
+        input_tokens=sum(c.input_tokens or 0 for c in calls),
+        output_tokens=sum(c.output_tokens or 0 for c in calls),
+        cost_usd=sum(c.cost_usd for c in calls if c.cost_usd is not None),
+        feature=first["feature"],
+        user_id=first["user_id"],
+        session_id=first["session_id"],
+    )
+
+
 def _end_of(call: Call) -> datetime | None:
     if call.latency_ms is None:
         return None
@@ -153,8 +189,9 @@ def _call_name(call: Call) -> str:
     return call.model or "model call"
 
 
-def build(trace_id: str, spans: Iterable[Span], calls: Iterable[Call], limit: int = MAX_NODES) -> Tree:
-    """The tree of a trace's spans and calls (any order), its first `limit` nodes placed."""
+def build(trace_id: str, spans: Iterable[Span], calls: Iterable[Call], limit: int = MAX_NODES) -> Tree | None:
+    """The tree of a trace's spans and calls (any order), each node placed on its time axis,
+    with their figures; None for neither."""
     spans = list(spans)
     calls = list(calls)
     by_call = {c.id: c for c in calls}
@@ -196,10 +233,10 @@ def build(trace_id: str, spans: Iterable[Span], calls: Iterable[Call], limit: in
                 parent_id=c.parent_id,
             )
         )
-    starts = [n.start for n in items]
-    ends = [e for n in items for e in (n.start, n.end) if e is not None]
-    started = min(starts) if starts else None
-    ended = max(ends) if ends else None
+    if not items:
+        return None
+    started = min(n.start for n in items)
+    ended = max(e for n in items for e in (n.start, n.end) if e is not None)
 
     children: dict[str | None, list[Node]] = {}
     for n in items:
@@ -243,49 +280,50 @@ def build(trace_id: str, spans: Iterable[Span], calls: Iterable[Call], limit: in
                 n.call, n.repeats_call = None, True
             seen.add(n.call_id)
 
-    total_ms = 0.0
-    if started is not None and ended is not None:
-        total_ms = (ended - started).total_seconds() * 1000
-    total_ms = max(total_ms, 0.001)
+    total_ms = max((ended - started).total_seconds() * 1000, 0.001)
     for n in ordered:
-        assert started is not None
         n.offset_ms = (n.start - started).total_seconds() * 1000
         n.left = min(100 * n.offset_ms / total_ms, 100.0)
         n.width = max(min(100 * (n.duration_ms or 0.0) / total_ms, 100.0 - n.left), MIN_WIDTH)
 
-    roots = [n for n in children.get(None, []) if n.span is not None and not n.orphan]
-    root = roots[0].span if len(roots) == 1 else None
-    known = [c.cost_usd for c in calls if c.cost_usd is not None]
-    return Tree(
-        trace_id=trace_id,
-        every=ordered,
-        limit=limit,
-        started=started,
-        ended=ended,
-        name=root.name if root else None,
-        service=root.service if root else None,
-        spans=len(spans),
-        calls=len(calls),
-        errors=sum(1 for c in calls if c.error),
-        failed_spans=sum(1 for s in spans if s.status == "error"),
-        input_tokens=sum(c.input_tokens or 0 for c in calls),
-        output_tokens=sum(c.output_tokens or 0 for c in calls),
-        cost_usd=sum(known),
-        orphans=sum(1 for n in ordered if n.orphan),
-    )
+    figures = summed(trace_id, spans, calls)
+    assert figures is not None  # there are spans or calls
+    return Tree(trace_id, ordered, limit, figures, started, ended, len(calls))
 
 
 def read(store: Store, trace_id: str, limit: int = MAX_NODES) -> Tree | None:
-    """The tree of the trace `trace_id` as `store` keeps it; None when it holds neither a span
-    nor a call of it."""
+    """The tree of the trace `trace_id` as `store` keeps it, with the store's figures; None
+    when it holds neither a span nor a call of it."""
     spans = store.trace(trace_id)
-    calls = store.recent(CallFilter(trace_id=trace_id), limit=MAX_CALLS + 1, brief=True)
-    if not spans and not calls:
-        return None
-    capped = len(calls) > MAX_CALLS
-    tree = build(trace_id, spans, calls[:MAX_CALLS], limit)
-    tree.calls_capped = capped
+    calls = store.recent(CallFilter(trace_id=trace_id), limit=MAX_CALLS, brief=True)
+    tree = build(trace_id, spans, calls, limit)
+    if tree is not None:
+        tree.summary = store.trace_summary(trace_id) or tree.summary
     return tree
+
+
+@dataclass
+class InTrace:
+    """Where a call sits in its trace, as its page says: the trace's figures, the nodes from
+    the root down to the call's, and when the call starts in it."""
+
+    summary: TraceSummary
+    path: list[Node]
+    offset_ms: float
+
+
+def call_in_trace(store: Store, call: Call) -> InTrace | None:
+    """The trace `call` is part of, read from its spans and the store's figures, not from
+    its other calls."""
+    if not call.trace_id:
+        return None
+    tree = build(call.trace_id, store.trace(call.trace_id), [call])
+    summary = store.trace_summary(call.trace_id)
+    if tree is None or summary is None:
+        return None
+    path = tree.path_to(call.id)
+    start = path[-1].start if path else call.timestamp
+    return InTrace(summary, path, (start - summary.started).total_seconds() * 1000)
 
 
 # ---------------------------------------------------------------- as JSON
@@ -336,24 +374,35 @@ def node_json(n: Node, text: bool) -> dict[str, Any]:
     return out
 
 
-def tree_json(tree: Tree, *, text: bool) -> dict[str, Any]:
-    """The tree as the trace page's JSON twin and `llmlog trace --json` give it. `text`: with
-    each span's attributes, events and status message (logged text: not for a viewer)."""
+def summary_json(t: TraceSummary) -> dict[str, Any]:
+    """A trace's figures, as the traces list and a trace's JSON give them."""
     return {
-        "trace_id": tree.trace_id,
-        "name": tree.name,
-        "service": tree.service,
-        "started": _iso(tree.started),
-        "ended": _iso(tree.ended),
-        "duration_ms": tree.duration_ms,
-        "spans": tree.spans,
-        "calls": tree.calls,
-        "calls_capped": tree.calls_capped,
-        "errors": tree.errors,
-        "failed_spans": tree.failed_spans,
-        "input_tokens": tree.input_tokens,
-        "output_tokens": tree.output_tokens,
-        "cost_usd": tree.cost_usd,
+        "trace_id": t.trace_id,
+        "started": _iso(t.started),
+        "ended": _iso(t.ended),
+        "duration_ms": t.duration_ms,
+        "name": t.name,
+        "service": t.service,
+        "spans": t.spans,
+        "calls": t.calls,
+        "errors": t.errors,
+        "failed_spans": t.failed_spans,
+        "input_tokens": t.input_tokens,
+        "output_tokens": t.output_tokens,
+        "cost_usd": t.cost_usd,
+        "feature": t.feature,
+        "user_id": t.user_id,
+        "session_id": t.session_id,
+    }
+
+
+def tree_json(tree: Tree, *, text: bool) -> dict[str, Any]:
+    """The tree as the trace page's JSON twin and `llmlog trace --json` give it: the trace's
+    figures, then its nodes. `text`: with each span's attributes, events and status message
+    (logged text: not for a viewer)."""
+    return {
+        **summary_json(tree.summary),
+        "calls_read": tree.calls_read,
         "orphans": tree.orphans,
         "nodes_total": tree.total,
         "truncated": tree.truncated,

@@ -77,7 +77,7 @@ def tree_table(tree: Tree) -> Table:
     table.add_column("cost", justify="right", no_wrap=True)
     table.add_column("at", justify="right", no_wrap=True)
     table.add_column("took", justify="right", no_wrap=True)
-    table.add_column(f"0 – {fmt_ms(tree.duration_ms)}", no_wrap=True, min_width=BAR)
+    table.add_column(f"0 – {fmt_ms(tree.axis_ms)}", no_wrap=True, min_width=BAR)
     for n in tree.nodes:
         c = n.call
         table.add_row(
@@ -94,21 +94,20 @@ def tree_table(tree: Tree) -> Table:
 
 
 def _header(tree: Tree) -> Text:
+    t = tree.summary
     title = Text("Trace ", style="bold")
-    title.append(printable(tree.name or tree.trace_id), style="bold")
-    title.append(f"  {tree.trace_id}", style="dim")
-    if tree.service:
-        title.append(f"  service {printable(tree.service)}", style="dim")
-    failed = tree.errors or tree.failed_spans
-    calls = f"{tree.calls}{'+' if tree.calls_capped else ''}"
+    title.append(printable(t.name or t.trace_id), style="bold")
+    title.append(f"  {t.trace_id}", style="dim")
+    if t.service:
+        title.append(f"  service {printable(t.service)}", style="dim")
     figures = Text(
-        f"{fmt_ms(tree.duration_ms)} · {tree.spans} spans · {calls} calls · {tree.input_tokens} in /"
-        f" {tree.output_tokens} out tokens · {fmt_cost(tree.cost_usd)} · "
+        f"{fmt_ms(t.duration_ms)} · {t.spans} spans · {t.calls} calls · {t.input_tokens} in /"
+        f" {t.output_tokens} out tokens · {fmt_cost(t.cost_usd)} · "
     )
     figures.append(
-        f"{tree.errors} failed call{'' if tree.errors == 1 else 's'},"
-        f" {tree.failed_spans} failed span{'' if tree.failed_spans == 1 else 's'}",
-        style="red" if failed else "",
+        f"{t.errors} failed call{'' if t.errors == 1 else 's'},"
+        f" {t.failed_spans} failed span{'' if t.failed_spans == 1 else 's'}",
+        style="red" if t.errors or t.failed_spans else "",
     )
     return Text("\n").join([title, figures])
 
@@ -155,5 +154,7 @@ def trace(ctx: Ctx, trace_id: str, limit: int, as_json: bool) -> None:
     if tree.truncated:
         more = tree.total - len(tree.nodes)
         console.print(as_text(f"… {more} more spans and calls: --limit {tree.total} prints them all", "dim"))
+    if tree.calls_capped:
+        console.print(as_text(f"only its latest {tree.calls_read} calls are in the tree", "dim"))
     if tree.orphans:
         console.print(as_text(f"{tree.orphans} at the top name a parent span that never arrived", "dim"))

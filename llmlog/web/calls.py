@@ -164,7 +164,7 @@ def call_page(request: Request) -> Response:
             raise Refusal("no such call", 404)
         before, after = neighbours(store, call)
         # The trace it is part of, summed up: the waterfall is the trace's own page.
-        tree = traces.read(store, call.trace_id) if call.trace_id else None
+        in_trace = traces.call_in_trace(store, call)
     return web.render(
         "call.html",
         call=call,
@@ -175,8 +175,7 @@ def call_page(request: Request) -> Response:
         previous=before,
         next=after[0] if after else None,
         trace=tool_trace(call, after),
-        in_trace=tree,
-        path=tree.path_to(call.id) if tree else [],
+        in_trace=in_trace,
     )
 
 
