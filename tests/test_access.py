@@ -202,6 +202,8 @@ ROUTES = [
     (f"/users/{USER}", "debugger"),
     ("/sessions", "viewer"),
     ("/users", "viewer"),
+    ("/traces", "viewer"),
+    ("/api/traces?status=error", "viewer"),
     (f"/traces/{TRACE}", "viewer"),
     (f"/api/traces/{TRACE}", "viewer"),
     ("/api/sessions", "viewer"),
@@ -266,6 +268,11 @@ def test_each_role_against_each_route(server: Running) -> None:
     assert seen["debugger"]["nodes"][0]["attributes"] == {"input": SECRET_TEXT}
     assert seen["debugger"]["nodes"][1]["status_message"] == SECRET_TEXT
     assert 'href="/calls/' not in clients["viewer"].get(f"/traces/{TRACE}").text
+    listed = clients["viewer"].get("/api/traces").json()["traces"]
+    assert [(t["trace_id"], t["name"], t["calls"], t["failed_spans"]) for t in listed] == [
+        (TRACE, "agent run", 2, 1)
+    ]
+    assert f'href="/traces/{TRACE}"' in clients["viewer"].get("/traces").text
     page = clients["debugger"].get(f"/traces/{TRACE}").text
     assert f'href="/calls/{CALL}"' in page and SECRET_TEXT in page
     # A viewer's pages offer no link to what it may not open.
@@ -544,6 +551,8 @@ def test_every_route_says_who_may_open_it(tmp_path: Path) -> None:
         ("/dashboard", "GET"): "viewer",
         ("/sessions", "GET"): "viewer",
         ("/sessions/s-1", "GET"): "debugger",
+        ("/traces", "GET"): "viewer",
+        ("/api/traces", "GET"): "viewer",
         ("/traces/abc", "GET"): "viewer",
         ("/api/traces/abc", "GET"): "viewer",
         ("/api/users", "GET"): "viewer",

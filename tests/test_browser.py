@@ -664,10 +664,17 @@ def test_open_a_trace_open_a_call_from_it_and_come_back(tab: Tab) -> None:
     site = tab.site
     trace = traced_agent(site.backend.url, site.fake, fail=True)
     plan, answer = sorted(site.store.recent(CallFilter(trace_id=trace), limit=10), key=lambda c: c.timestamp)
-    # From a call's page to its trace.
-    tab.open(f"/calls/{plan.id}")
-    assert "agent run › claude-sonnet-4-6 (this call)" in tab.text(".summary .in-trace")
-    tab.follow(".summary a.trace-link")
+    # The recent traces, from the navigation; those with errors; the newest opened.
+    tab.open("/dashboard")
+    tab.follow(tab.page.locator("header nav a", has_text="Traces"))
+    tab.submit("form.filters", status="error")
+    assert tab.path == "/traces" and tab.params() == {"status": "error"}
+    listed = tab.table("table.traces")
+    assert listed[0].href == f"/traces/{trace}" and all("failed" in r.classes for r in listed)
+    assert (listed[0]["name"], listed[0]["spans"], listed[0]["calls"]) == ("agent run", "3", "2")
+    assert listed[0]["errors"] == "1 call, 1 span"
+    tab.shot("traces")
+    tab.follow("table.traces tbody tr a")
     assert tab.path == f"/traces/{trace}"
     figures = dict(zip(tab.page.locator(".kpis dt").all_inner_texts(),
                        tab.page.locator(".kpis dd").all_inner_texts(), strict=True))  # fmt: skip
@@ -697,6 +704,11 @@ def test_open_a_trace_open_a_call_from_it_and_come_back(tab: Tab) -> None:
         tab.page.go_back()
     tab.landed()
     assert tab.path == f"/traces/{trace}" and len(tab.table("table.waterfall")) == 5
+    # From a call's page to its trace.
+    tab.open(f"/calls/{plan.id}")
+    assert "agent run › claude-sonnet-4-6 (this call)" in tab.text(".summary .in-trace")
+    tab.follow(".summary a.trace-link")
+    assert tab.path == f"/traces/{trace}"
 
 
 # ---------------------------------------------------------------------------- the content security policy
@@ -722,7 +734,7 @@ def test_the_pages_work_under_the_strict_content_security_policy(tab: Tab) -> No
         "/", f"/calls/{call.id}", f"/calls/{call.id}/replay", "/sample", "/sessions",
         f"/sessions/{quote(session)}", "/users", "/dashboard", "/reports", "/reports/errors",
         "/reports/drift", "/reports/cost", "/search?q=order", "/sql?q=SELECT+model+FROM+calls",
-        f"/traces/{traced_agent(site.backend.url, site.fake)}",
+        f"/traces/{traced_agent(site.backend.url, site.fake)}", "/traces",
     ]  # fmt: skip
     for path in pages:
         response = tab.page.goto(site.base + path)

@@ -382,7 +382,7 @@ def test_pages_carry_no_inline_script_or_style(open_server: Running) -> None:
                                call.timestamp + timedelta(seconds=1), call_id=call.id)])  # fmt: skip
     assert "timeline" in s.get(f"/traces/{trace}").text
     for path in ("/", f"/calls/{call.id}", "/sample", "/sessions", "/sessions/sess_0", "/users",
-                 "/users/user_0", f"/traces/{trace}", "/dashboard", "/reports", "/reports/errors",
+                 "/users/user_0", "/traces", f"/traces/{trace}", "/dashboard", "/reports", "/reports/errors",
                  "/reports/cost", "/search?q=question", f"/calls/{call.id}/replay", "/sql?q=SELECT+1",
                  "/login"):  # fmt: skip
         html = s.get(path).text

@@ -5,8 +5,9 @@ wrapped real SDK inside `llmlog.span`, and an instrumented program's OTLP export
 from __future__ import annotations
 
 import dataclasses
+import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from html.parser import HTMLParser
@@ -321,3 +322,151 @@ def test_a_trace_of_calls_alone(site: Running) -> None:
     assert [row.href for row in rows] == [f"/calls/{c.id}" for c in calls]
     assert all(row.depth == 0 and "orphan" not in row.classes for row in rows)
     assert 'href="/traces/req-42/a%20b"' in site.get(f"/calls/{calls[0].id}").text
+
+
+# ---------------------------------------------------------------- the list
+
+
+def _fleet(site: Running, n: int = 60) -> list[str]:
+    """`n` traces a minute apart: trace k a root span named `job {k % 3}` lasting k × 100 ms,
+    holding one call (feature, user and session by k, cost k × 0.001 USD; every tenth
+    failed). Their ids, oldest first."""
+    ids = [f"{k + 1:032x}" for k in range(n)]
+    spans, calls = [], []
+    for k, trace in enumerate(ids):
+        spans.append(_span(trace, "a" * 16, None, f"job {k % 3}", k * 60, k * 0.1))
+        calls.append(
+            make_call(
+                1000 + k,
+                trace_id=trace,
+                parent_id="a" * 16,
+                timestamp=T0 + timedelta(seconds=k * 60),
+                latency_ms=k * 50.0,
+                feature=f"feature-{k % 2}",
+                user_id=f"user-{k % 4}",
+                session_id=f"session-{k % 5}",
+                cost_usd=k * 0.001,
+                error={"type": "api_error"} if k % 10 == 9 else None,
+            )
+        )
+    site.store.insert(calls)
+    site.store.insert_spans(spans)
+    return ids
+
+
+def listed(html: str) -> list[str]:
+    return re.findall(r'<a href="/traces/([^"]+)" title=', html)
+
+
+class _Cells(HTMLParser):
+    """The text of each cell of each body row of the table of class `traces`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self.inside = False
+        self.cell: list[str] | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "table":
+            self.inside = "traces" in (dict(attrs).get("class") or "")
+        elif self.inside and tag == "tr" and "data-step-item" in dict(attrs):
+            self.rows.append([])
+        elif self.inside and self.rows and tag == "td":
+            self.cell = []
+
+    def handle_data(self, data: str) -> None:
+        if self.cell is not None:
+            self.cell.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "td" and self.cell is not None:
+            self.rows[-1].append(" ".join("".join(self.cell).split()))
+            self.cell = None
+        elif tag == "table":
+            self.inside = False
+
+
+def cells(html: str) -> list[list[str]]:
+    parser = _Cells()
+    parser.feed(html)
+    return parser.rows
+
+
+def test_recent_traces_newest_first_with_older_pages(site: Running) -> None:
+    ids = _fleet(site)
+    r = site.get("/traces")
+    assert r.status_code == 200
+    assert listed(r.text) == ids[::-1][:50]
+    assert '<a href="/traces">Traces</a>' in r.text  # in the navigation
+    older = re.search(r'<a class="older" href="([^"]+)">', r.text)
+    assert older is not None
+    page2 = site.get(older.group(1).replace("&amp;", "&"))
+    assert listed(page2.text) == ids[::-1][50:]
+    assert 'class="older"' not in page2.text
+    # A row: started, name, feature, user, duration, spans, calls, tokens, cost, errors.
+    call = make_call(1059)
+    assert cells(r.text)[0] == [
+        "2026-03-01 12:59:00",
+        "job 2",
+        "feature-1",
+        "user-3",
+        "5,900 ms",
+        "1",
+        "1",
+        f"{call.input_tokens:,} / {call.output_tokens:,}",
+        "$0.0590",
+        "1 call, 0 spans",
+    ]
+    # Its JSON twin, with the same filters.
+    api = site.get("/api/traces").json()["traces"]
+    assert [t["trace_id"] for t in api] == ids[::-1][:50]
+    top = api[0]
+    assert (top["name"], top["spans"], top["calls"], top["errors"], top["feature"]) == (
+        "job 2",
+        1,
+        1,
+        1,
+        "feature-1",
+    )
+    assert top["duration_ms"] == pytest.approx(5900) and top["cost_usd"] == pytest.approx(0.059)
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        ({"name": "job 1"}, lambda k: k % 3 == 1),
+        ({"feature": "feature-0"}, lambda k: k % 2 == 0),
+        ({"user": "user-3"}, lambda k: k % 4 == 3),
+        ({"session": "session-2"}, lambda k: k % 5 == 2),
+        ({"status": "error"}, lambda k: k % 10 == 9),
+        ({"min_ms": "5000"}, lambda k: k * 100 >= 5000),
+        ({"min_cost": "0.05"}, lambda k: k * 0.001 >= 0.05 - 1e-12),
+        ({"since": (T0 + timedelta(minutes=40)).isoformat()}, lambda k: k >= 40),
+        (
+            {"name": "job 0", "status": "error", "min_ms": "2000"},
+            lambda k: k % 3 == 0 and k % 10 == 9 and k >= 20,
+        ),
+    ],
+)
+def test_traces_filters(site: Running, params: dict[str, str], expected: Callable[[int], bool]) -> None:
+    ids = _fleet(site)
+    want = [ids[k] for k in reversed(range(60)) if expected(k)][:50]
+    assert listed(site.get("/traces", params=params).text) == want
+    assert [t["trace_id"] for t in site.get("/api/traces", params=params).json()["traces"]] == want
+
+
+def test_traces_list_refuses_bad_filters_and_escapes_names(site: Running) -> None:
+    for params in ({"min_ms": "soon"}, {"min_cost": "-1"}, {"status": "ok"}, {"since": "last week"}):
+        page, api = site.get("/traces", params=params), site.get("/api/traces", params=params)
+        assert page.status_code == 400 and "text/html" in page.headers["content-type"], params
+        assert api.status_code == 400 and api.json()["error"].startswith(next(iter(params))), params
+    trace = uuid.uuid4().hex
+    site.store.insert([make_call(70, trace_id=trace, feature=HOSTILE, user_id=HOSTILE)])
+    site.store.insert_spans([_span(trace, "a" * 16, None, HOSTILE, 0, 1, service=HOSTILE)])
+    for params in ({}, {"name": HOSTILE}, {"user": HOSTILE}):
+        r = site.get("/traces", params=params)
+        assert listed(r.text) == [trace], params
+        assert_inert(r.text, str(params))
+    assert listed(site.get("/traces", params={"name": "x' OR '1'='1"}).text) == []
+    assert "No traces match" in site.get("/traces", params={"feature": "none"}).text

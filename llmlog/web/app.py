@@ -6,10 +6,10 @@ column only through the fixed list the store allows.
 
 Each group of pages is a module of handlers and a `routes()` function that lists them, each
 with the role that opens it: `calls` (the list, one call, the sample, the JSON API), `search`
-(words, and calls like one), `people` (sessions and users), `traces` (one trace as a
-waterfall), `replay`, `dashboard`, `reports`, `sql`, `admin` (signing in and out, the admin
-page); and the collector's, `ingest`. A handler finds what every page is given in the app's
-state (`state.web_of`), the collector its own (`ingest.collector_of`).
+(words, and calls like one), `people` (sessions and users), `traces` (the recent traces, one
+as a waterfall), `replay`, `dashboard`, `reports`, `sql`, `admin` (signing in and out, the
+admin page); and the collector's, `ingest`. A handler finds what every page is given in the
+app's state (`state.web_of`), the collector its own (`ingest.collector_of`).
 """
 
 from __future__ import annotations

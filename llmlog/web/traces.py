@@ -1,4 +1,5 @@
-"""Pages: one trace as a waterfall (`/traces/{id}`), and its JSON twin.
+"""Pages: the recent traces, filtered (`/traces`), one trace as a waterfall (`/traces/{id}`),
+and their JSON twins.
 
 The tree is `llmlog.analysis.traces`'s (the call page and `llmlog trace` draw the same one).
 A trace is figures and names, open to viewers; what a span may carry of an app's text (its
@@ -18,9 +19,14 @@ from starlette.routing import BaseRoute
 
 from llmlog.analysis import traces
 from llmlog.analysis.traces import Node, Tree
+from llmlog.core.filters import BadFilter, parse_trace_filter
+from llmlog.core.record import TraceSummary
 from llmlog.web.answer import JSONResponse, Refusal
 from llmlog.web.auth import Page
+from llmlog.web.calls import linker
 from llmlog.web.state import may, web_of
+
+PAGE = 50  # traces on one page of the list
 
 # What of a span's text one row of the page shows (its JSON twin has it whole): a thousand
 # rows of prompts quoted in attributes would make a page of megabytes.
@@ -65,6 +71,31 @@ def rows(tree: Tree, text: bool) -> list[Row]:
     return out
 
 
+def listing(request: Request) -> list[TraceSummary]:
+    """The newest traces the query string's filters select (`parse_trace_filter`'s names);
+    a 400 saying which filter and why for one it cannot read."""
+    try:
+        f = parse_trace_filter(request.query_params)
+    except BadFilter as exc:
+        raise Refusal(str(exc)) from None
+    with web_of(request).reading() as store:
+        return store.list_traces(f, limit=PAGE)
+
+
+def traces_page(request: Request) -> Response:
+    web = web_of(request)
+    found = listing(request)
+    link = linker(request, "/traces")
+    # Older: the same filters, before the last one's start (as the calls list pages).
+    older = link(until=found[-1].started.isoformat()) if len(found) == PAGE else None
+    api = linker(request, "/api/traces")()
+    return web.render("traces.html", rows=found, params=request.query_params, older=older, api=api)
+
+
+def api_traces(request: Request) -> Response:
+    return JSONResponse({"traces": [traces.summary_json(t) for t in listing(request)]})
+
+
 def one_trace(request: Request) -> Tree:
     """The tree of the trace the path names; a 404 when no store holds it."""
     trace_id = request.path_params["trace_id"]
@@ -90,6 +121,8 @@ def api_trace(request: Request) -> Response:
 
 def routes() -> list[BaseRoute]:
     return [
+        Page("/traces", traces_page, role="viewer"),
+        Page("/api/traces", api_traces, role="viewer"),
         Page("/traces/{trace_id:path}", trace_page, role="viewer"),
         Page("/api/traces/{trace_id:path}", api_trace, role="viewer"),
     ]
