@@ -157,3 +157,110 @@ def test_span_names_are_printed_as_text(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert "[bold red]x[/] \\x1b[31mred" in result.stdout and "[blink]boom[/blink]" in result.stdout
     assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+
+
+# ---------------------------------------------------------------- the list
+
+
+def _fleet(db: str) -> list[str]:
+    """Six traces ten minutes apart, newest now: trace k a root span named `job {k % 2}`
+    lasting k seconds, holding one call of user `u{k % 3}` costing k cents (trace 3 failed)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    ids = [f"{k + 1:032x}" for k in range(6)]
+    with open_store(db) as store:
+        for k, trace in enumerate(ids):
+            start = now - timedelta(minutes=10 * (5 - k))
+            store.insert_spans(
+                [Span(trace, "a" * 16, None, f"job {k % 2}", "internal", start, start + timedelta(seconds=k))]
+            )
+            store.insert(
+                [
+                    Call(
+                        trace_id=trace,
+                        parent_id="a" * 16,
+                        timestamp=start,
+                        model="claude-haiku-4-5",
+                        user_id=f"u{k % 3}",
+                        input_tokens=100 * k,
+                        output_tokens=10,
+                        cost_usd=0.01 * k,
+                        error={"type": "api_error"} if k == 3 else None,
+                    )
+                ]
+            )
+    return ids
+
+
+def listed(output: str) -> list[str]:
+    """The ids of a `traces` table's rows (the header line dropped)."""
+    return [line.split()[0] for line in lines_of(output)[1:]]
+
+
+def test_traces_lists_recent_traces_with_their_figures(tmp_path: Path) -> None:
+    db = str(tmp_path / "t.db")
+    ids = _fleet(db)
+    result = run(db, "traces")
+    assert result.exit_code == 0, result.output
+    header, *rows = lines_of(result.stdout)
+    assert header.split() == [
+        "id",
+        "started",
+        "(UTC)",
+        "name",
+        "duration",
+        "spans",
+        "calls",
+        "in",
+        "/",
+        "out",
+        "cost",
+        "errors",
+    ]
+    assert listed(result.stdout) == ids[::-1]
+    failed = re.split(r"\s{2,}", rows[2].strip())
+    assert failed[0] == ids[3] and failed[2:] == [
+        "job 1",
+        "3.00s",
+        "1",
+        "1",
+        "300 / 10",
+        "$0.0300",
+        "1 failed call",
+    ]
+    as_json = json.loads(run(db, "traces", "--json").stdout)
+    assert [t["trace_id"] for t in as_json] == ids[::-1]
+    assert (as_json[0]["name"], as_json[0]["duration_ms"], as_json[0]["cost_usd"]) == ("job 1", 5000.0, 0.05)
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["--name", "job 0"], [4, 2, 0]),
+        (["--user", "u1"], [4, 1]),
+        (["--errors"], [3]),
+        (["--min-ms", "3000"], [5, 4, 3]),
+        (["--min-cost", "0.035"], [5, 4]),
+        (["--since", "25m"], [5, 4, 3]),
+        (["--until", "25m"], [2, 1, 0]),
+        (["--limit", "2"], [5, 4]),
+        (["--name", "job 1", "--min-ms", "2000", "--errors"], [3]),
+    ],
+)
+def test_traces_filters(tmp_path: Path, args: list[str], expected: list[int]) -> None:
+    db = str(tmp_path / "t.db")
+    ids = _fleet(db)
+    result = run(db, "traces", *args)
+    assert result.exit_code == 0, result.output
+    assert listed(result.stdout) == [ids[k] for k in expected]
+
+
+def test_traces_says_what_is_wrong(tmp_path: Path) -> None:
+    db = str(tmp_path / "t.db")
+    _fleet(db)
+    bad = run(db, "traces", "--min-ms", "soon")
+    assert bad.exit_code == 2 and "Invalid value for '--min-ms': 'soon' is not a number" in bad.stderr
+    assert run(db, "traces", "--min-cost", "-1").exit_code == 2
+    assert "neither a duration" in run(db, "traces", "--since", "yesterday-ish").stderr
+    none = run(db, "traces", "--name", "nope")
+    assert none.exit_code == 0 and none.stdout == "" and "No traces match" in none.stderr
+    assert json.loads(run(db, "traces", "--name", "nope", "--json").stdout) == []

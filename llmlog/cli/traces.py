@@ -1,6 +1,6 @@
-"""`llmlog trace`: one trace as a tree in the terminal, each span and call with its offset,
-its duration and a bar on the trace's time axis (the tree is `llmlog.analysis.traces`'s, as
-the trace page draws it).
+"""`llmlog traces`: the recent traces, filtered, with their figures; `llmlog trace`: one trace
+as a tree in the terminal, each span and call with its offset, its duration and a bar on the
+trace's time axis (the tree is `llmlog.analysis.traces`'s, as the trace page draws it).
 
 Span names, status messages and error types are logged text: printed through rich `Text`
 (never as markup, never terminal control).
@@ -9,8 +9,10 @@ Span names, status messages and error types are logged text: printed through ric
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import click
+from rich.console import JustifyMethod
 from rich.table import Table
 from rich.text import Text
 
@@ -22,12 +24,17 @@ from llmlog.cli.core import (
     as_text,
     cli,
     console,
+    err_console,
     fmt_cost,
     fmt_ms,
+    fmt_time,
     or_dash,
     pass_ctx,
     printable,
 )
+from llmlog.core.filters import BadFilter, TraceFilter, parse_trace_filter
+from llmlog.core.record import TraceSummary
+from llmlog.pipeline.intake import hash_user_id
 
 BAR = 32  # the time axis's width, in characters
 DEEPEST = 16  # indentation stops here; a deeper node says how deep it is
@@ -143,8 +150,8 @@ def trace(ctx: Ctx, trace_id: str, limit: int, as_json: bool) -> None:
         raise click.ClickException(str(exc)) from None
     if tree is None:
         raise click.ClickException(
-            f"no trace with id {printable(trace_id)!r} (`llmlog show CALL` says a call's trace; the"
-            " start of an id is taken for traces with spans)"
+            f"no trace with id {printable(trace_id)!r} (`llmlog traces` lists them; the start of an"
+            " id is taken for traces with spans)"
         )
     if as_json:
         click.echo(json.dumps(traces.tree_json(tree, text=True), ensure_ascii=False, indent=2))
@@ -158,3 +165,124 @@ def trace(ctx: Ctx, trace_id: str, limit: int, as_json: bool) -> None:
         console.print(as_text(f"only its latest {tree.calls_read} calls are in the tree", "dim"))
     if tree.orphans:
         console.print(as_text(f"{tree.orphans} at the top name a parent span that never arrived", "dim"))
+
+
+# ---------------------------------------------------------------- the list
+
+# The list's columns, in order; `_DROP` says which give way first on a narrow terminal. The
+# id (what `trace` takes) is never dropped.
+_COLUMNS: list[tuple[str, JustifyMethod]] = [
+    ("id", "left"),
+    ("started (UTC)", "left"),
+    ("name", "left"),
+    ("duration", "right"),
+    ("spans", "right"),
+    ("calls", "right"),
+    ("in / out", "right"),
+    ("cost", "right"),
+    ("errors", "left"),
+]
+_DROP = ["spans", "in / out", "started (UTC)", "calls", "cost", "name", "duration", "errors"]
+
+
+def _row(t: TraceSummary) -> dict[str, Text]:
+    failed = ", ".join(
+        part
+        for n, what in ((t.errors, "call"), (t.failed_spans, "span"))
+        if n
+        for part in [f"{n} failed {what}{'' if n == 1 else 's'}"]
+    )
+    return {
+        "id": as_text(t.trace_id),
+        "started (UTC)": as_text(fmt_time(t.started)),
+        "name": as_text(t.name or "-"),
+        "duration": as_text(fmt_ms(t.duration_ms)),
+        "spans": as_text(str(t.spans)),
+        "calls": as_text(str(t.calls)),
+        "in / out": as_text(f"{t.input_tokens} / {t.output_tokens}"),
+        "cost": as_text(fmt_cost(t.cost_usd)),
+        "errors": as_text(failed, style="red"),
+    }
+
+
+def traces_table(found: list[TraceSummary], width: int | None = None) -> Table:
+    """The traces as a table that fits `width`: the least useful columns are left out until
+    the rest fit whole (as `llmlog calls` does)."""
+    rows = [_row(t) for t in found]
+    natural = {name: max([len(name), *(r[name].cell_len for r in rows)]) for name, _ in _COLUMNS}
+    shown = [name for name, _ in _COLUMNS]
+    if width is not None:
+        for name in _DROP:
+            if sum(natural[n] for n in shown) + 2 * (len(shown) - 1) <= width:
+                break
+            shown.remove(name)
+    table = Table(box=None, pad_edge=False, header_style="bold")
+    for name, justify in _COLUMNS:
+        if name in shown:
+            # The id never shrinks: a cut id cannot be pasted into `trace`.
+            least = natural[name] if name == "id" else None
+            table.add_column(name, justify=justify, no_wrap=True, min_width=least)
+    for r in rows:
+        table.add_row(*(r[n] for n in shown))
+    return table
+
+
+def trace_filter_of(ctx: Ctx, **kw: Any) -> TraceFilter:
+    """The filter on traces the options ask for, read by the traces page's parser. A user id
+    is hashed first where a secret is set (it is stored hashed)."""
+    user = kw.get("user")
+    if user is not None and ctx.settings.user_id_secret:
+        user = hash_user_id(user, ctx.settings.user_id_secret)
+    params = {
+        "name": kw.get("name"),
+        "feature": kw.get("feature"),
+        "user": user,
+        "session": kw.get("session"),
+        "status": "error" if kw.get("errors") else None,
+        "min_ms": kw.get("min_ms"),
+        "min_cost": kw.get("min_cost"),
+        "since": kw.get("since"),
+        "until": kw.get("until"),
+    }
+    try:
+        return parse_trace_filter(params)
+    except BadFilter as exc:
+        # The parser names the query string's parameter (min_ms: …): said as the option.
+        name, _, why = str(exc).partition(": ")
+        if name in params and why:
+            raise click.BadParameter(why, param_hint=f"'--{name.replace('_', '-')}'") from None
+        raise click.BadParameter(str(exc)) from None
+
+
+@cli.command(name="traces")
+@click.option("--name", help="Only traces whose root span has this name.")
+@click.option("--feature", help="Only traces of this feature (their calls').")
+@click.option("--user", help="Only this user's traces (hashed first if a secret is set).")
+@click.option("--session", help="Only traces of this session.")
+@click.option("--errors", is_flag=True, help="Only traces with a failed call or span.")
+@click.option("--min-ms", metavar="MS", help="Only traces that took at least this long (ms).")
+@click.option("--min-cost", metavar="USD", help="Only traces that cost at least this much.")
+@click.option("--since", help="Started from this time: 1h, 30m, 7d or ISO-8601.")
+@click.option("--until", help="Started before this time: 1h, 30m, 7d or ISO-8601.")
+@click.option(
+    "-n", "--limit", default=50, show_default=True, type=click.IntRange(1, MAX_COUNT), help="How many traces."
+)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+@pass_ctx
+def traces_command(ctx: Ctx, limit: int, as_json: bool, **filters: Any) -> None:
+    """The most recent traces, newest started first, each with its duration, spans, calls,
+    tokens, cost and failures; `llmlog trace ID` draws one.
+
+    \b
+    Examples:
+      llmlog traces
+      llmlog traces --errors --since 1h
+      llmlog traces --name "agent run" --min-ms 2000 --min-cost 0.05 --json
+    """
+    found = ctx.store.list_traces(trace_filter_of(ctx, **filters), limit)
+    if as_json:
+        click.echo(json.dumps([traces.summary_json(t) for t in found], ensure_ascii=False, indent=2))
+    elif not found:
+        err_console.print("No traces match.")
+    else:
+        console.print(traces_table(found, console.width))
