@@ -613,10 +613,15 @@ def m016_traces(cur: psycopg.Cursor[Any]) -> None:
     as in SQLite's migration 17. Rows inserted into a partition by name are not seen.
 
     The traces already stored, after the triggers (creating them locked out writers until
-    this transaction ends), in one statement."""
+    this transaction ends), in one statement. A store whose version was set back by hand has
+    them already: they are made again."""
     schema = cur.execute("SELECT current_schema()").fetchone()
     assert schema is not None and schema[0] is not None  # m002 checked it
     path = pgsql.SQL("SET search_path = {}, pg_temp").format(pgsql.Identifier(schema[0])).as_string(cur)
+    for function in ("traces_add_calls", "traces_add_spans", "traces_add_costs"):
+        cur.execute(f"DROP FUNCTION IF EXISTS {function}() CASCADE")  # and its trigger
+    cur.execute("DROP TABLE IF EXISTS traces")
+    cur.execute("DROP INDEX IF EXISTS call_data_trace")
     cur.execute("CREATE INDEX call_data_trace ON call_data (trace_id, timestamp) WHERE trace_id IS NOT NULL")
     counts = ("spans", "calls", "errors", "failed_spans", "input_tokens", "output_tokens")
     cur.execute(

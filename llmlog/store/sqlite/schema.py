@@ -629,7 +629,12 @@ def m017_traces(db: sqlite3.Connection) -> None:
     session id; a trace with nothing left loses its row.
 
     The traces already stored are summed from their calls and spans here, in one statement
-    (`from_scratch_sql`; the migration holds the write lock: nothing arrives meanwhile)."""
+    (`from_scratch_sql`; the migration holds the write lock: nothing arrives meanwhile).
+    A store whose version was set back by hand has them already: they are made again."""
+    for trigger in ("call_data_traces_insert", "spans_traces_insert", "call_data_traces_cost"):
+        db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+    db.execute("DROP TABLE IF EXISTS traces")
+    db.execute("DROP INDEX IF EXISTS call_data_trace")
     db.execute("CREATE INDEX call_data_trace ON call_data (trace_id, timestamp) WHERE trace_id IS NOT NULL")
     counts = ("spans", "calls", "errors", "failed_spans", "input_tokens", "output_tokens")
     db.execute(
