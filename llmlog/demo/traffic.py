@@ -118,14 +118,7 @@ class Demo:
 
     # ------------------------------------------------------------ features
 
-    def _support_turn(self, stream: bool, kwargs: dict[str, Any]) -> Any:
-        if stream:
-            with self.anthropic.messages.stream(**kwargs) as s:
-                return s.get_final_message()
-        return self.anthropic.messages.create(**kwargs)
-
-    def support_session(self, rng: random.Random) -> None:
-        version = rng.choice(["v3", "v4"])
+    def _support_call(self, rng: random.Random, version: str, messages: list[dict[str, Any]]) -> Any:
         system = [
             {
                 "type": "text",
@@ -133,55 +126,67 @@ class Demo:
                 "cache_control": {"type": "ephemeral"},
             }
         ]
+        kwargs: dict[str, Any] = dict(
+            model="claude-sonnet-4-6",
+            max_tokens=1024,
+            system=system,
+            tools=self.support_tools,
+            messages=messages,
+            extra_headers=self.headers(rng, refusals=REFUSALS if version == REFUSING_VERSION else 0),
+        )
+        if rng.random() < 0.5:
+            with self.anthropic.messages.stream(**kwargs) as s:
+                return s.get_final_message()
+        return self.anthropic.messages.create(**kwargs)
+
+    def support_sessions(self, rng: random.Random) -> None:
+        """Two conversations of one length, one on each prompt version, served turn by turn
+        as a server serves two at once: an A/B split stratified by length. The heavy tail of
+        lengths, which drives what a call costs, then falls on both versions alike, even
+        where the demo's budget cuts them short, and comparing the versions shows what the
+        version did (REFUSING_VERSION's refusals) rather than which drew the long sessions."""
         turns = min(int(rng.paretovariate(1.2)), 40)
-        messages: list[dict[str, Any]] = []
-        with llmlog.context(
-            session_id=f"sess_{uuid.UUID(int=rng.getrandbits(128)).hex[:12]}",
-            prompt_template_version=f"support-bot@{version}",
-        ):
-            for _ in range(turns):
-                messages.append({"role": "user", "content": _prose(rng, rng.randint(6, 40))})
-                while self.take():
-                    stream = rng.random() < 0.5
-                    kwargs: dict[str, Any] = dict(
-                        model="claude-sonnet-4-6",
-                        max_tokens=1024,
-                        system=system,
-                        tools=self.support_tools,
-                        messages=messages,
-                        extra_headers=self.headers(
-                            rng, refusals=REFUSALS if version == REFUSING_VERSION else 0
-                        ),
-                    )
-                    msg = self.guarded(self._support_turn, stream, kwargs)
-                    if msg is None:
-                        messages.pop()
-                        break
-                    messages = [
-                        *messages,
-                        {
-                            "role": "assistant",
-                            "content": [b.model_dump(exclude_none=True) for b in msg.content],
-                        },
-                    ]
-                    uses = [b for b in msg.content if b.type == "tool_use"]
-                    if not uses:
-                        break
-                    messages.append(
-                        {
-                            "role": "user",
-                            "content": [
-                                {
-                                    "type": "tool_result",
-                                    "tool_use_id": u.id,
-                                    "content": f'{{"status": "ok", "note": "{_prose(rng, 8)}"}}',
-                                }
-                                for u in uses
-                            ],
-                        }
-                    )
-                else:
+        versions = ["v3", "v4"]
+        rng.shuffle(versions)
+        sessions = [(v, f"sess_{uuid.UUID(int=rng.getrandbits(128)).hex[:12]}") for v in versions]
+        conversations: dict[str, list[dict[str, Any]]] = {v: [] for v in versions}
+        for _ in range(turns):
+            for version, session_id in sessions:
+                if not self.take():
                     return
+                question = _prose(rng, rng.randint(6, 40))
+                with llmlog.context(session_id=session_id, prompt_template_version=f"support-bot@{version}"):
+                    answered = self.guarded(
+                        self.support_reply, rng, version, conversations[version], question
+                    )
+                if answered is not None:  # a turn that failed is left out: the user asks anew
+                    conversations[version] = answered
+
+    def support_reply(
+        self, rng: random.Random, version: str, messages: list[dict[str, Any]], question: str
+    ) -> list[dict[str, Any]]:
+        """One user turn: the model asked, and asked again after each round of tools. Its
+        first model call is counted already (`take`). Returns the conversation with the turn
+        in it; a model call that fails raises out of it."""
+        messages = [*messages, {"role": "user", "content": question}]
+        while True:
+            msg = self._support_call(rng, version, messages)
+            content = [b.model_dump(exclude_none=True) for b in msg.content]
+            messages = [*messages, {"role": "assistant", "content": content}]
+            uses = [b for b in msg.content if b.type == "tool_use"]
+            if not uses:
+                return messages
+            results = [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": u.id,
+                    "content": f'{{"status": "ok", "note": "{_prose(rng, 8)}"}}',
+                }
+                for u in uses
+            ]
+            messages = [*messages, {"role": "user", "content": results}]
+            if not self.take():
+                return messages
 
     def code_review(self, rng: random.Random) -> None:
         if not self.take():
@@ -295,7 +300,7 @@ class Demo:
     def worker(self, seed: int) -> None:
         rng = random.Random(seed)
         features = [
-            ("support-bot", self.support_session, 5),
+            ("support-bot", self.support_sessions, 2.5),  # half the weight: two sessions each
             ("code-review", self.code_review, 3),
             ("summarize", self.summarize, 3),
             ("research-agent", self.research_agent, 2),
