@@ -6,6 +6,17 @@ assistant — against the local fake provider, so the store holds the shapes rea
 has: multi-KB system prompts re-sent on every turn, tool calls and results, streams, cache
 reads and writes, a few errors, several prompt versions.
 
+The agents' requests are traced as an app traces them, with `llmlog.span` and
+`@llmlog.trace`: a root span per request, named for it (`support-bot.reply`, one per user
+turn; `research-agent.run`; `sql-assistant.answer`), and inside it the steps that are not
+model calls — the context retrieved first, each tool the model asks for (a span named for the
+tool; now and then one raises, failing its span, and the model is told), the answer formatted
+last — with the wrapped model calls between them joining the tree by themselves. A model call
+that fails fails its request's span. The single-call features (code review, summaries) are
+left untraced, as an app would leave them: one call is its own record, latency included, and
+a span around it would say nothing more; so the store holds, as most do, calls in no trace
+beside the traced ones.
+
 Planted for the reports to find (`llmlog report …`, the UI's Reports):
 - code-review@v2, rolled out three days ago, answers three times as long as v1 (the silent
   "the model started writing essays" regression): drift flags code-review's output tokens
@@ -17,7 +28,10 @@ Planted for the reports to find (`llmlog report …`, the UI's Reports):
 
 from __future__ import annotations
 
+import html
+import json
 import random
+import re
 import shlex
 import threading
 import time
@@ -50,6 +64,55 @@ REFUSING_VERSION = "v4"  # of support-bot
 REFUSALS = 0.08
 BROKEN_USER = "user_013"
 BROKEN_USER_FAILS = 0.33
+
+# How often a tool the agents call fails (raises inside its span).
+TOOL_FAILS = 0.06
+
+
+class ToolError(Exception):
+    """A tool the model asked for failed: the app tells the model, as agents do."""
+
+
+def tool_output(rng: random.Random, name: str, args: dict[str, Any]) -> str:
+    """What a tool of the demo's agents gives back, after the time it takes (a few ms, as
+    a service nearby answers); now and then it raises instead."""
+    fails = rng.random() < TOOL_FAILS
+    if name == "web_search":
+        time.sleep(rng.uniform(8, 20) / 1000)
+        if fails:
+            raise TimeoutError("the search service did not answer within 10 s")
+        pages = [(rng.choice(WORDS), rng.choice(WORDS), _prose(rng, 12)) for _ in range(3)]
+        return json.dumps([{"url": f"https://{a}.example/{b}", "snippet": text} for a, b, text in pages])
+    if name == "read_page":
+        time.sleep(rng.uniform(4, 12) / 1000)
+        if fails:
+            raise ToolError(f"{args.get('url', 'the page')}: 403 Forbidden")
+        return _prose(rng, 30)
+    if name == "run_sql":
+        time.sleep(rng.uniform(3, 15) / 1000)
+        if fails:
+            raise ToolError(f'relation "{rng.choice(WORDS)}_events" does not exist')
+        return json.dumps([{"count": rng.randint(0, 9999)}])
+    # The support bot's: lookup_order, issue_refund, escalate.
+    time.sleep(rng.uniform(2, 8) / 1000)
+    if fails:
+        raise ToolError(f"no order {args.get('order_id', '')!r}")
+    return json.dumps({"status": "ok", "note": _prose(rng, 8)})
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z]+", text.lower())
+
+
+def with_context(text: str, docs: list[str]) -> str:
+    """The user's text with what was retrieved for it, as a retrieval-augmented prompt has it."""
+    return f"{text}\n\nContext:\n" + "\n".join(f"- {d}" for d in docs) if docs else text
+
+
+@llmlog.trace(name="format-answer")
+def format_answer(text: str) -> str:
+    """The model's answer as the app shows it: paragraphs as HTML, escaped."""
+    return "".join(f"<p>{html.escape(p.strip())}</p>" for p in text.split("\n\n") if p.strip())
 
 
 @dataclass
@@ -85,6 +148,11 @@ class Demo:
         ]
         self.sql_tools: list[Any] = [tool("run_sql", {"sql": "string"}, "chat")]
         self.users = [f"user_{i:03d}" for i in range(60)]
+        # What the agents retrieve from: help-center articles, past research notes, table docs.
+        self.indexes = {
+            index: [f"{index}/{i}: {_prose(rng, 6)}" for i in range(50)]
+            for index in ("help-center", "research-notes", "table-docs")
+        }
 
     def take(self) -> bool:
         with self.lock:
@@ -115,6 +183,31 @@ class Demo:
             with self.lock:
                 self.errors += 1
             return None
+
+    # ------------------------------------------------------------ the agents' own steps
+
+    def retrieve(self, rng: random.Random, index: str, query: str, k: int = 4) -> list[str]:
+        """What the app looks up before it asks the model (a vector search, say), in a span of
+        its own: the `k` documents of `index` sharing the most words with `query`."""
+        with llmlog.span("retrieve-context", index=index, k=k) as span:
+            time.sleep(rng.uniform(2, 6) / 1000)  # the search service's round trip
+            words = set(_words(query))
+            scored = sorted(((len(words & set(_words(d))), d) for d in self.indexes[index]), reverse=True)
+            hits = [doc for score, doc in scored[:k] if score]
+            span.set(hits=len(hits))
+            return hits
+
+    def run_tool(self, rng: random.Random, name: str, call_id: str, arguments: Any) -> tuple[str, bool]:
+        """Run the tool the model asked for in a span named for it: its output, and whether
+        it failed. A tool fails now and then, raising inside its span (which marks the span
+        failed); the app catches it there and tells the model, as agents do."""
+        try:
+            with llmlog.span(name, call_id=call_id, arguments=arguments) as span:
+                output = tool_output(rng, name, arguments if isinstance(arguments, dict) else {})
+                span.set(output_chars=len(output))
+                return output, False
+        except (ToolError, TimeoutError) as exc:
+            return json.dumps({"error": f"{type(exc).__name__}: {exc}"}), True
 
     # ------------------------------------------------------------ features
 
@@ -150,43 +243,46 @@ class Demo:
         rng.shuffle(versions)
         sessions = [(v, f"sess_{uuid.UUID(int=rng.getrandbits(128)).hex[:12]}") for v in versions]
         conversations: dict[str, list[dict[str, Any]]] = {v: [] for v in versions}
-        for _ in range(turns):
+        for turn in range(1, turns + 1):
             for version, session_id in sessions:
                 if not self.take():
                     return
                 question = _prose(rng, rng.randint(6, 40))
                 with llmlog.context(session_id=session_id, prompt_template_version=f"support-bot@{version}"):
                     answered = self.guarded(
-                        self.support_reply, rng, version, conversations[version], question
+                        self.support_reply, rng, version, conversations[version], question, turn
                     )
                 if answered is not None:  # a turn that failed is left out: the user asks anew
                     conversations[version] = answered
 
     def support_reply(
-        self, rng: random.Random, version: str, messages: list[dict[str, Any]], question: str
+        self, rng: random.Random, version: str, messages: list[dict[str, Any]], question: str, turn: int
     ) -> list[dict[str, Any]]:
-        """One user turn: the model asked, and asked again after each round of tools. Its
-        first model call is counted already (`take`). Returns the conversation with the turn
-        in it; a model call that fails raises out of it."""
-        messages = [*messages, {"role": "user", "content": question}]
-        while True:
-            msg = self._support_call(rng, version, messages)
-            content = [b.model_dump(exclude_none=True) for b in msg.content]
-            messages = [*messages, {"role": "assistant", "content": content}]
-            uses = [b for b in msg.content if b.type == "tool_use"]
-            if not uses:
-                return messages
-            results = [
-                {
-                    "type": "tool_result",
-                    "tool_use_id": u.id,
-                    "content": f'{{"status": "ok", "note": "{_prose(rng, 8)}"}}',
-                }
-                for u in uses
-            ]
-            messages = [*messages, {"role": "user", "content": results}]
-            if not self.take():
-                return messages
+        """One user turn, served as a traced request: the help center searched, the model
+        asked, the tools it asks for run and the model asked again, the answer formatted.
+        Its first model call is counted already (`take`). Returns the conversation with the
+        turn in it; a model call that fails raises out of it, failing the request's span."""
+        with llmlog.span("support-bot.reply", turn=turn):
+            articles = self.retrieve(rng, "help-center", question)
+            this_turn: list[dict[str, Any]] = [{"role": "user", "content": with_context(question, articles)}]
+            while True:
+                msg = self._support_call(rng, version, [*messages, *this_turn])
+                content = [b.model_dump(exclude_none=True) for b in msg.content]
+                this_turn = [*this_turn, {"role": "assistant", "content": content}]
+                uses = [b for b in msg.content if b.type == "tool_use"]
+                if not uses:
+                    format_answer("\n\n".join(b.text for b in msg.content if b.type == "text"))
+                    break
+                results: list[dict[str, Any]] = []
+                for u in uses:
+                    output, failed = self.run_tool(rng, u.name, u.id, u.input)
+                    result = {"type": "tool_result", "tool_use_id": u.id, "content": output}
+                    results.append({**result, "is_error": True} if failed else result)
+                this_turn = [*this_turn, {"role": "user", "content": results}]
+                if not self.take():
+                    break
+            # The articles were for this turn: the conversation keeps the question alone.
+            return [*messages, {"role": "user", "content": question}, *this_turn[1:]]
 
     def code_review(self, rng: random.Random) -> None:
         if not self.take():
@@ -236,66 +332,85 @@ class Demo:
 
     def research_agent(self, rng: random.Random) -> None:
         version = rng.choice(["v1", "v2"])
-        items: list[Any] = [{"role": "user", "content": f"Research: {_prose(rng, 12)}"}]
+        topic = _prose(rng, 12)
         with llmlog.context(
             session_id=f"agent_{uuid.UUID(int=rng.getrandbits(128)).hex[:12]}",
             prompt_template_version=f"research-agent@{version}",
         ):
-            for _ in range(rng.randint(1, 6)):
-                if not self.take():
+            if self.take():
+                self.guarded(self.research, rng, version, topic, rng.randint(1, 6))
+
+    def research(self, rng: random.Random, version: str, topic: str, max_steps: int) -> None:
+        """A research run as a traced request: past notes retrieved, then the model and the
+        tools it asks for in turn, for at most `max_steps` model calls (the first counted
+        already), the report formatted at the end."""
+        with llmlog.span("research-agent.run", max_steps=max_steps) as run:
+            notes = self.retrieve(rng, "research-notes", topic)
+            items: list[Any] = [{"role": "user", "content": with_context(f"Research: {topic}", notes)}]
+            for step in range(max_steps):
+                if step and not self.take():
                     return
-                resp = self.guarded(
-                    lambda: self.openai.responses.create(
-                        model="gpt-5-mini",
-                        instructions=self.prompts[("research-agent", version)],
-                        input=items,
-                        tools=self.agent_tools,
-                        extra_headers=self.headers(rng),
-                    )
+                resp = self.openai.responses.create(
+                    model="gpt-5-mini",
+                    instructions=self.prompts[("research-agent", version)],
+                    input=items,
+                    tools=self.agent_tools,
+                    extra_headers=self.headers(rng),
                 )
-                if resp is None:
-                    return
                 calls = [o for o in resp.output if o.type == "function_call"]
                 if not calls:
+                    format_answer(resp.output_text)
                     return
                 for fc in calls:
-                    items.append(
+                    output, _ = self.run_tool(rng, fc.name, fc.call_id, json.loads(fc.arguments))
+                    items = [
+                        *items,
                         {
                             "type": "function_call",
                             "call_id": fc.call_id,
                             "name": fc.name,
                             "arguments": fc.arguments,
-                        }
-                    )
-                    items.append(
-                        {"type": "function_call_output", "call_id": fc.call_id, "output": _prose(rng, 30)}
-                    )
+                        },
+                        {"type": "function_call_output", "call_id": fc.call_id, "output": output},
+                    ]
+            run.set(stopped="max_steps")  # out of steps with tools still asked for: no report
 
     def sql_assistant(self, rng: random.Random) -> None:
-        messages: list[Any] = [
-            {"role": "system", "content": self.prompts[("sql-assistant", "v2")]},
-            {"role": "user", "content": f"How many {rng.choice(WORDS)} rows last week?"},
-        ]
+        question = f"How many {rng.choice(WORDS)} rows last week?"
         with llmlog.context(prompt_template_version="sql-assistant@v2"):
-            for _ in range(3):
-                if not self.take():
+            if self.take():
+                self.guarded(self.sql_answer, rng, question)
+
+    def sql_answer(self, rng: random.Random, question: str) -> None:
+        """A question answered as a traced request: the tables' docs retrieved, then the model
+        and the queries it asks to run, for at most three model calls (the first counted
+        already), the answer formatted at the end."""
+        with llmlog.span("sql-assistant.answer", question=question):
+            tables = self.retrieve(rng, "table-docs", question, k=3)
+            messages: list[Any] = [
+                {"role": "system", "content": self.prompts[("sql-assistant", "v2")]},
+                {"role": "user", "content": with_context(question, tables)},
+            ]
+            for step in range(3):
+                if step and not self.take():
                     return
-                resp = self.guarded(
-                    lambda: self.openai.chat.completions.create(
-                        model="gpt-4.1-mini",
-                        messages=messages,
-                        tools=self.sql_tools,
-                        extra_headers=self.headers(rng),
-                    )
+                resp = self.openai.chat.completions.create(
+                    model="gpt-4.1-mini",
+                    messages=messages,
+                    tools=self.sql_tools,
+                    extra_headers=self.headers(rng),
                 )
-                if resp is None:
-                    return
                 msg = resp.choices[0].message
                 if not msg.tool_calls:
+                    format_answer(msg.content or "")
                     return
-                messages.append(msg.model_dump(exclude_none=True))
+                messages = [*messages, msg.model_dump(exclude_none=True)]
                 for tc in msg.tool_calls:
-                    messages.append({"role": "tool", "tool_call_id": tc.id, "content": '[{"count": 42}]'})
+                    if tc.type != "function":  # only functions are offered
+                        continue
+                    fn = tc.function
+                    output, _ = self.run_tool(rng, fn.name, tc.id, json.loads(fn.arguments))
+                    messages = [*messages, {"role": "tool", "tool_call_id": tc.id, "content": output}]
 
     def worker(self, seed: int) -> None:
         rng = random.Random(seed)
