@@ -28,6 +28,7 @@ Planted for the reports to find (`llmlog report …`, the UI's Reports):
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import json
 import random
@@ -51,7 +52,7 @@ import llmlog
 from llmlog.core.config import Settings, default_db
 from llmlog.core.filters import CallFilter
 from llmlog.core.prompts import natural
-from llmlog.core.record import Call
+from llmlog.core.record import Call, Span
 from llmlog.demo.fake_provider import FakeProvider
 from llmlog.demo.workload import WORDS, feature_prompts, tool
 from llmlog.demo.workload import prose as _prose
@@ -434,32 +435,83 @@ def add_history(url: str, since: datetime, days: int, rng: random.Random) -> int
     """Copy the sessions recorded since `since` into each of the `days` days before, a
     random third of them per day, with new ids: the dashboard and the reports have a month
     to show. Copies are tagged `history`. No copy of VERBOSE_VERSION is older than its
-    rollout. Returns how many calls were added."""
+    rollout. The spans of the traces a session's calls are in are copied with them, under
+    new trace and span ids, shifted as the calls are, so that each copied trace is a whole
+    tree. Returns how many calls were added."""
     with open_store(url) as store:
-        sessions: dict[str | None, list[Call]] = {}
+        sessions: dict[str, list[Call]] = {}
         for c in store.iter_calls(CallFilter(since=since)):
-            sessions.setdefault(c.session_id or c.id, []).append(c)
+            # A request outside any session (the SQL assistant's) keeps its calls together
+            # by its trace: copied apart, they would leave its tree in pieces.
+            sessions.setdefault(c.session_id or c.trace_id or c.id, []).append(c)
+        spans: dict[str, list[Span]] = {}
+        for s in store.traces([c.trace_id for calls in sessions.values() for c in calls if c.trace_id]):
+            spans.setdefault(s.trace_id, []).append(s)
         added = 0
         for day in range(1, days + 1):
             batch: list[Call] = []
+            span_batch: list[Span] = []
             for key, calls in sessions.items():
                 if rng.random() > 1 / 3:
                     continue
                 shift = timedelta(days=day, seconds=rng.uniform(-3600, 3600))
                 session = f"{key}-{day}d" if calls[0].session_id else None
+                copy = _Renamed(rng)
                 for c in calls:
                     if c.prompt_template_version == VERBOSE_VERSION and day > VERBOSE_SINCE_DAYS:
                         continue
                     batch.append(
                         c.replace(
-                            id=str(uuid.UUID(int=rng.getrandbits(128), version=4)),
+                            id=copy.call(c.id),
                             timestamp=c.timestamp - shift,
                             session_id=session,
                             tags=[*(c.tags or []), "history"],
+                            trace_id=c.trace_id and copy.trace(c.trace_id),
+                            parent_id=c.parent_id and copy.span(c.parent_id),
                         )
                     )
+                for trace_id in dict.fromkeys(c.trace_id for c in calls if c.trace_id):
+                    span_batch += [
+                        dataclasses.replace(
+                            s,
+                            trace_id=copy.trace(s.trace_id),
+                            span_id=copy.span(s.span_id),
+                            parent_id=s.parent_id and copy.span(s.parent_id),
+                            start=s.start - shift,
+                            end=None if s.end is None else s.end - shift,
+                            call_id=copy.calls.get(s.call_id) if s.call_id else None,
+                        )
+                        for s in spans.get(trace_id, ())
+                    ]
             added += store.insert(batch)
+            store.insert_spans(span_batch)
         return added
+
+
+class _Renamed:
+    """The new ids of one copy of a session: each old id given the same new one wherever it
+    appears (a span's id and its children's parent_id, a trace's id on its spans and calls)."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+        self.calls: dict[str, str] = {}
+        self.ids: dict[str, str] = {}
+
+    def call(self, old: str) -> str:
+        new = self.calls[old] = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+        return new
+
+    def trace(self, old: str) -> str:
+        return self._new(old, 128)
+
+    def span(self, old: str) -> str:
+        return self._new(old, 64)
+
+    def _new(self, old: str, bits: int) -> str:
+        # Trace ids and span ids differ in length: one map holds both.
+        if old not in self.ids:
+            self.ids[old] = f"{self.rng.getrandbits(bits):0{bits // 4}x}"
+        return self.ids[old]
 
 
 def write_prompts(texts: dict[tuple[str, str], str], root: Path) -> tuple[list[str], list[str]]:
