@@ -181,8 +181,10 @@ def demo(ctx: Ctx, n_calls: int, seed: int, history_days: int) -> None:
     """Fill the store with realistic calls made through the real SDKs against a local fake provider.
 
     Several features, multi-turn sessions, tool use, streaming, a few errors and several prompt
-    versions, recorded by `llmlog.wrap` exactly as in an application. Copies of them over the
-    30 days before (tagged 'history') give the dashboard a month to show.
+    versions, recorded by `llmlog.wrap` exactly as in an application; the agents' requests
+    traced with `llmlog.span` (retrieve, model, tool, model, format). Copies of them over the
+    30 days before (tagged 'history'), their traces with them, give the dashboard a month to
+    show.
 
     \b
     Examples:
