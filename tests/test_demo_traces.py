@@ -55,6 +55,7 @@ def test_the_demos_agent_requests_are_whole_trees_history_copies_too(backend: Ba
         assert all(c.trace_id is None for c in calls if c.feature not in ROOTS)
         assert all(c.trace_id and c.parent_id for c in agents)
         spans = store.traces(sorted({c.trace_id for c in agents if c.trace_id}))
+        summaries = {s.trace_id: store.trace_summary(s.trace_id) for s in spans if s.parent_id is None}
 
     by_trace: dict[str, dict[str, Span]] = defaultdict(dict)
     for s in spans:
@@ -80,6 +81,11 @@ def test_the_demos_agent_requests_are_whole_trees_history_copies_too(backend: Ba
                 parent = kept.get(s.parent_id)
                 assert parent is not None, f"span {s.name} of trace {trace_id}: no parent {s.parent_id}"
                 assert _within(parent, s.start, s.end), f"{s.name} outside {parent.name} in {trace_id}"
+        # The trace pages' figures (`Store.trace_summary`) count the whole tree, copies too.
+        summary = summaries[trace_id]
+        assert summary is not None and summary.name == roots[0].name
+        assert (summary.spans, summary.calls) == (len(kept), len(calls_of[trace_id]))
+        assert summary.feature in features and summary.started <= roots[0].start
         copied = {_history(c) for c in calls_of[trace_id]}
         assert len(copied) == 1  # a trace is all copy or all original
         copy = copied.pop()
