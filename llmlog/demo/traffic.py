@@ -79,23 +79,23 @@ def tool_output(rng: random.Random, name: str, args: dict[str, Any]) -> str:
     a service nearby answers); now and then it raises instead."""
     fails = rng.random() < TOOL_FAILS
     if name == "web_search":
-        time.sleep(rng.uniform(8, 20) / 1000)
+        time.sleep(rng.uniform(3, 10) / 1000)
         if fails:
             raise TimeoutError("the search service did not answer within 10 s")
         pages = [(rng.choice(WORDS), rng.choice(WORDS), _prose(rng, 12)) for _ in range(3)]
         return json.dumps([{"url": f"https://{a}.example/{b}", "snippet": text} for a, b, text in pages])
     if name == "read_page":
-        time.sleep(rng.uniform(4, 12) / 1000)
+        time.sleep(rng.uniform(2, 6) / 1000)
         if fails:
             raise ToolError(f"{args.get('url', 'the page')}: 403 Forbidden")
         return _prose(rng, 30)
     if name == "run_sql":
-        time.sleep(rng.uniform(3, 15) / 1000)
+        time.sleep(rng.uniform(2, 6) / 1000)
         if fails:
             raise ToolError(f'relation "{rng.choice(WORDS)}_events" does not exist')
         return json.dumps([{"count": rng.randint(0, 9999)}])
     # The support bot's: lookup_order, issue_refund, escalate.
-    time.sleep(rng.uniform(2, 8) / 1000)
+    time.sleep(rng.uniform(1, 4) / 1000)
     if fails:
         raise ToolError(f"no order {args.get('order_id', '')!r}")
     return json.dumps({"status": "ok", "note": _prose(rng, 8)})
@@ -149,11 +149,12 @@ class Demo:
         ]
         self.sql_tools: list[Any] = [tool("run_sql", {"sql": "string"}, "chat")]
         self.users = [f"user_{i:03d}" for i in range(60)]
-        # What the agents retrieve from: help-center articles, past research notes, table docs.
-        self.indexes = {
-            index: [f"{index}/{i}: {_prose(rng, 6)}" for i in range(50)]
-            for index in ("help-center", "research-notes", "table-docs")
-        }
+        # What the agents retrieve from: help-center articles, past research notes, table
+        # docs; each document with the words it is found by.
+        self.indexes: dict[str, list[tuple[str, frozenset[str]]]] = {}
+        for index in ("help-center", "research-notes", "table-docs"):
+            docs = [f"{index}/{i}: {_prose(rng, 6)}" for i in range(50)]
+            self.indexes[index] = [(doc, frozenset(_words(doc))) for doc in docs]
 
     def take(self) -> bool:
         with self.lock:
@@ -191,9 +192,9 @@ class Demo:
         """What the app looks up before it asks the model (a vector search, say), in a span of
         its own: the `k` documents of `index` sharing the most words with `query`."""
         with llmlog.span("retrieve-context", index=index, k=k) as span:
-            time.sleep(rng.uniform(2, 6) / 1000)  # the search service's round trip
+            time.sleep(rng.uniform(1, 4) / 1000)  # the search service's round trip
             words = set(_words(query))
-            scored = sorted(((len(words & set(_words(d))), d) for d in self.indexes[index]), reverse=True)
+            scored = sorted(((len(words & terms), doc) for doc, terms in self.indexes[index]), reverse=True)
             hits = [doc for score, doc in scored[:k] if score]
             span.set(hits=len(hits))
             return hits
