@@ -39,6 +39,7 @@ from bench.console import bench_console_stall
 from bench.otlp import bench_otlp
 from bench.pages import bench_pages
 from bench.proxy import bench_proxy
+from bench.traces import bench_traces
 from llmlog.capture.exchange import Exchange
 from llmlog.capture.wrap import instrument
 from llmlog.core.config import Settings
@@ -72,10 +73,12 @@ class Sizes:
     proxy_seconds: int = 10  # of load (wrk) on the proxy, and on the fake provider alone
     proxy_workers: tuple[int, ...] = (1, 2)
     spans: int = 20_000  # empty spans per round (`llmlog.span`), against as many empty blocks
+    trace_calls: int = 1_000_000  # calls of the store the traces' reads are timed on (a third in traces)
 
 
 SMOKE = Sizes(
     spans=200,
+    trace_calls=900,
     overhead_calls=30,
     overhead_rounds=1,
     stream_calls=10,
@@ -595,6 +598,7 @@ def bench_clickhouse(path: str, exchanges: list[Exchange], jsonl: int, sizes: Si
             f"ClickHouse store grown to {sizes.big_store:,} calls in {time.perf_counter() - t:.0f} s."
         )
     bench_queries("ClickHouse", url, sizes)
+    bench_traces("ClickHouse", f"chdb://{path}-traces", sizes.trace_calls, sizes.query_repeats, row)
 
 
 def machine() -> str:
@@ -769,6 +773,8 @@ def main(argv: list[str] | None = None) -> int:
             NOTES.append(f"SQLite store grown to {sizes.big_store:,} calls in {took:.0f} s.")
             bench_queries("SQLite", sqlite_db, sizes)
             bench_retention("SQLite", sqlite_db)
+            print(f"traces on a store of {sizes.trace_calls:,} calls", flush=True)
+            bench_traces("SQLite", str(Path(tmp) / "traces.db"), sizes.trace_calls, sizes.query_repeats, row)
             if pg_db:
                 with open_store(pg_db) as store:
                     t = time.perf_counter()
@@ -778,6 +784,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 bench_queries("PostgreSQL", pg_db, sizes)
                 bench_retention("PostgreSQL", pg_db)
+                for traces_pg in schema_url(pg):
+                    bench_traces("PostgreSQL", traces_pg, sizes.trace_calls, sizes.query_repeats, row)
         finally:
             if schemas:
                 schemas.close()

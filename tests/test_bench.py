@@ -49,6 +49,9 @@ def test_bench_smoke_writes_the_report(tmp_path: Path, postgres_server: str) -> 
         "ingest into ClickHouse (embedded)",
         "stored bytes per call, ClickHouse vs JSONL",
         "ClickHouse: page dashboard, 30 days",
+        "SQLite: list_traces 50, no filter",
+        "PostgreSQL: list_traces 50, errors",
+        "ClickHouse: trace_summary",
     ):
         assert figure in report, figure
     # The previous figures are replaced, not added to.

@@ -61,18 +61,19 @@ def _hex(rng: random.Random, bits: int) -> str:
     return f"{rng.getrandbits(bits):0{bits // 4}x}"
 
 
-def make_traces(n: int = 40, seed: int = 24) -> tuple[list[Call], list[Span]]:
+def make_traces(n: int = 40, seed: int = 24, begin: datetime = T0) -> tuple[list[Call], list[Span]]:
     """`n` traces of 2–6 calls and 2–5 spans, with what the figures must get right: calls
     without a latency, a cost, tokens, a feature, a user or a session (the first ones of a
     trace, so that "the first that has one" is not the first), errors and failed spans,
     spans still open, traces whose root was not kept, two roots starting at once, model-call
-    spans with their calls; and calls in no trace. Calls oldest first, as they are made."""
+    spans with their calls; and calls in no trace; over the three days from `begin`. Calls
+    oldest first, as they are made."""
     rng = random.Random(seed)
     calls: list[Call] = []
     spans: list[Span] = []
     for k in range(n):
         trace = _hex(rng, 128)
-        start = T0 + timedelta(seconds=rng.randint(0, 3 * 86400), microseconds=rng.randint(0, 999_999))
+        start = begin + timedelta(seconds=rng.randint(0, 3 * 86400), microseconds=rng.randint(0, 999_999))
         ids = [_hex(rng, 64) for _ in range(rng.randint(2, 5))]
         service = rng.choice(["svc-a", "svc-b", None])
         for i, span_id in enumerate(ids):
@@ -113,7 +114,9 @@ def make_traces(n: int = 40, seed: int = 24) -> tuple[list[Call], list[Span]]:
                 spans.append(Span(trace, _hex(rng, 64), ids[0], "chat gpt-4.1", "client", call.timestamp, end,
                                   call_id=call.id, service=service))  # fmt: skip
     for i in range(12):  # calls in no trace
-        calls.append(Call(timestamp=T0 + timedelta(hours=i), feature="support", cost_usd=0.01, user_id="u2"))
+        calls.append(
+            Call(timestamp=begin + timedelta(hours=i), feature="support", cost_usd=0.01, user_id="u2")
+        )
     calls.sort(key=lambda c: (c.timestamp, c.id))
     return calls, spans
 
@@ -275,8 +278,15 @@ def _filtered(expected: dict[str, TraceSummary], keep: Any) -> list[str]:
     return [t.trace_id for t in newest_first(expected.values()) if keep(t)]
 
 
+def recent() -> datetime:
+    """Three days before now: traces of the last three days, as a list of the newest reads
+    them (ClickHouse looks at the last hours first)."""
+    return datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
+
+
 def test_each_filter(store: Store) -> None:
-    calls, spans = make_traces()
+    begin = recent()
+    calls, spans = make_traces(begin=begin)
     fill(store, calls, spans)
     expected = summarize(calls, spans)
     ordered = newest_first(expected.values())
@@ -295,7 +305,7 @@ def test_each_filter(store: Store) -> None:
         (TraceFilter(min_cost_usd=costly), lambda t: t.cost_usd >= costly),
         (TraceFilter(since=middle), lambda t: t.started >= middle),
         (TraceFilter(until=middle), lambda t: t.started < middle),
-        (TraceFilter(feature="search", errors=True, since=T0), lambda t: t.feature == "search"
+        (TraceFilter(feature="search", errors=True, since=begin), lambda t: t.feature == "search"
          and (t.errors or t.failed_spans)),
     ]  # fmt: skip
     for f, keep in cases:
@@ -312,7 +322,7 @@ def test_each_filter(store: Store) -> None:
 
 
 def test_paging_with_until_gives_every_trace_once(store: Store) -> None:
-    calls, spans = make_traces()
+    calls, spans = make_traces(begin=recent())
     fill(store, calls, spans)
     expected = summarize(calls, spans)
     for f in (TraceFilter(), TraceFilter(errors=True)):
@@ -324,6 +334,39 @@ def test_paging_with_until_gives_every_trace_once(store: Store) -> None:
             page = store.list_traces(dataclasses.replace(f, until=page[-1].started), 7)
         want = _filtered(expected, lambda t, f=f: not f.errors or t.errors or t.failed_spans)
         assert seen == want
+
+
+def test_a_long_trace_is_listed_by_when_it_started(store: Store) -> None:
+    """A trace that started days ago and still makes calls comes after the traces that
+    started since, however recent its calls (ClickHouse finds traces by their recent calls and
+    spans first)."""
+    now = datetime.now(UTC).replace(microsecond=0)
+
+    def trace(name: str, started: datetime, *calls: datetime) -> tuple[list[Call], Span]:
+        t = uuid.uuid4().hex
+        root = Span(t, name[0] * 16, None, name, "internal", started, calls[-1] + timedelta(seconds=1))
+        return [Call(timestamp=at, trace_id=t, parent_id=root.span_id) for at in calls], root
+
+    a = trace("a", now - timedelta(minutes=30), now - timedelta(minutes=29))
+    b = trace("b", now - timedelta(hours=5), now - timedelta(hours=5))
+    long = trace("long", now - timedelta(days=13), now - timedelta(days=13), now - timedelta(minutes=10))
+    old = trace("old", now - timedelta(days=14), now - timedelta(days=14))
+    fill(
+        store,
+        sorted(a[0] + b[0] + long[0] + old[0], key=lambda c: c.timestamp),
+        [a[1], b[1], long[1], old[1]],
+    )
+    assert [t.name for t in store.list_traces(TraceFilter(), 2)] == ["a", "b"]
+    assert [t.name for t in store.list_traces(TraceFilter(), 3)] == ["a", "b", "long"]
+    assert [t.name for t in store.list_traces(TraceFilter(until=now - timedelta(hours=1)), 2)] == [
+        "b",
+        "long",
+    ]
+    assert [t.name for t in store.list_traces(TraceFilter(since=now - timedelta(days=13, minutes=1)), 9)] == [
+        "a", "b", "long"
+    ]  # fmt: skip
+    got = store.trace_summary(long[1].trace_id)
+    assert got is not None and (got.calls, got.started) == (2, now - timedelta(days=13))
 
 
 def test_erasure_leaves_no_row_naming_the_person(store: Store, backend: Backend) -> None:

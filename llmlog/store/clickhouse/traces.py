@@ -17,9 +17,16 @@ is summed again by day for it: `ClickHouseStore._recount`). So the figures are a
 over what is stored, each call counted once by its id and each span once by its id (its
 newest version), with the same meaning as `llmlog.store.trace_rollup`'s: one trace's calls
 are found through the bloom filter on `call_data.trace_id` (migration 8), its spans by the
-sorting key of `spans`, which leads with the trace id. A list aggregates every trace's calls
-and spans (the engine reads the few columns it needs of each) and keeps the newest; erasure
-and retention need nothing here, since what they delete is no longer summed.
+sorting key of `spans`, which leads with the trace id. Erasure and retention need nothing
+here, since what they delete is no longer summed.
+
+A list of the newest traces sums only the traces that may be in it, looking back in steps
+(`_WINDOWS`): a trace that started at or after a time has all its calls and spans at or
+after it, so the traces with something stored since then, summed whole, hold every trace
+that started since then; when those that pass the filter fill the list, it is the list.
+Else the look goes further back, to all traces at last. The traces a filter on a value asks
+for are looked for among those with a call (a root span, a failure) of that value, which any
+such trace has: a list of one user's traces reads that user's calls, not every trace.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from llmlog.core.encryption import Policy, trace_clear_parts
@@ -47,6 +54,43 @@ _INSERTED = ["trace_id", "span_id", *SPAN_COLUMNS, "call_id", "version"]
 _EVENT_COLUMNS = ["key", "trace_id", "span_id", "name", "attributes", "body", "received"]
 # The newest version of each span; the call it became from whichever version named it.
 _LATEST = f"trace_id, span_id, {', '.join(f'argMax({c}, version)' for c in SPAN_COLUMNS)}, max(call_id)"
+
+
+# How far back from `until` (or now) a list first looks, then looks again: most lists are of
+# the newest traces; the last look has no bound.
+_WINDOWS = (timedelta(hours=1), timedelta(hours=8), timedelta(days=3), timedelta(days=21), None)
+
+
+def _candidates(f: TraceFilter, since: datetime | None) -> tuple[str, list[Any]]:
+    """The ids of the traces with a call or a span at or after `since` (ever, when None) that
+    may pass `f`: for a filter on a value, those with a call of it (a root span of that name,
+    a failed call or span), which every trace passing it has. Its parameters."""
+    calls, spans = ["trace_id IS NOT NULL"], ["true"]
+    params: tuple[list[Any], list[Any]] = ([], [])
+    if since is not None:
+        calls.append("timestamp >= %s")
+        spans.append("start_time >= %s")
+        params[0].append(since)
+        params[1].append(since)
+    value = next(
+        ((c, getattr(f, c)) for c in ("feature", "user_id", "session_id") if getattr(f, c) is not None), None
+    )
+    if value is not None:
+        calls.append(f"{value[0]} = %s")
+        params[0].append(value[1])
+        spans.append("false")
+    elif f.name is not None:
+        calls.append("false")
+        spans += ["parent_id IS NULL", "name = %s"]
+        params[1].append(f.name)
+    elif f.errors:
+        calls.append("error IS NOT NULL")
+        spans.append("status = 'error'")
+    sql = (
+        f"SELECT assumeNotNull(trace_id) FROM call_data WHERE {' AND '.join(calls)}"
+        f" UNION DISTINCT SELECT trace_id FROM spans WHERE {' AND '.join(spans)}"
+    )
+    return sql, [*params[0], *params[1]]
 
 
 def _figures_sql(where: str = "") -> str:
@@ -195,9 +239,23 @@ class ClickHouseTraces(Store):
     def list_traces(self, f: TraceFilter, limit: int = 50) -> list[TraceSummary]:
         # The conditions the other stores put on `traces`, here on the figures as summed.
         clauses, params = trace_rollup.filter_sql(CLICKHOUSE, f)
-        having = f"HAVING {' AND '.join(clauses)}" if clauses else ""
-        rows = self._select(f"{_figures_sql()} {having} ORDER BY started DESC LIMIT {int(limit)}", params)
-        return [trace_rollup.summary(row, utc_time) for row in rows]
+        top = f.until or datetime.now(UTC)
+        for window in _WINDOWS:
+            since = None if window is None else top - window
+            last = since is None or (f.since is not None and since <= f.since)
+            if f.since is not None and (since is None or since < f.since):
+                since = f.since  # the filter's own bound is as far back as any look need go
+            among, among_params = _candidates(f, since)
+            having = [*clauses, *(["started >= %s"] if since is not None else [])]
+            sql = (
+                f"{_figures_sql(f'trace_id IN ({among})')}"
+                f"{' HAVING ' + ' AND '.join(having) if having else ''}"
+                f" ORDER BY started DESC LIMIT {int(limit)}"
+            )
+            rows = self._select(sql, [*among_params, *among_params, *params, *([since] if since else [])])
+            if len(rows) >= limit or last:
+                return [trace_rollup.summary(row, utc_time) for row in rows]
+        raise AssertionError("the last look has no bound")
 
     def trace_summary(self, trace_id: str) -> TraceSummary | None:
         rows = self._select(_figures_sql("trace_id = %s"), [trace_id, trace_id])

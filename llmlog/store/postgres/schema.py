@@ -17,6 +17,7 @@ from llmlog.store.postgres import POSTGRES
 from llmlog.store.postgres.reader import create_reader, grant_reading
 from llmlog.store.rollup import DAILY_COLUMNS, GROUP, cold_columns, from_raw_sql, repair_sql
 from llmlog.store.trace_rollup import (
+    CALLS_INDEX,
     FROM_CALLS,
     FROM_SPANS,
     MERGE_CALLS,
@@ -613,20 +614,16 @@ def m016_traces(cur: psycopg.Cursor[Any]) -> None:
     as in SQLite's migration 17. Rows inserted into a partition by name are not seen.
 
     The traces already stored, after the triggers (creating them locked out writers until
-    this transaction ends), in one statement. A store whose version was set back by hand has
-    them already: they are made again."""
+    this transaction ends), in one statement. Run again on a store whose version was set
+    back, it keeps the rows it finds and adds those missing."""
     schema = cur.execute("SELECT current_schema()").fetchone()
     assert schema is not None and schema[0] is not None  # m002 checked it
     path = pgsql.SQL("SET search_path = {}, pg_temp").format(pgsql.Identifier(schema[0])).as_string(cur)
-    for function in ("traces_add_calls", "traces_add_spans", "traces_add_costs"):
-        cur.execute(f"DROP FUNCTION IF EXISTS {function}() CASCADE")  # and its trigger
-    cur.execute("DROP TABLE IF EXISTS traces")
-    cur.execute("DROP INDEX IF EXISTS call_data_trace")
-    cur.execute("CREATE INDEX call_data_trace ON call_data (trace_id, timestamp) WHERE trace_id IS NOT NULL")
+    cur.execute(CALLS_INDEX)
     counts = ("spans", "calls", "errors", "failed_spans", "input_tokens", "output_tokens")
     cur.execute(
         f"""
-        CREATE TABLE traces (
+        CREATE TABLE IF NOT EXISTS traces (
             trace_id text PRIMARY KEY,
             started timestamptz NOT NULL, ended timestamptz,
             name text, service text,  -- the root span's
@@ -648,7 +645,7 @@ def m016_traces(cur: psycopg.Cursor[Any]) -> None:
     ):  # fmt: skip
         cur.execute(
             f"""
-            CREATE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql {path} AS $$
+            CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql {path} AS $$
             BEGIN
                 INSERT INTO traces ({", ".join(columns)}) {select} ORDER BY 1
                 ON CONFLICT (trace_id) DO UPDATE SET {merge};
@@ -658,12 +655,12 @@ def m016_traces(cur: psycopg.Cursor[Any]) -> None:
             """
         )
         cur.execute(
-            f"CREATE TRIGGER {table}_traces_insert AFTER INSERT ON {table}"
+            f"CREATE OR REPLACE TRIGGER {table}_traces_insert AFTER INSERT ON {table}"
             f" REFERENCING NEW TABLE AS {source} FOR EACH STATEMENT EXECUTE FUNCTION {name}()"
         )
     cur.execute(
         f"""
-        CREATE FUNCTION traces_add_costs() RETURNS trigger LANGUAGE plpgsql {path} AS $$
+        CREATE OR REPLACE FUNCTION traces_add_costs() RETURNS trigger LANGUAGE plpgsql {path} AS $$
         BEGIN
             INSERT INTO traces (trace_id, started, cost_usd, priced_calls)
             SELECT o.trace_id, min(o.timestamp), sum(coalesce(n.cost_usd, 0) - coalesce(o.cost_usd, 0)),
@@ -681,11 +678,14 @@ def m016_traces(cur: psycopg.Cursor[Any]) -> None:
         """
     )
     cur.execute(
-        "CREATE TRIGGER call_data_traces_cost AFTER UPDATE ON call_data"
+        "CREATE OR REPLACE TRIGGER call_data_traces_cost AFTER UPDATE ON call_data"
         " REFERENCING OLD TABLE AS old_calls NEW TABLE AS new_calls"
         " FOR EACH STATEMENT EXECUTE FUNCTION traces_add_costs()"
     )
-    cur.execute(f"INSERT INTO traces ({', '.join(TRACES_COLUMNS)}) {from_scratch_sql(POSTGRES)}")
+    cur.execute(
+        f"INSERT INTO traces ({', '.join(TRACES_COLUMNS)}) {from_scratch_sql(POSTGRES)}"
+        " ON CONFLICT (trace_id) DO NOTHING"
+    )
     grant_reading(cur)
 
 

@@ -20,6 +20,7 @@ from llmlog.store.rollup import (
 )
 from llmlog.store.sqlite import SQLITE
 from llmlog.store.trace_rollup import (
+    CALLS_INDEX,
     FROM_CALLS,
     FROM_SPANS,
     MERGE_CALLS,
@@ -629,17 +630,14 @@ def m017_traces(db: sqlite3.Connection) -> None:
     session id; a trace with nothing left loses its row.
 
     The traces already stored are summed from their calls and spans here, in one statement
-    (`from_scratch_sql`; the migration holds the write lock: nothing arrives meanwhile).
-    A store whose version was set back by hand has them already: they are made again."""
-    for trigger in ("call_data_traces_insert", "spans_traces_insert", "call_data_traces_cost"):
-        db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
-    db.execute("DROP TABLE IF EXISTS traces")
-    db.execute("DROP INDEX IF EXISTS call_data_trace")
-    db.execute("CREATE INDEX call_data_trace ON call_data (trace_id, timestamp) WHERE trace_id IS NOT NULL")
+    (`from_scratch_sql`; the migration holds the write lock: nothing arrives meanwhile). Run
+    again on a store whose version was set back, it keeps the rows it finds (its triggers
+    kept them) and adds those missing."""
+    db.execute(CALLS_INDEX)
     counts = ("spans", "calls", "errors", "failed_spans", "input_tokens", "output_tokens")
     db.execute(
         f"""
-        CREATE TABLE traces (
+        CREATE TABLE IF NOT EXISTS traces (
             trace_id TEXT PRIMARY KEY,
             started TEXT NOT NULL, ended TEXT,  -- as call_data.timestamp
             name TEXT, service TEXT,  -- the root span's
@@ -653,7 +651,9 @@ def m017_traces(db: sqlite3.Connection) -> None:
     )
     for sql in index_statements():
         db.execute(sql)
-    db.execute(f"INSERT INTO traces ({', '.join(TRACES_COLUMNS)}) {from_scratch_sql(SQLITE)}")
+    db.execute(f"INSERT OR IGNORE INTO traces ({', '.join(TRACES_COLUMNS)}) {from_scratch_sql(SQLITE)}")
+    for trigger in ("call_data_traces_insert", "spans_traces_insert", "call_data_traces_cost"):
+        db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
     db.execute(
         f"""
         CREATE TRIGGER call_data_traces_insert AFTER INSERT ON call_data WHEN NEW.trace_id IS NOT NULL BEGIN
