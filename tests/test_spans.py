@@ -222,7 +222,7 @@ def test_remote_mode_ships_spans_through_the_spool_to_the_collector(
         ).json()
         assert answer["received"] == 3 and answer["stored"] == 1
         assert [r["index"] for r in answer["rejected"]] == [1, 2]
-        assert "trace_id" in answer["rejected"][0]["reason"]
+        assert "span_id" in answer["rejected"][0]["reason"]
         assert {x.name for x in kept()} == {"request", "tool"}
 
         # Spans come as spans: one that names a model is not made a call; nesting past what

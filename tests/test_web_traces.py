@@ -321,7 +321,7 @@ def test_a_trace_of_calls_alone(site: Running) -> None:
     rows = waterfall(r.text)
     assert [row.href for row in rows] == [f"/calls/{c.id}" for c in calls]
     assert all(row.depth == 0 and "orphan" not in row.classes for row in rows)
-    assert 'href="/traces/req-42/a%20b"' in site.get(f"/calls/{calls[0].id}").text
+    assert 'href="/traces/req-42%2Fa%20b"' in site.get(f"/calls/{calls[0].id}").text
 
 
 # ---------------------------------------------------------------- the list

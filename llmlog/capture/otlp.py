@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,15 +48,30 @@ def _decode(body: bytes) -> dict[str, Any]:
     return data
 
 
+_HEX = re.compile(r"[0-9a-f]{1,64}")
+
+
+def _ended(start: datetime, end: datetime | None) -> datetime | None:
+    # A span sent ending before it starts (a clock stepped between the two readings) is
+    # kept, as lasting no time: a negative length would draw nothing true anywhere.
+    return start if end is not None and end < start else end
+
+
 def _id(value: Any, binary: bool) -> str | None:
     if not value or not isinstance(value, str):
         return None
     if binary:
         try:
-            return base64.b64decode(value).hex() or None
+            found = base64.b64decode(value).hex()
         except ValueError:
             return None
-    return value.lower()
+    else:
+        found = value.lower()
+        if not _HEX.fullmatch(found):
+            raise OTLPError(f"id {value[:64]!r}: expected hex digits")
+    # All zeros is OpenTelemetry's invalid id: a parent so named is none (exporters that
+    # convert from Zipkin or Jaeger write it for a root).
+    return found if found.strip("0") else None
 
 
 def _value(v: Any) -> Any:
@@ -225,7 +241,7 @@ def _span(raw: Any, binary: bool, service: str | None) -> Span:
         name=str(raw.get("name") or ""),
         kind=str(kind),
         start=start,
-        end=_time(raw.get("endTimeUnixNano")),
+        end=_ended(start, _time(raw.get("endTimeUnixNano"))),
         status=_STATUS.get(code, "unset") if isinstance(code, int) else "unset",
         status_message=str(message) if message else None,
         attributes=attributes,
@@ -353,11 +369,11 @@ def _pb_span(raw: Any, service: str | None) -> Span:
     return Span(
         trace_id=trace_id,
         span_id=span_id,
-        parent_id=raw.parent_span_id.hex() or None,
+        parent_id=(raw.parent_span_id.hex().strip("0") and raw.parent_span_id.hex()) or None,
         name=raw.name,
         kind=_KINDS.get(raw.kind, "unspecified"),
         start=start,
-        end=_time(raw.end_time_unix_nano),
+        end=_ended(start, _time(raw.end_time_unix_nano)),
         status=_STATUS.get(status.code, "unset"),
         status_message=status.message or None,
         attributes=attributes,

@@ -104,7 +104,7 @@ def _header(tree: Tree) -> Text:
     t = tree.summary
     title = Text("Trace ", style="bold")
     title.append(printable(t.name or t.trace_id), style="bold")
-    title.append(f"  {t.trace_id}", style="dim")
+    title.append(f"  {printable(t.trace_id)}", style="dim")
     if t.service:
         title.append(f"  service {printable(t.service)}", style="dim")
     figures = Text(

@@ -162,6 +162,8 @@ def _one(params: Any, name: str) -> str | None:
     value = params.get(name)
     if value is not None and not isinstance(value, str):  # a list: its last word counts
         value = value[-1] if value else None
+    if value and "\x00" in value:  # no text column holds one (PostgreSQL refuses it outright)
+        raise BadFilter(f"{name}: a NUL character matches nothing stored")
     return value or None
 
 

@@ -309,7 +309,29 @@ def _coerce(name: str, value: Any) -> Any:
         return value
     if not isinstance(value, str):
         raise RecordError(f"{name}: expected a string, got {type(value).__name__}")
+    if name in ("trace_id", "parent_id"):
+        problem = id_problem(value)
+        if problem:
+            raise RecordError(f"{name}: {problem}")
     return value
+
+
+# The most a trace or span id may hold: ids name pages (/traces/{id}) and print in a terminal.
+MAX_ID = 256
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def id_problem(value: str) -> str | None:
+    """Why a trace or parent id from outside cannot be kept (None when it can): one an app
+    names itself (`llmlog.context(trace_id=...)`) may be any text that can name a page and
+    print as itself."""
+    if not value or len(value) > MAX_ID:
+        return f"expected 1 to {MAX_ID} characters, got {len(value)}"
+    if _CONTROL.search(value):
+        return "holds a control character"
+    if value in (".", ".."):
+        return "is a path segment of its own"
+    return None
 
 
 @dataclass(slots=True)
@@ -352,12 +374,20 @@ class Span:
         unknown = set(data) - set(_SPAN_FIELDS)
         if unknown:
             raise RecordError(f"unknown field(s): {', '.join(sorted(unknown))}")
-        for name, pattern, digits in (("trace_id", _TRACE_ID, 32), ("span_id", _SPAN_ID, 16)):
-            if not isinstance(data.get(name), str) or not pattern.fullmatch(data[name]):
-                raise RecordError(f"{name}: expected {digits} lower-case hex digits")
+        if not isinstance(data.get("span_id"), str) or not _SPAN_ID.fullmatch(data["span_id"]):
+            raise RecordError("span_id: expected 16 lower-case hex digits")
+        # The trace and the parent may be ones the app named itself (`llmlog.context`), as
+        # its calls' are: any text that can name a page.
+        for name in ("trace_id", "parent_id"):
+            value = data.get(name)
+            if value is None and name == "parent_id":
+                continue
+            if not isinstance(value, str):
+                raise RecordError(f"{name}: expected a string")
+            problem = id_problem(value)
+            if problem:
+                raise RecordError(f"{name}: {problem}")
         parent = data.get("parent_id")
-        if parent is not None and (not isinstance(parent, str) or not _SPAN_ID.fullmatch(parent)):
-            raise RecordError("parent_id: expected 16 lower-case hex digits or null")
         values: dict[str, Any] = {
             "trace_id": data["trace_id"],
             "span_id": data["span_id"],
@@ -447,5 +477,4 @@ class TraceSummary:
 
 
 _SPAN_FIELDS = tuple(f.name for f in dataclasses.fields(Span))
-_TRACE_ID = re.compile("[0-9a-f]{32}")
 _SPAN_ID = re.compile("[0-9a-f]{16}")

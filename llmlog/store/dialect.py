@@ -56,7 +56,8 @@ class Dialect:
     rollup: RollupSQL | None = None
     # A time `{t}` later by `{ms}` milliseconds (`{t}` itself when `{ms}` is NULL), in the
     # form `timestamp` has (a call's end: its time and latency); the milliseconds from one
-    # time `{a}` to another `{b}`, to the microsecond.
+    # time `{a}` to another `{b}`, to the microsecond. A latency past `rollup.MAX_MS` (31
+    # years: garbage, as the rollup takes it) moves the end no further than that.
     later_by_ms_of: str = ""
     ms_between_of: str = ""
 

@@ -393,9 +393,11 @@ def openapi_description() -> dict[str, Any]:
         "type": "object",
         "description": "One span of a trace, as `llmlog.span` makes it.",
         "properties": {
-            "trace_id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+            # Hex from OpenTelemetry and llmlog.span; any id an app named itself
+            # (llmlog.context) that can name a page: no control character, not "." or "..".
+            "trace_id": {"type": "string", "minLength": 1, "maxLength": 256},
             "span_id": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
-            "parent_id": {"type": ["string", "null"], "pattern": "^[0-9a-f]{16}$"},
+            "parent_id": {"type": ["string", "null"], "minLength": 1, "maxLength": 256},
             "name": text,
             "kind": text,
             "start": {"type": "string", "format": "date-time"},

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
+from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
@@ -35,6 +36,11 @@ def environment() -> Environment:
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(default=True))
     env.filters["ms"] = lambda v: "" if v is None else f"{v:,.0f} ms"
     env.filters["usd"] = lambda v: "" if v is None else f"${v:,.4f}"
+    # One path segment, '/' included: a trace id an app named itself ("req-42/a") stays its
+    # own page's name.
+    env.filters["segment"] = lambda v: quote(str(v), safe="")
+    # A name as a line of a page shows it: names are kept whole, and a span's may be a megabyte.
+    env.filters["short"] = lambda v: v if not isinstance(v, str) or len(v) <= 200 else v[:200] + "…"
     env.filters["num"] = lambda v: "" if v is None else f"{v:,}"
     env.filters["pretty"] = lambda v: json.dumps(v, ensure_ascii=False, indent=2)
     env.filters["when"] = lambda t: t.strftime("%Y-%m-%d %H:%M:%S") if isinstance(t, datetime) else t

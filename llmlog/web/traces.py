@@ -10,7 +10,6 @@ linked only for a role that opens it.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -20,7 +19,7 @@ from starlette.routing import BaseRoute
 from llmlog.analysis import traces
 from llmlog.analysis.traces import Node, Tree
 from llmlog.core.filters import BadFilter, parse_trace_filter
-from llmlog.core.record import TraceSummary
+from llmlog.core.record import TraceSummary, id_problem
 from llmlog.web.answer import JSONResponse, Refusal
 from llmlog.web.auth import Page
 from llmlog.web.calls import linker
@@ -31,10 +30,6 @@ PAGE = 50  # traces on one page of the list
 # What of a span's text one row of the page shows (its JSON twin has it whole): a thousand
 # rows of prompts quoted in attributes would make a page of megabytes.
 TEXT_SHOWN = 1000
-# A trace id no store holds: too long, or with a control character (PostgreSQL refuses a NUL
-# in a parameter). Such an id is no trace, said without asking the store.
-MAX_ID = 256
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass
@@ -99,7 +94,7 @@ def api_traces(request: Request) -> Response:
 def one_trace(request: Request) -> Tree:
     """The tree of the trace the path names; a 404 when no store holds it."""
     trace_id = request.path_params["trace_id"]
-    if not trace_id or len(trace_id) > MAX_ID or _CONTROL.search(trace_id):
+    if id_problem(trace_id):
         raise Refusal("no such trace", 404)
     with web_of(request).reading() as store:
         tree = traces.read(store, trace_id)

@@ -22,7 +22,7 @@ CLICKHOUSE = Dialect(
     any_word_in_response=(
         "CASE WHEN multiSearchAnyCaseInsensitiveUTF8(ifNull(response, ''), %s) THEN response END"
     ),
-    later_by_ms_of="({t} + toIntervalMicrosecond(toInt64(round(ifNull({ms}, 0) * 1000))))",
+    later_by_ms_of="({t} + toIntervalMicrosecond(toInt64(round(least(ifNull({ms}, 0), 1e12) * 1000))))",
     ms_between_of="(dateDiff('microsecond', {a}, {b}) / 1000)",
 )
 
