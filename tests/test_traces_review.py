@@ -267,3 +267,21 @@ def test_a_span_in_a_named_trace_reaches_the_collector(fake: FakeProvider, tmp_p
     finally:
         llmlog.configure(db=str(tmp_path / "unused.db"))
         collector.stop()
+
+
+def test_a_trace_listed_after_retention_opens(tmp_path: Path) -> None:
+    """Retention deletes a day's calls and spans; the trace's row stays (the cold tier) and
+    /traces lists it, linking to /traces/{id}: the page shows the kept figures and says why
+    there is no tree, and so do its JSON and `llmlog trace`."""
+    with Running(SQLiteBackend(tmp_path / "calls.db")) as site:
+        trace = uuid.uuid4().hex
+        old = T0 - timedelta(days=400)
+        site.store.insert([Call(timestamp=old, trace_id=trace, model="m", feature="old", cost_usd=0.5)])
+        assert site.store.purge(old.date(), ["old"]).calls == 1
+        [href] = re.findall(r'<a href="(/traces/[^"]+)" title=', site.get("/traces").text)
+        page = site.get(href)
+        assert page.status_code == 200 and "retention deleted them" in page.text and "$0.5000" in page.text
+        data = site.get(href.replace("/traces/", "/api/traces/")).json()
+        assert data["gone"] is True and data["nodes"] == [] and data["calls"] == 1
+    result = run(str(tmp_path / "calls.db"), "trace", trace)
+    assert result.exit_code == 0 and "retention" in result.stdout, result.output

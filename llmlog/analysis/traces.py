@@ -116,9 +116,14 @@ class Tree:
         return (self.ended - self.started).total_seconds() * 1000
 
     @property
+    def gone(self) -> bool:
+        """Its spans and calls were deleted (retention); its figures are what is left."""
+        return not self.every
+
+    @property
     def calls_capped(self) -> bool:
         """Some of the trace's calls were not read: their nodes are missing from the tree."""
-        return self.calls_read < self.summary.calls
+        return not self.gone and self.calls_read < self.summary.calls
 
     @property
     def orphans(self) -> int:
@@ -293,12 +298,16 @@ def build(trace_id: str, spans: Iterable[Span], calls: Iterable[Call], limit: in
 
 def read(store: Store, trace_id: str, limit: int = MAX_NODES) -> Tree | None:
     """The tree of the trace `trace_id` as `store` keeps it, with the store's figures; None
-    when it holds neither a span nor a call of it."""
+    when it holds neither a span nor a call of it, nor its figures. A trace whose spans and
+    calls retention deleted keeps its figures (the cold tier): its tree is empty (`gone`)."""
     spans = store.trace(trace_id)
     calls = store.recent(CallFilter(trace_id=trace_id), limit=MAX_CALLS, brief=True)
     tree = build(trace_id, spans, calls, limit)
+    summary = store.trace_summary(trace_id)
     if tree is not None:
-        tree.summary = store.trace_summary(trace_id) or tree.summary
+        tree.summary = summary or tree.summary
+    elif summary is not None:
+        tree = Tree(trace_id, [], limit, summary, summary.started, summary.ended or summary.started, 0)
     return tree
 
 
@@ -406,6 +415,7 @@ def tree_json(tree: Tree, *, text: bool) -> dict[str, Any]:
         "orphans": tree.orphans,
         "nodes_total": tree.total,
         "truncated": tree.truncated,
+        "gone": tree.gone,  # its spans and calls deleted by retention: figures only
         "nodes": [node_json(n, text) for n in tree.nodes],
     }
 

@@ -161,6 +161,8 @@ def trace(ctx: Ctx, trace_id: str, limit: int, as_json: bool) -> None:
     if tree.truncated:
         more = tree.total - len(tree.nodes)
         console.print(as_text(f"… {more} more spans and calls: --limit {tree.total} prints them all", "dim"))
+    if tree.gone:
+        console.print(as_text("its spans and calls are no longer kept (retention): only its figures", "dim"))
     if tree.calls_capped:
         console.print(as_text(f"only its latest {tree.calls_read} calls are in the tree", "dim"))
     if tree.orphans:
