@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 import llmlog
+from llmlog.core.filters import TraceFilter
 from llmlog.core.record import Call
 from llmlog.demo.fake_provider import FakeProvider
 from llmlog.store import Store, open_store
@@ -285,3 +286,28 @@ def test_a_trace_listed_after_retention_opens(tmp_path: Path) -> None:
         assert data["gone"] is True and data["nodes"] == [] and data["calls"] == 1
     result = run(str(tmp_path / "calls.db"), "trace", trace)
     assert result.exit_code == 0 and "retention" in result.stdout, result.output
+
+
+def test_older_pages_do_not_lose_traces_that_started_at_the_same_time(store: Store) -> None:
+    """Traces that started at one instant (calls imported with second precision, a batch
+    job starting many at once) are each on one page: "older" goes on after the last one
+    shown in the list's order (its start, then its id), as the page's link asks."""
+    ids = [f"{k:032x}" for k in range(1, 6)]
+    assert store.insert([Call(timestamp=T0, trace_id=t, model="m") for t in ids]) == 5
+    seen: list[str] = []
+    page = store.list_traces(TraceFilter(), 2)
+    while page:
+        seen += [t.trace_id for t in page]
+        page = store.list_traces(TraceFilter(until=page[-1].started, before=page[-1].trace_id), 2)
+    assert seen == sorted(ids, reverse=True)
+
+
+def test_the_older_link_pages_through_traces_that_started_at_the_same_time(tmp_path: Path) -> None:
+    with Running(SQLiteBackend(tmp_path / "calls.db")) as site:
+        ids = [f"{k:032x}" for k in range(1, 53)]
+        site.store.insert([Call(timestamp=T0, trace_id=t, model="m") for t in ids])
+        first = site.get("/traces").text
+        [older] = re.findall(r'<a[^>]+href="([^"]*before=[^"]*)"', first)
+        second = site.get(older.replace("&amp;", "&")).text
+        listed = re.findall(r'title="([0-9a-f]{32})"', first) + re.findall(r'title="([0-9a-f]{32})"', second)
+        assert sorted(listed) == ids

@@ -21,6 +21,8 @@ The filters on traces (`TraceFilter`, read by `parse_trace_filter`), by the same
     status                                              "error": a call or a span failed
     min_ms, min_cost                                    at least this long (ms), this costly (USD)
     since, until                                        on when it started, as for calls
+    before                                              with until: a trace id, the last of the
+                                                        page before (its "older" link gives it)
 """
 
 from __future__ import annotations
@@ -214,11 +216,15 @@ class TraceFilter:
     min_cost_usd: float | None = None
     since: datetime | None = None  # on `started`
     until: datetime | None = None  # on `started`, before it: how a page asks for older traces
+    # With `until`: the traces that started at `until` itself are in too when their id sorts
+    # before this one (the last of the page before), so that traces started at one moment
+    # are on one page or the next, never on neither.
+    before: str | None = None
 
 
 # Name → TraceFilter field, for the trace filters that are one figure equal to a value.
 TRACE_EQUALS = {"name": "name", "feature": "feature", "user": "user_id", "session": "session_id"}
-TRACE_NAMES = (*TRACE_EQUALS, "status", "min_ms", "min_cost", "since", "until")
+TRACE_NAMES = (*TRACE_EQUALS, "status", "min_ms", "min_cost", "since", "until", "before")
 
 
 def _at_least(params: Any, name: str) -> float | None:
@@ -254,4 +260,5 @@ def parse_trace_filter(params: Mapping[str, str | Sequence[str] | None] | Any) -
                 setattr(f, name, parse_when(when))
             except ValueError as exc:
                 raise BadFilter(f"{name}: {exc}") from None
+    f.before = _one(params, "before")
     return f

@@ -65,11 +65,15 @@ CALLS_INDEX = (
 
 
 def index_statements() -> list[str]:
-    """The indexes `list_traces` reads along (the same on SQLite and PostgreSQL)."""
+    """The indexes `list_traces` reads along (the same on SQLite and PostgreSQL), in its
+    order: started, then trace id (how a page of many traces started at one moment goes on)."""
     return [
-        "CREATE INDEX IF NOT EXISTS traces_started ON traces (started)",
-        *(f"CREATE INDEX IF NOT EXISTS traces_{c} ON traces ({c}, started)" for c in FILTER_COLUMNS),
-        f"CREATE INDEX IF NOT EXISTS traces_failed ON traces (started) WHERE {FAILED}",
+        "CREATE INDEX IF NOT EXISTS traces_started ON traces (started, trace_id)",
+        *(
+            f"CREATE INDEX IF NOT EXISTS traces_{c} ON traces ({c}, started, trace_id)"
+            for c in FILTER_COLUMNS
+        ),
+        f"CREATE INDEX IF NOT EXISTS traces_failed ON traces (started, trace_id) WHERE {FAILED}",
     ]
 
 
@@ -238,11 +242,15 @@ def filter_sql(dialect: Dialect, f: TraceFilter) -> tuple[list[str], list[Any]]:
     if f.min_cost_usd is not None:
         clauses.append(f"cost_usd >= {p}")
         params.append(f.min_cost_usd)
-    for bound, op in (("since", ">="), ("until", "<")):
-        when = getattr(f, bound)
-        if when is not None:
-            clauses.append(f"started {op} {p}")
-            params.append(dialect.time_param(when))
+    if f.since is not None:
+        clauses.append(f"started >= {p}")
+        params.append(dialect.time_param(f.since))
+    if f.until is not None and f.before is not None:
+        clauses.append(f"(started < {p} OR (started = {p} AND trace_id < {p}))")
+        params += [dialect.time_param(f.until), dialect.time_param(f.until), f.before]
+    elif f.until is not None:
+        clauses.append(f"started < {p}")
+        params.append(dialect.time_param(f.until))
     return clauses, params
 
 
@@ -250,7 +258,8 @@ def list_sql(dialect: Dialect, f: TraceFilter, limit: int) -> tuple[str, list[An
     """The newest traces `f` selects from `traces`, newest started first."""
     clauses, params = filter_sql(dialect, f)
     where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-    sql = f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM traces {where} ORDER BY started DESC LIMIT {int(limit)}"
+    order = "ORDER BY started DESC, trace_id DESC"  # the order `TraceFilter.before` goes on in
+    sql = f"SELECT {', '.join(SUMMARY_COLUMNS)} FROM traces {where} {order} LIMIT {int(limit)}"
     return sql, params
 
 

@@ -81,8 +81,9 @@ def traces_page(request: Request) -> Response:
     web = web_of(request)
     found = listing(request)
     link = linker(request, "/traces")
-    # Older: the same filters, before the last one's start (as the calls list pages).
-    older = link(until=found[-1].started.isoformat()) if len(found) == PAGE else None
+    # Older: the same filters, after the last one in the list's order (its start, then id).
+    last = found[-1] if len(found) == PAGE else None
+    older = link(until=last.started.isoformat(), before=last.trace_id) if last else None
     api = linker(request, "/api/traces")()
     return web.render("traces.html", rows=found, params=request.query_params, older=older, api=api)
 

@@ -250,7 +250,7 @@ class ClickHouseTraces(Store):
             sql = (
                 f"{_figures_sql(f'trace_id IN ({among})')}"
                 f"{' HAVING ' + ' AND '.join(having) if having else ''}"
-                f" ORDER BY started DESC LIMIT {int(limit)}"
+                f" ORDER BY started DESC, trace_id DESC LIMIT {int(limit)}"
             )
             rows = self._select(sql, [*among_params, *among_params, *params, *([since] if since else [])])
             if len(rows) >= limit or last:
