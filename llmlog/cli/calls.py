@@ -26,6 +26,7 @@ from llmlog.cli.core import (
     error_text,
     filter_of,
     filter_options,
+    fitted,
     fmt_cost,
     fmt_ms,
     fmt_time,
@@ -78,14 +79,9 @@ def _calls_table(calls: list[Call], width: int | None = None) -> Table:
     """The calls as a table that fits `width` (the terminal's): the least useful columns are
     left out until the rest fit whole, rather than every column cut to `…`."""
     rows = [_call_cells(c) for c in calls]
-    natural = {name: max([len(name), *(r[name].cell_len for r in rows)]) for name, _ in _CALLS_COLUMNS}
-    natural["error"] = min(natural["error"], _ERROR_MIN)
-    shown = [name for name, _ in _CALLS_COLUMNS]
-    if width is not None:
-        for name in _CALLS_DROP:
-            if sum(natural[n] for n in shown) + 2 * (len(shown) - 1) <= width:
-                break
-            shown.remove(name)
+    natural, shown = fitted(
+        rows, [name for name, _ in _CALLS_COLUMNS], _CALLS_DROP, width, {"error": _ERROR_MIN}
+    )
     table = Table(box=None, pad_edge=False, header_style="bold")
     for name, justify in _CALLS_COLUMNS:
         if name in shown:

@@ -151,6 +151,28 @@ err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
+def fitted(
+    rows: list[dict[str, Text]],
+    columns: list[str],
+    drop: list[str],
+    width: int | None,
+    caps: dict[str, int] | None = None,
+) -> tuple[dict[str, int], list[str]]:
+    """The width each column needs (its header or widest cell; at most `caps` says) and the
+    columns a table shows in `width`: those in `drop` are left out, in its order, until the
+    rest fit whole, rather than every column cut to `…`."""
+    natural = {name: max([len(name), *(r[name].cell_len for r in rows)]) for name in columns}
+    for name, cap in (caps or {}).items():
+        natural[name] = min(natural[name], cap)
+    shown = list(columns)
+    if width is not None:
+        for name in drop:
+            if sum(natural[n] for n in shown) + 2 * (len(shown) - 1) <= width:
+                break
+            shown.remove(name)
+    return natural, shown
+
+
 def printable(value: object) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", str(value))
 

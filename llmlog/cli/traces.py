@@ -25,6 +25,7 @@ from llmlog.cli.core import (
     cli,
     console,
     err_console,
+    fitted,
     fmt_cost,
     fmt_ms,
     fmt_time,
@@ -211,13 +212,7 @@ def traces_table(found: list[TraceSummary], width: int | None = None) -> Table:
     """The traces as a table that fits `width`: the least useful columns are left out until
     the rest fit whole (as `llmlog calls` does)."""
     rows = [_row(t) for t in found]
-    natural = {name: max([len(name), *(r[name].cell_len for r in rows)]) for name, _ in _COLUMNS}
-    shown = [name for name, _ in _COLUMNS]
-    if width is not None:
-        for name in _DROP:
-            if sum(natural[n] for n in shown) + 2 * (len(shown) - 1) <= width:
-                break
-            shown.remove(name)
+    natural, shown = fitted(rows, [name for name, _ in _COLUMNS], _DROP, width)
     table = Table(box=None, pad_edge=False, header_style="bold")
     for name, justify in _COLUMNS:
         if name in shown:

@@ -169,6 +169,17 @@ def _one(params: Any, name: str) -> str | None:
     return value or None
 
 
+def _read_times(params: Any, f: CallFilter | TraceFilter) -> None:
+    """`since` and `until` into `f`, for calls and traces alike."""
+    for name in ("since", "until"):
+        when = _one(params, name)
+        if when:
+            try:
+                setattr(f, name, parse_when(when))
+            except ValueError as exc:
+                raise BadFilter(f"{name}: {exc}") from None
+
+
 def parse_filter(params: Mapping[str, str | Sequence[str] | None] | Any) -> CallFilter:
     """The filter `params` (by the names in NAMES; others are not this parser's) asks for.
     Raises BadFilter, saying which name and why, on a value it cannot read."""
@@ -192,13 +203,7 @@ def parse_filter(params: Mapping[str, str | Sequence[str] | None] | Any) -> Call
     if status not in ("", "error", "ok"):
         raise BadFilter(f"status must be 'error' or 'ok', not {status!r}")
     f.errors = {"error": True, "ok": False}.get(status)
-    for name in ("since", "until"):
-        when = _one(params, name)
-        if when:
-            try:
-                setattr(f, name, parse_when(when))
-            except ValueError as exc:
-                raise BadFilter(f"{name}: {exc}") from None
+    _read_times(params, f)
     return f
 
 
@@ -253,12 +258,6 @@ def parse_trace_filter(params: Mapping[str, str | Sequence[str] | None] | Any) -
     f.errors = status == "error"
     f.min_duration_ms = _at_least(params, "min_ms")
     f.min_cost_usd = _at_least(params, "min_cost")
-    for name in ("since", "until"):
-        when = _one(params, name)
-        if when:
-            try:
-                setattr(f, name, parse_when(when))
-            except ValueError as exc:
-                raise BadFilter(f"{name}: {exc}") from None
+    _read_times(params, f)
     f.before = _one(params, "before")
     return f
