@@ -31,10 +31,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from llmlog.analysis import refusals
+from llmlog.analysis import kept_calls
 from llmlog.analysis.dashboard import Period, day_param, time_param
 from llmlog.core.prompts import a_few
-from llmlog.core.record import parse_json
 from llmlog.store import Store
 from llmlog.store.rollup import counts_of
 
@@ -368,47 +367,24 @@ def _changes(key: tuple[Any, Any], a: _Side, b: _Side) -> list[Change]:
     return out
 
 
-# Words one of which a refusal's response holds (see `llmlog.analysis.refusals`).
-_REFUSAL_WORDS = (
-    "sorry", "apologi", "unfortunately", "can't", "can\u2019t", "cannot", "can not", "unable", "not able",
-    "won't", "won\u2019t", "will not", "decline", "refuse", "comfortable", '"refusal":"', '"refusal": "',
-)  # fmt: skip
-
-
-def _refusal_candidate(store: Store) -> tuple[str, list[Any]]:
-    """The response of a call that may be a refusal by its words, so that only those
-    responses are parsed (`_may_refuse` checks the words of those read as text); the rules
-    (`llmlog.analysis.refusals`) then decide."""
-    found = store.dialect.response_with_any(_REFUSAL_WORDS)
-    # SQLite's response may be compressed (`store.compression`): read once, words checked here.
-    return found if found is not None else ("llmlog_text(response)", [])
-
-
-def _may_refuse(response: str) -> bool:
-    lowered = response.lower()
-    return any(w in lowered for w in _REFUSAL_WORDS)
-
-
 def _read_sides(
     store: Store, since: datetime, until: datetime | None, side: Any
 ) -> dict[tuple[Any, Any], tuple[_Side, _Side]]:
     """The kept calls in [since, until), by (feature, version), each put on side 0 or 1 (or
     neither: None) by `side(feature, version, timestamp)`; and by (feature, ALL_VERSIONS)
     for features with more than one version."""
-    p = store.dialect.placeholder
-    bounds = [time_param(store, since), time_param(store, until or datetime.now(UTC) + timedelta(days=1))]
-    candidate, words = _refusal_candidate(store)
-    rows = store.internal_query(
-        "SELECT id, feature, prompt_template_version, timestamp, output_tokens, latency_ms, cost_usd,"
-        f" error IS NOT NULL, {store.dialect.tool_count('tool_calls')}, stop_reason,"
-        f" {candidate}"
-        f" FROM call_data WHERE timestamp >= {p} AND timestamp < {p}",
-        [*words, *bounds],
+    until = until or datetime.now(UTC) + timedelta(days=1)
+    rows = kept_calls.read(
+        store,
+        ["id", "feature", "prompt_template_version", "timestamp", "output_tokens", "latency_ms", "cost_usd",
+         "error IS NOT NULL"],
+        time_param(store, since),
+        time_param(store, until),
         timeout_s=20.0,
-        limit=5_000_000,
-    ).rows
+    )  # fmt: skip
     groups: dict[tuple[Any, Any], tuple[_Side, _Side]] = {}
-    for call_id, feature, version, timestamp, output, latency, cost, failed, tools, stop, response in rows:
+    for kept in rows:
+        call_id, feature, version, timestamp, output, latency, cost, failed = kept.values
         which = side(feature, version, timestamp)
         if which is None:
             continue
@@ -416,10 +392,8 @@ def _read_sides(
         s.calls += 1
         s.ids.append(str(call_id))
         s.counts["error_rate"] += bool(failed)
-        s.counts["tool_call_rate"] += bool(tools)
-        if isinstance(response, str):
-            response = parse_json(response) if _may_refuse(response) else None
-        s.counts["refusal_rate"] += refusals.refused(stop, *refusals.response_parts(response))
+        s.counts["tool_call_rate"] += bool(kept.tools)
+        s.counts["refusal_rate"] += kept.declined()
         for metric, value in (("output_tokens", output), ("latency_ms", latency), ("cost_usd", cost)):
             if value is not None and value == value:
                 s.values[metric].append(float(value))
