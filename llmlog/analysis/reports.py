@@ -351,7 +351,7 @@ def _mean_change(
     return ma, mb, (mb - ma) / pooled, math.erfc(abs(mb - ma) / se / math.sqrt(2))
 
 
-def _rate_change(
+def rate_change(
     ka: int, na: int, kb: int, nb: int
 ) -> tuple[float | None, float | None, float | None, float | None]:
     """(rate a, rate b, the difference, two-sided p of the two-proportion z-test)."""
@@ -373,7 +373,7 @@ def _changes(key: tuple[Any, Any], a: _Side, b: _Side) -> list[Change]:
         if metric in MEANS:
             got, floor = _mean_change(a.values[metric], b.values[metric]), MIN_EFFECT_SD
         else:
-            got = _rate_change(a.counts[metric], a.calls, b.counts[metric], b.calls)
+            got = rate_change(a.counts[metric], a.calls, b.counts[metric], b.calls)
             floor = MIN_EFFECT_RATE
         before, after, effect, p = got
         flagged = p is not None and effect is not None and p < ALPHA and abs(effect) >= floor
