@@ -20,6 +20,7 @@ from starlette.responses import HTMLResponse
 from starlette.routing import BaseRoute
 
 from llmlog.analysis.dashboard import DayCache
+from llmlog.analysis.latest import Latest
 from llmlog.core.config import Settings
 from llmlog.operations import accounts
 from llmlog.operations.replay import Providers
@@ -81,6 +82,9 @@ class Web:
     # The dashboard's figures of whole past days, read once (`analysis.dashboard.DayCache`).
     day_cache: DayCache = field(default_factory=DayCache)
     day_cache_lock: threading.Lock = field(default_factory=threading.Lock)
+    # The latest findings, evaluated off the requests' path at most every few minutes
+    # (`analysis.latest`): the findings page and the calls list's line read them.
+    findings: Latest = field(default_factory=Latest)
     _idle: list[Store] = field(default_factory=list)  # readers no request holds now
     _opened: list[Store] = field(default_factory=list)  # every reader, to close at the end
     _pool: threading.Lock = field(default_factory=threading.Lock)
@@ -137,6 +141,7 @@ class Web:
         return store
 
     def close(self) -> None:
+        self.findings.close()  # an evaluation under way reads a store about to be closed
         with self._pool:
             opened, self._opened, self._idle = self._opened, [], []
         for store in opened:
