@@ -210,6 +210,8 @@ ROUTES = [
     ("/api/users", "viewer"),
     ("/dashboard?days=366", "viewer"),
     ("/api/dashboard?days=366", "viewer"),
+    ("/findings", "viewer"),
+    ("/api/findings", "viewer"),
     ("/reports", "viewer"),
     ("/reports/errors?days=366", "viewer"),
     ("/reports/compare?feature=summarize&old=v1&new=v2", "viewer"),
@@ -237,7 +239,7 @@ def test_each_role_against_each_route(server: Running) -> None:
             r = client.get(path)
             allowed = accounts.rank(role) >= accounts.rank(least)
             if path == "/" and role == "viewer":
-                assert r.status_code == 303 and r.headers["location"] == "/dashboard"
+                assert r.status_code == 303 and r.headers["location"] == "/findings"
                 continue
             if allowed:  # opened: the page itself answers (a replay form may say it cannot)
                 assert r.status_code in (200, 400), (role, path, r.status_code)
@@ -548,6 +550,8 @@ def test_every_route_says_who_may_open_it(tmp_path: Path) -> None:
     expected = {
         ("/login", "GET"): None,
         ("/static/style.css", "GET"): None,
+        ("/findings", "GET"): "viewer",
+        ("/api/findings", "GET"): "viewer",
         ("/dashboard", "GET"): "viewer",
         ("/sessions", "GET"): "viewer",
         ("/sessions/s-1", "GET"): "debugger",

@@ -902,11 +902,12 @@ def test_each_role_sees_what_it_may_in_the_browser(guarded: Tab) -> None:
     call = make_call(4)
     # A viewer: figures only. No link to calls, the sample or the console; a call is refused.
     sign_in(tab, "vera")
-    assert tab.path == "/dashboard"
+    assert tab.path == "/findings"  # the first screen, whatever the site's root is
     nav = tab.text("nav")
+    assert nav.split()[0] == "Findings"
     assert "Dashboard" in nav and "Sessions" in nav and "Calls" not in nav and "SQL" not in nav
     assert "vera · viewer" in tab.text("form.signed-in")
-    tab.shot("viewer-dashboard")
+    tab.shot("viewer-findings")
     page = tab.open(f"/calls/{call.id}", status=403)
     assert "needs debugger" in page.inner_text("main") and "Sealed prompt" not in page.content()
     tab.open("/api/calls", status=403)

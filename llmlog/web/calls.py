@@ -142,8 +142,12 @@ def calls_page(request: Request) -> Response:
         raise Refusal(str(exc)) from None
     link = linker(request)
     older = link(until=calls[-1].timestamp.isoformat()) if len(calls) == PAGE else None
+    # The unfiltered list names the findings there are now, as last evaluated (none is
+    # evaluated for it: the list stays as fast as it is).
+    found = web.findings.peek() if call_filter(request.query_params) == CallFilter() else None
     return web.render(
         "calls.html",
+        findings_now=len(found.findings) if found else 0,
         calls=calls,
         facets=facets,
         params=request.query_params,
