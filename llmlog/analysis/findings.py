@@ -114,8 +114,9 @@ WEEK = 7  # days: what each finding is about, the last WEEK days through today (
 BASELINE = 28  # days before the week, against which a change is measured (the drift report's)
 CHART_DAYS = WEEK + BASELINE  # a chart shows the week and its baseline, a figure per day
 
-# A new error type is a finding once this many calls failed that way in the week: fewer is
-# the noise of a large store (one timeout of a kind never seen), not something broken.
+# A new error type is a finding once this many calls failed that way in the week (fewer is
+# the noise of a large store: one timeout of a kind never seen, not something broken), where
+# its feature and model made reports.MIN_CALLS calls or more in the weeks before without it.
 NEW_ERROR_CALLS = 5
 # An error rate has jumped when the week's is at least twice the baseline's, a point or more
 # higher, and the two-proportion test says it is no chance (reports.ALPHA).
@@ -166,8 +167,8 @@ def score(weight: str, strength: float) -> float:
 
 
 def usd(v: float) -> str:
-    """Dollars to three significant figures below a dollar, to the cent above."""
-    if v <= 0 or v >= 0.995:
+    """Dollars to the cent, and to three significant figures below ten cents ($0.00336)."""
+    if v <= 0 or v >= 0.0995:
         return f"${v:,.2f}"
     return f"${v:.{max(2, 2 - math.floor(math.log10(v)))}f}"
 
@@ -309,9 +310,16 @@ def evaluation(store: Store, now: datetime | None = None) -> Evaluation:
 def _errors(ask: _Ask) -> list[Finding]:
     out: list[Finding] = []
     groups = reports.errors_report(ask.store, ask.week, weeks_before=BASELINE // 7, top=10_000, examples=0)
+    # "None in the weeks before" says something only where there were calls to fail then: a
+    # feature or model new this week has only new error types.
+    first = ask.week.first.isoformat()
+    before: dict[tuple[Any, Any], int] = {}
+    for r in ask.daily:
+        if r.day < first:
+            before[(r.feature, r.model)] = before.get((r.feature, r.model), 0) + r.calls
     new_in: set[tuple[Any, Any]] = set()
     for g in groups:
-        if not g.new or g.errors < NEW_ERROR_CALLS:
+        if not g.new or g.errors < NEW_ERROR_CALLS or before.get((g.feature, g.model), 0) < reports.MIN_CALLS:
             continue
         new_in.add((g.feature, g.model))
         where = f"{_feature(g.feature)} ({_named(g.model, 'no model')})"
