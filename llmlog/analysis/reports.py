@@ -143,8 +143,8 @@ def _examples(store: Store, period: Period, g: ErrorGroup, n: int) -> list[str]:
     return [str(r[0]) for r in store.internal_query(sql, [*times, *values, g.error_type], timeout_s=5.0).rows]
 
 
-def sparkline(values: Iterable[int]) -> str:
-    """Counts as a row of block characters, the highest full."""
+def sparkline(values: Iterable[float]) -> str:
+    """Counts (or any figures from 0 up) as a row of block characters, the highest full."""
     values = list(values)
     top = max(values, default=0)
     bars = " ▁▂▃▄▅▆▇█"
