@@ -31,6 +31,7 @@ class Latest:
         self._changed = threading.Condition(self._lock)
         self._latest: Evaluation | None = None
         self._tried = -float("inf")  # when the last evaluation ended (monotonic), or failed
+        self._put = -float("inf")  # when one made elsewhere was put
         self._running: threading.Thread | None = None
         self.failed: str | None = None  # why the last evaluation failed, when it did
 
@@ -64,8 +65,10 @@ class Latest:
         """An evaluation made elsewhere (a scheduled one), as the latest."""
         with self._lock:
             self._latest, self._tried, self.failed = found, time.monotonic(), None
+            self._put = self._tried
 
     def _run(self, reading: Callable[[], AbstractContextManager[Store]]) -> None:
+        started = time.monotonic()
         found: Evaluation | None = None
         failure: str | None = None
         try:
@@ -75,7 +78,7 @@ class Latest:
             log.warning("llmlog: the findings could not be evaluated", exc_info=True)
             failure = str(exc) or type(exc).__name__
         with self._lock:
-            if found is not None:
+            if found is not None and self._put < started:  # one put since is newer: it stays
                 self._latest = found
             self.failed, self._tried, self._running = failure, time.monotonic(), None
             self._changed.notify_all()
