@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -19,7 +20,7 @@ from llmlog.analysis.findings import Evaluation, Finding
 from llmlog.analysis.latest import Latest
 from llmlog.cli import cli
 from llmlog.core.record import Call
-from llmlog.store import Store, open_store
+from llmlog.store import ReadOnlyError, Store, open_store
 from tests import test_investigate as planted
 from tests.backends import Backend, ClickHouseBackend, PostgresBackend, SQLiteBackend
 
@@ -224,6 +225,25 @@ def test_cost_this_week_against_last(backend: Backend) -> None:
 def reading(url: str) -> Iterator[Store]:
     with open_store(url) as store:
         yield store
+
+
+def test_a_part_the_store_stops_is_skipped_and_said(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A query stopped at its time limit leaves its part out, said, and its kinds unsure; the
+    other parts still count."""
+    with open_store(str(tmp_path / "calls.db")) as store:
+        store.insert(error_calls() + planted.people_calls())
+        read = store.internal_query
+
+        def stopped(sql: str, *args: Any, **kw: Any) -> Any:
+            if sql.startswith("SELECT user_id, session_id"):  # the spikes report's
+                raise ReadOnlyError("the query ran past its time limit")
+            return read(sql, *args, **kw)
+
+        monkeypatch.setattr(store, "internal_query", stopped)
+        e = findings.evaluation(store, NOW)
+        assert e.skipped == {"people": "the query ran past its time limit"}
+        assert e.unsure == ("user_outlier", "costly_session")
+        assert {f.kind for f in e.findings} == {"new_error", "error_rate"}
 
 
 def test_the_latest_is_evaluated_once_off_the_callers_path(tmp_path: Path) -> None:

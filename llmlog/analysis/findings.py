@@ -236,6 +236,12 @@ class Evaluation:
     skipped: dict[str, str] = field(default_factory=dict)  # a part not read → why
     took_s: float = 0.0
 
+    @property
+    def unsure(self) -> tuple[str, ...]:
+        """The kinds of finding the parts skipped would have found: none of them is known
+        to have cleared (what the alerts must not take for cleared)."""
+        return tuple(k for part in self.skipped for k in PART_KINDS.get(part, ()))
+
     def to_json(self, shown: Callable[[Evidence], bool] = lambda e: True) -> dict[str, Any]:
         """As JSON, with only the evidence `shown` allows (the web: what the reader may open)."""
         return {
@@ -786,4 +792,11 @@ PARTS: dict[str, Callable[[_Ask], list[Finding]]] = {
     "drift": _drift,
     "cost": _cost,
     "people": _people,
+}
+# The kinds each part finds.
+PART_KINDS = {
+    "errors": ("new_error", "error_rate"),
+    "drift": ("drift",),
+    "cost": ("over_routing", "cost_week"),
+    "people": ("user_outlier", "costly_session"),
 }
