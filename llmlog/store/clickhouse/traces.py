@@ -46,10 +46,8 @@ from llmlog.store.clickhouse import CLICKHOUSE
 from llmlog.store.clickhouse.engine import Engine, utc_time
 from llmlog.store.content import digest
 from llmlog.store.regulated import Admitted, Refused
+from llmlog.store.traces import SPAN_COLUMNS, newest_forms
 
-# A span's columns that a newer version of its row replaces.
-SPAN_COLUMNS = ("parent_id", "name", "kind", "start_time", "end_time", "status", "status_message",
-                "attributes", "events", "service")  # fmt: skip
 _INSERTED = ["trace_id", "span_id", *SPAN_COLUMNS, "call_id", "version"]
 _EVENT_COLUMNS = ["key", "trace_id", "span_id", "name", "attributes", "body", "received"]
 # The newest version of each span; the call it became from whichever version named it.
@@ -102,8 +100,12 @@ def _figures_sql(where: str = "") -> str:
     end = CLICKHOUSE.later_by_ms("c.at", "c.latency")
 
     def first(column: str) -> str:
-        # The earliest call's value among those that have one, as from scratch elsewhere.
-        return f"CAST(argMinIf(c.{column}, (c.at, c.id), c.{column} IS NOT NULL) AS Nullable(String))"
+        # The earliest call's value among those that have one (of calls made at once, the
+        # smallest value), as from scratch elsewhere (`trace_rollup.VALUES_AT`).
+        return (
+            f"CAST(argMinIf(c.{column}, (c.at, assumeNotNull(c.{column})), c.{column} IS NOT NULL)"
+            " AS Nullable(String))"
+        )
 
     # The inner columns have names of their own: ClickHouse reads a name as its alias first.
     calls = f"""
@@ -216,7 +218,9 @@ class ClickHouseTraces(Store):
         if not admitted.records:
             return admitted.refused
         version = _version()
-        self.engine.insert("spans", _INSERTED, [_span_row(s, version) for s in admitted.records])
+        # A span twice in the batch is one row: two rows of one version would tie.
+        rows = [_span_row(s, version) for s in newest_forms(admitted.records)]
+        self.engine.insert("spans", _INSERTED, rows)
         after = self._settings_now()
         if after != before and (wrong := self._cleared(admitted, after)):
             ids = [(s.trace_id, s.span_id) for _, s in wrong]

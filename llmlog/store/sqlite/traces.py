@@ -21,6 +21,7 @@ from llmlog.store import trace_rollup
 from llmlog.store.base import Store
 from llmlog.store.content import digest
 from llmlog.store.regulated import Refused
+from llmlog.store.traces import SPAN_COLUMNS
 
 
 def json_safe(value: Any) -> str:
@@ -32,6 +33,19 @@ def json_safe(value: Any) -> str:
 _SPAN_COLUMNS = (
     "trace_id, span_id, parent_id, name, kind, start_time, end_time, status, status_message,"
     " attributes, events, service, call_id"
+)
+
+
+# A span kept already is replaced by its newer form only when that differs (as stored: text
+# sealed, JSON as `json_safe` writes it), keeping its call id or gaining the one it lacked: the
+# same span sent again is no UPDATE, which would sum its trace again (`spans_traces_update`).
+_INSERT_SPANS = (
+    "INSERT INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (trace_id, span_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in SPAN_COLUMNS)
+    + ", call_id = ifnull(spans.call_id, excluded.call_id) WHERE "
+    + " OR ".join(f"spans.{c} IS NOT excluded.{c}" for c in SPAN_COLUMNS)
+    + " OR (spans.call_id IS NULL AND excluded.call_id IS NOT NULL)"
 )
 
 
@@ -83,11 +97,7 @@ class SQLiteTraces(Store):
                  json_safe(s.attributes), json_safe(s.events), s.service, s.call_id)
                 for s in admitted.records
             ]  # fmt: skip
-            self.db.executemany(
-                "INSERT INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (trace_id, span_id) DO UPDATE SET call_id = ifnull(call_id, excluded.call_id)",
-                rows,
-            )
+            self.db.executemany(_INSERT_SPANS, rows)
         return admitted.refused
 
     def traces(self, trace_ids: Sequence[str]) -> list[Span]:
