@@ -1,11 +1,13 @@
 """A trace reads the same on SQLite, PostgreSQL and ClickHouse, whatever order its parts came
-in: a trace's feature, user and session are those of its earliest call, and a span sent
-again with changes reads in its newest form, in `trace()` and in its trace's figures alike;
-the same span sent again changes nothing."""
+in: erasure leaves no span naming the person (OpenInference puts `user.id` and the input on
+the root span, not only on the model call's), a trace's feature, user and session are those
+of its earliest call, and a span sent again with changes reads in its newest form, in
+`trace()` and in its trace's figures alike; the same span sent again changes nothing."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,10 +17,14 @@ from typing import Any
 import psycopg
 import pytest
 
+from llmlog.core.config import Settings
 from llmlog.core.encryption import Keyring
-from llmlog.core.filters import TraceFilter
-from llmlog.core.record import Call, Span, format_timestamp
+from llmlog.core.filters import CallFilter, TraceFilter
+from llmlog.core.record import Call, Span, SpanEvent, format_timestamp
 from llmlog.core.sealed import is_sealed
+from llmlog.pipeline.intake import Intake
+from llmlog.pipeline.otlp import ingest_spans
+from llmlog.pipeline.pricing import Pricer
 from llmlog.store import Store
 from llmlog.store.postgres import schema as pg
 from llmlog.store.postgres.trace_schema import m017_trace_values_by_time
@@ -59,6 +65,73 @@ def assert_kept_as_from_scratch(store: Store, backend: Backend) -> None:
     )
     assert kept.columns == scratch.columns
     assert kept.rows == scratch.rows
+
+
+# ---------------------------------------------------------------- erasure
+
+
+def test_erasure_deletes_the_spans_of_their_traces_and_those_naming_them(
+    store: Store, backend: Backend
+) -> None:
+    """Through the OTLP pipeline: the person's call's trace (root span naming them and
+    holding the input, their chat span, a tool span naming no one); a trace where only the
+    root span names them (the chat span's call has no user); a span elsewhere with their id
+    in an attribute of its own, with a log event kept for it; and someone else's trace."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    intake = Intake(Settings(user_id_secret=None), Pricer())
+    secret = "what does my biopsy say"
+
+    def chat(user: str | None) -> dict[str, Any]:
+        attributes: dict[str, Any] = {
+            "gen_ai.operation.name": "chat", "gen_ai.provider.name": "anthropic",
+            "gen_ai.request.model": "claude-sonnet-4-6", "gen_ai.usage.input_tokens": 12,
+            "gen_ai.usage.output_tokens": 3,
+        }  # fmt: skip
+        return attributes if user is None else {**attributes, "user.id": user}
+
+    def trace(t: str, user: str, call_user: str | None, said: str = secret) -> list[Span]:
+        root = {"openinference.span.kind": "CHAIN", "user.id": user, "input.value": said}
+        return [
+            Span(t, t[:15] + "a", None, "agent run", "internal", now, now + timedelta(seconds=4),
+                 attributes=root, service="agent"),
+            Span(t, t[:15] + "b", t[:15] + "a", "chat", "client", now + timedelta(seconds=1),
+                 now + timedelta(seconds=2), attributes=chat(call_user), service="agent"),
+            Span(t, t[:15] + "c", t[:15] + "a", "tool lookup", "internal", now + timedelta(seconds=3),
+                 now + timedelta(seconds=3, milliseconds=200), service="agent"),
+        ]  # fmt: skip
+
+    theirs, rooted, other, elsewhere = (uuid.uuid4().hex for _ in range(4))
+    assert ingest_spans(store, trace(theirs, "u9", "u9"), intake)[0] == 1
+    assert ingest_spans(store, trace(rooted, "u9", None), intake)[0] == 1
+    assert ingest_spans(store, trace(other, "u1", "u1", "another question"), intake)[0] == 1
+    named = Span(elsewhere, "e" * 16, None, "nightly", "internal", now, now + timedelta(seconds=1),
+                 attributes={"app.customer": "u9"})  # fmt: skip
+    plain = Span(elsewhere, "f" * 16, "e" * 16, "step", "internal", now, now, attributes={"n": 1})
+    assert store.insert_spans([named, plain]) == []
+    assert store.insert_span_events([SpanEvent(elsewhere, "e" * 16, "note", {"k": "v"}, {"x": 1})]) == []
+    untouched = store.trace_summary(other)
+    (rooted_call,) = store.recent(CallFilter(trace_id=rooted), 10)
+    assert rooted_call.user_id is None
+    assert any(s.attributes.get("user.id") == "u9" for s in store.trace(rooted))  # what is at stake
+
+    erased = store.erase(user_id="u9")
+    assert (erased.calls, erased.spans, erased.events) == (1, 5, 1)
+    # Nothing stored names them or holds the input their root spans held.
+    left = store.traces([theirs, rooted, other, elsewhere])
+    text = json.dumps([dataclasses.asdict(s) for s in left], default=str)
+    assert '"u9"' not in text and secret not in text
+    assert store.trace(theirs) == [] and store.trace_summary(theirs) is None
+    assert [s.span_id for s in store.trace(rooted)] == [rooted[:15] + "b", rooted[:15] + "c"]
+    assert [s.span_id for s in store.trace(elsewhere)] == ["f" * 16]
+    assert store.span_events([(elsewhere, "e" * 16)]) == []
+    # What is left of each trace is what its figures say; someone else's is as it was.
+    for t, calls in ((rooted, [rooted_call]), (elsewhere, [])):
+        got = store.trace_summary(t)
+        assert_same(got, summarize(calls, store.trace(t))[t])
+        assert got is not None and got.name is None  # its root went
+    assert store.trace_summary(other) == untouched and untouched is not None and untouched.user_id == "u1"
+    assert {t.trace_id for t in store.list_traces(TraceFilter(), 10)} == {rooted, other, elsewhere}
+    assert_kept_as_from_scratch(store, backend)
 
 
 # ---------------------------------------------------------------- feature, user, session

@@ -41,7 +41,7 @@ from llmlog.core.encryption import Policy, trace_clear_parts
 from llmlog.core.filters import TraceFilter
 from llmlog.core.record import Span, SpanEvent, TraceSummary, json_text
 from llmlog.store import trace_rollup
-from llmlog.store.base import Store
+from llmlog.store.base import NAMING_ATTRIBUTES, Store
 from llmlog.store.clickhouse import CLICKHOUSE
 from llmlog.store.clickhouse.engine import Engine, utc_time
 from llmlog.store.content import digest
@@ -154,6 +154,16 @@ def _figures_sql(where: str = "") -> str:
     return (
         f"SELECT p.trace_id AS trace_id, {summed} FROM ({calls} UNION ALL {spans}) AS p GROUP BY p.trace_id"
     )
+
+
+def naming_sql(column: str, value: str, fields: Sequence[str]) -> tuple[str, list[Any]]:
+    """A condition on a row of `spans` or `span_events` that names the person erasure is for
+    (`Store.erase`: `column` = `value`): an attribute of `NAMING_ATTRIBUTES` equal to it, or
+    it as a JSON string in one of `fields` (JSON, as `json_text` writes it); its parameters."""
+    names = NAMING_ATTRIBUTES[column]
+    named = [f"JSONExtractString(attributes, '{a}') = %s" for a in names]
+    found = [f"position({f}, %s) > 0" for f in fields]
+    return f"({' OR '.join(named + found)})", [*[value] * len(names), *[json_text(value)] * len(fields)]
 
 
 def _span(row: Sequence[Any]) -> Span:
@@ -301,22 +311,24 @@ class ClickHouseTraces(Store):
             if (t, s) in wanted
         ]
 
-    def _delete_spans(self, where: str, params: Sequence[Any]) -> int:
-        """The spans `where` picks (on `spans`), and their events; how many of both. The
-        events first: they are found through the spans."""
+    def _delete_spans(self, where: str, params: Sequence[Any]) -> tuple[int, int]:
+        """The spans one of whose versions `where` picks (on `spans`), every version of them
+        (an older one left would stand for the span), and their events; how many spans and
+        events. The events first: they are found through the spans."""
         picked = f"(trace_id, span_id) IN (SELECT trace_id, span_id FROM spans WHERE {where})"
         spans = int(
             self._select(f"SELECT uniqExact(trace_id, span_id) FROM spans WHERE {where}", params)[0][0]
         )
         if not spans:
-            return 0
+            return 0, 0
         events = int(self._select(f"SELECT count() FROM span_events WHERE {picked}", params)[0][0])
-        self._mutate(f"ALTER TABLE span_events DELETE WHERE {picked}", params)
-        self._mutate(f"ALTER TABLE spans DELETE WHERE {where}", params)
-        return spans + events
+        if events:
+            self._mutate(f"ALTER TABLE span_events DELETE WHERE {picked}", params)
+        self._mutate(f"ALTER TABLE spans DELETE WHERE {picked}", params)
+        return spans, events
 
     def purge_traces(self, before: datetime) -> int:
-        n = self._delete_spans("start_time < %s", [before])
+        n = sum(self._delete_spans("start_time < %s", [before]))
         old = int(
             self._select(
                 "SELECT count() FROM span_events WHERE received < %s", [int(before.timestamp() * 1e9)]

@@ -9,6 +9,7 @@ alone, by one without, once the store keeps text sealed only.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -20,7 +21,7 @@ import psycopg
 from llmlog.core.filters import TraceFilter
 from llmlog.core.record import Span, SpanEvent, TraceSummary, json_text
 from llmlog.store import trace_rollup
-from llmlog.store.base import Store
+from llmlog.store.base import NAMING_ATTRIBUTES, Store
 from llmlog.store.content import digest
 from llmlog.store.postgres import POSTGRES
 from llmlog.store.regulated import Refused
@@ -80,6 +81,17 @@ def _span(row: Sequence[Any]) -> Span:
     t, s, p, n, k, st, en, status, message, attrs, evs, service, call = row
     return Span(t, s, p, n, k, st.astimezone(UTC), en.astimezone(UTC) if en else None, status, message,
                 attrs or {}, evs or [], service, call)  # fmt: skip
+
+
+def naming_sql(column: str, value: str, fields: Sequence[str]) -> tuple[str, list[Any]]:
+    """A condition on a row of `spans` or `span_events` that names the person erasure is for
+    (`Store.erase`: `column` = `value`): an attribute of `NAMING_ATTRIBUTES` equal to it, or
+    it as a JSON string in one of `fields` (jsonb, as its text writes one); its parameters."""
+    names = NAMING_ATTRIBUTES[column]
+    named = [f"attributes ->> '{a}' = %s" for a in names]
+    found = [f"strpos({f}::text, %s) > 0" for f in fields]
+    needle = json.dumps(value, ensure_ascii=False)
+    return f"({' OR '.join(named + found)})", [*[value] * len(names), *[needle] * len(fields)]
 
 
 def _columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
@@ -149,15 +161,30 @@ class PostgresTraces(Store):
         return None if row is None else trace_rollup.summary(row, _utc)
 
     @staticmethod
-    def _erase_from_traces(cur: psycopg.Cursor[Any], column: str, value: str, traces: Sequence[str]) -> None:
-        """In erasure's transaction, after its deletes: the traces that held the person's
-        calls (`traces`), and those whose row names them (their calls may have gone to
-        retention before), summed again from what is left of them."""
-        named = cur.execute(f"SELECT trace_id FROM traces WHERE {column} = %s", (value,)).fetchall()
-        ids = sorted({*traces, *(t for (t,) in named)})
+    def _erase_from_traces(
+        cur: psycopg.Cursor[Any], column: str, value: str, traces: Sequence[str]
+    ) -> tuple[int, int]:
+        """In erasure's transaction, after its calls went: as SQLite's (the spans of their
+        traces and those naming them, with their log events; then the traces they were in,
+        and those whose row names them, summed again). How many spans and events went."""
+        named, params = naming_sql(column, value, ("attributes", "events"))
+        gone = cur.execute(
+            f"DELETE FROM spans WHERE trace_id = ANY(%s) OR {named} RETURNING trace_id, span_id",
+            [list(traces), *params],
+        ).fetchall()
+        events = 0
+        if gone:
+            events = cur.execute(
+                "DELETE FROM span_events WHERE (trace_id, span_id)"
+                " IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+                ([t for t, _ in gone], [s for _, s in gone]),
+            ).rowcount
+        rows = cur.execute(f"SELECT trace_id FROM traces WHERE {column} = %s", (value,)).fetchall()
+        ids = sorted({*traces, *(t for t, _ in gone), *(t for (t,) in rows)})
         drop, fill = trace_rollup.resum_sql(POSTGRES, "trace_id = ANY(%s)")
         cur.execute(drop, (ids,))
         cur.execute(fill, (ids, ids))
+        return len(gone), events
 
     def insert_span_events(self, events: Sequence[SpanEvent]) -> list[Refused]:
         events = self._sealed_events(events)
