@@ -67,7 +67,9 @@ class Erased:
     contents: int = 0  # pieces of content (prompts, messages, tool lists) no other call used
     spans: int = 0
     rollup_rows: int = 0  # `people_daily` rows
-    events: int = 0  # log events of their traces, or naming them, that had not joined a call
+    # Log events of their traces, or naming them, that had not joined a call; erasure's also
+    # counts those of the spans it deleted.
+    events: int = 0
 
 
 @dataclass
@@ -497,12 +499,18 @@ class Store(Regulated, Traces, abc.ABC):
     @abc.abstractmethod
     def erase(self, *, user_id: str | None = None, session_id: str | None = None) -> Erased:
         """The right to erasure: delete one user's (or one session's) calls, the content no
-        remaining call uses, their spans and their `people_daily` and `daily_seen` rows, in
-        one transaction, so that none of their text stays readable in the database; and the
-        log events kept waiting for a span (OTLP) that are in their calls' traces or name them
-        (an attribute of `NAMING_ATTRIBUTES`, or a JSON string in the attributes or body equal
-        to the id). The `daily` rollup keeps its counts: it holds no user, session or text.
-        Reads every call once, to know which content other calls still use."""
+        remaining call uses and their `people_daily` and `daily_seen` rows, in one
+        transaction, so that none of their text stays readable in the database. And every
+        span of their calls' traces, with every span anywhere that names them (an attribute
+        of `NAMING_ATTRIBUTES` equal to the id, or a JSON string in its attributes or events
+        equal to it: OpenInference puts `user.id` and the input on root and chain spans),
+        with those spans' log events; and the log events kept waiting for a span (OTLP) that
+        are in their calls' traces or name them (the same rule, on their attributes or body).
+        The traces they were in are summed again from what is left (`traces`; a trace with
+        nothing left loses its row), as are those whose row names them. The `daily` rollup
+        keeps its counts: it holds no user, session or text. `Erased.spans` counts the spans
+        deleted, `Erased.events` the log events. Reads every call once, to know which content
+        other calls still use, and every span and waiting event once, for the id."""
 
     # -------------------------------------------------------------- retention (llmlog.operations.retention)
 

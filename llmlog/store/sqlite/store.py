@@ -33,7 +33,6 @@ from llmlog.core.record import (
 )
 from llmlog.store import compression, search
 from llmlog.store.base import (
-    NAMING_ATTRIBUTES,
     AuditEntry,
     Erased,
     QueryResult,
@@ -60,7 +59,7 @@ from llmlog.store.readonly import (
 from llmlog.store.rollup import moves, regroup
 from llmlog.store.sqlite import SQLITE
 from llmlog.store.sqlite.schema import migrate
-from llmlog.store.sqlite.traces import SQLiteTraces
+from llmlog.store.sqlite.traces import SQLiteTraces, naming_sql
 from llmlog.store.sqlite.traces import json_safe as _json_safe
 
 BUSY_TIMEOUT_MS = 60_000
@@ -505,8 +504,9 @@ class SQLiteStore(RowTables, SQLiteTraces):
                 )
             ]  # fmt: skip
             out = self._delete_calls(f"{column} = ?", [value])
-            self._erase_from_traces(column, value, traces)
-            out.events = self._delete_waiting_events(column, value, traces)
+            spans, events = self._erase_from_traces(column, value, traces)
+            out.spans += spans
+            out.events = events + self._delete_waiting_events(column, value, traces)
             out.contents = self._delete_content(candidates)
             rollup = self.db.execute(f"DELETE FROM people_daily WHERE {column} = ?", (value,))
             # And the note of which days counted them: a rollup that names them.
@@ -518,14 +518,10 @@ class SQLiteStore(RowTables, SQLiteTraces):
     def _delete_waiting_events(self, column: str, value: str, traces: list[str]) -> int:
         """In a write transaction: the kept log events in these traces, or naming `value`
         (see `Store.erase`)."""
-        named = " OR ".join(
-            f"CAST(json_extract(attributes, '$.\"{a}\"') AS TEXT) = ?" for a in NAMING_ATTRIBUTES[column]
-        )
-        needle = _json_safe(value)  # as a JSON string, in the form the columns are written in
+        named, params = naming_sql(column, value, ("attributes", "body"))
         return self.db.execute(
-            "DELETE FROM span_events WHERE trace_id IN (SELECT value FROM json_each(?))"
-            f" OR {named} OR instr(attributes, ?) > 0 OR instr(body, ?) > 0",
-            (json.dumps(traces), *[value] * len(NAMING_ATTRIBUTES[column]), needle, needle),
+            f"DELETE FROM span_events WHERE trace_id IN (SELECT value FROM json_each(?)) OR {named}",
+            (json.dumps(traces), *params),
         ).rowcount
 
     @contextlib.contextmanager
