@@ -157,7 +157,17 @@ def server(backend: Backend) -> Iterator[Running]:
     with Running(backend) as running:
         running.store.insert(
             [
-                make_call(i, system_prompt=f"{SECRET_TEXT} {i}", trace_id=TRACE if i in (3, 4) else None)
+                make_call(
+                    i,
+                    system_prompt=f"{SECRET_TEXT} {i}",
+                    # What was said and answered: the calls list's previews, the session's turns.
+                    messages=[{"role": "user", "content": f"{SECRET_TEXT} said {i}"}],
+                    response={
+                        "role": "assistant",
+                        "content": [{"type": "text", "text": f"{SECRET_TEXT} {i}"}],
+                    },
+                    trace_id=TRACE if i in (3, 4) else None,
+                )
                 for i in range(30)
             ]
         )
@@ -249,6 +259,9 @@ def test_each_role_against_each_route(server: Running) -> None:
                 assert "error" in r.json()
             if role == "viewer":
                 assert SECRET_TEXT not in r.text, path  # never a prompt's text
+    # The text is a debugger's: the list's previews, a session's turns.
+    for path in ("/", "/api/calls", f"/sessions/{SESSION}"):
+        assert SECRET_TEXT in clients["debugger"].get(path).text, path
     # A viewer may not search the text (asking which sessions mention X, letter by letter),
     # nor read an error's message.
     for path in ("/sessions?q=PROMPT", "/api/users?meta=a%3Db", "/api/sessions?tag=x"):

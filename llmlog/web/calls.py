@@ -25,6 +25,9 @@ from llmlog.web.auth import Page
 from llmlog.web.state import web_of
 
 PAGE = 100
+# Characters of each line of a call's preview in the list (what was said, what was answered):
+# the cell shows what fits, its title the rest; the call's page has it whole.
+PREVIEW = 100
 SAMPLE, MAX_SAMPLE = 20, 200
 FACET_S = 0.3
 FACETS = [*((name, EQUALS[name]) for name in ("feature", "model", "user", "version")), ("status", "error")]
@@ -71,6 +74,19 @@ def summary(c: Call) -> dict[str, Any]:
         "cost_usd": c.cost_usd,
         "error": (c.error or {}).get("type") if c.error else None,
     }
+
+
+def preview(c: Call, width: int = PREVIEW) -> tuple[str, str]:
+    """What the caller said last and what the model answered, one short line each (as a
+    session's page lists its turns). Read from a brief call (`Store.recent(brief=True)`),
+    which holds these and no more; sealed text read without the key shows as `(sealed)`."""
+    return gist(last_user_turn(c), width), gist(response_turns(c), width)
+
+
+def previewed(c: Call) -> dict[str, Any]:
+    """A call as one line of the list, in JSON, with its preview."""
+    said, answered = preview(c)
+    return {**summary(c), "said": said, "answered": answered}
 
 
 def _facets(store: Store, f: CallFilter) -> dict[str, Facet]:
@@ -148,7 +164,7 @@ def calls_page(request: Request) -> Response:
     return web.render(
         "calls.html",
         findings_now=len(found.findings) if found else 0,
-        calls=calls,
+        rows=[(c, *preview(c)) for c in calls],
         facets=facets,
         params=request.query_params,
         link=link,
@@ -237,7 +253,7 @@ def api_calls(request: Request) -> Response:
     except BadFilter as exc:
         raise Refusal(str(exc), 400) from None
     return JSONResponse(
-        {"calls": [summary(c) for c in calls], "facets": {k: asdict(v) for k, v in facets.items()}}
+        {"calls": [previewed(c) for c in calls], "facets": {k: asdict(v) for k, v in facets.items()}}
     )
 
 
