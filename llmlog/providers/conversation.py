@@ -23,7 +23,7 @@ from llmlog.providers.api import Part, Turn, as_json
 
 __all__ = [
     "Part", "Turn", "block_part", "by_model", "conversation", "gist", "last_user_turn", "message_turn",
-    "response_messages", "response_turns",
+    "response_messages", "response_turns", "said_and_answered",
 ]  # fmt: skip
 
 
@@ -123,3 +123,9 @@ def last_user_turn(call: Call) -> list[Turn]:
     result), for a line in a list of turns."""
     turns = conversation(call)
     return turns[-1:] if turns and turns[-1].role != "assistant" else []
+
+
+def said_and_answered(call: Call, width: int = 160) -> tuple[str, str]:
+    """What the caller said last and what the model answered, a `gist` each: a call as a
+    line of a list shows it (the calls list, a session's turns, `llmlog calls --preview`)."""
+    return gist(last_user_turn(call), width), gist(response_turns(call), width)

@@ -17,7 +17,13 @@ from starlette.routing import BaseRoute
 from llmlog.analysis import traces
 from llmlog.core.filters import EQUALS, BadFilter, CallFilter, parse_filter, parse_when
 from llmlog.core.record import Call
-from llmlog.providers.conversation import conversation, gist, last_user_turn, response_turns
+from llmlog.providers.conversation import (
+    conversation,
+    gist,
+    last_user_turn,
+    response_turns,
+    said_and_answered,
+)
 from llmlog.store import Store
 from llmlog.store.base import Facet
 from llmlog.web.answer import JSONResponse, Refusal
@@ -80,7 +86,7 @@ def preview(c: Call, width: int = PREVIEW) -> tuple[str, str]:
     """What the caller said last and what the model answered, one short line each (as a
     session's page lists its turns). Read from a brief call (`Store.recent(brief=True)`),
     which holds these and no more; sealed text read without the key shows as `(sealed)`."""
-    return gist(last_user_turn(c), width), gist(response_turns(c), width)
+    return said_and_answered(c, width)
 
 
 def previewed(c: Call) -> dict[str, Any]:
