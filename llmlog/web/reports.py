@@ -345,8 +345,14 @@ def read(request: Request, report: str, asked: Any) -> Any:
         return RUNS[report].read(store, asked)
 
 
+def headlines(request: Request) -> dict[str, str | None]:
+    """Each report's headline, None where it failed or is not known yet (`web.headlines`)."""
+    web = web_of(request)
+    return web.headlines.current(web.reading)
+
+
 def index(request: Request) -> Response:
-    return render(request, "reports.html", reports=reports.REPORTS)
+    return render(request, "reports.html", reports=reports.REPORTS, headlines=headlines(request))
 
 
 def errors(request: Request, p: Period, groups: list[ErrorGroup]) -> Response:
@@ -475,8 +481,13 @@ def compare_page(request: Request) -> Response:
 
 
 def api_index(request: Request) -> Response:
-    about = reports.REPORTS.items()
-    return JSONResponse({name: {"about": what, "url": f"/api/reports/{name}"} for name, what in about})
+    known = headlines(request)
+    return JSONResponse(
+        {
+            name: {"about": what, "url": f"/api/reports/{name}", "headline": known.get(name)}
+            for name, what in reports.REPORTS.items()
+        }
+    )
 
 
 def api(request: Request) -> Response:

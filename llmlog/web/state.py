@@ -27,6 +27,7 @@ from llmlog.operations.replay import Providers
 from llmlog.pipeline.pricing import Pricer
 from llmlog.store import Store
 from llmlog.web import auth
+from llmlog.web.headlines import Headlines
 from llmlog.web.throttle import SignIns
 
 HERE = Path(__file__).parent
@@ -85,6 +86,9 @@ class Web:
     # The latest findings, evaluated off the requests' path at most every few minutes
     # (`analysis.latest`): the findings page and the calls list's line read them.
     findings: Latest = field(default_factory=Latest)
+    # The Reports page's headline of each report, computed off the request's path and kept
+    # a few minutes (`web.headlines`).
+    headlines: Headlines = field(default_factory=Headlines)
     _idle: list[Store] = field(default_factory=list)  # readers no request holds now
     _opened: list[Store] = field(default_factory=list)  # every reader, to close at the end
     _pool: threading.Lock = field(default_factory=threading.Lock)
