@@ -75,28 +75,22 @@ class Headlines:
         return now - known[0] if known else float("inf")
 
     def _refresh(self, reading: Reading) -> None:
-        """Every headline, in turn, each kept as soon as it is known. Never raises: this runs
-        on a thread of its own, and a report that fails (or the store, closing) is a
-        headline not shown."""
-        done: set[str] = set()
+        """Every headline, in turn, each kept as soon as it is known. A reader is borrowed
+        for each: where pages share the collector's store (`Web.reading`), its writes wait
+        for one report at a time, not for all of them. Never raises: this runs on a thread
+        of its own, and a report that fails (its time limit, the store closing) is a
+        headline not shown, until the next refresh."""
         try:
-            with reading() as store:
-                for name, source in self.sources.items():
-                    try:
-                        sentence: str | None = source(store, datetime.now(UTC))
-                    except Exception as exc:  # its time limit, a store error: its name alone
-                        log.warning("llmlog: the %s report's headline: %s", name, exc)
-                        sentence = None
-                    self._keep(name, sentence)
-                    done.add(name)
-        except Exception:
-            log.warning("llmlog: the reports' headlines could not be read", exc_info=True)
+            for name, source in self.sources.items():
+                sentence: str | None = None
+                try:
+                    with reading() as store:
+                        sentence = source(store, datetime.now(UTC))
+                except Exception as exc:
+                    log.warning("llmlog: the %s report's headline: %s", name, exc)
+                self._keep(name, sentence)
         finally:
             with self._changed:
-                # Those the store gave no answer for are failed too, until the next refresh:
-                # not asked for again by every page meanwhile.
-                for name in self.sources.keys() - done:
-                    self._known[name] = (time.monotonic(), None)
                 self._refreshing = False
                 self._changed.notify_all()
 
