@@ -41,7 +41,7 @@ class Headlines:
         self.sources = dict(HEADLINES if sources is None else sources)
         self.fresh_s, self.keep_s, self.wait_s = fresh_s, keep_s, wait_s
         self._known: dict[str, tuple[float, str | None]] = {}  # name → (when, sentence or None: failed)
-        self._refreshing = False
+        self._refreshing: threading.Thread | None = None
         self._started = 0.0  # when the refresh under way began (monotonic)
         self._changed = threading.Condition()
 
@@ -51,15 +51,16 @@ class Headlines:
         waited for until `wait_s` after that refresh began."""
         with self._changed:
             now = time.monotonic()
-            if not self._refreshing and any(self._age(name, now) > self.fresh_s for name in self.sources):
-                self._refreshing, self._started = True, now
-                threading.Thread(
+            if self._refreshing is None and any(self._age(n, now) > self.fresh_s for n in self.sources):
+                self._started = now
+                self._refreshing = threading.Thread(
                     target=self._refresh, args=(reading,), name="llmlog-headlines", daemon=True
-                ).start()
+                )
+                self._refreshing.start()
             # From the refresh's start: the pages asking while a slow report runs on wait
             # once between them, not each in turn.
             deadline = self._started + self.wait_s
-            while self._refreshing and any(self._age(n, now) > self.keep_s for n in self.sources):
+            while self._refreshing is not None and any(self._age(n, now) > self.keep_s for n in self.sources):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
@@ -91,10 +92,18 @@ class Headlines:
                 self._keep(name, sentence)
         finally:
             with self._changed:
-                self._refreshing = False
+                self._refreshing = None
                 self._changed.notify_all()
 
     def _keep(self, name: str, sentence: str | None) -> None:
         with self._changed:
             self._known[name] = (time.monotonic(), sentence)
             self._changed.notify_all()
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Wait a little for a refresh under way, so that it is not left reading a store
+        that is being closed (a report it cannot finish is a headline not shown)."""
+        with self._changed:
+            running = self._refreshing
+        if running is not None:
+            running.join(timeout_s)

@@ -146,6 +146,7 @@ class Web:
 
     def close(self) -> None:
         self.findings.close()  # an evaluation under way reads a store about to be closed
+        self.headlines.close()  # and so may the reports' headlines
         with self._pool:
             opened, self._opened, self._idle = self._opened, [], []
         for store in opened:
