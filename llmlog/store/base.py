@@ -17,6 +17,7 @@ from llmlog.core.encryption import Keyring
 from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call, format_timestamp, parse_timestamp
 from llmlog.store import search, vectors
+from llmlog.store.alerts import Alerts, RowAlerts
 from llmlog.store.content import ContentIds
 from llmlog.store.dialect import Dialect
 from llmlog.store.readonly import RESULT_MAX_BYTES, QueryResult, QueryRows, ReadOnlyError, held
@@ -201,9 +202,9 @@ def _when(value: Any) -> datetime:
     return value if isinstance(value, datetime) else parse_timestamp(value)
 
 
-class Store(Regulated, Traces, abc.ABC):
-    """A place calls are kept (and traces: `Traces`). Implementations: SQLite (embedded
-    default), PostgreSQL, ClickHouse."""
+class Store(Regulated, Traces, Alerts, abc.ABC):
+    """A place calls are kept (and traces: `Traces`; the state of alerts: `Alerts`).
+    Implementations: SQLite (embedded default), PostgreSQL, ClickHouse."""
 
     if TYPE_CHECKING:
         # Read-only to its users: SQLite and ClickHouse make it from what they hold,
@@ -804,8 +805,8 @@ class Store(Regulated, Traces, abc.ABC):
         self.close()
 
 
-class RowTables(Store):
-    """Accounts, web sessions and API tokens kept as rows updated and deleted in place, by
+class RowTables(RowAlerts, Store):
+    """Accounts, web sessions, API tokens and alerts kept as rows updated and deleted in place, by
     SQL each such engine runs as written (SQLite, PostgreSQL, and the embedded ClickHouse
     store's private SQLite file). Listed first among a store's bases, it supplies them."""
 

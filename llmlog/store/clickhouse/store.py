@@ -43,6 +43,7 @@ from llmlog.store.base import (
     utc_days,
 )
 from llmlog.store.clickhouse import CLICKHOUSE, reader
+from llmlog.store.clickhouse.alerts import ClickHouseAlerts
 from llmlog.store.clickhouse.engine import READ_SETTINGS, Engine, EngineError, bind, open_engine
 from llmlog.store.clickhouse.engine import utc_time as _when
 from llmlog.store.clickhouse.schema import DAILY_GROUP, DAILY_SELECT, PEOPLE_SELECT, Versions, migrate
@@ -54,7 +55,7 @@ from llmlog.store.search import Query
 from llmlog.store.urls import redact_url
 
 
-class ClickHouseStore(ClickHouseTraces):
+class ClickHouseStore(ClickHouseAlerts, ClickHouseTraces):
     dialect = CLICKHOUSE
     recent_order = "timestamp DESC, id"
     # Rotation sweeps again after this long, for what a cluster's replicas saw late (`insert`).
