@@ -466,20 +466,31 @@ def _deliver(
 # ---------------------------------------------------------------------------- the schedule
 
 
+def evaluate_findings(store: Store) -> tuple[list[Finding], tuple[str, ...]]:
+    """The findings now, for a round: with the kinds that could not be evaluated, which
+    `notify` must not clear ("*": any). Findings that fail are logged, and the round goes on
+    with the rules."""
+    try:
+        return findings_module.evaluate(store), ()
+    except Exception as exc:
+        log.warning("llmlog: the findings could not be evaluated (%s: %s); the rules only this round",
+                    type(exc).__name__, exc)  # fmt: skip
+        return [], ("*",)
+
+
 class Schedule:
     """`llmlog serve`'s alerts: a round every `every_s` (the first `first_s` after start), in
     a thread of its own, on a store of its own opened for each round; one round at a time.
     Nothing is evaluated while the store has neither webhooks nor rules. A round that fails
-    is logged and the next one runs at its time: the server never stops for it. Findings
-    that cannot be evaluated are logged, and the round goes on with the rules (no finding
-    of theirs clears meanwhile)."""
+    is logged and the next one runs at its time: the server never stops for it.
+    `evaluate` gives the findings and the kinds it could not evaluate (`evaluate_findings`)."""
 
     def __init__(
         self,
         open_store: Callable[[], Store],
         every_s: float = 300.0,
         first_s: float | None = None,
-        evaluate: Callable[[Store], list[Finding]] = findings_module.evaluate,
+        evaluate: Callable[[Store], tuple[list[Finding], Collection[str]]] = evaluate_findings,
     ) -> None:
         self._open, self.every_s, self._evaluate = open_store, every_s, evaluate
         self.first_s = min(every_s, 30.0) if first_s is None else first_s
@@ -519,13 +530,7 @@ class Schedule:
         try:
             if config(store).empty:
                 return None
-            unsure: tuple[str, ...] = ()
-            try:
-                found = self._evaluate(store)
-            except Exception as exc:
-                log.warning("llmlog: the findings could not be evaluated (%s: %s); rules only this round",
-                            type(exc).__name__, exc)  # fmt: skip
-                found, unsure = [], ("*",)
+            found, unsure = self._evaluate(store)
             return notify(store, found, unsure=unsure)
         finally:
             store.close()

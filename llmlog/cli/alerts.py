@@ -11,7 +11,7 @@ import sys
 import click
 from rich.table import Table
 
-from llmlog.analysis import alerts, findings
+from llmlog.analysis import alerts
 from llmlog.analysis.alerts import Round, Rule, RuleRun, notify, run_rule
 from llmlog.analysis.webhooks import FORMATS, Webhook, post
 from llmlog.cli.core import CliError, Ctx, as_text, cli, console, err_console, pass_ctx
@@ -142,14 +142,9 @@ def alerts_run(ctx: Ctx, as_json: bool) -> None:
 def run_round(store: Store) -> Round:
     """The findings evaluated (those that cannot be, said, and none of their kind cleared),
     then one round of `alerts.notify`."""
-    unsure: tuple[str, ...] = ()
-    try:
-        found = findings.evaluate(store)
-    except Exception as exc:  # the findings fail: the rules still run, nothing clears for it
-        err_console.print(
-            as_text(f"note: the findings could not be evaluated ({type(exc).__name__}); rules only")
-        )
-        found, unsure = [], ("*",)
+    found, unsure = alerts.evaluate_findings(store)
+    if unsure:
+        err_console.print("note: the findings could not all be evaluated: none of them clears this time")
     return notify(store, found, unsure=unsure)
 
 
