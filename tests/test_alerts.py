@@ -7,6 +7,7 @@ going on through failures. The state on each store: SQLite, PostgreSQL, ClickHou
 from __future__ import annotations
 
 import threading
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -118,6 +119,20 @@ def test_a_finding_is_posted_once_until_it_clears(any_store: Store, hooks: tuple
     assert state[LONGER.key].open and state[LONGER.key].opened == NOW + timedelta(minutes=15)
     user = state[FAILING_USER.key]
     assert user.opened == NOW and set(user.deliveries) == {"ops", "chat"}
+
+
+def test_a_key_of_any_length_is_kept(any_store: Store) -> None:
+    """A key naming a long (logged) name: kept by its start and a hash, the same each time,
+    where an index of PostgreSQL's would refuse it whole."""
+    with Receiver() as hook:
+        configure(any_store, Webhook("ops", hook.url))
+        name = "".join(uuid.uuid4().hex for _ in range(300))  # 9,600 characters that do not compress
+        long = Finding("user_outlier", f"user:{name}", 1.0, f"{name} fails.", {"rate": 0.5})
+        assert len(notify(any_store, [long], now=NOW).opened) == 1
+        assert notify(any_store, [long], now=NOW + timedelta(minutes=5)).posted == []
+    (posted,) = hook.bodies
+    assert len(posted["key"]) == alerts.KEY_MAX and posted["key"].startswith(f"user:{name[:100]}")
+    assert len(posted["sentence"]) == 500
 
 
 def test_what_is_posted_is_the_sentence_figures_and_a_link(

@@ -25,6 +25,7 @@ private as every setting is: a Slack webhook's URL is a secret.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import operator
@@ -71,6 +72,8 @@ OPERATORS: dict[str, tuple[Callable[[float, float], bool], str]] = {
     "!=": (operator.ne, "not equal to"),
 }
 SQL_MAX = 10_000
+KEY_MAX = 256  # a finding's key, as its state is kept (`state_key`)
+SENTENCE_KEPT = 2000  # of a finding's sentence, in its state and the history
 
 
 @dataclass(frozen=True)
@@ -336,6 +339,15 @@ def notify(
             store.drop_alert_lease(holder)
 
 
+def state_key(key: str) -> str:
+    """A finding's key as its state is kept by: as it is, or, past `KEY_MAX` characters (a
+    key naming a long feature, say, which no index of PostgreSQL's takes), its start and a
+    hash of the whole, the same for the same key."""
+    if len(key) <= KEY_MAX:
+        return key
+    return key[: KEY_MAX - 33] + "…" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
 def _link(f: Finding) -> str:
     if f.evidence:
         return f.evidence[0].path
@@ -356,7 +368,7 @@ def _round(
     done = Round()
     found: dict[str, Finding] = {}
     for f in given:
-        found.setdefault(f.key, f)
+        found.setdefault(state_key(f.key), f)
     ran: set[str] = set()  # keys of the rules whose query gave a number
     if rules:
         for rule in cfg.rules:
@@ -377,14 +389,15 @@ def _round(
     events: list[AlertEvent] = []
     for key, f in found.items():
         numbers = figures(f.numbers)  # a name among them stays out of the state, as out of posts
+        said = f.sentence[:SENTENCE_KEPT]
         a = states.get(key)
         if a is None or not a.open:
-            a = Alert(key, f.kind, "open", now, now, None, f.sentence, numbers, _link(f), {},
+            a = Alert(key, f.kind, "open", now, now, None, said, numbers, _link(f), {},
                       a.problem if a is not None else None)  # fmt: skip
-            events.append(AlertEvent(now, key, f.kind, "opened", None, f.sentence))
+            events.append(AlertEvent(now, key, f.kind, "opened", None, said))
             done.opened.append(key)
         else:  # still open: its figures as they are now, its deliveries as they were
-            a.seen, a.sentence, a.numbers, a.link = now, f.sentence, numbers, _link(f)
+            a.seen, a.sentence, a.numbers, a.link = now, said, numbers, _link(f)
         states[key] = changed[key] = a
     if rules:
         for run in done.rules:
@@ -531,6 +544,11 @@ class Schedule:
             if config(store).empty:
                 return None
             found, unsure = self._evaluate(store)
-            return notify(store, found, unsure=unsure)
+            done = notify(store, found, unsure=unsure)
         finally:
             store.close()
+        # Said in the server's log too, as in the history (a rule failing is said there and on
+        # the alerts page, once, not here at every round).
+        for name, problem in done.failed:
+            log.warning("llmlog: alerts: the webhook %s failed (%s); tried again later", name, problem)
+        return done
