@@ -230,6 +230,18 @@ def test_a_finding_that_clears_before_its_delivery_is_not_posted(store: Store) -
     assert len(hook.posts) == 1 and store.alerts()[0].status == "cleared"
 
 
+def test_a_round_posts_a_hundred_to_a_webhook_at_most(store: Store) -> None:
+    """Many findings at once (a first round over a month of trouble): a round's time stays
+    bounded, and the next takes the rest, oldest first."""
+    many = [Finding("drift", f"drift:f{i:03d}", 1.0, f"finding {i}") for i in range(150)]
+    with Receiver() as hook:
+        configure(store, Webhook("ops", hook.url))
+        assert len(notify(store, many, now=NOW).posted) == alerts.POSTS_PER_ROUND == 100
+        assert len(notify(store, many, now=NOW + timedelta(minutes=5)).posted) == 50
+        assert notify(store, many, now=NOW + timedelta(minutes=10)).posted == []
+    assert sorted(b["key"] for b in hook.bodies) == [f.key for f in many]
+
+
 def test_kinds_not_evaluated_do_not_clear(store: Store) -> None:
     notify(store, [LONGER, FAILING_USER], now=NOW)
     assert notify(store, [FAILING_USER], now=NOW, unsure=["drift"]).cleared == []

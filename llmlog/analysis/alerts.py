@@ -32,13 +32,17 @@ import operator
 import os
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import httpx2
+
 from llmlog.analysis import findings as findings_module
+from llmlog.analysis import webhooks
 from llmlog.analysis.findings import Finding
 from llmlog.analysis.webhooks import (
     TIMEOUT_S,
@@ -313,6 +317,29 @@ def holder_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+class _Lease:
+    """The store's lease, held for a round: taken, then renewed before each rule and post
+    once a quarter of it has gone (each takes a rule's or a post's time limit at most, far
+    less than the three quarters left), not at each (a write each)."""
+
+    def __init__(self, store: Store) -> None:
+        self.store, self.holder = store, holder_name()
+        self._taken = -math.inf
+
+    def keep(self) -> bool:
+        """Whether the lease is still this round's (taken again if due)."""
+        if time.monotonic() - self._taken < LEASE_S / 4:
+            return True
+        if not self.store.take_alert_lease(self.holder, LEASE_S):
+            return False
+        self._taken = time.monotonic()
+        return True
+
+    def drop(self) -> None:
+        with contextlib.suppress(Exception):  # a lease not dropped expires
+            self.store.drop_alert_lease(self.holder)
+
+
 def notify(
     store: Store,
     findings: Sequence[Finding],
@@ -329,14 +356,13 @@ def notify(
     rules'). With `rules`, the store's rules are run and the findings of those that trip
     added. Raises only when the store itself fails."""
     now = now or datetime.now(UTC)
-    holder = holder_name()
-    if not store.take_alert_lease(holder, LEASE_S):
+    lease = _Lease(store)
+    if not lease.keep():
         return Round(busy=True, findings=list(findings))
     try:
-        return _round(store, list(findings), now, holder, unsure, rules, rule_timeout_s, post_timeout_s)
+        return _round(store, list(findings), now, lease, unsure, rules, rule_timeout_s, post_timeout_s)
     finally:
-        with contextlib.suppress(Exception):  # a lease not dropped expires
-            store.drop_alert_lease(holder)
+        lease.drop()
 
 
 def state_key(key: str) -> str:
@@ -350,7 +376,8 @@ def state_key(key: str) -> str:
 
 def _link(f: Finding) -> str:
     if f.evidence:
-        return f.evidence[0].path
+        with contextlib.suppress(Exception):  # evidence missing a parameter: the findings page
+            return f.evidence[0].path
     return "/alerts" if f.kind == "rule" else "/findings"
 
 
@@ -358,7 +385,7 @@ def _round(
     store: Store,
     given: list[Finding],
     now: datetime,
-    holder: str,
+    lease: _Lease,
     unsure: Collection[str],
     rules: bool,
     rule_timeout_s: float,
@@ -372,7 +399,7 @@ def _round(
     ran: set[str] = set()  # keys of the rules whose query gave a number
     if rules:
         for rule in cfg.rules:
-            if not store.take_alert_lease(holder, LEASE_S):
+            if not lease.keep():
                 done.lost_lease = True
                 return done
             run = run_rule(store, rule, rule_timeout_s)
@@ -426,7 +453,7 @@ def _round(
         changed[key] = a
     store.save_alerts(list(changed.values()))
     store.add_alert_events(events)
-    _deliver(store, cfg, [a for a in states.values() if a.open], now, holder, post_timeout_s, done)
+    _deliver(store, cfg, [a for a in states.values() if a.open], now, lease, post_timeout_s, done)
     store.forget_alerts(history_start(now))
     return done
 
@@ -437,43 +464,57 @@ def retry_after(failures: int) -> timedelta:
 
 
 def _deliver(
-    store: Store, cfg: Config, open_alerts: list[Alert], now: datetime, holder: str, timeout_s: float,
+    store: Store, cfg: Config, open_alerts: list[Alert], now: datetime, lease: _Lease, timeout_s: float,
     done: Round,
 ) -> None:  # fmt: skip
     """Post each open alert to each webhook that has not had it, oldest first. A webhook that
     fails is tried no more this round: every alert waiting for it waits `retry_after` its
     failures so far; one that answers again takes what waited for it at once."""
     open_alerts = sorted(open_alerts, key=lambda a: (a.opened or now, a.key))
-    for webhook in cfg.webhooks:
-        waiting = [a for a in open_alerts if a.deliveries.get(webhook.name, Delivery()).sent is None]
-        answered, tries = False, 0
-        for a in waiting:
-            d = a.deliveries.get(webhook.name, Delivery())
-            if not answered and d.retry is not None and d.retry > now:
-                continue
-            if tries == POSTS_PER_ROUND:
-                break
-            if not store.take_alert_lease(holder, LEASE_S):
-                done.lost_lease = True
+    if not cfg.webhooks or not open_alerts:
+        return
+    with webhooks.client(timeout_s) as http:
+        for webhook in cfg.webhooks:
+            held = _deliver_to(store, webhook, cfg.link_base, open_alerts, now, lease, timeout_s, http, done)
+            if not held:
                 return
-            tries += 1
-            problem = post(webhook, payload(webhook.format, a, link(cfg.link_base, a.link)), timeout_s)
-            if problem is None:
-                answered = True
-                a.deliveries[webhook.name] = Delivery(sent=now)
-                store.save_alerts([a])
-                store.add_alert_events([AlertEvent(now, a.key, a.kind, "posted", webhook.name, "")])
-                done.posted.append((a.key, webhook.name))
-                continue
-            left = [w for w in waiting if w.deliveries.get(webhook.name, Delivery()).sent is None]
-            failures = 1 + max(w.deliveries.get(webhook.name, Delivery()).failures for w in left)
-            for w in left:
-                w.deliveries[webhook.name] = Delivery(None, failures, now + retry_after(failures), problem)
-            store.save_alerts(left)
-            detail = f"{problem} ({len(left)} waiting for it)"
-            store.add_alert_events([AlertEvent(now, a.key, a.kind, "failed", webhook.name, detail)])
-            done.failed.append((webhook.name, problem))
+
+
+def _deliver_to(
+    store: Store, webhook: Webhook, base: str | None, open_alerts: list[Alert], now: datetime, lease: _Lease,
+    timeout_s: float, http: httpx2.Client, done: Round,
+) -> bool:  # fmt: skip
+    """`_deliver` to one webhook; False when the lease was lost (posting stops)."""
+    waiting = [a for a in open_alerts if a.deliveries.get(webhook.name, Delivery()).sent is None]
+    answered, tries = False, 0
+    for a in waiting:
+        d = a.deliveries.get(webhook.name, Delivery())
+        if not answered and d.retry is not None and d.retry > now:
+            continue
+        if tries == POSTS_PER_ROUND:
             break
+        if not lease.keep():
+            done.lost_lease = True
+            return False
+        tries += 1
+        problem = post(webhook, payload(webhook.format, a, link(base, a.link)), timeout_s, http)
+        if problem is None:
+            answered = True
+            a.deliveries[webhook.name] = Delivery(sent=now)
+            store.save_alerts([a])
+            store.add_alert_events([AlertEvent(now, a.key, a.kind, "posted", webhook.name, "")])
+            done.posted.append((a.key, webhook.name))
+            continue
+        left = [w for w in waiting if w.deliveries.get(webhook.name, Delivery()).sent is None]
+        failures = 1 + max(w.deliveries.get(webhook.name, Delivery()).failures for w in left)
+        for w in left:
+            w.deliveries[webhook.name] = Delivery(None, failures, now + retry_after(failures), problem)
+        store.save_alerts(left)
+        detail = f"{problem} ({len(left)} waiting for it)"
+        store.add_alert_events([AlertEvent(now, a.key, a.kind, "failed", webhook.name, detail)])
+        done.failed.append((webhook.name, problem))
+        break
+    return True
 
 
 # ---------------------------------------------------------------------------- the schedule

@@ -16,6 +16,7 @@ URL (its path is often the webhook's secret) nor anything the receiver answered 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -132,16 +133,23 @@ def payload(format: str, alert: Alert, url: str | None) -> dict[str, Any]:
     }
 
 
-def post(webhook: Webhook, body: dict[str, Any], timeout_s: float = TIMEOUT_S) -> str | None:
-    """POST `body` as JSON to the webhook; None when it took it (a 2xx), else what went wrong,
-    in a line. Redirects are not followed, and the answer's body is never read."""
+def client(timeout_s: float = TIMEOUT_S) -> httpx2.Client:
+    """What a round posts with: one client, so that its TLS set-up is made once and a
+    connection to a host is used again, closed after the round. Redirects are not followed."""
+    return httpx2.Client(timeout=timeout_s, follow_redirects=False)
+
+
+def post(
+    webhook: Webhook, body: dict[str, Any], timeout_s: float = TIMEOUT_S, http: httpx2.Client | None = None
+) -> str | None:
+    """POST `body` as JSON to the webhook (with `http`, else a client of its own); None when
+    it took it (a 2xx), else what went wrong, in a line. The answer's body is never read."""
     data = json.dumps(body, ensure_ascii=False).encode()
     headers = {"Content-Type": "application/json", "User-Agent": "llmlog"}
     try:
-        with (
-            httpx2.Client(timeout=timeout_s, follow_redirects=False) as client,
-            client.stream("POST", webhook.url, content=data, headers=headers) as response,
-        ):
+        with contextlib.ExitStack() as stack:
+            sender = http if http is not None else stack.enter_context(client(timeout_s))
+            response = stack.enter_context(sender.stream("POST", webhook.url, content=data, headers=headers))
             status = response.status_code
     except httpx2.TimeoutException:
         return f"no answer within {timeout_s:g} s"

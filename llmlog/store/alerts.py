@@ -150,6 +150,11 @@ def _time(value: Any) -> datetime | None:
     return None if value in (None, "") else parse_timestamp(value)
 
 
+def _parts(rows: Sequence[Any], n: int = 200) -> list[Sequence[Any]]:
+    """`rows` in parts small enough for one statement's parameters."""
+    return [rows[i : i + n] for i in range(0, len(rows), n)]
+
+
 def history_start(now: datetime | None = None) -> datetime:
     """What is older than this goes (`forget_alerts`)."""
     return (now or datetime.now(UTC)) - timedelta(days=HISTORY_DAYS)
@@ -212,22 +217,26 @@ class RowAlerts(Alerts):
         return [Alert.from_row(r) for r in self._run(f"SELECT {ALERT_COLUMNS} FROM alerts ORDER BY key")]
 
     def save_alerts(self, alerts: Sequence[Alert]) -> None:
+        # Rows in few statements, each its own transaction: a round's changes are many rows.
+        # A key once per statement (PostgreSQL's upsert updates a row once): the last given.
+        rows = list({a.key: a.row() for a in alerts}.values())
         names = ALERT_COLUMNS.split(", ")
         sets = ", ".join(f"{c} = excluded.{c}" for c in names[1:])
-        marks = ", ".join("?" * len(names))
-        for alert in alerts:
+        for part in _parts(rows):
+            values = ", ".join(["(" + ", ".join("?" * len(names)) + ")"] * len(part))
             self._run(
-                f"INSERT INTO alerts ({ALERT_COLUMNS}) VALUES ({marks})"
+                f"INSERT INTO alerts ({ALERT_COLUMNS}) VALUES {values}"
                 f" ON CONFLICT (key) DO UPDATE SET {sets}",
-                alert.row(),
+                [v for row in part for v in row],
             )
 
     def add_alert_events(self, events: Sequence[AlertEvent]) -> None:
-        for e in events:
+        rows = [(format_timestamp(e.time), e.key, e.kind, e.event, e.webhook, e.detail) for e in events]
+        for part in _parts(rows):
+            values = ", ".join(["(?, ?, ?, ?, ?, ?)"] * len(part))
             self._run(
-                "INSERT INTO alert_events (time, key, kind, event, webhook, detail)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (format_timestamp(e.time), e.key, e.kind, e.event, e.webhook, e.detail),
+                f"INSERT INTO alert_events (time, key, kind, event, webhook, detail) VALUES {values}",
+                [v for row in part for v in row],
             )
 
     def alert_events(self, limit: int = 100) -> list[AlertEvent]:
