@@ -242,6 +242,12 @@ def test_a_round_posts_a_hundred_to_a_webhook_at_most(store: Store) -> None:
     assert sorted(b["key"] for b in hook.bodies) == [f.key for f in many]
 
 
+def test_evidence_without_its_page_links_to_the_findings(store: Store) -> None:
+    no_id = [Evidence("the session", "session")]  # a session's page needs its id
+    notify(store, [Finding("costly_session", "session:?", 1.0, "A costly session.", evidence=no_id)], now=NOW)
+    assert store.alerts()[0].link == "/findings"
+
+
 def test_kinds_not_evaluated_do_not_clear(store: Store) -> None:
     notify(store, [LONGER, FAILING_USER], now=NOW)
     assert notify(store, [FAILING_USER], now=NOW, unsure=["drift"]).cleared == []
