@@ -11,10 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from llmlog.core.record import Call
 from llmlog.store import ReadOnlyError, Store, open_store
 from llmlog.store.alerts import Alert, AlertEvent, Delivery
+from llmlog.store.clickhouse.embedded import PRIVATE_FILE, EmbeddedClickHouseStore
 from llmlog.store.clickhouse.engine import EmbeddedEngine
 from llmlog.store.clickhouse.store import ClickHouseStore
+from llmlog.store.sqlite.store import SQLiteStore
+from tests.backends import stored_bytes
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 KINDS = ["sqlite", "postgres", "chdb", "clickhouse-server"]
@@ -104,3 +108,32 @@ def test_read_only_sql_reads_no_alert_table(two: tuple[Store, Store]) -> None:
     for table in ("alerts", "alert_events", "alert_lease"):
         with pytest.raises(ReadOnlyError):
             a.query(f"SELECT * FROM {table}")
+
+
+def test_erasure_takes_the_alerts_naming_them(two: tuple[Store, Store], tmp_path: Path) -> None:
+    a, b = two
+    a.insert([Call(id=f"c-{u}", timestamp=NOW, model="m", user_id=u) for u in ("u1", "u10")])
+    u1 = Alert("user:u1:error_rate", "user_outlier", opened=NOW, seen=NOW, sentence="u1 fails 40% of calls.")
+    u10 = Alert("user:u10:error_rate", "user_outlier", opened=NOW, seen=NOW, sentence="u10 fails 30%.")
+    linked = Alert("costly_session:s9", "costly_session", opened=NOW, seen=NOW, sentence="It costs $9.",
+                   link="/users/u1")  # fmt: skip
+    drift = Alert("drift:f:v2:output_tokens", "drift", opened=NOW, seen=NOW, sentence="f answers longer.")
+    a.save_alerts([u1, u10, linked, drift])
+    a.add_alert_events(
+        [AlertEvent(NOW, s.key, s.kind, "opened", None, s.sentence) for s in (u1, u10, linked, drift)]
+        + [AlertEvent(NOW, drift.key, "drift", "failed", "ops", "HTTP 500 (u1 is not here)")]
+    )
+    erased = a.erase(user_id="u1")
+    # Two states (by its key; by its link), two lines (by the key; by the detail); "u10" stays.
+    assert erased.calls == 1 and erased.alerts == 4
+    assert [s.key for s in b.alerts()] == [drift.key, u10.key]
+    assert sorted((e.key, e.event) for e in b.alert_events()) == [
+        (linked.key, "opened"),
+        (drift.key, "opened"),
+        (u10.key, "opened"),
+    ]
+    # What was deleted is overwritten, not left in the file.
+    if isinstance(a, SQLiteStore):
+        assert b"u1 fails" not in stored_bytes(a.path)
+    if isinstance(a, EmbeddedClickHouseStore):
+        assert b"u1 fails" not in stored_bytes(str(tmp_path / "ch" / PRIVATE_FILE))

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import abc
 import json
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
 from llmlog.core.record import format_timestamp, parse_timestamp
 
@@ -155,6 +157,14 @@ def _parts(rows: Sequence[Any], n: int = 200) -> list[Sequence[Any]]:
     return [rows[i : i + n] for i in range(0, len(rows), n)]
 
 
+def naming(value: str) -> Callable[[str | None], bool]:
+    """Whether a text names `value` (a user's or a session's id, as erasure gives it): as a
+    whole word, or encoded as a link's path encodes it; "u1" is not named by "u10"."""
+    forms = "|".join(re.escape(f) for f in sorted({value, quote(value, safe="")}, key=len, reverse=True))
+    pattern = re.compile(rf"(?<![\w-])(?:{forms})(?![\w-])")
+    return lambda text: bool(text) and pattern.search(text or "") is not None
+
+
 def history_start(now: datetime | None = None) -> datetime:
     """What is older than this goes (`forget_alerts`)."""
     return (now or datetime.now(UTC)) - timedelta(days=HISTORY_DAYS)
@@ -190,6 +200,12 @@ class Alerts(abc.ABC):
     @abc.abstractmethod
     def forget_alerts(self, before: datetime) -> None:
         """The history from before `before` gone, and the findings cleared before it."""
+
+    @abc.abstractmethod
+    def forget_alerts_naming(self, value: str) -> int:
+        """Erasure (`Store.erase` calls it): the findings' states and the lines of the history
+        whose key, sentence, link or detail name `value` (`naming`), gone; how many. A
+        finding about them found again (their calls are gone: it is not) would open anew."""
 
 
 class RowAlerts(Alerts):
@@ -245,6 +261,17 @@ class RowAlerts(Alerts):
             (int(limit),),
         )
         return [AlertEvent(parse_timestamp(t), k, kind, e, w, d) for t, k, kind, e, w, d in rows]
+
+    def forget_alerts_naming(self, value: str) -> int:
+        names = naming(value)
+        keys = [r[0] for r in self._run("SELECT key, sentence, link FROM alerts") if any(map(names, r))]
+        events = self._run("SELECT id, key, detail FROM alert_events")
+        lines = [i for i, key, detail in events if names(key) or names(detail)]
+        for part in _parts(keys):
+            self._run(f"DELETE FROM alerts WHERE key IN ({', '.join('?' * len(part))})", part)
+        for part in _parts(lines):
+            self._run(f"DELETE FROM alert_events WHERE id IN ({', '.join('?' * len(part))})", part)
+        return len(keys) + len(lines)
 
     def forget_alerts(self, before: datetime) -> None:
         cutoff = format_timestamp(before)

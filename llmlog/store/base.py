@@ -69,6 +69,7 @@ class Erased:
     spans: int = 0
     rollup_rows: int = 0  # `people_daily` rows
     events: int = 0  # log events of their traces, or naming them, that had not joined a call
+    alerts: int = 0  # findings' states and lines of the alerts' history naming them
 
 
 @dataclass
@@ -502,8 +503,9 @@ class Store(Regulated, Traces, Alerts, abc.ABC):
         one transaction, so that none of their text stays readable in the database; and the
         log events kept waiting for a span (OTLP) that are in their calls' traces or name them
         (an attribute of `NAMING_ATTRIBUTES`, or a JSON string in the attributes or body equal
-        to the id). The `daily` rollup keeps its counts: it holds no user, session or text.
-        Reads every call once, to know which content other calls still use."""
+        to the id); and, after that transaction, the alerts' states and history that name them
+        (`forget_alerts_naming`). The `daily` rollup keeps its counts: it holds no user,
+        session or text. Reads every call once, to know which content other calls still use."""
 
     # -------------------------------------------------------------- retention (llmlog.operations.retention)
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from llmlog.store.alerts import ALERT_COLUMNS, LEASE, Alert, AlertEvent
+from llmlog.store.alerts import ALERT_COLUMNS, LEASE, Alert, AlertEvent, naming
 from llmlog.store.base import Store
 from llmlog.store.clickhouse.engine import Engine
 from llmlog.store.clickhouse.engine import utc_time as _when
@@ -39,6 +39,9 @@ class ClickHouseAlerts(Store):
     _alert_version = 0
 
     def _select(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def _mutate(self, sql: str, params: Sequence[Any] = ()) -> None:
         raise NotImplementedError
 
     def _next_version(self) -> int:
@@ -113,6 +116,26 @@ class ClickHouseAlerts(Store):
             f" ORDER BY time DESC LIMIT {int(limit)}"
         )
         return [AlertEvent(_when(t), k, kind, e, w, d) for t, k, kind, e, w, d in rows]
+
+    def forget_alerts_naming(self, value: str) -> int:
+        names = naming(value)
+        gone = [a for a in self.alerts() if names(a.key) or names(a.sentence) or names(a.link)]
+        if gone:
+            columns = [*ALERT_COLUMNS.split(", "), "version", "deleted"]
+            version = self._next_version()
+            self.engine.insert("alerts", columns, [[*a.row(), version, 1] for a in gone])
+        rows = self._select("SELECT key, detail FROM alert_events")
+        lines = sum(1 for key, detail in rows if names(key) or names(detail))
+        # The lines that name them, by the key or the detail that does (no line has an id).
+        conditions, params = [], []
+        for i, column in enumerate(("key", "detail")):
+            found = {r[i] for r in rows if names(r[i])}
+            if found:
+                conditions.append(f"{column} IN %s")
+                params.append(sorted(found))
+        if conditions:
+            self._mutate(f"ALTER TABLE alert_events DELETE WHERE {' OR '.join(conditions)}", params)
+        return len(gone) + lines
 
     def forget_alerts(self, before: datetime) -> None:
         """The history goes by the table's TTL; the findings cleared before `before` by a

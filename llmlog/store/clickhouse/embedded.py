@@ -65,6 +65,8 @@ class EmbeddedClickHouseStore(RowTables, ClickHouseStore):
         self._private = sqlite3.connect(
             os.path.join(self._path, PRIVATE_FILE), isolation_level=None, check_same_thread=False
         )
+        # What is deleted (the alerts naming someone erased) is overwritten, not left in free pages.
+        self._private.execute("PRAGMA secure_delete = ON")
         self._private.executescript(_SCHEMA)
         self._private_lock = threading.Lock()
         self._readers: dict[tuple[Any, ...], EmbeddedEngine] = {}

@@ -431,7 +431,8 @@ class ClickHouseStore(ClickHouseAlerts, ClickHouseTraces):
         self._mutate(f"ALTER TABLE call_data DELETE WHERE {column} = %s", [value])
         self._mutate(f"ALTER TABLE people_parts DELETE WHERE {column} = %s", [value])
         # Content is inline: it went with them.
-        return Erased(calls=n, spans=spans, rollup_rows=people, events=events)
+        alerts = self.forget_alerts_naming(value)
+        return Erased(calls=n, spans=spans, rollup_rows=people, events=events, alerts=alerts)
 
     def old_calls(self, before: date) -> list[tuple[date, str | None, int]]:
         rows = self._select(
