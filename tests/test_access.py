@@ -226,6 +226,8 @@ ROUTES = [
     ("/reports/errors?days=366", "viewer"),
     ("/reports/compare?feature=summarize&old=v1&new=v2", "viewer"),
     ("/api/reports/cost?days=366", "viewer"),
+    ("/alerts", "viewer"),
+    ("/api/alerts", "viewer"),
     ("/admin", "admin"),
 ]
 

@@ -8,7 +8,7 @@ import json
 import click
 from rich.text import Text
 
-from llmlog.analysis import findings, reports
+from llmlog.analysis import alerts, findings, reports
 from llmlog.cli.core import Ctx, as_text, cli, console, err_console, pass_ctx
 
 
@@ -27,8 +27,14 @@ def _lines(f: findings.Finding, rank: int) -> Text:
 
 @cli.command(name="check")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of lines.")
+@click.option(
+    "--notify",
+    is_flag=True,
+    help="Also post new findings (and the rules' that trip) to the alerts' webhooks, each once until it"
+    " clears, as `llmlog serve` does on its schedule (see `llmlog alerts`).",
+)
 @pass_ctx
-def check(ctx: Ctx, as_json: bool) -> None:
+def check(ctx: Ctx, as_json: bool, notify: bool) -> None:
     """What is wrong now: the findings, the most pressing first, and where to look.
 
     New error types and error-rate jumps; drift in a feature or prompt version (output
@@ -45,8 +51,14 @@ def check(ctx: Ctx, as_json: bool) -> None:
       llmlog check
       llmlog check --json | jq -r '.findings[].sentence'
       llmlog check > /dev/null || echo "llmlog has findings"
+      llmlog check --notify   # from cron: post what is new to the webhooks
     """
     found = findings.evaluation(ctx.store)
+    if notify:
+        # The rules' findings join the list; kinds a skipped part would have found do not clear.
+        done = alerts.notify(ctx.store, found.findings, unsure=found.unsure)
+        found.findings = done.findings
+        err_console.print(as_text(done.summary()))
     if as_json:
         click.echo(json.dumps(found.to_json(), indent=2))
     elif found.findings:

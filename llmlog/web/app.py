@@ -8,7 +8,7 @@ Each group of pages is a module of handlers and a `routes()` function that lists
 with the role that opens it: `findings` (what is wrong now, the first screen), `calls` (the
 list, one call, the sample, the JSON API), `search` (words, and calls like one), `people`
 (sessions and users), `traces` (the recent traces, one as a waterfall), `replay`,
-`dashboard`, `reports`, `sql`, `admin` (signing in and out, the admin page); and the
+`dashboard`, `reports`, `alerts`, `sql`, `admin` (signing in and out, the admin page); and the
 collector's, `ingest`. A handler finds what every page is given in the
 app's state (`state.web_of`), the collector its own (`ingest.collector_of`).
 """
@@ -127,6 +127,7 @@ def create_app(
     with its own: the sign-in budgets are shared out among them (`SignIns`)."""
     from llmlog.web import (
         admin,
+        alerts,
         calls,
         dashboard,
         findings,
@@ -143,7 +144,7 @@ def create_app(
         open_store(), threading.Lock(), environment(), providers or Providers(), SignIns(processes=processes)
     )
     routes: list[BaseRoute] = []
-    for module in (findings, calls, search, people, traces, replay, dashboard, reports, sql, admin):
+    for module in (findings, calls, search, people, traces, replay, dashboard, reports, alerts, sql, admin):
         routes.extend(module.routes())
     gate = IngestGate(web, ingest_token)
     routes.extend(ingest.routes())

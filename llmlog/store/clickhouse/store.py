@@ -42,6 +42,7 @@ from llmlog.store.base import (
     utc_days,
 )
 from llmlog.store.clickhouse import CLICKHOUSE, reader
+from llmlog.store.clickhouse.alerts import ClickHouseAlerts
 from llmlog.store.clickhouse.engine import READ_SETTINGS, Engine, EngineError, bind, open_engine
 from llmlog.store.clickhouse.engine import utc_time as _when
 from llmlog.store.clickhouse.schema import DAILY_GROUP, DAILY_SELECT, PEOPLE_SELECT, Versions, migrate
@@ -53,7 +54,7 @@ from llmlog.store.search import Query
 from llmlog.store.urls import redact_url
 
 
-class ClickHouseStore(ClickHouseTraces):
+class ClickHouseStore(ClickHouseAlerts, ClickHouseTraces):
     dialect = CLICKHOUSE
     recent_order = "timestamp DESC, id"
     # Rotation sweeps again after this long, for what a cluster's replicas saw late (`insert`).
@@ -434,7 +435,8 @@ class ClickHouseStore(ClickHouseTraces):
         self._mutate(f"ALTER TABLE call_data DELETE WHERE {column} = %s", [value])
         self._mutate(f"ALTER TABLE people_parts DELETE WHERE {column} = %s", [value])
         # Content is inline: it went with them.
-        return Erased(calls=n, spans=spans, rollup_rows=people, events=events + span_events)
+        alerts = self.forget_alerts_naming(value)
+        return Erased(calls=n, spans=spans, rollup_rows=people, events=events + span_events, alerts=alerts)
 
     def old_calls(self, before: date) -> list[tuple[date, str | None, int]]:
         rows = self._select(

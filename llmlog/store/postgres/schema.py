@@ -587,6 +587,35 @@ def m015_response_echo(cur: psycopg.Cursor[Any]) -> None:
     cur.execute(calls_view(cur))
 
 
+def m018_alerts(cur: psycopg.Cursor[Any]) -> None:
+    """The state of alerts, as in SQLite's migration 19; private, as `settings` is (the reader
+    is granted the public tables only)."""
+    cur.execute(
+        """
+        CREATE TABLE IF NOT EXISTS alerts (
+            key text PRIMARY KEY, kind text NOT NULL, status text NOT NULL,
+            opened text, seen text, cleared text,  -- as format_timestamp writes them
+            sentence text NOT NULL, numbers text NOT NULL, link text NOT NULL,
+            deliveries text NOT NULL, problem text
+        )
+        """
+    )
+    cur.execute(
+        """
+        CREATE TABLE IF NOT EXISTS alert_events (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            time text NOT NULL, key text NOT NULL, kind text NOT NULL, event text NOT NULL,
+            webhook text, detail text NOT NULL
+        )
+        """
+    )
+    cur.execute("CREATE INDEX IF NOT EXISTS alert_events_time ON alert_events (time)")
+    cur.execute(
+        "CREATE TABLE IF NOT EXISTS alert_lease (name text PRIMARY KEY, holder text NOT NULL,"
+        " expires bigint NOT NULL)"
+    )
+
+
 MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m001_initial,
     m002_daily,
@@ -605,6 +634,7 @@ MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m015_response_echo,
     m016_traces,
     m017_trace_values_by_time,
+    m018_alerts,
 ]
 
 

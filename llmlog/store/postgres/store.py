@@ -515,8 +515,9 @@ class PostgresStore(RowTables, PostgresTraces):
             out.rollup_rows = cur.execute(f"DELETE FROM people_daily WHERE {column} = %s", (value,)).rowcount
             # And the note of which days counted them: a rollup that names them.
             cur.execute("DELETE FROM daily_seen WHERE who = %s AND kind = %s", (value, column[:-3]))
+        out.alerts = self.forget_alerts_naming(value)
         # Dead rows stay in the table's pages until vacuumed: vacuum what held the text.
-        conn.execute("VACUUM call_data, content, spans, span_events, traces")
+        conn.execute("VACUUM call_data, content, spans, span_events, traces, alerts, alert_events")
         return out
 
     @staticmethod

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 
 from llmlog.core.record import KIND
 from llmlog.store import migrations
+from llmlog.store.alerts import SQLITE_TABLES
 from llmlog.store.layout import select_list
 from llmlog.store.rollup import (
     DAILY_COLUMNS,
@@ -596,6 +597,13 @@ def m016_search_words_in_python(db: sqlite3.Connection) -> None:
     )
 
 
+def m019_alerts(db: sqlite3.Connection) -> None:
+    """The state of alerts (`llmlog.store.alerts`): each finding's, so that it is posted once
+    until it clears; their history; the lease one evaluator holds at a time. Private, as
+    `settings` is (read-only SQL reads the tables of `_READABLE` only)."""
+    _run(db, SQLITE_TABLES)
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_initial,
     m002_rate_card_and_filters,
@@ -615,6 +623,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m016_search_words_in_python,
     m017_traces,
     m018_trace_values_by_time,
+    m019_alerts,
 ]
 
 

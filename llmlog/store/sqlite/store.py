@@ -492,7 +492,13 @@ class SQLiteStore(RowTables, SQLiteTraces):
 
     def erase(self, *, user_id: str | None = None, session_id: str | None = None) -> Erased:
         column, value = erase_target(user_id, session_id)
-        with self._checkpointed(), self._writing():
+        with self._checkpointed():
+            out = self._erase(column, value)
+            out.alerts = self.forget_alerts_naming(value)  # transactions of their own
+        return out
+
+    def _erase(self, column: str, value: str) -> Erased:
+        with self._writing():
             columns = ", ".join(("message_ids", *self._CONTENT_COLUMNS))
             rows = self.db.execute(f"SELECT {columns} FROM call_data WHERE {column} = ?", (value,)).fetchall()
             candidates = {c for r in rows for c in r[1:] if c is not None}
