@@ -8,7 +8,7 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -368,3 +368,16 @@ def test_check_names_the_findings_planted_in_the_demo_month(tmp_path: Path) -> N
     others = [i for i, f in enumerate(data["findings"]) if f["kind"] in ("user_outlier", "costly_session")
               and f["key"] != "user_outlier:user_013:error_rate"]  # fmt: skip
     assert max(planted_four) < min(others, default=len(ranked))
+
+
+def test_now_is_read_as_utc_whatever_its_zone(tmp_path: Path) -> None:
+    """The week ends on now's UTC day, however now is given: in another zone (where it may
+    still be yesterday), or naive (taken as UTC, as the store keeps its times)."""
+    with open_store(str(tmp_path / "calls.db")) as store:
+        store.insert(error_calls())
+        utc = findings.evaluation(store, NOW)
+        west = timezone(timedelta(hours=-14))  # NOW there is 22:00 the day before
+        for now in (NOW.astimezone(west), NOW.replace(tzinfo=None)):
+            e = findings.evaluation(store, now)
+            assert e.skipped == {} and e.at == NOW and e.at.tzinfo == UTC
+            assert [(f.key, f.chart) for f in e.findings] == [(f.key, f.chart) for f in utc.findings]

@@ -30,6 +30,7 @@ from urllib.parse import quote, urlencode
 
 from llmlog.analysis import reports
 from llmlog.analysis.dashboard import DailyRow, Period, day_param, read_daily
+from llmlog.core.record import parse_timestamp
 from llmlog.store import ReadOnlyError, Store
 
 log = logging.getLogger(__name__)
@@ -295,7 +296,9 @@ def evaluation(store: Store, now: datetime | None = None) -> Evaluation:
     """Every part's findings, ranked. A part that cannot be read (the store stops a query at
     its time limit, say) is left out and said in `skipped`; the others still count."""
     started = time.perf_counter()
-    ask = _Ask(store, now or datetime.now(UTC))
+    # In UTC: the days a finding is about are UTC days (a moment given in another zone may
+    # fall on another date there), and a naive moment is UTC, as the store keeps its times.
+    ask = _Ask(store, parse_timestamp(now) if now is not None else datetime.now(UTC))
     found: list[Finding] = []
     skipped: dict[str, str] = {}
     for name, part in PARTS.items():
