@@ -381,3 +381,27 @@ def test_now_is_read_as_utc_whatever_its_zone(tmp_path: Path) -> None:
             e = findings.evaluation(store, now)
             assert e.skipped == {} and e.at == NOW and e.at.tzinfo == UTC
             assert [(f.key, f.chart) for f in e.findings] == [(f.key, f.chart) for f in utc.findings]
+
+
+def test_check_exits_2_when_it_cannot_tell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cron job must not take "could not evaluate" for "nothing wrong" (0) nor for a finding
+    (1): a store that cannot be opened, or a part not evaluated where nothing else was found,
+    is 2. A finding found is 1 even while another part could not be read."""
+    runner = CliRunner()
+    gone = runner.invoke(cli, ["--db", "postgresql://nobody@127.0.0.1:1/none", "check"])
+    assert gone.exit_code == 2 and "cannot open store" in gone.output
+    assert runner.invoke(cli, ["--db", str(tmp_path / "none.db"), "check"]).exit_code == 2
+    calm, db = str(tmp_path / "calm.db"), str(tmp_path / "calls.db")
+    with open_store(calm) as store:
+        store.insert(error_calls(plant=False))
+    with open_store(db) as store:
+        store.insert(error_calls())
+
+    def stopped(ask: Any) -> list[Finding]:
+        raise ReadOnlyError("the query ran past its time limit")
+
+    monkeypatch.setitem(findings.PARTS, "drift", stopped)
+    said = runner.invoke(cli, ["--db", calm, "check"])
+    assert said.exit_code == 2 and "not evaluated: drift" in said.output
+    assert runner.invoke(cli, ["--db", calm, "check", "--json"]).exit_code == 2
+    assert runner.invoke(cli, ["--db", db, "check"]).exit_code == 1

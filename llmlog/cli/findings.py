@@ -9,7 +9,12 @@ import click
 from rich.text import Text
 
 from llmlog.analysis import findings, reports
-from llmlog.cli.core import Ctx, as_text, cli, console, err_console, pass_ctx
+from llmlog.cli.core import CliError, Ctx, as_text, cli, console, err_console, pass_ctx
+
+# The exit status when the findings could not be told (the store not opened, or a part not
+# evaluated and nothing found by the rest): neither "none" (0) nor "a finding" (1), which a
+# cron job acts on; 2, as for a command given wrong.
+UNKNOWN = 2
 
 
 def _lines(f: findings.Finding, rank: int) -> Text:
@@ -37,8 +42,9 @@ def check(ctx: Ctx, as_json: bool) -> None:
     cost this week against last. The last 7 days against the 28 before, each finding one
     sentence with its numbers, its days, and the pages of `llmlog serve` that show why.
 
-    Exit status 1 when there is a finding, 0 when there is none, for cron and CI. A part
-    that could not be evaluated (a query stopped at its time limit) is said on stderr.
+    Exit status 1 when there is a finding, 0 when there is none, for cron and CI; 2 when
+    it cannot tell: the store could not be opened, or a part could not be evaluated (a
+    query stopped at its time limit, said on stderr) and the others found nothing.
 
     \b
     Examples:
@@ -46,7 +52,12 @@ def check(ctx: Ctx, as_json: bool) -> None:
       llmlog check --json | jq -r '.findings[].sentence'
       llmlog check > /dev/null || echo "llmlog has findings"
     """
-    found = findings.evaluation(ctx.store)
+    try:
+        store = ctx.store
+    except CliError as exc:
+        exc.exit_code = UNKNOWN
+        raise
+    found = findings.evaluation(store)
     if as_json:
         click.echo(json.dumps(found.to_json(), indent=2))
     elif found.findings:
@@ -56,4 +67,4 @@ def check(ctx: Ctx, as_json: bool) -> None:
         console.print("No findings: nothing new or changed in the last 7 days.")
     for part, why in found.skipped.items():
         err_console.print(as_text(f"not evaluated: {part} ({why})"))
-    raise SystemExit(1 if found.findings else 0)
+    raise SystemExit(1 if found.findings else UNKNOWN if found.skipped else 0)
