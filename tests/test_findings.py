@@ -5,6 +5,7 @@ four findings planted in the demo's month named."""
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -405,3 +406,29 @@ def test_check_exits_2_when_it_cannot_tell(tmp_path: Path, monkeypatch: pytest.M
     assert said.exit_code == 2 and "not evaluated: drift" in said.output
     assert runner.invoke(cli, ["--db", calm, "check", "--json"]).exit_code == 2
     assert runner.invoke(cli, ["--db", db, "check"]).exit_code == 1
+
+
+def chat_sessions() -> list[Call]:
+    """A week of 280 chat sessions whose lengths run as chats do (geometric, five turns on
+    average: each turn is followed by another 4 times in 5), at $0.001 a call; forty users."""
+    out = []
+    for s in range(280):
+        u = (s + 0.5) / 280  # the lengths' quantiles, not a random draw: the same every run
+        turns = 1 + int(math.log(u) / math.log(0.8))
+        for t in range(turns):
+            when = NOW - timedelta(minutes=30 * s + t)
+            out.append(Call(id=f"c{s}-{t}", timestamp=when, user_id=f"u{s % 40}", session_id=f"s{s}",
+                            model="m", cost_usd=0.001))  # fmt: skip
+    return out
+
+
+def test_the_long_tail_of_ordinary_sessions_is_no_finding(tmp_path: Path) -> None:
+    """The longest of many ordinary sessions runs several times the median one (here 30 turns
+    against 4); that is how sessions are, nothing wrong. The planted 400 turns still is."""
+    with open_store(str(tmp_path / "calls.db")) as store:
+        calls = chat_sessions()
+        store.insert(calls)
+        assert max(sum(1 for c in calls if c.session_id == s) for s in {c.session_id for c in calls}) >= 25
+        assert found(store) == {}
+        store.insert([c.replace(id=f"p{c.id}") for c in planted.people_calls() if c.session_id == "long"])
+        assert "costly_session:long" in found(store)

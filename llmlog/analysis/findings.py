@@ -691,7 +691,9 @@ def _people(ask: _Ask) -> list[Finding]:
         else:
             out.append(_failing_user(ask, o))
     for s in r.sessions:
-        if s.cost_usd > reports.FAR * r.median_session_usd > 0:
+        # Far past the median session and past the tail ordinary sessions run to: the
+        # longest of many ordinary chats is several times the median, and no finding.
+        if s.cost_usd > reports.FAR * max(r.median_session_usd, r.tail_session_usd) > 0:
             out.append(_costly_session(ask, s, r.median_session_usd))
     return out
 
