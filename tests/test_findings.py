@@ -432,3 +432,11 @@ def test_the_long_tail_of_ordinary_sessions_is_no_finding(tmp_path: Path) -> Non
         assert found(store) == {}
         store.insert([c.replace(id=f"p{c.id}") for c in planted.people_calls() if c.session_id == "long"])
         assert "costly_session:long" in found(store)
+
+
+def test_cost_is_no_finding_in_a_store_recording_since_the_week_before(tmp_path: Path) -> None:
+    """A store that began recording during the week before has spent less in it only for
+    the days it did not record: steady traffic is no rise in cost."""
+    with open_store(str(tmp_path / "calls.db")) as store:
+        store.insert(spending_calls(plant=False)[: 2 * 10 * 10])  # the last ten days, steady
+        assert found(store) == {}

@@ -634,7 +634,10 @@ def _cost_week(ask: _Ask) -> list[Finding]:
             spent[i] += r.cost_usd
             by_feature.setdefault(r.feature, [0.0, 0.0])[i] += r.cost_usd
     last, this = spent
-    if last <= 0 or this - last < COST_RISE_USD or this < (1 + COST_RISE) * last:
+    # A store that began recording during the week before spent less in it only for the days
+    # it did not record: the week before counts when calls were kept from its first day on.
+    recorded = any(r.day <= before for r in ask.daily)
+    if not recorded or last <= 0 or this - last < COST_RISE_USD or this < (1 + COST_RISE) * last:
         return []
     rise = this / last - 1
     feature, (f_last, f_this) = max(by_feature.items(), key=lambda kv: (kv[1][1] - kv[1][0], str(kv[0])))
