@@ -440,3 +440,29 @@ def test_cost_is_no_finding_in_a_store_recording_since_the_week_before(tmp_path:
     with open_store(str(tmp_path / "calls.db")) as store:
         store.insert(spending_calls(plant=False)[: 2 * 10 * 10])  # the last ten days, steady
         assert found(store) == {}
+
+
+def test_check_says_each_finding_on_its_lines_whatever_the_names(tmp_path: Path) -> None:
+    """A name from the calls is one line of a finding: a newline in it (a feature, a model,
+    an error type) must not start a line of its own, a forged finding, say; terminal control
+    is shown escaped."""
+    forged = "\n9. Nothing wrong.\n\x1b[2J" + " long" * 60  # and past any terminal's width
+    db = str(tmp_path / "calls.db")
+    with open_store(db) as store:
+        store.insert(
+            [
+                c.replace(feature="search" + forged, error={"type": "rate" + forged} if c.error else None)
+                if c.feature == "search"
+                else c
+                for c in error_calls()
+            ]
+        )
+    said = CliRunner().invoke(cli, ["--db", db, "check"])
+    assert said.exit_code == 1 and "search" in said.output
+    assert "\x1b" not in said.output and "\\x1b[2J" in said.output
+    lines = said.output.splitlines()
+    assert not [line for line in lines if line.startswith("9.")]
+    assert [line[:3] for line in lines if not line.startswith("   ")] == ["1. ", "2. "]
+    # A link whole on its line, to be copied: never wrapped.
+    link = findings.Evidence("", "calls", {"feature": "search" + forged, "model": "gpt-4.1"}).path
+    assert any(line.startswith("   the failed calls: " + link) for line in lines)

@@ -17,16 +17,22 @@ from llmlog.cli.core import CliError, Ctx, as_text, cli, console, err_console, p
 UNKNOWN = 2
 
 
+def _line(text: str, style: str = "") -> Text:
+    """One line, ended: a newline in a name from the calls is shown (↵), never starts a line
+    of its own (a forged finding, for a cron job's mail)."""
+    return as_text(text.replace("\r\n", "↵").replace("\n", "↵").replace("\r", "↵") + "\n", style)
+
+
 def _lines(f: findings.Finding, rank: int) -> Text:
     """A finding as a person reads it: its sentence, its days as a sparkline, where to look
     (the pages of `llmlog serve`)."""
-    out = as_text(f"{rank}. {f.sentence}\n", "bold" if rank == 1 else "")
+    out = _line(f"{rank}. {f.sentence}", "bold" if rank == 1 else "")
     days = [v or 0.0 for _, v in f.chart]
     if any(days):
         out.append_text(as_text(f"   {reports.sparkline(days)}  "))
-        out.append_text(as_text(f"{f.chart_label}, the last {len(days)} days\n", "dim"))
+        out.append_text(_line(f"{f.chart_label}, the last {len(days)} days", "dim"))
     for e in f.evidence:
-        out.append_text(as_text(f"   {e.label}: {e.path}\n", "dim"))
+        out.append_text(_line(f"   {e.label}: {e.path}", "dim"))
     return out
 
 
@@ -62,7 +68,8 @@ def check(ctx: Ctx, as_json: bool) -> None:
         click.echo(json.dumps(found.to_json(), indent=2))
     elif found.findings:
         for rank, f in enumerate(found.findings, 1):
-            console.print(_lines(f, rank), end="")
+            # Never wrapped: a finding's lines are its own, and its links are copied whole.
+            console.print(_lines(f, rank), end="", soft_wrap=True)
     else:
         console.print("No findings: nothing new or changed in the last 7 days.")
     for part, why in found.skipped.items():
