@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, unquote, urljoin, urlsplit
 
 import pytest
 from click.testing import CliRunner
@@ -466,3 +467,18 @@ def test_check_says_each_finding_on_its_lines_whatever_the_names(tmp_path: Path)
     # A link whole on its line, to be copied: never wrapped.
     link = findings.Evidence("", "calls", {"feature": "search" + forged, "model": "gpt-4.1"}).path
     assert any(line.startswith("   the failed calls: " + link) for line in lines)
+
+
+@pytest.mark.parametrize("name", [".", "..", "a/../b", "../x", "x?y#z", "%2e%2e", "\x00\u202e<b>"])
+def test_a_session_or_user_is_linked_whatever_its_id(name: str) -> None:
+    """Each id reaches its own page: one path segment, never resolved away by the browser
+    (a "." or ".." segment is, however it is encoded: those go to the calls list filtered on
+    them, which the same role opens)."""
+    for kind, column, page, param in (("session", "session_id", "/sessions/", "session"),
+                                      ("user", "user_id", "/users/", "user")):  # fmt: skip
+        path = findings.Evidence("", kind, {column: name}).path
+        resolved = urlsplit(urljoin("http://llmlog.test/findings", path))
+        if name in (".", ".."):
+            assert (resolved.path, parse_qs(resolved.query)) == ("/", {param: [name]})
+        else:
+            assert resolved.path.startswith(page) and unquote(resolved.path[len(page) :]) == name

@@ -65,10 +65,18 @@ class Evidence:
         p = dict(self.params)
         if self.kind == "calls":
             return "/?" + urlencode(p)
-        if self.kind == "session":
-            return "/sessions/" + quote(p.pop("session_id"), safe="")
-        if self.kind == "user":
-            return "/users/" + quote(p.pop("user_id"), safe="")
+        if self.kind in ("session", "user"):
+            page, column, param = (
+                ("sessions", "session_id", "session")
+                if self.kind == "session"
+                else ("users", "user_id", "user")
+            )
+            who = p.pop(column)
+            # A "." or ".." path segment is resolved away by the browser however it is
+            # encoded ("/sessions/.." opens "/"): such an id's calls instead, for the same role.
+            if who in (".", ".."):
+                return "/?" + urlencode({param: who})
+            return f"/{page}/" + quote(who, safe="")
         if self.kind == "traces":
             return "/traces?" + urlencode(p)
         if self.kind == "compare":
