@@ -16,7 +16,7 @@ import pytest
 
 from llmlog.analysis import alerts
 from llmlog.analysis.alerts import Rule, Schedule, notify, run_rule
-from llmlog.analysis.findings import Evidence, Finding
+from llmlog.analysis.findings import Evaluation, Evidence, Finding
 from llmlog.analysis.webhooks import Webhook
 from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
@@ -447,10 +447,10 @@ def test_the_schedule_goes_on_through_failures(tmp_path: Path) -> None:
 
 
 def test_findings_that_fail_leave_the_rules(monkeypatch: pytest.MonkeyPatch, store: Store) -> None:
-    def broken(store: Store, now: datetime | None = None) -> list[Finding]:
+    def broken(store: Store, now: datetime | None = None) -> Evaluation:
         raise NotImplementedError
 
-    monkeypatch.setattr(alerts.findings_module, "evaluate", broken)
+    monkeypatch.setattr(alerts.findings_module, "evaluation", broken)
     assert alerts.evaluate_findings(store) == ([], ("*",))
 
 

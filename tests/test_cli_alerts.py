@@ -129,3 +129,19 @@ def test_webhook_test_says_whether_it_was_taken(db: str) -> None:
         refused = run(db, "alerts", "webhook", "test", "gone")
     assert refused.exit_code == 1 and "HTTP 404" in refused.output
     assert hook.bodies == [{"text": "llmlog: a test of the webhook ok; findings will be posted here."}]
+
+
+def test_check_notify_posts_what_check_finds_once(db: str) -> None:
+    """`llmlog check --notify`, the cron job's form: the findings and the rules that trip are
+    listed (exit status 1) and posted once; run again, listed again and not posted again."""
+    with Receiver() as hook:
+        run(db, "alerts", "webhook", "add", "ops", hook.url)
+        run(db, "alerts", "rule", "add", "failures", FAILURES, "--when", "> 2")
+        first = CliRunner().invoke(cli, ["--db", db, "check", "--notify"])
+        assert first.exit_code == 1, first.output
+        assert "Rule failures: its query gives 3, above 2." in first.stdout
+        assert "1 new finding(s)" in first.stderr
+        again = CliRunner().invoke(cli, ["--db", db, "check", "--notify", "--json"])
+        assert again.exit_code == 1
+        assert "rule:failures" in {f["key"] for f in json.loads(again.stdout)["findings"]}
+        assert [b["key"] for b in hook.bodies] == ["rule:failures"]

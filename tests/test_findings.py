@@ -5,12 +5,14 @@ four findings planted in the demo's month named."""
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, unquote, urljoin, urlsplit
 
 import pytest
 from click.testing import CliRunner
@@ -368,3 +370,115 @@ def test_check_names_the_findings_planted_in_the_demo_month(tmp_path: Path) -> N
     others = [i for i, f in enumerate(data["findings"]) if f["kind"] in ("user_outlier", "costly_session")
               and f["key"] != "user_outlier:user_013:error_rate"]  # fmt: skip
     assert max(planted_four) < min(others, default=len(ranked))
+
+
+def test_now_is_read_as_utc_whatever_its_zone(tmp_path: Path) -> None:
+    """The week ends on now's UTC day, however now is given: in another zone (where it may
+    still be yesterday), or naive (taken as UTC, as the store keeps its times)."""
+    with open_store(str(tmp_path / "calls.db")) as store:
+        store.insert(error_calls())
+        utc = findings.evaluation(store, NOW)
+        west = timezone(timedelta(hours=-14))  # NOW there is 22:00 the day before
+        for now in (NOW.astimezone(west), NOW.replace(tzinfo=None)):
+            e = findings.evaluation(store, now)
+            assert e.skipped == {} and e.at == NOW and e.at.tzinfo == UTC
+            assert [(f.key, f.chart) for f in e.findings] == [(f.key, f.chart) for f in utc.findings]
+
+
+def test_check_exits_2_when_it_cannot_tell(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cron job must not take "could not evaluate" for "nothing wrong" (0) nor for a finding
+    (1): a store that cannot be opened, or a part not evaluated where nothing else was found,
+    is 2. A finding found is 1 even while another part could not be read."""
+    runner = CliRunner()
+    gone = runner.invoke(cli, ["--db", "postgresql://nobody@127.0.0.1:1/none", "check"])
+    assert gone.exit_code == 2 and "cannot open store" in gone.output
+    assert runner.invoke(cli, ["--db", str(tmp_path / "none.db"), "check"]).exit_code == 2
+    calm, db = str(tmp_path / "calm.db"), str(tmp_path / "calls.db")
+    with open_store(calm) as store:
+        store.insert(error_calls(plant=False))
+    with open_store(db) as store:
+        store.insert(error_calls())
+
+    def stopped(ask: Any) -> list[Finding]:
+        raise ReadOnlyError("the query ran past its time limit")
+
+    monkeypatch.setitem(findings.PARTS, "drift", stopped)
+    said = runner.invoke(cli, ["--db", calm, "check"])
+    assert said.exit_code == 2 and "not evaluated: drift" in said.output
+    assert runner.invoke(cli, ["--db", calm, "check", "--json"]).exit_code == 2
+    assert runner.invoke(cli, ["--db", db, "check"]).exit_code == 1
+
+
+def chat_sessions() -> list[Call]:
+    """A week of 280 chat sessions whose lengths run as chats do (geometric, five turns on
+    average: each turn is followed by another 4 times in 5), at $0.001 a call; forty users."""
+    out = []
+    for s in range(280):
+        u = (s + 0.5) / 280  # the lengths' quantiles, not a random draw: the same every run
+        turns = 1 + int(math.log(u) / math.log(0.8))
+        for t in range(turns):
+            when = NOW - timedelta(minutes=30 * s + t)
+            out.append(Call(id=f"c{s}-{t}", timestamp=when, user_id=f"u{s % 40}", session_id=f"s{s}",
+                            model="m", cost_usd=0.001))  # fmt: skip
+    return out
+
+
+def test_the_long_tail_of_ordinary_sessions_is_no_finding(tmp_path: Path) -> None:
+    """The longest of many ordinary sessions runs several times the median one (here 30 turns
+    against 4); that is how sessions are, nothing wrong. The planted 400 turns still is."""
+    with open_store(str(tmp_path / "calls.db")) as store:
+        calls = chat_sessions()
+        store.insert(calls)
+        assert max(sum(1 for c in calls if c.session_id == s) for s in {c.session_id for c in calls}) >= 25
+        assert found(store) == {}
+        store.insert([c.replace(id=f"p{c.id}") for c in planted.people_calls() if c.session_id == "long"])
+        assert "costly_session:long" in found(store)
+
+
+def test_cost_is_no_finding_in_a_store_recording_since_the_week_before(tmp_path: Path) -> None:
+    """A store that began recording during the week before has spent less in it only for
+    the days it did not record: steady traffic is no rise in cost."""
+    with open_store(str(tmp_path / "calls.db")) as store:
+        store.insert(spending_calls(plant=False)[: 2 * 10 * 10])  # the last ten days, steady
+        assert found(store) == {}
+
+
+def test_check_says_each_finding_on_its_lines_whatever_the_names(tmp_path: Path) -> None:
+    """A name from the calls is one line of a finding: a newline in it (a feature, a model,
+    an error type) must not start a line of its own, a forged finding, say; terminal control
+    is shown escaped."""
+    forged = "\n9. Nothing wrong.\n\x1b[2J" + " long" * 60  # and past any terminal's width
+    db = str(tmp_path / "calls.db")
+    with open_store(db) as store:
+        store.insert(
+            [
+                c.replace(feature="search" + forged, error={"type": "rate" + forged} if c.error else None)
+                if c.feature == "search"
+                else c
+                for c in error_calls()
+            ]
+        )
+    said = CliRunner().invoke(cli, ["--db", db, "check"])
+    assert said.exit_code == 1 and "search" in said.output
+    assert "\x1b" not in said.output and "\\x1b[2J" in said.output
+    lines = said.output.splitlines()
+    assert not [line for line in lines if line.startswith("9.")]
+    assert [line[:3] for line in lines if not line.startswith("   ")] == ["1. ", "2. "]
+    # A link whole on its line, to be copied: never wrapped.
+    link = findings.Evidence("", "calls", {"feature": "search" + forged, "model": "gpt-4.1"}).path
+    assert any(line.startswith("   the failed calls: " + link) for line in lines)
+
+
+@pytest.mark.parametrize("name", [".", "..", "a/../b", "../x", "x?y#z", "%2e%2e", "\x00\u202e<b>"])
+def test_a_session_or_user_is_linked_whatever_its_id(name: str) -> None:
+    """Each id reaches its own page: one path segment, never resolved away by the browser
+    (a "." or ".." segment is, however it is encoded: those go to the calls list filtered on
+    them, which the same role opens)."""
+    for kind, column, page, param in (("session", "session_id", "/sessions/", "session"),
+                                      ("user", "user_id", "/users/", "user")):  # fmt: skip
+        path = findings.Evidence("", kind, {column: name}).path
+        resolved = urlsplit(urljoin("http://llmlog.test/findings", path))
+        if name in (".", ".."):
+            assert (resolved.path, parse_qs(resolved.query)) == ("/", {param: [name]})
+        else:
+            assert resolved.path.startswith(page) and unquote(resolved.path[len(page) :]) == name

@@ -12,6 +12,7 @@ from urllib.parse import quote, quote_plus
 import pytest
 
 from llmlog.analysis import findings
+from llmlog.analysis.latest import Latest
 from llmlog.core.record import Call
 from llmlog.operations import accounts
 from llmlog.web import findings as findings_page
@@ -131,3 +132,17 @@ def test_before_the_first_evaluation_the_page_says_so(
         page = running.get("/findings")
         assert "being evaluated" not in page.text and '<meta http-equiv="refresh"' not in page.text
         assert running.get("/api/findings").json()["at"] == done.at.isoformat()
+
+
+def test_the_calls_lists_line_has_a_stale_evaluation_made_again(site: Running) -> None:
+    """The line says how many findings there are "now": a list opened when the latest is
+    stale starts the next evaluation (off the request's path, as the findings page does)
+    rather than naming an old one's count for as long as nobody opens the findings."""
+    web = site.app.state.web
+    web.findings = Latest(every_s=0)  # stale as soon as it is made
+    old = findings.Evaluation(planted.NOW, [findings.Finding("cost_week", "cost_week", 1.0, "x")])
+    web.findings.put(old)
+    dan = signed_in(site, "dan")
+    assert '<a href="/findings">1 finding now → Findings</a>' in dan.get("/").text  # never waits
+    web.findings.close(60)
+    assert web.findings.peek() is not old and not web.findings.running

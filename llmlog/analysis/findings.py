@@ -30,6 +30,7 @@ from urllib.parse import quote, urlencode
 
 from llmlog.analysis import reports
 from llmlog.analysis.dashboard import DailyRow, Period, day_param, read_daily
+from llmlog.core.record import parse_timestamp
 from llmlog.store import ReadOnlyError, Store
 
 log = logging.getLogger(__name__)
@@ -64,10 +65,18 @@ class Evidence:
         p = dict(self.params)
         if self.kind == "calls":
             return "/?" + urlencode(p)
-        if self.kind == "session":
-            return "/sessions/" + quote(p.pop("session_id"), safe="")
-        if self.kind == "user":
-            return "/users/" + quote(p.pop("user_id"), safe="")
+        if self.kind in ("session", "user"):
+            page, column, param = (
+                ("sessions", "session_id", "session")
+                if self.kind == "session"
+                else ("users", "user_id", "user")
+            )
+            who = p.pop(column)
+            # A "." or ".." path segment is resolved away by the browser however it is
+            # encoded ("/sessions/.." opens "/"): such an id's calls instead, for the same role.
+            if who in (".", ".."):
+                return "/?" + urlencode({param: who})
+            return f"/{page}/" + quote(who, safe="")
         if self.kind == "traces":
             return "/traces?" + urlencode(p)
         if self.kind == "compare":
@@ -295,7 +304,9 @@ def evaluation(store: Store, now: datetime | None = None) -> Evaluation:
     """Every part's findings, ranked. A part that cannot be read (the store stops a query at
     its time limit, say) is left out and said in `skipped`; the others still count."""
     started = time.perf_counter()
-    ask = _Ask(store, now or datetime.now(UTC))
+    # In UTC: the days a finding is about are UTC days (a moment given in another zone may
+    # fall on another date there), and a naive moment is UTC, as the store keeps its times.
+    ask = _Ask(store, parse_timestamp(now) if now is not None else datetime.now(UTC))
     found: list[Finding] = []
     skipped: dict[str, str] = {}
     for name, part in PARTS.items():
@@ -631,7 +642,10 @@ def _cost_week(ask: _Ask) -> list[Finding]:
             spent[i] += r.cost_usd
             by_feature.setdefault(r.feature, [0.0, 0.0])[i] += r.cost_usd
     last, this = spent
-    if last <= 0 or this - last < COST_RISE_USD or this < (1 + COST_RISE) * last:
+    # A store that began recording during the week before spent less in it only for the days
+    # it did not record: the week before counts when calls were kept from its first day on.
+    recorded = any(r.day <= before for r in ask.daily)
+    if not recorded or last <= 0 or this - last < COST_RISE_USD or this < (1 + COST_RISE) * last:
         return []
     rise = this / last - 1
     feature, (f_last, f_this) = max(by_feature.items(), key=lambda kv: (kv[1][1] - kv[1][0], str(kv[0])))
@@ -688,7 +702,9 @@ def _people(ask: _Ask) -> list[Finding]:
         else:
             out.append(_failing_user(ask, o))
     for s in r.sessions:
-        if s.cost_usd > reports.FAR * r.median_session_usd > 0:
+        # Far past the median session and past the tail ordinary sessions run to: the
+        # longest of many ordinary chats is several times the median, and no finding.
+        if s.cost_usd > reports.FAR * max(r.median_session_usd, r.tail_session_usd) > 0:
             out.append(_costly_session(ask, s, r.median_session_usd))
     return out
 

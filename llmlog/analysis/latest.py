@@ -36,7 +36,7 @@ class Latest:
         self.failed: str | None = None  # why the last evaluation failed, when it did
 
     def peek(self) -> Evaluation | None:
-        """The latest, whatever its age; starts nothing (the calls list's line)."""
+        """The latest, whatever its age; starts nothing."""
         with self._lock:
             return self._latest
 

@@ -682,6 +682,9 @@ class Spikes:
     sessions: list[Session]  # the costliest, then the longest
     outliers: list[Outlier]
     median_session_usd: float = 0.0  # the cost of the period's median session, of all of them
+    # The cost of the session at the 90th percentile: where the long tail ordinary sessions
+    # run to (a chat's length is about geometric: the longest of hundreds is 8× the median).
+    tail_session_usd: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {"sessions": [vars(s) for s in self.sessions], "outliers": [vars(o) for o in self.outliers]}
@@ -714,8 +717,10 @@ def spikes_report(store: Store, period: Period, top: int = 10) -> Spikes:
             u[1] += int(errors)
             u[2] += float(cost)
     ranked = sorted(sessions.values(), key=lambda s: (-s.cost_usd, -s.calls, s.session_id))[:top]
-    median = statistics.median(s.cost_usd for s in sessions.values()) if sessions else 0.0
-    return Spikes(ranked, _outliers(users), median)
+    costs = sorted(s.cost_usd for s in sessions.values())
+    median = statistics.median(costs) if costs else 0.0
+    tail = costs[int(0.9 * (len(costs) - 1))] if costs else 0.0
+    return Spikes(ranked, _outliers(users), median, tail)
 
 
 def _outliers(users: dict[str, list[float]]) -> list[Outlier]:

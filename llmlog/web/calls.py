@@ -164,9 +164,11 @@ def calls_page(request: Request) -> Response:
         raise Refusal(str(exc)) from None
     link = linker(request)
     older = link(until=calls[-1].timestamp.isoformat()) if len(calls) == PAGE else None
-    # The unfiltered list names the findings there are now, as last evaluated (none is
-    # evaluated for it: the list stays as fast as it is).
-    found = web.findings.peek() if call_filter(request.query_params) == CallFilter() else None
+    # The unfiltered list names the findings there are now, as last evaluated: never waited
+    # for (the list stays as fast as it is), but a stale one is evaluated again off the
+    # request's path, as the findings page has it, or the count would be of whenever someone
+    # last opened the findings.
+    found = web.findings.get(web.reading) if call_filter(request.query_params) == CallFilter() else None
     return web.render(
         "calls.html",
         findings_now=len(found.findings) if found else 0,
