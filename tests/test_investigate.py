@@ -4,6 +4,7 @@ on both stores and across a retention run; nothing is flagged where nothing happ
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -314,3 +315,28 @@ def test_the_cli_spikes(tmp_path: Path) -> None:
     assert "costliest sessions" in out and "u-heavy" in out and "u-broken" in out and "50.0%" in out
     data = json.loads(CliRunner().invoke(cli, ["--db", db, "report", "spikes", "--json"]).output)
     assert data["sessions"][0]["session_id"] == "long"
+
+
+def test_the_error_test_is_exact_for_users_of_few_calls() -> None:
+    """5 failures in 37 calls where 2.3% fail: one in 500 by the binomial law (the normal
+    approximation said one in 300,000, and named an ordinary user of the demo)."""
+    exact = sum(math.comb(37, i) * 0.023**i * 0.977 ** (37 - i) for i in range(5, 38))
+    assert reports.binomial_tail(5, 37, 0.023) == pytest.approx(exact, rel=1e-9)
+    assert reports.binomial_tail(0, 37, 0.023) == 1.0 and reports.binomial_tail(38, 37, 0.5) == 0.0
+    users = {f"u{i}": [200.0, 4.0 + i % 3, 0.0] for i in range(52)}
+    users["few"] = [37.0, 5.0, 0.0]
+    assert [o.user_id for o in reports._outliers(users) if o.metric == "error_rate"] == []
+    users["broken"] = [60.0, 20.0, 0.0]
+    assert [o.user_id for o in reports._outliers(users) if o.metric == "error_rate"] == ["broken"]
+
+
+def test_clumped_failures_name_no_ordinary_user() -> None:
+    """Failures come in clumps (a session gone wrong, an outage): most users none, some
+    eight at once. A user with twelve is one more clump, not a user whose calls fail; one
+    with half their calls failing still is."""
+    users = {f"quiet{i}": [100.0, 0.0, 0.0] for i in range(30)}
+    users |= {f"clump{i}": [100.0, 8.0, 0.0] for i in range(10)}
+    users["twelve"] = [100.0, 12.0, 0.0]
+    assert [o.user_id for o in reports._outliers(users) if o.metric == "error_rate"] == []
+    users["broken"] = [100.0, 50.0, 0.0]
+    assert [o.user_id for o in reports._outliers(users) if o.metric == "error_rate"] == ["broken"]

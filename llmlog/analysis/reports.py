@@ -17,7 +17,9 @@ examples to read, the calls still kept.
   standard deviation, or 5 points). These read the kept calls, which hold each call's figure.
 - **spikes**: the costliest sessions and the users behind them, and users far above their
   peers (from `people_daily`): on cost or calls past 5× the median user, on errors at 5× the
-  others' rate where the binomial test agrees (p < 0.001) — "one user is breaking it".
+  others' rate where the exact binomial test agrees (p < 0.001 shared out among the users),
+  each user's calls counted as fewer by how much more ordinary users' errors clump than
+  chance would have them — "one user is breaking it".
 """
 
 from __future__ import annotations
@@ -738,6 +740,11 @@ def _outliers(users: dict[str, list[float]]) -> list[Outlier]:
     total_errors = sum(u[1] for u in users.values())
     rates = [u[1] / u[0] for u in users.values() if u[0]]
     median_rate = statistics.median(rates) if rates else 0.0
+    # Failures clump (see `_error_dispersion`): each user's calls count as fewer independent
+    # ones, by the design effect. Each user is a test of their own: the level is shared out
+    # among them (Bonferroni), or one in a thousand ordinary users would be named.
+    spread = _error_dispersion(users, total_errors / total_calls if total_calls else 0.0)
+    level = ALPHA / max(1, sum(1 for u in users.values() if u[0]))
     for name, (calls, errors, _) in users.items():
         others_calls, others_errors = total_calls - calls, total_errors - errors
         if not calls or not others_calls:
@@ -746,7 +753,50 @@ def _outliers(users: dict[str, list[float]]) -> list[Outlier]:
         rate = errors / calls
         if base == 0 or rate < FAR * base or errors < 5:
             continue
-        z = (errors - calls * base) / math.sqrt(calls * base * (1 - base))
-        if math.erfc(z / math.sqrt(2)) / 2 < ALPHA:
+        effective = max(1, round(calls / spread))
+        if binomial_tail(math.floor(errors / spread), effective, base) < level:
             out.append(Outlier(name, "error_rate", rate, median_rate, int(calls)))
     return sorted(out, key=lambda o: (o.metric, -o.value))
+
+
+def binomial_tail(k: int, n: int, p: float) -> float:
+    """P(X >= k) for X ~ Binomial(n, p), exactly: a user's few calls expect well under one
+    failure, where the normal approximation makes 5 failures of 37 look like one in a million
+    (it is one in 500). Summed from k up while the terms still count (past the mean they
+    shrink at least geometrically)."""
+    if k <= 0:
+        return 1.0
+    if k > n or p <= 0:
+        return 0.0
+    if p >= 1:
+        return 1.0
+    log_p, log_q = math.log(p), math.log1p(-p)
+    total = 0.0
+    for i in range(k, n + 1):
+        term = math.exp(
+            math.lgamma(n + 1) - math.lgamma(i + 1) - math.lgamma(n - i + 1) + i * log_p + (n - i) * log_q
+        )
+        total += term
+        if i > n * p and term < total * 1e-12:
+            break
+    return min(1.0, total)
+
+
+# The median of a chi-square variable with one degree of freedom.
+_CHI2_1_MEDIAN = 0.4549
+
+
+def _error_dispersion(users: dict[str, list[float]], rate: float) -> float:
+    """How much more the users' error counts spread than independent failures would (1: no
+    more). Failures are not independent: a retried call fails again, an outage fails every
+    call of a few minutes, a session that goes wrong stays wrong; so an ordinary user's
+    errors come in clumps, and the binomial test alone takes a clump for a user whose calls
+    fail. Estimated from the median user's squared Pearson residual (the median, so that the
+    user the test looks for does not widen the spread that would hide them), as the
+    quasi-binomial model does; never under 1."""
+    if not 0 < rate < 1:
+        return 1.0
+    residuals = [(u[1] - u[0] * rate) ** 2 / (u[0] * rate * (1 - rate)) for u in users.values() if u[0]]
+    if not residuals:
+        return 1.0
+    return max(1.0, statistics.median(residuals) / _CHI2_1_MEDIAN)
