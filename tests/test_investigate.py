@@ -340,3 +340,13 @@ def test_clumped_failures_name_no_ordinary_user() -> None:
     assert [o.user_id for o in reports._outliers(users) if o.metric == "error_rate"] == []
     users["broken"] = [100.0, 50.0, 0.0]
     assert [o.user_id for o in reports._outliers(users) if o.metric == "error_rate"] == ["broken"]
+
+
+def test_a_user_of_a_few_calls_that_all_failed_is_no_outlier() -> None:
+    """Five calls, all failed: one request retried, or one failure seen on several days;
+    too few calls to say the user's calls fail (MIN_CALLS, as drift asks of each side)."""
+    users = {f"u{i}": [200.0, 4.0 + i % 3, 0.0] for i in range(52)}
+    users["retried"] = [5.0, 5.0, 0.0]
+    assert [o.user_id for o in reports._outliers(users) if o.metric == "error_rate"] == []
+    users["broken"] = [30.0, 10.0, 0.0]
+    assert [o.user_id for o in reports._outliers(users) if o.metric == "error_rate"] == ["broken"]

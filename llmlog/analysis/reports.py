@@ -17,9 +17,9 @@ examples to read, the calls still kept.
   standard deviation, or 5 points). These read the kept calls, which hold each call's figure.
 - **spikes**: the costliest sessions and the users behind them, and users far above their
   peers (from `people_daily`): on cost or calls past 5× the median user, on errors at 5× the
-  others' rate where the exact binomial test agrees (p < 0.001 shared out among the users),
-  each user's calls counted as fewer by how much more ordinary users' errors clump than
-  chance would have them — "one user is breaking it".
+  others' rate, over 30 calls at least, where the exact binomial test agrees (p < 0.001
+  shared out among the users), each user's calls counted as fewer by how much more ordinary
+  users' errors clump than chance would have them — "one user is breaking it".
 """
 
 from __future__ import annotations
@@ -751,7 +751,9 @@ def _outliers(users: dict[str, list[float]]) -> list[Outlier]:
             continue
         base = others_errors / others_calls
         rate = errors / calls
-        if base == 0 or rate < FAR * base or errors < 5:
+        # Under MIN_CALLS a user's failures are one clump or two (a request retried, copied
+        # into each day): too few calls to say their calls fail.
+        if base == 0 or rate < FAR * base or errors < 5 or calls < MIN_CALLS:
             continue
         effective = max(1, round(calls / spread))
         if binomial_tail(math.floor(errors / spread), effective, base) < level:
