@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import IO, Any, Generic, TypeVar
+from typing import IO, Any, Generic, Protocol, TypeVar
 
 from llmlog.store import QueryResult, ReadOnlyError, Store, retention_policy
 from llmlog.store.rollup import counts_of, histogram_percentile, merge_counts
@@ -365,7 +365,15 @@ def read_day(store: Store, day: date, timeout_s: float) -> DayPart:
     return part
 
 
-class DayCache:
+class Sized(Protocol):
+    @property
+    def size(self) -> int: ...
+
+
+P = TypeVar("P", bound=Sized)
+
+
+class DayCache(Generic[P]):
     """Day parts kept while the day's `daily` figures stay the same (newly stored calls and
     repricing change them; calls deleted by hand do not, as they do not change `daily`).
     Least recently used days go first beyond `max_size` numbers (8 bytes each and up)."""
@@ -373,16 +381,16 @@ class DayCache:
     def __init__(self, max_size: int = 8_000_000) -> None:
         self.max_size = max_size
         self.size = 0
-        self._days: OrderedDict[str, tuple[tuple[Any, ...], DayPart]] = OrderedDict()
+        self._days: OrderedDict[str, tuple[tuple[Any, ...], P]] = OrderedDict()
 
-    def get(self, day: str, fingerprint: tuple[Any, ...]) -> DayPart | None:
+    def get(self, day: str, fingerprint: tuple[Any, ...]) -> P | None:
         entry = self._days.get(day)
         if entry is None or entry[0] != fingerprint:
             return None
         self._days.move_to_end(day)
         return entry[1]
 
-    def put(self, day: str, fingerprint: tuple[Any, ...], part: DayPart) -> None:
+    def put(self, day: str, fingerprint: tuple[Any, ...], part: P) -> None:
         old = self._days.pop(day, None)
         if old is not None:
             self.size -= old[1].size
@@ -393,36 +401,53 @@ class DayCache:
             self.size -= evicted.size
 
 
-def read_parts(
+def cached_days(
     reading: Callable[[], AbstractContextManager[Store]],
     fingerprints: dict[str, tuple[Any, ...]],
-    cache: DayCache,
+    cache: DayCache[P],
     budget_s: float,
-) -> list[DayPart]:
-    """The parts of every day of the period that has calls, from the cache where it still
-    holds; the others are read, newest first, within `budget_s` in all. What is read is
-    kept even when the budget runs out, so the next view carries on from there."""
+    read: Callable[[Store, date, float], P],
+) -> tuple[list[tuple[str, P]], list[str]]:
+    """The parts of the days in `fingerprints` (a day's `daily` figures, see
+    `day_fingerprints`), from the cache where it still holds; the others are read by
+    `read(store, day, time left)`, newest first, within `budget_s` in all. What is read is
+    kept even when the budget runs out, so the next view carries on from there. Returns the
+    parts found, the cached ones first, and the days left unread."""
     deadline = time.monotonic() + budget_s
-    parts: list[DayPart] = []
+    parts: list[tuple[str, P]] = []
     missing: list[str] = []
     for day in sorted(fingerprints, reverse=True):
         part = cache.get(day, fingerprints[day])
         if part is None:
             missing.append(day)
         else:
-            parts.append(part)
+            parts.append((day, part))
     for i, day in enumerate(missing):
         left = deadline - time.monotonic()
         if left <= 0.05:
-            raise ReadOnlyError(
-                f"{len(missing) - i} of {len(fingerprints)} days of calls still to read after"
-                f" the {budget_s:g} s limit of one view; reload to read on"
-            )
+            return parts, missing[i:]
         with reading() as store:
-            part = read_day(store, date.fromisoformat(day), timeout_s=left)
+            part = read(store, date.fromisoformat(day), left)
         cache.put(day, fingerprints[day], part)
-        parts.append(part)
-    return parts
+        parts.append((day, part))
+    return parts, []
+
+
+def read_parts(
+    reading: Callable[[], AbstractContextManager[Store]],
+    fingerprints: dict[str, tuple[Any, ...]],
+    cache: DayCache[DayPart],
+    budget_s: float,
+) -> list[DayPart]:
+    """The parts of every day of the period that has calls (`cached_days`); raises
+    ReadOnlyError when some are still to read once the budget has run out."""
+    parts, unread = cached_days(reading, fingerprints, cache, budget_s, read_day)
+    if unread:
+        raise ReadOnlyError(
+            f"{len(unread)} of {len(fingerprints)} days of calls still to read after"
+            f" the {budget_s:g} s limit of one view; reload to read on"
+        )
+    return [part for _, part in parts]
 
 
 # ---------------------------------------------------------------- figures from the day parts
@@ -633,7 +658,7 @@ class Dashboard:
 def dashboard(
     reading: Callable[[], AbstractContextManager[Store]],
     period: Period,
-    cache: DayCache,
+    cache: DayCache[DayPart],
     budget_s: float = 6.0,
 ) -> Dashboard:
     """Every figure of the dashboard. `reading()` lends the store for one query at a time

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import BaseRoute
 
-from llmlog.analysis.dashboard import DayCache
+from llmlog.analysis.dashboard import DayCache, DayPart
 from llmlog.core.config import Settings
 from llmlog.operations import accounts
 from llmlog.operations.replay import Providers
@@ -79,7 +79,7 @@ class Web:
     # What a call's page prices its cost with: LLMLOG_PRICES, as at ingest.
     pricer: Pricer = field(default_factory=lambda: Pricer(Settings().prices))
     # The dashboard's figures of whole past days, read once (`analysis.dashboard.DayCache`).
-    day_cache: DayCache = field(default_factory=DayCache)
+    day_cache: DayCache[DayPart] = field(default_factory=DayCache)
     day_cache_lock: threading.Lock = field(default_factory=threading.Lock)
     _idle: list[Store] = field(default_factory=list)  # readers no request holds now
     _opened: list[Store] = field(default_factory=list)  # every reader, to close at the end
