@@ -1,0 +1,203 @@
+"""Drift over time (`llmlog.analysis.drift`) on every store: each feature's figures per UTC day
+on a store built by hand, the days its versions and models first appeared, the rates kept
+between views while a day's calls stay the same and read again when they change, the days
+left unread past the time limit, and the days retention dropped."""
+
+from __future__ import annotations
+
+import json
+import random
+from contextlib import nullcontext
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from llmlog.analysis import drift
+from llmlog.analysis.dashboard import DayCache, Period
+from llmlog.core.record import Call
+from llmlog.operations import retention
+from llmlog.store import Store, retention_policy
+from tests.backends import Backend, ClickHouseBackend, PostgresBackend, SQLiteBackend
+
+NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
+TODAY = NOW.date()
+PERIOD = Period.ending(5, TODAY)
+SORRY = "I'm sorry, but I can't help with that."
+
+
+@pytest.fixture(params=["sqlite", "postgres", "clickhouse"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "sqlite":
+        return SQLiteBackend(tmp_path / "calls.db")
+    if request.param == "clickhouse":
+        return ClickHouseBackend(tmp_path / "ch")
+    return PostgresBackend(request.getfixturevalue("pg_url"))
+
+
+def answer(text: str) -> dict[str, object]:
+    return {"role": "assistant", "content": [{"type": "text", "text": text}]}
+
+
+def day(d: int) -> str:
+    return (TODAY - timedelta(days=d)).isoformat()
+
+
+def chat_calls() -> list[Call]:
+    """Ten days of `chat`, ten calls a day at 100 output tokens on model m-old, version
+    chat@v1. From two days ago, half are chat@v2 at 300; from yesterday, every other call
+    goes to m-new. Four days ago one more call has no token count; three days ago four calls
+    make a tool call (and one sends an empty list: none); yesterday two decline in words and
+    one by its stop reason; today one says what it cannot find (no refusal). `search` has
+    two calls a day, one with a tool call; two calls a day have no feature."""
+    out = []
+    for d in range(10):
+        when = NOW - timedelta(days=d)
+        for i in range(10):
+            v2 = d <= 2 and i % 2 == 0
+            text = "Here you go."
+            stop = "end_turn"
+            if d == 1 and i in (1, 3):
+                text = SORRY
+            if d == 1 and i == 5:
+                stop = "content_filter"
+            if d == 0 and i == 0:
+                text = "I can't find any bugs in this diff."
+            tools = (
+                [{"id": f"t{i}", "name": "lookup"}] if d == 3 and i < 4 else [] if d == 3 and i == 4 else None
+            )
+            out.append(
+                Call(id=f"chat-{d}-{i}", timestamp=when + timedelta(minutes=i), feature="chat",
+                     model="m-new" if d <= 1 and i % 2 else "m-old",
+                     prompt_template_version="chat@v2" if v2 else "chat@v1",
+                     output_tokens=300 if v2 else 100, response=answer(text), stop_reason=stop,
+                     tool_calls=tools)
+            )  # fmt: skip
+        if d == 4:
+            out.append(Call(id="chat-4-x", timestamp=when, feature="chat", model="m-old",
+                            prompt_template_version="chat@v1", response=answer("No count.")))  # fmt: skip
+        for i in range(2):
+            tools = [{"id": "s"}] if i else None
+            out.append(Call(id=f"search-{d}-{i}", timestamp=when + timedelta(minutes=i), feature="search",
+                            model="m-old", output_tokens=50, tool_calls=tools))  # fmt: skip
+            out.append(Call(id=f"none-{d}-{i}", timestamp=when, model="m-old", output_tokens=10))
+    return out
+
+
+def of(store: Store, period: Period = PERIOD, **kw: object) -> drift.DriftByDay:
+    return drift.drift_by_day(lambda: nullcontext(store), period, **kw)  # type: ignore[arg-type]
+
+
+def figures(f: drift.Feature) -> list[tuple[object, ...]]:
+    return [(d.day, d.calls, d.output_tokens, d.calls_read, d.refusal_rate, d.tool_call_rate) for d in f.days]
+
+
+def test_each_day_of_each_feature(backend: Backend) -> None:
+    with backend.open() as store:
+        store.insert(chat_calls())
+        r = of(store)
+        assert [f.feature for f in r.features] == ["chat", "search", None]  # most calls first
+        chat, search, none = r.features
+        assert figures(chat) == [
+            (day(4), 11, 100.0, 11, 0.0, 0.0),  # the call without a count is not in the mean
+            (day(3), 10, 100.0, 10, 0.0, 0.4),  # an empty list of tool calls is none
+            (day(2), 10, 200.0, 10, 0.0, 0.0),
+            (day(1), 10, 200.0, 10, 0.3, 0.0),  # two in words, one by its stop reason
+            (day(0), 10, 200.0, 10, 0.0, 0.0),  # "I can't find any bugs" answers
+        ]
+        assert figures(search) == [(day(d), 2, 50.0, 2, 0.0, 0.5) for d in range(4, -1, -1)]
+        assert [(d.calls, d.output_tokens, d.calls_read) for d in none.days] == [(2, 10.0, 2)] * 5
+        assert (chat.calls, r.more, r.unread) == (51, 0, [])
+        # Each version and model by its first day, the whole store's (not the period's).
+        assert [(a.kind, a.name, a.day) for a in chat.appeared] == [
+            ("version", "chat@v1", day(9)),
+            ("model", "m-old", day(9)),
+            ("version", "chat@v2", day(2)),
+            ("model", "m-new", day(1)),
+        ]
+        assert [(a.name, a.day) for a in chat.marks(PERIOD)] == [("chat@v2", day(2)), ("m-new", day(1))]
+        assert [a.name for a in chat.marks(Period.ending(10, TODAY))] == [
+            "chat@v1",
+            "m-old",
+            "chat@v2",
+            "m-new",
+        ]
+        assert [(a.kind, a.name) for a in search.appeared] == [("model", "m-old")]  # no version
+        data = json.loads(json.dumps(r.to_json()))
+        assert data["period"] == {"days": 5, "first": day(4), "last": day(0)}
+        assert data["features"][0]["days"][3] == {
+            "day": day(1), "calls": 10, "output_tokens": 200.0, "calls_read": 10, "refusals": 3,
+            "refusal_rate": 0.3, "tool_calls": 0, "tool_call_rate": 0.0,
+        }  # fmt: skip
+        assert data["features"][0]["appeared"][2] == {"kind": "version", "name": "chat@v2", "day": day(2)}
+
+
+def test_one_feature_the_top_and_a_period_with_no_calls(backend: Backend) -> None:
+    with backend.open() as store:
+        store.insert(chat_calls())
+        (search,) = of(store, feature="search").features
+        assert search.feature == "search" and [d.tool_call_rate for d in search.days] == [0.5] * 5
+        assert of(store, feature="nothing").features == []
+        top = of(store, top=1)
+        assert [f.feature for f in top.features] == ["chat"] and top.more == 2
+        # Before the first call: no feature has a call to show.
+        assert of(store, Period.ending(7, TODAY - timedelta(days=20))).features == []
+
+
+def test_the_rates_are_kept_until_a_days_calls_change(backend: Backend) -> None:
+    with backend.open() as store:
+        store.insert(chat_calls())
+        cache: DayCache[drift.DayRates] = DayCache()
+        first = of(store, cache=cache)
+        assert of(store, cache=cache).features == first.features  # from the cache
+        # A call stored today changes today's `daily` sums: today is read again, with it.
+        store.insert([Call(id="late", timestamp=NOW + timedelta(minutes=30), feature="chat", model="m-old",
+                           output_tokens=100, response=answer(SORRY))])  # fmt: skip
+        today = of(store, cache=cache).features[0].days[-1]
+        assert (today.calls, today.calls_read, today.refusals) == (11, 11, 1)
+
+
+def test_past_the_time_limit_the_days_left_have_no_rates(backend: Backend) -> None:
+    with backend.open() as store:
+        store.insert(chat_calls())
+        cache: DayCache[drift.DayRates] = DayCache()
+        r = of(store, cache=cache, budget_s=0.0)
+        assert r.unread == [day(d) for d in range(4, -1, -1)]
+        chat = r.features[0]
+        assert [d.output_tokens for d in chat.days] == [100.0, 100.0, 200.0, 200.0, 200.0]  # from `daily`
+        assert {(d.calls_read, d.refusal_rate, d.tool_call_rate) for d in chat.days} == {(0, None, None)}
+        assert of(store, cache=cache).unread == []  # the next view reads on
+
+
+def test_the_days_retention_dropped_keep_their_output_tokens(backend: Backend) -> None:
+    with backend.open() as store:
+        store.insert(chat_calls())
+        retention.run(store, retention_policy.Policy(days=2), today=TODAY)
+        chat = of(store).features[0]
+        kept = [d.day for d in chat.days if d.calls_read]
+        assert kept and day(4) not in kept and day(0) in kept
+        assert [d.output_tokens for d in chat.days] == [100.0, 100.0, 200.0, 200.0, 200.0]
+        assert all(d.refusal_rate is None for d in chat.days if d.day not in kept)
+        assert [a.day for a in chat.appeared][:2] == [day(9), day(9)]  # from `daily`: still known
+
+
+def test_random_days_sum_as_the_calls_do(backend: Backend) -> None:
+    """Figures of a random mix agree with counting the calls here, day by day."""
+    rng = random.Random(3)
+    calls = []
+    for n in range(300):
+        when = NOW - timedelta(hours=rng.randrange(0, 5 * 24))
+        calls.append(Call(id=f"r{n}", timestamp=when, feature=rng.choice(["a", "b"]), model="m",
+                          output_tokens=rng.choice([None, rng.randrange(1, 500)]),
+                          tool_calls=[{"id": "x"}] if rng.random() < 0.3 else None,
+                          response=answer(SORRY if rng.random() < 0.1 else "Sure.")))  # fmt: skip
+    with backend.open() as store:
+        store.insert(calls)
+        got = {(f.feature, d.day): d for f in of(store, Period.ending(6, TODAY)).features for d in f.days}
+    for (feature, d), figures_ in got.items():
+        mine = [c for c in calls if c.feature == feature and c.timestamp.date().isoformat() == d]
+        counted = [c.output_tokens for c in mine if c.output_tokens is not None]
+        assert figures_.calls == figures_.calls_read == len(mine)
+        assert figures_.output_tokens == (pytest.approx(sum(counted) / len(counted)) if counted else None)
+        assert figures_.refusals == sum(c.response == answer(SORRY) for c in mine)
+        assert figures_.tool_calls == sum(c.tool_calls is not None for c in mine)
