@@ -1,7 +1,8 @@
 """Drift over time (`llmlog.analysis.drift`) on every store: each feature's figures per UTC day
 on a store built by hand, the days its versions and models first appeared, the rates kept
 between views while a day's calls stay the same and read again when they change, the days
-left unread past the time limit, and the days retention dropped."""
+left unread past the time limit, and the days retention dropped; on the demo's month,
+code-review's answers growing longer on the day its v2 appeared."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
 from llmlog.analysis import drift
 from llmlog.analysis.dashboard import DayCache, Period
+from llmlog.cli import cli
 from llmlog.core.record import Call
 from llmlog.operations import retention
 from llmlog.store import Store, retention_policy
@@ -179,6 +182,32 @@ def test_the_days_retention_dropped_keep_their_output_tokens(backend: Backend) -
         assert [d.output_tokens for d in chat.days] == [100.0, 100.0, 200.0, 200.0, 200.0]
         assert all(d.refusal_rate is None for d in chat.days if d.day not in kept)
         assert [a.day for a in chat.appeared][:2] == [day(9), day(9)]  # from `daily`: still known
+
+
+def test_the_demo_month_shows_code_review_growing_on_v2s_day(tmp_path: Path) -> None:
+    """The demo's code-review@v2 answers three times as long as v1 (llmlog.demo.traffic):
+    its output tokens per call rise on the day v2 first appeared, three days ago (four, when
+    the copies of that day, an hour either side of now, fall before midnight)."""
+    db = str(tmp_path / "demo.db")
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--db", db, "demo", "--calls", "800"], catch_exceptions=False).exit_code == 0
+    data = json.loads(runner.invoke(cli, ["--db", db, "report", "drift", "--by-day", "--json"]).output)
+    review = next(f for f in data["features"] if f["feature"] == "code-review")
+    (v2,) = [a["day"] for a in review["appeared"] if a["name"] == "code-review@v2"]
+    assert v2 in (day(3), day(4))
+    days = {d["day"]: d for d in review["days"] if d["calls"]}
+    before = [d for k, d in days.items() if k < v2]
+    since = [d for k, d in days.items() if k >= v2]
+
+    def mean(ds: list[dict[str, float]]) -> float:
+        return sum(d["output_tokens"] * d["calls"] for d in ds) / sum(d["calls"] for d in ds)
+
+    assert len(before) >= 20 and mean(since) > 1.5 * mean(before)
+    assert days[v2]["output_tokens"] > 1.3 * mean(before)
+    # The rates are there too: support-bot@v4 declines now and then; code-review uses no tool.
+    support = next(f for f in data["features"] if f["feature"] == "support-bot")
+    assert sum(d["refusals"] for d in support["days"]) > 0
+    assert {d["tool_call_rate"] for d in review["days"] if d["calls_read"]} == {0.0}
 
 
 def test_random_days_sum_as_the_calls_do(backend: Backend) -> None:
