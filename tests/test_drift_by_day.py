@@ -143,6 +143,7 @@ def test_one_feature_the_top_and_a_period_with_no_calls(backend: Backend) -> Non
         assert of(store, feature="nothing").features == []
         top = of(store, top=1)
         assert [f.feature for f in top.features] == ["chat"] and top.more == 2
+        assert top.others == ["search", None] and top.to_json()["other_features"] == ["search", None]
         # Before the first call: no feature has a call to show.
         assert of(store, Period.ending(7, TODAY - timedelta(days=20))).features == []
 

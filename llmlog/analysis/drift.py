@@ -29,6 +29,7 @@ from llmlog.analysis.dashboard import DayCache, Period, cached_days, day_param, 
 from llmlog.store import ReadOnlyError, Store
 
 TOP = 12  # features drawn when none is asked for, most calls first
+OTHERS = 100  # the features past those named, to be asked for one by one
 BUDGET_S = 5.0  # reading the kept calls, in one view
 DAILY_TIMEOUT_S = 5.0
 
@@ -106,6 +107,7 @@ class DriftByDay:
     period: Period
     features: list[Feature]  # most calls in the period first
     more: int = 0  # features with calls in the period left out (past `top`)
+    others: list[str | None] = field(default_factory=list)  # the first OTHERS of them, by calls
     unread: list[str] = field(default_factory=list)  # days whose kept calls were not read in time
     elapsed_ms: float = 0.0
 
@@ -118,6 +120,7 @@ class DriftByDay:
             },
             "features": [f.to_json() for f in self.features],
             "more_features": self.more,
+            "other_features": self.others,
             "unread_days": self.unread,
         }
 
@@ -249,6 +252,7 @@ def drift_by_day(
         period,
         out,
         more=0 if feature is not None else max(0, len(ranked) - top),
+        others=[] if feature is not None else ranked[top : top + OTHERS],
         unread=sorted(unread),
         elapsed_ms=(time.perf_counter() - started) * 1000,
     )

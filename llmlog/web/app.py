@@ -7,9 +7,10 @@ column only through the fixed list the store allows.
 Each group of pages is a module of handlers and a `routes()` function that lists them, each
 with the role that opens it: `calls` (the list, one call, the sample, the JSON API), `search`
 (words, and calls like one), `people` (sessions and users), `traces` (the recent traces, one
-as a waterfall), `replay`, `dashboard`, `reports`, `sql`, `admin` (signing in and out, the
-admin page); and the collector's, `ingest`. A handler finds what every page is given in the
-app's state (`state.web_of`), the collector its own (`ingest.collector_of`).
+as a waterfall), `replay`, `dashboard`, `drift` (drift over time), `reports`, `sql`, `admin`
+(signing in and out, the admin page); and the collector's, `ingest`. A handler finds what
+every page is given in the app's state (`state.web_of`), the collector its own
+(`ingest.collector_of`).
 """
 
 from __future__ import annotations
@@ -124,13 +125,26 @@ def create_app(
     `allowed_hosts`: the names it answers to (`guard.allowed_hosts`; by default loopback's).
     `processes`: how many processes serve this app at once (`llmlog serve --workers`), each
     with its own: the sign-in budgets are shared out among them (`SignIns`)."""
-    from llmlog.web import admin, calls, dashboard, ingest, people, replay, reports, search, sql, traces
+    from llmlog.web import (
+        admin,
+        calls,
+        dashboard,
+        drift,
+        ingest,
+        people,
+        replay,
+        reports,
+        search,
+        sql,
+        traces,
+    )
 
     web = Web(
         open_store(), threading.Lock(), environment(), providers or Providers(), SignIns(processes=processes)
     )
     routes: list[BaseRoute] = []
-    for module in (calls, search, people, traces, replay, dashboard, reports, sql, admin):
+    # (drift's /api/reports/drift-by-day before the reports' /api/reports/{name}, which would take it)
+    for module in (calls, search, people, traces, replay, dashboard, drift, reports, sql, admin):
         routes.extend(module.routes())
     gate = IngestGate(web, ingest_token)
     routes.extend(ingest.routes())

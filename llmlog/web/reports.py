@@ -345,8 +345,20 @@ def read(request: Request, report: str, asked: Any) -> Any:
         return RUNS[report].read(store, asked)
 
 
+# Drift over time (`llmlog.web.drift`): a page of its own, beside the reports.
+BY_DAY = (
+    "/reports/drift-by-day",
+    "per feature and day: output tokens per call, refusal and tool-call rates, new versions and models",
+)
+
+
+def by_day_href(feature: str, days: int) -> str:
+    """A feature's days on the drift-per-day page: those a drift comparison covers, say."""
+    return BY_DAY[0] + "?" + urlencode({"days": min(days, MAX_DAYS), "feature": feature})
+
+
 def index(request: Request) -> Response:
-    return render(request, "reports.html", reports=reports.REPORTS)
+    return render(request, "reports.html", reports=reports.REPORTS, by_day=BY_DAY[1])
 
 
 def errors(request: Request, p: Period, groups: list[ErrorGroup]) -> Response:
@@ -393,6 +405,7 @@ def drift(request: Request, asked: tuple[int, int], changes: list[Change]) -> Re
         version=version,
         periods=day_choices("/reports/drift", DRIFT_PERIODS, baseline=baseline),
         api="/api/reports/drift?" + urlencode({"days": days, "baseline": baseline}),
+        by_day_href=lambda feature: by_day_href(feature, days + baseline),
     )
 
 

@@ -20,6 +20,7 @@ from starlette.responses import HTMLResponse
 from starlette.routing import BaseRoute
 
 from llmlog.analysis.dashboard import DayCache, DayPart
+from llmlog.analysis.drift import DayRates
 from llmlog.core.config import Settings
 from llmlog.operations import accounts
 from llmlog.operations.replay import Providers
@@ -81,6 +82,9 @@ class Web:
     # The dashboard's figures of whole past days, read once (`analysis.dashboard.DayCache`).
     day_cache: DayCache[DayPart] = field(default_factory=DayCache)
     day_cache_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Drift over time's rates of whole past days, read once (`analysis.drift`), as the dashboard's.
+    drift_cache: DayCache[DayRates] = field(default_factory=DayCache)
+    drift_cache_lock: threading.Lock = field(default_factory=threading.Lock)
     _idle: list[Store] = field(default_factory=list)  # readers no request holds now
     _opened: list[Store] = field(default_factory=list)  # every reader, to close at the end
     _pool: threading.Lock = field(default_factory=threading.Lock)
