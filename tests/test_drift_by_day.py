@@ -231,3 +231,28 @@ def test_random_days_sum_as_the_calls_do(backend: Backend) -> None:
         assert figures_.output_tokens == (pytest.approx(sum(counted) / len(counted)) if counted else None)
         assert figures_.refusals == sum(c.response == answer(SORRY) for c in mine)
         assert figures_.tool_calls == sum(c.tool_calls is not None for c in mine)
+
+
+def test_the_cli_by_day(tmp_path: Path) -> None:
+    from llmlog.store import open_store
+
+    db = str(tmp_path / "calls.db")
+    with open_store(db) as store:
+        store.insert(chat_calls())
+    runner = CliRunner()
+    out = runner.invoke(cli, ["--db", db, "report", "drift", "--by-day", "--days", "5", "--feature", "chat"])
+    assert out.exit_code == 0, out.output
+    assert "chat: 51 calls" in out.output and "search" not in out.output
+    (yesterday,) = [line for line in out.output.splitlines() if day(1) in line]
+    assert "30.0%" in yesterday and "200.0" in yesterday and "model m-new" in yesterday
+    assert "version chat@v2" in next(line for line in out.output.splitlines() if day(2) in line)
+    data = json.loads(runner.invoke(cli, ["--db", db, "report", "drift", "--by-day", "--json"]).output)
+    assert data["period"]["days"] == 30 and [f["feature"] for f in data["features"]] == [
+        "chat",
+        "search",
+        None,
+    ]
+    none = runner.invoke(cli, ["--db", db, "report", "drift", "--by-day", "--feature", "nothing"])
+    assert "No calls of nothing in the last 30 day(s)." in none.output
+    for wrong in (["--by-day", "--baseline", "14"], ["--feature", "chat"]):
+        assert runner.invoke(cli, ["--db", db, "report", "drift", *wrong]).exit_code == 2
