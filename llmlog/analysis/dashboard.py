@@ -15,6 +15,7 @@ import csv
 import json
 import logging
 import math
+import threading
 import time
 from array import array
 from bisect import bisect_left, bisect_right
@@ -382,23 +383,28 @@ class DayCache(Generic[P]):
         self.max_size = max_size
         self.size = 0
         self._days: OrderedDict[str, tuple[tuple[Any, ...], P]] = OrderedDict()
+        # Each get and put is whole, whatever threads share the cache (a view and what reads
+        # on after it); who reads which day is the caller's to order.
+        self._lock = threading.Lock()
 
     def get(self, day: str, fingerprint: tuple[Any, ...]) -> P | None:
-        entry = self._days.get(day)
-        if entry is None or entry[0] != fingerprint:
-            return None
-        self._days.move_to_end(day)
-        return entry[1]
+        with self._lock:
+            entry = self._days.get(day)
+            if entry is None or entry[0] != fingerprint:
+                return None
+            self._days.move_to_end(day)
+            return entry[1]
 
     def put(self, day: str, fingerprint: tuple[Any, ...], part: P) -> None:
-        old = self._days.pop(day, None)
-        if old is not None:
-            self.size -= old[1].size
-        self._days[day] = (fingerprint, part)
-        self.size += part.size
-        while self.size > self.max_size and len(self._days) > 1:
-            _, (_, evicted) = self._days.popitem(last=False)
-            self.size -= evicted.size
+        with self._lock:
+            old = self._days.pop(day, None)
+            if old is not None:
+                self.size -= old[1].size
+            self._days[day] = (fingerprint, part)
+            self.size += part.size
+            while self.size > self.max_size and len(self._days) > 1:
+                _, (_, evicted) = self._days.popitem(last=False)
+                self.size -= evicted.size
 
 
 def cached_days(
@@ -411,8 +417,9 @@ def cached_days(
     """The parts of the days in `fingerprints` (a day's `daily` figures, see
     `day_fingerprints`), from the cache where it still holds; the others are read by
     `read(store, day, time left)`, newest first, within `budget_s` in all. What is read is
-    kept even when the budget runs out, so the next view carries on from there. Returns the
-    parts found, the cached ones first, and the days left unread."""
+    kept even when the budget runs out, so the next view carries on from there; a day whose
+    read the budget stops is left unread too (the first one read raises: not one day fits).
+    Returns the parts found, the cached ones first, and the days left unread."""
     deadline = time.monotonic() + budget_s
     parts: list[tuple[str, P]] = []
     missing: list[str] = []
@@ -426,8 +433,13 @@ def cached_days(
         left = deadline - time.monotonic()
         if left <= 0.05:
             return parts, missing[i:]
-        with reading() as store:
-            part = read(store, date.fromisoformat(day), left)
+        try:
+            with reading() as store:
+                part = read(store, date.fromisoformat(day), left)
+        except ReadOnlyError:
+            if i == 0:
+                raise
+            return parts, missing[i:]
         cache.put(day, fingerprints[day], part)
         parts.append((day, part))
     return parts, []
