@@ -256,3 +256,27 @@ def test_the_cli_by_day(tmp_path: Path) -> None:
     assert "No calls of nothing in the last 30 day(s)." in none.output
     for wrong in (["--by-day", "--baseline", "14"], ["--feature", "chat"]):
         assert runner.invoke(cli, ["--db", db, "report", "drift", *wrong]).exit_code == 2
+
+
+def test_a_day_the_time_limit_stops_is_left_unread(backend: Backend) -> None:
+    """A day whose read the limit stops is left for the next view, unless it is the first
+    one read: then no day fits, and the store's reason is given."""
+    from llmlog.analysis.dashboard import cached_days
+    from llmlog.store import ReadOnlyError
+
+    stopped = {day(1)}
+
+    def read(store: Store, d: object, timeout_s: float) -> drift.DayRates:
+        if str(d) in stopped:
+            raise ReadOnlyError("stopped at its time limit")
+        return drift.read_rates(store, d, timeout_s)  # type: ignore[arg-type]
+
+    with backend.open() as store:
+        store.insert(chat_calls())
+        prints = {day(d): (d,) for d in range(3)}
+        cache: DayCache[drift.DayRates] = DayCache()
+        parts, unread = cached_days(lambda: nullcontext(store), prints, cache, 60.0, read)
+        assert [d for d, _ in parts] == [day(0)] and unread == [day(1), day(2)]
+        stopped.add(day(0))
+        with pytest.raises(ReadOnlyError, match="time limit"):
+            cached_days(lambda: nullcontext(store), {**prints, day(0): (9,)}, cache, 60.0, read)

@@ -6,6 +6,7 @@ logged names stay text; a viewer gets the figures without links to the calls."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 from contextlib import nullcontext
 from typing import Any
@@ -136,3 +137,18 @@ def test_a_viewer_sees_the_figures_without_links_to_the_calls(ui: Running) -> No
     links = hrefs(debugger.get(PAGE, params=FIVE).text)
     assert f"/?feature=chat&since={day(1)}&until={day(0)}" in links
     assert re.search(r"/\?feature=chat&since=\d{4}-\d\d-\d\d&until=", " ".join(links))
+
+
+def test_the_days_a_view_leaves_are_read_on_after_it(ui: Running, monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmlog.web import drift as page
+
+    monkeypatch.setattr(page, "VIEW_BUDGET_S", 0.0)  # a view reads no day itself
+    first = ui.get(PAGE, params=FIVE).text
+    assert "are still being read" in first or "is still being read" in first
+    deadline = time.monotonic() + 60
+    while (left := ui.get("/api" + PAGE, params=FIVE).json()["unread_days"]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert left == []
+    assert "still being read" not in ui.get(PAGE, params=FIVE).text
+    data = ui.get("/api" + PAGE, params=FIVE).json()
+    assert data["features"][0]["days"][3]["refusal_rate"] == 0.3

@@ -5,12 +5,21 @@ marked on them — at /reports/drift-by-day, and as JSON at /api/reports/drift-b
 
 The period lives in the URL as on the dashboard (`?days=30`, `&end=YYYY-MM-DD` to pin the last
 day), with `&feature=NAME` for one feature. The figures are open to viewers; a day links to
-that day's calls of the feature only for a role that may open them. The kept calls' rates are
-read within a time limit and kept between views (`Web.drift_cache`), as the dashboard's days are.
+that day's calls of the feature only for a role that may open them.
+
+The kept calls' rates are read a day at a time and kept between views (`Web.drift_cache`), as
+the dashboard's days are. A view reads for `VIEW_BUDGET_S` at most and shows the days it could;
+the days left are read on off the request's path, by one thread at a time (`read_on`), while
+views show what is read so far: a month of a million calls, first opened, is whole some
+seconds later, and fast from then on.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import threading
+from collections.abc import Iterator
 from datetime import date, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -23,16 +32,20 @@ from starlette.routing import BaseRoute
 from llmlog.analysis import drift
 from llmlog.analysis.dashboard import Period
 from llmlog.analysis.drift import DriftByDay, Feature
-from llmlog.store import ReadOnlyError
+from llmlog.store import ReadOnlyError, Store
 from llmlog.web import charts
 from llmlog.web.answer import JSONResponse, Refusal
 from llmlog.web.auth import Page
 from llmlog.web.dashboard import BadPeriod, calls_link, period_of
 from llmlog.web.state import Web, may, web_of
 
+log = logging.getLogger(__name__)
+
 PATH = "/reports/drift-by-day"
 API = "/api/reports/drift-by-day"
 PERIODS = (7, 30, 90)
+VIEW_BUDGET_S = 1.5  # reading kept calls in one view; the rest is read on after it (`read_on`)
+READ_ON_S = 300.0
 # The marks' colours: the line is PALETTE[0]; the page's legend (style.css) uses the same.
 VERSION_COLOR, MODEL_COLOR = charts.PALETTE[1], charts.PALETTE[3]
 
@@ -50,12 +63,46 @@ def asked(params: dict[str, str]) -> tuple[Period, str | None]:
 
 
 def figures(web: Web, period: Period, feature: str | None) -> DriftByDay:
-    # One view fills the cache at a time; a second waits and then finds the days read.
+    # One view reads at a time; a second waits and then finds the days read. While the days
+    # a view left are read on, views read none themselves: they show what is read so far.
     with web.drift_cache_lock:
+        reading_on = web.drift_reader is not None and web.drift_reader.is_alive()
+        budget = 0.0 if reading_on else VIEW_BUDGET_S
         try:
-            return drift.drift_by_day(web.reading, period, web.drift_cache, feature=feature)
+            r = drift.drift_by_day(web.reading, period, web.drift_cache, budget, feature)
         except ReadOnlyError as exc:  # `daily` not read within its time limit: say so, not a 500
             raise Refusal(f"{exc}; choose a shorter period", 503) from None
+        if r.unread and not reading_on and not web.closed:
+            # Off the request's path, one thread at a time; it shares the cache, not this lock.
+            reader = threading.Thread(
+                target=read_on, args=(web, period), name="llmlog-drift-days", daemon=True
+            )
+            web.drift_reader = reader
+            reader.start()
+    return r
+
+
+class Closed(Exception):
+    pass
+
+
+def read_on(web: Web, period: Period) -> None:
+    """Read the days of `period` a view left into the cache, within `READ_ON_S`; stopped
+    when the app closes (at its next day)."""
+
+    @contextlib.contextmanager
+    def reading() -> Iterator[Store]:
+        if web.closed:
+            raise Closed
+        with web.reading() as store:
+            yield store
+
+    try:
+        drift.drift_by_day(reading, period, web.drift_cache, READ_ON_S)
+    except Closed:
+        pass
+    except Exception:  # the store failing: the next view says what it can
+        log.warning("llmlog: reading the days of drift per day failed", exc_info=True)
 
 
 def short(feature: str | None, name: str) -> str:

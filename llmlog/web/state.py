@@ -85,6 +85,8 @@ class Web:
     # Drift over time's rates of whole past days, read once (`analysis.drift`), as the dashboard's.
     drift_cache: DayCache[DayRates] = field(default_factory=DayCache)
     drift_cache_lock: threading.Lock = field(default_factory=threading.Lock)
+    drift_reader: threading.Thread | None = None  # reading on the days a view left (`web.drift`)
+    closed: bool = False  # (what runs off the requests' path then stops quietly)
     _idle: list[Store] = field(default_factory=list)  # readers no request holds now
     _opened: list[Store] = field(default_factory=list)  # every reader, to close at the end
     _pool: threading.Lock = field(default_factory=threading.Lock)
@@ -141,6 +143,7 @@ class Web:
         return store
 
     def close(self) -> None:
+        self.closed = True
         with self._pool:
             opened, self._opened, self._idle = self._opened, [], []
         for store in opened:
