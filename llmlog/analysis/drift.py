@@ -28,7 +28,7 @@ from llmlog.analysis import kept_calls
 from llmlog.analysis.dashboard import DayCache, Period, cached_days, day_param, time_param
 from llmlog.store import ReadOnlyError, Store
 
-TOP = 12  # features drawn when none is asked for, most calls first
+TOP = 8  # features drawn when none is asked for, most calls first
 OTHERS = 100  # the features past those named, to be asked for one by one
 BUDGET_S = 5.0  # reading the kept calls, in one view
 DAILY_TIMEOUT_S = 5.0

@@ -486,8 +486,8 @@ def days_line(
     color: str = PALETTE[0],
 ) -> Markup:
     """One figure per day (a label) as a line, broken where a day has none (None), on a
-    scale from 0; marked days as dashed vertical lines labelled above the plot. A day's
-    column is titled with its figure (and `notes[i]`) and links to `hrefs[i]`."""
+    scale from 0; marked days as dashed vertical lines labelled above the plot. The column
+    of a day with a figure is titled with it (and `notes[i]`) and links to `hrefs[i]`."""
     width, left, right = SMALL_WIDTH, 40.0, 8.0
     n = len(labels)
     step = (width - left - right) / max(n, 1)
@@ -514,7 +514,9 @@ def days_line(
 
     for i, day in enumerate(labels):
         v = values[i]
-        what = f"{day}: {'no figure' if v is None else fmt(v)}" + (f" · {notes[i]}" if notes else "")
+        if v is None:  # nothing to title or open (a month's view of a long period draws less)
+            continue
+        what = f"{day}: {fmt(v)}" + (f" · {notes[i]}" if notes else "")
         hit = element(
             "rect",
             {
@@ -558,17 +560,13 @@ def days_line(
             parts.append(
                 element("polyline", {"points": path, "fill": "none", "stroke": color, "stroke-width": 1.5})
             )
-    dot = 2.0 if n <= 45 else 1.2
+    # A dot a day while they stay apart (a day's column holds its title), and for a day
+    # alone between two without a figure, which no line reaches.
     for i, v in enumerate(values):
-        if v is not None:
-            x, y = left + step * (i + 0.5), y_of(v)
-            parts.append(
-                element(
-                    "circle",
-                    {"cx": _num(x), "cy": _num(y), "r": dot, "fill": color},
-                    title(f"{labels[i]}: {fmt(v)}"),
-                )
-            )
+        alone = all(not 0 <= j < n or values[j] is None for j in (i - 1, i + 1))
+        if v is not None and (n <= 45 or alone):
+            circle = {"cx": _num(left + step * (i + 0.5)), "cy": _num(y_of(v)), "r": 2.0, "fill": color}
+            parts.append(element("circle", circle))
     if not shown_values:
         parts.append(_text(left + (width - left - right) / 2, top + plot_h / 2, "no figures", "middle"))
     parts.append(_x_labels(labels, left, step, bottom + 13, count=5))
