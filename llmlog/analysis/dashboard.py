@@ -413,13 +413,15 @@ def cached_days(
     cache: DayCache[P],
     budget_s: float,
     read: Callable[[Store, date, float], P],
+    raise_first: bool = True,
 ) -> tuple[list[tuple[str, P]], list[str]]:
     """The parts of the days in `fingerprints` (a day's `daily` figures, see
     `day_fingerprints`), from the cache where it still holds; the others are read by
     `read(store, day, time left)`, newest first, within `budget_s` in all. What is read is
     kept even when the budget runs out, so the next view carries on from there; a day whose
-    read the budget stops is left unread too (the first one read raises: not one day fits).
-    Returns the parts found, the cached ones first, and the days left unread."""
+    read the budget stops is left unread too, but for the first one read, which raises
+    (not one day fits) when `raise_first`. Returns the parts found, the cached ones first,
+    and the days left unread."""
     deadline = time.monotonic() + budget_s
     parts: list[tuple[str, P]] = []
     missing: list[str] = []
@@ -437,7 +439,7 @@ def cached_days(
             with reading() as store:
                 part = read(store, date.fromisoformat(day), left)
         except ReadOnlyError:
-            if i == 0:
+            if i == 0 and raise_first:
                 raise
             return parts, missing[i:]
         cache.put(day, fingerprints[day], part)

@@ -17,7 +17,6 @@ Where each figure comes from, and what it costs:
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -109,7 +108,6 @@ class DriftByDay:
     more: int = 0  # features with calls in the period left out (past `top`)
     others: list[str | None] = field(default_factory=list)  # the first OTHERS of them, by calls
     unread: list[str] = field(default_factory=list)  # days whose kept calls were not read in time
-    elapsed_ms: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -197,11 +195,10 @@ def drift_by_day(
 ) -> DriftByDay:
     """Per feature (the `top` with most calls in the period, or only `feature`), the
     period's figures per UTC day and the first days of its versions and models. `reading()`
-    lends the store for one query at a time (the web app's lock); `cache` keeps the days'
-    rates between views and is to be used by one view at a time. Raises ReadOnlyError when
+    lends the store for one query at a time (the web app's readers); `cache` keeps the days'
+    rates between views (threads may share it: at worst two read one day). Raises ReadOnlyError when
     the store stops a read of `daily` at its time limit; the kept calls are read within
     `budget_s`, and the days left are named in `unread`."""
-    started = time.perf_counter()
     with reading() as store:
         p = store.dialect.placeholder
         rows = _rows(
@@ -221,9 +218,9 @@ def drift_by_day(
         for i, v in enumerate((calls, output, output_calls)):
             cells[i] += int(v or 0)
         # What `daily` says of the day: a new call there changes it, and so the day is read again.
-        print_ = fingerprints.setdefault(d, [0, 0, 0, 0])
+        sums = fingerprints.setdefault(d, [0, 0, 0, 0])
         for i, v in enumerate((calls, output, output_calls, tools)):
-            print_[i] += int(v or 0)
+            sums[i] += int(v or 0)
     ranked = sorted(per, key=lambda f: (-sum(c[0] for c in per[f]), f is None, f or ""))
     ranked = [f for f in ranked if sum(c[0] for c in per[f])]
     # A feature asked for by name is shown alone (a NULL feature has no name to ask by).
@@ -236,6 +233,8 @@ def drift_by_day(
         cache if cache is not None else DayCache(),
         budget_s,
         read_rates,
+        # A day too big for one view's time is read on later (`llmlog.web.drift`), not refused.
+        raise_first=False,
     )
     rates = dict(parts)
     out = []
@@ -254,5 +253,4 @@ def drift_by_day(
         more=0 if feature is not None else max(0, len(ranked) - top),
         others=[] if feature is not None else ranked[top : top + OTHERS],
         unread=sorted(unread),
-        elapsed_ms=(time.perf_counter() - started) * 1000,
     )
