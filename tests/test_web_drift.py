@@ -20,6 +20,8 @@ from llmlog.operations import accounts
 from tests.backends import Backend
 from tests.test_access import PASSWORD, Client
 from tests.test_drift_by_day import PERIOD, chat_calls, day
+from tests.test_investigate import drifting_calls
+from tests.test_web_investigations import row
 from tests.webui import HOSTILE, Running, assert_inert, tags
 
 PAGE = "/reports/drift-by-day"
@@ -89,9 +91,16 @@ def test_bad_parameters_are_a_400_that_says_why(ui: Running, params: dict[str, s
     assert api.status_code == 400 and said in api.json()["error"]
 
 
-def test_the_reports_pages_lead_there(ui: Running) -> None:
-    assert PAGE in hrefs(ui.get("/reports").text)
-    assert PAGE in hrefs(ui.get("/reports/drift").text)
+def test_the_reports_pages_lead_there(backend: Backend) -> None:
+    with Running(backend) as running:
+        running.store.insert(drifting_calls())
+        assert PAGE in hrefs(running.get("/reports").text)
+        drifted = running.get("/reports/drift").text
+        assert PAGE in hrefs(drifted)
+        # A change in a figure drawn per day opens its feature's days, those the report covers.
+        essays = row(drifted, ">summarize<", ">v1<", "output_tokens")
+        assert f'href="{PAGE}?days=35&amp;feature=summarize"' in essays
+        assert PAGE not in row(drifted, ">search<", "error_rate")  # not drawn per day
 
 
 def test_logged_names_stay_text(backend: Backend) -> None:

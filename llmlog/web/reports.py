@@ -348,7 +348,7 @@ def read(request: Request, report: str, asked: Any) -> Any:
 # Drift over time (`llmlog.web.drift`): a page of its own, beside the reports.
 BY_DAY = (
     "/reports/drift-by-day",
-    "per feature and day: output tokens per call, refusal and tool-call rates, new versions and models",
+    "each feature's output tokens per call, refusal and tool-call rates day by day, new versions marked",
 )
 
 
@@ -406,6 +406,7 @@ def drift(request: Request, asked: tuple[int, int], changes: list[Change]) -> Re
         periods=day_choices("/reports/drift", DRIFT_PERIODS, baseline=baseline),
         api="/api/reports/drift?" + urlencode({"days": days, "baseline": baseline}),
         by_day_href=lambda feature: by_day_href(feature, days + baseline),
+        by_day_metrics=("output_tokens", "refusal_rate", "tool_call_rate"),
     )
 
 
