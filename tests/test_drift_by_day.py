@@ -285,3 +285,25 @@ def test_a_day_the_time_limit_stops_is_left_unread(backend: Backend) -> None:
         assert cached_days(lambda: nullcontext(store), changed, cache, 60.0, read, raise_first=False)[1] == [
             day(0), day(1), day(2)
         ]  # fmt: skip
+
+
+def test_a_refusal_in_any_case_is_read_on_every_store(backend: Backend) -> None:
+    """The store sends only the responses holding a refusal's words (`kept_calls`), in
+    whatever case they are written; the rules then decide."""
+    from llmlog.analysis import kept_calls
+    from llmlog.analysis.dashboard import time_param
+
+    said = {
+        "shout": "I CANNOT HELP WITH THAT.",
+        "curly": "Sorry, I Can\u2019t Assist With That.",
+        "answer": "CANNOT REPRODUCE. Here is the fix.",
+        "filter": "",
+    }
+    with backend.open() as store:
+        store.insert(
+            [Call(id=k, timestamp=NOW, feature="f", response=answer(text) if text else None,
+                  stop_reason="content_filter" if k == "filter" else "end_turn") for k, text in said.items()]
+        )  # fmt: skip
+        bounds = time_param(store, TODAY), time_param(store, TODAY + timedelta(days=1))
+        found = {k.values[0]: k.declined() for k in kept_calls.read(store, ["id"], *bounds, timeout_s=30.0)}
+    assert found == {"shout": True, "curly": True, "answer": False, "filter": True}
