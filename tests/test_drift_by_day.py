@@ -16,7 +16,8 @@ import pytest
 from click.testing import CliRunner
 
 from llmlog.analysis import drift
-from llmlog.analysis.dashboard import DayCache, Period
+from llmlog.analysis.dashboard import Period
+from llmlog.analysis.days import DayCache
 from llmlog.cli import cli
 from llmlog.core.record import Call
 from llmlog.operations import retention
@@ -262,7 +263,7 @@ def test_a_day_the_time_limit_stops_is_left_unread(backend: Backend) -> None:
     """A day whose read the limit stops is left for the next view, unless it is the first
     one read: then no day fits, and the store's reason is given (the dashboard's), or it is
     left too (drift per day's, which reads on after the view)."""
-    from llmlog.analysis.dashboard import cached_days
+    from llmlog.analysis.days import cached_days
     from llmlog.store import ReadOnlyError
 
     stopped = {day(1)}

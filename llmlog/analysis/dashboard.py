@@ -5,8 +5,9 @@ Everything here reads through `Store.query`: read-only, time-limited, SQL writte
 dialects. Per-day figures come from the `daily` rollup (a few hundred rows whatever the
 number of calls). What `daily` cannot give — latency percentiles, users, averages over
 non-NULL values — is read from `call_data` one day at a time and kept per day in a
-`DayCache` while that day's `daily` row sums stay the same, so a view of 30 days on a busy
-store reads only the days that changed since the last view (usually today).
+`DayCache` (`llmlog.analysis.days`) while that day's `daily` row sums stay the same, so a
+view of 30 days on a busy store reads only the days that changed since the last view
+(usually today).
 """
 
 from __future__ import annotations
@@ -15,17 +16,16 @@ import csv
 import json
 import logging
 import math
-import threading
 import time
 from array import array
 from bisect import bisect_left, bisect_right
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import IO, Any, Generic, Protocol, TypeVar
+from typing import IO, Any, Generic, TypeVar
 
+from llmlog.analysis.days import DayCache, cached_days
 from llmlog.store import QueryResult, ReadOnlyError, Store, retention_policy
 from llmlog.store.rollup import counts_of, histogram_percentile, merge_counts
 
@@ -364,87 +364,6 @@ def read_day(store: Store, day: date, timeout_s: float) -> DayPart:
             v[1] += 1
     part.latencies = {m: array("d", sorted(values)) for m, values in latencies.items()}
     return part
-
-
-class Sized(Protocol):
-    @property
-    def size(self) -> int: ...
-
-
-P = TypeVar("P", bound=Sized)
-
-
-class DayCache(Generic[P]):
-    """Day parts kept while the day's `daily` figures stay the same (newly stored calls and
-    repricing change them; calls deleted by hand do not, as they do not change `daily`).
-    Least recently used days go first beyond `max_size` numbers (8 bytes each and up)."""
-
-    def __init__(self, max_size: int = 8_000_000) -> None:
-        self.max_size = max_size
-        self.size = 0
-        self._days: OrderedDict[str, tuple[tuple[Any, ...], P]] = OrderedDict()
-        # Each get and put is whole, whatever threads share the cache (a view and what reads
-        # on after it); who reads which day is the caller's to order.
-        self._lock = threading.Lock()
-
-    def get(self, day: str, fingerprint: tuple[Any, ...]) -> P | None:
-        with self._lock:
-            entry = self._days.get(day)
-            if entry is None or entry[0] != fingerprint:
-                return None
-            self._days.move_to_end(day)
-            return entry[1]
-
-    def put(self, day: str, fingerprint: tuple[Any, ...], part: P) -> None:
-        with self._lock:
-            old = self._days.pop(day, None)
-            if old is not None:
-                self.size -= old[1].size
-            self._days[day] = (fingerprint, part)
-            self.size += part.size
-            while self.size > self.max_size and len(self._days) > 1:
-                _, (_, evicted) = self._days.popitem(last=False)
-                self.size -= evicted.size
-
-
-def cached_days(
-    reading: Callable[[], AbstractContextManager[Store]],
-    fingerprints: dict[str, tuple[Any, ...]],
-    cache: DayCache[P],
-    budget_s: float,
-    read: Callable[[Store, date, float], P],
-    raise_first: bool = True,
-) -> tuple[list[tuple[str, P]], list[str]]:
-    """The parts of the days in `fingerprints` (a day's `daily` figures, see
-    `day_fingerprints`), from the cache where it still holds; the others are read by
-    `read(store, day, time left)`, newest first, within `budget_s` in all. What is read is
-    kept even when the budget runs out, so the next view carries on from there; a day whose
-    read the budget stops is left unread too, but for the first one read, which raises
-    (not one day fits) when `raise_first`. Returns the parts found, the cached ones first,
-    and the days left unread."""
-    deadline = time.monotonic() + budget_s
-    parts: list[tuple[str, P]] = []
-    missing: list[str] = []
-    for day in sorted(fingerprints, reverse=True):
-        part = cache.get(day, fingerprints[day])
-        if part is None:
-            missing.append(day)
-        else:
-            parts.append((day, part))
-    for i, day in enumerate(missing):
-        left = deadline - time.monotonic()
-        if left <= 0.05:
-            return parts, missing[i:]
-        try:
-            with reading() as store:
-                part = read(store, date.fromisoformat(day), left)
-        except ReadOnlyError:
-            if i == 0 and raise_first:
-                raise
-            return parts, missing[i:]
-        cache.put(day, fingerprints[day], part)
-        parts.append((day, part))
-    return parts, []
 
 
 def read_parts(

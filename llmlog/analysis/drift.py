@@ -24,7 +24,8 @@ from datetime import date, timedelta
 from typing import Any
 
 from llmlog.analysis import kept_calls
-from llmlog.analysis.dashboard import DayCache, Period, cached_days, day_param, time_param
+from llmlog.analysis.dashboard import Period, day_param, time_param
+from llmlog.analysis.days import DayCache, cached_days
 from llmlog.store import ReadOnlyError, Store
 
 TOP = 8  # features drawn when none is asked for, most calls first

@@ -19,7 +19,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import BaseRoute
 
-from llmlog.analysis.dashboard import DayCache, DayPart
+from llmlog.analysis.dashboard import DayPart
+from llmlog.analysis.days import DayCache
 from llmlog.analysis.drift import DayRates
 from llmlog.core.config import Settings
 from llmlog.operations import accounts
