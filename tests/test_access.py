@@ -157,7 +157,17 @@ def server(backend: Backend) -> Iterator[Running]:
     with Running(backend) as running:
         running.store.insert(
             [
-                make_call(i, system_prompt=f"{SECRET_TEXT} {i}", trace_id=TRACE if i in (3, 4) else None)
+                make_call(
+                    i,
+                    system_prompt=f"{SECRET_TEXT} {i}",
+                    # What was said and answered: the calls list's previews, the session's turns.
+                    messages=[{"role": "user", "content": f"{SECRET_TEXT} said {i}"}],
+                    response={
+                        "role": "assistant",
+                        "content": [{"type": "text", "text": f"{SECRET_TEXT} {i}"}],
+                    },
+                    trace_id=TRACE if i in (3, 4) else None,
+                )
                 for i in range(30)
             ]
         )
@@ -210,10 +220,14 @@ ROUTES = [
     ("/api/users", "viewer"),
     ("/dashboard?days=366", "viewer"),
     ("/api/dashboard?days=366", "viewer"),
+    ("/findings", "viewer"),
+    ("/api/findings", "viewer"),
     ("/reports", "viewer"),
     ("/reports/errors?days=366", "viewer"),
     ("/reports/compare?feature=summarize&old=v1&new=v2", "viewer"),
     ("/api/reports/cost?days=366", "viewer"),
+    ("/alerts", "viewer"),
+    ("/api/alerts", "viewer"),
     ("/admin", "admin"),
 ]
 
@@ -237,7 +251,7 @@ def test_each_role_against_each_route(server: Running) -> None:
             r = client.get(path)
             allowed = accounts.rank(role) >= accounts.rank(least)
             if path == "/" and role == "viewer":
-                assert r.status_code == 303 and r.headers["location"] == "/dashboard"
+                assert r.status_code == 303 and r.headers["location"] == "/findings"
                 continue
             if allowed:  # opened: the page itself answers (a replay form may say it cannot)
                 assert r.status_code in (200, 400), (role, path, r.status_code)
@@ -247,6 +261,9 @@ def test_each_role_against_each_route(server: Running) -> None:
                 assert "error" in r.json()
             if role == "viewer":
                 assert SECRET_TEXT not in r.text, path  # never a prompt's text
+    # The text is a debugger's: the list's previews, a session's turns.
+    for path in ("/", "/api/calls", f"/sessions/{SESSION}"):
+        assert SECRET_TEXT in clients["debugger"].get(path).text, path
     # A viewer may not search the text (asking which sessions mention X, letter by letter),
     # nor read an error's message.
     for path in ("/sessions?q=PROMPT", "/api/users?meta=a%3Db", "/api/sessions?tag=x"):
@@ -548,6 +565,8 @@ def test_every_route_says_who_may_open_it(tmp_path: Path) -> None:
     expected = {
         ("/login", "GET"): None,
         ("/static/style.css", "GET"): None,
+        ("/findings", "GET"): "viewer",
+        ("/api/findings", "GET"): "viewer",
         ("/dashboard", "GET"): "viewer",
         ("/sessions", "GET"): "viewer",
         ("/sessions/s-1", "GET"): "debugger",

@@ -591,7 +591,17 @@ def test_logged_content_never_runs_in_the_browser(tab: Tab) -> None:
         metadata={"note": PWNED},
         error={"type": PWNED, "status": 500, "message": PWNED},
     )
-    site.store.insert([hostile])
+    # And a call whose text is one word of 20,000 letters, line breaks, and a right-to-left
+    # override: its preview stays one line within the table.
+    wide = make_call(
+        1,
+        id=str(uuid.uuid4()),
+        timestamp=datetime.now(UTC) + timedelta(seconds=30),
+        feature="wide",
+        messages=[{"role": "user", "content": "\u202e" + "W" * 20_000 + "\n\nend"}],
+        response={"role": "assistant", "content": [{"type": "text", "text": "line\n" * 5_000}]},
+    )
+    site.store.insert([hostile, wide])
 
     def inert(where: str) -> None:
         assert tab.js("typeof window.__pwned") == "undefined", where
@@ -601,7 +611,25 @@ def test_logged_content_never_runs_in_the_browser(tab: Tab) -> None:
     tab.open("/")
     top = tab.table("table.calls")[0]
     assert (top["feature"], top["user"], top["error"]) == (PWNED, PWNED, PWNED)  # shown as text
+    previews = tab.page.locator("table.calls tr.preview")
+    assert previews.first.locator(".said").inner_text() == PWNED
+    assert previews.first.locator(".answered").inner_text() == PWNED
     inert("calls list")
+    heights = [previews.nth(i).evaluate("tr => tr.getBoundingClientRect().height") for i in range(3)]
+    assert heights[1] == heights[0] == heights[2]  # the wide call's (the second) is one line too
+    # The previews add nothing to the table's width: the columns above decide it.
+    widths = tab.js(
+        """(() => {
+        const table = document.querySelector("table.calls");
+        const width = () => table.getBoundingClientRect().width;
+        const shown = width();
+        table.querySelectorAll("tr.preview").forEach((tr) => { tr.style.display = "none"; });
+        const hidden = width();
+        table.querySelectorAll("tr.preview").forEach((tr) => { tr.style.display = ""; });
+        return [shown, hidden];
+    })()"""
+    )
+    assert widths[0] == widths[1], widths
 
     # The hostile feature's facet link, followed: the value reaches the URL intact.
     tab.follow(facet(tab, "feature", "<script>"))
@@ -903,11 +931,12 @@ def test_each_role_sees_what_it_may_in_the_browser(guarded: Tab) -> None:
     call = make_call(4)
     # A viewer: figures only. No link to calls, the sample or the console; a call is refused.
     sign_in(tab, "vera")
-    assert tab.path == "/dashboard"
+    assert tab.path == "/findings"  # the first screen, whatever the site's root is
     nav = tab.text("nav")
+    assert nav.split()[0] == "Findings"
     assert "Dashboard" in nav and "Sessions" in nav and "Calls" not in nav and "SQL" not in nav
     assert "vera · viewer" in tab.text("form.signed-in")
-    tab.shot("viewer-dashboard")
+    tab.shot("viewer-findings")
     page = tab.open(f"/calls/{call.id}", status=403)
     assert "needs debugger" in page.inner_text("main") and "Sealed prompt" not in page.content()
     tab.open("/api/calls", status=403)

@@ -83,6 +83,47 @@ def test_calls_at_a_wide_terminal_keep_every_column(
     assert header == every
 
 
+@pytest.mark.parametrize("width", [60, 80, 120, 200])
+def test_calls_preview_what_was_said_and_answered_within_the_terminal(
+    width: int, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`calls --preview`: a line each of what was said last and what was answered, as the web
+    list shows them, cut to the room the other columns leave; the id and the error are kept
+    whole first. Logged text stays text: no markup read, no terminal control sent."""
+    db = str(tmp_path / "preview.db")
+    now = datetime.now(UTC)
+    said = "[bold]where\x1b[2J is\n\n my order?[/bold] " + "word " * 2000
+    with open_store(db) as store:
+        store.insert(
+            [
+                Call(
+                    id=call_id,
+                    timestamp=now - timedelta(minutes=i),
+                    model="claude-sonnet-4-6",
+                    feature="support-bot",
+                    messages=[{"role": "user", "content": said}],
+                    response={"role": "assistant", "content": [{"type": "text", "text": f"answer {i}"}]},
+                    error={"type": kind, "status": status} if i == 0 else None,
+                )
+                for i, (call_id, kind, status) in enumerate(ERRORS)
+            ]
+        )
+    monkeypatch.setattr(cli_module.console, "width", width)
+    result = llmlog("--db", db, "calls", "--preview")
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert all(len(line) <= width for line in lines) and "\x1b" not in result.output, result.output
+    header = lines[0].split()
+    assert header[0] == "id" and "error" in header and "said" in header
+    assert f"{ERRORS[0][1]} {ERRORS[0][2]}" in lines[1]
+    for (call_id, _, _), line in zip(ERRORS, lines[1:], strict=True):
+        assert line.startswith(call_id[:8]) and "[bold]where\\x1b[2J is my" in line and "…" in line
+    if width >= 120:
+        assert header[-2:] == ["said", "answered"] and lines[2].rstrip().endswith("answer 1")
+    plain = llmlog("--db", db, "calls").output
+    assert "said" not in plain and "answer 1" not in plain  # without --preview, as it was
+
+
 TOKEN = "".join(f"{i:04d}" for i in range(1250))  # 5,000 characters, no space
 JAPANESE = "これは空白のない長い日本語の応答です。" * 40
 

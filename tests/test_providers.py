@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from llmlog import providers
+from llmlog.core.encryption import Keyring
 from llmlog.core.record import Call
 from llmlog.providers import APIS, api_at, api_named, api_of, read_response, split_request
 from llmlog.providers.api import Part, Turn
+from llmlog.providers.conversation import gist, last_user_turn, response_turns
 
 
 @pytest.mark.parametrize(
@@ -251,6 +254,33 @@ def test_each_api_reads_its_own_shapes_as_parts_of_turns() -> None:
     assert all(api.by_model({"role": "assistant"}) for api in APIS.values())
     assert responses.by_model({"type": "reasoning"}) and not chat.by_model({"type": "reasoning"})
     assert not any(api.by_model({"role": "user"}) for api in APIS.values())
+
+
+def test_a_gist_is_one_short_line_of_whatever_was_said() -> None:
+    said = [
+        Turn("user", [Part("text", "  first\n\n line\t"), Part("tool_result", "ok"), Part("note", "(x)")])
+    ]
+    assert gist(said) == "first line ← ok"
+    assert gist([Turn("assistant", [Part("tool_call", '{"id": 7}', name="lookup")])]) == '→ lookup({"id": 7})'
+    # Cut at the width, however long the text, a word longer than the line too.
+    line = gist([Turn("user", [Part("text", "word " * 1_000_000 + "end")])], 20)
+    assert line == "word word word word…" and len(line) == 20
+    assert gist([Turn("user", [Part("text", " " * 100_000 + "x" * 100_000)])], 10) == "x" * 9 + "…"
+    assert gist([Turn("user", [Part("text", "a" * 30), Part("text", "b")])], 32) == "a" * 30 + " b"
+    # Regulated mode, read without the key: sealed text is said to be sealed, not shown as
+    # its cipher text.
+    ring = Keyring.parse("k1:" + "A" * 43 + "=")
+    call = ring.seal_call(
+        Call(
+            id="c",
+            timestamp=datetime(2026, 3, 1, tzinfo=UTC),
+            messages=[{"role": "user", "content": "the secret"}],
+            response={"role": "assistant", "content": [{"type": "text", "text": "the answer"}]},
+        )
+    )
+    assert gist(last_user_turn(call)) == "(sealed)" and gist(response_turns(call)) == "(sealed)"
+    opened = ring.open_call(call)
+    assert (gist(last_user_turn(opened)), gist(response_turns(opened))) == ("the secret", "the answer")
 
 
 def test_each_api_gives_the_words_and_refusal_of_its_answers() -> None:

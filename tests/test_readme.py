@@ -34,6 +34,7 @@ SKIP = {
     "llmlog keys new >": "writes to /etc",
     "llmlog keys rotate": "seals the store: every later command would need the key (tests/test_regulated.py)",
     "llmlog copy": "needs a second store named by an environment variable (tests/test_store.py copies)",
+    "llmlog check": "exits 1 when there is a finding, as on the demo's month (tests/test_findings.py)",
 }
 # Whole pages written for another store than the demo's SQLite file: they set LLMLOG_DB first.
 SKIP_PAGES = {

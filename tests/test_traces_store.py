@@ -133,6 +133,7 @@ def summarize(calls: Iterable[Call], spans: Iterable[Span]) -> dict[str, TraceSu
     def later(a: datetime | None, b: datetime | None) -> datetime | None:
         return b if a is None or (b is not None and b > a) else a
 
+    calls = list(calls)
     for c in sorted(calls, key=lambda c: (c.timestamp, c.id)):
         if c.trace_id is None:
             continue
@@ -144,9 +145,15 @@ def summarize(calls: Iterable[Call], spans: Iterable[Span]) -> dict[str, TraceSu
         t.input_tokens += c.input_tokens or 0
         t.output_tokens += c.output_tokens or 0
         t.cost_usd += c.cost_usd or 0.0
-        t.feature = t.feature or c.feature
-        t.user_id = t.user_id or c.user_id
-        t.session_id = t.session_id or c.session_id
+    # Each value of the earliest call that has one; of calls made at once, the smallest.
+    for name in ("feature", "user_id", "session_id"):
+        firsts: dict[str, tuple[datetime, str]] = {}
+        for c in calls:
+            value = getattr(c, name)
+            if c.trace_id is not None and value is not None:
+                firsts[c.trace_id] = min(firsts.get(c.trace_id, (c.timestamp, value)), (c.timestamp, value))
+        for trace, (_, value) in firsts.items():
+            setattr(out[trace], name, value)
     roots: dict[str, Span] = {}
     for s in spans:
         t = of(s.trace_id, s.start)

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from llmlog.core.encryption import Keyring
 from llmlog.core.filters import CallFilter
 from tests.backends import Backend
 from tests.webui import HOSTILE, T0, Running, assert_inert, make_call, rows
@@ -84,12 +85,95 @@ def test_hostile_content_is_shown_as_text(ui: Running) -> None:
         error={"type": HOSTILE, "message": HOSTILE},
     )
     ui.store.insert([hostile])
+    # Its preview: text, cut, in the list's line and its title alike.
+    assert previews(ui.get("/").text)[0] == (HOSTILE, HOSTILE)
+    assert (
+        "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;&lt;img src=x onerror=&#34;alert(1)&#34;&gt;"
+        in ui.get("/").text
+    )
     for path, params in (("/", {}), (f"/calls/{hostile.id}", {}), ("/", {"feature": HOSTILE})):
         html = ui.get(path, params=params).text
         assert HOSTILE.split(">")[0] in html.replace("&lt;", "<") or path == "/", path  # it is there, as text
         # Parsed as a browser would: no script element, no img, no event handler attribute.
         assert_inert(html, path)
     assert "&lt;script&gt;alert(&#34;x&#34;)&lt;/script&gt;" in ui.get(f"/calls/{hostile.id}").text
+
+
+def previews(html: str) -> list[tuple[str, str]]:
+    """Each call's preview line in the list: (what was said, what was answered), as text."""
+    found = re.findall(
+        r'<tr class="preview"><td colspan="10"><div><span class="said" title="([^"]*)">([^<]*)</span>'
+        r'<span class="answered" title="([^"]*)">([^<]*)</span></div></td></tr>',
+        html,
+    )
+    assert all(
+        said == said_title and answered == answered_title
+        for said_title, said, answered_title, answered in found
+    )
+    return [(html_text(said), html_text(answered)) for _, said, _, answered in found]
+
+
+def html_text(escaped: str) -> str:
+    return (
+        escaped.replace("&#34;", '"')
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+    )
+
+
+def test_each_call_in_the_list_shows_what_was_said_and_answered(ui: Running) -> None:
+    # What the session page shows of each turn: the last message sent (here a tool result)
+    # and the answer.
+    r = ui.get("/")
+    assert previews(r.text) == [("← shipped", f"answer {i}") for i in range(149, 49, -1)]
+    session = ui.get("/sessions/sess_14").text
+    assert re.findall(r'<td class="gist">([^<]*)</td>', session)[-2:] == ["← shipped", "answer 149"]
+    listed = ui.get("/api/calls", params={"user": "user_1"}).json()["calls"]
+    assert [(c["said"], c["answered"]) for c in listed[:2]] == [
+        ("← shipped", "answer 149"),
+        ("← shipped", "answer 145"),
+    ]
+    # One line of at most PREVIEW characters however long the text; a call with nothing said
+    # or answered has none.
+    words = "lorem\n\n ipsum\t" * 200_000
+    ui.store.insert(
+        [
+            make_call(
+                500,
+                messages=[{"role": "user", "content": words}],
+                response={"content": [{"type": "text", "text": "x" * 10**6}]},
+            ),
+            make_call(501, messages=[], response=None, error={"type": "api_error"}),
+        ]
+    )
+    r = ui.get("/")
+    said, answered = previews(r.text)[0]
+    assert said == ("lorem ipsum " * 9)[:99] + "…" and answered == "x" * 99 + "…"
+    assert len(rows(r.text)) == 100 and len(previews(r.text)) == 99 and len(r.text) < 200_000
+    assert rows(r.text)[0] == make_call(501).id and '<tr data-step-item class="failed">' in r.text
+
+
+def test_previews_of_sealed_calls_are_read_as_the_session_page_reads_them(backend: Backend) -> None:
+    """Regulated mode: a server with the key shows what was said and answered (each reading
+    in the audit log, as the session page's); one without shows that it is sealed, never
+    the cipher text."""
+    ring = Keyring.parse("k1:" + "A" * 43 + "=")
+    with Running(backend) as running:
+        running.store.keyring = ring
+        running.store.insert([make_call(i) for i in range(3)])
+    with Running(backend) as running:
+        html = running.get("/").text
+        assert previews(html) == [("(sealed)", "(sealed)")] * 3 and "llmlog-enc:" not in html
+        session = running.get("/sessions/sess_0").text
+        assert re.findall(r'<td class="gist">([^<]*)</td>', session) == ["(sealed)"] * 6
+        listed = running.get("/api/calls").json()["calls"]
+        assert {(c["said"], c["answered"]) for c in listed} == {("(sealed)", "(sealed)")}
+    with Running(backend, keyring=ring) as running:
+        assert previews(running.get("/").text) == [("← shipped", f"answer {i}") for i in (2, 1, 0)]
+        read = [e.call_ids for e in running.store.audit_log() if e.action == "read"]
+        assert sorted(read[0]) == sorted(make_call(i).id for i in range(3))
 
 
 def test_a_token_is_required_when_configured(backend: Backend) -> None:

@@ -5,18 +5,22 @@ figures without links to the calls."""
 
 from __future__ import annotations
 
+import contextlib
 import re
+import threading
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from markupsafe import escape
+from markupsafe import Markup, escape
 
 from llmlog.analysis import reports
 from llmlog.analysis.dashboard import Period
 from llmlog.core.record import Call
 from llmlog.operations import accounts
+from llmlog.store import ReadOnlyError, Store
+from llmlog.web.headlines import Headlines
 from tests.backends import Backend
 from tests.test_access import PASSWORD, Client
 from tests.test_investigate import NOW, calls_with_errors, drifting_calls, people_calls, routed_calls
@@ -73,6 +77,101 @@ def test_the_index_lists_every_report_and_the_nav_leads_there(ui: Running) -> No
     assert list(listed) == list(reports.REPORTS)
     assert listed["drift"]["url"] == "/api/reports/drift"
     assert ui.get("/api/reports/nope").status_code == 404
+
+
+def settled(running: Running) -> Headlines:
+    """The server's headlines, waited for whole by the pages (by default a page waits a
+    moment, and shows the names of the reports not done by then)."""
+    kept: Headlines = running.app.state.web.headlines
+    kept.wait_s = 300
+    return kept
+
+
+def headlines_shown(html: str) -> dict[str, str]:
+    found = re.findall(r'<dt><a href="/reports/(\w+)">\w+</a></dt><dd><p class="headline">([^<]*)</p>', html)
+    return {name: str(Markup(sentence).unescape()) for name, sentence in found}
+
+
+def test_the_index_gives_each_reports_headline(ui: Running) -> None:
+    settled(ui)
+    shown = headlines_shown(ui.get("/reports").text)
+    assert shown == {
+        "errors": "3 error types in the last 7 days, 2 new: 99 errors, 3.9% of 2,570 calls.",
+        "cost": (
+            "$7.01 over the last 30 days, 5,782 calls, 49% of it on gpt-4.1; 1 feature sends short"
+            " calls to a pricier model ($0.27 to save)."
+        ),
+        "drift": (
+            "7 changes beyond chance in the last 7 days against the 28 before, in 5 features:"
+            " chat, search, summarize and 2 more."
+        ),
+        "compare": (
+            "2 features have several prompt versions to compare: review (2 versions), triage (2 versions)."
+        ),
+        "spikes": (
+            "The costliest session of the last 7 days cost $0.80 over 400 turns; 3 users far above"
+            " their peers."
+        ),
+    }
+    # Each from its report, over the period its page opens on.
+    groups = reports.errors_report(ui.store, WEEK)
+    assert sum(g.errors for g in groups) == 99 and len({g.error_type for g in groups}) == 3
+    assert f"{reports.cost_report(ui.store, Period.ending(30)).total_usd:.2f}" == "7.01"
+    drifted = {c.feature for c in reports.drift_report(ui.store)}
+    assert drifted == {"chat", "search", "summarize", "support-bot", "triage"}
+    listed = ui.get("/api/reports").json()
+    assert {name: r["headline"] for name, r in listed.items()} == shown
+
+
+def test_a_report_that_fails_or_is_slow_shows_its_name_only(bare: Running) -> None:
+    """Computed off the request's path: a page shows what is known, a report that failed (its
+    time limit, say) or is not done shows its name; a refresh's findings are kept for the
+    next page, and not asked again while fresh."""
+    reached, release = threading.Event(), threading.Event()
+    asked: list[datetime] = []
+
+    def failing(store: Store, now: datetime) -> str:
+        raise ReadOnlyError("query took longer than the 5 s limit")
+
+    def quick(store: Store, now: datetime) -> str:
+        asked.append(now)
+        return f"{len(asked)} quick sentence."
+
+    def slow(store: Store, now: datetime) -> str:
+        reached.set()
+        assert release.wait(60)
+        return "1 slow sentence."
+
+    web = bare.app.state.web
+    web.headlines = Headlines({"errors": failing, "cost": quick, "drift": slow}, wait_s=0)
+    bare.get("/reports")  # starts the refresh, and waits for none of it
+    assert reached.wait(60)  # errors and cost are done, drift under way
+    html = bare.get("/reports").text
+    assert headlines_shown(html) == {"cost": "1 quick sentence."}
+    assert all(f'<a href="/reports/{name}">{name}</a>' in html for name in reports.REPORTS)
+    listed = {name: r["headline"] for name, r in bare.get("/api/reports").json().items()}
+    assert listed == dict.fromkeys(reports.REPORTS) | {"cost": "1 quick sentence."}
+    release.set()
+    web.headlines.wait_s = 300  # counted from the refresh's start: drift is waited for
+    assert headlines_shown(bare.get("/reports").text) == {
+        "cost": "1 quick sentence.",
+        "drift": "1 slow sentence.",
+    }
+    assert len(asked) == 1  # fresh: not computed again
+
+
+def test_headlines_of_a_store_that_cannot_be_read_are_none_until_the_next_refresh() -> None:
+    tried: list[int] = []
+
+    @contextlib.contextmanager
+    def broken() -> Iterator[Store]:
+        tried.append(1)
+        raise RuntimeError("the store is closed")
+        yield  # never reached
+
+    kept = Headlines({"errors": lambda store, now: "never"}, wait_s=300)
+    assert kept.current(broken) == {"errors": None}
+    assert kept.current(broken) == {"errors": None} and len(tried) == 1
 
 
 def test_the_errors_page_shows_the_new_error_type(ui: Running) -> None:
@@ -257,6 +356,11 @@ def test_logged_names_stay_text_on_every_report(backend: Backend) -> None:
         assert "/sessions/%3Cscript%3Ealert%28%22x%22%29" in spikes
         drift = running.get("/reports/drift").text
         assert row(drift, shown, ">v1<", "output_tokens")
+        # The headlines name features cut, as text.
+        settled(running)
+        index = running.get("/reports").text
+        assert_inert(index, "/reports")
+        assert HOSTILE not in index and str(escape(HOSTILE[:39] + "…")) in index
         groups = running.get("/api/reports/errors").json()
         # SQLite's rollup keys lose `"` (its JSON paths cannot hold one): see
         # llmlog.store.sqlite.SQLITE.error_type_of.
@@ -292,6 +396,11 @@ def test_a_viewer_sees_the_figures_without_links_to_the_calls(ui: Running) -> No
         links = hrefs(r.text)
         assert not [h for h in links if h.startswith(("/calls/", "/sessions/", "/users/", "/?"))], path
         assert 'href="/reports"' in r.text
+    # The headlines too: figures, for viewers as for anyone.
+    settled(ui)
+    assert (
+        headlines_shown(viewer.get("/reports").text) == headlines_shown(debugger.get("/reports").text) != {}
+    )
     # The ids are there, as text: a debugger can open them.
     errors = viewer.get("/reports/errors").text
     assert '<code title="b-0-' in errors and 'href="/calls/' in debugger.get("/reports/errors").text

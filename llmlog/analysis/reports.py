@@ -26,14 +26,14 @@ import itertools
 import math
 import random
 import statistics
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from llmlog.analysis import kept_calls
 from llmlog.analysis.dashboard import Period, day_param, time_param
-from llmlog.core.prompts import a_few
+from llmlog.core.prompts import a_few, natural
 from llmlog.store import Store
 from llmlog.store.rollup import counts_of
 
@@ -143,8 +143,8 @@ def _examples(store: Store, period: Period, g: ErrorGroup, n: int) -> list[str]:
     return [str(r[0]) for r in store.internal_query(sql, [*times, *values, g.error_type], timeout_s=5.0).rows]
 
 
-def sparkline(values: Iterable[int]) -> str:
-    """Counts as a row of block characters, the highest full."""
+def sparkline(values: Iterable[float]) -> str:
+    """Counts (or any figures from 0 up) as a row of block characters, the highest full."""
     values = list(values)
     top = max(values, default=0)
     bars = " ▁▂▃▄▅▆▇█"
@@ -320,6 +320,20 @@ class _Side:
         self.calls += other.calls
         self.ids += other.ids
 
+    def take(self, call: CallFigures) -> None:
+        self.calls += 1
+        self.ids.append(call.id)
+        self.counts["error_rate"] += call.failed
+        self.counts["tool_call_rate"] += call.tools
+        self.counts["refusal_rate"] += call.refused
+        for metric, value in (
+            ("output_tokens", call.output_tokens),
+            ("latency_ms", call.latency_ms),
+            ("cost_usd", call.cost_usd),
+        ):
+            if value is not None:
+                self.values[metric].append(value)
+
 
 def _mean_change(
     a: list[float], b: list[float]
@@ -337,7 +351,7 @@ def _mean_change(
     return ma, mb, (mb - ma) / pooled, math.erfc(abs(mb - ma) / se / math.sqrt(2))
 
 
-def _rate_change(
+def rate_change(
     ka: int, na: int, kb: int, nb: int
 ) -> tuple[float | None, float | None, float | None, float | None]:
     """(rate a, rate b, the difference, two-sided p of the two-proportion z-test)."""
@@ -359,7 +373,7 @@ def _changes(key: tuple[Any, Any], a: _Side, b: _Side) -> list[Change]:
         if metric in MEANS:
             got, floor = _mean_change(a.values[metric], b.values[metric]), MIN_EFFECT_SD
         else:
-            got = _rate_change(a.counts[metric], a.calls, b.counts[metric], b.calls)
+            got = rate_change(a.counts[metric], a.calls, b.counts[metric], b.calls)
             floor = MIN_EFFECT_RATE
         before, after, effect, p = got
         flagged = p is not None and effect is not None and p < ALPHA and abs(effect) >= floor
@@ -367,12 +381,27 @@ def _changes(key: tuple[Any, Any], a: _Side, b: _Side) -> list[Change]:
     return out
 
 
-def _read_sides(
-    store: Store, since: datetime, until: datetime | None, side: Any
-) -> dict[tuple[Any, Any], tuple[_Side, _Side]]:
-    """The kept calls in [since, until), by (feature, version), each put on side 0 or 1 (or
-    neither: None) by `side(feature, version, timestamp)`; and by (feature, ALL_VERSIONS)
-    for features with more than one version."""
+class CallFigures(NamedTuple):
+    """What drift and compare read of one kept call."""
+
+    id: str
+    feature: Any
+    version: Any
+    timestamp: datetime  # UTC
+    output_tokens: float | None  # None: none recorded (NaN included)
+    latency_ms: float | None
+    cost_usd: float | None
+    failed: bool
+    tools: bool  # it made a tool call
+    refused: bool  # it declined (`kept_calls.declined`)
+
+
+def _figure(value: Any) -> float | None:
+    return float(value) if value is not None and value == value else None
+
+
+def read_figures(store: Store, since: datetime, until: datetime | None) -> Iterator[CallFigures]:
+    """The kept calls in [since, until) (until None: all to come) as drift and compare read them."""
     until = until or datetime.now(UTC) + timedelta(days=1)
     rows = kept_calls.read(
         store,
@@ -382,21 +411,32 @@ def _read_sides(
         time_param(store, until),
         timeout_s=20.0,
     )  # fmt: skip
-    groups: dict[tuple[Any, Any], tuple[_Side, _Side]] = {}
     for kept in rows:
         call_id, feature, version, timestamp, output, latency, cost, failed = kept.values
-        which = side(feature, version, timestamp)
-        if which is None:
-            continue
-        s = groups.setdefault((feature, version), (_Side(), _Side()))[which]
-        s.calls += 1
-        s.ids.append(str(call_id))
-        s.counts["error_rate"] += bool(failed)
-        s.counts["tool_call_rate"] += bool(kept.tools)
-        s.counts["refusal_rate"] += kept.declined()
-        for metric, value in (("output_tokens", output), ("latency_ms", latency), ("cost_usd", cost)):
-            if value is not None and value == value:
-                s.values[metric].append(float(value))
+        yield CallFigures(
+            str(call_id), feature, version, _timestamp(timestamp), _figure(output), _figure(latency),
+            _figure(cost), bool(failed), bool(kept.tools), kept.declined(),
+        )  # fmt: skip
+
+
+def _read_sides(
+    store: Store,
+    since: datetime,
+    until: datetime | None,
+    side: Any,
+    each: Callable[[CallFigures], None] | None = None,
+) -> dict[tuple[Any, Any], tuple[_Side, _Side]]:
+    """The kept calls in [since, until), by (feature, version), each put on side 0 or 1 (or
+    neither: None) by `side(feature, version, timestamp)`; and by (feature, ALL_VERSIONS)
+    for features with more than one version. `each` is shown every call read, on a side or
+    not: what else a caller counts from the same read."""
+    groups: dict[tuple[Any, Any], tuple[_Side, _Side]] = {}
+    for call in read_figures(store, since, until):
+        if each is not None:
+            each(call)
+        which = side(call.feature, call.version, call.timestamp)
+        if which is not None:
+            groups.setdefault((call.feature, call.version), (_Side(), _Side()))[which].take(call)
     features: dict[Any, list[tuple[_Side, _Side]]] = {}
     for (feature, _), sides in groups.items():
         features.setdefault(feature, []).append(sides)
@@ -422,6 +462,26 @@ def drift_report(
     the last `days` days against the `baseline_days` before them, where the change is real
     (see ALPHA) and large enough. A new version shows on its feature's row: it has no
     baseline of its own."""
+    return drift_and_steps(store, days, baseline_days, now).changes
+
+
+@dataclass
+class DriftRead:
+    changes: list[Change]  # flagged, as `drift_report` gives them
+    # Each prompt version against the one before it (`version_order`), over the whole read:
+    # a version found worse than the one it followed, whether or not the weekly window shows it.
+    steps: list[Comparison]
+
+
+def drift_and_steps(
+    store: Store,
+    days: int = 7,
+    baseline_days: int = 28,
+    now: datetime | None = None,
+    each: Callable[[CallFigures], None] | None = None,
+) -> DriftRead:
+    """The drift (`drift_report`), and each prompt version against the one before it over the
+    `days` + `baseline_days` days, from one read of the kept calls, which `each` is shown."""
     now = now or datetime.now(UTC)
     split = now - timedelta(days=days)
     start = split - timedelta(days=baseline_days)
@@ -429,9 +489,38 @@ def drift_report(
     def side(feature: Any, version: Any, timestamp: Any) -> int:
         return 1 if _timestamp(timestamp) >= split else 0
 
-    groups = _read_sides(store, start, now, side)
+    groups = _read_sides(store, start, now, side, each)
     flagged = (c for k, (a, b) in groups.items() for c in _changes(k, a, b) if c.flagged)
-    return sorted(flagged, key=lambda c: (c.p or 0.0, str(c.feature), str(c.version), c.metric))
+    changes = sorted(flagged, key=lambda c: (c.p or 0.0, str(c.feature), str(c.version), c.metric))
+    steps = []
+    for feature, versions in version_order(store).items():
+        for old, new in itertools.pairwise(versions):
+            if (feature, old) not in groups or (feature, new) not in groups:
+                continue  # no call of one of them in the period: nothing to compare
+            sides = {v: _Side() for v in (old, new)}
+            for v, whole in sides.items():
+                for part in groups[(feature, v)]:
+                    whole.add(part)
+            metrics = _changes((feature, f"{old} → {new}"), sides[old], sides[new])
+            steps.append(Comparison(feature, old, new, metrics, []))
+    return DriftRead(changes, steps)
+
+
+def version_order(store: Store, timeout_s: float = 5.0) -> dict[str, list[str]]:
+    """Each feature's prompt versions in the order they came: the first day each had calls
+    (in `daily`, both tiers), then by name (v2 before v10)."""
+    rows = store.internal_query(
+        "SELECT feature, prompt_template_version, MIN(day) FROM daily"
+        " WHERE feature IS NOT NULL AND prompt_template_version IS NOT NULL GROUP BY 1, 2",
+        timeout_s=timeout_s,
+        limit=100_000,
+    ).rows
+    out: dict[str, list[tuple[date, str]]] = {}
+    for feature, version, first in rows:
+        out.setdefault(str(feature), []).append((_day(first), str(version)))
+    return {
+        f: [v for _, v in sorted(vs, key=lambda dv: (dv[0], natural(dv[1])))] for f, vs in sorted(out.items())
+    }
 
 
 @dataclass
@@ -592,6 +681,7 @@ class Outlier:
 class Spikes:
     sessions: list[Session]  # the costliest, then the longest
     outliers: list[Outlier]
+    median_session_usd: float = 0.0  # the cost of the period's median session, of all of them
 
     def to_json(self) -> dict[str, Any]:
         return {"sessions": [vars(s) for s in self.sessions], "outliers": [vars(o) for o in self.outliers]}
@@ -624,7 +714,8 @@ def spikes_report(store: Store, period: Period, top: int = 10) -> Spikes:
             u[1] += int(errors)
             u[2] += float(cost)
     ranked = sorted(sessions.values(), key=lambda s: (-s.cost_usd, -s.calls, s.session_id))[:top]
-    return Spikes(ranked, _outliers(users))
+    median = statistics.median(s.cost_usd for s in sessions.values()) if sessions else 0.0
+    return Spikes(ranked, _outliers(users), median)
 
 
 def _outliers(users: dict[str, list[float]]) -> list[Outlier]:

@@ -4,7 +4,18 @@ The group and what every command shares are `llmlog.cli.core`'s; each module of 
 adds its commands to the group, and is imported here so that they are all there.
 """
 
-from llmlog.cli import admin, calls, importing, investigate, query, serve, stores, traces  # noqa: F401
+from llmlog.cli import (  # noqa: F401
+    admin,
+    alerts,
+    calls,
+    findings,
+    importing,
+    investigate,
+    query,
+    serve,
+    stores,
+    traces,
+)
 from llmlog.cli.core import cli
 
 __all__ = ["cli"]

@@ -32,10 +32,11 @@ from llmlog.store import retention_policy
 def delete(ctx: Ctx, user: str | None, session: str | None, yes: bool) -> None:
     """Erase a person's calls, or one session's: the right to erasure.
 
-    Deletes the calls, every prompt, message and tool list no other call uses, their spans,
-    their per-user rollup rows, and the log events (OTLP) waiting for a span in their traces
-    or naming them, and says what it removed. Daily totals (counts, tokens, cost per feature
-    and model) stay: they name no one.
+    Deletes the calls, every prompt, message and tool list no other call uses, the spans of
+    their traces and every span naming them, their per-user rollup rows, the log events
+    (OTLP) waiting for a span in their traces or naming them, and the alerts' states and
+    history naming them, and says what it removed.
+    Daily totals (counts, tokens, cost per feature and model) stay: they name no one.
 
     
     Examples:
@@ -48,13 +49,14 @@ def delete(ctx: Ctx, user: str | None, session: str | None, yes: bool) -> None:
     n = ctx.store.count(flt)
     who = f"user {user}" if user is not None else f"session {session}"
     if n == 0:
-        # No calls; log events naming them may still wait for their span: those go.
+        # No calls; spans naming them, and log events waiting for their span: those go.
         erased = ctx.store.erase(user_id=flt.user_id, session_id=flt.session_id)
         err_console.print(f"No calls of {who}.")
-        if erased.events or erased.rollup_rows:
+        if erased.spans or erased.events or erased.rollup_rows or erased.alerts:
             console.print(
-                f"Erased {erased.events:,} waiting log event(s) and {erased.rollup_rows:,} rollup row(s)"
-                f" of {who}."
+                f"Erased {erased.spans:,} span(s), {erased.events:,} waiting log event(s),"
+                f" {erased.rollup_rows:,} rollup row(s) and {erased.alerts:,} alert state(s) and"
+                f" history line(s) of {who}."
             )
         return
     if not yes:
@@ -62,8 +64,8 @@ def delete(ctx: Ctx, user: str | None, session: str | None, yes: bool) -> None:
     erased = ctx.store.erase(user_id=flt.user_id, session_id=flt.session_id)
     console.print(
         f"Erased {erased.calls:,} call(s) of {who}, {erased.contents:,} piece(s) of content no other"
-        f" call used, {erased.spans:,} span(s), {erased.events:,} waiting log event(s) and"
-        f" {erased.rollup_rows:,} rollup row(s)."
+        f" call used, {erased.spans:,} span(s), {erased.events:,} waiting log event(s),"
+        f" {erased.rollup_rows:,} rollup row(s) and {erased.alerts:,} alert state(s) and history line(s)."
     )
 
 

@@ -37,7 +37,7 @@ from llmlog.cli.core import (
 )
 from llmlog.core.record import Call
 from llmlog.pipeline.pricing import Pricer
-from llmlog.providers.conversation import Part, Turn, conversation, response_turns
+from llmlog.providers.conversation import Part, Turn, conversation, response_turns, said_and_answered
 
 # The calls table's columns, in order; `_CALLS_DROP` says which give way first on a narrow
 # terminal. The id (what `show` takes) and the error are what the table is read for: never dropped.
@@ -55,6 +55,10 @@ _CALLS_COLUMNS: list[tuple[str, str]] = [
 ]
 _CALLS_DROP = ["user", "latency", "in", "out", "cost", "model", "time (UTC)", "feature"]
 _ERROR_MIN = 30  # room kept for the error before other columns are cut; a longer one wraps
+# `calls --preview`: what was said and answered, after the other columns, each cut to one
+# line of the room left (at least _PREVIEW_MIN: the other columns give way first).
+_PREVIEW_COLUMNS: list[tuple[str, str]] = [("said", "left"), ("answered", "left")]
+_PREVIEW, _PREVIEW_MIN = 200, 24
 
 
 _PART_LABEL = {"tool_call": ("→ tool call ", "cyan"), "tool_result": ("← tool result ", "magenta")}
@@ -75,35 +79,59 @@ def _call_cells(c: Call) -> dict[str, Text]:
     }
 
 
-def _calls_table(calls: list[Call], width: int | None = None) -> Table:
+def _preview_cells(c: Call) -> dict[str, Text]:
+    said, answered = said_and_answered(c, _PREVIEW)
+    return {"said": as_text(said, style="dim"), "answered": as_text(answered)}
+
+
+def _calls_table(calls: list[Call], width: int | None = None, preview: bool = False) -> Table:
     """The calls as a table that fits `width` (the terminal's): the least useful columns are
-    left out until the rest fit whole, rather than every column cut to `…`."""
-    rows = [_call_cells(c) for c in calls]
-    natural, shown = fitted(
-        rows, [name for name, _ in _CALLS_COLUMNS], _CALLS_DROP, width, {"error": _ERROR_MIN}
-    )
+    left out until the rest fit whole, rather than every column cut to `…`. With `preview`,
+    what was said and answered last, each cut to one line of the room left (at least
+    `_PREVIEW_MIN`): the other columns give way to them, and they to the id and the error."""
+    rows = [{**_call_cells(c), **(_preview_cells(c) if preview else {})} for c in calls]
+    columns = _CALLS_COLUMNS + (_PREVIEW_COLUMNS if preview else [])
+    caps = {"error": _ERROR_MIN}
+    drop = _CALLS_DROP
+    if preview:
+        # Given way to last, but before the id and the error, which never are.
+        caps |= dict.fromkeys(("said", "answered"), _PREVIEW_MIN)
+        drop = [*_CALLS_DROP, "answered", "said"]
+    natural, shown = fitted(rows, [name for name, _ in columns], drop, width, caps)
+    if width is not None:
+        # The room the other columns leave (each is two apart), shared, as far as the text goes.
+        left = width - sum(natural[n] for n in shown) - 2 * (len(shown) - 1)
+        previews = [name for name, _ in _PREVIEW_COLUMNS if name in shown]
+        for line in previews:
+            longest = max(r[line].cell_len for r in rows)
+            natural[line] = max(natural[line], min(longest, natural[line] + left // len(previews)))
     table = Table(box=None, pad_edge=False, header_style="bold")
-    for name, justify in _CALLS_COLUMNS:
-        if name in shown:
-            # The id never shrinks (a cut id cannot be pasted into `show`); the error wraps.
-            table.add_column(
-                name,
-                justify=justify,  # type: ignore[arg-type]
-                no_wrap=name != "error",
-                min_width=natural[name] if name != "error" else min(natural[name], 12),
-            )
+    for name, justify in columns:
+        if name not in shown:
+            continue
+        if name in ("said", "answered"):  # one line, cut to its room
+            w = natural[name]
+            table.add_column(name, no_wrap=True, overflow="ellipsis", min_width=w, max_width=w)
+            continue
+        # The id never shrinks (a cut id cannot be pasted into `show`); the error wraps.
+        table.add_column(
+            name,
+            justify=justify,  # type: ignore[arg-type]
+            no_wrap=name != "error",
+            min_width=natural[name] if name != "error" else min(natural[name], 12),
+        )
     for r in rows:
         table.add_row(*(r[n] for n in shown))
     return table
 
 
-def _emit_calls(calls: list[Call], as_json: bool) -> None:
+def _emit_calls(calls: list[Call], as_json: bool, preview: bool = False) -> None:
     if as_json:
         click.echo(json.dumps([c.to_dict() for c in calls], ensure_ascii=False, indent=2))
     elif not calls:
         err_console.print("No calls match.")
     else:
-        console.print(_calls_table(calls, console.width))
+        console.print(_calls_table(calls, console.width, preview))
 
 
 @cli.command()
@@ -111,19 +139,26 @@ def _emit_calls(calls: list[Call], as_json: bool) -> None:
 @click.option(
     "-n", "--limit", default=100, show_default=True, type=click.IntRange(1, MAX_COUNT), help="How many calls."
 )
+@click.option(
+    "-p",
+    "--preview",
+    is_flag=True,
+    help="Also what the caller said last and what the model answered, cut to a line each.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @pass_ctx
-def calls(ctx: Ctx, limit: int, as_json: bool, **filters: Any) -> None:
+def calls(ctx: Ctx, limit: int, preview: bool, as_json: bool, **filters: Any) -> None:
     """The most recent calls, newest first.
 
     \b
     Examples:
       llmlog calls
-      llmlog calls --feature support-bot --since 1h
+      llmlog calls --feature support-bot --since 1h --preview
       llmlog calls --errors --model claude-sonnet-4-5 --json
     """
-    # The table shows the summary columns only: it reads no conversation (JSON is whole).
-    _emit_calls(ctx.store.recent(filter_of(ctx, **filters), limit, brief=not as_json), as_json)
+    # The table reads each call brief: its last message and the response, for the preview,
+    # and no more of the conversation (JSON is whole).
+    _emit_calls(ctx.store.recent(filter_of(ctx, **filters), limit, brief=not as_json), as_json, preview)
 
 
 @cli.command()

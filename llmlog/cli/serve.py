@@ -38,6 +38,17 @@ if TYPE_CHECKING:
     help="Run `llmlog retention run` a minute after starting, then once a day.",
 )
 @click.option(
+    "--alerts-every",
+    "alerts_every",
+    default=300,
+    show_default=True,
+    type=click.IntRange(0, 86_400),
+    metavar="SECONDS",
+    help="Evaluate the findings and the rules this often (the first time within 30 s) and post"
+    " what is new to the webhooks (`llmlog alerts`); 0: never. Nothing is evaluated while the"
+    " store has no webhook and no rule.",
+)
+@click.option(
     "--allowed-host",
     "allowed_host",
     multiple=True,
@@ -54,7 +65,7 @@ if TYPE_CHECKING:
     metavar="N",
     help="Processes serving at once on the one port, each the whole server over the same store"
     " (a SQLite file or PostgreSQL; not SQLite in memory nor chdb), for more traffic than one"
-    " process takes. Retention and the fake provider run once, in the supervising process.",
+    " process takes. Retention, the alerts and the fake provider run once, in the supervising process.",
 )
 @pass_ctx
 def serve(
@@ -65,6 +76,7 @@ def serve(
     daily_retention: bool,
     allowed_host: tuple[str, ...],
     workers: int,
+    alerts_every: int,
 ) -> None:
     """Serve the web UI over the store, and collect calls sent to it.
 
@@ -89,6 +101,11 @@ def serve(
     Calls past the store's retention window (`llmlog retention show`) are deleted once a
     day, their daily figures kept.
 
+    Every few minutes (--alerts-every) the findings and the rules are evaluated, off the
+    requests' path, and what is new is posted to the webhooks (`llmlog alerts`), once each
+    until it clears; servers and cron jobs sharing the store agree through it, so none posts
+    twice.
+
     It answers only to the names it is served as, so that no web page can reach it through
     a name of its own (DNS rebinding): the address it listens on, localhost on loopback, this
     machine's names and addresses on 0.0.0.0 or ::, and each --allowed-host (behind a reverse
@@ -97,7 +114,8 @@ def serve(
     With --workers N, N processes share the port, each the whole server with connections
     of its own to the store (more of them in all: mind PostgreSQL's max_connections), and
     each allows 1/N of the sign-in tries and password checks, so the server allows no more
-    than one process did. A SIGTERM or Ctrl-C stops every worker as one server stops: what
+    than one process did. Retention, the alerts and the fake provider run once, in the
+    supervising process. A SIGTERM or Ctrl-C stops every worker as one server stops: what
     each proxied is stored first.
 
     \b
@@ -116,6 +134,7 @@ def serve(
 
     import uvicorn
 
+    from llmlog.analysis import alerts
     from llmlog.core.config import allowed_hosts as env_hosts
     from llmlog.demo.fake_provider import FakeProvider
     from llmlog.operations import retention
@@ -158,6 +177,14 @@ def serve(
         fake = FakeProvider().start()
         err_console.print(f"replays and the proxy go to the fake provider on {fake.url}")
     daily = retention.Daily(lambda: open_store(ctx.settings.db)).start() if daily_retention else None
+    # A store of its own for each round, as retention's: never the one the pages read.
+    schedule = (
+        alerts.Schedule(lambda: open_store(ctx.settings.db, ctx.settings.reader_db), every_s=alerts_every)
+        if alerts_every
+        else None
+    )
+    if schedule is not None:
+        schedule.start()
     try:
         served = Served(
             db=ctx.settings.db,
@@ -204,6 +231,8 @@ def serve(
             assert sockets is not None
             _run_workers(config, sockets, served)
     finally:
+        if schedule is not None:
+            schedule.stop()
         if daily is not None:
             daily.stop()
         if fake is not None:

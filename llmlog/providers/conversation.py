@@ -12,15 +12,18 @@ medium.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from typing import Any
 
 from llmlog.core.record import Call
+from llmlog.core.sealed import well_sealed
 from llmlog.providers import APIS
 from llmlog.providers.api import Part, Turn, as_json
 
 __all__ = [
     "Part", "Turn", "block_part", "by_model", "conversation", "gist", "last_user_turn", "message_turn",
-    "response_messages", "response_turns",
+    "response_messages", "response_turns", "said_and_answered",
 ]  # fmt: skip
 
 
@@ -75,20 +78,44 @@ def response_turns(call: Call) -> list[Turn]:
     return [message_turn(m) for m in response_messages(call)]
 
 
-def gist(turns: list[Turn], width: int = 160) -> str:
-    """Turns as one short line of plain text, for lists: text as is, a tool call as
-    `→ name(…)`, a result as `← …`."""
-    pieces: list[str] = []
+def _gist_pieces(turns: list[Turn]) -> Iterator[str]:
     for turn in turns:
         for p in turn.parts:
-            if p.kind == "tool_call":
-                pieces.append(f"→ {p.name}({p.text})")
+            if well_sealed(p.text):  # regulated mode, read without the key: not its cipher text
+                yield "(sealed)"
+            elif p.kind == "tool_call":
+                yield f"→ {p.name}({p.text})"
             elif p.kind == "tool_result":
-                pieces.append(f"← {p.text}")
+                yield f"← {p.text}"
             elif p.kind != "note":
-                pieces.append(p.text)
-    line = " ".join(" ".join(pieces).split())
-    return line if len(line) <= width else line[: width - 1] + "…"
+                yield p.text
+
+
+def gist(turns: list[Turn], width: int = 160) -> str:
+    """Turns as one short line of plain text, for lists: text as is, a tool call as
+    `→ name(…)`, a result as `← …`, sealed text as `(sealed)`; whitespace runs as one space,
+    and past `width` characters cut with `…`."""
+    # A piece of up to a few lines is split whole; a longer one word by word, a word at most
+    # past the width: the work stops soon after `width` characters, whatever the size of the
+    # text (a list of a hundred calls may hold megabytes).
+    short = 8 * (width + 1)
+    word = re.compile(rf"\S{{1,{width + 1}}}")
+    words: list[str] = []
+    size = -1  # of the words joined by spaces
+    for piece in _gist_pieces(turns):
+        if len(piece) <= short:
+            found = piece.split()
+            words += found
+            size += sum(map(len, found)) + len(found)
+        else:
+            for m in word.finditer(piece):
+                words.append(m.group())
+                size += len(words[-1]) + 1
+                if size > width:
+                    break
+        if size > width:
+            return " ".join(words)[: width - 1] + "…"
+    return " ".join(words)
 
 
 def last_user_turn(call: Call) -> list[Turn]:
@@ -96,3 +123,9 @@ def last_user_turn(call: Call) -> list[Turn]:
     result), for a line in a list of turns."""
     turns = conversation(call)
     return turns[-1:] if turns and turns[-1].role != "assistant" else []
+
+
+def said_and_answered(call: Call, width: int = 160) -> tuple[str, str]:
+    """What the caller said last and what the model answered, a `gist` each: a call as a
+    line of a list shows it (the calls list, a session's turns, `llmlog calls --preview`)."""
+    return gist(last_user_turn(call), width), gist(response_turns(call), width)

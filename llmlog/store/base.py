@@ -17,6 +17,7 @@ from llmlog.core.encryption import Keyring
 from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call, format_timestamp, parse_timestamp
 from llmlog.store import search, vectors
+from llmlog.store.alerts import Alerts, RowAlerts
 from llmlog.store.content import ContentIds
 from llmlog.store.dialect import Dialect
 from llmlog.store.readonly import RESULT_MAX_BYTES, QueryResult, QueryRows, ReadOnlyError, held
@@ -67,7 +68,10 @@ class Erased:
     contents: int = 0  # pieces of content (prompts, messages, tool lists) no other call used
     spans: int = 0
     rollup_rows: int = 0  # `people_daily` rows
-    events: int = 0  # log events of their traces, or naming them, that had not joined a call
+    # Log events of their traces, or naming them, that had not joined a call; erasure's also
+    # counts those of the spans it deleted.
+    events: int = 0
+    alerts: int = 0  # findings' states and lines of the alerts' history naming them
 
 
 @dataclass
@@ -201,9 +205,9 @@ def _when(value: Any) -> datetime:
     return value if isinstance(value, datetime) else parse_timestamp(value)
 
 
-class Store(Regulated, Traces, abc.ABC):
-    """A place calls are kept (and traces: `Traces`). Implementations: SQLite (embedded
-    default), PostgreSQL, ClickHouse."""
+class Store(Regulated, Traces, Alerts, abc.ABC):
+    """A place calls are kept (and traces: `Traces`; the state of alerts: `Alerts`).
+    Implementations: SQLite (embedded default), PostgreSQL, ClickHouse."""
 
     if TYPE_CHECKING:
         # Read-only to its users: SQLite and ClickHouse make it from what they hold,
@@ -497,12 +501,20 @@ class Store(Regulated, Traces, abc.ABC):
     @abc.abstractmethod
     def erase(self, *, user_id: str | None = None, session_id: str | None = None) -> Erased:
         """The right to erasure: delete one user's (or one session's) calls, the content no
-        remaining call uses, their spans and their `people_daily` and `daily_seen` rows, in
-        one transaction, so that none of their text stays readable in the database; and the
-        log events kept waiting for a span (OTLP) that are in their calls' traces or name them
-        (an attribute of `NAMING_ATTRIBUTES`, or a JSON string in the attributes or body equal
-        to the id). The `daily` rollup keeps its counts: it holds no user, session or text.
-        Reads every call once, to know which content other calls still use."""
+        remaining call uses and their `people_daily` and `daily_seen` rows, in one
+        transaction, so that none of their text stays readable in the database. And every
+        span of their calls' traces, with every span anywhere that names them (an attribute
+        of `NAMING_ATTRIBUTES` equal to the id, or a JSON string in its attributes or events
+        equal to it: OpenInference puts `user.id` and the input on root and chain spans),
+        with those spans' log events; and the log events kept waiting for a span (OTLP) that
+        are in their calls' traces or name them (the same rule, on their attributes or body);
+        and, after that transaction, the alerts' states and history that name them
+        (`forget_alerts_naming`).
+        The traces they were in are summed again from what is left (`traces`; a trace with
+        nothing left loses its row), as are those whose row names them. The `daily` rollup
+        keeps its counts: it holds no user, session or text. `Erased.spans` counts the spans
+        deleted, `Erased.events` the log events. Reads every call once, to know which content
+        other calls still use, and every span and waiting event once, for the id."""
 
     # -------------------------------------------------------------- retention (llmlog.operations.retention)
 
@@ -804,8 +816,8 @@ class Store(Regulated, Traces, abc.ABC):
         self.close()
 
 
-class RowTables(Store):
-    """Accounts, web sessions and API tokens kept as rows updated and deleted in place, by
+class RowTables(RowAlerts, Store):
+    """Accounts, web sessions, API tokens and alerts kept as rows updated and deleted in place, by
     SQL each such engine runs as written (SQLite, PostgreSQL, and the embedded ClickHouse
     store's private SQLite file). Listed first among a store's bases, it supplies them."""
 

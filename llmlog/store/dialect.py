@@ -60,6 +60,9 @@ class Dialect:
     # years: garbage, as the rollup takes it) moves the end no further than that.
     later_by_ms_of: str = ""
     ms_between_of: str = ""
+    # What follows a text expression to compare it byte by byte (as UTF-8), whatever the
+    # database's collation: what orders values alike on every engine (`trace_rollup`).
+    bytewise: str = ""
 
     def later_by_ms(self, t: str, ms: str) -> str:
         return self.later_by_ms_of.replace("{t}", t).replace("{ms}", ms)

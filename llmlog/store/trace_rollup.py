@@ -2,24 +2,31 @@
 list of recent traces, filtered, and one trace's figures are read without reading every call
 or span. Kept by the database itself as `daily` is (`llmlog.store.rollup`), on the engines
 that keep `daily` by triggers (SQLite, PostgreSQL): a trigger on the calls and one on the
-spans add what each insert brings to its trace's row, and one on the calls follows a new
-cost. ClickHouse computes the same figures when they are read (`clickhouse.traces`).
+spans add what each insert brings to its trace's row, one on the calls follows a new cost,
+and one on the spans sums a trace again when a span sent again changed it. ClickHouse
+computes the same figures when they are read (`clickhouse.traces`).
 
 The SQL here is written once for both engines (what differs is their `Dialect`'s): the same
 expressions feed the triggers and the from-scratch computation (`from_scratch_sql`) that fills
-the table on migration, sums a trace again after an erasure, and that tests compare it with.
+the table on migration, sums a trace again after an erasure or a changed span, and that tests
+compare it with.
 
 What is counted, and how the triggers and the computation from scratch agree:
 - `started`, `ended`: the earliest span start or call time; the latest span end or call end
   (its time plus its latency; its time alone without one).
 - `spans`, `failed_spans` (status 'error'), `name`, `service` of the root span (the span with
   no parent; with several, the earliest, then the lowest span id: `root_id`, `root_start`).
+  A span is counted in the form stored last (a span sent again with changes replaces the
+  one kept: `Traces.insert_spans`).
 - `calls`, `errors`, the token sums (NULL as 0), `cost_usd` (the known costs; 0 when none,
   exactly, however often a cost was changed), `priced_calls` (calls with a cost).
-- `feature`, `user_id`, `session_id`: the first call seen that has one. The triggers see calls
-  as they are stored; from scratch, with no order of arrival to read, the earliest call (by
-  time, then id) that has one stands for it. The two agree whenever a trace's calls are
-  stored in the order they were made, which is how they arrive.
+- `feature`, `user_id`, `session_id`: each that of the earliest call (by its time) that has
+  one; of calls made at the same time, the smallest value. Neither the order calls arrive
+  in nor their ids decide it, so the triggers, the computation from scratch and ClickHouse
+  agree whatever the order: the triggers keep beside each value the time of the call it came
+  from (`feature_at`, `user_at`, `session_at`) and take a new call's value only when it is
+  earlier (`MERGE_CALLS`), as a root span is taken (`_EARLIER_ROOT`). A value whose call
+  retention deleted before these times were kept has none: it stays (`m018` on SQLite).
 
 An OTLP model call is a span (with `call_id`) and a call: counted once as each. A call a
 wrapped client made inside `llmlog.span` is a call whose parent is a span: counted as a call.
@@ -36,20 +43,27 @@ from llmlog.core.record import TraceSummary
 from llmlog.store.dialect import Dialect
 
 # `traces`'s columns, in table order: `TraceSummary`'s fields first, then what the triggers
-# keep to stay exact (the number of priced calls, the root span and its start).
+# keep to stay exact (the number of priced calls, the root span and its start, and the time
+# of the call each of the feature, user and session came from).
 SUMMARY_COLUMNS = (
     "trace_id", "started", "ended", "name", "service", "spans", "calls", "errors", "failed_spans",
     "input_tokens", "output_tokens", "cost_usd", "feature", "user_id", "session_id",
 )  # fmt: skip
-TRACES_COLUMNS = (*SUMMARY_COLUMNS, "priced_calls", "root_id", "root_start")
+# Each value a trace takes from its earliest call that has one, and the column keeping that
+# call's time.
+VALUES_AT = {"feature": "feature_at", "user_id": "user_at", "session_id": "session_at"}
+TRACES_COLUMNS = (*SUMMARY_COLUMNS, "priced_calls", "root_id", "root_start", *VALUES_AT.values())
 # What the calls give a trace's row, and what its spans give.
 FROM_CALLS = (
     "trace_id", "started", "ended", "calls", "errors", "input_tokens", "output_tokens", "cost_usd",
-    "priced_calls", "feature", "user_id", "session_id",
+    "priced_calls", *VALUES_AT, *VALUES_AT.values(),
 )  # fmt: skip
 FROM_SPANS = (
     "trace_id", "started", "ended", "spans", "failed_spans", "name", "service", "root_id", "root_start",
 )  # fmt: skip
+# A span's columns that its trace's figures read (`spans_sql`): a span sent again that changes
+# one of them has its trace summed again.
+SPAN_FIGURES = ("parent_id", "name", "start_time", "end_time", "status", "service")
 
 # The filters people use most, each in an index ending in `started`, so that "the newest 50
 # of X" is an index range scan; and traces with a failure, in an index of their own.
@@ -85,20 +99,26 @@ def calls_sql(dialect: Dialect, source: str = "call_data", where: str = "") -> s
     their traces, in `FROM_CALLS` order; `where` (a condition) narrows the calls."""
     total = dialect.rollup_sql().total.replace("{x}", "cost_usd")
 
-    def first(column: str) -> str:
-        # The earliest call's value among those that have one.
-        return f"first_value({column}) OVER (PARTITION BY trace_id ORDER BY {column} IS NULL, timestamp, id)"
+    def first(column: str, of: str) -> str:
+        # Of the earliest call that has a value (the smallest value of calls made at once):
+        # `of`, its value or its time.
+        order = f"{column} IS NULL, timestamp, {column}{dialect.bytewise}"
+        return f"first_value({of}) OVER (PARTITION BY trace_id ORDER BY {order})"
 
+    firsts = ", ".join(
+        f"{first(c, c)} AS first_{c}, {first(c, f'CASE WHEN {c} IS NOT NULL THEN timestamp END')}"
+        f" AS first_{at}"
+        for c, at in VALUES_AT.items()
+    )
+    picked = ", ".join(f"min(first_{c}) AS {c}" for c in (*VALUES_AT, *VALUES_AT.values()))
     return f"""
         SELECT trace_id, min(timestamp) AS started, max(ended) AS ended, count(*) AS calls,
             count(error) AS errors, CAST(coalesce(sum(input_tokens), 0) AS BIGINT) AS input_tokens,
             CAST(coalesce(sum(output_tokens), 0) AS BIGINT) AS output_tokens, {total} AS cost_usd,
-            count(cost_usd) AS priced_calls, min(first_feature) AS feature, min(first_user) AS user_id,
-            min(first_session) AS session_id
+            count(cost_usd) AS priced_calls, {picked}
         FROM (
             SELECT trace_id, timestamp, {dialect.later_by_ms("timestamp", "latency_ms")} AS ended, error,
-                input_tokens, output_tokens, cost_usd, {first("feature")} AS first_feature,
-                {first("user_id")} AS first_user, {first("session_id")} AS first_session
+                input_tokens, output_tokens, cost_usd, {firsts}
             FROM {source} WHERE trace_id IS NOT NULL{f" AND {where}" if where else ""}
         ) AS c
         GROUP BY trace_id"""
@@ -128,7 +148,7 @@ def from_scratch_sql(dialect: Dialect, where: str = "") -> str:
     """`traces`'s rows computed from the calls and spans stored, in `TRACES_COLUMNS` order;
     `where`, a condition on `trace_id`, narrows them to some traces (its parameters are
     given twice: once for the calls, once for the spans)."""
-    texts = ("name", "service", "feature", "user_id", "session_id", "root_id", "root_start")
+    texts = ("name", "service", "root_id", "root_start", *VALUES_AT, *VALUES_AT.values())
 
     def part(given: Sequence[str]) -> str:
         # Named, as the first part of a UNION names its columns.
@@ -161,21 +181,38 @@ _TIMES = (
     " ended = CASE WHEN traces.ended IS NULL OR EXCLUDED.ended > traces.ended THEN EXCLUDED.ended"
     " ELSE traces.ended END"
 )
-# With no priced call left, the cost is 0 exactly, not what adding and taking away leaves.
-MERGE_CALLS = (
-    f"{_TIMES}, "
-    + ", ".join(
-        f"{c} = traces.{c} + EXCLUDED.{c}" for c in ("calls", "errors", "input_tokens", "output_tokens")
+
+
+def _earlier(value: str, at: str, bytewise: str = "") -> str:
+    """Whether what comes (`EXCLUDED`) has a `value` that goes before the row's: the row has
+    none, or it is from an earlier time (`at`), or from the same time and smaller (compared
+    as `bytewise` says). A value the row has without a time (its call's time unknown) stays."""
+    return (
+        f"EXCLUDED.{value} IS NOT NULL AND (traces.{value} IS NULL OR EXCLUDED.{at} < traces.{at}"
+        f" OR (EXCLUDED.{at} = traces.{at} AND EXCLUDED.{value} < traces.{value}{bytewise}))"
     )
-    + ", cost_usd = CASE WHEN traces.priced_calls + EXCLUDED.priced_calls = 0 THEN 0"
-    " ELSE traces.cost_usd + EXCLUDED.cost_usd END,"
-    " priced_calls = traces.priced_calls + EXCLUDED.priced_calls, "
-    + ", ".join(f"{c} = coalesce(traces.{c}, EXCLUDED.{c})" for c in ("feature", "user_id", "session_id"))
-)
-_EARLIER_ROOT = (
-    "EXCLUDED.root_id IS NOT NULL AND (traces.root_id IS NULL OR EXCLUDED.root_start < traces.root_start"
-    " OR (EXCLUDED.root_start = traces.root_start AND EXCLUDED.root_id < traces.root_id))"
-)
+
+
+def merge_calls_sql(dialect: Dialect) -> str:
+    """What new calls' figures (`EXCLUDED`, in `FROM_CALLS`) do to their trace's row. With no
+    priced call left, the cost is 0 exactly, not what adding and taking away leaves."""
+    return (
+        f"{_TIMES}, "
+        + ", ".join(
+            f"{c} = traces.{c} + EXCLUDED.{c}" for c in ("calls", "errors", "input_tokens", "output_tokens")
+        )
+        + ", cost_usd = CASE WHEN traces.priced_calls + EXCLUDED.priced_calls = 0 THEN 0"
+        " ELSE traces.cost_usd + EXCLUDED.cost_usd END,"
+        " priced_calls = traces.priced_calls + EXCLUDED.priced_calls, "
+        + ", ".join(
+            f"{v} = CASE WHEN {_earlier(c, at, dialect.bytewise)} THEN EXCLUDED.{v} ELSE traces.{v} END"
+            for c, at in VALUES_AT.items()
+            for v in (c, at)
+        )
+    )
+
+
+_EARLIER_ROOT = _earlier("root_id", "root_start")
 MERGE_SPANS = (
     f"{_TIMES}, spans = traces.spans + EXCLUDED.spans,"
     " failed_spans = traces.failed_spans + EXCLUDED.failed_spans, "
@@ -194,7 +231,8 @@ def call_row_sql(dialect: Dialect, row: str) -> str:
         f"{r}trace_id, {r}timestamp, {dialect.later_by_ms(f'{r}timestamp', f'{r}latency_ms')}, 1,"
         f" CASE WHEN {r}error IS NULL THEN 0 ELSE 1 END, coalesce({r}input_tokens, 0),"
         f" coalesce({r}output_tokens, 0), coalesce({r}cost_usd, 0.0),"
-        f" CASE WHEN {r}cost_usd IS NULL THEN 0 ELSE 1 END, {r}feature, {r}user_id, {r}session_id"
+        f" CASE WHEN {r}cost_usd IS NULL THEN 0 ELSE 1 END, {r}feature, {r}user_id, {r}session_id, "
+        + ", ".join(f"CASE WHEN {r}{c} IS NOT NULL THEN {r}timestamp END" for c in VALUES_AT)
     )
 
 
@@ -211,9 +249,31 @@ def span_row_sql(row: str) -> str:
     )
 
 
+def span_changed_sql(dialect: Dialect, old: str, new: str) -> str:
+    """Whether a span's form `new` (a row's name) changes what its trace's figures read of
+    its form `old` (`SPAN_FIGURES`): then its trace is summed again (`resum_sql`)."""
+    same = dialect.null_safe_equal()
+    return " OR ".join(f"NOT ({old}.{c} {same} {new}.{c})" for c in SPAN_FIGURES)
+
+
+def values_by_time_sql(dialect: Dialect) -> str:
+    """A statement giving each trace's row the feature, user and session of its earliest
+    call that has one, with that call's time (`VALUES_AT`), from the calls stored: those of a
+    trace whose calls are all still stored (as many as its row counts). A trace that lost
+    calls to retention keeps the values its row has, without a time (which `_earlier` keeps):
+    the call they came from may be among those gone."""
+    whole = "v.calls = traces.calls"
+    sets = ", ".join(
+        f"{c} = CASE WHEN {whole} THEN v.{c} ELSE traces.{c} END, {at} = CASE WHEN {whole} THEN v.{at} END"
+        for c, at in VALUES_AT.items()
+    )
+    return f"UPDATE traces SET {sets} FROM ({calls_sql(dialect)}) AS v WHERE v.trace_id = traces.trace_id"
+
+
 def resum_sql(dialect: Dialect, among: str) -> list[str]:
     """Statements that sum some traces again from what is stored of them (after an erasure
-    deleted some of their calls and spans); a trace with nothing left loses its row. `among`
+    deleted some of their calls and spans, or a span sent again changed); a trace with
+    nothing left loses its row. `among`
     is a condition on `trace_id` naming them, whose parameters the first statement takes
     once and the second twice."""
     return [

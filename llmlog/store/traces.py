@@ -1,11 +1,21 @@
 """What every store offers for traces: spans (received over OTLP, or made by `llmlog.span`)
 and the log events that carry their content; each trace's figures (`TraceSummary`). Each
 write is held to regulated mode as a call's is (`Regulated`): what a store would not keep is
-given back, record by record (`Refused`), the rest stored."""
+given back, record by record (`Refused`), the rest stored.
+
+A span sent again replaces the one kept when it differs from it: the newest form wins on
+every engine (an exporter sends a span again when it learns more of it: its end, its
+status). What is compared is the form as it would be stored, its text sealed: sealing is
+deterministic under one key (`llmlog.core.encryption`), so the same span sent again by the
+same process, as a retry does, is the same form and changes nothing (it is neither stored
+again nor counted twice); the same text sealed under another key (after `llmlog keys
+rotate`) is another form, and replaces the one kept, with the text it had.
+"""
 
 from __future__ import annotations
 
 import abc
+import dataclasses
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -13,14 +23,33 @@ from llmlog.core.filters import TraceFilter
 from llmlog.core.record import Span, SpanEvent, TraceSummary
 from llmlog.store.regulated import Refused
 
+# A span's columns that its newest form replaces (beside its ids and the call it became,
+# which a form naming none does not take away).
+SPAN_COLUMNS = ("parent_id", "name", "kind", "start_time", "end_time", "status", "status_message",
+                "attributes", "events", "service")  # fmt: skip
+
+
+def newest_forms(spans: Sequence[Span]) -> list[Span]:
+    """A batch's spans, each once, where first seen: a span twice in one batch is its last
+    form, with the first call id it was given, as storing them one after another keeps it
+    (one statement must have each row once)."""
+    kept: dict[tuple[str, str], Span] = {}
+    for s in spans:
+        was = kept.get((s.trace_id, s.span_id))
+        if was is not None and was.call_id is not None and s.call_id != was.call_id:
+            s = dataclasses.replace(s, call_id=was.call_id)
+        kept[(s.trace_id, s.span_id)] = s
+    return list(kept.values())
+
 
 class Traces(abc.ABC):
     """Mixed into `Store`."""
 
     @abc.abstractmethod
     def insert_spans(self, spans: Sequence[Span]) -> list[Refused]:
-        """Keep spans (OTLP); one already kept keeps its first form, and gains the call id
-        it lacked. Returns those refused (regulated mode, without a key), by position."""
+        """Keep spans (OTLP); one already kept is replaced by its newer form when that
+        differs (its trace summed again), keeping the call id it had or gaining the one it
+        lacked. Returns those refused (regulated mode, without a key), by position."""
 
     @abc.abstractmethod
     def traces(self, trace_ids: Sequence[str]) -> list[Span]:

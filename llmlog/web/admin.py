@@ -13,7 +13,7 @@ from starlette.routing import BaseRoute
 
 from llmlog.operations import accounts
 from llmlog.store import retention_policy
-from llmlog.web.auth import CURRENT, SESSION_COOKIE, Page, local_path
+from llmlog.web.auth import CURRENT, SESSION_COOKIE, Page, landing
 from llmlog.web.state import Web, web_of
 from llmlog.web.throttle import Busy
 
@@ -25,7 +25,7 @@ async def form_fields(request: Request) -> dict[str, str]:
 
 async def login(request: Request) -> Response:
     web = web_of(request)
-    target = local_path(request.query_params.get("next"))
+    target = landing(request.query_params.get("next"))
     if request.method == "GET":
         return web.render("login.html", next=target, problem=None)
     fields = await form_fields(request)

@@ -5,12 +5,12 @@ logged text), filters reach the store only as bound parameters, and a filter nam
 column only through the fixed list the store allows.
 
 Each group of pages is a module of handlers and a `routes()` function that lists them, each
-with the role that opens it: `calls` (the list, one call, the sample, the JSON API), `search`
-(words, and calls like one), `people` (sessions and users), `traces` (the recent traces, one
-as a waterfall), `replay`, `dashboard`, `drift` (drift over time), `reports`, `sql`, `admin`
-(signing in and out, the admin page); and the collector's, `ingest`. A handler finds what
-every page is given in the app's state (`state.web_of`), the collector its own
-(`ingest.collector_of`).
+with the role that opens it: `findings` (what is wrong now, the first screen), `calls` (the
+list, one call, the sample, the JSON API), `search` (words, and calls like one), `people`
+(sessions and users), `traces` (the recent traces, one as a waterfall), `replay`,
+`dashboard`, `drift` (drift over time), `reports`, `alerts`, `sql`, `admin` (signing in and
+out, the admin page); and the collector's, `ingest`. A handler finds what every page is given
+in the app's state (`state.web_of`), the collector its own (`ingest.collector_of`).
 """
 
 from __future__ import annotations
@@ -127,9 +127,11 @@ def create_app(
     with its own: the sign-in budgets are shared out among them (`SignIns`)."""
     from llmlog.web import (
         admin,
+        alerts,
         calls,
         dashboard,
         drift,
+        findings,
         ingest,
         people,
         replay,
@@ -144,7 +146,8 @@ def create_app(
     )
     routes: list[BaseRoute] = []
     # (drift's /api/reports/drift-by-day before the reports' /api/reports/{name}, which would take it)
-    for module in (calls, search, people, traces, replay, dashboard, drift, reports, sql, admin):
+    pages = (findings, calls, search, people, traces, replay, dashboard, drift, reports, alerts, sql, admin)
+    for module in pages:
         routes.extend(module.routes())
     gate = IngestGate(web, ingest_token)
     routes.extend(ingest.routes())

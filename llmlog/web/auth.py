@@ -117,6 +117,18 @@ def same_origin(request: Request) -> bool:
     return request.headers.get("sec-fetch-site") in ("same-origin", "none")
 
 
+# The first screen: where signing in leads when no other page was asked for, where the
+# brand links, and where a viewer asking for the calls list (text) is sent.
+FIRST_PAGE = "/findings"
+
+
+def landing(target: str | None) -> str:
+    """Where to go after signing in: the page asked for (a path of this site), else the first
+    screen. The site's root is asked for by whoever opened the site itself, not the calls."""
+    path = local_path(target)
+    return FIRST_PAGE if path == "/" else path
+
+
 def local_path(target: str | None) -> str:
     """Where to go after signing in: a path of this site only, never another site."""
     if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
@@ -229,7 +241,7 @@ class AccessMiddleware(BaseHTTPMiddleware):
         ):
             return _json(403, "a read token opens the JSON API, by GET, and nothing else")
         if found is not None and found.role == "viewer" and path == "/":
-            return RedirectResponse("/dashboard", status_code=303)
+            return RedirectResponse(FIRST_PAGE, status_code=303)
         if accounts.rank(found.role if found else None) < accounts.rank("debugger") and any(
             k in request.query_params for k in TEXT_FILTERS
         ):

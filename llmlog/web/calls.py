@@ -17,7 +17,13 @@ from starlette.routing import BaseRoute
 from llmlog.analysis import traces
 from llmlog.core.filters import EQUALS, BadFilter, CallFilter, parse_filter, parse_when
 from llmlog.core.record import Call
-from llmlog.providers.conversation import conversation, gist, last_user_turn, response_turns
+from llmlog.providers.conversation import (
+    conversation,
+    gist,
+    last_user_turn,
+    response_turns,
+    said_and_answered,
+)
 from llmlog.store import Store
 from llmlog.store.base import Facet
 from llmlog.web.answer import JSONResponse, Refusal
@@ -25,6 +31,9 @@ from llmlog.web.auth import Page
 from llmlog.web.state import web_of
 
 PAGE = 100
+# Characters of each line of a call's preview in the list (what was said, what was answered):
+# the cell shows what fits, its title the rest; the call's page has it whole.
+PREVIEW = 100
 SAMPLE, MAX_SAMPLE = 20, 200
 FACET_S = 0.3
 FACETS = [*((name, EQUALS[name]) for name in ("feature", "model", "user", "version")), ("status", "error")]
@@ -71,6 +80,19 @@ def summary(c: Call) -> dict[str, Any]:
         "cost_usd": c.cost_usd,
         "error": (c.error or {}).get("type") if c.error else None,
     }
+
+
+def preview(c: Call, width: int = PREVIEW) -> tuple[str, str]:
+    """What the caller said last and what the model answered, one short line each (as a
+    session's page lists its turns). Read from a brief call (`Store.recent(brief=True)`),
+    which holds these and no more; sealed text read without the key shows as `(sealed)`."""
+    return said_and_answered(c, width)
+
+
+def previewed(c: Call) -> dict[str, Any]:
+    """A call as one line of the list, in JSON, with its preview."""
+    said, answered = preview(c)
+    return {**summary(c), "said": said, "answered": answered}
 
 
 def _facets(store: Store, f: CallFilter) -> dict[str, Facet]:
@@ -142,9 +164,13 @@ def calls_page(request: Request) -> Response:
         raise Refusal(str(exc)) from None
     link = linker(request)
     older = link(until=calls[-1].timestamp.isoformat()) if len(calls) == PAGE else None
+    # The unfiltered list names the findings there are now, as last evaluated (none is
+    # evaluated for it: the list stays as fast as it is).
+    found = web.findings.peek() if call_filter(request.query_params) == CallFilter() else None
     return web.render(
         "calls.html",
-        calls=calls,
+        findings_now=len(found.findings) if found else 0,
+        rows=[(c, *preview(c)) for c in calls],
         facets=facets,
         params=request.query_params,
         link=link,
@@ -233,7 +259,7 @@ def api_calls(request: Request) -> Response:
     except BadFilter as exc:
         raise Refusal(str(exc), 400) from None
     return JSONResponse(
-        {"calls": [summary(c) for c in calls], "facets": {k: asdict(v) for k, v in facets.items()}}
+        {"calls": [previewed(c) for c in calls], "facets": {k: asdict(v) for k, v in facets.items()}}
     )
 
 

@@ -393,7 +393,7 @@ def _small(width: float, height: float, label: str, *children: Markup) -> Markup
 
 
 def spark(
-    values: Sequence[float],
+    values: Sequence[float | None],
     *,
     label: str,
     fmt: Callable[[float], str],
@@ -401,22 +401,25 @@ def spark(
     color: str = ERRORS,
 ) -> Markup:
     """A row of tiny bars (one per day, say) for a table cell, the highest full height; a
-    zero is a faint stub, so that the days stay countable. Each bar is titled with its figure."""
+    zero, or no figure (None), is a faint stub, so that the days stay countable. Each bar is
+    titled with its figure."""
     width, height, gap = max(len(values) * 4.0, 24.0), 18.0, 1.0
     step = width / max(len(values), 1)
-    top = max(values, default=0) or 1.0
+    top = max((v for v in values if v is not None), default=0) or 1.0
     parts: list[Markup] = []
     for i, v in enumerate(values):
-        h = max(v / top * height, 1.0)
+        shown = v is not None and v > 0
+        h = max((v or 0.0) / top * height, 1.0)
         rect = {
             "x": _num(i * step),
             "y": _num(height - h),
             "width": _num(max(step - gap, 1.0)),
             "height": _num(h),
-            "fill": color if v > 0 else "currentColor",
-            "fill-opacity": None if v > 0 else ".2",
+            "fill": color if shown else "currentColor",
+            "fill-opacity": None if shown else ".2",
         }
-        what = f"{labels[i]}: {fmt(v)}" if labels else fmt(v)
+        figure = "no figure" if v is None else fmt(v)
+        what = f"{labels[i]}: {figure}" if labels else figure
         parts.append(element("rect", rect, title(what)))
     return _small(width, height, label, *parts)
 

@@ -12,17 +12,17 @@ from starlette.routing import BaseRoute
 
 from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
-from llmlog.providers.conversation import gist, last_user_turn, response_turns
 from llmlog.store import ReadOnlyError
 from llmlog.store.base import SessionSummary, UserSummary
 from llmlog.web.answer import JSONResponse, Refusal
 from llmlog.web.auth import Page
-from llmlog.web.calls import BadFilter, call_filter, every_value, linker, summary
+from llmlog.web.calls import BadFilter, call_filter, every_value, linker, preview, summary
 from llmlog.web.state import web_of
 
 PERIODS = ("1h", "24h", "7d", "30d", "90d")
 DEFAULT_PERIOD = "7d"
 MAX_TURNS = 2000
+TURN_PREVIEW = 160  # characters of what each turn said and answered (the cells wrap)
 
 
 @dataclass
@@ -42,7 +42,7 @@ def session_turns(calls: list[Call]) -> list[Turn]:
     for c in calls:
         tokens += (c.input_tokens or 0) + (c.output_tokens or 0)
         cost += c.cost_usd or 0.0
-        turns.append(Turn(c, gist(last_user_turn(c)), gist(response_turns(c)), tokens, cost))
+        turns.append(Turn(c, *preview(c, TURN_PREVIEW), tokens, cost))
     return turns
 
 

@@ -357,8 +357,16 @@ def by_day_href(feature: str, days: int) -> str:
     return BY_DAY[0] + "?" + urlencode({"days": min(days, MAX_DAYS), "feature": feature})
 
 
+def headlines(request: Request) -> dict[str, str | None]:
+    """Each report's headline, None where it failed or is not known yet (`web.headlines`)."""
+    web = web_of(request)
+    return web.headlines.current(web.reading)
+
+
 def index(request: Request) -> Response:
-    return render(request, "reports.html", reports=reports.REPORTS, by_day=BY_DAY[1])
+    return render(
+        request, "reports.html", reports=reports.REPORTS, headlines=headlines(request), by_day=BY_DAY[1]
+    )
 
 
 def errors(request: Request, p: Period, groups: list[ErrorGroup]) -> Response:
@@ -489,8 +497,13 @@ def compare_page(request: Request) -> Response:
 
 
 def api_index(request: Request) -> Response:
-    about = reports.REPORTS.items()
-    return JSONResponse({name: {"about": what, "url": f"/api/reports/{name}"} for name, what in about})
+    known = headlines(request)
+    return JSONResponse(
+        {
+            name: {"about": what, "url": f"/api/reports/{name}", "headline": known.get(name)}
+            for name, what in reports.REPORTS.items()
+        }
+    )
 
 
 def api(request: Request) -> Response:

@@ -22,12 +22,14 @@ from starlette.routing import BaseRoute
 from llmlog.analysis.dashboard import DayPart
 from llmlog.analysis.days import DayCache
 from llmlog.analysis.drift import DayRates
+from llmlog.analysis.latest import Latest
 from llmlog.core.config import Settings
 from llmlog.operations import accounts
 from llmlog.operations.replay import Providers
 from llmlog.pipeline.pricing import Pricer
 from llmlog.store import Store
 from llmlog.web import auth
+from llmlog.web.headlines import Headlines
 from llmlog.web.throttle import SignIns
 
 HERE = Path(__file__).parent
@@ -87,7 +89,13 @@ class Web:
     drift_cache: DayCache[DayRates] = field(default_factory=DayCache)
     drift_cache_lock: threading.Lock = field(default_factory=threading.Lock)
     drift_reader: threading.Thread | None = None  # reading on the days a view left (`web.drift`)
-    closed: bool = False  # (what runs off the requests' path then stops quietly)
+    closed: bool = False  # (the drift reader then stops at its next day)
+    # The latest findings, evaluated off the requests' path at most every few minutes
+    # (`analysis.latest`): the findings page and the calls list's line read them.
+    findings: Latest = field(default_factory=Latest)
+    # The Reports page's headline of each report, computed off the request's path and kept
+    # a few minutes (`web.headlines`).
+    headlines: Headlines = field(default_factory=Headlines)
     _idle: list[Store] = field(default_factory=list)  # readers no request holds now
     _opened: list[Store] = field(default_factory=list)  # every reader, to close at the end
     _pool: threading.Lock = field(default_factory=threading.Lock)
@@ -145,6 +153,10 @@ class Web:
 
     def close(self) -> None:
         self.closed = True
+        self.findings.close()  # an evaluation under way reads a store about to be closed
+        self.headlines.close()  # and so may the reports' headlines
+        if self.drift_reader is not None:  # and the drift reader, the day it is reading
+            self.drift_reader.join(5.0)
         with self._pool:
             opened, self._opened, self._idle = self._opened, [], []
         for store in opened:

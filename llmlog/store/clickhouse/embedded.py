@@ -2,11 +2,11 @@
 
 The embedded engine has no users, so no grant can keep a query from a table it names; a table
 in the engine is a table read-only SQL can read (`merge('…')` and `mergeTreeIndex` reach past
-any filter). So the private tables, accounts, API tokens, settings, the web UI's sessions and
-the audit log, are not in the engine: they are a small SQLite file beside its data,
-with the SQLite store's layout and statements. Read-only SQL runs in a session of its own with
-`readonly = 1` from its start (`clickhouse.reader`), which refuses `file()`, `sqlite()` and
-every other way out of the engine, so it cannot open that file either.
+any filter). So the private tables, accounts, API tokens, settings, the web UI's sessions,
+the audit log and the state of alerts, are not in the engine: they are a small SQLite file
+beside its data, with the SQLite store's layout and statements. Read-only SQL runs in a
+session of its own with `readonly = 1` from its start (`clickhouse.reader`), which refuses
+`file()`, `sqlite()` and every other way out of the engine, so it cannot open that file either.
 
 A store made before keeps its private rows: they move into the file on open, and their tables
 are dropped from the engine.
@@ -24,13 +24,15 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from llmlog.core.record import format_timestamp, parse_timestamp
+from llmlog.store.alerts import SQLITE_TABLES
 from llmlog.store.base import AuditEntry, ReadOnlyError, RowTables, Store
 from llmlog.store.clickhouse import reader
 from llmlog.store.clickhouse.engine import EmbeddedEngine, Engine
 from llmlog.store.clickhouse.store import ClickHouseStore
 
 PRIVATE_FILE = "llmlog-private.sqlite3"
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit (
     id INTEGER PRIMARY KEY, time TEXT NOT NULL, who TEXT NOT NULL, action TEXT NOT NULL,
@@ -45,6 +47,8 @@ CREATE TABLE IF NOT EXISTS api_tokens (
 CREATE TABLE IF NOT EXISTS web_sessions (hash BLOB PRIMARY KEY, name TEXT NOT NULL, expires INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS web_sessions_name ON web_sessions (name);
 """
+    + SQLITE_TABLES
+)
 # Reader sessions kept open at once (one per time limit asked for).
 _READERS = 4
 
@@ -61,6 +65,8 @@ class EmbeddedClickHouseStore(RowTables, ClickHouseStore):
         self._private = sqlite3.connect(
             os.path.join(self._path, PRIVATE_FILE), isolation_level=None, check_same_thread=False
         )
+        # What is deleted (the alerts naming someone erased) is overwritten, not left in free pages.
+        self._private.execute("PRAGMA secure_delete = ON")
         self._private.executescript(_SCHEMA)
         self._private_lock = threading.Lock()
         self._readers: dict[tuple[Any, ...], EmbeddedEngine] = {}
@@ -81,11 +87,13 @@ class EmbeddedClickHouseStore(RowTables, ClickHouseStore):
         """The private tables of a store made before: their rows into the file, the tables gone."""
         _, rows = self.engine.rows(
             "SELECT name FROM system.tables WHERE database = currentDatabase()"
-            " AND name IN ('settings', 'accounts', 'api_tokens', 'audit', 'web_sessions')"
+            " AND name IN ('settings', 'accounts', 'api_tokens', 'audit', 'web_sessions', 'alerts',"
+            " 'alert_events', 'alert_lease')"
         )
         present = {r[0] for r in rows}
-        if "web_sessions" in present:  # made by the migrations, kept in the file instead
-            self.engine.command("DROP TABLE web_sessions")
+        for made in ("web_sessions", "alerts", "alert_events", "alert_lease"):
+            if made in present:  # made by the migrations, kept in the file instead
+                self.engine.command(f"DROP TABLE {made}")
         moves = {
             "settings": (
                 "SELECT key, argMax(value, version) FROM settings GROUP BY key",

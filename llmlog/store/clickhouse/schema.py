@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 from llmlog.core.record import COLUMNS, KIND
 from llmlog.store import migrations
+from llmlog.store.alerts import HISTORY_DAYS
 from llmlog.store.clickhouse import CLICKHOUSE
 from llmlog.store.rollup import bucket_sql
 
@@ -498,6 +499,37 @@ def m008_trace_index(runner: Runner, cluster: str | None) -> None:
     runner.command(f"ALTER TABLE {table}{on} MATERIALIZE INDEX by_trace SETTINGS mutations_sync = 2")
 
 
+def m009_alerts(runner: Runner, cluster: str | None) -> None:
+    """The state of alerts (`llmlog.store.alerts`, `clickhouse.alerts`): each finding's and
+    the lease, as versioned rows (`deleted` = 1 removes one), read with FINAL; the history,
+    dropped by the engine after `HISTORY_DAYS` (TTL). Private: the reader is granted the
+    public tables only; the embedded store keeps them in its private file, and drops these."""
+    on = f" ON CLUSTER {cluster}" if cluster else ""
+
+    def engine(table: str, kind: str, args: str = "") -> str:
+        if not cluster:
+            return f"{kind}({args})"
+        path = f"'/clickhouse/tables/{{shard}}/{{database}}/{table}', '{{replica}}'"
+        return f"Replicated{kind}({path}{', ' + args if args else ''})"
+
+    runner.command(
+        f"CREATE TABLE IF NOT EXISTS alerts{on} (key String, kind String, status String,"
+        " opened Nullable(String), seen Nullable(String), cleared Nullable(String), sentence String,"
+        " numbers String, link String, deliveries String, problem Nullable(String), version UInt64,"
+        f" deleted UInt8) ENGINE = {engine('alerts', 'ReplacingMergeTree', 'version, deleted')} ORDER BY key"
+    )
+    runner.command(
+        f"CREATE TABLE IF NOT EXISTS alert_events{on} (time DateTime64(6, 'UTC'), key String, kind String,"
+        f" event String, webhook Nullable(String), detail String)"
+        f" ENGINE = {engine('alert_events', 'MergeTree')} ORDER BY time"
+        f" TTL toDateTime(time) + INTERVAL {HISTORY_DAYS} DAY"
+    )
+    runner.command(
+        f"CREATE TABLE IF NOT EXISTS alert_lease{on} (name String, holder String, expires Int64,"
+        f" version UInt64) ENGINE = {engine('alert_lease', 'ReplacingMergeTree', 'version')} ORDER BY name"
+    )
+
+
 MIGRATIONS: list[Callable[[Runner, str | None], None]] = [
     m001_initial,
     m002_accounts,
@@ -507,6 +539,7 @@ MIGRATIONS: list[Callable[[Runner, str | None], None]] = [
     m006_daily_that_merges,
     m007_repair_figures,
     m008_trace_index,
+    m009_alerts,
 ]
 
 

@@ -31,7 +31,6 @@ from llmlog.core.filters import CallFilter
 from llmlog.core.record import COLUMNS, INT_COLUMNS, JSON_COLUMNS, Call, json_text
 from llmlog.store import retention_policy, search
 from llmlog.store.base import (
-    NAMING_ATTRIBUTES,
     Account,
     ApiToken,
     AuditEntry,
@@ -43,10 +42,11 @@ from llmlog.store.base import (
     utc_days,
 )
 from llmlog.store.clickhouse import CLICKHOUSE, reader
+from llmlog.store.clickhouse.alerts import ClickHouseAlerts
 from llmlog.store.clickhouse.engine import READ_SETTINGS, Engine, EngineError, bind, open_engine
 from llmlog.store.clickhouse.engine import utc_time as _when
 from llmlog.store.clickhouse.schema import DAILY_GROUP, DAILY_SELECT, PEOPLE_SELECT, Versions, migrate
-from llmlog.store.clickhouse.traces import ClickHouseTraces
+from llmlog.store.clickhouse.traces import ClickHouseTraces, naming_sql
 from llmlog.store.filelock import FileLock
 from llmlog.store.readonly import RESULT_MAX_BYTES, QueryRows, deadline_after, too_large
 from llmlog.store.rollup import moves
@@ -54,7 +54,7 @@ from llmlog.store.search import Query
 from llmlog.store.urls import redact_url
 
 
-class ClickHouseStore(ClickHouseTraces):
+class ClickHouseStore(ClickHouseAlerts, ClickHouseTraces):
     dialect = CLICKHOUSE
     recent_order = "timestamp DESC, id"
     # Rotation sweeps again after this long, for what a cluster's replicas saw late (`insert`).
@@ -415,22 +415,28 @@ class ClickHouseStore(ClickHouseTraces):
         column, value = erase_target(user_id, session_id)
         n = int(self._select(f"SELECT count() FROM call_data WHERE {column} = %s", [value])[0][0])
         people = int(self._select(f"SELECT count() FROM people_daily WHERE {column} = %s", [value])[0][0])
-        # The log events waiting in their traces or naming them (see `Store.erase`): first,
-        # while the calls that lead to their traces are still there.
-        named = " OR ".join(f"JSONExtractString(attributes, '{a}') = %s" for a in NAMING_ATTRIBUTES[column])
-        waiting = (
+        # The log events waiting in their traces or naming them, and the spans of their calls,
+        # of their traces or naming them (see `Store.erase`): first, while the calls that
+        # lead to their traces are still there. A trace's figures are summed as read: what
+        # is left of it is what they say.
+        in_traces = (
             f"trace_id IN (SELECT trace_id FROM call_data WHERE {column} = %s AND trace_id IS NOT NULL)"
-            f" OR {named} OR position(attributes, %s) > 0 OR position(body, %s) > 0"
         )
-        params = [value, *[value] * len(NAMING_ATTRIBUTES[column]), json_text(value), json_text(value)]
+        named, named_params = naming_sql(column, value, ("attributes", "body"))
+        waiting, params = f"{in_traces} OR {named}", [value, *named_params]
         events = int(self._select(f"SELECT count() FROM span_events WHERE {waiting}", params)[0][0])
         if events:
             self._mutate(f"ALTER TABLE span_events DELETE WHERE {waiting}", params)
-        spans = self._delete_spans(f"call_id IN (SELECT id FROM call_data WHERE {column} = %s)", [value])
+        named, named_params = naming_sql(column, value, ("attributes", "events"))
+        spans, span_events = self._delete_spans(
+            f"call_id IN (SELECT id FROM call_data WHERE {column} = %s) OR {in_traces} OR {named}",
+            [value, value, *named_params],
+        )
         self._mutate(f"ALTER TABLE call_data DELETE WHERE {column} = %s", [value])
         self._mutate(f"ALTER TABLE people_parts DELETE WHERE {column} = %s", [value])
         # Content is inline: it went with them.
-        return Erased(calls=n, spans=spans, rollup_rows=people, events=events)
+        alerts = self.forget_alerts_naming(value)
+        return Erased(calls=n, spans=spans, rollup_rows=people, events=events + span_events, alerts=alerts)
 
     def old_calls(self, before: date) -> list[tuple[date, str | None, int]]:
         rows = self._select(
@@ -448,7 +454,7 @@ class ClickHouseStore(ClickHouseTraces):
         n = int(self._select(f"SELECT count() FROM call_data WHERE {where}", params)[0][0])
         spans = 0
         if n:
-            spans = self._delete_spans(f"call_id IN (SELECT id FROM call_data WHERE {where})", params)
+            spans = sum(self._delete_spans(f"call_id IN (SELECT id FROM call_data WHERE {where})", params))
             self._mutate(f"ALTER TABLE call_data DELETE WHERE {where}", params)
         return Erased(calls=n, spans=spans)
 

@@ -41,15 +41,13 @@ from llmlog.core.encryption import Policy, trace_clear_parts
 from llmlog.core.filters import TraceFilter
 from llmlog.core.record import Span, SpanEvent, TraceSummary, json_text
 from llmlog.store import trace_rollup
-from llmlog.store.base import Store
+from llmlog.store.base import NAMING_ATTRIBUTES, Store
 from llmlog.store.clickhouse import CLICKHOUSE
 from llmlog.store.clickhouse.engine import Engine, utc_time
 from llmlog.store.content import digest
 from llmlog.store.regulated import Admitted, Refused
+from llmlog.store.traces import SPAN_COLUMNS, newest_forms
 
-# A span's columns that a newer version of its row replaces.
-SPAN_COLUMNS = ("parent_id", "name", "kind", "start_time", "end_time", "status", "status_message",
-                "attributes", "events", "service")  # fmt: skip
 _INSERTED = ["trace_id", "span_id", *SPAN_COLUMNS, "call_id", "version"]
 _EVENT_COLUMNS = ["key", "trace_id", "span_id", "name", "attributes", "body", "received"]
 # The newest version of each span; the call it became from whichever version named it.
@@ -102,8 +100,12 @@ def _figures_sql(where: str = "") -> str:
     end = CLICKHOUSE.later_by_ms("c.at", "c.latency")
 
     def first(column: str) -> str:
-        # The earliest call's value among those that have one, as from scratch elsewhere.
-        return f"CAST(argMinIf(c.{column}, (c.at, c.id), c.{column} IS NOT NULL) AS Nullable(String))"
+        # The earliest call's value among those that have one (of calls made at once, the
+        # smallest value), as from scratch elsewhere (`trace_rollup.VALUES_AT`).
+        return (
+            f"CAST(argMinIf(c.{column}, (c.at, assumeNotNull(c.{column})), c.{column} IS NOT NULL)"
+            " AS Nullable(String))"
+        )
 
     # The inner columns have names of their own: ClickHouse reads a name as its alias first.
     calls = f"""
@@ -152,6 +154,16 @@ def _figures_sql(where: str = "") -> str:
     return (
         f"SELECT p.trace_id AS trace_id, {summed} FROM ({calls} UNION ALL {spans}) AS p GROUP BY p.trace_id"
     )
+
+
+def naming_sql(column: str, value: str, fields: Sequence[str]) -> tuple[str, list[Any]]:
+    """A condition on a row of `spans` or `span_events` that names the person erasure is for
+    (`Store.erase`: `column` = `value`): an attribute of `NAMING_ATTRIBUTES` equal to it, or
+    it as a JSON string in one of `fields` (JSON, as `json_text` writes it); its parameters."""
+    names = NAMING_ATTRIBUTES[column]
+    named = [f"JSONExtractString(attributes, '{a}') = %s" for a in names]
+    found = [f"position({f}, %s) > 0" for f in fields]
+    return f"({' OR '.join(named + found)})", [*[value] * len(names), *[json_text(value)] * len(fields)]
 
 
 def _span(row: Sequence[Any]) -> Span:
@@ -216,7 +228,9 @@ class ClickHouseTraces(Store):
         if not admitted.records:
             return admitted.refused
         version = _version()
-        self.engine.insert("spans", _INSERTED, [_span_row(s, version) for s in admitted.records])
+        # A span twice in the batch is one row: two rows of one version would tie.
+        rows = [_span_row(s, version) for s in newest_forms(admitted.records)]
+        self.engine.insert("spans", _INSERTED, rows)
         after = self._settings_now()
         if after != before and (wrong := self._cleared(admitted, after)):
             ids = [(s.trace_id, s.span_id) for _, s in wrong]
@@ -297,22 +311,24 @@ class ClickHouseTraces(Store):
             if (t, s) in wanted
         ]
 
-    def _delete_spans(self, where: str, params: Sequence[Any]) -> int:
-        """The spans `where` picks (on `spans`), and their events; how many of both. The
-        events first: they are found through the spans."""
+    def _delete_spans(self, where: str, params: Sequence[Any]) -> tuple[int, int]:
+        """The spans one of whose versions `where` picks (on `spans`), every version of them
+        (an older one left would stand for the span), and their events; how many spans and
+        events. The events first: they are found through the spans."""
         picked = f"(trace_id, span_id) IN (SELECT trace_id, span_id FROM spans WHERE {where})"
         spans = int(
             self._select(f"SELECT uniqExact(trace_id, span_id) FROM spans WHERE {where}", params)[0][0]
         )
         if not spans:
-            return 0
+            return 0, 0
         events = int(self._select(f"SELECT count() FROM span_events WHERE {picked}", params)[0][0])
-        self._mutate(f"ALTER TABLE span_events DELETE WHERE {picked}", params)
-        self._mutate(f"ALTER TABLE spans DELETE WHERE {where}", params)
-        return spans + events
+        if events:
+            self._mutate(f"ALTER TABLE span_events DELETE WHERE {picked}", params)
+        self._mutate(f"ALTER TABLE spans DELETE WHERE {picked}", params)
+        return spans, events
 
     def purge_traces(self, before: datetime) -> int:
-        n = self._delete_spans("start_time < %s", [before])
+        n = sum(self._delete_spans("start_time < %s", [before]))
         old = int(
             self._select(
                 "SELECT count() FROM span_events WHERE received < %s", [int(before.timestamp() * 1e9)]

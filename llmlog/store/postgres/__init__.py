@@ -23,6 +23,7 @@ POSTGRES = Dialect(
     words_as_patterns=True,
     later_by_ms_of="({t} + least(coalesce({ms}, 0), 1e12) * interval '1 millisecond')",
     ms_between_of="(extract(epoch FROM {b} - {a}) * 1000)",
+    bytewise=' COLLATE "C"',
     rollup=RollupSQL(
         count_type="bigint NOT NULL DEFAULT 0",
         map_type="jsonb NOT NULL DEFAULT '{}'",

@@ -14,20 +14,9 @@ from llmlog.core.record import KIND, Call
 from llmlog.store import migrations, search
 from llmlog.store.layout import select_list
 from llmlog.store.postgres import POSTGRES
-from llmlog.store.postgres.reader import create_reader, grant_reading
+from llmlog.store.postgres.reader import create_reader
+from llmlog.store.postgres.trace_schema import m016_traces, m017_trace_values_by_time
 from llmlog.store.rollup import DAILY_COLUMNS, GROUP, cold_columns, from_raw_sql, repair_sql
-from llmlog.store.trace_rollup import (
-    CALLS_INDEX,
-    FROM_CALLS,
-    FROM_SPANS,
-    MERGE_CALLS,
-    MERGE_SPANS,
-    TRACES_COLUMNS,
-    calls_sql,
-    from_scratch_sql,
-    index_statements,
-    spans_sql,
-)
 
 # What the response echoed of the request (m015) is put back in place from `content`.
 _ECHOED_RESPONSE = """CASE
@@ -598,95 +587,33 @@ def m015_response_echo(cur: psycopg.Cursor[Any]) -> None:
     cur.execute(calls_view(cur))
 
 
-def m016_traces(cur: psycopg.Cursor[Any]) -> None:
-    """A trace's calls by an index, and `traces`, as in SQLite's migration 17: one row per
-    trace with its figures (`llmlog.store.trace_rollup`), kept by statement triggers with
-    transition tables as `daily` is (the writer inserts calls by COPY and one statement a
-    batch: one aggregate and one upsert a statement, the rows taken in key order as every
-    writer takes them, so concurrent writers never wait on each other in a cycle). The
-    transition table of an INSERT … ON CONFLICT holds only the rows it inserted: a call or a
-    span stored twice is counted once (a span sent again is an UPDATE of its call id, which
-    no trigger here follows). A new cost moves its trace's cost by the difference (the
-    trigger fires on every UPDATE of `call_data`, as `daily`'s does, and keeps the rows whose
-    cost changed). What else changes calls and spans, and why nothing more follows it
-    (content updates, `llmlog keys rotate`, `llmlog copy`), retention (no DELETE trigger: a
-    trace's row outlives its calls) and erasure (its traces summed again from what is left):
-    as in SQLite's migration 17. Rows inserted into a partition by name are not seen.
-
-    The traces already stored, after the triggers (creating them locked out writers until
-    this transaction ends), in one statement. Run again on a store whose version was set
-    back, it keeps the rows it finds and adds those missing."""
-    schema = cur.execute("SELECT current_schema()").fetchone()
-    assert schema is not None and schema[0] is not None  # m002 checked it
-    path = pgsql.SQL("SET search_path = {}, pg_temp").format(pgsql.Identifier(schema[0])).as_string(cur)
-    cur.execute(CALLS_INDEX)
-    counts = ("spans", "calls", "errors", "failed_spans", "input_tokens", "output_tokens")
+def m018_alerts(cur: psycopg.Cursor[Any]) -> None:
+    """The state of alerts, as in SQLite's migration 19; private, as `settings` is (the reader
+    is granted the public tables only)."""
     cur.execute(
-        f"""
-        CREATE TABLE IF NOT EXISTS traces (
-            trace_id text PRIMARY KEY,
-            started timestamptz NOT NULL, ended timestamptz,
-            name text, service text,  -- the root span's
-            {", ".join(f"{c} bigint NOT NULL DEFAULT 0" for c in counts)},
-            cost_usd double precision NOT NULL DEFAULT 0,  -- the known costs; 0 when none
-            feature text, user_id text, session_id text,  -- the first call's that has one
-            priced_calls bigint NOT NULL DEFAULT 0,  -- calls whose cost_usd is not NULL
-            root_id text, root_start timestamptz  -- the root span: the earliest without a parent
+        """
+        CREATE TABLE IF NOT EXISTS alerts (
+            key text PRIMARY KEY, kind text NOT NULL, status text NOT NULL,
+            opened text, seen text, cleared text,  -- as format_timestamp writes them
+            sentence text NOT NULL, numbers text NOT NULL, link text NOT NULL,
+            deliveries text NOT NULL, problem text
         )
         """
     )
-    for sql in index_statements():
-        cur.execute(sql)
-    # The functions name their tables through a search_path of their own, as `daily`'s do.
-    for name, table, source, columns, select, merge in (
-        ("traces_add_calls", "call_data", "new_calls", FROM_CALLS, calls_sql(POSTGRES, "new_calls"),
-         MERGE_CALLS),
-        ("traces_add_spans", "spans", "new_spans", FROM_SPANS, spans_sql("new_spans"), MERGE_SPANS),
-    ):  # fmt: skip
-        cur.execute(
-            f"""
-            CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql {path} AS $$
-            BEGIN
-                INSERT INTO traces ({", ".join(columns)}) {select} ORDER BY 1
-                ON CONFLICT (trace_id) DO UPDATE SET {merge};
-                RETURN NULL;
-            END
-            $$
-            """
-        )
-        cur.execute(
-            f"CREATE OR REPLACE TRIGGER {table}_traces_insert AFTER INSERT ON {table}"
-            f" REFERENCING NEW TABLE AS {source} FOR EACH STATEMENT EXECUTE FUNCTION {name}()"
-        )
     cur.execute(
-        f"""
-        CREATE OR REPLACE FUNCTION traces_add_costs() RETURNS trigger LANGUAGE plpgsql {path} AS $$
-        BEGIN
-            INSERT INTO traces (trace_id, started, cost_usd, priced_calls)
-            SELECT o.trace_id, min(o.timestamp), sum(coalesce(n.cost_usd, 0) - coalesce(o.cost_usd, 0)),
-                count(n.cost_usd) - count(o.cost_usd)
-            FROM old_calls AS o JOIN new_calls AS n ON n.id = o.id AND n.timestamp = o.timestamp
-            WHERE n.cost_usd IS DISTINCT FROM o.cost_usd AND o.trace_id IS NOT NULL
-            GROUP BY 1 ORDER BY 1
-            ON CONFLICT (trace_id) DO UPDATE SET
-                cost_usd = CASE WHEN traces.priced_calls + EXCLUDED.priced_calls = 0 THEN 0
-                    ELSE traces.cost_usd + EXCLUDED.cost_usd END,
-                priced_calls = traces.priced_calls + EXCLUDED.priced_calls;
-            RETURN NULL;
-        END
-        $$
+        """
+        CREATE TABLE IF NOT EXISTS alert_events (
+            id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            time text NOT NULL, key text NOT NULL, kind text NOT NULL, event text NOT NULL,
+            webhook text, detail text NOT NULL
+        )
         """
     )
+    cur.execute("CREATE INDEX IF NOT EXISTS alert_events_time ON alert_events (time)")
     cur.execute(
-        "CREATE OR REPLACE TRIGGER call_data_traces_cost AFTER UPDATE ON call_data"
-        " REFERENCING OLD TABLE AS old_calls NEW TABLE AS new_calls"
-        " FOR EACH STATEMENT EXECUTE FUNCTION traces_add_costs()"
+        "CREATE TABLE IF NOT EXISTS alert_lease (name text PRIMARY KEY, holder text NOT NULL,"
+        " expires bigint NOT NULL)"
     )
-    cur.execute(
-        f"INSERT INTO traces ({', '.join(TRACES_COLUMNS)}) {from_scratch_sql(POSTGRES)}"
-        " ON CONFLICT (trace_id) DO NOTHING"
-    )
-    grant_reading(cur)
 
 
 MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
@@ -706,6 +633,8 @@ MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m014_json_value,
     m015_response_echo,
     m016_traces,
+    m017_trace_values_by_time,
+    m018_alerts,
 ]
 
 

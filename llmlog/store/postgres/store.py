@@ -33,7 +33,6 @@ from llmlog.core.filters import CallFilter
 from llmlog.core.record import COLUMNS, Call, format_timestamp, json_text
 from llmlog.store import search
 from llmlog.store.base import (
-    NAMING_ATTRIBUTES,
     AuditEntry,
     Erased,
     QueryResult,
@@ -49,7 +48,7 @@ from llmlog.store.content import ContentBatch, ContentIds, Key
 from llmlog.store.layout import INLINE_JSON, INLINE_PLAIN, select_list
 from llmlog.store.postgres import POSTGRES, reader
 from llmlog.store.postgres.schema import check_schema, migrate, schema_lock, schema_version, store_missing
-from llmlog.store.postgres.traces import PostgresTraces
+from llmlog.store.postgres.traces import PostgresTraces, naming_sql
 from llmlog.store.postgres.traces import storable as _storable
 from llmlog.store.readonly import RESULT_MAX_BYTES, QueryRows, deadline_after, held
 from llmlog.store.rollup import moves, regroup
@@ -502,20 +501,23 @@ class PostgresStore(RowTables, PostgresTraces):
                 ).fetchall()
             ]
             out, candidates = self._delete_calls(cur, f"{column} = %s", [value])
-            self._erase_from_traces(cur, column, value, traces)
-            named = " OR ".join(f"attributes ->> '{a}' = %s" for a in NAMING_ATTRIBUTES[column])
-            needle = json.dumps(value, ensure_ascii=False)  # a JSON string, as jsonb writes one
-            out.events = cur.execute(
-                f"DELETE FROM span_events WHERE trace_id = ANY(%s) OR {named}"
-                " OR strpos(attributes::text, %s) > 0 OR strpos(body::text, %s) > 0",
-                (traces, *[value] * len(NAMING_ATTRIBUTES[column]), needle, needle),
-            ).rowcount
+            spans, events = self._erase_from_traces(cur, column, value, traces)
+            out.spans += spans
+            # The log events still waiting in their traces, or naming them.
+            named, params = naming_sql(column, value, ("attributes", "body"))
+            out.events = (
+                events
+                + cur.execute(
+                    f"DELETE FROM span_events WHERE trace_id = ANY(%s) OR {named}", (traces, *params)
+                ).rowcount
+            )
             out.contents = self._delete_content(cur, candidates)
             out.rollup_rows = cur.execute(f"DELETE FROM people_daily WHERE {column} = %s", (value,)).rowcount
             # And the note of which days counted them: a rollup that names them.
             cur.execute("DELETE FROM daily_seen WHERE who = %s AND kind = %s", (value, column[:-3]))
+        out.alerts = self.forget_alerts_naming(value)
         # Dead rows stay in the table's pages until vacuumed: vacuum what held the text.
-        conn.execute("VACUUM call_data, content, spans, span_events, traces")
+        conn.execute("VACUUM call_data, content, spans, span_events, traces, alerts, alert_events")
         return out
 
     @staticmethod

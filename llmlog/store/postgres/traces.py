@@ -9,6 +9,7 @@ alone, by one without, once the store keeps text sealed only.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections.abc import Iterator, Sequence
@@ -20,10 +21,11 @@ import psycopg
 from llmlog.core.filters import TraceFilter
 from llmlog.core.record import Span, SpanEvent, TraceSummary, json_text
 from llmlog.store import trace_rollup
-from llmlog.store.base import Store
+from llmlog.store.base import NAMING_ATTRIBUTES, Store
 from llmlog.store.content import digest
 from llmlog.store.postgres import POSTGRES
 from llmlog.store.regulated import Refused
+from llmlog.store.traces import SPAN_COLUMNS, newest_forms
 
 # PostgreSQL text holds neither NUL nor unpaired surrogates (jsonb refuses \u0000 too).
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -46,13 +48,32 @@ _SPAN_COLUMNS = (
 )
 
 
-# A batch of spans as arrays, one a column, in the table's order; a span kept already keeps
-# its first form and gains the call id it lacked.
-_INSERT_SPANS = (
-    "INSERT INTO spans SELECT t, s, p, n, k, st, en, status, msg, a::jsonb, e::jsonb, svc, c FROM unnest("
+# A batch of spans as arrays, one a column, in the table's order.
+_BATCH = (
+    "unnest("
     + ", ".join(f"%b::{kind}[]" for kind in ("text",) * 5 + ("timestamptz",) * 2 + ("text",) * 6)
-    + ") AS u(t, s, p, n, k, st, en, status, msg, a, e, svc, c) ORDER BY t, s"
-    " ON CONFLICT (trace_id, span_id) DO UPDATE SET call_id = coalesce(spans.call_id, excluded.call_id)"
+    + ") AS u(t, s, p, n, k, st, en, status, msg, a, e, svc, c)"
+)
+# Each of a span's columns that a newer form replaces (`SPAN_COLUMNS`), as the batch gives it.
+_NEW = {"parent_id": "u.p", "name": "u.n", "kind": "u.k", "start_time": "u.st", "end_time": "u.en",
+        "status": "u.status", "status_message": "u.msg", "attributes": "u.a::jsonb", "events": "u.e::jsonb",
+        "service": "u.svc"}  # fmt: skip
+_FORM = f"u.t, u.s, {', '.join(_NEW[c] for c in SPAN_COLUMNS)}, u.c"
+# The new ones; those kept already are left to `_REPLACE_SPANS`.
+_INSERT_SPANS = (
+    f"INSERT INTO spans SELECT {_FORM} FROM {_BATCH} ORDER BY u.t, u.s"
+    " ON CONFLICT (trace_id, span_id) DO NOTHING RETURNING trace_id, span_id"
+)
+# Those kept already, replaced by their newer form where it differs (jsonb compares as
+# values), keeping their call id or gaining the one they lacked. In a statement of its own:
+# its UPDATE trigger sums their traces again (`trace_schema._triggers`).
+_REPLACE_SPANS = (
+    "UPDATE spans SET "
+    + ", ".join(f"{c} = {_NEW[c]}" for c in SPAN_COLUMNS)
+    + f", call_id = coalesce(spans.call_id, u.c) FROM {_BATCH}"
+    " WHERE spans.trace_id = u.t AND spans.span_id = u.s AND ("
+    + " OR ".join(f"spans.{c} IS DISTINCT FROM {_NEW[c]}" for c in SPAN_COLUMNS)
+    + " OR (spans.call_id IS NULL AND u.c IS NOT NULL))"
 )
 
 
@@ -60,6 +81,22 @@ def _span(row: Sequence[Any]) -> Span:
     t, s, p, n, k, st, en, status, message, attrs, evs, service, call = row
     return Span(t, s, p, n, k, st.astimezone(UTC), en.astimezone(UTC) if en else None, status, message,
                 attrs or {}, evs or [], service, call)  # fmt: skip
+
+
+def naming_sql(column: str, value: str, fields: Sequence[str]) -> tuple[str, list[Any]]:
+    """A condition on a row of `spans` or `span_events` that names the person erasure is for
+    (`Store.erase`: `column` = `value`): an attribute of `NAMING_ATTRIBUTES` equal to it, or
+    it as a JSON string in one of `fields` (jsonb, as its text writes one); its parameters."""
+    names = NAMING_ATTRIBUTES[column]
+    named = [f"attributes ->> '{a}' = %s" for a in names]
+    found = [f"strpos({f}::text, %s) > 0" for f in fields]
+    needle = json.dumps(value, ensure_ascii=False)
+    return f"({' OR '.join(named + found)})", [*[value] * len(names), *[needle] * len(fields)]
+
+
+def _columns(rows: Sequence[Sequence[Any]]) -> list[list[Any]]:
+    """Rows of spans as a batch's arrays, one a column (`_BATCH`)."""
+    return [list(c) for c in zip(*rows, strict=True)]
 
 
 def _utc(t: datetime) -> datetime:
@@ -91,24 +128,21 @@ class PostgresTraces(Store):
             # Regulated mode as the settings say now, not as when the store was opened.
             admitted = self._enforce_spans(spans, self._settings_now(cur))
             # One statement for the batch, so that the trigger keeping `traces` runs once a
-            # batch (as for calls), not once a span. A span twice in the batch is one row, as
-            # one statement must have it: its first form, with the first call id it was given
-            # (what inserting them one after another keeps). In key order: writers take the
-            # rows of `traces` in one order, as the calls' trigger does.
-            kept: dict[tuple[str, str], list[Any]] = {}
-            for s in admitted.records:
-                row = kept.get((s.trace_id, s.span_id))
-                if row is None:
-                    kept[(s.trace_id, s.span_id)] = [
-                        s.trace_id, s.span_id, s.parent_id, s.name, s.kind, s.start, s.end, s.status,
-                        storable(s.status_message), json_text(storable(s.attributes)),
-                        json_text(storable(s.events)), s.service, s.call_id,
-                    ]  # fmt: skip
-                elif row[-1] is None:
-                    row[-1] = s.call_id
-            if kept:
-                columns = [list(c) for c in zip(*(kept[k] for k in sorted(kept)), strict=True)]
-                cur.execute(_INSERT_SPANS, columns, binary=True)
+            # batch (as for calls), not once a span; and one more for the spans kept already,
+            # when there are any. A span twice in the batch is one row, as one statement must
+            # have it (`newest_forms`). In key order: writers take the rows of `traces` in one
+            # order, as the calls' trigger does.
+            rows = sorted(
+                [s.trace_id, s.span_id, s.parent_id, s.name, s.kind, s.start, s.end, s.status,
+                 storable(s.status_message), json_text(storable(s.attributes)),
+                 json_text(storable(s.events)), s.service, s.call_id]
+                for s in newest_forms(admitted.records)
+            )  # fmt: skip
+            if rows:
+                new = set(cur.execute(_INSERT_SPANS, _columns(rows), binary=True).fetchall())
+                kept = [r for r in rows if (r[0], r[1]) not in new]
+                if kept:
+                    cur.execute(_REPLACE_SPANS, _columns(kept), binary=True)
         return admitted.refused
 
     def traces(self, trace_ids: Sequence[str]) -> list[Span]:
@@ -127,15 +161,30 @@ class PostgresTraces(Store):
         return None if row is None else trace_rollup.summary(row, _utc)
 
     @staticmethod
-    def _erase_from_traces(cur: psycopg.Cursor[Any], column: str, value: str, traces: Sequence[str]) -> None:
-        """In erasure's transaction, after its deletes: the traces that held the person's
-        calls (`traces`), and those whose row names them (their calls may have gone to
-        retention before), summed again from what is left of them."""
-        named = cur.execute(f"SELECT trace_id FROM traces WHERE {column} = %s", (value,)).fetchall()
-        ids = sorted({*traces, *(t for (t,) in named)})
+    def _erase_from_traces(
+        cur: psycopg.Cursor[Any], column: str, value: str, traces: Sequence[str]
+    ) -> tuple[int, int]:
+        """In erasure's transaction, after its calls went: as SQLite's (the spans of their
+        traces and those naming them, with their log events; then the traces they were in,
+        and those whose row names them, summed again). How many spans and events went."""
+        named, params = naming_sql(column, value, ("attributes", "events"))
+        gone = cur.execute(
+            f"DELETE FROM spans WHERE trace_id = ANY(%s) OR {named} RETURNING trace_id, span_id",
+            [list(traces), *params],
+        ).fetchall()
+        events = 0
+        if gone:
+            events = cur.execute(
+                "DELETE FROM span_events WHERE (trace_id, span_id)"
+                " IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+                ([t for t, _ in gone], [s for _, s in gone]),
+            ).rowcount
+        rows = cur.execute(f"SELECT trace_id FROM traces WHERE {column} = %s", (value,)).fetchall()
+        ids = sorted({*traces, *(t for t, _ in gone), *(t for (t,) in rows)})
         drop, fill = trace_rollup.resum_sql(POSTGRES, "trace_id = ANY(%s)")
         cur.execute(drop, (ids,))
         cur.execute(fill, (ids, ids))
+        return len(gone), events
 
     def insert_span_events(self, events: Sequence[SpanEvent]) -> list[Refused]:
         events = self._sealed_events(events)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 
 from llmlog.core.record import KIND
 from llmlog.store import migrations
+from llmlog.store.alerts import SQLITE_TABLES
 from llmlog.store.layout import select_list
 from llmlog.store.rollup import (
     DAILY_COLUMNS,
@@ -19,18 +20,7 @@ from llmlog.store.rollup import (
     repair_sql,
 )
 from llmlog.store.sqlite import SQLITE
-from llmlog.store.trace_rollup import (
-    CALLS_INDEX,
-    FROM_CALLS,
-    FROM_SPANS,
-    MERGE_CALLS,
-    MERGE_SPANS,
-    TRACES_COLUMNS,
-    call_row_sql,
-    from_scratch_sql,
-    index_statements,
-    span_row_sql,
-)
+from llmlog.store.sqlite.trace_schema import m017_traces, m018_trace_values_by_time
 
 # Responses and content bodies are read through `llmlog_text`, which gives back what
 # `llmlog.store.compression` compressed and text as it is. Migrations written before
@@ -607,82 +597,11 @@ def m016_search_words_in_python(db: sqlite3.Connection) -> None:
     )
 
 
-def m017_traces(db: sqlite3.Connection) -> None:
-    """A trace's calls by an index (`CallFilter(trace_id=…)` reads them, not every call), and
-    `traces`: one row per trace with its figures (`llmlog.store.trace_rollup`), kept by the
-    database as `daily` is, whoever inserts, so that the traces page reads a page of rows.
-
-    Row triggers: an insert into `call_data` with a trace id adds the call to its trace's row,
-    an insert into `spans` the span. An insert skipped by ON CONFLICT DO NOTHING fires none,
-    and neither does the upsert that gives a span sent again the call id it lacked (an
-    UPDATE): a call or a span stored twice is counted once. A new cost (`llmlog reprice`)
-    moves its trace's cost by the difference. Nothing else the store changes in a call or a
-    span is counted here: `update_content` changes text (never a figure, a time, a trace, a
-    feature, a user or a session), and `llmlog keys rotate` seals text again through it and
-    through `update_spans` (status messages, attributes and events; a span's name, service
-    and status stay clear). `llmlog copy` stores calls through the store: the target's
-    triggers count them as any insert (it copies calls, not spans).
-
-    No DELETE trigger, as for `daily`: retention deletes old calls and spans and their
-    trace's row stays, with its figures (the cold tier). Erasure is different: it sums again,
-    from what is left, every trace that held one of the person's calls or whose row names
-    them (its calls may have gone before, to retention), so that no row shows their user or
-    session id; a trace with nothing left loses its row.
-
-    The traces already stored are summed from their calls and spans here, in one statement
-    (`from_scratch_sql`; the migration holds the write lock: nothing arrives meanwhile). Run
-    again on a store whose version was set back, it keeps the rows it finds (its triggers
-    kept them) and adds those missing."""
-    db.execute(CALLS_INDEX)
-    counts = ("spans", "calls", "errors", "failed_spans", "input_tokens", "output_tokens")
-    db.execute(
-        f"""
-        CREATE TABLE IF NOT EXISTS traces (
-            trace_id TEXT PRIMARY KEY,
-            started TEXT NOT NULL, ended TEXT,  -- as call_data.timestamp
-            name TEXT, service TEXT,  -- the root span's
-            {", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in counts)},
-            cost_usd REAL NOT NULL DEFAULT 0,  -- the known costs; 0 when none
-            feature TEXT, user_id TEXT, session_id TEXT,  -- the first call's that has one
-            priced_calls INTEGER NOT NULL DEFAULT 0,  -- calls whose cost_usd is not NULL
-            root_id TEXT, root_start TEXT  -- the root span: the earliest without a parent
-        ) WITHOUT ROWID
-        """
-    )
-    for sql in index_statements():
-        db.execute(sql)
-    db.execute(f"INSERT OR IGNORE INTO traces ({', '.join(TRACES_COLUMNS)}) {from_scratch_sql(SQLITE)}")
-    for trigger in ("call_data_traces_insert", "spans_traces_insert", "call_data_traces_cost"):
-        db.execute(f"DROP TRIGGER IF EXISTS {trigger}")
-    db.execute(
-        f"""
-        CREATE TRIGGER call_data_traces_insert AFTER INSERT ON call_data WHEN NEW.trace_id IS NOT NULL BEGIN
-            INSERT INTO traces ({", ".join(FROM_CALLS)}) VALUES ({call_row_sql(SQLITE, "NEW")})
-            ON CONFLICT (trace_id) DO UPDATE SET {MERGE_CALLS};
-        END
-        """
-    )
-    db.execute(
-        f"""
-        CREATE TRIGGER spans_traces_insert AFTER INSERT ON spans BEGIN
-            INSERT INTO traces ({", ".join(FROM_SPANS)}) VALUES ({span_row_sql("NEW")})
-            ON CONFLICT (trace_id) DO UPDATE SET {MERGE_SPANS};
-        END
-        """
-    )
-    priced = "priced_calls + (NEW.cost_usd IS NOT NULL) - (OLD.cost_usd IS NOT NULL)"
-    db.execute(
-        f"""
-        CREATE TRIGGER call_data_traces_cost AFTER UPDATE OF cost_usd ON call_data
-        WHEN OLD.trace_id IS NOT NULL AND OLD.cost_usd IS NOT NEW.cost_usd BEGIN
-            UPDATE traces SET
-                cost_usd = CASE WHEN {priced} = 0 THEN 0.0
-                    ELSE cost_usd + ifnull(NEW.cost_usd, 0.0) - ifnull(OLD.cost_usd, 0.0) END,
-                priced_calls = {priced}
-            WHERE trace_id = OLD.trace_id;
-        END
-        """
-    )
+def m019_alerts(db: sqlite3.Connection) -> None:
+    """The state of alerts (`llmlog.store.alerts`): each finding's, so that it is posted once
+    until it clears; their history; the lease one evaluator holds at a time. Private, as
+    `settings` is (read-only SQL reads the tables of `_READABLE` only)."""
+    _run(db, SQLITE_TABLES)
 
 
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
@@ -703,6 +622,8 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m015_compressed_text,
     m016_search_words_in_python,
     m017_traces,
+    m018_trace_values_by_time,
+    m019_alerts,
 ]
 
 

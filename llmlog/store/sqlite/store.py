@@ -33,7 +33,6 @@ from llmlog.core.record import (
 )
 from llmlog.store import compression, search
 from llmlog.store.base import (
-    NAMING_ATTRIBUTES,
     AuditEntry,
     Erased,
     QueryResult,
@@ -60,7 +59,7 @@ from llmlog.store.readonly import (
 from llmlog.store.rollup import moves, regroup
 from llmlog.store.sqlite import SQLITE
 from llmlog.store.sqlite.schema import migrate
-from llmlog.store.sqlite.traces import SQLiteTraces
+from llmlog.store.sqlite.traces import SQLiteTraces, naming_sql
 from llmlog.store.sqlite.traces import json_safe as _json_safe
 
 BUSY_TIMEOUT_MS = 60_000
@@ -493,7 +492,13 @@ class SQLiteStore(RowTables, SQLiteTraces):
 
     def erase(self, *, user_id: str | None = None, session_id: str | None = None) -> Erased:
         column, value = erase_target(user_id, session_id)
-        with self._checkpointed(), self._writing():
+        with self._checkpointed():
+            out = self._erase(column, value)
+            out.alerts = self.forget_alerts_naming(value)  # transactions of their own
+        return out
+
+    def _erase(self, column: str, value: str) -> Erased:
+        with self._writing():
             columns = ", ".join(("message_ids", *self._CONTENT_COLUMNS))
             rows = self.db.execute(f"SELECT {columns} FROM call_data WHERE {column} = ?", (value,)).fetchall()
             candidates = {c for r in rows for c in r[1:] if c is not None}
@@ -505,8 +510,9 @@ class SQLiteStore(RowTables, SQLiteTraces):
                 )
             ]  # fmt: skip
             out = self._delete_calls(f"{column} = ?", [value])
-            self._erase_from_traces(column, value, traces)
-            out.events = self._delete_waiting_events(column, value, traces)
+            spans, events = self._erase_from_traces(column, value, traces)
+            out.spans += spans
+            out.events = events + self._delete_waiting_events(column, value, traces)
             out.contents = self._delete_content(candidates)
             rollup = self.db.execute(f"DELETE FROM people_daily WHERE {column} = ?", (value,))
             # And the note of which days counted them: a rollup that names them.
@@ -518,14 +524,10 @@ class SQLiteStore(RowTables, SQLiteTraces):
     def _delete_waiting_events(self, column: str, value: str, traces: list[str]) -> int:
         """In a write transaction: the kept log events in these traces, or naming `value`
         (see `Store.erase`)."""
-        named = " OR ".join(
-            f"CAST(json_extract(attributes, '$.\"{a}\"') AS TEXT) = ?" for a in NAMING_ATTRIBUTES[column]
-        )
-        needle = _json_safe(value)  # as a JSON string, in the form the columns are written in
+        named, params = naming_sql(column, value, ("attributes", "body"))
         return self.db.execute(
-            "DELETE FROM span_events WHERE trace_id IN (SELECT value FROM json_each(?))"
-            f" OR {named} OR instr(attributes, ?) > 0 OR instr(body, ?) > 0",
-            (json.dumps(traces), *[value] * len(NAMING_ATTRIBUTES[column]), needle, needle),
+            f"DELETE FROM span_events WHERE trace_id IN (SELECT value FROM json_each(?)) OR {named}",
+            (json.dumps(traces), *params),
         ).rowcount
 
     @contextlib.contextmanager

@@ -18,9 +18,10 @@ from typing import Any
 from llmlog.core.filters import TraceFilter
 from llmlog.core.record import Span, SpanEvent, TraceSummary, format_timestamp, parse_timestamp
 from llmlog.store import trace_rollup
-from llmlog.store.base import Store
+from llmlog.store.base import NAMING_ATTRIBUTES, Store
 from llmlog.store.content import digest
 from llmlog.store.regulated import Refused
+from llmlog.store.traces import SPAN_COLUMNS
 
 
 def json_safe(value: Any) -> str:
@@ -32,6 +33,19 @@ def json_safe(value: Any) -> str:
 _SPAN_COLUMNS = (
     "trace_id, span_id, parent_id, name, kind, start_time, end_time, status, status_message,"
     " attributes, events, service, call_id"
+)
+
+
+# A span kept already is replaced by its newer form only when that differs (as stored: text
+# sealed, JSON as `json_safe` writes it), keeping its call id or gaining the one it lacked: the
+# same span sent again is no UPDATE, which would sum its trace again (`spans_traces_update`).
+_INSERT_SPANS = (
+    "INSERT INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (trace_id, span_id) DO UPDATE SET "
+    + ", ".join(f"{c} = excluded.{c}" for c in SPAN_COLUMNS)
+    + ", call_id = ifnull(spans.call_id, excluded.call_id) WHERE "
+    + " OR ".join(f"spans.{c} IS NOT excluded.{c}" for c in SPAN_COLUMNS)
+    + " OR (spans.call_id IS NULL AND excluded.call_id IS NOT NULL)"
 )
 
 
@@ -51,6 +65,16 @@ def _event_row(e: SpanEvent, received: int) -> tuple[Any, ...]:
     attributes, body = json_safe(e.attributes), json_safe(e.body)
     key = digest(f"{e.trace_id}\n{e.span_id}\n{e.name}\n{attributes}\n{body}")
     return (key, e.trace_id, e.span_id, e.name, attributes, body, received)
+
+
+def naming_sql(column: str, value: str, fields: Sequence[str]) -> tuple[str, list[Any]]:
+    """A condition on a row of `spans` or `span_events` that names the person erasure is for
+    (`Store.erase`: `column` = `value`): an attribute of `NAMING_ATTRIBUTES` equal to it, or
+    it as a JSON string in one of `fields` (JSON, as `json_safe` writes it); its parameters."""
+    names = NAMING_ATTRIBUTES[column]
+    named = [f"CAST(json_extract(attributes, '$.\"{a}\"') AS TEXT) = ?" for a in names]
+    found = [f"instr({f}, ?) > 0" for f in fields]
+    return f"({' OR '.join(named + found)})", [*[value] * len(names), *[json_safe(value)] * len(fields)]
 
 
 def _parts(items: Sequence[Any], n: int = 400) -> Iterator[Sequence[Any]]:
@@ -83,11 +107,7 @@ class SQLiteTraces(Store):
                  json_safe(s.attributes), json_safe(s.events), s.service, s.call_id)
                 for s in admitted.records
             ]  # fmt: skip
-            self.db.executemany(
-                "INSERT INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-                " ON CONFLICT (trace_id, span_id) DO UPDATE SET call_id = ifnull(call_id, excluded.call_id)",
-                rows,
-            )
+            self.db.executemany(_INSERT_SPANS, rows)
         return admitted.refused
 
     def traces(self, trace_ids: Sequence[str]) -> list[Span]:
@@ -107,16 +127,29 @@ class SQLiteTraces(Store):
         row = self.db.execute(trace_rollup.summary_sql(self.dialect), (trace_id,)).fetchone()
         return None if row is None else trace_rollup.summary(row, parse_timestamp)
 
-    def _erase_from_traces(self, column: str, value: str, traces: Sequence[str]) -> None:
-        """In erasure's write transaction, after its deletes: the traces that held the
-        person's calls (`traces`), and those whose row names them (`column` = `value`: their
-        calls may have gone to retention before), summed again from what is left of them."""
-        named = self.db.execute(f"SELECT trace_id FROM traces WHERE {column} = ?", (value,))
-        ids = json.dumps(sorted({*traces, *(t for (t,) in named)}))
+    def _erase_from_traces(self, column: str, value: str, traces: Sequence[str]) -> tuple[int, int]:
+        """In erasure's write transaction, after its calls went: the spans of the traces that
+        held the person's calls (`traces`) and the spans anywhere that name them
+        (`naming_sql`: a root or chain span's `user.id`, its input), with their log events;
+        then those traces, the traces of those spans and those whose row names them
+        (`column` = `value`: their calls may have gone to retention before), summed again
+        from what is left of them. How many spans and events went."""
         among = "trace_id IN (SELECT value FROM json_each(?))"
+        named, params = naming_sql(column, value, ("attributes", "events"))
+        picked = f"{among} OR {named}"
+        given = [json.dumps(sorted(set(traces))), *params]
+        events = self.db.execute(
+            "DELETE FROM span_events WHERE (trace_id, span_id) IN"
+            f" (SELECT trace_id, span_id FROM spans WHERE {picked})",
+            given,
+        ).rowcount
+        gone = self.db.execute(f"DELETE FROM spans WHERE {picked} RETURNING trace_id", given).fetchall()
+        rows = self.db.execute(f"SELECT trace_id FROM traces WHERE {column} = ?", (value,)).fetchall()
+        ids = json.dumps(sorted({*traces, *(t for (t,) in gone), *(t for (t,) in rows)}))
         drop, fill = trace_rollup.resum_sql(self.dialect, among)
         self.db.execute(drop, (ids,))
         self.db.execute(fill, (ids, ids))
+        return len(gone), events
 
     def insert_span_events(self, events: Sequence[SpanEvent]) -> list[Refused]:
         events = self._sealed_events(events)
