@@ -761,7 +761,8 @@ def test_the_pages_work_under_the_strict_content_security_policy(tab: Tab) -> No
     pages = [
         "/", f"/calls/{call.id}", f"/calls/{call.id}/replay", "/sample", "/sessions",
         f"/sessions/{quote(session)}", "/users", "/dashboard", "/reports", "/reports/errors",
-        "/reports/drift", "/reports/cost", "/search?q=order", "/sql?q=SELECT+model+FROM+calls",
+        "/reports/drift", "/reports/drift-by-day", "/reports/cost", "/search?q=order",
+        "/sql?q=SELECT+model+FROM+calls",
         f"/traces/{traced_agent(site.backend.url, site.fake)}", "/traces",
     ]  # fmt: skip
     for path in pages:

@@ -5,8 +5,9 @@ Everything here reads through `Store.query`: read-only, time-limited, SQL writte
 dialects. Per-day figures come from the `daily` rollup (a few hundred rows whatever the
 number of calls). What `daily` cannot give — latency percentiles, users, averages over
 non-NULL values — is read from `call_data` one day at a time and kept per day in a
-`DayCache` while that day's `daily` row sums stay the same, so a view of 30 days on a busy
-store reads only the days that changed since the last view (usually today).
+`DayCache` (`llmlog.analysis.days`) while that day's `daily` row sums stay the same, so a
+view of 30 days on a busy store reads only the days that changed since the last view
+(usually today).
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ import math
 import time
 from array import array
 from bisect import bisect_left, bisect_right
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import IO, Any, Generic, TypeVar
 
+from llmlog.analysis.days import DayCache, cached_days
 from llmlog.store import QueryResult, ReadOnlyError, Store, retention_policy
 from llmlog.store.rollup import counts_of, histogram_percentile, merge_counts
 
@@ -365,64 +366,21 @@ def read_day(store: Store, day: date, timeout_s: float) -> DayPart:
     return part
 
 
-class DayCache:
-    """Day parts kept while the day's `daily` figures stay the same (newly stored calls and
-    repricing change them; calls deleted by hand do not, as they do not change `daily`).
-    Least recently used days go first beyond `max_size` numbers (8 bytes each and up)."""
-
-    def __init__(self, max_size: int = 8_000_000) -> None:
-        self.max_size = max_size
-        self.size = 0
-        self._days: OrderedDict[str, tuple[tuple[Any, ...], DayPart]] = OrderedDict()
-
-    def get(self, day: str, fingerprint: tuple[Any, ...]) -> DayPart | None:
-        entry = self._days.get(day)
-        if entry is None or entry[0] != fingerprint:
-            return None
-        self._days.move_to_end(day)
-        return entry[1]
-
-    def put(self, day: str, fingerprint: tuple[Any, ...], part: DayPart) -> None:
-        old = self._days.pop(day, None)
-        if old is not None:
-            self.size -= old[1].size
-        self._days[day] = (fingerprint, part)
-        self.size += part.size
-        while self.size > self.max_size and len(self._days) > 1:
-            _, (_, evicted) = self._days.popitem(last=False)
-            self.size -= evicted.size
-
-
 def read_parts(
     reading: Callable[[], AbstractContextManager[Store]],
     fingerprints: dict[str, tuple[Any, ...]],
-    cache: DayCache,
+    cache: DayCache[DayPart],
     budget_s: float,
 ) -> list[DayPart]:
-    """The parts of every day of the period that has calls, from the cache where it still
-    holds; the others are read, newest first, within `budget_s` in all. What is read is
-    kept even when the budget runs out, so the next view carries on from there."""
-    deadline = time.monotonic() + budget_s
-    parts: list[DayPart] = []
-    missing: list[str] = []
-    for day in sorted(fingerprints, reverse=True):
-        part = cache.get(day, fingerprints[day])
-        if part is None:
-            missing.append(day)
-        else:
-            parts.append(part)
-    for i, day in enumerate(missing):
-        left = deadline - time.monotonic()
-        if left <= 0.05:
-            raise ReadOnlyError(
-                f"{len(missing) - i} of {len(fingerprints)} days of calls still to read after"
-                f" the {budget_s:g} s limit of one view; reload to read on"
-            )
-        with reading() as store:
-            part = read_day(store, date.fromisoformat(day), timeout_s=left)
-        cache.put(day, fingerprints[day], part)
-        parts.append(part)
-    return parts
+    """The parts of every day of the period that has calls (`cached_days`); raises
+    ReadOnlyError when some are still to read once the budget has run out."""
+    parts, unread = cached_days(reading, fingerprints, cache, budget_s, read_day)
+    if unread:
+        raise ReadOnlyError(
+            f"{len(unread)} of {len(fingerprints)} days of calls still to read after"
+            f" the {budget_s:g} s limit of one view; reload to read on"
+        )
+    return [part for _, part in parts]
 
 
 # ---------------------------------------------------------------- figures from the day parts
@@ -633,7 +591,7 @@ class Dashboard:
 def dashboard(
     reading: Callable[[], AbstractContextManager[Store]],
     period: Period,
-    cache: DayCache,
+    cache: DayCache[DayPart],
     budget_s: float = 6.0,
 ) -> Dashboard:
     """Every figure of the dashboard. `reading()` lends the store for one query at a time

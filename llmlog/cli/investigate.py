@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import difflib
 import json
+from contextlib import nullcontext
 from typing import Any
 
 import click
 from rich.table import Table
 from rich.text import Text
 
-from llmlog.analysis import reports
+from llmlog.analysis import drift, reports
 from llmlog.analysis.dashboard import Period
 from llmlog.cli.core import (
     MAX_COUNT,
@@ -46,6 +47,9 @@ def period_option(default: int) -> Any:
         help="The period: this many whole UTC days, through today.",
     )
 
+
+# Reading the kept calls for `report drift --by-day`: a person waits for it, once.
+CLI_BUDGET_S = 300.0
 
 DIR_HELP = "The prompts directory (default: LLMLOG_PROMPTS or ./prompts)."
 
@@ -249,31 +253,48 @@ def _change_row(c: reports.Change) -> list[str]:
 @report.command(name="drift")
 @click.option(
     "--days",
-    default=7,
-    show_default=True,
+    default=None,
     type=click.IntRange(1, MAX_DAYS),
-    help="The recent period, in days.",
+    help="The recent period, in days [7; with --by-day, the days shown: 30].",
 )
 @click.option(
     "--baseline",
-    default=28,
-    show_default=True,
+    default=None,
     type=click.IntRange(1, MAX_DAYS),
-    help="The days before it to compare with.",
+    help="The days before it to compare with [28].",
 )
+@click.option(
+    "--by-day",
+    is_flag=True,
+    help="Per feature and UTC day instead: output tokens per call, the refusal and tool-call"
+    " rates, and the days each prompt version and model first appeared.",
+)
+@click.option("--feature", metavar="NAME", help="With --by-day: this feature only.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 @pass_ctx
-def report_drift(ctx: Ctx, days: int, baseline: int, as_json: bool) -> None:
+def report_drift(
+    ctx: Ctx, days: int | None, baseline: int | None, by_day: bool, feature: str | None, as_json: bool
+) -> None:
     """What changed, per feature and prompt version (and per feature over its versions,
     where a new version shows): output tokens, latency, cost per call, error, tool-call and
     refusal rates, the last days against the ones before, where the change is real
-    (p < 0.001) and large (half a standard deviation, or 5 points).
+    (p < 0.001) and large (half a standard deviation, or 5 points). With --by-day: each
+    feature's figures per day, and what was new on each.
 
     \b
     Examples:
       llmlog report drift
       llmlog report drift --days 1 --baseline 14
+      llmlog report drift --by-day --feature code-review
     """
+    if by_day:
+        if baseline is not None:
+            raise click.UsageError("--baseline compares two periods; --by-day shows each day")
+        _drift_by_day(ctx, days or 30, feature, as_json)
+        return
+    if feature is not None:
+        raise click.UsageError("--feature goes with --by-day (the report lists every feature)")
+    days, baseline = days or 7, baseline or 28
     changes = reports.drift_report(ctx.store, days, baseline)
     if as_json:
         click.echo(json.dumps([c.to_json() for c in changes], indent=2))
@@ -291,6 +312,42 @@ def report_drift(ctx: Ctx, days: int, baseline: int, as_json: bool) -> None:
             f"{c.n_before:,} → {c.n_after:,}",
         )
     console.print(table)
+
+
+def _rate(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1%}"
+
+
+def _drift_by_day(ctx: Ctx, days: int, feature: str | None, as_json: bool) -> None:
+    store = ctx.store
+    r = drift.drift_by_day(lambda: nullcontext(store), _period(days), budget_s=CLI_BUDGET_S, feature=feature)
+    if r.unread:
+        err_console.print(
+            f"The calls of {len(r.unread)} day(s) were not read within {CLI_BUDGET_S:g} s:"
+            " they show no rates.",
+            markup=False,
+        )
+    if as_json:
+        click.echo(json.dumps(r.to_json(), indent=2))
+        return
+    if not r.features:
+        console.print(as_text(f"No calls{f' of {feature}' if feature else ''} in the last {days} day(s)."))
+        return
+    for f in r.features:
+        new: dict[str, list[str]] = {}
+        for a in f.marks(r.period):
+            new.setdefault(a.day, []).append(f"{a.kind} {a.name}")
+        title = f"{f.feature or '(none)'}: {f.calls:,} calls"
+        table = Table("day", "calls", "output tokens", "refusals", "tool calls", "new", title=as_text(title))
+        for d in f.days:
+            if d.calls:
+                table.add_row(
+                    d.day, f"{d.calls:,}", "-" if d.output_tokens is None else f"{d.output_tokens:,.1f}",
+                    _rate(d.refusal_rate), _rate(d.tool_call_rate), as_text(", ".join(new.get(d.day, []))),
+                )  # fmt: skip
+        console.print(table)
+    if r.more:
+        console.print(f"and {r.more} more feature(s) (--feature NAME shows one)")
 
 
 @report.command(name="compare")

@@ -48,7 +48,7 @@ class Dialect:
     # else NULL; None where the engine reads the response whole and the words are checked
     # after it (SQLite: it may be compressed).
     any_word_in_response: str | None
-    words_as_patterns: bool = False  # the words given as LIKE patterns (%word%)
+    words_as_patterns: bool = False  # the words given as LIKE patterns, lower-cased (%word%)
     # An id starting with a parameter (`Store.get` by a prefix), where the engine says it
     # otherwise than as the range of ids from the prefix to the prefix and U+10FFFF (the
     # last character: ids compare byte by byte, as UTF-8).
@@ -86,7 +86,7 @@ class Dialect:
         """`any_word_in_response` and its parameter for `words`; None where there is none."""
         if self.any_word_in_response is None:
             return None
-        given = [f"%{w}%" for w in words] if self.words_as_patterns else list(words)
+        given = [f"%{w.lower()}%" for w in words] if self.words_as_patterns else list(words)
         return self.any_word_in_response, [given]
 
     def rollup_sql(self) -> RollupSQL:

@@ -8,9 +8,9 @@ Each group of pages is a module of handlers and a `routes()` function that lists
 with the role that opens it: `findings` (what is wrong now, the first screen), `calls` (the
 list, one call, the sample, the JSON API), `search` (words, and calls like one), `people`
 (sessions and users), `traces` (the recent traces, one as a waterfall), `replay`,
-`dashboard`, `reports`, `alerts`, `sql`, `admin` (signing in and out, the admin page); and the
-collector's, `ingest`. A handler finds what every page is given in the
-app's state (`state.web_of`), the collector its own (`ingest.collector_of`).
+`dashboard`, `drift` (drift over time), `reports`, `alerts`, `sql`, `admin` (signing in and
+out, the admin page); and the collector's, `ingest`. A handler finds what every page is given
+in the app's state (`state.web_of`), the collector its own (`ingest.collector_of`).
 """
 
 from __future__ import annotations
@@ -130,6 +130,7 @@ def create_app(
         alerts,
         calls,
         dashboard,
+        drift,
         findings,
         ingest,
         people,
@@ -144,7 +145,9 @@ def create_app(
         open_store(), threading.Lock(), environment(), providers or Providers(), SignIns(processes=processes)
     )
     routes: list[BaseRoute] = []
-    for module in (findings, calls, search, people, traces, replay, dashboard, reports, alerts, sql, admin):
+    # (drift's /api/reports/drift-by-day before the reports' /api/reports/{name}, which would take it)
+    pages = (findings, calls, search, people, traces, replay, dashboard, drift, reports, alerts, sql, admin)
+    for module in pages:
         routes.extend(module.routes())
     gate = IngestGate(web, ingest_token)
     routes.extend(ingest.routes())

@@ -68,13 +68,13 @@ def nice_ticks(top: float, count: int = 4) -> list[float]:
     return [round(i * step, 12) for i in range(n + 1)]
 
 
-def _svg(height: float, label: str, *children: Markup) -> Markup:
+def _svg(height: float, label: str, *children: Markup, width: float = WIDTH) -> Markup:
     return element(
         "svg",
         {
             "xmlns": "http://www.w3.org/2000/svg",
             "class": "chart",
-            "viewBox": f"0 0 {WIDTH} {_num(height)}",
+            "viewBox": f"0 0 {_num(width)} {_num(height)}",
             "role": "img",
             "aria-label": label,
             "font-size": FONT,
@@ -122,7 +122,12 @@ class Series:
 
 
 def _y_axis(
-    ticks: list[float], left: float, top: float, bottom: float, fmt: Callable[[float], str]
+    ticks: list[float],
+    left: float,
+    top: float,
+    bottom: float,
+    fmt: Callable[[float], str],
+    right: float = WIDTH,
 ) -> Markup:
     parts = []
     for t in ticks:
@@ -130,14 +135,14 @@ def _y_axis(
         parts.append(
             element(
                 "line",
-                {"x1": _num(left), "x2": WIDTH, "y1": _num(y), "y2": _num(y), "stroke": "currentColor"},
+                {"x1": _num(left), "x2": _num(right), "y1": _num(y), "y2": _num(y), "stroke": "currentColor"},
             )
             if t == 0
             else element(
                 "line",
                 {
                     "x1": _num(left),
-                    "x2": WIDTH,
+                    "x2": _num(right),
                     "y1": _num(y),
                     "y2": _num(y),
                     "stroke": "currentColor",
@@ -149,9 +154,9 @@ def _y_axis(
     return Markup("").join(parts)
 
 
-def _x_labels(labels: Sequence[str], left: float, step: float, y: float) -> Markup:
-    """Every k-th day as MM-DD, about ten in all."""
-    every = max(1, math.ceil(len(labels) / 10))
+def _x_labels(labels: Sequence[str], left: float, step: float, y: float, count: int = 10) -> Markup:
+    """Every k-th day as MM-DD, about `count` in all."""
+    every = max(1, math.ceil(len(labels) / count))
     return Markup("").join(
         _text(left + step * (i + 0.5), y, label[5:] if len(label) == 10 else label, "middle")
         for i, label in enumerate(labels)
@@ -436,3 +441,136 @@ def pair(before: float | None, after: float | None, *, label: str, fmt: Callable
         }
         parts.append(element("rect", rect, title(f"{what}: {fmt(v)}")))
     return _small(width, 2 * bar_h + gap, label, *parts)
+
+
+# A chart of one figure per day, three in a row on a page: narrower than the others, so that
+# its text stays legible when it is drawn a third of the width.
+SMALL_WIDTH = 320.0
+MARK_ROWS = 3  # rows of mark labels above the plot; marks past them share the last
+
+
+@dataclass(frozen=True)
+class Mark:
+    """A day marked on a chart of days: a vertical line and a label above it."""
+
+    index: int  # the day's place among the chart's labels
+    label: str  # short: drawn, clipped
+    about: str  # whole: its title
+    color: str
+
+
+def _mark_groups(marks: Sequence[Mark], n: int) -> list[tuple[int, str, str, str]]:
+    """The marks by day, one label a day ("v2 +1"), each title naming them all."""
+    by_day: dict[int, list[Mark]] = {}
+    for m in marks:
+        if 0 <= m.index < n:
+            by_day.setdefault(m.index, []).append(m)
+    return [
+        (
+            i,
+            ms[0].label + (f" +{len(ms) - 1}" if len(ms) > 1 else ""),
+            "; ".join(m.about for m in ms),
+            ms[0].color,
+        )
+        for i, ms in sorted(by_day.items())
+    ]
+
+
+def days_line(
+    labels: Sequence[str],
+    values: Sequence[float | None],
+    *,
+    label: str,
+    fmt: Callable[[float], str],
+    tick: Callable[[float], str],
+    marks: Sequence[Mark] = (),
+    notes: Sequence[str] | None = None,
+    hrefs: Sequence[str | None] | None = None,
+    color: str = PALETTE[0],
+) -> Markup:
+    """One figure per day (a label) as a line, broken where a day has none (None), on a
+    scale from 0; marked days as dashed vertical lines labelled above the plot. The column
+    of a day with a figure is titled with it (and `notes[i]`) and links to `hrefs[i]`."""
+    width, left, right = SMALL_WIDTH, 40.0, 8.0
+    n = len(labels)
+    step = (width - left - right) / max(n, 1)
+    groups = _mark_groups(marks, n)
+    # Each mark's label in the first row where it does not run into the one before it.
+    row_ends = [-1.0] * MARK_ROWS
+    placed: list[tuple[int, str, str, str, int]] = []
+    for i, text, about, mark_color in groups:
+        x = left + step * (i + 0.5)
+        shown = clip(text, 16)
+        row = next((r for r in range(MARK_ROWS) if row_ends[r] < x), MARK_ROWS - 1)
+        row_ends[row] = x + 4 + len(shown) * CHAR_W
+        placed.append((i, shown, about, mark_color, row))
+    rows = 1 + max((p[4] for p in placed), default=-1)
+    top = rows * 13.0 + 4
+    plot_h = 90.0
+    bottom = top + plot_h
+    shown_values = [v for v in values if v is not None]
+    ticks = nice_ticks(max(shown_values, default=0.0))
+    parts: list[Markup] = [_y_axis(ticks, left, top, bottom, tick, right=width - right)]
+
+    def y_of(v: float) -> float:
+        return bottom - plot_h * max(v, 0.0) / ticks[-1]
+
+    for i, day in enumerate(labels):
+        v = values[i]
+        if v is None:  # nothing to title or open (a month's view of a long period draws less)
+            continue
+        what = f"{day}: {fmt(v)}" + (f" · {notes[i]}" if notes else "")
+        hit = element(
+            "rect",
+            {
+                "class": "hit",
+                "x": _num(left + step * i),
+                "y": _num(top),
+                "width": _num(step),
+                "height": _num(plot_h),
+                "fill": "transparent",
+            },
+            title(what),
+        )
+        href = hrefs[i] if hrefs else None
+        parts.append(element("a", {"href": href}, hit) if href else hit)
+    for i, shown, about, mark_color, row in placed:
+        x = left + step * (i + 0.5)
+        y = row * 13.0 + 11
+        line = {"x1": _num(x), "x2": _num(x), "y1": _num(y + 2), "y2": _num(bottom), "stroke": mark_color}
+        anchor, tx = ("end", x - 3) if x + 4 + len(shown) * CHAR_W > width else ("start", x + 3)
+        parts.append(
+            element(
+                "g",
+                {"class": "mark"},
+                title(about),
+                element("line", {**line, "stroke-dasharray": "3 2", "stroke-width": 1.2}),
+                _text(tx, y, shown, anchor, fill=mark_color),
+            )
+        )
+    # The line, in runs of days that have a figure.
+    run: list[tuple[float, float]] = []
+    runs: list[list[tuple[float, float]]] = [run]
+    for i, v in enumerate(values):
+        if v is None:
+            run = []
+            runs.append(run)
+        else:
+            run.append((left + step * (i + 0.5), y_of(v)))
+    for r in runs:
+        if len(r) > 1:
+            path = " ".join(f"{_num(x)},{_num(y)}" for x, y in r)
+            parts.append(
+                element("polyline", {"points": path, "fill": "none", "stroke": color, "stroke-width": 1.5})
+            )
+    # A dot a day while they stay apart (a day's column holds its title), and for a day
+    # alone between two without a figure, which no line reaches.
+    for i, v in enumerate(values):
+        alone = all(not 0 <= j < n or values[j] is None for j in (i - 1, i + 1))
+        if v is not None and (n <= 45 or alone):
+            circle = {"cx": _num(left + step * (i + 0.5)), "cy": _num(y_of(v)), "r": 2.0, "fill": color}
+            parts.append(element("circle", circle))
+    if not shown_values:
+        parts.append(_text(left + (width - left - right) / 2, top + plot_h / 2, "no figures", "middle"))
+    parts.append(_x_labels(labels, left, step, bottom + 13, count=5))
+    return _svg(bottom + 18, label, *parts, width=width)

@@ -345,6 +345,18 @@ def read(request: Request, report: str, asked: Any) -> Any:
         return RUNS[report].read(store, asked)
 
 
+# Drift over time (`llmlog.web.drift`): a page of its own, beside the reports.
+BY_DAY = (
+    "/reports/drift-by-day",
+    "each feature's output tokens per call, refusal and tool-call rates day by day, new versions marked",
+)
+
+
+def by_day_href(feature: str, days: int) -> str:
+    """A feature's days on the drift-per-day page: those a drift comparison covers, say."""
+    return BY_DAY[0] + "?" + urlencode({"days": min(days, MAX_DAYS), "feature": feature})
+
+
 def headlines(request: Request) -> dict[str, str | None]:
     """Each report's headline, None where it failed or is not known yet (`web.headlines`)."""
     web = web_of(request)
@@ -352,7 +364,9 @@ def headlines(request: Request) -> dict[str, str | None]:
 
 
 def index(request: Request) -> Response:
-    return render(request, "reports.html", reports=reports.REPORTS, headlines=headlines(request))
+    return render(
+        request, "reports.html", reports=reports.REPORTS, headlines=headlines(request), by_day=BY_DAY[1]
+    )
 
 
 def errors(request: Request, p: Period, groups: list[ErrorGroup]) -> Response:
@@ -399,6 +413,8 @@ def drift(request: Request, asked: tuple[int, int], changes: list[Change]) -> Re
         version=version,
         periods=day_choices("/reports/drift", DRIFT_PERIODS, baseline=baseline),
         api="/api/reports/drift?" + urlencode({"days": days, "baseline": baseline}),
+        by_day_href=lambda feature: by_day_href(feature, days + baseline),
+        by_day_metrics=("output_tokens", "refusal_rate", "tool_call_rate"),
     )
 
 

@@ -19,7 +19,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse
 from starlette.routing import BaseRoute
 
-from llmlog.analysis.dashboard import DayCache
+from llmlog.analysis.dashboard import DayPart
+from llmlog.analysis.days import DayCache
+from llmlog.analysis.drift import DayRates
 from llmlog.analysis.latest import Latest
 from llmlog.core.config import Settings
 from llmlog.operations import accounts
@@ -81,8 +83,13 @@ class Web:
     # What a call's page prices its cost with: LLMLOG_PRICES, as at ingest.
     pricer: Pricer = field(default_factory=lambda: Pricer(Settings().prices))
     # The dashboard's figures of whole past days, read once (`analysis.dashboard.DayCache`).
-    day_cache: DayCache = field(default_factory=DayCache)
+    day_cache: DayCache[DayPart] = field(default_factory=DayCache)
     day_cache_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Drift over time's rates of whole past days, read once (`analysis.drift`), as the dashboard's.
+    drift_cache: DayCache[DayRates] = field(default_factory=DayCache)
+    drift_cache_lock: threading.Lock = field(default_factory=threading.Lock)
+    drift_reader: threading.Thread | None = None  # reading on the days a view left (`web.drift`)
+    closed: bool = False  # (the drift reader then stops at its next day)
     # The latest findings, evaluated off the requests' path at most every few minutes
     # (`analysis.latest`): the findings page and the calls list's line read them.
     findings: Latest = field(default_factory=Latest)
@@ -145,8 +152,11 @@ class Web:
         return store
 
     def close(self) -> None:
+        self.closed = True
         self.findings.close()  # an evaluation under way reads a store about to be closed
         self.headlines.close()  # and so may the reports' headlines
+        if self.drift_reader is not None:  # and the drift reader, the day it is reading
+            self.drift_reader.join(5.0)
         with self._pool:
             opened, self._opened, self._idle = self._opened, [], []
         for store in opened:
