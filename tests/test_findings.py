@@ -351,6 +351,7 @@ def test_check_names_the_findings_planted_in_the_demo_month(tmp_path: Path) -> N
         longer["numbers"]["previous"] == "code-review@v1"
         and longer["numbers"]["value"] > 2 * longer["numbers"]["before"]
     )
+    assert "/reports/drift-by-day?feature=code-review&days=30" in {e["path"] for e in longer["evidence"]}
     declines = by_key["drift:support-bot:support-bot@v4:refusal_rate"]
     assert declines["numbers"]["previous"] == "support-bot@v3" and declines["numbers"]["value"] > 0.05
     assert "user_outlier:user_013:error_rate" in by_key

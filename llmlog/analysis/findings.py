@@ -543,7 +543,16 @@ def _step_finding(ask: _Ask, days: _Days, step: reports.Comparison, c: reports.C
             *ask.calls(
                 f"the calls of {new}", {"feature": step.feature, "version": step.new}, ask.chart.first
             ),
+            _by_day(step.feature),
         ],
+    )
+
+
+def _by_day(feature: str) -> Evidence:
+    """The feature's output length, refusals and tool calls per day, with the days each
+    version and model appeared marked (`llmlog.analysis.drift`)."""
+    return Evidence(
+        "its days, versions marked", "report", {"name": "drift-by-day", "feature": feature, "days": "30"}
     )
 
 
@@ -558,6 +567,7 @@ def _drift_finding(ask: _Ask, days: _Days, c: reports.Change) -> Finding:
     if c.feature is not None:
         at = {"feature": c.feature, "at": split.strftime("%Y-%m-%dT%H:%M"), "days": str(WEEK)}
         evidence.insert(0, Evidence(f"the {WEEK} days before and after", "compare", at))
+        evidence.append(_by_day(c.feature))
     return Finding(
         kind="drift",
         key=f"drift:{c.feature}:{c.version}:{c.metric}",
