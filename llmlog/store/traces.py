@@ -23,6 +23,11 @@ class Traces(abc.ABC):
         it lacked. Returns those refused (regulated mode, without a key), by position."""
 
     @abc.abstractmethod
+    def existing_spans(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these spans (trace id, span id) the store holds: `llmlog copy` skips
+        them, as it skips the calls the target holds."""
+
+    @abc.abstractmethod
     def traces(self, trace_ids: Sequence[str]) -> list[Span]:
         """The spans of these traces, earliest first: in one query (a few for very many
         traces), as a request of 512 spans may name 512 traces."""

@@ -226,6 +226,20 @@ class ClickHouseTraces(Store):
             admitted.refused += self._taken_back(wrong, "span")
         return sorted(admitted.refused)
 
+    def existing_spans(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        found: set[tuple[str, str]] = set()
+        keys = sorted(set(keys))
+        for i in range(0, len(keys), 5000):
+            part = keys[i : i + 5000]
+            # The trace ids first: the sorting key leads with them.
+            rows = self._select(
+                "SELECT DISTINCT trace_id, span_id FROM spans"
+                " WHERE trace_id IN %s AND (trace_id, span_id) IN %s",
+                [sorted({t for t, _ in part}), part],
+            )
+            found.update((t, s) for t, s in rows)
+        return found
+
     def traces(self, trace_ids: Sequence[str]) -> list[Span]:
         if not trace_ids:
             return []

@@ -111,6 +111,17 @@ class PostgresTraces(Store):
                 cur.execute(_INSERT_SPANS, columns, binary=True)
         return admitted.refused
 
+    def existing_spans(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        if not keys:
+            return set()
+        traces, spans = zip(*keys, strict=True)
+        rows = self.conn.execute(
+            "SELECT trace_id, span_id FROM spans"
+            " WHERE (trace_id, span_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+            (list(traces), list(spans)),
+        )
+        return {(t, s) for t, s in rows}
+
     def traces(self, trace_ids: Sequence[str]) -> list[Span]:
         rows = self.conn.execute(
             f"SELECT {_SPAN_COLUMNS} FROM spans WHERE trace_id = ANY(%s) ORDER BY start_time, span_id",

@@ -90,6 +90,18 @@ class SQLiteTraces(Store):
             )
         return admitted.refused
 
+    def existing_spans(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        found: set[tuple[str, str]] = set()
+        for part in _parts(sorted(set(keys))):
+            # Row values, each one a look-up in the primary key.
+            marks = ",".join("(?, ?)" for _ in part)
+            rows = self.db.execute(
+                f"SELECT trace_id, span_id FROM spans WHERE (trace_id, span_id) IN (VALUES {marks})",
+                [v for key in part for v in key],
+            )
+            found.update((t, s) for t, s in rows)
+        return found
+
     def traces(self, trace_ids: Sequence[str]) -> list[Span]:
         rows: list[Any] = []
         for part in _parts(sorted(set(trace_ids))):
