@@ -620,8 +620,8 @@ def m017_traces(db: sqlite3.Connection) -> None:
     span is counted here: `update_content` changes text (never a figure, a time, a trace, a
     feature, a user or a session), and `llmlog keys rotate` seals text again through it and
     through `update_spans` (status messages, attributes and events; a span's name, service
-    and status stay clear). `llmlog copy` stores calls through the store: the target's
-    triggers count them as any insert (it copies calls, not spans).
+    and status stay clear). `llmlog copy` stores calls and spans through the store: the
+    target's triggers count them as any insert.
 
     No DELETE trigger, as for `daily`: retention deletes old calls and spans and their
     trace's row stays, with its figures (the cold tier). Erasure is different: it sums again,
