@@ -13,6 +13,12 @@ from llmlog.core.filters import TraceFilter
 from llmlog.core.record import Span, SpanEvent, TraceSummary
 from llmlog.store.regulated import Refused
 
+# The spans that stand for a call, by its id (SQLite and PostgreSQL; ClickHouse reads the
+# call's trace, its sorting key): the call page finds its node in a trace of any size, and
+# erasure the spans of the calls it deletes, without reading every span. Partial: most
+# spans are no model call, and cost nothing here.
+SPANS_CALL_INDEX = "CREATE INDEX IF NOT EXISTS spans_call ON spans (call_id) WHERE call_id IS NOT NULL"
+
 
 class Traces(abc.ABC):
     """Mixed into `Store`."""
@@ -35,6 +41,33 @@ class Traces(abc.ABC):
     def trace(self, trace_id: str) -> list[Span]:
         """The spans of one trace, earliest first."""
         return self.traces([trace_id])
+
+    @abc.abstractmethod
+    def spans_of_call(self, trace_id: str, call_id: str, limit: int = 20) -> list[Span]:
+        """The spans of a trace that stand for this call (an OTLP model call's own, and an
+        instrumentation's around it), earliest first, `limit` at most: by the call's id,
+        not by reading the trace's every span."""
+
+    @abc.abstractmethod
+    def spans_by_id(self, trace_id: str, span_ids: Sequence[str]) -> list[Span]:
+        """Those of these spans of a trace that the store holds, in no order: along the key."""
+
+    def span_lineage(self, trace_id: str, span_ids: Sequence[str], depth: int) -> dict[str, Span]:
+        """These spans of a trace and those above them, by span id: each one's parent, its
+        parent's, up to a root or a parent the store does not hold, `depth` levels at most
+        (the spans given the first). One look-up along the key a level, however many spans
+        the trace has: what a call's page reads of a trace of 100,000. Parents that go round
+        in a circle are each read once."""
+        found: dict[str, Span] = {}
+        wanted = set(span_ids)
+        for _ in range(depth):
+            wanted -= found.keys()
+            if not wanted:
+                break
+            spans = self.spans_by_id(trace_id, sorted(wanted))
+            found.update((s.span_id, s) for s in spans)
+            wanted = {s.parent_id for s in spans if s.parent_id is not None}
+        return found
 
     @abc.abstractmethod
     def list_traces(self, f: TraceFilter, limit: int = 50) -> list[TraceSummary]:

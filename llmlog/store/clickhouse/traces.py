@@ -250,6 +250,26 @@ class ClickHouseTraces(Store):
         )
         return [_span(row) for row in rows]
 
+    def spans_of_call(self, trace_id: str, call_id: str, limit: int = 20) -> list[Span]:
+        # Within the trace (the sorting key's first column); each span's newest version, of
+        # those a version of which names the call.
+        rows = self._select(
+            f"SELECT {_LATEST} FROM spans WHERE trace_id = %s AND span_id IN"
+            " (SELECT span_id FROM spans WHERE trace_id = %s AND call_id = %s)"
+            f" GROUP BY trace_id, span_id ORDER BY 6, span_id LIMIT {int(limit)}",
+            [trace_id, trace_id, call_id],
+        )
+        return [_span(row) for row in rows]
+
+    def spans_by_id(self, trace_id: str, span_ids: Sequence[str]) -> list[Span]:
+        if not span_ids:
+            return []
+        rows = self._select(
+            f"SELECT {_LATEST} FROM spans WHERE trace_id = %s AND span_id IN %s GROUP BY trace_id, span_id",
+            [trace_id, sorted(set(span_ids))],
+        )
+        return [_span(row) for row in rows]
+
     def list_traces(self, f: TraceFilter, limit: int = 50) -> list[TraceSummary]:
         # The conditions the other stores put on `traces`, here on the figures as summed.
         clauses, params = trace_rollup.filter_sql(CLICKHOUSE, f)

@@ -28,6 +28,7 @@ from llmlog.store.trace_rollup import (
     index_statements,
     spans_sql,
 )
+from llmlog.store.traces import SPANS_CALL_INDEX
 
 # What the response echoed of the request (m015) is put back in place from `content`.
 _ECHOED_RESPONSE = """CASE
@@ -689,6 +690,11 @@ def m016_traces(cur: psycopg.Cursor[Any]) -> None:
     grant_reading(cur)
 
 
+def m017_spans_by_call(cur: psycopg.Cursor[Any]) -> None:
+    """The spans that stand for a call, by its id, as in SQLite's migration 18."""
+    cur.execute(SPANS_CALL_INDEX)
+
+
 MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m001_initial,
     m002_daily,
@@ -706,6 +712,7 @@ MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m014_json_value,
     m015_response_echo,
     m016_traces,
+    m017_spans_by_call,
 ]
 
 

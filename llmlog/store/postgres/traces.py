@@ -129,6 +129,21 @@ class PostgresTraces(Store):
         )
         return [_span(row) for row in rows]
 
+    def spans_of_call(self, trace_id: str, call_id: str, limit: int = 20) -> list[Span]:
+        rows = self.conn.execute(
+            f"SELECT {_SPAN_COLUMNS} FROM spans WHERE call_id = %s AND trace_id = %s"
+            " ORDER BY start_time, span_id LIMIT %s",
+            (call_id, trace_id, limit),
+        )
+        return [_span(row) for row in rows]
+
+    def spans_by_id(self, trace_id: str, span_ids: Sequence[str]) -> list[Span]:
+        rows = self.conn.execute(
+            f"SELECT {_SPAN_COLUMNS} FROM spans WHERE trace_id = %s AND span_id = ANY(%s)",
+            (trace_id, sorted(set(span_ids))),
+        )
+        return [_span(row) for row in rows]
+
     def list_traces(self, f: TraceFilter, limit: int = 50) -> list[TraceSummary]:
         sql, params = trace_rollup.list_sql(self.dialect, f, limit)
         return [trace_rollup.summary(row, _utc) for row in self.conn.execute(sql, params)]

@@ -31,6 +31,7 @@ from llmlog.store.trace_rollup import (
     index_statements,
     span_row_sql,
 )
+from llmlog.store.traces import SPANS_CALL_INDEX
 
 # Responses and content bodies are read through `llmlog_text`, which gives back what
 # `llmlog.store.compression` compressed and text as it is. Migrations written before
@@ -685,6 +686,12 @@ def m017_traces(db: sqlite3.Connection) -> None:
     )
 
 
+def m018_spans_by_call(db: sqlite3.Connection) -> None:
+    """The spans that stand for a call, by its id (`SPANS_CALL_INDEX`): what the call page
+    reads of a trace of 100,000 spans is the call's own spans and those above them."""
+    db.execute(SPANS_CALL_INDEX)
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_initial,
     m002_rate_card_and_filters,
@@ -703,6 +710,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m015_compressed_text,
     m016_search_words_in_python,
     m017_traces,
+    m018_spans_by_call,
 ]
 
 
