@@ -16,7 +16,7 @@ from urllib.parse import quote, urlencode
 import httpx2 as httpx
 import uvicorn
 
-from llmlog.core.filters import CallFilter
+from llmlog.core.filters import CallFilter, TraceFilter
 from llmlog.store import open_store
 from llmlog.web import create_app
 
@@ -59,7 +59,29 @@ def pages(url: str) -> list[tuple[str, str]]:
     ]
 
 
-def bench_pages(kind: str, url: str, repeats: int, row: Callable[..., None], label: str) -> None:
+def trace_pages(url: str) -> list[tuple[str, str]]:
+    """(name, path) of the traces pages: the list, and one trace as typical as the store has:
+    of the newest 200, the one whose spans and calls together are the median."""
+    with open_store(url) as store:
+        newest = store.list_traces(TraceFilter(), 200)
+    if not newest:
+        return [("traces, newest 50", "/traces")]
+    typical = sorted(newest, key=lambda t: (t.spans + t.calls, t.trace_id))[len(newest) // 2]
+    return [
+        ("traces, newest 50", "/traces"),
+        ("one trace of median size", f"/traces/{quote(typical.trace_id)}"),
+    ]
+
+
+def bench_pages(
+    kind: str,
+    url: str,
+    repeats: int,
+    row: Callable[..., None],
+    label: str,
+    which: Callable[[str], list[tuple[str, str]]] = pages,
+) -> None:
+    """Each page `which` names on the store at `url`, timed (`Server-Timing`)."""
     app = create_app(lambda: open_store(url))
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
@@ -69,7 +91,7 @@ def bench_pages(kind: str, url: str, repeats: int, row: Callable[..., None], lab
         time.sleep(0.02)
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as client:
-            for name, path in pages(url):
+            for name, path in which(url):
                 times = []
                 for _ in range(repeats + 1):
                     r = client.get(path)

@@ -7,6 +7,7 @@ read ratios and orders of magnitude, not the last digit.
 
     python -m bench.run                 # the full run (a few minutes)
     python -m bench.run --smoke         # seconds: keeps the harness from rotting (CI)
+    python -m bench.run --only traces   # some parts: their rows updated, the others kept
 """
 
 from __future__ import annotations
@@ -15,7 +16,6 @@ import argparse
 import asyncio
 import contextlib
 import os
-import platform
 import random
 import sqlite3
 import statistics
@@ -39,6 +39,8 @@ from bench.console import bench_console_stall
 from bench.otlp import bench_otlp
 from bench.pages import bench_pages
 from bench.proxy import bench_proxy
+from bench.report import Row, machine, update_report, write_report
+from bench.timing import timed
 from bench.traces import bench_traces
 from llmlog.capture.exchange import Exchange
 from llmlog.capture.wrap import instrument
@@ -95,14 +97,6 @@ SMOKE = Sizes(
     proxy_seconds=1,
     proxy_workers=(1,),
 )
-
-
-@dataclass
-class Row:
-    figure: str
-    value: str
-    goal: str
-    met: bool | None  # None: a figure without a goal, or not measured
 
 
 ROWS: list[Row] = []
@@ -532,16 +526,6 @@ def grow_clickhouse(store: Store, target: int) -> None:
         engine.command(f"OPTIMIZE TABLE {table} FINAL")
 
 
-def timed(fn: Callable[[], Any], repeats: int) -> float:
-    fn()  # warm the cache, as a UI in use would be
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def bench_queries(kind: str, url: str, sizes: Sizes) -> None:
     with open_store(url) as store:
         n = store.count(CallFilter())
@@ -598,59 +582,10 @@ def bench_clickhouse(path: str, exchanges: list[Exchange], jsonl: int, sizes: Si
             f"ClickHouse store grown to {sizes.big_store:,} calls in {time.perf_counter() - t:.0f} s."
         )
     bench_queries("ClickHouse", url, sizes)
-    bench_traces("ClickHouse", f"chdb://{path}-traces", sizes.trace_calls, sizes.query_repeats, row)
-
-
-def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        meminfo = Path("/proc/meminfo").read_text().splitlines()
-        mem = next(int(x.split()[1]) for x in meminfo if x.startswith("MemTotal"))
-        memory = f"{mem / 2**20:.0f} GiB"
-    except (OSError, StopIteration):
-        memory = "?"
-    return (
-        f"{cpu}, {os.cpu_count()} cores, {memory} RAM; {platform.system()} {platform.release()};"
-        f" Python {platform.python_version()}; SQLite {sqlite3.sqlite_version}"
-    )
-
-
-def _verdict(r: Row) -> str:
-    return "" if r.met is None else ("met" if r.met else "**missed**")
 
 
 def _per_call(stored: int, jsonl: int, n: int) -> str:
     return f"{stored / n:,.0f} vs {jsonl / n:,.0f} B (1/{jsonl / stored:.1f})"
-
-
-def write_report(path: Path, header: str, postgres: str) -> None:
-    lines = [
-        "| figure | measured | goal | |",
-        "|---|---|---|---|",
-        *(f"| {r.figure} | {r.value} | {r.goal} | {_verdict(r)} |" for r in ROWS),
-    ]
-    text = path.read_text() if path.exists() else ""
-    start, end = "<!-- bench:start -->", "<!-- bench:end -->"
-    block = "\n".join(
-        [
-            start,
-            f"Measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC on {header}; PostgreSQL {postgres}.",
-            "",
-            *lines,
-            "",
-            *(f"- {n}" for n in NOTES),
-            end,
-        ]
-    )
-    if start in text and end in text:
-        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
-    else:
-        text = (text or "# Benchmarks\n\n") + block + "\n"
-    path.write_text(text)
 
 
 def postgres_url(arg: str | None) -> str | None:
@@ -676,6 +611,25 @@ def schema_url(url: str) -> Iterator[str]:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
+def bench_traces_everywhere(tmp: Path, pg: str | None, sizes: Sizes) -> None:
+    """The traces' store, reads and pages on each engine, each a store of its own."""
+    print(f"traces on a store of {sizes.trace_calls:,} calls", flush=True)
+    bench_traces("SQLite", str(tmp / "traces.db"), sizes.trace_calls, sizes.query_repeats, row)
+    if pg:
+        for traces_pg in schema_url(pg):
+            bench_traces("PostgreSQL", traces_pg, sizes.trace_calls, sizes.query_repeats, row)
+    bench_traces(
+        "ClickHouse", f"chdb://{tmp / 'clickhouse'}-traces", sizes.trace_calls, sizes.query_repeats, row
+    )
+
+
+# The parts a run can be limited to (`--only`): those that need nothing the others make.
+PARTS: dict[str, Callable[[Path, str | None, Sizes], None]] = {
+    "span": lambda tmp, pg, sizes: bench_span(sizes, str(tmp / "spans.db")),
+    "traces": bench_traces_everywhere,
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks the harness runs")
@@ -684,6 +638,13 @@ def main(argv: list[str] | None = None) -> int:
         "--postgres", help=f"server to use (default LLMLOG_BENCH_POSTGRES_URL or {DEFAULT_POSTGRES})"
     )
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(PARTS),
+        metavar="PART",
+        help=f"run only these parts ({', '.join(PARTS)}) and update their rows, keeping the others",
+    )
     args = parser.parse_args(argv)
     sizes = SMOKE if args.smoke else Sizes()
     started = time.perf_counter()
@@ -694,6 +655,14 @@ def main(argv: list[str] | None = None) -> int:
     if pg:
         with psycopg.connect(pg) as conn:
             pg_version = str(conn.execute("SHOW server_version").fetchone()[0])  # type: ignore[index]
+    if args.only:
+        with tempfile.TemporaryDirectory(prefix="llmlog-bench-") as tmp:
+            for part in args.only:
+                PARTS[part](Path(tmp), pg, sizes)
+        NOTES.append(f"They took {time.perf_counter() - started:.0f} s.")
+        update_report(args.out, header, pg_version, ROWS, NOTES, args.only)
+        print(f"written to {args.out}", flush=True)
+        return 0
     with (
         tempfile.TemporaryDirectory(prefix="llmlog-bench-") as tmp,
         FakeProvider(latency_ms=0, first_token_ms=0, chunk_ms=0, seed=args.seed) as fake,
@@ -773,8 +742,6 @@ def main(argv: list[str] | None = None) -> int:
             NOTES.append(f"SQLite store grown to {sizes.big_store:,} calls in {took:.0f} s.")
             bench_queries("SQLite", sqlite_db, sizes)
             bench_retention("SQLite", sqlite_db)
-            print(f"traces on a store of {sizes.trace_calls:,} calls", flush=True)
-            bench_traces("SQLite", str(Path(tmp) / "traces.db"), sizes.trace_calls, sizes.query_repeats, row)
             if pg_db:
                 with open_store(pg_db) as store:
                     t = time.perf_counter()
@@ -784,14 +751,13 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 bench_queries("PostgreSQL", pg_db, sizes)
                 bench_retention("PostgreSQL", pg_db)
-                for traces_pg in schema_url(pg):
-                    bench_traces("PostgreSQL", traces_pg, sizes.trace_calls, sizes.query_repeats, row)
         finally:
             if schemas:
                 schemas.close()
         bench_clickhouse(str(Path(tmp) / "clickhouse"), exchanges, jsonl, sizes)
+        bench_traces_everywhere(Path(tmp), pg, sizes)
     NOTES.append(f"The whole run took {time.perf_counter() - started:.0f} s.")
-    write_report(args.out, header, pg_version)
+    write_report(args.out, header, pg_version, ROWS, NOTES)
     print(f"written to {args.out}", flush=True)
     return 0
 

@@ -2,7 +2,8 @@
 with 2–5 spans each, stored through the store's own `insert` and `insert_spans` in batches
 (so the triggers that keep `traces` do their work, as in use); then the reads the traces
 pages make, timed: the newest 50 traces unfiltered and filtered, one trace's figures and its
-calls.
+calls; and the pages themselves, `/traces` and a typical trace's, as `bench.pages` times
+every page.
 
     python -m bench.traces --db /tmp/traces.db --calls 1000000     # build (if empty) and time
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import random
-import statistics
 import sys
 import time
 import uuid
@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from bench.pages import bench_pages, trace_pages
+from bench.timing import timed
 from llmlog.core.filters import CallFilter, TraceFilter
 from llmlog.core.record import Call, Span
 from llmlog.store import Store, open_store
@@ -112,16 +114,6 @@ def settle(store: Store) -> None:
             store.engine.command(f"OPTIMIZE TABLE {table} FINAL")  # type: ignore[attr-defined]
 
 
-def timed(fn: Callable[[], Any], repeats: int) -> float:
-    fn()  # warm the cache, as a page in use would be
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
-
-
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f} ms" if seconds < 1 else f"{seconds:.2f} s"
 
@@ -155,7 +147,8 @@ def bench_reads(kind: str, store: Store, repeats: int, row: Row, label: str) -> 
 
 
 def bench_traces(kind: str, url: str, n: int, repeats: int, row: Row) -> None:
-    """A store of `n` calls with traces, filled through the store, then its reads timed."""
+    """A store of `n` calls with traces, filled through the store, then its reads and its
+    pages timed."""
     with open_store(url) as store:
         took, calls, spans = fill(store, n)
         settle(store)
@@ -165,6 +158,8 @@ def bench_traces(kind: str, url: str, n: int, repeats: int, row: Row) -> None:
             f"{calls / took:,.0f} calls/s",
         )
         bench_reads(kind, store, repeats, row, label)
+    # As every page is timed (`bench.pages`): a server in a thread, the app's own time.
+    bench_pages(kind, url, max(3, repeats // 5), row, label, trace_pages)
 
 
 def _label(n: int) -> str:
@@ -188,7 +183,9 @@ def main(argv: list[str] | None = None) -> int:
             settle(store)
             print(f"stored {calls:,} calls and {spans:,} spans in {took:.0f} s ({calls / took:,.0f} calls/s)")
         n = store.count(CallFilter())
-        bench_reads(store.dialect.name, store, args.repeats, _print_row, _label(n))
+        kind = store.dialect.name
+        bench_reads(kind, store, args.repeats, _print_row, _label(n))
+    bench_pages(kind, args.db, max(3, args.repeats // 5), _print_row, _label(n), trace_pages)
     return 0
 
 

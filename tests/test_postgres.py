@@ -147,9 +147,9 @@ def test_copy_is_resumable_and_never_duplicates(tmp_path: Path, pg_url: str) -> 
 
     code, err = _copy(sqlite_db, pg_url, "--batch", "8")
     assert code == 0, err
-    assert "Copied 34 call(s)" in err and "16 already there" in err
+    assert "Copied 34 call(s)" in err and "16 call(s) and 0 span(s) already there" in err
     code, err = _copy(sqlite_db, pg_url)
-    assert code == 0 and "Copied 0 call(s)" in err and "50 already there" in err
+    assert code == 0 and "Copied 0 call(s)" in err and "50 call(s) and 0 span(s) already there" in err
     assert PostgresBackend(pg_url).sql("SELECT count(*), count(DISTINCT id) FROM call_data") == [(50, 50)]
 
     back = str(tmp_path / "back.db")

@@ -23,6 +23,7 @@ import textwrap
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +38,7 @@ from llmlog.cli import cli
 from llmlog.core.config import Settings
 from llmlog.core.encryption import Keyring, new_key
 from llmlog.core.filters import CallFilter
-from llmlog.core.record import Call
+from llmlog.core.record import Call, Span
 from llmlog.demo.fake_provider import FakeProvider
 from llmlog.operations.replay import Providers
 from llmlog.pipeline.intake import Intake
@@ -359,6 +360,12 @@ def via_copy(env: Env) -> bytes:
     Path(source).parent.mkdir()
     with open_store(source) as old:
         old.insert([Call.from_dict(record())])
+        # A span of the app's with text in its attributes and its events, copied as spans are.
+        at = datetime(2026, 11, 30, 12, tzinfo=UTC)
+        span = Span("ab" * 16, "cd" * 8, None, "agent run", "internal", at, at,
+                    attributes={"app.query": text("attribute")},
+                    events=[{"name": "note", "attributes": {"text": text("event")}}])  # fmt: skip
+        assert old.insert_spans([span]) == []
     cli_run("copy", "--from", source, "--to", env.db)
     return env.raw()
 
@@ -379,7 +386,7 @@ WAYS = {
     "otlp-json": Way(via_otlp_json, (*RECORD, "attribute", "event")),
     "import": Way(via_import, RECORD),
     "replay": Way(via_replay, ("replay", "message", "tool")),
-    "copy": Way(via_copy, RECORD),
+    "copy": Way(via_copy, (*RECORD, "attribute", "event")),
 }
 
 

@@ -33,6 +33,10 @@ MAX_NODES = 1000
 # The calls of a trace read for its nodes (brief: no prompt, no conversation), its latest
 # first; the figures count them all (`Store.trace_summary`).
 MAX_CALLS = 5000
+# What a call's page reads of its trace (`call_in_trace`): its own spans, at most this many,
+# and the path from it up to the root, at most this many nodes (the nearest to the call).
+MAX_CALL_SPANS = 20
+MAX_PATH = 256
 # The narrowest bar, in % of the trace's length: a span of no time still shows.
 MIN_WIDTH = 0.3
 
@@ -314,25 +318,92 @@ def read(store: Store, trace_id: str, limit: int = MAX_NODES) -> Tree | None:
 @dataclass
 class InTrace:
     """Where a call sits in its trace, as its page says: the trace's figures, the nodes from
-    the root down to the call's, and when the call starts in it."""
+    the root down to the call's, and when the call starts in it. `cut`: the path is the
+    `MAX_PATH` nodes nearest the call, and goes on above them."""
 
     summary: TraceSummary
     path: list[Node]
     offset_ms: float
+    cut: bool = False
 
 
 def call_in_trace(store: Store, call: Call) -> InTrace | None:
-    """The trace `call` is part of, read from its spans and the store's figures, not from
-    its other calls."""
+    """The trace `call` is part of, read from the store's figures, the call's own spans and
+    the spans above them (`Store.span_lineage`): never the trace's other spans, nor its
+    other calls, so that a call in a trace of 100,000 spans reads a handful. The path is
+    the one the trace's tree (`build`) gives the call's node."""
     if not call.trace_id:
         return None
-    tree = build(call.trace_id, store.trace(call.trace_id), [call])
     summary = store.trace_summary(call.trace_id)
-    if tree is None or summary is None:
+    if summary is None:
         return None
-    path = tree.path_to(call.id)
-    start = path[-1].start if path else call.timestamp
-    return InTrace(summary, path, (start - summary.started).total_seconds() * 1000)
+    own = store.spans_of_call(call.trace_id, call.id, MAX_CALL_SPANS)
+    starts = [s.span_id for s in own] or ([call.parent_id] if call.parent_id else [])
+    known = {i: _span_node(s) for i, s in store.span_lineage(call.trace_id, starts, MAX_PATH).items()}
+    # The call's node is the first of its spans in the tree's order (the outermost), or
+    # itself when it has none (a call made inside a span of the app's).
+    chains = [_chain(known[s.span_id], known) for s in own if s.span_id in known]
+    if chains:
+        chain, _ = min(chains, key=_tree_order)
+        chain[0].call = call
+    else:
+        node = Node(_call_name(call), 0, call.timestamp, _end_of(call), 0.0, 0.0, 0.0,
+                    call=call, call_id=call.id, parent_id=call.parent_id)  # fmt: skip
+        chain, _ = _chain(node, known)
+    path = chain[::-1]
+    for depth, n in enumerate(path):
+        n.depth = depth
+    top = path[0]
+    spans = sum(1 for n in path if n.span is not None)
+    cut = top.parent_id is not None and top.parent_id not in known and spans >= MAX_PATH
+    return InTrace(summary, path, (path[-1].start - summary.started).total_seconds() * 1000, cut)
+
+
+def _span_node(span: Span) -> Node:
+    return Node(span.name, 0, span.start, span.end, 0.0, 0.0, 0.0, span=span, call_id=span.call_id,
+                parent_id=span.parent_id)  # fmt: skip
+
+
+def _chain(node: Node, known: dict[str, Node]) -> tuple[list[Node], bool]:
+    """`node` and the spans' nodes above it, nearest first, up to where the tree (`build`)
+    puts the top of its branch: a root, a span whose parent never arrived (or is itself),
+    or, where parents go round in a circle, the node the tree shows the circle's branch
+    from; and whether it is that (such branches come after the rest)."""
+    chain = [node]
+    at = {id(node): 0}
+    while True:
+        last = chain[-1]
+        parent = known.get(last.parent_id) if last.parent_id is not None else None
+        if parent is None or parent is last:
+            return chain, False
+        if id(parent) in at:  # a circle, closing there
+            return chain[: _circle_top(chain, at[id(parent)]) + 1], True
+        at[id(parent)] = len(chain)
+        chain.append(parent)
+
+
+def _placed(n: Node) -> tuple[datetime, int, str]:
+    # The order `build` walks what is under no root in: by start, spans (by start and id,
+    # as a store gives them) before calls.
+    return (n.start, n.span is None, n.span.span_id if n.span is not None else "")
+
+
+def _circle_top(chain: list[Node], closes: int) -> int:
+    """Where the tree puts the top of a branch under a circle (`chain[closes:]`): what is
+    under no root is walked from its earliest node on, so the top is the first node from
+    the bottom that comes before every node above it (in a circle, each is above all)."""
+    for i, node in enumerate(chain):
+        above = chain[i + 1 :] if i < closes else [n for n in chain[closes:] if n is not node]
+        if all(_placed(node) < _placed(n) for n in above):
+            return i
+    return len(chain) - 1
+
+
+def _tree_order(chain: tuple[list[Node], bool]) -> tuple[bool, list[tuple[datetime, str, str]]]:
+    """Where the first of a chain comes in the tree's order (`build`): each node under its
+    parent by start and name, the branches under a circle after the rest."""
+    nodes, circled = chain
+    return circled, [(n.start, n.name, n.span.span_id if n.span else "") for n in reversed(nodes)]
 
 
 # ---------------------------------------------------------------- as JSON

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import click
+from rich.progress import Progress
 
 from llmlog.cli.core import (
     MAX_COUNT,
@@ -23,7 +27,10 @@ from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call, RecordError
 from llmlog.pipeline.intake import Intake
 from llmlog.pipeline.pricing import Pricer
-from llmlog.store import redact_url, sqlite_path
+from llmlog.pipeline.writer import keep_spans
+from llmlog.store import Store, redact_url, sqlite_path
+
+Record = TypeVar("Record")
 
 
 @cli.command()
@@ -84,16 +91,17 @@ def migrate(ctx: Ctx) -> None:
     default=1000,
     show_default=True,
     type=click.IntRange(1, MAX_COUNT),
-    help="Calls per transaction.",
+    help="Calls (and spans) per transaction.",
 )
 @pass_ctx
 def copy(ctx: Ctx, source: str, target: str, batch: int) -> None:
-    """Copy every call from one store into another, e.g. SQLite into PostgreSQL and back.
+    """Copy every call and span from one store into another, e.g. SQLite into PostgreSQL and back.
 
-    Calls already in the target are skipped, so an interrupted copy is resumed by running it
-    again, and copying twice stores each call once. Costs and user ids are copied as stored.
-    Text goes into the target as into any store: redacted with LLMLOG_REDACT's rules, and
-    with LLMLOG_KEY set, what is stored clear is sealed (what is sealed is copied sealed).
+    Calls and spans already in the target are skipped, so an interrupted copy is resumed by
+    running it again, and copying twice stores each once: the target's traces have their
+    whole trees and the same figures. Costs and user ids are copied as stored. Text goes
+    into the target as into any store: redacted with LLMLOG_REDACT's rules, and with
+    LLMLOG_KEY set, what is stored clear is sealed (what is sealed is copied sealed).
 
     \b
     Examples:
@@ -105,48 +113,23 @@ def copy(ctx: Ctx, source: str, target: str, batch: int) -> None:
     path = sqlite_path(source)
     if path is not None and path != ":memory:" and not Path(path).exists():
         raise CliError(f"--from: no such file {path!r}", exit_code=2)
-    copied = skipped = 0
-    refused: list[str] = []  # "id: reason" of each call the target cannot keep
     # Read as stored (sealed text stays sealed, unread); no pricing: costs are copied as stored.
     # A figure the source store holds that cannot be stored (a NaN cost, kept before figures
     # were checked) is dropped with a note, as the stores' own repair does: the call is kept.
     intake = Intake(ctx.settings, stored=True, repair=True)
     with open_url(source, create=False) as src, open_url(target) as dst, progress_bar() as progress:
-        task = progress.add_task("copying", total=src.count(CallFilter()))
-
-        def flush(page: list[Call]) -> None:
-            nonlocal copied, skipped
-            have = dst.existing_ids([c.id for c in page])
-            new: list[Call] = []
-            for c in page:
-                if c.id in have:
-                    skipped += 1
-                    continue
-                try:
-                    new.append(intake.call(c))
-                except RecordError as exc:  # nested too deeply to keep, say: this call only
-                    refused.append(f"{c.id}: {exc}")
-            try:
-                copied += dst.insert(new)
-            except dst.data_errors:
-                # One call the target cannot hold must not stop the copy: the rest one by one.
-                for c in new:
-                    try:
-                        copied += dst.insert([c])
-                    except dst.data_errors as exc:
-                        refused.append(f"{c.id}: {exc}")
-            progress.advance(task, len(page))
-
-        page: list[Call] = []
-        for call in src.iter_calls(CallFilter(), batch=batch):
-            page.append(call)
-            if len(page) >= batch:
-                flush(page)
-                page = []
-        flush(page)
+        calls = _copy_calls(src, dst, intake, batch, progress)
+        spans = _copy_spans(src, dst, intake, batch, progress)
+    skipped = (
+        f"; {calls.skipped} call(s) and {spans.skipped} span(s) already there"
+        if calls.skipped or spans.skipped
+        else ""
+    )
+    refused = calls.refused + spans.refused
     err_console.print(
-        f"Copied {copied} call(s) from {redact_url(source)} to {redact_url(target)}"
-        + (f"; {skipped} already there" if skipped else "")
+        f"Copied {calls.copied} call(s) and {spans.copied} span(s)"
+        f" from {redact_url(source)} to {redact_url(target)}"
+        + skipped
         + (f"; {len(refused)} could not be kept" if refused else ""),
         markup=False,
     )
@@ -156,6 +139,74 @@ def copy(ctx: Ctx, source: str, target: str, batch: int) -> None:
         err_console.print(f"  … and {len(refused) - 20} more", markup=False)
     if refused:
         raise SystemExit(1)
+
+
+@dataclass
+class _Copied:
+    copied: int = 0
+    skipped: int = 0  # already in the target
+    refused: list[str] = field(default_factory=list)  # "id: reason" of each the target cannot keep
+
+
+def _copy_calls(src: Store, dst: Store, intake: Intake, batch: int, progress: Progress) -> _Copied:
+    done = _Copied()
+    task = progress.add_task("copying calls", total=src.count(CallFilter()))
+
+    def flush(page: list[Call]) -> None:
+        have = dst.existing_ids([c.id for c in page])
+        new: list[Call] = []
+        for c in page:
+            if c.id in have:
+                done.skipped += 1
+                continue
+            try:
+                new.append(intake.call(c))
+            except RecordError as exc:  # nested too deeply to keep, say: this call only
+                done.refused.append(f"{c.id}: {exc}")
+        try:
+            done.copied += dst.insert(new)
+        except dst.data_errors:
+            # One call the target cannot hold must not stop the copy: the rest one by one.
+            for c in new:
+                try:
+                    done.copied += dst.insert([c])
+                except dst.data_errors as exc:
+                    done.refused.append(f"{c.id}: {exc}")
+        progress.advance(task, len(page))
+
+    for page in _pages(src.iter_calls(CallFilter(), batch=batch), batch):
+        flush(page)
+    return done
+
+
+def _copy_spans(src: Store, dst: Store, intake: Intake, batch: int, progress: Progress) -> _Copied:
+    """Every span, through what the collector keeps an app's spans with (`keep_spans`):
+    redacted and sealed as any span is. A span the target holds is skipped, not sent again:
+    ClickHouse would keep a second version of its row until its parts merge."""
+    done = _Copied()
+    task = progress.add_task("copying spans", total=None)
+    for page in _pages(src.iter_spans(batch=batch), batch):
+        have = dst.existing_spans([(s.trace_id, s.span_id) for s in page])
+        new = [s for s in page if (s.trace_id, s.span_id) not in have]
+        done.skipped += len(page) - len(new)
+        refusals = keep_spans(dst, intake, new)
+        done.copied += len(new) - len(refusals)
+        done.refused += [
+            f"span {new[r.index].span_id} of trace {new[r.index].trace_id}: {r.reason}" for r in refusals
+        ]
+        progress.advance(task, len(page))
+    return done
+
+
+def _pages(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
+    page: list[Record] = []
+    for record in records:
+        page.append(record)
+        if len(page) >= size:
+            yield page
+            page = []
+    if page:
+        yield page
 
 
 @cli.command(creates_store=True)

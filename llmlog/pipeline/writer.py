@@ -73,6 +73,27 @@ class Sink(Protocol):
     def close(self) -> None: ...
 
 
+def keep_spans(sink: Sink, intake: Intake, spans: Sequence[Span]) -> list[Refused]:
+    """Spans from outside the app's process into `sink` as its writer keeps the app's own:
+    redacted and sealed (`Intake.span`), and kept as spans, never read as model calls (those
+    come as calls); the spans refused, by position. For the collector's `POST /v1/spans` and
+    `llmlog copy`. One the store cannot write (NUL in a name on PostgreSQL, say) does not
+    stop the rest: on a data error the batch goes again span by span, so that only the bad
+    ones are refused."""
+    kept = [intake.span(s) for s in spans]
+    try:
+        return sink.insert_spans(kept)
+    except sink.data_errors:
+        pass
+    refused: list[Refused] = []
+    for index, span in enumerate(kept):
+        try:
+            refused += [Refused(index, r.reason) for r in sink.insert_spans([span])]
+        except sink.data_errors as exc:
+            refused.append(Refused(index, f"cannot be stored: {exc}"))
+    return refused
+
+
 class Writer:
     def __init__(self, settings: Settings, store_factory: Callable[[str], Store] = open_store) -> None:
         self.settings = settings

@@ -42,6 +42,13 @@ def newest_forms(spans: Sequence[Span]) -> list[Span]:
     return list(kept.values())
 
 
+# The spans that stand for a call, by its id (SQLite and PostgreSQL; ClickHouse reads the
+# call's trace, its sorting key): the call page finds its node in a trace of any size, and
+# erasure the spans of the calls it deletes, without reading every span. Partial: most
+# spans are no model call, and cost nothing here.
+SPANS_CALL_INDEX = "CREATE INDEX IF NOT EXISTS spans_call ON spans (call_id) WHERE call_id IS NOT NULL"
+
+
 class Traces(abc.ABC):
     """Mixed into `Store`."""
 
@@ -52,6 +59,11 @@ class Traces(abc.ABC):
         lacked. Returns those refused (regulated mode, without a key), by position."""
 
     @abc.abstractmethod
+    def existing_spans(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of these spans (trace id, span id) the store holds: `llmlog copy` skips
+        them, as it skips the calls the target holds."""
+
+    @abc.abstractmethod
     def traces(self, trace_ids: Sequence[str]) -> list[Span]:
         """The spans of these traces, earliest first: in one query (a few for very many
         traces), as a request of 512 spans may name 512 traces."""
@@ -59,6 +71,33 @@ class Traces(abc.ABC):
     def trace(self, trace_id: str) -> list[Span]:
         """The spans of one trace, earliest first."""
         return self.traces([trace_id])
+
+    @abc.abstractmethod
+    def spans_of_call(self, trace_id: str, call_id: str, limit: int = 20) -> list[Span]:
+        """The spans of a trace that stand for this call (an OTLP model call's own, and an
+        instrumentation's around it), earliest first, `limit` at most: by the call's id,
+        not by reading the trace's every span."""
+
+    @abc.abstractmethod
+    def spans_by_id(self, trace_id: str, span_ids: Sequence[str]) -> list[Span]:
+        """Those of these spans of a trace that the store holds, in no order: along the key."""
+
+    def span_lineage(self, trace_id: str, span_ids: Sequence[str], depth: int) -> dict[str, Span]:
+        """These spans of a trace and those above them, by span id: each one's parent, its
+        parent's, up to a root or a parent the store does not hold, `depth` levels at most
+        (the spans given the first). One look-up along the key a level, however many spans
+        the trace has: what a call's page reads of a trace of 100,000. Parents that go round
+        in a circle are each read once."""
+        found: dict[str, Span] = {}
+        wanted = set(span_ids)
+        for _ in range(depth):
+            wanted -= found.keys()
+            if not wanted:
+                break
+            spans = self.spans_by_id(trace_id, sorted(wanted))
+            found.update((s.span_id, s) for s in spans)
+            wanted = {s.parent_id for s in spans if s.parent_id is not None}
+        return found
 
     @abc.abstractmethod
     def list_traces(self, f: TraceFilter, limit: int = 50) -> list[TraceSummary]:

@@ -46,6 +46,7 @@ from llmlog.pipeline import otlp as otlp_ingest
 from llmlog.pipeline.intake import Intake
 from llmlog.pipeline.jsonl import BadRecord, parse_batch, parse_spans
 from llmlog.pipeline.pricing import Pricer
+from llmlog.pipeline.writer import keep_spans
 from llmlog.store.regulated import Refused
 from llmlog.web.answer import JSONResponse
 from llmlog.web.state import Web
@@ -238,30 +239,16 @@ async def post_calls(request: Request) -> Response:
         )
 
 
-def keep_spans(web: Web, intake: Intake, spans: list[Span]) -> list[Refused]:
+def keep_app_spans(web: Web, intake: Intake, spans: list[Span]) -> list[Refused]:
     """An app's own spans into the store as its writer keeps them when it has the store
-    itself: redacted and sealed (`Intake.span`), and kept as spans, never read as model
-    calls (those come as calls); the spans refused."""
-    kept = [intake.span(s) for s in spans]
+    itself (`llmlog.pipeline.writer.keep_spans`); the spans refused."""
     with web.writing() as writer:
-        try:
-            return writer.insert_spans(kept)
-        except writer.data_errors:
-            pass
-        # One the store cannot write (NUL in a name on PostgreSQL, say): each goes alone, so
-        # only the bad ones are refused.
-        refused: list[Refused] = []
-        for index, span in enumerate(kept):
-            try:
-                refused += [Refused(index, r.reason) for r in writer.insert_spans([span])]
-            except writer.data_errors as exc:
-                refused.append(Refused(index, f"cannot be stored: {exc}"))
-        return refused
+        return keep_spans(writer, intake, spans)
 
 
 async def post_spans(request: Request) -> Response:
     """Spans an app made (`llmlog.span`, `llmlog.trace`) as remote mode ships them: NDJSON
-    of `Span.to_dict`, into the store as the app's writer would keep them (`keep_spans`: a
+    of `Span.to_dict`, into the store as the app's writer would keep them (`keep_app_spans`: a
     span already kept is kept once). Answered as `POST /v1/calls` is."""
     c = collector_of(request)
     body = await records_body(request, c)
@@ -271,7 +258,7 @@ async def post_spans(request: Request) -> Response:
         read, bad = parse_spans(body, MAX_RECORD)
         try:
             refused = (
-                await run_in_threadpool(keep_spans, c.web, c.intake, [s for _, s in read]) if read else []
+                await run_in_threadpool(keep_app_spans, c.web, c.intake, [s for _, s in read]) if read else []
             )
         except Exception as exc:
             log.warning("llmlog: store unavailable for an ingested batch of spans: %r", exc)

@@ -240,6 +240,20 @@ class ClickHouseTraces(Store):
             admitted.refused += self._taken_back(wrong, "span")
         return sorted(admitted.refused)
 
+    def existing_spans(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        found: set[tuple[str, str]] = set()
+        keys = sorted(set(keys))
+        for i in range(0, len(keys), 5000):
+            part = keys[i : i + 5000]
+            # The trace ids first: the sorting key leads with them.
+            rows = self._select(
+                "SELECT DISTINCT trace_id, span_id FROM spans"
+                " WHERE trace_id IN %s AND (trace_id, span_id) IN %s",
+                [sorted({t for t, _ in part}), part],
+            )
+            found.update((t, s) for t, s in rows)
+        return found
+
     def traces(self, trace_ids: Sequence[str]) -> list[Span]:
         if not trace_ids:
             return []
@@ -247,6 +261,26 @@ class ClickHouseTraces(Store):
             f"SELECT {_LATEST} FROM spans WHERE trace_id IN %s"
             " GROUP BY trace_id, span_id ORDER BY 6, span_id",
             [sorted(set(trace_ids))],
+        )
+        return [_span(row) for row in rows]
+
+    def spans_of_call(self, trace_id: str, call_id: str, limit: int = 20) -> list[Span]:
+        # Within the trace (the sorting key's first column); each span's newest version, of
+        # those a version of which names the call.
+        rows = self._select(
+            f"SELECT {_LATEST} FROM spans WHERE trace_id = %s AND span_id IN"
+            " (SELECT span_id FROM spans WHERE trace_id = %s AND call_id = %s)"
+            f" GROUP BY trace_id, span_id ORDER BY 6, span_id LIMIT {int(limit)}",
+            [trace_id, trace_id, call_id],
+        )
+        return [_span(row) for row in rows]
+
+    def spans_by_id(self, trace_id: str, span_ids: Sequence[str]) -> list[Span]:
+        if not span_ids:
+            return []
+        rows = self._select(
+            f"SELECT {_LATEST} FROM spans WHERE trace_id = %s AND span_id IN %s GROUP BY trace_id, span_id",
+            [trace_id, sorted(set(span_ids))],
         )
         return [_span(row) for row in rows]
 

@@ -17,6 +17,7 @@ from llmlog.store.postgres import POSTGRES
 from llmlog.store.postgres.reader import create_reader
 from llmlog.store.postgres.trace_schema import m016_traces, m017_trace_values_by_time
 from llmlog.store.rollup import DAILY_COLUMNS, GROUP, cold_columns, from_raw_sql, repair_sql
+from llmlog.store.traces import SPANS_CALL_INDEX
 
 # What the response echoed of the request (m015) is put back in place from `content`.
 _ECHOED_RESPONSE = """CASE
@@ -616,6 +617,11 @@ def m018_alerts(cur: psycopg.Cursor[Any]) -> None:
     )
 
 
+def m019_spans_by_call(cur: psycopg.Cursor[Any]) -> None:
+    """The spans that stand for a call, by its id, as in SQLite's migration 20."""
+    cur.execute(SPANS_CALL_INDEX)
+
+
 MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m001_initial,
     m002_daily,
@@ -635,6 +641,7 @@ MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m016_traces,
     m017_trace_values_by_time,
     m018_alerts,
+    m019_spans_by_call,
 ]
 
 

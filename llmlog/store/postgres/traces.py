@@ -145,10 +145,36 @@ class PostgresTraces(Store):
                     cur.execute(_REPLACE_SPANS, _columns(kept), binary=True)
         return admitted.refused
 
+    def existing_spans(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        if not keys:
+            return set()
+        traces, spans = zip(*keys, strict=True)
+        rows = self.conn.execute(
+            "SELECT trace_id, span_id FROM spans"
+            " WHERE (trace_id, span_id) IN (SELECT * FROM unnest(%s::text[], %s::text[]))",
+            (list(traces), list(spans)),
+        )
+        return {(t, s) for t, s in rows}
+
     def traces(self, trace_ids: Sequence[str]) -> list[Span]:
         rows = self.conn.execute(
             f"SELECT {_SPAN_COLUMNS} FROM spans WHERE trace_id = ANY(%s) ORDER BY start_time, span_id",
             (sorted(set(trace_ids)),),
+        )
+        return [_span(row) for row in rows]
+
+    def spans_of_call(self, trace_id: str, call_id: str, limit: int = 20) -> list[Span]:
+        rows = self.conn.execute(
+            f"SELECT {_SPAN_COLUMNS} FROM spans WHERE call_id = %s AND trace_id = %s"
+            " ORDER BY start_time, span_id LIMIT %s",
+            (call_id, trace_id, limit),
+        )
+        return [_span(row) for row in rows]
+
+    def spans_by_id(self, trace_id: str, span_ids: Sequence[str]) -> list[Span]:
+        rows = self.conn.execute(
+            f"SELECT {_SPAN_COLUMNS} FROM spans WHERE trace_id = %s AND span_id = ANY(%s)",
+            (trace_id, sorted(set(span_ids))),
         )
         return [_span(row) for row in rows]
 

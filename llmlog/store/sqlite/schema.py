@@ -21,6 +21,7 @@ from llmlog.store.rollup import (
 )
 from llmlog.store.sqlite import SQLITE
 from llmlog.store.sqlite.trace_schema import m017_traces, m018_trace_values_by_time
+from llmlog.store.traces import SPANS_CALL_INDEX
 
 # Responses and content bodies are read through `llmlog_text`, which gives back what
 # `llmlog.store.compression` compressed and text as it is. Migrations written before
@@ -604,6 +605,12 @@ def m019_alerts(db: sqlite3.Connection) -> None:
     _run(db, SQLITE_TABLES)
 
 
+def m020_spans_by_call(db: sqlite3.Connection) -> None:
+    """The spans that stand for a call, by its id (`SPANS_CALL_INDEX`): what the call page
+    reads of a trace of 100,000 spans is the call's own spans and those above them."""
+    db.execute(SPANS_CALL_INDEX)
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_initial,
     m002_rate_card_and_filters,
@@ -624,6 +631,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m017_traces,
     m018_trace_values_by_time,
     m019_alerts,
+    m020_spans_by_call,
 ]
 
 

@@ -110,6 +110,18 @@ class SQLiteTraces(Store):
             self.db.executemany(_INSERT_SPANS, rows)
         return admitted.refused
 
+    def existing_spans(self, keys: Sequence[tuple[str, str]]) -> set[tuple[str, str]]:
+        found: set[tuple[str, str]] = set()
+        for part in _parts(sorted(set(keys))):
+            # Row values, each one a look-up in the primary key.
+            marks = ",".join("(?, ?)" for _ in part)
+            rows = self.db.execute(
+                f"SELECT trace_id, span_id FROM spans WHERE (trace_id, span_id) IN (VALUES {marks})",
+                [v for key in part for v in key],
+            )
+            found.update((t, s) for t, s in rows)
+        return found
+
     def traces(self, trace_ids: Sequence[str]) -> list[Span]:
         rows: list[Any] = []
         for part in _parts(sorted(set(trace_ids))):
@@ -118,6 +130,26 @@ class SQLiteTraces(Store):
         spans = [_span(row) for row in rows]
         spans.sort(key=lambda s: (s.start, s.span_id))
         return spans
+
+    def spans_of_call(self, trace_id: str, call_id: str, limit: int = 20) -> list[Span]:
+        # Along `spans_call` (the trace id's `+` keeps the planner off the primary key, which
+        # would read the whole trace).
+        rows = self.db.execute(
+            f"SELECT {_SPAN_COLUMNS} FROM spans WHERE call_id = ? AND +trace_id = ?"
+            " ORDER BY start_time, span_id LIMIT ?",
+            (call_id, trace_id, limit),
+        )
+        return [_span(row) for row in rows]
+
+    def spans_by_id(self, trace_id: str, span_ids: Sequence[str]) -> list[Span]:
+        rows: list[Any] = []
+        for part in _parts(sorted(set(span_ids))):
+            marks = ",".join("?" * len(part))
+            rows += self.db.execute(
+                f"SELECT {_SPAN_COLUMNS} FROM spans WHERE trace_id = ? AND span_id IN ({marks})",
+                [trace_id, *part],
+            )
+        return [_span(row) for row in rows]
 
     def list_traces(self, f: TraceFilter, limit: int = 50) -> list[TraceSummary]:
         sql, params = trace_rollup.list_sql(self.dialect, f, limit)
