@@ -322,6 +322,24 @@ def test_hostile_rules_are_refused_or_reported(sql_store: Store) -> None:
     assert store.count(CallFilter()) == 10  # nothing written
 
 
+def test_a_number_too_large_for_a_float_is_reported_not_raised(pg_url: str) -> None:
+    """PostgreSQL's numeric gives whole numbers of any size: one past a float's range is the
+    rule's problem, not an error that stops every round (and every other rule and post)."""
+    with open_store(pg_url) as store:
+        rule = Rule("huge", "SELECT (10::numeric ^ 400)::numeric(1000, 0)", ">", 0)
+        run = run_rule(store, rule, timeout_s=5)
+        assert (run.value, run.problem) == (None, "its query returned a number that is not finite")
+        alerts.add_rule(store, rule)
+        assert [r.problem for r in notify(store, [LONGER], now=NOW).problems] == [run.problem]
+
+
+def test_a_value_past_the_size_limit_is_said_so(sql_store: Store) -> None:
+    store = sql_store
+    sql = {"sqlite": "SELECT hex(zeroblob(50000))"}.get(store.dialect.name, "SELECT repeat('x', 100000)")
+    run = run_rule(store, Rule("big", sql, ">", 0), timeout_s=5)
+    assert (run.value, run.problem) == (None, "its query returned a value past 65,536 bytes, not one number")
+
+
 def test_a_failing_rule_is_reported_once_and_neither_opens_nor_clears(store: Store) -> None:
     store.insert(calls(10, errors=3))
     alerts.add_rule(store, Rule("errors", ERRORS, ">", 2))
