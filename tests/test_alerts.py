@@ -220,6 +220,16 @@ def test_a_webhook_that_never_answers_is_given_up_on_in_time(store: Store) -> No
     assert done.failed == [("silent", "no answer within 0.5 s")]
 
 
+def test_a_webhook_that_answers_a_byte_at_a_time_is_given_up_on_in_time(store: Store) -> None:
+    """Each byte within a read's time limit, the whole answer far past it: a post that took as
+    long as the receiver liked would outlast the round's lease, and another evaluator would
+    post the same findings again."""
+    with Receiver(trickle=True) as slow:
+        configure(store, Webhook("slow", slow.url))
+        done = notify(store, [LONGER], now=NOW, post_timeout_s=0.5)
+    assert done.failed == [("slow", "no answer within 0.5 s")] and done.posted == []
+
+
 def test_a_finding_that_clears_before_its_delivery_is_not_posted(store: Store) -> None:
     with Receiver(status=503) as hook:
         configure(store, Webhook("ops", hook.url))

@@ -39,8 +39,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx2
-
 from llmlog.analysis import findings as findings_module
 from llmlog.analysis import webhooks
 from llmlog.analysis.findings import Finding
@@ -493,7 +491,7 @@ def _deliver(
 
 def _deliver_to(
     store: Store, webhook: Webhook, base: str | None, open_alerts: list[Alert], now: datetime, lease: _Lease,
-    timeout_s: float, http: httpx2.Client, done: Round,
+    timeout_s: float, http: webhooks.Client, done: Round,
 ) -> bool:  # fmt: skip
     """`_deliver` to one webhook; False when the lease was lost (posting stops)."""
     waiting = [a for a in open_alerts if a.deliveries.get(webhook.name, Delivery()).sent is None]
