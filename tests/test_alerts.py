@@ -381,6 +381,7 @@ def test_rules_are_checked_when_configured() -> None:
         lambda: Rule("r", "SELECT 1", ">", float("inf")),
         lambda: Webhook("w", "file:///etc/passwd"),
         lambda: Webhook("w", "http://"),
+        lambda: Webhook("w", "https://hooks.example.com:99999/x"),  # no such port: lists would fail
         lambda: Webhook("w", "https://hooks.example.com/x", "xml"),
         lambda: Webhook("-w", "https://hooks.example.com/x"),
     ):

@@ -52,6 +52,7 @@ def check_url(url: str, what: str) -> str:
     try:
         parts = urlsplit(url)
         host = parts.hostname
+        parts.port  # noqa: B018 (a port out of range raises here, not later where it is shown)
     except ValueError:
         host = None
         parts = None
