@@ -230,6 +230,20 @@ def test_a_webhook_that_answers_a_byte_at_a_time_is_given_up_on_in_time(store: S
     assert done.failed == [("slow", "no answer within 0.5 s")] and done.posted == []
 
 
+def test_nothing_a_webhook_answers_but_its_status_is_kept(store: Store) -> None:
+    """An answer that is not HTTP: what it said stays out of the history, which viewers read."""
+    with Receiver(raw=b"XTTP/1.1 200 OK <!channel> call +1 555 0100 now\r\n\r\n") as odd:
+        configure(store, Webhook("odd", odd.url))
+        done = notify(store, [LONGER], now=NOW)
+    assert [w for w, _ in done.failed] == ["odd"]
+    kept = [
+        done.failed[0][1],
+        *(e.detail for e in store.alert_events()),
+        store.alerts()[0].deliveries["odd"].error,
+    ]
+    assert not [line for line in kept if line and ("555" in line or "channel" in line)]
+
+
 def test_a_finding_that_clears_before_its_delivery_is_not_posted(store: Store) -> None:
     with Receiver(status=503) as hook:
         configure(store, Webhook("ops", hook.url))

@@ -197,6 +197,12 @@ def post(
             status = response.status_code
         except httpx2.TimeoutException:
             return f"no answer within {timeout_s:g} s"
+        except httpx2.ProtocolError as exc:
+            if late.is_set():
+                return f"no answer within {timeout_s:g} s"
+            # Its message quotes what the receiver sent, which the history (read by viewers)
+            # does not keep: only that it was not an HTTP answer.
+            return f"{type(exc).__name__}: not an HTTP answer"
         except Exception as exc:  # a URL the client cannot use, say: the round goes on
             if late.is_set():
                 return f"no answer within {timeout_s:g} s"
