@@ -11,8 +11,12 @@ from typing import Any
 
 
 class Receiver:
-    def __init__(self, status: int = 200, hang: bool = False) -> None:
-        self.status, self.hang = status, hang
+    def __init__(
+        self, status: int = 200, hang: bool = False, trickle: bool = False, raw: bytes = b""
+    ) -> None:
+        # trickle: the answer's head a byte at a time, each well within a read's time limit;
+        # raw: these bytes for an answer, HTTP or not.
+        self.status, self.hang, self.trickle, self.raw = status, hang, trickle, raw
         self.posts: list[dict[str, Any]] = []  # each: path, headers, body (parsed JSON)
         self._posted = threading.Condition()
         self._closing = threading.Event()
@@ -27,6 +31,19 @@ class Receiver:
                     receiver._posted.notify_all()
                 if receiver.hang:
                     receiver._closing.wait(60)
+                    return
+                if receiver.raw:
+                    self.wfile.write(receiver.raw)
+                    self.close_connection = True
+                    return
+                if receiver.trickle:
+                    for byte in b"HTTP/1.1 200 OK\r\nX-Slow: " + b"." * 600:
+                        if receiver._closing.wait(0.1):
+                            return
+                        try:
+                            self.wfile.write(bytes([byte]))
+                        except OSError:  # the client gave up
+                            return
                     return
                 self.send_response(receiver.status)
                 self.send_header("Content-Length", "2")

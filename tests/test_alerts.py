@@ -220,6 +220,30 @@ def test_a_webhook_that_never_answers_is_given_up_on_in_time(store: Store) -> No
     assert done.failed == [("silent", "no answer within 0.5 s")]
 
 
+def test_a_webhook_that_answers_a_byte_at_a_time_is_given_up_on_in_time(store: Store) -> None:
+    """Each byte within a read's time limit, the whole answer far past it: a post that took as
+    long as the receiver liked would outlast the round's lease, and another evaluator would
+    post the same findings again."""
+    with Receiver(trickle=True) as slow:
+        configure(store, Webhook("slow", slow.url))
+        done = notify(store, [LONGER], now=NOW, post_timeout_s=0.5)
+    assert done.failed == [("slow", "no answer within 0.5 s")] and done.posted == []
+
+
+def test_nothing_a_webhook_answers_but_its_status_is_kept(store: Store) -> None:
+    """An answer that is not HTTP: what it said stays out of the history, which viewers read."""
+    with Receiver(raw=b"XTTP/1.1 200 OK <!channel> call +1 555 0100 now\r\n\r\n") as odd:
+        configure(store, Webhook("odd", odd.url))
+        done = notify(store, [LONGER], now=NOW)
+    assert [w for w, _ in done.failed] == ["odd"]
+    kept = [
+        done.failed[0][1],
+        *(e.detail for e in store.alert_events()),
+        store.alerts()[0].deliveries["odd"].error,
+    ]
+    assert not [line for line in kept if line and ("555" in line or "channel" in line)]
+
+
 def test_a_finding_that_clears_before_its_delivery_is_not_posted(store: Store) -> None:
     with Receiver(status=503) as hook:
         configure(store, Webhook("ops", hook.url))
@@ -322,6 +346,24 @@ def test_hostile_rules_are_refused_or_reported(sql_store: Store) -> None:
     assert store.count(CallFilter()) == 10  # nothing written
 
 
+def test_a_number_too_large_for_a_float_is_reported_not_raised(pg_url: str) -> None:
+    """PostgreSQL's numeric gives whole numbers of any size: one past a float's range is the
+    rule's problem, not an error that stops every round (and every other rule and post)."""
+    with open_store(pg_url) as store:
+        rule = Rule("huge", "SELECT (10::numeric ^ 400)::numeric(1000, 0)", ">", 0)
+        run = run_rule(store, rule, timeout_s=5)
+        assert (run.value, run.problem) == (None, "its query returned a number that is not finite")
+        alerts.add_rule(store, rule)
+        assert [r.problem for r in notify(store, [LONGER], now=NOW).problems] == [run.problem]
+
+
+def test_a_value_past_the_size_limit_is_said_so(sql_store: Store) -> None:
+    store = sql_store
+    sql = {"sqlite": "SELECT hex(zeroblob(50000))"}.get(store.dialect.name, "SELECT repeat('x', 100000)")
+    run = run_rule(store, Rule("big", sql, ">", 0), timeout_s=5)
+    assert (run.value, run.problem) == (None, "its query returned a value past 65,536 bytes, not one number")
+
+
 def test_a_failing_rule_is_reported_once_and_neither_opens_nor_clears(store: Store) -> None:
     store.insert(calls(10, errors=3))
     alerts.add_rule(store, Rule("errors", ERRORS, ">", 2))
@@ -353,6 +395,7 @@ def test_rules_are_checked_when_configured() -> None:
         lambda: Rule("r", "SELECT 1", ">", float("inf")),
         lambda: Webhook("w", "file:///etc/passwd"),
         lambda: Webhook("w", "http://"),
+        lambda: Webhook("w", "https://hooks.example.com:99999/x"),  # no such port: lists would fail
         lambda: Webhook("w", "https://hooks.example.com/x", "xml"),
         lambda: Webhook("-w", "https://hooks.example.com/x"),
     ):

@@ -137,3 +137,9 @@ def test_erasure_takes_the_alerts_naming_them(two: tuple[Store, Store], tmp_path
         assert b"u1 fails" not in stored_bytes(a.path)
     if isinstance(a, EmbeddedClickHouseStore):
         assert b"u1 fails" not in stored_bytes(str(tmp_path / "ch" / PRIVATE_FILE))
+    elif isinstance(a, ClickHouseStore):
+        # Versioned rows: neither the versions before nor a newer one that marks them deleted
+        # (which would carry the same key and sentence) may be left, merged or not.
+        for column, text in (("key", "u1:"), ("sentence", "u1 fails"), ("link", "/users/u1")):
+            left = a._select(f"SELECT count() FROM alerts WHERE position({column}, %s) > 0", [text])
+            assert left[0][0] == 0, column

@@ -145,3 +145,15 @@ def test_check_notify_posts_what_check_finds_once(db: str) -> None:
         assert again.exit_code == 1
         assert "rule:failures" in {f["key"] for f in json.loads(again.stdout)["findings"]}
         assert [b["key"] for b in hook.bodies] == ["rule:failures"]
+
+
+def test_check_notify_cannot_tell_when_a_rule_fails(db: str) -> None:
+    """A rule whose query fails is a part not evaluated: with nothing found, `check` cannot
+    say "nothing wrong" (0) to the cron job; it says it cannot tell (2), and why."""
+    from llmlog.analysis import alerts
+
+    with open_store(db) as store:
+        alerts.add_rule(store, alerts.Rule("broken", "SELECT count(*) FROM nowhere", ">", 0))
+    done = CliRunner().invoke(cli, ["--db", db, "check", "--notify"])
+    assert done.exit_code == 2, done.output
+    assert "not evaluated: rule broken (its query was refused or failed)" in done.stderr

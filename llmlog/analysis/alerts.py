@@ -39,8 +39,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx2
-
 from llmlog.analysis import findings as findings_module
 from llmlog.analysis import webhooks
 from llmlog.analysis.findings import Finding
@@ -56,12 +54,14 @@ from llmlog.analysis.webhooks import (
 )
 from llmlog.store import ReadOnlyError, Store
 from llmlog.store.alerts import Alert, AlertEvent, Delivery, history_start
+from llmlog.store.readonly import too_large
 
 log = logging.getLogger("llmlog")
 
 SETTING = "alerts"  # {"webhooks": [...], "rules": [...], "link_base": "https://…" | None}
 RULE_TIMEOUT_S = 10.0  # each rule's query
 RULE_MAX_BYTES = 2**16
+TOO_LARGE = f"its query returned a value past {RULE_MAX_BYTES:,} bytes, not one number"
 LEASE_S = 120.0  # renewed before each rule and each post, which take TIMEOUT_S at most
 POSTS_PER_ROUND = 100  # to one webhook: what is left waits for the next round
 # A rule is what someone asked to hear of: ranked ahead of what llmlog finds itself.
@@ -238,9 +238,13 @@ def run_rule(store: Store, rule: Rule, timeout_s: float = RULE_TIMEOUT_S) -> Rul
     except ReadOnlyError as exc:
         if "took longer" in str(exc):
             return RuleRun(rule, problem=f"its query took longer than {timeout_s:g} s", detail=str(exc))
+        if str(exc) == too_large(RULE_MAX_BYTES):
+            return RuleRun(rule, problem=TOO_LARGE)
         return RuleRun(rule, problem="its query was refused or failed", detail=str(exc))
     except Exception as exc:  # the store's own failure, say: reported as the rule's
         return RuleRun(rule, problem="its query was refused or failed", detail=f"{type(exc).__name__}: {exc}")
+    if result.note is not None:  # stopped at the size limit (some stores say so in a note)
+        return RuleRun(rule, problem=TOO_LARGE)
     if not result.rows:
         return RuleRun(rule, problem="its query returned no rows, not one number")
     if result.truncated:
@@ -255,9 +259,14 @@ def run_rule(store: Store, rule: Rule, timeout_s: float = RULE_TIMEOUT_S) -> Rul
         return RuleRun(rule, problem="its query returned text, not a number")
     if not isinstance(value, int | float):
         return RuleRun(rule, problem=f"its query returned {type(value).__name__}, not a number")
-    if not math.isfinite(value):
+    try:
+        # A whole number past a float's range (PostgreSQL's numeric has any size) overflows.
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
         return RuleRun(rule, problem="its query returned a number that is not finite")
-    return RuleRun(rule, float(value))
+    return RuleRun(rule, number)
 
 
 # ---------------------------------------------------------------------------- a round
@@ -482,7 +491,7 @@ def _deliver(
 
 def _deliver_to(
     store: Store, webhook: Webhook, base: str | None, open_alerts: list[Alert], now: datetime, lease: _Lease,
-    timeout_s: float, http: httpx2.Client, done: Round,
+    timeout_s: float, http: webhooks.Client, done: Round,
 ) -> bool:  # fmt: skip
     """`_deliver` to one webhook; False when the lease was lost (posting stops)."""
     waiting = [a for a in open_alerts if a.deliveries.get(webhook.name, Delivery()).sent is None]

@@ -20,6 +20,9 @@ import contextlib
 import json
 import math
 import re
+import socket
+import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,6 +52,7 @@ def check_url(url: str, what: str) -> str:
     try:
         parts = urlsplit(url)
         host = parts.hostname
+        parts.port  # noqa: B018 (a port out of range raises here, not later where it is shown)
     except ValueError:
         host = None
         parts = None
@@ -133,30 +137,76 @@ def payload(format: str, alert: Alert, url: str | None) -> dict[str, Any]:
     }
 
 
-def client(timeout_s: float = TIMEOUT_S) -> httpx2.Client:
+class Client(httpx2.Client):
     """What a round posts with: one client, so that its TLS set-up is made once and a
-    connection to a host is used again, closed after the round. Redirects are not followed."""
-    return httpx2.Client(timeout=timeout_s, follow_redirects=False)
+    connection to a host is used again, closed after the round. Redirects are not followed.
+    It keeps the sockets it opened, so that a post past its time can be cut (`post`)."""
+
+    def __init__(self, timeout_s: float = TIMEOUT_S) -> None:
+        super().__init__(timeout=timeout_s, follow_redirects=False)
+        self.sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+
+    def cut(self) -> None:
+        """Shut its connections: a read waiting on one ends at once (closing a socket would
+        not wake it). One idle in the pool is dropped, and the next post opens another."""
+        for sock in list(self.sockets):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+
+def client(timeout_s: float = TIMEOUT_S) -> Client:
+    return Client(timeout_s)
 
 
 def post(
-    webhook: Webhook, body: dict[str, Any], timeout_s: float = TIMEOUT_S, http: httpx2.Client | None = None
+    webhook: Webhook, body: dict[str, Any], timeout_s: float = TIMEOUT_S, http: Client | None = None
 ) -> str | None:
     """POST `body` as JSON to the webhook (with `http`, else a client of its own); None when
-    it took it (a 2xx), else what went wrong, in a line. The answer's body is never read."""
+    it took it (a 2xx), else what went wrong, in a line. The answer's body is never read.
+
+    The client's time limits are each one read's or write's: a receiver sending its answer a
+    byte at a time would hold a post as long as it liked, past the round's lease (and another
+    evaluator would post the same again). So the whole post has `timeout_s`, then its
+    connections are cut."""
     data = json.dumps(body, ensure_ascii=False).encode()
     headers = {"Content-Type": "application/json", "User-Agent": "llmlog"}
-    try:
-        with contextlib.ExitStack() as stack:
-            sender = http if http is not None else stack.enter_context(client(timeout_s))
-            response = stack.enter_context(sender.stream("POST", webhook.url, content=data, headers=headers))
+    with contextlib.ExitStack() as stack:
+        sender = http if http is not None else stack.enter_context(client(timeout_s))
+        late = threading.Event()
+
+        def trace(event: str, info: dict[str, Any]) -> None:
+            if event == "connection.connect_tcp.complete" and info.get("return_value") is not None:
+                sock = info["return_value"].get_extra_info("socket")
+                if isinstance(sock, socket.socket):
+                    sender.sockets.add(sock)
+                    if late.is_set():  # connected after the time was up
+                        sender.cut()
+
+        def cut() -> None:
+            late.set()
+            sender.cut()
+
+        timer = threading.Timer(timeout_s, cut)
+        timer.daemon = True
+        timer.start()
+        stack.callback(timer.cancel)
+        try:
+            response = stack.enter_context(
+                sender.stream("POST", webhook.url, content=data, headers=headers, extensions={"trace": trace})
+            )
             status = response.status_code
-    except httpx2.TimeoutException:
-        return f"no answer within {timeout_s:g} s"
-    except httpx2.HTTPError as exc:
-        return _said(webhook, exc)
-    except Exception as exc:  # a URL the client cannot use, say: the round goes on
-        return _said(webhook, exc)
+        except httpx2.TimeoutException:
+            return f"no answer within {timeout_s:g} s"
+        except httpx2.ProtocolError as exc:
+            if late.is_set():
+                return f"no answer within {timeout_s:g} s"
+            # Its message quotes what the receiver sent, which the history (read by viewers)
+            # does not keep: only that it was not an HTTP answer.
+            return f"{type(exc).__name__}: not an HTTP answer"
+        except Exception as exc:  # a URL the client cannot use, say: the round goes on
+            if late.is_set():
+                return f"no answer within {timeout_s:g} s"
+            return _said(webhook, exc)
     if 200 <= status < 300:
         return None
     return f"HTTP {status}"

@@ -76,6 +76,9 @@ def check(ctx: Ctx, as_json: bool, notify: bool) -> None:
         done = alerts.notify(store, found.findings, unsure=found.unsure)
         found.findings = done.findings
         err_console.print(as_text(done.summary()))
+        # A rule whose query failed is a part not evaluated: nothing found is then not "none".
+        for run in done.problems:
+            found.skipped[f"rule {run.rule.name}"] = str(run.problem)
     if as_json:
         click.echo(json.dumps(found.to_json(), indent=2))
     elif found.findings:

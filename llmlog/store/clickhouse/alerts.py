@@ -121,9 +121,10 @@ class ClickHouseAlerts(Store):
         names = naming(value)
         gone = [a for a in self.alerts() if names(a.key) or names(a.sentence) or names(a.link)]
         if gone:
-            columns = [*ALERT_COLUMNS.split(", "), "version", "deleted"]
-            version = self._next_version()
-            self.engine.insert("alerts", columns, [[*a.row(), version, 1] for a in gone])
+            # Every version of those keys deleted (a mutation, as the calls' erasure is): a
+            # newer version marking them deleted would keep their key and sentence, and the
+            # versions before it stay until a merge that may never come.
+            self._mutate("ALTER TABLE alerts DELETE WHERE key IN %s", [sorted(a.key for a in gone)])
         rows = self._select("SELECT key, detail FROM alert_events")
         lines = sum(1 for key, detail in rows if names(key) or names(detail))
         # The lines that name them, by the key or the detail that does (no line has an id).
