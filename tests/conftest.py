@@ -10,9 +10,10 @@ import llmlog
 from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
 from llmlog.demo.fake_provider import FakeProvider
-from llmlog.store import open_store
+from llmlog.store import Store, open_store
 from tests.backends import (
     Backend,
+    ClickHouseBackend,
     PostgresBackend,
     PostgresUnavailable,
     SQLiteBackend,
@@ -76,6 +77,25 @@ def pg_url(postgres_server: str) -> Iterator[str]:
     schema, url = new_schema(postgres_server)
     yield url
     drop_schema(postgres_server, schema)
+
+
+@pytest.fixture(params=["sqlite", "postgres", "clickhouse"])
+def every_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    """Each engine in turn, ClickHouse's embedded one included: a test module that runs on
+    all three names it as its `backend` (or takes `engine_store`)."""
+    if request.param == "sqlite":
+        return SQLiteBackend(tmp_path / "calls.db")
+    if request.param == "clickhouse":
+        return ClickHouseBackend(tmp_path / "ch")
+    return PostgresBackend(request.getfixturevalue("pg_url"))
+
+
+@pytest.fixture
+def engine_store(every_engine: Backend) -> Iterator[Store]:
+    """A store of `every_engine`, closed after the test."""
+    s = every_engine.open()
+    yield s
+    s.close()
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

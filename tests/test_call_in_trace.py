@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
 import psycopg
 import pytest
@@ -18,24 +16,18 @@ import pytest
 from llmlog.analysis import traces
 from llmlog.core.record import Call, Span
 from llmlog.store import Store
-from tests.backends import Backend, ClickHouseBackend, PostgresBackend, SQLiteBackend
+from tests.backends import Backend
 from tests.webui import T0, Running, make_call
 
 
-@pytest.fixture(params=["sqlite", "postgres", "clickhouse"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    if request.param == "sqlite":
-        return SQLiteBackend(tmp_path / "calls.db")
-    if request.param == "clickhouse":
-        return ClickHouseBackend(tmp_path / "ch")
-    return PostgresBackend(request.getfixturevalue("pg_url"))
+@pytest.fixture
+def backend(every_engine: Backend) -> Backend:
+    return every_engine
 
 
 @pytest.fixture
-def store(backend: Backend) -> Iterator[Store]:
-    s = backend.open()
-    yield s
-    s.close()
+def store(engine_store: Store) -> Store:
+    return engine_store
 
 
 def _id(rng: random.Random) -> str:

@@ -22,7 +22,7 @@ from llmlog.cli import cli
 from llmlog.core.record import Call
 from llmlog.operations import retention
 from llmlog.store import Store, retention_policy
-from tests.backends import Backend, ClickHouseBackend, PostgresBackend, SQLiteBackend
+from tests.backends import Backend
 
 NOW = datetime.now(UTC).replace(hour=12, minute=0, second=0, microsecond=0)
 TODAY = NOW.date()
@@ -30,13 +30,9 @@ PERIOD = Period.ending(5, TODAY)
 SORRY = "I'm sorry, but I can't help with that."
 
 
-@pytest.fixture(params=["sqlite", "postgres", "clickhouse"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    if request.param == "sqlite":
-        return SQLiteBackend(tmp_path / "calls.db")
-    if request.param == "clickhouse":
-        return ClickHouseBackend(tmp_path / "ch")
-    return PostgresBackend(request.getfixturevalue("pg_url"))
+@pytest.fixture
+def backend(every_engine: Backend) -> Backend:
+    return every_engine
 
 
 def answer(text: str) -> dict[str, object]:

@@ -24,21 +24,17 @@ from llmlog.cli import cli
 from llmlog.core.record import Call
 from llmlog.store import ReadOnlyError, Store, open_store
 from tests import test_investigate as planted
-from tests.backends import Backend, ClickHouseBackend, PostgresBackend, SQLiteBackend
+from tests.backends import Backend
 
 # Noon today, as the reports' tests have it: the calls built around it stay on their days.
 # Findings are evaluated as of it, never of the clock.
 NOW = planted.NOW
 
 
-@pytest.fixture(params=["sqlite", "postgres", "clickhouse"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+@pytest.fixture
+def backend(every_engine: Backend) -> Backend:
     """Each store: the reports findings are built on read SQL shared by every engine."""
-    if request.param == "sqlite":
-        return SQLiteBackend(tmp_path / "calls.db")
-    if request.param == "clickhouse":
-        return ClickHouseBackend(tmp_path / "ch")
-    return PostgresBackend(request.getfixturevalue("pg_url"))
+    return every_engine
 
 
 def found(store: Store, now: datetime = NOW) -> dict[str, Finding]:

@@ -9,9 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -32,27 +30,21 @@ from llmlog.store.sqlite import connect as sqlite_connect
 from llmlog.store.sqlite.schema import MIGRATIONS, migrate
 from llmlog.store.sqlite.trace_schema import m018_trace_values_by_time
 from llmlog.store.trace_rollup import from_scratch_sql
-from tests.backends import Backend, ClickHouseBackend, PostgresBackend, SQLiteBackend
+from tests.backends import Backend
 from tests.test_encryption import K1
 from tests.test_traces_store import assert_same, summarize
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "postgres", "clickhouse"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    if request.param == "sqlite":
-        return SQLiteBackend(tmp_path / "calls.db")
-    if request.param == "clickhouse":
-        return ClickHouseBackend(tmp_path / "ch")
-    return PostgresBackend(request.getfixturevalue("pg_url"))
+@pytest.fixture
+def backend(every_engine: Backend) -> Backend:
+    return every_engine
 
 
 @pytest.fixture
-def store(backend: Backend) -> Iterator[Store]:
-    s = backend.open()
-    yield s
-    s.close()
+def store(engine_store: Store) -> Store:
+    return engine_store
 
 
 def assert_kept_as_from_scratch(store: Store, backend: Backend) -> None:

@@ -16,7 +16,7 @@ from llmlog.core.filters import TraceFilter
 from llmlog.core.record import Call
 from llmlog.demo.fake_provider import FakeProvider
 from llmlog.store import Store, open_store
-from tests.backends import Backend, ClickHouseBackend, PostgresBackend, SQLiteBackend
+from tests.backends import Backend, PostgresBackend, SQLiteBackend
 from tests.test_cli import run
 from tests.test_otlp import TOKEN
 from tests.test_remote import TOKEN as REMOTE_TOKEN
@@ -26,20 +26,14 @@ from tests.webui import Running
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "postgres", "clickhouse"])
-def any_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    if request.param == "sqlite":
-        return SQLiteBackend(tmp_path / "calls.db")
-    if request.param == "clickhouse":
-        return ClickHouseBackend(tmp_path / "ch")
-    return PostgresBackend(request.getfixturevalue("pg_url"))
+@pytest.fixture
+def any_backend(every_engine: Backend) -> Backend:
+    return every_engine
 
 
 @pytest.fixture
-def store(any_backend: Backend) -> Iterator[Store]:
-    s = any_backend.open()
-    yield s
-    s.close()
+def store(engine_store: Store) -> Store:
+    return engine_store
 
 
 def test_a_call_with_a_long_latency_is_stored_on_every_engine(store: Store) -> None:

@@ -11,7 +11,7 @@ import dataclasses
 import json
 import random
 import uuid
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from llmlog.store.postgres import schema as pg
 from llmlog.store.sqlite import connect as sqlite_connect
 from llmlog.store.sqlite.schema import MIGRATIONS, m017_traces, migrate
 from llmlog.store.trace_rollup import from_scratch_sql, list_sql
-from tests.backends import Backend, ClickHouseBackend, PostgresBackend, SQLiteBackend
+from tests.backends import Backend
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 FEATURES = ("support", "search", None)
@@ -41,20 +41,14 @@ USERS = ("u1", "u2", "u3", None)
 NAMES = ("agent run", "request", "ingest")
 
 
-@pytest.fixture(params=["sqlite", "postgres", "clickhouse"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
-    if request.param == "sqlite":
-        return SQLiteBackend(tmp_path / "calls.db")
-    if request.param == "clickhouse":
-        return ClickHouseBackend(tmp_path / "ch")
-    return PostgresBackend(request.getfixturevalue("pg_url"))
+@pytest.fixture
+def backend(every_engine: Backend) -> Backend:
+    return every_engine
 
 
 @pytest.fixture
-def store(backend: Backend) -> Iterator[Store]:
-    s = backend.open()
-    yield s
-    s.close()
+def store(engine_store: Store) -> Store:
+    return engine_store
 
 
 def _hex(rng: random.Random, bits: int) -> str:
