@@ -63,9 +63,8 @@ _EDITS = {
          + "\n\nMIGRATIONS.append(m099_region)\n\n\ndef schema_lock("),
     ],
     "store/clickhouse/schema.py": [
-        ("\nMIGRATIONS: list[", _migration("runner, cluster", 'add_call_column(runner, cluster, "{}")')
-         + "\n\nMIGRATIONS: list["),
-        ("    m008_trace_index,\n]", "    m008_trace_index,\n    m099_region,\n]"),
+        ("\nclass Versions:", _migration("runner, cluster", 'add_call_column(runner, cluster, "{}")')
+         + "\n\nMIGRATIONS.append(m099_region)\n\n\nclass Versions:"),
     ],
 }  # fmt: skip
 
