@@ -20,6 +20,7 @@ from llmlog.store import search, vectors
 from llmlog.store.alerts import Alerts, RowAlerts
 from llmlog.store.content import ContentIds
 from llmlog.store.dialect import Dialect
+from llmlog.store.experiments import Experiments
 from llmlog.store.readonly import RESULT_MAX_BYTES, QueryResult, QueryRows, ReadOnlyError, held
 from llmlog.store.regulated import Regulated
 from llmlog.store.search import Hit, Query
@@ -205,8 +206,9 @@ def _when(value: Any) -> datetime:
     return value if isinstance(value, datetime) else parse_timestamp(value)
 
 
-class Store(Regulated, Traces, Alerts, abc.ABC):
-    """A place calls are kept (and traces: `Traces`; the state of alerts: `Alerts`).
+class Store(Regulated, Traces, Alerts, Experiments, abc.ABC):
+    """A place calls are kept (and traces: `Traces`; the state of alerts: `Alerts`; experiments:
+    `Experiments`).
     Implementations: SQLite (embedded default), PostgreSQL, ClickHouse."""
 
     if TYPE_CHECKING:
