@@ -31,6 +31,7 @@ from llmlog.cli.core import (
     progress_bar,
     since_time,
 )
+from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
 from llmlog.operations.experiments import (
     DEFAULT_CONCURRENCY,
@@ -358,7 +359,7 @@ def experiment_list(ctx: Ctx, limit: int, as_json: bool) -> None:
       llmlog experiment list --json | jq '.[] | select(.status == "stopped")'
     """
     found = ctx.store.experiments(limit)
-    counts = {e.id: len(replays(ctx.store, e.id)) for e in found}
+    counts = {e.id: ctx.store.count(CallFilter(metadata=[("experiment", e.id)])) for e in found}
     if as_json:
         click.echo(json.dumps([{**e.to_json(), "replayed": counts[e.id]} for e in found], indent=2))
         return
@@ -551,6 +552,13 @@ def _why(pair: Pair) -> str:
 
 
 def _report(ctx: Ctx, experiment: Experiment, conditions: list[Condition], as_json: bool) -> None:
+    """The comparison, the pairs to read and the conditions; the exit status (module docstring)."""
+    why = f" ({experiment.note})" if experiment.note else ""
+    nothing = f"nothing to compare: no call of experiment {experiment.id} was replayed{why}"
+    if not replays(ctx.store, experiment.id):
+        if as_json:
+            click.echo(json.dumps({"experiment": experiment.to_json(), "comparison": None, "fail_if": []}))
+        raise CliError(nothing, NOTHING)
     comparison = load(ctx.store, experiment)
     results = [(c, *c.met(comparison)) for c in conditions]
     done = comparison.done
@@ -565,11 +573,8 @@ def _report(ctx: Ctx, experiment: Experiment, conditions: list[Condition], as_js
         _print_comparison(experiment, comparison)
         for c, met, seen in results:
             console.print(as_text(f"fail-if {c.text}: {'MET' if met else 'not met'} ({seen})"))
-    if not done:
-        why = f" ({experiment.note})" if experiment.note else ""
-        raise CliError(
-            f"nothing to compare: no call of experiment {experiment.id} was replayed{why}", NOTHING
-        )
+    if not done:  # replays whose originals are gone since
+        raise CliError(nothing, NOTHING)
     if any(met for _, met, _ in results):
         click.get_current_context().exit(MET)
 
