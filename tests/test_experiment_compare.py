@@ -473,9 +473,17 @@ def test_condition_exact_change_is_not_lost_to_rounding() -> None:
     assert Condition.parse("refusal_rate > +2pts").met(c)[0] is False
 
 
-def test_condition_not_met_when_the_figure_is_unknown() -> None:
+def test_a_rise_from_none_is_past_every_percentage() -> None:
+    """A gate on a relative change must not pass a feature that began refusing because it
+    never refused before: from 0, any rise is past every percentage."""
     c = refusals(before=0, after=3)
-    assert Condition.parse("refusal_rate > +10%").met(c) == (False, "refusal_rate unknown (no figure before)")
+    assert Condition.parse("refusal_rate > +10%").met(c) == (True, "refusal_rate up from none (0.0% → 6.0%)")
+    assert Condition.parse("refusal_rate < -10%").met(c)[0] is False
+    same = refusals(before=0, after=0)
+    assert Condition.parse("refusal_rate > +10%").met(same)[0] is False
+
+
+def test_condition_not_met_when_the_figure_is_unknown() -> None:
     empty = comparison([(call(1), None)])
     assert Condition.parse("error_rate > 0.05").met(empty) == (False, "error_rate unknown (no pairs)")
     assert Condition.parse("latency_ms > +100").met(empty) == (False, "latency_ms unknown (no pairs)")

@@ -464,6 +464,10 @@ class Condition:
         """The figure the condition tests, in its unit; None when unknown."""
         m = comparison.metric(self.metric)
         got = (m.relative if self.unit == "%" else m.change) if self.change else m.after
+        if got is None and self.change and self.unit == "%" and m.before == 0 and m.change is not None:
+            # From nothing, any rise is past every percentage: a gate on "+50%" must not pass
+            # a feature that started refusing because it never refused before.
+            return 0.0 if m.change == 0 else math.copysign(math.inf, m.change)
         if got is None:
             return None
         # Scaled to points or per cent: rounded so that a change of exactly 2 points is 2,
@@ -481,7 +485,7 @@ class Condition:
         if self.unit == "pts":
             shown = f"{got:+.1f} pts" if self.change else f"{got:.1f} pts"
         elif self.unit == "%":
-            shown = f"{got:+.1f}%"
+            shown = f"{got:+.1f}%" if math.isfinite(got) else "up from none" if got > 0 else "down from none"
         elif self.change:
             shown = _signed(self.metric, got)
         else:
