@@ -18,13 +18,15 @@ from llmlog.core.config import Settings
 from llmlog.core.filters import CallFilter
 from llmlog.core.prompts import text_hash
 from llmlog.core.record import Call
+from llmlog.core.sealed import is_sealed
 from llmlog.demo.fake_provider import FakeProvider
 from llmlog.operations.experiments import Change, ExperimentError, estimate, plan, run
 from llmlog.operations.replay import Providers, ReplayError, replay
 from llmlog.store import Store
 from llmlog.store.experiments import Experiment
 from tests.backends import Backend
-from tests.experiment_calls import SUPPORT_V1, providers, record_traffic, support_call, triage_call
+from tests.experiment_calls import QUESTIONS, SUPPORT_V1, providers, record_traffic, support_call, triage_call
+from tests.test_encryption import K1
 from tests.webui import free_port
 
 
@@ -353,3 +355,31 @@ def test_the_system_text_is_never_kept_and_a_changed_file_is_refused(
             Change.read(prompt_version=bad)
     with pytest.raises(ExperimentError, match="not both"):
         Change.read(prompt_version="support-bot@v7", system_file=str(draft))
+
+
+def test_sealed_calls_are_sampled_with_the_key_and_their_replays_sealed(
+    backend: Backend, fake: FakeProvider
+) -> None:
+    regulated = Settings(key=K1)
+    assert regulated.keyring is not None
+    calls = [support_call(fake, q) for q in QUESTIONS[:3]]
+    for c in calls:
+        regulated.keyring.seal_call(c)
+    assert all(is_sealed(c.system_prompt) for c in calls)
+    with backend.open() as store:
+        store.insert(calls)
+        # Without the key: nothing that can be re-sent, and said why.
+        store.keyring = None
+        with pytest.raises(ExperimentError, match="sealed"):
+            support_plan(store, 3)
+        n = len(fake.requests)
+        store.keyring = regulated.keyring
+        experiment = support_plan(store, 3)
+        assert (
+            run(store, experiment, Change(), providers=providers(fake), settings=regulated).status == "done"
+        )
+        # Sent clear (the provider reads it), kept sealed.
+        assert [b["system"] for b in sent_since(fake, n)] == [SUPPORT_V1] * 3
+        store.keyring = None
+        for c in experiment_calls(store, experiment.id):
+            assert is_sealed(c.system_prompt) and c.messages and all(is_sealed(m) for m in c.messages)

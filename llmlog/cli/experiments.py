@@ -28,6 +28,7 @@ from llmlog.cli.core import (
     fmt_cost,
     fmt_time,
     pass_ctx,
+    printable,
     progress_bar,
     since_time,
 )
@@ -250,7 +251,7 @@ def experiment_run(
             params=_params(params),
         )
     except ExperimentError as exc:
-        raise CliError(str(exc), NOTHING) from None
+        raise CliError(printable(exc), NOTHING) from None
     since_at = since_time(since)
     assert since_at is not None
     store = ctx.store
@@ -259,7 +260,7 @@ def experiment_run(
         reports.known_feature(known, feature)
         stored_version = reports.known_version(known, feature, version) if version else None
     except (LookupError, ReadOnlyError) as exc:
-        raise CliError(str(exc).strip("'\""), NOTHING) from None
+        raise CliError(printable(str(exc).strip("'\"")), NOTHING) from None
     try:
         experiment = plan(
             store,
@@ -272,7 +273,7 @@ def experiment_run(
             seed=seed,
         )
     except ExperimentError as exc:
-        raise CliError(str(exc), NOTHING) from None
+        raise CliError(printable(exc), NOTHING) from None
     cost = estimate(store, experiment, change, ctx.settings)
     experiment.estimate_usd = cost.usd
     _say_plan(experiment, change, cost)
@@ -310,7 +311,7 @@ def experiment_resume(
     try:
         change = Change.of(experiment)
     except ExperimentError as exc:
-        raise CliError(str(exc), NOTHING) from None
+        raise CliError(printable(exc), NOTHING) from None
     done = replays(ctx.store, experiment.id)
     left = [i for i in experiment.sample if i not in done]
     if budget is not None:
@@ -527,6 +528,8 @@ def _change(m: Metric) -> str:
         return f"{m.change * 100:+.1f} pts"
     if m.metric == "cost_usd":
         shown = f"{'+' if m.change >= 0 else '-'}{fmt_cost(abs(m.change))}"
+    elif m.metric == "latency_ms":
+        shown = f"{m.change:+,.0f} ms"
     else:
         shown = f"{m.change:+,.1f}"
     return shown + (f" ({m.relative:+.0%})" if m.relative is not None else "")
@@ -588,14 +591,8 @@ def _print_comparison(experiment: Experiment, comparison: Comparison) -> None:
             "" if m.p is None else f"{m.p:.1e}", "changed" if m.flagged else "",
         )  # fmt: skip
     console.print(table)
-    done = comparison.done
     status = experiment.status + (f": {experiment.note}" if experiment.note else "")
-    console.print(
-        as_text(
-            f"{len(done):,} of {len(comparison.pairs):,} pairs compared ({status});"
-            f" {fmt_cost(experiment.spent_usd)} spent; {comparison.verdict}."
-        )
-    )
+    console.print(as_text(f"{comparison.verdict} ({status}; {fmt_cost(experiment.spent_usd)} spent)."))
     most = comparison.most_different(PAIRS_SHOWN)
     if most:
         console.print("The pairs that differ most (llmlog show ID; side by side in llmlog serve):")

@@ -43,6 +43,7 @@ from llmlog.capture.parse import to_call
 from llmlog.capture.wrap import instrument
 from llmlog.core.config import Settings
 from llmlog.core.record import Call
+from llmlog.core.sealed import is_sealed
 from llmlog.pipeline.intake import Intake
 from llmlog.pipeline.pricing import Pricer
 from llmlog.providers import APIS
@@ -104,6 +105,8 @@ def request_of(
     none). None keeps what was logged, exactly (Anthropic system blocks, with their cache
     markers, included)."""
     api = APIS[api_of(call)]
+    if _sealed(call, system_prompt is None):
+        raise ReplayError("the logged request is sealed (regulated mode) and no key here opens it")
     if not isinstance(call.params, dict):
         raise ReplayError("the logged call has no request parameters to re-send (imported, or unparsed)")
     if call.messages is None and api.needs_messages:
@@ -140,6 +143,15 @@ def check_params(params: dict[str, Any] | None) -> None:
             raise ReplayError(f"a request parameter's name must be text, not {key!r}")
         if key in NOT_PARAMS:
             raise ReplayError(f"the request parameter {key!r} cannot be set: {NOT_PARAMS[key]}")
+
+
+def _sealed(call: Call, system: bool) -> bool:
+    """Whether what a replay re-sends of `call` is still sealed: read without the key."""
+    parts: list[Any] = [call.params, call.messages, call.tools, call.system_prompt if system else None]
+    for many in (call.messages, call.tools):
+        if isinstance(many, list):  # sealed one by one
+            parts += many
+    return any(is_sealed(p) for p in parts)
 
 
 def _client(provider: str, providers: Providers) -> Any:
