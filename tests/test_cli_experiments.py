@@ -207,6 +207,11 @@ def test_past_the_budget_or_declined_nothing_is_sent_nor_saved(sqlite: Backend, 
     declined = invoke(sqlite, *args, env=to_fake(fake), input="n\n")
     assert declined.exit_code == 2 and "Send 3 call(s)? [y/N]" in declined.stderr
     assert "nothing sent" in declined.stderr
+    unpriced = invoke(
+        sqlite, "run", "--feature", "support-bot", "--sample", "3", "--model", "no-such-model-9",
+        "--budget", "5", "--yes", env=to_fake(fake),
+    )  # fmt: skip
+    assert unpriced.exit_code == 2 and "--budget cannot be held" in unpriced.stderr
     closed = invoke(sqlite, *args, env=to_fake(fake), input="")  # nobody to answer: no
     assert closed.exit_code == 2 and "nothing sent" in closed.stderr
     assert len(fake.requests) == n

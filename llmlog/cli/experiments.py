@@ -443,6 +443,12 @@ def _say_plan(experiment: Experiment, change: Change, cost: Estimate) -> None:
 
 def _go_ahead(experiment: Experiment, cost: Estimate, budget: float | None, yes: bool, spent: float) -> None:
     """Refuse past the budget, then ask (unless --yes); a refusal or a no sends and saves nothing."""
+    if budget is not None and cost.calls and cost.usd is None:
+        raise CliError(
+            "no price for the model these calls would go to, so --budget cannot be held:"
+            " nothing sent (LLMLOG_PRICES names a price file that adds one)",
+            NOTHING,
+        )
     if budget is not None and cost.usd is not None and spent + cost.usd > budget:
         already = f" and the {fmt_cost(spent)} spent" if spent else ""
         raise CliError(
