@@ -1,6 +1,8 @@
 """Experiments on a ClickHouse server (`llmlog.store.experiments`): `ClickHouseStore`'s part of
 `Experiments`. An experiment saved again is a newer version of its row (ReplacingMergeTree,
-read with FINAL), as the alerts' states are; none is deleted.
+read with FINAL), as the alerts' states are; none is deleted. A version is the saving host's
+clock in microseconds: one experiment saved from two hosts whose clocks disagree by more than
+the time between the saves keeps the save of the host ahead (a run saves from one process).
 """
 
 from __future__ import annotations
