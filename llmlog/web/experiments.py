@@ -1,0 +1,325 @@
+"""Pages: the experiments (`llmlog experiment run`, `llmlog.operations.experiments`) — the list,
+newest first, each with its change, how far its run got and what its comparison found; one
+experiment whole: its definition, each metric before and after with its effect and
+significance (`llmlog.analysis.experiments`), and the pairs that differ most, side by side
+with the differences marked; the same as JSON under /api/experiments.
+
+The figures are open to viewers, as the reports are. The pairs show what the calls said and
+name them: they are drawn, and given in the JSON, only for a role that may open a call
+(debugger and up), as the findings' links to calls are. Call ids (the sample, the pairs) are
+a debugger's too; a viewer is told how many there are.
+
+An unknown id, or one no experiment could have, is the site's 404, never asked of the store
+as it came (a NUL byte is an error on PostgreSQL, not an unknown id).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute
+
+from llmlog.analysis import experiments as analysis
+from llmlog.analysis import refusals
+from llmlog.analysis.experiments import AGREEMENT, MEANS, RATES, Comparison, Metric, Pair
+from llmlog.core.record import Call
+from llmlog.operations.replay import error_text
+from llmlog.store import ReadOnlyError
+from llmlog.store.experiments import Experiment
+from llmlog.web import charts
+from llmlog.web.answer import JSONResponse, Refusal
+from llmlog.web.auth import Page
+from llmlog.web.dashboard import usd
+from llmlog.web.replay import Diff, diff, response_text, tool_calls_text
+from llmlog.web.reports import p_value
+from llmlog.web.state import Web, may, web_of
+from llmlog.web.verdicts import Summary
+
+# What an experiment's id may look like to be looked for ("exp-" and 8 hex digits today; a
+# little room for ids made otherwise later). Anything else is no experiment of this store.
+ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+# How long one view of the list spends comparing the experiments it has no verdict of; those
+# past it say so, and the next view (the kept ones being kept) goes on from there.
+LIST_BUDGET_S = 2.0
+SHOWN = 5  # pairs shown whole, side by side, the most different first
+LISTED = 50  # and after them, the next ones, a line each
+NOT_FOUND = "no such experiment"
+
+
+# ---------------------------------------------------------------- how figures are said
+
+
+def figure(metric: str, value: float | None) -> str:
+    if value is None:
+        return "–"
+    if metric in RATES or metric == "tool_agreement":
+        return f"{value:.1%}"
+    if metric == "similarity":
+        return f"{value:.2f}"
+    if metric == "cost_usd":
+        return usd(value)
+    return f"{value:,.0f} ms" if metric == "latency_ms" else f"{value:,.1f}"
+
+
+def change(m: Metric) -> str:
+    """The mean paired difference in the metric's unit (a rate's in points), and relative."""
+    if m.change is None:
+        return ""
+    if m.metric in RATES:
+        return f"{m.change * 100:+.1f} pts"
+    sign = "+" if m.change >= 0 else "-"
+    said = sign + figure(m.metric, abs(m.change))
+    return said + (f" ({m.relative:+.0%})" if m.relative is not None else "")
+
+
+def effect(m: Metric) -> str:
+    if m.effect is None:
+        return ""
+    # A rate's effect is a difference of two rates: points, not a percentage of either.
+    return f"{m.effect * 100:+.1f} pts" if m.metric in RATES else f"{m.effect:+.2f} sd"
+
+
+def bars(m: Metric) -> Any:
+    return charts.pair(
+        m.before,
+        m.after,
+        label=f"{m.metric}: {figure(m.metric, m.before)} → {figure(m.metric, m.after)}",
+        fmt=lambda v: figure(m.metric, v),
+    )
+
+
+def money(e: Experiment) -> str:
+    """What the run spent, against what it was estimated to cost and may spend."""
+    said = f"{usd(e.spent_usd)} spent"
+    if e.estimate_usd is not None:
+        said += f" of {usd(e.estimate_usd)} estimated"
+    if e.budget_usd is not None:
+        said += f", budget {usd(e.budget_usd)}"
+    return said
+
+
+def definition(e: Experiment, ids: bool) -> dict[str, Any]:
+    """The definition as JSON; with `ids`, the sampled calls' ids (and the fields kept for
+    later, which may name calls too)."""
+    out = e.to_json()
+    out["sample_size"] = len(e.sample)
+    out["change_text"] = e.describe_change()
+    if not ids:
+        del out["sample"], out["extra"]
+    return out
+
+
+def href(e: Experiment) -> str:
+    return "/experiments/" + e.id  # an id ID allows: one path segment, nothing to escape
+
+
+# ---------------------------------------------------------------- reading
+
+
+def find(web: Web, experiment_id: str) -> Experiment:
+    if not ID.fullmatch(experiment_id):
+        raise Refusal(NOT_FOUND, 404)
+    with web.reading() as store:
+        found = store.experiment(experiment_id)
+    if found is None:
+        raise Refusal(NOT_FOUND, 404)
+    return found
+
+
+def summary(c: Comparison) -> Summary:
+    return Summary(len(c.pairs), len(c.done), c.verdict, any(m.flagged for m in c.metrics))
+
+
+def compared(web: Web, e: Experiment) -> Comparison:
+    """The experiment's comparison, read now; what it found is kept for the list."""
+    try:
+        with web.reading() as store:
+            comparison = analysis.load(store, e)
+    except ReadOnlyError as exc:  # stopped at the store's time limit: say so, not a 500
+        raise Refusal(f"the comparison could not be read: {exc}", 503) from None
+    web.verdicts.put(e, summary(comparison))
+    return comparison
+
+
+def listed(web: Web) -> list[tuple[Experiment, Summary | None]]:
+    """Each experiment, newest first, with its comparison's summary where it is kept or can
+    be read within the list's budget (None: not read this time)."""
+    with web.reading() as store:
+        found = store.experiments()
+    started = time.monotonic()
+    out: list[tuple[Experiment, Summary | None]] = []
+    for e in found:
+        known = web.verdicts.get(e)
+        if known is None and time.monotonic() - started < LIST_BUDGET_S:
+            try:
+                known = summary(compared(web, e))
+            except Refusal:  # too slow for the store: its own page says so
+                known = None
+        out.append((e, known))
+    return out
+
+
+# ---------------------------------------------------------------- the pairs, side by side
+
+
+@dataclass
+class Shown:
+    """One pair as its page shows it: why it is among the first to read, and its answers'
+    and tool calls' differences."""
+
+    original: Call
+    replay: Call
+    similarity: float | None
+    why: list[str]
+    text: Diff
+    tools: Diff | None  # None when neither side called a tool
+    errors: tuple[str | None, str | None]
+
+
+def declined(call: Call) -> bool:
+    return refusals.refused(call.stop_reason, *refusals.response_parts(call.response))
+
+
+def one_side(what: str, a: bool, b: bool) -> str | None:
+    if a and b:
+        return f"{what} on both sides"
+    if a or b:
+        return f"{what} on the {'original' if a else 'replay'} only"
+    return None
+
+
+def reasons(p: Pair, original: Call, replay: Call) -> list[str]:
+    """Why a pair is worth reading, in words: what differs."""
+    found = [
+        one_side("failed", original.error is not None, replay.error is not None),
+        one_side("declined", declined(original), declined(replay)),
+        "other tools called" if p.tools_agree is False else None,
+        f"answers {p.similarity:.0%} alike" if p.similarity is not None else None,
+    ]
+    return [w for w in found if w]
+
+
+def shown(p: Pair) -> Shown | None:
+    if p.replay is None:
+        return None
+    a, b = p.original, p.replay
+    tools = None
+    if a.tool_calls or b.tool_calls:
+        tools = diff(tool_calls_text(a), tool_calls_text(b), lines=True)
+    return Shown(
+        a, b, p.similarity, reasons(p, a, b), diff(response_text(a), response_text(b)), tools,
+        (error_text(a), error_text(b)),
+    )  # fmt: skip
+
+
+def ordered(c: Comparison) -> list[Pair]:
+    """The replayed pairs, the most different first."""
+    return [p for p in c.most_different(len(c.pairs)) if p.replay is not None]
+
+
+def pair_json(p: Pair) -> dict[str, Any]:
+    return {
+        "original": p.original.id,
+        "replay": p.replay.id if p.replay is not None else None,
+        "similarity": p.similarity,
+        "tools_agree": p.tools_agree,
+    }
+
+
+# ---------------------------------------------------------------- pages
+
+
+def index(request: Request) -> Response:
+    web = web_of(request)
+    found = listed(web)
+    return web.render(
+        "experiments.html",
+        experiments=found,
+        unread=sum(1 for _, s in found if s is None),
+        href=href,
+        money=money,
+        budget_s=LIST_BUDGET_S,
+    )
+
+
+def api_index(request: Request) -> Response:
+    web = web_of(request)
+    return JSONResponse(
+        {
+            "experiments": [
+                {
+                    **definition(e, ids=False),
+                    "url": href(e),
+                    "compared": s is not None,
+                    "stored": s.stored if s else None,
+                    "replayed": s.replayed if s else None,
+                    "verdict": s.verdict if s else None,
+                    "flagged": s.flagged if s else None,
+                }
+                for e, s in listed(web)
+            ]
+        }
+    )
+
+
+def page(request: Request) -> Response:
+    web = web_of(request)
+    e = find(web, request.path_params["experiment_id"])
+    c = compared(web, e)
+    pairs = ordered(c) if may("debugger") else []
+    return web.render(
+        "experiment.html",
+        e=e,
+        c=c,
+        compared=[(m, bars(m)) for m in c.metrics if m.metric in (*MEANS, *RATES)],
+        agreement=[m for m in c.metrics if m.metric in AGREEMENT],
+        shown=[s for s in map(shown, pairs[:SHOWN]) if s is not None],
+        more=pairs[SHOWN : SHOWN + LISTED],
+        left=max(0, len(pairs) - SHOWN - LISTED),
+        figure=figure,
+        change=change,
+        effect=effect,
+        p_value=p_value,
+        money=money,
+        api=f"/api{href(e)}",
+    )
+
+
+def api(request: Request) -> Response:
+    web = web_of(request)
+    e = find(web, request.path_params["experiment_id"])
+    c = compared(web, e)
+    full = may("debugger")
+    body: dict[str, Any] = {
+        "experiment": definition(e, ids=full),
+        "stored": len(c.pairs),
+        "replayed": len(c.done),
+        "verdict": c.verdict,
+        "metrics": [m.to_json() for m in c.metrics],
+    }
+    if full:
+        body["pairs"] = [pair_json(p) for p in c.pairs]  # in the sample's order
+        body["most_different"] = [
+            {**pair_json(p), "why": reasons(p, p.original, p.replay)}
+            for p in ordered(c)[:SHOWN]
+            if p.replay is not None
+        ]
+    else:
+        body["pairs_need"] = "debugger"  # they name the calls and compare their text
+    return JSONResponse(body)
+
+
+def routes() -> list[BaseRoute]:
+    return [
+        # Figures, open to viewers; the pairs (the calls' text and ids) drawn only for roles
+        # that may open a call.
+        Page("/experiments", index, role="viewer"),
+        Page("/experiments/{experiment_id}", page, role="viewer"),
+        Page("/api/experiments", api_index, role="viewer"),
+        Page("/api/experiments/{experiment_id}", api, role="viewer"),
+    ]
