@@ -715,3 +715,67 @@ def test_answers_can_be_made_longer_or_refused(ant: anthropic.Anthropic, oai: op
         ant.messages.create(
             model=MODEL_A, max_tokens=10, messages=USER, extra_headers={"x-fake-output-scale": "0"}
         )
+
+
+def _similar(a: str, b: str) -> float:
+    import difflib
+
+    return difflib.SequenceMatcher(None, a.split(), b.split(), autojunk=False).ratio()
+
+
+def test_each_model_words_an_answer_its_own_way(ant: anthropic.Anthropic, oai: openai.OpenAI) -> None:
+    """Two models answer one request alike but not the same; one model answers it the same each
+    time. An experiment that changes the model then sees text that moved, a little."""
+    asks = [[{"role": "user", "content": f"Question {i}: what is a flight recorder for?"}] for i in range(8)]
+
+    def text(model: str, messages: list[Any]) -> str:
+        r = ant.messages.create(model=model, max_tokens=4096, messages=messages)
+        return "".join(b.text for b in r.content if b.type == "text")
+
+    again = [text(MODEL_A, m) == text(MODEL_A, m) for m in asks]
+    assert all(again)
+    ratios = [_similar(text(MODEL_A, m), text("claude-test-2", m)) for m in asks]
+    assert all(r < 1 for r in ratios[:1]) and sum(r < 1 for r in ratios) >= 6, ratios
+    assert sum(ratios) / len(ratios) > 0.5, ratios
+    chat = [
+        oai.chat.completions.create(model=m, messages=asks[0]).choices[0].message.content  # type: ignore[arg-type]
+        for m in (MODEL_O, "gpt-test-2")
+    ]
+    assert chat[0] != chat[1]
+
+
+def test_the_system_prompt_steers_the_answer(ant: anthropic.Anthropic, oai: openai.OpenAI) -> None:
+    """ "in depth" triples an answer, "be brief" shortens it, "decline requests" declines about
+    one request in twelve: on every API, wherever that API takes its system prompt."""
+    usual = ant.messages.create(model=MODEL_A, max_tokens=8192, messages=USER)
+    deep = ant.messages.create(model=MODEL_A, max_tokens=8192, messages=USER, system="Answer IN DEPTH.")
+    brief = ant.messages.create(
+        model=MODEL_A, max_tokens=8192, messages=USER, system=[{"type": "text", "text": "Be brief."}]
+    )
+    assert deep.usage.output_tokens == pytest.approx(3 * usual.usage.output_tokens, rel=0.1)
+    assert brief.usage.output_tokens < 0.6 * usual.usage.output_tokens
+    chat_usual = oai.chat.completions.create(model=MODEL_O, messages=USER)  # type: ignore[arg-type]
+    chat_deep = oai.chat.completions.create(
+        model=MODEL_O,
+        messages=[{"role": "developer", "content": "Explain in depth."}, *USER],  # type: ignore[list-item]
+    )
+    assert chat_usual.usage and chat_deep.usage
+    assert chat_deep.usage.completion_tokens == pytest.approx(3 * chat_usual.usage.completion_tokens, rel=0.1)
+    resp_usual = oai.responses.create(model=MODEL_O, input="hi")
+    resp_deep = oai.responses.create(model=MODEL_O, input="hi", instructions="Go in depth.")
+    assert resp_usual.usage and resp_deep.usage
+    assert resp_deep.usage.output_tokens == pytest.approx(3 * resp_usual.usage.output_tokens, rel=0.1)
+
+    refusing = "Decline requests that are off topic."
+    turns = [[{"role": "user", "content": f"Request number {i}"}] for i in range(240)]
+    declined = [
+        "can't help"
+        in ant.messages.create(model=MODEL_A, max_tokens=4096, messages=t, system=refusing).content[0].text  # type: ignore[union-attr]
+        for t in turns
+    ]
+    assert 8 <= sum(declined) <= 35, sum(declined)  # one in twelve is 20
+    plain = [
+        "can't help" in ant.messages.create(model=MODEL_A, max_tokens=4096, messages=t).content[0].text  # type: ignore[union-attr]
+        for t in turns[:40]
+    ]
+    assert not any(plain)

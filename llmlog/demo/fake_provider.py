@@ -9,7 +9,13 @@ Why not an ASGI app: failure injection needs the raw socket (closing it before a
 through a chunked body), and the server has to start in milliseconds inside a test fixture.
 
 Documented approximations (this is a fake, not a model):
-- Text is a few seeded pseudo-sentences chosen by a hash of (seed, text of the last message).
+- Text is a few seeded pseudo-sentences chosen by a hash of (seed, text of the last message); each
+  model words about one sentence in seven its own way (a hash of the model too), so two models'
+  answers to one request mostly agree and one model's never vary.
+- The system prompt (Anthropic `system`, Chat system and developer messages, Responses
+  `instructions`) steers the answer where it says so, case aside: "in depth" makes text answers three
+  times as long, "be brief" 0.4 times; "decline requests" declines one request in twelve (chosen
+  by a hash of its last message) with the refusal text. So a prompt change shows in what comes back.
 - Tokens are ceil(len / 4) of each prompt block's compact JSON (cache markers removed) and of each output
   text or tool call's `name + arguments`; a prompt counts at least 1.
 - Anthropic caching: the prefix up to the last `cache_control` marker (a top-level `cache_control` marks
@@ -284,6 +290,8 @@ def _ms(headers: dict[str, str], name: str, default: float) -> float:
 
 
 REFUSAL = "I'm sorry, but I can't help with that."
+REWORDED = 0.15  # of an answer's sentences, worded by each model its own way
+DECLINED = 12  # one request in this many is declined where the system prompt says to
 
 
 class _Shape(NamedTuple):
@@ -292,6 +300,8 @@ class _Shape(NamedTuple):
     scale: float = 1.0  # x-fake-output-scale
     refuse: bool = False  # x-fake-refuse: 1
     refuse_model: str | None = None  # x-fake-refuse: a model name
+    model: str = ""  # the model asked for: its wording of the answer (`_answer`)
+    declines: bool = False  # the system prompt tells it to decline some requests
 
 
 def _shape(headers: dict[str, str]) -> _Shape:
@@ -300,6 +310,20 @@ def _shape(headers: dict[str, str]) -> _Shape:
         raise ValueError("x-fake-output-scale must be a number above 0, at most 100")
     refuse = headers.get("x-fake-refuse")
     return _Shape(scale, refuse == "1", refuse if refuse not in (None, "", "1") else None)
+
+
+def _instructions(messages: list[Any]) -> str:
+    """The text of the system and developer messages (OpenAI's way of giving a system prompt)."""
+    given = [m for m in messages if isinstance(m, dict) and m.get("role") in ("system", "developer")]
+    return " ".join(_text(m.get("content")) for m in given)
+
+
+def _steer(shape: _Shape, model: Any, system: str) -> _Shape:
+    """The answer as the system prompt asks for it and as `model` words it (the module's
+    docstring lists what is understood)."""
+    lowered = system.lower()
+    scale = shape.scale * (3.0 if "in depth" in lowered else 0.4 if "be brief" in lowered else 1.0)
+    return shape._replace(scale=scale, model=str(model), declines="decline requests" in lowered)
 
 
 _LINE_ENDINGS = {"lf": b"\n", "crlf": b"\r\n", "cr": b"\r"}
@@ -610,11 +634,17 @@ class FakeProvider:
 
     # -- generation --------------------------------------------------------------------------------------
 
-    def _answer(self, key: str, scale: float) -> str:
+    def _answer(self, key: str, scale: float, model: str = "") -> str:
         rng = random.Random(_digest(self.seed, "text", key))
+        # Each model words some sentences its own way: two models' answers to one request
+        # share most of their sentences, and one model answers one request the same each time.
+        voice = random.Random(_digest(self.seed, "voice", model, key))
         target, sentences, size = round(rng.randint(10, 200) * 4 * scale), [], 0
         while size < target:
-            sentence = " ".join(rng.choice(_WORDS) for _ in range(rng.randint(4, 12))).capitalize() + "."
+            words = [rng.choice(_WORDS) for _ in range(rng.randint(4, 12))]
+            if voice.random() < REWORDED:
+                words = [voice.choice(_WORDS) for _ in words]
+            sentence = " ".join(words).capitalize() + "."
             sentences.append(sentence)
             size += len(sentence) + 1
         return " ".join(sentences)
@@ -633,7 +663,8 @@ class FakeProvider:
         """The answer to a turn: a tool call when tools are offered to a user turn, text otherwise;
         a refusal when asked for one. A tool call the request forces (`forced`) that does not
         fit `limit` is cut off: truncated, with its tool."""
-        if shape.refuse:
+        declined = shape.declines and _digest(self.seed, "decline", key) % DECLINED == 0
+        if shape.refuse or declined:
             return _Gen(REFUSAL, None, False, _tokens(REFUSAL))
         if tools and mode == "user":
             name, schema = next((t for t in tools if t[0] == wanted), tools[0])
@@ -646,7 +677,7 @@ class FakeProvider:
             if forced:
                 return _Gen(None, (name, args), True, limit)
             # Too little room for the call: fall through to a (truncated) plain answer.
-        text = self._answer(key, shape.scale)
+        text = self._answer(key, shape.scale, shape.model)
         if limit is not None and _tokens(text) > limit:
             return _Gen(text[: limit * 4], None, True, limit)
         return _Gen(text, None, False, _tokens(text))
@@ -668,6 +699,7 @@ class FakeProvider:
         classified = shape.refuse_model is not None and body["model"] == shape.refuse_model
         if classified:
             shape = shape._replace(refuse=True)
+        shape = _steer(shape, body["model"], _text(body.get("system")))
         prompt = self._anthropic_prompt(body)
         read, write_5m, write_1h = self._anthropic_caching(prompt)
         last = body["messages"][-1]
@@ -771,6 +803,7 @@ class FakeProvider:
 
     def _chat(self, body: Json, stream: bool, shape: _Shape) -> Json | list[Event]:
         model, messages, functions = body["model"], body["messages"], body.get("tools") or []
+        shape = _steer(shape, model, _instructions(messages))
         prompt = _Prompt(model, [*functions, *messages])
         cached = self._openai_cached(prompt)
         last, choice = messages[-1], body.get("tool_choice")
@@ -832,6 +865,7 @@ class FakeProvider:
         if not isinstance(given, list):  # a bare string is one user message
             given = [] if given is None else [{"role": "user", "content": given}]
         items, instructions = given, body.get("instructions")
+        shape = _steer(shape, model, f"{_text(instructions)} {_instructions(items)}")
         prompt = _Prompt(model, ([instructions] if instructions else []) + [*functions, *items])
         cached = self._openai_cached(prompt)
         last, choice = items[-1] if items else {}, body.get("tool_choice")

@@ -58,11 +58,15 @@ from llmlog.demo.workload import WORDS, feature_prompts, tool
 from llmlog.demo.workload import prose as _prose
 from llmlog.store import open_store, redact_url
 
-# The planted findings (see the module's docstring).
+# The planted findings (see the module's docstring). The two prompt versions do what their
+# words ask of the fake provider (`llmlog.demo.fake_provider`: "in depth", "decline requests"),
+# so an experiment that tries one on the other's calls sees the same change.
 VERBOSE_VERSION = "code-review@v2"
 VERBOSE_SINCE_DAYS = 3  # its rollout: no call of it is older
-REFUSING_VERSION = "v4"  # of support-bot
-REFUSALS = 0.08
+STEERING = {
+    ("code-review", "v2"): "Explain every finding in depth: its background, its risk, a fix.",
+    ("support-bot", "v4"): "Decline requests that are not about an order or an account.",
+}
 BROKEN_USER = "user_013"
 BROKEN_USER_FAILS = 0.33
 
@@ -137,6 +141,8 @@ class Demo:
         )
         rng = random.Random(self.rng.random())
         self.prompts = feature_prompts(rng)
+        for version, line in STEERING.items():
+            self.prompts[version] += f"\n{line}\n"
         self.support_tools = [
             tool("lookup_order", {"order_id": "string"}),
             tool("issue_refund", {"order_id": "string", "amount": "number", "reason": "string"}),
@@ -163,7 +169,7 @@ class Demo:
             self.made += 1
             return True
 
-    def headers(self, rng: random.Random, *, verbose: bool = False, refusals: float = 0.0) -> dict[str, str]:
+    def headers(self, rng: random.Random) -> dict[str, str]:
         h = {
             "x-fake-latency-ms": str(rng.randint(5, 60)),
             "x-fake-first-token-ms": str(rng.randint(3, 25)),
@@ -172,10 +178,6 @@ class Demo:
         failing = BROKEN_USER_FAILS if getattr(self.local, "user", None) == BROKEN_USER else 0.02
         if rng.random() < failing:
             h["x-fake-fail"] = rng.choice(["429", "500", "529", "429", "drop"])
-        if verbose:
-            h["x-fake-output-scale"] = "3"
-        if rng.random() < refusals:
-            h["x-fake-refuse"] = "1"
         return h
 
     def guarded(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -227,7 +229,7 @@ class Demo:
             system=system,
             tools=self.support_tools,
             messages=messages,
-            extra_headers=self.headers(rng, refusals=REFUSALS if version == REFUSING_VERSION else 0),
+            extra_headers=self.headers(rng),
         )
         if rng.random() < 0.5:
             with self.anthropic.messages.stream(**kwargs) as s:
@@ -239,7 +241,7 @@ class Demo:
         as a server serves two at once: an A/B split stratified by length. The heavy tail of
         lengths, which drives what a call costs, then falls on both versions alike, even
         where the demo's budget cuts them short, and comparing the versions shows what the
-        version did (REFUSING_VERSION's refusals) rather than which drew the long sessions."""
+        version did (support-bot@v4's refusals) rather than which drew the long sessions."""
         turns = min(int(rng.paretovariate(1.2)), 40)
         versions = ["v3", "v4"]
         rng.shuffle(versions)
@@ -299,7 +301,7 @@ class Demo:
                     {"role": "system", "content": self.prompts[("code-review", version)]},
                     {"role": "user", "content": f"Review this diff:\n{diff}"},
                 ],
-                extra_headers=self.headers(rng, verbose=f"code-review@{version}" == VERBOSE_VERSION),
+                extra_headers=self.headers(rng),
             )
             if stream:
 

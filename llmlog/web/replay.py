@@ -7,11 +7,8 @@ only from a page of this site (a cross-site form cannot make the server spend mo
 
 from __future__ import annotations
 
-import json
 import os
-import re
-from dataclasses import dataclass, field
-from difflib import SequenceMatcher
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qs
@@ -21,67 +18,16 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute
 
+from llmlog.analysis.answers import diff, response_text, tool_calls_text
 from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
 from llmlog.operations.replay import ReplayError, error_text, replay, request_of, requested_model
-from llmlog.providers.conversation import response_turns
 from llmlog.web.answer import Refusal
 from llmlog.web.auth import Page
 from llmlog.web.state import Web, web_of
 
 MAX_FORM_BYTES = 4 * 2**20  # a system prompt of a few hundred kB is plausible; megabytes are not
-# Past this many words a side, the text is compared line by line: SequenceMatcher without its
-# "junk" heuristic (which would ignore common words) grows quadratically on long texts.
-MAX_WORDS = 12_000
-_WORDS = re.compile(r"\S+\s*|\s+")
 DEFAULT_BASE = {"anthropic": "https://api.anthropic.com", "openai": "https://api.openai.com/v1"}
-
-
-@dataclass
-class Diff:
-    """Two texts as runs of (class, text): class "" is common to both, "del" only in the
-    left (logged), "ins" only in the right (replay). Text is plain: the template escapes it."""
-
-    left: list[tuple[str, str]] = field(default_factory=list)
-    right: list[tuple[str, str]] = field(default_factory=list)
-    same: bool = True
-
-
-def _add(runs: list[tuple[str, str]], kind: str, text: str) -> None:
-    if not text:
-        return
-    if runs and runs[-1][0] == kind:
-        runs[-1] = (kind, runs[-1][1] + text)
-    else:
-        runs.append((kind, text))
-
-
-def diff(a: str, b: str, *, lines: bool = False) -> Diff:
-    """Word-level (or line-level) differences between the logged text `a` and the new `b`."""
-    ta, tb = ([], []) if lines else (_WORDS.findall(a), _WORDS.findall(b))
-    if lines or len(ta) > MAX_WORDS or len(tb) > MAX_WORDS:
-        ta, tb = a.splitlines(keepends=True), b.splitlines(keepends=True)
-    result = Diff(same=a == b)
-    for op, i1, i2, j1, j2 in SequenceMatcher(None, ta, tb, autojunk=False).get_opcodes():
-        left, right = "".join(ta[i1:i2]), "".join(tb[j1:j2])
-        _add(result.left, "" if op == "equal" else "del", left)
-        _add(result.right, "" if op == "equal" else "ins", right)
-    return result
-
-
-def response_text(call: Call) -> str:
-    """The text of a call's response (every text part, in order), without tool calls."""
-    return "\n\n".join(p.text for turn in response_turns(call) for p in turn.parts if p.kind == "text")
-
-
-def tool_calls_text(call: Call) -> str:
-    """A call's tool calls as `name({input})` lines. Ids are left out: every call has new ones."""
-    out = []
-    for tc in call.tool_calls or []:
-        tc = tc if isinstance(tc, dict) else {"name": None, "input": tc}
-        args = json.dumps(tc.get("input"), ensure_ascii=False, indent=2, sort_keys=True, default=str)
-        out.append(f"{tc.get('name')}({args})\n")
-    return "".join(out)
 
 
 @dataclass
