@@ -19,13 +19,14 @@ import re
 import time
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 
 from llmlog.analysis import experiments as analysis
-from llmlog.analysis import refusals
+from llmlog.analysis.answers import Diff, diff, response_text, tool_calls_text
 from llmlog.analysis.experiments import AGREEMENT, MEANS, RATES, Comparison, Metric, Pair
 from llmlog.core.record import Call
 from llmlog.operations.replay import error_text
@@ -35,7 +36,6 @@ from llmlog.web import charts
 from llmlog.web.answer import JSONResponse, Refusal
 from llmlog.web.auth import Page
 from llmlog.web.dashboard import usd
-from llmlog.web.replay import Diff, diff, response_text, tool_calls_text
 from llmlog.web.reports import p_value
 from llmlog.web.state import Web, may, web_of
 from llmlog.web.verdicts import Summary
@@ -107,15 +107,20 @@ def definition(e: Experiment, ids: bool) -> dict[str, Any]:
     """The definition as JSON; with `ids`, the sampled calls' ids (and the fields kept for
     later, which may name calls too)."""
     out = e.to_json()
-    out["sample_size"] = len(e.sample)
+    out["sampled"] = sampled(e)
     out["change_text"] = e.describe_change()
     if not ids:
         del out["sample"], out["extra"]
     return out
 
 
+def sampled(e: Experiment) -> int:
+    """The calls sampled (a sample naming one twice holds it once, as its comparison does)."""
+    return len(set(e.sample))
+
+
 def href(e: Experiment) -> str:
-    return "/experiments/" + e.id  # an id ID allows: one path segment, nothing to escape
+    return "/experiments/" + quote(e.id, safe="")
 
 
 # ---------------------------------------------------------------- reading
@@ -181,23 +186,19 @@ class Shown:
     errors: tuple[str | None, str | None]
 
 
-def declined(call: Call) -> bool:
-    return refusals.refused(call.stop_reason, *refusals.response_parts(call.response))
-
-
-def one_side(what: str, a: bool, b: bool) -> str | None:
-    if a and b:
+def one_side(what: str, sides: tuple[bool, bool]) -> str | None:
+    if all(sides):
         return f"{what} on both sides"
-    if a or b:
-        return f"{what} on the {'original' if a else 'replay'} only"
+    if any(sides):
+        return f"{what} on the {'original' if sides[0] else 'replay'} only"
     return None
 
 
-def reasons(p: Pair, original: Call, replay: Call) -> list[str]:
+def reasons(p: Pair) -> list[str]:
     """Why a pair is worth reading, in words: what differs."""
     found = [
-        one_side("failed", original.error is not None, replay.error is not None),
-        one_side("declined", declined(original), declined(replay)),
+        one_side("failed", p.failed),
+        one_side("declined", p.refused),
         "other tools called" if p.tools_agree is False else None,
         f"answers {p.similarity:.0%} alike" if p.similarity is not None else None,
     ]
@@ -212,7 +213,7 @@ def shown(p: Pair) -> Shown | None:
     if a.tool_calls or b.tool_calls:
         tools = diff(tool_calls_text(a), tool_calls_text(b), lines=True)
     return Shown(
-        a, b, p.similarity, reasons(p, a, b), diff(response_text(a), response_text(b)), tools,
+        a, b, p.similarity, reasons(p), diff(response_text(a), response_text(b)), tools,
         (error_text(a), error_text(b)),
     )  # fmt: skip
 
@@ -220,15 +221,6 @@ def shown(p: Pair) -> Shown | None:
 def ordered(c: Comparison) -> list[Pair]:
     """The replayed pairs, the most different first."""
     return [p for p in c.most_different(len(c.pairs)) if p.replay is not None]
-
-
-def pair_json(p: Pair) -> dict[str, Any]:
-    return {
-        "original": p.original.id,
-        "replay": p.replay.id if p.replay is not None else None,
-        "similarity": p.similarity,
-        "tools_agree": p.tools_agree,
-    }
 
 
 # ---------------------------------------------------------------- pages
@@ -243,6 +235,7 @@ def index(request: Request) -> Response:
         unread=sum(1 for _, s in found if s is None),
         href=href,
         money=money,
+        sampled=sampled,
         budget_s=LIST_BUDGET_S,
     )
 
@@ -286,31 +279,25 @@ def page(request: Request) -> Response:
         effect=effect,
         p_value=p_value,
         money=money,
+        sampled=sampled(e),
         api=f"/api{href(e)}",
     )
 
 
 def api(request: Request) -> Response:
+    """`llmlog experiment show --json`'s comparison; to a viewer, without what names the calls."""
     web = web_of(request)
     e = find(web, request.path_params["experiment_id"])
     c = compared(web, e)
     full = may("debugger")
-    body: dict[str, Any] = {
-        "experiment": definition(e, ids=full),
-        "stored": len(c.pairs),
-        "replayed": len(c.done),
-        "verdict": c.verdict,
-        "metrics": [m.to_json() for m in c.metrics],
-    }
+    body = c.to_json()
+    body["experiment"] = definition(e, ids=full)
     if full:
-        body["pairs"] = [pair_json(p) for p in c.pairs]  # in the sample's order
-        body["most_different"] = [
-            {**pair_json(p), "why": reasons(p, p.original, p.replay)}
-            for p in ordered(c)[:SHOWN]
-            if p.replay is not None
-        ]
+        # Why each of the first to read is there, in the words the page gives.
+        body["why"] = {p.original.id: reasons(p) for p in c.most_different()}
     else:
-        body["pairs_need"] = "debugger"  # they name the calls and compare their text
+        del body["pairs"], body["most_different"]
+        body["pairs_need"] = "debugger"  # they name the calls, and compare their text
     return JSONResponse(body)
 
 
@@ -319,7 +306,7 @@ def routes() -> list[BaseRoute]:
         # Figures, open to viewers; the pairs (the calls' text and ids) drawn only for roles
         # that may open a call.
         Page("/experiments", index, role="viewer"),
-        Page("/experiments/{experiment_id}", page, role="viewer"),
+        Page("/experiments/{experiment_id:path}", page, role="viewer"),
         Page("/api/experiments", api_index, role="viewer"),
-        Page("/api/experiments/{experiment_id}", api, role="viewer"),
+        Page("/api/experiments/{experiment_id:path}", api, role="viewer"),
     ]
