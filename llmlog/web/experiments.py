@@ -35,7 +35,7 @@ from llmlog.store.experiments import Experiment
 from llmlog.web import charts
 from llmlog.web.answer import JSONResponse, Refusal
 from llmlog.web.auth import Page
-from llmlog.web.dashboard import usd
+from llmlog.web.dashboard import usd, usd_short
 from llmlog.web.reports import p_value
 from llmlog.web.state import Web, may, web_of
 from llmlog.web.verdicts import Summary
@@ -93,13 +93,14 @@ def bars(m: Metric) -> Any:
     )
 
 
-def money(e: Experiment) -> str:
+def money(e: Experiment, short: bool = False) -> str:
     """What the run spent, against what it was estimated to cost and may spend."""
-    said = f"{usd(e.spent_usd)} spent"
+    fmt = usd_short if short else usd
+    said = f"{fmt(e.spent_usd)} spent"
     if e.estimate_usd is not None:
-        said += f" of {usd(e.estimate_usd)} estimated"
+        said += f" of {fmt(e.estimate_usd)} estimated"
     if e.budget_usd is not None:
-        said += f", budget {usd(e.budget_usd)}"
+        said += f", budget {fmt(e.budget_usd)}"
     return said
 
 
