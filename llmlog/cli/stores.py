@@ -102,6 +102,8 @@ def copy(ctx: Ctx, source: str, target: str, batch: int) -> None:
     whole trees and the same figures. Costs and user ids are copied as stored. Text goes
     into the target as into any store: redacted with LLMLOG_REDACT's rules, and with
     LLMLOG_KEY set, what is stored clear is sealed (what is sealed is copied sealed).
+    Only calls and spans are copied: accounts, tokens, settings, alerts and experiments
+    stay in the source (an experiment's new calls are copied, as calls).
 
     \b
     Examples:

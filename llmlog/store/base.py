@@ -20,7 +20,7 @@ from llmlog.store import search, vectors
 from llmlog.store.alerts import Alerts, RowAlerts
 from llmlog.store.content import ContentIds
 from llmlog.store.dialect import Dialect
-from llmlog.store.experiments import Experiments
+from llmlog.store.experiments import Experiments, RowExperiments
 from llmlog.store.readonly import RESULT_MAX_BYTES, QueryResult, QueryRows, ReadOnlyError, held
 from llmlog.store.regulated import Regulated
 from llmlog.store.search import Hit, Query
@@ -818,10 +818,11 @@ class Store(Regulated, Traces, Alerts, Experiments, abc.ABC):
         self.close()
 
 
-class RowTables(RowAlerts, Store):
-    """Accounts, web sessions, API tokens and alerts kept as rows updated and deleted in place, by
-    SQL each such engine runs as written (SQLite, PostgreSQL, and the embedded ClickHouse
-    store's private SQLite file). Listed first among a store's bases, it supplies them."""
+class RowTables(RowAlerts, RowExperiments, Store):
+    """Accounts, web sessions, API tokens, alerts and experiments kept as rows updated and
+    deleted in place, by SQL each such engine runs as written (SQLite, PostgreSQL, and the
+    embedded ClickHouse store's private SQLite file). Listed first among a store's bases, it
+    supplies them."""
 
     @abc.abstractmethod
     def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:

@@ -10,18 +10,49 @@ and the SHA-256 of its text (the text itself is in the new calls, redacted and s
 call's), so this table has nothing regulated mode would have to seal.
 
 Private, as `settings` and `alerts` are: read-only SQL (the console, `llmlog query`) is
-granted the calls and their figures only.
+granted the calls and their figures only, and `experiments` is not among them. One table,
+`experiments (id, created, definition)`, the definition as `Experiment.to_json()`'s JSON
+text: the row stores (SQLite, PostgreSQL, the embedded ClickHouse store's private file) share
+the statements here (`RowExperiments`); a ClickHouse server keeps versions of rows
+(`clickhouse.experiments`).
+
+`llmlog copy` copies calls and spans only: the experiments stay in the store they were run
+on (their new calls are copied, as calls, with their `metadata.experiment`). Erasure leaves
+them: a definition names calls by id, never a person, and a sampled call that is erased is
+one the comparison no longer finds.
 """
 
 from __future__ import annotations
 
+import abc
+import json
+import logging
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from llmlog.core.record import format_timestamp, parse_timestamp
 
+log = logging.getLogger("llmlog")
+
 STATUSES = ("planned", "running", "done", "stopped")
+# The ids the run makes ("exp-" and 8 hex digits); typed in capitals, they are found too.
+ID_PATTERN = re.compile(r"exp-[0-9a-f]{8}", re.IGNORECASE)
+# The longest id kept: ids are shown to people and typed back.
+ID_MAX = 64
+
+# The table, as SQLite and the embedded ClickHouse store's private file make it. `created` is
+# text as `call_data.timestamp` is (`format_timestamp`: text order is time order).
+SQLITE_TABLES = """
+CREATE TABLE IF NOT EXISTS experiments (
+    id TEXT PRIMARY KEY,
+    created TEXT NOT NULL,
+    definition TEXT NOT NULL  -- Experiment.to_json(), as JSON
+);
+CREATE INDEX IF NOT EXISTS experiments_created ON experiments (created)
+"""
 
 
 @dataclass
@@ -68,6 +99,10 @@ class Experiment:
 
     @classmethod
     def from_json(cls, value: dict[str, Any]) -> Experiment:
+        """The experiment `to_json` gave; ValueError, KeyError or TypeError when `value` is
+        not one."""
+        if not isinstance(value, dict):
+            raise TypeError(f"an experiment is a JSON object, not {type(value).__name__}")
         return cls(
             id=str(value["id"]),
             created=parse_timestamp(value["created"]),
@@ -100,17 +135,89 @@ class Experiment:
         return ", ".join(parts) or "nothing (the calls as logged)"
 
 
-class Experiments:
-    """A store's experiments. Every store implements these (the row stores share one SQL)."""
+def lookup_id(text: Any) -> str | None:
+    """The id a person typed, as it is kept: its spaces around dropped, and one of the run's
+    ids ("exp-1a2b3c4d") in lower case. None when no experiment can have it (not text, empty,
+    longer than `ID_MAX`, or with a character that cannot be printed: NUL, a control
+    character, a lone surrogate), so that such text is never sent to the engine."""
+    if not isinstance(text, str):
+        return None
+    wanted = text.strip()
+    if not wanted or len(wanted) > ID_MAX or not wanted.isprintable():
+        return None
+    return wanted.lower() if ID_PATTERN.fullmatch(wanted) else wanted
+
+
+def checked_id(experiment: Experiment) -> str:
+    """`experiment`'s id, which `lookup_id` must find as it is; ValueError if not."""
+    if lookup_id(experiment.id) != experiment.id:
+        raise ValueError(
+            f"an experiment's id is printable text of at most {ID_MAX} characters without spaces"
+            f" around (and the run's ids in lower case): {experiment.id!r}"
+        )
+    return experiment.id
+
+
+def definition(experiment: Experiment) -> str:
+    """What the `definition` column holds."""
+    return json.dumps(experiment.to_json(), ensure_ascii=False, sort_keys=True)
+
+
+def parsed(experiment_id: str, text: Any) -> Experiment | None:
+    """The experiment a stored definition holds; None, said in the log, when it holds none (a
+    row written by hand, or by a version of llmlog whose definitions this one cannot read):
+    one bad row does not keep the others from being listed."""
+    try:
+        return Experiment.from_json(json.loads(text))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        log.warning("experiment %r: its stored definition cannot be read (%s); skipped", experiment_id, exc)
+        return None
+
+
+class Experiments(abc.ABC):
+    """A store's experiments; mixed into `Store`. The row stores share one SQL
+    (`RowExperiments`); a ClickHouse server keeps versions of rows."""
+
+    @abc.abstractmethod
+    def save_experiment(self, experiment: Experiment) -> None:
+        """Keep `experiment`, replacing the one with its id. ValueError for an id
+        `lookup_id` would not find as it is."""
+
+    @abc.abstractmethod
+    def experiment(self, experiment_id: str) -> Experiment | None:
+        """The experiment with this id (as a person typed it: `lookup_id`); None when there is
+        none, the id can be no experiment's, or its definition cannot be read."""
+
+    @abc.abstractmethod
+    def experiments(self, limit: int = 200) -> list[Experiment]:
+        """The experiments, newest first (by `created`), at most `limit`; those whose
+        definition cannot be read left out, said in the log."""
+
+
+class RowExperiments(Experiments):
+    """`Experiments` in rows replaced in place, by statements each row store runs as written
+    (through `RowTables._run`, whose parameters are `?`)."""
+
+    @abc.abstractmethod
+    def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
 
     def save_experiment(self, experiment: Experiment) -> None:
-        """Keep `experiment`, replacing the one with its id."""
-        raise NotImplementedError
+        self._run(
+            "INSERT INTO experiments (id, created, definition) VALUES (?, ?, ?) ON CONFLICT (id)"
+            " DO UPDATE SET created = excluded.created, definition = excluded.definition",
+            (checked_id(experiment), format_timestamp(experiment.created), definition(experiment)),
+        )
 
     def experiment(self, experiment_id: str) -> Experiment | None:
-        """The experiment with this id; None when there is none."""
-        raise NotImplementedError
+        wanted = lookup_id(experiment_id)
+        if wanted is None:
+            return None
+        rows = self._run("SELECT id, definition FROM experiments WHERE id = ?", (wanted,))
+        return parsed(*rows[0]) if rows else None
 
     def experiments(self, limit: int = 200) -> list[Experiment]:
-        """The experiments, newest first."""
-        raise NotImplementedError
+        rows = self._run(
+            "SELECT id, definition FROM experiments ORDER BY created DESC, id DESC LIMIT ?",
+            (max(0, int(limit)),),
+        )
+        return [e for e in (parsed(i, d) for i, d in rows) if e is not None]

@@ -3,10 +3,11 @@
 The embedded engine has no users, so no grant can keep a query from a table it names; a table
 in the engine is a table read-only SQL can read (`merge('…')` and `mergeTreeIndex` reach past
 any filter). So the private tables, accounts, API tokens, settings, the web UI's sessions,
-the audit log and the state of alerts, are not in the engine: they are a small SQLite file
-beside its data, with the SQLite store's layout and statements. Read-only SQL runs in a
-session of its own with `readonly = 1` from its start (`clickhouse.reader`), which refuses
-`file()`, `sqlite()` and every other way out of the engine, so it cannot open that file either.
+the audit log, the state of alerts and the experiments, are not in the engine: they are a
+small SQLite file beside its data, with the SQLite store's layout and statements. Read-only
+SQL runs in a session of its own with `readonly = 1` from its start (`clickhouse.reader`),
+which refuses `file()`, `sqlite()` and every other way out of the engine, so it cannot open
+that file either.
 
 A store made before keeps its private rows: they move into the file on open, and their tables
 are dropped from the engine.
@@ -24,11 +25,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from llmlog.core.record import format_timestamp, parse_timestamp
-from llmlog.store.alerts import SQLITE_TABLES
+from llmlog.store.alerts import SQLITE_TABLES as ALERT_TABLES
 from llmlog.store.base import AuditEntry, ReadOnlyError, RowTables, Store
 from llmlog.store.clickhouse import reader
 from llmlog.store.clickhouse.engine import EmbeddedEngine, Engine
 from llmlog.store.clickhouse.store import ClickHouseStore
+from llmlog.store.experiments import SQLITE_TABLES as EXPERIMENT_TABLES
 
 PRIVATE_FILE = "llmlog-private.sqlite3"
 _SCHEMA = (
@@ -47,7 +49,9 @@ CREATE TABLE IF NOT EXISTS api_tokens (
 CREATE TABLE IF NOT EXISTS web_sessions (hash BLOB PRIMARY KEY, name TEXT NOT NULL, expires INTEGER NOT NULL);
 CREATE INDEX IF NOT EXISTS web_sessions_name ON web_sessions (name);
 """
-    + SQLITE_TABLES
+    + ALERT_TABLES
+    + ";"
+    + EXPERIMENT_TABLES
 )
 # Reader sessions kept open at once (one per time limit asked for).
 _READERS = 4
@@ -88,10 +92,10 @@ class EmbeddedClickHouseStore(RowTables, ClickHouseStore):
         _, rows = self.engine.rows(
             "SELECT name FROM system.tables WHERE database = currentDatabase()"
             " AND name IN ('settings', 'accounts', 'api_tokens', 'audit', 'web_sessions', 'alerts',"
-            " 'alert_events', 'alert_lease')"
+            " 'alert_events', 'alert_lease', 'experiments')"
         )
         present = {r[0] for r in rows}
-        for made in ("web_sessions", "alerts", "alert_events", "alert_lease"):
+        for made in ("web_sessions", "alerts", "alert_events", "alert_lease", "experiments"):
             if made in present:  # made by the migrations, kept in the file instead
                 self.engine.command(f"DROP TABLE {made}")
         moves = {

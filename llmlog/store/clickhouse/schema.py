@@ -530,6 +530,22 @@ def m009_alerts(runner: Runner, cluster: str | None) -> None:
     )
 
 
+def m010_experiments(runner: Runner, cluster: str | None) -> None:
+    """Experiments' definitions (`llmlog.store.experiments`, `clickhouse.experiments`), as
+    versioned rows read with FINAL, the newest version of an id its definition. Private: the
+    reader is granted the public tables only; the embedded store keeps it in its private file,
+    and drops this one."""
+    on = f" ON CLUSTER {cluster}" if cluster else ""
+    engine = "ReplacingMergeTree(version)"
+    if cluster:
+        path = "'/clickhouse/tables/{shard}/{database}/experiments', '{replica}'"
+        engine = f"ReplicatedReplacingMergeTree({path}, version)"
+    runner.command(
+        f"CREATE TABLE IF NOT EXISTS experiments{on} (id String, created String, definition String,"
+        f" version UInt64) ENGINE = {engine} ORDER BY id"
+    )
+
+
 MIGRATIONS: list[Callable[[Runner, str | None], None]] = [
     m001_initial,
     m002_accounts,
@@ -540,6 +556,7 @@ MIGRATIONS: list[Callable[[Runner, str | None], None]] = [
     m007_repair_figures,
     m008_trace_index,
     m009_alerts,
+    m010_experiments,
 ]
 
 

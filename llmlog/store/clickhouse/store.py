@@ -45,6 +45,7 @@ from llmlog.store.clickhouse import CLICKHOUSE, reader
 from llmlog.store.clickhouse.alerts import ClickHouseAlerts
 from llmlog.store.clickhouse.engine import READ_SETTINGS, Engine, EngineError, bind, open_engine
 from llmlog.store.clickhouse.engine import utc_time as _when
+from llmlog.store.clickhouse.experiments import ClickHouseExperiments
 from llmlog.store.clickhouse.schema import DAILY_GROUP, DAILY_SELECT, PEOPLE_SELECT, Versions, migrate
 from llmlog.store.clickhouse.traces import ClickHouseTraces, naming_sql
 from llmlog.store.filelock import FileLock
@@ -54,7 +55,7 @@ from llmlog.store.search import Query
 from llmlog.store.urls import redact_url
 
 
-class ClickHouseStore(ClickHouseAlerts, ClickHouseTraces):
+class ClickHouseStore(ClickHouseAlerts, ClickHouseExperiments, ClickHouseTraces):
     dialect = CLICKHOUSE
     recent_order = "timestamp DESC, id"
     # Rotation sweeps again after this long, for what a cluster's replicas saw late (`insert`).

@@ -43,7 +43,17 @@ PUBLIC_RELATIONS = (
     "traces", "llmlog_schema",
 )  # fmt: skip
 # What it must not, checked on each reader connection (an administrator's login included).
-PRIVATE_TABLES = ("accounts", "api_tokens", "settings", "audit", "web_sessions")
+PRIVATE_TABLES = (
+    "accounts",
+    "api_tokens",
+    "settings",
+    "audit",
+    "web_sessions",
+    "experiments",
+    "alerts",
+    "alert_events",
+    "alert_lease",
+)
 # Predefined roles that read or run anything on the server whatever the grants say.
 _POWERFUL = (
     "pg_read_server_files", "pg_write_server_files", "pg_execute_server_program", "pg_read_all_data",

@@ -622,6 +622,18 @@ def m019_spans_by_call(cur: psycopg.Cursor[Any]) -> None:
     cur.execute(SPANS_CALL_INDEX)
 
 
+def m020_experiments(cur: psycopg.Cursor[Any]) -> None:
+    """Experiments' definitions, as in SQLite's migration 21 (the definition as JSON text, as
+    the other engines keep it); private, as `alerts` is (the reader is granted the public
+    tables only)."""
+    cur.execute(
+        "CREATE TABLE IF NOT EXISTS experiments (id text PRIMARY KEY,"
+        " created text NOT NULL,"  # as format_timestamp writes it: text order is time order
+        " definition text NOT NULL)"
+    )
+    cur.execute("CREATE INDEX IF NOT EXISTS experiments_created ON experiments (created)")
+
+
 MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m001_initial,
     m002_daily,
@@ -642,6 +654,7 @@ MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m017_trace_values_by_time,
     m018_alerts,
     m019_spans_by_call,
+    m020_experiments,
 ]
 
 

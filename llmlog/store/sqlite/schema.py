@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Callable, Iterator
 
 from llmlog.core.record import KIND
-from llmlog.store import migrations
+from llmlog.store import experiments, migrations
 from llmlog.store.alerts import SQLITE_TABLES
 from llmlog.store.layout import select_list
 from llmlog.store.rollup import (
@@ -611,6 +611,12 @@ def m020_spans_by_call(db: sqlite3.Connection) -> None:
     db.execute(SPANS_CALL_INDEX)
 
 
+def m021_experiments(db: sqlite3.Connection) -> None:
+    """Experiments' definitions (`llmlog.store.experiments`). Private, as `alerts` is
+    (read-only SQL reads the tables of `_READABLE` only)."""
+    _run(db, experiments.SQLITE_TABLES)
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_initial,
     m002_rate_card_and_filters,
@@ -632,6 +638,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m018_trace_values_by_time,
     m019_alerts,
     m020_spans_by_call,
+    m021_experiments,
 ]
 
 
