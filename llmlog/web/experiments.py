@@ -9,13 +9,13 @@ name them: they are drawn, and given in the JSON, only for a role that may open 
 (debugger and up), as the findings' links to calls are. Call ids (the sample, the pairs) are
 a debugger's too; a viewer is told how many there are.
 
-An unknown id, or one no experiment could have, is the site's 404, never asked of the store
-as it came (a NUL byte is an error on PostgreSQL, not an unknown id).
+An unknown id, or one no experiment could have, is the site's 404. An id is one path
+segment (quoted in links, whatever it holds); anything under /experiments/ is a page's, so
+that even a path of several segments is that 404 and not the router's.
 """
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -40,9 +40,6 @@ from llmlog.web.reports import p_value
 from llmlog.web.state import Web, may, web_of
 from llmlog.web.verdicts import Summary
 
-# What an experiment's id may look like to be looked for ("exp-" and 8 hex digits today; a
-# little room for ids made otherwise later). Anything else is no experiment of this store.
-ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 # How long one view of the list spends comparing the experiments it has no verdict of; those
 # past it say so, and the next view (the kept ones being kept) goes on from there.
 LIST_BUDGET_S = 2.0
@@ -128,8 +125,9 @@ def href(e: Experiment) -> str:
 
 
 def find(web: Web, experiment_id: str) -> Experiment:
-    if not ID.fullmatch(experiment_id):
-        raise Refusal(NOT_FOUND, 404)
+    """The experiment of a page's path, as a person typed it (`store.experiments.lookup_id`:
+    the run's ids in any case); the site's 404 for an id no experiment can have, which the
+    store never sends to its engine."""
     with web.reading() as store:
         found = store.experiment(experiment_id)
     if found is None:
