@@ -8,6 +8,7 @@ from llmlog.cli import (  # noqa: F401
     admin,
     alerts,
     calls,
+    experiments,
     findings,
     importing,
     investigate,

@@ -19,7 +19,13 @@ What cannot be re-sent exactly:
 
 Prompt template versions have no registry yet, so there is no "current text of the prompt
 template" to fetch: a replay may instead carry an edited system prompt (`system_prompt=`),
-which the web UI prefills with the logged one.
+which the web UI prefills with the logged one, and name its version (`prompt_version=`, as an
+experiment trying a version from the prompts folder does).
+
+Request parameters may be set over the logged ones (`params=`, temperature, max_tokens, …; a
+None removes one). Not those a replay is made of: the messages and the model (`model=`), the
+system prompt (`system_prompt=`), nor the streaming switches, which are re-sent as logged so
+that first-token times and the usage of a stream compare.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from llmlog.capture.parse import to_call
 from llmlog.capture.wrap import instrument
 from llmlog.core.config import Settings
 from llmlog.core.record import Call
+from llmlog.core.sealed import is_sealed
 from llmlog.pipeline.intake import Intake
 from llmlog.pipeline.pricing import Pricer
 from llmlog.providers import APIS
@@ -98,6 +105,8 @@ def request_of(
     none). None keeps what was logged, exactly (Anthropic system blocks, with their cache
     markers, included)."""
     api = APIS[api_of(call)]
+    if _sealed(call, system_prompt is None):
+        raise ReplayError("the logged request is sealed (regulated mode) and no key here opens it")
     if not isinstance(call.params, dict):
         raise ReplayError("the logged call has no request parameters to re-send (imported, or unparsed)")
     if call.messages is None and api.needs_messages:
@@ -111,6 +120,38 @@ def request_of(
         body["tools"] = call.tools
     api.rejoin(call, body, system_prompt)
     return api.name, body
+
+
+# Parameters `params=` may not set: what the replay is made of, each with how to change it.
+NOT_PARAMS = {
+    "messages": "the logged messages are what is re-sent",
+    "input": "the logged input is what is re-sent",
+    "model": "use the model override",
+    "system": "use the system prompt override",
+    "instructions": "use the system prompt override",
+    "stream": "re-sent as logged, so that first-token times compare",
+    "stream_options": "re-sent as logged: a stream's usage depends on it",
+}
+# Metadata keys a replay sets itself: `metadata=` may not give them.
+OWN_METADATA = ("replay_of", "llmlog")
+
+
+def check_params(params: dict[str, Any] | None) -> None:
+    """Raises ReplayError when `params` sets a parameter a replay may not (NOT_PARAMS)."""
+    for key in params or {}:
+        if not isinstance(key, str) or not key:
+            raise ReplayError(f"a request parameter's name must be text, not {key!r}")
+        if key in NOT_PARAMS:
+            raise ReplayError(f"the request parameter {key!r} cannot be set: {NOT_PARAMS[key]}")
+
+
+def _sealed(call: Call, system: bool) -> bool:
+    """Whether what a replay re-sends of `call` is still sealed: read without the key."""
+    parts: list[Any] = [call.params, call.messages, call.tools, call.system_prompt if system else None]
+    for many in (call.messages, call.tools):
+        if isinstance(many, list):  # sealed one by one
+            parts += many
+    return any(is_sealed(p) for p in parts)
 
 
 def _client(provider: str, providers: Providers) -> Any:
@@ -139,6 +180,9 @@ def replay(
     *,
     model: str | None = None,
     system_prompt: str | None = None,
+    params: dict[str, Any] | None = None,
+    prompt_version: str | None = None,
+    metadata: dict[str, Any] | None = None,
     providers: Providers | None = None,
     settings: Settings | None = None,
 ) -> Call:
@@ -149,7 +193,13 @@ def replay(
     version is the new prompt's hash, as for any unversioned prompt). It is not put in the
     original's trace: it is not a step of that work. `metadata.llmlog.replay` says which API,
     model and system prompt overrides were used and whether it streamed (as the original did:
-    the `stream` parameter is re-sent as logged, so first-token times compare).
+    the `stream` parameter is re-sent as logged, so first-token times compare) and which
+    request parameters were set (`params`, None for one removed).
+
+    `params` are set over the logged request parameters (a None value removes one; see
+    NOT_PARAMS for those refused). `prompt_version` is the new call's prompt version, where
+    `system_prompt` replaces the logged one (as read from the prompts folder: "name@v2").
+    `metadata` is added to the new call's (an experiment's id, say).
 
     A provider error (an HTTP error, a refused connection, a timeout) is the new call's
     `error`, not an exception. Nothing is stored here: the caller inserts the call.
@@ -157,8 +207,19 @@ def replay(
     """
     providers = providers or Providers()
     settings = settings or Settings()
+    check_params(params)
+    if prompt_version is not None and system_prompt is None:
+        raise ReplayError("a prompt version names the system prompt sent instead of the logged one: give it")
+    for key in metadata or {}:
+        if key in OWN_METADATA:
+            raise ReplayError(f"the metadata key {key!r} is the replay's own")
     model = model if model and model != requested_model(call) else None
     api, body = request_of(call, model=model, system_prompt=system_prompt)
+    for key, value in (params or {}).items():
+        if value is None:
+            body.pop(key, None)
+        else:
+            body[key] = value
     assert call.provider is not None  # api_of accepted it
     exchanges: list[Exchange] = []
     failure: Exception | None = None
@@ -178,15 +239,16 @@ def replay(
     if not exchanges:
         raise NotSent(f"the request could not be sent to {call.provider}: {failure}{hint}")
     ex = exchanges[-1]
-    metadata = {k: v for k, v in (call.metadata or {}).items() if k != "llmlog"}
-    metadata["replay_of"] = call.id
+    kept = {k: v for k, v in (call.metadata or {}).items() if k != "llmlog"}
+    kept.update(metadata or {})
+    kept["replay_of"] = call.id
     # The original's context, exactly, whatever context the caller runs in. No user id here:
     # the stored one is already hashed when a secret is set, and must not be hashed again.
     ex.context = CallContext(
         session_id=call.session_id,
         feature=call.feature,
-        prompt_template_version=call.prompt_template_version if system_prompt is None else None,
-        metadata=metadata,
+        prompt_template_version=call.prompt_template_version if system_prompt is None else prompt_version,
+        metadata=kept,
         tags=tuple(call.tags or ()),
     )
     new = to_call(ex)
@@ -195,6 +257,8 @@ def replay(
         details["model"] = model
     if system_prompt is not None:
         details["system_prompt"] = "edited"
+    if params:
+        details["params"] = dict(params)
     new.metadata = {**(new.metadata or {})}
     new.metadata["llmlog"] = {**new.metadata.get("llmlog", {}), "replay": details}
     if failure is not None and new.error is None:  # the SDK refused what the capture took for fine
