@@ -178,6 +178,19 @@ def test_the_list_and_an_experiment_on_each_engine(engine_site: Running) -> None
     assert "output_tokens" in flagged
     shown = re.findall(r'<tr class="flagged"><td>(\w+)</td>', page.text)
     assert shown == [m for m in flagged if m in (*analysis.MEANS, *analysis.RATES)]
+    # Each row: logged, replayed, the bars, the change, the effect (a mean's in sd; a rate's
+    # is its change in points, said once), p, the pairs.
+    cells = {
+        name: re.findall(r'<td class="n">([^<]*)</td>', tr)
+        for name, tr in re.findall(r"<tr[^>]*><td>(\w+)</td>(.*?)</tr>", page.text, re.S)
+    }
+    tokens = done.metric("output_tokens")
+    assert cells["output_tokens"] == [
+        pages.figure("output_tokens", tokens.before), pages.figure("output_tokens", tokens.after),
+        pages.change(tokens), f"{tokens.effect:+.2f} sd", pages.p_value(tokens.p), str(PAIRS),
+    ]  # fmt: skip
+    errors = done.metric("error_rate")
+    assert cells["error_rate"][2:4] == [f"{errors.change * 100:+.1f} pts", ""]
     data = site.get(f"/api/experiments/{EXP}").json()
     assert data["verdict"] == done.verdict and data["replayed"] == PAIRS
     assert [m["metric"] for m in data["metrics"]] == [*analysis.MEANS, *analysis.RATES, *analysis.AGREEMENT]

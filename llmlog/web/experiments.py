@@ -75,10 +75,9 @@ def change(m: Metric) -> str:
 
 
 def effect(m: Metric) -> str:
-    if m.effect is None:
-        return ""
-    # A rate's effect is a difference of two rates: points, not a percentage of either.
-    return f"{m.effect * 100:+.1f} pts" if m.metric in RATES else f"{m.effect:+.2f} sd"
+    """A mean's effect in standard deviations of the paired differences. A rate's is its
+    change in points, which the change column gives already (as the CLI's table does)."""
+    return "" if m.effect is None or m.metric in RATES else f"{m.effect:+.2f} sd"
 
 
 def bars(m: Metric) -> Any:
