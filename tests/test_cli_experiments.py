@@ -156,7 +156,7 @@ def test_the_change_reaches_the_provider_and_the_new_calls(
     result = invoke(
         sqlite,
         "run", "--feature", "support-bot", "--version", "support-bot@v1", "--sample", "2",
-        "--model", "claude-haiku-4-5", "--prompt-version", "support-bot@v2",
+        "--model", "claude-haiku-4-5", "--prompt-version", "v2",  # the feature's prompt's
         "--param", "temperature=0", "--param", 'stop_sequences=["END"]', "--param", "service_tier=auto",
         "--yes",
         env=env,
@@ -308,7 +308,8 @@ def test_what_is_wrong_is_said_before_anything_is_sent(
         (("--feature", "nobody"), "no calls of feature 'nobody'"),
         (("--feature", "support-bot", "--version", "v3"), "support-bot@v1"),
         (("--feature", "support-bot", "--system-file", str(tmp_path / "gone.txt")), "gone.txt"),
-        (("--feature", "support-bot", "--prompt-version", "support-bot"), "NAME@VERSION"),
+        (("--feature", "support-bot", "--prompt-version", "v9"), "no version 'v9'"),
+        (("--feature", "support-bot", "--prompt-version", "@v2"), "NAME@VERSION"),
         (("--feature", "support-bot", "--budget", "-1"), "above 0"),
         (("--feature", "support-bot", "--since", "yesterday-ish"), "neither a duration"),
     ):

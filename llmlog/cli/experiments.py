@@ -189,7 +189,8 @@ def experiment_group() -> None:
     "--prompt-version",
     metavar="NAME@VERSION",
     help="Send this version from the prompts folder (LLMLOG_PROMPTS or ./prompts) as the"
-    " system prompt instead; the new calls carry its version.",
+    " system prompt instead; the new calls carry its version. A version alone (v2) is the"
+    " feature's own prompt's.",
 )
 @click.option(
     "--param",
@@ -246,7 +247,10 @@ def experiment_run(
     try:
         change = Change.read(
             model=model,
-            prompt_version=prompt_version,
+            # "v2" is the feature's prompt's, as `--version v1` is the feature's version.
+            prompt_version=f"{feature}@{prompt_version}"
+            if prompt_version and "@" not in prompt_version
+            else prompt_version,
             system_file=system_file,
             params=_params(params),
         )
@@ -471,9 +475,9 @@ def _providers(fake_provider: bool) -> Iterator[Providers | None]:
     if not fake_provider:
         yield None  # the SDKs' own environment: keys and base URLs
         return
-    from llmlog.demo.fake_provider import FakeProvider
+    from llmlog.demo.fake_provider import DEMO_SEED, FakeProvider
 
-    fake = FakeProvider().start()
+    fake = FakeProvider(seed=DEMO_SEED).start()
     err_console.print(f"Sending to the fake provider on {fake.url}", markup=False)
     try:
         yield Providers.fake(fake.anthropic_base_url, fake.openai_base_url)

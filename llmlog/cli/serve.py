@@ -136,7 +136,7 @@ def serve(
 
     from llmlog.analysis import alerts
     from llmlog.core.config import allowed_hosts as env_hosts
-    from llmlog.demo.fake_provider import FakeProvider
+    from llmlog.demo.fake_provider import DEMO_SEED, FakeProvider
     from llmlog.operations import retention
     from llmlog.web.guard import allowed_hosts
     from llmlog.web.workers import APP, Served, server_gc, unshared
@@ -174,7 +174,7 @@ def serve(
                 )
     fake: FakeProvider | None = None
     if fake_provider:
-        fake = FakeProvider().start()
+        fake = FakeProvider(seed=DEMO_SEED).start()
         err_console.print(f"replays and the proxy go to the fake provider on {fake.url}")
     daily = retention.Daily(lambda: open_store(ctx.settings.db)).start() if daily_retention else None
     # A store of its own for each round, as retention's: never the one the pages read.

@@ -25,6 +25,7 @@ from llmlog.cli.core import (
 )
 from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call, RecordError
+from llmlog.demo.fake_provider import DEMO_SEED
 from llmlog.pipeline.intake import Intake
 from llmlog.pipeline.pricing import Pricer
 from llmlog.pipeline.writer import keep_spans
@@ -220,7 +221,7 @@ def _pages(records: Iterable[Record], size: int) -> Iterator[list[Record]]:
     type=click.IntRange(1, MAX_COUNT),
     help="About how many calls to make.",
 )
-@click.option("--seed", default=7, show_default=True, help="Seed for a reproducible workload.")
+@click.option("--seed", default=DEMO_SEED, show_default=True, help="Seed for a reproducible workload.")
 @click.option(
     "--history",
     "history_days",

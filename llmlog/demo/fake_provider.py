@@ -290,6 +290,9 @@ def _ms(headers: dict[str, str], name: str, default: float) -> float:
 
 
 REFUSAL = "I'm sorry, but I can't help with that."
+# The seed `llmlog demo` gives the fake by default: a fake started later with it (`llmlog serve
+# --fake-provider`, `llmlog experiment run --fake-provider`) answers the demo's requests as it did.
+DEMO_SEED = 7
 REWORDED = 0.15  # of an answer's sentences, worded by each model its own way
 DECLINED = 12  # one request in this many is declined where the system prompt says to
 
