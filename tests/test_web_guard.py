@@ -384,7 +384,7 @@ def test_pages_carry_no_inline_script_or_style(open_server: Running) -> None:
     for path in ("/", f"/calls/{call.id}", "/sample", "/sessions", "/sessions/sess_0", "/users",
                  "/users/user_0", "/traces", f"/traces/{trace}", "/dashboard", "/reports", "/reports/errors",
                  "/reports/cost", "/search?q=question", f"/calls/{call.id}/replay", "/sql?q=SELECT+1",
-                 "/login"):  # fmt: skip
+                 "/experiments", "/login"):  # fmt: skip
         html = s.get(path).text
         assert "<style" not in html, path
         for tag, attrs in tags(html):

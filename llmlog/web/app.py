@@ -8,8 +8,9 @@ Each group of pages is a module of handlers and a `routes()` function that lists
 with the role that opens it: `findings` (what is wrong now, the first screen), `calls` (the
 list, one call, the sample, the JSON API), `search` (words, and calls like one), `people`
 (sessions and users), `traces` (the recent traces, one as a waterfall), `replay`,
-`dashboard`, `drift` (drift over time), `reports`, `alerts`, `sql`, `admin` (signing in and
-out, the admin page); and the collector's, `ingest`. A handler finds what every page is given
+`dashboard`, `drift` (drift over time), `reports`, `experiments` (each experiment's
+comparison), `alerts`, `sql`, `admin` (signing in and out, the admin page); and the
+collector's, `ingest`. A handler finds what every page is given
 in the app's state (`state.web_of`), the collector its own (`ingest.collector_of`).
 """
 
@@ -131,6 +132,7 @@ def create_app(
         calls,
         dashboard,
         drift,
+        experiments,
         findings,
         ingest,
         people,
@@ -146,7 +148,8 @@ def create_app(
     )
     routes: list[BaseRoute] = []
     # (drift's /api/reports/drift-by-day before the reports' /api/reports/{name}, which would take it)
-    pages = (findings, calls, search, people, traces, replay, dashboard, drift, reports, alerts, sql, admin)
+    pages = (findings, calls, search, people, traces, replay, dashboard, drift, reports, experiments,
+             alerts, sql, admin)  # fmt: skip
     for module in pages:
         routes.extend(module.routes())
     gate = IngestGate(web, ingest_token)

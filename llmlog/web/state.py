@@ -31,6 +31,7 @@ from llmlog.store import Store
 from llmlog.web import auth
 from llmlog.web.headlines import Headlines
 from llmlog.web.throttle import SignIns
+from llmlog.web.verdicts import Verdicts
 
 HERE = Path(__file__).parent
 READERS = 8  # stores lent to pages at once (`Web.reading`)
@@ -96,6 +97,9 @@ class Web:
     # The Reports page's headline of each report, computed off the request's path and kept
     # a few minutes (`web.headlines`).
     headlines: Headlines = field(default_factory=Headlines)
+    # What each ended experiment's comparison found, kept a few minutes for the list of
+    # experiments (`web.verdicts`).
+    verdicts: Verdicts = field(default_factory=Verdicts)
     _idle: list[Store] = field(default_factory=list)  # readers no request holds now
     _opened: list[Store] = field(default_factory=list)  # every reader, to close at the end
     _pool: threading.Lock = field(default_factory=threading.Lock)
