@@ -540,3 +540,23 @@ def test_load_of_an_experiment_not_run_yet(engine_store: Store) -> None:
     assert [p.replay for p in c.pairs] == [None, None]
     assert c.verdict == "0 of 3 calls replayed (1 erased since); too few pairs to test (at least 10)"
     assert all(m.n == 0 and m.after is None for m in c.metrics)
+
+
+def test_the_cli_says_why_each_pair_is_shown() -> None:
+    """Beside each pair to read, the CLI says why in the terms the pages use: a failure or a
+    refusal on one side, else how alike the answers are, as a percentage like the table's."""
+    from llmlog.cli.experiments import _why
+
+    a, b, c = call(1), call(2), call(3, answer="one two three four")
+    pairs = comparison(
+        [
+            (a, replay_of(a, error={"type": "overloaded_error", "status": 529, "message": "busy"})),
+            (b, replay_of(b, answer=REFUSAL)),
+            (c, replay_of(c, answer="one two three five")),
+        ]
+    ).pairs
+    assert [_why(p) for p in pairs] == [
+        "the replay failed: overloaded_error (529): busy",
+        "the replay declined",
+        "answers 75% alike",
+    ]

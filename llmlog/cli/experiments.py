@@ -559,8 +559,11 @@ def _why(pair: Pair) -> str:
         failed = b if b.error else a
         side = "the replay" if b.error else "the original"
         return f"{side} failed: {error_text(failed)}"
+    before, after = pair.refused
+    if before != after:
+        return f"{'the replay' if after else 'the original'} declined"
     if pair.similarity is not None:
-        return f"similarity {pair.similarity:.2f}"
+        return f"answers {pair.similarity:.0%} alike"
     return ""
 
 
@@ -605,7 +608,8 @@ def _print_comparison(experiment: Experiment, comparison: Comparison) -> None:
     console.print(as_text(f"{comparison.verdict} ({status}; {fmt_cost(experiment.spent_usd)} spent)."))
     most = comparison.most_different(PAIRS_SHOWN)
     if most:
-        console.print("The pairs that differ most (llmlog show ID; side by side in llmlog serve):")
+        where = f"side by side at /experiments/{experiment.id}"
+        console.print(as_text(f"The pairs that differ most (llmlog show ID; {where}):"))
         for pair in most:
             assert pair.replay is not None
             a, b = pair.original.id, pair.replay.id
