@@ -101,6 +101,17 @@ def test_params_that_make_the_replay_itself_are_refused(fake: FakeProvider, key:
     assert len(fake.requests) == n
 
 
+@pytest.mark.parametrize("value", [float("nan"), {"a": [1, float("inf")]}, [float("-inf")]])
+def test_params_holding_nan_or_infinity_at_any_depth_are_refused(fake: FakeProvider, value: Any) -> None:
+    original = support_call(fake, "Where is order 42?")
+    n = len(fake.requests)
+    with pytest.raises(ReplayError, match="NaN or infinity"):
+        replay(original, params={"metadata": value}, providers=providers(fake))
+    with pytest.raises(ExperimentError, match="NaN or infinity"):
+        Change(params={"metadata": value}).check()
+    assert len(fake.requests) == n
+
+
 def test_a_prompt_version_names_the_new_system_prompt(fake: FakeProvider) -> None:
     original = support_call(fake, "How do refunds work?")
     assert original.prompt_template_version == "support-bot@v1"
