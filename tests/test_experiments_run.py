@@ -449,3 +449,26 @@ def test_the_estimate_prices_cache_reads_as_the_writes_a_replay_makes(
     assert done.status == "done"
     # Unchanged, on the fake: what it spends is what was estimated.
     assert cost.usd is not None and cost.usd == pytest.approx(done.spent_usd)
+
+
+@pytest.mark.parametrize("kind", ["429", "529"])
+def test_a_rate_limit_stops_the_run_and_a_resume_sends_those_calls_again(
+    engine_store: Store, fake: FakeProvider, kind: str
+) -> None:
+    """A 429 (or Anthropic's 529, overloaded) says nothing of the change: kept as the pair's
+    answer it would count as an error the change made, and a resume would never retry it.
+    The next calls would be refused alike: the run stops, to be resumed."""
+    store = engine_store
+    record_traffic(store, fake)
+    experiment = support_plan(store, 6, version=None)
+    fake.fail_next(kind, 1)
+    stopped = run(store, experiment, Change(), providers=providers(fake), concurrency=1)
+    assert stopped.status == "stopped" and "anthropic" in (stopped.note or "")
+    assert "rate limited" in (stopped.note or "") or "overloaded" in (stopped.note or "")
+    assert experiment_calls(store, experiment.id) == []
+    saved = store.experiment(experiment.id)
+    assert saved is not None
+    resumed = run(store, saved, Change.of(saved), providers=providers(fake))
+    assert resumed.status == "done"
+    new = experiment_calls(store, experiment.id)
+    assert len(new) == 6 and all(c.error is None for c in new)

@@ -425,6 +425,19 @@ def _unreachable(call: Call) -> bool:
     )
 
 
+def _refused_for_load(call: Call) -> str | None:
+    """Why the provider turned the request away for its load (429 rate limited, 529
+    overloaded), or None. Such an answer says nothing of the change, and the next calls
+    would be turned away alike: the run stops without keeping it, so a resume sends it again."""
+    err = call.error or {}
+    status, kind = err.get("status"), str(err.get("type") or "")
+    if status == 429 or kind in ("rate_limit_error", "rate_limit_exceeded", "RateLimitError"):
+        return "rate limited"
+    if status == 529 or kind in ("overloaded_error", "OverloadedError"):
+        return "overloaded"
+    return None
+
+
 class _Workers:
     """`n` threads re-sending calls; their answers come back on `results`, in the order they
     come. Daemon threads: a run left at a second Ctrl-C does not wait for them to exit."""
@@ -464,7 +477,7 @@ def run(
     """Send every sampled call that has no replay yet, `concurrency` at a time, and store
     each answer as it comes (from this thread); the experiment saved as it goes (its spent
     and status, for `llmlog experiment list`), and at the end: "done", or "stopped" and why
-    (the budget reached, a provider not reached, no key, interrupted). `on_call` is shown
+    (the budget reached, a provider not reached or rate limited, no key, interrupted). `on_call` is shown
     each new call once stored (a progress bar).
 
     Ctrl-C (KeyboardInterrupt, here or in `on_call`): nothing more is sent, the calls in
@@ -524,6 +537,9 @@ def run(
         elif new is not None and _unreachable(new):
             err = new.error or {}
             stop = stop or f"{original.provider} not reached: {err.get('message') or err.get('type')}"
+        elif new is not None and (load := _refused_for_load(new)):
+            err = new.error or {}
+            stop = stop or f"{original.provider} {load}: {err.get('message') or err.get('type')}"
         elif new is not None:
             store.insert([new])
             experiment.spent_usd += new.cost_usd or 0.0
