@@ -298,6 +298,11 @@ def test_what_is_wrong_is_said_before_anything_is_sent(
     sqlite: Backend, fake: FakeProvider, tmp_path: Path
 ) -> None:
     recorded(sqlite, fake)
+    # A prompts folder of its own: "no version 'v9'" needs the feature's prompt to be there,
+    # whichever tests ran before.
+    prompts = tmp_path / "prompts"
+    (prompts / "support-bot").mkdir(parents=True)
+    (prompts / "support-bot" / "v1.txt").write_text(SUPPORT_V2, encoding="utf-8")
     n = len(fake.requests)
     base = ("run", "--sample", "2", "--yes")
     for args, said in (
@@ -313,7 +318,7 @@ def test_what_is_wrong_is_said_before_anything_is_sent(
         (("--feature", "support-bot", "--budget", "-1"), "above 0"),
         (("--feature", "support-bot", "--since", "yesterday-ish"), "neither a duration"),
     ):
-        result = invoke(sqlite, *base, *args, env=to_fake(fake))
+        result = invoke(sqlite, *base, *args, env={**to_fake(fake), "LLMLOG_PROMPTS": str(prompts)})
         assert result.exit_code == 2, (args, result.output)
         assert said in result.output, (args, result.output)
     assert len(fake.requests) == n

@@ -165,6 +165,26 @@ def test_a_pair_counts_for_a_mean_only_where_both_sides_have_the_figure() -> Non
     assert cost.n == 9 and cost.before == pytest.approx(0.002) and cost.after == pytest.approx(0.003)
 
 
+def test_a_failed_side_counts_for_the_error_rate_not_for_the_means() -> None:
+    """A replay refused at once (429 in 20 ms) took no time to answer: counted in the
+    latency, it would read as the change making the feature faster."""
+    pairs: list[tuple[Call, Call | None]] = []
+    for i in range(20):
+        o = call(i, latency_ms=900.0 + i)
+        if i < 8:
+            error = {"type": "rate_limit_error", "status": 429, "message": "slow down"}
+            new = replay_of(o, response=None, latency_ms=20.0, error=error, output_tokens=0, cost_usd=0.0)
+        else:
+            new = replay_of(o, latency_ms=900.0 + i + (i % 3) - 1)
+        pairs.append((o, new))
+    c = comparison(pairs)
+    for name in ("latency_ms", "output_tokens", "cost_usd"):
+        m = c.metric(name)
+        assert m.n == 12 and not m.flagged, m
+    assert c.metric("latency_ms").change == pytest.approx(0.0)
+    assert c.metric("error_rate").change == pytest.approx(0.4) and c.metric("error_rate").flagged
+
+
 def test_no_p_below_min_pairs_nor_without_spread() -> None:
     few = []
     for i in range(MIN_PAIRS - 1):

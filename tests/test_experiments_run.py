@@ -12,8 +12,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import pytest
 
+from llmlog.capture.wrap import instrument
 from llmlog.core.config import Settings
 from llmlog.core.filters import CallFilter
 from llmlog.core.prompts import text_hash
@@ -25,7 +27,15 @@ from llmlog.operations.replay import Providers, ReplayError, replay
 from llmlog.store import Store
 from llmlog.store.experiments import Experiment
 from tests.backends import Backend
-from tests.experiment_calls import QUESTIONS, SUPPORT_V1, providers, record_traffic, support_call, triage_call
+from tests.experiment_calls import (
+    QUESTIONS,
+    SUPPORT_V1,
+    _recorded,
+    providers,
+    record_traffic,
+    support_call,
+    triage_call,
+)
 from tests.test_encryption import K1
 from tests.webui import free_port
 
@@ -88,6 +98,17 @@ def test_params_that_make_the_replay_itself_are_refused(fake: FakeProvider, key:
     n = len(fake.requests)
     with pytest.raises(ReplayError, match=said):
         replay(original, params={key: "x"}, providers=providers(fake))
+    assert len(fake.requests) == n
+
+
+@pytest.mark.parametrize("value", [float("nan"), {"a": [1, float("inf")]}, [float("-inf")]])
+def test_params_holding_nan_or_infinity_at_any_depth_are_refused(fake: FakeProvider, value: Any) -> None:
+    original = support_call(fake, "Where is order 42?")
+    n = len(fake.requests)
+    with pytest.raises(ReplayError, match="NaN or infinity"):
+        replay(original, params={"metadata": value}, providers=providers(fake))
+    with pytest.raises(ExperimentError, match="NaN or infinity"):
+        Change(params={"metadata": value}).check()
     assert len(fake.requests) == n
 
 
@@ -383,3 +404,71 @@ def test_sealed_calls_are_sampled_with_the_key_and_their_replays_sealed(
         store.keyring = None
         for c in experiment_calls(store, experiment.id):
             assert is_sealed(c.system_prompt) and c.messages and all(is_sealed(m) for m in c.messages)
+
+
+def test_the_estimate_prices_cache_reads_as_the_writes_a_replay_makes(
+    engine_store: Store, fake: FakeProvider
+) -> None:
+    """A replay is sent long after its original: the prompt cache the original read from has
+    expired (or holds another system prompt), so the cached prefix is written again. An
+    estimate taking the original's cache reads as reads would be a fraction of the cost, and
+    a budget held on it would not hold."""
+    store = engine_store
+
+    def cached(question: str, i: int) -> Call:
+        def make(sink: Any) -> None:
+            client = instrument(
+                anthropic.Anthropic(api_key="sk-test", base_url=fake.anthropic_base_url), sink
+            )
+            client.messages.create(
+                model="claude-sonnet-4-6",
+                max_tokens=400,
+                system=[
+                    {
+                        "type": "text",
+                        "text": f"({i}) " + SUPPORT_V1 * 300,
+                        "cache_control": {"type": "ephemeral"},
+                    }
+                ],
+                messages=[{"role": "user", "content": question}],
+            )
+
+        return _recorded(make, feature="support-bot", prompt_template_version="support-bot@v1")
+
+    # Each call read its own prompt's prefix, cached by the one before it (not stored); the
+    # last two share theirs, as a feature's calls do.
+    calls = [cached(q, i) for i, q in enumerate(QUESTIONS[:3]) if cached(q, i)]
+    calls.append(cached(QUESTIONS[3], 2))
+    assert all(c.cache_read_tokens and not c.cache_creation_tokens for c in calls)
+    store.insert(calls)
+    fake.reset()  # the provider's cache expired since, as it has by the time anyone replays
+    change = Change()
+    experiment = support_plan(store, 4, change)
+    cost = estimate(store, experiment, change)
+    done = run(store, experiment, change, providers=providers(fake), concurrency=1)
+    assert done.status == "done"
+    # Unchanged, on the fake: what it spends is what was estimated.
+    assert cost.usd is not None and cost.usd == pytest.approx(done.spent_usd)
+
+
+@pytest.mark.parametrize("kind", ["429", "529"])
+def test_a_rate_limit_stops_the_run_and_a_resume_sends_those_calls_again(
+    engine_store: Store, fake: FakeProvider, kind: str
+) -> None:
+    """A 429 (or Anthropic's 529, overloaded) says nothing of the change: kept as the pair's
+    answer it would count as an error the change made, and a resume would never retry it.
+    The next calls would be refused alike: the run stops, to be resumed."""
+    store = engine_store
+    record_traffic(store, fake)
+    experiment = support_plan(store, 6, version=None)
+    fake.fail_next(kind, 1)
+    stopped = run(store, experiment, Change(), providers=providers(fake), concurrency=1)
+    assert stopped.status == "stopped" and "anthropic" in (stopped.note or "")
+    assert "rate limited" in (stopped.note or "") or "overloaded" in (stopped.note or "")
+    assert experiment_calls(store, experiment.id) == []
+    saved = store.experiment(experiment.id)
+    assert saved is not None
+    resumed = run(store, saved, Change.of(saved), providers=providers(fake))
+    assert resumed.status == "done"
+    new = experiment_calls(store, experiment.id)
+    assert len(new) == 6 and all(c.error is None for c in new)

@@ -187,8 +187,9 @@ def test_the_list_and_an_experiment_on_each_engine(engine_site: Running) -> None
     tokens = done.metric("output_tokens")
     assert cells["output_tokens"] == [
         pages.figure("output_tokens", tokens.before), pages.figure("output_tokens", tokens.after),
-        pages.change(tokens), f"{tokens.effect:+.2f} sd", pages.p_value(tokens.p), str(PAIRS),
+        pages.change(tokens), f"{tokens.effect:+.2f} sd", pages.p_value(tokens.p), str(tokens.n),
     ]  # fmt: skip
+    assert 0 < tokens.n < PAIRS  # the failed pairs are in the error rate, not the means
     errors = done.metric("error_rate")
     assert cells["error_rate"][2:4] == [f"{errors.change * 100:+.1f} pts", ""]
     data = site.get(f"/api/experiments/{EXP}").json()

@@ -243,10 +243,13 @@ class Metric:
 
 
 def _mean_metric(name: str, done: list[Pair]) -> Metric:
+    # Only pairs answered on both sides: an error's latency is how fast it was refused (a 429
+    # in milliseconds), not how fast the change answers; the error rate counts the errors.
     both = [
         (a, b)
         for p in done
         if p.replay is not None
+        and not any(p.failed)
         and (a := _figure(getattr(p.original, name))) is not None
         and (b := _figure(getattr(p.replay, name))) is not None
     ]

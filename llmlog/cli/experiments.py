@@ -228,8 +228,9 @@ def experiment_run(
     With no change, the calls are sent as logged: a baseline of how much the answers
     vary by themselves, to read a change's comparison against.
 
-    A run stopped (--budget reached, Ctrl-C, a provider not reached) continues with
-    `llmlog experiment resume ID`, which sends only the calls not replayed yet.
+    A run stopped (--budget reached, Ctrl-C, a provider not reached or rate limited)
+    continues with `llmlog experiment resume ID`, which sends only the calls not replayed
+    yet.
 
     Exit status: 0 compared and no --fail-if condition met, 1 a condition met, 2 nothing
     compared (refused, declined, nothing sent).

@@ -20,6 +20,7 @@ the budget by the difference. Calls of a model with no price count nothing again
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import queue
 import random
@@ -313,11 +314,24 @@ def _pricer(settings: Settings) -> Pricer | None:
         return None
 
 
-def call_estimate(pricer: Pricer | None, call: Call, change: Change, now: datetime) -> float | None:
+def _prefix(call: Call, change: Change) -> str:
+    """What a prompt cache is keyed by, about: the model, the tools and the system prompt sent."""
+    system = change.system_prompt if change.system_prompt is not None else call.system_prompt
+    tools = json.dumps(call.tools, sort_keys=True, default=str)
+    return _sha256(f"{call.provider}\0{change.model or call.model}\0{tools}\0{system}")
+
+
+def call_estimate(
+    pricer: Pricer | None, call: Call, change: Change, now: datetime, cached: set[str] | None = None
+) -> float | None:
     """What re-sending `call` with `change` should cost: its tokens at the new model's price
     in force `now`; the input by the new system prompt's length (a token per 4 characters),
     the output no more than a new output limit allows. None: no price, or no tokens logged.
-    Cache reads and writes are taken as logged."""
+    The tokens the original read from the prompt cache are priced as written to it where its
+    prefix (`_prefix`) is not in `cached` yet, which is then added to: by the time a call is
+    replayed its cache has expired (or held another system prompt), and the first replay of
+    a prefix writes it again for the next ones to read. (A read costs a tenth of a write: an
+    estimate at the logged reads would not hold a budget.)"""
     if pricer is None or call.input_tokens is None or call.output_tokens is None:
         return None
     tokens_in, tokens_out = call.input_tokens, call.output_tokens
@@ -328,13 +342,35 @@ def call_estimate(pricer: Pricer | None, call: Call, change: Change, now: dateti
         limit = change.params.get(key)
         if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
             tokens_out = min(tokens_out, limit)
+    read = call.cache_read_tokens or 0
+    if cached is not None:
+        key = _prefix(call, change)
+        read = 0 if key in cached else read
+        cached.add(key)
+    written = (call.cache_creation_tokens or 0) + read
     probe = call.replace(
         model=change.model or call.model,
-        input_tokens=tokens_in,
+        input_tokens=max(tokens_in, written),
         output_tokens=tokens_out,
+        cache_read_tokens=0 if read else call.cache_read_tokens,
+        cache_creation_tokens=written if read else call.cache_creation_tokens,
         timestamp=now,
         cost_usd=None,
     )
+    if read:
+        # Anthropic's usage splits the writes by time to live: the reads join the 5-minute ones.
+        usage = call.response.get("usage") if isinstance(call.response, dict) else None
+        split = usage.get("cache_creation") if isinstance(usage, dict) else None
+        hour = split.get("ephemeral_1h_input_tokens") if isinstance(split, dict) else None
+        hour = hour if isinstance(hour, int) and 0 <= hour <= written else 0
+        probe.response = {
+            "usage": {
+                "cache_creation": {
+                    "ephemeral_5m_input_tokens": written - hour,
+                    "ephemeral_1h_input_tokens": hour,
+                }
+            }
+        }
     try:
         return pricer.price(probe).cost_usd
     except Exception:  # a price the card cannot apply to these tokens: unpriced, as at ingest
@@ -355,11 +391,12 @@ def estimate(
     now = datetime.now(UTC)
     ids = [i for i in experiment.sample if only is None or i in only]
     total, calls, priced = 0.0, 0, 0
+    cached: set[str] = set()
     for _, call in _originals(store, ids):
         if call is None:
             continue
         calls += 1
-        usd = call_estimate(pricer, call, change, now)
+        usd = call_estimate(pricer, call, change, now, cached)
         if usd is not None:
             total += usd
             priced += 1
@@ -386,6 +423,19 @@ def _unreachable(call: Call) -> bool:
         and err.get("type") in ("connection_error", "timeout")
         and exception.endswith(("ConnectError", "ConnectTimeout"))
     )
+
+
+def _refused_for_load(call: Call) -> str | None:
+    """Why the provider turned the request away for its load (429 rate limited, 529
+    overloaded), or None. Such an answer says nothing of the change, and the next calls
+    would be turned away alike: the run stops without keeping it, so a resume sends it again."""
+    err = call.error or {}
+    status, kind = err.get("status"), str(err.get("type") or "")
+    if status == 429 or kind in ("rate_limit_error", "rate_limit_exceeded", "RateLimitError"):
+        return "rate limited"
+    if status == 529 or kind in ("overloaded_error", "OverloadedError"):
+        return "overloaded"
+    return None
 
 
 class _Workers:
@@ -427,7 +477,7 @@ def run(
     """Send every sampled call that has no replay yet, `concurrency` at a time, and store
     each answer as it comes (from this thread); the experiment saved as it goes (its spent
     and status, for `llmlog experiment list`), and at the end: "done", or "stopped" and why
-    (the budget reached, a provider not reached, no key, interrupted). `on_call` is shown
+    (the budget reached, a provider not reached or rate limited, no key, interrupted). `on_call` is shown
     each new call once stored (a progress bar).
 
     Ctrl-C (KeyboardInterrupt, here or in `on_call`): nothing more is sent, the calls in
@@ -470,6 +520,7 @@ def run(
     originals = still_stored()
     upcoming: Call | None = next(originals, None)
     in_flight: dict[str, float] = {}  # id → its estimate, held against the budget
+    cached: set[str] = set()  # the prompt prefixes this run has sent (`call_estimate`)
     stop: str | None = None
     failed: Counter[str] = Counter()
     workers = _Workers(min(concurrency, max(1, len(pending))), send)
@@ -486,6 +537,9 @@ def run(
         elif new is not None and _unreachable(new):
             err = new.error or {}
             stop = stop or f"{original.provider} not reached: {err.get('message') or err.get('type')}"
+        elif new is not None and (load := _refused_for_load(new)):
+            err = new.error or {}
+            stop = stop or f"{original.provider} {load}: {err.get('message') or err.get('type')}"
         elif new is not None:
             store.insert([new])
             experiment.spent_usd += new.cost_usd or 0.0
@@ -496,7 +550,7 @@ def run(
     try:
         while True:
             while stop is None and upcoming is not None and len(in_flight) < concurrency:
-                usd = call_estimate(pricer, upcoming, change, now) or 0.0
+                usd = call_estimate(pricer, upcoming, change, now, cached) or 0.0
                 if budget is not None and experiment.spent_usd + sum(in_flight.values()) + usd > budget:
                     stop = "budget reached"
                     break

@@ -31,6 +31,7 @@ that first-token times and the usage of a stream compare.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,6 +144,20 @@ def check_params(params: dict[str, Any] | None) -> None:
             raise ReplayError(f"a request parameter's name must be text, not {key!r}")
         if key in NOT_PARAMS:
             raise ReplayError(f"the request parameter {key!r} cannot be set: {NOT_PARAMS[key]}")
+        if not _finite((params or {})[key]):
+            # No JSON carries NaN or infinity: the SDK would refuse to send it, or a provider to read it.
+            raise ReplayError(f"the request parameter {key!r} holds NaN or infinity, which JSON cannot carry")
+
+
+def _finite(value: Any) -> bool:
+    """Whether `value` holds no NaN or infinity, at any depth."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return all(_finite(v) for v in value)
+    return True
 
 
 def _sealed(call: Call, system: bool) -> bool:
