@@ -472,3 +472,66 @@ def test_a_rate_limit_stops_the_run_and_a_resume_sends_those_calls_again(
     assert resumed.status == "done"
     new = experiment_calls(store, experiment.id)
     assert len(new) == 6 and all(c.error is None for c in new)
+
+
+def test_a_replay_the_store_refuses_stops_the_run_and_a_resume_stores_it(
+    tmp_path: Path, fake: FakeProvider
+) -> None:
+    """An answer the store will not take stops the run (no more money on answers it cannot
+    keep); the calls in flight are still taken; the experiment says why; a resume sends what
+    was not stored and keeps each original's replay once."""
+    import sqlite3
+
+    from llmlog.store import open_store
+
+    path = tmp_path / "calls.db"
+    with open_store(str(path)) as store:
+        record_traffic(store, fake)
+        experiment = support_plan(store, 6, version=None)
+        n = len(fake.requests)
+
+        def refuse_from_now_on(_: Call) -> None:
+            with sqlite3.connect(path) as db:  # as a disk that fills, from outside the run
+                db.execute(
+                    "CREATE TRIGGER IF NOT EXISTS refuse BEFORE INSERT ON call_data"
+                    " BEGIN SELECT RAISE(ABORT, 'no room left'); END"
+                )
+
+        stopped = run(
+            store, experiment, Change(), providers=providers(fake), concurrency=1, on_call=refuse_from_now_on
+        )
+        assert stopped.status == "stopped" and stopped.note is not None
+        assert stopped.note.startswith("a replay could not be stored") and "no room left" in stopped.note
+        assert len(experiment_calls(store, experiment.id)) == 1
+        assert len(sent_since(fake, n)) == 2  # the one refused; nothing sent after it
+        with sqlite3.connect(path) as db:
+            db.execute("DROP TRIGGER refuse")
+        saved = store.experiment(experiment.id)
+        assert saved is not None
+        done = run(store, saved, Change(), providers=providers(fake))
+        assert done.status == "done"
+        new = experiment_calls(store, experiment.id)
+        assert sorted((c.metadata or {})["replay_of"] for c in new) == sorted(experiment.sample)
+
+
+def test_calls_without_a_price_are_held_against_the_budget_at_the_priced_ones_mean(
+    tmp_path: Path, fake: FakeProvider
+) -> None:
+    """A call whose original logged no tokens has no estimate; held at nothing, every such
+    call could be in flight at once past the budget. It is held at the priced calls' mean."""
+    from llmlog.store import open_store
+
+    store = open_store(str(tmp_path / "calls.db"))
+    calls = [c for c in record_traffic(store, fake) if c.feature == "support-bot"]
+    # Four more calls like the first, their tokens not logged (an import from elsewhere, say).
+    untold = dict(input_tokens=None, output_tokens=None, cost_usd=None)
+    store.insert([calls[2].replace(id=f"untold-{i}", **untold) for i in range(4)])
+    experiment = support_plan(store, 12, version=None)
+    ahead = estimate(store, experiment, Change())
+    assert ahead.usd is not None and ahead.priced == 8 and ahead.calls == 12
+    mean = ahead.usd / ahead.priced
+    experiment.budget_usd = 2.5 * mean
+    n = len(fake.requests)
+    stopped = run(store, experiment, Change(), providers=providers(fake), concurrency=12)
+    assert (stopped.status, stopped.note) == ("stopped", "budget reached")
+    assert len(sent_since(fake, n)) <= 3

@@ -523,10 +523,18 @@ def run(
     cached: set[str] = set()  # the prompt prefixes this run has sent (`call_estimate`)
     stop: str | None = None
     failed: Counter[str] = Counter()
+    lost = 0  # answers paid for that the store would not take
+    # A call with no price (its model unpriced, no tokens logged) is held against the budget at
+    # the mean of the priced ones, not at nothing: at nothing, every such call in flight at
+    # once could pass the budget.
+    mean = 0.0
+    if budget is not None:
+        ahead = estimate(store, experiment, change, settings, only=set(pending))
+        mean = ahead.usd / ahead.priced if ahead.usd is not None and ahead.priced else 0.0
     workers = _Workers(min(concurrency, max(1, len(pending))), send)
 
     def take(original: Call, new: Call | None, exc: BaseException | None) -> None:
-        nonlocal stop
+        nonlocal stop, lost
         in_flight.pop(original.id, None)
         if isinstance(exc, NotSent):
             stop = stop or str(exc)
@@ -541,7 +549,13 @@ def run(
             err = new.error or {}
             stop = stop or f"{original.provider} {load}: {err.get('message') or err.get('type')}"
         elif new is not None:
-            store.insert([new])
+            try:
+                store.insert([new])
+            except Exception as exc:  # the store refused it: stop paying for answers it will not keep
+                lost += 1
+                log.exception("llmlog: a replay of %s could not be stored", original.id)
+                stop = stop or f"a replay could not be stored: {type(exc).__name__}: {exc}"[:500]
+                return
             experiment.spent_usd += new.cost_usd or 0.0
             store.save_experiment(experiment)
             if on_call is not None:
@@ -550,7 +564,8 @@ def run(
     try:
         while True:
             while stop is None and upcoming is not None and len(in_flight) < concurrency:
-                usd = call_estimate(pricer, upcoming, change, now, cached) or 0.0
+                usd = call_estimate(pricer, upcoming, change, now, cached)
+                usd = mean if usd is None else usd
                 if budget is not None and experiment.spent_usd + sum(in_flight.values()) + usd > budget:
                     stop = "budget reached"
                     break
@@ -574,6 +589,8 @@ def run(
         why = failed.most_common(1)[0][0]
         stop = f"{sum(failed.values())} call(s) could not be re-sent ({why})"
     if stop is not None:
+        if lost > 1:
+            stop += f" ({lost} answers not stored; resume sends them again)"
         return _finish(store, experiment, "stopped", stop)
     note = f"{gone} sampled call(s) no longer stored" if gone > 0 else None
     return _finish(store, experiment, "done", note)
