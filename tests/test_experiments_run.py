@@ -535,3 +535,35 @@ def test_calls_without_a_price_are_held_against_the_budget_at_the_priced_ones_me
     stopped = run(store, experiment, Change(), providers=providers(fake), concurrency=12)
     assert (stopped.status, stopped.note) == ("stopped", "budget reached")
     assert len(sent_since(fake, n)) <= 3
+
+
+def test_one_run_of_an_experiment_at_a_time(engine_store: Store, fake: FakeProvider) -> None:
+    """Two resumes of one experiment at once would each send the calls left and pay twice:
+    while one runs (holding its lease in the store, whatever the process or machine), the
+    other is refused before it sends anything. Another experiment runs alongside."""
+    store = engine_store
+    record_traffic(store, fake)
+    experiment = support_plan(store, 4, version=None)
+    other = support_plan(store, 2, version=None)
+    n = len(fake.requests)
+    refused: list[str] = []
+    side: list[Experiment] = []
+
+    def meanwhile(_: Call) -> None:
+        if refused or side:
+            return
+        saved = store.experiment(experiment.id)
+        assert saved is not None and saved.status == "running"
+        with pytest.raises(ExperimentError) as second:
+            run(store, saved, Change(), providers=providers(fake))
+        refused.append(str(second.value))
+        side.append(run(store, other, Change(), providers=providers(fake)))
+
+    done = run(store, experiment, Change(), providers=providers(fake), concurrency=1, on_call=meanwhile)
+    assert done.status == "done" and "being run by another process" in refused[0]
+    assert side[0].status == "done"
+    assert len(experiment_calls(store, experiment.id)) == 4 and len(sent_since(fake, n)) == 6
+    # Once it ended, it may run again (nothing left to send).
+    again = store.experiment(experiment.id)
+    assert again is not None and run(store, again, Change(), providers=providers(fake)).status == "done"
+    assert len(sent_since(fake, n)) == 6

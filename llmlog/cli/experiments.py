@@ -504,6 +504,9 @@ def _send(ctx: Ctx, experiment: Experiment, change: Change, concurrency: int, fa
                 concurrency=concurrency,
                 on_call=advance,
             )
+        except ExperimentError as exc:  # another run holds it: nothing was sent
+            bar.stop()
+            raise CliError(printable(exc), NOTHING) from None
         except KeyboardInterrupt:
             bar.stop()
             raise CliError(

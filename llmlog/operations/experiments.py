@@ -22,10 +22,13 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import queue
 import random
 import secrets
+import socket
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
@@ -45,6 +48,7 @@ from llmlog.store.experiments import Experiment
 log = logging.getLogger("llmlog")
 
 DEFAULT_CONCURRENCY = 4
+LEASE_S = 60.0  # a run's hold on its experiment, renewed while it runs
 MAX_CONCURRENCY = 64
 # The candidates a sample is drawn from, at most: their ids are read whole, then shuffled.
 MAX_CANDIDATES = 1_000_000
@@ -485,6 +489,54 @@ def run(
     as stopped ("interrupted") and the KeyboardInterrupt raised again."""
     settings = settings or Settings()
     concurrency = max(1, min(int(concurrency), MAX_CONCURRENCY))
+    # One run of an experiment at a time, across processes and machines sharing the store:
+    # two would each send the calls left, and pay for them twice. The lease is renewed while
+    # the run lives, so one killed outright frees it within LEASE_S.
+    lease = Lease(store, experiment.id)
+    try:
+        return _run(store, experiment, change, lease, providers, settings, concurrency, on_call)
+    finally:
+        lease.drop()
+
+
+class Lease:
+    """The right to run one experiment, held in the store (`Store.take_alert_lease`)."""
+
+    def __init__(self, store: Store, experiment_id: str) -> None:
+        self.store, self.name = store, f"experiment:{experiment_id}"
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self.renewed = time.monotonic()
+        if not store.take_alert_lease(self.holder, LEASE_S, name=self.name):
+            raise ExperimentError(
+                f"experiment {experiment_id} is being run by another process; resume it once that"
+                f" run ends (or {LEASE_S:.0f} s after it stopped without ending)"
+            )
+
+    def renew(self, now: float | None = None) -> bool:
+        """Renewed, if due; False when another run has taken it over meanwhile."""
+        now = time.monotonic() if now is None else now
+        if now - self.renewed < LEASE_S / 4:
+            return True
+        self.renewed = now
+        return self.store.take_alert_lease(self.holder, LEASE_S, name=self.name)
+
+    def drop(self) -> None:
+        try:
+            self.store.drop_alert_lease(self.holder, name=self.name)
+        except Exception:  # it expires by itself
+            log.exception("llmlog: could not let go of the lease on %s", self.name)
+
+
+def _run(
+    store: Store,
+    experiment: Experiment,
+    change: Change,
+    lease: Lease,
+    providers: Providers | None,
+    settings: Settings,
+    concurrency: int,
+    on_call: Callable[[Call], None] | None,
+) -> Experiment:
     done = replays(store, experiment.id)
     experiment.spent_usd = sum(c.cost_usd or 0.0 for c in done.values())
     pending = [i for i in experiment.sample if i not in done]
@@ -574,7 +626,14 @@ def run(
                 upcoming = next(originals, None)
             if not in_flight:
                 break
-            take(*workers.results.get())
+            try:
+                got = workers.results.get(timeout=LEASE_S / 4)
+            except queue.Empty:
+                got = None
+            if not lease.renew():
+                stop = stop or "another run took the experiment over"
+            if got is not None:
+                take(*got)
     except KeyboardInterrupt:
         _drain(workers, in_flight, take)
         _finish(store, experiment, "stopped", "interrupted")

@@ -174,12 +174,15 @@ class Alerts(abc.ABC):
     """Mixed into `Store`."""
 
     @abc.abstractmethod
-    def take_alert_lease(self, holder: str, seconds: float, now: float | None = None) -> bool:
-        """Hold the alerts' lease for `seconds` from `now` (Unix time; default: the present),
-        if nobody else holds it unexpired; `holder` renews its own. Whether it is held."""
+    def take_alert_lease(
+        self, holder: str, seconds: float, now: float | None = None, *, name: str = LEASE
+    ) -> bool:
+        """Hold the alerts' lease (or another, by `name`: an experiment's run takes one) for
+        `seconds` from `now` (Unix time; default: the present), if nobody else holds it
+        unexpired; `holder` renews its own. Whether it is held."""
 
     @abc.abstractmethod
-    def drop_alert_lease(self, holder: str) -> None:
+    def drop_alert_lease(self, holder: str, *, name: str = LEASE) -> None:
         """Let go of the lease, if `holder` has it."""
 
     @abc.abstractmethod
@@ -215,19 +218,21 @@ class RowAlerts(Alerts):
     @abc.abstractmethod
     def _run(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]: ...
 
-    def take_alert_lease(self, holder: str, seconds: float, now: float | None = None) -> bool:
+    def take_alert_lease(
+        self, holder: str, seconds: float, now: float | None = None, *, name: str = LEASE
+    ) -> bool:
         at = time.time() if now is None else now
         # One statement: taken where free or expired, renewed where ours, else left (no row back).
         rows = self._run(
             "INSERT INTO alert_lease VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET"
             " holder = excluded.holder, expires = excluded.expires"
             " WHERE alert_lease.expires <= ? OR alert_lease.holder = ? RETURNING holder",
-            (LEASE, holder, int((at + seconds) * 1000), int(at * 1000), holder),
+            (name, holder, int((at + seconds) * 1000), int(at * 1000), holder),
         )
         return bool(rows) and rows[0][0] == holder
 
-    def drop_alert_lease(self, holder: str) -> None:
-        self._run("DELETE FROM alert_lease WHERE name = ? AND holder = ?", (LEASE, holder))
+    def drop_alert_lease(self, holder: str, *, name: str = LEASE) -> None:
+        self._run("DELETE FROM alert_lease WHERE name = ? AND holder = ?", (name, holder))
 
     def alerts(self) -> list[Alert]:
         return [Alert.from_row(r) for r in self._run(f"SELECT {ALERT_COLUMNS} FROM alerts ORDER BY key")]

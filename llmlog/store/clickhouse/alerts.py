@@ -59,36 +59,38 @@ class ClickHouseAlerts(Store):
         with self._alert_lock.held():
             yield
 
-    def _lease(self) -> tuple[str, int] | None:
+    def _lease(self, name: str) -> tuple[str, int] | None:
         rows = self._select(
             "SELECT argMax(holder, version), argMax(expires, version) FROM alert_lease WHERE name = %s"
             " GROUP BY name",
-            [LEASE],
+            [name],
         )
         return (str(rows[0][0]), int(rows[0][1])) if rows else None
 
-    def take_alert_lease(self, holder: str, seconds: float, now: float | None = None) -> bool:
+    def take_alert_lease(
+        self, holder: str, seconds: float, now: float | None = None, *, name: str = LEASE
+    ) -> bool:
         at = time.time() if now is None else now
         with self._host_lock():
-            found = self._lease()
+            found = self._lease(name)
             if found is not None and found[0] != holder and found[1] > at * 1000:
                 return False
             self.engine.insert(
                 "alert_lease",
                 ["name", "holder", "expires", "version"],
-                [[LEASE, holder, int((at + seconds) * 1000), self._next_version()]],
+                [[name, holder, int((at + seconds) * 1000), self._next_version()]],
             )
-            found = self._lease()
+            found = self._lease(name)
         return found is not None and found[0] == holder
 
-    def drop_alert_lease(self, holder: str) -> None:
+    def drop_alert_lease(self, holder: str, *, name: str = LEASE) -> None:
         with self._host_lock():
-            found = self._lease()
+            found = self._lease(name)
             if found is not None and found[0] == holder:
                 self.engine.insert(
                     "alert_lease",
                     ["name", "holder", "expires", "version"],
-                    [[LEASE, "", 0, self._next_version()]],
+                    [[name, "", 0, self._next_version()]],
                 )
 
     def alerts(self) -> list[Alert]:
