@@ -567,3 +567,20 @@ def test_one_run_of_an_experiment_at_a_time(engine_store: Store, fake: FakeProvi
     again = store.experiment(experiment.id)
     assert again is not None and run(store, again, Change(), providers=providers(fake)).status == "done"
     assert len(sent_since(fake, n)) == 6
+
+
+def test_a_system_file_is_a_file_of_text_of_a_sane_size(tmp_path: Path) -> None:
+    """A fifo (whose read would wait forever), a directory, or megabytes are refused, said in
+    one line, before anything is sent."""
+    import os
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    huge = tmp_path / "huge.txt"
+    huge.write_text("x" * (4 * 2**20 + 1))
+    binary = tmp_path / "blob.bin"
+    binary.write_bytes(b"\xff\xfe\x00binary")
+    cases = [(fifo, "not a file"), (tmp_path, "not a file"), (huge, "at most"), (binary, "UTF-8")]
+    for path, said in cases:
+        with pytest.raises(ExperimentError, match=said):
+            Change.read(system_file=str(path))

@@ -27,6 +27,7 @@ import queue
 import random
 import secrets
 import socket
+import stat
 import threading
 import time
 from collections import Counter
@@ -48,6 +49,7 @@ from llmlog.store.experiments import Experiment
 log = logging.getLogger("llmlog")
 
 DEFAULT_CONCURRENCY = 4
+MAX_SYSTEM_BYTES = 4 * 2**20  # as the replay form's limit
 LEASE_S = 60.0  # a run's hold on its experiment, renewed while it runs
 MAX_CONCURRENCY = 64
 # The candidates a sample is drawn from, at most: their ids are read whole, then shuffled.
@@ -71,6 +73,15 @@ def _sha256(text: str) -> str:
 
 def _read_file(path: str) -> str:
     try:
+        # A system prompt is a file of text: not a fifo or a device, whose read may never end,
+        # and not megabytes (a model's whole context is a few hundred kB of text).
+        info = Path(path).stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise ExperimentError(f"{path}: not a file")
+        if info.st_size > MAX_SYSTEM_BYTES:
+            raise ExperimentError(
+                f"{path}: {info.st_size:,} bytes; a system prompt is at most {MAX_SYSTEM_BYTES:,}"
+            )
         return Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ExperimentError(f"{path}: not UTF-8 text") from None
