@@ -32,7 +32,7 @@ from llmlog.core.record import Call
 from llmlog.operations.replay import error_text
 from llmlog.store import ReadOnlyError
 from llmlog.store.experiments import Experiment
-from llmlog.web import charts
+from llmlog.web import charts, reports
 from llmlog.web.answer import JSONResponse, Refusal
 from llmlog.web.auth import Page
 from llmlog.web.dashboard import usd, usd_short
@@ -52,15 +52,12 @@ NOT_FOUND = "no such experiment"
 
 
 def figure(metric: str, value: float | None) -> str:
-    if value is None:
-        return "–"
-    if metric in RATES or metric == "tool_agreement":
+    """As the reports say a figure; the pairs' agreement too (a share, and a 0-to-1 score)."""
+    if value is not None and metric == "tool_agreement":
         return f"{value:.1%}"
-    if metric == "similarity":
+    if value is not None and metric == "similarity":
         return f"{value:.2f}"
-    if metric == "cost_usd":
-        return usd(value)
-    return f"{value:,.0f} ms" if metric == "latency_ms" else f"{value:,.1f}"
+    return reports.figure(metric, value)
 
 
 def change(m: Metric) -> str:
