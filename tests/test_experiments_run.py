@@ -569,6 +569,43 @@ def test_one_run_of_an_experiment_at_a_time(engine_store: Store, fake: FakeProvi
     assert len(sent_since(fake, n)) == 6
 
 
+def test_a_run_that_lost_its_lease_sends_no_more_and_leaves_the_definition_to_the_new_run(
+    engine_store: Store, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run stalled past its lease (a laptop asleep, a process stopped) while another took
+    the experiment over: once it sees it, it sends nothing more and no longer writes the
+    definition, which would put its own status and spending back over the new run's."""
+    import llmlog.operations.experiments as operations
+
+    monkeypatch.setattr(operations, "LEASE_S", 0.0)  # renewed at every step, and lapsed at once
+    store = engine_store
+    record_traffic(store, fake)
+    experiment = support_plan(store, 4, version=None)
+    n = len(fake.requests)
+    taken: list[Experiment] = []
+
+    def taken_over(_: Call) -> None:
+        if taken:
+            return
+        assert store.take_alert_lease("the other run", 600, name=f"experiment:{experiment.id}")
+        other = store.experiment(experiment.id)
+        assert other is not None
+        other.spent_usd, other.note = 9.99, "the other run's"
+        store.save_experiment(other)
+        taken.append(other)
+
+    lost = run(store, experiment, Change(), providers=providers(fake), concurrency=1, on_call=taken_over)
+    assert (lost.status, lost.note) == ("stopped", "another run took the experiment over")
+    assert len(sent_since(fake, n)) == 1  # nothing sent once the lease was gone
+    kept = store.experiment(experiment.id)
+    assert kept is not None and (kept.status, kept.note, kept.spent_usd) == (
+        "running",
+        "the other run's",
+        9.99,
+    )
+    store.drop_alert_lease("the other run", name=f"experiment:{experiment.id}")
+
+
 def test_a_system_file_is_a_file_of_text_of_a_sane_size(tmp_path: Path) -> None:
     """A fifo (whose read would wait forever), a directory, or megabytes are refused, said in
     one line, before anything is sent."""

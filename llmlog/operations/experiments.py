@@ -595,6 +595,19 @@ def _run(
         ahead = estimate(store, experiment, change, settings, only=set(pending))
         mean = ahead.usd / ahead.priced if ahead.usd is not None and ahead.priced else 0.0
     workers = _Workers(min(concurrency, max(1, len(pending))), send)
+    held = True  # the lease: once another run has taken it, the definition is that run's
+
+    def keep() -> None:
+        # A run that lost its lease writes its answers (paid for) as calls, never the
+        # definition: that would put back its own status and spending over the new run's.
+        if held:
+            store.save_experiment(experiment)
+
+    def finish(status: str, note: str | None) -> Experiment:
+        experiment.status, experiment.note = status, note
+        experiment.finished = datetime.now(UTC)
+        keep()
+        return experiment
 
     def take(original: Call, new: Call | None, exc: BaseException | None) -> None:
         nonlocal stop, lost
@@ -620,12 +633,16 @@ def _run(
                 stop = stop or f"a replay could not be stored: {type(exc).__name__}: {exc}"[:500]
                 return
             experiment.spent_usd += new.cost_usd or 0.0
-            store.save_experiment(experiment)
+            keep()
             if on_call is not None:
                 on_call(new)
 
     try:
         while True:
+            # Before sending more: a run that lost its lease sends nothing after.
+            if held and not lease.renew():
+                held = False
+                stop = stop or "another run took the experiment over"
             while stop is None and upcoming is not None and len(in_flight) < concurrency:
                 usd = call_estimate(pricer, upcoming, change, now, cached)
                 usd = mean if usd is None else usd
@@ -641,17 +658,15 @@ def _run(
                 got = workers.results.get(timeout=LEASE_S / 4)
             except queue.Empty:
                 got = None
-            if not lease.renew():
-                stop = stop or "another run took the experiment over"
             if got is not None:
                 take(*got)
     except KeyboardInterrupt:
         _drain(workers, in_flight, take)
-        _finish(store, experiment, "stopped", "interrupted")
+        finish("stopped", "interrupted")
         workers.close()
         raise
     except BaseException as exc:
-        _finish(store, experiment, "stopped", f"failed: {type(exc).__name__}: {exc}"[:500])
+        finish("stopped", f"failed: {type(exc).__name__}: {exc}"[:500])
         workers.close()
         raise
     workers.close()
@@ -661,9 +676,9 @@ def _run(
     if stop is not None:
         if lost > 1:
             stop += f" ({lost} answers not stored; resume sends them again)"
-        return _finish(store, experiment, "stopped", stop)
+        return finish("stopped", stop)
     note = f"{gone} sampled call(s) no longer stored" if gone > 0 else None
-    return _finish(store, experiment, "done", note)
+    return finish("done", note)
 
 
 def _drain(
@@ -679,10 +694,3 @@ def _drain(
         pass
     except Exception:
         log.exception("llmlog: a call in flight when the run was interrupted was not stored")
-
-
-def _finish(store: Store, experiment: Experiment, status: str, note: str | None) -> Experiment:
-    experiment.status, experiment.note = status, note
-    experiment.finished = datetime.now(UTC)
-    store.save_experiment(experiment)
-    return experiment
