@@ -19,6 +19,7 @@ import pytest
 from markupsafe import escape
 
 from llmlog.analysis import experiments as analysis
+from llmlog.core.config import Settings
 from llmlog.core.record import Call
 from llmlog.operations import accounts
 from llmlog.store import Store
@@ -26,6 +27,7 @@ from llmlog.store.experiments import Experiment
 from llmlog.web import experiments as pages
 from tests.backends import Backend, SQLiteBackend
 from tests.test_access import PASSWORD, Client
+from tests.test_encryption import K1
 from tests.webui import HOSTILE, T0, Running, assert_inert, make_call, tags
 
 EXP = "exp-0a1b2c3d"  # every original replayed, the output grown: a flagged change
@@ -288,6 +290,28 @@ def test_not_signed_in_is_sent_to_sign_in(site: Running) -> None:
         assert r.status_code == 303 and r.headers["location"].startswith("/login?next="), path
     for path in ("/api/experiments", f"/api/experiments/{EXP}"):
         assert anonymous.get(path).status_code == 401, path
+
+
+def test_sealed_answers_read_without_the_key_are_said_sealed_not_identical(tmp_path: Path) -> None:
+    """Regulated mode, the site without the key: the pairs' answers cannot be read. They are
+    said to be sealed, not shown as two empty answers "identical", and no ciphertext (an
+    error's sealed message) reaches the page."""
+    keyring = Settings(key=K1).keyring
+    assert keyring is not None
+    with Running(SQLiteBackend(tmp_path / "calls.db")) as s:
+        s.store.keyring = keyring  # sealed as they are stored
+        plant(s.store)
+        s.store.keyring = None
+        accounts.add_user(s.store, "dan", "debugger", PASSWORD)
+        html = main(signed_in(s, "dan").get(f"/experiments/{EXP}").text)
+        articles = re.findall(r'<article class="pair">(.*?)</article>', html, re.S)
+        assert len(articles) == pages.SHOWN
+        assert "llmlog-enc" not in html
+        for article in articles:
+            assert "identical" not in article and "replay-sides" not in article
+            assert "The answers are sealed (regulated mode)" in article
+            assert "answers sealed" in article
+        assert "replay: overloaded_error (529): (sealed)" in articles[0]
 
 
 # ---------------------------------------------------------------- ids

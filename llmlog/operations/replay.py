@@ -298,4 +298,7 @@ def error_text(call: Call) -> str | None:
     if not err:
         return None
     status = f" ({err.get('status')})" if err.get("status") else ""
-    return f"{err.get('type') or 'error'}{status}: {err.get('message') or ''}".rstrip(": ")
+    message = err.get("message")
+    if is_sealed(message):  # regulated mode, read without the key: not its ciphertext
+        message = "(sealed)"
+    return f"{err.get('type') or 'error'}{status}: {message or ''}".rstrip(": ")

@@ -179,6 +179,7 @@ class Shown:
     text: Diff
     tools: Diff | None  # None when neither side called a tool
     errors: tuple[str | None, str | None]
+    sealed: bool  # either answer sealed (regulated mode, no key here): nothing to set side by side
 
 
 def one_side(what: str, sides: tuple[bool, bool]) -> str | None:
@@ -196,8 +197,13 @@ def reasons(p: Pair) -> list[str]:
         one_side("declined", p.refused),
         "other tools called" if p.tools_agree is False else None,
         f"answers {p.similarity:.0%} alike" if p.similarity is not None else None,
+        "answers sealed" if p.replay is not None and sealed(p) else None,
     ]
     return [w for w in found if w]
+
+
+def sealed(p: Pair) -> bool:
+    return analysis.sealed(p.original) or (p.replay is not None and analysis.sealed(p.replay))
 
 
 def shown(p: Pair) -> Shown | None:
@@ -209,7 +215,7 @@ def shown(p: Pair) -> Shown | None:
         tools = diff(tool_calls_text(a), tool_calls_text(b), lines=True)
     return Shown(
         a, b, p.similarity, reasons(p), diff(response_text(a), response_text(b)), tools,
-        (error_text(a), error_text(b)),
+        (error_text(a), error_text(b)), sealed(p),
     )  # fmt: skip
 
 
