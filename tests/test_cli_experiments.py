@@ -334,3 +334,28 @@ def test_no_change_is_a_baseline_said_so(sqlite: Backend, fake: FakeProvider) ->
     assert "with nothing (the calls as logged)" in result.stderr
     new = experiment_calls(sqlite, experiment_id(result))
     assert len(new) == 4 and {c.provider for c in new} == {"openai"}
+
+
+def test_json_says_each_condition_and_counts_each_sampled_call_once(
+    sqlite: Backend, fake: FakeProvider
+) -> None:
+    """`show --json` of an experiment with nothing replayed still lists its conditions (not
+    met: nothing compared); `list` counts the sampled calls replayed, as the comparison and
+    the pages do: one replayed twice (a run stopped between storing and noting) is one."""
+    recorded(sqlite, fake)
+    keyless = {"ANTHROPIC_BASE_URL": fake.anthropic_base_url}
+    result = invoke(sqlite, "run", "--feature", "support-bot", "--sample", "2", "--yes", env=keyless)
+    exp = experiment_id(result)
+    shown = invoke(sqlite, "show", exp, "--json", "--fail-if", "error_rate > 0.1")
+    assert shown.exit_code == 2
+    doc = json.loads(shown.stdout)
+    assert doc["comparison"] is None
+    assert doc["fail_if"] == [{"condition": "error_rate > 0.1", "met": False, "observed": "nothing compared"}]
+
+    assert invoke(sqlite, "resume", exp, "--yes", env=to_fake(fake)).exit_code == 0
+    first = experiment_calls(sqlite, exp)[0]
+    with sqlite.open() as store:
+        store.insert([first.replace(id="a-second-replay", timestamp=first.timestamp + timedelta(seconds=1))])
+    rows = json.loads(invoke(sqlite, "list", "--json").stdout)
+    assert [(r["id"], r["replayed"]) for r in rows] == [(exp, 2)]
+    assert "2 / 2" in invoke(sqlite, "list").stdout

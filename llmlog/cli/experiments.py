@@ -32,7 +32,6 @@ from llmlog.cli.core import (
     progress_bar,
     since_time,
 )
-from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
 from llmlog.operations.experiments import (
     DEFAULT_CONCURRENCY,
@@ -365,7 +364,9 @@ def experiment_list(ctx: Ctx, limit: int, as_json: bool) -> None:
       llmlog experiment list --json | jq '.[] | select(.status == "stopped")'
     """
     found = ctx.store.experiments(limit)
-    counts = {e.id: ctx.store.count(CallFilter(metadata=[("experiment", e.id)])) for e in found}
+    # The sampled calls with a replay, as the comparison counts them: a call replayed twice
+    # (a run stopped between storing and noting it) is one.
+    counts = {e.id: len(set(replays(ctx.store, e.id)) & set(e.sample)) for e in found}
     if as_json:
         click.echo(json.dumps([{**e.to_json(), "replayed": counts[e.id]} for e in found], indent=2))
         return
@@ -577,7 +578,8 @@ def _report(ctx: Ctx, experiment: Experiment, conditions: list[Condition], as_js
     nothing = f"nothing to compare: no call of experiment {experiment.id} was replayed{why}"
     if not replays(ctx.store, experiment.id):
         if as_json:
-            click.echo(json.dumps({"experiment": experiment.to_json(), "comparison": None, "fail_if": []}))
+            unmet = [{"condition": c.text, "met": False, "observed": "nothing compared"} for c in conditions]
+            click.echo(json.dumps({"experiment": experiment.to_json(), "comparison": None, "fail_if": unmet}))
         raise CliError(nothing, NOTHING)
     comparison = load(ctx.store, experiment)
     results = [(c, *c.met(comparison)) for c in conditions]
