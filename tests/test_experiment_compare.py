@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from llmlog.analysis import experiments
-from llmlog.analysis.answers import MAX_WORDS, answer_text, diff, similarity
+from llmlog.analysis.answers import MAX_WORDS, SIMILARITY_WORDS, answer_text, diff, similarity
 from llmlog.analysis.experiments import (
     ALPHA,
     METRICS,
@@ -286,14 +286,23 @@ def test_similarity_of_texts() -> None:
     assert similarity("a b " * 150 + "cat", "b a " * 150 + "dog") > 0.99
 
 
-def test_similarity_goes_line_by_line_past_max_words() -> None:
-    words = " ".join(["word"] * (MAX_WORDS + 1))
-    # Word by word these two are all but the same; a text this long is compared by lines,
-    # and its one line differs.
-    assert similarity(words, words + " more") == 0.0
-    assert similarity(words + "\nsame\n", words + " more\nsame\n") == pytest.approx(0.5)
+def test_similarity_goes_sentence_by_sentence_past_a_few_pages() -> None:
+    """Word by word grows with the square of the length (seconds a pair at 10,000 words, and
+    a page scores every pair): past SIMILARITY_WORDS a side, the score is over sentences."""
+    sentence = " ".join(["word"] * 9) + ". "
+    long = sentence * (SIMILARITY_WORDS // 10 + 5)
+    # Word by word these two are all but the same; sentence by sentence, one sentence of
+    # a hundred-odd differs.
+    assert similarity(long, long + "More words.") == pytest.approx(1, abs=0.01)
+    assert similarity(long, long.replace("word.", "other.", 1)) < 1
+    half = sentence * 60 + "Then a different ending, said once. " * 60
+    assert similarity(sentence * 120, half) == pytest.approx(0.5, abs=0.01)
     short = " ".join(["word"] * 100)
     assert similarity(short, short + " more") > 0.98
+
+
+def test_the_side_by_side_goes_line_by_line_past_max_words() -> None:
+    words = " ".join(["word"] * (MAX_WORDS + 1))
     assert not diff(words, words + " more").same
 
 
