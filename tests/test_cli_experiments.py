@@ -261,7 +261,9 @@ def test_resume_after_a_budget_stop_sends_only_the_rest(sqlite: Backend, fake: F
         )
         whole = estimate(store, experiment, Change()).usd
         assert whole is not None
-        experiment.budget_usd = whole / 3
+        # Past the first call whatever the sample's order (the first replay of a prompt prefix
+        # is priced as writing it to the cache, a large share of the whole), short of all six.
+        experiment.budget_usd = whole * 0.6
         n = len(fake.requests)
         stopped = run(store, experiment, Change(), providers=providers(fake), concurrency=1)
         assert stopped.note == "budget reached"
