@@ -157,7 +157,8 @@ def create_app(
     # The proxy's calls go through a writer of their own into this store, as an SDK's would:
     # parsed, priced and stored off the request's path. Never to a collector: this is one.
     writer = Writer(Settings(db=web.store.url, url=None))
-    routes.extend(proxy.routes(writer.submit, upstreams, gate))
+    forwarder = proxy.Proxy(writer.submit, upstreams, gate)
+    routes.extend(forwarder.routes())
     routes.append(Mount("/static", StaticFiles(directory=HERE / "static"), name="static"))
     web.pages = routes
     web.env.globals["opens"] = web.opens
@@ -171,6 +172,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        await forwarder.aclose()
         writer.close()
         web.close()
 
