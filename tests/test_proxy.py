@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import datetime
 import http.client
+import http.server
 import ipaddress
 import json
 import socket
 import ssl
+import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -246,6 +249,49 @@ def test_a_provider_over_tls_is_reached_with_the_trust_the_sdks_have(
             (c,) = recorded(p, 1)
             assert c.error and c.error["type"] == "connection_error"
         assert len(secure.requests) == 2
+
+
+def test_an_http_proxy_in_the_environment_is_honoured_as_the_sdks_honour_it(
+    tmp_path: Path, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A forward proxy on loopback (as a company's egress proxy would be) that sends what it
+    # is asked for to the fake provider and remembers the absolute URLs it was asked for.
+    seen: list[str] = []
+
+    class Forward(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            seen.append(self.path)
+            body = self.rfile.read(int(self.headers["content-length"]))
+            path = urllib.parse.urlsplit(self.path).path
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "proxy-connection")}
+            answer = httpx.post(fake.url + path, content=body, headers=headers)
+            self.send_response(answer.status_code)
+            self.send_header("content-type", answer.headers["content-type"])
+            self.send_header("content-length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    fake.reset()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    far = "http://provider.example.invalid"  # no such host: reached only through the proxy
+    try:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.server_address[1]}")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # the test's own requests go direct
+        with Running(SQLiteBackend(tmp_path / "a.db"), upstreams=Upstreams(anthropic=far, openai=far)) as p:
+            reply = claude(p).messages.create(**BODY)  # type: ignore[call-overload]
+            assert reply.usage.output_tokens
+            (c,) = recorded(p, 1)
+            assert c.error is None and seen == [far + "/v1/messages"]
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,provider.example.invalid")
+        with Running(SQLiteBackend(tmp_path / "b.db"), upstreams=Upstreams(anthropic=far, openai=far)) as p:
+            r = httpx.post(p.base + "/anthropic/v1/messages", json=BODY)
+            assert r.status_code == 502 and len(seen) == 1
+    finally:
+        server.shutdown()
 
 
 @pytest.mark.parametrize("streaming", [False, True])

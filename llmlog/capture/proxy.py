@@ -27,6 +27,7 @@ import hmac
 import json
 import os
 import time
+import urllib.request
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -209,6 +210,7 @@ class Proxy:
         self._sessions: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, aiohttp.ClientSession] = (
             weakref.WeakKeyDictionary()
         )
+        self._via: dict[tuple[str, str], str | None] = {}
 
     def _session(self) -> aiohttp.ClientSession:
         loop = asyncio.get_running_loop()
@@ -218,8 +220,6 @@ class Proxy:
                 # The trust the SDKs' own HTTP stack has (SSL_CERT_FILE, else the system's
                 # certificates), so a provider the SDK reaches, the proxy reaches.
                 connector=aiohttp.TCPConnector(ssl=httpx2.create_ssl_context()),
-                # HTTPS_PROXY and NO_PROXY, as the SDKs honour them.
-                trust_env=True,
                 # The provider's bytes as sent (compressed or not): the client decompresses.
                 auto_decompress=False,
                 # A long generation may pause a minute or more between bytes (`timeout_s`);
@@ -233,7 +233,19 @@ class Proxy:
                 requote_redirect_url=False,
             )
             self._sessions[loop] = session
+            self._via.clear()
         return session
+
+    def _proxy_for(self, url: yarl.URL) -> str | None:
+        """The HTTP proxy a request to `url` goes through: HTTPS_PROXY (or HTTP_PROXY) unless
+        NO_PROXY names its host, as the SDKs honour them. Read once per host and session:
+        aiohttp's own `trust_env` reads the environment (and ~/.netrc) in a thread for every
+        request, which cost more than the forwarding itself."""
+        key = (url.scheme, url.host or "")
+        if key not in self._via:
+            bypass = urllib.request.proxy_bypass(key[1]) if key[1] else True
+            self._via[key] = None if bypass else urllib.request.getproxies().get(key[0])
+        return self._via[key]
 
     async def aclose(self) -> None:
         """Close the current loop's connections to the providers."""
@@ -288,10 +300,12 @@ class Proxy:
                 provider=provider, api=api, url=target, request_body=body, context=ctx,
                 started_at=time.time(), t0=time.perf_counter(), retry_count=retry, _sink=self.submit,
             )  # fmt: skip
+        url = yarl.URL(target, encoded=True)
         try:
-            answer = await self._session().request(
-                request.method, yarl.URL(target, encoded=True), headers=CIMultiDict(headers), data=body,
-                allow_redirects=False,
+            session = self._session()
+            answer = await session.request(
+                request.method, url, headers=CIMultiDict(headers), data=body, allow_redirects=False,
+                proxy=self._proxy_for(url),
             )  # fmt: skip
         except (aiohttp.ClientError, TimeoutError) as exc:
             if ex is not None:
