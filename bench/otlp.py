@@ -271,7 +271,9 @@ def bench_otlp(
     sqlite_bytes: Callable[[str], int],
     workers: tuple[int, ...] = (2, 4),
     clients: int = 4,
-) -> None:
+) -> tuple[Path, str]:
+    """The figures; returns the recording (the spans' file) and the SDK path's store of the
+    same calls, for the parts after this one."""
     from llmlog.core.filters import CallFilter
     from llmlog.store import open_store
 
@@ -333,6 +335,7 @@ def bench_otlp(
         f" protobuf batches ({size / 2**20:,.0f} MiB, {size / max(n, 1) / 1024:,.1f} KiB a call) posted"
         f" by {clients} clients in {got['seconds']:.1f} s."
     )
+    return spans, sdk_db
 
 
 def main() -> None:
