@@ -271,7 +271,9 @@ def bench_otlp(
     sqlite_bytes: Callable[[str], int],
     workers: tuple[int, ...] = (2, 4),
     clients: int = 4,
-) -> None:
+) -> tuple[Path, str]:
+    """The figures; returns the recording (the spans' file) and the SDK path's store of the
+    same calls, for the parts after this one."""
     from llmlog.core.filters import CallFilter
     from llmlog.store import open_store
 
@@ -333,6 +335,28 @@ def bench_otlp(
         f" protobuf batches ({size / 2**20:,.0f} MiB, {size / max(n, 1) / 1024:,.1f} KiB a call) posted"
         f" by {clients} clients in {got['seconds']:.1f} s."
     )
+    return spans, sdk_db
+
+
+def bench_otlp_postgres(
+    spans: Path, urls: Callable[[], Iterator[str]], row: Callable[..., None], workers: tuple[int, ...]
+) -> None:
+    """The same recording into `llmlog serve --workers N` on PostgreSQL, a fresh schema
+    each (`urls`), N processes sharing the ingest lock the store gives them."""
+    from llmlog.core.filters import CallFilter
+    from llmlog.store import open_store
+
+    for n_workers in workers:
+        for url in urls():
+            got = run_server(url, spans, 4, workers=n_workers)
+            with open_store(url) as store:
+                n = store.count(CallFilter())
+            figure = f"OTLP ingest on PostgreSQL, `serve --workers {n_workers}`"
+            cpu, hwm = got["cpu"] / n * 1000, got["hwm"] / 2**20
+            row(
+                f"{figure} (CPU per call; peak memory of one process)",
+                f"{n / got['seconds']:,.0f} calls/s ({cpu:.2f} ms; {hwm:,.0f} MiB)",
+            )
 
 
 def main() -> None:

@@ -125,7 +125,7 @@ def bench_proxy(
     notes: list[str],
     calls: int = 1000,
     seconds: int = 10,
-    workers: tuple[int, ...] = (1, 2),
+    workers: tuple[int, ...] = (1, 2, 4),
 ) -> None:
     print("provider proxy (llmlog serve /anthropic, the fake provider in its own process)", flush=True)
     env = {"LLMLOG_ANTHROPIC_UPSTREAM": fake_url}
@@ -163,7 +163,7 @@ def bench_proxy(
         try:
             cpu0, _ = _proc(proc.pid)
             rate, answered, bad = load(f"http://127.0.0.1:{port}/anthropic", seconds)
-            cpu, _ = _proc(proc.pid)
+            cpu, hwm = _proc(proc.pid)
             cpu -= cpu0
         finally:
             proc.terminate()  # the server flushes what it recorded as it stops
@@ -175,7 +175,8 @@ def bench_proxy(
         row(
             f"proxy under load, `serve --workers {n}` (wrk, 16 connections, {seconds} s)",
             f"{rate:,.0f} req/s (the fake provider alone: {alone:,.0f}); server CPU"
-            f" {cpu / max(answered, 1) * 1000:.2f} ms/call; {lost} of {answered - bad:,} not stored",
+            f" {cpu / max(answered, 1) * 1000:.2f} ms/call, peak memory of one process"
+            f" {hwm / 2**20:,.0f} MiB; {lost} of {answered - bad:,} not stored",
             "≥ 1,000/s, none lost",
             rate >= 1000 and lost == 0 and bad == 0,
         )
@@ -189,7 +190,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.proxy", description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=1000)
     parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     args = parser.parse_args()
     notes: list[str] = []
 

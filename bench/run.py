@@ -40,6 +40,7 @@ from bench.otlp import bench_otlp
 from bench.pages import bench_pages
 from bench.proxy import bench_proxy
 from bench.report import Row, machine, update_report, write_report
+from bench.sustained import bench_sustained
 from bench.timing import timed
 from bench.traces import bench_traces
 from llmlog.capture.exchange import Exchange
@@ -73,7 +74,8 @@ class Sizes:
     serve_workers: tuple[int, ...] = (2, 4)  # `serve --workers` taking the same spans
     proxy_calls: int = 1000  # calls each way, straight and through the proxy
     proxy_seconds: int = 10  # of load (wrk) on the proxy, and on the fake provider alone
-    proxy_workers: tuple[int, ...] = (1, 2)
+    proxy_workers: tuple[int, ...] = (1, 2, 4)
+    sustained_rounds: int = 3  # times the OTLP recording's calls go to /v1/calls after it
     spans: int = 20_000  # empty spans per round (`llmlog.span`), against as many empty blocks
     trace_calls: int = 1_000_000  # calls of the store the traces' reads are timed on (a third in traces)
 
@@ -96,6 +98,7 @@ SMOKE = Sizes(
     proxy_calls=20,
     proxy_seconds=1,
     proxy_workers=(1,),
+    sustained_rounds=1,
 )
 
 
@@ -700,8 +703,20 @@ def main(argv: list[str] | None = None) -> int:
         )
         bench_memory(exchanges, sizes, str(Path(tmp) / "memory.db"))
         bench_span(sizes, str(Path(tmp) / "spans.db"))
-        bench_otlp(Path(tmp), sizes.otlp_calls, args.seed, row, NOTES, sqlite_bytes, sizes.serve_workers)
+        spans, sdk_db = bench_otlp(
+            Path(tmp), sizes.otlp_calls, args.seed, row, NOTES, sqlite_bytes, sizes.serve_workers
+        )
         with provider_process(args.seed) as provider:
+            bench_sustained(
+                Path(tmp),
+                spans,
+                sdk_db,
+                provider.url,
+                row,
+                NOTES,
+                sizes.sustained_rounds,
+                sizes.proxy_seconds,
+            )
             bench_proxy(
                 Path(tmp),
                 provider.url,

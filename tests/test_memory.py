@@ -11,6 +11,7 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from llmlog.capture.attributes import LONG_KEY, Shared
 from llmlog.core.filters import CallFilter
 from llmlog.core.footprint import footprint, json_footprint
 from llmlog.core.record import Call, Span, json_text
-from llmlog.pipeline import intake, otlp
+from llmlog.pipeline import intake, jsonl, otlp
 from llmlog.store.content import ContentIds
 from tests.backends import SQLiteBackend
 from tests.otel_programs import TOKEN
@@ -131,6 +132,56 @@ def test_at_most_the_configured_number_of_ingest_requests_are_handled_at_once(
     assert most[0] == 2, most
 
 
+def test_bodies_waiting_for_their_turn_are_held_within_the_byte_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Exporters sending more than the server handles at once: their bodies wait unread
+    past LLMLOG_INGEST_BUFFER_MB, not read and held each (memory grew with the clients
+    sending); a body larger than the whole budget is still taken, alone."""
+    from llmlog.web import ingest
+
+    monkeypatch.setenv("LLMLOG_INGEST_CONCURRENCY", "1")
+    monkeypatch.setenv("LLMLOG_INGEST_BUFFER_MB", "1")
+    lock, held, most = threading.Lock(), [0], [0]
+    read_body, take = ingest.read_body, ingest.take_otlp
+
+    async def counted_read(request: Any, limit: int) -> bytes:
+        body = await read_body(request, limit)
+        with lock:
+            held[0] += 1
+            most[0] = max(most[0], held[0])
+        return body
+
+    async def slow_take(*args: Any) -> Any:
+        try:
+            time.sleep(0.15)  # decoding and storing a large batch, holding the event loop as it does
+            return await take(*args)
+        finally:
+            with lock:
+                held[0] -= 1
+
+    monkeypatch.setattr(ingest, "read_body", counted_read)
+    monkeypatch.setattr(ingest, "take_otlp", slow_take)
+    answers: list[int] = []
+    pad = "x" * 300_000  # ~0.3 MB a body: three fit in the budget of 1 MB
+
+    with Running(SQLiteBackend(tmp_path / "calls.db"), ingest_token=TOKEN) as c:
+
+        def send(n: int, size: str = pad) -> None:
+            body = json.dumps(_otlp_json([_llm_span(n + 1, **{"llmlog.pad": size})])).encode()
+            answers.append(post(c, "/v1/traces", body, "application/json").status_code)
+
+        threads = [threading.Thread(target=send, args=(n,)) for n in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        send(100, "y" * 1_500_000)  # over the whole budget: read when alone
+        stored = c.store.count(CallFilter())
+    assert answers == [200] * 9 and stored == 9
+    assert most[0] <= 3, most
+
+
 def test_a_client_sending_its_body_slowly_holds_no_one_up(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -192,3 +243,67 @@ def test_what_regulated_mode_sealed_is_remembered_within_its_bound(monkeypatch: 
     held = list(keyring._memo.values())
     assert len(held) > 1
     assert sum(footprint(value) + sys.getsizeof(sealed) for value, sealed, *_ in held) <= 4 * 2**20 * 2 / 32
+
+
+def test_an_ndjson_body_is_read_line_by_line_without_reading_it_whole_first() -> None:
+    # 500 calls of a long conversation each, one a line, as remote mode and `/v1/calls`
+    # clients send them: the body was first read as one JSON value, which orjson does by
+    # building far more than the body before it finds the second line.
+    messages = [{"role": "user", "content": f"turn {i} " + "words " * 150} for i in range(30)]
+    body = b"\n".join(
+        orjson.dumps(
+            {
+                "id": str(uuid.UUID(int=i + 1)),
+                "timestamp": "2026-12-01T00:00:00Z",
+                "provider": "anthropic",
+                "model": "m",
+                "messages": messages,
+            }
+        )
+        for i in range(500)
+    )
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        batch = jsonl.parse_batch(body, 4 * 2**20)
+        kept_bytes, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(batch.calls) == 500 and not batch.bad
+    # What is read is kept (the calls); the peak is little beyond it, not many bodies over.
+    assert peak < kept_bytes + 2 * len(body), (peak, kept_bytes, len(body))
+
+
+def test_a_large_batch_of_calls_is_read_and_stored_a_part_at_a_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A body's calls take several times its JSON as objects: read and stored a part at a
+    # time, a body of any size costs a part's worth, and the answer counts them all.
+    from llmlog.web import ingest
+
+    sizes: list[int] = []
+    store_batch = ingest.store_batch
+
+    def counted(web: Any, calls: list[Any], bad: list[Any]) -> int:
+        sizes.append(len(calls))
+        return store_batch(web, calls, bad)
+
+    monkeypatch.setattr(ingest, "store_batch", counted)
+    n = 2 * ingest.PART + 50
+    lines = [
+        {"id": str(uuid.UUID(int=i + 1)), "timestamp": "2026-12-01T00:00:00Z", "provider": "anthropic",
+         "model": "claude-haiku-4-5", "messages": [{"role": "user", "content": f"question {i}"}]}
+        for i in range(n)
+    ]  # fmt: skip
+    lines[7]["timestamp"] = "not a time"  # one bad record, reported by its index in the body
+    body = b"\n".join(orjson.dumps(line) for line in lines)
+    with Running(SQLiteBackend(tmp_path / "calls.db"), ingest_token=TOKEN) as c:
+        answer = post(c, "/v1/calls", body, "application/x-ndjson")
+        again = post(c, "/v1/calls", body, "application/x-ndjson")
+        stored = c.store.count(CallFilter())
+    assert answer.status_code == 200 and stored == n - 1
+    got = answer.json()
+    assert (got["received"], got["stored"], [r["index"] for r in got["rejected"]]) == (n, n - 1, [7])
+    assert again.json()["duplicates"] == n - 1
+    assert max(sizes) <= ingest.PART and sum(sizes) == 2 * (n - 1)

@@ -3,8 +3,16 @@ local fake provider behind it, and what it records."""
 
 from __future__ import annotations
 
+import datetime
+import http.client
+import http.server
+import ipaddress
 import json
+import socket
+import ssl
+import threading
 import time
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,6 +132,166 @@ def test_first_event_arrives_before_the_upstream_finishes(tmp_path: Path) -> Non
             total = time.monotonic() - started
     assert count > 12 and total > 1.5, (count, total)
     assert first < total / 3, (first, total)
+
+
+def test_a_client_that_goes_away_mid_stream_leaves_an_incomplete_call(tmp_path: Path) -> None:
+    # The provider keeps streaming for seconds; the client reads one event and hangs up.
+    with FakeProvider(chunk_ms=100) as slow:
+        upstreams = Upstreams(anthropic=slow.url, openai=slow.url)
+        with Running(SQLiteBackend(tmp_path / "p.db"), upstreams=upstreams) as p:
+            conn = http.client.HTTPConnection("127.0.0.1", int(p.base.rsplit(":", 1)[1]), timeout=10)
+            body = {
+                **BODY,
+                "max_tokens": 300,
+                "stream": True,
+                "messages": [{"role": "user", "content": "long " * 9}],
+            }
+            conn.request(
+                "POST", "/anthropic/v1/messages", json.dumps(body), {"content-type": "application/json"}
+            )
+            answer = conn.getresponse()
+            assert answer.status == 200 and answer.readline().startswith(b"event: ")
+            started = time.monotonic()
+            conn.sock.shutdown(socket.SHUT_RDWR)
+            conn.close()
+            (c,) = recorded(p, 1)
+            # Recorded as cut short, soon after the client left, not when the provider ended.
+            assert c.metadata is not None and c.metadata["llmlog"]["incomplete"] is True
+            assert time.monotonic() - started < 2.5
+
+
+def _certificates(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
+    """A certificate authority of our own (its certificate in a file), and a server context
+    for 127.0.0.1 signed by it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+
+    def made(
+        subject: str,
+        key: ec.EllipticCurvePrivateKey,
+        issuer: x509.Name,
+        signer: ec.EllipticCurvePrivateKey,
+        ca: bool,
+    ) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+            .issuer_name(issuer)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        )
+        if ca:
+            builder = builder.add_extension(
+                x509.KeyUsage(
+                    digital_signature=True, content_commitment=False, key_encipherment=False,
+                    data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
+                    encipher_only=False, decipher_only=False,
+                ),
+                critical=True,
+            )  # fmt: skip
+        else:
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                critical=False,
+            )
+        return builder.sign(signer, hashes.SHA256())
+
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    ca = made(
+        "llmlog test CA",
+        ca_key,
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "llmlog test CA")]),
+        ca_key,
+        True,
+    )
+    cert = made("127.0.0.1", key, ca.subject, ca_key, False)
+    ca_file, cert_file, key_file = tmp_path / "ca.pem", tmp_path / "cert.pem", tmp_path / "key.pem"
+    ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(cert_file, key_file)
+    return ca_file, server
+
+
+def test_a_provider_over_tls_is_reached_with_the_trust_the_sdks_have(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ca_file, server = _certificates(tmp_path)
+    with FakeProvider(tls=server) as secure:
+        assert secure.url.startswith("https://")
+        upstreams = Upstreams(anthropic=secure.url, openai=secure.url)
+        # Trusted as the SDKs trust a certificate authority: SSL_CERT_FILE.
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca_file))
+        with Running(SQLiteBackend(tmp_path / "a.db"), upstreams=upstreams) as p:
+            client = claude(p)
+            client.messages.create(**BODY)  # type: ignore[call-overload]
+            with client.messages.stream(**BODY) as events:  # type: ignore[arg-type]
+                assert events.get_final_message().usage.output_tokens
+            calls = recorded(p, 2)
+            assert all(c.error is None and c.output_tokens for c in calls)
+        # Not trusted: refused, said and recorded, never sent in the clear.
+        monkeypatch.delenv("SSL_CERT_FILE")
+        with Running(SQLiteBackend(tmp_path / "b.db"), upstreams=upstreams) as p:
+            r = httpx.post(p.base + "/anthropic/v1/messages", json=BODY)
+            assert r.status_code == 502 and "certificate" in r.json()["error"]["message"].lower()
+            (c,) = recorded(p, 1)
+            assert c.error and c.error["type"] == "connection_error"
+        assert len(secure.requests) == 2
+
+
+def test_an_http_proxy_in_the_environment_is_honoured_as_the_sdks_honour_it(
+    tmp_path: Path, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A forward proxy on loopback (as a company's egress proxy would be) that sends what it
+    # is asked for to the fake provider and remembers the absolute URLs it was asked for.
+    seen: list[str] = []
+
+    class Forward(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            seen.append(self.path)
+            body = self.rfile.read(int(self.headers["content-length"]))
+            path = urllib.parse.urlsplit(self.path).path
+            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "proxy-connection")}
+            answer = httpx.post(fake.url + path, content=body, headers=headers)
+            self.send_response(answer.status_code)
+            self.send_header("content-type", answer.headers["content-type"])
+            self.send_header("content-length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    fake.reset()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Forward)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    far = "http://provider.example.invalid"  # no such host: reached only through the proxy
+    try:
+        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.server_address[1]}")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # the test's own requests go direct
+        with Running(SQLiteBackend(tmp_path / "a.db"), upstreams=Upstreams(anthropic=far, openai=far)) as p:
+            reply = claude(p).messages.create(**BODY)  # type: ignore[call-overload]
+            assert reply.usage.output_tokens
+            (c,) = recorded(p, 1)
+            assert c.error is None and seen == [far + "/v1/messages"]
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1,provider.example.invalid")
+        with Running(SQLiteBackend(tmp_path / "b.db"), upstreams=Upstreams(anthropic=far, openai=far)) as p:
+            r = httpx.post(p.base + "/anthropic/v1/messages", json=BODY)
+            assert r.status_code == 502 and len(seen) == 1
+    finally:
+        server.shutdown()
 
 
 @pytest.mark.parametrize("streaming", [False, True])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
@@ -69,10 +69,10 @@ def _exchange(provider: str, request: httpx2.Request, sink: Sink) -> Exchange | 
     )
 
 
-def note_response(ex: Exchange, response: httpx2.Response) -> None:
-    """The status and the response headers a record keeps (none that could carry a secret)."""
-    ex.status = response.status_code
-    headers = response.headers
+def note_response(ex: Exchange, status: int, headers: Mapping[str, str]) -> None:
+    """The status and the response headers a record keeps (none that could carry a secret).
+    `headers` looks names up regardless of case, as every HTTP client's do."""
+    ex.status = status
     ex.response_headers = {
         k: headers[k]
         for k in ("content-type", "content-encoding", "request-id", "x-request-id")
@@ -148,7 +148,7 @@ class RecordingTransport(httpx2.BaseTransport):
         except BaseException as exc:
             ex.finish(failure=exc)
             raise
-        note_response(ex, response)
+        note_response(ex, response.status_code, response.headers)
         response.stream = _TeeStream(response.stream, ex)  # type: ignore[arg-type]
         return response
 
@@ -178,7 +178,7 @@ class AsyncRecordingTransport(httpx2.AsyncBaseTransport):
         except BaseException as exc:
             ex.finish(failure=exc)
             raise
-        note_response(ex, response)
+        note_response(ex, response.status_code, response.headers)
         response.stream = _AsyncTeeStream(response.stream, ex)  # type: ignore[arg-type]
         return response
 

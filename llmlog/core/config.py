@@ -165,6 +165,11 @@ class Settings:
     # stored at once; the others wait their turn, unread, so that what requests hold in
     # memory (a body, its decoded spans or records) is bounded however many clients send.
     ingest_concurrency: int = field(default_factory=lambda: _env_int("LLMLOG_INGEST_CONCURRENCY", 2, least=1))
+    # … and how many bytes of their bodies it holds at once, read and not yet done with;
+    # past it, requests wait unread. A body larger than this is read when it is alone.
+    ingest_buffer_bytes: int = field(
+        default_factory=lambda: _env_int("LLMLOG_INGEST_BUFFER_MB", 16, least=1) * 2**20
+    )
 
     def __post_init__(self) -> None:
         if self.on_full not in ("drop", "block"):

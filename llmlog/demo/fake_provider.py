@@ -60,6 +60,7 @@ import re
 import select
 import socket
 import socketserver
+import ssl
 import sys
 import threading
 import time
@@ -376,8 +377,12 @@ class FakeProvider:
         seed: int = 0,
         line_ending: str = "lf",
         split_bytes: int = 0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.host, self.port, self.seed, self.hang_s = host, port, seed, hang_s
+        # A server-side TLS context answers on https, as a real provider does (tests give it a
+        # certificate of their own making).
+        self.tls = tls
         self.line_ending, self.split_bytes = _line_ending(line_ending), _split_bytes(split_bytes)
         self.latency_ms, self.first_token_ms, self.chunk_ms = latency_ms, first_token_ms, chunk_ms
         self.requests: list[RecordedRequest] = []
@@ -394,6 +399,11 @@ class FakeProvider:
         if self._server is None:
             self._stopping.clear()
             self._server = _Server((self.host, self.port), self)
+            if self.tls is not None:
+                # The handshake on the connection's own thread, not in the accept loop.
+                self._server.socket = self.tls.wrap_socket(
+                    self._server.socket, server_side=True, do_handshake_on_connect=False
+                )
             # A short poll interval bounds how long stop() waits for the accept loop to notice.
             kwargs = {"poll_interval": 0.05}
             name = f"fake-provider:{self._server.server_address[1]}"
@@ -432,7 +442,8 @@ class FakeProvider:
         if not port:
             raise RuntimeError("FakeProvider is not started and has no fixed port")
         host = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(self.host, self.host)
-        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
     @property
     def anthropic_base_url(self) -> str:

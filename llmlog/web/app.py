@@ -146,18 +146,19 @@ def create_app(
     web = Web(
         open_store(), threading.Lock(), environment(), providers or Providers(), SignIns(processes=processes)
     )
-    routes: list[BaseRoute] = []
+    gate = IngestGate(web, ingest_token)
+    # The proxy's calls go through a writer of their own into this store, as an SDK's would:
+    # parsed, priced and stored off the request's path. Never to a collector: this is one.
+    writer = Writer(Settings(db=web.store.url, url=None))
+    forwarder = proxy.Proxy(writer.submit, upstreams, gate)
+    # The ways in first: a request is matched against the routes in order, and they take
+    # nearly every request a busy server gets (after the pages, ~60 routes were tried each).
+    routes: list[BaseRoute] = [*forwarder.routes(), *ingest.routes()]
     # (drift's /api/reports/drift-by-day before the reports' /api/reports/{name}, which would take it)
     pages = (findings, calls, search, people, traces, replay, dashboard, drift, reports, experiments,
              alerts, sql, admin)  # fmt: skip
     for module in pages:
         routes.extend(module.routes())
-    gate = IngestGate(web, ingest_token)
-    routes.extend(ingest.routes())
-    # The proxy's calls go through a writer of their own into this store, as an SDK's would:
-    # parsed, priced and stored off the request's path. Never to a collector: this is one.
-    writer = Writer(Settings(db=web.store.url, url=None))
-    routes.extend(proxy.routes(writer.submit, upstreams, gate))
     routes.append(Mount("/static", StaticFiles(directory=HERE / "static"), name="static"))
     web.pages = routes
     web.env.globals["opens"] = web.opens
@@ -171,6 +172,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
+        await forwarder.aclose()
         writer.close()
         web.close()
 

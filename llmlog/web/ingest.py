@@ -19,8 +19,10 @@ What the API promises, and why:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import zlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -44,7 +46,7 @@ from llmlog.core.record import (
 )
 from llmlog.pipeline import otlp as otlp_ingest
 from llmlog.pipeline.intake import Intake
-from llmlog.pipeline.jsonl import BadRecord, parse_batch, parse_spans
+from llmlog.pipeline.jsonl import BadRecord, parse_batches, parse_spans
 from llmlog.pipeline.pricing import Pricer
 from llmlog.pipeline.writer import keep_spans
 from llmlog.store.regulated import Refused
@@ -55,6 +57,12 @@ log = logging.getLogger("llmlog")
 
 MAX_BODY = 64 * 2**20  # bytes of a request body, after gzip is undone
 MAX_RECORD = 16 * 2**20  # bytes of one record's JSON
+# Records of a `/v1/calls` body read and stored at a time: a few MB of calls, each one
+# transaction (on the workload's long conversations, 100 calls take ~4 MB as objects).
+PART = 100
+# How much larger than sent a gzipped body is taken to be once inflated (JSON and protobuf
+# of calls inflate 5 to 10 times), for its share of the bytes held (`BodyBudget`).
+GZIP_RATIO = 8
 
 
 class TooLarge(Exception):
@@ -74,7 +82,7 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise TooLarge
         parts.append(chunk)
     body = b"".join(parts)
-    if request.headers.get("content-encoding", "").strip().lower() in ("gzip", "x-gzip"):
+    if gzipped(request):
         inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
         try:
             body = inflate.decompress(body, limit + 1)
@@ -83,6 +91,10 @@ async def read_body(request: Request, limit: int) -> bytes:
         if len(body) > limit or inflate.unconsumed_tail:
             raise TooLarge
     return body
+
+
+def gzipped(request: Request) -> bool:
+    return request.headers.get("content-encoding", "").strip().lower() in ("gzip", "x-gzip")
 
 
 def bearer(request: Request) -> str:
@@ -145,29 +157,89 @@ class Collector:
     # so that memory does not grow with the clients sending. Only once the body is in: a
     # client sending slowly holds no one else up.
     admitted: asyncio.Semaphore
+    # The bytes of bodies read and not yet done with (LLMLOG_INGEST_BUFFER_MB): past it,
+    # requests wait for their turn unread.
+    buffered: BodyBudget
 
     @classmethod
     def made(cls, web: Web, token: Gate = None, settings: Settings | None = None) -> Collector:
         settings = settings or Settings()  # LLMLOG_REDACT…, LLMLOG_KEY: a bad one stops the server here
         intake = Intake(settings, Pricer(settings.prices))  # LLMLOG_PRICES, as in the SDK's writer
-        return cls(web, token, intake, asyncio.Semaphore(settings.ingest_concurrency))
+        return cls(
+            web,
+            token,
+            intake,
+            asyncio.Semaphore(settings.ingest_concurrency),
+            BodyBudget(settings.ingest_buffer_bytes),
+        )
 
 
 def collector_of(request: Request) -> Collector:
     return cast(Collector, request.app.state.collector)
 
 
-async def records_body(request: Request, c: Collector) -> bytes | Response:
-    """A batch of records' body (every route under `/v1/`), or the answer refusing it: no
-    token, a body too large, or one that cannot be read (bad gzip)."""
-    if (refusal := refusal_of(request, c.token)) is not None:
-        return refusal
-    try:
-        return await read_body(request, MAX_BODY)
-    except TooLarge:
-        return JSONResponse({"error": f"body over {MAX_BODY:,} bytes"}, status_code=413)
-    except ValueError as exc:
-        return JSONResponse({"error": str(exc)}, status_code=400)
+class BodyBudget:
+    """The bytes of ingest bodies a server holds at once, read and waiting for their turn
+    or being handled (LLMLOG_INGEST_BUFFER_MB). A request takes its share before its body is
+    read; past the budget the others wait unread (in the kernel's buffers, not ours), so
+    memory does not grow with the clients sending. A body larger than the whole budget is
+    read when it is alone. A share is the declared length, so a client sending slowly holds
+    only what it said it would send, never a turn."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._changed = asyncio.Condition()
+
+    def share(self, request: Request) -> int:
+        declared = request.headers.get("content-length", "")
+        size = int(declared) if declared.isdigit() else self.limit  # chunked: the whole budget
+        if gzipped(request):
+            size *= GZIP_RATIO  # what it will take once inflated, as far as can be told
+        return min(size, self.limit)
+
+    @contextlib.asynccontextmanager
+    async def held(self, size: int) -> AsyncIterator[None]:
+        async with self._changed:
+            await self._changed.wait_for(lambda: self.used == 0 or self.used + size <= self.limit)
+            self.used += size
+        try:
+            yield
+        finally:
+            async with self._changed:
+                self.used -= size
+                self._changed.notify_all()
+
+
+@contextlib.asynccontextmanager
+async def turn(request: Request, c: Collector) -> AsyncIterator[bytes | Response]:
+    """A batch's body (every route under `/v1/`) once it is this request's turn, or the
+    answer refusing it: no token, a body too large, or one that cannot be read (bad gzip).
+    The body is read within the byte budget (`BodyBudget`), then waits for one of the
+    LLMLOG_INGEST_CONCURRENCY turns to be decoded and stored."""
+    declared = request.headers.get("content-length", "")
+    refusal = refusal_of(request, c.token)
+    if refusal is None and declared.isdigit() and int(declared) > MAX_BODY:
+        refusal = too_large()
+    if refusal is not None:
+        yield refusal
+        return
+    async with c.buffered.held(c.buffered.share(request)):
+        try:
+            body: bytes | Response = await read_body(request, MAX_BODY)
+        except TooLarge:
+            body = too_large()
+        except ValueError as exc:
+            body = JSONResponse({"error": str(exc)}, status_code=400)
+        if isinstance(body, Response):
+            yield body
+            return
+        async with c.admitted:
+            yield body
+
+
+def too_large() -> Response:
+    return JSONResponse({"error": f"body over {MAX_BODY:,} bytes"}, status_code=413)
 
 
 def store_unavailable() -> Response:
@@ -199,35 +271,41 @@ def store_batch(web: Web, calls: list[tuple[int, Call]], bad: list[BadRecord]) -
 
 async def post_calls(request: Request) -> Response:
     c = collector_of(request)
-    body = await records_body(request, c)
-    if isinstance(body, Response):
-        return body
-    async with c.admitted:
-        batch = parse_batch(body, MAX_RECORD)
-        received = len(batch.calls) + len(batch.bad)
-        calls: list[tuple[int, Call]] = []
+    async with turn(request, c) as body:
+        if isinstance(body, Response):
+            return body
+        received = new = oversized = 0
+        rejected: list[BadRecord] = []
         seen: set[str] = set()
-        for index, call in batch.calls:
-            if call.id in seen:  # the same record twice in one batch: stored once
-                continue
-            seen.add(call.id)
+        # Stored a part at a time: what the calls take in memory (several times their JSON)
+        # is then a part's, whatever the body's size. A part stored before the store failed
+        # is kept; the client's retry finds it stored (ids) and counts it a duplicate.
+        for batch in parse_batches(body, MAX_RECORD, PART):
+            received += len(batch.calls) + len(batch.bad)
+            oversized += batch.too_large
+            calls: list[tuple[int, Call]] = []
+            for index, call in batch.calls:
+                if call.id in seen:  # the same record twice in one batch: stored once
+                    continue
+                seen.add(call.id)
+                try:
+                    calls.append((index, c.intake.call(call)))
+                except RecordError as exc:  # a bad figure, or too deep to keep: this record
+                    batch.bad.append(BadRecord(index, str(exc)))
+                except Exception as exc:  # pricing a strange record must not lose the batch
+                    batch.bad.append(BadRecord(index, f"cannot be priced: {exc}"))
+            refused: list[BadRecord] = []
             try:
-                calls.append((index, c.intake.call(call)))
-            except RecordError as exc:  # a bad figure, or too deep to keep: this record
-                batch.bad.append(BadRecord(index, str(exc)))
-            except Exception as exc:  # pricing a strange record must not lose the batch
-                batch.bad.append(BadRecord(index, f"cannot be priced: {exc}"))
-        refused: list[BadRecord] = []
-        try:
-            new = await run_in_threadpool(store_batch, c.web, calls, refused) if calls else 0
-        except Exception as exc:
-            log.warning("llmlog: store unavailable for an ingested batch: %r", exc)
-            return store_unavailable()
-        rejected = sorted([*batch.bad, *refused], key=lambda b: b.index)
+                new += await run_in_threadpool(store_batch, c.web, calls, refused) if calls else 0
+            except Exception as exc:
+                log.warning("llmlog: store unavailable for an ingested batch: %r", exc)
+                return store_unavailable()
+            rejected += [*batch.bad, *refused]
+        rejected.sort(key=lambda b: b.index)
         kept = received - len(rejected)
         status = 200
         if not kept and rejected:
-            status = 413 if batch.too_large == len(rejected) else 400
+            status = 413 if oversized == len(rejected) else 400
         return JSONResponse(
             {
                 "received": received,
@@ -251,10 +329,9 @@ async def post_spans(request: Request) -> Response:
     of `Span.to_dict`, into the store as the app's writer would keep them (`keep_app_spans`: a
     span already kept is kept once). Answered as `POST /v1/calls` is."""
     c = collector_of(request)
-    body = await records_body(request, c)
-    if isinstance(body, Response):
-        return body
-    async with c.admitted:
+    async with turn(request, c) as body:
+        if isinstance(body, Response):
+            return body
         read, bad = parse_spans(body, MAX_RECORD)
         try:
             refused = (
@@ -281,11 +358,10 @@ async def post_spans(request: Request) -> Response:
 async def otlp(request: Request, kind: str) -> Response:
     """OTLP/HTTP: protobuf or JSON (by Content-Type), gzip or not; answered in kind."""
     c = collector_of(request)
-    body = await records_body(request, c)
-    if isinstance(body, Response):
-        return body
     content_type = request.headers.get("content-type", "application/x-protobuf").lower()
-    async with c.admitted:
+    async with turn(request, c) as body:
+        if isinstance(body, Response):
+            return body
         return await take_otlp(c, body, kind, content_type)
 
 

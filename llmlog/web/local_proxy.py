@@ -3,14 +3,15 @@ the guards every server of llmlog has: what `llmlog wrap` runs a program behind.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
 from llmlog.capture.context import CallContext
 from llmlog.capture.exchange import Exchange
-from llmlog.capture.proxy import Upstreams, routes
+from llmlog.capture.proxy import Proxy, Upstreams
 from llmlog.web.guard import LOOPBACK_NAMES, AllowedHosts, SecurityHeaders
 
 
@@ -36,7 +37,14 @@ class LocalProxy:
         )
         # Loopback names only: no web page reaches it by a name of its own (DNS rebinding).
         guarded = [Middleware(SecurityHeaders), Middleware(AllowedHosts, hosts=LOOPBACK_NAMES)]
-        app = Starlette(routes=routes(submit, origins, base_context=base_context), middleware=guarded)
+        forwarder = Proxy(submit, origins, base_context=base_context)
+
+        @contextlib.asynccontextmanager
+        async def lifespan(app: Starlette) -> AsyncIterator[None]:
+            yield
+            await forwarder.aclose()
+
+        app = Starlette(routes=forwarder.routes(), middleware=guarded, lifespan=lifespan)
         self._sock = socket.socket()
         self._sock.bind(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
