@@ -511,19 +511,43 @@ def _drift_weight(c: reports.Change) -> str:
 
 def _step_finding(ask: _Ask, days: _Days, step: reports.Comparison, c: reports.Change) -> Finding:
     new, old = _version(step.feature, step.new), _version(step.feature, step.old)
+    sentence = (
+        f"{new}: {METRIC_WORDS[c.metric]} {figure(c.metric, c.after)} against"
+        f" {figure(c.metric, c.before)} for {old}, the version before it ({_moved(c)};"
+        f" {c.n_after:,} and {c.n_before:,} calls in the last {CHART_DAYS} days)."
+    )
+    evidence = [
+        Evidence(
+            f"{old} against {new}",
+            "compare",
+            {"feature": step.feature, "old": step.old, "new": step.new, "days": str(CHART_DAYS)},
+        ),
+        *ask.calls(f"the calls of {new}", {"feature": step.feature, "version": step.new}, ask.chart.first),
+        _by_day(step.feature),
+    ]
+    return _change_finding(days, step.feature, step.new, c, sentence, evidence, previous=step.old)
+
+
+def _change_finding(
+    days: _Days,
+    feature: str | None,
+    version: str | None,
+    c: reports.Change,
+    sentence: str,
+    evidence: list[Evidence],
+    **more: Any,
+) -> Finding:
+    """A drift finding: `c`, a change in one metric of a feature's version (against the
+    version before it, or against its own earlier days), said in `sentence`."""
     return Finding(
         kind="drift",
-        key=f"drift:{step.feature}:{step.new}:{c.metric}",
+        key=f"drift:{feature}:{version}:{c.metric}",
         score=score(_drift_weight(c), _strength(c)),
-        sentence=(
-            f"{new}: {METRIC_WORDS[c.metric]} {figure(c.metric, c.after)} against"
-            f" {figure(c.metric, c.before)} for {old}, the version before it ({_moved(c)};"
-            f" {c.n_after:,} and {c.n_before:,} calls in the last {CHART_DAYS} days)."
-        ),
+        sentence=sentence,
         numbers={
-            "feature": step.feature,
-            "version": step.new,
-            "previous": step.old,
+            "feature": feature,
+            "version": version,
+            **more,
             "metric": c.metric,
             "value": c.after,
             "before": c.before,
@@ -532,19 +556,9 @@ def _step_finding(ask: _Ask, days: _Days, step: reports.Comparison, c: reports.C
             "calls": c.n_after,
             "calls_before": c.n_before,
         },
-        chart=days.series(step.feature, step.new, c.metric),
-        chart_label=f"{METRIC_WORDS[c.metric]} per day, {new}",
-        evidence=[
-            Evidence(
-                f"{old} against {new}",
-                "compare",
-                {"feature": step.feature, "old": step.old, "new": step.new, "days": str(CHART_DAYS)},
-            ),
-            *ask.calls(
-                f"the calls of {new}", {"feature": step.feature, "version": step.new}, ask.chart.first
-            ),
-            _by_day(step.feature),
-        ],
+        chart=days.series(feature, version, c.metric),
+        chart_label=f"{METRIC_WORDS[c.metric]} per day, {_version(feature, version)}",
+        evidence=evidence,
     )
 
 
@@ -568,30 +582,12 @@ def _drift_finding(ask: _Ask, days: _Days, c: reports.Change) -> Finding:
         at = {"feature": c.feature, "at": split.strftime("%Y-%m-%dT%H:%M"), "days": str(WEEK)}
         evidence.insert(0, Evidence(f"the {WEEK} days before and after", "compare", at))
         evidence.append(_by_day(c.feature))
-    return Finding(
-        kind="drift",
-        key=f"drift:{c.feature}:{c.version}:{c.metric}",
-        score=score(_drift_weight(c), _strength(c)),
-        sentence=(
-            f"{who}: {METRIC_WORDS[c.metric]} {figure(c.metric, c.after)} in the last {WEEK} days against"
-            f" {figure(c.metric, c.before)} in the {BASELINE} days before ({_moved(c)};"
-            f" {c.n_after:,} and {c.n_before:,} calls)."
-        ),
-        numbers={
-            "feature": c.feature,
-            "version": c.version,
-            "metric": c.metric,
-            "value": c.after,
-            "before": c.before,
-            "effect": c.effect,
-            "p": c.p,
-            "calls": c.n_after,
-            "calls_before": c.n_before,
-        },
-        chart=days.series(c.feature, c.version, c.metric),
-        chart_label=f"{METRIC_WORDS[c.metric]} per day, {who}",
-        evidence=evidence,
+    sentence = (
+        f"{who}: {METRIC_WORDS[c.metric]} {figure(c.metric, c.after)} in the last {WEEK} days against"
+        f" {figure(c.metric, c.before)} in the {BASELINE} days before ({_moved(c)};"
+        f" {c.n_after:,} and {c.n_before:,} calls)."
     )
+    return _change_finding(days, c.feature, c.version, c, sentence, evidence)
 
 
 # ---------------------------------------------------------------- cost
