@@ -53,6 +53,17 @@ def name(value: str | None) -> str:
     return "(none)" if value is None else value
 
 
+def _hit(x: float, top: float, width: float, height: float, said: str) -> Markup:
+    """A day's whole column, transparent: what the pointer finds (its title says the day's
+    figures) and, where the day opens a list, what it clicks."""
+    return element(
+        "rect",
+        {"class": "hit", "x": _num(x), "y": _num(top), "width": _num(width), "height": _num(height),
+         "fill": "transparent"},
+        title(said),
+    )  # fmt: skip
+
+
 def _num(v: float) -> str:
     return f"{v:.1f}"
 
@@ -190,20 +201,7 @@ def stacked_bars(
     for i, day in enumerate(labels):
         x = left + step * i + (step - bar_w) / 2
         whole = f"{day}: {fmt(totals[i])}" + (f" · {notes[i]}" if notes else "")
-        column = [
-            element(
-                "rect",
-                {
-                    "class": "hit",
-                    "x": _num(left + step * i),
-                    "y": _num(top),
-                    "width": _num(step),
-                    "height": _num(plot_h),
-                    "fill": "transparent",
-                },
-                title(whole),
-            )
-        ]
+        column = [_hit(left + step * i, top, step, plot_h, whole)]
         y = bottom
         for s in series:
             v = s.values[i]
@@ -520,18 +518,7 @@ def days_line(
         if v is None:  # nothing to title or open (a month's view of a long period draws less)
             continue
         what = f"{day}: {fmt(v)}" + (f" · {notes[i]}" if notes else "")
-        hit = element(
-            "rect",
-            {
-                "class": "hit",
-                "x": _num(left + step * i),
-                "y": _num(top),
-                "width": _num(step),
-                "height": _num(plot_h),
-                "fill": "transparent",
-            },
-            title(what),
-        )
+        hit = _hit(left + step * i, top, step, plot_h, what)
         href = hrefs[i] if hrefs else None
         parts.append(element("a", {"href": href}, hit) if href else hit)
     for i, shown, about, mark_color, row in placed:
