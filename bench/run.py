@@ -78,7 +78,7 @@ class Sizes:
     proxy_workers: tuple[int, ...] = (1, 2)
     spans: int = 20_000  # empty spans per round (`llmlog.span`), against as many empty blocks
     trace_calls: int = 1_000_000  # calls of the store the traces' reads are timed on (a third in traces)
-    long_calls: int = 3000  # calls of the long-answer workload, on each engine (`--only storage`)
+    long_calls: int = 10_000  # calls of the long-answer workload, on each engine (`--only storage`)
 
 
 SMOKE = Sizes(
