@@ -40,6 +40,8 @@ from bench.otlp import bench_otlp
 from bench.pages import bench_pages
 from bench.proxy import bench_proxy
 from bench.report import Row, machine, update_report, write_report
+from bench.storage import EnglishProvider, bench_storage, response_bytes
+from bench.storage import steps as long_answer_steps
 from bench.sustained import bench_sustained
 from bench.timing import timed
 from bench.traces import bench_traces
@@ -78,6 +80,7 @@ class Sizes:
     sustained_rounds: int = 3  # times the OTLP recording's calls go to /v1/calls after it
     spans: int = 20_000  # empty spans per round (`llmlog.span`), against as many empty blocks
     trace_calls: int = 1_000_000  # calls of the store the traces' reads are timed on (a third in traces)
+    long_calls: int = 10_000  # calls of the long-answer workload, on each engine (`--only storage`)
 
 
 SMOKE = Sizes(
@@ -99,6 +102,7 @@ SMOKE = Sizes(
     proxy_seconds=1,
     proxy_workers=(1,),
     sustained_rounds=1,
+    long_calls=40,
 )
 
 
@@ -626,10 +630,44 @@ def bench_traces_everywhere(tmp: Path, pg: str | None, sizes: Sizes) -> None:
     )
 
 
+def bench_long_answers(tmp: Path, pg: str | None, sizes: Sizes, seed: int = 7) -> None:
+    """Storage where answers are long (`bench.storage`): the same calls into each engine
+    through the writer, bytes per call against their JSONL, and the reads that unpack them."""
+    n = sizes.long_calls
+    print(f"storage where answers are long ({n:,} calls)", flush=True)
+    chosen = long_answer_steps(n, seed)
+    with EnglishProvider(latency_ms=0, first_token_ms=0, chunk_ms=0, seed=seed) as fake:
+        exchanges = capture(fake, chosen)
+    _contexts(chosen, exchanges)
+    repeats = sizes.query_repeats
+    db = str(tmp / "long.db")
+    ingest(db, exchanges, n)
+    with open_store(db) as store:
+        jsonl = jsonl_bytes(store)
+        answers = response_bytes(store)
+    row(
+        "long answers: the workload", f"{answers:,.0f} B of response JSON a call, {jsonl / n:,.0f} B of JSONL"
+    )
+    bench_storage("SQLite", db, n, jsonl, sqlite_bytes(db), repeats, row)
+    if pg:
+        for url in schema_url(pg):
+            ingest(url, exchanges, n)
+            with psycopg.connect(url, autocommit=True) as conn:
+                conn.execute("VACUUM ANALYZE")  # as autovacuum would have: the figures of a settled store
+            bench_storage("PostgreSQL", url, n, jsonl, postgres_bytes(url), repeats, row)
+    ch = f"chdb://{tmp / 'long-clickhouse'}"
+    ingest(ch, exchanges, n)
+    with open_store(ch) as store:
+        store.engine.command("OPTIMIZE TABLE call_data FINAL")  # type: ignore[attr-defined]
+        stored = store.size_bytes()
+    bench_storage("ClickHouse", ch, n, jsonl, stored, repeats, row)
+
+
 # The parts a run can be limited to (`--only`): those that need nothing the others make.
 PARTS: dict[str, Callable[[Path, str | None, Sizes], None]] = {
     "span": lambda tmp, pg, sizes: bench_span(sizes, str(tmp / "spans.db")),
     "traces": bench_traces_everywhere,
+    "storage": bench_long_answers,
 }
 
 
@@ -771,6 +809,7 @@ def main(argv: list[str] | None = None) -> int:
                 schemas.close()
         bench_clickhouse(str(Path(tmp) / "clickhouse"), exchanges, jsonl, sizes)
         bench_traces_everywhere(Path(tmp), pg, sizes)
+        bench_long_answers(Path(tmp), pg, sizes, args.seed)
     NOTES.append(f"The whole run took {time.perf_counter() - started:.0f} s.")
     write_report(args.out, header, pg_version, ROWS, NOTES)
     print(f"written to {args.out}", flush=True)

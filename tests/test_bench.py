@@ -59,6 +59,8 @@ def test_bench_smoke_writes_the_report(tmp_path: Path, postgres_server: str) -> 
         "PostgreSQL: list_traces 50, errors",
         "ClickHouse: trace_summary",
         "an empty span's added time (llmlog.span)",
+        *(f"long answers: stored bytes per call, {kind} vs JSONL" for kind in KINDS),
+        "long answers, PostgreSQL: recent 100, free text",
         *(
             f"{kind}: page {page}"
             for kind in KINDS

@@ -1562,6 +1562,41 @@ def test_a_call_in_a_new_month_gets_its_partition(store: Store, backend: Backend
     )
 
 
+SEARCH_INDEXES = (
+    "SELECT p.relname::text, c.reloptions FROM pg_inherits AS i"
+    " JOIN pg_class AS c ON c.oid = i.inhrelid JOIN pg_index AS x ON x.indexrelid = c.oid"
+    " JOIN pg_class AS p ON p.oid = x.indrelid WHERE i.inhparent = 'call_data_search'::regclass"
+)
+
+
+def _pending_lists(backend: Backend) -> dict[str, list[str] | None]:
+    return dict(backend.sql(SEARCH_INDEXES))
+
+
+@postgres_only
+def test_each_partitions_search_index_has_a_bounded_pending_list(backend: Backend) -> None:
+    """A store of the version before has partitions whose search index keeps PostgreSQL's 4 MB
+    pending list; the migration bounds it in each, and the store in each partition it makes
+    later (the partitioned index cannot carry the setting for them). Its calls are still found."""
+    import psycopg
+
+    with psycopg.connect(backend.url, autocommit=True) as conn:
+        pg.migrate(conn, target=pg.MIGRATIONS.index(pg.m021_search_pending_list))
+    old = Call(timestamp=T0, model="m", response={"content": [{"type": "text", "text": "a quiet harbour"}]})
+    _partitions_by_hand(backend, [old])
+    assert _pending_lists(backend) == {"call_data_202603": None}
+    bounded = [f"gin_pending_list_limit={pg.SEARCH_PENDING_KB}"]
+    with backend.open() as store:
+        assert store.insert([old]) == 1
+        later = Call(timestamp=datetime(2031, 5, 2, tzinfo=UTC), response={"content": "harbour lights"})
+        assert store.insert([later]) == 1
+        assert {h.call.id for h in store.search("harbour", CallFilter(), 10)} == {later.id, old.id}
+        assert [c.id for c in store.recent(CallFilter(text="quiet harb"), 10, brief=True)] == [old.id]
+    made = _pending_lists(backend)
+    assert {"call_data_202603", "call_data_203105", *_ahead()} <= set(made)
+    assert all(options == bounded for options in made.values()), made
+
+
 @postgres_only
 def test_a_dropped_month_is_created_again(store: Store, backend: Backend) -> None:
     """Old calls are dropped by dropping their month's table (postgres.py's docstring). A store

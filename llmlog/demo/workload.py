@@ -40,6 +40,19 @@ def prose(rng: random.Random, n_words: int) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(n_words)).capitalize() + "."
 
 
+class Text:
+    """The workload's words: `prose` for what users, tools and documents say, `answer` for the
+    assistant's turns that conversations carry. This one draws both from `WORDS` (short
+    answers that compress unrealistically well); a workload of other text passes its own to
+    `generate`, the calls and conversations otherwise the same."""
+
+    def prose(self, rng: random.Random, n_words: int) -> str:
+        return prose(rng, n_words)
+
+    def answer(self, rng: random.Random) -> str:
+        return prose(rng, rng.randint(20, 80))
+
+
 def system_prompt(name: str, version: str, rng: random.Random) -> str:
     # Multi-KB, as production prompts are: rules, style guide, examples.
     rules = "\n".join(f"{i}. {prose(rng, 18)}" for i in range(1, 40))
@@ -95,7 +108,8 @@ def _turns(rng: random.Random) -> int:
 
 
 class _Features:
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(self, rng: random.Random, text: Text) -> None:
+        self.text = text
         self.prompts = feature_prompts(rng)
         support = [
             ("lookup_order", {"order_id": "string"}),
@@ -131,7 +145,7 @@ def _support(f: _Features, rng: random.Random, ctx: dict[str, Any]) -> Iterator[
     text = f.prompts[("support-bot", version)]
     system = [{"type": "text", "text": text, "cache_control": {"type": "ephemeral"}}]
     ctx = {**ctx, "session_id": _session_id(rng, "sess"), "prompt_template_version": f"support-bot@{version}"}
-    messages: list[dict[str, Any]] = [{"role": "user", "content": prose(rng, rng.randint(6, 40))}]
+    messages: list[dict[str, Any]] = [{"role": "user", "content": f.text.prose(rng, rng.randint(6, 40))}]
     for turn in range(_turns(rng)):
         kwargs = dict(model="claude-sonnet-4-6", max_tokens=1024, system=system, tools=f.support_tools)
         yield Step("messages", {**kwargs, "messages": list(messages)}, rng.random() < 0.5, ctx, _headers(rng))
@@ -141,33 +155,33 @@ def _support(f: _Features, rng: random.Random, ctx: dict[str, Any]) -> Iterator[
                 {
                     "role": "assistant",
                     "content": [
-                        {"type": "text", "text": prose(rng, 8)},
+                        {"type": "text", "text": f.text.prose(rng, 8)},
                         {"type": "tool_use", "id": use_id, "name": "lookup_order", "input": {"id": turn}},
                     ],
                 }
             )
-            result = f'{{"status": "shipped", "note": "{prose(rng, 10)}"}}'
+            result = f'{{"status": "shipped", "note": "{f.text.prose(rng, 10)}"}}'
             block = {"type": "tool_result", "tool_use_id": use_id, "content": result}
             messages.append({"role": "user", "content": [block]})
         else:
-            answer = prose(rng, rng.randint(20, 80))
+            answer = f.text.answer(rng)
             messages.append({"role": "assistant", "content": [{"type": "text", "text": answer}]})
-            messages.append({"role": "user", "content": prose(rng, rng.randint(6, 40))})
+            messages.append({"role": "user", "content": f.text.prose(rng, rng.randint(6, 40))})
 
 
 def _research(f: _Features, rng: random.Random, ctx: dict[str, Any]) -> Iterator[Step]:
     version = rng.choice(["v1", "v2"])
     version_name = f"research-agent@{version}"
     ctx = {**ctx, "session_id": _session_id(rng, "agent"), "prompt_template_version": version_name}
-    items: list[dict[str, Any]] = [{"role": "user", "content": f"Research: {prose(rng, 12)}"}]
+    items: list[dict[str, Any]] = [{"role": "user", "content": f"Research: {f.text.prose(rng, 12)}"}]
     for _ in range(_turns(rng)):
         instructions = f.prompts[("research-agent", version)]
         kwargs = dict(model="gpt-5-mini", instructions=instructions, tools=f.agent_tools)
         yield Step("responses", {**kwargs, "input": list(items)}, rng.random() < 0.5, ctx, _headers(rng))
         call_id = f"call_{rng.getrandbits(64):016x}"
-        args = f'{{"query": "{prose(rng, 5)}"}}'
+        args = f'{{"query": "{f.text.prose(rng, 5)}"}}'
         items.append({"type": "function_call", "call_id": call_id, "name": "web_search", "arguments": args})
-        items.append({"type": "function_call_output", "call_id": call_id, "output": prose(rng, 60)})
+        items.append({"type": "function_call_output", "call_id": call_id, "output": f.text.prose(rng, 60)})
 
 
 def _sql(f: _Features, rng: random.Random, ctx: dict[str, Any]) -> Iterator[Step]:
@@ -201,7 +215,7 @@ def _sql(f: _Features, rng: random.Random, ctx: dict[str, Any]) -> Iterator[Step
 
 def _review(f: _Features, rng: random.Random, ctx: dict[str, Any]) -> Iterator[Step]:
     version = rng.choice(["v1", "v2"])
-    diff = "\n".join(f"+    {prose(rng, 8)}" for _ in range(rng.randint(10, 80)))
+    diff = "\n".join(f"+    {f.text.prose(rng, 8)}" for _ in range(rng.randint(10, 80)))
     kwargs: dict[str, Any] = dict(
         model=rng.choice(["gpt-4.1", "gpt-4.1-mini"]),
         messages=[
@@ -217,7 +231,7 @@ def _review(f: _Features, rng: random.Random, ctx: dict[str, Any]) -> Iterator[S
 
 
 def _summarize(f: _Features, rng: random.Random, ctx: dict[str, Any]) -> Iterator[Step]:
-    doc = "\n\n".join(prose(rng, rng.randint(40, 120)) for _ in range(rng.randint(3, 15)))
+    doc = "\n\n".join(f.text.prose(rng, rng.randint(40, 120)) for _ in range(rng.randint(3, 15)))
     # The over-routing pattern: some short summaries go to the most expensive model.
     model = "claude-opus-4-7" if rng.random() < 0.15 else "claude-haiku-4-5"
     kwargs = dict(
@@ -238,10 +252,10 @@ FEATURES = [
 ]
 
 
-def generate(n: int, seed: int = 7) -> list[Step]:
-    """`n` calls of realistic traffic; the same seed gives the same calls."""
+def generate(n: int, seed: int = 7, text: Text | None = None) -> list[Step]:
+    """`n` calls of realistic traffic; the same seed (and `text`) gives the same calls."""
     rng = random.Random(seed)
-    features = _Features(random.Random(rng.random()))
+    features = _Features(random.Random(rng.random()), text or Text())
     weights = [w for *_, w in FEATURES]
     steps: list[Step] = []
     while len(steps) < n:

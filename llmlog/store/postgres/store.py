@@ -47,7 +47,14 @@ from llmlog.store.base import (
 from llmlog.store.content import ContentBatch, ContentIds, Key
 from llmlog.store.layout import INLINE_JSON, INLINE_PLAIN, select_list
 from llmlog.store.postgres import POSTGRES, reader
-from llmlog.store.postgres.schema import check_schema, migrate, schema_lock, schema_version, store_missing
+from llmlog.store.postgres.schema import (
+    check_schema,
+    migrate,
+    schema_lock,
+    schema_version,
+    store_missing,
+    tune_search_index,
+)
 from llmlog.store.postgres.traces import PostgresTraces, naming_sql
 from llmlog.store.postgres.traces import storable as _storable
 from llmlog.store.readonly import RESULT_MAX_BYTES, QueryRows, deadline_after, held
@@ -417,6 +424,7 @@ class PostgresStore(RowTables, PostgresTraces):
                         pgsql.Literal(format_timestamp(end)) if end else pgsql.SQL("MAXVALUE"),
                     )
                 )
+                tune_search_index(cur, name)
             self._partitions.add((year, month))
 
     def update_costs(self, costs: Iterable[tuple[str, float | None, str | None]]) -> int:
