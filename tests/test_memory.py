@@ -49,6 +49,30 @@ def test_json_footprint_is_never_less_than_what_the_objects_take(shape: Any) -> 
     assert json_footprint(text.decode()) >= footprint(value)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"a":[1,2,{"b":"c,d"}],"e":"[{"}',
+        '["caf\u00e9 \ud83d\ude00",{"k":"\u00e9\u00e9,\u00e9"},[]]',  # escaped: ASCII
+        '["café 😀",{"k":"éé,é"},[],"{[,\\""]',  # not ASCII: four bytes a character
+        '["\ud800 lone", "a"]',
+        "",
+    ],
+)
+def test_json_footprint_counts_each_mark_of_the_text_as_a_count_of_it_would(text: str) -> None:
+    # What the caches' bounds were set with: each mark counted on its own over the text.
+    def each(t: str | bytes) -> int:
+        q, o, s, c = ('"', "{", "[", ",") if isinstance(t, str) else (b'"', b"{", b"[", b",")
+        marks = t.count(q) // 2 * 80 + (t.count(o) + t.count(s)) * 184 + (t.count(c) + 1) * 60  # type: ignore[arg-type]
+        return len(t) * (1 if t.isascii() else 4) + marks
+
+    raw = text.encode("utf-8", "surrogatepass")
+    assert json_footprint(text) == each(text)
+    assert json_footprint(raw) == each(raw)
+    lone = text + "\ud800"  # a lone surrogate, as a str may hold one
+    assert json_footprint(lone) == each(lone)
+
+
 @pytest.mark.parametrize("shape", HOSTILE)
 def test_a_shared_cache_holds_no_more_than_its_bound_in_memory(shape: Any) -> None:
     shared = Shared(20_000, 1_000_000)
@@ -83,6 +107,22 @@ def test_what_the_intake_knows_to_serialize_is_bounded_in_memory(monkeypatch: py
         intake.check(Call(model="m", messages=messages))
     held = list(fit.values.values())
     assert len(held) > 1 and sum(footprint(v) for v in held) <= 4_000_000
+
+
+def test_what_the_intake_knows_to_serialize_is_counted_by_its_own_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A call's new message beside a large response: the cache holds the message, and counts
+    # what the message takes, not the whole record (the response is not kept), so that a
+    # bound in bytes holds as many messages as fit in it.
+    fit = intake._Fit(max_bytes=4_000_000)
+    monkeypatch.setattr(intake, "_FIT", fit)
+    message = {"role": "user", "content": "hello"}
+    response = {"content": [{"type": "text", "text": "x" * 50_000}]}
+    intake.check(Call(model="m", messages=[message], response=response))
+    assert fit.known(message)
+    assert fit.bytes == json_footprint(orjson.dumps([message]))
+    assert footprint([message]) <= fit.bytes < 1_000
 
 
 def test_long_attribute_keys_of_spans_that_became_calls_are_not_remembered() -> None:

@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import queue
 import random
+import sqlite3
 import time
 import uuid
 from collections import Counter
@@ -269,6 +270,37 @@ def test_same_id_is_stored_once(store: Store, backend: Backend) -> None:
         "m25",
         "m39",
     ]  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("limit", [None, 999])
+def test_sqlite_stores_a_batch_in_a_few_statements(tmp_path: Path, limit: int | None) -> None:
+    # Each statement opens a statement journal (the daily trigger) and ends with the search
+    # index writing out its words: a batch of 300 calls goes in five (250, 31, 15, 3 and 1
+    # rows), not twelve of 25; where SQLite takes 999 parameters a statement (before 3.32),
+    # in statements of 31 rows at most, none lost.
+    with SQLiteStore(str(tmp_path / "calls.db")) as store:
+        if limit is not None:
+            store.db.setlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER, limit)
+        db = store.db
+        executed: list[tuple[str, int]] = []
+
+        class Counted:  # the connection, saying what each statement was given
+            def execute(self, sql: str, values: Sequence[Any] = ()) -> sqlite3.Cursor:
+                executed.append((sql, len(values)))
+                return db.execute(sql, values)
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(db, name)
+
+        store.db = Counted()  # type: ignore[assignment]
+        calls = [full_call(id=str(uuid.UUID(int=i)), user_id=f"u{i % 7}") for i in range(300)]
+        assert store.insert(calls) == 300
+        store.db = db
+        width = len(SQLiteStore._INSERT_COLUMNS)
+        rows = [n // width for sql, n in executed if sql.startswith("INSERT INTO call_data")]
+        assert rows == ([250, 31, 15, 3, 1] if limit is None else [31] * 9 + [15, 3, 3])
+        assert store.count(CallFilter()) == 300
+        assert {c.id for c in store.recent(CallFilter(), limit=300)} == {c.id for c in calls}
 
 
 def test_failed_batch_is_rolled_back_and_content_cache_stays_right(store: Store, backend: Backend) -> None:

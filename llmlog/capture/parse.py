@@ -110,7 +110,17 @@ class Decoder:
         # A long conversation is dozens of parts, nearly all seen before: the common path
         # (look each up, mark it used) runs as C loops (map), and Python sees only the rest.
         cache = self._cache
-        values: list[Any] = list(map(cache.get, parts))
+        if depth > 1:
+            # A part that will be split in turn (the message list, a system prompt in blocks)
+            # is not looked up: a composite that large is cached only as an item of a list
+            # split below (one long message), and hashing its bytes for the look-up costs
+            # as much again as hashing the parts it is split into, which are looked up.
+            split, get = self.SPLIT, cache.get
+            values: list[Any] = [
+                None if len(part) >= split and part[:1] in _COMPOSITE else get(part) for part in parts
+            ]
+        else:
+            values = list(map(cache.get, parts))
         rest = list(compress(range(len(parts)), map(is_, values, repeat(None))))
         if len(rest) < len(parts):  # a cached value is never None, nor empty (SMALL)
             deque(map(cache.move_to_end, compress(parts, values)), 0)
@@ -125,6 +135,9 @@ class Decoder:
                 values[i] = self._part(part, depth - 1)
         return dict(zip(keys, values, strict=True)) if is_object else values
 
+
+# How a part that is a composite starts (msgspec's raw parts carry no leading whitespace).
+_COMPOSITE = (b"{", b"[")
 
 # What an entry adds to the cache's two tables beyond its key and value: their slots and the
 # size's integer.

@@ -142,12 +142,15 @@ def check(call: Call) -> None:
         else:
             new.append(tools)
     try:
-        text = orjson.dumps(record, default=str)
+        orjson.dumps(record, default=str)
     except Exception:  # whatever it is, the whole record is checked below
         pass
     else:
-        if new:  # the record holds them: what its JSON would decode to is at least what they take
-            fit.add(new, json_footprint(text))
+        if new:
+            # Measured by their own JSON, not the record's: the record is mostly what is not
+            # remembered (the response, the system prompt, the params), several times the
+            # new messages, and counting its marks was most of what a check cost.
+            fit.add(new, json_footprint(orjson.dumps(new, default=str)))
         return
     try:
         record_line({name: getattr(call, name) for name in JSON_COLUMNS})

@@ -364,10 +364,20 @@ class SQLiteStore(RowTables, SQLiteTraces):
     _INSERT = f"INSERT INTO call_data ({', '.join(_INSERT_COLUMNS)}) VALUES {{}} ON CONFLICT(id) DO NOTHING"
     _ONE = "(" + ",".join("?" * len(_INSERT_COLUMNS)) + ")"
     # Rows go in statements of many rows: the daily trigger makes each statement open (and
-    # close) a statement journal, which costs about as much per row as the insert itself.
-    _ROWS_PER_INSERT = 25
-    _INSERT_ONE = _INSERT.format(_ONE)
-    _INSERT_MANY = _INSERT.format(",".join([_ONE] * _ROWS_PER_INSERT))
+    # close) a statement journal, and the search index (FTS5) writes out the words it holds
+    # at each statement's end, each about as costly as a row's insert. The writer's full
+    # batch (500) goes in one statement; a smaller one in halving sizes (250, 125, 62 … 1):
+    # a few statements whatever the batch's size, of a few prepared shapes. (Fewer rows
+    # where SQLite allows fewer parameters a statement: 999 before 3.32.)
+    _ROWS_PER_INSERT = 500
+    _INSERT_ROWS: dict[int, str] = {}  # rows → the statement, made on first use
+
+    def _rows_per_insert(self) -> int:
+        most = self.db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(self._INSERT_COLUMNS)
+        n = self._ROWS_PER_INSERT
+        while n > max(most, 1):
+            n //= 2
+        return n
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
@@ -427,13 +437,16 @@ class SQLiteStore(RowTables, SQLiteTraces):
             self._resolve(batch)
             rows = [self._row(c, keys, batch, safe) for c, keys in zip(calls, keyed, strict=True)]
             inserted = 0
-            n = self._ROWS_PER_INSERT
-            whole = len(rows) - len(rows) % n
-            for i in range(0, whole, n):
+            n, i = self._rows_per_insert(), 0
+            while i < len(rows):
+                while n > len(rows) - i:
+                    n //= 2
+                sql = self._INSERT_ROWS.get(n)
+                if sql is None:
+                    sql = self._INSERT_ROWS[n] = self._INSERT.format(",".join([self._ONE] * n))
                 flat = [value for row in rows[i : i + n] for value in row]
-                inserted += self.db.execute(self._INSERT_MANY, flat).rowcount
-            for row in rows[whole:]:
-                inserted += self.db.execute(self._INSERT_ONE, row).rowcount
+                inserted += self.db.execute(sql, flat).rowcount
+                i += n
         batch.commit()
         return inserted
 
