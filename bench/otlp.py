@@ -202,9 +202,15 @@ def serve(
     raise RuntimeError("llmlog serve did not start in 60 s")
 
 
-def post_all(port: int, batches: Iterator[bytes], clients: int) -> float:
-    """Post every batch, `clients` at a time (each waits for its answer, as an exporter
-    does); the seconds from the first post to the last answer."""
+def post_all(
+    port: int,
+    batches: Iterator[bytes],
+    clients: int,
+    path: str = "/v1/traces",
+    content_type: str = "application/x-protobuf",
+) -> float:
+    """Post every batch to `path`, `clients` at a time (each waits for its answer, as an
+    exporter does); the seconds from the first post to the last answer."""
     todo = batches
     lock = threading.Lock()
     errors: list[str] = []
@@ -216,7 +222,7 @@ def post_all(port: int, batches: Iterator[bytes], clients: int) -> float:
                 body = next(todo, None)
             if body is None:
                 break
-            conn.request("POST", "/v1/traces", body, {"Content-Type": "application/x-protobuf"})
+            conn.request("POST", path, body, {"Content-Type": content_type})
             answer = conn.getresponse()
             text = answer.read()
             if answer.status != 200:

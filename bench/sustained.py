@@ -16,9 +16,7 @@ bodies); none of them grows with how long the server runs.
 
 from __future__ import annotations
 
-import http.client
 import shutil
-import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -44,33 +42,6 @@ def _bodies(records: list[dict[str, object]], per: int) -> Iterator[bytes]:
         yield b"\n".join(lines) + b"\n"
 
 
-def post_calls(port: int, bodies: Iterator[bytes], clients: int = 4) -> None:
-    lock = threading.Lock()
-    errors: list[str] = []
-
-    def client() -> None:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
-        while True:
-            with lock:
-                body = next(bodies, None)
-            if body is None:
-                break
-            conn.request("POST", "/v1/calls", body, {"Content-Type": "application/x-ndjson"})
-            answer = conn.getresponse()
-            text = answer.read()
-            if answer.status != 200:
-                errors.append(f"{answer.status}: {text[:300]!r}")
-        conn.close()
-
-    threads = [threading.Thread(target=client) for _ in range(clients)]
-    for th in threads:
-        th.start()
-    for th in threads:
-        th.join()
-    if errors:
-        raise RuntimeError(f"{len(errors)} bodies not taken: {errors[0]}")
-
-
 def bench_sustained(
     tmp: Path,
     spans: Path,
@@ -93,7 +64,7 @@ def bench_sustained(
         post_all(port, read_batches(spans), 4)
         peaks.append(_proc(proc.pid)[1])
         for _ in range(rounds):
-            post_calls(port, _bodies(records, 500))
+            post_all(port, _bodies(records, 500), 4, "/v1/calls", "application/x-ndjson")
             peaks.append(_proc(proc.pid)[1])
         if shutil.which("wrk"):
             load(f"http://127.0.0.1:{port}/anthropic", seconds)
