@@ -5,6 +5,7 @@ requests after one that warms the caches, as a UI in use would be."""
 
 from __future__ import annotations
 
+import html
 import re
 import socket
 import statistics
@@ -24,6 +25,7 @@ GOAL_S = 0.2
 # The SQL console runs the user's own query: its time is the query's (here a scan of every
 # call), bounded by the console's limit, not a page's goal.
 SQL_PAGE = "SQL: calls and cost by model, every call"
+_ALERT = re.compile(r'role="alert">([^<]*)<')
 _TIMING = re.compile(r"app;dur=([0-9.]+)")
 
 
@@ -97,7 +99,11 @@ def bench_pages(
                     r = client.get(path)
                     m = _TIMING.search(r.headers.get("server-timing", ""))
                     if r.status_code != 200 or m is None:
-                        row(f"{kind}: page {name}, {label} calls", f"HTTP {r.status_code}", "≤ 200 ms", False)
+                        said = _ALERT.search(r.text)  # what a refused page says (the console's error)
+                        value = f"HTTP {r.status_code}" + (
+                            f": {html.unescape(said.group(1))[:160]}" if said else ""
+                        )
+                        row(f"{kind}: page {name}, {label} calls", value, "≤ 200 ms", False)
                         break
                     times.append(float(m.group(1)) / 1000)
                 else:
