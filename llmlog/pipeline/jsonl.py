@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -104,7 +105,7 @@ def parse_batches(body: bytes, max_record: int | None = None, per: int = 0) -> I
     times its JSON, is then a part's, not the body's. Indexes are the records' in the body."""
     data = _LINES if _ndjson(body) else _one_value(body)
     if data is _LINES:
-        lines = (line for line in body.split(b"\n") if line.strip())
+        lines = (line for line in _lines(body) if line.strip())
         readers: Iterator[tuple[int, Callable[[], tuple[Callable[[], Call], int] | str]]] = (
             (index, partial(_line_reader, line)) for index, line in enumerate(lines)
         )
@@ -160,13 +161,32 @@ def _ndjson(body: bytes) -> bool:
     value first costs orjson a dozen times the body's size in memory before it finds the
     second line (157 MB for a 13 MB body of 500 calls), which one `llmlog serve` taking a
     few such bodies at once could not bound."""
-    first, _, rest = body.lstrip().partition(b"\n")
-    if not first.startswith(b"{") or not rest.strip():
+    # Searched, not split: a split would copy the whole rest of the body.
+    found = _TEXT.search(body)
+    if found is None or body[found.start()] != ord("{"):
+        return False
+    end = body.find(b"\n", found.start())
+    if end < 0 or _TEXT.search(body, end) is None:
         return False
     try:
-        return isinstance(orjson.loads(first), dict)
+        return isinstance(orjson.loads(body[found.start() : end]), dict)
     except orjson.JSONDecodeError:
         return False
+
+
+_TEXT = re.compile(rb"\S")
+
+
+def _lines(body: bytes) -> Iterator[bytes]:
+    """A body's lines one at a time: a split would hold a copy of the whole body beside it
+    while its records are read."""
+    start = 0
+    while start < len(body):
+        end = body.find(b"\n", start)
+        if end < 0:
+            end = len(body)
+        yield body[start:end]
+        start = end + 1
 
 
 def _source(item: Any) -> str:
@@ -214,7 +234,7 @@ def parse_spans(body: bytes, max_record: int | None = None) -> tuple[list[tuple[
         with contextlib.suppress(orjson.JSONDecodeError):
             whole = orjson.loads(body)
     if whole is _LINES:
-        items: list[Any] = [line for line in body.split(b"\n") if line.strip()]
+        items: list[Any] = [line for line in _lines(body) if line.strip()]
     else:
         items = whole if isinstance(whole, list) else [whole]
     for index, item in enumerate(items):
