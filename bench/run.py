@@ -7,7 +7,8 @@ read ratios and orders of magnitude, not the last digit.
 
     python -m bench.run                 # the full run (a few minutes)
     python -m bench.run --smoke         # seconds: keeps the harness from rotting (CI)
-    python -m bench.run --only traces   # some parts: their rows updated, the others kept
+    python -m bench.run --only traces   # some parts (span, traces, storage, sustained): their rows
+                                        # updated, the others kept
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import psycopg
 
 import llmlog
 from bench.console import bench_console_stall
-from bench.otlp import bench_otlp
+from bench.otlp import bench_otlp, bench_otlp_postgres, recorded
 from bench.pages import bench_pages
 from bench.proxy import bench_proxy
 from bench.report import Row, machine, update_report, write_report
@@ -663,11 +664,21 @@ def bench_long_answers(tmp: Path, pg: str | None, sizes: Sizes, seed: int = 7) -
     bench_storage("ClickHouse", ch, n, jsonl, stored, repeats, row)
 
 
+def bench_sustained_part(tmp: Path, pg: str | None, sizes: Sizes) -> None:
+    """The sustained-ingest part alone: its own recording of the workload's spans first."""
+    spans, sdk_db = recorded(tmp, sizes.otlp_calls, 7)
+    with provider_process(7) as provider:
+        bench_sustained(
+            tmp, spans, sdk_db, provider.url, row, NOTES, sizes.sustained_rounds, sizes.proxy_seconds
+        )
+
+
 # The parts a run can be limited to (`--only`): those that need nothing the others make.
 PARTS: dict[str, Callable[[Path, str | None, Sizes], None]] = {
     "span": lambda tmp, pg, sizes: bench_span(sizes, str(tmp / "spans.db")),
     "traces": bench_traces_everywhere,
     "storage": bench_long_answers,
+    "sustained": bench_sustained_part,
 }
 
 
@@ -744,6 +755,8 @@ def main(argv: list[str] | None = None) -> int:
         spans, sdk_db = bench_otlp(
             Path(tmp), sizes.otlp_calls, args.seed, row, NOTES, sqlite_bytes, sizes.serve_workers
         )
+        if pg:
+            bench_otlp_postgres(spans, lambda: schema_url(pg), row, (1, *sizes.serve_workers))
         with provider_process(args.seed) as provider:
             bench_sustained(
                 Path(tmp),
