@@ -185,8 +185,8 @@ def test_bodies_waiting_for_their_turn_are_held_within_the_byte_budget(
     lock, held, most = threading.Lock(), [0], [0]
     read_body, take = ingest.read_body, ingest.take_otlp
 
-    async def counted_read(request: Any, limit: int) -> bytes:
-        body = await read_body(request, limit)
+    async def counted_read(request: Any, limit: int, *rest: Any) -> bytes:
+        body = await read_body(request, limit, *rest)
         with lock:
             held[0] += 1
             most[0] = max(most[0], held[0])
@@ -348,3 +348,73 @@ def test_a_large_batch_of_calls_is_read_and_stored_a_part_at_a_time(
     assert (got["received"], got["stored"], [r["index"] for r in got["rejected"]]) == (n, n - 1, [7])
     assert again.json()["duplicates"] == n - 1
     assert max(sizes) <= ingest.PART and sum(sizes) == 2 * (n - 1)
+
+
+def test_a_client_that_sends_headers_and_nothing_more_holds_up_no_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body that never arrives (chunked, or declared larger than the whole byte budget)
+    takes no share of it: the others are stored meanwhile; and a body that stops arriving is
+    refused after `IDLE_S`, what it held given back."""
+    from llmlog.web import ingest
+
+    monkeypatch.setattr(ingest, "IDLE_S", 1.0)
+    heads = (
+        "Transfer-Encoding: chunked\r\n",
+        f"Content-Length: {16 * 2**20}\r\n",
+        "Content-Length: 3000000\r\nContent-Encoding: gzip\r\n",
+    )
+    with Running(SQLiteBackend(tmp_path / "calls.db"), ingest_token=TOKEN) as c:
+        silent = []
+        for n, head in enumerate(heads):
+            s = socket.create_connection(("127.0.0.1", c.port))
+            s.sendall(
+                f"POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                f"Authorization: Bearer {TOKEN}\r\n{head}\r\n".encode()
+            )
+            silent.append(s)
+            time.sleep(0.1)
+            body = json.dumps(_otlp_json([_llm_span(n + 1)])).encode()
+            assert post(c, "/v1/traces", body, "application/json").status_code == 200
+        # One that starts and stops: refused once it has been quiet for IDLE_S.
+        stalled = socket.create_connection(("127.0.0.1", c.port))
+        stalled.sendall(
+            f"POST /v1/traces HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            f"Authorization: Bearer {TOKEN}\r\nContent-Length: {16 * 2**20}\r\n\r\n{{".encode()
+        )
+        stalled.settimeout(10)
+        assert stalled.recv(100).startswith(b"HTTP/1.1 408")
+        body = json.dumps(_otlp_json([_llm_span(9)])).encode()
+        assert post(c, "/v1/traces", body, "application/json").status_code == 200
+        for s in [*silent, stalled]:
+            s.close()
+        assert c.store.count(CallFilter()) == 4
+
+
+async def test_the_byte_budget_gives_its_shares_in_the_order_asked() -> None:
+    # Small bodies arriving all the time do not keep a large one waiting for ever.
+    import asyncio
+
+    from llmlog.web.ingest import BodyBudget
+
+    budget, order = BodyBudget(100), []
+
+    async def take(name: str, size: int, hold: float) -> None:
+        async with budget.held(size):
+            order.append(name)
+            await asyncio.sleep(hold)
+
+    first = asyncio.create_task(take("small 1", 30, 0.05))
+    await asyncio.sleep(0.01)
+    large = asyncio.create_task(take("large", 100, 0))
+    await asyncio.sleep(0.01)
+    later = [asyncio.create_task(take(f"small {i}", 30, 0.05)) for i in (2, 3)]
+    await asyncio.gather(first, large, *later)
+    assert order == ["small 1", "large", "small 2", "small 3"] and budget.used == 0
+    # A waiter cancelled gives back its place; one given its share and cancelled, the share.
+    async with budget.held(100):
+        waiting = asyncio.create_task(take("never", 50, 0))
+        await asyncio.sleep(0.01)
+        waiting.cancel()
+    await asyncio.sleep(0.01)
+    assert budget.used == 0 and "never" not in order

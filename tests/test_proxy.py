@@ -134,9 +134,13 @@ def test_first_event_arrives_before_the_upstream_finishes(tmp_path: Path) -> Non
     assert first < total / 3, (first, total)
 
 
-def test_a_client_that_goes_away_mid_stream_leaves_an_incomplete_call(tmp_path: Path) -> None:
-    # The provider keeps streaming for seconds; the client reads one event and hangs up.
-    with FakeProvider(chunk_ms=100) as slow:
+@pytest.mark.parametrize("first_token_ms, chunk_ms", [(0, 100), (4000, 0)], ids=["streaming", "silent"])
+def test_a_client_that_goes_away_mid_stream_leaves_an_incomplete_call(
+    tmp_path: Path, first_token_ms: int, chunk_ms: int
+) -> None:
+    # The provider keeps streaming for seconds, or says nothing for seconds before its first
+    # token; the client hangs up meanwhile.
+    with FakeProvider(first_token_ms=first_token_ms, chunk_ms=chunk_ms) as slow:
         upstreams = Upstreams(anthropic=slow.url, openai=slow.url)
         with Running(SQLiteBackend(tmp_path / "p.db"), upstreams=upstreams) as p:
             conn = http.client.HTTPConnection("127.0.0.1", int(p.base.rsplit(":", 1)[1]), timeout=10)
@@ -150,14 +154,32 @@ def test_a_client_that_goes_away_mid_stream_leaves_an_incomplete_call(tmp_path: 
                 "POST", "/anthropic/v1/messages", json.dumps(body), {"content-type": "application/json"}
             )
             answer = conn.getresponse()
-            assert answer.status == 200 and answer.readline().startswith(b"event: ")
+            assert answer.status == 200
+            if not first_token_ms:
+                assert answer.readline().startswith(b"event: ")
             started = time.monotonic()
             conn.sock.shutdown(socket.SHUT_RDWR)
             conn.close()
             (c,) = recorded(p, 1)
-            # Recorded as cut short, soon after the client left, not when the provider ended.
+            # Recorded as cut short, soon after the client left, not when the provider ended
+            # or spoke again.
             assert c.metadata is not None and c.metadata["llmlog"]["incomplete"] is True
             assert time.monotonic() - started < 2.5
+
+
+def test_paths_go_on_as_sent_and_a_get_gets_no_body(proxy: Running, fake: FakeProvider) -> None:
+    for path in (
+        "/openai/v1/files/my%20file%25x",
+        "/openai/v1/files/caf%C3%A9",
+        "/c/e30/openai/v1/files/a%2Fb",
+    ):
+        httpx.get(proxy.base + path + "?q=a%2Bb")
+    assert [r.path for r in fake.requests] == [
+        "/v1/files/my%20file%25x",
+        "/v1/files/caf%C3%A9",
+        "/v1/files/a%2Fb",
+    ]
+    assert all("content-length" not in r.headers for r in fake.requests)
 
 
 def _certificates(tmp_path: Path) -> tuple[Path, ssl.SSLContext]:
@@ -251,8 +273,9 @@ def test_a_provider_over_tls_is_reached_with_the_trust_the_sdks_have(
         assert len(secure.requests) == 2
 
 
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "ALL_PROXY"])
 def test_an_http_proxy_in_the_environment_is_honoured_as_the_sdks_honour_it(
-    tmp_path: Path, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch, variable: str
 ) -> None:
     # A forward proxy on loopback (as a company's egress proxy would be) that sends what it
     # is asked for to the fake provider and remembers the absolute URLs it was asked for.
@@ -279,7 +302,7 @@ def test_an_http_proxy_in_the_environment_is_honoured_as_the_sdks_honour_it(
     threading.Thread(target=server.serve_forever, daemon=True).start()
     far = "http://provider.example.invalid"  # no such host: reached only through the proxy
     try:
-        monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{server.server_address[1]}")
+        monkeypatch.setenv(variable, f"http://127.0.0.1:{server.server_address[1]}")
         monkeypatch.setenv("NO_PROXY", "127.0.0.1")  # the test's own requests go direct
         with Running(SQLiteBackend(tmp_path / "a.db"), upstreams=Upstreams(anthropic=far, openai=far)) as p:
             reply = claude(p).messages.create(**BODY)  # type: ignore[call-overload]

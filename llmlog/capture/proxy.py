@@ -27,6 +27,7 @@ import hmac
 import json
 import os
 import time
+import urllib.parse
 import urllib.request
 import weakref
 from collections.abc import Callable
@@ -244,7 +245,8 @@ class Proxy:
         key = (url.scheme, url.host or "")
         if key not in self._via:
             bypass = urllib.request.proxy_bypass(key[1]) if key[1] else True
-            self._via[key] = None if bypass else urllib.request.getproxies().get(key[0])
+            proxies = urllib.request.getproxies()
+            self._via[key] = None if bypass else proxies.get(key[0]) or proxies.get("all")
         return self._via[key]
 
     async def aclose(self) -> None:
@@ -277,7 +279,7 @@ class Proxy:
             refusal = JSONResponse({"error": f"the {TOKEN_HEADER} header is required"}, status_code=401)
             return await refusal(scope, receive, send)
         upstream = self.upstreams.anthropic if provider == "anthropic" else self.upstreams.openai
-        target = upstream.rstrip("/") + "/" + request.path_params["path"]
+        target = upstream.rstrip("/") + "/" + _path_as_sent(scope, request.path_params)
         if request.url.query:
             target += "?" + request.url.query
         api = classify(provider, request.method, target)
@@ -304,8 +306,10 @@ class Proxy:
         try:
             session = self._session()
             answer = await session.request(
-                request.method, url, headers=CIMultiDict(headers), data=body, allow_redirects=False,
+                request.method, url, headers=CIMultiDict(headers), allow_redirects=False,
                 proxy=self._proxy_for(url),
+                # A body only where the client sent one: no `Content-Length: 0` added to a GET.
+                data=body if body or "content-length" in request.headers else None,
             )  # fmt: skip
         except (aiohttp.ClientError, TimeoutError) as exc:
             if ex is not None:
@@ -333,29 +337,45 @@ class Proxy:
             if name.decode("latin-1") not in HOP_BY_HOP and not name.startswith(b"access-control-")
         ]
         await send({"type": "http.response.start", "status": answer.status, "headers": kept})
-        gone = asyncio.ensure_future(receive())  # http.disconnect, once the client goes away
+        # The client going away (`receive` says http.disconnect) stops the relay at once, even
+        # while the provider is silent (a long pause before the first token).
+        task, relaying = asyncio.current_task(), [True]
+        gone = asyncio.ensure_future(receive())
+        gone.add_done_callback(
+            lambda f: task.cancel() if relaying[0] and task and not f.cancelled() else None
+        )
         try:
             async for chunk in answer.content.iter_any():
-                if gone.done():
-                    if ex is not None:
-                        ex.finish(incomplete=True)
-                    return
                 if ex is not None:
                     ex.add_chunk(chunk)
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            relaying[0] = False
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         except asyncio.CancelledError:
             if ex is not None:
                 ex.finish(incomplete=True)
+            if relaying[0] and gone.done() and task is not None and task.uncancel() == 0:
+                return  # the client left: nothing more to do, and nothing went wrong
             raise
         except BaseException as exc:
             if ex is not None:
                 ex.finish(failure=exc)
             raise
         finally:
+            relaying[0] = False
             gone.cancel()
         if ex is not None:
             ex.finish()
+
+
+def _path_as_sent(scope: Scope, params: dict[str, Any]) -> str:
+    """The path after the provider's segment as the client sent it, percent-encoding and
+    all (`raw_path`): the decoded one would go out with spaces and raw UTF-8 in it."""
+    raw = scope.get("raw_path")
+    parts = raw.decode("latin-1").split("/", 4 if "ctx" in params else 2) if raw else []
+    if len(parts) == (5 if "ctx" in params else 3):
+        return str(parts[-1])
+    return urllib.parse.quote(str(params["path"]), safe="/:@!$&'()*+,;=~")
 
 
 class _Endpoint:

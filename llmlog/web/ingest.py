@@ -19,10 +19,11 @@ What the API promises, and why:
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -63,20 +64,35 @@ PART = 100
 # How much larger than sent a gzipped body is taken to be once inflated (JSON and protobuf
 # of calls inflate 5 to 10 times), for its share of the bytes held (`BodyBudget`).
 GZIP_RATIO = 8
+# Seconds a request body may go without a byte arriving before it is refused (408): what it
+# holds of the byte budget is given back.
+IDLE_S = 30.0
 
 
 class TooLarge(Exception):
     pass
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, gunzipped when it says so; TooLarge past `limit` bytes (read no further)."""
+async def read_body(
+    request: Request, limit: int, started: Callable[[], Awaitable[None]] | None = None
+) -> bytes:
+    """The body, gunzipped when it says so; TooLarge past `limit` bytes (read no further).
+    `started` is awaited once its first bytes are in (or it is known empty). TimeoutError when
+    nothing more arrives for `IDLE_S`: a client that stopped sending holds nothing for long."""
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise TooLarge
     parts: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
+    chunks = aiter(request.stream())
+    while True:
+        async with asyncio.timeout(IDLE_S):
+            chunk = await anext(chunks, None)
+        if started is not None:
+            await started()
+            started = None
+        if chunk is None:
+            break
         size += len(chunk)
         if size > limit:
             raise TooLarge
@@ -180,16 +196,18 @@ def collector_of(request: Request) -> Collector:
 
 class BodyBudget:
     """The bytes of ingest bodies a server holds at once, read and waiting for their turn
-    or being handled (LLMLOG_INGEST_BUFFER_MB). A request takes its share before its body is
-    read; past the budget the others wait unread (in the kernel's buffers, not ours), so
-    memory does not grow with the clients sending. A body larger than the whole budget is
-    read when it is alone. A share is the declared length, so a client sending slowly holds
-    only what it said it would send, never a turn."""
+    or being handled (LLMLOG_INGEST_BUFFER_MB). A request takes its share once its body
+    starts to arrive; past the budget the others wait unread (in the kernel's buffers, not
+    ours), so memory does not grow with the clients sending. A body larger than the whole
+    budget is read when it is alone. Shares are given in the order asked, so a large body
+    is not kept waiting by small ones slipping in ahead of it. A client that sends headers
+    and then nothing takes no share, and one that stops sending loses its share after
+    `IDLE_S` (`read_body`)."""
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
         self.used = 0
-        self._changed = asyncio.Condition()
+        self._waiting: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
 
     def share(self, request: Request) -> int:
         declared = request.headers.get("content-length", "")
@@ -198,25 +216,47 @@ class BodyBudget:
             size *= GZIP_RATIO  # what it will take once inflated, as far as can be told
         return min(size, self.limit)
 
+    def _fits(self, size: int) -> bool:
+        return self.used == 0 or self.used + size <= self.limit
+
+    def _wake(self) -> None:
+        # Synchronous (no lock to wait for): a share is given back even by a cancelled task.
+        while self._waiting and self._fits(self._waiting[0][0]):
+            size, granted = self._waiting.popleft()
+            if not granted.done():
+                self.used += size
+                granted.set_result(None)
+
     @contextlib.asynccontextmanager
     async def held(self, size: int) -> AsyncIterator[None]:
-        async with self._changed:
-            await self._changed.wait_for(lambda: self.used == 0 or self.used + size <= self.limit)
+        if not self._waiting and self._fits(size):
             self.used += size
+        else:
+            granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            entry = (size, granted)
+            self._waiting.append(entry)
+            try:
+                await granted
+            except BaseException:
+                if granted.done() and not granted.cancelled():
+                    self.used -= size  # given, then cancelled before it was used
+                else:
+                    self._waiting.remove(entry)
+                self._wake()
+                raise
         try:
             yield
         finally:
-            async with self._changed:
-                self.used -= size
-                self._changed.notify_all()
+            self.used -= size
+            self._wake()
 
 
 @contextlib.asynccontextmanager
 async def turn(request: Request, c: Collector) -> AsyncIterator[bytes | Response]:
     """A batch's body (every route under `/v1/`) once it is this request's turn, or the
-    answer refusing it: no token, a body too large, or one that cannot be read (bad gzip).
-    The body is read within the byte budget (`BodyBudget`), then waits for one of the
-    LLMLOG_INGEST_CONCURRENCY turns to be decoded and stored."""
+    answer refusing it: no token, a body too large, one that cannot be read (bad gzip) or
+    that stopped arriving. The body is read within the byte budget (`BodyBudget`), then
+    waits for one of the LLMLOG_INGEST_CONCURRENCY turns to be decoded and stored."""
     declared = request.headers.get("content-length", "")
     refusal = refusal_of(request, c.token)
     if refusal is None and declared.isdigit() and int(declared) > MAX_BODY:
@@ -224,11 +264,17 @@ async def turn(request: Request, c: Collector) -> AsyncIterator[bytes | Response
     if refusal is not None:
         yield refusal
         return
-    async with c.buffered.held(c.buffered.share(request)):
+    async with contextlib.AsyncExitStack() as held:
+
+        async def started() -> None:
+            await held.enter_async_context(c.buffered.held(c.buffered.share(request)))
+
         try:
-            body: bytes | Response = await read_body(request, MAX_BODY)
+            body: bytes | Response = await read_body(request, MAX_BODY, started)
         except TooLarge:
             body = too_large()
+        except TimeoutError:
+            body = JSONResponse({"error": f"the body stopped arriving for {IDLE_S:g} s"}, status_code=408)
         except ValueError as exc:
             body = JSONResponse({"error": str(exc)}, status_code=400)
         if isinstance(body, Response):
