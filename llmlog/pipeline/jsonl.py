@@ -103,22 +103,12 @@ def parse_batches(body: bytes, max_record: int | None = None, per: int = 0) -> I
     """`parse_batch`, `per` records at a time (0: all at once), so that a caller can store
     each part before the next is read: what a large body's calls take in memory, several
     times its JSON, is then a part's, not the body's. Indexes are the records' in the body."""
-    data = _LINES if _ndjson(body) else _one_value(body)
-    if data is _LINES:
-        lines = (line for line in _lines(body) if line.strip())
-        readers: Iterator[tuple[int, Callable[[], tuple[Callable[[], Call], int] | str]]] = (
-            (index, partial(_line_reader, line)) for index, line in enumerate(lines)
-        )
-    else:
-        items = data if isinstance(data, list) else [data]
-        readers = ((index, partial(_item_reader, item)) for index, item in enumerate(items))
     batch = Batch()
-    for index, reader in readers:
-        got = reader()
-        if isinstance(got, str):
-            batch.bad.append(BadRecord(index, got))
+    for index, read, size in _entries(body):
+        if isinstance(read, str):
+            batch.bad.append(BadRecord(index, read))
         else:
-            batch.add(index, got[0], got[1], max_record)
+            batch.add(index, read, size, max_record)
         if per and len(batch.calls) + len(batch.bad) >= per:
             yield batch
             batch = Batch()
@@ -126,17 +116,21 @@ def parse_batches(body: bytes, max_record: int | None = None, per: int = 0) -> I
         yield batch
 
 
-def _line_reader(line: bytes) -> tuple[Callable[[], Call], int]:
-    return partial(parse_line, line.decode("utf-8", "replace")), len(line)
-
-
-def _item_reader(item: Any) -> tuple[Callable[[], Call], int] | str:
-    """How to read a decoded record, and its size; or why it cannot be."""
-    try:
-        source = _source(item)
-    except RecordError as exc:
-        return str(exc)
-    return partial(parse_record, item, source), len(source)
+def _entries(body: bytes) -> Iterator[tuple[int, Callable[[], Call] | str, int]]:
+    """Each record of a body in turn: its index, how to read it (or why it cannot be), and
+    its size in bytes of JSON."""
+    data = _LINES if _ndjson(body) else _one_value(body)
+    if data is _LINES:
+        for index, line in enumerate(line for line in _lines(body) if line.strip()):
+            yield index, partial(parse_line, line.decode("utf-8", "replace")), len(line)
+        return
+    for index, item in enumerate(data if isinstance(data, list) else [data]):
+        try:
+            source = _source(item)
+        except RecordError as exc:
+            yield index, str(exc), 0
+            continue
+        yield index, partial(parse_record, item, source), len(source)
 
 
 _LINES = object()
