@@ -79,13 +79,13 @@ def test_a_shared_message_is_not_changed_by_the_calls_that_hold_it() -> None:
 
 
 def test_the_server_process_collects_garbage_less_often_and_never_walks_what_startup_made() -> None:
-    """`llmlog serve` sets its process's collector (`server_gc`), in a process of its own here."""
+    """`llmlog serve` sets its process's collector (`whole_process_gc`), in a process of its own here."""
     import subprocess
     import sys
 
     code = (
-        "import gc; from llmlog.web.workers import SERVE_GC_THRESHOLD, server_gc; server_gc();"
-        " print(gc.get_threshold()[0] == SERVE_GC_THRESHOLD > 700, gc.get_freeze_count() > 1000)"
+        "import gc; from llmlog.pipeline.processes import GC_THRESHOLD, whole_process_gc; whole_process_gc();"
+        " print(gc.get_threshold()[0] == GC_THRESHOLD > 700, gc.get_freeze_count() > 1000)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["True", "True"]

@@ -138,8 +138,9 @@ def serve(
     from llmlog.core.config import allowed_hosts as env_hosts
     from llmlog.demo.fake_provider import DEMO_SEED, FakeProvider
     from llmlog.operations import retention
+    from llmlog.pipeline.processes import unshared, whole_process_gc
     from llmlog.web.guard import allowed_hosts
-    from llmlog.web.workers import APP, Served, server_gc, unshared
+    from llmlog.web.workers import APP, Served
 
     try:
         hosts = allowed_hosts(host, [*allowed_host, *env_hosts()])
@@ -225,7 +226,7 @@ def serve(
         else:
             err_console.print(f"answering to the host names {', '.join(hosts)} (more with --allowed-host)")
         if workers == 1:
-            server_gc()
+            whole_process_gc()
             _run_server(config, sockets)
         else:
             assert sockets is not None

@@ -171,11 +171,17 @@ class Settings:
         default_factory=lambda: _env_int("LLMLOG_INGEST_BUFFER_MB", 16, least=1) * 2**20
     )
 
+    # The writer's work (parse, check, redact, seal, price, store) in this many processes of
+    # its own (`llmlog.pipeline.processes`); 0: on a thread of the app's process.
+    writer_processes: int = field(default_factory=lambda: _env_int("LLMLOG_WRITER_PROCESSES", 0, least=0))
+
     def __post_init__(self) -> None:
         if self.on_full not in ("drop", "block"):
             raise ValueError("on_full must be 'drop' or 'block'")
         if self.queue_size < 1 or self.batch_size < 1:
             raise ValueError("queue_size and batch_size must be positive")
+        if self.writer_processes < 0:
+            raise ValueError("writer_processes must be 0 or more")
         if self.ingest_concurrency < 1:
             raise ValueError("ingest_concurrency must be positive")
         # Read now: a bad key is an error when configured, never a call stored clear.

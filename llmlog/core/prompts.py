@@ -156,6 +156,16 @@ class Registry:
                 except (OSError, UnicodeDecodeError, LookupError):
                     continue  # an unreadable file versions no call; the others still do
 
+    def known(self) -> dict[str, str]:
+        """Every version known here, by the hash of its text: for the writer's processes."""
+        with self._lock:
+            return dict(self._versions)
+
+    def learn(self, versions: dict[str, str]) -> None:
+        """Versions another process knows (`known`), as if read here."""
+        with self._lock:
+            self._versions.update(versions)
+
     def version_of(self, system_prompt: str) -> str:
         """The registered version of a system prompt, else the short hash of its text."""
         return self._versions.get(_key(system_prompt)) or text_hash(system_prompt)

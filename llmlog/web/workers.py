@@ -22,7 +22,7 @@ What each worker holds for itself, and why that stays right with N of them:
   the memory);
 - the collector's sweep of the log events that waited too long for their span: once a
   minute per process, each deleting the same rows;
-- the garbage collector's settings (`server_gc`), set in each.
+- the garbage collector's settings (`whole_process_gc`), set in each.
 """
 
 from __future__ import annotations
@@ -46,39 +46,14 @@ from uvicorn.supervisors import Multiprocess
 from llmlog.capture.proxy import Upstreams
 from llmlog.core.config import Settings
 from llmlog.operations.replay import Providers
-from llmlog.store import Store, open_store, redact_url, sqlite_path
+from llmlog.pipeline.processes import whole_process_gc
+from llmlog.store import Store, open_store, redact_url
 from llmlog.web import guard
 from llmlog.web.app import create_app
 
 ENV = "LLMLOG_SERVE_WORKER"
 APP = f"{__name__}:app"  # what uvicorn imports in each worker
-# The cyclic garbage collector's first threshold in `llmlog serve` (Python's default: 700).
-SERVE_GC_THRESHOLD = 100_000
 log = logging.getLogger("llmlog")
-
-
-def server_gc() -> None:
-    """The garbage collector set for a collector's process, which this process is whole:
-    a request of OTLP spans or calls makes a few hundred thousand objects, nearly all freed
-    by reference counting, and at Python's defaults the collector walked the young ones
-    every 700 allocations (a tenth of the server's time on 10,000 OpenInference calls).
-    What startup made (modules, settings, the store) is frozen out of every collection."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    _, second, third = gc.get_threshold()
-    gc.set_threshold(SERVE_GC_THRESHOLD, second, third)
-
-
-def unshared(url: str) -> str | None:
-    """Why the store at `url` cannot be served by several processes at once; None if it can
-    (a SQLite file, PostgreSQL, a ClickHouse server)."""
-    if url.startswith("chdb://"):
-        return "the embedded ClickHouse engine (chdb) opens its folder in one process only"
-    if sqlite_path(url) == ":memory:":
-        return "a SQLite database in memory lives in one process"
-    return None
 
 
 @dataclass(frozen=True)
@@ -140,7 +115,7 @@ def app() -> Starlette:
     store.reader = f"{getpass.getuser()} (llmlog serve)"
     built = served.app(store)
     _stop_with(served.parent)
-    server_gc()
+    whole_process_gc()
     return built
 
 

@@ -1,0 +1,106 @@
+"""A writer process (`llmlog.pipeline.processes`): `python -m llmlog.pipeline.child IN OUT`.
+
+It reads from the file descriptor IN the app's settings, then batches of items, each
+handed to a writer of its own as the app's writer would keep it; it writes to OUT what it
+has finished with and its writer's counts as they change, and its log records. At the end
+of IN (the app closed it, or the app is gone) it stores what it holds, within the settings'
+exit timeout, says so last, and ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import pickle
+import sys
+import threading
+from multiprocessing.connection import Connection
+from typing import Any
+
+from llmlog.core.config import Settings
+from llmlog.core.prompts import REGISTRY
+from llmlog.pipeline.processes import whole_process_gc
+from llmlog.pipeline.writer import Writer
+
+
+class _Reports:
+    """What goes to the app, one frame at a time, from the reading and the writer's threads."""
+
+    def __init__(self, out: Connection) -> None:
+        self._out = out
+        self._lock = threading.Lock()
+
+    def say(self, *message: Any) -> None:
+        frame = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+        # The app gone: what is stored is stored.
+        with self._lock, contextlib.suppress(OSError):
+            self._out.send_bytes(frame)
+
+
+class _ToApp(logging.Handler):
+    """This process's `llmlog` log records, written by the app's own logging."""
+
+    def __init__(self, reports: _Reports) -> None:
+        super().__init__(logging.INFO)
+        self._reports = reports
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self._reports.say("log", record.levelno, self.format(record))
+        except Exception:
+            self.handleError(record)
+
+
+def main(into: Connection, out: Connection) -> None:
+    reports = _Reports(out)
+    logger = logging.getLogger("llmlog")
+    logger.addHandler(_ToApp(reports))
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    _, fields, versions = pickle.loads(into.recv_bytes())
+    REGISTRY.learn(versions)
+    # Blocking, not dropping, when its queue is full: the pipe then fills and the app's
+    # writer waits on it, and the app's queue is the one that drops (counted there).
+    writer = Writer(Settings(**{**fields, "on_full": "block"}), one_thread=True)
+    whole_process_gc()
+    reports.say("ready")
+    taken = 0  # items handed to the writer
+    reading = True
+    told: tuple[int, dict[str, Any]] | None = None
+
+    def report(kind: str = "report") -> None:
+        nonlocal told
+        # Taken is counted after `submit`: read first, it never counts an item as finished
+        # that the writer has not yet counted as pending.
+        done = max(taken - writer.outstanding(), told[0] if told else 0)
+        counts = vars(writer.stats())
+        if kind == "final" or (done, counts) != told:
+            told = (done, counts)
+            reports.say(kind, done, counts)
+
+    def reporting() -> None:
+        while reading:
+            writer.progress(0.5)
+            report()
+
+    reporter = threading.Thread(target=reporting, name="llmlog-child-reports", daemon=True)
+    reporter.start()
+    while True:
+        try:
+            message = pickle.loads(into.recv_bytes())
+        except (EOFError, OSError):
+            break
+        if message[0] == "prompts":
+            REGISTRY.learn(message[1])
+            continue
+        for item in message[1]:
+            writer.submit(item)
+            taken += 1
+    reading = False
+    writer.close()
+    reporter.join()
+    report("final")
+
+
+if __name__ == "__main__":
+    main(Connection(int(sys.argv[1]), writable=False), Connection(int(sys.argv[2]), readable=False))

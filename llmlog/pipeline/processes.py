@@ -1,0 +1,335 @@
+"""The writer across processes: calls prepared and stored by processes of the writer's own.
+
+With `LLMLOG_WRITER_PROCESSES=N` (N ≥ 1) the writer's thread in the app only passes on what
+a call captured (an exchange: its bytes and a few figures) to N processes, each a whole
+writer (`python -m llmlog.pipeline.child`: parse, check, redact, seal, price, store) on the
+same store. The app's interpreter then spends next to nothing on recording (the writer's
+Python shares the app's interpreter lock), and with cores to spare the calls are prepared
+and stored side by side.
+
+The processes are started with `subprocess`, not `multiprocessing`: its way of starting
+on macOS and Windows (spawn) runs the app's main module again in the child. Each talks
+over two pipes in `multiprocessing.connection`'s frames: batches of pickled items in;
+out, what it has finished with (stored, refused or lost), its writer's counts, and its log
+records, which the app's own logging writes. Calls of one session (else of one trace) go to
+the same process, so what a conversation re-sends is decoded and named once, there.
+
+What a process cannot be sent (an item that does not pickle: an object of the app's in its
+metadata) or what comes when none can run is written by the writer in the app's process,
+as without them. A process that dies loses what it held unstored: counted as dropped and
+logged; another is started for the calls after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import logging
+import os
+import pickle
+import subprocess
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from llmlog.capture.exchange import Exchange
+from llmlog.core.config import Settings
+from llmlog.core.prompts import REGISTRY
+from llmlog.core.record import Call, Span
+from llmlog.store import sqlite_path
+
+log = logging.getLogger("llmlog")
+
+# What a process is sent: a call as captured or built, or a span of the app's as recorded.
+Sent = Exchange | Call | Span
+
+# The cyclic garbage collector's first threshold in a process that is llmlog's whole (a
+# writer process, `llmlog serve`); Python's default is 700.
+GC_THRESHOLD = 100_000
+# How long a new process has to say it is ready before the writer gives up on it.
+START_S = 60.0
+# A process that died is started again at most this often; the calls between are written here.
+RESTART_S = 1.0
+
+
+def unshared(url: str) -> str | None:
+    """Why the store at `url` cannot be written by several processes; None if it can (a
+    SQLite file, PostgreSQL, a ClickHouse server)."""
+    if url.startswith("chdb://"):
+        return "the embedded ClickHouse engine (chdb) opens its folder in one process only"
+    if sqlite_path(url) == ":memory:":
+        return "a SQLite database in memory lives in one process"
+    return None
+
+
+def whole_process_gc() -> None:
+    """The garbage collector set for a process that is llmlog's whole (a writer process, a
+    collector's): a batch of calls or a request of OTLP spans makes a few hundred thousand
+    objects, nearly all freed by reference counting, and at Python's defaults the collector
+    walked the young ones every 700 allocations (a tenth of the server's time on 10,000
+    OpenInference calls). What startup made (modules, settings, the store) is frozen out of
+    every collection. Never in the app's process: its collector is the app's to set."""
+    gc.collect()
+    gc.freeze()
+    _, second, third = gc.get_threshold()
+    gc.set_threshold(GC_THRESHOLD, second, third)
+
+
+def route(item: Sent) -> str | None:
+    """What keeps calls together on one process: their session, else their trace."""
+    if isinstance(item, Span):
+        return item.trace_id
+    if isinstance(item, Exchange):
+        return item.context.session_id or item.context.trace_id
+    return item.session_id or item.trace_id
+
+
+@dataclass
+class _Process:
+    """One writer process, as the app's writer sees it."""
+
+    proc: subprocess.Popen[bytes]
+    out: Connection  # to it
+    into: Connection  # from it
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    sent: int = 0  # items sent
+    done: int = 0  # … of which it has finished with
+    counts: dict[str, Any] = field(default_factory=dict)  # its writer's `Stats`, as a dict
+    ended: bool = False  # its reports are over: `sent - done` were counted lost, if any
+    final: bool = False  # it said it was done, before its end
+    versions: int = 0  # prompt versions it has been told of
+    reader: threading.Thread | None = None
+
+
+class Processes:
+    """The writer's processes: `send` items to them, `counts` of what they did, `close`.
+
+    `finished(n)` is called as they finish with items (stored, refused or dropped, each
+    counted in their own `counts`); `lost(n)` when one ends holding items it had not."""
+
+    def __init__(
+        self, settings: Settings, n: int, finished: Callable[[int], None], lost: Callable[[int], None]
+    ) -> None:
+        # What a process builds its own settings from: the fields, not the object (its
+        # keyring holds keys as objects); its writer writes there itself.
+        self._fields = {f.name: getattr(settings, f.name) for f in fields(settings) if f.init}
+        self._fields["writer_processes"] = 0
+        self._slots: list[_Process | None] = [None] * n
+        self._started = [0.0] * n
+        self._finished = finished
+        self._lost = lost
+        self._retired: list[dict[str, Any]] = []  # the counts of processes that ended
+        self._counting = threading.Lock()
+        self._turn = 0  # for items with nothing to route them by
+        self._said: set[str] = set()
+
+    # ------------------------------------------------------------ sending
+
+    def send(self, items: Sequence[Sent]) -> list[Sent]:
+        """Send `items` to the processes; returns those left for this process to write."""
+        groups: dict[int, list[Sent]] = {}
+        n = len(self._slots)
+        for item in items:
+            key = route(item)
+            if key is None:
+                slot, self._turn = self._turn, (self._turn + 1) % n
+            else:
+                slot = zlib.crc32(key.encode("utf-8", "surrogatepass")) % n
+            groups.setdefault(slot, []).append(item)
+        left: list[Sent] = []
+        for slot, group in groups.items():
+            left += self._send(slot, group)
+        return left
+
+    def _send(self, slot: int, items: list[Sent]) -> list[Sent]:
+        process = self._process(slot)
+        if process is None:
+            return items
+        try:
+            frame = pickle.dumps(("items", items), protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            # One item holds an object that does not pickle: the others go, it stays here.
+            fit, left = [], []
+            for item in items:
+                try:
+                    pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+                    fit.append(item)
+                except Exception:
+                    left.append(item)
+            return left + (self._send(slot, fit) if fit else [])
+        versions = REGISTRY.known()
+        with process.lock:
+            if process.ended:
+                return items
+            process.sent += len(items)
+        try:
+            if len(versions) != process.versions:  # the app read a prompt version since
+                process.out.send_bytes(pickle.dumps(("prompts", versions)))
+                process.versions = len(versions)
+            process.out.send_bytes(frame)
+        except OSError:
+            with process.lock:
+                if process.ended:
+                    return []  # its reader counted them lost with the rest it held
+                process.sent -= len(items)
+            return items
+        return []
+
+    def start(self) -> None:
+        """Start every process, side by side: each takes a moment to import and open the
+        store. The store is brought up to date before (by the writer): never two at once."""
+        now = time.monotonic()
+        spawned = []
+        for slot in range(len(self._slots)):
+            self._started[slot] = now
+            try:
+                spawned.append((slot, self._spawn()))
+            except Exception as exc:
+                self._cannot(exc)
+        for slot, process in spawned:
+            try:
+                self._slots[slot] = self._ready(process)
+            except Exception as exc:
+                self._cannot(exc)
+
+    def _process(self, slot: int) -> _Process | None:
+        """The slot's process, started again if it ended (at most every `RESTART_S`)."""
+        process = self._slots[slot]
+        if process is not None and not process.ended:
+            return process
+        now = time.monotonic()
+        if now - self._started[slot] < RESTART_S:
+            return None
+        self._started[slot] = now
+        try:
+            process = self._ready(self._spawn())
+        except Exception as exc:
+            self._cannot(exc)
+            return None
+        self._slots[slot] = process
+        return process
+
+    def _cannot(self, exc: Exception) -> None:
+        self._say(f"llmlog: a writer process could not start ({exc}); calls are written in the app's process")
+
+    def _spawn(self) -> _Process:
+        to_child, from_parent = os.pipe()
+        to_parent, from_child = os.pipe()
+        env = dict(os.environ)
+        # The child imports this llmlog, wherever the app found it.
+        here = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+        env["LLMLOG_WRITER_PROCESSES"] = "0"
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "llmlog.pipeline.child", str(to_child), str(from_child)],
+                pass_fds=(to_child, from_child),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                # Not in the app's process group: Ctrl-C stops the app, whose exit then
+                # flushes through this process; it stops when its pipe closes.
+                start_new_session=True,
+            )
+        finally:
+            os.close(to_child)
+            os.close(from_child)
+        return _Process(proc, Connection(from_parent, readable=False), Connection(to_parent, writable=False))
+
+    def _ready(self, process: _Process) -> _Process:
+        """`process` told its settings and ready, its reports read from now on."""
+        out, into, proc = process.out, process.into, process.proc
+        try:
+            versions = REGISTRY.known()
+            out.send_bytes(pickle.dumps(("settings", self._fields, versions)))
+            process.versions = len(versions)
+            if not into.poll(START_S) or pickle.loads(into.recv_bytes())[0] != "ready":
+                raise RuntimeError("it did not say it was ready")
+        except (OSError, EOFError, RuntimeError) as exc:
+            out.close()
+            into.close()
+            proc.kill()
+            proc.wait()
+            raise RuntimeError(
+                f"exit status {proc.returncode}" if isinstance(exc, EOFError) else str(exc)
+            ) from None
+        process.reader = threading.Thread(
+            target=self._read, args=(process,), name="llmlog-writer-reports", daemon=True
+        )
+        process.reader.start()
+        return process
+
+    # ------------------------------------------------------------ hearing back
+
+    def _read(self, process: _Process) -> None:
+        while True:
+            try:
+                message = pickle.loads(process.into.recv_bytes())
+            except (EOFError, OSError):
+                break
+            kind = message[0]
+            if kind == "log":
+                log.log(message[1], "%s", message[2])
+                continue
+            done, counts = message[1], message[2]
+            with process.lock:
+                more = done - process.done
+                process.done, process.counts = done, counts
+                process.final = process.final or kind == "final"
+            if more:
+                self._finished(more)
+        with self._counting, process.lock:
+            process.ended = True
+            held = process.sent - process.done
+            self._retired.append(process.counts)
+        process.into.close()
+        process.proc.wait()
+        if held:
+            log.error(
+                "llmlog: a writer process ended (exit status %s) holding %d unstored call(s); they are lost",
+                process.proc.returncode,
+                held,
+            )
+            self._lost(held)
+
+    def counts(self) -> dict[str, Any]:
+        """What the processes did, summed: their writers' `Stats` fields."""
+        total: dict[str, Any] = {"reasons": {}}
+        with self._counting:  # a process's counts move to `_retired` as it ends: never both
+            every = [*self._retired, *(p.counts for p in self._slots if p is not None and not p.ended)]
+        for counts in every:
+            for name, value in counts.items():
+                if name == "reasons":
+                    for reason, n in value.items():
+                        total["reasons"][reason] = total["reasons"].get(reason, 0) + n
+                elif isinstance(value, int):
+                    total[name] = total.get(name, 0) + value
+        return total
+
+    # ------------------------------------------------------------ stopping
+
+    def close(self, timeout: float) -> None:
+        """Tell each process there is no more; wait up to `timeout` s for them to store what
+        they hold and end; stop those that have not (what they held is counted lost)."""
+        deadline = time.monotonic() + timeout
+        running = [p for p in self._slots if p is not None]
+        for process in running:
+            with contextlib.suppress(OSError):
+                process.out.close()
+        for process in running:
+            assert process.reader is not None
+            process.reader.join(max(deadline - time.monotonic(), 0.1))
+            if process.reader.is_alive():
+                process.proc.kill()
+                process.reader.join(5)
+        self._slots = [None] * len(self._slots)
+
+    def _say(self, message: str) -> None:
+        if message not in self._said:
+            self._said.add(message)
+            log.error("%s", message)

@@ -1,0 +1,205 @@
+"""The writer's work in processes of its own (`LLMLOG_WRITER_PROCESSES`): the real SDK's calls,
+on real stores, each stored once; what a process cannot take written in the app; a process
+that dies losing only what it held, counted and logged; its log records in the app's log."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import anthropic
+import pytest
+
+import llmlog
+from llmlog.core.filters import CallFilter
+from llmlog.core.prompts import REGISTRY
+from llmlog.demo.fake_provider import FakeProvider
+from llmlog.pipeline.writer import Writer
+from llmlog.store import open_store
+from tests.backends import Backend
+from tests.test_encryption import K1, raw_bytes
+
+
+def _client(fake: FakeProvider) -> anthropic.Anthropic:
+    return llmlog.wrap(anthropic.Anthropic(api_key="k", base_url=fake.anthropic_base_url, max_retries=0))
+
+
+def _ask(client: anthropic.Anthropic, text: str, system: str = "Be brief.") -> None:
+    client.messages.create(
+        model="claude-haiku-4-5", max_tokens=10, system=system, messages=[{"role": "user", "content": text}]
+    )
+
+
+def _writer() -> Writer:
+    writer = llmlog._writer
+    assert writer is not None
+    return writer
+
+
+def _pids() -> list[int]:
+    processes = _writer()._processes
+    assert processes is not None, "the writer has no processes"
+    return [p.proc.pid for p in processes._slots if p is not None and not p.ended]
+
+
+def test_calls_and_spans_stored_once_by_the_processes(backend: Backend, fake: FakeProvider) -> None:
+    llmlog.configure(db=backend.url, writer_processes=2)
+    client = _client(fake)
+    for i in range(24):
+        # Sessions, a trace of the app's, and calls with neither (sent in turn).
+        if i % 3 == 2:
+            _ask(client, f"alone {i}")
+            continue
+        with llmlog.context(session_id=f"s{i % 5}"), llmlog.span("step", n=i):
+            _ask(client, f"turn {i}")
+    assert llmlog.flush(timeout=30)
+    pids = _pids()
+    assert len(pids) == 2 and os.getpid() not in pids
+    stats = llmlog.stats()
+    assert (stats.recorded, stats.spans, stats.dropped, stats.failed) == (24, 16, 0, 0)
+    with open_store(backend.url) as store:
+        calls = list(store.iter_calls(CallFilter()))
+        assert len(calls) == 24 == len({c.id for c in calls})
+        assert sorted(c.messages[-1]["content"] for c in calls) == sorted(
+            [f"turn {i}" for i in range(24) if i % 3 != 2] + [f"alone {i}" for i in range(24) if i % 3 == 2]
+        )
+        assert all(c.cost_usd and c.cost_usd > 0 for c in calls)  # priced there
+        in_spans = [c for c in calls if c.parent_id]
+        assert len(in_spans) == 16 and len(list(store.iter_spans())) == 16
+    llmlog.configure(db=backend.url)
+    assert not any(_alive(pid) for pid in pids), "the processes end with their writer"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_what_does_not_pickle_is_written_here(db_path: str, fake: FakeProvider) -> None:
+    llmlog.configure(db=db_path, writer_processes=1)
+    client = _client(fake)
+    with llmlog.context(metadata={"lock": threading.Lock()}):  # an object of the app's
+        _ask(client, "with a lock")
+    _ask(client, "plain")
+    assert llmlog.flush(timeout=30)
+    assert llmlog.stats().recorded == 2
+    with open_store(db_path) as store:
+        calls = {c.messages[-1]["content"]: c for c in store.iter_calls(CallFilter())}
+    assert "lock" in calls["with a lock"].metadata["lock"]  # as text, as the writer keeps it
+    llmlog.configure(db=db_path)
+
+
+def test_sealed_and_versioned_in_the_processes(backend: Backend, fake: FakeProvider) -> None:
+    """The key and the prompt versions the app knows (one learned after the processes
+    started) reach the processes: no clear text stored, the version stamped."""
+    llmlog.configure(db=backend.url, writer_processes=1, key=K1)
+    client = _client(fake)
+    _ask(client, "CLEAR-TEXT-marker one")
+    assert llmlog.flush(timeout=30)
+    REGISTRY.add("You answer in haiku.", "haiku-bot@v3")
+    _ask(client, "CLEAR-TEXT-marker two", system="You answer in haiku.")
+    assert llmlog.flush(timeout=30)
+    assert llmlog.stats().recorded == 2
+    assert b"CLEAR-TEXT-marker" not in raw_bytes(backend)
+    with open_store(backend.url) as store:
+        from llmlog.core.encryption import Keyring
+
+        store.keyring = Keyring.from_environment(K1, None, [])
+        versions = {
+            c.messages[-1]["content"]: c.prompt_template_version for c in store.iter_calls(CallFilter())
+        }
+    assert versions["CLEAR-TEXT-marker two"] == "haiku-bot@v3"
+    llmlog.configure(db=backend.url)
+
+
+def test_a_process_that_dies_loses_only_what_it_held(
+    tmp_path: Path, fake: FakeProvider, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store down, the process holds the calls, retrying; killed, those are counted lost
+    and said, the process's own warnings having reached the app's log; the next calls go to a
+    new process once the store is back."""
+    blocker = tmp_path / "data"
+    blocker.write_text("a file where the store's directory should be")
+    db = str(blocker / "calls.db")
+    llmlog.configure(db=db, writer_processes=1)
+    client = _client(fake)
+    with caplog.at_level(logging.WARNING, logger="llmlog"):
+        for i in range(3):
+            _ask(client, f"held {i}")
+        assert not llmlog.flush(timeout=2)
+        assert any("retrying" in r.getMessage() for r in caplog.records)  # said in the process
+        (pid,) = _pids()
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while llmlog.stats().dropped < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert llmlog.stats().dropped == 3
+        assert any(
+            "writer process ended" in r.getMessage() and "3 unstored" in r.getMessage()
+            for r in caplog.records
+        )
+        blocker.unlink()
+        time.sleep(1.1)  # a process is started again at most once a second
+        for i in range(2):
+            _ask(client, f"after {i}")
+        assert llmlog.flush(timeout=30)
+    stats = llmlog.stats()
+    assert (stats.recorded, stats.dropped) == (2, 3)
+    assert _pids() != [pid]
+    with open_store(db) as store:
+        assert sorted(c.messages[-1]["content"] for c in store.iter_calls(CallFilter())) == [
+            "after 0",
+            "after 1",
+        ]
+    llmlog.configure(db=str(tmp_path / "other.db"))
+
+
+def test_a_store_of_one_process_is_written_here(fake: FakeProvider, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.WARNING, logger="llmlog"):
+        llmlog.configure(db=":memory:", writer_processes=2)
+        _ask(_client(fake), "in memory")
+        assert llmlog.flush(timeout=30)
+    assert llmlog.stats().recorded == 1
+    assert _writer()._processes is None
+    assert any(
+        "no writer processes" in r.getMessage() and "in memory" in r.getMessage() for r in caplog.records
+    )
+    llmlog.configure(db=":memory:")
+
+
+def test_exit_stores_what_the_processes_hold(tmp_path: Path, fake: FakeProvider) -> None:
+    db = tmp_path / "script.db"
+    script = textwrap.dedent(
+        f"""
+        import anthropic, llmlog
+        client = llmlog.wrap(anthropic.Anthropic(api_key="k", base_url={fake.anthropic_base_url!r}))
+        for i in range(40):
+            with llmlog.context(session_id=f"s{{i % 7}}"):
+                client.messages.create(
+                    model="claude-haiku-4-5", max_tokens=5, messages=[{{"role": "user", "content": str(i)}}]
+                )
+        # no flush: the exit hook must store everything, through the processes
+        """
+    )
+    env = {**os.environ, "LLMLOG_DB": str(db), "LLMLOG_WRITER_PROCESSES": "2"}
+    subprocess.run([sys.executable, "-c", script], env=env, check=True, timeout=60)
+    with open_store(str(db)) as store:
+        assert store.count(CallFilter()) == 40
+
+
+def test_a_bad_count_of_processes_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from llmlog.core.config import Settings
+
+    monkeypatch.setenv("LLMLOG_WRITER_PROCESSES", "-1")
+    with pytest.raises(ValueError, match="LLMLOG_WRITER_PROCESSES"):
+        Settings()
