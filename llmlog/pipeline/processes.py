@@ -222,9 +222,10 @@ class Processes:
         to_child, from_parent = os.pipe()
         to_parent, from_child = os.pipe()
         env = dict(os.environ)
-        # The child imports this llmlog, wherever the app found it.
+        # The child imports this llmlog, wherever the app found it: last, so that nothing
+        # beside it there (a site-packages) comes before the standard library.
         here = str(Path(__file__).resolve().parents[2])
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (here, env.get("PYTHONPATH")) if p)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (env.get("PYTHONPATH"), here) if p)
         env["LLMLOG_WRITER_PROCESSES"] = "0"
         try:
             proc = subprocess.Popen(
@@ -278,9 +279,12 @@ class Processes:
                 continue
             done, counts = message[1], message[2]
             with process.lock:
-                more = done - process.done
-                process.done, process.counts = done, counts
-                process.final = process.final or kind == "final"
+                if process.final:
+                    continue  # a report its reporting thread sent after its last word
+                more = max(done - process.done, 0)
+                process.done += more
+                process.counts = counts
+                process.final = kind == "final"
             if more:
                 self._finished(more)
         with self._counting, process.lock:
