@@ -12,7 +12,8 @@ on macOS and Windows (spawn) runs the app's main module again in the child. Each
 over two pipes in `multiprocessing.connection`'s frames: batches of pickled items in;
 out, what it has finished with (stored, refused or lost), its writer's counts, and its log
 records, which the app's own logging writes. Calls of one session (else of one trace) go to
-the same process, so what a conversation re-sends is decoded and named once, there.
+the same process, so what a conversation re-sends is decoded and named once, there: the
+least busy when the session is new to it.
 
 What a process cannot be sent (an item that does not pickle: an object of the app's in its
 metadata) or what comes when none can run is written by the writer in the app's process,
@@ -31,7 +32,7 @@ import subprocess
 import sys
 import threading
 import time
-import zlib
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from multiprocessing.connection import Connection
@@ -54,6 +55,8 @@ Sent = Exchange | Call | Span
 GC_THRESHOLD = 100_000
 # How long a new process has to say it is ready before the writer gives up on it.
 START_S = 60.0
+# Sessions (and traces) whose process is remembered; the oldest are forgotten first.
+HOMES = 100_000
 # A process that died is started again at most this often; the calls between are written here.
 RESTART_S = 1.0
 
@@ -126,7 +129,7 @@ class Processes:
         self._lost = lost
         self._retired: list[dict[str, Any]] = []  # the counts of processes that ended
         self._counting = threading.Lock()
-        self._turn = 0  # for items with nothing to route them by
+        self._homes: OrderedDict[str, int] = OrderedDict()  # session (else trace) → its process
         self._said: set[str] = set()
 
     # ------------------------------------------------------------ sending
@@ -134,13 +137,21 @@ class Processes:
     def send(self, items: Sequence[Sent]) -> list[Sent]:
         """Send `items` to the processes; returns those left for this process to write."""
         groups: dict[int, list[Sent]] = {}
-        n = len(self._slots)
+        # What each holds: a session new here goes to the least busy, and stays there.
+        load = [0 if p is None else p.sent - p.done for p in self._slots]
+        homes = self._homes
         for item in items:
             key = route(item)
-            if key is None:
-                slot, self._turn = self._turn, (self._turn + 1) % n
-            else:
-                slot = zlib.crc32(key.encode("utf-8", "surrogatepass")) % n
+            slot = homes.get(key) if key is not None else None
+            if slot is None:
+                slot = min(range(len(load)), key=load.__getitem__)
+                if key is not None:
+                    homes[key] = slot
+                    if len(homes) > HOMES:
+                        homes.popitem(last=False)
+            elif key is not None:
+                homes.move_to_end(key)
+            load[slot] += 1
             groups.setdefault(slot, []).append(item)
         left: list[Sent] = []
         for slot, group in groups.items():
