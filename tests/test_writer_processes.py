@@ -203,3 +203,88 @@ def test_a_bad_count_of_processes_is_refused(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("LLMLOG_WRITER_PROCESSES", "-1")
     with pytest.raises(ValueError, match="LLMLOG_WRITER_PROCESSES"):
         Settings()
+
+
+def test_a_session_id_that_is_not_text_is_routed(db_path: str, fake: FakeProvider) -> None:
+    """An id the app gives as a number is routed by its text; the writer's thread goes on."""
+    llmlog.configure(db=db_path, writer_processes=2)
+    client = _client(fake)
+    with llmlog.context(session_id=42):  # type: ignore[arg-type]
+        _ask(client, "numbered session")
+    _ask(client, "plain")
+    assert llmlog.flush(timeout=30)
+    assert (llmlog.stats().recorded, llmlog.stats().dropped) == (2, 0)
+    with open_store(db_path) as store:
+        assert store.count(CallFilter()) == 2
+    llmlog.configure(db=db_path)
+
+
+class _Refusal(Exception):
+    """Pickles, but does not unpickle: its arguments are not what `__init__` takes."""
+
+    def __init__(self, code: int, why: str) -> None:
+        super().__init__(f"{code}: {why}")
+
+
+class _AppUser:
+    """A class of the app's main module, which a writer process cannot import."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"AppUser({self.name})"
+
+
+def test_objects_of_the_app_are_written_here(
+    db_path: str, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Metadata holding objects a process could not rebuild (a class of the app's `__main__`,
+    an exception whose arguments do not round-trip) is written in the app, as without
+    processes: neither it nor the calls sent beside it are lost."""
+    monkeypatch.setattr(_AppUser, "__module__", "__main__")
+    monkeypatch.setattr(sys.modules["__main__"], "_AppUser", _AppUser, raising=False)
+    llmlog.configure(db=db_path, writer_processes=1)
+    client = _client(fake)
+    _ask(client, "before")
+    assert llmlog.flush(timeout=30)
+    pids = _pids()
+    for meta in ({"user": _AppUser("ann")}, {"error": _Refusal(7, "no")}):
+        with llmlog.context(metadata=meta):
+            _ask(client, f"with {next(iter(meta))}")
+        _ask(client, "beside it")
+        assert llmlog.flush(timeout=30)
+    stats = llmlog.stats()
+    assert (stats.recorded, stats.dropped, stats.failed) == (5, 0, 0)
+    assert _pids() == pids, "the process went on"
+    with open_store(db_path) as store:
+        calls = {c.messages[-1]["content"]: c for c in store.iter_calls(CallFilter())}
+    assert "AppUser(ann)" in calls["with user"].metadata["user"]
+    assert "7: no" in calls["with error"].metadata["error"]
+    llmlog.configure(db=db_path)
+
+
+def test_a_batch_a_process_cannot_read_is_counted(
+    db_path: str, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Should a batch reach a process that cannot rebuild it, its calls are counted failed
+    and said there; the process goes on and flush returns."""
+    from llmlog.pipeline import processes
+
+    monkeypatch.setattr(processes, "_SENDABLE", processes._SENDABLE | {"tests"})
+    llmlog.configure(db=db_path, writer_processes=1)
+    client = _client(fake)
+    _ask(client, "before")
+    assert llmlog.flush(timeout=30)
+    pids = _pids()
+    with caplog.at_level(logging.ERROR, logger="llmlog"), llmlog.context(metadata={"e": _Refusal(7, "no")}):
+        _ask(client, "unreadable")
+    assert llmlog.flush(timeout=30)
+    _ask(client, "after")
+    assert llmlog.flush(timeout=30)
+    stats = llmlog.stats()
+    assert (stats.recorded, stats.failed, stats.dropped) == (2, 1, 0)
+    assert stats.reasons == {"could not be read by a writer process": 1}
+    assert any("could not be read in a writer process" in r.getMessage() for r in caplog.records)
+    assert _pids() == pids
+    llmlog.configure(db=db_path)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import io
 import logging
 import os
 import pickle
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -82,12 +84,45 @@ def whole_process_gc() -> None:
 
 
 def route(item: Sent) -> str | None:
-    """What keeps calls together on one process: their session, else their trace."""
+    """What keeps calls together on one process: their session, else their trace (as text:
+    the app may give an id that is not a string, a number, which its call keeps)."""
     if isinstance(item, Span):
-        return item.trace_id
-    if isinstance(item, Exchange):
-        return item.context.session_id or item.context.trace_id
-    return item.session_id or item.trace_id
+        key: object = item.trace_id
+    elif isinstance(item, Exchange):
+        key = item.context.session_id or item.context.trace_id
+    else:
+        key = item.session_id or item.trace_id
+    return None if key is None else str(key)
+
+
+# The modules whose classes and functions an item sent to a process may hold (with llmlog's
+# own): what the process can rebuild as the app had it. An object of any other (a class of
+# the app's `__main__`, a model of the app's modules, an exception whose arguments do not
+# round-trip) stays in the app and is written there: unpickled in the process, it would
+# import the app's modules there, or fail and lose the batch it came in.
+_SENDABLE = frozenset(
+    {"builtins", "copyreg", "collections", "datetime", "decimal", "fractions", "uuid", "zoneinfo", "llmlog"}
+)
+
+
+class _Pickler(pickle.Pickler):
+    """Refuses (`PicklingError`) what a process could not rebuild as it was (`_SENDABLE`)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        named = isinstance(obj, type | types.FunctionType | types.BuiltinFunctionType)
+        module = getattr(obj if named else type(obj), "__module__", None)
+        if not isinstance(module, str) or module.partition(".")[0] not in _SENDABLE:
+            raise pickle.PicklingError(f"{module}.{type(obj).__qualname__} is not sent to a writer process")
+        return NotImplemented
+
+
+def pickled(*objects: Any) -> bytes:
+    """`objects` in one frame, each loaded in turn (`pickle.Unpickler.load`) by a process."""
+    buffer = io.BytesIO()
+    pickler = _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    for obj in objects:
+        pickler.dump(obj)
+    return buffer.getvalue()
 
 
 @dataclass
@@ -136,7 +171,10 @@ class Processes:
         groups: dict[int, list[Sent]] = {}
         n = len(self._slots)
         for item in items:
-            key = route(item)
+            try:
+                key = route(item)
+            except Exception:  # an id whose `str` fails: sent in turn
+                key = None
             if key is None:
                 slot, self._turn = self._turn, (self._turn + 1) % n
             else:
@@ -144,7 +182,11 @@ class Processes:
             groups.setdefault(slot, []).append(item)
         left: list[Sent] = []
         for slot, group in groups.items():
-            left += self._send(slot, group)
+            try:
+                left += self._send(slot, group)
+            except Exception:  # never the writer's thread ended: what was not sent is written here
+                log.exception("llmlog: calls could not be sent to a writer process; they are written here")
+                left += group
         return left
 
     def _send(self, slot: int, items: list[Sent]) -> list[Sent]:
@@ -152,13 +194,14 @@ class Processes:
         if process is None:
             return items
         try:
-            frame = pickle.dumps(("items", items), protocol=pickle.HIGHEST_PROTOCOL)
+            # The count first: a process that cannot read the items still counts them.
+            frame = pickled(("items", len(items)), items)
         except Exception:
             # One item holds an object that does not pickle: the others go, it stays here.
             fit, left = [], []
             for item in items:
                 try:
-                    pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+                    pickled(item)
                     fit.append(item)
                 except Exception:
                     left.append(item)
@@ -173,7 +216,7 @@ class Processes:
                 process.out.send_bytes(pickle.dumps(("prompts", versions)))
                 process.versions = len(versions)
             process.out.send_bytes(frame)
-        except OSError:
+        except Exception:  # OSError: it ended; TypeError: closed meanwhile (`close`)
             with process.lock:
                 if process.ended:
                     return []  # its reader counted them lost with the rest it held

@@ -361,10 +361,10 @@ class Writer:
                         calls.append(self._prepare(item))
                 except Unfit as exc:  # refused alone, before it could hold up a batch
                     log.error("llmlog: call %s cannot be stored (%s); it is lost", exc.call_id, exc)
-                    self._failed(exc.kind)
+                    self.failed(exc.kind)
                 except Exception:
                     log.exception("llmlog: could not build a record from a call; it is lost")
-                    self._failed("could not be built")
+                    self.failed("could not be built")
             if self._one_thread:
                 self._store_batch(calls, spans, len(items))
             else:
@@ -375,7 +375,8 @@ class Writer:
             batches.put(None)
             store_thread.join()
 
-    def _failed(self, kind: str, n: int = 1) -> None:
+    def failed(self, kind: str, n: int = 1) -> None:
+        """Count `n` calls that could not be made records, for `kind` of reason."""
         with self._lock:
             self._stats.failed += n
             self._stats.reasons[kind] = self._stats.reasons.get(kind, 0) + n
@@ -391,9 +392,9 @@ class Writer:
         kept, refused = self._write_spans(spans)
         lost = len(calls) - stored - bad + len(spans) - kept - refused
         if bad:
-            self._failed("refused by the store", bad)
+            self.failed("refused by the store", bad)
         if refused:
-            self._failed("span refused by the store", refused)
+            self.failed("span refused by the store", refused)
         with self._idle:
             self._stats.recorded += stored
             self._stats.spans += kept
