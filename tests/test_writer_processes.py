@@ -288,3 +288,29 @@ def test_a_batch_a_process_cannot_read_is_counted(
     assert any("could not be read in a writer process" in r.getMessage() for r in caplog.records)
     assert _pids() == pids
     llmlog.configure(db=db_path)
+
+
+def test_a_fork_of_the_app_does_not_hold_the_processes(db_path: str, fake: FakeProvider) -> None:
+    """A fork of the app (a worker it starts) does not keep the writer processes' input
+    open: closing the writer ends them at once, not after its timeout by a kill."""
+    llmlog.configure(db=db_path, writer_processes=1, exit_timeout_s=8)
+    _ask(_client(fake), "before the fork")
+    assert llmlog.flush(timeout=30)
+    processes = _writer()._processes
+    assert processes is not None
+    (process,) = [p for p in processes._slots if p is not None]
+    child = os.fork()
+    if child == 0:  # a worker that outlives the writer
+        time.sleep(15)
+        os._exit(0)
+    try:
+        started = time.monotonic()
+        llmlog.configure(db=db_path)
+        took = time.monotonic() - started
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+    assert process.proc.returncode == 0, "it ended, not killed"
+    assert took < 4
+    with open_store(db_path) as store:
+        assert store.count(CallFilter()) == 1

@@ -33,6 +33,7 @@ import sys
 import threading
 import time
 import types
+import weakref
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -125,6 +126,26 @@ def pickled(*objects: Any) -> bytes:
     return buffer.getvalue()
 
 
+# Every `Processes` not yet closed: a fork of the app closes its copies of their pipes.
+_OPEN: weakref.WeakSet[Processes] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    """In a fork of the app: its copies of the pipes to the writer processes closed. Held
+    there, a process would never read the end of its input when the app closes its own, and
+    the app's exit would wait for it its whole timeout, then kill it."""
+    for processes in list(_OPEN):
+        for process in processes._slots:
+            if process is not None:
+                for connection in (process.out, process.into):
+                    with contextlib.suppress(OSError):
+                        connection.close()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
 @dataclass
 class _Process:
     """One writer process, as the app's writer sees it."""
@@ -163,6 +184,7 @@ class Processes:
         self._counting = threading.Lock()
         self._turn = 0  # for items with nothing to route them by
         self._said: set[str] = set()
+        _OPEN.add(self)
 
     # ------------------------------------------------------------ sending
 
@@ -375,6 +397,7 @@ class Processes:
                 process.proc.kill()
                 process.reader.join(5)
         self._slots = [None] * len(self._slots)
+        _OPEN.discard(self)
 
     def _say(self, message: str) -> None:
         if message not in self._said:
