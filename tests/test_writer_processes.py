@@ -314,3 +314,55 @@ def test_a_fork_of_the_app_does_not_hold_the_processes(db_path: str, fake: FakeP
     assert took < 4
     with open_store(db_path) as store:
         assert store.count(CallFilter()) == 1
+
+
+def test_a_process_that_never_starts_holds_up_no_exit(
+    db_path: str, tmp_path: Path, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sys.executable` not a Python that starts (an app server's binary that goes on
+    running): closing the writer stops it and what it started, within the exit timeout, and
+    the calls that waited are written in the app."""
+    hangs, pids = tmp_path / "hangs", tmp_path / "pids"
+    hangs.write_text(f"#!/bin/sh\necho $$ > {pids}\nsleep 60 &\necho $! >> {pids}\nwait\n")
+    hangs.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(hangs))
+    llmlog.configure(db=db_path, writer_processes=1, exit_timeout_s=2)
+    _ask(_client(fake), "waiting")
+    started = time.monotonic()
+    llmlog.configure(db=db_path)
+    took = time.monotonic() - started
+    time.sleep(0.2)
+    running = [int(pid) for pid in pids.read_text().split() if _alive_or_zombie(int(pid))]
+    for pid in running:
+        os.kill(pid, signal.SIGKILL)
+    assert not running, "nothing it started is left running"
+    assert took < 6
+    with open_store(db_path) as store:
+        assert store.count(CallFilter()) == 1
+
+
+def test_a_stopped_process_holds_up_no_exit(db_path: str, fake: FakeProvider) -> None:
+    """A process that stops reading (SIGSTOP) while the app's writer waits to send it a
+    large request: closing the writer kills it within the exit timeout, not twice it, and
+    what it held is counted lost."""
+    llmlog.configure(db=db_path, writer_processes=1, exit_timeout_s=4)
+    client = _client(fake)
+    _ask(client, "stored")
+    assert llmlog.flush(timeout=30)
+    (pid,) = _pids()
+    os.kill(pid, signal.SIGSTOP)
+    for i in range(4):
+        _ask(client, "x" * 300_000 + str(i))
+    writer = _writer()
+    started = time.monotonic()
+    llmlog.configure(db=db_path)
+    took = time.monotonic() - started
+    stats = writer.stats()
+    assert (stats.recorded, stats.dropped + stats.recorded) == (1, 5)
+    assert not _alive_or_zombie(pid)
+    assert took < 7.5  # 4 s, then a second for the process; it was 4 + 4 + 1 s
+
+
+def _alive_or_zombie(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "zombie" not in status.read_text()

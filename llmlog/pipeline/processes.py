@@ -28,6 +28,7 @@ import io
 import logging
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import threading
@@ -146,6 +147,16 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork)
 
 
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a process that did not say it was ready, and what it started (its session's):
+    `sys.executable` need not be Python (an app server's binary that went on serving)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        with contextlib.suppress(OSError):
+            proc.kill()
+
+
 @dataclass
 class _Process:
     """One writer process, as the app's writer sees it."""
@@ -184,6 +195,8 @@ class Processes:
         self._counting = threading.Lock()
         self._turn = 0  # for items with nothing to route them by
         self._said: set[str] = set()
+        self._closed = False  # `close` was called: none is started again
+        self._starting: set[subprocess.Popen[bytes]] = set()  # started, not yet ready
         _OPEN.add(self)
 
     # ------------------------------------------------------------ sending
@@ -259,7 +272,7 @@ class Processes:
                 self._cannot(exc)
         for slot, process in spawned:
             try:
-                self._slots[slot] = self._ready(process)
+                self._slots[slot] = self._kept(self._ready(process))
             except Exception as exc:
                 self._cannot(exc)
 
@@ -268,17 +281,27 @@ class Processes:
         process = self._slots[slot]
         if process is not None and not process.ended:
             return process
+        if self._closed:
+            return None
         now = time.monotonic()
         if now - self._started[slot] < RESTART_S:
             return None
         self._started[slot] = now
         try:
-            process = self._ready(self._spawn())
+            process = self._kept(self._ready(self._spawn()))
         except Exception as exc:
             self._cannot(exc)
             return None
         self._slots[slot] = process
         return process
+
+    def _kept(self, process: _Process) -> _Process | None:
+        """`process`, unless `close` came while it started: then it ends with its input."""
+        if not self._closed:
+            return process
+        with contextlib.suppress(OSError):
+            process.out.close()
+        return None
 
     def _cannot(self, exc: Exception) -> None:
         self._say(f"llmlog: a writer process could not start ({exc}); calls are written in the app's process")
@@ -310,6 +333,7 @@ class Processes:
     def _ready(self, process: _Process) -> _Process:
         """`process` told its settings and ready, its reports read from now on."""
         out, into, proc = process.out, process.into, process.proc
+        self._starting.add(proc)
         try:
             versions = REGISTRY.known()
             out.send_bytes(pickle.dumps(("settings", self._fields, versions)))
@@ -319,11 +343,13 @@ class Processes:
         except (OSError, EOFError, RuntimeError) as exc:
             out.close()
             into.close()
-            proc.kill()
+            _kill(proc)
             proc.wait()
             raise RuntimeError(
                 f"exit status {proc.returncode}" if isinstance(exc, EOFError) else str(exc)
             ) from None
+        finally:
+            self._starting.discard(proc)
         process.reader = threading.Thread(
             target=self._read, args=(process,), name="llmlog-writer-reports", daemon=True
         )
@@ -386,6 +412,9 @@ class Processes:
         """Tell each process there is no more; wait up to `timeout` s for them to store what
         they hold and end; stop those that have not (what they held is counted lost)."""
         deadline = time.monotonic() + timeout
+        self._closed = True
+        for starting in list(self._starting):  # not ready yet: it holds nothing
+            _kill(starting)
         running = [p for p in self._slots if p is not None]
         for process in running:
             with contextlib.suppress(OSError):

@@ -195,13 +195,18 @@ class Writer:
             with self._lock:
                 self._give_up = True
         thread = self._thread
+        processes = self._processes
         if thread is not None and thread.is_alive():
             with contextlib.suppress(queue.Full):
                 self._queue.put_nowait(None)
-            thread.join(timeout=max(timeout, 1.0))
-        if self._processes is not None:
+            # With processes, its thread may be waiting on one that does not read (stopped,
+            # or still starting): the processes are closed within the deadline, which frees it.
+            thread.join(timeout=max(timeout if processes is None else deadline - time.monotonic(), 1.0))
+        if processes is not None:
             # What they hold unstored past the deadline (a store down) is counted lost.
-            self._processes.close(max(deadline - time.monotonic(), 1.0))
+            processes.close(max(deadline - time.monotonic(), 1.0))
+            if thread is not None:
+                thread.join(timeout=1.0)
         with self._lock:
             lost = self._pending  # includes what is still queued
             if lost:
@@ -287,7 +292,8 @@ class Writer:
         # writer says so, and retries, when it stores.
         with contextlib.suppress(Exception):
             open_store(s.db).close()
-        processes = Processes(s, n, self._finished_elsewhere, self._lost_elsewhere)
+        # Known before they start: `close` stops those still starting.
+        self._processes = processes = Processes(s, n, self._finished_elsewhere, self._lost_elsewhere)
         processes.start()
         return processes
 
