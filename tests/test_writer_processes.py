@@ -203,3 +203,166 @@ def test_a_bad_count_of_processes_is_refused(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("LLMLOG_WRITER_PROCESSES", "-1")
     with pytest.raises(ValueError, match="LLMLOG_WRITER_PROCESSES"):
         Settings()
+
+
+def test_a_session_id_that_is_not_text_is_routed(db_path: str, fake: FakeProvider) -> None:
+    """An id the app gives as a number is routed by its text; the writer's thread goes on."""
+    llmlog.configure(db=db_path, writer_processes=2)
+    client = _client(fake)
+    with llmlog.context(session_id=42):  # type: ignore[arg-type]
+        _ask(client, "numbered session")
+    _ask(client, "plain")
+    assert llmlog.flush(timeout=30)
+    assert (llmlog.stats().recorded, llmlog.stats().dropped) == (2, 0)
+    with open_store(db_path) as store:
+        assert store.count(CallFilter()) == 2
+    llmlog.configure(db=db_path)
+
+
+class _Refusal(Exception):
+    """Pickles, but does not unpickle: its arguments are not what `__init__` takes."""
+
+    def __init__(self, code: int, why: str) -> None:
+        super().__init__(f"{code}: {why}")
+
+
+class _AppUser:
+    """A class of the app's main module, which a writer process cannot import."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"AppUser({self.name})"
+
+
+def test_objects_of_the_app_are_written_here(
+    db_path: str, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Metadata holding objects a process could not rebuild (a class of the app's `__main__`,
+    an exception whose arguments do not round-trip) is written in the app, as without
+    processes: neither it nor the calls sent beside it are lost."""
+    monkeypatch.setattr(_AppUser, "__module__", "__main__")
+    monkeypatch.setattr(sys.modules["__main__"], "_AppUser", _AppUser, raising=False)
+    llmlog.configure(db=db_path, writer_processes=1)
+    client = _client(fake)
+    _ask(client, "before")
+    assert llmlog.flush(timeout=30)
+    pids = _pids()
+    for meta in ({"user": _AppUser("ann")}, {"error": _Refusal(7, "no")}):
+        with llmlog.context(metadata=meta):
+            _ask(client, f"with {next(iter(meta))}")
+        _ask(client, "beside it")
+        assert llmlog.flush(timeout=30)
+    stats = llmlog.stats()
+    assert (stats.recorded, stats.dropped, stats.failed) == (5, 0, 0)
+    assert _pids() == pids, "the process went on"
+    with open_store(db_path) as store:
+        calls = {c.messages[-1]["content"]: c for c in store.iter_calls(CallFilter())}
+    assert "AppUser(ann)" in calls["with user"].metadata["user"]
+    assert "7: no" in calls["with error"].metadata["error"]
+    llmlog.configure(db=db_path)
+
+
+def test_a_batch_a_process_cannot_read_is_counted(
+    db_path: str, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Should a batch reach a process that cannot rebuild it, its calls are counted failed
+    and said there; the process goes on and flush returns."""
+    from llmlog.pipeline import processes
+
+    monkeypatch.setattr(processes, "_SENDABLE", processes._SENDABLE | {"tests"})
+    llmlog.configure(db=db_path, writer_processes=1)
+    client = _client(fake)
+    _ask(client, "before")
+    assert llmlog.flush(timeout=30)
+    pids = _pids()
+    with caplog.at_level(logging.ERROR, logger="llmlog"), llmlog.context(metadata={"e": _Refusal(7, "no")}):
+        _ask(client, "unreadable")
+    assert llmlog.flush(timeout=30)
+    _ask(client, "after")
+    assert llmlog.flush(timeout=30)
+    stats = llmlog.stats()
+    assert (stats.recorded, stats.failed, stats.dropped) == (2, 1, 0)
+    assert stats.reasons == {"could not be read by a writer process": 1}
+    assert any("could not be read in a writer process" in r.getMessage() for r in caplog.records)
+    assert _pids() == pids
+    llmlog.configure(db=db_path)
+
+
+def test_a_fork_of_the_app_does_not_hold_the_processes(db_path: str, fake: FakeProvider) -> None:
+    """A fork of the app (a worker it starts) does not keep the writer processes' input
+    open: closing the writer ends them at once, not after its timeout by a kill."""
+    llmlog.configure(db=db_path, writer_processes=1, exit_timeout_s=8)
+    _ask(_client(fake), "before the fork")
+    assert llmlog.flush(timeout=30)
+    processes = _writer()._processes
+    assert processes is not None
+    (process,) = [p for p in processes._slots if p is not None]
+    child = os.fork()
+    if child == 0:  # a worker that outlives the writer
+        time.sleep(15)
+        os._exit(0)
+    try:
+        started = time.monotonic()
+        llmlog.configure(db=db_path)
+        took = time.monotonic() - started
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+    assert process.proc.returncode == 0, "it ended, not killed"
+    assert took < 4
+    with open_store(db_path) as store:
+        assert store.count(CallFilter()) == 1
+
+
+def test_a_process_that_never_starts_holds_up_no_exit(
+    db_path: str, tmp_path: Path, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`sys.executable` not a Python that starts (an app server's binary that goes on
+    running): closing the writer stops it and what it started, within the exit timeout, and
+    the calls that waited are written in the app."""
+    hangs, pids = tmp_path / "hangs", tmp_path / "pids"
+    hangs.write_text(f"#!/bin/sh\necho $$ > {pids}\nsleep 60 &\necho $! >> {pids}\nwait\n")
+    hangs.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(hangs))
+    llmlog.configure(db=db_path, writer_processes=1, exit_timeout_s=2)
+    _ask(_client(fake), "waiting")
+    started = time.monotonic()
+    llmlog.configure(db=db_path)
+    took = time.monotonic() - started
+    time.sleep(0.2)
+    running = [int(pid) for pid in pids.read_text().split() if _alive_or_zombie(int(pid))]
+    for pid in running:
+        os.kill(pid, signal.SIGKILL)
+    assert not running, "nothing it started is left running"
+    assert took < 6
+    with open_store(db_path) as store:
+        assert store.count(CallFilter()) == 1
+
+
+def test_a_stopped_process_holds_up_no_exit(db_path: str, fake: FakeProvider) -> None:
+    """A process that stops reading (SIGSTOP) while the app's writer waits to send it a
+    large request: closing the writer kills it within the exit timeout, not twice it, and
+    what it held is counted lost."""
+    llmlog.configure(db=db_path, writer_processes=1, exit_timeout_s=4)
+    client = _client(fake)
+    _ask(client, "stored")
+    assert llmlog.flush(timeout=30)
+    (pid,) = _pids()
+    os.kill(pid, signal.SIGSTOP)
+    for i in range(4):
+        _ask(client, "x" * 300_000 + str(i))
+    writer = _writer()
+    started = time.monotonic()
+    llmlog.configure(db=db_path)
+    took = time.monotonic() - started
+    stats = writer.stats()
+    assert (stats.recorded, stats.dropped + stats.recorded) == (1, 5)
+    assert not _alive_or_zombie(pid)
+    assert took < 7.5  # 4 s, then a second for the process; it was 4 + 4 + 1 s
+
+
+def _alive_or_zombie(pid: int) -> bool:
+    status = Path(f"/proc/{pid}/status")
+    return status.exists() and "zombie" not in status.read_text()

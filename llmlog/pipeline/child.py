@@ -10,6 +10,7 @@ exit timeout, says so last, and ends.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import pickle
 import sys
@@ -87,13 +88,26 @@ def main(into: Connection, out: Connection) -> None:
     reporter.start()
     while True:
         try:
-            message = pickle.loads(into.recv_bytes())
+            frame = pickle.Unpickler(io.BytesIO(into.recv_bytes()))
+            message = frame.load()
         except (EOFError, OSError):
             break
         if message[0] == "prompts":
             REGISTRY.learn(message[1])
             continue
-        for item in message[1]:
+        try:
+            items = frame.load()
+        except Exception as exc:
+            # The app sends only what can be rebuilt here; should a batch still not be (a
+            # class of llmlog's own changed under a running app), it is counted, not held.
+            n = message[1]
+            logger.error(
+                "llmlog: %d call(s) could not be read in a writer process (%r); they are lost", n, exc
+            )
+            writer.failed("could not be read by a writer process", n)
+            taken += n
+            continue
+        for item in items:
             writer.submit(item)
             taken += 1
     reading = False

@@ -25,13 +25,17 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import io
 import logging
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import threading
 import time
+import types
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
@@ -85,12 +89,75 @@ def whole_process_gc() -> None:
 
 
 def route(item: Sent) -> str | None:
-    """What keeps calls together on one process: their session, else their trace."""
+    """What keeps calls together on one process: their session, else their trace (as text:
+    the app may give an id that is not a string, a number, which its call keeps)."""
     if isinstance(item, Span):
-        return item.trace_id
-    if isinstance(item, Exchange):
-        return item.context.session_id or item.context.trace_id
-    return item.session_id or item.trace_id
+        key: object = item.trace_id
+    elif isinstance(item, Exchange):
+        key = item.context.session_id or item.context.trace_id
+    else:
+        key = item.session_id or item.trace_id
+    return None if key is None else str(key)
+
+
+# The modules whose classes and functions an item sent to a process may hold (with llmlog's
+# own): what the process can rebuild as the app had it. An object of any other (a class of
+# the app's `__main__`, a model of the app's modules, an exception whose arguments do not
+# round-trip) stays in the app and is written there: unpickled in the process, it would
+# import the app's modules there, or fail and lose the batch it came in.
+_SENDABLE = frozenset(
+    {"builtins", "copyreg", "collections", "datetime", "decimal", "fractions", "uuid", "zoneinfo", "llmlog"}
+)
+
+
+class _Pickler(pickle.Pickler):
+    """Refuses (`PicklingError`) what a process could not rebuild as it was (`_SENDABLE`)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        named = isinstance(obj, type | types.FunctionType | types.BuiltinFunctionType)
+        module = getattr(obj if named else type(obj), "__module__", None)
+        if not isinstance(module, str) or module.partition(".")[0] not in _SENDABLE:
+            raise pickle.PicklingError(f"{module}.{type(obj).__qualname__} is not sent to a writer process")
+        return NotImplemented
+
+
+def pickled(*objects: Any) -> bytes:
+    """`objects` in one frame, each loaded in turn (`pickle.Unpickler.load`) by a process."""
+    buffer = io.BytesIO()
+    pickler = _Pickler(buffer, protocol=pickle.HIGHEST_PROTOCOL)
+    for obj in objects:
+        pickler.dump(obj)
+    return buffer.getvalue()
+
+
+# Every `Processes` not yet closed: a fork of the app closes its copies of their pipes.
+_OPEN: weakref.WeakSet[Processes] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    """In a fork of the app: its copies of the pipes to the writer processes closed. Held
+    there, a process would never read the end of its input when the app closes its own, and
+    the app's exit would wait for it its whole timeout, then kill it."""
+    for processes in list(_OPEN):
+        for process in processes._slots:
+            if process is not None:
+                for connection in (process.out, process.into):
+                    with contextlib.suppress(OSError):
+                        connection.close()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a process that did not say it was ready, and what it started (its session's):
+    `sys.executable` need not be Python (an app server's binary that went on serving)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except OSError:
+        with contextlib.suppress(OSError):
+            proc.kill()
 
 
 @dataclass
@@ -131,6 +198,9 @@ class Processes:
         self._counting = threading.Lock()
         self._homes: OrderedDict[str, int] = OrderedDict()  # session (else trace) → its process
         self._said: set[str] = set()
+        self._closed = False  # `close` was called: none is started again
+        self._starting: set[subprocess.Popen[bytes]] = set()  # started, not yet ready
+        _OPEN.add(self)
 
     # ------------------------------------------------------------ sending
 
@@ -141,7 +211,10 @@ class Processes:
         load = [0 if p is None else p.sent - p.done for p in self._slots]
         homes = self._homes
         for item in items:
-            key = route(item)
+            try:
+                key = route(item)
+            except Exception:  # an id whose `str` fails: goes where there is room
+                key = None
             slot = homes.get(key) if key is not None else None
             if slot is None:
                 slot = min(range(len(load)), key=load.__getitem__)
@@ -155,7 +228,11 @@ class Processes:
             groups.setdefault(slot, []).append(item)
         left: list[Sent] = []
         for slot, group in groups.items():
-            left += self._send(slot, group)
+            try:
+                left += self._send(slot, group)
+            except Exception:  # never the writer's thread ended: what was not sent is written here
+                log.exception("llmlog: calls could not be sent to a writer process; they are written here")
+                left += group
         return left
 
     def _send(self, slot: int, items: list[Sent]) -> list[Sent]:
@@ -163,13 +240,14 @@ class Processes:
         if process is None:
             return items
         try:
-            frame = pickle.dumps(("items", items), protocol=pickle.HIGHEST_PROTOCOL)
+            # The count first: a process that cannot read the items still counts them.
+            frame = pickled(("items", len(items)), items)
         except Exception:
             # One item holds an object that does not pickle: the others go, it stays here.
             fit, left = [], []
             for item in items:
                 try:
-                    pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL)
+                    pickled(item)
                     fit.append(item)
                 except Exception:
                     left.append(item)
@@ -184,7 +262,7 @@ class Processes:
                 process.out.send_bytes(pickle.dumps(("prompts", versions)))
                 process.versions = len(versions)
             process.out.send_bytes(frame)
-        except OSError:
+        except Exception:  # OSError: it ended; TypeError: closed meanwhile (`close`)
             with process.lock:
                 if process.ended:
                     return []  # its reader counted them lost with the rest it held
@@ -205,7 +283,7 @@ class Processes:
                 self._cannot(exc)
         for slot, process in spawned:
             try:
-                self._slots[slot] = self._ready(process)
+                self._slots[slot] = self._kept(self._ready(process))
             except Exception as exc:
                 self._cannot(exc)
 
@@ -214,17 +292,27 @@ class Processes:
         process = self._slots[slot]
         if process is not None and not process.ended:
             return process
+        if self._closed:
+            return None
         now = time.monotonic()
         if now - self._started[slot] < RESTART_S:
             return None
         self._started[slot] = now
         try:
-            process = self._ready(self._spawn())
+            process = self._kept(self._ready(self._spawn()))
         except Exception as exc:
             self._cannot(exc)
             return None
         self._slots[slot] = process
         return process
+
+    def _kept(self, process: _Process) -> _Process | None:
+        """`process`, unless `close` came while it started: then it ends with its input."""
+        if not self._closed:
+            return process
+        with contextlib.suppress(OSError):
+            process.out.close()
+        return None
 
     def _cannot(self, exc: Exception) -> None:
         self._say(f"llmlog: a writer process could not start ({exc}); calls are written in the app's process")
@@ -256,6 +344,7 @@ class Processes:
     def _ready(self, process: _Process) -> _Process:
         """`process` told its settings and ready, its reports read from now on."""
         out, into, proc = process.out, process.into, process.proc
+        self._starting.add(proc)
         try:
             versions = REGISTRY.known()
             out.send_bytes(pickle.dumps(("settings", self._fields, versions)))
@@ -265,11 +354,13 @@ class Processes:
         except (OSError, EOFError, RuntimeError) as exc:
             out.close()
             into.close()
-            proc.kill()
+            _kill(proc)
             proc.wait()
             raise RuntimeError(
                 f"exit status {proc.returncode}" if isinstance(exc, EOFError) else str(exc)
             ) from None
+        finally:
+            self._starting.discard(proc)
         process.reader = threading.Thread(
             target=self._read, args=(process,), name="llmlog-writer-reports", daemon=True
         )
@@ -332,6 +423,9 @@ class Processes:
         """Tell each process there is no more; wait up to `timeout` s for them to store what
         they hold and end; stop those that have not (what they held is counted lost)."""
         deadline = time.monotonic() + timeout
+        self._closed = True
+        for starting in list(self._starting):  # not ready yet: it holds nothing
+            _kill(starting)
         running = [p for p in self._slots if p is not None]
         for process in running:
             with contextlib.suppress(OSError):
@@ -343,6 +437,7 @@ class Processes:
                 process.proc.kill()
                 process.reader.join(5)
         self._slots = [None] * len(self._slots)
+        _OPEN.discard(self)
 
     def _say(self, message: str) -> None:
         if message not in self._said:

@@ -195,13 +195,18 @@ class Writer:
             with self._lock:
                 self._give_up = True
         thread = self._thread
+        processes = self._processes
         if thread is not None and thread.is_alive():
             with contextlib.suppress(queue.Full):
                 self._queue.put_nowait(None)
-            thread.join(timeout=max(timeout, 1.0))
-        if self._processes is not None:
+            # With processes, its thread may be waiting on one that does not read (stopped,
+            # or still starting): the processes are closed within the deadline, which frees it.
+            thread.join(timeout=max(timeout if processes is None else deadline - time.monotonic(), 1.0))
+        if processes is not None:
             # What they hold unstored past the deadline (a store down) is counted lost.
-            self._processes.close(max(deadline - time.monotonic(), 1.0))
+            processes.close(max(deadline - time.monotonic(), 1.0))
+            if thread is not None:
+                thread.join(timeout=1.0)
         with self._lock:
             lost = self._pending  # includes what is still queued
             if lost:
@@ -287,7 +292,8 @@ class Writer:
         # writer says so, and retries, when it stores.
         with contextlib.suppress(Exception):
             open_store(s.db).close()
-        processes = Processes(s, n, self._finished_elsewhere, self._lost_elsewhere)
+        # Known before they start: `close` stops those still starting.
+        self._processes = processes = Processes(s, n, self._finished_elsewhere, self._lost_elsewhere)
         processes.start()
         return processes
 
@@ -361,10 +367,10 @@ class Writer:
                         calls.append(self._prepare(item))
                 except Unfit as exc:  # refused alone, before it could hold up a batch
                     log.error("llmlog: call %s cannot be stored (%s); it is lost", exc.call_id, exc)
-                    self._failed(exc.kind)
+                    self.failed(exc.kind)
                 except Exception:
                     log.exception("llmlog: could not build a record from a call; it is lost")
-                    self._failed("could not be built")
+                    self.failed("could not be built")
             if self._one_thread:
                 self._store_batch(calls, spans, len(items))
             else:
@@ -375,7 +381,8 @@ class Writer:
             batches.put(None)
             store_thread.join()
 
-    def _failed(self, kind: str, n: int = 1) -> None:
+    def failed(self, kind: str, n: int = 1) -> None:
+        """Count `n` calls that could not be made records, for `kind` of reason."""
         with self._lock:
             self._stats.failed += n
             self._stats.reasons[kind] = self._stats.reasons.get(kind, 0) + n
@@ -391,9 +398,9 @@ class Writer:
         kept, refused = self._write_spans(spans)
         lost = len(calls) - stored - bad + len(spans) - kept - refused
         if bad:
-            self._failed("refused by the store", bad)
+            self.failed("refused by the store", bad)
         if refused:
-            self._failed("span refused by the store", refused)
+            self.failed("span refused by the store", refused)
         with self._idle:
             self._stats.recorded += stored
             self._stats.spans += kept
