@@ -358,7 +358,9 @@ def test_a_stopped_process_holds_up_no_exit(db_path: str, fake: FakeProvider) ->
     llmlog.configure(db=db_path)
     took = time.monotonic() - started
     stats = writer.stats()
-    assert (stats.recorded, stats.dropped + stats.recorded) == (1, 5)
+    # Those it held are lost; those the writer was still sending, when it was stopped, are
+    # written in the app (which comes first is the machine's to say).
+    assert stats.recorded >= 1 and stats.dropped + stats.recorded == 5
     assert not _alive_or_zombie(pid)
     assert took < 7.5  # 4 s, then a second for the process; it was 4 + 4 + 1 s
 
@@ -366,3 +368,53 @@ def test_a_stopped_process_holds_up_no_exit(db_path: str, fake: FakeProvider) ->
 def _alive_or_zombie(pid: int) -> bool:
     status = Path(f"/proc/{pid}/status")
     return status.exists() and "zombie" not in status.read_text()
+
+
+def test_a_process_stuck_while_running_is_stopped_and_replaced(
+    db_path: str, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A process that stops (SIGSTOP) while the app runs on: once it has said nothing for
+    `SILENT_S` holding calls, it is stopped, what it held is counted lost and said, the
+    app's writer no longer waits on it, and the calls after go to a new process."""
+    from llmlog.pipeline import processes
+
+    monkeypatch.setattr(processes, "SILENT_S", 1.5)
+    llmlog.configure(db=db_path, writer_processes=1)
+    client = _client(fake)
+    _ask(client, "stored")
+    assert llmlog.flush(timeout=30)
+    (pid,) = _pids()
+    os.kill(pid, signal.SIGSTOP)
+    with caplog.at_level(logging.WARNING, logger="llmlog"):
+        for i in range(3):
+            _ask(client, "x" * 300_000 + str(i))  # more than the pipe holds: the writer waits on it
+        deadline = time.monotonic() + 20
+        while llmlog.stats().dropped < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert llmlog.stats().dropped == 3
+        assert any("said nothing" in r.getMessage() for r in caplog.records)
+        time.sleep(1.1)  # a process is started again at most once a second
+        _ask(client, "after")
+        assert llmlog.flush(timeout=30)
+    assert not _alive_or_zombie(pid)
+    assert _pids() != [pid]
+    stats = llmlog.stats()
+    assert (stats.recorded, stats.dropped) == (2, 3)
+    llmlog.configure(db=db_path)
+
+
+def test_a_prompt_given_another_version_reaches_the_processes(db_path: str, fake: FakeProvider) -> None:
+    llmlog.configure(db=db_path, writer_processes=1)
+    client = _client(fake)
+    REGISTRY.add("You answer in limericks.", "limerick-bot@v1")
+    _ask(client, "first", system="You answer in limericks.")
+    assert llmlog.flush(timeout=30)
+    REGISTRY.add("You answer in limericks.", "limerick-bot@v2")  # as many versions as before
+    _ask(client, "second", system="You answer in limericks.")
+    assert llmlog.flush(timeout=30)
+    with open_store(db_path) as store:
+        versions = {
+            c.messages[-1]["content"]: c.prompt_template_version for c in store.iter_calls(CallFilter())
+        }
+    assert versions == {"first": "limerick-bot@v1", "second": "limerick-bot@v2"}
+    llmlog.configure(db=db_path)

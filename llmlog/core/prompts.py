@@ -137,10 +137,12 @@ class Registry:
         self._versions: dict[str, str] = {}
         self._loaded: set[Path] = set()
         self._lock = threading.Lock()
+        self.generation = 0  # how many times a version was added: another process tells by it
 
     def add(self, text: str, version: str) -> None:
         with self._lock:
             self._versions[_key(text)] = version
+            self.generation += 1
 
     def load(self, root: str | os.PathLike[str] | None = None) -> None:
         """Remember every version in the directory, once per directory and process."""
@@ -156,10 +158,11 @@ class Registry:
                 except (OSError, UnicodeDecodeError, LookupError):
                     continue  # an unreadable file versions no call; the others still do
 
-    def known(self) -> dict[str, str]:
-        """Every version known here, by the hash of its text: for the writer's processes."""
+    def known(self) -> tuple[int, dict[str, str]]:
+        """Every version known here, by the hash of its text, and the `generation` they are
+        of: for the writer's processes."""
         with self._lock:
-            return dict(self._versions)
+            return self.generation, dict(self._versions)
 
     def learn(self, versions: dict[str, str]) -> None:
         """Versions another process knows (`known`), as if read here."""

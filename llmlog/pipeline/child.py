@@ -15,12 +15,13 @@ import logging
 import pickle
 import sys
 import threading
+import time
 from multiprocessing.connection import Connection
 from typing import Any
 
 from llmlog.core.config import Settings
 from llmlog.core.prompts import REGISTRY
-from llmlog.pipeline.processes import whole_process_gc
+from llmlog.pipeline.processes import HEARTBEAT_S, whole_process_gc
 from llmlog.pipeline.writer import Writer
 
 
@@ -68,15 +69,19 @@ def main(into: Connection, out: Connection) -> None:
     taken = 0  # items handed to the writer
     reading = True
     told: tuple[int, dict[str, Any]] | None = None
+    said = time.monotonic()
 
     def report(kind: str = "report") -> None:
         nonlocal told
         # Taken is counted after `submit`: read first, it never counts an item as finished
         # that the writer has not yet counted as pending.
+        nonlocal said
         done = max(taken - writer.outstanding(), told[0] if told else 0)
         counts = vars(writer.stats())
-        if kind == "final" or (done, counts) != told:
-            told = (done, counts)
+        now = time.monotonic()
+        # Unchanged, said again now and then: the app stops a process silent too long.
+        if kind == "final" or (done, counts) != told or now - said >= HEARTBEAT_S:
+            told, said = (done, counts), now
             reports.say(kind, done, counts)
 
     def reporting() -> None:

@@ -58,11 +58,17 @@ Sent = Exchange | Call | Span
 # writer process, `llmlog serve`); Python's default is 700.
 GC_THRESHOLD = 100_000
 # How long a new process has to say it is ready before the writer gives up on it.
-START_S = 60.0
+START_S = 20.0
 # Sessions (and traces) whose process is remembered; the oldest are forgotten first.
 HOMES = 100_000
-# A process that died is started again at most this often; the calls between are written here.
+# A process that died is started again at most this often; the calls between are written
+# here. After each start that fails, twice as long, up to `RESTART_MAX_S`.
 RESTART_S = 1.0
+RESTART_MAX_S = 300.0
+# A process reports at least this often; one that holds calls and says nothing for
+# `SILENT_S` is stopped, stuck: what it held is counted lost, and another starts.
+HEARTBEAT_S = 5.0
+SILENT_S = 30.0
 
 
 def unshared(url: str) -> str | None:
@@ -173,7 +179,7 @@ class _Process:
     counts: dict[str, Any] = field(default_factory=dict)  # its writer's `Stats`, as a dict
     ended: bool = False  # its reports are over: `sent - done` were counted lost, if any
     final: bool = False  # it said it was done, before its end
-    versions: int = 0  # prompt versions it has been told of
+    versions: int = -1  # the generation of prompt versions it has been told of (`Registry`)
     reader: threading.Thread | None = None
 
 
@@ -192,6 +198,7 @@ class Processes:
         self._fields["writer_processes"] = 0
         self._slots: list[_Process | None] = [None] * n
         self._started = [0.0] * n
+        self._wait = [RESTART_S] * n  # before a slot's process is started again
         self._finished = finished
         self._lost = lost
         self._retired: list[dict[str, Any]] = []  # the counts of processes that ended
@@ -252,15 +259,14 @@ class Processes:
                 except Exception:
                     left.append(item)
             return left + (self._send(slot, fit) if fit else [])
-        versions = REGISTRY.known()
         with process.lock:
             if process.ended:
                 return items
             process.sent += len(items)
         try:
-            if len(versions) != process.versions:  # the app read a prompt version since
+            if REGISTRY.generation != process.versions:  # the app read a prompt version since
+                process.versions, versions = REGISTRY.known()
                 process.out.send_bytes(pickle.dumps(("prompts", versions)))
-                process.versions = len(versions)
             process.out.send_bytes(frame)
         except Exception:  # OSError: it ended; TypeError: closed meanwhile (`close`)
             with process.lock:
@@ -288,21 +294,24 @@ class Processes:
                 self._cannot(exc)
 
     def _process(self, slot: int) -> _Process | None:
-        """The slot's process, started again if it ended (at most every `RESTART_S`)."""
+        """The slot's process, started again if it ended (at most every `RESTART_S`, and
+        less often after each start that failed)."""
         process = self._slots[slot]
         if process is not None and not process.ended:
             return process
         if self._closed:
             return None
         now = time.monotonic()
-        if now - self._started[slot] < RESTART_S:
+        if now - self._started[slot] < self._wait[slot]:
             return None
         self._started[slot] = now
         try:
             process = self._kept(self._ready(self._spawn()))
         except Exception as exc:
+            self._wait[slot] = min(self._wait[slot] * 2, RESTART_MAX_S)
             self._cannot(exc)
             return None
+        self._wait[slot] = RESTART_S
         self._slots[slot] = process
         return process
 
@@ -346,9 +355,8 @@ class Processes:
         out, into, proc = process.out, process.into, process.proc
         self._starting.add(proc)
         try:
-            versions = REGISTRY.known()
+            process.versions, versions = REGISTRY.known()
             out.send_bytes(pickle.dumps(("settings", self._fields, versions)))
-            process.versions = len(versions)
             if not into.poll(START_S) or pickle.loads(into.recv_bytes())[0] != "ready":
                 raise RuntimeError("it did not say it was ready")
         except (OSError, EOFError, RuntimeError) as exc:
@@ -372,6 +380,9 @@ class Processes:
     def _read(self, process: _Process) -> None:
         while True:
             try:
+                if not process.into.poll(SILENT_S):
+                    self._silent(process)
+                    continue
                 message = pickle.loads(process.into.recv_bytes())
             except (EOFError, OSError):
                 break
@@ -402,6 +413,20 @@ class Processes:
                 held,
             )
             self._lost(held)
+
+    def _silent(self, process: _Process) -> None:
+        """`process` said nothing for `SILENT_S`: stopped if it holds calls (stopped by a
+        signal, or stuck), as it would never store them, and the app's writer, waiting to
+        send it more, would wait for ever. Its end follows, as any process's."""
+        with process.lock:
+            held = process.sent - process.done
+        if held:
+            log.error(
+                "llmlog: a writer process said nothing for %.0f s holding %d call(s); it is stopped",
+                SILENT_S,
+                held,
+            )
+            _kill(process.proc)
 
     def counts(self) -> dict[str, Any]:
         """What the processes did, summed: their writers' `Stats` fields."""
