@@ -4,6 +4,7 @@ that dies losing only what it held, counted and logged; its log records in the a
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -418,3 +419,36 @@ def test_a_prompt_given_another_version_reaches_the_processes(db_path: str, fake
         }
     assert versions == {"first": "limerick-bot@v1", "second": "limerick-bot@v2"}
     llmlog.configure(db=db_path)
+
+
+def test_a_process_that_never_starts_is_tried_less_and_less_often(
+    db_path: str, tmp_path: Path, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A try that fails holds the writer's thread up to `START_S`; the wait before the next
+    (1 s, doubling) counts from its end, so that between tries the calls are written in the
+    app. Counted from its start, the tries followed one another (START_S = 20 s: the writer
+    waited on them for two minutes, the app's queue filling)."""
+    from llmlog.pipeline import processes
+
+    monkeypatch.setattr(processes, "START_S", 1.5)
+    hangs, starts = tmp_path / "hangs", tmp_path / "starts"
+    hangs.write_text(f"#!/bin/sh\ndate +%s.%N >> {starts}\nexec sleep 60\n")
+    hangs.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(hangs))
+    llmlog.configure(db=db_path, writer_processes=1, exit_timeout_s=2)
+    client = _client(fake)
+    until = time.monotonic() + 9
+    while time.monotonic() < until:
+        _ask(client, "meanwhile")
+        time.sleep(0.05)
+    writer = _writer()
+    llmlog.configure(db=db_path)
+    tries = [float(t) for t in starts.read_text().split()]
+    gaps = [b - a for a, b in itertools.pairwise(tries)]
+    # Each try takes 1.5 s; after it, 1 s, then 2 s, then 4 s.
+    assert len(gaps) >= 2
+    for gap, wait in zip(gaps, (1.0, 2.0, 4.0), strict=False):
+        assert gap >= 1.5 + wait - 0.2, gaps
+    with open_store(db_path) as store:
+        assert store.count(CallFilter()) == writer.stats().recorded > 0
+    assert writer.stats().dropped == 0

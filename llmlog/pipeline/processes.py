@@ -291,11 +291,14 @@ class Processes:
             try:
                 self._slots[slot] = self._kept(self._ready(process))
             except Exception as exc:
+                self._started[slot] = time.monotonic()  # the wait counts from the failure
                 self._cannot(exc)
 
     def _process(self, slot: int) -> _Process | None:
         """The slot's process, started again if it ended (at most every `RESTART_S`, and
-        less often after each start that failed)."""
+        less often after each start that failed). The wait counts from the end of the last
+        try: one that hangs holds the writer's thread up to `START_S`, and from its start,
+        tries would follow one another with no time between for the calls waiting."""
         process = self._slots[slot]
         if process is not None and not process.ended:
             return process
@@ -308,6 +311,7 @@ class Processes:
         try:
             process = self._kept(self._ready(self._spawn()))
         except Exception as exc:
+            self._started[slot] = time.monotonic()
             self._wait[slot] = min(self._wait[slot] * 2, RESTART_MAX_S)
             self._cannot(exc)
             return None
