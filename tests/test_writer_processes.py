@@ -452,3 +452,29 @@ def test_a_process_that_never_starts_is_tried_less_and_less_often(
     with open_store(db_path) as store:
         assert store.count(CallFilter()) == writer.stats().recorded > 0
     assert writer.stats().dropped == 0
+
+
+def test_a_prompt_read_for_each_call_is_sent_to_the_processes_once(
+    db_path: str, fake: FakeProvider, prompts_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app reading the same prompt version for each call adds nothing new: the versions
+    known are not sent again with every batch."""
+    (prompts_dir / "same-bot").mkdir()
+    (prompts_dir / "same-bot" / "v1.txt").write_text("You answer the same way each time.")
+    known = REGISTRY.known
+    told: list[int] = []
+
+    def counted() -> tuple[int, dict[str, str]]:
+        told.append(1)
+        return known()
+
+    monkeypatch.setattr(REGISTRY, "known", counted)
+    llmlog.configure(db=db_path, writer_processes=1)
+    client = _client(fake)
+    for i in range(5):
+        _ask(client, f"turn {i}", system=str(llmlog.prompt("same-bot")))
+        assert llmlog.flush(timeout=30)
+    assert len(told) <= 2, "at its start, and once after the first read"
+    with open_store(db_path) as store:
+        assert {c.prompt_template_version for c in store.iter_calls(CallFilter())} == {"same-bot@v1"}
+    llmlog.configure(db=db_path)
