@@ -4,6 +4,7 @@ that dies losing only what it held, counted and logged; its log records in the a
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import signal
@@ -12,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 
 import anthropic
@@ -375,10 +377,36 @@ def test_a_process_stuck_while_running_is_stopped_and_replaced(
 ) -> None:
     """A process that stops (SIGSTOP) while the app runs on: once it has said nothing for
     `SILENT_S` holding calls, it is stopped, what it held is counted lost and said, the
-    app's writer no longer waits on it, and the calls after go to a new process."""
+    app's writer no longer waits on it, and the calls after go to a new process. What the
+    writer was still sending it (a batch larger than the pipe holds) it never had: written
+    in the app, however late the writer hears of its end."""
     from llmlog.pipeline import processes
 
-    monkeypatch.setattr(processes, "SILENT_S", 1.5)
+    monkeypatch.setattr(processes, "SILENT_S", 3.0)
+    spawn = processes.Processes._spawn
+
+    class Late:
+        """Its pipe, the writer hearing of a failed send after the process's reader."""
+
+        def __init__(self, out: Connection) -> None:
+            self._out = out
+
+        def send_bytes(self, frame: bytes) -> None:
+            try:
+                self._out.send_bytes(frame)
+            except OSError:
+                time.sleep(0.5)
+                raise
+
+        def close(self) -> None:
+            self._out.close()
+
+    def spawned(self: processes.Processes) -> processes._Process:
+        process = spawn(self)
+        process.out = Late(process.out)  # type: ignore[assignment]
+        return process
+
+    monkeypatch.setattr(processes.Processes, "_spawn", spawned)
     llmlog.configure(db=db_path, writer_processes=1)
     client = _client(fake)
     _ask(client, "stored")
@@ -386,12 +414,14 @@ def test_a_process_stuck_while_running_is_stopped_and_replaced(
     (pid,) = _pids()
     os.kill(pid, signal.SIGSTOP)
     with caplog.at_level(logging.WARNING, logger="llmlog"):
-        for i in range(3):
+        for i in range(2):
+            _ask(client, f"held {i}")  # in its pipe, whole
+        time.sleep(0.5)  # a batch of their own
+        for i in range(2):
             _ask(client, "x" * 300_000 + str(i))  # more than the pipe holds: the writer waits on it
         deadline = time.monotonic() + 20
-        while llmlog.stats().dropped < 3 and time.monotonic() < deadline:
+        while llmlog.stats().dropped < 2 and time.monotonic() < deadline:
             time.sleep(0.05)
-        assert llmlog.stats().dropped == 3
         assert any("said nothing" in r.getMessage() for r in caplog.records)
         time.sleep(1.1)  # a process is started again at most once a second
         _ask(client, "after")
@@ -399,7 +429,9 @@ def test_a_process_stuck_while_running_is_stopped_and_replaced(
     assert not _alive_or_zombie(pid)
     assert _pids() != [pid]
     stats = llmlog.stats()
-    assert (stats.recorded, stats.dropped) == (2, 3)
+    assert (stats.recorded, stats.dropped) == (4, 2)
+    with open_store(db_path) as store:
+        assert store.count(CallFilter()) == 4
     llmlog.configure(db=db_path)
 
 
@@ -417,4 +449,63 @@ def test_a_prompt_given_another_version_reaches_the_processes(db_path: str, fake
             c.messages[-1]["content"]: c.prompt_template_version for c in store.iter_calls(CallFilter())
         }
     assert versions == {"first": "limerick-bot@v1", "second": "limerick-bot@v2"}
+    llmlog.configure(db=db_path)
+
+
+def test_a_process_that_never_starts_is_tried_less_and_less_often(
+    db_path: str, tmp_path: Path, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A try that fails holds the writer's thread up to `START_S`; the wait before the next
+    (1 s, doubling) counts from its end, so that between tries the calls are written in the
+    app. Counted from its start, the tries followed one another (START_S = 20 s: the writer
+    waited on them for two minutes, the app's queue filling)."""
+    from llmlog.pipeline import processes
+
+    monkeypatch.setattr(processes, "START_S", 1.5)
+    hangs, starts = tmp_path / "hangs", tmp_path / "starts"
+    hangs.write_text(f"#!/bin/sh\ndate +%s.%N >> {starts}\nexec sleep 60\n")
+    hangs.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(hangs))
+    llmlog.configure(db=db_path, writer_processes=1, exit_timeout_s=2)
+    client = _client(fake)
+    until = time.monotonic() + 9
+    while time.monotonic() < until:
+        _ask(client, "meanwhile")
+        time.sleep(0.05)
+    writer = _writer()
+    llmlog.configure(db=db_path)
+    tries = [float(t) for t in starts.read_text().split()]
+    gaps = [b - a for a, b in itertools.pairwise(tries)]
+    # Each try takes 1.5 s; after it, 1 s, then 2 s, then 4 s.
+    assert len(gaps) >= 2
+    for gap, wait in zip(gaps, (1.0, 2.0, 4.0), strict=False):
+        assert gap >= 1.5 + wait - 0.2, gaps
+    with open_store(db_path) as store:
+        assert store.count(CallFilter()) == writer.stats().recorded > 0
+    assert writer.stats().dropped == 0
+
+
+def test_a_prompt_read_for_each_call_is_sent_to_the_processes_once(
+    db_path: str, fake: FakeProvider, prompts_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app reading the same prompt version for each call adds nothing new: the versions
+    known are not sent again with every batch."""
+    (prompts_dir / "same-bot").mkdir()
+    (prompts_dir / "same-bot" / "v1.txt").write_text("You answer the same way each time.")
+    known = REGISTRY.known
+    told: list[int] = []
+
+    def counted() -> tuple[int, dict[str, str]]:
+        told.append(1)
+        return known()
+
+    monkeypatch.setattr(REGISTRY, "known", counted)
+    llmlog.configure(db=db_path, writer_processes=1)
+    client = _client(fake)
+    for i in range(5):
+        _ask(client, f"turn {i}", system=str(llmlog.prompt("same-bot")))
+        assert llmlog.flush(timeout=30)
+    assert len(told) <= 2, "at its start, and once after the first read"
+    with open_store(db_path) as store:
+        assert {c.prompt_template_version for c in store.iter_calls(CallFilter())} == {"same-bot@v1"}
     llmlog.configure(db=db_path)

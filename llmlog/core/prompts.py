@@ -140,9 +140,13 @@ class Registry:
         self.generation = 0  # how many times a version was added: another process tells by it
 
     def add(self, text: str, version: str) -> None:
+        key = _key(text)
         with self._lock:
-            self._versions[_key(text)] = version
-            self.generation += 1
+            # The same again (`prompt` read for each call) is nothing new: the writer's
+            # processes are sent every version when the generation changes.
+            if self._versions.get(key) != version:
+                self._versions[key] = version
+                self.generation += 1
 
     def load(self, root: str | os.PathLike[str] | None = None) -> None:
         """Remember every version in the directory, once per directory and process."""

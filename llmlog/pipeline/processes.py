@@ -176,6 +176,7 @@ class _Process:
     lock: threading.Lock = field(default_factory=threading.Lock)
     sent: int = 0  # items sent
     done: int = 0  # … of which it has finished with
+    sending: int = 0  # … of which the writer's thread is still writing to its pipe
     counts: dict[str, Any] = field(default_factory=dict)  # its writer's `Stats`, as a dict
     ended: bool = False  # its reports are over: `sent - done` were counted lost, if any
     final: bool = False  # it said it was done, before its end
@@ -259,21 +260,30 @@ class Processes:
                 except Exception:
                     left.append(item)
             return left + (self._send(slot, fit) if fit else [])
+        n = len(items)
         with process.lock:
             if process.ended:
                 return items
-            process.sent += len(items)
+            process.sent += n
+            process.sending += n
         try:
             if REGISTRY.generation != process.versions:  # the app read a prompt version since
                 process.versions, versions = REGISTRY.known()
                 process.out.send_bytes(pickle.dumps(("prompts", versions)))
             process.out.send_bytes(frame)
         except Exception:  # OSError: it ended; TypeError: closed meanwhile (`close`)
+            # Not all written: it never had them, though it ended meanwhile (its reader
+            # leaves them out of what it held). Written here.
             with process.lock:
-                if process.ended:
-                    return []  # its reader counted them lost with the rest it held
-                process.sent -= len(items)
+                process.sending -= n
+                process.sent -= n
             return items
+        with process.lock:
+            process.sending -= n
+            late = process.ended  # it ended as they were written: its reader left them out
+        if late:
+            log.error("llmlog: a writer process ended as %d call(s) were sent to it; they are lost", n)
+            self._lost(n)
         return []
 
     def start(self) -> None:
@@ -291,11 +301,14 @@ class Processes:
             try:
                 self._slots[slot] = self._kept(self._ready(process))
             except Exception as exc:
+                self._started[slot] = time.monotonic()  # the wait counts from the failure
                 self._cannot(exc)
 
     def _process(self, slot: int) -> _Process | None:
         """The slot's process, started again if it ended (at most every `RESTART_S`, and
-        less often after each start that failed)."""
+        less often after each start that failed). The wait counts from the end of the last
+        try: one that hangs holds the writer's thread up to `START_S`, and from its start,
+        tries would follow one another with no time between for the calls waiting."""
         process = self._slots[slot]
         if process is not None and not process.ended:
             return process
@@ -308,6 +321,7 @@ class Processes:
         try:
             process = self._kept(self._ready(self._spawn()))
         except Exception as exc:
+            self._started[slot] = time.monotonic()
             self._wait[slot] = min(self._wait[slot] * 2, RESTART_MAX_S)
             self._cannot(exc)
             return None
@@ -402,7 +416,8 @@ class Processes:
                 self._finished(more)
         with self._counting, process.lock:
             process.ended = True
-            held = process.sent - process.done
+            # What the writer's thread is still writing is its to count (`_send`).
+            held = process.sent - process.done - process.sending
             self._retired.append(process.counts)
         process.into.close()
         process.proc.wait()
