@@ -21,7 +21,7 @@ from typing import Any
 
 from llmlog.core.config import Settings
 from llmlog.core.prompts import REGISTRY
-from llmlog.pipeline.processes import HEARTBEAT_S, whole_process_gc
+from llmlog.pipeline.processes import whole_process_gc
 from llmlog.pipeline.writer import Writer
 
 
@@ -59,7 +59,7 @@ def main(into: Connection, out: Connection) -> None:
     logger.addHandler(_ToApp(reports))
     logger.setLevel(logging.INFO)
     logger.propagate = False
-    _, fields, versions = pickle.loads(into.recv_bytes())
+    _, fields, versions, heartbeat_s = pickle.loads(into.recv_bytes())
     REGISTRY.learn(versions)
     # Blocking, not dropping, when its queue is full: the pipe then fills and the app's
     # writer waits on it, and the app's queue is the one that drops (counted there).
@@ -80,13 +80,13 @@ def main(into: Connection, out: Connection) -> None:
         counts = vars(writer.stats())
         now = time.monotonic()
         # Unchanged, said again now and then: the app stops a process silent too long.
-        if kind == "final" or (done, counts) != told or now - said >= HEARTBEAT_S:
+        if kind == "final" or (done, counts) != told or now - said >= heartbeat_s:
             told, said = (done, counts), now
             reports.say(kind, done, counts)
 
     def reporting() -> None:
         while reading:
-            writer.progress(0.5)
+            writer.progress(min(0.5, heartbeat_s))
             report()
 
     reporter = threading.Thread(target=reporting, name="llmlog-child-reports", daemon=True)

@@ -65,9 +65,9 @@ HOMES = 100_000
 # here. After each start that fails, twice as long, up to `RESTART_MAX_S`.
 RESTART_S = 1.0
 RESTART_MAX_S = 300.0
-# A process reports at least this often; one that holds calls and says nothing for
-# `SILENT_S` is stopped, stuck: what it held is counted lost, and another starts.
-HEARTBEAT_S = 5.0
+# A process that holds calls and says nothing for this long is stopped, stuck: what it held
+# is counted lost, and another starts. Each reports at least six times as often (told so
+# when it starts, so the two move together).
 SILENT_S = 30.0
 
 
@@ -369,8 +369,10 @@ class Processes:
         out, into, proc = process.out, process.into, process.proc
         self._starting.add(proc)
         try:
+            if self._closed:  # `close` came after it was started, before it was listed
+                raise RuntimeError("the writer is closing")
             process.versions, versions = REGISTRY.known()
-            out.send_bytes(pickle.dumps(("settings", self._fields, versions)))
+            out.send_bytes(pickle.dumps(("settings", self._fields, versions, SILENT_S / 6)))
             if not into.poll(START_S) or pickle.loads(into.recv_bytes())[0] != "ready":
                 raise RuntimeError("it did not say it was ready")
         except (OSError, EOFError, RuntimeError) as exc:
