@@ -509,3 +509,31 @@ def test_a_prompt_read_for_each_call_is_sent_to_the_processes_once(
     with open_store(db_path) as store:
         assert {c.prompt_template_version for c in store.iter_calls(CallFilter())} == {"same-bot@v1"}
     llmlog.configure(db=db_path)
+
+
+def test_a_process_that_keeps_ending_young_is_started_less_and_less_often(
+    db_path: str, fake: FakeProvider
+) -> None:
+    """One that ends soon after it started (a call that crashes it, say) waits twice as long
+    each time before the next starts; the calls meanwhile are written in the app, none lost."""
+    llmlog.configure(db=db_path, writer_processes=1)
+    client = _client(fake)
+    waits = []
+    for round_ in range(2):
+        _ask(client, f"before {round_}")
+        assert llmlog.flush(timeout=30)
+        (pid,) = _pids()
+        os.kill(pid, signal.SIGKILL)
+        processes = _writer()._processes
+        assert processes is not None
+        deadline = time.monotonic() + 10
+        while not processes._slots[0].ended and time.monotonic() < deadline:  # type: ignore[union-attr]
+            time.sleep(0.02)
+        _ask(client, f"while it waits {round_}")  # written in the app
+        assert llmlog.flush(timeout=30)
+        waits.append(processes._wait[0])
+        time.sleep(waits[-1] + 0.2)
+    assert waits == [2.0, 4.0]
+    stats = llmlog.stats()
+    assert (stats.recorded, stats.dropped) == (4, 0)
+    llmlog.configure(db=db_path)

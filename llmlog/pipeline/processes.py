@@ -65,6 +65,8 @@ HOMES = 100_000
 # here. After each start that fails, twice as long, up to `RESTART_MAX_S`.
 RESTART_S = 1.0
 RESTART_MAX_S = 300.0
+# One that ends younger than this doubles the wait too; one that lived longer sets it back.
+YOUNG_S = 60.0
 # A process that holds calls and says nothing for this long is stopped, stuck: what it held
 # is counted lost, and another starts. Each reports at least six times as often (told so
 # when it starts, so the two move together).
@@ -182,6 +184,7 @@ class _Process:
     final: bool = False  # it said it was done, before its end
     versions: int = -1  # the generation of prompt versions it has been told of (`Registry`)
     reader: threading.Thread | None = None
+    born: float = field(default_factory=time.monotonic)
 
 
 class Processes:
@@ -315,6 +318,13 @@ class Processes:
         if self._closed:
             return None
         now = time.monotonic()
+        if process is not None:
+            # It ended: the next waits from now, longer each time one ends young (calls of a
+            # kind that crashes it, made again and again, would lose a batch a second).
+            young = now - process.born < YOUNG_S
+            self._wait[slot] = min(self._wait[slot] * 2, RESTART_MAX_S) if young else RESTART_S
+            self._started[slot] = now
+            self._slots[slot] = None
         if now - self._started[slot] < self._wait[slot]:
             return None
         self._started[slot] = now
@@ -325,7 +335,6 @@ class Processes:
             self._wait[slot] = min(self._wait[slot] * 2, RESTART_MAX_S)
             self._cannot(exc)
             return None
-        self._wait[slot] = RESTART_S
         self._slots[slot] = process
         return process
 
