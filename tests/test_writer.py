@@ -144,3 +144,24 @@ def test_an_unstorable_call_does_not_block_the_rest(db_path: str, fake: FakeProv
     assert len(calls) == 2 and calls[0].metadata is not None
     assert calls[0].metadata["when"] == "2026-01-02T00:00:00+00:00"
     llmlog.configure(db=db_path)
+
+
+def test_calls_given_up_at_close_are_counted_once(tmp_path: Path, fake: FakeProvider) -> None:
+    """The store down at close: what the writer still held is counted dropped by `close`,
+    once, even when its thread, asleep between retries past the close, gives up on them later."""
+    blocker = tmp_path / "data"
+    blocker.write_text("")
+    llmlog.configure(db=str(blocker / "calls.db"), exit_timeout_s=0.3)
+    client = _client(fake)
+    for _ in range(3):
+        _call(client)
+    writer = llmlog._writer
+    assert writer is not None
+    time.sleep(4)  # the retries' waits grow past the close's own
+    llmlog.configure(db=str(tmp_path / "other.db"))
+    thread = writer._thread
+    assert thread is not None
+    thread.join(10)
+    stats = writer.stats()
+    assert (stats.dropped, stats.recorded) == (3, 0)
+    assert writer.outstanding() == 0

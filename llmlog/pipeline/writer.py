@@ -299,14 +299,21 @@ class Writer:
 
     def _finished_elsewhere(self, n: int) -> None:
         with self._idle:
-            self._pending -= n
-            self._idle.notify_all()
+            self._settle(n)
 
     def _lost_elsewhere(self, n: int) -> None:
         with self._idle:
             self._stats.dropped += n
-            self._pending -= n
-            self._idle.notify_all()
+            self._settle(n)
+
+    def _settle(self, n: int) -> None:
+        """`n` calls or spans finished with: stored, refused or dropped, each counted where it
+        went. Called with the lock held. Those `close` already counted lost (it gave up
+        waiting for them) are taken back out of that count: counted once, as what they were."""
+        late = max(n - self._pending, 0)
+        self._pending -= n - late
+        self._stats.dropped -= late
+        self._idle.notify_all()
 
     def _batch(self) -> tuple[list[Queued], bool]:
         """Block for one item, then take what arrives within the flush interval."""
@@ -408,8 +415,7 @@ class Writer:
                 self._stats.dropped += lost
                 if self._give_up:
                     log.error("llmlog: store unavailable at exit: %d call(s) lost", lost)
-            self._pending -= items
-            self._idle.notify_all()
+            self._settle(items)
 
     def _close_store(self) -> None:
         if self._store is not None:
