@@ -72,10 +72,9 @@ def main(into: Connection, out: Connection) -> None:
     said = time.monotonic()
 
     def report(kind: str = "report") -> None:
-        nonlocal told
+        nonlocal told, said
         # Taken is counted after `submit`: read first, it never counts an item as finished
         # that the writer has not yet counted as pending.
-        nonlocal said
         done = max(taken - writer.outstanding(), told[0] if told else 0)
         counts = vars(writer.stats())
         now = time.monotonic()

@@ -454,19 +454,10 @@ class Processes:
             )
             _kill(process.proc)
 
-    def counts(self) -> dict[str, Any]:
-        """What the processes did, summed: their writers' `Stats` fields."""
-        total: dict[str, Any] = {"reasons": {}}
+    def counts(self) -> list[dict[str, Any]]:
+        """What each process did, ended or running: its writer's `Stats` fields."""
         with self._counting:  # a process's counts move to `_retired` as it ends: never both
-            every = [*self._retired, *(p.counts for p in self._slots if p is not None and not p.ended)]
-        for counts in every:
-            for name, value in counts.items():
-                if name == "reasons":
-                    for reason, n in value.items():
-                        total["reasons"][reason] = total["reasons"].get(reason, 0) + n
-                elif isinstance(value, int):
-                    total[name] = total.get(name, 0) + value
-        return total
+            return [*self._retired, *(p.counts for p in self._slots if p is not None and not p.ended)]
 
     # ------------------------------------------------------------ stopping
 

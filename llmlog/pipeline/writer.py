@@ -68,6 +68,13 @@ class Stats:
     refused: int = 0  # remote mode: calls the collector refused as bad (logged with the reason)
     spans: int = 0  # spans the app made (`llmlog.span`, `llmlog.trace`) stored
 
+    def add(self, other: dict[str, Any]) -> None:
+        """A writer process's counts (its `Stats` as a dict) added to these."""
+        for name in ("recorded", "dropped", "failed", "store_errors", "spans"):
+            setattr(self, name, getattr(self, name) + other.get(name, 0))
+        for reason, n in other.get("reasons", {}).items():
+            self.reasons[reason] = self.reasons.get(reason, 0) + n
+
 
 class Sink(Protocol):
     """Where the writer puts batches: a store, or in remote mode the spool (`RemoteSink`)."""
@@ -230,12 +237,8 @@ class Writer:
             s = Stats(**vars(self._stats))
             s.reasons = dict(s.reasons)
         if self._processes is not None:
-            for name, value in self._processes.counts().items():
-                if name == "reasons":
-                    for reason, n in value.items():
-                        s.reasons[reason] = s.reasons.get(reason, 0) + n
-                elif name in ("recorded", "dropped", "failed", "store_errors", "spans"):
-                    setattr(s, name, getattr(s, name) + value)
+            for counts in self._processes.counts():
+                s.add(counts)
         s.queued = self._queue.qsize()
         sink = self._store
         if isinstance(sink, RemoteSink):
@@ -345,9 +348,11 @@ class Writer:
         the storing one while it holds SQLite's write lock, which the others wait for (two
         processes: 2,040 → 2,330 calls/s with a store thread each, 2,870 without)."""
         batches: queue.Queue[tuple[list[Call], list[Span], int] | None] = queue.Queue(maxsize=1)
-        store_thread = threading.Thread(target=self._store_batches, args=(batches,), name="llmlog-store")
-        store_thread.daemon = True
+        store_thread = None
         if not self._one_thread:
+            store_thread = threading.Thread(
+                target=self._store_batches, args=(batches,), name="llmlog-store", daemon=True
+            )
             store_thread.start()
         self._processes = processes = self._start_processes()
         self._started.set()
@@ -378,11 +383,11 @@ class Writer:
                 except Exception:
                     log.exception("llmlog: could not build a record from a call; it is lost")
                     self.failed("could not be built")
-            if self._one_thread:
+            if store_thread is None:
                 self._store_batch(calls, spans, len(items))
             else:
                 batches.put((calls, spans, len(items)))
-        if self._one_thread:
+        if store_thread is None:
             self._close_store()
         else:
             batches.put(None)
