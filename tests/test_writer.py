@@ -124,6 +124,23 @@ def test_block_mode_loses_nothing(db_path: str, fake: FakeProvider) -> None:
     llmlog.configure(db=db_path)
 
 
+def test_flush_builds_the_batch_being_gathered_now(db_path: str, fake: FakeProvider) -> None:
+    """A flush does not wait for the batch to fill or for the flush interval: the writer
+    builds what it has gathered, and `stats` counts nothing queued after."""
+    llmlog.configure(db=db_path, flush_interval_s=300)
+    client = _client(fake)
+    for _ in range(3):
+        _call(client)
+    assert llmlog.flush(timeout=20)
+    stats = llmlog.stats()
+    assert (stats.recorded, stats.queued) == (3, 0)
+    _call(client)
+    assert llmlog.flush(timeout=20) and llmlog.flush(timeout=20)  # once more: nothing to gather
+    stats = llmlog.stats()
+    assert (stats.recorded, stats.queued) == (4, 0)
+    llmlog.configure(db=db_path)
+
+
 def test_an_unstorable_call_does_not_block_the_rest(db_path: str, fake: FakeProvider) -> None:
     from datetime import UTC, datetime
 

@@ -179,6 +179,25 @@ def test_a_store_of_one_process_is_written_here(fake: FakeProvider, caplog: pyte
     llmlog.configure(db=":memory:")
 
 
+def test_flush_builds_what_the_processes_gather_now(db_path: str, fake: FakeProvider) -> None:
+    """A flush has the processes build what they have gathered, not wait for a full batch
+    or the flush interval: sent with the app's last items, or after them (the app's batch
+    of 4 went 2 and 2, each process waiting for 4)."""
+    llmlog.configure(db=db_path, writer_processes=2, flush_interval_s=300, batch_size=4)
+    client = _client(fake)
+    for i in range(4):
+        with llmlog.context(session_id=f"s{i}"):
+            _ask(client, f"turn {i}")
+    assert llmlog.flush(timeout=20)
+    assert [p.sent for p in _writer()._processes._slots if p] == [2, 2]  # type: ignore[union-attr]
+    for i in range(3):
+        _ask(client, f"then {i}")
+    assert llmlog.flush(timeout=20)
+    stats = llmlog.stats()
+    assert (stats.recorded, stats.queued, stats.dropped) == (7, 0, 0)
+    llmlog.configure(db=db_path)
+
+
 def test_exit_stores_what_the_processes_hold(tmp_path: Path, fake: FakeProvider) -> None:
     db = tmp_path / "script.db"
     script = textwrap.dedent(

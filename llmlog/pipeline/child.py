@@ -99,6 +99,9 @@ def main(into: Connection, out: Connection) -> None:
         if message[0] == "prompts":
             REGISTRY.learn(message[1])
             continue
+        if message[0] == "nudge":
+            writer.nudge()
+            continue
         try:
             items = frame.load()
         except Exception as exc:

@@ -289,6 +289,15 @@ class Processes:
             self._lost(n)
         return []
 
+    def nudge(self) -> None:
+        """Have each process build the batch it gathers now (`Writer.nudge`): the app's
+        writer waits for what it holds (a flush). From the thread that sends."""
+        frame = pickle.dumps(("nudge",))
+        for process in self._slots:
+            if process is not None and not process.ended and process.sent > process.done:
+                with contextlib.suppress(Exception):  # it ended: its reader says so
+                    process.out.send_bytes(frame)
+
     def start(self) -> None:
         """Start every process, side by side: each takes a moment to import and open the
         store. The store is brought up to date before (by the writer): never two at once."""

@@ -109,6 +109,13 @@ def keep_spans(sink: Sink, intake: Intake, spans: Sequence[Span]) -> list[Refuse
     return refused
 
 
+class _Now:
+    """Queued by `nudge`: the batch being gathered is built with what is queued before it."""
+
+
+_NOW = _Now()
+
+
 class Writer:
     def __init__(
         self, settings: Settings, store_factory: Callable[[str], Store] = open_store, one_thread: bool = False
@@ -116,7 +123,8 @@ class Writer:
         self.settings = settings
         self._one_thread = one_thread  # batches stored on the thread that builds them (`_run`)
         self._store_factory = store_factory
-        self._queue: queue.Queue[Queued | None] = queue.Queue(maxsize=settings.queue_size)
+        self._queue: queue.Queue[Queued | _Now | None] = queue.Queue(maxsize=settings.queue_size)
+        self._nudged = False  # `_NOW` is in the queue
         self._stats = Stats()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -183,9 +191,23 @@ class Writer:
         self._warn("full", f"llmlog queue full ({limit}): {dropped} call(s) dropped so far")
         return False
 
+    def nudge(self) -> None:
+        """Have the batch being gathered built with what is queued now, not once the flush
+        interval has passed: someone waits for it (`flush`). Never blocks."""
+        with self._lock:
+            if self._nudged or self._pending == 0:
+                return
+            self._nudged = True
+        try:
+            self._queue.put_nowait(_NOW)
+        except queue.Full:  # then batches fill without waiting
+            with self._lock:
+                self._nudged = False
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything submitted so far is stored; False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
+        self.nudge()
         with self._idle:
             while self._pending > 0:
                 remaining = None if deadline is None else deadline - time.monotonic()
@@ -239,7 +261,7 @@ class Writer:
         if self._processes is not None:
             for counts in self._processes.counts():
                 s.add(counts)
-        s.queued = self._queue.qsize()
+        s.queued = max(self._queue.qsize() - self._nudged, 0)
         sink = self._store
         if isinstance(sink, RemoteSink):
             s.shipped, s.refused = sink.shipper.shipped, sink.shipper.rejected
@@ -318,23 +340,34 @@ class Writer:
         self._stats.dropped -= late
         self._idle.notify_all()
 
-    def _batch(self) -> tuple[list[Queued], bool]:
-        """Block for one item, then take what arrives within the flush interval."""
-        first = self._queue.get()
-        if first is None:
-            return [], True
+    def _get(self, timeout: float | None = None) -> Queued | _Now | None:
+        item = (
+            self._queue.get(timeout=timeout) if timeout is None or timeout > 0 else self._queue.get_nowait()
+        )
+        if item is _NOW:
+            with self._lock:
+                self._nudged = False
+        return item
+
+    def _batch(self) -> tuple[list[Queued], bool, bool]:
+        """Block for one item, then take what arrives within the flush interval, or until a
+        `nudge`: (the items, whether the writer stops, whether it was nudged)."""
+        first = self._get()
+        if first is None or isinstance(first, _Now):
+            return [], first is None, first is not None
         items: list[Queued] = [first]
         deadline = time.monotonic() + self.settings.flush_interval_s
         while len(items) < self.settings.batch_size:
-            remaining = deadline - time.monotonic()
             try:
-                nxt = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                nxt = self._get(deadline - time.monotonic())
             except queue.Empty:
                 break
             if nxt is None:
-                return items, True
+                return items, True, False
+            if isinstance(nxt, _Now):
+                return items, False, True
             items.append(nxt)
-        return items, False
+        return items, False, False
 
     def _run(self) -> None:
         """Build records from what the callers queued; hand each batch to the store thread.
@@ -358,17 +391,17 @@ class Writer:
         self._started.set()
         stop = False
         while not stop:
-            items, stop = self._batch()
-            if not items:
-                continue
+            items, stop, nudged = self._batch()
             with self._lock:
                 self._queued_bytes -= sum(_size(item) for item in items)
                 self._room.notify_all()
             if processes is not None:
                 # What they could not be sent is written here.
-                items = cast(list[Queued], processes.send(_sendable(items)))
-                if not items:
-                    continue
+                items = cast(list[Queued], processes.send(_sendable(items))) if items else []
+                if nudged:  # after the items: what a process gathers is built now too
+                    processes.nudge()
+            if not items:
+                continue
             calls: list[Call] = []
             spans: list[Span] = []
             for item in items:
