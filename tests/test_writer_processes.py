@@ -437,7 +437,8 @@ def test_a_process_stuck_while_running_is_stopped_and_replaced(
             _ask(client, f"held {i}")  # in its pipe, whole
         time.sleep(0.5)  # a batch of their own
         for i in range(2):
-            _ask(client, "x" * 300_000 + str(i))  # more than the pipe holds: the writer waits on it
+            # More than the pipe holds: the writer waits on it.
+            _ask(client, "x" * processes.PIPE_BYTES + str(i))
         deadline = time.monotonic() + 20
         while llmlog.stats().dropped < 2 and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -53,7 +53,14 @@ class _ToApp(logging.Handler):
             self.handleError(record)
 
 
+# How long the writer's thread may hold the interpreter while the reading one waits (Python's
+# default: 5 ms). The reading thread takes it back for each piece of a batch it reads: by
+# the default, the app's writer waited on a full pipe and this process's writer on calls.
+SWITCH_S = 0.0005
+
+
 def main(into: Connection, out: Connection) -> None:
+    sys.setswitchinterval(SWITCH_S)
     reports = _Reports(out)
     logger = logging.getLogger("llmlog")
     logger.addHandler(_ToApp(reports))

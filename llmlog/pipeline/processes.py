@@ -24,6 +24,7 @@ logged; another is started for the calls after it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gc
 import io
 import logging
@@ -71,6 +72,9 @@ YOUNG_S = 60.0
 # is counted lost, and another starts. Each reports at least six times as often (told so
 # when it starts, so the two move together).
 SILENT_S = 30.0
+# The pipe to a process, as far as the system allows an unprivileged one (Linux's default
+# most); 64 KiB otherwise.
+PIPE_BYTES = 2**20
 
 
 def unshared(url: str) -> str | None:
@@ -361,6 +365,11 @@ class Processes:
     def _spawn(self) -> _Process:
         to_child, from_parent = os.pipe()
         to_parent, from_child = os.pipe()
+        # A batch is megabytes (each call's request and response bodies). In a pipe of 64 KiB
+        # the process reads it in a hundred pieces, taking the interpreter back from its
+        # writer's thread for each, while the app's writer waits to send the next.
+        with contextlib.suppress(OSError, AttributeError):  # Linux only; within its limit
+            fcntl.fcntl(from_parent, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         env = dict(os.environ)
         # The child imports this llmlog, wherever the app found it: last, so that nothing
         # beside it there (a site-packages) comes before the standard library.
