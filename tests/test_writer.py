@@ -141,6 +141,49 @@ def test_flush_builds_the_batch_being_gathered_now(db_path: str, fake: FakeProvi
     llmlog.configure(db=db_path)
 
 
+def test_a_flush_behind_a_waiting_mark_is_not_kept_for_the_interval(db_path: str) -> None:
+    """A flush whose own mark is not queued, one being queued already (the writer busy
+    storing), has what was queued behind that mark built with it, not after the interval."""
+    import threading
+
+    from llmlog.core.config import Settings
+    from llmlog.pipeline.writer import Writer
+    from llmlog.store import Store
+    from tests.test_faults import call
+
+    gate = threading.Event()
+
+    def gated(url: str) -> Store:
+        store = open_store(url)
+        insert = store.insert
+
+        def held(calls):  # type: ignore[no-untyped-def]
+            gate.wait(20)
+            return insert(calls)
+
+        store.insert = held  # type: ignore[method-assign]
+        return store
+
+    settings = Settings(db=db_path, url=None, flush_interval_s=300, batch_size=100)
+    writer = Writer(settings, store_factory=gated, one_thread=True)
+    try:
+        writer.submit(call(0))
+        assert not writer.flush(timeout=0.5)  # built, and held in the store
+        assert not writer.flush(timeout=0)  # a mark queued while the writer stores
+        writer.submit(call(1))  # behind the mark
+        done: list[bool] = []
+        flusher = threading.Thread(target=lambda: done.append(writer.flush(timeout=10)))
+        flusher.start()
+        time.sleep(0.2)
+        gate.set()
+        flusher.join()
+        assert done == [True]
+        assert writer.stats().recorded == 2
+    finally:
+        gate.set()
+        writer.close(5)
+
+
 def test_an_unstorable_call_does_not_block_the_rest(db_path: str, fake: FakeProvider) -> None:
     from datetime import UTC, datetime
 

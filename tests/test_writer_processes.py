@@ -455,6 +455,49 @@ def test_a_process_stuck_while_running_is_stopped_and_replaced(
     llmlog.configure(db=db_path)
 
 
+def test_a_flush_does_not_hold_the_writer_on_a_process_that_does_not_read(
+    db_path: str, fake: FakeProvider
+) -> None:
+    """A process that does not read (stopped here; its store hung, say), its pipe full: a
+    flush does not have the app's writer wait to tell it to build what it holds, and the
+    calls of other sessions still go to the other process and are stored."""
+    llmlog.configure(db=db_path, writer_processes=2, exit_timeout_s=2)
+    client = _client(fake)
+    with llmlog.context(session_id="s0"):
+        _ask(client, "first")
+    assert llmlog.flush(timeout=30)
+    processes = _writer()._processes
+    assert processes is not None
+    stuck = processes._slots[0]
+    assert stuck is not None
+    os.kill(stuck.proc.pid, signal.SIGSTOP)
+    try:
+        with llmlog.context(session_id="s0"):
+            _ask(client, "held")  # sent to it: it holds a call
+        assert not llmlog.flush(timeout=1)
+        fd = stuck.out.fileno()
+        os.set_blocking(fd, False)
+        try:
+            while True:
+                os.write(fd, b"\0" * 65536)
+        except BlockingIOError:
+            pass  # its pipe is full
+        finally:
+            os.set_blocking(fd, True)
+        with llmlog.context(session_id="s1"):
+            _ask(client, "other")  # to the other process
+        assert not llmlog.flush(timeout=1)  # the stuck one still holds a call
+        with llmlog.context(session_id="s1"):
+            _ask(client, "again")
+        deadline = time.monotonic() + 10
+        while llmlog.stats().recorded < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert llmlog.stats().recorded == 3
+    finally:
+        os.kill(stuck.proc.pid, signal.SIGKILL)
+    llmlog.configure(db=db_path)
+
+
 def test_a_prompt_given_another_version_reaches_the_processes(db_path: str, fake: FakeProvider) -> None:
     llmlog.configure(db=db_path, writer_processes=1)
     client = _client(fake)

@@ -30,6 +30,7 @@ import io
 import logging
 import os
 import pickle
+import select
 import signal
 import subprocess
 import sys
@@ -307,7 +308,13 @@ class Processes:
         for process in self._slots:
             if process is not None and not process.ended and process.sent > process.done:
                 with contextlib.suppress(Exception):  # it ended: its reader says so
-                    process.out.send_bytes(frame)
+                    # Only into a pipe with room: one that does not read (stopped, its store
+                    # hung) would hold the writer's thread, and every process's calls with it,
+                    # where nothing was left to send it. Not told, it builds after its interval.
+                    room = select.poll()
+                    room.register(process.out.fileno(), select.POLLOUT)
+                    if room.poll(0):
+                        process.out.send_bytes(frame)
 
     def start(self) -> None:
         """Start every process, side by side: each takes a moment to import and open the

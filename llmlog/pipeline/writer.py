@@ -125,6 +125,7 @@ class Writer:
         self._store_factory = store_factory
         self._queue: queue.Queue[Queued | _Now | None] = queue.Queue(maxsize=settings.queue_size)
         self._nudged = False  # `_NOW` is in the queue
+        self._hurry = False  # the last batch was nudged and full: the next takes what is queued
         self._stats = Stats()
         self._lock = threading.Lock()
         self._idle = threading.Condition(self._lock)
@@ -350,24 +351,30 @@ class Writer:
         return item
 
     def _batch(self) -> tuple[list[Queued], bool, bool]:
-        """Block for one item, then take what arrives within the flush interval, or until a
-        `nudge`: (the items, whether the writer stops, whether it was nudged)."""
+        """Block for one item, then take what arrives within the flush interval; after a
+        `nudge`, only what is queued already: (the items, whether the writer stops, whether
+        it was nudged). What is queued behind the mark is taken too: a flush that came while
+        the mark waited (the writer busy) queued none of its own, and waits for it."""
         first = self._get()
-        if first is None or isinstance(first, _Now):
-            return [], first is None, first is not None
-        items: list[Queued] = [first]
+        if first is None:
+            return [], True, False
+        nudged = self._hurry or isinstance(first, _Now)
+        items: list[Queued] = [] if isinstance(first, _Now) else [first]
         deadline = time.monotonic() + self.settings.flush_interval_s
         while len(items) < self.settings.batch_size:
             try:
-                nxt = self._get(deadline - time.monotonic())
+                nxt = self._get(0 if nudged else deadline - time.monotonic())
             except queue.Empty:
                 break
             if nxt is None:
                 return items, True, False
             if isinstance(nxt, _Now):
-                return items, False, True
+                nudged = True
+                continue
             items.append(nxt)
-        return items, False, False
+        # Full while nudged: what is queued behind is taken so too, in the next batch.
+        self._hurry = nudged and len(items) >= self.settings.batch_size
+        return items, False, nudged
 
     def _run(self) -> None:
         """Build records from what the callers queued; hand each batch to the store thread.
