@@ -600,35 +600,3 @@ def test_a_process_that_keeps_ending_young_is_started_less_and_less_often(
     stats = llmlog.stats()
     assert (stats.recorded, stats.dropped) == (4, 0)
     llmlog.configure(db=db_path)
-
-
-def test_a_session_moves_off_a_process_far_busier_than_another(monkeypatch: pytest.MonkeyPatch) -> None:
-    """A session's calls stay on one process while it holds at most `MOVE_AT` calls more
-    than the least busy; past that they go to the least busy, so that sessions which
-    started on one process cannot keep it the busier for as long as they last."""
-    from types import SimpleNamespace
-
-    from llmlog.core.config import Settings
-    from llmlog.core.record import Call
-    from llmlog.pipeline import processes
-
-    p = processes.Processes(Settings(db="x.db"), 2, lambda n: None, lambda n: None)
-    slots = [SimpleNamespace(sent=0, done=0), SimpleNamespace(sent=0, done=0)]
-    got: dict[int, list[str | None]] = {0: [], 1: []}
-
-    def sent(slot: int, items: list[Call]) -> list[Call]:
-        slots[slot].sent += len(items)
-        got[slot] += [c.session_id for c in items]
-        return []
-
-    monkeypatch.setattr(p, "_slots", slots)
-    monkeypatch.setattr(p, "_send", sent)
-    # Sessions of a few calls each, in turn: each on one process.
-    assert p.send([Call(session_id=f"s{i % 4}") for i in range(40)]) == []
-    homes = {s: {slot for slot in got if s in got[slot]} for s in ("s0", "s1", "s2", "s3")}
-    assert all(len(h) == 1 for h in homes.values()) and len(got[0]) == len(got[1]) == 20
-    # One long session: it leaves its process once that is MOVE_AT calls busier, and so on.
-    assert p.send([Call(session_id="long") for _ in range(1000)]) == []
-    loads = [s.sent - s.done for s in slots]
-    assert abs(loads[0] - loads[1]) <= processes.MOVE_AT + 1
-    assert got[0].count("long") and got[1].count("long")

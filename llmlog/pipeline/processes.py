@@ -73,11 +73,6 @@ YOUNG_S = 60.0
 # is counted lost, and another starts. Each reports at least six times as often (told so
 # when it starts, so the two move together).
 SILENT_S = 30.0
-# A session's calls go to one process (its earlier turns, re-sent, are decoded there once)
-# while that holds at most this many calls more than the least busy; then they move there.
-# Without it, the sessions that happened to start on one process could keep it busier for
-# as long as they lasted: 2,785 calls of 5,000 on one of two in the ingest bench.
-MOVE_AT = 250
 # The pipe to a process, as far as the system allows an unprivileged one (Linux's default
 # most); 64 KiB otherwise.
 PIPE_BYTES = 2**20
@@ -228,8 +223,7 @@ class Processes:
     def send(self, items: Sequence[Sent]) -> list[Sent]:
         """Send `items` to the processes; returns those left for this process to write."""
         groups: dict[int, list[Sent]] = {}
-        # What each holds: a session new here goes to the least busy, and stays there
-        # while its process holds at most `MOVE_AT` more than the least busy.
+        # What each holds: a session new here goes to the least busy, and stays there.
         load = [0 if p is None else p.sent - p.done for p in self._slots]
         homes = self._homes
         for item in items:
@@ -238,9 +232,8 @@ class Processes:
             except Exception:  # an id whose `str` fails: goes where there is room
                 key = None
             slot = homes.get(key) if key is not None else None
-            least = min(range(len(load)), key=load.__getitem__)
-            if slot is None or load[slot] - load[least] > MOVE_AT:
-                slot = least
+            if slot is None:
+                slot = min(range(len(load)), key=load.__getitem__)
                 if key is not None:
                     homes[key] = slot
                     if len(homes) > HOMES:
