@@ -184,6 +184,51 @@ def test_a_flush_behind_a_waiting_mark_is_not_kept_for_the_interval(db_path: str
         writer.close(5)
 
 
+def test_close_wakes_the_writer_waiting_to_retry(tmp_path: Path) -> None:
+    """The store down at close: the writer's thread, waiting before its next retry (the
+    waits double up to 5 s), is woken to give up, so it has ended when `close` returns."""
+    from llmlog.core.config import Settings
+    from llmlog.pipeline.writer import Writer
+    from tests.test_faults import call
+
+    blocker = tmp_path / "data"
+    blocker.write_text("")  # a file where the store's directory should be: it cannot open
+    writer = Writer(Settings(db=str(blocker / "calls.db")))
+    assert writer.submit(call(0))
+    time.sleep(3.5)  # 0.05 s, doubled at each retry: the wait is now past 3 s
+    writer.close(0.3)
+    assert writer._thread is not None and not writer._thread.is_alive()
+    assert (writer.stats().dropped, writer.stats().recorded) == (1, 0)
+
+
+def test_close_waits_a_second_past_its_timeout_not_the_timeout_again(db_path: str) -> None:
+    """A store that hangs (not down: its insert never returns): `close` gives the writer's
+    thread a second past its timeout, not as long again."""
+    import threading
+
+    from llmlog.core.config import Settings
+    from llmlog.pipeline.writer import Writer
+    from llmlog.store import Store
+    from tests.test_faults import call
+
+    gate = threading.Event()
+
+    def hung(url: str) -> Store:
+        store = open_store(url)
+        store.insert = lambda calls: gate.wait(30)  # type: ignore[assignment,method-assign,return-value]
+        return store
+
+    writer = Writer(Settings(db=db_path), store_factory=hung)
+    try:
+        assert writer.submit(call(0))
+        started = time.monotonic()
+        writer.close(3)
+        assert time.monotonic() - started < 5.5  # 3 s and 1; it took 6 s (3 and 3 more)
+        assert writer.stats().dropped == 1
+    finally:
+        gate.set()
+
+
 def test_an_unstorable_call_does_not_block_the_rest(db_path: str, fake: FakeProvider) -> None:
     from datetime import UTC, datetime
 

@@ -134,6 +134,7 @@ class Writer:
         self._room = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
         self._give_up = False  # set while closing: a failing store is no longer retried
+        self._giving_up = threading.Event()  # … and the writer's wait before a retry ends
         self._store: Sink | None = None
         self._decoder = Decoder()  # the writer thread's own: what earlier calls sent is decoded once
         self._intake: Intake | None = None
@@ -224,6 +225,7 @@ class Writer:
         if not self.flush(timeout):
             with self._lock:
                 self._give_up = True
+            self._giving_up.set()
         thread = self._thread
         processes = self._processes
         if thread is not None and thread.is_alive():
@@ -231,7 +233,7 @@ class Writer:
                 self._queue.put_nowait(None)
             # With processes, its thread may be waiting on one that does not read (stopped,
             # or still starting): the processes are closed within the deadline, which frees it.
-            thread.join(timeout=max(timeout if processes is None else deadline - time.monotonic(), 1.0))
+            thread.join(timeout=max(deadline - time.monotonic(), 1.0))
         if processes is not None:
             # What they hold unstored past the deadline (a store down) is counted lost.
             processes.close(max(deadline - time.monotonic(), 1.0))
@@ -551,5 +553,5 @@ class Writer:
                     self._store = None
                 if give_up:
                     return None
-                time.sleep(delay)
+                self._giving_up.wait(delay)  # ended early by `close` giving up
                 delay = min(delay * 2, 5.0)
