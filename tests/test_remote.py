@@ -219,6 +219,25 @@ def test_the_spool_outlives_the_app(collector: Collector, tmp_path: Path) -> Non
     collected_in_order(collector.db, 41)
 
 
+def test_close_with_the_collector_down_ends_within_its_timeout(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The collector down at exit: shipping gets what is left of the close's timeout, not
+    the whole timeout again, so the writer has ended (the spool let go for the next) when
+    `close` returns, and has said how many calls wait in the spool."""
+    spool = str(tmp_path / "spool")
+    writer = Writer(
+        Settings(url=f"http://127.0.0.1:{free_port()}", token=TOKEN, spool=spool, exit_timeout_s=2)
+    )
+    for i in range(20):
+        writer.submit(Call(timestamp=T0, model="m", feature="left-over", metadata={"i": i}))
+    with caplog.at_level(logging.WARNING, logger="llmlog"):
+        writer.close()
+    assert writer._thread is not None and not writer._thread.is_alive()
+    assert any("20 call(s) wait in the spool" in r.getMessage() for r in caplog.records)
+    assert writer.stats().recorded == 20 and Spool(spool, 2**30).waiting() == 20
+
+
 def test_a_full_spool_drops_and_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     settings = Settings(
         url=f"http://127.0.0.1:{free_port()}", spool=str(tmp_path / "spool"), spool_max_bytes=20_000,

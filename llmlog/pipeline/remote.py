@@ -253,10 +253,13 @@ class Shipper:
         return True
 
     def close(self, timeout: float) -> None:
+        """Ship what waits for up to `timeout` s, then stop (a second more at most for a
+        send under way): what is left waits in the spool for the next process."""
+        deadline = time.monotonic() + timeout
         self.drain(timeout)
         self._stop.set()
         self._wake.set()
-        self._thread.join(max(timeout, 1.0))
+        self._thread.join(max(deadline - time.monotonic(), 1.0))
         self._client.close()
         if self._lock_file is not None:
             os.close(self._lock_file)  # releases the lock for the next process
@@ -289,8 +292,9 @@ class RemoteSink:
         self.shipper.wake()
         return []
 
-    def close(self) -> None:
-        self.shipper.close(self.close_timeout_s)
+    def close(self, timeout: float | None = None) -> None:
+        """Ship what waits for up to `timeout` s (the exit timeout by default)."""
+        self.shipper.close(self.close_timeout_s if timeout is None else timeout)
         records = self.spool.waiting()
         if records:
             log.warning(

@@ -135,6 +135,7 @@ class Writer:
         self._thread: threading.Thread | None = None
         self._give_up = False  # set while closing: a failing store is no longer retried
         self._giving_up = threading.Event()  # … and the writer's wait before a retry ends
+        self._deadline: float | None = None  # `close`'s: what the writer's last steps may take
         self._store: Sink | None = None
         self._decoder = Decoder()  # the writer thread's own: what earlier calls sent is decoded once
         self._intake: Intake | None = None
@@ -221,7 +222,7 @@ class Writer:
     def close(self, timeout: float | None = None) -> None:
         """Drain (for up to `timeout` s), then stop; whatever is still unstored is counted as dropped."""
         timeout = self.settings.exit_timeout_s if timeout is None else timeout
-        deadline = time.monotonic() + timeout
+        self._deadline = deadline = time.monotonic() + timeout
         if not self.flush(timeout):
             with self._lock:
                 self._give_up = True
@@ -233,7 +234,9 @@ class Writer:
                 self._queue.put_nowait(None)
             # With processes, its thread may be waiting on one that does not read (stopped,
             # or still starting): the processes are closed within the deadline, which frees it.
-            thread.join(timeout=max(deadline - time.monotonic(), 1.0))
+            # A second past the deadline: the thread's own last steps end by it (a store's
+            # close, shipping the spool), and may take a moment to be done.
+            thread.join(timeout=max(deadline - time.monotonic(), 0.0) + 1.0)
         if processes is not None:
             # What they hold unstored past the deadline (a store down) is counted lost.
             processes.close(max(deadline - time.monotonic(), 1.0))
@@ -465,9 +468,15 @@ class Writer:
             self._settle(items)
 
     def _close_store(self) -> None:
-        if self._store is not None:
-            with contextlib.suppress(Exception):
-                self._store.close()
+        sink = self._store
+        if sink is None:
+            return
+        with contextlib.suppress(Exception):
+            if isinstance(sink, RemoteSink) and self._deadline is not None:
+                # Shipping the spool gets what is left of `close`'s time, not all of it again.
+                sink.close(max(self._deadline - time.monotonic(), 0.0))
+            else:
+                sink.close()
 
     def _write_spans(self, spans: list[Span]) -> tuple[int, int]:
         """Keep the app's spans as calls are kept (`_until_stored`); returns (kept, refused).
