@@ -234,9 +234,10 @@ class Writer:
                 self._queue.put_nowait(None)
             # With processes, its thread may be waiting on one that does not read (stopped,
             # or still starting): the processes are closed within the deadline, which frees it.
-            # A second past the deadline: the thread's own last steps end by it (a store's
-            # close, shipping the spool), and may take a moment to be done.
-            thread.join(timeout=max(deadline - time.monotonic(), 0.0) + 1.0)
+            # Without, a second past the deadline: the thread's own last steps end by it (a
+            # store's close, shipping the spool), and may take a moment to be done.
+            left = deadline - time.monotonic()
+            thread.join(timeout=max(left, 0.0) + 1.0 if processes is None else max(left, 1.0))
         if processes is not None:
             # What they hold unstored past the deadline (a store down) is counted lost.
             processes.close(max(deadline - time.monotonic(), 1.0))
