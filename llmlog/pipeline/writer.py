@@ -133,8 +133,9 @@ class Writer:
         self._queued_bytes = 0  # request and response bytes of what waits in the queue
         self._room = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
-        self._give_up = False  # set while closing: a failing store is no longer retried
-        self._giving_up = threading.Event()  # … and the writer's wait before a retry ends
+        # Set while closing: a failing store is no longer retried, and the writer's wait
+        # before a retry ends.
+        self._give_up = threading.Event()
         self._deadline: float | None = None  # `close`'s: what the writer's last steps may take
         self._store: Sink | None = None
         self._decoder = Decoder()  # the writer thread's own: what earlier calls sent is decoded once
@@ -224,9 +225,7 @@ class Writer:
         timeout = self.settings.exit_timeout_s if timeout is None else timeout
         self._deadline = deadline = time.monotonic() + timeout
         if not self.flush(timeout):
-            with self._lock:
-                self._give_up = True
-            self._giving_up.set()
+            self._give_up.set()
         thread = self._thread
         processes = self._processes
         if thread is not None and thread.is_alive():
@@ -464,7 +463,7 @@ class Writer:
             self._stats.spans += kept
             if lost:  # the spool was full, or the store stayed down until exit
                 self._stats.dropped += lost
-                if self._give_up:
+                if self._give_up.is_set():
                     log.error("llmlog: store unavailable at exit: %d call(s) lost", lost)
             self._settle(items)
 
@@ -552,7 +551,7 @@ class Writer:
                     return _DATA
                 with self._lock:
                     self._stats.store_errors += 1
-                    give_up = self._give_up
+                give_up = self._give_up.is_set()
                 where = redact_url(self.settings.db)
                 self._warn(
                     "store", f"llmlog: store {where!r} failed ({exc!r}); retrying; {what}s wait in the queue"
@@ -563,5 +562,5 @@ class Writer:
                     self._store = None
                 if give_up:
                     return None
-                self._giving_up.wait(delay)  # ended early by `close` giving up
+                self._give_up.wait(delay)  # ended early by `close` giving up
                 delay = min(delay * 2, 5.0)
