@@ -88,6 +88,37 @@ def test_a_stream_of_comments_and_blank_lines_is_not_truncated() -> None:
     assert events == [] and not parser.truncated
 
 
+_LINES = [
+    b"data: {}", b"event: delta", b"data: x", b"data:y", b"data", b": ping", b"id: 3", b"retry: 9",
+    b"event: named", b"", b"data: two\r", b"\xef\xbb\xbfdata: bom",
+]  # fmt: skip
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lines=st.lists(st.sampled_from(_LINES), max_size=30),
+    end=st.sampled_from([b"\n", b"\n\n", b""]),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=12),
+)
+def test_a_whole_stream_reads_as_its_chunks_one_by_one(
+    lines: list[bytes], end: bytes, cuts: list[int]
+) -> None:
+    """`feed_all` (a recorded stream at once) gives what feeding its chunks one by one gives:
+    the events, each at the time of the chunk that completed it, the last id, and whether the
+    stream ended inside an event. Mostly LF streams, split at once; a CR or a byte order mark
+    takes the chunk-by-chunk reading."""
+    body = b"\n".join(lines) + end
+    # The cuts drawn, and each cut in two alone (the blank line's two LFs apart among them).
+    for at in [[c for c in cuts if c <= len(body)], *([c] for c in range(len(body) + 1))]:
+        chunks = [(float(i), chunk) for i, chunk in enumerate(cut(body, at))]
+        one_by_one = SSEParser()
+        expected = [(t, *event) for t, chunk in chunks for event in one_by_one.feed(chunk)]
+        one_by_one.close()
+        whole = SSEParser()
+        assert whole.feed_all(chunks) == expected, at
+        assert (whole.truncated, whole.last_event_id) == (one_by_one.truncated, one_by_one.last_event_id)
+
+
 # ---------------------------------------------------------------- real streams
 
 

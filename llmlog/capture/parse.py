@@ -195,11 +195,7 @@ class Events:
         self.unreadable = 0
 
     def __iter__(self) -> Iterator[tuple[float, str, bytes]]:
-        parser = self._parser
-        for t, chunk in decoded_chunks(self._ex):
-            for name, data in parser.feed(chunk):
-                yield t, name, data
-        parser.close()
+        return iter(self._parser.feed_all(list(decoded_chunks(self._ex))))
 
     @property
     def truncated(self) -> bool:

@@ -15,7 +15,9 @@ line alone), are slices of the chunk they came in: no per-line work.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import lru_cache
+from itertools import accumulate
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -70,25 +72,50 @@ class SSEParser:
             blocks = chunk.split(b"\n\n")
             last = blocks.pop()  # what follows the last blank line: empty, or an event begun
             self._pending = [last] if last else []
-        events = []
+        return [event for raw in blocks if (event := self._event(raw)) is not None]
+
+    def feed_all(self, chunks: Sequence[tuple[float, bytes]]) -> list[tuple[float, str, bytes]]:
+        """A whole stream, as (arrival time, chunk): (time, name, data) of each of its events,
+        the time that of the chunk that completed it, as `feed` chunk by chunk and `close`
+        give them. A stream in LF line ends with no byte order mark (as the APIs send it) is
+        split once, not chunk by chunk: a recorded stream is a few dozen chunks, and its events
+        are what the writer reads of it."""
+        body = b"".join([chunk for _, chunk in chunks])
+        if self._head != b"" or self._pending or b"\r" in body or body[:1] == _BOM[:1]:
+            events = [(t, *event) for t, chunk in chunks for event in self.feed(chunk)]
+            self.close()
+            return events
+        self._head = None
+        blocks = body.split(b"\n\n")
+        last = blocks.pop()
+        self._pending = [last] if last else []
+        ends = list(accumulate([len(chunk) for _, chunk in chunks]))
+        timed: list[tuple[float, str, bytes]] = []
+        at = i = 0
         for raw in blocks:
-            # Nearly every event is one `event:` line and one `data:` line, or a `data:` line
-            # alone: those take a few slices; anything else, the general reading.
-            if raw.startswith(b"event: "):
-                nl = raw.find(b"\n")
-                if nl > 0 and raw.startswith(b"data: ", nl + 1) and raw.find(b"\n", nl + 1) < 0:
-                    events.append((_event_name(raw[7:nl]), raw[nl + 7 :]))
-                    continue
-            elif raw.startswith(b"data: ") and b"\n" not in raw:
-                events.append(("", raw[6:]))
-                continue
-            event = self._read(raw)
+            at += len(raw) + 2  # past the blank line's LF, the event's last byte
+            while ends[i] < at:
+                i += 1
+            event = self._event(raw)
             if event is not None:
-                events.append(event)
-        return events
+                timed.append((chunks[i][0], *event))
+        self.close()
+        return timed
+
+    def _event(self, raw: bytes) -> tuple[str, bytes] | None:
+        """The event of one block of lines (no blank line inside), or None if it has no data.
+        Nearly every event is one `event:` line and one `data:` line, or a `data:` line alone:
+        those take a few slices; anything else, the general reading."""
+        if raw.startswith(b"event: "):
+            nl = raw.find(b"\n")
+            if nl > 0 and raw.startswith(b"data: ", nl + 1) and raw.find(b"\n", nl + 1) < 0:
+                return _event_name(raw[7:nl]), raw[nl + 7 :]
+        elif raw.startswith(b"data: ") and b"\n" not in raw:
+            return "", raw[6:]
+        return self._read(raw)
 
     def _read(self, raw: bytes) -> tuple[str, bytes] | None:
-        """The event of one block of lines (no blank line inside), or None if it has no data."""
+        # The general reading of a block, line by line.
         name, data = "", []
         for line in raw.split(b"\n"):
             if not line or line[:1] == b":":
