@@ -4,12 +4,15 @@ earlier calls sent decoded once, and the same records from the whole workload ei
 from __future__ import annotations
 
 import json
+import operator
 import sys
 from typing import Any
 
 import anthropic
 import openai
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llmlog.capture.exchange import Exchange
 from llmlog.capture.parse import Decoder, sse_events, to_call
@@ -104,6 +107,78 @@ def test_a_part_larger_than_the_cache_is_not_kept_and_pushes_nothing_out() -> No
     value = decoder.decode(b'{"messages": [{"content": "' + b"x" * 200_000 + b'"}]}')
     assert value["messages"][0]["content"] == "x" * 200_000
     assert decoder._cache == before and 0 < decoder._bytes <= 100_000
+
+
+def _body(messages: list[Any], style: int) -> bytes:
+    """A request body as different clients write JSON: compact, spaced, or indented."""
+    dumps = [
+        lambda v: json.dumps(v, separators=(",", ":")),
+        json.dumps,
+        lambda v: json.dumps(v, indent=2),
+    ][style]
+    return f'{{"model": "m", "messages": {dumps(messages)}}}'.encode()
+
+
+_MESSAGE = st.one_of(
+    st.builds(lambda n: {"role": "user", "content": f"turn {n} " + "word " * 30}, st.integers(0, 3)),
+    st.sampled_from([None, 1, "short", [], {"role": "assistant", "content": "x " * 40}]),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    first=st.lists(_MESSAGE, max_size=6),
+    steps=st.lists(
+        st.tuples(st.sampled_from(["grow", "again", "change", "cut"]), st.lists(_MESSAGE, max_size=3)),
+        max_size=8,
+    ),
+    style=st.integers(0, 2),
+)
+def test_a_list_growing_turn_by_turn_decodes_as_a_plain_parse(
+    first: list[Any], steps: list[tuple[str, list[Any]]], style: int
+) -> None:
+    """A conversation's message list sent again with more, the same again, with an earlier
+    message changed, or cut short: each turn's value is a plain parse of its body, whatever
+    was remembered of the turns before (small bodies take the plain parse; the padding
+    message makes each one large enough to be split)."""
+    decoder = Decoder()
+    pad = {"role": "user", "content": "p" * 5000}
+    messages = [pad, *first]
+    for kind, more in [*steps, ("grow", [])]:
+        if kind == "grow":
+            messages = messages + more
+        elif kind == "change" and len(messages) > 1:
+            messages = [pad, "changed", *messages[2:]]
+        elif kind == "cut":
+            messages = messages[: max(1, len(messages) - 2)]
+        body = _body(messages, style)
+        assert decoder.decode(body) == parse_json(body)
+
+
+def test_a_next_turn_is_split_only_past_the_list_it_begins_with() -> None:
+    """The earlier turns' parts are the bytes the last turn was split into, not copies."""
+    decoder = Decoder()
+    bodies = conversation(20)
+    for body in bodies[:-1]:
+        decoder.decode(body)
+    (before,) = [parts for _, parts, _ in decoder._lists.values()]
+    decoder.decode(bodies[-1])
+    (after,) = [parts for _, parts, _ in decoder._lists.values()]
+    assert len(after) == len(before) + 1 and all(map(operator.is_, after, before))
+
+
+def test_the_lists_remembered_take_a_quarter_of_the_bound_at_most() -> None:
+    """Many conversations at once: the lists remembered stay within a quarter of the bound,
+    counted at least as what their bytes take, and the cache within the rest."""
+    decoder = Decoder(max_bytes=400_000)
+    for n in range(40):
+        for body in conversation(16):
+            decoder.decode(body.replace(b'"content": "turn', f'"content": "c{n} turn'.encode()))
+    held = [sys.getsizeof(head) + sys.getsizeof(parts) + sum(map(sys.getsizeof, parts))
+            for head, parts, _ in decoder._lists.values()]  # fmt: skip
+    assert 1 < len(held) < 40
+    assert sum(held) <= decoder._list_bytes == sum(size for _, _, size in decoder._lists.values())
+    assert decoder._list_bytes <= 100_000 and decoder._bytes <= 400_000 - decoder._list_bytes
 
 
 def test_the_workload_gives_the_same_records_with_and_without_the_decoder(fake: FakeProvider) -> None:

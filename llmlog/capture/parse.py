@@ -49,16 +49,27 @@ class Decoder:
     downstream may change them in place (the stores also recognize them by identity). The
     cache is bounded by what its entries take in memory, the bytes and the objects decoded
     from them (`json_footprint`, a few times the JSON), least recently used first out.
+
+    A conversation's next turn sends its message list again as it was, then the new
+    messages. Splitting it and copying out each part (to look it up) was a third of decoding
+    a turn, so a list is remembered as split (`_lists`, named by its first `NAME` bytes) and
+    one that begins with a remembered list is split only past it: its earlier parts are that
+    list's own bytes objects, which Python has hashed already. The lists remembered take at
+    most a quarter of the bound, counted with the cache's entries.
     """
 
     SMALL = 64  # bytes: a part this small costs less to decode than to look up
     SPLIT = 4096  # bytes: a composite this large is split into parts
+    NAME = 256  # bytes: how a remembered list is found, by its first bytes
 
     def __init__(self, max_bytes: int | None = None) -> None:
         self.max_bytes = cache_bytes("decoded") if max_bytes is None else max_bytes
         self._cache: OrderedDict[bytes, Any] = OrderedDict()
         self._sizes: dict[bytes, int] = {}  # what each entry takes (`footprint`), as counted in
         self._bytes = 0
+        # A list's first bytes → (its JSON up to its closing bracket, its parts, what they take).
+        self._lists: OrderedDict[bytes, tuple[bytes, list[bytes], int]] = OrderedDict()
+        self._list_bytes = 0
 
     def decode(self, body: bytes | str) -> Any:
         """The JSON value of `body`, as `parse_json` gives it (None when it is not JSON)."""
@@ -86,17 +97,21 @@ class Decoder:
 
     def _new(self, raw: bytes) -> Any:
         value = strict(raw)
-        room = self.max_bytes
+        room = self.max_bytes - self._list_bytes
         size = getsizeof(raw) + json_footprint(raw) + _ENTRY
         if size > room:  # kept, it would push everything else out, and then itself
             return value
         self._cache[raw] = value
         self._sizes[raw] = size
         self._bytes += size
-        while self._bytes > room:
+        self._trim()
+        return value
+
+    def _trim(self) -> None:
+        """The oldest entries out, until the cache is within what the lists leave it."""
+        while self._bytes > self.max_bytes - self._list_bytes:
             old, _ = self._cache.popitem(last=False)
             self._bytes -= self._sizes.pop(old)
-        return value
 
     def _split(self, raw: bytes, is_object: bool, depth: int) -> Any:
         """A composite assembled afresh (it is this call's own) from shared parts."""
@@ -105,6 +120,8 @@ class Decoder:
             fields = _OBJECT.decode(raw)
             keys = list(fields)
             parts = list(map(bytes, fields.values()))
+        elif depth == 1:
+            parts = self._list_parts(raw)
         else:
             parts = list(map(bytes, _ARRAY.decode(raw)))
         # A long conversation is dozens of parts, nearly all seen before: the common path
@@ -134,6 +151,35 @@ class Decoder:
             if len(part) >= self.SMALL:
                 values[i] = self._part(part, depth - 1)
         return dict(zip(keys, values, strict=True)) if is_object else values
+
+    def _list_parts(self, raw: bytes) -> list[bytes]:
+        """The raw JSON of each item of the list `raw`: those of a remembered list that `raw`
+        begins with as they were, the rest split now; `raw` remembered in its place."""
+        name = raw[: self.NAME]
+        known = self._lists.pop(name, None)
+        parts = None
+        if known is not None:
+            head, earlier, size = known
+            self._list_bytes -= size
+            if raw.startswith(head):
+                rest = raw[len(head) :].lstrip()
+                if rest[:1] == b"]":  # the same list again (a retry)
+                    parts = earlier
+                elif rest[:1] == b",":
+                    parts = earlier + list(map(bytes, _ARRAY.decode(b"[" + rest[1:])))
+        if parts is None:
+            parts = list(map(bytes, _ARRAY.decode(raw)))
+        # Up to the closing bracket: what a longer list of the same parts begins with. Its
+        # parts are about as many bytes again, each with a bytes object's and a slot's 41.
+        head = raw.rstrip()[:-1]
+        size = 2 * getsizeof(head) + 41 * len(parts) + _ENTRY
+        if size <= self.max_bytes // 4:
+            self._lists[name] = (head, parts, size)
+            self._list_bytes += size
+            while self._list_bytes > self.max_bytes // 4:
+                self._list_bytes -= self._lists.popitem(last=False)[1][2]
+            self._trim()
+        return parts
 
 
 # How a part that is a composite starts (msgspec's raw parts carry no leading whitespace).
