@@ -4,9 +4,11 @@ that dies losing only what it held, counted and logged; its log records in the a
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import logging
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -20,9 +22,12 @@ import anthropic
 import pytest
 
 import llmlog
+from llmlog.capture.context import CallContext
+from llmlog.capture.exchange import Exchange
 from llmlog.core.filters import CallFilter
 from llmlog.core.prompts import REGISTRY
 from llmlog.demo.fake_provider import FakeProvider
+from llmlog.pipeline.processes import pickled
 from llmlog.pipeline.writer import Writer
 from llmlog.store import open_store
 from tests.backends import Backend
@@ -85,6 +90,21 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_an_exchange_reaches_a_process_whole() -> None:
+    """What a process is sent of an exchange is every field it has but where it was to be
+    handed, in place."""
+    context = CallContext(session_id="s", user_id="u", feature="f", metadata={"k": [1]}, tags=("t",))
+    sent = Exchange(
+        provider="anthropic", api="messages", url="http://h/v1/messages", request_body=b"{}",
+        context=context, started_at=1.5, t0=2.5, retry_count=2, status=529,
+        response_headers={"content-type": "text/event-stream"}, chunks=[(0.5, b"data: x\n\n")],
+        ended_ms=9.0, failure=("timeout", "httpx.ReadTimeout", "slow"), incomplete=True, _sink=print,
+    )  # fmt: skip
+    got = pickle.loads(pickled(sent))
+    for f in dataclasses.fields(Exchange):
+        assert getattr(got, f.name) == (None if f.name == "_sink" else getattr(sent, f.name)), f.name
 
 
 def test_what_does_not_pickle_is_written_here(db_path: str, fake: FakeProvider) -> None:
