@@ -181,6 +181,61 @@ def test_the_lists_remembered_take_a_quarter_of_the_bound_at_most() -> None:
     assert decoder._list_bytes <= 100_000 and decoder._bytes <= 400_000 - decoder._list_bytes
 
 
+def test_a_remembered_list_is_counted_with_the_bytes_that_name_it() -> None:
+    """Each remembered list is counted at least as what its bytes take: the first bytes it is
+    found by and its conversation, its JSON and its parts (lists just large enough to be
+    split, where what names them is the largest share)."""
+    decoder = Decoder(max_bytes=10**8)
+    for n in range(50):
+        decoder.decode(json.dumps({"model": "m", "messages": [f"c{n} " + "w" * 4100]}).encode(), f"s{n}")
+    assert len(decoder._lists) == 50
+    for name, (head, parts, size) in decoder._lists.items():
+        held = sum(map(sys.getsizeof, [*name, head, parts, *parts]))
+        assert held <= size
+
+
+def _turns(system: str, n: int) -> list[bytes]:
+    """A Chat conversation's bodies: its system message first, then a turn more each time."""
+    history: list[dict[str, Any]] = [{"role": "system", "content": system}]
+    bodies = []
+    for i in range(n):
+        history.append(
+            {"role": ("user", "assistant")[i % 2], "content": f"{system[-9:]} turn {i} " + "w " * 40}
+        )
+        bodies.append(json.dumps({"model": "m", "messages": history}).encode())
+    return bodies
+
+
+def test_conversations_that_begin_alike_are_remembered_apart() -> None:
+    """Three sessions taking turns, their lists beginning with the same long system message:
+    each turn is split only past the session's own earlier turn."""
+    decoder = Decoder()
+    shared = "Answer in SQL. " * 400
+    sessions = {f"s{k}": _turns(shared + f"tenant {k:04d}", 8) for k in range(3)}
+    for turn in range(8):
+        for session, bodies in sessions.items():
+            before = {name: parts for name, (_, parts, _) in decoder._lists.items()}
+            value = decoder.decode(bodies[turn], session)
+            assert value == parse_json(bodies[turn])
+            name = (session, bodies[turn][bodies[turn].index(b"[") :][: Decoder.NAME])
+            if turn:
+                assert all(map(operator.is_, decoder._lists[name][1], before[name]))
+
+
+def test_a_conversation_begins_from_another_that_began_so() -> None:
+    """A new session whose list begins with another's (examples every conversation is sent
+    first) takes that list's parts, and keeps its own from then on."""
+    decoder = Decoder()
+    bodies = conversation(20)
+    for body in bodies[:-1]:
+        decoder.decode(body, "first")
+    (earlier,) = [parts for _, parts, _ in decoder._lists.values()]
+    assert decoder.decode(bodies[-1], "second") == parse_json(bodies[-1])
+    mine = decoder._lists[("second", next(iter(decoder._lists))[1])][1]
+    assert len(mine) == len(earlier) + 1 and all(map(operator.is_, mine, earlier))
+    assert len(decoder._lists) == 2
+
+
 def test_the_workload_gives_the_same_records_with_and_without_the_decoder(fake: FakeProvider) -> None:
     """Every API, streamed or not, errors included: the decoder changes the cost, not the record."""
     exchanges: list[Exchange] = []

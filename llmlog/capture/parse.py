@@ -52,10 +52,11 @@ class Decoder:
 
     A conversation's next turn sends its message list again as it was, then the new
     messages. Splitting it and copying out each part (to look it up) was a third of decoding
-    a turn, so a list is remembered as split (`_lists`, named by its first `NAME` bytes) and
-    one that begins with a remembered list is split only past it: its earlier parts are that
-    list's own bytes objects, which Python has hashed already. The lists remembered take at
-    most a quarter of the bound, counted with the cache's entries.
+    a turn, so a list is remembered as split (`_lists`, named by the conversation the caller
+    says the body is of and the list's first `NAME` bytes) and one that begins with a
+    remembered list is split only past it: its earlier parts are that list's own bytes
+    objects, which Python has hashed already. The lists remembered take at most a quarter of
+    the bound, counted with the cache's entries. A decoder is used by one thread at a time.
     """
 
     SMALL = 64  # bytes: a part this small costs less to decode than to look up
@@ -67,16 +68,23 @@ class Decoder:
         self._cache: OrderedDict[bytes, Any] = OrderedDict()
         self._sizes: dict[bytes, int] = {}  # what each entry takes (`footprint`), as counted in
         self._bytes = 0
-        # A list's first bytes → (its JSON up to its closing bracket, its parts, what they take).
-        self._lists: OrderedDict[bytes, tuple[bytes, list[bytes], int]] = OrderedDict()
+        # (conversation, a list's first bytes) → (its JSON up to its closing bracket, its
+        # parts, what they take).
+        self._lists: OrderedDict[tuple[str | None, bytes], tuple[bytes, list[bytes], int]] = OrderedDict()
         self._list_bytes = 0
+        # A list's first bytes → the name of the latest list remembered that began so.
+        self._latest: dict[bytes, tuple[str | None, bytes]] = {}
+        self._conversation: str | None = None  # what the body being decoded is of
 
-    def decode(self, body: bytes | str) -> Any:
-        """The JSON value of `body`, as `parse_json` gives it (None when it is not JSON)."""
+    def decode(self, body: bytes | str, conversation: str | None = None) -> Any:
+        """The JSON value of `body`, as `parse_json` gives it (None when it is not JSON).
+        `conversation`: what the body is of (a session's id), so that the lists of two that
+        begin alike (a system message that many share) are remembered apart."""
         if len(body) < self.SPLIT:
             return parse_json(body)
         if isinstance(body, str):
             body = body.encode("utf-8", "surrogatepass")
+        self._conversation = conversation
         try:
             return self._part(body, depth=2)
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
@@ -154,13 +162,21 @@ class Decoder:
 
     def _list_parts(self, raw: bytes) -> list[bytes]:
         """The raw JSON of each item of the list `raw`: those of a remembered list that `raw`
-        begins with as they were, the rest split now; `raw` remembered in its place."""
-        name = raw[: self.NAME]
+        begins with as they were, the rest split now; `raw` remembered in its place. The
+        list remembered is this conversation's, else the latest of any that began alike
+        (turns every conversation begins with: examples, a greeting)."""
+        start = raw[: self.NAME]
+        name = (self._conversation, start)
         known = self._lists.pop(name, None)
+        if known is not None:
+            self._list_bytes -= known[2]
+            if self._latest.get(start) == name:
+                del self._latest[start]
+        elif (other := self._latest.get(start)) is not None:
+            known = self._lists.get(other)
         parts = None
         if known is not None:
-            head, earlier, size = known
-            self._list_bytes -= size
+            head, earlier, _ = known
             if raw.startswith(head):
                 rest = raw[len(head) :].lstrip()
                 if rest[:1] == b"]":  # the same list again (a retry)
@@ -170,17 +186,26 @@ class Decoder:
         if parts is None:
             parts = list(map(bytes, _ARRAY.decode(raw)))
         # Up to the closing bracket: what a longer list of the same parts begins with. Its
-        # parts are about as many bytes again, each with a bytes object's and a slot's 41.
+        # parts are about as many bytes again, each with a bytes object's and a slot's 41;
+        # its name beside them.
         head = raw.rstrip()[:-1]
-        size = 2 * getsizeof(head) + 41 * len(parts) + _ENTRY
+        size = 2 * getsizeof(head) + 41 * len(parts) + sum(map(getsizeof, name)) + _LIST_ENTRY
         if size <= self.max_bytes // 4:
             self._lists[name] = (head, parts, size)
+            self._latest[start] = name
             self._list_bytes += size
             while self._list_bytes > self.max_bytes // 4:
-                self._list_bytes -= self._lists.popitem(last=False)[1][2]
+                old, (_, _, held) = self._lists.popitem(last=False)
+                self._list_bytes -= held
+                if self._latest.get(old[1]) == old:
+                    del self._latest[old[1]]
             self._trim()
         return parts
 
+
+# What a remembered list adds beyond its JSON, its parts and its name: its slots in `_lists`
+# and `_latest`, their tuples and its size's integer.
+_LIST_ENTRY = 320
 
 # How a part that is a composite starts (msgspec's raw parts carry no leading whitespace).
 _COMPOSITE = (b"{", b"[")
@@ -297,7 +322,13 @@ def to_call(ex: Exchange, decoder: Decoder | None = None) -> Call:
         latency_ms=round(ex.ended_ms, 3) if ex.ended_ms is not None else None,
     )
     notes: dict[str, Any] = {}
-    req = decode(ex.request_body)
+    # A session's calls are what re-send a conversation's earlier turns.
+    within = ctx.session_id
+    req = (
+        decoder.decode(ex.request_body, within if isinstance(within, str) else None)
+        if decoder is not None
+        else parse_json(ex.request_body)
+    )
     if isinstance(req, dict):
         split_request(ex.api, req, call)
     else:
