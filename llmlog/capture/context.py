@@ -10,7 +10,7 @@ import contextlib
 import functools
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, ParamSpec, TypeVar
 
 P = ParamSpec("P")
@@ -27,6 +27,11 @@ class CallContext:
     parent_id: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Sent with each exchange to the writer processes: rebuilt from its fields in order,
+        # not through copyreg and the Python state methods of a frozen dataclass with slots.
+        return (CallContext, tuple(getattr(self, name) for name in _FIELDS))
 
     def merged(
         self,
@@ -64,6 +69,10 @@ class CallContext:
             metadata=self.metadata,
             tags=self.tags,
         )
+
+
+# A context's fields, in `__init__`'s order.
+_FIELDS = tuple(f.name for f in fields(CallContext))
 
 
 EMPTY = CallContext()
