@@ -236,6 +236,118 @@ def test_a_conversation_begins_from_another_that_began_so() -> None:
     assert len(decoder._lists) == 2
 
 
+def _request(system: Any, turns: int, **params: Any) -> bytes:
+    """A Messages request: `params` first, then the system prompt and a conversation."""
+    messages = [{"role": "user", "content": f"turn {i} " + "w " * 40} for i in range(turns)]
+    return json.dumps({**params, "system": system, "messages": messages}).encode()
+
+
+def _params(decoder: Decoder, body: bytes) -> dict[str, Any]:
+    """A request's params as `to_call` makes them: the fields beside its messages."""
+    value = decoder.decode(body)
+    return decoder.shared({k: v for k, v in value.items() if k != "messages"})
+
+
+_BLOCKS = [{"type": "text", "text": "Be brief. " * 600, "cache_control": {"type": "ephemeral"}}]
+
+
+def test_the_same_params_are_one_object_from_call_to_call() -> None:
+    """The turns of a conversation send the same params (its system prompt in blocks among
+    them): the decoder hands out one dict for them, which the stores name by identity
+    rather than serializing and hashing it for each call. Params that differ in any field
+    are a dict of their own, equal to a plain parse."""
+    decoder = Decoder()
+    first = _params(decoder, _request(_BLOCKS, 3, model="m", max_tokens=100))
+    for turns in (4, 9, 9):
+        assert _params(decoder, _request(_BLOCKS, turns, model="m", max_tokens=100)) is first
+    for body in (
+        _request(_BLOCKS, 4, model="m", max_tokens=101),
+        _request(_BLOCKS, 4, model="m", max_tokens=100, stream=True),
+        _request(_BLOCKS, 4, max_tokens=100, model="m"),  # the same fields, in another order
+        _request([{**_BLOCKS[0], "text": "Be long. " * 600}], 4, model="m", max_tokens=100),
+        _request({"blocks": _BLOCKS}, 4, model="m", max_tokens=100),
+        _request({"other": _BLOCKS}, 4, model="m", max_tokens=100),
+    ):
+        params = _params(decoder, body)
+        assert params is not first
+        assert params == {k: v for k, v in parse_json(body).items() if k != "messages"}
+        assert _params(decoder, body) is params  # and sent again, it is that one
+
+
+def test_params_not_as_decoded_are_the_calls_own() -> None:
+    """A field whose value is not the one decoded (made by the caller), or that the body
+    did not have, or a body too small to be split: the dict given is given back."""
+    decoder = Decoder()
+    body = _request(_BLOCKS, 3, model="m", max_tokens=100)
+    shared = _params(decoder, body)
+    value = decoder.decode(body)
+    for mine in (
+        {"model": "m", "max_tokens": 100, "system": [dict(b) for b in _BLOCKS]},
+        {"model": "m", "max_tokens": 100, "system": value["system"], "temperature": 0},
+    ):
+        assert decoder.shared(mine) is mine
+    assert decoder.shared({k: v for k, v in value.items() if k != "messages"}) is shared
+    decoder.decode(b'{"model": "m"}')
+    small = {"model": "m"}
+    assert decoder.shared(small) is small
+
+
+_FIELD = st.sampled_from([1, 2, "m", "n", [1, 2], {"a": 1}, {"b": 1}, None, True])
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    requests=st.lists(
+        st.tuples(
+            st.dictionaries(st.sampled_from(["model", "max_tokens", "stream", "top_k"]), _FIELD, max_size=3),
+            st.sampled_from(["blocks", "other blocks", "object", "string"]),
+            st.integers(0, 3),
+            st.integers(0, 2),
+        ),
+        min_size=1,
+        max_size=10,
+    )
+)
+def test_params_decode_as_a_plain_parse(requests: list[tuple[dict[str, Any], str, int, int]]) -> None:
+    """Requests whose fields repeat and vary, in three JSON styles: the params handed out
+    are always a plain parse's, and the same object whenever the fields were written alike."""
+    decoder = Decoder()
+    seen: dict[str, dict[str, Any]] = {}
+    systems = {
+        "blocks": _BLOCKS,
+        "other blocks": [{**_BLOCKS[0], "text": "Be long. " * 600}],
+        "object": {"blocks": _BLOCKS},
+        "string": "Be brief. " * 600,
+    }
+    for params, system, turns, style in requests:
+        value = {**params, "system": systems[system], "messages": ["w " * 40] * turns}
+        body = [
+            lambda v: json.dumps(v, separators=(",", ":")),
+            json.dumps,
+            lambda v: json.dumps(v, indent=2),
+        ][style](value).encode()
+        got = _params(decoder, body)
+        want = {k: v for k, v in parse_json(body).items() if k != "messages"}
+        assert got == want
+        same = f"{style} {json.dumps(list(want.items()))}"
+        if same in seen:
+            assert got is seen[same]
+        seen.setdefault(same, got)
+
+
+def test_the_params_shared_are_counted_in_the_bound() -> None:
+    """Distinct params, many of them: the cache holds them within its bound, each counted
+    at least as what its JSON takes."""
+    decoder = Decoder(max_bytes=200_000)
+    for n in range(100):
+        _params(decoder, _request([{**_BLOCKS[0], "text": f"v{n} " + "w" * 6000}], 2, model="m"))
+    assert 0 < decoder._bytes <= 200_000 and sum(decoder._sizes.values()) == decoder._bytes
+    held = [key for key in decoder._cache if isinstance(key, tuple)]
+    assert 1 < len(held) < 100
+    for key in held:
+        assert decoder._sizes[key] > 2 * 6000
+
+
 def test_the_workload_gives_the_same_records_with_and_without_the_decoder(fake: FakeProvider) -> None:
     """Every API, streamed or not, errors included: the decoder changes the cost, not the record."""
     exchanges: list[Exchange] = []
@@ -248,10 +360,14 @@ def test_the_workload_gives_the_same_records_with_and_without_the_decoder(fake: 
         ("messages", True), ("messages", False), ("chat", False), ("responses", True), ("responses", False)
     }  # fmt: skip
     decoder = Decoder()
+    by_json: dict[str, set[int]] = {}
     for ex in exchanges:
         plain, shared = to_call(ex), to_call(ex, decoder)
         shared.id = plain.id
         assert shared == plain
+        by_json.setdefault(json.dumps(shared.params), set()).add(id(shared.params))
+    # The calls that send the same params (in bodies large enough to be split) share them.
+    assert sum(map(len, by_json.values())) < len(exchanges) / 2
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 7, 64])

@@ -56,7 +56,13 @@ class Decoder:
     says the body is of and the list's first `NAME` bytes) and one that begins with a
     remembered list is split only past it: its earlier parts are that list's own bytes
     objects, which Python has hashed already. The lists remembered take at most a quarter of
-    the bound, counted with the cache's entries. A decoder is used by one thread at a time.
+    the bound, counted with the cache's entries.
+
+    A request's parameters (what it sends beside its messages: model, limits, a system
+    prompt in blocks) are mostly the same bytes call after call, but they come as a new dict,
+    which the stores would serialize and hash each time to name. `shared` hands out the dict
+    made the first time the same fields came as the same bytes, so that they are named by
+    identity as the rest is. A decoder is used by one thread at a time.
     """
 
     SMALL = 64  # bytes: a part this small costs less to decode than to look up
@@ -65,8 +71,10 @@ class Decoder:
 
     def __init__(self, max_bytes: int | None = None) -> None:
         self.max_bytes = cache_bytes("decoded") if max_bytes is None else max_bytes
-        self._cache: OrderedDict[bytes, Any] = OrderedDict()
-        self._sizes: dict[bytes, int] = {}  # what each entry takes (`footprint`), as counted in
+        # A part's JSON → its value; and (`shared`) fields' names and JSON → the dict of them.
+        self._cache: OrderedDict[bytes | tuple[Any, ...], Any] = OrderedDict()
+        # What each entry takes (`footprint`), as counted in `_bytes`.
+        self._sizes: dict[bytes | tuple[Any, ...], int] = {}
         self._bytes = 0
         # (conversation, a list's first bytes) → (its JSON up to its closing bracket, its
         # parts, what they take).
@@ -75,11 +83,16 @@ class Decoder:
         # A list's first bytes → the name of the latest list remembered that began so.
         self._latest: dict[bytes, tuple[str | None, bytes]] = {}
         self._conversation: str | None = None  # what the body being decoded is of
+        # The object `decode` gave last, when it was split: its keys, each field's JSON and
+        # value, and what the fields split in turn were made of (by their index).
+        self._fields: tuple[list[str], list[bytes], list[Any], dict[int, Any]] | None = None
+        self._inner: Any = None  # what the composite `_split` made last was made of
 
     def decode(self, body: bytes | str, conversation: str | None = None) -> Any:
         """The JSON value of `body`, as `parse_json` gives it (None when it is not JSON).
         `conversation`: what the body is of (a session's id), so that the lists of two that
         begin alike (a system message that many share) are remembered apart."""
+        self._fields = self._inner = None
         if len(body) < self.SPLIT:
             return parse_json(body)
         if isinstance(body, str):
@@ -88,6 +101,7 @@ class Decoder:
         try:
             return self._part(body, depth=2)
         except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+            self._fields = None
             # Not strict JSON (NaN, a lone surrogate escape, bad UTF-8), or nested deeper than
             # msgspec reads: the lenient parser decides, on the whole body.
             return parse_json(body)
@@ -154,11 +168,52 @@ class Decoder:
             decoded = strict(b"[" + b",".join(parts[i] for i in small) + b"]")
             for i, value in zip(small, decoded, strict=True):
                 values[i] = value
+        split_into: dict[int, Any] = {}
         for i in rest:
             part = parts[i]
             if len(part) >= self.SMALL:
                 values[i] = self._part(part, depth - 1)
-        return dict(zip(keys, values, strict=True)) if is_object else values
+                if self._inner is not None:
+                    split_into[i], self._inner = self._inner, None
+        if depth == 1:  # what it was made of, for `shared`
+            self._inner = (tuple(keys), tuple(parts)) if is_object else tuple(parts)
+        if not is_object:
+            return values
+        if depth == 2:
+            self._fields = (keys, parts, values, split_into)
+        return dict(zip(keys, values, strict=True))
+
+    def shared(self, fields: dict[str, Any]) -> dict[str, Any]:
+        """`fields` (some fields of the object `decode` gave last, each the value it gave),
+        or the dict handed out before for the same fields in the same order whose JSON was
+        the same bytes. Like every value it hands out, nobody may change it in place."""
+        if self._fields is None or not fields:
+            return fields
+        keys, parts, values, split_into = self._fields
+        key: list[Any] = []
+        at: list[int] = []
+        for name, value in fields.items():
+            i = keys.index(name) if name in keys else -1
+            if i < 0 or values[i] is not value:  # not as decoded: this call's own
+                return fields
+            # A field split in turn is named by its parts, whose hashes Python keeps (they
+            # were looked up): hashing its whole JSON would cost as much again.
+            key += (name, split_into.get(i, parts[i]))
+            at.append(i)
+        named = tuple(key)
+        hit = self._cache.get(named)
+        if hit is not None:
+            self._cache.move_to_end(named)
+            return hit
+        # What it holds beyond the cache's own entries: the JSON, and at most as much again
+        # decoded from the fields that were split (a system prompt in blocks is a new list).
+        size = getsizeof(named) + sum(getsizeof(parts[i]) + json_footprint(parts[i]) for i in at) + _ENTRY
+        if size <= self.max_bytes - self._list_bytes:
+            self._cache[named] = fields
+            self._sizes[named] = size
+            self._bytes += size
+            self._trim()
+        return fields
 
     def _list_parts(self, raw: bytes) -> list[bytes]:
         """The raw JSON of each item of the list `raw`: those of a remembered list that `raw`
@@ -331,6 +386,8 @@ def to_call(ex: Exchange, decoder: Decoder | None = None) -> Call:
     )
     if isinstance(req, dict):
         split_request(ex.api, req, call)
+        if decoder is not None and call.params is not None:
+            call.params = decoder.shared(call.params)
     else:
         notes["unparsed_request"] = ex.request_body[:2000].decode("utf-8", "replace")
 

@@ -126,21 +126,22 @@ def check(call: Call) -> None:
     the record's own object): a deeper call would be stored locally (through the slower
     `json`) but never spooled, and at about 1,000 levels `json` fails too. No model call
     nests anywhere near so deep; one that does is refused, the batch around it is not."""
-    # The messages and tools an earlier check serialized are left out (`_Fit`): each part
+    # The messages, tools and params an earlier check serialized are left out (`_Fit`): each part
     # of a record serializes or not on its own, at the depth it has in every record. Only
     # what orjson takes whole is remembered; anything else is checked below, whole, as ever.
     fit = _FIT
     record = {name: getattr(call, name) for name in JSON_COLUMNS}
-    messages, tools = call.messages, call.tools
+    messages = call.messages
     new: list[Any] = []
     if type(messages) is list:
         record["messages"] = unknown = [m for m in messages if not fit.known(m)]
         new += unknown
-    if type(tools) is list:
-        if fit.known(tools):
-            record["tools"] = None
-        else:
-            new.append(tools)
+    for name, whole in (("tools", call.tools), ("params", call.params)):
+        if type(whole) is list or type(whole) is dict:
+            if fit.known(whole):
+                record[name] = None
+            else:
+                new.append(whole)
     try:
         orjson.dumps(record, default=str)
     except Exception:  # whatever it is, the whole record is checked below
