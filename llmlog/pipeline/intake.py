@@ -24,6 +24,8 @@ import dataclasses
 import hashlib
 import hmac
 import json
+from itertools import compress
+from operator import is_not
 from typing import Any
 
 import orjson
@@ -107,6 +109,11 @@ class _Fit:
     def known(self, value: Any) -> bool:
         return self.values.get(id(value)) is value
 
+    def unknown(self, values: list[Any]) -> list[Any]:
+        """Those of `values` not known, in order (a conversation's messages: mostly known,
+        so looked up in C loops, not a call each)."""
+        return list(compress(values, map(is_not, map(self.values.get, map(id, values)), values)))
+
     def add(self, values: list[Any], size: int) -> None:
         room = self.max_bytes
         if len(self.values) + len(values) > self.LIMIT or self.bytes + size > room:
@@ -134,7 +141,7 @@ def check(call: Call) -> None:
     messages = call.messages
     new: list[Any] = []
     if type(messages) is list:
-        record["messages"] = unknown = [m for m in messages if not fit.known(m)]
+        record["messages"] = unknown = fit.unknown(messages)
         new += unknown
     for name, whole in (("tools", call.tools), ("params", call.params)):
         if type(whole) is list or type(whole) is dict:
