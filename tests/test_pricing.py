@@ -11,7 +11,9 @@ from typing import Any
 
 import genai_prices
 import pytest
-from genai_prices.types import ModelPrice, Usage
+from genai_prices.types import ModelPrice, TieredPrices, Usage
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from llmlog.core.record import Call
 from llmlog.pipeline import pricing
@@ -275,14 +277,14 @@ def test_grid_lines_never_disagree_with_the_library(
     # Every call that the lines price is also checked, so any disagreement at all is logged.
     monkeypatch.setattr(pricing, "VERIFY_EVERY", 1)
     fast = 0
-    lines = pricing._lines
+    line_sum = pricing._line_sum
 
     def counted(*args: Any) -> Any:
         nonlocal fast
         fast += 1
-        return lines(*args)
+        return line_sum(*args)
 
-    monkeypatch.setattr(pricing, "_lines", counted)
+    monkeypatch.setattr(pricing, "_line_sum", counted)
     pricer = Pricer()
     with caplog.at_level(logging.DEBUG, logger="llmlog"):
         for c in GRID:
@@ -306,15 +308,12 @@ def test_a_price_the_lines_do_not_cover_goes_to_the_library(caplog: pytest.LogCa
 
 
 def wrong_when(condition: Any) -> Any:
-    """`pricing._lines`, but one cent too much on the output line when condition(call)."""
-    lines = pricing._lines
+    """`pricing._line_sum`, but one cent too much when condition(call)."""
+    line_sum = pricing._line_sum
 
-    def wrong(rates: Any, call: Call, five: Any, hour: Any) -> Any:
-        out = lines(rates, call, five, hour)
-        if condition(call):
-            label, tokens, rate, cost = out[-1]
-            out[-1] = (label, tokens, rate, cost + Decimal("0.01"))
-        return out
+    def wrong(state: Any, call: Call, five: Any, hour: Any) -> Any:
+        total = line_sum(state, call, five, hour)
+        return total + Decimal("0.01") if condition(call) else total
 
     return wrong
 
@@ -323,7 +322,7 @@ def test_first_call_of_each_usage_shape_is_verified(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # Wrong only when the 5m/1h split is reported: the first such call is checked and caught.
-    monkeypatch.setattr(pricing, "_lines", wrong_when(lambda call: call.response is not None))
+    monkeypatch.setattr(pricing, "_line_sum", wrong_when(lambda call: call.response is not None))
     split = {
         "usage": {"cache_creation": {"ephemeral_5m_input_tokens": 100, "ephemeral_1h_input_tokens": 100}}
     }
@@ -347,7 +346,7 @@ def test_a_difference_at_some_counts_is_caught_by_the_sample(
     # Wrong only at 777 output tokens; the first call (100) passes its check. The sample is
     # deterministic: the 64th call of the price is checked, the lines are wrong until then
     # (63 calls, the amortization's price) and never after.
-    monkeypatch.setattr(pricing, "_lines", wrong_when(lambda call: call.output_tokens == 777))
+    monkeypatch.setattr(pricing, "_line_sum", wrong_when(lambda call: call.output_tokens == 777))
     calls = [anthropic_call(input_tokens=1000, output_tokens=100)]
     calls += [anthropic_call(input_tokens=1000 + n, output_tokens=777) for n in range(200)]
     pricer = Pricer()
@@ -357,6 +356,55 @@ def test_a_difference_at_some_counts_is_caught_by_the_sample(
         len(calls) - pricing.VERIFY_EVERY
     )
     assert sum("asking genai-prices" in r.getMessage() for r in caplog.records) == 1
+
+
+_RATE = st.one_of(
+    st.none(),
+    st.decimals(min_value=0, max_value=1000, places=4),
+    st.sampled_from([Decimal("3"), Decimal("0.3"), Decimal("3.75"), Decimal("1.5E+1"), Decimal("0.0000001")]),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    rates=st.tuples(*[_RATE] * 5),
+    tokens=st.tuples(*[st.integers(0, 10**7)] * 4, st.integers(0, 10**32)),
+    split=st.booleans(),
+)
+def test_a_sum_in_whole_numbers_is_the_lines_sum(
+    rates: tuple[Decimal | None, ...], tokens: tuple[int, ...], split: bool
+) -> None:
+    """Rates that are plain numbers are summed in whole numbers: the same total as the lines
+    give, at any token counts (past Decimal's digits, by the lines themselves)."""
+    fresh, read, five, hour, out = tokens
+    keys = ("input_mtok", "cache_read_mtok", "cache_write_mtok", "cache_write_1h_mtok", "output_mtok")
+    state = pricing._PriceState(
+        ModelPrice(**{k: r for k, r in zip(keys, rates, strict=True) if r is not None})
+    )
+    assert state.whole is not None
+    call = Call(
+        input_tokens=fresh + read + five + hour, output_tokens=out, cache_read_tokens=read,
+        cache_creation_tokens=five + hour,
+    )  # fmt: skip
+    five_hour = (five, hour) if split else (None, None)
+    lines = sum((line[3] for line in pricing._lines(state.rates, call, *five_hour)), Decimal(0))
+    assert pricing._line_sum(state, call, *five_hour) == lines
+
+
+def test_the_cards_rates_sum_as_their_lines() -> None:
+    """Every price the grid meets: those of plain numbers are summed in whole numbers, to the
+    lines' total; tiered ones by the lines."""
+    pricer = Pricer()
+    for c in GRID:
+        pricer.price(c.replace())
+    states = list(pricer._states.values())
+    assert sum(s.whole is not None for s in states) > len(states) // 2
+    for state in states:
+        assert (state.whole is None) == any(isinstance(r, TieredPrices) for r in state.rates)
+        for c in GRID[:: len(GRID) // 50]:
+            if pricing._plain(c, None, None):
+                lines = sum((line[3] for line in pricing._lines(state.rates, c, None, None)), Decimal(0))
+                assert pricing._line_sum(state, c, None, None) == lines
 
 
 def test_breakdown_other_line_carries_what_the_lines_miss() -> None:

@@ -23,6 +23,7 @@ import tomllib
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
+from operator import mul
 from pathlib import Path
 from typing import Any, cast
 
@@ -36,6 +37,8 @@ log = logging.getLogger("llmlog")
 RATE_CARD = f"genai-prices {genai_prices.__version__}"
 PRICE_KEYS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok", "cache_write_1h_mtok")
 MTOK = 1_000_000
+_MTOK_PLACES = 6
+_EXACT = 10**24  # below it, a sum of lines in whole numbers is exact in a Decimal
 #: The lines a call is billed in (see `breakdown`), each with the price key it is billed at.
 LINES = (
     ("input", "input_mtok"),
@@ -163,17 +166,51 @@ def _lines(
     input_tokens includes the cached tokens; cache writes without a 5m/1h split count as 5m.
     genai-prices' own `calc_unit_price` does each line, so long-context tiers (decided by the
     call's whole input) come out as the library's."""
-    # Both callers (`breakdown`, `_total`) come here only for a call with both counts.
+    inp = cast(int, call.input_tokens)
+    return [
+        (label, n, rate, calc_unit_price(rate, n, inp, MTOK))
+        for (label, _), n, rate in zip(LINES, _tokens(call, five, hour), rates, strict=True)
+    ]
+
+
+def _tokens(call: Call, five: int | None, hour: int | None) -> tuple[int, int, int, int, int]:
+    """The tokens of each of `LINES`."""
+    # Its callers come here only for a call with both counts.
     inp, out = cast(int, call.input_tokens), cast(int, call.output_tokens)
     read = call.cache_read_tokens or 0
     write = call.cache_creation_tokens or 0
     if five is None and hour is None:
         five, hour = write, 0
-    tokens = (max(inp - read - write, 0), read, five or 0, hour or 0, out)
-    return [
-        (label, n, rate, calc_unit_price(rate, n, inp, MTOK))
-        for (label, _), n, rate in zip(LINES, tokens, rates, strict=True)
-    ]
+    return (max(inp - read - write, 0), read, five or 0, hour or 0, out)
+
+
+def _whole(rates: tuple[Rate | None, ...]) -> tuple[tuple[int, ...], int] | None:
+    """The rates as whole numbers of 10**-places dollars per million tokens, and the places;
+    None when one is tiered (its rate depends on the call) or not a finite number."""
+    plain: list[Decimal] = []
+    for rate in rates:
+        if rate is None:
+            rate = Decimal(0)
+        if not isinstance(rate, Decimal) or not rate.is_finite():
+            return None
+        plain.append(rate)
+    places = max(0, *(-int(rate.as_tuple().exponent) for rate in plain))
+    whole = tuple(int(rate.scaleb(places)) for rate in plain)
+    if any(Decimal(w).scaleb(-places) != rate for w, rate in zip(whole, plain, strict=True)):
+        return None
+    return whole, places
+
+
+def _line_sum(state: _PriceState, call: Call, five: int | None, hour: int | None) -> Decimal:
+    """The sum of the call's `_lines`: in whole numbers when the rates allow (exact, as the
+    lines are, for a few operations rather than the lines' Decimal arithmetic)."""
+    if state.whole is not None:
+        rates, places = state.whole
+        whole = sum(map(mul, _tokens(call, five, hour), rates))
+        # Within Decimal's 28 digits, where the lines round nothing either.
+        if whole < _EXACT:
+            return Decimal(whole).scaleb(-places - _MTOK_PLACES)
+    return sum((line[3] for line in _lines(state.rates, call, five, hour)), Decimal(0))
 
 
 def _plain(call: Call, five: int | None, hour: int | None) -> bool:
@@ -196,11 +233,12 @@ def _plain(call: Call, five: int | None, hour: int | None) -> bool:
 class _PriceState:
     """What a Pricer has learned about one ModelPrice (of the card or of the overrides)."""
 
-    __slots__ = ("calls", "exact", "price", "rates")
+    __slots__ = ("calls", "exact", "price", "rates", "whole")
 
     def __init__(self, price: ModelPrice) -> None:
         self.price = price  # held, so that its id(), the key of this state, is never reused
         self.rates = _line_rates(price)
+        self.whole = _whole(self.rates)
         self.calls = [0, 0]  # calls priced by the lines so far: without, with the 5m/1h split
         self.exact = False  # the lines once disagreed with the library: always ask the library
 
@@ -313,7 +351,7 @@ class Pricer:
         split = five is not None or hour is not None
         n = state.calls[split]
         state.calls[split] = n + 1
-        total = sum((line[3] for line in _lines(state.rates, call, five, hour)), Decimal(0))
+        total = _line_sum(state, call, five, hour)
         if n % VERIFY_EVERY:
             return total
         exact = self._library_total(price, call, five, hour)
