@@ -142,6 +142,37 @@ def test_daily_holds_what_the_calls_say(backend: Backend) -> None:
         assert_same_rollup({(str(r[0]), *r[1:5]): _norm(r[5:]) for r in scratch.rows}, got)
 
 
+@pytest.mark.parametrize("clause", ["", "OR REPLACE", "OR IGNORE", "OR ABORT", "OR FAIL", "OR ROLLBACK"])
+def test_users_and_sessions_are_counted_once_however_rows_come_by_hand(tmp_path: Path, clause: str) -> None:
+    """Copies of stored calls under new ids, inserted by hand in SQL with each conflict clause
+    a user may write: each day and group counts a user or session once, and no insert fails
+    on one it counted already (an OR clause rules the trigger's own statements too)."""
+    calls = year_of_calls(n=600, days=3)
+    with open_store(str(tmp_path / "hand.db")) as store:
+        assert isinstance(store, SQLiteStore)
+        insert(store, calls[:400])
+        columns = [
+            r[1] for r in store.db.execute("PRAGMA table_info(call_data)") if r[1] not in ("rowid", "id")
+        ]
+        listed = ", ".join(columns)
+        store.db.execute(
+            f"INSERT {clause} INTO call_data (id, {listed}) SELECT id || '-copy', {listed} FROM call_data"
+        )
+        insert(store, calls[400:])
+        got = daily_rows(store)
+    copies = [c.replace(id=f"{c.id}-copy") for c in calls[:400]]
+    expected = expected_daily([*calls, *copies])
+    assert sorted(got, key=repr) == sorted(expected, key=repr)
+    index = {c: i - 5 for i, c in enumerate(DAILY_COLUMNS)}
+    for key, figures in expected.items():
+        assert (got[key][index["calls"]], got[key][index["users"]], got[key][index["sessions"]]) == (
+            figures["calls"], figures["users"], figures["sessions"],
+        ), key  # fmt: skip
+    assert (
+        max(e["users"] for e in expected.values()) > 3 and max(e["sessions"] for e in expected.values()) > 3
+    )
+
+
 def assert_same_rollup(got: dict[Any, tuple[Any, ...]], expected: dict[Any, tuple[Any, ...]]) -> None:
     """Equal, but for the rounding of float sums added in another order."""
     assert sorted(got, key=repr) == sorted(expected, key=repr)

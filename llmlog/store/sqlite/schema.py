@@ -333,17 +333,6 @@ def _counted(column: str, key: str, when: str) -> str:
 _SEEN_KEY = "who, kind, day, " + ", ".join(f"ifnull({c}, x'')" for c in GROUP)
 
 
-def _new_on_day(column: str, kind: str) -> str:
-    """Whether NEW's user (or session) is not yet in `daily_seen` for NEW's day and group:
-    then the group's distinct count is one more. One lookup in `daily_seen_key` (the same
-    expressions as the index, so that SQLite uses it)."""
-    same = " AND ".join(f"ifnull({c}, x'') = ifnull(NEW.{c}, x'')" for c in GROUP)
-    return (
-        f"(NEW.{column} IS NOT NULL AND NOT EXISTS (SELECT 1 FROM daily_seen WHERE who = NEW.{column}"
-        f" AND kind = '{kind}' AND day = substr(NEW.timestamp, 1, 10) AND {same}))"
-    )
-
-
 def m007_cold_figures(db: sqlite3.Connection) -> None:
     """What `daily` needs to stand for the calls once retention has deleted them: calls with
     an output count (for averages), tool calls, distinct users and sessions, errors by type
@@ -354,18 +343,6 @@ def m007_cold_figures(db: sqlite3.Connection) -> None:
     own settings (its retention policy), so every process using the store applies the same."""
     for column, kind in cold_columns(SQLITE):
         db.execute(f"ALTER TABLE daily ADD COLUMN {column} {kind}")
-    key = "day, " + ", ".join(f"ifnull({c}, x'')" for c in GROUP)
-    sums = (
-        "calls", "errors", "input_tokens", "output_tokens", "cache_read_tokens",
-        "cache_creation_tokens", "cost_usd", "priced_calls", "latency_ms", "first_token_ms",
-        "output_calls", "tool_calls", "users", "sessions",
-    )  # fmt: skip
-    etype = SQLITE.error_type("NEW.error")
-    latency, first = bucket_sql(SQLITE, "NEW.latency_ms"), bucket_sql(SQLITE, "NEW.first_token_ms")
-
-    def one(value: str) -> str:
-        return f"CASE WHEN {value} IS NULL THEN '{{}}' ELSE json_object(CAST({value} AS TEXT), 1) END"
-
     db.execute(
         """
         CREATE TABLE daily_seen (
@@ -376,36 +353,8 @@ def m007_cold_figures(db: sqlite3.Connection) -> None:
         """
     )
     db.execute(f"CREATE UNIQUE INDEX daily_seen_key ON daily_seen ({_SEEN_KEY})")
-    seen = (
-        "substr(NEW.timestamp, 1, 10), NEW.feature, NEW.model, NEW.provider,"
-        " NEW.prompt_template_version, '{kind}', NEW.{column}"
-    )
     db.execute("DROP TRIGGER call_data_daily_insert")
-    db.execute(
-        f"""
-        CREATE TRIGGER call_data_daily_insert AFTER INSERT ON call_data BEGIN
-            INSERT INTO daily VALUES (
-                substr(NEW.timestamp, 1, 10), NEW.feature, NEW.model, NEW.provider,
-                NEW.prompt_template_version, 1, NEW.error IS NOT NULL, ifnull(NEW.input_tokens, 0),
-                ifnull(NEW.output_tokens, 0), ifnull(NEW.cache_read_tokens, 0),
-                ifnull(NEW.cache_creation_tokens, 0), ifnull(NEW.cost_usd, 0.0),
-                NEW.cost_usd IS NOT NULL, ifnull(NEW.latency_ms, 0.0), ifnull(NEW.first_token_ms, 0.0),
-                NEW.output_tokens IS NOT NULL, {SQLITE.tool_count("NEW.tool_calls")},
-                {_new_on_day("user_id", "user")}, {_new_on_day("session_id", "session")},
-                CASE WHEN NEW.error IS NULL THEN '{{}}' ELSE json_object({etype}, 1) END,
-                {one(latency)}, {one(first)}
-            ) ON CONFLICT ({key}) DO UPDATE SET
-                {", ".join(f"{c} = {c} + excluded.{c}" for c in sums)},
-                {_counted("error_types", etype, "NEW.error IS NOT NULL")},
-                {_counted("latency_hist", latency, f"{latency} IS NOT NULL")},
-                {_counted("first_token_hist", first, f"{first} IS NOT NULL")};
-            INSERT OR IGNORE INTO daily_seen SELECT {seen.format(column="user_id", kind="user")}
-                WHERE NEW.user_id IS NOT NULL;
-            INSERT OR IGNORE INTO daily_seen SELECT {seen.format(column="session_id", kind="session")}
-                WHERE NEW.session_id IS NOT NULL;
-        END
-        """
-    )
+    _daily_insert_trigger(db)
     # The calls already stored, in one pass. A group whose calls were deleted by hand keeps
     # the zeros it has: the new figures are only known from the calls.
     db.execute(f"CREATE TEMP TABLE daily_raw AS {from_raw_sql(SQLITE)}")
@@ -425,6 +374,64 @@ def m007_cold_figures(db: sqlite3.Connection) -> None:
     # Counts the deletions of content (`Store.erase`, retention), so writers that cache
     # content ids know when to forget them.
     db.execute("INSERT INTO settings VALUES ('content_epoch', '0')")
+
+
+def _daily_insert_trigger(db: sqlite3.Connection) -> None:
+    """`daily`'s insert trigger, as it is now (`m007_cold_figures` made it; `m022` remade it).
+
+    A call's user and session go into `daily_seen` first, and what the group's distinct
+    counts gain is `changes()`: how many rows the trigger's statement before inserted, 0 when
+    the day and group had counted them already or the call has none. The user's
+    goes into the `daily` row's insert; the session's, inserted after it, into an update of
+    that row. Asking `daily_seen` first (NOT EXISTS) and inserting after made SQLite write each
+    INSERT … SELECT through a temporary table, as for an insert into a table its own program
+    read before: two made and dropped a call."""
+    key = "day, " + ", ".join(f"ifnull({c}, x'')" for c in GROUP)
+    new_key = "substr(NEW.timestamp, 1, 10), " + ", ".join(f"ifnull(NEW.{c}, x'')" for c in GROUP)
+    sums = (
+        "calls", "errors", "input_tokens", "output_tokens", "cache_read_tokens",
+        "cache_creation_tokens", "cost_usd", "priced_calls", "latency_ms", "first_token_ms",
+        "output_calls", "tool_calls", "users", "sessions",
+    )  # fmt: skip
+    etype = SQLITE.error_type("NEW.error")
+    latency, first = bucket_sql(SQLITE, "NEW.latency_ms"), bucket_sql(SQLITE, "NEW.first_token_ms")
+
+    def one(value: str) -> str:
+        return f"CASE WHEN {value} IS NULL THEN '{{}}' ELSE json_object(CAST({value} AS TEXT), 1) END"
+
+    def seen(column: str, kind: str) -> str:
+        # DO NOTHING, not OR IGNORE: an INSERT OR REPLACE (or OR ABORT …) by hand would
+        # impose its own way on OR IGNORE, replacing a row seen before (counted again) or
+        # failing on it; an upsert's is its own.
+        return (
+            "INSERT INTO daily_seen SELECT substr(NEW.timestamp, 1, 10), NEW.feature,"
+            f" NEW.model, NEW.provider, NEW.prompt_template_version, '{kind}', NEW.{column}"
+            f" WHERE NEW.{column} IS NOT NULL ON CONFLICT DO NOTHING;"
+        )
+
+    db.execute(
+        f"""
+        CREATE TRIGGER call_data_daily_insert AFTER INSERT ON call_data BEGIN
+            {seen("user_id", "user")}
+            INSERT INTO daily VALUES (
+                substr(NEW.timestamp, 1, 10), NEW.feature, NEW.model, NEW.provider,
+                NEW.prompt_template_version, 1, NEW.error IS NOT NULL, ifnull(NEW.input_tokens, 0),
+                ifnull(NEW.output_tokens, 0), ifnull(NEW.cache_read_tokens, 0),
+                ifnull(NEW.cache_creation_tokens, 0), ifnull(NEW.cost_usd, 0.0),
+                NEW.cost_usd IS NOT NULL, ifnull(NEW.latency_ms, 0.0), ifnull(NEW.first_token_ms, 0.0),
+                NEW.output_tokens IS NOT NULL, {SQLITE.tool_count("NEW.tool_calls")}, changes(), 0,
+                CASE WHEN NEW.error IS NULL THEN '{{}}' ELSE json_object({etype}, 1) END,
+                {one(latency)}, {one(first)}
+            ) ON CONFLICT ({key}) DO UPDATE SET
+                {", ".join(f"{c} = {c} + excluded.{c}" for c in sums)},
+                {_counted("error_types", etype, "NEW.error IS NOT NULL")},
+                {_counted("latency_hist", latency, f"{latency} IS NOT NULL")},
+                {_counted("first_token_hist", first, f"{first} IS NOT NULL")};
+            {seen("session_id", "session")}
+            UPDATE daily SET sessions = sessions + 1 WHERE ({key}) = ({new_key}) AND changes();
+        END
+        """
+    )
 
 
 def m008_audit(db: sqlite3.Connection) -> None:
@@ -617,6 +624,13 @@ def m021_experiments(db: sqlite3.Connection) -> None:
     _run(db, experiments.SQLITE_TABLES)
 
 
+def m022_daily_seen_first(db: sqlite3.Connection) -> None:
+    """`daily`'s insert trigger without the two temporary tables it made a call
+    (`_daily_insert_trigger`): the same rows in `daily` and `daily_seen`."""
+    db.execute("DROP TRIGGER call_data_daily_insert")
+    _daily_insert_trigger(db)
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_initial,
     m002_rate_card_and_filters,
@@ -639,6 +653,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m019_alerts,
     m020_spans_by_call,
     m021_experiments,
+    m022_daily_seen_first,
 ]
 
 
