@@ -64,15 +64,25 @@ class ContentBatch:
         self._seen: dict[Callable[[Any], str], dict[int, tuple[Any, bytes, int]]] = {}
 
     def key(self, value: Any, serialize: Callable[[Any], str] = json_text) -> Key:
+        if self._by_identity:  # as `keys` does first, for one value
+            refs = self._known._refs.get(serialize)
+            hit = refs.get(id(value)) if refs is not None else None
+            if hit is not None and hit[0] is value:
+                return hit[1]
         return self.keys([value], serialize)[0]
 
     def keys(self, values: list[Any], serialize: Callable[[Any], str] = json_text) -> list[Key]:
         """The keys of many values of one kind (a call's messages), in order."""
-        refs = self._known._refs.setdefault(serialize, OrderedDict()) if self._by_identity else {}
-        seen = self._seen.setdefault(serialize, {})
+        refs: dict[int, tuple[Any, int, int]] = {}
+        if self._by_identity:
+            refs = self._known._refs.get(serialize) or self._known._refs.setdefault(serialize, OrderedDict())
+        seen = self._seen.get(serialize)
+        if seen is None:
+            seen = self._seen[serialize] = {}
+        get = refs.get
         out: list[Key] = []
         for value in values:
-            hit = refs.get(id(value))
+            hit = get(id(value))
             if hit is not None and hit[0] is value:
                 out.append(hit[1])
                 continue
