@@ -125,6 +125,40 @@ def test_responses_and_messages_are_stored_compressed_and_read_whole(tmp_path: P
     ]
 
 
+def test_an_insert_indexes_what_it_packed_without_unpacking_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The search index's triggers read each row's response and last message, which the
+    insert has just compressed: they are given the text it was made from, not decompressed.
+    Outside an insert, and where a size is bounded (`llmlog_text` in a query), values are
+    decompressed as ever."""
+    unpacked: list[bytes] = []
+    decompressor = compression._decompressor
+
+    def counted(number: int) -> zstandard.ZstdDecompressor:
+        unpacked.append(bytes([number]))
+        return decompressor(number)
+
+    monkeypatch.setattr(compression, "_decompressor", counted)
+    stored = calls()
+    with SQLiteStore(str(tmp_path / "c.db")) as store:
+        store.insert(stored)
+        assert unpacked == []
+        assert [h.call.id for h in store.search("marmoset7", CallFilter())] == [stored[7].id]
+        assert [h.call.id for h in store.search("zebra9", CallFilter())] == [stored[9].id]
+        assert store.get(stored[3].id).response == stored[3].response  # type: ignore[union-attr]
+        assert unpacked
+    with compression.recalling():
+        value = compression.pack(json.dumps(answer("a longer answer " * 20)))
+        unpacked.clear()
+        assert compression.unpack(value) == json.dumps(answer("a longer answer " * 20)) and unpacked == []
+        assert compression.unpack(value, max_bytes=10**6) and unpacked  # bounded: decompressed, checked
+        with pytest.raises(compression.TooLarge):
+            compression.unpack(value, max_bytes=10)
+    unpacked.clear()
+    assert compression.unpack(value) and unpacked
+
+
 def test_the_store_is_smaller_for_it(tmp_path: Path) -> None:
     sizes = {}
     for name in ("plain", "packed"):

@@ -23,8 +23,10 @@ beside it under the next number."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import threading
+from collections.abc import Iterator
 from importlib import resources
 
 import zstandard
@@ -93,7 +95,24 @@ def pack(text: str) -> str | bytes:
     packed = _compressor().compress(raw)
     if len(packed) + 1 >= len(raw):
         return text
-    return bytes((CURRENT,)) + packed
+    value = bytes((CURRENT,)) + packed
+    made = getattr(_local, "made", None)
+    if made is not None:
+        made[value] = text
+    return value
+
+
+@contextlib.contextmanager
+def recalling() -> Iterator[None]:
+    """Within it, this thread's `unpack` gives back what its `pack` made without decompressing
+    it: a store's insert, whose triggers read the values it has just packed (the search
+    index's words of a row's response and last message). A value always unpacks to the one
+    text, so what is recalled is what decompressing would give."""
+    _local.made = {}
+    try:
+        yield
+    finally:
+        _local.made = None
 
 
 class TooLarge(ValueError):
@@ -117,6 +136,9 @@ def unpack(value: str | bytes | None, max_bytes: int | None = None) -> str | Non
     `max_bytes`, a value that would unpack to more is refused (`check_size`)."""
     if not isinstance(value, bytes):
         return value
+    made = getattr(_local, "made", None)
+    if made is not None and max_bytes is None and (text := made.get(value)) is not None:
+        return text
     if not value or value[0] not in _FILES:
         # A BLOB llmlog did not write (SQL by hand): shown as SQLite would cast it.
         return value.decode(errors="replace")

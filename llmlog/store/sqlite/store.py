@@ -424,7 +424,8 @@ class SQLiteStore(RowTables, SQLiteTraces):
     def _insert(self, calls: Sequence[Call], safe: bool) -> int:
         batch = self._content.batch(by_identity=not safe)
         keyed = [self._keys(c, batch, safe) for c in calls]
-        with self._writing():
+        # The search index's triggers read the responses and messages packed here.
+        with self._writing(), compression.recalling():
             # Regulated mode as the store's settings say now, under the write lock that
             # `llmlog keys rotate` takes to mark the store sealed-only: a call with clear
             # text is refused (or sealed, with a key) however long ago this store was opened.
