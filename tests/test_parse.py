@@ -3,9 +3,11 @@ earlier calls sent decoded once, and the same records from the whole workload ei
 
 from __future__ import annotations
 
+import gc
 import json
 import operator
 import sys
+import tracemalloc
 from typing import Any
 
 import anthropic
@@ -14,6 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from llmlog.capture import sent
+from llmlog.capture.context import CallContext
 from llmlog.capture.exchange import Exchange
 from llmlog.capture.parse import Decoder, sse_events, to_call
 from llmlog.capture.wrap import instrument
@@ -107,6 +111,42 @@ def test_a_part_larger_than_the_cache_is_not_kept_and_pushes_nothing_out() -> No
     value = decoder.decode(b'{"messages": [{"content": "' + b"x" * 200_000 + b'"}]}')
     assert value["messages"][0]["content"] == "x" * 200_000
     assert decoder._cache == before and 0 < decoder._bytes <= 100_000
+
+
+@pytest.mark.parametrize("through", ["to_call", "span"])
+def test_a_body_larger_than_the_cache_is_not_held_once_given(
+    through: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A body whose parts are too large to keep: once its call (or a span's request) is
+    let go, the decoder holds nothing of it, as before `shared` came; not its parts and
+    values until the next body comes (the writer idle after a large response, or the
+    receiver's module-wide decoder after a large span)."""
+    decoder = Decoder(max_bytes=100_000)
+    monkeypatch.setattr(sent, "_DECODER", decoder)
+    big = json.dumps({"model": "m", "a": "x" * 2_000_000, "b": ["y" * 2_000_000], "messages": []})
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        if through == "span":
+            value: Any = sent.sent_request(
+                {"input.mime_type": "application/json", "input.value": big}, "anthropic"
+            )
+        else:
+            answer = json.dumps({"content": [{"type": "text", "text": "z" * 3_000_000}]}).encode()
+            ex = Exchange(
+                provider="anthropic", api="messages", url="u", request_body=big.encode(),
+                context=CallContext(), started_at=1.0, t0=0.0, status=200,
+                response_headers={"content-type": "application/json"}, chunks=[(1.0, answer)],
+            )  # fmt: skip
+            value = to_call(ex, decoder)
+            del ex, answer
+        assert value is not None
+        del value
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert held < 1_000_000
 
 
 def _body(messages: list[Any], style: int) -> bytes:

@@ -215,6 +215,11 @@ class Decoder:
             self._trim()
         return fields
 
+    def release(self) -> None:
+        """Let go of what the last body was made of (kept for `shared`): a body the cache
+        did not keep is not held by the decoder once its value is let go."""
+        self._fields = self._inner = None
+
     def _list_parts(self, raw: bytes) -> list[bytes]:
         """The raw JSON of each item of the list `raw`: those of a remembered list that `raw`
         begins with as they were, the rest split now; `raw` remembered in its place. The
@@ -450,6 +455,8 @@ def to_call(ex: Exchange, decoder: Decoder | None = None) -> Call:
     if notes:
         metadata["llmlog"] = notes
     call.metadata = metadata or None
+    if decoder is not None:
+        decoder.release()
     if call.prompt_template_version is None and call.system_prompt:
         call.prompt_template_version = REGISTRY.version_of(call.system_prompt)
     return call

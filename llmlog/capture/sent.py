@@ -41,7 +41,9 @@ def _as_sent(arguments: dict[str, Any]) -> dict[str, Any]:
 
 def _decoded(text: str) -> Any:
     with _LOCK:
-        return _DECODER.decode(text)
+        value = _DECODER.decode(text)
+        _DECODER.release()  # nothing of the span's body held once it is read
+        return value
 
 
 def sent_request(a: dict[str, Any], provider: str | None) -> tuple[str, dict[str, Any]] | None:
