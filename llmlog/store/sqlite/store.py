@@ -22,6 +22,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from llmlog.core.filters import CallFilter
 from llmlog.core.record import (
     COLUMNS,
@@ -339,7 +341,8 @@ class SQLiteStore(RowTables, SQLiteTraces):
             c.id,
             format_timestamp(c.timestamp),
             cid(system),
-            "[" + ",".join(map(str, batch.ids(messages))) + "]" if messages is not None else None,
+            # A JSON array of the ids, as orjson writes integers: what str() and a join give.
+            orjson.dumps(batch.ids(messages)).decode() if messages is not None else None,
             cid(tools),
             cid(params),
             compression.pack(dumps(response)) if response is not None else None,
