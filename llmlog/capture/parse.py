@@ -119,15 +119,18 @@ class Decoder:
 
     def _new(self, raw: bytes) -> Any:
         value = strict(raw)
-        room = self.max_bytes - self._list_bytes
-        size = getsizeof(raw) + json_footprint(raw) + _ENTRY
-        if size > room:  # kept, it would push everything else out, and then itself
-            return value
-        self._cache[raw] = value
-        self._sizes[raw] = size
+        self._keep(raw, value, getsizeof(raw) + json_footprint(raw) + _ENTRY)
+        return value
+
+    def _keep(self, key: bytes | tuple[Any, ...], value: Any, size: int) -> None:
+        """`value` in the cache under `key`, counted as `size`; not kept if it would push
+        everything else out, and then itself."""
+        if size > self.max_bytes - self._list_bytes:
+            return
+        self._cache[key] = value
+        self._sizes[key] = size
         self._bytes += size
         self._trim()
-        return value
 
     def _trim(self) -> None:
         """The oldest entries out, until the cache is within what the lists leave it."""
@@ -208,11 +211,7 @@ class Decoder:
         # What it holds beyond the cache's own entries: the JSON, and at most as much again
         # decoded from the fields that were split (a system prompt in blocks is a new list).
         size = getsizeof(named) + sum(getsizeof(parts[i]) + json_footprint(parts[i]) for i in at) + _ENTRY
-        if size <= self.max_bytes - self._list_bytes:
-            self._cache[named] = fields
-            self._sizes[named] = size
-            self._bytes += size
-            self._trim()
+        self._keep(named, fields, size)
         return fields
 
     def release(self) -> None:
