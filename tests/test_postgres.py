@@ -57,7 +57,11 @@ def test_demo_and_cli_on_postgres(pg_url: str) -> None:
     rows = json.loads(errors.stdout)
     assert rows and all(r["error"] for r in rows)
     assert [r["timestamp"] for r in rows] == sorted((r["timestamp"] for r in rows), reverse=True)
-    assert json.loads(rows[0]["error"])["status"] >= 400  # jsonb comes back as its JSON text
+    # jsonb comes back as its JSON text. Most errors are the provider's (an HTTP status); one
+    # the client met (a timeout on a loaded machine) has none.
+    parsed = [json.loads(r["error"]) for r in rows]
+    assert all(isinstance(e, dict) and e["type"] for e in parsed)
+    assert any((e["status"] or 0) >= 400 for e in parsed)
 
     by_model = script("query", "--format", "json", FIRST_BY_MODEL, db=pg_url)
     assert by_model.returncode == 0, by_model.stderr
