@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
 
 import anthropic
@@ -270,3 +271,25 @@ def test_calls_given_up_at_close_are_counted_once(tmp_path: Path, fake: FakeProv
     stats = writer.stats()
     assert (stats.dropped, stats.recorded) == (3, 0)
     assert writer.outstanding() == 0
+
+
+def test_call_ids_are_random_uuids_apart_in_a_forked_child() -> None:
+    # Ids come from a pool of random bytes (a read of the kernel's each, which lets go of the
+    # interpreter lock, made the writer wait behind a busy app thread for each call); a
+    # child forked with the pool half used must not make the ids its parent makes next.
+    from llmlog.core.record import new_call_id
+
+    first = [new_call_id() for _ in range(300)]
+    assert len(set(first)) == 300 and {uuid.UUID(i).version for i in first} == {4}
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, to the parent
+        os.close(read)
+        os.write(write, " ".join(new_call_id() for _ in range(50)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as pipe:
+        child = pipe.read().split()
+    os.waitpid(pid, 0)
+    parent = [new_call_id() for _ in range(50)]
+    assert len(child) == 50 and not set(child) & set(parent)
