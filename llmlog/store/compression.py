@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from importlib import resources
 
 import zstandard
@@ -86,20 +86,40 @@ def _decompressor(number: int) -> zstandard.ZstdDecompressor:
 
 def pack(text: str) -> str | bytes:
     """`text` as it is best stored: compressed when that makes it smaller, else unchanged."""
-    if len(text) < MIN_BYTES:
-        return text
-    try:
-        raw = text.encode()
-    except UnicodeEncodeError:  # a lone surrogate: stored (or refused) as the text it is
-        return text
-    packed = _compressor().compress(raw)
-    if len(packed) + 1 >= len(raw):
-        return text
-    value = bytes((CURRENT,)) + packed
+    packed = pack_all([text])[0]
+    assert packed is not None
+    return packed
+
+
+def pack_all(texts: Sequence[str | None]) -> list[str | bytes | None]:
+    """What `pack` gives of each text (None stays None), compressed in one call to zstd.
+
+    zstd lets go of the interpreter lock while it compresses, and taking it back waits
+    behind the app's threads (up to the switch interval, 5 ms, when one is busy): a store's
+    batch is compressed in one go, not value by value (the same frames either way)."""
+    out: list[str | bytes | None] = list(texts)
+    raws: list[bytes | bytearray | memoryview] = []
+    at: list[int] = []
+    for i, text in enumerate(texts):
+        if text is None or len(text) < MIN_BYTES:
+            continue
+        try:
+            raws.append(text.encode())
+        except UnicodeEncodeError:  # a lone surrogate: stored (or refused) as the text it is
+            continue
+        at.append(i)
+    if not raws:
+        return out
+    frames = _compressor().multi_compress_to_buffer(raws)
     made = getattr(_local, "made", None)
-    if made is not None:
-        made[value] = text
-    return value
+    name = bytes((CURRENT,))
+    for n, i in enumerate(at):
+        packed = frames[n].tobytes()
+        if len(packed) + 1 < len(raws[n]):
+            value = out[i] = name + packed
+            if made is not None:
+                made[value] = texts[i]
+    return out
 
 
 @contextlib.contextmanager
