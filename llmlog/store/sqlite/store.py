@@ -103,7 +103,6 @@ _HOLDING_MAX_IDS = 200_000
 
 # One content lookup: this many hashes, padded by repeating the last.
 _LOOKUP = 500
-_LOOKUP_SQL = f"SELECT hash, id FROM content WHERE hash IN ({','.join('?' * _LOOKUP)})"
 
 # The content of a call, keyed: system prompt, messages, tools, params, the instructions and
 # tools its response echoes; then the response without them.
@@ -310,30 +309,71 @@ class SQLiteStore(RowTables, SQLiteTraces):
             response,
         )
 
-    def _resolve(self, batch: ContentBatch) -> None:
-        """Find the ids of the batch's content, inserting what is new; under the write lock."""
+    def _resolve(self, batch: ContentBatch) -> set[bytes]:
+        """Find the ids of the batch's content, inserting what is new; under the write lock.
+        The hashes of the new rows."""
         missing = batch.unknown()
-        for i in range(0, len(missing), _LOOKUP):
-            chunk = missing[i : i + _LOOKUP]
-            # Padded to one length, so that one prepared statement serves every lookup.
-            chunk += chunk[-1:] * (_LOOKUP - len(chunk))
-            batch.found.update(self.db.execute(_LOOKUP_SQL, chunk).fetchall())
+        # As few statements as the parameters allow (`_insert_many` says why), each padded
+        # to a multiple of `_LOOKUP` hashes by repeating the last, so that a few prepared
+        # statements serve every lookup.
+        most = max(self.db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _LOOKUP, 1) * _LOOKUP
+        for i in range(0, len(missing), most):
+            chunk = missing[i : i + most]
+            size = -(-len(chunk) // _LOOKUP) * _LOOKUP
+            chunk += chunk[-1:] * (size - len(chunk))
+            sql = f"SELECT hash, id FROM content WHERE hash IN ({','.join('?' * size)})"
+            batch.found.update(self.db.execute(sql, chunk).fetchall())
         new = [h for h in missing if h not in batch.found]
         if new:
             # The write lock is held, so no other writer can take these ids meanwhile.
             first = self.db.execute("SELECT ifnull(max(id), 0) + 1 FROM content").fetchone()[0]
-            rows = [(first + n, h, compression.pack(batch.bodies[h])) for n, h in enumerate(new)]
-            self.db.executemany("INSERT INTO content(id, hash, body) VALUES (?, ?, ?)", rows)
+            bodies = compression.pack_all([batch.bodies[h] for h in new])
+            rows = [(first + n, h, body) for n, (h, body) in enumerate(zip(new, bodies, strict=True))]
+            self._insert_many("INSERT INTO content(id, hash, body) VALUES {}", rows, most=len(rows))
             batch.found.update((h, i) for i, h, _ in rows)
+        return set(new)
 
-    def _row(self, c: Call, keys: _Keys, batch: ContentBatch, safe: bool) -> tuple[Any, ...]:
-        """The row of `call_data` for `c`, in `_INSERT_COLUMNS` order."""
+    def _insert_many(self, sql: str, rows: list[tuple[Any, ...]], most: int = 500) -> int:
+        """`sql` (an INSERT whose `{}` takes the rows' VALUES) for every row, in a few
+        statements of many rows; the rows inserted.
+
+        Row by row, each statement would let go of the interpreter lock and wait to take it
+        back (the sqlite3 module does so around every step), behind the app's threads: up to
+        the switch interval (5 ms) when one of them is busy. And SQLite's own costs come a
+        statement: the `daily` trigger opens a statement journal, the search index (FTS5)
+        writes out the words it holds. Rows go in statements of `most` and one of the rest
+        (fewer where SQLite allows fewer parameters a statement: 999 before 3.32); the
+        sqlite3 module keeps the last 128 statements prepared, so a size that recurs is
+        prepared once."""
+        if not rows:
+            return 0
+        width = len(rows[0])
+        most = max(min(most, self.db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width), 1)
+        one = "(" + ",".join("?" * width) + ")"
+        inserted = i = 0
+        while i < len(rows):
+            n = min(most, len(rows) - i)
+            statement = self._INSERT_ROWS.get((sql, n)) if n == most else None
+            if statement is None:
+                statement = sql.format(",".join([one] * n))
+                if n == most:
+                    self._INSERT_ROWS[sql, n] = statement
+            inserted += self.db.execute(
+                statement, [value for row in rows[i : i + n] for value in row]
+            ).rowcount
+            i += n
+        return inserted
+
+    def _row(
+        self, c: Call, keys: _Keys, batch: ContentBatch, safe: bool, response: str | bytes | None
+    ) -> tuple[Any, ...]:
+        """The row of `call_data` for `c`, in `_INSERT_COLUMNS` order; `response` as packed."""
         dumps = _json_safe if safe else json_text
 
         def cid(key: Key | None) -> int | None:
             return None if key is None else batch.id(key)
 
-        system, messages, tools, params, echo_instructions, echo_tools, response = keys
+        system, messages, tools, params, echo_instructions, echo_tools, _ = keys
         plain = _PLAIN(c)
         if safe:
             plain = tuple(_valid_text(v) if isinstance(v, str) else v for v in plain)
@@ -345,12 +385,43 @@ class SQLiteStore(RowTables, SQLiteTraces):
             orjson.dumps(batch.ids(messages)).decode() if messages is not None else None,
             cid(tools),
             cid(params),
-            compression.pack(dumps(response)) if response is not None else None,
+            response,
             cid(echo_instructions),
             cid(echo_tools),
             *plain,
             *(dumps(v) if v is not None else None for v in _JSON(c)),
         )
+
+    @staticmethod
+    def _words(
+        calls: Sequence[Call],
+        keyed: list[_Keys],
+        responses: list[str | None],
+        rows: list[tuple[Any, ...]],
+        batch: ContentBatch,
+        new: set[bytes],
+    ) -> list[tuple[str, str]]:
+        """(id, the words the search index takes for its row) of each call whose words can be
+        read here from exactly what its row and its last message store: its last message is
+        new in this batch (a body stored before may have been sealed since). The others'
+        are read by the insert trigger, as the delete trigger reads them all."""
+        out: list[tuple[str, str]] = []
+        seen: set[str] = set()
+        error = SQLiteStore._INSERT_COLUMNS.index("error")
+        for c, keys, response, row in zip(calls, keyed, responses, rows, strict=True):
+            if c.id in seen:  # stored as the first of its id is, if at all
+                continue
+            seen.add(c.id)
+            messages = keys[1]
+            if messages:
+                last = messages[-1]
+                if not isinstance(last, bytes) or last not in new:
+                    continue
+                words = search.sqlite_document(batch.bodies[last], response, row[error])
+            else:
+                words = search.sqlite_document(None, response, row[error])
+            out.append((c.id, words))
+        return out
 
     # The content a call names by id and its response first, then the table's inline columns
     # (`llmlog.store.layout`): a column added to the table is written without a change here.
@@ -365,22 +436,8 @@ class SQLiteStore(RowTables, SQLiteTraces):
         "error", "metadata", "response_instructions_id", "response_tools_id", "prompt_template_version",
     )  # fmt: skip
     _INSERT = f"INSERT INTO call_data ({', '.join(_INSERT_COLUMNS)}) VALUES {{}} ON CONFLICT(id) DO NOTHING"
-    _ONE = "(" + ",".join("?" * len(_INSERT_COLUMNS)) + ")"
-    # Rows go in statements of many rows: the daily trigger makes each statement open (and
-    # close) a statement journal, and the search index (FTS5) writes out the words it holds
-    # at each statement's end, each about as costly as a row's insert. The writer's full
-    # batch (500) goes in one statement; a smaller one in halving sizes (250, 125, 62 … 1):
-    # a few statements whatever the batch's size, of a few prepared shapes. (Fewer rows
-    # where SQLite allows fewer parameters a statement: 999 before 3.32.)
-    _ROWS_PER_INSERT = 500
-    _INSERT_ROWS: dict[int, str] = {}  # rows → the statement, made on first use
-
-    def _rows_per_insert(self) -> int:
-        most = self.db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(self._INSERT_COLUMNS)
-        n = self._ROWS_PER_INSERT
-        while n > max(most, 1):
-            n //= 2
-        return n
+    # Rows go in statements of many rows (`_insert_many`).
+    _INSERT_ROWS: dict[tuple[str, int], str] = {}  # (insert, rows) → a full statement, made on first use
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
@@ -438,19 +495,21 @@ class SQLiteStore(RowTables, SQLiteTraces):
                 calls = enforced
                 batch = self._content.batch(by_identity=not safe)
                 keyed = [self._keys(c, batch, safe) for c in calls]
-            self._resolve(batch)
-            rows = [self._row(c, keys, batch, safe) for c, keys in zip(calls, keyed, strict=True)]
-            inserted = 0
-            n, i = self._rows_per_insert(), 0
-            while i < len(rows):
-                while n > len(rows) - i:
-                    n //= 2
-                sql = self._INSERT_ROWS.get(n)
-                if sql is None:
-                    sql = self._INSERT_ROWS[n] = self._INSERT.format(",".join([self._ONE] * n))
-                flat = [value for row in rows[i : i + n] for value in row]
-                inserted += self.db.execute(sql, flat).rowcount
-                i += n
+            new = self._resolve(batch)
+            dumps = _json_safe if safe else json_text
+            responses = [dumps(keys[6]) if keys[6] is not None else None for keys in keyed]
+            packed = compression.pack_all(responses)
+            rows = [
+                self._row(c, keys, batch, safe, p) for c, keys, p in zip(calls, keyed, packed, strict=True)
+            ]
+            # The words of the rows for the search index, read here, not by the insert
+            # trigger calling Python for each row (`_insert_many`: each call takes the
+            # interpreter lock back); gone again before the transaction ends.
+            words = self._words(calls, keyed, responses, rows, batch, new)
+            self._insert_many("INSERT OR IGNORE INTO call_words (id, doc) VALUES {}", words)
+            inserted = self._insert_many(self._INSERT, rows)
+            if words:
+                self.db.execute("DELETE FROM call_words")
         batch.commit()
         return inserted
 
@@ -480,7 +539,8 @@ class SQLiteStore(RowTables, SQLiteTraces):
                 batch = self._content.batch(by_identity=False)
                 keys = self._keys(call, batch, safe=True)
             self._resolve(batch)
-            row = dict(zip(self._INSERT_COLUMNS, self._row(call, keys, batch, safe=True), strict=True))
+            response = compression.pack(_json_safe(keys[6])) if keys[6] is not None else None
+            row = dict(zip(self._INSERT_COLUMNS, self._row(call, keys, batch, True, response), strict=True))
             values = [row[name] for name in self._CONTENT_UPDATED] + [call.id]
 
             # The vector of the text replaced goes with it (a sealing must not leave the
