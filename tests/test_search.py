@@ -249,8 +249,8 @@ def test_sqlite_unindexes_exactly_what_it_indexed(tmp_path: Path) -> None:
     with open_store(str(tmp_path / "s.db")) as store:
         calls = haystack(200)
         store.insert(calls)
-        # Again with new ids: their last messages are stored already, so the insert trigger
-        # reads their words (the insert gives those of a message new in its batch).
+        # Again with new ids: their last messages are stored already, named by id (the
+        # insert reads their words from their values, the delete trigger from the rows).
         store.insert([c.replace(id=f"again-{c.id}") for c in calls])
         assert _terms(store.db) > 50
         # Changed content (a redaction) takes out the old words and puts in the new.

@@ -320,7 +320,10 @@ def test_sqlite_stores_a_batch_in_a_few_statements(tmp_path: Path, limit: int | 
         assert rows == ([300] if limit is None else [33] * 9 + [3])
         if limit is None:
             assert len(executed) <= 10, [sql[:60] for sql, _ in executed]
+        # Their messages again, under new ids: known content, named by id, words given too.
+        assert store.insert([c.replace(id=str(uuid.UUID(int=1000 + i))) for i, c in enumerate(calls)]) == 300
         assert read_in_python == []
+        store.db.execute("DELETE FROM call_data WHERE id >= ?", (str(uuid.UUID(int=1000)),))
         assert store.count(CallFilter()) == 300
         assert {c.id for c in store.recent(CallFilter(), limit=300)} == {c.id for c in calls}
         assert [hit.call.id for hit in store.search("n17", CallFilter())] == [calls[17].id]

@@ -637,7 +637,7 @@ def m023_search_words_given(db: sqlite3.Connection) -> None:
     and reads them through `llmlog_document` only for a row that has none there (any other
     insert). Calling Python from SQL for each row made the insert take the interpreter lock
     back for each row, which a busy thread of the app's holds up to the switch interval
-    (5 ms). The words are the same: read by the same function from the same stored text."""
+    (5 ms). The words are the same: read by the same function from the same text as stored."""
     db.execute("CREATE TABLE IF NOT EXISTS call_words (id TEXT PRIMARY KEY, doc TEXT NOT NULL)")
     db.execute("DROP TRIGGER call_text_insert")
     words = f"coalesce((SELECT doc FROM call_words WHERE id = new.id), {_ROW_DOCUMENT.format('new')})"

@@ -309,20 +309,24 @@ class SQLiteStore(RowTables, SQLiteTraces):
             response,
         )
 
-    def _resolve(self, batch: ContentBatch) -> set[bytes]:
-        """Find the ids of the batch's content, inserting what is new; under the write lock.
-        The hashes of the new rows."""
+    def _resolve(self, batch: ContentBatch) -> None:
+        """Find the ids of the batch's content, inserting what is new; under the write lock."""
         missing = batch.unknown()
         # As few statements as the parameters allow (`_insert_many` says why), each padded
         # to a multiple of `_LOOKUP` hashes by repeating the last, so that a few prepared
-        # statements serve every lookup.
+        # statements serve every lookup; what each finds comes back as one value, not a row
+        # each (the module lets go of the lock for each row, and for each of its columns).
         most = max(self.db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // _LOOKUP, 1) * _LOOKUP
         for i in range(0, len(missing), most):
             chunk = missing[i : i + most]
             size = -(-len(chunk) // _LOOKUP) * _LOOKUP
             chunk += chunk[-1:] * (size - len(chunk))
-            sql = f"SELECT hash, id FROM content WHERE hash IN ({','.join('?' * size)})"
-            batch.found.update(self.db.execute(sql, chunk).fetchall())
+            sql = (
+                "SELECT json_group_array(json_array(hex(hash), id))"
+                f" FROM content WHERE hash IN ({','.join('?' * size)})"
+            )
+            (found,) = self.db.execute(sql, chunk).fetchone()
+            batch.found.update((bytes.fromhex(h), n) for h, n in orjson.loads(found))
         new = [h for h in missing if h not in batch.found]
         if new:
             # The write lock is held, so no other writer can take these ids meanwhile.
@@ -331,7 +335,6 @@ class SQLiteStore(RowTables, SQLiteTraces):
             rows = [(first + n, h, body) for n, (h, body) in enumerate(zip(new, bodies, strict=True))]
             self._insert_many("INSERT INTO content(id, hash, body) VALUES {}", rows, most=len(rows))
             batch.found.update((h, i) for i, h, _ in rows)
-        return set(new)
 
     def _insert_many(self, sql: str, rows: list[tuple[Any, ...]], most: int = 500) -> int:
         """`sql` (an INSERT whose `{}` takes the rows' VALUES) for every row, in a few
@@ -399,12 +402,13 @@ class SQLiteStore(RowTables, SQLiteTraces):
         responses: list[str | None],
         rows: list[tuple[Any, ...]],
         batch: ContentBatch,
-        new: set[bytes],
+        dumps: Callable[[Any], str],
     ) -> list[tuple[str, str]]:
-        """(id, the words the search index takes for its row) of each call whose words can be
-        read here from exactly what its row and its last message store: its last message is
-        new in this batch (a body stored before may have been sealed since). The others'
-        are read by the insert trigger, as the delete trigger reads them all."""
+        """(id, the words the search index takes for its row) of each call, read from exactly
+        the text its row and its last message store, as the delete trigger reads them back.
+        A content row holds the text it is named by (none is changed in place): a piece the
+        batch names by hash has it at hand, one named by id (known by identity) is that
+        text again."""
         out: list[tuple[str, str]] = []
         seen: set[str] = set()
         error = SQLiteStore._INSERT_COLUMNS.index("error")
@@ -412,15 +416,11 @@ class SQLiteStore(RowTables, SQLiteTraces):
             if c.id in seen:  # stored as the first of its id is, if at all
                 continue
             seen.add(c.id)
-            messages = keys[1]
-            if messages:
-                last = messages[-1]
-                if not isinstance(last, bytes) or last not in new:
-                    continue
-                words = search.sqlite_document(batch.bodies[last], response, row[error])
-            else:
-                words = search.sqlite_document(None, response, row[error])
-            out.append((c.id, words))
+            last = None
+            if keys[1] and c.messages:
+                key = keys[1][-1]
+                last = batch.bodies[key] if isinstance(key, bytes) else dumps(c.messages[-1])
+            out.append((c.id, search.sqlite_document(last, response, row[error])))
         return out
 
     # The content a call names by id and its response first, then the table's inline columns
@@ -495,7 +495,7 @@ class SQLiteStore(RowTables, SQLiteTraces):
                 calls = enforced
                 batch = self._content.batch(by_identity=not safe)
                 keyed = [self._keys(c, batch, safe) for c in calls]
-            new = self._resolve(batch)
+            self._resolve(batch)
             dumps = _json_safe if safe else json_text
             responses = [dumps(keys[6]) if keys[6] is not None else None for keys in keyed]
             packed = compression.pack_all(responses)
@@ -505,7 +505,7 @@ class SQLiteStore(RowTables, SQLiteTraces):
             # The words of the rows for the search index, read here, not by the insert
             # trigger calling Python for each row (`_insert_many`: each call takes the
             # interpreter lock back); gone again before the transaction ends.
-            words = self._words(calls, keyed, responses, rows, batch, new)
+            words = self._words(calls, keyed, responses, rows, batch, dumps)
             self._insert_many("INSERT OR IGNORE INTO call_words (id, doc) VALUES {}", words)
             inserted = self._insert_many(self._INSERT, rows)
             if words:
