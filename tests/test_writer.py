@@ -293,3 +293,37 @@ def test_call_ids_are_random_uuids_apart_in_a_forked_child() -> None:
     os.waitpid(pid, 0)
     parent = [new_call_id() for _ in range(50)]
     assert len(child) == 50 and not set(child) & set(parent)
+
+
+def test_call_ids_differ_in_a_child_forked_without_the_at_fork_hooks() -> None:
+    # A process forked by fork(2) itself (uWSGI's workers, without py-call-osafterfork or
+    # py-call-uwsgi-fork-hooks) runs no os.register_at_fork hook: were it to keep the pool, it
+    # would make its parent's next ids, which the store would drop as already stored.
+    script = textwrap.dedent(
+        """
+        import ctypes, os
+        from llmlog.core.record import Call
+        Call()  # the pool holds bytes, as a master's that made a call before forking
+        read, write = os.pipe()
+        pid = ctypes.CDLL(None).fork()
+        if pid == 0:
+            os.close(read)
+            os.write(write, " ".join(Call().id for _ in range(20)).encode())
+            os._exit(0)
+        os.close(write)
+        with os.fdopen(read) as pipe:
+            child = pipe.read().split()
+        os.waitpid(pid, 0)
+        parent = [Call().id for _ in range(20)]
+        print(len(child), len(set(child) & set(parent)))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert out.stdout.split() == ["20", "0"], out.stdout

@@ -175,12 +175,15 @@ class _Ids:
     interpreter lock for each read: the writer's thread then waits for it again behind the
     app's threads, up to the switch interval (5 ms) when one of them is busy, which capped
     the writer at a few hundred calls a second beside a busy app thread. A forked child
-    forgets the bytes its parent held, so that the two never make the same ids."""
+    never takes the bytes its parent held, so that the two never make the same ids: it
+    forgets them (`os.register_at_fork`), and where a server forks without running those
+    hooks (uWSGI, by default) the pool is known for another process's by its pid."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pool = b""
         self._at = 0
+        self._pid = os.getpid()
         os.register_at_fork(after_in_child=self._forget)
 
     def _forget(self) -> None:
@@ -190,8 +193,8 @@ class _Ids:
     def __call__(self) -> str:
         with self._lock:
             at = self._at
-            if at >= len(self._pool):
-                self._pool, at = os.urandom(4096), 0
+            if at >= len(self._pool) or self._pid != os.getpid():
+                self._pool, at, self._pid = os.urandom(4096), 0, os.getpid()
             self._at = at + 16
             raw = self._pool[at : at + 16]
         return str(uuid.UUID(bytes=raw, version=4))
