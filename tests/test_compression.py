@@ -295,10 +295,22 @@ def test_the_free_text_filter_finds_content_stored_after_it_first_looked(tmp_pat
 
 
 def test_a_batch_packs_to_the_frames_each_value_packs_to() -> None:
-    # One call to zstd for a store's batch (`pack_all`), the same values as one at a time.
+    # One call to zstd for a store's batch (`pack_all`): the values zstd gives one at a time.
     texts: list[str | None] = [json.dumps({"text": f"reply {n} " * (n + 20)}) for n in range(40)]
     texts += [None, "short", "lone \udc80 surrogate " * 20, "x" * 200]
-    alone = [compression.pack(t) if t is not None else None for t in texts]
-    assert compression.pack_all(texts) == alone
-    assert sum(isinstance(v, bytes) for v in alone) == 41
-    assert [compression.unpack(v) for v in alone] == texts
+
+    def alone(text: str | None) -> str | bytes | None:
+        if text is None or len(text) < compression.MIN_BYTES:
+            return text
+        try:
+            raw = text.encode()
+        except UnicodeEncodeError:
+            return text
+        packed = bytes((compression.CURRENT,)) + compression._compressor().compress(raw)
+        return packed if len(packed) < len(raw) + 1 else text
+
+    one_by_one = [alone(t) for t in texts]
+    assert compression.pack_all(texts) == one_by_one
+    assert [compression.pack(t) for t in texts if t is not None] == [v for v in one_by_one if v is not None]
+    assert sum(isinstance(v, bytes) for v in one_by_one) == 41
+    assert [compression.unpack(v) for v in one_by_one] == texts

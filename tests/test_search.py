@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -396,3 +397,71 @@ def test_sqlite_indexes_a_call_by_the_words_python_reads_in_it(tmp_path: Path, f
             )
             assert len(python) > 3, call_id
             assert (python - sqlite, sqlite - python) == (only_python, only_sqlite), call_id
+
+
+def _unindexed_cleanly(store: Any) -> None:
+    store.db.execute("DELETE FROM call_data")
+    assert _terms(store.db) == 0
+    store.db.execute("INSERT INTO call_text (call_text, rank) VALUES ('integrity-check', 0)")
+
+
+def test_a_message_changed_after_it_was_stored_leaves_no_words_behind(tmp_path: Path) -> None:
+    # The content cache knows a message by the identity of its object: changed since it was
+    # stored, it still names what was stored. The words indexed are the stored text's, as the
+    # delete trigger reads them back, not the object's as it is now.
+    with open_store(str(tmp_path / "s.db")) as store:
+        message = {"role": "user", "content": "zebra okapi"}
+        store.insert([Call(id="first", messages=[message])])
+        message["content"] = "walrus narwhal"  # e.g. a cache_control breakpoint moved, text edited
+        store.insert([Call(id="second", messages=[message])])
+        stored = store.get("second")
+        assert stored is not None and stored.messages is not None
+        hits = [h.call.id for h in store.search("walrus", CallFilter())]
+        # A hit must hold the word: "second" is stored with the text it was named by.
+        assert all("walrus" in str((store.get(i) or Call()).messages) for i in hits), hits
+        _unindexed_cleanly(store)
+
+
+def test_ids_python_and_sqlite_compare_differently_leave_no_words_behind(tmp_path: Path) -> None:
+    # Ids that are not text (a caller of the store's own): Python takes 1.0 for 1, SQLite
+    # stores 1.0 as '1.0', a row of its own, and drops the call with the text id '1.0'. Each
+    # row is indexed with its own words.
+    with open_store(str(tmp_path / "s.db")) as store:
+        store.insert(
+            [
+                Call(id=1, messages=[{"role": "user", "content": "alpha"}]),  # type: ignore[arg-type]
+                Call(id=1.0, messages=[{"role": "user", "content": "bravo"}]),  # type: ignore[arg-type]
+                Call(id="1.0", messages=[{"role": "user", "content": "charlie"}]),
+            ]
+        )
+        assert [h.call.id for h in store.search("charlie", CallFilter())] == []
+        _unindexed_cleanly(store)
+
+
+def test_messages_not_a_list_are_stored_again(tmp_path: Path) -> None:
+    # Messages given as one dict, not a list of them, stored as it is each time (its keys
+    # are content the store knows by identity the second time).
+    with open_store(str(tmp_path / "s.db")) as store:
+        for _ in range(2):
+            assert store.insert([Call(messages={"role": "user", "content": "hello"})]) == 1  # type: ignore[arg-type]
+
+
+def _deeper(levels: int, then: Any) -> Any:
+    return then() if levels == 0 else _deeper(levels - 1, then)
+
+
+def test_the_words_of_deep_json_do_not_depend_on_the_stack(tmp_path: Path) -> None:
+    # `sqlite_document` reads JSON to a fixed depth, not to the interpreter's recursion limit
+    # (it gave "" past it): a message nested ~950 levels (`store.insert` takes it) indexed
+    # from one stack is unindexed from a deeper one (retention, the web) with the same words.
+    with open_store(str(tmp_path / "s.db")) as store:
+        depth, frame = 0, sys._getframe()
+        while frame is not None:
+            depth, frame = depth + 1, frame.f_back
+        value: Any = "abyssword"
+        for _ in range(sys.getrecursionlimit() - depth - 30):  # as deep as the insert takes
+            value = [value]
+        store.insert([Call(id="deep", messages=[{"role": "user", "content": value}])])
+        indexed = _terms(store.db)
+        _deeper(60, lambda: store.db.execute("DELETE FROM call_data"))
+        assert _terms(store.db) == 0, indexed

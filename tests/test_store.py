@@ -320,9 +320,12 @@ def test_sqlite_stores_a_batch_in_a_few_statements(tmp_path: Path, limit: int | 
         assert rows == ([300] if limit is None else [33] * 9 + [3])
         if limit is None:
             assert len(executed) <= 10, [sql[:60] for sql, _ in executed]
-        # Their messages again, under new ids: known content, named by id, words given too.
-        assert store.insert([c.replace(id=str(uuid.UUID(int=1000 + i))) for i, c in enumerate(calls)]) == 300
         assert read_in_python == []
+        # Their messages again, under new ids: content known by the identity of its objects
+        # (which may have changed since), so the trigger reads those rows' words from them.
+        again = [c.replace(id=str(uuid.UUID(int=1000 + i))) for i, c in enumerate(calls)]
+        assert store.insert(again) == 300
+        assert len(read_in_python) == 300
         store.db.execute("DELETE FROM call_data WHERE id >= ?", (str(uuid.UUID(int=1000)),))
         assert store.count(CallFilter()) == 300
         assert {c.id for c in store.recent(CallFilter(), limit=300)} == {c.id for c in calls}
@@ -2059,3 +2062,15 @@ def test_a_store_upgraded_by_a_newer_llmlog_is_not_used(backend: Backend) -> Non
     result = CliRunner().invoke(cli, ["calls", "--db", backend.url])
     assert result.exit_code == 1 and "upgraded by a newer llmlog" in result.output, result.output
     assert "Traceback" not in result.output
+
+
+def test_content_inserts_of_every_size_do_not_each_keep_a_statement(tmp_path: Path) -> None:
+    # A batch's new content goes in one statement of as many rows: kept made for each count,
+    # statements would grow without bound (up to 10,922 rows each).
+    SQLiteStore._INSERT_ROWS.clear()
+    with open_store(str(tmp_path / "s.db")) as store:
+        n = 0
+        for k in range(1, 61):
+            store.insert([Call(messages=[{"role": "user", "content": f"m{n + j}"} for j in range(k)])])
+            n += k
+    assert len(SQLiteStore._INSERT_ROWS) <= 10, len(SQLiteStore._INSERT_ROWS)

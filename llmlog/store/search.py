@@ -76,25 +76,32 @@ NOT_WORDS = frozenset(
 )  # fmt: skip
 
 
-def _leaf_words(value: Any, out: list[str]) -> None:
+# How deep `_leaf_words` reads: the same words wherever it is called from, never cut short by
+# the interpreter's recursion limit (the writer's thread and a trigger's deletion call it
+# from stacks of different depths, and the index must be given back the words it took).
+# Deeper than anything the writer stores (orjson serializes about 250 levels).
+DEEPEST = 256
+
+
+def _leaf_words(value: Any, out: list[str], depth: int = DEEPEST) -> None:
     """The string leaves of a JSON value, in document order, but those under `NOT_WORDS`
-    keys and sealed ones. Recursive (the fastest walk in Python): JSON nested past the
-    interpreter's limit, which only SQL written by hand can store, gives no words at all."""
+    keys, sealed ones and those nested past `DEEPEST`. Recursive (the fastest walk in
+    Python), to a fixed depth."""
     kind = type(value)
     if kind is dict:
         for key, v in value.items():
             if type(v) is str:
                 if key not in NOT_WORDS and not v.startswith(SEALED):
                     out.append(v)
-            elif v is not None:
-                _leaf_words(v, out)
+            elif v is not None and depth > 1:
+                _leaf_words(v, out, depth - 1)
     elif kind is list:
         for v in value:
             if type(v) is str:
                 if not v.startswith(SEALED):
                     out.append(v)
-            elif v is not None:
-                _leaf_words(v, out)
+            elif v is not None and depth > 1:
+                _leaf_words(v, out, depth - 1)
     elif kind is str and not value.startswith(SEALED):
         out.append(value)
 

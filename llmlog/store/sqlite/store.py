@@ -103,6 +103,8 @@ _HOLDING_MAX_IDS = 200_000
 
 # One content lookup: this many hashes, padded by repeating the last.
 _LOOKUP = 500
+# Rows an INSERT takes at most, usually (`SQLiteStore._insert_many`).
+_ROWS = 500
 
 # The content of a call, keyed: system prompt, messages, tools, params, the instructions and
 # tools its response echoes; then the response without them.
@@ -336,7 +338,7 @@ class SQLiteStore(RowTables, SQLiteTraces):
             self._insert_many("INSERT INTO content(id, hash, body) VALUES {}", rows, most=len(rows))
             batch.found.update((h, i) for i, h, _ in rows)
 
-    def _insert_many(self, sql: str, rows: list[tuple[Any, ...]], most: int = 500) -> int:
+    def _insert_many(self, sql: str, rows: list[tuple[Any, ...]], most: int = _ROWS) -> int:
         """`sql` (an INSERT whose `{}` takes the rows' VALUES) for every row, in a few
         statements of many rows; the rows inserted.
 
@@ -356,11 +358,13 @@ class SQLiteStore(RowTables, SQLiteTraces):
         inserted = i = 0
         while i < len(rows):
             n = min(most, len(rows) - i)
-            statement = self._INSERT_ROWS.get((sql, n)) if n == most else None
+            # Only the usual full statement is kept made: a size of each count would grow
+            # without bound (the content of a batch comes in every count).
+            statement = self._INSERT_ROWS.get(sql) if n == _ROWS else None
             if statement is None:
                 statement = sql.format(",".join([one] * n))
-                if n == most:
-                    self._INSERT_ROWS[sql, n] = statement
+                if n == _ROWS:
+                    self._INSERT_ROWS[sql] = statement
             inserted += self.db.execute(
                 statement, [value for row in rows[i : i + n] for value in row]
             ).rowcount
@@ -397,30 +401,32 @@ class SQLiteStore(RowTables, SQLiteTraces):
 
     @staticmethod
     def _words(
-        calls: Sequence[Call],
-        keyed: list[_Keys],
-        responses: list[str | None],
-        rows: list[tuple[Any, ...]],
-        batch: ContentBatch,
-        dumps: Callable[[Any], str],
+        keyed: list[_Keys], responses: list[str | None], rows: list[tuple[Any, ...]], batch: ContentBatch
     ) -> list[tuple[str, str]]:
-        """(id, the words the search index takes for its row) of each call, read from exactly
-        the text its row and its last message store, as the delete trigger reads them back.
-        A content row holds the text it is named by (none is changed in place): a piece the
-        batch names by hash has it at hand, one named by id (known by identity) is that
-        text again."""
+        """(id, the words the search index takes for its row) of the calls whose words can be
+        read here from exactly the text their rows and last messages store, as the delete
+        trigger reads them back: a last message the batch names by hash has its text at hand
+        (a content row holds the text its hash is of; none is changed in place). One named
+        by id, known by the identity of its object (which may have changed since it was
+        stored), is read from the row by the insert trigger, as is every row of a batch with
+        an id that is not text (SQLite and Python tell ids apart differently: 1.0 and 1)."""
+        if any(type(row[0]) is not str for row in rows):
+            return []
         out: list[tuple[str, str]] = []
         seen: set[str] = set()
         error = SQLiteStore._INSERT_COLUMNS.index("error")
-        for c, keys, response, row in zip(calls, keyed, responses, rows, strict=True):
-            if c.id in seen:  # stored as the first of its id is, if at all
+        for keys, response, row in zip(keyed, responses, rows, strict=True):
+            call_id = row[0]
+            if call_id in seen:  # stored as the first of its id is, if at all
                 continue
-            seen.add(c.id)
+            seen.add(call_id)
             last = None
-            if keys[1] and c.messages:
+            if keys[1]:
                 key = keys[1][-1]
-                last = batch.bodies[key] if isinstance(key, bytes) else dumps(c.messages[-1])
-            out.append((c.id, search.sqlite_document(last, response, row[error])))
+                if not isinstance(key, bytes):
+                    continue
+                last = batch.bodies[key]
+            out.append((call_id, search.sqlite_document(last, response, row[error])))
         return out
 
     # The content a call names by id and its response first, then the table's inline columns
@@ -437,7 +443,7 @@ class SQLiteStore(RowTables, SQLiteTraces):
     )  # fmt: skip
     _INSERT = f"INSERT INTO call_data ({', '.join(_INSERT_COLUMNS)}) VALUES {{}} ON CONFLICT(id) DO NOTHING"
     # Rows go in statements of many rows (`_insert_many`).
-    _INSERT_ROWS: dict[tuple[str, int], str] = {}  # (insert, rows) → a full statement, made on first use
+    _INSERT_ROWS: dict[str, str] = {}  # insert → its statement of `_ROWS` rows, made on first use
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
@@ -505,7 +511,7 @@ class SQLiteStore(RowTables, SQLiteTraces):
             # The words of the rows for the search index, read here, not by the insert
             # trigger calling Python for each row (`_insert_many`: each call takes the
             # interpreter lock back); gone again before the transaction ends.
-            words = self._words(calls, keyed, responses, rows, batch, dumps)
+            words = self._words(keyed, responses, rows, batch)
             self._insert_many("INSERT OR IGNORE INTO call_words (id, doc) VALUES {}", words)
             inserted = self._insert_many(self._INSERT, rows)
             if words:
