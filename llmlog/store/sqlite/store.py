@@ -104,7 +104,7 @@ _HOLDING_MAX_IDS = 200_000
 # One content lookup: this many hashes, padded by repeating the last.
 _LOOKUP = 500
 # Rows an INSERT takes at most, usually (`SQLiteStore._insert_many`).
-_ROWS = 500
+_ROWS = 512
 
 # The content of a call, keyed: system prompt, messages, tools, params, the instructions and
 # tools its response echoes; then the response without them.
@@ -335,40 +335,41 @@ class SQLiteStore(RowTables, SQLiteTraces):
             first = self.db.execute("SELECT ifnull(max(id), 0) + 1 FROM content").fetchone()[0]
             bodies = compression.pack_all([batch.bodies[h] for h in new])
             rows = [(first + n, h, body) for n, (h, body) in enumerate(zip(new, bodies, strict=True))]
-            self._insert_many("INSERT INTO content(id, hash, body) VALUES {}", rows, most=len(rows))
+            self._insert_many("INSERT INTO content(id, hash, body) {}", rows)
             batch.found.update((h, i) for i, h, _ in rows)
 
     def _insert_many(self, sql: str, rows: list[tuple[Any, ...]], most: int = _ROWS) -> int:
-        """`sql` (an INSERT whose `{}` takes the rows' VALUES) for every row, in a few
+        """`sql` (an INSERT whose `{}` takes a SELECT of the rows) for every row, in a few
         statements of many rows; the rows inserted.
 
         Row by row, each statement would let go of the interpreter lock and wait to take it
         back (the sqlite3 module does so around every step), behind the app's threads: up to
         the switch interval (5 ms) when one of them is busy. And SQLite's own costs come a
         statement: the `daily` trigger opens a statement journal, the search index (FTS5)
-        writes out the words it holds. Rows go in statements of `most` and one of the rest
-        (fewer where SQLite allows fewer parameters a statement: 999 before 3.32); the
-        sqlite3 module keeps the last 128 statements prepared, so a size that recurs is
-        prepared once."""
+        writes out the words it holds. Rows go in statements of up to `most` (a power of
+        two, fewer where SQLite allows fewer parameters a statement: 999 before 3.32), each
+        padded to a power of two with rows of NULL that its SELECT leaves out: a few shapes
+        of statement, each prepared once (the sqlite3 module keeps 128 prepared, each as
+        large as its rows: one for each count of rows took tens of MB)."""
         if not rows:
             return 0
-        width = len(rows[0])
-        most = max(min(most, self.db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width), 1)
-        one = "(" + ",".join("?" * width) + ")"
+        width = len(rows[0]) + 1  # a mark first: 1, or NULL in a row that pads
+        most = min(most, max(self.db.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width, 1))
+        most = 1 << (most.bit_length() - 1)
         inserted = i = 0
         while i < len(rows):
-            n = min(most, len(rows) - i)
-            # Only the usual full statement is kept made: a size of each count would grow
-            # without bound (the content of a batch comes in every count).
-            statement = self._INSERT_ROWS.get(sql) if n == _ROWS else None
+            chunk = rows[i : i + most]
+            n = 1 << (len(chunk) - 1).bit_length()
+            statement = self._INSERT_ROWS.get((sql, n))
             if statement is None:
-                statement = sql.format(",".join([one] * n))
-                if n == _ROWS:
-                    self._INSERT_ROWS[sql] = statement
-            inserted += self.db.execute(
-                statement, [value for row in rows[i : i + n] for value in row]
-            ).rowcount
-            i += n
+                one = "(" + ",".join("?" * width) + ")"
+                picked = ", ".join(f"column{k}" for k in range(2, width + 1))
+                rows_sql = f"SELECT {picked} FROM (VALUES {','.join([one] * n)}) WHERE column1 IS NOT NULL"
+                statement = self._INSERT_ROWS[sql, n] = sql.format(rows_sql)
+            values = [value for row in chunk for value in (1, *row)]
+            values += [None] * (width * (n - len(chunk)))
+            inserted += self.db.execute(statement, values).rowcount
+            i += most
         return inserted
 
     def _row(
@@ -441,9 +442,9 @@ class SQLiteStore(RowTables, SQLiteTraces):
         "system_id", "message_ids", "tools_id", "params_id", "response", "tool_calls", "stop_reason",
         "error", "metadata", "response_instructions_id", "response_tools_id", "prompt_template_version",
     )  # fmt: skip
-    _INSERT = f"INSERT INTO call_data ({', '.join(_INSERT_COLUMNS)}) VALUES {{}} ON CONFLICT(id) DO NOTHING"
+    _INSERT = f"INSERT INTO call_data ({', '.join(_INSERT_COLUMNS)}) {{}} ON CONFLICT(id) DO NOTHING"
     # Rows go in statements of many rows (`_insert_many`).
-    _INSERT_ROWS: dict[str, str] = {}  # insert → its statement of `_ROWS` rows, made on first use
+    _INSERT_ROWS: dict[tuple[str, int], str] = {}  # (insert, rows) → the statement, made on first use
 
     @contextlib.contextmanager
     def _writing(self) -> Iterator[None]:
@@ -512,7 +513,7 @@ class SQLiteStore(RowTables, SQLiteTraces):
             # trigger calling Python for each row (`_insert_many`: each call takes the
             # interpreter lock back); gone again before the transaction ends.
             words = self._words(keyed, responses, rows, batch)
-            self._insert_many("INSERT OR IGNORE INTO call_words (id, doc) VALUES {}", words)
+            self._insert_many("INSERT OR IGNORE INTO call_words (id, doc) {}", words)
             inserted = self._insert_many(self._INSERT, rows)
             if words:
                 self.db.execute("DELETE FROM call_words")
