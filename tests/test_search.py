@@ -451,9 +451,10 @@ def _deeper(levels: int, then: Any) -> Any:
 
 
 def test_the_words_of_deep_json_do_not_depend_on_the_stack(tmp_path: Path) -> None:
-    # `sqlite_document` reads JSON to a fixed depth, not to the interpreter's recursion limit
-    # (it gave "" past it): a message nested ~950 levels (`store.insert` takes it) indexed
-    # from one stack is unindexed from a deeper one (retention, the web) with the same words.
+    # `sqlite_document` walks JSON past `DEEPEST` levels on a stack of its own, not up to the
+    # interpreter's recursion limit (it gave "" past it): a message nested ~950 levels
+    # (`store.insert` takes it) indexed from one stack is unindexed from a deeper one
+    # (retention, the web) with the same words.
     with open_store(str(tmp_path / "s.db")) as store:
         depth, frame = 0, sys._getframe()
         while frame is not None:
@@ -465,3 +466,53 @@ def test_the_words_of_deep_json_do_not_depend_on_the_stack(tmp_path: Path) -> No
         indexed = _terms(store.db)
         _deeper(60, lambda: store.db.execute("DELETE FROM call_data"))
         assert _terms(store.db) == 0, indexed
+
+
+def _leaf_words_before(value: Any, out: list[str]) -> None:
+    """`search._leaf_words` as every release before had it: recursive all the way down."""
+    kind = type(value)
+    if kind is dict:
+        for key, v in value.items():
+            if type(v) is str:
+                if key not in text_search.NOT_WORDS and not v.startswith(text_search.SEALED):
+                    out.append(v)
+            elif v is not None:
+                _leaf_words_before(v, out)
+    elif kind is list:
+        for v in value:
+            if type(v) is str:
+                if not v.startswith(text_search.SEALED):
+                    out.append(v)
+            elif v is not None:
+                _leaf_words_before(v, out)
+    elif kind is str and not value.startswith(text_search.SEALED):
+        out.append(value)
+
+
+def _nested(depth: int, leaf: Any) -> Any:
+    for _ in range(depth):
+        leaf = [leaf]
+    return leaf
+
+
+def test_rows_indexed_by_the_recursive_walk_are_unindexed_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The writer stores JSON deeper than orjson writes (~254 levels: `json_text` falls back to
+    # the standard library). A store indexed by the recursive walk of every release before
+    # is given back every word of such a call when it is deleted, however deep.
+    path = str(tmp_path / "s.db")
+    call = Call(
+        id="deep",
+        timestamp=datetime(2026, 1, 1, tzinfo=UTC),
+        messages=[{"role": "user", "content": _nested(300, "abyssalword")}],
+        response={"content": [{"type": "text", "text": "surfaceword"}, _nested(300, "trenchword")]},
+    )
+    with monkeypatch.context() as m:  # the store as the release before wrote it
+        m.setattr(text_search, "_leaf_words", _leaf_words_before)
+        with open_store(path) as store:
+            assert store.insert([call]) == 1
+            assert _terms(store.db) == 3
+    with open_store(path) as store:  # this change: the same store, opened and cleared
+        store.db.execute("DELETE FROM call_data")
+        assert _terms(store.db) == 0

@@ -191,6 +191,8 @@ class _Ids:
         self._pool, self._at = b"", 0
 
     def __call__(self) -> str:
+        if self._pid != os.getpid():  # forked without the hooks: the lock may be held for good
+            self._forget()
         with self._lock:
             at = self._at
             if at >= len(self._pool) or self._pid != os.getpid():

@@ -18,6 +18,7 @@ order, -word must not occur, OR between two terms takes either.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -76,34 +77,75 @@ NOT_WORDS = frozenset(
 )  # fmt: skip
 
 
-# How deep `_leaf_words` reads: the same words wherever it is called from, never cut short by
-# the interpreter's recursion limit (the writer's thread and a trigger's deletion call it
-# from stacks of different depths, and the index must be given back the words it took).
-# Deeper than anything the writer stores (orjson serializes about 250 levels).
-DEEPEST = 256
+# How deep `_leaf_words` recurses; deeper, it walks with a stack of its own (`_deep_words`),
+# so that the words are the same whatever the stack it is called from: the writer's thread
+# and a trigger's deletion call it from stacks of different depths, and a contentless index
+# must be given back exactly the words it took. (JSON the writer stores can be deeper than
+# orjson writes, about 250 levels: it falls back to the standard library.)
+DEEPEST = 200
 
 
 def _leaf_words(value: Any, out: list[str], depth: int = DEEPEST) -> None:
     """The string leaves of a JSON value, in document order, but those under `NOT_WORDS`
-    keys, sealed ones and those nested past `DEEPEST`. Recursive (the fastest walk in
-    Python), to a fixed depth."""
+    keys and sealed ones. Recursive (the fastest walk in Python) to `DEEPEST` levels."""
     kind = type(value)
     if kind is dict:
         for key, v in value.items():
             if type(v) is str:
                 if key not in NOT_WORDS and not v.startswith(SEALED):
                     out.append(v)
-            elif v is not None and depth > 1:
-                _leaf_words(v, out, depth - 1)
+            elif v is not None:
+                if depth > 1:
+                    _leaf_words(v, out, depth - 1)
+                else:
+                    _deep_words(v, out)
     elif kind is list:
         for v in value:
             if type(v) is str:
                 if not v.startswith(SEALED):
                     out.append(v)
-            elif v is not None and depth > 1:
-                _leaf_words(v, out, depth - 1)
+            elif v is not None:
+                if depth > 1:
+                    _leaf_words(v, out, depth - 1)
+                else:
+                    _deep_words(v, out)
     elif kind is str and not value.startswith(SEALED):
         out.append(value)
+
+
+def _deep_words(value: Any, out: list[str]) -> None:
+    """`_leaf_words` of a value however deep, the same words in the same order, on a stack
+    of its own (a dict's items or a list's, each with whether it is a dict's)."""
+    kind = type(value)
+    if kind is not dict and kind is not list:
+        _leaf_words(value, out)
+        return
+    stack: list[tuple[bool, Iterator[Any]]] = [
+        (True, iter(value.items())) if kind is dict else (False, iter(value))
+    ]
+    while stack:
+        in_dict, items = stack[-1]
+        for item in items:
+            if in_dict:
+                key, v = item
+                if type(v) is str:
+                    if key not in NOT_WORDS and not v.startswith(SEALED):
+                        out.append(v)
+                    continue
+            else:
+                v = item
+                if type(v) is str:
+                    if not v.startswith(SEALED):
+                        out.append(v)
+                    continue
+            if type(v) is dict:
+                stack.append((True, iter(v.items())))
+                break
+            if type(v) is list:
+                stack.append((False, iter(v)))
+                break
+        else:
+            stack.pop()
 
 
 def _stored_json(value: str | bytes | None) -> Any:
