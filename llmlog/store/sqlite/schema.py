@@ -634,10 +634,11 @@ def m022_daily_seen_first(db: sqlite3.Connection) -> None:
 def m023_search_words_given(db: sqlite3.Connection) -> None:
     """The search index's insert trigger takes a row's words from `call_words`, where the
     store's insert has put them in the same transaction (and deletes them before it ends),
-    and reads them through `llmlog_document` only for a row that has none there (any other
-    insert). Calling Python from SQL for each row made the insert take the interpreter lock
-    back for each row, which a busy thread of the app's holds up to the switch interval
-    (5 ms). The words are the same: read by the same function from the same text as stored."""
+    and reads them through `llmlog_document` only for a row that has none there (a row of
+    other SQL, or one whose words the insert could not read from its stored text). Calling
+    Python from SQL for each row made the insert take the interpreter lock back for each
+    row, which a busy thread of the app's holds up to the switch interval (5 ms). The words
+    are the same: read by the same function from the same text as stored."""
     db.execute("CREATE TABLE IF NOT EXISTS call_words (id TEXT PRIMARY KEY, doc TEXT NOT NULL)")
     db.execute("DROP TRIGGER call_text_insert")
     words = f"coalesce((SELECT doc FROM call_words WHERE id = new.id), {_ROW_DOCUMENT.format('new')})"
