@@ -191,12 +191,13 @@ class _Ids:
         self._pool, self._at = b"", 0
 
     def __call__(self) -> str:
-        if self._pid != os.getpid():  # forked without the hooks: the lock may be held for good
+        pid = os.getpid()
+        if self._pid != pid:  # forked without the hooks: the lock may be held for good
             self._forget()
         with self._lock:
             at = self._at
-            if at >= len(self._pool) or self._pid != os.getpid():
-                self._pool, at, self._pid = os.urandom(4096), 0, os.getpid()
+            if at >= len(self._pool):  # empty too once forgotten
+                self._pool, at, self._pid = os.urandom(4096), 0, pid
             self._at = at + 16
             raw = self._pool[at : at + 16]
         return str(uuid.UUID(bytes=raw, version=4))
