@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -17,7 +15,6 @@ import anthropic
 import pytest
 
 import llmlog
-from llmlog.core import record
 from llmlog.core.filters import CallFilter
 from llmlog.demo.fake_provider import FakeProvider
 from llmlog.store import open_store
@@ -334,23 +331,31 @@ def test_call_ids_differ_in_a_child_forked_without_the_at_fork_hooks() -> None:
 
 def test_ids_after_a_fork_without_hooks_while_the_pool_is_locked() -> None:
     # uWSGI forks with fork(2), running no os.register_at_fork hook: the pool's lock, held by
-    # one of the parent's threads at the fork, would be held for good in the child.
-    ids = record.new_call_id
-    libc = ctypes.PyDLL(None)  # the interpreter lock kept across fork(2)
-    ids._lock.acquire()  # another thread of the parent's, in the middle of an id
-    try:
-        pid = libc.fork()
+    # one of the parent's threads at the fork, would be held for good in the child. Forked
+    # from an interpreter of its own, with no other thread whose locks the child could need.
+    script = textwrap.dedent(
+        """
+        import ctypes, os, signal
+        from llmlog.core import record
+        ids = record.new_call_id
+        ids()
+        ids._lock.acquire()  # another thread of the parent's, in the middle of an id
+        pid = ctypes.PyDLL(None).fork()  # the interpreter lock kept across fork(2)
         if pid == 0:  # the child: the hooks did not run
-            signal.signal(signal.SIGALRM, signal.SIG_DFL)  # not a test runner's timeout handler
             signal.alarm(3)  # the child is killed if it hangs
-            try:
-                record.new_call_id()
-                os._exit(0)
-            finally:
-                os._exit(3)
-    finally:
+            record.new_call_id()
+            os._exit(0)
         ids._lock.release()
-    assert pid > 0
-    _, status = os.waitpid(pid, 0)
-    assert not os.WIFSIGNALED(status), "the child hung on the parent's lock"
-    assert os.WEXITSTATUS(status) == 0
+        _, status = os.waitpid(pid, 0)
+        print("hung" if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    assert out.stdout.split() == ["0"], "the child hung on the parent's lock"
