@@ -14,15 +14,19 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import anthropic
+import psycopg
 import pytest
 from click.testing import CliRunner
 
 import llmlog
 from llmlog.cli import cli
+from llmlog.core.config import Settings, cache_bytes
 from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
 from llmlog.demo.fake_provider import FakeProvider
+from llmlog.pipeline.writer import Writer
 from llmlog.store import open_store
+from llmlog.store.postgres.store import PostgresStore
 from tests.backends import PostgresBackend, TempPostgres, new_schema
 from tests.conftest import temp_postgres
 from tests.test_cli import llmlog_script
@@ -287,3 +291,48 @@ def test_an_unstorable_call_does_not_block_the_rest(pg_url: str, fake: FakeProvi
             assert store.count(CallFilter()) == 2
     finally:
         llmlog.configure(db=str(tmp_path / "other.db"))
+
+
+def test_one_sessions_calls_waiting_do_not_hold_up_anothers(pg_url: str) -> None:
+    """The writer stores into PostgreSQL through two connections, each taking a share of the
+    sessions. While one share waits (here on a `daily` row another transaction holds), the
+    other's calls are stored; then the first's, once the row is let go."""
+
+    def feature_call(i: int, feature: str) -> Call:
+        return Call(
+            id=f"call-{i}",
+            timestamp=T0,
+            model="claude-sonnet-4-6",
+            feature=feature,
+            session_id=f"session-{feature}",
+            messages=[{"role": "user", "content": f"{feature}: question {i}"}],
+        )
+
+    with open_store(pg_url) as store:  # the group row of the feature held below
+        store.insert([feature_call(0, "held")])
+    features = ["held"] + [f"free-{i}" for i in range(19)]
+    writer = Writer(Settings(db=pg_url, url=None))
+    with psycopg.connect(pg_url) as holder, psycopg.connect(pg_url, autocommit=True) as reader:
+
+        def stored() -> int:
+            return int(reader.execute("SELECT count(*) FROM call_data").fetchone()[0])  # type: ignore[index]
+
+        holder.execute("SELECT 1 FROM daily WHERE feature = 'held' FOR UPDATE")
+        try:
+            for i, feature in enumerate(features, start=1):
+                assert writer.submit(feature_call(i, feature))
+            deadline = time.monotonic() + 10
+            while stored() == 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            # Some of the other sessions' calls, and not the held session's.
+            assert stored() > 1
+            assert reader.execute("SELECT count(*) FROM call_data WHERE feature = 'held'").fetchone() == (1,)
+        finally:
+            holder.rollback()
+        assert writer.flush(10), writer.stats()
+        # Each connection's store names content by identity for its share of the sessions:
+        # together they hold what one store's cache may.
+        held = [sink._content.max_bytes for sink in writer._sinks if isinstance(sink, PostgresStore)]
+        assert len(held) == 2 and sum(held) <= cache_bytes("named")
+        writer.close()
+        assert stored() == 21

@@ -31,7 +31,7 @@ from llmlog.pipeline.intake import Intake, Item, Unfit
 from llmlog.pipeline.pricing import Pricer
 from llmlog.pipeline.processes import Processes, Sent, unshared
 from llmlog.pipeline.remote import RemoteSink, SpoolFull
-from llmlog.store import Store, open_store, redact_url
+from llmlog.store import Store, engine_of, open_store, redact_url
 from llmlog.store.regulated import Refused
 
 log = logging.getLogger("llmlog")
@@ -109,6 +109,31 @@ def keep_spans(sink: Sink, intake: Intake, spans: Sequence[Span]) -> list[Refuse
     return refused
 
 
+# A built batch for a store thread: its calls, its spans, and how many items of the queue it
+# stands for (those that could not be built included, so that they are settled with it).
+_Batch = tuple[list[Call], list[Span], int]
+
+
+def _hand_over(
+    batches: list[queue.Queue[_Batch | None]], calls: list[Call], spans: list[Span], items: int
+) -> None:
+    """A built batch to the store threads, one queue each. The calls of a session (else of a
+    trace) go to the same thread, in order: a conversation's content is then named by one
+    store's cache, which knows it by the identity of the decoder's objects, not hashed again by
+    each. The spans, and the items that could not be built, go with the first thread's share."""
+    if len(batches) == 1:
+        batches[0].put((calls, spans, items))
+        return
+    shares: list[list[Call]] = [[] for _ in batches]
+    for call in calls:
+        shares[hash(call.session_id or call.trace_id or call.id) % len(batches)].append(call)
+    for at in range(len(batches) - 1, 0, -1):
+        if shares[at]:
+            batches[at].put((shares[at], [], len(shares[at])))
+            items -= len(shares[at])
+    batches[0].put((shares[0], spans, items))
+
+
 class _Now:
     """Queued by `nudge`: the batch being gathered is built with what is queued before it."""
 
@@ -137,7 +162,8 @@ class Writer:
         # before a retry ends.
         self._give_up = threading.Event()
         self._deadline: float | None = None  # `close`'s: what the writer's last steps may take
-        self._store: Sink | None = None
+        # Where each store thread writes (`_run` makes one a thread), opened on first need.
+        self._sinks: list[Sink | None] = [None]
         self._decoder = Decoder()  # the writer thread's own: what earlier calls sent is decoded once
         self._intake: Intake | None = None
         self._last_warning: dict[str, float] = {}
@@ -268,7 +294,7 @@ class Writer:
             for counts in self._processes.counts():
                 s.add(counts)
         s.queued = max(self._queue.qsize() - self._nudged, 0)
-        sink = self._store
+        sink = self._sinks[0]
         if isinstance(sink, RemoteSink):
             s.shipped, s.refused = sink.shipper.shipped, sink.shipper.rejected
         return s
@@ -279,6 +305,8 @@ class Writer:
             return RemoteSink(s.url, s.token, s.spool, s.spool_max_bytes, s.exit_timeout_s)
         store = self._store_factory(s.db)
         store.keyring = s.keyring
+        if len(self._sinks) > 1:
+            store.share_content_ids(len(self._sinks))
         return store
 
     # ------------------------------------------------------------ writer thread
@@ -382,23 +410,30 @@ class Writer:
         return items, False, nudged
 
     def _run(self) -> None:
-        """Build records from what the callers queued; hand each batch to the store thread.
+        """Build records from what the callers queued; hand each batch to the store threads.
 
-        Two threads, so that building the next batch (Python: parsing, pricing) overlaps
-        storing the previous one (mostly the database's own work: SQLite's C code without the
-        GIL, or PostgreSQL's server on another core). One batch waits between them at most.
+        Threads of their own store, so that building the next batch (Python: parsing,
+        pricing) overlaps storing the previous one (mostly the database's own work: SQLite's C
+        code without the GIL, or PostgreSQL's server on another core). One batch waits for
+        each at most. PostgreSQL takes two, each with a connection of its own and a share of
+        the batch (`_hand_over`): with one, the server's work on a batch and the making of
+        the next batch's rows took turns, and the app's building waited on both (the bench's
+        passes: 1,378–1,415 calls/s with one, 1,699–1,841 with two, alternating).
 
         A writer process (`one_thread`) stores on this thread. Its storing is overlapped by
         the other processes' building; a thread of its own would take the interpreter from
         the storing one while it holds SQLite's write lock, which the others wait for (two
         processes: 2,040 → 2,330 calls/s with a store thread each, 2,870 without)."""
-        batches: queue.Queue[tuple[list[Call], list[Span], int] | None] = queue.Queue(maxsize=1)
-        store_thread = None
-        if not self._one_thread:
-            store_thread = threading.Thread(
-                target=self._store_batches, args=(batches,), name="llmlog-store", daemon=True
-            )
-            store_thread.start()
+        n = 1 if self._one_thread else self._store_threads()
+        self._sinks = [None] * n
+        batches: list[queue.Queue[_Batch | None]] = [queue.Queue(maxsize=1) for _ in range(n)]
+        store_threads = [
+            threading.Thread(target=self._store_batches, args=(q, at), name="llmlog-store", daemon=True)
+            for at, q in enumerate(batches)
+            if not self._one_thread
+        ]
+        for thread in store_threads:
+            thread.start()
         self._processes = processes = self._start_processes()
         self._started.set()
         stop = False
@@ -428,15 +463,28 @@ class Writer:
                 except Exception:
                     log.exception("llmlog: could not build a record from a call; it is lost")
                     self.failed("could not be built")
-            if store_thread is None:
+            if not store_threads:
                 self._store_batch(calls, spans, len(items))
             else:
-                batches.put((calls, spans, len(items)))
-        if store_thread is None:
+                _hand_over(batches, calls, spans, len(items))
+        if not store_threads:
             self._close_store()
-        else:
-            batches.put(None)
-            store_thread.join()
+            return
+        for q in batches:
+            q.put(None)
+        for thread in store_threads:
+            thread.join()
+
+    def _store_threads(self) -> int:
+        """How many threads store the batches: as many as the store's engine writes through at
+        once (`WRITERS`); one for a collector (LLMLOG_URL) or a store of the caller's making."""
+        s = self.settings
+        if s.url or self._store_factory is not open_store:
+            return 1
+        try:
+            return int(engine_of(s.db).WRITERS)
+        except ValueError:  # no engine: opening the store says why, and is retried
+            return 1
 
     def failed(self, kind: str, n: int = 1) -> None:
         """Count `n` calls that could not be made records, for `kind` of reason."""
@@ -444,15 +492,16 @@ class Writer:
             self._stats.failed += n
             self._stats.reasons[kind] = self._stats.reasons.get(kind, 0) + n
 
-    def _store_batches(self, batches: queue.Queue[tuple[list[Call], list[Span], int] | None]) -> None:
+    def _store_batches(self, batches: queue.Queue[_Batch | None], at: int) -> None:
         while (batch := batches.get()) is not None:
-            self._store_batch(*batch)
-        self._close_store()
+            self._store_batch(*batch, at=at)
+        self._close_store(at)
 
-    def _store_batch(self, calls: list[Call], spans: list[Span], items: int) -> None:
-        """Store a batch (`items` taken from the queue, built as `calls` and `spans`)."""
-        stored, bad = self._write(calls)
-        kept, refused = self._write_spans(spans)
+    def _store_batch(self, calls: list[Call], spans: list[Span], items: int, at: int = 0) -> None:
+        """Store a batch (`items` taken from the queue, built as `calls` and `spans`) through
+        the store thread `at`'s sink."""
+        stored, bad = self._write(calls, at)
+        kept, refused = self._write_spans(spans, at)
         lost = len(calls) - stored - bad + len(spans) - kept - refused
         if bad:
             self.failed("refused by the store", bad)
@@ -467,8 +516,8 @@ class Writer:
                     log.error("llmlog: store unavailable at exit: %d call(s) lost", lost)
             self._settle(items)
 
-    def _close_store(self) -> None:
-        sink = self._store
+    def _close_store(self, at: int = 0) -> None:
+        sink = self._sinks[at]
         if sink is None:
             return
         with contextlib.suppress(Exception):
@@ -478,18 +527,18 @@ class Writer:
             else:
                 sink.close()
 
-    def _write_spans(self, spans: list[Span]) -> tuple[int, int]:
+    def _write_spans(self, spans: list[Span], at: int) -> tuple[int, int]:
         """Keep the app's spans as calls are kept (`_until_stored`); returns (kept, refused).
         One that can never be kept (regulated mode without a key, a value the store cannot
         write) is refused alone, and logged."""
         if not spans:
             return 0, 0
-        done = self._until_stored(lambda sink: sink.insert_spans(spans), len(spans), "span")
+        done = self._until_stored(lambda sink: sink.insert_spans(spans), len(spans), "span", at)
         if done is _DATA:
             if len(spans) == 1:
                 log.error("llmlog: span %s cannot be stored; it is lost", spans[0].span_id)
                 return 0, 1
-            each = [self._write_spans([s]) for s in spans]
+            each = [self._write_spans([s], at) for s in spans]
             return sum(k for k, _ in each), sum(r for _, r in each)
         if done is None:
             return 0, 0
@@ -498,11 +547,11 @@ class Writer:
             log.error("llmlog: a span cannot be stored: %s", refusal.reason)
         return len(spans) - len(refusals), len(refusals)
 
-    def _write_each(self, calls: list[Call]) -> tuple[int, int]:
+    def _write_each(self, calls: list[Call], at: int) -> tuple[int, int]:
         """Store calls one at a time; returns (stored, unstorable)."""
         stored = bad = 0
         for call in calls:
-            store = self._store
+            store = self._sinks[at]
             try:
                 if store is None:
                     raise ConnectionError("store closed")
@@ -513,31 +562,32 @@ class Writer:
                     log.error("llmlog: call %s cannot be stored (%r); it is lost", call.id, exc)
                     bad += 1
                 else:
-                    more, worse = self._write([call])  # the store itself failed: retry as usual
+                    more, worse = self._write([call], at)  # the store itself failed: retry as usual
                     stored, bad = stored + more, bad + worse
         return stored, bad
 
-    def _write(self, calls: list[Call]) -> tuple[int, int]:
+    def _write(self, calls: list[Call], at: int) -> tuple[int, int]:
         """Insert with retries; returns (stored, unstorable). Giving up at exit stores none."""
         if not calls:
             return 0, 0
-        done = self._until_stored(lambda sink: sink.insert(calls), len(calls), "call")
+        done = self._until_stored(lambda sink: sink.insert(calls), len(calls), "call", at)
         if done is _DATA:
             # Something in this batch can never be stored: retrying the batch would block
             # every later call behind it. Store the rest one by one; count the rest.
-            return self._write_each(calls)
+            return self._write_each(calls, at)
         return (0, 0) if done is None else (len(calls), 0)
 
-    def _until_stored(self, put: Callable[[Sink], Any], n: int, what: str) -> Any:
+    def _until_stored(self, put: Callable[[Sink], Any], n: int, what: str, at: int) -> Any:
         """`put(sink)`'s answer, retried with backoff while the store is down; `_DATA` when
         the sink refuses the records as data (retrying cannot help); None when they are
         dropped: the spool is full, or the writer gives up at exit."""
         delay = 0.05
         while True:
             try:
-                if self._store is None:
-                    self._store = self._open()
-                return put(self._store)
+                sink = self._sinks[at]
+                if sink is None:
+                    sink = self._sinks[at] = self._open()
+                return put(sink)
             except SpoolFull as exc:
                 # Not retried: the spool drains only as fast as the collector takes records,
                 # and the batches behind this one would wait on it. Counted as dropped by
@@ -547,7 +597,8 @@ class Writer:
                 self._warn("spool", f"llmlog: {exc}: {dropped} record(s) dropped so far")
                 return None
             except Exception as exc:
-                if self._store is not None and isinstance(exc, self._store.data_errors):
+                sink = self._sinks[at]
+                if sink is not None and isinstance(exc, sink.data_errors):
                     return _DATA
                 with self._lock:
                     self._stats.store_errors += 1
@@ -556,10 +607,10 @@ class Writer:
                 self._warn(
                     "store", f"llmlog: store {where!r} failed ({exc!r}); retrying; {what}s wait in the queue"
                 )
-                if self._store is not None:
+                if sink is not None:
                     with contextlib.suppress(Exception):
-                        self._store.close()
-                    self._store = None
+                        sink.close()
+                    self._sinks[at] = None
                 if give_up:
                     return None
                 self._give_up.wait(delay)  # ended early by `close` giving up

@@ -20,8 +20,9 @@ __all__ = [
 ]
 
 
-#: The engines, each a package here giving `opens(url)`, `open_url(url, reader_url)` and
-#: `missing(url)`. Another engine is another package, named here.
+#: The engines, each a package here giving `opens(url)`, `open_url(url, reader_url)`,
+#: `missing(url)` and `WRITERS` (how many connections a writer stores through at once).
+#: Another engine is another package, named here.
 ENGINES: tuple[ModuleType, ...] = (sqlite, postgres, clickhouse)
 
 

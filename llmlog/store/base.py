@@ -13,6 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from llmlog.core.config import cache_bytes
 from llmlog.core.encryption import Keyring
 from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call, format_timestamp, parse_timestamp
@@ -242,9 +243,18 @@ class Store(Regulated, Traces, Alerts, Experiments, abc.ABC):
         self.vectors = isinstance(asked, dict) and bool(asked.get("enabled"))
 
     # The content ids this store has seen (SQLite, PostgreSQL), and the content epoch they
-    # hold for: a deletion of content (erasure, retention) moves the epoch on.
+    # hold for: a deletion of content (erasure, retention) moves the epoch on. What they may
+    # hold: None, the whole of their share of LLMLOG_CACHE_MB (`share_content_ids`).
     _content: ContentIds
     _epoch: int = 0
+    _content_bytes: int | None = None
+
+    def share_content_ids(self, shares: int) -> None:
+        """Keep a `shares`th of what the content ids may hold: a writer that stores through
+        several stores at once (`WRITERS`) gives each a share, so that together they hold no
+        more than one would."""
+        self._content_bytes = cache_bytes("named") // shares
+        self._content = ContentIds(self._content_bytes)
 
     def _content_changed(self, settings: Mapping[str, Any]) -> bool:
         """In a writing transaction, given the settings read in it: whether content was
@@ -253,7 +263,7 @@ class Store(Regulated, Traces, Alerts, Experiments, abc.ABC):
         epoch = int(settings.get("content_epoch") or 0)
         if epoch == self._epoch:
             return False
-        self._epoch, self._content = epoch, ContentIds()
+        self._epoch, self._content = epoch, ContentIds(self._content_bytes)
         return True
 
     def _reveal(self, calls: list[Call]) -> list[Call]:

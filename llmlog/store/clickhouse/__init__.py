@@ -29,6 +29,9 @@ CLICKHOUSE = Dialect(
 
 SCHEMES = ("clickhouse", "clickhouses", "chdb")
 
+#: How many connections a writer stores its batches through at once.
+WRITERS = 1
+
 
 def opens(url: str) -> bool:
     return url.split("://", 1)[0] in SCHEMES

@@ -38,6 +38,11 @@ POSTGRES = Dialect(
 
 SCHEMES = ("postgresql", "postgres")
 
+#: How many connections a writer stores its batches through at once. Most of a batch's
+#: storing is the server's work, in its own process: while one connection waits for it, the
+#: next batch's rows are made on the other, and the app's building of calls goes on beside.
+WRITERS = 2
+
 
 def opens(url: str) -> bool:
     return url.split("://", 1)[0] in SCHEMES

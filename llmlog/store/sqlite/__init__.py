@@ -51,6 +51,10 @@ SQLITE = Dialect(
     ),
 )
 
+#: How many connections a writer stores its batches through at once: one file has one writer
+#: at a time.
+WRITERS = 1
+
 
 def opens(url: str) -> bool:
     """Whether `url` names a store of this engine: a path, or a `sqlite://` URL."""
