@@ -56,7 +56,7 @@ from llmlog.demo.fake_provider import FakeProvider
 from llmlog.demo.workload import Step, arun, generate, run
 from llmlog.operations import retention
 from llmlog.pipeline.writer import Writer
-from llmlog.store import Store, open_store, retention_policy
+from llmlog.store import Store, engine_of, open_store, retention_policy
 from llmlog.store.sqlite import connect as sqlite_connect
 
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
@@ -356,14 +356,33 @@ INGEST_GOALS = {"SQLite": 5000, "PostgreSQL": 3000}
 
 
 def ingest_rows(
-    kind: str, url: str, apart_url: str, busy_url: str, exchanges: list[Exchange], n: int
+    kind: str,
+    url: str,
+    apart_url: str,
+    busy_url: str,
+    exchanges: list[Exchange],
+    n: int,
+    one_url: str | None = None,
 ) -> float:
     """The writer's rate into a store of `kind` (at `url`), in the app and in 2 writer
     processes (into `apart_url`, as empty as `url` was), and the app's CPU a call in each;
-    then in the app beside a busy thread (into `busy_url`, one pass). The rate in the app."""
+    then in the app beside a busy thread (into `busy_url`, one pass). With `one_url`, for an
+    engine a writer stores into through several connections at once (`WRITERS`), the rate in
+    the app through one, as before it did (into `one_url`). The rate in the app."""
     goal = INGEST_GOALS[kind]
     rate, app_cpu = ingest_figures(url, exchanges, n)
     row(f"ingest into {kind} through the writer", f"{rate:,.0f} calls/s", f"≥ {goal:,}/s", rate >= goal)
+    if one_url is not None:
+        engine = engine_of(one_url)
+        writers, engine.WRITERS = engine.WRITERS, 1
+        try:
+            one = ingest_figures(one_url, exchanges, n)[0]
+        finally:
+            engine.WRITERS = writers
+        row(
+            f"ingest into {kind} through the writer, one connection (as before)",
+            f"{one:,.0f} calls/s ({writers}: {rate / one:.2f}×)",
+        )
     apart, apart_cpu = ingest_figures(apart_url, exchanges, n, processes=2)
     row(
         f"ingest into {kind}, 2 writer processes",
@@ -420,8 +439,9 @@ def bench_ingest_part(tmp: Path, pg: str | None, sizes: Sizes, seed: int = 7) ->
         sizes.ingest_calls,
     )
     if pg:
-        for url, apart, busy in zip(schema_url(pg), schema_url(pg), schema_url(pg), strict=True):
-            ingest_rows("PostgreSQL", url, apart, busy, exchanges, sizes.ingest_calls)
+        schemas = zip(schema_url(pg), schema_url(pg), schema_url(pg), schema_url(pg), strict=True)
+        for url, apart, busy, one in schemas:
+            ingest_rows("PostgreSQL", url, apart, busy, exchanges, sizes.ingest_calls, one)
 
 
 # A fixed key for the regulated-mode figures (a benchmark's, never a real one).
@@ -879,8 +899,9 @@ def main(argv: list[str] | None = None) -> int:
         pg_db = next(schemas) if schemas else None
         try:
             if pg_db:
-                for apart_pg, busy_pg in zip(schema_url(pg), schema_url(pg), strict=True):
-                    ingest_rows("PostgreSQL", pg_db, apart_pg, busy_pg, exchanges, sizes.ingest_calls)
+                more = zip(schema_url(pg), schema_url(pg), schema_url(pg), strict=True)
+                for apart_pg, busy_pg, one_pg in more:
+                    ingest_rows("PostgreSQL", pg_db, apart_pg, busy_pg, exchanges, sizes.ingest_calls, one_pg)
                 stored = postgres_bytes(pg_db)
                 row(
                     "stored bytes per call, PostgreSQL vs JSONL",

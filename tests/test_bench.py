@@ -41,6 +41,7 @@ def test_bench_smoke_writes_the_report(tmp_path: Path, postgres_server: str) -> 
         "ingest into PostgreSQL",
         "ingest into SQLite beside a busy app thread (writer in the app)",
         "ingest into PostgreSQL beside a busy app thread (writer in the app)",
+        "ingest into PostgreSQL through the writer, one connection (as before)",
         "stored bytes per call, SQLite vs JSONL",
         "writer memory",
         "OTLP ingest into llmlog serve on SQLite (OpenInference spans)",
