@@ -24,7 +24,7 @@ from llmlog.core.config import Settings, cache_bytes
 from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call
 from llmlog.demo.fake_provider import FakeProvider
-from llmlog.pipeline.writer import Writer
+from llmlog.pipeline.writer import SHARED_FROM, Writer
 from llmlog.store import open_store
 from llmlog.store.postgres.store import PostgresStore
 from tests.backends import PostgresBackend, TempPostgres, new_schema
@@ -294,9 +294,10 @@ def test_an_unstorable_call_does_not_block_the_rest(pg_url: str, fake: FakeProvi
 
 
 def test_one_sessions_calls_waiting_do_not_hold_up_anothers(pg_url: str) -> None:
-    """The writer stores into PostgreSQL through two connections, each taking a share of the
-    sessions. While one share waits (here on a `daily` row another transaction holds), the
-    other's calls are stored; then the first's, once the row is let go."""
+    """Under load the writer stores into PostgreSQL through two connections, each taking a
+    share of the sessions. While one share waits (here on a `daily` row another transaction
+    holds), the other's calls are stored; then the first's, once the row is let go. An app
+    that records less holds one connection."""
 
     def feature_call(i: int, feature: str) -> Call:
         return Call(
@@ -311,7 +312,12 @@ def test_one_sessions_calls_waiting_do_not_hold_up_anothers(pg_url: str) -> None
     with open_store(pg_url) as store:  # the group row of the feature held below
         store.insert([feature_call(0, "held")])
     features = ["held"] + [f"free-{i}" for i in range(19)]
-    writer = Writer(Settings(db=pg_url, url=None))
+    # Each round of calls one batch: they arrive well within the flush interval.
+    writer = Writer(Settings(db=pg_url, url=None, flush_interval_s=1.0))
+    for i in range(SHARED_FROM - 1):  # a batch too small to share
+        assert writer.submit(feature_call(1000 + i, features[i % len(features)]))
+    assert writer.flush(10), writer.stats()
+    assert [sink is not None for sink in writer._sinks] == [True, False]
     with psycopg.connect(pg_url) as holder, psycopg.connect(pg_url, autocommit=True) as reader:
 
         def stored() -> int:
@@ -319,14 +325,17 @@ def test_one_sessions_calls_waiting_do_not_hold_up_anothers(pg_url: str) -> None
 
         holder.execute("SELECT 1 FROM daily WHERE feature = 'held' FOR UPDATE")
         try:
-            for i, feature in enumerate(features, start=1):
-                assert writer.submit(feature_call(i, feature))
+            for i in range(1, SHARED_FROM + 1):
+                assert writer.submit(feature_call(i, features[i % len(features)]))
             deadline = time.monotonic() + 10
-            while stored() == 1 and time.monotonic() < deadline:
+            while stored() == SHARED_FROM and time.monotonic() < deadline:
                 time.sleep(0.05)
             # Some of the other sessions' calls, and not the held session's.
-            assert stored() > 1
-            assert reader.execute("SELECT count(*) FROM call_data WHERE feature = 'held'").fetchone() == (1,)
+            assert stored() > SHARED_FROM
+            held_before = 1 + len(range(0, SHARED_FROM - 1, len(features)))
+            assert reader.execute("SELECT count(*) FROM call_data WHERE feature = 'held'").fetchone() == (
+                held_before,
+            )
         finally:
             holder.rollback()
         assert writer.flush(10), writer.stats()
@@ -335,4 +344,4 @@ def test_one_sessions_calls_waiting_do_not_hold_up_anothers(pg_url: str) -> None
         held = [sink._content.max_bytes for sink in writer._sinks if isinstance(sink, PostgresStore)]
         assert len(held) == 2 and sum(held) <= cache_bytes("named")
         writer.close()
-        assert stored() == 21
+        assert stored() == 2 * SHARED_FROM

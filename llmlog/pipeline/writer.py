@@ -114,6 +114,12 @@ def keep_spans(sink: Sink, intake: Intake, spans: Sequence[Span]) -> list[Refuse
 _Batch = tuple[list[Call], list[Span], int]
 
 
+# Calls: a smaller batch (fewer than arrive in a flush interval at 500 calls/s) is stored whole
+# by the first store thread, so that an app that records less holds one connection, not one
+# for each thread; the first stores such a batch in a fraction of the interval.
+SHARED_FROM = 100
+
+
 def _hand_over(
     batches: list[queue.Queue[_Batch | None]], calls: list[Call], spans: list[Span], items: int
 ) -> None:
@@ -121,7 +127,7 @@ def _hand_over(
     trace) go to the same thread, in order: a conversation's content is then named by one
     store's cache, which knows it by the identity of the decoder's objects, not hashed again by
     each. The spans, and the items that could not be built, go with the first thread's share."""
-    if len(batches) == 1:
+    if len(batches) == 1 or len(calls) < SHARED_FROM:
         batches[0].put((calls, spans, items))
         return
     shares: list[list[Call]] = [[] for _ in batches]
