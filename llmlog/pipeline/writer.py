@@ -421,8 +421,8 @@ class Writer:
         Threads of their own store, so that building the next batch (Python: parsing,
         pricing) overlaps storing the previous one (mostly the database's own work: SQLite's C
         code without the GIL, or PostgreSQL's server on another core). One batch waits for
-        each at most. PostgreSQL takes two, each with a connection of its own and a share of
-        the batch (`_hand_over`): with one, the server's work on a batch and the making of
+        each at most. PostgreSQL takes two, each with a connection of its own and, under load,
+        a share of the batch (`_hand_over`): with one, the server's work on a batch and the making of
         the next batch's rows took turns, and the app's building waited on both (the bench's
         passes: 1,378–1,415 calls/s with one, 1,699–1,841 with two, alternating).
 
