@@ -413,3 +413,41 @@ def test_copy_keeps_going_past_a_call_the_target_cannot_keep(tmp_path: Path) -> 
     assert "deep: metadata: nested too deeply" in result.output
     with open_store(str(target)) as store:
         assert store.count(CallFilter()) == 30 and store.get("deep") is None
+
+
+def test_a_session_id_sqlite_cannot_bind_is_not_retried_as_an_outage(tmp_path: Path) -> None:
+    """A call whose session id is a list (an app's mistake) is stored with the list's text
+    as its session id; SQLite, which binds only text and numbers, does not see it, and so
+    does not refuse it as a fault of its own that the writer would retry for ever as if the
+    store were down, holding up every call behind it."""
+    url = str(tmp_path / "calls.db")
+    writer = Writer(Settings(db=url, url=None))
+    try:
+        assert writer.submit(call(0, session_id=["tenant-7", "chat-1"]))
+        for i in range(1, 6):
+            assert writer.submit(call(i))
+        assert writer.flush(10), writer.stats()
+        stats = writer.stats()
+        assert (stats.recorded, stats.failed, stats.store_errors) == (6, 0, 0)
+    finally:
+        writer.close(1)
+    with open_store(url) as store:
+        assert store.count(CallFilter()) == 6
+        stored = store.get(call(0).id)
+        assert stored is not None and stored.session_id == "['tenant-7', 'chat-1']"
+
+
+def test_a_store_path_under_an_unknown_users_home_is_the_path_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LLMLOG_DB under `~name` of a user this system does not know is the path as written
+    (as `os.path.expanduser` leaves it), relative to the working directory: the writer
+    records there, and its thread does not die reading the setting."""
+    monkeypatch.chdir(tmp_path)
+    writer = Writer(Settings(db="~no-such-user-of-llmlog/calls.db", url=None))
+    try:
+        assert writer.submit(call(0))
+        assert writer.flush(10), writer.stats()
+    finally:
+        writer.close(1)
+    assert count(str(tmp_path / "~no-such-user-of-llmlog" / "calls.db")) == 1

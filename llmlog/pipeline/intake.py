@@ -25,7 +25,7 @@ import hashlib
 import hmac
 import json
 from itertools import compress
-from operator import is_not
+from operator import attrgetter, is_not
 from typing import Any
 
 import orjson
@@ -37,6 +37,7 @@ from llmlog.core.encryption import CLEAR_ATTRIBUTES
 from llmlog.core.footprint import json_footprint
 from llmlog.core.prompts import REGISTRY
 from llmlog.core.record import (
+    CALL_COLUMNS,
     JSON_COLUMNS,
     Call,
     RecordError,
@@ -127,6 +128,28 @@ class _Fit:
 _FIT = _Fit()
 
 
+# The columns the stores keep as text, and the id; what may be bound to them as it is.
+_TEXT_COLUMNS = tuple(c.name for c in CALL_COLUMNS if c.kind in ("text", "id"))
+_text_values = attrgetter(*_TEXT_COLUMNS)
+_BINDABLE = frozenset({str, int, float, type(None)})
+
+
+def as_text(call: Call) -> None:
+    """Give each text column of `call` that holds something other than text or a number (an
+    app's list as its session id) its text, `str` of it: the stores bind only text and
+    numbers, and SQLite refuses anything else as a fault of its own, not of the record, so
+    the call would be retried as if the store were down. `Unfit` when it has no text."""
+    if set(map(type, _text_values(call))) <= _BINDABLE:
+        return
+    for name in _TEXT_COLUMNS:
+        value = getattr(call, name)
+        if type(value) not in _BINDABLE:
+            try:
+                setattr(call, name, str(value))
+            except Exception:
+                raise Unfit(call.id, f"{name}: not text ({type(value).__name__})", "not text") from None
+
+
 def check(call: Call) -> None:
     """Refuse (`Unfit`) a call that cannot be serialized the way the stores and the spool
     serialize it. The one limit on nesting everywhere is orjson's (about 250 levels, counting
@@ -136,6 +159,7 @@ def check(call: Call) -> None:
     # The messages, tools and params an earlier check serialized are left out (`_Fit`): each part
     # of a record serializes or not on its own, at the depth it has in every record. Only
     # what orjson takes whole is remembered; anything else is checked below, whole, as ever.
+    as_text(call)
     fit = _FIT
     record = {name: getattr(call, name) for name in JSON_COLUMNS}
     messages = call.messages

@@ -29,7 +29,7 @@ from llmlog.core.prompts import REGISTRY
 from llmlog.core.record import Call, Span
 from llmlog.pipeline.intake import Intake, Item, Unfit
 from llmlog.pipeline.pricing import Pricer
-from llmlog.pipeline.processes import Processes, Sent, unshared
+from llmlog.pipeline.processes import Processes, Sent, route, unshared
 from llmlog.pipeline.remote import RemoteSink, SpoolFull
 from llmlog.store import Store, engine_of, open_store, redact_url
 from llmlog.store.regulated import Refused
@@ -132,7 +132,7 @@ def _hand_over(
         return
     shares: list[list[Call]] = [[] for _ in batches]
     for call in calls:
-        shares[hash(call.session_id or call.trace_id or call.id) % len(batches)].append(call)
+        shares[hash(route(call) or call.id) % len(batches)].append(call)
     for at in range(len(batches) - 1, 0, -1):
         if shares[at]:
             batches[at].put((shares[at], [], len(shares[at])))
@@ -489,7 +489,7 @@ class Writer:
             return 1
         try:
             return int(engine_of(s.db).WRITERS)
-        except ValueError:  # no engine: opening the store says why, and is retried
+        except Exception:  # no engine: opening the store says why, and is retried
             return 1
 
     def failed(self, kind: str, n: int = 1) -> None:

@@ -44,4 +44,7 @@ def sqlite_path(url: str) -> str | None:
         return url[len("sqlite://") :] or ":memory:"
     if "://" in url:
         return None
-    return str(Path(url).expanduser())
+    try:
+        return str(Path(url).expanduser())
+    except RuntimeError:  # `~name` of a user this system does not know: the path as written
+        return str(Path(url))
