@@ -137,7 +137,8 @@ def _hand_over(
         if shares[at]:
             batches[at].put((shares[at], [], len(shares[at])))
             items -= len(shares[at])
-    batches[0].put((shares[0], spans, items))
+    if shares[0] or spans or items:  # nothing to wait behind the first thread for
+        batches[0].put((shares[0], spans, items))
 
 
 class _Now:
@@ -418,13 +419,14 @@ class Writer:
     def _run(self) -> None:
         """Build records from what the callers queued; hand each batch to the store threads.
 
-        Threads of their own store, so that building the next batch (Python: parsing,
-        pricing) overlaps storing the previous one (mostly the database's own work: SQLite's C
-        code without the GIL, or PostgreSQL's server on another core). One batch waits for
-        each at most. PostgreSQL takes two, each with a connection of its own and, under load,
-        a share of the batch (`_hand_over`): with one, the server's work on a batch and the making of
-        the next batch's rows took turns, and the app's building waited on both (the bench's
-        passes: 1,378–1,415 calls/s with one, 1,699–1,841 with two, alternating).
+        Batches are stored on threads of their own, so that building the next batch
+        (Python: parsing, pricing) overlaps storing the previous one (mostly the database's
+        own work: SQLite's C code without the GIL, or PostgreSQL's server on another core).
+        One batch waits for each at most. PostgreSQL takes two, each with a connection of its
+        own and, under load, a share of the batch (`_hand_over`): with one, the server's work
+        on a batch and the making of the next batch's rows took turns, and the app's building
+        waited on both (the bench's passes: 1,378–1,415 calls/s with one, 1,699–1,841 with
+        two, alternating).
 
         A writer process (`one_thread`) stores on this thread. Its storing is overlapped by
         the other processes' building; a thread of its own would take the interpreter from
