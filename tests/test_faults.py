@@ -5,6 +5,7 @@ for ever is only for a store that is down."""
 
 from __future__ import annotations
 
+import enum
 import json
 import logging
 import time
@@ -422,8 +423,12 @@ def test_a_session_id_sqlite_cannot_bind_is_not_retried_as_an_outage(tmp_path: P
     store were down, holding up every call behind it."""
     url = str(tmp_path / "calls.db")
     writer = Writer(Settings(db=url, url=None))
+
+    class Feature(str, enum.Enum):  # noqa: UP042 (as apps wrote it before StrEnum): kept as its value
+        CHAT = "chat"
+
     try:
-        assert writer.submit(call(0, session_id=["tenant-7", "chat-1"]))
+        assert writer.submit(call(0, session_id=["tenant-7", "chat-1"], feature=Feature.CHAT))
         for i in range(1, 6):
             assert writer.submit(call(i))
         assert writer.flush(10), writer.stats()
@@ -435,6 +440,7 @@ def test_a_session_id_sqlite_cannot_bind_is_not_retried_as_an_outage(tmp_path: P
         assert store.count(CallFilter()) == 6
         stored = store.get(call(0).id)
         assert stored is not None and stored.session_id == "['tenant-7', 'chat-1']"
+        assert stored.feature == "chat"
 
 
 def test_a_store_path_under_an_unknown_users_home_is_the_path_as_written(

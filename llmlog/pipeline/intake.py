@@ -143,7 +143,9 @@ def as_text(call: Call) -> None:
         return
     for name in _TEXT_COLUMNS:
         value = getattr(call, name)
-        if type(value) not in _BINDABLE:
+        # A subclass of text or a number (an enum of the app's features) is bound as its
+        # value, which its `str` may not be ('Feature.CHAT').
+        if value is not None and not isinstance(value, str | int | float):
             try:
                 setattr(call, name, str(value))
             except Exception:
