@@ -353,16 +353,18 @@ def test_a_session_id_given_as_a_list_does_not_stop_recording(pg_url: str) -> No
     writer's two connections does not stop the writer's thread."""
     writer = Writer(Settings(db=pg_url, url=None, flush_interval_s=1.0))
     try:
+        assert writer.submit(Call(id="first", timestamp=T0, model="m"))  # the first connection made
+        assert writer.flush(15), writer.stats()
         listed = Call(id="listed", timestamp=T0, model="m", session_id=["tenant-7", "chat-1"])  # type: ignore[arg-type]
         assert writer.submit(listed)
         for i in range(SHARED_FROM):  # one batch, shared out
             assert writer.submit(Call(id=f"call-{i}", timestamp=T0, model="m", session_id=f"session-{i % 7}"))
         assert writer.flush(15), writer.stats()
         stats = writer.stats()
-        assert (stats.recorded, stats.failed, stats.store_errors) == (SHARED_FROM + 1, 0, 0)
+        assert (stats.recorded, stats.failed, stats.store_errors) == (SHARED_FROM + 2, 0, 0)
     finally:
         writer.close(1)
     with open_store(pg_url) as store:
-        assert store.count(CallFilter()) == SHARED_FROM + 1
+        assert store.count(CallFilter()) == SHARED_FROM + 2
         stored = store.get("listed")
         assert stored is not None and stored.session_id == "['tenant-7', 'chat-1']"

@@ -64,7 +64,8 @@ USER_ID_ATTRIBUTES = ("user.id", "enduser.id")
 
 def hash_user_id(user_id: str, secret: str) -> str:
     """HMAC-SHA256, hex: joins to analytics that apply the same keyed hash."""
-    return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
+    # A lone surrogate (text Python read from bad UTF-16) is hashed as its code point.
+    return hmac.new(secret.encode(), user_id.encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
 
 
 class Unfit(RecordError):
@@ -128,26 +129,45 @@ class _Fit:
 _FIT = _Fit()
 
 
-# The columns the stores keep as text, and the id; what may be bound to them as it is.
+# The columns the stores keep as text, and the id.
 _TEXT_COLUMNS = tuple(c.name for c in CALL_COLUMNS if c.kind in ("text", "id"))
 _text_values = attrgetter(*_TEXT_COLUMNS)
-_BINDABLE = frozenset({str, int, float, type(None)})
+_TEXT = frozenset({str, type(None)})
+
+
+def text_of(value: Any) -> str:
+    """What an id (or other text) an app gave as something else is stored as: a number's
+    digits, bytes as UTF-8, a subclass of text as its value (an enum's `str` may be
+    'Feature.CHAT'), anything else its `str`. TypeError when it has none."""
+    if isinstance(value, str):
+        return str.__str__(value)
+    if isinstance(value, bool):
+        return str(bool(value))
+    if isinstance(value, int):
+        return int.__repr__(value)
+    if isinstance(value, float):
+        return float.__repr__(value)
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "backslashreplace")
+    text = str(value)
+    if type(text) is not str:
+        raise TypeError(f"its str() is a {type(text).__name__}")
+    return text
 
 
 def as_text(call: Call) -> None:
-    """Give each text column of `call` that holds something other than text or a number (an
-    app's list as its session id) its text, `str` of it: the stores bind only text and
-    numbers, and SQLite refuses anything else as a fault of its own, not of the record, so
-    the call would be retried as if the store were down. `Unfit` when it has no text."""
-    if set(map(type, _text_values(call))) <= _BINDABLE:
+    """Give each text column of `call` that holds something other than text (an app's
+    number, list or UUID as its session id) its text (`text_of`). The stores would bind a
+    number as it is (SQLite not past 64 bits, the collector not at all, a user id not hashed)
+    and SQLite refuses anything else as a fault of its own, not of the record, so that the
+    call would be retried as if the store were down. `Unfit` when it has no text."""
+    if set(map(type, _text_values(call))) <= _TEXT:
         return
     for name in _TEXT_COLUMNS:
         value = getattr(call, name)
-        # A subclass of text or a number (an enum of the app's features) is bound as its
-        # value, which its `str` may not be ('Feature.CHAT').
-        if value is not None and not isinstance(value, str | int | float):
+        if value is not None and type(value) is not str:
             try:
-                setattr(call, name, str(value))
+                setattr(call, name, text_of(value))
             except Exception:
                 raise Unfit(call.id, f"{name}: not text ({type(value).__name__})", "not text") from None
 
@@ -243,6 +263,7 @@ class Intake:
         repaired (see the class)."""
         exchange = isinstance(item, Exchange)
         call = to_call(item, self.decoder) if isinstance(item, Exchange) else item
+        as_text(call)  # before anything reads its text (the prompt version, the user id's hash)
         # Before pricing, which reads the token counts.
         if exchange or self.repair:
             drop_bad_figures(call)
@@ -338,6 +359,12 @@ class Intake:
         `CLEAR_ATTRIBUTES`, its user id hashed. Ids, kind, times and status stay as they are;
         so do its name and service, the trace tree's labels (redacted, not sealed)."""
         out = dataclasses.replace(span)
+        # Its ids as a call's are (`as_text`), which may name them: the trace of a call and
+        # of its span the same text. One with none is not kept (TypeError), as a call is not.
+        for name in ("trace_id", "span_id", "parent_id", "call_id"):
+            value = getattr(out, name)
+            if value is not None and type(value) is not str:
+                setattr(out, name, text_of(value))
         out.attributes = self._user_ids(span.attributes)
         if self.redactor:
             out.name = self.redactor.value(span.name)
@@ -379,11 +406,14 @@ class Intake:
         if (
             not secret
             or self.stored
-            or not any(isinstance(attributes.get(k), str) for k in USER_ID_ATTRIBUTES)
+            or not any(isinstance(attributes.get(k), str | int | float) for k in USER_ID_ATTRIBUTES)
         ):
             return attributes
+        # A number (an OTLP intValue, a database key) is hashed as its text, as a call's is.
         return {
-            k: hash_user_id(v, secret) if k in USER_ID_ATTRIBUTES and isinstance(v, str) else v
+            k: hash_user_id(text_of(v), secret)
+            if k in USER_ID_ATTRIBUTES and isinstance(v, str | int | float)
+            else v
             for k, v in attributes.items()
         }
 

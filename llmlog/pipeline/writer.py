@@ -132,13 +132,26 @@ def _hand_over(
         return
     shares: list[list[Call]] = [[] for _ in batches]
     for call in calls:
-        shares[hash(route(call) or call.id) % len(batches)].append(call)
+        shares[_share(call, len(batches))].append(call)
     for at in range(len(batches) - 1, 0, -1):
         if shares[at]:
             batches[at].put((shares[at], [], len(shares[at])))
             items -= len(shares[at])
     if shares[0] or spans or items:  # nothing to wait behind the first thread for
         batches[0].put((shares[0], spans, items))
+
+
+class _Elsewhere(Exception):
+    """Raised by a store thread other than the first that has no connection: its batch is
+    the first's to store."""
+
+
+def _share(call: Call, n: int) -> int:
+    """Which of `n` store threads stores `call`: by its session, else its trace, else itself."""
+    try:
+        return hash(route(call) or call.id) % n
+    except Exception:  # an id of the app's whose str() or hash fails: the first, as a small batch
+        return 0
 
 
 class _Now:
@@ -171,6 +184,9 @@ class Writer:
         self._deadline: float | None = None  # `close`'s: what the writer's last steps may take
         # Where each store thread writes (`_run` makes one a thread), opened on first need.
         self._sinks: list[Sink | None] = [None]
+        # Until when batches go whole to the first store thread: a connection of another's
+        # was refused (a role's or a server's connection limit), or failed to open again.
+        self._one_until = 0.0
         self._decoder = Decoder()  # the writer thread's own: what earlier calls sent is decoded once
         self._intake: Intake | None = None
         self._last_warning: dict[str, float] = {}
@@ -436,8 +452,8 @@ class Writer:
         self._sinks = [None] * n
         batches: list[queue.Queue[_Batch | None]] = [queue.Queue(maxsize=1) for _ in range(n)]
         store_threads = [
-            threading.Thread(target=self._store_batches, args=(q, at), name="llmlog-store", daemon=True)
-            for at, q in enumerate(batches)
+            threading.Thread(target=self._store_batches, args=(batches, at), name="llmlog-store", daemon=True)
+            for at in range(n)
             if not self._one_thread
         ]
         for thread in store_threads:
@@ -474,13 +490,16 @@ class Writer:
             if not store_threads:
                 self._store_batch(calls, spans, len(items))
             else:
-                _hand_over(batches, calls, spans, len(items))
+                # Shared once the first has its connection: a store that allows one (a role's
+                # connection limit) gives it to the first.
+                alone = self._sinks[0] is None or time.monotonic() < self._one_until
+                _hand_over(batches[:1] if alone else batches, calls, spans, len(items))
         if not store_threads:
             self._close_store()
             return
-        for q in batches:
+        # The last first: what a thread cannot store it hands to the first, which is still taking.
+        for q, thread in reversed(list(zip(batches, store_threads, strict=True))):
             q.put(None)
-        for thread in store_threads:
             thread.join()
 
     def _store_threads(self) -> int:
@@ -500,9 +519,24 @@ class Writer:
             self._stats.failed += n
             self._stats.reasons[kind] = self._stats.reasons.get(kind, 0) + n
 
-    def _store_batches(self, batches: queue.Queue[_Batch | None], at: int) -> None:
-        while (batch := batches.get()) is not None:
-            self._store_batch(*batch, at=at)
+    def _store_batches(self, batches: list[queue.Queue[_Batch | None]], at: int) -> None:
+        while True:
+            try:
+                batch = batches[at].get(timeout=1.0) if at else batches[at].get()
+            except queue.Empty:
+                if time.monotonic() < self._one_until and self._sinks[at] is not None:
+                    # The first's connection failed: this one may be what it is refused for.
+                    self._close_store(at)
+                    self._sinks[at] = None
+                continue
+            if batch is None:
+                break
+            try:
+                self._store_batch(*batch, at=at)
+            except _Elsewhere:
+                # Stored by the first, whole: a call this thread stored before its connection
+                # was lost is stored once (the stores skip an id they hold) and counted there.
+                batches[0].put(batch)
         self._close_store(at)
 
     def _store_batch(self, calls: list[Call], spans: list[Span], items: int, at: int = 0) -> None:
@@ -619,6 +653,13 @@ class Writer:
                     with contextlib.suppress(Exception):
                         sink.close()
                     self._sinks[at] = None
+                # A connection beside the first is a help the writer does without when the
+                # store fails either (a role's or a server's connection limit; the store down):
+                # batches go whole to the first for a minute, which retries as ever, and the
+                # others let go of theirs.
+                self._one_until = time.monotonic() + 60
+                if at:
+                    raise _Elsewhere from exc
                 if give_up:
                     return None
                 self._give_up.wait(delay)  # ended early by `close` giving up
