@@ -142,7 +142,7 @@ def _hand_over(
 
 
 class _Elsewhere(Exception):
-    """Raised by a store thread other than the first that has no connection: its batch is
+    """Raised on a store thread other than the first whose connection failed: its batch is
     the first's to store."""
 
 
@@ -184,8 +184,8 @@ class Writer:
         self._deadline: float | None = None  # `close`'s: what the writer's last steps may take
         # Where each store thread writes (`_run` makes one a thread), opened on first need.
         self._sinks: list[Sink | None] = [None]
-        # Until when batches go whole to the first store thread: a connection of another's
-        # was refused (a role's or a server's connection limit), or failed to open again.
+        # Until when batches go whole to the first store thread: a store thread's connection
+        # failed (a role's or a server's connection limit refused another; the store down).
         self._one_until = 0.0
         self._decoder = Decoder()  # the writer thread's own: what earlier calls sent is decoded once
         self._intake: Intake | None = None
