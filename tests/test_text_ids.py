@@ -43,6 +43,24 @@ def ask(client: anthropic.Anthropic, text: str = "hi") -> None:
     )
 
 
+def store_one(tmp_path: Path, call: Call) -> Call:
+    """`call` through a writer into a SQLite store of its own, recorded and not refused: as
+    it was stored."""
+    db = str(tmp_path / "calls.db")
+    writer = Writer(Settings(db=db, url=None))
+    try:
+        assert writer.submit(call)
+        assert writer.flush(10)
+        stats = writer.stats()
+        assert (stats.recorded, stats.failed) == (1, 0), stats
+    finally:
+        writer.close(1)
+    with open_store(db) as store:
+        stored = store.get(call.id)
+    assert stored is not None
+    return stored
+
+
 class Named(str):
     """A str subclass of an app's whose own `__str__` fails (a lazy or proxied name)."""
 
@@ -169,18 +187,8 @@ def test_a_session_id_past_64_bits_is_stored_as_text_in_sqlite(tmp_path: Path) -
     """An app whose session ids are 128-bit numbers (`uuid4().int`) has its calls stored,
     the id as its digits, as PostgreSQL stores them; SQLite cannot bind an integer past 64
     bits, and the call was refused by the store and lost."""
-    db = str(tmp_path / "calls.db")
-    writer = Writer(Settings(db=db, url=None))
-    try:
-        assert writer.submit(Call(id="big", timestamp=T0, model="m", session_id=2**100))  # type: ignore[arg-type]
-        assert writer.flush(10)
-        stats = writer.stats()
-        assert (stats.recorded, stats.failed) == (1, 0), stats
-    finally:
-        writer.close(1)
-    with open_store(db) as store:
-        stored = store.get("big")
-        assert stored is not None and stored.session_id == str(2**100)
+    stored = store_one(tmp_path, Call(id="big", timestamp=T0, model="m", session_id=2**100))  # type: ignore[arg-type]
+    assert stored.session_id == str(2**100)
 
 
 @pytest.mark.parametrize("session_id", [7, 3.5, True], ids=["int", "float", "bool"])
@@ -213,15 +221,5 @@ def test_a_system_prompt_that_is_not_text_is_stored_as_its_text(tmp_path: Path) 
     text, as any text column holding something else is (`as_text`): the prompt version was
     looked up from it first ('list' object has no attribute 'encode'), and the call was lost
     as 'could not be built'."""
-    db = str(tmp_path / "calls.db")
-    writer = Writer(Settings(db=db, url=None))
-    try:
-        assert writer.submit(Call(id="listed", timestamp=T0, model="m", system_prompt=["Be", "brief."]))  # type: ignore[arg-type]
-        assert writer.flush(10)
-        stats = writer.stats()
-        assert (stats.recorded, stats.failed) == (1, 0), stats
-    finally:
-        writer.close(1)
-    with open_store(db) as store:
-        stored = store.get("listed")
-        assert stored is not None and stored.system_prompt == str(["Be", "brief."])
+    stored = store_one(tmp_path, Call(id="listed", timestamp=T0, model="m", system_prompt=["Be", "brief."]))  # type: ignore[arg-type]
+    assert stored.system_prompt == str(["Be", "brief."])

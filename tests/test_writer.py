@@ -295,6 +295,19 @@ def test_call_ids_are_random_uuids_apart_in_a_forked_child() -> None:
     assert len(child) == 50 and not set(child) & set(parent)
 
 
+def _python(script: str) -> subprocess.CompletedProcess[str]:
+    """`script` run by an interpreter of its own, from the checkout (one with no other thread
+    whose locks a forked child could need)."""
+    return subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=Path(__file__).resolve().parent.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+
+
 def test_call_ids_differ_in_a_child_forked_without_the_at_fork_hooks() -> None:
     # A process forked by fork(2) itself (uWSGI's workers, without py-call-osafterfork or
     # py-call-uwsgi-fork-hooks) runs no os.register_at_fork hook: were it to keep the pool, it
@@ -318,14 +331,7 @@ def test_call_ids_differ_in_a_child_forked_without_the_at_fork_hooks() -> None:
         print(len(child), len(set(child) & set(parent)))
         """
     )
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=Path(__file__).resolve().parent.parent,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
+    out = _python(script)
     assert out.stdout.split() == ["20", "0"], out.stdout
 
 
@@ -350,12 +356,5 @@ def test_ids_after_a_fork_without_hooks_while_the_pool_is_locked() -> None:
         print("hung" if os.WIFSIGNALED(status) else os.WEXITSTATUS(status))
         """
     )
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        cwd=Path(__file__).resolve().parent.parent,
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    )
+    out = _python(script)
     assert out.stdout.split() == ["0"], "the child hung on the parent's lock"

@@ -163,13 +163,22 @@ def as_text(call: Call) -> None:
     call would be retried as if the store were down. `Unfit` when it has no text."""
     if set(map(type, _text_values(call))) <= _TEXT:
         return
-    for name in _TEXT_COLUMNS:
-        value = getattr(call, name)
+    try:
+        _give_text(call, _TEXT_COLUMNS)
+    except TypeError as exc:
+        raise Unfit(call.id, str(exc), "not text") from None
+
+
+def _give_text(record: Any, names: tuple[str, ...]) -> None:
+    """The fields `names` of `record` that hold something other than text, as text
+    (`text_of`); TypeError naming the first that has none."""
+    for name in names:
+        value = getattr(record, name)
         if value is not None and type(value) is not str:
             try:
-                setattr(call, name, text_of(value))
+                setattr(record, name, text_of(value))
             except Exception:
-                raise Unfit(call.id, f"{name}: not text ({type(value).__name__})", "not text") from None
+                raise TypeError(f"{name}: not text ({type(value).__name__})") from None
 
 
 def check(call: Call) -> None:
@@ -181,7 +190,6 @@ def check(call: Call) -> None:
     # The messages, tools and params an earlier check serialized are left out (`_Fit`): each part
     # of a record serializes or not on its own, at the depth it has in every record. Only
     # what orjson takes whole is remembered; anything else is checked below, whole, as ever.
-    as_text(call)
     fit = _FIT
     record = {name: getattr(call, name) for name in JSON_COLUMNS}
     messages = call.messages
@@ -290,6 +298,7 @@ class Intake:
         arrives now (from its text as it came, before redaction, as `call` reads it); and the
         notes its metadata lacks and what its error does not say, redacted and sealed too.
         The stored call's user id, figures and cost stay as stored: hashed and priced once."""
+        as_text(later)  # as `call` does, before its system prompt is read for a version
         if self.repair:
             drop_bad_figures(later)
         else:
@@ -361,10 +370,7 @@ class Intake:
         out = dataclasses.replace(span)
         # Its ids as a call's are (`as_text`), which may name them: the trace of a call and
         # of its span the same text. One with none is not kept (TypeError), as a call is not.
-        for name in ("trace_id", "span_id", "parent_id", "call_id"):
-            value = getattr(out, name)
-            if value is not None and type(value) is not str:
-                setattr(out, name, text_of(value))
+        _give_text(out, ("trace_id", "span_id", "parent_id", "call_id"))
         out.attributes = self._user_ids(span.attributes)
         if self.redactor:
             out.name = self.redactor.value(span.name)
