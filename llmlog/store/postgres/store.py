@@ -380,22 +380,25 @@ class PostgresStore(RowTables, PostgresTraces):
         missing = batch.unknown()
         if not missing:
             return
-        cur.execute("SELECT hash, id FROM content WHERE hash = ANY(%s)", (missing,))
+        # Arrays as parameters in binary (`%b`): psycopg quotes each item of a text-format
+        # array in Python, which cost ten times the statement's own time (300 bodies: 4.6 ms
+        # against 0.47), all of it holding the interpreter's lock.
+        cur.execute("SELECT hash, id FROM content WHERE hash = ANY(%b)", (missing,))
         batch.found.update((bytes(h), i) for h, i in cur)
         new = [h for h in missing if h not in batch.found]
         if new:
             # Sorted, as the calls are: one lock order for every writer, so none deadlock.
             cur.execute(
                 "INSERT INTO content (hash, body)"
-                " SELECT h, b::jsonb FROM unnest(%s::bytea[], %s::text[]) AS u(h, b) ORDER BY h"
+                " SELECT h, b::jsonb FROM unnest(%b::bytea[], %b::text[]) AS u(h, b) ORDER BY h"
                 " ON CONFLICT (hash) DO NOTHING RETURNING hash, id",
                 (new, [batch.bodies[h] for h in new]),
-                binary=True,  # arrays sent as they are: text-format quoting costs more than the insert
+                binary=True,
             )
             batch.found.update((bytes(h), i) for h, i in cur)
             raced = [h for h in new if h not in batch.found]  # inserted by another writer meanwhile
             if raced:
-                cur.execute("SELECT hash, id FROM content WHERE hash = ANY(%s)", (raced,))
+                cur.execute("SELECT hash, id FROM content WHERE hash = ANY(%b)", (raced,))
                 batch.found.update((bytes(h), i) for h, i in cur)
 
     def _ensure_partitions(self, calls: Sequence[Call]) -> None:
