@@ -4,6 +4,7 @@ the writer never stops, whichever store and however many connections it writes t
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -223,3 +224,30 @@ def test_a_system_prompt_that_is_not_text_is_stored_as_its_text(tmp_path: Path) 
     as 'could not be built'."""
     stored = store_one(tmp_path, Call(id="listed", timestamp=T0, model="m", system_prompt=["Be", "brief."]))  # type: ignore[arg-type]
     assert stored.system_prompt == str(["Be", "brief."])
+
+
+class Opaque:
+    """An id of an app's own that has no text: its `__str__` fails."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("not now")
+
+
+def test_a_call_whose_id_has_no_text_is_refused_by_name_and_the_rest_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A call the app made itself with an id that has no text is refused alone, and the log
+    says which: the message naming it must not fail as the id's own text did (a logging
+    error on stderr instead of the line that says a call was lost)."""
+    writer = Writer(Settings(db=str(tmp_path / "calls.db"), url=None))
+    try:
+        with caplog.at_level(logging.ERROR, logger="llmlog"):
+            assert writer.submit(Call(id=Opaque(), timestamp=T0, model="m"))  # type: ignore[arg-type]
+            assert writer.submit(Call(id="kept", timestamp=T0, model="m"))
+            assert writer.flush(10)
+        stats = writer.stats()
+        assert (stats.recorded, stats.failed) == (1, 1), stats
+    finally:
+        writer.close(1)
+    said = [record.getMessage() for record in caplog.records]
+    assert any("<Opaque>" in line and "cannot be stored" in line for line in said), said

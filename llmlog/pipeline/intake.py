@@ -72,10 +72,20 @@ class Unfit(RecordError):
     """A record no store and no spool could keep (nested too deeply, not serializable): it
     is refused here, alone, before it joins a batch that it would make fail whole."""
 
-    def __init__(self, call_id: str, reason: str, kind: str) -> None:
+    def __init__(self, call_id: Any, reason: str, kind: str) -> None:
         super().__init__(reason)
-        self.call_id = call_id
+        # As text that can be logged: the id may be what was refused (an object of the app's
+        # whose `__str__` fails), and a log line that fails to format says nothing, or, with
+        # a handler that raises, ends the writer's thread.
+        self.call_id = _printable(call_id)
         self.kind = kind  # a short name of the reason, counted in the writer's stats
+
+
+def _printable(value: Any) -> str:
+    try:
+        return text_of(value)
+    except Exception:
+        return f"<{type(value).__name__}>"
 
 
 def record_line(record: dict[str, Any]) -> bytes:
