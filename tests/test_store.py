@@ -369,6 +369,20 @@ def test_sql_injection_looking_text_is_stored_verbatim(store: Store, backend: Ba
     assert backend.sql("SELECT system_prompt FROM calls WHERE id = ?", (c.id,)) == [(evil,)]
 
 
+def test_content_that_looks_like_array_syntax_is_stored_verbatim(store: Store) -> None:
+    """Content goes to PostgreSQL as arrays of hashes and bodies: text shaped like an array
+    literal's syntax (braces, commas, quotes, backslashes, NULL, blanks) must come back as
+    it was sent, as a body and as a message read back by id."""
+    odd = ["{a,b}", "NULL", "null", '"quoted", \\back\\slash', " ", "", "{}", "}{", "ARRAY[1]", "é ✓ 🙂"]
+    c = full_call(
+        system_prompt="{NULL}", messages=[{"role": "user", "content": text} for text in odd],
+        tools=[{"name": "t", "description": '{"x": NULL}'}],
+    )  # fmt: skip
+    store.insert([c])
+    got = store.get(c.id)
+    assert got is not None and got.to_dict() == c.to_dict()
+
+
 def _swap(value: Any, old: str, new: str) -> Any:
     """The value with `old` replaced by `new` in every string, keys included."""
     if isinstance(value, str):
