@@ -393,7 +393,7 @@ class PostgresStore(RowTables, PostgresTraces):
                 " SELECT h, b::jsonb FROM unnest(%b::bytea[], %b::text[]) AS u(h, b) ORDER BY h"
                 " ON CONFLICT (hash) DO NOTHING RETURNING hash, id",
                 (new, [batch.bodies[h] for h in new]),
-                binary=True,
+                binary=True,  # and the hashes back as bytes, not as hex to decode
             )
             batch.found.update((bytes(h), i) for h, i in cur)
             raced = [h for h in new if h not in batch.found]  # inserted by another writer meanwhile
