@@ -24,6 +24,8 @@ from llmlog.demo.fake_provider import FakeProvider
 from llmlog.pipeline.intake import hash_user_id
 from llmlog.pipeline.writer import SHARED_FROM, Writer
 from llmlog.store import open_store
+from tests.backends import Backend
+from tests.test_faults import nested
 from tests.test_remote import TOKEN as REMOTE_TOKEN
 from tests.test_remote import Collector, wait_for
 
@@ -251,3 +253,32 @@ def test_a_call_whose_id_has_no_text_is_refused_by_name_and_the_rest_kept(
         writer.close(1)
     said = [record.getMessage() for record in caplog.records]
     assert any("<Opaque>" in line and "cannot be stored" in line for line in said), said
+
+
+def test_a_refused_call_whose_id_holds_a_lone_surrogate_is_named_in_the_apps_log_file(
+    backend: Backend, tmp_path: Path
+) -> None:
+    """An id is text Python can hold and a log file cannot: a lone surrogate (text read from
+    bad UTF-16). A call refused with such an id is named in the app's own log, a file handler
+    writing UTF-8 as `logging.FileHandler` does by default, not replaced by a logging error
+    on stderr: the line that says a call was lost is the one that must get through."""
+    log_file = tmp_path / "app.log"
+    handler = logging.FileHandler(log_file, encoding="utf-8")
+    logger = logging.getLogger("llmlog")
+    logger.addHandler(handler)
+    # This file alone: the test runner's own capture holds the raw text no more than the file could.
+    propagate, logger.propagate = logger.propagate, False
+    writer = Writer(Settings(db=backend.url, url=None))
+    try:
+        assert writer.submit(Call(id="turn-\ud800", timestamp=T0, model="m", metadata=nested(1000)))
+        assert writer.submit(Call(id="kept", timestamp=T0, model="m"))
+        assert writer.flush(10)
+        stats = writer.stats()
+        assert (stats.recorded, stats.failed, stats.reasons) == (1, 1, {"too deep": 1}), stats
+    finally:
+        writer.close(1)
+        logger.removeHandler(handler)
+        logger.propagate = propagate
+        handler.close()
+    said = log_file.read_text(encoding="utf-8")
+    assert "turn-" in said and "cannot be stored" in said, said

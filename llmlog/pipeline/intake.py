@@ -77,15 +77,18 @@ class Unfit(RecordError):
         # As text that can be logged: the id may be what was refused (an object of the app's
         # whose `__str__` fails), and a log line that fails to format says nothing, or, with
         # a handler that raises, ends the writer's thread.
-        self.call_id = _printable(call_id)
+        self.call_id = printable(call_id)
         self.kind = kind  # a short name of the reason, counted in the writer's stats
 
 
-def _printable(value: Any) -> str:
+def printable(value: Any) -> str:
+    """An id as a log line can carry it: its text (`text_of`) with a lone surrogate written as
+    its escape, which a log file in UTF-8 could not hold; else the name of its type."""
     try:
-        return text_of(value)
+        text = text_of(value)
     except Exception:
         return f"<{type(value).__name__}>"
+    return text if text.isascii() else text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def record_line(record: dict[str, Any]) -> bytes:

@@ -27,7 +27,7 @@ from llmlog.capture.spans import ActiveSpan
 from llmlog.core.config import Settings
 from llmlog.core.prompts import REGISTRY
 from llmlog.core.record import Call, Span
-from llmlog.pipeline.intake import Intake, Item, Unfit
+from llmlog.pipeline.intake import Intake, Item, Unfit, printable
 from llmlog.pipeline.pricing import Pricer
 from llmlog.pipeline.processes import Processes, Sent, route, unshared
 from llmlog.pipeline.remote import RemoteSink, SpoolFull
@@ -601,7 +601,7 @@ class Writer:
                 stored += 1
             except Exception as exc:
                 if store is not None and isinstance(exc, store.data_errors):
-                    log.error("llmlog: call %s cannot be stored (%r); it is lost", call.id, exc)
+                    log.error("llmlog: call %s cannot be stored (%r); it is lost", printable(call.id), exc)
                     bad += 1
                 else:
                     more, worse = self._write([call], at)  # the store itself failed: retry as usual
