@@ -421,6 +421,19 @@ def test_text_postgresql_cannot_hold_is_stored(store: Store, backend: Backend, c
     assert again is not None and again.to_dict() == clean.to_dict()
 
 
+@pytest.mark.parametrize("char", ["\ud800", "\udfff"], ids=["high-surrogate", "low-surrogate"])
+def test_a_call_whose_id_holds_a_lone_surrogate_is_stored(store: Store, char: str) -> None:
+    """An id is a text column like the others: one holding a lone surrogate (text read from
+    bad UTF-16) is stored with it replaced, as the other text columns are, not refused as
+    data and lost; the rest of its batch is stored beside it."""
+    c = full_call(id=f"call-{char}")
+    clean = full_call(id="55555555-5555-5555-5555-555555555555")
+    assert store.insert([c, clean]) == 2
+    assert store.count(CallFilter()) == 2
+    again = store.get(clean.id)
+    assert again is not None and again.to_dict() == clean.to_dict()
+
+
 # ---------------------------------------------------------------- content-addressed storage
 
 

@@ -235,12 +235,19 @@ def _json_value(value: Any) -> Any:
         return _time_text(value)
     if isinstance(value, float) and value != value:
         return None
-    if isinstance(value, str):  # not Unicode (a lone surrogate): kept as the other stores keep it
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            return value.encode("utf-8", "replace").decode()
+    if isinstance(value, str):
+        return unicode_text(value)
     return value
+
+
+def unicode_text(text: str) -> str:
+    """`text` as the engine can keep it: one that is not Unicode (a lone surrogate) with that
+    replaced, as the other stores keep it."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode()
+    return text
 
 
 def _time_text(t: datetime) -> str:

@@ -43,7 +43,7 @@ from llmlog.store.base import (
 )
 from llmlog.store.clickhouse import CLICKHOUSE, reader
 from llmlog.store.clickhouse.alerts import ClickHouseAlerts
-from llmlog.store.clickhouse.engine import READ_SETTINGS, Engine, EngineError, bind, open_engine
+from llmlog.store.clickhouse.engine import READ_SETTINGS, Engine, EngineError, bind, open_engine, unicode_text
 from llmlog.store.clickhouse.engine import utc_time as _when
 from llmlog.store.clickhouse.experiments import ClickHouseExperiments
 from llmlog.store.clickhouse.schema import DAILY_GROUP, DAILY_SELECT, PEOPLE_SELECT, Versions, migrate
@@ -189,6 +189,12 @@ class ClickHouseStore(ClickHouseAlerts, ClickHouseExperiments, ClickHouseTraces)
         races the mark is sealed by that second sweep."""
         if not calls:
             return 0
+        # An id that is not Unicode (a lone surrogate) is stored as the engine keeps other
+        # such text (`unicode_text`), and looked for as stored.
+        calls = [
+            c.replace(id=unicode_text(c.id)) if isinstance(c.id, str) and not c.id.isascii() else c
+            for c in calls
+        ]
         calls = self._sealed(calls)
         before = self._settings_now()
         calls = self._enforce(calls, before)

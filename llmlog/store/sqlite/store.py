@@ -386,7 +386,7 @@ class SQLiteStore(RowTables, SQLiteTraces):
         if safe:
             plain = tuple(_valid_text(v) if isinstance(v, str) else v for v in plain)
         return (
-            c.id,
+            _valid_text(c.id) if safe else c.id,  # an id is text as the others are
             format_timestamp(c.timestamp),
             cid(system),
             # A JSON array of the ids, as orjson writes integers: what str() and a join give.
