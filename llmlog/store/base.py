@@ -55,6 +55,18 @@ def plain(value: Any) -> Any:
     return value
 
 
+def unicode_text(text: str) -> str:
+    """`text` as a store can keep it: one that is not Unicode (a lone surrogate, read from bad
+    UTF-16) with that replaced by U+FFFD, as every engine keeps such text."""
+    if text.isascii():
+        return text
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace").decode()
+    return text
+
+
 def like_pattern(text: str) -> str:
     """`text` as a LIKE pattern that matches it anywhere, its own % and _ taken literally
     (with ESCAPE '\\')."""

@@ -13,6 +13,8 @@ from datetime import UTC, date, datetime
 from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
+from llmlog.store.base import unicode_text
+
 # Settings every read gets: 64-bit integers as JSON numbers (the embedded engine answers in
 # JSON), NaN as null, and names as in standard SQL.
 READ_SETTINGS = {
@@ -238,16 +240,6 @@ def _json_value(value: Any) -> Any:
     if isinstance(value, str):
         return unicode_text(value)
     return value
-
-
-def unicode_text(text: str) -> str:
-    """`text` as the engine can keep it: one that is not Unicode (a lone surrogate) with that
-    replaced, as the other stores keep it."""
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "replace").decode()
-    return text
 
 
 def _time_text(t: datetime) -> str:

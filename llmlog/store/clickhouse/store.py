@@ -39,11 +39,12 @@ from llmlog.store.base import (
     ReadOnlyError,
     erase_target,
     plain,
+    unicode_text,
     utc_days,
 )
 from llmlog.store.clickhouse import CLICKHOUSE, reader
 from llmlog.store.clickhouse.alerts import ClickHouseAlerts
-from llmlog.store.clickhouse.engine import READ_SETTINGS, Engine, EngineError, bind, open_engine, unicode_text
+from llmlog.store.clickhouse.engine import READ_SETTINGS, Engine, EngineError, bind, open_engine
 from llmlog.store.clickhouse.engine import utc_time as _when
 from llmlog.store.clickhouse.experiments import ClickHouseExperiments
 from llmlog.store.clickhouse.schema import DAILY_GROUP, DAILY_SELECT, PEOPLE_SELECT, Versions, migrate

@@ -44,6 +44,7 @@ from llmlog.store.base import (
     day_and_features,
     erase_target,
     like_pattern,
+    unicode_text,
     utc_days,
 )
 from llmlog.store.content import ContentBatch, ContentIds, Key
@@ -87,10 +88,6 @@ _BRIEF = f"(\nSELECT\n    {select_list(_BRIEF_OF)}\nFROM call_data AS d\n)"
 # A call's inline columns, read in one step each (the writer builds a row per call).
 _PLAIN = operator.attrgetter(*INLINE_PLAIN)
 _JSON = operator.attrgetter(*INLINE_JSON)
-
-
-def _valid_text(text: str) -> str:
-    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _text(text: str) -> str:
@@ -287,7 +284,7 @@ class SQLiteStore(RowTables, SQLiteTraces):
 
     def _keys(self, c: Call, batch: ContentBatch, safe: bool) -> _Keys:
         """The content of a call, keyed, and its response with what it echoes left out."""
-        dumps, text = (_json_safe, _valid_text) if safe else (json_text, _text)
+        dumps, text = (_json_safe, unicode_text) if safe else (json_text, _text)
         response, echo_instructions, echo_tools = c.response, None, None
         if isinstance(response, dict):
             # What the response echoes of the request goes to `content`, as the request's
@@ -384,9 +381,9 @@ class SQLiteStore(RowTables, SQLiteTraces):
         system, messages, tools, params, echo_instructions, echo_tools, _ = keys
         plain = _PLAIN(c)
         if safe:
-            plain = tuple(_valid_text(v) if isinstance(v, str) else v for v in plain)
+            plain = tuple(unicode_text(v) if isinstance(v, str) else v for v in plain)
         return (
-            _valid_text(c.id) if safe else c.id,  # an id is text as the others are
+            unicode_text(c.id) if safe else c.id,  # an id is text as the others are
             format_timestamp(c.timestamp),
             cid(system),
             # A JSON array of the ids, as orjson writes integers: what str() and a join give.
