@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import logging
 import os
 import threading
 from typing import Any, TypeVar
@@ -24,6 +23,7 @@ from llmlog.capture.exchange import Exchange
 from llmlog.capture.spans import ActiveSpan, Scope, trace_decorator
 from llmlog.capture.wrap import instrument
 from llmlog.core.config import Settings
+from llmlog.core.logs import recording_log
 from llmlog.core.prompts import Prompt, prompt
 from llmlog.core.record import COLUMNS, Call
 from llmlog.pipeline.writer import Stats, Writer
@@ -47,7 +47,7 @@ __all__ = [
 __version__ = "0.1.0"
 
 C = TypeVar("C")
-log = logging.getLogger("llmlog")
+log = recording_log()  # never raises: a handler of the app's cannot stop recording
 
 _lock = threading.Lock()
 _settings: Settings | None = None

@@ -9,6 +9,7 @@ import sys
 import textwrap
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import anthropic
@@ -358,3 +359,71 @@ def test_ids_after_a_fork_without_hooks_while_the_pool_is_locked() -> None:
     )
     out = _python(script)
     assert out.stdout.split() == ["0"], "the child hung on the parent's lock"
+
+
+class Raising(logging.Handler):
+    """An app's log handler that fails on every line (a sink of its own that is down),
+    without the `handleError` that Python's own handlers fall back on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines += 1
+        raise OSError("the app's log sink is down")
+
+
+@pytest.fixture
+def raising_log() -> Iterator[Raising]:
+    handler = Raising()
+    logger = logging.getLogger("llmlog")
+    logger.addHandler(handler)
+    try:
+        yield handler
+    finally:
+        logger.removeHandler(handler)
+
+
+def test_a_log_handler_that_raises_does_not_stop_recording(
+    tmp_path: Path, fake: FakeProvider, raising_log: Raising
+) -> None:
+    """What the writer logs (the store down and retried, a call that cannot be stored) goes
+    to the app's handlers. One that raises used to end the writer's threads at the first
+    line: nothing after it was stored, and `flush` never returned true."""
+    blocker = tmp_path / "data"
+    blocker.write_text("a file where the store's directory should be")
+    db = str(blocker / "calls.db")
+    llmlog.configure(db=db)
+    client = _client(fake)
+    loop: dict[str, object] = {}
+    loop["self"] = loop  # cannot be serialized: the call is refused alone, and that is logged
+    with llmlog.context(metadata={"loop": loop}):
+        _call(client)
+    for _ in range(3):
+        _call(client)
+    assert not llmlog.flush(timeout=0.5)  # the store is down: retried, and that is logged
+    blocker.unlink()
+    assert llmlog.flush(timeout=15)
+    stats = llmlog.stats()
+    assert (stats.recorded, stats.failed, stats.dropped) == (3, 1, 0), stats
+    assert raising_log.lines >= 2  # the lines were offered to the handler, and lost there
+    with open_store(db) as store:
+        assert store.count(CallFilter()) == 3
+    llmlog.configure(db=str(tmp_path / "other.db"))
+
+
+def test_a_log_handler_that_raises_does_not_reach_the_apps_calls(
+    tmp_path: Path, fake: FakeProvider, raising_log: Raising
+) -> None:
+    """A full queue is logged on the app's own thread, in the SDK call that found it full:
+    a handler that raises there used to raise out of the SDK call."""
+    blocker = tmp_path / "data"
+    blocker.write_text("")
+    llmlog.configure(db=str(blocker / "calls.db"), queue_size=2, batch_size=1, exit_timeout_s=0.5)
+    client = _client(fake)
+    for _ in range(8):
+        assert isinstance(_call(client), anthropic.types.Message)
+    assert llmlog.stats().dropped >= 3
+    assert raising_log.lines >= 1
+    llmlog.configure(db=str(tmp_path / "other.db"))

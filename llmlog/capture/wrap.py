@@ -9,7 +9,6 @@ stream stays incremental: we only append each chunk to a list as it passes.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, TypeVar
@@ -20,9 +19,10 @@ import httpx2
 from llmlog.capture import context as _context
 from llmlog.capture.exchange import Exchange
 from llmlog.capture.spans import joined
+from llmlog.core.logs import recording_log
 from llmlog.providers import api_at
 
-log = logging.getLogger("llmlog")
+log = recording_log()  # never raises: a handler of the app's cannot stop recording
 
 C = TypeVar("C")
 Sink = Callable[[Exchange], object]

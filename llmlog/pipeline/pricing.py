@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
-import logging
 import math
 import tomllib
 from dataclasses import dataclass
@@ -30,9 +29,10 @@ from typing import Any, cast
 import genai_prices
 from genai_prices.types import ModelInfo, ModelPrice, TieredPrices, Usage, calc_unit_price
 
+from llmlog.core.logs import recording_log
 from llmlog.core.record import Call
 
-log = logging.getLogger("llmlog")
+log = recording_log()  # never raises: a handler of the app's cannot stop recording
 
 RATE_CARD = f"genai-prices {genai_prices.__version__}"
 PRICE_KEYS = ("input_mtok", "output_mtok", "cache_read_mtok", "cache_write_mtok", "cache_write_1h_mtok")

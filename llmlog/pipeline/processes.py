@@ -27,7 +27,6 @@ import contextlib
 import fcntl
 import gc
 import io
-import logging
 import os
 import pickle
 import select
@@ -47,11 +46,12 @@ from typing import Any
 
 from llmlog.capture.exchange import Exchange
 from llmlog.core.config import Settings
+from llmlog.core.logs import recording_log
 from llmlog.core.prompts import REGISTRY
 from llmlog.core.record import Call, Span
 from llmlog.store import sqlite_path
 
-log = logging.getLogger("llmlog")
+log = recording_log()  # never raises: a handler of the app's cannot stop recording
 
 # What a process is sent: a call as captured or built, or a span of the app's as recorded.
 Sent = Exchange | Call | Span

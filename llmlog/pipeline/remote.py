@@ -24,7 +24,6 @@ import contextlib
 import fcntl
 import gzip
 import itertools
-import logging
 import os
 import threading
 import time
@@ -33,11 +32,12 @@ from pathlib import Path
 
 import httpx2 as httpx
 
+from llmlog.core.logs import recording_log
 from llmlog.core.record import Call, Span
 from llmlog.pipeline.intake import record_line
 from llmlog.store.regulated import Refused
 
-log = logging.getLogger("llmlog")
+log = recording_log()  # never raises: a handler of the app's cannot stop recording
 
 SEGMENT_MAX_BYTES = 8 * 2**20  # a batch is split into segments of at most this much JSON
 SUFFIX = ".ndjson"

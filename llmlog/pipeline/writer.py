@@ -13,7 +13,6 @@ counted in `stats()` and reported through `logging`.
 from __future__ import annotations
 
 import contextlib
-import logging
 import queue
 import threading
 import time
@@ -25,6 +24,7 @@ from llmlog.capture.exchange import Exchange
 from llmlog.capture.parse import Decoder
 from llmlog.capture.spans import ActiveSpan
 from llmlog.core.config import Settings
+from llmlog.core.logs import recording_log
 from llmlog.core.prompts import REGISTRY
 from llmlog.core.record import Call, Span
 from llmlog.pipeline.intake import Intake, Item, Unfit, printable
@@ -34,7 +34,7 @@ from llmlog.pipeline.remote import RemoteSink, SpoolFull
 from llmlog.store import Store, engine_of, open_store, redact_url
 from llmlog.store.regulated import Refused
 
-log = logging.getLogger("llmlog")
+log = recording_log()  # never raises: a handler of the app's cannot stop recording
 
 # What `_until_stored` answers when the sink refuses records as data.
 _DATA = object()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -16,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from llmlog.core.config import cache_bytes
 from llmlog.core.encryption import Keyring
 from llmlog.core.filters import CallFilter
+from llmlog.core.logs import recording_log
 from llmlog.core.record import Call, format_timestamp, parse_timestamp
 from llmlog.store import search, vectors
 from llmlog.store.alerts import Alerts, RowAlerts
@@ -27,7 +27,7 @@ from llmlog.store.regulated import Regulated
 from llmlog.store.search import Hit, Query
 from llmlog.store.traces import Traces
 
-log = logging.getLogger("llmlog")
+log = recording_log()  # never raises: a handler of the app's cannot stop recording
 
 
 def utc_days(since: datetime, until: datetime | None = None) -> tuple[date, date]:
