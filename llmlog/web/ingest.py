@@ -333,9 +333,11 @@ async def post_calls(request: Request) -> Response:
             for index, call in batch.calls:
                 if call.id in seen:  # the same record twice in one batch: stored once
                     continue
-                seen.add(call.id)
                 try:
                     calls.append((index, c.intake.call(call)))
+                    # Only once it is taken: a good record after a refused one of the same id
+                    # (the client's fix of it, in the same batch) is stored, not a duplicate.
+                    seen.add(call.id)
                 except RecordError as exc:  # a bad figure, or too deep to keep: this record
                     batch.bad.append(BadRecord(index, str(exc)))
                 except Exception as exc:  # pricing a strange record must not lose the batch
