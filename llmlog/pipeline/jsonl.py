@@ -145,6 +145,14 @@ def _one_value(body: bytes) -> Any:
         # a NaN in one record is that array, not one bad line); else NDJSON, each line on its own.
         try:
             return json.loads(body)
+        except UnicodeDecodeError:
+            pass
+        except (ValueError, RecursionError):
+            return _LINES
+        # A byte that is not UTF-8 in a string: replaced, as it is in an NDJSON line, so that
+        # one record's bad byte does not make the whole array one bad line.
+        try:
+            return json.loads(body.decode("utf-8", "replace"))
         except (ValueError, RecursionError):
             return _LINES
 
