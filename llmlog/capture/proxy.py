@@ -48,6 +48,7 @@ from llmlog.capture.context import CallContext
 from llmlog.capture.exchange import Exchange
 from llmlog.capture.wrap import classify, note_response
 from llmlog.core.config import upstream
+from llmlog.core.record import too_deep
 
 # Headers that belong to one hop of the connection, not to the request or response.
 HOP_BY_HOP = frozenset(
@@ -94,10 +95,15 @@ def context_from(headers: Any, base: CallContext | None = None) -> CallContext:
     if headers.get("llmlog-metadata"):
         try:
             metadata = json.loads(headers["llmlog-metadata"])
+        except RecursionError:
+            raise BadContext("llmlog-metadata: nested too deeply") from None
         except ValueError as exc:
             raise BadContext(f"llmlog-metadata: not JSON ({exc})") from None
         if not isinstance(metadata, dict):
             raise BadContext("llmlog-metadata: must be a JSON object")
+        # Refused now, before the request is sent: the call could not be stored after.
+        if too_deep(metadata):
+            raise BadContext("llmlog-metadata: nested too deeply (at most about 250 levels)")
     tags = _tags(headers.get("llmlog-tags") or "")
     return (base or CallContext()).merged(metadata=metadata, tags=tags, **fields)
 

@@ -89,6 +89,16 @@ def json_text(value: Any) -> str:
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=str)
 
 
+def too_deep(value: Any) -> bool:
+    """Whether `value`, held as a field of a record, nests past what the stores and the
+    spool write (orjson's limit: about 250 levels, counting the record's own object)."""
+    try:
+        orjson.dumps({"field": value}, default=str)
+    except orjson.JSONEncodeError as exc:
+        return str(exc) == "Recursion limit reached"
+    return False
+
+
 def parse_json(text: str | bytes) -> Any:
     """JSON from a request or response body; None when it is not JSON."""
     try:
