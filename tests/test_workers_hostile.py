@@ -105,6 +105,18 @@ def test_a_call_with_the_most_tokens_a_record_allows_does_not_refuse_its_group(s
     assert stored(served, _id(5))
 
 
+def test_a_figure_whose_sum_would_be_infinite_is_refused_by_name(served: Serving) -> None:
+    """Two calls of a group whose latencies are each near the largest float: their rollup's
+    sum was infinite, and an infinite sum stays (taking a call away leaves infinity, or NaN)."""
+    body = json.dumps(
+        [record(6, latency_ms=1.7e308, feature="vast"), record(7, latency_ms=1.7e308, feature="vast")]
+    )
+    r = post(served, "/v1/calls", body, "application/json")
+    assert r.status_code == 400, r.text
+    assert [b["index"] for b in r.json()["rejected"]] == [0, 1]
+    assert all("latency_ms" in b["reason"] for b in r.json()["rejected"])
+
+
 def test_an_otlp_span_with_a_nul_in_its_name_is_not_the_store_being_down(served: Serving) -> None:
     """A GenAI span whose name holds a NUL, beside a good one: on PostgreSQL the spans' insert
     fails as data, and the request was answered 503 "the store is unavailable: send again", which

@@ -118,6 +118,15 @@ class RecordError(ValueError):
 DROPPED_KEY = "llmlog_dropped_figures"
 
 
+# The most a call's figure may be: far past any model's (a context of millions of tokens, a
+# call of hours), and small enough that the rollups' sums of a day's calls stay in range: a
+# 64-bit sum holds 9 million calls of the most tokens in one group and day, where one call
+# of 2**63 - 1 tokens made every later call of its group fail to be added on PostgreSQL. A
+# real number this size summed stays finite, where two near the largest float made infinity.
+MAX_TOKENS = 10**12
+MAX_REAL = 1e15
+
+
 def figure_problem(name: str, value: Any) -> str | None:
     """Why `value` cannot be a call's `name` (a token count, a cost or a time), or None.
     A NaN, an infinity or a negative figure would stay in the rollups for ever: a sum with
@@ -127,8 +136,8 @@ def figure_problem(name: str, value: Any) -> str | None:
     if name in INT_COLUMNS:
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             return f"{name}: expected a non-negative integer, got {value!r}"
-        if value >= 2**63:
-            return f"{name}: {value} is too large for a 64-bit integer"
+        if value > MAX_TOKENS:
+            return f"{name}: {value} is more than any call has (at most {MAX_TOKENS:,})"
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
         return f"{name}: expected a number, got {value!r}"
@@ -138,6 +147,8 @@ def figure_problem(name: str, value: Any) -> str | None:
         return f"{name}: {value} is too large"
     if not math.isfinite(number) or number < 0:
         return f"{name}: expected a finite non-negative number, got {value!r}"
+    if number > MAX_REAL:
+        return f"{name}: {value!r} is more than any call has (at most {MAX_REAL:g})"
     return None
 
 

@@ -40,6 +40,8 @@ from llmlog.core.record import (
     FLOAT_COLUMNS,
     INT_COLUMNS,
     JSON_COLUMNS,
+    MAX_REAL,
+    MAX_TOKENS,
     Call,
     RecordError,
     Span,
@@ -466,9 +468,9 @@ def _column_schema(name: str) -> dict[str, Any]:
     if name == "timestamp":
         return {"type": "string", "format": "date-time", "description": "ISO-8601; UTC unless it says"}
     if name in INT_COLUMNS:
-        return {"type": ["integer", "null"], "minimum": 0}
+        return {"type": ["integer", "null"], "minimum": 0, "maximum": MAX_TOKENS}
     if name in FLOAT_COLUMNS:
-        return {"type": ["number", "null"], "minimum": 0}
+        return {"type": ["number", "null"], "minimum": 0, "maximum": MAX_REAL}
     if name in JSON_COLUMNS:
         kind = "object" if name in ("params", "response", "error", "metadata") else "array"
         return {"type": [kind, "null"]}
