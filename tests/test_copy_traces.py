@@ -128,12 +128,18 @@ def test_an_interrupted_copy_resumes_and_counts_each_span_once(
 
 
 def test_copy_keeps_a_span_the_target_cannot_hold_out_and_the_rest_in(tmp_path: Path, pg_url: str) -> None:
-    """A NUL in a span's name (SQLite keeps it; PostgreSQL cannot): that span is refused
-    with its ids, the others are copied."""
+    """A root span whose name is too long for PostgreSQL's index of trace names (SQLite keeps
+    it): that span is refused with its ids, the others are copied. A NUL in another span's
+    name (which PostgreSQL cannot hold) is replaced, as in a call's text, and the span kept."""
     source, target = SQLiteBackend(tmp_path / "source.db"), PostgresBackend(pg_url)
     calls, spans = _traced()
-    bad = dataclasses.replace(spans[5], name="step\x00five")
-    spans[5] = bad
+    at = next(i for i, s in enumerate(spans) if s.parent_id is None)
+    bad = spans[at] = dataclasses.replace(
+        spans[at],
+        name="".join(f"{i * 7919 % 100_003:x}" for i in range(3000)),  # ~15 kB, no repeats
+    )
+    nul = next(i for i, s in enumerate(spans) if s.parent_id is not None and s.trace_id != bad.trace_id)
+    spans[nul] = dataclasses.replace(spans[nul], name="step\x00five")
     with source.open() as src:
         fill(src, calls, spans)
     result = CliRunner().invoke(cli, ["copy", "--from", source.url, "--to", target.url])
@@ -142,3 +148,4 @@ def test_copy_keeps_a_span_the_target_cannot_hold_out_and_the_rest_in(tmp_path: 
     assert f"and {len(spans) - 1} span(s)" in said and "1 could not be kept" in said, said
     assert f"span {bad.span_id} of trace {bad.trace_id}:" in said
     assert _span_rows(target) == len(spans) - 1
+    assert target.sql("SELECT count(*) FROM spans WHERE name = %s", ("step\ufffdfive",))[0][0] == 1

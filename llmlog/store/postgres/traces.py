@@ -105,9 +105,9 @@ def _utc(t: datetime) -> datetime:
 
 def _event_row(e: SpanEvent, received: int) -> tuple[Any, ...]:
     """An event as `span_events` keeps it: keyed by a hash of its form as stored."""
-    attributes, body = json_text(storable(e.attributes)), json_text(storable(e.body))
-    key = digest(f"{e.trace_id}\n{e.span_id}\n{e.name}\n{attributes}\n{body}")
-    return (key, e.trace_id, e.span_id, e.name, attributes, body, received)
+    name, attributes, body = storable(e.name), json_text(storable(e.attributes)), json_text(storable(e.body))
+    key = digest(f"{e.trace_id}\n{e.span_id}\n{name}\n{attributes}\n{body}")
+    return (key, e.trace_id, e.span_id, name, attributes, body, received)
 
 
 class PostgresTraces(Store):
@@ -133,9 +133,9 @@ class PostgresTraces(Store):
             # have it (`newest_forms`). In key order: writers take the rows of `traces` in one
             # order, as the calls' trigger does.
             rows = sorted(
-                [s.trace_id, s.span_id, s.parent_id, s.name, s.kind, s.start, s.end, s.status,
-                 storable(s.status_message), json_text(storable(s.attributes)),
-                 json_text(storable(s.events)), s.service, s.call_id]
+                [s.trace_id, s.span_id, s.parent_id, storable(s.name), storable(s.kind), s.start, s.end,
+                 s.status, storable(s.status_message), json_text(storable(s.attributes)),
+                 json_text(storable(s.events)), storable(s.service), s.call_id]
                 for s in newest_forms(admitted.records)
             )  # fmt: skip
             if rows:
