@@ -133,6 +133,21 @@ def test_an_otlp_span_with_a_nul_in_its_name_is_not_the_store_being_down(served:
         assert store.traces([good["traceId"]]), "the good span is not stored"  # type: ignore[list-item]
 
 
+def test_an_otlp_span_the_store_cannot_write_is_refused_alone(served: Serving) -> None:
+    """A root span whose name is too long for PostgreSQL's index of trace names (past ~2.7 kB
+    of text that does not compress), beside a good span of another trace: the spans' insert
+    failed as data, and the whole request was answered 503, the store "unavailable", which an
+    exporter retries for ever. The spans go again one by one: the bad one refused (a partial
+    success), the good one kept."""
+    good, bad = _sdk(111), _wrapper(112)
+    bad["name"] = "".join(f"{i * 7919 % 100_003:x}" for i in range(3000))  # ~15 kB, no repeats
+    body = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [good, bad]}]}]})
+    r = post(served, "/v1/traces", body, "application/json")
+    assert r.status_code == 200, r.text
+    with open_store(served.url) as store:  # type: ignore[attr-defined]
+        assert store.traces([good["traceId"]]), "the good span is not stored"  # type: ignore[list-item]
+
+
 def test_the_same_batch_sent_to_both_workers_at_once_is_stored_once(served: Serving) -> None:
     """A client's retries, racing: the same batch on several connections at once (the workers
     take turns accepting them). Every call stored once, and the answers agree: as many stored

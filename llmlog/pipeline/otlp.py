@@ -33,6 +33,7 @@ from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call, RecordError, Span, SpanEvent
 from llmlog.store import Store, retention_policy
 from llmlog.store.regulated import Refused
+from llmlog.store.traces import insert_spans_apart
 
 if TYPE_CHECKING:
     from llmlog.pipeline.intake import Intake
@@ -544,7 +545,7 @@ def ingest_spans(
         span = prepared.kept[i]
         span.call_id = spans[i].call_id
         kept_spans.append(span)
-    refused += [Refused(kept[r.index], r.reason) for r in store.insert_spans(kept_spans)]
+    refused += [Refused(kept[r.index], r.reason) for r in insert_spans_apart(store, kept_spans)]
     sweep(store)
     return added, sorted(refused)
 

@@ -33,6 +33,7 @@ from llmlog.pipeline.processes import Processes, Sent, route, unshared
 from llmlog.pipeline.remote import RemoteSink, SpoolFull
 from llmlog.store import Store, engine_of, open_store, redact_url
 from llmlog.store.regulated import Refused
+from llmlog.store.traces import insert_spans_apart
 
 log = recording_log()  # never raises: a handler of the app's cannot stop recording
 
@@ -94,19 +95,8 @@ def keep_spans(sink: Sink, intake: Intake, spans: Sequence[Span]) -> list[Refuse
     come as calls); the spans refused, by position. For the collector's `POST /v1/spans` and
     `llmlog copy`. One the store cannot write (NUL in a name on PostgreSQL, say) does not
     stop the rest: on a data error the batch goes again span by span, so that only the bad
-    ones are refused."""
-    kept = [intake.span(s) for s in spans]
-    try:
-        return sink.insert_spans(kept)
-    except sink.data_errors:
-        pass
-    refused: list[Refused] = []
-    for index, span in enumerate(kept):
-        try:
-            refused += [Refused(index, r.reason) for r in sink.insert_spans([span])]
-        except sink.data_errors as exc:
-            refused.append(Refused(index, f"cannot be stored: {exc}"))
-    return refused
+    ones are refused (`insert_spans_apart`)."""
+    return insert_spans_apart(sink, [intake.span(s) for s in spans])
 
 
 # A built batch for a store thread: its calls, its spans, and how many items of the queue it

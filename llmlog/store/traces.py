@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from llmlog.core.filters import TraceFilter
 from llmlog.core.record import Span, SpanEvent, TraceSummary
@@ -40,6 +40,31 @@ def newest_forms(spans: Sequence[Span]) -> list[Span]:
             s = dataclasses.replace(s, call_id=was.call_id)
         kept[(s.trace_id, s.span_id)] = s
     return list(kept.values())
+
+
+class SpanSink(Protocol):
+    """Where spans go: a store, or a collector's client (`llmlog.pipeline.remote`)."""
+
+    data_errors: tuple[type[BaseException], ...]
+
+    def insert_spans(self, spans: Sequence[Span]) -> list[Refused]: ...
+
+
+def insert_spans_apart(sink: SpanSink, spans: Sequence[Span]) -> list[Refused]:
+    """`sink.insert_spans(spans)`; on a data error (a value the store cannot write), the
+    spans again one by one, so that only the bad ones are refused, by position, and the
+    rest kept: one span must neither lose its batch nor be taken for the store being down."""
+    try:
+        return sink.insert_spans(spans)
+    except sink.data_errors:
+        pass
+    refused: list[Refused] = []
+    for index, span in enumerate(spans):
+        try:
+            refused += [Refused(index, r.reason) for r in sink.insert_spans([span])]
+        except sink.data_errors as exc:
+            refused.append(Refused(index, f"cannot be stored: {exc}"))
+    return refused
 
 
 # The spans that stand for a call, by its id (SQLite and PostgreSQL; ClickHouse reads the
