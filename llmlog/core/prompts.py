@@ -24,6 +24,7 @@ import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from llmlog.core.config import prompts_dir
 
@@ -41,6 +42,11 @@ class Prompt(str):
         self = super().__new__(cls, text)
         self.name, self.version = name, f"{name}@{version}"
         return self
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from what `__new__` takes (pickled to a writer process, copied): str's own
+        # reduction would call it with the text alone.
+        return (Prompt, (str(self), self.name, self.version.removeprefix(f"{self.name}@")))
 
 
 @dataclass(frozen=True)
