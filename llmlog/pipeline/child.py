@@ -10,7 +10,6 @@ exit timeout, says so last, and ends.
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 import pickle
 import sys
@@ -21,7 +20,7 @@ from typing import Any
 
 from llmlog.core.config import Settings
 from llmlog.core.prompts import REGISTRY
-from llmlog.pipeline.processes import whole_process_gc
+from llmlog.pipeline.processes import unpickled_apart, whole_process_gc
 from llmlog.pipeline.writer import Writer
 
 
@@ -99,8 +98,7 @@ def main(into: Connection, out: Connection) -> None:
     reporter.start()
     while True:
         try:
-            frame = pickle.Unpickler(io.BytesIO(into.recv_bytes()))
-            message = frame.load()
+            message = pickle.loads(into.recv_bytes())
         except (EOFError, OSError):
             break
         if message[0] == "prompts":
@@ -109,20 +107,19 @@ def main(into: Connection, out: Connection) -> None:
         if message[0] == "nudge":
             writer.nudge()
             continue
+        # The app sends only what can be rebuilt here; should an item still not be (an
+        # exception whose arguments do not round-trip, a class of llmlog's own changed under a
+        # running app), it alone is counted and lost, not the batch it came in.
         try:
-            items = frame.load()
-        except Exception as exc:
-            # The app sends only what can be rebuilt here; should a batch still not be (a
-            # class of llmlog's own changed under a running app), it is counted, not held.
-            n = message[1]
-            logger.error(
-                "llmlog: %d call(s) could not be read in a writer process (%r); they are lost", n, exc
-            )
-            writer.failed("could not be read by a writer process", n)
-            taken += n
-            continue
-        for item in items:
-            writer.submit(item)
+            items = into.recv_bytes()  # the head said where each ends
+        except (EOFError, OSError):
+            break
+        for item, error in unpickled_apart(items, message[1]):
+            if error is None:
+                writer.submit(item)
+            else:
+                logger.error("llmlog: a call could not be read in a writer process (%r); it is lost", error)
+                writer.failed("could not be read by a writer process")
             taken += 1
     reading = False
     writer.close()

@@ -38,7 +38,7 @@ import time
 import types
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, fields
 from multiprocessing.connection import Connection
 from pathlib import Path
@@ -151,6 +151,59 @@ def pickled(*objects: Any) -> bytes:
     return buffer.getvalue()
 
 
+class _Framer:
+    """Batches as a process reads them (`unpickled_apart`): each item pickled on its own, no
+    object shared with another, so that one the process cannot rebuild is refused alone, not
+    with its batch. Into memory kept from one batch to the next: a new buffer of megabytes
+    for each batch cost more in page faults than the pickling (the workload's calls: 26 µs
+    a call pickled as one list, 16 µs each apart into this buffer). Used by one thread."""
+
+    KEEP = 16 * 2**20  # bytes of frame kept between batches; a larger one is let go
+
+    def __init__(self) -> None:
+        self._item = io.BytesIO()
+        self._pickler = _Pickler(self._item, protocol=pickle.HIGHEST_PROTOCOL)
+        self._frame = bytearray()
+
+    def frames(self, items: Sequence[Any]) -> tuple[bytes, memoryview]:
+        """The head (where each item ends) and the items, each sent as a frame of its own.
+        The items' view is to be released before the next call."""
+        item, pickler, frame = self._item, self._pickler, self._frame
+        ends: list[int] = []
+        at = 0
+        for obj in items:
+            item.seek(0)
+            item.truncate()
+            try:
+                pickler.dump(obj)
+            finally:
+                pickler.clear_memo()
+            with item.getbuffer() as pickled_item:
+                n = len(pickled_item)
+                frame[at : at + n] = pickled_item
+            at += n
+            ends.append(at)
+        return pickle.dumps(("items", ends), protocol=pickle.HIGHEST_PROTOCOL), memoryview(frame)[:at]
+
+    def trim(self) -> None:
+        """Let go of a frame past `KEEP` (a burst of large calls), once its view is released."""
+        if len(self._frame) > self.KEEP:
+            self._frame = bytearray()
+
+
+def unpickled_apart(frame: bytes, ends: Sequence[int]) -> Iterator[tuple[Any, Exception | None]]:
+    """The items of a frame `_Framer` made, whose head gave `ends`: each item rebuilt, or
+    None and what rebuilding it raised."""
+    view = memoryview(frame)
+    start = 0
+    for end in ends:
+        try:
+            yield pickle.loads(view[start:end]), None
+        except Exception as exc:
+            yield None, exc
+        start = end
+
+
 # Every `Processes` not yet closed: a fork of the app closes its copies of their pipes.
 _OPEN: weakref.WeakSet[Processes] = weakref.WeakSet()
 
@@ -224,6 +277,7 @@ class Processes:
         self._said: set[str] = set()
         self._closed = False  # `close` was called: none is started again
         self._starting: set[subprocess.Popen[bytes]] = set()  # started, not yet ready
+        self._framer = _Framer()  # the sending thread's
         _OPEN.add(self)
 
     # ------------------------------------------------------------ sending
@@ -264,8 +318,8 @@ class Processes:
         if process is None:
             return items
         try:
-            # The count first: a process that cannot read the items still counts them.
-            frame = pickled(("items", len(items)), items)
+            # The head first: a process that cannot read an item still counts it.
+            head, frame = self._framer.frames(items)
         except Exception:
             # One item holds an object that does not pickle: the others go, it stays here.
             fit, left = [], []
@@ -276,6 +330,14 @@ class Processes:
                 except Exception:
                     left.append(item)
             return left + (self._send(slot, fit) if fit else [])
+        try:
+            with frame:  # the framer's memory let go of, however this ends
+                return self._deliver(process, items, head, frame)
+        finally:
+            self._framer.trim()
+
+    def _deliver(self, process: _Process, items: list[Sent], head: bytes, frame: memoryview) -> list[Sent]:
+        """Write a batch's frames to `process`; what could not be written, given back."""
         n = len(items)
         with process.lock:
             if process.ended:
@@ -286,6 +348,7 @@ class Processes:
             if REGISTRY.generation != process.versions:  # the app read a prompt version since
                 process.versions, versions = REGISTRY.known()
                 process.out.send_bytes(pickle.dumps(("prompts", versions)))
+            process.out.send_bytes(head)
             process.out.send_bytes(frame)
         except Exception:  # OSError: it ended; TypeError: closed meanwhile (`close`)
             # Not all written: it never had them, though it ended meanwhile (its reader
