@@ -13,6 +13,8 @@ counted in `stats()` and reported through `logging`.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import os
 import queue
 import threading
 import time
@@ -31,7 +33,7 @@ from llmlog.pipeline.intake import Intake, Item, Unfit, printable
 from llmlog.pipeline.pricing import Pricer
 from llmlog.pipeline.processes import Processes, Sent, route, unshared
 from llmlog.pipeline.remote import RemoteSink, SpoolFull
-from llmlog.store import Store, engine_of, open_store, redact_url
+from llmlog.store import Store, engine_of, open_store, redact_url, sqlite_path
 from llmlog.store.regulated import Refused
 from llmlog.store.traces import insert_spans_apart
 
@@ -131,6 +133,16 @@ def _hand_over(
         batches[0].put((shares[0], spans, items))
 
 
+def _anchored(settings: Settings) -> Settings:
+    """`settings` with a relative SQLite path made absolute from the working directory now:
+    a store opened again later (its connection lost, a writer process started again) is the
+    same file, wherever the app has gone since (a daemon's `chdir("/")`)."""
+    path = sqlite_path(settings.db)
+    if path is None or path == ":memory:" or path.startswith("file:") or os.path.isabs(path):
+        return settings
+    return dataclasses.replace(settings, db=os.path.abspath(path))
+
+
 class _Elsewhere(Exception):
     """Raised on a store thread other than the first whose connection failed: its batch is
     the first's to store."""
@@ -155,7 +167,7 @@ class Writer:
     def __init__(
         self, settings: Settings, store_factory: Callable[[str], Store] = open_store, one_thread: bool = False
     ) -> None:
-        self.settings = settings
+        self.settings = _anchored(settings)
         self._one_thread = one_thread  # batches stored on the thread that builds them (`_run`)
         self._store_factory = store_factory
         self._queue: queue.Queue[Queued | _Now | None] = queue.Queue(maxsize=settings.queue_size)
