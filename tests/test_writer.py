@@ -361,22 +361,29 @@ def test_ids_after_a_fork_without_hooks_while_the_pool_is_locked() -> None:
     assert out.stdout.split() == ["0"], "the child hung on the parent's lock"
 
 
-class Raising(logging.Handler):
-    """An app's log handler that fails on every line (a sink of its own that is down),
-    without the `handleError` that Python's own handlers fall back on."""
+class Failed(BaseException):
+    """What a test runner raises to fail a test (pytest's outcomes are BaseExceptions)."""
 
-    def __init__(self) -> None:
+
+class Raising(logging.Handler):
+    """An app's log handler that fails on every line (a sink of its own that is down; a test
+    runner's that fails the test), without the `handleError` that Python's own fall back on."""
+
+    def __init__(self, error: BaseException) -> None:
         super().__init__()
         self.lines = 0
+        self.error = error
 
     def emit(self, record: logging.LogRecord) -> None:
         self.lines += 1
-        raise OSError("the app's log sink is down")
+        raise self.error
 
 
-@pytest.fixture
-def raising_log() -> Iterator[Raising]:
-    handler = Raising()
+@pytest.fixture(
+    params=[OSError("the app's log sink is down"), Failed("logged: a line")], ids=["OSError", "Failed"]
+)
+def raising_log(request: pytest.FixtureRequest) -> Iterator[Raising]:
+    handler = Raising(request.param)
     logger = logging.getLogger("llmlog")
     logger.addHandler(handler)
     try:
@@ -413,6 +420,11 @@ def test_a_log_handler_that_raises_does_not_stop_recording(
     llmlog.configure(db=str(tmp_path / "other.db"))
 
 
+# What ends a program or a test (KeyboardInterrupt, a test runner's failure) is the app's to
+# see on its own thread: only an Exception stays out of its calls.
+@pytest.mark.parametrize(
+    "raising_log", [OSError("the app's log sink is down")], indirect=True, ids=["OSError"]
+)
 def test_a_log_handler_that_raises_does_not_reach_the_apps_calls(
     tmp_path: Path, fake: FakeProvider, raising_log: Raising
 ) -> None:

@@ -10,8 +10,8 @@ nothing is stored. The line is lost; the calls are not.
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import threading
 from typing import Any
 
 
@@ -21,8 +21,16 @@ class _Unfailing(logging.LoggerAdapter[logging.Logger]):
     def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
         # One frame more than the logger's own: the line names the caller, not this method.
         kwargs["stacklevel"] = kwargs.get("stacklevel", 1) + 1
-        with contextlib.suppress(Exception):
+        try:
             super().log(level, msg, *args, **kwargs)
+        except Exception:
+            pass
+        except BaseException:
+            # What ends a program or a test (KeyboardInterrupt, SystemExit, a test runner's
+            # failure) is the app's to see on its own threads; on one of llmlog's (all named
+            # so), it would end the thread, and recording with it.
+            if not threading.current_thread().name.startswith("llmlog-"):
+                raise
 
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         return msg, kwargs  # no `extra` of the adapter's: the caller's own, if any
