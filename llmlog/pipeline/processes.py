@@ -213,7 +213,8 @@ def _after_fork() -> None:
     there, a process would never read the end of its input when the app closes its own, and
     the app's exit would wait for it its whole timeout, then kill it."""
     for processes in list(_OPEN):
-        for process in processes._slots:
+        # Those still starting too: a fork made meanwhile held one's input open.
+        for process in [*processes._slots, *processes._starting]:
             if process is not None:
                 for connection in (process.out, process.into):
                     with contextlib.suppress(OSError):
@@ -234,7 +235,7 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
             proc.kill()
 
 
-@dataclass
+@dataclass(eq=False)  # each is itself: kept in sets by identity
 class _Process:
     """One writer process, as the app's writer sees it."""
 
@@ -276,7 +277,7 @@ class Processes:
         self._homes: OrderedDict[str, int] = OrderedDict()  # session (else trace) → its process
         self._said: set[str] = set()
         self._closed = False  # `close` was called: none is started again
-        self._starting: set[subprocess.Popen[bytes]] = set()  # started, not yet ready
+        self._starting: set[_Process] = set()  # started, not yet ready
         self._framer = _Framer()  # the sending thread's
         _OPEN.add(self)
 
@@ -473,12 +474,15 @@ class Processes:
         finally:
             os.close(to_child)
             os.close(from_child)
-        return _Process(proc, Connection(from_parent, readable=False), Connection(to_parent, writable=False))
+        process = _Process(
+            proc, Connection(from_parent, readable=False), Connection(to_parent, writable=False)
+        )
+        self._starting.add(process)  # from now on, a fork closes its copies of the pipes
+        return process
 
     def _ready(self, process: _Process) -> _Process:
         """`process` told its settings and ready, its reports read from now on."""
         out, into, proc = process.out, process.into, process.proc
-        self._starting.add(proc)
         try:
             if self._closed:  # `close` came after it was started, before it was listed
                 raise RuntimeError("the writer is closing")
@@ -495,7 +499,7 @@ class Processes:
                 f"exit status {proc.returncode}" if isinstance(exc, EOFError) else str(exc)
             ) from None
         finally:
-            self._starting.discard(proc)
+            self._starting.discard(process)
         process.reader = threading.Thread(
             target=self._read, args=(process,), name="llmlog-writer-reports", daemon=True
         )
@@ -569,7 +573,7 @@ class Processes:
         deadline = time.monotonic() + timeout
         self._closed = True
         for starting in list(self._starting):  # not ready yet: it holds nothing
-            _kill(starting)
+            _kill(starting.proc)
         running = [p for p in self._slots if p is not None]
         for process in running:
             with contextlib.suppress(OSError):
