@@ -192,3 +192,21 @@ def test_a_handler_that_fails_the_test_does_not_stop_the_processes_reports(
     finally:
         logger.removeHandler(handler)
         llmlog.configure(db=db_path)
+
+
+def test_a_module_of_the_apps_folder_does_not_keep_a_process_from_starting(
+    tmp_path: Path, fake: FakeProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The app's working directory holds a file named as a module llmlog imports (a script of
+    the app's, `orjson.py`). Started with `-m`, a process put that directory first on its path,
+    imported the app's file instead and never started: its calls were written in the app."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "orjson.py").write_text("raise ImportError('the app's own orjson.py')\n")
+    llmlog.configure(db=str(tmp_path / "calls.db"), writer_processes=1)
+    _ask(_client(fake), "through the process")
+    assert llmlog.flush(timeout=20)
+    writer = llmlog._writer
+    assert writer is not None and writer._processes is not None
+    assert [p for p in writer._processes._slots if p is not None and not p.ended], "no process started"
+    assert llmlog.stats().recorded == 1
+    llmlog.configure(db=str(tmp_path / "other.db"))

@@ -463,7 +463,9 @@ class Processes:
             env.setdefault(name, value)
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "llmlog.pipeline.child", str(to_child), str(from_child)],
+                # -P: the app's working directory is not put first on its path, where a file of
+                # the app's named as a module it imports (`orjson.py`) kept it from starting.
+                [sys.executable, "-P", "-m", "llmlog.pipeline.child", str(to_child), str(from_child)],
                 pass_fds=(to_child, from_child),
                 env=env,
                 stdin=subprocess.DEVNULL,
