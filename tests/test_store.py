@@ -398,7 +398,9 @@ def _swap(value: Any, old: str, new: str) -> Any:
 def test_text_postgresql_cannot_hold_is_stored(store: Store, backend: Backend, char: str) -> None:
     """PostgreSQL text holds neither NUL nor lone surrogates: such a call is stored with them
     replaced by U+FFFD rather than lost. SQLite keeps them exactly in JSON columns (escaped) and
-    NUL everywhere; a lone surrogate in a text column becomes '?' (sqlite.py's _valid_text)."""
+    NUL everywhere; a lone surrogate in a text column becomes U+FFFD there too (`unicode_text`),
+    as it does everywhere in ClickHouse. (An encoder's "replace" made it '?', a question mark
+    the text never had.)"""
     c = full_call(
         feature=f"feature{char}", system_prompt=f"system {char} prompt", tags=[char],
         messages=[{"role": "user", "content": f"x{char}y"}], metadata={f"key{char}": f"value{char}"},
@@ -408,13 +410,13 @@ def test_text_postgresql_cannot_hold_is_stored(store: Store, backend: Backend, c
     assert store.insert([c, clean]) == 2
     if backend.kind == "postgres":
         expected = c.replace(**{n: _swap(getattr(c, n), char, "\ufffd") for n in COLUMNS if n != "timestamp"})
-    elif backend.kind == "clickhouse" and char != "\x00":  # '?' everywhere, JSON columns too
-        expected = c.replace(**{n: _swap(getattr(c, n), char, "?") for n in COLUMNS if n != "timestamp"})
+    elif backend.kind == "clickhouse" and char != "\x00":  # everywhere, JSON columns too
+        expected = c.replace(**{n: _swap(getattr(c, n), char, "\ufffd") for n in COLUMNS if n != "timestamp"})
     elif char == "\x00":
         expected = c
     else:
         text = [n for n in COLUMNS if n not in JSON_COLUMNS and n != "id" and isinstance(getattr(c, n), str)]
-        expected = c.replace(**{n: getattr(c, n).replace(char, "?") for n in text})
+        expected = c.replace(**{n: getattr(c, n).replace(char, "\ufffd") for n in text})
     got = store.get(c.id)
     assert got is not None and got.to_dict() == expected.to_dict()
     again = store.get(clean.id)
@@ -432,6 +434,7 @@ def test_a_call_whose_id_holds_a_lone_surrogate_is_stored(store: Store, char: st
     assert store.count(CallFilter()) == 2
     again = store.get(clean.id)
     assert again is not None and again.to_dict() == clean.to_dict()
+    assert store.get("call-\ufffd") is not None  # replaced as every engine replaces it
 
 
 # ---------------------------------------------------------------- content-addressed storage

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -63,8 +64,11 @@ def unicode_text(text: str) -> str:
     try:
         text.encode()
     except UnicodeEncodeError:
-        return text.encode("utf-8", "replace").decode()
+        return _SURROGATE.sub("\ufffd", text)  # (an encoder's "replace" writes "?")
     return text
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def like_pattern(text: str) -> str:
