@@ -492,7 +492,7 @@ class Processes:
             out.send_bytes(pickle.dumps(("settings", self._fields, versions, SILENT_S / 6)))
             if not into.poll(START_S) or pickle.loads(into.recv_bytes())[0] != "ready":
                 raise RuntimeError("it did not say it was ready")
-        except (OSError, EOFError, RuntimeError) as exc:
+        except Exception as exc:  # OSError, EOFError, RuntimeError; settings that do not pickle
             out.close()
             into.close()
             _kill(proc)
