@@ -33,7 +33,7 @@ from llmlog.core.filters import CallFilter
 from llmlog.core.record import Call, RecordError, Span, SpanEvent
 from llmlog.store import Store, retention_policy
 from llmlog.store.regulated import Refused
-from llmlog.store.traces import insert_spans_apart
+from llmlog.store.traces import apart, insert_spans_apart
 
 if TYPE_CHECKING:
     from llmlog.pipeline.intake import Intake
@@ -596,7 +596,9 @@ def ingest_events(store: Store, events: list[SpanEvent], intake: Intake) -> tupl
     waiting = [i for ids in by_span.values() for i in ids if i not in joined]
     refused: list[Refused] = []
     if waiting:
-        said_no = store.insert_span_events([intake.event(events[i]) for i in waiting])
+        said_no = apart(
+            store.insert_span_events, [intake.event(events[i]) for i in waiting], store.data_errors
+        )
         refused = [Refused(waiting[r.index], r.reason) for r in said_no]
     sweep(store)
     return updated, sorted(refused)

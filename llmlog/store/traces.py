@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from collections.abc import Iterator, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol, TypeVar
 
 from llmlog.core.filters import TraceFilter
 from llmlog.core.record import Span, SpanEvent, TraceSummary
@@ -42,6 +42,9 @@ def newest_forms(spans: Sequence[Span]) -> list[Span]:
     return list(kept.values())
 
 
+R = TypeVar("R")
+
+
 class SpanSink(Protocol):
     """Where spans go: a store, or a collector's client (`llmlog.pipeline.remote`)."""
 
@@ -51,18 +54,27 @@ class SpanSink(Protocol):
 
 
 def insert_spans_apart(sink: SpanSink, spans: Sequence[Span]) -> list[Refused]:
-    """`sink.insert_spans(spans)`; on a data error (a value the store cannot write), the
-    spans again one by one, so that only the bad ones are refused, by position, and the
-    rest kept: one span must neither lose its batch nor be taken for the store being down."""
+    """`sink.insert_spans(spans)`, refusing only the spans the store cannot write (`apart`)."""
+    return apart(sink.insert_spans, spans, sink.data_errors)
+
+
+def apart(
+    insert: Callable[[Sequence[R]], list[Refused]],
+    records: Sequence[R],
+    data_errors: tuple[type[BaseException], ...],
+) -> list[Refused]:
+    """`insert(records)`; on a data error (a value the store cannot write), the records again
+    one by one, so that only the bad ones are refused, by position, and the rest kept: one
+    record must neither lose its batch nor be taken for the store being down."""
     try:
-        return sink.insert_spans(spans)
-    except sink.data_errors:
+        return insert(records)
+    except data_errors:
         pass
     refused: list[Refused] = []
-    for index, span in enumerate(spans):
+    for index, record in enumerate(records):
         try:
-            refused += [Refused(index, r.reason) for r in sink.insert_spans([span])]
-        except sink.data_errors as exc:
+            refused += [Refused(index, r.reason) for r in insert([record])]
+        except data_errors as exc:
             refused.append(Refused(index, f"cannot be stored: {exc}"))
     return refused
 

@@ -18,7 +18,7 @@ from typing import Any
 from llmlog.core.filters import TraceFilter
 from llmlog.core.record import Span, SpanEvent, TraceSummary, format_timestamp, parse_timestamp
 from llmlog.store import trace_rollup
-from llmlog.store.base import NAMING_ATTRIBUTES, Store
+from llmlog.store.base import NAMING_ATTRIBUTES, Store, unicode_text
 from llmlog.store.content import digest
 from llmlog.store.regulated import Refused
 from llmlog.store.traces import SPAN_COLUMNS
@@ -62,9 +62,15 @@ def _event(row: Sequence[Any]) -> SpanEvent:
 
 def _event_row(e: SpanEvent, received: int) -> tuple[Any, ...]:
     """An event as `span_events` keeps it: keyed by a hash of its form as stored."""
-    attributes, body = json_safe(e.attributes), json_safe(e.body)
-    key = digest(f"{e.trace_id}\n{e.span_id}\n{e.name}\n{attributes}\n{body}")
-    return (key, e.trace_id, e.span_id, e.name, attributes, body, received)
+    name, attributes, body = _text(e.name), json_safe(e.attributes), json_safe(e.body)
+    key = digest(f"{e.trace_id}\n{e.span_id}\n{name}\n{attributes}\n{body}")
+    return (key, e.trace_id, e.span_id, name, attributes, body, received)
+
+
+def _text(value: Any) -> Any:
+    """Text as SQLite can keep it: a lone surrogate (text read from bad UTF-16) replaced by
+    U+FFFD, as in a call's text; without it the span was refused as data and lost."""
+    return unicode_text(value) if isinstance(value, str) else value
 
 
 def naming_sql(column: str, value: str, fields: Sequence[str]) -> tuple[str, list[Any]]:
@@ -102,9 +108,9 @@ class SQLiteTraces(Store):
             # keys rotate` takes to mark the store sealed-only.
             admitted = self._enforce_spans(spans, self._settings_now())
             rows = [
-                (s.trace_id, s.span_id, s.parent_id, s.name, s.kind, format_timestamp(s.start),
-                 format_timestamp(s.end) if s.end else None, s.status, s.status_message,
-                 json_safe(s.attributes), json_safe(s.events), s.service, s.call_id)
+                (s.trace_id, s.span_id, s.parent_id, _text(s.name), _text(s.kind), format_timestamp(s.start),
+                 format_timestamp(s.end) if s.end else None, s.status, _text(s.status_message),
+                 json_safe(s.attributes), json_safe(s.events), _text(s.service), _text(s.call_id))
                 for s in admitted.records
             ]  # fmt: skip
             self.db.executemany(_INSERT_SPANS, rows)
@@ -252,7 +258,13 @@ class SQLiteTraces(Store):
                 "UPDATE spans SET status_message = ?, attributes = ?, events = ?"
                 " WHERE trace_id = ? AND span_id = ?",
                 [
-                    (s.status_message, json_safe(s.attributes), json_safe(s.events), s.trace_id, s.span_id)
+                    (
+                        _text(s.status_message),
+                        json_safe(s.attributes),
+                        json_safe(s.events),
+                        s.trace_id,
+                        s.span_id,
+                    )
                     for s in admitted.records
                 ],
             )
