@@ -152,7 +152,7 @@ def _one_value(body: bytes) -> Any:
         # A byte that is not UTF-8 in a string: replaced, as it is in an NDJSON line, so that
         # one record's bad byte does not make the whole array one bad line.
         try:
-            return json.loads(body.decode("utf-8", "replace"))
+            return json.loads(body.decode("utf-8-sig", "replace"))  # a byte order mark read as one
         except (ValueError, RecursionError):
             return _LINES
 
