@@ -219,6 +219,9 @@ def _after_fork() -> None:
                 for connection in (process.out, process.into):
                     with contextlib.suppress(OSError):
                         connection.close()
+        for fd in list(processes._spawning):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 if hasattr(os, "register_at_fork"):
@@ -278,6 +281,7 @@ class Processes:
         self._said: set[str] = set()
         self._closed = False  # `close` was called: none is started again
         self._starting: set[_Process] = set()  # started, not yet ready
+        self._spawning: set[int] = set()  # the pipes of a process being started, before it is listed
         self._framer = _Framer()  # the sending thread's
         _OPEN.add(self)
 
@@ -444,6 +448,9 @@ class Processes:
     def _spawn(self) -> _Process:
         to_child, from_parent = os.pipe()
         to_parent, from_child = os.pipe()
+        # A fork from now on closes its copies (`_after_fork`), before the process is listed too.
+        spawning = (to_child, from_parent, to_parent, from_child)
+        self._spawning.update(spawning)
         # A batch is megabytes (each call's request and response bodies). In a pipe of 64 KiB
         # the process reads it in a hundred pieces, taking the interpreter back from its
         # writer's thread for each, while the app's writer waits to send the next.
@@ -473,13 +480,21 @@ class Processes:
                 # flushes through this process; it stops when its pipe closes.
                 start_new_session=True,
             )
+        except BaseException:
+            # Out of the set before closed: a number closed may be another file's next.
+            self._spawning.difference_update(spawning)
+            os.close(from_parent)
+            os.close(to_parent)
+            raise
         finally:
+            self._spawning.difference_update((to_child, from_child))
             os.close(to_child)
             os.close(from_child)
         process = _Process(
             proc, Connection(from_parent, readable=False), Connection(to_parent, writable=False)
         )
         self._starting.add(process)  # from now on, a fork closes its copies of the pipes
+        self._spawning.difference_update(spawning)
         return process
 
     def _ready(self, process: _Process) -> _Process:
