@@ -26,7 +26,7 @@ from llmlog.core.config import Settings
 from llmlog.core.logs import recording_log
 from llmlog.core.prompts import Prompt, prompt
 from llmlog.core.record import COLUMNS, Call
-from llmlog.pipeline.writer import Stats, Writer
+from llmlog.pipeline.writer import Stats, Writer, anchored
 
 __all__ = [
     "COLUMNS",
@@ -64,7 +64,9 @@ def configure(**settings: Any) -> Settings:
     Calls already queued are flushed to the previous store first.
     """
     global _settings, _writer
-    new = Settings(**settings)  # a bad key or redaction rule is an error here, not a lost call later
+    # A bad key or redaction rule is an error here, not a lost call later; a relative store
+    # path is the file where the app is now, wherever it goes before its first call.
+    new = anchored(Settings(**settings))
     with _lock:
         old, _writer, _settings = _writer, None, new
     if old is not None:

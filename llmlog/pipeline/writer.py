@@ -133,7 +133,7 @@ def _hand_over(
         batches[0].put((shares[0], spans, items))
 
 
-def _anchored(settings: Settings) -> Settings:
+def anchored(settings: Settings) -> Settings:
     """`settings` with a relative SQLite path made absolute from the working directory now:
     a store opened again later (its connection lost, a writer process started again) is the
     same file, wherever the app has gone since (a daemon's `chdir("/")`)."""
@@ -167,7 +167,7 @@ class Writer:
     def __init__(
         self, settings: Settings, store_factory: Callable[[str], Store] = open_store, one_thread: bool = False
     ) -> None:
-        self.settings = _anchored(settings)
+        self.settings = anchored(settings)
         self._one_thread = one_thread  # batches stored on the thread that builds them (`_run`)
         self._store_factory = store_factory
         self._queue: queue.Queue[Queued | _Now | None] = queue.Queue(maxsize=settings.queue_size)
