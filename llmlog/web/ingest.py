@@ -317,6 +317,20 @@ def store_batch(web: Web, calls: list[tuple[int, Call]], bad: list[BadRecord]) -
         return new
 
 
+def _take(
+    intake: Intake, index: int, call: Call, calls: list[tuple[int, Call]], bad: list[BadRecord]
+) -> bool:
+    """`call` through the intake into `calls`, or its reason into `bad`: whether it was taken."""
+    try:
+        calls.append((index, intake.call(call)))
+        return True
+    except RecordError as exc:  # a bad figure, or too deep to keep: this record
+        bad.append(BadRecord(index, str(exc)))
+    except Exception as exc:  # pricing a strange record must not lose the batch
+        bad.append(BadRecord(index, f"cannot be priced: {exc}"))
+    return False
+
+
 async def post_calls(request: Request) -> Response:
     c = collector_of(request)
     async with turn(request, c) as body:
@@ -331,25 +345,40 @@ async def post_calls(request: Request) -> Response:
         for batch in parse_batches(body, MAX_RECORD, PART):
             received += len(batch.calls) + len(batch.bad)
             oversized += batch.too_large
+            # An id again in this part waits: if the store refuses the first record of it, the
+            # next (the client's fix, sent in the same body) is stored in its place; else it
+            # is a duplicate. One the intake refuses leaves its id to the next at once.
+            waiting: list[tuple[int, Call]] = []
+            taken: set[str] = set()
             calls: list[tuple[int, Call]] = []
             for index, call in batch.calls:
-                if call.id in seen:  # the same record twice in one batch: stored once
+                if call.id in seen:  # stored from an earlier part of this body
                     continue
-                try:
-                    calls.append((index, c.intake.call(call)))
-                    # Only once it is taken: a good record after a refused one of the same id
-                    # (the client's fix of it, in the same batch) is stored, not a duplicate.
-                    seen.add(call.id)
-                except RecordError as exc:  # a bad figure, or too deep to keep: this record
-                    batch.bad.append(BadRecord(index, str(exc)))
-                except Exception as exc:  # pricing a strange record must not lose the batch
-                    batch.bad.append(BadRecord(index, f"cannot be priced: {exc}"))
+                if call.id in taken:
+                    waiting.append((index, call))
+                elif _take(c.intake, index, call, calls, batch.bad):
+                    taken.add(call.id)
             refused: list[BadRecord] = []
-            try:
-                new += await run_in_threadpool(store_batch, c.web, calls, refused) if calls else 0
-            except Exception as exc:
-                log.warning("llmlog: store unavailable for an ingested batch: %r", exc)
-                return store_unavailable()
+            unstored: set[str] = set()
+            while calls:
+                now: list[BadRecord] = []
+                try:
+                    new += await run_in_threadpool(store_batch, c.web, calls, now)
+                except Exception as exc:
+                    log.warning("llmlog: store unavailable for an ingested batch: %r", exc)
+                    return store_unavailable()
+                refused += now
+                at = {b.index for b in now}
+                failed = {call.id for index, call in calls if index in at}
+                calls, still = [], []
+                for index, call in waiting:
+                    if call.id in failed and _take(c.intake, index, call, calls, batch.bad):
+                        failed.discard(call.id)
+                    else:
+                        still.append((index, call))
+                waiting = still
+                unstored |= failed
+            seen |= taken - unstored
             rejected += [*batch.bad, *refused]
         rejected.sort(key=lambda b: b.index)
         kept = received - len(rejected)
