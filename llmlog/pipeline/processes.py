@@ -189,6 +189,8 @@ class _Framer:
         """Let go of a frame past `KEEP` (a burst of large calls), once its view is released."""
         if len(self._frame) > self.KEEP:
             self._frame = bytearray()
+        self._item.seek(0)
+        self._item.truncate()  # the last item's pickle, however large
 
 
 def unpickled_apart(frame: bytes, ends: Sequence[int]) -> Iterator[tuple[Any, Exception | None]]:
@@ -334,6 +336,8 @@ class Processes:
                     fit.append(item)
                 except Exception:
                     left.append(item)
+            if not left:  # not an item's fault: written here rather than tried again
+                return items
             return left + (self._send(slot, fit) if fit else [])
         try:
             with frame:  # the framer's memory let go of, however this ends
