@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import logging
 import math
 import operator
 import os
@@ -52,11 +51,12 @@ from llmlog.analysis.webhooks import (
     payload,
     post,
 )
+from llmlog.core.logs import recording_log
 from llmlog.store import ReadOnlyError, Store
 from llmlog.store.alerts import Alert, AlertEvent, Delivery, history_start
 from llmlog.store.readonly import too_large
 
-log = logging.getLogger("llmlog")
+log = recording_log()  # never raises: a handler of the app's cannot stop it
 
 SETTING = "alerts"  # {"webhooks": [...], "rules": [...], "link_base": "https://…" | None}
 RULE_TIMEOUT_S = 10.0  # each rule's query

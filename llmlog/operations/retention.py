@@ -17,16 +17,16 @@ has lost nothing and the next run carries on from where it stopped.
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
+from llmlog.core.logs import recording_log
 from llmlog.store import Store
 from llmlog.store.retention_policy import Policy, expire_events, policy
 
-log = logging.getLogger(__name__)
+log = recording_log(__name__)  # never raises: a handler of the app's cannot stop it
 
 
 @dataclass

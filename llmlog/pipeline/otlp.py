@@ -9,7 +9,6 @@ recorded once: the inner span's call, with the content either of them carries.
 from __future__ import annotations
 
 import json
-import logging
 import threading
 import time
 import weakref
@@ -30,6 +29,7 @@ from llmlog.capture.genai import (
 from llmlog.capture.kept import without_content
 from llmlog.capture.outcome import join_errors
 from llmlog.core.filters import CallFilter
+from llmlog.core.logs import recording_log
 from llmlog.core.record import Call, RecordError, Span, SpanEvent
 from llmlog.store import Store, retention_policy
 from llmlog.store.regulated import Refused
@@ -38,7 +38,7 @@ from llmlog.store.traces import apart, insert_spans_apart
 if TYPE_CHECKING:
     from llmlog.pipeline.intake import Intake
 
-log = logging.getLogger("llmlog")
+log = recording_log()  # never raises: a handler of the app's cannot stop it
 
 
 # What reading a span's call may raise on input no instrumentation sends (a value where a

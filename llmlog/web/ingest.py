@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import logging
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from starlette.routing import BaseRoute, Route
 from llmlog.capture import otlp as otlp_in
 from llmlog.capture.proxy import Gate, allows, refused_type, sent_by_a_program, vouches
 from llmlog.core.config import Settings
+from llmlog.core.logs import recording_log
 from llmlog.core.record import (
     COLUMNS,
     FLOAT_COLUMNS,
@@ -56,7 +56,7 @@ from llmlog.store.regulated import Refused
 from llmlog.web.answer import JSONResponse
 from llmlog.web.state import Web
 
-log = logging.getLogger("llmlog")
+log = recording_log()  # never raises: a handler of the app's cannot stop it
 
 MAX_BODY = 64 * 2**20  # bytes of a request body, after gzip is undone
 MAX_RECORD = 16 * 2**20  # bytes of one record's JSON
