@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import re
 import socket
 import uuid
@@ -16,6 +17,7 @@ from llmlog.core.filters import CallFilter
 from llmlog.web.ingest import MAX_BODY, MAX_RECORD
 from tests.backends import Backend, PostgresBackend
 from tests.conftest import temp_postgres
+from tests.test_writer import Raising
 from tests.webui import Running
 
 TOKEN = "ingest-s3cret"
@@ -201,7 +203,14 @@ def test_store_down_is_a_503_and_nothing_of_the_batch_is_lost() -> None:
             c.store.close()
             server.stop()
             batch = json.dumps([record(i) for i in range(3, 8)])
-            r = post(c, batch)
+            # An app's log handler that raises does not make the store's outage a 500.
+            raising = Raising(OSError("the log sink is down"))
+            logging.getLogger("llmlog").addHandler(raising)
+            try:
+                r = post(c, batch)
+            finally:
+                logging.getLogger("llmlog").removeHandler(raising)
+            assert raising.lines == 1
             assert r.status_code == 503 and r.headers["retry-after"] == "1"
             assert "send it again" in r.json()["error"]
             server.start()
