@@ -372,10 +372,11 @@ async def post_calls(request: Request) -> Response:
                 failed = {call.id for index, call in calls if index in at}
                 calls, still = [], []
                 for index, call in waiting:
-                    if call.id in failed and _take(c.intake, index, call, calls, batch.bad):
-                        failed.discard(call.id)
-                    else:
+                    if call.id not in failed:
                         still.append((index, call))
+                    elif _take(c.intake, index, call, calls, batch.bad):
+                        failed.discard(call.id)
+                    # else refused by the intake, once, and the next of its id is tried
                 waiting = still
                 unstored |= failed
             seen |= taken - unstored
