@@ -451,7 +451,12 @@ class Processes:
 
     def _spawn(self) -> _Process:
         to_child, from_parent = os.pipe()
-        to_parent, from_child = os.pipe()
+        try:
+            to_parent, from_child = os.pipe()
+        except OSError:  # out of descriptors: each try would leak two more
+            os.close(to_child)
+            os.close(from_parent)
+            raise
         # A fork from now on closes its copies (`_after_fork`), before the process is listed too.
         spawning = (to_child, from_parent, to_parent, from_child)
         self._spawning.update(spawning)
