@@ -18,12 +18,12 @@ def test_a_span_whose_text_holds_a_lone_surrogate_is_kept(backend: Backend) -> N
     try:
         span = Span(
             trace_id="a" * 32, span_id="a" * 16, parent_id=None, name="retrieve\ud800", kind="internal",
-            start=T0, end=T0, status_message="late\udfff", service="svc\ud800",
+            start=T0, end=T0, status_message="late\udfff", service="svc\ud800", call_id="call-\ud800",
         )  # fmt: skip
         assert store.insert_spans([span]) == []
         got = store.trace("a" * 32)
-        assert [(s.name, s.status_message, s.service) for s in got] == [
-            ("retrieve\ufffd", "late\ufffd", "svc\ufffd")
+        assert [(s.name, s.status_message, s.service, s.call_id) for s in got] == [
+            ("retrieve\ufffd", "late\ufffd", "svc\ufffd", "call-\ufffd")  # the call's id, as stored
         ]
     finally:
         store.close()

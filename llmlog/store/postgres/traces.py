@@ -135,7 +135,7 @@ class PostgresTraces(Store):
             rows = sorted(
                 [s.trace_id, s.span_id, s.parent_id, storable(s.name), storable(s.kind), s.start, s.end,
                  s.status, storable(s.status_message), json_text(storable(s.attributes)),
-                 json_text(storable(s.events)), storable(s.service), s.call_id]
+                 json_text(storable(s.events)), storable(s.service), storable(s.call_id)]
                 for s in newest_forms(admitted.records)
             )  # fmt: skip
             if rows:
