@@ -80,9 +80,12 @@ def main(into: Connection, out: Connection) -> None:
     def report(kind: str = "report") -> None:
         nonlocal told, said
         # Taken is counted after `submit`: read first, it never counts an item as finished
-        # that the writer has not yet counted as pending.
-        done = max(taken - writer.outstanding(), told[0] if told else 0)
-        counts = vars(writer.stats())
+        # that the writer has not yet counted as pending. What is pending and what is counted
+        # are read at one moment: a call counted recorded is counted finished too.
+        was = taken
+        pending, stats = writer.settled()
+        done = max(was - pending, told[0] if told else 0)
+        counts = vars(stats)
         now = time.monotonic()
         # Unchanged, said again now and then: the app stops a process silent too long.
         if kind == "final" or (done, counts) != told or now - said >= heartbeat_s:

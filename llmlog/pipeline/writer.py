@@ -312,7 +312,14 @@ class Writer:
             self._idle.wait(timeout)
 
     def stats(self) -> Stats:
+        return self.settled()[1]
+
+    def settled(self) -> tuple[int, Stats]:
+        """`outstanding()` and `stats()` read at one moment: a writer process's report of both
+        never counts a call recorded that it does not count finished (killed right after, the
+        app would count it lost as well)."""
         with self._lock:
+            pending = self._pending
             s = Stats(**vars(self._stats))
             s.reasons = dict(s.reasons)
         if self._processes is not None:
@@ -322,7 +329,7 @@ class Writer:
         sink = self._sinks[0]
         if isinstance(sink, RemoteSink):
             s.shipped, s.refused = sink.shipper.shipped, sink.shipper.rejected
-        return s
+        return pending, s
 
     def _open(self) -> Sink:
         s = self.settings
