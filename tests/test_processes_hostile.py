@@ -18,6 +18,7 @@ from llmlog.core.filters import CallFilter
 from llmlog.core.prompts import Prompt
 from llmlog.demo.fake_provider import FakeProvider
 from llmlog.store import open_store
+from tests.test_writer_processes import a_fork_alive, closing_took
 
 
 def _client(fake: FakeProvider) -> anthropic.Anthropic:
@@ -96,20 +97,11 @@ def test_a_fork_while_a_process_starts_does_not_hold_it(db_path: str, fake: Fake
             break
         assert time.monotonic() < deadline, "the process was never seen starting"
         time.sleep(0.001)
-    child = os.fork()
-    if child == 0:  # a worker that outlives the writer
-        time.sleep(15)
-        os._exit(0)
-    try:
+    with a_fork_alive():
         first.join()
         assert llmlog.flush(timeout=20)
         (process,) = [p for p in processes._slots if p is not None]
-        started = time.monotonic()
-        llmlog.configure(db=db_path)
-        took = time.monotonic() - started
-    finally:
-        os.kill(child, signal.SIGKILL)
-        os.waitpid(child, 0)
+        took = closing_took(db_path)
     assert process.proc.returncode == 0, "it ended, not killed"
     assert took < 3
 

@@ -56,6 +56,20 @@ def post(s: Serving, path: str, body: bytes | str, content_type: str) -> httpx.R
     return httpx.post(s.base + path, content=body, headers={"Content-Type": content_type}, timeout=60)
 
 
+def post_spans(s: Serving, *spans: dict[str, object]) -> httpx.Response:
+    """OTLP/JSON spans in one export."""
+    body = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": list(spans)}]}]})
+    return post(s, "/v1/traces", body, "application/json")
+
+
+def good_kept_beside(s: Serving, good: dict[str, object], bad: dict[str, object]) -> None:
+    """`good` and `bad` in one export: answered 200, and `good` kept whatever became of `bad`."""
+    r = post_spans(s, good, bad)
+    assert r.status_code == 200, r.text
+    with open_store(s.url) as store:  # type: ignore[attr-defined]
+        assert store.traces([good["traceId"]]), "the good span is not stored"  # type: ignore[list-item]
+
+
 def stored(s: Serving, call_id: str) -> bool:
     with open_store(s.url) as store:  # type: ignore[attr-defined]
         return store.get(call_id) is not None
@@ -126,11 +140,7 @@ def test_an_otlp_span_with_a_nul_in_its_name_is_not_the_store_being_down(served:
     good, bad = _sdk(101), _sdk(102)
     bad["name"] = "chat\x00x"
     bad["attributes"] = [*bad["attributes"], *_attrs(note="a\x00b")]  # type: ignore[misc]
-    body = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [good, bad]}]}]})
-    r = post(served, "/v1/traces", body, "application/json")
-    assert r.status_code == 200, r.text
-    with open_store(served.url) as store:  # type: ignore[attr-defined]
-        assert store.traces([good["traceId"]]), "the good span is not stored"  # type: ignore[list-item]
+    good_kept_beside(served, good, bad)
 
 
 def test_an_otlp_span_the_store_cannot_write_is_refused_alone(served: Serving) -> None:
@@ -141,11 +151,7 @@ def test_an_otlp_span_the_store_cannot_write_is_refused_alone(served: Serving) -
     success), the good one kept."""
     good, bad = _sdk(111), _wrapper(112)
     bad["name"] = "".join(f"{i * 7919 % 100_003:x}" for i in range(3000))  # ~15 kB, no repeats
-    body = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [good, bad]}]}]})
-    r = post(served, "/v1/traces", body, "application/json")
-    assert r.status_code == 200, r.text
-    with open_store(served.url) as store:  # type: ignore[attr-defined]
-        assert store.traces([good["traceId"]]), "the good span is not stored"  # type: ignore[list-item]
+    good_kept_beside(served, good, bad)
 
 
 def test_the_same_batch_sent_to_both_workers_at_once_is_stored_once(served: Serving) -> None:
@@ -176,8 +182,7 @@ def test_a_calls_usage_arriving_after_its_content_at_another_worker_is_kept(serv
     the same call has its tokens and its cost."""
     r = 201
     for span in (_wrapper(r), _sdk(r)):
-        body = json.dumps({"resourceSpans": [{"scopeSpans": [{"spans": [span]}]}]})
-        answer = post(served, "/v1/traces", body, "application/json")
+        answer = post_spans(served, span)
         assert answer.status_code == 200 and answer.json() == {}, answer.text
     with open_store(served.url) as store:  # type: ignore[attr-defined]
         (call,) = [c for c in store.iter_calls(CallFilter()) if c.trace_id == f"{r + 1:032x}"]

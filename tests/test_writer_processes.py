@@ -4,6 +4,7 @@ that dies losing only what it held, counted and logged; its log records in the a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import logging
@@ -15,6 +16,7 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 
@@ -331,6 +333,27 @@ def test_a_batch_a_process_cannot_read_is_counted(
     llmlog.configure(db=db_path)
 
 
+@contextlib.contextmanager
+def a_fork_alive() -> Iterator[None]:
+    """A fork of the app (a worker it starts) that outlives the writer, for a `with`."""
+    child = os.fork()
+    if child == 0:
+        time.sleep(15)
+        os._exit(0)
+    try:
+        yield
+    finally:
+        os.kill(child, signal.SIGKILL)
+        os.waitpid(child, 0)
+
+
+def closing_took(db_path: str) -> float:
+    """Seconds that closing the writer (configuring another) took."""
+    started = time.monotonic()
+    llmlog.configure(db=db_path)
+    return time.monotonic() - started
+
+
 def test_a_fork_of_the_app_does_not_hold_the_processes(db_path: str, fake: FakeProvider) -> None:
     """A fork of the app (a worker it starts) does not keep the writer processes' input
     open: closing the writer ends them at once, not after its timeout by a kill."""
@@ -340,17 +363,8 @@ def test_a_fork_of_the_app_does_not_hold_the_processes(db_path: str, fake: FakeP
     processes = _writer()._processes
     assert processes is not None
     (process,) = [p for p in processes._slots if p is not None]
-    child = os.fork()
-    if child == 0:  # a worker that outlives the writer
-        time.sleep(15)
-        os._exit(0)
-    try:
-        started = time.monotonic()
-        llmlog.configure(db=db_path)
-        took = time.monotonic() - started
-    finally:
-        os.kill(child, signal.SIGKILL)
-        os.waitpid(child, 0)
+    with a_fork_alive():
+        took = closing_took(db_path)
     assert process.proc.returncode == 0, "it ended, not killed"
     assert took < 4
     with open_store(db_path) as store:

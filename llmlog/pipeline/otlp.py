@@ -33,7 +33,7 @@ from llmlog.core.logs import recording_log
 from llmlog.core.record import Call, RecordError, Span, SpanEvent
 from llmlog.store import Store, retention_policy
 from llmlog.store.regulated import Refused
-from llmlog.store.traces import apart, insert_spans_apart
+from llmlog.store.traces import apart
 
 if TYPE_CHECKING:
     from llmlog.pipeline.intake import Intake
@@ -545,7 +545,8 @@ def ingest_spans(
         span = prepared.kept[i]
         span.call_id = spans[i].call_id
         kept_spans.append(span)
-    refused += [Refused(kept[r.index], r.reason) for r in insert_spans_apart(store, kept_spans)]
+    said_no = apart(store.insert_spans, kept_spans, store.data_errors)
+    refused += [Refused(kept[r.index], r.reason) for r in said_no]
     sweep(store)
     return added, sorted(refused)
 

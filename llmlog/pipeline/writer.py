@@ -35,7 +35,7 @@ from llmlog.pipeline.processes import Processes, Sent, route, unshared
 from llmlog.pipeline.remote import RemoteSink, SpoolFull
 from llmlog.store import Store, engine_of, open_store, redact_url, sqlite_path
 from llmlog.store.regulated import Refused
-from llmlog.store.traces import insert_spans_apart
+from llmlog.store.traces import apart
 
 log = recording_log()  # never raises: a handler of the app's cannot stop recording
 
@@ -97,8 +97,8 @@ def keep_spans(sink: Sink, intake: Intake, spans: Sequence[Span]) -> list[Refuse
     come as calls); the spans refused, by position. For the collector's `POST /v1/spans` and
     `llmlog copy`. One the store cannot write (NUL in a name on PostgreSQL, say) does not
     stop the rest: on a data error the batch goes again span by span, so that only the bad
-    ones are refused (`insert_spans_apart`)."""
-    return insert_spans_apart(sink, [intake.span(s) for s in spans])
+    ones are refused (`apart`)."""
+    return apart(sink.insert_spans, [intake.span(s) for s in spans], sink.data_errors)
 
 
 # A built batch for a store thread: its calls, its spans, and how many items of the queue it

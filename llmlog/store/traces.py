@@ -17,7 +17,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from llmlog.core.filters import TraceFilter
 from llmlog.core.record import Span, SpanEvent, TraceSummary
@@ -43,19 +43,6 @@ def newest_forms(spans: Sequence[Span]) -> list[Span]:
 
 
 R = TypeVar("R")
-
-
-class SpanSink(Protocol):
-    """Where spans go: a store, or a collector's client (`llmlog.pipeline.remote`)."""
-
-    data_errors: tuple[type[BaseException], ...]
-
-    def insert_spans(self, spans: Sequence[Span]) -> list[Refused]: ...
-
-
-def insert_spans_apart(sink: SpanSink, spans: Sequence[Span]) -> list[Refused]:
-    """`sink.insert_spans(spans)`, refusing only the spans the store cannot write (`apart`)."""
-    return apart(sink.insert_spans, spans, sink.data_errors)
 
 
 def apart(
