@@ -34,3 +34,14 @@ def test_a_relative_store_is_where_the_app_configured_it(
     assert not (later / "calls.db").exists(), "written where the app went, not where it configured"
     with open_store(str(configured / "calls.db")) as store:
         assert store.count(CallFilter()) == 1
+
+
+@pytest.mark.parametrize("db", ["", " ", ".", "sqlite:///.", "{tmp}"])
+def test_a_store_that_is_no_file_is_an_error_when_configured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, db: str
+) -> None:
+    # Each was taken as the working directory (or the directory named), and every batch
+    # then failed to open it: the calls waited, retried, and were lost at exit.
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match="db"):
+        llmlog.configure(db=db.format(tmp=tmp_path))

@@ -176,6 +176,9 @@ class Settings:
     writer_processes: int = field(default_factory=lambda: _env_int("LLMLOG_WRITER_PROCESSES", 0, least=0))
 
     def __post_init__(self) -> None:
+        if not self.db.strip():
+            # SQLite would take it as the working directory, and fail on every batch.
+            raise ValueError("db must name a store: a file path or a URL")
         if self.on_full not in ("drop", "block"):
             raise ValueError("on_full must be 'drop' or 'block'")
         if self.queue_size < 1 or self.batch_size < 1:

@@ -136,9 +136,14 @@ def _hand_over(
 def anchored(settings: Settings) -> Settings:
     """`settings` with a relative SQLite path made absolute from the working directory now:
     a store opened again later (its connection lost, a writer process started again) is the
-    same file, wherever the app has gone since (a daemon's `chdir("/")`)."""
+    same file, wherever the app has gone since (a daemon's `chdir("/")`). A directory is an
+    error here: as a store it would fail every batch, and every call would be lost."""
     path = sqlite_path(settings.db)
-    if path is None or path == ":memory:" or path.startswith("file:") or os.path.isabs(path):
+    if path is None or path == ":memory:" or path.startswith("file:"):
+        return settings
+    if os.path.isdir(path):
+        raise ValueError(f"db {settings.db!r} is a directory, not a SQLite file")
+    if os.path.isabs(path):
         return settings
     return dataclasses.replace(settings, db=os.path.abspath(path))
 
