@@ -19,7 +19,10 @@ from llmlog.store.clickhouse.engine import bind
 from llmlog.store.clickhouse.schema import statements
 from llmlog.store.clickhouse.store import ClickHouseStore
 
+# The calls of `calls()`, a minute apart before NOW, fall in one UTC day: the figures by day
+# compared below are those of one day (in the day's first hour, NOW is an hour earlier).
 NOW = datetime.now(UTC).replace(microsecond=123456)
+NOW -= timedelta(hours=1) if NOW.hour == 0 else timedelta(0)
 
 
 def calls(n: int = 30) -> list[Call]:
