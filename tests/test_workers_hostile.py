@@ -168,18 +168,12 @@ def test_the_same_batch_sent_to_both_workers_at_once_is_stored_once(served: Serv
         assert store.count(CallFilter(feature="race")) == 150
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a stored call's figures are not completed by a later span: its tokens would have to be"
-    " added to the rollups (`daily`, `people_daily`, `traces`) that its insert counted without them",
-)
 def test_a_calls_usage_arriving_after_its_content_at_another_worker_is_kept(served: Serving) -> None:
     """One call as two spans exported apart, each to whichever worker takes it: the framework's
     LLM span (the content, no usage) first, then the SDK's span under it (the response id, 11
-    and 7 tokens). The call is stored once with the content, but without the tokens and
-    unpriced: the later span may only add content (`Intake.complete`), so what a call's figures
-    are depends on which request arrived first. Sent the other way round, or in one request,
-    the same call has its tokens and its cost."""
+    and 7 tokens). The call was stored once with the content, but without the tokens and
+    unpriced: the later span could only add content (`Intake.complete`), so what a call's
+    figures were depended on which request arrived first. It now has them either way."""
     r = 201
     for span in (_wrapper(r), _sdk(r)):
         answer = post_spans(served, span)

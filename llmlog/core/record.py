@@ -74,6 +74,11 @@ KIND: dict[str, Kind] = {c.name: c.kind for c in CALL_COLUMNS}
 JSON_COLUMNS: frozenset[str] = frozenset(c.name for c in CALL_COLUMNS if c.kind == "json")
 INT_COLUMNS: frozenset[str] = frozenset(c.name for c in CALL_COLUMNS if c.kind == "integer")
 FLOAT_COLUMNS: frozenset[str] = frozenset(c.name for c in CALL_COLUMNS if c.kind == "real")
+# A call's usage: its token counts, and what they are priced at.
+TOKENS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")
+USAGE = (*TOKENS, "cost_usd", "rate_card")
+# Whom and what a call was for: what a later sight of a stored call may say first.
+ATTRIBUTION = ("feature", "user_id", "session_id")
 
 
 def json_text(value: Any) -> str:

@@ -37,8 +37,10 @@ from llmlog.core.encryption import CLEAR_ATTRIBUTES
 from llmlog.core.footprint import json_footprint
 from llmlog.core.prompts import REGISTRY
 from llmlog.core.record import (
+    ATTRIBUTION,
     CALL_COLUMNS,
     JSON_COLUMNS,
+    TOKENS,
     Call,
     RecordError,
     Span,
@@ -296,10 +298,8 @@ class Intake:
         secret = self.settings.user_id_secret
         if secret and call.user_id is not None and not self.stored:
             call.user_id = hash_user_id(call.user_id, secret)
-        if call.cost_usd is None and self.pricer is not None:
-            self.pricer.price(call)
-            if figure_problem("cost_usd", call.cost_usd):  # a price table's absurd rate
-                call.cost_usd = call.rate_card = None
+        if call.cost_usd is None:
+            self._price(call)
         return call
 
     def complete(self, stored: Call, later: Call) -> bool:
@@ -310,7 +310,12 @@ class Intake:
         the stored call's) and sealed, and the prompt version given when the system prompt
         arrives now (from its text as it came, before redaction, as `call` reads it); and the
         notes its metadata lacks and what its error does not say, redacted and sealed too.
-        The stored call's user id, figures and cost stay as stored: hashed and priced once."""
+        Whom and what it was for (its feature, user and session), each the stored call does
+        not say, a user id hashed as `call` hashes it; what the stored call says stays. Its
+        figures stay as stored, except its usage when it has no token count: then it takes
+        `later`'s (an SDK's span, with the tokens, exported after the framework's span that
+        made the call), and its cost, if it had none, is `later`'s or priced from them. The
+        caller stores a changed `USAGE` apart (`Store.update_usage`)."""
         as_text(later)  # as `call` does, before its system prompt is read for a version
         if self.repair:
             drop_bad_figures(later)
@@ -331,6 +336,8 @@ class Intake:
         if stored.prompt_template_version is None and not self.stored:
             version = later.prompt_template_version or self._version(gained.get("system_prompt"))
         changed = _notes(stored, later.metadata, later.error, self.protect)
+        changed = self._usage(stored, later) or changed
+        changed = self._attribution(stored, later) or changed
         if not gained and version is None:
             return changed
         part = Call(id=stored.id, timestamp=stored.timestamp, **gained)
@@ -352,6 +359,43 @@ class Intake:
             meta["llmlog"] = ours
             stored.metadata = meta
         return True
+
+    def _usage(self, stored: Call, later: Call) -> bool:
+        """`later`'s usage given to `stored`, which has none, and its cost then: whether it
+        changed. Checked already (`complete`)."""
+        if any(getattr(stored, n) is not None for n in TOKENS):
+            return False
+        if all(getattr(later, n) is None for n in TOKENS):
+            return False
+        for name in TOKENS:
+            setattr(stored, name, getattr(later, name))
+        if stored.cost_usd is None:
+            if later.cost_usd is not None:
+                stored.cost_usd, stored.rate_card = later.cost_usd, later.rate_card
+            else:
+                self._price(stored)
+        return True
+
+    def _attribution(self, stored: Call, later: Call) -> bool:
+        """Whom and what the call was for (`ATTRIBUTION`), each `later` says and `stored` does
+        not (an instrumentation's span, with the app's user and session, exported after the
+        SDK's span inside it): whether it changed. A user id hashed as `call` hashes it."""
+        changed = False
+        for name in ATTRIBUTION:
+            value = getattr(later, name)
+            if getattr(stored, name) is None and value is not None:
+                secret = self.settings.user_id_secret
+                if name == "user_id" and secret and not self.stored:
+                    value = hash_user_id(value, secret)
+                setattr(stored, name, value)
+                changed = True
+        return changed
+
+    def _price(self, call: Call) -> None:
+        if self.pricer is not None:
+            self.pricer.price(call)
+            if figure_problem("cost_usd", call.cost_usd):  # a price table's absurd rate
+                call.cost_usd = call.rate_card = None
 
     def _version(self, prompt: str | None) -> str | None:
         """The prompt version a system prompt gives a call that names none (as `to_call`

@@ -30,7 +30,7 @@ from llmlog.capture.kept import without_content
 from llmlog.capture.outcome import join_errors
 from llmlog.core.filters import CallFilter
 from llmlog.core.logs import recording_log
-from llmlog.core.record import Call, RecordError, Span, SpanEvent
+from llmlog.core.record import USAGE, Call, RecordError, Span, SpanEvent
 from llmlog.store import Store, retention_policy
 from llmlog.store.regulated import Refused
 from llmlog.store.traces import apart
@@ -388,6 +388,10 @@ def _insert_calls(store: Store, calls: list[Call], refused: dict[str, str]) -> i
     return added
 
 
+def _usage(call: Call) -> tuple[object, ...]:
+    return tuple(getattr(call, n) for n in USAGE)
+
+
 def _own_ids(store: Store, new: list[Call], spans_of: dict[str, list[Span]], refused: dict[str, str]) -> int:
     """After an insert that kept fewer calls than it was given: those whose provider's id a
     call stored long before holds (further back than the lookup's window; a server that
@@ -427,7 +431,8 @@ def ingest_spans(
     the content it lacked. `prepared`: `prepare_spans(spans, intake)`, made already."""
     arrived = time.time_ns()  # the events read below arrived before this
     new: list[Call] = []
-    enriched: list[Call] = []
+    enriched: list[Call] = []  # stored calls given content (or usage) by a span of this request
+    counted: list[Call] = []  # those of them given their usage
     if prepared is None:
         prepared = prepare_spans(spans, intake)
     calls_refused = dict(prepared.unreadable)
@@ -511,13 +516,14 @@ def ingest_spans(
             s.call_id = target
         if stored is None:
             stored = store.get(target)
+        if stored is None:
+            continue
         try:
-            if (
-                stored is not None
-                and intake.complete(stored, call)
-                and all(c is not stored for c in enriched)
-            ):
+            usage = _usage(stored)
+            if intake.complete(stored, call) and all(c is not stored for c in enriched):
                 enriched.append(stored)
+            if _usage(stored) != usage and all(c is not stored for c in counted):
+                counted.append(stored)
         except RecordError as exc:  # a bad figure, or content it would give that cannot be kept
             calls_refused[target] = str(exc)
     added = _insert_calls(store, new, calls_refused)
@@ -526,6 +532,8 @@ def ingest_spans(
     for call in enriched:
         try:
             store.update_content(call)
+            if any(c is call for c in counted):
+                store.update_usage(call)
         except store.data_errors as exc:
             calls_refused[call.id] = str(exc)
     # The content events read into calls stored now are in them: not kept twice.
@@ -583,8 +591,11 @@ def ingest_events(store: Store, events: list[SpanEvent], intake: Intake) -> tupl
         mine = by_span[key]
         try:
             said = event_content([*kept.get(key, []), *(events[i] for i in mine)])
+            usage = _usage(stored)
             if intake.complete(stored, span_call(intake.open_span(span), said)):
                 store.update_content(stored)
+                if _usage(stored) != usage:
+                    store.update_usage(stored)
                 updated += 1
         except unusable as exc:
             # The events are kept; the call stays as it was.

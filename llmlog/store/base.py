@@ -519,6 +519,12 @@ class Store(Regulated, Traces, Alerts, Experiments, abc.ABC):
     def update_costs(self, costs: Iterable[tuple[str, float | None, str | None]]) -> int: ...
 
     @abc.abstractmethod
+    def update_usage(self, call: Call) -> None:
+        """Give a stored call the usage `call` has (`llmlog.core.record.USAGE`), which it lacked when it
+        was stored: its tokens came in a later span (`Intake.complete`). `daily`,
+        `people_daily` and `traces` count the new figures, as they follow a new cost."""
+
+    @abc.abstractmethod
     def update_content(self, call: Call) -> None:
         """Rewrite a stored call's content (system prompt, messages, tools, params, response,
         tool calls, stop reason, error, metadata) from `call`, which has its id, and give it

@@ -16,7 +16,9 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from llmlog.core.record import ATTRIBUTION, Call
 from llmlog.store.dialect import Dialect
+from llmlog.store.trace_rollup import resum_sql
 
 # Latency buckets: bucket 0 holds [0, 1) ms; bucket b ≥ 1 holds [2^((b−1)/8), 2^(b/8)) ms, so a
 # bucket is 9% wide and a percentile read from the buckets is within 4.5% of the true value.
@@ -255,13 +257,37 @@ _MAPS = ("error_types", "latency_hist", "first_token_hist")
 _PEOPLE = {"users": ("user_id", "user"), "sessions": ("session_id", "session")}
 
 
-def moves(stored: Sequence[Any] | None, version: str | None, tool_calls: Any) -> bool:
-    """Whether an update that gives a stored call this prompt version (if it had none) and
-    these tool calls changes its share of `daily`: `stored` is whether its version and its
-    tool calls are NULL now (None: no such call)."""
+def moves(stored: Sequence[Any] | None, call: Call) -> bool:
+    """Whether an update that gives a stored call `call`'s prompt version, tool calls, feature,
+    user and session (each if it had none) changes its share of the rollups: `stored` is
+    whether each of those is NULL now, in that order (None: no such call)."""
     if not stored:
         return False
-    return (stored[0] and version is not None) or (stored[1] and tool_calls is not None)
+    given = (call.prompt_template_version, call.tool_calls, *(getattr(call, n) for n in ATTRIBUTION))
+    return any(null and value is not None for null, value in zip(stored, given, strict=True))
+
+
+# What `moves` is given of the stored call: whether each of these is NULL.
+MOVES_SQL = ", ".join(f"{c} IS NULL" for c in ("prompt_template_version", "tool_calls", *ATTRIBUTION))
+
+
+def refile(run: Run, dialect: Dialect, call_id: str, change: Callable[[], object]) -> None:
+    """`change` (in the same writing transaction) gives a stored call what `moves` says moves
+    it: `daily` follows (`regroup`); and when it was given a user or a session, the rows of
+    `people_daily` it left and joined are summed again from the calls, and so is its trace
+    (`traces`' values are its earliest call's). SQLite and PostgreSQL."""
+    p = dialect.placeholder
+    where = f"SELECT {dialect.day('timestamp')}, user_id, session_id, trace_id FROM call_data WHERE id = {p}"
+    before = run(where, [call_id])
+    regroup(run, dialect, call_id, change)
+    after = run(where, [call_id])
+    if [tuple(r) for r in before] == [tuple(r) for r in after]:
+        return
+    people_again(run, dialect, [r[:3] for r in [*before, *after]])
+    drop, fill = resum_sql(dialect, f"trace_id = {p}")
+    for trace in {r[3] for r in [*before, *after] if r[3] is not None}:
+        run(drop, [trace])
+        run(fill, [trace, trace])
 
 
 def regroup(run: Run, dialect: Dialect, call_id: str, change: Callable[[], object]) -> None:
@@ -278,15 +304,39 @@ def regroup(run: Run, dialect: Dialect, call_id: str, change: Callable[[], objec
         rows = run(share_sql, [call_id])
         return tuple(rows[0]) if rows else None
 
-    old = share()
+    def people() -> dict[str, Any]:
+        rows = run(f"SELECT user_id, session_id FROM call_data WHERE id = {p}", [call_id])
+        return {"users": rows[0][0], "sessions": rows[0][1]} if rows else {"users": None, "sessions": None}
+
+    old, was = share(), people()
     change()
-    new = share()
+    new, now = share(), people()
     if old is None or new is None or old == new:
         return
-    people = run(f"SELECT user_id, session_id FROM call_data WHERE id = {p}", [call_id])
-    who = {"users": people[0][0], "sessions": people[0][1]}
-    _take(run, dialect, old, call_id, who)
-    _add(run, dialect, new, who)
+    _take(run, dialect, old, call_id, was)
+    _add(run, dialect, new, now)
+
+
+def people_again(run: Run, dialect: Dialect, keys: Iterable[Sequence[Any]]) -> None:
+    """`people_daily`'s rows of these (day, user, session) summed again from the calls: after a
+    stored call was given a user or a session (OTLP: in a later span), the row it left and
+    the row it joined. A key with neither is no row."""
+    p, same, sql = dialect.placeholder, dialect.null_safe_equal(), dialect.rollup_sql()
+    where = f"day = {p} AND user_id {same} {p} AND session_id {same} {p}"
+    calls = f"{dialect.day('timestamp')} = {p} AND user_id {same} {p} AND session_id {same} {p}"
+    for key in dict.fromkeys(tuple(k) for k in keys):
+        if key[1] is None and key[2] is None:
+            continue
+        day = key[0]  # as the calls' day reads
+        run(f"DELETE FROM people_daily WHERE {where}", [day, key[1], key[2]])
+        run(
+            f"""INSERT INTO people_daily
+            SELECT {dialect.day("timestamp")}, user_id, session_id, count(*), count(error),
+                coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),
+                {sql.total.replace("{x}", "cost_usd")}, count(cost_usd), min(timestamp), max(timestamp)
+            FROM call_data WHERE {calls} GROUP BY 1, 2, 3""",
+            [day, key[1], key[2]],
+        )
 
 
 def _key(dialect: Dialect, calls: bool = False) -> str:

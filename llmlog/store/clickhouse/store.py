@@ -28,7 +28,7 @@ from typing import Any
 from llmlog.core.config import clickhouse_cluster
 from llmlog.core.encryption import Policy
 from llmlog.core.filters import CallFilter
-from llmlog.core.record import COLUMNS, INT_COLUMNS, JSON_COLUMNS, Call, json_text
+from llmlog.core.record import ATTRIBUTION, COLUMNS, INT_COLUMNS, JSON_COLUMNS, USAGE, Call, json_text
 from llmlog.store import retention_policy, search
 from llmlog.store.base import (
     Account,
@@ -51,7 +51,7 @@ from llmlog.store.clickhouse.schema import DAILY_GROUP, DAILY_SELECT, PEOPLE_SEL
 from llmlog.store.clickhouse.traces import ClickHouseTraces, naming_sql
 from llmlog.store.filelock import FileLock
 from llmlog.store.readonly import RESULT_MAX_BYTES, QueryRows, deadline_after, too_large
-from llmlog.store.rollup import moves
+from llmlog.store.rollup import MOVES_SQL, moves
 from llmlog.store.search import Query
 from llmlog.store.urls import redact_url
 
@@ -487,6 +487,15 @@ class ClickHouseStore(ClickHouseAlerts, ClickHouseExperiments, ClickHouseTraces)
         version = int(datetime.now(UTC).timestamp() * 1e6)
         self.engine.insert("settings", ["key", "value", "version"], [[key, json.dumps(value), version]])
 
+    def update_usage(self, call: Call) -> None:
+        sets = ", ".join(f"{c} = %s" for c in USAGE)
+        self._mutate(
+            f"ALTER TABLE call_data UPDATE {sets} WHERE id = %s",
+            [*(getattr(call, c) for c in USAGE), call.id],
+        )
+        days = self._select("SELECT DISTINCT toDate(timestamp) FROM call_data WHERE id = %s", [call.id])
+        self._recount([r[0] for r in days])  # a materialized view sees inserts only
+
     def update_content(self, call: Call) -> None:
         """A stored call's text changed (a redaction, a sealing, a span's content joined)."""
         (call,) = self._sealed([call])
@@ -494,20 +503,21 @@ class ClickHouseStore(ClickHouseAlerts, ClickHouseExperiments, ClickHouseTraces)
         row = dict(zip(COLUMNS_READ, _row(call), strict=True))
         changed = ("system_prompt", "messages", "tools", "params", "response", "tool_calls", "stop_reason",
                    "error", "metadata")  # fmt: skip
-        sets = ", ".join(f"{c} = %s" for c in changed)
+        # Whom it was for, given later (OTLP); not its feature, which leads the table's sorting
+        # key, and a key column cannot be updated.
+        given = [c for c in ATTRIBUTION if c != "feature"]
+        sets = ", ".join([*(f"{c} = %s" for c in changed), *(f"{c} = ifNull({c}, %s)" for c in given)])
         was = self._select(
-            "SELECT prompt_template_version IS NULL, tool_calls IS NULL, toDate(timestamp) FROM call_data"
-            " WHERE id = %s LIMIT 1",
-            [call.id],
+            f"SELECT {MOVES_SQL}, toDate(timestamp) FROM call_data WHERE id = %s LIMIT 1", [call.id]
         )
         # The vector of the text replaced goes with it (see `Store.set_vectors`).
         self._mutate(
             f"ALTER TABLE call_data UPDATE {sets}, embedding = NULL,"
             " prompt_template_version = ifNull(prompt_template_version, %s) WHERE id = %s",
-            [*(row[c] for c in changed), row["prompt_template_version"], call.id],
+            [*(row[c] for c in (*changed, *given)), row["prompt_template_version"], call.id],
         )
-        if was and moves(was[0][:2], call.prompt_template_version, call.tool_calls):
-            self._recount([was[0][2]])  # its group in the rollups, or what it counts there, changed
+        if was and moves(was[0][:-1], call):
+            self._recount([was[0][-1]])  # its group in the rollups, or what it counts there, changed
         self._embed([call])
 
     # -------------------------------------------------------------- regulated mode's audit log

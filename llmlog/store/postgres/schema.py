@@ -15,7 +15,7 @@ from llmlog.store import migrations, search
 from llmlog.store.layout import select_list
 from llmlog.store.postgres import POSTGRES
 from llmlog.store.postgres.reader import create_reader
-from llmlog.store.postgres.trace_schema import m016_traces, m017_trace_values_by_time
+from llmlog.store.postgres.trace_schema import m016_traces, m017_trace_values_by_time, usage_follows
 from llmlog.store.rollup import DAILY_COLUMNS, GROUP, cold_columns, from_raw_sql, repair_sql
 from llmlog.store.traces import SPANS_CALL_INDEX
 
@@ -236,6 +236,38 @@ def m002_daily(cur: psycopg.Cursor[Any]) -> None:
     cur.execute(f"INSERT INTO daily {rollup.format('call_data')}")
 
 
+# `daily`'s rows (a query in `DAILY_COLUMNS` order, in `{}`, with its INSERT) added to the
+# groups' rows: sums added, counts merged, a cost 0 exactly when no priced call is left.
+_DAILY_SUMS = (
+    "calls", "errors", "input_tokens", "output_tokens", "cache_read_tokens",
+    "cache_creation_tokens", "priced_calls", "latency_ms", "first_token_ms",
+    "output_calls", "tool_calls", "users", "sessions",
+)  # fmt: skip
+_DAILY_COUNTS = ("error_types", "latency_hist", "first_token_hist")
+_DAILY_UPSERT = f"""
+    {{}} ORDER BY 1, 2, 3, 4, 5
+    ON CONFLICT (day, {", ".join(GROUP)}) DO UPDATE SET
+        {", ".join(f"{c} = daily.{c} + EXCLUDED.{c}" for c in _DAILY_SUMS)},
+        {", ".join(f"{c} = llmlog_add_counts(daily.{c}, EXCLUDED.{c})" for c in _DAILY_COUNTS)},
+        cost_usd = CASE WHEN daily.priced_calls + EXCLUDED.priced_calls = 0 THEN 0
+            ELSE daily.cost_usd + EXCLUDED.cost_usd END
+    """
+# `people_daily`'s, likewise (a query in its columns' order, in `{}`). In key order, as for
+# `daily`: concurrent writers never wait on each other in a cycle.
+_PEOPLE_UPSERT = """
+    INSERT INTO people_daily {} ORDER BY 1, 2, 3
+    ON CONFLICT (day, user_id, session_id) DO UPDATE SET
+        calls = people_daily.calls + EXCLUDED.calls, errors = people_daily.errors + EXCLUDED.errors,
+        input_tokens = people_daily.input_tokens + EXCLUDED.input_tokens,
+        output_tokens = people_daily.output_tokens + EXCLUDED.output_tokens,
+        priced_calls = people_daily.priced_calls + EXCLUDED.priced_calls,
+        cost_usd = CASE WHEN people_daily.priced_calls + EXCLUDED.priced_calls = 0 THEN 0
+            ELSE people_daily.cost_usd + EXCLUDED.cost_usd END,
+        first = least(people_daily.first, EXCLUDED.first),
+        last = greatest(people_daily.last, EXCLUDED.last)
+    """
+
+
 def m003_people_daily(cur: psycopg.Cursor[Any]) -> None:
     """`people_daily`: the calls rolled up per UTC day, user and session, kept by statement
     triggers as `daily` is, so the sessions and users pages over a week or a month read a
@@ -263,19 +295,7 @@ def m003_people_daily(cur: psycopg.Cursor[Any]) -> None:
             count(cost_usd), min(timestamp), max(timestamp)
         FROM {} WHERE user_id IS NOT NULL OR session_id IS NOT NULL GROUP BY 1, 2, 3
         """
-    # In key order, as for `daily`: concurrent writers never wait on each other in a cycle.
-    upsert = f"""
-        INSERT INTO people_daily {{}} ORDER BY 1, 2, 3
-        ON CONFLICT ({group}) DO UPDATE SET
-            calls = people_daily.calls + EXCLUDED.calls, errors = people_daily.errors + EXCLUDED.errors,
-            input_tokens = people_daily.input_tokens + EXCLUDED.input_tokens,
-            output_tokens = people_daily.output_tokens + EXCLUDED.output_tokens,
-            priced_calls = people_daily.priced_calls + EXCLUDED.priced_calls,
-            cost_usd = CASE WHEN people_daily.priced_calls + EXCLUDED.priced_calls = 0 THEN 0
-                ELSE people_daily.cost_usd + EXCLUDED.cost_usd END,
-            first = least(people_daily.first, EXCLUDED.first),
-            last = greatest(people_daily.last, EXCLUDED.last)
-        """
+    upsert = _PEOPLE_UPSERT
     path = pgsql.SQL("SET search_path = {}, pg_temp").format(pgsql.Identifier(schema[0])).as_string(cur)
     cur.execute(
         f"""
@@ -365,20 +385,7 @@ def m005_cold_figures(cur: psycopg.Cursor[Any]) -> None:
         """
     )
     group = "day, " + ", ".join(GROUP)
-    sums = (
-        "calls", "errors", "input_tokens", "output_tokens", "cache_read_tokens",
-        "cache_creation_tokens", "priced_calls", "latency_ms", "first_token_ms",
-        "output_calls", "tool_calls", "users", "sessions",
-    )  # fmt: skip
-    counts = ("error_types", "latency_hist", "first_token_hist")
-    upsert = f"""
-        {{}} ORDER BY 1, 2, 3, 4, 5
-        ON CONFLICT ({group}) DO UPDATE SET
-            {", ".join(f"{c} = daily.{c} + EXCLUDED.{c}" for c in sums)},
-            {", ".join(f"{c} = llmlog_add_counts(daily.{c}, EXCLUDED.{c})" for c in counts)},
-            cost_usd = CASE WHEN daily.priced_calls + EXCLUDED.priced_calls = 0 THEN 0
-                ELSE daily.cost_usd + EXCLUDED.cost_usd END
-        """
+    upsert = _DAILY_UPSERT
     # `daily_seen`: which users and sessions each day and group has counted already. A batch's
     # are inserted there first (in key order, as everywhere); those it did insert are new.
     seen_key = f"{group}, kind, who"
@@ -667,6 +674,57 @@ def m021_search_pending_list(cur: psycopg.Cursor[Any]) -> None:
     tune_search_index(cur)
 
 
+def m022_usage_follows(cur: psycopg.Cursor[Any]) -> None:
+    """Usage given to a stored call after it (its tokens came in a later span:
+    `Store.update_usage`) moves `daily`, `people_daily` and `traces` by the difference, as a
+    new cost does (SQLite's migration 24): the functions that follow a call's cost follow its
+    token counts too."""
+    schema = cur.execute("SELECT current_schema()").fetchone()
+    assert schema is not None and schema[0] is not None  # m002 checked it
+    path = pgsql.SQL("SET search_path = {}, pg_temp").format(pgsql.Identifier(schema[0])).as_string(cur)
+    tokens = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")
+
+    def moved(columns: tuple[str, ...]) -> str:
+        return ", ".join(f"sum(coalesce(n.{c}, 0) - coalesce(o.{c}, 0))" for c in columns)
+
+    def changed(columns: tuple[str, ...]) -> str:
+        return " OR ".join(f"n.{c} IS DISTINCT FROM o.{c}" for c in ("cost_usd", *columns))
+
+    cost = "sum(coalesce(n.cost_usd, 0) - coalesce(o.cost_usd, 0)), count(n.cost_usd) - count(o.cost_usd)"
+    pairs = "old_calls AS o JOIN new_calls AS n ON n.id = o.id AND n.timestamp = o.timestamp"
+    daily = f"""
+        INSERT INTO daily
+        SELECT (o.timestamp AT TIME ZONE 'UTC')::date, o.feature, o.model, o.provider,
+            o.prompt_template_version, 0, 0, {moved(tokens)}, {cost}, 0, 0,
+            count(n.output_tokens) - count(o.output_tokens), 0, 0, 0,
+            '{{}}'::jsonb, '{{}}'::jsonb, '{{}}'::jsonb
+        FROM {pairs} WHERE {changed(tokens)}
+        GROUP BY 1, 2, 3, 4, 5
+        """
+    people = f"""
+        SELECT (o.timestamp AT TIME ZONE 'UTC')::date, o.user_id, o.session_id, 0, 0,
+            {moved(tokens[:2])}, {cost}, min(o.timestamp), max(o.timestamp)
+        FROM {pairs}
+        WHERE ({changed(tokens[:2])}) AND (o.user_id IS NOT NULL OR o.session_id IS NOT NULL)
+        GROUP BY 1, 2, 3
+        """
+    for name, upsert in (
+        ("daily_add_costs", _DAILY_UPSERT.format(daily)),
+        ("people_daily_add_costs", _PEOPLE_UPSERT.format(people)),
+    ):
+        cur.execute(
+            f"""
+            CREATE OR REPLACE FUNCTION {name}() RETURNS trigger LANGUAGE plpgsql {path} AS $$
+            BEGIN
+                {upsert};
+                RETURN NULL;
+            END
+            $$
+            """
+        )
+    usage_follows(cur)
+
+
 MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m001_initial,
     m002_daily,
@@ -689,6 +747,7 @@ MIGRATIONS: list[Callable[[psycopg.Cursor[Any]], None]] = [
     m019_spans_by_call,
     m020_experiments,
     m021_search_pending_list,
+    m022_usage_follows,
 ]
 
 

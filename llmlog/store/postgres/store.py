@@ -30,7 +30,7 @@ from psycopg import sql as pgsql
 
 from llmlog.core.encryption import ENCRYPTION_SETTING
 from llmlog.core.filters import CallFilter
-from llmlog.core.record import COLUMNS, Call, format_timestamp, json_text
+from llmlog.core.record import ATTRIBUTION, COLUMNS, USAGE, Call, format_timestamp, json_text
 from llmlog.store import search
 from llmlog.store.base import (
     AuditEntry,
@@ -58,7 +58,7 @@ from llmlog.store.postgres.schema import (
 from llmlog.store.postgres.traces import PostgresTraces, naming_sql
 from llmlog.store.postgres.traces import storable as _storable
 from llmlog.store.readonly import RESULT_MAX_BYTES, QueryRows, deadline_after, held
-from llmlog.store.rollup import moves, regroup
+from llmlog.store.rollup import MOVES_SQL, moves, refile
 
 CONNECT_TIMEOUT_S = 10
 
@@ -446,6 +446,13 @@ class PostgresStore(RowTables, PostgresTraces):
                 n += cur.rowcount
         return n
 
+    def update_usage(self, call: Call) -> None:
+        with self.conn.transaction():  # the triggers of `daily`, `people_daily` and `traces` follow
+            self.conn.execute(
+                f"UPDATE call_data SET {', '.join(f'{c} = %s' for c in USAGE)} WHERE id = %s",
+                [*(getattr(call, c) for c in USAGE), call.id],
+            )
+
     def update_content(self, call: Call) -> None:
         (call,) = self._sealed([call])
         c = _storable_call(call)
@@ -461,18 +468,16 @@ class PostgresStore(RowTables, PostgresTraces):
                 keys = self._keys(c, batch)
             self._resolve(cur, batch)
             system, messages, tools, params, echo_instructions, echo_tools, response = keys
-            was = cur.execute(
-                "SELECT prompt_template_version IS NULL, tool_calls IS NULL FROM call_data WHERE id = %s",
-                (c.id,),
-            ).fetchone()
+            was = cur.execute(f"SELECT {MOVES_SQL} FROM call_data WHERE id = %s", (c.id,)).fetchone()
             update = functools.partial(
                 cur.execute,
                 "UPDATE call_data SET system_id = %s, message_ids = %s::bigint[], tools_id = %s,"
                 " params_id = %s, response = %s::jsonb, tool_calls = %s::jsonb, stop_reason = %s,"
                 " error = %s::jsonb, metadata = %s::jsonb, search = to_tsvector(%s::regconfig, %s),"
                 " response_instructions_id = %s, response_tools_id = %s,"
-                " prompt_template_version = coalesce(prompt_template_version, %s),"
-                " embedding = NULL WHERE id = %s",
+                " prompt_template_version = coalesce(prompt_template_version, %s), embedding = NULL,"
+                " feature = coalesce(feature, %s), user_id = coalesce(user_id, %s),"
+                " session_id = coalesce(session_id, %s) WHERE id = %s",
                 (
                     batch.id(system) if system is not None else None,
                     _int_array(batch.ids(messages)) if messages is not None else None,
@@ -488,12 +493,13 @@ class PostgresStore(RowTables, PostgresTraces):
                     batch.id(echo_instructions) if echo_instructions is not None else None,
                     batch.id(echo_tools) if echo_tools is not None else None,
                     c.prompt_template_version,
+                    *(getattr(c, n) for n in ATTRIBUTION),
                     c.id,
                 ),
             )
-            if moves(was, c.prompt_template_version, c.tool_calls):
-                # Its group in `daily` (or what it counts there) changes: the triggers follow inserts.
-                regroup(lambda sql, params: _rows(cur.execute(sql, params)), POSTGRES, c.id, update)
+            if moves(was, c):
+                # What the rollups count it in (or as) changes: the triggers follow inserts.
+                refile(lambda sql, params: _rows(cur.execute(sql, params)), POSTGRES, c.id, update)
             else:
                 update()
         batch.commit()

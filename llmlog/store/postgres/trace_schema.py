@@ -89,6 +89,12 @@ def m017_trace_values_by_time(cur: psycopg.Cursor[Any]) -> None:
     cur.execute(values_by_time_sql(POSTGRES))
 
 
+def usage_follows(cur: psycopg.Cursor[Any]) -> None:
+    """`traces` follows usage given after a call (`Store.update_usage`), as it follows a new
+    cost: its functions and triggers made again (schema migration 22)."""
+    _triggers(cur)
+
+
 def _value_times(cur: psycopg.Cursor[Any]) -> None:
     """The columns keeping the time of the call each value came from, where missing."""
     for at in VALUES_AT.values():
@@ -121,20 +127,26 @@ def _triggers(cur: psycopg.Cursor[Any]) -> None:
             f"CREATE OR REPLACE TRIGGER {table}_traces_insert AFTER INSERT ON {table}"
             f" REFERENCING NEW TABLE AS {source} FOR EACH STATEMENT EXECUTE FUNCTION {name}()"
         )
+    # A new cost, or usage given after the call (`Store.update_usage`), moves its trace's
+    # figures by the difference.
+    tokens = ("input_tokens", "output_tokens")
     cur.execute(
         f"""
         CREATE OR REPLACE FUNCTION traces_add_costs() RETURNS trigger LANGUAGE plpgsql {path} AS $$
         BEGIN
-            INSERT INTO traces (trace_id, started, cost_usd, priced_calls)
+            INSERT INTO traces (trace_id, started, cost_usd, priced_calls, {", ".join(tokens)})
             SELECT o.trace_id, min(o.timestamp), sum(coalesce(n.cost_usd, 0) - coalesce(o.cost_usd, 0)),
-                count(n.cost_usd) - count(o.cost_usd)
+                count(n.cost_usd) - count(o.cost_usd),
+                {", ".join(f"sum(coalesce(n.{c}, 0) - coalesce(o.{c}, 0))" for c in tokens)}
             FROM old_calls AS o JOIN new_calls AS n ON n.id = o.id AND n.timestamp = o.timestamp
-            WHERE n.cost_usd IS DISTINCT FROM o.cost_usd AND o.trace_id IS NOT NULL
+            WHERE ({" OR ".join(f"n.{c} IS DISTINCT FROM o.{c}" for c in ("cost_usd", *tokens))})
+                AND o.trace_id IS NOT NULL
             GROUP BY 1 ORDER BY 1
             ON CONFLICT (trace_id) DO UPDATE SET
                 cost_usd = CASE WHEN traces.priced_calls + EXCLUDED.priced_calls = 0 THEN 0
                     ELSE traces.cost_usd + EXCLUDED.cost_usd END,
-                priced_calls = traces.priced_calls + EXCLUDED.priced_calls;
+                priced_calls = traces.priced_calls + EXCLUDED.priced_calls,
+                {", ".join(f"{c} = traces.{c} + EXCLUDED.{c}" for c in tokens)};
             RETURN NULL;
         END
         $$

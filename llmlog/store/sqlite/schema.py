@@ -20,7 +20,12 @@ from llmlog.store.rollup import (
     repair_sql,
 )
 from llmlog.store.sqlite import SQLITE
-from llmlog.store.sqlite.trace_schema import m017_traces, m018_trace_values_by_time
+from llmlog.store.sqlite.trace_schema import (
+    changed_sql,
+    m017_traces,
+    m018_trace_values_by_time,
+    usage_follows,
+)
 from llmlog.store.traces import SPANS_CALL_INDEX
 
 # Responses and content bodies are read through `llmlog_text`, which gives back what
@@ -648,6 +653,49 @@ def m023_search_words_given(db: sqlite3.Connection) -> None:
     )
 
 
+def m024_usage_follows(db: sqlite3.Connection) -> None:
+    """Usage given to a stored call after it (its tokens came in a later span:
+    `Store.update_usage`) moves `daily`, `people_daily` and `traces` by the difference, as a
+    new cost does: the triggers that follow a call's cost follow its token counts too."""
+    group = ("feature", "model", "provider", "prompt_template_version")
+    tokens = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens")
+    priced = "priced_calls + (NEW.cost_usd IS NOT NULL) - (OLD.cost_usd IS NOT NULL)"
+    cost = f"""cost_usd = CASE WHEN {priced} = 0 THEN 0.0
+        ELSE cost_usd + ifnull(NEW.cost_usd, 0.0) - ifnull(OLD.cost_usd, 0.0) END,
+        priced_calls = {priced}"""
+
+    def moved(columns: tuple[str, ...]) -> str:
+        return ", ".join(f"{c} = {c} + ifnull(NEW.{c}, 0) - ifnull(OLD.{c}, 0)" for c in columns)
+
+    db.execute("DROP TRIGGER call_data_daily_cost")
+    key = "day, " + ", ".join(f"ifnull({c}, x'')" for c in group)
+    old_key = "substr(OLD.timestamp, 1, 10), " + ", ".join(f"ifnull(OLD.{c}, x'')" for c in group)
+    db.execute(
+        f"""
+        CREATE TRIGGER call_data_daily_cost AFTER UPDATE OF cost_usd, {", ".join(tokens)} ON call_data
+        WHEN {changed_sql(("cost_usd", *tokens))} BEGIN
+            UPDATE daily SET {cost}, {moved(tokens)},
+                output_calls = output_calls
+                    + (NEW.output_tokens IS NOT NULL) - (OLD.output_tokens IS NOT NULL)
+            WHERE ({key}) = ({old_key});
+        END
+        """
+    )
+    db.execute("DROP TRIGGER call_data_people_cost")
+    key = "day, ifnull(user_id, x''), ifnull(session_id, x'')"
+    old_key = "substr(OLD.timestamp, 1, 10), ifnull(OLD.user_id, x''), ifnull(OLD.session_id, x'')"
+    db.execute(
+        f"""
+        CREATE TRIGGER call_data_people_cost AFTER UPDATE OF cost_usd, {", ".join(tokens[:2])} ON call_data
+        WHEN ({changed_sql(("cost_usd", *tokens[:2]))})
+            AND (OLD.user_id IS NOT NULL OR OLD.session_id IS NOT NULL) BEGIN
+            UPDATE people_daily SET {cost}, {moved(tokens[:2])} WHERE ({key}) = ({old_key});
+        END
+        """
+    )
+    usage_follows(db)
+
+
 MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m001_initial,
     m002_rate_card_and_filters,
@@ -672,6 +720,7 @@ MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [
     m021_experiments,
     m022_daily_seen_first,
     m023_search_words_given,
+    m024_usage_follows,
 ]
 
 

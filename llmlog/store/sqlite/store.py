@@ -26,8 +26,10 @@ import orjson
 
 from llmlog.core.filters import CallFilter
 from llmlog.core.record import (
+    ATTRIBUTION,
     COLUMNS,
     JSON_COLUMNS,
+    USAGE,
     Call,
     format_timestamp,
     json_text,
@@ -59,7 +61,7 @@ from llmlog.store.readonly import (
     timed_out,
     too_large,
 )
-from llmlog.store.rollup import moves, regroup
+from llmlog.store.rollup import MOVES_SQL, moves, refile
 from llmlog.store.sqlite import SQLITE
 from llmlog.store.sqlite.schema import migrate
 from llmlog.store.sqlite.traces import SQLiteTraces, naming_sql
@@ -531,6 +533,13 @@ class SQLiteStore(RowTables, SQLiteTraces):
                 ).rowcount
         return n
 
+    def update_usage(self, call: Call) -> None:
+        with self._writing():  # the triggers of `daily`, `people_daily` and `traces` follow
+            self.db.execute(
+                f"UPDATE call_data SET {', '.join(f'{c} = ?' for c in USAGE)} WHERE id = ?",
+                [*(getattr(call, c) for c in USAGE), call.id],
+            )
+
     def update_content(self, call: Call) -> None:
         (call,) = self._sealed([call])
         batch = self._content.batch(by_identity=False)
@@ -545,25 +554,23 @@ class SQLiteStore(RowTables, SQLiteTraces):
             self._resolve(batch)
             response = compression.pack(_json_safe(keys[6])) if keys[6] is not None else None
             row = dict(zip(self._INSERT_COLUMNS, self._row(call, keys, batch, True, response), strict=True))
-            values = [row[name] for name in self._CONTENT_UPDATED] + [call.id]
+            values = [row[name] for name in (*self._CONTENT_UPDATED, *ATTRIBUTION)] + [call.id]
 
             # The vector of the text replaced goes with it (a sealing must not leave the
             # clear text's vector behind); the new text's is made below, if it has any.
             def change() -> None:
                 self.db.execute(
                     f"UPDATE call_data SET {', '.join(f'{c} = ?' for c in self._CONTENT_UPDATED[:-1])},"
-                    " prompt_template_version = ifnull(prompt_template_version, ?), embedding = NULL"
-                    " WHERE id = ?",
+                    " prompt_template_version = ifnull(prompt_template_version, ?), embedding = NULL, "
+                    + ", ".join(f"{c} = ifnull({c}, ?)" for c in ATTRIBUTION)
+                    + " WHERE id = ?",
                     values,
                 )
 
-            was = self.db.execute(
-                "SELECT prompt_template_version IS NULL, tool_calls IS NULL FROM call_data WHERE id = ?",
-                (call.id,),
-            ).fetchone()
-            if moves(was, call.prompt_template_version, call.tool_calls):
-                # Its group in `daily` (or what it counts there) changes: the triggers follow inserts.
-                regroup(lambda sql, params: self.db.execute(sql, params).fetchall(), SQLITE, call.id, change)
+            was = self.db.execute(f"SELECT {MOVES_SQL} FROM call_data WHERE id = ?", (call.id,)).fetchone()
+            if moves(was, call):
+                # What the rollups count it in (or as) changes: the triggers follow inserts.
+                refile(lambda sql, params: self.db.execute(sql, params).fetchall(), SQLITE, call.id, change)
             else:
                 change()
         batch.commit()

@@ -28,6 +28,17 @@ from llmlog.store.trace_rollup import (
 _TRIGGERS = ("call_data_traces_insert", "spans_traces_insert", "call_data_traces_cost", "spans_traces_update")
 
 
+def changed_sql(columns: tuple[str, ...]) -> str:
+    """A row trigger's condition: one of `columns` changed (NULL to a value included)."""
+    return " OR ".join(f"OLD.{c} IS NOT NEW.{c}" for c in columns)
+
+
+def usage_follows(db: sqlite3.Connection) -> None:
+    """`traces` follows usage given after a call (`Store.update_usage`), as it follows a new
+    cost: its triggers made again (schema migration 24)."""
+    _triggers(db)
+
+
 def m017_traces(db: sqlite3.Connection) -> None:
     """A trace's calls by an index (`CallFilter(trace_id=…)` reads them, not every call), and
     `traces`: one row per trace with its figures (`llmlog.store.trace_rollup`), kept by the
@@ -124,15 +135,19 @@ def _triggers(db: sqlite3.Connection) -> None:
         END
         """
     )
+    # A new cost, or usage given after the call (`Store.update_usage`), moves its trace's
+    # figures by the difference.
     priced = "priced_calls + (NEW.cost_usd IS NOT NULL) - (OLD.cost_usd IS NOT NULL)"
+    tokens = ("input_tokens", "output_tokens")
     db.execute(
         f"""
-        CREATE TRIGGER call_data_traces_cost AFTER UPDATE OF cost_usd ON call_data
-        WHEN OLD.trace_id IS NOT NULL AND OLD.cost_usd IS NOT NEW.cost_usd BEGIN
+        CREATE TRIGGER call_data_traces_cost AFTER UPDATE OF cost_usd, {", ".join(tokens)} ON call_data
+        WHEN OLD.trace_id IS NOT NULL AND ({changed_sql(("cost_usd", *tokens))}) BEGIN
             UPDATE traces SET
                 cost_usd = CASE WHEN {priced} = 0 THEN 0.0
                     ELSE cost_usd + ifnull(NEW.cost_usd, 0.0) - ifnull(OLD.cost_usd, 0.0) END,
-                priced_calls = {priced}
+                priced_calls = {priced},
+                {", ".join(f"{c} = {c} + ifnull(NEW.{c}, 0) - ifnull(OLD.{c}, 0)" for c in tokens)}
             WHERE trace_id = OLD.trace_id;
         END
         """
