@@ -233,13 +233,7 @@ def repair_sql(dialect: Dialect) -> list[str]:
                 from_raw_sql(dialect, where=where, into=f"INSERT INTO daily ({', '.join(DAILY_COLUMNS)})")
             )
         else:
-            total = dialect.rollup_sql().total.replace("{x}", "cost_usd")
-            out.append(
-                f"INSERT INTO people_daily SELECT {dialect.day('timestamp')}, user_id, session_id,"
-                " count(*), count(error), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),"
-                f" {total}, count(cost_usd), min(timestamp), max(timestamp) FROM call_data AS r {where}"
-                " AND (user_id IS NOT NULL OR session_id IS NOT NULL) GROUP BY 1, 2, 3"
-            )
+            out.append(people_sql(dialect, f"{where} AND (user_id IS NOT NULL OR session_id IS NOT NULL)"))
         # What is left has no calls to be summed from.
         out.append(
             f"UPDATE {table} SET "
@@ -321,22 +315,24 @@ def people_again(run: Run, dialect: Dialect, keys: Iterable[Sequence[Any]]) -> N
     """`people_daily`'s rows of these (day, user, session) summed again from the calls: after a
     stored call was given a user or a session (OTLP: in a later span), the row it left and
     the row it joined. A key with neither is no row."""
-    p, same, sql = dialect.placeholder, dialect.null_safe_equal(), dialect.rollup_sql()
+    p, same = dialect.placeholder, dialect.null_safe_equal()
     where = f"day = {p} AND user_id {same} {p} AND session_id {same} {p}"
-    calls = f"{dialect.day('timestamp')} = {p} AND user_id {same} {p} AND session_id {same} {p}"
+    calls = f"WHERE {dialect.day('r.timestamp')} = {p} AND user_id {same} {p} AND session_id {same} {p}"
     for key in dict.fromkeys(tuple(k) for k in keys):
-        if key[1] is None and key[2] is None:
-            continue
-        day = key[0]  # as the calls' day reads
-        run(f"DELETE FROM people_daily WHERE {where}", [day, key[1], key[2]])
-        run(
-            f"""INSERT INTO people_daily
-            SELECT {dialect.day("timestamp")}, user_id, session_id, count(*), count(error),
-                coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),
-                {sql.total.replace("{x}", "cost_usd")}, count(cost_usd), min(timestamp), max(timestamp)
-            FROM call_data WHERE {calls} GROUP BY 1, 2, 3""",
-            [day, key[1], key[2]],
-        )
+        if key[1] is not None or key[2] is not None:  # (the day as the calls' reads)
+            run(f"DELETE FROM people_daily WHERE {where}", list(key))
+            run(people_sql(dialect, calls), list(key))
+
+
+def people_sql(dialect: Dialect, where: str) -> str:
+    """`people_daily`'s rows summed from the calls (`call_data AS r`) that `where` keeps."""
+    total = dialect.rollup_sql().total.replace("{x}", "cost_usd")
+    return (
+        f"INSERT INTO people_daily SELECT {dialect.day('timestamp')}, user_id, session_id,"
+        " count(*), count(error), coalesce(sum(input_tokens), 0), coalesce(sum(output_tokens), 0),"
+        f" {total}, count(cost_usd), min(timestamp), max(timestamp) FROM call_data AS r {where}"
+        " GROUP BY 1, 2, 3"
+    )
 
 
 def _key(dialect: Dialect, calls: bool = False) -> str:
