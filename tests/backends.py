@@ -148,6 +148,27 @@ class Backend:
     def sql(self, statement: str, params: tuple[Any, ...] | list[Any] = ()) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
+    def migrated_before(self, sqlite_step: Any, postgres_step: Any) -> int:
+        """The store made as the version before these migrations (SQLite's, PostgreSQL's) made
+        it, for a test of what upgrading does to what that version stored: its version."""
+        from llmlog.store.postgres import schema as pg
+        from llmlog.store.sqlite.schema import MIGRATIONS, migrate
+
+        if self.kind == "sqlite":
+            before = MIGRATIONS.index(sqlite_step)
+            db = sqlite_connect(self.url)
+            assert migrate(db, target=before) == before
+            db.close()
+            return before
+        if self.kind == "postgres":
+            import psycopg
+
+            before = pg.MIGRATIONS.index(postgres_step)
+            with psycopg.connect(self.url, autocommit=True) as conn:
+                assert pg.migrate(conn, target=before) == before
+            return before
+        raise ValueError(f"{self.kind} has no migrations of its own")
+
 
 class SQLiteBackend(Backend):
     kind = "sqlite"

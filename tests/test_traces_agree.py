@@ -24,10 +24,8 @@ from llmlog.pipeline.intake import Intake
 from llmlog.pipeline.otlp import ingest_spans
 from llmlog.pipeline.pricing import Pricer
 from llmlog.store import Store
-from llmlog.store.postgres import schema as pg
 from llmlog.store.postgres.trace_schema import m017_trace_values_by_time
 from llmlog.store.sqlite import connect as sqlite_connect
-from llmlog.store.sqlite.schema import MIGRATIONS, migrate
 from llmlog.store.sqlite.trace_schema import m018_trace_values_by_time
 from llmlog.store.trace_rollup import from_scratch_sql
 from tests.backends import Backend
@@ -171,15 +169,7 @@ def test_the_migration_gives_the_stored_traces_their_values_by_time(backend: Bac
     kind = backend.kind
     if kind == "clickhouse":
         pytest.skip("ClickHouse sums a trace as it is read: nothing to migrate")
-    before = {"sqlite": MIGRATIONS.index(m018_trace_values_by_time),
-              "postgres": pg.MIGRATIONS.index(m017_trace_values_by_time)}[kind]  # fmt: skip
-    if kind == "sqlite":
-        db = sqlite_connect(backend.url)
-        assert migrate(db, target=before) == before
-        db.close()
-    else:
-        with psycopg.connect(backend.url, autocommit=True) as conn:
-            assert pg.migrate(conn, target=before) == before
+    before = backend.migrated_before(m018_trace_values_by_time, m017_trace_values_by_time)
     whole, cut = uuid.uuid4().hex, uuid.uuid4().hex
     calls = [
         Call(id="late", timestamp=T0 + timedelta(seconds=9), trace_id=whole, feature="b", user_id="u-b"),

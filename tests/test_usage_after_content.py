@@ -11,7 +11,6 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
 import pytest
 
 from llmlog.capture.otlp import decode_spans
@@ -22,11 +21,9 @@ from llmlog.pipeline.intake import Intake
 from llmlog.pipeline.otlp import ingest_spans
 from llmlog.pipeline.pricing import Pricer
 from llmlog.store import Store
-from llmlog.store.postgres import schema as pg
 from llmlog.store.postgres.schema import m022_usage_follows
 from llmlog.store.rollup import DAILY_COLUMNS, from_raw_sql
-from llmlog.store.sqlite import connect as sqlite_connect
-from llmlog.store.sqlite.schema import MIGRATIONS, m024_usage_follows, migrate
+from llmlog.store.sqlite.schema import m024_usage_follows
 from tests.backends import Backend
 from tests.test_otlp_processes import _attrs, _sdk, _trace, _wrapper
 from tests.test_traces_agree import assert_kept_as_from_scratch
@@ -107,15 +104,7 @@ def test_a_store_made_before_follows_usage_once_upgraded(backend: Backend) -> No
     kind = backend.kind
     if kind == "clickhouse":
         pytest.skip("ClickHouse sums its rollups again from the calls: nothing to migrate")
-    before = {"sqlite": MIGRATIONS.index(m024_usage_follows),
-              "postgres": pg.MIGRATIONS.index(m022_usage_follows)}[kind]  # fmt: skip
-    if kind == "sqlite":
-        db = sqlite_connect(backend.url)
-        assert migrate(db, target=before) == before
-        db.close()
-    else:
-        with psycopg.connect(backend.url, autocommit=True) as conn:
-            assert pg.migrate(conn, target=before) == before
+    backend.migrated_before(m024_usage_follows, m022_usage_follows)
     call = Call(id="late", timestamp=T0, model="gpt-4.1-mini", provider="openai", feature="f",
                 user_id="u", session_id="s", trace_id=uuid.uuid4().hex)  # fmt: skip
     if kind == "postgres":
