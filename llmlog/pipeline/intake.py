@@ -302,7 +302,7 @@ class Intake:
             self._price(call)
         return call
 
-    def complete(self, stored: Call, later: Call) -> bool:
+    def complete(self, stored: Call, later: Call, *, kept: bool = False) -> bool:
         """Give a stored call the content it lacks from `later`, the same call seen later (its
         log events, come after its span; another span of it, exported apart): whether it
         changed. What it gains goes through what `call` does to content: `later`'s figures
@@ -315,7 +315,8 @@ class Intake:
         figures stay as stored, except its usage when it has no token count: then it takes
         `later`'s (an SDK's span, with the tokens, exported after the framework's span that
         made the call), and its cost, if it had none, is `later`'s or priced from them. The
-        caller stores a changed `USAGE` apart (`Store.update_usage`)."""
+        caller stores a changed `USAGE` apart (`Store.update_usage`). `kept`: `later` was read
+        from a span as kept (`span`), whose user id is hashed already."""
         as_text(later)  # as `call` does, before its system prompt is read for a version
         if self.repair:
             drop_bad_figures(later)
@@ -337,7 +338,7 @@ class Intake:
             version = later.prompt_template_version or self._version(gained.get("system_prompt"))
         changed = _notes(stored, later.metadata, later.error, self.protect)
         changed = self._usage(stored, later) or changed
-        changed = self._attribution(stored, later) or changed
+        changed = self._attribution(stored, later, kept) or changed
         if not gained and version is None:
             return changed
         part = Call(id=stored.id, timestamp=stored.timestamp, **gained)
@@ -376,7 +377,7 @@ class Intake:
                 self._price(stored)
         return True
 
-    def _attribution(self, stored: Call, later: Call) -> bool:
+    def _attribution(self, stored: Call, later: Call, kept: bool) -> bool:
         """Whom and what the call was for (`ATTRIBUTION`), each `later` says and `stored` does
         not (an instrumentation's span, with the app's user and session, exported after the
         SDK's span inside it): whether it changed. A user id hashed as `call` hashes it."""
@@ -385,7 +386,7 @@ class Intake:
             value = getattr(later, name)
             if getattr(stored, name) is None and value is not None:
                 secret = self.settings.user_id_secret
-                if name == "user_id" and secret and not self.stored:
+                if name == "user_id" and secret and not self.stored and not kept:
                     value = hash_user_id(value, secret)
                 setattr(stored, name, value)
                 changed = True

@@ -592,7 +592,7 @@ def ingest_events(store: Store, events: list[SpanEvent], intake: Intake) -> tupl
         try:
             said = event_content([*kept.get(key, []), *(events[i] for i in mine)])
             usage = _usage(stored)
-            if intake.complete(stored, span_call(intake.open_span(span), said)):
+            if intake.complete(stored, span_call(intake.open_span(span), said), kept=True):
                 store.update_content(stored)
                 if _usage(stored) != usage:
                     store.update_usage(stored)

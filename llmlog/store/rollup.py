@@ -265,23 +265,82 @@ def moves(stored: Sequence[Any] | None, call: Call) -> bool:
 MOVES_SQL = ", ".join(f"{c} IS NULL" for c in ("prompt_template_version", "tool_calls", *ATTRIBUTION))
 
 
+# A call as `refile` reads it: where it is counted, then what it counts.
+_FILED = ("day", "user_id", "session_id", "trace_id", "feature", "errors", "input_tokens", "output_tokens",
+          "cost_usd", "timestamp")  # fmt: skip
+
+
 def refile(run: Run, dialect: Dialect, call_id: str, change: Callable[[], object]) -> None:
     """`change` (in the same writing transaction) gives a stored call what `moves` says moves
-    it: `daily` follows (`regroup`); and when it was given a user or a session, the rows of
-    `people_daily` it left and joined are summed again from the calls, and so is its trace
-    (`traces`' values are its earliest call's). SQLite and PostgreSQL."""
+    it: `daily` follows (`regroup`); when it was given a user or a session, its share moves
+    from the row of `people_daily` it leaves to the one it joins (by the difference: a row
+    keeps counting the calls retention deleted); when given a feature, user or session, its
+    trace is summed again (`traces`' values are its earliest call's). SQLite and PostgreSQL."""
     p = dialect.placeholder
-    where = f"SELECT {dialect.day('timestamp')}, user_id, session_id, trace_id FROM call_data WHERE id = {p}"
-    before = run(where, [call_id])
+    read = (
+        f"SELECT {dialect.day('timestamp')}, user_id, session_id, trace_id, feature, error IS NOT NULL,"
+        f" input_tokens, output_tokens, cost_usd, timestamp FROM call_data WHERE id = {p}"
+    )
+    before = run(read, [call_id])
     regroup(run, dialect, call_id, change)
-    after = run(where, [call_id])
-    if [tuple(r) for r in before] == [tuple(r) for r in after]:
+    after = run(read, [call_id])
+    if not before or not after or tuple(before[0]) == tuple(after[0]):
         return
-    people_again(run, dialect, [r[:3] for r in [*before, *after]])
+    was, now = dict(zip(_FILED, before[0], strict=True)), dict(zip(_FILED, after[0], strict=True))
+    if (was["user_id"], was["session_id"]) != (now["user_id"], now["session_id"]):
+        _people_take(run, dialect, was)
+        _people_add(run, dialect, now)
     drop, fill = resum_sql(dialect, f"trace_id = {p}")
-    for trace in {r[3] for r in [*before, *after] if r[3] is not None}:
+    for trace in {was["trace_id"], now["trace_id"]} - {None}:
         run(drop, [trace])
         run(fill, [trace, trace])
+
+
+def _people(dialect: Dialect, call: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """The condition naming a call's row of `people_daily`, and its parameters."""
+    p, same = dialect.placeholder, dialect.null_safe_equal()
+    where = f"day = {p} AND user_id {same} {p} AND session_id {same} {p}"
+    return where, [call["day"], call["user_id"], call["session_id"]]
+
+
+def _people_take(run: Run, dialect: Dialect, call: Mapping[str, Any]) -> None:
+    """A call's share out of its row of `people_daily` (a row left without calls deleted). The
+    row's first and last times stay: they may have been this call's."""
+    if call["user_id"] is None and call["session_id"] is None:
+        return  # counted in no row
+    p = dialect.placeholder
+    where, key = _people(dialect, call)
+    priced = int(call["cost_usd"] is not None)
+    run(
+        f"UPDATE people_daily SET calls = calls - 1, errors = errors - {p},"
+        f" input_tokens = input_tokens - {p}, output_tokens = output_tokens - {p},"
+        f" cost_usd = CASE WHEN priced_calls - {p} = 0 THEN 0 ELSE cost_usd - {p} END,"
+        f" priced_calls = priced_calls - {p} WHERE {where}",
+        [int(bool(call["errors"])), call["input_tokens"] or 0, call["output_tokens"] or 0,
+         priced, call["cost_usd"] or 0.0, priced, *key],
+    )  # fmt: skip
+    run(f"DELETE FROM people_daily WHERE {where} AND calls <= 0", key)
+
+
+def _people_add(run: Run, dialect: Dialect, call: Mapping[str, Any]) -> None:
+    """A call's share added to its row of `people_daily`, the row made if it has none."""
+    if call["user_id"] is None and call["session_id"] is None:
+        return
+    p = dialect.placeholder
+    where, key = _people(dialect, call)
+    figures = [int(bool(call["errors"])), call["input_tokens"] or 0, call["output_tokens"] or 0,
+               call["cost_usd"] or 0.0, int(call["cost_usd"] is not None)]  # fmt: skip
+    at = call["timestamp"]
+    added = run(
+        f"UPDATE people_daily SET calls = calls + 1, errors = errors + {p},"
+        f" input_tokens = input_tokens + {p}, output_tokens = output_tokens + {p},"
+        f" cost_usd = cost_usd + {p}, priced_calls = priced_calls + {p},"
+        f" first = CASE WHEN {p} < first THEN {p} ELSE first END,"
+        f" last = CASE WHEN {p} > last THEN {p} ELSE last END WHERE {where} RETURNING calls",
+        [*figures, at, at, at, at, *key],
+    )
+    if not added:
+        run(f"INSERT INTO people_daily VALUES ({', '.join([p] * 11)})", [*key, 1, *figures, at, at])
 
 
 def regroup(run: Run, dialect: Dialect, call_id: str, change: Callable[[], object]) -> None:
@@ -309,19 +368,6 @@ def regroup(run: Run, dialect: Dialect, call_id: str, change: Callable[[], objec
         return
     _take(run, dialect, old, call_id, was)
     _add(run, dialect, new, now)
-
-
-def people_again(run: Run, dialect: Dialect, keys: Iterable[Sequence[Any]]) -> None:
-    """`people_daily`'s rows of these (day, user, session) summed again from the calls: after a
-    stored call was given a user or a session (OTLP: in a later span), the row it left and
-    the row it joined. A key with neither is no row."""
-    p, same = dialect.placeholder, dialect.null_safe_equal()
-    where = f"day = {p} AND user_id {same} {p} AND session_id {same} {p}"
-    calls = f"WHERE {dialect.day('r.timestamp')} = {p} AND user_id {same} {p} AND session_id {same} {p}"
-    for key in dict.fromkeys(tuple(k) for k in keys):
-        if key[1] is not None or key[2] is not None:  # (the day as the calls' reads)
-            run(f"DELETE FROM people_daily WHERE {where}", list(key))
-            run(people_sql(dialect, calls), list(key))
 
 
 def people_sql(dialect: Dialect, where: str) -> str:

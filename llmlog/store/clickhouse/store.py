@@ -51,7 +51,7 @@ from llmlog.store.clickhouse.schema import DAILY_GROUP, DAILY_SELECT, PEOPLE_SEL
 from llmlog.store.clickhouse.traces import ClickHouseTraces, naming_sql
 from llmlog.store.filelock import FileLock
 from llmlog.store.readonly import RESULT_MAX_BYTES, QueryRows, deadline_after, too_large
-from llmlog.store.rollup import MOVES_SQL, moves
+from llmlog.store.rollup import GROUP, MOVES_SQL, moves
 from llmlog.store.search import Query
 from llmlog.store.urls import redact_url
 
@@ -488,13 +488,38 @@ class ClickHouseStore(ClickHouseAlerts, ClickHouseExperiments, ClickHouseTraces)
         self.engine.insert("settings", ["key", "value", "version"], [[key, json.dumps(value), version]])
 
     def update_usage(self, call: Call) -> None:
+        """The call's usage, and the difference it makes added to its rows of `daily` and
+        `people_daily` as rows of their own (the engine sums them as it merges; a column not
+        given is nothing): not summed again from the calls, which would lose the calls
+        retention deleted, that the rollups keep counting."""
+        tokens = USAGE[:4]
+        was = self._select(
+            f"SELECT toDate(timestamp), {', '.join(GROUP)}, user_id, session_id, {', '.join(tokens)},"
+            " cost_usd FROM call_data WHERE id = %s LIMIT 1",
+            [call.id],
+        )
         sets = ", ".join(f"{c} = %s" for c in USAGE)
         self._mutate(
             f"ALTER TABLE call_data UPDATE {sets} WHERE id = %s",
             [*(getattr(call, c) for c in USAGE), call.id],
         )
-        days = self._select("SELECT DISTINCT toDate(timestamp) FROM call_data WHERE id = %s", [call.id])
-        self._recount([r[0] for r in days])  # a materialized view sees inserts only
+        if not was:
+            return
+        day, *group = was[0][:5]
+        day = day.isoformat()  # as JSONEachRow takes a Date
+        user, session = was[0][5:7]
+        old = dict(zip((*tokens, "cost_usd"), was[0][7:], strict=True))
+        moved = {c: (getattr(call, c) or 0) - (old[c] or 0) for c in (*tokens, "cost_usd")}
+        moved["priced_calls"] = (call.cost_usd is not None) - (old["cost_usd"] is not None)
+        daily = {
+            **moved,
+            "output_calls": (call.output_tokens is not None) - (old["output_tokens"] is not None),
+        }
+        self.engine.insert("daily_parts", ["day", *GROUP, *daily], [[day, *group, *daily.values()]])
+        if user is not None or session is not None:
+            people = {c: moved[c] for c in ("input_tokens", "output_tokens", "cost_usd", "priced_calls")}
+            self.engine.insert("people_parts", ["day", "user_id", "session_id", *people],
+                               [[day, user, session, *people.values()]])  # fmt: skip
 
     def update_content(self, call: Call) -> None:
         """A stored call's text changed (a redaction, a sealing, a span's content joined)."""
