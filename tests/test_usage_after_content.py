@@ -91,6 +91,11 @@ def test_usage_arriving_after_the_content_is_counted_once_everywhere(store: Stor
     assert [tuple(p[:3]) for p in people] == [(f"u{late}", 11, 7), (f"u{early}", 11, 7)]
     assert [p[3] for p in people] == pytest.approx([want.cost_usd] * 2)
     assert [p[4] for p in people] == [1, 1]
+    # The rows' first and last calls are the calls' own times (not, say, a default of 1970).
+    (first, last) = store.query("SELECT min(first), max(last) FROM people_daily").rows[0]
+    times = sorted(c.timestamp for c in calls.values())
+    assert str(first)[:19].replace("T", " ") == str(times[0])[:19].replace("T", " ")
+    assert str(last)[:19].replace("T", " ") == str(times[-1])[:19].replace("T", " ")
     summary = store.trace_summary(_trace(late))
     assert summary is not None
     assert (summary.input_tokens, summary.output_tokens) == (11, 7)

@@ -495,7 +495,7 @@ class ClickHouseStore(ClickHouseAlerts, ClickHouseExperiments, ClickHouseTraces)
         tokens = USAGE[:4]
         was = self._select(
             f"SELECT toDate(timestamp), {', '.join(GROUP)}, user_id, session_id, {', '.join(tokens)},"
-            " cost_usd FROM call_data WHERE id = %s LIMIT 1",
+            " cost_usd, timestamp FROM call_data WHERE id = %s LIMIT 1",
             [call.id],
         )
         sets = ", ".join(f"{c} = %s" for c in USAGE)
@@ -508,7 +508,7 @@ class ClickHouseStore(ClickHouseAlerts, ClickHouseExperiments, ClickHouseTraces)
         day, *group = was[0][:5]
         day = day.isoformat()  # as JSONEachRow takes a Date
         user, session = was[0][5:7]
-        old = dict(zip((*tokens, "cost_usd"), was[0][7:], strict=True))
+        old = dict(zip((*tokens, "cost_usd"), was[0][7:12], strict=True))
         moved = {c: (getattr(call, c) or 0) - (old[c] or 0) for c in (*tokens, "cost_usd")}
         moved["priced_calls"] = (call.cost_usd is not None) - (old["cost_usd"] is not None)
         daily = {
@@ -518,6 +518,9 @@ class ClickHouseStore(ClickHouseAlerts, ClickHouseExperiments, ClickHouseTraces)
         self.engine.insert("daily_parts", ["day", *GROUP, *daily], [[day, *group, *daily.values()]])
         if user is not None or session is not None:
             people = {c: moved[c] for c in ("input_tokens", "output_tokens", "cost_usd", "priced_calls")}
+            # Its time as the row's first and last: within them already (a column not given
+            # would be the epoch, the least of any).
+            people["first"] = people["last"] = was[0][12]
             self.engine.insert("people_parts", ["day", "user_id", "session_id", *people],
                                [[day, user, session, *people.values()]])  # fmt: skip
 
