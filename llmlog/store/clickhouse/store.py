@@ -524,6 +524,36 @@ class ClickHouseStore(ClickHouseAlerts, ClickHouseExperiments, ClickHouseTraces)
             self.engine.insert("people_parts", ["day", "user_id", "session_id", *people],
                                [[day, user, session, *people.values()]])  # fmt: skip
 
+    def _attributed(self, call_id: str, was: Sequence[Any]) -> None:
+        """A stored call given a user or a session (OTLP: a later span): its share moves out of
+        the `people_daily` row it was in, if any, into its new one, and its group's distinct
+        users and sessions take in the new ones, as rows of their own that the engine sums
+        and merges (not summed again from the calls, which would lose those retention
+        deleted). `was`: its user, session, error, tokens, cost and time before."""
+        user, session, failed, tokens_in, tokens_out, cost, at = was
+        self.engine.command(
+            bind(
+                f"INSERT INTO people_parts SELECT {PEOPLE_SELECT} FROM call_data AS c WHERE c.id = %s"
+                " GROUP BY day, user_id, session_id",
+                [call_id],
+            )
+        )
+        self.engine.command(
+            bind(
+                f"INSERT INTO daily_parts (day, {', '.join(GROUP)}, users, sessions)"
+                f" SELECT toDate(timestamp) AS day, {', '.join(GROUP)}, uniqExactState(user_id),"
+                f" uniqExactState(session_id) FROM call_data WHERE id = %s GROUP BY day, {', '.join(GROUP)}",
+                [call_id],
+            )
+        )
+        if user is None and session is None:
+            return  # it was in no row
+        columns = ("day", "user_id", "session_id", "calls", "errors", "input_tokens", "output_tokens",
+                   "cost_usd", "priced_calls", "first", "last")  # fmt: skip
+        row = [at.date().isoformat(), user, session, -1, -int(failed), -(tokens_in or 0), -(tokens_out or 0),
+               -(cost or 0.0), -int(cost is not None), at, at]  # fmt: skip
+        self.engine.insert("people_parts", columns, [row])
+
     def update_content(self, call: Call) -> None:
         """A stored call's text changed (a redaction, a sealing, a span's content joined)."""
         (call,) = self._sealed([call])
@@ -536,7 +566,9 @@ class ClickHouseStore(ClickHouseAlerts, ClickHouseExperiments, ClickHouseTraces)
         given = [c for c in ATTRIBUTION if c != "feature"]
         sets = ", ".join([*(f"{c} = %s" for c in changed), *(f"{c} = ifNull({c}, %s)" for c in given)])
         was = self._select(
-            f"SELECT {MOVES_SQL}, toDate(timestamp) FROM call_data WHERE id = %s LIMIT 1", [call.id]
+            f"SELECT {MOVES_SQL}, toDate(timestamp), user_id, session_id, error IS NOT NULL, input_tokens,"
+            " output_tokens, cost_usd, timestamp FROM call_data WHERE id = %s LIMIT 1",
+            [call.id],
         )
         # The vector of the text replaced goes with it (see `Store.set_vectors`).
         self._mutate(
@@ -544,8 +576,15 @@ class ClickHouseStore(ClickHouseAlerts, ClickHouseExperiments, ClickHouseTraces)
             " prompt_template_version = ifNull(prompt_template_version, %s) WHERE id = %s",
             [*(row[c] for c in (*changed, *given)), row["prompt_template_version"], call.id],
         )
-        if was and moves(was[0][:-1], call):
-            self._recount([was[0][-1]])  # its group in the rollups, or what it counts there, changed
+        if not was:
+            return
+        moved, day = was[0][:5], was[0][5]
+        if moves((*moved[:2], False, False, False), call):
+            self._recount([day])  # its group in `daily`, or what it counts there, changed
+        elif moves((False, False, False, *moved[3:5]), call):
+            self._attributed(
+                call.id, was[0][6:]
+            )  # its group in the rollups, or what it counts there, changed
         self._embed([call])
 
     # -------------------------------------------------------------- regulated mode's audit log
