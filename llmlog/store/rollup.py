@@ -288,7 +288,7 @@ def refile(run: Run, dialect: Dialect, call_id: str, change: Callable[[], object
         return
     was, now = dict(zip(_FILED, before[0], strict=True)), dict(zip(_FILED, after[0], strict=True))
     if (was["user_id"], was["session_id"]) != (now["user_id"], now["session_id"]):
-        _people_take(run, dialect, was)
+        _people_take(run, dialect, was, call_id)
         _people_add(run, dialect, now)
     drop, fill = resum_sql(dialect, f"trace_id = {p}")
     for trace in {was["trace_id"], now["trace_id"]} - {None}:
@@ -303,9 +303,10 @@ def _people(dialect: Dialect, call: Mapping[str, Any]) -> tuple[str, list[Any]]:
     return where, [call["day"], call["user_id"], call["session_id"]]
 
 
-def _people_take(run: Run, dialect: Dialect, call: Mapping[str, Any]) -> None:
-    """A call's share out of its row of `people_daily` (a row left without calls deleted). The
-    row's first and last times stay: they may have been this call's."""
+def _people_take(run: Run, dialect: Dialect, call: Mapping[str, Any], call_id: str) -> None:
+    """A call's share out of its row of `people_daily` (a row left without calls deleted).
+    Where the row's first or last time was this call's, it is the row's other stored calls'
+    (a call retention deleted, that the row still counts, is not known by its time)."""
     if call["user_id"] is None and call["session_id"] is None:
         return  # counted in no row
     p = dialect.placeholder
@@ -319,6 +320,20 @@ def _people_take(run: Run, dialect: Dialect, call: Mapping[str, Any]) -> None:
         [int(bool(call["errors"])), call["input_tokens"] or 0, call["output_tokens"] or 0,
          priced, call["cost_usd"] or 0.0, priced, *key],
     )  # fmt: skip
+    same = dialect.null_safe_equal()
+    others = (
+        f"FROM call_data WHERE {dialect.day('timestamp')} = {p} AND user_id {same} {p}"
+        f" AND session_id {same} {p} AND id <> {p}"
+    )
+    at = call["timestamp"]
+    run(
+        f"UPDATE people_daily SET"
+        f" first = CASE WHEN first = {p} THEN coalesce((SELECT min(timestamp) {others}), first)"
+        " ELSE first END,"
+        f" last = CASE WHEN last = {p} THEN coalesce((SELECT max(timestamp) {others}), last) ELSE last END"
+        f" WHERE {where}",
+        [at, *key, call_id, at, *key, call_id, *key],
+    )
     run(f"DELETE FROM people_daily WHERE {where} AND calls <= 0", key)
 
 

@@ -530,6 +530,18 @@ def m009_alerts(runner: Runner, cluster: str | None) -> None:
     )
 
 
+def m011_people_with_calls(runner: Runner, cluster: str | None) -> None:
+    """`people_daily` without a row of no calls: a call given a user or a session after it
+    was stored moves its share out of the row it was in by a row of differences
+    (`ClickHouseStore._attributed`), which can leave that row at none; SQLite and PostgreSQL
+    delete such a row."""
+    on = f" ON CLUSTER {cluster}" if cluster else ""
+    runner.command(
+        f"CREATE OR REPLACE VIEW people_daily{on} AS SELECT day, user_id, session_id, {PEOPLE_SUMS}"
+        " FROM people_parts GROUP BY day, user_id, session_id HAVING sum(people_parts.calls) > 0"
+    )
+
+
 def m010_experiments(runner: Runner, cluster: str | None) -> None:
     """Experiments' definitions (`llmlog.store.experiments`, `clickhouse.experiments`), as
     versioned rows read with FINAL, the newest version of an id its definition. Private: the
@@ -557,6 +569,7 @@ MIGRATIONS: list[Callable[[Runner, str | None], None]] = [
     m008_trace_index,
     m009_alerts,
     m010_experiments,
+    m011_people_with_calls,
 ]
 
 
